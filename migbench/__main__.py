@@ -1,0 +1,3 @@
+from migbench.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""The one error type migbench raises for expected failures, caught once in the CLI.
+
+Every error carries a message and, where we know one, a hint with the fix. Input errors carry a list
+of problems, each naming the file, line and field, so that one pass reports everything wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file: where, which field, what, and how to fix it."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+    hint: str | None = None
+
+    def where(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class MigbenchError(Exception):
+    """An expected failure: printed as `Error: <message>` (+ `Hint:`), exit code 1, no traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, problems: list[Problem] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.problems: list[Problem] = list(problems or [])
+
+
+class UsageError(MigbenchError):
+    """The command line itself is wrong (exit code 2, like typer/click usage errors)."""
+
+    exit_code = 2
+
+
+class InputError(MigbenchError):
+    """A file the user wrote (sweep, plan, catalogue text) is malformed; `problems` lists each issue."""
+
+
+class HardwareError(MigbenchError):
+    """The GPU (real or simulated) refused or failed an operation."""
+
+
+class UnsafeError(MigbenchError):
+    """migbench refused to do something that would harm running work or leave a GPU half-configured."""
+
+
+@dataclass
+class Warnings:
+    """Collects non-fatal notes (unverified catalogue facts, assumptions) to show the user."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)
