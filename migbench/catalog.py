@@ -17,7 +17,6 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -316,7 +315,7 @@ class Catalog:
     @classmethod
     def load(cls, user_path: Path | None = None, include_user: bool = True) -> "Catalog":
         cat = cls()
-        builtin = yaml.safe_load(resources.files("migbench").joinpath("data/catalog.yaml").read_text())
+        builtin = yaml.safe_load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
         cat._add_doc(builtin, "builtin")
         if include_user:
             path = user_path or user_catalog_path()

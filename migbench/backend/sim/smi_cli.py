@@ -1,0 +1,990 @@
+"""The simulated `nvidia-smi` (console script `migbench-nvidia-smi`), printing the real text.
+
+The host is the state directory in `$MIGBENCH_SIM`. Formats are copied from real captures
+(`/work/shared/mig/samples`, `docs/facts-extra.md`): the 79-column `-lgip` frame, the `-lgipp` lines
+(`ID  9`, singular `Placement :`), the `-lgi`, `-lci`, `-lcip` tables, the create/destroy lines with their
+right-aligned two-character numbers (`ID  2`, `GPU  0`), the `-mig`, `--gpu-reset`, `-L`, `-q` and
+`--query-gpu` texts. Where no capture exists the text follows the nearest real pattern and is marked [U]
+at the place it is produced.
+
+Exit status: 0 on success; on failure nvidia-smi's documented return values by NVML error: 2 invalid
+argument, 3 not supported, 4 insufficient permissions, 6 not found, 9 driver not loaded, 255 anything else
+(in-use, insufficient resources...). Which code nvidia-smi returns for each message is [U] except 255 for a
+refused reset (a mig-manager log shows "error resetting all GPUs: exit status 255").
+
+Supported: `-L`, `-q [-i]`, `--query-gpu=... --format=csv[,noheader][,nounits]`, `-i <index|bus id|uuid>[,..]`,
+`-mig 0|1`, `-r/--gpu-reset`, `mig -lgip|-lgipp|-lgi|-lci|-lcip|-cgi <list> [-C]|-cci [<list>]|-dci|-dgi` with
+`-i`, `-gi`, `-ci`, and the bare `nvidia-smi` "MIG devices:" / "Processes:" blocks (the GPU summary table
+above them, with fans, temperatures and power, is not simulated).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Sequence, TextIO
+
+from migbench.backend.sim import host as H
+from migbench.backend.sim.host import HostState, SimError, SimGpu, SimHost
+from migbench.catalog import Profile, profile_order
+from migbench.errors import MigbenchError
+
+ENV = "MIGBENCH_SIM"
+NO_ENV_MESSAGE = "migbench-nvidia-smi: set MIGBENCH_SIM=<state dir> (created with `migbench sim init`)"
+INVALID_COMBINATION = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
+
+_EXIT_BY_CODE = {
+    H.INVALID_ARGUMENT: 2,
+    H.NOT_SUPPORTED: 3,
+    H.NO_PERMISSION: 4,
+    H.NOT_FOUND: 6,
+    H.DRIVER_NOT_LOADED: 9,
+}
+
+
+def exit_status(code: int) -> int:
+    """nvidia-smi's return value for an NVML error code [U per message; see the module docstring]."""
+    return _EXIT_BY_CODE.get(code, 255)
+
+
+class _Usage(Exception):
+    """The command line is not something nvidia-smi accepts."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting (pure functions of a HostState)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gib(mib: int) -> str:
+    # nvidia-smi prints memorySizeMB / 1024 with two decimals (4864 -> 4.75, 20096 -> 19.62).
+    return f"{mib / 1024:.2f}"
+
+
+def _n2(n: int) -> str:
+    """Numbers in the create/destroy lines are right-aligned in two characters: `ID  2`, `GPU  0`."""
+    return f"{n:2d}"
+
+
+def gi_sort_key(st: HostState, gi: H.GpuInstance) -> tuple:
+    """nvidia-smi lists GPU instances by profile (its -lgip order), then by instance id (the captures'
+    -lgi, -lci and -dci/-dgi orders)."""
+    return (profile_order(st.gi_profile(gi)), gi.id)
+
+
+def sorted_gis(st: HostState, g: SimGpu) -> list[H.GpuInstance]:
+    return sorted(g.gpu_instances, key=lambda gi: gi_sort_key(st, gi))
+
+
+def format_L(st: HostState, gpus: Sequence[int] | None = None) -> str:
+    """`nvidia-smi -L`. R470+: `  MIG 1g.5gb      Device  0: (UUID: MIG-...)` (profile padded to 11,
+    index in 2); before R470: `  MIG 1c.3g.20gb Device 0: (UUID: MIG-GPU-.../1/0)` (FACTS.md d; the
+    padding of shorter names before R470 is [U])."""
+    lines = []
+    new = H.uses_new_mig_uuids(st.driver_version)
+    for i in gpus if gpus is not None else range(len(st.gpus)):
+        g = st.gpus[i]
+        lines.append(f"GPU {g.index}: {st.product_name} (UUID: {g.uuid})")
+        for d in st.mig_devices(g.index):
+            if new:
+                lines.append(f"  MIG {d.name:<11} Device {d.index:2d}: (UUID: {d.uuid})")
+            else:
+                lines.append(f"  MIG {d.name} Device {d.index}: (UUID: {d.uuid})")
+    return "\n".join(lines) + "\n"
+
+
+def format_lgip(st: HostState, gpus: Sequence[int]) -> str:
+    """`nvidia-smi mig -lgip`: the 79-column table; Free = remaining capacity now, Total = instanceCount."""
+    bar = "+" + "-" * 77 + "+"
+    out = [
+        bar,
+        "| GPU instance profiles:" + " " * 54 + "|",
+        "| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |",
+        "|                              Free/Total   GiB              CE    JPEG  OFA  |",
+        "|" + "=" * 77 + "|",
+    ]
+    for i in gpus:
+        for p in sorted(st.model.profiles, key=profile_order):
+            e = p.engines
+            ft = f"{st.remaining_capacity(i, p)}/{p.max_count}"
+            out.append(
+                f"|{i:>4}  {p.full_name:<16}{p.id:>4}     {ft:<11}{_gib(p.memory_mib or 0):<11}{'No':<7}"
+                f"{e.sm or 0:<7}{e.dec or 0:<6}{e.enc or 0:<4}|"
+            )
+            out.append(f"|{'':60}{e.ce or 0:>2}{'':5}{e.jpeg or 0:<6}{e.ofa or 0:<4}|")
+            out.append(bar)
+    return "\n".join(out) + "\n"
+
+
+def format_lgipp(st: HostState, gpus: Sequence[int]) -> str:
+    """`nvidia-smi mig -lgipp`: `GPU  0 Profile ID 19 Placements: {0,1,2,3,4,5,6}:1`; one-start profiles
+    print the singular `Placement :` (samples)."""
+    out = []
+    for i in gpus:
+        for p in sorted(st.model.profiles, key=profile_order):
+            starts = ",".join(str(s) for s in p.starts)
+            word = "Placement :" if len(p.starts) == 1 else "Placements:"
+            out.append(f"GPU {i:2d} Profile ID {p.id:2d} {word} {{{starts}}}:{p.memory_slices}")
+    return "\n".join(out) + "\n"
+
+
+def _lgi_wide(st: HostState) -> bool:
+    """The -lgi name column is 3 characters wider in the A30 (pre-R525) and H100 525.125.06 captures than in
+    the User Guide's early A100 capture; the switch is placed at R470 [U]."""
+    return st.driver_version >= H.R470
+
+
+def format_lgi(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str:
+    """`nvidia-smi mig -lgi` for (gpu, GI) rows in display order."""
+    wide = _lgi_wide(st)
+    w = 57 if wide else 54
+    bar = "+" + "-" * (w - 2) + "+"
+    if wide:
+        head = [
+            "| GPU instances:" + " " * (w - 17) + "|",
+            "| GPU   Name             Profile  Instance   Placement  |",
+            "|                          ID       ID       Start:Size |",
+        ]
+    else:
+        head = [
+            "| GPU instances:" + " " * (w - 17) + "|",
+            "| GPU   Name          Profile  Instance   Placement  |",
+            "|                       ID       ID       Start:Size |",
+        ]
+    out = [bar, *head, "|" + "=" * (w - 2) + "|"]
+    for gpu, gi in rows:
+        name = st.gi_profile(gi).full_name
+        nw, pw = (17, 5) if wide else (14, 5)
+        out.append(f"|{gpu:>4}  {name:<{nw}}{gi.profile_id:>{pw}}{gi.id:>9}{f'{gi.start}:{gi.size}':>13}{'':5}|")
+        out.append(bar)
+    return "\n".join(out) + "\n"
+
+
+def _lci_placement(st: HostState) -> bool:
+    """-lci has a Placement column in the newer layout; the older one (openpbs comment) has none. The
+    switch is placed at R470 [U]."""
+    return st.driver_version >= H.R470
+
+
+def format_lci(st: HostState, rows: Sequence[tuple[int, H.GpuInstance, H.ComputeInstance]]) -> str:
+    """`nvidia-smi mig -lci` (docs/facts-extra.md 4.4 layouts)."""
+    placement = _lci_placement(st)
+    w = 70 if placement else 57
+    bar = "+" + "-" * (w - 2) + "+"
+    if placement:
+        head = [
+            "| Compute instances:" + " " * (w - 21) + "|",
+            "| GPU     GPU       Name             Profile   Instance   Placement  |",
+            "|       Instance                       ID        ID       Start:Size |",
+            "|         ID" + " " * (w - 13) + "|",
+        ]
+    else:
+        head = [
+            "| Compute instances:" + " " * (w - 21) + "|",
+            "| GPU     GPU       Name             Profile   Instance |",
+            "|       Instance                       ID        ID     |",
+            "|         ID" + " " * (w - 13) + "|",
+        ]
+    out = [bar, *head, "|" + "=" * (w - 2) + "|"]
+    for gpu, gi, ci in rows:
+        cp = _ci_profile(st, gi, ci.profile_id)
+        name = f"MIG {cp.name}"
+        row = f"|{gpu:>4}{gi.id:>7}       {name:<17}{ci.profile_id:>5}{ci.id:>10}"
+        row += f"{f'{ci.start}:{ci.size}':>13}{'':5}|" if placement else "     |"
+        out.append(row)
+        out.append(bar)
+    return "\n".join(out) + "\n"
+
+
+def _ci_profile(st: HostState, gi: H.GpuInstance, ci_profile_id: int) -> H.CiProfile:
+    return next(c for c in H.ci_profiles(st.model, st.gi_profile(gi)) if c.id == ci_profile_id)
+
+
+def ci_remaining(gi: H.GpuInstance, cp: H.CiProfile) -> int:
+    """How many more CIs of `cp` fit in `gi` (lowest free start first)."""
+    used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
+    n = sum(1 for c in gi.compute_instances if c.profile_id == cp.id)
+    free = 0
+    for s in cp.starts:
+        span = set(range(s, s + cp.slices))
+        if not span & used and n + free < cp.max_count:
+            used |= span
+            free += 1
+    return free
+
+
+def format_lcip(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str:
+    """`nvidia-smi mig -lcip`: one block of rows per GI (docs/facts-extra.md 4.5 layout); `*` marks the
+    default profile; Free/Total = remaining/instanceCount."""
+    w = 88
+    bar = "+" + "-" * (w - 2) + "+"
+    out = [
+        bar,
+        "| Compute instance profiles:" + " " * (w - 29) + "|",
+        "| GPU     GPU       Name             Profile  Instances   Exclusive       Shared       |",
+        "|       Instance                       ID     Free/Total     SM       DEC   ENC   OFA  |",
+        "|         ID                                                          CE    JPEG       |",
+        "|" + "=" * (w - 2) + "|",
+    ]
+    for gpu, gi in rows:
+        for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
+            e = cp.engines
+            ft = f"{ci_remaining(gi, cp)}/{cp.max_count}"
+            star = "*" if cp.is_default else " "
+            out.append(
+                f"|{gpu:>4}{gi.id:>7}       {'MIG ' + cp.name:<17}{cp.id:>5}{star}     {ft:<14}"
+                f"{cp.sm or 0:<10}{e.dec or 0:<6}{e.enc or 0:<6}{e.ofa or 0:<4}|"
+            )
+            out.append(f"|{'':70}{e.ce or 0:<6}{e.jpeg or 0:<6}{'':4}|")
+            out.append(bar)
+    return "\n".join(out) + "\n"
+
+
+# --query-gpu fields: name -> (header, unit, getter). Aliases map to the canonical name.
+_QUERY_ALIASES = {
+    "gpu_name": "name",
+    "gpu_uuid": "uuid",
+    "gpu_bus_id": "pci.bus_id",
+    "mig.mode": "mig.mode.current",
+}
+
+
+def _query_value(st: HostState, g: SimGpu, field: str) -> tuple[str, str | None]:
+    """(value text, unit) of one --query-gpu field; "[N/A]" where the simulator does not know it."""
+    if field == "index":
+        return str(g.index), None
+    if field == "count":
+        return str(len(st.gpus)), None
+    if field == "name":
+        return st.product_name, None
+    if field == "uuid":
+        return g.uuid, None
+    if field == "pci.bus_id":
+        return g.bus_id, None
+    if field == "driver_version":
+        return st.driver, None
+    if field == "mig.mode.current":
+        return ("Enabled" if g.mig_current else "Disabled"), None
+    if field == "mig.mode.pending":
+        return ("Enabled" if g.mig_pending else "Disabled"), None
+    if field == "memory.total":
+        total = st.model.memory_total_mib
+        return (str(total) if total else "[N/A]"), "MiB"
+    raise KeyError(field)
+
+
+QUERY_FIELDS = ("index", "count", "name", "uuid", "pci.bus_id", "driver_version", "mig.mode.current",
+                "mig.mode.pending", "memory.total")
+
+
+def format_query(st: HostState, gpus: Sequence[int], fields: Sequence[str], noheader: bool, nounits: bool) -> str:
+    """`--query-gpu=a,b --format=csv[,noheader][,nounits]`: header `a, b` (units in brackets, e.g.
+    `memory.total [MiB]`, kept with nounits [U]), values joined with `, ` (docs/facts-extra.md 4.3)."""
+    canon = [_QUERY_ALIASES.get(f, f) for f in fields]
+    out = []
+    if not noheader:
+        heads = []
+        for f, c in zip(fields, canon):
+            unit = _query_value(st, st.gpus[0], c)[1]
+            heads.append(f"{f} [{unit}]" if unit else f)
+        out.append(", ".join(heads))
+    for i in gpus:
+        vals = []
+        for c in canon:
+            v, unit = _query_value(st, st.gpus[i], c)
+            vals.append(f"{v} {unit}" if unit and not nounits and v != "[N/A]" else v)
+        out.append(", ".join(vals))
+    return "\n".join(out) + "\n"
+
+
+def format_q(st: HostState, gpus: Sequence[int], now: float | None = None) -> str:
+    """`nvidia-smi -q`, the parts the simulator knows: header, Product Name, MIG Mode block, GPU UUID.
+    Key column 42 wide before R580, 55 from R580 (pastes in docs/facts-extra.md 4.1 and the index)."""
+    w = 55 if st.driver_version >= (580,) else 42
+
+    def kv(indent: int, key: str, value: str) -> str:
+        return " " * indent + f"{key:<{w - indent}}: {value}"
+
+    cuda = H.cuda_driver_version(st.driver_version)
+    ts = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(now))
+    out = [
+        "",
+        "==============NVSMI LOG==============",
+        "",
+        kv(0, "Timestamp", ts),
+        kv(0, "Driver Version", st.driver),
+        kv(0, "CUDA Version", f"{cuda // 1000}.{(cuda % 1000) // 10}"),
+        "",
+        kv(0, "Attached GPUs", str(len(st.gpus))),
+    ]
+    for n, i in enumerate(gpus):
+        g = st.gpus[i]
+        if n:
+            out.append("")
+        out += [
+            f"GPU {g.bus_id}",
+            kv(4, "Product Name", st.product_name),
+            "    MIG Mode",
+            kv(8, "Current", "Enabled" if g.mig_current else "Disabled"),
+            kv(8, "Pending", "Enabled" if g.mig_pending else "Disabled"),
+            kv(4, "GPU UUID", g.uuid),
+        ]
+    return "\n".join(out) + "\n\n"
+
+
+def format_main(st: HostState, gpus: Sequence[int]) -> str:
+    """The "MIG devices:" and "Processes:" blocks of plain `nvidia-smi` in the 79-column layout of
+    samples/a100-40gb_cgi-C-lgi_1.txt. Memory used is the sum of the simulated processes on the GI (real
+    drivers show a few MiB more). Process rows follow the header's columns [U: no capture with a process]."""
+    bar = "+" + "-" * 77 + "+"
+    sep = "+------------------+----------------------+-----------+-----------------------+"
+    out: list[str] = []
+    devs = [d for i in gpus for d in st.mig_devices(i)]
+    if any(st.gpus[i].mig_current for i in gpus):
+        out += [
+            bar,
+            "| MIG devices:" + " " * 64 + "|",
+            sep,
+            "| GPU  GI  CI  MIG |         Memory-Usage |        Vol|         Shared        |",
+            "|      ID  ID  Dev |                      | SM     Unc| CE  ENC  DEC  OFA  JPG|",
+            "|                  |                      |        ECC|                       |",
+            "|==================+======================+===========+=======================|",
+        ]
+        if not devs:
+            out += ["|  No MIG devices found" + " " * 55 + "|", bar]
+        for d in devs:
+            e = d.ci_profile.engines
+            used = st.used_memory_mib(d.gpu, d.gi_id)
+            out.append(
+                f"|{d.gpu:>3}{d.gi_id:>5}{d.ci_id:>4}{d.index:>4}  |{used:>7}MiB / {d.memory_mib:>5}MiB | "
+                f"{d.ci_profile.sm or 0:<8}0 |"
+                f"{e.ce or 0:>3}{e.enc or 0:>4}{e.dec or 0:>5}{e.ofa or 0:>5}{e.jpeg or 0:>5} |"
+            )
+            out.append(sep)
+        out.append("")
+    out += [
+        bar,
+        "| Processes:" + " " * 66 + "|",
+        "|  GPU   GI   CI        PID   Type   Process name                  GPU Memory |",
+        "|        ID   ID                                                   Usage      |",
+        "|" + "=" * 77 + "|",
+    ]
+    procs = [p for i in gpus for p in st.processes_on(i)]
+    if not procs:
+        out.append("|  No running processes found" + " " * 49 + "|")
+    for p in procs:
+        gi = "N/A" if p.gi is None else str(p.gi)
+        ci = "N/A" if p.ci is None else str(p.ci)
+        name = p.name if len(p.name) <= 30 else "..." + p.name[-27:]
+        out.append(f"|{p.gpu:>5}{gi:>5}{ci:>5}{p.pid:>11}{'C':>7}   {name:<30}{f'{p.used_memory_mib}MiB':>10} |")
+    out.append(bar)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Args:
+    ids: list[str] | None = None
+    list_gpus: bool = False
+    query: bool = False
+    display: str | None = None
+    query_gpu: list[str] | None = None
+    fmt: list[str] | None = None
+    mig_mode: str | None = None
+    reset: bool = False
+    help: bool = False
+    mig: bool = False
+    # mig subcommand
+    gi: list[int] | None = None
+    ci: list[int] | None = None
+    actions: list[str] = field(default_factory=list)
+    cgi: str | None = None
+    cci: str | None = None
+    default_ci: bool = False
+
+
+_TOP_VALUE = {"-i": "ids", "--id": "ids", "-mig": "mig_mode", "--multi-instance-gpu": "mig_mode",
+              "-d": "display", "--display": "display"}
+_MIG_ACTIONS = {
+    "-lgip": "lgip", "--list-gpu-instance-profiles": "lgip",
+    "-lgipp": "lgipp", "--list-gpu-instance-possible-placements": "lgipp",
+    "-lgi": "lgi", "--list-gpu-instances": "lgi",
+    "-lci": "lci", "--list-compute-instances": "lci",
+    "-lcip": "lcip", "--list-compute-instance-profiles": "lcip",
+    "-dci": "dci", "--destroy-compute-instance": "dci",
+    "-dgi": "dgi", "--destroy-gpu-instance": "dgi",
+}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise _Usage(text) from None
+
+
+def _parse(argv: Sequence[str]) -> _Args:
+    a = _Args()
+    it = list(argv)
+    i = 0
+
+    def value() -> str:
+        nonlocal i
+        if i + 1 >= len(it):
+            raise _Usage(it[i])
+        i += 1
+        return it[i]
+
+    while i < len(it):
+        tok = it[i]
+        if a.mig:
+            if tok in ("-i", "--id"):
+                a.ids = [x for x in value().split(",") if x]
+            elif tok in ("-gi", "--gpu-instance-id"):
+                a.gi = _ints(value())
+            elif tok in ("-ci", "--compute-instance-id"):
+                a.ci = _ints(value())
+            elif tok in _MIG_ACTIONS:
+                a.actions.append(_MIG_ACTIONS[tok])
+            elif tok in ("-cgi", "--create-gpu-instance"):
+                a.actions.append("cgi")
+                a.cgi = value()
+            elif tok in ("-cci", "--create-compute-instance"):
+                a.actions.append("cci")
+                if i + 1 < len(it) and not it[i + 1].startswith("-"):
+                    a.cci = value()
+            elif tok in ("-C", "--default-compute-instance"):
+                a.default_ci = True
+            elif tok in ("-h", "--help"):
+                a.help = True
+            else:
+                raise _Usage(tok)
+        elif tok == "mig" and i == 0:
+            a.mig = True
+        elif tok in _TOP_VALUE:
+            v = value()
+            if _TOP_VALUE[tok] == "ids":
+                a.ids = [x for x in v.split(",") if x]
+            else:
+                setattr(a, _TOP_VALUE[tok], v)
+        elif tok in ("-L", "--list-gpus"):
+            a.list_gpus = True
+        elif tok in ("-q", "--query"):
+            a.query = True
+        elif tok in ("-r", "--gpu-reset"):
+            a.reset = True
+        elif tok in ("-h", "--help"):
+            a.help = True
+        elif tok.startswith("--query-gpu"):
+            v = tok.split("=", 1)[1] if "=" in tok else value()
+            a.query_gpu = [f.strip() for f in v.split(",") if f.strip()]
+        elif tok.startswith("--format"):
+            v = tok.split("=", 1)[1] if "=" in tok else value()
+            a.fmt = [f.strip() for f in v.split(",") if f.strip()]
+        else:
+            raise _Usage(tok)
+        i += 1
+    return a
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+class _Out:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def line(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+
+    def text(self, text: str) -> None:
+        self.stream.write(text)
+
+
+def _select_gpus(st: HostState, ids: list[str] | None) -> list[int]:
+    """-i items: index, PCI bus id (`00000000:07:00.0` or `07:00.0`) or GPU UUID."""
+    if not ids:
+        return list(range(len(st.gpus)))
+    out: list[int] = []
+    for item in ids:
+        t = item.strip()
+        g: SimGpu | None = None
+        if t.isdigit():
+            g = st.gpus[int(t)] if int(t) < len(st.gpus) else None
+        elif t.upper().startswith("GPU-"):
+            g = st.gpu_by_uuid(t)
+        elif ":" in t:
+            g = st.gpu_by_bus_id(t)
+        if g is None:
+            raise SimError(H.NOT_FOUND, "No devices were found")
+        if g.index not in out:
+            out.append(g.index)
+    return out
+
+
+HELP = """NVIDIA System Management Interface (simulated by migbench; state in $MIGBENCH_SIM)
+
+    nvidia-smi [-i <id>] [-L | -q | --query-gpu=<fields> --format=csv[,noheader][,nounits]]
+    nvidia-smi [-i <id>] -mig 0|1
+    nvidia-smi [-i <id>] -r | --gpu-reset
+    nvidia-smi mig [-i <id>] -lgip | -lgipp | -lgi | -lci [-gi N] | -lcip [-gi N]
+    nvidia-smi mig [-i <id>] -cgi <profile[:start]>[,...] [-C]
+    nvidia-smi mig [-i <id>] [-gi N] -cci [<ci profile>[,...]]
+    nvidia-smi mig [-i <id>] [-gi N] [-ci N] -dci
+    nvidia-smi mig [-i <id>] [-gi N] -dgi
+
+--query-gpu fields: """ + ", ".join(QUERY_FIELDS) + "\n"
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the simulated nvidia-smi with `argv` (default `sys.argv[1:]`); returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = _Out(stdout or sys.stdout)
+    err = stderr or sys.stderr
+    state_dir = os.environ.get(ENV)
+    if not state_dir:
+        err.write(NO_ENV_MESSAGE + "\n")
+        return 9
+    host = SimHost(state_dir)
+    if not host.exists():
+        err.write(f"migbench-nvidia-smi: no simulated host in {state_dir} (create one with `migbench sim init`)\n")
+        return 9
+    try:
+        a = _parse(args)
+    except _Usage:
+        out.line(INVALID_COMBINATION)
+        return 2
+    try:
+        return _dispatch(host, a, out)
+    except _Usage:
+        out.line(INVALID_COMBINATION)
+        return 2
+    except SimError as exc:
+        if exc.message == "No devices were found":  # [U] wording for an -i that matches no GPU
+            out.line("No devices were found")
+            return 6
+        err.write(f"migbench-nvidia-smi: {exc.message}\n")
+        return exit_status(exc.code)
+    except MigbenchError as exc:  # e.g. a damaged state file
+        err.write(f"migbench-nvidia-smi: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
+        return 255
+
+
+def _dispatch(host: SimHost, a: _Args, out: _Out) -> int:
+    if a.help:
+        out.text(HELP)
+        return 0
+    st = host.read()
+    gpus = _select_gpus(st, a.ids)
+    if a.mig:
+        return _mig(host, st, gpus, a, out)
+    chosen = [bool(a.list_gpus), bool(a.query), a.query_gpu is not None, a.mig_mode is not None, a.reset]
+    if sum(chosen) > 1:
+        raise _Usage("several actions")
+    if a.list_gpus:
+        out.text(format_L(st, gpus if a.ids else None))
+        return 0
+    if a.query:
+        if a.display:
+            out.line(f"migbench-nvidia-smi: -d {a.display} is not simulated; run -q without -d")
+            return 2
+        out.text(format_q(st, gpus))
+        return 0
+    if a.query_gpu is not None:
+        return _query_gpu(st, gpus, a, out)
+    if a.mig_mode is not None:
+        return _set_mig(host, st, gpus, a.mig_mode, out)
+    if a.reset:
+        return _reset(host, st, gpus, bool(a.ids), out)
+    if a.fmt is not None or a.display is not None:
+        raise _Usage("format without query")
+    out.text(format_main(st, gpus))
+    return 0
+
+
+def _query_gpu(st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    fmt = a.fmt or []
+    if not fmt or fmt[0] != "csv" or any(f not in ("csv", "noheader", "nounits") for f in fmt):
+        out.line(f'"{",".join(fmt)}" is not a valid format. Please run \'nvidia-smi -h\' for help.' if fmt
+                 else INVALID_COMBINATION)  # [U] wording for a bad --format
+        return 2
+    for f in a.query_gpu or []:
+        if _QUERY_ALIASES.get(f, f) not in QUERY_FIELDS:
+            out.line(f'Field "{f}" is not a valid field to query.')  # [U] wording
+            return 2
+    out.text(format_query(st, gpus, a.query_gpu or [], "noheader" in fmt, "nounits" in fmt))
+    return 0
+
+
+def _set_mig(host: SimHost, st: HostState, gpus: list[int], mode: str, out: _Out) -> int:
+    """`-mig 0|1`: texts from FACTS.md d, samples/a100-40gb_mig-enable-pending-vm_1.txt,
+    samples/err_mig-enable-pending_in-use_dgx_1.txt and docs/facts-extra.md 4.7."""
+    if mode not in ("0", "1", "ENABLED", "DISABLED", "Enabled", "Disabled"):
+        raise _Usage(mode)
+    enable = mode in ("1", "ENABLED", "Enabled")
+    word = "enable" if enable else "disable"
+    worst = 0
+    for i in gpus:
+        bus = st.gpus[i].bus_id
+        try:
+            status = host.set_mig_mode(i, enable)
+        except SimError as exc:
+            # [U] wording of a refused call (unprivileged, GPU instances still present)
+            out.line(f"Unable to {word} MIG Mode for GPU {bus}: {exc.reason}")
+            worst = worst or exit_status(exc.code)
+            continue
+        if status == H.SUCCESS:
+            out.line(f"{'Enabled' if enable else 'Disabled'} MIG Mode for GPU {bus}")
+        elif not st.model.mode_change_needs_reset:
+            # Hopper+ refusing because processes run: [U] no capture; nearest real pattern.
+            out.line(f"Unable to {word} MIG Mode for GPU {bus}: {H.error_string(status)}")
+            worst = worst or exit_status(status)
+        elif status == H.IN_USE:
+            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{H.error_string(status)}")
+            out.line(
+                f"{bus} is currently being used by one or more other processes (e.g. CUDA application or a "
+                "monitoring application such as another instance of nvidia-smi). Please first kill all "
+                "processes using the device and retry the command or reboot the system to make MIG mode effective."
+            )
+        else:
+            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{H.error_string(status)}")
+            out.line(f"Reboot the system or try nvidia-smi --gpu-reset to make MIG mode effective on GPU {bus}")
+    if worst:
+        return worst
+    out.line("All done.")
+    return 0
+
+
+_IN_USE_ONE = (
+    "1 device is currently being used by one or more other processes (e.g., Fabric Manager, CUDA application, "
+    "graphics application such as an X server, or a monitoring application such as another instance of "
+    "nvidia-smi). Please first kill all processes using this device and all compute applications running in "
+    "the system."
+)
+_IN_USE_MANY = (
+    "{n} devices are currently being used by one or more other processes (e.g., Fabric Manager, CUDA "
+    "application, graphics application such as an X server, or a monitoring application such as another "
+    "instance of nvidia-smi). Please first kill all processes using these devices and all compute applications "
+    "running in the system."
+)
+
+
+def _reset(host: SimHost, st: HostState, gpus: list[int], explicit: bool, out: _Out) -> int:
+    """`-r/--gpu-reset`. One GPU: `GPU <bus> was successfully reset.` / `Resetting GPU <bus> is not
+    supported.` / `GPU <bus> is currently in use by another process.` + the "1 device..." paragraph.
+    Several: all or none; `The following GPUs could not be reset:` with one `  GPU <bus>: <reason>` line each
+    (real pastes in the index: mig-manager logs, Yandex Cloud docs, a PyTorch note)."""
+    if not st.privileged:
+        for i in gpus:
+            out.line(f"Unable to reset GPU {st.gpus[i].bus_id}: Insufficient Permissions")  # [U] wording
+        return exit_status(H.NO_PERMISSION)
+    blockers = {i: host.reset_blocker(st, i) for i in gpus}
+    failed = {i: e for i, e in blockers.items() if e is not None}
+    if not failed:
+        try:
+            host.reset(gpus)
+        except SimError as exc:  # an injected fault, or the host changed since the read
+            failed = {gpus[0]: exc}
+    if not failed:
+        for i in gpus:
+            out.line(f"GPU {st.gpus[i].bus_id} was successfully reset.")
+        out.line("All done.")
+        return 0
+    if len(gpus) == 1:
+        i, exc = next(iter(failed.items()))
+        bus = st.gpus[i].bus_id
+        if exc.code == H.NOT_SUPPORTED:
+            out.line(f"Resetting GPU {bus} is not supported.")
+        elif exc.code == H.IN_USE:
+            out.line(f"GPU {bus} is currently in use by another process.")
+            out.line("")
+            out.line(_IN_USE_ONE)
+        else:
+            out.line(f"Unable to reset GPU {bus}: {exc.reason}")  # [U] wording
+        return exit_status(exc.code)
+    out.line("The following GPUs could not be reset:")
+    for i in sorted(failed):
+        out.line(f"  GPU {st.gpus[i].bus_id}: {failed[i].reason}")
+    busy = sum(1 for e in failed.values() if e.code == H.IN_USE)
+    if busy:
+        out.line("")
+        out.line(_IN_USE_ONE if busy == 1 else _IN_USE_MANY.format(n=busy))
+    return 255
+
+
+# -- mig subcommand ------------------------------------------------------------------------------------
+
+
+def _mig(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if a.help:
+        out.text(HELP)
+        return 0
+    if len(a.actions) != 1:
+        raise _Usage("one mig action")
+    action = a.actions[0]
+    if a.default_ci and action != "cgi":
+        raise _Usage("-C without -cgi")
+    if a.ci is not None and action not in ("dci", "lci"):
+        raise _Usage("-ci")
+    if a.gi is not None and action in ("lgip", "lgipp", "cgi"):
+        raise _Usage("-gi")
+    mig_gpus = [i for i in gpus if st.gpus[i].mig_current]
+    if not mig_gpus:
+        out.line("No MIG-enabled devices found.")  # [U] (docs/facts-extra.md 4.6: seen only in a script)
+        return 6
+    return {
+        "lgip": _lgip,
+        "lgipp": _lgipp,
+        "lgi": _lgi,
+        "lci": _lci,
+        "lcip": _lcip,
+        "cgi": _cgi,
+        "cci": _cci,
+        "dci": _dci,
+        "dgi": _dgi,
+    }[action](host, st, mig_gpus, a, out)
+
+
+def _no_permission(out: _Out, what: str, extra: str | None = None) -> int:
+    out.line(f"Failed to display {what}: Insufficient Permissions")
+    if extra:
+        out.line(extra)
+    return exit_status(H.NO_PERMISSION)
+
+
+def _lgip(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if not st.privileged:  # [U] wording (pattern of the -lgi/-lci refusals)
+        return _no_permission(out, "GPU instance profiles")
+    out.text(format_lgip(st, gpus))
+    return 0
+
+
+def _lgipp(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if not st.privileged:  # [U] wording
+        return _no_permission(out, "GPU instance possible placements")
+    out.text(format_lgipp(st, gpus))
+    return 0
+
+
+def _gi_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None) -> list[tuple[int, H.GpuInstance]]:
+    rows = []
+    for i in gpus:
+        for gi in sorted_gis(st, st.gpus[i]):
+            if gi_filter is None or gi.id in gi_filter:
+                rows.append((i, gi))
+    return rows
+
+
+def _lgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if not st.privileged:  # docs/facts-extra.md 4.11 [P]
+        return _no_permission(out, "GPU instances", "No GPU instances found: Insufficient Permissions")
+    rows = _gi_rows(st, gpus, a.gi)
+    if not rows:
+        out.line("No GPU instances found: Not Found")
+        return exit_status(H.NOT_FOUND)
+    out.text(format_lgi(st, rows))
+    return 0
+
+
+def _ci_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None,
+             ci_filter: list[int] | None) -> list[tuple[int, H.GpuInstance, H.ComputeInstance]]:
+    rows = []
+    for i, gi in _gi_rows(st, gpus, gi_filter):
+        for ci in sorted(gi.compute_instances, key=lambda c: c.id):
+            if ci_filter is None or ci.id in ci_filter:
+                rows.append((i, gi, ci))
+    return rows
+
+
+def _lci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if not st.privileged:  # Project-HAMi/HAMi#1044 [V]
+        return _no_permission(out, "compute instances")
+    rows = _ci_rows(st, gpus, a.gi, a.ci)
+    if not rows:
+        out.line("No compute instances found: Not Found")
+        return exit_status(H.NOT_FOUND)
+    out.text(format_lci(st, rows))
+    return 0
+
+
+def _lcip(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    if not st.privileged:  # [U] wording
+        return _no_permission(out, "compute instance profiles")
+    rows = _gi_rows(st, gpus, a.gi)
+    if not rows:
+        out.line("No GPU instances found: Not Found")  # [U]
+        return exit_status(H.NOT_FOUND)
+    out.text(format_lcip(st, rows))
+    return 0
+
+
+def _resolve_gi_profile(st: HostState, token: str) -> tuple[Profile | None, int | None]:
+    """A -cgi item -> (profile or None if unknown, explicit start or None). Items: `9`, `3g.20gb`,
+    `MIG 3g.20gb`, and `<profile>:<start>` (placement syntax [U, strong]: FACTS.md d, docs/facts-extra.md
+    5.2; not in NVIDIA's own help text as read)."""
+    t = token.strip()
+    start: int | None = None
+    if ":" in t:
+        t, s = t.rsplit(":", 1)
+        if not s.strip().isdigit():
+            return None, None
+        start = int(s)
+    name = t.strip()
+    if name.upper().startswith("MIG "):
+        name = name[4:].strip()
+    for p in st.model.profiles:
+        if (name.isdigit() and p.id == int(name)) or p.name == name:
+            return p, start
+    return None, start
+
+
+def _cgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    """`-cgi <list> [-C]`: one line per created GI (and CI); on the first failure the `Unable to create a
+    GPU instance ...` and `Failed to create GPU instances: <reason>` lines (samples), then stop [U: whether
+    nvidia-smi goes on with later items is unknown]."""
+    items = [x for x in (a.cgi or "").split(",") if x.strip()]
+    if not items:
+        raise _Usage("-cgi needs profiles")
+
+    def fail(gpu: int, label: str, reason: str, code: int) -> int:
+        out.line(f"Unable to create a GPU instance on GPU {_n2(gpu)} using profile {label}: {reason}")
+        out.line(f"Failed to create GPU instances: {reason}")
+        return exit_status(code)
+
+    for gpu in gpus:
+        for item in items:
+            prof, start = _resolve_gi_profile(st, item)
+            if prof is None:
+                return fail(gpu, item.strip(), H.error_string(H.INVALID_ARGUMENT), H.INVALID_ARGUMENT)
+            try:
+                gi = host.create_gpu_instance(gpu, prof.id, start=start)
+            except SimError as exc:
+                return fail(gpu, str(prof.id), exc.reason, exc.code)
+            out.line(
+                f"Successfully created GPU instance ID {_n2(gi.id)} on GPU {_n2(gpu)} using profile "
+                f"{prof.full_name} (ID {_n2(prof.id)})"
+            )
+            if a.default_ci:
+                try:
+                    ci = host.create_compute_instance(gpu, gi.id)
+                except SimError as exc:
+                    out.line(
+                        f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                        f"using default profile: {exc.reason}"
+                    )  # [U] wording
+                    out.line(f"Failed to create compute instances: {exc.reason}")
+                    return exit_status(exc.code)
+                cp = _ci_profile(host.read(), gi, ci.profile_id)
+                out.line(
+                    f"Successfully created compute instance ID {_n2(ci.id)} on GPU {_n2(gpu)} GPU instance ID "
+                    f"{_n2(gi.id)} using profile MIG {cp.name} (ID {_n2(cp.id)})"
+                )
+    return 0
+
+
+def _resolve_ci_profile(st: HostState, gi: H.GpuInstance, token: str) -> H.CiProfile | None:
+    t = token.strip()
+    if t.upper().startswith("MIG "):
+        t = t[4:].strip()
+    for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
+        if (t.isdigit() and cp.id == int(t)) or cp.name == t:
+            return cp
+    return None
+
+
+def _cci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    """`[-gi N] -cci [<list>]`: no list = the default (`*`) CI profile (FACTS.md c). Success line as in
+    FACTS.md d; the failure lines follow the -cgi pattern [U]."""
+    items = [x for x in (a.cci or "").split(",") if x.strip()] or [None]
+    rows = _gi_rows(st, gpus, a.gi)
+    if not rows:
+        out.line("No GPU instances found: Not Found")  # [U]
+        return exit_status(H.NOT_FOUND)
+    for gpu, gi in rows:
+        for item in items:
+            cur = host.read()
+            g = cur.gpus[gpu].gi(gi.id)
+            if g is None:
+                continue
+            if item is None:
+                cp = next(c for c in H.ci_profiles(cur.model, cur.gi_profile(g)) if c.is_default)
+            else:
+                found = _resolve_ci_profile(cur, g, item)
+                if found is None:
+                    reason = H.error_string(H.INVALID_ARGUMENT)
+                    out.line(f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                             f"using profile {item.strip()}: {reason}")
+                    out.line(f"Failed to create compute instances: {reason}")
+                    return exit_status(H.INVALID_ARGUMENT)
+                cp = found
+            try:
+                ci = host.create_compute_instance(gpu, gi.id, cp.id)
+            except SimError as exc:
+                out.line(f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                         f"using profile {cp.id}: {exc.reason}")
+                out.line(f"Failed to create compute instances: {exc.reason}")
+                return exit_status(exc.code)
+            out.line(
+                f"Successfully created compute instance ID {_n2(ci.id)} on GPU {_n2(gpu)} GPU instance ID "
+                f"{_n2(gi.id)} using profile MIG {cp.name} (ID {_n2(cp.id)})"
+            )
+    return 0
+
+
+def _dci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    """`-dci`: `Successfully destroyed compute instance ID  0 from GPU  0 GPU instance ID  7` per CI, in -lgi
+    order (docs/facts-extra.md 4.7); a busy CI prints `Unable to destroy compute instance ID ...: In use by
+    another client` and `Failed to destroy compute instances: ...` (NVIDIA/DCGM#95, capitalised like the GI
+    variant) and stops [U]."""
+    if not st.privileged:
+        out.line("Failed to destroy compute instances: Insufficient Permissions")  # [U]
+        return exit_status(H.NO_PERMISSION)
+    rows = _ci_rows(st, gpus, a.gi, a.ci)
+    if not rows:
+        out.line("No compute instances found: Not Found")  # [U] for -dci
+        return exit_status(H.NOT_FOUND)
+    for gpu, gi, ci in rows:
+        try:
+            host.destroy_compute_instance(gpu, gi.id, ci.id)
+        except SimError as exc:
+            out.line(f"Unable to destroy compute instance ID {_n2(ci.id)} from GPU {_n2(gpu)} GPU instance ID "
+                     f"{_n2(gi.id)}: {exc.reason}")
+            out.line(f"Failed to destroy compute instances: {exc.reason}")
+            return exit_status(exc.code)
+        out.line(f"Successfully destroyed compute instance ID {_n2(ci.id)} from GPU {_n2(gpu)} GPU instance ID "
+                 f"{_n2(gi.id)}")
+    return 0
+
+
+def _dgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+    """`-dgi`: `Successfully destroyed GPU instance ID  7 from GPU  0`; busy: `Unable to destroy GPU instance
+    ID  1 from GPU  0: In use by another client` + `Failed to destroy GPU instances: ...`
+    (docs/facts-extra.md 4.7, 4.8), then stop [U]."""
+    if not st.privileged:
+        out.line("Failed to destroy GPU instances: Insufficient Permissions")  # [U]
+        return exit_status(H.NO_PERMISSION)
+    rows = _gi_rows(st, gpus, a.gi)
+    if not rows:
+        out.line("No GPU instances found: Not Found")
+        return exit_status(H.NOT_FOUND)
+    for gpu, gi in rows:
+        try:
+            host.destroy_gpu_instance(gpu, gi.id)
+        except SimError as exc:
+            out.line(f"Unable to destroy GPU instance ID {_n2(gi.id)} from GPU {_n2(gpu)}: {exc.reason}")
+            out.line(f"Failed to destroy GPU instances: {exc.reason}")
+            return exit_status(exc.code)
+        out.line(f"Successfully destroyed GPU instance ID {_n2(gi.id)} from GPU {_n2(gpu)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

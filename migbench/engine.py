@@ -1,0 +1,333 @@
+"""The duration model and an event-driven player of schedules on MIG instances.
+
+One engine serves three callers, so what the planner promises is what `migbench simulate` replays
+and what the launcher's queue does:
+
+- the planner's list scheduling (`list_schedule`): a pending run starts on the first instance of
+  its allowed set that has room, highest priority first;
+- `replay` of a plan: each instance starts its queued runs in wave order as room frees (optionally
+  lending idle instances to runs queued elsewhere, as the launcher does);
+- estimates for the launcher (how long until an instance frees).
+
+## The duration model (documented in the README; tunable per sweep)
+
+A run's `duration` is its wall time when it runs alone and gets all the compute it can use.
+`compute` (u, 0 < u <= 1) is the fraction of a whole GPU's compute it can keep busy. An instance
+offers `capacity` = its SM count / the full-GPU profile's SM count (or compute slices / 7 with
+`compute_basis: slices`). The runs on one instance share its compute like processor sharing: while
+the set S runs there, every run in S progresses at rate
+
+    rate(S) = min(1, capacity / sum(u_j for j in S)) / (1 + interference * (|S| - 1))
+
+of its full speed, so a run alone on an instance that covers its demand takes exactly `duration`, a
+compute-bound run (u = 1) on a 3/7 instance takes 7/3 as long, and runs that each use little compute
+share an instance without slowing each other until their demands add up past its capacity.
+`interference` (default 0) adds a per-co-runner slowdown for memory-bandwidth contention.
+Runs without a duration take one time unit (used for wave ordering only).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One MIG instance as the engine sees it."""
+
+    key: str
+    memory_mib: int
+    capacity: float  # fraction of a whole GPU's compute (SMs)
+    type_key: str = ""  # instances of the same type are interchangeable
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run as the engine sees it."""
+
+    id: str
+    memory_mib: int
+    duration_s: float  # alone, at full speed; 1.0 when unknown
+    compute: float = 1.0
+    cap: int = 1  # max runs sharing its instance (its group's max_runs_per_instance)
+
+
+def solo_time(job: Job, slot: Slot, interference: float = 0.0) -> float:
+    """Wall time of `job` alone on `slot`."""
+    return job.duration_s * max(1.0, job.compute / slot.capacity)
+
+
+def rate(jobs: Iterable[Job], slot: Slot, interference: float) -> float:
+    js = list(jobs)
+    if not js:
+        return 1.0
+    demand = sum(j.compute for j in js)
+    share = min(1.0, slot.capacity / demand) if demand > 0 else 1.0
+    return share / (1.0 + interference * (len(js) - 1))
+
+
+def fits_alongside(job: Job, running: Sequence[Job], slot: Slot) -> bool:
+    """Memory and sharing rule: the sum of memory fits and no run's sharing cap is exceeded."""
+    if job.memory_mib + sum(j.memory_mib for j in running) > slot.memory_mib:
+        return False
+    n = len(running) + 1
+    if n > job.cap:
+        return False
+    return all(n <= j.cap for j in running)
+
+
+@dataclass
+class Event:
+    time_s: float
+    kind: str  # start | finish
+    job: str
+    slot: str
+
+
+@dataclass
+class Result:
+    """What a played schedule looks like."""
+
+    start_s: dict[str, float]
+    end_s: dict[str, float]
+    slot_of: dict[str, str]
+    order: dict[str, list[str]]  # slot -> job ids in start order
+    makespan_s: float
+    started_at_once: int
+    events: list[Event] = field(default_factory=list)
+
+    def wave_of(self) -> dict[str, int]:
+        """Wave = position in its instance's start order after the runs that start at time 0."""
+        waves: dict[str, int] = {}
+        for slot, jobs in self.order.items():
+            w = 0
+            for jid in jobs:
+                if self.start_s[jid] <= 1e-9:
+                    waves[jid] = 0
+                else:
+                    w += 1
+                    waves[jid] = w
+        return waves
+
+
+class _State:
+    """Processor-sharing progress per slot, with a lazy heap of next completions."""
+
+    def __init__(self, slots: Sequence[Slot], interference: float):
+        self.slots = {s.key: s for s in slots}
+        self.interference = interference
+        self.running: dict[str, list[Job]] = {s.key: [] for s in slots}
+        # virtual progress clock per slot (seconds of full-speed work done by each running job)
+        self.vclock: dict[str, float] = {s.key: 0.0 for s in slots}
+        self.vtarget: dict[str, float] = {}
+        self.last_t: dict[str, float] = {s.key: 0.0 for s in slots}
+        self.rate: dict[str, float] = {s.key: 1.0 for s in slots}
+        self.version: dict[str, int] = {s.key: 0 for s in slots}
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.seq = 0
+
+    def _advance(self, key: str, t: float) -> None:
+        self.vclock[key] += (t - self.last_t[key]) * self.rate[key]
+        self.last_t[key] = t
+
+    def _reschedule(self, key: str) -> None:
+        self.version[key] += 1
+        run = self.running[key]
+        r = rate(run, self.slots[key], self.interference)
+        self.rate[key] = r
+        if run:
+            nxt = min(self.vtarget[j.id] for j in run)
+            t = self.last_t[key] + max(0.0, nxt - self.vclock[key]) / r
+            self.seq += 1
+            heapq.heappush(self.heap, (t, self.seq, key, self.version[key]))
+
+    def start(self, key: str, job: Job, t: float) -> None:
+        self._advance(key, t)
+        self.running[key].append(job)
+        # Work is counted in full-speed seconds; `rate` already slows a run whose demand exceeds
+        # the slot's capacity, so the target is simply its duration.
+        self.vtarget[job.id] = self.vclock[key] + job.duration_s
+        self._reschedule(key)
+
+    def pop_finish(self) -> tuple[float, str, list[Job]] | None:
+        while self.heap:
+            t, _, key, ver = heapq.heappop(self.heap)
+            if ver != self.version[key]:
+                continue
+            self._advance(key, t)
+            done = [j for j in self.running[key] if self.vtarget[j.id] <= self.vclock[key] + 1e-6]
+            if not done:  # numerical slack: finish the closest one
+                done = [min(self.running[key], key=lambda j: self.vtarget[j.id])]
+            self.running[key] = [j for j in self.running[key] if j not in done]
+            self._reschedule(key)
+            return t, key, done
+        return None
+
+
+def list_schedule(
+    jobs: Sequence[Job],
+    slots: Sequence[Slot],
+    allowed: Callable[[Job, Slot], bool],
+    *,
+    interference: float = 0.0,
+    pinned: dict[str, str] | None = None,
+    record_events: bool = False,
+) -> Result:
+    """Greedy list scheduling: whenever a slot has room, start the highest-priority pending job
+    (order of `jobs`) that is allowed there and fits alongside what runs. `pinned` jobs start at
+    time 0 on the given slot before anything else (the planner's optimal first wave)."""
+    st = _State(slots, interference)
+    slot_list = list(slots)
+    by_type: dict[str, list[Slot]] = {}
+    for s in slot_list:
+        by_type.setdefault(s.type_key or s.key, []).append(s)
+    pending: list[Job] = []
+    res = Result({}, {}, {}, {s.key: [] for s in slot_list}, 0.0, 0)
+    pinned = pinned or {}
+    jobs_by_id = {j.id: j for j in jobs}
+
+    def do_start(s: Slot, j: Job, t: float) -> None:
+        st.start(s.key, j, t)
+        res.start_s[j.id] = t
+        res.slot_of[j.id] = s.key
+        res.order[s.key].append(j.id)
+        if record_events:
+            res.events.append(Event(t, "start", j.id, s.key))
+
+    for jid, skey in sorted(pinned.items(), key=lambda kv: (kv[1], kv[0])):
+        do_start(st.slots[skey], jobs_by_id[jid], 0.0)
+    pending = [j for j in jobs if j.id not in pinned]
+
+    # Per-type pending lists keep each scan short: a job is listed under every type it may use.
+    type_pending: dict[str, list[Job]] = {}
+    type_min_mem: dict[str, int] = {}
+    for tkey, ss in by_type.items():
+        rep = ss[0]
+        type_pending[tkey] = [j for j in pending if allowed(j, rep)]
+        # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
+        type_min_mem[tkey] = min((j.memory_mib for j in type_pending[tkey]), default=0)
+    started: set[str] = set()
+
+    def fill(s: Slot, t: float) -> None:
+        tkey = s.type_key or s.key
+        lst = type_pending[tkey]
+        i = 0
+        while i < len(lst):
+            run = st.running[s.key]
+            if run:
+                if len(run) >= min(jj.cap for jj in run):
+                    return
+                if s.memory_mib - sum(jj.memory_mib for jj in run) < type_min_mem[tkey]:
+                    return
+            j = lst[i]
+            if j.id in started:
+                lst.pop(i)
+                continue
+            if fits_alongside(j, run, s):
+                do_start(s, j, t)
+                started.add(j.id)
+                lst.pop(i)
+                continue
+            i += 1
+
+    for s in slot_list:
+        fill(s, 0.0)
+    res.started_at_once = len(res.start_s)
+    makespan = 0.0
+    while True:
+        ev = st.pop_finish()
+        if ev is None:
+            break
+        t, key, done = ev
+        for j in done:
+            res.end_s[j.id] = t
+            makespan = max(makespan, t)
+            if record_events:
+                res.events.append(Event(t, "finish", j.id, key))
+        fill(st.slots[key], t)
+    res.makespan_s = makespan
+    missing = [j.id for j in jobs if j.id not in res.start_s]
+    if missing:
+        raise ValueError(f"{len(missing)} jobs could not be scheduled on any allowed slot: {missing[:5]}")
+    return res
+
+
+def replay(
+    jobs: Sequence[Job],
+    slots: Sequence[Slot],
+    queues: dict[str, list[str]],
+    *,
+    interference: float = 0.0,
+    lend: Callable[[Job, Slot], bool] | None = None,
+    record_events: bool = False,
+) -> Result:
+    """Play a plan: each slot starts its queue in order (a run that does not fit yet waits, and
+    those behind it wait too). With `lend`, a slot whose own queue is empty may take the head-most
+    waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home."""
+    st = _State(slots, interference)
+    jobs_by_id = {j.id: j for j in jobs}
+    q = {k: list(v) for k, v in queues.items()}
+    res = Result({}, {}, {}, {s.key: [] for s in slots}, 0.0, 0)
+    global_order = sorted(
+        ((i, k, jid) for k, v in queues.items() for i, jid in enumerate(v)), key=lambda x: (x[0], x[1])
+    )
+
+    def do_start(key: str, jid: str, t: float) -> None:
+        st.start(key, jobs_by_id[jid], t)
+        res.start_s[jid] = t
+        res.slot_of[jid] = key
+        res.order[key].append(jid)
+        if record_events:
+            res.events.append(Event(t, "start", jid, key))
+
+    def fill(key: str, t: float) -> None:
+        s = st.slots[key]
+        own = q.get(key, [])
+        while own:
+            j = jobs_by_id[own[0]]
+            if fits_alongside(j, st.running[key], s):
+                do_start(key, own.pop(0), t)
+            else:
+                return
+        if lend is None:
+            return
+        for _, k2, jid in global_order:
+            if jid in res.start_s or k2 == key:
+                continue
+            j = jobs_by_id[jid]
+            other = q.get(k2, [])
+            if not other or other[0] != jid:
+                continue  # only heads of other queues move
+            if fits_alongside(j, st.running[k2], st.slots[k2]):
+                continue  # it can start at home
+            if lend(j, s) and fits_alongside(j, st.running[key], s):
+                other.pop(0)
+                do_start(key, jid, t)
+
+    for s in slots:
+        fill(s.key, 0.0)
+    res.started_at_once = len(res.start_s)
+    makespan = 0.0
+    while True:
+        ev = st.pop_finish()
+        if ev is None:
+            break
+        t, key, done = ev
+        for j in done:
+            res.end_s[j.id] = t
+            makespan = max(makespan, t)
+            if record_events:
+                res.events.append(Event(t, "finish", j.id, key))
+        fill(key, t)
+        if lend is not None:
+            # Idle slots with nothing of their own may now lend themselves to a blocked queue head.
+            for s in slots:
+                if not st.running[s.key] and not q.get(s.key):
+                    fill(s.key, t)
+    res.makespan_s = makespan
+    waiting = [jid for v in q.values() for jid in v]
+    if waiting:
+        raise ValueError(f"{len(waiting)} queued runs never fit their instance: {waiting[:5]}")
+    return res

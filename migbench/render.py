@@ -1,0 +1,240 @@
+"""Rich renderables: the GPU layout picture, the plan table, catalogue tables, status.
+
+Everything here is pure presentation: it takes plain values and returns rich renderables or text,
+sorted so output is stable (golden tests pin the console width).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from migbench.catalog import GpuModel, Layout
+from migbench.plan import Plan, PlanInstance
+from migbench.units import format_duration, format_mib
+
+SLICE_W = 9  # characters per memory slice in the layout picture
+_COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "red", "bright_cyan", "bright_green"]
+
+
+def _box_lines(width: int, lines: Sequence[str]) -> list[str]:
+    return [(ln[:width]).ljust(width) for ln in lines]
+
+
+def layout_picture(
+    model: GpuModel,
+    instances: Sequence[tuple[str, int, int, int, Sequence[str]]],
+    *,
+    title: str,
+    max_run_lines: int = 4,
+) -> Text:
+    """Draw one GPU: its memory slices left to right, each instance a box spanning its slices,
+    with its compute slices (■ used of the GPU's total), memory and runs.
+
+    `instances`: (profile, start, memory_mib, compute_slices, run ids) tuples.
+    """
+    n = model.memory_slices
+    by_start = {start: (prof, start, mem, comp, runs) for prof, start, mem, comp, runs in instances}
+    cells: list[tuple[int, int, tuple | None]] = []  # (start, size, instance or None)
+    s = 0
+    while s < n:
+        if s in by_start:
+            prof, start, mem, comp, runs = by_start[s]
+            size = model.profile(prof).memory_slices
+            cells.append((s, size, by_start[s]))
+            s += size
+        else:
+            e = s + 1
+            while e < n and e not in by_start:
+                e += 1
+            cells.append((s, e - s, None))
+            s = e
+    out = Text()
+    used_c = sum(model.profile(p).compute_slices for p, *_ in instances)
+    out.append(title, style="bold")
+    out.append(
+        f"  ·  {len(instances)} instance(s), {used_c}/{model.compute_slices} compute slices, "
+        f"{sum(model.profile(p).memory_slices for p, *_ in instances)}/{n} memory slices\n"
+    )
+    header = "".join(f"{i:<{SLICE_W}}" for i in range(n))
+    out.append(" mem " + header.rstrip() + "\n", style="dim")
+    top = " " * 4 + "┌" + "┬".join("─" * (size * SLICE_W - 1) for _, size, _ in cells) + "┐\n"
+    bottom = " " * 4 + "└" + "┴".join("─" * (size * SLICE_W - 1) for _, size, _ in cells) + "┘\n"
+    out.append(top)
+    contents: list[tuple[list[str], str]] = []
+    for k, (start, size, inst) in enumerate(cells):
+        w = size * SLICE_W - 1
+        if inst is None:
+            contents.append((_box_lines(w, ["free"]), "dim"))
+            continue
+        prof, st, mem, comp, runs = inst
+        lines = [f"{prof}@{st}", "■" * comp + f" {format_mib(mem)}"]
+        if runs:
+            shown = list(runs[:max_run_lines])
+            if len(runs) > max_run_lines:
+                shown[-1] = f"+{len(runs) - max_run_lines + 1} more"
+            lines += shown
+        else:
+            lines.append("(idle)")
+        contents.append((_box_lines(w, lines), _COLOURS[k % len(_COLOURS)]))
+    height = max(len(c[0]) for c in contents)
+    for row in range(height):
+        out.append(" " * 4 + "│")
+        for (lines, style), (_, size, _) in zip(contents, cells):
+            w = size * SLICE_W - 1
+            text = lines[row] if row < len(lines) else " " * w
+            out.append(text, style=style if row == 0 else ("dim" if style == "dim" else ""))
+            out.append("│")
+        out.append("\n")
+    out.append(bottom)
+    return out
+
+
+def plan_pictures(plan: Plan, models: dict[str, GpuModel]) -> list[Text]:
+    pics = []
+    for g in plan.fleet:
+        model = models[g.model]
+        insts = [
+            (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
+            for i in plan.instances_of(g.gpu)
+        ]
+        pics.append(layout_picture(model, insts, title=f"GPU {g.gpu}  {g.model}"))
+    return pics
+
+
+def plan_table(plan: Plan) -> Table:
+    timed = any(r.est_end_s is not None for r in plan.runs)
+    t = Table(title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances", title_justify="left")
+    t.add_column("run")
+    t.add_column("group")
+    t.add_column("memory", justify="right")
+    t.add_column("GPU", justify="right")
+    t.add_column("instance")
+    t.add_column("wave", justify="right")
+    if timed:
+        t.add_column("est. start", justify="right")
+        t.add_column("est. end", justify="right")
+    order = sorted(
+        plan.runs,
+        key=lambda r: (r.gpu is None, r.gpu if r.gpu is not None else 0, r.start or 0, r.wave or 0, r.id),
+    )
+    for r in order:
+        row = [
+            r.id,
+            r.group,
+            format_mib(r.memory_mib),
+            "-" if r.gpu is None else str(r.gpu),
+            "unplaced" if r.gpu is None else f"{r.profile}@{r.start}",
+            "-" if r.wave is None else str(r.wave),
+        ]
+        if timed:
+            row += [
+                "-" if r.est_start_s is None else format_duration(r.est_start_s),
+                "-" if r.est_end_s is None else format_duration(r.est_end_s),
+            ]
+        t.add_row(*row)
+    return t
+
+
+def solver_line(plan: Plan, *, seconds: bool = True) -> Text:
+    s = plan.solver
+    if s.objective_name == "makespan_s":
+        obj = f"makespan {format_duration(s.objective)} (bound {format_duration(s.bound)})"
+    else:
+        obj = f"{int(s.objective)} runs at once (bound {int(s.bound)})"
+    txt = Text()
+    txt.append("solver: ", style="bold")
+    txt.append(f"{s.status}", style="green" if s.status == "OPTIMAL" else "yellow")
+    txt.append(f", {obj}, gap {s.gap * 100:.2f}%")
+    if seconds and s.seconds is not None:
+        txt.append(f", {s.seconds:.2f}s")
+    extra = []
+    if s.objective_name == "makespan_s":
+        extra.append(f"{s.runs_at_once} runs start at once")
+    elif s.makespan_s is not None:
+        extra.append(f"est. makespan {format_duration(s.makespan_s)}")
+    waves = max((r.wave or 0 for r in plan.runs if r.wave is not None), default=0)
+    extra.append(f"{waves + 1} wave(s)")
+    if plan.unplaced:
+        extra.append(f"{len(plan.unplaced)} unplaced")
+    txt.append("; " + ", ".join(extra))
+    return txt
+
+
+def plan_view(plan: Plan, models: dict[str, GpuModel], *, seconds: bool = True, show_runs: bool = True) -> RenderableType:
+    parts: list[RenderableType] = []
+    parts.extend(plan_pictures(plan, models))
+    if show_runs:
+        parts.append(plan_table(plan))
+    if plan.unplaced:
+        t = Table(title="unplaced", title_justify="left")
+        t.add_column("run")
+        t.add_column("memory", justify="right")
+        t.add_column("reason")
+        for u in plan.unplaced:
+            t.add_row(u.id, format_mib(u.memory_mib), u.reason)
+        parts.append(t)
+    parts.append(solver_line(plan, seconds=seconds))
+    for w in plan.warnings:
+        parts.append(Text(f"warning: {w}", style="yellow"))
+    return Group(*parts)
+
+
+def catalog_models_table(rows: Iterable[tuple[str, str, str, int, int, int, str]]) -> Table:
+    t = Table(title="GPU models migbench knows", title_justify="left")
+    for col, just in [
+        ("model", "left"),
+        ("NVML name", "left"),
+        ("arch", "left"),
+        ("slices (mem/compute)", "right"),
+        ("profiles", "right"),
+        ("layouts", "right"),
+        ("origin", "left"),
+    ]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for key, name, arch, ms, cs, np_, nl, origin in rows:  # type: ignore[misc]
+        t.add_row(key, name, arch, f"{ms}/{cs}", str(np_), str(nl), origin)
+    return t
+
+
+def catalog_profiles_table(model: GpuModel) -> Table:
+    drv = "newest known driver" if model.driver is None else f"driver {'.'.join(map(str, model.driver))}"
+    t = Table(title=f"{model.key} ({model.display_name}), {model.architecture}, {drv}", title_justify="left")
+    for col in ["profile", "id", "compute", "memory slices", "memory MiB", "max", "placements", "SM", "note"]:
+        t.add_column(col, justify="left" if col in ("profile", "placements", "note") else "right")
+    for p in model.profiles:
+        note = []
+        if p.media:
+            note.append("+me: at most one per GPU")
+        if p.unverified:
+            note.append("unverified: " + ", ".join(p.unverified))
+        starts = ",".join(map(str, p.starts))
+        t.add_row(
+            p.name,
+            str(p.id),
+            str(p.compute_slices),
+            str(p.memory_slices),
+            "?" if p.memory_mib is None else str(p.memory_mib),
+            str(p.max_count),
+            f"{{{starts}}}:{p.memory_slices}",
+            "?" if p.engines.sm is None else str(p.engines.sm),
+            "; ".join(note),
+        )
+    return t
+
+
+def layouts_text(model: GpuModel, layouts: Sequence[Layout]) -> Text:
+    out = Text()
+    out.append(f"{model.key}: {len(layouts)} maximal layouts\n", style="bold")
+    w = len(str(len(layouts)))
+    for i, lay in enumerate(layouts, 1):
+        comp = sum(model.profile(p.profile).compute_slices for p in lay)
+        out.append(f"{i:>{w}}  " + " ".join(str(p) for p in lay) + f"  (compute {comp})\n")
+    return out
+
+
+def instance_label(i: PlanInstance) -> str:
+    return f"GPU {i.gpu} {i.profile}@{i.start}"
