@@ -432,11 +432,16 @@ def apply_plan(
     backend: Backend,
     *,
     gpus: Sequence[int] | None = None,
-    dry_run: bool = False,
+    dry_run: bool | None = None,
     confirm=None,  # type: ignore[no-untyped-def]
     state_dir: str | os.PathLike[str] | None = None,
 ) -> ApplyReport:
-    """Reconcile the host to `plan`. `confirm(text) -> bool` is asked before destructive steps."""
+    """Reconcile the host to `plan`. `confirm(text) -> bool` is asked before destructive steps.
+    A dry run is whatever the backend's writer is (`open_backend(dry_run=True)`)."""
+    if dry_run is None:
+        dry_run = backend.writer.dry_run
+    if dry_run != backend.writer.dry_run:
+        raise ValueError("apply_plan(dry_run=...) must match the backend writer's dry_run")
     targets = target_gpus(plan, gpus)
     ex = _Executor(backend, plan)
     if not dry_run:

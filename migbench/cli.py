@@ -314,7 +314,7 @@ def apply_cmd(
         con.print(text)
         return typer.confirm("Proceed?", default=False)
 
-    report = apply_plan(plan, backend, gpus=_parse_gpus(gpus), dry_run=dry_run, confirm=confirm, state_dir=state_dir)
+    report = apply_plan(plan, backend, gpus=_parse_gpus(gpus), confirm=confirm, state_dir=state_dir)
     if dry_run:
         con.print(Text(f"# dry run on {backend.description}: these commands would run", style="bold"))
         if not report.commands:

@@ -238,3 +238,44 @@ def layouts_text(model: GpuModel, layouts: Sequence[Layout]) -> Text:
 
 def instance_label(i: PlanInstance) -> str:
     return f"GPU {i.gpu} {i.profile}@{i.start}"
+
+
+def host_view(host) -> RenderableType:  # type: ignore[no-untyped-def]
+    """GPUs, MIG mode, instances (profile@start), MIG uuids and processes of a host."""
+    parts: list[RenderableType] = []
+    head = Text()
+    head.append("host: ", style="bold")
+    head.append(f"driver {host.driver}" + (" (simulated)" if host.simulated else ""))
+    parts.append(head)
+    for g in host.gpus:
+        if g.mig_current is None:
+            mode = "not supported"
+        else:
+            mode = ("enabled" if g.mig_current else "disabled") + (
+                "" if g.mig_current == g.mig_pending else f", pending {'enable' if g.mig_pending else 'disable'}"
+            )
+        t = Table(title=f"GPU {g.index}  {g.name}  {g.uuid}  MIG {mode}", title_justify="left")
+        t.add_column("instance")
+        t.add_column("GI", justify="right")
+        t.add_column("CI", justify="right")
+        t.add_column("MIG device uuid")
+        t.add_column("memory used/total", justify="right")
+        t.add_column("processes")
+        for gi in g.instances:
+            devs = g.devices_of(gi.id)
+            if not devs:
+                t.add_row(str(gi.placement), str(gi.id), "-", "(no compute instance)", "-", "")
+            for d in devs:
+                procs = ", ".join(
+                    f"{p.pid} ({format_mib(p.used_memory_mib)})" if p.used_memory_mib is not None else str(p.pid)
+                    for p in d.processes
+                )
+                t.add_row(
+                    str(gi.placement), str(gi.id), str(d.ci_id), d.uuid,
+                    f"{d.memory_used_mib}/{d.memory_total_mib} MiB", procs or "-",
+                )
+        if not g.instances:
+            procs = ", ".join(str(p.pid) for p in g.processes) or "-"
+            t.add_row("(none)", "", "", "", "", procs)
+        parts.append(t)
+    return Group(*parts)

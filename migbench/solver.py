@@ -330,7 +330,7 @@ def _solver(time_limit: float, workers: int) -> cp_model.CpSolver:
     return s
 
 
-def _solve_throughput(prob: _Problem, opts: SolveOptions, deadline: float) -> tuple[dict, dict, str, float, float, list[str]]:
+def _solve_throughput(prob: _Problem, opts: SolveOptions, budget: float) -> tuple[dict, dict, str, float, float, list[str]]:
     """CP-SAT: maximise runs started at once. Returns (layout counts, per-type pattern counts,
     status, objective, bound, notes)."""
     notes: list[str] = []
@@ -368,7 +368,7 @@ def _solve_throughput(prob: _Problem, opts: SolveOptions, deadline: float) -> tu
         # Runs that wait must still have a home on the layout: one instance that fits them.
         m.Add(sum(n_inst[ti] for ti in c.types) >= 1)
     m.Maximize(sum(z))
-    s = _solver(max(0.05, deadline - time.perf_counter()), opts.workers)
+    s = _solver(0.8 * budget, opts.workers)
     st = s.Solve(m)
     if st == cp_model.INFEASIBLE:
         raise MigbenchError(
@@ -383,7 +383,7 @@ def _solve_throughput(prob: _Problem, opts: SolveOptions, deadline: float) -> tu
     if not complete:
         # The restricted pattern set makes CP-SAT's bound a bound of the restricted model only;
         # an honest bound comes from the aggregated relaxation.
-        bound = max(obj, _throughput_relaxation_bound(prob, opts, deadline))
+        bound = max(obj, _throughput_relaxation_bound(prob, opts, 0.2 * budget))
         status = "OPTIMAL" if bound <= obj + 1e-9 else "FEASIBLE"
         notes.append(
             f"more than {MAX_PATTERNS} sharing patterns: used a restricted set; bound from the "
@@ -397,7 +397,7 @@ def _solve_throughput(prob: _Problem, opts: SolveOptions, deadline: float) -> tu
     return counts, used, status, obj, bound, notes
 
 
-def _throughput_relaxation_bound(prob: _Problem, opts: SolveOptions, deadline: float) -> float:
+def _throughput_relaxation_bound(prob: _Problem, opts: SolveOptions, budget: float) -> float:
     m = cp_model.CpModel()
     _, n_inst = _add_layout_vars(m, prob)
     caps = sorted({c.cap for c in prob.classes})
@@ -418,7 +418,7 @@ def _throughput_relaxation_bound(prob: _Problem, opts: SolveOptions, deadline: f
     for c in prob.classes:
         m.Add(sum(n_inst[ti] for ti in c.types) >= 1)
     m.Maximize(sum(r.values()))
-    s = _solver(max(0.05, min(2.0, deadline - time.perf_counter())), opts.workers)
+    s = _solver(budget, opts.workers)
     st = s.Solve(m)
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return float(s.BestObjectiveBound())
@@ -577,7 +577,9 @@ def _lpt_order(prob: _Problem, jobs: dict[str, Job]) -> list[str]:
 def solve(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions = SolveOptions()) -> Solution:
     """Plan `runs` on `fleet`. Raises MigbenchError when a run fits nowhere (unless allowed)."""
     t0 = time.perf_counter()
-    deadline = t0 + opts.time_limit_s
+    # The budget is CP-SAT *deterministic* time, never the wall clock, so that the same input gives
+    # the same plan on any machine (CP-SAT keeps a wall-clock stop at 4x as a safety net only).
+    budget = opts.time_limit_s
     if not fleet:
         raise MigbenchError("the fleet is empty", hint="give --fleet MODEL:COUNT or a `fleet:` in the sweep")
     prob, unplaced, notes = _build(runs, fleet, opts)
@@ -602,9 +604,9 @@ def solve(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions
             hint="give each group a `duration:` or use --objective throughput",
         )
     if mode == "throughput":
-        sol = _plan_throughput(prob, opts, deadline, notes)
+        sol = _plan_throughput(prob, opts, budget, notes)
     else:
-        sol = _plan_makespan(prob, opts, deadline, notes)
+        sol = _plan_makespan(prob, opts, budget, notes)
     sol.unplaced = unplaced
     sol.seconds = time.perf_counter() - t0
     return sol
@@ -622,8 +624,8 @@ def _finish(prob: _Problem, conc: _Concrete, res: Result, jobs: dict[str, Job], 
     return assigned, capacity
 
 
-def _plan_throughput(prob: _Problem, opts: SolveOptions, deadline: float, notes: list[str]) -> Solution:
-    counts, used, status, obj, bound, more = _solve_throughput(prob, opts, deadline)
+def _plan_throughput(prob: _Problem, opts: SolveOptions, budget: float, notes: list[str]) -> Solution:
+    counts, used, status, obj, bound, more = _solve_throughput(prob, opts, budget)
     notes += more
     conc = _concretize(prob, counts)
     # Fill each type's instances with the chosen patterns, in instance order.
@@ -654,13 +656,14 @@ def _plan_throughput(prob: _Problem, opts: SolveOptions, deadline: float, notes:
     )
 
 
-def _plan_makespan(prob: _Problem, opts: SolveOptions, deadline: float, notes: list[str]) -> Solution:
+def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: list[str]) -> Solution:
     jobs = _jobs(prob, unit=False)
     cls = _class_of(prob)
     order = _lpt_order(prob, jobs)
     lb0 = max(min(_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
     total = sum(c.n * min(_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
-    per_call = lambda: max(0.05, min(2.0, (deadline - time.perf_counter()) / 4))  # noqa: E731
+    calls = 24  # at most this many relaxation solves: the first, ~20 bisection steps, 3 probes
+    per_call = lambda: max(0.02, budget / calls)  # noqa: E731
 
     best: tuple[float, Result, _Concrete] | None = None
     tried: set[tuple] = set()
@@ -701,7 +704,9 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, deadline: float, notes: l
     lo, hi = lb0, best[0]
     proven_lb = lb0
     # Bisection on the relaxation: infeasible T values are proven lower bounds.
-    while hi - lo > 0.002 * hi and time.perf_counter() < deadline - 0.05:
+    steps = 0
+    while hi - lo > 0.002 * hi and steps < calls - 4:
+        steps += 1
         mid = (lo + hi) / 2
         st, c2, s2 = _makespan_feasible(prob, mid, opts, per_call())
         if st == "INFEASIBLE":
@@ -715,8 +720,6 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, deadline: float, notes: l
             lo = mid  # unknown: search above, but do not count it as a proof
     # Also try the relaxation a little above its threshold: its layouts schedule differently.
     for f in (1.01, 1.03, 1.06):
-        if time.perf_counter() > deadline - 0.05:
-            break
         st, c2, s2 = _makespan_feasible(prob, hi * f, opts, per_call())
         if st == "FEASIBLE":
             evaluate(c2, s2 or {})

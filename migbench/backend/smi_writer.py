@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pynvml
 
@@ -36,6 +36,7 @@ class SmiWriter:
         smi_cmd: Sequence[str] = ("nvidia-smi",),
         env: dict[str, str] | None = None,
         sim_dir: Path | None = None,
+        runner: Callable[[list[str]], tuple[int, str]] | None = None,
     ):
         self.dry_run = dry_run
         self.smi_cmd = list(smi_cmd)
@@ -43,6 +44,9 @@ class SmiWriter:
         self.sim_dir = sim_dir
         self.log: list[CommandRecord] = []
         self.cgi_via = os.environ.get("MIGBENCH_CGI", "nvml")
+        # `runner(argv) -> (rc, output)` replaces the subprocess; only the exhaustive tests use it,
+        # to run the simulated nvidia-smi in-process (same argv, same parsing, no interpreter start).
+        self.runner = runner
 
     # -- running -------------------------------------------------------------------------------
     def _run(self, argv: list[str], note: str = "") -> CommandRecord:
@@ -50,6 +54,9 @@ class SmiWriter:
         rec = CommandRecord(list(argv), "nvidia-smi", note)
         self.log.append(rec)
         if self.dry_run:
+            return rec
+        if self.runner is not None:
+            rec.rc, rec.output = self.runner(list(argv))
             return rec
         real = self.smi_cmd + argv[1:]
         env = None

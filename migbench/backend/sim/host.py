@@ -770,11 +770,23 @@ class SimHost:
                 raise
 
     def read(self) -> HostState:
-        """A snapshot under a shared lock (processes that died are left out, not written back)."""
-        if not self.path.exists():
-            raise self._missing()
+        """A snapshot under a shared lock (processes that died are left out, not written back).
+
+        Snapshots are read-only: callers must not mutate them (use `transaction()` to change the
+        host). The parsed state is reused while the file is unchanged; every write replaces the
+        file (a new inode), so a changed host is always re-read."""
         with self._locked(exclusive=False):
-            st = self._load()
+            try:
+                stat = os.stat(self.path)
+            except FileNotFoundError:
+                raise self._missing() from None
+            ident = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = getattr(self, "_cache", None)
+            if cached is not None and cached[0] == ident:
+                st = cached[1]
+            else:
+                st = self._load()
+                self._cache = (ident, st)
         prune_dead(st)
         return st
 
@@ -1049,7 +1061,8 @@ class SimHost:
     def attach(self, target: str | int, pid: int, used_memory_mib: int, name: str = "python") -> SimProcess:
         """Put local process `pid` on a MIG device (`MIG-...` UUID) or a whole non-MIG GPU (`GPU-...` UUID,
         or a GPU index) using `used_memory_mib` MiB. MEMORY (out of memory) when the device's used memory
-        would exceed its total (a GI's CIs share its memory). The entry disappears when the process dies."""
+        would exceed its total (a GI's CIs share its memory). The entry disappears when the process dies;
+        attaching the same PID again replaces its entry."""
         if used_memory_mib < 0:
             raise SimError(INVALID_ARGUMENT, "used memory cannot be negative")
         ctime = process_create_time(int(pid))
@@ -1077,12 +1090,17 @@ class SimHost:
                     INVALID_ARGUMENT,
                     f"GPU {gpu.index} is in MIG mode: CUDA only sees its MIG devices; attach to a MIG UUID",
                 )
+            # Attaching a PID again replaces its earlier entry (a process updating its footprint),
+            # so its own earlier usage does not count against the new amount.
+            mine = [p for p in st.processes if p.pid == int(pid)]
             if dev is not None:
                 total = dev.memory_mib
                 used = st.used_memory_mib(gpu.index, dev.gi_id)
+                used -= sum(p.used_memory_mib for p in mine if p.gpu == gpu.index and p.gi == dev.gi_id)
             else:
                 total = st.gpu_memory_mib(gpu.index)
                 used = st.used_memory_mib(gpu.index)
+                used -= sum(p.used_memory_mib for p in mine if p.gpu == gpu.index)
             if used + used_memory_mib > total:
                 raise SimError(
                     MEMORY,
@@ -1092,7 +1110,7 @@ class SimHost:
             proc = SimProcess(pid=int(pid), create_time=ctime, gpu=gpu.index,
                               gi=dev.gi_id if dev else None, ci=dev.ci_id if dev else None,
                               used_memory_mib=int(used_memory_mib), name=name)
-            st.processes.append(proc)
+            st.processes = [p for p in st.processes if p.pid != int(pid)] + [proc]
             return proc
 
     def detach(self, pid: int) -> int:
