@@ -361,5 +361,42 @@ def check_cmd(
     con.print(f"the host matches {plan_file} on GPU(s) {', '.join(map(str, targets))}")
 
 
+@app.command("simulate", help="Play the whole sweep forward under the plan's duration model; --compare shows the baselines.")
+def simulate_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
+    compare: Annotated[bool, typer.Option("--compare", help="Also run the sweep under the baselines (no MIG, mig-parted layouts, greedy).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued elsewhere.")] = False,
+) -> None:
+    from migbench.catalog import default_catalog
+    from migbench.plan import Plan
+    from migbench.render import simulate_view
+    from migbench.simulate import simulate_plan
+
+    plan = Plan.load(plan_file)
+    reports = [simulate_plan(plan, lend=not no_lend)]
+    if compare:
+        from migbench.baselines import BASELINES, BRun
+        from migbench.engine import Job
+        from migbench.solver import FleetGpu
+
+        cat = default_catalog()
+        fleet = [FleetGpu(g.gpu, cat.model(g.model)) for g in plan.fleet]
+        runs = [
+            BRun(Job(r.id, r.memory_mib, float(r.duration_s or 1.0), r.compute, r.max_runs_per_instance), r.profiles)
+            for r in plan.placed_runs()
+        ]
+        interference = float(plan.duration_model.get("interference", 0.0) or 0.0)
+        basis = str(plan.duration_model.get("compute_basis", "sm"))
+        for name, fn in BASELINES.items():
+            reports.append(fn(runs, fleet, interference=interference, basis=basis).report if name != "one-per-gpu" else fn(runs, fleet, interference=interference).report)
+    if as_json:
+        typer.echo(json.dumps({"plan": str(plan_file), "simulations": [r.to_dict() for r in reports]}, indent=2))
+        return
+    _console().print(simulate_view(reports))
+
+
+from migbench.launch_cli import register as _register_launch; _register_launch(app)  # noqa: E402,E702
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -261,11 +261,14 @@ def replay(
     *,
     interference: float = 0.0,
     lend: Callable[[Job, Slot], bool] | None = None,
+    planned_start: dict[str, float] | None = None,
     record_events: bool = False,
 ) -> Result:
     """Play a plan: each slot starts its queue in order (a run that does not fit yet waits, and
     those behind it wait too). With `lend`, a slot whose own queue is empty may take the head-most
-    waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home."""
+    waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home;
+    with `planned_start`, only a run already later than its planned start is lent (a run on
+    schedule stays where the plan put it, so replaying a plan with exact durations reproduces it)."""
     st = _State(slots, interference)
     jobs_by_id = {j.id: j for j in jobs}
     q = {k: list(v) for k, v in queues.items()}
@@ -302,6 +305,8 @@ def replay(
                 continue  # only heads of other queues move
             if fits_alongside(j, st.running[k2], st.slots[k2]):
                 continue  # it can start at home
+            if planned_start is not None and t <= planned_start.get(jid, 0.0) + 1e-6:
+                continue  # on schedule: it starts at home as planned
             if lend(j, s) and fits_alongside(j, st.running[key], s):
                 other.pop(0)
                 do_start(key, jid, t)

@@ -279,3 +279,39 @@ def host_view(host) -> RenderableType:  # type: ignore[no-untyped-def]
             t.add_row("(none)", "", "", "", "", procs)
         parts.append(t)
     return Group(*parts)
+
+
+def _spark(timeline: Sequence[tuple[float, int]], makespan: float, width: int = 48) -> str:
+    """Runs running over time as a one-line bar chart (each column = makespan / width)."""
+    if makespan <= 0 or not timeline:
+        return ""
+    blocks = " ▁▂▃▄▅▆▇█"
+    cols = []
+    peak = max((n for _, n in timeline), default=1) or 1
+    j = 0
+    cur = 0
+    for c in range(width):
+        t = (c + 0.5) * makespan / width
+        while j < len(timeline) and timeline[j][0] <= t:
+            cur = timeline[j][1]
+            j += 1
+        cols.append(blocks[min(8, round(8 * cur / peak))])
+    return "".join(cols)
+
+
+def simulate_view(reports: Sequence) -> RenderableType:  # type: ignore[no-untyped-def]
+    t = Table(title="simulated sweep", title_justify="left")
+    for col, just in [
+        ("layout", "left"), ("makespan", "right"), ("vs plan", "right"), ("at once", "right"),
+        ("utilisation", "right"), ("compute use", "right"), ("idle slices", "right"), ("runs over time", "left"),
+    ]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    base = reports[0].makespan_s if reports else 0
+    for r in reports:
+        ratio = "-" if not base else f"{r.makespan_s / base:.2f}x"
+        label = r.label + (f" ({r.unrunnable} cannot run)" if r.unrunnable else "")
+        t.add_row(
+            label, format_duration(r.makespan_s), ratio, str(r.started_at_once), f"{r.utilisation * 100:.1f}%",
+            f"{r.compute_use * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}", _spark(r.timeline, r.makespan_s),
+        )
+    return t

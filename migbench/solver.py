@@ -34,12 +34,14 @@ from typing import Any, Protocol, Sequence
 from ortools.sat.python import cp_model
 
 from migbench.catalog import GpuModel, Placement, Profile
-from migbench.engine import Job, Result, Slot, list_schedule
+from migbench.engine import Job, Result, Slot, list_schedule, replay
 from migbench.errors import MigbenchError
 from migbench.units import format_mib
 
 SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients
 MAX_PATTERNS = 20000  # beyond this many instance patterns, fall back to a restricted set
+LARGE = 2000  # above this many runs the makespan search tries fewer schedule variants per layout
+HUGE = 5000  # above this many runs the local search after list scheduling is skipped
 
 
 class RunLike(Protocol):
@@ -151,7 +153,11 @@ class _Problem:
     runs: dict[str, RunLike]
 
 
-def _build(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions) -> tuple[_Problem, dict[str, str], list[str]]:
+def _build(
+    runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions, mode: str = "makespan"
+) -> tuple[_Problem, dict[str, str], list[str]]:
+    """Instance types, layouts and run classes. For the runs-at-once objective only memory, sharing
+    cap and allowed instance types matter, so runs differing in duration or compute share a class."""
     notes: list[str] = []
     models: dict[str, GpuModel] = {}
     gpus_of: dict[str, list[int]] = defaultdict(list)
@@ -176,7 +182,8 @@ def _build(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOption
             ms = tuple(sorted(_count(lay).items()))
             if ms not in seen:
                 seen[ms] = lay
-        layouts[key] = [(dict(ms), lay) for ms, lay in sorted(seen.items(), key=lambda kv: _layout_sort(kv[1]))]
+        kept = _undominated(model, seen)
+        layouts[key] = [(dict(ms), lay) for ms, lay in sorted(kept.items(), key=lambda kv: _layout_sort(kv[1]))]
     type_index = {(t.model, t.profile.name): i for i, t in enumerate(types)}
 
     unplaced: dict[str, str] = {}
@@ -204,13 +211,37 @@ def _build(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOption
                 )
             continue
         dur = float(r.duration_s) if r.duration_s else None
-        k = (r.memory_mib, dur, float(r.compute), int(r.max_runs_per_instance), fit)
+        if mode == "throughput":
+            dur, comp = None, 1.0
+        else:
+            comp = float(r.compute)
+        k = (r.memory_mib, dur, comp, int(r.max_runs_per_instance), fit)
         if k not in by_key:
-            by_key[k] = RunClass(r.memory_mib, dur, float(r.compute), int(r.max_runs_per_instance), fit, [])
+            by_key[k] = RunClass(r.memory_mib, dur, comp, int(r.max_runs_per_instance), fit, [])
         by_key[k].runs.append(r.id)
     classes = sorted(by_key.values(), key=lambda c: (-(c.duration_s or 0), -c.memory_mib, c.runs[0]))
     prob = _Problem(list(fleet), types, classes, layouts, dict(gpus_of), type_index, {r.id: r for r in runs})
     return prob, unplaced, notes
+
+
+def _undominated(model: GpuModel, seen: dict[tuple, tuple[Placement, ...]]) -> dict[tuple, tuple[Placement, ...]]:
+    """Drop layouts another layout beats instance for instance: the same number of instances of
+    each compute size, each with at least as much memory (e.g. 1g.20gb@6 beats 1g.10gb@6)."""
+    def sig(ms: tuple) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for name, n in ms:
+            p = model.profile(name)
+            out.setdefault(p.compute_slices, []).extend([int(p.memory_mib or 0)] * n)
+        return {c: sorted(v) for c, v in out.items()}
+
+    sigs = {ms: sig(ms) for ms in seen}
+
+    def beats(b: dict[int, list[int]], a: dict[int, list[int]]) -> bool:
+        if set(a) != set(b) or any(len(a[c]) != len(b[c]) for c in a):
+            return False
+        return all(x >= y for c in a for x, y in zip(b[c], a[c])) and a != b
+
+    return {ms: lay for ms, lay in seen.items() if not any(beats(sigs[o], sigs[ms]) for o in seen if o != ms)}
 
 
 def _count(lay: Sequence[Placement]) -> dict[str, int]:
@@ -435,6 +466,73 @@ def _solo(prob: _Problem, c: RunClass, ti: int) -> float:
     return float(c.duration_s or 1.0) * max(1.0, c.compute / t.capacity)
 
 
+def _lp_infeasible(prob: _Problem, T: float) -> bool:
+    """True when the linear relaxation of `_makespan_feasible` at time T is infeasible (GLOP), which
+    proves that no fixed-layout plan finishes within T. Cheap at any scale; weaker than CP-SAT."""
+    return _lp(prob, T)[0]
+
+
+def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None]:
+    """The linear relaxation at T: (infeasible?, layout counts rounded from its solution)."""
+    from ortools.linear_solver import pywraplp
+
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    n_inst: dict[int, Any] = {}
+    x: dict[str, list[Any]] = {}
+    for key, lays in prob.layouts.items():
+        g = len(prob.gpus_of[key])
+        x[key] = [lp.NumVar(0, g, "") for _ in lays]
+        lp.Add(sum(x[key]) == g)
+    for ti, t in enumerate(prob.types):
+        lays = prob.layouts[t.model]
+        n_inst[ti] = sum(lays[i][0].get(t.profile.name, 0) * x[t.model][i] for i in range(len(lays)))
+    by_type: dict[int, list[tuple[int, Any]]] = defaultdict(list)
+    for ci, c in enumerate(prob.classes):
+        ok = [ti for ti in c.types if _solo(prob, c, ti) <= T * (1 + 1e-9)]
+        if not ok:
+            return True, None
+        vs = []
+        for ti in ok:
+            v = lp.NumVar(0, c.n, "")
+            lp.Add(v <= c.n * n_inst[ti])
+            by_type[ti].append((ci, v))
+            vs.append(v)
+        lp.Add(sum(vs) == c.n)
+    for ti, terms in by_type.items():
+        t = prob.types[ti]
+        N = n_inst[ti]
+        work, memt, slot = [], [], []
+        for ci, v in terms:
+            c = prob.classes[ci]
+            a = _solo(prob, c, ti)
+            work.append((float(c.duration_s or 1.0) * c.compute / T) * v)
+            memt.append(((c.memory_mib / t.memory_mib) * (a / T)) * v)
+            slot.append((a / (c.cap * T)) * v)
+        lp.Add(sum(work) <= t.capacity * N)
+        lp.Add(sum(memt) <= N)
+        lp.Add(sum(slot) <= N)
+        for q in (1, 2, 3):
+            long_terms = [(ci, v) for ci, v in terms if _solo(prob, prob.classes[ci], ti) > T / (q + 1) * (1 + 1e-9)]
+            if long_terms:
+                lp.Add(sum((1.0 / prob.classes[ci].cap) * v for ci, v in long_terms) <= q * N)
+                lp.Add(sum((prob.classes[ci].memory_mib / t.memory_mib) * v for ci, v in long_terms) <= q * N)
+    st = lp.Solve()
+    if st == pywraplp.Solver.INFEASIBLE:
+        return True, None
+    if st not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        return False, None
+    counts: dict[str, list[int]] = {}
+    for key, vs in x.items():
+        vals = [v.solution_value() for v in vs]
+        g = len(prob.gpus_of[key])
+        base = [int(v + 1e-6) for v in vals]
+        rest = sorted(range(len(vals)), key=lambda i: (-(vals[i] - base[i]), i))
+        for i in rest[: g - sum(base)]:
+            base[i] += 1
+        counts[key] = base
+    return False, counts
+
+
 def _makespan_feasible(
     prob: _Problem, T: float, opts: SolveOptions, time_limit: float
 ) -> tuple[str, dict | None, dict | None]:
@@ -466,6 +564,8 @@ def _makespan_feasible(
     for ti, terms in by_type.items():
         t = prob.types[ti]
         N = n_inst[ti]
+        for ci, v in terms:
+            m.Add(v <= prob.classes[ci].n * N)  # runs only go to a type the layout has
         work, memt, slot = [], [], []
         for ci, v in terms:
             c = prob.classes[ci]
@@ -537,7 +637,9 @@ def _jobs(prob: _Problem, unit: bool) -> dict[str, Job]:
     out = {}
     for c in prob.classes:
         for rid in c.runs:
-            out[rid] = Job(rid, c.memory_mib, 1.0 if unit or not c.duration_s else float(c.duration_s), c.compute, c.cap)
+            r = prob.runs[rid]
+            dur = 1.0 if unit or not r.duration_s else float(r.duration_s)
+            out[rid] = Job(rid, r.memory_mib, dur, float(r.compute), int(r.max_runs_per_instance))
     return out
 
 
@@ -565,8 +667,9 @@ def _lpt_order(prob: _Problem, jobs: dict[str, Job]) -> list[str]:
 
     def key(rid: str) -> tuple:
         c = prob.classes[cls[rid]]
-        fastest = min(_solo(prob, c, ti) for ti in c.types)
-        return (-fastest, -c.memory_mib, -c.compute, rid)
+        j = jobs[rid]
+        fastest = min(j.duration_s * max(1.0, j.compute / prob.types[ti].capacity) for ti in c.types)
+        return (-fastest, -j.memory_mib, -j.compute, rid)
 
     return sorted(jobs, key=key)
 
@@ -582,7 +685,16 @@ def solve(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions
     budget = opts.time_limit_s
     if not fleet:
         raise MigbenchError("the fleet is empty", hint="give --fleet MODEL:COUNT or a `fleet:` in the sweep")
-    prob, unplaced, notes = _build(runs, fleet, opts)
+    with_dur = bool(runs) and all(r.duration_s for r in runs)
+    mode = opts.objective
+    if mode == "auto":
+        mode = "makespan" if with_dur else "throughput"
+    if mode == "makespan" and not with_dur:
+        raise MigbenchError(
+            "the makespan objective needs a duration for every run",
+            hint="give each group a `duration:` or use --objective throughput",
+        )
+    prob, unplaced, notes = _build(runs, fleet, opts, mode)
     if unplaced and not opts.allow_unplaced:
         lines = [f"{rid}: {why}" for rid, why in sorted(unplaced.items())]
         raise MigbenchError(
@@ -593,16 +705,6 @@ def solve(runs: Sequence[RunLike], fleet: Sequence[FleetGpu], opts: SolveOptions
     if not prob.classes:
         empty_layouts = {g.index: () for g in fleet}
         return Solution(empty_layouts, {}, unplaced, "OPTIMAL", "runs_at_once", 0, 0, 0.0, time.perf_counter() - t0, 0, None, notes)
-
-    with_dur = all(c.duration_s for c in prob.classes)
-    mode = opts.objective
-    if mode == "auto":
-        mode = "makespan" if with_dur else "throughput"
-    if mode == "makespan" and not with_dur:
-        raise MigbenchError(
-            "the makespan objective needs a duration for every run",
-            hint="give each group a `duration:` or use --objective throughput",
-        )
     if mode == "throughput":
         sol = _plan_throughput(prob, opts, budget, notes)
     else:
@@ -663,7 +765,10 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
     lb0 = max(min(_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
     total = sum(c.n * min(_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
     calls = 24  # at most this many relaxation solves: the first, ~20 bisection steps, 3 probes
-    per_call = lambda: max(0.02, budget / calls)  # noqa: E731
+    # CP-SAT deterministic seconds run about 3x slower than wall seconds here; these calls get
+    # roughly half of the budget in wall time.
+    per_call = lambda: max(0.02, budget / (6 * calls))  # noqa: E731
+    tolerance = 0.002 if len(jobs) <= LARGE else 0.005
 
     best: tuple[float, Result, _Concrete] | None = None
     tried: set[tuple] = set()
@@ -687,12 +792,22 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
             for rid in rids:
                 allowed[rid] = set(c.types)
         present = {conc.slot_type[s.key] for s in conc.slots}
-        for variant in ("split", "free"):
-            if variant == "free":
-                allowed = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
-            if any(not (a & present) for a in allowed.values()):
-                continue
-            res = _schedule(prob, conc, jobs, order, allowed, opts)
+        free = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
+        variants = ("split", "free", "ect") if len(jobs) <= LARGE else ("split", "ect")
+        for variant in variants:
+            if variant == "ect":
+                queues = _ect_queues(prob, conc, jobs, order, free)
+                if sum(len(q) for q in queues.values()) != len(jobs):
+                    continue  # some run has no instance of its types in this layout
+                try:
+                    res = replay([jobs[r] for r in order], conc.slots, queues, interference=opts.interference)
+                except ValueError:
+                    continue
+            else:
+                allowed = free if variant == "free" else allowed
+                if any(not (a & present) for a in allowed.values()):
+                    continue
+                res = _schedule(prob, conc, jobs, order, allowed, opts)
             if best is None or res.makespan_s < best[0] - 1e-6:
                 best = (res.makespan_s, res, conc)
 
@@ -703,9 +818,25 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
     assert best is not None
     lo, hi = lb0, best[0]
     proven_lb = lb0
+    # First a cheap bound: bisection on the linear relaxation (an infeasible LP is a proof too).
+    lp_lo, lp_hi = lb0, hi
+    while lp_hi - lp_lo > 0.001 * lp_hi:
+        mid = (lp_lo + lp_hi) / 2
+        if _lp_infeasible(prob, mid):
+            lp_lo = mid
+        else:
+            lp_hi = mid
+    if lp_lo > lb0 and _lp_infeasible(prob, lp_lo):
+        proven_lb = lo = lp_lo
+    # Layouts rounded from the LP just above its threshold are good starting points too.
+    for f in (1.0, 1.03, 1.08):
+        _, lp_counts = _lp(prob, lp_hi * f)
+        if lp_counts is not None:
+            evaluate(lp_counts, {})
+    hi = min(hi, best[0])
     # Bisection on the relaxation: infeasible T values are proven lower bounds.
     steps = 0
-    while hi - lo > 0.002 * hi and steps < calls - 4:
+    while hi - lo > tolerance * hi and steps < calls - 4:
         steps += 1
         mid = (lo + hi) / 2
         st, c2, s2 = _makespan_feasible(prob, mid, opts, per_call())
@@ -724,6 +855,9 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
         if st == "FEASIBLE":
             evaluate(c2, s2 or {})
     makespan, res, conc = best
+    if proven_lb < makespan * (1 - 1e-9) and len(jobs) <= HUGE:
+        res = _improve(prob, conc, jobs, res, opts, max_evals=max(20, min(400, 40000 // max(1, len(jobs)))))
+        makespan = res.makespan_s
     bound = min(proven_lb, makespan)
     gap = 0.0 if makespan <= 0 else max(0.0, (makespan - bound) / makespan)
     status = "OPTIMAL" if gap <= 1e-9 else "FEASIBLE"
@@ -732,3 +866,120 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
         conc.layouts, assigned, {}, status, "makespan_s", makespan, bound, gap, 0.0,
         res.started_at_once, makespan, notes, capacity,
     )
+
+
+def _finish_profile(res: Result) -> list[float]:
+    """Per-slot finish times, latest first: the improvement order (makespan, then the runner-up...)."""
+    ends: dict[str, float] = {}
+    for jid, slot in res.slot_of.items():
+        ends[slot] = max(ends.get(slot, 0.0), res.end_s[jid])
+    return sorted(ends.values(), reverse=True)
+
+
+def _improve(
+    prob: _Problem, conc: _Concrete, jobs: dict[str, Job], res: Result, opts: SolveOptions, max_evals: int
+) -> Result:
+    """Local search on the queues: move a run from the instance that finishes last to another
+    instance it may use (to the end of its queue), or swap it with a shorter run there; keep a change
+    when the finish profile (makespan, then the next latest instance...) improves. Each candidate is
+    replayed through the engine, so the result is exactly what `simulate` will show."""
+    cls = _class_of(prob)
+    types_of = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
+    job_list = [jobs[r] for r in res.slot_of]
+    queues = {s.key: list(res.order.get(s.key, [])) for s in conc.slots}
+    best = res
+    best_prof = _finish_profile(res)
+    evals = 0
+
+    def play(q: dict[str, list[str]]) -> Result:
+        return replay(job_list, conc.slots, q, interference=opts.interference)
+
+    improved = True
+    while improved and evals < max_evals:
+        improved = False
+        ends: dict[str, float] = {}
+        for jid, slot in best.slot_of.items():
+            ends[slot] = max(ends.get(slot, 0.0), best.end_s[jid])
+        critical = max(ends, key=lambda k: (ends[k], k))
+        others = sorted((s for s in conc.slots if s.key != critical), key=lambda s: (ends.get(s.key, 0.0), s.key))
+        # Try the critical instance's runs from the last started.
+        for rid in reversed(queues[critical]):
+            if evals >= max_evals or improved:
+                break
+            for target in others:
+                if conc.slot_type[target.key] not in types_of[rid]:
+                    continue
+                cand = {k: list(v) for k, v in queues.items()}
+                cand[critical].remove(rid)
+                cand[target.key].append(rid)
+                evals += 1
+                try:
+                    r2 = play(cand)
+                except ValueError:
+                    continue
+                prof = _finish_profile(r2)
+                if prof < best_prof:
+                    best, best_prof, queues, improved = r2, prof, cand, True
+                    break
+                # swap with a shorter run of the target
+                for other in reversed(queues[target.key]):
+                    if jobs[other].duration_s >= jobs[rid].duration_s or conc.slot_type[critical] not in types_of[other]:
+                        continue
+                    cand = {k: list(v) for k, v in queues.items()}
+                    i, j = cand[critical].index(rid), cand[target.key].index(other)
+                    cand[critical][i], cand[target.key][j] = other, rid
+                    evals += 1
+                    try:
+                        r2 = play(cand)
+                    except ValueError:
+                        continue
+                    prof = _finish_profile(r2)
+                    if prof < best_prof:
+                        best, best_prof, queues, improved = r2, prof, cand, True
+                    break
+                if improved or evals >= max_evals:
+                    break
+    return best
+
+
+def _ect_queues(
+    prob: _Problem, conc: _Concrete, jobs: dict[str, Job], order: list[str], allowed: dict[str, set[int]]
+) -> dict[str, list[str]]:
+    """Earliest-completion assignment: runs in priority order, each to the instance where it is
+    estimated to finish first. An instance is seen as `k` lanes for a run that can share it `k`-wide
+    (its cap and its memory), each run taking its solo time times the slowdown of `k` such runs.
+    Instances of one type are interchangeable, so each type keeps a heap of its instances' loads."""
+    import heapq
+
+    heaps: dict[int, list[tuple[float, str]]] = {}
+    slot_of_type: dict[int, Slot] = {}
+    for s in conc.slots:
+        ti = conc.slot_type[s.key]
+        heaps.setdefault(ti, []).append((0.0, s.key))
+        slot_of_type[ti] = s
+    for h in heaps.values():
+        heapq.heapify(h)
+    queues: dict[str, list[str]] = {s.key: [] for s in conc.slots}
+    for rid in order:
+        j = jobs[rid]
+        best: tuple[float, int, float] | None = None
+        for ti in sorted(allowed[rid]):
+            if ti not in heaps:
+                continue
+            s = slot_of_type[ti]
+            if j.memory_mib > s.memory_mib:
+                continue
+            load = heaps[ti][0][0]
+            k = max(1, min(j.cap, s.memory_mib // max(1, j.memory_mib)))
+            t = j.duration_s * max(1.0, k * j.compute / s.capacity)
+            new_load = load + t / k
+            est = new_load + t * (1 - 1 / k)
+            if best is None or est < best[0] - 1e-9:
+                best = (est, ti, new_load)
+        if best is None:
+            continue
+        _, ti, new_load = best
+        _, key = heapq.heappop(heaps[ti])
+        heapq.heappush(heaps[ti], (new_load, key))
+        queues[key].append(rid)
+    return queues

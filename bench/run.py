@@ -1,0 +1,272 @@
+"""The planner benchmark: `python bench/run.py` prints one table and writes bench/results.md.
+
+For every seeded scenario (bench/scenarios.py) it runs, side by side:
+- migbench's planner with durations (makespan objective) and without (runs-at-once objective);
+- baseline 1, one run per whole GPU; baseline 2, mig-parted's all-1g and all-balanced layouts with
+  first-fit list scheduling; baseline 3, greedy first-fit-decreasing placement
+  (all three from migbench/baselines.py, which the planner never uses);
+- baseline 4, the direct CP-SAT model written here: one boolean per GPU x profile x start and one per
+  run x instance, a memory knapsack per instance, maximising runs started at once.
+
+Every layout is played through the same duration model and queue engine. The lower bound (LB) is the
+planner's proven bound: no plan with one fixed layout per GPU can finish sooner under the model (an
+aggregated relaxation proven infeasible below it by CP-SAT, or the longest run's best solo time).
+
+Options: --only NAME (substring), --skip-direct, --quick (drops the 10,000-run scenario).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ortools.sat.python import cp_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.scenarios import Scenario, all_scenarios  # noqa: E402
+from migbench import __version__  # noqa: E402
+from migbench.baselines import BRun, fixed_layout, greedy_ffd, one_per_gpu  # noqa: E402
+from migbench.catalog import Placement  # noqa: E402
+from migbench.engine import Job, Slot, list_schedule, replay  # noqa: E402
+from migbench.simulate import SimReport, figures  # noqa: E402
+from migbench.solver import SolveOptions, instance_capacity, solve  # noqa: E402
+from migbench.units import format_duration  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    scenario: str
+    method: str
+    seconds: float | None
+    status: str
+    gap: str
+    at_once: int | None
+    makespan_s: float | None
+    utilisation: float | None
+    lb_ratio: float | None
+    note: str = ""
+
+
+def jobs_of(sc: Scenario) -> list[Job]:
+    return [Job(r.id, r.memory_mib, r.duration_s or 1.0, r.compute, r.max_runs_per_instance) for r in sc.runs]
+
+
+def simulate_solution(sc: Scenario, sol, label: str) -> SimReport:  # type: ignore[no-untyped-def]
+    """Replay a planner solution with the launcher's policy (queues in wave order + lending)."""
+    models = {g.index: g.model for g in sc.fleet}
+    slots, slices, queues = [], {}, {}
+    for gpu, lay in sorted(sol.layouts.items()):
+        for pl in lay:
+            p = models[gpu].profile(pl.profile)
+            key = f"{gpu}:{pl}"
+            slots.append(Slot(key, int(p.memory_mib or 0), instance_capacity(models[gpu], p), key))
+            slices[key] = p.compute_slices
+            queues[key] = []
+    for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
+        queues[f"{a.gpu}:{a.placement}"].append(rid)
+    jobs = [j for j in jobs_of(sc) if j.id in sol.assigned]
+    planned = {rid: a.start_s for rid, a in sol.assigned.items() if a.start_s is not None}
+    res = replay(jobs, slots, queues, lend=lambda j, s: True, planned_start=planned or None)
+    total = sum(g.model.compute_slices for g in sc.fleet)
+    return figures(label, res, slots, slices, jobs, total, len(sc.fleet))
+
+
+def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None]:
+    """Baseline 4: the textbook model, booleans per GPU x profile x start and per run x instance."""
+    cands = []  # (gpu, Placement, Profile)
+    for g in sc.fleet:
+        for p in g.model.plain_profiles():
+            if p.memory_mib:
+                for s in p.starts:
+                    cands.append((g, Placement(p.name, s), p))
+    size = len(sc.runs) * len(cands)
+    if size > 200_000:
+        return Row(sc.name, "4 direct CP-SAT", None, "not run", "-", None, None, None, None,
+                   f"not built: {size:,} run x instance booleans, over this bench's limit of 200,000"), None
+    t0 = time.perf_counter()
+    m = cp_model.CpModel()
+    x = [m.NewBoolVar(f"x{i}") for i in range(len(cands))]
+    by_gpu: dict[int, list[int]] = {}
+    for i, (g, pl, p) in enumerate(cands):
+        by_gpu.setdefault(g.index, []).append(i)
+    for g in sc.fleet:
+        idx = by_gpu[g.index]
+        for k in range(g.model.memory_slices):
+            cover = [i for i in idx if cands[i][1].start <= k < cands[i][1].start + cands[i][2].memory_slices]
+            if cover:
+                m.Add(sum(x[i] for i in cover) <= 1)
+        m.Add(sum(cands[i][2].compute_slices * x[i] for i in idx) <= g.model.compute_slices)
+        for p in g.model.plain_profiles():
+            same = [i for i in idx if cands[i][2].name == p.name]
+            if same:
+                m.Add(sum(x[i] for i in same) <= p.max_count)
+    a: dict[tuple[int, int], cp_model.IntVar] = {}
+    for j, r in enumerate(sc.runs):
+        mine = []
+        for i, (g, pl, p) in enumerate(cands):
+            if r.memory_mib <= (p.memory_mib or 0):
+                v = m.NewBoolVar("")
+                a[(j, i)] = v
+                mine.append(v)
+                m.AddImplication(v, x[i])
+        if mine:
+            m.Add(sum(mine) <= 1)
+    per_inst: dict[int, list[tuple[int, cp_model.IntVar]]] = {}
+    for (j, i), v in a.items():
+        per_inst.setdefault(i, []).append((j, v))
+    for i, lst in per_inst.items():
+        m.Add(sum(sc.runs[j].memory_mib * v for j, v in lst) <= int(cands[i][2].memory_mib or 0))
+        for j, v in lst:
+            m.Add(sum(w for _, w in lst) <= sc.runs[j].max_runs_per_instance).OnlyEnforceIf(v)
+    m.Maximize(sum(a.values()))
+    s = cp_model.CpSolver()
+    s.parameters.max_time_in_seconds = time_limit
+    s.parameters.num_workers = 2
+    st = s.Solve(m)
+    secs = time.perf_counter() - t0
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return Row(sc.name, "4 direct CP-SAT", secs, s.StatusName(st), "-", None, None, None, None,
+                   f"no solution in {time_limit:.0f} s"), None
+    obj, bound = s.ObjectiveValue(), s.BestObjectiveBound()
+    # Play its layout: its first wave pinned, the rest list-scheduled on the same instances.
+    slots, slices, pinned = [], {}, {}
+    for i, (g, pl, p) in enumerate(cands):
+        if s.Value(x[i]):
+            key = f"{g.index}:{pl}"
+            slots.append(Slot(key, int(p.memory_mib or 0), instance_capacity(g.model, p), key))
+            slices[key] = p.compute_slices
+    for (j, i), v in a.items():
+        if s.Value(v):
+            g, pl, p = cands[i]
+            pinned[sc.runs[j].id] = f"{g.index}:{pl}"
+    jobs = jobs_of(sc)
+    fits = [j for j in jobs if any(j.memory_mib <= sl.memory_mib for sl in slots)]
+    res = list_schedule(sorted(fits, key=lambda j: -j.duration_s), slots, lambda j, sl: j.memory_mib <= sl.memory_mib, pinned=pinned)
+    total = sum(g.model.compute_slices for g in sc.fleet)
+    rep = figures("direct", res, slots, slices, fits, total, len(sc.fleet))
+    note = "" if len(fits) == len(jobs) else f"{len(jobs) - len(fits)} runs fit none of its instances"
+    gap = (bound - obj) / bound if bound else 0.0
+    return Row(sc.name, "4 direct CP-SAT", secs, s.StatusName(st), f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
+               int(obj), rep.makespan_s, rep.utilisation, None, note), rep
+
+
+def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
+    rows: list[Row] = []
+    ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="makespan", workers=2))
+    rep = simulate_solution(sc, ms, "migbench")
+    lb = ms.bound
+    rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
+                    rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
+                    f"plan estimate {format_duration(ms.objective)}"))
+    tp = solve([r.__class__(r.id, r.memory_mib, None, r.compute, r.max_runs_per_instance, r.profiles) for r in sc.runs],
+               sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=2))
+    rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
+                    f"{tp.gap * 100:.2f}% ({int(tp.objective)}/{int(tp.bound)})", int(tp.objective), None, None, None))
+    bruns = [BRun(j) for j in jobs_of(sc)]
+    for label, fn in [
+        ("1 one run per GPU", lambda: one_per_gpu(bruns, sc.fleet)),
+        ("2 mig-parted all-1g", lambda: fixed_layout(bruns, sc.fleet, "all-1g")),
+        ("2 mig-parted all-balanced", lambda: fixed_layout(bruns, sc.fleet, "all-balanced")),
+        ("3 greedy FFD", lambda: greedy_ffd(bruns, sc.fleet)),
+    ]:
+        b = fn()
+        r = b.report
+        note = "; ".join(r.notes)
+        rows.append(Row(sc.name, label, b.seconds, "-", "-", r.started_at_once, r.makespan_s if not r.unrunnable else None,
+                        r.utilisation, (r.makespan_s / lb) if lb and not r.unrunnable else None, note))
+    if not skip_direct:
+        row, drep = direct_cpsat(sc, 20.0)
+        if drep is not None and lb:
+            row.lb_ratio = drep.makespan_s / lb
+        rows.append(row)
+    return rows
+
+
+def fmt(rows: list[Row], md: bool) -> str:
+    head = ["scenario", "method", "solve s", "status", "gap", "at once", "makespan", "util.", "makespan/LB", "note"]
+    lines = []
+    for r in rows:
+        lines.append([
+            r.scenario, r.method, "-" if r.seconds is None else f"{r.seconds:.2f}", r.status, r.gap,
+            "-" if r.at_once is None else str(r.at_once),
+            "-" if r.makespan_s is None else format_duration(r.makespan_s),
+            "-" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
+            "-" if r.lb_ratio is None else f"{r.lb_ratio:.3f}",
+            r.note,
+        ])
+    if md:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in ln) + " |" for ln in lines]
+        return "\n".join(out)
+    w = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head)]
+    out = ["  ".join(h.ljust(w[i]) for i, h in enumerate(head))]
+    out += ["  ".join(c.ljust(w[i]) for i, c in enumerate(ln)) for ln in lines]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="run scenarios whose name contains this")
+    ap.add_argument("--skip-direct", action="store_true", help="skip baseline 4 (direct CP-SAT)")
+    ap.add_argument("--quick", action="store_true", help="skip the 10,000-run scenario")
+    ap.add_argument("--out", default=str(HERE / "results.md"), help="markdown output (default bench/results.md)")
+    args = ap.parse_args()
+    rows: list[Row] = []
+    scenarios = all_scenarios()
+    if args.only:
+        scenarios = [s for s in scenarios if args.only in s.name]
+    if args.quick:
+        scenarios = [s for s in scenarios if len(s.runs) < 10000]
+    t0 = time.perf_counter()
+    descr = []
+    for sc in scenarios:
+        print(f"== {sc.name}: {len(sc.runs)} runs on {sc.fleet_text} (time limit {sc.time_limit_s:.0f} s)", flush=True)
+        descr.append(f"- **{sc.name}**: {sc.description}; {len(sc.runs)} runs on {sc.fleet_text}; planner budget {sc.time_limit_s:.0f} s")
+        part = bench(sc, args.skip_direct)
+        print(fmt(part, md=False), flush=True)
+        rows.extend(part)
+    total = time.perf_counter() - t0
+    env = (
+        f"{platform.python_implementation()} {platform.python_version()}, OR-Tools {cp_model.__dict__.get('__version__', '') or _ortools_version()}, "
+        f"{os.cpu_count()} CPUs, migbench {__version__}"
+    )
+    md = [
+        "# Planner benchmark",
+        "",
+        f"Generated by `python bench/run.py` ({env}); whole run {total:.0f} s.",
+        "",
+        "Scenarios (seeded, bench/scenarios.py):",
+        *descr,
+        "",
+        "Columns: solve s = planning time; status/gap = the solver's own (for the makespan objective the gap is",
+        "(makespan - LB) / makespan); at once = runs started at time 0; makespan = the sweep played through the",
+        "duration model with the launcher's queue policy; util. = busy slice-hours / available slice-hours;",
+        "makespan/LB against the planner's proven lower bound for plans with one fixed layout per GPU.",
+        "A baseline whose layout cannot host some runs shows no makespan (those runs never run).",
+        "",
+        fmt(rows, md=True),
+        "",
+    ]
+    Path(args.out).write_text("\n".join(md))
+    print(f"\nwrote {args.out} ({total:.0f} s)")
+
+
+def _ortools_version() -> str:
+    try:
+        import ortools
+
+        return ortools.__version__
+    except Exception:  # pragma: no cover
+        return "?"
+
+
+if __name__ == "__main__":
+    main()

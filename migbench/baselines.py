@@ -1,0 +1,198 @@
+"""How sweeps run without migbench's planner, for `migbench simulate --compare` and `bench/`.
+
+The planner never uses these. Each lays out the same fleet the way a tool in use today does and
+plays the same runs through the same duration model and queue engine (`migbench.engine`), so the
+differences come from the layout and the assignment alone:
+
+1. `one_per_gpu`: no MIG, one run per whole GPU at a time (how the seed team worked before). The
+   whole GPU counts as the 7g profile's compute and the GPU's memory (or the 7g profile's where the
+   catalogue lacks the total).
+2. `fixed_layout("all-1g" | "all-balanced")`: the layouts NVIDIA's mig-parted ships
+   (deployments/systemd/config-default.yaml; all-balanced = 2 x 1g + 1 x 2g + 1 x 3g on 7-slice GPUs,
+   2 x 1g + 1 x 2g on A30), on every GPU, with first-fit list scheduling in sweep order.
+3. `greedy_ffd`: runs by decreasing memory, each into the first instance with room, else a new
+   instance of the smallest fitting profile on the first GPU with a free legal placement, one GPU at
+   a time, as dynamic MIG schedulers allocate; queued runs then wait on those instances.
+
+Runs may share an instance under their own `max_runs_per_instance` in every baseline, as in plans.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from migbench.catalog import GpuModel, Placement, Profile
+from migbench.engine import Job, Slot, fits_alongside, list_schedule
+from migbench.simulate import SimReport, figures
+from migbench.solver import FleetGpu, instance_capacity
+
+
+@dataclass(frozen=True)
+class BRun:
+    """A run as the baselines see it."""
+
+    job: Job
+    profiles: tuple[str, ...] | None = None
+
+
+@dataclass
+class BaselineResult:
+    report: SimReport
+    seconds: float
+    layouts: dict[int, tuple[Placement, ...]]
+
+
+def _whole_memory(model: GpuModel) -> int:
+    return int(model.memory_total_mib or model.max_memory_mib())
+
+
+def _play(
+    label: str,
+    runs: Sequence[BRun],
+    fleet: Sequence[FleetGpu],
+    slots: list[Slot],
+    slot_slices: dict[str, int],
+    slot_profile: dict[str, str],
+    order: Sequence[BRun],
+    interference: float,
+    t0: float,
+    layouts: dict[int, tuple[Placement, ...]],
+    pinned: dict[str, str] | None = None,
+) -> BaselineResult:
+    total = sum(g.model.compute_slices for g in fleet)
+
+    def allowed(job: Job, slot: Slot) -> bool:
+        r = by_id[job.id]
+        return job.memory_mib <= slot.memory_mib and (
+            r.profiles is None or slot_profile.get(slot.key) is None or slot_profile[slot.key] in r.profiles
+        )
+
+    by_id = {r.job.id: r for r in runs}
+    runnable = [r for r in order if any(allowed(r.job, s) for s in slots)]
+    stuck = len(order) - len(runnable)
+    # Every slot is its own type here: baselines pick instances one by one.
+    slots = [Slot(s.key, s.memory_mib, s.capacity, s.key) for s in slots]
+    res = list_schedule([r.job for r in runnable], slots, allowed, interference=interference, pinned=pinned)
+    seconds = time.perf_counter() - t0
+    rep = figures(label, res, slots, slot_slices, [r.job for r in runnable], total, len(fleet))
+    rep.unrunnable = stuck
+    if stuck:
+        rep.notes.append(f"{stuck} run(s) fit no instance of this layout and never run")
+    return BaselineResult(rep, seconds, layouts)
+
+
+def one_per_gpu(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: float = 0.0) -> BaselineResult:
+    t0 = time.perf_counter()
+    slots, slices, prof = [], {}, {}
+    for g in fleet:
+        key = f"{g.index}:whole"
+        slots.append(Slot(key, _whole_memory(g.model), 1.0, key))
+        slices[key] = g.model.compute_slices
+        prof[key] = None  # no MIG profile: any run may use it
+    solo = [BRun(Job(r.job.id, r.job.memory_mib, r.job.duration_s, r.job.compute, 1), None) for r in runs]
+    order = sorted(solo, key=lambda r: -r.job.duration_s)
+    return _play("one run per GPU (no MIG)", solo, fleet, slots, slices, prof, order, interference, t0, {})
+
+
+MIG_PARTED_LAYOUTS = ("all-1g", "all-balanced")
+
+
+def _fixed(model: GpuModel, name: str) -> tuple[Placement, ...]:
+    plain = [p for p in model.plain_profiles() if p.memory_mib]
+    one = sorted((p for p in plain if p.compute_slices == 1), key=lambda p: (p.memory_slices, p.memory_mib))
+    if not one:
+        return ()
+    small = one[0]
+    if name == "all-1g":
+        want = {small.name: small.max_count}
+    else:
+        two = [p for p in plain if p.compute_slices == 2]
+        three = [p for p in plain if p.compute_slices == 3]
+        want = {small.name: 2}
+        if two:
+            want[two[0].name] = 1
+        if three and model.compute_slices >= 7:
+            want[three[0].name] = 1
+    for lay in model.layouts(list(want), maximal=False):
+        counts: dict[str, int] = {}
+        for p in lay:
+            counts[p.profile] = counts.get(p.profile, 0) + 1
+        if counts == want:
+            return lay
+    return ()
+
+
+def fixed_layout(
+    runs: Sequence[BRun], fleet: Sequence[FleetGpu], layout: str, interference: float = 0.0, basis: str = "sm"
+) -> BaselineResult:
+    t0 = time.perf_counter()
+    slots, slices, prof, layouts = [], {}, {}, {}
+    for g in fleet:
+        lay = _fixed(g.model, layout)
+        layouts[g.index] = lay
+        for pl in lay:
+            p = g.model.profile(pl.profile)
+            key = f"{g.index}:{pl}"
+            slots.append(Slot(key, int(p.memory_mib or 0), instance_capacity(g.model, p, basis), key))
+            slices[key] = p.compute_slices
+            prof[key] = p.name
+    return _play(f"mig-parted {layout} + first-fit", runs, fleet, slots, slices, prof, list(runs), interference, t0, layouts)
+
+
+def greedy_ffd(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: float = 0.0, basis: str = "sm") -> BaselineResult:
+    t0 = time.perf_counter()
+    placed: dict[int, list[Placement]] = {g.index: [] for g in fleet}
+    slots: list[Slot] = []
+    slices: dict[str, int] = {}
+    prof: dict[str, str] = {}
+    running: dict[str, list[Job]] = {}
+    pinned: dict[str, str] = {}
+    models = {g.index: g.model for g in fleet}
+    for r in sorted(runs, key=lambda r: (-r.job.memory_mib, r.job.id)):
+        home = None
+        for s in slots:
+            if (r.profiles is None or prof[s.key] in r.profiles) and fits_alongside(r.job, running[s.key], s):
+                home = s
+                break
+        if home is None:
+            for g in fleet:
+                cands = sorted(
+                    (p for p in g.model.plain_profiles() if p.memory_mib and p.memory_mib >= r.job.memory_mib
+                     and (r.profiles is None or p.name in r.profiles)),
+                    key=lambda p: (p.memory_mib, p.compute_slices),
+                )
+                for p in cands:
+                    start = _first_free(g.model, placed[g.index], p)
+                    if start is not None:
+                        pl = Placement(p.name, start)
+                        placed[g.index].append(pl)
+                        key = f"{g.index}:{pl}"
+                        home = Slot(key, int(p.memory_mib or 0), instance_capacity(g.model, p, basis), key)
+                        slots.append(home)
+                        slices[key], prof[key], running[key] = p.compute_slices, p.name, []
+                        break
+                if home is not None:
+                    break
+        if home is not None:
+            running[home.key].append(r.job)
+            pinned[r.job.id] = home.key
+    layouts = {g: tuple(sorted(ps, key=lambda p: (p.start, p.profile))) for g, ps in placed.items()}
+    order = sorted(runs, key=lambda r: (-r.job.duration_s, r.job.id))
+    return _play("greedy first-fit-decreasing", runs, fleet, slots, slices, prof, order, interference, t0, layouts, pinned=pinned)
+
+
+def _first_free(model: GpuModel, placed: list[Placement], prof: Profile) -> int | None:
+    for s in prof.starts:
+        if model.is_legal(placed + [Placement(prof.name, s)]):
+            return s
+    return None
+
+
+BASELINES: dict[str, Callable[..., BaselineResult]] = {
+    "one-per-gpu": one_per_gpu,
+    "all-1g": lambda runs, fleet, interference=0.0, basis="sm": fixed_layout(runs, fleet, "all-1g", interference, basis),
+    "all-balanced": lambda runs, fleet, interference=0.0, basis="sm": fixed_layout(runs, fleet, "all-balanced", interference, basis),
+    "greedy-ffd": greedy_ffd,
+}
