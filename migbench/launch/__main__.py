@@ -1,0 +1,35 @@
+"""`python -m migbench.launch PLAN [--state-dir DIR] [--drain] [--no-lend] [--force]`: the
+supervisor in the foreground, without the typer CLI (what `migbench launch --detach` starts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from migbench.errors import MigbenchError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m migbench.launch")
+    ap.add_argument("plan")
+    ap.add_argument("--state-dir")
+    ap.add_argument("--drain", action="store_true")
+    ap.add_argument("--no-lend", action="store_true")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    from migbench.launch.supervisor import LaunchOptions, launch
+    from migbench.plan import Plan
+
+    try:
+        plan = Plan.load(args.plan)
+        res = launch(plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force))
+    except MigbenchError as err:
+        from migbench.cli import print_error
+
+        print_error(err)
+        return err.exit_code
+    return res.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

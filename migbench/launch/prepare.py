@@ -1,0 +1,145 @@
+"""Before a launch: the plan's start order, its file's hash, the check that it is applied, and
+the dry run (which reads only)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from migbench.apply import load_bindings, state_dir_for
+from migbench.errors import HardwareError, MigbenchError, UsageError
+from migbench.launch.spec import RunSpec, build_spec, check_run_id
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, Store, db_path
+from migbench.plan import Plan, PlanRun
+
+
+def plan_sha256(plan: Plan) -> str:
+    """sha256 of the plan file's bytes (the state records it)."""
+    if not plan.path:
+        raise UsageError("the plan has no file", hint="save it first (`migbench plan` writes one)")
+    return hashlib.sha256(Path(plan.path).read_bytes()).hexdigest()
+
+
+def start_order(plan: Plan) -> list[PlanRun]:
+    """Placed runs in the order the plan starts them: by wave, then estimated start, then the
+    instance's plan order and the run's place in that instance's queue."""
+    inst_index = {i.key: n for n, i in enumerate(plan.instances)}
+    pos: dict[str, int] = {}
+    for i in plan.instances:
+        for n, rid in enumerate(i.runs):
+            pos[rid] = n
+    placed = [r for r in plan.runs if r.instance_key is not None and r.instance_key in inst_index]
+    return sorted(
+        placed,
+        key=lambda r: (r.wave or 0, r.est_start_s or 0.0, inst_index[r.instance_key or ""], pos.get(r.id, 0), r.id),
+    )
+
+
+def retries_of(plan: Plan, run: PlanRun) -> int:
+    if run.retries is not None:
+        return int(run.retries)
+    return int(plan.launch.get("retries", 2) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preflight: the plan must be applied
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A plan checked against the host: the state dir and each instance's MIG uuid and memory."""
+
+    plan: Plan
+    state_dir: Path
+    uuid_of: dict[str, str]
+    sha256: str
+
+
+def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
+    """Check the plan is applied: bindings.json exists and every planned instance's MIG uuid is on
+    the host (read through the backend, the simulated driver under MIGBENCH_SIM)."""
+    from migbench.backend import read_host
+
+    sd = state_dir_for(plan, state_dir)
+    for r in plan.runs:
+        check_run_id(r.id)
+    hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + (f" --state-dir {state_dir}" if state_dir else "")
+    bindings = load_bindings(plan, state_dir)
+    if bindings is None:
+        raise MigbenchError(f"the plan is not applied: no {sd / 'bindings.json'}", hint=hint)
+    if bindings.get("plan") != plan.name:
+        raise MigbenchError(f"{sd / 'bindings.json'} belongs to plan {bindings.get('plan')!r}, not {plan.name!r}", hint=hint)
+    inst = bindings.get("instances") or {}
+    uuid_of: dict[str, str] = {}
+    missing = []
+    for i in plan.instances:
+        b = inst.get(i.key)
+        if not b or not b.get("uuid"):
+            missing.append(f"{i.key} has no bound MIG device")
+        else:
+            uuid_of[i.key] = str(b["uuid"])
+    try:
+        host = read_host()
+    except HardwareError as exc:
+        raise MigbenchError(f"cannot read the GPUs to check the plan's MIG devices: {exc.message}", hint=exc.hint or hint) from exc
+    live = {d.uuid for g in host.gpus for d in g.devices}
+    for key, u in sorted(uuid_of.items()):
+        if u not in live:
+            missing.append(f"{key}: MIG device {u} no longer exists on the host")
+    if missing:
+        raise MigbenchError("the host no longer matches the applied plan:\n  " + "\n  ".join(missing), hint=hint)
+    return Prepared(plan, sd, uuid_of, plan_sha256(plan))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dry run
+# ---------------------------------------------------------------------------------------------
+
+
+def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSpec], list[str]]:
+    """The spec of every run the launcher would start, in start order, and notes. Reads only:
+    creates no directory, no database, no file."""
+    sd = state_dir_for(plan, state_dir)
+    notes: list[str] = []
+    bindings = load_bindings(plan, state_dir)
+    uuid_of = {k: str(v.get("uuid")) for k, v in ((bindings or {}).get("instances") or {}).items()}
+    if bindings is None:
+        notes.append(f"the plan is not applied yet (no {sd / 'bindings.json'}): MIG uuids are shown as <MIG uuid of INSTANCE>")
+    rows: dict[str, RunRow] = {}
+    db = db_path(sd)
+    if db.exists():
+        st = Store.open_readonly(db)
+        try:
+            rows = st.runs()
+            sha = st.meta("plan_sha256")
+        finally:
+            st.close()
+        if plan.path and sha and sha != plan_sha256(plan):
+            notes.append("the state was made from a different plan: `launch` refuses it without --force")
+    specs = []
+    skipped = Counter()
+    for r in start_order(plan):
+        row = rows.get(r.id)
+        if row is not None and row.state in FINAL_STATES + ACTIVE_STATES:
+            skipped[row.state] += 1
+            continue
+        inst = row.queue if row is not None and row.queue else (r.instance_key or "")
+        attempt = (row.attempt if row is not None else 0) + 1
+        uuid = uuid_of.get(inst, f"<MIG uuid of {inst}>")
+        specs.append(build_spec(plan, r, instance=inst, mig_uuid=uuid, attempt=attempt, state_dir=sd))
+    for state, n in sorted(skipped.items()):
+        notes.append(f"{n} {state} run(s) not listed (a launch does not start them)")
+    if plan.unplaced:
+        notes.append(f"{len(plan.unplaced)} unplaced run(s) are never started")
+    return specs, notes
+
+
+def absolute_sim_env() -> None:
+    """Make MIGBENCH_SIM absolute in this process's environment: shims and runs start elsewhere."""
+    v = os.environ.get("MIGBENCH_SIM")
+    if v:
+        os.environ["MIGBENCH_SIM"] = str(Path(v).resolve())

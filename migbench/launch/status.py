@@ -1,0 +1,223 @@
+"""The read side of a launch: find a state, summarise it, ask its launcher to stop, find logs.
+
+Everything here opens `launch.db` read-only except `request_stop`, which sets the launcher row's
+`stop_requested` and signals the launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from migbench.apply import state_dir_for
+from migbench.errors import MigbenchError
+from migbench.launch.spec import attempt_dir, check_run_id
+from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path
+from migbench.launch.procs import process_alive
+
+
+def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:
+    """The state dir to show: `--state-dir`, else the plan's, else the only (or newest)
+    `./runs/*/launch.db`. Returns (dir or None, notes)."""
+    if state_dir:
+        return Path(state_dir), []
+    if plan_file:
+        from migbench.plan import Plan
+
+        return state_dir_for(Plan.load(plan_file), None), []
+    found = sorted(Path.cwd().glob("runs/*/" + "launch.db"), key=lambda p: (p.stat().st_mtime, str(p)))
+    if not found:
+        return None, []
+    if len(found) == 1:
+        return found[0].parent, []
+    newest = found[-1].parent
+    return newest, [
+        f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"
+    ]
+
+
+def open_state(sd: Path) -> Store:
+    db = db_path(sd)
+    if not db.exists():
+        raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint="start one with `migbench launch PLAN`")
+    return Store.open_readonly(db)
+
+
+def launcher_doc(row: LauncherRow | None) -> dict[str, Any]:
+    if row is None:
+        return {"alive": False, "pid": None, "state": None}
+    alive = process_alive(row.pid, row.create_time) and row.state != "exited"
+    return {
+        "alive": alive,
+        "pid": row.pid,
+        "state": row.state if (alive or row.state == "exited") else f"dead ({row.state})",
+        "started_at": row.started_at,
+        "heartbeat_at": row.heartbeat_at,
+        "ended_at": row.ended_at,
+        "stop_requested": {0: None, 1: "graceful", 2: "now"}.get(row.stop_requested or 0, str(row.stop_requested)),
+        "stop_reason": row.stop_reason,
+        "flapping": row.flapping,
+        "exit_code": row.exit_code,
+        "cpu_s": row.cpu_s,
+        "lend": None if row.lend is None else bool(row.lend),
+        "drain": None if row.drain is None else bool(row.drain),
+        "plan_file": row.plan_file,
+        "log_file": row.log_file,
+    }
+
+
+def status_doc(sd: Path) -> dict[str, Any]:
+    """`status --json`'s `runs` part: the launcher, counts per state, and every run."""
+    st = open_state(sd)
+    try:
+        rows = st.runs()
+        launcher = st.launcher()
+        meta = {k: st.meta(k) for k in ("sweep", "plan_file", "plan_sha256")}
+    finally:
+        st.close()
+    now = time.time()
+    counts = {s: 0 for s in STATES}
+    runs = []
+    for r in rows.values():
+        counts[r.state] = counts.get(r.state, 0) + 1
+        if r.start_at is None:
+            elapsed = None
+        elif r.state in ACTIVE_STATES:
+            elapsed = now - r.start_at
+        else:
+            elapsed = (r.end_at or now) - r.start_at
+        runs.append(
+            {
+                "id": r.id,
+                "group": r.grp,
+                "state": r.state,
+                "attempt": r.attempt,
+                "instance": r.instance if r.attempt else r.queue,
+                "queue": r.queue,
+                "mig_uuid": r.mig_uuid,
+                "elapsed_s": None if elapsed is None else round(elapsed, 3),
+                "peak_mib": r.peak_mib,
+                "memory_mib": r.memory_mib,
+                "instance_mib": r.instance_mib,
+                "exit_code": r.exit_code,
+                "signal": r.signal,
+                "retry_at": r.not_before if r.state == "queued" else None,
+                "start_at": r.start_at,
+                "end_at": r.end_at,
+                "last_error": r.last_error,
+            }
+        )
+    return {
+        "state_dir": str(sd),
+        "sweep": meta["sweep"],
+        "plan_file": meta["plan_file"],
+        "plan_sha256": meta["plan_sha256"],
+        "launcher": launcher_doc(launcher),
+        "counts": counts,
+        "total": len(rows),
+        "runs": runs,
+    }
+
+
+def host_doc(host: Any) -> dict[str, Any]:
+    """The host as JSON: GPUs, instances, MIG devices and their processes."""
+    return {
+        "driver": host.driver,
+        "simulated": host.simulated,
+        "gpus": [
+            {
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "mig_current": g.mig_current,
+                "mig_pending": g.mig_pending,
+                "instances": [{"gi": gi.id, "placement": str(gi.placement), "memory_mib": gi.memory_mib} for gi in g.instances],
+                "devices": [
+                    {
+                        "uuid": d.uuid,
+                        "gi": d.gi_id,
+                        "ci": d.ci_id,
+                        "memory_total_mib": d.memory_total_mib,
+                        "memory_used_mib": d.memory_used_mib,
+                        "processes": [{"pid": p.pid, "used_memory_mib": p.used_memory_mib} for p in d.processes],
+                    }
+                    for d in g.devices
+                ],
+            }
+            for g in host.gpus
+        ],
+    }
+
+
+def request_stop(sd: Path, *, now: bool = False) -> int:
+    """Ask the launcher of `sd` to stop: graceful (SIGTERM the runs, wait the grace, SIGKILL) or,
+    with `now`, SIGKILL the runs at once. Returns the launcher's PID."""
+    db = db_path(sd)
+    if not db.exists():
+        raise MigbenchError(f"no launch state in {sd}", hint="nothing to stop; start a launch with `migbench launch PLAN`")
+    st = Store.create(db)
+    try:
+        row = st.launcher()
+        if row is None or row.state == "exited" or not process_alive(row.pid, row.create_time):
+            raise MigbenchError(f"no launcher is running for {sd}", hint="`migbench status` shows the runs; `migbench launch PLAN` resumes them")
+        with st.transaction():
+            st.set_launcher(stop_requested=max(int(row.stop_requested or 0), 2 if now else 1))
+    finally:
+        st.close()
+    try:
+        os.kill(int(row.pid or 0), signal.SIGTERM)
+    except ProcessLookupError:
+        raise MigbenchError(f"the launcher (PID {row.pid}) exited meanwhile") from None
+    return int(row.pid or 0)
+
+
+def wait_stopped(sd: Path, pid: int, timeout_s: float) -> bool:
+    """Wait until the launcher `pid` of `sd` has exited. True when it did within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = open_state(sd)
+        try:
+            row = st.launcher()
+        finally:
+            st.close()
+        if row is None or row.pid != pid or row.state == "exited" or not process_alive(row.pid, row.create_time):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def log_file(sd: Path, run_id: str, *, attempt: int | None = None, stderr: bool = False) -> tuple[Path, int, str]:
+    """The stdout (or stderr) log of a run's attempt (default: the latest). Returns (path, attempt,
+    the run's state)."""
+    check_run_id(run_id)
+    st = open_state(sd)
+    try:
+        rows = st.runs()
+    finally:
+        st.close()
+    row = rows.get(run_id)
+    if row is None:
+        close = sorted(r for r in rows if r.startswith(run_id.split("-")[0]))[:5]
+        raise MigbenchError(
+            f"no run {run_id!r} in {sd}",
+            hint=("runs like it: " + ", ".join(close)) if close else "`migbench status` lists the runs",
+        )
+    n = attempt if attempt is not None else row.attempt
+    if n < 1 or (attempt is not None and attempt > row.attempt):
+        raise MigbenchError(
+            f"run {run_id} has no attempt {n}" if row.attempt else f"run {run_id} has not started yet ({row.state})",
+            hint=f"it has {row.attempt} attempt(s)" if row.attempt else "wait for it to start; `migbench status` shows the queue",
+        )
+    return attempt_dir(sd, run_id, n) / ("stderr.log" if stderr else "stdout.log"), n, row.state
+
+
+def run_state(sd: Path, run_id: str) -> tuple[str, int]:
+    st = open_state(sd)
+    try:
+        row = st.runs().get(run_id)
+    finally:
+        st.close()
+    return (row.state, row.attempt) if row else ("missing", 0)

@@ -1,0 +1,308 @@
+"""The launcher's state: one sqlite file, `<state dir>/launch.db` (WAL, every change in a transaction).
+
+Tables:
+
+- `meta`: schema version, the plan file's sha256 and path, the sweep name.
+- `runs`: one row per run of the plan (its current state; see `RunRow`).
+- `attempts`: one row per start of a run (history: where, when, how it ended, peak memory).
+- `launcher`: one row, the launcher that owns (or last owned) the state: PID, create time, start
+  time, heartbeat, stop requests, the flapping guard's reason, its exit code and CPU seconds.
+
+Only the launcher writes `runs` and `attempts`; `migbench stop` writes `launcher.stop_requested`.
+Readers (`status`, `logs`) open the file read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+DB_NAME = "launch.db"
+
+STATES = ("queued", "starting", "running", "succeeded", "failed", "oom", "interrupted", "abandoned")
+ACTIVE_STATES = ("starting", "running")
+FINAL_STATES = ("succeeded", "failed", "oom", "abandoned")
+
+_STATE_CHECK = ", ".join(f"'{s}'" for s in STATES)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    ord INTEGER NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ({_STATE_CHECK})),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    home TEXT,
+    queue TEXT,
+    rank INTEGER NOT NULL DEFAULT 0,
+    instance TEXT,
+    mig_uuid TEXT,
+    memory_mib INTEGER NOT NULL DEFAULT 0,
+    need_mib INTEGER NOT NULL DEFAULT 0,
+    shim_pid INTEGER,
+    shim_create_time REAL,
+    child_pid INTEGER,
+    child_pgid INTEGER,
+    queued_at REAL,
+    start_at REAL,
+    end_at REAL,
+    not_before REAL,
+    exit_code INTEGER,
+    signal INTEGER,
+    peak_mib INTEGER,
+    instance_mib INTEGER,
+    last_error TEXT,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    instance TEXT,
+    mig_uuid TEXT,
+    start_at REAL,
+    end_at REAL,
+    outcome TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    peak_mib INTEGER,
+    error TEXT,
+    PRIMARY KEY (run_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS launcher (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER,
+    create_time REAL,
+    started_at REAL,
+    heartbeat_at REAL,
+    ended_at REAL,
+    state TEXT,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    stop_reason TEXT,
+    flapping TEXT,
+    exit_code INTEGER,
+    cpu_s REAL,
+    lend INTEGER,
+    drain INTEGER,
+    plan_file TEXT,
+    log_file TEXT
+);
+"""
+
+
+@dataclass
+class RunRow:
+    """One run's current state. Times are Unix seconds; memory in MiB.
+
+    `home` is the plan's instance; `queue` the instance whose queue holds it (its home, or a larger
+    instance after an OOM); `instance` / `mig_uuid` where the current or last attempt runs;
+    `need_mib` the memory it is scheduled with (the plan's, raised after an OOM); `rank` orders a
+    queue (the plan's wave order; an OOM retry jumps ahead); `not_before` delays a retry (backoff);
+    `failures` counts failed attempts (interruptions and OOM moves do not count)."""
+
+    id: str
+    ord: int
+    grp: str = ""
+    state: str = "queued"
+    attempt: int = 0
+    failures: int = 0
+    home: str | None = None
+    queue: str | None = None
+    rank: int = 0
+    instance: str | None = None
+    mig_uuid: str | None = None
+    memory_mib: int = 0
+    need_mib: int = 0
+    shim_pid: int | None = None
+    shim_create_time: float | None = None
+    child_pid: int | None = None
+    child_pgid: int | None = None
+    queued_at: float | None = None
+    start_at: float | None = None
+    end_at: float | None = None
+    not_before: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_mib: int | None = None
+    instance_mib: int | None = None
+    last_error: str | None = None
+    updated_at: float | None = None
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How one attempt ended (`outcome`: succeeded | failed | oom | interrupted | lost), taken when
+    it ended: the run's row moves on (a retry may start before the next write)."""
+
+    run_id: str
+    attempt: int
+    end_at: float | None
+    outcome: str
+    exit_code: int | None
+    signal: int | None
+    peak_mib: int | None
+    error: str | None
+
+    @classmethod
+    def of(cls, row: RunRow, outcome: str, error: str | None) -> "AttemptEnd":
+        return cls(row.id, row.attempt, row.end_at, outcome, row.exit_code, row.signal, row.peak_mib, error)
+
+
+@dataclass
+class LauncherRow:
+    pid: int | None = None
+    create_time: float | None = None
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    ended_at: float | None = None
+    state: str | None = None  # running | draining | stopping | flapping | exited
+    stop_requested: int = 0  # 0 no, 1 graceful (SIGTERM, grace, SIGKILL), 2 now (SIGKILL)
+    stop_reason: str | None = None
+    flapping: str | None = None
+    exit_code: int | None = None
+    cpu_s: float | None = None
+    lend: int | None = None
+    drain: int | None = None
+    plan_file: str | None = None
+    log_file: str | None = None
+
+
+LAUNCHER_COLUMNS = tuple(f.name for f in fields(LauncherRow))
+
+
+class Store:
+    """A connection to `launch.db`. `transaction()` wraps writes (BEGIN IMMEDIATE ... COMMIT)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
+        self.path = path
+        self.conn = conn
+        self.readonly = readonly
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path) -> "Store":
+        """Open (creating if needed) for writing: WAL journal, NORMAL sync (durable across a crash of
+        the launcher; a power cut may lose the last transactions, never corrupt the file)."""
+        p = Path(path)
+        conn = sqlite3.connect(str(p), timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        st = cls(p, conn, False)
+        with st.transaction():
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            if st.meta("schema") is None:
+                st.set_meta("schema", str(SCHEMA_VERSION))
+                st.set_meta("created_at", repr(time.time()))
+        return st
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> "Store":
+        p = Path(path)
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        return cls(p, conn, True)
+
+    def close(self, *, checkpoint: bool = False) -> None:
+        if checkpoint and not self.readonly:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- runs ------------------------------------------------------------------------------------
+    def runs(self) -> dict[str, RunRow]:
+        """Every run, in plan order."""
+        cur = self.conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY ord, id")
+        return {r[0]: RunRow(*r) for r in cur.fetchall()}
+
+    def save_runs(self, rows: Iterable[RunRow]) -> int:
+        """Insert or replace rows (call inside `transaction()`). Returns how many."""
+        now = time.time()
+        n = 0
+        cols = ", ".join(RUN_COLUMNS)
+        marks = ", ".join("?" for _ in RUN_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c != "id")
+        sql = f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}"
+        for row in rows:
+            row.updated_at = now
+            self.conn.execute(sql, tuple(getattr(row, c) for c in RUN_COLUMNS))
+            n += 1
+        return n
+
+    # -- attempts --------------------------------------------------------------------------------
+    def begin_attempt(self, row: RunRow) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, attempt, instance, mig_uuid, start_at, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+            (row.id, row.attempt, row.instance, row.mig_uuid, row.start_at, "running"),
+        )
+
+    def end_attempt(self, end: "AttemptEnd") -> None:
+        self.conn.execute(
+            "UPDATE attempts SET end_at = ?, outcome = ?, exit_code = ?, signal = ?, peak_mib = ?, error = ? "
+            "WHERE run_id = ? AND attempt = ?",
+            (end.end_at, end.outcome, end.exit_code, end.signal, end.peak_mib, end.error, end.run_id, end.attempt),
+        )
+
+    def attempts(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT run_id, attempt, instance, mig_uuid, start_at, end_at, outcome, exit_code, signal, peak_mib, error FROM attempts"
+        args: tuple[Any, ...] = ()
+        if run_id is not None:
+            q += " WHERE run_id = ?"
+            args = (run_id,)
+        q += " ORDER BY start_at, run_id, attempt"
+        keys = ("run_id", "attempt", "instance", "mig_uuid", "start_at", "end_at", "outcome", "exit_code", "signal", "peak_mib", "error")
+        return [dict(zip(keys, r)) for r in self.conn.execute(q, args).fetchall()]
+
+    # -- launcher --------------------------------------------------------------------------------
+    def launcher(self) -> LauncherRow | None:
+        row = self.conn.execute(f"SELECT {', '.join(LAUNCHER_COLUMNS)} FROM launcher WHERE id = 1").fetchone()
+        return None if row is None else LauncherRow(*row)
+
+    def set_launcher(self, **values: Any) -> None:
+        """Update the launcher row (creating it); call inside `transaction()`."""
+        bad = [k for k in values if k not in LAUNCHER_COLUMNS]
+        if bad:
+            raise KeyError(bad)
+        self.conn.execute("INSERT OR IGNORE INTO launcher (id) VALUES (1)")
+        if values:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            self.conn.execute(f"UPDATE launcher SET {sets} WHERE id = 1", tuple(values.values()))
+
+    def replace_launcher(self, row: LauncherRow) -> None:
+        self.conn.execute("DELETE FROM launcher")
+        self.conn.execute("INSERT INTO launcher (id) VALUES (1)")
+        self.set_launcher(**asdict(row))
+
+
+def db_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / DB_NAME
