@@ -152,10 +152,11 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
     res = list_schedule(sorted(fits, key=lambda j: -j.duration_s), slots, lambda j, sl: j.memory_mib <= sl.memory_mib, pinned=pinned)
     total = sum(g.model.compute_slices for g in sc.fleet)
     rep = figures("direct", res, slots, slices, fits, total, len(sc.fleet))
-    note = "" if len(fits) == len(jobs) else f"{len(jobs) - len(fits)} runs fit none of its instances"
+    complete = len(fits) == len(jobs)
+    note = "" if complete else f"{len(jobs) - len(fits)} runs fit none of its instances and never run"
     gap = (bound - obj) / bound if bound else 0.0
     return Row(sc.name, "4 direct CP-SAT", secs, s.StatusName(st), f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
-               int(obj), rep.makespan_s, rep.utilisation, None, note), rep
+               int(obj), rep.makespan_s if complete else None, rep.utilisation, None, note), (rep if complete else None)
 
 
 def bench(sc: Scenario, skip_direct: bool) -> list[Row]:

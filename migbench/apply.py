@@ -259,7 +259,7 @@ class _Executor:
         if not st.mig_current:
             raise HardwareError(
                 f"GPU {gpu}: MIG mode is still pending after the reset",
-                hint=f"reboot the machine, then run `migbench apply` again",
+                hint="reboot the machine, then run `migbench apply` again",
             )
 
 

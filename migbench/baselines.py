@@ -72,8 +72,8 @@ def _play(
     by_id = {r.job.id: r for r in runs}
     runnable = [r for r in order if any(allowed(r.job, s) for s in slots)]
     stuck = len(order) - len(runnable)
-    # Every slot is its own type here: baselines pick instances one by one.
-    slots = [Slot(s.key, s.memory_mib, s.capacity, s.key) for s in slots]
+    # Instances of the same size and profile are interchangeable for the scheduler.
+    slots = [Slot(s.key, s.memory_mib, s.capacity, f"{s.memory_mib}/{s.capacity}/{slot_profile.get(s.key)}") for s in slots]
     res = list_schedule([r.job for r in runnable], slots, allowed, interference=interference, pinned=pinned)
     seconds = time.perf_counter() - t0
     rep = figures(label, res, slots, slot_slices, [r.job for r in runnable], total, len(fleet))
@@ -149,10 +149,19 @@ def greedy_ffd(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: fl
     prof: dict[str, str] = {}
     running: dict[str, list[Job]] = {}
     pinned: dict[str, str] = {}
-    models = {g.index: g.model for g in fleet}
-    for r in sorted(runs, key=lambda r: (-r.job.memory_mib, r.job.id)):
+    open_slots: list[Slot] = []  # instances that may still take another run
+    full: set[tuple[int, str]] = set()  # (gpu, profile) that can no longer be placed: layouts only grow
+    ordered = sorted(runs, key=lambda r: (-r.job.memory_mib, r.job.id))
+    suffix_min = [0] * len(ordered)
+    low = 1 << 60
+    for i in range(len(ordered) - 1, -1, -1):
+        low = min(low, ordered[i].job.memory_mib)
+        suffix_min[i] = low
+    for idx, r in enumerate(ordered):
+        if idx % 256 == 0:  # drop instances too full for any run still to come
+            open_slots = [s for s in open_slots if s.memory_mib - sum(j.memory_mib for j in running[s.key]) >= suffix_min[idx]]
         home = None
-        for s in slots:
+        for s in open_slots:
             if (r.profiles is None or prof[s.key] in r.profiles) and fits_alongside(r.job, running[s.key], s):
                 home = s
                 break
@@ -164,13 +173,18 @@ def greedy_ffd(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: fl
                     key=lambda p: (p.memory_mib, p.compute_slices),
                 )
                 for p in cands:
+                    if (g.index, p.name) in full:
+                        continue
                     start = _first_free(g.model, placed[g.index], p)
-                    if start is not None:
+                    if start is None:
+                        full.add((g.index, p.name))
+                    else:
                         pl = Placement(p.name, start)
                         placed[g.index].append(pl)
                         key = f"{g.index}:{pl}"
                         home = Slot(key, int(p.memory_mib or 0), instance_capacity(g.model, p, basis), key)
                         slots.append(home)
+                        open_slots.append(home)
                         slices[key], prof[key], running[key] = p.compute_slices, p.name, []
                         break
                 if home is not None:
@@ -178,6 +192,8 @@ def greedy_ffd(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: fl
         if home is not None:
             running[home.key].append(r.job)
             pinned[r.job.id] = home.key
+            if len(running[home.key]) >= min(j.cap for j in running[home.key]):
+                open_slots.remove(home)
     layouts = {g: tuple(sorted(ps, key=lambda p: (p.start, p.profile))) for g, ps in placed.items()}
     order = sorted(runs, key=lambda r: (-r.job.duration_s, r.job.id))
     return _play("greedy first-fit-decreasing", runs, fleet, slots, slices, prof, order, interference, t0, layouts, pinned=pinned)

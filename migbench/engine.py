@@ -166,6 +166,23 @@ class _State:
         return None
 
 
+def _play_out(st: _State, res: Result, after_finish: Callable[[str, float], None], record_events: bool) -> None:
+    """Advance through completions until nothing runs, calling `after_finish(slot, t)` after each."""
+    makespan = 0.0
+    while True:
+        ev = st.pop_finish()
+        if ev is None:
+            break
+        t, key, done = ev
+        for j in done:
+            res.end_s[j.id] = t
+            makespan = max(makespan, t)
+            if record_events:
+                res.events.append(Event(t, "finish", j.id, key))
+        after_finish(key, t)
+    res.makespan_s = makespan
+
+
 def list_schedule(
     jobs: Sequence[Job],
     slots: Sequence[Slot],
@@ -235,19 +252,7 @@ def list_schedule(
     for s in slot_list:
         fill(s, 0.0)
     res.started_at_once = len(res.start_s)
-    makespan = 0.0
-    while True:
-        ev = st.pop_finish()
-        if ev is None:
-            break
-        t, key, done = ev
-        for j in done:
-            res.end_s[j.id] = t
-            makespan = max(makespan, t)
-            if record_events:
-                res.events.append(Event(t, "finish", j.id, key))
-        fill(st.slots[key], t)
-    res.makespan_s = makespan
+    _play_out(st, res, lambda key, t: fill(st.slots[key], t), record_events)
     missing = [j.id for j in jobs if j.id not in res.start_s]
     if missing:
         raise ValueError(f"{len(missing)} jobs could not be scheduled on any allowed slot: {missing[:5]}")
@@ -314,24 +319,16 @@ def replay(
     for s in slots:
         fill(s.key, 0.0)
     res.started_at_once = len(res.start_s)
-    makespan = 0.0
-    while True:
-        ev = st.pop_finish()
-        if ev is None:
-            break
-        t, key, done = ev
-        for j in done:
-            res.end_s[j.id] = t
-            makespan = max(makespan, t)
-            if record_events:
-                res.events.append(Event(t, "finish", j.id, key))
+
+    def after_finish(key: str, t: float) -> None:
         fill(key, t)
         if lend is not None:
             # Idle slots with nothing of their own may now lend themselves to a blocked queue head.
             for s in slots:
                 if not st.running[s.key] and not q.get(s.key):
                     fill(s.key, t)
-    res.makespan_s = makespan
+
+    _play_out(st, res, after_finish, record_events)
     waiting = [jid for v in q.values() for jid in v]
     if waiting:
         raise ValueError(f"{len(waiting)} queued runs never fit their instance: {waiting[:5]}")

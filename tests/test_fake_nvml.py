@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from ctypes import byref, c_uint
 
 import pynvml as N
@@ -12,20 +11,6 @@ from migbench.backend.sim import fake_nvml
 from migbench.backend.sim.host import init_host
 
 
-@pytest.fixture
-def sleeper():
-    procs: list[subprocess.Popen] = []
-
-    def spawn() -> subprocess.Popen:
-        p = subprocess.Popen(["sleep", "60"])
-        procs.append(p)
-        return p
-
-    yield spawn
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 @pytest.fixture

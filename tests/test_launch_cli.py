@@ -7,28 +7,14 @@ import json
 import os
 import signal
 
-import pytest
 from typer.testing import CliRunner
 
 from migbench.backend.sim import fake_nvml
 from migbench.backend.sim.host import SimHost
 from migbench.cli import app
-from tests.launchkit import make_rig, tree
+from tests.launchkit import tree
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    made = []
-
-    def make(sweep: str, **kw):  # type: ignore[no-untyped-def]
-        r = make_rig(tmp_path, monkeypatch, sweep, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.cleanup()
-    fake_nvml.uninstall()
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]

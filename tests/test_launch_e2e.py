@@ -13,8 +13,6 @@ from collections import Counter
 import pytest
 
 from migbench.backend import read_host
-from migbench.backend.sim import fake_nvml
-from tests.launchkit import make_rig
 
 SWARM = """
 version: 1
@@ -36,19 +34,6 @@ groups:
 """
 
 
-@pytest.fixture
-def rig(tmp_path, monkeypatch):
-    made = []
-
-    def make(sweep: str, **kw):  # type: ignore[no-untyped-def]
-        r = make_rig(tmp_path, monkeypatch, sweep, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.cleanup()
-    fake_nvml.uninstall()
 
 
 def _uuid_by_instance() -> dict[str, str]:

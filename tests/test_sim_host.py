@@ -19,23 +19,6 @@ UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 MIG_RE = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-@pytest.fixture
-def sleeper():
-    """Real local processes to attach; killed (and reaped) at the end."""
-    procs: list[subprocess.Popen] = []
-
-    def spawn() -> subprocess.Popen:
-        p = subprocess.Popen(["sleep", "60"])
-        procs.append(p)
-        return p
-
-    yield spawn
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def _kill(p: subprocess.Popen) -> None:
     p.kill()
     p.wait()

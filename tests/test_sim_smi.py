@@ -53,20 +53,6 @@ def smi(monkeypatch):
     return run
 
 
-@pytest.fixture
-def sleeper():
-    procs: list[subprocess.Popen] = []
-
-    def spawn() -> subprocess.Popen:
-        p = subprocess.Popen(["sleep", "60"])
-        procs.append(p)
-        return p
-
-    yield spawn
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 # -- GPU instance creation and -lgi ---------------------------------------------------------------------

@@ -522,7 +522,7 @@ class FakeNvmlLibrary:
                                                           placements: Any, count: Any) -> int:
         """All placements of the profile, regardless of MIG mode or occupancy (nvml.h). NULL array -> count."""
         st = self.host.read()
-        g = self._parent(st, handle)
+        self._parent(st, handle)  # validates the handle
         self._need_root(st)
         if count is None:
             return H.INVALID_ARGUMENT
