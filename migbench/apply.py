@@ -35,6 +35,7 @@ class Step:
     ci_id: int | None = None
     profile_id: int | None = None
     size: int | None = None
+    reset_if_pending: bool = False  # Ampere: a mode change may need a GPU reset to take effect
 
     def describe(self) -> str:
         where = f"GPU {self.gpu}"
@@ -195,7 +196,7 @@ class _Executor:
     def steps_for(self, d: GpuDiff, st: GpuState) -> list[Step]:
         steps: list[Step] = []
         if d.mode in ("enable", "cancel-disable"):
-            steps.append(Step(d.gpu, "mig_on"))
+            steps.append(Step(d.gpu, "mig_on", reset_if_pending=bool(st.model and st.model.mode_change_needs_reset)))
         if d.mode == "pending-enable":
             steps.append(Step(d.gpu, "reset"))
         model = st.model
@@ -221,6 +222,10 @@ class _Executor:
         w = self.w
         if s.kind == "mig_on":
             out = w.set_mig_mode(s.gpu, True)
+            if w.dry_run and s.reset_if_pending:
+                from migbench.backend import smi
+
+                w.log.append(CommandRecord(smi.gpu_reset_argv(s.gpu), note="only if the mode change stays pending (Ampere)"))
             if out.pending:
                 self._reset_for_mode(s.gpu, out.reason)
         elif s.kind == "reset":
