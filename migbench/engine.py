@@ -274,59 +274,98 @@ def replay(
     waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home;
     with `planned_start`, only a run already later than its planned start is lent (a run on
     schedule stays where the plan put it, so replaying a plan with exact durations reproduces it)."""
+    from collections import deque
+
     st = _State(slots, interference)
     jobs_by_id = {j.id: j for j in jobs}
-    q = {k: list(v) for k, v in queues.items()}
-    res = Result({}, {}, {}, {s.key: [] for s in slots}, 0.0, 0)
-    global_order = sorted(
-        ((i, k, jid) for k, v in queues.items() for i, jid in enumerate(v)), key=lambda x: (x[0], x[1])
-    )
+    q = {k: deque(v) for k, v in queues.items()}
+    popped = {k: 0 for k in q}  # how many runs have left each queue: its head's original position
+    order_of = {sl.key: i for i, sl in enumerate(slots)}
+    res = Result({}, {}, {}, {sl.key: [] for sl in slots}, 0.0, 0)
+    idle_empty: set[str] = set()  # slots with nothing running and nothing queued
+    # Queue heads that may be lent: all heads without planned starts, else heads already late.
+    late: set[str] = set()
+    not_yet: list[tuple[float, str, str]] = []  # (planned start, slot, head run)
+
+    def new_head(key: str) -> None:
+        late.discard(key)
+        v = q.get(key)
+        if not v or lend is None:
+            return
+        if planned_start is None:
+            late.add(key)
+        else:
+            heapq.heappush(not_yet, (planned_start.get(v[0], 0.0), key, v[0]))
+
+    def pop_head(key: str) -> str:
+        jid = q[key].popleft()
+        popped[key] += 1
+        new_head(key)
+        return jid
+
+    for k in q:
+        new_head(k)
 
     def do_start(key: str, jid: str, t: float) -> None:
         st.start(key, jobs_by_id[jid], t)
         res.start_s[jid] = t
         res.slot_of[jid] = key
         res.order[key].append(jid)
+        idle_empty.discard(key)
         if record_events:
             res.events.append(Event(t, "start", jid, key))
 
+    def lend_to(key: str, t: float) -> None:
+        """Heads of other queues, in their original global order (position, then slot key)."""
+        while not_yet and not_yet[0][0] + 1e-6 < t:
+            _, k2, jid = heapq.heappop(not_yet)
+            if q.get(k2) and q[k2][0] == jid:
+                late.add(k2)
+        if not late:
+            return
+        s = st.slots[key]
+        heads = [(popped[k2], k2) for k2 in late if k2 != key and q.get(k2)]
+        heapq.heapify(heads)
+        while heads:
+            _, k2 = heapq.heappop(heads)
+            if k2 not in late or not q.get(k2):
+                continue
+            jid = q[k2][0]
+            j = jobs_by_id[jid]
+            if fits_alongside(j, st.running[k2], st.slots[k2]):
+                continue  # it can start at home
+            if lend(j, s) and fits_alongside(j, st.running[key], s):  # type: ignore[misc]
+                pop_head(k2)
+                do_start(key, jid, t)
+                if k2 in late:  # its next run becomes a head, later in the global order
+                    heapq.heappush(heads, (popped[k2], k2))
+
     def fill(key: str, t: float) -> None:
         s = st.slots[key]
-        own = q.get(key, [])
+        own = q.get(key)
         while own:
             j = jobs_by_id[own[0]]
             if fits_alongside(j, st.running[key], s):
-                do_start(key, own.pop(0), t)
+                pop_head(key)
+                do_start(key, j.id, t)
             else:
-                return
-        if lend is None:
-            return
-        for _, k2, jid in global_order:
-            if jid in res.start_s or k2 == key:
-                continue
-            j = jobs_by_id[jid]
-            other = q.get(k2, [])
-            if not other or other[0] != jid:
-                continue  # only heads of other queues move
-            if fits_alongside(j, st.running[k2], st.slots[k2]):
-                continue  # it can start at home
-            if planned_start is not None and t <= planned_start.get(jid, 0.0) + 1e-6:
-                continue  # on schedule: it starts at home as planned
-            if lend(j, s) and fits_alongside(j, st.running[key], s):
-                other.pop(0)
-                do_start(key, jid, t)
+                break
+        if lend is not None and not own:
+            lend_to(key, t)
+        if not st.running[key] and not q.get(key):
+            idle_empty.add(key)
 
-    for s in slots:
-        fill(s.key, 0.0)
+    for sl in slots:
+        fill(sl.key, 0.0)
     res.started_at_once = len(res.start_s)
 
     def after_finish(key: str, t: float) -> None:
         fill(key, t)
-        if lend is not None:
+        if lend is not None and idle_empty:
             # Idle slots with nothing of their own may now lend themselves to a blocked queue head.
-            for s in slots:
-                if not st.running[s.key] and not q.get(s.key):
-                    fill(s.key, t)
+            for k in sorted(idle_empty, key=order_of.__getitem__):
+                if not st.running[k] and not q.get(k):
+                    fill(k, t)
 
     _play_out(st, res, after_finish, record_events)
     waiting = [jid for v in q.values() for jid in v]
