@@ -161,14 +161,14 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
 
 def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
     rows: list[Row] = []
-    ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="makespan", workers=2))
+    ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="makespan", workers=1))
     rep = simulate_solution(sc, ms, "migbench")
     lb = ms.bound
     rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
                     rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
                     f"plan estimate {format_duration(ms.objective)}"))
     tp = solve([r.__class__(r.id, r.memory_mib, None, r.compute, r.max_runs_per_instance, r.profiles) for r in sc.runs],
-               sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=2))
+               sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
     rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
                     f"{tp.gap * 100:.2f}% ({int(tp.objective)}/{int(tp.bound)})", int(tp.objective), None, None, None))
     bruns = [BRun(j) for j in jobs_of(sc)]

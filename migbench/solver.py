@@ -856,7 +856,7 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
             evaluate(c2, s2 or {})
     makespan, res, conc = best
     if proven_lb < makespan * (1 - 1e-9) and len(jobs) <= HUGE:
-        res = _improve(prob, conc, jobs, res, opts, max_evals=max(20, min(400, 40000 // max(1, len(jobs)))))
+        res = _improve(prob, conc, jobs, res, opts, max_evals=max(20, min(2000, 200000 // max(1, len(jobs)))))
         makespan = res.makespan_s
     bound = min(proven_lb, makespan)
     gap = 0.0 if makespan <= 0 else max(0.0, (makespan - bound) / makespan)
@@ -894,51 +894,61 @@ def _improve(
     def play(q: dict[str, list[str]]) -> Result:
         return replay(job_list, conc.slots, q, interference=opts.interference)
 
+    def attempt(cand: dict[str, list[str]]) -> bool:
+        nonlocal best, best_prof, queues, evals
+        evals += 1
+        try:
+            r2 = play(cand)
+        except ValueError:
+            return False
+        prof = _finish_profile(r2)
+        if prof < best_prof:
+            best, best_prof, queues = r2, prof, cand
+            return True
+        return False
+
     improved = True
     while improved and evals < max_evals:
         improved = False
         ends: dict[str, float] = {}
         for jid, slot in best.slot_of.items():
             ends[slot] = max(ends.get(slot, 0.0), best.end_s[jid])
-        critical = max(ends, key=lambda k: (ends[k], k))
-        others = sorted((s for s in conc.slots if s.key != critical), key=lambda s: (ends.get(s.key, 0.0), s.key))
-        # Try the critical instance's runs from the last started.
-        for rid in reversed(queues[critical]):
-            if evals >= max_evals or improved:
+        # Sources: the instances that finish last; targets: the earliest-finishing ones first.
+        sources = sorted(ends, key=lambda k: (-ends[k], k))[:3]
+        for src in sources:
+            if improved or evals >= max_evals:
                 break
-            for target in others:
-                if conc.slot_type[target.key] not in types_of[rid]:
-                    continue
-                cand = {k: list(v) for k, v in queues.items()}
-                cand[critical].remove(rid)
-                cand[target.key].append(rid)
-                evals += 1
-                try:
-                    r2 = play(cand)
-                except ValueError:
-                    continue
-                prof = _finish_profile(r2)
-                if prof < best_prof:
-                    best, best_prof, queues, improved = r2, prof, cand, True
-                    break
-                # swap with a shorter run of the target
-                for other in reversed(queues[target.key]):
-                    if jobs[other].duration_s >= jobs[rid].duration_s or conc.slot_type[critical] not in types_of[other]:
-                        continue
-                    cand = {k: list(v) for k, v in queues.items()}
-                    i, j = cand[critical].index(rid), cand[target.key].index(other)
-                    cand[critical][i], cand[target.key][j] = other, rid
-                    evals += 1
-                    try:
-                        r2 = play(cand)
-                    except ValueError:
-                        continue
-                    prof = _finish_profile(r2)
-                    if prof < best_prof:
-                        best, best_prof, queues, improved = r2, prof, cand, True
-                    break
+            others = sorted((x for x in conc.slots if x.key != src), key=lambda x: (ends.get(x.key, 0.0), x.key))
+            for rid in reversed(queues[src]):  # the last started first
                 if improved or evals >= max_evals:
                     break
+                for target in others:
+                    if conc.slot_type[target.key] not in types_of[rid]:
+                        continue
+                    # move to the end, then to the front of the target's queue
+                    for front in (False, True):
+                        cand = {k: list(v) for k, v in queues.items()}
+                        cand[src].remove(rid)
+                        if front:
+                            cand[target.key].insert(0, rid)
+                        else:
+                            cand[target.key].append(rid)
+                        if attempt(cand):
+                            improved = True
+                            break
+                    if improved or evals >= max_evals:
+                        break
+                    # swap with a shorter run of the target
+                    for other in reversed(queues[target.key]):
+                        if jobs[other].duration_s >= jobs[rid].duration_s or conc.slot_type[src] not in types_of[other]:
+                            continue
+                        cand = {k: list(v) for k, v in queues.items()}
+                        i, j = cand[src].index(rid), cand[target.key].index(other)
+                        cand[src][i], cand[target.key][j] = other, rid
+                        improved = attempt(cand)
+                        break
+                    if improved or evals >= max_evals:
+                        break
     return best
 
 
