@@ -23,6 +23,7 @@ from typing import Sequence
 from migbench.backend.base import Backend, CommandRecord, GpuState, HostState
 from migbench.catalog import Placement
 from migbench.errors import HardwareError, MigbenchError, UnsafeError
+from migbench.fsutil import write_json_atomic
 from migbench.plan import Plan
 
 
@@ -408,16 +409,6 @@ def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
         "instances": dict(sorted(instances.items())),
         "runs": dict(sorted(runs.items())),
     }
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> dict | None:

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from migbench.fsutil import write_json_atomic
+
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
 """stderr text that makes a failed run an OOM (torch's messages; `OutOfMemoryError` covers JAX/TF too)."""
 
@@ -52,16 +54,6 @@ def find_oom(path: Path, limit: int = OOM_SCAN_BYTES) -> str | None:
         if any(m in line for m in OOM_MARKERS):
             found = line.strip()[:500]
     return found
-
-
-def _write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _log(adir: Path, msg: str) -> None:
@@ -135,7 +127,7 @@ def run(adir: Path) -> int:
         os.setpgid(pid, pid)
     except OSError:
         pass  # the child did it already (or has exited)
-    _write_json_atomic(adir / "child.json", {"pid": pid, "pgid": pid, "shim_pid": os.getpid(), "started_at": started_at})
+    write_json_atomic(adir / "child.json", {"pid": pid, "pgid": pid, "shim_pid": os.getpid(), "started_at": started_at})
     problem = _attach_sim(str(cmd.get("mig_uuid") or ""), pid, Path(argv[0]).name or "run")
     if problem:
         _log(adir, problem)
@@ -205,7 +197,7 @@ def run(adir: Path) -> int:
         "started_at": started_at,
         "ended_at": ended_at,
     }
-    _write_json_atomic(adir / "exit.json", doc)
+    write_json_atomic(adir / "exit.json", doc)
     return returncode & 0xFF
 
 

@@ -20,13 +20,13 @@ name: swarm
 launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
 groups:
   - name: s
-    command: {toy} --steps 3 --step-seconds 0.1 --memory {mem} --i {i}
+    command: {toy} --steps 3 --step-seconds 0.4 --memory {mem} --i {i}
     parameters: {i: [0, 1, 2, 3, 4, 5, 6, 7, 8], mem: [1GiB]}
     memory: 2GiB
     duration: 3s
     compute: 0.1
   - name: m
-    command: {toy} --steps 3 --step-seconds 0.1 --memory 6GiB --i {i}
+    command: {toy} --steps 3 --step-seconds 0.4 --memory 6GiB --i {i}
     parameters: {i: [0, 1, 2]}
     memory: 7GiB
     duration: 3s
@@ -70,11 +70,14 @@ def test_swarm_every_run_pinned_to_its_instance(rig):
         assert (r.state_dir / rid / "stdout.log").read_text().strip().endswith("done")
         ex = json.loads((r.state_dir / rid / "attempt-1" / "exit.json").read_text())
         assert ex["returncode"] == 0 and ex["oom"] is False
-    # peak memory from NVML: each sampled run shows exactly its declared footprint
+    # Peak memory from NVML: sampling is periodic, so a run sampled only before the trainer declared
+    # its footprint shows the shim's 0 MiB attach; otherwise exactly its declared footprint, never
+    # anything else. Runs last several sampling intervals, so footprints are seen.
     peaks = {rid: row["peak_mib"] for rid, row in rows.items() if row["peak_mib"] is not None}
     assert peaks, "no run was sampled"
     for rid, peak in peaks.items():
-        assert peak == (6144 if rid.startswith("m-") else 1024), (rid, peak)
+        assert peak in (0, 6144 if rid.startswith("m-") else 1024), (rid, peak)
+    assert any(p > 0 for p in peaks.values())
     # status: runs and host in one JSON document
     st = r.cli("status", str(r.plan_path), "--json")
     assert st.returncode == 0, st.stderr

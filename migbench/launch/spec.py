@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from migbench.errors import InputError
+from migbench.fsutil import write_json_atomic  # noqa: F401  (re-exported for the launcher)
 from migbench.plan import Plan, PlanRun
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -206,17 +207,6 @@ def _workdir(plan: Plan, run: PlanRun) -> Path:
         base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
         wd = base / wd
     return wd
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write JSON to `path` through a temp file and a rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _symlink_atomic(target: str, link: Path) -> None:
