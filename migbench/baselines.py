@@ -96,9 +96,6 @@ def one_per_gpu(runs: Sequence[BRun], fleet: Sequence[FleetGpu], interference: f
     return _play("one run per GPU (no MIG)", solo, fleet, slots, slices, prof, order, interference, t0, {})
 
 
-MIG_PARTED_LAYOUTS = ("all-1g", "all-balanced")
-
-
 def _fixed(model: GpuModel, name: str) -> tuple[Placement, ...]:
     plain = [p for p in model.plain_profiles() if p.memory_mib]
     one = sorted((p for p in plain if p.compute_slices == 1), key=lambda p: (p.memory_slices, p.memory_mib))

@@ -71,7 +71,7 @@ class Placement:
 Layout = tuple[Placement, ...]
 
 
-def layout_key(placements: Iterable[Placement], model: "GpuModel | None" = None) -> Layout:
+def layout_key(placements: Iterable[Placement]) -> Layout:
     """Sort placements by start (then name) so a layout has one canonical order."""
     return tuple(sorted(placements, key=lambda p: (p.start, p.profile)))
 
@@ -249,10 +249,6 @@ class GpuModel:
         """
         names = tuple(profiles) if profiles is not None else tuple(p.name for p in self.plain_profiles())
         return list(_enumerate_layouts(self, names, maximal))
-
-    # -- construction --------------------------------------------------------------------------
-    def with_driver(self, driver: DriverVersion | None) -> "GpuModel":
-        return replace(self, driver=driver)
 
 
 def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -> list[Layout]:

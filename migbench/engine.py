@@ -54,11 +54,6 @@ class Job:
     cap: int = 1  # max runs sharing its instance (its group's max_runs_per_instance)
 
 
-def solo_time(job: Job, slot: Slot, interference: float = 0.0) -> float:
-    """Wall time of `job` alone on `slot`."""
-    return job.duration_s * max(1.0, job.compute / slot.capacity)
-
-
 def rate(jobs: Iterable[Job], slot: Slot, interference: float) -> float:
     js = list(jobs)
     if not js:

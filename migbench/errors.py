@@ -6,7 +6,7 @@ of problems, each naming the file, line and field, so that one pass reports ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,3 @@ class HardwareError(MigbenchError):
 
 class UnsafeError(MigbenchError):
     """migbench refused to do something that would harm running work or leave a GPU half-configured."""
-
-
-@dataclass
-class Warnings:
-    """Collects non-fatal notes (unverified catalogue facts, assumptions) to show the user."""
-
-    items: list[str] = field(default_factory=list)
-
-    def add(self, text: str) -> None:
-        if text not in self.items:
-            self.items.append(text)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.catalog import GpuModel, Layout
-from migbench.plan import Plan, PlanInstance
+from migbench.plan import Plan
 from migbench.units import format_duration, format_mib
 
 SLICE_W = 9  # characters per memory slice in the layout picture
@@ -183,7 +183,7 @@ def plan_view(plan: Plan, models: dict[str, GpuModel], *, seconds: bool = True, 
     return Group(*parts)
 
 
-def catalog_models_table(rows: Iterable[tuple[str, str, str, int, int, int, str]]) -> Table:
+def catalog_models_table(rows: Iterable[tuple[str, str, str, int, int, int, int, str]]) -> Table:
     t = Table(title="GPU models migbench knows", title_justify="left")
     for col, just in [
         ("model", "left"),
@@ -195,7 +195,7 @@ def catalog_models_table(rows: Iterable[tuple[str, str, str, int, int, int, str]
         ("origin", "left"),
     ]:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for key, name, arch, ms, cs, np_, nl, origin in rows:  # type: ignore[misc]
+    for key, name, arch, ms, cs, np_, nl, origin in rows:
         t.add_row(key, name, arch, f"{ms}/{cs}", str(np_), str(nl), origin)
     return t
 
@@ -234,10 +234,6 @@ def layouts_text(model: GpuModel, layouts: Sequence[Layout]) -> Text:
         comp = sum(model.profile(p.profile).compute_slices for p in lay)
         out.append(f"{i:>{w}}  " + " ".join(str(p) for p in lay) + f"  (compute {comp})\n")
     return out
-
-
-def instance_label(i: PlanInstance) -> str:
-    return f"GPU {i.gpu} {i.profile}@{i.start}"
 
 
 def host_view(host) -> RenderableType:  # type: ignore[no-untyped-def]

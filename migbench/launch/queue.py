@@ -16,7 +16,7 @@ Pure: no processes, no clock, no I/O. `pick` returns what to start now.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from migbench.engine import Job, Slot, fits_alongside
@@ -167,6 +167,3 @@ def job_for(run_id: str, need_mib: int, duration_s: float | None, compute: float
     """The engine's view of a run (duration 1.0 when unknown, as the planner does)."""
     return Job(run_id, int(need_mib), float(duration_s or 1.0), float(compute), int(cap))
 
-
-def with_memory(w: Waiting, need_mib: int) -> Waiting:
-    return replace(w, job=replace(w.job, memory_mib=int(need_mib)))

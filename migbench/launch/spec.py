@@ -47,10 +47,6 @@ from migbench.plan import Plan, PlanRun
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MACRO_RE = re.compile(r"\$\{(run_id|run_dir|attempt)\}")
 
-# Environment variables the launcher always sets (they win over the plan's and the run's env).
-PINNED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "MIGBENCH_RUN_ID", "MIGBENCH_RUN_DIR", "MIGBENCH_ATTEMPT", "MIGBENCH_RESUME")
-
-
 def check_run_id(run_id: str) -> str:
     """Run ids name directories: refuse anything that is not a plain file name."""
     if not RUN_ID_RE.fullmatch(run_id) or run_id in (".", ".."):

@@ -654,15 +654,7 @@ class FakeNvmlLibrary:
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
         cp = self._ci_profile(st, gi, _int(profile_id))
-        used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
-        same = sum(1 for c in gi.compute_instances if c.profile_id == cp.id)
-        n = 0
-        for s in cp.starts:
-            span = set(range(s, s + cp.slices))
-            if not span & used and same + n < cp.max_count:
-                used |= span
-                n += 1
-        _set_uint(count, n)
+        _set_uint(count, H.ci_remaining(gi, cp))
         return NVML_SUCCESS
 
     def _fn_nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, gi_handle: Any, profile_id: Any,

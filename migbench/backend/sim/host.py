@@ -278,7 +278,6 @@ CI_LAYOUTS: dict[int, dict[int, int]] = {
 }
 # FACTS.md c: CI profile id = NVML_COMPUTE_INSTANCE_PROFILE_<n>_SLICE (0, 1, 2 [V]; the rest [U]).
 CI_PROFILE_ID: dict[int, int] = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
-CI_SLICES_BY_ID: dict[int, int] = {v: k for k, v in CI_PROFILE_ID.items()}
 
 
 @dataclass(frozen=True)
@@ -1183,3 +1182,17 @@ def host_from_env(state: str | os.PathLike[str] | None = None) -> SimHost:
             hint="pass --state DIR or set MIGBENCH_SIM=<state dir> (created with `migbench sim init`)",
         )
     return SimHost(d)
+
+
+def ci_remaining(gi: GpuInstance, cp: CiProfile) -> int:
+    """How many more compute instances of `cp` fit in `gi`, lowest free start first [U]
+    (`nvmlGpuInstanceGetComputeInstanceRemainingCapacity`, the -lcip Free column)."""
+    used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
+    n = sum(1 for c in gi.compute_instances if c.profile_id == cp.id)
+    free = 0
+    for s in cp.starts:
+        span = set(range(s, s + cp.slices))
+        if not span & used and n + free < cp.max_count:
+            used |= span
+            free += 1
+    return free

@@ -202,19 +202,6 @@ def _ci_profile(st: HostState, gi: H.GpuInstance, ci_profile_id: int) -> H.CiPro
     return next(c for c in H.ci_profiles(st.model, st.gi_profile(gi)) if c.id == ci_profile_id)
 
 
-def ci_remaining(gi: H.GpuInstance, cp: H.CiProfile) -> int:
-    """How many more CIs of `cp` fit in `gi` (lowest free start first)."""
-    used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
-    n = sum(1 for c in gi.compute_instances if c.profile_id == cp.id)
-    free = 0
-    for s in cp.starts:
-        span = set(range(s, s + cp.slices))
-        if not span & used and n + free < cp.max_count:
-            used |= span
-            free += 1
-    return free
-
-
 def format_lcip(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str:
     """`nvidia-smi mig -lcip`: one block of rows per GI (docs/facts-extra.md 4.5 layout); `*` marks the
     default profile; Free/Total = remaining/instanceCount."""
@@ -231,7 +218,7 @@ def format_lcip(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str
     for gpu, gi in rows:
         for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
             e = cp.engines
-            ft = f"{ci_remaining(gi, cp)}/{cp.max_count}"
+            ft = f"{H.ci_remaining(gi, cp)}/{cp.max_count}"
             star = "*" if cp.is_default else " "
             out.append(
                 f"|{gpu:>4}{gi.id:>7}       {'MIG ' + cp.name:<17}{cp.id:>5}{star}     {ft:<14}"
