@@ -42,7 +42,10 @@ def _console(stderr: bool = False) -> Console:
 
 
 def print_error(err: MigbenchError) -> None:
+    # Errors are never hard-wrapped: a path or a command in one must survive copy and paste, and
+    # the text must not depend on how long the paths in it happen to be.
     con = _console(stderr=True)
+    con.soft_wrap = True
     con.print(Text("Error: ", style="bold red") + Text(err.message))
     for p in err.problems:
         con.print(Text("  " + str(p)))
