@@ -42,6 +42,11 @@ SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients
 MAX_PATTERNS = 20000  # beyond this many instance patterns, fall back to a restricted set
 LARGE = 2000  # above this many runs the makespan search tries fewer schedule variants per layout
 HUGE = 5000  # above this many runs the local search after list scheduling is skipped
+MAX_POINTS = 24  # time-point cuts use at most this many points
+LAZY_ROUNDS = 3  # rounds of adding violated time-point cuts to a relaxation
+IMPROVE_SOURCES = 8  # the local search moves runs off this many latest-finishing instances
+LAZY_PER_TYPE = 4  # cuts added per instance type and round
+LAZY_MAX_PAIRS = 1000  # above this many (run class, instance type) pairs only the fixed cuts are used
 
 
 class RunLike(Protocol):
@@ -466,14 +471,76 @@ def _solo(prob: _Problem, c: RunClass, ti: int) -> float:
     return float(c.duration_s or 1.0) * max(1.0, c.compute / t.capacity)
 
 
+Cut = tuple[int, tuple[tuple[int, int], ...]]  # (K points, ((class index, weight), ...))
+
+
+def _point_cuts(prob: _Problem, T: float, ti: int, cis: Sequence[int], lazy: bool) -> list[Cut]:
+    """Time-point cuts for instance type `ti` in a schedule of length T.
+
+    Put points at every positive multiple of L below T: K = ceil(T/L) - 1 of them. A run of solo
+    time a occupies a half-open interval of length >= a inside [0, T), which holds at least
+    w = ceil(a/L) - 1 of the points (the worst case starts at 0). At each point an instance hosts
+    runs whose 1/cap shares add up to at most 1 and whose memory fits, so over the N instances
+        sum n*w/cap <= K*N   and   sum n*w*mem <= K*M*N.
+    Weights are rounded down and K up, so every cut holds for any schedule of length T.
+
+    The models always carry the spacings T/2, T/3, T/4 (`lazy=False`). The spacings just below
+    a, a/2 and a/3 for every solo time a on the type (where weights jump) are many, so they are
+    separated lazily (`lazy=True`): added only when a solution violates them."""
+    solos = {ci: _solo(prob, prob.classes[ci], ti) for ci in cis}
+    if lazy:
+        spacings = {a / div * (1 - 1e-7) for a in set(solos.values()) for div in (1, 2, 3)}
+        cands = {(L, math.ceil(T / L + 1e-9) - 1) for L in spacings if 0 < L and T / L <= MAX_POINTS + 1}
+    else:
+        cands = {(T / (q + 1), q) for q in (1, 2, 3)}  # exactly q points: T/(q+1), ..., qT/(q+1)
+    cuts: list[Cut] = []
+    seen: set[Cut] = set()
+    for L, k in sorted(cands, reverse=True):
+        if k < 1:
+            continue
+        weighted = tuple((ci, w) for ci in cis if (w := min(k, math.ceil(solos[ci] / L - 1e-9) - 1)) >= 1)
+        if weighted and (k, weighted) not in seen:
+            seen.add((k, weighted))
+            cuts.append((k, weighted))
+    return cuts
+
+
+def _lazy_ok(prob: _Problem) -> bool:
+    """Separating lazy cuts costs about (class, type) pairs x spacings per round; past
+    LAZY_MAX_PAIRS it costs more planning time than its tighter bound is worth."""
+    return sum(len(c.types) for c in prob.classes) <= LAZY_MAX_PAIRS
+
+
+def _violated_cuts(prob: _Problem, T: float, values: dict[int, dict[int, float]], n_inst: dict[int, float]) -> dict[int, list[Cut]]:
+    """The lazy time-point cuts that a (relaxed or integer) solution violates, the worst few per
+    type. `values[ti][ci]` = runs of class ci on type ti, `n_inst[ti]` = instances of type ti."""
+    out: dict[int, list[Cut]] = {}
+    for ti, vals in values.items():
+        t = prob.types[ti]
+        N = n_inst.get(ti, 0.0)
+        scored = []
+        for cut in _point_cuts(prob, T, ti, sorted(vals), lazy=True):
+            k, weighted = cut
+            slot = sum(vals[ci] * w / prob.classes[ci].cap for ci, w in weighted)
+            mem = sum(vals[ci] * w * prob.classes[ci].memory_mib / t.memory_mib for ci, w in weighted)
+            excess = (max(slot, mem) - k * N) / k
+            if excess > 1e-6:
+                scored.append((-excess, cut))
+        scored.sort(key=lambda x: x[0])
+        if scored:
+            out[ti] = [cut for _, cut in scored[:LAZY_PER_TYPE]]
+    return out
+
+
 def _lp_infeasible(prob: _Problem, T: float) -> bool:
     """True when the linear relaxation of `_makespan_feasible` at time T is infeasible (GLOP), which
     proves that no fixed-layout plan finishes within T. Cheap at any scale; weaker than CP-SAT."""
     return _lp(prob, T)[0]
 
 
-def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None]:
-    """The linear relaxation at T: (infeasible?, layout counts rounded from its solution)."""
+def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None, dict[int, list[Cut]]]:
+    """The linear relaxation at T, with lazy time-point cuts separated until none is violated:
+    (infeasible?, layout counts rounded from its solution, the lazy cuts it added)."""
     from ortools.linear_solver import pywraplp
 
     lp = pywraplp.Solver.CreateSolver("GLOP")
@@ -490,7 +557,7 @@ def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None]:
     for ci, c in enumerate(prob.classes):
         ok = [ti for ti in c.types if _solo(prob, c, ti) <= T * (1 + 1e-9)]
         if not ok:
-            return True, None
+            return True, None, {}
         vs = []
         for ti in ok:
             v = lp.NumVar(0, c.n, "")
@@ -511,16 +578,33 @@ def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None]:
         lp.Add(sum(work) <= t.capacity * N)
         lp.Add(sum(memt) <= N)
         lp.Add(sum(slot) <= N)
-        for q in (1, 2, 3):
-            long_terms = [(ci, v) for ci, v in terms if _solo(prob, prob.classes[ci], ti) > T / (q + 1) * (1 + 1e-9)]
-            if long_terms:
-                lp.Add(sum((1.0 / prob.classes[ci].cap) * v for ci, v in long_terms) <= q * N)
-                lp.Add(sum((prob.classes[ci].memory_mib / t.memory_mib) * v for ci, v in long_terms) <= q * N)
-    st = lp.Solve()
-    if st == pywraplp.Solver.INFEASIBLE:
-        return True, None
-    if st not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-        return False, None
+    var_of = {(ti, ci): v for ti, terms in by_type.items() for ci, v in terms}
+
+    def add_cuts(ti: int, cuts: list[Cut]) -> None:
+        t, N = prob.types[ti], n_inst[ti]
+        for k, weighted in cuts:
+            lp.Add(sum((w / prob.classes[ci].cap) * var_of[(ti, ci)] for ci, w in weighted) <= k * N)
+            lp.Add(sum((w * prob.classes[ci].memory_mib / t.memory_mib) * var_of[(ti, ci)] for ci, w in weighted) <= k * N)
+
+    for ti, terms in by_type.items():
+        add_cuts(ti, _point_cuts(prob, T, ti, [ci for ci, _ in terms], lazy=False))
+    added: dict[int, list[Cut]] = defaultdict(list)
+    for rnd in range(LAZY_ROUNDS + 1):
+        st = lp.Solve()
+        if st == pywraplp.Solver.INFEASIBLE:
+            return True, None, dict(added)
+        if st not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+            return False, None, dict(added)
+        if rnd == LAZY_ROUNDS or not _lazy_ok(prob):
+            break
+        values = {ti: {ci: v.solution_value() for ci, v in terms} for ti, terms in by_type.items()}
+        x_val = {key: [v.solution_value() for v in vs] for key, vs in x.items()}
+        violated = _violated_cuts(prob, T, values, {ti: _instances(prob, ti, x_val) for ti in by_type})
+        if not violated:
+            break
+        for ti, cuts in violated.items():
+            add_cuts(ti, cuts)
+            added[ti].extend(cuts)
     counts: dict[str, list[int]] = {}
     for key, vs in x.items():
         vals = [v.solution_value() for v in vs]
@@ -530,11 +614,18 @@ def _lp(prob: _Problem, T: float) -> tuple[bool, dict[str, list[int]] | None]:
         for i in rest[: g - sum(base)]:
             base[i] += 1
         counts[key] = base
-    return False, counts
+    return False, counts, dict(added)
+
+
+def _instances(prob: _Problem, ti: int, x_val: dict[str, list[float]]) -> float:
+    """Instances of type ti under layout counts (or their relaxed values) x_val."""
+    t = prob.types[ti]
+    lays = prob.layouts[t.model]
+    return sum(lays[i][0].get(t.profile.name, 0) * v for i, v in enumerate(x_val[t.model]))
 
 
 def _makespan_feasible(
-    prob: _Problem, T: float, opts: SolveOptions, time_limit: float
+    prob: _Problem, T: float, opts: SolveOptions, time_limit: float, cuts: dict[int, list[Cut]] | None = None
 ) -> tuple[str, dict | None, dict | None]:
     """Is there a layout and class->type split whose aggregate load fits in time T?
 
@@ -543,10 +634,13 @@ def _makespan_feasible(
       compute work   sum n*d*u            <= capacity * N * T
       memory-time    sum n*m*solo         <= M * N * T
       sharing slots  sum n*solo/cap       <= N * T
-      long runs      for q = 1..3: runs longer than T/(q+1) contain one of q time points, so
-                     sum n/cap <= q*N and sum n*m <= q*M*N over them
+      time points    see `_point_cuts`: at K time points spaced L apart, a run of solo time a
+                     is running at ceil(a/L) - 1 of them at least, so
+                     sum n*w/cap <= K*N and sum n*w*m <= K*M*N
       and a run only goes where its solo time is <= T.
-    Coefficients are rounded down (right-hand sides up) so the model stays a relaxation.
+    Coefficients are rounded down (right-hand sides up) so the model stays a relaxation. `cuts`
+    are lazy time-point cuts to start from (the LP's at the same T); one more round is separated
+    from CP-SAT's own solution.
     """
     m = cp_model.CpModel()
     x, n_inst = _add_layout_vars(m, prob)
@@ -577,22 +671,35 @@ def _makespan_feasible(
         m.Add(sum(work) <= int(math.ceil(SCALE * t.capacity)) * N)
         m.Add(sum(memt) <= SCALE * N)
         m.Add(sum(slot) <= SCALE * N)
-        for q in (1, 2, 3):
-            long_terms = [(ci, v) for ci, v in terms if _solo(prob, prob.classes[ci], ti) > T / (q + 1) * (1 + 1e-9)]
-            if long_terms:
-                m.Add(sum(int(SCALE // prob.classes[ci].cap) * v for ci, v in long_terms) <= q * SCALE * N)
-                m.Add(
-                    sum(int(math.floor(SCALE * prob.classes[ci].memory_mib / t.memory_mib)) * v for ci, v in long_terms)
-                    <= q * SCALE * N
-                )
+
+    def add_cuts(ti: int, cuts: list[Cut]) -> None:
+        t, N = prob.types[ti], n_inst[ti]
+        for k, weighted in cuts:
+            m.Add(sum((w * SCALE // prob.classes[ci].cap) * n[(ci, ti)] for ci, w in weighted) <= k * SCALE * N)
+            m.Add(
+                sum(int(math.floor(w * SCALE * prob.classes[ci].memory_mib / t.memory_mib)) * n[(ci, ti)] for ci, w in weighted)
+                <= k * SCALE * N
+            )
+
+    for ti, terms in by_type.items():
+        add_cuts(ti, _point_cuts(prob, T, ti, [ci for ci, _ in terms], lazy=False) + (cuts or {}).get(ti, []))
     # Prefer, among feasible splits, sending runs to their fastest instance (a mild tie-break).
     m.Minimize(sum(int(round(100 * _solo(prob, prob.classes[ci], ti) / (prob.classes[ci].duration_s or 1.0))) * v for (ci, ti), v in n.items()))
-    s = _solver(time_limit, opts.workers)
-    st = s.Solve(m)
-    if st == cp_model.INFEASIBLE:
-        return "INFEASIBLE", None, None
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return "UNKNOWN", None, None
+    for rnd in range(2):
+        s = _solver(time_limit, opts.workers)
+        st = s.Solve(m)
+        if st == cp_model.INFEASIBLE:
+            return "INFEASIBLE", None, None
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return "UNKNOWN", None, None
+        if rnd == 1 or not _lazy_ok(prob):
+            break
+        values = {ti: {ci: float(s.Value(v)) for ci, v in terms} for ti, terms in by_type.items()}
+        violated = _violated_cuts(prob, T, values, {ti: float(s.Value(n_inst[ti])) for ti in by_type})
+        if not violated:
+            break
+        for ti, cuts in violated.items():
+            add_cuts(ti, cuts)
     counts = {key: [int(s.Value(v)) for v in vs] for key, vs in x.items()}
     split = {k: int(s.Value(v)) for k, v in n.items() if s.Value(v)}
     return "FEASIBLE", counts, split
@@ -812,11 +919,9 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
                 best = (res.makespan_s, res, conc)
 
     status, counts, split = _makespan_feasible(prob, max(total, lb0), opts, per_call())
-    if counts is None:
-        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
-    evaluate(counts, split or {})
-    assert best is not None
-    lo, hi = lb0, best[0]
+    if counts is not None:
+        evaluate(counts, split or {})
+    lo, hi = lb0, best[0] if best else 2 * max(total, lb0)
     proven_lb = lb0
     # First a cheap bound: bisection on the linear relaxation (an infeasible LP is a proof too).
     lp_lo, lp_hi = lb0, hi
@@ -830,16 +935,19 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
         proven_lb = lo = lp_lo
     # Layouts rounded from the LP just above its threshold are good starting points too.
     for f in (1.0, 1.03, 1.08):
-        _, lp_counts = _lp(prob, lp_hi * f)
+        _, lp_counts, _ = _lp(prob, lp_hi * f)
         if lp_counts is not None:
             evaluate(lp_counts, {})
+    if best is None:  # CP-SAT ran out of time on the first relaxation and the LP gave nothing usable
+        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
     hi = min(hi, best[0])
     # Bisection on the relaxation: infeasible T values are proven lower bounds.
     steps = 0
     while hi - lo > tolerance * hi and steps < calls - 4:
         steps += 1
         mid = (lo + hi) / 2
-        st, c2, s2 = _makespan_feasible(prob, mid, opts, per_call())
+        lp_inf, _, cuts = _lp(prob, mid)
+        st, c2, s2 = ("INFEASIBLE", None, None) if lp_inf else _makespan_feasible(prob, mid, opts, per_call(), cuts)
         if st == "INFEASIBLE":
             lo = mid
             proven_lb = max(proven_lb, mid)
@@ -851,7 +959,7 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
             lo = mid  # unknown: search above, but do not count it as a proof
     # Also try the relaxation a little above its threshold: its layouts schedule differently.
     for f in (1.01, 1.03, 1.06):
-        st, c2, s2 = _makespan_feasible(prob, hi * f, opts, per_call())
+        st, c2, s2 = _makespan_feasible(prob, hi * f, opts, per_call(), _lp(prob, hi * f)[2])
         if st == "FEASIBLE":
             evaluate(c2, s2 or {})
     makespan, res, conc = best
@@ -879,9 +987,10 @@ def _finish_profile(res: Result) -> list[float]:
 def _improve(
     prob: _Problem, conc: _Concrete, jobs: dict[str, Job], res: Result, opts: SolveOptions, max_evals: int
 ) -> Result:
-    """Local search on the queues: move a run from the instance that finishes last to another
-    instance it may use (to the end of its queue), or swap it with a shorter run there; keep a change
-    when the finish profile (makespan, then the next latest instance...) improves. Each candidate is
+    """Local search on the queues: move a run from one of the instances that finish last to another
+    instance it may use (to either end of its queue), or swap it with a shorter run there; keep a
+    change when the finish profile (makespan, then the next latest instance...) improves, so
+    unloading a runner-up instance counts too and makes room for the next move off the latest. Each candidate is
     replayed through the engine, so the result is exactly what `simulate` will show."""
     cls = _class_of(prob)
     types_of = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
@@ -914,7 +1023,7 @@ def _improve(
         for jid, slot in best.slot_of.items():
             ends[slot] = max(ends.get(slot, 0.0), best.end_s[jid])
         # Sources: the instances that finish last; targets: the earliest-finishing ones first.
-        sources = sorted(ends, key=lambda k: (-ends[k], k))[:3]
+        sources = sorted(ends, key=lambda k: (-ends[k], k))[:IMPROVE_SOURCES]
         for src in sources:
             if improved or evals >= max_evals:
                 break

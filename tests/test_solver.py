@@ -286,3 +286,62 @@ def test_makespan_bound_is_valid_and_plan_is_optimal_on_small_cases(model_key, n
     assert sol.bound <= opt + 1e-6, "the lower bound must never exceed the true optimum"
     assert sol.objective >= opt - 1e-6
     assert sol.objective == pytest.approx(opt, rel=1e-6)
+
+
+# -- the makespan bound's time-point cuts --------------------------------------------------------
+
+
+def test_time_point_cuts_see_that_a_short_run_cannot_hide_between_whole_gpu_runs():
+    """One A100 80GB, three 18 h runs that need the whole GPU and one 6 h run that could share.
+    The only layout is 7g.80gb, so the best plan takes 3 x 18 h + 6 h = 60 h. Aggregate work and
+    slot-time say only 56 h (the short run's third of an instance for 6 h); the time points,
+    spaced just under 6 h, see that the short run needs a point of its own."""
+    runs = [R(f"big{i}", 70 * 1024, 18 * 3600.0, 1.0, 1) for i in range(3)] + [R("small", 2048, 6 * 3600.0, 0.1, 3)]
+    sol = solve(runs, fleet(("A100-SXM4-80GB", 1)), SolveOptions(time_limit_s=5))
+    assert sol.objective == pytest.approx(60 * 3600.0)
+    assert 59.8 * 3600 <= sol.bound <= sol.objective + 1e-6
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(
+        st.tuples(st.sampled_from([2048, 5000, 9000, 20000, 40000]), st.sampled_from([1, 2, 3]),
+                  st.sampled_from([0.1, 0.3, 1.0]), st.sampled_from([1, 2, 5, 6, 18])),
+        min_size=1, max_size=12,
+    ),
+    model=st.sampled_from(["A100-SXM4-80GB", "A30", "H100-SXM5-80GB"]),
+    ngpu=st.integers(1, 2),
+)
+def test_property_every_time_point_cut_holds_for_a_real_schedule(specs, model, ngpu):
+    """Each cut (fixed and lazy) must hold for any schedule of length T, so it must hold for the
+    planner's own schedule at T = its makespan: counted per (class, instance type) from the plan."""
+    from migbench.solver import _build, _point_cuts
+
+    fl = fleet((model, ngpu))
+    biggest = max(p.memory_mib for p in fl[0].model.profiles if p.memory_mib)
+    runs = [R(f"r{i}", min(mem, biggest), hours * 3600.0, comp, cap) for i, (mem, cap, comp, hours) in enumerate(specs)]
+    sol = solve(runs, fl, SolveOptions(time_limit_s=2, objective="makespan"))
+    prob = _build(runs, fl, SolveOptions(objective="makespan"))[0]
+    T = max(a.end_s for a in sol.assigned.values())
+    class_of = {rid: ci for ci, c in enumerate(prob.classes) for rid in c.runs}
+    count: dict[tuple[int, int], int] = {}
+    for rid, a in sol.assigned.items():
+        ti = prob.type_index[(fl[a.gpu].model.key, a.placement.profile)]
+        count[(class_of[rid], ti)] = count.get((class_of[rid], ti), 0) + 1
+    insts: dict[int, int] = {}
+    for gpu, lay in sol.layouts.items():
+        for pl in lay:
+            ti = prob.type_index[(fl[gpu].model.key, pl.profile)]
+            insts[ti] = insts.get(ti, 0) + 1
+    checked = 0
+    for ti in {ti for _, ti in count}:
+        t = prob.types[ti]
+        cis = sorted(ci for ci, tj in count if tj == ti)
+        for lazy in (False, True):
+            for k, weighted in _point_cuts(prob, T, ti, cis, lazy):
+                slot = sum(count[(ci, ti)] * w / prob.classes[ci].cap for ci, w in weighted)
+                mem = sum(count[(ci, ti)] * w * prob.classes[ci].memory_mib for ci, w in weighted)
+                assert slot <= k * insts[ti] + 1e-9, (k, weighted)
+                assert mem <= k * t.memory_mib * insts[ti] + 1e-6, (k, weighted)
+                checked += 1
+    assert checked > 0
