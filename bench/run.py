@@ -10,7 +10,8 @@ For every seeded scenario (bench/scenarios.py) it runs, side by side:
 
 Every layout is played through the same duration model and queue engine. The lower bound (LB) is the
 planner's proven bound: no plan with one fixed layout per GPU can finish sooner under the model (an
-aggregated relaxation proven infeasible below it by CP-SAT, or the longest run's best solo time).
+aggregated relaxation with time-point cuts proven infeasible below it by GLOP or CP-SAT, or the
+longest run's best solo time).
 
 Options: --only NAME (substring), --skip-direct, --quick (drops the 10,000-run scenario).
 """
