@@ -214,6 +214,30 @@ def fmt(rows: list[Row], md: bool) -> str:
     return "\n".join(out)
 
 
+def summary(scenarios: list[Scenario], rows: list[Row], md: bool) -> list[str]:
+    """The targets' ratios per scenario: migbench's makespan against one run per GPU and against
+    all-balanced + first-fit, and the most any plan could gain over one run per GPU under the
+    model: its makespan over the work bound sum(compute x duration) / GPUs, which holds for every
+    schedule, re-partitioned or not."""
+    head = ["scenario", "speed-up vs 1 run/GPU", "ceiling for any plan", "shorter than all-balanced", "makespan/LB"]
+    lines = []
+    for sc in scenarios:
+        by = {r.method: r for r in rows if r.scenario == sc.name}
+        ours, one, bal = by.get("migbench (makespan)"), by.get("1 one run per GPU"), by.get("2 mig-parted all-balanced")
+        if not ours or not ours.makespan_s or not one or not one.makespan_s:
+            continue
+        work = sum(r.compute * (r.duration_s or 0.0) for r in sc.runs) / len(sc.fleet)
+        vs_bal = f"{(1 - ours.makespan_s / bal.makespan_s) * 100:.0f}%" if bal and bal.makespan_s else "- (it cannot run them all)"
+        lines.append([sc.name, f"{one.makespan_s / ours.makespan_s:.2f}x", f"{one.makespan_s / work:.2f}x", vs_bal, f"{ours.lb_ratio:.3f}"])
+    out = ["Against the targets (from the table above):", ""]
+    if md:
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(x) + " |" for x in lines]
+    else:
+        w = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)] if lines else [len(h) for h in head]
+        out += ["  ".join(h.ljust(w[i]) for i, h in enumerate(head))] + ["  ".join(c.ljust(w[i]) for i, c in enumerate(x)) for x in lines]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="run scenarios whose name contains this")
@@ -236,6 +260,7 @@ def main() -> None:
         print(fmt(part, md=False), flush=True)
         rows.extend(part)
     total = time.perf_counter() - t0
+    print("\n" + "\n".join(summary(scenarios, rows, md=False)), flush=True)
     env = (
         f"{platform.python_implementation()} {platform.python_version()}, OR-Tools {cp_model.__dict__.get('__version__', '') or _ortools_version()}, "
         f"{os.cpu_count()} CPUs, migbench {__version__}"
@@ -255,6 +280,8 @@ def main() -> None:
         "A baseline whose layout cannot host some runs shows no makespan (those runs never run).",
         "",
         fmt(rows, md=True),
+        "",
+        *summary(scenarios, rows, md=True),
         "",
     ]
     Path(args.out).write_text("\n".join(md))
