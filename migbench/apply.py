@@ -12,7 +12,6 @@ the reason and the commands to run, after restoring the checkpoint.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from typing import Sequence
 from migbench.backend.base import Backend, CommandRecord, GpuState, HostState
 from migbench.catalog import Placement
 from migbench.errors import HardwareError, MigbenchError, UnsafeError
-from migbench.fsutil import write_json_atomic
+from migbench.fsutil import PidLock, write_json_atomic
 from migbench.plan import Plan
 
 
@@ -341,37 +340,15 @@ def _shape(snap: dict) -> tuple:
 # ---------------------------------------------------------------------------------------------
 
 
-class HostLock:
+class HostLock(PidLock):
     """An exclusive, non-blocking flock so two applies (or an apply and a launch's reconfigure)
     cannot interleave on one host."""
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.fd: int | None = None
-
-    def __enter__(self) -> "HostLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise MigbenchError(
-                f"another migbench apply is changing this host (lock {self.path} held by PID {holder})",
-                hint="wait for it to finish; two applies must not interleave",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+    def busy_error(self) -> MigbenchError:
+        return MigbenchError(
+            f"another migbench apply is changing this host (lock {self.path} held by PID {self.holder()})",
+            hint="wait for it to finish; two applies must not interleave",
+        )
 
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -20,3 +21,60 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
+
+
+class PidLock:
+    """An exclusive, non-blocking flock on a file that holds its owner's PID while held.
+
+    Subclasses say what being refused means (`busy_error`); `with lock:` takes it or raises that,
+    `ensure_free()` raises it without taking the lock."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def busy_error(self) -> Exception:  # pragma: no cover - every subclass overrides it
+        return RuntimeError(f"lock {self.path} is held by PID {self.holder()}")
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def is_held(self) -> bool:
+        """Whether another process holds the lock now (without taking it)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def ensure_free(self) -> None:
+        if self.is_held():
+            raise self.busy_error()
+
+    def __enter__(self) -> "PidLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self.busy_error() from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

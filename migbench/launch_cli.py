@@ -138,11 +138,7 @@ def run_cmd(
         )
     sd = state_dir_for(plan, state_dir)
     lock = LauncherLock(sd / LOCK_NAME)
-    if lock.is_held():
-        raise MigbenchError(
-            f"another launcher (PID {lock.holder()}) is already running this plan (lock {lock.path})",
-            hint="watch it with `migbench status`, stop it with `migbench stop`; one launcher per plan",
-        )
+    lock.ensure_free()
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
     if report.changed:
         con.print(f"applied: {len(report.commands)} command(s); every GPU read back as planned")

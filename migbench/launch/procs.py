@@ -3,7 +3,6 @@ process group, and the one-launcher-per-plan lock."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import psutil
 
 from migbench.errors import MigbenchError
+from migbench.fsutil import PidLock
 
 
 def process_alive(pid: int | None, create_time: float | None) -> bool:
@@ -66,50 +66,12 @@ def kill_group(pid: int | None, sig: int) -> bool:
         return False
 
 
-class LauncherLock:
+class LauncherLock(PidLock):
     """One launcher per plan: an exclusive non-blocking flock on `<state dir>/launcher.lock` that
     holds the owner's PID."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
-
-    def __enter__(self) -> "LauncherLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise MigbenchError(
-                f"another launcher (PID {self.holder()}) is already running this plan (lock {self.path})",
-                hint="watch it with `migbench status`, stop it with `migbench stop`; one launcher per plan",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def is_held(self) -> bool:
-        """Whether another process holds the lock now (without taking it)."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+    def busy_error(self) -> MigbenchError:
+        return MigbenchError(
+            f"another launcher (PID {self.holder()}) is already running this plan (lock {self.path})",
+            hint="watch it with `migbench status`, stop it with `migbench stop`; one launcher per plan",
+        )

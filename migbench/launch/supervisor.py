@@ -904,11 +904,7 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     sd = prep.state_dir
     sd.mkdir(parents=True, exist_ok=True)
     lock = LauncherLock(sd / LOCK_NAME)
-    if lock.is_held():
-        raise MigbenchError(
-            f"another launcher (PID {lock.holder()}) is already running this plan (lock {lock.path})",
-            hint="watch it with `migbench status`, stop it with `migbench stop`; one launcher per plan",
-        )
+    lock.ensure_free()
     log = sd / LOG_NAME
     cmd = [sys.executable, "-m", "migbench.launch", str(Path(plan.path or "").resolve()), "--state-dir", str(sd.resolve())]
     if opts.drain:
