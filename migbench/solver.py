@@ -755,7 +755,6 @@ def _class_of(prob: _Problem) -> dict[str, int]:
 
 
 def _schedule(
-    prob: _Problem,
     conc: _Concrete,
     jobs: dict[str, Job],
     order: list[str],
@@ -856,7 +855,7 @@ def _plan_throughput(prob: _Problem, opts: SolveOptions, budget: float, notes: l
     cls = _class_of(prob)
     allowed = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
     order = [r for r in _lpt_order(prob, jobs)]
-    res = _schedule(prob, conc, jobs, order, allowed, opts, pinned=pinned)
+    res = _schedule(conc, jobs, order, allowed, opts, pinned=pinned)
     assigned, capacity = _finish(prob, conc, res, jobs, timed)
     gap = 0.0 if bound <= 0 else max(0.0, (bound - obj) / bound)
     return Solution(
@@ -914,7 +913,7 @@ def _plan_makespan(prob: _Problem, opts: SolveOptions, budget: float, notes: lis
                 allowed = free if variant == "free" else allowed
                 if any(not (a & present) for a in allowed.values()):
                     continue
-                res = _schedule(prob, conc, jobs, order, allowed, opts)
+                res = _schedule(conc, jobs, order, allowed, opts)
             if best is None or res.makespan_s < best[0] - 1e-6:
                 best = (res.makespan_s, res, conc)
 
