@@ -84,9 +84,9 @@ def busy_after(starts: list[tuple[float, float, str]], keys: set[str], t0: float
 def naive(plan_file: str, out_file: str, poll_s: float) -> int:
     """Start each run with subprocess.Popen, pinned to its planned instance, per-instance FIFO in
     wave order; poll every child every `poll_s`. Writes its timings and own CPU to `out_file`."""
-    from migbench.apply import load_bindings, state_dir_for
     from migbench.launch.prepare import start_order
     from migbench.plan import Plan
+    from migbench.state import load_bindings, state_dir_for
 
     t_start = time.time()
     plan = Plan.load(plan_file)
@@ -114,7 +114,7 @@ def naive(plan_file: str, out_file: str, poll_s: float) -> int:
                                          start_new_session=True)
                 running[key] = (p, r, time.time())
         time.sleep(poll_s)
-        for key, (p, r, t) in list(running.items()):
+        for key, (p, _r, t) in list(running.items()):
             rc = p.poll()
             if rc is not None:
                 failed += rc != 0
@@ -143,12 +143,12 @@ def main() -> int:
     if args.naive:
         return naive(args.naive[0], args.naive[1], args.naive_poll)
 
-    from migbench.apply import apply_plan, state_dir_for
-    from migbench.backend import open_backend
+    from migbench.apply import apply_plan
+    from migbench.backend.select import open_backend
     from migbench.backend.sim.host import init_host
     from migbench.plan import Plan
-    from migbench.planner import FleetSpec, build_fleet, make_plan
-    from migbench.solver import SolveOptions
+    from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
+    from migbench.state import state_dir_for
     from migbench.sweep import load_sweep
 
     t_bench = time.monotonic()

@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ortools.sat.python import cp_model
@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scenarios import Scenario, all_scenarios  # noqa: E402
 from migbench import __version__  # noqa: E402
-from migbench.baselines import BRun, fixed_layout, greedy_ffd, one_per_gpu  # noqa: E402
-from migbench.catalog import Placement  # noqa: E402
-from migbench.engine import Job, Slot, list_schedule, replay  # noqa: E402
-from migbench.simulate import SimReport, figures  # noqa: E402
-from migbench.solver import SolveOptions, instance_capacity, solve  # noqa: E402
+from migbench.duration import DurationModel, Slot, instance_capacity  # noqa: E402
+from migbench.duration.replay import list_schedule  # noqa: E402
+from migbench.forecast.baselines import fixed_layout, greedy_ffd, one_per_gpu  # noqa: E402
+from migbench.forecast.simulate import SimReport, figures, simulate_solution  # noqa: E402
+from migbench.planner import SolveOptions, solve  # noqa: E402
+from migbench.types import InstanceRef, Placement  # noqa: E402
 from migbench.units import format_duration  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -56,30 +57,6 @@ class Row:
     note: str = ""
 
 
-def jobs_of(sc: Scenario) -> list[Job]:
-    return [Job(r.id, r.memory_mib, r.duration_s or 1.0, r.compute, r.max_runs_per_instance) for r in sc.runs]
-
-
-def simulate_solution(sc: Scenario, sol, label: str) -> SimReport:  # type: ignore[no-untyped-def]
-    """Replay a planner solution with the launcher's policy (queues in wave order + lending)."""
-    models = {g.index: g.model for g in sc.fleet}
-    slots, slices, queues = [], {}, {}
-    for gpu, lay in sorted(sol.layouts.items()):
-        for pl in lay:
-            p = models[gpu].profile(pl.profile)
-            key = f"{gpu}:{pl}"
-            slots.append(Slot(key, int(p.memory_mib or 0), instance_capacity(models[gpu], p), key))
-            slices[key] = p.compute_slices
-            queues[key] = []
-    for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
-        queues[f"{a.gpu}:{a.placement}"].append(rid)
-    jobs = [j for j in jobs_of(sc) if j.id in sol.assigned]
-    planned = {rid: a.start_s for rid, a in sol.assigned.items() if a.start_s is not None}
-    res = replay(jobs, slots, queues, lend=lambda j, s: True, planned_start=planned or None)
-    total = sum(g.model.compute_slices for g in sc.fleet)
-    return figures(label, res, slots, slices, jobs, total, len(sc.fleet))
-
-
 def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None]:
     """Baseline 4: the textbook model, booleans per GPU x profile x start and per run x instance."""
     cands = []  # (gpu, Placement, Profile)
@@ -94,90 +71,89 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
                    f"not built: {size:,} run x instance booleans, over this bench's limit of 200,000"), None
     t0 = time.perf_counter()
     m = cp_model.CpModel()
-    x = [m.NewBoolVar(f"x{i}") for i in range(len(cands))]
+    x = [m.new_bool_var(f"x{i}") for i in range(len(cands))]
     by_gpu: dict[int, list[int]] = {}
-    for i, (g, pl, p) in enumerate(cands):
+    for i, (g, _pl, _p) in enumerate(cands):
         by_gpu.setdefault(g.index, []).append(i)
     for g in sc.fleet:
         idx = by_gpu[g.index]
         for k in range(g.model.memory_slices):
             cover = [i for i in idx if cands[i][1].start <= k < cands[i][1].start + cands[i][2].memory_slices]
             if cover:
-                m.Add(sum(x[i] for i in cover) <= 1)
-        m.Add(sum(cands[i][2].compute_slices * x[i] for i in idx) <= g.model.compute_slices)
+                m.add(sum(x[i] for i in cover) <= 1)
+        m.add(sum(cands[i][2].compute_slices * x[i] for i in idx) <= g.model.compute_slices)
         for p in g.model.plain_profiles():
             same = [i for i in idx if cands[i][2].name == p.name]
             if same:
-                m.Add(sum(x[i] for i in same) <= p.max_count)
+                m.add(sum(x[i] for i in same) <= p.max_count)
     a: dict[tuple[int, int], cp_model.IntVar] = {}
     for j, r in enumerate(sc.runs):
         mine = []
-        for i, (g, pl, p) in enumerate(cands):
+        for i, (_g, _pl, p) in enumerate(cands):
             if r.memory_mib <= (p.memory_mib or 0):
-                v = m.NewBoolVar("")
+                v = m.new_bool_var("")
                 a[(j, i)] = v
                 mine.append(v)
-                m.AddImplication(v, x[i])
+                m.add_implication(v, x[i])
         if mine:
-            m.Add(sum(mine) <= 1)
+            m.add(sum(mine) <= 1)
     per_inst: dict[int, list[tuple[int, cp_model.IntVar]]] = {}
     for (j, i), v in a.items():
         per_inst.setdefault(i, []).append((j, v))
     for i, lst in per_inst.items():
-        m.Add(sum(sc.runs[j].memory_mib * v for j, v in lst) <= int(cands[i][2].memory_mib or 0))
+        m.add(sum(sc.runs[j].memory_mib * v for j, v in lst) <= int(cands[i][2].memory_mib or 0))
         for j, v in lst:
-            m.Add(sum(w for _, w in lst) <= sc.runs[j].max_runs_per_instance).OnlyEnforceIf(v)
-    m.Maximize(sum(a.values()))
+            m.add(sum(w for _, w in lst) <= sc.runs[j].max_runs_per_instance).only_enforce_if(v)
+    m.maximize(sum(a.values()))
     s = cp_model.CpSolver()
     s.parameters.max_time_in_seconds = time_limit
     s.parameters.num_workers = 2
-    st = s.Solve(m)
+    st = s.solve(m)
     secs = time.perf_counter() - t0
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return Row(sc.name, "4 direct CP-SAT", secs, s.StatusName(st), "-", None, None, None, None,
+        return Row(sc.name, "4 direct CP-SAT", secs, s.status_name(st), "-", None, None, None, None,
                    f"no solution in {time_limit:.0f} s"), None
-    obj, bound = s.ObjectiveValue(), s.BestObjectiveBound()
+    obj, bound = s.objective_value, s.best_objective_bound
     # Play its layout: its first wave pinned, the rest list-scheduled on the same instances.
     slots, slices, pinned = [], {}, {}
     for i, (g, pl, p) in enumerate(cands):
-        if s.Value(x[i]):
-            key = f"{g.index}:{pl}"
+        if s.value(x[i]):
+            key = str(InstanceRef(g.index, pl))
             slots.append(Slot(key, int(p.memory_mib or 0), instance_capacity(g.model, p), key))
             slices[key] = p.compute_slices
     for (j, i), v in a.items():
-        if s.Value(v):
+        if s.value(v):
             g, pl, p = cands[i]
-            pinned[sc.runs[j].id] = f"{g.index}:{pl}"
-    jobs = jobs_of(sc)
+            pinned[sc.runs[j].id] = str(InstanceRef(g.index, pl))
+    jobs = list(sc.runs)
     fits = [j for j in jobs if any(j.memory_mib <= sl.memory_mib for sl in slots)]
-    res = list_schedule(sorted(fits, key=lambda j: -j.duration_s), slots, lambda j, sl: j.memory_mib <= sl.memory_mib, pinned=pinned)
+    res = list_schedule(sorted(fits, key=lambda j: -j.work_s), slots, lambda j, sl: j.memory_mib <= sl.memory_mib, pinned=pinned)
     total = sum(g.model.compute_slices for g in sc.fleet)
     rep = figures("direct", res, slots, slices, fits, total, len(sc.fleet))
     complete = len(fits) == len(jobs)
     note = "" if complete else f"{len(jobs) - len(fits)} runs fit none of its instances and never run"
     gap = (bound - obj) / bound if bound else 0.0
-    return Row(sc.name, "4 direct CP-SAT", secs, s.StatusName(st), f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
+    return Row(sc.name, "4 direct CP-SAT", secs, s.status_name(st), f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
                int(obj), rep.makespan_s if complete else None, rep.utilisation, None, note), (rep if complete else None)
 
 
 def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
     rows: list[Row] = []
     ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="makespan", workers=1))
-    rep = simulate_solution(sc, ms, "migbench")
+    rep = simulate_solution(ms, sc.fleet, sc.runs, DurationModel())
     lb = ms.bound
     rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
                     rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
                     f"plan estimate {format_duration(ms.objective)}"))
-    tp = solve([r.__class__(r.id, r.memory_mib, None, r.compute, r.max_runs_per_instance, r.profiles) for r in sc.runs],
+    tp = solve([replace(r, duration_s=None) for r in sc.runs],
                sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
     rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
                     f"{tp.gap * 100:.2f}% ({int(tp.objective)}/{int(tp.bound)})", int(tp.objective), None, None, None))
-    bruns = [BRun(j) for j in jobs_of(sc)]
     for label, fn in [
-        ("1 one run per GPU", lambda: one_per_gpu(bruns, sc.fleet)),
-        ("2 mig-parted all-1g", lambda: fixed_layout(bruns, sc.fleet, "all-1g")),
-        ("2 mig-parted all-balanced", lambda: fixed_layout(bruns, sc.fleet, "all-balanced")),
-        ("3 greedy FFD", lambda: greedy_ffd(bruns, sc.fleet)),
+        ("1 one run per GPU", lambda: one_per_gpu(sc.runs, sc.fleet)),
+        ("2 mig-parted all-1g", lambda: fixed_layout(sc.runs, sc.fleet, "all-1g")),
+        ("2 mig-parted all-balanced", lambda: fixed_layout(sc.runs, sc.fleet, "all-balanced")),
+        ("3 greedy FFD", lambda: greedy_ffd(sc.runs, sc.fleet)),
     ]:
         b = fn()
         r = b.report

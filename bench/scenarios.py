@@ -12,21 +12,12 @@ import random
 from dataclasses import dataclass
 
 from migbench.catalog import Catalog
-from migbench.solver import FleetGpu
+from migbench.duration import Demand
+from migbench.planner import FleetGpu
 
 CAT = Catalog.load(include_user=False)
 GIB = 1024
 HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    memory_mib: int
-    duration_s: float | None
-    compute: float
-    max_runs_per_instance: int
-    profiles: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -34,7 +25,7 @@ class Scenario:
     name: str
     description: str
     fleet: list[FleetGpu]
-    runs: list[Run]
+    runs: list[Demand]
     time_limit_s: float
 
     @property
@@ -64,9 +55,9 @@ def seed_workload(seed: int, n_runs: int = 90, gpus: int = 4, whole: int = 6) ->
         wells = rng.choice([2, 3, 4, 6])
         mem = {2: 2 * GIB, 3: int(2.5 * GIB), 4: 3 * GIB, 6: 4 * GIB}[wells]
         hours = rng.choice([6, 8, 10, 12, 14, 16, 18])
-        runs.append(Run(f"abl-{i:03d}", mem, hours * HOUR, round(rng.uniform(0.08, 0.16), 2), 3))
+        runs.append(Demand(f"abl-{i:03d}", mem, hours * HOUR, round(rng.uniform(0.08, 0.16), 2), 3))
     for i in range(whole):
-        runs.append(Run(f"full-{i:02d}", rng.choice([60, 64, 70]) * GIB, 18 * HOUR, 1.0, 1))
+        runs.append(Demand(f"full-{i:02d}", rng.choice([60, 64, 70]) * GIB, 18 * HOUR, 1.0, 1))
     return Scenario(
         f"seed {n_runs}x{gpus}", f"seed workload: {n_runs - whole} small ablations + {whole} whole-GPU runs",
         _fleet([("A100-SXM4-80GB", gpus)]), runs, 10.0,
@@ -90,7 +81,7 @@ def mixed(seed: int, n_runs: int, per_model: int, groups: int, time_limit_s: flo
         compute = round(min(1.0, 0.05 + mem_gib / 80 + rng.uniform(0, 0.1)), 2)
         hours = [rng.choice([2, 4, 6, 8, 12, 18]) for _ in range(rng.choice([1, 2, 3]))]
         for j in range(size):
-            runs.append(Run(f"g{g:03d}-{j:04d}", mem_gib * GIB, hours[j % len(hours)] * HOUR, compute, cap))
+            runs.append(Demand(f"g{g:03d}-{j:04d}", mem_gib * GIB, hours[j % len(hours)] * HOUR, compute, cap))
             k += 1
     fleet = _fleet([(m, per_model) for m in MIXED_FLEET])
     return Scenario(

@@ -43,6 +43,22 @@ class MigbenchError(Exception):
         self.hint = hint
         self.problems: list[Problem] = list(problems or [])
 
+    def lines(self) -> list[tuple[str, str]]:
+        """The printed form as (label, text) lines: `Error: `, each problem (indented, with its
+        hint), then `Hint: `. The CLI styles the labels; plain writers join them."""
+        out = [("Error: ", self.message)]
+        for p in self.problems:
+            out.append(("  ", str(p)))
+            if p.hint:
+                out.append(("    Hint: ", p.hint))
+        if self.hint:
+            out.append(("Hint: ", self.hint))
+        return out
+
+    def render(self) -> str:
+        """Plain text, for logs and processes without the CLI."""
+        return "\n".join(label + text for label, text in self.lines())
+
 
 class UsageError(MigbenchError):
     """The command line itself is wrong (exit code 2, like typer/click usage errors)."""

@@ -59,7 +59,7 @@ class PidLock:
         if self.is_held():
             raise self.busy_error()
 
-    def __enter__(self) -> "PidLock":
+    def __enter__(self) -> PidLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-from migbench.catalog import GpuModel, Placement
+from migbench.catalog import GpuModel
+from migbench.duration import Demand, DurationModel
 from migbench.errors import InputError, Problem
+from migbench.types import InstanceRef, LaunchSettings, Placement
 
 PLAN_VERSION = 1
 PLAN_KIND = "migbench-plan"
@@ -45,8 +48,12 @@ class PlanInstance:
         return Placement(self.profile, self.start)
 
     @property
+    def ref(self) -> InstanceRef:
+        return InstanceRef(self.gpu, self.placement)
+
+    @property
     def key(self) -> str:
-        return f"{self.gpu}:{self.profile}@{self.start}"
+        return str(self.ref)
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,13 @@ class PlanRun:
 
     @property
     def instance_key(self) -> str | None:
-        if self.gpu is None:
+        if self.gpu is None or self.profile is None or self.start is None:
             return None
-        return f"{self.gpu}:{self.profile}@{self.start}"
+        return str(InstanceRef.of(self.gpu, self.profile, self.start))
+
+    def demand(self) -> Demand:
+        """What the duration model needs of this run."""
+        return Demand(self.id, self.memory_mib, self.duration_s, self.compute, self.max_runs_per_instance, self.profiles)
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,8 @@ class Plan:
     runs: list[PlanRun]
     unplaced: list[Unplaced]
     solver: SolverInfo
-    duration_model: dict[str, Any]
-    launch: dict[str, Any]
+    duration_model: DurationModel
+    launch: LaunchSettings
     models: dict[str, dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     path: str | None = None  # where it was loaded from / saved to (not serialised)
@@ -152,8 +163,8 @@ class Plan:
             "sweep": {"name": self.name, "file": self.sweep_file, "sha256": self.sweep_sha256},
             "fleet": [_clean(asdict(g)) for g in self.fleet],
             "models": self.models,
-            "duration_model": self.duration_model,
-            "launch": self.launch,
+            "duration_model": self.duration_model.to_dict(),
+            "launch": self.launch.to_dict(),
             "instances": [
                 {
                     "gpu": i.gpu,
@@ -188,7 +199,7 @@ class Plan:
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Plan":
+    def load(cls, path: str | os.PathLike[str]) -> Plan:
         p = Path(path)
         if not p.exists():
             raise InputError(f"plan file {p} does not exist", hint="write one with `migbench plan SWEEP -o PLAN`")
@@ -207,7 +218,7 @@ class Plan:
         return plan
 
     @classmethod
-    def from_dict(cls, doc: Any, *, file: str = "<plan>") -> "Plan":
+    def from_dict(cls, doc: Any, *, file: str = "<plan>") -> Plan:
         problems: list[Problem] = []
 
         def need(d: Any, key: str, typ: type | tuple[type, ...], where: str) -> Any:
@@ -256,6 +267,15 @@ class Plan:
             if isinstance(u, dict)
         ]
         s = need(doc, "solver", dict, "solver") or {}
+        duration_model, launch = DurationModel(), LaunchSettings()
+        try:
+            duration_model = DurationModel.from_dict(doc.get("duration_model"))
+        except (TypeError, ValueError, AttributeError) as exc:
+            problems.append(Problem(f"malformed duration model ({exc})", file=file, field="duration_model"))
+        try:
+            launch = LaunchSettings.from_dict(doc.get("launch"))
+        except (TypeError, ValueError, AttributeError) as exc:
+            problems.append(Problem(str(exc), file=file, field="launch"))
         if problems:
             raise InputError(f"{file}: {len(problems)} problem(s) in the plan", hint="regenerate it with `migbench plan`", problems=problems)
         solver = SolverInfo(
@@ -272,8 +292,8 @@ class Plan:
             runs=runs,
             unplaced=unplaced,
             solver=solver,
-            duration_model=dict(doc.get("duration_model") or {}),
-            launch=dict(doc.get("launch") or {}),
+            duration_model=duration_model,
+            launch=launch,
             models=dict(doc.get("models") or {}),
             warnings=list(doc.get("warnings") or []),
         )

@@ -29,7 +29,7 @@ def sleeper():
 @pytest.fixture
 def rig(tmp_path, monkeypatch):
     """`rig(sweep_text, **kw)`: a simulated host, a planned and applied sweep, ready to launch."""
-    from tests.launchkit import make_rig
+    from tests.support.launchkit import make_rig
 
     made = []
 

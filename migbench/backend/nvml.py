@@ -12,7 +12,8 @@ memory in MiB (`memorySizeMB`); this module returns MiB everywhere.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pynvml
 
@@ -24,7 +25,7 @@ from migbench.backend.base import (
     MigDeviceState,
     ProcessState,
 )
-from migbench.catalog import Catalog, GpuModel, ProfileRow, Engines, default_catalog, model_from_rows, parse_driver
+from migbench.catalog import Catalog, Engines, GpuModel, ProfileRow, default_catalog, model_from_rows, parse_driver
 from migbench.errors import HardwareError
 
 MIB = 1024 * 1024
@@ -61,7 +62,7 @@ class NvmlReader:
         self.simulated = simulated
         self._inited = False
 
-    def __enter__(self) -> "NvmlReader":
+    def __enter__(self) -> NvmlReader:
         self.open()
         return self
 

@@ -18,8 +18,8 @@ Formats (see /work/shared/mig/FACTS.md d and docs/facts-extra.md 4):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from migbench.catalog import parse_lgip, parse_lgipp
 
@@ -146,7 +146,7 @@ def create_gpu_instances_argv(gpu: int | Sequence[int] | None,
     return argv + (["-C"] if default_ci else [])
 
 
-def create_ci_argv(gpu: int | Sequence[int] | None, gi: int, ci_profile_ids: Sequence[int | str] | None = None) -> list[str]:
+def create_ci_argv(gpu: int | Sequence[int] | None, gi: int | str, ci_profile_ids: Sequence[int | str] | None = None) -> list[str]:
     """`nvidia-smi mig -i 0 -gi 2 -cci [0,0]` (no ids: the default CI profile)."""
     argv = [SMI, "mig", *_ids(gpu), "-gi", str(gi), "-cci"]
     if ci_profile_ids:

@@ -6,7 +6,7 @@ text (FACTS.md d, facts-extra 5.2); the log records the call with the nvidia-smi
 Set `MIGBENCH_CGI=smi` to create them with `nvidia-smi mig -cgi <id>:<start>` instead.
 
 With `dry_run`, nothing runs: each step is logged with the exact argv it would execute.
-Under MIGBENCH_SIM the same code runs a real subprocess of the simulated nvidia-smi.
+On the simulated host the same code runs a real subprocess of the simulated nvidia-smi.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import ctypes
 import os
 import re
 import subprocess
-import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pynvml
 
@@ -35,13 +34,13 @@ class SmiWriter:
         dry_run: bool = False,
         smi_cmd: Sequence[str] = ("nvidia-smi",),
         env: dict[str, str] | None = None,
-        sim_dir: Path | None = None,
+        privileges: Callable[[], None] | None = None,
         runner: Callable[[list[str]], tuple[int, str]] | None = None,
     ):
         self.dry_run = dry_run
         self.smi_cmd = list(smi_cmd)
         self.env = env
-        self.sim_dir = sim_dir
+        self.privileges = privileges
         self.log: list[CommandRecord] = []
         self.cgi_via = os.environ.get("MIGBENCH_CGI", "nvml")
         # `runner(argv) -> (rc, output)` replaces the subprocess; only the exhaustive tests use it,
@@ -67,7 +66,7 @@ class SmiWriter:
             proc = subprocess.run(real, capture_output=True, text=True, env=env, timeout=300)
         except FileNotFoundError as exc:
             raise HardwareError(
-                f"{argv[0]} was not found", hint="install the NVIDIA driver utilities, or use MIGBENCH_SIM"
+                f"{argv[0]} was not found", hint="install the NVIDIA driver utilities, or try the simulated driver (`migbench sim init`)"
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise HardwareError(f"`{rec.line()}` did not finish within 300 s") from exc
@@ -86,14 +85,8 @@ class SmiWriter:
     # -- the Writer protocol -------------------------------------------------------------------
     def check_privileges(self) -> None:
         """MIG changes need root (or the mig/config capability). Checked before anything changes."""
-        if self.sim_dir is not None:
-            from migbench.backend.sim.host import load_host
-
-            if not load_host(self.sim_dir).privileged:
-                raise MigbenchError(
-                    "changing MIG configuration needs root privileges (the simulated host runs unprivileged)",
-                    hint="run with sudo on a real host; on the simulator: migbench sim set --privileged",
-                )
+        if self.privileges is not None:  # the simulated driver says whether the caller is root
+            self.privileges()
             return
         if os.geteuid() == 0:
             return
@@ -116,7 +109,7 @@ class SmiWriter:
             raise HardwareError(
                 f"GPU {gpu}: `{rec.line()}` failed: {_last_reason(rec.output)}", hint=f"it printed:\n{rec.output}"
             )
-        return ModeOutcome(applied=out.applied, pending=out.pending, reason=out.reason, output=rec.output)
+        return ModeOutcome(applied=out.applied, pending=out.pending, reason=out.reason or "", output=rec.output)
 
     def reset_gpu(self, gpu: int) -> None:
         self._checked(smi.gpu_reset_argv(gpu), f"GPU {gpu}: reset")
@@ -182,8 +175,3 @@ def _last_reason(text: str) -> str:
         if m:
             return m.group(1)
     return lines[-1] if lines else "no output"
-
-
-def sim_smi_command() -> list[str]:
-    """How to run the simulated nvidia-smi as a real subprocess."""
-    return [sys.executable, "-m", "migbench.backend.sim.smi_cli"]

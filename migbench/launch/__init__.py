@@ -6,26 +6,20 @@
 - `prepare`: start order, plan hash, the applied-plan check, the dry run;
 - `procs`: process liveness, signalling, the launcher lock;
 - `memory`: peak-memory sampling (NVML, in a background thread);
-- `supervisor`: the launcher process (starts, adopts, retries, stops);
+- `options`: what a launch is asked for and how it ends;
+- `supervisor`: the launcher process (starts, adopts, retries, stops); `detach` runs it as a daemon;
+- `shim`: the per-run wrapper the supervisor starts (`python -m migbench.launch.shim`);
 - `status`: the read side (status, logs, stop).
 
 `python -m migbench.launch PLAN [--state-dir DIR] [--drain] [--no-lend] [--force]` runs the
 supervisor in the foreground (what `migbench launch --detach` starts in the background).
 """
 
+from migbench.launch.detach import Detached, detach
+from migbench.launch.options import EXIT_FAILED, EXIT_FLAPPING, EXIT_INTERRUPTED, EXIT_OK, LaunchOptions, LaunchResult
 from migbench.launch.prepare import dry_run, preflight, start_order
 from migbench.launch.spec import RunSpec, build_spec
-from migbench.launch.supervisor import (
-    EXIT_FAILED,
-    EXIT_FLAPPING,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    Detached,
-    LaunchOptions,
-    LaunchResult,
-    detach,
-    launch,
-)
+from migbench.launch.supervisor import launch
 
 __all__ = [
     "EXIT_FAILED",

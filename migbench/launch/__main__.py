@@ -17,16 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lend", action="store_true")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    from migbench.launch.supervisor import LaunchOptions, launch
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.supervisor import launch
     from migbench.plan import Plan
 
     try:
         plan = Plan.load(args.plan)
         res = launch(plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force))
     except MigbenchError as err:
-        from migbench.cli import print_error
-
-        print_error(err)
+        print(err.render(), file=sys.stderr)
         return err.exit_code
     return res.exit_code
 

@@ -2,7 +2,7 @@
 
 Every `interval_s` (stretched so that reading takes at most `max_share` of the thread's time: the
 simulated driver's NVML is far slower than the real one) the sampler reads the host through
-`migbench.backend.reader()` and keeps the newest sample: for each MIG device uuid, the
+`migbench.backend.select.reader()` and keeps the newest sample: for each MIG device uuid, the
 (PID, used MiB) of its processes. The supervisor applies a sample to the runs active at that time.
 """
 
@@ -51,7 +51,7 @@ class MemorySampler:
                 t0 = time.monotonic()
                 try:
                     if reader is None:
-                        from migbench.backend import reader as make_reader
+                        from migbench.backend.select import reader as make_reader
 
                         reader = make_reader()
                     host = reader.read()

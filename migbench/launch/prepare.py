@@ -4,16 +4,15 @@ the dry run (which reads only)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from migbench.apply import load_bindings, state_dir_for
 from migbench.errors import HardwareError, MigbenchError, UsageError
 from migbench.launch.spec import RunSpec, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, Store, db_path
 from migbench.plan import Plan, PlanRun
+from migbench.state import load_bindings, state_dir_for
 
 
 def plan_sha256(plan: Plan) -> str:
@@ -41,7 +40,7 @@ def start_order(plan: Plan) -> list[PlanRun]:
 def retries_of(plan: Plan, run: PlanRun) -> int:
     if run.retries is not None:
         return int(run.retries)
-    return int(plan.launch.get("retries", 2) or 0)
+    return plan.launch.retries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,8 +60,8 @@ class Prepared:
 
 def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
     """Check the plan is applied: bindings.json exists and every planned instance's MIG uuid is on
-    the host (read through the backend, the simulated driver under MIGBENCH_SIM)."""
-    from migbench.backend import read_host
+    the host (read through the backend: the driver, or the simulated one)."""
+    from migbench.backend.select import read_host
 
     sd = state_dir_for(plan, state_dir)
     for r in plan.runs:
@@ -121,7 +120,7 @@ def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSp
         if plan.path and sha and sha != plan_sha256(plan):
             notes.append("the state was made from a different plan: `launch` refuses it without --force")
     specs = []
-    skipped = Counter()
+    skipped: Counter[str] = Counter()
     for r in start_order(plan):
         row = rows.get(r.id)
         if row is not None and row.state in FINAL_STATES + ACTIVE_STATES:
@@ -136,10 +135,3 @@ def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSp
     if plan.unplaced:
         notes.append(f"{len(plan.unplaced)} unplaced run(s) are never started")
     return specs, notes
-
-
-def absolute_sim_env() -> None:
-    """Make MIGBENCH_SIM absolute in this process's environment: shims and runs start elsewhere."""
-    v = os.environ.get("MIGBENCH_SIM")
-    if v:
-        os.environ["MIGBENCH_SIM"] = str(Path(v).resolve())

@@ -40,7 +40,7 @@ def find_shim(adir: Path) -> tuple[int, float] | None:
     for p in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
         try:
             cl = p.info.get("cmdline") or []
-            if "migbench.shim" in cl and target in cl and p.info.get("status") != psutil.STATUS_ZOMBIE:
+            if "migbench.launch.shim" in cl and target in cl and p.info.get("status") != psutil.STATUS_ZOMBIE:
                 return int(p.info["pid"]), float(p.info["create_time"])
         except (psutil.Error, TypeError, KeyError):
             continue

@@ -1,7 +1,7 @@
-"""The launcher's queue policy, in real time: the same rules `engine.replay` plays.
+"""The launcher's queue policy, in real time: the same rules `duration.replay.replay` plays.
 
 - Each instance starts its own queue in order (the plan's wave order) as room frees: the head
-  starts when it fits alongside what runs there (`engine.fits_alongside`: memory sum and sharing
+  starts when it fits alongside what runs there (`duration.fits_alongside`: memory sum and sharing
   caps); when the head does not fit, those behind it wait too (FIFO per instance). A run waiting
   out a retry backoff steps aside meanwhile, and is again ahead of those behind it once its backoff
   has passed (it keeps its place).
@@ -16,25 +16,24 @@ Pure: no processes, no clock, no I/O. `pick` returns what to start now.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-from migbench.engine import Job, Slot, fits_alongside
+from migbench.duration import Demand, Slot, fits_alongside
 from migbench.plan import PlanInstance
 
 
 @dataclass(frozen=True)
 class Waiting:
-    """A queued run as the queue sees it. `rank` orders its queue (lower first); `ready` is False
-    while a retry backoff runs; `profiles` are the profiles it may use (None: any);
-    `planned_start_s` is when the plan expects it to start (seconds after the sweep's start)."""
+    """A queued run as the queue sees it: its demand (memory as now known, sharing cap, allowed
+    profiles), its queue; `rank` orders its queue (lower first); `ready` is False while a retry
+    backoff runs; `planned_start_s` is when the plan expects it to start (seconds after the start)."""
 
     id: str
-    job: Job
+    job: Demand
     queue: str
     rank: int
     ready: bool = True
-    profiles: tuple[str, ...] | None = None
     planned_start_s: float = 0.0
 
 
@@ -51,7 +50,7 @@ class Queues:
         self.deferred_until_s: float | None = None
 
     def allowed(self, w: Waiting, key: str) -> bool:
-        return w.profiles is None or self.profile[key] in w.profiles
+        return w.job.profiles is None or self.profile[key] in w.job.profiles
 
     def queues(self, waiting: Sequence[Waiting]) -> dict[str, list[Waiting]]:
         qs: dict[str, list[Waiting]] = {k: [] for k in self.order}
@@ -63,7 +62,7 @@ class Queues:
     def pick(
         self,
         waiting: Sequence[Waiting],
-        running: Mapping[str, Sequence[Job]],
+        running: Mapping[str, Sequence[Demand]],
         touched: Sequence[str] | None = None,
         elapsed_s: float | None = None,
     ) -> list[tuple[str, str]]:
@@ -72,7 +71,7 @@ class Queues:
         call (a run ended there, or a run became ready in its queue), in that order; None means
         everything (the first call).
 
-        The order of decisions is `engine.replay`'s: each touched instance fills its own queue and,
+        The order of decisions is `duration.replay.replay`'s: each touched instance fills its own queue and,
         when that is empty, lends itself; then every idle instance with an empty queue lends itself.
         Given the same events, the launcher therefore starts the same runs where `replay` does.
 
@@ -80,7 +79,7 @@ class Queues:
         later than its planned start (`replay`'s `planned_start`): a run on schedule stays where the
         plan put it. `deferred_until_s` is then set to the earliest planned start of a head held back
         that way (when lending could next happen without any other event), else None."""
-        run: dict[str, list[Job]] = {k: list(running.get(k, ())) for k in self.order}
+        run: dict[str, list[Demand]] = {k: list(running.get(k, ())) for k in self.order}
         qs = self.queues(waiting)
         starts: list[tuple[str, str]] = []
         deferred: list[float] = []
@@ -124,7 +123,7 @@ class Queues:
                         break
 
         first = touched is None
-        for k in (self.order if first else [k for k in dict.fromkeys(touched) if k in self.slots]):
+        for k in (self.order if touched is None else [k for k in dict.fromkeys(touched) if k in self.slots]):
             own(k)
             lend_to(k)
         if not first:
@@ -141,7 +140,7 @@ class Queues:
         w: Waiting,
         failed_on: str,
         waiting: Sequence[Waiting],
-        running: Mapping[str, Sequence[Job]],
+        running: Mapping[str, Sequence[Demand]],
     ) -> str | None:
         """After an OOM on `failed_on`: the instance to retry on, or None when the plan has no larger
         one that allows the run. Candidates have more memory than `failed_on` and at least the run's
@@ -162,8 +161,4 @@ class Queues:
 
         return min(cands, key=score) if cands else None
 
-
-def job_for(run_id: str, need_mib: int, duration_s: float | None, compute: float, cap: int) -> Job:
-    """The engine's view of a run (duration 1.0 when unknown, as the planner does)."""
-    return Job(run_id, int(need_mib), float(duration_s or 1.0), float(compute), int(cap))
 

@@ -36,9 +36,11 @@ import json
 import os
 import re
 import shlex
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from migbench.errors import InputError
 from migbench.fsutil import write_json_atomic  # noqa: F401  (re-exported for the launcher)
@@ -161,7 +163,7 @@ def build_spec(
     protected = _value_forms(run.params)
     argv = tuple(substitute(a, values, protected, quote=run.shell and i == len(run.argv) - 1) for i, a in enumerate(run.argv))
     env: dict[str, str] = {}
-    for k, v in (plan.launch.get("env") or {}).items():
+    for k, v in plan.launch.env.items():
         env[str(k)] = substitute(str(v), values)
     for k, v in run.env.items():
         env[str(k)] = substitute(str(v), values, protected)
@@ -178,7 +180,7 @@ def build_spec(
         env["MIGBENCH_RESUME"] = "1"
     else:
         env.pop("MIGBENCH_RESUME", None)
-    grace = plan.launch.get("stop_grace_s")
+    grace = plan.launch.stop_grace_s
     return RunSpec(
         run_id=run.id,
         attempt=int(attempt),
@@ -191,7 +193,7 @@ def build_spec(
         attempt_dir=str(rdir / f"attempt-{int(attempt)}"),
         shell=run.shell,
         timeout_s=None if run.timeout_s is None else float(run.timeout_s),
-        stop_grace_s=30.0 if grace is None else float(grace),
+        stop_grace_s=float(grace),
         params=dict(run.params),
     )
 
@@ -230,3 +232,33 @@ def prepare_attempt(spec: RunSpec) -> None:
         link = rdir / name
         if not link.is_symlink():
             _symlink_atomic(f"latest/{name}", link)
+
+
+@dataclass
+class Outcome:
+    """What `exit.json` says of one attempt (written by the shim)."""
+
+    returncode: int | None
+    exit_code: int | None
+    signal: int | None
+    oom: bool
+    oom_line: str | None
+    timed_out: bool
+    exec_error: str | None
+    ended_at: float
+
+
+def outcome_of(doc: dict[str, Any] | None) -> Outcome | None:
+    """The outcome in an `exit.json` document, or None when there is none yet."""
+    if doc is None or "returncode" not in doc:
+        return None
+    return Outcome(
+        returncode=int(doc["returncode"]),
+        exit_code=doc.get("exit_code"),
+        signal=doc.get("signal"),
+        oom=bool(doc.get("oom")),
+        oom_line=doc.get("oom_line"),
+        timed_out=bool(doc.get("timed_out")),
+        exec_error=doc.get("exec_error"),
+        ended_at=float(doc.get("ended_at") or time.time()),
+    )

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migbench.apply import state_dir_for
 from migbench.errors import MigbenchError
+from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path
-from migbench.launch.procs import process_alive
+from migbench.state import state_dir_for
 
 
 def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:

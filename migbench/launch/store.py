@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 DB_NAME = "launch.db"
@@ -152,7 +153,7 @@ class AttemptEnd:
     error: str | None
 
     @classmethod
-    def of(cls, row: RunRow, outcome: str, error: str | None) -> "AttemptEnd":
+    def of(cls, row: RunRow, outcome: str, error: str | None) -> AttemptEnd:
         return cls(row.id, row.attempt, row.end_at, outcome, row.exit_code, row.signal, row.peak_mib, error)
 
 
@@ -188,7 +189,7 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path) -> "Store":
+    def create(cls, path: str | Path) -> Store:
         """Open (creating if needed) for writing: WAL journal, NORMAL sync (durable across a crash of
         the launcher; a power cut may lose the last transactions, never corrupt the file)."""
         p = Path(path)
@@ -207,7 +208,7 @@ class Store:
         return st
 
     @classmethod
-    def open_readonly(cls, path: str | Path) -> "Store":
+    def open_readonly(cls, path: str | Path) -> Store:
         p = Path(path)
         conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
@@ -266,7 +267,7 @@ class Store:
             (row.id, row.attempt, row.instance, row.mig_uuid, row.start_at, "running"),
         )
 
-    def end_attempt(self, end: "AttemptEnd") -> None:
+    def end_attempt(self, end: AttemptEnd) -> None:
         self.conn.execute(
             "UPDATE attempts SET end_at = ?, outcome = ?, exit_code = ?, signal = ?, peak_mib = ?, error = ? "
             "WHERE run_id = ? AND attempt = ?",

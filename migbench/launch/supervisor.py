@@ -58,67 +58,31 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from migbench.backend.select import sim_dir, use_simulated_host
+from migbench.duration import Demand
 from migbench.errors import MigbenchError
 from migbench.launch.memory import MemorySampler
-from migbench.launch.prepare import Prepared, absolute_sim_env, preflight, retries_of, start_order
+from migbench.launch.options import (
+    EXIT_FAILED,
+    EXIT_FLAPPING,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LOCK_NAME,
+    OOM_RANK_SHIFT,
+    PKG_ROOT,
+    LaunchOptions,
+    LaunchResult,
+)
+from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
 from migbench.launch.procs import LauncherLock, create_time_of, find_shim, kill_group, process_alive, read_json
-from migbench.launch.queue import Queues, Waiting, job_for
-from migbench.launch.spec import RunSpec, attempt_dir, build_spec, prepare_attempt
+from migbench.launch.queue import Queues, Waiting
+from migbench.launch.spec import Outcome, RunSpec, attempt_dir, build_spec, outcome_of, prepare_attempt
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store, db_path
 from migbench.plan import Plan
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_FLAPPING = 3
-EXIT_INTERRUPTED = 130
-
-LOCK_NAME = "launcher.lock"
-LOG_NAME = "launcher.log"
-OOM_RANK_SHIFT = 10**9  # an OOM retry goes ahead of every run queued on its new instance
-PKG_ROOT = Path(__file__).resolve().parent.parent.parent  # the directory holding the migbench package
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return max(0.001, float(os.environ[name]))
-    except (KeyError, ValueError):
-        return default
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """How to launch. `poll_s` / `mem_poll_s` in seconds (None: from MIGBENCH_POLL_S /
-    MIGBENCH_MEM_POLL_S, else 1 s / 2 s)."""
-
-    state_dir: str | Path | None = None
-    drain: bool = False
-    lend: bool = True
-    force: bool = False
-    poll_s: float | None = None
-    mem_poll_s: float | None = None
-
-    def poll(self) -> float:
-        return self.poll_s if self.poll_s is not None else _env_float("MIGBENCH_POLL_S", 1.0)
-
-    def mem_poll(self) -> float:
-        return self.mem_poll_s if self.mem_poll_s is not None else _env_float("MIGBENCH_MEM_POLL_S", 2.0)
-
-
-@dataclass
-class LaunchResult:
-    exit_code: int
-    counts: dict[str, int]
-    state_dir: Path
-    stop_reason: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# The supervisor
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -138,33 +102,6 @@ class Active:
     stop_signaled: bool = False
 
 
-@dataclass
-class _Exit:
-    returncode: int | None
-    exit_code: int | None
-    signal: int | None
-    oom: bool
-    oom_line: str | None
-    timed_out: bool
-    exec_error: str | None
-    ended_at: float
-
-
-def _exit_from(doc: dict[str, Any] | None) -> _Exit | None:
-    if doc is None or "returncode" not in doc:
-        return None
-    return _Exit(
-        returncode=int(doc["returncode"]),
-        exit_code=doc.get("exit_code"),
-        signal=doc.get("signal"),
-        oom=bool(doc.get("oom")),
-        oom_line=doc.get("oom_line"),
-        timed_out=bool(doc.get("timed_out")),
-        exec_error=doc.get("exec_error"),
-        ended_at=float(doc.get("ended_at") or time.time()),
-    )
-
-
 class Supervisor:
     """One launcher process over one plan's state dir. `run()` returns when nothing is left to do."""
 
@@ -176,10 +113,10 @@ class Supervisor:
         self.out = out or sys.stdout
         self.poll_s = opts.poll()
         self.mem_poll_s = max(opts.mem_poll(), self.poll_s)
-        self.grace_s = float(self.plan.launch.get("stop_grace_s", 30.0) or 0.0)
-        self.backoff_s = float(self.plan.launch.get("backoff_s", 30.0) or 0.0)
-        self.flap_window_s = float(self.plan.launch.get("flapping_window_s", 60.0) or 0.0)
-        self.flap_max = int(self.plan.launch.get("flapping_max", 3) or 0)
+        self.grace_s = self.plan.launch.stop_grace_s
+        self.backoff_s = self.plan.launch.backoff_s
+        self.flap_window_s = self.plan.launch.flapping_window_s
+        self.flap_max = self.plan.launch.flapping_max
         self.plan_runs = {r.id: r for r in self.plan.runs}
         self.inst = {i.key: i for i in self.plan.instances}
         self.queues = Queues(self.plan.instances, lend=opts.lend)
@@ -467,7 +404,7 @@ class Supervisor:
                     self.dirty.add(rid)
                     adopted += 1
                     continue
-                res = _exit_from(read_json(adir / "exit.json"))
+                res = outcome_of(read_json(adir / "exit.json"))
                 if res is not None:
                     a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
                     a.stop_signaled = self.prev_stopping
@@ -479,7 +416,7 @@ class Supervisor:
                     self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
                 row.end_at = time.time()
                 self.ended.append(AttemptEnd.of(row, "lost", "the run's shim was gone without a result (the launcher's host process died)"))
-                self._requeue(row, "attempt %d was lost with its shim" % row.attempt)
+                self._requeue(row, f"attempt {row.attempt} was lost with its shim")
                 requeued += 1
             elif row.state == "interrupted":
                 self._requeue(row, row.last_error)
@@ -554,7 +491,7 @@ class Supervisor:
         return True
 
     def _reap(self) -> None:
-        for rid, a in list(self.active.items()):
+        for _rid, a in list(self.active.items()):
             rc: int | None = None
             if a.popen is not None:
                 rc = a.popen.poll()
@@ -562,7 +499,7 @@ class Supervisor:
                     continue
             elif process_alive(a.shim_pid, a.shim_ctime):
                 continue
-            res = _exit_from(read_json(a.adir / "exit.json"))
+            res = outcome_of(read_json(a.adir / "exit.json"))
             self._on_exit(a, res, rc)
 
     def _waiting(self, now: float) -> list[Waiting]:
@@ -576,11 +513,10 @@ class Supervisor:
             out.append(
                 Waiting(
                     row.id,
-                    job_for(row.id, row.need_mib, pr.duration_s, pr.compute, pr.max_runs_per_instance),
+                    replace(pr.demand(), memory_mib=row.need_mib),
                     row.queue,
                     row.rank,
                     ready=row.not_before is None or row.not_before <= now,
-                    profiles=pr.profiles,
                     planned_start_s=float(pr.est_start_s or 0.0),
                 )
             )
@@ -591,10 +527,8 @@ class Supervisor:
         for a in self.active.values():
             row = self.rows[a.run_id]
             pr = self.plan_runs.get(a.run_id)
-            cap = pr.max_runs_per_instance if pr else 1
-            running.setdefault(a.instance, []).append(
-                job_for(a.run_id, row.need_mib, pr.duration_s if pr else None, pr.compute if pr else 1.0, cap)
-            )
+            demand = replace(pr.demand(), memory_mib=row.need_mib) if pr else Demand(a.run_id, row.need_mib)
+            running.setdefault(a.instance, []).append(demand)
         return running
 
     def _schedule(self) -> float | None:
@@ -652,7 +586,7 @@ class Supervisor:
             try:
                 with open(adir / "shim.log", "ab") as log:
                     p = subprocess.Popen(
-                        [sys.executable, "-m", "migbench.shim", str(adir)],
+                        [sys.executable, "-m", "migbench.launch.shim", str(adir)],
                         cwd=str(PKG_ROOT),
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -725,7 +659,7 @@ class Supervisor:
             return False
 
     # -- outcomes --------------------------------------------------------------------------------
-    def _on_exit(self, a: Active, res: _Exit | None, shim_rc: int | None) -> None:
+    def _on_exit(self, a: Active, res: Outcome | None, shim_rc: int | None) -> None:
         self.active.pop(a.run_id, None)
         self._touch(a.instance)
         row = self.rows[a.run_id]
@@ -788,7 +722,7 @@ class Supervisor:
             self.say(f"failed {row.id} attempt {row.attempt}: {why}; no retries left")
         self._note_failure(row, early)
 
-    def _oom(self, a: Active, row: RunRow, res: _Exit, early: bool) -> None:
+    def _oom(self, a: Active, row: RunRow, res: Outcome, early: bool) -> None:
         inst = self.inst.get(a.instance)
         inst_mib = inst.memory_mib if inst else (row.instance_mib or 0)
         peak = row.peak_mib
@@ -798,10 +732,7 @@ class Supervisor:
         pr = self.plan_runs.get(row.id)
         target = None
         if pr is not None:
-            w = Waiting(
-                row.id, job_for(row.id, need, pr.duration_s, pr.compute, pr.max_runs_per_instance), row.queue or "",
-                row.rank, profiles=pr.profiles,
-            )
+            w = Waiting(row.id, replace(pr.demand(), memory_mib=need), row.queue or "", row.rank)
             target = self.queues.escalation_target(w, a.instance, self._waiting(time.time()), self._running_jobs())
         seen = f"peak {peak} MiB" if peak is not None else "peak not observed"
         detail = f"out of memory on {a.instance} ({inst_mib} MiB instance, {seen})"
@@ -884,66 +815,9 @@ def launch(plan: Plan, opts: LaunchOptions | None = None, out: TextIO | None = N
     """Supervise every run of `plan` until each has finished (or a stop). Raises MigbenchError when
     the plan is not applied, another launcher runs it, or the state belongs to another plan."""
     opts = opts or LaunchOptions()
-    absolute_sim_env()
+    use_simulated_host(sim_dir())  # absolute: shims and runs start in other directories
     prep = preflight(plan, opts.state_dir)
     return Supervisor(prep, opts, out).run()
 
 
-@dataclass
-class Detached:
-    pid: int
-    state_dir: Path
-    log: Path
-
-
-def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached:
-    """Start the supervisor as a daemon (new session, output to `<state dir>/launcher.log`) and
-    return once it holds the plan's lock (or raise with its error)."""
-    absolute_sim_env()
-    prep = preflight(plan, opts.state_dir)
-    sd = prep.state_dir
-    sd.mkdir(parents=True, exist_ok=True)
-    lock = LauncherLock(sd / LOCK_NAME)
-    lock.ensure_free()
-    log = sd / LOG_NAME
-    cmd = [sys.executable, "-m", "migbench.launch", str(Path(plan.path or "").resolve()), "--state-dir", str(sd.resolve())]
-    if opts.drain:
-        cmd.append("--drain")
-    if not opts.lend:
-        cmd.append("--no-lend")
-    if opts.force:
-        cmd.append("--force")
-    env = dict(os.environ, MIGBENCH_LAUNCHER_LOG=str(log.resolve()))
-    with open(log, "ab") as f:
-        f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} detached launcher for {plan.path}\n".encode())
-        f.flush()
-        # cwd: the directory holding the migbench package, so `-m migbench.launch` imports it even
-        # from a source checkout; every path the launcher uses is absolute.
-        p = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT)
-        )
-    deadline = time.monotonic() + wait_s
-    db = db_path(sd)
-    while time.monotonic() < deadline:
-        rc = p.poll()
-        if rc is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-8:]
-            if rc == 0:
-                return Detached(p.pid, sd, log)
-            raise MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(tail), hint=f"see {log}")
-        if db.exists():
-            try:
-                st = Store.open_readonly(db)
-                try:
-                    row = st.launcher()
-                finally:
-                    st.close()
-                if row is not None and row.pid == p.pid:
-                    return Detached(p.pid, sd, log)
-            except Exception:  # noqa: BLE001 - the database may be mid-creation
-                pass
-        time.sleep(0.05)
-    return Detached(p.pid, sd, log)
-
-
-__all__ = ["Detached", "LaunchOptions", "LaunchResult", "Supervisor", "detach", "launch"]
+__all__ = ["Supervisor", "launch"]

@@ -42,14 +42,18 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pynvml
 
-from migbench.backend.sim import host as H
-from migbench.backend.sim.host import HostState, MigDevice, SimError, SimGpu, SimHost
+from migbench.backend.sim.cabi import CFunction, as_int, buffer_of, fail, placement_arg, set_string, set_uint, target_of
+from migbench.backend.sim.errors import DRIVER_NOT_LOADED, INVALID_ARGUMENT, NO_PERMISSION, NOT_FOUND, NOT_SUPPORTED, error_string
+from migbench.backend.sim.host import MigDevice, SimError, SimGpu, SimHost, SimState
+from migbench.backend.sim.rules import CiProfile, ci_profiles, cuda_driver_version
+from migbench.backend.sim.state import ComputeInstance, GpuInstance, ci_remaining
 from migbench.catalog import Profile
 
 NVML_SUCCESS = pynvml.NVML_SUCCESS
@@ -86,108 +90,6 @@ def profile_index(p: Profile) -> int | None:
     }.get(c)
 
 
-# --------------------------------------------------------------------------------------------------
-# ctypes helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _fail(code: int, message: str = "") -> SimError:
-    return SimError(code, message or H.error_string(code))
-
-
-def _int(x: Any) -> int:
-    v = getattr(x, "value", x)
-    if v is None:
-        raise _fail(H.INVALID_ARGUMENT, "NULL where a number was expected")
-    return int(v)
-
-
-def _target(arg: Any) -> Any:
-    """The ctypes object an output pointer argument points to: `byref(x)` -> x, `pointer(x)` -> x, an array
-    -> itself. NULL -> INVALID_ARGUMENT."""
-    if arg is None:
-        raise _fail(H.INVALID_ARGUMENT, "NULL output pointer")
-    if type(arg).__name__ == "CArgObject":
-        return arg._obj
-    if isinstance(arg, ctypes._Pointer):
-        if not arg:
-            raise _fail(H.INVALID_ARGUMENT, "NULL output pointer")
-        return arg.contents
-    if isinstance(arg, (ctypes.Array, ctypes.Structure, ctypes._SimpleCData)):
-        return arg
-    raise _fail(H.INVALID_ARGUMENT, f"{type(arg).__name__} is not a pointer")
-
-
-def _address(arg: Any) -> int:
-    """The address a pointer-like argument points at."""
-    if type(arg).__name__ == "CArgObject":
-        return ctypes.addressof(arg._obj)
-    if isinstance(arg, ctypes._Pointer):
-        return ctypes.cast(arg, ctypes.c_void_p).value or 0
-    if isinstance(arg, (ctypes.Array, ctypes.Structure)):
-        return ctypes.addressof(arg)
-    if isinstance(arg, int):
-        return arg
-    raise _fail(H.INVALID_ARGUMENT, f"{type(arg).__name__} is not a pointer")
-
-
-def _buffer(arg: Any, elem: Any, count: int) -> Any:
-    """A writable view of `count` elements of type `elem` at the buffer `arg` (an array, byref or pointer).
-    A ctypes array that is too small -> INSUFFICIENT_SIZE."""
-    if isinstance(arg, ctypes.Array):
-        if len(arg) < count:
-            raise _fail(pynvml.NVML_ERROR_INSUFFICIENT_SIZE, "buffer too small")
-        return arg
-    if type(arg).__name__ == "CArgObject" and isinstance(arg._obj, ctypes.Array):
-        return _buffer(arg._obj, elem, count)
-    addr = _address(arg)
-    if not addr:
-        raise _fail(H.INVALID_ARGUMENT, "NULL buffer")
-    return (elem * max(count, 1)).from_address(addr)
-
-
-def _set_uint(arg: Any, value: int) -> None:
-    _target(arg).value = int(value)
-
-
-def _set_string(buf: Any, length: Any, text: str) -> None:
-    data = text.encode()
-    n = _int(length) if length is not None else None
-    if n is not None and len(data) + 1 > n:
-        raise _fail(pynvml.NVML_ERROR_INSUFFICIENT_SIZE, "string buffer too small")
-    tgt = _target(buf)
-    ctypes.memmove(ctypes.addressof(tgt), data + b"\0", len(data) + 1)
-
-
-def _placement_arg(arg: Any) -> Any:
-    """`const nvml*Placement_t *placement`: a pointer (byref/pointer) to the struct. A struct passed by
-    value (or NULL) is INVALID_ARGUMENT, as the C library would misread it."""
-    if arg is None:
-        raise _fail(H.INVALID_ARGUMENT, "NULL placement")
-    if isinstance(arg, ctypes.Structure):
-        raise _fail(H.INVALID_ARGUMENT, "placement passed by value; pass byref(c_nvmlGpuInstancePlacement_t(...))")
-    obj = _target(arg)
-    if not isinstance(obj, ctypes.Structure) or [f[0] for f in obj._fields_] != ["start", "size"]:
-        raise _fail(H.INVALID_ARGUMENT, "placement is not a placement struct")
-    return obj
-
-
-class _CFunction:
-    """Stands in for a ctypes foreign function: callable, with settable `restype`/`argtypes`."""
-
-    def __init__(self, name: str, impl: Callable[..., Any]):
-        self.__name__ = name
-        self._impl = impl
-        self.restype: Any = ctypes.c_int
-        self.argtypes: Any = None
-        self.errcheck: Any = None
-
-    def __call__(self, *args: Any) -> Any:
-        return self._impl(*args)
-
-    def __repr__(self) -> str:
-        return f"<fake NVML function {self.__name__}>"
-
 
 # --------------------------------------------------------------------------------------------------
 # The library
@@ -223,7 +125,7 @@ class FakeNvmlLibrary:
             except SimError as exc:
                 return exc.code
 
-        fn = _CFunction(name, call)
+        fn = CFunction(name, call)
         self.__dict__[name] = fn
         return fn
 
@@ -252,77 +154,77 @@ class FakeNvmlLibrary:
     def _mig_struct(self, d: MigDevice) -> Any:
         return self._handle(pynvml.struct_c_nvmlDevice_t, ("mig", d.gpu, d.gi_id, d.ci_id, d.serial))
 
-    def _gi_struct(self, gpu: int, gi: H.GpuInstance) -> Any:
+    def _gi_struct(self, gpu: int, gi: GpuInstance) -> Any:
         return self._handle(pynvml.struct_c_nvmlGpuInstance_t, ("gi", gpu, gi.id, gi.serial))
 
-    def _ci_struct(self, gpu: int, gi: H.GpuInstance, ci: H.ComputeInstance) -> Any:
+    def _ci_struct(self, gpu: int, gi: GpuInstance, ci: ComputeInstance) -> Any:
         return self._handle(pynvml.struct_c_nvmlComputeInstance_t, ("ci", gpu, gi.id, ci.id, ci.serial))
 
     @staticmethod
     def _write_handle(out: Any, struct: Any) -> None:
-        tgt = _target(out)
+        tgt = target_of(out)
         if not isinstance(tgt, ctypes._Pointer):
-            raise _fail(H.INVALID_ARGUMENT, "output is not a handle")
+            raise fail(INVALID_ARGUMENT, "output is not a handle")
         tgt.contents = struct
 
-    def _device(self, st: HostState, handle: Any) -> tuple[SimGpu, MigDevice | None]:
+    def _device(self, st: SimState, handle: Any) -> tuple[SimGpu, MigDevice | None]:
         """(parent GPU, MIG device or None) for a device handle; stale or foreign -> INVALID_ARGUMENT."""
         key = self._key(handle)
         if key is None or key[0] not in ("gpu", "mig"):
-            raise _fail(H.INVALID_ARGUMENT, "not a device handle")
+            raise fail(INVALID_ARGUMENT, "not a device handle")
         if key[0] == "gpu":
             if key[1] >= len(st.gpus):
-                raise _fail(H.INVALID_ARGUMENT, "stale device handle")
+                raise fail(INVALID_ARGUMENT, "stale device handle")
             return st.gpus[key[1]], None
         _, gpu, gi, ci, serial = key
         for d in st.mig_devices(gpu) if gpu < len(st.gpus) else []:
             if d.gi_id == gi and d.ci_id == ci and d.serial == serial:
                 return st.gpus[gpu], d
-        raise _fail(H.INVALID_ARGUMENT, "stale MIG device handle (its compute instance is gone)")
+        raise fail(INVALID_ARGUMENT, "stale MIG device handle (its compute instance is gone)")
 
-    def _parent(self, st: HostState, handle: Any) -> SimGpu:
+    def _parent(self, st: SimState, handle: Any) -> SimGpu:
         g, d = self._device(st, handle)
         if d is not None:
-            raise _fail(H.INVALID_ARGUMENT, "a MIG device handle where a GPU handle is needed")
+            raise fail(INVALID_ARGUMENT, "a MIG device handle where a GPU handle is needed")
         return g
 
-    def _gi(self, st: HostState, handle: Any) -> tuple[SimGpu, H.GpuInstance]:
+    def _gi(self, st: SimState, handle: Any) -> tuple[SimGpu, GpuInstance]:
         key = self._key(handle)
         if key is None or key[0] != "gi":
-            raise _fail(H.INVALID_ARGUMENT, "not a GPU instance handle")
+            raise fail(INVALID_ARGUMENT, "not a GPU instance handle")
         _, gpu, gi_id, serial = key
         g = st.gpus[gpu] if gpu < len(st.gpus) else None
         gi = g.gi(gi_id) if g else None
         if g is None or gi is None or gi.serial != serial:
-            raise _fail(H.INVALID_ARGUMENT, "stale GPU instance handle")
+            raise fail(INVALID_ARGUMENT, "stale GPU instance handle")
         return g, gi
 
-    def _ci(self, st: HostState, handle: Any) -> tuple[SimGpu, H.GpuInstance, H.ComputeInstance]:
+    def _ci(self, st: SimState, handle: Any) -> tuple[SimGpu, GpuInstance, ComputeInstance]:
         key = self._key(handle)
         if key is None or key[0] != "ci":
-            raise _fail(H.INVALID_ARGUMENT, "not a compute instance handle")
+            raise fail(INVALID_ARGUMENT, "not a compute instance handle")
         _, gpu, gi_id, ci_id, serial = key
         g = st.gpus[gpu] if gpu < len(st.gpus) else None
         gi = g.gi(gi_id) if g else None
         ci = gi.ci(ci_id) if gi else None
         if g is None or gi is None or ci is None or ci.serial != serial:
-            raise _fail(H.INVALID_ARGUMENT, "stale compute instance handle")
+            raise fail(INVALID_ARGUMENT, "stale compute instance handle")
         return g, gi, ci
 
     @staticmethod
-    def _need_root(st: HostState) -> None:
+    def _need_root(st: SimState) -> None:
         if not st.privileged:
-            raise _fail(H.NO_PERMISSION, "needs a privileged user")
+            raise fail(NO_PERMISSION, "needs a privileged user")
 
     @staticmethod
     def _need_mig(g: SimGpu) -> None:
         if not g.mig_current:
-            raise _fail(H.NOT_SUPPORTED, "MIG mode is not enabled")
+            raise fail(NOT_SUPPORTED, "MIG mode is not enabled")
 
     # -- init, system --------------------------------------------------------------------------------
     def _fn_nvmlInitWithFlags(self, flags: Any = 0) -> int:
         if not self.host.exists():
-            return H.DRIVER_NOT_LOADED
+            return DRIVER_NOT_LOADED
         self.host.read()  # validates the state file
         with self._lock:
             self._init_count += 1
@@ -342,21 +244,21 @@ class FakeNvmlLibrary:
         return NVML_SUCCESS
 
     def _fn_nvmlErrorString(self, result: Any) -> bytes:
-        return H.error_string(_int(result)).encode()
+        return error_string(as_int(result)).encode()
 
     def _fn_nvmlSystemGetDriverVersion(self, buf: Any, length: Any) -> int:
-        _set_string(buf, length, self.host.read().driver)
+        set_string(buf, length, self.host.read().driver)
         return NVML_SUCCESS
 
     def _fn_nvmlSystemGetNVMLVersion(self, buf: Any, length: Any) -> int:
         st = self.host.read()
-        cuda = H.cuda_driver_version(st.driver_version)
+        cuda = cuda_driver_version(st.driver_version)
         # "<CUDA major>.<driver version>" [U: format recalled, not seen in a paste here]
-        _set_string(buf, length, f"{cuda // 1000}.{st.driver}")
+        set_string(buf, length, f"{cuda // 1000}.{st.driver}")
         return NVML_SUCCESS
 
     def _fn_nvmlSystemGetCudaDriverVersion(self, out: Any) -> int:
-        _set_uint(out, H.cuda_driver_version(self.host.read().driver_version))
+        set_uint(out, cuda_driver_version(self.host.read().driver_version))
         return NVML_SUCCESS
 
     def _fn_nvmlSystemGetCudaDriverVersion_v2(self, out: Any) -> int:
@@ -364,21 +266,21 @@ class FakeNvmlLibrary:
 
     # -- device enumeration and identity ---------------------------------------------------------------
     def _fn_nvmlDeviceGetCount_v2(self, out: Any) -> int:
-        _set_uint(out, len(self.host.read().gpus))
+        set_uint(out, len(self.host.read().gpus))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetHandleByIndex_v2(self, index: Any, out: Any) -> int:
         st = self.host.read()
-        i = _int(index)
+        i = as_int(index)
         if not 0 <= i < len(st.gpus):
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         self._write_handle(out, self._gpu_struct(i))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetHandleByUUID(self, uuid: Any, out: Any) -> int:
         raw = getattr(uuid, "value", uuid)
         if raw is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         st = self.host.read()
         g = st.gpu_by_uuid(text)
@@ -389,16 +291,16 @@ class FakeNvmlLibrary:
         if d is not None:
             self._write_handle(out, self._mig_struct(d))
             return NVML_SUCCESS
-        return H.NOT_FOUND
+        return NOT_FOUND
 
     def _fn_nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: Any, out: Any) -> int:
         raw = getattr(bus_id, "value", bus_id)
         if raw is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         st = self.host.read()
         g = st.gpu_by_bus_id(raw.decode() if isinstance(raw, bytes) else str(raw))
         if g is None:
-            return H.NOT_FOUND
+            return NOT_FOUND
         self._write_handle(out, self._gpu_struct(g.index))
         return NVML_SUCCESS
 
@@ -407,20 +309,20 @@ class FakeNvmlLibrary:
         g, d = self._device(st, handle)
         # MIG device names: "<GPU name> MIG <profile>" [U: format not seen in a paste here]
         name = st.product_name if d is None else f"{st.product_name} MIG {d.name}"
-        _set_string(buf, length, name)
+        set_string(buf, length, name)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetUUID(self, handle: Any, buf: Any, length: Any) -> int:
         st = self.host.read()
         g, d = self._device(st, handle)
-        _set_string(buf, length, g.uuid if d is None else d.uuid)
+        set_string(buf, length, g.uuid if d is None else d.uuid)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetIndex(self, handle: Any, out: Any) -> int:
         """GPU index; for a MIG handle its per-parent MIG index (nvml.h)."""
         st = self.host.read()
         g, d = self._device(st, handle)
-        _set_uint(out, g.index if d is None else d.index)
+        set_uint(out, g.index if d is None else d.index)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetPciInfo_v3(self, handle: Any, out: Any) -> int:
@@ -428,7 +330,7 @@ class FakeNvmlLibrary:
         parent's [U]. pciSubSystemId is 0 (the catalogue has no subsystem ids)."""
         st = self.host.read()
         g, _ = self._device(st, handle)
-        info = _target(out)
+        info = target_of(out)
         dom, bus, rest = g.bus_id.split(":")
         dev = int(rest.split(".")[0], 16)
         info.domain = int(dom, 16)
@@ -446,36 +348,36 @@ class FakeNvmlLibrary:
         st = self.host.read()
         g, d = self._device(st, handle)
         if d is not None:
-            return H.NOT_SUPPORTED
-        _set_uint(current, int(g.mig_current))
-        _set_uint(pending, int(g.mig_pending))
+            return NOT_SUPPORTED
+        set_uint(current, int(g.mig_current))
+        set_uint(pending, int(g.mig_pending))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceSetMigMode(self, handle: Any, mode: Any, activation: Any) -> int:
         st = self.host.read()
         g = self._parent(st, handle)
-        m = _int(mode)
+        m = as_int(mode)
         if m not in (pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE):
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         if activation is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         status = self.host.set_mig_mode(g.index, bool(m))
-        _set_uint(activation, status)
+        set_uint(activation, status)
         return NVML_SUCCESS
 
     # -- GPU-instance profiles ----------------------------------------------------------------------------
-    def _profile_for_index(self, st: HostState, index: int) -> Profile:
+    def _profile_for_index(self, st: SimState, index: int) -> Profile:
         if not 0 <= index < pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT:
-            raise _fail(H.INVALID_ARGUMENT, "profile index out of range")
+            raise fail(INVALID_ARGUMENT, "profile index out of range")
         for p in st.model.profiles:
             if profile_index(p) == index:
                 return p
-        raise _fail(H.NOT_SUPPORTED, f"profile index {index} is not supported on {st.model.key}")
+        raise fail(NOT_SUPPORTED, f"profile index {index} is not supported on {st.model.key}")
 
     @staticmethod
     def _fill_profile_info(info: Any, p: Profile, v2: bool) -> None:
         if v2 and getattr(info, "version", None) != pynvml.nvmlGpuInstanceProfileInfo_v2:
-            raise _fail(H.INVALID_ARGUMENT, "info->version is not nvmlGpuInstanceProfileInfo_v2")
+            raise fail(INVALID_ARGUMENT, "info->version is not nvmlGpuInstanceProfileInfo_v2")
         e = p.engines
         info.id = p.id
         info.isP2pSupported = 0  # "P2P No" in every -lgip seen (FACTS.md a)
@@ -496,10 +398,10 @@ class FakeNvmlLibrary:
         g = self._parent(st, handle)
         self._need_mig(g)
         if by_id:
-            p = self._profile_by_id(st, _int(index))
+            p = self._profile_by_id(st, as_int(index))
         else:
-            p = self._profile_for_index(st, _int(index))
-        self._fill_profile_info(_target(out), p, v2)
+            p = self._profile_for_index(st, as_int(index))
+        self._fill_profile_info(target_of(out), p, v2)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: Any, out: Any) -> int:
@@ -512,11 +414,11 @@ class FakeNvmlLibrary:
         return self._gi_profile_info(handle, profile_id, out, v2=True, by_id=True)
 
     @staticmethod
-    def _profile_by_id(st: HostState, profile_id: int) -> Profile:
+    def _profile_by_id(st: SimState, profile_id: int) -> Profile:
         for p in st.model.profiles:
             if p.id == profile_id:
                 return p
-        raise _fail(H.INVALID_ARGUMENT, f"no GPU instance profile ID {profile_id}")
+        raise fail(INVALID_ARGUMENT, f"no GPU instance profile ID {profile_id}")
 
     def _fn_nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, handle: Any, profile_id: Any,
                                                           placements: Any, count: Any) -> int:
@@ -525,14 +427,14 @@ class FakeNvmlLibrary:
         self._parent(st, handle)  # validates the handle
         self._need_root(st)
         if count is None:
-            return H.INVALID_ARGUMENT
-        p = self._profile_by_id(st, _int(profile_id))
+            return INVALID_ARGUMENT
+        p = self._profile_by_id(st, as_int(profile_id))
         if placements is not None:
-            arr = _buffer(placements, pynvml.c_nvmlGpuInstancePlacement_t, len(p.starts))
+            arr = buffer_of(placements, pynvml.c_nvmlGpuInstancePlacement_t, len(p.starts))
             for i, s in enumerate(p.starts):
                 arr[i].start = s
                 arr[i].size = p.memory_slices
-        _set_uint(count, len(p.starts))
+        set_uint(count, len(p.starts))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle: Any, profile_id: Any, count: Any) -> int:
@@ -540,8 +442,8 @@ class FakeNvmlLibrary:
         g = self._parent(st, handle)
         self._need_root(st)
         self._need_mig(g)
-        p = self._profile_by_id(st, _int(profile_id))
-        _set_uint(count, st.remaining_capacity(g.index, p))
+        p = self._profile_by_id(st, as_int(profile_id))
+        set_uint(count, st.remaining_capacity(g.index, p))
         return NVML_SUCCESS
 
     # -- GPU instances ---------------------------------------------------------------------------------
@@ -549,8 +451,8 @@ class FakeNvmlLibrary:
         st = self.host.read()
         g = self._parent(st, handle)
         if out is None:
-            return H.INVALID_ARGUMENT
-        gi = self.host.create_gpu_instance(g.index, _int(profile_id))
+            return INVALID_ARGUMENT
+        gi = self.host.create_gpu_instance(g.index, as_int(profile_id))
         self._write_handle(out, self._gi_struct(g.index, gi))
         return NVML_SUCCESS
 
@@ -558,10 +460,10 @@ class FakeNvmlLibrary:
                                                      out: Any) -> int:
         st = self.host.read()
         g = self._parent(st, handle)
-        pl = _placement_arg(placement)
+        pl = placement_arg(placement)
         if out is None:
-            return H.INVALID_ARGUMENT
-        gi = self.host.create_gpu_instance(g.index, _int(profile_id), start=int(pl.start), size=int(pl.size))
+            return INVALID_ARGUMENT
+        gi = self.host.create_gpu_instance(g.index, as_int(profile_id), start=int(pl.start), size=int(pl.size))
         self._write_handle(out, self._gi_struct(g.index, gi))
         return NVML_SUCCESS
 
@@ -578,14 +480,14 @@ class FakeNvmlLibrary:
         self._need_root(st)
         self._need_mig(g)
         if count is None or instances is None:
-            return H.INVALID_ARGUMENT
-        p = self._profile_by_id(st, _int(profile_id))
+            return INVALID_ARGUMENT
+        p = self._profile_by_id(st, as_int(profile_id))
         gis = sorted((x for x in g.gpu_instances if x.profile_id == p.id), key=lambda x: x.id)
         if gis:
-            arr = _buffer(instances, pynvml.c_nvmlGpuInstance_t, len(gis))
+            arr = buffer_of(instances, pynvml.c_nvmlGpuInstance_t, len(gis))
             for i, gi in enumerate(gis):
                 arr[i] = ctypes.pointer(self._gi_struct(g.index, gi))
-        _set_uint(count, len(gis))
+        set_uint(count, len(gis))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetGpuInstanceById(self, handle: Any, gi_id: Any, out: Any) -> int:
@@ -593,16 +495,16 @@ class FakeNvmlLibrary:
         g = self._parent(st, handle)
         self._need_root(st)
         self._need_mig(g)
-        gi = g.gi(_int(gi_id))
+        gi = g.gi(as_int(gi_id))
         if gi is None:
-            return H.NOT_FOUND
+            return NOT_FOUND
         self._write_handle(out, self._gi_struct(g.index, gi))
         return NVML_SUCCESS
 
     def _fn_nvmlGpuInstanceGetInfo(self, gi_handle: Any, out: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
-        info = _target(out)
+        info = target_of(out)
         info.device = ctypes.pointer(self._gpu_struct(g.index))
         info.id = gi.id
         info.profileId = gi.profile_id
@@ -611,23 +513,23 @@ class FakeNvmlLibrary:
         return NVML_SUCCESS
 
     # -- compute instances ------------------------------------------------------------------------------
-    def _ci_profile(self, st: HostState, gi: H.GpuInstance, profile: int) -> H.CiProfile:
+    def _ci_profile(self, st: SimState, gi: GpuInstance, profile: int) -> CiProfile:
         if not 0 <= profile < pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT:
-            raise _fail(H.INVALID_ARGUMENT, "compute instance profile out of range")
-        for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
+            raise fail(INVALID_ARGUMENT, "compute instance profile out of range")
+        for cp in ci_profiles(st.model, st.gi_profile(gi)):
             if cp.id == profile:
                 return cp
-        raise _fail(H.NOT_SUPPORTED, f"compute instance profile {profile} is not supported in this GPU instance")
+        raise fail(NOT_SUPPORTED, f"compute instance profile {profile} is not supported in this GPU instance")
 
     def _ci_profile_info(self, gi_handle: Any, profile: Any, eng: Any, out: Any, v2: bool) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
-        if _int(eng) != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
-            return H.INVALID_ARGUMENT
-        cp = self._ci_profile(st, gi, _int(profile))
-        info = _target(out)
+        if as_int(eng) != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+            return INVALID_ARGUMENT
+        cp = self._ci_profile(st, gi, as_int(profile))
+        info = target_of(out)
         if v2 and getattr(info, "version", None) != pynvml.nvmlComputeInstanceProfileInfo_v2:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         e = cp.engines
         info.id = cp.id
         info.sliceCount = cp.slices
@@ -653,8 +555,8 @@ class FakeNvmlLibrary:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
-        cp = self._ci_profile(st, gi, _int(profile_id))
-        _set_uint(count, H.ci_remaining(gi, cp))
+        cp = self._ci_profile(st, gi, as_int(profile_id))
+        set_uint(count, ci_remaining(gi, cp))
         return NVML_SUCCESS
 
     def _fn_nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, gi_handle: Any, profile_id: Any,
@@ -663,22 +565,22 @@ class FakeNvmlLibrary:
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
         if count is None:
-            return H.INVALID_ARGUMENT
-        cp = self._ci_profile(st, gi, _int(profile_id))
+            return INVALID_ARGUMENT
+        cp = self._ci_profile(st, gi, as_int(profile_id))
         if placements is not None:
-            arr = _buffer(placements, pynvml.c_nvmlComputeInstancePlacement_t, len(cp.starts))
+            arr = buffer_of(placements, pynvml.c_nvmlComputeInstancePlacement_t, len(cp.starts))
             for i, s in enumerate(cp.starts):
                 arr[i].start = s
                 arr[i].size = cp.slices
-        _set_uint(count, len(cp.starts))
+        set_uint(count, len(cp.starts))
         return NVML_SUCCESS
 
     def _fn_nvmlGpuInstanceCreateComputeInstance(self, gi_handle: Any, profile_id: Any, out: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         if out is None:
-            return H.INVALID_ARGUMENT
-        ci = self.host.create_compute_instance(g.index, gi.id, _int(profile_id))
+            return INVALID_ARGUMENT
+        ci = self.host.create_compute_instance(g.index, gi.id, as_int(profile_id))
         self._write_handle(out, self._ci_struct(g.index, gi, ci))
         return NVML_SUCCESS
 
@@ -686,12 +588,12 @@ class FakeNvmlLibrary:
                                                               placement: Any, out: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
-        pl = _placement_arg(placement)
-        cp = self._ci_profile(st, gi, _int(profile_id))
+        pl = placement_arg(placement)
+        cp = self._ci_profile(st, gi, as_int(profile_id))
         if int(pl.size) != cp.slices:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         if out is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         ci = self.host.create_compute_instance(g.index, gi.id, cp.id, start=int(pl.start))
         self._write_handle(out, self._ci_struct(g.index, gi, ci))
         return NVML_SUCCESS
@@ -708,30 +610,30 @@ class FakeNvmlLibrary:
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
         if count is None or instances is None:
-            return H.INVALID_ARGUMENT
-        cp = self._ci_profile(st, gi, _int(profile_id))
+            return INVALID_ARGUMENT
+        cp = self._ci_profile(st, gi, as_int(profile_id))
         cis = sorted((c for c in gi.compute_instances if c.profile_id == cp.id), key=lambda c: c.id)
         if cis:
-            arr = _buffer(instances, pynvml.c_nvmlComputeInstance_t, len(cis))
+            arr = buffer_of(instances, pynvml.c_nvmlComputeInstance_t, len(cis))
             for i, ci in enumerate(cis):
                 arr[i] = ctypes.pointer(self._ci_struct(g.index, gi, ci))
-        _set_uint(count, len(cis))
+        set_uint(count, len(cis))
         return NVML_SUCCESS
 
     def _fn_nvmlGpuInstanceGetComputeInstanceById(self, gi_handle: Any, ci_id: Any, out: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
-        ci = gi.ci(_int(ci_id))
+        ci = gi.ci(as_int(ci_id))
         if ci is None:
-            return H.NOT_FOUND
+            return NOT_FOUND
         self._write_handle(out, self._ci_struct(g.index, gi, ci))
         return NVML_SUCCESS
 
     def _fn_nvmlComputeInstanceGetInfo_v2(self, ci_handle: Any, out: Any) -> int:
         st = self.host.read()
         g, gi, ci = self._ci(st, ci_handle)
-        info = _target(out)
+        info = target_of(out)
         info.device = ctypes.pointer(self._gpu_struct(g.index))
         info.gpuInstance = ctypes.pointer(self._gi_struct(g.index, gi))
         info.id = ci.id
@@ -748,48 +650,48 @@ class FakeNvmlLibrary:
         """Zero when MIG is not enabled (nvml.h); else the GPU's compute slices (7 x 1c, or 4 on A30)."""
         st = self.host.read()
         g = self._parent(st, handle)
-        _set_uint(count, st.model.compute_slices if g.mig_current else 0)
+        set_uint(count, st.model.compute_slices if g.mig_current else 0)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: Any, out: Any) -> int:
         st = self.host.read()
         g = self._parent(st, handle)
         if not g.mig_current:
-            return H.NOT_SUPPORTED
-        i = _int(index)
+            return NOT_SUPPORTED
+        i = as_int(index)
         devs = st.mig_devices(g.index)
         if not 0 <= i < len(devs):
-            return H.NOT_FOUND
+            return NOT_FOUND
         self._write_handle(out, self._mig_struct(devs[i]))
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceIsMigDeviceHandle(self, handle: Any, out: Any) -> int:
         st = self.host.read()
         _, d = self._device(st, handle)
-        _set_uint(out, 1 if d is not None else 0)
+        set_uint(out, 1 if d is not None else 0)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetGpuInstanceId(self, handle: Any, out: Any) -> int:
         st = self.host.read()
         _, d = self._device(st, handle)
         if d is None:
-            return H.NOT_SUPPORTED
-        _set_uint(out, d.gi_id)
+            return NOT_SUPPORTED
+        set_uint(out, d.gi_id)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetComputeInstanceId(self, handle: Any, out: Any) -> int:
         st = self.host.read()
         _, d = self._device(st, handle)
         if d is None:
-            return H.NOT_SUPPORTED
-        _set_uint(out, d.ci_id)
+            return NOT_SUPPORTED
+        set_uint(out, d.ci_id)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any, out: Any) -> int:
         st = self.host.read()
         g, d = self._device(st, handle)
         if d is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         self._write_handle(out, self._gpu_struct(g.index))
         return NVML_SUCCESS
 
@@ -808,14 +710,14 @@ class FakeNvmlLibrary:
 
     def _fn_nvmlDeviceGetMemoryInfo(self, handle: Any, out: Any) -> int:
         total, used = self._memory(handle)
-        m = _target(out)
+        m = target_of(out)
         m.total, m.used, m.free = total, used, total - used
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetMemoryInfo_v2(self, handle: Any, out: Any) -> int:
-        m = _target(out)
+        m = target_of(out)
         if getattr(m, "version", None) != pynvml.nvmlMemory_v2:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         total, used = self._memory(handle)
         m.total, m.reserved, m.used, m.free = total, 0, used, total - used
         return NVML_SUCCESS
@@ -826,28 +728,28 @@ class FakeNvmlLibrary:
         st = self.host.read()
         g, d = self._device(st, handle)
         if count is None:
-            return H.INVALID_ARGUMENT
+            return INVALID_ARGUMENT
         if d is not None:
             procs = st.processes_on(g.index, d.gi_id, d.ci_id)
         else:
             if g.mig_current:
                 self._need_root(st)
             procs = st.processes_on(g.index)
-        have = _int(_target(count))
+        have = as_int(target_of(count))
         n = len(procs)
         if n == 0:
-            _set_uint(count, 0)
+            set_uint(count, 0)
             return NVML_SUCCESS
         if infos is None or have < n:
-            _set_uint(count, n)
+            set_uint(count, n)
             return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-        arr = _buffer(infos, pynvml.c_nvmlProcessInfo_v2_t, n)
+        arr = buffer_of(infos, pynvml.c_nvmlProcessInfo_v2_t, n)
         for i, p in enumerate(procs):
             arr[i].pid = p.pid
             arr[i].usedGpuMemory = p.used_memory_mib * 1024 * 1024
             arr[i].gpuInstanceId = _NA_UINT if p.gi is None else p.gi
             arr[i].computeInstanceId = _NA_UINT if p.ci is None else p.ci
-        _set_uint(count, n)
+        set_uint(count, n)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:
@@ -860,8 +762,8 @@ class FakeNvmlLibrary:
         st = self.host.read()
         self._device(st, handle)
         if count is None:
-            return H.INVALID_ARGUMENT
-        _set_uint(count, 0)
+            return INVALID_ARGUMENT
+        set_uint(count, 0)
         return NVML_SUCCESS
 
     def _fn_nvmlDeviceGetGraphicsRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:

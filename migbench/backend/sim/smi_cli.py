@@ -22,25 +22,51 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, TextIO
+from typing import TextIO
 
-from migbench.backend.sim import host as H
-from migbench.backend.sim.host import HostState, SimError, SimGpu, SimHost
-from migbench.catalog import Profile, profile_order
+from migbench.backend.sim.errors import (
+    DRIVER_NOT_LOADED,
+    IN_USE,
+    INVALID_ARGUMENT,
+    NO_PERMISSION,
+    NOT_FOUND,
+    NOT_SUPPORTED,
+    SUCCESS,
+    error_string,
+)
+from migbench.backend.sim.host import SimError, SimGpu, SimHost, SimState
+from migbench.backend.sim.rules import CiProfile, ci_profiles
+from migbench.backend.sim.smi_text import (
+    QUERY_ALIASES,
+    QUERY_FIELDS,
+    ci_profile_of,
+    format_L,
+    format_lci,
+    format_lcip,
+    format_lgi,
+    format_lgip,
+    format_lgipp,
+    format_main,
+    format_q,
+    format_query,
+    n2,
+    sorted_gis,
+)
+from migbench.backend.sim.state import ComputeInstance, GpuInstance
+from migbench.catalog import Profile
 from migbench.errors import MigbenchError
 
-ENV = "MIGBENCH_SIM"
 NO_ENV_MESSAGE = "migbench-nvidia-smi: set MIGBENCH_SIM=<state dir> (created with `migbench sim init`)"
 INVALID_COMBINATION = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
 
 _EXIT_BY_CODE = {
-    H.INVALID_ARGUMENT: 2,
-    H.NOT_SUPPORTED: 3,
-    H.NO_PERMISSION: 4,
-    H.NOT_FOUND: 6,
-    H.DRIVER_NOT_LOADED: 9,
+    INVALID_ARGUMENT: 2,
+    NOT_SUPPORTED: 3,
+    NO_PERMISSION: 4,
+    NOT_FOUND: 6,
+    DRIVER_NOT_LOADED: 9,
 }
 
 
@@ -52,322 +78,6 @@ def exit_status(code: int) -> int:
 class _Usage(Exception):
     """The command line is not something nvidia-smi accepts."""
 
-
-# ---------------------------------------------------------------------------------------------
-# Formatting (pure functions of a HostState)
-# ---------------------------------------------------------------------------------------------
-
-
-def _gib(mib: int) -> str:
-    # nvidia-smi prints memorySizeMB / 1024 with two decimals (4864 -> 4.75, 20096 -> 19.62).
-    return f"{mib / 1024:.2f}"
-
-
-def _n2(n: int) -> str:
-    """Numbers in the create/destroy lines are right-aligned in two characters: `ID  2`, `GPU  0`."""
-    return f"{n:2d}"
-
-
-def gi_sort_key(st: HostState, gi: H.GpuInstance) -> tuple:
-    """nvidia-smi lists GPU instances by profile (its -lgip order), then by instance id (the captures'
-    -lgi, -lci and -dci/-dgi orders)."""
-    return (profile_order(st.gi_profile(gi)), gi.id)
-
-
-def sorted_gis(st: HostState, g: SimGpu) -> list[H.GpuInstance]:
-    return sorted(g.gpu_instances, key=lambda gi: gi_sort_key(st, gi))
-
-
-def format_L(st: HostState, gpus: Sequence[int] | None = None) -> str:
-    """`nvidia-smi -L`. R470+: `  MIG 1g.5gb      Device  0: (UUID: MIG-...)` (profile padded to 11,
-    index in 2); before R470: `  MIG 1c.3g.20gb Device 0: (UUID: MIG-GPU-.../1/0)` (FACTS.md d; the
-    padding of shorter names before R470 is [U])."""
-    lines = []
-    new = H.uses_new_mig_uuids(st.driver_version)
-    for i in gpus if gpus is not None else range(len(st.gpus)):
-        g = st.gpus[i]
-        lines.append(f"GPU {g.index}: {st.product_name} (UUID: {g.uuid})")
-        for d in st.mig_devices(g.index):
-            if new:
-                lines.append(f"  MIG {d.name:<11} Device {d.index:2d}: (UUID: {d.uuid})")
-            else:
-                lines.append(f"  MIG {d.name} Device {d.index}: (UUID: {d.uuid})")
-    return "\n".join(lines) + "\n"
-
-
-def format_lgip(st: HostState, gpus: Sequence[int]) -> str:
-    """`nvidia-smi mig -lgip`: the 79-column table; Free = remaining capacity now, Total = instanceCount."""
-    bar = "+" + "-" * 77 + "+"
-    out = [
-        bar,
-        "| GPU instance profiles:" + " " * 54 + "|",
-        "| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |",
-        "|                              Free/Total   GiB              CE    JPEG  OFA  |",
-        "|" + "=" * 77 + "|",
-    ]
-    for i in gpus:
-        for p in sorted(st.model.profiles, key=profile_order):
-            e = p.engines
-            ft = f"{st.remaining_capacity(i, p)}/{p.max_count}"
-            out.append(
-                f"|{i:>4}  {p.full_name:<16}{p.id:>4}     {ft:<11}{_gib(p.memory_mib or 0):<11}{'No':<7}"
-                f"{e.sm or 0:<7}{e.dec or 0:<6}{e.enc or 0:<4}|"
-            )
-            out.append(f"|{'':60}{e.ce or 0:>2}{'':5}{e.jpeg or 0:<6}{e.ofa or 0:<4}|")
-            out.append(bar)
-    return "\n".join(out) + "\n"
-
-
-def format_lgipp(st: HostState, gpus: Sequence[int]) -> str:
-    """`nvidia-smi mig -lgipp`: `GPU  0 Profile ID 19 Placements: {0,1,2,3,4,5,6}:1`; one-start profiles
-    print the singular `Placement :` (samples)."""
-    out = []
-    for i in gpus:
-        for p in sorted(st.model.profiles, key=profile_order):
-            starts = ",".join(str(s) for s in p.starts)
-            word = "Placement :" if len(p.starts) == 1 else "Placements:"
-            out.append(f"GPU {i:2d} Profile ID {p.id:2d} {word} {{{starts}}}:{p.memory_slices}")
-    return "\n".join(out) + "\n"
-
-
-def _lgi_wide(st: HostState) -> bool:
-    """The -lgi name column is 3 characters wider in the A30 (pre-R525) and H100 525.125.06 captures than in
-    the User Guide's early A100 capture; the switch is placed at R470 [U]."""
-    return st.driver_version >= H.R470
-
-
-def format_lgi(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str:
-    """`nvidia-smi mig -lgi` for (gpu, GI) rows in display order."""
-    wide = _lgi_wide(st)
-    w = 57 if wide else 54
-    bar = "+" + "-" * (w - 2) + "+"
-    if wide:
-        head = [
-            "| GPU instances:" + " " * (w - 17) + "|",
-            "| GPU   Name             Profile  Instance   Placement  |",
-            "|                          ID       ID       Start:Size |",
-        ]
-    else:
-        head = [
-            "| GPU instances:" + " " * (w - 17) + "|",
-            "| GPU   Name          Profile  Instance   Placement  |",
-            "|                       ID       ID       Start:Size |",
-        ]
-    out = [bar, *head, "|" + "=" * (w - 2) + "|"]
-    for gpu, gi in rows:
-        name = st.gi_profile(gi).full_name
-        nw, pw = (17, 5) if wide else (14, 5)
-        out.append(f"|{gpu:>4}  {name:<{nw}}{gi.profile_id:>{pw}}{gi.id:>9}{f'{gi.start}:{gi.size}':>13}{'':5}|")
-        out.append(bar)
-    return "\n".join(out) + "\n"
-
-
-def _lci_placement(st: HostState) -> bool:
-    """-lci has a Placement column in the newer layout; the older one (openpbs comment) has none. The
-    switch is placed at R470 [U]."""
-    return st.driver_version >= H.R470
-
-
-def format_lci(st: HostState, rows: Sequence[tuple[int, H.GpuInstance, H.ComputeInstance]]) -> str:
-    """`nvidia-smi mig -lci` (docs/facts-extra.md 4.4 layouts)."""
-    placement = _lci_placement(st)
-    w = 70 if placement else 57
-    bar = "+" + "-" * (w - 2) + "+"
-    if placement:
-        head = [
-            "| Compute instances:" + " " * (w - 21) + "|",
-            "| GPU     GPU       Name             Profile   Instance   Placement  |",
-            "|       Instance                       ID        ID       Start:Size |",
-            "|         ID" + " " * (w - 13) + "|",
-        ]
-    else:
-        head = [
-            "| Compute instances:" + " " * (w - 21) + "|",
-            "| GPU     GPU       Name             Profile   Instance |",
-            "|       Instance                       ID        ID     |",
-            "|         ID" + " " * (w - 13) + "|",
-        ]
-    out = [bar, *head, "|" + "=" * (w - 2) + "|"]
-    for gpu, gi, ci in rows:
-        cp = _ci_profile(st, gi, ci.profile_id)
-        name = f"MIG {cp.name}"
-        row = f"|{gpu:>4}{gi.id:>7}       {name:<17}{ci.profile_id:>5}{ci.id:>10}"
-        row += f"{f'{ci.start}:{ci.size}':>13}{'':5}|" if placement else "     |"
-        out.append(row)
-        out.append(bar)
-    return "\n".join(out) + "\n"
-
-
-def _ci_profile(st: HostState, gi: H.GpuInstance, ci_profile_id: int) -> H.CiProfile:
-    return next(c for c in H.ci_profiles(st.model, st.gi_profile(gi)) if c.id == ci_profile_id)
-
-
-def format_lcip(st: HostState, rows: Sequence[tuple[int, H.GpuInstance]]) -> str:
-    """`nvidia-smi mig -lcip`: one block of rows per GI (docs/facts-extra.md 4.5 layout); `*` marks the
-    default profile; Free/Total = remaining/instanceCount."""
-    w = 88
-    bar = "+" + "-" * (w - 2) + "+"
-    out = [
-        bar,
-        "| Compute instance profiles:" + " " * (w - 29) + "|",
-        "| GPU     GPU       Name             Profile  Instances   Exclusive       Shared       |",
-        "|       Instance                       ID     Free/Total     SM       DEC   ENC   OFA  |",
-        "|         ID                                                          CE    JPEG       |",
-        "|" + "=" * (w - 2) + "|",
-    ]
-    for gpu, gi in rows:
-        for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
-            e = cp.engines
-            ft = f"{H.ci_remaining(gi, cp)}/{cp.max_count}"
-            star = "*" if cp.is_default else " "
-            out.append(
-                f"|{gpu:>4}{gi.id:>7}       {'MIG ' + cp.name:<17}{cp.id:>5}{star}     {ft:<14}"
-                f"{cp.sm or 0:<10}{e.dec or 0:<6}{e.enc or 0:<6}{e.ofa or 0:<4}|"
-            )
-            out.append(f"|{'':70}{e.ce or 0:<6}{e.jpeg or 0:<6}{'':4}|")
-            out.append(bar)
-    return "\n".join(out) + "\n"
-
-
-# --query-gpu fields: name -> (header, unit, getter). Aliases map to the canonical name.
-_QUERY_ALIASES = {
-    "gpu_name": "name",
-    "gpu_uuid": "uuid",
-    "gpu_bus_id": "pci.bus_id",
-    "mig.mode": "mig.mode.current",
-}
-
-
-def _query_value(st: HostState, g: SimGpu, field: str) -> tuple[str, str | None]:
-    """(value text, unit) of one --query-gpu field; "[N/A]" where the simulator does not know it."""
-    if field == "index":
-        return str(g.index), None
-    if field == "count":
-        return str(len(st.gpus)), None
-    if field == "name":
-        return st.product_name, None
-    if field == "uuid":
-        return g.uuid, None
-    if field == "pci.bus_id":
-        return g.bus_id, None
-    if field == "driver_version":
-        return st.driver, None
-    if field == "mig.mode.current":
-        return ("Enabled" if g.mig_current else "Disabled"), None
-    if field == "mig.mode.pending":
-        return ("Enabled" if g.mig_pending else "Disabled"), None
-    if field == "memory.total":
-        total = st.model.memory_total_mib
-        return (str(total) if total else "[N/A]"), "MiB"
-    raise KeyError(field)
-
-
-QUERY_FIELDS = ("index", "count", "name", "uuid", "pci.bus_id", "driver_version", "mig.mode.current",
-                "mig.mode.pending", "memory.total")
-
-
-def format_query(st: HostState, gpus: Sequence[int], fields: Sequence[str], noheader: bool, nounits: bool) -> str:
-    """`--query-gpu=a,b --format=csv[,noheader][,nounits]`: header `a, b` (units in brackets, e.g.
-    `memory.total [MiB]`, kept with nounits [U]), values joined with `, ` (docs/facts-extra.md 4.3)."""
-    canon = [_QUERY_ALIASES.get(f, f) for f in fields]
-    out = []
-    if not noheader:
-        heads = []
-        for f, c in zip(fields, canon):
-            unit = _query_value(st, st.gpus[0], c)[1]
-            heads.append(f"{f} [{unit}]" if unit else f)
-        out.append(", ".join(heads))
-    for i in gpus:
-        vals = []
-        for c in canon:
-            v, unit = _query_value(st, st.gpus[i], c)
-            vals.append(f"{v} {unit}" if unit and not nounits and v != "[N/A]" else v)
-        out.append(", ".join(vals))
-    return "\n".join(out) + "\n"
-
-
-def format_q(st: HostState, gpus: Sequence[int], now: float | None = None) -> str:
-    """`nvidia-smi -q`, the parts the simulator knows: header, Product Name, MIG Mode block, GPU UUID.
-    Key column 42 wide before R580, 55 from R580 (pastes in docs/facts-extra.md 4.1 and the index)."""
-    w = 55 if st.driver_version >= (580,) else 42
-
-    def kv(indent: int, key: str, value: str) -> str:
-        return " " * indent + f"{key:<{w - indent}}: {value}"
-
-    cuda = H.cuda_driver_version(st.driver_version)
-    ts = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(now))
-    out = [
-        "",
-        "==============NVSMI LOG==============",
-        "",
-        kv(0, "Timestamp", ts),
-        kv(0, "Driver Version", st.driver),
-        kv(0, "CUDA Version", f"{cuda // 1000}.{(cuda % 1000) // 10}"),
-        "",
-        kv(0, "Attached GPUs", str(len(st.gpus))),
-    ]
-    for n, i in enumerate(gpus):
-        g = st.gpus[i]
-        if n:
-            out.append("")
-        out += [
-            f"GPU {g.bus_id}",
-            kv(4, "Product Name", st.product_name),
-            "    MIG Mode",
-            kv(8, "Current", "Enabled" if g.mig_current else "Disabled"),
-            kv(8, "Pending", "Enabled" if g.mig_pending else "Disabled"),
-            kv(4, "GPU UUID", g.uuid),
-        ]
-    return "\n".join(out) + "\n\n"
-
-
-def format_main(st: HostState, gpus: Sequence[int]) -> str:
-    """The "MIG devices:" and "Processes:" blocks of plain `nvidia-smi` in the 79-column layout of
-    samples/a100-40gb_cgi-C-lgi_1.txt. Memory used is the sum of the simulated processes on the GI (real
-    drivers show a few MiB more). Process rows follow the header's columns [U: no capture with a process]."""
-    bar = "+" + "-" * 77 + "+"
-    sep = "+------------------+----------------------+-----------+-----------------------+"
-    out: list[str] = []
-    devs = [d for i in gpus for d in st.mig_devices(i)]
-    if any(st.gpus[i].mig_current for i in gpus):
-        out += [
-            bar,
-            "| MIG devices:" + " " * 64 + "|",
-            sep,
-            "| GPU  GI  CI  MIG |         Memory-Usage |        Vol|         Shared        |",
-            "|      ID  ID  Dev |                      | SM     Unc| CE  ENC  DEC  OFA  JPG|",
-            "|                  |                      |        ECC|                       |",
-            "|==================+======================+===========+=======================|",
-        ]
-        if not devs:
-            out += ["|  No MIG devices found" + " " * 55 + "|", bar]
-        for d in devs:
-            e = d.ci_profile.engines
-            used = st.used_memory_mib(d.gpu, d.gi_id)
-            out.append(
-                f"|{d.gpu:>3}{d.gi_id:>5}{d.ci_id:>4}{d.index:>4}  |{used:>7}MiB / {d.memory_mib:>5}MiB | "
-                f"{d.ci_profile.sm or 0:<8}0 |"
-                f"{e.ce or 0:>3}{e.enc or 0:>4}{e.dec or 0:>5}{e.ofa or 0:>5}{e.jpeg or 0:>5} |"
-            )
-            out.append(sep)
-        out.append("")
-    out += [
-        bar,
-        "| Processes:" + " " * 66 + "|",
-        "|  GPU   GI   CI        PID   Type   Process name                  GPU Memory |",
-        "|        ID   ID                                                   Usage      |",
-        "|" + "=" * 77 + "|",
-    ]
-    procs = [p for i in gpus for p in st.processes_on(i)]
-    if not procs:
-        out.append("|  No running processes found" + " " * 49 + "|")
-    for p in procs:
-        gi = "N/A" if p.gi is None else str(p.gi)
-        ci = "N/A" if p.ci is None else str(p.ci)
-        name = p.name if len(p.name) <= 30 else "..." + p.name[-27:]
-        out.append(f"|{p.gpu:>5}{gi:>5}{ci:>5}{p.pid:>11}{'C':>7}   {name:<30}{f'{p.used_memory_mib}MiB':>10} |")
-    out.append(bar)
-    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +206,7 @@ class _Out:
         self.stream.write(text)
 
 
-def _select_gpus(st: HostState, ids: list[str] | None) -> list[int]:
+def _select_gpus(st: SimState, ids: list[str] | None) -> list[int]:
     """-i items: index, PCI bus id (`00000000:07:00.0` or `07:00.0`) or GPU UUID."""
     if not ids:
         return list(range(len(st.gpus)))
@@ -511,7 +221,7 @@ def _select_gpus(st: HostState, ids: list[str] | None) -> list[int]:
         elif ":" in t:
             g = st.gpu_by_bus_id(t)
         if g is None:
-            raise SimError(H.NOT_FOUND, "No devices were found")
+            raise SimError(NOT_FOUND, "No devices were found")
         if g.index not in out:
             out.append(g.index)
     return out
@@ -531,12 +241,14 @@ HELP = """NVIDIA System Management Interface (simulated by migbench; state in $M
 --query-gpu fields: """ + ", ".join(QUERY_FIELDS) + "\n"
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Run the simulated nvidia-smi with `argv` (default `sys.argv[1:]`); returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def main(
+    argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None, *, state_dir: str | os.PathLike[str] | None
+) -> int:
+    """Run the simulated nvidia-smi of the host in `state_dir` with `argv`; returns the exit status.
+    (`migbench.backend.select.simulated_nvidia_smi` is its command-line entry point.)"""
+    args = list(argv)
     out = _Out(stdout or sys.stdout)
     err = stderr or sys.stderr
-    state_dir = os.environ.get(ENV)
     if not state_dir:
         err.write(NO_ENV_MESSAGE + "\n")
         return 9
@@ -597,21 +309,21 @@ def _dispatch(host: SimHost, a: _Args, out: _Out) -> int:
     return 0
 
 
-def _query_gpu(st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _query_gpu(st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     fmt = a.fmt or []
     if not fmt or fmt[0] != "csv" or any(f not in ("csv", "noheader", "nounits") for f in fmt):
         out.line(f'"{",".join(fmt)}" is not a valid format. Please run \'nvidia-smi -h\' for help.' if fmt
                  else INVALID_COMBINATION)  # [U] wording for a bad --format
         return 2
     for f in a.query_gpu or []:
-        if _QUERY_ALIASES.get(f, f) not in QUERY_FIELDS:
+        if QUERY_ALIASES.get(f, f) not in QUERY_FIELDS:
             out.line(f'Field "{f}" is not a valid field to query.')  # [U] wording
             return 2
     out.text(format_query(st, gpus, a.query_gpu or [], "noheader" in fmt, "nounits" in fmt))
     return 0
 
 
-def _set_mig(host: SimHost, st: HostState, gpus: list[int], mode: str, out: _Out) -> int:
+def _set_mig(host: SimHost, st: SimState, gpus: list[int], mode: str, out: _Out) -> int:
     """`-mig 0|1`: texts from FACTS.md d, samples/a100-40gb_mig-enable-pending-vm_1.txt,
     samples/err_mig-enable-pending_in-use_dgx_1.txt and docs/facts-extra.md 4.7."""
     if mode not in ("0", "1", "ENABLED", "DISABLED", "Enabled", "Disabled"):
@@ -628,21 +340,21 @@ def _set_mig(host: SimHost, st: HostState, gpus: list[int], mode: str, out: _Out
             out.line(f"Unable to {word} MIG Mode for GPU {bus}: {exc.reason}")
             worst = worst or exit_status(exc.code)
             continue
-        if status == H.SUCCESS:
+        if status == SUCCESS:
             out.line(f"{'Enabled' if enable else 'Disabled'} MIG Mode for GPU {bus}")
         elif not st.model.mode_change_needs_reset:
             # Hopper+ refusing because processes run: [U] no capture; nearest real pattern.
-            out.line(f"Unable to {word} MIG Mode for GPU {bus}: {H.error_string(status)}")
+            out.line(f"Unable to {word} MIG Mode for GPU {bus}: {error_string(status)}")
             worst = worst or exit_status(status)
-        elif status == H.IN_USE:
-            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{H.error_string(status)}")
+        elif status == IN_USE:
+            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{error_string(status)}")
             out.line(
                 f"{bus} is currently being used by one or more other processes (e.g. CUDA application or a "
                 "monitoring application such as another instance of nvidia-smi). Please first kill all "
                 "processes using the device and retry the command or reboot the system to make MIG mode effective."
             )
         else:
-            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{H.error_string(status)}")
+            out.line(f"Warning: MIG mode is in pending {word} state for GPU {bus}:{error_string(status)}")
             out.line(f"Reboot the system or try nvidia-smi --gpu-reset to make MIG mode effective on GPU {bus}")
     if worst:
         return worst
@@ -664,7 +376,7 @@ _IN_USE_MANY = (
 )
 
 
-def _reset(host: SimHost, st: HostState, gpus: list[int], explicit: bool, out: _Out) -> int:
+def _reset(host: SimHost, st: SimState, gpus: list[int], explicit: bool, out: _Out) -> int:
     """`-r/--gpu-reset`. One GPU: `GPU <bus> was successfully reset.` / `Resetting GPU <bus> is not
     supported.` / `GPU <bus> is currently in use by another process.` + the "1 device..." paragraph.
     Several: all or none; `The following GPUs could not be reset:` with one `  GPU <bus>: <reason>` line each
@@ -672,7 +384,7 @@ def _reset(host: SimHost, st: HostState, gpus: list[int], explicit: bool, out: _
     if not st.privileged:
         for i in gpus:
             out.line(f"Unable to reset GPU {st.gpus[i].bus_id}: Insufficient Permissions")  # [U] wording
-        return exit_status(H.NO_PERMISSION)
+        return exit_status(NO_PERMISSION)
     blockers = {i: host.reset_blocker(st, i) for i in gpus}
     failed = {i: e for i, e in blockers.items() if e is not None}
     if not failed:
@@ -686,21 +398,21 @@ def _reset(host: SimHost, st: HostState, gpus: list[int], explicit: bool, out: _
         out.line("All done.")
         return 0
     if len(gpus) == 1:
-        i, exc = next(iter(failed.items()))
+        i, err = next(iter(failed.items()))
         bus = st.gpus[i].bus_id
-        if exc.code == H.NOT_SUPPORTED:
+        if err.code == NOT_SUPPORTED:
             out.line(f"Resetting GPU {bus} is not supported.")
-        elif exc.code == H.IN_USE:
+        elif err.code == IN_USE:
             out.line(f"GPU {bus} is currently in use by another process.")
             out.line("")
             out.line(_IN_USE_ONE)
         else:
-            out.line(f"Unable to reset GPU {bus}: {exc.reason}")  # [U] wording
-        return exit_status(exc.code)
+            out.line(f"Unable to reset GPU {bus}: {err.reason}")  # [U] wording
+        return exit_status(err.code)
     out.line("The following GPUs could not be reset:")
     for i in sorted(failed):
         out.line(f"  GPU {st.gpus[i].bus_id}: {failed[i].reason}")
-    busy = sum(1 for e in failed.values() if e.code == H.IN_USE)
+    busy = sum(1 for e in failed.values() if e.code == IN_USE)
     if busy:
         out.line("")
         out.line(_IN_USE_ONE if busy == 1 else _IN_USE_MANY.format(n=busy))
@@ -710,7 +422,7 @@ def _reset(host: SimHost, st: HostState, gpus: list[int], explicit: bool, out: _
 # -- mig subcommand ------------------------------------------------------------------------------------
 
 
-def _mig(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _mig(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if a.help:
         out.text(HELP)
         return 0
@@ -744,24 +456,24 @@ def _no_permission(out: _Out, what: str, extra: str | None = None) -> int:
     out.line(f"Failed to display {what}: Insufficient Permissions")
     if extra:
         out.line(extra)
-    return exit_status(H.NO_PERMISSION)
+    return exit_status(NO_PERMISSION)
 
 
-def _lgip(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _lgip(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if not st.privileged:  # [U] wording (pattern of the -lgi/-lci refusals)
         return _no_permission(out, "GPU instance profiles")
     out.text(format_lgip(st, gpus))
     return 0
 
 
-def _lgipp(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _lgipp(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if not st.privileged:  # [U] wording
         return _no_permission(out, "GPU instance possible placements")
     out.text(format_lgipp(st, gpus))
     return 0
 
 
-def _gi_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None) -> list[tuple[int, H.GpuInstance]]:
+def _gi_rows(st: SimState, gpus: list[int], gi_filter: list[int] | None) -> list[tuple[int, GpuInstance]]:
     rows = []
     for i in gpus:
         for gi in sorted_gis(st, st.gpus[i]):
@@ -770,19 +482,19 @@ def _gi_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None) -> lis
     return rows
 
 
-def _lgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _lgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if not st.privileged:  # docs/facts-extra.md 4.11 [P]
         return _no_permission(out, "GPU instances", "No GPU instances found: Insufficient Permissions")
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
         out.line("No GPU instances found: Not Found")
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     out.text(format_lgi(st, rows))
     return 0
 
 
-def _ci_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None,
-             ci_filter: list[int] | None) -> list[tuple[int, H.GpuInstance, H.ComputeInstance]]:
+def _ci_rows(st: SimState, gpus: list[int], gi_filter: list[int] | None,
+             ci_filter: list[int] | None) -> list[tuple[int, GpuInstance, ComputeInstance]]:
     rows = []
     for i, gi in _gi_rows(st, gpus, gi_filter):
         for ci in sorted(gi.compute_instances, key=lambda c: c.id):
@@ -791,29 +503,29 @@ def _ci_rows(st: HostState, gpus: list[int], gi_filter: list[int] | None,
     return rows
 
 
-def _lci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _lci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if not st.privileged:  # Project-HAMi/HAMi#1044 [V]
         return _no_permission(out, "compute instances")
     rows = _ci_rows(st, gpus, a.gi, a.ci)
     if not rows:
         out.line("No compute instances found: Not Found")
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     out.text(format_lci(st, rows))
     return 0
 
 
-def _lcip(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _lcip(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     if not st.privileged:  # [U] wording
         return _no_permission(out, "compute instance profiles")
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
         out.line("No GPU instances found: Not Found")  # [U]
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     out.text(format_lcip(st, rows))
     return 0
 
 
-def _resolve_gi_profile(st: HostState, token: str) -> tuple[Profile | None, int | None]:
+def _resolve_gi_profile(st: SimState, token: str) -> tuple[Profile | None, int | None]:
     """A -cgi item -> (profile or None if unknown, explicit start or None). Items: `9`, `3g.20gb`,
     `MIG 3g.20gb`, and `<profile>:<start>` (placement syntax [U, strong]: FACTS.md d, docs/facts-extra.md
     5.2; not in NVIDIA's own help text as read)."""
@@ -833,7 +545,7 @@ def _resolve_gi_profile(st: HostState, token: str) -> tuple[Profile | None, int 
     return None, start
 
 
-def _cgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _cgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`-cgi <list> [-C]`: one line per created GI (and CI); on the first failure the `Unable to create a
     GPU instance ...` and `Failed to create GPU instances: <reason>` lines (samples), then stop [U: whether
     nvidia-smi goes on with later items is unknown]."""
@@ -842,7 +554,7 @@ def _cgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> 
         raise _Usage("-cgi needs profiles")
 
     def fail(gpu: int, label: str, reason: str, code: int) -> int:
-        out.line(f"Unable to create a GPU instance on GPU {_n2(gpu)} using profile {label}: {reason}")
+        out.line(f"Unable to create a GPU instance on GPU {n2(gpu)} using profile {label}: {reason}")
         out.line(f"Failed to create GPU instances: {reason}")
         return exit_status(code)
 
@@ -850,51 +562,51 @@ def _cgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> 
         for item in items:
             prof, start = _resolve_gi_profile(st, item)
             if prof is None:
-                return fail(gpu, item.strip(), H.error_string(H.INVALID_ARGUMENT), H.INVALID_ARGUMENT)
+                return fail(gpu, item.strip(), error_string(INVALID_ARGUMENT), INVALID_ARGUMENT)
             try:
                 gi = host.create_gpu_instance(gpu, prof.id, start=start)
             except SimError as exc:
                 return fail(gpu, str(prof.id), exc.reason, exc.code)
             out.line(
-                f"Successfully created GPU instance ID {_n2(gi.id)} on GPU {_n2(gpu)} using profile "
-                f"{prof.full_name} (ID {_n2(prof.id)})"
+                f"Successfully created GPU instance ID {n2(gi.id)} on GPU {n2(gpu)} using profile "
+                f"{prof.full_name} (ID {n2(prof.id)})"
             )
             if a.default_ci:
                 try:
                     ci = host.create_compute_instance(gpu, gi.id)
                 except SimError as exc:
                     out.line(
-                        f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                        f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
                         f"using default profile: {exc.reason}"
                     )  # [U] wording
                     out.line(f"Failed to create compute instances: {exc.reason}")
                     return exit_status(exc.code)
-                cp = _ci_profile(host.read(), gi, ci.profile_id)
+                cp = ci_profile_of(host.read(), gi, ci.profile_id)
                 out.line(
-                    f"Successfully created compute instance ID {_n2(ci.id)} on GPU {_n2(gpu)} GPU instance ID "
-                    f"{_n2(gi.id)} using profile MIG {cp.name} (ID {_n2(cp.id)})"
+                    f"Successfully created compute instance ID {n2(ci.id)} on GPU {n2(gpu)} GPU instance ID "
+                    f"{n2(gi.id)} using profile MIG {cp.name} (ID {n2(cp.id)})"
                 )
     return 0
 
 
-def _resolve_ci_profile(st: HostState, gi: H.GpuInstance, token: str) -> H.CiProfile | None:
+def _resolve_ci_profile(st: SimState, gi: GpuInstance, token: str) -> CiProfile | None:
     t = token.strip()
     if t.upper().startswith("MIG "):
         t = t[4:].strip()
-    for cp in H.ci_profiles(st.model, st.gi_profile(gi)):
+    for cp in ci_profiles(st.model, st.gi_profile(gi)):
         if (t.isdigit() and cp.id == int(t)) or cp.name == t:
             return cp
     return None
 
 
-def _cci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _cci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`[-gi N] -cci [<list>]`: no list = the default (`*`) CI profile (FACTS.md c). Success line as in
     FACTS.md d; the failure lines follow the -cgi pattern [U]."""
-    items = [x for x in (a.cci or "").split(",") if x.strip()] or [None]
+    items: list[str | None] = [x for x in (a.cci or "").split(",") if x.strip()] or [None]
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
         out.line("No GPU instances found: Not Found")  # [U]
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     for gpu, gi in rows:
         for item in items:
             cur = host.read()
@@ -902,76 +614,72 @@ def _cci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> 
             if g is None:
                 continue
             if item is None:
-                cp = next(c for c in H.ci_profiles(cur.model, cur.gi_profile(g)) if c.is_default)
+                cp = next(c for c in ci_profiles(cur.model, cur.gi_profile(g)) if c.is_default)
             else:
                 found = _resolve_ci_profile(cur, g, item)
                 if found is None:
-                    reason = H.error_string(H.INVALID_ARGUMENT)
-                    out.line(f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                    reason = error_string(INVALID_ARGUMENT)
+                    out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
                              f"using profile {item.strip()}: {reason}")
                     out.line(f"Failed to create compute instances: {reason}")
-                    return exit_status(H.INVALID_ARGUMENT)
+                    return exit_status(INVALID_ARGUMENT)
                 cp = found
             try:
                 ci = host.create_compute_instance(gpu, gi.id, cp.id)
             except SimError as exc:
-                out.line(f"Unable to create a compute instance on GPU {_n2(gpu)} GPU instance ID {_n2(gi.id)} "
+                out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
                          f"using profile {cp.id}: {exc.reason}")
                 out.line(f"Failed to create compute instances: {exc.reason}")
                 return exit_status(exc.code)
             out.line(
-                f"Successfully created compute instance ID {_n2(ci.id)} on GPU {_n2(gpu)} GPU instance ID "
-                f"{_n2(gi.id)} using profile MIG {cp.name} (ID {_n2(cp.id)})"
+                f"Successfully created compute instance ID {n2(ci.id)} on GPU {n2(gpu)} GPU instance ID "
+                f"{n2(gi.id)} using profile MIG {cp.name} (ID {n2(cp.id)})"
             )
     return 0
 
 
-def _dci(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _dci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`-dci`: `Successfully destroyed compute instance ID  0 from GPU  0 GPU instance ID  7` per CI, in -lgi
     order (docs/facts-extra.md 4.7); a busy CI prints `Unable to destroy compute instance ID ...: In use by
     another client` and `Failed to destroy compute instances: ...` (NVIDIA/DCGM#95, capitalised like the GI
     variant) and stops [U]."""
     if not st.privileged:
         out.line("Failed to destroy compute instances: Insufficient Permissions")  # [U]
-        return exit_status(H.NO_PERMISSION)
+        return exit_status(NO_PERMISSION)
     rows = _ci_rows(st, gpus, a.gi, a.ci)
     if not rows:
         out.line("No compute instances found: Not Found")  # [U] for -dci
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     for gpu, gi, ci in rows:
         try:
             host.destroy_compute_instance(gpu, gi.id, ci.id)
         except SimError as exc:
-            out.line(f"Unable to destroy compute instance ID {_n2(ci.id)} from GPU {_n2(gpu)} GPU instance ID "
-                     f"{_n2(gi.id)}: {exc.reason}")
+            out.line(f"Unable to destroy compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID "
+                     f"{n2(gi.id)}: {exc.reason}")
             out.line(f"Failed to destroy compute instances: {exc.reason}")
             return exit_status(exc.code)
-        out.line(f"Successfully destroyed compute instance ID {_n2(ci.id)} from GPU {_n2(gpu)} GPU instance ID "
-                 f"{_n2(gi.id)}")
+        out.line(f"Successfully destroyed compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID "
+                 f"{n2(gi.id)}")
     return 0
 
 
-def _dgi(host: SimHost, st: HostState, gpus: list[int], a: _Args, out: _Out) -> int:
+def _dgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`-dgi`: `Successfully destroyed GPU instance ID  7 from GPU  0`; busy: `Unable to destroy GPU instance
     ID  1 from GPU  0: In use by another client` + `Failed to destroy GPU instances: ...`
     (docs/facts-extra.md 4.7, 4.8), then stop [U]."""
     if not st.privileged:
         out.line("Failed to destroy GPU instances: Insufficient Permissions")  # [U]
-        return exit_status(H.NO_PERMISSION)
+        return exit_status(NO_PERMISSION)
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
         out.line("No GPU instances found: Not Found")
-        return exit_status(H.NOT_FOUND)
+        return exit_status(NOT_FOUND)
     for gpu, gi in rows:
         try:
             host.destroy_gpu_instance(gpu, gi.id)
         except SimError as exc:
-            out.line(f"Unable to destroy GPU instance ID {_n2(gi.id)} from GPU {_n2(gpu)}: {exc.reason}")
+            out.line(f"Unable to destroy GPU instance ID {n2(gi.id)} from GPU {n2(gpu)}: {exc.reason}")
             out.line(f"Failed to destroy GPU instances: {exc.reason}")
             return exit_status(exc.code)
-        out.line(f"Successfully destroyed GPU instance ID {_n2(gi.id)} from GPU {_n2(gpu)}")
+        out.line(f"Successfully destroyed GPU instance ID {n2(gi.id)} from GPU {n2(gpu)}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Which driver migbench talks to: the host's NVIDIA driver, or the simulated one.
+
+The one place that reads `MIGBENCH_SIM` (the simulated host's state directory, made with `migbench
+sim init`) and the only way into `migbench.backend.sim` for the rest of migbench: readers and
+writers for the current host, the live profile tables, the simulated nvidia-smi as a subprocess,
+and attaching a launched run's process to its simulated MIG device.
+
+`python -m migbench.backend.select ARGS` (and the `migbench-nvidia-smi` console script) is the
+simulated nvidia-smi of the host in `$MIGBENCH_SIM`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from migbench.backend.base import Backend, HostState
+from migbench.errors import HardwareError, MigbenchError
+
+if TYPE_CHECKING:
+    from migbench.backend.nvml import NvmlReader
+    from migbench.catalog import GpuModel
+
+SIM_ENV = "MIGBENCH_SIM"
+"""The environment variable naming the simulated host's state directory."""
+
+SIM_HINT = "create one with `migbench sim init DIR --gpu A100-SXM4-80GB --count 2` and `export MIGBENCH_SIM=DIR`"
+
+
+def sim_dir() -> Path | None:
+    """The simulated host's state directory, if `MIGBENCH_SIM` is set."""
+    v = os.environ.get(SIM_ENV)
+    return Path(v).resolve() if v else None
+
+
+def use_simulated_host(path: str | os.PathLike[str] | None) -> None:
+    """Point this process, and every process it starts (shims, runs, nvidia-smi), at the simulated
+    host in `path` (absolute, so children started elsewhere find it); None points back at the driver."""
+    if path is None:
+        os.environ.pop(SIM_ENV, None)
+    else:
+        os.environ[SIM_ENV] = str(Path(path).resolve())
+    live_models.cache_clear()
+
+
+def _install_sim(path: Path) -> None:
+    from migbench.backend.sim import fake_nvml
+
+    if not (path / "host.json").is_file():
+        raise MigbenchError(f"{SIM_ENV}={path} is not a simulated host", hint=SIM_HINT.replace("DIR", str(path)))
+    fake_nvml.install(str(path))
+
+
+def reader() -> NvmlReader:
+    """An NVML reader for the current host (the simulated driver under `MIGBENCH_SIM`)."""
+    from migbench.backend.nvml import NvmlReader
+
+    sim = sim_dir()
+    if sim is not None:
+        _install_sim(sim)
+        return NvmlReader(simulated=True)
+    return NvmlReader()
+
+
+def read_host() -> HostState:
+    r = reader()
+    try:
+        return r.read()
+    finally:
+        r.close()
+
+
+def read_host_if_available() -> HostState | None:
+    """The host's state, or None when there is no NVIDIA driver (and no simulated host)."""
+    if sim_dir() is not None:
+        return read_host()
+    try:
+        return read_host()
+    except (HardwareError, OSError):
+        return None
+
+
+@cache
+def live_models() -> dict[str, GpuModel]:
+    """The profile tables NVML reports per model (real or simulated); {} without a driver. Whenever
+    they are reachable they replace the built-in catalogue's, so a driver's real memory wins."""
+    host = read_host_if_available()
+    if host is None:
+        return {}
+    return {g.model.key: g.model for g in host.gpus if g.model is not None}
+
+
+def host_models() -> list[tuple[int, GpuModel]]:
+    """(index, live model) of every MIG-capable GPU the host has; [] without a driver."""
+    host = read_host_if_available()
+    if host is None:
+        return []
+    return [(g.index, g.model) for g in host.gpus if g.model is not None]
+
+
+def simulated_privileges(state: Path) -> Callable[[], None]:
+    """The simulated host's answer to "may this caller change MIG configuration?" (raises if not)."""
+
+    def check() -> None:
+        from migbench.backend.sim.host import load_host
+
+        if not load_host(state).privileged:
+            raise MigbenchError(
+                "changing MIG configuration needs root privileges (the simulated host runs unprivileged)",
+                hint="run with sudo on a real host; on the simulator: migbench sim set --privileged",
+            )
+
+    return check
+
+
+def sim_smi_command() -> list[str]:
+    """How to run the simulated nvidia-smi as a real subprocess."""
+    return [sys.executable, "-m", "migbench.backend.select"]
+
+
+def open_backend(*, dry_run: bool = False) -> Backend:
+    """A Backend (reader + writer + lock path) for the current host, real or simulated."""
+    from migbench.backend.smi_writer import SmiWriter
+
+    sim = sim_dir()
+    if sim is not None:
+        r = reader()
+        w = SmiWriter(dry_run=dry_run, smi_cmd=sim_smi_command(), env={SIM_ENV: str(sim)}, privileges=simulated_privileges(sim))
+        return Backend(r, w, True, f"simulated host {sim}", str(sim / "apply.lock"))
+    r = reader()
+    w = SmiWriter(dry_run=dry_run)
+    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() and os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+    return Backend(r, w, False, "this host's NVIDIA driver", str(lock_dir / "migbench-apply.lock"))
+
+
+def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
+    """Under the simulated driver, put a launched run's process on its MIG device with 0 MiB (so it
+    shows in NVML process lists and blocks the instance's destruction, as a CUDA process does on a
+    real GPU). A no-op on a real host. Returns an error text, or None."""
+    sim = sim_dir()
+    if sim is None or not mig_uuid:
+        return None
+    try:
+        from migbench.backend.sim.host import SimHost
+
+        SimHost(sim).attach(mig_uuid, pid, 0, name=name)
+    except Exception as exc:  # noqa: BLE001 - the run itself will meet the same problem; report and go on
+        return f"simulated attach of PID {pid} to {mig_uuid} failed: {exc}"
+    return None
+
+
+def init_simulated_host(path: str | os.PathLike[str], model: str, count: int, driver: str | None = None) -> Path:
+    """Create a simulated host of `count` GPUs of `model` with MIG off (as `migbench sim init`)."""
+    from migbench.backend.sim.host import init_host
+
+    return init_host(path, model, count, driver=driver).dir
+
+
+def is_simulated_host(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / "host.json").is_file()
+
+
+def simulated_nvidia_smi(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """The simulated nvidia-smi of the host in `$MIGBENCH_SIM` (the `migbench-nvidia-smi` script)."""
+    from migbench.backend.sim import smi_cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return smi_cli.main(args, stdout=stdout, stderr=stderr, state_dir=os.environ.get(SIM_ENV))
+
+
+def main() -> None:  # the console script
+    sys.exit(simulated_nvidia_smi())
+
+
+if __name__ == "__main__":
+    main()

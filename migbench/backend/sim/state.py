@@ -1,0 +1,328 @@
+"""The simulated host's state, as stored in `host.json`: GPUs, GPU and compute instances, processes,
+clients, pending faults; the MIG devices derived from them; process liveness and identities (UUIDs,
+bus ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from migbench.backend.sim.errors import INVALID_ARGUMENT, SimError
+from migbench.backend.sim.rules import CiProfile, choose_gpu_instance_start, ci_profiles, display_name, resolve_model, uses_new_mig_uuids
+from migbench.catalog import (
+    DriverVersion,
+    GpuModel,
+    Placement,
+    Profile,
+    parse_driver,
+)
+from migbench.errors import MigbenchError
+
+STATE_FILE = "host.json"
+LOCK_FILE = "host.lock"
+STATE_VERSION = 1
+
+# ---------------------------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComputeInstance:
+    """A compute instance: `id` unique within its GI, placed at `start` over `size` compute slices."""
+
+    id: int
+    profile_id: int
+    start: int
+    size: int
+    uuid: str
+    serial: int
+
+
+@dataclass
+class GpuInstance:
+    """A GPU instance: `id` as the driver numbers it, at memory slices `start`..`start+size-1`."""
+
+    id: int
+    profile_id: int
+    start: int
+    size: int
+    serial: int
+    compute_instances: list[ComputeInstance] = field(default_factory=list)
+
+    def ci(self, ci_id: int) -> ComputeInstance | None:
+        return next((c for c in self.compute_instances if c.id == ci_id), None)
+
+
+@dataclass
+class SimProcess:
+    """A (real, local) process using a simulated device; `gi`/`ci` are None on a non-MIG GPU."""
+
+    pid: int
+    create_time: float
+    gpu: int
+    gi: int | None
+    ci: int | None
+    used_memory_mib: int
+    name: str
+
+
+@dataclass
+class Fault:
+    """Make the `remaining`-th next call of `op` (or any mutating op for "*") fail with NVML `code`."""
+
+    op: str
+    remaining: int
+    code: int
+
+
+@dataclass
+class SimGpu:
+    index: int
+    uuid: str
+    bus_id: str
+    mig_current: bool
+    mig_pending: bool
+    clients: list[str] = field(default_factory=list)
+    gpu_instances: list[GpuInstance] = field(default_factory=list)
+
+    def gi(self, gi_id: int) -> GpuInstance | None:
+        return next((g for g in self.gpu_instances if g.id == gi_id), None)
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """A MIG device (one compute instance) as NVML and nvidia-smi show it. `index` is per parent GPU,
+    in (GI id, CI id) order; `memory_mib` is the GI profile's memory (the CIs of a GI share it)."""
+
+    gpu: int
+    index: int
+    gi_id: int
+    ci_id: int
+    uuid: str
+    name: str
+    gi_profile: Profile
+    ci_profile: CiProfile
+    memory_mib: int
+    serial: int
+
+
+@dataclass
+class SimState:
+    """Everything in `host.json`."""
+
+    model_key: str
+    driver: str
+    seed: int
+    vm: bool
+    privileged: bool
+    gpus: list[SimGpu]
+    processes: list[SimProcess] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    serial: int = 0
+    version: int = STATE_VERSION
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def model(self) -> GpuModel:
+        return resolve_model(self.model_key, self.driver)
+
+    @property
+    def driver_version(self) -> DriverVersion:
+        v = parse_driver(self.driver)
+        assert v is not None
+        return v
+
+    @property
+    def product_name(self) -> str:
+        return display_name(self.model, self.driver_version)
+
+    @property
+    def reset_possible(self) -> bool:
+        """False in VM passthrough, where `nvidia-smi --gpu-reset` is not supported (FACTS.md d)."""
+        return not self.vm
+
+    def gpu(self, index: int) -> SimGpu:
+        if not 0 <= index < len(self.gpus):
+            raise SimError(INVALID_ARGUMENT, f"there is no GPU {index} (the host has {len(self.gpus)})")
+        return self.gpus[index]
+
+    def gpu_by_uuid(self, uuid: str) -> SimGpu | None:
+        return next((g for g in self.gpus if g.uuid.lower() == uuid.lower()), None)
+
+    def gpu_by_bus_id(self, bus_id: str) -> SimGpu | None:
+        want = _norm_bus_id(bus_id)
+        return next((g for g in self.gpus if _norm_bus_id(g.bus_id) == want), None)
+
+    def gi_profile(self, gi: GpuInstance) -> Profile:
+        return self.model.profile_by_id(gi.profile_id)
+
+    def processes_on(self, gpu: int, gi: int | None = None, ci: int | None = None) -> list[SimProcess]:
+        out = [p for p in self.processes if p.gpu == gpu]
+        if gi is not None:
+            out = [p for p in out if p.gi == gi]
+        if ci is not None:
+            out = [p for p in out if p.ci == ci]
+        return sorted(out, key=lambda p: (p.gi if p.gi is not None else -1, p.ci if p.ci is not None else -1, p.pid))
+
+    def placements(self, gpu: int) -> list[Placement]:
+        g = self.gpu(gpu)
+        return [Placement(self.gi_profile(gi).name, gi.start) for gi in g.gpu_instances]
+
+    def mig_devices(self, gpu: int) -> list[MigDevice]:
+        """The MIG devices of GPU `gpu`, ordered (GI id, CI id) with their per-GPU index."""
+        g = self.gpu(gpu)
+        if not g.mig_current:
+            return []
+        out: list[MigDevice] = []
+        for gi in sorted(g.gpu_instances, key=lambda x: x.id):
+            prof = self.gi_profile(gi)
+            cps = {c.id: c for c in ci_profiles(self.model, prof)}
+            for ci in sorted(gi.compute_instances, key=lambda x: x.id):
+                cp = cps[ci.profile_id]
+                out.append(
+                    MigDevice(
+                        gpu=gpu, index=len(out), gi_id=gi.id, ci_id=ci.id, uuid=ci.uuid, name=cp.name,
+                        gi_profile=prof, ci_profile=cp, memory_mib=int(prof.memory_mib or 0), serial=ci.serial,
+                    )
+                )
+        return out
+
+    def all_mig_devices(self) -> list[MigDevice]:
+        return [d for g in self.gpus for d in self.mig_devices(g.index)]
+
+    def find_mig_device(self, uuid: str) -> MigDevice | None:
+        u = uuid.strip()
+        return next((d for d in self.all_mig_devices() if d.uuid == u), None)
+
+    def gpu_memory_mib(self, gpu: int) -> int:
+        """Total memory of a whole GPU: the catalogue's `memory_total_mib` when it knows it, else the
+        largest profile's memory [U: a lower bound; the catalogue lacks the full-GPU figure]."""
+        m = self.model
+        return int(m.memory_total_mib or m.max_memory_mib())
+
+    def used_memory_mib(self, gpu: int, gi: int | None = None) -> int:
+        return sum(p.used_memory_mib for p in self.processes_on(gpu, gi))
+
+    def remaining_capacity(self, gpu: int, profile: Profile) -> int:
+        """How many more GIs of `profile` fit, created one after another with driver-chosen placements
+        (`nvmlDeviceGetGpuInstanceRemainingCapacity`; nvidia-smi -lgip Free)."""
+        existing = self.placements(gpu)
+        n = 0
+        while True:
+            s = choose_gpu_instance_start(self.model, existing, profile)
+            if s is None:
+                return n
+            existing = existing + [Placement(profile.name, s)]
+            n += 1
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SimState:
+        if d.get("version") != STATE_VERSION:
+            raise MigbenchError(
+                f"simulated host state has version {d.get('version')!r}, expected {STATE_VERSION}",
+                hint="re-create it with `migbench sim init`",
+            )
+        gpus = []
+        for g in d["gpus"]:
+            gis = []
+            for gi in g.get("gpu_instances", []):
+                cis = [ComputeInstance(**c) for c in gi.get("compute_instances", [])]
+                gis.append(GpuInstance(**{**gi, "compute_instances": cis}))
+            gpus.append(SimGpu(**{**g, "gpu_instances": gis}))
+        return cls(
+            model_key=d["model_key"], driver=d["driver"], seed=int(d["seed"]), vm=bool(d["vm"]),
+            privileged=bool(d["privileged"]), gpus=gpus,
+            processes=[SimProcess(**p) for p in d.get("processes", [])],
+            faults=[Fault(**f) for f in d.get("faults", [])], serial=int(d.get("serial", 0)),
+            version=int(d["version"]),
+        )
+
+
+def _norm_bus_id(bus_id: str) -> str:
+    """`00000000:07:00.0`, `0000:07:00.0` and `07:00.0` compare equal."""
+    parts = bus_id.strip().upper().split(":")
+    if len(parts) == 3:
+        parts = parts[1:]
+    return ":".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Process liveness
+# ---------------------------------------------------------------------------------------------
+
+
+def process_create_time(pid: int) -> float | None:
+    """The start time of a live local process, or None when it does not exist (or is a zombie)."""
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def _alive(proc: SimProcess) -> bool:
+    t = process_create_time(proc.pid)
+    return t is not None and abs(t - proc.create_time) < 0.05
+
+
+def prune_dead(state: SimState) -> bool:
+    """Drop processes whose local PID has died (or was reused by another process). True if any went."""
+    keep = [p for p in state.processes if _alive(p)]
+    changed = len(keep) != len(state.processes)
+    state.processes = keep
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity: UUIDs, bus ids
+# ---------------------------------------------------------------------------------------------
+
+
+def gpu_uuid_of(seed: int, key: str, index: int) -> str:
+    h = hashlib.sha256(f"migbench-sim:{seed}:{key}:{index}".encode()).hexdigest()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def bus_id_of(index: int, vm: bool) -> str:
+    if vm:
+        # VM passthrough: devices on bus 0, like the pending-vm sample's 00000000:00:03.0.
+        return f"00000000:00:{3 + index:02X}.0"
+    # Bare metal: the PCI buses of an 8-GPU HGX/DGX A100 board, then further buses.
+    buses = [0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD]
+    bus = buses[index] if index < len(buses) else 0xC0 + (index - len(buses)) * 2
+    return f"00000000:{bus:02X}:00.0"
+
+
+def mig_uuid_of(state: SimState, gpu: SimGpu, gi_id: int, ci_id: int, serial: int) -> str:
+    """R470+: `MIG-` + a UUIDv5 (new per creation: the creation serial is hashed in); before R470 the
+    `MIG-GPU-<gpu uuid>/<gi>/<ci>` form (FACTS.md d [V])."""
+    if not uses_new_mig_uuids(state.driver_version):
+        return f"MIG-{gpu.uuid}/{gi_id}/{ci_id}"
+    ns = uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"migbench-sim:{state.seed}:{gpu.uuid}")
+    return "MIG-" + str(uuidlib.uuid5(ns, f"{gi_id}/{ci_id}/{serial}"))
+
+
+def ci_remaining(gi: GpuInstance, cp: CiProfile) -> int:
+    """How many more compute instances of `cp` fit in `gi`, lowest free start first [U]
+    (`nvmlGpuInstanceGetComputeInstanceRemainingCapacity`, the -lcip Free column)."""
+    used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
+    n = sum(1 for c in gi.compute_instances if c.profile_id == cp.id)
+    free = 0
+    for s in cp.starts:
+        span = set(range(s, s + cp.slices))
+        if not span & used and n + free < cp.max_count:
+            used |= span
+            free += 1
+    return free

@@ -1,0 +1,263 @@
+"""The catalogue: the built-in file plus the user's, resolved per driver.
+
+The built-in data lives in `migbench/catalog/data/catalog.yaml` (sourced, with unverified values marked). A
+user catalogue (`$MIGBENCH_CATALOG`, default `~/.config/migbench/catalog.yaml`, same format) adds
+models taught with `migbench catalog import`. When NVML is reachable, `migbench.backend` builds a
+`GpuModel` from the live profile table instead, so a driver's real memory sizes and placements
+always win over this file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, parse_driver
+from migbench.errors import InputError, MigbenchError
+
+
+def user_catalog_path() -> Path:
+    env = os.environ.get("MIGBENCH_CATALOG")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "migbench" / "catalog.yaml"
+
+
+def _norm(name: str) -> str:
+    n = name.strip().upper()
+    if n.startswith("NVIDIA "):
+        n = n[len("NVIDIA ") :]
+    return re.sub(r"[\s_]+", "-", n)
+
+
+@dataclass
+class Catalog:
+    """Raw model specs (as in the YAML) keyed by model key; resolve with `model()`."""
+
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, user_path: Path | None = None, include_user: bool = True) -> Catalog:
+        cat = cls()
+        builtin = yaml.safe_load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
+        cat._add_doc(builtin, "builtin")
+        if include_user:
+            path = user_path or user_catalog_path()
+            if path.exists():
+                try:
+                    doc = yaml.safe_load(path.read_text())
+                except yaml.YAMLError as exc:
+                    raise InputError(
+                        f"the user catalogue {path} is not valid YAML: {exc}",
+                        hint="fix or delete it; `migbench catalog import` rewrites it",
+                    ) from exc
+                cat._add_doc(doc or {}, "user", source=str(path))
+        return cat
+
+    def _add_doc(self, doc: dict[str, Any], origin: str, source: str = "") -> None:
+        if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("models"), dict):
+            raise InputError(
+                f"catalogue {source or origin} must be a mapping with `version: 1` and `models:`",
+                hint="regenerate it with `migbench catalog import`",
+            )
+        for key, spec in doc["models"].items():
+            spec = dict(spec)
+            if "same_as" in spec:
+                base = dict(self.specs.get(spec["same_as"]) or doc["models"].get(spec["same_as"]) or {})
+                if not base:
+                    raise InputError(f"catalogue model {key}: same_as {spec['same_as']!r} is unknown")
+                base.update({k: v for k, v in spec.items() if k != "same_as"})
+                base["same_as"] = spec["same_as"]
+                spec = base
+            self.specs[key] = spec
+            self.origins[key] = origin
+
+    def keys(self) -> list[str]:
+        return sorted(self.specs)
+
+    def find_key(self, name: str) -> str | None:
+        """Match a model key or an NVML/nvidia-smi product name (with or without `NVIDIA `)."""
+        if name in self.specs:
+            return name
+        want = _norm(name)
+        for key in sorted(self.specs):
+            if _norm(key) == want or any(_norm(n) == want for n in self.specs[key].get("names", [])):
+                return key
+        return None
+
+    def find_by_pci(self, pci_device_id: int) -> str | None:
+        dev = pci_device_id >> 16 if pci_device_id > 0xFFFF else pci_device_id
+        for key in sorted(self.specs):
+            if dev in self.specs[key].get("pci_device_ids", []):
+                return key
+        return None
+
+    def model(self, name: str, driver: str | DriverVersion | None = None) -> GpuModel:
+        key = self.find_key(name)
+        if key is None:
+            raise MigbenchError(
+                f"unknown GPU model {name!r}",
+                hint="known models: " + ", ".join(self.keys())
+                + "; teach a new one with `migbench catalog import lgip.txt lgipp.txt --name MODEL`",
+            )
+        drv = parse_driver(driver) if isinstance(driver, str) else driver
+        return _resolve(key, self.specs[key], drv, self.origins[key])
+
+
+def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origin: str) -> GpuModel:
+    profiles = []
+    for ps in spec.get("profiles", []):
+        since = parse_driver(ps.get("since"))
+        if driver is not None and since is not None and driver < since:
+            continue
+        mib, src, exact = _pick_memory(ps.get("memory_mib") or [], driver)
+        unv = list(ps.get("unverified", []))
+        if mib is not None and not exact and "memory" not in unv:
+            unv.append("memory")
+        eng = ps.get("engines") or {}
+        profiles.append(
+            Profile(
+                name=ps["name"],
+                id=int(ps["id"]),
+                compute_slices=int(ps["compute"]),
+                memory_slices=int(ps["memory_slices"]),
+                max_count=int(ps["max"]),
+                starts=tuple(int(s) for s in ps["starts"]),
+                memory_mib=mib,
+                media=bool(ps.get("media", False)),
+                engines=Engines(**{k: eng.get(k) for k in ("sm", "ce", "dec", "enc", "jpeg", "ofa")}),
+                memory_source=src,
+                unverified=tuple(unv),
+                since=since,
+            )
+        )
+    rules = tuple(
+        Rule(tuple(r["profiles"]), parse_driver(r["before"]) or (0,), r.get("source", ""))
+        for r in spec.get("rules", [])
+        if r.get("kind") == "forbid_together"
+    )
+    return GpuModel(
+        key=key,
+        names=tuple(spec.get("names", [])),
+        architecture=spec.get("architecture", "unknown"),
+        memory_slices=int(spec["memory_slices"]),
+        compute_slices=int(spec["compute_slices"]),
+        profiles=tuple(profiles),
+        pci_device_ids=tuple(int(x) for x in spec.get("pci_device_ids", [])),
+        driver=driver,
+        origin=origin,
+        sources=tuple(spec.get("sources", [])),
+        unverified=tuple(spec.get("unverified", [])),
+        rules=rules,
+        memory_total_mib=spec.get("memory_total_mib"),
+    )
+
+
+def _pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tuple[int | None, str, bool]:
+    """Choose the memory observation for `driver`: newest not newer than it, else the oldest.
+
+    Returns (MiB, a description of where it came from, whether it matches the driver's branch).
+    """
+    if not obs:
+        return None, "no source gives this profile's memory", False
+    rows = sorted(((parse_driver(o["driver"]) or (0,), o) for o in obs), key=lambda r: r[0])
+    if driver is None:
+        v, o = rows[-1]
+        return int(o["mib"]), f"catalogue, observed on driver {o['driver']} (newest known)", True
+    older = [r for r in rows if r[0] <= driver]
+    v, o = older[-1] if older else rows[0]
+    exact = v[0] == driver[0]
+    how = "same branch" if exact else "nearest observation, other branch"
+    return int(o["mib"]), f"catalogue, observed on driver {o['driver']} ({how})", exact
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The built-in catalogue plus the user's file (cached per process)."""
+    return Catalog.load()
+
+
+def spec_from_model(model: GpuModel, *, driver_label: str | None, sources: Sequence[str]) -> dict[str, Any]:
+    """The catalogue-YAML form of a model (what `catalog import` writes to the user file)."""
+    drv = driver_label or "0"
+    profiles = []
+    for p in model.profiles:
+        e = {k: v for k, v in vars(p.engines).items() if v is not None}
+        profiles.append(
+            {
+                "name": p.name,
+                "id": p.id,
+                "compute": p.compute_slices,
+                "memory_slices": p.memory_slices,
+                "max": p.max_count,
+                "starts": list(p.starts),
+                **({"media": True} if p.media else {}),
+                "engines": e,
+                "memory_mib": [{"driver": drv, "mib": p.memory_mib, "note": "from -lgip text (0.01 GiB precision, rounded down)"}],
+            }
+        )
+    return {
+        "names": list(model.names),
+        "pci_device_ids": list(model.pci_device_ids),
+        "architecture": model.architecture,
+        "memory_slices": model.memory_slices,
+        "compute_slices": model.compute_slices,
+        "sources": list(sources),
+        "profiles": profiles,
+        "unverified": ["imported from nvidia-smi text; memory exact to 0.01 GiB only"]
+        + ([] if driver_label else ["driver version not given at import"]),
+    }
+
+
+def save_user_model(key: str, spec: dict[str, Any], path: Path | None = None) -> Path:
+    """Add or replace `key` in the user catalogue file (atomic write)."""
+    path = path or user_catalog_path()
+    doc: dict[str, Any] = {"version": 1, "models": {}}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
+            doc = loaded
+    doc["models"][key] = spec
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=True, width=120))
+    os.replace(tmp, path)
+    default_catalog.cache_clear()
+    return path
+
+
+def describe_models(cat: Catalog, driver: str | None = None) -> list[dict[str, Any]]:
+    """One summary per known model (what `migbench catalog --json` prints)."""
+    out = []
+    for key in cat.keys():
+        m = cat.model(key, driver)
+        out.append({
+            "model": key, "name": m.display_name, "architecture": m.architecture, "memory_slices": m.memory_slices,
+            "compute_slices": m.compute_slices, "profiles": len(m.profiles), "maximal_layouts": len(m.layouts()),
+            "origin": m.origin,
+        })
+    return out
+
+
+def describe_model(model: GpuModel) -> dict[str, Any]:
+    """One model's profile table (what `migbench catalog MODEL --json` prints)."""
+    return {
+        "model": model.key, "names": list(model.names), "architecture": model.architecture,
+        "memory_slices": model.memory_slices, "compute_slices": model.compute_slices,
+        "driver": None if model.driver is None else ".".join(map(str, model.driver)),
+        "profiles": [{
+            "name": p.name, "id": p.id, "compute_slices": p.compute_slices, "memory_slices": p.memory_slices,
+            "memory_mib": p.memory_mib, "max_count": p.max_count, "starts": list(p.starts), "media": p.media,
+            "sm": p.engines.sm, "memory_source": p.memory_source, "unverified": list(p.unverified),
+        } for p in model.profiles],
+        "sources": list(model.sources), "unverified": list(model.unverified),
+    }

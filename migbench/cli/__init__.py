@@ -1,0 +1,5 @@
+"""The command line (typer + rich): `app` wires one module per command group; `render` draws."""
+
+from migbench.cli.app import app, main
+
+__all__ = ["app", "main"]

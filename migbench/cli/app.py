@@ -1,0 +1,51 @@
+"""The `migbench` command line: parse -> call the core -> render. No domain logic lives here.
+
+Expected failures are `MigbenchError`s, printed once here as `Error: ...` / `Hint: ...` with exit
+code 1 (2 for usage errors), never a traceback. One module per command group registers its commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from migbench import __version__
+from migbench.cli import catalog, hardware, launch, plan, sim, simulate
+from migbench.cli.common import print_error
+from migbench.errors import MigbenchError
+
+app = typer.Typer(
+    name="migbench",
+    help="Plan, apply and launch research sweeps on NVIDIA MIG instances, sized to each run's memory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"migbench {__version__}")
+        raise typer.Exit(0)
+
+
+for _module in (catalog, plan, hardware, simulate, launch, sim):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point. typer handles usage errors (exit 2) and `typer.Exit(code)`;
+    a MigbenchError is printed once, without a traceback."""
+    try:
+        app(args=argv, prog_name="migbench")
+    except MigbenchError as err:
+        print_error(err)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,89 @@
+"""`migbench apply` and `migbench check`: the host against a plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from migbench.cli.common import console, is_tty, parse_gpus
+from migbench.errors import UsageError
+
+
+def apply_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file written by `migbench plan`.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the exact commands; change nothing.")] = False,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan, e.g. 0,2.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying instances or changing MIG mode.")] = False,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where bindings are stored (default: <plan dir>/runs/<sweep>/).")] = None,
+) -> None:
+    from migbench.apply import apply_plan
+    from migbench.backend.select import open_backend
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    backend = open_backend(dry_run=dry_run)
+    con = console()
+
+    def confirm(text: str) -> bool:
+        if yes:
+            return True
+        if not is_tty():
+            raise UsageError(
+                "apply would destroy instances or change MIG mode:\n" + text,
+                hint="review with --dry-run, then re-run with --yes",
+            )
+        con.print(text)
+        return typer.confirm("Proceed?", default=False)
+
+    report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir)
+    if dry_run:
+        con.print(Text(f"# dry run on {backend.description}: these commands would run", style="bold"))
+        if not report.commands:
+            con.print("# nothing to do: every GPU already matches the plan")
+        for rec in report.commands:
+            typer.echo(rec.line())
+        return
+    for d in report.diffs:
+        if not d.changes:
+            con.print(f"GPU {d.gpu}: already matches the plan (kept {len(d.keep)} instances)")
+        else:
+            con.print(
+                f"GPU {d.gpu}: kept {len(d.keep)}, destroyed {len(d.destroy)}, created {len(d.create)}"
+                + (f", MIG mode {d.mode}" if d.mode != "ok" else "")
+            )
+    for m in report.messages:
+        con.print(m)
+    if report.changed:
+        con.print(f"{len(report.commands)} command(s) run; every GPU read back as planned")
+    if report.bindings_path and report.bindings is not None:
+        con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
+
+
+def check_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan.")] = None,
+) -> None:
+    from migbench.apply import check_host_matches_models, target_gpus, verify
+    from migbench.backend.select import read_host
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    targets = target_gpus(plan, parse_gpus(gpus))
+    host = read_host()
+    check_host_matches_models(plan, host, targets)
+    diffs = verify(plan, host, targets)
+    con = console()
+    if diffs:
+        con.print(Text(f"the host differs from {plan_file}:", style="bold red"))
+        for d in diffs:
+            con.print("  " + d)
+        raise typer.Exit(1)
+    con.print(f"the host matches {plan_file} on GPU(s) {', '.join(map(str, targets))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply", help="Reconcile the GPUs to a plan with nvidia-smi: idempotent, placement-exact, never destroying an instance in use.")(apply_cmd)
+    app.command("check", help="Exit 0 when the host matches the plan, 1 with the differences.")(check_cmd)

@@ -1,0 +1,317 @@
+"""An event-driven player of schedules on MIG instances, under the duration model.
+
+One engine serves three callers, so what the planner promises is what `migbench simulate` replays
+and what the launcher's queue does:
+
+- the planner's list scheduling (`list_schedule`): a pending run starts on the first instance of
+  its allowed set that has room, highest priority first;
+- `replay` of a plan: each instance starts its queued runs in wave order as room frees (optionally
+  lending idle instances to runs queued elsewhere, as the launcher does);
+- estimates for the launcher (how long until an instance frees).
+
+The duration model and the sharing rule are in `migbench.duration`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from migbench.duration.model import Demand, Slot, fits_alongside, rate
+
+
+@dataclass
+class Event:
+    time_s: float
+    kind: str  # start | finish
+    job: str
+    slot: str
+
+
+@dataclass
+class Result:
+    """What a played schedule looks like."""
+
+    start_s: dict[str, float]
+    end_s: dict[str, float]
+    slot_of: dict[str, str]
+    order: dict[str, list[str]]  # slot -> job ids in start order
+    makespan_s: float
+    started_at_once: int
+    events: list[Event] = field(default_factory=list)
+
+    def wave_of(self) -> dict[str, int]:
+        """Wave = position in its instance's start order after the runs that start at time 0."""
+        waves: dict[str, int] = {}
+        for _slot, jobs in self.order.items():
+            w = 0
+            for jid in jobs:
+                if self.start_s[jid] <= 1e-9:
+                    waves[jid] = 0
+                else:
+                    w += 1
+                    waves[jid] = w
+        return waves
+
+
+class _State:
+    """Processor-sharing progress per slot, with a lazy heap of next completions."""
+
+    def __init__(self, slots: Sequence[Slot], interference: float):
+        self.slots = {s.key: s for s in slots}
+        self.interference = interference
+        self.running: dict[str, list[Demand]] = {s.key: [] for s in slots}
+        # virtual progress clock per slot (seconds of full-speed work done by each running job)
+        self.vclock: dict[str, float] = {s.key: 0.0 for s in slots}
+        self.vtarget: dict[str, float] = {}
+        self.last_t: dict[str, float] = {s.key: 0.0 for s in slots}
+        self.rate: dict[str, float] = {s.key: 1.0 for s in slots}
+        self.version: dict[str, int] = {s.key: 0 for s in slots}
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.seq = 0
+
+    def _advance(self, key: str, t: float) -> None:
+        self.vclock[key] += (t - self.last_t[key]) * self.rate[key]
+        self.last_t[key] = t
+
+    def _reschedule(self, key: str) -> None:
+        self.version[key] += 1
+        run = self.running[key]
+        r = rate(run, self.slots[key].capacity, self.interference)
+        self.rate[key] = r
+        if run:
+            nxt = min(self.vtarget[j.id] for j in run)
+            t = self.last_t[key] + max(0.0, nxt - self.vclock[key]) / r
+            self.seq += 1
+            heapq.heappush(self.heap, (t, self.seq, key, self.version[key]))
+
+    def start(self, key: str, job: Demand, t: float) -> None:
+        self._advance(key, t)
+        self.running[key].append(job)
+        # Work is counted in full-speed seconds; `rate` already slows a run whose demand exceeds
+        # the slot's capacity, so the target is simply its duration.
+        self.vtarget[job.id] = self.vclock[key] + job.work_s
+        self._reschedule(key)
+
+    def pop_finish(self) -> tuple[float, str, list[Demand]] | None:
+        while self.heap:
+            t, _, key, ver = heapq.heappop(self.heap)
+            if ver != self.version[key]:
+                continue
+            self._advance(key, t)
+            done = [j for j in self.running[key] if self.vtarget[j.id] <= self.vclock[key] + 1e-6]
+            if not done:  # numerical slack: finish the closest one
+                done = [min(self.running[key], key=lambda j: self.vtarget[j.id])]
+            self.running[key] = [j for j in self.running[key] if j not in done]
+            self._reschedule(key)
+            return t, key, done
+        return None
+
+
+def _play_out(st: _State, res: Result, after_finish: Callable[[str, float], None], record_events: bool) -> None:
+    """Advance through completions until nothing runs, calling `after_finish(slot, t)` after each."""
+    makespan = 0.0
+    while True:
+        ev = st.pop_finish()
+        if ev is None:
+            break
+        t, key, done = ev
+        for j in done:
+            res.end_s[j.id] = t
+            makespan = max(makespan, t)
+            if record_events:
+                res.events.append(Event(t, "finish", j.id, key))
+        after_finish(key, t)
+    res.makespan_s = makespan
+
+
+def list_schedule(
+    jobs: Sequence[Demand],
+    slots: Sequence[Slot],
+    allowed: Callable[[Demand, Slot], bool],
+    *,
+    interference: float = 0.0,
+    pinned: dict[str, str] | None = None,
+    record_events: bool = False,
+) -> Result:
+    """Greedy list scheduling: whenever a slot has room, start the highest-priority pending job
+    (order of `jobs`) that is allowed there and fits alongside what runs. `pinned` jobs start at
+    time 0 on the given slot before anything else (the planner's optimal first wave)."""
+    st = _State(slots, interference)
+    slot_list = list(slots)
+    by_type: dict[str, list[Slot]] = {}
+    for s in slot_list:
+        by_type.setdefault(s.type_key or s.key, []).append(s)
+    pending: list[Demand] = []
+    res = Result({}, {}, {}, {s.key: [] for s in slot_list}, 0.0, 0)
+    pinned = pinned or {}
+    jobs_by_id = {j.id: j for j in jobs}
+
+    def do_start(s: Slot, j: Demand, t: float) -> None:
+        st.start(s.key, j, t)
+        res.start_s[j.id] = t
+        res.slot_of[j.id] = s.key
+        res.order[s.key].append(j.id)
+        if record_events:
+            res.events.append(Event(t, "start", j.id, s.key))
+
+    for jid, skey in sorted(pinned.items(), key=lambda kv: (kv[1], kv[0])):
+        do_start(st.slots[skey], jobs_by_id[jid], 0.0)
+    pending = [j for j in jobs if j.id not in pinned]
+
+    # Per-type pending lists keep each scan short: a job is listed under every type it may use.
+    type_pending: dict[str, list[Demand]] = {}
+    type_min_mem: dict[str, int] = {}
+    for tkey, ss in by_type.items():
+        rep = ss[0]
+        type_pending[tkey] = [j for j in pending if allowed(j, rep)]
+        # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
+        type_min_mem[tkey] = min((j.memory_mib for j in type_pending[tkey]), default=0)
+    started: set[str] = set()
+
+    def fill(s: Slot, t: float) -> None:
+        tkey = s.type_key or s.key
+        lst = type_pending[tkey]
+        i = 0
+        while i < len(lst):
+            run = st.running[s.key]
+            if run:
+                if len(run) >= min(jj.cap for jj in run):
+                    return
+                if s.memory_mib - sum(jj.memory_mib for jj in run) < type_min_mem[tkey]:
+                    return
+            j = lst[i]
+            if j.id in started:
+                lst.pop(i)
+                continue
+            if fits_alongside(j, run, s):
+                do_start(s, j, t)
+                started.add(j.id)
+                lst.pop(i)
+                continue
+            i += 1
+
+    for s in slot_list:
+        fill(s, 0.0)
+    res.started_at_once = len(res.start_s)
+    _play_out(st, res, lambda key, t: fill(st.slots[key], t), record_events)
+    missing = [j.id for j in jobs if j.id not in res.start_s]
+    if missing:
+        raise ValueError(f"{len(missing)} jobs could not be scheduled on any allowed slot: {missing[:5]}")
+    return res
+
+
+def replay(
+    jobs: Sequence[Demand],
+    slots: Sequence[Slot],
+    queues: dict[str, list[str]],
+    *,
+    interference: float = 0.0,
+    lend: Callable[[Demand, Slot], bool] | None = None,
+    planned_start: dict[str, float] | None = None,
+    record_events: bool = False,
+) -> Result:
+    """Play a plan: each slot starts its queue in order (a run that does not fit yet waits, and
+    those behind it wait too). With `lend`, a slot whose own queue is empty may take the head-most
+    waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home;
+    with `planned_start`, only a run already later than its planned start is lent (a run on
+    schedule stays where the plan put it, so replaying a plan with exact durations reproduces it)."""
+    from collections import deque
+
+    st = _State(slots, interference)
+    jobs_by_id = {j.id: j for j in jobs}
+    q = {k: deque(v) for k, v in queues.items()}
+    popped = {k: 0 for k in q}  # how many runs have left each queue: its head's original position
+    order_of = {sl.key: i for i, sl in enumerate(slots)}
+    res = Result({}, {}, {}, {sl.key: [] for sl in slots}, 0.0, 0)
+    idle_empty: set[str] = set()  # slots with nothing running and nothing queued
+    # Queue heads that may be lent: all heads without planned starts, else heads already late.
+    late: set[str] = set()
+    not_yet: list[tuple[float, str, str]] = []  # (planned start, slot, head run)
+
+    def new_head(key: str) -> None:
+        late.discard(key)
+        v = q.get(key)
+        if not v or lend is None:
+            return
+        if planned_start is None:
+            late.add(key)
+        else:
+            heapq.heappush(not_yet, (planned_start.get(v[0], 0.0), key, v[0]))
+
+    def pop_head(key: str) -> str:
+        jid = q[key].popleft()
+        popped[key] += 1
+        new_head(key)
+        return jid
+
+    for k in q:
+        new_head(k)
+
+    def do_start(key: str, jid: str, t: float) -> None:
+        st.start(key, jobs_by_id[jid], t)
+        res.start_s[jid] = t
+        res.slot_of[jid] = key
+        res.order[key].append(jid)
+        idle_empty.discard(key)
+        if record_events:
+            res.events.append(Event(t, "start", jid, key))
+
+    def lend_to(key: str, t: float) -> None:
+        """Heads of other queues, in their original global order (position, then slot key)."""
+        while not_yet and not_yet[0][0] + 1e-6 < t:
+            _, k2, jid = heapq.heappop(not_yet)
+            if q.get(k2) and q[k2][0] == jid:
+                late.add(k2)
+        if not late:
+            return
+        s = st.slots[key]
+        heads = [(popped[k2], k2) for k2 in late if k2 != key and q.get(k2)]
+        heapq.heapify(heads)
+        while heads:
+            _, k2 = heapq.heappop(heads)
+            if k2 not in late or not q.get(k2):
+                continue
+            jid = q[k2][0]
+            j = jobs_by_id[jid]
+            if fits_alongside(j, st.running[k2], st.slots[k2]):
+                continue  # it can start at home
+            if lend(j, s) and fits_alongside(j, st.running[key], s):  # type: ignore[misc]
+                pop_head(k2)
+                do_start(key, jid, t)
+                if k2 in late:  # its next run becomes a head, later in the global order
+                    heapq.heappush(heads, (popped[k2], k2))
+
+    def fill(key: str, t: float) -> None:
+        s = st.slots[key]
+        own = q.get(key)
+        while own:
+            j = jobs_by_id[own[0]]
+            if fits_alongside(j, st.running[key], s):
+                pop_head(key)
+                do_start(key, j.id, t)
+            else:
+                break
+        if lend is not None and not own:
+            lend_to(key, t)
+        if not st.running[key] and not q.get(key):
+            idle_empty.add(key)
+
+    for sl in slots:
+        fill(sl.key, 0.0)
+    res.started_at_once = len(res.start_s)
+
+    def after_finish(key: str, t: float) -> None:
+        fill(key, t)
+        if lend is not None and idle_empty:
+            # Idle slots with nothing of their own may now lend themselves to a blocked queue head.
+            for k in sorted(idle_empty, key=order_of.__getitem__):
+                if not st.running[k] and not q.get(k):
+                    fill(k, t)
+
+    _play_out(st, res, after_finish, record_events)
+    waiting = [jid for v in q.values() for jid in v]
+    if waiting:
+        raise ValueError(f"{len(waiting)} queued runs never fit their instance: {waiting[:5]}")
+    return res

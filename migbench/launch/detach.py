@@ -1,0 +1,76 @@
+"""`migbench launch --detach`: the supervisor as a daemon in its own session, logging to
+`<state dir>/launcher.log`; returns once the daemon holds the plan's lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from migbench.backend.select import sim_dir, use_simulated_host
+from migbench.errors import MigbenchError
+from migbench.launch.options import LOCK_NAME, LOG_NAME, PKG_ROOT, LaunchOptions
+from migbench.launch.prepare import preflight
+from migbench.launch.procs import LauncherLock
+from migbench.launch.store import Store, db_path
+from migbench.plan import Plan
+
+
+@dataclass
+class Detached:
+    pid: int
+    state_dir: Path
+    log: Path
+
+
+def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached:
+    """Start the supervisor as a daemon (new session, output to `<state dir>/launcher.log`) and
+    return once it holds the plan's lock (or raise with its error)."""
+    use_simulated_host(sim_dir())
+    prep = preflight(plan, opts.state_dir)
+    sd = prep.state_dir
+    sd.mkdir(parents=True, exist_ok=True)
+    lock = LauncherLock(sd / LOCK_NAME)
+    lock.ensure_free()
+    log = sd / LOG_NAME
+    cmd = [sys.executable, "-m", "migbench.launch", str(Path(plan.path or "").resolve()), "--state-dir", str(sd.resolve())]
+    if opts.drain:
+        cmd.append("--drain")
+    if not opts.lend:
+        cmd.append("--no-lend")
+    if opts.force:
+        cmd.append("--force")
+    env = dict(os.environ, MIGBENCH_LAUNCHER_LOG=str(log.resolve()))
+    with open(log, "ab") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} detached launcher for {plan.path}\n".encode())
+        f.flush()
+        # cwd: the directory holding the migbench package, so `-m migbench.launch` imports it even
+        # from a source checkout; every path the launcher uses is absolute.
+        p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT)
+        )
+    deadline = time.monotonic() + wait_s
+    db = db_path(sd)
+    while time.monotonic() < deadline:
+        rc = p.poll()
+        if rc is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+            if rc == 0:
+                return Detached(p.pid, sd, log)
+            raise MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(tail), hint=f"see {log}")
+        if db.exists():
+            try:
+                st = Store.open_readonly(db)
+                try:
+                    row = st.launcher()
+                finally:
+                    st.close()
+                if row is not None and row.pid == p.pid:
+                    return Detached(p.pid, sd, log)
+            except Exception:  # noqa: BLE001 - the database may be mid-creation
+                pass
+        time.sleep(0.05)
+    return Detached(p.pid, sd, log)

@@ -1,0 +1,207 @@
+"""The per-run wrapper: `python -m migbench.launch.shim ATTEMPT_DIR`.
+
+The launcher starts one shim per attempt, in a new session, so the shim (and its run) outlives a
+launcher that dies; a restarted launcher adopts it by PID and create time. The shim:
+
+1. reads `ATTEMPT_DIR/cmd.json` (argv, environment additions, workdir, MIG uuid, timeout);
+2. forks the child into its own process group, with stdin from /dev/null, stdout/stderr appended to
+   `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd = workdir, env = its own environment plus the
+   additions; the argv is exec'd directly (a shell only when the plan's argv is `/bin/sh -c ...`);
+3. under the simulated driver, attaches the child's PID to the run's MIG device
+   with 0 MiB *before* the child execs (so the program's own, larger attach is never overwritten),
+   making the run visible in NVML process lists and blocking the instance's destruction;
+4. writes `child.json` (PID, process group), forwards SIGTERM/SIGINT to the child's process group,
+   enforces `timeout_s` (SIGTERM, then SIGKILL after `stop_grace_s`);
+5. when the child has exited, kills what is left of its process group, classifies the outcome
+   (exit code, or 128 + signal number; OOM when stderr shows a CUDA out-of-memory message) and
+   writes `exit.json` atomically, then exits with the same code.
+
+It imports little (`migbench.backend.select` for the simulated attach), to start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from migbench.backend.select import attach_run
+from migbench.fsutil import write_json_atomic
+
+OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
+"""stderr text that makes a failed run an OOM (torch's messages; `OutOfMemoryError` covers JAX/TF too)."""
+
+OOM_SCAN_BYTES = 4 << 20
+"""How much of the end of stderr.log is scanned for OOM messages (bytes)."""
+
+
+def find_oom(path: Path, limit: int = OOM_SCAN_BYTES) -> str | None:
+    """The last stderr line that names a CUDA out-of-memory error, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    found = None
+    for line in text.splitlines():
+        if any(m in line for m in OOM_MARKERS):
+            found = line.strip()[:500]
+    return found
+
+
+def _log(adir: Path, msg: str) -> None:
+    try:
+        with open(adir / "shim.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+    except OSError:
+        pass
+
+
+def run(adir: Path) -> int:
+    """Start, supervise and record one attempt. Returns the exit code (0-255)."""
+    cmd = json.loads((adir / "cmd.json").read_text())
+    argv = [str(a) for a in cmd["argv"]]
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (cmd.get("env") or {}).items()})
+    workdir = str(cmd.get("workdir") or ".")
+    timeout_s = cmd.get("timeout_s")
+    grace_s = float(cmd.get("stop_grace_s") or 0.0)
+    started_at = time.time()
+
+    out_fd = os.open(adir / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    err_fd = os.open(adir / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    gate_r, gate_w = os.pipe()
+    exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells the parent the exec happened
+
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.setpgid(0, 0)
+            os.close(gate_w)
+            os.close(exec_r)
+            os.dup2(null_fd, 0)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGALRM, signal.SIGXFSZ):
+                signal.signal(s, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            if os.read(gate_r, 1) != b"x":
+                os._exit(126)  # the shim went away before letting the run start
+            os.chdir(workdir)
+            os.execvpe(argv[0], argv, env)
+        except BaseException as exc:  # noqa: BLE001 - report any failure to start, then leave
+            msg = f"migbench: cannot start {argv[0]!r} in {workdir!r}: {exc}"
+            try:
+                os.write(exec_w, msg.encode("utf-8", "replace"))
+                os.write(2, (msg + "\n").encode("utf-8", "replace"))
+            finally:
+                os._exit(127)
+    # the shim
+    os.close(gate_r)
+    os.close(exec_w)
+    for fd in (out_fd, err_fd, null_fd):
+        os.close(fd)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass  # the child did it already (or has exited)
+    write_json_atomic(adir / "child.json", {"pid": pid, "pgid": pid, "shim_pid": os.getpid(), "started_at": started_at})
+    problem = attach_run(str(cmd.get("mig_uuid") or ""), pid, Path(argv[0]).name or "run")
+    if problem:
+        _log(adir, problem)
+
+    state: dict[str, Any] = {"timed_out": False, "stage": 0, "forwarded": []}
+
+    def forward(signum: int, _frame: Any) -> None:
+        state["forwarded"].append(signum)
+        try:
+            os.killpg(pid, signum)
+        except OSError:
+            pass
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        state["timed_out"] = True
+        state["stage"] += 1
+        sig = signal.SIGTERM if state["stage"] == 1 else signal.SIGKILL
+        _log(adir, f"timeout after {timeout_s} s: sending {sig.name} to process group {pid}")
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            pass
+        if state["stage"] == 1:
+            signal.setitimer(signal.ITIMER_REAL, max(grace_s, 0.01))
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    os.write(gate_w, b"x")
+    os.close(gate_w)
+    exec_error = b""
+    while True:
+        chunk = os.read(exec_r, 4096)
+        if not chunk:
+            break
+        exec_error += chunk
+    os.close(exec_r)
+    if timeout_s:
+        signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    _, status = os.waitpid(pid, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    ended_at = time.time()
+    try:
+        os.killpg(pid, signal.SIGKILL)  # what is left of the run's process group
+    except OSError:
+        pass
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    returncode = 128 + sig if sig is not None else int(code or 0)
+    oom_line = find_oom(adir / "stderr.log") if returncode != 0 else None
+    doc = {
+        "version": 1,
+        "run_id": cmd.get("run_id"),
+        "attempt": cmd.get("attempt"),
+        "returncode": returncode,
+        "exit_code": code,
+        "signal": sig,
+        "oom": oom_line is not None,
+        "oom_line": oom_line,
+        "timed_out": bool(state["timed_out"]),
+        "forwarded_signals": state["forwarded"],
+        "exec_error": exec_error.decode("utf-8", "replace") or None,
+        "child_pid": pid,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
+    write_json_atomic(adir / "exit.json", doc)
+    return returncode & 0xFF
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Hold SIGTERM/SIGINT until the handlers that forward them to the child are in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m migbench.launch.shim ATTEMPT_DIR", file=sys.stderr)
+        return 2
+    adir = Path(args[0])
+    try:
+        return run(adir)
+    except Exception as exc:  # noqa: BLE001 - the launcher reads shim.log when exit.json is missing
+        _log(adir, f"shim failed: {type(exc).__name__}: {exc}")
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The planner: a MIG layout for every GPU and an assignment of runs to instances (OR-Tools CP-SAT).
+
+Exact about placements: a GPU's layout is one of the legal layouts the catalogue enumerates from the
+profiles' legal starts (`GpuModel.layouts()`), so every instance is a `profile@start`, never a bare
+count. Fast at fleet scale because the model never looks at individual GPUs or runs:
+
+- GPUs of one model are interchangeable, so the model chooses *how many* GPUs take each layout
+  (`x[model, layout]`), over the layouts' distinct profile multisets (38 for an 8-slot GPU);
+- runs with the same memory, duration, compute, sharing cap and allowed profiles form one class;
+- an instance's contents are described by *patterns*: maximal multisets of run classes that fit
+  its memory and its sharing cap.
+
+Two objectives:
+
+1. **runs at once** (no durations): maximise the runs that start immediately; CP-SAT proves the
+   bound. Runs that do not fit wait in queues on the same layout, in waves.
+2. **makespan** (every run has a duration): the smallest T for which an aggregated relaxation is
+   feasible is found by bisection with CP-SAT; its layouts are turned into concrete schedules by
+   list scheduling under the duration model (`migbench.duration`, played by `migbench.duration.replay`),
+   and the best is kept. The
+   relaxation's infeasibility proofs give the lower bound, so the reported gap is honest: it
+   compares the plan's estimated makespan with a bound no fixed-layout plan can beat.
+
+Deterministic: the same input gives the same plan (CP-SAT runs with deterministic time limits).
+
+Modules: `fleet` (the GPUs), `problem` (instance types, layouts, run classes), `patterns` (what may
+share an instance), `throughput` (objective 1), `bound` (the makespan relaxation and its cuts),
+`makespan` (objective 2), `schedule` (aggregate -> concrete queues), `improve` (local search),
+`solve` (the entry point) and `assemble` (Solution -> Plan). Only this package imports OR-Tools.
+"""
+
+from migbench.planner.assemble import check_plan_input, make_plan
+from migbench.planner.fleet import FleetGpu, FleetSpec, build_fleet, parse_fleet_option
+from migbench.planner.problem import Assigned, Solution, SolveOptions
+from migbench.planner.solve import solve
+
+__all__ = [
+    "Assigned",
+    "FleetGpu",
+    "FleetSpec",
+    "Solution",
+    "SolveOptions",
+    "build_fleet",
+    "check_plan_input",
+    "make_plan",
+    "parse_fleet_option",
+    "solve",
+]

@@ -1,0 +1,52 @@
+"""`solve(demands, fleet, options)`: the planner's entry point (see `migbench.planner`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from migbench.duration import Demand
+from migbench.errors import MigbenchError
+from migbench.planner.fleet import FleetGpu
+from migbench.planner.makespan import plan_makespan
+from migbench.planner.problem import Solution, SolveOptions, build_problem
+from migbench.planner.throughput import plan_throughput
+from migbench.types import Objective, Placement
+
+
+def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions = SolveOptions()) -> Solution:
+    """Plan `runs` on `fleet`. Raises MigbenchError when a run fits nowhere (unless allowed)."""
+    t0 = time.perf_counter()
+    # The budget is CP-SAT *deterministic* time, never the wall clock, so that the same input gives
+    # the same plan on any machine (CP-SAT keeps a wall-clock stop at 4x as a safety net only).
+    budget = opts.time_limit_s
+    if not fleet:
+        raise MigbenchError("the fleet is empty", hint="give --fleet MODEL:COUNT or a `fleet:` in the sweep")
+    with_dur = bool(runs) and all(r.duration_s for r in runs)
+    mode = Objective(opts.objective)
+    if mode is Objective.AUTO:
+        mode = Objective.MAKESPAN if with_dur else Objective.THROUGHPUT
+    if mode is Objective.MAKESPAN and not with_dur:
+        raise MigbenchError(
+            "the makespan objective needs a duration for every run",
+            hint="give each group a `duration:` or use --objective throughput",
+        )
+    prob, unplaced, notes = build_problem(runs, fleet, opts, mode)
+    if unplaced and not opts.allow_unplaced:
+        lines = [f"{rid}: {why}" for rid, why in sorted(unplaced.items())]
+        raise MigbenchError(
+            f"{len(unplaced)} run(s) fit no instance of the fleet:\n  " + "\n  ".join(lines[:20])
+            + ("\n  ..." if len(lines) > 20 else ""),
+            hint="lower the run's memory, add a larger GPU to the fleet, or pass --allow-unplaced to plan the rest",
+        )
+    if not prob.classes:
+        empty_layouts: dict[int, tuple[Placement, ...]] = {g.index: () for g in fleet}
+        return Solution(empty_layouts, {}, unplaced, "OPTIMAL", "runs_at_once", 0, 0, 0.0, time.perf_counter() - t0, 0, None, notes)
+    if mode is Objective.THROUGHPUT:
+        sol = plan_throughput(prob, opts, budget, notes)
+    else:
+        sol = plan_makespan(prob, opts, budget, notes)
+    sol.unplaced = unplaced
+    sol.seconds = time.perf_counter() - t0
+    return sol

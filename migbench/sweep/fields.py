@@ -1,0 +1,137 @@
+"""Typed readers for sweep fields: each check reports through one context, which knows the group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from migbench import units
+from migbench.sweep.schema import ENV_NAME_RE
+from migbench.sweep.yamlnodes import Entry, MapNode, Node, Problems, ScalarNode, describe, join_path, unknown_key_hint
+
+
+class Ctx:
+    def __init__(self, problems: Problems, group: str | None = None):
+        self.p = problems
+        self.group = group
+        self.failed = False
+
+    def at(
+        self,
+        node: Node | Entry | None,
+        message: str,
+        hint: str | None = None,
+        *,
+        key: bool = False,
+        field: str | None = None,
+    ) -> None:
+        """Report a problem at a node's value line (or its key line for an `Entry` when key=True)."""
+        self.failed = True
+        if node is None:
+            self.p.add(message, hint=hint, field=field)
+            return
+        if isinstance(node, Entry):
+            line, path = (node.key_line if key else node.value.line), node.path
+        else:
+            line, path = node.line, node.path
+        path = field or path
+        group = self.group if self.group is not None and path.startswith("defaults") else None
+        self.p.add(message, line=line, field=path or None, hint=hint, group=group)
+
+    def missing(self, m: MapNode, key: str, message: str, hint: str | None = None) -> None:
+        """A required key is absent: reported at the mapping's first line, field = its would-be path."""
+        self.at(m, message, hint, field=join_path(m.path, key))
+
+    # -- structural checks ------------------------------------------------------------------
+    def keys(self, m: MapNode, allowed: Sequence[str], what: str, extra: str = "") -> None:
+        for key, e in m.entries.items():
+            if key in allowed:
+                continue
+            self.at(
+                e,
+                f"unknown key {str(key)!r}",
+                unknown_key_hint(key, allowed, f"{what} keys are: {', '.join(allowed)}{extra}"),
+                key=True,
+            )
+
+    def mapping(self, node: Node, what: str) -> MapNode | None:
+        if isinstance(node, MapNode):
+            return node
+        self.at(node, f"expected {what}, got {describe(node)}")
+        return None
+
+    def string(self, node: Node, what: str = "a string") -> str | None:
+        if isinstance(node, ScalarNode) and isinstance(node.value, str):
+            return node.value
+        self.at(node, f"expected {what}, got {describe(node)}")
+        return None
+
+    def integer(self, node: Node, minimum: int | None = None) -> int | None:
+        if not (isinstance(node, ScalarNode) and isinstance(node.value, int) and not isinstance(node.value, bool)):
+            self.at(
+                node, f"expected a whole number{'' if minimum is None else f' >= {minimum}'}, got {describe(node)}"
+            )
+            return None
+        if minimum is not None and node.value < minimum:
+            self.at(node, f"must be >= {minimum}, got {node.value}")
+            return None
+        return node.value
+
+    def number(self, node: Node) -> float | None:
+        if not (
+            isinstance(node, ScalarNode)
+            and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)
+            and math.isfinite(node.value)
+        ):
+            self.at(node, f"expected a number, got {describe(node)}")
+            return None
+        return node.value
+
+    def boolean(self, node: Node) -> bool | None:
+        if isinstance(node, ScalarNode) and isinstance(node.value, bool):
+            return node.value
+        self.at(node, f"expected true or false, got {describe(node)}")
+        return None
+
+    def duration(self, node: Node) -> float | None:
+        v = node.value if isinstance(node, ScalarNode) else None
+        if not isinstance(node, ScalarNode):
+            self.at(node, f"expected a duration such as 8h, got {describe(node)}", units.DURATION_HINT)
+            return None
+        try:
+            return units.parse_duration_s(v)
+        except ValueError as exc:
+            self.at(node, f"bad duration: {exc}", units.DURATION_HINT)
+            return None
+
+    def memory(self, node: Node) -> int | None:
+        if not isinstance(node, ScalarNode):
+            self.at(node, f"expected a memory quantity such as 2.5GiB, got {describe(node)}", units.MEMORY_HINT)
+            return None
+        try:
+            return units.parse_memory_mib(node.value)
+        except ValueError as exc:
+            self.at(node, f"bad memory quantity: {exc}", units.MEMORY_HINT)
+            return None
+
+    def env(self, node: Node) -> dict[str, tuple[str, Node]] | None:
+        """`{NAME: value}`; numbers become their text as written; booleans must be quoted."""
+        m = self.mapping(node, "a mapping of environment variables (NAME: value)")
+        if m is None:
+            return None
+        out: dict[str, tuple[str, Node]] = {}
+        for key, e in m.entries.items():
+            if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
+                self.at(e, f"{str(key)!r} is not an environment variable name", "use letters, digits and _", key=True)
+                continue
+            v = e.value
+            if isinstance(v, ScalarNode) and isinstance(v.value, str):
+                out[key] = (v.value, v)
+            elif isinstance(v, ScalarNode) and isinstance(v.value, (int, float)) and not isinstance(v.value, bool):
+                out[key] = (v.raw, v)
+            else:
+                hint = "quote it, e.g. 'true'" if isinstance(v, ScalarNode) and isinstance(v.value, bool) else None
+                self.at(v, f"expected a string, got {describe(v)}", hint)
+        return out

@@ -1,0 +1,417 @@
+"""Load a sweep file: parse the YAML with locations, check the sweep-level sections, parse each group,
+expand every run, and report every problem at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from migbench.errors import InputError, Problem
+from migbench.sweep.fields import Ctx
+from migbench.sweep.group import parse_group
+from migbench.sweep.model import DurationModel, FleetEntry, Group, LaunchSettings, Run, Sweep
+from migbench.sweep.schema import (
+    DURATION_MODEL_KEYS,
+    FLEET_KEYS,
+    GROUP_KEYS,
+    GROUP_NAME_RE,
+    LAUNCH_KEYS,
+    MAX_RUNS,
+    SCHEMA_VERSION,
+    SWEEP_NAME_RE,
+    TOP_KEYS,
+)
+from migbench.sweep.yamlnodes import (
+    Abort,
+    Converter,
+    Entry,
+    Loader,
+    MapNode,
+    Node,
+    Problems,
+    ScalarNode,
+    SeqNode,
+    describe,
+    unknown_key_hint,
+)
+from migbench.types import ComputeBasis
+
+
+def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
+    """Read and validate a sweep file; raises `InputError` listing every problem found."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such sweep file", hint="check the path; sweeps are YAML files") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        prob = Problem(f"the file is not UTF-8 text (byte {exc.start})", str(path), None, None, "save it as UTF-8")
+        raise InputError(f"{path}: 1 problem", problems=[prob]) from None
+    return _load(text, data, file=str(path), path=str(p.resolve()), base_dir=p.resolve().parent, catalog=catalog)
+
+
+def load_sweep_text(text: str, *, file: str = "<sweep>", base_dir: Path | None = None, catalog: Any = None) -> Sweep:
+    """Validate sweep YAML given as text; `file` names it in problems, `base_dir` anchors `workdir`
+    (default: the current directory). `Sweep.path` is None and `sha256` is of the UTF-8 bytes."""
+    base = (base_dir if base_dir is not None else Path.cwd()).resolve()
+    return _load(text, text.encode("utf-8"), file=file, path=None, base_dir=base, catalog=catalog)
+
+
+# =============================================================================================
+# Loading
+# =============================================================================================
+
+
+def _load(text: str, data: bytes, *, file: str, path: str | None, base_dir: Path, catalog: Any) -> Sweep:
+    problems = Problems(file)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        root = _parse_yaml(text, problems)
+        sweep = None if root is None else _build(root, problems, sha=sha, path=path, base_dir=base_dir, catalog=catalog)
+    except Abort as exc:
+        problems.add(str(exc))
+        sweep = None
+    if problems.items or sweep is None:
+        items = problems.sorted()
+        n = len(items)
+        raise InputError(f"{file}: {n} problem{'s' if n != 1 else ''}", problems=items)
+    return sweep
+
+
+def _parse_yaml(text: str, problems: Problems) -> Node | None:
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            problems.add("the file is empty", hint="a sweep starts with `version: 1` and `name:`")
+            return None
+        return Converter(loader, problems).convert(node, "")
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        problems.add(
+            f"YAML syntax error: {what}" + (f" (column {mark.column + 1})" if mark else ""),
+            line=mark.line + 1 if mark else None,
+            hint="check the indentation and quoting around this line (a value holding ': ' or '#' needs quotes)",
+        )
+        return None
+    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we know is marked
+        problems.add(f"YAML error: {exc}")
+        return None
+    finally:
+        loader.dispose()
+
+
+def _build(
+    root: Node, problems: Problems, *, sha: str, path: str | None, base_dir: Path, catalog: Any
+) -> Sweep | None:
+    ctx = Ctx(problems)
+    if not isinstance(root, MapNode):
+        ctx.at(root, f"a sweep file must be a mapping (version:, name:, groups: ...), got {describe(root)}")
+        return None
+
+    single = [k for k in root.entries if k in GROUP_KEYS and k != "name"]
+    has_groups = root.get("groups") is not None
+    allowed = TOP_KEYS if has_groups else tuple(TOP_KEYS) + tuple(k for k in GROUP_KEYS if k != "name")
+    for key, e in root.entries.items():
+        if key in allowed:
+            continue
+        if has_groups and key in GROUP_KEYS:
+            ctx.at(
+                e,
+                f"{key!r} is a group field, but this file uses groups: (mixing the two forms)",
+                "move it into each group or under defaults:, or drop groups: and write one group at top level",
+                key=True,
+            )
+            continue
+        known = "top-level keys are: " + ", ".join(TOP_KEYS)
+        if not has_groups:
+            known += " (or a single group's fields: command, parameters, memory, ...)"
+        ctx.at(e, f"unknown key {str(key)!r}", unknown_key_hint(key, allowed, known), key=True)
+
+    version = None
+    vnode = root.get("version")
+    if vnode is None:
+        ctx.missing(root, "version", "missing `version`", "start the file with `version: 1`")
+    else:
+        version = ctx.integer(vnode)
+        if version is not None and version != SCHEMA_VERSION:
+            ctx.at(
+                vnode,
+                f"unsupported version {version}; this migbench reads version {SCHEMA_VERSION}",
+                "write `version: 1`",
+            )
+            version = None
+
+    name = None
+    nnode = root.get("name")
+    if nnode is None:
+        ctx.missing(
+            root,
+            "name",
+            "missing `name`",
+            "name the sweep, e.g. `name: phase2-ablations` (its state lives in runs/<name>/)",
+        )
+    else:
+        name = ctx.string(nnode, "a name")
+        if name is not None and not SWEEP_NAME_RE.fullmatch(name):
+            ctx.at(
+                nnode,
+                f"{name!r} is not a valid sweep name",
+                "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            )
+            name = None
+
+    description = None
+    if (d := root.get("description")) is not None:
+        description = ctx.string(d)
+
+    seed = 0
+    if (s := root.get("seed")) is not None:
+        seed = ctx.integer(s) or 0
+
+    cat_holder: list[Any] = [catalog]
+
+    def get_catalog() -> Any:
+        if cat_holder[0] is None:
+            from migbench.catalog import default_catalog
+
+            cat_holder[0] = default_catalog()
+        return cat_holder[0]
+
+    fleet = _parse_fleet(ctx, root.get("fleet"), get_catalog) if "fleet" in root.entries else None
+    duration_model = _parse_duration_model(ctx, root.get("duration_model"))
+    launch = _parse_launch(ctx, root.get("launch"))
+
+    defaults: MapNode | None = None
+    if (dn := root.get("defaults")) is not None:
+        defaults = ctx.mapping(dn, "a mapping of group fields")
+        if defaults is not None:
+            allowed_defaults = tuple(k for k in GROUP_KEYS if k != "name")
+            for key, e in defaults.entries.items():
+                if key == "name":
+                    ctx.at(e, "`name` cannot be a default (each group needs its own)", key=True)
+            ctx.keys(
+                MapNode(defaults.line, defaults.path, {k: v for k, v in defaults.entries.items() if k != "name"}),
+                allowed_defaults,
+                "group",
+            )
+
+    group_nodes: list[tuple[MapNode, str | None]] = []  # (mapping, name) per group
+    if has_groups:
+        gnode = root.get("groups")
+        assert gnode is not None
+        if not isinstance(gnode, SeqNode):
+            ctx.at(gnode, f"expected a list of groups, got {describe(gnode)}")
+        elif not gnode.items:
+            ctx.at(gnode, "`groups` is empty", "list at least one group (name, command, memory, ...)")
+        else:
+            seen: dict[str, int] = {}
+            for item in gnode.items:
+                g = ctx.mapping(item, "a group (a mapping with name, command, memory, ...)")
+                if g is None:
+                    continue
+                gname = None
+                gn = g.get("name")
+                if gn is None:
+                    ctx.missing(g, "name", "missing group `name`", "give each group a unique name such as `ablation`")
+                else:
+                    gname = ctx.string(gn, "a group name")
+                    if gname is not None and not GROUP_NAME_RE.fullmatch(gname):
+                        ctx.at(
+                            gn,
+                            f"{gname!r} is not a valid group name",
+                            "use lower-case letters, digits, '_' and '-', starting with a letter or digit",
+                        )
+                        gname = None
+                    elif gname is not None:
+                        if gname in seen:
+                            ctx.at(
+                                gn,
+                                f"duplicate group name {gname!r} (first at line {seen[gname]})",
+                                "group names must be unique: they prefix the run ids",
+                            )
+                            gname = None
+                        else:
+                            seen[gname] = gn.line
+                group_nodes.append((g, gname))
+    elif single:
+        fields = MapNode(root.line, "", {k: e for k, e in root.entries.items() if k in GROUP_KEYS and k != "name"})
+        group_nodes.append((fields, name or None))
+    else:
+        ctx.at(
+            root,
+            "no runs: write `groups:` (a list of groups) or one group's command, parameters and memory at top level",
+            "see USERS.md A.10 for an example sweep",
+        )
+
+    problems.all_groups = [n for _, n in group_nodes if n is not None]
+    groups: list[Group] = []
+    runs: list[Run] = []
+    ids: dict[str, str] = {}
+    for g, gname in group_nodes:
+        gctx = Ctx(problems, gname)
+        merged = _merge_defaults(defaults, g)
+        parsed = parse_group(gctx, merged, gname or "", g, base_dir, get_catalog, fleet)
+        if parsed is None or gname is None:
+            continue
+        group, expander = parsed
+        groups.append(group)
+        for run in expander(seed, len(runs)):
+            prior = ids.get(run.id)
+            if prior is not None:
+                gctx.at(g, f"run id {run.id} is produced twice (a hash collision); rename group {group.name!r}")
+                continue
+            ids[run.id] = run.group
+            runs.append(run)
+            if len(runs) > MAX_RUNS:
+                raise Abort(f"the sweep expands to more than {MAX_RUNS} runs")
+
+    if problems.items or version is None or name is None:
+        return None
+    return Sweep(
+        version=version,
+        name=name,
+        path=path,
+        sha256=sha,
+        fleet=fleet,
+        groups=tuple(groups),
+        runs=tuple(runs),
+        duration_model=duration_model,
+        launch=launch,
+        seed=seed,
+        description=description,
+    )
+
+
+# ---- sweep-level sections ----------------------------------------------------------------------
+
+
+def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) -> tuple[FleetEntry, ...] | None:
+    if node is None or not isinstance(node, SeqNode):
+        if node is not None:
+            ctx.at(node, f"expected a list of {{gpu: MODEL, count: N}}, got {describe(node)}")
+        return None
+    if not node.items:
+        ctx.at(node, "`fleet` is empty", "list the GPUs, e.g. `- {gpu: A100-SXM4-80GB, count: 4}`, or omit fleet:")
+        return None
+    out: list[FleetEntry] = []
+    for item in node.items:
+        m = ctx.mapping(item, "{gpu: MODEL, count: N}")
+        if m is None:
+            continue
+        ctx.keys(m, FLEET_KEYS, "fleet entry")
+        gpu = count = None
+        driver: str | None = None
+        if (gn := m.get("gpu")) is None:
+            ctx.missing(m, "gpu", "missing `gpu`", "name a catalogue model, e.g. gpu: A100-SXM4-80GB")
+        elif (text := ctx.string(gn, "a GPU model name")) is not None:
+            cat = get_catalog()
+            gpu = cat.find_key(text)
+            if gpu is None:
+                close = difflib.get_close_matches(text, cat.keys(), n=1, cutoff=0.5)
+                ctx.at(
+                    gn,
+                    f"unknown GPU model {text!r}",
+                    (f"did you mean {close[0]!r}? " if close else "")
+                    + "known models: "
+                    + ", ".join(cat.keys())
+                    + "; teach a new one with `migbench catalog import`",
+                )
+        if (cn := m.get("count")) is None:
+            ctx.missing(m, "count", "missing `count`", "how many GPUs of this model, e.g. count: 4")
+        else:
+            count = ctx.integer(cn, 1)
+        if (dn := m.get("driver")) is not None:
+            if isinstance(dn, ScalarNode) and dn.value is not None and not isinstance(dn.value, bool):
+                from migbench.catalog import parse_driver
+
+                try:
+                    parse_driver(dn.raw)
+                    driver = dn.raw.strip()
+                except ValueError as exc:
+                    ctx.at(dn, str(exc), 'write the driver version as nvidia-smi prints it, e.g. "535.129.03"')
+            else:
+                ctx.at(dn, f'expected a driver version such as "535.129.03", got {describe(dn)}')
+        if gpu is not None and count is not None:
+            out.append(FleetEntry(gpu, count, driver))
+    return tuple(out)
+
+
+def _parse_duration_model(ctx: Ctx, node: Node | None) -> DurationModel:
+    if node is None or (m := ctx.mapping(node, "a mapping {interference: 0.0, compute_basis: sm}")) is None:
+        return DurationModel()
+    ctx.keys(m, DURATION_MODEL_KEYS, "duration_model")
+    interference, basis = 0.0, "sm"
+    if (n := m.get("interference")) is not None and (v := ctx.number(n)) is not None:
+        if v < 0:
+            ctx.at(n, f"must be >= 0, got {v}", "the fractional slowdown per co-located run, e.g. 0.1")
+        else:
+            interference = float(v)
+    if (n := m.get("compute_basis")) is not None and (s := ctx.string(n, "sm or slices")) is not None:
+        if s not in ("sm", "slices"):
+            ctx.at(n, f"unknown compute_basis {s!r}", "write sm or slices")
+        else:
+            basis = s
+    return DurationModel(interference, ComputeBasis(basis))
+
+
+def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
+    if node is None or (m := ctx.mapping(node, "a mapping of launch options")) is None:
+        return LaunchSettings()
+    ctx.keys(m, LAUNCH_KEYS, "launch")
+    kw: dict[str, Any] = {}
+    if (n := m.get("retries")) is not None and (v := ctx.integer(n, 0)) is not None:
+        kw["retries"] = v
+    for key in ("backoff", "stop_grace", "flapping_window"):
+        if (n := m.get(key)) is not None:
+            if (
+                key != "flapping_window"
+                and isinstance(n, ScalarNode)
+                and re.fullmatch(r"\s*0+(\.0*)?\s*[a-z]*\s*", str(n.value))
+            ):
+                kw[f"{key}_s"] = 0.0  # zero backoff or grace is meaningful
+            elif (d := ctx.duration(n)) is not None:
+                kw[f"{key}_s"] = d
+    if (n := m.get("flapping_max")) is not None and (v := ctx.integer(n, 1)) is not None:
+        kw["flapping_max"] = v
+    if (n := m.get("env")) is not None and (env := ctx.env(n)) is not None:
+        kw["env"] = {k: v for k, (v, _) in env.items()}
+    if (n := m.get("log_dir")) is not None and (s := ctx.string(n, "a directory")) is not None:
+        if not s.strip():
+            ctx.at(n, "log_dir is empty")
+        else:
+            kw["log_dir"] = s
+    return LaunchSettings(**kw)
+
+
+def _merge_defaults(defaults: MapNode | None, group: MapNode) -> MapNode:
+    """Group fields over defaults; `env` and `parameters` mappings merge key by key."""
+    if defaults is None:
+        return group
+    out: dict[Any, Entry] = {k: e for k, e in defaults.entries.items() if k in GROUP_KEYS and k != "name"}
+    for key, e in group.entries.items():
+        base = out.get(key)
+        if (
+            key in ("env", "parameters")
+            and base is not None
+            and isinstance(base.value, MapNode)
+            and isinstance(e.value, MapNode)
+        ):
+            entries = dict(base.value.entries)
+            entries.update(e.value.entries)
+            out[key] = Entry(key, e.key_line, e.path, MapNode(e.value.line, e.value.path, entries))
+        else:
+            out[key] = e
+    return MapNode(group.line, group.path, out)

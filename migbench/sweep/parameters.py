@@ -1,0 +1,404 @@
+"""Parameters as written: lists, W&B's `{values: [...]}`, `{value: x}` and distributions, Hydra's
+shorthand strings (`a,b`, `range(...)`, `choice(...)`), and `zip` groups of linked parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from migbench.sweep.fields import Ctx
+from migbench.sweep.model import Parameter, canonical_json
+from migbench.sweep.schema import DISTRIBUTIONS, MAX_RUNS, NORMAL_FAMILY, PARAM_KEYS, PARAM_NAME_RE, Scalar
+from migbench.sweep.yamlnodes import Loader, MapNode, Node, ScalarNode, SeqNode, describe, describe_value
+
+
+def parse_parameters(ctx: Ctx, node: Node | None, method: str) -> list[Parameter] | None:
+    if node is None:
+        return []
+    m = ctx.mapping(node, "a mapping of parameters (name: values)")
+    if m is None:
+        return None
+    out: list[Parameter] = []
+    ok = True
+    for key, e in m.entries.items():
+        if not isinstance(key, str) or not PARAM_NAME_RE.fullmatch(key):
+            ctx.at(
+                e,
+                f"{str(key)!r} is not a valid parameter name",
+                "use letters, digits, '_', '.' and '-', starting with a letter or '_'",
+                key=True,
+            )
+            ok = False
+            continue
+        if key == "repeat":
+            ctx.at(e, "`repeat` is reserved for the repeat index ({repeat})", "rename the parameter", key=True)
+            ok = False
+            continue
+        p = _parse_parameter(ctx, key, e.value, method)
+        if p is None:
+            ok = False
+        else:
+            out.append(p)
+    return out if ok else None
+
+
+_FORMS = "expected a list, {values: [...]}, {value: x} or a distribution"
+
+
+def _parse_parameter(ctx: Ctx, name: str, node: Node, method: str) -> Parameter | None:
+    if isinstance(node, SeqNode):
+        values = _scalar_values(ctx, node)
+        if values is None:
+            return None
+        return Parameter(name, values, line=node.line) if _nonempty(ctx, node, values) else None
+    if isinstance(node, ScalarNode):
+        if isinstance(node.value, str):
+            return _hydra(ctx, name, node)
+        if node.value is None:
+            ctx.at(node, "empty grid: this parameter has no values", "write values, or {value: null} for a literal null")
+            return None
+        v = _scalar_value(ctx, node)
+        return None if v is _BAD else Parameter(name, (v,), line=node.line)
+    assert isinstance(node, MapNode)
+    keys = set(node.entries)
+    if not keys & {"value", "values", "distribution", "min", "max", "mu", "sigma"}:
+        ctx.at(
+            node,
+            f"{_FORMS}, got {describe(node)}",
+            "e.g. [1, 2, 3], {values: [1, 2, 3]}, {value: 7} or {distribution: uniform, min: 0, max: 1}",
+        )
+        return None
+    ctx.keys(node, PARAM_KEYS, "parameter")
+    if "values" in keys and "distribution" in keys:
+        ctx.at(
+            node.entries["distribution"],
+            "`values` together with `distribution` in one parameter",
+            "keep values: for a list, or distribution: (method: random) for sampling",
+            key=True,
+        )
+        return None
+    if "value" in keys and ("values" in keys or "distribution" in keys):
+        ctx.at(
+            node.entries["value"],
+            "`value` is one fixed value; it cannot be combined with values or distribution",
+            key=True,
+        )
+        return None
+    if "value" in keys or "values" in keys:
+        extra = keys - {"value", "values"}
+        for k in sorted(extra & set(PARAM_KEYS), key=str):
+            ctx.at(node.entries[k], f"`{k}` belongs to a distribution, not to a list of values", key=True)
+        if "value" in keys:
+            v = _scalar_value(ctx, node.entries["value"].value)
+            return None if v is _BAD or extra else Parameter(name, (v,), line=node.line)
+        vn = node.entries["values"].value
+        if not isinstance(vn, SeqNode):
+            ctx.at(vn, f"expected a list of values, got {describe(vn)}")
+            return None
+        values = _scalar_values(ctx, vn)
+        if values is None or extra or not _nonempty(ctx, vn, values):
+            return None
+        return Parameter(name, values, line=node.line)
+    return _distribution(ctx, name, node, method)
+
+
+_BAD = object()
+
+
+def _scalar_value(ctx: Ctx, node: Node) -> Any:
+    if not isinstance(node, ScalarNode):
+        ctx.at(
+            node,
+            f"a parameter value must be a single value (string, number, boolean), got {describe(node)}",
+            "write a nested value as a string and parse it in the program",
+        )
+        return _BAD
+    v = node.value
+    if isinstance(v, (_dt.date, _dt.datetime)):
+        ctx.at(node, f"expected a string, number or boolean, got {describe_value(v)}")
+        return _BAD
+    if isinstance(v, float) and not math.isfinite(v):
+        ctx.at(node, f"{node.raw!r} is not a finite number")
+        return _BAD
+    if isinstance(v, str) and "\x00" in v:
+        ctx.at(node, "a value cannot hold a NUL character (no program can receive it)")
+        return _BAD
+    if not isinstance(v, (str, int, float, bool)) and v is not None:  # pragma: no cover - binary etc.
+        ctx.at(node, f"unsupported value type {type(v).__name__}")
+        return _BAD
+    return v
+
+
+def _scalar_values(ctx: Ctx, node: SeqNode) -> tuple[Scalar, ...] | None:
+    out: list[Scalar] = []
+    ok = True
+    seen: dict[str, int] = {}
+    for item in node.items:
+        v = _scalar_value(ctx, item)
+        if v is _BAD:
+            ok = False
+            continue
+        key = canonical_json(v)
+        if key in seen:
+            ctx.at(
+                item,
+                f"value {key} is listed twice (first at line {seen[key]})",
+                "each value makes its own runs; use repeats: for replicas",
+            )
+            ok = False
+            continue
+        seen[key] = item.line
+        out.append(v)
+    return tuple(out) if ok else None
+
+
+def _nonempty(ctx: Ctx, node: Node, values: Sequence[Any]) -> bool:
+    if values:
+        return True
+    ctx.at(node, "empty grid: this parameter has no values", "list at least one value, or remove the parameter")
+    return False
+
+
+_HYDRA_FN = re.compile(r"^\s*(range|choice|interval|glob|sort|shuffle|tag)\s*\((.*)\)\s*$", re.S)
+
+
+def _hydra(ctx: Ctx, name: str, node: ScalarNode) -> Parameter | None:
+    """Hydra shorthand: `"a,b,c"`, `"range(0,10,2)"`, `"choice(a,b)"`; otherwise one string value."""
+    text = node.value
+    fn = _HYDRA_FN.match(text)
+    if fn:
+        fname, body = fn.group(1), fn.group(2)
+        if fname == "range":
+            return _hydra_range(ctx, name, node, body)
+        if fname == "choice":
+            items = _split_items(ctx, node, body)
+            return None if items is None else Parameter(name, items, line=node.line)
+        hint = (
+            "interval() samples a range: write {distribution: uniform, min: a, max: b} with method: random"
+            if fname == "interval"
+            else "write the value as {value: '...'} if it is meant literally"
+        )
+        ctx.at(
+            node,
+            f"unsupported sweep function {fname}() in {text!r}; supported: a,b,c  range(start,stop[,step])  "
+            "choice(a,b)",
+            hint,
+        )
+        return None
+    if "," in text:
+        items = _split_items(ctx, node, text)
+        return None if items is None else Parameter(name, items, line=node.line)
+    v = _scalar_value(ctx, node)
+    return None if v is _BAD else Parameter(name, (v,), line=node.line)
+
+
+def _split_items(ctx: Ctx, node: ScalarNode, text: str) -> tuple[Scalar, ...] | None:
+    out: list[Scalar] = []
+    seen: set[str] = set()
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            ctx.at(
+                node,
+                f"empty item in the comma list {node.value!r}",
+                "remove the extra comma; a value holding a comma is written {value: 'a,b'}",
+            )
+            return None
+        v: Any = item
+        try:
+            parsed = yaml.load(item, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError:
+            parsed = None
+        if isinstance(parsed, (str, int, float, bool)) and not (
+            isinstance(parsed, float) and not math.isfinite(parsed)
+        ):
+            v = parsed
+        key = canonical_json(v)
+        if key in seen:
+            ctx.at(node, f"value {item!r} is listed twice in {node.value!r}")
+            return None
+        seen.add(key)
+        out.append(v)
+    return tuple(out)
+
+
+def _hydra_range(ctx: Ctx, name: str, node: ScalarNode, body: str) -> Parameter | None:
+    nums: list[int | float] = []
+    for raw in body.split(","):
+        try:
+            s = raw.strip()
+            nums.append(int(s) if re.fullmatch(r"[-+]?[0-9]+", s) else float(s))
+        except ValueError:
+            nums = []
+            break
+    if not 1 <= len(nums) <= 3 or not all(math.isfinite(x) for x in nums):
+        ctx.at(node, f"{node.value!r} is not range(stop), range(start, stop) or range(start, stop, step)")
+        return None
+    start, stop, step = (0, nums[0], 1) if len(nums) == 1 else (nums[0], nums[1], nums[2] if len(nums) == 3 else 1)
+    if step == 0:
+        ctx.at(node, f"{node.value!r}: the step cannot be 0")
+        return None
+    if all(isinstance(x, int) for x in (start, stop, step)):
+        values: tuple[Scalar, ...] = tuple(range(int(start), int(stop), int(step)))
+    else:
+        n = max(0, math.ceil((stop - start) / step - 1e-12))
+        values = tuple(round(start + i * step, 12) for i in range(n))
+    if len(values) > MAX_RUNS:
+        ctx.at(node, f"{node.value!r} has {len(values)} values (more than {MAX_RUNS})")
+        return None
+    if not values:
+        ctx.at(node, f"empty grid: {node.value!r} has no values", "check start, stop and the step's sign")
+        return None
+    return Parameter(name, values, line=node.line)
+
+
+def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter | None:
+    dist: str | None = None
+    if (dn := node.get("distribution")) is not None:
+        dist = ctx.string(dn, "a distribution name")
+        if dist is None:
+            return None
+        if dist not in DISTRIBUTIONS:
+            close = difflib.get_close_matches(dist, DISTRIBUTIONS, n=1, cutoff=0.6)
+            hint = (
+                "for a list of choices use values: [...]"
+                if dist == "categorical"
+                else ((f"did you mean {close[0]!r}? " if close else "") + "distributions: " + ", ".join(DISTRIBUTIONS))
+            )
+            ctx.at(dn, f"unknown distribution {dist!r}", hint)
+            return None
+    elif "min" in node.entries and "max" in node.entries:
+        lo, hi = node.get("min"), node.get("max")
+        both_int = all(
+            isinstance(n, ScalarNode) and isinstance(n.value, int) and not isinstance(n.value, bool) for n in (lo, hi)
+        )
+        dist = "int_uniform" if both_int else "uniform"  # as W&B infers it
+    else:
+        ctx.at(
+            node,
+            f"{_FORMS}, got {describe(node)}",
+            "a distribution needs distribution: (or min: and max: for uniform); normal takes mu: and sigma:",
+        )
+        return None
+    if method == "grid":
+        ctx.at(
+            node.entries.get("distribution") or node,
+            "a distribution never ends a grid; use method: random",
+            "or list the values to try: values: [...]",
+        )
+        return None
+    wanted = ("mu", "sigma", "q") if dist in NORMAL_FAMILY else ("min", "max", "q")
+    args: dict[str, float] = {}
+    ok = True
+    for key in ("min", "max", "q", "mu", "sigma"):
+        e = node.entries.get(key)
+        if e is None:
+            continue
+        if key not in wanted or (key == "q" and not dist.startswith("q_")):
+            ctx.at(e, f"`{key}` does not apply to distribution {dist}", key=True)
+            ok = False
+            continue
+        v = ctx.number(e.value)
+        if v is None:
+            ok = False
+        else:
+            args[key] = v
+    if not ok:
+        return None
+    if dist in NORMAL_FAMILY:
+        args.setdefault("mu", 0.0)
+        args.setdefault("sigma", 1.0)
+        if args["sigma"] <= 0:
+            ctx.at(node.get("sigma") or node, f"sigma must be > 0, got {args['sigma']}")
+            return None
+    else:
+        for key in ("min", "max"):
+            if key not in args:
+                ctx.missing(node, key, f"distribution {dist} needs `{key}`")
+                ok = False
+        if not ok:
+            return None
+        if args["min"] >= args["max"]:
+            ctx.at(node.get("max") or node, f"max ({args['max']}) must be greater than min ({args['min']})")
+            return None
+        if dist == "int_uniform" and not all(isinstance(args[k], int) for k in ("min", "max")):
+            ctx.at(node, "int_uniform needs whole-number min and max")
+            return None
+        if dist in ("log_uniform_values", "q_log_uniform_values") and args["min"] <= 0:
+            ctx.at(
+                node.get("min") or node,
+                f"{dist} needs min > 0 (it samples between the values' logarithms)",
+                "for exponents use log_uniform (min and max are natural-log exponents, as W&B)",
+            )
+            return None
+    if dist.startswith("q_"):
+        args.setdefault("q", 1)
+        if args["q"] <= 0:
+            ctx.at(node.get("q") or node, f"q must be > 0, got {args['q']}")
+            return None
+    return Parameter(name, None, dist, args, line=node.line)
+
+
+def parse_zip(
+    ctx: Ctx, node: Node | None, params: list[Parameter] | None, method: str
+) -> list[tuple[str, ...]] | None:
+    if node is None:
+        return []
+    if not isinstance(node, SeqNode) or not all(isinstance(i, SeqNode) for i in node.items):
+        ctx.at(node, f"expected a list of parameter-name lists, e.g. [[lr, warmup]], got {describe(node)}")
+        return None
+    by_name = {p.name: p for p in params or []}
+    out: list[tuple[str, ...]] = []
+    used: dict[str, int] = {}
+    ok = True
+    for item in node.items:
+        assert isinstance(item, SeqNode)
+        names: list[str] = []
+        for n in item.items:
+            s = ctx.string(n, "a parameter name")
+            if s is None:
+                ok = False
+                continue
+            if params is not None and s not in by_name:
+                ctx.at(
+                    n, f"zip names {s!r}, which is not a parameter; parameters are: {', '.join(by_name) or '(none)'}"
+                )
+                ok = False
+                continue
+            if s in used:
+                ctx.at(n, f"parameter {s!r} is in more than one zip group (first at line {used[s]})")
+                ok = False
+                continue
+            used[s] = n.line
+            names.append(s)
+        if not item.items:
+            ctx.at(item, "an empty zip group", "list the parameters that vary together, e.g. [lr, warmup]")
+            ok = False
+            continue
+        if params is None or not names or len(names) != len(item.items):
+            continue
+        dists = [s for s in names if by_name[s].values is None]
+        if dists:
+            ctx.at(item, f"cannot zip {', '.join(dists)}: a distribution has no list of values to pair up")
+            ok = False
+            continue
+        lengths = {s: len(by_name[s].values or ()) for s in names}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{s} has {k}" for s, k in lengths.items())
+            ctx.at(item, f"zipped parameters need value lists of equal length: {shown}")
+            ok = False
+            continue
+        tuples = list(zip(*(by_name[s].values or () for s in names), strict=True))
+        if len({canonical_json(list(t)) for t in tuples}) != len(tuples):
+            ctx.at(item, f"zipped parameters {', '.join(names)} repeat the same combination of values")
+            ok = False
+            continue
+        out.append(tuple(names))
+    return out if ok and params is not None else None

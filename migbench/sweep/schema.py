@@ -1,0 +1,72 @@
+"""The sweep file's schema version 1: its keys, names, macros and distributions, and the limits.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Union
+
+SCHEMA_VERSION = 1
+MAX_RUNS = 100_000
+"""Refuse sweeps that expand to more runs than this (a typo in a range() should not hang the CLI)."""
+
+LAUNCH_MACROS = ("run_id", "run_dir", "attempt")
+"""Left verbatim in argv and env for the launcher to fill in."""
+LIST_MACROS = ("args", "args_no_hyphens", "args_no_boolean_flags")
+VALUE_MACROS = ("program", "args_json", "env", "interpreter")
+ALL_MACROS = VALUE_MACROS + LIST_MACROS + LAUNCH_MACROS
+
+DISTRIBUTIONS = (
+    "uniform",
+    "int_uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform",
+    "q_log_uniform_values",
+    "normal",
+    "q_normal",
+    "log_normal",
+    "q_log_normal",
+)
+NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
+
+SWEEP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
+
+TOP_KEYS = ("version", "name", "description", "seed", "fleet", "duration_model", "launch", "defaults", "groups")
+GROUP_KEYS = (
+    "name",
+    "command",
+    "program",
+    "shell",
+    "method",
+    "count",
+    "run_cap",
+    "repeats",
+    "num_samples",
+    "parameters",
+    "zip",
+    "memory",
+    "duration",
+    "compute",
+    "max_runs_per_instance",
+    "profiles",
+    "env",
+    "workdir",
+    "retries",
+    "timeout",
+)
+FLEET_KEYS = ("gpu", "count", "driver")
+DURATION_MODEL_KEYS = ("interference", "compute_basis")
+LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
+PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma")
+MEMORY_TABLE_KEYS = ("by", "table", "default")
+ESTIMATE_REQUIRED = ("params", "precision", "optimizer", "batch_size", "seq_len", "hidden", "layers", "heads", "vocab")
+ESTIMATE_OPTIONAL = ("attention", "activation_checkpointing", "ffn", "context", "workspace", "headroom")
+ESTIMATE_KEYS = ESTIMATE_REQUIRED + ESTIMATE_OPTIONAL
+
+Scalar = Union[str, int, float, bool, None]  # noqa: UP007 - a runtime alias
