@@ -65,6 +65,7 @@ TERMINAL_STATES = frozenset({
 _FALLBACK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
                      "/dev/tty", "/dev/ptmx", "/dev/kmsg")
 _NVIDIA_MAJOR = 195  # like /dev/nvidiaN; only used by Slurm for cgroup device rules
+_CAPS_MAJOR = 511    # /dev/nvidia-caps/* get a dynamic major; any will do here
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; slurmd puts step sockets in its spool dir
 
 #: backfill every second (default 30 s: a blocked job of one type holds back another type)
@@ -102,6 +103,18 @@ def slurm_available() -> tuple[bool, str]:
     return True, ""
 
 
+@dataclass(frozen=True)
+class MigDevice:
+    """One emulated MIG device (``mig_uuids=True``): what AutoDetect=nvml would report."""
+
+    node: str
+    type: str          # the GRES type in slurm.conf (and --gres), e.g. "1g.10gb"
+    detected: str      # the name NVML autodetection would give it, e.g. "nvidia_a100_1g.10gb"
+    uuid: str          # "MIG-<uuid>": what the job gets in CUDA_VISIBLE_DEVICES
+    gpu: int           # the parent GPU (/dev/nvidia<gpu>)
+    files: tuple[str, ...]  # parent GPU device + GPU-instance and compute-instance caps
+
+
 @dataclass
 class Cluster:
     """A running local cluster. Use :meth:`run` (or ``env``) for the Slurm clients."""
@@ -112,12 +125,21 @@ class Cluster:
     nodes: list[str]
     partition: str
     gres: dict[str, int]           # per node
-    devices: dict[str, list[str]]  # node -> the device files backing its GRES, in gres.conf order
+    devices: dict[str, list[str]]  # node -> the device file(s) backing each GRES unit, in order
     logdir: Path
     pids: dict[str, int] = field(default_factory=dict)  # "slurmctld", "slurmd:<node>", "munged"
     marker: str = ""
     stray_killed: list[int] = field(default_factory=list)  # filled on stop; should stay empty
     loopback_only: bool = True     # False: daemons listen on all addresses (host name not 127.x)
+    mig_devices: dict[str, list[MigDevice]] = field(default_factory=dict)  # mig_uuids=True only
+
+    def node_conf(self, node: str) -> Path:
+        """The slurm.conf the slurmd of ``node`` reads: a copy of ``conf`` beside its gres.conf."""
+        return self.conf.parent / f"node-{node}" / "slurm.conf"
+
+    def mig_by_uuid(self, uuid: str) -> MigDevice:
+        """The emulated MIG device a job got as CUDA_VISIBLE_DEVICES=MIG-... (mig_uuids=True)."""
+        return next(d for devs in self.mig_devices.values() for d in devs if d.uuid == uuid)
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
             input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -174,15 +196,20 @@ class Cluster:
 @contextlib.contextmanager
 def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir: Path,
                 cpus: int = 32, partition: str = "debug", cgroup: bool = False,
-                scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS,
-                start_timeout: float = 30.0, stop_timeout: float = 15.0) -> Iterator[Cluster]:
+                scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS, mig_uuids: bool = False,
+                nvml_gpu_name: str = "nvidia_a100", start_timeout: float = 30.0,
+                stop_timeout: float = 15.0) -> Iterator[Cluster]:
     """Start a local cluster whose every node has GPU GRES ``gres`` ({mig type: count}).
 
     ``nodes``: node names (default ``["mig0"]``); several run as several slurmd on this machine,
     each with its own port. ``cpus``: CPUs advertised per node (more than the machine has, so that
     GRES, not CPUs, limit concurrency). ``cgroup``: task/cgroup + ConstrainDevices=yes (needs a
-    cgroup v1 devices controller). Raises SlurmUnavailable when it cannot run here and
-    SlurmStartError (with the daemons' logs) when the nodes are not IDLE within start_timeout.
+    cgroup v1 devices controller). ``mig_uuids``: present the GRES the way AutoDetect=nvml does
+    on a MIG node (through Slurm's own ``fake_gpus.conf`` test hook): each unit is a MIG device
+    (parent /dev/nvidiaN + two nvidia-caps devices, detected as ``<nvml_gpu_name>_<type>``) and
+    jobs get ``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` (see ``Cluster.mig_devices``); otherwise each
+    unit is one plain device and jobs get an index. Raises SlurmUnavailable when it cannot run
+    here and SlurmStartError (with the daemons' logs) when the nodes are not IDLE in start_timeout.
     """
     ok, why = slurm_available()
     if not ok:
@@ -213,8 +240,9 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
         d.mkdir(exist_ok=True)
     # unix sockets (munge, slurmd's step sockets in its spool dir) need a short path
     longest = len(str(workdir / "run" / "spool" / max(nodes, key=len))) + len(max(nodes, key=len)) + 24
-    own_rundir = longest > _SOCKET_PATH_MAX
-    rundir = Path(tempfile.mkdtemp(prefix="mbslurm-")) if own_rundir else workdir / "run"
+    # (and fake_gpus.conf lines, with three device paths each, are read into 256 bytes)
+    own_rundir = longest > _SOCKET_PATH_MAX or mig_uuids
+    rundir = Path(tempfile.mkdtemp(prefix="mbs")) if own_rundir else workdir / "run"
     rundir.mkdir(exist_ok=True)
     os.chmod(rundir, 0o755)
     if own_rundir:
@@ -230,7 +258,13 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
                       partition=partition, gres=dict(gres), devices={}, logdir=logdir,
                       marker=marker, loopback_only=loopback_only)
     try:
-        cluster.devices = {n: _make_devices(workdir / "dev" / n, gres) for n in nodes}
+        if mig_uuids:
+            cluster.mig_devices = {n: _make_mig_devices(rundir / "d" / n, n, gres, nvml_gpu_name)
+                                   for n in nodes}
+            cluster.devices = {n: [",".join(d.files) for d in devs]
+                               for n, devs in cluster.mig_devices.items()}
+        else:
+            cluster.devices = {n: _make_devices(workdir / "dev" / n, gres) for n in nodes}
         key = workdir / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
@@ -239,8 +273,8 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
             # free ports are picked, then released for the daemons: another process may take
             # one meanwhile; then start again with other ports
             ports = _free_ports(1 + len(nodes))
-            _write_configs(etc, rundir, workdir, logdir, nodes, gres, cluster.devices, ports,
-                           cpus=cpus, partition=partition, cgroup=cgroup,
+            _write_configs(etc, rundir, workdir, logdir, nodes, gres, cluster.devices,
+                           cluster.mig_devices, ports, cpus=cpus, partition=partition, cgroup=cgroup,
                            loopback_only=loopback_only, scheduler_parameters=scheduler_parameters)
             try:
                 _start_daemons(cluster, procs, rundir, key, deadline)
@@ -301,7 +335,7 @@ def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], 
             (rundir / "spool" / node).mkdir(parents=True, exist_ok=True)
             # -N: this slurmd is that node, whatever the machine's host name (several per machine)
             procs[f"slurmd:{node}"] = _spawn(
-                ["slurmd", "-D", "-N", node, "-f", str(cluster.conf),
+                ["slurmd", "-D", "-N", node, "-f", str(cluster.node_conf(node)),
                  "-L", str(logdir / f"slurmd-{node}.log")], env, logdir / f"slurmd-{node}.out")
         cluster.pids = {name: p.pid for name, p in procs.items()}
         _poll(all_idle, timeout=max(deadline - time.monotonic(), 0.5), interval=0.05,
@@ -426,6 +460,44 @@ def _make_devices(devdir: Path, gres: dict[str, int]) -> list[str]:
     return files
 
 
+def _make_mig_devices(devdir: Path, node: str, gres: dict[str, int], gpu_name: str) -> list[MigDevice]:
+    """MIG devices for gres, packed onto parent GPUs of 7 slices, as gpu/nvml describes them."""
+    devdir.mkdir(parents=True, exist_ok=True)
+    (devdir / "nvidia-caps").mkdir(exist_ok=True)
+    fallback = iter(d for d in _FALLBACK_DEVICES if Path(d).exists())
+    made: list[MigDevice] = []
+    gpu, used, cap = 0, 0, 1
+    for t, count in gres.items():
+        m = re.match(r"(\d+)g\.", t)
+        slices = min(int(m.group(1)), 7) if m else 1
+        for _ in range(count):
+            if used + slices > 7:
+                gpu, used = gpu + 1, 0
+            used += slices
+            paths = [devdir / f"nvidia{gpu}", devdir / "nvidia-caps" / f"nvidia-cap{cap}",
+                     devdir / "nvidia-caps" / f"nvidia-cap{cap + 1}"]
+            numbers = [(_NVIDIA_MAJOR, gpu), (_CAPS_MAJOR, cap), (_CAPS_MAJOR, cap + 1)]
+            try:  # like /dev/nvidiaN and /dev/nvidia-caps/nvidia-capN
+                for path, (major, minor) in zip(paths, numbers):
+                    if not path.is_char_device():
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                        os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+                files = tuple(map(str, paths))
+            except OSError:
+                nxt = next(fallback, None)
+                if nxt is None:
+                    raise SlurmUnavailable("mknod refused and too few existing character devices "
+                                           f"for {sum(gres.values())} MIG devices") from None
+                files = (nxt,)
+            index = len(made)
+            uid = uuid.uuid5(uuid.NAMESPACE_URL, f"migbench-test/{node}/{index}")
+            made.append(MigDevice(node=node, type=t, detected=f"{gpu_name}_{t}", uuid=f"MIG-{uid}",
+                                  gpu=gpu, files=files))
+            cap += 2
+    return made
+
+
 def _free_ports(n: int) -> list[int]:
     socks = []
     try:
@@ -440,7 +512,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _write_configs(etc: Path, rundir: Path, workdir: Path, logdir: Path, nodes: list[str],
-                   gres: dict[str, int], devices: dict[str, list[str]], ports: list[int], *,
+                   gres: dict[str, int], devices: dict[str, list[str]],
+                   mig_devices: dict[str, list[MigDevice]], ports: list[int], *,
                    cpus: int, partition: str, cgroup: bool, loopback_only: bool,
                    scheduler_parameters: str) -> None:
     node_gres = ",".join(f"gpu:{t}:{c}" for t, c in gres.items())
@@ -495,23 +568,49 @@ MailProg=/bin/true
 {node_lines}
 PartitionName={partition} Nodes={",".join(nodes)} Default=YES MaxTime=INFINITE State=UP
 """
-    (etc / "slurm.conf").write_text(slurm_conf)
-    # gres/gpu needs File= naming distinct character devices: Count= alone is dropped ("Removing
-    # file-less GPU") and the node drains; a repeated path kills slurmd.
-    gres_lines = []
+    cgroup_conf = (f"CgroupPlugin={'cgroup/v1' if cgroup else 'autodetect'}\n"
+                   f"ConstrainDevices={'yes' if cgroup else 'no'}\nConstrainCores=no\nConstrainRAMSpace=no\n")
+    files = {
+        "slurm.conf": slurm_conf,
+        # read only by the cgroup plugins; written anyway so no system cgroup.conf is picked up
+        "cgroup.conf": cgroup_conf,
+        "plugstack.conf": "",  # no system SPANK plugins
+    }
+    # Each slurmd reads its own copy of the configuration (etc/node-<name>/, same slurm.conf):
+    # gres.conf and fake_gpus.conf have no per-node sections Slurm would honour for the latter.
+    gres_conf: dict[str, list[str]] = {}
+    fake_gpus: dict[str, str] = {}
     for n in nodes:
-        files = iter(devices[n])
-        for t, c in gres.items():
-            gres_lines.append(f"NodeName={n} Name=gpu Type={t} File={','.join(next(files) for _ in range(c))}")
-    (etc / "gres.conf").write_text("AutoDetect=off\n" + "\n".join(gres_lines) + "\n")
-    # read only by the cgroup plugins; written anyway so no system cgroup.conf is picked up
-    (etc / "cgroup.conf").write_text(
-        "CgroupPlugin=cgroup/v1\n" if cgroup else "CgroupPlugin=autodetect\n")
-    with (etc / "cgroup.conf").open("a") as f:
-        f.write(f"ConstrainDevices={'yes' if cgroup else 'no'}\nConstrainCores=no\nConstrainRAMSpace=no\n")
-    (etc / "plugstack.conf").write_text("")  # no system SPANK plugins
-    for f in etc.iterdir():
-        os.chmod(f, 0o644)
+        if mig_devices:
+            # Slurm's test hook for GPU autodetection (gres/gpu reads fake_gpus.conf from the
+            # slurm.conf directory): type|cpu count|cpu range|links|device files|unique id|flags,
+            # one line per device, as gpu/nvml reports a MIG device. A slurm.conf Type matches
+            # a detected name when it is a substring of it.
+            gres_conf[n] = ["# GPUs from fake_gpus.conf, as AutoDetect=nvml would report them"]
+            lines = [f"{d.detected}|{cpus}|0-{cpus - 1}|(null)|{','.join(d.files)}|{d.uuid}|nvidia_gpu_env"
+                     for d in mig_devices[n]]
+            too_long = [line for line in lines if len(line) > 250]  # slurmd reads 255 bytes a line
+            if too_long:
+                raise SlurmUnavailable(f"fake_gpus.conf line too long for slurmd: {too_long[0]}")
+            fake_gpus[n] = "".join(line + "\n" for line in lines)
+        else:
+            # gres/gpu needs File= naming distinct character devices: Count= alone is dropped
+            # ("Removing file-less GPU") and the node drains; a repeated path kills slurmd.
+            units = iter(devices[n])
+            gres_conf[n] = [f"NodeName={n} Name=gpu Type={t} File={','.join(next(units) for _ in range(c))}"
+                            for t, c in gres.items()]
+    for d, node_list in [(etc, nodes), *((etc / f"node-{n}", [n]) for n in nodes)]:
+        d.mkdir(exist_ok=True)
+        lines = [line for n in node_list for line in gres_conf[n]]
+        content = {**files, "gres.conf": "AutoDetect=off\n" + "\n".join(lines) + "\n"}
+        if len(node_list) == 1 and node_list[0] in fake_gpus and d != etc:
+            content["fake_gpus.conf"] = fake_gpus[node_list[0]]
+        for name, text in content.items():
+            (d / name).write_text(text)
+            os.chmod(d / name, 0o644)
+        if "fake_gpus.conf" not in content:
+            with contextlib.suppress(FileNotFoundError):
+                (d / "fake_gpus.conf").unlink()
 
 
 def _spawn(argv: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
