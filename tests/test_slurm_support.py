@@ -126,6 +126,33 @@ def test_scancel_of_a_running_job_shows_cancelled(slurm: Cluster, tmp_path: Path
                    what=lambda: f"the GRES to be free: {slurm.node_info()['GresUsed']}")
 
 
+def test_mig_devices_as_nvml_reports_them_give_mig_uuids(tmp_path: Path):
+    """mig_uuids=True: the node's GPUs look like AutoDetect=nvml's MIG devices; jobs get UUIDs."""
+    ok, why = slurm_available()
+    if not ok:
+        pytest.skip(why)
+    with local_slurm(GRES, workdir=tmp_path / "cluster", mig_uuids=True) as c:
+        assert c.run(["sinfo", "-h", "-o", "%G"]).stdout.split() == [
+            "gpu:1g.10gb:4(S:0-31),gpu:3g.40gb:1(S:0-31)"]
+        assert [(d.detected, d.gpu, len(d.files)) for d in c.mig_devices["mig0"]] == [
+            ("nvidia_a100_1g.10gb", 0, 3)] * 4 + [("nvidia_a100_3g.40gb", 0, 3)]  # one GPU: 4 + 3 slices
+        # the type as slurm.conf spells it; the detected name is not a type slurmctld knows
+        proc = c.run(["sbatch", "--gres=gpu:nvidia_a100_1g.10gb:1", "--wrap", "true"], check=False)
+        assert proc.returncode != 0 and NOT_AVAILABLE in proc.stderr
+        recs = run_array(c, tmp_path / "tasks", 6, "gpu:1g.10gb:1")
+        big = c.submit("#!/bin/bash\necho $CUDA_VISIBLE_DEVICES > big.txt\n", "--gres=gpu:3g.40gb:1",
+                       "--output", "/dev/null", cwd=tmp_path)
+        assert c.wait_job(big) == {str(big): "COMPLETED"}
+        big_uuid = (tmp_path / "big.txt").read_text().strip()
+        assert c.mig_by_uuid(big_uuid).type == "3g.40gb"
+    assert 2 <= max_overlap(recs) <= 4
+    for r in recs:  # one MIG device, by UUID, of the requested type; SLURM_JOB_GPUS an index
+        assert r["cvd"].startswith("MIG-") and c.mig_by_uuid(r["cvd"]).type == "1g.10gb", r
+        assert r["gpus"].isdigit()
+    for a, b in overlapping_pairs(recs):
+        assert a["cvd"] != b["cvd"], (a, b)
+
+
 def test_two_nodes_on_one_machine(tmp_path: Path):
     ok, why = slurm_available()
     if not ok:
