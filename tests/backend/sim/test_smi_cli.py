@@ -1,5 +1,5 @@
-"""The simulated nvidia-smi against real captures (tests/data/samples, copied from /work/shared/mig/samples and
-docs/facts-extra.md): the text must match line for line where the capture applies."""
+"""The simulated nvidia-smi against real captures (tests/data/samples, indexed in
+docs/captures.md): the text must match line for line where the capture applies."""
 
 from __future__ import annotations
 
