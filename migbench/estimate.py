@@ -1,4 +1,5 @@
-"""Analytic training-memory estimate for transformer runs (USERS.md C.1–C.4, C.8 "Tier 1"). Pure.
+"""Analytic training-memory estimate for transformer runs (docs/memory-estimation.md#decomposition to
+#overheads, and "Analytic" in #migbench-estimator). Pure.
 
     M    = ctx + P·bytes_per_param(precision, optimizer)          "cuda context", "model states"
              + L·act_per_layer(s, b, h, a, ffn, attention, ckpt)  "activations"
@@ -13,8 +14,9 @@ of ours (not read from a source) says so.
 Symbols: P parameters, s sequence length, b micro-batch size, h hidden size, a attention heads,
 L layers, V vocabulary size, lp bytes per activation element (4 for fp32, 2 for every 16-bit regime).
 
-Expected accuracy (C.8): model states exact; activations within about 10–30 % for standard
-transformer blocks; nothing outside transformers. Calibration on a GPU (tier 2) should win over this.
+Expected accuracy (docs/memory-estimation.md#migbench-estimator): model states exact; activations within about
+10–30 % for standard transformer blocks; nothing outside transformers. Calibration on a GPU (tier 2) should win
+over this.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def activation_bytes_per_element(precision: str) -> int:
 def bytes_per_param(precision: str, optimizer: str) -> tuple[float, str]:
     """Model-state bytes per parameter (weights + gradients + optimizer state), with its derivation.
 
-    USERS.md C.2 (HF "model memory anatomy", accelerate, ZeRO, Megatron):
+    docs/memory-estimation.md#bytes-per-parameter (HF "model memory anatomy", accelerate, ZeRO, Megatron):
 
     | regime \\ optimizer | adam/adamw | adamw8bit | sgd | sgd-momentum |
     |---|---|---|---|---|
@@ -101,7 +103,7 @@ def bytes_per_param(precision: str, optimizer: str) -> tuple[float, str]:
     total = float(weights + grads + opt)
     note = (
         f"model states: {total:g} B/param = {regime} + {what} "
-        "(USERS.md C.2, HF model-memory anatomy; rows other than fp32/AMP Adam, pure-bf16 AdamW, "
+        "(docs/memory-estimation.md#bytes-per-parameter, HF model-memory anatomy; rows other than fp32/AMP Adam, pure-bf16 AdamW, "
         "fp32 SGD-momentum and 8-bit AdamW are derived from the same parts)"
     )
     return total, note
@@ -116,9 +118,10 @@ class EstimateSpec:
     micro-batch per step (sequences); seq_len: tokens per sequence; hidden, layers, heads, vocab:
     the transformer's shape; attention: eager (stores the a·s² score tensors) or flash (does not);
     activation_checkpointing: full recompute of each layer; ffn: FFN width (default 4·hidden);
-    context_mib: the CUDA context (USERS.md C.4: plan 0.3–0.6 GiB with lazy loading; 0.5 GiB
-    default); workspace_mib: cuBLAS/cuDNN workspaces (C.8: about 64 MiB); headroom: fraction added on
-    top of the sum for the caching allocator and fragmentation (C.8: 0.15–0.20).
+    context_mib: the CUDA context (docs/memory-estimation.md#overheads: plan 0.3–0.6 GiB with lazy
+    loading; 0.5 GiB default); workspace_mib: cuBLAS/cuDNN workspaces (#migbench-estimator: about 64 MiB);
+    headroom: fraction added on top of the sum for the caching allocator and fragmentation
+    (#migbench-estimator: 0.15–0.20).
     """
 
     params: float
@@ -187,8 +190,8 @@ class Estimate:
 def activation_bytes_per_layer(spec: EstimateSpec) -> float:
     """Bytes of activations one transformer layer saves for backward, not checkpointed.
 
-    USERS.md C.3: Korthikanti et al. 2022 (arXiv:2205.05198) as generalised to any precision by
-    EleutherAI (`EleutherAI/cookbook:calc/calc_transformer_mem.py`):
+    docs/memory-estimation.md#activations: Korthikanti et al. 2022 (arXiv:2205.05198) as generalised to
+    any precision by EleutherAI (`EleutherAI/cookbook:calc/calc_transformer_mem.py`):
     `s·b·h·(16·lp + 2) + (2·lp + 1)·a·s²·b` (lp = 2 gives `s·b·h·(34 + 5·a·s/h)`).
     Flash/memory-efficient attention does not store the `a·s²·b` tensors, so that term is dropped.
 
@@ -208,7 +211,8 @@ def activation_bytes_per_layer(spec: EstimateSpec) -> float:
 
 
 def logits_bytes(spec: EstimateSpec) -> float:
-    """Bytes for the output logits and the loss (derivation from USERS.md C.3's "several copies of b·s·V").
+    """Bytes for the output logits and the loss (derivation from docs/memory-estimation.md#activations:
+    "several `b·s·V` copies").
 
     16-bit regimes: the 16-bit logits (lp), their fp32 upcast for cross-entropy (4) and the fp32
     gradient (4): `b·s·V·(lp + 4 + 4)`. fp32: the logits and their gradient, `b·s·V·8`.
@@ -229,14 +233,14 @@ def estimate(spec: EstimateSpec) -> Estimate:
         act_note = (
             f"activations: full checkpointing keeps each layer's input, L·lp·s·b·h (2·s·b·h per layer for "
             f"16-bit, lp = {lp}), plus one layer's full activations while it is recomputed "
-            "(USERS.md C.3, Korthikanti et al. 2022; lp for fp32 is our generalisation)"
+            "(docs/memory-estimation.md#activations, Korthikanti et al. 2022; lp for fp32 is our generalisation)"
         )
     else:
         act = spec.layers * layer
         act_note = (
             "activations: L·[s·b·h·(16·lp + 2) + 2·lp·s·b·(ffn − 4h)"
             + (" + (2·lp + 1)·a·s²·b]" if spec.attention == "eager" else "] (flash: no a·s² term)")
-            + f" with lp = {lp} (USERS.md C.3: Korthikanti et al. 2022 generalised by EleutherAI's "
+            + f" with lp = {lp} (docs/memory-estimation.md#activations: Korthikanti et al. 2022 generalised by EleutherAI's "
             "calc_transformer_mem.py; the ffn term is our derivation, equal to Megatron-LM's 18 + 4·ffn/h)"
         )
     logits = logits_bytes(spec)
@@ -245,7 +249,7 @@ def estimate(spec: EstimateSpec) -> Estimate:
         if lp == 4
         else f"logits: b·s·V·(lp + 4 + 4) = {lp + 8} B per element (16-bit logits, fp32 upcast for the loss, "
         "fp32 gradient)"
-    ) + ' — our derivation from USERS.md C.3\'s "several copies of b·s·V"'
+    ) + ' — our derivation from docs/memory-estimation.md#activations ("several b·s·V copies")'
     base = [
         ("cuda context", float(spec.context_mib)),
         ("model states", spec.params * bpp / MIB),
@@ -257,14 +261,14 @@ def estimate(spec: EstimateSpec) -> Estimate:
     parts = tuple(base) + (("headroom", headroom),)
     total = int(math.ceil(sum(v for _, v in parts) - 1e-9))
     notes = (
-        f"cuda context: {spec.context_mib:g} MiB per process (USERS.md C.4: plan 0.3–0.6 GiB with lazy "
+        f"cuda context: {spec.context_mib:g} MiB per process (docs/memory-estimation.md#overheads: plan 0.3–0.6 GiB with lazy "
         "module loading; measure once per driver and torch)",
         states_note,
         act_note,
         logits_note,
-        f"workspace: {spec.workspace_mib:g} MiB for cuBLAS/cuDNN workspaces (USERS.md C.4, C.8)",
+        f"workspace: {spec.workspace_mib:g} MiB for cuBLAS/cuDNN workspaces (docs/memory-estimation.md#overheads, #migbench-estimator)",
         f"headroom: {spec.headroom:g} × the sum of the other parts for the caching allocator and "
-        "fragmentation (USERS.md C.1, C.8: 10–20 %)",
+        "fragmentation (docs/memory-estimation.md#decomposition, #migbench-estimator: 10–20 %)",
     )
     return Estimate(
         spec=spec,

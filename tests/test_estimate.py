@@ -1,4 +1,5 @@
-"""The analytic memory estimator against USERS.md C.2–C.4's tables and illustrative arithmetic."""
+"""The analytic memory estimator against docs/memory-estimation.md's tables and illustrative arithmetic
+(#bytes-per-parameter, #activations, #overheads)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ GB = 1e9
 
 
 def gpt2_small(**kw: object) -> EstimateSpec:
-    """USERS.md C.3's illustrative model: GPT-2 small, s=1024, b=8, h=768, a=12, L=12, V=50257."""
+    """docs/memory-estimation.md#activations' illustrative model: GPT-2 small, s=1024, b=8, h=768, a=12, L=12, V=50257."""
     base: dict[str, object] = dict(
         params="124M",
         precision="bf16-mixed",
@@ -40,7 +41,7 @@ def gpt2_small(**kw: object) -> EstimateSpec:
     return EstimateSpec(**base)  # type: ignore[arg-type]
 
 
-# -- C.3 illustrative arithmetic ---------------------------------------------------------------
+# -- illustrative arithmetic (docs/memory-estimation.md#activations) ----------------------------
 
 
 def test_eager_activations_match_the_illustrative_072_gb_per_layer_and_86_gb_total() -> None:
@@ -66,13 +67,13 @@ def test_model_states_at_18_bytes_per_param_are_22_gb_for_124m() -> None:
 
 def test_logits_are_several_copies_of_bsv() -> None:
     bsv = 8 * 1024 * 50257
-    assert bsv * 4 == pytest.approx(1.65 * GB, abs=0.01 * GB)  # C.3's "one fp32 logits copy"
+    assert bsv * 4 == pytest.approx(1.65 * GB, abs=0.01 * GB)  # docs/memory-estimation.md#activations: "one fp32 logits copy"
     assert logits_bytes(gpt2_small()) == bsv * (2 + 4 + 4)
     assert logits_bytes(gpt2_small(precision="bf16")) == bsv * 10
     assert logits_bytes(gpt2_small(precision="fp32")) == bsv * 8
 
 
-# -- C.2 bytes per parameter -------------------------------------------------------------------
+# -- bytes per parameter (docs/memory-estimation.md#bytes-per-parameter) ------------------------
 
 BPP = {
     ("fp32", "adamw"): 16,
@@ -97,7 +98,7 @@ BPP = {
 def test_bytes_per_param_table(precision: str, optimizer: str) -> None:
     total, note = bytes_per_param(precision, optimizer)
     assert total == BPP[(precision, optimizer)]
-    assert "C.2" in note
+    assert "docs/memory-estimation.md#bytes-per-parameter" in note
 
 
 def test_every_precision_and_optimizer_has_a_rate() -> None:
@@ -153,7 +154,7 @@ def test_parts_are_in_order_and_total_is_the_ceiling_of_their_sum() -> None:
     assert est.part("headroom") == pytest.approx(0.15 * others)
     assert est.total_mib == math.ceil(sum(v for _, v in est.parts))
     assert len(est.notes) == len(est.parts)
-    assert any("C.3" in n for n in est.notes) and any("derivation" in n for n in est.notes)
+    assert any("docs/memory-estimation.md#activations" in n for n in est.notes) and any("derivation" in n for n in est.notes)
 
 
 def test_quantities_and_headroom_are_honoured() -> None:

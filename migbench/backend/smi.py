@@ -5,7 +5,7 @@ simulator's output). Parsers accept prompts, comments (`# ` prefixes) and surrou
 both the older and newer column layouts, and return small frozen dataclasses. For `-lgip`/`-lgipp`
 use `migbench.catalog.parse_lgip` / `parse_lgipp` (re-exported here).
 
-Formats (see /work/shared/mig/FACTS.md d and docs/facts-extra.md 4):
+Formats (see docs/mig-facts.md#smi-formats):
 - `-L`: `GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-...)`, MIG lines `  MIG 1g.5gb      Device  0: (UUID: MIG-...)`
   (R470+) or `  MIG 1c.3g.20gb Device 0: (UUID: MIG-GPU-<uuid>/<gi>/<ci>)` (before R470).
 - `mig -lgi`: `|   0  MIG 3g.20gb       9        1          4:4     |` (two column widths exist).
@@ -139,7 +139,7 @@ def create_gpu_instances_argv(gpu: int | Sequence[int] | None,
                               profile_ids: Sequence[int | str | tuple[int | str, int]],
                               default_ci: bool = True) -> list[str]:
     """`nvidia-smi mig -i 0 -cgi 9,19 -C`. Items are profile ids, names, or `(profile, start)` tuples for the
-    `<profile>:<start>` placement syntax ([U, strong] on real nvidia-smi, FACTS.md d)."""
+    `<profile>:<start>` placement syntax ([U, strong] on real nvidia-smi, docs/mig-facts.md#smi-formats)."""
     if not profile_ids:
         raise ValueError("create_gpu_instances_argv needs at least one profile")
     argv = [SMI, "mig", *_ids(gpu), "-cgi", ",".join(_profile_item(p) for p in profile_ids)]

@@ -2,7 +2,7 @@
 
 GPU instances are created through NVML's `nvmlDeviceCreateGpuInstanceWithPlacement`, because the
 `-cgi <profile>:<start>` placement syntax of nvidia-smi is not verified against NVIDIA's own help
-text (FACTS.md d, facts-extra 5.2); the log records the call with the nvidia-smi line it stands for.
+text (docs/mig-facts.md#smi-formats); the log records the call with the nvidia-smi line it stands for.
 Set `MIGBENCH_CGI=smi` to create them with `nvidia-smi mig -cgi <id>:<start>` instead.
 
 With `dry_run`, nothing runs: each step is logged with the exact argv it would execute.

@@ -154,9 +154,9 @@ class GpuModel:
     def check(self, placements: Sequence[Placement]) -> list[str]:
         """Every reason the driver would refuse this set of GPU instances; [] when it is legal.
 
-        The rules (FACTS.md 0.1, b): a legal start for the profile; no two instances share a memory
-        slice; at most `max_count` instances per profile; total compute slices within the GPU's;
-        at most one media-extension (`+me`) instance; driver-specific combination rules.
+        The rules (docs/mig-facts.md#slot-model, #placements, #layouts): a legal start for the profile; no two
+        instances share a memory slice; at most `max_count` instances per profile; total compute slices within
+        the GPU's; at most one media-extension (`+me`) instance; driver-specific combination rules.
         """
         problems: list[str] = []
         used: dict[int, Placement] = {}

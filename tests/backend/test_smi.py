@@ -80,14 +80,14 @@ def test_parse_lgi_captures():
     assert [(r.name, r.instance_id, r.start) for r in a30] == [("1g.6gb", 3, 0), ("1g.6gb", 4, 1), ("1g.6gb", 5, 2),
                                                                ("1g.6gb", 6, 3)]
     assert [r.instance_id for r in smi.parse_lgi(sample("a100-40gb_cgi-C-lgi_1.txt"))] == [1, 2]
-    h100 = smi.parse_lgi(sample("facts-extra_3.1_h100-pcie_lgipp-lgi.txt"))
+    h100 = smi.parse_lgi(sample("h100-pcie_lgipp-lgi_1.txt"))
     assert [(r.profile_id, r.instance_id, r.start, r.size) for r in h100] == [
         (19, 7, 0, 1), (19, 8, 1, 1), (19, 9, 2, 1), (9, 2, 4, 4)]
     assert smi.parse_lgi("No GPU instances found: Not Found\n") == []
 
 
 def test_parse_lci_both_layouts():
-    rows = smi.parse_lci(sample("facts-extra_4.4_lci.txt"))
+    rows = smi.parse_lci(sample("a100-40gb_lci_1.txt"))
     # two openpbs comment rows (old layout without placement, newer with), then the modern table
     assert rows[0] == smi.LciRow(0, 7, "1g.5gb", 0, 0, None, None)
     assert rows[1] == smi.LciRow(0, 7, "1g.5gb", 0, 0, 0, 1)
@@ -97,7 +97,7 @@ def test_parse_lci_both_layouts():
 
 
 def test_parse_query_csv():
-    text = sample("facts-extra_4.3_query-gpu.txt")
+    text = sample("h100-pcie_query-gpu-mig-mode_1.txt")
     assert smi.parse_query_csv(text.split("\n", 2)[2]) == [{"pci.bus_id": "00000000:01:00.0", "mig.mode.current": "Enabled"}]
     assert smi.parse_query_csv("0, [N/A]\n1, 40960\n", ["index", "memory.total"]) == [
         {"index": "0", "memory.total": None}, {"index": "1", "memory.total": "40960"}]
@@ -123,10 +123,10 @@ def test_parse_destroy_lines_captures():
     res = smi.parse_destroy_lines(sample("err_dci-in-use_h100_1.txt"))  # lower-cased by its reporter
     assert res.failures[0].gpu_instance_id == 3 and res.failures[0].compute_instance_id == 0
     assert res.failures[0].reason == "in use by another client" and res.summary_reason == "in use by another client"
-    res = smi.parse_destroy_lines(sample("facts-extra_4.7_dci-dgi-mig0.txt"))
+    res = smi.parse_destroy_lines(sample("h100-pcie_dci-dgi-mig0_1.txt"))
     assert res.compute_instances == ((0, 7, 0), (0, 8, 0), (0, 9, 0), (0, 2, 0))
     assert res.gpu_instances == ((0, 7), (0, 8), (0, 9), (0, 2)) and res.ok
-    res = smi.parse_destroy_lines(sample("facts-extra_4.8_dgi-in-use.txt"))
+    res = smi.parse_destroy_lines(sample("unknown-gpu_dgi-in-use_1.txt"))
     assert (res.failures[0].gpu_instance_id, res.summary_reason) == (1, "In use by another client")
     assert smi.parse_destroy_lines("No GPU instances found: Not Found").not_found
 
@@ -141,7 +141,7 @@ def test_parse_mig_mode_and_reset_captures():
     assert smi.parse_mig_mode_output("Disabled MIG Mode for GPU 00000000:01:00.0\nAll done.").applied
     refused = smi.parse_mig_mode_output("Unable to enable MIG Mode for GPU 00000000:07:00.0: In use by another client")
     assert (refused.applied, refused.pending, refused.reason) == (False, False, "In use by another client")
-    ok = smi.parse_reset_lines(sample("facts-extra_4.9_reset.txt"))
+    ok = smi.parse_reset_lines(sample("unknown-gpu_gpu-reset_1.txt"))
     assert ok.reset == ("00000000:8B:00.0", "00000000:8C:00.0")
     assert ok.failed == (("00000000:18:00.0", "In use by another client"),)
     busy = smi.parse_reset_lines(sample("index_reset-in-use.txt"))
@@ -155,7 +155,7 @@ def test_output_has_failure():
     assert smi.output_has_failure(sample("index_reset-in-use.txt"))
     assert smi.output_has_failure("No GPU instances found: Not Found")
     assert not smi.output_has_failure(sample("a100-40gb_cgi-C-lgi_1.txt"))
-    assert not smi.output_has_failure(sample("facts-extra_4.7_dci-dgi-mig0.txt"))
+    assert not smi.output_has_failure(sample("h100-pcie_dci-dgi-mig0_1.txt"))
 
 
 def test_catalog_lgip_lgipp_parsers_on_every_capture():
@@ -164,7 +164,7 @@ def test_catalog_lgip_lgipp_parsers_on_every_capture():
         rows = smi.parse_lgip(sample(name))[0]
         assert len(rows) == gpus_profiles, name
     assert smi.parse_lgipp(sample("a100-40gb_lgipp_1.txt"))[0][0] == ((0,), 8)
-    assert smi.parse_lgipp(sample("facts-extra_3.1_h100-pcie_lgipp-lgi.txt"))[0][15] == ((0, 2, 4, 6), 2)
+    assert smi.parse_lgipp(sample("h100-pcie_lgipp-lgi_1.txt"))[0][15] == ((0, 2, 4, 6), 2)
     assert smi.parse_lgipp(sample("a30_lgip-lgipp-lgi_1.txt"))[0][5] == ((0, 2), 2)
 
 

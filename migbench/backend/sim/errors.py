@@ -32,7 +32,7 @@ ERROR_NAMES = {
 }
 
 # nvmlErrorString() of the simulated library. pynvml's own table for the rest; 19 and 23 are not in it and
-# their text is what nvidia-smi prints for them in real pastes (FACTS.md d; docs/facts-extra.md 4.8, 6.8).
+# their text is what nvidia-smi prints for them in real pastes (docs/mig-facts.md#errors, docs/mig-facts.md#nvml).
 _ERROR_STRINGS = dict(pynvml.NVMLError._errcode_to_string)
 _ERROR_STRINGS.update({IN_USE: "In use by another client", INSUFFICIENT_RESOURCES: "Insufficient Resources"})
 

@@ -35,7 +35,7 @@ process info; placements in memory slices for GIs, compute slices for CIs):
 
 Note: pynvml caches the text of codes missing from its table (19, 23) in `NVMLError._errcode_to_string` the
 first time an error is printed while a library is loaded; with this library installed that text is
-"In use by another client" / "Insufficient Resources" (nvidia-smi's wording, docs/facts-extra.md 6.8).
+"In use by another client" / "Insufficient Resources" (nvidia-smi's wording, docs/mig-facts.md#nvml).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ _NA_UINT = 0xFFFFFFFF  # NVML_VALUE_NOT_AVAILABLE_uint: GI/CI id of a process on
 def profile_index(p: Profile) -> int | None:
     """The NVML_GPU_INSTANCE_PROFILE_* index of a catalogue profile, by its kind.
 
-    [U] The pairing of index and profile is inferred from names and the nvml.h comments (FACTS.md a):
+    [U] The pairing of index and profile is inferred from names and the nvml.h comments (docs/mig-facts.md#profile-ids):
     1 compute/1 memory slice -> 1_SLICE (0), its +me variant -> 1_SLICE_REV1 (7), 1 compute/2 memory slices
     -> 1_SLICE_REV2 (9), 2-slice -> 2_SLICE (1), 2-slice +me -> 2_SLICE_REV1 (8), 3 -> 3_SLICE (2),
     4 -> 4_SLICE (3), 7 -> 7_SLICE (4).
@@ -380,7 +380,7 @@ class FakeNvmlLibrary:
             raise fail(INVALID_ARGUMENT, "info->version is not nvmlGpuInstanceProfileInfo_v2")
         e = p.engines
         info.id = p.id
-        info.isP2pSupported = 0  # "P2P No" in every -lgip seen (FACTS.md a)
+        info.isP2pSupported = 0  # "P2P No" in every -lgip seen (docs/mig-facts.md#smi-formats)
         info.sliceCount = p.compute_slices
         info.instanceCount = p.max_count
         info.multiprocessorCount = e.sm or 0

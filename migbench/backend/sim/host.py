@@ -140,7 +140,7 @@ def init_host(
         if key.startswith(prefix) and dv < minimum:
             raise MigbenchError(
                 f"{key} needs driver {driver_str(minimum)} or newer for MIG; {drv} is older",
-                hint="FACTS.md a, minimum drivers for MIG",
+                hint="docs/mig-facts.md#minimum-drivers, minimum drivers for MIG",
             )
     if not 1 <= count <= 64:
         raise MigbenchError(f"a simulated host has 1 to 64 GPUs, not {count}")
@@ -311,13 +311,13 @@ class SimHost:
     def set_mig_mode(self, gpu: int, enable: bool) -> int:
         """`nvmlDeviceSetMigMode` / `nvidia-smi -i N -mig 0|1`. Returns the activation status.
 
-        Ampere (FACTS.md 0.6, d): the requested mode becomes *pending*; it is applied at once (a GPU reset)
-        when nothing holds the GPU and a reset is possible -> SUCCESS. Otherwise it stays pending until
-        `reset()` or `reboot()`: IN_USE when processes or clients hold the GPU, NOT_SUPPORTED in a VM
-        (the activation status nvidia-smi printed in the VM sample, "...pending enable state...:Not
-        Supported"; nvml.h documents RESET_REQUIRED for pass-through, the real text shows otherwise).
-        Hopper and later change the mode at once; with processes running the change is refused
-        (activation status IN_USE, mode unchanged) [U: no paste of that case].
+        Ampere (docs/mig-facts.md#mode-reset-persistence): the requested mode becomes *pending*; it is applied
+        at once (a GPU reset) when nothing holds the GPU and a reset is possible -> SUCCESS. Otherwise it stays
+        pending until `reset()` or `reboot()`: IN_USE when processes or clients hold the GPU, NOT_SUPPORTED in a
+        VM (the activation status nvidia-smi printed in the VM sample, "...pending enable state...:Not
+        Supported"; nvml.h documents RESET_REQUIRED for pass-through, the real text shows otherwise). Hopper and
+        later change the mode at once; with processes running the change is refused (activation status IN_USE,
+        mode unchanged) [U: no paste of that case].
         Disabling MIG while GPU instances exist is refused with IN_USE [U: conservative; no source says
         what the driver does].
         """
@@ -365,7 +365,8 @@ class SimHost:
         """`nvidia-smi --gpu-reset [-i ...]`: all of `gpus` or none (the first blocker is raised).
 
         A reset applies a pending MIG mode (Ampere) and destroys every GPU and compute instance. On Hopper
-        and later MIG mode does not survive a reset (FACTS.md g, "Hopper reset clears MIG").
+        and later MIG mode does not survive a reset (docs/mig-facts.md#mode-reset-persistence,
+        NVIDIA/gpu-admin-tools#2).
         """
         with self.transaction() as st:
             for i in gpus:
@@ -390,7 +391,7 @@ class SimHost:
 
     def reboot(self) -> None:
         """All GPU/compute instances and processes vanish. Ampere keeps the MIG mode (a pending change takes
-        effect); Hopper and later come back with MIG disabled (FACTS.md 0.5)."""
+        effect); Hopper and later come back with MIG disabled (docs/mig-facts.md#mode-reset-persistence)."""
         with self.transaction() as st:
             st.processes = []
             for g in st.gpus:

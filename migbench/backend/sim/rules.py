@@ -30,19 +30,19 @@ from migbench.errors import MigbenchError
 # A real release of each branch, used when only a branch is known (the catalogue files some memory
 # observations under a bare branch such as "525"); nvidia-smi always prints a full version.
 _BRANCH_RELEASE = {
-    450: "450.80.02",  # FACTS.md a, minimum driver table (A100)
-    460: "460.73.01",  # FACTS.md a, minimum driver table (A30)
-    470: "470.42.01",  # FACTS.md d (first R470 release with MIG- UUIDs)
+    450: "450.80.02",  # docs/mig-facts.md#minimum-drivers (A100)
+    460: "460.73.01",  # docs/mig-facts.md#minimum-drivers (A30)
+    470: "470.42.01",  # docs/mig-facts.md#smi-formats, `-L` (first R470 release with MIG- UUIDs)
     510: "510.47.03",  # samples/a100-40gb_lgip_1.txt
-    525: "525.125.06",  # docs/facts-extra.md 2.1 (scaleway, H100 PCIe)
-    535: "535.216.01",  # FACTS.md a (DataDog/datadog-agent#33120)
-    550: "550.90.07",  # FACTS.md a, minimum driver table (H200)
+    525: "525.125.06",  # docs/mig-facts.md#h100-pcie-80gb (scaleway, H100 PCIe)
+    535: "535.216.01",  # docs/mig-facts.md#a100-80gb (DataDog/datadog-agent#33120)
+    550: "550.90.07",  # docs/mig-facts.md#minimum-drivers (H200)
     560: "560.35.03",  # samples/h100-nvl_lgip-lgipp_1.txt
-    570: "570.133.20",  # FACTS.md a, minimum driver table (B200)
-    580: "580.65.06",  # FACTS.md a (User Guide MPS example)
+    570: "570.133.20",  # docs/mig-facts.md#minimum-drivers (B200)
+    580: "580.65.06",  # docs/mig-facts.md#h100-sxm5-80gb (User Guide MPS example)
 }
 
-# Minimum driver for MIG per GPU family (FACTS.md a, "Minimum drivers for MIG" [V]); by catalogue key prefix.
+# Minimum driver for MIG per GPU family (docs/mig-facts.md#minimum-drivers [V]); by catalogue key prefix.
 MIN_MIG_DRIVER: tuple[tuple[str, DriverVersion], ...] = (
     ("A100", (450, 80, 2)),
     ("A30", (460, 73, 1)),
@@ -66,7 +66,7 @@ R470 = (470,)
 
 
 def uses_new_mig_uuids(driver: DriverVersion) -> bool:
-    """R470+ prints `MIG-<uuid>`; R450/R460 print `MIG-GPU-<gpu uuid>/<gi>/<ci>` (FACTS.md d [V])."""
+    """R470+ prints `MIG-<uuid>`; R450/R460 print `MIG-GPU-<gpu uuid>/<gi>/<ci>` (docs/mig-facts.md#smi-formats [V])."""
     return driver >= R470
 
 
@@ -109,9 +109,10 @@ def newest_driver(cat: Catalog, key: str) -> str:
 
 
 def display_name(model: GpuModel, driver: DriverVersion) -> str:
-    """NVML product name. Drivers up to R470 print it without the `NVIDIA ` prefix (FACTS.md d; User Guide
-    R470 `-L`), 510.47.03 with it (yokatayama/e-learning, the A100 `-lgip` sample's host). Where the switch
-    happened between those two is unknown [U]: the simulator switches at R495."""
+    """NVML product name. Drivers up to R470 print it without the `NVIDIA ` prefix
+    (docs/mig-facts.md#smi-formats; User Guide R470 `-L`), 510.47.03 with it (yokatayama/e-learning, the A100
+    `-lgip` sample's host). Where the switch happened between those two is unknown [U]: the simulator switches
+    at R495."""
     name = model.names[0] if model.names else model.key
     if driver < (495,):
         legacy = [n for n in model.names if not n.startswith("NVIDIA ")]
@@ -139,7 +140,7 @@ def gpu_instance_id(model: GpuModel, start: int, size: int) -> int:
     """The id the driver gives a GPU instance at `start` of `size` memory slices.
 
     [U] Inferred from the real captures (samples/a100-40gb_cgi-insufficient-resources_1.txt,
-    samples/a30_lgip-lgipp-lgi_1.txt, the scaleway H100 -lgi in docs/facts-extra.md 3.1): a slot tree over
+    samples/a30_lgip-lgipp-lgi_1.txt, the scaleway H100 -lgi in samples/h100-pcie_lgipp-lgi_1.txt): a slot tree over
     the memory slices, id = (number of slots of that size - 1) + start/size. On an 8-slice GPU: size 8 -> 0,
     size 4 -> 1 + start/4, size 2 -> 3 + start/2, size 1 -> 7 + start; on the 4-slice A30: size 4 -> 0,
     size 2 -> 1 + start/2, size 1 -> 3 + start. samples/a100-40gb_cgi-C-lgi_1.txt disagrees on which of
@@ -186,7 +187,8 @@ def choose_gpu_instance_start(model: GpuModel, existing: Sequence[Placement], pr
 # Compute-instance profiles
 # ---------------------------------------------------------------------------------------------
 
-# FACTS.md c [V as mig-parted's model]: CI layouts per GI compute size -> {CI compute slices: max count}.
+# docs/mig-facts.md#compute-instances [V as mig-parted's model]: CI layouts per GI compute size
+# -> {CI compute slices: max count}.
 CI_LAYOUTS: dict[int, dict[int, int]] = {
     7: {1: 7, 2: 3, 3: 2, 4: 1, 7: 1},
     4: {1: 4, 2: 2, 4: 1},
@@ -194,7 +196,8 @@ CI_LAYOUTS: dict[int, dict[int, int]] = {
     2: {1: 2, 2: 1},
     1: {1: 1},
 }
-# FACTS.md c: CI profile id = NVML_COMPUTE_INSTANCE_PROFILE_<n>_SLICE (0, 1, 2 [V]; the rest [U]).
+# docs/mig-facts.md#compute-instances: CI profile id = NVML_COMPUTE_INSTANCE_PROFILE_<n>_SLICE
+# (0, 1, 2 [V]; the rest [U]).
 CI_PROFILE_ID: dict[int, int] = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 
 
@@ -222,10 +225,10 @@ def _align(c: int) -> int:
 def ci_profiles(model: GpuModel, gi_profile: Profile) -> list[CiProfile]:
     """The CI profiles a GI of `gi_profile` offers, by CI profile id.
 
-    Counts come from FACTS.md c. Placements [U]: starts aligned to the CI size rounded up to a power of two,
-    which yields exactly those counts (e.g. 3c in a 7g GI at {0,4}, 2c at {0,2,4}). SMs [U]: the GI's SMs for
-    the full-size CI, else slices x the SMs of the model's 1g (1-compute, 1-memory-slice) profile, which gives
-    the User Guide's 14/28/42 for 1c/2c/3g on A100 (FACTS.md c).
+    Counts come from docs/mig-facts.md#compute-instances. Placements [U]: starts aligned to the CI size rounded
+    up to a power of two, which yields exactly those counts (e.g. 3c in a 7g GI at {0,4}, 2c at {0,2,4}). SMs
+    [U]: the GI's SMs for the full-size CI, else slices x the SMs of the model's 1g (1-compute, 1-memory-slice)
+    profile, which gives the User Guide's 14/28/42 for 1c/2c/3g on A100 (docs/mig-facts.md#compute-instances).
     """
     g = gi_profile.compute_slices
     layout = CI_LAYOUTS.get(g, {g: 1})

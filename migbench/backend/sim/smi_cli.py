@@ -1,11 +1,11 @@
 """The simulated `nvidia-smi` (console script `migbench-nvidia-smi`), printing the real text.
 
 The host is the state directory in `$MIGBENCH_SIM`. Formats are copied from real captures
-(`/work/shared/mig/samples`, `docs/facts-extra.md`): the 79-column `-lgip` frame, the `-lgipp` lines
-(`ID  9`, singular `Placement :`), the `-lgi`, `-lci`, `-lcip` tables, the create/destroy lines with their
-right-aligned two-character numbers (`ID  2`, `GPU  0`), the `-mig`, `--gpu-reset`, `-L`, `-q` and
-`--query-gpu` texts. Where no capture exists the text follows the nearest real pattern and is marked [U]
-at the place it is produced.
+(`tests/data/samples/`, indexed in `docs/captures.md`; summarised in `docs/mig-facts.md#smi-formats`):
+the 79-column `-lgip` frame, the `-lgipp` lines (`ID  9`, singular `Placement :`), the `-lgi`, `-lci`,
+`-lcip` tables, the create/destroy lines with their right-aligned two-character numbers (`ID  2`,
+`GPU  0`), the `-mig`, `--gpu-reset`, `-L`, `-q` and `--query-gpu` texts. Where no capture exists the text
+follows the nearest real pattern and is marked [U] at the place it is produced.
 
 Exit status: 0 on success; on failure nvidia-smi's documented return values by NVML error: 2 invalid
 argument, 3 not supported, 4 insufficient permissions, 6 not found, 9 driver not loaded, 255 anything else
@@ -324,8 +324,9 @@ def _query_gpu(st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
 
 
 def _set_mig(host: SimHost, st: SimState, gpus: list[int], mode: str, out: _Out) -> int:
-    """`-mig 0|1`: texts from FACTS.md d, samples/a100-40gb_mig-enable-pending-vm_1.txt,
-    samples/err_mig-enable-pending_in-use_dgx_1.txt and docs/facts-extra.md 4.7."""
+    """`-mig 0|1`: texts from docs/mig-facts.md#mode-reset-persistence and #errors,
+    samples/a100-40gb_mig-enable-pending-vm_1.txt, samples/err_mig-enable-pending_in-use_dgx_1.txt and
+    samples/h100-pcie_dci-dgi-mig0_1.txt."""
     if mode not in ("0", "1", "ENABLED", "DISABLED", "Enabled", "Disabled"):
         raise _Usage(mode)
     enable = mode in ("1", "ENABLED", "Enabled")
@@ -437,7 +438,7 @@ def _mig(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
         raise _Usage("-gi")
     mig_gpus = [i for i in gpus if st.gpus[i].mig_current]
     if not mig_gpus:
-        out.line("No MIG-enabled devices found.")  # [U] (docs/facts-extra.md 4.6: seen only in a script)
+        out.line("No MIG-enabled devices found.")  # [U] (docs/mig-facts.md#errors: seen only in a script)
         return 6
     return {
         "lgip": _lgip,
@@ -483,7 +484,7 @@ def _gi_rows(st: SimState, gpus: list[int], gi_filter: list[int] | None) -> list
 
 
 def _lgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
-    if not st.privileged:  # docs/facts-extra.md 4.11 [P]
+    if not st.privileged:  # docs/mig-facts.md#errors [P]
         return _no_permission(out, "GPU instances", "No GPU instances found: Insufficient Permissions")
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
@@ -527,8 +528,8 @@ def _lcip(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> 
 
 def _resolve_gi_profile(st: SimState, token: str) -> tuple[Profile | None, int | None]:
     """A -cgi item -> (profile or None if unknown, explicit start or None). Items: `9`, `3g.20gb`,
-    `MIG 3g.20gb`, and `<profile>:<start>` (placement syntax [U, strong]: FACTS.md d, docs/facts-extra.md
-    5.2; not in NVIDIA's own help text as read)."""
+    `MIG 3g.20gb`, and `<profile>:<start>` (placement syntax [U, strong]: docs/mig-facts.md#smi-formats;
+    not in NVIDIA's own help text as read)."""
     t = token.strip()
     start: int | None = None
     if ":" in t:
@@ -600,8 +601,8 @@ def _resolve_ci_profile(st: SimState, gi: GpuInstance, token: str) -> CiProfile 
 
 
 def _cci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
-    """`[-gi N] -cci [<list>]`: no list = the default (`*`) CI profile (FACTS.md c). Success line as in
-    FACTS.md d; the failure lines follow the -cgi pattern [U]."""
+    """`[-gi N] -cci [<list>]`: no list = the default (`*`) CI profile (docs/mig-facts.md#compute-instances).
+    Success line as in docs/mig-facts.md#smi-formats; the failure lines follow the -cgi pattern [U]."""
     items: list[str | None] = [x for x in (a.cci or "").split(",") if x.strip()] or [None]
     rows = _gi_rows(st, gpus, a.gi)
     if not rows:
@@ -640,7 +641,7 @@ def _cci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
 
 def _dci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`-dci`: `Successfully destroyed compute instance ID  0 from GPU  0 GPU instance ID  7` per CI, in -lgi
-    order (docs/facts-extra.md 4.7); a busy CI prints `Unable to destroy compute instance ID ...: In use by
+    order (docs/mig-facts.md#smi-formats); a busy CI prints `Unable to destroy compute instance ID ...: In use by
     another client` and `Failed to destroy compute instances: ...` (NVIDIA/DCGM#95, capitalised like the GI
     variant) and stops [U]."""
     if not st.privileged:
@@ -666,7 +667,7 @@ def _dci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
 def _dgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     """`-dgi`: `Successfully destroyed GPU instance ID  7 from GPU  0`; busy: `Unable to destroy GPU instance
     ID  1 from GPU  0: In use by another client` + `Failed to destroy GPU instances: ...`
-    (docs/facts-extra.md 4.7, 4.8), then stop [U]."""
+    (docs/mig-facts.md#smi-formats, docs/mig-facts.md#errors), then stop [U]."""
     if not st.privileged:
         out.line("Failed to destroy GPU instances: Insufficient Permissions")  # [U]
         return exit_status(NO_PERMISSION)

@@ -39,7 +39,7 @@ def sorted_gis(st: SimState, g: SimGpu) -> list[GpuInstance]:
 
 def format_L(st: SimState, gpus: Sequence[int] | None = None) -> str:
     """`nvidia-smi -L`. R470+: `  MIG 1g.5gb      Device  0: (UUID: MIG-...)` (profile padded to 11,
-    index in 2); before R470: `  MIG 1c.3g.20gb Device 0: (UUID: MIG-GPU-.../1/0)` (FACTS.md d; the
+    index in 2); before R470: `  MIG 1c.3g.20gb Device 0: (UUID: MIG-GPU-.../1/0)` (docs/mig-facts.md#smi-formats; the
     padding of shorter names before R470 is [U])."""
     lines = []
     new = uses_new_mig_uuids(st.driver_version)
@@ -128,7 +128,7 @@ def _lci_placement(st: SimState) -> bool:
 
 
 def format_lci(st: SimState, rows: Sequence[tuple[int, GpuInstance, ComputeInstance]]) -> str:
-    """`nvidia-smi mig -lci` (docs/facts-extra.md 4.4 layouts)."""
+    """`nvidia-smi mig -lci` (docs/mig-facts.md#smi-formats, both layouts)."""
     placement = _lci_placement(st)
     w = 70 if placement else 57
     bar = "+" + "-" * (w - 2) + "+"
@@ -162,7 +162,7 @@ def ci_profile_of(st: SimState, gi: GpuInstance, ci_profile_id: int) -> CiProfil
 
 
 def format_lcip(st: SimState, rows: Sequence[tuple[int, GpuInstance]]) -> str:
-    """`nvidia-smi mig -lcip`: one block of rows per GI (docs/facts-extra.md 4.5 layout); `*` marks the
+    """`nvidia-smi mig -lcip`: one block of rows per GI (docs/mig-facts.md#compute-instances layout); `*` marks the
     default profile; Free/Total = remaining/instanceCount."""
     w = 88
     bar = "+" + "-" * (w - 2) + "+"
@@ -227,7 +227,7 @@ QUERY_FIELDS = ("index", "count", "name", "uuid", "pci.bus_id", "driver_version"
 
 def format_query(st: SimState, gpus: Sequence[int], fields: Sequence[str], noheader: bool, nounits: bool) -> str:
     """`--query-gpu=a,b --format=csv[,noheader][,nounits]`: header `a, b` (units in brackets, e.g.
-    `memory.total [MiB]`, kept with nounits [U]), values joined with `, ` (docs/facts-extra.md 4.3)."""
+    `memory.total [MiB]`, kept with nounits [U]), values joined with `, ` (docs/mig-facts.md#smi-formats)."""
     canon = [QUERY_ALIASES.get(f, f) for f in fields]
     out = []
     if not noheader:
@@ -247,7 +247,8 @@ def format_query(st: SimState, gpus: Sequence[int], fields: Sequence[str], nohea
 
 def format_q(st: SimState, gpus: Sequence[int], now: float | None = None) -> str:
     """`nvidia-smi -q`, the parts the simulator knows: header, Product Name, MIG Mode block, GPU UUID.
-    Key column 42 wide before R580, 55 from R580 (pastes in docs/facts-extra.md 4.1 and the index)."""
+    Key column 42 wide before R580, 55 from R580 (docs/mig-facts.md#smi-formats: 42 from a real paste,
+    55 [U])."""
     w = 55 if st.driver_version >= (580,) else 42
 
     def kv(indent: int, key: str, value: str) -> str:

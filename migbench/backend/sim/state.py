@@ -144,7 +144,8 @@ class SimState:
 
     @property
     def reset_possible(self) -> bool:
-        """False in VM passthrough, where `nvidia-smi --gpu-reset` is not supported (FACTS.md d)."""
+        """False in VM passthrough, where `nvidia-smi --gpu-reset` is not supported
+        (docs/mig-facts.md#mode-reset-persistence)."""
         return not self.vm
 
     def gpu(self, index: int) -> SimGpu:
@@ -307,7 +308,7 @@ def bus_id_of(index: int, vm: bool) -> str:
 
 def mig_uuid_of(state: SimState, gpu: SimGpu, gi_id: int, ci_id: int, serial: int) -> str:
     """R470+: `MIG-` + a UUIDv5 (new per creation: the creation serial is hashed in); before R470 the
-    `MIG-GPU-<gpu uuid>/<gi>/<ci>` form (FACTS.md d [V])."""
+    `MIG-GPU-<gpu uuid>/<gi>/<ci>` form (docs/mig-facts.md#smi-formats [V])."""
     if not uses_new_mig_uuids(state.driver_version):
         return f"MIG-{gpu.uuid}/{gi_id}/{ci_id}"
     ns = uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"migbench-sim:{state.seed}:{gpu.uuid}")

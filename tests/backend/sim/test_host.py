@@ -1,4 +1,4 @@
-"""The simulated host: rules from FACTS.md, GI numbering and placement inferred from the real captures,
+"""The simulated host: rules from docs/mig-facts.md, GI numbering and placement inferred from the real captures,
 persistence, locking, process pruning and fault injection."""
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def test_default_ci_and_unsupported_ci_profile(tmp_path):
     h = init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
     gi = h.create_gpu_instance(0, 5)  # 4g
     with pytest.raises(SimError) as e:
-        h.create_compute_instance(0, gi.id, 2)  # 3c is not offered in a 4g GI (FACTS.md c)
+        h.create_compute_instance(0, gi.id, 2)  # 3c is not offered in a 4g GI (docs/mig-facts.md#compute-instances)
     assert e.value.code == H.NOT_SUPPORTED
     ci = h.create_compute_instance(0, gi.id)
     assert (ci.profile_id, ci.size) == (3, 4)

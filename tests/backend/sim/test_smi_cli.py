@@ -1,5 +1,5 @@
-"""The simulated nvidia-smi against real captures (tests/data/samples, copied from /work/shared/mig/samples and
-docs/facts-extra.md): the text must match line for line where the capture applies."""
+"""The simulated nvidia-smi against real captures (tests/data/samples, indexed in
+docs/captures.md): the text must match line for line where the capture applies."""
 
 from __future__ import annotations
 
@@ -99,12 +99,12 @@ def test_cgi_C_capture(tmp_path, smi):
 
 def test_h100_pcie_scaleway_lgipp_lgi_dci_dgi(tmp_path, smi):
     init_host(tmp_path, "H100-PCIE-80GB", 1, driver="525.125.06", mig=True)
-    lines = (SAMPLES / "facts-extra_3.1_h100-pcie_lgipp-lgi.txt").read_text().splitlines()
+    lines = (SAMPLES / "h100-pcie_lgipp-lgi_1.txt").read_text().splitlines()
     assert smi(tmp_path, "mig", "-lgipp") == (0, lines[2:9])
     assert smi(tmp_path, "mig", "-cgi", "9,19,19,19", "-C")[0] == 0
     rc, got = smi(tmp_path, "mig", "-lgi")
     assert [ln for ln in got if "MIG" in ln] == lines[9:13]
-    (_, out), (cmd_mig0, out_mig0) = blocks("facts-extra_4.7_dci-dgi-mig0.txt")
+    (_, out), (cmd_mig0, out_mig0) = blocks("h100-pcie_dci-dgi-mig0_1.txt")
     rc1, dci = smi(tmp_path, "mig", "-dci")
     rc2, dgi = smi(tmp_path, "mig", "-dgi")
     assert (rc1, rc2, dci + dgi) == (0, 0, out)
@@ -147,7 +147,7 @@ def test_lcip_capture(tmp_path, smi):
     assert smi(tmp_path, "mig", "-cgi", "19:2,14:0")[0] == 0  # GI 9 (1g@2) and GI 3 (2g@0), as in the paste
     smi(tmp_path, "mig", "-gi", "9", "-cci")
     smi(tmp_path, "mig", "-gi", "3", "-cci", "0,0")
-    ((cmd, out),) = blocks("facts-extra_4.5_lcip.txt")
+    ((cmd, out),) = blocks("a100-40gb_lcip_1.txt")
     rc, got = smi(tmp_path, *cmd)
     assert rc == 0
     assert got[: len(out) - 1] == out[:-1]  # the paste is cut inside the last row
@@ -266,7 +266,7 @@ def test_dci_in_use_capture(tmp_path, smi, sleeper):
 
 
 def test_dgi_in_use_capture(tmp_path, smi):
-    ((cmd, out),) = blocks("facts-extra_4.8_dgi-in-use.txt")
+    ((cmd, out),) = blocks("unknown-gpu_dgi-in-use_1.txt")
     init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
     smi(tmp_path, "mig", "-cgi", "9:0", "-C")  # GI 1, with its compute instance still there
     assert smi(tmp_path, *cmd) == (255, out)
@@ -315,7 +315,7 @@ def test_cgi_errors(tmp_path, smi):
 
 def test_unprivileged_texts(tmp_path, smi):
     init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True, privileged=False)
-    expected = (SAMPLES / "facts-extra_4.11_permissions.txt").read_text().splitlines()[1:]
+    expected = (SAMPLES / "unknown-gpu_lgi-insufficient-permissions_1.txt").read_text().splitlines()[1:]
     assert smi(tmp_path, "mig", "-lgi") == (4, expected)
     assert smi(tmp_path, "mig", "-lci") == (4, ["Failed to display compute instances: Insufficient Permissions"])
     rc, got = smi(tmp_path, "mig", "-cgi", "19")
@@ -327,7 +327,7 @@ def test_unprivileged_texts(tmp_path, smi):
 
 def test_query_gpu_format(tmp_path, smi):
     init_host(tmp_path, "H100-PCIE-80GB", 1, driver="525.125.06", mig=True)
-    ((cmd, out),) = blocks("facts-extra_4.3_query-gpu.txt")
+    ((cmd, out),) = blocks("h100-pcie_query-gpu-mig-mode_1.txt")
     assert smi(tmp_path, *cmd) == (0, [out[0], out[1].replace("00000000:01:00.0", "00000000:07:00.0")])
     init_host(tmp_path / "n", "H100-NVL", 2)
     rc, got = smi(tmp_path / "n", "--query-gpu=index,name,memory.total,mig.mode.pending", "--format=csv")
@@ -344,7 +344,7 @@ def test_query_gpu_format(tmp_path, smi):
 
 
 def test_q_mig_mode_block(tmp_path, smi):
-    expected = (SAMPLES / "facts-extra_4.1_q-mig-mode.txt").read_text().splitlines()[1:4]
+    expected = (SAMPLES / "a100-40gb_q-mig-mode_1.txt").read_text().splitlines()[1:4]
     init_host(tmp_path, "A100-SXM4-40GB", 1, driver="450.80.02")
     rc, got = smi(tmp_path, "-q")
     assert rc == 0
