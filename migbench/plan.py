@@ -190,10 +190,19 @@ class Plan:
         return json.dumps(self.to_dict(timings=timings), indent=2)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the plan file atomically (a temp file renamed over it). A device or a pipe (say
+        `-o /dev/null`) is written through, never replaced; a directory is an error."""
         p = Path(path)
+        if p.is_dir():
+            raise InputError(f"{p} is a directory", hint="give the plan file's name, e.g. -o plans/sweep.plan.yaml")
+        text = self.to_yaml()
+        if p.exists() and not p.is_file():
+            with open(p, "w") as f:
+                f.write(text)
+            return p
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.to_yaml())
+        tmp.write_text(text)
         os.replace(tmp, p)
         self.path = str(p)
         return p
