@@ -1,12 +1,42 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and where test files live."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
 from migbench.backend.sim import fake_nvml
+
+_SHM = "/dev/shm"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test files go to memory (tmpfs) where the machine has it: the simulated driver and the
+    launcher's state write thousands of small files, and on a journalling disk every rename waits
+    for the disk. Set MIGBENCH_TEST_ON_DISK=1 (or --basetemp) to test on the disk instead."""
+    if config.option.basetemp is None and not os.environ.get("MIGBENCH_TEST_ON_DISK") and os.access(_SHM, os.W_OK):
+        config.option.basetemp = tempfile.mkdtemp(prefix="migbench-tests-", dir=_SHM)
+        config._migbench_shm = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.gpu` tests read a real NVIDIA GPU (read-only): they run only with MIGBENCH_TEST_GPU=1."""
+    if os.environ.get("MIGBENCH_TEST_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs a real NVIDIA GPU with MIG; set MIGBENCH_TEST_GPU=1 on such a host")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = getattr(config, "_migbench_shm", None)
+    if base:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 
 from tests.support import slurm as slurm_support
 from tests.support.slurm import (
-    MARKER_VAR,
     Cluster,
     SlurmUnavailable,
     local_slurm,
@@ -23,7 +22,7 @@ from tests.support.slurm import (
     slurm_or_skip,
 )
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 GRES = {"1g.10gb": 4, "3g.40gb": 1}
 NOT_AVAILABLE = "Requested node configuration is not available"

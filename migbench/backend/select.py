@@ -19,10 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from migbench.backend.base import Backend, HostState
 from migbench.errors import HardwareError, MigbenchError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the per-run shim imports this module and must start fast
+    from migbench.backend.base import Backend, HostState
     from migbench.backend.nvml import NvmlReader
     from migbench.catalog import GpuModel
 
@@ -125,6 +125,7 @@ def sim_smi_command() -> list[str]:
 
 def open_backend(*, dry_run: bool = False) -> Backend:
     """A Backend (reader + writer + lock path) for the current host, real or simulated."""
+    from migbench.backend.base import Backend
     from migbench.backend.smi_writer import SmiWriter
 
     sim = sim_dir()

@@ -39,13 +39,21 @@ for _module in (catalog, plan, hardware, simulate, launch, sim):
     _module.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point. typer handles usage errors (exit 2) and `typer.Exit(code)`;
-    a MigbenchError is printed once, without a traceback."""
+def run(argv: list[str] | None = None) -> int:
+    """Run one command line and return its exit status. typer handles usage errors (exit 2) and
+    `typer.Exit(code)`; a MigbenchError is printed once, without a traceback."""
     try:
-        app(args=argv, prog_name="migbench")
+        app(args=argv, prog_name="migbench", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MigbenchError as err:
         print_error(err)
-        sys.exit(err.exit_code)
+        return err.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(argv))

@@ -17,7 +17,7 @@ from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
 if TYPE_CHECKING:
-    from migbench.launch import LaunchOptions
+    from migbench.launch.options import LaunchOptions
     from migbench.plan import Plan
 
 # launch
@@ -32,7 +32,8 @@ def launch_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help="Continue a state made from another plan (runs whose ids are unchanged keep their state).")] = False,
 ) -> None:
-    from migbench.launch import LaunchOptions, launch
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.supervisor import launch
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
@@ -48,7 +49,7 @@ def launch_cmd(
 
 
 def _print_dry_run(plan: Plan, opts: LaunchOptions) -> None:
-    from migbench.launch import dry_run
+    from migbench.launch.prepare import dry_run
 
     specs, notes = dry_run(plan, opts.state_dir)
     typer.echo(f"# dry run: {len(specs)} run(s) of {plan.name} in start order; nothing is started or written")
@@ -67,7 +68,7 @@ def _print_dry_run(plan: Plan, opts: LaunchOptions) -> None:
 
 
 def _detach(plan: Plan, opts: LaunchOptions) -> None:
-    from migbench.launch import detach
+    from migbench.launch.detach import detach
 
     d = detach(plan, opts)
     plan_arg = shlex.quote(str(plan.path))
@@ -92,7 +93,8 @@ def run_cmd(
     no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued elsewhere.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Continue a state made from a different plan.")] = False,
 ) -> None:
-    from migbench.launch import LaunchOptions, launch
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.supervisor import launch
     from migbench.sweep import load_sweep
     from migbench.workflows import plan_and_apply
 

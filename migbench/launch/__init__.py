@@ -11,29 +11,9 @@
 - `shim`: the per-run wrapper the supervisor starts (`python -m migbench.launch.shim`);
 - `status`: the read side (status, logs, stop).
 
+The package imports nothing itself, so the per-run shim (`python -m migbench.launch.shim`) starts
+without the launcher's modules.
+
 `python -m migbench.launch PLAN [--state-dir DIR] [--drain] [--no-lend] [--force]` runs the
 supervisor in the foreground (what `migbench launch --detach` starts in the background).
 """
-
-from migbench.launch.detach import Detached, detach
-from migbench.launch.options import EXIT_FAILED, EXIT_FLAPPING, EXIT_INTERRUPTED, EXIT_OK, LaunchOptions, LaunchResult
-from migbench.launch.prepare import dry_run, preflight, start_order
-from migbench.launch.spec import RunSpec, build_spec
-from migbench.launch.supervisor import launch
-
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_FLAPPING",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "Detached",
-    "LaunchOptions",
-    "LaunchResult",
-    "RunSpec",
-    "build_spec",
-    "detach",
-    "dry_run",
-    "launch",
-    "preflight",
-    "start_order",
-]

@@ -253,7 +253,7 @@ def _build(
         ctx.at(
             root,
             "no runs: write `groups:` (a list of groups) or one group's command, parameters and memory at top level",
-            "see the README's \"The sweep file\" section, or examples/toy-sweep.yaml, for an example sweep",
+            "see the README's \"The sweep file\" section, or the sweep files in sweeps/",
         )
 
     problems.all_groups = [n for _, n in group_nodes if n is not None]

@@ -64,7 +64,7 @@ def shape(state) -> list:
     return out
 
 
-@pytest.mark.parametrize("model_key", SIMULABLE)
+@pytest.mark.parametrize("model_key", [m if m == "A30" else pytest.param(m, marks=pytest.mark.slow) for m in SIMULABLE])
 def test_every_maximal_layout_reads_back_exactly_from_empty_and_from_another_layout(model_key, sim, tmp_path):
     """Every maximal layout of the model: applied to an empty GPU, then another layout applied on top
     of it (reconcile), each read back exactly, and a second apply changes nothing."""
@@ -96,6 +96,7 @@ def test_every_maximal_layout_reads_back_exactly_from_empty_and_from_another_lay
         assert not report.changed and backend.writer.log == before
 
 
+@pytest.mark.slow
 def test_apply_through_a_real_subprocess_of_the_simulated_nvidia_smi(sim, tmp_path):
     state = sim("A100-SXM4-40GB", 2)  # MIG off: apply must enable it
     backend = sim_backend(state, subprocess=True)

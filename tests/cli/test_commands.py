@@ -12,19 +12,28 @@ from pathlib import Path
 import pytest
 
 from tests.support import DATA, REPO
+from tests.support.cli import migbench
 
 ROOT = REPO
 GOLDEN = DATA / "golden"
 SAMPLES = DATA / "samples"
 
 
-def mb(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = dict(os.environ)
-    e.pop("MIGBENCH_SIM", None)
-    e.update({"MIGBENCH_WIDTH": "100", "NO_COLOR": "1", "TERM": "dumb"})
-    e.update(env or {})
-    e.setdefault("MIGBENCH_CATALOG", str(Path(cwd or ROOT) / "no-user-catalog.yaml"))
-    return subprocess.run([sys.executable, "-m", "migbench", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=e, timeout=300)
+def mb(*args: str, cwd: Path | None = None, env: dict | None = None):  # type: ignore[no-untyped-def]
+    return migbench(*args, cwd=cwd, env=env)
+
+
+@pytest.mark.slow
+def test_the_console_script_runs_as_a_process(tmp_path):
+    """The one place the real console script starts: a new Python process, `python -m migbench`."""
+    env = dict(os.environ, MIGBENCH_CATALOG=str(tmp_path / "none.yaml"))
+    env.pop("MIGBENCH_SIM", None)
+    r = subprocess.run([sys.executable, "-m", "migbench", "plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"),
+                        "--no-runs"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 0 and "plan written to" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "migbench", "plan", str(tmp_path / "missing.yaml")], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
 
 
 def normalise(text: str) -> str:
@@ -33,7 +42,7 @@ def normalise(text: str) -> str:
 
 def test_plan_golden_output(tmp_path):
     out = tmp_path / "p.yaml"
-    r = mb("plan", "examples/phase2-ablations.yaml", "-o", str(out), "--no-runs")
+    r = mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(out), "--no-runs")
     assert r.returncode == 0, r.stderr
     got = normalise(r.stdout).replace(str(out), "<plan>")
     golden = GOLDEN / "plan_phase2_no_runs.txt"
@@ -44,13 +53,13 @@ def test_plan_golden_output(tmp_path):
 
 def test_plan_file_is_byte_identical_across_runs(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    assert mb("plan", "examples/phase2-ablations.yaml", "-o", str(a), "--json").returncode == 0
-    assert mb("plan", "examples/phase2-ablations.yaml", "-o", str(b), "--json").returncode == 0
+    assert mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(a), "--json").returncode == 0
+    assert mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(b), "--json").returncode == 0
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_plan_json_document(tmp_path):
-    r = mb("plan", "examples/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--json")
+    r = mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--json")
     doc = json.loads(r.stdout)
     assert doc["version"] == 1
     assert {"gpu", "model"} <= set(doc["fleet"][0])
@@ -145,7 +154,7 @@ def test_too_big_run_is_an_error_naming_run_memory_and_largest_instance(tmp_path
 
 def test_usage_errors_exit_2():
     assert mb("plan").returncode == 2
-    r = mb("plan", "examples/phase2-ablations.yaml", "--fleet", "A100-SXM4-80GB:zero")
+    r = mb("plan", "sweeps/phase2-ablations.yaml", "--fleet", "A100-SXM4-80GB:zero")
     assert r.returncode == 2 and "--fleet" in r.stderr
     assert mb("apply", "nope.yaml", "--gpus", "a,b").returncode in (1, 2)
 
@@ -159,3 +168,22 @@ def test_every_command_has_help_and_is_in_the_readme():
         h = mb(c, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout, c
         assert f"migbench {c}" in readme, f"README does not mention `migbench {c}`"
+
+
+def test_a_plan_written_to_a_device_goes_through_it_and_never_replaces_it(tmp_path):
+    """Regression: `plan -o /dev/null` (as root) once renamed a regular file over /dev/null."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("version: 1\nname: s\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\nfleet: [{gpu: A30, count: 1}]\n")
+    r = mb("plan", str(sweep), "-o", str(fifo), "--no-runs")
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert fifo.is_fifo() and got and got[0].startswith("version: 1")
+    r = mb("plan", str(sweep), "-o", str(tmp_path))
+    assert r.returncode == 1 and "is a directory" in r.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 
+import pytest
 from typer.testing import CliRunner
 
 from migbench.backend.sim import fake_nvml
@@ -99,6 +100,7 @@ groups:
 """
 
 
+@pytest.mark.slow
 def test_injection_corpus_reaches_the_program_as_literal_arguments(rig, tmp_path):
     r = rig(INJECT)
     rc, out = r.launch()
@@ -128,6 +130,7 @@ groups:
 """
 
 
+@pytest.mark.slow
 def test_flapping_guard_stops_new_launches_and_says_why(rig):
     r = rig(FLAP)
     assert len({run.instance_key for run in r.plan.placed_runs()}) == 2  # two runs at once, four queued
@@ -155,6 +158,7 @@ groups:
 """
 
 
+@pytest.mark.slow
 def test_drain_lets_running_runs_finish_and_starts_nothing_new(rig):
     r = rig(DRAIN)
     p = r.start("--drain")
@@ -165,12 +169,15 @@ def test_drain_lets_running_runs_finish_and_starts_nothing_new(rig):
     assert "draining" in r.output(p)
 
 
+@pytest.mark.slow
 def test_detach_status_stop_and_a_changed_plan(rig):
-    r = rig(DRAIN.replace("--steps 10", "--steps 100"))
-    res = r.cli("launch", str(r.plan_path), "--detach", timeout=30)
+    r = rig(DRAIN.replace("--steps 10", "--steps 100000"))  # runs until stopped, however loaded the machine
+    res = r.cli("launch", str(r.plan_path), "--detach")
     assert res.returncode == 0, res.stderr
     assert "in the background" in res.stdout and "launcher.log" in res.stdout
     r.wait_for(lambda: list(r.states().values()).count("running") == 2, what="2 runs running")
+    # a run shows on its device once its shim has attached it (just after the launcher records it)
+    r.wait_for(lambda: len(SimHost(r.sim).read().processes) >= 2, what="2 runs attached to their devices")
     st = json.loads(r.cli("status", "--json").stdout)  # found under ./runs without PLAN
     la = st["runs"]["launcher"]
     assert la["alive"] is True and st["runs"]["counts"]["running"] == 2
@@ -194,9 +201,10 @@ def test_detach_status_stop_and_a_changed_plan(rig):
     bad = r.cli("launch", str(r.plan_path))
     assert bad.returncode == 1 and "different plan" in bad.stderr and "--force" in bad.stderr
     # SIGKILLed processes leave the simulated device once they are gone
-    SimHost(r.sim).read()
+    r.wait_for(lambda: not SimHost(r.sim).read().processes, what="the killed runs to leave their devices")
 
 
+@pytest.mark.slow
 def test_relaunch_never_reruns_finished_runs_and_force_keeps_them(rig):
     r = rig(SMALL)
     rc, out = r.launch()
@@ -213,6 +221,7 @@ def test_relaunch_never_reruns_finished_runs_and_force_keeps_them(rig):
     assert {v["attempt"] for v in r.rows().values()} == {1}
 
 
+@pytest.mark.slow
 def test_run_plans_applies_and_launches_then_is_idempotent(tmp_path, monkeypatch):
     from migbench.backend.sim.host import init_host
     from tests.support.launchkit import PY, TOY_CMD

@@ -14,6 +14,8 @@ import pytest
 
 from migbench.backend.select import read_host
 
+pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
+
 SWARM = """
 version: 1
 name: swarm

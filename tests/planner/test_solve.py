@@ -125,6 +125,7 @@ def test_makespan_mode_reports_a_valid_bound_and_gap():
     check_solution(runs, fl, sol)
 
 
+@pytest.mark.slow
 def test_same_input_gives_the_same_solution():
     runs = [R(f"a{i}", 1024 * (1 + i % 5), 3600 * (1 + i % 3), 0.2, 3) for i in range(30)]
     fl = fleet(("A100-SXM4-40GB", 2), ("H100-SXM5-80GB", 1))
@@ -152,6 +153,7 @@ run_st = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=st.lists(run_st, min_size=1, max_size=14),
@@ -241,7 +243,8 @@ def test_runs_at_once_matches_exhaustive_search(model_key, ngpu, runs):
 
 MAKESPAN_CASES = [
     ("A30", 1, [R("a", 5000, 3600), R("b", 5000, 7200), R("c", 11000, 3600), R("d", 20000, 5400)]),
-    ("A30", 2, [R(f"s{i}", 5000, 3600.0 * (1 + i % 3)) for i in range(6)] + [R("big", 23000, 3 * 3600.0)]),
+    pytest.param("A30", 2, [R(f"s{i}", 5000, 3600.0 * (1 + i % 3)) for i in range(6)] + [R("big", 23000, 3 * 3600.0)],
+                 marks=pytest.mark.slow),  # the exhaustive search alone takes seconds
     ("A100-SXM4-40GB", 1, [R("x", 9000, 7200, 0.2), R("y", 9000, 3600, 0.2), R("z", 19000, 10800, 0.5), R("w", 4000, 3600, 0.1)]),
 ]
 
@@ -295,6 +298,7 @@ def test_time_point_cuts_see_that_a_short_run_cannot_hide_between_whole_gpu_runs
     assert 59.8 * 3600 <= sol.bound <= sol.objective + 1e-6
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=st.lists(

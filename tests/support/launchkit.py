@@ -23,6 +23,7 @@ from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
 from migbench.state import load_bindings, state_dir_for
 from migbench.sweep import load_sweep
 from tests.support import REPO
+from tests.support.cli import Result, migbench
 from tests.support.simhelp import sim_backend
 
 TOY = REPO / "examples" / "toy_trainer.py"
@@ -66,11 +67,10 @@ class Rig:
         i = self.procs.index(p)
         return (self.tmp / f"launcher-{i}.log").read_text(errors="replace")
 
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        """`migbench ARGS` in the plan's directory (where `./runs/` is)."""
-        return subprocess.run(
-            [PY, "-m", "migbench", *args], env=self.env, cwd=self.plan_path.parent, capture_output=True, text=True, timeout=timeout
-        )
+    def cli(self, *args: str) -> Result:
+        """`migbench ARGS` in the plan's directory (where `./runs/` is), in this process."""
+        keys = ("MIGBENCH_SIM", "MIGBENCH_POLL_S", "MIGBENCH_MEM_POLL_S", "TOY_LEDGER", "HOME", "MIGBENCH_WIDTH")
+        return migbench(*args, cwd=self.plan_path.parent, env={k: self.env[k] for k in keys})
 
     def cleanup(self) -> None:
         for p in self.procs:

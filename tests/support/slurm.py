@@ -698,7 +698,7 @@ def _kill_marked(marker: str) -> list[int]:
                 os.kill(pid, signal.SIGKILL)
         killed += found
         with contextlib.suppress(TimeoutError):
-            _poll(lambda: not any(_pid_alive(p) for p in found), timeout=5, interval=0.05,
+            _poll(lambda found=found: not any(_pid_alive(p) for p in found), timeout=5, interval=0.05,
                   what=f"killed processes {found} to exit")
     return sorted(set(killed))
 

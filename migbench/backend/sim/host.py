@@ -17,7 +17,6 @@ in compute slices within their GPU instance.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -216,13 +215,15 @@ class SimHost:
             ) from exc
 
     def _write(self, state: SimState) -> None:
+        """Replace `host.json` atomically (temp file + rename): a process killed mid-write leaves the
+        old state or the new one. No fsync: like the driver's own state, the simulated host's
+        instances do not outlive the machine (a crash of the machine is a reboot), so durability
+        across power loss buys nothing and would cost every simulated driver call a disk flush."""
         data = json.dumps(state.to_json(), indent=1, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=".host.", suffix=".tmp", dir=self.dir)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             try:
@@ -230,15 +231,6 @@ class SimHost:
             except OSError:
                 pass
             raise
-        try:
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as exc:  # pragma: no cover - some filesystems refuse directory fsync
-            if exc.errno not in (errno.EINVAL, errno.EBADF, errno.EACCES):
-                raise
 
     def read(self) -> SimState:
         """A snapshot under a shared lock (processes that died are left out, not written back).

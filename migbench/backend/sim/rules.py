@@ -230,6 +230,16 @@ def ci_profiles(model: GpuModel, gi_profile: Profile) -> list[CiProfile]:
     [U]: the GI's SMs for the full-size CI, else slices x the SMs of the model's 1g (1-compute, 1-memory-slice)
     profile, which gives the User Guide's 14/28/42 for 1c/2c/3g on A100 (docs/mig-facts.md#compute-instances).
     """
+    key = (model.key, model.driver, model.origin, gi_profile)
+    if key not in _CI_PROFILES:
+        _CI_PROFILES[key] = tuple(_ci_profiles(model, gi_profile))
+    return list(_CI_PROFILES[key])
+
+
+_CI_PROFILES: dict[tuple[Any, ...], tuple[CiProfile, ...]] = {}  # the simulator asks for them thousands of times
+
+
+def _ci_profiles(model: GpuModel, gi_profile: Profile) -> list[CiProfile]:
     g = gi_profile.compute_slices
     layout = CI_LAYOUTS.get(g, {g: 1})
     one = [p for p in model.plain_profiles() if p.compute_slices == 1 and p.memory_slices == 1]
