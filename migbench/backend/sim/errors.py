@@ -55,15 +55,6 @@ class SimError(HardwareError):
         return error_string(self.code)
 
 
-MUTATING_OPS = (
-    "create_gpu_instance",
-    "create_compute_instance",
-    "destroy_compute_instance",
-    "destroy_gpu_instance",
-    "set_mig_mode",
-    "reset",
-)
-
 def parse_error_code(code: int | str) -> int:
     """An NVML error code from an int, "23", "IN_USE" or "NVML_ERROR_IN_USE"."""
     if isinstance(code, int):
