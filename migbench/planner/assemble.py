@@ -17,6 +17,14 @@ from migbench.types import InstanceRef
 
 def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, notes: Sequence[str] = ()) -> Plan:
     """Solve and assemble the plan for `sweep` on `fleet`."""
+    unknown = [r.id for r in sweep.runs if r.memory_mib <= 0]
+    if unknown:
+        raise MigbenchError(
+            f"{len(unknown)} run(s) have no memory yet (`memory: measured` without a measurement or a fallback): "
+            + ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else ""),
+            hint="measure them with `migbench profile SWEEP`, or give the group a fallback: "
+            "memory: {measured: true, fallback: 8GiB}",
+        )
     dm = sweep.duration_model
     opts = SolveOptions(
         time_limit_s=opts.time_limit_s,

@@ -68,7 +68,7 @@ def parse_group(
             g,
             "memory",
             "missing `memory`",
-            "give the run's device footprint: memory: 2.5GiB, a table {by:, table:}, or {estimate: {...}}",
+            "give the run's device footprint: memory: 2.5GiB, a table {by:, table:}, {estimate: {...}}, or measured",
         )
     else:
         memory = parse_memory(ctx, n, pnames if params is not None else None)

@@ -65,6 +65,7 @@ DURATION_MODEL_KEYS = ("interference", "compute_basis")
 LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma")
 MEMORY_TABLE_KEYS = ("by", "table", "default")
+MEASURED_KEYS = ("measured", "fallback", "by", "headroom")
 ESTIMATE_REQUIRED = ("params", "precision", "optimizer", "batch_size", "seq_len", "hidden", "layers", "heads", "vocab")
 ESTIMATE_OPTIONAL = ("attention", "activation_checkpointing", "ffn", "context", "workspace", "headroom")
 ESTIMATE_KEYS = ESTIMATE_REQUIRED + ESTIMATE_OPTIONAL
