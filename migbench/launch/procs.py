@@ -1,10 +1,12 @@
-"""The process layer's helpers: liveness by PID and create time, finding a shim, signalling a
-process group, and the one-launcher-per-plan lock."""
+"""The process layer's helpers: starting a shim, liveness by PID and create time, finding a shim,
+signalling a process group, and the one-launcher-per-plan lock."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,23 @@ import psutil
 
 from migbench.errors import MigbenchError
 from migbench.fsutil import PidLock
+
+
+def spawn_shim(adir: Path) -> subprocess.Popen:
+    """Start the per-run shim on the attempt directory `adir` (its `cmd.json` written), in a new
+    session so it outlives its starter, its own messages in `adir/shim.log`. Raises OSError."""
+    from migbench.launch.options import PKG_ROOT
+
+    with open(adir / "shim.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "migbench.launch.shim", str(adir)],
+            cwd=str(PKG_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 def process_alive(pid: int | None, create_time: float | None) -> bool:

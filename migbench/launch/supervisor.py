@@ -73,12 +73,11 @@ from migbench.launch.options import (
     EXIT_OK,
     LOCK_NAME,
     OOM_RANK_SHIFT,
-    PKG_ROOT,
     LaunchOptions,
     LaunchResult,
 )
 from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
-from migbench.launch.procs import LauncherLock, create_time_of, find_shim, kill_group, process_alive, read_json
+from migbench.launch.procs import LauncherLock, create_time_of, find_shim, kill_group, process_alive, read_json, spawn_shim
 from migbench.launch.queue import Queues, Waiting
 from migbench.launch.spec import Outcome, RunSpec, attempt_dir, build_spec, outcome_of, prepare_attempt
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store, db_path
@@ -584,16 +583,7 @@ class Supervisor:
             row = self.rows[spec.run_id]
             adir = Path(spec.attempt_dir)
             try:
-                with open(adir / "shim.log", "ab") as log:
-                    p = subprocess.Popen(
-                        [sys.executable, "-m", "migbench.launch.shim", str(adir)],
-                        cwd=str(PKG_ROOT),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        start_new_session=True,
-                        close_fds=True,
-                    )
+                p = spawn_shim(adir)
             except OSError as exc:
                 row.end_at = time.time()
                 self._failed_attempt(row, f"cannot start the shim: {exc}", "failed", early=True)
