@@ -26,6 +26,15 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
+class DeviceUsage:
+    """One device's used memory (MiB) and its compute processes as (PID, used MiB or None), from a
+    fast sampling read (`NvmlReader.device_usage`)."""
+
+    used_mib: int
+    processes: tuple[tuple[int, int | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class MigDeviceState:
     """One MIG device (a compute instance as CUDA sees it), `nvidia-smi -L`'s `MIG ... Device N`."""
 

@@ -155,11 +155,11 @@ def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
     return None
 
 
-def init_simulated_host(path: str | os.PathLike[str], model: str, count: int, driver: str | None = None) -> Path:
-    """Create a simulated host of `count` GPUs of `model` with MIG off (as `migbench sim init`)."""
+def init_simulated_host(path: str | os.PathLike[str], model: str, count: int, driver: str | None = None, *, mig: bool = False) -> Path:
+    """Create a simulated host of `count` GPUs of `model`, MIG off unless `mig` (as `migbench sim init`)."""
     from migbench.backend.sim.host import init_host
 
-    return init_host(path, model, count, driver=driver).dir
+    return init_host(path, model, count, driver=driver, mig=mig).dir
 
 
 def is_simulated_host(path: str | os.PathLike[str]) -> bool:
