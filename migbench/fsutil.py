@@ -23,6 +23,25 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
     os.replace(tmp, p)
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write text the same way (temp file beside it, fsync, rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
 class PidLock:
     """An exclusive, non-blocking flock on a file that holds its owner's PID while held.
 

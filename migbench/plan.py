@@ -78,6 +78,7 @@ class PlanRun:
     timeout_s: float | None = None
     est_start_s: float | None = None
     est_end_s: float | None = None
+    memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
 
     @property
     def instance_key(self) -> str | None:
@@ -325,6 +326,7 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "id": r.id,
         "group": r.group,
         "memory_mib": r.memory_mib,
+        "memory_source": r.memory_source,
         "gpu": r.gpu,
         "profile": r.profile,
         "start": r.start,
@@ -351,6 +353,7 @@ def _run_from(r: dict[str, Any]) -> PlanRun:
         id=str(r["id"]),
         group=str(r["group"]),
         memory_mib=int(r["memory_mib"]),
+        memory_source=str(r.get("memory_source") or ""),
         gpu=None if r.get("gpu") is None else int(r["gpu"]),
         profile=r.get("profile"),
         start=None if r.get("start") is None else int(r["start"]),

@@ -3,7 +3,7 @@ launch), with plan reuse and the auto-created simulated host. The CLI calls thes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from migbench.backend.select import (
     use_simulated_host,
 )
 from migbench.errors import MigbenchError
+from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.plan import Plan
@@ -43,6 +44,29 @@ def fleet_for(sweep: Sweep, fleet_opt: str | None) -> tuple[list[FleetGpu], list
         hint="add `fleet: [{gpu: A100-SXM4-80GB, count: 4}]` to the sweep, pass --fleet A100-SXM4-80GB:4, "
         "or try the simulated host: migbench sim init ./sim --gpu A100-SXM4-80GB --count 4 && export MIGBENCH_SIM=./sim",
     )
+
+
+def resolve_memory(
+    sweep: Sweep,
+    fleet: list[FleetGpu] | None,
+    *,
+    footprints: Sequence[str | Path] = (),
+    history: Sequence[str | Path] | None = None,
+    use_history: bool = True,
+    plan_path: str | Path | None = None,
+    headroom: float | None = None,
+) -> Resolution:
+    """The sweep with each run's memory from its measurements (`migbench.footprints.resolve`):
+    footprints files, the launch history beside the plan and the sweep, fits, OOM lower bounds.
+    `fleet` names the GPU models and drivers measurements from elsewhere are warned about."""
+    sources, notes = gather_sources(
+        sweep, footprints=footprints, history=history, use_history=use_history, plan_path=plan_path, headroom=headroom
+    )
+    targets = sorted({(g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver))) for g in fleet or ()},
+                     key=lambda t: (t[0], t[1] or ""))
+    res = resolve(sweep, sources, targets=targets)
+    res.notes[:0] = notes
+    return res
 
 
 def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None) -> str | None:
@@ -99,6 +123,11 @@ def plan_and_apply(
         say(said)
     fleet_gpus, notes = fleet_for(sweep, fleet)
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
+    res = resolve_memory(sweep, fleet_gpus, history=[state_dir] if state_dir else None, plan_path=out)
+    if res.measured():
+        say(res.summary())
+    notes = list(notes) + res.warnings
+    sweep = res.sweep
     plan = _reusable_plan(out, sweep, fleet_gpus)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
@@ -124,4 +153,6 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     except MigbenchError:
         return None
     same_fleet = [(g.gpu, g.model) for g in old.fleet] == [(g.index, g.model.key) for g in fleet]
-    return old if old.sweep_sha256 == sweep.sha256 and same_fleet else None
+    # measurements since (a launch's peaks, an OOM) change a run's memory: plan again
+    same_memory = {r.id: r.memory_mib for r in old.runs} == {r.id: r.memory_mib for r in sweep.runs}
+    return old if old.sweep_sha256 == sweep.sha256 and same_fleet and same_memory else None

@@ -3,31 +3,63 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import console
-from migbench.cli.render import plan_view
-from migbench.errors import UsageError
+from migbench.cli.render import accuracy_view, plan_view
+from migbench.errors import MigbenchError, UsageError
 from migbench.types import Objective
 from migbench.units import format_mib
+
+if TYPE_CHECKING:
+    from migbench.footprints import Resolution
+    from migbench.planner import FleetGpu
+    from migbench.sweep import Sweep
+
+
+FOOTPRINTS_HELP = "A footprints file (`migbench profile`); repeatable. Plans every group on its measurements."
+HISTORY_HELP = "A launch state directory (or launch.db) whose peaks to learn from; repeatable (default: ./runs/<sweep> and the sweep's)."
+HEADROOM_HELP = "Headroom on a measured peak, as a fraction (default 0.1; a group's `headroom:` wins)."
 
 
 def estimate_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    accuracy: Annotated[bool, typer.Option("--accuracy", help="Declared vs analytic vs measured vs history, per group.")] = False,
+    footprints: Annotated[Optional[list[Path]], typer.Option("--footprints", help=FOOTPRINTS_HELP)] = None,
+    history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Do not learn from earlier launches.")] = False,
+    headroom: Annotated[Optional[float], typer.Option("--headroom", help=HEADROOM_HELP, min=0.0, max=10.0)] = None,
+    fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,...]: the GPUs to size instances for.")] = None,
 ) -> None:
     from migbench.sweep import load_sweep
+    from migbench.workflows import fleet_for, resolve_memory
 
     sweep = load_sweep(sweep_file)
+    try:
+        fleet_gpus, _ = fleet_for(sweep, fleet)
+    except MigbenchError:
+        if fleet:
+            raise
+        fleet_gpus = []  # no fleet: memory only, no instance sizes
+    res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history, headroom=headroom)
+    if accuracy:
+        _accuracy(sweep, res, fleet_gpus, as_json, footprints=footprints or ())
+        return
     if as_json:
         typer.echo(json.dumps({"sweep": sweep.name, "runs": [
             {"id": r.id, "group": r.group, "memory_mib": r.memory_mib, "source": r.memory_source,
-             "parts": {k: v for k, v in r.memory_parts}, "params": r.params} for r in sweep.runs]}, indent=2))
+             "declared_mib": res.runs[r.id].declared_mib, "declared_source": res.runs[r.id].declared_source,
+             "peak_mib": res.runs[r.id].peak_mib, "detail": res.runs[r.id].detail,
+             "parts": {k: v for k, v in r.memory_parts}, "params": r.params} for r in res.sweep.runs],
+            "warnings": res.warnings, "notes": res.notes}, indent=2))
         return
     t = Table(title=f"{sweep.name}: memory per run", title_justify="left")
     t.add_column("run")
@@ -36,10 +68,31 @@ def estimate_cmd(
     t.add_column("MiB", justify="right")
     t.add_column("source")
     t.add_column("parts")
-    for r in sweep.runs:
+    for r in res.sweep.runs:
         parts = ", ".join(f"{k} {format_mib(v)}" for k, v in r.memory_parts)
         t.add_row(r.id, r.group, format_mib(r.memory_mib), str(r.memory_mib), r.memory_source, parts)
-    console().print(t)
+    con = console()
+    con.print(t)
+    _notes(con, res.notes, res.warnings)
+
+
+def _notes(con: Console, notes: list[str], warnings: list[str]) -> None:
+    for n in notes:
+        con.print(Text(f"note: {n}"))
+    for w in warnings:
+        con.print(Text(f"warning: {w}", style="yellow"))
+
+
+def _accuracy(sweep: Sweep, res: Resolution, fleet: list[FleetGpu], as_json: bool, *, footprints: Sequence[Path]) -> None:
+    from migbench.footprints.accuracy import accuracy_report
+
+    rep = accuracy_report(sweep, res, fleet)
+    if as_json:
+        typer.echo(json.dumps(rep.to_dict(), indent=2))
+        return
+    con = console()
+    con.print(accuracy_view(rep))
+    _notes(con, res.notes, res.warnings + rep.notes)
 
 
 def plan_cmd(
@@ -52,10 +105,14 @@ def plan_cmd(
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    footprints: Annotated[Optional[list[Path]], typer.Option("--footprints", help=FOOTPRINTS_HELP)] = None,
+    history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Do not learn from earlier launches.")] = False,
+    headroom: Annotated[Optional[float], typer.Option("--headroom", help=HEADROOM_HELP, min=0.0, max=10.0)] = None,
 ) -> None:
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
-    from migbench.workflows import fleet_for
+    from migbench.workflows import fleet_for, resolve_memory
 
     try:
         goal = Objective(objective)
@@ -64,11 +121,13 @@ def plan_cmd(
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet)
-    plan = make_plan(
-        sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
-        notes=notes,
-    )
     out = output or Path(f"{sweep.name}.plan.yaml")
+    res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
+                         plan_path=out, headroom=headroom)
+    plan = make_plan(
+        res.sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
+        notes=list(notes) + res.warnings,
+    )
     plan.save(out)
     if as_json:
         typer.echo(plan.to_json())
@@ -76,6 +135,9 @@ def plan_cmd(
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
     con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    if res.measured():
+        con.print(Text(res.summary()))
+    _notes(con, res.notes, [])
     con.print(Text(f"plan written to {out}"))
 
 

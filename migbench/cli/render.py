@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -19,6 +19,9 @@ from migbench.catalog import GpuModel, Layout
 from migbench.forecast.simulate import SimReport
 from migbench.plan import Plan
 from migbench.units import format_duration, format_mib
+
+if TYPE_CHECKING:
+    from migbench.footprints.accuracy import AccuracyReport
 
 SLICE_W = 9  # characters per memory slice in the layout picture
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "red", "bright_cyan", "bright_green"]
@@ -115,6 +118,7 @@ def plan_table(plan: Plan) -> Table:
     t.add_column("run")
     t.add_column("group")
     t.add_column("memory", justify="right")
+    t.add_column("memory from")
     t.add_column("GPU", justify="right")
     t.add_column("instance")
     t.add_column("wave", justify="right")
@@ -130,6 +134,7 @@ def plan_table(plan: Plan) -> Table:
             r.id,
             r.group,
             format_mib(r.memory_mib),
+            r.memory_source or "-",
             "-" if r.gpu is None else str(r.gpu),
             "unplaced" if r.gpu is None else f"{r.profile}@{r.start}",
             "-" if r.wave is None else str(r.wave),
@@ -393,4 +398,42 @@ def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> Rend
         parts.append(host_view(host))
     elif doc is None:
         parts.append(Text("no launch state found and no GPU driver reachable"))
+    return Group(*parts)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f}%"
+
+
+def accuracy_view(rep: AccuracyReport) -> RenderableType:
+    """`estimate --accuracy`: errors per group and predictor, then the runs sized wrongly."""
+    t = Table(title=f"{rep.sweep}: memory accuracy per group (error vs the measured peak: mean / worst)", title_justify="left")
+    t.add_column("group")
+    t.add_column("runs", justify="right")
+    t.add_column("measured", justify="right")
+    t.add_column("in a launch", justify="right")
+    names = ("declared", "analytic", "profile vs history", "fit")
+    for n in names:
+        t.add_column(n + (" (LOO)" if n == "fit" else ""), justify="right")
+    for g in rep.groups:
+        cells = []
+        for n in names:
+            st = g.stats.get(n)
+            cells.append("-" if st is None else f"{_pct(st.mean)} / {_pct(st.worst)} (n={st.n})")
+        t.add_row(g.group, str(g.runs), str(g.measured), str(g.history), *cells)
+    parts: list[RenderableType] = [t]
+    for g in rep.groups:
+        if g.fit:
+            parts.append(Text(f"fit of {g.group}: {g.fit}"))
+    if rep.missized:
+        m = Table(title=f"runs whose declared memory picks another instance than their peak + {rep.headroom * 100:.0f}% needs",
+                  title_justify="left")
+        for c in ("run", "group", "declared", "peak", "needs", "declared instance", "needed instance", ""):
+            m.add_column(c, justify="right" if c in ("declared", "peak", "needs") else "left")
+        for x in rep.missized:
+            m.add_row(x.run_id, x.group, format_mib(x.declared_mib), format_mib(x.peak_mib), format_mib(x.need_mib),
+                      x.declared_instance or "-", x.needed_instance or "none", x.verdict)
+        parts.append(m)
+    elif any(g.measured for g in rep.groups):
+        parts.append(Text("every measured run's declared memory picks the instance its peak needs"))
     return Group(*parts)

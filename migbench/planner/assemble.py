@@ -106,6 +106,7 @@ def _planned(r: Run, a: Assigned | None) -> PlanRun:
         id=r.id,
         group=r.group,
         memory_mib=r.memory_mib,
+        memory_source=r.memory_source,
         gpu=None if a is None else a.gpu,
         profile=None if a is None else a.placement.profile,
         start=None if a is None else a.placement.start,
