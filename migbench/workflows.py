@@ -69,9 +69,10 @@ def resolve_memory(
     return res
 
 
-def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None) -> str | None:
+def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None, *, mig: bool = False) -> str | None:
     """With no NVIDIA driver and no simulated host set, use one shaped like the sweep's fleet in
-    `<sweep dir>/.migbench-sim/` (kept between runs). Returns what it did, for the user."""
+    `<sweep dir>/.migbench-sim/` (kept between runs), created with MIG on when `mig`. Returns what
+    it did, for the user."""
     if sim_dir() is not None or read_host_if_available() is not None:
         return None
     specs = parse_fleet_option(fleet) if fleet else [FleetSpec(f.gpu, f.count, f.driver) for f in (sweep.fleet or ())]
@@ -88,7 +89,7 @@ def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None) -> str
     state = (sweep_file.parent / ".migbench-sim").resolve()
     count = sum(s.count for s in specs)
     if not is_simulated_host(state):
-        init_simulated_host(state, specs[0].model, count, specs[0].driver)
+        init_simulated_host(state, specs[0].model, count, specs[0].driver, mig=mig)
         said = f"no NVIDIA GPU found: created a simulated host with {count} x {specs[0].model} in {state}"
     else:
         said = f"no NVIDIA GPU found: using the simulated host in {state}"

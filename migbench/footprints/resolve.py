@@ -163,7 +163,7 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
             used.append(m)
             if m.lower_bound or m.outcome == "oom":
                 floors[rid] = max(floors.get(rid, 0), max(m.peak_mib, m.instance_mib + 1 if m.instance_mib else 0))
-            else:
+            elif m.outcome != "failed":  # a probe that crashed saw a part of the run at best
                 probe[rid] = m
         where = fp.path or "the footprints"
         if not used:
