@@ -288,7 +288,12 @@ class Profiler:
             peak = max([a.slot.memory_mib + 1] + peaks)
             how = how or ["nvml-device"]
         elif not peaks or max(peaks) <= 0:
-            why = "it showed no GPU memory (does it use the GPU?)" if outcome != "failed" else f"it failed ({_why(res)}) before using GPU memory"
+            if outcome == "failed":
+                why = f"it failed ({_why(res)}) before using GPU memory"
+            elif outcome == "stopped":
+                why = f"it was stopped at its limit of {self.opts.limit_s():g} s before it used GPU memory: give it longer (--seconds)"
+            else:
+                why = "it showed no GPU memory (does it use the GPU?)"
             self.skipped.append((rid, why))
             self.say("skip", rid, f"{rid}: {why}; see {a.adir}")
             return
