@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from migbench.footprints.fit import candidate_params, fit_group, loo_errors
-from migbench.footprints.resolve import Resolution, config_key
+from migbench.footprints.resolve import Resolution, config_key, with_headroom
 from migbench.sweep import MeasuredMemory, Sweep
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def accuracy_report(sweep: Sweep, res: Resolution, fleet: Sequence[FleetGpu]) ->
                 errs["profile vs history"].append(probe[r.id] / hist[r.id] - 1)
             headrooms.add(rm.headroom)
             if r.memory_mib > 0:
-                need = int(math.ceil(ref * (1 + rm.headroom)))
+                need = with_headroom(ref, rm.headroom)
                 m = _missized(r.id, r.group, r.memory_mib, ref, need, profiles)
                 if m is not None:
                     missized.append(m)

@@ -117,6 +117,11 @@ class Resolution:
         return f"memory of {len(self.runs)} run(s): {parts}" + (f"; {raised} raised by an OOM" if raised else "")
 
 
+def with_headroom(mib: float, headroom: float) -> int:
+    """`mib` plus the headroom, rounded up to a MiB (1500 MiB + 10 % is 1650, not 1651)."""
+    return int(math.ceil(mib * (1 + headroom) - 1e-6))
+
+
 def config_key(group: Group | None, run: Run) -> str:
     """Runs with equal keys have the same footprint: same group and equal memory parameters (`by:`;
     all parameters without it, so repeats share a key)."""
@@ -230,10 +235,10 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
             elif (b := best_of_config(key_of[r.id])) is not None:
                 peak, source, detail = b
             elif (fit := fits.get(r.group)) is not None and fit.ok and (pred := fit.predict(r.params)) is not None and pred > 0:
-                peak, source = int(math.ceil(pred)), "fit"
+                peak, source = int(math.ceil(pred - 1e-6)), "fit"
                 detail = f"predicted {peak} MiB: {fit.describe()}" + (" (extrapolated)" if fit.extrapolates(r.params) else "")
         if peak is not None:
-            mem = int(math.ceil(peak * (1 + hr)))
+            mem = with_headroom(peak, hr)
             parts: tuple[tuple[str, int], ...] = ((f"{source.split(' ')[0]} peak", peak), (f"headroom {hr * 100:.0f}%", mem - peak))
         else:
             mem, parts = r.memory_mib, r.memory_parts
@@ -242,7 +247,7 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
         floor = key_floor.get(key_of[r.id]) or None
         raised = False
         if floor:
-            need = int(math.ceil(floor * (1 + hr)))
+            need = with_headroom(floor, hr)
             if need > mem:
                 raised = True
                 parts = parts + (("OOM lower bound", floor), (f"headroom {hr * 100:.0f}%", need - floor))
