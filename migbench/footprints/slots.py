@@ -166,6 +166,8 @@ def changed_since(before: dict[int, tuple[Placement, ...]], after: HostState) ->
 
 
 def _destroy(backend: Backend, ph: ProbeHost) -> list[str]:
+    """Destroy what profile created, under the apply lock. A GPU whose instances are exactly the
+    ones profile created on it (it had none) is emptied in two commands; otherwise one by one."""
     problems: list[str] = []
     w = backend.writer
     with HostLock(backend.lock_path):
@@ -173,15 +175,27 @@ def _destroy(backend: Backend, ph: ProbeHost) -> list[str]:
             host = backend.reader.read()
         except MigbenchError as exc:
             return [f"cannot read the host to remove the probe instances: {exc.message}"]
-        for gpu, pl in reversed(ph.created):
-            gi = host.gpu(gpu).instance_at(pl)
-            if gi is None:
-                continue
-            try:
-                for ci in gi.compute_instances:
-                    w.destroy_compute_instance(gpu, gi.id, ci.id)
-                w.destroy_gpu_instance(gpu, gi.id)
-            except MigbenchError as exc:
-                problems.append(f"GPU {gpu}: cannot remove the probe instance {pl}: {exc.message}")
-    ph.created = [c for c in ph.created if any(f"GPU {c[0]}: cannot remove the probe instance {c[1]}" in p for p in problems)]
+        left: list[tuple[int, Placement]] = []
+        for gpu in sorted({g for g, _ in ph.created}):
+            mine = [pl for g, pl in ph.created if g == gpu]
+            st = host.gpu(gpu)
+            if not ph.before.get(gpu) and set(st.layout()) == set(mine) and not st.processes:
+                try:
+                    w.destroy_all_instances(gpu)
+                    continue
+                except MigbenchError:
+                    host = backend.reader.read()  # fall back to one by one, from what is left
+                    st = host.gpu(gpu)
+            for pl in reversed(mine):
+                gi = st.instance_at(pl)
+                if gi is None:
+                    continue
+                try:
+                    for ci in gi.compute_instances:
+                        w.destroy_compute_instance(gpu, gi.id, ci.id)
+                    w.destroy_gpu_instance(gpu, gi.id)
+                except MigbenchError as exc:
+                    problems.append(f"GPU {gpu}: cannot remove the probe instance {pl}: {exc.message}")
+                    left.append((gpu, pl))
+    ph.created = left
     return problems

@@ -154,3 +154,32 @@ def test_steps_ask_the_run_to_stop_and_a_short_peak_is_seen(host):
     (m,) = fp.measurements
     assert m.outcome == "finished"  # MIGBENCH_PROBE_STEPS=3: it stopped by itself
     assert m.reported_peak_mib == 5120 and m.nvml_peak_mib == 5120 and m.peak_mib == 5120  # the 0.4 s spike, sampled
+
+
+def test_release_removes_only_what_profile_created(tmp_path, monkeypatch):
+    """A GPU profile filled is emptied in two commands; where someone else created an instance
+    meanwhile, profile removes its own one by one, leaves theirs, and says the GPU changed."""
+    from migbench.footprints.slots import prepare_slots, release
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 3, mig=True)
+    monkeypatch.setenv("MIGBENCH_SIM", str(sim))
+    h = SimHost(sim)
+    gi = h.create_gpu_instance(2, 0, 0)  # GPU 2: a 7g.80gb someone uses
+    h.create_compute_instance(2, gi.id)
+    try:
+        be = sim_backend(sim)
+        ph = prepare_slots(be, [4096, 4096, 30000], time_limit_s=2)
+        assert {s.gpu for s in ph.slots if s.created} == {0, 1} and any(s.gpu == 2 and not s.created for s in ph.slots)
+        theirs = next(pl for pl in (0, 1, 2, 3, 4, 5, 6) if all(not (g == 1 and p.start == pl) for g, p in ph.created))
+        h.create_gpu_instance(1, 19, theirs)  # someone else, on GPU 1, while the probes ran
+        be.writer.log.clear()
+        problems = release(be, ph)
+        cmds = [" ".join(c.argv) for c in be.writer.log]
+        assert "nvidia-smi mig -i 0 -dci" in cmds and "nvidia-smi mig -i 0 -dgi" in cmds  # all of GPU 0 was ours
+        assert not any(c.startswith("nvidia-smi mig -i 1 -d") and "-gi" not in c for c in cmds)  # GPU 1: one by one
+        left = {(g.index, gg.profile_id, gg.start) for g in h.read().gpus for gg in g.gpu_instances}
+        assert left == {(1, 19, theirs), (2, 0, 0)}
+        assert problems == [f"GPU 1: its instances were no instance before profiling and are 1g.10gb@{theirs} now"]
+    finally:
+        fake_nvml.uninstall()
