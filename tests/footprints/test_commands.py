@@ -140,3 +140,16 @@ def test_profile_command_writes_footprints_and_refuses_seconds_with_steps(tmp_pa
         assert r.returncode == 2 and "holds the footprints of sweep 'one'" in r.stderr
     finally:
         fake_nvml.uninstall()
+
+
+def test_plan_warns_when_footprints_come_from_another_sweep_or_gpu_model(sweep_dir):
+    fp = sweep_dir / "acc.footprints.yaml"
+    fp.write_text(fp.read_text().replace("sweep: acc", "sweep: elsewhere"))
+    r = migbench("plan", "acc.yaml", "--fleet", "A100-SXM4-40GB:1", "--footprints", str(fp), "-o", "p.yaml", "--no-runs", cwd=sweep_dir,
+                 env={"MIGBENCH_WIDTH": "300"})
+    assert r.returncode == 0, r.stderr
+    assert "was measured for sweep 'elsewhere', not 'acc'" in r.stdout
+    assert "4 measurement(s) were taken on A100-SXM4-80GB, this plan is for A100-SXM4-40GB" in r.stdout
+    from migbench.plan import Plan
+
+    assert any("taken on A100-SXM4-80GB" in w for w in Plan.load(sweep_dir / "p.yaml").warnings)  # kept with the plan
