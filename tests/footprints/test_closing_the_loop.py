@@ -43,7 +43,7 @@ def test_a_sweep_declared_twice_too_high_plans_half_as_many_runs_at_once_as_afte
     sweep_file.write_text(textwrap.dedent(TWICE).replace("{toy}", TOY_CMD))
     env = {"MIGBENCH_SIM": str(sim)}
     try:
-        res, fp, out = profile(load_sweep(sweep_file), opts=ProbeOptions(seconds=2.0, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
+        res, fp, out = profile(load_sweep(sweep_file), opts=ProbeOptions(steps=2, seconds=60.0, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
         assert len(fp.measurements) == 8 and not res.skipped and not res.problems
         declared = migbench("plan", str(sweep_file), "-o", str(tmp_path / "a.yaml"), "--json", cwd=tmp_path, env=env)
         measured = migbench("plan", str(sweep_file), "-o", str(tmp_path / "b.yaml"), "--json", "--footprints", str(out), cwd=tmp_path, env=env)
