@@ -309,6 +309,27 @@ class Plan:
         )
 
 
+def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
+    """A plan file's sweep name and launch settings, read from the head of the file only: `status`,
+    `logs` and `stop` need no more, and a 30,000-run plan is seconds of YAML to parse whole. Falls
+    back to `Plan.load` (and its errors) when the head is not as `plan` writes it."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            head = []
+            for line in f:
+                if line.startswith(("instances:", "runs:")):
+                    break
+                head.append(line)
+        doc = yamlio.load("".join(head))
+        if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
+            return str(doc["sweep"]["name"]), LaunchSettings.from_dict(doc.get("launch"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        pass
+    plan = Plan.load(p)
+    return plan.name, plan.launch
+
+
 def _num(v: float | None) -> float | int | None:
     if v is None:
         return None

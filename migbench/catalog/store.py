@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, parse_driver
 from migbench.errors import InputError, MigbenchError
 
@@ -48,13 +49,13 @@ class Catalog:
     @classmethod
     def load(cls, user_path: Path | None = None, include_user: bool = True) -> Catalog:
         cat = cls()
-        builtin = yaml.safe_load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
+        builtin = yamlio.load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
         cat._add_doc(builtin, "builtin")
         if include_user:
             path = user_path or user_catalog_path()
             if path.exists():
                 try:
-                    doc = yaml.safe_load(path.read_text())
+                    doc = yamlio.load(path.read_text())
                 except yaml.YAMLError as exc:
                     raise InputError(
                         f"the user catalogue {path} is not valid YAML: {exc}",
@@ -223,7 +224,7 @@ def save_user_model(key: str, spec: dict[str, Any], path: Path | None = None) ->
     path = path or user_catalog_path()
     doc: dict[str, Any] = {"version": 1, "models": {}}
     if path.exists():
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yamlio.load(path.read_text()) or {}
         if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
             doc = loaded
     doc["models"][key] = spec

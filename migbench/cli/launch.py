@@ -119,6 +119,7 @@ def status_cmd(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,
 ) -> None:
     from migbench.backend.select import read_host_if_available
     from migbench.launch.status import find_state_dir, host_doc, status_doc
@@ -147,15 +148,15 @@ def status_cmd(
         return
     con = console()
     if not watch:
-        con.print(status_view(*gather()))
+        con.print(status_view(*gather(), all_runs=all_runs))
         return
     from rich.live import Live
 
     try:
-        with Live(status_view(*gather()), console=con, refresh_per_second=1, screen=False) as live:
+        with Live(status_view(*gather(), all_runs=all_runs), console=con, refresh_per_second=1, screen=False) as live:
             while True:
                 time.sleep(2.0)
-                live.update(status_view(*gather()))
+                live.update(status_view(*gather(), all_runs=all_runs))
     except KeyboardInterrupt:
         pass
 

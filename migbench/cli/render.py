@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migbench.backend.base import HostState
-from migbench.catalog import GpuModel, Layout
-from migbench.forecast.simulate import SimReport
-from migbench.plan import Plan
 from migbench.units import format_duration, format_mib
+
+if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbench --help`
+    from migbench.backend.base import HostState
+    from migbench.catalog import GpuModel, Layout
+    from migbench.forecast.simulate import SimReport
+    from migbench.plan import Plan
 
 SLICE_W = 9  # characters per memory slice in the layout picture
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "red", "bright_cyan", "bright_green"]
@@ -388,7 +390,7 @@ _STATE_STYLE = {
 }
 
 
-def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> RenderableType:
+def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str], *, all_runs: bool = False) -> RenderableType:
     parts: list[RenderableType] = [Text(n, style="yellow") for n in notes]
     if doc is not None:
         la = doc["launcher"]
@@ -423,7 +425,10 @@ def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> Rend
                           ("elapsed", "right"), ("peak / instance", "right"), ("note", "left")):
             t.add_column(col, justify=just)  # type: ignore[arg-type]
         now = time.time()
-        for r in doc["runs"]:
+        from migbench.launch.status import runs_to_show
+
+        shown, left_out = runs_to_show(doc, all_runs)
+        for r in shown:
             mem = "-"
             if r["peak_mib"] is not None or r["instance_mib"] is not None:
                 mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
@@ -435,6 +440,8 @@ def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> Rend
                 r["instance"] or "-", r["mig_uuid"] or "-", _fmt_s(r["elapsed_s"]), mem, note[:120],
             )
         parts.append(t)
+        if left_out:
+            parts.append(Text(left_out, style="dim"))
     if host is not None:
         parts.append(host_view(host))
     elif doc is None:
