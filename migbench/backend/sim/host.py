@@ -130,7 +130,13 @@ def init_host(
     key = cat.find_key(model_key)
     if key is None:
         raise MigbenchError(f"unknown GPU model {model_key!r}", hint="known models: " + ", ".join(cat.keys()))
-    drv = full_driver(driver) if driver else newest_driver(cat, key)
+    if not driver:
+        try:
+            driver = newest_driver(cat, key)
+        except MigbenchError:
+            _check_model(cat.model(key))  # no observation at all: say which memory is unknown
+            raise
+    drv = full_driver(driver)
     dv = parse_driver(drv)
     assert dv is not None
     model = cat.model(key, driver=drv)

@@ -39,6 +39,7 @@ _BRANCH_RELEASE = {
     550: "550.90.07",  # docs/mig-facts.md#minimum-drivers (H200)
     560: "560.35.03",  # samples/h100-nvl_lgip-lgipp_1.txt
     570: "570.133.20",  # docs/mig-facts.md#minimum-drivers (B200)
+    575: "575.51.03",  # docs/mig-facts.md#minimum-drivers (RTX PRO 6000 Blackwell)
     580: "580.65.06",  # docs/mig-facts.md#h100-sxm5-80gb (User Guide MPS example)
 }
 
@@ -49,6 +50,8 @@ MIN_MIG_DRIVER: tuple[tuple[str, DriverVersion], ...] = (
     ("H100", (525, 85, 12)),
     ("H200", (550, 90, 7)),
     ("B200", (570, 133, 20)),
+    ("GB200", (570, 133, 20)),
+    ("RTX-PRO-6000", (575, 51, 3)),
 )
 
 # CUDA version reported by a driver branch (nvmlSystemGetCudaDriverVersion, nvidia-smi header).
@@ -92,14 +95,19 @@ def full_driver(text: str) -> str:
 
 
 def newest_driver(cat: Catalog, key: str) -> str:
-    """The newest driver the catalogue has a memory observation for on model `key`, as a full version."""
+    """The newest driver the catalogue has a memory observation for on model `key`, as a full version: the
+    newest stated observation from a source of known provenance, else the newest filed one."""
     spec = cat.specs[key]
     seen: list[tuple[DriverVersion, str]] = []
+    trusted: list[tuple[DriverVersion, str]] = []
     for ps in spec.get("profiles", []):
         for obs in ps.get("memory_mib") or []:
             v = parse_driver(str(obs["driver"]))
             if v is not None:
                 seen.append((v, str(obs["driver"])))
+                if obs.get("driver_stated", True) and not obs.get("unverified", False):
+                    trusted.append((v, str(obs["driver"])))
+    seen = trusted or seen
     if not seen:
         raise MigbenchError(f"the catalogue has no driver observation for {key}")
     v, text = max(seen)

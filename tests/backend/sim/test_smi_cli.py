@@ -339,7 +339,7 @@ def test_query_gpu_format(tmp_path, smi):
     assert got == ["81559 MiB"]  # the H100 PCIe total from the scaleway capture (catalogue)
     init_host(tmp_path / "s", "H100-SXM5-80GB", 1)
     rc, got = smi(tmp_path / "s", "--query-gpu=memory.total", "--format=csv,noheader")
-    assert got == ["[N/A]"]  # no capture gives the SXM5 part's total
+    assert got == ["81559 MiB"]  # the SXM5 total of the Google Cloud capture (public/h100-sxm5_nvidia-smi-cgi_1.txt)
     assert smi(tmp_path, "--query-gpu=bogus", "--format=csv")[0] == 2
 
 
