@@ -305,8 +305,9 @@ def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -
 
 
 def profile_order(p: Profile) -> tuple:
-    """nvidia-smi's -lgip order: by compute slices, then memory slices, plain before `+me`."""
-    return (p.compute_slices, p.memory_slices, p.media, p.name)
+    """nvidia-smi's -lgip order: by compute slices, then memory slices, then profile id (plain before `+me` on
+    every GPU seen; 14, 21, 47, 65, 67 = plain, +me, +gfx, +me.all, -me on RTX PRO 6000)."""
+    return (p.compute_slices, p.memory_slices, p.id, p.name)
 
 
 _PROFILE_NAME = re.compile(r"^([0-9]+)g\.([0-9]+)gb")
