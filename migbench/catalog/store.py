@@ -180,7 +180,7 @@ def _obs_driver(o: dict[str, Any]) -> str:
     d = str(o["driver"])
     if not o.get("driver_stated", True):
         return f"an unstated driver (filed under {d})"
-    return f"{d} [U]" if o.get("unverified") else d
+    return f"driver {d} [U]" if o.get("unverified") else f"driver {d}"
 
 
 def _trusted(o: dict[str, Any]) -> bool:
@@ -226,7 +226,8 @@ def pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tupl
             cands += group[versions[k]]
         if k < i and len({int(o["mib"]) for o in cands}) > 1:
             notes.append("the newer value's driver is not stated or not verified")
-        if want is not None and want > at and i + 1 < len(versions):
+        same_branch = len(at) == 1 and want is not None and at[0] == want[0]  # "525" covers every R525 driver
+        if want is not None and want > at and i + 1 < len(versions) and not same_branch:
             nxt = group[versions[i + 1]]
             if {int(o["mib"]) for o in nxt} != {int(o["mib"]) for o in group[at]}:
                 cands += nxt
@@ -238,7 +239,7 @@ def pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tupl
         return mib, (f"catalogue: {listed}; the change point is unknown ({'; '.join(notes)}), "
                      f"so the smaller, {mib} MiB, is planned with"), False
     o = next(o for o in cands if int(o["mib"]) == mib)
-    certain = all(_trusted(x) for x in group[at]) and not notes and (
+    certain = all(_trusted(x) for x in (stated if exact else group[at])) and not notes and (
         want is None or at[0] == want[0])
     if want is None:
         how = "newest known"
@@ -246,7 +247,8 @@ def pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tupl
         how = notes[0]
     else:
         how = "same branch" if at[0] == want[0] else "nearest observation, other branch"
-    return mib, f"catalogue, observed on driver {_obs_driver(o)} ({how})", certain
+    derived = str(o.get("source", "")) if str(o.get("source", "")).startswith("derived") else ""
+    return mib, f"catalogue, observed on {_obs_driver(o)} ({how}{'; ' + derived if derived else ''})", certain
 
 
 @cache

@@ -16,7 +16,7 @@ import pytest
 
 from migbench.backend.select import simulated_nvidia_smi
 from migbench.backend.sim.host import SimHost, init_host
-from migbench.backend.smi import parse_create_lines, parse_lgi
+from migbench.backend.smi import parse_create_lines
 from tests.support import DATA
 
 SAMPLES = DATA / "samples"
