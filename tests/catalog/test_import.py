@@ -121,6 +121,7 @@ def test_partial_import_records_a_loud_warning_and_keeps_the_real_geometry(tmp_p
     assert reloaded.compute_slices == 7 and any(u.startswith("partial import:") for u in reloaded.unverified)
 
 
+@pytest.mark.slow
 def test_cli_refuses_then_imports_with_partial(tmp_path, user_catalog):
     lgip, lgipp = write(tmp_path, GOOGLE_LGIP, SCALEWAY_LGIPP)
     env = {"MIGBENCH_CATALOG": str(user_catalog)}
