@@ -27,6 +27,11 @@ def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) ->
     return base / plan.launch.log_dir / plan.name
 
 
+def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+    return state_dir_for(plan, override) / "nodes" / node
+
+
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
     """Map each planned instance (and its runs) to the MIG device uuid the host reports."""
     instances: dict[str, dict] = {}
