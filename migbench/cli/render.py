@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -16,9 +16,11 @@ from rich.text import Text
 
 from migbench.backend.base import HostState
 from migbench.catalog import GpuModel, Layout
-from migbench.forecast.simulate import SimReport
 from migbench.plan import Plan
 from migbench.units import format_duration, format_mib
+
+if TYPE_CHECKING:  # the forecast imports the planner (OR-Tools): not at every command's start
+    from migbench.forecast.simulate import SimReport
 
 SLICE_W = 9  # characters per memory slice in the layout picture
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "red", "bright_cyan", "bright_green"]
