@@ -65,6 +65,57 @@ def slurm_cmd(
     con.print(f"user:  {shlex.quote(str(out / 'submit.sh'))} [sbatch options]; then migbench status {shlex.quote(str(plan_file))}")
 
 
+@export_app.command("k8s", help="Kubernetes with the GPU Operator: mig-parted ConfigMap, node labels, one Indexed Job per instance type.")
+def k8s_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file (its fleet names the nodes).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Directory to write (default: <plan dir>/k8s-<sweep>/).")] = None,
+    image: Annotated[str, typer.Option("--image", help="The container image of the runs, with migbench installed.")] = "migbench:latest",
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Jobs.")] = "default",
+    operator_namespace: Annotated[str, typer.Option("--operator-namespace", help="The GPU Operator's namespace (mig-parted ConfigMap).")] = "gpu-operator",
+    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="A PersistentVolumeClaim for the run directories (default: emptyDir).")] = None,
+) -> None:
+    from migbench.export import k8s
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    out = output or Path(plan_file).resolve().parent / f"k8s-{plan.name}"
+    exp = k8s.write(plan, out, plan_text=Path(plan_file).read_text(), sha256=_sha(plan_file), image=image, namespace=namespace,
+                    operator_namespace=operator_namespace, state_pvc=state_pvc)
+    con = console()
+    t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
+    for col in ("job", "resource", "completions", "parallelism", "nodes"):
+        t.add_column(col)
+    for j in exp.jobs:
+        t.add_row(j.name, j.resource, str(j.completions), str(j.parallelism), ", ".join(j.nodes))
+    con.print(t)
+    for w in exp.warnings:
+        con.print(Text(f"warning: {w}", style="yellow"))
+    for n in exp.notes:
+        con.print(Text(f"note: {n}", style="yellow"))
+    con.print(f"written to {out}: " + ", ".join(str(p.relative_to(out)) for p in exp.files))
+    con.print("admin: kubectl apply -f mig-parted-config.yaml, point the GPU Operator's migManager.config.name at it, run label-nodes.sh")
+    con.print("user:  kubectl apply -f plan-configmap.yaml -f jobs/")
+
+
+@export_app.command("mig-parted", help="The mig-parted config alone (nvidia-mig-parted apply -f FILE -c NAME), one config per node.")
+def migparted_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: print it).")] = None,
+) -> None:
+    from migbench.export import migparted
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    text, warnings = migparted.config_text(plan), migparted.placement_warnings(plan)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console().print(f"written to {output}; apply on a node with: nvidia-mig-parted apply -f {output} -c <config name>")
+    for w in warnings:
+        typer.echo(f"# warning: {w}", err=True)
+
+
 def exec_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The exported plan file.")],
     array: Annotated[str, typer.Option("--array", help="The array (instance type) the task belongs to.")],
@@ -74,12 +125,14 @@ def exec_cmd(
     device_map: Annotated[Optional[Path], typer.Option("--device-map", help="A JSON list of the node's MIG uuids in GRES index order.")] = None,
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="Refuse to run unless the plan file has this sha256 (the exported one).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the task's runs, device, environment and argv; start and write nothing.")] = False,
+    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
 ) -> None:
     from migbench.export import execute
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
-    prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run)
+    prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run,
+                            workdir=workdir)
     if dry_run:
         typer.echo(f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "
                    f"({prep.device.instance}, from {prep.device.source})")

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ def engine_doc(env: Mapping[str, str], array: Array, task: Task, node: str, devi
 
 def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mapping[str, str] | None = None,
             node: str | None = None, state_dir: Path | None = None, device_map: Path | None = None,
-            sha256: str | None = None, dry_run: bool = False) -> Prepared:
+            sha256: str | None = None, dry_run: bool = False, workdir: Path | None = None) -> Prepared:
     """Find the task, its device and each run's spec; with `dry_run` nothing is written."""
     env = dict(os.environ if env is None else env)
     if sha256:
@@ -219,7 +219,10 @@ def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mappi
     specs = []
     for rid in task.runs:
         attempt = 1 if dry_run else next_attempt(sd, rid)
-        specs.append(build_spec(plan, runs[rid], instance=device.instance, mig_uuid=device.uuid, attempt=attempt, state_dir=sd))
+        spec = build_spec(plan, runs[rid], instance=device.instance, mig_uuid=device.uuid, attempt=attempt, state_dir=sd)
+        if workdir is not None:  # in a container the submitter's directories do not exist
+            spec = replace(spec, workdir=str(Path(workdir).resolve()))
+        specs.append(spec)
     return Prepared(plan, array, task, where, device, specs, engine_doc(env, array, task, where, device))
 
 
