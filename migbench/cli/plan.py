@@ -52,7 +52,8 @@ def plan_cmd(
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
-    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
+    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run (past 200 runs the default is a summary per group).")] = False,
 ) -> None:
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
@@ -76,7 +77,7 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs))
     con.print(Text(f"plan written to {out}"))
 
 
