@@ -38,7 +38,7 @@ def test_plan_records_nodes_and_prints_per_node(tmp_path):
     assert [(g.gpu, g.node) for g in plan.fleet] == [(0, "gpu01"), (1, "gpu02"), (2, "gpu02")]
     assert plan.nodes() == ["gpu01", "gpu02"]
     doc = yaml.safe_load((tmp_path / "p.yaml").read_text())
-    assert doc["fleet"][2] == {"gpu": 2, "model": "A100-SXM4-80GB", "node": "gpu02"}
+    assert {k: doc["fleet"][2][k] for k in ("gpu", "model", "node")} == {"gpu": 2, "model": "A100-SXM4-80GB", "node": "gpu02"}
     out = r.stdout
     assert out.index("node gpu01: 1 GPU(s)") < out.index("gpu01 GPU 0") < out.index("node gpu02: 2 GPU(s)") < out.index("gpu02 GPU 1")
     assert " node " in out.splitlines()[[i for i, line in enumerate(out.splitlines()) if "run " in line and "group" in line][0]]
