@@ -37,6 +37,11 @@ def _state_dir(plan_path: str | None, log_dir: str, name: str) -> Path:
     return base / log_dir / name
 
 
+def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+    return state_dir_for(plan, override) / "nodes" / node
+
+
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
     """Map each planned instance (and its runs) to the MIG device uuid the host reports."""
     instances: dict[str, dict] = {}

@@ -45,6 +45,7 @@ def estimate_cmd(
 def plan_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
+    fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
@@ -64,7 +65,7 @@ def plan_cmd(
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet)
+    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     plan = make_plan(
         sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=notes,

@@ -100,15 +100,39 @@ def layout_picture(
 
 
 def plan_pictures(plan: Plan, models: dict[str, GpuModel]) -> list[Text]:
+    """Each GPU's layout; in a fleet of several nodes, grouped under a line per node."""
     pics = []
+    local: dict[str | None, int] = {}
     for g in plan.fleet:
         model = models[g.model]
         insts = [
             (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
             for i in plan.instances_of(g.gpu)
         ]
-        pics.append(layout_picture(model, insts, title=f"GPU {g.gpu}  {g.model}"))
+        title = f"GPU {g.gpu}  {g.model}"
+        if g.node is not None:
+            if g.node not in local:
+                pics.append(node_line(plan, g.node))
+            local[g.node] = local.get(g.node, -1) + 1
+            title += f"  ·  {g.node} GPU {local[g.node]}"
+        pics.append(layout_picture(model, insts, title=title))
     return pics
+
+
+def node_line(plan: Plan, node: str) -> Text:
+    """`node gpu01: 2 GPU(s) (A100-SXM4-80GB), 4 x 1g.10gb, 1 x 3g.40gb, 12 runs`."""
+    gpus = plan.node_gpus(node)
+    on = {g.gpu for g in gpus}
+    counts: dict[str, int] = {}
+    for i in plan.instances:
+        if i.gpu in on:
+            counts[i.profile] = counts.get(i.profile, 0) + 1
+    runs = sum(1 for r in plan.runs if r.gpu in on)
+    models = ", ".join(dict.fromkeys(g.model for g in gpus))
+    txt = Text()
+    txt.append(f"node {node}", style="bold")
+    txt.append(f": {len(gpus)} GPU(s) ({models}), " + ", ".join(f"{n} x {p}" for p, n in sorted(counts.items())) + f", {runs} runs")
+    return txt
 
 
 def plan_table(plan: Plan) -> Table:
@@ -117,6 +141,9 @@ def plan_table(plan: Plan) -> Table:
     t.add_column("run")
     t.add_column("group")
     t.add_column("memory", justify="right")
+    nodes = bool(plan.nodes())
+    if nodes:
+        t.add_column("node")
     t.add_column("GPU", justify="right")
     t.add_column("instance")
     t.add_column("wave", justify="right")
@@ -128,10 +155,10 @@ def plan_table(plan: Plan) -> Table:
         key=lambda r: (r.gpu is None, r.gpu if r.gpu is not None else 0, r.start or 0, r.wave or 0, r.id),
     )
     for r in order:
-        row = [
-            r.id,
-            r.group,
-            format_mib(r.memory_mib),
+        row = [r.id, r.group, format_mib(r.memory_mib)]
+        if nodes:
+            row.append((plan.node_of(r.gpu) or "-") if r.gpu is not None else "-")
+        row += [
             "-" if r.gpu is None else str(r.gpu),
             "unplaced" if r.gpu is None else f"{r.profile}@{r.start}",
             "-" if r.wave is None else str(r.wave),
