@@ -98,13 +98,15 @@ def _accuracy(sweep: Sweep, res: Resolution, fleet: list[FleetGpu], as_json: boo
 def plan_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
+    fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
-    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
+    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run (past 200 runs the default is a summary per group).")] = False,
     footprints: Annotated[Optional[list[Path]], typer.Option("--footprints", help=FOOTPRINTS_HELP)] = None,
     history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
     no_history: Annotated[bool, typer.Option("--no-history", help="Do not learn from earlier launches.")] = False,
@@ -120,7 +122,7 @@ def plan_cmd(
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet)
+    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     out = output or Path(f"{sweep.name}.plan.yaml")
     res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
                          plan_path=out, headroom=headroom)
@@ -134,7 +136,7 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs))
     if res.measured():
         con.print(Text(res.summary()))
     _notes(con, res.notes, [])
