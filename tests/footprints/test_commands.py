@@ -153,3 +153,13 @@ def test_plan_warns_when_footprints_come_from_another_sweep_or_gpu_model(sweep_d
     from migbench.plan import Plan
 
     assert any("taken on A100-SXM4-80GB" in w for w in Plan.load(sweep_dir / "p.yaml").warnings)  # kept with the plan
+
+
+def test_the_measured_example_plans_on_its_fallback_before_any_measurement(tmp_path):
+    from tests.support import REPO
+
+    r = migbench("plan", str(REPO / "examples" / "measured-sweep.yaml"), "-o", str(tmp_path / "p.yaml"), "--json",
+                 "--no-history", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {x["memory_source"] for x in doc["runs"]} == {"explicit"} and {x["memory_mib"] for x in doc["runs"]} == {24576}
