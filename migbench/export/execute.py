@@ -37,7 +37,7 @@ from typing import Any
 from migbench.errors import InputError, MigbenchError
 from migbench.export.tasks import Array, Task, find_array, node_devices
 from migbench.fsutil import write_json_atomic
-from migbench.launch.options import PKG_ROOT
+from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan
 from migbench.state import state_dir_for
@@ -247,10 +247,7 @@ def run(prep: Prepared) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for spec in prep.specs:
-            adir = Path(spec.attempt_dir)
-            with open(adir / "shim.log", "ab") as log:
-                procs.append(subprocess.Popen([sys.executable, "-m", "migbench.launch.shim", str(adir)], cwd=str(PKG_ROOT),
-                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True))
+            procs.append(spawn_shim(Path(spec.attempt_dir), new_session=False))
         codes = []
         for p in procs:
             while True:

@@ -16,9 +16,10 @@ from migbench.errors import MigbenchError
 from migbench.fsutil import PidLock
 
 
-def spawn_shim(adir: Path) -> subprocess.Popen:
-    """Start the per-run shim on the attempt directory `adir` (its `cmd.json` written), in a new
-    session so it outlives its starter, its own messages in `adir/shim.log`. Raises OSError."""
+def spawn_shim(adir: Path, *, new_session: bool = True) -> subprocess.Popen:
+    """Start the per-run shim on the attempt directory `adir` (its `cmd.json` written), its own
+    messages in `adir/shim.log`; in a new session (so it outlives its starter) unless told not to
+    (an engine's task, whose session the engine ends). Raises OSError."""
     from migbench.launch.options import PKG_ROOT
 
     with open(adir / "shim.log", "ab") as log:
@@ -28,7 +29,7 @@ def spawn_shim(adir: Path) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            start_new_session=True,
+            start_new_session=new_session,
             close_fds=True,
         )
 
