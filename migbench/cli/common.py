@@ -14,9 +14,12 @@ STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep na
 
 
 def console(stderr: bool = False) -> Console:
-    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's."""
+    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's (80 when
+    piped, or `$COLUMNS`). Lines of text are never hard-wrapped (soft wrap: a command or a path in
+    the output survives copy and paste and `grep`); tables and pictures size themselves to the
+    width (`render.fit_table`) and are never cropped."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True)
 
 
 def print_error(err: MigbenchError) -> None:

@@ -121,10 +121,11 @@ def status_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
     from migbench.backend.select import read_host_if_available
-    from migbench.launch.status import find_state_dir, host_doc, status_doc
+    from migbench.launch.status import find_state_dir, host_doc, plan_params, status_doc
     from migbench.launch.store import db_path
 
     sd, notes = find_state_dir(plan_file, state_dir)
+    params: dict[str, dict[str, Any]] = {}
 
     def gather() -> tuple[dict[str, Any] | None, Any, list[str]]:
         extra = list(notes)
@@ -132,6 +133,8 @@ def status_cmd(
         if sd is not None:
             if db_path(sd).exists():
                 doc = status_doc(sd)
+                if not params:
+                    params.update(plan_params(plan_file or doc.get("plan_file")))
             else:
                 extra.append(f"no launch yet in {sd}")
         try:
@@ -143,19 +146,26 @@ def status_cmd(
 
     if as_json:
         doc, host, extra = gather()
+        for r in (doc or {}).get("runs", []):
+            r["params"] = params.get(r["id"])
         typer.echo(json.dumps({"runs": doc, "host": host_doc(host) if host is not None else None, "notes": extra}, indent=2))
         return
     con = console()
+
+    def view() -> Any:
+        doc, host, extra = gather()
+        return status_view(doc, host, extra, width=con.width, params=params or None)
+
     if not watch:
-        con.print(status_view(*gather()))
+        con.print(view())
         return
     from rich.live import Live
 
     try:
-        with Live(status_view(*gather()), console=con, refresh_per_second=1, screen=False) as live:
+        with Live(view(), console=con, refresh_per_second=1, screen=False) as live:
             while True:
                 time.sleep(2.0)
-                live.update(status_view(*gather()))
+                live.update(view())
     except KeyboardInterrupt:
         pass
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import console
-from migbench.cli.render import plan_view
+from migbench.cli.render import fit_table, plan_view
 from migbench.errors import UsageError
 from migbench.types import Objective
 from migbench.units import format_mib
@@ -30,7 +30,7 @@ def estimate_cmd(
              "parts": {k: v for k, v in r.memory_parts}, "params": r.params} for r in sweep.runs]}, indent=2))
         return
     t = Table(title=f"{sweep.name}: memory per run", title_justify="left")
-    t.add_column("run")
+    t.add_column("run", no_wrap=True)
     t.add_column("group")
     t.add_column("memory", justify="right")
     t.add_column("MiB", justify="right")
@@ -39,7 +39,9 @@ def estimate_cmd(
     for r in sweep.runs:
         parts = ", ".join(f"{k} {format_mib(v)}" for k, v in r.memory_parts)
         t.add_row(r.id, r.group, format_mib(r.memory_mib), str(r.memory_mib), r.memory_source, parts)
-    console().print(t)
+    con = console()
+    fit_table(t, con.width)
+    con.print(t)
 
 
 def plan_cmd(
@@ -52,6 +54,7 @@ def plan_cmd(
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run: id, instance, wave, estimated times and its parameters.")] = False,
 ) -> None:
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
@@ -61,6 +64,8 @@ def plan_cmd(
         goal = Objective(objective)
     except ValueError:
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
+    if quiet_runs and all_runs:
+        raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet)
@@ -75,7 +80,7 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, width=con.width))
     con.print(Text(f"plan written to {out}"))
 
 

@@ -39,6 +39,20 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     ]
 
 
+def plan_params(plan_file: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Each run's parameters, from the plan file (the launch state keeps none); {} when the plan
+    cannot be read (moved, edited into something else): status still shows the runs."""
+    if not plan_file:
+        return {}
+    from migbench.plan import Plan
+
+    try:
+        plan = Plan.load(plan_file)
+    except (MigbenchError, OSError, ValueError):
+        return {}
+    return {r.id: dict(r.params) for r in plan.runs}
+
+
 def open_state(sd: Path) -> Store:
     db = db_path(sd)
     if not db.exists():
