@@ -21,10 +21,15 @@ from migbench.plan import Plan
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
     """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
+    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
+    return state_dir_in(base, plan.launch.log_dir, plan.name, override)
+
+
+def state_dir_in(plan_dir: str | os.PathLike[str], log_dir: str, name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists)."""
     if override:
         return Path(override)
-    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
-    return base / plan.launch.log_dir / plan.name
+    return Path(plan_dir).resolve() / log_dir / name
 
 
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:

@@ -12,6 +12,7 @@ simulated nvidia-smi of the host in `$MIGBENCH_SIM`.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,6 +32,9 @@ SIM_ENV = "MIGBENCH_SIM"
 
 SIM_HINT = "create one with `migbench sim init DIR --gpu A100-SXM4-80GB --count 2` and `export MIGBENCH_SIM=DIR`"
 
+SIM_DIR_NAME = ".migbench-sim"
+"""The simulated host `migbench run` creates next to a sweep (and its plan) when no GPU is present."""
+
 
 def sim_dir() -> Path | None:
     """The simulated host's state directory, if `MIGBENCH_SIM` is set."""
@@ -46,6 +50,34 @@ def use_simulated_host(path: str | os.PathLike[str] | None) -> None:
     else:
         os.environ[SIM_ENV] = str(Path(path).resolve())
     live_models.cache_clear()
+
+
+def simulated_host_near(*dirs: str | os.PathLike[str] | None) -> Path | None:
+    """The first `<dir>/.migbench-sim` of `dirs` that holds a simulated host (what `run` creates)."""
+    for d in dirs:
+        if d is None:
+            continue
+        cand = Path(d).resolve() / SIM_DIR_NAME
+        if is_simulated_host(cand):
+            return cand
+    return None
+
+
+def adopt_simulated_host_near(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Where `MIGBENCH_SIM` is unset and no NVIDIA driver answers, use the simulated host `migbench
+    run` left next to the plan (`<dir>/.migbench-sim`, the first of `dirs` that has one), so that
+    `check`, `status`, `apply` and `launch` see what `run` did. Returns what it did, for the user
+    (None when it did nothing: a simulated host is set, a driver is present, or none is near)."""
+    if sim_dir() is not None:
+        return None
+    found = simulated_host_near(*dirs)
+    if found is None or read_host_if_available() is not None:
+        return None
+    use_simulated_host(found)
+    return (
+        f"no NVIDIA driver and {SIM_ENV} is unset: using the simulated host next to the plan, {found} "
+        f"(export {SIM_ENV}={shlex.quote(str(found))} to choose it yourself)"
+    )
 
 
 def _install_sim(path: Path) -> None:

@@ -44,3 +44,14 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def is_tty() -> bool:
     return sys.stdin.isatty()
+
+
+def adopt_simulated_host(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Use the simulated host `migbench run` left next to a plan when MIGBENCH_SIM is unset and no
+    driver is present (`backend.select.adopt_simulated_host_near`); says so on stderr."""
+    from migbench.backend.select import adopt_simulated_host_near
+
+    note = adopt_simulated_host_near(*dirs)
+    if note:
+        console(stderr=True).print(Text("note: " + note, style="yellow"))
+    return note

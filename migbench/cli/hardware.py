@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from migbench.cli.common import console, is_tty, parse_gpus
+from migbench.cli.common import adopt_simulated_host, console, is_tty, parse_gpus
 from migbench.errors import UsageError
 
 
@@ -24,6 +24,7 @@ def apply_cmd(
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
+    adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -71,6 +72,7 @@ def check_cmd(
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
+    adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)

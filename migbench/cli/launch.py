@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, adopt_simulated_host, console
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -37,6 +37,8 @@ def launch_cmd(
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
+    if not dry_run:
+        adopt_simulated_host(plan_file.parent)
     opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
     if dry_run:
         _print_dry_run(plan, opts)
@@ -91,7 +93,7 @@ def run_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     drain: Annotated[bool, typer.Option("--drain", help="First Ctrl-C only stops new starts.")] = False,
     no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued elsewhere.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Continue a state made from a different plan.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Kept for scripts: `run` continues its sweep's launch state by itself.")] = False,
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
@@ -100,8 +102,12 @@ def run_cmd(
 
     con = console()
     sweep = load_sweep(sweep_file)
-    plan = plan_and_apply(sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print)
-    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
+    prep = plan_and_apply(sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print)
+    if prep.plan is None:
+        return
+    plan = prep.plan
+    # `run` continues its own sweep's launch state: runs keep their state by id across re-plans
+    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force or prep.continues)
     if detach:
         _detach(plan, opts)
         return
@@ -120,12 +126,17 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
+    from migbench.backend.select import adopt_simulated_host_near as adopt_sim_near
     from migbench.backend.select import read_host_if_available
     from migbench.launch.status import find_state_dir, host_doc, plan_params, status_doc
     from migbench.launch.store import db_path
 
     sd, notes = find_state_dir(plan_file, state_dir)
     params: dict[str, dict[str, Any]] = {}
+    near = [plan_file.parent if plan_file else None, sd.parent.parent if sd else None, Path.cwd()]
+    adopted = adopt_sim_near(*near)
+    if adopted:
+        notes = [*notes, adopted]
 
     def gather() -> tuple[dict[str, Any] | None, Any, list[str]]:
         extra = list(notes)
