@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -15,6 +15,9 @@ from migbench.cli.render import fit_table, plan_view
 from migbench.errors import UsageError
 from migbench.types import Objective
 from migbench.units import format_mib
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
 
 
 def estimate_cmd(
@@ -55,6 +58,11 @@ def plan_cmd(
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
     all_runs: Annotated[bool, typer.Option("--runs", help="Print every run: id, instance, wave, estimated times and its parameters.")] = False,
+    check: Annotated[
+        Optional[Path],
+        typer.Option("--check", help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
+                     "1 with a readable diff when it is stale (for CI and pre-commit)."),
+    ] = None,
 ) -> None:
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
@@ -66,6 +74,8 @@ def plan_cmd(
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
     if quiet_runs and all_runs:
         raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
+    if check is not None and output is not None:
+        raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet)
@@ -73,6 +83,9 @@ def plan_cmd(
         sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=notes,
     )
+    if check is not None:
+        _check(sweep_file, check, plan)
+        return
     out = output or Path(f"{sweep.name}.plan.yaml")
     plan.save(out)
     if as_json:
@@ -82,6 +95,26 @@ def plan_cmd(
     con = console()
     con.print(plan_view(plan, models, show_runs=not quiet_runs, width=con.width))
     con.print(Text(f"plan written to {out}"))
+
+
+def _check(sweep_file: Path, committed: Path, plan: Plan) -> None:
+    from migbench.plan import check_plan
+
+    res = check_plan(committed, plan, sweep_file.resolve().parent)
+    con = console()
+    if not res.stale:
+        con.print(f"{committed} is up to date with {sweep_file}")
+        return
+    con.print(Text(f"{committed} is stale: {sweep_file} now gives a different plan", style="bold red"))
+    for line in res.summary:
+        con.print("  " + line)
+    for line in res.diff:
+        style = "green" if line.startswith("+") and not line.startswith("+++") else (
+            "red" if line.startswith("-") and not line.startswith("---") else "")
+        con.print(Text(line, style=style))
+    con.print(Text(f"Hint: regenerate it with `migbench plan {sweep_file} -o {committed}` (same --fleet / --time-limit "
+                   "options as the committed one) and commit it", style="cyan"))
+    raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
