@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from migbench.errors import HardwareError, MigbenchError
 
@@ -148,6 +148,24 @@ def simulated_privileges(state: Path) -> Callable[[], None]:
             )
 
     return check
+
+
+def simulated_host_facts() -> dict[str, Any] | None:
+    """What the simulated host in `MIGBENCH_SIM` knows that NVML does not show (None on a real
+    host): its directory, whether the caller is privileged, VM passthrough, and the non-CUDA
+    clients holding each GPU (`migbench doctor` reports them as a real host's device holders)."""
+    sim = sim_dir()
+    if sim is None:
+        return None
+    from migbench.backend.sim.host import load_host
+
+    st = load_host(sim)
+    return {
+        "dir": str(sim),
+        "privileged": st.privileged,
+        "vm": st.vm,
+        "clients": {g.index: list(g.clients) for g in st.gpus},
+    }
 
 
 def sim_smi_command() -> list[str]:
