@@ -157,6 +157,11 @@ def init_host(
         for i in range(count)
     ]
     state = SimState(model_key=key, driver=drv, seed=seed, vm=vm, privileged=privileged, gpus=gpus)
+    return create_host(state_dir, state)
+
+
+def create_host(state_dir: str | os.PathLike[str], state: SimState) -> SimHost:
+    """Write a prepared state as the simulated host in `state_dir` (created; replaced if present)."""
     host = SimHost(state_dir)
     host.dir.mkdir(parents=True, exist_ok=True)
     with host._locked(exclusive=True):
@@ -644,6 +649,7 @@ __all__ = [
     "SimState",
     "ci_profiles",
     "ci_remaining",
+    "create_host",
     "cuda_driver_version",
     "error_string",
     "gpu_instance_id",
