@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.catalog import GpuModel
 from migbench.duration import Demand, DurationModel
 from migbench.errors import InputError, Problem
@@ -185,7 +186,7 @@ class Plan:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+        return yamlio.dump(self.to_dict())
 
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
@@ -214,7 +215,7 @@ class Plan:
         if not p.exists():
             raise InputError(f"plan file {p} does not exist", hint="write one with `migbench plan SWEEP -o PLAN`")
         try:
-            doc = yaml.safe_load(p.read_text())
+            doc = yamlio.load(p.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None

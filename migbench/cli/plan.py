@@ -56,8 +56,11 @@ def plan_cmd(
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
-    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
-    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run: id, instance, wave, estimated times and its parameters.")] = False,
+    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
+    all_runs: Annotated[
+        bool,
+        typer.Option("--runs", help="Print every run with its parameters (past 200 runs the default is a summary per group)."),
+    ] = False,
     check: Annotated[
         Optional[Path],
         typer.Option("--check", help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
@@ -93,7 +96,7 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs, width=con.width))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs, width=con.width))
     con.print(Text(f"plan written to {out}"))
 
 

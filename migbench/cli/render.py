@@ -236,6 +236,49 @@ def plan_table(plan: Plan, *, width: int = 80, params: bool = True) -> Table:
     return t
 
 
+RUN_TABLE_MAX = 200
+"""Past this many runs `migbench plan` prints a summary per group and GPU model instead of one row per
+run (`--runs` prints them all)."""
+
+
+def runs_summary_table(plan: Plan, *, width: int = 80) -> Table:
+    """One row per (group, GPU model): how many runs, their memory, the instances they run on, the
+    waves they take and when the last is estimated to end."""
+    model_of = {g.gpu: g.model for g in plan.fleet}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in plan.runs:
+        key = (r.group, "unplaced" if r.gpu is None else model_of.get(r.gpu, "?"))
+        d = rows.setdefault(key, {"runs": 0, "mem": set(), "inst": {}, "waves": 0, "end": None})
+        d["runs"] += 1
+        d["mem"].add(r.memory_mib)
+        if r.gpu is not None:
+            d["inst"].setdefault(r.profile, set()).add((r.gpu, r.start))
+            d["waves"] = max(d["waves"], (r.wave or 0) + 1)
+        if r.est_end_s is not None:
+            d["end"] = max(d["end"] or 0.0, r.est_end_s)
+    timed = any(d["end"] is not None for d in rows.values())
+    t = Table(
+        title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances, by group and GPU model "
+        "(`--runs` lists every run)",
+        title_justify="left",
+    )
+    for col, just in (("group", "left"), ("GPU model", "left"), ("runs", "right"), ("memory", "right"),
+                      ("instances", "left"), ("waves", "right")):
+        t.add_column(col, justify=just, no_wrap=col == "GPU model")  # type: ignore[arg-type]
+    if timed:
+        t.add_column("est. end", justify="right")
+    for (group, model), d in sorted(rows.items()):
+        mems = sorted(d["mem"])
+        mem = format_mib(mems[0]) if len(mems) == 1 else f"{format_mib(mems[0])}-{format_mib(mems[-1])}"
+        inst = ", ".join(f"{len(v)} x {p}" for p, v in sorted(d["inst"].items())) or "-"
+        row = [group, model, str(d["runs"]), mem, inst, str(d["waves"]) if d["inst"] else "-"]
+        if timed:
+            row.append("-" if d["end"] is None else format_duration(d["end"]))
+        t.add_row(*row)
+    fit_table(t, width)
+    return t
+
+
 def solver_line(plan: Plan, *, seconds: bool = True) -> Text:
     s = plan.solver
     if s.objective_name == "makespan_s":
@@ -262,12 +305,24 @@ def solver_line(plan: Plan, *, seconds: bool = True) -> Text:
 
 
 def plan_view(
-    plan: Plan, models: dict[str, GpuModel], *, seconds: bool = True, show_runs: bool = True, width: int = 80
+    plan: Plan,
+    models: dict[str, GpuModel],
+    *,
+    seconds: bool = True,
+    show_runs: bool = True,
+    all_runs: bool = False,
+    width: int = 80,
 ) -> RenderableType:
+    """The layout per GPU, the runs (one row each up to RUN_TABLE_MAX runs or with `all_runs`, else a
+    summary per group and GPU model), the unplaced runs, the solver's line and the warnings, sized
+    for `width` columns."""
     parts: list[RenderableType] = []
     parts.extend(plan_pictures(plan, models, width=width))
     if show_runs:
-        parts.append(plan_table(plan, width=width))
+        if all_runs or len(plan.runs) <= RUN_TABLE_MAX:
+            parts.append(plan_table(plan, width=width))
+        else:
+            parts.append(runs_summary_table(plan, width=width))
     if plan.unplaced:
         t = Table(title="unplaced", title_justify="left")
         t.add_column("run", no_wrap=True)
