@@ -23,6 +23,18 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
     os.replace(tmp, p)
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write text through a temp file and a rename (parents created): never half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class PidLock:
     """An exclusive, non-blocking flock on a file that holds its owner's PID while held.
 
