@@ -1,0 +1,63 @@
+"""Pictures of a sweep: the layout grid, the timeline (planned and actual), use over time, the grain
+lever and memory, as one self-contained HTML file (`migbench report`), and the live progress that
+`migbench status --watch` draws.
+
+Modules: `data` (plan + launch state + duration model -> the values each picture shows), `grain`
+(the sweep planned at every partition grain), `progress` (the live view's runs, progress and ETA),
+`charts` and `svg` (inline SVG by hand), `html` (the page).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from migbench.fsutil import write_text_atomic
+from migbench.plan import Plan
+from migbench.report.data import PlanSide, Report, build_report, plan_side
+from migbench.report.grain import GrainLever, grain_lever, lever_of_plan
+from migbench.report.html import render
+
+
+@dataclass
+class Page:
+    report: Report
+    html: str
+
+
+class ReportBuilder:
+    """Builds a plan's report; the plan's side (its replay, the grain lever) is computed once and
+    reused by every rebuild, so a live report re-reads only the launch state."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        grain: bool = True,
+        grain_time_limit_s: float = 2.0,
+        say: Callable[[str], None] | None = None,
+    ):
+        self.plan = plan
+        self.state_dir = state_dir
+        self.side: PlanSide = plan_side(plan)
+        self.lever: GrainLever | None = None
+        if grain and plan.placed_runs():
+            self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
+
+    def build(self, *, refresh_s: int | None = None, detail: bool | None = None) -> Page:
+        report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail)
+        report.grain = self.lever
+        if refresh_s and report.launch is not None and report.launch.running:
+            report.refresh_s = refresh_s
+        return Page(report, render(report))
+
+    def write(self, out: str | os.PathLike[str], **kw: object) -> Page:
+        page = self.build(**kw)  # type: ignore[arg-type]
+        write_text_atomic(Path(out), page.html)
+        return page
+
+
+__all__ = ["GrainLever", "Page", "Report", "ReportBuilder", "build_report", "grain_lever", "render"]
