@@ -95,7 +95,8 @@ def _cell(inst: InstanceProgress) -> Text:
         q = sum(1 for r in rest if r.state in ("queued", "interrupted"))
         t.append(f"+{len(rest)} more ({q} queued, {len(rest) - q} other)\n", style="dim")
     if not runs:
-        t.append("(no runs)\n", style="dim")
+        t.append("(no runs)", style="dim")
+    t.rstrip()
     return t
 
 

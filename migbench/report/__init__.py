@@ -47,8 +47,9 @@ class ReportBuilder:
         if grain and plan.placed_runs():
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
-    def build(self, *, refresh_s: int | None = None, detail: bool | None = None) -> Page:
-        report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail)
+    def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
+        report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail,
+                              now=now)
         report.grain = self.lever
         if refresh_s and report.launch is not None and report.launch.running:
             report.refresh_s = refresh_s

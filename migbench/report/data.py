@@ -309,6 +309,9 @@ def _where(row: RunRow, home: str | None) -> str | None:
     return row.queue or row.home or home
 
 
+_RANK = {"running": 0, "starting": 0, "queued": 1, "interrupted": 1}
+
+
 def _gpu_views(plan: Plan, models: Mapping[int, GpuModel], launch: LaunchState | None) -> list[GpuView]:
     home = {r.id: r.instance_key for r in plan.runs}
     on: dict[str, list[tuple[str, str]]] = {}
@@ -328,7 +331,7 @@ def _gpu_views(plan: Plan, models: Mapping[int, GpuModel], launch: LaunchState |
                 v.runs = [(rid, "planned") for rid in i.runs]
                 v.state = "planned" if i.runs else "idle"
             else:
-                v.runs = on.get(i.key, [])
+                v.runs = sorted(on.get(i.key, []), key=lambda rs: _RANK.get(rs[1], 2))
                 states = {s for _, s in v.runs}
                 if states & set(ACTIVE_STATES):
                     v.state = "running"
@@ -349,9 +352,15 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
     if not atts:
         return [], None, 0.0
     t0 = min(float(a["start_at"]) for a in atts)
+    if not launch.launcher.get("alive"):
+        # A launcher that is gone left its last attempts "running": they were last seen at its heartbeat.
+        seen = launch.launcher.get("ended_at") or launch.launcher.get("heartbeat_at")
+        if seen:
+            now = min(now, float(seen))
     home = {r.id: r.instance_key for r in plan.runs}
     prev_instance: dict[str, str | None] = {}
-    prev_outcome: dict[str, str | None] = {}
+    prev_outcome: dict[str, str] = {}
+    retries: dict[str, int] = {}
     bars = []
     span = 0.0
     for a in sorted(atts, key=lambda a: (a["run_id"], a["attempt"])):
@@ -362,12 +371,14 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
             end = now if outcome == "running" else float(a["start_at"])
         inst = a.get("instance") or home.get(rid) or "?"
         notes = []
-        if n > 1:
-            notes.append(f"retry {n - 1}")
-        before = prev_instance.get(rid, home.get(rid))
+        before, last = prev_instance.get(rid, home.get(rid)), prev_outcome.get(rid)
+        if last == "failed":
+            retries[rid] = retries.get(rid, 0) + 1
+            notes.append(f"retry {retries[rid]}")
+        elif last in ("interrupted", "lost"):
+            notes.append(f"resumed after attempt {n - 1} was {last}")
         if before and inst != before:
-            why = " after an OOM" if prev_outcome.get(rid) == "oom" else ""
-            notes.append(f"moved from {before}{why}")
+            notes.append(f"moved from {before}" + (" after an OOM" if last == "oom" else ""))
         if a.get("error"):
             notes.append(str(a["error"]))
         bars.append(Bar(rid, inst, float(a["start_at"]) - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))

@@ -243,8 +243,8 @@ def _timeline(report: Report) -> str:
         bs = by_run[rid]
         pb = next((b for b in bs if b.kind == "planned"), None)
         ab = sorted((b for b in bs if b.kind == "actual"), key=lambda b: b.attempt)
-        retries = max(0, len(ab) - 1)
-        moved = sum(1 for b in ab if "moved from" in b.note)
+        retries = sum(1 for b in ab if "retry" in b.note)
+        moved = sum(1 for b in ab if "after an OOM" in b.note)
         run_rows.append((rid, report.groups.get(rid, ""), pb.instance if pb else "-", _t(pb.start_s if pb else None),
                          _t(pb.end_s if pb else None), _t(ab[0].start_s if ab else None), _t(ab[-1].end_s if ab else None),
                          ab[-1].outcome if ab else "-", retries, moved, _attempts_text(ab)))

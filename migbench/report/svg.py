@@ -52,7 +52,7 @@ def line(x1: float, y1: float, x2: float, y2: float, **kw: object) -> str:
 
 def svg(width: float, height: float, body: Iterable[str], *, label: str, **kw: object) -> str:
     a = attrs(viewBox=f"0 0 {width:.0f} {height:.0f}", width=f"{width:.0f}", height=f"{height:.0f}", role="img", **kw)
-    return f'<svg xmlns="http://www.w3.org/2000/svg"{a} aria-label="{esc(label)}">' + "".join(body) + "</svg>"
+    return f'<svg{a} aria-label="{esc(label)}">' + "".join(body) + "</svg>"
 
 
 def nice_step(span: float, target: int = 8) -> float:
