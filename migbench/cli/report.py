@@ -23,7 +23,8 @@ def report_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="The HTML file (default: <sweep name>.report.html next to the plan).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
-    no_grain: Annotated[bool, typer.Option("--no-grain", help="Leave out the grain lever (it plans the sweep once per grain).")] = False,
+    grain: Annotated[Optional[bool], typer.Option(
+        "--grain/--no-grain", help="Draw the grain lever (it plans the sweep once per grain); default: up to 2,000 runs.")] = None,
     grain_time_limit: Annotated[float, typer.Option("--grain-time-limit", help="Solver budget per grain, in seconds.", min=0.1)] = 2.0,
     watch: Annotated[bool, typer.Option("--watch", help="Rewrite the file every --every seconds while the launcher runs; the page reloads itself.")] = False,
     every: Annotated[int, typer.Option("--every", help="Seconds between rewrites with --watch.", min=2)] = 10,
@@ -35,7 +36,7 @@ def report_cmd(
     out = output or plan_file.resolve().parent / f"{plan.name}.report.html"
     con = console(stderr=True)
     t0 = time.perf_counter()
-    builder = ReportBuilder(plan, state_dir=state_dir, grain=not no_grain, grain_time_limit_s=grain_time_limit,
+    builder = ReportBuilder(plan, state_dir=state_dir, grain=grain, grain_time_limit_s=grain_time_limit,
                             say=lambda s: con.print(s, style="dim"))
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from migbench.fsutil import write_text_atomic
 from migbench.plan import Plan
-from migbench.report.data import PlanSide, Report, build_report, plan_side
+from migbench.report.data import DETAIL_MAX_RUNS, PlanSide, Report, build_report, plan_side
 from migbench.report.grain import GrainLever, grain_lever, lever_of_plan
 from migbench.report.html import render
 
@@ -36,7 +36,7 @@ class ReportBuilder:
         plan: Plan,
         *,
         state_dir: str | os.PathLike[str] | None = None,
-        grain: bool = True,
+        grain: bool | None = None,
         grain_time_limit_s: float = 2.0,
         say: Callable[[str], None] | None = None,
     ):
@@ -44,13 +44,19 @@ class ReportBuilder:
         self.state_dir = state_dir
         self.side: PlanSide = plan_side(plan)
         self.lever: GrainLever | None = None
-        if grain and plan.placed_runs():
+        self.grain_note = "not computed for this page (`migbench report --no-grain`)"
+        if grain is None and len(plan.runs) > DETAIL_MAX_RUNS:
+            grain = False
+            self.grain_note = (f"not computed by default above {DETAIL_MAX_RUNS:,} runs: it plans the sweep once per grain (minutes at "
+                               "10,000 runs on 512 GPUs); `migbench report --grain` computes it")
+        if grain is not False and plan.placed_runs():
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
         report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail,
                               now=now)
         report.grain = self.lever
+        report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:
             report.refresh_s = refresh_s
         return Page(report, render(report))

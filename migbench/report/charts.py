@@ -47,12 +47,12 @@ def _mib(mib: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def grid(g: GpuView, *, detail: bool, width: int = WIDTH) -> str:
+def grid(g: GpuView, width: int = WIDTH) -> str:
     """One GPU: memory slices across, each instance a block (profile@start) coloured by its state,
-    listing its runs (or, when summarised, their counts by state)."""
+    listing its runs (the dot is the run's state)."""
     sw = width / g.memory_slices
     most = max((len(i.runs) for i in g.instances), default=0)
-    lines = min(most, GRID_RUN_LINES) if detail else 3
+    lines = min(most, GRID_RUN_LINES)
     h = 40 + 14 * max(lines, 1)
     top = 16
     out = []
@@ -72,24 +72,37 @@ def grid(g: GpuView, *, detail: bool, width: int = WIDTH) -> str:
         body.append(text(x + 5, top + 14, i.label, class_="lbl"))
         body.append(text(x + 5, top + 27, f"{i.compute_slices}/{g.compute_slices} compute · {_mib(i.memory_mib)}", class_="sub"))
         y = top + 41
-        if detail:
-            for rid, st in i.runs[:GRID_RUN_LINES if len(i.runs) <= GRID_RUN_LINES else GRID_RUN_LINES - 1]:
-                body.append(rect(x + 5, y - 8, 8, 8, class_=f"dot o-{st}"))
-                body.append(text(x + 16, y, rid, class_="run", data_grid_run=rid))
-                y += 14
-            if len(i.runs) > GRID_RUN_LINES:
-                body.append(text(x + 16, y, f"+{len(i.runs) - GRID_RUN_LINES + 1} more", class_="sub"))
-        else:
-            counts: dict[str, int] = {}
-            for _, st in i.runs:
-                counts[st] = counts.get(st, 0) + 1
-            for st, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]:
-                body.append(rect(x + 5, y - 8, 8, 8, class_=f"dot o-{st}"))
-                body.append(text(x + 16, y, f"{n} {st}", class_="run"))
-                y += 14
+        for rid, st in i.runs[:GRID_RUN_LINES if len(i.runs) <= GRID_RUN_LINES else GRID_RUN_LINES - 1]:
+            body.append(rect(x + 5, y - 8, 8, 8, class_=f"dot o-{st}"))
+            body.append(text(x + 16, y, rid, class_="run", data_grid_run=rid))
+            y += 14
+        if len(i.runs) > GRID_RUN_LINES:
+            body.append(text(x + 16, y, f"+{len(i.runs) - GRID_RUN_LINES + 1} more", class_="sub"))
         body.append("</g>")
         out.append(f'<g class="instance"{_data(instance=i.key, state=i.state)}>' + "".join(body) + "</g>")
     return svg(width, top + h + 2, out, label=f"{g.title}: layout", class_="layout")
+
+
+def grid_rows(gpus: Sequence[GpuView], width: int = WIDTH) -> str:
+    """Every GPU as one row of blocks (the layout grid at scale): each instance coloured by its state,
+    its profile written where it fits, its run counts in its tooltip."""
+    row_h, label_w = 18, 150
+    sw = (width - label_w) / max((g.memory_slices for g in gpus), default=8)
+    out = []
+    for n, g in enumerate(gpus):
+        y = 2 + n * row_h
+        cells = [text(4, y + 12, g.title, class_="lane")]
+        for i in g.instances:
+            counts: dict[str, int] = {}
+            for _, st in i.runs:
+                counts[st] = counts.get(st, 0) + 1
+            tip = f"{i.key}: {i.state}; " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs")
+            x, w = label_w + i.start * sw + 0.5, i.memory_slices * sw - 1
+            cells.append(rect(x, y, w, row_h - 3, class_=f"inst st-{i.state}", title=tip))
+            if w > 44:
+                cells.append(text(x + 3, y + 11, i.label, class_="sub"))
+        out.append(f'<g class="gpurow"{_data(gpu=g.gpu)}>' + "".join(cells) + "</g>")
+    return svg(width, 4 + len(gpus) * row_h, out, label="layout of every GPU, one row each", class_="layout rows")
 
 
 def _data(**kw: object) -> str:
@@ -212,10 +225,15 @@ def heatmap(report: Report, width: int = WIDTH) -> tuple[str, list[tuple[int, li
     actual = fill([b for b in report.bars if b.kind == "actual"]) if report.launch else None
     rows: list[list[tuple[int, int, int]]] = []
     numbers = []
+    shades = [ramp(k / 255) for k in range(256)]
+
+    def colour(vs: list[float]) -> list[tuple[int, int, int]]:
+        return [shades[min(255, max(0, int(v * 255 + 0.5)))] for v in vs]
+
     for g in report.gpus:
-        rows.append([ramp(v) for v in planned[g.gpu]])
+        rows.append(colour(planned[g.gpu]))
         if actual is not None:
-            rows.append([ramp(v) for v in actual[g.gpu]])
+            rows.append(colour(actual[g.gpu]))
         numbers.append((g.gpu, planned[g.gpu], actual[g.gpu] if actual is not None else None))
     per = 2 if actual is not None else 1
     row_h = max(1, min(6, 900 // max(1, len(rows))))

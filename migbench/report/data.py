@@ -164,6 +164,7 @@ class Report:
     summarised: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     grain: Any = None  # report.grain.GrainLever, filled in by the caller when asked for
+    grain_note: str = ""  # why there is no grain lever
     refresh_s: int | None = None  # the page reloads itself this often (the sweep is running)
     groups: dict[str, str] = field(default_factory=dict)  # run id -> group
 
@@ -295,7 +296,7 @@ def build_report(
         report.summarised = [
             f"{n_runs:,} runs are more than {DETAIL_MAX_RUNS:,}: the timeline draws the instances of the first {DETAIL_GPUS} GPUs "
             f"bar by bar and every GPU as one row of a heat map of busy compute slices ({HEAT_BINS} time bins)",
-            "the layout grid labels each instance with its run counts by state instead of its run ids",
+            "the layout grid draws each GPU as one row of instances, with their run counts by state in each block's tooltip instead of run ids",
             "the memory chart shows each group's planned memory against its measured peaks (least, median, most) instead of one mark per run",
             f"per-run tables list their first {TABLE_MAX_ROWS} rows; `migbench status --json` and the plan file hold them all",
         ]

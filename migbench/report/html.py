@@ -182,13 +182,17 @@ def _grid(report: Report) -> str:
            "<p>Each GPU's memory slices left to right; each MIG instance is a block labelled <code>profile@start</code>, "
            "coloured by its state, with its runs (the dot is the run's state).</p>",
            legend([(f"st-{k}", t) for k, t in STATE_LEGEND] + [(f"o-{k}", f"run {t}") for k, t in OUTCOME_LEGEND[1:]])]
-    for g in report.gpus:
-        counts: dict[str, int] = {}
-        for i in g.instances:
-            counts[i.state] = counts.get(i.state, 0) + 1
-        cap = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        out.append(f'<figure class="gpu" data-gpu="{g.gpu}"><figcaption>{esc(g.title)} · {len(g.instances)} instance(s): {esc(cap)}</figcaption>'
-                   f"{charts.grid(g, detail=report.detail)}</figure>")
+    if report.detail:
+        for g in report.gpus:
+            counts: dict[str, int] = {}
+            for i in g.instances:
+                counts[i.state] = counts.get(i.state, 0) + 1
+            cap = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            out.append(f'<figure class="gpu" data-gpu="{g.gpu}"><figcaption>{esc(g.title)} · {len(g.instances)} instance(s): {esc(cap)}</figcaption>'
+                       f"{charts.grid(g)}</figure>")
+    else:
+        out.append(f"<p>{len(report.gpus)} GPUs, one row each (hover an instance for its runs by state).</p>")
+        out.append(charts.grid_rows(report.gpus))
     rows = []
     for g in report.gpus:
         for i in g.instances:
@@ -292,7 +296,7 @@ def _grain(report: Report) -> str:
     out = ['<section id="grain"><h2>The grain lever</h2>']
     lever = report.grain
     if lever is None:
-        out.append('<div class="note">Not computed for this page (`migbench report --no-grain`); '
+        out.append(f'<div class="note">The grain lever is {esc(report.grain_note or "not computed for this page")}; '
                    "`migbench grain SWEEP` prints it in the terminal.</div></section>")
         return "".join(out)
     out.append("<p>The sweep planned at every partition grain the fleet allows: the grain is the smallest instance a layout "
