@@ -10,7 +10,7 @@ Modules: `data` (plan + launch state + duration model -> the values each picture
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +38,13 @@ class ReportBuilder:
         state_dir: str | os.PathLike[str] | None = None,
         grain: bool | None = None,
         grain_time_limit_s: float = 2.0,
+        peaks: Mapping[str, tuple[int, str]] | None = None,
         say: Callable[[str], None] | None = None,
     ):
+        """`peaks`: measured peaks from elsewhere than launch.db (run id -> (MiB, source)), e.g. a
+        footprints file; launch.db's win where both have one."""
         self.plan = plan
+        self.peaks = peaks
         self.state_dir = state_dir
         self.side: PlanSide = plan_side(plan)
         self.lever: GrainLever | None = None
@@ -54,7 +58,7 @@ class ReportBuilder:
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
         report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail,
-                              now=now)
+                              now=now, peaks=self.peaks)
         report.grain = self.lever
         report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:
