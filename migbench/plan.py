@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.catalog import GpuModel
 from migbench.duration import Demand, DurationModel
 from migbench.errors import InputError, Problem
@@ -29,9 +30,13 @@ PLAN_KIND = "migbench-plan"
 
 @dataclass(frozen=True)
 class PlanGpu:
+    """A GPU of the plan: its plan-wide index, model, driver and, in a fleet of several machines,
+    its node (on the node it is the `local`-th GPU of the node, in plan order)."""
+
     gpu: int
     model: str
     driver: str | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,43 @@ class Plan:
     def placed_runs(self) -> list[PlanRun]:
         return [r for r in self.runs if r.gpu is not None]
 
+    # -- nodes ---------------------------------------------------------------------------------
+    def nodes(self) -> list[str]:
+        """The fleet's node names in plan order ([] for a fleet without nodes: one local host)."""
+        return list(dict.fromkeys(g.node for g in self.fleet if g.node))
+
+    def node_of(self, gpu: int) -> str | None:
+        return next((g.node for g in self.fleet if g.gpu == gpu), None)
+
+    def node_gpus(self, node: str) -> list[PlanGpu]:
+        """The node's GPUs in plan order: the k-th is GPU k on that machine."""
+        return [g for g in self.fleet if g.node == node]
+
+    def node_share(self, node: str) -> Plan:
+        """What one node runs: its GPUs renumbered as the node numbers them (0, 1, ...), their
+        instances, and the runs placed on them. What `apply --node` reconciles and `check --node` checks."""
+        gpus = self.node_gpus(node)
+        if not gpus:
+            known = ", ".join(self.nodes()) or "none (the fleet names no nodes)"
+            raise InputError(f"node {node!r} is not in the plan's fleet", hint=f"the plan's nodes: {known}")
+        local = {g.gpu: k for k, g in enumerate(gpus)}
+        runs = [replace(r, gpu=local[r.gpu]) for r in self.runs if r.gpu in local]
+        return Plan(
+            name=self.name,
+            sweep_file=self.sweep_file,
+            sweep_sha256=self.sweep_sha256,
+            fleet=[replace(g, gpu=local[g.gpu]) for g in gpus],
+            instances=[replace(i, gpu=local[i.gpu]) for i in self.instances if i.gpu in local],
+            runs=runs,
+            unplaced=[],
+            solver=self.solver,
+            duration_model=self.duration_model,
+            launch=self.launch,
+            models=self.models,
+            warnings=list(self.warnings),
+            path=self.path,
+        )
+
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self, *, timings: bool = False) -> dict[str, Any]:
         solver = {
@@ -184,7 +226,7 @@ class Plan:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+        return yamlio.dump(self.to_dict())
 
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
@@ -213,7 +255,7 @@ class Plan:
         if not p.exists():
             raise InputError(f"plan file {p} does not exist", hint="write one with `migbench plan SWEEP -o PLAN`")
         try:
-            doc = yaml.safe_load(p.read_text())
+            doc = yamlio.load(p.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -249,7 +291,7 @@ class Plan:
             )
         sweep = need(doc, "sweep", dict, "sweep") or {}
         fleet = [
-            PlanGpu(int(g["gpu"]), str(g["model"]), g.get("driver"))
+            PlanGpu(int(g["gpu"]), str(g["model"]), g.get("driver"), None if g.get("node") is None else str(g["node"]))
             for g in (need(doc, "fleet", list, "fleet") or [])
             if isinstance(g, dict) and "gpu" in g and "model" in g
         ]
@@ -306,6 +348,27 @@ class Plan:
             models=dict(doc.get("models") or {}),
             warnings=list(doc.get("warnings") or []),
         )
+
+
+def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
+    """A plan file's sweep name and launch settings, read from the head of the file only: `status`,
+    `logs` and `stop` need no more, and a 30,000-run plan is seconds of YAML to parse whole. Falls
+    back to `Plan.load` (and its errors) when the head is not as `plan` writes it."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            head = []
+            for line in f:
+                if line.startswith(("instances:", "runs:")):
+                    break
+                head.append(line)
+        doc = yamlio.load("".join(head))
+        if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
+            return str(doc["sweep"]["name"]), LaunchSettings.from_dict(doc.get("launch"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        pass
+    plan = Plan.load(p)
+    return plan.name, plan.launch
 
 
 def _num(v: float | None) -> float | int | None:

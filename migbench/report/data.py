@@ -343,7 +343,7 @@ def _gpu_views(plan: Plan, models: Mapping[int, GpuModel], launch: LaunchState |
                 else:
                     v.state = "idle"
             views.append(v)
-        out.append(GpuView(g.gpu, g.model, getattr(g, "node", None), model.memory_slices, model.compute_slices, views))
+        out.append(GpuView(g.gpu, g.model, g.node, model.memory_slices, model.compute_slices, views))
     return out
 
 

@@ -145,7 +145,7 @@ class Progress:
             for i in sorted(self.plan.instances_of(g.gpu), key=lambda i: i.start):
                 rs = sorted(per.get(i.key, []), key=lambda p: (rank.get(p.state, 2), self.order.get(p.id, 0), p.id))
                 insts.append(InstanceProgress(i.key, i.gpu, f"{i.profile}@{i.start}", rs))
-            node = getattr(g, "node", None)
+            node = g.node
             gpus.append(GpuProgress(g.gpu, f"GPU {g.gpu} ({node + ', ' if node else ''}{g.model})", insts))
         counts = dict(doc.get("counts") or {})
         done = sum(counts.get(s, 0) for s in FINAL_STATES)
