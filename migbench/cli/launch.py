@@ -122,7 +122,9 @@ def run_cmd(
 
 def status_cmd(
     plan_file: Annotated[Optional[Path], typer.Argument(help="The plan file (default: the launch state under ./runs/).")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="A live view (each instance's runs, their progress, the ETA), refreshed every 2 s until the launcher exits or Ctrl-C."
+    )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,
@@ -177,16 +179,70 @@ def status_cmd(
         doc, host, extra = gather()
         return status_view(doc, host, extra, all_runs=all_runs, width=con.width, params=params_of(doc, False) or None)
 
-    if not watch:
+    plan = _watch_plan(plan_file, sd) if watch else None
+    if plan is None or sd is None or not db_path(sd).exists():
+        if watch and sd is not None and db_path(sd).exists():
+            notes.append("no plan file to draw the live view from: showing the plain status (pass PLAN)")
         con.print(view())
         return
-    from rich.live import Live
+    _watch(plan, sd, notes)
 
+
+def _watch_plan(plan_file: Path | None, sd: Path | None) -> Plan | None:
+    """The plan the live view draws: PLAN, else the plan file the launch state names (read once)."""
+    from migbench.launch.status import open_state
+    from migbench.launch.store import db_path
+    from migbench.plan import Plan
+
+    if plan_file is not None:
+        return Plan.load(plan_file)
+    if sd is None or not db_path(sd).exists():
+        return None
+    st = open_state(sd)
     try:
-        with Live(view(), console=con, refresh_per_second=1, screen=False) as live:
-            while True:
+        named = st.meta("plan_file")
+    finally:
+        st.close()
+    if named and Path(named).exists():
+        try:
+            return Plan.load(named)
+        except MigbenchError:
+            return None
+    return None
+
+
+def _watch(plan: Plan, sd: Path, notes: list[str]) -> None:
+    """`status --watch`: the plan read once, the launch state every 2 s (`status_doc`), drawn by
+    `cli.live`; ends when the launcher is not running (after one last frame) or on Ctrl-C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from migbench.cli.live import live_view
+    from migbench.launch.status import status_doc
+    from migbench.report.progress import Progress
+
+    progress = Progress(plan)
+    con = console()
+
+    def frame() -> tuple[Any, bool]:
+        snap = progress.snapshot(status_doc(sd))
+        view = live_view(snap)
+        if notes:
+            view = Group(*[Text(n, style="yellow") for n in notes], view)
+        return view, bool(snap.launcher.get("alive"))
+
+    view, alive = frame()
+    if not alive:
+        con.print(view)
+        con.print(Text("the launcher is not running; nothing to follow", style="dim"))
+        return
+    try:
+        with Live(view, console=con, refresh_per_second=1, screen=False) as live:
+            while alive:
                 time.sleep(2.0)
-                live.update(view())
+                view, alive = frame()
+                live.update(view, refresh=True)
     except KeyboardInterrupt:
         pass
 
