@@ -12,19 +12,12 @@ from typing import Any
 def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
     """Write JSON through a temp file, fsync and a rename: readers never see half a file, and a
     crash leaves either the old file or the new one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write text the same way (temp file beside it, fsync, rename)."""
+    """Write text through a temp file, fsync and a rename (see `write_json_atomic`); a write that
+    fails (a full disk) leaves no temp file behind."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")

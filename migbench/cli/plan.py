@@ -13,13 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import console
-from migbench.cli.render import accuracy_view, plan_view
+from migbench.cli.render import accuracy_view, fit_table, plan_view
 from migbench.errors import MigbenchError, UsageError
 from migbench.types import Objective
 from migbench.units import format_mib
 
 if TYPE_CHECKING:
     from migbench.footprints import Resolution
+    from migbench.plan import Plan
     from migbench.planner import FleetGpu
     from migbench.sweep import Sweep
 
@@ -62,7 +63,7 @@ def estimate_cmd(
             "warnings": res.warnings, "notes": res.notes}, indent=2))
         return
     t = Table(title=f"{sweep.name}: memory per run", title_justify="left")
-    t.add_column("run")
+    t.add_column("run", no_wrap=True)
     t.add_column("group")
     t.add_column("memory", justify="right")
     t.add_column("MiB", justify="right")
@@ -72,6 +73,7 @@ def estimate_cmd(
         parts = ", ".join(f"{k} {format_mib(v)}" for k, v in r.memory_parts)
         t.add_row(r.id, r.group, format_mib(r.memory_mib), str(r.memory_mib), r.memory_source, parts)
     con = console()
+    fit_table(t, con.width)
     con.print(t)
     _notes(con, res.notes, res.warnings)
 
@@ -106,7 +108,15 @@ def plan_cmd(
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
-    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run (past 200 runs the default is a summary per group).")] = False,
+    all_runs: Annotated[
+        bool,
+        typer.Option("--runs", help="Print every run with its parameters (past 200 runs the default is a summary per group)."),
+    ] = False,
+    check: Annotated[
+        Optional[Path],
+        typer.Option("--check", help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
+                     "1 with a readable diff when it is stale (for CI and pre-commit)."),
+    ] = None,
     footprints: Annotated[Optional[list[Path]], typer.Option("--footprints", help=FOOTPRINTS_HELP)] = None,
     history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
     no_history: Annotated[bool, typer.Option("--no-history", help="Do not learn from earlier launches.")] = False,
@@ -120,27 +130,54 @@ def plan_cmd(
         goal = Objective(objective)
     except ValueError:
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
+    if quiet_runs and all_runs:
+        raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
+    if check is not None and output is not None:
+        raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     out = output or Path(f"{sweep.name}.plan.yaml")
     res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
-                         plan_path=out, headroom=headroom)
+                         plan_path=check or out, headroom=headroom)
     plan = make_plan(
         res.sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=list(notes) + res.warnings,
     )
+    if check is not None:
+        _check(sweep_file, check, plan)
+        return
     plan.save(out)
     if as_json:
         typer.echo(plan.to_json())
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs, width=con.width))
     if res.measured():
         con.print(Text(res.summary()))
     _notes(con, res.notes, [])
     con.print(Text(f"plan written to {out}"))
+
+
+def _check(sweep_file: Path, committed: Path, plan: Plan) -> None:
+    from migbench.plan import check_plan
+
+    res = check_plan(committed, plan, sweep_file.resolve().parent)
+    con = console()
+    if not res.stale:
+        con.print(f"{committed} is up to date with {sweep_file}")
+        return
+    con.print(Text(f"{committed} is stale: {sweep_file} now gives a different plan", style="bold red"))
+    for line in res.summary:
+        con.print("  " + line)
+    for line in res.diff:
+        style = "green" if line.startswith("+") and not line.startswith("+++") else (
+            "red" if line.startswith("-") and not line.startswith("---") else "")
+        con.print(Text(line, style=style))
+    con.print(Text(f"Hint: regenerate it with `migbench plan {sweep_file} -o {committed}` (same --fleet / --time-limit "
+                   "options as the committed one) and commit it", style="cyan"))
+    raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -106,6 +106,12 @@ class Footprints:
     def by_run(self) -> dict[str, Measurement]:
         return {m.run: m for m in self.measurements}
 
+    def peaks(self) -> dict[str, tuple[int, str]]:
+        """Run id -> (peak MiB, how it was measured) of the probes a plan may use (not the OOM'd
+        lower bounds, not the failed probes): what `migbench report --footprints` shows."""
+        return {m.run: (m.peak_mib, f"profile ({m.how}, {m.probe_s:.1f} s on {m.profile})") for m in self.measurements
+                if not m.lower_bound and m.outcome not in ("oom", "failed")}
+
     def merged(self, newer: Iterable[Measurement]) -> Footprints:
         """These measurements with `newer` ones replacing those of the same run id."""
         out = self.by_run()

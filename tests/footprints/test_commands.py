@@ -163,3 +163,17 @@ def test_the_measured_example_plans_on_its_fallback_before_any_measurement(tmp_p
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert {x["memory_source"] for x in doc["runs"]} == {"explicit"} and {x["memory_mib"] for x in doc["runs"]} == {24576}
+
+
+def test_report_shows_the_footprints_peaks(sweep_dir):
+    """The report (issue 13) reads measured peaks from a footprints file where no launch has any."""
+    assert migbench("plan", "acc.yaml", "-o", "p.yaml", "--no-history", cwd=sweep_dir).returncode == 0
+    r = migbench("report", "p.yaml", "--no-grain", "-o", "r.html", "--footprints", "acc.footprints.yaml", cwd=sweep_dir)
+    assert r.returncode == 0, r.stderr
+    html = (sweep_dir / "r.html").read_text()
+    from migbench.footprints import load_footprints
+
+    fp = load_footprints(sweep_dir / "acc.footprints.yaml")
+    assert len(fp.peaks()) == 4
+    for rid in fp.peaks():
+        assert f"{rid}: measured peak" in html
