@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, compute_slices_of, parse_driver, profile_order
 from migbench.errors import InputError, MigbenchError, Problem
+from migbench.fsutil import read_input
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,9 @@ def import_files(
     from migbench.catalog.store import default_catalog, save_user_model, spec_from_model
 
     texts = []
-    for f in (lgip_file, lgipp_file):
-        p = Path(f)
-        if not p.exists():
-            raise InputError(f"{f} does not exist", hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
-        texts.append(p.read_text(errors="replace"))
+    for f, what in ((lgip_file, "`nvidia-smi mig -lgip` text file"), (lgipp_file, "`nvidia-smi mig -lgipp` text file")):
+        data = read_input(f, what, hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
+        texts.append(data.decode("utf-8", errors="replace"))
     rows = rows_from_text(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file))
     cat = default_catalog()
     base_key = cat.find_key(name)
