@@ -245,14 +245,16 @@ def _hydra_range(ctx: Ctx, name: str, node: ScalarNode, body: str) -> Parameter 
     if step == 0:
         ctx.at(node, f"{node.value!r}: the step cannot be 0")
         return None
-    if all(isinstance(x, int) for x in (start, stop, step)):
+    ints = all(isinstance(x, int) for x in (start, stop, step))
+    # the count comes from the arithmetic: range(0,1e9) is refused before a value is made
+    n = len(range(int(start), int(stop), int(step))) if ints else max(0, math.ceil((stop - start) / step - 1e-12))
+    if n > MAX_RUNS:
+        ctx.at(node, f"{node.value!r} has {n:,} values (more than {MAX_RUNS:,})", "use a larger step, or method: random")
+        return None
+    if ints:
         values: tuple[Scalar, ...] = tuple(range(int(start), int(stop), int(step)))
     else:
-        n = max(0, math.ceil((stop - start) / step - 1e-12))
         values = tuple(round(start + i * step, 12) for i in range(n))
-    if len(values) > MAX_RUNS:
-        ctx.at(node, f"{node.value!r} has {len(values)} values (more than {MAX_RUNS})")
-        return None
     if not values:
         ctx.at(node, f"empty grid: {node.value!r} has no values", "check start, stop and the step's sign")
         return None

@@ -9,6 +9,12 @@ from typing import Union
 SCHEMA_VERSION = 1
 MAX_RUNS = 100_000
 """Refuse sweeps that expand to more runs than this (a typo in a range() should not hang the CLI)."""
+MAX_SWEEP_BYTES = 16 * 2**20
+"""A sweep file larger than this is refused before it is parsed."""
+MAX_NAME_LEN = 100
+"""Sweep and group names name files and directories (`<name>.plan.yaml`, `runs/<name>/`, run ids)."""
+MAX_FLEET_GPUS = 4096
+"""The most GPUs a fleet (`fleet:`, `--fleet`, a plan) may have."""
 
 LAUNCH_MACROS = ("run_id", "run_dir", "attempt")
 """Left verbatim in argv and env for the launcher to fill in."""
