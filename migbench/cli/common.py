@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
 from migbench.errors import MigbenchError, UsageError
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
 
@@ -27,6 +32,18 @@ def print_error(err: MigbenchError) -> None:
     styles = {"Error: ": "bold red", "    Hint: ": "cyan", "Hint: ": "bold cyan"}
     for label, text in err.lines():
         con.print(Text(label, style=styles.get(label, "")) + Text(text))
+
+
+def load_plan(path: Path) -> Plan:
+    """`Plan.load`, then what loading found worth saying (the sweep changed since) on stderr."""
+    from migbench.plan import Plan
+
+    plan = Plan.load(path)
+    con = console(stderr=True)
+    con.soft_wrap = True
+    for note in plan.notes:
+        con.print(Text("warning: ", style="yellow") + Text(note))
+    return plan
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

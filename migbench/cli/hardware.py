@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from migbench.cli.common import console, is_tty, parse_gpus
+from migbench.cli.common import console, is_tty, load_plan, parse_gpus
 from migbench.errors import UsageError
 
 
@@ -21,9 +21,8 @@ def apply_cmd(
 ) -> None:
     from migbench.apply import apply_plan
     from migbench.backend.select import open_backend
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -68,9 +67,8 @@ def check_cmd(
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
     from migbench.backend.select import read_host
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)

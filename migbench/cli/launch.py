@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, console, load_plan
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -34,9 +34,8 @@ def launch_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
     if dry_run:
         _print_dry_run(plan, opts)

@@ -52,7 +52,9 @@ def plan_cmd(
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output file even if it is not a migbench plan.")] = False,
 ) -> None:
+    from migbench.plan import check_output
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
     from migbench.workflows import fleet_for
@@ -62,14 +64,15 @@ def plan_cmd(
     except ValueError:
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
     sweep = load_sweep(sweep_file)
+    out = output or Path(f"{sweep.name}.plan.yaml")
+    check_output(out, sweep_file, force=force, name=sweep.name)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet)
     plan = make_plan(
         sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=notes,
     )
-    out = output or Path(f"{sweep.name}.plan.yaml")
-    plan.save(out)
+    plan.save(out, force=force)
     if as_json:
         typer.echo(plan.to_json())
         return
