@@ -98,15 +98,49 @@ def layout_picture(
 
 
 def plan_pictures(plan: Plan, models: dict[str, GpuModel]) -> list[Text]:
-    pics = []
+    """One picture per GPU that runs something; GPUs with no run and the same model and layout
+    share one picture (10,000 idle GPUs are one picture, not 10,000), where the first of them is."""
+    by_gpu: dict[int, list[Any]] = {}
+    for i in plan.instances:
+        by_gpu.setdefault(i.gpu, []).append(i)
+    idle: dict[tuple[str, tuple[tuple[str, int], ...]], list[int]] = {}
+    order: list[tuple[str, tuple[tuple[str, int], ...]] | int] = []
     for g in plan.fleet:
-        model = models[g.model]
+        insts = by_gpu.get(g.gpu, [])
+        if any(i.runs for i in insts):
+            order.append(g.gpu)
+            continue
+        key = (g.model, tuple(sorted((i.profile, i.start) for i in insts)))
+        if key not in idle:
+            idle[key] = []
+            order.append(key)
+        idle[key].append(g.gpu)
+    model_of = {g.gpu: g.model for g in plan.fleet}
+    pics = []
+    for what in order:
+        gpus = [what] if isinstance(what, int) else idle[what]
+        model = models[model_of[gpus[0]]]
         insts = [
             (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
-            for i in plan.instances_of(g.gpu)
+            for i in by_gpu.get(gpus[0], [])
         ]
-        pics.append(layout_picture(model, insts, title=f"GPU {g.gpu}  {g.model}"))
+        title = f"GPU {gpus[0]}  {model.key}" if len(gpus) == 1 else f"{len(gpus)} GPUs ({index_ranges(gpus)})  {model.key}, no runs"
+        pics.append(layout_picture(model, insts, title=title))
     return pics
+
+
+def index_ranges(xs: Sequence[int]) -> str:
+    """`0-3, 5, 7-9`: sorted indices as runs of consecutive numbers."""
+    out: list[str] = []
+    xs = sorted(xs)
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def plan_table(plan: Plan) -> Table:
