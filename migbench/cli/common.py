@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from migbench.errors import MigbenchError, UsageError
 
 if TYPE_CHECKING:
     from migbench.plan import Plan
+    from migbench.sweep import Sweep
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
 
@@ -39,11 +41,25 @@ def load_plan(path: Path) -> Plan:
     from migbench.plan import Plan
 
     plan = Plan.load(path)
+    warn(plan.notes)
+    return plan
+
+
+def load_sweep(path: Path) -> Sweep:
+    """`load_sweep`, then its notes (W&B-only keys ignored, parameters no command uses) on stderr."""
+    from migbench.sweep import load_sweep as load
+
+    sweep = load(path)
+    warn(sweep.notes)
+    return sweep
+
+
+def warn(lines: Iterable[str]) -> None:
+    """`warning: ...` lines on stderr, never hard-wrapped."""
     con = console(stderr=True)
     con.soft_wrap = True
-    for note in plan.notes:
-        con.print(Text("warning: ", style="yellow") + Text(note))
-    return plan
+    for line in lines:
+        con.print(Text("warning: ", style="yellow") + Text(line))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from migbench.cli.common import STATE_DIR_HELP, console, load_plan
+from migbench.cli.common import STATE_DIR_HELP, console, load_plan, load_sweep, warn
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -94,11 +94,12 @@ def run_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.sweep import load_sweep
+    from migbench.sweep.runnable import start_problems
     from migbench.workflows import plan_and_apply
 
     con = console()
     sweep = load_sweep(sweep_file)
+    warn(start_problems(sweep))
     plan = plan_and_apply(sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print)
     opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
     if detach:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import console
+from migbench.cli.common import console, load_sweep, warn
 from migbench.cli.render import plan_view
 from migbench.errors import UsageError
 from migbench.types import Objective
@@ -21,8 +21,6 @@ def estimate_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    from migbench.sweep import load_sweep
-
     sweep = load_sweep(sweep_file)
     if as_json:
         typer.echo(json.dumps({"sweep": sweep.name, "runs": [
@@ -56,7 +54,7 @@ def plan_cmd(
 ) -> None:
     from migbench.plan import check_output
     from migbench.planner import SolveOptions, check_plan_input, make_plan
-    from migbench.sweep import load_sweep
+    from migbench.sweep.runnable import start_problems
     from migbench.workflows import fleet_for
 
     try:
@@ -65,6 +63,7 @@ def plan_cmd(
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
     sweep = load_sweep(sweep_file)
     out = output or Path(f"{sweep.name}.plan.yaml")
+    warn(start_problems(sweep))
     check_output(out, sweep_file, force=force, name=sweep.name)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet)

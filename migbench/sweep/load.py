@@ -15,7 +15,7 @@ import yaml
 
 from migbench.errors import InputError
 from migbench.fsutil import decode_text, read_input
-from migbench.sweep.fields import Ctx
+from migbench.sweep.fields import Ctx, wandb_only_note
 from migbench.sweep.group import parse_group
 from migbench.sweep.model import DurationModel, FleetEntry, Group, LaunchSettings, Run, Sweep
 from migbench.sweep.schema import (
@@ -31,6 +31,7 @@ from migbench.sweep.schema import (
     SCHEMA_VERSION,
     SWEEP_NAME_RE,
     TOP_KEYS,
+    WANDB_ONLY_KEYS,
 )
 from migbench.sweep.yamlnodes import (
     Abort,
@@ -141,8 +142,11 @@ def _build(
     single = [k for k in root.entries if k in GROUP_KEYS and k != "name"]
     has_groups = root.get("groups") is not None
     allowed = TOP_KEYS if has_groups else tuple(TOP_KEYS) + tuple(k for k in GROUP_KEYS if k != "name")
+    wandb = [e for k, e in root.entries.items() if k in WANDB_ONLY_KEYS]
+    if wandb:
+        ctx.note(wandb[0], wandb_only_note([str(e.key) for e in wandb]), key=True)
     for key, e in root.entries.items():
-        if key in allowed:
+        if key in allowed or key in WANDB_ONLY_KEYS:
             continue
         if has_groups and key in GROUP_KEYS:
             ctx.at(
@@ -312,6 +316,7 @@ def _build(
     if problems.items or version is None or name is None:
         return None
     return Sweep(
+        notes=problems.notes,
         version=version,
         name=name,
         path=path,

@@ -39,9 +39,16 @@ NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
 
 SWEEP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
-PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+PARAM_NAME_RE = re.compile(r"\+{0,2}[A-Za-z_][A-Za-z0-9_.-]*")
+"""A parameter name; dots name nested values (W&B's nested `parameters:`, Hydra's `model.lr`), and a
+leading `+` or `++` is Hydra's append/force override, kept so that `${args_no_hyphens}` passes it on."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
+
+WANDB_ONLY_KEYS = ("metric", "project", "entity", "early_terminate", "controller", "job", "scheduler")
+"""Keys of a W&B sweep file that steer W&B's own service (the metric its Bayes search and early
+stopping read, where runs are logged, its controller and launch jobs): accepted and ignored with a
+note, so W&B files load as they are."""
 
 TOP_KEYS = ("version", "name", "description", "seed", "fleet", "duration_model", "launch", "defaults", "groups")
 GROUP_KEYS = (
@@ -65,14 +72,17 @@ GROUP_KEYS = (
     "workdir",
     "retries",
     "timeout",
+    "hydra",
 )
 FLEET_KEYS = ("gpu", "count", "driver")
 DURATION_MODEL_KEYS = ("interference", "compute_basis")
 LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
-PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma")
+PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma", "probabilities", "parameters")
+LIST_DISTRIBUTIONS = ("categorical", "constant")
+"""W&B's names for a list of values (`categorical` + `values:`) and one value (`constant` + `value:`)."""
 MEMORY_TABLE_KEYS = ("by", "table", "default")
 ESTIMATE_REQUIRED = ("params", "precision", "optimizer", "batch_size", "seq_len", "hidden", "layers", "heads", "vocab")
-ESTIMATE_OPTIONAL = ("attention", "activation_checkpointing", "ffn", "context", "workspace", "headroom")
+ESTIMATE_OPTIONAL = ("trainable", "attention", "activation_checkpointing", "ffn", "context", "workspace", "headroom")
 ESTIMATE_KEYS = ESTIMATE_REQUIRED + ESTIMATE_OPTIONAL
 
 Scalar = Union[str, int, float, bool, None]  # noqa: UP007 - a runtime alias

@@ -221,6 +221,15 @@ class Problems:
         self.file = file
         self._items: dict[tuple[Any, ...], tuple[Problem, list[str]]] = {}
         self.all_groups: list[str] = []
+        self._notes: dict[tuple[Any, ...], Problem] = {}
+
+    def note(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
+        """Something worth saying that does not stop loading (a key ignored, a parameter unused)."""
+        self._notes.setdefault((message, line, field), Problem(message, self.file, line, field or None))
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in sorted(self._notes.values(), key=lambda p: (p.line is None, p.line or 0)))
 
     @property
     def items(self) -> list[tuple[Problem, list[str]]]:
