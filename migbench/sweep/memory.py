@@ -18,6 +18,7 @@ from migbench.estimate import (
     EstimateSpec,
     estimate,
     parse_param_count,
+    parse_trainable,
 )
 from migbench.sweep.fields import Ctx
 from migbench.sweep.model import ExplicitMemory, MemoryEstimate, MemorySpec, MemoryTable, canonical_json, render_value
@@ -150,6 +151,8 @@ def _coerce_estimate(key: str, value: Any) -> Any:
         return value
     if key in ("context", "workspace"):
         return float(units.parse_memory_mib(value))
+    if key == "trainable":
+        return parse_trainable(value)
     if key == "headroom":
         if isinstance(value, str):
             try:
