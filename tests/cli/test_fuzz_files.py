@@ -108,8 +108,10 @@ OUTPUT_TARGETS: list[Target] = [
     ("sim init DIR", lambda f, g: (["sim", "init", f, "--gpu", "A30"], {})),
     ("sim show DIR", lambda f, g: (["sim", "show", f], {})),
     ("MIGBENCH_SIM apply --dry-run", lambda f, g: (["apply", "--dry-run", g["plan"]], {"MIGBENCH_SIM": f})),
-    ("status --state-dir", lambda f, g: (["stop", "--state-dir", f], {})),
+    ("stop --state-dir", lambda f, g: (["stop", "--state-dir", f], {})),
     ("logs --state-dir", lambda f, g: (["logs", "tiny-0", "--state-dir", f], {})),
+    ("sim reboot --state", lambda f, g: (["sim", "reboot", "--state", f], {})),
+    ("sim nvidia-smi --state", lambda f, g: (["sim", "nvidia-smi", "--state", f, "-L"], {})),
 ]
 OUTPUT_FINE = {("sim init DIR", "directory")}  # an existing directory is where a host is created
 
