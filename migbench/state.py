@@ -16,15 +16,30 @@ from typing import Any
 
 from migbench.backend.base import HostState
 from migbench.fsutil import write_json_atomic
-from migbench.plan import Plan
+from migbench.plan import Plan, read_identity
 
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
     """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
     if override:
         return Path(override)
-    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
-    return base / plan.launch.log_dir / plan.name
+    return _state_dir(plan.path, plan.launch.log_dir, plan.name)
+
+
+def state_dir_of_file(plan_file: str | os.PathLike[str]) -> Path:
+    """`state_dir_for` from a plan file, reading only its head (see `plan.read_identity`)."""
+    name, launch = read_identity(plan_file)
+    return _state_dir(str(plan_file), launch.log_dir, name)
+
+
+def _state_dir(plan_path: str | None, log_dir: str, name: str) -> Path:
+    base = Path(plan_path).resolve().parent if plan_path else Path.cwd()
+    return base / log_dir / name
+
+
+def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+    return state_dir_for(plan, override) / "nodes" / node
 
 
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:

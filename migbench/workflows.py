@@ -18,23 +18,29 @@ from migbench.backend.select import (
     sim_dir,
     use_simulated_host,
 )
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, UsageError
 from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.state import state_dir_for
-from migbench.sweep import Sweep
+from migbench.sweep import Sweep, load_fleet_file
 
 
-def fleet_for(sweep: Sweep, fleet_opt: str | None) -> tuple[list[FleetGpu], list[str]]:
-    """The fleet to plan for: `--fleet`, else the sweep's `fleet:`, else the host's GPUs through NVML.
-    Models the host's NVML reports use its live profile table. Returns (fleet, notes)."""
+def fleet_for(sweep: Sweep, fleet_opt: str | None, fleet_file: Path | None = None) -> tuple[list[FleetGpu], list[str]]:
+    """The fleet to plan for: `--fleet`, else `--fleet-file`, else the sweep's `fleet:`, else the
+    host's GPUs through NVML. Models the host's NVML reports use its live profile table. Returns
+    (fleet, notes)."""
     live = live_models()
+    if fleet_opt and fleet_file:
+        raise UsageError("--fleet and --fleet-file both name a fleet", hint="give one of them")
     if fleet_opt:
         return build_fleet(parse_fleet_option(fleet_opt), live=live), []
+    if fleet_file:
+        entries = load_fleet_file(fleet_file)
+        return build_fleet([FleetSpec(f.gpu, f.count, f.driver, f.node) for f in entries], live=live), []
     if sweep.fleet:
-        return build_fleet([FleetSpec(f.gpu, f.count, f.driver) for f in sweep.fleet], live=live), []
+        return build_fleet([FleetSpec(f.gpu, f.count, f.driver, f.node) for f in sweep.fleet], live=live), []
     host = [FleetGpu(i, m) for i, m in host_models()]
     if host:
         return host, ["fleet read from the host through NVML"]
@@ -94,10 +100,13 @@ def plan_and_apply(
     apply. Returns the plan to launch."""
     if not sweep.runs:
         raise MigbenchError(f"sweep {sweep.name} has no runs", hint="check its parameters")
+    if not fleet:
+        _one_host([f.node for f in sweep.fleet or ()])
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
         say(said)
     fleet_gpus, notes = fleet_for(sweep, fleet)
+    _one_host([g.node for g in fleet_gpus])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
     plan = _reusable_plan(out, sweep, fleet_gpus)
     if plan is not None:
@@ -116,6 +125,16 @@ def plan_and_apply(
     return plan
 
 
+def _one_host(nodes: list[str | None]) -> None:
+    names = sorted({n for n in nodes if n})
+    if len(names) > 1:
+        raise MigbenchError(
+            f"the fleet spans {len(names)} nodes ({', '.join(names)}); `run` plans, applies and launches on this one host",
+            hint="plan it with `migbench plan SWEEP -o PLAN`, then hand it to the cluster: "
+            "`migbench export slurm PLAN -o DIR` or `migbench export k8s PLAN -o DIR`",
+        )
+
+
 def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | None:
     if not path.exists():
         return None
@@ -123,5 +142,5 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
         old = Plan.load(path)
     except MigbenchError:
         return None
-    same_fleet = [(g.gpu, g.model) for g in old.fleet] == [(g.index, g.model.key) for g in fleet]
+    same_fleet = [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
     return old if old.sweep_sha256 == sweep.sha256 and same_fleet else None

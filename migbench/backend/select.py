@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
-
-from migbench.errors import HardwareError, MigbenchError
 
 if TYPE_CHECKING:  # imported where used: the per-run shim imports this module and must start fast
     from migbench.backend.base import Backend, HostState
@@ -50,6 +47,7 @@ def use_simulated_host(path: str | os.PathLike[str] | None) -> None:
 
 def _install_sim(path: Path) -> None:
     from migbench.backend.sim import fake_nvml
+    from migbench.errors import MigbenchError
 
     if not (path / "host.json").is_file():
         raise MigbenchError(f"{SIM_ENV}={path} is not a simulated host", hint=SIM_HINT.replace("DIR", str(path)))
@@ -77,6 +75,8 @@ def read_host() -> HostState:
 
 def read_host_if_available() -> HostState | None:
     """The host's state, or None when there is no NVIDIA driver (and no simulated host)."""
+    from migbench.errors import HardwareError
+
     if sim_dir() is not None:
         return read_host()
     try:
@@ -108,6 +108,7 @@ def simulated_privileges(state: Path) -> Callable[[], None]:
 
     def check() -> None:
         from migbench.backend.sim.host import load_host
+        from migbench.errors import MigbenchError
 
         if not load_host(state).privileged:
             raise MigbenchError(
@@ -133,6 +134,8 @@ def open_backend(*, dry_run: bool = False) -> Backend:
         r = reader()
         w = SmiWriter(dry_run=dry_run, smi_cmd=sim_smi_command(), env={SIM_ENV: str(sim)}, privileges=simulated_privileges(sim))
         return Backend(r, w, True, f"simulated host {sim}", str(sim / "apply.lock"))
+    import tempfile
+
     r = reader()
     w = SmiWriter(dry_run=dry_run)
     lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() and os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())

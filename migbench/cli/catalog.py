@@ -22,6 +22,7 @@ def catalog_cmd(
     name: Annotated[Optional[str], typer.Option("--name", help="import: the model key to store it under.")] = None,
     architecture: Annotated[str, typer.Option("--architecture", help="import: ampere, hopper or blackwell.")] = "unknown",
     gpu: Annotated[int, typer.Option("--gpu", help="import: which GPU index of the pasted text.")] = 0,
+    partial: Annotated[bool, typer.Option("--partial", help="import: accept a cut-off paste, recording a warning.")] = False,
 ) -> None:
     from migbench.catalog import default_catalog
     from migbench.catalog.importer import import_files
@@ -37,11 +38,16 @@ def catalog_cmd(
                 "catalog import needs --name MODEL (the key plans and sweeps will use)",
                 hint="e.g. --name H100-NVL; use the NVML product name from `nvidia-smi -L`",
             )
-        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu)
+        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu,
+                                   partial=partial)
         n_layouts = len(model.layouts())
+        warnings = [u for u in model.unverified if u.startswith("partial import:")]
         if as_json:
-            typer.echo(json.dumps({"model": model.key, "profiles": len(model.profiles), "maximal_layouts": n_layouts, "catalog": str(path)}))
+            typer.echo(json.dumps({"model": model.key, "profiles": len(model.profiles), "maximal_layouts": n_layouts,
+                                   "catalog": str(path), **({"warnings": warnings} if warnings else {})}))
         else:
+            for w in warnings:
+                con.print(Text(f"WARNING: {w}", style="bold red"))
             con.print(
                 f"Imported {model.key}: {len(model.profiles)} profiles, {model.memory_slices} memory / "
                 f"{model.compute_slices} compute slices, {n_layouts} maximal layouts -> {path}"

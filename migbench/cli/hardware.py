@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.text import Text
 
 from migbench.cli.common import console, is_tty, load_plan, parse_gpus
 from migbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
 
 
 def apply_cmd(
@@ -18,11 +21,12 @@ def apply_cmd(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan, e.g. 0,2.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying instances or changing MIG mode.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where bindings are stored (default: <plan dir>/runs/<sweep>/).")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Apply one node's share of a plan of several nodes (GPUs numbered as on that node).")] = None,
 ) -> None:
     from migbench.apply import apply_plan
     from migbench.backend.select import open_backend
 
-    plan = load_plan(plan_file)
+    plan, state_dir = _share(load_plan(plan_file), node, state_dir)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -61,14 +65,31 @@ def apply_cmd(
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
 
 
+def _share(plan: Plan, node: str | None, state_dir: Path | None) -> tuple[Plan, Path | None]:
+    """The plan `apply`/`check` work on: with --node, that node's share, its bindings kept in
+    `<state dir>/nodes/<node>/`; a plan of several nodes needs --node."""
+    from migbench.state import node_state_dir
+
+    if node is None:
+        nodes = plan.nodes()
+        if len(nodes) > 1:
+            raise UsageError(
+                f"the plan spans {len(nodes)} nodes ({', '.join(nodes)}): say which one this host is",
+                hint=f"on each node run: migbench apply {plan.path or 'PLAN'} --node NODE",
+            )
+        return plan, state_dir
+    return plan.node_share(node), state_dir or node_state_dir(plan, node)
+
+
 def check_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Check one node's share of a plan of several nodes.")] = None,
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
     from migbench.backend.select import read_host
 
-    plan = load_plan(plan_file)
+    plan, _ = _share(load_plan(plan_file), node, None)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)

@@ -119,11 +119,15 @@ def status_cmd(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,
 ) -> None:
     from migbench.backend.select import read_host_if_available
+    from migbench.cli.export import status_of_export
     from migbench.launch.status import find_state_dir, host_doc, status_doc
     from migbench.launch.store import db_path
 
+    if not watch and status_of_export(plan_file, state_dir, as_json):
+        return
     sd, notes = find_state_dir(plan_file, state_dir)
 
     def gather() -> tuple[dict[str, Any] | None, Any, list[str]]:
@@ -147,15 +151,15 @@ def status_cmd(
         return
     con = console()
     if not watch:
-        con.print(status_view(*gather()))
+        con.print(status_view(*gather(), all_runs=all_runs))
         return
     from rich.live import Live
 
     try:
-        with Live(status_view(*gather()), console=con, refresh_per_second=1, screen=False) as live:
+        with Live(status_view(*gather(), all_runs=all_runs), console=con, refresh_per_second=1, screen=False) as live:
             while True:
                 time.sleep(2.0)
-                live.update(status_view(*gather()))
+                live.update(status_view(*gather(), all_runs=all_runs))
     except KeyboardInterrupt:
         pass
 
@@ -243,8 +247,11 @@ def stop_cmd(
     wait: Annotated[bool, typer.Option("--wait", help="Return only when the launcher has exited.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
+    from migbench.cli.export import stop_export
     from migbench.launch.status import request_stop, wait_stopped
 
+    if stop_export(plan_file, state_dir):
+        return
     sd = _state_dir_or_fail(plan_file, state_dir)
     pid = request_stop(sd, now=now)
     how = "kill its runs now" if now else "stop: SIGTERM to its runs, SIGKILL after the stop grace"

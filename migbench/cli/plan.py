@@ -43,13 +43,15 @@ def estimate_cmd(
 def plan_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
+    fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
-    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
+    all_runs: Annotated[bool, typer.Option("--runs", help="Print every run (past 200 runs the default is a summary per group).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the output file even if it is not a migbench plan.")] = False,
 ) -> None:
     from migbench.plan import check_output
@@ -66,7 +68,7 @@ def plan_cmd(
     warn(start_problems(sweep))
     check_output(out, sweep_file, force=force, name=sweep.name)
     check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet)
+    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     plan = make_plan(
         sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=notes,
@@ -77,7 +79,7 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs))
     con.print(Text(f"plan written to {out}"))
 
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migbench.backend.base import HostState
-from migbench.catalog import GpuModel, Layout
-from migbench.forecast.simulate import SimReport
-from migbench.plan import Plan
 from migbench.units import format_duration, format_mib
+
+if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbench --help`
+    from migbench.backend.base import HostState
+    from migbench.catalog import GpuModel, Layout
+    from migbench.forecast.simulate import SimReport
+    from migbench.plan import Plan
 
 SLICE_W = 9  # characters per memory slice in the layout picture
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "red", "bright_cyan", "bright_green"]
@@ -98,33 +100,51 @@ def layout_picture(
 
 
 def plan_pictures(plan: Plan, models: dict[str, GpuModel]) -> list[Text]:
-    """One picture per GPU that runs something; GPUs with no run and the same model and layout
-    share one picture (10,000 idle GPUs are one picture, not 10,000), where the first of them is."""
+    """One picture per GPU that runs something; GPUs of one node (or of the one host) with no run and
+    the same model and layout share one picture (10,000 idle GPUs are one picture, not 10,000), where
+    the first of them is. In a fleet of several nodes, grouped under a line per node."""
     by_gpu: dict[int, list[Any]] = {}
     for i in plan.instances:
         by_gpu.setdefault(i.gpu, []).append(i)
-    idle: dict[tuple[str, tuple[tuple[str, int], ...]], list[int]] = {}
-    order: list[tuple[str, tuple[tuple[str, int], ...]] | int] = []
+    local: dict[int, int] = {}  # plan GPU -> its index on its node
+    counts: dict[str, int] = {}
+    for g in plan.fleet:
+        if g.node is not None:
+            local[g.gpu] = counts[g.node] = counts.get(g.node, -1) + 1
+    idle: dict[tuple[str | None, str, tuple[tuple[str, int], ...]], list[int]] = {}
+    order: list[tuple[str | None, str, tuple[tuple[str, int], ...]] | int] = []
     for g in plan.fleet:
         insts = by_gpu.get(g.gpu, [])
         if any(i.runs for i in insts):
             order.append(g.gpu)
             continue
-        key = (g.model, tuple(sorted((i.profile, i.start) for i in insts)))
+        key = (g.node, g.model, tuple(sorted((i.profile, i.start) for i in insts)))
         if key not in idle:
             idle[key] = []
             order.append(key)
         idle[key].append(g.gpu)
-    model_of = {g.gpu: g.model for g in plan.fleet}
-    pics = []
+    fleet = {g.gpu: g for g in plan.fleet}
+    pics: list[Text] = []
+    nodes_shown: set[str] = set()
     for what in order:
         gpus = [what] if isinstance(what, int) else idle[what]
-        model = models[model_of[gpus[0]]]
+        first = fleet[gpus[0]]
+        if first.node is not None and first.node not in nodes_shown:
+            nodes_shown.add(first.node)
+            pics.append(node_line(plan, first.node))
+        model = models[first.model]
         insts = [
             (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
             for i in by_gpu.get(gpus[0], [])
         ]
-        title = f"GPU {gpus[0]}  {model.key}" if len(gpus) == 1 else f"{len(gpus)} GPUs ({index_ranges(gpus)})  {model.key}, no runs"
+        if len(gpus) == 1:
+            title = f"GPU {gpus[0]}  {first.model}"
+            if first.node is not None:
+                title += f"  ·  {first.node} GPU {local[gpus[0]]}"
+        else:
+            title = f"{len(gpus)} GPUs ({index_ranges(gpus)})  {first.model}, no runs"
+            if first.node is not None:
+                title += f"  ·  {first.node} GPUs {index_ranges([local[x] for x in gpus])}"
         pics.append(layout_picture(model, insts, title=title))
     return pics
 
@@ -143,12 +163,31 @@ def index_ranges(xs: Sequence[int]) -> str:
     return ", ".join(out)
 
 
+def node_line(plan: Plan, node: str) -> Text:
+    """`node gpu01: 2 GPU(s) (A100-SXM4-80GB), 4 x 1g.10gb, 1 x 3g.40gb, 12 runs`."""
+    gpus = plan.node_gpus(node)
+    on = {g.gpu for g in gpus}
+    counts: dict[str, int] = {}
+    for i in plan.instances:
+        if i.gpu in on:
+            counts[i.profile] = counts.get(i.profile, 0) + 1
+    runs = sum(1 for r in plan.runs if r.gpu in on)
+    models = ", ".join(dict.fromkeys(g.model for g in gpus))
+    txt = Text()
+    txt.append(f"node {node}", style="bold")
+    txt.append(f": {len(gpus)} GPU(s) ({models}), " + ", ".join(f"{n} x {p}" for p, n in sorted(counts.items())) + f", {runs} runs")
+    return txt
+
+
 def plan_table(plan: Plan) -> Table:
     timed = any(r.est_end_s is not None for r in plan.runs)
     t = Table(title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances", title_justify="left")
     t.add_column("run")
     t.add_column("group")
     t.add_column("memory", justify="right")
+    nodes = bool(plan.nodes())
+    if nodes:
+        t.add_column("node")
     t.add_column("GPU", justify="right")
     t.add_column("instance")
     t.add_column("wave", justify="right")
@@ -160,10 +199,10 @@ def plan_table(plan: Plan) -> Table:
         key=lambda r: (r.gpu is None, r.gpu if r.gpu is not None else 0, r.start or 0, r.wave or 0, r.id),
     )
     for r in order:
-        row = [
-            r.id,
-            r.group,
-            format_mib(r.memory_mib),
+        row = [r.id, r.group, format_mib(r.memory_mib)]
+        if nodes:
+            row.append((plan.node_of(r.gpu) or "-") if r.gpu is not None else "-")
+        row += [
             "-" if r.gpu is None else str(r.gpu),
             "unplaced" if r.gpu is None else f"{r.profile}@{r.start}",
             "-" if r.wave is None else str(r.wave),
@@ -173,6 +212,48 @@ def plan_table(plan: Plan) -> Table:
                 "-" if r.est_start_s is None else format_duration(r.est_start_s),
                 "-" if r.est_end_s is None else format_duration(r.est_end_s),
             ]
+        t.add_row(*row)
+    return t
+
+
+RUN_TABLE_MAX = 200
+"""Past this many runs `migbench plan` prints a summary per group and GPU model instead of one row per
+run (`--runs` prints them all)."""
+
+
+def runs_summary_table(plan: Plan) -> Table:
+    """One row per (group, GPU model): how many runs, their memory, the instances they run on, the
+    waves they take and when the last is estimated to end."""
+    model_of = {g.gpu: g.model for g in plan.fleet}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in plan.runs:
+        key = (r.group, "unplaced" if r.gpu is None else model_of.get(r.gpu, "?"))
+        d = rows.setdefault(key, {"runs": 0, "mem": set(), "inst": {}, "waves": 0, "end": None})
+        d["runs"] += 1
+        d["mem"].add(r.memory_mib)
+        if r.gpu is not None:
+            d["inst"].setdefault(r.profile, set()).add((r.gpu, r.start))
+            d["waves"] = max(d["waves"], (r.wave or 0) + 1)
+        if r.est_end_s is not None:
+            d["end"] = max(d["end"] or 0.0, r.est_end_s)
+    timed = any(d["end"] is not None for d in rows.values())
+    t = Table(
+        title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances, by group and GPU model "
+        "(`--runs` lists every run)",
+        title_justify="left",
+    )
+    for col, just in (("group", "left"), ("GPU model", "left"), ("runs", "right"), ("memory", "right"),
+                      ("instances", "left"), ("waves", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    if timed:
+        t.add_column("est. end", justify="right")
+    for (group, model), d in sorted(rows.items()):
+        mems = sorted(d["mem"])
+        mem = format_mib(mems[0]) if len(mems) == 1 else f"{format_mib(mems[0])}-{format_mib(mems[-1])}"
+        inst = ", ".join(f"{len(v)} x {p}" for p, v in sorted(d["inst"].items())) or "-"
+        row = [group, model, str(d["runs"]), mem, inst, str(d["waves"]) if d["inst"] else "-"]
+        if timed:
+            row.append("-" if d["end"] is None else format_duration(d["end"]))
         t.add_row(*row)
     return t
 
@@ -202,11 +283,15 @@ def solver_line(plan: Plan, *, seconds: bool = True) -> Text:
     return txt
 
 
-def plan_view(plan: Plan, models: dict[str, GpuModel], *, seconds: bool = True, show_runs: bool = True) -> RenderableType:
+def plan_view(
+    plan: Plan, models: dict[str, GpuModel], *, seconds: bool = True, show_runs: bool = True, all_runs: bool = False
+) -> RenderableType:
+    """The layout per GPU, the runs (one row each up to RUN_TABLE_MAX runs or with `all_runs`, else a
+    summary per group and GPU model), the unplaced runs, the solver's line and the warnings."""
     parts: list[RenderableType] = []
     parts.extend(plan_pictures(plan, models))
     if show_runs:
-        parts.append(plan_table(plan))
+        parts.append(plan_table(plan) if all_runs or len(plan.runs) <= RUN_TABLE_MAX else runs_summary_table(plan))
     if plan.unplaced:
         t = Table(title="unplaced", title_justify="left")
         t.add_column("run")
@@ -376,7 +461,7 @@ _STATE_STYLE = {
 }
 
 
-def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> RenderableType:
+def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str], *, all_runs: bool = False) -> RenderableType:
     parts: list[RenderableType] = [Text(n, style="yellow") for n in notes]
     if doc is not None:
         la = doc["launcher"]
@@ -411,7 +496,10 @@ def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> Rend
                           ("elapsed", "right"), ("peak / instance", "right"), ("note", "left")):
             t.add_column(col, justify=just)  # type: ignore[arg-type]
         now = time.time()
-        for r in doc["runs"]:
+        from migbench.launch.status import runs_to_show
+
+        shown, left_out = runs_to_show(doc, all_runs)
+        for r in shown:
             mem = "-"
             if r["peak_mib"] is not None or r["instance_mib"] is not None:
                 mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
@@ -423,6 +511,8 @@ def status_view(doc: dict[str, Any] | None, host: Any, notes: list[str]) -> Rend
                 r["instance"] or "-", r["mig_uuid"] or "-", _fmt_s(r["elapsed_s"]), mem, note[:120],
             )
         parts.append(t)
+        if left_out:
+            parts.append(Text(left_out, style="dim"))
     if host is not None:
         parts.append(host_view(host))
     elif doc is None:

@@ -71,6 +71,12 @@ def init(
                f"MIG {'on' if mig == 'on' else 'off'}{', VM passthrough' if vm else ''}"
                f"{', unprivileged' if unprivileged else ''}.")
     typer.echo(f"Use it with: export MIGBENCH_SIM={os.path.abspath(h.dir)}")
+    model = st.model
+    marked = [f"{p.name} ({', '.join(p.unverified)})" for p in model.profiles if p.unverified]
+    for note in model.unverified:
+        typer.echo(f"unverified: {note}")
+    if marked:
+        typer.echo("unverified profile values: " + "; ".join(marked))
 
 
 def state_summary(st: Any) -> dict:

@@ -16,7 +16,7 @@ from migbench.errors import MigbenchError
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path
-from migbench.state import state_dir_for
+from migbench.state import state_dir_of_file
 
 
 def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:
@@ -25,9 +25,7 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     if state_dir:
         return Path(state_dir), []
     if plan_file:
-        from migbench.plan import Plan
-
-        return state_dir_for(Plan.load(plan_file), None), []
+        return state_dir_of_file(plan_file), []
     found = sorted(Path.cwd().glob("runs/*/" + "launch.db"), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         return None, []
@@ -67,6 +65,23 @@ def launcher_doc(row: LauncherRow | None) -> dict[str, Any]:
         "plan_file": row.plan_file,
         "log_file": row.log_file,
     }
+
+
+SHOWN_FINISHED = 10
+"""How many of the latest finished runs `status` lists without `--all`."""
+
+
+def runs_to_show(doc: dict[str, Any], all_runs: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """The runs `status` lists and a line saying what it left out: every run with `all_runs`;
+    otherwise the active ones, the failed ones, those waiting out a retry, and the latest finished."""
+    runs = doc["runs"]
+    if all_runs or len(runs) <= 3 * SHOWN_FINISHED:
+        return runs, None
+    keep = [r for r in runs if r["state"] not in ("queued", "succeeded") or r["retry_at"]]
+    done = sorted((r for r in runs if r["state"] == "succeeded"), key=lambda r: (r["end_at"] or 0, r["id"]))[-SHOWN_FINISHED:]
+    shown = keep + done
+    left = len(runs) - len(shown)
+    return shown, f"{left} more runs (queued, or finished earlier) not listed: `--all` lists every run" if left else None
 
 
 def status_doc(sd: Path) -> dict[str, Any]:

@@ -43,6 +43,8 @@ PARAM_NAME_RE = re.compile(r"\+{0,2}[A-Za-z_][A-Za-z0-9_.-]*")
 """A parameter name; dots name nested values (W&B's nested `parameters:`, Hydra's `model.lr`), and a
 leading `+` or `++` is Hydra's append/force override, kept so that `${args_no_hyphens}` passes it on."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+"""A fleet entry's `node:`: a host name as Slurm, Kubernetes and DNS accept it (at most 63 characters)."""
 PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
 
 WANDB_ONLY_KEYS = ("metric", "project", "entity", "early_terminate", "controller", "job", "scheduler")
@@ -74,7 +76,7 @@ GROUP_KEYS = (
     "timeout",
     "hydra",
 )
-FLEET_KEYS = ("gpu", "count", "driver")
+FLEET_KEYS = ("node", "gpu", "count", "driver")
 DURATION_MODEL_KEYS = ("interference", "compute_basis")
 LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma", "probabilities", "parameters")

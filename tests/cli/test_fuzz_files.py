@@ -72,6 +72,7 @@ Target = tuple[str, Callable[[str, dict[str, str]], tuple[list[str], dict[str, s
 INPUT_TARGETS: list[Target] = [
     ("estimate SWEEP", lambda f, g: (["estimate", f], {})),
     ("plan SWEEP", lambda f, g: (["plan", f, "-o", "out.plan.yaml"], {})),
+    ("plan --fleet-file", lambda f, g: (["plan", g["sweep"], "--fleet-file", f, "-o", "out.plan.yaml"], {})),
     ("run SWEEP", lambda f, g: (["run", f], {})),
     ("apply PLAN", lambda f, g: (["apply", f, "--yes"], g["sim"])),
     ("apply --dry-run PLAN", lambda f, g: (["apply", "--dry-run", f], g["sim"])),
@@ -83,11 +84,11 @@ INPUT_TARGETS: list[Target] = [
     ("status PLAN", lambda f, g: (["status", f], {})),
     ("logs RUN PLAN", lambda f, g: (["logs", "tiny-0", f], {})),
     ("stop PLAN", lambda f, g: (["stop", f], {})),
-    ("catalog import LGIP", lambda f, g: (["catalog", "import", f, g["lgipp"], "--name", "X1"], {"MIGBENCH_CATALOG": g["cat"]})),
-    ("catalog import LGIPP", lambda f, g: (["catalog", "import", g["lgip"], f, "--name", "X1"], {"MIGBENCH_CATALOG": g["cat"]})),
+    ("catalog import LGIP", lambda f, g: (["catalog", "import", f, g["lgipp"], "--name", "X1", "--partial"], {"MIGBENCH_CATALOG": g["cat"]})),
+    ("catalog import LGIPP", lambda f, g: (["catalog", "import", g["lgip"], f, "--name", "X1", "--partial"], {"MIGBENCH_CATALOG": g["cat"]})),
     ("MIGBENCH_CATALOG catalog", lambda f, g: (["catalog"], {"MIGBENCH_CATALOG": f})),
     ("MIGBENCH_CATALOG plan", lambda f, g: (["plan", g["sweep"], "-o", "out.plan.yaml"], {"MIGBENCH_CATALOG": f})),
-    ("MIGBENCH_CATALOG catalog import", lambda f, g: (["catalog", "import", g["lgip"], g["lgipp"], "--name", "X1"], {"MIGBENCH_CATALOG": f})),
+    ("MIGBENCH_CATALOG catalog import", lambda f, g: (["catalog", "import", g["lgip"], g["lgipp"], "--name", "X1", "--partial"], {"MIGBENCH_CATALOG": f})),
 ]
 
 # Kinds that are a fine (empty or new) path for some targets, or that the target never opens.

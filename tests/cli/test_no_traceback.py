@@ -108,7 +108,7 @@ def test_catalog_import_into_a_read_only_config_directory_is_an_error(tmp_path: 
     cfg.mkdir()
     with refusals(monkeypatch) as fs:
         fs.readonly(cfg)
-        r = migbench("catalog", "import", str(LGIP), str(LGIPP), "--name", "MY-GPU",
+        r = migbench("catalog", "import", str(LGIP), str(LGIPP), "--name", "MY-GPU", "--partial",
                      env={"MIGBENCH_CATALOG": "", "XDG_CONFIG_HOME": str(cfg)})
         refused(r, "cannot write the user catalogue", "permission denied")
         assert list(cfg.iterdir()) == []

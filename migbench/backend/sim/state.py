@@ -13,7 +13,16 @@ from typing import Any
 import psutil
 
 from migbench.backend.sim.errors import INVALID_ARGUMENT, SimError
-from migbench.backend.sim.rules import CiProfile, choose_gpu_instance_start, ci_profiles, display_name, resolve_model, uses_new_mig_uuids
+from migbench.backend.sim.rules import (
+    CiProfile,
+    choose_gpu_instance_start,
+    ci_profiles,
+    display_name,
+    idle_gi_memory_mib,
+    physical_start,
+    resolve_model,
+    uses_new_mig_uuids,
+)
 from migbench.catalog import (
     DriverVersion,
     GpuModel,
@@ -90,6 +99,7 @@ class SimGpu:
     mig_pending: bool
     clients: list[str] = field(default_factory=list)
     gpu_instances: list[GpuInstance] = field(default_factory=list)
+    swapped: bool = False  # the two halves of the memory slices exchanged in GI numbering (docs/mig-facts.md#gi-ids)
 
     def gi(self, gi_id: int) -> GpuInstance | None:
         return next((g for g in self.gpu_instances if g.id == gi_id), None)
@@ -98,7 +108,8 @@ class SimGpu:
 @dataclass(frozen=True)
 class MigDevice:
     """A MIG device (one compute instance) as NVML and nvidia-smi show it. `index` is per parent GPU,
-    in (GI id, CI id) order; `memory_mib` is the GI profile's memory (the CIs of a GI share it)."""
+    in (GI id, CI id) order; `memory_mib` is its GI's memory (the CIs of a GI share it): the profile's, or
+    what the catalogue records for that physical placement (`Profile.memory_at`)."""
 
     gpu: int
     index: int
@@ -189,10 +200,15 @@ class SimState:
                 out.append(
                     MigDevice(
                         gpu=gpu, index=len(out), gi_id=gi.id, ci_id=ci.id, uuid=ci.uuid, name=cp.name,
-                        gi_profile=prof, ci_profile=cp, memory_mib=int(prof.memory_mib or 0), serial=ci.serial,
+                        gi_profile=prof, ci_profile=cp, memory_mib=self.gi_memory_mib(g, gi), serial=ci.serial,
                     )
                 )
         return out
+
+    def gi_memory_mib(self, g: SimGpu, gi: GpuInstance) -> int:
+        """The memory a GPU instance reports: its profile's, or the catalogue's value for its physical placement."""
+        prof = self.gi_profile(gi)
+        return int(prof.memory_at(physical_start(self.model, gi.start, gi.size, g.swapped)) or 0)
 
     def all_mig_devices(self) -> list[MigDevice]:
         return [d for g in self.gpus for d in self.mig_devices(g.index)]
@@ -208,7 +224,14 @@ class SimState:
         return int(m.memory_total_mib or m.max_memory_mib())
 
     def used_memory_mib(self, gpu: int, gi: int | None = None) -> int:
+        """Memory the simulated processes use (on GPU `gpu`, or one of its GPU instances)."""
         return sum(p.used_memory_mib for p in self.processes_on(gpu, gi))
+
+    def gi_used_mib(self, gpu: int, gi: GpuInstance) -> int:
+        """What nvidia-smi shows as used on a GPU instance: the driver's idle use (once compute instances exist;
+        [U] by driver, `idle_gi_memory_mib`) plus its processes."""
+        idle = idle_gi_memory_mib(self.driver_version, gi.size) if gi.compute_instances else 0
+        return idle + self.used_memory_mib(gpu, gi.id)
 
     def remaining_capacity(self, gpu: int, profile: Profile) -> int:
         """How many more GIs of `profile` fit, created one after another with driver-chosen placements
