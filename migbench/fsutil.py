@@ -73,46 +73,44 @@ def _too_big(p: Path, what: str, size: int | None, limit: int) -> InputError:
     )
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, what: str) -> Path:
-    """Write a text file through a temp file beside it and a rename; any failure (a read-only
-    directory, a name too long, a full disk) leaves the old file, no temp file, and raises an
-    `Error:` naming `what`. A device or a pipe (`/dev/null`) is written through, never replaced."""
+def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
+    """Write JSON through a temp file, fsync and a rename: readers never see half a file, and a
+    crash leaves either the old file or the new one."""
+    write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None) -> Path:
+    """Write text through a temp file beside it, fsync and a rename: readers never see half a file,
+    and a crash leaves the old file or the new one. A device or a pipe (`-o /dev/null`) is written
+    through, never replaced. Any failure (a read-only directory, a name too long, a full disk) leaves
+    the old file and no temp file, and raises the OSError, or, given `what` (the "plan file"), an
+    `Error:` that says what could not be written and why."""
     p = Path(path)
-    if p.is_dir():
+    if what is not None and p.is_dir():
         raise MigbenchError(f"{p} is a directory", hint=f"give the {what}'s name")
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     if len(os.fsencode(tmp.name)) > 255:  # keep a long (but legal) name writable
         tmp = p.with_name(f".migbench.{os.getpid()}.tmp")
     try:
         if p.exists() and not p.is_file():
-            with open(p, "w") as f:
+            with open(p, "w", encoding="utf-8") as f:
                 f.write(text)
             return p
         p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     except OSError as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if what is None:
+            raise
         raise from_os_error(exc, f"write the {what}") from None
     return p
-
-
-def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
-    """Write JSON through a temp file, fsync and a rename: readers never see half a file, and a
-    crash leaves either the old file or the new one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
 
 
 class PidLock:

@@ -1,4 +1,4 @@
-"""A plan file read as strictly as a sweep: `check_plan` checks every field of the document (types,
+"""A plan file read as strictly as a sweep: `check_document` checks every field of the document (types,
 ranges, run ids and the sweep name and `log_dir` that become paths) and the whole against itself and
 the catalogue (legal placements without overlap on GPUs of the fleet, runs on instances of the plan
 that list them, unique run ids, runs that fit their instance). Problems carry their field path;
@@ -124,13 +124,13 @@ def _kind(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Checked:
-    """What `check_plan` found: problems as (field path, message, hint), notes for the user."""
+    """What `check_document` found: problems as (field path, message, hint), notes for the user."""
 
     problems: list[tuple[str, str, str | None]]
     notes: list[str]
 
 
-def check_plan(doc: dict[str, Any], *, catalog: Catalog | None = None) -> Checked:
+def check_document(doc: dict[str, Any], *, catalog: Catalog | None = None) -> Checked:
     """Every field of a plan document (a mapping of kind migbench-plan) and the whole, see the module."""
     chk = _Check()
     notes: list[str] = []

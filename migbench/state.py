@@ -21,20 +21,21 @@ from migbench.plan import Plan, read_identity
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
     """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
+    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
+    return state_dir_in(base, plan.launch.log_dir, plan.name, override)
+
+
+def state_dir_in(plan_dir: str | os.PathLike[str], log_dir: str, name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists)."""
     if override:
         return Path(override)
-    return _state_dir(plan.path, plan.launch.log_dir, plan.name)
+    return Path(plan_dir).resolve() / log_dir / name
 
 
 def state_dir_of_file(plan_file: str | os.PathLike[str]) -> Path:
     """`state_dir_for` from a plan file, reading only its head (see `plan.read_identity`)."""
     name, launch = read_identity(plan_file)
-    return _state_dir(str(plan_file), launch.log_dir, name)
-
-
-def _state_dir(plan_path: str | None, log_dir: str, name: str) -> Path:
-    base = Path(plan_path).resolve().parent if plan_path else Path.cwd()
-    return base / log_dir / name
+    return state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name)
 
 
 def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:

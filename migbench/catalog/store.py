@@ -117,6 +117,12 @@ class Catalog:
             raise InputError(f"{where}: model {key} is malformed ({type(exc).__name__}: {exc})", hint=_FIX_USER) from None
 
 
+def model_from_spec(key: str, spec: dict[str, Any], driver: str | DriverVersion | None = None, origin: str = "user") -> GpuModel:
+    """A model from one catalogue-format spec (what `spec_from_model` writes) resolved for `driver`;
+    the simulated host keeps the profile table it was built from this way."""
+    return _resolve(key, spec, parse_driver(driver) if isinstance(driver, str) else driver, origin)
+
+
 def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origin: str) -> GpuModel:
     profiles = []
     for ps in spec.get("profiles", []):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.text import Text
 
-from migbench.cli.common import console, is_tty, load_plan, parse_gpus
+from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan, parse_gpus
 from migbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ def apply_cmd(
     from migbench.backend.select import open_backend
 
     plan, state_dir = _share(load_plan(plan_file), node, state_dir)
+    adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -90,6 +91,7 @@ def check_cmd(
     from migbench.backend.select import read_host
 
     plan, _ = _share(load_plan(plan_file), node, None)
+    adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)

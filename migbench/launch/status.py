@@ -6,6 +6,7 @@ Everything here opens `launch.db` read-only except `request_stop`, which sets th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -35,6 +36,34 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     return newest, [
         f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"
     ]
+
+
+def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The parameters of runs `ids`: from `<state dir>/<run>/params.json` (written when a run first
+    starts), and from the plan file for runs that never started (read only then: a 30,000-run plan
+    is seconds of YAML). Runs whose parameters cannot be found are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    missing = []
+    for rid in ids:
+        try:
+            doc = json.loads((sd / rid / "params.json").read_text())
+        except (OSError, ValueError):
+            missing.append(rid)
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+            out[rid] = doc["params"]
+        else:
+            missing.append(rid)
+    if missing and plan_file:
+        from migbench.plan import Plan
+
+        try:
+            plan = Plan.load(plan_file)
+        except (MigbenchError, OSError, ValueError):
+            return out
+        want = set(missing)
+        out.update({r.id: dict(r.params) for r in plan.runs if r.id in want})
+    return out
 
 
 def open_state(sd: Path) -> Store:

@@ -84,6 +84,16 @@ INPUT_TARGETS: list[Target] = [
     ("status PLAN", lambda f, g: (["status", f], {})),
     ("logs RUN PLAN", lambda f, g: (["logs", "tiny-0", f], {})),
     ("stop PLAN", lambda f, g: (["stop", f], {})),
+    ("plan --check PLAN", lambda f, g: (["plan", g["sweep"], "--check", f], {})),
+    ("report PLAN", lambda f, g: (["report", f, "-o", "r.html", "--no-grain"], {})),
+    ("grain SWEEP", lambda f, g: (["grain", f], {})),
+    ("exec PLAN", lambda f, g: (["exec", f, "--array", "a", "--index", "0", "--dry-run"], {})),
+    ("exec --device-map", lambda f, g: (["exec", g["plan"], "--array", "a", "--index", "0", "--device-map", f, "--dry-run"], {})),
+    ("export slurm PLAN", lambda f, g: (["export", "slurm", f, "-o", "out"], {})),
+    ("export slurm --type-map-file", lambda f, g: (["export", "slurm", g["plan"], "--type-map-file", f, "-o", "out"], {})),
+    ("export k8s PLAN", lambda f, g: (["export", "k8s", f, "-o", "out"], {})),
+    ("export mig-parted PLAN", lambda f, g: (["export", "mig-parted", f, "-o", "out"], {})),
+    ("sim init --from DIR", lambda f, g: (["sim", "init", "newsim", "--from", f], {})),
     ("catalog import LGIP", lambda f, g: (["catalog", "import", f, g["lgipp"], "--name", "X1", "--partial"], {"MIGBENCH_CATALOG": g["cat"]})),
     ("catalog import LGIPP", lambda f, g: (["catalog", "import", g["lgip"], f, "--name", "X1", "--partial"], {"MIGBENCH_CATALOG": g["cat"]})),
     ("MIGBENCH_CATALOG catalog", lambda f, g: (["catalog"], {"MIGBENCH_CATALOG": f})),
@@ -111,10 +121,17 @@ OUTPUT_TARGETS: list[Target] = [
     ("MIGBENCH_SIM apply --dry-run", lambda f, g: (["apply", "--dry-run", g["plan"]], {"MIGBENCH_SIM": f})),
     ("stop --state-dir", lambda f, g: (["stop", "--state-dir", f], {})),
     ("logs --state-dir", lambda f, g: (["logs", "tiny-0", "--state-dir", f], {})),
+    ("report -o OUT", lambda f, g: (["report", g["plan"], "-o", f, "--no-grain"], {})),
+    ("doctor --capture DIR", lambda f, g: (["doctor", "--capture", f], g["sim"])),
+    ("export slurm -o DIR", lambda f, g: (["export", "slurm", g["plan"], "-o", f], {})),
     ("sim reboot --state", lambda f, g: (["sim", "reboot", "--state", f], {})),
     ("sim nvidia-smi --state", lambda f, g: (["sim", "nvidia-smi", "--state", f, "-L"], {})),
 ]
-OUTPUT_FINE = {("sim init DIR", "directory")}  # an existing directory is where a host is created
+OUTPUT_FINE = {
+    ("sim init DIR", "directory"),  # an existing directory is where a host is created
+    ("doctor --capture DIR", "directory"), ("export slurm -o DIR", "directory"),  # they write into it
+    ("report -o OUT", "not-a-plan"), ("report -o OUT", "binary"),  # a report replaces the file it is told to write
+}
 
 CASES = [(t, k) for t in INPUT_TARGETS for k in INPUT_KINDS if (t[0], k) not in FINE]
 OUT_CASES = [(t, k) for t in OUTPUT_TARGETS for k in OUTPUT_KINDS if (t[0], k) not in OUTPUT_FINE

@@ -170,6 +170,11 @@ def init_host(
     if any(not 0 <= i < count for i in swapped):
         raise MigbenchError(f"swapped GPU index out of range: {sorted(swapped)} (the host has {count} GPUs)")
     state = SimState(model_key=key, driver=drv, seed=seed, vm=vm, privileged=privileged, gpus=gpus)
+    return create_host(state_dir, state)
+
+
+def create_host(state_dir: str | os.PathLike[str], state: SimState) -> SimHost:
+    """Write a prepared state as the simulated host in `state_dir` (created; replaced if present)."""
     host = SimHost(state_dir)
     if host.dir.exists() and not host.dir.is_dir():
         raise MigbenchError(
@@ -674,6 +679,7 @@ __all__ = [
     "SimState",
     "ci_profiles",
     "ci_remaining",
+    "create_host",
     "cuda_driver_version",
     "error_string",
     "gpu_instance_id",
