@@ -19,6 +19,7 @@ from migbench.catalog.model import (
     variant_of,
 )
 from migbench.errors import InputError, MigbenchError, Problem
+from migbench.fsutil import read_input
 
 
 @dataclass(frozen=True)
@@ -289,11 +290,9 @@ def import_files(
         )
 
     texts = []
-    for f in (lgip_file, lgipp_file):
-        p = Path(f)
-        if not p.exists():
-            raise InputError(f"{f} does not exist", hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
-        texts.append(p.read_text(errors="replace"))
+    for f, what in ((lgip_file, "`nvidia-smi mig -lgip` text file"), (lgipp_file, "`nvidia-smi mig -lgipp` text file")):
+        data = read_input(f, what, hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
+        texts.append(data.decode("utf-8", errors="replace"))
     problems = paste_problems(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file))
     rows = rows_from_text(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file),
                           partial=partial)

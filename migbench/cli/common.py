@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
 from migbench.errors import MigbenchError, UsageError
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
+    from migbench.sweep import Sweep
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
 
@@ -30,6 +37,32 @@ def print_error(err: MigbenchError) -> None:
     styles = {"Error: ": "bold red", "    Hint: ": "cyan", "Hint: ": "bold cyan"}
     for label, text in err.lines():
         con.print(Text(label, style=styles.get(label, "")) + Text(text))
+
+
+def load_plan(path: Path) -> Plan:
+    """`Plan.load`, then what loading found worth saying (the sweep changed since) on stderr."""
+    from migbench.plan import Plan
+
+    plan = Plan.load(path)
+    warn(plan.notes)
+    return plan
+
+
+def load_sweep(path: Path) -> Sweep:
+    """`load_sweep`, then its notes (W&B-only keys ignored, parameters no command uses) on stderr."""
+    from migbench.sweep import load_sweep as load
+
+    sweep = load(path)
+    warn(sweep.notes)
+    return sweep
+
+
+def warn(lines: Iterable[str]) -> None:
+    """`warning: ...` lines on stderr, never hard-wrapped."""
+    con = console(stderr=True)
+    con.soft_wrap = True
+    for line in lines:
+        con.print(Text("warning: ", style="yellow") + Text(line))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.text import Text
 
-from migbench.cli.common import adopt_simulated_host, console, is_tty, parse_gpus
+from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan, parse_gpus
 from migbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,9 +25,8 @@ def apply_cmd(
 ) -> None:
     from migbench.apply import apply_plan
     from migbench.backend.select import open_backend
-    from migbench.plan import Plan
 
-    plan, state_dir = _share(Plan.load(plan_file), node, state_dir)
+    plan, state_dir = _share(load_plan(plan_file), node, state_dir)
     adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
@@ -90,9 +89,8 @@ def check_cmd(
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
     from migbench.backend.select import read_host
-    from migbench.plan import Plan
 
-    plan, _ = _share(Plan.load(plan_file), node, None)
+    plan, _ = _share(load_plan(plan_file), node, None)
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from migbench.cli.common import STATE_DIR_HELP, adopt_simulated_host, console
+from migbench.cli.common import STATE_DIR_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -34,9 +34,8 @@ def launch_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     if not dry_run:
         adopt_simulated_host(plan_file.parent)
     opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
@@ -97,11 +96,12 @@ def run_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.sweep import load_sweep
+    from migbench.sweep.runnable import start_problems
     from migbench.workflows import plan_and_apply
 
     con = console()
     sweep = load_sweep(sweep_file)
+    warn(start_problems(sweep))
     prep = plan_and_apply(sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print)
     if prep.plan is None:
         return

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import console
+from migbench.cli.common import console, load_sweep, warn
 from migbench.cli.render import accuracy_view, fit_table, plan_view
 from migbench.errors import MigbenchError, UsageError
 from migbench.types import Objective
@@ -40,7 +40,6 @@ def estimate_cmd(
     headroom: Annotated[Optional[float], typer.Option("--headroom", help=HEADROOM_HELP, min=0.0, max=10.0)] = None,
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,...]: the GPUs to size instances for.")] = None,
 ) -> None:
-    from migbench.sweep import load_sweep
     from migbench.workflows import fleet_for, resolve_memory
 
     sweep = load_sweep(sweep_file)
@@ -121,9 +120,11 @@ def plan_cmd(
     history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
     no_history: Annotated[bool, typer.Option("--no-history", help="Do not learn from earlier launches.")] = False,
     headroom: Annotated[Optional[float], typer.Option("--headroom", help=HEADROOM_HELP, min=0.0, max=10.0)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output file even if it is not a migbench plan.")] = False,
 ) -> None:
+    from migbench.plan import check_output
     from migbench.planner import SolveOptions, check_plan_input, make_plan
-    from migbench.sweep import load_sweep
+    from migbench.sweep.runnable import start_problems
     from migbench.workflows import fleet_for, resolve_memory
 
     try:
@@ -135,6 +136,10 @@ def plan_cmd(
     if check is not None and output is not None:
         raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
     sweep = load_sweep(sweep_file)
+    out = output or Path(f"{sweep.name}.plan.yaml")
+    if check is None:  # a CI check of a committed plan runs where the commands need not exist
+        warn(start_problems(sweep))
+        check_output(out, sweep_file, force=force, name=sweep.name)
     check_plan_input(sweep)
     fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     out = output or Path(f"{sweep.name}.plan.yaml")
@@ -147,7 +152,7 @@ def plan_cmd(
     if check is not None:
         _check(sweep_file, check, plan)
         return
-    plan.save(out)
+    plan.save(out, force=force)
     if as_json:
         typer.echo(plan.to_json())
         return

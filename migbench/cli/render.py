@@ -182,23 +182,67 @@ def layout_picture(
 
 
 def plan_pictures(plan: Plan, models: dict[str, GpuModel], *, width: int = 80) -> list[Text]:
-    """Each GPU's layout; in a fleet of several nodes, grouped under a line per node."""
-    pics = []
-    local: dict[str | None, int] = {}
+    """One picture per GPU that runs something; GPUs of one node (or of the one host) with no run and
+    the same model and layout share one picture (10,000 idle GPUs are one picture, not 10,000), where
+    the first of them is. In a fleet of several nodes, grouped under a line per node."""
+    by_gpu: dict[int, list[Any]] = {}
+    for i in plan.instances:
+        by_gpu.setdefault(i.gpu, []).append(i)
+    local: dict[int, int] = {}  # plan GPU -> its index on its node
+    counts: dict[str, int] = {}
     for g in plan.fleet:
-        model = models[g.model]
+        if g.node is not None:
+            local[g.gpu] = counts[g.node] = counts.get(g.node, -1) + 1
+    idle: dict[tuple[str | None, str, tuple[tuple[str, int], ...]], list[int]] = {}
+    order: list[tuple[str | None, str, tuple[tuple[str, int], ...]] | int] = []
+    for g in plan.fleet:
+        insts = by_gpu.get(g.gpu, [])
+        if any(i.runs for i in insts):
+            order.append(g.gpu)
+            continue
+        key = (g.node, g.model, tuple(sorted((i.profile, i.start) for i in insts)))
+        if key not in idle:
+            idle[key] = []
+            order.append(key)
+        idle[key].append(g.gpu)
+    fleet = {g.gpu: g for g in plan.fleet}
+    pics: list[Text] = []
+    nodes_shown: set[str] = set()
+    for what in order:
+        gpus = [what] if isinstance(what, int) else idle[what]
+        first = fleet[gpus[0]]
+        if first.node is not None and first.node not in nodes_shown:
+            nodes_shown.add(first.node)
+            pics.append(node_line(plan, first.node))
+        model = models[first.model]
         insts = [
             (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
-            for i in plan.instances_of(g.gpu)
+            for i in by_gpu.get(gpus[0], [])
         ]
-        title = f"GPU {g.gpu}  {g.model}"
-        if g.node is not None:
-            if g.node not in local:
-                pics.append(node_line(plan, g.node))
-            local[g.node] = local.get(g.node, -1) + 1
-            title += f"  ·  {g.node} GPU {local[g.node]}"
+        if len(gpus) == 1:
+            title = f"GPU {gpus[0]}  {first.model}"
+            if first.node is not None:
+                title += f"  ·  {first.node} GPU {local[gpus[0]]}"
+        else:
+            title = f"{len(gpus)} GPUs ({index_ranges(gpus)})  {first.model}, no runs"
+            if first.node is not None:
+                title += f"  ·  {first.node} GPUs {index_ranges([local[x] for x in gpus])}"
         pics.append(layout_picture(model, insts, title=title, width=width))
     return pics
+
+
+def index_ranges(xs: Sequence[int]) -> str:
+    """`0-3, 5, 7-9`: sorted indices as runs of consecutive numbers."""
+    out: list[str] = []
+    xs = sorted(xs)
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def node_line(plan: Plan, node: str) -> Text:

@@ -65,6 +65,21 @@ def _log(adir: Path, msg: str) -> None:
         pass
 
 
+def start_failure(exc: BaseException, where: str, program: str, workdir: str) -> tuple[str, int]:
+    """Why a run could not start, in words (an OSError's reason, never a bytes repr of the path
+    execvpe tried last), and the exit code a shell gives it: 126 found but not executable, 127 not
+    found. The launcher does not retry either: the next attempt would fail the same way."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    reason = reason[:1].lower() + reason[1:]
+    if where == "workdir":
+        return f"migbench: cannot enter the workdir {workdir}: {reason}", 127
+    if where == "program" and isinstance(exc, FileNotFoundError):
+        found = "command not found on PATH" if "/" not in program else "no such file"
+        return f"migbench: cannot start {program} in {workdir}: {found}", 127
+    code = 126 if isinstance(exc, PermissionError) else 127
+    return f"migbench: cannot start {program} in {workdir}: {reason}", code
+
+
 def run(adir: Path) -> int:
     """Start, supervise and record one attempt. Returns the exit code (0-255)."""
     cmd = json.loads((adir / "cmd.json").read_text())
@@ -84,6 +99,7 @@ def run(adir: Path) -> int:
 
     pid = os.fork()
     if pid == 0:  # the child
+        where = "setup"
         try:
             os.setpgid(0, 0)
             os.close(gate_w)
@@ -96,15 +112,17 @@ def run(adir: Path) -> int:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             if os.read(gate_r, 1) != b"x":
                 os._exit(126)  # the shim went away before letting the run start
+            where = "workdir"
             os.chdir(workdir)
+            where = "program"
             os.execvpe(argv[0], argv, env)
         except BaseException as exc:  # noqa: BLE001 - report any failure to start, then leave
-            msg = f"migbench: cannot start {argv[0]!r} in {workdir!r}: {exc}"
+            msg, rc = start_failure(exc, where, argv[0], workdir)
             try:
                 os.write(exec_w, msg.encode("utf-8", "replace"))
                 os.write(2, (msg + "\n").encode("utf-8", "replace"))
             finally:
-                os._exit(127)
+                os._exit(rc)
     # the shim
     os.close(gate_r)
     os.close(exec_w)

@@ -72,6 +72,7 @@ from migbench.launch.options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LOCK_NAME,
+    NOT_STARTED,
     OOM_RANK_SHIFT,
     LaunchOptions,
     LaunchResult,
@@ -683,9 +684,13 @@ class Supervisor:
         if res.oom:
             self._oom(a, row, res, early)
             return
-        if res.exec_error:
-            why = res.exec_error
-        elif res.timed_out:
+        rc = res.returncode
+        if res.exec_error or (rc is not None and rc in NOT_STARTED and res.signal is None and not res.timed_out):
+            # the command could not start (not found, not executable, no workdir): a retry fails the same way
+            why = res.exec_error or f"exit code {rc} ({NOT_STARTED.get(rc or 0, '')})"
+            self._failed_attempt(row, why + "; not retried", "failed", early, retry=False)
+            return
+        if res.timed_out:
             limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
             why = f"timed out after {limit:g} s" if limit is not None else "timed out"
         elif res.signal is not None:
@@ -694,10 +699,10 @@ class Supervisor:
             why = f"exit code {res.returncode}"
         self._failed_attempt(row, why, "failed", early)
 
-    def _failed_attempt(self, row: RunRow, why: str, outcome: str, early: bool) -> None:
+    def _failed_attempt(self, row: RunRow, why: str, outcome: str, early: bool, retry: bool = True) -> None:
         pr = self.plan_runs.get(row.id)
         row.failures += 1
-        allowed = retries_of(self.plan, pr) if pr is not None else 0
+        allowed = retries_of(self.plan, pr) if pr is not None and retry else 0
         self.ended.append(AttemptEnd.of(row, outcome, why))
         self.dirty.add(row.id)
         if pr is not None and row.failures <= allowed:

@@ -23,6 +23,8 @@ from migbench.sweep.schema import (
     GROUP_KEYS,
     GROUP_NAME_RE,
     LAUNCH_KEYS,
+    LIST_DISTRIBUTIONS,
+    MAX_NAME_LEN,
     MEMORY_TABLE_KEYS,
     PARAM_KEYS,
     PARAM_NAME_RE,
@@ -30,6 +32,7 @@ from migbench.sweep.schema import (
     SCHEMA_VERSION,
     SWEEP_NAME_RE,
     TOP_KEYS,
+    WANDB_ONLY_KEYS,
 )
 
 SCHEMA_ID = "https://migbench.invalid/schema/sweep-v1.json"
@@ -101,12 +104,17 @@ LAUNCH = {
 PARAMETER_MAP = {
     "value": {**_SCALAR, "description": "One fixed value."},
     "values": {"type": "array", "items": _SCALAR, "minItems": 1, "description": "The values to try."},
-    "distribution": {"enum": list(DISTRIBUTIONS), "description": "A W&B distribution (method: random)."},
+    "distribution": {
+        "enum": list(DISTRIBUTIONS) + list(LIST_DISTRIBUTIONS),
+        "description": "A W&B distribution (method: random); categorical (with values) and constant (with value) are lists.",
+    },
     "min": {"type": "number"},
     "max": {"type": "number"},
     "q": {"type": "number", "exclusiveMinimum": 0},
     "mu": {"type": "number"},
     "sigma": {"type": "number", "exclusiveMinimum": 0},
+    "probabilities": {"type": "array", "items": {"type": "number"}, "description": "W&B's weights of values: ignored by a grid."},
+    "parameters": {"type": "object", "description": "Nested parameters (W&B): each leaf is named parent.child."},
 }
 PARAMETER = {
     "description": "A list of values, one value, Hydra's `a,b` / `range(0,10,2)`, W&B's {values: [...]}, {value: x} "
@@ -139,7 +147,8 @@ MEMORY = {
     ],
 }
 GROUP: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "pattern": f"^{GROUP_NAME_RE.pattern}$", "description": "The group's name: run ids are <name>-<hash>."},
+    "name": {"type": "string", "pattern": f"^{GROUP_NAME_RE.pattern}$", "maxLength": MAX_NAME_LEN,
+             "description": "The group's name: run ids are <name>-<hash>."},
     "command": {
         "description": "The command: a string (split like a shell, no shell runs it) or a list of arguments; "
         "{param}, ${program}, ${args}, ${run_id}, ${run_dir}, ${attempt}.",
@@ -181,10 +190,13 @@ GROUP: dict[str, dict[str, Any]] = {
     "workdir": {"type": "string", "minLength": 1, "description": "Where the run starts (default: the sweep file's directory)."},
     "retries": _count(0, "Retries of this group's runs (default: launch.retries)."),
     "timeout": {**_DURATION, "description": "Stop a run after this long."},
+    "hydra": {"type": "object", "description": "Hydra's config block: hydra.sweeper.params gives parameters (the rest is ignored)."},
 }
+WANDB_ONLY = {k: {"description": "A W&B-only key: accepted and ignored with a note."} for k in WANDB_ONLY_KEYS}
 TOP: dict[str, dict[str, Any]] = {
     "version": {"const": SCHEMA_VERSION, "description": "The sweep file's schema version."},
-    "name": {"type": "string", "pattern": f"^{SWEEP_NAME_RE.pattern}$", "description": "The sweep's name: its state lives in runs/<name>/."},
+    "name": {"type": "string", "pattern": f"^{SWEEP_NAME_RE.pattern}$", "maxLength": MAX_NAME_LEN,
+             "description": "The sweep's name: its state lives in runs/<name>/."},
     "description": {"type": "string"},
     "seed": {"type": "integer", "description": "Seed of random sampling."},
     "fleet": {
@@ -204,6 +216,7 @@ def sweep_json_schema() -> dict[str, Any]:
     """The JSON Schema of a sweep file (draft-07), with a description for every key."""
     group_fields = tuple(k for k in GROUP_KEYS if k != "name")
     group = _obj(GROUP_KEYS, GROUP, "group", required=("name",))
+    group["properties"].update(WANDB_ONLY)
     group["description"] = "A group of runs: one command, its parameters and its memory."
     defaults = _obj(group_fields, GROUP, "defaults")
     defaults["description"] = "Group fields merged under every group."
@@ -213,6 +226,7 @@ def sweep_json_schema() -> dict[str, Any]:
         raise KeyError(f"json_schema.py has no type for top-level key(s) {', '.join(missing)}")
     props = {k: top[k] for k in TOP_KEYS}
     props.update({k: GROUP[k] for k in group_fields if k not in props})  # the single-group form
+    props.update(WANDB_ONLY)
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,
@@ -223,6 +237,6 @@ def sweep_json_schema() -> dict[str, Any]:
         "properties": props,
         "required": ["version", "name"],
         "if": {"required": ["groups"]},
-        "then": {"propertyNames": {"enum": list(TOP_KEYS)}},
-        "else": {"propertyNames": {"enum": list(TOP_KEYS) + list(group_fields)}},
+        "then": {"propertyNames": {"enum": list(TOP_KEYS) + list(WANDB_ONLY_KEYS)}},
+        "else": {"propertyNames": {"enum": list(TOP_KEYS) + list(group_fields) + list(WANDB_ONLY_KEYS)}},
     }

@@ -20,6 +20,7 @@ from migbench.estimate import (
     EstimateSpec,
     estimate,
     parse_param_count,
+    parse_trainable,
 )
 from migbench.sweep.fields import Ctx
 from migbench.sweep.model import (
@@ -227,6 +228,8 @@ def _coerce_estimate(key: str, value: Any) -> Any:
         return value
     if key in ("context", "workspace"):
         return float(units.parse_memory_mib(value))
+    if key == "trainable":
+        return parse_trainable(value)
     if key == "headroom":
         if isinstance(value, str):
             try:

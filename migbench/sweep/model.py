@@ -155,6 +155,9 @@ class Sweep:
     launch: LaunchSettings
     seed: int
     description: str | None = None
+    notes: tuple[str, ...] = ()
+    """What loading found worth saying without refusing the file (`file:line: field: message`): W&B-only
+    keys ignored, parameters no command uses."""
 
     def run(self, run_id: str) -> Run:
         """The run with this id (KeyError if none)."""

@@ -123,6 +123,7 @@ def test_partial_import_records_a_loud_warning_and_keeps_the_real_geometry(tmp_p
 
 @pytest.mark.slow
 def test_cli_refuses_then_imports_with_partial(tmp_path, user_catalog):
+    # --force: the paste replaces the built-in H100-SXM5-80GB, which catalog import refuses without it
     lgip, lgipp = write(tmp_path, GOOGLE_LGIP, SCALEWAY_LGIPP)
     env = {"MIGBENCH_CATALOG": str(user_catalog)}
     r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", env=env)

@@ -34,6 +34,7 @@ groups:
 @pytest.fixture
 def sweep_dir(tmp_path):  # type: ignore[no-untyped-def]
     (tmp_path / "acc.yaml").write_text(textwrap.dedent(SWEEP))
+    (tmp_path / "train.py").write_text("")  # the script the groups name, so `plan` has nothing to warn about
     from migbench.sweep import load_sweep
 
     sw = load_sweep(tmp_path / "acc.yaml")

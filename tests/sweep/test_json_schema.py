@@ -14,7 +14,8 @@ from migbench.sweep import load_sweep, schema
 from tests.support import DATA, REPO
 from tests.support.cli import migbench
 
-GOOD = sorted((REPO / "sweeps").glob("*.yaml")) + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
+GOOD = (sorted((REPO / "sweeps").glob("*.yaml")) + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
+        + sorted((DATA / "sweeps" / "public").glob("*.yaml")))
 # refused by the loader for their shape: the schema must refuse them too
 BAD_SHAPE = [
     "unknown_key_top", "unknown_key_group", "wrong_version", "missing_version", "bad_group_name", "sweep_name_bad",
@@ -40,12 +41,12 @@ def test_every_key_of_the_sweep_schema_has_a_type_and_nothing_else_is_allowed():
     for keys, types in pairs:
         assert set(keys) == set(types), f"add the missing keys to migbench/sweep/json_schema.py: {set(keys) ^ set(types)}"
     doc = js.sweep_json_schema()
-    assert set(doc["then"]["propertyNames"]["enum"]) == set(schema.TOP_KEYS)
+    assert set(doc["then"]["propertyNames"]["enum"]) == set(schema.TOP_KEYS) | set(schema.WANDB_ONLY_KEYS)
     group = doc["properties"]["groups"]["items"]
-    assert set(group["properties"]) == set(schema.GROUP_KEYS) and group["additionalProperties"] is False
+    assert set(group["properties"]) == set(schema.GROUP_KEYS) | set(schema.WANDB_ONLY_KEYS) and group["additionalProperties"] is False
     assert doc["properties"]["version"]["const"] == schema.SCHEMA_VERSION
     dist = group["properties"]["parameters"]["additionalProperties"]["anyOf"][2]["properties"]["distribution"]
-    assert dist["enum"] == list(schema.DISTRIBUTIONS)
+    assert dist["enum"] == list(schema.DISTRIBUTIONS) + list(schema.LIST_DISTRIBUTIONS)
 
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
