@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ import yaml
 from migbench.catalog import GpuModel
 from migbench.duration import Demand, DurationModel
 from migbench.errors import InputError, Problem
-from migbench.types import InstanceRef, LaunchSettings, Placement
+from migbench.fsutil import umask, write_text_atomic
+from migbench.types import ENV_NAME_RE, SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
 
 PLAN_VERSION = 1
 PLAN_KIND = "migbench-plan"
@@ -201,9 +203,8 @@ class Plan:
                 f.write(text)
             return p
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
+        mode = stat.S_IMODE(p.stat().st_mode) if p.exists() else 0o666 & ~umask()
+        write_text_atomic(p, text, mode=mode)
         self.path = str(p)
         return p
 
@@ -248,33 +249,51 @@ class Plan:
                 hint=f"expected kind: {PLAN_KIND}, version: {PLAN_VERSION}; regenerate it with `migbench plan`",
             )
         sweep = need(doc, "sweep", dict, "sweep") or {}
-        fleet = [
-            PlanGpu(int(g["gpu"]), str(g["model"]), g.get("driver"))
-            for g in (need(doc, "fleet", list, "fleet") or [])
-            if isinstance(g, dict) and "gpu" in g and "model" in g
-        ]
+        name = sweep.get("name", "")
+        if not isinstance(name, str) or not SAFE_NAME_RE.fullmatch(name):
+            problems.append(
+                Problem(
+                    f"sweep name {name!r} cannot name the state directory",
+                    file=file, field="sweep.name", hint="letters, digits, '.', '_' and '-', starting with a letter or digit",
+                )
+            )
+        fleet = []
+        for k, g in enumerate(need(doc, "fleet", list, "fleet") or []):
+            try:
+                fleet.append(PlanGpu(int(g["gpu"]), str(g["model"]), None if g.get("driver") is None else str(g["driver"])))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problems.append(Problem(f"malformed GPU ({_why(exc)})", file=file, field=f"fleet[{k}]"))
         instances = []
         for k, i in enumerate(need(doc, "instances", list, "instances") or []):
             try:
                 instances.append(
                     PlanInstance(
                         int(i["gpu"]), str(i["profile"]), int(i["start"]), int(i["memory_mib"]),
-                        float(i.get("compute", 1.0)), tuple(i.get("runs") or ()),
+                        float(i.get("compute", 1.0)), tuple(str(r) for r in (i.get("runs") or ())),
                     )
                 )
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(Problem(f"malformed instance ({exc})", file=file, field=f"instances[{k}]"))
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                problems.append(Problem(f"malformed instance ({_why(exc)})", file=file, field=f"instances[{k}]"))
         runs = []
         for k, r in enumerate(need(doc, "runs", list, "runs") or []):
             try:
-                runs.append(_run_from(r))
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(Problem(f"malformed run ({exc})", file=file, field=f"runs[{k}]"))
-        unplaced = [
-            Unplaced(str(u["id"]), int(u["memory_mib"]), str(u["reason"]))
-            for u in (doc.get("unplaced") or [])
-            if isinstance(u, dict)
-        ]
+                run = _run_from(r)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                problems.append(Problem(f"malformed run ({_why(exc)})", file=file, field=f"runs[{k}]"))
+                continue
+            if not SAFE_NAME_RE.fullmatch(run.id):
+                problems.append(Problem(f"run id {run.id!r} cannot name a directory", file=file, field=f"runs[{k}].id"))
+            bad_env = [e for e in run.env if not ENV_NAME_RE.fullmatch(e)]
+            if bad_env:
+                problems.append(Problem(f"env names that are not variable names: {bad_env[:3]!r}", file=file, field=f"runs[{k}].env"))
+            runs.append(run)
+        unplaced = []
+        unplaced_doc = doc.get("unplaced") or []
+        for k, u in enumerate(unplaced_doc if isinstance(unplaced_doc, list) else [unplaced_doc]):
+            try:
+                unplaced.append(Unplaced(str(u["id"]), int(u["memory_mib"]), str(u["reason"])))
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                problems.append(Problem(f"malformed unplaced run ({_why(exc)})", file=file, field=f"unplaced[{k}]"))
         s = need(doc, "solver", dict, "solver") or {}
         duration_model, launch = DurationModel(), LaunchSettings()
         try:
@@ -285,15 +304,24 @@ class Plan:
             launch = LaunchSettings.from_dict(doc.get("launch"))
         except (TypeError, ValueError, AttributeError) as exc:
             problems.append(Problem(str(exc), file=file, field="launch"))
+        solver = SolverInfo("UNKNOWN", "", 0.0, 0.0, 0.0)
+        try:
+            solver = SolverInfo(
+                str(s.get("status", "UNKNOWN")), str(s.get("objective_name", "")), float(s.get("objective") or 0),
+                float(s.get("bound") or 0), float(s.get("gap") or 0), _opt_float(s.get("seconds")), int(s.get("runs_at_once") or 0),
+                _opt_float(s.get("makespan_s")),
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            problems.append(Problem(f"malformed solver summary ({_why(exc)})", file=file, field="solver"))
+        models, warnings = doc.get("models") or {}, doc.get("warnings") or []
+        if not isinstance(models, dict):
+            problems.append(Problem("`models` must be a mapping", file=file, field="models"))
+        if not isinstance(warnings, list):
+            problems.append(Problem("`warnings` must be a list", file=file, field="warnings"))
         if problems:
             raise InputError(f"{file}: {len(problems)} problem(s) in the plan", hint="regenerate it with `migbench plan`", problems=problems)
-        solver = SolverInfo(
-            str(s.get("status", "UNKNOWN")), str(s.get("objective_name", "")), float(s.get("objective") or 0),
-            float(s.get("bound") or 0), float(s.get("gap") or 0), s.get("seconds"), int(s.get("runs_at_once") or 0),
-            s.get("makespan_s"),
-        )
         return cls(
-            name=str(sweep.get("name", "")),
+            name=str(name),
             sweep_file=sweep.get("file"),
             sweep_sha256=str(sweep.get("sha256", "")),
             fleet=fleet,
@@ -303,8 +331,8 @@ class Plan:
             solver=solver,
             duration_model=duration_model,
             launch=launch,
-            models=dict(doc.get("models") or {}),
-            warnings=list(doc.get("warnings") or []),
+            models=dict(models),
+            warnings=[str(w) for w in warnings],
         )
 
 
@@ -346,28 +374,46 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
     return d
 
 
+def _why(exc: BaseException) -> str:
+    return f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 def _run_from(r: dict[str, Any]) -> PlanRun:
+    argv = r["argv"]
+    if not isinstance(argv, list) or not argv:
+        raise ValueError("`argv` must be a non-empty list")
+    env = r.get("env") or {}
+    params = r.get("params") or {}
+    if not isinstance(env, dict) or not isinstance(params, dict):
+        raise ValueError("`env` and `params` must be mappings")
+    profiles = r.get("profiles")
+    if profiles is not None and not isinstance(profiles, list):
+        raise ValueError("`profiles` must be a list")
     return PlanRun(
         id=str(r["id"]),
         group=str(r["group"]),
         memory_mib=int(r["memory_mib"]),
         gpu=None if r.get("gpu") is None else int(r["gpu"]),
-        profile=r.get("profile"),
+        profile=None if r.get("profile") is None else str(r["profile"]),
         start=None if r.get("start") is None else int(r["start"]),
         wave=None if r.get("wave") is None else int(r["wave"]),
-        argv=tuple(str(a) for a in r["argv"]),
+        argv=tuple(str(a) for a in argv),
         shell=bool(r.get("shell", False)),
-        env={str(k): str(v) for k, v in (r.get("env") or {}).items()},
+        env={str(k): str(v) for k, v in env.items()},
         workdir=str(r.get("workdir") or "."),
-        params=dict(r.get("params") or {}),
-        duration_s=r.get("duration_s"),
+        params=dict(params),
+        duration_s=_opt_float(r.get("duration_s")),
         compute=float(r.get("compute", 1.0)),
         max_runs_per_instance=int(r.get("max_runs_per_instance", 1)),
-        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None,
-        retries=r.get("retries"),
-        timeout_s=r.get("timeout_s"),
-        est_start_s=r.get("est_start_s"),
-        est_end_s=r.get("est_end_s"),
+        profiles=tuple(str(p) for p in profiles) if profiles is not None else None,
+        retries=None if r.get("retries") is None else int(r["retries"]),
+        timeout_s=_opt_float(r.get("timeout_s")),
+        est_start_s=_opt_float(r.get("est_start_s")),
+        est_end_s=_opt_float(r.get("est_end_s")),
     )
 
 

@@ -41,7 +41,7 @@ from migbench.sweep.yamlnodes import (
     describe,
     unknown_key_hint,
 )
-from migbench.types import ComputeBasis
+from migbench.types import ENV_PATTERN_RE, ComputeBasis, log_dir_problem, parse_state_mode
 
 
 def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
@@ -90,7 +90,13 @@ def _load(text: str, data: bytes, *, file: str, path: str | None, base_dir: Path
 
 
 def _parse_yaml(text: str, problems: Problems) -> Node | None:
-    loader = Loader(text)
+    try:
+        loader = Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found before parsing
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else 0
+        problems.add(f"character U+{char:04X} is not allowed in YAML", line=line, hint="remove it, or write it as an escape inside double quotes")
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -389,10 +395,27 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
     if (n := m.get("env")) is not None and (env := ctx.env(n)) is not None:
         kw["env"] = {k: v for k, (v, _) in env.items()}
     if (n := m.get("log_dir")) is not None and (s := ctx.string(n, "a directory")) is not None:
-        if not s.strip():
-            ctx.at(n, "log_dir is empty")
+        if (why := log_dir_problem(s)) is not None:
+            ctx.at(n, why)
         else:
             kw["log_dir"] = s
+    if (n := m.get("env_passthrough")) is not None:
+        names = [ctx.string(item, "a variable name or pattern such as LC_*") for item in n.items] if isinstance(n, SeqNode) else None
+        if names is None:
+            ctx.at(n, f"expected a list of variable names (the launcher's variables a run may see), got {describe(n)}")
+        elif all(x is not None for x in names):
+            bad = [x for x in names if x is not None and not ENV_PATTERN_RE.fullmatch(x)]
+            if bad:
+                ctx.at(n, f"{bad[0]!r} is not a variable name or pattern", "names such as PATH, HOME or LC_*")
+            else:
+                kw["env_passthrough"] = tuple(x for x in names if x is not None)
+    if (n := m.get("state_mode")) is not None:
+        try:
+            if not isinstance(n, ScalarNode):
+                raise ValueError(f"expected an octal file mode such as 0600 or 0640, got {describe(n)}")
+            kw["state_mode"] = parse_state_mode(n.value)
+        except ValueError as exc:
+            ctx.at(n, str(exc), "0600 (the default: only you) or 0640 (your group reads)")
     return LaunchSettings(**kw)
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from typing import Union
 
+from migbench.types import ENV_NAME_RE as ENV_NAME_RE  # re-exported: the sweep's readers take it from here
+from migbench.types import SAFE_NAME_RE
+
 SCHEMA_VERSION = 1
 MAX_RUNS = 100_000
 """Refuse sweeps that expand to more runs than this (a typo in a range() should not hang the CLI)."""
@@ -31,10 +34,9 @@ DISTRIBUTIONS = (
 )
 NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
 
-SWEEP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SWEEP_NAME_RE = SAFE_NAME_RE  # it names the state directory, as in the plan
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
 
 TOP_KEYS = ("version", "name", "description", "seed", "fleet", "duration_model", "launch", "defaults", "groups")
@@ -62,7 +64,7 @@ GROUP_KEYS = (
 )
 FLEET_KEYS = ("gpu", "count", "driver")
 DURATION_MODEL_KEYS = ("interference", "compute_basis")
-LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
+LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir", "env_passthrough", "state_mode")
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma")
 MEMORY_TABLE_KEYS = ("by", "table", "default")
 ESTIMATE_REQUIRED = ("params", "precision", "optimizer", "batch_size", "seq_len", "hidden", "layers", "heads", "vocab")
