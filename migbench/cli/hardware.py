@@ -18,11 +18,18 @@ def apply_cmd(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan, e.g. 0,2.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying instances or changing MIG mode.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where bindings are stored (default: <plan dir>/runs/<sweep>/).")] = None,
+    finish: Annotated[bool, typer.Option("--finish", help="Finish an apply of this plan that was interrupted (killed) half-way.")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Restore the GPUs as they were before an interrupted apply.")] = False,
 ) -> None:
     from migbench.apply import apply_plan
+    from migbench.apply.recovery import InterruptedApplyPending
     from migbench.backend.select import open_backend
     from migbench.plan import Plan
 
+    if finish and rollback:
+        raise UsageError("--finish and --rollback exclude each other", hint="choose one")
+    if (finish or rollback) and dry_run:
+        raise UsageError("--dry-run shows a plain apply; it does not combine with --finish or --rollback")
     plan = Plan.load(plan_file)
     backend = open_backend(dry_run=dry_run)
     con = console()
@@ -38,7 +45,18 @@ def apply_cmd(
         con.print(text)
         return typer.confirm("Proceed?", default=False)
 
-    report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir)
+    resume = "finish" if finish else "rollback" if rollback else None
+    try:
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir, resume=resume)
+    except InterruptedApplyPending as pending:
+        if not is_tty() or yes:
+            raise
+        con.print(Text("Error: ", style="bold red") + Text(pending.message))
+        choices = ["rollback", "cancel"] if not pending.found.same_plan(plan) else ["finish", "rollback", "cancel"]
+        answer = typer.prompt(f"What now ({' / '.join(choices)})?", default="cancel")
+        if answer not in choices or answer == "cancel":
+            raise typer.Exit(1) from None
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=None, state_dir=state_dir, resume=answer)
     if dry_run:
         con.print(Text(f"# dry run on {backend.description}: these commands would run", style="bold"))
         if not report.commands:
@@ -56,7 +74,7 @@ def apply_cmd(
             )
     for m in report.messages:
         con.print(m)
-    if report.changed:
+    if report.changed and report.diffs:
         con.print(f"{len(report.commands)} command(s) run; every GPU read back as planned")
     if report.bindings_path and report.bindings is not None:
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
@@ -67,7 +85,9 @@ def check_cmd(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan.")] = None,
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
-    from migbench.backend.select import read_host
+    from migbench.apply.reconcile import interrupted_apply
+    from migbench.apply.recovery import pending_error
+    from migbench.backend.select import host_lock_path, read_host
     from migbench.plan import Plan
 
     plan = Plan.load(plan_file)
@@ -76,6 +96,12 @@ def check_cmd(
     check_host_matches_models(plan, host, targets)
     diffs = verify(plan, host, targets)
     con = console()
+    found = interrupted_apply(host_lock_path(), plan)
+    if found is not None:
+        err = pending_error(found, host, plan)
+        con.print(Text(err.message, style="bold red"))
+        con.print(f"Hint: {err.hint}")
+        raise typer.Exit(1)
     if diffs:
         con.print(Text(f"the host differs from {plan_file}:", style="bold red"))
         for d in diffs:
