@@ -43,6 +43,15 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _configured: int | None = None
 
 
+def disk_full(path: str | os.PathLike[str], min_free: int = 64 << 10) -> bool:
+    """Whether the file system holding `path` has (almost) no space or no inodes left for us."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < min_free or (st.f_files > 0 and st.f_favail == 0)
+
+
 def configure_state_mode(mode: int | None) -> int:
     """Set the mode of the state files this process creates (None: 0600); returns it. The caller
     has validated it (`migbench.types.parse_state_mode`; `migbench.state.configure_modes` reads

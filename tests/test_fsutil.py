@@ -17,6 +17,7 @@ from migbench import fsutil
 from migbench.fsutil import LockProblem, PidLock, make_dirs, reserve_file, write_json_atomic
 from migbench.state import configure_modes
 from migbench.types import parse_state_mode
+from tests.support.faults import full_disk
 
 
 @pytest.fixture(autouse=True)
@@ -25,19 +26,6 @@ def default_mode(monkeypatch):
     fsutil.configure_state_mode(None)
     yield
     fsutil.configure_state_mode(None)
-
-
-def full_disk(monkeypatch) -> None:
-    """A full file system, faithfully enough: a write that would grow a file fails with ENOSPC,
-    overwriting bytes a file already has succeeds (as on ext4/xfs/tmpfs)."""
-    real = fsutil._write_fd
-
-    def write(fd: int, data: bytes) -> None:
-        if os.lseek(fd, 0, os.SEEK_CUR) + len(data) > os.fstat(fd).st_size:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd, data)
-
-    monkeypatch.setattr(fsutil, "_write_fd", write)
 
 
 def mode(p: Path) -> int:
