@@ -207,8 +207,9 @@ def apply_plan(
         lock.release()
 
 
-def _dry_run(plan: Plan, ex: _Executor, targets: list[int]) -> ApplyReport:
-    host = ex.host()
+def _plan_steps(plan: Plan, host: HostState, targets: list[int]) -> tuple[list[GpuDiff], list[Step]]:
+    """The differences and the steps, after the checks that come first (the host is the plan's,
+    nothing the steps would destroy is in use)."""
     check_host_matches_models(plan, host, targets)
     diffs = [diff_gpu(plan, host.gpu(g)) for g in targets]
     busy = in_use_problems(host, diffs)
@@ -217,7 +218,11 @@ def _dry_run(plan: Plan, ex: _Executor, targets: list[int]) -> ApplyReport:
             "refusing to change instances that are in use (nothing was changed):\n  " + "\n  ".join(busy),
             hint="wait for those processes to finish (or stop them), then apply again",
         )
-    steps = [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
+    return diffs, [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
+
+
+def _dry_run(plan: Plan, ex: _Executor, targets: list[int]) -> ApplyReport:
+    diffs, steps = _plan_steps(plan, ex.host(), targets)
     created: dict[tuple[int, Placement], int] = {}
     for s in steps:
         ex.run_step(s, created)
@@ -250,15 +255,7 @@ def _apply_locked(
             f"--finish: the interrupted apply was of {found.plan_file or found.doc.get('plan')}, not of {plan.path}",
             hint=f"finish it with `migbench apply {found.plan_file or 'THAT-PLAN'} --finish`, or roll it back with `--rollback`",
         )
-    check_host_matches_models(plan, host, targets)
-    diffs = [diff_gpu(plan, host.gpu(g)) for g in targets]
-    busy = in_use_problems(host, diffs)
-    if busy:
-        raise UnsafeError(
-            "refusing to change instances that are in use (nothing was changed):\n  " + "\n  ".join(busy),
-            hint="wait for those processes to finish (or stop them), then apply again",
-        )
-    steps = [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
+    diffs, steps = _plan_steps(plan, host, targets)
     report = ApplyReport(diffs, ex.w.log, bool(steps))
     if found is not None:  # finishing: roll back, if it comes to that, to the state before the first try
         cp_path = found.path

@@ -33,6 +33,7 @@ class DiskAttempt:
     instance: str | None
     mig_uuid: str | None
     started_at: float | None
+    stopped: bool = False  # ended by signals the shim forwarded (a stop), not a failure of the run
 
 
 def scan_attempts(state_dir: Path, run_id: str) -> list[DiskAttempt]:
@@ -51,6 +52,7 @@ def scan_attempts(state_dir: Path, run_id: str) -> list[DiskAttempt]:
         cmd = read_json(adir / "cmd.json") or {}
         child = read_json(adir / "child.json") or {}
         started_at = child.get("started_at")
+        ended = read_json(adir / "exit.json") or {}
         out.append(
             DiskAttempt(
                 int(m.group(1)),
@@ -59,6 +61,7 @@ def scan_attempts(state_dir: Path, run_id: str) -> list[DiskAttempt]:
                 str(cmd["instance"]) if cmd.get("instance") else None,
                 str(cmd["mig_uuid"]) if cmd.get("mig_uuid") else None,
                 float(started_at) if isinstance(started_at, (int, float)) else None,
+                bool(ended.get("forwarded_signals")),
             )
         )
     return sorted(out, key=lambda d: d.n)
@@ -69,7 +72,7 @@ def rebuild_row(row: RunRow, disk: list[DiskAttempt], retries: int) -> RunRow:
     an attempt without an outcome is left `starting`, for recovery to adopt or re-queue)."""
     last = disk[-1]
     row.attempt = last.n
-    row.failures = sum(1 for d in disk if d.outcome is not None and d.outcome.returncode != 0)
+    row.failures = sum(1 for d in disk if d.outcome is not None and d.outcome.returncode != 0 and not d.stopped)
     row.instance = last.instance or row.instance
     row.mig_uuid = last.mig_uuid or row.mig_uuid
     row.start_at = last.started_at or row.start_at
@@ -83,6 +86,8 @@ def rebuild_row(row: RunRow, disk: list[DiskAttempt], retries: int) -> RunRow:
     row.end_at, row.exit_code, row.signal = res.ended_at, res.returncode, res.signal
     if res.returncode == 0:
         row.state, row.last_error = "succeeded", None
+    elif last.stopped:
+        row.state, row.last_error = "interrupted", f"attempt {last.n}: stopped (rebuilt from its directory)"
     elif row.failures > retries:
         row.state = "oom" if res.oom else "failed"
         row.last_error = f"attempt {last.n}: exit code {res.returncode} (rebuilt from its directory)"
