@@ -208,7 +208,14 @@ def umask() -> int:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> None:
-    write_bytes_atomic(path, text.encode(), mode=mode)
+    """Write a user's document (a plan, a report, a CI recipe) atomically: with `mode`, else the
+    mode the file has, else the usual one for a new file (0666 less the umask), not the state mode."""
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            mode = 0o666 & ~umask()
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,20 +9,21 @@ The file holds no timings or timestamps: the same sweep and fleet give byte-iden
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-import stat
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.catalog import GpuModel
 from migbench.duration import Demand, DurationModel
 from migbench.errors import InputError, Problem
-from migbench.fsutil import umask, write_text_atomic
+from migbench.fsutil import write_text_atomic
 from migbench.types import ENV_NAME_RE, SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
 
 PLAN_VERSION = 1
@@ -31,9 +32,13 @@ PLAN_KIND = "migbench-plan"
 
 @dataclass(frozen=True)
 class PlanGpu:
+    """A GPU of the plan: its plan-wide index, model, driver and, in a fleet of several machines,
+    its node (on the node it is the `local`-th GPU of the node, in plan order)."""
+
     gpu: int
     model: str
     driver: str | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,43 @@ class Plan:
     def placed_runs(self) -> list[PlanRun]:
         return [r for r in self.runs if r.gpu is not None]
 
+    # -- nodes ---------------------------------------------------------------------------------
+    def nodes(self) -> list[str]:
+        """The fleet's node names in plan order ([] for a fleet without nodes: one local host)."""
+        return list(dict.fromkeys(g.node for g in self.fleet if g.node))
+
+    def node_of(self, gpu: int) -> str | None:
+        return next((g.node for g in self.fleet if g.gpu == gpu), None)
+
+    def node_gpus(self, node: str) -> list[PlanGpu]:
+        """The node's GPUs in plan order: the k-th is GPU k on that machine."""
+        return [g for g in self.fleet if g.node == node]
+
+    def node_share(self, node: str) -> Plan:
+        """What one node runs: its GPUs renumbered as the node numbers them (0, 1, ...), their
+        instances, and the runs placed on them. What `apply --node` reconciles and `check --node` checks."""
+        gpus = self.node_gpus(node)
+        if not gpus:
+            known = ", ".join(self.nodes()) or "none (the fleet names no nodes)"
+            raise InputError(f"node {node!r} is not in the plan's fleet", hint=f"the plan's nodes: {known}")
+        local = {g.gpu: k for k, g in enumerate(gpus)}
+        runs = [replace(r, gpu=local[r.gpu]) for r in self.runs if r.gpu in local]
+        return Plan(
+            name=self.name,
+            sweep_file=self.sweep_file,
+            sweep_sha256=self.sweep_sha256,
+            fleet=[replace(g, gpu=local[g.gpu]) for g in gpus],
+            instances=[replace(i, gpu=local[i.gpu]) for i in self.instances if i.gpu in local],
+            runs=runs,
+            unplaced=[],
+            solver=self.solver,
+            duration_model=self.duration_model,
+            launch=self.launch,
+            models=self.models,
+            warnings=list(self.warnings),
+            path=self.path,
+        )
+
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self, *, timings: bool = False) -> dict[str, Any]:
         solver = {
@@ -186,7 +228,7 @@ class Plan:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+        return yamlio.dump(self.to_dict())
 
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
@@ -203,8 +245,7 @@ class Plan:
                 f.write(text)
             return p
         p.parent.mkdir(parents=True, exist_ok=True)
-        mode = stat.S_IMODE(p.stat().st_mode) if p.exists() else 0o666 & ~umask()
-        write_text_atomic(p, text, mode=mode)
+        write_text_atomic(p, text)
         self.path = str(p)
         return p
 
@@ -214,7 +255,7 @@ class Plan:
         if not p.exists():
             raise InputError(f"plan file {p} does not exist", hint="write one with `migbench plan SWEEP -o PLAN`")
         try:
-            doc = yaml.safe_load(p.read_text())
+            doc = yamlio.load(p.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -260,7 +301,12 @@ class Plan:
         fleet = []
         for k, g in enumerate(need(doc, "fleet", list, "fleet") or []):
             try:
-                fleet.append(PlanGpu(int(g["gpu"]), str(g["model"]), None if g.get("driver") is None else str(g["driver"])))
+                fleet.append(
+                    PlanGpu(
+                        int(g["gpu"]), str(g["model"]), None if g.get("driver") is None else str(g["driver"]),
+                        None if g.get("node") is None else str(g["node"]),
+                    )
+                )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 problems.append(Problem(f"malformed GPU ({_why(exc)})", file=file, field=f"fleet[{k}]"))
         instances = []
@@ -334,6 +380,182 @@ class Plan:
             models=dict(models),
             warnings=[str(w) for w in warnings],
         )
+
+
+def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
+    """A plan file's sweep name and launch settings, read from the head of the file only: `status`,
+    `logs` and `stop` need no more, and a 30,000-run plan is seconds of YAML to parse whole. Falls
+    back to `Plan.load` (and its errors) when the head is not as `plan` writes it."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            head = []
+            for line in f:
+                if line.startswith(("instances:", "runs:")):
+                    break
+                head.append(line)
+        doc = yamlio.load("".join(head))
+        if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
+            return str(doc["sweep"]["name"]), LaunchSettings.from_dict(doc.get("launch"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        pass
+    plan = Plan.load(p)
+    return plan.name, plan.launch
+
+
+# ---------------------------------------------------------------------------------------------
+# plan --check: is a committed plan what the sweep gives now?
+# ---------------------------------------------------------------------------------------------
+
+SWEEP_DIR = "<sweep dir>"
+"""Stands for the sweep's directory when two plans are compared: a plan holds absolute paths (the
+sweep file, each run's workdir), which differ between a checkout on the bench and one in CI."""
+
+
+@dataclass
+class PlanCheck:
+    """`migbench plan SWEEP --check PLAN`: `stale` with a summary of what changed and a unified
+    diff of the two plan files (paths under the sweep's directory written as <sweep dir>)."""
+
+    stale: bool
+    summary: list[str]
+    diff: list[str]
+
+
+def _relocate(value: Any, base: str | None) -> Any:
+    if base is None:
+        return value
+    if isinstance(value, str):
+        if value == base:
+            return SWEEP_DIR
+        if value.startswith(base + os.sep):
+            return SWEEP_DIR + value[len(base):]
+        return value
+    if isinstance(value, list):
+        return [_relocate(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _relocate(v, base) for k, v in value.items()}
+    return value
+
+
+def _portable(doc: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """`doc` with paths under `base` (the sweep's directory) written as <sweep dir>, and the sweep
+    file by its name only (its path is relative to wherever `plan` ran; its sha256 says what it held)."""
+    out = _relocate(doc, base)
+    sweep = out.get("sweep")
+    if isinstance(sweep, dict) and isinstance(sweep.get("file"), str):
+        out["sweep"] = dict(sweep, file=os.path.basename(sweep["file"]))
+    return out
+
+
+def _old_sweep_dir(old: dict[str, Any], new: dict[str, Any], new_dir: str) -> str | None:
+    """Where the committed plan's sweep was when it was made: the directory that, put in place of
+    `new_dir`, turns the new plan's workdirs into the committed plan's (most runs agreeing)."""
+    votes: dict[str, int] = {}
+    new_wd = {str(r.get("id")): r.get("workdir") for r in new.get("runs") or [] if isinstance(r, dict)}
+    for r in old.get("runs") or []:
+        if not isinstance(r, dict):
+            continue
+        w_old, w_new = r.get("workdir"), new_wd.get(str(r.get("id")))
+        if not isinstance(w_old, str) or not isinstance(w_new, str):
+            continue
+        if w_new == new_dir:
+            votes[w_old] = votes.get(w_old, 0) + 1
+        elif w_new.startswith(new_dir + os.sep) and w_old.endswith(w_new[len(new_dir):]):
+            cand = w_old[: len(w_old) - len(w_new) + len(new_dir)]
+            votes[cand] = votes.get(cand, 0) + 1
+    if votes:
+        return max(sorted(votes), key=lambda d: votes[d])
+    f = (old.get("sweep") or {}).get("file")
+    return os.path.dirname(f) if isinstance(f, str) and os.path.isabs(f) else None
+
+
+def check_plan(
+    committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | os.PathLike[str], *, max_diff_lines: int = 200
+) -> PlanCheck:
+    """Compare the committed plan file with the plan the sweep in `sweep_dir` gives now (`fresh`,
+    not saved). Plans are deterministic, so any difference is a change of the sweep, the fleet, the
+    profile tables or the planner; where the checkout lives is not one."""
+    old_plan = Plan.load(committed)
+    old_doc, new_doc = yaml.safe_load(Path(committed).read_text()), fresh.to_dict()
+    new_dir = str(Path(sweep_dir).resolve())
+    pa = _portable(old_doc, _old_sweep_dir(old_doc, new_doc, new_dir))
+    pb = _portable(new_doc, new_dir)
+    a = yaml.safe_dump(pa, sort_keys=False, width=100, allow_unicode=True)
+    b = yaml.safe_dump(pb, sort_keys=False, width=100, allow_unicode=True)
+    if a == b:
+        return PlanCheck(False, [], [])
+    summary: list[str] = []
+    if old_plan.sweep_sha256 != fresh.sweep_sha256:
+        summary.append(f"the sweep file changed (sha256 {old_plan.sweep_sha256[:12]}... -> {fresh.sweep_sha256[:12]}...)")
+    old_fleet = [(g.gpu, g.model) for g in old_plan.fleet]
+    new_fleet = [(g.gpu, g.model) for g in fresh.fleet]
+    if old_fleet != new_fleet:
+        summary.append(f"the fleet changed: {_fleet_text(old_plan)} -> {_fleet_text(fresh)}")
+    if _tables_differ(old_plan.models, fresh.models):
+        summary.append("the GPU profile tables changed (driver, catalogue or the host's NVML): see `models:` below")
+    old_runs = {r.id: r for r in old_plan.runs}
+    new_runs = {r.id: r for r in fresh.runs}
+    added = sorted(set(new_runs) - set(old_runs))
+    removed = sorted(set(old_runs) - set(new_runs))
+    if added:
+        summary.append(f"{len(added)} run(s) added: {_some(added)}")
+    if removed:
+        summary.append(f"{len(removed)} run(s) removed: {_some(removed)}")
+    for g in sorted({x.gpu for x in old_plan.fleet} | {x.gpu for x in fresh.fleet}):
+        before, after = old_plan.layout(g), fresh.layout(g)
+        if before != after:
+            summary.append(f"GPU {g} layout: {' '.join(map(str, before)) or '(none)'} -> {' '.join(map(str, after)) or '(none)'}")
+    moved = [
+        f"{rid} {_where(old_runs[rid])} -> {_where(new_runs[rid])}"
+        for rid in sorted(set(old_runs) & set(new_runs))
+        if _where(old_runs[rid]) != _where(new_runs[rid])
+    ]
+    if moved:
+        summary.append(f"{len(moved)} run(s) moved: {_some(moved, 3)}")
+    placement = ("gpu", "profile", "start", "wave", "est_start_s", "est_end_s")
+
+    def what(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {str(r.get("id")): {k: v for k, v in r.items() if k not in placement} for r in doc.get("runs") or []}
+
+    wa, wb = what(pa), what(pb)
+    changed = [rid for rid in sorted(set(wa) & set(wb)) if wa[rid] != wb[rid]]
+    if changed:
+        summary.append(f"{len(changed)} run(s) changed in place (command, environment, memory or estimates): {_some(changed)}")
+    if not summary:
+        summary.append("the plans differ in their details (solver figures, warnings, launch settings): see the diff")
+    diff = list(difflib.unified_diff(a.splitlines(), b.splitlines(), f"{committed} (committed)", "the sweep now", lineterm=""))
+    if len(diff) > max_diff_lines:
+        diff = diff[:max_diff_lines] + [f"... {len(diff) - max_diff_lines} more diff line(s)"]
+    return PlanCheck(True, summary, diff)
+
+
+def _tables_differ(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+    """Whether a model's table changed; a plan records only the profiles it uses, so a profile
+    that is used by one plan and not the other is not a change of the table."""
+    for key in set(a) & set(b):
+        x, y = a[key], b[key]
+        if {k: v for k, v in x.items() if k != "profiles"} != {k: v for k, v in y.items() if k != "profiles"}:
+            return True
+        px, py = x.get("profiles") or {}, y.get("profiles") or {}
+        if any(px[n] != py[n] for n in set(px) & set(py)):
+            return True
+    return False
+
+
+def _fleet_text(plan: Plan) -> str:
+    counts: dict[str, int] = {}
+    for g in plan.fleet:
+        counts[g.model] = counts.get(g.model, 0) + 1
+    return ", ".join(f"{m}:{n}" for m, n in counts.items()) or "(none)"
+
+
+def _where(r: PlanRun) -> str:
+    return "unplaced" if r.instance_key is None else f"{r.instance_key} wave {r.wave}"
+
+
+def _some(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 def _num(v: float | None) -> float | int | None:

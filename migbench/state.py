@@ -23,7 +23,7 @@ from typing import Any
 from migbench.backend.base import HostState
 from migbench.errors import InputError, MigbenchError, UsageError
 from migbench.fsutil import configure_state_mode, make_dirs, tighten_dir, write_json_atomic
-from migbench.plan import Plan
+from migbench.plan import Plan, read_identity
 from migbench.types import SAFE_NAME_RE, STATE_MODE_ENV, InstanceRef, log_dir_problem, parse_state_mode
 
 NEEDS_ATTENTION = ("applying", "rollback-failed")
@@ -42,17 +42,36 @@ def configure_modes(plan: Plan | None) -> int:
 
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
-    """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`. The
-    name and `log_dir` are checked again here, whatever built the plan."""
+    """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
+    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
+    return state_dir_in(base, plan.launch.log_dir, plan.name, override)
+
+
+def state_dir_in(plan_dir: str | os.PathLike[str], log_dir: str, name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists).
+    The name and `log_dir` are checked here, whatever file they came from: the state stays below
+    the plan's directory (unless `log_dir` is absolute)."""
     if override:
         return Path(override)
-    if not SAFE_NAME_RE.fullmatch(plan.name or ""):
-        raise InputError(f"sweep name {plan.name!r} cannot name the state directory", hint="regenerate the plan with `migbench plan`")
-    why = log_dir_problem(plan.launch.log_dir)
+    if not SAFE_NAME_RE.fullmatch(name or ""):
+        raise InputError(f"sweep name {name!r} cannot name the state directory", hint="regenerate the plan with `migbench plan`")
+    why = log_dir_problem(log_dir)
     if why is not None:
         raise InputError(why, hint="fix `launch.log_dir` in the sweep and plan again")
-    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
-    return base / plan.launch.log_dir / plan.name
+    return Path(plan_dir).resolve() / log_dir / name
+
+
+def state_dir_of_file(plan_file: str | os.PathLike[str]) -> Path:
+    """`state_dir_for` from a plan file, reading only its head (see `plan.read_identity`)."""
+    name, launch = read_identity(plan_file)
+    return state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name)
+
+
+def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+    if not SAFE_NAME_RE.fullmatch(node or ""):
+        raise InputError(f"node name {node!r} cannot name a directory", hint="node names are letters, digits, '.', '_' and '-'")
+    return state_dir_for(plan, override) / "nodes" / node
 
 
 def ensure_state_dir(sd: Path) -> Path:

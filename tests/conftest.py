@@ -39,6 +39,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_simulated_nvml_leaks_out_of_a_test():
+    """Each test starts with pynvml as it found it: a simulated NVML installed by one test (a reader
+    opened under MIGBENCH_SIM) must not make the next test see a driver."""
+    depth = len(fake_nvml._saved)
+    yield
+    while len(fake_nvml._saved) > depth:
+        fake_nvml.uninstall()
+
+
 @pytest.fixture
 def sleeper():
     """Spawn real `sleep 60` processes (to attach to simulated devices); killed afterwards."""

@@ -92,3 +92,16 @@ def test_the_repo_cites_no_file_outside_itself():
         assert hits == []
     else:
         assert out.stdout == ""
+
+
+def test_the_command_line_starts_without_the_core():
+    """Regression: `migbench --help` once imported OR-Tools, the simulator and the launcher (0.4-3 s)."""
+    import sys
+
+    code = (
+        "import sys, migbench.cli.app; heavy = ('ortools', 'pynvml', 'psutil', 'sqlite3', 'migbench.planner', "
+        "'migbench.backend.sim', 'migbench.launch.supervisor', 'migbench.apply'); "
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"

@@ -58,9 +58,16 @@ class NvmlReader:
     """Reads GPUs, MIG mode, the live profile table, instances, MIG devices and processes."""
 
     def __init__(self, catalog: Catalog | None = None, simulated: bool = False):
-        self.catalog = catalog or default_catalog()
+        self._catalog = catalog
         self.simulated = simulated
         self._inited = False
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalogue, loaded only when a GPU is there to be matched against it."""
+        if self._catalog is None:
+            self._catalog = default_catalog()
+        return self._catalog
 
     def __enter__(self) -> NvmlReader:
         self.open()

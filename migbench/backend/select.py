@@ -12,14 +12,12 @@ simulated nvidia-smi of the host in `$MIGBENCH_SIM`.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-from migbench.errors import HardwareError, MigbenchError
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # imported where used: the per-run shim imports this module and must start fast
     from migbench.backend.base import Backend, HostState
@@ -30,6 +28,9 @@ SIM_ENV = "MIGBENCH_SIM"
 """The environment variable naming the simulated host's state directory."""
 
 SIM_HINT = "create one with `migbench sim init DIR --gpu A100-SXM4-80GB --count 2` and `export MIGBENCH_SIM=DIR`"
+
+SIM_DIR_NAME = ".migbench-sim"
+"""The simulated host `migbench run` creates next to a sweep (and its plan) when no GPU is present."""
 
 
 def sim_dir() -> Path | None:
@@ -48,8 +49,37 @@ def use_simulated_host(path: str | os.PathLike[str] | None) -> None:
     live_models.cache_clear()
 
 
+def simulated_host_near(*dirs: str | os.PathLike[str] | None) -> Path | None:
+    """The first `<dir>/.migbench-sim` of `dirs` that holds a simulated host (what `run` creates)."""
+    for d in dirs:
+        if d is None:
+            continue
+        cand = Path(d).resolve() / SIM_DIR_NAME
+        if is_simulated_host(cand):
+            return cand
+    return None
+
+
+def adopt_simulated_host_near(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Where `MIGBENCH_SIM` is unset and no NVIDIA driver answers, use the simulated host `migbench
+    run` left next to the plan (`<dir>/.migbench-sim`, the first of `dirs` that has one), so that
+    `check`, `status`, `apply` and `launch` see what `run` did. Returns what it did, for the user
+    (None when it did nothing: a simulated host is set, a driver is present, or none is near)."""
+    if sim_dir() is not None:
+        return None
+    found = simulated_host_near(*dirs)
+    if found is None or read_host_if_available() is not None:
+        return None
+    use_simulated_host(found)
+    return (
+        f"no NVIDIA driver and {SIM_ENV} is unset: using the simulated host next to the plan, {found} "
+        f"(export {SIM_ENV}={shlex.quote(str(found))} to choose it yourself)"
+    )
+
+
 def _install_sim(path: Path) -> None:
     from migbench.backend.sim import fake_nvml
+    from migbench.errors import MigbenchError
 
     if not (path / "host.json").is_file():
         raise MigbenchError(f"{SIM_ENV}={path} is not a simulated host", hint=SIM_HINT.replace("DIR", str(path)))
@@ -77,6 +107,8 @@ def read_host() -> HostState:
 
 def read_host_if_available() -> HostState | None:
     """The host's state, or None when there is no NVIDIA driver (and no simulated host)."""
+    from migbench.errors import HardwareError
+
     if sim_dir() is not None:
         return read_host()
     try:
@@ -108,6 +140,7 @@ def simulated_privileges(state: Path) -> Callable[[], None]:
 
     def check() -> None:
         from migbench.backend.sim.host import load_host
+        from migbench.errors import MigbenchError
 
         if not load_host(state).privileged:
             raise MigbenchError(
@@ -116,6 +149,24 @@ def simulated_privileges(state: Path) -> Callable[[], None]:
             )
 
     return check
+
+
+def simulated_host_facts() -> dict[str, Any] | None:
+    """What the simulated host in `MIGBENCH_SIM` knows that NVML does not show (None on a real
+    host): its directory, whether the caller is privileged, VM passthrough, and the non-CUDA
+    clients holding each GPU (`migbench doctor` reports them as a real host's device holders)."""
+    sim = sim_dir()
+    if sim is None:
+        return None
+    from migbench.backend.sim.host import load_host
+
+    st = load_host(sim)
+    return {
+        "dir": str(sim),
+        "privileged": st.privileged,
+        "vm": st.vm,
+        "clients": {g.index: list(g.clients) for g in st.gpus},
+    }
 
 
 def sim_smi_command() -> list[str]:
@@ -147,6 +198,8 @@ def host_lock_path() -> Path:
         return sim / "apply.lock"
     if Path("/run").is_dir():
         return Path("/run/migbench/host.lock")
+    import tempfile
+
     return Path(tempfile.gettempdir()) / "migbench-host.lock"
 
 

@@ -17,22 +17,42 @@ from migbench.types import Layout, Placement, layout_key
 DriverVersion = tuple[int, ...]
 
 
+class _DriverPart(int):
+    """One number of a driver version that prints as it was written: the `03` of `510.47.03` compares as
+    3 but prints as `03`, so `".".join(map(str, version))` gives back `510.47.03` (not `510.47.3`) and a
+    two-part version such as `570.169` stays two parts."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _DriverPart:
+        obj = super().__new__(cls, int(text))
+        obj.text = text
+        return obj
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = int.__repr__
+
+
 def parse_driver(text: str | None) -> DriverVersion | None:
-    """`"535.129.03"` -> (535, 129, 3); `"R525"`/`"525"` -> (525,). None stays None."""
+    """`"535.129.03"` -> (535, 129, 3) (each part printing as written: `03`); `"R525"`/`"525"` -> (525,);
+    two-part versions such as `"570.169"` -> (570, 169). None stays None."""
     if text is None:
         return None
     t = str(text).strip().lstrip("rR")
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", t):
         raise ValueError(f"{text!r} is not a driver version (expected e.g. 535.129.03)")
-    return tuple(int(p) for p in t.split("."))
+    return tuple(_DriverPart(p) for p in t.split("."))
 
 
 def driver_str(v: DriverVersion | None) -> str:
+    """A driver as people write it: `510.47.03`, `570.169`, `R525` for a bare branch."""
     if v is None:
         return "unknown"
     if len(v) == 1:
         return f"R{v[0]}"
-    return ".".join(f"{p:02d}" if i == 2 else str(p) for i, p in enumerate(v))
+    return ".".join(str(p) if isinstance(p, _DriverPart) else (f"{p:02d}" if i == 2 else str(p)) for i, p in enumerate(v))
 
 
 
@@ -68,6 +88,8 @@ class Profile:
     memory_source: str = ""
     unverified: tuple[str, ...] = ()
     since: DriverVersion | None = None
+    variant: str = ""  # "" plain, or gfx / no_me / all_me (docs/mig-facts.md#rtx-pro-6000)
+    placement_memory: tuple[tuple[int, int], ...] = ()  # (physical start, MiB) where one placement differs
 
     def placements(self) -> list[Placement]:
         return [Placement(self.name, s) for s in self.starts]
@@ -76,14 +98,46 @@ class Profile:
     def full_name(self) -> str:
         return f"MIG {self.name}"
 
+    @property
+    def plain(self) -> bool:
+        """A profile a training run wants: no media extensions, no graphics or media variant."""
+        return not self.media and not self.variant
+
+    def memory_at(self, physical_start: int) -> int | None:
+        """The memory a GPU instance of this profile reports at `physical_start` (docs/mig-facts.md#memory-by-driver:
+        one capture shows two 3g.20gb instances of one A100 with different totals); the profile's own
+        `memory_mib` everywhere else."""
+        for start, mib in self.placement_memory:
+            if start == physical_start:
+                return mib
+        return self.memory_mib
+
+
+VARIANTS = ("gfx", "no_me", "all_me")
+
+
+def variant_of(name: str) -> str:
+    """The profile variant a name spells (docs/mig-facts.md#rtx-pro-6000, nvml.h `*_GFX`, `*_NO_ME`, `*_ALL_ME`):
+    `1g.24gb+gfx` -> gfx, `1g.24gb-me` -> no_me, `1g.24gb+me.all` -> all_me, anything else -> ""."""
+    if name.endswith("+gfx"):
+        return "gfx"
+    if name.endswith("-me"):
+        return "no_me"
+    if name.endswith("+me.all"):
+        return "all_me"
+    return ""
+
 
 @dataclass(frozen=True)
 class Rule:
-    """A combination the driver refuses before some driver branch (e.g. 4g+3g before R510)."""
+    """A combination the driver refuses. `forbid_together`: these profiles together, before driver `before`
+    (e.g. 4g+3g before R510). `all_me_excludes`: an instance of one of `profiles` (an `*_ALL_ME` profile) allows
+    only `*_NO_ME` profiles beside it (nvml.h)."""
 
     profiles: tuple[str, ...]
     before: DriverVersion
     source: str = ""
+    kind: str = "forbid_together"
 
 
 @dataclass(frozen=True)
@@ -144,8 +198,8 @@ class GpuModel:
         return self.architecture == "ampere"
 
     def plain_profiles(self) -> list[Profile]:
-        """Profiles without media extensions (`+me`): the ones a training run wants."""
-        return [p for p in self.profiles if not p.media]
+        """Profiles without media extensions (`+me`) or graphics/media variants: the ones a training run wants."""
+        return [p for p in self.profiles if p.plain]
 
     def max_memory_mib(self) -> int:
         return max((p.memory_mib or 0) for p in self.profiles)
@@ -190,6 +244,13 @@ class GpuModel:
         if media > 1:
             problems.append(f"{media} media-extension (+me) instances; at most one per GPU")
         for rule in self.rules:
+            if rule.kind == "all_me_excludes":
+                hit = [p for p in rule.profiles if counts.get(p)]
+                others = [pl.profile for pl in placements if pl.profile not in hit
+                          and self.has_profile(pl.profile) and self.profile(pl.profile).variant != "no_me"]
+                if hit and (others or sum(counts[p] for p in hit) > 1):
+                    problems.append(f"{hit[0]} allows only -me profiles beside it (nvml.h *_ALL_ME)")
+                continue
             if self.driver is not None and self.driver < rule.before and all(
                 counts.get(p) for p in rule.profiles
             ):
@@ -244,8 +305,9 @@ def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -
 
 
 def profile_order(p: Profile) -> tuple:
-    """nvidia-smi's -lgip order: by compute slices, then memory slices, plain before `+me`."""
-    return (p.compute_slices, p.memory_slices, p.media, p.name)
+    """nvidia-smi's -lgip order: by compute slices, then memory slices, then profile id (plain before `+me` on
+    every GPU seen; 14, 21, 47, 65, 67 = plain, +me, +gfx, +me.all, -me on RTX PRO 6000)."""
+    return (p.compute_slices, p.memory_slices, p.id, p.name)
 
 
 _PROFILE_NAME = re.compile(r"^([0-9]+)g\.([0-9]+)gb")

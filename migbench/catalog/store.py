@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, parse_driver
+from migbench import yamlio
+from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, driver_str, parse_driver, variant_of
 from migbench.errors import InputError, MigbenchError
 
 
@@ -48,13 +49,13 @@ class Catalog:
     @classmethod
     def load(cls, user_path: Path | None = None, include_user: bool = True) -> Catalog:
         cat = cls()
-        builtin = yaml.safe_load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
+        builtin = yamlio.load((Path(__file__).parent / "data" / "catalog.yaml").read_text())
         cat._add_doc(builtin, "builtin")
         if include_user:
             path = user_path or user_catalog_path()
             if path.exists():
                 try:
-                    doc = yaml.safe_load(path.read_text())
+                    doc = yamlio.load(path.read_text())
                 except yaml.YAMLError as exc:
                     raise InputError(
                         f"the user catalogue {path} is not valid YAML: {exc}",
@@ -113,15 +114,21 @@ class Catalog:
         return _resolve(key, self.specs[key], drv, self.origins[key])
 
 
+def model_from_spec(key: str, spec: dict[str, Any], driver: str | DriverVersion | None = None, origin: str = "user") -> GpuModel:
+    """A model from one catalogue-format spec (what `spec_from_model` writes) resolved for `driver`;
+    the simulated host keeps the profile table it was built from this way."""
+    return _resolve(key, spec, parse_driver(driver) if isinstance(driver, str) else driver, origin)
+
+
 def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origin: str) -> GpuModel:
     profiles = []
     for ps in spec.get("profiles", []):
         since = parse_driver(ps.get("since"))
         if driver is not None and since is not None and driver < since:
             continue
-        mib, src, exact = _pick_memory(ps.get("memory_mib") or [], driver)
+        mib, src, certain = pick_memory(ps.get("memory_mib") or [], driver)
         unv = list(ps.get("unverified", []))
-        if mib is not None and not exact and "memory" not in unv:
+        if mib is not None and not certain and "memory" not in unv:
             unv.append("memory")
         eng = ps.get("engines") or {}
         profiles.append(
@@ -138,12 +145,14 @@ def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origi
                 memory_source=src,
                 unverified=tuple(unv),
                 since=since,
+                variant=str(ps.get("variant") or variant_of(ps["name"])),
+                placement_memory=_placement_memory(ps.get("memory_by_placement") or [], driver),
             )
         )
     rules = tuple(
-        Rule(tuple(r["profiles"]), parse_driver(r["before"]) or (0,), r.get("source", ""))
+        Rule(tuple(r["profiles"]), parse_driver(r.get("before")) or (0,), r.get("source", ""), r["kind"])
         for r in spec.get("rules", [])
-        if r.get("kind") == "forbid_together"
+        if r.get("kind") in ("forbid_together", "all_me_excludes")
     )
     return GpuModel(
         key=key,
@@ -162,22 +171,91 @@ def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origi
     )
 
 
-def _pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tuple[int | None, str, bool]:
-    """Choose the memory observation for `driver`: newest not newer than it, else the oldest.
+def _placement_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tuple[tuple[int, int], ...]:
+    """`memory_by_placement: [{start, mib, before}]`: an instance at physical `start` reports `mib` on drivers
+    older than `before` (docs/mig-facts.md#memory-by-driver, the one capture that shows it)."""
+    out = []
+    for o in obs:
+        before = parse_driver(o.get("before"))
+        if before is not None and driver is not None and driver >= before:
+            continue
+        out.append((int(o["start"]), int(o["mib"])))
+    return tuple(out)
 
-    Returns (MiB, a description of where it came from, whether it matches the driver's branch).
+
+def _obs_driver(o: dict[str, Any]) -> str:
+    d = str(o["driver"])
+    if not o.get("driver_stated", True):
+        return f"an unstated driver (filed under {d})"
+    return f"driver {d} [U]" if o.get("unverified") else f"driver {d}"
+
+
+def _trusted(o: dict[str, Any]) -> bool:
+    """An observation that pins its driver: stated, from a source of known provenance, not derived."""
+    return bool(o.get("driver_stated", True)) and not o.get("unverified", False)
+
+
+def pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tuple[int | None, str, bool]:
+    """The memory to plan with for `driver`, from observations `{driver, mib, source, driver_stated, unverified}`.
+
+    The newest observation not newer than the driver applies (the oldest when the driver is older than all;
+    the newest when no driver is given). Where the captures do not pin the change point, the smaller value is
+    used and the description names the values (docs/mig-facts.md#memory-by-driver): observations of one driver
+    that differ; a driver between two observations that differ; an observation whose driver was not stated or
+    whose source is unverified (it may stand for any driver, so the values before it, back to a trusted one,
+    may still apply). An observation of exactly the driver (full version) is what that driver printed and is
+    used as is. Returns (MiB, how it was chosen, certain); `certain` is False whenever a plan should warn.
     """
     if not obs:
         return None, "no source gives this profile's memory", False
-    rows = sorted(((parse_driver(o["driver"]) or (0,), o) for o in obs), key=lambda r: r[0])
-    if driver is None:
-        v, o = rows[-1]
-        return int(o["mib"]), f"catalogue, observed on driver {o['driver']} (newest known)", True
-    older = [r for r in rows if r[0] <= driver]
-    v, o = older[-1] if older else rows[0]
-    exact = v[0] == driver[0]
-    how = "same branch" if exact else "nearest observation, other branch"
-    return int(o["mib"]), f"catalogue, observed on driver {o['driver']} ({how})", exact
+    rows = sorted(((parse_driver(str(o["driver"])) or (0,), o) for o in obs), key=lambda r: tuple(r[0]))
+    versions = sorted({tuple(v) for v, _ in rows})
+    group = {v: [o for w, o in rows if tuple(w) == v] for v in versions}
+    want = None if driver is None else tuple(driver)
+    notes: list[str] = []
+    if want is None:
+        at = versions[-1]
+    else:
+        older = [v for v in versions if v <= want]
+        at = older[-1] if older else versions[0]
+        if not older:
+            notes.append(f"driver {driver_str(driver)} is older than every observation")
+    i = versions.index(at)
+    stated = [o for o in group[at] if o.get("driver_stated", True)]
+    exact = want is not None and len(want) > 1 and at == want and bool(stated)
+    cands = stated if exact else list(group[at])
+    if len({int(o["mib"]) for o in cands}) > 1:
+        notes.append("observations of one driver differ")
+    if not exact:
+        k = i
+        while k > 0 and not any(_trusted(o) for o in group[versions[k]]):
+            k -= 1
+            cands += group[versions[k]]
+        if k < i and len({int(o["mib"]) for o in cands}) > 1:
+            notes.append("the newer value's driver is not stated or not verified")
+        same_branch = len(at) == 1 and want is not None and at[0] == want[0]  # "525" covers every R525 driver
+        if want is not None and want > at and i + 1 < len(versions) and not same_branch:
+            nxt = group[versions[i + 1]]
+            if {int(o["mib"]) for o in nxt} != {int(o["mib"]) for o in group[at]}:
+                cands += nxt
+                notes.append(f"driver {driver_str(driver)} lies between observations that differ")
+    mib = min(int(o["mib"]) for o in cands)
+    values = sorted({(parse_driver(str(o["driver"])) or (0,), int(o["mib"]), _obs_driver(o)) for o in cands})
+    if len({m for _, m, _ in values}) > 1:
+        listed = ", ".join(f"{m} MiB on {d}" for _, m, d in values)
+        return mib, (f"catalogue: {listed}; the change point is unknown ({'; '.join(notes)}), "
+                     f"so the smaller, {mib} MiB, is planned with"), False
+    o = next(o for o in cands if int(o["mib"]) == mib)
+    certain = all(_trusted(x) for x in (stated if exact else group[at])) and not notes and (
+        want is None or at[0] == want[0])
+    if want is None:
+        how = "newest known"
+    elif notes:
+        how = notes[0]
+    else:
+        how = "same branch" if at[0] == want[0] else "nearest observation, other branch"
+    derived = str(o.get("source", "")) if str(o.get("source", "")).startswith("derived") else ""
+    return mib, f"catalogue, observed on {_obs_driver(o)} ({how}{'; ' + derived if derived else ''})", certain
 
 
 @cache
@@ -201,6 +279,7 @@ def spec_from_model(model: GpuModel, *, driver_label: str | None, sources: Seque
                 "max": p.max_count,
                 "starts": list(p.starts),
                 **({"media": True} if p.media else {}),
+                **({"variant": p.variant} if p.variant else {}),
                 "engines": e,
                 "memory_mib": [{"driver": drv, "mib": p.memory_mib, "note": "from -lgip text (0.01 GiB precision, rounded down)"}],
             }
@@ -213,7 +292,8 @@ def spec_from_model(model: GpuModel, *, driver_label: str | None, sources: Seque
         "compute_slices": model.compute_slices,
         "sources": list(sources),
         "profiles": profiles,
-        "unverified": ["imported from nvidia-smi text; memory exact to 0.01 GiB only"]
+        "unverified": list(model.unverified)
+        + ["imported from nvidia-smi text; memory exact to 0.01 GiB only"]
         + ([] if driver_label else ["driver version not given at import"]),
     }
 
@@ -223,7 +303,7 @@ def save_user_model(key: str, spec: dict[str, Any], path: Path | None = None) ->
     path = path or user_catalog_path()
     doc: dict[str, Any] = {"version": 1, "models": {}}
     if path.exists():
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yamlio.load(path.read_text()) or {}
         if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
             doc = loaded
     doc["models"][key] = spec
@@ -258,6 +338,8 @@ def describe_model(model: GpuModel) -> dict[str, Any]:
             "name": p.name, "id": p.id, "compute_slices": p.compute_slices, "memory_slices": p.memory_slices,
             "memory_mib": p.memory_mib, "max_count": p.max_count, "starts": list(p.starts), "media": p.media,
             "sm": p.engines.sm, "memory_source": p.memory_source, "unverified": list(p.unverified),
+            **({"variant": p.variant} if p.variant else {}),
+            **({"memory_by_placement": [{"start": s, "mib": m} for s, m in p.placement_memory]} if p.placement_memory else {}),
         } for p in model.profiles],
         "sources": list(model.sources), "unverified": list(model.unverified),
     }

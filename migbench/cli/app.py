@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from migbench import __version__
-from migbench.cli import catalog, hardware, launch, plan, sim, simulate
+from migbench.cli import catalog, ci, export, hardware, launch, plan, report, sim, simulate
 from migbench.cli.common import print_error
 from migbench.errors import MigbenchError
 
@@ -35,7 +35,7 @@ def _root(
         raise typer.Exit(0)
 
 
-for _module in (catalog, plan, hardware, simulate, launch, sim):
+for _module in (catalog, plan, hardware, simulate, report, launch, export, ci, sim):
     _module.register(app)
 
 

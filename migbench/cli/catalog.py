@@ -22,6 +22,8 @@ def catalog_cmd(
     name: Annotated[Optional[str], typer.Option("--name", help="import: the model key to store it under.")] = None,
     architecture: Annotated[str, typer.Option("--architecture", help="import: ampere, hopper or blackwell.")] = "unknown",
     gpu: Annotated[int, typer.Option("--gpu", help="import: which GPU index of the pasted text.")] = 0,
+    partial: Annotated[bool, typer.Option("--partial", help="import: accept a cut-off paste, recording a warning.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="import: replace a model the catalogue already has (built-in or imported).")] = False,
 ) -> None:
     from migbench.catalog import default_catalog
     from migbench.catalog.importer import import_files
@@ -37,11 +39,16 @@ def catalog_cmd(
                 "catalog import needs --name MODEL (the key plans and sweeps will use)",
                 hint="e.g. --name H100-NVL; use the NVML product name from `nvidia-smi -L`",
             )
-        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu)
+        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu,
+                                   partial=partial, force=force)
         n_layouts = len(model.layouts())
+        warnings = [u for u in model.unverified if u.startswith("partial import:")]
         if as_json:
-            typer.echo(json.dumps({"model": model.key, "profiles": len(model.profiles), "maximal_layouts": n_layouts, "catalog": str(path)}))
+            typer.echo(json.dumps({"model": model.key, "profiles": len(model.profiles), "maximal_layouts": n_layouts,
+                                   "catalog": str(path), **({"warnings": warnings} if warnings else {})}))
         else:
+            for w in warnings:
+                con.print(Text(f"WARNING: {w}", style="bold red"))
             con.print(
                 f"Imported {model.key}: {len(model.profiles)} profiles, {model.memory_slices} memory / "
                 f"{model.compute_slices} compute slices, {n_layouts} maximal layouts -> {path}"
@@ -55,7 +62,7 @@ def catalog_cmd(
         if as_json:
             typer.echo(json.dumps({"models": docs}, indent=2))
         else:
-            con.print(catalog_models_table(docs))
+            con.print(catalog_models_table(docs, width=con.width))
         return
     model = cat.model(args[0], driver)
     if layouts:
@@ -69,7 +76,7 @@ def catalog_cmd(
     if as_json:
         typer.echo(json.dumps(describe_model(model), indent=2))
         return
-    con.print(catalog_profiles_table(model))
+    con.print(catalog_profiles_table(model, width=con.width))
     for note in model.unverified:
         con.print(Text(f"unverified: {note}", style="yellow"))
 

@@ -14,9 +14,12 @@ STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep na
 
 
 def console(stderr: bool = False) -> Console:
-    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's."""
+    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's (80 when
+    piped, or `$COLUMNS`). Lines of text are never hard-wrapped (soft wrap: a command or a path in
+    the output survives copy and paste and `grep`); tables and pictures size themselves to the
+    width (`render.fit_table`) and are never cropped."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True)
 
 
 def print_error(err: MigbenchError) -> None:
@@ -41,3 +44,14 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def is_tty() -> bool:
     return sys.stdin.isatty()
+
+
+def adopt_simulated_host(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Use the simulated host `migbench run` left next to a plan when MIGBENCH_SIM is unset and no
+    driver is present (`backend.select.adopt_simulated_host_near`); says so on stderr."""
+    from migbench.backend.select import adopt_simulated_host_near
+
+    note = adopt_simulated_host_near(*dirs)
+    if note:
+        console(stderr=True).print(Text("note: " + note, style="yellow"))
+    return note

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.text import Text
 
-from migbench.cli.common import console, is_tty, parse_gpus
+from migbench.cli.common import adopt_simulated_host, console, is_tty, parse_gpus
 from migbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
 
 
 def apply_cmd(
@@ -18,6 +21,7 @@ def apply_cmd(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan, e.g. 0,2.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying instances or changing MIG mode.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where bindings are stored (default: <plan dir>/runs/<sweep>/).")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Apply one node's share of a plan of several nodes (GPUs numbered as on that node).")] = None,
     finish: Annotated[bool, typer.Option("--finish", help="Finish an apply of this plan that was interrupted (killed) half-way.")] = False,
     rollback: Annotated[bool, typer.Option("--rollback", help="Restore the GPUs as they were before an interrupted apply.")] = False,
 ) -> None:
@@ -30,7 +34,8 @@ def apply_cmd(
         raise UsageError("--finish and --rollback exclude each other", hint="choose one")
     if (finish or rollback) and dry_run:
         raise UsageError("--dry-run shows a plain apply; it does not combine with --finish or --rollback")
-    plan = Plan.load(plan_file)
+    plan, state_dir = _share(Plan.load(plan_file), node, state_dir)
+    adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -80,9 +85,26 @@ def apply_cmd(
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
 
 
+def _share(plan: Plan, node: str | None, state_dir: Path | None) -> tuple[Plan, Path | None]:
+    """The plan `apply`/`check` work on: with --node, that node's share, its bindings kept in
+    `<state dir>/nodes/<node>/`; a plan of several nodes needs --node."""
+    from migbench.state import node_state_dir
+
+    if node is None:
+        nodes = plan.nodes()
+        if len(nodes) > 1:
+            raise UsageError(
+                f"the plan spans {len(nodes)} nodes ({', '.join(nodes)}): say which one this host is",
+                hint=f"on each node run: migbench apply {plan.path or 'PLAN'} --node NODE",
+            )
+        return plan, state_dir
+    return plan.node_share(node), state_dir or node_state_dir(plan, node)
+
+
 def check_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan.")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Check one node's share of a plan of several nodes.")] = None,
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
     from migbench.apply.reconcile import interrupted_apply
@@ -90,13 +112,14 @@ def check_cmd(
     from migbench.backend.select import host_lock_path, read_host
     from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan, sd = _share(Plan.load(plan_file), node, None)
+    adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)
     diffs = verify(plan, host, targets)
     con = console()
-    found = interrupted_apply(host_lock_path(), plan)
+    found = interrupted_apply(host_lock_path(), plan, sd)
     if found is not None:
         err = pending_error(found, host, plan)
         con.print(Text(err.message, style="bold red"))

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import console
-from migbench.cli.render import plan_view
+from migbench.cli.render import fit_table, plan_view
 from migbench.errors import UsageError
 from migbench.types import Objective
 from migbench.units import format_mib
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
 
 
 def estimate_cmd(
@@ -30,7 +33,7 @@ def estimate_cmd(
              "parts": {k: v for k, v in r.memory_parts}, "params": r.params} for r in sweep.runs]}, indent=2))
         return
     t = Table(title=f"{sweep.name}: memory per run", title_justify="left")
-    t.add_column("run")
+    t.add_column("run", no_wrap=True)
     t.add_column("group")
     t.add_column("memory", justify="right")
     t.add_column("MiB", justify="right")
@@ -39,19 +42,31 @@ def estimate_cmd(
     for r in sweep.runs:
         parts = ", ".join(f"{k} {format_mib(v)}" for k, v in r.memory_parts)
         t.add_row(r.id, r.group, format_mib(r.memory_mib), str(r.memory_mib), r.memory_source, parts)
-    console().print(t)
+    con = console()
+    fit_table(t, con.width)
+    con.print(t)
 
 
 def plan_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
+    fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
-    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the per-run table.")] = False,
+    quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
+    all_runs: Annotated[
+        bool,
+        typer.Option("--runs", help="Print every run with its parameters (past 200 runs the default is a summary per group)."),
+    ] = False,
+    check: Annotated[
+        Optional[Path],
+        typer.Option("--check", help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
+                     "1 with a readable diff when it is stale (for CI and pre-commit)."),
+    ] = None,
 ) -> None:
     from migbench.planner import SolveOptions, check_plan_input, make_plan
     from migbench.sweep import load_sweep
@@ -61,13 +76,20 @@ def plan_cmd(
         goal = Objective(objective)
     except ValueError:
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
+    if quiet_runs and all_runs:
+        raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
+    if check is not None and output is not None:
+        raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
     sweep = load_sweep(sweep_file)
     check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet)
+    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
     plan = make_plan(
         sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
         notes=notes,
     )
+    if check is not None:
+        _check(sweep_file, check, plan)
+        return
     out = output or Path(f"{sweep.name}.plan.yaml")
     plan.save(out)
     if as_json:
@@ -75,8 +97,28 @@ def plan_cmd(
         return
     models = {g.model.key: g.model for g in fleet_gpus}
     con = console()
-    con.print(plan_view(plan, models, show_runs=not quiet_runs))
+    con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs, width=con.width))
     con.print(Text(f"plan written to {out}"))
+
+
+def _check(sweep_file: Path, committed: Path, plan: Plan) -> None:
+    from migbench.plan import check_plan
+
+    res = check_plan(committed, plan, sweep_file.resolve().parent)
+    con = console()
+    if not res.stale:
+        con.print(f"{committed} is up to date with {sweep_file}")
+        return
+    con.print(Text(f"{committed} is stale: {sweep_file} now gives a different plan", style="bold red"))
+    for line in res.summary:
+        con.print("  " + line)
+    for line in res.diff:
+        style = "green" if line.startswith("+") and not line.startswith("+++") else (
+            "red" if line.startswith("-") and not line.startswith("---") else "")
+        con.print(Text(line, style=style))
+    con.print(Text(f"Hint: regenerate it with `migbench plan {sweep_file} -o {committed}` (same --fleet / --time-limit "
+                   "options as the committed one) and commit it", style="cyan"))
+    raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

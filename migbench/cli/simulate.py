@@ -27,7 +27,8 @@ def simulate_cmd(
     if as_json:
         typer.echo(json.dumps({"plan": str(plan_file), "simulations": [r.to_dict() for r in reports]}, indent=2))
         return
-    console().print(simulate_view(reports))
+    con = console()
+    con.print(simulate_view(reports, width=con.width))
 
 
 def register(app: typer.Typer) -> None:

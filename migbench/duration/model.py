@@ -92,7 +92,10 @@ class Slot:
 def instance_capacity(model: GpuModel, profile: Profile, basis: ComputeBasis | str = ComputeBasis.SM) -> float:
     """An instance's share of the GPU's compute: SMs / the full profile's SMs (or slices / total)."""
     if ComputeBasis(basis) is ComputeBasis.SM:
-        full = max((p.engines.sm or 0) for p in model.profiles)
+        # The full-GPU profile's SMs; when the catalogue does not know them (B200, GB200, GH200 list SMs
+        # for their small profiles only), the largest known SM count is not the whole GPU: use slices.
+        whole = max(model.profiles, key=lambda p: (p.compute_slices, p.memory_slices))
+        full = whole.engines.sm or 0
         if profile.engines.sm and full:
             return profile.engines.sm / full
     return profile.compute_slices / model.compute_slices

@@ -6,6 +6,7 @@ Everything here opens `launch.db` read-only except `request_stop`, which sets th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,8 +17,8 @@ from typing import Any
 from migbench.errors import MigbenchError
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
-from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, db_path, read_state
-from migbench.state import state_dir_for
+from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
+from migbench.state import state_dir_of_file
 
 
 def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:
@@ -26,9 +27,7 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     if state_dir:
         return Path(state_dir), []
     if plan_file:
-        from migbench.plan import Plan
-
-        return state_dir_for(Plan.load(plan_file), None), []
+        return state_dir_of_file(plan_file), []
     found = sorted(Path.cwd().glob("runs/*/" + "launch.db"), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         return None, []
@@ -38,6 +37,40 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     return newest, [
         f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"
     ]
+
+
+def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The parameters of runs `ids`: from `<state dir>/<run>/params.json` (written when a run first
+    starts), and from the plan file for runs that never started (read only then: a 30,000-run plan
+    is seconds of YAML). Runs whose parameters cannot be found are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    missing = []
+    for rid in ids:
+        try:
+            doc = json.loads((sd / rid / "params.json").read_text())
+        except (OSError, ValueError):
+            missing.append(rid)
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+            out[rid] = doc["params"]
+        else:
+            missing.append(rid)
+    if missing and plan_file:
+        from migbench.plan import Plan
+
+        try:
+            plan = Plan.load(plan_file)
+        except (MigbenchError, OSError, ValueError):
+            return out
+        want = set(missing)
+        out.update({r.id: dict(r.params) for r in plan.runs if r.id in want})
+    return out
+
+
+def open_state(sd: Path) -> Store:
+    """`launch.db` opened read-only, checked first: a missing, empty or damaged file is a
+    MigbenchError saying so and how to recover (see `store.read_state`)."""
+    return open_checked(sd)
 
 
 def launcher_alive(sd: Path) -> bool:
@@ -65,6 +98,23 @@ def launcher_doc(row: LauncherRow | None) -> dict[str, Any]:
         "plan_file": row.plan_file,
         "log_file": row.log_file,
     }
+
+
+SHOWN_FINISHED = 10
+"""How many of the latest finished runs `status` lists without `--all`."""
+
+
+def runs_to_show(doc: dict[str, Any], all_runs: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """The runs `status` lists and a line saying what it left out: every run with `all_runs`;
+    otherwise the active ones, the failed ones, those waiting out a retry, and the latest finished."""
+    runs = doc["runs"]
+    if all_runs or len(runs) <= 3 * SHOWN_FINISHED:
+        return runs, None
+    keep = [r for r in runs if r["state"] not in ("queued", "succeeded") or r["retry_at"]]
+    done = sorted((r for r in runs if r["state"] == "succeeded"), key=lambda r: (r["end_at"] or 0, r["id"]))[-SHOWN_FINISHED:]
+    shown = keep + done
+    left = len(runs) - len(shown)
+    return shown, f"{left} more runs (queued, or finished earlier) not listed: `--all` lists every run" if left else None
 
 
 def status_doc(sd: Path) -> dict[str, Any]:

@@ -356,29 +356,54 @@ def check_integrity(conn: sqlite3.Connection) -> None:
 T = TypeVar("T")
 
 
-def read_state(sd: Path, fn: Callable[[Store], T]) -> T:
-    """`fn(store)` on `<sd>/launch.db` opened read-only; a missing, empty or damaged file is a
-    MigbenchError that says so and how to recover (never a traceback)."""
+_RECOVER = (
+    "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories "
+    "(finished runs are not run again)"
+)
+
+
+def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
+    from migbench.errors import MigbenchError
+
+    try:
+        empty = db.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_RECOVER)
+    if is_corrupt(exc):
+        return MigbenchError(f"{db} is damaged: {exc}", hint=_RECOVER)
+    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _RECOVER)
+
+
+def open_checked(sd: Path) -> Store:
+    """`<sd>/launch.db` opened read-only after a quick integrity check; a missing, empty or damaged
+    file is a MigbenchError that says so and how to recover (never a traceback)."""
     from migbench.errors import MigbenchError
 
     db = db_path(sd)
     if not db.exists():
         raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint="start one with `migbench launch PLAN`")
-    recover = (
-        "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories "
-        "(finished runs are not run again)"
-    )
     try:
         st = Store.open_readonly(db)
     except sqlite3.Error as exc:
         raise MigbenchError(f"cannot open {db}: {exc}", hint="check the file's permissions") from None
     try:
+        check_integrity(st.conn)
+        st.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        st.conn.execute("SELECT 1 FROM launcher LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        st.close()
+        raise _unreadable(db, exc) from None
+    return st
+
+
+def read_state(sd: Path, fn: Callable[[Store], T]) -> T:
+    """`fn(store)` on `<sd>/launch.db` opened read-only (`open_checked`), its errors said as such."""
+    st = open_checked(sd)
+    try:
         return fn(st)
     except sqlite3.Error as exc:
-        if db.stat().st_size == 0:
-            raise MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=recover) from None
-        if is_corrupt(exc):
-            raise MigbenchError(f"{db} is damaged: {exc}", hint=recover) from None
-        raise MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + recover) from None
+        raise _unreadable(db_path(sd), exc) from None
     finally:
         st.close()

@@ -73,7 +73,10 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
         name=sweep.name,
         sweep_file=sweep_file,
         sweep_sha256=sweep.sha256,
-        fleet=[PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver))) for g in fleet],
+        fleet=[
+            PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node)
+            for g in fleet
+        ],
         instances=instances,
         runs=runs,
         unplaced=unplaced,

@@ -13,10 +13,12 @@ from migbench.errors import UsageError
 
 @dataclass(frozen=True)
 class FleetGpu:
-    """One GPU of the fleet: its index on the host and its model."""
+    """One GPU of the fleet: its index in the plan, its model and, in a fleet of several machines,
+    its node (the GPU's index on that node is its position among the node's GPUs)."""
 
     index: int
     model: GpuModel
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class FleetSpec:
     model: str
     count: int
     driver: str | None = None
+    node: str | None = None
 
 
 def parse_fleet_option(text: str) -> list[FleetSpec]:
@@ -63,6 +66,6 @@ def build_fleet(
             )
         model = (live or {}).get(key) or cat.model(key, spec.driver)
         for _ in range(spec.count):
-            fleet.append(FleetGpu(idx, model))
+            fleet.append(FleetGpu(idx, model, spec.node))
             idx += 1
     return fleet

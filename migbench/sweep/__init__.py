@@ -54,7 +54,7 @@ Modules: `schema` (keys, names, limits), `model` (the declared `Sweep`, `Group`,
 `parameters`, `expand` (grid and random points), `memory`, `group` (one group), `load` (the file).
 """
 
-from migbench.sweep.load import load_sweep, load_sweep_text
+from migbench.sweep.load import load_fleet_file, load_sweep, load_sweep_text
 from migbench.sweep.model import (
     ExplicitMemory,
     FleetEntry,
@@ -84,6 +84,7 @@ __all__ = [
     "Parameter",
     "Run",
     "Sweep",
+    "load_fleet_file",
     "load_sweep",
     "load_sweep_text",
     "render_value",

@@ -24,6 +24,7 @@ from migbench.sweep.schema import (
     GROUP_NAME_RE,
     LAUNCH_KEYS,
     MAX_RUNS,
+    NODE_NAME_RE,
     SCHEMA_VERSION,
     SWEEP_NAME_RE,
     TOP_KEYS,
@@ -313,6 +314,8 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
         ctx.at(node, "`fleet` is empty", "list the GPUs, e.g. `- {gpu: A100-SXM4-80GB, count: 4}`, or omit fleet:")
         return None
     out: list[FleetEntry] = []
+    with_node: list[Node] = []
+    without_node: list[Node] = []
     for item in node.items:
         m = ctx.mapping(item, "{gpu: MODEL, count: N}")
         if m is None:
@@ -320,6 +323,17 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
         ctx.keys(m, FLEET_KEYS, "fleet entry")
         gpu = count = None
         driver: str | None = None
+        host: str | None = None
+        if (hn := m.get("node")) is not None:
+            with_node.append(item)
+            if (text := ctx.string(hn, "a node (host) name")) is not None:
+                if NODE_NAME_RE.fullmatch(text):
+                    host = text
+                else:
+                    ctx.at(hn, f"{text!r} is not a node name Slurm and Kubernetes accept",
+                           "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit")
+        else:
+            without_node.append(item)
         if (gn := m.get("gpu")) is None:
             ctx.missing(m, "gpu", "missing `gpu`", "name a catalogue model, e.g. gpu: A100-SXM4-80GB")
         elif (text := ctx.string(gn, "a GPU model name")) is not None:
@@ -351,8 +365,45 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
             else:
                 ctx.at(dn, f'expected a driver version such as "535.129.03", got {describe(dn)}')
         if gpu is not None and count is not None:
-            out.append(FleetEntry(gpu, count, driver))
+            out.append(FleetEntry(gpu, count, driver, host))
+    if with_node and without_node:
+        ctx.at(without_node[0], "this fleet entry names no `node`, but others do",
+               "name the node of every entry (a fleet is either one local host or a list of nodes)")
     return tuple(out)
+
+
+def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntry, ...]:
+    """Read `--fleet-file`: the sweep's `fleet:` list (`[{node: gpu01, gpu: MODEL, count: 8}, ...]`),
+    alone or under a `fleet:` key. Raises `InputError` listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the fleet file ({exc})", hint="give a YAML list of {node, gpu, count}") from None
+    problems = Problems(str(path))
+    fleet: tuple[FleetEntry, ...] | None = None
+    try:
+        root = _parse_yaml(text, problems)
+        if isinstance(root, MapNode) and root.get("fleet") is not None:
+            root = root.get("fleet")
+        if root is not None:
+            cat_holder: list[Any] = [catalog]
+
+            def get_catalog() -> Any:
+                if cat_holder[0] is None:
+                    from migbench.catalog import default_catalog
+
+                    cat_holder[0] = default_catalog()
+                return cat_holder[0]
+
+            fleet = _parse_fleet(Ctx(problems), root, get_catalog)
+    except Abort as exc:
+        problems.add(str(exc))
+    if problems.items or not fleet:
+        items = problems.sorted()
+        raise InputError(f"{path}: {len(items) or 1} problem(s) in the fleet file", problems=items,
+                         hint="a fleet file is a list like `- {node: gpu01, gpu: A100-SXM4-80GB, count: 8}`")
+    return fleet
 
 
 def _parse_duration_model(ctx: Ctx, node: Node | None) -> DurationModel:

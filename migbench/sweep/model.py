@@ -19,11 +19,13 @@ from migbench.types import LaunchSettings
 
 @dataclass(frozen=True)
 class FleetEntry:
-    """`count` GPUs of one catalogue model (`gpu` is the catalogue key), optionally on a driver."""
+    """`count` GPUs of one catalogue model (`gpu` is the catalogue key), optionally on a driver and
+    on a named `node` (a machine of a Slurm or Kubernetes cluster; None: the one local host)."""
 
     gpu: str
     count: int
     driver: str | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
 SWEEP_NAME_RE = SAFE_NAME_RE  # it names the state directory, as in the plan
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+"""A fleet entry's `node:`: a host name as Slurm, Kubernetes and DNS accept it (at most 63 characters)."""
 PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
 
 TOP_KEYS = ("version", "name", "description", "seed", "fleet", "duration_model", "launch", "defaults", "groups")
@@ -62,7 +64,7 @@ GROUP_KEYS = (
     "retries",
     "timeout",
 )
-FLEET_KEYS = ("gpu", "count", "driver")
+FLEET_KEYS = ("node", "gpu", "count", "driver")
 DURATION_MODEL_KEYS = ("interference", "compute_basis")
 LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir", "env_passthrough", "state_mode")
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma")

@@ -228,3 +228,37 @@ def test_round_trip_failures_and_modes(tmp_path, monkeypatch):
     assert smi.parse_reset_lines(_smi(monkeypatch, tmp_path, "-r")).reset == ("00000000:07:00.0",)
     res = smi.parse_create_lines(_smi(monkeypatch, tmp_path, "mig", "-cgi", "19,19,14,9"))
     assert res.gpu_instances == (13, 11, 3) and res.failures[0].reason == "Insufficient Resources"
+
+
+# -- the public captures of newer drivers and Blackwell (issue 14) ------------------------------------------
+
+PUBLIC = SAMPLES / "public"
+
+
+def test_parsers_read_the_newer_layouts():
+    """81-column -lgip (GB200 production, RTX PRO 6000, R580 A100), 59-column -lgi, R580/R570 -L and -cgi lines."""
+    gb200 = smi.parse_lgip((PUBLIC / "gb200_lgip_2.txt").read_text())[0]
+    g22, g45 = min_mib_printing_as("22.00"), min_mib_printing_as("45.50")
+    assert [(r.name, r.id, r.memory_mib, r.engines.sm) for r in gb200] == [
+        ("1g.23gb", 19, g22, 18), ("1g.23gb+me", 20, g22, 18), ("1g.47gb", 15, g45, 32), ("2g.47gb", 14, g45, 38)]
+    assert gb200[-1].engines.ce is None  # the paste stops inside this row
+    rtx = smi.parse_lgip((PUBLIC / "rtx-pro-6000_lgip_4.txt").read_text())[3]
+    assert [(r.name, r.id, r.max_count) for r in rtx][-1] == ("4g.96gb", 0, 1)
+    assert rtx[-1].memory_mib == min_mib_printing_as("93.38") <= 95616
+    text = (PUBLIC / "a100-40gb_lgip-cgi-lgi-r580_1.txt").read_text()
+    assert [(r.name, r.instance_id, r.start, r.size) for r in smi.parse_lgi(text)] == [
+        ("1g.5gb", 9, 6, 1), ("2g.10gb", 3, 4, 2), ("4g.20gb", 2, 0, 4)]
+    assert smi.parse_create_lines(text).gpu_instances == (1, 3, 9)
+    seven = (PUBLIC / "h100-pcie_cgi-lgi-L_2.txt").read_text()
+    assert smi.parse_create_lines(seven).gpu_instances == (9, 7, 8, 11, 12, 13, 14)
+    assert [d.device for d in smi.parse_L(seven).mig_devices] == list(range(7))
+
+
+def test_driver_versions_keep_their_written_form():
+    """Guards issue 14 item 5: catalogue JSON printed driver 510.47.03 as 510.47.3; two-part versions exist."""
+    from migbench.catalog import driver_str, parse_driver
+
+    assert ".".join(map(str, parse_driver("510.47.03"))) == "510.47.03"
+    assert driver_str(parse_driver("570.169")) == "570.169"
+    assert parse_driver("570.169") > parse_driver("570.133.20") and parse_driver("510.47.03") == (510, 47, 3)
+    assert driver_str((450, 80, 2)) == "450.80.02"

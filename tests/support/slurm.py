@@ -124,7 +124,7 @@ class Cluster:
     env: dict[str, str]            # environment for the clients (and, via sbatch, the jobs)
     nodes: list[str]
     partition: str
-    gres: dict[str, int]           # per node
+    gres: dict[str, int]           # per node (the first node's, with node_gres)
     devices: dict[str, list[str]]  # node -> the device file(s) backing each GRES unit, in order
     logdir: Path
     pids: dict[str, int] = field(default_factory=dict)  # "slurmctld", "slurmd:<node>", "munged"
@@ -132,6 +132,7 @@ class Cluster:
     stray_killed: list[int] = field(default_factory=list)  # filled on stop; should stay empty
     loopback_only: bool = True     # False: daemons listen on all addresses (host name not 127.x)
     mig_devices: dict[str, list[MigDevice]] = field(default_factory=dict)  # mig_uuids=True only
+    node_gres: dict[str, dict[str, int]] = field(default_factory=dict)  # every node's GRES
 
     def node_conf(self, node: str) -> Path:
         """The slurm.conf the slurmd of ``node`` reads: a copy of ``conf`` beside its gres.conf."""
@@ -194,7 +195,8 @@ class Cluster:
 # the context manager
 
 @contextlib.contextmanager
-def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir: Path,
+def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, workdir: Path,
+                node_gres: dict[str, dict[str, int]] | None = None,
                 cpus: int = 32, partition: str = "debug", cgroup: bool = False,
                 scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS, mig_uuids: bool = False,
                 nvml_gpu_name: str = "nvidia_a100", start_timeout: float = 30.0,
@@ -210,14 +212,19 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
     jobs get ``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` (see ``Cluster.mig_devices``); otherwise each
     unit is one plain device and jobs get an index. Raises SlurmUnavailable when it cannot run
     here and SlurmStartError (with the daemons' logs) when the nodes are not IDLE in start_timeout.
+    ``node_gres``: {node: {type: count}} gives nodes different GRES (a cluster shaped like a plan
+    whose nodes have different layouts); ``nodes`` defaults to its keys and ``gres`` may be None.
     """
     ok, why = slurm_available()
     if not ok:
         raise SlurmUnavailable(why)
-    nodes = list(nodes or ["mig0"])
-    if not gres or any(n < 1 for n in gres.values()):
-        raise ValueError(f"gres must map MIG types to counts >= 1: {gres!r}")
-    for name in [*nodes, *gres]:
+    nodes = list(nodes or (list(node_gres) if node_gres else ["mig0"]))
+    per_node = {n: dict((node_gres or {}).get(n) or gres or {}) for n in nodes}
+    for n, g in per_node.items():
+        if not g or any(c < 1 for c in g.values()):
+            raise ValueError(f"gres of node {n} must map MIG types to counts >= 1: {g!r}")
+    gres = per_node[nodes[0]]
+    for name in [*nodes, *(t for g in per_node.values() for t in g)]:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError(f"bad node or GRES type name: {name!r}")
     if len(set(nodes)) != len(nodes):
@@ -256,15 +263,15 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
     procs: dict[str, subprocess.Popen[bytes]] = {}
     cluster = Cluster(workdir=workdir, conf=etc / "slurm.conf", env=env, nodes=nodes,
                       partition=partition, gres=dict(gres), devices={}, logdir=logdir,
-                      marker=marker, loopback_only=loopback_only)
+                      marker=marker, loopback_only=loopback_only, node_gres=per_node)
     try:
         if mig_uuids:
-            cluster.mig_devices = {n: _make_mig_devices(rundir / "d" / n, n, gres, nvml_gpu_name)
+            cluster.mig_devices = {n: _make_mig_devices(rundir / "d" / n, n, per_node[n], nvml_gpu_name)
                                    for n in nodes}
             cluster.devices = {n: [",".join(d.files) for d in devs]
                                for n, devs in cluster.mig_devices.items()}
         else:
-            cluster.devices = {n: _make_devices(workdir / "dev" / n, gres) for n in nodes}
+            cluster.devices = {n: _make_devices(workdir / "dev" / n, per_node[n]) for n in nodes}
         key = workdir / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
@@ -273,7 +280,7 @@ def local_slurm(gres: dict[str, int], *, nodes: list[str] | None = None, workdir
             # free ports are picked, then released for the daemons: another process may take
             # one meanwhile; then start again with other ports
             ports = _free_ports(1 + len(nodes))
-            _write_configs(etc, rundir, workdir, logdir, nodes, gres, cluster.devices,
+            _write_configs(etc, rundir, workdir, logdir, nodes, per_node, cluster.devices,
                            cluster.mig_devices, ports, cpus=cpus, partition=partition, cgroup=cgroup,
                            loopback_only=loopback_only, scheduler_parameters=scheduler_parameters)
             try:
@@ -468,7 +475,7 @@ def _make_mig_devices(devdir: Path, node: str, gres: dict[str, int], gpu_name: s
     made: list[MigDevice] = []
     gpu, used, cap = 0, 0, 1
     for t, count in gres.items():
-        m = re.match(r"(\d+)g\.", t)
+        m = re.search(r"(\d+)g\.", t)
         slices = min(int(m.group(1)), 7) if m else 1
         for _ in range(count):
             if used + slices > 7:
@@ -512,11 +519,10 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _write_configs(etc: Path, rundir: Path, workdir: Path, logdir: Path, nodes: list[str],
-                   gres: dict[str, int], devices: dict[str, list[str]],
+                   gres: dict[str, dict[str, int]], devices: dict[str, list[str]],
                    mig_devices: dict[str, list[MigDevice]], ports: list[int], *,
                    cpus: int, partition: str, cgroup: bool, loopback_only: bool,
                    scheduler_parameters: str) -> None:
-    node_gres = ",".join(f"gpu:{t}:{c}" for t, c in gres.items())
     if loopback_only:
         comm_params = ("# listen on 127.0.0.1 only (what the host name resolves to), not INADDR_ANY\n"
                        "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny")
@@ -524,7 +530,7 @@ def _write_configs(etc: Path, rundir: Path, workdir: Path, logdir: Path, nodes: 
         comm_params = "# the host name is not loopback: listen on INADDR_ANY (NoInAddrAny would bind its address)"
     node_lines = "\n".join(
         f"NodeName={n} NodeAddr=127.0.0.1 Port={ports[1 + i]} CPUs={cpus} RealMemory=4000 "
-        f"Gres={node_gres} State=UNKNOWN" for i, n in enumerate(nodes))
+        f"Gres={','.join(f'gpu:{t}:{c}' for t, c in gres[n].items())} State=UNKNOWN" for i, n in enumerate(nodes))
     slurm_conf = f"""\
 # written by tests/support/slurm.py: a throwaway local test cluster
 ClusterName=migbench-test
@@ -598,7 +604,7 @@ PartitionName={partition} Nodes={",".join(nodes)} Default=YES MaxTime=INFINITE S
             # ("Removing file-less GPU") and the node drains; a repeated path kills slurmd.
             units = iter(devices[n])
             gres_conf[n] = [f"NodeName={n} Name=gpu Type={t} File={','.join(next(units) for _ in range(c))}"
-                            for t, c in gres.items()]
+                            for t, c in gres[n].items()]
     for d, node_list in [(etc, nodes), *((etc / f"node-{n}", [n]) for n in nodes)]:
         d.mkdir(exist_ok=True)
         lines = [line for n in node_list for line in gres_conf[n]]

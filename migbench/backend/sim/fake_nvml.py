@@ -70,9 +70,21 @@ def profile_index(p: Profile) -> int | None:
     [U] The pairing of index and profile is inferred from names and the nvml.h comments (docs/mig-facts.md#profile-ids):
     1 compute/1 memory slice -> 1_SLICE (0), its +me variant -> 1_SLICE_REV1 (7), 1 compute/2 memory slices
     -> 1_SLICE_REV2 (9), 2-slice -> 2_SLICE (1), 2-slice +me -> 2_SLICE_REV1 (8), 3 -> 3_SLICE (2),
-    4 -> 4_SLICE (3), 7 -> 7_SLICE (4).
+    4 -> 4_SLICE (3), 7 -> 7_SLICE (4); the RTX PRO 6000 variants +gfx, -me and +me.all -> *_GFX, *_NO_ME,
+    *_ALL_ME of their compute slices.
     """
     c, m, me = p.compute_slices, p.memory_slices, p.media
+    if p.variant:  # RTX PRO 6000: nvml.h *_GFX, *_NO_ME, *_ALL_ME by compute slices [U pairing]
+        return {
+            ("gfx", 1): pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX,
+            ("gfx", 2): pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_GFX,
+            ("gfx", 3): pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX,
+            ("gfx", 4): pynvml.NVML_GPU_INSTANCE_PROFILE_4_SLICE_GFX,
+            ("no_me", 1): pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME,
+            ("no_me", 2): pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_NO_ME,
+            ("all_me", 1): pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME,
+            ("all_me", 2): pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_ALL_ME,
+        }.get((p.variant, c))
     if c == 1 and m == 1:
         return pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 if me else pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE
     if c == 1 and m == 2 and not me:

@@ -116,6 +116,7 @@ def init_host(
     clients: Sequence[str] = (),
     seed: int = 0,
     gpu_uuids: Sequence[str] | None = None,
+    swapped: Sequence[int] = (),
 ) -> SimHost:
     """Create (or replace) a simulated host of `count` identical GPUs of catalogue model `model_key`.
 
@@ -123,14 +124,22 @@ def init_host(
     initial MIG mode (current = pending); `vm` models VM passthrough (no GPU reset: mode changes on Ampere
     stay pending until a reboot); `privileged` is whether the caller is root; `clients` are non-CUDA
     clients holding every GPU (nvidia-persistenced, dcgm...), which block GPU resets. UUIDs are
-    deterministic from `seed` (or given in `gpu_uuids`). The model comes from the default catalogue
+    deterministic from `seed` (or given in `gpu_uuids`). `swapped` lists the GPUs that number their GPU
+    instances with the two halves of the memory slices exchanged (docs/mig-facts.md#gi-ids; default none, as in
+    NVIDIA's own examples). The model comes from the default catalogue
     (built-in + user file), which every later operation resolves again for the host's driver.
     """
     cat = default_catalog()
     key = cat.find_key(model_key)
     if key is None:
         raise MigbenchError(f"unknown GPU model {model_key!r}", hint="known models: " + ", ".join(cat.keys()))
-    drv = full_driver(driver) if driver else newest_driver(cat, key)
+    if not driver:
+        try:
+            driver = newest_driver(cat, key)
+        except MigbenchError:
+            _check_model(cat.model(key))  # no observation at all: say which memory is unknown
+            raise
+    drv = full_driver(driver)
     dv = parse_driver(drv)
     assert dv is not None
     model = cat.model(key, driver=drv)
@@ -153,10 +162,18 @@ def init_host(
             mig_current=mig,
             mig_pending=mig,
             clients=sorted(set(clients)),
+            swapped=i in set(swapped),
         )
         for i in range(count)
     ]
+    if any(not 0 <= i < count for i in swapped):
+        raise MigbenchError(f"swapped GPU index out of range: {sorted(swapped)} (the host has {count} GPUs)")
     state = SimState(model_key=key, driver=drv, seed=seed, vm=vm, privileged=privileged, gpus=gpus)
+    return create_host(state_dir, state)
+
+
+def create_host(state_dir: str | os.PathLike[str], state: SimState) -> SimHost:
+    """Write a prepared state as the simulated host in `state_dir` (created; replaced if present)."""
     host = SimHost(state_dir)
     host.dir.mkdir(parents=True, exist_ok=True)
     with host._locked(exclusive=True):
@@ -427,7 +444,7 @@ class SimHost:
                 problems = model.check(existing + [Placement(prof.name, s)])
                 if problems:
                     raise SimError(INSUFFICIENT_RESOURCES, f"cannot create {prof.name}@{s} on GPU {gpu}: " + "; ".join(problems))
-            gi_id = gpu_instance_id(model, s, prof.memory_slices)
+            gi_id = gpu_instance_id(model, s, prof.memory_slices, g.swapped)
             used = {x.id for x in g.gpu_instances}
             if gi_id in used:  # cannot happen with power-of-two slot sizes; keep ids unique regardless
                 gi_id = min(i for i in range(len(used) + 64) if i not in used)
@@ -601,6 +618,15 @@ class SimHost:
     def _select(st: SimState, gpus: Sequence[int] | None) -> list[SimGpu]:
         return [st.gpu(i) for i in gpus] if gpus is not None else list(st.gpus)
 
+    def set_swapped(self, gpu: int, swapped: bool) -> None:
+        """Whether GPU `gpu` numbers GPU instances with the halves of its memory slices exchanged (a property of
+        the board, docs/mig-facts.md#gi-ids); only while it has no GPU instances."""
+        with self.transaction() as st:
+            g = st.gpu(gpu)
+            if g.gpu_instances:
+                raise MigbenchError(f"GPU {gpu} has GPU instances; destroy them before changing its numbering")
+            g.swapped = bool(swapped)
+
     def set_privileged(self, privileged: bool) -> None:
         with self.transaction() as st:
             st.privileged = bool(privileged)
@@ -644,6 +670,7 @@ __all__ = [
     "SimState",
     "ci_profiles",
     "ci_remaining",
+    "create_host",
     "cuda_driver_version",
     "error_string",
     "gpu_instance_id",

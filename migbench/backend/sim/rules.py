@@ -39,6 +39,7 @@ _BRANCH_RELEASE = {
     550: "550.90.07",  # docs/mig-facts.md#minimum-drivers (H200)
     560: "560.35.03",  # samples/h100-nvl_lgip-lgipp_1.txt
     570: "570.133.20",  # docs/mig-facts.md#minimum-drivers (B200)
+    575: "575.51.03",  # docs/mig-facts.md#minimum-drivers (RTX PRO 6000 Blackwell)
     580: "580.65.06",  # docs/mig-facts.md#h100-sxm5-80gb (User Guide MPS example)
 }
 
@@ -49,6 +50,8 @@ MIN_MIG_DRIVER: tuple[tuple[str, DriverVersion], ...] = (
     ("H100", (525, 85, 12)),
     ("H200", (550, 90, 7)),
     ("B200", (570, 133, 20)),
+    ("GB200", (570, 133, 20)),
+    ("RTX-PRO-6000", (575, 51, 3)),
 )
 
 # CUDA version reported by a driver branch (nvmlSystemGetCudaDriverVersion, nvidia-smi header).
@@ -92,14 +95,19 @@ def full_driver(text: str) -> str:
 
 
 def newest_driver(cat: Catalog, key: str) -> str:
-    """The newest driver the catalogue has a memory observation for on model `key`, as a full version."""
+    """The newest driver the catalogue has a memory observation for on model `key`, as a full version: the
+    newest stated observation from a source of known provenance, else the newest filed one."""
     spec = cat.specs[key]
     seen: list[tuple[DriverVersion, str]] = []
+    trusted: list[tuple[DriverVersion, str]] = []
     for ps in spec.get("profiles", []):
         for obs in ps.get("memory_mib") or []:
             v = parse_driver(str(obs["driver"]))
             if v is not None:
                 seen.append((v, str(obs["driver"])))
+                if obs.get("driver_stated", True) and not obs.get("unverified", False):
+                    trusted.append((v, str(obs["driver"])))
+    seen = trusted or seen
     if not seen:
         raise MigbenchError(f"the catalogue has no driver observation for {key}")
     v, text = max(seen)
@@ -136,20 +144,27 @@ def resolve_model(key: str, driver: str) -> GpuModel:
 # ---------------------------------------------------------------------------------------------
 
 
-def gpu_instance_id(model: GpuModel, start: int, size: int) -> int:
+def physical_start(model: GpuModel, start: int, size: int, swapped: bool) -> int:
+    """Where an instance printed at `start` sits on a GPU whose two halves of the memory slices are exchanged
+    (`swapped`, a per-board property, docs/mig-facts.md#gi-ids): `start XOR N/2` for instances smaller than
+    the GPU, the printed start otherwise."""
+    n = model.memory_slices
+    return start ^ (n // 2) if swapped and size < n else start
+
+
+def gpu_instance_id(model: GpuModel, start: int, size: int, swapped: bool = False) -> int:
     """The id the driver gives a GPU instance at `start` of `size` memory slices.
 
-    [U] Inferred from the real captures (samples/a100-40gb_cgi-insufficient-resources_1.txt,
-    samples/a30_lgip-lgipp-lgi_1.txt, the scaleway H100 -lgi in samples/h100-pcie_lgipp-lgi_1.txt): a slot tree over
-    the memory slices, id = (number of slots of that size - 1) + start/size. On an 8-slice GPU: size 8 -> 0,
-    size 4 -> 1 + start/4, size 2 -> 3 + start/2, size 1 -> 7 + start; on the 4-slice A30: size 4 -> 0,
-    size 2 -> 1 + start/2, size 1 -> 3 + start. samples/a100-40gb_cgi-C-lgi_1.txt disagrees on which of
-    two 3g instances gets id 1 and which id 2 (its -lgi lists id 1 at 4:4), and the H100 NVL main table in
-    samples/h100-nvl_lgip-lgipp_1.txt (560.35.03) shows ids 1, 5, 13 after `-cgi 9,15,19`, i.e. placements
-    0, 4 and 6, which the placement rule below does not reproduce (see `choose_gpu_instance_start`).
+    [D] One slot tree over the memory slices, id = (number of slots of that size - 1) + start/size: on an
+    8-slice GPU size 8 -> 0, size 4 -> 1..2, size 2 -> 3..6, size 1 -> 7..14; on a 4-slice GPU (A30, RTX PRO
+    6000) size 4 -> 0, size 2 -> 1..2, size 1 -> 3..6. On some boards the tree is applied to the placement with
+    the two halves of the memory slices exchanged (`swapped`): both kinds occur on one host and driver
+    (NVIDIA/DCGM#138, stackhpc docs/mig.md) and nothing public predicts which a board is. With that bit the rule
+    reproduces every public capture with ids but one, the User Guide's `-cgi 9,3g.20gb -C`, whose `-cgi` lines
+    and `-lgi` table contradict each other (docs/fidelity-findings.md#gi-ids; tests/backend/sim/test_replay.py).
     """
     slots = max(model.memory_slices // max(size, 1), 1)
-    return (slots - 1) + start // max(size, 1)
+    return (slots - 1) + physical_start(model, start, size, swapped) // max(size, 1)
 
 
 def remaining_placements(model: GpuModel, existing: Sequence[Placement]) -> int:
@@ -168,9 +183,10 @@ def choose_gpu_instance_start(model: GpuModel, existing: Sequence[Placement], pr
     [U] Inferred from the captures: among the legal free starts for the profile, the one that leaves the
     largest number of still-possible placements (over the model's plain profiles and their starts, given
     overlap, per-profile maximums and the compute budget after this creation); ties go to the lowest start.
-    It reproduces `-cgi 19,19,14,9` (13, 11, 3, then Insufficient Resources) and `-cgi 9,19,14,19` (2, 7, 4,
-    8) on an A100-40GB before R525, and `-cgi 9,19,19,19` on an H100 PCIe 525.125.06 (2, 7, 8, 9). It does
-    not reproduce the H100 NVL 560.35.03 main table (which looks like lowest-start-first on that driver).
+    It reproduces the placements of every public capture (docs/fidelity-findings.md#gi-ids), e.g. `-cgi
+    19,19,14,9` (13, 11, 3, then Insufficient Resources) and `-cgi 9,19,14,19` (2, 7, 4, 8) on an A100-40GB
+    before R525, `-cgi 9,19,19,19` on an H100 PCIe 525.125.06 (2, 7, 8, 9) and, on a board with swapped halves,
+    `-cgi 9,15,19` on the H100 NVL 560.35.03 (1, 5, 13).
     """
     best: tuple[int, int] | None = None
     for s in profile.starts:
@@ -259,3 +275,55 @@ def _ci_profiles(model: GpuModel, gi_profile: Profile) -> list[CiProfile]:
             )
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers only the main nvidia-smi table shows
+# ---------------------------------------------------------------------------------------------
+
+# Memory an idle GPU instance shows as used in the MIG-devices table, by driver branch and the instance's
+# memory slices, as seen in the captures (docs/fidelity-findings.md#text-differences). [U] for branches and
+# sizes in between: the newest branch not above the driver applies, and within it the largest size seen not
+# above the instance's (else the smallest size seen).
+_IDLE_GI_MIB: dict[int, dict[int, int]] = {
+    0: {4: 11},  # MIG User Guide -cgi 9,3g.20gb -C (no BAR1 row: before R510)
+    510: {1: 0},  # 510.47.03, yokatayama/e-learning (1g.5gb, ESXi)
+    525: {1: 6, 4: 19},  # 525.125.06: scaleway H100 PCIe 1g.10gb; Google Cloud H100 SXM5 3g.40gb
+    535: {1: 12, 2: 25, 4: 37},  # 535.104.12, H100 SXM5, unresolved README [U]
+    560: {1: 13, 2: 13, 4: 38},  # 560.35.03, H100 NVL (AlizeeChen11/mig-and-mps)
+    570: {1: 15},  # 570.169, H100 PCIe, unresolved tutorial [U]
+    580: {1: 36, 2: 71, 4: 142},  # 580.126.09, A100-SXM4-40GB, unresolved notes [U]
+}
+
+
+def idle_gi_memory_mib(driver: DriverVersion, memory_slices: int) -> int:
+    """MiB an idle GPU instance of `memory_slices` shows as used on `driver` [U, see `_IDLE_GI_MIB`]."""
+    branch = max(b for b in _IDLE_GI_MIB if b <= driver[0])
+    seen = _IDLE_GI_MIB[branch]
+    fits = [s for s in seen if s <= memory_slices]
+    return seen[max(fits)] if fits else seen[min(seen)]
+
+
+def bar1_mib(model: GpuModel, memory_slices: int) -> int:
+    """BAR1 total of a MIG device: memory slices x the GPU's BAR1 per slice, minus 1 MiB [D: 8191 for a 1-slice
+    A100-40GB, 16383/32767/65535 for 1/2/4-slice 80GB-and-larger parts in every capture with a BAR1 row]. The
+    per-slice size (8 GiB on 40GB parts, 16 GiB above 64 GiB) is [U] for GPUs without such a capture."""
+    total = model.memory_total_mib or model.max_memory_mib()
+    per_slice = 16384 if total > 64 * 1024 else 8192
+    return memory_slices * per_slice * 8 // model.memory_slices - 1
+
+
+# Power limit in the main table (Pwr:Usage/Cap), as seen in captures; 400 W elsewhere [U]. Display only.
+_POWER_CAP_W = {
+    "A100-PCIE-40GB": 250,  # yokatayama/e-learning, 510.47.03
+    "A100-SXM4-80GB": 400,  # NVIDIA/DCGM#152, 535.104.05
+    "A800-80GB-PCIE": 300,  # Project-HAMi/HAMi#1903, 580.119.02
+    "H100-SXM5-80GB": 700,  # Google Cloud docs, 525.125.06
+    "H100-PCIE-80GB": 350,  # scaleway/docs-content, 525.125.06
+    "H100-NVL": 400,  # AlizeeChen11/mig-and-mps, 560.35.03
+    "RTX-PRO-6000-BLACKWELL": 600,  # bigstack-oss/cubecos#312
+}
+
+
+def power_cap_w(key: str) -> int:
+    return _POWER_CAP_W.get(key, 400)

@@ -4,7 +4,8 @@ The host is the state directory in `$MIGBENCH_SIM`. Formats are copied from real
 (`tests/data/samples/`, indexed in `docs/captures.md`; summarised in `docs/mig-facts.md#smi-formats`):
 the 79-column `-lgip` frame, the `-lgipp` lines (`ID  9`, singular `Placement :`), the `-lgi`, `-lci`,
 `-lcip` tables, the create/destroy lines with their right-aligned two-character numbers (`ID  2`,
-`GPU  0`), the `-mig`, `--gpu-reset`, `-L`, `-q` and `--query-gpu` texts. Where no capture exists the text
+`GPU  0`), the `-mig`, `--gpu-reset`, `-L`, `-q` and `--query-gpu` texts, and the plain `nvidia-smi` in the
+layout of the host's driver (79, 89 or 91 columns; `-lgip` 79/81 and `-lgi` 54/57/59 columns by driver). Where no capture exists the text
 follows the nearest real pattern and is marked [U] at the place it is produced.
 
 Exit status: 0 on success; on failure nvidia-smi's documented return values by NVML error: 2 invalid
@@ -14,8 +15,8 @@ refused reset (a mig-manager log shows "error resetting all GPUs: exit status 25
 
 Supported: `-L`, `-q [-i]`, `--query-gpu=... --format=csv[,noheader][,nounits]`, `-i <index|bus id|uuid>[,..]`,
 `-mig 0|1`, `-r/--gpu-reset`, `mig -lgip|-lgipp|-lgi|-lci|-lcip|-cgi <list> [-C]|-cci [<list>]|-dci|-dgi` with
-`-i`, `-gi`, `-ci`, and the bare `nvidia-smi` "MIG devices:" / "Processes:" blocks (the GPU summary table
-above them, with fans, temperatures and power, is not simulated).
+`-i`, `-gi`, `-ci`, and the bare `nvidia-smi` (GPU table, "MIG devices:" with BAR1 rows, "Processes:"; fan,
+temperature and power are fixed display values [U]).
 """
 
 from __future__ import annotations
@@ -396,7 +397,9 @@ def _reset(host: SimHost, st: SimState, gpus: list[int], explicit: bool, out: _O
     if not failed:
         for i in gpus:
             out.line(f"GPU {st.gpus[i].bus_id} was successfully reset.")
-        out.line("All done.")
+        # No "All done." after a successful reset: the one attributable capture ends right after this line
+        # (NVIDIA/gpu-operator#118, public/a100_mig-disable-pending-gpu-reset_1.txt); only an unattributed paste
+        # shows one ([U], unknown-gpu_gpu-reset_1.txt).
         return 0
     if len(gpus) == 1:
         i, err = next(iter(failed.items()))

@@ -13,12 +13,22 @@ from typing import Any
 import psutil
 
 from migbench.backend.sim.errors import INVALID_ARGUMENT, SimError
-from migbench.backend.sim.rules import CiProfile, choose_gpu_instance_start, ci_profiles, display_name, resolve_model, uses_new_mig_uuids
+from migbench.backend.sim.rules import (
+    CiProfile,
+    choose_gpu_instance_start,
+    ci_profiles,
+    display_name,
+    idle_gi_memory_mib,
+    physical_start,
+    resolve_model,
+    uses_new_mig_uuids,
+)
 from migbench.catalog import (
     DriverVersion,
     GpuModel,
     Placement,
     Profile,
+    model_from_spec,
     parse_driver,
 )
 from migbench.errors import MigbenchError
@@ -90,6 +100,7 @@ class SimGpu:
     mig_pending: bool
     clients: list[str] = field(default_factory=list)
     gpu_instances: list[GpuInstance] = field(default_factory=list)
+    swapped: bool = False  # the two halves of the memory slices exchanged in GI numbering (docs/mig-facts.md#gi-ids)
 
     def gi(self, gi_id: int) -> GpuInstance | None:
         return next((g for g in self.gpu_instances if g.id == gi_id), None)
@@ -98,7 +109,8 @@ class SimGpu:
 @dataclass(frozen=True)
 class MigDevice:
     """A MIG device (one compute instance) as NVML and nvidia-smi show it. `index` is per parent GPU,
-    in (GI id, CI id) order; `memory_mib` is the GI profile's memory (the CIs of a GI share it)."""
+    in (GI id, CI id) order; `memory_mib` is its GI's memory (the CIs of a GI share it): the profile's, or
+    what the catalogue records for that physical placement (`Profile.memory_at`)."""
 
     gpu: int
     index: int
@@ -126,11 +138,20 @@ class SimState:
     faults: list[Fault] = field(default_factory=list)
     serial: int = 0
     version: int = STATE_VERSION
+    model_spec: dict[str, Any] | None = None
+    """The profile table in catalogue form when the host was built from a real host's captures
+    (`migbench sim init --from`); None: the catalogue's model `model_key`."""
 
     # -- derived ---------------------------------------------------------------------------------
     @property
     def model(self) -> GpuModel:
-        return resolve_model(self.model_key, self.driver)
+        if self.model_spec is None:
+            return resolve_model(self.model_key, self.driver)
+        cached = self.__dict__.get("_captured_model")
+        if cached is None or cached[0] != self.driver:
+            cached = (self.driver, model_from_spec(self.model_key, self.model_spec, self.driver, origin="capture"))
+            self.__dict__["_captured_model"] = cached
+        return cached[1]
 
     @property
     def driver_version(self) -> DriverVersion:
@@ -189,10 +210,15 @@ class SimState:
                 out.append(
                     MigDevice(
                         gpu=gpu, index=len(out), gi_id=gi.id, ci_id=ci.id, uuid=ci.uuid, name=cp.name,
-                        gi_profile=prof, ci_profile=cp, memory_mib=int(prof.memory_mib or 0), serial=ci.serial,
+                        gi_profile=prof, ci_profile=cp, memory_mib=self.gi_memory_mib(g, gi), serial=ci.serial,
                     )
                 )
         return out
+
+    def gi_memory_mib(self, g: SimGpu, gi: GpuInstance) -> int:
+        """The memory a GPU instance reports: its profile's, or the catalogue's value for its physical placement."""
+        prof = self.gi_profile(gi)
+        return int(prof.memory_at(physical_start(self.model, gi.start, gi.size, g.swapped)) or 0)
 
     def all_mig_devices(self) -> list[MigDevice]:
         return [d for g in self.gpus for d in self.mig_devices(g.index)]
@@ -208,7 +234,14 @@ class SimState:
         return int(m.memory_total_mib or m.max_memory_mib())
 
     def used_memory_mib(self, gpu: int, gi: int | None = None) -> int:
+        """Memory the simulated processes use (on GPU `gpu`, or one of its GPU instances)."""
         return sum(p.used_memory_mib for p in self.processes_on(gpu, gi))
+
+    def gi_used_mib(self, gpu: int, gi: GpuInstance) -> int:
+        """What nvidia-smi shows as used on a GPU instance: the driver's idle use (once compute instances exist;
+        [U] by driver, `idle_gi_memory_mib`) plus its processes."""
+        idle = idle_gi_memory_mib(self.driver_version, gi.size) if gi.compute_instances else 0
+        return idle + self.used_memory_mib(gpu, gi.id)
 
     def remaining_capacity(self, gpu: int, profile: Profile) -> int:
         """How many more GIs of `profile` fit, created one after another with driver-chosen placements
@@ -224,7 +257,10 @@ class SimState:
 
     # -- (de)serialisation -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["model_spec"] is None:
+            del d["model_spec"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SimState:
@@ -245,7 +281,7 @@ class SimState:
             privileged=bool(d["privileged"]), gpus=gpus,
             processes=[SimProcess(**p) for p in d.get("processes", [])],
             faults=[Fault(**f) for f in d.get("faults", [])], serial=int(d.get("serial", 0)),
-            version=int(d["version"]),
+            version=int(d["version"]), model_spec=d.get("model_spec"),
         )
 
 

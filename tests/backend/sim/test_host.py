@@ -58,14 +58,15 @@ def test_init_defaults_identity_and_determinism(tmp_path):
 
 def test_init_driver_rules(tmp_path):
     assert init_host(tmp_path / "h", "H100-NVL", 1).read().driver == "560.35.03"
-    assert init_host(tmp_path / "p", "H100-PCIE-80GB", 1).read().driver == "570.169"
+    # the newest driver of a verified observation (570.169 comes from a paste of unresolved provenance)
+    assert init_host(tmp_path / "p", "H100-PCIE-80GB", 1).read().driver == "525.125.06"
     assert init_host(tmp_path / "b", "A100-SXM4-40GB", 1, driver="R535").read().driver == "535.216.01"
     old = init_host(tmp_path / "o", "A100-SXM4-40GB", 1, driver="450.80.02").read()
     assert old.product_name == "A100-SXM4-40GB"  # no "NVIDIA " prefix on old drivers
     with pytest.raises(MigbenchError, match="needs driver 525.85.12"):
         init_host(tmp_path / "x", "H100-SXM5-80GB", 1, driver="520.61.05")
-    with pytest.raises(MigbenchError, match="does not know the memory of B200"):
-        init_host(tmp_path / "y", "B200", 1)
+    with pytest.raises(MigbenchError, match="does not know the memory of GH200-96GB"):
+        init_host(tmp_path / "y", "GH200-96GB", 1)
     with pytest.raises(MigbenchError, match="unknown GPU model"):
         init_host(tmp_path / "z", "Z999", 1)
 
@@ -498,8 +499,8 @@ def test_sim_cli_commands(tmp_path, monkeypatch, sleeper):
     assert run("set", "--privileged").exit_code == 0
     assert run("reboot").exit_code == 0
     assert load_host(state).gpus[0].gpu_instances == [] and load_host(state).gpus[0].mig_current
-    r = run("init", str(tmp_path / "b"), "--gpu", "B200")
-    assert isinstance(r.exception, MigbenchError) and "B200" in r.exception.message
+    r = run("init", str(tmp_path / "b"), "--gpu", "GH200-96GB")
+    assert isinstance(r.exception, MigbenchError) and "GH200-96GB" in r.exception.message
     monkeypatch.delenv("MIGBENCH_SIM")
     r = run("reboot")
     assert isinstance(r.exception, MigbenchError) and "MIGBENCH_SIM" in (r.exception.hint or "")

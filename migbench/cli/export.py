@@ -1,0 +1,214 @@
+"""`migbench export slurm|k8s|mig-parted` and `migbench exec`: a plan handed to a cluster's engine,
+and one engine task run on the device the engine gave it. Thin: parse -> `migbench.export` -> print."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from migbench.cli.common import STATE_DIR_HELP, console
+
+export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@export_app.command("slurm", help="Slurm: node lines and gres.conf, apply-<node>.sh, submit.sh (job arrays per instance type).")
+def slurm_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file (its fleet names the nodes).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Directory to write (default: <plan dir>/slurm-<sweep>/).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Compare with the cluster (scontrol show node), use its GRES types; fail on a missing one.")] = False,
+    type_map: Annotated[Optional[list[str]], typer.Option("--type-map", help="PROFILE=TYPE or MODEL:PROFILE=TYPE: the site's GRES type for a profile.")] = None,
+    type_map_file: Annotated[Optional[Path], typer.Option("--type-map-file", help="A YAML mapping PROFILE: TYPE.")] = None,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="An sbatch option for every array (repeatable).")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+) -> None:
+    from migbench.export import slurm, slurmctl
+    from migbench.export.slurm_types import parse_type_map
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    tmap = parse_type_map(type_map or [], type_map_file)
+    chosen = None
+    notes: list[str] = []
+    if check:
+        slurmctl.require_nodes(plan)
+        chosen, notes = slurmctl.check(plan, slurmctl.cluster_nodes(), tmap)
+    out = output or Path(plan_file).resolve().parent / f"slurm-{plan.name}"
+    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir)
+    con = console()
+    t = Table(title=f"{plan.name}: {sum(len(tk.runs) for a in exp.arrays for tk in a.tasks)} runs as Slurm job arrays", title_justify="left")
+    for col in ("array", "profile", "--gres type", "tasks", "runs", "at once", "nodes"):
+        t.add_column(col)
+    for a in exp.arrays:
+        t.add_row(a.name, a.profile, exp.types[a.name], str(len(a.tasks)), str(sum(len(tk.runs) for tk in a.tasks)), str(a.count),
+                  ", ".join(f"{n}:{c}" for n, c in a.per_node.items()) or "-")
+    con.print(t)
+    if check:
+        con.print(Text("checked against the cluster: every node has the GRES types and counts the plan needs", style="green"))
+    for n in notes + exp.notes:
+        con.print(Text(f"note: {n}", style="yellow"))
+    con.print(f"written to {out}: " + ", ".join(str(p.relative_to(out)) for p in exp.files))
+    nodes = plan.nodes()
+    if nodes:
+        con.print(f"admin: on each node run apply-<node>.sh before slurmd starts; give it the Gres= line of nodes/<node>.conf; gres.conf: {out / 'gres.conf'}")
+    con.print(f"user:  {shlex.quote(str(out / 'submit.sh'))} [sbatch options]; then migbench status {shlex.quote(str(plan_file))}")
+
+
+@export_app.command("k8s", help="Kubernetes with the GPU Operator: mig-parted ConfigMap, node labels, one Indexed Job per instance type.")
+def k8s_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file (its fleet names the nodes).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Directory to write (default: <plan dir>/k8s-<sweep>/).")] = None,
+    image: Annotated[str, typer.Option("--image", help="The container image of the runs, with migbench installed.")] = "migbench:latest",
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Jobs.")] = "default",
+    operator_namespace: Annotated[str, typer.Option("--operator-namespace", help="The GPU Operator's namespace (mig-parted ConfigMap).")] = "gpu-operator",
+    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="A PersistentVolumeClaim for the run directories (default: emptyDir).")] = None,
+) -> None:
+    from migbench.export import k8s
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    out = output or Path(plan_file).resolve().parent / f"k8s-{plan.name}"
+    exp = k8s.write(plan, out, plan_text=Path(plan_file).read_text(), sha256=_sha(plan_file), image=image, namespace=namespace,
+                    operator_namespace=operator_namespace, state_pvc=state_pvc)
+    con = console()
+    t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
+    for col in ("job", "resource", "completions", "parallelism", "nodes"):
+        t.add_column(col)
+    for j in exp.jobs:
+        t.add_row(j.name, j.resource, str(j.completions), str(j.parallelism), ", ".join(j.nodes))
+    con.print(t)
+    for w in exp.warnings:
+        con.print(Text(f"warning: {w}", style="yellow"))
+    for n in exp.notes:
+        con.print(Text(f"note: {n}", style="yellow"))
+    con.print(f"written to {out}: " + ", ".join(str(p.relative_to(out)) for p in exp.files))
+    con.print("admin: kubectl apply -f mig-parted-config.yaml, point the GPU Operator's migManager.config.name at it, run label-nodes.sh")
+    con.print("user:  kubectl apply -f plan-configmap.yaml -f jobs/")
+
+
+@export_app.command("mig-parted", help="The mig-parted config alone (nvidia-mig-parted apply -f FILE -c NAME), one config per node.")
+def migparted_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: print it).")] = None,
+) -> None:
+    from migbench.export import migparted
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    text, warnings = migparted.config_text(plan), migparted.placement_warnings(plan)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console().print(f"written to {output}; apply on a node with: nvidia-mig-parted apply -f {output} -c <config name>")
+    for w in warnings:
+        typer.echo(f"# warning: {w}", err=True)
+
+
+def exec_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="The exported plan file.")],
+    array: Annotated[str, typer.Option("--array", help="The array (instance type) the task belongs to.")],
+    index: Annotated[Optional[int], typer.Option("--index", help="The task (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).", min=0)] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="This node's name in the plan (default: SLURMD_NODENAME, NODE_NAME or the host name).")] = None,
+    device_map: Annotated[Optional[Path], typer.Option("--device-map", help="A JSON list of the node's MIG uuids in GRES index order.")] = None,
+    sha256: Annotated[Optional[str], typer.Option("--sha256", help="Refuse to run unless the plan file has this sha256 (the exported one).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the task's runs, device, environment and argv; start and write nothing.")] = False,
+    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
+) -> None:
+    from migbench.export import execute
+    from migbench.plan import Plan
+
+    plan = Plan.load(plan_file)
+    prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run,
+                            workdir=workdir)
+    if dry_run:
+        typer.echo(f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "
+                   f"({prep.device.instance}, from {prep.device.source})")
+        for s in prep.specs:
+            typer.echo("")
+            typer.echo(f"# {s.run_id} attempt {s.attempt}")
+            typer.echo(f"cd {shlex.quote(s.workdir)}")
+            for k, v in s.env.items():
+                typer.echo(f"export {k}={shlex.quote(v)}")
+            typer.echo(shlex.join(s.argv))
+        return
+    print(f"migbench exec: {prep.array.name} task {prep.task.index} on {prep.node}: " + ", ".join(s.run_id for s in prep.specs)
+          + f" on {prep.device.uuid}", file=sys.stderr, flush=True)
+    raise typer.Exit(execute.run(prep))
+
+
+# -- status and stop of an exported sweep (called by `migbench status` / `migbench stop`) ------
+
+
+def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
+    head = Text()
+    head.append(doc["sweep"], style="bold")
+    head.append(f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})"
+                                                                   for j in doc["jobs"]))
+    counts = Text("runs: " + ", ".join(f"{n} {s}" for s, n in doc["counts"].items()) + f"  (of {doc['total']})")
+    t = Table(title_justify="left")
+    for col in ("run", "state", "try", "job", "node", "device", "elapsed", "exit", "note"):
+        t.add_column(col)
+    for r in doc["runs"]:
+        t.add_row(r["id"], r["state"], str(r["attempt"] or "-"), r["job"] or "-", r["node"] or "-", r["device"] or "-",
+                  "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s", "-" if r["exit_code"] is None else str(r["exit_code"]), r["note"])
+    return Group(head, counts, t)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export", help="Hand a plan to Slurm, Kubernetes (GPU Operator) or mig-parted.")
+    app.command("exec", help="Run one exported task (a Slurm array task, an Indexed Job pod) on the MIG device its engine gave it.")(exec_cmd)
+
+
+def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bool) -> bool:
+    """`migbench status PLAN` for a sweep submitted with submit.sh (and never launched locally).
+    Returns False when there is no such submission."""
+    import json
+
+    from migbench.export import slurmctl
+    from migbench.launch.store import db_path
+    from migbench.plan import Plan
+    from migbench.state import state_dir_for
+
+    if plan_file is None:
+        return False
+    plan = Plan.load(plan_file)
+    sd = state_dir_for(plan, state_dir)
+    if not slurmctl.has_submission(sd) or db_path(sd).exists():
+        return False
+    doc = slurmctl.status_doc(plan, sd)
+    if as_json:
+        typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
+    else:
+        console().print(slurm_status_view(doc))
+    return True
+
+
+def stop_export(plan_file: Path | None, state_dir: Path | None) -> bool:
+    """`migbench stop PLAN` for a submitted sweep: scancel its jobs. False when there is none."""
+    from migbench.export import slurmctl
+    from migbench.launch.store import db_path
+    from migbench.plan import Plan
+    from migbench.state import state_dir_for
+
+    if plan_file is None:
+        return False
+    plan = Plan.load(plan_file)
+    sd = state_dir_for(plan, state_dir)
+    if not slurmctl.has_submission(sd) or db_path(sd).exists():
+        return False
+    ids = slurmctl.cancel(sd)
+    console().print(f"scancel {' '.join(ids)}: Slurm signals the tasks (SIGTERM, SIGKILL after KillWait); `migbench status` shows them CANCELLED")
+    return True

@@ -1,0 +1,216 @@
+"""`migbench export slurm PLAN -o DIR`: what an admin and a user need to run a plan under Slurm.
+
+    DIR/nodes/<node>.conf   the node's slurm.conf line (Gres=gpu:<type>:<n>,...) and its MIG
+                            devices in GRES order (for a hand-written gres.conf)
+    DIR/gres.conf           AutoDetect=nvml, with the types each node will detect
+    DIR/apply-<node>.sh     the layout, applied on the node before slurmd starts (Slurm never
+                            partitions GPUs: https://slurm.schedmd.com/gres.html, "MIG Management")
+    DIR/submit.sh           one job array per instance type, each task asking --gres=gpu:<type>:1,
+                            at most as many at once as the plan has instances of the type; each task
+                            runs `migbench exec` (`export.execute`)
+    DIR/export.json         what was exported: the plan's hash, arrays, types, nodes
+
+The type names come from `slurm_types` (NVML autodetection's naming, a site's `--type-map`, or with
+`--check` the cluster's own, read by `slurmctl.cluster_types`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migbench.errors import InputError, MigbenchError
+from migbench.export.slurm_types import detected_type, site_type
+from migbench.export.tasks import Array, arrays, node_devices
+from migbench.plan import Plan
+from migbench.state import state_dir_for
+
+JOBS_FILE = "slurm/jobs.tsv"
+"""Where submit.sh records its job ids, under the plan's state dir (what status and stop read)."""
+
+
+@dataclass
+class SlurmExport:
+    plan: Plan
+    sha256: str
+    arrays: list[Array]
+    types: dict[str, str]  # array name -> GRES type
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def migbench_command() -> str:
+    """How the scripts call migbench: this install's console script, else `python -m migbench`."""
+    found = shutil.which("migbench")
+    if found and Path(found).parent == Path(sys.executable).parent:
+        return shlex.quote(found)
+    return f"{shlex.quote(sys.executable)} -m migbench"
+
+
+def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The GRES type of each array: `chosen` (the cluster's, from --check), else the site's map,
+    else the name NVML autodetection gives it."""
+    out = {}
+    for a in arrays(plan):
+        out[a.name] = (chosen or {}).get(a.name) or site_type(a.model, a.profile, a.memory_mib, type_map)
+    return out
+
+
+def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None,
+          sbatch_args: Sequence[str] = (), state_dir: Path | None = None, command: str | None = None) -> SlurmExport:
+    """Write the export into `out` (created; files of an earlier export are replaced)."""
+    if not plan.path:
+        raise InputError("the plan has no file", hint="save it first (`migbench plan -o PLAN`)")
+    arrs = arrays(plan)
+    if not any(a.tasks for a in arrs):
+        raise MigbenchError(f"plan {plan.name} places no run: nothing to submit", hint="check the plan's `unplaced` list")
+    types = gres_types(plan, type_map, chosen)
+    exp = SlurmExport(plan, sha256, arrs, types)
+    mb = command or migbench_command()
+    plan_abs = str(Path(plan.path).resolve())
+    sd = (state_dir or state_dir_for(plan)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    nodes = plan.nodes()
+    if not nodes:
+        exp.notes.append("the plan's fleet names no nodes: no nodes/*.conf or apply-*.sh written "
+                         "(add `node:` to each fleet entry, or --fleet-file, and plan again)")
+    else:
+        (out / "nodes").mkdir(exist_ok=True)
+        for node in nodes:
+            exp.files.append(_write(out / "nodes" / f"{node}.conf", node_conf(plan, node, arrs, types, type_map)))
+            exp.files.append(_write(out / f"apply-{node}.sh", apply_script(plan, node, plan_abs, mb, arrs, types), exe=True))
+        exp.files.append(_write(out / "gres.conf", gres_conf(plan, arrs, types)))
+    exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, plan_abs, str(sd), sha256, mb, sbatch_args), exe=True))
+    doc = {
+        "version": 1, "kind": "migbench-export-slurm", "plan": plan_abs, "plan_sha256": sha256, "state_dir": str(sd),
+        "nodes": nodes,
+        "arrays": [{"name": a.name, "model": a.model, "profile": a.profile, "gres_type": types[a.name], "instances": a.count,
+                    "per_node": a.per_node, "tasks": len(a.tasks), "runs": sum(len(t.runs) for t in a.tasks)} for a in arrs],
+    }
+    exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
+    shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
+    if shared:
+        exp.notes.append("Slurm cannot tell apart " + ", ".join(f"{a.profile} ({a.model})" for a in shared)
+                         + f": they share GRES type {types[shared[0].name]} (the type names only GPU-instance slices and memory)")
+    return exp
+
+
+def _write(path: Path, text: str, *, exe: bool = False) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755 if exe else 0o644)
+    tmp.replace(path)
+    return path
+
+
+def node_gres(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, str]) -> list[tuple[str, int]]:
+    """[(GRES type, count)] of a node, in array order (types shared by several arrays summed)."""
+    out: dict[str, int] = {}
+    for a in arrs:
+        n = a.per_node.get(node, 0)
+        if n:
+            out[types[a.name]] = out.get(types[a.name], 0) + n
+    return list(out.items())
+
+
+def node_conf(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, str], type_map: Mapping[str, str]) -> str:
+    gres = ",".join(f"gpu:{t}:{n}" for t, n in node_gres(plan, node, arrs, types))
+    name_of = {(a.model, a.profile): types[a.name] for a in arrs}
+    model_of = {g.gpu: g.model for g in plan.fleet}
+    local = {g.gpu: k for k, g in enumerate(plan.node_gpus(node))}
+    lines = [
+        f"# Node {node} of plan {plan.name}: its MIG devices in Slurm (written by `migbench export slurm`).",
+        f"# Configure MIG on it first (../apply-{node}.sh), then start slurmd: Slurm does not partition GPUs.",
+        "#",
+        "# slurm.conf: keep the node's own CPUs=, RealMemory=, ... and set Gres= to this (with GresTypes=gpu):",
+        f"NodeName={node} Gres={gres}",
+        "#",
+        "# gres.conf: AutoDetect=nvml (../gres.conf). The types are what Slurm's NVML detection names these",
+        "# devices: <GPU name cut at its first '-'>_<GPU-instance slices>g.<memory rounded to GiB>gb, not the",
+        "# NVIDIA profile (src/plugins/gpu/nvml/gpu_nvml.c, _handle_mig; gres.conf(5), Type: \"should match or",
+        "# be a substring of the value that is detected\"). Check with `slurmd -G` on the node; if it names them",
+        "# otherwise, export again with --type-map PROFILE=TYPE, or with --check against the running cluster.",
+        "#",
+        "# Without NVML (AutoDetect=off, a hand-written gres.conf), list the MIG devices in this order, one",
+        "# MultipleFiles= line each (/dev/nvidiaN plus its two /dev/nvidia-caps files): GRES index k is then the",
+        "# k-th, which is what `migbench exec` assumes when a job gets an index instead of a MIG uuid.",
+    ]
+    for k, inst in enumerate(node_devices(plan, node)):
+        t = name_of[(model_of[inst.gpu], inst.profile)]
+        lines.append(f"#   {k}: GPU {local[inst.gpu]} {inst.profile}@{inst.start}  Type={t}")
+    return "\n".join(lines) + "\n"
+
+
+def gres_conf(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str]) -> str:
+    lines = [
+        f"# gres.conf for the nodes of plan {plan.name} (written by `migbench export slurm`).",
+        "# Slurm reads the MIG devices from NVML; each node must be MIG-configured before slurmd starts",
+        "# (apply-<node>.sh). slurm.conf needs GresTypes=gpu and each node's Gres= from nodes/<node>.conf.",
+        "AutoDetect=nvml",
+    ]
+    model_of = {g.gpu: g.model for g in plan.fleet}
+    for node in plan.nodes():
+        det: dict[str, int] = {}
+        for inst in node_devices(plan, node):
+            d = detected_type(model_of[inst.gpu], inst.profile, inst.memory_mib)
+            det[d] = det.get(d, 0) + 1
+        lines.append(f"# {node}: slurmd -G should show " + ", ".join(f"{n} x {d}" for d, n in det.items())
+                     + "; slurm.conf declares " + ",".join(f"gpu:{t}:{n}" for t, n in node_gres(plan, node, arrs, types)))
+    return "\n".join(lines) + "\n"
+
+
+def apply_script(plan: Plan, node: str, plan_abs: str, mb: str, arrs: Sequence[Array], types: Mapping[str, str]) -> str:
+    gres = ",".join(f"gpu:{t}:{n}" for t, n in node_gres(plan, node, arrs, types))
+    p = shlex.quote(plan_abs)
+    return f"""#!/usr/bin/env bash
+# Configure node {node}'s MIG layout for plan {plan.name}, as root, before slurmd starts: Slurm
+# expects MIG devices to exist already and never partitions GPUs itself
+# (https://slurm.schedmd.com/gres.html, "MIG Management"). Idempotent: a second run changes nothing.
+# Run it from slurmd's unit, e.g. a drop-in with ExecStartPre=$(realpath apply-{node}.sh), or by hand
+# with slurmd stopped (or the node drained), then restart slurmd. The node then offers {gres}.
+set -euo pipefail
+MIGBENCH=${{MIGBENCH:-{mb}}}
+$MIGBENCH apply {p} --node {shlex.quote(node)} --yes
+$MIGBENCH check {p} --node {shlex.quote(node)}
+"""
+
+
+def submit_script(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str], plan_abs: str, sd: str, sha256: str, mb: str,
+                  sbatch_args: Sequence[str]) -> str:
+    total = sum(len(t.runs) for a in arrs for t in a.tasks)
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Submit sweep {plan.name} to Slurm: {total} runs as {sum(len(a.tasks) for a in arrs)} tasks in "
+        f"{sum(1 for a in arrs if a.tasks)} job arrays, one per MIG instance type.",
+        "# Each task asks one GPU GRES of its type and runs `migbench exec` (its run, or the runs that share an instance",
+        "# in the plan, together). `%N` in --array keeps at most the plan's count of that type running at once.",
+        "# Extra sbatch options go after the script: ./submit.sh --partition gpu --account myproj --time 1-0",
+        "# Then: migbench status PLAN, migbench logs RUN PLAN, migbench stop PLAN.",
+        "set -euo pipefail",
+        f"MIGBENCH=${{MIGBENCH:-{mb}}}",
+        f"PLAN={shlex.quote(plan_abs)}",
+        f"STATE={shlex.quote(sd)}",
+        f"SHA256={sha256}",
+        "EXTRA=(" + " ".join(shlex.quote(a) for a in sbatch_args) + ")",
+        'mkdir -p "$STATE/slurm"',
+        f'JOBS="$STATE/{JOBS_FILE}"',
+        'printf \'# plan\\t%s\\t%s\\n\' "$SHA256" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$JOBS"',
+        "submit() {  # ARRAY TASKS GRES_TYPE MAX_AT_ONCE",
+        '  local array=$1 n=$2 type=$3 max=$4 out',
+        '  shift 4',
+        f'  out=$(sbatch --parsable --job-name="mb-{plan.name}-$array" --array="0-$((n - 1))%$max" --gres="gpu:$type:1" \\',
+        '        --output="$STATE/slurm/$array-%A_%a.out" "${EXTRA[@]}" "$@" \\',
+        '        --wrap="exec $MIGBENCH exec $(printf %q "$PLAN") --array $array --sha256 $SHA256 --state-dir $(printf %q "$STATE")")',
+        '  printf \'%s\\t%s\\t%s\\t%s\\n\' "$array" "${out%%;*}" "$n" "$type" >> "$JOBS"',
+        '  echo "submitted $array: job ${out%%;*}, $n task(s) on gpu:$type, at most $max at once"',
+        "}",
+    ]
+    for a in arrs:
+        if a.tasks:
+            lines.append(f'submit {a.name} {len(a.tasks)} {shlex.quote(types[a.name])} {a.count} "$@"')
+    return "\n".join(lines) + "\n"

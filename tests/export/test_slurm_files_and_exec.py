@@ -1,0 +1,129 @@
+"""`export slurm` files and `migbench exec` without a cluster: the device a task gets (MIG uuid or a
+GRES index), the per-attempt records it writes, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from migbench.export.tasks import arrays, node_devices
+from tests.export.conftest import make_plan
+from tests.support.cli import migbench
+
+
+def test_export_writes_node_lines_gres_conf_apply_and_submit_scripts(two_nodes, tmp_path):
+    plan, path = two_nodes
+    out = tmp_path / "out"
+    r = migbench("export", "slurm", str(path), "-o", str(out), "--sbatch-arg=--partition=gpu")
+    assert r.returncode == 0, r.stderr
+    arrs = arrays(plan)
+    for node in plan.nodes():
+        conf = (out / "nodes" / f"{node}.conf").read_text()
+        gres = ",".join(f"gpu:{'nvidia_a100_1g.10gb' if a.profile == '1g.10gb' else 'nvidia_a100_3g.39gb'}:{a.per_node[node]}"
+                        for a in arrs if a.per_node.get(node))
+        assert f"NodeName={node} Gres={gres}\n" in conf
+        assert conf.count("  Type=") == len(node_devices(plan, node))
+        script = (out / f"apply-{node}.sh").read_text()
+        assert f"apply {path.resolve()} --node {node} --yes" in script and f"check {path.resolve()} --node {node}" in script
+    assert "AutoDetect=nvml" in (out / "gres.conf").read_text()
+    submit = (out / "submit.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(out / "submit.sh")]).returncode == 0
+    assert "EXTRA=(--partition=gpu)" in submit
+    for a in arrs:
+        assert f"submit {a.name} {len(a.tasks)} " in submit and f" {a.count} \"$@\"" in submit
+    doc = json.loads((out / "export.json").read_text())
+    assert sum(x["runs"] for x in doc["arrays"]) == len(plan.runs)
+
+
+def test_a_plan_without_nodes_exports_only_the_submit_script(tmp_path):
+    _, path = make_plan(tmp_path, "version: 1\nname: flat\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\n")
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0 and "names no nodes" in r.stdout, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "submit.sh"]
+
+
+def exec_(path, *args, **env):  # type: ignore[no-untyped-def]
+    base = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "", "SLURM_JOB_GPUS": "", "SLURM_STEP_GPUS": "",
+            "SLURM_ARRAY_TASK_ID": "", "JOB_COMPLETION_INDEX": "", "SLURM_JOB_ID": "", "SLURMD_NODENAME": ""}
+    return migbench("exec", str(path), *args, env={**base, **env})
+
+
+@pytest.mark.slow
+def test_exec_runs_a_task_with_the_launchers_records_and_continues_attempts(tmp_path):
+    plan, path = make_plan(tmp_path)
+    big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
+    rid = big.tasks[1].runs[0]
+    r = exec_(path, "--array", big.name, CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_ARRAY_TASK_ID="1", SLURM_JOB_ID="77",
+              SLURM_ARRAY_JOB_ID="70", SLURMD_NODENAME="n1")
+    assert r.returncode == 0, r.stderr
+    rdir = tmp_path / "runs" / "two" / rid
+    a1 = rdir / "attempt-1"
+    cmd, ex, eng = (json.loads((a1 / f).read_text()) for f in ("cmd.json", "exit.json", "engine.json"))
+    assert cmd["mig_uuid"] == "MIG-aaaa" and cmd["env"]["MIGBENCH_RUN_ID"] == rid and cmd["env"]["MIGBENCH_ATTEMPT"] == "1"
+    assert cmd["env"]["MIGBENCH_RUN_DIR"] == str(rdir) and "MIGBENCH_RESUME" not in cmd["env"]
+    assert ex["returncode"] == 0 and (rdir / "params.json").exists() and (rdir / "latest").resolve() == a1.resolve()
+    assert (eng["engine"], eng["slurm_job_id"], eng["node"], eng["index"], eng["device"]) == ("slurm", "77", "n1", 1, "MIG-aaaa")
+    toy = json.loads((rdir / "toy-attempt-1.json").read_text())
+    assert toy["env"]["CUDA_VISIBLE_DEVICES"] == "MIG-aaaa"
+    # a requeued task continues the run's attempts, as a resumed run
+    r = exec_(path, "--array", big.name, "--index", "1", NVIDIA_VISIBLE_DEVICES="MIG-bbbb")
+    assert r.returncode == 0, r.stderr
+    toy = json.loads((rdir / "toy-attempt-2.json").read_text())
+    assert toy["env"]["MIGBENCH_ATTEMPT"] == "2" and toy["env"]["MIGBENCH_RESUME"] == "1" and toy["env"]["CUDA_VISIBLE_DEVICES"] == "MIG-bbbb"
+
+
+@pytest.mark.slow
+def test_exec_resolves_a_gres_index_through_the_nodes_bindings_or_a_device_map(tmp_path):
+    plan, path = make_plan(tmp_path)
+    node = "n1"
+    devs = node_devices(plan, node)
+    local = {g.gpu: k for k, g in enumerate(plan.node_gpus(node))}
+    bindings = {"version": 1, "plan": plan.name, "instances": {
+        f"{local[i.gpu]}:{i.profile}@{i.start}": {"uuid": f"MIG-{k:04d}"} for k, i in enumerate(devs)}}
+    bdir = tmp_path / "runs" / "two" / "nodes" / node
+    bdir.mkdir(parents=True)
+    (bdir / "bindings.json").write_text(json.dumps(bindings))
+    small = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    k = next(n for n, i in enumerate(devs) if i.profile == "1g.10gb")
+    r = exec_(path, "--array", small.name, "--index", "0", "--dry-run", SLURM_JOB_GPUS=str(k), CUDA_VISIBLE_DEVICES="0",
+              SLURMD_NODENAME=node)
+    assert r.returncode == 0, r.stderr
+    assert f"on MIG-{k:04d} ({devs[k].key}, from SLURM_JOB_GPUS={k})" in r.stdout
+    assert r.stdout.count("export MIGBENCH_RUN_ID=") == len(small.tasks[0].runs)
+    assert not any(tmp_path.joinpath("runs", "two").glob("tiny-*"))  # a dry run writes nothing
+    # an index of another type, past the plan's devices, or without bindings
+    other = next(n for n, i in enumerate(devs) if i.profile != "1g.10gb")
+    r = exec_(path, "--array", small.name, "--index", "0", SLURM_JOB_GPUS=str(other), SLURMD_NODENAME=node)
+    assert r.returncode == 1 and f"is a 3g.40gb instance in the plan's GRES order, but array {small.name} asks for 1g.10gb" in r.stderr
+    r = exec_(path, "--array", small.name, "--index", "0", CUDA_VISIBLE_DEVICES=str(len(devs)), SLURMD_NODENAME=node)
+    assert r.returncode == 1
+    assert f"GRES index {len(devs)} (CUDA_VISIBLE_DEVICES) maps to no MIG device on node n1: the plan gives it {len(devs)}" in r.stderr
+    r = exec_(path, "--array", small.name, "--index", "0", CUDA_VISIBLE_DEVICES=str(k), SLURMD_NODENAME="n0")
+    assert r.returncode == 1 and "has no bound MIG device on node n0" in r.stderr and "--node n0" in r.stderr
+    dm = tmp_path / "map.json"
+    dm.write_text('["MIG-x", "MIG-y"]')
+    r = exec_(path, "--array", small.name, "--index", "0", "--device-map", str(dm), "--dry-run", SLURM_JOB_GPUS="1")
+    assert r.returncode == 0 and "on MIG-y" in r.stdout
+    r = exec_(path, "--array", small.name, "--index", "0", "--device-map", str(dm), SLURM_JOB_GPUS="2")
+    assert r.returncode == 1 and "GRES index 2 (SLURM_JOB_GPUS) maps to no MIG device on node" in r.stderr and "lists 2 (0-1)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--index", "0"], {}, "no device: neither CUDA_VISIBLE_DEVICES nor SLURM_JOB_GPUS is set"),
+        (["--index", "0"], {"CUDA_VISIBLE_DEVICES": "MIG-a,MIG-b"}, "names 2 devices; a task asks for exactly one"),
+        ([], {"CUDA_VISIBLE_DEVICES": "MIG-a"}, "no task index"),
+        (["--index", "50"], {"CUDA_VISIBLE_DEVICES": "MIG-a"}, "index 50 maps to no run"),
+        (["--index", "0", "--sha256", "00" * 32], {"CUDA_VISIBLE_DEVICES": "MIG-a"}, "changed since it was exported"),
+    ],
+)
+def test_exec_refuses_with_the_reason(two_nodes, args, env, message):
+    plan, path = two_nodes
+    name = arrays(plan)[0].name
+    r = exec_(path, "--array", name, *args, **env)
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = exec_(path, "--array", "nope", "--index", "0", CUDA_VISIBLE_DEVICES="MIG-a")
+    assert r.returncode == 1 and "the plan has no array 'nope'" in r.stderr and name in r.stderr
