@@ -99,11 +99,17 @@ _OS_HINTS = {
 }
 
 
+def os_reason(exc: BaseException) -> str:
+    """Why an OSError happened, in words that read inside a sentence ("permission denied"); any other
+    exception's message."""
+    reason = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+    return reason[:1].lower() + reason[1:]
+
+
 def from_os_error(exc: OSError, doing: str | None = None) -> MigbenchError:
     """An `OSError` as migbench's error: what we were doing, the path and the reason in words, and a
     hint for the usual causes (permissions, read-only, name too long, disk full)."""
-    reason = (exc.strerror or str(exc)).rstrip(".")
-    reason = reason[:1].lower() + reason[1:]
+    reason = os_reason(exc)
     path = exc.filename if exc.filename is not None else None
     if isinstance(path, bytes):
         path = path.decode("utf-8", errors="replace")

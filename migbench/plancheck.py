@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +22,13 @@ from migbench.catalog import Catalog, GpuModel, default_catalog
 from migbench.duration import DurationModel
 from migbench.errors import InputError, MigbenchError, Problem
 from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, SWEEP_NAME_RE
-from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_line
-from migbench.types import InstanceRef, LaunchSettings, Placement
+from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_char, reader_error_line
+from migbench.types import SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
 
 MAX_PLAN_BYTES = 256 * 2**20
 """A plan file larger than this is refused before it is parsed (`plan` writes about 0.5 KiB a run: the
 toy sweep's plan holds 486 bytes a run, so 100,000 runs are about 50 MiB)."""
-RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+RUN_ID_RE = SAFE_NAME_RE
 """Run ids name directories (`<state dir>/<run id>/`): plain file names only."""
 REGENERATE = "regenerate it with `migbench plan SWEEP -o PLAN`"
 
@@ -38,7 +37,7 @@ def parse_start(text: str, file: str) -> LimitedSafeLoader:
     try:
         return LimitedSafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        prob = Problem(f"a control character ({exc.character!r}) YAML does not allow", file, reader_error_line(exc, text))
+        prob = Problem(f"a control character ({reader_error_char(exc)}) YAML does not allow", file, reader_error_line(exc, text))
         raise InputError(f"{file}: not a valid plan file", hint=REGENERATE, problems=[prob]) from None
 
 
@@ -276,8 +275,8 @@ def _read_launch(chk: _Check, d: dict[str, Any] | None) -> None:
             chk.add("launch.log_dir", f"{_kind(log_dir)} {bad}", "log_dir is a directory, e.g. runs")
     try:
         LaunchSettings.from_dict(d)
-    except (TypeError, ValueError) as exc:
-        if not chk.items:
+    except (TypeError, ValueError) as exc:  # env_passthrough, state_mode, a log_dir that climbs out
+        if not any(f.startswith("launch") for f, _, _ in chk.items):
             chk.add("launch", str(exc))
 
 

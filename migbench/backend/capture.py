@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migbench.errors import HardwareError, InputError, MigbenchError
+from migbench.errors import HardwareError, InputError, MigbenchError, os_reason
 
 CAPTURE_FILES: dict[str, tuple[str, ...]] = {
     "nvidia-smi-q.txt": ("-q",),
@@ -113,7 +113,7 @@ def capture_host(directory: str | os.PathLike[str]) -> Captured:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create {d}: {exc.strerror or exc}", hint="give a writable directory") from None
+        raise InputError(f"cannot create {d}: {os_reason(exc)}", hint="give a writable directory") from None
     out = Captured(d)
     commands = []
     for name, argv in CAPTURE_FILES.items():
@@ -146,4 +146,4 @@ def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}", hint="give a writable directory") from None
+        raise InputError(f"cannot write {path}: {os_reason(exc)}", hint="give a writable directory") from None

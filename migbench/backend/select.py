@@ -183,13 +183,24 @@ def open_backend(*, dry_run: bool = False) -> Backend:
     if sim is not None:
         r = reader()
         w = SmiWriter(dry_run=dry_run, smi_cmd=sim_smi_command(), env={SIM_ENV: str(sim)}, privileges=simulated_privileges(sim))
-        return Backend(r, w, True, f"simulated host {sim}", str(sim / "apply.lock"))
-    import tempfile
-
+        return Backend(r, w, True, f"simulated host {sim}", str(host_lock_path()))
     r = reader()
     w = SmiWriter(dry_run=dry_run)
-    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() and os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    return Backend(r, w, False, "this host's NVIDIA driver", str(lock_dir / "migbench-apply.lock"))
+    return Backend(r, w, False, "this host's NVIDIA driver", str(host_lock_path()))
+
+
+def host_lock_path() -> Path:
+    """The lock `apply` and the launchers share on this host: in the simulated host's directory, or
+    in `/run/migbench/` (created by root's apply, not writable by others: a lock in a world-writable
+    directory such as /run/lock can be planted)."""
+    sim = sim_dir()
+    if sim is not None:
+        return sim / "apply.lock"
+    if Path("/run").is_dir():
+        return Path("/run/migbench/host.lock")
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "migbench-host.lock"
 
 
 def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:

@@ -63,7 +63,9 @@ class SmiWriter:
             env = dict(os.environ)
             env.update(self.env)
         try:
-            proc = subprocess.run(real, capture_output=True, text=True, env=env, timeout=300)
+            # its own session: a Ctrl-C at the terminal reaches apply, which stops between commands,
+            # never this command half-way
+            proc = subprocess.run(real, capture_output=True, text=True, env=env, timeout=300, start_new_session=True)
         except FileNotFoundError as exc:
             raise HardwareError(
                 f"{argv[0]} was not found", hint="install the NVIDIA driver utilities, or try the simulated driver (`migbench sim init`)"

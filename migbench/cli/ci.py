@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from migbench.cli.common import console
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, os_reason
 
 
 def schema_cmd(
@@ -27,7 +27,7 @@ def schema_cmd(
     try:
         write_text_atomic(output, text)
     except OSError as exc:
-        raise MigbenchError(f"cannot write {output}: {exc.strerror or exc}", hint="give a writable file path") from None
+        raise MigbenchError(f"cannot write {output}: {os_reason(exc)}", hint="give a writable file path") from None
     console().print(f"sweep JSON Schema written to {output}")
 
 

@@ -63,6 +63,9 @@ def _print_dry_run(plan: Plan, opts: LaunchOptions) -> None:
         typer.echo("")
         typer.echo(f"# {s.run_id} attempt {s.attempt} on {where}")
         typer.echo(f"cd {shlex.quote(s.workdir)}")
+        if s.env_passthrough is not None:
+            keep = ", ".join(s.env_passthrough) or "none"
+            typer.echo(f"# of the launcher's environment only: {keep} (launch.env_passthrough)")
         for k, v in s.env.items():
             typer.echo(f"export {k}={shlex.quote(v)}")
         typer.echo(shlex.join(s.argv))
@@ -315,13 +318,9 @@ def logs_cmd(
 
 
 def _launcher_alive(sd: Path) -> bool:
-    from migbench.launch.status import launcher_doc, open_state
+    from migbench.launch.status import launcher_alive
 
-    st = open_state(sd)
-    try:
-        return bool(launcher_doc(st.launcher())["alive"])
-    finally:
-        st.close()
+    return launcher_alive(sd)
 
 
 def stop_cmd(

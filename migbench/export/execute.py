@@ -40,7 +40,7 @@ from migbench.fsutil import write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan
-from migbench.state import state_dir_for
+from migbench.state import configure_modes, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,8 @@ def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mappi
     task = array.task(task_index(index, env))
     where = node_name(env, node)
     sd = Path(state_dir) if state_dir else state_dir_for(plan)
+    if not dry_run:
+        configure_modes(plan)  # the state files' mode, as the launcher's
     device = resolve_device(plan, array, env, where, state_dir=sd, device_map=device_map)
     runs = {r.id: r for r in plan.runs}
     specs = []

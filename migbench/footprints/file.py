@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from migbench.errors import InputError, Problem
+from migbench.errors import InputError, Problem, os_reason
 from migbench.fsutil import write_text_atomic
 
 FOOTPRINTS_VERSION = 1
@@ -138,7 +138,7 @@ class Footprints:
         try:
             write_text_atomic(p, self.to_yaml())
         except OSError as exc:
-            raise InputError(f"cannot write the footprints file {p}: {exc.strerror or exc}", hint="check the directory and its permissions") from None
+            raise InputError(f"cannot write the footprints file {p}: {os_reason(exc)}", hint="check the directory and its permissions") from None
         self.path = str(p)
         return p
 
@@ -152,7 +152,7 @@ def load_footprints(path: str | os.PathLike[str]) -> Footprints:
     except FileNotFoundError:
         raise InputError(f"footprints file {p} does not exist", hint=hint) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the footprints file {p}: {getattr(exc, 'strerror', None) or exc}", hint=hint) from None
+        raise InputError(f"cannot read the footprints file {p}: {os_reason(exc)}", hint=hint) from None
     try:
         doc = yaml.safe_load(text)
         root = yaml.compose(text)

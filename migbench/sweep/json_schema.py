@@ -34,6 +34,7 @@ from migbench.sweep.schema import (
     TOP_KEYS,
     WANDB_ONLY_KEYS,
 )
+from migbench.types import ENV_PATTERN_RE
 
 SCHEMA_ID = "https://migbench.invalid/schema/sweep-v1.json"
 
@@ -99,7 +100,16 @@ LAUNCH = {
     "flapping_window": {**_DURATION, "description": "Window of the flapping guard."},
     "flapping_max": _count(1, "Failures within the window that stop new launches."),
     "env": {**_ENV, "description": "Environment variables of every run."},
-    "log_dir": {"type": "string", "minLength": 1, "description": "State and logs, relative to the plan (default runs)."},
+    "log_dir": {"type": "string", "minLength": 1, "description": "State and logs, relative to the plan (default runs; no '..')."},
+    "env_passthrough": {
+        "type": "array",
+        "items": {"type": "string", "pattern": f"^{ENV_PATTERN_RE.pattern}$"},
+        "description": "The only variables of the launcher's environment a run sees (names or patterns such as LC_*); default: all.",
+    },
+    "state_mode": {
+        "type": ["integer", "string"],
+        "description": "Mode of the state files (default 0600; 0640 lets the group read them; directories get the execute bits).",
+    },
 }
 PARAMETER_MAP = {
     "value": {**_SCALAR, "description": "One fixed value."},

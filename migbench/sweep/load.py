@@ -46,11 +46,12 @@ from migbench.sweep.yamlnodes import (
     ScalarNode,
     SeqNode,
     describe,
+    reader_error_char,
     reader_error_line,
     short_repr,
     unknown_key_hint,
 )
-from migbench.types import ComputeBasis
+from migbench.types import ENV_PATTERN_RE, ComputeBasis, log_dir_problem, parse_state_mode
 
 
 def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
@@ -94,7 +95,7 @@ def _parse_yaml(text: str, problems: Problems) -> Node | None:
         loader = Loader(text)  # the reader refuses control characters here
     except yaml.reader.ReaderError as exc:
         problems.add(
-            f"the file holds a control character ({exc.character!r}) YAML does not allow",
+            f"the file holds a control character ({reader_error_char(exc)}) YAML does not allow",
             line=reader_error_line(exc, text),
             hint="remove it; is this a text file?",
         )
@@ -114,7 +115,7 @@ def _parse_yaml(text: str, problems: Problems) -> Node | None:
         )
         return None
     except yaml.reader.ReaderError as exc:  # pragma: no cover - the constructor checks the whole text
-        problems.add(f"the file holds a character YAML does not allow ({exc.character!r})", line=reader_error_line(exc, text))
+        problems.add(f"the file holds a character YAML does not allow ({reader_error_char(exc)})", line=reader_error_line(exc, text))
         return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -187,7 +188,7 @@ def _build(
         )
     else:
         name = ctx.string(nnode, "a name")
-        if name is not None and not SWEEP_NAME_RE.fullmatch(name):
+        if name is not None and len(name) <= MAX_NAME_LEN and not SWEEP_NAME_RE.fullmatch(name):
             ctx.at(
                 nnode,
                 f"{short_repr(name)} is not a valid sweep name",
@@ -481,10 +482,27 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
     if (n := m.get("env")) is not None and (env := ctx.env(n)) is not None:
         kw["env"] = {k: v for k, (v, _) in env.items()}
     if (n := m.get("log_dir")) is not None and (s := ctx.string(n, "a directory")) is not None:
-        if not s.strip():
-            ctx.at(n, "log_dir is empty")
+        if (why := log_dir_problem(s)) is not None:
+            ctx.at(n, why)
         else:
             kw["log_dir"] = s
+    if (n := m.get("env_passthrough")) is not None:
+        names = [ctx.string(item, "a variable name or pattern such as LC_*") for item in n.items] if isinstance(n, SeqNode) else None
+        if names is None:
+            ctx.at(n, f"expected a list of variable names (the launcher's variables a run may see), got {describe(n)}")
+        elif all(x is not None for x in names):
+            bad = [x for x in names if x is not None and not ENV_PATTERN_RE.fullmatch(x)]
+            if bad:
+                ctx.at(n, f"{bad[0]!r} is not a variable name or pattern", "names such as PATH, HOME or LC_*")
+            else:
+                kw["env_passthrough"] = tuple(x for x in names if x is not None)
+    if (n := m.get("state_mode")) is not None:
+        try:
+            if not isinstance(n, ScalarNode):
+                raise ValueError(f"expected an octal file mode such as 0600 or 0640, got {describe(n)}")
+            kw["state_mode"] = parse_state_mode(n.value)
+        except ValueError as exc:
+            ctx.at(n, str(exc), "0600 (the default: only you) or 0640 (your group reads)")
     return LaunchSettings(**kw)
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from typing import Union
 
+from migbench.types import ENV_NAME_RE as ENV_NAME_RE  # re-exported: the sweep's readers take it from here
+from migbench.types import SAFE_NAME_RE
+
 SCHEMA_VERSION = 1
 MAX_RUNS = 100_000
 """Refuse sweeps that expand to more runs than this (a typo in a range() should not hang the CLI)."""
@@ -37,12 +40,11 @@ DISTRIBUTIONS = (
 )
 NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
 
-SWEEP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SWEEP_NAME_RE = SAFE_NAME_RE  # it names the state directory, as in the plan
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 PARAM_NAME_RE = re.compile(r"\+{0,2}[A-Za-z_][A-Za-z0-9_.-]*")
 """A parameter name; dots name nested values (W&B's nested `parameters:`, Hydra's `model.lr`), and a
 leading `+` or `++` is Hydra's append/force override, kept so that `${args_no_hyphens}` passes it on."""
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 """A fleet entry's `node:`: a host name as Slurm, Kubernetes and DNS accept it (at most 63 characters)."""
 PROFILE_RE = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
@@ -78,7 +80,7 @@ GROUP_KEYS = (
 )
 FLEET_KEYS = ("node", "gpu", "count", "driver")
 DURATION_MODEL_KEYS = ("interference", "compute_basis")
-LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir")
+LAUNCH_KEYS = ("retries", "backoff", "stop_grace", "flapping_window", "flapping_max", "env", "log_dir", "env_passthrough", "state_mode")
 PARAM_KEYS = ("value", "values", "distribution", "min", "max", "q", "mu", "sigma", "probabilities", "parameters")
 LIST_DISTRIBUTIONS = ("categorical", "constant")
 """W&B's names for a list of values (`categorical` + `values:`) and one value (`constant` + `value:`)."""

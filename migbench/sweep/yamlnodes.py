@@ -64,6 +64,12 @@ def reader_error_line(exc: yaml.reader.ReaderError, text: str) -> int:
     return text.count("\n", 0, max(0, exc.position)) + 1
 
 
+def reader_error_char(exc: yaml.reader.ReaderError) -> str:
+    """The character PyYAML's reader refuses, as `U+0013`."""
+    c = exc.character
+    return f"U+{c if isinstance(c, int) else ord(c[:1] or chr(0)):04X}"
+
+
 class Loader(LimitedSafeLoader):
     """The sweep loader: also reads `1e-5` (no dot) as a float, as YAML 1.2 does."""
 
