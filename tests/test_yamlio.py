@@ -22,7 +22,7 @@ docs = st.dictionaries(keys, values, min_size=1, max_size=6)  # every migbench f
 
 @pytest.mark.slow
 @pytest.mark.skipif(not yamlio.C_AVAILABLE, reason="PyYAML was built without libyaml here")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(docs)
 def test_libyaml_and_pure_python_write_the_same_bytes_and_read_back(doc):
     fast, c, pure = yamlio.dump(doc), yamlio._pyyaml_dump(doc, pure=False), yamlio.dump(doc, pure=True)
@@ -43,7 +43,7 @@ plan_like = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(plan_like)
 def test_the_fast_writer_writes_plan_shaped_documents_as_pyyaml_does(doc):
     assert yamlio.dump(doc) == yamlio.dump(doc, pure=True)

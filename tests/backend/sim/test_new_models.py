@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from migbench.apply import apply_plan, verify
-from migbench.backend.sim import fake_nvml
-from migbench.backend.sim.host import SimHost, init_host
+from migbench.backend.sim.host import init_host
 from migbench.catalog import Catalog
-from migbench.duration import DurationModel
-from migbench.plan import Plan, PlanGpu, PlanInstance, SolverInfo
-from migbench.types import LaunchSettings
 from tests.support.cli import migbench
-from tests.support.simhelp import sim_backend
 
 CAT = Catalog.load(include_user=False)
 
@@ -32,34 +26,5 @@ def test_sim_init_blackwell_shows_the_unverified_values(tmp_path):
     assert r.returncode == 1 and "does not know the memory of GH200-96GB" in r.stderr
 
 
-@pytest.mark.parametrize("key", ["RTX-PRO-6000-BLACKWELL"] + [
-    pytest.param(k, marks=pytest.mark.slow) for k in ("B200", "GB200", "GH200-144GB")])
-def test_every_maximal_layout_applies_and_reads_back(key, tmp_path, monkeypatch):
-    state = tmp_path / "host"
-    init_host(state, key, 1, mig=True)
-    monkeypatch.setenv("MIGBENCH_SIM", str(state))
-    backend = sim_backend(state)
-    model = CAT.model(key)
-    try:
-        for lay in model.layouts():
-            host = SimHost(state)
-            for gi in host.read().gpus[0].gpu_instances:
-                for ci in gi.compute_instances:
-                    host.destroy_compute_instance(0, gi.id, ci.id)
-                host.destroy_gpu_instance(0, gi.id)
-            plan = Plan(
-                name="t", sweep_file=None, sweep_sha256="", fleet=[PlanGpu(0, key)],
-                instances=[PlanInstance(0, p.profile, p.start, model.profile(p.profile).memory_mib or 0, 1.0, ())
-                           for p in lay],
-                runs=[], unplaced=[], solver=SolverInfo("OPTIMAL", "runs_at_once", 0, 0, 0.0),
-                duration_model=DurationModel(), launch=LaunchSettings(), models={},
-            )
-            plan.path = str(tmp_path / "plan.yaml")
-            apply_plan(plan, backend, state_dir=tmp_path / "sd")
-            read = backend.reader.read()
-            assert read.gpu(0).layout() == lay
-            assert verify(plan, read, [0]) == []
-            devices = SimHost(state).read().mig_devices(0)
-            assert sorted(d.memory_mib for d in devices) == sorted(model.profile(p.profile).memory_mib for p in lay)
-    finally:
-        fake_nvml.uninstall()
+# Every maximal layout of these models is applied and read back (memory too) by
+# tests/apply/test_reconcile.py, which covers every simulable model.
