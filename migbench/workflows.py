@@ -23,6 +23,7 @@ from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
+from migbench.planner.budget import ProgressFn
 from migbench.state import state_dir_for
 from migbench.sweep import Sweep, load_fleet_file
 
@@ -94,6 +95,8 @@ def plan_and_apply(
     time_limit_s: float,
     state_dir: Path | None,
     say: Callable[[str], None] = lambda _: None,
+    started: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> Plan:
     """`run` up to the launch: use a simulated host where no GPU is, plan (or reuse the plan file
     next to the sweep when the sweep and fleet are unchanged), check no launcher runs the plan,
@@ -112,7 +115,8 @@ def plan_and_apply(
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
     else:
-        plan = make_plan(sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit_s), notes=notes)
+        opts = SolveOptions(time_limit_s=time_limit_s, started=started, progress=progress)
+        plan = make_plan(sweep, fleet_gpus, opts, notes=notes)
         plan.save(out)
         say(
             f"plan written to {out}: {len(plan.placed_runs())} runs on {len(plan.instances)} MIG instances of "

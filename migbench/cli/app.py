@@ -13,6 +13,7 @@ import typer
 
 from migbench import __version__
 from migbench.cli import catalog, export, hardware, launch, plan, sim, simulate
+from migbench.cli.clock import STARTED, mark_started
 from migbench.cli.common import print_error
 from migbench.errors import MigbenchError
 
@@ -39,9 +40,11 @@ for _module in (catalog, plan, hardware, simulate, launch, export, sim):
     _module.register(app)
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, started: float | None = None) -> int:
     """Run one command line and return its exit status. typer handles usage errors (exit 2) and
-    `typer.Exit(code)`; a MigbenchError is printed once, without a traceback."""
+    `typer.Exit(code)`; a MigbenchError is printed once, without a traceback. `started` is when the
+    command started (default now): `--time-limit` counts from it."""
+    mark_started(started)
     try:
         app(args=argv, prog_name="migbench", standalone_mode=True)
     except SystemExit as exc:
@@ -56,4 +59,4 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    sys.exit(run(argv))
+    sys.exit(run(argv, started=STARTED))

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import console
+from migbench.cli.clock import command_started
+from migbench.cli.common import TIME_LIMIT_HELP, WORKERS_HELP, console
+from migbench.cli.progress import PlanProgress
 from migbench.cli.render import plan_view
 from migbench.errors import UsageError
 from migbench.types import Objective
@@ -48,10 +50,10 @@ def plan_cmd(
     fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers", help=WORKERS_HELP, min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
     all_runs: Annotated[bool, typer.Option("--runs", help="Print every run (past 200 runs the default is a summary per group).")] = False,
 ) -> None:
@@ -63,20 +65,25 @@ def plan_cmd(
         goal = Objective(objective)
     except ValueError:
         raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
-    sweep = load_sweep(sweep_file)
-    check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
-    plan = make_plan(
-        sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
-        notes=notes,
-    )
-    out = output or Path(f"{sweep.name}.plan.yaml")
-    plan.save(out)
+    con = console()
+    with PlanProgress(con, enabled=con.is_terminal and not as_json, started=command_started()) as progress:
+        progress.step("expanding the sweep")
+        sweep = load_sweep(sweep_file)
+        check_plan_input(sweep)
+        fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
+        progress.step("solving")
+        opts = SolveOptions(
+            time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers,
+            started=command_started(), progress=progress.update,
+        )
+        plan = make_plan(sweep, fleet_gpus, opts, notes=notes)
+        progress.step("writing the plan")
+        out = output or Path(f"{sweep.name}.plan.yaml")
+        plan.save(out)
     if as_json:
         typer.echo(plan.to_json())
         return
     models = {g.model.key: g.model for g in fleet_gpus}
-    con = console()
     con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs))
     con.print(Text(f"plan written to {out}"))
 

@@ -16,6 +16,7 @@ from ortools.sat.python import cp_model
 
 from migbench.catalog import GpuModel, Profile
 from migbench.duration import Demand, instance_capacity
+from migbench.planner.budget import ProgressFn
 from migbench.planner.fleet import FleetGpu
 from migbench.types import ComputeBasis, Objective, Placement
 from migbench.units import format_mib
@@ -33,7 +34,10 @@ IMPROVE_SOURCES = 8  # the local search moves runs off this many latest-finishin
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """The planner's settings; `time_limit_s` is a CP-SAT deterministic-time budget."""
+    """The planner's settings. `time_limit_s` is seconds of wall time for the whole command, counted
+    from `started` (a `time.monotonic()` reading; default: when `solve` starts): the planner works to
+    a deterministic budget derived from it and stops hard at it (`migbench.planner.budget`).
+    `progress` is called with a `Progress` as the search advances (never in the plan's way)."""
 
     time_limit_s: float = 10.0
     objective: Objective = Objective.AUTO
@@ -41,6 +45,8 @@ class SolveOptions:
     workers: int = 1
     interference: float = 0.0
     compute_basis: ComputeBasis = ComputeBasis.SM
+    started: float | None = None
+    progress: ProgressFn | None = None
 
 
 @dataclass(frozen=True)
@@ -232,12 +238,3 @@ def add_layout_vars(m: cp_model.CpModel, prob: PlanningProblem) -> tuple[dict[st
         terms = [lays[i][0].get(t.profile.name, 0) * x[t.model][i] for i in range(len(lays))]
         n_inst[ti] = sum(terms)
     return x, n_inst
-
-
-def cpsat_solver(time_limit: float, workers: int) -> cp_model.CpSolver:
-    s = cp_model.CpSolver()
-    s.parameters.max_deterministic_time = max(0.05, time_limit)
-    s.parameters.max_time_in_seconds = max(0.1, time_limit * 4)  # hard stop; deterministic limit rules
-    s.parameters.num_workers = max(1, workers)
-    s.parameters.random_seed = 0
-    return s
