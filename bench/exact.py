@@ -3,43 +3,39 @@
 The problem is the one migbench's makespan planner solves: every GPU gets one fixed legal layout
 (any legal layout of the catalogue's plain profiles, maximal or not), every run is queued on one
 instance of a type it may use, and each instance plays its queue under the duration model of
-`migbench.engine` (`replay`, no lending): a queue is started in order, its head starts as soon as it
-fits alongside what runs there (memory and sharing caps) and the runs behind it wait.
+`migbench.engine` (`replay`, lend=None): a queue is started in order, its head starts as soon as
+it fits alongside what runs there (memory and sharing caps) and the runs behind it wait.
 
 Method ("complete configuration model"):
 
 1. Runs with the same (memory, duration, compute, cap, allowed profiles) form one class.
 2. Without lending, `replay` plays every instance on its own (a slot's clock, rate and queue are
-   touched only by that slot's events), so a plan's makespan is the maximum over instances of the
-   finish time of that instance's queue. For an instance type (GPU model x profile: memory,
-   capacity) and a multiset of classes (a "configuration"), `f(config)` = the best finish time over
-   all queue orders. It is found by a depth-first search over queue orders that plays the engine's
-   arithmetic step by step (`_Sim`, the same operations in the same order as `engine._State`),
-   with these prunings, all exact:
-   - identical runs are one class, so only distinct orders of the multiset are tried;
-   - runs that start at the same event as the run before them, other than the first of such a block
-     at a time > 0, are tried in sorted class order only (the other orders of that block play the
-     same schedule);
-   - a node is cut when a lower bound on its finish exceeds the best order found or the threshold T
-     (bounds: remaining solo times, compute work / capacity, presence time / sharing cap,
-     memory x time / memory).
-   The best order found is replayed through `engine.replay` on a single slot, and that value is
-   the one stored; a mismatch with the search's value is counted and reported (`sim_mismatch`).
-3. Thresholds: for T, every configuration with a static lower bound <= T is enumerated (those bounds
-   only grow when a run is added, so supersets are cut too), its f is computed with the search cut
-   at T, and those with f <= T are kept. A CP-SAT model then chooses, per GPU model, how many GPUs
-   take each layout (distinct profile multisets of all legal layouts) and, per instance type, how
-   many instances take each configuration (at most as many as the layouts offer; the rest stay
-   empty), covering every run exactly once and minimising the largest f used (as the rank of f in
-   the sorted list of distinct values, so no rounding). Every plan with makespan <= T uses only
-   configurations with f <= T, so if the model is feasible its optimum is the true optimum; if it
-   is infeasible, the optimum is > T and T grows (x `GROW`).
-4. The optimal plan is rebuilt concretely (a placement layout per GPU, a queue per instance) and
-   replayed through `engine.replay` on the whole fleet (lend=None); its makespan must equal the
-   model's value (`replay_makespan_s`).
+   touched only by that slot's own events; `fill` reads only its own queue), so a plan's makespan
+   is the largest finish time over its instances. For an instance type (GPU model x profile:
+   memory, capacity) and a multiset of classes (a "configuration"), f(config) = the best finish
+   time over all queue orders, found by `InstanceDP` (a memoised search over the engine's states,
+   with exact bounds; see there). The best order is replayed through `engine.replay` on a single
+   slot and that value is the one stored (`sim_mismatch` counts disagreements with the search's
+   own arithmetic; there were none).
+3. Rounds: for a threshold T, every configuration with f <= T is enumerated (configurations whose
+   static lower bounds exceed T are skipped with all their supersets, and so are those whose
+   complement cannot fit the rest of the fleet in T: compute work, memory x time, whole-GPU-only
+   runs, instance types). A CP-SAT model then chooses, per GPU model, how many GPUs take each
+   layout and, per instance type, how many instances take each configuration (at most as many as
+   the layouts offer; the others stay empty, so maximal layouts suffice and every legal layout is
+   covered), covering every run exactly once; the largest f used is minimised by bisection over
+   the sorted distinct f values (feasibility models; no rounding). Every plan with makespan <= T
+   uses only configurations of that round, so a feasible round gives the optimum and an
+   infeasible one proves the optimum > T; T then grows x `GROW`.
+4. An incumbent comes first from list scheduling (`engine.list_schedule`) over every combination
+   of maximal layouts; rounds stop just below it (2 TIE = 2e-6 s): if no plan beats it, it is the
+   optimum. Configurations are searched up to the incumbent's makespan, so later rounds reuse them.
+5. The plan is rebuilt concretely (a placement layout per GPU, a queue per instance) and replayed
+   through `engine.replay` on the whole fleet (lend=None): `replay_makespan_s` must equal
+   `makespan_s`.
 
 GPUs of one model and instances of one type are interchangeable (same memory and capacity), which
-is what makes the aggregated counts exact.
+is what makes the aggregated counts exact. "Optimal" is up to TIE-sized (1e-6 s) differences.
 """
 
 from __future__ import annotations
@@ -632,6 +628,7 @@ def solve_exact(
     lending. `runs` need id, memory_mib, duration_s, compute, max_runs_per_instance (and optional
     profiles)."""
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     deadline = t0 + time_limit_s
     # classes
     key_of: dict[RunClass, int] = {}
@@ -732,8 +729,10 @@ def solve_exact(
         else:
             deadline_hit = True
         break
-    if bound >= incumbent["value"] - TIE:
+    if bound >= incumbent["value"] - 2 * TIE * (1 + EPS):
+        # no plan beats the incumbent by more than 2 TIE (2e-6 s): it is optimal
         status = "OPTIMAL"
+        bound = incumbent["value"]
     stats = {
         "classes": len(classes), "types": len(types),
         "layouts": {k: len(v) for k, v in layouts.items()},
@@ -741,6 +740,7 @@ def solve_exact(
         "sim_mismatch": store.sim_mismatch, "max_sim_mismatch_s": store.max_mismatch,
         "lower_bound_start_s": lb, "heuristic_s": round(heur_s, 3), "heuristic_makespan_s": inc[0],
         "plan_from": incumbent["source"], "time_limit_hit": deadline_hit,
+        "cpu_s": round(time.process_time() - cpu0, 3),
     }
     return ExactResult(status, incumbent["value"], bound, incumbent["replay"], incumbent["layouts"],
                        incumbent["queues"], time.perf_counter() - t0, rounds, stats)
