@@ -560,6 +560,29 @@ class ExactResult:
     stats: dict[str, Any]
 
 
+def _restrict_layouts(layouts, fixed, fleet):  # type: ignore[no-untyped-def]
+    """Only the given layouts (GPU index -> placements), as (layouts per model, count of GPUs per
+    layout); each layout keeps its own placements."""
+    out: dict[str, list] = {}
+    counts: dict[str, list[int]] = {}
+    for g in sorted(fleet, key=lambda g: g.index):
+        lay = tuple(fixed[g.index])
+        problems = g.model.check(lay)
+        if problems:
+            raise ValueError(f"GPU {g.index}: {'; '.join(problems)}")
+        ms = dict(Counter(p.profile for p in lay))
+        lst = out.setdefault(g.model.key, [])
+        cnt = counts.setdefault(g.model.key, [])
+        for i, (ms2, _, _) in enumerate(lst):
+            if ms2 == ms:
+                cnt[i] += 1
+                break
+        else:
+            lst.append((ms, lay, True))
+            cnt.append(1)
+    return out, counts
+
+
 def _whole_types(types: list[IType], layouts: dict[str, list]) -> list[bool]:
     """Types that no legal layout combines with another instance (the full-GPU profile)."""
     out = []
@@ -623,10 +646,12 @@ def _lower_bound(classes: list[RunClass], members: list[list[str]], types: list[
 def solve_exact(
     runs: Sequence[Any], fleet: Sequence[FleetGpu], *, time_limit_s: float = 60.0, workers: int = 2,
     interference: float = 0.0, start_T: float | None = None,
+    fixed_layouts: dict[int, Sequence[Placement]] | None = None,
 ) -> ExactResult:
     """Minimum makespan over (one legal layout per GPU, one queue per instance), replayed without
     lending. `runs` need id, memory_mib, duration_s, compute, max_runs_per_instance (and optional
-    profiles)."""
+    profiles). With `fixed_layouts` (GPU index -> placements, every GPU), only the queues are
+    optimised: the best plan on those layouts."""
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     deadline = t0 + time_limit_s
@@ -648,6 +673,9 @@ def solve_exact(
         models.setdefault(g.model.key, g.model)
         gpus_of[g.model.key].append(g.index)
     layouts = {k: _layouts(m) for k, m in models.items()}
+    fixed_counts: dict[str, list[int]] | None = None
+    if fixed_layouts is not None:
+        layouts, fixed_counts = _restrict_layouts(layouts, fixed_layouts, fleet)
     types: list[IType] = []
     type_index: dict[tuple[str, str], int] = {}
     max_cap_sum: dict[str, float] = {}
@@ -676,7 +704,8 @@ def solve_exact(
     # An incumbent from list scheduling on every combination of maximal layouts: a real plan, so
     # its replayed makespan bounds the optimum from above and caps the thresholds.
     th = time.perf_counter()
-    inc = _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference)
+    inc = _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference,
+                     {g: tuple(lay) for g, lay in fixed_layouts.items()} if fixed_layouts is not None else None)
     heur_s = time.perf_counter() - th
     incumbent = {"value": inc[0], "layouts": inc[1], "queues": inc[2], "replay": inc[0], "source": "list scheduling"}
     bound = lb
@@ -709,7 +738,7 @@ def solve_exact(
         t_enum = time.perf_counter() - tr
         ncfg = sum(len(v) for v in cfgs.values())
         res = _cpsat(classes, members, types, cfgs, layouts, gpus_of, max(1.0, deadline - time.perf_counter()), workers,
-                     known_below=bound if rounds else -math.inf)
+                     known_below=bound if rounds else -math.inf, fixed_counts=fixed_counts)
         rounds.append({"T_s": round(T, 3), "configs": ncfg, "enum_s": round(t_enum, 3),
                        "cpsat_s": round(time.perf_counter() - tr - t_enum, 3), "cpsat": res["status"],
                        "cpsat_solves": res["solves"]})
@@ -746,9 +775,9 @@ def solve_exact(
                        incumbent["queues"], time.perf_counter() - t0, rounds, stats)
 
 
-def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference):  # type: ignore[no-untyped-def]
+def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference, fixed=None):  # type: ignore[no-untyped-def]
     """Best list schedule (engine.list_schedule, then replayed) over every combination of maximal
-    layouts (distinct profile multisets) and two priority orders."""
+    layouts (distinct profile multisets), or the `fixed` one, and two priority orders."""
     per_model: dict[str, list[tuple[Placement, ...]]] = {}
     for key, m in models.items():
         seen: dict[tuple, tuple[Placement, ...]] = {}
@@ -774,6 +803,8 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
                     d[g] = per_model[key][li]
                 new.append(d)
         combos = new
+    if fixed is not None:
+        combos = [dict(fixed)]
     model_of = {g: k for k, gs in gpus_of.items() for g in gs}
     best = None
     for lay_of in combos:
@@ -799,7 +830,8 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
     return res.makespan_s, {g: [str(p) for p in lay_of[g]] for g in sorted(lay_of)}, queues
 
 
-def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers, known_below=-math.inf) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers, known_below=-math.inf,  # type: ignore[no-untyped-def]
+           fixed_counts=None) -> dict[str, Any]:
     """Minimise the largest f used, by bisection on its rank among the distinct f values: each step
     is a CP-SAT feasibility model (an exact cover of the runs by configurations whose f has at most
     that rank, on instances some combination of layouts offers). Feasibility models prove far
@@ -821,7 +853,7 @@ def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers,
         left = t_end - time.perf_counter()
         if left <= 0:
             break
-        st, got = _cover(classes, members, types, cfgs, layouts, gpus_of, values[probe], left, workers)
+        st, got = _cover(classes, members, types, cfgs, layouts, gpus_of, values[probe], left, workers, fixed_counts)
         solves += 1
         if st == "FEASIBLE":
             sol = got
@@ -842,7 +874,7 @@ def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers,
             "x": sol["x"], "y": sol["y"], "solves": solves}
 
 
-def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, workers):  # type: ignore[no-untyped-def]
+def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, workers, fixed_counts=None):  # type: ignore[no-untyped-def]
     """CP-SAT feasibility: how many GPUs of each model take each layout (maximal layouts suffice:
     instances may stay empty, and every legal layout is part of a maximal one), how many instances
     of each type take each configuration with f <= limit, covering every run exactly once."""
@@ -851,6 +883,9 @@ def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, w
     n_inst: dict[int, Any] = {}
     for key, lays in layouts.items():
         g = len(gpus_of[key])
+        if fixed_counts is not None:
+            x[key] = [m.NewConstant(n) for n in fixed_counts[key]]
+            continue
         x[key] = [m.NewIntVar(0, g, f"x[{key},{i}]") if maximal else m.NewConstant(0) for i, (_, _, maximal) in enumerate(lays)]
         m.Add(sum(x[key]) == g)
     for ti, t in enumerate(types):

@@ -165,7 +165,9 @@ def main() -> None:
             "status": r.status, "makespan_s": r.makespan_s, "bound_s": r.bound_s,
             "replay_makespan_s": r.replay_makespan_s, "replay_matches": ok,
             "solve_s": round(r.seconds, 3), "solve_cpu_s": r.stats["cpu_s"], "layouts": {str(k): v for k, v in r.layouts.items()},
-            "queues": r.queues, "rounds": r.rounds, "stats": r.stats,
+            "queues": r.queues,
+            "empty_instances": [f"{g}:{pl}" for g, lay in r.layouts.items() for pl in lay if f"{g}:{pl}" not in r.queues],
+            "rounds": r.rounds, "stats": r.stats,
         })
     doc = {
         "generated_by": "python bench/exact_cases.py --solve",

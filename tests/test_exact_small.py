@@ -11,6 +11,7 @@ from bench.exact import RunClass, best_order, replay_one, solve_exact
 from bench.scenarios import CAT, GIB, HOUR, Run
 
 # --- everything used from migbench (re-point here when its modules move) ---------------------
+from migbench.catalog import Placement
 from migbench.engine import Job, Slot, replay
 from migbench.solver import FleetGpu, instance_capacity
 
@@ -126,3 +127,14 @@ def test_replay_without_lending_plays_instances_independently() -> None:
             for x in queues[s.key]:
                 assert whole.end_s[x] == alone.end_s[x]
                 assert whole.start_s[x] == alone.start_s[x]
+
+
+def test_fixed_layouts_only_queues() -> None:
+    # Seven cap-1 runs of 10 h on two 3g.40gb instances: four rounds on one of them, 40 h.
+    runs = [Run(f"abl-{i}", 2 * GIB, 10 * HOUR, 0.1, 1) for i in range(7)]
+    lay = {0: [Placement("3g.40gb", 0), Placement("3g.40gb", 4)]}
+    res = solve_exact(runs, fleet(1), time_limit_s=20, fixed_layouts=lay)
+    assert res.status == "OPTIMAL"
+    assert math.isclose(res.makespan_s, 40 * HOUR)
+    assert res.layouts == {0: ["3g.40gb@0", "3g.40gb@4"]}
+    check_replay(res, runs)
