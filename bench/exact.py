@@ -3,7 +3,7 @@
 The problem is the one migbench's makespan planner solves: every GPU gets one fixed legal layout
 (any legal layout of the catalogue's plain profiles, maximal or not), every run is queued on one
 instance of a type it may use, and each instance plays its queue under the duration model of
-`migbench.engine` (`replay`, lend=None): a queue is started in order, its head starts as soon as
+`migbench.duration.replay` (`replay`, lend=None): a queue is started in order, its head starts as soon as
 it fits alongside what runs there (memory and sharing caps) and the runs behind it wait.
 
 Method ("complete configuration model"):
@@ -14,7 +14,7 @@ Method ("complete configuration model"):
    is the largest finish time over its instances. For an instance type (GPU model x profile:
    memory, capacity) and a multiset of classes (a "configuration"), f(config) = the best finish
    time over all queue orders, found by `InstanceDP` (a memoised search over the engine's states,
-   with exact bounds; see there). The best order is replayed through `engine.replay` on a single
+   with exact bounds; see there). The best order is replayed through `migbench.duration.replay.replay` on a single
    slot and that value is the one stored (`sim_mismatch` counts disagreements with the search's
    own arithmetic; there were none).
 3. Rounds: for a threshold T, every configuration with f <= T is enumerated (configurations whose
@@ -27,11 +27,11 @@ Method ("complete configuration model"):
    the sorted distinct f values (feasibility models; no rounding). Every plan with makespan <= T
    uses only configurations of that round, so a feasible round gives the optimum and an
    infeasible one proves the optimum > T; T then grows x `GROW`.
-4. An incumbent comes first from list scheduling (`engine.list_schedule`) over every combination
+4. An incumbent comes first from list scheduling (`migbench.duration.replay.list_schedule`) over every combination
    of maximal layouts; rounds stop just below it (2 TIE = 2e-6 s): if no plan beats it, it is the
    optimum. Configurations are searched up to the incumbent's makespan, so later rounds reuse them.
 5. The plan is rebuilt concretely (a placement layout per GPU, a queue per instance) and replayed
-   through `engine.replay` on the whole fleet (lend=None): `replay_makespan_s` must equal
+   through `migbench.duration.replay.replay` on the whole fleet (lend=None): `replay_makespan_s` must equal
    `makespan_s`.
 
 GPUs of one model and instances of one type are interchangeable (same memory and capacity), which
@@ -44,15 +44,18 @@ import itertools
 import math
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ortools.sat.python import cp_model
 
 # --- everything used from migbench (re-point here when its modules move) ---------------------
 from migbench.catalog import GpuModel, Placement
-from migbench.engine import Job, Slot, list_schedule, replay
-from migbench.solver import FleetGpu, instance_capacity
+from migbench.duration import Demand as Job
+from migbench.duration import Slot, instance_capacity
+from migbench.duration.replay import list_schedule, replay
+from migbench.planner import FleetGpu
 
 __all__ = ["ExactResult", "solve_exact", "best_order", "FleetGpu"]
 
@@ -128,7 +131,7 @@ def _layouts(model: GpuModel) -> list[tuple[dict[str, int], tuple[Placement, ...
 
 class InstanceDP:
     """Best finish time of a multiset of classes on one instance (memory, capacity), over all queue
-    orders, played with the arithmetic of `engine._State` (processor sharing, completion within
+    orders, played with the arithmetic of `migbench.duration.replay._State` (processor sharing, completion within
     DONE_SLACK, FIFO starts).
 
     Without lending the future of one instance depends only on what runs there (each run's
@@ -149,7 +152,7 @@ class InstanceDP:
     now and from the earliest possible next start; memory x time / memory. The memo keeps exact
     values and failed bounds apart; ties with the best order found are cut (TIE)."""
 
-    def __init__(self, classes: Sequence["RunClass"], memory_mib: int, capacity: float, interference: float,
+    def __init__(self, classes: Sequence[RunClass], memory_mib: int, capacity: float, interference: float,
                  available: Sequence[int] | None = None):
         """`available`: runs per class (how many copies of a class one set can hold); unbounded
         when None."""
@@ -371,7 +374,7 @@ class InstanceDP:
 
 
 def best_order(
-    counts: dict[int, int], classes: Sequence["RunClass"], memory_mib: int, capacity: float,
+    counts: dict[int, int], classes: Sequence[RunClass], memory_mib: int, capacity: float,
     interference: float = 0.0, bound: float = math.inf,
 ) -> tuple[float, list[int]] | None:
     """The best finish time on one instance of a multiset of classes (`counts`: class -> runs) over
@@ -381,7 +384,7 @@ def best_order(
 
 
 def replay_one(jobs: Sequence[Job], memory_mib: int, capacity: float, interference: float = 0.0) -> float:
-    """A queue (in this order) on one instance, through `engine.replay`."""
+    """A queue (in this order) on one instance, through `migbench.duration.replay.replay`."""
     slot = Slot("s", memory_mib, capacity, "s")
     return replay(list(jobs), [slot], {"s": [j.id for j in jobs]}, interference=interference, lend=None).makespan_s
 
@@ -552,7 +555,7 @@ class ExactResult:
     status: str  # OPTIMAL | FEASIBLE (best found, not proven) | UNKNOWN (nothing found)
     makespan_s: float | None  # the model's value (best found)
     bound_s: float  # proven lower bound on the optimum
-    replay_makespan_s: float | None  # the rebuilt plan through engine.replay (lend=None)
+    replay_makespan_s: float | None  # the rebuilt plan through replay (lend=None)
     layouts: dict[int, list[str]]  # gpu -> placements
     queues: dict[str, list[str]]  # "gpu:profile@start" -> run ids in queue order
     seconds: float
@@ -776,7 +779,7 @@ def solve_exact(
 
 
 def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference, fixed=None):  # type: ignore[no-untyped-def]
-    """Best list schedule (engine.list_schedule, then replayed) over every combination of maximal
+    """Best list schedule (list_schedule, then replayed) over every combination of maximal
     layouts (distinct profile multisets), or the `fixed` one, and two priority orders."""
     per_model: dict[str, list[tuple[Placement, ...]]] = {}
     for key, m in models.items():
@@ -819,7 +822,7 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
         if any(not (types_of[r] & present) for r in jobs):
             continue
         for order in orders:
-            res = list_schedule([jobs[r] for r in order], slots, lambda j, s: stype[s.key] in types_of[j.id],
+            res = list_schedule([jobs[r] for r in order], slots, lambda j, s, stype=stype: stype[s.key] in types_of[j.id],
                                 interference=interference)
             if best is None or res.makespan_s < best[0] - TIE:
                 best = (res.makespan_s, lay_of, slots, res.order)
@@ -933,7 +936,7 @@ def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, w
 
 
 def _rebuild(x, y, classes, members, types, type_index, cfgs, layouts, gpus_of, interference):  # type: ignore[no-untyped-def]
-    """Concrete layouts and queues from the model's counts; replayed through engine.replay."""
+    """Concrete layouts and queues from the model's counts; replayed through replay."""
     lay_of: dict[int, tuple[Placement, ...]] = {}
     for key, counts in x.items():
         gpus = list(gpus_of[key])

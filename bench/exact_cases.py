@@ -28,10 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.exact import solve_exact  # noqa: E402
-from bench.scenarios import CAT, GIB, HOUR, Run, _MEMS  # noqa: E402
+from bench.scenarios import _MEMS, CAT, GIB, HOUR  # noqa: E402
 
 # --- everything used from migbench (re-point here when its modules move) ---------------------
-from migbench.solver import FleetGpu  # noqa: E402
+from migbench.duration import Demand as Run  # noqa: E402
+from migbench.planner import FleetGpu  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "exact_optima.json"
@@ -173,7 +174,7 @@ def main() -> None:
         "generated_by": "python bench/exact_cases.py --solve",
         "environment": f"{platform.python_implementation()} {platform.python_version()}, time limit {args.time_limit:.0f} s, "
                        f"{args.workers} CP-SAT workers",
-        "semantics": "makespan under migbench.engine.replay without lending; one fixed legal layout per GPU",
+        "semantics": "makespan under migbench.duration.replay.replay without lending; one fixed legal layout per GPU",
         "total_s": round(time.perf_counter() - t_all, 1),
         "cases": out,
     }

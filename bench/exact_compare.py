@@ -30,8 +30,10 @@ from bench.exact_cases import OUT, case_from_dict, load_optima  # noqa: E402
 
 # --- everything used from migbench (re-point here when its modules move) ---------------------
 from migbench import __version__  # noqa: E402
-from migbench.engine import Job, Slot, replay  # noqa: E402
-from migbench.solver import SolveOptions, instance_capacity, solve  # noqa: E402
+from migbench.duration import Demand as Job  # noqa: E402
+from migbench.duration import Slot, instance_capacity  # noqa: E402
+from migbench.duration.replay import replay  # noqa: E402
+from migbench.planner import SolveOptions, solve  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HOUR = 3600.0

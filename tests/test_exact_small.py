@@ -8,12 +8,15 @@ import math
 import random
 
 from bench.exact import RunClass, best_order, replay_one, solve_exact
-from bench.scenarios import CAT, GIB, HOUR, Run
+from bench.scenarios import CAT, GIB, HOUR
 
 # --- everything used from migbench (re-point here when its modules move) ---------------------
 from migbench.catalog import Placement
-from migbench.engine import Job, Slot, replay
-from migbench.solver import FleetGpu, instance_capacity
+from migbench.duration import Demand as Job
+from migbench.duration import Demand as Run
+from migbench.duration import Slot, instance_capacity
+from migbench.duration.replay import replay
+from migbench.planner import FleetGpu
 
 A100 = CAT.model("A100-SXM4-80GB")
 

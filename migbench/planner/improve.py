@@ -14,6 +14,7 @@ Effort is counted, never timed: every played queue is charged to the budget (`Ev
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -190,9 +191,12 @@ def local_search(st: Queues, ev: Evaluator, allowance: float) -> bool:
     return improved_any
 
 
+ALL_POSITIONS = 16  # queues up to this long are tried at every position
+
+
 def _positions(n: int) -> list[int]:
     """Insertion positions tried in a queue of n runs: every one when short, else ends and middle."""
-    return list(range(n + 1)) if n <= 6 else sorted({0, 1, n // 2, n - 1, n})
+    return list(range(n + 1)) if n <= ALL_POSITIONS else sorted({0, 1, n // 4, n // 2, 3 * n // 4, n - 1, n})
 
 
 def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bool:
@@ -209,7 +213,7 @@ def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bo
             rid = sq[i]
             rest = sq[:i] + sq[i + 1:]
             f_rest = ev.finish(st.slots[src], rest)
-            # within its own queue
+            # within its own queue: elsewhere, or swapped with another run
             for p in _positions(len(rest)):
                 if p == i:
                     continue
@@ -219,6 +223,17 @@ def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bo
                     st.q[src], st.fin[src] = cand, f
                     heaps.update(src)
                     return True
+            if len(sq) <= ALL_POSITIONS:
+                for j in range(i):
+                    if _alike(ev.jobs[sq[j]], ev.jobs[rid]):
+                        continue
+                    cand = list(sq)
+                    cand[i], cand[j] = cand[j], cand[i]
+                    f = ev.finish(st.slots[src], cand)
+                    if better([f], [st.fin[src]]):
+                        st.q[src], st.fin[src] = cand, f
+                        heaps.update(src)
+                        return True
             targets: list[str] = []
             for ti in sorted(ev.types_of[rid]):
                 targets += [k for k in heaps.earliest(ti, TARGETS_PER_TYPE + 1) if k != src]
@@ -236,10 +251,14 @@ def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bo
                         heaps.update(src)
                         heaps.update(tgt)
                         return True
-                # swap with a shorter run there that may use this instance
+                # swap with a run there that may use this instance: every one in short queues,
+                # else the last shorter one
+                short = len(tq) <= ALL_POSITIONS and len(sq) <= ALL_POSITIONS
                 for j in range(len(tq) - 1, -1, -1):
                     other = tq[j]
-                    if ev.jobs[other].work_s >= ev.jobs[rid].work_s or st.slot_type[src] not in ev.types_of[other]:
+                    if st.slot_type[src] not in ev.types_of[other] or _alike(ev.jobs[other], ev.jobs[rid]):
+                        continue
+                    if not short and ev.jobs[other].work_s >= ev.jobs[rid].work_s:
                         continue
                     if ev.jobs[other].memory_mib > st.slots[src].memory_mib or ev.jobs[rid].memory_mib > st.slots[tgt].memory_mib:
                         continue
@@ -252,8 +271,52 @@ def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bo
                         heaps.update(src)
                         heaps.update(tgt)
                         return True
-                    break
+                    if not short:
+                        break
     return False
+
+
+KICK = 3  # runs moved by one kick of the iterated search
+
+
+def iterated_search(best: Queues, ev: Evaluator, allowance: float, bound: float) -> Queues:
+    """Iterated local search: from the best plan, move a few runs of the latest-finishing instances
+    to random instances they may use (at random places), search locally, keep the result when its
+    finish profile is better. Seeded, so the same input takes the same kicks; stops when the
+    allowance is spent or the plan reaches `bound`."""
+    budget = ev.budget
+    stop_at = budget.spent + allowance
+    rng = random.Random(0)
+    keys_of_type: dict[int, list[str]] = {}
+    for k in best.slots:
+        keys_of_type.setdefault(best.slot_type[k], []).append(k)
+    while budget.spent < stop_at and not budget.expired() and best.makespan() > bound * (1 + 1e-9):
+        st = best.copy()
+        latest = sorted(st.fin, key=lambda k: (-st.fin[k], k))[: max(2, SOURCES // 2)]
+        pool = [r for k in latest for r in st.q[k]]
+        if not pool:
+            break
+        changed: set[str] = set()
+        for _ in range(min(KICK, len(pool))):
+            rid = pool.pop(rng.randrange(len(pool)))
+            src = next(k for k in latest if rid in st.q[k])
+            targets = [k for ti in sorted(ev.types_of[rid]) for k in keys_of_type.get(ti, [])
+                       if ev.jobs[rid].memory_mib <= st.slots[k].memory_mib]
+            tgt = targets[rng.randrange(len(targets))]
+            st.q[src].remove(rid)
+            st.q[tgt].insert(rng.randrange(len(st.q[tgt]) + 1), rid)
+            changed |= {src, tgt}
+        for k in sorted(changed):
+            st.fin[k] = ev.finish(st.slots[k], st.q[k])
+        local_search(st, ev, min(max(0.0, stop_at - budget.spent), 0.05 + PLAY_S[1] * 200 * len(ev.jobs)))
+        if better(st.profile(), best.profile()):
+            best = st
+    return best
+
+
+def _alike(a: Demand, b: Demand) -> bool:
+    """Runs the player cannot tell apart (swapping them changes nothing)."""
+    return (a.memory_mib, a.duration_s, a.compute, a.max_runs_per_instance) == (b.memory_mib, b.duration_s, b.compute, b.max_runs_per_instance)
 
 
 def ect_queues(

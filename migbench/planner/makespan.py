@@ -17,6 +17,7 @@ from migbench.duration.replay import Result, list_schedule
 from migbench.errors import MigbenchError
 from migbench.planner.bound import class_solo, lp_relaxation, makespan_feasible
 from migbench.planner.budget import CPSAT_BUILD_S, LP_S, PLAY_S, REPLAY_S_PER_RUN, Budget
+from migbench.planner.exact import small_enough, solve_exact
 from migbench.planner.improve import (
     TARGETS_PER_TYPE,
     Evaluator,
@@ -24,6 +25,7 @@ from migbench.planner.improve import (
     better,
     construct,
     ect_queues,
+    iterated_search,
     local_search,
 )
 from migbench.planner.layouts import layout_search
@@ -204,12 +206,28 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     best = search.best
     assert best is not None
 
-    # 4. Layouts one GPU at a time, then 5. the queues.
+    # 4. Layouts one GPU at a time, then the queues.
+    small = small_enough(prob)
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         budget.report("search")
-        best = layout_search(best, prob, ev, budget.share(0.6), search.preferred, rank)
-        if proven < best.makespan() * (1 - 1e-9):
-            local_search(best, ev, budget.left())
+        best = layout_search(best, prob, ev, budget.share(0.3 if small else 0.6), search.preferred, rank)
+        local_search(best, ev, budget.share(0.3))
+        budget.report(incumbent=best.makespan())
+
+    # 5. Small problems: the complete configuration model, exactly (a good incumbent prunes it).
+    if small and proven < best.makespan() * (1 - 1e-9) and not budget.expired():
+        budget.report("exact")
+        exact, exact_lb = solve_exact(prob, ev, best, proven, budget.share(0.8))
+        if exact is not None and better(exact.profile(), best.profile()):
+            best = exact
+            budget.report(incumbent=best.makespan())
+        proven = max(proven, min(exact_lb, best.makespan()))
+        budget.report(bound=proven)
+
+    # 6. What is left: kicks and local search from the best plan (deterministic pseudo-random).
+    if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
+        budget.report("search")
+        best = iterated_search(best, ev, budget.left(), proven)
         budget.report(incumbent=best.makespan())
     res = ev.result(best)
     makespan = res.makespan_s
