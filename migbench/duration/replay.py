@@ -184,16 +184,18 @@ def list_schedule(
     interference: float = 0.0,
     pinned: dict[str, str] | None = None,
     record_events: bool = False,
+    types_of: Callable[[Demand], tuple[str, ...]] | None = None,
 ) -> Result:
     """Greedy list scheduling: whenever a slot has room, start the highest-priority pending job
     (order of `jobs`) that is allowed there and fits alongside what runs. `pinned` jobs start at
-    time 0 on the given slot before anything else (the planner's optimal first wave)."""
+    time 0 on the given slot before anything else (the planner's optimal first wave). `types_of`,
+    when given, names the slot types (`Slot.type_key`) a job may use, the same answer `allowed`
+    gives, cheaper: jobs are then sorted into types by block, not one by one."""
     st = _State(slots, interference)
     slot_list = list(slots)
     by_type: dict[str, list[Slot]] = {}
     for s in slot_list:
         by_type.setdefault(s.type_key or s.key, []).append(s)
-    pending: list[Demand] = []
     res = Result({}, {}, {}, {s.key: [] for s in slot_list}, 0.0, 0)
     pinned = pinned or {}
     jobs_by_id = {j.id: j for j in jobs}
@@ -213,22 +215,36 @@ def list_schedule(
     # Per-type pending lists keep each scan short: a job is listed under every type it may use, in
     # blocks of consecutive jobs with the same memory and sharing cap. Jobs of one block fit or do
     # not fit alike, and starting a job only takes room away, so a scan skips a block whose head does
-    # not fit: a fill costs the blocks it passes, not the jobs (nothing quadratic in runs).
-    type_blocks: dict[str, list[tuple[tuple[int, int], deque[Demand]]]] = {}
-    type_min_mem: dict[str, int] = {}
-    for tkey, ss in by_type.items():
-        rep = ss[0]
-        blocks: list[tuple[tuple[int, int], deque[Demand]]] = []
+    # not fit: a fill costs the blocks it passes, not the jobs (nothing quadratic in runs). A block
+    # is [jobs, position of its first job not yet started]; types share the job lists.
+    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
+    if types_of is not None:
+        shared: list[tuple[tuple, list[Demand]]] = []
         for j in pending:
-            if allowed(j, rep):
-                bkey = (j.memory_mib, j.max_runs_per_instance)
-                if blocks and blocks[-1][0] == bkey:
-                    blocks[-1][1].append(j)
-                else:
-                    blocks.append((bkey, deque([j])))
-        type_blocks[tkey] = blocks
-        # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
-        type_min_mem[tkey] = min((b[0][0] for b in blocks), default=0)
+            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
+            if shared and shared[-1][0] == bkey:
+                shared[-1][1].append(j)
+            else:
+                shared.append((bkey, [j]))
+        for bkey, lst in shared:
+            for tkey in bkey[2]:
+                if tkey in type_blocks:
+                    type_blocks[tkey].append([lst, 0])
+    else:
+        for tkey, ss in by_type.items():
+            rep = ss[0]
+            blocks = type_blocks[tkey]
+            last: tuple[int, int] | None = None
+            for j in pending:
+                if allowed(j, rep):
+                    k = (j.memory_mib, j.max_runs_per_instance)
+                    if blocks and last == k:
+                        blocks[-1][0].append(j)
+                    else:
+                        blocks.append([[j], 0])
+                    last = k
+    # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
+    type_min_mem = {t: min((b[0][0].memory_mib for b in bl), default=0) for t, bl in type_blocks.items()}
     started: set[str] = set()
 
     def fill(s: Slot, t: float) -> None:
@@ -242,19 +258,21 @@ def list_schedule(
                     return
                 if s.memory_mib - sum(jj.memory_mib for jj in run) < type_min_mem[tkey]:
                     return
-            dq = blocks[bi][1]
-            while dq and dq[0].id in started:
-                dq.popleft()
-            if not dq:
+            b = blocks[bi]
+            lst, pos = b
+            while pos < len(lst) and lst[pos].id in started:
+                pos += 1
+            if pos == len(lst):
                 blocks.pop(bi)
                 continue
-            j = dq[0]
+            j = lst[pos]
             if fits_alongside(j, run, s):
                 do_start(s, j, t)
                 started.add(j.id)
-                dq.popleft()
-                continue
-            bi += 1
+                pos += 1
+            else:
+                bi += 1
+            b[1] = pos
 
     for s in slot_list:
         fill(s, 0.0)

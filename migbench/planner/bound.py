@@ -128,12 +128,9 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
         if not ok:
             return True, None, {}
         cover = lp.Constraint(c.n, c.n)
-        for ti in ok:
+        for ti in ok:  # (runs only go to a type the layout has: implied by the sharing-slot row)
             v = lp.NumVar(0, c.n, "")
             cover.SetCoefficient(v, 1)
-            home = lp.Constraint(-inf, 0)  # runs only go to a type the layout has
-            home.SetCoefficient(v, 1)
-            home.SetCoefficient(n_inst[ti], -c.n)
             by_type[ti].append((ci, v))
     for ti, terms in by_type.items():
         t = prob.types[ti]

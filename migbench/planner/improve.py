@@ -335,10 +335,15 @@ def ect_queues(
     for h in heaps.values():
         heapq.heapify(h)
     queues: dict[str, list[str]] = {s.key: [] for s in conc.slots}
+    sorted_types: dict[int, list[int]] = {}
     for rid in order:
         j = jobs[rid]
         best: tuple[float, int, float] | None = None
-        for ti in sorted(allowed[rid]):
+        a = allowed[rid]
+        tis = sorted_types.get(id(a))
+        if tis is None:
+            tis = sorted_types[id(a)] = sorted(a)
+        for ti in tis:
             if ti not in heaps:
                 continue
             s = slot_of_type[ti]

@@ -13,6 +13,7 @@ Every phase's effort comes from the deterministic budget (`budget`), never from 
 
 from __future__ import annotations
 
+from migbench.duration import Demand, Slot
 from migbench.duration.replay import Result, list_schedule
 from migbench.errors import MigbenchError
 from migbench.planner.bound import class_solo, lp_relaxation, makespan_feasible
@@ -35,6 +36,7 @@ from migbench.planner.schedule import Concrete, class_of, concretize, demands_of
 LP_TOLERANCE = 0.001  # the LP bisection stops when its interval is this narrow (relative)
 CP_TOLERANCE = 0.002  # and the CP-SAT bisection at this
 MAX_LP_STEPS = 30
+CP_MAX_PAIRS = 1000  # (class, instance type) pairs past which the CP-SAT bisection is skipped
 
 
 class _Search:
@@ -49,6 +51,7 @@ class _Search:
         self.tried: set[tuple] = set()
         self.preferred: list[tuple[str, int]] = []  # (model, layout index) the relaxations used
         self.cls = class_of(prob)
+        self.class_types = [set(c.types) for c in prob.classes]
 
     @property
     def makespan(self) -> float:
@@ -74,19 +77,22 @@ class _Search:
         prob, ev, jobs = self.prob, self.ev, self.ev.jobs
         conc = concretize(prob, counts)
         present = {conc.slot_type[s.key] for s in conc.slots}
-        free = {rid: set(prob.classes[self.cls[rid]].types) for rid in jobs}
+        free = {rid: self.class_types[self.cls[rid]] for rid in jobs}  # one set per class, shared
         if any(not (a & present) for a in free.values()):
             return  # some run has no instance of its types in this layout
         allowed: dict[str, set[int]] = {}
+        quotas: dict[int, list[tuple[int, int]]] = {}
+        for (cj, ti), k in sorted(split.items()):
+            quotas.setdefault(cj, []).append((ti, k))
         for ci, c in enumerate(prob.classes):
-            quota = sorted(((ti, k) for (cj, ti), k in split.items() if cj == ci), key=lambda x: x[0])
             rids = list(c.runs)
-            for ti, k in quota:
+            for ti, k in quotas.get(ci, []):
+                only = {ti}
                 for rid in rids[:k]:
-                    allowed[rid] = {ti}
+                    allowed[rid] = only
                 rids = rids[k:]
             for rid in rids:
-                allowed[rid] = set(c.types)
+                allowed[rid] = self.class_types[ci]
         n = len(jobs)
         variants = ["split"] if split and all(a & present for a in allowed.values()) else []
         variants += ["free", "ect"]
@@ -111,10 +117,19 @@ class _Search:
 def _list_schedule(conc: Concrete, ev: Evaluator, order: list[str], allowed: dict[str, set[int]]) -> Result:
     ev.budget.charge(REPLAY_S_PER_RUN * len(order))
 
-    def ok(j: object, s: object) -> bool:
-        return conc.slot_type[s.key] in allowed[j.id]  # type: ignore[attr-defined]
+    def ok(j: Demand, s: Slot) -> bool:
+        return conc.slot_type[s.key] in allowed[j.id]
 
-    return list_schedule([ev.jobs[r] for r in order], conc.slots, ok, interference=ev.interference)
+    keys: dict[int, tuple[str, ...]] = {}
+
+    def types_of(j: Demand) -> tuple[str, ...]:
+        a = allowed[j.id]
+        k = keys.get(id(a))
+        if k is None:
+            k = keys[id(a)] = tuple(str(ti) for ti in sorted(a))
+        return k
+
+    return list_schedule([ev.jobs[r] for r in order], conc.slots, ok, interference=ev.interference, types_of=types_of)
 
 
 def _construct_cost(prob: PlanningProblem, n: int) -> float:
@@ -151,7 +166,7 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     proven = lo
     while hi - lo > LP_TOLERANCE * hi and steps < steps_allowed and not budget.expired():
         steps += 1
-        mid = (lo + hi) / 2
+        mid = (lo * hi) ** 0.5 if hi > 2 * lo else (lo + hi) / 2  # geometric while far apart
         budget.charge(lp_cost)
         if lp_relaxation(prob, mid)[0]:
             lo = proven = mid
@@ -165,8 +180,12 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
         _, counts, _ = lp_relaxation(prob, hi * f)
         if counts is not None:
             search.evaluate(counts, {})
+    # CP-SAT on the integer relaxation pays where a call can afford several times its model's
+    # building; past that (thousands of class x type pairs) its budget goes to the search instead.
     cp_allow = budget.share(0.35)
     per_call = max(0.0, cp_allow / 12 - cp_build)
+    if pairs > CP_MAX_PAIRS:
+        cp_allow = 0.0
     cp_stop = budget.spent + cp_allow
     if search.best is None:  # the LP gave nothing usable: CP-SAT at the serial time
         budget.charge(cp_build)
