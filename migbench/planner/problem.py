@@ -7,6 +7,7 @@ runs with the same memory, duration, compute, sharing cap and allowed profiles f
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,24 +149,22 @@ def build_problem(
             )
         for p in sorted(usable, key=lambda p: (p.memory_mib, p.compute_slices, p.name)):
             types.append(InstanceType(key, p, instance_capacity(model, p, opts.compute_basis)))
-        seen: dict[tuple, tuple[Placement, ...]] = {}
-        for lay in model.layouts([p.name for p in usable]):
-            ms = tuple(sorted(_count(lay).items()))
-            if ms not in seen:
-                seen[ms] = lay
-        kept = _undominated(model, seen)
-        layouts[key] = [(dict(ms), lay) for ms, lay in sorted(kept.items(), key=lambda kv: _layout_sort(kv[1]))]
+        layouts[key] = [(dict(ms), lay) for ms, lay in _model_layouts(model, tuple(p.name for p in usable))]
     type_index = {(t.model, t.profile.name): i for i, t in enumerate(types)}
 
     unplaced: dict[str, str] = {}
     by_key: dict[tuple, RunClass] = {}
     largest = max(types, key=lambda t: (t.memory_mib, t.key)) if types else None
+    fits: dict[tuple, tuple[int, ...]] = {}  # (memory, allowed profiles) -> instance types: once per kind of run
     for r in runs:
-        fit = tuple(
-            i
-            for i, t in enumerate(types)
-            if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles)
-        )
+        fk = (r.memory_mib, r.profiles)
+        fit = fits.get(fk)
+        if fit is None:
+            fit = fits[fk] = tuple(
+                i
+                for i, t in enumerate(types)
+                if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles)
+            )
         if not fit:
             if largest is None:
                 unplaced[r.id] = "the fleet has no usable MIG profile"
@@ -193,6 +192,19 @@ def build_problem(
     classes = sorted(by_key.values(), key=lambda c: (-(c.duration_s or 0), -c.memory_mib, c.runs[0]))
     prob = PlanningProblem(list(fleet), types, classes, layouts, dict(gpus_of), type_index, {r.id: r for r in runs})
     return prob, unplaced, notes
+
+
+@functools.lru_cache(maxsize=64)
+def _model_layouts(model: GpuModel, names: tuple[str, ...]) -> tuple[tuple[tuple, tuple[Placement, ...]], ...]:
+    """A model's maximal layouts of these profiles, one per profile multiset, dominated ones
+    dropped, in placement order (cached: enumerating them is the slow part of building a problem)."""
+    seen: dict[tuple, tuple[Placement, ...]] = {}
+    for lay in model.layouts(list(names)):
+        ms = tuple(sorted(_count(lay).items()))
+        if ms not in seen:
+            seen[ms] = lay
+    kept = _undominated(model, seen)
+    return tuple(sorted(kept.items(), key=lambda kv: _layout_sort(kv[1])))
 
 
 def _undominated(model: GpuModel, seen: dict[tuple, tuple[Placement, ...]]) -> dict[tuple, tuple[Placement, ...]]:
