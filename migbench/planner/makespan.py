@@ -16,6 +16,7 @@ from __future__ import annotations
 from migbench.duration import Demand, Slot
 from migbench.duration.replay import Result, list_schedule
 from migbench.errors import MigbenchError
+from migbench.planner import configlp
 from migbench.planner.bound import class_solo, lp_relaxation, makespan_feasible
 from migbench.planner.budget import CPSAT_BUILD_S, LP_S, PLAY_S, REPLAY_S_PER_RUN, Budget
 from migbench.planner.exact import small_enough, solve_exact
@@ -180,6 +181,23 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
         _, counts, _ = lp_relaxation(prob, hi * f)
         if counts is not None:
             search.evaluate(counts, {})
+    # The configuration LP: which runs can share an instance, at the exact rate (column generation).
+    if configlp.usable(prob) and search.best is not None:
+        budget.report("bound")
+        cfg_stop = budget.spent + budget.share(0.2)
+        lo, hi = proven, search.makespan
+        while hi - lo > CP_TOLERANCE * hi and budget.spent < cfg_stop and not budget.expired():
+            mid = (lo + hi) / 2
+            verdict, counts = configlp.config_lp(prob, mid, budget, opts.interference)
+            if verdict is None:
+                break
+            if verdict:
+                lo = proven = mid
+                budget.report(bound=proven)
+            else:
+                hi = mid
+                if counts is not None:
+                    search.evaluate(counts, {})
     # CP-SAT on the integer relaxation pays where a call can afford several times its model's
     # building; past that (thousands of class x type pairs) its budget goes to the search instead.
     cp_allow = budget.share(0.35)

@@ -108,3 +108,45 @@ def test_the_planner_is_within_one_percent_of_the_exact_optimum(case):
     sol = solve(runs, fleet, SolveOptions(objective="makespan", time_limit_s=10, started=time.monotonic() + 1e6))
     assert _replayed(sol, runs, fleet) <= opt * 1.01 + 1e-6
     assert sol.bound <= opt + 1e-6
+
+
+def _bisect(infeasible, lo: float, hi: float) -> float:  # type: ignore[no-untyped-def]
+    while hi - lo > 0.001 * hi:
+        mid = (lo + hi) / 2
+        if infeasible(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def test_the_configuration_lp_knows_which_runs_can_share_and_stays_a_bound():
+    """Issue 15, the bound: on bench case mixed-01 (12 runs on one A100-40GB) the aggregated LP
+    proves 73 % of the optimum, the configuration LP (patterns of runs that fit together, at the
+    exact rate) 82 %, and it is never infeasible at the optimum."""
+    from migbench.planner.bound import lp_relaxation
+    from migbench.planner.budget import Budget
+    from migbench.planner.configlp import config_infeasible
+    from migbench.planner.problem import build_problem
+    from migbench.types import Objective
+
+    runs, fleet, opt = _case("mixed-01")
+    prob = build_problem(runs, fleet, SolveOptions(), Objective.MAKESPAN)[0]
+    budget = Budget(600, started=time.monotonic() + 1e6)
+    agg = _bisect(lambda T: lp_relaxation(prob, T)[0], 1.0, opt)
+    cfg = _bisect(lambda T: config_infeasible(prob, T, budget) is True, agg, opt)
+    assert agg < 0.75 * opt and cfg > 0.8 * opt
+    assert config_infeasible(prob, opt, budget) is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
+def test_the_configuration_lp_is_never_infeasible_at_the_optimum(case):
+    from migbench.planner.budget import Budget
+    from migbench.planner.configlp import config_infeasible
+    from migbench.planner.problem import build_problem
+    from migbench.types import Objective
+
+    runs, fleet, opt = _case(case["name"])
+    prob = build_problem(runs, fleet, SolveOptions(), Objective.MAKESPAN)[0]
+    assert config_infeasible(prob, opt, Budget(600, started=time.monotonic() + 1e6)) is not True
