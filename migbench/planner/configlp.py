@@ -28,8 +28,8 @@ from migbench.planner.bound import class_solo, point_cuts
 from migbench.planner.budget import Budget
 from migbench.planner.problem import PlanningProblem
 
-LP_S_PER_ROUND = (0.004, 4e-5)  # reference seconds per master solve: fixed + per (class, type) pair
-PRICE_S_PER_NODE = 2e-6  # reference seconds per pricing search node
+LP_S_PER_ROUND = (0.002, 1.7e-5)  # reference seconds per master solve: fixed + per (class, type) pair
+PRICE_S_PER_NODE = 1.2e-6  # reference seconds per pricing search node
 MAX_ROUNDS = 60
 PRICE_NODES = 20000  # search nodes per type and round
 MAX_PAIRS = 1500  # past this many (class, type) pairs the configuration LP is not tried
