@@ -6,10 +6,21 @@
 It behaves like a well-mannered training script under migbench:
 
 - prints one progress line per step;
-- `--memory 2.5GiB`: its device footprint. Under the simulated driver (MIGBENCH_SIM set and
-  CUDA_VISIBLE_DEVICES a MIG uuid) it attaches its own PID with that footprint to the MIG device,
-  so NVML and `migbench status` see it; when the device has no room it prints torch's
-  `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ...` to stderr and exits 1;
+- allocates what its parameters say: `--memory 2.5GiB` is its fixed part (weights, optimizer
+  states, CUDA context) and `--per-token 1MiB` with `--batch N` (or `--batch-size N`) and
+  `--seq-len S` adds activations of per-token x N x S (S defaults to 1, so `--per-token` with
+  `--batch` alone is per sample). Under the simulated driver (MIGBENCH_SIM set and
+  CUDA_VISIBLE_DEVICES a MIG uuid) it attaches its own PID to the MIG device with the fixed part
+  at start and the whole footprint from the first step on (as a caching allocator keeps what the
+  first step reserved), so NVML and `migbench status` see it; when the device has no room it
+  prints torch's `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ...` to stderr
+  and exits 1;
+- `--spike 2GiB [--spike-seconds 0.1]`: a transient allocation on top of the footprint during
+  the first step, released after that long (a workspace freed again), for peak-sampling tests;
+- MIGBENCH_REPORT_MEMORY=<file> (set by `migbench profile`): writes its own peak there as JSON,
+  `{"peak_mib": N, "source": ...}`, whenever the peak grows and at exit, as a real run would write
+  `torch.cuda.max_memory_reserved()`; MIGBENCH_PROBE_STEPS=N: stops after N steps (exit 0);
+- `--hang-at STEP`: from that step on, ignores SIGTERM and never ends (a hung run, for tests);
 - writes `checkpoint.json` in MIGBENCH_RUN_DIR after every step (atomically) and, when
   MIGBENCH_RESUME=1, resumes from it (`resumed from step N`);
 - SIGTERM: saves a checkpoint and exits 143 (ignored once training has finished);
@@ -37,7 +48,10 @@ import sys
 import time
 from pathlib import Path
 
-KNOWN = {"steps", "step-seconds", "seconds", "memory", "crash-at", "oom-at", "fail-attempts"}
+KNOWN = {
+    "steps", "step-seconds", "seconds", "memory", "per-token", "batch", "batch-size", "seq-len", "spike", "spike-seconds",
+    "crash-at", "oom-at", "fail-attempts", "hang-at",
+}
 
 
 def _migbench() -> bool:
@@ -118,6 +132,46 @@ def oom_exit(wanted_mib: int, detail: str) -> None:
     sys.exit(1)
 
 
+def footprint_mib(opts: dict[str, str]) -> tuple[int, int]:
+    """(fixed part, whole footprint) in MiB from `--memory`, `--per-token`, `--batch`, `--seq-len`."""
+    fixed = parse_mib(opts["memory"]) if opts.get("memory") else 0
+    if not opts.get("per-token"):
+        return fixed, fixed
+    per_token = parse_mib_float(opts["per-token"])
+    batch = int(opts.get("batch") or opts.get("batch-size") or 1)
+    seq_len = int(opts.get("seq-len") or 1)
+    return fixed, fixed + int(-(-per_token * batch * seq_len // 1))
+
+
+def parse_mib_float(text: str) -> float:
+    """`0.5MiB`, `64KiB`, `2` (MiB): a per-token size, which may be a fraction of a MiB."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B)?\s*", text)
+    if not m:
+        raise SystemExit(f"toy_trainer: --per-token {text!r}: expected a size such as 0.5MiB or 64KiB")
+    scale = {None: 1.0, "KiB": 1 / 1024, "KB": 1 / 1024, "MiB": 1.0, "MB": 1.0, "GiB": 1024.0, "GB": 1024.0, "TiB": 1024.0**2, "TB": 1024.0**2}
+    return float(m.group(1)) * scale[m.group(2)]
+
+
+class Report:
+    """The run's own view of its peak, written to MIGBENCH_REPORT_MEMORY (when set) atomically."""
+
+    def __init__(self) -> None:
+        self.path = os.environ.get("MIGBENCH_REPORT_MEMORY")
+        self.peak = 0
+
+    def saw(self, mib: int) -> None:
+        if mib > self.peak:
+            self.peak = mib
+            self.write()
+
+    def write(self) -> None:
+        if self.path:
+            try:
+                write_json_atomic(Path(self.path), {"peak_mib": self.peak, "source": "toy_trainer: the memory it attached"})
+            except OSError as exc:
+                print(f"toy_trainer: cannot write {self.path}: {exc}", file=sys.stderr)
+
+
 def attach(memory_mib: int) -> None:
     """Declare this process's footprint on its simulated MIG device (under MIGBENCH_SIM only)."""
     sim = os.environ.get("MIGBENCH_SIM")
@@ -143,11 +197,16 @@ def attach(memory_mib: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     opts, pairs = parse_args(sys.argv[1:] if argv is None else argv)
     steps = int(opts.get("steps", "10"))
+    if os.environ.get("MIGBENCH_PROBE_STEPS", "").isdigit():
+        steps = min(steps, int(os.environ["MIGBENCH_PROBE_STEPS"]))
     if "seconds" in opts:
         step_s = float(opts["seconds"]) / max(1, steps)
     else:
         step_s = float(opts.get("step-seconds", "0.5"))
-    memory_mib = parse_mib(opts["memory"]) if opts.get("memory") else 0
+    fixed_mib, memory_mib = footprint_mib(opts)
+    spike_mib = parse_mib(opts["spike"]) if opts.get("spike") else 0
+    spike_s = float(opts.get("spike-seconds") or 0.1)
+    hang_at = int(opts["hang-at"]) if opts.get("hang-at") else None
     crash_at = int(opts["crash-at"]) if opts.get("crash-at") else None
     oom_at = int(opts["oom-at"]) if opts.get("oom-at") else None
     fail_attempts = int(opts["fail-attempts"]) if opts.get("fail-attempts") else None
@@ -175,19 +234,40 @@ def main(argv: list[str] | None = None) -> int:
         state["step"] = int(json.loads(ckpt.read_text()).get("step", 0))
         print(f"resumed from step {state['step']}", flush=True)
 
+    report = Report()
+
     def on_term(signum: int, _frame: object) -> None:
         if state["finished"]:
             return
+        report.write()
         write_json_atomic(ckpt, {"step": state["step"], "run_id": run_id})
         print(f"received signal {signum}; checkpoint at step {state['step']}", flush=True)
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    attach(memory_mib)
+    attach(fixed_mib)
+    report.saw(fixed_mib)
     print(f"toy_trainer {run_id} attempt {attempt}: {steps} steps of {step_s:g} s, {memory_mib} MiB on "
           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(no device)')}", flush=True)
+    first = True
     for step in range(state["step"] + 1, steps + 1):
-        time.sleep(step_s)
+        if hang_at is not None and step >= hang_at:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(f"hanging at step {step}", flush=True)
+            while True:
+                time.sleep(3600)
+        slept = 0.0
+        if first:
+            first = False
+            if spike_mib:
+                attach(memory_mib + spike_mib)
+                report.saw(memory_mib + spike_mib)
+                time.sleep(spike_s)
+                slept = spike_s
+            if spike_mib or memory_mib != fixed_mib:
+                attach(memory_mib)
+                report.saw(memory_mib)
+        time.sleep(max(0.0, step_s - slept))
         if crash_at is not None and step == crash_at and (fail_attempts is None or attempt <= fail_attempts):
             raise RuntimeError(f"toy crash at step {step} (attempt {attempt})")
         if oom_at is not None and step == oom_at:
@@ -197,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(ckpt, {"step": step, "run_id": run_id})
         print(f"step {step}/{steps} loss {loss:.4f}", flush=True)
     state["finished"] = True
+    report.write()
     ledger = os.environ.get("TOY_LEDGER")
     if ledger:
         fd = os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -6,6 +6,7 @@ of problems, each naming the file, line and field, so that one pass reports ever
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -76,3 +77,42 @@ class HardwareError(MigbenchError):
 
 class UnsafeError(MigbenchError):
     """migbench refused to do something that would harm running work or leave a GPU half-configured."""
+
+
+class BadValue(InputError, ValueError):
+    """A malformed value the user typed (a driver version, a quantity): a `ValueError` for the parsers
+    that collect problems, and an `Error:` with its hint wherever nothing catches it."""
+
+
+_OS_HINTS = {
+    errno.EACCES: "check the permissions of the file and of its directory, or choose another place",
+    errno.EPERM: "check the permissions of the file and of its directory, or choose another place",
+    errno.EROFS: "that file system is read-only: choose a writable place",
+    errno.ENAMETOOLONG: "use a shorter name (a file name holds at most 255 bytes)",
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is exhausted: free some space",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "give a file, not a directory",
+    errno.ELOOP: "the path has a symbolic-link loop",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "choose another name, or remove what is there",
+}
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why an OSError happened, in words that read inside a sentence ("permission denied"); any other
+    exception's message."""
+    reason = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+    return reason[:1].lower() + reason[1:]
+
+
+def from_os_error(exc: OSError, doing: str | None = None) -> MigbenchError:
+    """An `OSError` as migbench's error: what we were doing, the path and the reason in words, and a
+    hint for the usual causes (permissions, read-only, name too long, disk full)."""
+    reason = os_reason(exc)
+    path = exc.filename if exc.filename is not None else None
+    if isinstance(path, bytes):
+        path = path.decode("utf-8", errors="replace")
+    where = f"{path}: " if path else ""
+    head = f"cannot {doing}: " if doing else ""
+    return MigbenchError(f"{head}{where}{reason}", hint=_OS_HINTS.get(exc.errno or -1))

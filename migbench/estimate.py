@@ -1,7 +1,8 @@
 """Analytic training-memory estimate for transformer runs (docs/memory-estimation.md#decomposition to
 #overheads, and "Analytic" in #migbench-estimator). Pure.
 
-    M    = ctx + P·bytes_per_param(precision, optimizer)          "cuda context", "model states"
+    M    = ctx + P_t·bytes_per_param(precision, optimizer)        "cuda context", "model states"
+             + P_f·frozen_bytes(precision)                        "frozen weights" (only with `trainable`)
              + L·act_per_layer(s, b, h, a, ffn, attention, ckpt)  "activations"
              + b·s·V·logit_bytes                                  "logits"
              + ws                                                 "workspace"
@@ -11,8 +12,9 @@ Every part is in MiB (2^20 bytes). The sources of each formula are cited where i
 repeated in `Estimate.notes`, so a user can see why a run was sized as it was. What is a derivation
 of ours (not read from a source) says so.
 
-Symbols: P parameters, s sequence length, b micro-batch size, h hidden size, a attention heads,
-L layers, V vocabulary size, lp bytes per activation element (4 for fp32, 2 for every 16-bit regime).
+Symbols: P parameters (P_t trainable, P_f = P − P_t frozen: LoRA adapters on a frozen base), s sequence
+length, b micro-batch size, h hidden size, a attention heads, L layers, V vocabulary size, lp bytes per
+activation element (4 for fp32, 2 for every 16-bit regime).
 
 Expected accuracy (docs/memory-estimation.md#migbench-estimator): model states exact; activations within about
 10–30 % for standard transformer blocks; nothing outside transformers. Calibration on a GPU (tier 2) should win
@@ -32,6 +34,8 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "adamw8bit", "sgd", "sgd-momentu
 ATTENTIONS: tuple[str, ...] = ("eager", "flash")
 
 PART_NAMES: tuple[str, ...] = ("cuda context", "model states", "activations", "logits", "workspace", "headroom")
+FROZEN_PART = "frozen weights"
+"""The part after "cuda context" when some parameters are frozen (`trainable` given)."""
 
 _COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 _COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([-+]?[0-9]+))?\s*([kKmMbBgGtT]?)\s*$")
@@ -57,6 +61,32 @@ def parse_param_count(value: object) -> float:
     if not math.isfinite(n) or n <= 0:
         raise ValueError(f"{value!r} must be a positive parameter count")
     return n
+
+
+def parse_trainable(value: object) -> float:
+    """`trainable:` — a count of trained parameters (`4M`, `40e6`, any number above 1) or a fraction of
+    all of them (a number in (0, 1], or a percentage such as `0.6%`). Returns the count, or the
+    fraction (<= 1). Raises ValueError with a readable reason."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage") from None
+        if not 0 < pct <= 100:
+            raise ValueError(f"{value!r} must be more than 0% and at most 100%")
+        return pct / 100
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    n = parse_param_count(value)
+    if n <= 1:
+        raise ValueError(f"{value!r}: write a fraction as a number in (0, 1] or a percentage, a count as e.g. 4M")
+    return n
+
+
+def frozen_bytes_per_param(precision: str) -> int:
+    """A frozen parameter's bytes: its weight in the compute precision (4 for fp32, 2 for the 16-bit
+    regimes), with no gradient and no optimizer state (docs/memory-estimation.md#frozen-weights)."""
+    return 4 if precision == "fp32" else 2
 
 
 def activation_bytes_per_element(precision: str) -> int:
@@ -121,7 +151,9 @@ class EstimateSpec:
     context_mib: the CUDA context (docs/memory-estimation.md#overheads: plan 0.3–0.6 GiB with lazy
     loading; 0.5 GiB default); workspace_mib: cuBLAS/cuDNN workspaces (#migbench-estimator: about 64 MiB);
     headroom: fraction added on top of the sum for the caching allocator and fragmentation
-    (#migbench-estimator: 0.15–0.20).
+    (#migbench-estimator: 0.15–0.20); trainable: the parameters that are trained (LoRA adapters,
+    an unfrozen head), as a count (4M, 40e6, anything above 1) or a fraction of `params` (0 < f ≤ 1);
+    None trains them all. The others are frozen: weights only (`frozen_bytes_per_param`).
     """
 
     params: float
@@ -139,9 +171,16 @@ class EstimateSpec:
     context_mib: float = 512.0
     workspace_mib: float = 64.0
     headroom: float = 0.15
+    trainable: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", parse_param_count(self.params))
+        if self.trainable is not None:
+            t = parse_trainable(self.trainable)
+            count = t * self.params if t <= 1 else t
+            if count > self.params:
+                raise ValueError(f"trainable ({count:,.0f}) is more than params ({self.params:,.0f})")
+            object.__setattr__(self, "trainable", count)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
         if self.optimizer not in OPTIMIZERS:
@@ -225,6 +264,8 @@ def logits_bytes(spec: EstimateSpec) -> float:
 def estimate(spec: EstimateSpec) -> Estimate:
     """Estimate a training run's peak device memory (MiB) from its shape; see the module docstring."""
     bpp, states_note = bytes_per_param(spec.precision, spec.optimizer)
+    trained = spec.params if spec.trainable is None else spec.trainable
+    frozen = spec.params - trained
     lp = activation_bytes_per_element(spec.precision)
     layer = activation_bytes_per_layer(spec)
     s, b, h = spec.seq_len, spec.batch_size, spec.hidden
@@ -250,9 +291,20 @@ def estimate(spec: EstimateSpec) -> Estimate:
         else f"logits: b·s·V·(lp + 4 + 4) = {lp + 8} B per element (16-bit logits, fp32 upcast for the loss, "
         "fp32 gradient)"
     ) + ' — our derivation from docs/memory-estimation.md#activations ("several b·s·V copies")'
+    frozen_part: list[tuple[str, float]] = []
+    frozen_note: tuple[str, ...] = ()
+    if spec.trainable is not None:
+        fb = frozen_bytes_per_param(spec.precision)
+        frozen_part = [(FROZEN_PART, frozen * fb / MIB)]
+        frozen_note = (
+            f"frozen weights: {frozen:,.0f} parameters × {fb} B (weights in the compute precision; no gradient, "
+            "no optimizer state: docs/memory-estimation.md#frozen-weights, LoRA, Hu et al. 2021)",
+        )
+        states_note = f"model states of the {trained:,.0f} trainable parameters: " + states_note.removeprefix("model states: ")
     base = [
         ("cuda context", float(spec.context_mib)),
-        ("model states", spec.params * bpp / MIB),
+        *frozen_part,
+        ("model states", trained * bpp / MIB),
         ("activations", act / MIB),
         ("logits", logits / MIB),
         ("workspace", float(spec.workspace_mib)),
@@ -263,6 +315,7 @@ def estimate(spec: EstimateSpec) -> Estimate:
     notes = (
         f"cuda context: {spec.context_mib:g} MiB per process (docs/memory-estimation.md#overheads: plan 0.3–0.6 GiB with lazy "
         "module loading; measure once per driver and torch)",
+        *frozen_note,
         states_note,
         act_note,
         logits_note,

@@ -1,53 +1,491 @@
-"""Small file-system helpers shared by apply, the launcher and the shim."""
+"""File-system helpers: reading the files a user names (one place for every way that fails),
+private state files, atomic writes, and PID locks that cannot be turned against their owner.
+
+## Modes
+
+State files (bindings, checkpoint, launch.db, run directories, their JSON and logs) hold the
+sweep's `env:` values, which may be tokens: they are created 0600 and their directories 0700. A
+team sharing a state directory sets another mode, by the sweep's `launch.state_mode` (carried by
+the plan) or the `MIGBENCH_STATE_MODE` environment variable (which wins), e.g. `0640`: directories
+get the matching execute bits (0750). World-writable modes are refused.
+
+## Writes
+
+`write_json_atomic` writes through a temp file made by `mkstemp` (O_EXCL, an unpredictable name,
+never a symlink's target), fsyncs it and renames it over the destination: readers never see half
+a file, and a crash leaves the old file or the new one. `reserve_file` sets aside space for a
+record that must be written even when the disk fills (the shim's `exit.json`).
+
+## Locks
+
+`PidLock` is a non-blocking flock (exclusive, or shared with `shared=True`) on a file opened with
+O_NOFOLLOW: a symlink, a directory, a FIFO, a file with other hard links, or (for an exclusive
+lock, which writes the owner's PID into it) a file owned by another user is refused, never
+truncated. A shared lock only reads, so a root-owned lock file is accepted too.
+"""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from migbench.errors import InputError, MigbenchError, Problem, from_os_error, os_reason
 
-def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
-    """Write JSON through a temp file, fsync and a rename: readers never see half a file, and a
-    crash leaves either the old file or the new one."""
+MAX_INPUT_BYTES = 16 * 2**20
+"""The default size limit of a file the user names (a sweep, catalogue text): refused before parsing."""
+
+
+def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None) -> bytes:
+    """The bytes of a file the user named as `what` ("sweep file", "plan file"...), or an `InputError`
+    that says which of the usual things is wrong: missing, a directory, unreadable, a special file,
+    larger than `limit` (checked before reading; a pipe is read up to the limit). `hint` says how to
+    get a good one."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(p, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):  # pragma: no cover - open() refuses directories on Linux
+                raise IsADirectoryError(21, "Is a directory", str(p))
+            if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+                raise _too_big(p, what, st.st_size, limit)
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise InputError(f"{what} {p} does not exist", hint=hint or "check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{p} is a directory, not a {what}", hint=hint or "give the file's path") from None
+    except OSError as exc:
+        err = from_os_error(exc, f"read the {what}")
+        raise InputError(err.message, hint=err.hint) from None
+    if len(data) > limit:
+        raise _too_big(p, what, None, limit)
+    return data
+
+
+def read_input_text(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None) -> str:
+    """`read_input` decoded as UTF-8 text; a file that is not text (invalid UTF-8, a NUL byte) is an
+    `InputError` naming the line."""
+    data = read_input(path, what, limit=limit, hint=hint)
+    return decode_text(data, str(path), what)
+
+
+def decode_text(data: bytes, file: str, what: str) -> str:
+    """UTF-8 text without NUL bytes, or an `InputError` with the line of the first bad byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        prob = Problem(f"not UTF-8 text (byte {exc.start}); is it a binary file?", file, line, None, "save it as UTF-8 text")
+        raise InputError(f"{file}: the {what} is not text", problems=[prob]) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        prob = Problem("a NUL byte; is it a binary file?", file, line, None, "remove the NUL character")
+        raise InputError(f"{file}: the {what} is not text", problems=[prob])
+    return text
+
+
+def _too_big(p: Path, what: str, size: int | None, limit: int) -> InputError:
+    have = f"{size / 2**20:.0f} MiB" if size is not None else "more than that"
+    return InputError(
+        f"{p} is too large for a {what} ({have}; the limit is {limit // 2**20} MiB)",
+        hint="is it the right file? the README lists migbench's input limits",
+    )
+
+
+DEFAULT_STATE_MODE = 0o600
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""errnos that mean the file system is full (for callers that stop instead of failing)."""
+
+_configured: int | None = None
+
+
+def disk_full(path: str | os.PathLike[str], min_free: int = 64 << 10) -> bool:
+    """Whether the file system holding `path` has (almost) no space or no inodes left for us."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < min_free or (st.f_files > 0 and st.f_favail == 0)
+
+
+def configure_state_mode(mode: int | None) -> int:
+    """Set the mode of the state files this process creates (None: 0600); returns it. The caller
+    has validated it (`migbench.types.parse_state_mode`; `migbench.state.configure_modes` reads
+    the plan and the environment)."""
+    global _configured
+    _configured = DEFAULT_STATE_MODE if mode is None else int(mode) & 0o666
+    return _configured
+
+
+def state_file_mode() -> int:
+    return DEFAULT_STATE_MODE if _configured is None else _configured
+
+
+def state_dir_mode() -> int:
+    """The directory mode matching the file mode: each read bit gets its execute bit."""
+    m = state_file_mode()
+    return m | ((m & 0o444) >> 2)
+
+
+def make_dirs(path: str | os.PathLike[str]) -> Path:
+    """`mkdir -p`; every directory it creates gets the state directory mode."""
+    p = Path(path)
+    missing = []
+    q = p
+    while not q.exists() and q != q.parent:
+        missing.append(q)
+        q = q.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, state_dir_mode())
+    return p
+
+
+def tighten_dir(path: str | os.PathLike[str]) -> None:
+    """Give an existing directory of ours the state directory mode (older versions made them 0755)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != state_dir_mode():
+            os.chmod(path, state_dir_mode())
+    except OSError:
+        pass
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Every write of this module goes through here (tests inject ENOSPC at this boundary)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def create_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_APPEND, mode: int | None = None) -> int:
+    """Open `path` for writing, creating it with the state file mode; never through a symlink."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and st.st_size == 0:
+            os.fchmod(fd, state_file_mode() if mode is None else mode)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None, reserve: Path | None = None) -> None:
+    """Write `data` to `path` atomically (see the module's notes), with `mode` (default: the state
+    file mode). With `reserve` (made by `reserve_file`), a full disk falls back to writing into the
+    reserved space, then renaming it."""
+    p = Path(path)
+    make_dirs(p.parent)
+    try:
+        prefix = f".{p.name}." if len(os.fsencode(p.name)) <= 200 else ".migbench."  # a long (but legal) name stays writable
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        if reserve is not None and exc.errno in NO_SPACE:
+            _write_reserved(p, data, reserve, mode)
+            return
+        raise
+    try:
+        try:
+            os.fchmod(fd, state_file_mode() if mode is None else mode)
+            _write_fd(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if reserve is not None and exc.errno in NO_SPACE:
+            _write_reserved(p, data, reserve, mode)
+            return
+        raise
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], doc: Any, *, mode: int | None = None, reserve: Path | None = None) -> None:
+    write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), mode=mode, reserve=reserve)
+
+
+RESERVE_BYTES = 4096
+
+
+def reserve_file(path: str | os.PathLike[str], size: int = RESERVE_BYTES) -> None:
+    """Set aside `size` bytes at `path` (a new file) for a record that must be written even on a
+    full disk. Raises OSError (ENOSPC) when the space is not there now."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, state_file_mode())
+        _write_fd(fd, b" " * size)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def _write_reserved(path: Path, data: bytes, reserve: Path, mode: int | None) -> None:
+    """Overwrite the reserved file's own bytes (no new blocks), pad with whitespace (JSON allows
+    it), then rename it to `path`."""
+    fd = os.open(reserve, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if len(data) > size:
+            raise OSError(errno.ENOSPC, f"no space left for {path.name} and the record exceeds its {size}-byte reserve", str(path))
+        if mode is not None:
+            os.fchmod(fd, mode)
+        _write_fd(fd, data + b" " * (size - len(data)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(reserve, path)
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux), else the usual 022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None) -> Path:
+    """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
+    with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
+    not the state mode. A device or a pipe (`-o /dev/null`) is written through, never replaced. Any
+    failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
+    and no temp file, and raises the OSError, or, given `what` (the "plan file"), an `Error:` that
+    says what could not be written and why."""
+    p = Path(path)
+    if what is not None and p.is_dir():
+        raise MigbenchError(f"{p} is a directory", hint=f"give the {what}'s name")
+    try:
+        if p.exists() and not p.is_file():
+            with open(p, "w", encoding="utf-8") as f:
+                f.write(text)
+            return p
+        if mode is None:
+            try:
+                mode = stat.S_IMODE(os.stat(p).st_mode)
+            except OSError:
+                mode = 0o666 & ~umask()
+        p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
+        write_bytes_atomic(p, text.encode("utf-8"), mode=mode)
+    except OSError as exc:
+        if what is None:
+            raise
+        raise from_os_error(exc, f"write the {what}") from None
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks
+# ---------------------------------------------------------------------------------------------
+
+
+class LockProblem(Exception):
+    """A lock file migbench must not use (its subclasses raise their own error type)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 class PidLock:
-    """An exclusive, non-blocking flock on a file that holds its owner's PID while held.
+    """A non-blocking flock on `path`: exclusive (the file then holds the owner's PID and an
+    optional note) or, with `shared=True`, shared (several holders; the file is only read).
 
-    Subclasses say what being refused means (`busy_error`); `with lock:` takes it or raises that,
-    `ensure_free()` raises it without taking the lock."""
+    Subclasses say what being refused means (`busy_error`) and which error type to raise
+    (`error_type`, constructed as `error_type(message, hint=...)`). `with lock:` takes the lock or
+    raises; `acquire(blocking=False)` returns False when busy. `previous` is what an exclusive
+    holder that died without releasing the lock left in the file (its PID and note), else None."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    error_type: Callable[..., Exception] = LockProblem
+    dir_mode: int | None = None  # of the lock's directory when the lock creates it (None: the state mode)
+
+    def __init__(self, path: str | os.PathLike[str], *, shared: bool = False, note: dict[str, Any] | None = None):
         self.path = Path(path)
+        self.shared = shared
+        self.note = note
         self.fd: int | None = None
+        self.previous: dict[str, Any] | None = None
 
+    # -- what refusal means ----------------------------------------------------------------------
     def busy_error(self) -> Exception:  # pragma: no cover - every subclass overrides it
-        return RuntimeError(f"lock {self.path} is held by PID {self.holder()}")
+        return self.error_type(f"lock {self.path} is held by PID {self.holder()}")
+
+    def _problem(self, why: str, hint: str) -> Exception:
+        return self.error_type(f"cannot use the lock file {self.path}: {why}", hint=hint)
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _open(self, *, write: bool, create: bool) -> int:
+        flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT
+            try:
+                if self.dir_mode is None:
+                    make_dirs(self.path.parent)
+                elif not self.path.parent.exists():
+                    os.makedirs(self.path.parent, self.dir_mode, exist_ok=True)
+                    os.chmod(self.path.parent, self.dir_mode)
+            except OSError as exc:
+                raise self._open_problem(exc) from None
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            raise self._open_problem(exc) from None
+        try:
+            st = os.fstat(fd)
+            self._check(st, write)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_problem(self, exc: OSError) -> Exception:
+        if exc.errno == errno.ELOOP:
+            return self._problem("it is a symbolic link (refusing to follow it)", f"remove it (`rm {self.path}`) if you did not make it")
+        if exc.errno == errno.EISDIR:
+            return self._problem("it is a directory", f"remove it (`rmdir {self.path}`)")
+        if exc.errno in NO_SPACE:
+            return self._problem("no space left on the device", "free some space")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return self._problem(os_reason(exc), "check the permissions of the file and its directory")
+        return self._problem(os_reason(exc), "check the file and its directory")
+
+    def _check(self, st: os.stat_result, write: bool) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise self._problem("it is not a regular file", f"remove it (`rm {self.path}`) if you did not make it")
+        if st.st_nlink != 1:
+            raise self._problem(f"it has {st.st_nlink} hard links", f"remove it (`rm {self.path}`); a lock file has one name")
+        me = os.geteuid()
+        if st.st_uid != me and (write or st.st_uid != 0):
+            raise self._problem(
+                f"it is owned by {_user(st.st_uid)}, not by {_user(me)}",
+                f"if no migbench of {_user(st.st_uid)} runs, remove it (`sudo rm {self.path}`)",
+            )
+
+    # -- taking and releasing --------------------------------------------------------------------
+    def acquire(self, *, blocking: bool = False, create: bool = True) -> bool:
+        """Take the lock. False when it is busy (never when `blocking`)."""
+        fd = self._open(write=not self.shared, create=create)
+        op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, op)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        if not self.shared:
+            try:
+                self.previous = _parse_content(os.pread(fd, 65536, 0))
+                os.ftruncate(fd, 0)
+                text = f"{os.getpid()}\n" + (json.dumps(self.note, sort_keys=True) + "\n" if self.note else "")
+                os.pwrite(fd, text.encode(), 0)
+            except OSError as exc:
+                os.close(fd)
+                raise self._open_problem(exc) from None
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            if not self.shared:
+                os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> PidLock:
+        if not self.acquire():
+            raise self.busy_error()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- who holds it ----------------------------------------------------------------------------
+    def content(self) -> dict[str, Any] | None:
+        """The PID and note in the file (an exclusive holder's, or one left by a holder that died)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return _parse_content(os.pread(fd, 65536, 0))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def holders(self) -> list[tuple[int, bool]]:
+        """(PID, exclusive) of each process holding the lock now, from /proc/locks (Linux)."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+            lines = Path("/proc/locks").read_text().splitlines()
+        except OSError:
+            return []
+        dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        out = []
+        for line in lines:
+            parts = line.split()
+            if "->" in parts:  # a waiter
+                continue
+            if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
+                try:
+                    out.append((int(parts[4]), parts[3] == "WRITE"))
+                except ValueError:
+                    continue
+        return out
 
     def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
+        """The PID(s) holding the lock, as text ("unknown" when not known)."""
+        pids = sorted({pid for pid, _ in self.holders()})
+        if pids:
+            return ", ".join(map(str, pids))
+        doc = self.content()
+        return str(doc["pid"]) if doc else "unknown"
 
     def is_held(self) -> bool:
-        """Whether another process holds the lock now (without taking it)."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDONLY)
+        """Whether another process holds the lock exclusively now (without taking it)."""
         try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._open_problem(exc) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._problem("it is not a regular file", f"remove it (`rm {self.path}`) if you did not make it")
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
@@ -59,22 +497,31 @@ class PidLock:
         if self.is_held():
             raise self.busy_error()
 
-    def __enter__(self) -> PidLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise self.busy_error() from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+def _parse_content(data: bytes) -> dict[str, Any] | None:
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    first, _, rest = text.partition("\n")
+    doc: dict[str, Any] = {}
+    if rest.strip():
+        try:
+            note = json.loads(rest)
+            if isinstance(note, dict):
+                doc.update(note)
+        except ValueError:
+            pass
+    try:
+        doc["pid"] = int(first.strip())
+    except ValueError:
+        doc["pid"] = None
+    return doc
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (KeyError, ImportError):
+        return f"uid {uid}"

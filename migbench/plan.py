@@ -9,9 +9,12 @@ The file holds no timings or timestamps: the same sweep and fleet give byte-iden
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,21 @@ from typing import Any
 import yaml
 
 from migbench import yamlio
-from migbench.catalog import GpuModel
+from migbench.catalog import Catalog, GpuModel
 from migbench.duration import Demand, DurationModel
-from migbench.errors import InputError, Problem
+from migbench.errors import InputError
+from migbench.fsutil import read_input_text, write_text_atomic
+from migbench.plancheck import (
+    MAX_PLAN_BYTES,
+    REGENERATE,
+    bad_path,
+    check_document,
+    lines_of,
+    located,
+    parse_start,
+    safe_name,
+    yaml_error,
+)
 from migbench.types import InstanceRef, LaunchSettings, Placement
 
 PLAN_VERSION = 1
@@ -83,6 +98,7 @@ class PlanRun:
     timeout_s: float | None = None
     est_start_s: float | None = None
     est_end_s: float | None = None
+    memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
 
     @property
     def instance_key(self) -> str | None:
@@ -129,6 +145,7 @@ class Plan:
     models: dict[str, dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     path: str | None = None  # where it was loaded from / saved to (not serialised)
+    notes: list[str] = field(default_factory=list)  # what loading it found worth saying (not serialised)
 
     # -- lookups -------------------------------------------------------------------------------
     def run(self, run_id: str) -> PlanRun:
@@ -231,123 +248,168 @@ class Plan:
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
         """Write the plan file atomically (a temp file renamed over it). A device or a pipe (say
-        `-o /dev/null`) is written through, never replaced; a directory is an error."""
+        `-o /dev/null`) is written through, never replaced; a directory is an error. It never
+        replaces its own sweep file, nor (without `force`) a file that is not a migbench plan."""
         p = Path(path)
-        if p.is_dir():
-            raise InputError(f"{p} is a directory", hint="give the plan file's name, e.g. -o plans/sweep.plan.yaml")
-        text = self.to_yaml()
-        if p.exists() and not p.is_file():
-            with open(p, "w") as f:
-                f.write(text)
-            return p
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-        self.path = str(p)
+        check_output(p, self.sweep_file, force=force, name=self.name)
+        write_text_atomic(p, self.to_yaml(), "plan file")
+        if p.is_file():
+            self.path = str(p)
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Plan:
+    def load(cls, path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> Plan:
+        """Read a plan file and check it as strictly as a sweep: every problem at once, each with the
+        file, line and field (see `_read`). `notes` says what the user should know (the sweep file
+        changed since the plan was made, a GPU model the catalogue cannot check)."""
         p = Path(path)
-        if not p.exists():
-            raise InputError(f"plan file {p} does not exist", hint="write one with `migbench plan SWEEP -o PLAN`")
-        try:
-            doc = yamlio.load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise InputError(
-                f"{p}: not valid YAML",
-                hint="regenerate it with `migbench plan`",
-                problems=[Problem(str(getattr(exc, "problem", exc)), file=str(p), line=line)],
-            ) from exc
-        plan = cls.from_dict(doc, file=str(p))
+        text = read_input_text(p, "plan file", limit=MAX_PLAN_BYTES, hint="give the file `migbench plan SWEEP -o PLAN` wrote")
+        doc, locate = _parse(text, str(p))
+        plan = _read(doc, file=str(p), catalog=catalog, locate=locate)
         plan.path = str(p)
+        plan.notes.extend(_sweep_changed(plan, p))
         return plan
 
     @classmethod
-    def from_dict(cls, doc: Any, *, file: str = "<plan>") -> Plan:
-        problems: list[Problem] = []
+    def from_dict(cls, doc: Any, *, file: str = "<plan>", catalog: Catalog | None = None) -> Plan:
+        """A plan from its dict form, checked as `load` checks a file (without lines)."""
+        return _read(doc, file=file, catalog=catalog)
 
-        def need(d: Any, key: str, typ: type | tuple[type, ...], where: str) -> Any:
-            if not isinstance(d, dict) or key not in d:
-                problems.append(Problem(f"missing `{key}`", file=file, field=where))
-                return None
-            v = d[key]
-            if v is not None and not isinstance(v, typ):
-                problems.append(Problem(f"`{key}` has the wrong type ({type(v).__name__})", file=file, field=where))
-                return None
-            return v
 
-        if not isinstance(doc, dict):
-            raise InputError(f"{file}: a plan file is a YAML mapping", hint="regenerate it with `migbench plan`")
-        if doc.get("kind") != PLAN_KIND or doc.get("version") != PLAN_VERSION:
-            raise InputError(
-                f"{file}: not a migbench plan (kind {doc.get('kind')!r}, version {doc.get('version')!r})",
-                hint=f"expected kind: {PLAN_KIND}, version: {PLAN_VERSION}; regenerate it with `migbench plan`",
-            )
-        sweep = need(doc, "sweep", dict, "sweep") or {}
-        fleet = [
-            PlanGpu(int(g["gpu"]), str(g["model"]), g.get("driver"), None if g.get("node") is None else str(g["node"]))
-            for g in (need(doc, "fleet", list, "fleet") or [])
-            if isinstance(g, dict) and "gpu" in g and "model" in g
-        ]
-        instances = []
-        for k, i in enumerate(need(doc, "instances", list, "instances") or []):
-            try:
-                instances.append(
-                    PlanInstance(
-                        int(i["gpu"]), str(i["profile"]), int(i["start"]), int(i["memory_mib"]),
-                        float(i.get("compute", 1.0)), tuple(i.get("runs") or ()),
-                    )
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(Problem(f"malformed instance ({exc})", file=file, field=f"instances[{k}]"))
-        runs = []
-        for k, r in enumerate(need(doc, "runs", list, "runs") or []):
-            try:
-                runs.append(_run_from(r))
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(Problem(f"malformed run ({exc})", file=file, field=f"runs[{k}]"))
-        unplaced = [
-            Unplaced(str(u["id"]), int(u["memory_mib"]), str(u["reason"]))
-            for u in (doc.get("unplaced") or [])
-            if isinstance(u, dict)
-        ]
-        s = need(doc, "solver", dict, "solver") or {}
-        duration_model, launch = DurationModel(), LaunchSettings()
+# =============================================================================================
+# Reading a plan file (checked by migbench.plancheck.check_document first)
+# =============================================================================================
+
+_MAYBE_ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s,\[\]{}]", re.M)
+"""Where a YAML anchor could be (`plan` writes none): such a file is read with the alias-counting
+loader; any other with libyaml (`yamlio.load`), as fast as `plan` writes it."""
+
+
+def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
+    """The document, and how to find its fields' lines (a second, located parse, only when asked)."""
+
+    def locate() -> dict[str, int]:
+        loader = parse_start(text, file)
         try:
-            duration_model = DurationModel.from_dict(doc.get("duration_model"))
-        except (TypeError, ValueError, AttributeError) as exc:
-            problems.append(Problem(f"malformed duration model ({exc})", file=file, field="duration_model"))
+            return lines_of(loader, loader.get_single_node(), file)
+        except yaml.YAMLError:
+            return {}
+        finally:
+            loader.dispose()
+
+    if not _MAYBE_ANCHOR.search(text):
         try:
-            launch = LaunchSettings.from_dict(doc.get("launch"))
-        except (TypeError, ValueError, AttributeError) as exc:
-            problems.append(Problem(str(exc), file=file, field="launch"))
-        if problems:
-            raise InputError(f"{file}: {len(problems)} problem(s) in the plan", hint="regenerate it with `migbench plan`", problems=problems)
-        solver = SolverInfo(
+            return yamlio.load(text), locate
+        except yaml.YAMLError:
+            pass  # the located loader below says where
+    loader = parse_start(text, file)
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), locate
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, file) from None
+    finally:
+        loader.dispose()
+
+
+def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], dict[str, int]] | None = None) -> Plan:
+    """A `Plan` from a document `check_document` finds clean; its problems, located, otherwise."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{file}: a plan file is a YAML mapping", hint=REGENERATE)
+    if doc.get("kind") != PLAN_KIND or doc.get("version") != PLAN_VERSION:
+        raise InputError(
+            f"{file}: not a migbench plan (kind {doc.get('kind')!r}, version {doc.get('version')!r})",
+            hint=f"expected kind: {PLAN_KIND}, version: {PLAN_VERSION}; {REGENERATE}",
+        )
+    checked = check_document(doc, catalog=catalog)
+    if checked.problems:
+        raise located(checked, file, locate)
+    sweep, s = doc["sweep"], doc.get("solver") or {}
+    return Plan(
+        name=sweep["name"],
+        sweep_file=sweep.get("file"),
+        sweep_sha256=sweep.get("sha256") or "",
+        fleet=[PlanGpu(g["gpu"], g["model"], g.get("driver"), g.get("node")) for g in doc["fleet"]],
+        instances=[
+            PlanInstance(i["gpu"], i["profile"], i["start"], i["memory_mib"], float(i.get("compute") or 1.0), tuple(i.get("runs") or ()))
+            for i in doc["instances"]
+        ],
+        runs=[_run_from(r) for r in doc["runs"]],
+        unplaced=[Unplaced(u["id"], u["memory_mib"], u.get("reason") or "") for u in doc.get("unplaced") or []],
+        solver=SolverInfo(
             str(s.get("status", "UNKNOWN")), str(s.get("objective_name", "")), float(s.get("objective") or 0),
             float(s.get("bound") or 0), float(s.get("gap") or 0), s.get("seconds"), int(s.get("runs_at_once") or 0),
             s.get("makespan_s"),
-        )
-        return cls(
-            name=str(sweep.get("name", "")),
-            sweep_file=sweep.get("file"),
-            sweep_sha256=str(sweep.get("sha256", "")),
-            fleet=fleet,
-            instances=instances,
-            runs=runs,
-            unplaced=unplaced,
-            solver=solver,
-            duration_model=duration_model,
-            launch=launch,
-            models=dict(doc.get("models") or {}),
-            warnings=list(doc.get("warnings") or []),
-        )
+        ),
+        duration_model=DurationModel.from_dict(doc.get("duration_model")),
+        launch=LaunchSettings.from_dict(doc.get("launch")),
+        models=dict(doc.get("models") or {}),
+        warnings=[str(w) for w in doc.get("warnings") or []],
+        notes=checked.notes,
+    )
+
+
+def _run_from(r: dict[str, Any]) -> PlanRun:
+    """A run of a checked document (every field's type and range already checked)."""
+    return PlanRun(
+        id=r["id"], group=r["group"], memory_mib=r["memory_mib"], memory_source=str(r.get("memory_source") or ""),
+        gpu=r.get("gpu"), profile=r.get("profile"),
+        start=r.get("start"), wave=r.get("wave"), argv=tuple(str(a) for a in r["argv"]), shell=bool(r.get("shell")),
+        env={str(k): str(v) for k, v in (r.get("env") or {}).items()}, workdir=r.get("workdir") or ".",
+        params=dict(r.get("params") or {}), duration_s=r.get("duration_s"),
+        compute=float(r["compute"]) if r.get("compute") is not None else 1.0,
+        max_runs_per_instance=r.get("max_runs_per_instance") or 1,
+        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
+        timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
+    )
+
+
+def _sweep_changed(plan: Plan, plan_path: Path) -> list[str]:
+    """A note when the sweep file the plan was made from is found (next to the plan, or from here)
+    and its contents changed since (its sha256 differs)."""
+    if not plan.sweep_file or not plan.sweep_sha256:
+        return []
+    for cand in (plan_path.parent / plan.sweep_file, Path(plan.sweep_file)):
+        try:
+            data = cand.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() != plan.sweep_sha256:
+            return [f"the sweep file {cand} changed since this plan was made; re-plan with `migbench plan {cand} -o {plan_path}`"]
+        return []
+    return []
+
+
+def check_output(
+    path: str | os.PathLike[str], sweep_file: str | os.PathLike[str] | None, *, force: bool = False, name: str = "<sweep name>"
+) -> None:
+    """May a plan be written to `path`? Never over its own sweep file; without `force`, never over
+    an existing file that is not a migbench plan (an empty file is fine). Checked before planning,
+    and again when saving."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p} is a directory", hint="give the plan file's name, e.g. -o plans/sweep.plan.yaml")
+    if not p.is_file():
+        return
+    other = f"choose another output, e.g. -o {name}.plan.yaml"
+    if sweep_file:
+        try:
+            same = os.path.samefile(p, sweep_file)
+        except OSError:
+            same = False
+        if same:
+            raise InputError(f"refusing to write the plan over its own sweep file {p}", hint=other)
+    if force or p.stat().st_size == 0:
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return  # writing it will say what is wrong
+    if not re.search(rb"^kind: *['\"]?" + PLAN_KIND.encode() + rb"['\"]? *$", head, re.M):
+        raise InputError(f"{p} exists and is not a migbench plan; refusing to replace it", hint=f"{other}, or pass --force to replace it")
 
 
 def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
@@ -364,11 +426,169 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
                 head.append(line)
         doc = yamlio.load("".join(head))
         if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
-            return str(doc["sweep"]["name"]), LaunchSettings.from_dict(doc.get("launch"))
+            name, launch = doc["sweep"]["name"], LaunchSettings.from_dict(doc.get("launch"))
+            # they become paths: trusted only as the full check would (else Plan.load says what is wrong)
+            if safe_name(name) and not bad_path(launch.log_dir):
+                return name, launch
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
         pass
     plan = Plan.load(p)
     return plan.name, plan.launch
+
+
+# ---------------------------------------------------------------------------------------------
+# plan --check: is a committed plan what the sweep gives now?
+# ---------------------------------------------------------------------------------------------
+
+SWEEP_DIR = "<sweep dir>"
+"""Stands for the sweep's directory when two plans are compared: a plan holds absolute paths (the
+sweep file, each run's workdir), which differ between a checkout on the bench and one in CI."""
+
+
+@dataclass
+class PlanCheck:
+    """`migbench plan SWEEP --check PLAN`: `stale` with a summary of what changed and a unified
+    diff of the two plan files (paths under the sweep's directory written as <sweep dir>)."""
+
+    stale: bool
+    summary: list[str]
+    diff: list[str]
+
+
+def _relocate(value: Any, base: str | None) -> Any:
+    if base is None:
+        return value
+    if isinstance(value, str):
+        if value == base:
+            return SWEEP_DIR
+        if value.startswith(base + os.sep):
+            return SWEEP_DIR + value[len(base):]
+        return value
+    if isinstance(value, list):
+        return [_relocate(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _relocate(v, base) for k, v in value.items()}
+    return value
+
+
+def _portable(doc: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """`doc` with paths under `base` (the sweep's directory) written as <sweep dir>, and the sweep
+    file by its name only (its path is relative to wherever `plan` ran; its sha256 says what it held)."""
+    out = _relocate(doc, base)
+    sweep = out.get("sweep")
+    if isinstance(sweep, dict) and isinstance(sweep.get("file"), str):
+        out["sweep"] = dict(sweep, file=os.path.basename(sweep["file"]))
+    return out
+
+
+def _old_sweep_dir(old: dict[str, Any], new: dict[str, Any], new_dir: str) -> str | None:
+    """Where the committed plan's sweep was when it was made: the directory that, put in place of
+    `new_dir`, turns the new plan's workdirs into the committed plan's (most runs agreeing)."""
+    votes: dict[str, int] = {}
+    new_wd = {str(r.get("id")): r.get("workdir") for r in new.get("runs") or [] if isinstance(r, dict)}
+    for r in old.get("runs") or []:
+        if not isinstance(r, dict):
+            continue
+        w_old, w_new = r.get("workdir"), new_wd.get(str(r.get("id")))
+        if not isinstance(w_old, str) or not isinstance(w_new, str):
+            continue
+        if w_new == new_dir:
+            votes[w_old] = votes.get(w_old, 0) + 1
+        elif w_new.startswith(new_dir + os.sep) and w_old.endswith(w_new[len(new_dir):]):
+            cand = w_old[: len(w_old) - len(w_new) + len(new_dir)]
+            votes[cand] = votes.get(cand, 0) + 1
+    if votes:
+        return max(sorted(votes), key=lambda d: votes[d])
+    f = (old.get("sweep") or {}).get("file")
+    return os.path.dirname(f) if isinstance(f, str) and os.path.isabs(f) else None
+
+
+def check_plan(
+    committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | os.PathLike[str], *, max_diff_lines: int = 200
+) -> PlanCheck:
+    """Compare the committed plan file with the plan the sweep in `sweep_dir` gives now (`fresh`,
+    not saved). Plans are deterministic, so any difference is a change of the sweep, the fleet, the
+    profile tables or the planner; where the checkout lives is not one."""
+    old_plan = Plan.load(committed)
+    old_doc, new_doc = yaml.safe_load(Path(committed).read_text()), fresh.to_dict()
+    new_dir = str(Path(sweep_dir).resolve())
+    pa = _portable(old_doc, _old_sweep_dir(old_doc, new_doc, new_dir))
+    pb = _portable(new_doc, new_dir)
+    a = yaml.safe_dump(pa, sort_keys=False, width=100, allow_unicode=True)
+    b = yaml.safe_dump(pb, sort_keys=False, width=100, allow_unicode=True)
+    if a == b:
+        return PlanCheck(False, [], [])
+    summary: list[str] = []
+    if old_plan.sweep_sha256 != fresh.sweep_sha256:
+        summary.append(f"the sweep file changed (sha256 {old_plan.sweep_sha256[:12]}... -> {fresh.sweep_sha256[:12]}...)")
+    old_fleet = [(g.gpu, g.model) for g in old_plan.fleet]
+    new_fleet = [(g.gpu, g.model) for g in fresh.fleet]
+    if old_fleet != new_fleet:
+        summary.append(f"the fleet changed: {_fleet_text(old_plan)} -> {_fleet_text(fresh)}")
+    if _tables_differ(old_plan.models, fresh.models):
+        summary.append("the GPU profile tables changed (driver, catalogue or the host's NVML): see `models:` below")
+    old_runs = {r.id: r for r in old_plan.runs}
+    new_runs = {r.id: r for r in fresh.runs}
+    added = sorted(set(new_runs) - set(old_runs))
+    removed = sorted(set(old_runs) - set(new_runs))
+    if added:
+        summary.append(f"{len(added)} run(s) added: {_some(added)}")
+    if removed:
+        summary.append(f"{len(removed)} run(s) removed: {_some(removed)}")
+    for g in sorted({x.gpu for x in old_plan.fleet} | {x.gpu for x in fresh.fleet}):
+        before, after = old_plan.layout(g), fresh.layout(g)
+        if before != after:
+            summary.append(f"GPU {g} layout: {' '.join(map(str, before)) or '(none)'} -> {' '.join(map(str, after)) or '(none)'}")
+    moved = [
+        f"{rid} {_where(old_runs[rid])} -> {_where(new_runs[rid])}"
+        for rid in sorted(set(old_runs) & set(new_runs))
+        if _where(old_runs[rid]) != _where(new_runs[rid])
+    ]
+    if moved:
+        summary.append(f"{len(moved)} run(s) moved: {_some(moved, 3)}")
+    placement = ("gpu", "profile", "start", "wave", "est_start_s", "est_end_s")
+
+    def what(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {str(r.get("id")): {k: v for k, v in r.items() if k not in placement} for r in doc.get("runs") or []}
+
+    wa, wb = what(pa), what(pb)
+    changed = [rid for rid in sorted(set(wa) & set(wb)) if wa[rid] != wb[rid]]
+    if changed:
+        summary.append(f"{len(changed)} run(s) changed in place (command, environment, memory or estimates): {_some(changed)}")
+    if not summary:
+        summary.append("the plans differ in their details (solver figures, warnings, launch settings): see the diff")
+    diff = list(difflib.unified_diff(a.splitlines(), b.splitlines(), f"{committed} (committed)", "the sweep now", lineterm=""))
+    if len(diff) > max_diff_lines:
+        diff = diff[:max_diff_lines] + [f"... {len(diff) - max_diff_lines} more diff line(s)"]
+    return PlanCheck(True, summary, diff)
+
+
+def _tables_differ(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+    """Whether a model's table changed; a plan records only the profiles it uses, so a profile
+    that is used by one plan and not the other is not a change of the table."""
+    for key in set(a) & set(b):
+        x, y = a[key], b[key]
+        if {k: v for k, v in x.items() if k != "profiles"} != {k: v for k, v in y.items() if k != "profiles"}:
+            return True
+        px, py = x.get("profiles") or {}, y.get("profiles") or {}
+        if any(px[n] != py[n] for n in set(px) & set(py)):
+            return True
+    return False
+
+
+def _fleet_text(plan: Plan) -> str:
+    counts: dict[str, int] = {}
+    for g in plan.fleet:
+        counts[g.model] = counts.get(g.model, 0) + 1
+    return ", ".join(f"{m}:{n}" for m, n in counts.items()) or "(none)"
+
+
+def _where(r: PlanRun) -> str:
+    return "unplaced" if r.instance_key is None else f"{r.instance_key} wave {r.wave}"
+
+
+def _some(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 def _num(v: float | None) -> float | int | None:
@@ -388,6 +608,7 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "id": r.id,
         "group": r.group,
         "memory_mib": r.memory_mib,
+        "memory_source": r.memory_source,
         "gpu": r.gpu,
         "profile": r.profile,
         "start": r.start,
@@ -407,31 +628,6 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "est_end_s": _num(r.est_end_s),
     }
     return d
-
-
-def _run_from(r: dict[str, Any]) -> PlanRun:
-    return PlanRun(
-        id=str(r["id"]),
-        group=str(r["group"]),
-        memory_mib=int(r["memory_mib"]),
-        gpu=None if r.get("gpu") is None else int(r["gpu"]),
-        profile=r.get("profile"),
-        start=None if r.get("start") is None else int(r["start"]),
-        wave=None if r.get("wave") is None else int(r["wave"]),
-        argv=tuple(str(a) for a in r["argv"]),
-        shell=bool(r.get("shell", False)),
-        env={str(k): str(v) for k, v in (r.get("env") or {}).items()},
-        workdir=str(r.get("workdir") or "."),
-        params=dict(r.get("params") or {}),
-        duration_s=r.get("duration_s"),
-        compute=float(r.get("compute", 1.0)),
-        max_runs_per_instance=int(r.get("max_runs_per_instance", 1)),
-        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None,
-        retries=r.get("retries"),
-        timeout_s=r.get("timeout_s"),
-        est_start_s=r.get("est_start_s"),
-        est_end_s=r.get("est_end_s"),
-    )
 
 
 def model_summary(model: GpuModel, used: Sequence[str]) -> dict[str, Any]:

@@ -1,45 +1,90 @@
 """The state directory of a plan: `<plan dir>/<log_dir>/<sweep name>/` (or `--state-dir`).
 
 - `bindings.json`: each planned instance and run bound to the MIG device uuid the host reported after
-  `apply` (what `launch` pins with `CUDA_VISIBLE_DEVICES`);
-- `checkpoint.json`: the GPUs' state before the last apply;
+  `apply` (what `launch` pins with `CUDA_VISIBLE_DEVICES`); a rollback re-binds the instances it
+  re-created (`rebind`), and a running launcher re-reads the file before each start;
+- `checkpoint.json`: the GPUs' state before the last apply, and how that apply ended (`status`:
+  `applying` while it runs, then `applied`, `rolled-back` or `rollback-failed`). A checkpoint still
+  `applying` when no apply holds the host lock is an interrupted apply (`NEEDS_ATTENTION`);
 - `launch.db` and the run directories: the launcher's (`migbench.launch.store`, `migbench.launch.spec`).
+
+Files are created with the state mode (0600, directories 0700; `configure_modes`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from migbench.backend.base import HostState
-from migbench.fsutil import write_json_atomic
+from migbench.errors import InputError, MigbenchError, UsageError, os_reason
+from migbench.fsutil import configure_state_mode, make_dirs, tighten_dir, write_json_atomic
 from migbench.plan import Plan, read_identity
+from migbench.types import SAFE_NAME_RE, STATE_MODE_ENV, InstanceRef, log_dir_problem, parse_state_mode
+
+NEEDS_ATTENTION = ("applying", "rollback-failed")
+"""Checkpoint statuses that leave GPUs possibly half-configured."""
+
+
+def configure_modes(plan: Plan | None) -> int:
+    """Set the mode of the state files this process writes: MIGBENCH_STATE_MODE, else the plan's
+    `launch.state_mode`, else 0600. Returns it."""
+    env = os.environ.get(STATE_MODE_ENV)
+    try:
+        mode = parse_state_mode(env) if env else (plan.launch.state_mode if plan is not None else None)
+    except ValueError as exc:
+        raise UsageError(f"{STATE_MODE_ENV}={env!r}: {exc}", hint="unset it, or give a mode such as 0600 or 0640") from None
+    return configure_state_mode(mode)
 
 
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
     """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
+    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
+    return state_dir_in(base, plan.launch.log_dir, plan.name, override)
+
+
+def state_dir_in(plan_dir: str | os.PathLike[str], log_dir: str, name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists).
+    The name and `log_dir` are checked here, whatever file they came from: the state stays below
+    the plan's directory (unless `log_dir` is absolute)."""
     if override:
         return Path(override)
-    return _state_dir(plan.path, plan.launch.log_dir, plan.name)
+    if not SAFE_NAME_RE.fullmatch(name or ""):
+        raise InputError(f"sweep name {name!r} cannot name the state directory", hint="regenerate the plan with `migbench plan`")
+    why = log_dir_problem(log_dir)
+    if why is not None:
+        raise InputError(why, hint="fix `launch.log_dir` in the sweep and plan again")
+    return Path(plan_dir).resolve() / log_dir / name
 
 
 def state_dir_of_file(plan_file: str | os.PathLike[str]) -> Path:
     """`state_dir_for` from a plan file, reading only its head (see `plan.read_identity`)."""
     name, launch = read_identity(plan_file)
-    return _state_dir(str(plan_file), launch.log_dir, name)
-
-
-def _state_dir(plan_path: str | None, log_dir: str, name: str) -> Path:
-    base = Path(plan_path).resolve().parent if plan_path else Path.cwd()
-    return base / log_dir / name
+    return state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name)
 
 
 def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
     """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+    if not SAFE_NAME_RE.fullmatch(node or ""):
+        raise InputError(f"node name {node!r} cannot name a directory", hint="node names are letters, digits, '.', '_' and '-'")
     return state_dir_for(plan, override) / "nodes" / node
+
+
+def ensure_state_dir(sd: Path) -> Path:
+    """Create the state directory (state mode), or give an existing one of ours the state mode."""
+    try:
+        make_dirs(sd)
+    except OSError as exc:
+        raise MigbenchError(
+            f"cannot create the state directory {sd}: {os_reason(exc)}",
+            hint="check the permissions and free space of its parent, or pass --state-dir",
+        ) from None
+    tighten_dir(sd)
+    return sd
 
 
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
@@ -71,17 +116,32 @@ def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
     }
 
 
-def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> dict | None:
-    p = state_dir_for(plan, state_dir) / "bindings.json"
-    if not p.exists():
+def _read_json(path: Path, what: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise MigbenchError(
+            f"cannot read {what} {path}: {os_reason(exc)}",
+            hint="run `migbench apply PLAN` again to rewrite it",
+        ) from None
+    if not isinstance(doc, dict):
+        raise MigbenchError(f"{path} is not a {what}", hint="run `migbench apply PLAN` again to rewrite it")
+    return doc
+
+
+def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> dict | None:
+    return _read_json(state_dir_for(plan, state_dir) / "bindings.json", "bindings file")
 
 
 def save_bindings(plan: Plan, bindings: dict[str, Any], state_dir: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """Merge `bindings` into the plan's bindings file (instances of other GPUs stay bound)."""
-    path = state_dir_for(plan, state_dir) / "bindings.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    path = ensure_state_dir(state_dir_for(plan, state_dir)) / "bindings.json"
+    try:
+        old = _read_json(path, "bindings file") or {}
+    except MigbenchError:
+        old = {}  # unreadable: replaced by the fresh bindings
     merged_instances = dict(old.get("instances", {})) if old.get("plan") == plan.name else {}
     merged_runs = dict(old.get("runs", {})) if old.get("plan") == plan.name else {}
     merged_instances.update(bindings["instances"])
@@ -91,8 +151,91 @@ def save_bindings(plan: Plan, bindings: dict[str, Any], state_dir: str | os.Path
     return path, bindings
 
 
+def rebind(path: Path, host: HostState, gpus: Sequence[int]) -> list[str]:
+    """After a rollback re-created instances (with new MIG uuids), point the bindings in `path` at
+    the devices now at each bound instance's placement, and drop those no longer there. Returns
+    one line per change."""
+    try:
+        doc = _read_json(path, "bindings file")
+    except MigbenchError:
+        return []
+    if doc is None:
+        return []
+    changes: list[str] = []
+    new_uuid: dict[str, str | None] = {}
+    instances = dict(doc.get("instances") or {})
+    for key, b in sorted(instances.items()):
+        try:
+            ref = InstanceRef.parse(key)
+        except ValueError:
+            continue
+        if ref.gpu not in gpus or not isinstance(b, dict):
+            continue
+        gpu = next((g for g in host.gpus if g.index == ref.gpu), None)
+        gi = gpu.instance_at(ref.placement) if gpu is not None else None
+        devs = gpu.devices_of(gi.id) if gpu is not None and gi is not None else []
+        if not devs:
+            new_uuid[str(b.get("uuid"))] = None
+            del instances[key]
+            changes.append(f"{key}: no longer on the host (unbound)")
+        elif devs[0].uuid != b.get("uuid"):
+            new_uuid[str(b.get("uuid"))] = devs[0].uuid
+            instances[key] = dict(b, gi=gi.id if gi else None, ci=devs[0].ci_id, uuid=devs[0].uuid)
+            changes.append(f"{key}: re-bound to {devs[0].uuid}")
+    if not changes:
+        return []
+    runs = {}
+    for rid, u in (doc.get("runs") or {}).items():
+        if u in new_uuid:
+            if new_uuid[u] is not None:
+                runs[rid] = new_uuid[u]
+        else:
+            runs[rid] = u
+    write_json_atomic(path, dict(doc, instances=dict(sorted(instances.items())), runs=dict(sorted(runs.items()))))
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Path:
+    return state_dir_for(plan, state_dir) / "checkpoint.json"
+
+
 def write_checkpoint(plan: Plan, gpus: dict[str, Any], state_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Record the GPUs' state before an apply changes them."""
-    path = state_dir_for(plan, state_dir) / "checkpoint.json"
-    write_json_atomic(path, {"version": 1, "gpus": gpus})
+    """Record the GPUs' state before an apply changes them (status `applying`)."""
+    path = ensure_state_dir(state_dir_for(plan, state_dir)) / "checkpoint.json"
+    write_json_atomic(
+        path,
+        {
+            "version": 1,
+            "status": "applying",
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "plan": plan.name,
+            "plan_file": str(Path(plan.path).resolve()) if plan.path else None,
+            "gpus": gpus,
+        },
+    )
     return path
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint at `path` (None when there is none or it is not a checkpoint)."""
+    try:
+        doc = _read_json(Path(path), "checkpoint")
+    except MigbenchError:
+        return None
+    if doc is None or not isinstance(doc.get("gpus"), dict):
+        return None
+    doc.setdefault("status", "applied")  # written before statuses existed: that apply ended
+    return doc
+
+
+def mark_checkpoint(path: str | os.PathLike[str], status: str) -> None:
+    """Record how the apply of the checkpoint at `path` ended."""
+    doc = read_checkpoint(path)
+    if doc is not None:
+        write_json_atomic(path, dict(doc, status=status, ended_at=time.time()))

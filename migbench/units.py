@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 _MEMORY_UNITS = {
@@ -29,6 +30,21 @@ _MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]+)\s*$")
 
 _DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(d|h|hr|min|m|sec|s)", re.IGNORECASE)
+
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    return "(?:" + "|".join(_any_case(w) for w in sorted(words, key=lambda w: (-len(w), w))) + ")"
+
+
+MEMORY_PATTERN = r"^\s*(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*" + _alternatives(_MEMORY_UNITS) + r"\s*$"
+"""What `parse_memory_mib` reads, as a JSON Schema (ECMA-262) pattern."""
+DURATION_PATTERN = r"^ *(?:[0-9]+(?:\.[0-9]+)? *" + _alternatives(_DURATION_UNITS) + " *)+$"
+"""What `parse_duration_s` reads from a string, as a JSON Schema (ECMA-262) pattern."""
 
 MEMORY_HINT = "write a number with a unit, e.g. 2560MiB, 2.5GiB or 3GB (GB = 10^9 bytes, GiB = 2^30)"
 DURATION_HINT = "write a duration such as 8h, 90m, 1h30m, 45s or 2d"

@@ -3,12 +3,16 @@ launch), with plan reuse and the auto-created simulated host. The CLI calls thes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import shlex
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from migbench.apply import apply_plan
 from migbench.backend.select import (
+    SIM_DIR_NAME,
+    SIM_ENV,
     host_models,
     init_simulated_host,
     is_simulated_host,
@@ -19,12 +23,15 @@ from migbench.backend.select import (
     use_simulated_host,
 )
 from migbench.errors import MigbenchError, UsageError
+from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
+from migbench.launch.status import open_state
+from migbench.launch.store import db_path
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
-from migbench.state import state_dir_for
+from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
 
 
@@ -52,9 +59,33 @@ def fleet_for(sweep: Sweep, fleet_opt: str | None, fleet_file: Path | None = Non
     )
 
 
-def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None) -> str | None:
+def resolve_memory(
+    sweep: Sweep,
+    fleet: list[FleetGpu] | None,
+    *,
+    footprints: Sequence[str | Path] = (),
+    history: Sequence[str | Path] | None = None,
+    use_history: bool = True,
+    plan_path: str | Path | None = None,
+    headroom: float | None = None,
+) -> Resolution:
+    """The sweep with each run's memory from its measurements (`migbench.footprints.resolve`):
+    footprints files, the launch history beside the plan and the sweep, fits, OOM lower bounds.
+    `fleet` names the GPU models and drivers measurements from elsewhere are warned about."""
+    sources, notes = gather_sources(
+        sweep, footprints=footprints, history=history, use_history=use_history, plan_path=plan_path, headroom=headroom
+    )
+    targets = sorted({(g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver))) for g in fleet or ()},
+                     key=lambda t: (t[0], t[1] or ""))
+    res = resolve(sweep, sources, targets=targets)
+    res.notes[:0] = notes
+    return res
+
+
+def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None, *, mig: bool = False) -> str | None:
     """With no NVIDIA driver and no simulated host set, use one shaped like the sweep's fleet in
-    `<sweep dir>/.migbench-sim/` (kept between runs). Returns what it did, for the user."""
+    `<sweep dir>/.migbench-sim/` (kept between runs), created with MIG on when `mig`. Returns what
+    it did, for the user: where the host is and how later commands reach it."""
     if sim_dir() is not None or read_host_if_available() is not None:
         return None
     specs = parse_fleet_option(fleet) if fleet else [FleetSpec(f.gpu, f.count, f.driver) for f in (sweep.fleet or ())]
@@ -68,23 +99,57 @@ def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None) -> str
             "no GPU is visible, and the simulated host holds one GPU model, but the fleet mixes several",
             hint="create a simulated host yourself (`migbench sim init DIR --gpu MODEL --count N`) and set MIGBENCH_SIM",
         )
-    state = (sweep_file.parent / ".migbench-sim").resolve()
+    state = (sweep_file.parent / SIM_DIR_NAME).resolve()
     count = sum(s.count for s in specs)
     if not is_simulated_host(state):
-        init_simulated_host(state, specs[0].model, count, specs[0].driver)
+        init_simulated_host(state, specs[0].model, count, specs[0].driver, mig=mig)
         said = f"no NVIDIA GPU found: created a simulated host with {count} x {specs[0].model} in {state}"
     else:
         said = f"no NVIDIA GPU found: using the simulated host in {state}"
     use_simulated_host(state)
-    return said
+    return (
+        said + "\n  `check`, `status`, `apply` and `launch` of the plan next to it find it there when no driver is "
+        f"present; elsewhere: export {SIM_ENV}={shlex.quote(str(state))}"
+    )
+
+
+CARRIED_STATES = ("succeeded", "failed", "oom")
+"""Runs an earlier launch finished: a later `run` of the sweep keeps them, by id, and does not plan them."""
+
+
+@dataclass
+class Earlier:
+    """What an earlier launch of a sweep left in its state directory."""
+
+    state_dir: Path
+    plan_file: str | None
+    finished: dict[str, str]  # run id -> its final state (CARRIED_STATES)
+
+
+def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Earlier | None:
+    """Read (only) the launch state the plan `plan_file` of `sweep` would use: None when there is
+    none; refuses when a launcher is running it (before anything touches the GPUs)."""
+    sd = state_dir_in(plan_file.parent, sweep.launch.log_dir, sweep.name, state_dir)
+    if not db_path(sd).exists():
+        return None
+    LauncherLock(sd / LOCK_NAME).ensure_free()
+    st = open_state(sd)
+    try:
+        rows = st.runs()
+        made_from = st.meta("plan_file")
+    finally:
+        st.close()
+    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES})
 
 
 @dataclass
 class Prepared:
-    """A plan made (or reused) and applied, ready to launch; `said` is what happened, in order."""
+    """What `run` launches: the plan, applied (None when every run has finished already), and
+    whether it continues an earlier launch state of the sweep (then the launch keeps that state's
+    runs by id even though the plan file changed)."""
 
-    plan: Plan
-    said: list[str] = field(default_factory=list)
+    plan: Plan | None
+    continues: bool = False
 
 
 def plan_and_apply(
@@ -97,26 +162,50 @@ def plan_and_apply(
     say: Callable[[str], None] = lambda _: None,
     started: float | None = None,
     progress: ProgressFn | None = None,
-) -> Plan:
-    """`run` up to the launch: use a simulated host where no GPU is, plan (or reuse the plan file
-    next to the sweep when the sweep and fleet are unchanged), check no launcher runs the plan,
-    apply. Returns the plan to launch."""
+) -> Prepared:
+    """`run` up to the launch, idempotent: read the sweep's launch state first (a running launcher
+    is refused before anything changes); use a simulated host where no GPU is; reuse the plan file
+    next to the sweep when the sweep and fleet are unchanged, else plan the runs that have not
+    finished (finished runs are carried forward by id: a run keeps its id while its parameters do);
+    with nothing left to run, stop before touching the GPUs; else apply. `started` and `progress`
+    go to the planner (`SolveOptions`)."""
     if not sweep.runs:
         raise MigbenchError(f"sweep {sweep.name} has no runs", hint="check its parameters")
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
+    out = sweep_file.parent / f"{sweep.name}.plan.yaml"
+    earlier = earlier_launch(sweep, out, state_dir)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
         say(said)
     fleet_gpus, notes = fleet_for(sweep, fleet)
     _one_host([g.node for g in fleet_gpus])
-    out = sweep_file.parent / f"{sweep.name}.plan.yaml"
+    res = resolve_memory(sweep, fleet_gpus, history=[earlier.state_dir] if earlier else None, plan_path=out)
+    if res.measured():
+        say(res.summary())
+    notes = list(notes) + res.warnings
+    sweep = res.sweep
+    finished = {rid: st for rid, st in (earlier.finished if earlier else {}).items() if rid in {r.id for r in sweep.runs}}
     plan = _reusable_plan(out, sweep, fleet_gpus)
+    if earlier is not None:
+        counts = Counter(finished.values())
+        say(
+            f"continuing the launch state in {earlier.state_dir}"
+            + (f": {len(finished)} of the sweep's {len(sweep.runs)} runs finished there ("
+               + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + "), carried forward by id" if finished else "")
+        )
+    if len(finished) == len(sweep.runs):
+        say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
+        return Prepared(None, continues=True)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
     else:
+        todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep
+        if finished:
+            notes = [*notes, f"{len(finished)} run(s) of the sweep finished in an earlier launch; they are kept in its "
+                             "launch state and not planned again"]
         opts = SolveOptions(time_limit_s=time_limit_s, started=started, progress=progress)
-        plan = make_plan(sweep, fleet_gpus, opts, notes=notes)
+        plan = make_plan(todo, fleet_gpus, opts, notes=notes)
         plan.save(out)
         say(
             f"plan written to {out}: {len(plan.placed_runs())} runs on {len(plan.instances)} MIG instances of "
@@ -126,7 +215,7 @@ def plan_and_apply(
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed
         else "applied: every GPU already matches the plan")
-    return plan
+    return Prepared(plan, continues=earlier is not None)
 
 
 def _one_host(nodes: list[str | None]) -> None:
@@ -147,4 +236,7 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     except MigbenchError:
         return None
     same_fleet = [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
-    return old if old.sweep_sha256 == sweep.sha256 and same_fleet else None
+    # measurements since (a launch's peaks, an OOM) change a run's memory: plan again
+    memory = {r.id: r.memory_mib for r in sweep.runs}
+    same_memory = all(memory.get(r.id) == r.memory_mib for r in old.runs)
+    return old if old.sweep_sha256 == sweep.sha256 and same_fleet and same_memory else None

@@ -203,3 +203,55 @@ def test_spec_validates_its_fields() -> None:
     assert spec.params == 124e6
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.layers = 3  # type: ignore[misc]
+
+
+# -- trainable parameters: LoRA and frozen weights (docs/memory-estimation.md#frozen-weights) ----
+
+
+def test_the_docs_lora_example_states() -> None:
+    """docs' example: a 7e9 bf16 base with 40e6 AdamW-trained adapters needs ~7e9·2 + 40e6·18 ≈ 14.7 GB of
+    model states, against 7e9·18 ≈ 126 GB for full mixed-precision fine-tuning. (`params` counts every
+    parameter, so the frozen ones are params − trainable: 80 MB less than the docs' rounding.)"""
+    lora = estimate(gpt2_small(params="7B", trainable="40M"))
+    full = estimate(gpt2_small(params="7B"))
+    states = (lora.part("frozen weights") + lora.part("model states")) * MIB
+    assert states == pytest.approx(7e9 * 2 + 40e6 * 18 - 40e6 * 2, rel=1e-9)
+    assert states == pytest.approx(14.7 * GB, abs=0.1 * GB)
+    assert full.part("model states") * MIB == pytest.approx(126 * GB)
+    with pytest.raises(KeyError):
+        full.part("frozen weights")
+    assert tuple(n for n, _ in lora.parts) == ("cuda context", "frozen weights", *PART_NAMES[1:])
+    assert len(lora.notes) == len(lora.parts) and "no gradient, no optimizer state" in lora.notes[1]
+    assert lora.activation_bytes_per_layer == full.activation_bytes_per_layer  # freezing keeps the activations
+
+
+@pytest.mark.parametrize(("trainable", "count"), [("40M", 40e6), (40e6, 40e6), (0.5, 3.5e9), (1, 7e9), ("0.6%", 42e6), ("100%", 7e9)])
+def test_trainable_is_a_count_or_a_fraction(trainable: object, count: float) -> None:
+    assert gpt2_small(params="7B", trainable=trainable).trainable == pytest.approx(count)
+
+
+def test_frozen_weights_are_at_the_compute_precision() -> None:
+    fp32 = estimate(gpt2_small(params="1B", trainable=0.25, precision="fp32"))
+    assert fp32.part("frozen weights") * MIB == pytest.approx(0.75e9 * 4)
+    assert fp32.part("model states") * MIB == pytest.approx(0.25e9 * 16)
+    pure = estimate(gpt2_small(params="1B", trainable=0.25, precision="bf16"))
+    assert pure.part("frozen weights") * MIB == pytest.approx(0.75e9 * 2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "x", True, 2e9, "0%", "101%", "1"])
+def test_a_bad_trainable_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        gpt2_small(params="1B", trainable=bad)
+
+
+def test_a_bad_trainable_in_a_sweep_is_a_problem_at_its_line() -> None:
+    from migbench.errors import InputError
+    from migbench.sweep import load_sweep_text
+
+    est = "{params: 1B, trainable: %s, precision: bf16-mixed, optimizer: adamw, batch_size: 1, seq_len: 8, hidden: 8, layers: 1, heads: 1, vocab: 8}"
+    ok = load_sweep_text("version: 1\nname: t\ncommand: run\nmemory:\n  estimate: " + est % "5%" + "\n")
+    assert dict(ok.runs[0].memory_parts)["frozen weights"] == math.ceil(0.95e9 * 2 / MIB)
+    with pytest.raises(InputError) as info:
+        load_sweep_text("version: 1\nname: t\ncommand: run\nmemory:\n  estimate: " + est % "2B" + "\n")
+    assert any(p.line == 5 and "trainable (2,000,000,000) is more than params" in p.message for p in info.value.problems), [
+        str(p) for p in info.value.problems]

@@ -4,6 +4,7 @@ placed on a legal layout, and its runs keep the shape the file's comment promise
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -15,7 +16,7 @@ SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
 def test_there_are_starting_points():
-    assert {p.stem for p in SWEEPS} >= {"phase2-ablations", "augmentation-random", "mixed-fleet"}
+    assert {p.stem for p in SWEEPS} >= {"phase2-ablations", "augmentation-random", "mixed-fleet", "lora-lr-seed"}
 
 
 @pytest.mark.slow
@@ -49,3 +50,25 @@ def test_the_random_scan_draws_its_count_reproducibly(tmp_path):
     params = [r["params"] for r in a["runs"]]
     assert len(params) == 40 and len({json.dumps(p, sort_keys=True) for p in params}) == 40
     assert all(0 <= p["rand_aug"] <= 15 and 1e-4 <= p["lr"] <= 1e-2 for p in params)
+
+
+def test_the_lora_sweep_is_sized_by_its_trainable_parameters(tmp_path):
+    """The LoRA grid: 4 learning rates x 3 seeds, each about 22 GiB (frozen bf16 base + adapters), so
+    two share an 80 GB GPU; the same model fully fine-tuned would not fit one."""
+    r = migbench("estimate", "sweeps/lora-lr-seed.yaml", "--json")
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(r.stdout)["runs"]
+    assert len(runs) == 12 and {(x["params"]["lr"], x["params"]["seed"]) for x in runs} == {
+        (lr, s) for lr in (5e-5, 1e-4, 2e-4, 3e-4) for s in (0, 1, 2)}
+    parts = runs[0]["parts"]
+    assert parts["frozen weights"] == math.ceil((6.74e9 - 39_976_960) * 2 / 2**20)  # frozen at 2 B each
+    assert parts["model states"] == math.ceil(39_976_960 * 18 / 2**20)  # trained at 18 B each (AMP AdamW)
+    assert 20 * 1024 < runs[0]["memory_mib"] < 24 * 1024
+    full = tmp_path / "full.yaml"
+    full.write_text((REPO / "sweeps" / "lora-lr-seed.yaml").read_text().replace("    trainable: 39976960", "    # all trained"))
+    f = json.loads(migbench("estimate", str(full), "--json").stdout)["runs"][0]
+    assert "frozen weights" not in f["parts"] and f["memory_mib"] > 130 * 1024  # more than an 80 GB GPU
+    plan = json.loads(migbench("plan", "sweeps/lora-lr-seed.yaml", "-o", str(tmp_path / "p.yaml"), "--json").stdout)
+    mib = {i["gpu"] * 100 + i["start"]: i["memory_mib"] for i in plan["instances"]}
+    assert all(r["memory_mib"] <= mib[r["gpu"] * 100 + r["start"]] for r in plan["runs"])
+    assert plan["solver"]["runs_at_once"] == 8  # two runs on each of the four 80 GB GPUs

@@ -8,13 +8,21 @@ no GPU is left half-configured. A second apply finds nothing to do and says so.
 MIG mode: enabled where needed. On Ampere the change may stay pending until a GPU reset; migbench
 attempts the reset on the GPUs the plan names (never others) and, if the driver refuses, stops with
 the reason and the commands to run, after restoring the checkpoint.
+
+SIGINT/SIGTERM/SIGHUP during the steps restore the checkpoint too (`recovery.SignalGuard`); after a
+`kill -9` the next apply finds the interrupted one and asks to `--finish` or `--rollback` it. A
+rollback re-binds the instances it re-created (they get new MIG uuids). The host lock
+(`HostLock`) keeps apply and the launchers' starts apart.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from migbench.apply.diff import (
@@ -29,11 +37,20 @@ from migbench.apply.diff import (
     target_gpus,
     verify,
 )
+from migbench.apply.recovery import (
+    ApplyInterrupted,
+    Interrupted,
+    SignalGuard,
+    find_interrupted,
+    pending_error,
+    restore,
+    snapshot,
+)
 from migbench.backend.base import Backend, CommandRecord, HostState
-from migbench.errors import HardwareError, MigbenchError, UnsafeError
+from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError
 from migbench.fsutil import PidLock
 from migbench.plan import Plan
-from migbench.state import make_bindings, save_bindings, state_dir_for, write_checkpoint
+from migbench.state import configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
 from migbench.types import Placement
 
 
@@ -109,82 +126,46 @@ class _Executor:
             )
 
 
-def _snapshot(host: HostState, gpus: Sequence[int]) -> dict:
-    out = {}
-    for g in gpus:
-        st = host.gpu(g)
-        out[str(g)] = {
-            "mig_current": st.mig_current,
-            "mig_pending": st.mig_pending,
-            "instances": [
-                {
-                    "placement": str(gi.placement),
-                    "profile_id": gi.profile_id,
-                    "size": gi.size,
-                    "compute_instances": [{"profile_id": ci.profile_id, "start": ci.start, "size": ci.size} for ci in gi.compute_instances],
-                }
-                for gi in st.instances
-            ],
-        }
-    return out
-
-
-def _restore(ex: _Executor, checkpoint: dict) -> list[str]:
-    """Bring every checkpointed GPU back to its recorded mode and instances. Returns problems."""
-    problems = []
-    w = ex.w
-    for g_str, snap in sorted(checkpoint.items(), key=lambda kv: int(kv[0])):
-        g = int(g_str)
-        try:
-            st = ex.host().gpu(g)
-            want = {Placement.parse(i["placement"]): i for i in snap["instances"]}
-            for gi in st.instances:
-                keep = gi.placement in want and [
-                    (c.profile_id, c.start, c.size) for c in gi.compute_instances
-                ] == [(c["profile_id"], c["start"], c["size"]) for c in want[gi.placement]["compute_instances"]]
-                if keep:
-                    continue
-                for ci in gi.compute_instances:
-                    w.destroy_compute_instance(g, gi.id, ci.id)
-                w.destroy_gpu_instance(g, gi.id)
-            st = ex.host().gpu(g)
-            have = {gi.placement for gi in st.instances}
-            ordered = sorted(want.items(), key=lambda kv: (-kv[1]["size"], kv[0].start))
-            for pl, spec in ordered:
-                if pl in have:
-                    continue
-                gid = w.create_gpu_instance(g, spec["profile_id"], pl.start, spec["size"])
-                for c in spec["compute_instances"]:
-                    w.create_compute_instance(g, _req(gid), profile_id=c["profile_id"])
-            st = ex.host().gpu(g)
-            if bool(st.mig_current) != bool(snap["mig_current"]) or bool(st.mig_pending) != bool(snap["mig_pending"]):
-                w.set_mig_mode(g, bool(snap["mig_pending"]))
-        except MigbenchError as exc:
-            problems.append(f"GPU {g}: {exc.message}")
-    after = _snapshot(ex.host(), [int(k) for k in checkpoint])
-    for g_str, snap in checkpoint.items():
-        if _shape(after[g_str]) != _shape(snap):
-            problems.append(f"GPU {g_str}: state after restore differs from the checkpoint")
-    return problems
-
-
-def _shape(snap: dict) -> tuple:
-    return (
-        snap["mig_current"],
-        snap["mig_pending"],
-        tuple(sorted((i["placement"], tuple((c["profile_id"], c["start"], c["size"]) for c in i["compute_instances"])) for i in snap["instances"])),
-    )
+LAUNCHER_WAIT_S = 30.0
+"""How long apply waits for launchers that hold the host lock for their starts."""
 
 
 class HostLock(PidLock):
-    """An exclusive, non-blocking flock so two applies (or an apply and a launch's reconfigure)
-    cannot interleave on one host."""
+    """The host's lock, one per host (a root-only directory on a real host, the simulated host's
+    directory under the simulator). `apply` holds it exclusively while it changes GPUs (its note
+    names its checkpoint, so a killed apply is found again); a launcher holds it shared while it
+    starts runs. Each waits for, or refuses, the other; two applies never interleave."""
+
+    error_type = MigbenchError
+    dir_mode = 0o755  # launchers of other users take it shared
 
     def busy_error(self) -> MigbenchError:
+        holders = self.holders()
+        launchers = sorted(pid for pid, ex in holders if not ex)
+        if not self.shared and launchers and not any(ex for _, ex in holders):
+            return MigbenchError(
+                f"a migbench launcher (PID {', '.join(map(str, launchers))}) is starting runs on this host (lock {self.path})",
+                hint="apply again in a moment: a launcher holds the lock only while it starts runs",
+            )
+        doc = self.content() or {}
+        pid = doc.get("pid") or self.holder()
+        what = f" of {doc['plan_file']}" if doc.get("plan_file") else ""
+        if self.shared:
+            return MigbenchError(f"migbench apply{what} (PID {pid}) is changing this host's GPUs (lock {self.path})", hint="launch when it is done")
         return MigbenchError(
-            f"another migbench apply is changing this host (lock {self.path} held by PID {self.holder()})",
+            f"another migbench apply{what} (PID {pid}) is changing this host's GPUs (lock {self.path})",
             hint="wait for it to finish; two applies must not interleave",
         )
+
+    def take(self, wait_for_launchers_s: float | None = None) -> HostLock:
+        """Take the lock exclusively: wait while only launchers hold it (they hold it for their starts
+        only), refuse at once when another apply does."""
+        deadline = time.monotonic() + (LAUNCHER_WAIT_S if wait_for_launchers_s is None else wait_for_launchers_s)
+        while not self.acquire():
+            if self.is_held() or time.monotonic() >= deadline:
+                raise self.busy_error()
+            time.sleep(0.05)
+        return self
 
 
 def apply_plan(
@@ -195,71 +176,176 @@ def apply_plan(
     dry_run: bool | None = None,
     confirm: Callable[[str], bool] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
+    resume: str | None = None,
 ) -> ApplyReport:
     """Reconcile the host to `plan`. `confirm(text) -> bool` is asked before destructive steps.
-    A dry run is whatever the backend's writer is (`open_backend(dry_run=True)`)."""
+    A dry run is whatever the backend's writer is (`open_backend(dry_run=True)`).
+
+    When an earlier apply was interrupted (killed), raise `InterruptedApplyPending` unless `resume`
+    says what to do: "finish" (apply this plan, which must be the interrupted one, keeping the
+    original checkpoint to roll back to) or "rollback" (restore the GPUs as they were before it)."""
     if dry_run is None:
         dry_run = backend.writer.dry_run
     if dry_run != backend.writer.dry_run:
         raise ValueError("apply_plan(dry_run=...) must match the backend writer's dry_run")
+    if resume not in (None, "finish", "rollback"):
+        raise ValueError(f"apply_plan(resume={resume!r})")
     targets = target_gpus(plan, gpus)
     ex = _Executor(backend, plan)
-    if not dry_run:
-        backend.writer.check_privileges()
-    lock = HostLock(backend.lock_path) if not dry_run else None
-    if lock:
-        lock.__enter__()
+    if dry_run:
+        return _dry_run(plan, ex, targets)
+    configure_modes(plan)
+    backend.writer.check_privileges()
+    sd = state_dir_for(plan, state_dir)
+    cp_path = sd / "checkpoint.json"
+    lock = HostLock(backend.lock_path, note={"checkpoint": str(cp_path.absolute()), "plan_file": str(Path(plan.path).resolve()) if plan.path else None})
+    lock.take()
     try:
-        host = ex.host()
-        check_host_matches_models(plan, host, targets)
-        diffs = [diff_gpu(plan, host.gpu(g)) for g in targets]
-        busy = in_use_problems(host, diffs)
-        if busy:
-            raise UnsafeError(
-                "refusing to change instances that are in use (nothing was changed):\n  " + "\n  ".join(busy),
-                hint="wait for those processes to finish (or stop them), then apply again",
-            )
-        steps = [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
-        report = ApplyReport(diffs, backend.writer.log, bool(steps), dry_run=dry_run)
-        created: dict[tuple[int, Placement], int] = {}
-        if dry_run:
-            for s in steps:
-                ex.run_step(s, created)
-            return report
-        if not steps:
-            report.messages.append("every GPU already matches the plan; nothing changed")
-            bindings = make_bindings(plan, host, targets)
-            report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
-            return report
-        destructive = [s for s in steps if s.kind in DESTRUCTIVE]
-        if destructive and confirm is not None:
-            text = "\n".join(s.describe() for s in steps)
-            if not confirm(text):
-                raise MigbenchError("apply cancelled; nothing was changed")
-        checkpoint = _snapshot(host, targets)
-        sd = state_dir_for(plan, state_dir)
-        write_checkpoint(plan, checkpoint, state_dir)
-        try:
-            for s in steps:
-                ex.run_step(s, created)
-            after = ex.host()
-            bad = verify(plan, after, targets)
-            if bad:
-                raise HardwareError("read-back after apply differs from the plan:\n  " + "\n  ".join(bad))
-        except MigbenchError as exc:
-            problems = _restore(ex, checkpoint)
-            if problems:
-                exc.message += "\nRestoring the checkpoint also failed:\n  " + "\n  ".join(problems)
-                exc.hint = (exc.hint + "\n" if exc.hint else "") + f"the checkpoint is in {sd / 'checkpoint.json'}"
-            else:
-                exc.message += "\nEvery GPU was restored to its state before the apply."
-            raise
-        bindings = make_bindings(plan, after, targets)
-        report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
-        return report
+        with SignalGuard() as guard:
+            return _apply_locked(plan, ex, targets, confirm, state_dir, sd, cp_path, lock, guard, resume)
     finally:
-        if lock:
-            lock.__exit__(None, None, None)
+        lock.release()
+
+
+def _plan_steps(plan: Plan, host: HostState, targets: list[int]) -> tuple[list[GpuDiff], list[Step]]:
+    """The differences and the steps, after the checks that come first (the host is the plan's,
+    nothing the steps would destroy is in use)."""
+    check_host_matches_models(plan, host, targets)
+    diffs = [diff_gpu(plan, host.gpu(g)) for g in targets]
+    busy = in_use_problems(host, diffs)
+    if busy:
+        raise UnsafeError(
+            "refusing to change instances that are in use (nothing was changed):\n  " + "\n  ".join(busy),
+            hint="wait for those processes to finish (or stop them), then apply again",
+        )
+    return diffs, [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
+
+
+def _dry_run(plan: Plan, ex: _Executor, targets: list[int]) -> ApplyReport:
+    diffs, steps = _plan_steps(plan, ex.host(), targets)
+    created: dict[tuple[int, Placement], int] = {}
+    for s in steps:
+        ex.run_step(s, created)
+    return ApplyReport(diffs, ex.w.log, bool(steps), dry_run=True)
+
+
+def _apply_locked(
+    plan: Plan,
+    ex: _Executor,
+    targets: list[int],
+    confirm: Callable[[str], bool] | None,
+    state_dir: str | os.PathLike[str] | None,
+    sd: Path,
+    cp_path: Path,
+    lock: HostLock,
+    guard: SignalGuard,
+    resume: str | None,
+) -> ApplyReport:
+    left = (lock.previous or {}).get("checkpoint")
+    found = find_interrupted([left, cp_path])
+    host = ex.host()
+    if found is not None and resume is None:
+        raise pending_error(found, host, plan)
+    if found is None and resume is not None:
+        raise UsageError(f"--{resume}: no interrupted apply to {resume} on this host", hint="a plain `migbench apply PLAN` applies the plan")
+    if found is not None and resume == "rollback":
+        return _rollback_interrupted(ex, found, guard)
+    if found is not None and not found.same_plan(plan):
+        raise UsageError(
+            f"--finish: the interrupted apply was of {found.plan_file or found.doc.get('plan')}, not of {plan.path}",
+            hint=f"finish it with `migbench apply {found.plan_file or 'THAT-PLAN'} --finish`, or roll it back with `--rollback`",
+        )
+    diffs, steps = _plan_steps(plan, host, targets)
+    report = ApplyReport(diffs, ex.w.log, bool(steps))
+    if found is not None:  # finishing: roll back, if it comes to that, to the state before the first try
+        cp_path = found.path
+        checkpoint = found.doc["gpus"]
+        report.messages.append(f"finishing the interrupted apply of {plan.path} (checkpoint {cp_path})")
+    if not steps:
+        report.messages.append("every GPU already matches the plan; nothing changed")
+        bindings = make_bindings(plan, host, targets)
+        report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
+        if found is not None:
+            mark_checkpoint(cp_path, "applied")
+        return report
+    destructive = [s for s in steps if s.kind in DESTRUCTIVE]
+    if destructive and confirm is not None and found is None:
+        text = "\n".join(s.describe() for s in steps)
+        if not confirm(text):
+            raise MigbenchError("apply cancelled; nothing was changed")
+    guard.check()  # a signal before any change: nothing to undo
+    if found is None:
+        checkpoint = snapshot(host, targets)
+        write_checkpoint(plan, checkpoint, state_dir)
+    created: dict[tuple[int, Placement], int] = {}
+    try:
+        for s in steps:
+            ex.run_step(s, created)
+            guard.check()
+        after = ex.host()
+        bad = verify(plan, after, targets)
+        if bad:
+            raise HardwareError("read-back after apply differs from the plan:\n  " + "\n  ".join(bad))
+    except MigbenchError as exc:
+        _roll_back(ex, checkpoint, cp_path, exc, guard)
+        raise
+    bindings = make_bindings(plan, after, targets)
+    report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
+    mark_checkpoint(cp_path, "applied")
+    return report
+
+
+def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchError, guard: SignalGuard) -> list[str]:
+    """Restore `checkpoint` after `exc`, re-bind what the restore re-created, record the outcome in
+    the checkpoint and in `exc`'s message. Returns the re-binding notes."""
+    problems = restore(ex.b, checkpoint)
+    gpus = [int(g) for g in checkpoint]
+    notes = rebind(cp_path.parent / "bindings.json", ex.host(), gpus)
+    late = [signal.Signals(s).name for s in guard.received if not isinstance(exc, ApplyInterrupted)]
+    if problems:
+        mark_checkpoint(cp_path, "rollback-failed")
+        exc.message += "\nRestoring the checkpoint also failed:\n  " + "\n  ".join(problems)
+        exc.hint = (exc.hint + "\n" if exc.hint else "") + (
+            f"the checkpoint is in {cp_path}; once the cause is fixed, `migbench apply PLAN --rollback` retries the restore"
+        )
+    else:
+        mark_checkpoint(cp_path, "rolled-back")
+        exc.message += "\nEvery GPU was restored to its state before the apply."
+    if notes:
+        exc.message += "\nBindings updated: " + "; ".join(notes)
+    if late:
+        exc.message += f"\n({', '.join(late)} received during the rollback: it was finished first)"
+    return notes
+
+
+def _rollback_interrupted(ex: _Executor, found: Interrupted, guard: SignalGuard) -> ApplyReport:
+    """`apply --rollback`: restore the GPUs as the interrupted apply's checkpoint recorded them."""
+    problems = restore(ex.b, found.doc["gpus"])
+    notes = rebind(found.path.parent / "bindings.json", ex.host(), found.gpus)
+    if problems:
+        mark_checkpoint(found.path, "rollback-failed")
+        raise HardwareError(
+            "the rollback of the interrupted apply did not complete:\n  " + "\n  ".join(problems),
+            hint=f"fix the cause, then `migbench apply PLAN --rollback` again (checkpoint: {found.path})",
+        )
+    mark_checkpoint(found.path, "rolled-back")
+    report = ApplyReport([], ex.w.log, bool(ex.w.log))
+    gpus = ", ".join(map(str, found.gpus))
+    report.messages.append(f"rolled back the interrupted apply: GPU(s) {gpus} are as they were before it")
+    report.messages.extend(f"bindings: {n}" for n in notes)
+    if guard.received:
+        report.messages.append(f"{signal.Signals(guard.received[0]).name} received during the rollback: it was finished first")
+    return report
+
+
+def interrupted_apply(backend_lock_path: str | os.PathLike[str], plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Interrupted | None:
+    """For `check`: an apply that died half-way (its checkpoint named by the host lock it left, or
+    this plan's), while no apply runs. None when there is none, or when an apply runs now."""
+    lock = HostLock(backend_lock_path)
+    if lock.is_held():
+        return None
+    left = (lock.content() or {}).get("checkpoint")
+    return find_interrupted([left, state_dir_for(plan, state_dir) / "checkpoint.json"])
 
 
 def _bound(saved: tuple[Any, dict[str, Any]]) -> tuple[str, dict[str, Any]]:

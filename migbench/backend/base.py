@@ -26,6 +26,15 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
+class DeviceUsage:
+    """One device's used memory (MiB) and its compute processes as (PID, used MiB or None), from a
+    fast sampling read (`NvmlReader.device_usage`)."""
+
+    used_mib: int
+    processes: tuple[tuple[int, int | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class MigDeviceState:
     """One MIG device (a compute instance as CUDA sees it), `nvidia-smi -L`'s `MIG ... Device N`."""
 
@@ -143,6 +152,7 @@ class Writer(Protocol):
     def create_compute_instance(self, gpu: int, gi_id: int | str, profile_id: int | None = None) -> int | None: ...
     def destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None: ...
     def destroy_gpu_instance(self, gpu: int, gi_id: int) -> None: ...
+    def destroy_all_instances(self, gpu: int) -> None: ...
 
 
 @dataclass(frozen=True)

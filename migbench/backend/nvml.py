@@ -19,6 +19,7 @@ import pynvml
 
 from migbench.backend.base import (
     ComputeInstanceState,
+    DeviceUsage,
     GpuInstanceState,
     GpuState,
     HostState,
@@ -61,6 +62,7 @@ class NvmlReader:
         self._catalog = catalog
         self.simulated = simulated
         self._inited = False
+        self._handles: dict[str, Any] = {}  # device handles by uuid, for device_usage
 
     @property
     def catalog(self) -> Catalog:
@@ -88,6 +90,7 @@ class NvmlReader:
             except pynvml.NVMLError:
                 pass
             self._inited = False
+            self._handles.clear()
 
     # -- the whole host ------------------------------------------------------------------------
     def read(self) -> HostState:
@@ -273,6 +276,29 @@ class NvmlReader:
             procs = tuple(self._processes(mh, uuid, gi_id, ci_id))
             out.append(
                 MigDeviceState(uuid, k, int(gi_id), int(ci_id), int(mem.total) // MIB, int(mem.used) // MIB, procs)
+            )
+        return out
+
+    # -- fast reads for sampling ----------------------------------------------------------------
+    def device_usage(self, uuids: list[str]) -> dict[str, DeviceUsage]:
+        """Used memory and compute processes of the named devices (MIG or GPU uuids) only, a few NVML
+        calls each, for sampling many times a second. A device that is gone is left out."""
+        self.open()
+        handles = self._handles
+        out: dict[str, DeviceUsage] = {}
+        for u in uuids:
+            try:
+                h = handles.get(u)
+                if h is None:
+                    h = handles[u] = pynvml.nvmlDeviceGetHandleByUUID(u)
+                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+            except pynvml.NVMLError:
+                handles.pop(u, None)
+                continue
+            out[u] = DeviceUsage(
+                int(mem.used) // MIB,
+                tuple((int(p.pid), None if p.usedGpuMemory is None else int(p.usedGpuMemory) // MIB) for p in procs),
             )
         return out
 

@@ -12,11 +12,12 @@ simulated nvidia-smi of the host in `$MIGBENCH_SIM`.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # imported where used: the per-run shim imports this module and must start fast
     from migbench.backend.base import Backend, HostState
@@ -27,6 +28,9 @@ SIM_ENV = "MIGBENCH_SIM"
 """The environment variable naming the simulated host's state directory."""
 
 SIM_HINT = "create one with `migbench sim init DIR --gpu A100-SXM4-80GB --count 2` and `export MIGBENCH_SIM=DIR`"
+
+SIM_DIR_NAME = ".migbench-sim"
+"""The simulated host `migbench run` creates next to a sweep (and its plan) when no GPU is present."""
 
 
 def sim_dir() -> Path | None:
@@ -43,6 +47,34 @@ def use_simulated_host(path: str | os.PathLike[str] | None) -> None:
     else:
         os.environ[SIM_ENV] = str(Path(path).resolve())
     live_models.cache_clear()
+
+
+def simulated_host_near(*dirs: str | os.PathLike[str] | None) -> Path | None:
+    """The first `<dir>/.migbench-sim` of `dirs` that holds a simulated host (what `run` creates)."""
+    for d in dirs:
+        if d is None:
+            continue
+        cand = Path(d).resolve() / SIM_DIR_NAME
+        if is_simulated_host(cand):
+            return cand
+    return None
+
+
+def adopt_simulated_host_near(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Where `MIGBENCH_SIM` is unset and no NVIDIA driver answers, use the simulated host `migbench
+    run` left next to the plan (`<dir>/.migbench-sim`, the first of `dirs` that has one), so that
+    `check`, `status`, `apply` and `launch` see what `run` did. Returns what it did, for the user
+    (None when it did nothing: a simulated host is set, a driver is present, or none is near)."""
+    if sim_dir() is not None:
+        return None
+    found = simulated_host_near(*dirs)
+    if found is None or read_host_if_available() is not None:
+        return None
+    use_simulated_host(found)
+    return (
+        f"no NVIDIA driver and {SIM_ENV} is unset: using the simulated host next to the plan, {found} "
+        f"(export {SIM_ENV}={shlex.quote(str(found))} to choose it yourself)"
+    )
 
 
 def _install_sim(path: Path) -> None:
@@ -119,6 +151,24 @@ def simulated_privileges(state: Path) -> Callable[[], None]:
     return check
 
 
+def simulated_host_facts() -> dict[str, Any] | None:
+    """What the simulated host in `MIGBENCH_SIM` knows that NVML does not show (None on a real
+    host): its directory, whether the caller is privileged, VM passthrough, and the non-CUDA
+    clients holding each GPU (`migbench doctor` reports them as a real host's device holders)."""
+    sim = sim_dir()
+    if sim is None:
+        return None
+    from migbench.backend.sim.host import load_host
+
+    st = load_host(sim)
+    return {
+        "dir": str(sim),
+        "privileged": st.privileged,
+        "vm": st.vm,
+        "clients": {g.index: list(g.clients) for g in st.gpus},
+    }
+
+
 def sim_smi_command() -> list[str]:
     """How to run the simulated nvidia-smi as a real subprocess."""
     return [sys.executable, "-m", "migbench.backend.select"]
@@ -133,13 +183,24 @@ def open_backend(*, dry_run: bool = False) -> Backend:
     if sim is not None:
         r = reader()
         w = SmiWriter(dry_run=dry_run, smi_cmd=sim_smi_command(), env={SIM_ENV: str(sim)}, privileges=simulated_privileges(sim))
-        return Backend(r, w, True, f"simulated host {sim}", str(sim / "apply.lock"))
-    import tempfile
-
+        return Backend(r, w, True, f"simulated host {sim}", str(host_lock_path()))
     r = reader()
     w = SmiWriter(dry_run=dry_run)
-    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() and os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    return Backend(r, w, False, "this host's NVIDIA driver", str(lock_dir / "migbench-apply.lock"))
+    return Backend(r, w, False, "this host's NVIDIA driver", str(host_lock_path()))
+
+
+def host_lock_path() -> Path:
+    """The lock `apply` and the launchers share on this host: in the simulated host's directory, or
+    in `/run/migbench/` (created by root's apply, not writable by others: a lock in a world-writable
+    directory such as /run/lock can be planted)."""
+    sim = sim_dir()
+    if sim is not None:
+        return sim / "apply.lock"
+    if Path("/run").is_dir():
+        return Path("/run/migbench/host.lock")
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "migbench-host.lock"
 
 
 def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
@@ -158,11 +219,11 @@ def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
     return None
 
 
-def init_simulated_host(path: str | os.PathLike[str], model: str, count: int, driver: str | None = None) -> Path:
-    """Create a simulated host of `count` GPUs of `model` with MIG off (as `migbench sim init`)."""
+def init_simulated_host(path: str | os.PathLike[str], model: str, count: int, driver: str | None = None, *, mig: bool = False) -> Path:
+    """Create a simulated host of `count` GPUs of `model`, MIG off unless `mig` (as `migbench sim init`)."""
     from migbench.backend.sim.host import init_host
 
-    return init_host(path, model, count, driver=driver).dir
+    return init_host(path, model, count, driver=driver, mig=mig).dir
 
 
 def is_simulated_host(path: str | os.PathLike[str]) -> bool:

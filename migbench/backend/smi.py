@@ -50,6 +50,9 @@ __all__ = [
     "LciRow",
     "parse_lci",
     "parse_query_csv",
+    "Query",
+    "QueryGpu",
+    "parse_q",
     "CreatedGpuInstance",
     "CreatedComputeInstance",
     "SmiFailure",
@@ -281,6 +284,72 @@ def parse_lci(text: str) -> list[LciRow]:
             rows.append(LciRow(int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5)),
                                start, size))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# -q
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryGpu:
+    """One GPU of `nvidia-smi -q` (what migbench reads of it; None where the text does not say)."""
+
+    bus_id: str | None
+    product_name: str | None
+    uuid: str | None
+    mig_current: bool | None
+    mig_pending: bool | None
+
+
+@dataclass(frozen=True)
+class Query:
+    driver: str | None
+    gpus: tuple[QueryGpu, ...]
+
+
+_Q_KV = re.compile(r"^(\s*)([A-Za-z][A-Za-z0-9 ./()-]*?)\s*:\s*(.*?)\s*$")
+_Q_GPU = re.compile(r"^GPU\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])\s*$")
+
+
+def parse_q(text: str) -> Query:
+    """Parse `nvidia-smi -q` (all of it, or an excerpt): the driver version and, per GPU block
+    (`GPU 00000000:07:00.0`), Product Name, GPU UUID and the MIG Mode block's Current / Pending.
+    An excerpt without a `GPU <bus id>` line counts as one GPU. Unknown keys are ignored."""
+    driver: str | None = None
+    gpus: list[dict[str, object]] = []
+    in_mig = False
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        m = _Q_GPU.match(line.strip())
+        if m and not line.startswith(" "):
+            gpus.append({"bus_id": m.group(1)})
+            in_mig = False
+            continue
+        if line.strip() == "MIG Mode":
+            in_mig = True
+            continue
+        kv = _Q_KV.match(line)
+        if not kv:
+            continue
+        indent, key, value = len(kv.group(1)), kv.group(2).strip(), kv.group(3).strip()
+        if key == "Driver Version" and indent == 0:
+            driver = value
+            continue
+        if in_mig and key in ("Current", "Pending"):
+            if not gpus:
+                gpus.append({})
+            gpus[-1]["mig_" + key.lower()] = {"Enabled": True, "Disabled": False}.get(value)
+            continue
+        in_mig = False
+        if key in ("Product Name", "GPU UUID") and indent > 0:
+            if not gpus:
+                gpus.append({})
+            gpus[-1]["product_name" if key == "Product Name" else "uuid"] = value
+    return Query(driver, tuple(
+        QueryGpu(g.get("bus_id"), g.get("product_name"), g.get("uuid"), g.get("mig_current"), g.get("mig_pending"))  # type: ignore[arg-type]
+        for g in gpus
+    ))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,7 +63,9 @@ class SmiWriter:
             env = dict(os.environ)
             env.update(self.env)
         try:
-            proc = subprocess.run(real, capture_output=True, text=True, env=env, timeout=300)
+            # its own session: a Ctrl-C at the terminal reaches apply, which stops between commands,
+            # never this command half-way
+            proc = subprocess.run(real, capture_output=True, text=True, env=env, timeout=300, start_new_session=True)
         except FileNotFoundError as exc:
             raise HardwareError(
                 f"{argv[0]} was not found", hint="install the NVIDIA driver utilities, or try the simulated driver (`migbench sim init`)"
@@ -166,6 +168,13 @@ class SmiWriter:
 
     def destroy_gpu_instance(self, gpu: int, gi_id: int) -> None:
         self._checked(smi.destroy_gi_argv(gpu, gi_id), f"GPU {gpu}: destroy GPU instance {gi_id}")
+
+    def destroy_all_instances(self, gpu: int) -> None:
+        """Every compute instance, then every GPU instance of one GPU, in two commands
+        (`nvidia-smi mig -i G -dci`, then `-dgi`: without ids they take all of them,
+        docs/mig-facts.md#smi-formats, `-dci`/`-dgi`). The caller has checked that they may all go."""
+        self._checked(smi.destroy_ci_argv(gpu), f"GPU {gpu}: destroy every compute instance")
+        self._checked(smi.destroy_gi_argv(gpu), f"GPU {gpu}: destroy every GPU instance")
 
 
 def _last_reason(text: str) -> str:

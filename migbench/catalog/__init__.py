@@ -23,7 +23,7 @@ from migbench.catalog.model import (
     parse_driver,
     profile_order,
 )
-from migbench.catalog.store import Catalog, default_catalog, save_user_model, spec_from_model, user_catalog_path
+from migbench.catalog.store import Catalog, default_catalog, model_from_spec, save_user_model, spec_from_model, user_catalog_path
 from migbench.types import Layout, Placement, layout_key
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "layout_key",
     "min_mib_printing_as",
     "model_from_rows",
+    "model_from_spec",
     "parse_driver",
     "parse_lgip",
     "parse_lgipp",

@@ -19,6 +19,7 @@ from migbench.catalog.model import (
     variant_of,
 )
 from migbench.errors import InputError, MigbenchError, Problem
+from migbench.fsutil import read_input
 
 
 @dataclass(frozen=True)
@@ -261,21 +262,37 @@ _COMPUTE_BY_MEMORY_SLICES = {8: 7, 4: 4}
 
 
 def import_files(
-    lgip_file: str | Path, lgipp_file: str | Path, *, name: str, driver: str | None = None, architecture: str = "unknown",
-    gpu: int = 0, partial: bool = False,
+    lgip_file: str | Path,
+    lgipp_file: str | Path,
+    *,
+    name: str,
+    driver: str | None = None,
+    architecture: str = "unknown",
+    gpu: int = 0,
+    partial: bool = False,
+    force: bool = False,
 ) -> tuple[GpuModel, Path]:
     """`migbench catalog import`: build a model from saved `nvidia-smi mig -lgip` and `-lgipp` text and store it
     in the user catalogue under `name` (a known model keeps its names and facts). Returns the model and the
     catalogue file. A paste that does not describe a whole GPU is refused; with `partial` it is imported and
-    every problem is recorded in the model's `unverified` list as `partial import: ...` (plans warn)."""
+    every problem is recorded in the model's `unverified` list as `partial import: ...` (plans warn).
+    Replacing a model the catalogue already has (built-in or imported) needs `force`: a typo in `--name`
+    must not silently shadow a sourced built-in table."""
     from migbench.catalog.store import default_catalog, save_user_model, spec_from_model
 
+    known = default_catalog().find_key(name)
+    if known is not None and not force:
+        origin = default_catalog().origins.get(known, "builtin")
+        what = "a built-in model" if origin == "builtin" else "a model you imported"
+        raise InputError(
+            f"{name!r} is {what} ({known}); importing would replace its profile table",
+            hint="pass --force to replace it, or choose another --name for the new GPU",
+        )
+
     texts = []
-    for f in (lgip_file, lgipp_file):
-        p = Path(f)
-        if not p.exists():
-            raise InputError(f"{f} does not exist", hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
-        texts.append(p.read_text(errors="replace"))
+    for f, what in ((lgip_file, "`nvidia-smi mig -lgip` text file"), (lgipp_file, "`nvidia-smi mig -lgipp` text file")):
+        data = read_input(f, what, hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
+        texts.append(data.decode("utf-8", errors="replace"))
     problems = paste_problems(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file))
     rows = rows_from_text(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file),
                           partial=partial)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migbench.errors import MigbenchError
+from migbench.errors import BadValue, MigbenchError
 from migbench.types import Layout, Placement, layout_key
 
 DriverVersion = tuple[int, ...]
@@ -41,8 +41,11 @@ def parse_driver(text: str | None) -> DriverVersion | None:
     if text is None:
         return None
     t = str(text).strip().lstrip("rR")
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", t):
-        raise ValueError(f"{text!r} is not a driver version (expected e.g. 535.129.03)")
+    if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})*", t):
+        raise BadValue(
+            f"{text!r} is not a driver version (expected e.g. 535.129.03)",
+            hint="write the driver version as nvidia-smi prints it, e.g. 535.129.03, or a branch such as R535",
+        )
     return tuple(_DriverPart(p) for p in t.split("."))
 
 

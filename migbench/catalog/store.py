@@ -22,6 +22,7 @@ import yaml
 from migbench import yamlio
 from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, driver_str, parse_driver, variant_of
 from migbench.errors import InputError, MigbenchError
+from migbench.fsutil import read_input_text, write_text_atomic
 
 
 def user_catalog_path() -> Path:
@@ -53,14 +54,8 @@ class Catalog:
         cat._add_doc(builtin, "builtin")
         if include_user:
             path = user_path or user_catalog_path()
-            if path.exists():
-                try:
-                    doc = yamlio.load(path.read_text())
-                except yaml.YAMLError as exc:
-                    raise InputError(
-                        f"the user catalogue {path} is not valid YAML: {exc}",
-                        hint="fix or delete it; `migbench catalog import` rewrites it",
-                    ) from exc
+            doc = read_user_catalog(path)
+            if doc is not None:
                 cat._add_doc(doc or {}, "user", source=str(path))
         return cat
 
@@ -71,6 +66,8 @@ class Catalog:
                 hint="regenerate it with `migbench catalog import`",
             )
         for key, spec in doc["models"].items():
+            if not isinstance(spec, dict):
+                raise InputError(f"catalogue {source or origin}: model {key!r} is not a mapping", hint=_FIX_USER)
             spec = dict(spec)
             if "same_as" in spec:
                 base = dict(self.specs.get(spec["same_as"]) or doc["models"].get(spec["same_as"]) or {})
@@ -111,7 +108,19 @@ class Catalog:
                 + "; teach a new one with `migbench catalog import lgip.txt lgipp.txt --name MODEL`",
             )
         drv = parse_driver(driver) if isinstance(driver, str) else driver
-        return _resolve(key, self.specs[key], drv, self.origins[key])
+        try:
+            return _resolve(key, self.specs[key], drv, self.origins[key])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, MigbenchError):
+                raise
+            where = "the user catalogue" if self.origins[key] == "user" else "the built-in catalogue"
+            raise InputError(f"{where}: model {key} is malformed ({type(exc).__name__}: {exc})", hint=_FIX_USER) from None
+
+
+def model_from_spec(key: str, spec: dict[str, Any], driver: str | DriverVersion | None = None, origin: str = "user") -> GpuModel:
+    """A model from one catalogue-format spec (what `spec_from_model` writes) resolved for `driver`;
+    the simulated host keeps the profile table it was built from this way."""
+    return _resolve(key, spec, parse_driver(driver) if isinstance(driver, str) else driver, origin)
 
 
 def _resolve(key: str, spec: dict[str, Any], driver: DriverVersion | None, origin: str) -> GpuModel:
@@ -292,19 +301,30 @@ def spec_from_model(model: GpuModel, *, driver_label: str | None, sources: Seque
     }
 
 
+_FIX_USER = "fix or delete it (`$MIGBENCH_CATALOG`, default ~/.config/migbench/catalog.yaml); `migbench catalog import` rewrites it"
+
+
+def read_user_catalog(path: Path) -> Any:
+    """The user catalogue's YAML document, None when there is no file; an `Error:` when the path is
+    a directory, unreadable, too big, not text or not YAML."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    text = read_input_text(path, "user catalogue", hint=_FIX_USER)
+    try:
+        return yamlio.load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"the user catalogue {path} is not valid YAML: {exc}", hint=_FIX_USER) from None
+
+
 def save_user_model(key: str, spec: dict[str, Any], path: Path | None = None) -> Path:
     """Add or replace `key` in the user catalogue file (atomic write)."""
     path = path or user_catalog_path()
     doc: dict[str, Any] = {"version": 1, "models": {}}
-    if path.exists():
-        loaded = yamlio.load(path.read_text()) or {}
-        if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
-            doc = loaded
+    loaded = read_user_catalog(path) or {}
+    if isinstance(loaded, dict) and isinstance(loaded.get("models"), dict):
+        doc = loaded
     doc["models"][key] = spec
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=True, width=120))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=True, width=120), "user catalogue")
     default_catalog.cache_clear()
     return path
 

@@ -23,6 +23,7 @@ def catalog_cmd(
     architecture: Annotated[str, typer.Option("--architecture", help="import: ampere, hopper or blackwell.")] = "unknown",
     gpu: Annotated[int, typer.Option("--gpu", help="import: which GPU index of the pasted text.")] = 0,
     partial: Annotated[bool, typer.Option("--partial", help="import: accept a cut-off paste, recording a warning.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="import: replace a model the catalogue already has (built-in or imported).")] = False,
 ) -> None:
     from migbench.catalog import default_catalog
     from migbench.catalog.importer import import_files
@@ -39,7 +40,7 @@ def catalog_cmd(
                 hint="e.g. --name H100-NVL; use the NVML product name from `nvidia-smi -L`",
             )
         model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu,
-                                   partial=partial)
+                                   partial=partial, force=force)
         n_layouts = len(model.layouts())
         warnings = [u for u in model.unverified if u.startswith("partial import:")]
         if as_json:
@@ -61,7 +62,7 @@ def catalog_cmd(
         if as_json:
             typer.echo(json.dumps({"models": docs}, indent=2))
         else:
-            con.print(catalog_models_table(docs))
+            con.print(catalog_models_table(docs, width=con.width))
         return
     model = cat.model(args[0], driver)
     if layouts:
@@ -75,7 +76,7 @@ def catalog_cmd(
     if as_json:
         typer.echo(json.dumps(describe_model(model), indent=2))
         return
-    con.print(catalog_profiles_table(model))
+    con.print(catalog_profiles_table(model, width=con.width))
     for note in model.unverified:
         con.print(Text(f"unverified: {note}", style="yellow"))
 

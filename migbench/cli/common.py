@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
 from migbench.errors import MigbenchError, UsageError
+
+if TYPE_CHECKING:
+    from migbench.plan import Plan
+    from migbench.sweep import Sweep
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
 TIME_LIMIT_HELP = (
@@ -22,9 +29,12 @@ WORKERS_HELP = (
 
 
 def console(stderr: bool = False) -> Console:
-    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's."""
+    """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's (80 when
+    piped, or `$COLUMNS`). Lines of text are never hard-wrapped (soft wrap: a command or a path in
+    the output survives copy and paste and `grep`); tables and pictures size themselves to the
+    width (`render.fit_table`) and are never cropped."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True)
 
 
 def print_error(err: MigbenchError) -> None:
@@ -35,6 +45,32 @@ def print_error(err: MigbenchError) -> None:
     styles = {"Error: ": "bold red", "    Hint: ": "cyan", "Hint: ": "bold cyan"}
     for label, text in err.lines():
         con.print(Text(label, style=styles.get(label, "")) + Text(text))
+
+
+def load_plan(path: Path) -> Plan:
+    """`Plan.load`, then what loading found worth saying (the sweep changed since) on stderr."""
+    from migbench.plan import Plan
+
+    plan = Plan.load(path)
+    warn(plan.notes)
+    return plan
+
+
+def load_sweep(path: Path) -> Sweep:
+    """`load_sweep`, then its notes (W&B-only keys ignored, parameters no command uses) on stderr."""
+    from migbench.sweep import load_sweep as load
+
+    sweep = load(path)
+    warn(sweep.notes)
+    return sweep
+
+
+def warn(lines: Iterable[str]) -> None:
+    """`warning: ...` lines on stderr, never hard-wrapped."""
+    con = console(stderr=True)
+    con.soft_wrap = True
+    for line in lines:
+        con.print(Text("warning: ", style="yellow") + Text(line))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
@@ -49,3 +85,14 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def is_tty() -> bool:
     return sys.stdin.isatty()
+
+
+def adopt_simulated_host(*dirs: str | os.PathLike[str] | None) -> str | None:
+    """Use the simulated host `migbench run` left next to a plan when MIGBENCH_SIM is unset and no
+    driver is present (`backend.select.adopt_simulated_host_near`); says so on stderr."""
+    from migbench.backend.select import adopt_simulated_host_near
+
+    note = adopt_simulated_host_near(*dirs)
+    if note:
+        console(stderr=True).print(Text("note: " + note, style="yellow"))
+    return note

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.text import Text
 
-from migbench.cli.common import console, is_tty, parse_gpus
+from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan, parse_gpus
 from migbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -22,12 +22,19 @@ def apply_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying instances or changing MIG mode.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where bindings are stored (default: <plan dir>/runs/<sweep>/).")] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="Apply one node's share of a plan of several nodes (GPUs numbered as on that node).")] = None,
+    finish: Annotated[bool, typer.Option("--finish", help="Finish an apply of this plan that was interrupted (killed) half-way.")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Restore the GPUs as they were before an interrupted apply.")] = False,
 ) -> None:
     from migbench.apply import apply_plan
+    from migbench.apply.recovery import InterruptedApplyPending
     from migbench.backend.select import open_backend
-    from migbench.plan import Plan
 
-    plan, state_dir = _share(Plan.load(plan_file), node, state_dir)
+    if finish and rollback:
+        raise UsageError("--finish and --rollback exclude each other", hint="choose one")
+    if (finish or rollback) and dry_run:
+        raise UsageError("--dry-run shows a plain apply; it does not combine with --finish or --rollback")
+    plan, state_dir = _share(load_plan(plan_file), node, state_dir)
+    adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
 
@@ -42,7 +49,18 @@ def apply_cmd(
         con.print(text)
         return typer.confirm("Proceed?", default=False)
 
-    report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir)
+    resume = "finish" if finish else "rollback" if rollback else None
+    try:
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir, resume=resume)
+    except InterruptedApplyPending as pending:
+        if not is_tty() or yes:
+            raise
+        con.print(Text("Error: ", style="bold red") + Text(pending.message))
+        choices = ["rollback", "cancel"] if not pending.found.same_plan(plan) else ["finish", "rollback", "cancel"]
+        answer = typer.prompt(f"What now ({' / '.join(choices)})?", default="cancel")
+        if answer not in choices or answer == "cancel":
+            raise typer.Exit(1) from None
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=None, state_dir=state_dir, resume=answer)
     if dry_run:
         con.print(Text(f"# dry run on {backend.description}: these commands would run", style="bold"))
         if not report.commands:
@@ -60,7 +78,7 @@ def apply_cmd(
             )
     for m in report.messages:
         con.print(m)
-    if report.changed:
+    if report.changed and report.diffs:
         con.print(f"{len(report.commands)} command(s) run; every GPU read back as planned")
     if report.bindings_path and report.bindings is not None:
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
@@ -88,15 +106,23 @@ def check_cmd(
     node: Annotated[Optional[str], typer.Option("--node", help="Check one node's share of a plan of several nodes.")] = None,
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
-    from migbench.backend.select import read_host
-    from migbench.plan import Plan
+    from migbench.apply.reconcile import interrupted_apply
+    from migbench.apply.recovery import pending_error
+    from migbench.backend.select import host_lock_path, read_host
 
-    plan, _ = _share(Plan.load(plan_file), node, None)
+    plan, sd = _share(load_plan(plan_file), node, None)
+    adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)
     diffs = verify(plan, host, targets)
     con = console()
+    found = interrupted_apply(host_lock_path(), plan, sd)
+    if found is not None:
+        err = pending_error(found, host, plan)
+        con.print(Text(err.message, style="bold red"))
+        con.print(f"Hint: {err.hint}")
+        raise typer.Exit(1)
     if diffs:
         con.print(Text(f"the host differs from {plan_file}:", style="bold red"))
         for d in diffs:

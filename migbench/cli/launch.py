@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from migbench.cli.clock import command_started
-from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -35,9 +35,10 @@ def launch_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
+    if not dry_run:
+        adopt_simulated_host(plan_file.parent)
     opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
     if dry_run:
         _print_dry_run(plan, opts)
@@ -63,6 +64,9 @@ def _print_dry_run(plan: Plan, opts: LaunchOptions) -> None:
         typer.echo("")
         typer.echo(f"# {s.run_id} attempt {s.attempt} on {where}")
         typer.echo(f"cd {shlex.quote(s.workdir)}")
+        if s.env_passthrough is not None:
+            keep = ", ".join(s.env_passthrough) or "none"
+            typer.echo(f"# of the launcher's environment only: {keep} (launch.env_passthrough)")
         for k, v in s.env.items():
             typer.echo(f"export {k}={shlex.quote(v)}")
         typer.echo(shlex.join(s.argv))
@@ -92,22 +96,27 @@ def run_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     drain: Annotated[bool, typer.Option("--drain", help="First Ctrl-C only stops new starts.")] = False,
     no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued elsewhere.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Continue a state made from a different plan.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Kept for scripts: `run` continues its sweep's launch state by itself.")] = False,
 ) -> None:
     from migbench.cli.progress import PlanProgress
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
-    from migbench.sweep import load_sweep
+    from migbench.sweep.runnable import start_problems
     from migbench.workflows import plan_and_apply
 
     con = console()
     sweep = load_sweep(sweep_file)
+    warn(start_problems(sweep))
     with PlanProgress(con, enabled=con.is_terminal, started=command_started()) as progress:
-        plan = plan_and_apply(
+        prep = plan_and_apply(
             sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print,
             started=command_started(), progress=progress.update,
         )
-    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
+    if prep.plan is None:
+        return
+    plan = prep.plan
+    # `run` continues its own sweep's launch state: runs keep their state by id across re-plans
+    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force or prep.continues)
     if detach:
         _detach(plan, opts)
         return
@@ -122,19 +131,26 @@ def run_cmd(
 
 def status_cmd(
     plan_file: Annotated[Optional[Path], typer.Argument(help="The plan file (default: the launch state under ./runs/).")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="A live view (each instance's runs, their progress, the ETA), refreshed every 2 s until the launcher exits or Ctrl-C."
+    )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,
 ) -> None:
+    from migbench.backend.select import adopt_simulated_host_near as adopt_sim_near
     from migbench.backend.select import read_host_if_available
     from migbench.cli.export import status_of_export
-    from migbench.launch.status import find_state_dir, host_doc, status_doc
+    from migbench.launch.status import find_state_dir, host_doc, run_params, runs_to_show, status_doc
     from migbench.launch.store import db_path
 
     if not watch and status_of_export(plan_file, state_dir, as_json):
         return
     sd, notes = find_state_dir(plan_file, state_dir)
+    near = [plan_file.parent if plan_file else None, sd.parent.parent if sd else None, Path.cwd()]
+    adopted = adopt_sim_near(*near)
+    if adopted:
+        notes = [*notes, adopted]
 
     def gather() -> tuple[dict[str, Any] | None, Any, list[str]]:
         extra = list(notes)
@@ -151,21 +167,91 @@ def status_cmd(
             extra.append(f"cannot read the GPUs: {exc.message}")
         return doc, host, extra
 
+    def params_of(doc: dict[str, Any] | None, every: bool) -> dict[str, dict[str, Any]]:
+        """The parameters of the runs shown (from their run directories; the plan only for runs
+        that never started)."""
+        if doc is None or sd is None:
+            return {}
+        ids = [r["id"] for r in (doc["runs"] if every else runs_to_show(doc, all_runs)[0])]
+        return run_params(sd, ids, plan_file or doc.get("plan_file"))
+
     if as_json:
         doc, host, extra = gather()
+        params = params_of(doc, True)
+        for r in (doc or {}).get("runs", []):
+            r["params"] = params.get(r["id"])
         typer.echo(json.dumps({"runs": doc, "host": host_doc(host) if host is not None else None, "notes": extra}, indent=2))
         return
     con = console()
-    if not watch:
-        con.print(status_view(*gather(), all_runs=all_runs))
-        return
-    from rich.live import Live
 
+    def view() -> Any:
+        doc, host, extra = gather()
+        return status_view(doc, host, extra, all_runs=all_runs, width=con.width, params=params_of(doc, False) or None)
+
+    plan = _watch_plan(plan_file, sd) if watch else None
+    if plan is None or sd is None or not db_path(sd).exists():
+        if watch and sd is not None and db_path(sd).exists():
+            notes.append("no plan file to draw the live view from: showing the plain status (pass PLAN)")
+        con.print(view())
+        return
+    _watch(plan, sd, notes)
+
+
+def _watch_plan(plan_file: Path | None, sd: Path | None) -> Plan | None:
+    """The plan the live view draws: PLAN, else the plan file the launch state names (read once)."""
+    from migbench.launch.status import open_state
+    from migbench.launch.store import db_path
+    from migbench.plan import Plan
+
+    if plan_file is not None:
+        return Plan.load(plan_file)
+    if sd is None or not db_path(sd).exists():
+        return None
+    st = open_state(sd)
     try:
-        with Live(status_view(*gather(), all_runs=all_runs), console=con, refresh_per_second=1, screen=False) as live:
-            while True:
+        named = st.meta("plan_file")
+    finally:
+        st.close()
+    if named and Path(named).exists():
+        try:
+            return Plan.load(named)
+        except MigbenchError:
+            return None
+    return None
+
+
+def _watch(plan: Plan, sd: Path, notes: list[str]) -> None:
+    """`status --watch`: the plan read once, the launch state every 2 s (`status_doc`), drawn by
+    `cli.live`; ends when the launcher is not running (after one last frame) or on Ctrl-C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from migbench.cli.live import live_view
+    from migbench.launch.status import status_doc
+    from migbench.report.progress import Progress
+
+    progress = Progress(plan)
+    con = console()
+
+    def frame() -> tuple[Any, bool]:
+        snap = progress.snapshot(status_doc(sd))
+        view = live_view(snap)
+        if notes:
+            view = Group(*[Text(n, style="yellow") for n in notes], view)
+        return view, bool(snap.launcher.get("alive"))
+
+    view, alive = frame()
+    if not alive:
+        con.print(view)
+        con.print(Text("the launcher is not running; nothing to follow", style="dim"))
+        return
+    try:
+        with Live(view, console=con, refresh_per_second=1, screen=False) as live:
+            while alive:
                 time.sleep(2.0)
-                live.update(status_view(*gather(), all_runs=all_runs))
+                view, alive = frame()
+                live.update(view, refresh=True)
     except KeyboardInterrupt:
         pass
 
@@ -238,13 +324,9 @@ def logs_cmd(
 
 
 def _launcher_alive(sd: Path) -> bool:
-    from migbench.launch.status import launcher_doc, open_state
+    from migbench.launch.status import launcher_alive
 
-    st = open_state(sd)
-    try:
-        return bool(launcher_doc(st.launcher())["alive"])
-    finally:
-        st.close()
+    return launcher_alive(sd)
 
 
 def stop_cmd(

@@ -50,7 +50,10 @@ def _host(state: Optional[str]) -> SimHost:
 @sim_app.command("init")
 def init(
     state: str = typer.Argument(..., help="Directory for the simulated host (created; replaced if present)."),
-    gpu: str = typer.Option(..., "--gpu", help="Catalogue model, e.g. A100-SXM4-40GB, H100-SXM5-80GB, A30."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Catalogue model, e.g. A100-SXM4-40GB, H100-SXM5-80GB, A30."),
+    from_capture: Optional[str] = typer.Option(
+        None, "--from", help="Build the host from a real host's captures (`migbench doctor --capture DIR` writes them): "
+        "its GPUs, driver, profile table, MIG mode, instances and compute instances."),
     count: int = typer.Option(1, "--count", help="Number of identical GPUs."),
     driver: Optional[str] = typer.Option(None, "--driver", help="Driver version (default: newest in the catalogue)."),
     mig: str = typer.Option("off", "--mig", help="Initial MIG mode: on or off."),
@@ -59,9 +62,14 @@ def init(
     seed: int = typer.Option(0, "--seed", help="Seed for the GPU UUIDs."),
     client: list[str] = typer.Option([], "--client", help="A non-CUDA client holding every GPU (repeatable)."),
 ) -> None:
-    """Create a simulated host of COUNT identical GPUs."""
+    """Create a simulated host of COUNT identical GPUs, or (--from) the host a capture describes."""
     from migbench.backend.sim.host import init_host
 
+    if from_capture is not None:
+        _init_from(state, from_capture, gpu=gpu, driver=driver, vm=vm, unprivileged=unprivileged, seed=seed)
+        return
+    if gpu is None:
+        raise UsageError("sim init needs --gpu MODEL (or --from CAPTURE_DIR)", hint="e.g. --gpu A100-SXM4-80GB --count 2")
     if mig not in ("on", "off"):
         raise UsageError(f"--mig must be on or off, not {mig!r}")
     h = init_host(state, gpu, count, driver, mig == "on", vm=vm, privileged=not unprivileged, clients=client,
@@ -77,6 +85,25 @@ def init(
         typer.echo(f"unverified: {note}")
     if marked:
         typer.echo("unverified profile values: " + "; ".join(marked))
+
+
+def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional[str], vm: bool, unprivileged: bool,
+               seed: int) -> None:
+    from migbench.backend.sim.captured import host_from_capture
+
+    if gpu is not None:
+        raise UsageError("--from takes the GPU model from the capture; drop --gpu")
+    h, notes = host_from_capture(capture, state, driver=driver, privileged=not unprivileged, vm=vm, seed=seed)
+    st = h.read()
+    gis = sum(len(g.gpu_instances) for g in st.gpus)
+    modes = sorted({("on" if g.mig_current else "off") + ("" if g.mig_current == g.mig_pending else " (change pending)")
+                    for g in st.gpus})
+    typer.echo(f"Simulated host in {h.dir} from the capture in {capture}: {len(st.gpus)} x {st.product_name} "
+               f"({st.model_key}), driver {st.driver}, MIG {', '.join(modes)}, {gis} GPU instance(s), "
+               f"{len(st.all_mig_devices())} MIG device(s){', profile table from the capture' if st.model_spec else ''}.")
+    for n in notes:
+        typer.echo(f"note: {n}")
+    typer.echo(f"Use it with: export MIGBENCH_SIM={os.path.abspath(h.dir)}")
 
 
 def state_summary(st: Any) -> dict:

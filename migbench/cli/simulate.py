@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from migbench.cli.common import console
+from migbench.cli.common import console, load_plan
 from migbench.cli.render import simulate_view
 
 
@@ -20,14 +20,14 @@ def simulate_cmd(
 ) -> None:
     from migbench.forecast.compare import compare_plan
     from migbench.forecast.simulate import simulate_plan
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = load_plan(plan_file)
     reports = compare_plan(plan, lend=not no_lend) if compare else [simulate_plan(plan, lend=not no_lend)]
     if as_json:
         typer.echo(json.dumps({"plan": str(plan_file), "simulations": [r.to_dict() for r in reports]}, indent=2))
         return
-    console().print(simulate_view(reports))
+    con = console()
+    con.print(simulate_view(reports, width=con.width))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ The duration model and the sharing rule are in `migbench.duration`.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -308,15 +309,24 @@ def replay(
     idle_empty: set[str] = set()  # slots with nothing running and nothing queued
     # Queue heads that may be lent: all heads without planned starts, else heads already late.
     late: set[str] = set()
+    # The late heads in their original global order (position in their queue, then slot key), kept
+    # sorted as heads change, so lending walks them in order without re-sorting them each time.
+    late_order: list[tuple[int, str]] = []
     not_yet: list[tuple[float, str, str]] = []  # (planned start, slot, head run)
 
+    def make_late(key: str) -> None:
+        late.add(key)
+        bisect.insort(late_order, (popped[key], key))
+
     def new_head(key: str) -> None:
-        late.discard(key)
+        if key in late:
+            late.discard(key)
+            del late_order[bisect.bisect_left(late_order, (popped[key] - 1, key))]
         v = q.get(key)
         if not v or lend is None:
             return
         if planned_start is None:
-            late.add(key)
+            make_late(key)
         else:
             heapq.heappush(not_yet, (planned_start.get(v[0], 0.0), key, v[0]))
 
@@ -327,7 +337,11 @@ def replay(
         return jid
 
     for k in q:
-        new_head(k)
+        if q[k] and lend is not None:
+            if planned_start is None:
+                make_late(k)
+            else:
+                heapq.heappush(not_yet, (planned_start.get(q[k][0], 0.0), k, q[k][0]))
 
     def do_start(key: str, jid: str, t: float) -> None:
         st.start(key, jobs_by_id[jid], t)
@@ -338,30 +352,39 @@ def replay(
         if record_events:
             res.events.append(Event(t, "start", jid, key))
 
-    def lend_to(key: str, t: float) -> None:
-        """Heads of other queues, in their original global order (position, then slot key)."""
+    def promote(t: float) -> None:
+        """Heads whose planned start has passed become lendable."""
         while not_yet and not_yet[0][0] + 1e-6 < t:
             _, k2, jid = heapq.heappop(not_yet)
-            if q.get(k2) and q[k2][0] == jid:
-                late.add(k2)
+            if q.get(k2) and q[k2][0] == jid and k2 not in late:
+                make_late(k2)
+
+    def lend_to(key: str, t: float) -> None:
+        """Heads of other queues, in their original global order (position, then slot key)."""
+        promote(t)
         if not late:
             return
         s = st.slots[key]
-        heads = [(popped[k2], k2) for k2 in late if k2 != key and q.get(k2)]
-        heapq.heapify(heads)
-        while heads:
-            _, k2 = heapq.heappop(heads)
-            if k2 not in late or not q.get(k2):
-                continue
+        run = st.running[key]
+        free = s.memory_mib - sum(j.memory_mib for j in run)
+        n = len(run)
+        mincap = min((j.cap for j in run), default=1 << 30)
+        i = 0
+        while i < len(late_order) and n + 1 <= mincap:
+            k2 = late_order[i][1]
             jid = q[k2][0]
             j = jobs_by_id[jid]
-            if fits_alongside(j, st.running[k2], st.slots[k2]):
-                continue  # it can start at home
-            if lend(j, s) and fits_alongside(j, st.running[key], s):  # type: ignore[misc]
-                pop_head(k2)
-                do_start(key, jid, t)
-                if k2 in late:  # its next run becomes a head, later in the global order
-                    heapq.heappush(heads, (popped[k2], k2))
+            # it fits here (the sharing rule, from this slot's room) and may go here, and it cannot
+            # start at home
+            if (k2 == key or j.memory_mib > free or n + 1 > j.cap or not lend(j, s)  # type: ignore[misc]
+                    or fits_alongside(j, st.running[k2], st.slots[k2])):
+                i += 1
+                continue
+            pop_head(k2)  # its entry leaves the order; the queue's next head goes in later
+            do_start(key, jid, t)
+            free -= j.memory_mib
+            n += 1
+            mincap = min(mincap, j.cap)
 
     def fill(key: str, t: float) -> None:
         s = st.slots[key]
@@ -382,13 +405,38 @@ def replay(
         fill(sl.key, 0.0)
     res.started_at_once = len(res.start_s)
 
+    def smallest_lendable(t: float) -> int | None:
+        """The least memory among the heads an idle slot could take now (late, and unable to start
+        at home), or None when there is none: an idle slot with less memory can take nothing."""
+        promote(t)
+        need = None
+        for k2 in late:
+            v = q.get(k2)
+            if not v:
+                continue
+            j = jobs_by_id[v[0]]
+            if not fits_alongside(j, st.running[k2], st.slots[k2]) and (need is None or j.memory_mib < need):
+                need = j.memory_mib
+        return need
+
     def after_finish(key: str, t: float) -> None:
         fill(key, t)
         if lend is not None and idle_empty:
-            # Idle slots with nothing of their own may now lend themselves to a blocked queue head.
+            # Idle slots with nothing of their own may now lend themselves to a blocked queue head,
+            # in slot order. Slots too small for every lendable head are skipped: lending there
+            # would start nothing (the same decisions, without trying each head on each idle slot).
+            need = smallest_lendable(t)
+            if need is None:
+                return
             for k in sorted(idle_empty, key=order_of.__getitem__):
-                if not st.running[k] and not q.get(k):
-                    fill(k, t)
+                if st.slots[k].memory_mib < need or st.running[k] or q.get(k):
+                    continue
+                before = len(res.start_s)
+                fill(k, t)
+                if len(res.start_s) != before:  # heads changed: the next run of a queue may be smaller
+                    need = smallest_lendable(t)
+                    if need is None:
+                        return
 
     _play_out(st, res, after_finish, record_events)
     waiting = [jid for v in q.values() for jid in v]

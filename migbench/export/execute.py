@@ -37,10 +37,10 @@ from typing import Any
 from migbench.errors import InputError, MigbenchError
 from migbench.export.tasks import Array, Task, find_array, node_devices
 from migbench.fsutil import write_json_atomic
-from migbench.launch.options import PKG_ROOT
+from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan
-from migbench.state import state_dir_for
+from migbench.state import configure_modes, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,8 @@ def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mappi
     task = array.task(task_index(index, env))
     where = node_name(env, node)
     sd = Path(state_dir) if state_dir else state_dir_for(plan)
+    if not dry_run:
+        configure_modes(plan)  # the state files' mode, as the launcher's
     device = resolve_device(plan, array, env, where, state_dir=sd, device_map=device_map)
     runs = {r.id: r for r in plan.runs}
     specs = []
@@ -247,10 +249,7 @@ def run(prep: Prepared) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for spec in prep.specs:
-            adir = Path(spec.attempt_dir)
-            with open(adir / "shim.log", "ab") as log:
-                procs.append(subprocess.Popen([sys.executable, "-m", "migbench.launch.shim", str(adir)], cwd=str(PKG_ROOT),
-                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True))
+            procs.append(spawn_shim(Path(spec.attempt_dir), new_session=False))
         codes = []
         for p in procs:
             while True:

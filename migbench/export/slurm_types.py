@@ -35,6 +35,7 @@ import yaml
 
 from migbench.catalog import default_catalog
 from migbench.errors import InputError, UsageError
+from migbench.fsutil import read_input_text
 
 TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A GRES type as slurm.conf accepts it in `Gres=gpu:<type>:<n>` (no ':', ',', '(' or space)."""
@@ -100,9 +101,10 @@ def parse_type_map(items: Iterable[str] = (), file: Path | None = None) -> dict[
     mapping of the same keys to types). Later entries win; the option wins over the file."""
     out: dict[str, str] = {}
     if file is not None:
+        text = read_input_text(file, "type-map file", hint="a YAML mapping, e.g. `3g.40gb: a100_3g.39gb`")
         try:
-            doc = yaml.safe_load(Path(file).read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
             raise InputError(f"--type-map-file {file}: cannot read it ({exc})", hint="a YAML mapping, e.g. `3g.40gb: a100_3g.39gb`") from None
         if not isinstance(doc, dict):
             raise InputError(f"--type-map-file {file}: expected a mapping of profile to Slurm type", hint="e.g. `3g.40gb: a100_3g.39gb`")

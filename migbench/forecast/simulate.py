@@ -41,6 +41,7 @@ class SimReport:
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (time s, runs running from then)
     unrunnable: int = 0
     notes: list[str] = field(default_factory=list)
+    busy_slice_s: dict[str, float] = field(default_factory=dict)  # per instance: compute slices x seconds busy
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +79,7 @@ def figures(
         per_slot.setdefault(slot, []).append((res.end_s[jid], -1, jid))
     busy_slice_s = 0.0
     compute_s = 0.0
+    busy_by_slot: dict[str, float] = {}
     for slot, evs in per_slot.items():
         evs.sort(key=lambda e: (e[0], e[1]))
         running: set[str] = set()
@@ -85,6 +87,7 @@ def figures(
         for t, kind, jid in evs:
             if running and t > last:
                 busy_slice_s += slot_slices[slot] * (t - last)
+                busy_by_slot[slot] = busy_by_slot.get(slot, 0.0) + slot_slices[slot] * (t - last)
                 demand = sum(by_id[j].compute for j in running)
                 compute_s += min(caps[slot], demand) * (t - last)
             last = t
@@ -112,6 +115,7 @@ def figures(
         idle_slices=total_slices - used_slices,
         total_slices=total_slices,
         timeline=timeline,
+        busy_slice_s=busy_by_slot,
     )
 
 
@@ -150,6 +154,24 @@ def replay_instances(
     """Replay instances with per-instance queues (instance key -> run ids in wave order) under the
     duration model and the launcher's queue policy: idle instances lend themselves to runs late on
     their own queue, where the run's profiles allow."""
+    return play_instances(
+        label, instances, queues, demands, dm, total_slices=total_slices, gpus=gpus, lend=lend, planned_start=planned_start
+    )[0]
+
+
+def play_instances(
+    label: str,
+    instances: Sequence[SimInstance],
+    queues: Mapping[str, Sequence[str]],
+    demands: Sequence[Demand],
+    dm: DurationModel,
+    *,
+    total_slices: int,
+    gpus: int,
+    lend: bool = True,
+    planned_start: Mapping[str, float] | None = None,
+) -> tuple[SimReport, Result]:
+    """`replay_instances`, also returning the played schedule (each run's start, end and instance)."""
     slots = [Slot(str(i.ref), i.memory_mib, i.capacity, str(i.ref.gpu)) for i in instances]
     slot_profile = {str(i.ref): i.ref.placement.profile for i in instances}
 
@@ -160,22 +182,32 @@ def replay_instances(
         demands, slots, {k: list(queues.get(k, ())) for k in slot_profile}, interference=dm.interference,
         lend=lend_ok if lend else None, planned_start=dict(planned_start) if planned_start else None,
     )
-    return figures(label, res, slots, {str(i.ref): i.slices for i in instances}, demands, total_slices, gpus)
+    return figures(label, res, slots, {str(i.ref): i.slices for i in instances}, demands, total_slices, gpus), res
 
 
 def simulate_plan(plan: Plan, *, lend: bool = True, label: str = "migbench plan") -> SimReport:
     """Replay `plan` under its duration model with the launcher's queue policy."""
+    return play_plan(plan, lend=lend, label=label)[0]
+
+
+def plan_instances(plan: Plan) -> tuple[list[SimInstance], int]:
+    """The plan's instances as the replay sees them, and the fleet's compute slices."""
     cat = default_catalog()
     models = {g.gpu: cat.model(g.model, g.driver) for g in plan.fleet}
     instances = [
         SimInstance(i.ref, i.memory_mib, i.compute or 1.0, models[i.gpu].profile(i.profile).compute_slices)
         for i in plan.instances
     ]
+    return instances, sum(m.compute_slices for m in models.values())
+
+
+def play_plan(plan: Plan, *, lend: bool = True, label: str = "migbench plan") -> tuple[SimReport, Result]:
+    """`simulate_plan`, also returning the played schedule (for the report's timeline)."""
+    instances, total_slices = plan_instances(plan)
     planned = {r.id: float(r.est_start_s) for r in plan.placed_runs() if r.est_start_s is not None}
-    return replay_instances(
+    return play_instances(
         label, instances, {i.key: i.runs for i in plan.instances}, plan_jobs(plan), plan.duration_model,
-        total_slices=sum(m.compute_slices for m in models.values()), gpus=len(models), lend=lend,
-        planned_start=planned or None,
+        total_slices=total_slices, gpus=len(plan.fleet), lend=lend, planned_start=planned or None,
     )
 
 

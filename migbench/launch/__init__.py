@@ -9,7 +9,8 @@
 - `options`: what a launch is asked for and how it ends;
 - `supervisor`: the launcher process (starts, adopts, retries, stops); `detach` runs it as a daemon;
 - `shim`: the per-run wrapper the supervisor starts (`python -m migbench.launch.shim`);
-- `status`: the read side (status, logs, stop).
+- `status`: the read side (status, logs, stop);
+- `history`: the read side of the memory history (each attempt's peak, instance and outcome).
 
 The package imports nothing itself, so the per-run shim (`python -m migbench.launch.shim`) starts
 without the launcher's modules.

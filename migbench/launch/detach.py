@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbench.backend.select import sim_dir, use_simulated_host
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, os_reason
+from migbench.fsutil import NO_SPACE, create_private
 from migbench.launch.options import LOCK_NAME, LOG_NAME, PKG_ROOT, LaunchOptions
 from migbench.launch.prepare import preflight
 from migbench.launch.procs import LauncherLock
 from migbench.launch.store import Store, db_path
 from migbench.plan import Plan
+from migbench.state import configure_modes, ensure_state_dir
 
 
 @dataclass
@@ -31,8 +33,8 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     return once it holds the plan's lock (or raise with its error)."""
     use_simulated_host(sim_dir())
     prep = preflight(plan, opts.state_dir)
-    sd = prep.state_dir
-    sd.mkdir(parents=True, exist_ok=True)
+    configure_modes(plan)
+    sd = ensure_state_dir(prep.state_dir)
     lock = LauncherLock(sd / LOCK_NAME)
     lock.ensure_free()
     log = sd / LOG_NAME
@@ -44,20 +46,30 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     if opts.force:
         cmd.append("--force")
     env = dict(os.environ, MIGBENCH_LAUNCHER_LOG=str(log.resolve()))
-    with open(log, "ab") as f:
-        f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} detached launcher for {plan.path}\n".encode())
-        f.flush()
-        # cwd: the directory holding the migbench package, so `-m migbench.launch` imports it even
-        # from a source checkout; every path the launcher uses is absolute.
-        p = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT)
-        )
+    try:
+        with os.fdopen(create_private(log), "ab") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} detached launcher for {plan.path}\n".encode())
+            f.flush()
+            # cwd: the directory holding the migbench package, so `-m migbench.launch` imports it even
+            # from a source checkout; every path the launcher uses is absolute.
+            p = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT)
+            )
+    except OSError as exc:
+        full = exc.errno in NO_SPACE
+        raise MigbenchError(
+            f"cannot write the launcher's log {log}: {os_reason(exc)}",
+            hint="free space on that file system" if full else "check the state directory's permissions (or pass --state-dir)",
+        ) from None
     deadline = time.monotonic() + wait_s
     db = db_path(sd)
     while time.monotonic() < deadline:
         rc = p.poll()
         if rc is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+            try:
+                tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+            except OSError as exc:
+                tail = [f"(cannot read {log}: {exc})"]
             if rc == 0:
                 return Detached(p.pid, sd, log)
             raise MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(tail), hint=f"see {log}")

@@ -14,6 +14,8 @@ EXIT_INTERRUPTED = 130
 
 LOCK_NAME = "launcher.lock"
 LOG_NAME = "launcher.log"
+NOT_STARTED = {126: "found but not executable", 127: "command not found"}
+"""Exit codes that say the command never started (the shell's, and the shim's): never retried."""
 OOM_RANK_SHIFT = 10**9  # an OOM retry goes ahead of every run queued on its new instance
 PKG_ROOT = Path(__file__).resolve().parent.parent.parent  # the directory holding the migbench package
 

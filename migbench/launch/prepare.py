@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbench.errors import HardwareError, MigbenchError, UsageError
-from migbench.launch.spec import RunSpec, build_spec, check_run_id
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, Store, db_path
+from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
 from migbench.plan import Plan, PlanRun
 from migbench.state import load_bindings, state_dir_for
 
@@ -61,12 +61,16 @@ class Prepared:
 def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
     """Check the plan is applied: bindings.json exists and every planned instance's MIG uuid is on
     the host (read through the backend: the driver, or the simulated one)."""
-    from migbench.backend.select import read_host
+    from migbench.apply.reconcile import HostLock
+    from migbench.backend.select import host_lock_path, read_host
 
     sd = state_dir_for(plan, state_dir)
     for r in plan.runs:
         check_run_id(r.id)
     hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + (f" --state-dir {state_dir}" if state_dir else "")
+    gate = HostLock(host_lock_path(), shared=True)
+    if gate.is_held():
+        raise gate.busy_error()
     bindings = load_bindings(plan, state_dir)
     if bindings is None:
         raise MigbenchError(f"the plan is not applied: no {sd / 'bindings.json'}", hint=hint)
@@ -111,12 +115,7 @@ def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSp
     rows: dict[str, RunRow] = {}
     db = db_path(sd)
     if db.exists():
-        st = Store.open_readonly(db)
-        try:
-            rows = st.runs()
-            sha = st.meta("plan_sha256")
-        finally:
-            st.close()
+        rows, sha = read_state(sd, lambda st: (st.runs(), st.meta("plan_sha256")))
         if plan.path and sha and sha != plan_sha256(plan):
             notes.append("the state was made from a different plan: `launch` refuses it without --force")
     specs = []
@@ -129,7 +128,8 @@ def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSp
         inst = row.queue if row is not None and row.queue else (r.instance_key or "")
         attempt = (row.attempt if row is not None else 0) + 1
         uuid = uuid_of.get(inst, f"<MIG uuid of {inst}>")
-        specs.append(build_spec(plan, r, instance=inst, mig_uuid=uuid, attempt=attempt, state_dir=sd))
+        resume = any(attempt_started(attempt_dir(sd, r.id, k)) for k in range(1, attempt))
+        specs.append(build_spec(plan, r, instance=inst, mig_uuid=uuid, attempt=attempt, state_dir=sd, resume=resume))
     for state, n in sorted(skipped.items()):
         notes.append(f"{n} {state} run(s) not listed (a launch does not start them)")
     if plan.unplaced:

@@ -1,10 +1,13 @@
-"""The process layer's helpers: liveness by PID and create time, finding a shim, signalling a
-process group, and the one-launcher-per-plan lock."""
+"""The process layer's helpers: starting a shim, liveness by PID and create time, finding a shim,
+signalling a process group, and the one-launcher-per-plan lock."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,24 @@ import psutil
 
 from migbench.errors import MigbenchError
 from migbench.fsutil import PidLock
+
+
+def spawn_shim(adir: Path, *, new_session: bool = True) -> subprocess.Popen:
+    """Start the per-run shim on the attempt directory `adir` (its `cmd.json` written), its own
+    messages in `adir/shim.log`; in a new session (so it outlives its starter) unless told not to
+    (an engine's task, whose session the engine ends). Raises OSError."""
+    from migbench.launch.options import PKG_ROOT
+
+    with open(adir / "shim.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "migbench.launch.shim", str(adir)],
+            cwd=str(PKG_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=new_session,
+            close_fds=True,
+        )
 
 
 def process_alive(pid: int | None, create_time: float | None) -> bool:
@@ -70,8 +91,85 @@ class LauncherLock(PidLock):
     """One launcher per plan: an exclusive non-blocking flock on `<state dir>/launcher.lock` that
     holds the owner's PID."""
 
+    error_type = MigbenchError
+
     def busy_error(self) -> MigbenchError:
         return MigbenchError(
             f"another launcher (PID {self.holder()}) is already running this plan (lock {self.path})",
             hint="watch it with `migbench status`, stop it with `migbench stop`; one launcher per plan",
         )
+
+
+def wait_group_gone(pgid: int, timeout_s: float = 2.0) -> bool:
+    """Poll until process group `pgid` has no member left (after a SIGKILL). True when it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        if all(_zombie(p) for p in _members(pgid)):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _members(pgid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                out.append(p)
+        except OSError:
+            continue
+    return out
+
+
+def _zombie(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def set_child_subreaper(on: bool) -> bool:
+    """Make this process the child subreaper of its descendants (Linux): when a shim dies, its run
+    is re-parented to the launcher, which can then wait for it and learn how it ended. True when set."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def wait_child(pid: int) -> tuple[bool, int | None]:
+    """Poll our child `pid` without blocking: (True, None) while it runs, (True, status) once it
+    has ended (reaped now), (False, None) when it is not our child."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False, None
+    return True, (status if got == pid else None)
+
+
+def reap_strays(keep: set[int]) -> int:
+    """Reap ended children that are not in `keep` (processes a subreaper inherits when a run's own
+    children outlive it), so none stays a zombie. Returns how many."""
+    n = 0
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return n
+        if info is None or info.si_pid in keep:
+            return n
+        try:
+            os.waitpid(info.si_pid, os.WNOHANG)
+        except ChildProcessError:
+            return n
+        n += 1

@@ -3,24 +3,32 @@
 The launcher starts one shim per attempt, in a new session, so the shim (and its run) outlives a
 launcher that dies; a restarted launcher adopts it by PID and create time. The shim:
 
-1. reads `ATTEMPT_DIR/cmd.json` (argv, environment additions, workdir, MIG uuid, timeout);
+1. reads `ATTEMPT_DIR/cmd.json` (argv, environment additions, workdir, MIG uuid, timeout, the
+   state files' mode, the environment allow-list);
 2. forks the child into its own process group, with stdin from /dev/null, stdout/stderr appended to
-   `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd = workdir, env = its own environment plus the
+   `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd = workdir, env = its own environment (only the
+   variables `env_passthrough` names, when set, and MIGBENCH_SIM under the simulator) plus the
    additions; the argv is exec'd directly (a shell only when the plan's argv is `/bin/sh -c ...`);
 3. under the simulated driver, attaches the child's PID to the run's MIG device
    with 0 MiB *before* the child execs (so the program's own, larger attach is never overwritten),
    making the run visible in NVML process lists and blocking the instance's destruction;
-4. writes `child.json` (PID, process group), forwards SIGTERM/SIGINT to the child's process group,
+4. writes `child.json` (PID, process group), lets the child start (which then marks `started`: an
+   attempt without it never ran its command), forwards SIGTERM/SIGINT to the child's process group,
    enforces `timeout_s` (SIGTERM, then SIGKILL after `stop_grace_s`);
 5. when the child has exited, kills what is left of its process group, classifies the outcome
    (exit code, or 128 + signal number; OOM when stderr shows a CUDA out-of-memory message) and
-   writes `exit.json` atomically, then exits with the same code.
+   writes `exit.json` atomically (into the space the launcher reserved, `exit.reserve`, when the
+   disk is full), then exits with the same code.
+
+If the shim itself is killed, its child lives on: the launcher (a child subreaper) inherits it,
+waits for it and writes `exit.json` with the same `record_exit`.
 
 It imports little (`migbench.backend.select` for the simulated attach), to start fast.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
@@ -30,10 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from migbench.backend.select import attach_run
-from migbench.fsutil import write_json_atomic
+from migbench.fsutil import configure_state_mode, create_private, write_json_atomic
 
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
 """stderr text that makes a failed run an OOM (torch's messages; `OutOfMemoryError` covers JAX/TF too)."""
+
+STARTED_NAME = "started"
+"""Made by the run's process once the shim lets it start (past the gate, just before exec): an attempt
+without it never ran its command, whatever happened to its shim."""
+PENDING_NAME = ".started.pending"
+
+RESERVE_NAME = "exit.reserve"
+"""Space the launcher sets aside in each attempt directory for `exit.json` (`fsutil.reserve_file`)."""
 
 OOM_SCAN_BYTES = 4 << 20
 """How much of the end of stderr.log is scanned for OOM messages (bytes)."""
@@ -65,25 +81,104 @@ def _log(adir: Path, msg: str) -> None:
         pass
 
 
+def start_failure(exc: BaseException, where: str, program: str, workdir: str) -> tuple[str, int]:
+    """Why a run could not start, in words (an OSError's reason, never a bytes repr of the path
+    execvpe tried last), and the exit code a shell gives it: 126 found but not executable, 127 not
+    found. The launcher does not retry either: the next attempt would fail the same way."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    reason = reason[:1].lower() + reason[1:]
+    if where == "workdir":
+        return f"migbench: cannot enter the workdir {workdir}: {reason}", 127
+    if where == "program" and isinstance(exc, FileNotFoundError):
+        found = "command not found on PATH" if "/" not in program else "no such file"
+        return f"migbench: cannot start {program} in {workdir}: {found}", 127
+    code = 126 if isinstance(exc, PermissionError) else 127
+    return f"migbench: cannot start {program} in {workdir}: {reason}", code
+def mark_started(adir: Path) -> None:
+    """In the child, past the gate: record that the run starts (a rename, so a full disk cannot stop it)."""
+    try:
+        os.rename(adir / PENDING_NAME, adir / STARTED_NAME)
+    except OSError:
+        try:
+            os.close(os.open(adir / STARTED_NAME, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError:
+            pass
+
+
+def child_env(cmd: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """The run's environment: `environ` (filtered by `env_passthrough` when the plan sets it)
+    plus the additions in `cmd.json`."""
+    allow = cmd.get("env_passthrough")
+    if allow is None:
+        env = dict(environ)
+    else:
+        patterns = [str(p) for p in allow] + ["MIGBENCH_SIM"]  # the simulated GPU stays visible
+        env = {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+    env.update({str(k): str(v) for k, v in (cmd.get("env") or {}).items()})
+    return env
+
+
+def record_exit(
+    adir: Path,
+    cmd: dict[str, Any],
+    pid: int,
+    status: int,
+    started_at: float,
+    *,
+    timed_out: bool = False,
+    forwarded: list[int] | None = None,
+    exec_error: str | None = None,
+    recorded_by: str = "shim",
+) -> int:
+    """Classify the child's wait status and write `exit.json` (into the reserved space when the
+    disk is full). Returns the run's return code (exit code, or 128 + signal)."""
+    ended_at = time.time()
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    returncode = 128 + sig if sig is not None else int(code or 0)
+    oom_line = find_oom(adir / "stderr.log") if returncode != 0 else None
+    doc = {
+        "version": 1,
+        "run_id": cmd.get("run_id"),
+        "attempt": cmd.get("attempt"),
+        "returncode": returncode,
+        "exit_code": code,
+        "signal": sig,
+        "oom": oom_line is not None,
+        "oom_line": oom_line,
+        "timed_out": timed_out,
+        "forwarded_signals": list(forwarded or []),
+        "exec_error": (exec_error or "")[:1000] or None,
+        "child_pid": pid,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "recorded_by": recorded_by,
+    }
+    write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)
+    return returncode
+
+
 def run(adir: Path) -> int:
     """Start, supervise and record one attempt. Returns the exit code (0-255)."""
     cmd = json.loads((adir / "cmd.json").read_text())
+    configure_state_mode(cmd.get("state_mode"))
     argv = [str(a) for a in cmd["argv"]]
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (cmd.get("env") or {}).items()})
+    env = child_env(cmd, dict(os.environ))
     workdir = str(cmd.get("workdir") or ".")
     timeout_s = cmd.get("timeout_s")
     grace_s = float(cmd.get("stop_grace_s") or 0.0)
     started_at = time.time()
 
-    out_fd = os.open(adir / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    err_fd = os.open(adir / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out_fd = create_private(adir / "stdout.log")
+    err_fd = create_private(adir / "stderr.log")
     null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(create_private(adir / PENDING_NAME, os.O_WRONLY))  # the child renames it: no new inode needed then
     gate_r, gate_w = os.pipe()
     exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells the parent the exec happened
 
     pid = os.fork()
     if pid == 0:  # the child
+        where = "setup"
         try:
             os.setpgid(0, 0)
             os.close(gate_w)
@@ -96,15 +191,18 @@ def run(adir: Path) -> int:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             if os.read(gate_r, 1) != b"x":
                 os._exit(126)  # the shim went away before letting the run start
+            mark_started(adir)
+            where = "workdir"
             os.chdir(workdir)
+            where = "program"
             os.execvpe(argv[0], argv, env)
         except BaseException as exc:  # noqa: BLE001 - report any failure to start, then leave
-            msg = f"migbench: cannot start {argv[0]!r} in {workdir!r}: {exc}"
+            msg, rc = start_failure(exc, where, argv[0], workdir)
             try:
                 os.write(exec_w, msg.encode("utf-8", "replace"))
                 os.write(2, (msg + "\n").encode("utf-8", "replace"))
             finally:
-                os._exit(127)
+                os._exit(rc)
     # the shim
     os.close(gate_r)
     os.close(exec_w)
@@ -159,32 +257,14 @@ def run(adir: Path) -> int:
 
     _, status = os.waitpid(pid, 0)
     signal.setitimer(signal.ITIMER_REAL, 0)
-    ended_at = time.time()
     try:
         os.killpg(pid, signal.SIGKILL)  # what is left of the run's process group
     except OSError:
         pass
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    returncode = 128 + sig if sig is not None else int(code or 0)
-    oom_line = find_oom(adir / "stderr.log") if returncode != 0 else None
-    doc = {
-        "version": 1,
-        "run_id": cmd.get("run_id"),
-        "attempt": cmd.get("attempt"),
-        "returncode": returncode,
-        "exit_code": code,
-        "signal": sig,
-        "oom": oom_line is not None,
-        "oom_line": oom_line,
-        "timed_out": bool(state["timed_out"]),
-        "forwarded_signals": state["forwarded"],
-        "exec_error": exec_error.decode("utf-8", "replace") or None,
-        "child_pid": pid,
-        "started_at": started_at,
-        "ended_at": ended_at,
-    }
-    write_json_atomic(adir / "exit.json", doc)
+    returncode = record_exit(
+        adir, cmd, pid, status, started_at, timed_out=bool(state["timed_out"]), forwarded=state["forwarded"],
+        exec_error=exec_error.decode("utf-8", "replace") or None,
+    )
     return returncode & 0xFF
 
 

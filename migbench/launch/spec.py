@@ -13,9 +13,15 @@ start would use.
       attempt-<n>/
         cmd.json                 argv, environment additions, workdir, MIG uuid, timeout (written by the launcher)
         child.json               the child's PID / process group (written by the shim when it forks)
+        started                  made by the child when the shim lets it run (absent: it never ran)
         stdout.log, stderr.log   the child's output
         shim.log                 the shim's own messages
+        exit.reserve             space set aside for exit.json (so a full disk cannot lose an outcome)
         exit.json                the outcome (written atomically by the shim when the child is gone)
+
+Every file and directory here is created with the state mode (0600 / 0700 unless configured:
+`migbench.fsutil`). An attempt directory whose run started (`started` or `exit.json`) is never
+written again: a later start gets the next number.
 
 ## Launch-time macros
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import time
 from collections.abc import Iterable, Mapping
@@ -43,10 +50,11 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import InputError
-from migbench.fsutil import write_json_atomic  # noqa: F401  (re-exported for the launcher)
+from migbench.fsutil import make_dirs, reserve_file, state_file_mode, write_json_atomic
+from migbench.launch.shim import RESERVE_NAME, STARTED_NAME
 from migbench.plan import Plan, PlanRun
+from migbench.types import SAFE_NAME_RE as RUN_ID_RE
 
-RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MACRO_RE = re.compile(r"\$\{(run_id|run_dir|attempt)\}")
 
 def check_run_id(run_id: str) -> str:
@@ -121,10 +129,11 @@ class RunSpec:
     timeout_s: float | None = None
     stop_grace_s: float = 30.0
     params: dict[str, Any] = field(default_factory=dict)
+    env_passthrough: tuple[str, ...] | None = None  # None: the launcher's whole environment
 
     @property
     def resume(self) -> bool:
-        return self.attempt > 1
+        return self.env.get("MIGBENCH_RESUME") == "1"
 
     def cmd_doc(self) -> dict[str, Any]:
         """`cmd.json`: what the shim starts."""
@@ -140,6 +149,8 @@ class RunSpec:
             "workdir": self.workdir,
             "timeout_s": self.timeout_s,
             "stop_grace_s": self.stop_grace_s,
+            "env_passthrough": None if self.env_passthrough is None else list(self.env_passthrough),
+            "state_mode": state_file_mode(),
         }
 
 
@@ -151,12 +162,16 @@ def build_spec(
     mig_uuid: str,
     attempt: int,
     state_dir: Path,
+    resume: bool | None = None,
 ) -> RunSpec:
     """The argv and environment of attempt `attempt` (1-based) of `run` on `instance` (bound to `mig_uuid`).
 
-    Environment additions, later ones winning: the plan's `launch.env`, the run's `env`, then
+    The run sees the launcher's environment (only the variables `launch.env_passthrough` names,
+    when it is set; the shim filters) plus these additions, later ones winning: the plan's
+    `launch.env`, the run's `env`, then
     CUDA_VISIBLE_DEVICES=<MIG uuid> (exactly one device), CUDA_DEVICE_ORDER=PCI_BUS_ID,
-    MIGBENCH_RUN_ID, MIGBENCH_RUN_DIR, MIGBENCH_ATTEMPT and, from the second attempt on,
+    MIGBENCH_RUN_ID, MIGBENCH_RUN_DIR, MIGBENCH_ATTEMPT and, when `resume` (default: from the
+    second attempt on; the launcher passes whether an earlier attempt really started its run),
     MIGBENCH_RESUME=1."""
     rdir = run_dir(state_dir, run.id)
     values = {"run_id": run.id, "run_dir": str(rdir), "attempt": str(int(attempt))}
@@ -176,7 +191,7 @@ def build_spec(
             "MIGBENCH_ATTEMPT": str(int(attempt)),
         }
     )
-    if attempt > 1:
+    if (attempt > 1) if resume is None else resume:
         env["MIGBENCH_RESUME"] = "1"
     else:
         env.pop("MIGBENCH_RESUME", None)
@@ -195,6 +210,7 @@ def build_spec(
         timeout_s=None if run.timeout_s is None else float(run.timeout_s),
         stop_grace_s=float(grace),
         params=dict(run.params),
+        env_passthrough=plan.launch.env_passthrough,
     )
 
 
@@ -208,24 +224,46 @@ def _workdir(plan: Plan, run: PlanRun) -> Path:
 
 
 def _symlink_atomic(target: str, link: Path) -> None:
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    """Point `link` at `target` through a uniquely named temporary link and a rename."""
+    for _ in range(100):
+        tmp = link.with_name(f".{link.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.symlink(target, tmp)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 64 random bits
+        raise FileExistsError(f"cannot make a temporary link next to {link}")
     try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+        os.replace(tmp, link)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def attempt_started(adir: Path) -> bool:
+    """Whether the attempt in `adir` ran its command (its process passed the shim's gate), or has
+    an outcome."""
+    return (adir / STARTED_NAME).exists() or (adir / "exit.json").exists()
 
 
 def prepare_attempt(spec: RunSpec) -> None:
-    """Create the attempt directory with `cmd.json`, the run's `params.json`, and point `latest`
-    (and the run dir's `stdout.log` / `stderr.log`) at it."""
+    """Create the attempt directory with `cmd.json` and the space reserved for `exit.json`, the
+    run's `params.json`, and point `latest` (and the run dir's `stdout.log` / `stderr.log`) at it.
+    An attempt directory that never started its run (a launcher died before its shim forked) is
+    reused; one that did is refused (FileExistsError), so a recorded attempt is never overwritten.
+    Raises OSError (ENOSPC on a full disk) before any process exists."""
     rdir = Path(spec.run_dir)
     adir = Path(spec.attempt_dir)
-    adir.mkdir(parents=True, exist_ok=True)
+    make_dirs(adir)
+    if attempt_started(adir):
+        raise FileExistsError(f"{adir} holds an attempt that ran; the launcher's state is behind its run directories")
     params = rdir / "params.json"
     if not params.exists():
         write_json_atomic(params, {"run_id": spec.run_id, "params": spec.params})
+    reserve = adir / RESERVE_NAME
+    if not reserve.exists():
+        reserve_file(reserve)
     write_json_atomic(adir / "cmd.json", spec.cmd_doc())
     _symlink_atomic(adir.name, rdir / "latest")
     for name in ("stdout.log", "stderr.log"):
@@ -249,16 +287,19 @@ class Outcome:
 
 
 def outcome_of(doc: dict[str, Any] | None) -> Outcome | None:
-    """The outcome in an `exit.json` document, or None when there is none yet."""
+    """The outcome in an `exit.json` document, or None when there is none yet (or it is not one)."""
     if doc is None or "returncode" not in doc:
         return None
-    return Outcome(
-        returncode=int(doc["returncode"]),
-        exit_code=doc.get("exit_code"),
-        signal=doc.get("signal"),
-        oom=bool(doc.get("oom")),
-        oom_line=doc.get("oom_line"),
-        timed_out=bool(doc.get("timed_out")),
-        exec_error=doc.get("exec_error"),
-        ended_at=float(doc.get("ended_at") or time.time()),
-    )
+    try:
+        return Outcome(
+            returncode=int(doc["returncode"]),
+            exit_code=None if doc.get("exit_code") is None else int(doc["exit_code"]),
+            signal=None if doc.get("signal") is None else int(doc["signal"]),
+            oom=bool(doc.get("oom")),
+            oom_line=None if doc.get("oom_line") is None else str(doc["oom_line"]),
+            timed_out=bool(doc.get("timed_out")),
+            exec_error=None if doc.get("exec_error") is None else str(doc["exec_error"]),
+            ended_at=float(doc.get("ended_at") or time.time()),
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None

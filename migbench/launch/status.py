@@ -6,8 +6,10 @@ Everything here opens `launch.db` read-only except `request_stop`, which sets th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from migbench.errors import MigbenchError
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
-from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path
+from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
 from migbench.state import state_dir_of_file
 
 
@@ -37,11 +39,42 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     ]
 
 
+def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The parameters of runs `ids`: from `<state dir>/<run>/params.json` (written when a run first
+    starts), and from the plan file for runs that never started (read only then: a 30,000-run plan
+    is seconds of YAML). Runs whose parameters cannot be found are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    missing = []
+    for rid in ids:
+        try:
+            doc = json.loads((sd / rid / "params.json").read_text())
+        except (OSError, ValueError):
+            missing.append(rid)
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+            out[rid] = doc["params"]
+        else:
+            missing.append(rid)
+    if missing and plan_file:
+        from migbench.plan import Plan
+
+        try:
+            plan = Plan.load(plan_file)
+        except (MigbenchError, OSError, ValueError):
+            return out
+        want = set(missing)
+        out.update({r.id: dict(r.params) for r in plan.runs if r.id in want})
+    return out
+
+
 def open_state(sd: Path) -> Store:
-    db = db_path(sd)
-    if not db.exists():
-        raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint="start one with `migbench launch PLAN`")
-    return Store.open_readonly(db)
+    """`launch.db` opened read-only, checked first: a missing, empty or damaged file is a
+    MigbenchError saying so and how to recover (see `store.read_state`)."""
+    return open_checked(sd)
+
+
+def launcher_alive(sd: Path) -> bool:
+    return bool(read_state(sd, lambda st: launcher_doc(st.launcher()))["alive"])
 
 
 def launcher_doc(row: LauncherRow | None) -> dict[str, Any]:
@@ -86,13 +119,7 @@ def runs_to_show(doc: dict[str, Any], all_runs: bool = False) -> tuple[list[dict
 
 def status_doc(sd: Path) -> dict[str, Any]:
     """`status --json`'s `runs` part: the launcher, counts per state, and every run."""
-    st = open_state(sd)
-    try:
-        rows = st.runs()
-        launcher = st.launcher()
-        meta = {k: st.meta(k) for k in ("sweep", "plan_file", "plan_sha256")}
-    finally:
-        st.close()
+    rows, launcher, meta = read_state(sd, lambda st: (st.runs(), st.launcher(), {k: st.meta(k) for k in ("sweep", "plan_file", "plan_sha256")}))
     now = time.time()
     counts = {s: 0 for s in STATES}
     runs = []
@@ -170,18 +197,17 @@ def host_doc(host: Any) -> dict[str, Any]:
 def request_stop(sd: Path, *, now: bool = False) -> int:
     """Ask the launcher of `sd` to stop: graceful (SIGTERM the runs, wait the grace, SIGKILL) or,
     with `now`, SIGKILL the runs at once. Returns the launcher's PID."""
-    db = db_path(sd)
-    if not db.exists():
-        raise MigbenchError(f"no launch state in {sd}", hint="nothing to stop; start a launch with `migbench launch PLAN`")
-    st = Store.create(db)
+    row = read_state(sd, lambda st: st.launcher())
+    if row is None or row.state == "exited" or not process_alive(row.pid, row.create_time):
+        raise MigbenchError(f"no launcher is running for {sd}", hint="`migbench status` shows the runs; `migbench launch PLAN` resumes them")
     try:
-        row = st.launcher()
-        if row is None or row.state == "exited" or not process_alive(row.pid, row.create_time):
-            raise MigbenchError(f"no launcher is running for {sd}", hint="`migbench status` shows the runs; `migbench launch PLAN` resumes them")
-        with st.transaction():
-            st.set_launcher(stop_requested=max(int(row.stop_requested or 0), 2 if now else 1))
-    finally:
-        st.close()
+        conn = sqlite3.connect(str(db_path(sd)), timeout=10.0, isolation_level=None)
+        try:
+            conn.execute("UPDATE launcher SET stop_requested = MAX(COALESCE(stop_requested, 0), ?) WHERE id = 1", (2 if now else 1,))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise MigbenchError(f"cannot ask the launcher to stop through {db_path(sd)}: {exc}", hint=f"signal it: `kill {row.pid}`") from None
     try:
         os.kill(int(row.pid or 0), signal.SIGTERM)
     except ProcessLookupError:
@@ -193,11 +219,7 @@ def wait_stopped(sd: Path, pid: int, timeout_s: float) -> bool:
     """Wait until the launcher `pid` of `sd` has exited. True when it did within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        st = open_state(sd)
-        try:
-            row = st.launcher()
-        finally:
-            st.close()
+        row = read_state(sd, lambda st: st.launcher())
         if row is None or row.pid != pid or row.state == "exited" or not process_alive(row.pid, row.create_time):
             return True
         time.sleep(0.1)
@@ -208,11 +230,7 @@ def log_file(sd: Path, run_id: str, *, attempt: int | None = None, stderr: bool 
     """The stdout (or stderr) log of a run's attempt (default: the latest). Returns (path, attempt,
     the run's state)."""
     check_run_id(run_id)
-    st = open_state(sd)
-    try:
-        rows = st.runs()
-    finally:
-        st.close()
+    rows = read_state(sd, lambda st: st.runs())
     row = rows.get(run_id)
     if row is None:
         close = sorted(r for r in rows if r.startswith(run_id.split("-")[0]))[:5]
@@ -230,9 +248,5 @@ def log_file(sd: Path, run_id: str, *, attempt: int | None = None, stderr: bool 
 
 
 def run_state(sd: Path, run_id: str) -> tuple[str, int]:
-    st = open_state(sd)
-    try:
-        row = st.runs().get(run_id)
-    finally:
-        st.close()
+    row = read_state(sd, lambda st: st.runs().get(run_id))
     return (row.state, row.attempt) if row else ("missing", 0)

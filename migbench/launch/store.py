@@ -14,13 +14,16 @@ Readers (`status`, `logs`) open the file read-only.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from migbench.fsutil import create_private
 
 SCHEMA_VERSION = 1
 DB_NAME = "launch.db"
@@ -193,7 +196,14 @@ class Store:
         """Open (creating if needed) for writing: WAL journal, NORMAL sync (durable across a crash of
         the launcher; a power cut may lose the last transactions, never corrupt the file)."""
         p = Path(path)
+        if not p.exists():  # created with the state mode; sqlite gives its -wal/-shm files the same
+            os.close(create_private(p, os.O_WRONLY))
         conn = sqlite3.connect(str(p), timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            check_integrity(conn)
+        except sqlite3.Error:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
@@ -267,6 +277,16 @@ class Store:
             (row.id, row.attempt, row.instance, row.mig_uuid, row.start_at, "running"),
         )
 
+    def record_attempt(self, run_id: str, attempt: int, instance: str | None, mig_uuid: str | None, start_at: float | None, res: Any) -> None:
+        """An attempt known only from its directory (a rebuild): `res` is its `spec.Outcome` or None."""
+        outcome = "unknown" if res is None else ("succeeded" if res.returncode == 0 else "oom" if res.oom else "failed")
+        self.conn.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, attempt, instance, mig_uuid, start_at, end_at, outcome, exit_code, signal, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, attempt, instance, mig_uuid, start_at, None if res is None else res.ended_at, outcome,
+             None if res is None else res.returncode, None if res is None else res.signal, "rebuilt from the run directory"),
+        )
+
     def end_attempt(self, end: AttemptEnd) -> None:
         self.conn.execute(
             "UPDATE attempts SET end_at = ?, outcome = ?, exit_code = ?, signal = ?, peak_mib = ?, error = ? "
@@ -307,3 +327,83 @@ class Store:
 
 def db_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / DB_NAME
+
+
+def _errname(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """The file is not a usable launch database (damaged, not sqlite, or without its tables)."""
+    text = str(exc).lower()
+    return _errname(exc).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or any(
+        m in text for m in ("malformed", "not a database", "no such table", "no such column")
+    )
+
+
+def is_full(exc: sqlite3.Error) -> bool:
+    """The disk (or quota) is full."""
+    return _errname(exc).startswith("SQLITE_FULL") or "disk is full" in str(exc).lower()
+
+
+def check_integrity(conn: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError unless `PRAGMA quick_check` finds the file sound."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    if [r[0] for r in rows] != ["ok"]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0] if rows else 'no answer'})")
+
+
+T = TypeVar("T")
+
+
+_RECOVER = (
+    "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories "
+    "(finished runs are not run again)"
+)
+
+
+def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
+    from migbench.errors import MigbenchError
+
+    try:
+        empty = db.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_RECOVER)
+    if is_corrupt(exc):
+        return MigbenchError(f"{db} is damaged: {exc}", hint=_RECOVER)
+    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _RECOVER)
+
+
+def open_checked(sd: Path) -> Store:
+    """`<sd>/launch.db` opened read-only after a quick integrity check; a missing, empty or damaged
+    file is a MigbenchError that says so and how to recover (never a traceback)."""
+    from migbench.errors import MigbenchError
+
+    db = db_path(sd)
+    if not db.exists():
+        raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint="start one with `migbench launch PLAN`")
+    try:
+        st = Store.open_readonly(db)
+    except sqlite3.Error as exc:
+        raise MigbenchError(f"cannot open {db}: {exc}", hint="check the file's permissions") from None
+    try:
+        check_integrity(st.conn)
+        st.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        st.conn.execute("SELECT 1 FROM launcher LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        st.close()
+        raise _unreadable(db, exc) from None
+    return st
+
+
+def read_state(sd: Path, fn: Callable[[Store], T]) -> T:
+    """`fn(store)` on `<sd>/launch.db` opened read-only (`open_checked`), its errors said as such."""
+    st = open_checked(sd)
+    try:
+        return fn(st)
+    except sqlite3.Error as exc:
+        raise _unreadable(db_path(sd), exc) from None
+    finally:
+        st.close()

@@ -10,7 +10,17 @@
     abandoned: unplaced by the plan, gone from a --force'd plan, or unable ever to start.
 
 `starting` is committed before the shim is spawned and `running` (with the shim's PID and create
-time) right after, so a launcher killed at any point leaves enough to recover from.
+time) right after, so a launcher killed at any point leaves enough to recover from. Starts happen
+under the host lock, held shared (`gate.HostGate`): none while `apply` changes GPUs; the bindings
+are re-read there, so runs follow instances an apply or a rollback re-bound.
+
+## A shim that dies
+
+The launcher is its shims' child subreaper: when a shim is killed while its run works, the run is
+re-parented to the launcher, which keeps it on its instance, waits for it and writes its
+`exit.json` (the run is never started a second time). A shim that dies before its run started
+(no `child.json`) is retried; the run then gets MIGBENCH_RESUME=1 only if an earlier attempt of it
+really started.
 
 ## Adoption (a launcher starting on existing state)
 
@@ -21,6 +31,18 @@ shim gone without `exit.json` -> the run died with the host process: kill what i
 process group and re-queue it (the next attempt gets MIGBENCH_RESUME=1). `interrupted` runs are
 re-queued. Finished runs are never started again. Results taken after a launcher that died during
 its staged shutdown count as interrupted, not failed.
+
+The run directories are a second record: when `launch.db` is missing, empty, damaged (moved aside)
+or behind them, each run's state is rebuilt from its attempt directories (`rebuild`), and an
+attempt directory whose run started is never reused.
+
+## When the state cannot be written
+
+A full disk stops new starts (with the reason) while running runs finish; their outcomes are kept
+(the shim writes `exit.json` into space reserved before the start; the launcher keeps what sqlite
+could not write in memory and retries). A state directory deleted or damaged under a running
+launcher is noticed, said, and re-created from the launcher's memory; no new run starts. Both end
+with exit code 1 and the reason.
 
 ## The queue
 
@@ -42,67 +64,63 @@ Changes are written in one transaction per wake-up.
 
 ## Exit codes of `launch`
 
-0 every run succeeded; 1 some run failed, ran out of memory or was abandoned; 3 the flapping guard
-stopped launching; 130 stopped by a signal or `migbench stop` (runs left `interrupted`/`queued`).
+0 every run succeeded; 1 some run failed, ran out of memory or was abandoned, or the state could
+not be written (full disk, deleted state directory) or an instance lost its binding; 3 the flapping
+guard stopped launching; 130 stopped by a signal or `migbench stop` (runs left
+`interrupted`/`queued`).
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
-import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from migbench.backend.select import sim_dir, use_simulated_host
+from migbench.backend.select import host_lock_path, sim_dir, use_simulated_host
 from migbench.duration import Demand
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, os_reason
+from migbench.fsutil import NO_SPACE
+from migbench.launch.gate import HostGate
+from migbench.launch.keeper import Keeper
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
     EXIT_FAILED,
     EXIT_FLAPPING,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    LOCK_NAME,
-    OOM_RANK_SHIFT,
-    PKG_ROOT,
     LaunchOptions,
     LaunchResult,
 )
+from migbench.launch.outcomes import Active, Outcomes
 from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
-from migbench.launch.procs import LauncherLock, create_time_of, find_shim, kill_group, process_alive, read_json
+from migbench.launch.procs import (
+    create_time_of,
+    find_shim,
+    kill_group,
+    process_alive,
+    read_json,
+    reap_strays,
+    set_child_subreaper,
+    spawn_shim,
+    wait_group_gone,
+)
 from migbench.launch.queue import Queues, Waiting
-from migbench.launch.spec import Outcome, RunSpec, attempt_dir, build_spec, outcome_of, prepare_attempt
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store, db_path
+from migbench.launch.rebuild import rebuild_row, scan_attempts
+from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, outcome_of, prepare_attempt
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store
+from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
+from migbench.state import configure_modes
 
 
-@dataclass
-class Active:
-    """A run whose shim is alive (ours or adopted)."""
-
-    run_id: str
-    attempt: int
-    instance: str
-    adir: Path
-    shim_pid: int
-    shim_ctime: float | None
-    popen: subprocess.Popen | None = None  # None when adopted from an earlier launcher
-    child_pid: int | None = None
-    child_pgid: int | None = None
-    shared: bool = False  # another run shared its instance at some point
-    stop_signaled: bool = False
-
-
-class Supervisor:
+class Supervisor(Outcomes):
     """One launcher process over one plan's state dir. `run()` returns when nothing is left to do."""
 
     def __init__(self, prep: Prepared, opts: LaunchOptions, out: TextIO | None = None):
@@ -127,6 +145,7 @@ class Supervisor:
         self.launcher_updates: dict[str, Any] = {}
         self.early_failures: list[tuple[float, str]] = []
         self.flapping: str | None = None
+        self.halted: str | None = None  # why no run starts any more (full disk, lost state, unbound instances)
         self.draining = False
         self.stopping = False
         self.killed = False
@@ -135,15 +154,20 @@ class Supervisor:
         self.signals: list[int] = []
         self.signal_count = 0
         self.touched: list[str] | None = None  # instances to reconsider; None: all (first pass)
-        self.store: Store | None = None
-        self._wake_r: int | None = None
-        self._old_handlers: dict[int, Any] = {}
-        self._old_wakeup: int | None = None
+        self.keeper = Keeper(self.sd)
+        self.gate = HostGate(host_lock_path(), self.sd / "bindings.json", prep.uuid_of, self.say)
+        self.wakeup = Wakeup()
+        self.subreaper = False
         self.sampler = MemorySampler(self.mem_poll_s)
         self._mem_warned = False
         self.prev_stopping = False
         self.t0 = time.time()  # the sweep's start (first launch), for the plan's estimated starts
         self.lend_at: float | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self.keeper.store is not None
+        return self.keeper.store
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -151,25 +175,21 @@ class Supervisor:
             self.out.write(f"{time.strftime('%H:%M:%S')} {text}\n")
             self.out.flush()
         except (OSError, ValueError):
-            pass  # a closed terminal must not stop the supervisor
+            pass  # a closed terminal (or a full disk under launcher.log) must not stop the supervisor
 
     # -- entry -----------------------------------------------------------------------------------
     def run(self) -> LaunchResult:
+        configure_modes(self.plan)
         with ExitStack() as stack:
-            try:
-                self.sd.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(LauncherLock(self.sd / LOCK_NAME))
-                self.store = Store.create(db_path(self.sd))
-            except (OSError, sqlite3.Error) as exc:
-                raise MigbenchError(
-                    f"cannot use the state directory {self.sd}: {getattr(exc, 'strerror', None) or exc}",
-                    hint="check its permissions and free space, or pass --state-dir",
-                ) from None
-            stack.callback(self.store.close, checkpoint=True)
+            note = self.keeper.open(stack)
+            if note:
+                self.say(note)
+            self.subreaper = set_child_subreaper(True)
+            stack.callback(set_child_subreaper, False)
             self._init_state()
-            self._install_signals()
+            self.wakeup.install(self.signals.append)
             stack.callback(self.sampler.stop)
-            stack.callback(self._restore_signals)
+            stack.callback(self.wakeup.restore)
             self.say(f"launching {self.plan.name}: {len(self.rows)} runs; state and logs in {self.sd}")
             self._recover()
             self._loop()
@@ -178,7 +198,6 @@ class Supervisor:
     # -- state -----------------------------------------------------------------------------------
     def _init_state(self) -> None:
         st = self.store
-        assert st is not None
         old_sha = st.meta("plan_sha256")
         if old_sha and old_sha != self.prep.sha256 and not self.opts.force:
             raise MigbenchError(
@@ -196,6 +215,7 @@ class Supervisor:
         pos = {rid: n for i in self.plan.instances for n, rid in enumerate(i.runs)}  # queue rank, as replay
         placed = {r.id for r in order}
         changed: list[RunRow] = []
+        history: list[tuple[RunRow, Any]] = []
         for n, r in enumerate(order):
             key = r.instance_key or ""
             row = rows.get(r.id)
@@ -211,6 +231,10 @@ class Supervisor:
                     row.queue, row.rank, row.need_mib = key, pos.get(r.id, n), r.memory_mib
                 if row.state == "abandoned":
                     row.state, row.last_error = "queued", None
+            disk = scan_attempts(self.sd, r.id)
+            if disk and disk[-1].n > row.attempt:  # the database is behind the run's directory
+                rebuild_row(row, disk, retries_of(self.plan, r))
+                history.extend((row, d) for d in disk)
             changed.append(row)
             rows[r.id] = row
         for n, u in enumerate(self.plan.unplaced):
@@ -225,92 +249,99 @@ class Supervisor:
                 row.state, row.last_error = "abandoned", "no longer in the plan"
                 changed.append(row)
         self.rows = rows
-        with st.transaction():
+        if history:
+            kinds = Counter(row.state for row in {id(r): r for r, _ in history}.values())
+            self.say(
+                f"rebuilt {sum(kinds.values())} run(s) from their directories (launch.db had no record of them): "
+                + ", ".join(f"{k} {s}" for s, k in sorted(kinds.items()))
+            )
+        first = st.meta("sweep_started_at")
+        self.t0 = float(first) if first is not None else now
+
+        def write(st: Store) -> None:
             st.save_runs(changed)
+            for row, d in history:
+                st.record_attempt(row.id, d.n, d.instance, d.mig_uuid, d.started_at, d.outcome)
             st.set_meta("plan_sha256", self.prep.sha256)
             st.set_meta("plan_file", str(Path(self.plan.path or "").resolve()))
             st.set_meta("sweep", self.plan.name)
-            first = st.meta("sweep_started_at")
             if first is None:
                 st.set_meta("sweep_started_at", repr(now))
-            self.t0 = float(first) if first is not None else now
-            st.replace_launcher(
-                LauncherRow(
-                    pid=os.getpid(), create_time=create_time_of(os.getpid()), started_at=now, heartbeat_at=now,
-                    state="running", stop_requested=0, lend=int(self.opts.lend), drain=int(self.opts.drain),
-                    plan_file=str(Path(self.plan.path or "").resolve()),
-                    log_file=os.environ.get("MIGBENCH_LAUNCHER_LOG"),
-                )
+            st.replace_launcher(self._launcher_row(now))
+
+        trouble = self.keeper.write(write)
+        if trouble is not None:
+            raise MigbenchError(
+                f"cannot record the launch: {trouble.message}", hint="free space in the state directory, then launch again; nothing was started"
             )
 
+    def _launcher_row(self, now: float) -> LauncherRow:
+        return LauncherRow(
+            pid=os.getpid(), create_time=create_time_of(os.getpid()), started_at=now, heartbeat_at=now,
+            state="running", stop_requested=0, lend=int(self.opts.lend), drain=int(self.opts.drain),
+            plan_file=str(Path(self.plan.path or "").resolve()), log_file=os.environ.get("MIGBENCH_LAUNCHER_LOG"),
+        )
+
     def _flush(self) -> None:
-        st = self.store
-        assert st is not None
         if not (self.dirty or self.ended or self.launcher_updates):
             return
-        with st.transaction():
-            st.save_runs(self.rows[r] for r in sorted(self.dirty))
-            for end in self.ended:
+        rows = [self.rows[r] for r in sorted(self.dirty)]
+        ended, updates = list(self.ended), dict(self.launcher_updates)
+
+        def write(st: Store) -> None:
+            st.save_runs(rows)
+            for end in ended:
                 st.end_attempt(end)
-            if self.launcher_updates:
-                st.set_launcher(**self.launcher_updates)
+            if updates:
+                st.set_launcher(**updates)
+
+        trouble = self.keeper.write(write)
+        if trouble is not None and trouble.full:
+            self._halt(f"{trouble.message}: stopped starting runs (running runs finish; what could not be written is kept and retried)")
+            return
+        if trouble is not None:
+            self._state_lost(trouble.message)
         self.dirty.clear()
         self.ended.clear()
         self.launcher_updates.clear()
 
+    def _halt(self, reason: str) -> None:
+        """Start nothing more (running runs go on), say why once; the launch ends with exit code 1."""
+        if self.halted is None:
+            self.halted = reason
+            self.say(reason)
+            self.launcher_updates.update(stop_reason=reason)
+
+    def _state_lost(self, why: str) -> None:
+        """The database was deleted or damaged under us: say so, start nothing more, and write the
+        state again from memory, so `status` still shows it."""
+        self._halt(f"{why}: starting no new runs; running runs finish")
+        now = time.time()
+
+        def fill(st: Store) -> None:
+            st.set_meta("plan_sha256", self.prep.sha256)
+            st.set_meta("plan_file", str(Path(self.plan.path or "").resolve()))
+            st.set_meta("sweep", self.plan.name)
+            st.set_meta("sweep_started_at", repr(self.t0))
+            st.save_runs(self.rows.values())
+            for row in self.rows.values():
+                if row.attempt:
+                    st.begin_attempt(row)
+            for end in self.ended:
+                st.end_attempt(end)
+            st.replace_launcher(replace(self._launcher_row(now), stop_reason=self.halted))
+
+        problem = self.keeper.recreate(fill)
+        if problem is None:
+            self.say(f"re-created {self.keeper.db} from the launcher's memory")
+        else:
+            self.say(f"could not re-create the state ({problem}); each run's outcome stays in its exit.json")
+
     # -- signals ---------------------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self._wake_r = r
-        self._wake_w = w
-        try:
-            self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        except ValueError:  # not the main thread: no signals, plain polling
-            self._old_wakeup = None
-            return
-
-        def on_stop(signum: int, _frame: Any) -> None:
-            self.signals.append(signum)
-
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[s] = signal.signal(s, on_stop)
-        self._old_handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
-
-    def _restore_signals(self) -> None:
-        for s, h in self._old_handlers.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self._old_handlers.clear()
-        if self._old_wakeup is not None:
-            signal.set_wakeup_fd(self._old_wakeup)
-        for fd in (self._wake_r, getattr(self, "_wake_w", None)):
-            if fd is not None:
-                os.close(fd)
-        self._wake_r = None
-
-    def _sleep(self, timeout: float) -> None:
-        if self._wake_r is None:
-            time.sleep(max(0.0, timeout))
-            return
-        try:
-            ready, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
-        except InterruptedError:
-            ready = []
-        if ready:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-
     def _handle_stop_requests(self) -> None:
         """`migbench stop` (a flag in the database, then SIGTERM) and signals. The flag is read
         first, so the SIGTERM that `stop` sends with it counts as the same request."""
-        st = self.store
-        assert st is not None
-        row = st.conn.execute("SELECT stop_requested FROM launcher WHERE id = 1").fetchone()
-        req = int(row[0]) if row and row[0] else 0
+        req = self.keeper.stop_requested()
         if req >= 2 and not self.killed:
             self._kill_now("`migbench stop --now`: killing every run now")
         elif req == 1 and not self.stopping:
@@ -360,6 +391,9 @@ class Supervisor:
 
     def _signal_run(self, a: Active, sig: int) -> None:
         a.stop_signaled = True
+        if a.orphan:
+            kill_group(a.child_pgid, sig)
+            return
         if a.popen is not None:
             alive = a.popen.poll() is None
         else:
@@ -411,13 +445,18 @@ class Supervisor:
                     self._on_exit(a, res, None)
                     taken += 1
                     continue
+                requeued += 1
+                row.end_at = time.time()
                 child = read_json(adir / "child.json") or {}
                 if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
+                    wait_group_gone(int(child["pgid"]))
                     self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
-                row.end_at = time.time()
+                if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
+                    self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
+                    self._requeue(row, f"attempt {row.attempt} never started its run")
+                    continue
                 self.ended.append(AttemptEnd.of(row, "lost", "the run's shim was gone without a result (the launcher's host process died)"))
                 self._requeue(row, f"attempt {row.attempt} was lost with its shim")
-                requeued += 1
             elif row.state == "interrupted":
                 self._requeue(row, row.last_error)
                 requeued += 1
@@ -445,6 +484,10 @@ class Supervisor:
             self.touched.append(key)
 
     # -- the loop --------------------------------------------------------------------------------
+    def _blocked(self) -> bool:
+        """No run starts now: stopping, draining, flapping, or halted."""
+        return bool(self.stopping or self.draining or self.flapping or self.halted)
+
     def _loop(self) -> None:
         next_beat = time.monotonic() + 5.0
         self.sampler.start()
@@ -472,16 +515,24 @@ class Supervisor:
             if self.lend_at is not None:
                 timeout = min(timeout, max(0.0, self.lend_at - time.time()))
             self.sampler.wanted = bool(self.active)
-            self._sleep(timeout)
+            self.wakeup.sleep(timeout)
 
     def _nothing_left(self, wait_until: float | None) -> bool:
-        if self.stopping or self.draining or self.flapping:
+        if self._blocked():
             return True
         queued = [r for r in self.rows.values() if r.state == "queued" and r.id in self.plan_runs]
         if not queued:
             return True
-        if wait_until is not None:
-            return False  # a retry waits out its backoff
+        if wait_until is not None or self.gate.waiting is not None:
+            return False  # a retry waits out its backoff, or the starts wait for an apply
+        unbound = [r for r in queued if r.queue in self.gate.unbound]
+        if unbound:
+            keys = sorted({r.queue or "" for r in unbound})
+            self._halt(
+                f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)}, which bindings.json no longer binds: "
+                f"run `migbench apply {self.plan.path}`, then `migbench launch` again"
+            )
+            return True
         for r in queued:  # nothing runs, nothing waits, and still nothing started: they never will
             r.state = "abandoned"
             r.last_error = f"cannot start: needs {r.need_mib} MiB on {r.queue}, which never has room"
@@ -493,6 +544,9 @@ class Supervisor:
     def _reap(self) -> None:
         for _rid, a in list(self.active.items()):
             rc: int | None = None
+            if a.orphan:
+                self._reap_orphan(a)
+                continue
             if a.popen is not None:
                 rc = a.popen.poll()
                 if rc is None:
@@ -500,7 +554,13 @@ class Supervisor:
             elif process_alive(a.shim_pid, a.shim_ctime):
                 continue
             res = outcome_of(read_json(a.adir / "exit.json"))
+            if res is None and a.popen is not None and self._shim_died(a, rc):
+                continue
             self._on_exit(a, res, rc)
+        if self.subreaper:
+            keep = {a.popen.pid for a in self.active.values() if a.popen is not None}
+            keep |= {a.child_pid for a in self.active.values() if a.orphan and a.child_pid}
+            reap_strays(keep)
 
     def _waiting(self, now: float) -> list[Waiting]:
         out = []
@@ -508,7 +568,7 @@ class Supervisor:
             if row.state != "queued":
                 continue
             pr = self.plan_runs.get(row.id)
-            if pr is None or row.queue not in self.inst:
+            if pr is None or row.queue not in self.inst or row.queue in self.gate.unbound:
                 continue
             out.append(
                 Waiting(
@@ -544,77 +604,107 @@ class Supervisor:
                     self.dirty.add(r.id)
                     self._touch(r.queue)
         wait_until = min(backoffs) if backoffs else None
-        if self.stopping or self.draining or self.flapping:
+        if self._blocked():
             return wait_until
-        if self.touched is not None and not self.touched:
+        if self.touched is not None and not self.touched and self.gate.waiting is None:
             return wait_until
-        touched, self.touched = self.touched, []
-        starts = self.queues.pick(self._waiting(now), self._running_jobs(), touched, elapsed_s=now - self.t0)
-        due = self.queues.deferred_until_s
-        self.lend_at = None if due is None else self.t0 + due + 0.001  # a held-back head becomes late
-        if starts:
-            self._start(starts)
+        if not any(r.state == "queued" for r in self.rows.values()):
+            return wait_until
+        if not self.gate.enter():
+            return wait_until  # an apply changes GPUs: try again at the next wake-up
+        try:
+            touched, self.touched = self.touched, []
+            starts = self.queues.pick(self._waiting(now), self._running_jobs(), touched, elapsed_s=now - self.t0)
+            due = self.queues.deferred_until_s
+            self.lend_at = None if due is None else self.t0 + due + 0.001  # a held-back head becomes late
+            starts = [(rid, key) for rid, key in starts if key not in self.gate.unbound]
+            if starts:
+                self._start(starts)
+        finally:
+            self.gate.leave()
         return wait_until
 
     # -- starting --------------------------------------------------------------------------------
     def _start(self, starts: list[tuple[str, str]]) -> None:
-        st = self.store
-        assert st is not None
         now = time.time()
         specs: list[RunSpec] = []
+        before = {rid: replace(self.rows[rid]) for rid, _ in starts}
         for rid, key in starts:
             row = self.rows[rid]
-            row.attempt += 1
+            attempt = row.attempt + 1
+            resume = any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
+            spec = build_spec(
+                self.plan, self.plan_runs[rid], instance=key, mig_uuid=self.prep.uuid_of[key], attempt=attempt, state_dir=self.sd, resume=resume
+            )
+            try:
+                prepare_attempt(spec)
+            except OSError as exc:
+                self._cannot_prepare(spec, exc)
+                break
+            specs.append(spec)
+        for spec in specs:
+            row = self.rows[spec.run_id]
+            row.attempt = spec.attempt
             row.state = "starting"
-            row.instance = key
-            row.mig_uuid = self.prep.uuid_of[key]
-            row.instance_mib = self.inst[key].memory_mib
+            row.instance = spec.instance
+            row.mig_uuid = spec.mig_uuid
+            row.instance_mib = self.inst[spec.instance].memory_mib
             row.start_at, row.end_at, row.not_before = now, None, None
             row.exit_code = row.signal = row.peak_mib = None
             row.shim_pid = row.shim_create_time = row.child_pid = row.child_pgid = None
-            spec = build_spec(self.plan, self.plan_runs[rid], instance=key, mig_uuid=row.mig_uuid, attempt=row.attempt, state_dir=self.sd)
-            prepare_attempt(spec)
-            specs.append(spec)
-        with st.transaction():  # the intent is on disk before any process exists
-            st.save_runs(self.rows[rid] for rid, _ in starts)
-            for rid, _ in starts:
-                st.begin_attempt(self.rows[rid])
+
+        def commit(st: Store) -> None:
+            st.save_runs(self.rows[s.run_id] for s in specs)
+            for s in specs:
+                st.begin_attempt(self.rows[s.run_id])
+
+        trouble = self.keeper.write(commit) if specs else None  # the intent is on disk before any process exists
+        if trouble is not None:
+            for s in specs:
+                self.rows[s.run_id] = before[s.run_id]
+            self._halt(f"cannot record the starts ({trouble.message}): stopped starting runs; running runs finish")
+            return
         _crash_point("before-spawn")
         for spec in specs:
-            row = self.rows[spec.run_id]
-            adir = Path(spec.attempt_dir)
-            try:
-                with open(adir / "shim.log", "ab") as log:
-                    p = subprocess.Popen(
-                        [sys.executable, "-m", "migbench.launch.shim", str(adir)],
-                        cwd=str(PKG_ROOT),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        start_new_session=True,
-                        close_fds=True,
-                    )
-            except OSError as exc:
-                row.end_at = time.time()
-                self._failed_attempt(row, f"cannot start the shim: {exc}", "failed", early=True)
-                continue
-            row.shim_pid, row.shim_create_time, row.state = p.pid, create_time_of(p.pid), "running"
-            a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p)
-            self.active[spec.run_id] = a
-            self._mark_shared(spec.instance, spec.run_id)
-            self.dirty.add(spec.run_id)
-            _crash_point("after-spawn")
-            where = self.inst[spec.instance]
-            note = ""
-            if spec.instance != row.queue:
-                note = f" (lent: queued on {row.queue})"
-            elif row.queue != row.home:
-                note = f" (moved from {row.home} after an OOM)"
-            self.say(
-                f"start {spec.run_id} attempt {spec.attempt} on GPU {where.gpu} {where.profile}@{where.start} "
-                f"{spec.mig_uuid}{note}"
-            )
+            self._spawn(spec)
         self._flush()
+
+    def _cannot_prepare(self, spec: RunSpec, exc: OSError) -> None:
+        where = exc.filename or spec.attempt_dir
+        if exc.errno in NO_SPACE:
+            self._halt(f"no space left on the device for {where}: stopped starting runs (running runs finish and keep their outcomes)")
+        elif isinstance(exc, FileExistsError):
+            self._halt(f"{exc}: stopped starting runs (launch again: the launcher then rebuilds its state from the run directories)")
+        else:
+            self._halt(f"cannot prepare {spec.run_id}'s attempt {spec.attempt} ({where}: {os_reason(exc)}): stopped starting runs")
+
+    def _spawn(self, spec: RunSpec) -> None:
+        row = self.rows[spec.run_id]
+        adir = Path(spec.attempt_dir)
+        try:
+            p = spawn_shim(adir)
+        except OSError as exc:
+            row.end_at = time.time()
+            if exc.errno in NO_SPACE:
+                self.ended.append(AttemptEnd.of(row, "lost", f"not started: {exc}"))
+                self._requeue(row, f"attempt {row.attempt} not started: {os_reason(exc)}")
+                self._halt(f"no space left on the device for {adir / 'shim.log'}: stopped starting runs")
+                return
+            self._failed_attempt(row, f"cannot start the shim: {exc}", "failed", early=True)
+            return
+        row.shim_pid, row.shim_create_time, row.state = p.pid, create_time_of(p.pid), "running"
+        a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p)
+        self.active[spec.run_id] = a
+        self._mark_shared(spec.instance, spec.run_id)
+        self.dirty.add(spec.run_id)
+        _crash_point("after-spawn")
+        where = self.inst[spec.instance]
+        note = ""
+        if spec.instance != row.queue:
+            note = f" (lent: queued on {row.queue})"
+        elif row.queue != row.home:
+            note = f" (moved from {row.home} after an OOM)"
+        self.say(f"start {spec.run_id} attempt {spec.attempt} on GPU {where.gpu} {where.profile}@{where.start} {spec.mig_uuid}{note}")
 
     def _mark_shared(self, instance: str, run_id: str) -> None:
         together = [a for a in self.active.values() if a.instance == instance]
@@ -658,118 +748,6 @@ class Supervisor:
         except OSError:
             return False
 
-    # -- outcomes --------------------------------------------------------------------------------
-    def _on_exit(self, a: Active, res: Outcome | None, shim_rc: int | None) -> None:
-        self.active.pop(a.run_id, None)
-        self._touch(a.instance)
-        row = self.rows[a.run_id]
-        row.end_at = res.ended_at if res else time.time()
-        if res is not None:
-            row.exit_code, row.signal = res.returncode, res.signal
-        row.shim_pid = row.shim_create_time = None
-        self.dirty.add(a.run_id)
-        took = f"{(row.end_at - (row.start_at or row.end_at)):.1f} s"
-        early = row.start_at is not None and row.end_at - row.start_at <= self.flap_window_s
-        if a.stop_signaled and (res is None or res.returncode != 0):
-            row.state = "interrupted"
-            row.last_error = f"interrupted by the launcher ({self.stop_reason or 'stop'})"
-            self.ended.append(AttemptEnd.of(row, "interrupted", row.last_error))
-            self.say(f"interrupted {a.run_id} attempt {a.attempt} after {took}")
-            return
-        if res is None:
-            if a.popen is None:
-                self.ended.append(AttemptEnd.of(row, "lost", "the shim disappeared without a result"))
-                self._requeue(row, f"attempt {a.attempt}'s shim disappeared without a result")
-                self.say(f"{a.run_id}: attempt {a.attempt}'s shim disappeared without a result; re-queued")
-                return
-            self._failed_attempt(row, f"the shim exited with code {shim_rc} without a result (see {a.adir / 'shim.log'})", "failed", early)
-            return
-        if res.returncode == 0:
-            row.state = "succeeded"
-            row.last_error = None
-            self.ended.append(AttemptEnd.of(row, "succeeded", None))
-            self.say(f"done {a.run_id} attempt {a.attempt} succeeded in {took}")
-            return
-        if res.oom:
-            self._oom(a, row, res, early)
-            return
-        if res.exec_error:
-            why = res.exec_error
-        elif res.timed_out:
-            limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
-            why = f"timed out after {limit:g} s" if limit is not None else "timed out"
-        elif res.signal is not None:
-            why = f"killed by {_signame(res.signal)} (exit {res.returncode})"
-        else:
-            why = f"exit code {res.returncode}"
-        self._failed_attempt(row, why, "failed", early)
-
-    def _failed_attempt(self, row: RunRow, why: str, outcome: str, early: bool) -> None:
-        pr = self.plan_runs.get(row.id)
-        row.failures += 1
-        allowed = retries_of(self.plan, pr) if pr is not None else 0
-        self.ended.append(AttemptEnd.of(row, outcome, why))
-        self.dirty.add(row.id)
-        if pr is not None and row.failures <= allowed:
-            delay = self.backoff_s * (2 ** (row.failures - 1))
-            row.state = "queued"
-            row.not_before = time.time() + delay
-            row.last_error = f"attempt {row.attempt}: {why}; retry {row.failures} of {allowed} in {delay:g} s"
-            self.say(f"failed {row.id} attempt {row.attempt}: {why}; retrying in {delay:g} s")
-        else:
-            row.state = "failed"
-            row.last_error = f"attempt {row.attempt}: {why}" + (f" (after {allowed} retries)" if allowed else "")
-            self.say(f"failed {row.id} attempt {row.attempt}: {why}; no retries left")
-        self._note_failure(row, early)
-
-    def _oom(self, a: Active, row: RunRow, res: Outcome, early: bool) -> None:
-        inst = self.inst.get(a.instance)
-        inst_mib = inst.memory_mib if inst else (row.instance_mib or 0)
-        peak = row.peak_mib
-        need = max(row.need_mib, peak or 0)
-        if not a.shared:
-            need = max(need, inst_mib + 1)  # alone on the instance and still out of memory
-        pr = self.plan_runs.get(row.id)
-        target = None
-        if pr is not None:
-            w = Waiting(row.id, replace(pr.demand(), memory_mib=need), row.queue or "", row.rank)
-            target = self.queues.escalation_target(w, a.instance, self._waiting(time.time()), self._running_jobs())
-        seen = f"peak {peak} MiB" if peak is not None else "peak not observed"
-        detail = f"out of memory on {a.instance} ({inst_mib} MiB instance, {seen})"
-        if res.oom_line:
-            detail += f": {res.oom_line}"
-        self.ended.append(AttemptEnd.of(row, "oom", detail))
-        if target is not None:
-            row.state = "queued"
-            row.queue = target
-            row.need_mib = need
-            row.rank = row.ord - OOM_RANK_SHIFT
-            self._touch(target)
-            row.not_before = None
-            row.last_error = f"attempt {row.attempt}: {detail}; moved to {target} ({self.inst[target].memory_mib} MiB)"
-            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB); retrying on {target}")
-        else:
-            row.state = "oom"
-            row.last_error = f"attempt {row.attempt}: {detail}; no larger instance in the plan allows this run"
-            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB, {seen}); no larger instance")
-        self._note_failure(row, early)
-
-    def _note_failure(self, row: RunRow, early: bool) -> None:
-        """The flapping guard: `flapping_max` distinct runs failing within `flapping_window_s` of
-        their start, inside one window, stop new launches (running runs continue)."""
-        if not early or self.flap_max <= 0 or self.flapping:
-            return
-        now = time.time()
-        self.early_failures.append((now, row.id))
-        recent = sorted({rid for t, rid in self.early_failures if t >= now - self.flap_window_s})
-        if len(recent) >= self.flap_max:
-            self.flapping = (
-                f"{len(recent)} runs failed within {self.flap_window_s:g} s of their start ({', '.join(recent[:5])}"
-                f"{', ...' if len(recent) > 5 else ''}): stopped launching new runs"
-            )
-            self.launcher_updates.update(flapping=self.flapping, state="flapping")
-            self.say(f"flapping guard: {self.flapping}; {len(self.active)} running run(s) continue")
-
     # -- the end ---------------------------------------------------------------------------------
     def _finish_launcher(self) -> LaunchResult:
         counts = Counter(r.state for r in self.rows.values())
@@ -777,18 +755,23 @@ class Supervisor:
             code = EXIT_INTERRUPTED
         elif self.flapping:
             code = EXIT_FLAPPING
-        elif counts.get("failed") or counts.get("oom") or counts.get("abandoned"):
+        elif self.halted or counts.get("failed") or counts.get("oom") or counts.get("abandoned"):
             code = EXIT_FAILED
         else:
             code = EXIT_OK
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        st = self.store
-        assert st is not None
-        with st.transaction():
-            st.set_launcher(state="exited", ended_at=time.time(), exit_code=code, cpu_s=ru.ru_utime + ru.ru_stime)
+        self._flush()
+        trouble = self.keeper.write(
+            lambda st: st.set_launcher(state="exited", ended_at=time.time(), exit_code=code, cpu_s=ru.ru_utime + ru.ru_stime)
+        )
+        if trouble is not None or self.dirty or self.ended:
+            why = trouble.message if trouble is not None else "the last changes could not be written"
+            self.say(f"{why}; the next `migbench launch` takes the runs' outcomes from their exit.json files")
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        if self.halted:
+            self.say(f"stopped early: {self.halted}")
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd, self.stop_reason or self.flapping)
+        return LaunchResult(code, dict(counts), self.sd, self.stop_reason or self.flapping or self.halted)
 
 
 def _crash_point(name: str) -> None:
@@ -797,13 +780,6 @@ def _crash_point(name: str) -> None:
     yet), `after-spawn` (a shim runs, its PID is not recorded yet)."""
     if os.environ.get("MIGBENCH_LAUNCH_CRASH_AT") == name:
         os._exit(99)
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,14 @@ from migbench.types import InstanceRef
 
 def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, notes: Sequence[str] = ()) -> Plan:
     """Solve and assemble the plan for `sweep` on `fleet`."""
+    unknown = [r.id for r in sweep.runs if r.memory_mib <= 0]
+    if unknown:
+        raise MigbenchError(
+            f"{len(unknown)} run(s) have no memory yet (`memory: measured` without a measurement or a fallback): "
+            + ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else ""),
+            hint="measure them with `migbench profile SWEEP`, or give the group a fallback: "
+            "memory: {measured: true, fallback: 8GiB}",
+        )
     dm = sweep.duration_model
     opts = replace(opts, interference=dm.interference, compute_basis=dm.compute_basis)
     sol = solve([r.demand() for r in sweep.runs], fleet, opts)
@@ -95,6 +103,7 @@ def _planned(r: Run, a: Assigned | None) -> PlanRun:
         id=r.id,
         group=r.group,
         memory_mib=r.memory_mib,
+        memory_source=r.memory_source,
         gpu=None if a is None else a.gpu,
         profile=None if a is None else a.placement.profile,
         start=None if a is None else a.placement.start,

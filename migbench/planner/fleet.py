@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from migbench.catalog import Catalog, GpuModel, default_catalog
 from migbench.errors import UsageError
+from migbench.sweep.schema import MAX_FLEET_GPUS
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,17 @@ def parse_fleet_option(text: str) -> list[FleetSpec]:
         out.append(FleetSpec(m.group(1).strip(), count, m.group(3)))
     if not out:
         raise UsageError("--fleet is empty", hint="e.g. --fleet A100-SXM4-80GB:4")
+    check_fleet_size(sum(s.count for s in out), "--fleet")
     return out
+
+
+def check_fleet_size(total: int, where: str) -> None:
+    """Refuse a fleet past `MAX_FLEET_GPUS` before building it (a typo must not hang the CLI)."""
+    if total > MAX_FLEET_GPUS:
+        raise UsageError(
+            f"{where}: {total} GPUs; a fleet has at most {MAX_FLEET_GPUS}",
+            hint="plan a bigger cluster in parts (one plan per group of nodes)",
+        )
 
 
 def build_fleet(
@@ -55,6 +66,7 @@ def build_fleet(
 ) -> list[FleetGpu]:
     """Resolve model names to catalogue models (or live NVML tables of the same model)."""
     cat = catalog or default_catalog()
+    check_fleet_size(sum(s.count for s in specs), "the fleet")
     fleet: list[FleetGpu] = []
     idx = 0
     for spec in specs:

@@ -7,8 +7,14 @@ import math
 from collections.abc import Sequence
 
 from migbench import units
-from migbench.sweep.schema import ENV_NAME_RE
+from migbench.sweep.schema import ENV_NAME_RE, WANDB_ONLY_KEYS
 from migbench.sweep.yamlnodes import Entry, MapNode, Node, Problems, ScalarNode, describe, join_path, unknown_key_hint
+
+
+def wandb_only_note(keys: Sequence[str]) -> str:
+    what = ", ".join(f"`{k}`" for k in keys)
+    return (f"{what}: W&B-only key{'s' if len(keys) > 1 else ''}, ignored (migbench plans and launches every run "
+            "itself; W&B's search, early stopping and project settings do not apply)")
 
 
 class Ctx:
@@ -39,14 +45,25 @@ class Ctx:
         group = self.group if self.group is not None and path.startswith("defaults") else None
         self.p.add(message, line=line, field=path or None, hint=hint, group=group)
 
+    def note(self, node: Node | Entry, message: str, *, key: bool = False) -> None:
+        """A note (not a problem) at a node, or at an entry's key line with key=True."""
+        if isinstance(node, Entry):
+            self.p.note(message, line=node.key_line if key else node.value.line, field=node.path or None)
+        else:
+            self.p.note(message, line=node.line, field=node.path or None)
+
     def missing(self, m: MapNode, key: str, message: str, hint: str | None = None) -> None:
         """A required key is absent: reported at the mapping's first line, field = its would-be path."""
         self.at(m, message, hint, field=join_path(m.path, key))
 
     # -- structural checks ------------------------------------------------------------------
     def keys(self, m: MapNode, allowed: Sequence[str], what: str, extra: str = "") -> None:
+        """Report keys not in `allowed`; W&B-only keys (`metric`, `project`...) of a group are one note."""
+        wandb = [e for k, e in m.entries.items() if k in WANDB_ONLY_KEYS and what == "group"]
+        if wandb:
+            self.note(wandb[0], wandb_only_note([str(e.key) for e in wandb]), key=True)
         for key, e in m.entries.items():
-            if key in allowed:
+            if key in allowed or (key in WANDB_ONLY_KEYS and what == "group"):
                 continue
             self.at(
                 e,

@@ -10,10 +10,10 @@ from typing import Any
 from migbench.sweep.expand import grid, sample_points
 from migbench.sweep.fields import Ctx
 from migbench.sweep.memory import parse_memory
-from migbench.sweep.model import FleetEntry, Group, Run, canonical_json, run_id
-from migbench.sweep.parameters import parse_parameters, parse_zip
+from migbench.sweep.model import FleetEntry, Group, MemoryEstimate, MemorySpec, MemoryTable, Parameter, Run, canonical_json, run_id
+from migbench.sweep.parameters import parse_hydra, parse_parameters, parse_zip
 from migbench.sweep.schema import GROUP_KEYS, LAUNCH_MACROS, MAX_RUNS, PROFILE_RE
-from migbench.sweep.templates import Macro, Part, check_names, fill, parse_command, parse_template
+from migbench.sweep.templates import Macro, Part, check_names, fill, parse_command, parse_template, used_names
 from migbench.sweep.yamlnodes import MapNode, Node, SeqNode, describe
 
 
@@ -33,9 +33,16 @@ def parse_group(
     # -- method, count, repeats
     method = "grid"
     if (n := g.get("method")) is not None and (s := ctx.string(n, "grid or random")) is not None:
-        if s not in ("grid", "random"):
-            hint = "bayes and other adaptive methods are out of scope (W&B or Optuna do them)" if s == "bayes" else None
-            ctx.at(n, f"unknown method {s!r}; expected grid or random", hint)
+        if s == "bayes":
+            ctx.at(
+                n,
+                "unknown method 'bayes': Bayesian search picks each run from the results of the earlier ones, "
+                "and migbench plans a fixed set of runs before any starts (grid or random)",
+                "use method: random with count: N for the same space, or let W&B's or Optuna's agent drive a Bayes search",
+            )
+            method = "?"
+        elif s not in ("grid", "random"):
+            ctx.at(n, f"unknown method {s!r}; expected grid or random")
             method = "?"
         else:
             method = s
@@ -47,8 +54,19 @@ def parse_group(
         key = "count" if g.get("count") is not None else "run_cap"
         ctx.at(g.entries[key], f"`{key}` applies to method: random only", "drop it, or add method: random", key=True)
 
-    # -- parameters and zip
+    # -- parameters (and a Hydra sweep block's) and zip
     params = parse_parameters(ctx, g.get("parameters"), method)
+    if (hn := g.get("hydra")) is not None:
+        hydra = parse_hydra(ctx, hn, method)
+        if hydra is None or params is None:
+            params = None
+        else:
+            dup = sorted({p.name for p in params} & {p.name for p in hydra})
+            if dup:
+                ctx.at(hn, f"{', '.join(dup)} given in both parameters: and hydra.sweeper.params", "keep one of them")
+                params = None
+            else:
+                params = params + hydra
     pnames = [p.name for p in params] if params is not None else []
     zips = parse_zip(ctx, g.get("zip"), params, method)
 
@@ -68,7 +86,7 @@ def parse_group(
             g,
             "memory",
             "missing `memory`",
-            "give the run's device footprint: memory: 2.5GiB, a table {by:, table:}, or {estimate: {...}}",
+            "give the run's device footprint: memory: 2.5GiB, a table {by:, table:}, {estimate: {...}}, or measured",
         )
     else:
         memory = parse_memory(ctx, n, pnames if params is not None else None)
@@ -132,6 +150,7 @@ def parse_group(
             for values in (combos(0) or [])[:MAX_RUNS]:
                 memory.resolve(ctx, values, 0)
         return None
+    _note_unused(ctx, params, [*cmd.tokens, *env_parts.values()], memory.spec, program)
     group = Group(
         name=name,
         command=cmd.written,
@@ -207,6 +226,35 @@ def parse_group(
         return out
 
     return group, expand
+
+
+def _note_unused(ctx: Ctx, params: list[Parameter], templates: list[list[Part]], memory: MemorySpec, program: str | None) -> None:
+    """A note for each parameter no command, env value or memory rule uses: it never reaches the
+    program, and a list of values makes runs whose commands are all the same."""
+    used, every = used_names(templates)
+    if every:
+        return
+    if isinstance(memory, MemoryTable):
+        used.add(memory.by)
+    elif isinstance(memory, MemoryEstimate):
+        for v in memory.fields.values():
+            if isinstance(v, str):
+                used |= used_names([parse_template(v, shell=False)[0]])[0]
+    for p in params:
+        if p.name in used:
+            continue
+        n = len(p.values) if p.values is not None else None
+        if n is None:
+            effect = "its samples give runs with the same command"
+        elif n > 1:
+            effect = f"its {n} values give runs with the same command"
+        else:
+            effect = "its value never reaches the program"
+        ctx.p.note(
+            f"parameter {p.name!r} is used by no command, env value or memory rule: {effect}; pass it as "
+            f"{{{p.name}}} or with ${{args}} (migbench runs no W&B agent to hand it over)",
+            line=p.line,
+        )
 
 
 def _opt(g: MapNode, key: str, check: Callable[[Node], Any]) -> Any:

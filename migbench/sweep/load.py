@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from migbench.errors import InputError, Problem
-from migbench.sweep.fields import Ctx
+from migbench.errors import InputError
+from migbench.fsutil import decode_text, read_input
+from migbench.sweep.fields import Ctx, wandb_only_note
 from migbench.sweep.group import parse_group
 from migbench.sweep.model import DurationModel, FleetEntry, Group, LaunchSettings, Run, Sweep
 from migbench.sweep.schema import (
@@ -23,14 +24,19 @@ from migbench.sweep.schema import (
     GROUP_KEYS,
     GROUP_NAME_RE,
     LAUNCH_KEYS,
+    MAX_FLEET_GPUS,
+    MAX_NAME_LEN,
     MAX_RUNS,
+    MAX_SWEEP_BYTES,
     NODE_NAME_RE,
     SCHEMA_VERSION,
     SWEEP_NAME_RE,
     TOP_KEYS,
+    WANDB_ONLY_KEYS,
 )
 from migbench.sweep.yamlnodes import (
     Abort,
+    AliasLimitError,
     Converter,
     Entry,
     Loader,
@@ -40,25 +46,19 @@ from migbench.sweep.yamlnodes import (
     ScalarNode,
     SeqNode,
     describe,
+    reader_error_char,
+    reader_error_line,
+    short_repr,
     unknown_key_hint,
 )
-from migbench.types import ComputeBasis
+from migbench.types import ENV_PATTERN_RE, ComputeBasis, log_dir_problem, parse_state_mode
 
 
 def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
     """Read and validate a sweep file; raises `InputError` listing every problem found."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such sweep file", hint="check the path; sweeps are YAML files") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        prob = Problem(f"the file is not UTF-8 text (byte {exc.start})", str(path), None, None, "save it as UTF-8")
-        raise InputError(f"{path}: 1 problem", problems=[prob]) from None
+    data = read_input(p, "sweep file", limit=MAX_SWEEP_BYTES, hint="sweeps are YAML files; see the README's \"The sweep file\"")
+    text = decode_text(data, str(path), "sweep file")
     return _load(text, data, file=str(path), path=str(p.resolve()), base_dir=p.resolve().parent, catalog=catalog)
 
 
@@ -91,13 +91,32 @@ def _load(text: str, data: bytes, *, file: str, path: str | None, base_dir: Path
 
 
 def _parse_yaml(text: str, problems: Problems) -> Node | None:
-    loader = Loader(text)
+    try:
+        loader = Loader(text)  # the reader refuses control characters here
+    except yaml.reader.ReaderError as exc:
+        problems.add(
+            f"the file holds a control character ({reader_error_char(exc)}) YAML does not allow",
+            line=reader_error_line(exc, text),
+            hint="remove it; is this a text file?",
+        )
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
             problems.add("the file is empty", hint="a sweep starts with `version: 1` and `name:`")
             return None
         return Converter(loader, problems).convert(node, "")
+    except AliasLimitError as exc:
+        mark = exc.problem_mark
+        problems.add(
+            str(exc.problem),
+            line=mark.line + 1 if mark else None,
+            hint="write the values out, or use fewer nested aliases",
+        )
+        return None
+    except yaml.reader.ReaderError as exc:  # pragma: no cover - the constructor checks the whole text
+        problems.add(f"the file holds a character YAML does not allow ({reader_error_char(exc)})", line=reader_error_line(exc, text))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
@@ -125,8 +144,11 @@ def _build(
     single = [k for k in root.entries if k in GROUP_KEYS and k != "name"]
     has_groups = root.get("groups") is not None
     allowed = TOP_KEYS if has_groups else tuple(TOP_KEYS) + tuple(k for k in GROUP_KEYS if k != "name")
+    wandb = [e for k, e in root.entries.items() if k in WANDB_ONLY_KEYS]
+    if wandb:
+        ctx.note(wandb[0], wandb_only_note([str(e.key) for e in wandb]), key=True)
     for key, e in root.entries.items():
-        if key in allowed:
+        if key in allowed or key in WANDB_ONLY_KEYS:
             continue
         if has_groups and key in GROUP_KEYS:
             ctx.at(
@@ -166,11 +188,18 @@ def _build(
         )
     else:
         name = ctx.string(nnode, "a name")
-        if name is not None and not SWEEP_NAME_RE.fullmatch(name):
+        if name is not None and len(name) <= MAX_NAME_LEN and not SWEEP_NAME_RE.fullmatch(name):
             ctx.at(
                 nnode,
-                f"{name!r} is not a valid sweep name",
+                f"{short_repr(name)} is not a valid sweep name",
                 "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            )
+            name = None
+        elif name is not None and len(name) > MAX_NAME_LEN:
+            ctx.at(
+                nnode,
+                f"the sweep name is {len(name)} characters long; at most {MAX_NAME_LEN}",
+                "it names the plan file and the state directory: shorten it",
             )
             name = None
 
@@ -232,8 +261,15 @@ def _build(
                     if gname is not None and not GROUP_NAME_RE.fullmatch(gname):
                         ctx.at(
                             gn,
-                            f"{gname!r} is not a valid group name",
+                            f"{short_repr(gname)} is not a valid group name",
                             "use lower-case letters, digits, '_' and '-', starting with a letter or digit",
+                        )
+                        gname = None
+                    elif gname is not None and len(gname) > MAX_NAME_LEN:
+                        ctx.at(
+                            gn,
+                            f"the group name is {len(gname)} characters long; at most {MAX_NAME_LEN}",
+                            "it starts every run id (a directory name): shorten it",
                         )
                         gname = None
                     elif gname is not None:
@@ -282,6 +318,7 @@ def _build(
     if problems.items or version is None or name is None:
         return None
     return Sweep(
+        notes=problems.notes,
         version=version,
         name=name,
         path=path,
@@ -347,6 +384,9 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
             ctx.missing(m, "count", "missing `count`", "how many GPUs of this model, e.g. count: 4")
         else:
             count = ctx.integer(cn, 1)
+            if count is not None and count > MAX_FLEET_GPUS:
+                ctx.at(cn, f"{count} GPUs: a fleet has at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
+                count = None
         if (dn := m.get("driver")) is not None:
             if isinstance(dn, ScalarNode) and dn.value is not None and not isinstance(dn.value, bool):
                 from migbench.catalog import parse_driver
@@ -363,6 +403,10 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
     if with_node and without_node:
         ctx.at(without_node[0], "this fleet entry names no `node`, but others do",
                "name the node of every entry (a fleet is either one local host or a list of nodes)")
+    total = sum(f.count for f in out)
+    if total > MAX_FLEET_GPUS:
+        ctx.at(node, f"the fleet has {total} GPUs; at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
+        return None
     return tuple(out)
 
 
@@ -370,10 +414,8 @@ def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntr
     """Read `--fleet-file`: the sweep's `fleet:` list (`[{node: gpu01, gpu: MODEL, count: 8}, ...]`),
     alone or under a `fleet:` key. Raises `InputError` listing every problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the fleet file ({exc})", hint="give a YAML list of {node, gpu, count}") from None
+    data = read_input(p, "fleet file", limit=MAX_SWEEP_BYTES, hint="give a YAML list of {node, gpu, count}")
+    text = decode_text(data, str(path), "fleet file")
     problems = Problems(str(path))
     fleet: tuple[FleetEntry, ...] | None = None
     try:
@@ -440,10 +482,27 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
     if (n := m.get("env")) is not None and (env := ctx.env(n)) is not None:
         kw["env"] = {k: v for k, (v, _) in env.items()}
     if (n := m.get("log_dir")) is not None and (s := ctx.string(n, "a directory")) is not None:
-        if not s.strip():
-            ctx.at(n, "log_dir is empty")
+        if (why := log_dir_problem(s)) is not None:
+            ctx.at(n, why)
         else:
             kw["log_dir"] = s
+    if (n := m.get("env_passthrough")) is not None:
+        names = [ctx.string(item, "a variable name or pattern such as LC_*") for item in n.items] if isinstance(n, SeqNode) else None
+        if names is None:
+            ctx.at(n, f"expected a list of variable names (the launcher's variables a run may see), got {describe(n)}")
+        elif all(x is not None for x in names):
+            bad = [x for x in names if x is not None and not ENV_PATTERN_RE.fullmatch(x)]
+            if bad:
+                ctx.at(n, f"{bad[0]!r} is not a variable name or pattern", "names such as PATH, HOME or LC_*")
+            else:
+                kw["env_passthrough"] = tuple(x for x in names if x is not None)
+    if (n := m.get("state_mode")) is not None:
+        try:
+            if not isinstance(n, ScalarNode):
+                raise ValueError(f"expected an octal file mode such as 0600 or 0640, got {describe(n)}")
+            kw["state_mode"] = parse_state_mode(n.value)
+        except ValueError as exc:
+            ctx.at(n, str(exc), "0600 (the default: only you) or 0640 (your group reads)")
     return LaunchSettings(**kw)
 
 

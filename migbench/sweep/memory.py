@@ -1,4 +1,6 @@
-"""A group's `memory:` — a quantity, a table by one parameter, or the analytic estimate — resolved per run.
+"""A group's `memory:` — a quantity, a table by one parameter, the analytic estimate, or `measured`
+(with one of those as its fallback) — resolved per run. A measured group's runs carry their
+fallback's memory here; `migbench.footprints` puts the measured value in.
 """
 
 from __future__ import annotations
@@ -18,12 +20,21 @@ from migbench.estimate import (
     EstimateSpec,
     estimate,
     parse_param_count,
+    parse_trainable,
 )
 from migbench.sweep.fields import Ctx
-from migbench.sweep.model import ExplicitMemory, MemoryEstimate, MemorySpec, MemoryTable, canonical_json, render_value
-from migbench.sweep.schema import ESTIMATE_KEYS, ESTIMATE_OPTIONAL, ESTIMATE_REQUIRED, MEMORY_TABLE_KEYS
+from migbench.sweep.model import (
+    ExplicitMemory,
+    MeasuredMemory,
+    MemoryEstimate,
+    MemorySpec,
+    MemoryTable,
+    canonical_json,
+    render_value,
+)
+from migbench.sweep.schema import ESTIMATE_KEYS, ESTIMATE_OPTIONAL, ESTIMATE_REQUIRED, MEASURED_KEYS, MEMORY_TABLE_KEYS
 from migbench.sweep.templates import Lit, Macro, Part, Placeholder, check_names, fill, parse_template
-from migbench.sweep.yamlnodes import MapNode, Node, ScalarNode, describe, describe_value
+from migbench.sweep.yamlnodes import MapNode, Node, ScalarNode, SeqNode, describe, describe_value
 
 
 @dataclass
@@ -32,13 +43,20 @@ class GroupMemory:
     resolve: Callable[[Ctx, dict[str, Any], int], tuple[int, str, tuple[tuple[str, int], ...]] | None]
 
 
-def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None) -> GroupMemory | None:
+MEASURED_SOURCE = "measured"
+"""The `memory_source` of a measured group's run that has no fallback (memory 0 until resolved)."""
+
+
+def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None, *, measured: bool = True) -> GroupMemory | None:
     if isinstance(node, ScalarNode):
-        if node.value == "auto":
+        if node.value == "measured" and measured:
+            return GroupMemory(MeasuredMemory(), lambda c, v, r: (0, MEASURED_SOURCE, ()))
+        if node.value in ("auto", "measured"):
             ctx.at(
                 node,
-                "memory: auto (calibration on a GPU) is not supported yet",
-                "give a quantity (2.5GiB), a table {by: param, table: {...}} or {estimate: {...}}",
+                f"memory: {node.value} cannot be used here" if node.value == "measured" else "memory: auto is spelled `measured`",
+                "memory: measured, or {measured: true, fallback: 2.5GiB} (measure with `migbench profile SWEEP`)"
+                if measured else "a fallback is a quantity (2.5GiB), a table {by: param, table: {...}} or {estimate: {...}}",
             )
             return None
         mib = ctx.memory(node)
@@ -48,6 +66,8 @@ def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None) -> GroupMemory 
     if not isinstance(node, MapNode):
         ctx.at(node, f"expected a memory quantity, a table or an estimate, got {describe(node)}", units.MEMORY_HINT)
         return None
+    if "measured" in node.entries and measured:
+        return _parse_measured(ctx, node, pnames)
     if "estimate" in node.entries:
         for k, e in node.entries.items():
             if k != "estimate":
@@ -61,6 +81,64 @@ def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None) -> GroupMemory 
         units.MEMORY_HINT,
     )
     return None
+
+
+def _parse_measured(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupMemory | None:
+    """`{measured: true, fallback: <memory>, by: [params], headroom: 0.1}`."""
+    ctx.keys(node, MEASURED_KEYS, "measured memory")
+    ok = True
+    on = ctx.boolean(node.entries["measured"].value)
+    if on is None:
+        ok = False
+    fallback: GroupMemory | None = None
+    if (fn := node.get("fallback")) is not None:
+        fallback = parse_memory(ctx, fn, pnames, measured=False)
+        ok = ok and fallback is not None
+    elif on is False:
+        ctx.missing(node, "fallback", "measured: false needs a `fallback` (the memory to use instead)")
+        ok = False
+    by: tuple[str, ...] | None = None
+    if (bn := node.get("by")) is not None:
+        names: list[str] = []
+        if not isinstance(bn, SeqNode):
+            ctx.at(bn, f"expected a list of parameter names, got {describe(bn)}", "e.g. by: [batch_size, seq_len]")
+            ok = False
+        else:
+            for item in bn.items:
+                name = ctx.string(item, "a parameter name")
+                if name is None:
+                    ok = False
+                elif pnames is not None and name not in pnames:
+                    ctx.at(item, f"{name!r} is not a parameter; parameters are: {', '.join(pnames) or '(none)'}")
+                    ok = False
+                else:
+                    names.append(name)
+        by = tuple(names)
+    headroom = None
+    if (hn := node.get("headroom")) is not None:
+        v = ctx.number(hn)
+        if v is None:
+            ok = False
+        elif not 0 <= v <= 10:
+            ctx.at(hn, f"headroom must be between 0 and 10, got {v}", "a fraction of the measured peak, e.g. 0.1 for 10 %")
+            ok = False
+        else:
+            headroom = float(v)
+    if not ok:
+        return None
+    fb = fallback
+    fb_spec = fb.spec if fb is not None else None
+    assert not isinstance(fb_spec, MeasuredMemory)  # parsed with measured=False
+    spec = MeasuredMemory(fb_spec, by, headroom)
+    if on is False and fb is not None:
+        return GroupMemory(fb.spec, fb.resolve)  # measured: false: the fallback alone
+
+    def resolve(c: Ctx, values: dict[str, Any], rep: int) -> tuple[int, str, tuple[tuple[str, int], ...]] | None:
+        if fb is None:
+            return 0, MEASURED_SOURCE, ()
+        return fb.resolve(c, values, rep)
+
+    return GroupMemory(spec, resolve)
 
 
 def _parse_table(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupMemory | None:
@@ -150,6 +228,8 @@ def _coerce_estimate(key: str, value: Any) -> Any:
         return value
     if key in ("context", "workspace"):
         return float(units.parse_memory_mib(value))
+    if key == "trainable":
+        return parse_trainable(value)
     if key == "headroom":
         if isinstance(value, str):
             try:

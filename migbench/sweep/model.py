@@ -64,7 +64,23 @@ class MemoryEstimate:
     fields: dict[str, Any]
 
 
-MemorySpec = Union[ExplicitMemory, MemoryTable, MemoryEstimate]
+DeclaredMemory = Union[ExplicitMemory, MemoryTable, MemoryEstimate]
+
+
+@dataclass(frozen=True)
+class MeasuredMemory:
+    """`memory: measured` or `{measured: true, fallback: <memory>, by: [param, ...], headroom: 0.1}`:
+    the run's measured peak (a launch's history, `migbench profile`'s footprints, or a fit over the
+    group's measured runs) plus `headroom`, else `fallback` (a declared memory). `by` names the
+    parameters that change the footprint (runs equal in them are measured once); None: all of them.
+    Its runs carry the fallback's memory (0 without one) until `migbench.footprints` resolves them."""
+
+    fallback: DeclaredMemory | None = None
+    by: tuple[str, ...] | None = None
+    headroom: float | None = None
+
+
+MemorySpec = Union[ExplicitMemory, MemoryTable, MemoryEstimate, MeasuredMemory]
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,9 @@ class Sweep:
     launch: LaunchSettings
     seed: int
     description: str | None = None
+    notes: tuple[str, ...] = ()
+    """What loading found worth saying without refusing the file (`file:line: field: message`): W&B-only
+    keys ignored, parameters no command uses."""
 
     def run(self, run_id: str) -> Run:
         """The run with this id (KeyError if none)."""

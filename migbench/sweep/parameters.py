@@ -15,11 +15,21 @@ import yaml
 
 from migbench.sweep.fields import Ctx
 from migbench.sweep.model import Parameter, canonical_json
-from migbench.sweep.schema import DISTRIBUTIONS, MAX_RUNS, NORMAL_FAMILY, PARAM_KEYS, PARAM_NAME_RE, Scalar
+from migbench.sweep.schema import (
+    DISTRIBUTIONS,
+    LIST_DISTRIBUTIONS,
+    MAX_RUNS,
+    NORMAL_FAMILY,
+    PARAM_KEYS,
+    PARAM_NAME_RE,
+    Scalar,
+)
 from migbench.sweep.yamlnodes import Loader, MapNode, Node, ScalarNode, SeqNode, describe, describe_value
 
 
-def parse_parameters(ctx: Ctx, node: Node | None, method: str) -> list[Parameter] | None:
+def parse_parameters(ctx: Ctx, node: Node | None, method: str, prefix: str = "") -> list[Parameter] | None:
+    """`parameters:` in file order. A parameter that holds only `parameters:` nests (W&B): its
+    leaves are named with dots, `optimizer: {parameters: {lr: ...}}` gives `optimizer.lr`."""
     if node is None:
         return []
     m = ctx.mapping(node, "a mapping of parameters (name: values)")
@@ -27,7 +37,15 @@ def parse_parameters(ctx: Ctx, node: Node | None, method: str) -> list[Parameter
         return None
     out: list[Parameter] = []
     ok = True
-    for key, e in m.entries.items():
+    for raw_key, e in m.entries.items():
+        key = f"{prefix}{raw_key}" if isinstance(raw_key, str) else raw_key
+        if isinstance(e.value, MapNode) and "parameters" in e.value.entries:
+            nested = _nested(ctx, e.value, key, method)
+            if nested is None:
+                ok = False
+            else:
+                out.extend(nested)
+            continue
         if not isinstance(key, str) or not PARAM_NAME_RE.fullmatch(key):
             ctx.at(
                 e,
@@ -47,6 +65,52 @@ def parse_parameters(ctx: Ctx, node: Node | None, method: str) -> list[Parameter
         else:
             out.append(p)
     return out if ok else None
+
+
+def _nested(ctx: Ctx, m: MapNode, name: str, method: str) -> list[Parameter] | None:
+    others = [e for k, e in m.entries.items() if k != "parameters"]
+    for e in others:
+        ctx.at(e, f"`{e.key}` beside `parameters:` (a nested parameter holds only its parameters)", key=True)
+    if not isinstance(name, str) or not PARAM_NAME_RE.fullmatch(name):
+        ctx.at(m, f"{str(name)!r} is not a valid parameter name")
+        return None
+    inner = parse_parameters(ctx, m.entries["parameters"].value, method, prefix=f"{name}.")
+    if inner is not None and not inner:
+        ctx.at(m.entries["parameters"].value, "a nested `parameters:` is empty")
+        return None
+    return None if others or inner is None else inner
+
+
+def parse_hydra(ctx: Ctx, node: Node, method: str) -> list[Parameter] | None:
+    """A Hydra sweep block, `hydra: {sweeper: {params: {name: overrides}}}`: each value is Hydra's
+    override syntax (`a,b`, `range(...)`, `choice(...)`, a quoted literal). The rest of `hydra:`
+    (mode, run and sweep dirs, launcher, job) is Hydra's own business: ignored with a note."""
+    m = ctx.mapping(node, "Hydra's config block (hydra: {sweeper: {params: {...}}})")
+    if m is None:
+        return None
+    for k, e in m.entries.items():
+        if k != "sweeper":
+            ctx.note(e, f"`hydra.{k}` is Hydra's own setting: ignored (migbench reads hydra.sweeper.params)", key=True)
+    sw = m.get("sweeper")
+    if sw is None or (swm := ctx.mapping(sw, "a mapping with params:")) is None:
+        ctx.missing(m, "sweeper", "a `hydra:` block without `sweeper: {params: {...}}` has no parameters",
+                    "write hydra: {sweeper: {params: {lr: '0.1,0.01'}}}, or use parameters:")
+        return None
+    for k, e in swm.entries.items():
+        if k != "params":
+            ctx.note(e, f"`hydra.sweeper.{k}` is ignored: migbench expands the grid itself", key=True)
+    pn = swm.get("params")
+    if pn is None:
+        ctx.missing(swm, "params", "`hydra.sweeper` has no `params`", "list the overrides to sweep: params: {lr: '0.1,0.01'}")
+        return None
+    pm = ctx.mapping(pn, "a mapping of overrides (name: a,b,c)")
+    if pm is None:
+        return None
+    for e in pm.entries.values():
+        if isinstance(e.value, (MapNode, SeqNode)):
+            ctx.at(e.value, f"a Hydra sweep value is one override string such as 'a,b', got {describe(e.value)}")
+            return None
+    return parse_parameters(ctx, pm, method)
 
 
 _FORMS = "expected a list, {values: [...]}, {value: x} or a distribution"
@@ -76,6 +140,25 @@ def _parse_parameter(ctx: Ctx, name: str, node: Node, method: str) -> Parameter 
         )
         return None
     ctx.keys(node, PARAM_KEYS, "parameter")
+    dist_node = node.get("distribution")
+    fixed = dist_node.value if isinstance(dist_node, ScalarNode) and dist_node.value in LIST_DISTRIBUTIONS else None
+    if fixed is not None:
+        want = "values" if fixed == "categorical" else "value"
+        if want not in keys:
+            ctx.missing(node, want, f"distribution: {fixed} needs `{want}`")
+            return None
+        keys = keys - {"distribution"}
+    if "probabilities" in keys:
+        if method == "random":
+            ctx.at(
+                node.entries["probabilities"],
+                "`probabilities` is not supported: every value is drawn with the same probability",
+                "remove probabilities, or repeat a value's runs with repeats:",
+                key=True,
+            )
+            return None
+        ctx.note(node.entries["probabilities"], "`probabilities` is ignored: a grid tries every value", key=True)
+        keys = keys - {"probabilities"}
     if "values" in keys and "distribution" in keys:
         ctx.at(
             node.entries["distribution"],
@@ -170,8 +253,12 @@ _HYDRA_FN = re.compile(r"^\s*(range|choice|interval|glob|sort|shuffle|tag)\s*\((
 
 
 def _hydra(ctx: Ctx, name: str, node: ScalarNode) -> Parameter | None:
-    """Hydra shorthand: `"a,b,c"`, `"range(0,10,2)"`, `"choice(a,b)"`; otherwise one string value."""
+    """Hydra shorthand: `"a,b,c"`, `"range(0,10,2)"`, `"choice(a,b)"`; a value quoted whole (`"'a,b'"`)
+    is one literal string, as in Hydra's override grammar; otherwise one string value."""
     text = node.value
+    quoted = _quoted(text.strip())
+    if quoted is not None:
+        return Parameter(name, (quoted,), line=node.line)
     fn = _HYDRA_FN.match(text)
     if fn:
         fname, body = fn.group(1), fn.group(2)
@@ -199,11 +286,55 @@ def _hydra(ctx: Ctx, name: str, node: ScalarNode) -> Parameter | None:
     return None if v is _BAD else Parameter(name, (v,), line=node.line)
 
 
+def _quoted(text: str) -> str | None:
+    """The inside of `'...'` or `"..."` when the quotes enclose the whole text (and only once)."""
+    if len(text) >= 2 and text[0] in "'\"" and text[-1] == text[0] and text[0] not in text[1:-1]:
+        return text[1:-1]
+    return None
+
+
+def _split_commas(text: str) -> list[str] | None:
+    """Split a Hydra list on commas outside quotes (`a,'b,c'` is two items); None if a quote is left open."""
+    items: list[str] = []
+    buf: list[str] = []
+    quote = ""
+    for ch in text:
+        if quote:
+            buf.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"" and not "".join(buf).strip():
+            quote = ch
+            buf.append(ch)
+        elif ch == ",":
+            items.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quote:
+        return None
+    items.append("".join(buf))
+    return items
+
+
 def _split_items(ctx: Ctx, node: ScalarNode, text: str) -> tuple[Scalar, ...] | None:
     out: list[Scalar] = []
     seen: set[str] = set()
-    for raw in text.split(","):
+    parts = _split_commas(text)
+    if parts is None:
+        ctx.at(node, f"a quote is not closed in {node.value!r}", "close it: 'a,b' is one value holding a comma")
+        return None
+    for raw in parts:
         item = raw.strip()
+        literal = _quoted(item)
+        if literal is not None:
+            key = canonical_json(literal)
+            if key in seen:
+                ctx.at(node, f"value {item!r} is listed twice in {node.value!r}")
+                return None
+            seen.add(key)
+            out.append(literal)
+            continue
         if not item:
             ctx.at(
                 node,
@@ -245,14 +376,16 @@ def _hydra_range(ctx: Ctx, name: str, node: ScalarNode, body: str) -> Parameter 
     if step == 0:
         ctx.at(node, f"{node.value!r}: the step cannot be 0")
         return None
-    if all(isinstance(x, int) for x in (start, stop, step)):
+    ints = all(isinstance(x, int) for x in (start, stop, step))
+    # the count comes from the arithmetic: range(0,1e9) is refused before a value is made
+    n = len(range(int(start), int(stop), int(step))) if ints else max(0, math.ceil((stop - start) / step - 1e-12))
+    if n > MAX_RUNS:
+        ctx.at(node, f"{node.value!r} has {n:,} values (more than {MAX_RUNS:,})", "use a larger step, or method: random")
+        return None
+    if ints:
         values: tuple[Scalar, ...] = tuple(range(int(start), int(stop), int(step)))
     else:
-        n = max(0, math.ceil((stop - start) / step - 1e-12))
         values = tuple(round(start + i * step, 12) for i in range(n))
-    if len(values) > MAX_RUNS:
-        ctx.at(node, f"{node.value!r} has {len(values)} values (more than {MAX_RUNS})")
-        return None
     if not values:
         ctx.at(node, f"empty grid: {node.value!r} has no values", "check start, stop and the step's sign")
         return None

@@ -193,8 +193,15 @@ def _list_macro(name: str, params: dict[str, Any]) -> list[str]:
     return out
 
 
+WANDB_DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
+"""What runs for a group with `program:` and no `command:`, as in W&B."""
+
+
 def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames: list[str] | None) -> Command | None:
     node = g.get("command")
+    if node is None and program is not None and not shell:
+        node = SeqNode(g.line, f"{g.path}.command" if g.path else "command",
+                       [ScalarNode(g.line, g.path, t, t) for t in WANDB_DEFAULT_COMMAND])
     if node is None:
         ctx.missing(
             g, "command", "missing `command`", "e.g. command: python train.py --lr {lr}   (or a list of arguments)"
@@ -261,3 +268,16 @@ def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames
     if not ok or pnames is None:
         return None
     return Command(written, shell, compiled, program)
+
+
+def used_names(parts_lists: list[list[Part]]) -> tuple[set[str], bool]:
+    """The parameter names the templates use, and whether a macro passes all of them (`${args}`...)."""
+    names: set[str] = set()
+    every = False
+    for parts in parts_lists:
+        for p in parts:
+            if isinstance(p, Placeholder):
+                names.add(p.name)
+            elif isinstance(p, Macro) and (p.name in LIST_MACROS or p.name == "args_json"):
+                every = True
+    return names, every

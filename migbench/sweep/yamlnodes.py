@@ -15,9 +15,63 @@ import yaml
 
 from migbench.errors import Problem
 
+MAX_ALIAS_VALUES = 100_000
+"""YAML aliases may add at most this many values to a document: an alias bomb (aliases of aliases,
+each doubling the document) is refused while it is read, after a few dozen values, not after
+expanding it."""
 
-class Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` (no dot) as a float, as YAML 1.2 does."""
+
+class AliasLimitError(yaml.MarkedYAMLError):
+    """The document's aliases expand to more than `MAX_ALIAS_VALUES` values."""
+
+
+class LimitedSafeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that counts, while composing, how many values each alias brings in (the
+    size of the anchored node, its own aliases included) and stops past `MAX_ALIAS_VALUES`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+        self._alias_values = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        node = super().compose_node(parent, index)
+        if node is None:  # pragma: no cover - PyYAML returns a node for every event it composes
+            return node
+        if alias:
+            self._alias_values += self._sizes.get(id(node), 1)  # an ancestor (a cycle) counts 1 here
+            if self._alias_values > MAX_ALIAS_VALUES:
+                raise AliasLimitError(
+                    None, None, f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values (an alias bomb?)", mark
+                )
+        else:
+            self._sizes[id(node)] = 1 + sum([self._sizes.get(id(c), 1) for c in _children(node)])
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for kv in node.value for n in kv]
+    return []
+
+
+def reader_error_line(exc: yaml.reader.ReaderError, text: str) -> int:
+    """The 1-based line of a character PyYAML's reader refuses (a control character)."""
+    return text.count("\n", 0, max(0, exc.position)) + 1
+
+
+def reader_error_char(exc: yaml.reader.ReaderError) -> str:
+    """The character PyYAML's reader refuses, as `U+0013`."""
+    c = exc.character
+    return f"U+{c if isinstance(c, int) else ord(c[:1] or chr(0)):04X}"
+
+
+class Loader(LimitedSafeLoader):
+    """The sweep loader: also reads `1e-5` (no dot) as a float, as YAML 1.2 does."""
 
 
 Loader.add_implicit_resolver(
@@ -71,7 +125,7 @@ def join_path(path: str, key: Any) -> str:
 class Converter:
     """Turns a composed YAML node graph into `Node`s with lines and field paths."""
 
-    def __init__(self, loader: Loader, problems: Problems):
+    def __init__(self, loader: LimitedSafeLoader, problems: Problems):
         self.loader = loader
         self.problems = problems
         self.budget = 2_000_000  # alias bombs
@@ -173,6 +227,15 @@ class Problems:
         self.file = file
         self._items: dict[tuple[Any, ...], tuple[Problem, list[str]]] = {}
         self.all_groups: list[str] = []
+        self._notes: dict[tuple[Any, ...], Problem] = {}
+
+    def note(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
+        """Something worth saying that does not stop loading (a key ignored, a parameter unused)."""
+        self._notes.setdefault((message, line, field), Problem(message, self.file, line, field or None))
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in sorted(self._notes.values(), key=lambda p: (p.line is None, p.line or 0)))
 
     @property
     def items(self) -> list[tuple[Problem, list[str]]]:
@@ -219,6 +282,12 @@ def describe(node: Node) -> str:
         return "a list" if node.items else "an empty list"
     assert isinstance(node, ScalarNode)
     return describe_value(node.value)
+
+
+def short_repr(v: Any, width: int = 60) -> str:
+    """`repr(v)`, cut to about `width` characters (a 300-character name stays readable)."""
+    text = repr(v)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def describe_value(v: Any) -> str:

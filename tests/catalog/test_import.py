@@ -123,14 +123,17 @@ def test_partial_import_records_a_loud_warning_and_keeps_the_real_geometry(tmp_p
 
 @pytest.mark.slow
 def test_cli_refuses_then_imports_with_partial(tmp_path, user_catalog):
+    # --force: the paste replaces the built-in H100-SXM5-80GB, which catalog import refuses without it
     lgip, lgipp = write(tmp_path, GOOGLE_LGIP, SCALEWAY_LGIPP)
     env = {"MIGBENCH_CATALOG": str(user_catalog)}
     r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", env=env)
+    assert r.returncode == 1 and "built-in model" in r.stderr and "--force" in r.stderr  # a built-in name needs --force first
+    r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--force", env=env)
     assert r.returncode == 1 and "do not describe one whole GPU" in r.stderr and "--partial" in r.stderr
     assert not user_catalog.exists()
-    r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--partial", "--json", env=env)
+    r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--force", "--partial", "--json", env=env)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["profiles"] == 5 and any("cut short" in w for w in doc["warnings"])
-    r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--partial", env=env)
+    r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--force", "--partial", env=env)
     assert "WARNING: partial import:" in r.stdout and "7 compute slices taken from the catalogue's H100-SXM5-80GB" in r.stdout

@@ -240,6 +240,6 @@ def test_run_plans_applies_and_launches_then_is_idempotent(tmp_path, monkeypatch
     assert (sweep.parent / "small.plan.yaml").exists() and "plan written to" in first.stdout
     assert first.stdout.count("done small") == 0 and first.stdout.count("succeeded in") == 3
     second = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert second.returncode == 0 and "reusing" in second.stdout and "already matches" in second.stdout
+    assert second.returncode == 0 and "nothing to launch" in second.stdout and "applied" not in second.stdout
     assert "start " not in second.stdout
     fake_nvml.uninstall()

@@ -4,6 +4,7 @@ same decisions as `engine.replay`), OOM escalation, and the state store."""
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest
 from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
 from migbench.errors import InputError
+from migbench.fsutil import reserve_file
 from migbench.launch.prepare import start_order
 from migbench.launch.queue import Queues, Waiting
+from migbench.launch.shim import child_env, record_exit
 from migbench.launch.spec import build_spec, check_run_id, substitute
 from migbench.launch.store import RunRow, Store
 from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
 from migbench.types import LaunchSettings
+from tests.support.faults import full_disk
 
 VALUES = {"run_id": "r-1", "run_dir": "/s/r-1", "attempt": "2"}
 
@@ -82,6 +86,28 @@ def test_build_spec_pins_one_device_and_sets_the_launch_environment(tmp_path):
     assert s1.workdir == str(tmp_path / "sub") and s1.stop_grace_s == 7.0
     s2 = build_spec(plan, _run("g-1"), instance=inst.key, mig_uuid="MIG-abc", attempt=2, state_dir=tmp_path / "st")
     assert s2.argv == ("train", "--x", rdir) and s2.env["MIGBENCH_RESUME"] == "1" and s2.env["MIGBENCH_ATTEMPT"] == "2"
+
+
+def test_env_passthrough_gives_a_run_only_the_allowed_variables_of_the_launcher(tmp_path):
+    """Guards: runs inherited the launcher's whole environment, with no way to give them a clean one."""
+    inst = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("g-1",))
+    run = _run("g-1", env={"R": "1"})
+    plan = _plan(tmp_path, [run], [inst], LaunchSettings(env_passthrough=("PATH", "LC_*")))
+    spec = build_spec(plan, run, instance=inst.key, mig_uuid="MIG-abc", attempt=1, state_dir=tmp_path / "st")
+    cmd = spec.cmd_doc()
+    assert cmd["env_passthrough"] == ["PATH", "LC_*"] and cmd["state_mode"] == 0o600
+    launcher = {"PATH": "/bin", "LC_ALL": "C", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HOME": "/root", "MIGBENCH_SIM": "/sim"}
+    env = child_env(cmd, launcher)
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "MIGBENCH_SIM": "/sim", **spec.env}
+    assert child_env(dict(cmd, env_passthrough=None), launcher)["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"  # the default: inherit
+
+
+def test_a_shim_records_its_outcome_in_the_reserved_space_when_the_disk_is_full(tmp_path, monkeypatch):
+    reserve_file(tmp_path / "exit.reserve")
+    full_disk(monkeypatch)
+    rc = record_exit(tmp_path, {"run_id": "r", "attempt": 1}, 123, 0, 1.0, exec_error="x" * 5000)
+    doc = json.loads((tmp_path / "exit.json").read_text())
+    assert rc == 0 and doc["returncode"] == 0 and doc["run_id"] == "r" and len(doc["exec_error"]) == 1000
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".", "", "-x", "a b"])

@@ -10,7 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pynvml
+
 from migbench.backend.select import live_models
+from migbench.backend.sim import fake_nvml
 from migbench.catalog import default_catalog
 from migbench.cli.app import run
 from tests.support import REPO
@@ -33,6 +36,7 @@ def migbench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = N
     want.setdefault("MIGBENCH_CATALOG", str(cwd / "no-user-catalog.yaml"))
     want.update(env or {})
     saved = {k: os.environ.get(k) for k in [*want, "MIGBENCH_SIM"]}
+    lib_before = pynvml.nvmlLib  # a command may point pynvml at a simulated host; a process would end there
     old_cwd = os.getcwd()
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)  # `logs` writes bytes to .buffer
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
@@ -58,6 +62,8 @@ def migbench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = N
                 os.environ[k] = v
         default_catalog.cache_clear()
         live_models.cache_clear()
+        while pynvml.nvmlLib is not lib_before and isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+            fake_nvml.uninstall()
     return Result(code, _text(out), _text(err))
 
 

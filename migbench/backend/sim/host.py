@@ -78,6 +78,7 @@ from migbench.catalog import (
     parse_driver,
 )
 from migbench.errors import MigbenchError
+from migbench.fsutil import read_input_text
 
 MUTATING_OPS = (
     "create_gpu_instance",
@@ -169,7 +170,16 @@ def init_host(
     if any(not 0 <= i < count for i in swapped):
         raise MigbenchError(f"swapped GPU index out of range: {sorted(swapped)} (the host has {count} GPUs)")
     state = SimState(model_key=key, driver=drv, seed=seed, vm=vm, privileged=privileged, gpus=gpus)
+    return create_host(state_dir, state)
+
+
+def create_host(state_dir: str | os.PathLike[str], state: SimState) -> SimHost:
+    """Write a prepared state as the simulated host in `state_dir` (created; replaced if present)."""
     host = SimHost(state_dir)
+    if host.dir.exists() and not host.dir.is_dir():
+        raise MigbenchError(
+            f"{host.dir} exists and is not a directory", hint="a simulated host is a directory: give a new or existing one"
+        )
     host.dir.mkdir(parents=True, exist_ok=True)
     with host._locked(exclusive=True):
         host._write(state)
@@ -214,17 +224,21 @@ class SimHost:
         )
 
     def _load(self) -> SimState:
+        if not self.path.exists() and not self.path.is_symlink():
+            raise self._missing()
+        text = read_input_text(self.path, "simulated host state", hint="re-create it with `migbench sim init`")
         try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            raise self._missing() from None
-        try:
-            return SimState.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
+            doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise TypeError(f"a JSON object was expected, not {type(doc).__name__}")
+            return SimState.from_json(doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, MigbenchError):
+                raise
             raise MigbenchError(
-                f"{self.path} is not a valid simulated host state ({exc})",
+                f"{self.path} is not a valid simulated host state ({type(exc).__name__}: {exc})",
                 hint="re-create it with `migbench sim init`",
-            ) from exc
+            ) from None
 
     def _write(self, state: SimState) -> None:
         """Replace `host.json` atomically (temp file + rename): a process killed mid-write leaves the
@@ -665,6 +679,7 @@ __all__ = [
     "SimState",
     "ci_profiles",
     "ci_remaining",
+    "create_host",
     "cuda_driver_version",
     "error_string",
     "gpu_instance_id",

@@ -28,6 +28,7 @@ from migbench.catalog import (
     GpuModel,
     Placement,
     Profile,
+    model_from_spec,
     parse_driver,
 )
 from migbench.errors import MigbenchError
@@ -137,11 +138,20 @@ class SimState:
     faults: list[Fault] = field(default_factory=list)
     serial: int = 0
     version: int = STATE_VERSION
+    model_spec: dict[str, Any] | None = None
+    """The profile table in catalogue form when the host was built from a real host's captures
+    (`migbench sim init --from`); None: the catalogue's model `model_key`."""
 
     # -- derived ---------------------------------------------------------------------------------
     @property
     def model(self) -> GpuModel:
-        return resolve_model(self.model_key, self.driver)
+        if self.model_spec is None:
+            return resolve_model(self.model_key, self.driver)
+        cached = self.__dict__.get("_captured_model")
+        if cached is None or cached[0] != self.driver:
+            cached = (self.driver, model_from_spec(self.model_key, self.model_spec, self.driver, origin="capture"))
+            self.__dict__["_captured_model"] = cached
+        return cached[1]
 
     @property
     def driver_version(self) -> DriverVersion:
@@ -247,7 +257,10 @@ class SimState:
 
     # -- (de)serialisation -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["model_spec"] is None:
+            del d["model_spec"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SimState:
@@ -268,7 +281,7 @@ class SimState:
             privileged=bool(d["privileged"]), gpus=gpus,
             processes=[SimProcess(**p) for p in d.get("processes", [])],
             faults=[Fault(**f) for f in d.get("faults", [])], serial=int(d.get("serial", 0)),
-            version=int(d["version"]),
+            version=int(d["version"]), model_spec=d.get("model_spec"),
         )
 
 

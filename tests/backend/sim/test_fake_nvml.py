@@ -304,3 +304,26 @@ def test_error_strings():
     assert lib.nvmlErrorString(19) == b"In use by another client"
     assert lib.nvmlErrorString(23) == b"Insufficient Resources"
     assert lib.nvmlErrorString(6) == b"Not Found"
+
+
+def test_device_usage_reads_only_the_named_devices_and_drops_gone_ones(tmp_path, sleeper):
+    """NvmlReader.device_usage, the sampling read of `migbench profile`: used memory and per-process
+    memory of the named MIG devices; a device destroyed in between is left out, not an error."""
+    from migbench.backend.nvml import NvmlReader
+
+    host = init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
+    with fake_nvml.installed(tmp_path):
+        r = NvmlReader(simulated=True)
+        gi = host.create_gpu_instance(0, 19)
+        ci = host.create_compute_instance(0, gi.id)
+        (dev,) = [d.uuid for g in r.read().gpus for d in g.devices]
+        p = sleeper()
+        host.attach(dev, p.pid, 1234, "x")
+        got = r.device_usage([dev, "MIG-00000000-0000-0000-0000-000000000000"])
+        assert list(got) == [dev] and got[dev].used_mib == 1234 and got[dev].processes == ((p.pid, 1234),)
+        p.kill()
+        p.wait()
+        host.destroy_compute_instance(0, gi.id, ci.id)
+        host.destroy_gpu_instance(0, gi.id)
+        assert r.device_usage([dev]) == {}
+        r.close()

@@ -1,0 +1,283 @@
+"""How an attempt's end moves its run on: success, a retry after a backoff, an OOM move to a larger
+instance, failure when the retries are used up, the flapping guard; and a shim that died without a
+result (its run kept as an orphan the launcher waits for, or re-queued when it never started). A
+part of the supervisor (`Supervisor` inherits it), kept apart for its size."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from migbench.fsutil import disk_full
+from migbench.launch.options import NOT_STARTED, OOM_RANK_SHIFT
+from migbench.launch.prepare import retries_of
+from migbench.launch.procs import kill_group, read_json, wait_child
+from migbench.launch.queue import Queues, Waiting
+from migbench.launch.shim import record_exit
+from migbench.launch.spec import Outcome, attempt_started, outcome_of
+from migbench.launch.store import AttemptEnd, RunRow
+from migbench.plan import PlanInstance, PlanRun
+
+
+@dataclass
+class Active:
+    """A run whose shim is alive (ours or adopted), or whose shim died and left its run to us (`orphan`)."""
+
+    run_id: str
+    attempt: int
+    instance: str
+    adir: Path
+    shim_pid: int
+    shim_ctime: float | None
+    popen: subprocess.Popen | None = None  # None when adopted from an earlier launcher
+    child_pid: int | None = None
+    child_pgid: int | None = None
+    shared: bool = False  # another run shared its instance at some point
+    stop_signaled: bool = False
+    orphan: bool = False  # the shim is gone; the launcher waits for the run itself
+    kill_at: float | None = None  # an orphan's timeout: SIGTERM at this time, SIGKILL after the grace
+    timed_out: bool = False
+
+
+class Outcomes:
+    """The supervisor's outcome handling (attributes are the supervisor's)."""
+
+    active: dict[str, Active]
+    rows: dict[str, RunRow]
+    dirty: set[str]
+    ended: list[AttemptEnd]
+    plan: Any
+    plan_runs: dict[str, PlanRun]
+    inst: dict[str, PlanInstance]
+    queues: Queues
+    backoff_s: float
+    flap_window_s: float
+    flap_max: int
+    flapping: str | None
+    early_failures: list[tuple[float, str]]
+    launcher_updates: dict[str, Any]
+    stop_reason: str | None
+    subreaper: bool
+    grace_s: float
+
+    def _read_child(self, a: Active) -> None:
+        raise NotImplementedError
+
+    def _halt(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def say(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _touch(self, key: str | None) -> None:
+        raise NotImplementedError
+
+    def _requeue(self, row: RunRow, note: str | None) -> None:
+        raise NotImplementedError
+
+    def _waiting(self, now: float) -> list[Waiting]:
+        raise NotImplementedError
+
+    def _running_jobs(self) -> dict[str, list]:
+        raise NotImplementedError
+
+    def _on_exit(self, a: Active, res: Outcome | None, shim_rc: int | None) -> None:
+        self.active.pop(a.run_id, None)
+        self._touch(a.instance)
+        row = self.rows[a.run_id]
+        row.end_at = res.ended_at if res else time.time()
+        if res is not None:
+            row.exit_code, row.signal = res.returncode, res.signal
+        row.shim_pid = row.shim_create_time = None
+        self.dirty.add(a.run_id)
+        took = f"{(row.end_at - (row.start_at or row.end_at)):.1f} s"
+        early = row.start_at is not None and row.end_at - row.start_at <= self.flap_window_s
+        if a.stop_signaled and (res is None or res.returncode != 0):
+            row.state = "interrupted"
+            row.last_error = f"interrupted by the launcher ({self.stop_reason or 'stop'})"
+            self.ended.append(AttemptEnd.of(row, "interrupted", row.last_error))
+            self.say(f"interrupted {a.run_id} attempt {a.attempt} after {took}")
+            return
+        if res is None:
+            if a.popen is None:
+                self.ended.append(AttemptEnd.of(row, "lost", "the shim disappeared without a result"))
+                self._requeue(row, f"attempt {a.attempt}'s shim disappeared without a result")
+                self.say(f"{a.run_id}: attempt {a.attempt}'s shim disappeared without a result; re-queued")
+                return
+            self._failed_attempt(row, f"the shim exited with code {shim_rc} without a result (see {a.adir / 'shim.log'})", "failed", early)
+            return
+        if res.returncode == 0:
+            row.state = "succeeded"
+            row.last_error = None
+            self.ended.append(AttemptEnd.of(row, "succeeded", None))
+            self.say(f"done {a.run_id} attempt {a.attempt} succeeded in {took}")
+            return
+        if res.oom:
+            self._oom(a, row, res, early)
+            return
+        rc = res.returncode
+        if res.exec_error or (rc is not None and rc in NOT_STARTED and res.signal is None and not res.timed_out):
+            # the command could not start (not found, not executable, no workdir): a retry fails the same way
+            why = res.exec_error or f"exit code {rc} ({NOT_STARTED.get(rc or 0, '')})"
+            self._failed_attempt(row, why + "; not retried", "failed", early, retry=False)
+            return
+        if res.timed_out:
+            limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
+            why = f"timed out after {limit:g} s" if limit is not None else "timed out"
+        elif res.signal is not None:
+            why = f"killed by {_signame(res.signal)} (exit {res.returncode})"
+        else:
+            why = f"exit code {res.returncode}"
+        self._failed_attempt(row, why, "failed", early)
+
+    def _failed_attempt(self, row: RunRow, why: str, outcome: str, early: bool, retry: bool = True) -> None:
+        pr = self.plan_runs.get(row.id)
+        row.failures += 1
+        allowed = retries_of(self.plan, pr) if pr is not None and retry else 0
+        self.ended.append(AttemptEnd.of(row, outcome, why))
+        self.dirty.add(row.id)
+        if pr is not None and row.failures <= allowed:
+            delay = self.backoff_s * (2 ** (row.failures - 1))
+            row.state = "queued"
+            row.not_before = time.time() + delay
+            row.last_error = f"attempt {row.attempt}: {why}; retry {row.failures} of {allowed} in {delay:g} s"
+            self.say(f"failed {row.id} attempt {row.attempt}: {why}; retrying in {delay:g} s")
+        else:
+            row.state = "failed"
+            row.last_error = f"attempt {row.attempt}: {why}" + (f" (after {allowed} retries)" if allowed else "")
+            self.say(f"failed {row.id} attempt {row.attempt}: {why}; no retries left")
+        self._note_failure(row, early)
+
+    def _oom(self, a: Active, row: RunRow, res: Outcome, early: bool) -> None:
+        inst = self.inst.get(a.instance)
+        inst_mib = inst.memory_mib if inst else (row.instance_mib or 0)
+        peak = row.peak_mib
+        need = max(row.need_mib, peak or 0)
+        if not a.shared:
+            need = max(need, inst_mib + 1)  # alone on the instance and still out of memory
+        pr = self.plan_runs.get(row.id)
+        target = None
+        if pr is not None:
+            w = Waiting(row.id, replace(pr.demand(), memory_mib=need), row.queue or "", row.rank)
+            target = self.queues.escalation_target(w, a.instance, self._waiting(time.time()), self._running_jobs())
+        seen = f"peak {peak} MiB" if peak is not None else "peak not observed"
+        detail = f"out of memory on {a.instance} ({inst_mib} MiB instance, {seen})"
+        if res.oom_line:
+            detail += f": {res.oom_line}"
+        self.ended.append(AttemptEnd.of(row, "oom", detail))
+        if target is not None:
+            row.state = "queued"
+            row.queue = target
+            row.need_mib = need
+            row.rank = row.ord - OOM_RANK_SHIFT
+            self._touch(target)
+            row.not_before = None
+            row.last_error = f"attempt {row.attempt}: {detail}; moved to {target} ({self.inst[target].memory_mib} MiB)"
+            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB); retrying on {target}")
+        else:
+            row.state = "oom"
+            row.last_error = f"attempt {row.attempt}: {detail}; no larger instance in the plan allows this run"
+            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB, {seen}); no larger instance")
+        self._note_failure(row, early)
+
+    def _note_failure(self, row: RunRow, early: bool) -> None:
+        """The flapping guard: `flapping_max` distinct runs failing within `flapping_window_s` of
+        their start, inside one window, stop new launches (running runs continue)."""
+        if not early or self.flap_max <= 0 or self.flapping:
+            return
+        now = time.time()
+        self.early_failures.append((now, row.id))
+        recent = sorted({rid for t, rid in self.early_failures if t >= now - self.flap_window_s})
+        if len(recent) >= self.flap_max:
+            self.flapping = (
+                f"{len(recent)} runs failed within {self.flap_window_s:g} s of their start ({', '.join(recent[:5])}"
+                f"{', ...' if len(recent) > 5 else ''}): stopped launching new runs"
+            )
+            self.launcher_updates.update(flapping=self.flapping, state="flapping")
+            self.say(f"flapping guard: {self.flapping}; {len(self.active)} running run(s) continue")
+
+
+
+    # -- a shim that died without a result -------------------------------------------------------
+    def _shim_died(self, a: Active, rc: int | None) -> bool:
+        """Our shim ended without `exit.json`. While its run's process lives the launcher (its
+        subreaper) keeps it as an orphan and waits for it; a run that never passed the shim's gate
+        is re-queued (a killed shim is not the run's failure). True when handled here, False to
+        let `_on_exit` count a failed attempt."""
+        self._read_child(a)
+        if a.child_pid and self.subreaper:
+            ours, status = wait_child(a.child_pid)
+            if ours:
+                a.orphan, a.popen = True, None
+                limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
+                child = read_json(a.adir / "child.json") or {}
+                if limit is not None:
+                    a.kill_at = float(child.get("started_at") or self.rows[a.run_id].start_at or time.time()) + float(limit)
+                self.say(f"{a.run_id}: attempt {a.attempt}'s shim died (code {rc}); its run goes on under the launcher")
+                if status is not None:
+                    self._orphan_ended(a, status)
+                return True
+        kill_group(a.child_pgid, signal.SIGKILL)  # never two copies of one run
+        if attempt_started(a.adir) or rc is None or a.stop_signaled:
+            return False
+        if rc < 0:
+            self._never_started(a, f"the shim was killed ({_signame(-rc)}) before the run started")
+        elif not (a.adir / "cmd.json").exists():
+            self._never_started(a, f"its attempt directory {a.adir} vanished before the run started")
+        elif disk_full(a.adir.parent):
+            self._never_started(a, "the shim could not start the run: no space left on the device")
+            self._halt(f"no space left on the device under {a.adir.parent.parent}: stopped starting runs (running runs finish and keep their outcomes)")
+        else:
+            return False  # the shim's own failure: counted like a failed attempt (see shim.log)
+        return True
+
+    def _never_started(self, a: Active, why: str) -> None:
+        self.active.pop(a.run_id, None)
+        self._touch(a.instance)
+        row = self.rows[a.run_id]
+        row.end_at = time.time()
+        self.ended.append(AttemptEnd.of(row, "lost", why))
+        self._requeue(row, f"attempt {a.attempt}: {why}")
+        self.say(f"{a.run_id}: attempt {a.attempt}: {why}; re-queued")
+
+    def _reap_orphan(self, a: Active) -> None:
+        ours, status = wait_child(a.child_pid or 0)
+        if ours and status is None:
+            now = time.time()
+            if a.kill_at is not None and now >= a.kill_at:
+                sig = signal.SIGKILL if a.timed_out else signal.SIGTERM
+                a.timed_out = True
+                a.kill_at = now + max(self.grace_s, 0.01)
+                kill_group(a.child_pgid, sig)
+            return
+        if status is None:  # not ours after all: gone without a status
+            self._on_exit(a, None, None)
+            return
+        self._orphan_ended(a, status)
+
+    def _orphan_ended(self, a: Active, status: int) -> None:
+        """Write the orphan's `exit.json` as its shim would have, then take the result (or re-queue
+        the run when its process never passed the gate: the shim died first)."""
+        kill_group(a.child_pgid, signal.SIGKILL)
+        if not attempt_started(a.adir):
+            self._never_started(a, "the shim died before the run started")
+            return
+        cmd = read_json(a.adir / "cmd.json") or {}
+        child = read_json(a.adir / "child.json") or {}
+        try:
+            record_exit(a.adir, cmd, a.child_pid or 0, status, float(child.get("started_at") or 0.0), timed_out=a.timed_out, recorded_by="launcher")
+        except OSError as exc:
+            self.say(f"{a.run_id}: cannot write {a.adir / 'exit.json'}: {exc}")
+        res = outcome_of(read_json(a.adir / "exit.json"))
+        self._on_exit(a, res, None)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"

@@ -1,0 +1,456 @@
+"""A plan file read as strictly as a sweep: `check_document` checks every field of the document (types,
+ranges, run ids and the sweep name and `log_dir` that become paths) and the whole against itself and
+the catalogue (legal placements without overlap on GPUs of the fleet, runs on instances of the plan
+that list them, unique run ids, runs that fit their instance). Problems carry their field path;
+`locate` finds their lines with the sweep loader's located YAML, built only when there is one.
+
+`migbench.plan` builds the `Plan` once the document is clean: this module knows the file, not the
+value types.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from migbench.catalog import Catalog, GpuModel, default_catalog
+from migbench.duration import DurationModel
+from migbench.errors import InputError, MigbenchError, Problem
+from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, SWEEP_NAME_RE
+from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_char, reader_error_line
+from migbench.types import SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
+
+MAX_PLAN_BYTES = 256 * 2**20
+"""A plan file larger than this is refused before it is parsed (`plan` writes about 0.5 KiB a run: the
+toy sweep's plan holds 486 bytes a run, so 100,000 runs are about 50 MiB)."""
+RUN_ID_RE = SAFE_NAME_RE
+"""Run ids name directories (`<state dir>/<run id>/`): plain file names only."""
+REGENERATE = "regenerate it with `migbench plan SWEEP -o PLAN`"
+
+def parse_start(text: str, file: str) -> LimitedSafeLoader:
+    """The located loader over `text`; a control character YAML refuses is a problem at its line."""
+    try:
+        return LimitedSafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        prob = Problem(f"a control character ({reader_error_char(exc)}) YAML does not allow", file, reader_error_line(exc, text))
+        raise InputError(f"{file}: not a valid plan file", hint=REGENERATE, problems=[prob]) from None
+
+
+def yaml_error(exc: yaml.YAMLError, file: str) -> InputError:
+    mark = getattr(exc, "problem_mark", None)
+    what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
+    prob = Problem(what, file, mark.line + 1 if mark is not None else None)
+    return InputError(f"{file}: not valid YAML", hint=REGENERATE, problems=[prob])
+
+
+def lines_of(loader: LimitedSafeLoader, root: yaml.Node | None, file: str) -> dict[str, int]:
+    """Field path -> line, from the sweep loader's located YAML (built only when there are problems)."""
+    out: dict[str, int] = {}
+    if root is None:
+        return out
+    try:
+        tree = Converter(loader, Problems(file)).convert(root, "")
+    except Abort:
+        return out
+    todo: list[Node] = [tree]
+    while todo:
+        n = todo.pop()
+        out.setdefault(n.path, n.line)
+        if isinstance(n, MapNode):
+            for e in n.entries.values():
+                out[e.path] = e.value.line
+                todo.append(e.value)
+        elif isinstance(n, SeqNode):
+            todo.extend(n.items)
+    return out
+
+
+class _Check:
+    """Problems found while reading a plan: (field path, message, hint), located at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str | None]] = []
+
+    def add(self, field: str, message: str, hint: str | None = None) -> None:
+        self.items.append((field, message, hint))
+
+    def get(self, d: dict[str, Any], key: str, path: str, kind: str, *, required: bool = True) -> Any:
+        """d[key] if it is of `kind` (int, number, str, bool, list, map, strs); None (with a problem
+        unless it is optional and absent or null) otherwise."""
+        field = f"{path}.{key}" if path else key
+        if key not in d or d[key] is None:
+            if required:
+                self.add(field, f"missing `{key}`" if key not in d else f"`{key}` is null")
+            return None
+        v = d[key]
+        ok = {
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "number": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            "str": isinstance(v, str),
+            "bool": isinstance(v, bool),
+            "list": isinstance(v, list),
+            "map": isinstance(v, dict),
+        }[kind]
+        if not ok:
+            want = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false",
+                    "list": "a list", "map": "a mapping"}[kind]
+            self.add(field, f"expected {want}, got {_kind(v)}")
+            return None
+        return v
+
+    def at_least(self, v: Any, minimum: float, field: str, strict: bool = False) -> Any:
+        if v is not None and (v <= minimum if strict else v < minimum):
+            self.add(field, f"must be {'>' if strict else '>='} {minimum:g}, got {v}")
+            return None
+        return v
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    text = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+    if isinstance(v, str):
+        return f"the string {text}"
+    return f"{'a boolean' if isinstance(v, bool) else type(v).__name__} {text}"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check_document` found: problems as (field path, message, hint), notes for the user."""
+
+    problems: list[tuple[str, str, str | None]]
+    notes: list[str]
+
+
+def check_document(doc: dict[str, Any], *, catalog: Catalog | None = None) -> Checked:
+    """Every field of a plan document (a mapping of kind migbench-plan) and the whole, see the module."""
+    chk = _Check()
+    notes: list[str] = []
+    sweep = chk.get(doc, "sweep", "", "map") or {}
+    name = chk.get(sweep, "name", "sweep", "str") if sweep else None
+    if name is not None and not safe_name(name):
+        chk.add("sweep.name", f"{_kind(name)} cannot name the state directory",
+                f"sweep names are letters, digits, '.', '_' and '-' (at most {MAX_NAME_LEN})")
+    if sweep:
+        chk.get(sweep, "file", "sweep", "str", required=False)
+        chk.get(sweep, "sha256", "sweep", "str", required=False)
+    fleet = _read_fleet(chk, doc)
+    models = _fleet_models(chk, fleet, catalog, notes)
+    try:
+        DurationModel.from_dict(chk.get(doc, "duration_model", "", "map", required=False))
+    except (TypeError, ValueError) as exc:
+        chk.add("duration_model", f"malformed duration model ({exc})")
+    _read_launch(chk, chk.get(doc, "launch", "", "map", required=False))
+    instances, refused = _read_instances(chk, doc, fleet, models)
+    runs, ids = _read_runs(chk, doc)
+    _cross_check(chk, instances, runs, ids, refused)
+    for k, u in enumerate(chk.get(doc, "unplaced", "", "list", required=False) or []):
+        if not isinstance(u, dict):
+            chk.add(f"unplaced[{k}]", f"expected a mapping, got {_kind(u)}")
+            continue
+        chk.get(u, "id", f"unplaced[{k}]", "str")
+        chk.get(u, "memory_mib", f"unplaced[{k}]", "int")
+        chk.get(u, "reason", f"unplaced[{k}]", "str", required=False)
+    s = chk.get(doc, "solver", "", "map", required=False) or {}
+    for key in ("objective", "bound", "gap", "seconds", "makespan_s"):
+        chk.get(s, key, "solver", "number", required=False)
+    chk.get(s, "runs_at_once", "solver", "int", required=False)
+    chk.get(doc, "warnings", "", "list", required=False)
+    chk.get(doc, "models", "", "map", required=False)
+    return Checked(chk.items, notes)
+
+
+def located(checked: Checked, file: str, locate: Callable[[], dict[str, int]] | None) -> InputError:
+    """The problems as an `InputError`, each with the line of its field (or of the nearest enclosing
+    one), sorted by line."""
+    lines = locate() if locate is not None else {}
+    probs = [Problem(msg, file, _line_of(lines, f), f or None, hint) for f, msg, hint in checked.problems]
+    probs.sort(key=lambda p: (p.line is None, p.line or 0))
+    n = len(probs)
+    return InputError(f"{file}: {n} problem{'s' if n != 1 else ''} in the plan", hint=REGENERATE, problems=probs)
+
+
+def _line_of(lines: dict[str, int], field: str) -> int | None:
+    """The line of `field`, or of the nearest enclosing field the file has."""
+    while True:
+        if field in lines:
+            return lines[field]
+        cut = max(field.rfind("."), field.rfind("["))
+        if cut <= 0:
+            return lines.get(field)
+        field = field[:cut]
+
+
+@dataclass(frozen=True)
+class _Gpu:
+    gpu: int
+    model: str
+    driver: str | None
+
+
+@dataclass(frozen=True)
+class _Inst:
+    key: str
+    memory_mib: int
+    runs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Run:
+    id: str
+    memory_mib: int
+    instance_key: str | None
+
+
+def _read_fleet(chk: _Check, doc: dict[str, Any]) -> list[_Gpu]:
+    fleet: list[_Gpu] = []
+    raw = chk.get(doc, "fleet", "", "list") or []
+    if len(raw) > MAX_FLEET_GPUS:
+        chk.add("fleet", f"{len(raw)} GPUs; a fleet has at most {MAX_FLEET_GPUS}")
+        return fleet
+    seen: set[int] = set()
+    for k, g in enumerate(raw):
+        where = f"fleet[{k}]"
+        if not isinstance(g, dict):
+            chk.add(where, f"expected a mapping {{gpu: N, model: MODEL}}, got {_kind(g)}")
+            continue
+        idx = chk.at_least(chk.get(g, "gpu", where, "int"), 0, f"{where}.gpu")
+        model = chk.get(g, "model", where, "str")
+        driver = chk.get(g, "driver", where, "str", required=False)
+        chk.get(g, "node", where, "str", required=False)
+        if idx is not None and idx in seen:
+            chk.add(f"{where}.gpu", f"GPU {idx} is listed twice")
+            continue
+        if idx is not None and model is not None:
+            seen.add(idx)
+            fleet.append(_Gpu(idx, model, driver))
+    return fleet
+
+
+def _fleet_models(chk: _Check, fleet: list[_Gpu], catalog: Catalog | None, notes: list[str]) -> dict[int, GpuModel]:
+    """Each fleet GPU's model from the catalogue, to check placements against; a model the catalogue
+    does not know (a plan made from a live NVML table) is a note, not an error."""
+    if not fleet:
+        return {}
+    cat = catalog if catalog is not None else default_catalog()
+    out: dict[int, GpuModel] = {}
+    resolved: dict[tuple[str, str | None], GpuModel | None] = {}
+    for k, g in enumerate(fleet):
+        if (g.model, g.driver) not in resolved:
+            key = cat.find_key(g.model)
+            model = None
+            if key is None:
+                notes.append(f"GPU model {g.model} is not in the catalogue: its placements are checked on the host only")
+            else:
+                try:
+                    model = cat.model(key, g.driver)
+                except (MigbenchError, ValueError) as exc:
+                    chk.add(f"fleet[{k}].driver", getattr(exc, "message", str(exc)))
+            resolved[(g.model, g.driver)] = model
+        m = resolved[(g.model, g.driver)]
+        if m is not None:
+            out[g.gpu] = m
+    return out
+
+
+def _read_launch(chk: _Check, d: dict[str, Any] | None) -> None:
+    if not d:
+        return
+    for key, kind, minimum in (("retries", "int", 0), ("backoff_s", "number", 0), ("stop_grace_s", "number", 0),
+                               ("flapping_window_s", "number", 0), ("flapping_max", "int", 1)):
+        chk.at_least(chk.get(d, key, "launch", kind, required=False), minimum, f"launch.{key}")
+    env = chk.get(d, "env", "launch", "map", required=False)
+    _check_env(chk, env, "launch.env")
+    log_dir = chk.get(d, "log_dir", "launch", "str", required=False)
+    if log_dir is not None:
+        bad = bad_path(log_dir)
+        if bad:
+            chk.add("launch.log_dir", f"{_kind(log_dir)} {bad}", "log_dir is a directory, e.g. runs")
+    try:
+        LaunchSettings.from_dict(d)
+    except (TypeError, ValueError) as exc:  # env_passthrough, state_mode, a log_dir that climbs out
+        if not any(f.startswith("launch") for f, _, _ in chk.items):
+            chk.add("launch", str(exc))
+
+
+def safe_name(name: object) -> bool:
+    """Whether a sweep name may name a state directory (as the sweep loader allows it)."""
+    return isinstance(name, str) and bool(SWEEP_NAME_RE.fullmatch(name)) and len(name) <= MAX_NAME_LEN
+
+
+def bad_path(text: str) -> str | None:
+    """Why `text` cannot be a directory path, or None."""
+    if not text.strip():
+        return "is empty"
+    if "\x00" in text:
+        return "holds a NUL character"
+    if any(len(os.fsencode(part)) > 255 for part in text.split("/")):
+        return "has a component longer than 255 bytes"
+    return None
+
+
+def _check_env(chk: _Check, env: dict[str, Any] | None, where: str) -> None:
+    for k, v in (env or {}).items():
+        if not isinstance(k, str) or not ENV_NAME_RE.fullmatch(k):
+            chk.add(f"{where}.{k}", f"{_kind(k)} is not an environment variable name")
+        elif not isinstance(v, (str, int, float)) or isinstance(v, bool) or "\x00" in str(v):
+            chk.add(f"{where}.{k}", f"expected a string, got {_kind(v)}")
+
+
+def _read_instances(
+    chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]
+) -> tuple[list[_Inst], set[str]]:
+    """The instances, and the keys of those refused (so that their runs are not reported again)."""
+    gpus = {g.gpu for g in fleet}
+    out: list[_Inst] = []
+    refused: set[str] = set()
+    keys: dict[str, int] = {}
+    on_gpu: dict[int, list[Placement]] = {}
+    for k, i in enumerate(chk.get(doc, "instances", "", "list") or []):
+        where = f"instances[{k}]"
+        if not isinstance(i, dict):
+            chk.add(where, f"expected a mapping, got {_kind(i)}")
+            continue
+        n = len(chk.items)
+        gpu = chk.at_least(chk.get(i, "gpu", where, "int"), 0, f"{where}.gpu")
+        profile = chk.get(i, "profile", where, "str")
+        start = chk.at_least(chk.get(i, "start", where, "int"), 0, f"{where}.start")
+        mib = chk.at_least(chk.get(i, "memory_mib", where, "int"), 0, f"{where}.memory_mib", strict=True)
+        compute = chk.get(i, "compute", where, "number", required=False)
+        if compute is not None and not 0 < compute <= 1:
+            chk.add(f"{where}.compute", f"must be in (0, 1], got {compute}")
+        runs = chk.get(i, "runs", where, "list", required=False) or []
+        for j, r in enumerate(runs):
+            if not isinstance(r, str):
+                chk.add(f"{where}.runs[{j}]", f"expected a run id, got {_kind(r)}")
+        if len(chk.items) > n or gpu is None or profile is None or start is None or mib is None:
+            continue
+        pl = Placement(profile, start)
+        key = str(InstanceRef(gpu, pl))
+        refused.add(key)
+        if (written := i.get("placement")) is not None and str(written) != str(pl):
+            chk.add(f"{where}.placement", f"says {written} but profile and start say {pl}", "make them agree")
+        if gpu not in gpus:
+            chk.add(f"{where}.gpu", f"GPU {gpu} is not in the plan's fleet (GPUs {_ranges(sorted(gpus))})")
+            continue
+        if key in keys:
+            chk.add(where, f"instance {key} is listed twice (first at instances[{keys[key]}])")
+            continue
+        keys[key] = k
+        model = models.get(gpu)
+        if model is not None:
+            before = on_gpu.get(gpu, [])
+            new = [m for m in model.check(before + [pl]) if m not in set(model.check(before))]
+            for m in new:
+                chk.add(where, f"GPU {gpu} ({model.key}): {m}", f"`migbench catalog {model.key} --layouts` lists the legal layouts")
+            if new:
+                continue
+            on_gpu[gpu] = before + [pl]
+        refused.discard(key)
+        out.append(_Inst(key, mib, tuple(runs)))
+    return out, refused
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    return ", ".join(map(str, xs[:8])) + (", ..." if len(xs) > 8 else "") if xs else "none"
+
+
+_RUN_FIELDS = (
+    ("group", "str", True), ("memory_mib", "int", True), ("gpu", "int", False), ("profile", "str", False),
+    ("start", "int", False), ("wave", "int", False), ("argv", "list", True), ("shell", "bool", False),
+    ("env", "map", False), ("workdir", "str", False), ("params", "map", False), ("duration_s", "number", False),
+    ("compute", "number", False), ("max_runs_per_instance", "int", False), ("profiles", "list", False),
+    ("retries", "int", False), ("timeout_s", "number", False), ("est_start_s", "number", False),
+    ("est_end_s", "number", False), ("memory_source", "str", False),
+)
+
+
+def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
+    """The runs, and every id the file names (a run refused for another field still has its id)."""
+    out: list[_Run] = []
+    ids: dict[str, int] = {}
+    for k, r in enumerate(chk.get(doc, "runs", "", "list") or []):
+        where = f"runs[{k}]"
+        if not isinstance(r, dict):
+            chk.add(where, f"expected a mapping, got {_kind(r)}")
+            continue
+        n = len(chk.items)
+        rid = chk.get(r, "id", where, "str")
+        if rid is not None and (not RUN_ID_RE.fullmatch(rid) or rid in (".", "..")):
+            chk.add(f"{where}.id", f"run id {_kind(rid)} cannot name a directory", "run ids are letters, digits, '.', '_' and '-'")
+        elif rid is not None and rid in ids:
+            chk.add(f"{where}.id", f"duplicate run id {rid} (first at runs[{ids[rid]}])", "each run needs its own id")
+        elif rid is not None:
+            ids[rid] = k
+        if isinstance(r.get("argv"), str):
+            chk.add(f"{where}.argv", "argv is a string; it must be a list of arguments (a string would run "
+                    "as one program name)", "write it as a list: [python, train.py, --lr, '0.1']")
+        v = {key: chk.get(r, key, where, kind, required=req) for key, kind, req in _RUN_FIELDS
+             if not (key == "argv" and isinstance(r.get("argv"), str))}
+        v.setdefault("argv", None)
+        argv = v["argv"] or []
+        if v["argv"] is not None and not argv:
+            chk.add(f"{where}.argv", "argv is empty: nothing to run")
+        for j, a in enumerate(argv):
+            if not isinstance(a, (str, int, float)) or isinstance(a, bool) or "\x00" in str(a):
+                chk.add(f"{where}.argv[{j}]", f"expected a string argument, got {_kind(a)}")
+        chk.at_least(v["memory_mib"], 0, f"{where}.memory_mib")
+        chk.at_least(v["wave"], 0, f"{where}.wave")
+        chk.at_least(v["max_runs_per_instance"], 1, f"{where}.max_runs_per_instance")
+        chk.at_least(v["retries"], 0, f"{where}.retries")
+        for key in ("duration_s", "timeout_s"):
+            chk.at_least(v[key], 0, f"{where}.{key}", strict=True)
+        if v["compute"] is not None and not 0 < v["compute"] <= 1:
+            chk.add(f"{where}.compute", f"must be in (0, 1], got {v['compute']}")
+        _check_env(chk, v["env"], f"{where}.env")
+        if v["workdir"] is not None and (bad := bad_path(v["workdir"])):
+            chk.add(f"{where}.workdir", f"{_kind(v['workdir'])} {bad}")
+        for j, pr in enumerate(v["profiles"] or []):
+            if not isinstance(pr, str):
+                chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
+        placed = [v[x] is not None for x in ("gpu", "profile", "start")]
+        if any(placed) and not all(placed):
+            chk.add(where, "a placed run needs gpu, profile and start (an unplaced one, none of them)")
+        elif all(placed) and v["wave"] is None:
+            chk.add(f"{where}.wave", "a placed run needs its wave (0 = starts at once)")
+        if len(chk.items) > n or rid is None:
+            continue
+        on = None if v["gpu"] is None else str(InstanceRef.of(v["gpu"], v["profile"], v["start"]))
+        out.append(_Run(rid, v["memory_mib"], on))
+    return out, set(ids)
+
+
+def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set[str], refused: set[str]) -> None:
+    """Runs and instances agree: each placed run is on an instance of the plan that lists it, once;
+    each listed id is a run of the plan; a run fits its instance's memory. (`ids`: every run id the
+    file names; `refused`: instances already reported.)"""
+    by_key = {i.key: i for i in instances}
+    listed: dict[str, str] = {}
+    for k, i in enumerate(instances):
+        for j, rid in enumerate(i.runs):
+            if rid not in ids:
+                chk.add(f"instances[{k}].runs[{j}]", f"run {rid} is not one of the plan's runs", "remove it from this list")
+            elif rid in listed:
+                chk.add(f"instances[{k}].runs[{j}]", f"run {rid} is listed on {listed[rid]} too")
+            else:
+                listed[rid] = i.key
+    for k, r in enumerate(runs):
+        key = r.instance_key
+        if key is None or key in refused:
+            continue
+        if key not in by_key:
+            chk.add(f"runs[{k}]", f"run {r.id} is on {key}, which is not one of the plan's instances")
+            continue
+        if listed.get(r.id) != key:
+            chk.add(f"runs[{k}]", f"run {r.id} is on {key}, but that instance's runs do not list it"
+                    + (f" ({listed[r.id]} does)" if r.id in listed else ""))
+        inst = by_key[key]
+        if r.memory_mib > inst.memory_mib:
+            chk.add(f"runs[{k}].memory_mib", f"run {r.id} needs {r.memory_mib} MiB; its instance {key} has {inst.memory_mib} MiB")

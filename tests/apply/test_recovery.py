@@ -1,0 +1,214 @@
+"""apply when it cannot finish: signals between steps, a kill -9 found again and finished or rolled
+back, bindings that follow a rollback, a second fault during a rollback, and the host lock that keeps
+apply and the launchers' starts apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from migbench.apply import HostLock, apply_plan, reconcile, verify
+from migbench.apply.recovery import ApplyInterrupted, InterruptedApplyPending
+from migbench.backend.sim.host import SimHost, init_host
+from migbench.catalog import Placement
+from migbench.errors import MigbenchError
+from migbench.launch.gate import HostGate
+from migbench.launch.prepare import preflight
+from migbench.plan import Plan
+from migbench.state import load_bindings, state_dir_for
+from tests.apply.test_reconcile import make_plan, shape
+from tests.support import REPO
+from tests.support.cli import migbench
+from tests.support.simhelp import sim_backend
+
+MODEL = "A100-SXM4-40GB"
+START = {0: (Placement("3g.20gb", 0), Placement("3g.20gb", 4))}
+TARGET = {0: (Placement("2g.10gb", 0), Placement("1g.5gb", 2), Placement("1g.5gb", 3), Placement("3g.20gb", 4))}
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A 1-GPU simulated host laid out as START by an applied plan `start` (same name and file as
+    the TARGET plan, as when a plan file is edited and applied again)."""
+    state = tmp_path / "host"
+    init_host(state, MODEL, 1, mig=True)
+    monkeypatch.setenv("MIGBENCH_SIM", str(state))
+    plan = make_plan(MODEL, START, tmp_path)
+    plan.save(tmp_path / "plan.yaml")
+    apply_plan(plan, sim_backend(state))
+    yield state
+    from migbench.backend.sim import fake_nvml
+
+    fake_nvml.uninstall()
+
+
+def _target(tmp_path) -> Plan:  # type: ignore[no-untyped-def]
+    plan = make_plan(MODEL, TARGET, tmp_path)
+    plan.save(tmp_path / "plan.yaml")
+    return Plan.load(tmp_path / "plan.yaml")
+
+
+def _bound_uuids(plan: Plan) -> dict[str, str]:
+    return {k: v["uuid"] for k, v in (load_bindings(plan) or {})["instances"].items()}
+
+
+def _host_uuids(state) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    g = sim_backend(state).reader.read().gpu(0)
+    return {f"0:{gi.placement}": g.devices_of(gi.id)[0].uuid for gi in g.instances}
+
+
+def test_a_signal_between_steps_restores_every_gpu(host, tmp_path, monkeypatch):
+    """Guards: Ctrl-C / SIGTERM during apply left the GPUs half-configured, with no output."""
+    before = shape(host)
+    real = reconcile._Executor.run_step
+    done = []
+
+    def step(self, s, created):  # type: ignore[no-untyped-def]
+        real(self, s, created)
+        done.append(s)
+        if len(done) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def reached_the_test(*_):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the signal was not deferred to a step boundary")
+
+    monkeypatch.setattr(reconcile._Executor, "run_step", step)
+    old = signal.signal(signal.SIGINT, reached_the_test)
+    try:
+        with pytest.raises(ApplyInterrupted) as ei:
+            apply_plan(_target(tmp_path), sim_backend(host))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert ei.value.exit_code == 130 and "interrupted by SIGINT" in ei.value.message
+    assert "Every GPU was restored" in ei.value.message
+    assert len(done) == 3 and shape(host) == before
+    cp = json.loads((state_dir_for(_target(tmp_path)) / "checkpoint.json").read_text())
+    assert cp["status"] == "rolled-back"
+
+
+def test_a_rollback_rebinds_the_instances_it_recreated(host, tmp_path):
+    """Guards: a rollback gave the restored instances new MIG uuids while bindings.json kept the dead ones."""
+    plan = _target(tmp_path)
+    old = _bound_uuids(plan)
+    assert old == _host_uuids(host)
+    SimHost(host).inject_fault("*", 4, "UNKNOWN")  # after 3g.20gb@0 was destroyed
+    with pytest.raises(MigbenchError) as ei:
+        apply_plan(plan, sim_backend(host))
+    assert "restored" in ei.value.message and "Bindings updated" in ei.value.message
+    now = _host_uuids(host)
+    assert now["0:3g.20gb@0"] != old["0:3g.20gb@0"]  # re-created: a new MIG device
+    assert _bound_uuids(plan) == now
+    assert preflight(make_plan(MODEL, START, tmp_path)).uuid_of == now  # launch accepts the plan again
+
+
+def test_a_second_fault_during_the_rollback_is_reported_once_per_gpu(host, tmp_path):
+    """Guards: the rollback's failure read "GPU 0: GPU 0: ..."."""
+    SimHost(host).inject_fault("*", 4, "UNKNOWN")
+    SimHost(host).inject_fault("*", 5, "UNKNOWN")  # the restore's first change
+    with pytest.raises(MigbenchError) as ei:
+        apply_plan(_target(tmp_path), sim_backend(host))
+    assert "Restoring the checkpoint also failed" in ei.value.message
+    assert "GPU 0: GPU 0:" not in ei.value.message
+    assert "--rollback" in (ei.value.hint or "")
+    cp = json.loads((state_dir_for(_target(tmp_path)) / "checkpoint.json").read_text())
+    assert cp["status"] == "rollback-failed"
+    assert apply_plan(_target(tmp_path), sim_backend(host), resume="rollback").messages[0].startswith("rolled back")
+
+
+KILLER = """
+import os, sys
+from migbench.apply import reconcile
+from migbench.backend.select import open_backend
+from migbench.plan import Plan
+real, n = reconcile._Executor.run_step, []
+def step(self, s, created):
+    real(self, s, created)
+    n.append(s)
+    if len(n) == int(sys.argv[2]):
+        os._exit(137)  # as kill -9 would: no handler, no rollback, the lock left with its note
+reconcile._Executor.run_step = step
+reconcile.apply_plan(Plan.load(sys.argv[1]), open_backend(), confirm=None)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("then", ["rollback", "finish"])
+def test_an_apply_killed_half_way_is_found_described_and_resolved(host, tmp_path, then):
+    """Guards: after kill -9 of apply, checkpoint.json was never read back: nothing noticed the
+    half-configured GPU."""
+    before = shape(host)
+    plan = _target(tmp_path)
+    p = subprocess.run([sys.executable, "-c", KILLER, plan.path, "4"], cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
+    assert p.returncode == 137, p.stderr
+    assert shape(host) != before
+    chk = migbench("check", str(plan.path), keep_sim=True)
+    assert chk.returncode == 1 and "half-configured" in chk.stdout and "--rollback" in chk.stdout, chk.stdout
+    with pytest.raises(InterruptedApplyPending) as ei:
+        apply_plan(plan, sim_backend(host))
+    assert "GPU 0: half-configured" in ei.value.message and "--finish" in (ei.value.hint or "")
+    assert shape(host) != before  # refusing changed nothing
+    res = migbench("apply", str(plan.path), f"--{then}", keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    if then == "rollback":
+        assert shape(host) == before and "rolled back" in res.stdout
+    else:
+        assert verify(plan, sim_backend(host).reader.read(), [0]) == [] and "finishing the interrupted apply" in res.stdout
+    assert migbench("check", str(plan.path), keep_sim=True).returncode == (1 if then == "rollback" else 0)
+    again = migbench("apply", str(plan.path), "--rollback", keep_sim=True)
+    assert again.returncode == 2 and "no interrupted apply" in again.stderr
+
+
+def test_apply_and_a_launcher_exclude_each_other(host, tmp_path, monkeypatch):
+    """Guards: launch during apply was safe only because the driver refused; they shared no lock."""
+    plan = _target(tmp_path)
+    lock_path = host / "apply.lock"
+    starting = HostLock(lock_path, shared=True)  # a launcher in the middle of its starts
+    assert starting.acquire()
+    monkeypatch.setattr(reconcile, "LAUNCHER_WAIT_S", 0.2)
+    try:
+        with pytest.raises(MigbenchError) as ei:
+            apply_plan(plan, sim_backend(host))
+    finally:
+        starting.release()
+    assert f"a migbench launcher (PID {os.getpid()}) is starting runs" in ei.value.message
+    applied = make_plan(MODEL, START, tmp_path)
+    said: list[str] = []
+    with HostLock(lock_path, note={"plan_file": str(tmp_path / "plan.yaml")}):  # an apply in progress
+        with pytest.raises(MigbenchError) as ei:
+            preflight(applied)
+        assert f"migbench apply of {tmp_path / 'plan.yaml'} (PID {os.getpid()}) is changing" in ei.value.message
+        gate = HostGate(lock_path, state_dir_for(applied) / "bindings.json", {}, said.append)
+        assert gate.enter() is False and "waiting" in said[0]
+    assert gate.enter() is True
+    gate.leave()
+
+
+def test_a_symlink_planted_at_the_host_lock_is_refused(host, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (host / "apply.lock").unlink(missing_ok=True)
+    (host / "apply.lock").symlink_to(victim)
+    with pytest.raises(MigbenchError) as ei:
+        apply_plan(_target(tmp_path), sim_backend(host))
+    assert "symbolic link" in ei.value.message and victim.read_text() == "precious"
+
+
+def test_the_gate_follows_bindings_that_changed_under_a_running_launcher(tmp_path):
+    """Guards: a running launcher kept pinning later runs to MIG uuids a rollback had replaced."""
+    b = tmp_path / "bindings.json"
+    b.write_text(json.dumps({"instances": {"0:3g.20gb@0": {"uuid": "MIG-old"}, "0:3g.20gb@4": {"uuid": "MIG-b"}}}))
+    uuid_of = {"0:3g.20gb@0": "MIG-old", "0:3g.20gb@4": "MIG-b"}
+    said: list[str] = []
+    gate = HostGate(tmp_path / "host.lock", b, uuid_of, said.append)
+    assert gate.enter() and uuid_of["0:3g.20gb@0"] == "MIG-old" and not said
+    gate.leave()
+    b.write_text(json.dumps({"instances": {"0:3g.20gb@0": {"uuid": "MIG-new"}}}))
+    assert gate.enter()
+    gate.leave()
+    assert uuid_of["0:3g.20gb@0"] == "MIG-new" and gate.unbound == {"0:3g.20gb@4"}
+    assert "0:3g.20gb@0 -> MIG-new" in said[0]

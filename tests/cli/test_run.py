@@ -1,0 +1,133 @@
+"""`migbench run` is idempotent (issue 10, item 4): a sweep that grows launches only its new runs,
+finished runs are carried forward by id, and the simulated host `run` creates is found by the
+commands that come after it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from migbench.backend.sim import fake_nvml
+from migbench.backend.sim.host import SimHost, init_host
+from tests.cli.test_launch_commands import SMALL
+from tests.support.cli import migbench
+from tests.support.launchkit import PY, TOY_CMD
+
+pytestmark = pytest.mark.slow
+
+
+def _run(sweep: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    cmd = [PY, "-m", "migbench", "run", str(sweep), "--time-limit", "3", *args]
+    return subprocess.run(cmd, env=env, cwd=sweep.parent.parent, capture_output=True, text=True, timeout=120)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, MIGBENCH_POLL_S="0.05", HOME=str(tmp_path), TOY_LEDGER=str(tmp_path / "ledger"),
+               MIGBENCH_CATALOG=str(tmp_path / "none.yaml"), MIGBENCH_WIDTH="200", **extra)
+    env.pop("MIGBENCH_SIM", None)
+    env.update(extra)
+    return env
+
+
+def _ledger(tmp_path: Path) -> list[str]:
+    f = tmp_path / "ledger"
+    return sorted(f.read_text().split("\n")[:-1]) if f.exists() else []
+
+
+@pytest.fixture
+def no_simulated_library():
+    """In-process CLI tests leave pynvml on a simulated library; a host without a driver has none."""
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+    yield
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+
+
+def test_adding_a_seed_launches_only_the_new_run(tmp_path):
+    """Guards: after adding a value to a sweep that already ran, `run` re-planned, applied commands
+    to the GPUs, then refused to launch ("made from a different plan file; pass --force")."""
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 1, mig=True)
+    sweep = tmp_path / "exp" / "sweep.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text(SMALL.replace("{toy}", TOY_CMD))
+    env = _env(tmp_path, MIGBENCH_SIM=str(sim))
+    first = _run(sweep, env, "--fleet", "A100-SXM4-80GB:1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    done = _ledger(tmp_path)
+    assert len(done) == 3
+    # a new value: three runs keep their ids, one is new
+    sweep.write_text(SMALL.replace("{toy}", TOY_CMD).replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]"))
+    second = _run(sweep, env, "--fleet", "A100-SXM4-80GB:1")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert "3 of the sweep's 4 runs finished there (3 succeeded), carried forward by id" in out
+    assert "plan written to" in out and ": 1 runs on" in out
+    after = _ledger(tmp_path)
+    assert len(after) == 4 and set(done) <= set(after)  # the old three did not run again
+    status = migbench("status", str(sweep.parent / "small.plan.yaml"), "--json", env={"MIGBENCH_SIM": str(sim)})
+    assert '"succeeded": 4' in status.stdout, status.stdout + status.stderr
+    # nothing left: no plan, no apply, no launch; the GPUs are not touched
+    host = (sim / "host.json").read_bytes()
+    plan = (sweep.parent / "small.plan.yaml").read_bytes()
+    third = _run(sweep, env, "--fleet", "A100-SXM4-80GB:1")
+    assert third.returncode == 0 and "nothing to launch" in third.stdout, third.stdout + third.stderr
+    assert "applied" not in third.stdout
+    assert (sim / "host.json").read_bytes() == host and (sweep.parent / "small.plan.yaml").read_bytes() == plan
+    assert _ledger(tmp_path) == after
+
+
+def test_a_running_launcher_is_refused_before_anything_changes(tmp_path):
+    """`run` reads the launch state first: a launcher running the sweep stops it before a plan is
+    written or a GPU is changed."""
+    from migbench.launch.options import LOCK_NAME
+    from migbench.launch.procs import LauncherLock
+    from migbench.launch.store import Store, db_path
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 1, mig=False)
+    sweep = tmp_path / "exp" / "sweep.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text(SMALL.replace("{toy}", TOY_CMD))
+    sd = sweep.parent / "runs" / "small"
+    sd.mkdir(parents=True)
+    Store.create(db_path(sd)).close()
+    host = (sim / "host.json").read_bytes()
+    with LauncherLock(sd / LOCK_NAME):
+        res = _run(sweep, _env(tmp_path, MIGBENCH_SIM=str(sim)), "--fleet", "A100-SXM4-80GB:1")
+    assert res.returncode == 1 and "already running" in res.stderr, res.stdout + res.stderr
+    assert (sim / "host.json").read_bytes() == host
+    assert not (sweep.parent / "small.plan.yaml").exists()
+
+
+def test_the_simulated_host_run_creates_is_found_next_to_the_plan(tmp_path, no_simulated_library):
+    """Guards: the simulated host `run` creates was invisible to later commands (`check` said NVML
+    was not found; `status` showed no GPU) and `run` did not say how to reach it."""
+    sweep = tmp_path / "exp" / "sweep.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text(SMALL.replace("{toy}", TOY_CMD).replace("launch:", "fleet: [{gpu: A100-SXM4-80GB, count: 1}]\nlaunch:"))
+    res = _run(sweep, _env(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    sim = (sweep.parent / ".migbench-sim").resolve()
+    assert SimHost(sim).exists()
+    assert f"export MIGBENCH_SIM={sim}\n" in res.stdout
+    plan = sweep.parent / "small.plan.yaml"
+    check = migbench("check", str(plan))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "the host matches" in check.stdout and f"using the simulated host next to the plan, {sim}" in check.stderr
+    dry = migbench("apply", str(plan), "--dry-run")
+    assert dry.returncode == 0 and "nothing to do" in dry.stdout, dry.stdout + dry.stderr
+    for args, cwd in (((str(plan),), tmp_path), ((), sweep.parent)):
+        st = migbench("status", *args, cwd=cwd)
+        assert st.returncode == 0, st.stderr
+        assert "3 succeeded" in st.stdout and "(simulated)" in st.stdout and str(sim) in st.stdout
+    # a simulated host that is set, or a driver that answers, wins: nothing is adopted
+    other = tmp_path / "other-sim"
+    init_host(other, "A100-SXM4-80GB", 1, mig=True)
+    res = migbench("check", str(plan), env={"MIGBENCH_SIM": str(other)})
+    assert "next to the plan" not in res.stderr and res.returncode == 1

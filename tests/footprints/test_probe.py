@@ -1,0 +1,187 @@
+"""`migbench profile` on a simulated host: real toy-trainer processes pinned to MIG devices, their
+peaks sampled through NVML and reported by the run, probes stopped at their limit, the host left
+as it was found."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from migbench.backend.sim import fake_nvml
+from migbench.backend.sim.host import SimHost, init_host
+from migbench.footprints import load_footprints
+from migbench.footprints.probe import ProbeOptions, profile
+from migbench.sweep import load_sweep
+from tests.support.launchkit import TOY_CMD
+from tests.support.simhelp import sim_backend
+
+FAST = ProbeOptions(steps=2, seconds=60.0, grace_s=0.3, sample_s=0.02)
+"""Each probe ends after two steps of the toy trainer (MIGBENCH_PROBE_STEPS), however long its
+start-up takes on a loaded machine; the limit is a safety net."""
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """`host(gpus=1, model=...)`: a simulated host with MIG on, MIGBENCH_SIM set; the sweep dir."""
+
+    def make(gpus: int = 1, model: str = "A100-SXM4-80GB") -> tuple[Path, Path]:
+        sim = tmp_path / "sim"
+        init_host(sim, model, gpus, mig=True)
+        monkeypatch.setenv("MIGBENCH_SIM", str(sim))
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        return sim, work
+
+    yield make
+    fake_nvml.uninstall()
+
+
+def write_sweep(work: Path, body: str, name: str = "s") -> Path:
+    p = work / f"{name}.yaml"
+    p.write_text(textwrap.dedent(body).replace("{toy}", TOY_CMD).replace("NAME", name))
+    return p
+
+
+def layout(sim: Path) -> list[tuple[int, int, int]]:
+    return sorted((g.index, gi.profile_id, gi.start) for g in SimHost(sim).read().gpus for gi in g.gpu_instances)
+
+
+@pytest.mark.slow
+def test_profile_measures_what_the_toy_trainer_allocates_and_removes_its_instances(host):
+    sim, work = host(gpus=1)
+    sw = load_sweep(write_sweep(work, """
+        version: 1
+        name: NAME
+        command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 0.5MiB --batch {batch} --seq-len 1024 --lr {lr}
+        parameters: {batch: [4, 16], lr: [0.1, 0.01]}
+        memory: {measured: true, fallback: 12GiB, by: [batch]}
+        """))
+    before = layout(sim)
+    res, fp, out = profile(sw, opts=FAST, backend=sim_backend(sim))
+    assert out == work / "s.footprints.yaml" and load_footprints(out).measurements == fp.measurements
+    peaks = {m.params["batch"]: m for m in fp.measurements}
+    assert set(peaks) == {4, 16}  # one probe per batch size (the lr does not change the footprint)
+    for batch, m in peaks.items():
+        assert m.peak_mib == 1024 + batch * 512
+        assert m.nvml_peak_mib == m.reported_peak_mib == m.peak_mib
+        assert m.how == "nvml-process+run-report" and m.outcome == "finished" and not m.lower_bound
+        assert m.gpu_model == "A100-SXM4-80GB" and m.instance_mib >= 12 * 1024 and m.simulated
+        assert m.declared_mib == 12 * 1024 and m.samples > 0 and 0.2 <= m.probe_s < 30
+    assert res.slots == 2 and not res.problems and res.measurements
+    assert layout(sim) == before == []  # the probe layout is gone
+    assert len({m.profile for m in fp.measurements}) >= 1
+
+
+@pytest.mark.slow
+def test_idle_instances_are_used_as_they_are_and_busy_ones_not_at_all(host, sleeper):
+    sim, work = host(gpus=1)
+    h = SimHost(sim)
+    busy = h.create_gpu_instance(0, 9, 0)  # 3g.40gb@0, with a process on it
+    ci = h.create_compute_instance(0, busy.id)
+    idle = h.create_gpu_instance(0, 19, 4)  # 1g.10gb@4, idle
+    h.create_compute_instance(0, idle.id)
+    busy_uuid = next(d.uuid for d in h.read().mig_devices(0) if d.gi_id == busy.id and d.ci_id == ci.id)
+    h.attach(busy_uuid, sleeper().pid, 100)
+    before = layout(sim)
+    sw = load_sweep(write_sweep(work, """
+        version: 1
+        name: NAME
+        command: {toy} --steps 50 --step-seconds 0.1 --memory 2GiB --seed {seed}
+        parameters: {seed: [0, 1]}
+        memory: 4GiB
+        """))
+    res, fp, _ = profile(sw, opts=FAST, backend=sim_backend(sim))
+    assert {m.profile for m in fp.measurements} == {"1g.10gb"} and len(fp.measurements) == 2, res.skipped
+    assert all(m.peak_mib == 2048 for m in fp.measurements)
+    assert layout(sim) == before and not res.problems
+    assert res.slots == 1  # one idle instance: the two probes ran one after the other
+
+
+@pytest.mark.slow
+def test_a_hung_probe_is_stopped_at_its_limit(host):
+    sim, work = host(gpus=1)
+    sw = load_sweep(write_sweep(work, """
+        version: 1
+        name: NAME
+        command: {toy} --steps 50 --step-seconds 0.1 --memory 3GiB --hang-at 2
+        memory: 4GiB
+        """))
+    t0 = time.monotonic()
+    res, fp, _ = profile(sw, opts=ProbeOptions(seconds=3.0, grace_s=0.5, sample_s=0.02), backend=sim_backend(sim))
+    (m,) = fp.measurements
+    assert m.outcome == "stopped" and m.peak_mib == 3072
+    assert 3.5 <= m.probe_s < 6.0  # the limit, the grace it ignored SIGTERM for, then SIGKILL
+    assert time.monotonic() - t0 < 20
+    toys = [p for p in psutil.process_iter(["cmdline"]) if any("toy_trainer" in c for c in (p.info["cmdline"] or []))
+            and str(work) in " ".join(p.info["cmdline"] or []) ]
+    assert toys == [] and layout(sim) == []
+
+
+@pytest.mark.slow
+def test_an_oom_is_probed_again_on_a_larger_instance_or_kept_as_a_lower_bound(host):
+    sim, work = host(gpus=1)
+    h = SimHost(sim)
+    for prof, start in ((19, 0), (9, 4)):  # 1g.10gb@0 and 3g.40gb@4
+        gi = h.create_gpu_instance(0, prof, start)
+        h.create_compute_instance(0, gi.id)
+    sw = load_sweep(write_sweep(work, """
+        version: 1
+        name: NAME
+        command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 1MiB --batch {batch} --seq-len 1024
+        parameters: {batch: [16, 64]}
+        memory: 4GiB
+        """))
+    events = []
+    res, fp, _ = profile(sw, opts=FAST, backend=sim_backend(sim), on_event=events.append)
+    got = {m.params["batch"]: m for m in fp.measurements}
+    assert got[16].peak_mib == 17408 and got[16].profile == "3g.40gb" and not got[16].lower_bound  # after an OOM on 1g.10gb
+    assert got[64].lower_bound and got[64].outcome == "oom" and got[64].peak_mib == 40193  # more than the largest instance
+    assert any(e.kind == "retry" and e.run_id == got[16].run for e in events)
+
+
+@pytest.mark.slow
+def test_steps_ask_the_run_to_stop_and_a_short_peak_is_seen(host):
+    sim, work = host(gpus=1)
+    sw = load_sweep(write_sweep(work, """
+        version: 1
+        name: NAME
+        command: {toy} --steps 50 --step-seconds 0.2 --memory 2GiB --spike 3GiB --spike-seconds 0.4
+        memory: 8GiB
+        """))
+    res, fp, _ = profile(sw, opts=ProbeOptions(steps=3, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
+    (m,) = fp.measurements
+    assert m.outcome == "finished"  # MIGBENCH_PROBE_STEPS=3: it stopped by itself
+    assert m.reported_peak_mib == 5120 and m.nvml_peak_mib == 5120 and m.peak_mib == 5120  # the 0.4 s spike, sampled
+
+
+def test_release_removes_only_what_profile_created(tmp_path, monkeypatch):
+    """A GPU profile filled is emptied in two commands; where someone else created an instance
+    meanwhile, profile removes its own one by one, leaves theirs, and says the GPU changed."""
+    from migbench.footprints.slots import prepare_slots, release
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 3, mig=True)
+    monkeypatch.setenv("MIGBENCH_SIM", str(sim))
+    h = SimHost(sim)
+    gi = h.create_gpu_instance(2, 0, 0)  # GPU 2: a 7g.80gb someone uses
+    h.create_compute_instance(2, gi.id)
+    try:
+        be = sim_backend(sim)
+        ph = prepare_slots(be, [4096, 4096, 30000], time_limit_s=2)
+        assert {s.gpu for s in ph.slots if s.created} == {0, 1} and any(s.gpu == 2 and not s.created for s in ph.slots)
+        theirs = next(pl for pl in (0, 1, 2, 3, 4, 5, 6) if all(not (g == 1 and p.start == pl) for g, p in ph.created))
+        h.create_gpu_instance(1, 19, theirs)  # someone else, on GPU 1, while the probes ran
+        be.writer.log.clear()
+        problems = release(be, ph)
+        cmds = [" ".join(c.argv) for c in be.writer.log]
+        assert "nvidia-smi mig -i 0 -dci" in cmds and "nvidia-smi mig -i 0 -dgi" in cmds  # all of GPU 0 was ours
+        assert not any(c.startswith("nvidia-smi mig -i 1 -d") and "-gi" not in c for c in cmds)  # GPU 1: one by one
+        left = {(g.index, gg.profile_id, gg.start) for g in h.read().gpus for gg in g.gpu_instances}
+        assert left == {(1, 19, theirs), (2, 0, 0)}
+        assert problems == [f"GPU 1: its instances were no instance before profiling and are 1g.10gb@{theirs} now"]
+    finally:
+        fake_nvml.uninstall()
