@@ -24,13 +24,10 @@ from migbench.units import format_mib
 
 SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients
 MAX_PATTERNS = 20000  # beyond this many instance patterns, fall back to a restricted set
-LARGE = 2000  # above this many runs the makespan search tries fewer schedule variants per layout
-HUGE = 5000  # above this many runs the local search after list scheduling is skipped
 MAX_POINTS = 24  # time-point cuts use at most this many points
 LAZY_ROUNDS = 3  # rounds of adding violated time-point cuts to a relaxation
 LAZY_PER_TYPE = 4  # cuts added per instance type and round
 LAZY_MAX_PAIRS = 1000  # above this many (run class, instance type) pairs only the fixed cuts are used
-IMPROVE_SOURCES = 8  # the local search moves runs off this many latest-finishing instances
 
 
 @dataclass(frozen=True)
