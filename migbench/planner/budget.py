@@ -35,7 +35,7 @@ CPSAT_S_PER_DTIME = 0.9  # CP-SAT, one worker: CPU seconds per unit of determini
 CPSAT_BUILD_S = (0.04, 1.3e-4)  # building and presolving a relaxation: fixed + per (class, type) pair
 LP_S = (0.02, 1.2e-5)  # one GLOP relaxation with its cut rounds: fixed + per (class, type) pair
 REPLAY_S_PER_RUN = 22e-6  # one schedule played on the fleet (list scheduling or replay), per run
-PLAY_S = (3e-6, 4e-6)  # one instance's queue played alone: fixed + per run
+PLAY_S = (8e-6, 4.5e-6)  # one instance's queue played alone: fixed + per run
 WRITE_S_PER_RUN = 60e-6  # writing the plan file, per run (the hard stop keeps this much back)
 WRITE_S_FIXED = 0.2
 

@@ -184,7 +184,7 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     # The configuration LP: which runs can share an instance, at the exact rate (column generation).
     if configlp.usable(prob) and search.best is not None:
         budget.report("bound")
-        cfg_stop = budget.spent + budget.share(0.2)
+        cfg_stop = budget.spent + budget.share(0.12)
         lo, hi = proven, search.makespan
         while hi - lo > CP_TOLERANCE * hi and budget.spent < cfg_stop and not budget.expired():
             mid = (lo + hi) / 2
@@ -200,7 +200,7 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
                     search.evaluate(counts, {})
     # CP-SAT on the integer relaxation pays where a call can afford several times its model's
     # building; past that (thousands of class x type pairs) its budget goes to the search instead.
-    cp_allow = budget.share(0.35)
+    cp_allow = budget.share(0.25)
     per_call = max(0.0, cp_allow / 12 - cp_build)
     if pairs > CP_MAX_PAIRS:
         cp_allow = 0.0

@@ -92,3 +92,13 @@ def test_plans_are_byte_identical_beside_cpu_burners(tmp_path):
             p.join()
     assert outs[0] == outs[1]
     assert b"wall-clock" not in outs[0]
+
+
+@pytest.mark.slow
+def test_more_than_one_worker_is_deterministic_too():
+    """--workers 2 runs CP-SAT's interleaved search: the same plan twice (not necessarily the one
+    --workers 1 makes)."""
+    fl = _fleet("A100-SXM4-80GB", 2)
+    opts = SolveOptions(time_limit_s=4, objective="makespan", workers=2, started=time.monotonic() + 1e6)
+    a, b = solve(RUNS, fl, opts), solve(RUNS, fl, opts)
+    assert (a.layouts, a.assigned, a.objective, a.bound) == (b.layouts, b.assigned, b.objective, b.bound)
