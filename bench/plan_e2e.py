@@ -16,7 +16,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,31 @@ def _burn() -> None:  # pragma: no cover - a busy loop
         pass
 
 
+def plan_command(sweep: Path, out: Path, objective: str, limit: float) -> dict:
+    """`migbench plan SWEEP -o OUT --json --objective O --time-limit L` in a new process, as a user
+    runs it: wall seconds, the solver's own seconds (from the JSON), peak RSS of the process (MiB)
+    and the plan's solver block."""
+    env = dict(os.environ, MIGBENCH_WIDTH="120")
+    env.pop("MIGBENCH_SIM", None)
+    cmd = [sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json", "--objective", objective,
+           "--time-limit", str(limit)]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, env=env)
+        _, status, usage = os.wait4(p.pid, 0)  # this child's own peak RSS, not the largest so far
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        fo.seek(0)
+        fe.seek(0)
+        stdout, stderr = fo.read(), fe.read()
+    if p.returncode != 0:
+        raise SystemExit(f"{sweep.name}: plan failed: {stderr[-2000:]}")
+    doc = json.loads(stdout)
+    rss = usage.ru_maxrss / 1024
+    return {"wall": wall, "solver": float(doc["solver"].get("seconds") or 0.0), "rss": rss, "doc": doc,
+            "warnings": doc.get("warnings") or []}
+
+
 def run_case(spec: str, tmp: Path) -> dict:
     parts = spec.split(":")
     runs, gpus = (int(x) for x in parts[0].split("x"))
@@ -45,21 +69,11 @@ def run_case(spec: str, tmp: Path) -> dict:
     limit = float(parts[2]) if len(parts) > 2 else 10.0
     sweep = tmp / f"{runs}x{gpus}-{parts[1]}.yaml"
     sweep.write_text(mixed_sweep(runs, max(1, gpus // 4), durations=objective == "makespan", name=f"e2e-{runs}"))
-    out = tmp / (sweep.stem + ".plan.yaml")
-    env = dict(os.environ, MIGBENCH_WIDTH="120")
-    env.pop("MIGBENCH_SIM", None)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json",
-                        "--objective", objective, "--time-limit", str(limit)], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"{spec}: plan failed: {p.stderr[-2000:]}")
-    rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    doc = json.loads(p.stdout)
-    solver = float(doc["solver"].get("seconds") or 0.0)
-    return {"case": f"{len(doc['runs'])} x {len(doc['fleet'])}", "objective": objective, "limit": limit, "solver": solver,
-            "wall": wall, "rss": rss, "status": doc["solver"]["status"]}
+    r = plan_command(sweep, tmp / (sweep.stem + ".plan.yaml"), objective, limit)
+    doc = r["doc"]
+    stopped = any("wall-clock" in w for w in r["warnings"])
+    return {"case": f"{len(doc['runs'])} x {len(doc['fleet'])}", "objective": objective, "limit": limit, "solver": r["solver"],
+            "wall": r["wall"], "rss": r["rss"], "status": doc["solver"]["status"] + (" (hard stop)" if stopped else "")}
 
 
 def main() -> None:

@@ -13,7 +13,13 @@ planner's proven bound: no plan with one fixed layout per GPU can finish sooner 
 aggregated relaxation with time-point cuts proven infeasible below it by GLOP or CP-SAT, or the
 longest run's best solo time).
 
-Options: --only NAME (substring), --skip-direct, --quick (drops the 10,000-run scenario).
+Beside the solver's row, each scenario gets an end-to-end row: the same runs written as a sweep file
+(bench/sweepgen.py) and planned by `migbench plan` in a new process, as a user runs it (wall seconds
+of the whole command, peak RSS). A scaling table follows: generated mixed sweeps of 10 to 30,000 runs,
+both objectives, time and peak memory of the command (bench/plan_e2e.py).
+
+Options: --only NAME (substring), --skip-direct, --quick (drops the 10,000-run scenario),
+--no-scaling.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +37,9 @@ from ortools.sat.python import cp_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.plan_e2e import plan_command, run_case  # noqa: E402
 from bench.scenarios import Scenario, all_scenarios  # noqa: E402
+from bench.sweepgen import demands_sweep  # noqa: E402
 from migbench import __version__  # noqa: E402
 from migbench.duration import DurationModel, Slot, instance_capacity  # noqa: E402
 from migbench.duration.replay import list_schedule  # noqa: E402
@@ -145,6 +154,7 @@ def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
     rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
                     rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
                     f"plan estimate {format_duration(ms.objective)}"))
+    rows.append(command_row(sc))
     tp = solve([replace(r, duration_s=None) for r in sc.runs],
                sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
     rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
@@ -166,6 +176,39 @@ def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
             row.lb_ratio = drep.makespan_s / lb
         rows.append(row)
     return rows
+
+
+def command_row(sc: Scenario) -> Row:
+    """The scenario planned by `migbench plan` in a new process, as a user runs it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Path(tmp) / "sweep.yaml"
+        sweep.write_text(demands_sweep(sc.name.replace(" ", "-"), sc.runs, sc.fleet))
+        r = plan_command(sweep, Path(tmp) / "plan.yaml", "makespan", sc.time_limit_s)
+    s = r["doc"]["solver"]
+    stopped = any("wall-clock" in w for w in r["warnings"])
+    lb = s.get("bound") or 0.0
+    ms = s.get("makespan_s")
+    note = f"whole command; solver {r['solver']:.2f} s, peak RSS {r['rss']:.0f} MiB" + ("; hard stop fired" if stopped else "")
+    return Row(sc.name, "migbench plan (command)", r["wall"], s["status"], f"{s['gap'] * 100:.2f}%", s.get("runs_at_once"),
+               ms, None, (ms / lb) if ms and lb else None, note)
+
+
+SCALING = ["10x4:ms", "100x8:ms", "1000x64:ms", "3000x188:ms", "10000x624:ms", "30000x1876:ms",
+           "10x4:tp", "100x8:tp", "1000x64:tp", "3000x188:tp", "10000x624:tp", "30000x1876:tp"]
+
+
+def scaling() -> list[str]:
+    """`migbench plan` on generated mixed sweeps of 10 to 30,000 runs, default time limit."""
+    head = ["runs x GPUs", "objective", "limit s", "solver s", "command s", "peak RSS MiB", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in SCALING:
+            r = run_case(spec, Path(tmp))
+            cells = [r["case"], r["objective"], f"{r['limit']:.0f}", f"{r['solver']:.2f}", f"{r['wall']:.2f}", f"{r['rss']:.0f}",
+                     r["status"]]
+            print("  ".join(cells), flush=True)
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def fmt(rows: list[Row], md: bool) -> str:
@@ -219,6 +262,7 @@ def main() -> None:
     ap.add_argument("--only", help="run scenarios whose name contains this")
     ap.add_argument("--skip-direct", action="store_true", help="skip baseline 4 (direct CP-SAT)")
     ap.add_argument("--quick", action="store_true", help="skip the 10,000-run scenario")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
     ap.add_argument("--out", default=str(HERE / "results.md"), help="markdown output (default bench/results.md)")
     args = ap.parse_args()
     rows: list[Row] = []
@@ -228,6 +272,7 @@ def main() -> None:
     if args.quick:
         scenarios = [s for s in scenarios if len(s.runs) < 10000]
     t0 = time.perf_counter()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     descr = []
     for sc in scenarios:
         print(f"== {sc.name}: {len(sc.runs)} runs on {sc.fleet_text} (time limit {sc.time_limit_s:.0f} s)", flush=True)
@@ -235,8 +280,12 @@ def main() -> None:
         part = bench(sc, args.skip_direct)
         print(fmt(part, md=False), flush=True)
         rows.extend(part)
-    total = time.perf_counter() - t0
     print("\n" + "\n".join(summary(scenarios, rows, md=False)), flush=True)
+    scale: list[str] = []
+    if not args.no_scaling:
+        print("\n== scaling: migbench plan on generated mixed sweeps", flush=True)
+        scale = scaling()
+    total = time.perf_counter() - t0
     env = (
         f"{platform.python_implementation()} {platform.python_version()}, OR-Tools {cp_model.__dict__.get('__version__', '') or _ortools_version()}, "
         f"{os.cpu_count()} CPUs, migbench {__version__}"
@@ -244,21 +293,32 @@ def main() -> None:
     md = [
         "# Planner benchmark",
         "",
-        f"Generated by `python bench/run.py` ({env}); whole run {total:.0f} s.",
+        f"Generated by `python bench/run.py{' --quick' if args.quick else ''}` ({env}); whole run {total:.0f} s; "
+        f"load average at the start {load}.",
         "",
         "Scenarios (seeded, bench/scenarios.py):",
         *descr,
         "",
-        "Columns: solve s = planning time; status/gap = the solver's own (for the makespan objective the gap is",
-        "(makespan - LB) / makespan); at once = runs started at time 0; makespan = the sweep played through the",
-        "duration model with the launcher's queue policy; util. = busy slice-hours / available slice-hours;",
-        "makespan/LB against the planner's proven lower bound for plans with one fixed layout per GPU.",
+        "Columns: solve s = planning time (`migbench plan (command)`: the whole command's wall time, the runs written",
+        "as a sweep file and planned in a new process; its makespan is the plan's own estimate); status/gap = the",
+        "solver's own (for the makespan objective the gap is (makespan - LB) / makespan); at once = runs started at",
+        "time 0; makespan = the sweep played through the duration model with the launcher's queue policy; util. =",
+        "busy slice-hours / available slice-hours; makespan/LB against the planner's proven lower bound for plans",
+        "with one fixed layout per GPU.",
         "A baseline whose layout cannot host some runs shows no makespan (those runs never run).",
         "",
         fmt(rows, md=True),
         "",
         *summary(scenarios, rows, md=True),
         "",
+        *([
+            "Scaling: `migbench plan SWEEP --json --objective O` on generated mixed sweeps (bench/sweepgen.py, groups of",
+            "50 runs, 4 GPU models), default time limit (10 s of wall time for the whole command), each in a new",
+            f"process; command s = its wall time, peak RSS = the process's (load average at the start: {load}).",
+            "",
+            *scale,
+            "",
+        ] if scale else []),
     ]
     Path(args.out).write_text("\n".join(md))
     print(f"\nwrote {args.out} ({total:.0f} s)")

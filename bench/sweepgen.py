@@ -8,16 +8,22 @@ on a fleet of four GPU models. Seeded: the same arguments give the same file on 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+
+from migbench.duration import Demand
+from migbench.planner import FleetGpu
 
 MODELS = ["A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "H200"]
 MEMS_GIB = [1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32]
 
 
 def mixed_sweep(n_runs: int, gpus_per_model: int, seed: int = 7, durations: bool = True, name: str | None = None) -> str:
-    """A sweep of about `n_runs` runs in groups of 50, each group `lr x seed` with its own memory."""
+    """A sweep of about `n_runs` runs in groups of 50 (one smaller group below 50 runs), each group
+    `lr x seed` with its own memory."""
     rng = random.Random(seed)
     per_group = 50
     groups = max(1, n_runs // per_group)
+    seeds = max(1, min(n_runs, per_group) // 5)
     lines = [
         "version: 1",
         f"name: {name or f'mixed-{n_runs}'}",
@@ -35,13 +41,40 @@ def mixed_sweep(n_runs: int, gpus_per_model: int, seed: int = 7, durations: bool
             f"    command: python train.py --size {mem} --lr {{lr}} --seed {{seed}}",
             "    parameters:",
             "      lr: [0.1, 0.03, 0.01, 0.003, 0.001]",
-            "      seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
+            f"      seed: [{', '.join(str(k) for k in range(seeds))}]",
             f"    memory: {mem}GiB",
             f"    compute: {compute}",
             f"    max_runs_per_instance: {cap}",
         ]
         if durations:
             lines.append(f"    duration: {hours}h")
+    return "\n".join(lines) + "\n"
+
+
+def demands_sweep(name: str, runs: Sequence[Demand], fleet: Sequence[FleetGpu]) -> str:
+    """A sweep file that expands to these runs (one group per kind of run, `i` numbering them), on
+    this fleet: how bench/run.py runs a scenario as a user would, through `migbench plan`."""
+    counts: dict[str, int] = {}
+    for g in fleet:
+        counts[g.model.key] = counts.get(g.model.key, 0) + 1
+    kinds: dict[tuple, int] = {}
+    for r in runs:
+        k = (r.memory_mib, r.duration_s, r.compute, r.max_runs_per_instance, r.profiles)
+        kinds[k] = kinds.get(k, 0) + 1
+    lines = ["version: 1", f"name: {name}", "fleet:", *[f"  - {{gpu: {m}, count: {n}}}" for m, n in counts.items()], "groups:"]
+    for gi, ((mem, dur, comp, cap, profiles), n) in enumerate(kinds.items()):
+        lines += [
+            f"  - name: k{gi:04d}",
+            f"    command: python train.py --kind {gi} --i {{i}}",
+            f"    parameters: {{i: 'range(0,{n})'}}",
+            f"    memory: {mem}MiB",
+            f"    compute: {comp}",
+            f"    max_runs_per_instance: {cap}",
+        ]
+        if dur:
+            lines.append(f"    duration: {int(dur)}s")
+        if profiles:
+            lines.append(f"    profiles: [{', '.join(profiles)}]")
     return "\n".join(lines) + "\n"
 
 

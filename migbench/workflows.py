@@ -30,6 +30,7 @@ from migbench.launch.status import open_state
 from migbench.launch.store import db_path
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
+from migbench.planner.budget import ProgressFn
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
 
@@ -159,12 +160,15 @@ def plan_and_apply(
     time_limit_s: float,
     state_dir: Path | None,
     say: Callable[[str], None] = lambda _: None,
+    started: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> Prepared:
     """`run` up to the launch, idempotent: read the sweep's launch state first (a running launcher
     is refused before anything changes); use a simulated host where no GPU is; reuse the plan file
     next to the sweep when the sweep and fleet are unchanged, else plan the runs that have not
     finished (finished runs are carried forward by id: a run keeps its id while its parameters do);
-    with nothing left to run, stop before touching the GPUs; else apply."""
+    with nothing left to run, stop before touching the GPUs; else apply. `started` and `progress`
+    go to the planner (`SolveOptions`)."""
     if not sweep.runs:
         raise MigbenchError(f"sweep {sweep.name} has no runs", hint="check its parameters")
     if not fleet:
@@ -200,7 +204,8 @@ def plan_and_apply(
         if finished:
             notes = [*notes, f"{len(finished)} run(s) of the sweep finished in an earlier launch; they are kept in its "
                              "launch state and not planned again"]
-        plan = make_plan(todo, fleet_gpus, SolveOptions(time_limit_s=time_limit_s), notes=notes)
+        opts = SolveOptions(time_limit_s=time_limit_s, started=started, progress=progress)
+        plan = make_plan(todo, fleet_gpus, opts, notes=notes)
         plan.save(out)
         say(
             f"plan written to {out}: {len(plan.placed_runs())} runs on {len(plan.instances)} MIG instances of "

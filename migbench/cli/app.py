@@ -19,6 +19,7 @@ import typer
 
 from migbench import __version__
 from migbench.cli import catalog, ci, export, footprints, hardware, launch, plan, report, sim, simulate
+from migbench.cli.clock import STARTED, mark_started
 from migbench.cli.common import print_error
 from migbench.errors import MigbenchError, from_os_error
 
@@ -48,10 +49,12 @@ for _module in (catalog, plan, footprints, hardware, simulate, report, launch, e
 DEBUG_ENV = "MIGBENCH_DEBUG"
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, started: float | None = None) -> int:
     """Run one command line and return its exit status. typer handles usage errors (exit 2) and
     `typer.Exit(code)`; a MigbenchError is printed once, without a traceback; so is an OSError
-    (in words) and, as an internal error, anything else."""
+    (in words) and, as an internal error, anything else. `started` is when the command started
+    (default now): `--time-limit` counts from it."""
+    mark_started(started)
     try:
         app(args=argv, prog_name="migbench", standalone_mode=True)
     except SystemExit as exc:
@@ -106,4 +109,4 @@ def internal_error(exc: BaseException) -> MigbenchError:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    sys.exit(run(argv))
+    sys.exit(run(argv, started=STARTED))

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from migbench.sweep import Sweep
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
+TIME_LIMIT_HELP = (
+    "Seconds of wall time for planning, the whole command: the plan is the same on any machine as long "
+    "as it finishes in time (see README: time limit)."
+)
+WORKERS_HELP = (
+    "CP-SAT worker threads. More than 1 runs CP-SAT's deterministic interleaved search: reproducible, "
+    "but the plan can differ from one made with another count."
+)
 
 
 def console(stderr: bool = False) -> Console:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from migbench.cli.common import STATE_DIR_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
+from migbench.cli.clock import command_started
+from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
@@ -90,13 +91,14 @@ def _detach(plan: Plan, opts: LaunchOptions) -> None:
 def run_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
     detach: Annotated[bool, typer.Option("--detach", help="Run the launcher in the background.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     drain: Annotated[bool, typer.Option("--drain", help="First Ctrl-C only stops new starts.")] = False,
     no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued elsewhere.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Kept for scripts: `run` continues its sweep's launch state by itself.")] = False,
 ) -> None:
+    from migbench.cli.progress import PlanProgress
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
     from migbench.sweep.runnable import start_problems
@@ -105,7 +107,11 @@ def run_cmd(
     con = console()
     sweep = load_sweep(sweep_file)
     warn(start_problems(sweep))
-    prep = plan_and_apply(sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print)
+    with PlanProgress(con, enabled=con.is_terminal, started=command_started()) as progress:
+        prep = plan_and_apply(
+            sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print,
+            started=command_started(), progress=progress.update,
+        )
     if prep.plan is None:
         return
     plan = prep.plan

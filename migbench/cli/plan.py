@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import console, load_sweep, warn
+from migbench.cli.clock import command_started
+from migbench.cli.common import TIME_LIMIT_HELP, WORKERS_HELP, console, load_sweep, warn
+from migbench.cli.progress import PlanProgress
 from migbench.cli.render import accuracy_view, fit_table, plan_view
 from migbench.errors import MigbenchError, UsageError
 from migbench.types import Objective
@@ -102,10 +104,10 @@ def plan_cmd(
     fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time budget in seconds.", min=0.1)] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="CP-SAT worker threads.", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers", help=WORKERS_HELP, min=1)] = 1,
     quiet_runs: Annotated[bool, typer.Option("--no-runs", help="Do not print the runs.")] = False,
     all_runs: Annotated[
         bool,
@@ -135,29 +137,34 @@ def plan_cmd(
         raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
     if check is not None and output is not None:
         raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
-    sweep = load_sweep(sweep_file)
-    out = output or Path(f"{sweep.name}.plan.yaml")
-    if check is None:  # a CI check of a committed plan runs where the commands need not exist
-        warn(start_problems(sweep))
-        check_output(out, sweep_file, force=force, name=sweep.name)
-    check_plan_input(sweep)
-    fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
-    out = output or Path(f"{sweep.name}.plan.yaml")
-    res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
-                         plan_path=check or out, headroom=headroom)
-    plan = make_plan(
-        res.sweep, fleet_gpus, SolveOptions(time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers),
-        notes=list(notes) + res.warnings,
-    )
+    con = console()
+    with PlanProgress(con, enabled=con.is_terminal and not as_json, started=command_started()) as progress:
+        progress.step("expanding the sweep")
+        sweep = load_sweep(sweep_file)
+        out = output or Path(f"{sweep.name}.plan.yaml")
+        if check is None:  # a CI check of a committed plan runs where the commands need not exist
+            warn(start_problems(sweep))
+            check_output(out, sweep_file, force=force, name=sweep.name)
+        check_plan_input(sweep)
+        fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
+        res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
+                             plan_path=check or out, headroom=headroom)
+        progress.step("solving")
+        opts = SolveOptions(
+            time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers,
+            started=command_started(), progress=progress.update,
+        )
+        plan = make_plan(res.sweep, fleet_gpus, opts, notes=list(notes) + res.warnings)
+        if check is None:
+            progress.step("writing the plan")
+            plan.save(out, force=force)
     if check is not None:
         _check(sweep_file, check, plan)
         return
-    plan.save(out, force=force)
     if as_json:
         typer.echo(plan.to_json())
         return
     models = {g.model.key: g.model for g in fleet_gpus}
-    con = console()
     con.print(plan_view(plan, models, show_runs=not quiet_runs, all_runs=all_runs, width=con.width))
     if res.measured():
         con.print(Text(res.summary()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -127,6 +128,55 @@ def _play_out(st: _State, res: Result, after_finish: Callable[[str, float], None
     res.makespan_s = makespan
 
 
+def play_queue(queue: Sequence[Demand], slot: Slot, interference: float = 0.0) -> tuple[list[float], list[float]]:
+    """One instance's queue played on its own (`replay` without lending plays every instance on its
+    own): the start and end time of each run, in queue order. The same arithmetic in the same order
+    as `_State`, so the times equal what `replay` gives for this instance, to the last bit; the
+    planner's local search evaluates a changed instance with it instead of replaying the fleet."""
+    n = len(queue)
+    starts = [0.0] * n
+    ends = [0.0] * n
+    vtarget = [0.0] * n
+    running: list[int] = []
+    run_d: list[Demand] = []
+    vclock = last_t = t = 0.0
+    r = 1.0
+    nxt_i = 0
+    mem_free = slot.memory_mib
+    while True:
+        while nxt_i < n:  # start queue heads while they fit (the sharing rule, as fits_alongside)
+            j = queue[nxt_i]
+            k = len(run_d) + 1
+            if j.memory_mib > mem_free or k > j.max_runs_per_instance or any(k > x.max_runs_per_instance for x in run_d):
+                break
+            vclock += (t - last_t) * r
+            last_t = t
+            running.append(nxt_i)
+            run_d.append(j)
+            vtarget[nxt_i] = vclock + j.work_s
+            starts[nxt_i] = t
+            mem_free -= j.memory_mib
+            r = rate(run_d, slot.capacity, interference)
+            nxt_i += 1
+        if not running:
+            if nxt_i < n:
+                raise ValueError(f"{n - nxt_i} queued runs never fit their instance: {[q.id for q in queue[nxt_i:nxt_i + 5]]}")
+            return starts, ends
+        nxt = min(vtarget[i] for i in running)
+        t = last_t + max(0.0, nxt - vclock) / r
+        vclock += (t - last_t) * r
+        last_t = t
+        done = [i for i in running if vtarget[i] <= vclock + 1e-6]
+        if not done:  # numerical slack: finish the closest one
+            done = [min(running, key=lambda i: vtarget[i])]
+        for i in done:
+            ends[i] = t
+            mem_free += queue[i].memory_mib
+        running = [i for i in running if i not in done]
+        run_d = [queue[i] for i in running]
+        r = rate(run_d, slot.capacity, interference)
+
+
 def list_schedule(
     jobs: Sequence[Demand],
     slots: Sequence[Slot],
@@ -135,16 +185,18 @@ def list_schedule(
     interference: float = 0.0,
     pinned: dict[str, str] | None = None,
     record_events: bool = False,
+    types_of: Callable[[Demand], tuple[str, ...]] | None = None,
 ) -> Result:
     """Greedy list scheduling: whenever a slot has room, start the highest-priority pending job
     (order of `jobs`) that is allowed there and fits alongside what runs. `pinned` jobs start at
-    time 0 on the given slot before anything else (the planner's optimal first wave)."""
+    time 0 on the given slot before anything else (the planner's optimal first wave). `types_of`,
+    when given, names the slot types (`Slot.type_key`) a job may use, the same answer `allowed`
+    gives, cheaper: jobs are then sorted into types by block, not one by one."""
     st = _State(slots, interference)
     slot_list = list(slots)
     by_type: dict[str, list[Slot]] = {}
     for s in slot_list:
         by_type.setdefault(s.type_key or s.key, []).append(s)
-    pending: list[Demand] = []
     res = Result({}, {}, {}, {s.key: [] for s in slot_list}, 0.0, 0)
     pinned = pinned or {}
     jobs_by_id = {j.id: j for j in jobs}
@@ -161,37 +213,67 @@ def list_schedule(
         do_start(st.slots[skey], jobs_by_id[jid], 0.0)
     pending = [j for j in jobs if j.id not in pinned]
 
-    # Per-type pending lists keep each scan short: a job is listed under every type it may use.
-    type_pending: dict[str, list[Demand]] = {}
-    type_min_mem: dict[str, int] = {}
-    for tkey, ss in by_type.items():
-        rep = ss[0]
-        type_pending[tkey] = [j for j in pending if allowed(j, rep)]
-        # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
-        type_min_mem[tkey] = min((j.memory_mib for j in type_pending[tkey]), default=0)
+    # Per-type pending lists keep each scan short: a job is listed under every type it may use, in
+    # blocks of consecutive jobs with the same memory and sharing cap. Jobs of one block fit or do
+    # not fit alike, and starting a job only takes room away, so a scan skips a block whose head does
+    # not fit: a fill costs the blocks it passes, not the jobs (nothing quadratic in runs). A block
+    # is [jobs, position of its first job not yet started]; types share the job lists.
+    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
+    if types_of is not None:
+        shared: list[tuple[tuple, list[Demand]]] = []
+        for j in pending:
+            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
+            if shared and shared[-1][0] == bkey:
+                shared[-1][1].append(j)
+            else:
+                shared.append((bkey, [j]))
+        for bkey, lst in shared:
+            for tkey in bkey[2]:
+                if tkey in type_blocks:
+                    type_blocks[tkey].append([lst, 0])
+    else:
+        for tkey, ss in by_type.items():
+            rep = ss[0]
+            blocks = type_blocks[tkey]
+            last: tuple[int, int] | None = None
+            for j in pending:
+                if allowed(j, rep):
+                    k = (j.memory_mib, j.max_runs_per_instance)
+                    if blocks and last == k:
+                        blocks[-1][0].append(j)
+                    else:
+                        blocks.append([[j], 0])
+                    last = k
+    # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
+    type_min_mem = {t: min((b[0][0].memory_mib for b in bl), default=0) for t, bl in type_blocks.items()}
     started: set[str] = set()
 
     def fill(s: Slot, t: float) -> None:
         tkey = s.type_key or s.key
-        lst = type_pending[tkey]
-        i = 0
-        while i < len(lst):
+        blocks = type_blocks[tkey]
+        bi = 0
+        while bi < len(blocks):
             run = st.running[s.key]
             if run:
                 if len(run) >= min(jj.cap for jj in run):
                     return
                 if s.memory_mib - sum(jj.memory_mib for jj in run) < type_min_mem[tkey]:
                     return
-            j = lst[i]
-            if j.id in started:
-                lst.pop(i)
+            b = blocks[bi]
+            lst, pos = b
+            while pos < len(lst) and lst[pos].id in started:
+                pos += 1
+            if pos == len(lst):
+                blocks.pop(bi)
                 continue
+            j = lst[pos]
             if fits_alongside(j, run, s):
                 do_start(s, j, t)
                 started.add(j.id)
-                lst.pop(i)
-                continue
-            i += 1
+                pos += 1
+            else:
+                bi += 1
+            b[1] = pos
 
     for s in slot_list:
         fill(s, 0.0)
@@ -218,8 +300,6 @@ def replay(
     waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home;
     with `planned_start`, only a run already later than its planned start is lent (a run on
     schedule stays where the plan put it, so replaying a plan with exact durations reproduces it)."""
-    from collections import deque
-
     st = _State(slots, interference)
     jobs_by_id = {j.id: j for j in jobs}
     q = {k: deque(v) for k, v in queues.items()}

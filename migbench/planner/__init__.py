@@ -14,19 +14,24 @@ Two objectives:
 
 1. **runs at once** (no durations): maximise the runs that start immediately; CP-SAT proves the
    bound. Runs that do not fit wait in queues on the same layout, in waves.
-2. **makespan** (every run has a duration): the smallest T for which an aggregated relaxation is
-   feasible is found by bisection with CP-SAT; its layouts are turned into concrete schedules by
-   list scheduling under the duration model (`migbench.duration`, played by `migbench.duration.replay`),
-   and the best is kept. The
-   relaxation's infeasibility proofs give the lower bound, so the reported gap is honest: it
-   compares the plan's estimated makespan with a bound no fixed-layout plan can beat.
+2. **makespan** (every run has a duration): bisection on relaxations gives the bound and candidate
+   layouts (the aggregated LP and CP-SAT model with time-point cuts, and a configuration LP by
+   column generation); the layouts become concrete queues under the duration model
+   (`migbench.duration`, played by `migbench.duration.replay`), improved by re-cutting one GPU at a
+   time and by local search on the queues; small problems are solved exactly. The relaxations'
+   infeasibility proofs give the lower bound, so the reported gap is honest: it compares the plan's
+   estimated makespan with a bound no fixed-layout plan can beat.
 
-Deterministic: the same input gives the same plan (CP-SAT runs with deterministic time limits).
+Deterministic: the same input gives the same plan. Effort comes from a deterministic budget derived
+from the time limit (`budget`); the clock only stops the search hard at the limit, and the plan then
+says it may not be reproducible.
 
 Modules: `fleet` (the GPUs), `problem` (instance types, layouts, run classes), `patterns` (what may
-share an instance), `throughput` (objective 1), `bound` (the makespan relaxation and its cuts),
-`makespan` (objective 2), `schedule` (aggregate -> concrete queues), `improve` (local search),
-`solve` (the entry point) and `assemble` (Solution -> Plan). Only this package imports OR-Tools.
+share an instance), `budget` (effort, hard stop, progress), `throughput` (objective 1), `bound` (the
+makespan relaxation and its cuts), `configlp` (the configuration LP), `makespan` (objective 2),
+`schedule` (aggregate -> concrete queues), `improve` (queues, local search), `layouts` (one GPU
+re-cut), `exact` and `order` (small problems exactly), `solve` (the entry point) and `assemble`
+(Solution -> Plan). Only this package imports OR-Tools.
 """
 
 from migbench.planner.assemble import check_plan_input, make_plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from migbench.catalog import GpuModel
 from migbench.errors import MigbenchError
@@ -26,14 +27,7 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
             "memory: {measured: true, fallback: 8GiB}",
         )
     dm = sweep.duration_model
-    opts = SolveOptions(
-        time_limit_s=opts.time_limit_s,
-        objective=opts.objective,
-        allow_unplaced=opts.allow_unplaced,
-        workers=opts.workers,
-        interference=dm.interference,
-        compute_basis=dm.compute_basis,
-    )
+    opts = replace(opts, interference=dm.interference, compute_basis=dm.compute_basis)
     sol = solve([r.demand() for r in sweep.runs], fleet, opts)
     warnings = list(notes) + list(sol.notes)
     models_used: dict[str, GpuModel] = {}

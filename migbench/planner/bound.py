@@ -12,6 +12,7 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
+from migbench.planner.budget import Budget
 from migbench.planner.problem import (
     LAZY_MAX_PAIRS,
     LAZY_PER_TYPE,
@@ -20,9 +21,7 @@ from migbench.planner.problem import (
     SCALE,
     PlanningProblem,
     RunClass,
-    SolveOptions,
     add_layout_vars,
-    cpsat_solver,
 )
 
 
@@ -100,51 +99,63 @@ def lp_infeasible(prob: PlanningProblem, T: float) -> bool:
 
 def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list[int]] | None, dict[int, list[Cut]]]:
     """The linear relaxation at T, with lazy time-point cuts separated until none is violated:
-    (infeasible?, layout counts rounded from its solution, the lazy cuts it added)."""
+    (infeasible?, layout counts rounded from its solution, the lazy cuts it added). Built row by row
+    through GLOP's own API (one call per nonzero), with a variable per instance type for its count,
+    so building costs the nonzeros and nothing more."""
     from ortools.linear_solver import pywraplp
 
     lp = pywraplp.Solver.CreateSolver("GLOP")
-    n_inst: dict[int, Any] = {}
+    inf = lp.infinity()
     x: dict[str, list[Any]] = {}
     for key, lays in prob.layouts.items():
         g = len(prob.gpus_of[key])
         x[key] = [lp.NumVar(0, g, "") for _ in lays]
-        lp.Add(sum(x[key]) == g)
+        row = lp.Constraint(g, g)
+        for v in x[key]:
+            row.SetCoefficient(v, 1)
+    n_inst: dict[int, Any] = {}
     for ti, t in enumerate(prob.types):
-        lays = prob.layouts[t.model]
-        n_inst[ti] = sum(lays[i][0].get(t.profile.name, 0) * x[t.model][i] for i in range(len(lays)))
+        N = n_inst[ti] = lp.NumVar(0, inf, "")
+        row = lp.Constraint(0, 0)
+        row.SetCoefficient(N, -1)
+        for i, (ms, _) in enumerate(prob.layouts[t.model]):
+            k = ms.get(t.profile.name, 0)
+            if k:
+                row.SetCoefficient(x[t.model][i], k)
     by_type: dict[int, list[tuple[int, Any]]] = defaultdict(list)
     for ci, c in enumerate(prob.classes):
         ok = [ti for ti in c.types if class_solo(prob, c, ti) <= T * (1 + 1e-9)]
         if not ok:
             return True, None, {}
-        vs = []
-        for ti in ok:
+        cover = lp.Constraint(c.n, c.n)
+        for ti in ok:  # (runs only go to a type the layout has: implied by the sharing-slot row)
             v = lp.NumVar(0, c.n, "")
-            lp.Add(v <= c.n * n_inst[ti])
+            cover.SetCoefficient(v, 1)
             by_type[ti].append((ci, v))
-            vs.append(v)
-        lp.Add(sum(vs) == c.n)
     for ti, terms in by_type.items():
         t = prob.types[ti]
         N = n_inst[ti]
-        work, memt, slot = [], [], []
+        work, memt, slot = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
+        work.SetCoefficient(N, -t.capacity)
+        memt.SetCoefficient(N, -1)
+        slot.SetCoefficient(N, -1)
         for ci, v in terms:
             c = prob.classes[ci]
             a = class_solo(prob, c, ti)
-            work.append((float(c.duration_s or 1.0) * c.compute / T) * v)
-            memt.append(((c.memory_mib / t.memory_mib) * (a / T)) * v)
-            slot.append((a / (c.cap * T)) * v)
-        lp.Add(sum(work) <= t.capacity * N)
-        lp.Add(sum(memt) <= N)
-        lp.Add(sum(slot) <= N)
+            work.SetCoefficient(v, float(c.duration_s or 1.0) * c.compute / T)
+            memt.SetCoefficient(v, (c.memory_mib / t.memory_mib) * (a / T))
+            slot.SetCoefficient(v, a / (c.cap * T))
     var_of = {(ti, ci): v for ti, terms in by_type.items() for ci, v in terms}
 
     def add_cuts(ti: int, cuts: list[Cut]) -> None:
         t, N = prob.types[ti], n_inst[ti]
         for k, weighted in cuts:
-            lp.Add(sum((w / prob.classes[ci].cap) * var_of[(ti, ci)] for ci, w in weighted) <= k * N)
-            lp.Add(sum((w * prob.classes[ci].memory_mib / t.memory_mib) * var_of[(ti, ci)] for ci, w in weighted) <= k * N)
+            by_slot, by_mem = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
+            by_slot.SetCoefficient(N, -k)
+            by_mem.SetCoefficient(N, -k)
+            for ci, w in weighted:
+                by_slot.SetCoefficient(var_of[(ti, ci)], w / prob.classes[ci].cap)
+                by_mem.SetCoefficient(var_of[(ti, ci)], w * prob.classes[ci].memory_mib / t.memory_mib)
 
     for ti, terms in by_type.items():
         add_cuts(ti, point_cuts(prob, T, ti, [ci for ci, _ in terms], lazy=False))
@@ -158,8 +169,7 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
         if rnd == LAZY_ROUNDS or not lazy_ok(prob):
             break
         values = {ti: {ci: v.solution_value() for ci, v in terms} for ti, terms in by_type.items()}
-        x_val = {key: [v.solution_value() for v in vs] for key, vs in x.items()}
-        violated = violated_cuts(prob, T, values, {ti: _instances(prob, ti, x_val) for ti in by_type})
+        violated = violated_cuts(prob, T, values, {ti: n_inst[ti].solution_value() for ti in by_type})
         if not violated:
             break
         for ti, cuts in violated.items():
@@ -177,15 +187,8 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
     return False, counts, dict(added)
 
 
-def _instances(prob: PlanningProblem, ti: int, x_val: dict[str, list[float]]) -> float:
-    """Instances of type ti under layout counts (or their relaxed values) x_val."""
-    t = prob.types[ti]
-    lays = prob.layouts[t.model]
-    return sum(lays[i][0].get(t.profile.name, 0) * v for i, v in enumerate(x_val[t.model]))
-
-
 def makespan_feasible(
-    prob: PlanningProblem, T: float, opts: SolveOptions, time_limit: float, cuts: dict[int, list[Cut]] | None = None
+    prob: PlanningProblem, T: float, budget: Budget, seconds: float, cuts: dict[int, list[Cut]] | None = None
 ) -> tuple[str, dict[str, list[int]] | None, dict[tuple[int, int], int] | None]:
     """Is there a layout and class->type split whose aggregate load fits in time T?
 
@@ -246,8 +249,9 @@ def makespan_feasible(
     # Prefer, among feasible splits, sending runs to their fastest instance (a mild tie-break).
     m.minimize(sum(int(round(100 * class_solo(prob, prob.classes[ci], ti) / (prob.classes[ci].duration_s or 1.0))) * v for (ci, ti), v in n.items()))
     for rnd in range(2):
-        s = cpsat_solver(time_limit, opts.workers)
+        s = budget.solver(seconds)
         st = s.solve(m)
+        budget.solved(s, st)
         if st == cp_model.INFEASIBLE:
             return "INFEASIBLE", None, None
         if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

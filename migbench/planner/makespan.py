@@ -1,121 +1,277 @@
-"""Objective 2, makespan (every run has a duration): bisection on the relaxation for the bound and
-candidate layouts, list scheduling and earliest-completion queues on each, then local search.
+"""Objective 2, makespan (every run has a duration).
+
+1. The bound: bisection on the linear relaxation (GLOP), then on its integer version (CP-SAT); an
+   infeasible T is a proof that no fixed-layout plan finishes within T.
+2. Candidate layouts, from the relaxations' solutions near their thresholds, each turned into queues
+   by list scheduling, earliest-completion and best insertion; the best plan is kept.
+3. Small problems are solved exactly (`exact`) when the budget allows.
+4. A neighbourhood search over layouts (`layouts`): one GPU re-cut, its runs re-placed.
+5. A local search on the queues (`improve`).
+
+Every phase's effort comes from the deterministic budget (`budget`), never from the clock.
 """
 
 from __future__ import annotations
 
-from migbench.duration.replay import Result, replay
+from migbench.duration import Demand, Slot
+from migbench.duration.replay import Result, list_schedule
 from migbench.errors import MigbenchError
-from migbench.planner.bound import class_solo, lp_infeasible, lp_relaxation, makespan_feasible
-from migbench.planner.improve import ect_queues, improve
-from migbench.planner.problem import HUGE, LARGE, PlanningProblem, Solution, SolveOptions
-from migbench.planner.schedule import Concrete, class_of, concretize, demands_of, finish, lpt_order, schedule
+from migbench.planner import configlp
+from migbench.planner.bound import class_solo, lp_relaxation, makespan_feasible
+from migbench.planner.budget import CPSAT_BUILD_S, LP_S, PLAY_S, REPLAY_S_PER_RUN, Budget
+from migbench.planner.exact import small_enough, solve_exact
+from migbench.planner.improve import (
+    TARGETS_PER_TYPE,
+    Evaluator,
+    Queues,
+    better,
+    construct,
+    ect_queues,
+    iterated_search,
+    local_search,
+)
+from migbench.planner.layouts import layout_search
+from migbench.planner.problem import PlanningProblem, Solution, SolveOptions
+from migbench.planner.schedule import Concrete, class_of, concretize, demands_of, finish, lpt_order
+
+LP_TOLERANCE = 0.001  # the LP bisection stops when its interval is this narrow (relative)
+CP_TOLERANCE = 0.002  # and the CP-SAT bisection at this
+MAX_LP_STEPS = 30
+CP_MAX_PAIRS = 1000  # (class, instance type) pairs past which the CP-SAT bisection is skipped
 
 
-def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: float, notes: list[str]) -> Solution:
-    jobs = demands_of(prob, unit=False)
-    cls = class_of(prob)
-    order = lpt_order(prob, jobs)
-    lb0 = max(min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
-    total = sum(c.n * min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
-    calls = 24  # at most this many relaxation solves: the first, ~20 bisection steps, 3 probes
-    # CP-SAT deterministic seconds run about 3x slower than wall seconds here; these calls get
-    # roughly half of the budget in wall time.
-    per_call = lambda: max(0.02, budget / (6 * calls))  # noqa: E731
-    tolerance = 0.002 if len(jobs) <= LARGE else 0.005
+class _Search:
+    """The best plan found so far and the layouts already tried."""
 
-    best: tuple[float, Result, Concrete] | None = None
-    tried: set[tuple] = set()
+    def __init__(self, prob: PlanningProblem, ev: Evaluator, order: list[str], budget: Budget):
+        self.prob = prob
+        self.ev = ev
+        self.order = order
+        self.budget = budget
+        self.best: Queues | None = None
+        self.tried: set[tuple] = set()
+        self.preferred: list[tuple[str, int]] = []  # (model, layout index) the relaxations used
+        self.cls = class_of(prob)
+        self.class_types = [set(c.types) for c in prob.classes]
 
-    def evaluate(counts: dict[str, list[int]], split: dict[tuple[int, int], int]) -> None:
-        nonlocal best
-        key = tuple(sorted((k, tuple(v)) for k, v in counts.items())) + tuple(sorted(split.items()))
-        if key in tried:
+    @property
+    def makespan(self) -> float:
+        return self.best.makespan() if self.best is not None else float("inf")
+
+    def offer(self, st: Queues | None) -> None:
+        if st is None:
             return
-        tried.add(key)
+        if self.best is None or better(st.profile(), self.best.profile()):
+            self.best = st
+            self.budget.report(incumbent=st.makespan())
+
+    def evaluate(self, counts: dict[str, list[int]], split: dict[tuple[int, int], int]) -> None:
+        """Turn layout counts (and a class -> type split) into queues, several ways; keep the best."""
+        for key, cs in sorted(counts.items()):
+            for i, k in enumerate(cs):
+                if k and (key, i) not in self.preferred:
+                    self.preferred.append((key, i))
+        tkey = tuple(sorted((k, tuple(v)) for k, v in counts.items())) + tuple(sorted(split.items()))
+        if tkey in self.tried or (self.best is not None and self.budget.expired()):
+            return  # past the hard stop, only a first plan is still made
+        self.tried.add(tkey)
+        prob, ev, jobs = self.prob, self.ev, self.ev.jobs
         conc = concretize(prob, counts)
-        # Variant A: each class's runs go to the instance types the relaxation chose, in its numbers.
+        present = {conc.slot_type[s.key] for s in conc.slots}
+        free = {rid: self.class_types[self.cls[rid]] for rid in jobs}  # one set per class, shared
+        if any(not (a & present) for a in free.values()):
+            return  # some run has no instance of its types in this layout
         allowed: dict[str, set[int]] = {}
+        quotas: dict[int, list[tuple[int, int]]] = {}
+        for (cj, ti), k in sorted(split.items()):
+            quotas.setdefault(cj, []).append((ti, k))
         for ci, c in enumerate(prob.classes):
-            quota = sorted(((ti, k) for (cj, ti), k in split.items() if cj == ci), key=lambda x: x[0])
             rids = list(c.runs)
-            for ti, k in quota:
+            for ti, k in quotas.get(ci, []):
+                only = {ti}
                 for rid in rids[:k]:
-                    allowed[rid] = {ti}
+                    allowed[rid] = only
                 rids = rids[k:]
             for rid in rids:
-                allowed[rid] = set(c.types)
-        present = {conc.slot_type[s.key] for s in conc.slots}
-        free = {rid: set(prob.classes[cls[rid]].types) for rid in jobs}
-        variants = ("split", "free", "ect") if len(jobs) <= LARGE else ("split", "ect")
+                allowed[rid] = self.class_types[ci]
+        n = len(jobs)
+        variants = ["split"] if split and all(a & present for a in allowed.values()) else []
+        variants += ["free", "ect"]
+        if _construct_cost(prob, n) <= 0.2 * self.budget.left():
+            variants.append("insert")
         for variant in variants:
+            if self.best is not None and self.budget.expired():
+                return
+            if variant == "insert":
+                self.offer(construct(conc, self.order, ev))
+                continue
             if variant == "ect":
-                queues = ect_queues(prob, conc, jobs, order, free)
-                if sum(len(q) for q in queues.values()) != len(jobs):
-                    continue  # some run has no instance of its types in this layout
-                try:
-                    res = replay([jobs[r] for r in order], conc.slots, queues, interference=opts.interference)
-                except ValueError:
+                queues = ect_queues(prob, conc, jobs, self.order, free)
+                if sum(len(q) for q in queues.values()) != n:
                     continue
             else:
-                allowed = free if variant == "free" else allowed
-                if any(not (a & present) for a in allowed.values()):
-                    continue
-                res = schedule(conc, jobs, order, allowed, opts)
-            if best is None or res.makespan_s < best[0] - 1e-6:
-                best = (res.makespan_s, res, conc)
+                res = _list_schedule(conc, ev, self.order, allowed if variant == "split" else free)
+                queues = res.order
+            self.offer(ev.state(conc, queues))
 
-    status, counts, split = makespan_feasible(prob, max(total, lb0), opts, per_call())
-    if counts is not None:
-        evaluate(counts, split or {})
-    lo, hi = lb0, best[0] if best else 2 * max(total, lb0)
-    proven_lb = lb0
-    # First a cheap bound: bisection on the linear relaxation (an infeasible LP is a proof too).
-    lp_lo, lp_hi = lb0, hi
-    while lp_hi - lp_lo > 0.001 * lp_hi:
-        mid = (lp_lo + lp_hi) / 2
-        if lp_infeasible(prob, mid):
-            lp_lo = mid
-        else:
-            lp_hi = mid
-    if lp_lo > lb0 and lp_infeasible(prob, lp_lo):
-        proven_lb = lo = lp_lo
-    # Layouts rounded from the LP just above its threshold are good starting points too.
-    for f in (1.0, 1.03, 1.08):
-        _, lp_counts, _ = lp_relaxation(prob, lp_hi * f)
-        if lp_counts is not None:
-            evaluate(lp_counts, {})
-    if best is None:  # CP-SAT ran out of time on the first relaxation and the LP gave nothing usable
-        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
-    hi = min(hi, best[0])
-    # Bisection on the relaxation: infeasible T values are proven lower bounds.
+
+def _list_schedule(conc: Concrete, ev: Evaluator, order: list[str], allowed: dict[str, set[int]]) -> Result:
+    ev.budget.charge(REPLAY_S_PER_RUN * len(order))
+
+    def ok(j: Demand, s: Slot) -> bool:
+        return conc.slot_type[s.key] in allowed[j.id]
+
+    keys: dict[int, tuple[str, ...]] = {}
+
+    def types_of(j: Demand) -> tuple[str, ...]:
+        a = allowed[j.id]
+        k = keys.get(id(a))
+        if k is None:
+            k = keys[id(a)] = tuple(str(ti) for ti in sorted(a))
+        return k
+
+    return list_schedule([ev.jobs[r] for r in order], conc.slots, ok, interference=ev.interference, types_of=types_of)
+
+
+def _construct_cost(prob: PlanningProblem, n: int) -> float:
+    """Reference seconds of a best insertion: per run, a few instances of each type it may use, each
+    played with a short queue."""
+    pairs = sum(len(c.types) * c.n for c in prob.classes)
+    return pairs * TARGETS_PER_TYPE * (PLAY_S[0] + 4 * PLAY_S[1])
+
+
+def _pairs(prob: PlanningProblem) -> int:
+    return sum(len(c.types) for c in prob.classes)
+
+
+def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
+    jobs = demands_of(prob, unit=False)
+    order = lpt_order(prob, jobs)
+    rank = {rid: i for i, rid in enumerate(order)}
+    ev = Evaluator(prob, jobs, opts.interference, budget)
+    search = _Search(prob, ev, order, budget)
+    lb0 = max(min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
+    total = sum(c.n * min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
+    budget.report("bound", bound=lb0)
+
+    # 1. The LP bound: bisection on the linear relaxation (an infeasible LP is a proof).
+    pairs = _pairs(prob)
+    lp_cost = LP_S[0] + LP_S[1] * pairs
+    cp_build = CPSAT_BUILD_S[0] + CPSAT_BUILD_S[1] * pairs
+    steps_allowed = max(3, min(MAX_LP_STEPS, int(budget.share(0.15) / lp_cost)))
+    lo, hi = lb0, 2 * max(total, lb0)
     steps = 0
-    while hi - lo > tolerance * hi and steps < calls - 4:
+    while lp_relaxation(prob, hi)[0] and steps < 8:  # make sure the top is feasible
+        budget.charge(lp_cost)
+        lo, hi, steps = hi, 2 * hi, steps + 1
+    proven = lo
+    while hi - lo > LP_TOLERANCE * hi and steps < steps_allowed and not budget.expired():
         steps += 1
+        mid = (lo * hi) ** 0.5 if hi > 2 * lo else (lo + hi) / 2  # geometric while far apart
+        budget.charge(lp_cost)
+        if lp_relaxation(prob, mid)[0]:
+            lo = proven = mid
+        else:
+            hi = mid
+    budget.report("layouts", bound=proven)
+
+    # 2. Layouts rounded from the LP just above its threshold.
+    for f in (1.0, 1.03, 1.08):
+        budget.charge(lp_cost)
+        _, counts, _ = lp_relaxation(prob, hi * f)
+        if counts is not None:
+            search.evaluate(counts, {})
+    # The configuration LP: which runs can share an instance, at the exact rate (column generation).
+    if configlp.usable(prob) and search.best is not None:
+        budget.report("bound")
+        cfg_stop = budget.spent + budget.share(0.12)
+        lo, hi = proven, search.makespan
+        while hi - lo > CP_TOLERANCE * hi and budget.spent < cfg_stop and not budget.expired():
+            mid = (lo + hi) / 2
+            verdict, counts = configlp.config_lp(prob, mid, budget, opts.interference)
+            if verdict is None:
+                break
+            if verdict:
+                lo = proven = mid
+                budget.report(bound=proven)
+            else:
+                hi = mid
+                if counts is not None:
+                    search.evaluate(counts, {})
+    # CP-SAT on the integer relaxation pays where a call can afford several times its model's
+    # building; past that (thousands of class x type pairs) its budget goes to the search instead.
+    cp_allow = budget.share(0.25)
+    per_call = max(0.0, cp_allow / 12 - cp_build)
+    if pairs > CP_MAX_PAIRS:
+        cp_allow = 0.0
+    cp_stop = budget.spent + cp_allow
+    if search.best is None:  # the LP gave nothing usable: CP-SAT at the serial time
+        budget.charge(cp_build)
+        status, counts, split = makespan_feasible(prob, max(total, lb0), budget, per_call)
+        if counts is not None:
+            search.evaluate(counts, split or {})
+    if search.best is None:
+        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
+
+    # 3. Bisection on the integer relaxation between the proof and the best plan.
+    budget.report("bound")
+    lo, hi = proven, search.makespan
+    while hi - lo > CP_TOLERANCE * hi and budget.spent < cp_stop and not budget.expired():
         mid = (lo + hi) / 2
         lp_inf, _, cuts = lp_relaxation(prob, mid)
-        st, c2, s2 = ("INFEASIBLE", None, None) if lp_inf else makespan_feasible(prob, mid, opts, per_call(), cuts)
+        budget.charge(lp_cost)
+        if not lp_inf:
+            budget.charge(cp_build)
+        st, c2, s2 = ("INFEASIBLE", None, None) if lp_inf else makespan_feasible(prob, mid, budget, per_call, cuts)
         if st == "INFEASIBLE":
-            lo = mid
-            proven_lb = max(proven_lb, mid)
+            lo = proven = max(proven, mid)
+            budget.report(bound=proven)
         elif st == "FEASIBLE" and c2 is not None:
             hi = mid
-            evaluate(c2, s2 or {})
-            hi = min(hi, best[0])
+            search.evaluate(c2, s2 or {})
+            hi = min(hi, search.makespan)
         else:
             lo = mid  # unknown: search above, but do not count it as a proof
-    # Also try the relaxation a little above its threshold: its layouts schedule differently.
+    # The relaxation a little above its threshold: its layouts schedule differently.
     for f in (1.01, 1.03, 1.06):
-        st, c2, s2 = makespan_feasible(prob, hi * f, opts, per_call(), lp_relaxation(prob, hi * f)[2])
+        if budget.spent >= cp_stop or budget.expired():
+            break
+        budget.charge(cp_build + lp_cost)
+        st, c2, s2 = makespan_feasible(prob, hi * f, budget, per_call, lp_relaxation(prob, hi * f)[2])
         if st == "FEASIBLE" and c2 is not None:
-            evaluate(c2, s2 or {})
-    makespan, res, conc = best
-    if proven_lb < makespan * (1 - 1e-9) and len(jobs) <= HUGE:
-        res = improve(prob, conc, jobs, res, opts, max_evals=max(20, min(2000, 200000 // max(1, len(jobs)))))
-        makespan = res.makespan_s
-    bound = min(proven_lb, makespan)
+            search.evaluate(c2, s2 or {})
+    best = search.best
+    assert best is not None
+
+    # 4. Layouts one GPU at a time, then the queues.
+    small = small_enough(prob)
+    if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
+        budget.report("search")
+        best = layout_search(best, prob, ev, budget.share(0.3 if small else 0.6), search.preferred, rank)
+        local_search(best, ev, budget.share(0.3))
+        budget.report(incumbent=best.makespan())
+
+    # 5. Small problems: the complete configuration model, exactly (a good incumbent prunes it).
+    if small and proven < best.makespan() * (1 - 1e-9) and not budget.expired():
+        budget.report("exact")
+        exact, exact_lb = solve_exact(prob, ev, best, proven, budget.share(0.8))
+        if exact is not None and better(exact.profile(), best.profile()):
+            best = exact
+            budget.report(incumbent=best.makespan())
+        proven = max(proven, min(exact_lb, best.makespan()))
+        budget.report(bound=proven)
+
+    # 6. What is left: kicks and local search from the best plan (deterministic pseudo-random).
+    if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
+        budget.report("search")
+        best = iterated_search(best, ev, budget.left(), proven)
+        budget.report(incumbent=best.makespan())
+    res = ev.result(best)
+    makespan = res.makespan_s
+    bound = min(proven, makespan)
     gap = 0.0 if makespan <= 0 else max(0.0, (makespan - bound) / makespan)
     status = "OPTIMAL" if gap <= 1e-9 else "FEASIBLE"
+    conc = best.concrete()
     assigned, capacity = finish(prob, conc, res, jobs, True)
     return Solution(
         conc.layouts, assigned, {}, status, "makespan_s", makespan, bound, gap, 0.0,

@@ -7,6 +7,7 @@ runs with the same memory, duration, compute, sharing cap and allowed profiles f
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,24 +17,25 @@ from ortools.sat.python import cp_model
 
 from migbench.catalog import GpuModel, Profile
 from migbench.duration import Demand, instance_capacity
+from migbench.planner.budget import ProgressFn
 from migbench.planner.fleet import FleetGpu
 from migbench.types import ComputeBasis, Objective, Placement
 from migbench.units import format_mib
 
 SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients
 MAX_PATTERNS = 20000  # beyond this many instance patterns, fall back to a restricted set
-LARGE = 2000  # above this many runs the makespan search tries fewer schedule variants per layout
-HUGE = 5000  # above this many runs the local search after list scheduling is skipped
 MAX_POINTS = 24  # time-point cuts use at most this many points
 LAZY_ROUNDS = 3  # rounds of adding violated time-point cuts to a relaxation
 LAZY_PER_TYPE = 4  # cuts added per instance type and round
 LAZY_MAX_PAIRS = 1000  # above this many (run class, instance type) pairs only the fixed cuts are used
-IMPROVE_SOURCES = 8  # the local search moves runs off this many latest-finishing instances
 
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """The planner's settings; `time_limit_s` is a CP-SAT deterministic-time budget."""
+    """The planner's settings. `time_limit_s` is seconds of wall time for the whole command, counted
+    from `started` (a `time.monotonic()` reading; default: when `solve` starts): the planner works to
+    a deterministic budget derived from it and stops hard at it (`migbench.planner.budget`).
+    `progress` is called with a `Progress` as the search advances (never in the plan's way)."""
 
     time_limit_s: float = 10.0
     objective: Objective = Objective.AUTO
@@ -41,6 +43,8 @@ class SolveOptions:
     workers: int = 1
     interference: float = 0.0
     compute_basis: ComputeBasis = ComputeBasis.SM
+    started: float | None = None
+    progress: ProgressFn | None = None
 
 
 @dataclass(frozen=True)
@@ -142,24 +146,22 @@ def build_problem(
             )
         for p in sorted(usable, key=lambda p: (p.memory_mib, p.compute_slices, p.name)):
             types.append(InstanceType(key, p, instance_capacity(model, p, opts.compute_basis)))
-        seen: dict[tuple, tuple[Placement, ...]] = {}
-        for lay in model.layouts([p.name for p in usable]):
-            ms = tuple(sorted(_count(lay).items()))
-            if ms not in seen:
-                seen[ms] = lay
-        kept = _undominated(model, seen)
-        layouts[key] = [(dict(ms), lay) for ms, lay in sorted(kept.items(), key=lambda kv: _layout_sort(kv[1]))]
+        layouts[key] = [(dict(ms), lay) for ms, lay in _model_layouts(model, tuple(p.name for p in usable))]
     type_index = {(t.model, t.profile.name): i for i, t in enumerate(types)}
 
     unplaced: dict[str, str] = {}
     by_key: dict[tuple, RunClass] = {}
     largest = max(types, key=lambda t: (t.memory_mib, t.key)) if types else None
+    fits: dict[tuple, tuple[int, ...]] = {}  # (memory, allowed profiles) -> instance types: once per kind of run
     for r in runs:
-        fit = tuple(
-            i
-            for i, t in enumerate(types)
-            if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles)
-        )
+        fk = (r.memory_mib, r.profiles)
+        fit = fits.get(fk)
+        if fit is None:
+            fit = fits[fk] = tuple(
+                i
+                for i, t in enumerate(types)
+                if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles)
+            )
         if not fit:
             if largest is None:
                 unplaced[r.id] = "the fleet has no usable MIG profile"
@@ -187,6 +189,19 @@ def build_problem(
     classes = sorted(by_key.values(), key=lambda c: (-(c.duration_s or 0), -c.memory_mib, c.runs[0]))
     prob = PlanningProblem(list(fleet), types, classes, layouts, dict(gpus_of), type_index, {r.id: r for r in runs})
     return prob, unplaced, notes
+
+
+@functools.lru_cache(maxsize=64)
+def _model_layouts(model: GpuModel, names: tuple[str, ...]) -> tuple[tuple[tuple, tuple[Placement, ...]], ...]:
+    """A model's maximal layouts of these profiles, one per profile multiset, dominated ones
+    dropped, in placement order (cached: enumerating them is the slow part of building a problem)."""
+    seen: dict[tuple, tuple[Placement, ...]] = {}
+    for lay in model.layouts(list(names)):
+        ms = tuple(sorted(_count(lay).items()))
+        if ms not in seen:
+            seen[ms] = lay
+    kept = _undominated(model, seen)
+    return tuple(sorted(kept.items(), key=lambda kv: _layout_sort(kv[1])))
 
 
 def _undominated(model: GpuModel, seen: dict[tuple, tuple[Placement, ...]]) -> dict[tuple, tuple[Placement, ...]]:
@@ -232,12 +247,3 @@ def add_layout_vars(m: cp_model.CpModel, prob: PlanningProblem) -> tuple[dict[st
         terms = [lays[i][0].get(t.profile.name, 0) * x[t.model][i] for i in range(len(lays))]
         n_inst[ti] = sum(terms)
     return x, n_inst
-
-
-def cpsat_solver(time_limit: float, workers: int) -> cp_model.CpSolver:
-    s = cp_model.CpSolver()
-    s.parameters.max_deterministic_time = max(0.05, time_limit)
-    s.parameters.max_time_in_seconds = max(0.1, time_limit * 4)  # hard stop; deterministic limit rules
-    s.parameters.num_workers = max(1, workers)
-    s.parameters.random_seed = 0
-    return s

@@ -65,17 +65,31 @@ def schedule(
     def allowed(j: Demand, s: Slot) -> bool:
         return conc.slot_type[s.key] in allowed_types[j.id]
 
-    return list_schedule([jobs[r] for r in order], conc.slots, allowed, interference=opts.interference, pinned=pinned)
+    keys: dict[int, tuple[str, ...]] = {}
+
+    def types_of(j: Demand) -> tuple[str, ...]:
+        a = allowed_types[j.id]
+        k = keys.get(id(a))
+        if k is None:
+            k = keys[id(a)] = tuple(str(ti) for ti in sorted(a))
+        return k
+
+    return list_schedule([jobs[r] for r in order], conc.slots, allowed, interference=opts.interference, pinned=pinned,
+                         types_of=types_of)
 
 
 def lpt_order(prob: PlanningProblem, jobs: dict[str, Demand]) -> list[str]:
+    """Longest (fastest solo time) first, then most memory, most compute, run id."""
     cls = class_of(prob)
+    fastest: dict[tuple[int, float, float], float] = {}
 
     def key(rid: str) -> tuple:
-        c = prob.classes[cls[rid]]
         j = jobs[rid]
-        fastest = min(solo_time(j, prob.types[ti].capacity) for ti in c.types)
-        return (-fastest, -j.memory_mib, -j.compute, rid)
+        k = (cls[rid], j.work_s, j.compute)
+        f = fastest.get(k)
+        if f is None:
+            f = fastest[k] = min(solo_time(j, prob.types[ti].capacity) for ti in prob.classes[cls[rid]].types)
+        return (-f, -j.memory_mib, -j.compute, rid)
 
     return sorted(jobs, key=key)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from migbench.duration import Demand
 from migbench.errors import MigbenchError
+from migbench.planner.budget import WALL_STOP_WARNING, Budget, write_reserve
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.makespan import plan_makespan
 from migbench.planner.problem import Solution, SolveOptions, build_problem
@@ -18,9 +19,6 @@ from migbench.types import Objective, Placement
 def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions = SolveOptions()) -> Solution:
     """Plan `runs` on `fleet`. Raises MigbenchError when a run fits nowhere (unless allowed)."""
     t0 = time.perf_counter()
-    # The budget is CP-SAT *deterministic* time, never the wall clock, so that the same input gives
-    # the same plan on any machine (CP-SAT keeps a wall-clock stop at 4x as a safety net only).
-    budget = opts.time_limit_s
     if not fleet:
         raise MigbenchError("the fleet is empty", hint="give --fleet MODEL:COUNT or a `fleet:` in the sweep")
     with_dur = bool(runs) and all(r.duration_s for r in runs)
@@ -43,10 +41,18 @@ def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions 
     if not prob.classes:
         empty_layouts: dict[int, tuple[Placement, ...]] = {g.index: () for g in fleet}
         return Solution(empty_layouts, {}, unplaced, "OPTIMAL", "runs_at_once", 0, 0, 0.0, time.perf_counter() - t0, 0, None, notes)
+    # Effort comes from a deterministic budget; the clock only stops the search hard at the limit.
+    budget = Budget(
+        opts.time_limit_s, started=opts.started, reserve_s=write_reserve(len(runs)), workers=opts.workers,
+        progress=opts.progress, objective_name="runs_at_once" if mode is Objective.THROUGHPUT else "makespan_s",
+    )
     if mode is Objective.THROUGHPUT:
         sol = plan_throughput(prob, opts, budget, notes)
     else:
         sol = plan_makespan(prob, opts, budget, notes)
+    if budget.stopped:
+        sol.notes.append(WALL_STOP_WARNING)
+    budget.report("done", incumbent=sol.objective, bound=sol.bound)
     sol.unplaced = unplaced
     sol.seconds = time.perf_counter() - t0
     return sol

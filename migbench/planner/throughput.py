@@ -12,12 +12,13 @@ from typing import Any
 from ortools.sat.python import cp_model
 
 from migbench.errors import MigbenchError
+from migbench.planner.budget import Budget
 from migbench.planner.patterns import greedy_patterns, patterns
-from migbench.planner.problem import MAX_PATTERNS, PlanningProblem, Solution, SolveOptions, add_layout_vars, cpsat_solver
+from migbench.planner.problem import MAX_PATTERNS, PlanningProblem, Solution, SolveOptions, add_layout_vars
 from migbench.planner.schedule import class_of, concretize, demands_of, finish, lpt_order, schedule
 
 
-def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: float) -> tuple[dict, dict, str, float, float, list[str]]:
+def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) -> tuple[dict, dict, str, float, float, list[str]]:
     """CP-SAT: maximise runs started at once. Returns (layout counts, per-type pattern counts,
     status, objective, bound, notes)."""
     notes: list[str] = []
@@ -55,8 +56,9 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: float) -
         # Runs that wait must still have a home on the layout: one instance that fits them.
         m.add(sum(n_inst[ti] for ti in c.types) >= 1)
     m.maximize(sum(z))
-    s = cpsat_solver(0.8 * budget, opts.workers)
+    s = budget.solver(budget.share(0.8))
     st = s.solve(m)
+    budget.solved(s, st)
     if st == cp_model.INFEASIBLE:
         raise MigbenchError(
             "no layout of the fleet offers an instance for every run at the same time",
@@ -70,7 +72,7 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: float) -
     if not complete:
         # The restricted pattern set makes CP-SAT's bound a bound of the restricted model only;
         # an honest bound comes from the aggregated relaxation.
-        bound = max(obj, _throughput_relaxation_bound(prob, opts, 0.2 * budget))
+        bound = max(obj, _throughput_relaxation_bound(prob, budget))
         status = "OPTIMAL" if bound <= obj + 1e-9 else "FEASIBLE"
         notes.append(
             f"more than {MAX_PATTERNS} sharing patterns: used a restricted set; bound from the "
@@ -84,7 +86,7 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: float) -
     return counts, used, status, obj, bound, notes
 
 
-def _throughput_relaxation_bound(prob: PlanningProblem, opts: SolveOptions, budget: float) -> float:
+def _throughput_relaxation_bound(prob: PlanningProblem, budget: Budget) -> float:
     m = cp_model.CpModel()
     _, n_inst = add_layout_vars(m, prob)
     caps = sorted({c.cap for c in prob.classes})
@@ -105,14 +107,15 @@ def _throughput_relaxation_bound(prob: PlanningProblem, opts: SolveOptions, budg
     for c in prob.classes:
         m.add(sum(n_inst[ti] for ti in c.types) >= 1)
     m.maximize(sum(r.values()))
-    s = cpsat_solver(budget, opts.workers)
+    s = budget.solver(budget.share(1.0))
     st = s.solve(m)
+    budget.solved(s, st)
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return float(s.best_objective_bound)
     return float(sum(c.n for c in prob.classes))
 
 
-def plan_throughput(prob: PlanningProblem, opts: SolveOptions, budget: float, notes: list[str]) -> Solution:
+def plan_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
     counts, used, status, obj, bound, more = solve_throughput(prob, opts, budget)
     notes += more
     conc = concretize(prob, counts)
