@@ -37,6 +37,18 @@ def _burn() -> None:  # pragma: no cover - a busy loop
         pass
 
 
+# argv: OUT CMD...; runs CMD as a child, writes the child's peak RSS (KiB) to OUT, exits with its code.
+_PEAK_RSS = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execv(sys.argv[2], sys.argv[2:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def plan_command(sweep: Path, out: Path, objective: str, limit: float) -> dict:
     """`migbench plan SWEEP -o OUT --json --objective O --time-limit L` in a new process, as a user
     runs it: wall seconds, the solver's own seconds (from the JSON), peak RSS of the process (MiB)
@@ -46,18 +58,22 @@ def plan_command(sweep: Path, out: Path, objective: str, limit: float) -> dict:
     cmd = [sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json", "--objective", objective,
            "--time-limit", str(limit)]
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
-        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, env=env)
-        _, status, usage = os.wait4(p.pid, 0)  # this child's own peak RSS, not the largest so far
-        p.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe, \
+            tempfile.NamedTemporaryFile("r") as fr:
+        # The command starts from a small interpreter that forks and execs it: Linux counts the
+        # address space a process had before exec in its peak RSS, and this bench's own is large.
+        p = subprocess.Popen([sys.executable, "-S", "-c", _PEAK_RSS, fr.name, *cmd], stdout=fo, stderr=fe,
+                             text=True, env=env)
+        p.wait()
         wall = time.perf_counter() - t0
         fo.seek(0)
         fe.seek(0)
         stdout, stderr = fo.read(), fe.read()
+        rss_kib = int(fr.read() or 0)
     if p.returncode != 0:
         raise SystemExit(f"{sweep.name}: plan failed: {stderr[-2000:]}")
     doc = json.loads(stdout)
-    rss = usage.ru_maxrss / 1024
+    rss = rss_kib / 1024
     return {"wall": wall, "solver": float(doc["solver"].get("seconds") or 0.0), "rss": rss, "doc": doc,
             "warnings": doc.get("warnings") or []}
 

@@ -4,7 +4,10 @@
 depend on the machine's speed or load, so the planner decides nothing from the clock:
 
 - it gets a deterministic **work budget** of `WORK_SHARE * S` reference seconds (what the work takes
-  on the calibration machine: 2 cores, idle, one CP-SAT worker), and every phase sizes its effort
+  on the calibration machine: 2 cores, idle, one CP-SAT worker), less what the rest of the command
+  costs there for a sweep of that size (`COMMAND_S_PER_RUN`: reading and expanding the sweep,
+  assembling and writing the plan), so that the whole command, not only the planner, takes about
+  `WORK_SHARE` of the limit on that machine; every phase sizes its effort
   from that budget and the problem's size — CP-SAT deterministic time, LP bisection steps, layouts
   evaluated, schedule variants, local-search evaluations, exact-search states. Each phase charges a
   deterministic estimate of its cost (`charge`), so what one phase leaves unused goes to the next;
@@ -12,12 +15,13 @@ depend on the machine's speed or load, so the planner decides nothing from the c
   (`deadline`). Only when it fires does the search end early, with the best plan found so far, and
   the plan then says so (`WALL_STOP_WARNING`): it may differ on another run.
 
-So on an idle machine the planner takes about half the limit, and under load the same plan comes
+So on an idle machine the command takes about half the limit, and under load the same plan comes
 out more slowly until the load is so heavy that the hard stop fires.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ CPSAT_BUILD_S = (0.04, 1.3e-4)  # building and presolving a relaxation: fixed + 
 LP_S = (0.02, 1.2e-5)  # one GLOP relaxation with its cut rounds: fixed + per (class, type) pair
 REPLAY_S_PER_RUN = 22e-6  # one schedule played on the fleet (list scheduling or replay), per run
 PLAY_S = (8e-6, 4.5e-6)  # one instance's queue played alone: fixed + per run
+COMMAND_S_PER_RUN = 155e-6  # the command around the planner (load, expand, assemble, write), per run
 WRITE_S_PER_RUN = 60e-6  # writing the plan file, per run (the hard stop keeps this much back)
 WRITE_S_FIXED = 0.2
 
@@ -64,6 +69,20 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+def short_limit_note(limit_s: float, n_runs: int) -> str | None:
+    """A warning when the command's own work around the planner takes more than a quarter of the
+    limit: the planner is then left little budget, and a machine twice as slow as the reference
+    reaches the hard stop. It depends only on the limit and the sweep's size, so plans stay
+    reproducible."""
+    around = COMMAND_S_PER_RUN * n_runs
+    if around <= 0.25 * limit_s:
+        return None
+    suggest = 10 * math.ceil(4 * around / 10)
+    return (f"{n_runs} runs leave little of the {limit_s:g} s time limit for planning (reading and writing "
+            f"them takes about {around:.0f} s here): pass --time-limit {suggest} or more for a better plan "
+            "that stays reproducible on a loaded machine")
+
+
 def write_reserve(n_runs: int) -> float:
     """Seconds the hard stop keeps back for writing a plan of `n_runs` runs."""
     return WRITE_S_FIXED + WRITE_S_PER_RUN * n_runs
@@ -79,11 +98,12 @@ class Budget:
         started: float | None = None,
         reserve_s: float = 0.0,
         workers: int = 1,
+        n_runs: int = 0,
         progress: ProgressFn | None = None,
         objective_name: str = "makespan_s",
     ) -> None:
         self.limit_s = limit_s
-        self.work = max(MIN_WORK, limit_s * WORK_SHARE)
+        self.work = max(MIN_WORK, limit_s * WORK_SHARE - COMMAND_S_PER_RUN * n_runs)
         self.spent = 0.0
         start = time.monotonic() if started is None else started
         self.deadline = start + max(0.0, limit_s - reserve_s)

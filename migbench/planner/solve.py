@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from migbench.duration import Demand
 from migbench.errors import MigbenchError
-from migbench.planner.budget import WALL_STOP_WARNING, Budget, write_reserve
+from migbench.planner.budget import WALL_STOP_WARNING, Budget, short_limit_note, write_reserve
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.makespan import plan_makespan
 from migbench.planner.problem import Solution, SolveOptions, build_problem
@@ -43,13 +43,16 @@ def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions 
         return Solution(empty_layouts, {}, unplaced, "OPTIMAL", "runs_at_once", 0, 0, 0.0, time.perf_counter() - t0, 0, None, notes)
     # Effort comes from a deterministic budget; the clock only stops the search hard at the limit.
     budget = Budget(
-        opts.time_limit_s, started=opts.started, reserve_s=write_reserve(len(runs)), workers=opts.workers,
+        opts.time_limit_s, started=opts.started, reserve_s=write_reserve(len(runs)), workers=opts.workers, n_runs=len(runs),
         progress=opts.progress, objective_name="runs_at_once" if mode is Objective.THROUGHPUT else "makespan_s",
     )
+    short = short_limit_note(opts.time_limit_s, len(runs)) if mode is Objective.MAKESPAN else None
     if mode is Objective.THROUGHPUT:
         sol = plan_throughput(prob, opts, budget, notes)
     else:
         sol = plan_makespan(prob, opts, budget, notes)
+    if short:
+        sol.notes.append(short)
     if budget.stopped:
         sol.notes.append(WALL_STOP_WARNING)
     budget.report("done", incumbent=sol.objective, bound=sol.bound)

@@ -106,3 +106,16 @@ def test_more_than_one_worker_is_deterministic_too():
     opts = SolveOptions(time_limit_s=4, objective="makespan", workers=2, started=time.monotonic() + 1e6)
     a, b = solve(RUNS, fl, opts), solve(RUNS, fl, opts)
     assert (a.layouts, a.assigned, a.objective, a.bound) == (b.layouts, b.assigned, b.objective, b.bound)
+
+
+def test_the_command_around_the_planner_comes_out_of_the_budget_and_a_short_limit_is_said():
+    """At 30,000 runs, reading and writing the sweep took half of a 10 s limit, so the planner's
+    own half ran the command past the limit into the hard stop on an idle machine. The budget now
+    leaves the rest of the command its share, and a limit too short for the sweep's size is said,
+    with the limit to pass (from the size alone, so plans stay reproducible)."""
+    assert Budget(10.0, n_runs=10_000).work < Budget(10.0, n_runs=100).work < Budget(10.0).work == pytest.approx(5.0)
+    assert Budget(10.0, n_runs=10**6).work == pytest.approx(budget_mod.MIN_WORK)
+    assert budget_mod.short_limit_note(10.0, 10_000) is None
+    note = budget_mod.short_limit_note(10.0, 30_000)
+    assert note is not None and "--time-limit 20 " in note
+    assert budget_mod.short_limit_note(20.0, 30_000) is None
