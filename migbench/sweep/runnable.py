@@ -4,6 +4,7 @@ not retried: exit 127). Warnings only: a plan may be made on another machine tha
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -19,6 +20,9 @@ def start_problems(sweep: Sweep) -> list[str]:
     the group that shows it would meet them."""
     out: list[str] = []
     seen: set[tuple[str, str]] = set()
+    _dir_problem.cache_clear()  # the file system is read afresh for each sweep, once per distinct path
+    _program.cache_clear()
+    _is_file.cache_clear()
     for run in sweep.runs:
         for problem in _problems(run):
             if (run.group, problem) not in seen:
@@ -28,10 +32,24 @@ def start_problems(sweep: Sweep) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _dir_problem(workdir: str) -> str | None:
+    wd = Path(workdir)
+    if wd.is_dir():
+        return None
+    return f"workdir {workdir} does not exist" if not wd.exists() else f"workdir {workdir} is not a directory"
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
 def _problems(run: Run) -> list[str]:
     wd = Path(run.workdir)
-    if not wd.is_dir():
-        return [f"workdir {run.workdir} does not exist" if not wd.exists() else f"workdir {run.workdir} is not a directory"]
+    bad_dir = _dir_problem(run.workdir)
+    if bad_dir:
+        return [bad_dir]
     if run.shell or not run.argv or "${" in run.argv[0]:
         return []
     path = run.env.get("PATH", os.environ.get("PATH", os.defpath))
@@ -46,6 +64,7 @@ def _problems(run: Run) -> list[str]:
     return [problem] if problem else _script(argv[argv.index(rest[0]):], wd)
 
 
+@functools.lru_cache(maxsize=4096)
 def _program(name: str, wd: Path, path: str) -> str | None:
     if "/" in name:
         p = Path(name) if os.path.isabs(name) else wd / name
@@ -68,7 +87,7 @@ def _script(argv: list[str], wd: Path) -> list[str]:
             return []
         if a.startswith("-"):
             continue
-        if a.endswith(".py") and not (Path(a) if os.path.isabs(a) else wd / a).is_file():
+        if a.endswith(".py") and not _is_file(Path(a) if os.path.isabs(a) else wd / a):
             return [f"script {a} does not exist in {wd}"]
         return []
     return []

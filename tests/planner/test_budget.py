@@ -119,3 +119,26 @@ def test_the_command_around_the_planner_comes_out_of_the_budget_and_a_short_limi
     note = budget_mod.short_limit_note(10.0, 30_000)
     assert note is not None and "--time-limit 20 " in note
     assert budget_mod.short_limit_note(20.0, 30_000) is None
+
+
+def test_runs_at_once_keeps_its_whole_budget(monkeypatch):
+    """The runs-at-once model stops when it is proven, well inside the limit; cutting its budget by
+    the sweep's size left CP-SAT too little to find any plan for 30,000 mixed runs at a 5 s limit
+    ("the solver found no plan (UNKNOWN)"). Only the makespan search gives up its share."""
+    import importlib
+
+    solve_mod = importlib.import_module("migbench.planner.solve")
+    made: list[Budget] = []
+
+    class Recording(Budget):
+        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(solve_mod, "Budget", Recording)
+    runs = [Demand(f"r{i}", 1024 * (1 + i % 7), 3600.0, 0.2, 2) for i in range(20_000)]
+    fl = _fleet("A100-SXM4-80GB", 300)
+    solve(runs, fl, SolveOptions(time_limit_s=5, objective="throughput", started=time.monotonic() + 1e6))
+    assert made[-1].work == pytest.approx(2.5)
+    solve(runs[:2000], fl[:30], SolveOptions(time_limit_s=5, objective="makespan", started=time.monotonic() + 1e6))
+    assert made[-1].work < 2.5
