@@ -1,7 +1,8 @@
 """`migbench status` at scale: time the command as a user runs it on a finished sweep of N runs.
 
 Builds, for N in (1,000, 30,000): a generated sweep (bench/sweepgen.py), its plan, and a launch state
-whose runs all succeeded (written through the launcher's store, as a finished launch leaves it), then
+whose runs all succeeded (written through the launcher's store, with each run's `params.json`, as a
+finished launch leaves them), then
 times `migbench status PLAN` (the default view) and `migbench status PLAN --json` in a new process.
 `python bench/status_bench.py [--runs 1000,30000]`
 """
@@ -9,6 +10,7 @@ times `migbench status PLAN` (the default view) and `migbench status PLAN --json
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +44,9 @@ def finished_launch(work: Path, n: int) -> Path:
     rows = []
     for k, r in enumerate(plan.runs):
         key = r.instance_key
+        # what the launcher leaves in each run's directory when it first starts it
+        (sd / r.id).mkdir()
+        (sd / r.id / "params.json").write_text(json.dumps({"run_id": r.id, "params": dict(r.params)}))
         rows.append(RunRow(id=r.id, ord=k, grp=r.group, state="succeeded", attempt=1, home=key, queue=key, instance=key,
                            mig_uuid=f"MIG-{k:08d}", memory_mib=r.memory_mib, need_mib=r.memory_mib, start_at=now - 7200,
                            end_at=now - 3600, exit_code=0, peak_mib=r.memory_mib // 2))

@@ -179,15 +179,16 @@ def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bo
 
     from migbench.export import slurmctl
     from migbench.launch.store import db_path
-    from migbench.plan import Plan
-    from migbench.state import state_dir_for
+    from migbench.plan import Plan, read_identity
+    from migbench.state import state_dir_in
 
     if plan_file is None:
         return False
-    plan = Plan.load(plan_file)
-    sd = state_dir_for(plan, state_dir)
+    name, launch = read_identity(plan_file)  # the head of the file: a large plan is read whole only when submitted
+    sd = state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name, state_dir)
     if not slurmctl.has_submission(sd) or db_path(sd).exists():
         return False
+    plan = Plan.load(plan_file)
     doc = slurmctl.status_doc(plan, sd)
     if as_json:
         typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
