@@ -153,6 +153,19 @@ class Budget:
         p.random_seed = 0
         return s
 
+    def rescue_solver(self) -> cp_model.CpSolver:
+        """A CP-SAT solver for a model that must give some answer when the budget or the hard stop
+        left its call none: it stops at the first solution, within a deterministic time of its own
+        and a short wall-clock grace past the deadline (a fifth of the limit, at least 2 s)."""
+        s = cp_model.CpSolver()
+        p = s.parameters
+        p.stop_after_first_solution = True
+        p.max_deterministic_time = self.dtime(max(2.0, self.work))
+        p.max_time_in_seconds = max(2.0, 0.2 * self.limit_s) + max(0.0, self.deadline - time.monotonic())
+        p.num_workers = 1
+        p.random_seed = 0
+        return s
+
     def solved(self, s: cp_model.CpSolver, status: object) -> None:
         """Charge a finished CP-SAT call and notice when it was the wall clock that stopped it."""
         self.charge(s.deterministic_time * CPSAT_S_PER_DTIME)

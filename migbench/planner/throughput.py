@@ -65,6 +65,17 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) 
             hint="the runs' profile allow-lists or memory needs cannot all be met on these GPUs; add GPUs or relax `profiles:`",
         )
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        # Its share ran out (or the hard stop fired, say under load, before the call began): any
+        # plan beats none, so take the model's first solution (the hard stop's warning says so).
+        s = budget.rescue_solver()
+        st = s.solve(m)
+        budget.solved(s, st)
+        if st == cp_model.INFEASIBLE:
+            raise MigbenchError(
+                "no layout of the fleet offers an instance for every run at the same time",
+                hint="the runs' profile allow-lists or memory needs cannot all be met on these GPUs; add GPUs or relax `profiles:`",
+            )
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise MigbenchError(f"the solver found no plan ({s.status_name(st)})", hint="raise --time-limit")
     obj = s.objective_value
     bound = s.best_objective_bound

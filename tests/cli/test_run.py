@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(sweep: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "migbench", "run", str(sweep), "--time-limit", "3", *args]
+    cmd = [PY, "-m", "migbench", "run", str(sweep), "--time-limit", "10", *args]
     return subprocess.run(cmd, env=env, cwd=sweep.parent.parent, capture_output=True, text=True, timeout=120)
 
 
