@@ -23,6 +23,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config._migbench_shm = config.option.basetemp  # type: ignore[attr-defined]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default in pyproject.toml): two workers per core. A third of the suite's wall
+    time is tests waiting on real processes (the launcher, its shims and runs, Slurm daemons); a
+    second worker per core fills it. Tests wait on states, not on time, so the load does not
+    change their outcome."""
+    return min(16, 2 * (os.cpu_count() or 1))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`@pytest.mark.gpu` tests read a real NVIDIA GPU (read-only): they run only with MIGBENCH_TEST_GPU=1."""
     if os.environ.get("MIGBENCH_TEST_GPU") == "1":

@@ -97,14 +97,20 @@ def _cases() -> list[dict]:
     return json.loads(OPTIMA.read_text())["cases"]
 
 
+MISSED_BEFORE = ["seed-00", "seed-01", "seed-02", "seed-07", "seed-09", "seed-11", "seed-13", "seed-14",
+                 "mixed-00", "mixed-02", "mixed-04", "mixed-09"]
+"""The 12 of bench/exact_cases.py's 34 small sweeps where the planner missed the optimum before issue
+15's work (1.009 to 1.139 times it); `python bench/exact_compare.py` plans all 34."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
-def test_the_planner_is_within_one_percent_of_the_exact_optimum(case):
-    """The 34 seeded small sweeps of bench/exact_cases.py, with their optima from the complete model:
-    the planner's plan with the default budget (10 s; the hard stop is moved out of the way so a
-    loaded test machine plans what an idle one does), replayed without lending, is within 1 % of the
+@pytest.mark.parametrize("name", MISSED_BEFORE)
+def test_the_planner_is_within_one_percent_of_the_exact_optimum(name):
+    """The small sweeps the planner used to miss, with their optima from the complete model: the
+    planner's plan with the default budget (10 s; the hard stop is moved out of the way so a loaded
+    test machine plans what an idle one does), replayed without lending, is within 1 % of the
     optimum, and its bound is never above it."""
-    runs, fleet, opt = _case(case["name"])
+    runs, fleet, opt = _case(name)
     sol = solve(runs, fleet, SolveOptions(objective="makespan", time_limit_s=10, started=time.monotonic() + 1e6))
     assert _replayed(sol, runs, fleet) <= opt * 1.01 + 1e-6
     assert sol.bound <= opt + 1e-6

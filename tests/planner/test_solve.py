@@ -4,6 +4,7 @@ with exhaustive search on small cases."""
 from __future__ import annotations
 
 import itertools
+import time
 from functools import cache
 
 import pytest
@@ -129,8 +130,11 @@ def test_makespan_mode_reports_a_valid_bound_and_gap():
 def test_same_input_gives_the_same_solution():
     runs = [R(f"a{i}", 1024 * (1 + i % 5), 3600 * (1 + i % 3), 0.2, 3) for i in range(30)]
     fl = fleet(("A100-SXM4-40GB", 2), ("H100-SXM5-80GB", 1))
-    a = solve(runs, fl, SolveOptions(time_limit_s=3))
-    b = solve(runs, fl, SolveOptions(time_limit_s=3))
+    # issue 10's case (30 runs, 3 GPUs, a 3 s limit), with the hard stop moved out of the way: a
+    # loaded test machine may reach it, and then the plan says it may differ (tests/planner/test_budget.py)
+    opts = SolveOptions(time_limit_s=3, started=time.monotonic() + 1e6)
+    a = solve(runs, fl, opts)
+    b = solve(runs, fl, opts)
     assert a.layouts == b.layouts and a.assigned == b.assigned and a.objective == b.objective
 
 
@@ -168,9 +172,10 @@ def test_property_no_overlap_no_oversubscription_deterministic(specs, model, ngp
         R(f"r{i}", min(mem, biggest), (3600.0 * (1 + i % 4)) if timed else None, comp, cap)
         for i, (mem, cap, comp) in enumerate(specs)
     ]
-    sol = solve(runs, fl, SolveOptions(time_limit_s=2))
+    opts = SolveOptions(time_limit_s=1, started=time.monotonic() + 1e6)  # the hard stop out of the way
+    sol = solve(runs, fl, opts)
     check_solution(runs, fl, sol)
-    again = solve(runs, fl, SolveOptions(time_limit_s=2))
+    again = solve(runs, fl, opts)
     assert (again.layouts, again.assigned) == (sol.layouts, sol.assigned)
     if sol.objective_name == "runs_at_once":
         assert sol.objective <= sol.bound
