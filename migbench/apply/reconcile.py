@@ -141,7 +141,7 @@ class HostLock(PidLock):
 
     def busy_error(self) -> MigbenchError:
         holders = self.holders()
-        launchers = sorted(pid for pid, ex in holders if not ex)
+        launchers = sorted({pid for pid, ex in holders if not ex})  # a process may hold it through two descriptions
         if not self.shared and launchers and not any(ex for _, ex in holders):
             return MigbenchError(
                 f"a migbench launcher (PID {', '.join(map(str, launchers))}) is starting runs on this host (lock {self.path})",
