@@ -111,6 +111,11 @@ class InstanceDP:
         self.states = 0
         self.limit = math.inf  # states; past it the search raises OutOfEffort
 
+    def _tick(self) -> None:
+        """Called once per state searched: past `limit` states the search stops (OutOfEffort)."""
+        if self.states > self.limit:
+            raise OutOfEffort
+
     # -- the engine's arithmetic, relative to the last event ----------------------------------
     def rate(self, running: tuple) -> float:
         if not running:
@@ -223,8 +228,7 @@ class InstanceDP:
             self.memo[key] = (lb, False, -1)
             return lb, False
         self.states += 1
-        if self.states > self.limit:
-            raise OutOfEffort
+        self._tick()
         best, best_k, fail = math.inf, -1, math.inf
         for g, t, run2 in kids:
             run3 = run2 + ((g, self.g_dur[g]),)
