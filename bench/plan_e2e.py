@@ -5,9 +5,10 @@ For each generated mixed sweep (bench/sweepgen.py: groups of 50 runs, 4 GPU mode
 and the peak RSS of the process (resource.getrusage of the child). Prints one row per case: runs x GPUs,
 objective, time limit, solver s, whole command s, command/solver, peak RSS MiB, and the scaling table.
 
-`python bench/plan_e2e.py [--quick] [--cases 10000x624:tp,...] [--burners N]`
+`python bench/plan_e2e.py [--quick] [--cases 10000x624:tp,...] [--burners N] [--identical]`
 
-`--burners N` runs N busy loops beside it (a loaded machine).
+`--burners N` runs N busy loops beside it (a loaded machine). `--identical` plans each case as the
+machine is, then beside the N busy loops, and compares the two plan files byte for byte.
 """
 
 from __future__ import annotations
@@ -89,7 +90,30 @@ def run_case(spec: str, tmp: Path) -> dict:
     doc = r["doc"]
     stopped = any("wall-clock" in w for w in r["warnings"])
     return {"case": f"{len(doc['runs'])} x {len(doc['fleet'])}", "objective": objective, "limit": limit, "solver": r["solver"],
-            "wall": r["wall"], "rss": r["rss"], "status": doc["solver"]["status"] + (" (hard stop)" if stopped else "")}
+            "wall": r["wall"], "rss": r["rss"], "status": doc["solver"]["status"] + (" (hard stop)" if stopped else ""),
+            "plan": str(tmp / (sweep.stem + ".plan.yaml"))}
+
+
+def identical(cases: list[str], n_burners: int) -> None:
+    """The determinism promise: each case planned on the machine as it is, then beside `n_burners`
+    busy loops; the two plan files compared byte for byte."""
+    print(f"{'runs x GPUs':>14}  {'objective':>10}  {'limit s':>7}  {'quiet s':>7}  {'busy s':>7}  plan files", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in cases:
+            quiet = run_case(spec, Path(tmp))
+            quiet_bytes = (Path(tmp) / Path(quiet["plan"]).name).read_bytes()
+            burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(n_burners)]
+            for b in burners:
+                b.start()
+            try:
+                busy = run_case(spec, Path(tmp))
+            finally:
+                for b in burners:
+                    b.terminate()
+            same = Path(busy["plan"]).read_bytes() == quiet_bytes
+            verdict = "identical" if same else "DIFFER" + (" (the busy plan says the hard stop fired)" if "hard stop" in busy["status"] else "")
+            print(f"{quiet['case']:>14}  {quiet['objective']:>10}  {quiet['limit']:>7.0f}  {quiet['wall']:>7.2f}  "
+                  f"{busy['wall']:>7.2f}  {verdict}", flush=True)
 
 
 def main() -> None:
@@ -97,8 +121,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cases", help="comma-separated RUNSxGPUS:ms|tp[:LIMIT]")
     ap.add_argument("--burners", type=int, default=0)
+    ap.add_argument("--identical", action="store_true",
+                    help="plan each case idle, then beside --burners busy loops, and compare the plan files")
     args = ap.parse_args()
     cases = args.cases.split(",") if args.cases else (QUICK if args.quick else DEFAULT)
+    if args.identical:
+        identical(cases, args.burners)
+        return
     burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.burners)]
     for b in burners:
         b.start()
