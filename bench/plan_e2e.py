@@ -2,7 +2,7 @@
 
 For each generated mixed sweep (bench/sweepgen.py: groups of 50 runs, 4 GPU models) it runs
 `migbench plan SWEEP -o PLAN --json` in a new process, takes the solver's seconds from the plan's JSON,
-and the peak RSS of the process (resource.getrusage of the child). Prints one row per case: runs x GPUs,
+and the peak RSS of the process (its own: it starts from a small interpreter that forks and execs it). One row per case: runs x GPUs,
 objective, time limit, solver s, whole command s, command/solver, peak RSS MiB, and the scaling table.
 
 `python bench/plan_e2e.py [--quick] [--cases 10000x624:tp,...] [--burners N] [--identical]`
