@@ -22,7 +22,7 @@ def test_there_are_starting_points():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_every_sweep_plans_with_every_run_placed(path, tmp_path):
-    r = migbench("plan", str(path), "-o", str(tmp_path / "p.yaml"), "--json")
+    r = migbench("plan", str(path), "-o", str(tmp_path / "p.yaml"), "--json", "--time-limit", "3")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["unplaced"] == [] and plan["runs"] and all(run["gpu"] is not None for run in plan["runs"])

@@ -29,7 +29,7 @@ def test_the_console_script_runs_as_a_process(tmp_path):
     env = dict(os.environ, MIGBENCH_CATALOG=str(tmp_path / "none.yaml"))
     env.pop("MIGBENCH_SIM", None)
     r = subprocess.run([sys.executable, "-m", "migbench", "plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"),
-                        "--no-runs"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+                        "--no-runs", "--time-limit", "2"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert r.returncode == 0 and "plan written to" in r.stdout, r.stderr
     r = subprocess.run([sys.executable, "-m", "migbench", "plan", str(tmp_path / "missing.yaml")], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=60)
@@ -52,7 +52,7 @@ def test_plan_golden_output(tmp_path):
 
 
 def test_plan_json_document(tmp_path):
-    r = mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--json")
+    r = mb("plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--json", "--time-limit", "2")
     doc = json.loads(r.stdout)
     assert doc["version"] == 1
     assert {"gpu", "model"} <= set(doc["fleet"][0])
