@@ -24,11 +24,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (the default in pyproject.toml): two workers per core. A third of the suite's wall
-    time is tests waiting on real processes (the launcher, its shims and runs, Slurm daemons); a
-    second worker per core fills it. Tests wait on states, not on time, so the load does not
-    change their outcome."""
-    return min(16, 2 * (os.cpu_count() or 1))
+    """`-n auto` (the default in pyproject.toml): two workers per core for the whole suite, one per
+    core for `-m "not slow"`. A third of the whole suite's wall time is tests waiting on real
+    processes (the launcher, its shims and runs, Slurm daemons); a second worker per core fills it.
+    Tests wait on states, not on time, so the load does not change their outcome."""
+    cores = os.cpu_count() or 1
+    if "not slow" in (config.option.markexpr or ""):
+        return cores  # the quick loop has no such waits: a second worker per core only adds its start-up
+    return min(16, 2 * cores)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -131,6 +131,7 @@ def test_the_command_around_the_planner_comes_out_of_the_budget_and_a_short_limi
     assert budget_mod.short_limit_note(20.0, 30_000) is None
 
 
+@pytest.mark.slow
 def test_runs_at_once_keeps_its_whole_budget(monkeypatch):
     """The runs-at-once model stops when it is proven, well inside the limit; cutting its budget by
     the sweep's size left CP-SAT too little to find any plan for 30,000 mixed runs at a 5 s limit
