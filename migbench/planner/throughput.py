@@ -18,6 +18,13 @@ from migbench.planner.problem import MAX_PATTERNS, PlanningProblem, Solution, So
 from migbench.planner.schedule import class_of, concretize, demands_of, finish, lpt_order, schedule
 
 
+def _no_layout() -> MigbenchError:
+    return MigbenchError(
+        "no layout of the fleet offers an instance for every run at the same time",
+        hint="the runs' profile allow-lists or memory needs cannot all be met on these GPUs; add GPUs or relax `profiles:`",
+    )
+
+
 def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) -> tuple[dict, dict, str, float, float, list[str]]:
     """CP-SAT: maximise runs started at once. Returns (layout counts, per-type pattern counts,
     status, objective, bound, notes)."""
@@ -60,10 +67,7 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) 
     st = s.solve(m)
     budget.solved(s, st)
     if st == cp_model.INFEASIBLE:
-        raise MigbenchError(
-            "no layout of the fleet offers an instance for every run at the same time",
-            hint="the runs' profile allow-lists or memory needs cannot all be met on these GPUs; add GPUs or relax `profiles:`",
-        )
+        raise _no_layout()
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         # Its share ran out (or the hard stop fired, say under load, before the call began): any
         # plan beats none, so take the model's first solution (the hard stop's warning says so).
@@ -71,10 +75,7 @@ def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) 
         st = s.solve(m)
         budget.solved(s, st)
         if st == cp_model.INFEASIBLE:
-            raise MigbenchError(
-                "no layout of the fleet offers an instance for every run at the same time",
-                hint="the runs' profile allow-lists or memory needs cannot all be met on these GPUs; add GPUs or relax `profiles:`",
-            )
+            raise _no_layout()
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise MigbenchError(f"the solver found no plan ({s.status_name(st)})", hint="raise --time-limit")
     obj = s.objective_value
