@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migbench.errors import MigbenchError  # noqa: E402
 from migbench.export import k8s, migparted, slurm  # noqa: E402
-from migbench.export.execute import prepare  # noqa: E402
+from migbench.export.execute import load_task_plan, prepare  # noqa: E402
 from migbench.export.tasks import arrays  # noqa: E402
 from migbench.plan import Plan  # noqa: E402
 from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan  # noqa: E402
@@ -73,8 +73,11 @@ def main() -> int:
         kexp = timed("export k8s (with its checks)", lambda: k8s.write(p, work / "k8s", plan_text=path.read_text(), sha256=sha))
         timed("export mig-parted (+ placement warnings)", lambda: (migparted.config_text(p), migparted.placement_warnings(p)))
         first = next(ar for ar in arrays(p) if ar.tasks)
-        timed("exec --dry-run of one task (load + arrays + specs)", lambda: prepare(
+        timed("exec --dry-run of one task, plan parsed from YAML", lambda: prepare(
             Plan.load(path), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", dry_run=True))
+        timed("exec --dry-run of one task, the export's parsed copy", lambda: prepare(
+            load_task_plan(path, sha), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state",
+            sha256=sha, dry_run=True))
         tasks = sum(len(ar.tasks) for ar in arrays(p))
         print(f"# export benchmark on {platform.node() or '?'} ({platform.machine()}, Python {platform.python_version()})")
         print(f"plan: {len(p.placed_runs())} placed runs of {len(p.runs)}, {len(p.fleet)} GPUs on {len(p.nodes())} nodes, "

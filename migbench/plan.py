@@ -314,6 +314,11 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
         loader.dispose()
 
 
+def parse_document(text: str, file: str) -> Any:
+    """A plan file's YAML document as `Plan.load` parses it, before any check."""
+    return _parse(text, file)[0]
+
+
 def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], dict[str, int]] | None = None) -> Plan:
     """A `Plan` from a document `check_document` finds clean; its problems, located, otherwise."""
     if not isinstance(doc, dict):

@@ -128,9 +128,8 @@ def exec_cmd(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
 ) -> None:
     from migbench.export import execute
-    from migbench.plan import Plan
 
-    plan = Plan.load(plan_file)
+    plan = execute.load_task_plan(plan_file, sha256, state_dir)
     prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run,
                             workdir=workdir)
     if dry_run:

@@ -93,6 +93,9 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
                     "per_node": a.per_node, "tasks": len(a.tasks), "runs": sum(len(t.runs) for t in a.tasks)} for a in arrs],
     }
     exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
+    from migbench.export.execute import save_parsed_plan
+
+    save_parsed_plan(plan, sd, sha256)  # beside the launch state: each array task reads it instead of parsing the YAML
     shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
     if shared:
         exp.notes.append("Slurm cannot tell apart " + ", ".join(f"{a.profile} ({a.model})" for a in shared)

@@ -127,3 +127,47 @@ def test_exec_refuses_with_the_reason(two_nodes, args, env, message):
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = exec_(path, "--array", "nope", "--index", "0", CUDA_VISIBLE_DEVICES="MIG-a")
     assert r.returncode == 1 and "the plan has no array 'nope'" in r.stderr and name in r.stderr
+
+
+def test_exec_reads_the_parsed_plan_export_left_only_while_it_matches_the_file(tmp_path):
+    """At 10,000 runs every array task spent 5 s parsing the plan's YAML before its runs started.
+    `export slurm` leaves the plan parsed beside the launch state; `exec --sha256` reads it when it
+    was made from the very bytes of the plan file, and the file otherwise."""
+    import hashlib
+
+    from migbench.export.execute import load_task_plan, parsed_plan_path
+    from migbench.plan import Plan, parse_document
+
+    plan, path = make_plan(tmp_path)
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    saved = parsed_plan_path(tmp_path / "runs" / "two", sha)
+    doc = json.loads(saved.read_text())
+    assert doc["sha256"] == sha and doc["plan"] == parse_document(path.read_text(), str(path))
+    # read from the copy: a mark put into it shows; without --sha256 the file is read
+    first = doc["plan"]["runs"][0]
+    first["params"] = {**first["params"], "from_copy": "yes"}
+    saved.write_text(json.dumps(doc))
+    assert next(iter(load_task_plan(path, sha).runs)).params.get("from_copy") == "yes"
+    assert "from_copy" not in next(iter(load_task_plan(path, None).runs)).params
+    # a copy of other bytes, or a damaged one, is passed over for the file
+    doc["sha256"] = "0" * 64
+    saved.write_text(json.dumps(doc))
+    assert "from_copy" not in next(iter(load_task_plan(path, sha).runs)).params
+    saved.write_text("{ not json")
+    assert [r.params for r in load_task_plan(path, sha).runs] == [r.params for r in Plan.load(path).runs]
+    small = next(a for a in arrays(plan) if a.tasks)
+    r = exec_(path, "--array", small.name, "--index", "0", "--sha256", sha, "--dry-run", "--device-map",
+              str(_device_map(tmp_path)), SLURM_JOB_GPUS="0")
+    assert r.returncode == 0, r.stderr
+    # the plan file changed after the export: refused, whatever the copy says
+    path.write_text(path.read_text() + "\n")
+    r = exec_(path, "--array", small.name, "--index", "0", "--sha256", sha, "--dry-run")
+    assert r.returncode == 1 and "changed since it was exported" in r.stderr
+
+
+def _device_map(tmp_path):  # type: ignore[no-untyped-def]
+    dm = tmp_path / "map.json"
+    dm.write_text(json.dumps([f"MIG-{k}" for k in range(32)]))
+    return dm
