@@ -97,15 +97,13 @@ def lp_infeasible(prob: PlanningProblem, T: float) -> bool:
     return lp_relaxation(prob, T)[0]
 
 
-def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list[int]] | None, dict[int, list[Cut]]]:
-    """The linear relaxation at T, with lazy time-point cuts separated until none is violated:
-    (infeasible?, layout counts rounded from its solution, the lazy cuts it added). Built row by row
-    through GLOP's own API (one call per nonzero), with a variable per instance type for its count,
-    so building costs the nonzeros and nothing more."""
+def glop_layouts(prob: PlanningProblem) -> tuple[Any, dict[str, list[Any]], dict[int, Any]]:
+    """A GLOP model with what every layout relaxation shares: per model, a variable per layout
+    (how many of its GPUs take it, summing to the GPUs), and per instance type a variable for its
+    count (what the layouts give). Returns (solver, layout vars by model, count var by type)."""
     from ortools.linear_solver import pywraplp
 
     lp = pywraplp.Solver.CreateSolver("GLOP")
-    inf = lp.infinity()
     x: dict[str, list[Any]] = {}
     for key, lays in prob.layouts.items():
         g = len(prob.gpus_of[key])
@@ -115,13 +113,25 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
             row.SetCoefficient(v, 1)
     n_inst: dict[int, Any] = {}
     for ti, t in enumerate(prob.types):
-        N = n_inst[ti] = lp.NumVar(0, inf, "")
+        N = n_inst[ti] = lp.NumVar(0, lp.infinity(), "")
         row = lp.Constraint(0, 0)
         row.SetCoefficient(N, -1)
         for i, (ms, _) in enumerate(prob.layouts[t.model]):
             k = ms.get(t.profile.name, 0)
             if k:
                 row.SetCoefficient(x[t.model][i], k)
+    return lp, x, n_inst
+
+
+def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list[int]] | None, dict[int, list[Cut]]]:
+    """The linear relaxation at T, with lazy time-point cuts separated until none is violated:
+    (infeasible?, layout counts rounded from its solution, the lazy cuts it added). Built row by row
+    through GLOP's own API (one call per nonzero), with a variable per instance type for its count,
+    so building costs the nonzeros and nothing more."""
+    from ortools.linear_solver import pywraplp
+
+    lp, x, n_inst = glop_layouts(prob)
+    inf = lp.infinity()
     by_type: dict[int, list[tuple[int, Any]]] = defaultdict(list)
     for ci, c in enumerate(prob.classes):
         ok = [ti for ti in c.types if class_solo(prob, c, ti) <= T * (1 + 1e-9)]

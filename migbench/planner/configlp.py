@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from migbench.planner.bound import class_solo, point_cuts
+from migbench.planner.bound import class_solo, glop_layouts, point_cuts
 from migbench.planner.budget import Budget
 from migbench.planner.problem import PlanningProblem
 
@@ -56,24 +56,10 @@ def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: flo
     is feasible (candidate layouts that know which runs can share)."""
     from ortools.linear_solver import pywraplp
 
-    lp = pywraplp.Solver.CreateSolver("GLOP")
+    lp, x, n_inst = glop_layouts(prob)
     inf = lp.infinity()
-    x: dict[str, list[Any]] = {}
-    for key, lays in prob.layouts.items():
-        g = len(prob.gpus_of[key])
-        x[key] = [lp.NumVar(0, g, "") for _ in lays]
-        row = lp.Constraint(g, g)
-        for var in x[key]:
-            row.SetCoefficient(var, 1)
-    n_inst: dict[int, Any] = {}
     cap_row: dict[int, Any] = {}
-    for ti, t in enumerate(prob.types):
-        N = n_inst[ti] = lp.NumVar(0, inf, "")
-        row = lp.Constraint(0, 0)
-        row.SetCoefficient(N, -1)
-        for i, (ms, _) in enumerate(prob.layouts[t.model]):
-            if ms.get(t.profile.name, 0):
-                row.SetCoefficient(x[t.model][i], ms[t.profile.name])
+    for ti, N in n_inst.items():
         cap_row[ti] = lp.Constraint(-inf, 0)
         cap_row[ti].SetCoefficient(N, -T)
     work_row: dict[tuple[int, int], Any] = {}
