@@ -5,12 +5,36 @@ followed one command in a published terminal session."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from tests.support import DATA
 
 SAMPLES = DATA / "samples"
-_PROMPT = re.compile(r"^(?:\S*[#$\]]\s*)?(?:sudo\s+)?nvidia-smi(?:\s+(.*))?$")
+# A shell prompt (`$ `, `[user@host dir]# `, `root@host:~# `) before an nvidia-smi command.
+_PROMPT = re.compile(r"^(?:\$ |\[[^\]]*\][#$]?\s*|\S+@\S+[#$]\s*)?(?:sudo\s+)?nvidia-smi(?:\s+(.*))?$")
+
+
+def blocks(path: Path, *, others: bool = False) -> list[tuple[list[str], list[str]]]:
+    """(nvidia-smi argv, output lines) for each command of a capture file (its first line is its
+    header), blank lines around each output dropped. With `others`, a `$ COMMAND` that is not
+    nvidia-smi starts a block of its own, `(["<other>", COMMAND], lines)`; else its lines belong to
+    the block before."""
+    out: list[tuple[list[str], list[str]]] = []
+    for line in path.read_text().splitlines()[1:]:
+        m = _PROMPT.match(line.strip())
+        if m:
+            out.append((shlex.split(m.group(1) or ""), []))
+        elif others and line.startswith("$ "):
+            out.append((["<other>", line[2:]], []))
+        elif out:
+            out[-1][1].append(line)
+    for _, lines in out:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        while lines and not lines[0].strip():
+            lines.pop(0)
+    return out
 
 
 def section(sample: str, args: str, occurrence: int = -1) -> str:

@@ -7,53 +7,20 @@ are masked. Captures: tests/data/samples/ (docs/captures.md)."""
 
 from __future__ import annotations
 
-import io
 import re
-import shlex
 from pathlib import Path
 
-import pytest
-
-from migbench.backend.select import simulated_nvidia_smi
 from migbench.backend.sim.host import SimHost, init_host
 from migbench.backend.smi import parse_create_lines
 from tests.support import DATA
+from tests.support.captures import blocks as capture_blocks
 
 SAMPLES = DATA / "samples"
 PUBLIC = SAMPLES / "public"
 MIG_UUID = re.compile(r"MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BUS = re.compile(r"[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.\d")
-CMD = re.compile(r"^(?:\$ |\[[^\]]*\][#$]?\s*|\S+@\S+[#$]\s*)?(?:sudo )?nvidia-smi(?:\s+(.*))?$")
-
-
 def blocks(path: Path) -> list[tuple[list[str], list[str]]]:
-    """(nvidia-smi argv, output lines) per command of a capture; blank lines around an output dropped."""
-    out: list[tuple[list[str], list[str]]] = []
-    for line in path.read_text().splitlines()[1:]:
-        m = CMD.match(line.strip())
-        if m:
-            out.append((shlex.split(m.group(1) or ""), []))
-        elif out:
-            out[-1][1].append(line)
-    for _, lines in out:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-    return out
-
-
-@pytest.fixture
-def smi(monkeypatch):
-    """smi(state, *args) -> (exit status, stdout lines)."""
-
-    def run(state: Path, *args: str) -> tuple[int, list[str]]:
-        monkeypatch.setenv("MIGBENCH_SIM", str(state))
-        buf = io.StringIO()
-        rc = simulated_nvidia_smi(list(args), stdout=buf)
-        return rc, buf.getvalue().splitlines()
-
-    return run
+    return capture_blocks(path)
 
 
 def mask(lines: list[str]) -> list[str]:

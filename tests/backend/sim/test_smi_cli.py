@@ -6,55 +6,19 @@ from __future__ import annotations
 import io
 import os
 import re
-import shlex
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from migbench.backend.select import simulated_nvidia_smi as simulated_nvidia_smi_to
 from migbench.backend.sim import smi_cli
 from migbench.backend.sim.host import SimHost, init_host
 from tests.support import DATA
+from tests.support.captures import blocks as capture_blocks
 
 SAMPLES = DATA / "samples"
 MIG_UUID = re.compile(r"MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-CMD = re.compile(r"^(?:\$ |\[[^\]]*\]\s*|root@[^#]*#\s*)?(?:sudo )?nvidia-smi(?:\s+(.*))?$")
-
-
 def blocks(name: str) -> list[tuple[list[str], list[str]]]:
-    """(nvidia-smi argv, output lines) for each command in a capture; surrounding blank lines dropped."""
-    out: list[tuple[list[str], list[str]]] = []
-    for line in (SAMPLES / name).read_text().splitlines()[1:]:
-        m = CMD.match(line.strip())
-        if m:
-            out.append((shlex.split(m.group(1) or ""), []))
-        elif line.startswith("$ "):
-            out.append((["<other>", line[2:]], []))
-        elif out:
-            out[-1][1].append(line)
-    for _, lines in out:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-    return out
-
-
-@pytest.fixture
-def smi(monkeypatch):
-    """smi(state_dir, *args) -> (exit status, stdout lines)."""
-
-    def run(state: Path, *args: str) -> tuple[int, list[str]]:
-        monkeypatch.setenv("MIGBENCH_SIM", str(state))
-        buf = io.StringIO()
-        rc = simulated_nvidia_smi_to(list(args), stdout=buf)
-        return rc, buf.getvalue().splitlines()
-
-    return run
-
-
+    return capture_blocks(SAMPLES / name, others=True)
 
 
 # -- GPU instance creation and -lgi ---------------------------------------------------------------------
