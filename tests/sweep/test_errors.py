@@ -3,28 +3,16 @@ reported (line, field) and what it says. Every problem is found in one pass, wit
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 import migbench.sweep.group as group_mod
-from migbench import catalog, units
+from migbench import units
 from migbench.errors import InputError, Problem
 from migbench.sweep import load_sweep, load_sweep_text
 from tests.support import DATA
 
 BAD = DATA / "sweeps" / "bad"
 
-
-@functools.cache
-def builtin_catalogue() -> catalog.Catalog:
-    return catalog.Catalog.load(include_user=False)
-
-
-@pytest.fixture(autouse=True)
-def builtin_catalogue_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a user's ~/.config/migbench/catalog.yaml (or $MIGBENCH_CATALOG) out of these tests."""
-    monkeypatch.setattr(catalog, "default_catalog", builtin_catalogue)
 
 # file -> (number of problems, line, field, message fragment, hint fragment or None) of its first problem
 CASES: dict[str, tuple[int, int | None, str | None, str, str | None]] = {

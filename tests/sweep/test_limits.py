@@ -4,14 +4,12 @@ memory (measured with tracemalloc, not with a clock)."""
 
 from __future__ import annotations
 
-import functools
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from migbench import catalog
 from migbench.errors import InputError, UsageError
 from migbench.planner.fleet import parse_fleet_option
 from migbench.sweep import load_sweep_text
@@ -20,15 +18,6 @@ from migbench.sweep.yamlnodes import MAX_ALIAS_VALUES
 
 HEAD = "version: 1\nname: t\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nmemory: 1GiB\n"
 
-
-@functools.cache
-def builtin_catalogue() -> catalog.Catalog:
-    return catalog.Catalog.load(include_user=False)
-
-
-@pytest.fixture(autouse=True)
-def builtin_catalogue_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog, "default_catalog", builtin_catalogue)
 
 
 def peak_mib(fn: Callable[[], Any]) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import re
@@ -15,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migbench import catalog
 from migbench.errors import InputError
 from migbench.estimate import EstimateSpec, estimate
 from migbench.sweep import (
@@ -33,16 +31,6 @@ from tests.support import DATA
 
 SWEEPS = DATA / "sweeps"
 
-
-@functools.cache
-def builtin_catalogue() -> catalog.Catalog:
-    return catalog.Catalog.load(include_user=False)
-
-
-@pytest.fixture(autouse=True)
-def builtin_catalogue_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a user's ~/.config/migbench/catalog.yaml (or $MIGBENCH_CATALOG) out of these tests."""
-    monkeypatch.setattr(catalog, "default_catalog", builtin_catalogue)
 GOOD = SWEEPS / "good"
 
 

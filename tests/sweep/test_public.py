@@ -3,26 +3,15 @@ keys, parameter forms and commands as their authors wrote them, with migbench's 
 
 from __future__ import annotations
 
-import functools
 import re
 
 import pytest
 
-from migbench import catalog
 from migbench.sweep import load_sweep
 from tests.support import DATA
 
 PUBLIC = sorted((DATA / "sweeps" / "public").glob("*.yaml"))
 
-
-@functools.cache
-def builtin_catalogue() -> catalog.Catalog:
-    return catalog.Catalog.load(include_user=False)
-
-
-@pytest.fixture(autouse=True)
-def builtin_catalogue_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog, "default_catalog", builtin_catalogue)
 
 
 def test_there_are_about_fifteen_from_both_tools() -> None:

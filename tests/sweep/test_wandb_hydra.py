@@ -5,28 +5,17 @@ uses is said; a command that cannot start is said at plan time."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import pytest
 
-from migbench import catalog
 from migbench.errors import InputError
 from migbench.sweep import load_sweep_text
 from migbench.sweep.runnable import start_problems
 
 HEAD = "version: 1\nname: t\nmemory: 1GiB\n"
 
-
-@functools.cache
-def builtin_catalogue() -> catalog.Catalog:
-    return catalog.Catalog.load(include_user=False)
-
-
-@pytest.fixture(autouse=True)
-def builtin_catalogue_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog, "default_catalog", builtin_catalogue)
 
 
 def problems(text: str) -> list[str]:
