@@ -36,6 +36,7 @@ import yaml
 from migbench.errors import MigbenchError
 from migbench.export import migparted
 from migbench.export.tasks import Array, arrays
+from migbench.fsutil import write_text_atomic
 from migbench.plan import Plan
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
@@ -227,11 +228,7 @@ def _yaml(doc: dict[str, Any]) -> str:
 
 
 def _write(path: Path, text: str, *, exe: bool = False) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755 if exe else 0o644)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text, mode=0o755 if exe else 0o644)
 
 
 # -- the checks the schemas miss ---------------------------------------------------------------

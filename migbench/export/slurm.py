@@ -27,6 +27,7 @@ from pathlib import Path
 from migbench.errors import InputError, MigbenchError
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
+from migbench.fsutil import write_text_atomic
 from migbench.plan import Plan
 from migbench.state import state_dir_for
 
@@ -104,11 +105,7 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
 
 
 def _write(path: Path, text: str, *, exe: bool = False) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755 if exe else 0o644)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text, mode=0o755 if exe else 0o644)
 
 
 def node_gres(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, str]) -> list[tuple[str, int]]:

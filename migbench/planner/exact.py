@@ -29,7 +29,7 @@ from migbench.duration.replay import play_queue
 from migbench.planner.budget import Budget
 from migbench.planner.improve import Evaluator, Queues
 from migbench.planner.order import EPS, TIE, InstanceDP, OrderClass, OutOfEffort
-from migbench.planner.problem import PlanningProblem
+from migbench.planner.problem import PlanningProblem, add_layout_vars
 from migbench.planner.schedule import concretize
 
 GROW = 1.06  # threshold growth after an infeasible round
@@ -318,15 +318,7 @@ def _cover(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[
     """CP-SAT feasibility: how many GPUs of each model take each layout, how many instances of each
     type take each configuration with f <= limit, covering every run exactly once."""
     m = cp_model.CpModel()
-    x: dict[str, list[Any]] = {}
-    n_inst: dict[int, Any] = {}
-    for key, lays in prob.layouts.items():
-        g = len(prob.gpus_of[key])
-        x[key] = [m.new_int_var(0, g, f"x[{key},{i}]") for i in range(len(lays))]
-        m.add(sum(x[key]) == g)
-    for ti, t in enumerate(prob.types):
-        lays = prob.layouts[t.model]
-        n_inst[ti] = sum(lays[i][0].get(t.profile.name, 0) * x[t.model][i] for i in range(len(lays)))
+    x, n_inst = add_layout_vars(m, prob)
     y: dict[int, list[tuple[tuple, Any]]] = {}
     cover: dict[int, list[Any]] = defaultdict(list)
     for ti, per in cfgs.items():
