@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migbench.errors import InputError, MigbenchError
+from migbench.errors import InputError, MigbenchError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
 from migbench.fsutil import write_text_atomic
@@ -96,7 +96,11 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
     exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
     from migbench.export.execute import save_parsed_plan
 
-    save_parsed_plan(plan, sd, sha256)  # beside the launch state: each array task reads it instead of parsing the YAML
+    try:  # beside the launch state: each array task reads it instead of parsing the YAML
+        save_parsed_plan(plan, sd, sha256)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = os_reason(exc) if isinstance(exc, OSError) else "the plan file is not UTF-8"
+        exp.notes.append(f"could not leave the parsed plan in {sd} ({why}): each array task will parse the plan file itself")
     shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
     if shared:
         exp.notes.append("Slurm cannot tell apart " + ", ".join(f"{a.profile} ({a.model})" for a in shared)

@@ -171,3 +171,19 @@ def _device_map(tmp_path):  # type: ignore[no-untyped-def]
     dm = tmp_path / "map.json"
     dm.write_text(json.dumps([f"MIG-{k}" for k in range(32)]))
     return dm
+
+
+def test_an_export_whose_state_dir_cannot_be_written_still_exports_and_says_so(tmp_path):
+    """The parsed copy is a help to the tasks, not part of the export: a state dir that cannot be
+    made (here, below a file) leaves the export whole, with a note; exec then reads the file."""
+    import hashlib
+
+    from migbench.export import slurm
+
+    plan, path = make_plan(tmp_path)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    exp = slurm.write(plan, tmp_path / "out", sha256=sha, type_map={}, state_dir=blocker / "state")
+    assert (tmp_path / "out" / "submit.sh").is_file()
+    assert any("could not leave the parsed plan" in n and "each array task will parse" in n for n in exp.notes), exp.notes
