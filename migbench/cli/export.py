@@ -32,6 +32,8 @@ def slurm_cmd(
     type_map_file: Annotated[Optional[Path], typer.Option("--type-map-file", help="A YAML mapping PROFILE: TYPE.")] = None,
     sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="An sbatch option for every array (repeatable).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+    max_array_size: Annotated[Optional[int], typer.Option("--max-array-size", min=1, help="The cluster's MaxArraySize (default: "
+                                                          "read with --check, else Slurm's default 1001); longer arrays go in parts.")] = None,
 ) -> None:
     from migbench.export import slurm, slurmctl
     from migbench.export.slurm_types import parse_type_map
@@ -44,8 +46,15 @@ def slurm_cmd(
     if check:
         slurmctl.require_nodes(plan)
         chosen, notes = slurmctl.check(plan, slurmctl.cluster_nodes(), tmap)
+    if max_array_size is not None:
+        size, size_from = max_array_size, "--max-array-size"
+    elif check:
+        size, size_from = slurmctl.max_array_size(), "the cluster's, from scontrol show config"
+    else:
+        size, size_from = slurm.DEFAULT_MAX_ARRAY_SIZE, "Slurm's default; --check reads the cluster's, or pass --max-array-size"
     out = output or Path(plan_file).resolve().parent / f"slurm-{plan.name}"
-    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir)
+    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir,
+                      max_array_size=size, max_array_from=size_from)
     con = console()
     t = Table(title=f"{plan.name}: {sum(len(tk.runs) for a in exp.arrays for tk in a.tasks)} runs as Slurm job arrays", title_justify="left")
     for col in ("array", "profile", "--gres type", "tasks", "runs", "at once", "nodes"):
@@ -62,6 +71,7 @@ def slurm_cmd(
     nodes = plan.nodes()
     if nodes:
         con.print(f"admin: on each node run apply-<node>.sh before slurmd starts; give it the Gres= line of nodes/<node>.conf; gres.conf: {out / 'gres.conf'}")
+    con.print(f"MaxArraySize {size} ({size_from})")
     con.print(f"user:  {shlex.quote(str(out / 'submit.sh'))} [sbatch options]; then migbench status {shlex.quote(str(plan_file))}")
 
 
@@ -120,6 +130,8 @@ def exec_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The exported plan file.")],
     array: Annotated[str, typer.Option("--array", help="The array (instance type) the task belongs to.")],
     index: Annotated[Optional[int], typer.Option("--index", help="The task (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).", min=0)] = None,
+    index_offset: Annotated[int, typer.Option("--index-offset", min=0, help="Added to the engine's index: the first task of "
+                                              "this part of an array cut for MaxArraySize.")] = 0,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="This node's name in the plan (default: SLURMD_NODENAME, NODE_NAME or the host name).")] = None,
     device_map: Annotated[Optional[Path], typer.Option("--device-map", help="A JSON list of the node's MIG uuids in GRES index order.")] = None,
@@ -130,7 +142,8 @@ def exec_cmd(
     from migbench.export import execute
 
     plan = execute.load_task_plan(plan_file, sha256, state_dir)
-    prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run,
+    prep = execute.prepare(plan, array, index=index, index_offset=index_offset, node=node, state_dir=state_dir, device_map=device_map,
+                           sha256=sha256, dry_run=dry_run,
                             workdir=workdir)
     if dry_run:
         typer.echo(f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "

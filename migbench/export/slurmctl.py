@@ -45,6 +45,17 @@ def cluster_nodes(env: Mapping[str, str] | None = None) -> dict[str, ClusterNode
     return parse_scontrol_nodes(slurm(["scontrol", "-o", "show", "node"], env=env).stdout)
 
 
+def max_array_size(env: Mapping[str, str] | None = None) -> int:
+    """The cluster's MaxArraySize (`scontrol show config`; Slurm's default when it does not say)."""
+    from migbench.export.slurm import DEFAULT_MAX_ARRAY_SIZE
+
+    for line in slurm(["scontrol", "show", "config"], env=env).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
 # -- --check -----------------------------------------------------------------------------------
 
 
@@ -139,6 +150,11 @@ class Submitted:
     job_id: str
     tasks: int
     gres_type: str
+    offset: int = 0  # the array's first task in this job (an array cut in parts for MaxArraySize)
+
+    def key(self, index: int) -> str | None:
+        """squeue's `<job>_<task>` of the array's task `index`, when this job holds it."""
+        return f"{self.job_id}_{index - self.offset}" if self.offset <= index < self.offset + self.tasks else None
 
 
 def submitted(state_dir: Path) -> tuple[list[Submitted], str | None]:
@@ -152,7 +168,8 @@ def submitted(state_dir: Path) -> tuple[list[Submitted], str | None]:
         if line.startswith("# plan") and len(parts) > 1:
             sha = parts[1]
         elif len(parts) >= 4 and not line.startswith("#"):
-            jobs.append(Submitted(parts[0], parts[1], int(parts[2]) if parts[2].isdigit() else 0, parts[3]))
+            offset = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 0
+            jobs.append(Submitted(parts[0], parts[1], int(parts[2]) if parts[2].isdigit() else 0, parts[3], offset))
     return jobs, sha
 
 
@@ -184,15 +201,18 @@ def _read(path: Path) -> dict[str, Any] | None:
 def status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every run of the submitted sweep: its task's Slurm state and its own record."""
     jobs, sha = submitted(state_dir)
-    by_array = {j.array: j for j in jobs}
+    by_array: dict[str, list[Submitted]] = {}
+    for j in jobs:
+        by_array.setdefault(j.array, []).append(j)
     queue = queue_states([j.job_id for j in jobs], env)
     now = time.time()
     rows = []
     groups = {r.id: r.group for r in plan.runs}
     for a in arrays(plan):
-        job = by_array.get(a.name)
+        parts = by_array.get(a.name, [])
         for t in a.tasks:
-            key = f"{job.job_id}_{t.index}" if job else ""
+            job = next((j for j in parts if j.key(t.index)), None)
+            key = job.key(t.index) or "" if job else ""
             qstate, qnode, reason = queue.get(key, ("", "", ""))
             for rid in t.runs:
                 rows.append(_run_row(state_dir, rid, groups.get(rid, ""), a, t.index, job, qstate, qnode, reason, now))
@@ -232,7 +252,7 @@ def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitte
     ended = (ex or {}).get("ended_at") if (mine or not qstate) else None
     return {
         "id": rid, "group": group, "state": state, "attempt": last or None, "array": a.name, "task": index,
-        "job": f"{job.job_id}_{index}" if job else None, "slurm_state": qstate or None, "node": qnode or (eng or {}).get("node"),
+        "job": job.key(index) if job else None, "slurm_state": qstate or None, "node": qnode or (eng or {}).get("node"),
         "device": (eng or {}).get("device") if (mine or not qstate) else None,
         "exit_code": (ex or {}).get("returncode") if (mine or not qstate) else None,
         "elapsed_s": None if started is None else round((ended or now) - float(started), 3),

@@ -4,6 +4,8 @@ GRES index), the per-attempt records it writes, and its errors."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -30,9 +32,11 @@ def test_export_writes_node_lines_gres_conf_apply_and_submit_scripts(two_nodes, 
     assert "AutoDetect=nvml" in (out / "gres.conf").read_text()
     submit = (out / "submit.sh").read_text()
     assert subprocess.run(["bash", "-n", str(out / "submit.sh")]).returncode == 0
-    assert "EXTRA=(--partition=gpu)" in submit
     for a in arrs:
-        assert f"submit {a.name} {len(a.tasks)} " in submit and f" {a.count} \"$@\"" in submit
+        assert f"submit arrays/{a.name}.sbatch {a.name} 0 {len(a.tasks)} " in submit
+        script = (out / "arrays" / f"{a.name}.sbatch").read_text()
+        assert subprocess.run(["bash", "-n", str(out / "arrays" / f"{a.name}.sbatch")]).returncode == 0
+        assert f"#SBATCH --array=0-{len(a.tasks) - 1}%{a.count}\n" in script and "#SBATCH --partition=gpu\n" in script
     doc = json.loads((out / "export.json").read_text())
     assert sum(x["runs"] for x in doc["arrays"]) == len(plan.runs)
 
@@ -41,7 +45,7 @@ def test_a_plan_without_nodes_exports_only_the_submit_script(tmp_path):
     _, path = make_plan(tmp_path, "version: 1\nname: flat\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\n")
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
     assert r.returncode == 0 and "names no nodes" in r.stdout, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "submit.sh"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["arrays", "export.json", "submit.sh"]
 
 
 def exec_(path, *args, **env):  # type: ignore[no-untyped-def]
@@ -187,3 +191,96 @@ def test_an_export_whose_state_dir_cannot_be_written_still_exports_and_says_so(t
     exp = slurm.write(plan, tmp_path / "out", sha256=sha, type_map={}, state_dir=blocker / "state")
     assert (tmp_path / "out" / "submit.sh").is_file()
     assert any("could not leave the parsed plan" in n and "each array task will parse" in n for n in exp.notes), exp.notes
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# stands in for sbatch: records its arguments, refuses the script named by $FAIL_ON like Slurm refuses an array
+# past MaxArraySize, else answers a new job id
+echo "$*" >> "$SBATCH_LOG"
+for last; do :; done
+if [ -n "${FAIL_ON:-}" ] && [ "$(basename "$last")" = "$FAIL_ON" ]; then
+  echo "sbatch: error: Batch job submission failed: Invalid job array specification" >&2
+  exit 1
+fi
+n=$(wc -l < "$SBATCH_LOG")
+echo "$((100 + n))"
+"""
+
+
+def test_arrays_past_max_array_size_go_in_parts_and_a_failed_sbatch_leaves_a_resumable_submission(two_nodes, tmp_path):
+    """Issue 22 item 1: an array past MaxArraySize failed at sbatch and, with set -e, the other arrays were not submitted."""
+    plan, path = two_nodes
+    out = tmp_path / "out"
+    r = migbench("export", "slurm", str(path), "-o", str(out), "--max-array-size", "2", "--state-dir", str(tmp_path / "state"))
+    assert r.returncode == 0, r.stderr
+    assert "MaxArraySize 2 (--max-array-size)" in r.stdout
+    covered: dict[str, list[int]] = {}
+    for a in arrays(plan):
+        scripts = sorted((out / "arrays").glob(f"{a.name}.part*.sbatch"))
+        assert len(scripts) == (len(a.tasks) + 1) // 2 > 1
+        for s in scripts:
+            text = s.read_text()
+            span = re.search(r"#SBATCH --array=0-(\d+)%(\d+)\n", text)
+            offset = re.search(r"--index-offset (\d+) ", text)
+            assert span and offset and int(span[1]) < 2 and int(span[2]) == a.count, text
+            covered.setdefault(a.name, []).extend(int(offset[1]) + k for k in range(int(span[1]) + 1))
+        assert sorted(covered[a.name]) == list(range(len(a.tasks)))
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "sbatch").write_text(FAKE_SBATCH)
+    (bin_ / "sbatch").chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", SBATCH_LOG=str(log))
+    tiny = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    failing = f"{tiny.name}.part2.sbatch"
+    r = subprocess.run(["bash", str(out / "submit.sh"), "--partition=gpu"], env=dict(env, FAIL_ON=failing), capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"sbatch arrays/{failing} failed" in r.stderr and "Invalid job array specification" in r.stderr
+    assert "run submit.sh again: it submits only what is missing" in r.stderr
+    jobs = tmp_path / "state" / "slurm" / "jobs.tsv"
+    went_in = [line.split("\t") for line in jobs.read_text().splitlines() if not line.startswith("#")]
+    assert [row[5] for row in went_in] == [f"arrays/{tiny.name}.part1.sbatch"]
+    assert f"arrays/{tiny.name}.part1.sbatch" in r.stderr  # what went in is said
+    r = subprocess.run(["bash", str(out / "submit.sh"), "--partition=gpu"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = log.read_text().splitlines()
+    rows = [line.split("\t") for line in jobs.read_text().splitlines() if not line.startswith("#")]
+    n_scripts = len(list((out / "arrays").glob("*.sbatch")))
+    assert len(rows) == n_scripts and len(calls) == n_scripts + 1  # the first part was not submitted twice
+    assert sum(1 for c in calls if c.endswith(f"{tiny.name}.part1.sbatch")) == 1
+    job = {row[5]: row[1] for row in rows}
+    part2 = next(c for c in calls[1:] if c.endswith(failing))
+    assert f"--dependency=afterany:{job[f'arrays/{tiny.name}.part1.sbatch']}" in part2 and "--partition=gpu" in part2
+    # status maps each task onto its part's job
+    from migbench.export.slurmctl import submitted
+
+    subs, _ = submitted(tmp_path / "state")
+    keys = [next(s.key(t.index) for s in subs if s.array == tiny.name and s.key(t.index)) for t in tiny.tasks]
+    assert keys[2] == f"{job[f'arrays/{tiny.name}.part2.sbatch']}_0" and len(set(keys)) == len(tiny.tasks)
+
+
+def test_exec_adds_the_parts_index_offset(two_nodes):
+    """Issue 22 item 1: a part of an array cut for MaxArraySize runs the tasks after the earlier parts'."""
+    plan, path = two_nodes
+    tiny = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    r = exec_(path, "--array", tiny.name, "--index-offset", "2", "--dry-run", SLURM_ARRAY_TASK_ID="1", CUDA_VISIBLE_DEVICES="MIG-x")
+    assert r.returncode == 0, r.stderr
+    assert f"{tiny.name} task 3 " in r.stdout and all(f"# {rid} attempt" in r.stdout for rid in tiny.tasks[3].runs)
+
+
+def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_path):
+    """Issue 22 item 3: no --time was derived from `duration`, so a partition's default limit could kill a long run."""
+    text = ("version: 1\nname: timed\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ngroups:\n"
+            "  - {name: long, command: 'run {x}', parameters: {x: [1]}, memory: 30GiB, profiles: [3g.40gb], duration: 2h}\n"
+            "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n")
+    plan, path = make_plan(tmp_path, text)
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    by_profile = {a.profile: (tmp_path / "out" / "arrays" / f"{a.name}.sbatch").read_text() for a in arrays(plan) if a.tasks}
+    # 2 h on a 3g.40gb (42 of 98 SMs) at full demand is 2 h x 98/42 = 4.67 h; x 1.25 + 10 min = 6 h 0 min
+    assert "#SBATCH --time=0-06:00:00\n" in by_profile["3g.40gb"]
+    assert "#SBATCH --time" not in by_profile["1g.10gb"] and "no --time" in r.stdout
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out2"), "--sbatch-arg=--time=1:00:00")
+    assert r.returncode == 0, r.stderr
+    script = next((tmp_path / "out2" / "arrays").glob("*3g-40gb.sbatch")).read_text()
+    assert script.count("--time") == 2 and "#SBATCH --time=1:00:00\n" in script  # the comment and the user's
