@@ -252,7 +252,7 @@ def _note_unused(ctx: Ctx, params: list[Parameter], templates: list[list[Part]],
             effect = "its value never reaches the program"
         ctx.p.note(
             f"parameter {p.name!r} is used by no command, env value or memory rule: {effect}; pass it as "
-            f"{{{p.name}}} or with ${{args}} (migbench runs no W&B agent to hand it over)",
+            f"{{{p.name}}} or with ${{args}}, unless the program reads it from wandb.config (WANDB_CONFIG_PATHS)",
             line=p.line,
         )
 
