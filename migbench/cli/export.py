@@ -170,6 +170,8 @@ def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
     head.append(f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})"
                                                                    for j in doc["jobs"]))
     counts = Text("runs: " + ", ".join(f"{n} {s}" for s, n in doc["counts"].items()) + f"  (of {doc['total']})")
+    for note in doc.get("notes", []):
+        counts.append(f"\nnote: {note}", style="yellow")
     t = Table(title_justify="left")
     for col in ("run", "state", "try", "job", "node", "device", "elapsed", "exit", "note"):
         t.add_column(col)
@@ -177,6 +179,33 @@ def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
         t.add_row(r["id"], r["state"], str(r["attempt"] or "-"), r["job"] or "-", r["node"] or "-", r["device"] or "-",
                   "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s", "-" if r["exit_code"] is None else str(r["exit_code"]), r["note"])
     return Group(head, counts, t)
+
+
+def engine_logs(sd: Path, run_id: str, *, attempt: int | None, stderr: bool, follow: bool) -> None:
+    """`migbench logs RUN PLAN` of a run an engine started (`exec`'s attempt directories, no
+    launch.db); -f follows the attempt until its exit.json appears."""
+    import time
+
+    from migbench.export.slurmctl import run_log
+
+    path, _, ended = run_log(sd, run_id, attempt=attempt, stderr=stderr)
+    out = sys.stdout.buffer
+    pos = 0
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        out.write(data)
+        out.flush()
+        pos += len(data)
+        if not follow or (ended and not data):
+            return
+        ended = (path.parent / "exit.json").exists()
+        if not data:
+            time.sleep(0.25)
 
 
 def register(app: typer.Typer) -> None:

@@ -284,3 +284,54 @@ def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_p
     assert r.returncode == 0, r.stderr
     script = next((tmp_path / "out2" / "arrays").glob("*3g-40gb.sbatch")).read_text()
     assert script.count("--time") == 2 and "#SBATCH --time=1:00:00\n" in script  # the comment and the user's
+
+
+def _fake_clients(tmp_path, sacct: str | None):  # type: ignore[no-untyped-def]
+    """squeue that cannot reach slurmctld (as when it is down), and sacct printing `sacct` (None: failing too)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+    body = f"cat <<'OUT'\n{sacct}\nOUT\n" if sacct is not None else "echo 'sacct: error: Problem talking to the database' >&2\nexit 1\n"
+    (bin_ / "sacct").write_text("#!/bin/sh\n" + body)
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    return {"PATH": f"{bin_}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_logs_and_status_of_runs_an_engine_ran_without_a_live_slurmctld(tmp_path):
+    """Issue 22 item 2: `logs RUN PLAN` failed for runs executed through Slurm ("no launch.db"), and `status` needed a live slurmctld."""
+    plan, path = make_plan(tmp_path)
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
+    rid = big.tasks[0].runs[0]
+    r = exec_(path, "--array", big.name, "--index", "0", CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_JOB_ID="71", SLURM_ARRAY_JOB_ID="70",
+              SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="n0")
+    assert r.returncode == 0, r.stderr
+    sd = tmp_path / "runs" / "two"
+    assert not (sd / "launch.db").exists()
+    r = migbench("logs", rid, str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (sd / rid / "attempt-1" / "stdout.log").read_text() and r.stdout.strip()
+    r = migbench("logs", rid, str(path), "--stderr", "-f")  # the attempt has ended: -f returns
+    assert r.returncode == 0, r.stderr
+    other = big.tasks[1].runs[0]
+    r = migbench("logs", other, str(path))
+    assert r.returncode == 1 and f"run {other} has not started" in r.stderr
+    # what submit.sh records, then slurmctld goes away
+    (sd / "slurm").mkdir(parents=True, exist_ok=True)
+    (sd / "slurm" / "jobs.tsv").write_text(f"# plan\tx\tnow\n{big.name}\t70\t{len(big.tasks)}\tnvidia_a100_3g.39gb\t0\tarrays/{big.name}.sbatch\n")
+    r = migbench("status", str(path), "--json", env=_fake_clients(tmp_path, None))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)["runs"]
+    states = {x["id"]: x["state"] for x in doc["runs"] if x["array"] == big.name}
+    assert states[rid] == "succeeded" and states[other] == "unknown", states
+    assert "neither squeue nor sacct answered" in doc["notes"][0]
+    r = migbench("status", str(path), "--json", env=_fake_clients(tmp_path, "70_0|COMPLETED|n0|None\n70_1|CANCELLED by 0|n1|None"))
+    doc = json.loads(r.stdout)["runs"]
+    rows = {x["id"]: x for x in doc["runs"] if x["array"] == big.name}
+    assert (rows[rid]["state"], rows[rid]["slurm_state"]) == ("succeeded", "COMPLETED") and rows[other]["state"] == "cancelled"
+    assert "job states from sacct" in doc["notes"][0]
+    r = migbench("status", str(path), env=_fake_clients(tmp_path, None))
+    assert r.returncode == 0 and "states from the run directories only" in r.stdout, r.stdout + r.stderr
