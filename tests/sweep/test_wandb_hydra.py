@@ -166,3 +166,18 @@ groups:
         f"group noscript: script missing.py does not exist in {tmp_path}; its runs would fail at once",
         "group env: command 'nosuchprog-migbench' is not found on PATH; its runs would fail to start (exit 127, not retried)",
     ]
+
+
+def test_a_quoted_hydra_value_reaches_the_app_quoted() -> None:
+    """Issue 22 item 8: `'/data/a,b'` reached the app as `++data.root=/data/a,b`, which Hydra rejects as ambiguous."""
+    sweep = load_sweep_text(HEAD + """\
+command: python3 app.py ${args_no_hyphens}
+hydra:
+  sweeper:
+    params:
+      ++data.root: "'/data/a,b'"
+      tag: "'1'"
+      db: mysql,postgresql
+""")
+    assert sweep.runs[0].argv == ("python3", "app.py", "++data.root='/data/a,b'", "db=mysql", "tag='1'")
+    assert sweep.runs[0].params["++data.root"] == "/data/a,b"
