@@ -25,6 +25,7 @@ from migbench.sweep.schema import (
     LAUNCH_KEYS,
     LIST_DISTRIBUTIONS,
     MAX_NAME_LEN,
+    MEASURED_KEYS,
     MEMORY_TABLE_KEYS,
     PARAM_KEYS,
     PARAM_NAME_RE,
@@ -143,8 +144,8 @@ MEMORY_TABLE = {
     "table": {"type": "object", "additionalProperties": _MEMORY, "minProperties": 1},
     "default": _MEMORY,
 }
-MEMORY = {
-    "description": "The run's device footprint: a quantity, a table {by: param, table: {...}} or {estimate: {...}}.",
+FALLBACK = {
+    "description": "Declared memory: a quantity, a table {by: param, table: {...}} or {estimate: {...}}.",
     "anyOf": [
         _MEMORY,
         _obj(MEMORY_TABLE_KEYS, MEMORY_TABLE, "memory table", required=("by", "table")),
@@ -154,6 +155,22 @@ MEMORY = {
             "required": ["estimate"],
             "additionalProperties": False,
         },
+    ],
+}
+MEASURED = {
+    "measured": {"type": "boolean", "description": "Use measured peaks (migbench profile, earlier launches); false: the fallback."},
+    "fallback": FALLBACK,
+    "by": {"type": "array", "items": {"type": "string"}, "description": "The parameters that change the footprint."},
+    "headroom": {"type": "number", "minimum": 0, "maximum": 10, "description": "Fraction added to a measured peak (default 0.1)."},
+}
+MEMORY = {
+    "description": "The run's device footprint: a quantity, a table {by: param, table: {...}}, {estimate: {...}}, "
+                   "or measured ({measured: true, fallback: ...}).",
+    "anyOf": [
+        *FALLBACK["anyOf"],
+        {"const": "measured"},
+        {**_obj(MEASURED_KEYS, MEASURED, "measured memory", required=("measured",)),
+         "if": {"properties": {"measured": {"const": False}}}, "then": {"required": ["fallback"]}},
     ],
 }
 GROUP: dict[str, dict[str, Any]] = {
