@@ -92,8 +92,8 @@ def parse_group(
         memory = parse_memory(ctx, n, pnames if params is not None else None)
 
     # -- the rest
-    duration_s = _opt(g, "duration", ctx.duration)
-    timeout_s = _opt(g, "timeout", ctx.duration)
+    duration_s = _opt(g, "duration", ctx.run_time)
+    timeout_s = _opt(g, "timeout", ctx.run_time)
     compute = 1.0
     if (n := g.get("compute")) is not None and (v := ctx.number(n)) is not None:
         if not 0 < v <= 1:

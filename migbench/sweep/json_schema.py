@@ -54,6 +54,11 @@ _DURATION: dict[str, Any] = {
     ],
     "description": "A duration: 8h, 90m, 1h30m, 45s or 2d (a bare number is seconds).",
 }
+_RUN_TIME: dict[str, Any] = {  # a run's duration and timeout: a unit is required (8 could be seconds or hours)
+    "type": "string",
+    "pattern": units.DURATION_PATTERN,
+    "description": "A duration with a unit: 8h, 90m, 1h30m, 45s or 2d.",
+}
 _WAIT: dict[str, Any] = {  # backoff and stop_grace may be zero
     "anyOf": [
         {"type": "string", "pattern": units.DURATION_PATTERN},
@@ -203,7 +208,7 @@ GROUP: dict[str, dict[str, Any]] = {
         "description": "Linked parameters, varied together: [[lr, warmup]].",
     },
     "memory": MEMORY,
-    "duration": {**_DURATION, "description": "The run's wall time alone with all the compute it can use."},
+    "duration": {**_RUN_TIME, "description": "The run's wall time alone with all the compute it can use."},
     "compute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Share of a whole GPU the run keeps busy."},
     "max_runs_per_instance": _count(1, "How many runs may share one MIG instance (default 1)."),
     "profiles": {
@@ -216,7 +221,7 @@ GROUP: dict[str, dict[str, Any]] = {
     "env": _ENV,
     "workdir": {"type": "string", "minLength": 1, "description": "Where the run starts (default: the sweep file's directory)."},
     "retries": _count(0, "Retries of this group's runs (default: launch.retries)."),
-    "timeout": {**_DURATION, "description": "Stop a run after this long."},
+    "timeout": {**_RUN_TIME, "description": "Stop a run after this long."},
     "hydra": {"type": "object", "description": "Hydra's config block: hydra.sweeper.params gives parameters (the rest is ignored)."},
 }
 WANDB_ONLY = {k: {"description": "A W&B-only key: accepted and ignored with a note."} for k in WANDB_ONLY_KEYS}

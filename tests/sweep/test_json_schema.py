@@ -67,7 +67,7 @@ def test_sweeps_refused_for_their_shape_do_not_validate(validator, name):
 
 @pytest.mark.parametrize("text, ok", [
     ("memory: 2.5GiB", True), ("memory: 3gb", True), ("memory: 2.5", False), ("memory: lots", False),
-    ("duration: 1h30m", True), ("duration: 90", True), ("duration: 8 hours", False),
+    ("duration: 1h30m", True), ("duration: 90", False), ("duration: 8 hours", False),
     ("memory: {by: size, table: {small: 2GiB, large: 8GiB}}", True),
     ("memory: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: 8, seq_len: 1024, "
      "hidden: 768, layers: 12, heads: 12, vocab: 50257}}", True),
