@@ -93,6 +93,11 @@ def init(
         typer.echo("unverified profile values: " + "; ".join(marked))
 
 
+CAPTURED_FROM = "captured-from"
+"""In a simulated host made by `sim init --from`: the capture directory's path (`plan --check`'s
+hint rebuilds the bench from it)."""
+
+
 def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional[str], vm: bool, unprivileged: bool,
                seed: int) -> None:
     from migbench.backend.sim.captured import host_from_capture
@@ -100,6 +105,7 @@ def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional
     if gpu is not None:
         raise UsageError("--from takes the GPU model from the capture; drop --gpu")
     h, notes = host_from_capture(capture, state, driver=driver, privileged=not unprivileged, vm=vm, seed=seed)
+    (h.dir / CAPTURED_FROM).write_text(os.path.abspath(capture) + "\n")
     st = h.read()
     gis = sum(len(g.gpu_instances) for g in st.gpus)
     modes = sorted({("on" if g.mig_current else "off") + ("" if g.mig_current == g.mig_pending else " (change pending)")
