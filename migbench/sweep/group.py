@@ -11,7 +11,7 @@ from migbench.sweep.expand import grid, sample_points
 from migbench.sweep.fields import Ctx
 from migbench.sweep.memory import parse_memory
 from migbench.sweep.model import FleetEntry, Group, MemoryEstimate, MemorySpec, MemoryTable, Parameter, Run, canonical_json, run_id
-from migbench.sweep.parameters import parse_hydra, parse_parameters, parse_zip
+from migbench.sweep.parameters import hydra_run, parse_hydra, parse_parameters, parse_zip
 from migbench.sweep.schema import GROUP_KEYS, LAUNCH_MACROS, MAX_RUNS, PROFILE_RE
 from migbench.sweep.templates import Macro, Part, check_names, fill, parse_command, parse_template, used_names
 from migbench.sweep.yamlnodes import MapNode, Node, SeqNode, describe
@@ -56,8 +56,10 @@ def parse_group(
 
     # -- parameters (and a Hydra sweep block's) and zip
     params = parse_parameters(ctx, g.get("parameters"), method)
+    hrun = None
     if (hn := g.get("hydra")) is not None:
         hydra = parse_hydra(ctx, hn, method)
+        hrun = hydra_run(ctx, hn)
         if hydra is None or params is None:
             params = None
         else:
@@ -94,6 +96,9 @@ def parse_group(
     # -- the rest
     duration_s = _opt(g, "duration", ctx.run_time)
     timeout_s = _opt(g, "timeout", ctx.run_time)
+    if hrun is not None and hrun.timeout_s is not None:  # submitit's timeout_min
+        timeout_s = timeout_s if timeout_s is not None else hrun.timeout_s
+        duration_s = duration_s if duration_s is not None else hrun.timeout_s
     compute = 1.0
     if (n := g.get("compute")) is not None and (v := ctx.number(n)) is not None:
         if not 0 < v <= 1:
@@ -199,7 +204,7 @@ def parse_group(
                         index=start + len(out),
                         params=dict(values),
                         repeat=rep,
-                        argv=cmd.render(full, values),
+                        argv=hrun.argv(cmd.render(full, values)) if hrun is not None and not shell else cmd.render(full, values),
                         shell=shell,
                         env={
                             k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text)
