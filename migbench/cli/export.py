@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.render import fit_table
 
 export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
 
@@ -58,10 +59,11 @@ def slurm_cmd(
     con = console()
     t = Table(title=f"{plan.name}: {sum(len(tk.runs) for a in exp.arrays for tk in a.tasks)} runs as Slurm job arrays", title_justify="left")
     for col in ("array", "profile", "--gres type", "tasks", "runs", "at once", "nodes"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("array", "profile", "--gres type"))  # ids are never cut (fit_table)
     for a in exp.arrays:
         t.add_row(a.name, a.profile, exp.types[a.name], str(len(a.tasks)), str(sum(len(tk.runs) for tk in a.tasks)), str(a.count),
                   ", ".join(f"{n}:{c}" for n, c in a.per_node.items()) or "-")
+    fit_table(t, con.width)
     con.print(t)
     if check:
         con.print(Text("checked against the cluster: every node has the GRES types and counts the plan needs", style="green"))
@@ -94,9 +96,10 @@ def k8s_cmd(
     con = console()
     t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
     for col in ("job", "resource", "completions", "parallelism", "nodes"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("job", "resource"))
     for j in exp.jobs:
         t.add_row(j.name, j.resource, str(j.completions), str(j.parallelism), ", ".join(j.nodes))
+    fit_table(t, con.width)
     con.print(t)
     for w in exp.warnings:
         con.print(Text(f"warning: {w}", style="yellow"))
@@ -164,7 +167,7 @@ def exec_cmd(
 # -- status and stop of an exported sweep (called by `migbench status` / `migbench stop`) ------
 
 
-def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
+def slurm_status_view(doc: dict[str, Any], width: int = 80) -> RenderableType:
     head = Text()
     head.append(doc["sweep"], style="bold")
     head.append(f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})"
@@ -174,10 +177,11 @@ def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
         counts.append(f"\nnote: {note}", style="yellow")
     t = Table(title_justify="left")
     for col in ("run", "state", "try", "job", "node", "device", "elapsed", "exit", "note"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("run", "job", "node", "device"))
     for r in doc["runs"]:
         t.add_row(r["id"], r["state"], str(r["attempt"] or "-"), r["job"] or "-", r["node"] or "-", r["device"] or "-",
                   "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s", "-" if r["exit_code"] is None else str(r["exit_code"]), r["note"])
+    fit_table(t, width)
     return Group(head, counts, t)
 
 
@@ -234,7 +238,8 @@ def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bo
     if as_json:
         typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
     else:
-        console().print(slurm_status_view(doc))
+        con = console()
+        con.print(slurm_status_view(doc, con.width))
     return True
 
 

@@ -335,3 +335,23 @@ def test_logs_and_status_of_runs_an_engine_ran_without_a_live_slurmctld(tmp_path
     assert "job states from sacct" in doc["notes"][0]
     r = migbench("status", str(path), env=_fake_clients(tmp_path, None))
     assert r.returncode == 0 and "states from the run directories only" in r.stdout, r.stdout + r.stderr
+
+
+def test_tables_piped_at_80_columns_never_cut_an_id(tmp_path):
+    """Issue 22 item 4: `export slurm | cat`, `export k8s` and Slurm-mode `status` cut GRES types, array names and devices with "…" at 80 columns."""
+    plan, path = make_plan(tmp_path)
+    narrow = {"MIGBENCH_WIDTH": "80"}
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"), env=narrow)
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    for a in arrays(plan):
+        assert a.name in r.stdout and ("nvidia_a100_1g.10gb" if a.profile == "1g.10gb" else "nvidia_a100_3g.39gb") in r.stdout
+    r = migbench("export", "k8s", str(path), "-o", str(tmp_path / "k8s"), env=narrow)
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    assert all(f"nvidia.com/mig-{a.profile}" in r.stdout for a in arrays(plan))
+    sd = tmp_path / "runs" / "two"
+    big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
+    (sd / "slurm").mkdir(parents=True)
+    (sd / "slurm" / "jobs.tsv").write_text(f"# plan\tx\tnow\n{big.name}\t123456789\t{len(big.tasks)}\tnvidia_a100_3g.39gb\t0\tarrays/x\n")
+    r = migbench("status", str(path), env={**narrow, **_fake_clients(tmp_path, "123456789_0|RUNNING|node-with-a-long-name-01|None")})
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    assert "123456789_0" in r.stdout and "node-with-a-long-name-01" in r.stdout and big.tasks[0].runs[0] in r.stdout
