@@ -16,6 +16,7 @@ from rich.text import Text
 
 from migbench.cli.common import STATE_DIR_HELP, console
 from migbench.cli.render import fit_table
+from migbench.errors import UsageError
 
 export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
 
@@ -84,15 +85,21 @@ def k8s_cmd(
     image: Annotated[str, typer.Option("--image", help="The container image of the runs, with migbench installed.")] = "migbench:latest",
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Jobs.")] = "default",
     operator_namespace: Annotated[str, typer.Option("--operator-namespace", help="The GPU Operator's namespace (mig-parted ConfigMap).")] = "gpu-operator",
-    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="A PersistentVolumeClaim for the run directories (default: emptyDir).")] = None,
+    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="An existing PersistentVolumeClaim for the run directories.")] = None,
+    state: Annotated[str, typer.Option("--state", help="pvc: a claim written into the export (default); emptydir: none, the run "
+                                       "directories are lost with each pod.")] = "pvc",
+    state_size: Annotated[str, typer.Option("--state-size", help="The written claim's size (a Kubernetes quantity).")] = "10Gi",
 ) -> None:
     from migbench.export import k8s
     from migbench.plan import Plan
 
+    if state not in ("pvc", "emptydir"):
+        raise UsageError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; "
+                         "emptydir loses them with each pod")
     plan = Plan.load(plan_file)
     out = output or Path(plan_file).resolve().parent / f"k8s-{plan.name}"
     exp = k8s.write(plan, out, plan_text=Path(plan_file).read_text(), sha256=_sha(plan_file), image=image, namespace=namespace,
-                    operator_namespace=operator_namespace, state_pvc=state_pvc)
+                    operator_namespace=operator_namespace, state_pvc=state_pvc, state=state, state_size=state_size)
     con = console()
     t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
     for col in ("job", "resource", "completions", "parallelism", "nodes"):
@@ -107,7 +114,7 @@ def k8s_cmd(
         con.print(Text(f"note: {n}", style="yellow"))
     con.print(f"written to {out}: " + ", ".join(str(p.relative_to(out)) for p in exp.files))
     con.print("admin: kubectl apply -f mig-parted-config.yaml, point the GPU Operator's migManager.config.name at it, run label-nodes.sh")
-    con.print("user:  kubectl apply -f plan-configmap.yaml -f jobs/")
+    con.print(f"user:  {exp.apply_command}")
 
 
 @export_app.command("mig-parted", help="The mig-parted config alone (nvidia-mig-parted apply -f FILE -c NAME), one config per node.")
