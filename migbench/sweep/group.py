@@ -80,6 +80,11 @@ def parse_group(
     if (n := g.get("shell")) is not None:
         shell = bool(ctx.boolean(n))
     cmd = parse_command(ctx, g, shell, program, pnames if params is not None else None)
+    hydra_dir = hrun is not None and cmd is not None and not shell and any(
+        isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts)
+    if hrun is not None and cmd is not None and not hydra_dir and hn is not None:
+        ctx.note(hn, f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run "
+                 f"its own, e.g. hydra.run.dir={hrun.run_dir}")
 
     # -- memory
     memory = None
@@ -204,7 +209,7 @@ def parse_group(
                         index=start + len(out),
                         params=dict(values),
                         repeat=rep,
-                        argv=hrun.argv(cmd.render(full, values)) if hrun is not None and not shell else cmd.render(full, values),
+                        argv=hrun.argv(cmd.render(full, values)) if hrun is not None and hydra_dir else cmd.render(full, values),
                         shell=shell,
                         env={
                             k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text)

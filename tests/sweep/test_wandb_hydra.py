@@ -204,3 +204,6 @@ hydra:
     own = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens} hydra.run.dir=out/{db}\n"
                           "hydra: {sweeper: {params: {db: 'a,b'}}}\n")
     assert own.runs[0].argv == ("python3", "app.py", "db=a", "hydra.run.dir=out/a")
+    argparse = load_sweep_text(HEAD + "command: python3 app.py ${args}\nhydra: {sweeper: {params: {db: 'a,b'}}}\n")
+    assert argparse.runs[0].argv == ("python3", "app.py", "--db=a")  # not a Hydra command line: nothing added, and said
+    assert any("passes no Hydra overrides" in n and "hydra.run.dir=${run_dir}" in n for n in argparse.notes)
