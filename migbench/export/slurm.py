@@ -108,7 +108,7 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
             exp.notes.append(f"{a.name}: {len(a.tasks)} tasks exceed MaxArraySize {max_array_size} ({max_array_from}): "
                              f"submitted as {len(parts)} job arrays, each after the previous one")
         if task_time_s(plan, a) is None:
-            exp.notes.append(f"{a.name}: no --time (a run has no `duration`): the partition's default time limit applies")
+            exp.notes.append(f"{a.name}: no --time (a run has no `duration` or `timeout`): the partition's default time limit applies")
     exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, str(sd), sha256, max_array_size), exe=True))
     doc = {
         "version": 1, "kind": "migbench-export-slurm", "plan": plan_abs, "plan_sha256": sha256, "state_dir": str(sd),
@@ -218,17 +218,23 @@ def chunks(a: Array, max_array_size: int) -> list[tuple[int, int]]:
 def task_time_s(plan: Plan, a: Array) -> float | None:
     """The longest a task of the array may take under the duration model's worst case: its runs
     start together and share the instance for their whole length (the slowest rate the sharing
-    rule gives them), so a task takes max(duration) / rate(all its runs). None when a run has no
-    duration."""
+    rule gives them), so a run takes duration / rate(all the task's runs); a run's `timeout` (plus
+    the stop grace) caps that, and stands for a missing duration. None when a run has neither."""
     runs = {r.id: r for r in plan.runs}
     inst = {i.key: i for i in plan.instances}
+    grace = float(plan.launch.stop_grace_s)
     worst = 0.0
     for t in a.tasks:
         demands = [runs[rid].demand() for rid in t.runs]
-        if any(d.duration_s is None for d in demands):
-            return None
         share = rate(demands, float(inst[t.instance].compute or 1.0), plan.duration_model.interference)
-        worst = max(worst, max(d.work_s for d in demands) / share)
+        for d in demands:
+            limit = runs[d.id].timeout_s
+            took = d.duration_s / share if d.duration_s is not None else None
+            if limit is not None:
+                took = min(took, limit + grace) if took is not None else limit + grace
+            if took is None:
+                return None
+            worst = max(worst, took)
     return worst
 
 
@@ -263,7 +269,7 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
     if any(arg.startswith(("--time", "-t")) for arg in sbatch_args):
         lines.append("# --time: from --sbatch-arg")
     elif t is None:
-        lines.append("# no --time: a run of this type has no `duration`, so the partition's default limit applies")
+        lines.append("# no --time: a run of this type has no `duration` or `timeout`, so the partition's default limit applies")
     else:
         lines.append(f"# --time: the longest task under the duration model's worst case ({t / 3600:.2f} h) x {TIME_FACTOR} + "
                      f"{TIME_MARGIN_S / 60:.0f} min")

@@ -272,7 +272,8 @@ def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_p
     """Issue 22 item 3: no --time was derived from `duration`, so a partition's default limit could kill a long run."""
     text = ("version: 1\nname: timed\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ngroups:\n"
             "  - {name: long, command: 'run {x}', parameters: {x: [1]}, memory: 30GiB, profiles: [3g.40gb], duration: 2h}\n"
-            "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n")
+            "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n"
+            "  - {name: capped, command: 'run {x}', parameters: {x: [1]}, memory: 15GiB, profiles: [2g.20gb], timeout: 1h}\n")
     plan, path = make_plan(tmp_path, text)
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
@@ -280,6 +281,8 @@ def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_p
     # 2 h on a 3g.40gb (42 of 98 SMs) at full demand is 2 h x 98/42 = 4.67 h; x 1.25 + 10 min = 6 h 0 min
     assert "#SBATCH --time=0-06:00:00\n" in by_profile["3g.40gb"]
     assert "#SBATCH --time" not in by_profile["1g.10gb"] and "no --time" in r.stdout
+    # no duration, a 1 h timeout: 1 h + the 30 s stop grace, x 1.25 + 10 min = 1 h 25.6 min, rounded up
+    assert "#SBATCH --time=0-01:26:00\n" in by_profile["2g.20gb"]
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out2"), "--sbatch-arg=--time=1:00:00")
     assert r.returncode == 0, r.stderr
     script = next((tmp_path / "out2" / "arrays").glob("*3g-40gb.sbatch")).read_text()
