@@ -202,21 +202,24 @@ def engine_logs(sd: Path, run_id: str, *, attempt: int | None, stderr: bool, fol
     path, _, ended = run_log(sd, run_id, attempt=attempt, stderr=stderr)
     out = sys.stdout.buffer
     pos = 0
-    while True:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
-        out.write(data)
-        out.flush()
-        pos += len(data)
-        if not follow or (ended and not data):
-            return
-        ended = (path.parent / "exit.json").exists()
-        if not data:
-            time.sleep(0.25)
+    try:
+        while True:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            out.write(data)
+            out.flush()
+            pos += len(data)
+            if not follow or (ended and not data):
+                return
+            ended = (path.parent / "exit.json").exists()
+            if not data:
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        return
 
 
 def register(app: typer.Typer) -> None:
