@@ -458,6 +458,7 @@ class PlanCheck:
     stale: bool
     summary: list[str]
     diff: list[str]
+    notes: list[str] = field(default_factory=list)  # provenance differences, which do not make a plan stale
 
 
 def _relocate(value: Any, base: str | None) -> Any:
@@ -508,21 +509,60 @@ def _old_sweep_dir(old: dict[str, Any], new: dict[str, Any], new_dir: str) -> st
     return os.path.dirname(f) if isinstance(f, str) and os.path.isabs(f) else None
 
 
+PROVENANCE = ("models", "warnings", "solver")
+"""Plan keys that record where a plan's inputs came from and how the search went, not what the plan
+decides: `--check` shows their differences as notes (with `sweep.file`/`sha256` and each GPU's
+`driver`)."""
+
+
+def decisions(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a plan document decides: its layouts (instances, with their memory), assignments, runs
+    (commands, environment, memory), fleet, launch settings and duration model; not its provenance."""
+    out = {k: v for k, v in doc.items() if k not in PROVENANCE}
+    if isinstance(out.get("sweep"), dict):
+        out["sweep"] = {"name": out["sweep"].get("name")}
+    if isinstance(out.get("fleet"), list):
+        out["fleet"] = [{k: v for k, v in g.items() if k != "driver"} if isinstance(g, dict) else g for g in out["fleet"]]
+    return out
+
+
+def _provenance_notes(old: Plan, new: Plan, pa: dict[str, Any], pb: dict[str, Any], stale: bool) -> list[str]:
+    notes = []
+    if old.sweep_sha256 != new.sweep_sha256 and not stale:
+        notes.append(f"the sweep file changed (sha256 {old.sweep_sha256[:12]}... -> {new.sweep_sha256[:12]}...) but gives the same plan")
+    for key in sorted(set(old.models) | set(new.models)):
+        a, b = old.models.get(key) or {}, new.models.get(key) or {}
+        if a != b:
+            notes.append(f"{key}: the profile table came from {a.get('origin') or '?'} (driver {a.get('driver') or 'any'}) in the "
+                         f"committed plan and from {b.get('origin') or '?'} (driver {b.get('driver') or 'any'}) now")
+    if [g.get("driver") for g in pa.get("fleet") or [] if isinstance(g, dict)] != \
+            [g.get("driver") for g in pb.get("fleet") or [] if isinstance(g, dict)]:
+        notes.append("the GPUs' recorded driver differs (the committed plan was made without the bench's driver, or with another)")
+    if pa.get("warnings") != pb.get("warnings"):
+        notes.append("the plan's warnings differ (they follow the profile table's provenance)")
+    if pa.get("solver") != pb.get("solver"):
+        notes.append("the solver's figures differ")
+    return notes
+
+
 def check_plan(
     committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | os.PathLike[str], *, max_diff_lines: int = 200
 ) -> PlanCheck:
-    """Compare the committed plan file with the plan the sweep in `sweep_dir` gives now (`fresh`,
-    not saved). Plans are deterministic, so any difference is a change of the sweep, the fleet, the
-    profile tables or the planner; where the checkout lives is not one."""
+    """Compare what the committed plan file decides with what the sweep in `sweep_dir` gives now
+    (`fresh`, not saved): layouts, assignments, commands, memory (`decisions`). Plans are
+    deterministic, so any difference there is a change of the sweep, the fleet, the profile
+    tables or the planner; where the checkout lives is not one, and provenance (where the profile
+    table came from, the recorded driver, warnings) is a note, not staleness."""
     old_plan = Plan.load(committed)
     old_doc, new_doc = yaml.safe_load(Path(committed).read_text()), fresh.to_dict()
     new_dir = str(Path(sweep_dir).resolve())
     pa = _portable(old_doc, _old_sweep_dir(old_doc, new_doc, new_dir))
     pb = _portable(new_doc, new_dir)
-    a = yaml.safe_dump(pa, sort_keys=False, width=100, allow_unicode=True)
-    b = yaml.safe_dump(pb, sort_keys=False, width=100, allow_unicode=True)
+    a = yaml.safe_dump(decisions(pa), sort_keys=False, width=100, allow_unicode=True)
+    b = yaml.safe_dump(decisions(pb), sort_keys=False, width=100, allow_unicode=True)
+    notes = _provenance_notes(old_plan, fresh, pa, pb, stale=a != b)
     if a == b:
-        return PlanCheck(False, [], [])
+        return PlanCheck(False, [], [], notes)
     summary: list[str] = []
     if old_plan.sweep_sha256 != fresh.sweep_sha256:
         summary.append(f"the sweep file changed (sha256 {old_plan.sweep_sha256[:12]}... -> {fresh.sweep_sha256[:12]}...)")
@@ -531,7 +571,7 @@ def check_plan(
     if old_fleet != new_fleet:
         summary.append(f"the fleet changed: {_fleet_text(old_plan)} -> {_fleet_text(fresh)}")
     if _tables_differ(old_plan.models, fresh.models):
-        summary.append("the GPU profile tables changed (driver, catalogue or the host's NVML): see `models:` below")
+        summary.append("the GPU profile tables changed (driver, catalogue or the host's NVML): the instances' memory below")
     old_runs = {r.id: r for r in old_plan.runs}
     new_runs = {r.id: r for r in fresh.runs}
     added = sorted(set(new_runs) - set(old_runs))
@@ -561,11 +601,11 @@ def check_plan(
     if changed:
         summary.append(f"{len(changed)} run(s) changed in place (command, environment, memory or estimates): {_some(changed)}")
     if not summary:
-        summary.append("the plans differ in their details (solver figures, warnings, launch settings): see the diff")
+        summary.append("the plans differ in their details (launch settings, duration model): see the diff")
     diff = list(difflib.unified_diff(a.splitlines(), b.splitlines(), f"{committed} (committed)", "the sweep now", lineterm=""))
     if len(diff) > max_diff_lines:
         diff = diff[:max_diff_lines] + [f"... {len(diff) - max_diff_lines} more diff line(s)"]
-    return PlanCheck(True, summary, diff)
+    return PlanCheck(True, summary, diff, notes)
 
 
 def _tables_differ(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:

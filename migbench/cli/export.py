@@ -15,6 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.render import fit_table
+from migbench.errors import UsageError
 
 export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
 
@@ -32,6 +34,8 @@ def slurm_cmd(
     type_map_file: Annotated[Optional[Path], typer.Option("--type-map-file", help="A YAML mapping PROFILE: TYPE.")] = None,
     sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="An sbatch option for every array (repeatable).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
+    max_array_size: Annotated[Optional[int], typer.Option("--max-array-size", min=1, help="The cluster's MaxArraySize (default: "
+                                                          "read with --check, else Slurm's default 1001); longer arrays go in parts.")] = None,
 ) -> None:
     from migbench.export import slurm, slurmctl
     from migbench.export.slurm_types import parse_type_map
@@ -44,15 +48,23 @@ def slurm_cmd(
     if check:
         slurmctl.require_nodes(plan)
         chosen, notes = slurmctl.check(plan, slurmctl.cluster_nodes(), tmap)
+    if max_array_size is not None:
+        size, size_from = max_array_size, "--max-array-size"
+    elif check:
+        size, size_from = slurmctl.max_array_size(), "the cluster's, from scontrol show config"
+    else:
+        size, size_from = slurm.DEFAULT_MAX_ARRAY_SIZE, "Slurm's default; --check reads the cluster's, or pass --max-array-size"
     out = output or Path(plan_file).resolve().parent / f"slurm-{plan.name}"
-    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir)
+    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir,
+                      max_array_size=size, max_array_from=size_from)
     con = console()
     t = Table(title=f"{plan.name}: {sum(len(tk.runs) for a in exp.arrays for tk in a.tasks)} runs as Slurm job arrays", title_justify="left")
     for col in ("array", "profile", "--gres type", "tasks", "runs", "at once", "nodes"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("array", "profile", "--gres type"))  # ids are never cut (fit_table)
     for a in exp.arrays:
         t.add_row(a.name, a.profile, exp.types[a.name], str(len(a.tasks)), str(sum(len(tk.runs) for tk in a.tasks)), str(a.count),
                   ", ".join(f"{n}:{c}" for n, c in a.per_node.items()) or "-")
+    fit_table(t, con.width)
     con.print(t)
     if check:
         con.print(Text("checked against the cluster: every node has the GRES types and counts the plan needs", style="green"))
@@ -62,6 +74,7 @@ def slurm_cmd(
     nodes = plan.nodes()
     if nodes:
         con.print(f"admin: on each node run apply-<node>.sh before slurmd starts; give it the Gres= line of nodes/<node>.conf; gres.conf: {out / 'gres.conf'}")
+    con.print(f"MaxArraySize {size} ({size_from})")
     con.print(f"user:  {shlex.quote(str(out / 'submit.sh'))} [sbatch options]; then migbench status {shlex.quote(str(plan_file))}")
 
 
@@ -72,21 +85,28 @@ def k8s_cmd(
     image: Annotated[str, typer.Option("--image", help="The container image of the runs, with migbench installed.")] = "migbench:latest",
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Jobs.")] = "default",
     operator_namespace: Annotated[str, typer.Option("--operator-namespace", help="The GPU Operator's namespace (mig-parted ConfigMap).")] = "gpu-operator",
-    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="A PersistentVolumeClaim for the run directories (default: emptyDir).")] = None,
+    state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="An existing PersistentVolumeClaim for the run directories.")] = None,
+    state: Annotated[str, typer.Option("--state", help="pvc: a claim written into the export (default); emptydir: none, the run "
+                                       "directories are lost with each pod.")] = "pvc",
+    state_size: Annotated[str, typer.Option("--state-size", help="The written claim's size (a Kubernetes quantity).")] = "10Gi",
 ) -> None:
     from migbench.export import k8s
     from migbench.plan import Plan
 
+    if state not in ("pvc", "emptydir"):
+        raise UsageError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; "
+                         "emptydir loses them with each pod")
     plan = Plan.load(plan_file)
     out = output or Path(plan_file).resolve().parent / f"k8s-{plan.name}"
     exp = k8s.write(plan, out, plan_text=Path(plan_file).read_text(), sha256=_sha(plan_file), image=image, namespace=namespace,
-                    operator_namespace=operator_namespace, state_pvc=state_pvc)
+                    operator_namespace=operator_namespace, state_pvc=state_pvc, state=state, state_size=state_size)
     con = console()
     t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
     for col in ("job", "resource", "completions", "parallelism", "nodes"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("job", "resource"))
     for j in exp.jobs:
         t.add_row(j.name, j.resource, str(j.completions), str(j.parallelism), ", ".join(j.nodes))
+    fit_table(t, con.width)
     con.print(t)
     for w in exp.warnings:
         con.print(Text(f"warning: {w}", style="yellow"))
@@ -94,7 +114,7 @@ def k8s_cmd(
         con.print(Text(f"note: {n}", style="yellow"))
     con.print(f"written to {out}: " + ", ".join(str(p.relative_to(out)) for p in exp.files))
     con.print("admin: kubectl apply -f mig-parted-config.yaml, point the GPU Operator's migManager.config.name at it, run label-nodes.sh")
-    con.print("user:  kubectl apply -f plan-configmap.yaml -f jobs/")
+    con.print(f"user:  {exp.apply_command}")
 
 
 @export_app.command("mig-parted", help="The mig-parted config alone (nvidia-mig-parted apply -f FILE -c NAME), one config per node.")
@@ -120,6 +140,8 @@ def exec_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The exported plan file.")],
     array: Annotated[str, typer.Option("--array", help="The array (instance type) the task belongs to.")],
     index: Annotated[Optional[int], typer.Option("--index", help="The task (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).", min=0)] = None,
+    index_offset: Annotated[int, typer.Option("--index-offset", min=0, help="Added to the engine's index: the first task of "
+                                              "this part of an array cut for MaxArraySize.")] = 0,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="This node's name in the plan (default: SLURMD_NODENAME, NODE_NAME or the host name).")] = None,
     device_map: Annotated[Optional[Path], typer.Option("--device-map", help="A JSON list of the node's MIG uuids in GRES index order.")] = None,
@@ -130,7 +152,8 @@ def exec_cmd(
     from migbench.export import execute
 
     plan = execute.load_task_plan(plan_file, sha256, state_dir)
-    prep = execute.prepare(plan, array, index=index, node=node, state_dir=state_dir, device_map=device_map, sha256=sha256, dry_run=dry_run,
+    prep = execute.prepare(plan, array, index=index, index_offset=index_offset, node=node, state_dir=state_dir, device_map=device_map,
+                           sha256=sha256, dry_run=dry_run,
                             workdir=workdir)
     if dry_run:
         typer.echo(f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "
@@ -151,19 +174,52 @@ def exec_cmd(
 # -- status and stop of an exported sweep (called by `migbench status` / `migbench stop`) ------
 
 
-def slurm_status_view(doc: dict[str, Any]) -> RenderableType:
+def slurm_status_view(doc: dict[str, Any], width: int = 80) -> RenderableType:
     head = Text()
     head.append(doc["sweep"], style="bold")
     head.append(f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})"
                                                                    for j in doc["jobs"]))
     counts = Text("runs: " + ", ".join(f"{n} {s}" for s, n in doc["counts"].items()) + f"  (of {doc['total']})")
+    for note in doc.get("notes", []):
+        counts.append(f"\nnote: {note}", style="yellow")
     t = Table(title_justify="left")
     for col in ("run", "state", "try", "job", "node", "device", "elapsed", "exit", "note"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("run", "job", "node", "device"))
     for r in doc["runs"]:
         t.add_row(r["id"], r["state"], str(r["attempt"] or "-"), r["job"] or "-", r["node"] or "-", r["device"] or "-",
                   "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s", "-" if r["exit_code"] is None else str(r["exit_code"]), r["note"])
+    fit_table(t, width)
     return Group(head, counts, t)
+
+
+def engine_logs(sd: Path, run_id: str, *, attempt: int | None, stderr: bool, follow: bool) -> None:
+    """`migbench logs RUN PLAN` of a run an engine started (`exec`'s attempt directories, no
+    launch.db); -f follows the attempt until its exit.json appears."""
+    import time
+
+    from migbench.export.slurmctl import run_log
+
+    path, _, ended = run_log(sd, run_id, attempt=attempt, stderr=stderr)
+    out = sys.stdout.buffer
+    pos = 0
+    try:
+        while True:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            out.write(data)
+            out.flush()
+            pos += len(data)
+            if not follow or (ended and not data):
+                return
+            ended = (path.parent / "exit.json").exists()
+            if not data:
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        return
 
 
 def register(app: typer.Typer) -> None:
@@ -192,7 +248,8 @@ def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bo
     if as_json:
         typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
     else:
-        console().print(slurm_status_view(doc))
+        con = console()
+        con.print(slurm_status_view(doc, con.width))
     return True
 
 

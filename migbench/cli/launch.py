@@ -281,9 +281,14 @@ def logs_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
     from migbench.launch.status import log_file, run_state
-    from migbench.launch.store import ACTIVE_STATES
+    from migbench.launch.store import ACTIVE_STATES, db_path
 
     sd = _state_dir_or_fail(plan_file, state_dir)
+    if not db_path(sd).exists():  # run by an engine (migbench exec): the run directories only
+        from migbench.cli.export import engine_logs
+
+        engine_logs(sd, run_id, attempt=attempt, stderr=stderr, follow=follow)
+        return
     path, n, state = log_file(sd, run_id, attempt=attempt, stderr=stderr)
     out = sys.stdout.buffer
     pos = 0

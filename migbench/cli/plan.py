@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -159,7 +161,12 @@ def plan_cmd(
             progress.step("writing the plan")
             plan.save(out, force=force)
     if check is not None:
-        _check(sweep_file, check, plan)
+        again = [f"--fleet {shlex.quote(fleet)}" if fleet else "", f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
+                 f"--time-limit {time_limit:g}" if time_limit != 10.0 else "", f"--objective {objective}" if objective != "auto" else "",
+                 "--allow-unplaced" if allow_unplaced else "", f"--workers {workers}" if workers != 1 else "",
+                 *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()), *(f"--history {shlex.quote(str(h))}" for h in history or ()),
+                 "--no-history" if no_history else "", f"--headroom {headroom:g}" if headroom is not None else ""]
+        _check(sweep_file, check, plan, [a for a in again if a])
         return
     if as_json:
         typer.echo(plan.to_json())
@@ -172,13 +179,34 @@ def plan_cmd(
     con.print(Text(f"plan written to {out}"))
 
 
-def _check(sweep_file: Path, committed: Path, plan: Plan) -> None:
+def _regenerate(sweep_file: Path, committed: Path, again: list[str]) -> str:
+    """The command that makes `--check` pass: this plan command writing the committed file, under
+    the same simulated host (rebuilt from its capture when `sim init --from` made it: CI's and the
+    pre-commit hook's bench is a temporary directory)."""
+    from migbench.backend.select import SIM_ENV
+    from migbench.cli.sim import CAPTURED_FROM
+
+    cmd = shlex.join(["migbench", "plan", str(sweep_file), "-o", str(committed)]) + "".join(f" {a}" for a in again)
+    sim = os.environ.get(SIM_ENV)
+    if not sim:
+        return cmd
+    try:
+        capture = (Path(sim) / CAPTURED_FROM).read_text().strip()
+    except OSError:
+        return f"{SIM_ENV}={shlex.quote(sim)} {cmd}"
+    rel = os.path.relpath(capture) if Path(capture).resolve().is_relative_to(Path.cwd().resolve()) else capture
+    return f'B=$(mktemp -d) && migbench sim init "$B/bench" --from {shlex.quote(rel)} > /dev/null && {SIM_ENV}="$B/bench" {cmd}'
+
+
+def _check(sweep_file: Path, committed: Path, plan: Plan, again: list[str]) -> None:
     from migbench.plan import check_plan
 
     res = check_plan(committed, plan, sweep_file.resolve().parent)
     con = console()
+    for note in res.notes:
+        con.print(Text(f"note: {note}", style="yellow"))
     if not res.stale:
-        con.print(f"{committed} is up to date with {sweep_file}")
+        con.print(f"{committed} is up to date with {sweep_file}" + (" (what it decides; provenance differs, see the notes)" if res.notes else ""))
         return
     con.print(Text(f"{committed} is stale: {sweep_file} now gives a different plan", style="bold red"))
     for line in res.summary:
@@ -187,8 +215,7 @@ def _check(sweep_file: Path, committed: Path, plan: Plan) -> None:
         style = "green" if line.startswith("+") and not line.startswith("+++") else (
             "red" if line.startswith("-") and not line.startswith("---") else "")
         con.print(Text(line, style=style))
-    con.print(Text(f"Hint: regenerate it with `migbench plan {sweep_file} -o {committed}` (same --fleet / --time-limit "
-                   "options as the committed one) and commit it", style="cyan"))
+    con.print(Text(f"Hint: regenerate it with `{_regenerate(sweep_file, committed, again)}` and commit it", style="cyan"))
     raise typer.Exit(1)
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.render import fit_table
 from migbench.units import format_duration
 
 if TYPE_CHECKING:
@@ -85,14 +86,17 @@ def grain_cmd(
     if as_json:
         typer.echo(json.dumps({"sweep": sweep.name, **lever.to_dict()}, indent=2))
         return
-    console().print(grain_view(sweep.name, lever))
+    out = console()
+    t = grain_view(sweep.name, lever)
+    fit_table(t, out.width)
+    out.print(t)
 
 
 def grain_view(name: str, lever: GrainLever) -> Table:
     t = Table(title=f"{name}: the grain lever on {lever.gpus} GPU(s) (smallest instance allowed, coarse to fine)", title_justify="left")
     for col, just in (("grain", "left"), ("instances", "right"), ("runs at once", "right"), ("utilisation", "right"),
                       ("makespan", "right"), ("unplaced", "right"), ("first GPU", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t.add_column(col, justify=just, no_wrap=col in ("grain", "first GPU"))  # type: ignore[arg-type]
     for p in lever.points:
         strip = Text()
         for gpu, lay in sorted(p.per_gpu.items()):

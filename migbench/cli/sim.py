@@ -49,7 +49,7 @@ def _host(state: Optional[str]) -> SimHost:
 
 @sim_app.command("init")
 def init(
-    state: str = typer.Argument(..., help="Directory for the simulated host (created; replaced if present)."),
+    state: str = typer.Argument(..., help="Directory for the simulated host (created; an existing host needs --force)."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Catalogue model, e.g. A100-SXM4-40GB, H100-SXM5-80GB, A30."),
     from_capture: Optional[str] = typer.Option(
         None, "--from", help="Build the host from a real host's captures (`migbench doctor --capture DIR` writes them): "
@@ -61,9 +61,15 @@ def init(
     unprivileged: bool = typer.Option(False, "--unprivileged", help="The caller is not root."),
     seed: int = typer.Option(0, "--seed", help="Seed for the GPU UUIDs."),
     client: list[str] = typer.Option([], "--client", help="A non-CUDA client holding every GPU (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Replace a simulated host already in STATE (its instances and processes are lost)."),
 ) -> None:
     """Create a simulated host of COUNT identical GPUs, or (--from) the host a capture describes."""
     from migbench.backend.sim.host import init_host
+    from migbench.backend.sim.state import STATE_FILE
+
+    if not force and os.path.isfile(os.path.join(state, STATE_FILE)):
+        raise MigbenchError(f"{state} already holds a simulated host ({STATE_FILE}); `sim init` would wipe its GPUs, instances and processes",
+                            hint=f"pass --force to replace it, or `migbench sim show` with MIGBENCH_SIM={state} to look at it")
 
     if from_capture is not None:
         _init_from(state, from_capture, gpu=gpu, driver=driver, vm=vm, unprivileged=unprivileged, seed=seed)
@@ -87,6 +93,11 @@ def init(
         typer.echo("unverified profile values: " + "; ".join(marked))
 
 
+CAPTURED_FROM = "captured-from"
+"""In a simulated host made by `sim init --from`: the capture directory's path (`plan --check`'s
+hint rebuilds the bench from it)."""
+
+
 def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional[str], vm: bool, unprivileged: bool,
                seed: int) -> None:
     from migbench.backend.sim.captured import host_from_capture
@@ -94,6 +105,7 @@ def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional
     if gpu is not None:
         raise UsageError("--from takes the GPU model from the capture; drop --gpu")
     h, notes = host_from_capture(capture, state, driver=driver, privileged=not unprivileged, vm=vm, seed=seed)
+    (h.dir / CAPTURED_FROM).write_text(os.path.abspath(capture) + "\n")
     st = h.read()
     gis = sum(len(g.gpu_instances) for g in st.gpus)
     modes = sorted({("on" if g.mig_current else "off") + ("" if g.mig_current == g.mig_pending else " (change pending)")

@@ -1,7 +1,7 @@
 """`migbench exec PLAN --array NAME [--index N]`: run one array task of an exported plan where a
 batch engine (Slurm, Kubernetes) started it, on the MIG device the engine gave it.
 
-1. The task: `tasks.find_array(plan, NAME).task(N)`; N from `--index`, else `SLURM_ARRAY_TASK_ID`,
+1. The task: `tasks.find_array(plan, NAME).task(N + --index-offset)`; N from `--index`, else `SLURM_ARRAY_TASK_ID`,
    else `JOB_COMPLETION_INDEX` (an Indexed Job's pod).
 2. The device: `CUDA_VISIBLE_DEVICES` (or `NVIDIA_VISIBLE_DEVICES`, what the NVIDIA device plugin
    sets in a pod) holding one `MIG-<uuid>` is used as it is (Slurm's AutoDetect=nvml with a driver
@@ -241,7 +241,7 @@ def _sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mapping[str, str] | None = None,
+def prepare(plan: Plan, array_name: str, *, index: int | None = None, index_offset: int = 0, env: Mapping[str, str] | None = None,
             node: str | None = None, state_dir: Path | None = None, device_map: Path | None = None,
             sha256: str | None = None, dry_run: bool = False, workdir: Path | None = None) -> Prepared:
     """Find the task, its device and each run's spec; with `dry_run` nothing is written."""
@@ -252,7 +252,7 @@ def prepare(plan: Plan, array_name: str, *, index: int | None = None, env: Mappi
             raise MigbenchError(f"the plan file {plan.path} changed since it was exported (sha256 {got[:12]}, exported {sha256[:12]})",
                                 hint="tasks are numbered from the exported plan: export and submit again")
     array = find_array(plan, array_name)
-    task = array.task(task_index(index, env))
+    task = array.task(task_index(index, env) + index_offset)
     where = node_name(env, node)
     sd = Path(state_dir) if state_dir else state_dir_for(plan)
     if not dry_run:

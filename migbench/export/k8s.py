@@ -7,7 +7,12 @@
                                 Operator with MIG": custom configs through `migManager.config.name`)
     DIR/label-nodes.sh          `kubectl label node <node> nvidia.com/mig.config=<config>` per node,
                                 then waits for `nvidia.com/mig.config.state=success`
-    DIR/plan-configmap.yaml     the plan file, mounted read-only into every pod
+    DIR/plan-configmap.yaml     the plan file, mounted read-only into every pod (applied server-side:
+                                client-side `kubectl apply` copies the object into its last-applied
+                                annotation, and annotations hold at most 262,144 bytes)
+    DIR/state-pvc.yaml          the PersistentVolumeClaim the pods keep their run directories on
+                                (ReadWriteMany, `--state-size`, the cluster's default storage class),
+                                unless `--state-pvc CLAIM` names one or `--state emptydir` asks for none
     DIR/jobs/<array>.yaml       one Indexed Job per instance type: completions = its tasks,
                                 parallelism <= the plan's count of the type, a nodeSelector on
                                 `nvidia.com/mig.config.state: success` (pods wait for the re-cut), node
@@ -44,6 +49,10 @@ MIG_STATE_LABEL = "nvidia.com/mig.config.state"
 PLAN_MOUNT = "/etc/migbench"
 STATE_MOUNT = "/var/lib/migbench/state"
 CONFIGMAP_MAX_BYTES = 1_048_576  # the API server's limit on a ConfigMap's data
+ANNOTATIONS_MAX_BYTES = 262_144  # the API server's limit on an object's annotations ("metadata.annotations: Too long")
+APPLY = "kubectl apply --server-side"
+"""How the user's objects are applied: server-side apply keeps no last-applied-configuration
+annotation, which client-side apply fills with the whole object (a plan ConfigMap past 256 KiB)."""
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -83,6 +92,18 @@ class K8sExport:
     jobs: list[K8sJob] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    user_files: list[str] = field(default_factory=list)  # what the user applies, in order (relative to DIR)
+
+    @property
+    def apply_command(self) -> str:
+        return APPLY + "".join(f" -f {f}" for f in self.user_files)
+
+
+def state_claim(plan: Plan, name: str, namespace: str, size: str) -> dict[str, Any]:
+    """The run directories' volume: ReadWriteMany, as the pods of every node write to it; no
+    storageClassName, so the cluster's default class serves it (the admin may set one)."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace, "labels": _labels(plan)},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
 
 
 def _labels(plan: Plan, array: str | None = None) -> dict[str, str]:
@@ -143,7 +164,11 @@ def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_c
 
 
 def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "migbench:latest", namespace: str = "default",
-          operator_namespace: str = "gpu-operator", state_pvc: str | None = None, workdir: str = ".") -> K8sExport:
+          operator_namespace: str = "gpu-operator", state_pvc: str | None = None, workdir: str = ".", state: str = "pvc",
+          state_size: str = "10Gi") -> K8sExport:
+    """Write the export into `out`. The run directories go to `state_pvc` (an existing claim), else
+    to a claim the export writes (`state` "pvc"), else (`state` "emptydir", asked for explicitly)
+    to each pod's emptyDir, which loses them with the pod."""
     exp = K8sExport()
     arrs = [a for a in arrays(plan) if a.tasks]
     if not arrs:
@@ -162,7 +187,30 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     mp = config_map(mp_name, operator_namespace, "config.yaml", migparted.config_text(plan), _labels(plan))
     exp.files.append(_write(out / "mig-parted-config.yaml", _yaml(mp)))
     exp.files.append(_write(out / "label-nodes.sh", label_script(plan, mp_name, operator_namespace), exe=True))
-    exp.files.append(_write(out / "plan-configmap.yaml", _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))))
+    if state not in ("pvc", "emptydir"):
+        raise MigbenchError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; "
+                            "emptydir loses them with each pod")
+    if not QUANTITY.fullmatch(state_size):
+        raise MigbenchError(f"--state-size {state_size!r} is not a Kubernetes quantity", hint="e.g. 10Gi, 500Gi, 2Ti")
+    stale_pvc = out / "state-pvc.yaml"
+    if state_pvc is None and state == "pvc":
+        state_pvc = dns_label(f"migbench-{plan.name}-state", 253)
+        exp.files.append(_write(stale_pvc, _yaml(state_claim(plan, state_pvc, namespace, state_size))))
+        exp.user_files.append("state-pvc.yaml")
+        exp.notes.append(f"the run directories go to PersistentVolumeClaim {state_pvc} (state-pvc.yaml: ReadWriteMany, {state_size}, "
+                         "the cluster's default storage class; set storageClassName there, or pass --state-pvc CLAIM)")
+    elif stale_pvc.exists():  # an earlier export's claim, no longer part of this one
+        stale_pvc.unlink()
+    if state_pvc is None:
+        exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod "
+                            "(`migbench status` and `logs` see nothing)")
+    cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
+    exp.files.append(_write(out / "plan-configmap.yaml", cm_text))
+    if len(cm_text.encode()) > ANNOTATIONS_MAX_BYTES:
+        exp.warnings.append(f"the plan ConfigMap is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
+                            f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
+                            f"as printed ({APPLY}), or with kubectl create")
+    exp.user_files += ["plan-configmap.yaml", "jobs/"]
     for a in arrs:
         j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir)
         exp.jobs.append(j)
@@ -170,7 +218,7 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     problems = check(plan, exp.jobs, mp, migparted.config(plan))
     if problems:  # a bug of ours, never the user's: refuse to leave manifests a cluster would reject
         raise MigbenchError("the Kubernetes export failed its own checks:\n  " + "\n  ".join(problems))
-    exp.warnings = migparted.placement_warnings(plan)
+    exp.warnings += migparted.placement_warnings(plan)
     doc = {"version": 1, "kind": "migbench-export-k8s", "plan_sha256": sha256, "nodes": nodes, "mig_parted_configmap": mp_name,
            "configs": {n: migparted.config_name(plan, n) for n in nodes},
            "jobs": [{"name": j.name, "array": j.array, "resource": j.resource, "completions": j.completions, "parallelism": j.parallelism,

@@ -5,9 +5,11 @@
     DIR/gres.conf           AutoDetect=nvml, with the types each node will detect
     DIR/apply-<node>.sh     the layout, applied on the node before slurmd starts (Slurm never
                             partitions GPUs: https://slurm.schedmd.com/gres.html, "MIG Management")
-    DIR/submit.sh           one job array per instance type, each task asking --gres=gpu:<type>:1,
-                            at most as many at once as the plan has instances of the type; each task
-                            runs `migbench exec` (`export.execute`)
+    DIR/arrays/*.sbatch     one editable batch script per job array: an instance type's tasks (in
+                            parts of at most MaxArraySize), each asking --gres=gpu:<type>:1, at most
+                            as many at once as the plan has instances of the type, with a --time
+                            from the runs' durations; each task runs `migbench exec` (`export.execute`)
+    DIR/submit.sh           sbatch of each script, recorded in the state dir (resumable)
     DIR/export.json         what was exported: the plan's hash, arrays, types, nodes
 
 The type names come from `slurm_types` (NVML autodetection's naming, a site's `--type-map`, or with
@@ -17,6 +19,7 @@ The type names come from `slurm_types` (NVML autodetection's naming, a site's `-
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -24,12 +27,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migbench.duration import rate
 from migbench.errors import InputError, MigbenchError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
 from migbench.fsutil import write_text_atomic
 from migbench.plan import Plan
 from migbench.state import state_dir_for
+
+DEFAULT_MAX_ARRAY_SIZE = 1001
+"""Slurm's default MaxArraySize (slurm.conf(5)): array indices 0-1000."""
 
 JOBS_FILE = "slurm/jobs.tsv"
 """Where submit.sh records its job ids, under the plan's state dir (what status and stop read)."""
@@ -63,8 +70,11 @@ def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str
 
 
 def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None,
-          sbatch_args: Sequence[str] = (), state_dir: Path | None = None, command: str | None = None) -> SlurmExport:
-    """Write the export into `out` (created; files of an earlier export are replaced)."""
+          sbatch_args: Sequence[str] = (), state_dir: Path | None = None, command: str | None = None,
+          max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, max_array_from: str = "") -> SlurmExport:
+    """Write the export into `out` (created; files of an earlier export are replaced). Arrays longer
+    than `max_array_size` (the cluster's MaxArraySize; `max_array_from` says where it came from) are
+    submitted in parts."""
     if not plan.path:
         raise InputError("the plan has no file", hint="save it first (`migbench plan -o PLAN`)")
     arrs = arrays(plan)
@@ -86,12 +96,26 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
             exp.files.append(_write(out / "nodes" / f"{node}.conf", node_conf(plan, node, arrs, types, type_map)))
             exp.files.append(_write(out / f"apply-{node}.sh", apply_script(plan, node, plan_abs, mb, arrs, types), exe=True))
         exp.files.append(_write(out / "gres.conf", gres_conf(plan, arrs, types)))
-    exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, plan_abs, str(sd), sha256, mb, sbatch_args), exe=True))
+    (out / "arrays").mkdir(exist_ok=True)
+    for old in (out / "arrays").glob("*.sbatch"):  # an earlier export's parts
+        old.unlink()
+    for a in arrs:
+        parts = chunks(a, max_array_size)
+        for k, (off, n) in enumerate(parts):
+            text = array_script(plan, a, types[a.name], off, n, plan_abs, str(sd), sha256, mb, sbatch_args)
+            exp.files.append(_write(out / script_name(a, k, len(parts)), text, exe=True))
+        if len(parts) > 1:
+            exp.notes.append(f"{a.name}: {len(a.tasks)} tasks exceed MaxArraySize {max_array_size} ({max_array_from}): "
+                             f"submitted as {len(parts)} job arrays, each after the previous one")
+        if task_time_s(plan, a) is None:
+            exp.notes.append(f"{a.name}: no --time (a run has no `duration` or `timeout`): the partition's default time limit applies")
+    exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, str(sd), sha256, max_array_size), exe=True))
     doc = {
         "version": 1, "kind": "migbench-export-slurm", "plan": plan_abs, "plan_sha256": sha256, "state_dir": str(sd),
-        "nodes": nodes,
+        "nodes": nodes, "max_array_size": max_array_size, "max_array_size_from": max_array_from,
         "arrays": [{"name": a.name, "model": a.model, "profile": a.profile, "gres_type": types[a.name], "instances": a.count,
-                    "per_node": a.per_node, "tasks": len(a.tasks), "runs": sum(len(t.runs) for t in a.tasks)} for a in arrs],
+                    "parts": len(chunks(a, max_array_size)), "per_node": a.per_node, "tasks": len(a.tasks),
+                    "runs": sum(len(t.runs) for t in a.tasks)} for a in arrs],
     }
     exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
     from migbench.export.execute import save_parsed_plan
@@ -184,37 +208,126 @@ $MIGBENCH check {p} --node {shlex.quote(node)}
 """
 
 
-def submit_script(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str], plan_abs: str, sd: str, sha256: str, mb: str,
-                  sbatch_args: Sequence[str]) -> str:
+def chunks(a: Array, max_array_size: int) -> list[tuple[int, int]]:
+    """[(offset, tasks)] of an array cut so that no Slurm array index reaches `max_array_size`
+    (Slurm's MaxArraySize: the largest index is one less; default 1001)."""
+    n = len(a.tasks)
+    return [(off, min(max_array_size, n - off)) for off in range(0, n, max_array_size)]
+
+
+def task_time_s(plan: Plan, a: Array) -> float | None:
+    """The longest a task of the array may take under the duration model's worst case: its runs
+    start together and share the instance for their whole length (the slowest rate the sharing
+    rule gives them), so a run takes duration / rate(all the task's runs); a run's `timeout` (plus
+    the stop grace) caps that, and stands for a missing duration. None when a run has neither."""
+    runs = {r.id: r for r in plan.runs}
+    inst = {i.key: i for i in plan.instances}
+    grace = float(plan.launch.stop_grace_s)
+    worst = 0.0
+    for t in a.tasks:
+        demands = [runs[rid].demand() for rid in t.runs]
+        share = rate(demands, float(inst[t.instance].compute or 1.0), plan.duration_model.interference)
+        for d in demands:
+            limit = runs[d.id].timeout_s
+            took = d.duration_s / share if d.duration_s is not None else None
+            if limit is not None:
+                took = min(took, limit + grace) if took is not None else limit + grace
+            if took is None:
+                return None
+            worst = max(worst, took)
+    return worst
+
+
+TIME_FACTOR = 1.25
+TIME_MARGIN_S = 600.0
+"""--time = the worst-case task time x 1.25 + 10 minutes (start-up, the plan read, the shim), in whole minutes."""
+
+
+def slurm_time(seconds: float) -> str:
+    """Slurm's D-HH:MM:SS, rounded up to the minute."""
+    minutes = math.ceil(round(seconds * TIME_FACTOR + TIME_MARGIN_S) / 60)  # to the second first: the plan rounds compute shares
+    d, rest = divmod(minutes, 24 * 60)
+    return f"{d}-{rest // 60:02d}:{rest % 60:02d}:00"
+
+
+def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs: str, sd: str, sha256: str, mb: str,
+                 sbatch_args: Sequence[str]) -> str:
+    """One editable batch script per job array (a part of an instance type's tasks)."""
+    t = task_time_s(plan, a)
+    q = shlex.quote
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Sweep {plan.name}: tasks {offset}-{offset + n - 1} of {a.name} ({a.profile} on {a.model}), as Slurm array indices 0-{n - 1}.",
+        "# Each task asks one GPU GRES of its type and runs `migbench exec` (its run, or the runs that share an",
+        f"# instance in the plan, together); %{a.count} keeps at most the plan's count of the type running at once.",
+        "# submit.sh submits it (options given to submit.sh or sbatch override these lines); edit freely.",
+        f"#SBATCH --job-name={q(f'mb-{plan.name}-{a.name}')}",
+        f"#SBATCH --array=0-{n - 1}%{a.count}",
+        f"#SBATCH --gres=gpu:{gres}:1",
+        f"#SBATCH --output={sd}/slurm/{a.name}-%A_%a.out",
+    ]
+    if any(arg.startswith(("--time", "-t")) for arg in sbatch_args):
+        lines.append("# --time: from --sbatch-arg")
+    elif t is None:
+        lines.append("# no --time: a run of this type has no `duration` or `timeout`, so the partition's default limit applies")
+    else:
+        lines.append(f"# --time: the longest task under the duration model's worst case ({t / 3600:.2f} h) x {TIME_FACTOR} + "
+                     f"{TIME_MARGIN_S / 60:.0f} min")
+        lines.append(f"#SBATCH --time={slurm_time(t)}")
+    lines += [f"#SBATCH {arg}" for arg in sbatch_args]
+    lines += [
+        f"MIGBENCH=${{MIGBENCH:-{mb}}}",
+        f"exec $MIGBENCH exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def script_name(a: Array, part: int, parts: int) -> str:
+    return f"arrays/{a.name}.sbatch" if parts == 1 else f"arrays/{a.name}.part{part + 1}.sbatch"
+
+
+def submit_script(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str], sd: str, sha256: str, max_array_size: int) -> str:
     total = sum(len(t.runs) for a in arrs for t in a.tasks)
     lines = [
         "#!/usr/bin/env bash",
-        f"# Submit sweep {plan.name} to Slurm: {total} runs as {sum(len(a.tasks) for a in arrs)} tasks in "
-        f"{sum(1 for a in arrs if a.tasks)} job arrays, one per MIG instance type.",
-        "# Each task asks one GPU GRES of its type and runs `migbench exec` (its run, or the runs that share an instance",
-        "# in the plan, together). `%N` in --array keeps at most the plan's count of that type running at once.",
-        "# Extra sbatch options go after the script: ./submit.sh --partition gpu --account myproj --time 1-0",
+        f"# Submit sweep {plan.name} to Slurm: {total} runs as {sum(len(a.tasks) for a in arrs)} tasks, one job array per",
+        f"# script in arrays/ (one per MIG instance type, cut in parts of at most {max_array_size} tasks for MaxArraySize;",
+        "# a type's parts run one after the other, --dependency=afterany, so its count of instances is never exceeded).",
+        "# Extra sbatch options go after the script and override the scripts' #SBATCH lines:",
+        "#   ./submit.sh --partition gpu --account myproj --time 1-0",
+        "# Resumable: each submitted job is recorded in the state dir's slurm/jobs.tsv; when an sbatch fails, this stops and",
+        "# says what went in, and running it again submits only what is missing (MIGBENCH_RESUBMIT=1 submits all again).",
         "# Then: migbench status PLAN, migbench logs RUN PLAN, migbench stop PLAN.",
-        "set -euo pipefail",
-        f"MIGBENCH=${{MIGBENCH:-{mb}}}",
-        f"PLAN={shlex.quote(plan_abs)}",
+        "set -uo pipefail",
+        'HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
         f"STATE={shlex.quote(sd)}",
         f"SHA256={sha256}",
-        "EXTRA=(" + " ".join(shlex.quote(a) for a in sbatch_args) + ")",
-        'mkdir -p "$STATE/slurm"',
         f'JOBS="$STATE/{JOBS_FILE}"',
-        'printf \'# plan\\t%s\\t%s\\n\' "$SHA256" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$JOBS"',
-        "submit() {  # ARRAY TASKS GRES_TYPE MAX_AT_ONCE",
-        '  local array=$1 n=$2 type=$3 max=$4 out',
-        '  shift 4',
-        f'  out=$(sbatch --parsable --job-name="mb-{plan.name}-$array" --array="0-$((n - 1))%$max" --gres="gpu:$type:1" \\',
-        '        --output="$STATE/slurm/$array-%A_%a.out" "${EXTRA[@]}" "$@" \\',
-        '        --wrap="exec $MIGBENCH exec $(printf %q "$PLAN") --array $array --sha256 $SHA256 --state-dir $(printf %q "$STATE")")',
-        '  printf \'%s\\t%s\\t%s\\t%s\\n\' "$array" "${out%%;*}" "$n" "$type" >> "$JOBS"',
-        '  echo "submitted $array: job ${out%%;*}, $n task(s) on gpu:$type, at most $max at once"',
+        'mkdir -p "$STATE/slurm" || exit 1',
+        'if [ "${MIGBENCH_RESUBMIT:-0}" != 1 ] && [ -f "$JOBS" ] && head -n 1 "$JOBS" | grep -q "$SHA256"; then',
+        '  echo "resuming: $(grep -vc \'^#\' "$JOBS") job(s) already submitted, listed in $JOBS"',
+        "else",
+        '  printf \'# plan\\t%s\\t%s\\n\' "$SHA256" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$JOBS" || exit 1',
+        "fi",
+        """job_of() { awk -F'\\t' -v s="$1" '!/^#/ && $6 == s {j = $2} END {print j}' "$JOBS"; }""",
+        "submit() {  # SCRIPT ARRAY OFFSET TASKS GRES_TYPE AFTER_SCRIPT [sbatch options]",
+        '  local script=$1 array=$2 offset=$3 n=$4 type=$5 after=$6 out dep=()',
+        "  shift 6",
+        '  if [ -n "$(job_of "$script")" ]; then echo "already submitted: $script (job $(job_of "$script"))"; return 0; fi',
+        '  if [ -n "$after" ]; then dep=(--dependency="afterany:$(job_of "$after")"); fi',
+        '  if ! out=$(sbatch --parsable "${dep[@]}" "$@" "$HERE/$script"); then',
+        '    echo "submit.sh: sbatch $script failed (its error is above); submitted so far:" >&2',
+        """    grep -v '^#' "$JOBS" | cut -f 2,6 >&2""",
+        '    echo "fix the cause and run submit.sh again: it submits only what is missing" >&2',
+        "    exit 1",
+        "  fi",
+        '  printf \'%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n\' "$array" "${out%%;*}" "$n" "$type" "$offset" "$script" >> "$JOBS"',
+        '  echo "submitted $script: job ${out%%;*}, $n task(s) on gpu:$type"',
         "}",
     ]
     for a in arrs:
-        if a.tasks:
-            lines.append(f'submit {a.name} {len(a.tasks)} {shlex.quote(types[a.name])} {a.count} "$@"')
+        parts = chunks(a, max_array_size)
+        for k, (off, n) in enumerate(parts):
+            after = script_name(a, k - 1, len(parts)) if k else "''"
+            lines.append(f'submit {script_name(a, k, len(parts))} {a.name} {off} {n} {shlex.quote(types[a.name])} {after} "$@"')
     return "\n".join(lines) + "\n"

@@ -1,10 +1,11 @@
 """An exported sweep on a running Slurm: `export slurm --check`, and `status` / `stop` of what
 submit.sh submitted (its job ids are in `<state dir>/slurm/jobs.tsv`).
 
-Only Slurm's own clients are used (`scontrol`, `squeue`, `scancel`), with the environment the user
-has (SLURM_CONF, ...). Without slurmdbd there is no `sacct`: finished jobs are seen through `squeue
--t all` for MinJobAge seconds, and after that through the runs' own records (`exit.json`,
-`engine.json` in each attempt directory), which `exec` writes in every case.
+Only Slurm's own clients are used (`scontrol`, `squeue`, `sacct`, `scancel`), with the environment
+the user has (SLURM_CONF, ...). Finished jobs are seen through `squeue -t all` for MinJobAge
+seconds; when slurmctld does not answer, through `sacct` (where slurmdbd keeps accounting); and
+always through the runs' own records (`exit.json`, `engine.json` in each attempt directory), which
+`exec` writes in every case, so `status` and `logs` work with neither.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def slurm(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout:
 
 def cluster_nodes(env: Mapping[str, str] | None = None) -> dict[str, ClusterNode]:
     return parse_scontrol_nodes(slurm(["scontrol", "-o", "show", "node"], env=env).stdout)
+
+
+def max_array_size(env: Mapping[str, str] | None = None) -> int:
+    """The cluster's MaxArraySize (`scontrol show config`; Slurm's default when it does not say)."""
+    from migbench.export.slurm import DEFAULT_MAX_ARRAY_SIZE
+
+    for line in slurm(["scontrol", "show", "config"], env=env).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return DEFAULT_MAX_ARRAY_SIZE
 
 
 # -- --check -----------------------------------------------------------------------------------
@@ -139,6 +151,11 @@ class Submitted:
     job_id: str
     tasks: int
     gres_type: str
+    offset: int = 0  # the array's first task in this job (an array cut in parts for MaxArraySize)
+
+    def key(self, index: int) -> str | None:
+        """squeue's `<job>_<task>` of the array's task `index`, when this job holds it."""
+        return f"{self.job_id}_{index - self.offset}" if self.offset <= index < self.offset + self.tasks else None
 
 
 def submitted(state_dir: Path) -> tuple[list[Submitted], str | None]:
@@ -152,7 +169,8 @@ def submitted(state_dir: Path) -> tuple[list[Submitted], str | None]:
         if line.startswith("# plan") and len(parts) > 1:
             sha = parts[1]
         elif len(parts) >= 4 and not line.startswith("#"):
-            jobs.append(Submitted(parts[0], parts[1], int(parts[2]) if parts[2].isdigit() else 0, parts[3]))
+            offset = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 0
+            jobs.append(Submitted(parts[0], parts[1], int(parts[2]) if parts[2].isdigit() else 0, parts[3], offset))
     return jobs, sha
 
 
@@ -173,6 +191,33 @@ def queue_states(job_ids: Sequence[str], env: Mapping[str, str] | None = None) -
     return states
 
 
+def accounting_states(job_ids: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, tuple[str, str, str]]:
+    """The same from `sacct` (slurmdbd's record: it outlives slurmctld's memory and answers while
+    slurmctld is down). `CANCELLED by 0` is CANCELLED."""
+    if not job_ids:
+        return {}
+    out = slurm(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,NodeList,Reason"], env=env).stdout
+    states = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3:
+            states[parts[0]] = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3] if len(parts) > 3 else "")
+    return states
+
+
+def engine_states(job_ids: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[dict[str, tuple[str, str, str]], list[str]]:
+    """squeue's states; when slurmctld does not answer, sacct's; when neither does, none (the runs'
+    own records then say what they can). Returns (states, notes saying which was used)."""
+    try:
+        return queue_states(job_ids, env), []
+    except MigbenchError as exc:
+        why = str(exc)
+    try:
+        return accounting_states(job_ids, env), [f"squeue did not answer ({why}): job states from sacct"]
+    except MigbenchError as exc:
+        return {}, [f"neither squeue nor sacct answered ({why}; {exc}): states from the run directories only"]
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
@@ -184,15 +229,18 @@ def _read(path: Path) -> dict[str, Any] | None:
 def status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every run of the submitted sweep: its task's Slurm state and its own record."""
     jobs, sha = submitted(state_dir)
-    by_array = {j.array: j for j in jobs}
-    queue = queue_states([j.job_id for j in jobs], env)
+    by_array: dict[str, list[Submitted]] = {}
+    for j in jobs:
+        by_array.setdefault(j.array, []).append(j)
+    queue, notes = engine_states([j.job_id for j in jobs], env)
     now = time.time()
     rows = []
     groups = {r.id: r.group for r in plan.runs}
     for a in arrays(plan):
-        job = by_array.get(a.name)
+        parts = by_array.get(a.name, [])
         for t in a.tasks:
-            key = f"{job.job_id}_{t.index}" if job else ""
+            job = next((j for j in parts if j.key(t.index)), None)
+            key = job.key(t.index) or "" if job else ""
             qstate, qnode, reason = queue.get(key, ("", "", ""))
             for rid in t.runs:
                 rows.append(_run_row(state_dir, rid, groups.get(rid, ""), a, t.index, job, qstate, qnode, reason, now))
@@ -202,7 +250,7 @@ def status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None
     return {
         "engine": "slurm", "state_dir": str(state_dir), "sweep": plan.name, "plan_sha256": sha,
         "jobs": [{"array": j.array, "job_id": j.job_id, "tasks": j.tasks, "gres_type": j.gres_type} for j in jobs],
-        "counts": dict(sorted(counts.items())), "total": len(rows), "runs": rows,
+        "counts": dict(sorted(counts.items())), "total": len(rows), "runs": rows, "notes": notes,
     }
 
 
@@ -232,12 +280,31 @@ def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitte
     ended = (ex or {}).get("ended_at") if (mine or not qstate) else None
     return {
         "id": rid, "group": group, "state": state, "attempt": last or None, "array": a.name, "task": index,
-        "job": f"{job.job_id}_{index}" if job else None, "slurm_state": qstate or None, "node": qnode or (eng or {}).get("node"),
+        "job": job.key(index) if job else None, "slurm_state": qstate or None, "node": qnode or (eng or {}).get("node"),
         "device": (eng or {}).get("device") if (mine or not qstate) else None,
         "exit_code": (ex or {}).get("returncode") if (mine or not qstate) else None,
         "elapsed_s": None if started is None else round((ended or now) - float(started), 3),
         "note": reason if qstate == "PENDING" and reason not in ("None", "") else "",
     }
+
+
+def run_log(state_dir: Path, run_id: str, *, attempt: int | None = None, stderr: bool = False) -> tuple[Path, int, bool]:
+    """A run's log when an engine ran it (no launch.db: `exec` writes the same attempt directories):
+    (path, attempt, whether that attempt has ended)."""
+    from migbench.launch.spec import check_run_id
+
+    rdir = state_dir / check_run_id(run_id)
+    seen = sorted(int(p.name[8:]) for p in rdir.glob("attempt-*") if p.name[8:].isdigit()) if rdir.is_dir() else []
+    if not seen:
+        near = sorted(p.name for p in state_dir.iterdir() if p.is_dir() and p.name.startswith(run_id.split("-")[0]))[:5] \
+            if state_dir.is_dir() else []
+        raise MigbenchError(f"run {run_id} has not started in {state_dir} (no attempt directory)",
+                            hint=("runs like it: " + ", ".join(near)) if near and run_id not in near else "`migbench status PLAN` shows its job's state")
+    n = attempt if attempt is not None else seen[-1]
+    if n not in seen:
+        raise MigbenchError(f"run {run_id} has no attempt {n}", hint=f"it has attempt(s) {', '.join(map(str, seen))}")
+    adir = rdir / f"attempt-{n}"
+    return adir / ("stderr.log" if stderr else "stdout.log"), n, (adir / "exit.json").exists()
 
 
 def cancel(state_dir: Path, env: Mapping[str, str] | None = None) -> list[str]:

@@ -22,6 +22,9 @@ from migbench.launch.spec import Outcome, attempt_started, outcome_of
 from migbench.launch.store import AttemptEnd, RunRow
 from migbench.plan import PlanInstance, PlanRun
 
+USAGE_EXIT, USAGE_WINDOW_S = 2, 60.0
+"""A run that exits 2 (argparse's and Hydra's usage error) within a minute of its start is not retried."""
+
 
 @dataclass
 class Active:
@@ -124,6 +127,11 @@ class Outcomes:
             # the command could not start (not found, not executable, no workdir): a retry fails the same way
             why = res.exec_error or f"exit code {rc} ({NOT_STARTED.get(rc or 0, '')})"
             self._failed_attempt(row, why + "; not retried", "failed", early, retry=False)
+            return
+        if rc == USAGE_EXIT and res.signal is None and not res.timed_out and row.end_at - (row.start_at or row.end_at) <= USAGE_WINDOW_S:
+            # a usage error (argparse, Hydra's override parser) in the run's first seconds: a retry fails the same way
+            self._failed_attempt(row, f"exit code 2 after {took}, a usage error (check the command line); not retried", "failed",
+                                 early, retry=False)
             return
         if res.timed_out:
             limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None

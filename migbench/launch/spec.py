@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import InputError
-from migbench.fsutil import make_dirs, reserve_file, state_file_mode, write_json_atomic
+from migbench.fsutil import make_dirs, reserve_file, state_file_mode, write_json_atomic, write_text_atomic
 from migbench.launch.shim import RESERVE_NAME, STARTED_NAME
+from migbench.launch.wandbenv import CONFIG_NAME, config_text, wandb_env
 from migbench.plan import Plan, PlanRun
 from migbench.types import SAFE_NAME_RE as RUN_ID_RE
 
@@ -172,12 +173,16 @@ def build_spec(
     CUDA_VISIBLE_DEVICES=<MIG uuid> (exactly one device), CUDA_DEVICE_ORDER=PCI_BUS_ID,
     MIGBENCH_RUN_ID, MIGBENCH_RUN_DIR, MIGBENCH_ATTEMPT and, when `resume` (default: from the
     second attempt on; the launcher passes whether an earlier attempt really started its run),
-    MIGBENCH_RESUME=1."""
+    MIGBENCH_RESUME=1. Under all of them, the W&B variables (`launch.wandbenv`) the user's
+    environment, `launch.env` and the run's `env` do not set."""
     rdir = run_dir(state_dir, run.id)
     values = {"run_id": run.id, "run_dir": str(rdir), "attempt": str(int(attempt))}
     protected = _value_forms(run.params)
     argv = tuple(substitute(a, values, protected, quote=run.shell and i == len(run.argv) - 1) for i, a in enumerate(run.argv))
     env: dict[str, str] = {}
+    user = {**os.environ, **{str(k): "" for k in (*plan.launch.env, *run.env)}}
+    profile = instance.split(":", 1)[-1].split("@", 1)[0]
+    env.update(wandb_env(plan.name, run.id, run.group, rdir, profile, user))
     for k, v in plan.launch.env.items():
         env[str(k)] = substitute(str(v), values)
     for k, v in run.env.items():
@@ -261,6 +266,8 @@ def prepare_attempt(spec: RunSpec) -> None:
     params = rdir / "params.json"
     if not params.exists():
         write_json_atomic(params, {"run_id": spec.run_id, "params": spec.params})
+    if not (rdir / CONFIG_NAME).exists():  # what WANDB_CONFIG_PATHS names (launch/wandbenv.py)
+        write_text_atomic(rdir / CONFIG_NAME, config_text(spec.params), mode=state_file_mode())
     reserve = adir / RESERVE_NAME
     if not reserve.exists():
         reserve_file(reserve)

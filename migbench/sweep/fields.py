@@ -123,6 +123,14 @@ class Ctx:
             self.at(node, f"bad duration: {exc}", units.DURATION_HINT)
             return None
 
+    def run_time(self, node: Node) -> float | None:
+        """A run's `duration` or `timeout`: a bare number is refused (8 seconds or 8 hours?), as a
+        bare memory quantity is."""
+        if isinstance(node, ScalarNode) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool) and node.value > 0:
+            self.at(node, f"bad duration: {node.value!r} has no unit", f"{units.DURATION_HINT} (a bare number could be seconds or hours)")
+            return None
+        return self.duration(node)
+
     def memory(self, node: Node) -> int | None:
         if not isinstance(node, ScalarNode):
             self.at(node, f"expected a memory quantity such as 2.5GiB, got {describe(node)}", units.MEMORY_HINT)

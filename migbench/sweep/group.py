@@ -11,7 +11,7 @@ from migbench.sweep.expand import grid, sample_points
 from migbench.sweep.fields import Ctx
 from migbench.sweep.memory import parse_memory
 from migbench.sweep.model import FleetEntry, Group, MemoryEstimate, MemorySpec, MemoryTable, Parameter, Run, canonical_json, run_id
-from migbench.sweep.parameters import parse_hydra, parse_parameters, parse_zip
+from migbench.sweep.parameters import hydra_run, parse_hydra, parse_parameters, parse_zip
 from migbench.sweep.schema import GROUP_KEYS, LAUNCH_MACROS, MAX_RUNS, PROFILE_RE
 from migbench.sweep.templates import Macro, Part, check_names, fill, parse_command, parse_template, used_names
 from migbench.sweep.yamlnodes import MapNode, Node, SeqNode, describe
@@ -56,8 +56,10 @@ def parse_group(
 
     # -- parameters (and a Hydra sweep block's) and zip
     params = parse_parameters(ctx, g.get("parameters"), method)
+    hrun = None
     if (hn := g.get("hydra")) is not None:
         hydra = parse_hydra(ctx, hn, method)
+        hrun = hydra_run(ctx, hn)
         if hydra is None or params is None:
             params = None
         else:
@@ -78,6 +80,11 @@ def parse_group(
     if (n := g.get("shell")) is not None:
         shell = bool(ctx.boolean(n))
     cmd = parse_command(ctx, g, shell, program, pnames if params is not None else None)
+    hydra_dir = hrun is not None and cmd is not None and not shell and any(
+        isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts)
+    if hrun is not None and cmd is not None and not hydra_dir and hn is not None:
+        ctx.note(hn, f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run "
+                 f"its own, e.g. hydra.run.dir={hrun.run_dir}")
 
     # -- memory
     memory = None
@@ -92,8 +99,11 @@ def parse_group(
         memory = parse_memory(ctx, n, pnames if params is not None else None)
 
     # -- the rest
-    duration_s = _opt(g, "duration", ctx.duration)
-    timeout_s = _opt(g, "timeout", ctx.duration)
+    duration_s = _opt(g, "duration", ctx.run_time)
+    timeout_s = _opt(g, "timeout", ctx.run_time)
+    if hrun is not None and hrun.timeout_s is not None:  # submitit's timeout_min
+        timeout_s = timeout_s if timeout_s is not None else hrun.timeout_s
+        duration_s = duration_s if duration_s is not None else hrun.timeout_s
     compute = 1.0
     if (n := g.get("compute")) is not None and (v := ctx.number(n)) is not None:
         if not 0 < v <= 1:
@@ -199,7 +209,7 @@ def parse_group(
                         index=start + len(out),
                         params=dict(values),
                         repeat=rep,
-                        argv=cmd.render(full, values),
+                        argv=hrun.argv(cmd.render(full, values)) if hrun is not None and hydra_dir else cmd.render(full, values),
                         shell=shell,
                         env={
                             k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text)
@@ -252,7 +262,7 @@ def _note_unused(ctx: Ctx, params: list[Parameter], templates: list[list[Part]],
             effect = "its value never reaches the program"
         ctx.p.note(
             f"parameter {p.name!r} is used by no command, env value or memory rule: {effect}; pass it as "
-            f"{{{p.name}}} or with ${{args}} (migbench runs no W&B agent to hand it over)",
+            f"{{{p.name}}} or with ${{args}}, unless the program reads it from wandb.config (WANDB_CONFIG_PATHS)",
             line=p.line,
         )
 

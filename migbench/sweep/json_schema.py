@@ -25,6 +25,7 @@ from migbench.sweep.schema import (
     LAUNCH_KEYS,
     LIST_DISTRIBUTIONS,
     MAX_NAME_LEN,
+    MEASURED_KEYS,
     MEMORY_TABLE_KEYS,
     PARAM_KEYS,
     PARAM_NAME_RE,
@@ -52,6 +53,11 @@ _DURATION: dict[str, Any] = {
         {"type": "number", "exclusiveMinimum": 0},
     ],
     "description": "A duration: 8h, 90m, 1h30m, 45s or 2d (a bare number is seconds).",
+}
+_RUN_TIME: dict[str, Any] = {  # a run's duration and timeout: a unit is required (8 could be seconds or hours)
+    "type": "string",
+    "pattern": units.DURATION_PATTERN,
+    "description": "A duration with a unit: 8h, 90m, 1h30m, 45s or 2d.",
 }
 _WAIT: dict[str, Any] = {  # backoff and stop_grace may be zero
     "anyOf": [
@@ -143,8 +149,8 @@ MEMORY_TABLE = {
     "table": {"type": "object", "additionalProperties": _MEMORY, "minProperties": 1},
     "default": _MEMORY,
 }
-MEMORY = {
-    "description": "The run's device footprint: a quantity, a table {by: param, table: {...}} or {estimate: {...}}.",
+FALLBACK = {
+    "description": "Declared memory: a quantity, a table {by: param, table: {...}} or {estimate: {...}}.",
     "anyOf": [
         _MEMORY,
         _obj(MEMORY_TABLE_KEYS, MEMORY_TABLE, "memory table", required=("by", "table")),
@@ -154,6 +160,22 @@ MEMORY = {
             "required": ["estimate"],
             "additionalProperties": False,
         },
+    ],
+}
+MEASURED = {
+    "measured": {"type": "boolean", "description": "Use measured peaks (migbench profile, earlier launches); false: the fallback."},
+    "fallback": FALLBACK,
+    "by": {"type": "array", "items": {"type": "string"}, "description": "The parameters that change the footprint."},
+    "headroom": {"type": "number", "minimum": 0, "maximum": 10, "description": "Fraction added to a measured peak (default 0.1)."},
+}
+MEMORY = {
+    "description": "The run's device footprint: a quantity, a table {by: param, table: {...}}, {estimate: {...}}, "
+                   "or measured ({measured: true, fallback: ...}).",
+    "anyOf": [
+        *FALLBACK["anyOf"],
+        {"const": "measured"},
+        {**_obj(MEASURED_KEYS, MEASURED, "measured memory", required=("measured",)),
+         "if": {"properties": {"measured": {"const": False}}}, "then": {"required": ["fallback"]}},
     ],
 }
 GROUP: dict[str, dict[str, Any]] = {
@@ -186,7 +208,7 @@ GROUP: dict[str, dict[str, Any]] = {
         "description": "Linked parameters, varied together: [[lr, warmup]].",
     },
     "memory": MEMORY,
-    "duration": {**_DURATION, "description": "The run's wall time alone with all the compute it can use."},
+    "duration": {**_RUN_TIME, "description": "The run's wall time alone with all the compute it can use."},
     "compute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Share of a whole GPU the run keeps busy."},
     "max_runs_per_instance": _count(1, "How many runs may share one MIG instance (default 1)."),
     "profiles": {
@@ -199,7 +221,7 @@ GROUP: dict[str, dict[str, Any]] = {
     "env": _ENV,
     "workdir": {"type": "string", "minLength": 1, "description": "Where the run starts (default: the sweep file's directory)."},
     "retries": _count(0, "Retries of this group's runs (default: launch.retries)."),
-    "timeout": {**_DURATION, "description": "Stop a run after this long."},
+    "timeout": {**_RUN_TIME, "description": "Stop a run after this long."},
     "hydra": {"type": "object", "description": "Hydra's config block: hydra.sweeper.params gives parameters (the rest is ignored)."},
 }
 WANDB_ONLY = {k: {"description": "A W&B-only key: accepted and ignored with a note."} for k in WANDB_ONLY_KEYS}

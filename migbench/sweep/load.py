@@ -371,11 +371,11 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
             cat = get_catalog()
             gpu = cat.find_key(text)
             if gpu is None:
-                close = difflib.get_close_matches(text, cat.keys(), n=1, cutoff=0.5)
+                close = close_models(text, cat.keys())
                 ctx.at(
                     gn,
                     f"unknown GPU model {text!r}",
-                    (f"did you mean {close[0]!r}? " if close else "")
+                    (f"did you mean {' or '.join(repr(c) for c in close)}? " if close else "")
                     + "known models: "
                     + ", ".join(cat.keys())
                     + "; teach a new one with `migbench catalog import`",
@@ -440,6 +440,17 @@ def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntr
         raise InputError(f"{path}: {len(items) or 1} problem(s) in the fleet file", problems=items,
                          hint="a fleet file is a list like `- {node: gpu01, gpu: A100-SXM4-80GB, count: 8}`")
     return fleet
+
+
+def close_models(text: str, keys: list[str]) -> list[str]:
+    """The models a mistyped name may mean: those whose name holds it, whatever the case (`a100`: the
+    four A100s), else the closest spelling."""
+    want = re.sub(r"[^a-z0-9]", "", text.lower())
+    holding = [k for k in keys if want and want in re.sub(r"[^a-z0-9]", "", k.lower())]
+    if holding:
+        return holding[:6]
+    lower = {k.lower(): k for k in keys}
+    return [lower[c] for c in difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.5)]
 
 
 def _parse_duration_model(ctx: Ctx, node: Node | None) -> DurationModel:

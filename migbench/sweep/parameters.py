@@ -9,6 +9,7 @@ import difflib
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -89,8 +90,9 @@ def parse_hydra(ctx: Ctx, node: Node, method: str) -> list[Parameter] | None:
     if m is None:
         return None
     for k, e in m.entries.items():
-        if k != "sweeper":
-            ctx.note(e, f"`hydra.{k}` is Hydra's own setting: ignored (migbench reads hydra.sweeper.params)", key=True)
+        if k not in ("sweeper", "sweep", "launcher"):  # hydra_run reads sweep and launcher
+            ctx.note(e, f"`hydra.{k}` is Hydra's own setting: ignored (migbench reads hydra.sweeper.params, hydra.sweep "
+                     "and hydra.launcher)", key=True)
     sw = m.get("sweeper")
     if sw is None or (swm := ctx.mapping(sw, "a mapping with params:")) is None:
         ctx.missing(m, "sweeper", "a `hydra:` block without `sweeper: {params: {...}}` has no parameters",
@@ -111,6 +113,58 @@ def parse_hydra(ctx: Ctx, node: Node, method: str) -> list[Parameter] | None:
             ctx.at(e.value, f"a Hydra sweep value is one override string such as 'a,b', got {describe(e.value)}")
             return None
     return parse_parameters(ctx, pm, method)
+
+
+@dataclass(frozen=True)
+class HydraRun:
+    """What a group's `hydra:` block says about each run besides its parameters: the directory
+    Hydra writes it to (`hydra.run.dir`, passed on its command line) and the submitit launcher's
+    time limit."""
+
+    run_dir: str
+    timeout_s: float | None = None
+
+    def argv(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """`argv` with `hydra.run.dir=...` added, unless the command sets it already."""
+        if any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv):
+            return argv
+        return (*argv, f"hydra.run.dir={self.run_dir}")
+
+
+def hydra_run(ctx: Ctx, node: Node) -> HydraRun | None:
+    """A Hydra app run by migbench runs once per run (Hydra's run mode), so without a directory of
+    its own each run would write to `outputs/<date>/<time>` and runs started in the same second
+    would share one. The run's directory: `hydra.sweep.dir`/`hydra.sweep.subdir` (subdir default,
+    and `${hydra.job.num}`, meaning the job's number in Hydra's multirun, become the run id), else
+    migbench's run directory. `hydra.launcher.timeout_min` (submitit's time limit) becomes the
+    group's timeout and, when it declares none, its duration; `gpus_per_node` above 1 is noted:
+    each run gets one MIG instance."""
+    if not isinstance(node, MapNode):
+        return None
+    run_dir = "${run_dir}"
+    sweep = node.get("sweep")
+    if isinstance(sweep, MapNode) and sweep.get("dir") is not None:
+        base = ctx.string(sweep.entries["dir"].value, "a directory")
+        sub = ctx.string(sweep.entries["subdir"].value, "a directory") if sweep.get("subdir") is not None else "${run_id}"
+        if base is not None and sub is not None:
+            run_dir = f"{base.rstrip('/')}/{sub.replace('${hydra.job.num}', '${run_id}')}"
+    timeout_s = None
+    launcher = node.get("launcher")
+    if isinstance(launcher, MapNode):
+        for k, e in launcher.entries.items():
+            if k == "timeout_min":
+                v = ctx.number(e.value)
+                if v is not None and v > 0:
+                    timeout_s = float(v) * 60
+                elif v is not None:
+                    ctx.at(e.value, f"timeout_min must be more than zero, got {v}")
+            elif k == "gpus_per_node":
+                v = ctx.number(e.value)
+                if v is not None and v > 1:
+                    ctx.note(e, f"`hydra.launcher.gpus_per_node: {v:g}`: each run gets one MIG instance", key=True)
+            elif k != "_target_":
+                ctx.note(e, f"`hydra.launcher.{k}` is the launcher's own setting: ignored", key=True)
+    return HydraRun(run_dir, timeout_s)
 
 
 _FORMS = "expected a list, {values: [...]}, {value: x} or a distribution"

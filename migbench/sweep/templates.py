@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+import yaml
+
 from migbench.sweep.fields import Ctx
 from migbench.sweep.model import canonical_json, render_value
 from migbench.sweep.schema import ALL_MACROS, LIST_MACROS
@@ -185,12 +187,31 @@ def _list_macro(name: str, params: dict[str, Any]) -> list[str]:
         if name == "args":
             out.append(f"--{k}={render_value(v)}")
         elif name == "args_no_hyphens":
-            out.append(f"{k}={render_value(v)}")
+            out.append(f"{k}={hydra_value(v)}")
         elif v is True:  # args_no_boolean_flags
             out.append(f"--{k}")
         elif v is not False:
             out.append(f"--{k}={render_value(v)}")
     return out
+
+
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_\-+./@%~*?|]+")
+
+
+def hydra_value(value: Any) -> str:
+    """A value as a Hydra override's right-hand side (`${args_no_hyphens}`): a string Hydra would not
+    read back as that same string (a comma, brackets, quotes, spaces, `=`, `:`; or text that reads as
+    a number, a bool or null, such as `'1'`) keeps Hydra's quoting, so `'/data/a,b'` stays one value."""
+    text = render_value(value)
+    if not isinstance(value, str) or (_HYDRA_PLAIN.fullmatch(text) and isinstance(yaml.safe_load(text), str)):
+        return text
+    if "'" not in text:
+        quote = "'"
+    elif '"' not in text:
+        quote = '"'
+    else:
+        quote, text = "'", text.replace("'", "\\'")
+    return quote + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + quote
 
 
 WANDB_DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")

@@ -76,3 +76,13 @@ def test_live_view_of_a_running_sweep_shows_progress_and_an_eta(plan):
     text = con.export_text()
     assert "▶" in text and "%" in text and "ETA" in text and "launcher running" in text
     assert snap.running > 0 and snap.queued > 0 and snap.eta_s is not None and snap.eta_s > 0
+
+
+@pytest.mark.slow
+def test_grain_piped_at_80_columns_cuts_nothing(tmp_path):
+    """Issue 22 item 4: `grain` cut its labels and layout strips with "…" at 80 columns."""
+    f = tmp_path / "s.yaml"
+    f.write_text(SMALL)
+    table = migbench("grain", str(f), "--time-limit", "0.3", env={"MIGBENCH_WIDTH": "80"})
+    assert table.returncode == 0 and "…" not in table.stdout, table.stdout
+    assert "7g (coarsest)" in table.stdout and "◀ chosen" in table.stdout

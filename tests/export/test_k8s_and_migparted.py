@@ -198,3 +198,42 @@ def test_long_names_become_valid_kubernetes_names():
     name = migparted.config_name(Plan("s", None, "", [], [], [], [], None, None, None, {}), "n" * 63)  # type: ignore[arg-type]
     assert len(name) <= 63 and migparted.LABEL_VALUE_RE.fullmatch(name)
     assert json.loads(json.dumps(k8s.resource_name("1g.10gb+me"))) == "nvidia.com/mig-1g.10gb.me"
+
+
+def test_run_state_defaults_to_a_claim_the_export_writes_and_emptydir_must_be_asked_for(two_nodes, tmp_path):
+    """Issue 22 item 6: run state defaulted to emptyDir, so logs and outcomes vanished with the pods unless --state-pvc was given."""
+    plan, path = two_nodes
+    out = tmp_path / "k8s"
+    r = migbench("export", "k8s", str(path), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    pvc = yaml.safe_load((out / "state-pvc.yaml").read_text())
+    name = pvc["metadata"]["name"]
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"] and "storageClassName" not in pvc["spec"]
+    for a in arrays(plan):
+        if a.tasks:
+            pod = yaml.safe_load((out / "jobs" / f"{a.name}.yaml").read_text())["spec"]["template"]["spec"]
+            assert {"name": "state", "persistentVolumeClaim": {"claimName": name}} in pod["volumes"]
+    assert "kubectl apply --server-side -f state-pvc.yaml -f plan-configmap.yaml -f jobs/" in r.stdout
+    v = subprocess.run([*kubernetes_validate(), "--strict", "-k", K8S_VERSION, str(out / "state-pvc.yaml")], capture_output=True, text=True, timeout=120)
+    assert v.returncode == 0, v.stdout + v.stderr
+    r = migbench("export", "k8s", str(path), "-o", str(out), "--state", "emptydir")
+    assert r.returncode == 0 and "lost with the pod" in r.stdout, r.stdout + r.stderr
+    assert not (out / "state-pvc.yaml").exists()
+    pod = yaml.safe_load(next((out / "jobs").glob("*.yaml")).read_text())["spec"]["template"]["spec"]
+    assert {"name": "state", "emptyDir": {}} in pod["volumes"]
+    r = migbench("export", "k8s", str(path), "-o", str(out), "--state", "tmpfs")
+    assert r.returncode == 2 and "expected pvc or emptydir" in r.stderr
+
+
+def test_a_plan_configmap_past_256_kib_is_applied_server_side_with_a_warning(two_nodes, tmp_path):
+    """Issue 22 item 5: a plan ConfigMap between 256 KiB and 1 MiB was written without warning, and the printed client-side
+    `kubectl apply` fails on it (its last-applied annotation holds at most 262,144 bytes)."""
+    plan, path = two_nodes
+    text = path.read_text()
+    small = k8s.write(plan, tmp_path / "a", plan_text=text, sha256="0" * 64)
+    assert not [w for w in small.warnings if "ConfigMap" in w] and small.apply_command.startswith("kubectl apply --server-side ")
+    big_text = text + "# padding\n" * 30_000  # 300,000 bytes more: past the annotation limit, within a ConfigMap's 1 MiB
+    big = k8s.write(plan, tmp_path / "b", plan_text=big_text, sha256="0" * 64)
+    size = len((tmp_path / "b" / "plan-configmap.yaml").read_bytes())
+    assert 262_144 < size < 1_048_576
+    assert any(f"the plan ConfigMap is {size:,} bytes" in w and "262,144" in w and "--server-side" in w for w in big.warnings), big.warnings

@@ -202,3 +202,49 @@ def test_scancel_of_a_running_sweep_shows_in_status(tmp_path):
         text_view = migbench("status", "p.yaml", cwd=tmp_path, env=env).stdout
     assert [(x["id"], x["state"], x["slurm_state"]) for x in doc["runs"]] == [(rid, "cancelled", "CANCELLED")]
     assert doc["counts"] == {"cancelled": 1} and "cancelled" in text_view
+
+
+RECORDER = """#!/usr/bin/env bash
+# stands in for migbench in the array scripts: records which task of which array part ran; the first task of
+# each part runs the real `migbench exec` as well
+echo "$4 $6 $SLURM_ARRAY_TASK_ID $SLURM_ARRAY_JOB_ID" >> "$LEDGER"
+if [ "$SLURM_ARRAY_TASK_ID" = 0 ]; then exec $REAL_MIGBENCH "$@"; fi
+"""
+
+
+def test_more_tasks_than_the_default_max_array_size_are_submitted_in_parts_and_each_task_runs_once(tmp_path):
+    """Issue 22 item 1: an array past MaxArraySize (default 1001) failed at sbatch, and set -e dropped the arrays after it.
+
+    1,005 tasks of one type on a cluster with Slurm's default MaxArraySize. To keep it well under a minute on 2 cores,
+    the array scripts run a recorder instead of `migbench exec` (0.5 s of CPU each), except for each part's first task,
+    which runs the real one; `migbench exec --index-offset` itself is tested in test_slurm_files_and_exec.py."""
+    n = 1005
+    text = sweep("wide", ["n0", "n0"], f"  - name: t\n    command: true {{seed}}\n    parameters: {{seed: 'range(0,{n})'}}\n"
+                                 "    memory: 4GiB\n    profiles: [1g.10gb]\n")
+    r, plan = plan_and_export(tmp_path, text)
+    assert r.returncode == 0, r.stderr
+    (a,) = [x for x in arrays(plan) if x.tasks]
+    assert len(a.tasks) == n
+    ledger, rec = tmp_path / "ledger.txt", tmp_path / "recorder.sh"
+    rec.write_text(RECORDER)
+    rec.chmod(0o755)
+    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(tmp_path), mig_uuids=True) as c:
+        assert "MaxArraySize" not in c.conf.read_text()  # Slurm's default applies
+        r = migbench("export", "slurm", "p.yaml", "-o", "out", "--check", cwd=tmp_path, env={"SLURM_CONF": c.env["SLURM_CONF"]})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "MaxArraySize 1001 (the cluster's, from scontrol show config)" in r.stdout and "2 job arrays" in r.stdout
+        submit(c, tmp_path, MIGBENCH=str(rec), LEDGER=str(ledger), REAL_MIGBENCH=f"{sys.executable} -m migbench")
+        c.wait_for(lambda: queue_empty(c), timeout=300, interval=1.0, what="the sweep's jobs to finish")
+        states = c.run(["squeue", "-h", "-r", "-t", "all", "-o", "%T"]).stdout.split()
+    assert len(states) == n and set(states) == {"COMPLETED"}, sorted(set(states))
+    rows = [line.split() for line in ledger.read_text().splitlines() if line]
+    assert {row[0] for row in rows} == {a.name}
+    indices = sorted(int(off) + int(k) for _, off, k, _ in rows)
+    assert indices == list(range(n))  # every task exactly once
+    assert len({job for *_, job in rows}) == 2
+    sd = tmp_path / "runs" / "wide"
+    for first in (0, 1001):  # each part's first task ran for real: its run, on a MIG device of the type
+        (rid,) = a.tasks[first].runs
+        eng = json.loads((sd / rid / "attempt-1" / "engine.json").read_text())
+        assert json.loads((sd / rid / "attempt-1" / "exit.json").read_text())["returncode"] == 0
+        assert eng["index"] == first and eng["slurm_array_task_id"] == "0"

@@ -4,6 +4,8 @@ GRES index), the per-attempt records it writes, and its errors."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -30,9 +32,11 @@ def test_export_writes_node_lines_gres_conf_apply_and_submit_scripts(two_nodes, 
     assert "AutoDetect=nvml" in (out / "gres.conf").read_text()
     submit = (out / "submit.sh").read_text()
     assert subprocess.run(["bash", "-n", str(out / "submit.sh")]).returncode == 0
-    assert "EXTRA=(--partition=gpu)" in submit
     for a in arrs:
-        assert f"submit {a.name} {len(a.tasks)} " in submit and f" {a.count} \"$@\"" in submit
+        assert f"submit arrays/{a.name}.sbatch {a.name} 0 {len(a.tasks)} " in submit
+        script = (out / "arrays" / f"{a.name}.sbatch").read_text()
+        assert subprocess.run(["bash", "-n", str(out / "arrays" / f"{a.name}.sbatch")]).returncode == 0
+        assert f"#SBATCH --array=0-{len(a.tasks) - 1}%{a.count}\n" in script and "#SBATCH --partition=gpu\n" in script
     doc = json.loads((out / "export.json").read_text())
     assert sum(x["runs"] for x in doc["arrays"]) == len(plan.runs)
 
@@ -41,7 +45,7 @@ def test_a_plan_without_nodes_exports_only_the_submit_script(tmp_path):
     _, path = make_plan(tmp_path, "version: 1\nname: flat\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\n")
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
     assert r.returncode == 0 and "names no nodes" in r.stdout, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "submit.sh"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["arrays", "export.json", "submit.sh"]
 
 
 def exec_(path, *args, **env):  # type: ignore[no-untyped-def]
@@ -187,3 +191,170 @@ def test_an_export_whose_state_dir_cannot_be_written_still_exports_and_says_so(t
     exp = slurm.write(plan, tmp_path / "out", sha256=sha, type_map={}, state_dir=blocker / "state")
     assert (tmp_path / "out" / "submit.sh").is_file()
     assert any("could not leave the parsed plan" in n and "each array task will parse" in n for n in exp.notes), exp.notes
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# stands in for sbatch: records its arguments, refuses the script named by $FAIL_ON like Slurm refuses an array
+# past MaxArraySize, else answers a new job id
+echo "$*" >> "$SBATCH_LOG"
+for last; do :; done
+if [ -n "${FAIL_ON:-}" ] && [ "$(basename "$last")" = "$FAIL_ON" ]; then
+  echo "sbatch: error: Batch job submission failed: Invalid job array specification" >&2
+  exit 1
+fi
+n=$(wc -l < "$SBATCH_LOG")
+echo "$((100 + n))"
+"""
+
+
+def test_arrays_past_max_array_size_go_in_parts_and_a_failed_sbatch_leaves_a_resumable_submission(two_nodes, tmp_path):
+    """Issue 22 item 1: an array past MaxArraySize failed at sbatch and, with set -e, the other arrays were not submitted."""
+    plan, path = two_nodes
+    out = tmp_path / "out"
+    r = migbench("export", "slurm", str(path), "-o", str(out), "--max-array-size", "2", "--state-dir", str(tmp_path / "state"))
+    assert r.returncode == 0, r.stderr
+    assert "MaxArraySize 2 (--max-array-size)" in r.stdout
+    covered: dict[str, list[int]] = {}
+    for a in arrays(plan):
+        scripts = sorted((out / "arrays").glob(f"{a.name}.part*.sbatch"))
+        assert len(scripts) == (len(a.tasks) + 1) // 2 > 1
+        for s in scripts:
+            text = s.read_text()
+            span = re.search(r"#SBATCH --array=0-(\d+)%(\d+)\n", text)
+            offset = re.search(r"--index-offset (\d+) ", text)
+            assert span and offset and int(span[1]) < 2 and int(span[2]) == a.count, text
+            covered.setdefault(a.name, []).extend(int(offset[1]) + k for k in range(int(span[1]) + 1))
+        assert sorted(covered[a.name]) == list(range(len(a.tasks)))
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "sbatch").write_text(FAKE_SBATCH)
+    (bin_ / "sbatch").chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", SBATCH_LOG=str(log))
+    tiny = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    failing = f"{tiny.name}.part2.sbatch"
+    r = subprocess.run(["bash", str(out / "submit.sh"), "--partition=gpu"], env=dict(env, FAIL_ON=failing), capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"sbatch arrays/{failing} failed" in r.stderr and "Invalid job array specification" in r.stderr
+    assert "run submit.sh again: it submits only what is missing" in r.stderr
+    jobs = tmp_path / "state" / "slurm" / "jobs.tsv"
+    went_in = [line.split("\t") for line in jobs.read_text().splitlines() if not line.startswith("#")]
+    assert [row[5] for row in went_in] == [f"arrays/{tiny.name}.part1.sbatch"]
+    assert f"arrays/{tiny.name}.part1.sbatch" in r.stderr  # what went in is said
+    r = subprocess.run(["bash", str(out / "submit.sh"), "--partition=gpu"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = log.read_text().splitlines()
+    rows = [line.split("\t") for line in jobs.read_text().splitlines() if not line.startswith("#")]
+    n_scripts = len(list((out / "arrays").glob("*.sbatch")))
+    assert len(rows) == n_scripts and len(calls) == n_scripts + 1  # the first part was not submitted twice
+    assert sum(1 for c in calls if c.endswith(f"{tiny.name}.part1.sbatch")) == 1
+    job = {row[5]: row[1] for row in rows}
+    part2 = next(c for c in calls[1:] if c.endswith(failing))
+    assert f"--dependency=afterany:{job[f'arrays/{tiny.name}.part1.sbatch']}" in part2 and "--partition=gpu" in part2
+    # status maps each task onto its part's job
+    from migbench.export.slurmctl import submitted
+
+    subs, _ = submitted(tmp_path / "state")
+    keys = [next(s.key(t.index) for s in subs if s.array == tiny.name and s.key(t.index)) for t in tiny.tasks]
+    assert keys[2] == f"{job[f'arrays/{tiny.name}.part2.sbatch']}_0" and len(set(keys)) == len(tiny.tasks)
+
+
+def test_exec_adds_the_parts_index_offset(two_nodes):
+    """Issue 22 item 1: a part of an array cut for MaxArraySize runs the tasks after the earlier parts'."""
+    plan, path = two_nodes
+    tiny = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    r = exec_(path, "--array", tiny.name, "--index-offset", "2", "--dry-run", SLURM_ARRAY_TASK_ID="1", CUDA_VISIBLE_DEVICES="MIG-x")
+    assert r.returncode == 0, r.stderr
+    assert f"{tiny.name} task 3 " in r.stdout and all(f"# {rid} attempt" in r.stdout for rid in tiny.tasks[3].runs)
+
+
+def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_path):
+    """Issue 22 item 3: no --time was derived from `duration`, so a partition's default limit could kill a long run."""
+    text = ("version: 1\nname: timed\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ngroups:\n"
+            "  - {name: long, command: 'run {x}', parameters: {x: [1]}, memory: 30GiB, profiles: [3g.40gb], duration: 2h}\n"
+            "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n"
+            "  - {name: capped, command: 'run {x}', parameters: {x: [1]}, memory: 15GiB, profiles: [2g.20gb], timeout: 1h}\n")
+    plan, path = make_plan(tmp_path, text)
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    by_profile = {a.profile: (tmp_path / "out" / "arrays" / f"{a.name}.sbatch").read_text() for a in arrays(plan) if a.tasks}
+    # 2 h on a 3g.40gb (42 of 98 SMs) at full demand is 2 h x 98/42 = 4.67 h; x 1.25 + 10 min = 6 h 0 min
+    assert "#SBATCH --time=0-06:00:00\n" in by_profile["3g.40gb"]
+    assert "#SBATCH --time" not in by_profile["1g.10gb"] and "no --time" in r.stdout
+    # no duration, a 1 h timeout: 1 h + the 30 s stop grace, x 1.25 + 10 min = 1 h 25.6 min, rounded up
+    assert "#SBATCH --time=0-01:26:00\n" in by_profile["2g.20gb"]
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out2"), "--sbatch-arg=--time=1:00:00")
+    assert r.returncode == 0, r.stderr
+    script = next((tmp_path / "out2" / "arrays").glob("*3g-40gb.sbatch")).read_text()
+    assert script.count("--time") == 2 and "#SBATCH --time=1:00:00\n" in script  # the comment and the user's
+
+
+def _fake_clients(tmp_path, sacct: str | None):  # type: ignore[no-untyped-def]
+    """squeue that cannot reach slurmctld (as when it is down), and sacct printing `sacct` (None: failing too)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+    body = f"cat <<'OUT'\n{sacct}\nOUT\n" if sacct is not None else "echo 'sacct: error: Problem talking to the database' >&2\nexit 1\n"
+    (bin_ / "sacct").write_text("#!/bin/sh\n" + body)
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    return {"PATH": f"{bin_}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_logs_and_status_of_runs_an_engine_ran_without_a_live_slurmctld(tmp_path):
+    """Issue 22 item 2: `logs RUN PLAN` failed for runs executed through Slurm ("no launch.db"), and `status` needed a live slurmctld."""
+    plan, path = make_plan(tmp_path)
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
+    rid = big.tasks[0].runs[0]
+    r = exec_(path, "--array", big.name, "--index", "0", CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_JOB_ID="71", SLURM_ARRAY_JOB_ID="70",
+              SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="n0")
+    assert r.returncode == 0, r.stderr
+    sd = tmp_path / "runs" / "two"
+    assert not (sd / "launch.db").exists()
+    r = migbench("logs", rid, str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (sd / rid / "attempt-1" / "stdout.log").read_text() and r.stdout.strip()
+    r = migbench("logs", rid, str(path), "--stderr", "-f")  # the attempt has ended: -f returns
+    assert r.returncode == 0, r.stderr
+    other = big.tasks[1].runs[0]
+    r = migbench("logs", other, str(path))
+    assert r.returncode == 1 and f"run {other} has not started" in r.stderr
+    # what submit.sh records, then slurmctld goes away
+    (sd / "slurm").mkdir(parents=True, exist_ok=True)
+    (sd / "slurm" / "jobs.tsv").write_text(f"# plan\tx\tnow\n{big.name}\t70\t{len(big.tasks)}\tnvidia_a100_3g.39gb\t0\tarrays/{big.name}.sbatch\n")
+    r = migbench("status", str(path), "--json", env=_fake_clients(tmp_path, None))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)["runs"]
+    states = {x["id"]: x["state"] for x in doc["runs"] if x["array"] == big.name}
+    assert states[rid] == "succeeded" and states[other] == "unknown", states
+    assert "neither squeue nor sacct answered" in doc["notes"][0]
+    r = migbench("status", str(path), "--json", env=_fake_clients(tmp_path, "70_0|COMPLETED|n0|None\n70_1|CANCELLED by 0|n1|None"))
+    doc = json.loads(r.stdout)["runs"]
+    rows = {x["id"]: x for x in doc["runs"] if x["array"] == big.name}
+    assert (rows[rid]["state"], rows[rid]["slurm_state"]) == ("succeeded", "COMPLETED") and rows[other]["state"] == "cancelled"
+    assert "job states from sacct" in doc["notes"][0]
+    r = migbench("status", str(path), env=_fake_clients(tmp_path, None))
+    assert r.returncode == 0 and "states from the run directories only" in r.stdout, r.stdout + r.stderr
+
+
+def test_tables_piped_at_80_columns_never_cut_an_id(tmp_path):
+    """Issue 22 item 4: `export slurm | cat`, `export k8s` and Slurm-mode `status` cut GRES types, array names and devices with "…" at 80 columns."""
+    plan, path = make_plan(tmp_path)
+    narrow = {"MIGBENCH_WIDTH": "80"}
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"), env=narrow)
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    for a in arrays(plan):
+        assert a.name in r.stdout and ("nvidia_a100_1g.10gb" if a.profile == "1g.10gb" else "nvidia_a100_3g.39gb") in r.stdout
+    r = migbench("export", "k8s", str(path), "-o", str(tmp_path / "k8s"), env=narrow)
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    assert all(f"nvidia.com/mig-{a.profile}" in r.stdout for a in arrays(plan))
+    sd = tmp_path / "runs" / "two"
+    big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
+    (sd / "slurm").mkdir(parents=True)
+    (sd / "slurm" / "jobs.tsv").write_text(f"# plan\tx\tnow\n{big.name}\t123456789\t{len(big.tasks)}\tnvidia_a100_3g.39gb\t0\tarrays/x\n")
+    r = migbench("status", str(path), env={**narrow, **_fake_clients(tmp_path, "123456789_0|RUNNING|node-with-a-long-name-01|None")})
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    assert "123456789_0" in r.stdout and "node-with-a-long-name-01" in r.stdout and big.tasks[0].runs[0] in r.stdout

@@ -14,7 +14,7 @@ from migbench.sweep import load_sweep, schema
 from tests.support import DATA, REPO
 from tests.support.cli import migbench
 
-GOOD = (sorted((REPO / "sweeps").glob("*.yaml")) + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
+GOOD = (sorted((REPO / "sweeps").glob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml")) + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
         + sorted((DATA / "sweeps" / "public").glob("*.yaml")))
 # refused by the loader for their shape: the schema must refuse them too
 BAD_SHAPE = [
@@ -37,6 +37,7 @@ def test_every_key_of_the_sweep_schema_has_a_type_and_nothing_else_is_allowed():
         (schema.TOP_KEYS, js.TOP), (schema.GROUP_KEYS, js.GROUP), (schema.FLEET_KEYS, js.FLEET),
         (schema.DURATION_MODEL_KEYS, js.DURATION_MODEL), (schema.LAUNCH_KEYS, js.LAUNCH),
         (schema.PARAM_KEYS, js.PARAMETER_MAP), (schema.MEMORY_TABLE_KEYS, js.MEMORY_TABLE), (schema.ESTIMATE_KEYS, js.ESTIMATE),
+        (schema.MEASURED_KEYS, js.MEASURED),
     ]
     for keys, types in pairs:
         assert set(keys) == set(types), f"add the missing keys to migbench/sweep/json_schema.py: {set(keys) ^ set(types)}"
@@ -66,13 +67,17 @@ def test_sweeps_refused_for_their_shape_do_not_validate(validator, name):
 
 @pytest.mark.parametrize("text, ok", [
     ("memory: 2.5GiB", True), ("memory: 3gb", True), ("memory: 2.5", False), ("memory: lots", False),
-    ("duration: 1h30m", True), ("duration: 90", True), ("duration: 8 hours", False),
+    ("duration: 1h30m", True), ("duration: 90", False), ("duration: 8 hours", False),
     ("memory: {by: size, table: {small: 2GiB, large: 8GiB}}", True),
     ("memory: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: 8, seq_len: 1024, "
      "hidden: 768, layers: 12, heads: 12, vocab: 50257}}", True),
     ("memory: {estimate: {params: 124M}}", False),
+    ("memory: measured", True), ("memory: {measured: true}", True), ("memory: {measured: true, fallback: 9GiB}", True),
+    ("memory: {measured: true, fallback: {by: size, table: {small: 2GiB, large: 8GiB}}, by: [size], headroom: 0.2}", True),
+    ("memory: {measured: false}", False), ("memory: {measured: true, fallback: lots}", False), ("memory: auto", False),
 ])
 def test_quantities_follow_the_units_the_loader_reads(validator, text, ok):
+    """Issue 22 item 9 (the measured forms): `migbench schema` rejected `memory: measured` and `{measured: true, ...}`."""
     doc = yaml.safe_load("version: 1\nname: q\ncommand: python t.py {size}\nparameters: {size: [small, large]}\n" + text + "\n")
     if "memory" not in doc:
         doc["memory"] = "2GiB"

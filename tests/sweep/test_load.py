@@ -152,7 +152,7 @@ EVIL = "; rm -rf ~ #"
         ("python train.py --x={x}", ("python", "train.py", f"--x={EVIL}")),
         ("python train.py '--x {x}'", ("python", "train.py", f"--x {EVIL}")),
         ("python train.py ${args}", ("python", "train.py", f"--x={EVIL}")),
-        ("python train.py ${args_no_hyphens}", ("python", "train.py", f"x={EVIL}")),
+        ("python train.py ${args_no_hyphens}", ("python", "train.py", f"x='{EVIL}'")),  # Hydra's quoting: one override
         ("python train.py ${args_json}", ("python", "train.py", json.dumps({"x": EVIL}, separators=(",", ":")))),
     ],
 )

@@ -116,7 +116,7 @@ hydra:
       seed: range(0,3)
 """)
     assert len(sweep.runs) == 12
-    assert sweep.runs[0].argv == ("python3", "app.py", "+model=vit-base", "db=mysql", "seed=0")
+    assert sweep.runs[0].argv == ("python3", "app.py", "+model=vit-base", "db=mysql", "seed=0", "hydra.run.dir=${run_dir}")
     assert any("`hydra.mode` is Hydra's own setting: ignored" in n for n in sweep.notes)
     both = HEAD + "command: run ${args}\nparameters: {db: [a]}\nhydra: {sweeper: {params: {db: 'b,c'}}}\n"
     assert any("db given in both parameters: and hydra.sweeper.params" in p for p in problems(both))
@@ -166,3 +166,44 @@ groups:
         f"group noscript: script missing.py does not exist in {tmp_path}; its runs would fail at once",
         "group env: command 'nosuchprog-migbench' is not found on PATH; its runs would fail to start (exit 127, not retried)",
     ]
+
+
+def test_a_quoted_hydra_value_reaches_the_app_quoted() -> None:
+    """Issue 22 item 8: `'/data/a,b'` reached the app as `++data.root=/data/a,b`, which Hydra rejects as ambiguous."""
+    sweep = load_sweep_text(HEAD + """\
+command: python3 app.py ${args_no_hyphens}
+hydra:
+  sweeper:
+    params:
+      ++data.root: "'/data/a,b'"
+      tag: "'1'"
+      db: mysql,postgresql
+""")
+    assert sweep.runs[0].argv[:5] == ("python3", "app.py", "++data.root='/data/a,b'", "db=mysql", "tag='1'")
+    assert sweep.runs[0].params["++data.root"] == "/data/a,b"
+
+
+def test_hydra_runs_get_their_own_output_dir_and_the_submitit_time_limit() -> None:
+    """Issue 22 item 8: runs wrote to Hydra's outputs/<date>/<time> (shared by runs started in the same second), and
+    the submitit launcher block (timeout_min) was ignored."""
+    sweep = load_sweep_text(HEAD + """\
+command: python3 app.py ${args_no_hyphens}
+hydra:
+  sweep: {dir: multirun/exp, subdir: '${hydra.job.num}_${hydra.job.override_dirname}'}
+  launcher: {_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher, timeout_min: 90, gpus_per_node: 2}
+  sweeper:
+    params: {db: 'mysql,postgresql'}
+""")
+    assert [r.argv[-1] for r in sweep.runs] == ["hydra.run.dir=multirun/exp/${run_id}_${hydra.job.override_dirname}"] * 2
+    assert all(r.timeout_s == 5400 and r.duration_s == 5400 for r in sweep.runs)
+    assert any("gpus_per_node: 2`: each run gets one MIG instance" in n for n in sweep.notes)
+    plain = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens}\nduration: 2h\n"
+                            "hydra: {launcher: {timeout_min: 600}, sweeper: {params: {db: 'a,b'}}}\n")
+    assert plain.runs[0].argv == ("python3", "app.py", "db=a", "hydra.run.dir=${run_dir}")  # migbench's run dir
+    assert plain.runs[0].duration_s == 7200 and plain.runs[0].timeout_s == 36000
+    own = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens} hydra.run.dir=out/{db}\n"
+                          "hydra: {sweeper: {params: {db: 'a,b'}}}\n")
+    assert own.runs[0].argv == ("python3", "app.py", "db=a", "hydra.run.dir=out/a")
+    argparse = load_sweep_text(HEAD + "command: python3 app.py ${args}\nhydra: {sweeper: {params: {db: 'a,b'}}}\n")
+    assert argparse.runs[0].argv == ("python3", "app.py", "--db=a")  # not a Hydra command line: nothing added, and said
+    assert any("passes no Hydra overrides" in n and "hydra.run.dir=${run_dir}" in n for n in argparse.notes)
