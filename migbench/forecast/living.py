@@ -31,8 +31,12 @@ from migbench.planner.recut import (
     RecutSettings,
     Start,
     Waiting,
+    fill_in_place,
+    maximal_layouts,
     priority,
     replan,
+    slot_of,
+    usable_profiles,
 )
 from migbench.types import ComputeBasis, Layout, Placement, layout_key
 
@@ -236,6 +240,7 @@ def play(
     layouts: dict[int, list[tuple[float, Layout]]] = {g.index: [] for g in host.fleet}
     for gi, lay in sorted((initial or {}).items()):
         host.recut(gi, (), lay)
+        log += [LogEvent(0.0, "create", gi, p) for p in layout_key(lay)]
     for g in host.fleet:
         layouts[g.index].append((0.0, host.layout(g.index)))
     subs = sorted(submissions, key=lambda s: s.at_s)
@@ -289,3 +294,95 @@ def _apply(host: _Host, dec: Decision, now: float, waiting: dict[str, Waiting], 
         host.start(s, w.demand, now)
         runs[s.run] = RunRecord(w.arrival_s, now, float("nan"), s.gpu, s.placement)
         log.append(LogEvent(now, "start", s.gpu, s.placement, s.run))
+
+
+# -- fixed layouts, for comparison -----------------------------------------------------------------
+
+
+def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = None,
+                 compute_basis: ComputeBasis = ComputeBasis.SM) -> Policy:
+    """A policy that never re-cuts (play it with `initial=` the layouts). Without `queues`, waiting
+    runs go greedily onto the instances as they are (`recut.fill_in_place`). With `queues` (a plan's
+    runs per instance, in order), each instance starts its arrived runs in queue order while they fit
+    (runs not arrived yet are passed over), and an instance with nothing of its own to start lends
+    itself to arrived runs that cannot start at home, in priority order (as the launcher lends)."""
+    settings = RecutSettings(compute_basis=compute_basis)
+
+    def greedy(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting]) -> Decision:
+        starts: list[Start] = []
+        taken: set[str] = set()
+        for g in gpus:
+            got = fill_in_place(g, [w for w in waiting if w.demand.id not in taken], settings)
+            starts += got
+            taken |= {s.run for s in got}
+        return Decision(tuple(starts))
+
+    if queues is None:
+        return greedy
+    home = {rid: key for key, q in queues.items() for rid in q}
+
+    def planned(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting]) -> Decision:
+        arrived = {w.demand.id: w.demand for w in waiting}
+        state = {(g.index, i.placement): (slot_of(g, i.placement, compute_basis), [r.demand for r in i.runs])
+                 for g in gpus for i in g.instances}
+        starts: list[Start] = []
+
+        def try_start(rid: str, key: tuple[int, Placement]) -> bool:
+            slot, running = state[key]
+            d = arrived[rid]
+            if not fits_alongside(d, running, slot) or (d.profiles is not None and key[1].profile not in d.profiles):
+                return False
+            running.append(d)
+            starts.append(Start(rid, key[0], key[1]))
+            del arrived[rid]
+            return True
+
+        for key in sorted(state, key=lambda k: (k[0], k[1].start, k[1].profile)):
+            for rid in queues.get(key, ()):
+                if rid in arrived and not try_start(rid, key):
+                    break
+        for key in sorted(state, key=lambda k: (k[0], k[1].start, k[1].profile)):
+            if any(r in arrived for r in queues.get(key, ())):
+                continue
+            for w in waiting:
+                if w.demand.id in arrived and home.get(w.demand.id) != key:
+                    try_start(w.demand.id, key)
+        return Decision(tuple(starts))
+
+    return planned
+
+
+def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission],
+                compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
+    """A lower bound on the makespan of any schedule, re-cuts free and at any time:
+
+    - each run ends no sooner than its arrival plus its best solo time (the fastest instance it fits);
+    - memory: a run holds its memory (a whole instance of the smallest size it fits when it shares
+      with nobody) for at least its best solo time, and a GPU offers at most its largest layout's
+      memory, so the runs arriving at or after time a need a + (their memory-time / the fleet's);
+    - compute: a run consumes compute * duration of compute under the model wherever it runs
+      (sum of u_j * rate_j on an instance <= its capacity), and a GPU offers at most its largest
+      layout's capacity, so the same holds with compute-time.
+    """
+    models = {g.model.key: g.model for g in fleet}
+    mem_cap = comp_cap = 0.0
+    for g in fleet:
+        lays = maximal_layouts(g.model)
+        mem_cap += max(sum(g.model.profile(p.profile).memory_mib or 0 for p in lay) for lay in lays)
+        comp_cap += max(sum(instance_capacity(g.model, g.model.profile(p.profile), compute_basis) for p in lay) for lay in lays)
+    bound = 0.0
+    items: list[tuple[float, float, float]] = []  # (arrival, memory-time, compute-time)
+    for sub in submissions:
+        for d in sub.runs:
+            fits = [(p, m) for m in models.values() for p in usable_profiles(m)
+                    if d.memory_mib <= (p.memory_mib or 0) and (d.profiles is None or p.name in d.profiles)]
+            if not fits:
+                continue
+            solo = min(d.work_s * max(1.0, d.compute / instance_capacity(m, p, compute_basis)) for p, m in fits)
+            held = d.memory_mib if d.max_runs_per_instance > 1 else min(p.memory_mib or 0 for p, _ in fits)
+            bound = max(bound, sub.at_s + solo)
+            items.append((sub.at_s, held * solo, d.compute * d.work_s))
+    for a in sorted({it[0] for it in items}):
+        later = [it for it in items if it[0] >= a]
+        bound = max(bound, a + sum(it[1] for it in later) / mem_cap, a + sum(it[2] for it in later) / comp_cap)
+    return bound

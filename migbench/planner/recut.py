@@ -170,19 +170,22 @@ class _Inst:
 Accept = Callable[[Demand, _Inst], bool]
 
 
-def _slot(g: GpuNow, pl: Placement, basis: ComputeBasis) -> Slot:
+def slot_of(g: GpuNow, pl: Placement, basis: ComputeBasis = ComputeBasis.SM) -> Slot:
+    """The instance `pl` of GPU `g` as the duration model sees it."""
     prof = g.model.profile(pl.profile)
     return Slot(f"{g.index}:{pl}", int(prof.memory_mib or 0), instance_capacity(g.model, prof, basis), pl.profile)
 
 
 def _insts(g: GpuNow, lay: Layout, basis: ComputeBasis) -> list[_Inst]:
     live = {i.placement: [r.demand for r in i.runs] for i in g.instances}
-    return [_Inst(g.index, pl, _slot(g, pl, basis), list(live.get(pl, []))) for pl in lay]
+    return [_Inst(g.index, pl, slot_of(g, pl, basis), list(live.get(pl, []))) for pl in lay]
 
 
 def pack(insts: list[_Inst], queue: Sequence[Waiting], accept: Accept | None = None) -> list[tuple[str, _Inst]]:
     """Greedy: each run in queue order onto the instance it fits most tightly (least memory left,
-    then least compute, then placement order). Mutates `insts`; returns (run id, instance) pairs."""
+    then least compute, then placement order), under the sharing rule, and beside other runs only
+    while their compute stays within the instance's (no run slowed by sharing). Mutates `insts`;
+    returns (run id, instance) pairs."""
     out: list[tuple[str, _Inst]] = []
     if not queue or not insts:
         return out
@@ -197,12 +200,20 @@ def pack(insts: list[_Inst], queue: Sequence[Waiting], accept: Accept | None = N
                 continue
             if not fits_alongside(d, i.running, i.slot) or (accept is not None and not accept(d, i)):
                 continue
+            if i.running and sum(x.compute for x in i.running) + d.compute > i.slot.capacity + EPS:
+                continue  # sharing would slow every run there: the memory would progress no faster
             if best is None or (i.free_mib, i.slot.capacity) < (best.free_mib, best.slot.capacity):
                 best = i
         if best is not None:
             best.running.append(d)
             out.append((d.id, best))
     return out
+
+
+def fill_in_place(g: GpuNow, queue: Sequence[Waiting], st: RecutSettings = RecutSettings()) -> list[Start]:
+    """The greedy packing of `queue` onto GPU `g`'s instances as they are (no re-cut): what a fixed
+    layout's dispatcher starts."""
+    return [Start(rid, i.gpu, i.placement) for rid, i in pack(_insts(g, g.layout, st.compute_basis), queue)]
 
 
 def score(insts: Sequence[_Inst], interference: float) -> float:

@@ -11,7 +11,7 @@ import pytest
 
 from migbench.catalog import Catalog
 from migbench.duration import Demand
-from migbench.forecast.living import LivingError, LivingResult, Submission, play
+from migbench.forecast.living import LivingError, LivingResult, Submission, fixed_policy, play, recut_bound
 from migbench.planner import FleetGpu
 from migbench.planner.recut import Decision, GpuNow, Recut, Waiting
 from migbench.types import Placement
@@ -136,3 +136,34 @@ def test_a_run_that_fits_nowhere_is_reported_not_waited_for():
     res = play(fleet(1), [Submission(0.0, runs)])
     assert res.unrunnable == ("huge",)
     assert set(res.runs) == {"ok"}
+
+
+def test_a_fixed_layout_follows_its_queues_and_passes_over_runs_not_arrived():
+    """The fixed-layout comparison: each instance starts its arrived runs in queue order; a run not
+    submitted yet does not hold its queue up, and no re-cut ever happens."""
+    lay = {0: (Placement("3g.40gb", 0), Placement("3g.40gb", 4))}
+    a = Demand("a", 30 * GIB, 2 * H, 0.2, 1)
+    b = Demand("b", 30 * GIB, 1 * H, 0.2, 1)
+    late = Demand("late", 30 * GIB, 1 * H, 0.2, 1)
+    queues = {(0, Placement("3g.40gb", 0)): ["late", "a"], (0, Placement("3g.40gb", 4)): ["b"]}
+    subs = [Submission(0.0, (a, b)), Submission(0.5 * H, (late,))]
+    res = play(fleet(1), subs, fixed_policy(queues), initial=lay)
+    assert res.runs["a"].start_s == 0.0 and res.runs["b"].start_s == 0.0
+    assert res.runs["late"].start_s == pytest.approx(1 * H)  # lent the idle 3g.40gb@4 when b ends
+    assert str(res.runs["late"].placement) == "3g.40gb@4"
+    assert res.recut_times == {0: []}
+    audit(res, subs, 1)
+
+
+def test_the_recut_bound_is_below_every_schedule_and_above_each_arrival_plus_duration():
+    """The bound no schedule beats: under the living bench's makespan and a fixed layout's, and at
+    least the last arrival plus its run's solo time."""
+    subs = two_pipelines()
+    bound = recut_bound(fleet(3), subs)
+    assert bound >= 8 * H + max(d.work_s for d in subs[2].runs)
+    assert bound <= play(fleet(3), subs).makespan_s
+    lay = {i: (Placement("7g.80gb", 0),) for i in range(3)}
+    assert bound <= play(fleet(3), subs, fixed_policy(), initial=lay).makespan_s
+    # one compute-bound run per GPU, all at once: the compute bound is exact
+    runs = tuple(Demand(f"c{i}", 70 * GIB, 1 * H, 1.0, 1) for i in range(6))
+    assert recut_bound(fleet(3), [Submission(0.0, runs)]) == pytest.approx(2 * H)
