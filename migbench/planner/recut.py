@@ -36,12 +36,11 @@ in advance (`bench/living.py` compares the two).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from migbench.catalog.model import GpuModel, Profile
-from migbench.duration import Demand, Slot, fits_alongside, instance_capacity, rate
+from migbench.duration import Demand, Slot, instance_capacity, rate
 from migbench.types import ComputeBasis, Layout, Placement, layout_key
 
 EPS = 1e-6
@@ -128,17 +127,44 @@ def priority(w: Waiting) -> tuple:
     return (w.arrival_s, -d.work_s, -d.memory_mib, -d.compute, d.id)
 
 
-@functools.lru_cache(maxsize=32)
+class _ModelFacts:
+    """What the re-plan step asks of one GPU model, computed once: hashing a `GpuModel` (a deep
+    frozen dataclass) for every run and event costs more than the decision itself."""
+
+    def __init__(self, model: GpuModel):
+        self.model = model
+        ps = [p for p in model.plain_profiles() if p.memory_mib]
+        self.profiles = tuple(sorted(ps, key=lambda p: (p.memory_mib or 0, p.compute_slices, p.name)))
+        self._layouts: tuple[Layout, ...] | None = None
+        self.big: dict[tuple[int, tuple[str, ...] | None], bool] = {}
+
+    @property
+    def layouts(self) -> tuple[Layout, ...]:
+        if self._layouts is None:
+            self._layouts = tuple(self.model.layouts([p.name for p in self.profiles]))
+        return self._layouts
+
+
+_FACTS: dict[int, _ModelFacts] = {}
+
+
+def _facts(model: GpuModel) -> _ModelFacts:
+    f = _FACTS.get(id(model))
+    if f is None or f.model is not model:
+        if len(_FACTS) > 64:
+            _FACTS.clear()
+        f = _FACTS[id(model)] = _ModelFacts(model)
+    return f
+
+
 def usable_profiles(model: GpuModel) -> tuple[Profile, ...]:
     """The plain profiles the catalogue gives a memory size for, smallest first."""
-    ps = [p for p in model.plain_profiles() if p.memory_mib]
-    return tuple(sorted(ps, key=lambda p: (p.memory_mib or 0, p.compute_slices, p.name)))
+    return _facts(model).profiles
 
 
-@functools.lru_cache(maxsize=32)
 def maximal_layouts(model: GpuModel) -> tuple[Layout, ...]:
     """Every maximal legal layout of the usable profiles (the catalogue's rules), in its order."""
-    return tuple(model.layouts([p.name for p in usable_profiles(model)]))
+    return _facts(model).layouts
 
 
 def smallest_fit(d: Demand, model: GpuModel) -> Profile | None:
@@ -150,21 +176,44 @@ def smallest_fit(d: Demand, model: GpuModel) -> Profile | None:
 
 def is_big(d: Demand, model: GpuModel) -> bool:
     """The run's smallest fitting profile covers more than half the GPU's memory slices."""
-    p = smallest_fit(d, model)
-    return p is not None and 2 * p.memory_slices > model.memory_slices
+    f = _facts(model)
+    key = (d.memory_mib, d.profiles)
+    hit = f.big.get(key)
+    if hit is None:
+        p = smallest_fit(d, model)
+        hit = f.big[key] = p is not None and 2 * p.memory_slices > model.memory_slices
+    return hit
 
 
 class _Inst:
-    """An instance while a decision is packed: its slot and the runs on it (live, then new)."""
+    """An instance while a decision is packed: its slot and the runs on it (live, then new), with
+    their memory, compute and least sharing cap kept as runs join."""
 
     def __init__(self, gpu: int, pl: Placement, slot: Slot, running: list[Demand]):
         self.gpu, self.placement, self.slot = gpu, pl, slot
-        self.running = running
-        self.live = len(running)
+        self.running: list[Demand] = []
+        self.free_mib = slot.memory_mib
+        self.compute = 0.0
+        self.cap = 1 << 30
+        for d in running:
+            self.add(d)
 
-    @property
-    def free_mib(self) -> int:
-        return self.slot.memory_mib - sum(d.memory_mib for d in self.running)
+    def add(self, d: Demand) -> None:
+        self.running.append(d)
+        self.free_mib -= d.memory_mib
+        self.compute += d.compute
+        self.cap = min(self.cap, d.max_runs_per_instance)
+
+    def takes(self, d: Demand) -> bool:
+        """The sharing rule (`fits_alongside`), and no compute oversubscribed by sharing: the memory
+        of runs slowed by sharing would progress no faster."""
+        n = len(self.running) + 1
+        if d.memory_mib > self.free_mib or n > self.cap or n > d.max_runs_per_instance:
+            return False
+        return not self.running or self.compute + d.compute <= self.slot.capacity + EPS
+
+    def open(self, least_mib: int) -> bool:
+        return self.free_mib >= least_mib and len(self.running) < self.cap
 
 
 Accept = Callable[[Demand, _Inst], bool]
@@ -190,23 +239,25 @@ def pack(insts: list[_Inst], queue: Sequence[Waiting], accept: Accept | None = N
     if not queue or not insts:
         return out
     least = min(w.demand.memory_mib for w in queue)
+    room = max(i.free_mib for i in insts if i.open(least)) if any(i.open(least) for i in insts) else -1
     for w in queue:
-        if max(i.free_mib for i in insts) < least:
-            break
         d = w.demand
+        if room < least:
+            break
+        if d.memory_mib > room:
+            continue
         best: _Inst | None = None
         for i in insts:
-            if d.profiles is not None and i.placement.profile not in d.profiles:
+            if not i.takes(d) or (d.profiles is not None and i.placement.profile not in d.profiles):
                 continue
-            if not fits_alongside(d, i.running, i.slot) or (accept is not None and not accept(d, i)):
+            if accept is not None and not accept(d, i):
                 continue
-            if i.running and sum(x.compute for x in i.running) + d.compute > i.slot.capacity + EPS:
-                continue  # sharing would slow every run there: the memory would progress no faster
             if best is None or (i.free_mib, i.slot.capacity) < (best.free_mib, best.slot.capacity):
                 best = i
         if best is not None:
-            best.running.append(d)
+            best.add(d)
             out.append((d.id, best))
+            room = max((i.free_mib for i in insts if i.open(least)), default=-1)
     return out
 
 
