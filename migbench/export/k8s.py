@@ -43,7 +43,7 @@ import yaml
 from migbench.errors import MigbenchError
 from migbench.export import migparted
 from migbench.export.tasks import Array, arrays
-from migbench.fsutil import write_text_atomic
+from migbench.fsutil import output_dir, write_text_atomic
 from migbench.plan import SECRET_MODE, Plan
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
@@ -188,8 +188,7 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     if not nodes:
         exp.notes.append("the plan's fleet names no nodes: the Jobs may run on any node whose MIG config succeeded, and "
                          f"the mig-parted config {migparted.config_name(plan, None)} is for every node you label with it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "jobs").mkdir(exist_ok=True)
+    output_dir(out, "export directory", ("jobs",))
     mp_name = dns_label(f"migbench-{plan.name}-mig-parted", 253)
     plan_cm = dns_label(f"migbench-{plan.name}-plan", 253)
     mp = config_map(mp_name, operator_namespace, "config.yaml", migparted.config_text(plan), _labels(plan))
