@@ -103,6 +103,7 @@ def test_nesting_500_deep_is_refused_with_its_line_not_a_recursion_error(work, l
     ("architecture", "8.0", "must be a name"),
     ("compute_slices", "-.inf", "whole number"),
     ("memory_total_mib", "-.inf", "whole number"),
+    ("same_as", "[1, 2]", "must name another model"),  # found by bench/faults_security.py's fuzz pass
 ])
 def test_a_catalogue_value_of_the_wrong_kind_is_a_located_error(work, field, value, why):
     """Guards issue 19 item 14: a catalogue `architecture` list or float, `-.inf` compute or memory: internal errors."""
