@@ -99,6 +99,7 @@ class PlanRun:
     est_start_s: float | None = None
     est_end_s: float | None = None
     memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
+    compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
 
     @property
     def instance_key(self) -> str | None:
@@ -365,6 +366,7 @@ def _run_from(r: dict[str, Any]) -> PlanRun:
         env={str(k): str(v) for k, v in (r.get("env") or {}).items()}, workdir=r.get("workdir") or ".",
         params=dict(r.get("params") or {}), duration_s=r.get("duration_s"),
         compute=float(r["compute"]) if r.get("compute") is not None else 1.0,
+        compute_source=str(r.get("compute_source") or "declared"),
         max_runs_per_instance=r.get("max_runs_per_instance") or 1,
         profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
         timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
@@ -665,6 +667,7 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "params": r.params,
         "duration_s": _num(r.duration_s),
         "compute": r.compute,
+        "compute_source": r.compute_source,
         "max_runs_per_instance": r.max_runs_per_instance,
         "profiles": list(r.profiles) if r.profiles is not None else None,
         "retries": r.retries,
