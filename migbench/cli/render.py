@@ -541,7 +541,7 @@ def simulate_view(reports: Sequence[SimReport], *, width: int = 80) -> Renderabl
     """One row per layout. Headers wrap between words, never inside one (`makespan`, not `makesp…`);
     the chart takes the columns left over, up to SPARK_W, and is left out below SPARK_MIN_W."""
     cols = [("layout", "left"), ("makespan", "right"), ("vs plan", "right"), ("at once", "right"),
-            ("utilisation", "right"), ("compute use", "right"), ("idle slices", "right")]
+            ("utilisation", "right"), ("occupancy", "right"), ("idle slices", "right")]
     base = reports[0].makespan_s if reports else 0
     rows = []
     for r in reports:
@@ -549,7 +549,7 @@ def simulate_view(reports: Sequence[SimReport], *, width: int = 80) -> Renderabl
         label = r.label + (f" ({r.unrunnable} cannot run)" if r.unrunnable else "")
         rows.append([
             label, format_duration(r.makespan_s), ratio, str(r.started_at_once), f"{r.utilisation * 100:.1f}%",
-            f"{r.compute_use * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}",
+            f"{r.occupancy * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}",
         ])
 
     def table(chart: int) -> Table:

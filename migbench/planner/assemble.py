@@ -9,7 +9,7 @@ from dataclasses import replace
 from migbench.catalog import GpuModel
 from migbench.duration import instance_capacity
 from migbench.errors import MigbenchError
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
+from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.problem import Assigned, SolveOptions
 from migbench.planner.solve import solve
@@ -73,7 +73,7 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
         key: model_summary(m, sorted(used_profiles.get(key, set()))) for key, m in sorted(models_used.items())
     }
     sweep_file = os.path.relpath(sweep.path) if sweep.path else None
-    return Plan(
+    plan = Plan(
         name=sweep.name,
         sweep_file=sweep_file,
         sweep_sha256=sweep.sha256,
@@ -92,6 +92,25 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
         models=models,
         warnings=warnings,
     )
+    _replayed(plan)
+    return plan
+
+
+def _replayed(plan: Plan) -> None:
+    """One model, one answer: the plan's makespan is what `migbench simulate` replays for its file
+    (`plan.replay_plan`, with the launcher's lending), and the gap is computed from that number."""
+    placed = plan.placed_runs()
+    if not placed or not all(r.duration_s for r in placed):
+        return
+    makespan = round(replay_plan(plan).makespan_s, 3)
+    s = plan.solver
+    if s.objective_name != "makespan_s":
+        plan.solver = replace(s, makespan_s=makespan)
+        return
+    bound = min(s.bound, makespan)
+    gap = 0.0 if makespan <= 0 else max(0.0, (makespan - bound) / makespan)
+    status = s.status if s.status not in ("OPTIMAL", "FEASIBLE") else ("OPTIMAL" if gap <= 1e-9 else "FEASIBLE")
+    plan.solver = replace(s, objective=makespan, makespan_s=makespan, bound=bound, gap=gap, status=status)
 
 
 def memory_sized(
@@ -131,7 +150,7 @@ def default_compute(sweep: Sweep, fleet: Sequence[FleetGpu]) -> tuple[Sweep, lis
         if sized is None:  # fits nowhere: unplaced anyway
             runs.append(r)
             continue
-        share = round(sized[0], 6)
+        share = sized[0]
         runs.append(replace(r, compute=share))
         used.setdefault(r.group, []).append((share, sized[1]))
     notes = []
@@ -180,6 +199,6 @@ def _planned(r: Run, a: Assigned | None) -> PlanRun:
         profiles=tuple(r.profiles) if r.profiles is not None else None,
         retries=r.retries,
         timeout_s=r.timeout_s,
-        est_start_s=None if a is None else a.start_s,
-        est_end_s=None if a is None else a.end_s,
+        est_start_s=None if a is None or a.start_s is None else round(a.start_s, 3),  # as the plan file has them
+        est_end_s=None if a is None or a.end_s is None else round(a.end_s, 3),
     )
