@@ -21,6 +21,8 @@ It behaves like a well-mannered training script under migbench:
   `{"peak_mib": N, "source": ...}`, whenever the peak grows and at exit, as a real run would write
   `torch.cuda.max_memory_reserved()`; MIGBENCH_PROBE_STEPS=N: stops after N steps (exit 0);
 - `--hang-at STEP`: from that step on, ignores SIGTERM and never ends (a hung run, for tests);
+- `--hold-file PATH`: after its first step, holds its whole footprint until PATH exists (for tests
+  that must see a run mid-way, whatever the machine's speed);
 - writes `checkpoint.json` in MIGBENCH_RUN_DIR after every step (atomically) and, when
   MIGBENCH_RESUME=1, resumes from it (`resumed from step N`);
 - SIGTERM: saves a checkpoint and exits 143 (ignored once training has finished);
@@ -50,7 +52,7 @@ from pathlib import Path
 
 KNOWN = {
     "steps", "step-seconds", "seconds", "memory", "per-token", "batch", "batch-size", "seq-len", "spike", "spike-seconds",
-    "crash-at", "oom-at", "fail-attempts", "hang-at",
+    "crash-at", "oom-at", "fail-attempts", "hang-at", "hold-file",
 }
 
 
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     spike_mib = parse_mib(opts["spike"]) if opts.get("spike") else 0
     spike_s = float(opts.get("spike-seconds") or 0.1)
     hang_at = int(opts["hang-at"]) if opts.get("hang-at") else None
+    hold_file = opts.get("hold-file") or None
     crash_at = int(opts["crash-at"]) if opts.get("crash-at") else None
     oom_at = int(opts["oom-at"]) if opts.get("oom-at") else None
     fail_attempts = int(opts["fail-attempts"]) if opts.get("fail-attempts") else None
@@ -268,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                 attach(memory_mib)
                 report.saw(memory_mib)
         time.sleep(max(0.0, step_s - slept))
+        if hold_file is not None:
+            while not os.path.exists(hold_file):
+                time.sleep(0.02)
+            hold_file = None
         if crash_at is not None and step == crash_at and (fail_attempts is None or attempt <= fail_attempts):
             raise RuntimeError(f"toy crash at step {step} (attempt {attempt})")
         if oom_at is not None and step == oom_at:

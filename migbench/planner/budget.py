@@ -17,6 +17,10 @@ depend on the machine's speed or load, so the planner decides nothing from the c
 
 So on an idle machine the command takes about half the limit, and under load the same plan comes
 out more slowly until the load is so heavy that the hard stop fires.
+
+`--work W` sets the work budget itself (W reference seconds) instead of deriving it from the limit:
+with a generous `--time-limit` beside it, the plan is the same on any machine that finishes within
+the limit, however loaded (what the tests and CI do: they must not depend on the machine's speed).
 """
 
 from __future__ import annotations
@@ -83,6 +87,13 @@ def short_limit_note(limit_s: float, n_runs: int) -> str | None:
             "that stays reproducible on a loaded machine")
 
 
+def default_work(limit_s: float, n_runs: int = 0) -> float:
+    """The work budget a `--time-limit` of `limit_s` gives for a sweep of `n_runs` runs (the
+    makespan objective) when `--work` is not given: `WORK_SHARE` of the limit less the command's
+    own work around the planner."""
+    return max(MIN_WORK, limit_s * WORK_SHARE - COMMAND_S_PER_RUN * n_runs)
+
+
 def write_reserve(n_runs: int) -> float:
     """Seconds the hard stop keeps back for writing a plan of `n_runs` runs."""
     return WRITE_S_FIXED + WRITE_S_PER_RUN * n_runs
@@ -101,9 +112,10 @@ class Budget:
         n_runs: int = 0,
         progress: ProgressFn | None = None,
         objective_name: str = "makespan_s",
+        work_s: float | None = None,
     ) -> None:
         self.limit_s = limit_s
-        self.work = max(MIN_WORK, limit_s * WORK_SHARE - COMMAND_S_PER_RUN * n_runs)
+        self.work = default_work(limit_s, n_runs) if work_s is None else max(MIN_WORK, work_s)
         self.spent = 0.0
         start = time.monotonic() if started is None else started
         self.deadline = start + max(0.0, limit_s - reserve_s)
