@@ -700,4 +700,13 @@ def accuracy_view(rep: AccuracyReport) -> RenderableType:
         parts.append(m)
     elif any(g.measured for g in rep.groups):
         parts.append(Text("every measured run's declared memory picks the instance its peak needs"))
+    if rep.compute:
+        ct = Table(title=f"{rep.sweep}: compute per group, declared (or the memory-sized default) vs measured by `profile --speed`",
+                  title_justify="left")
+        for col in ("group", "declared", "measured", "error", "timed on"):
+            ct.add_column(col, justify="left" if col in ("group", "timed on") else "right")
+        for ca in rep.compute:
+            ct.add_row(ca.group, "-" if ca.declared is None else f"{ca.declared:.3g}" + (" (default)" if ca.source == "default" else ""),
+                      ("at least " if ca.lower_bound else "") + f"{ca.measured:.3g}", "-" if ca.error is None else _pct(ca.error), ca.instances)
+        parts.append(ct)
     return Group(*parts)

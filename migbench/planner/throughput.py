@@ -101,7 +101,7 @@ def solve_throughput(
     obj = s.objective_value
     bound = s.best_objective_bound
     status = "OPTIMAL" if st == cp_model.OPTIMAL else "FEASIBLE"
-    s, at_once = _most_compute(m, prob, s, pats, x, y, z, n_inst, budget)
+    s, at_once = _most_compute(m, prob, s, pats, x, y, z, n_inst, budget, opts)
     if not complete:
         # The restricted pattern set makes CP-SAT's bound a bound of the restricted model only;
         # an honest bound comes from the aggregated relaxation.
@@ -122,6 +122,7 @@ def solve_throughput(
 def _most_compute(
     m: cp_model.CpModel, prob: PlanningProblem, first: cp_model.CpSolver, pats: dict[int, list[tuple[tuple[int, int], ...]]],
     x: dict[str, list[Any]], y: dict[tuple[int, int], Any], z: list[Any], n_inst: dict[int, Any], budget: Budget,
+    opts: SolveOptions,
 ) -> tuple[cp_model.CpSolver, AtOnce | None]:
     """The second and third objectives, lexicographically under the first: with at least the runs at
     once found, maximise the compute share of the instances that hold a run at once, then use the
@@ -131,7 +132,7 @@ def _most_compute(
     solution (a hint), so it never does worse; returns the first solver and None when the budget left
     nothing, the model is too large, or nothing came back."""
     pairs = sum(len(pat) for plist in pats.values() for pat in plist)
-    if budget.expired() or not z or pairs > MAX_SECOND_VARS:
+    if budget.expired() or not z or pairs > MAX_SECOND_VARS or not opts.most_compute:
         return first, None
     m.add(sum(z) >= int(round(first.objective_value)))
     r: dict[tuple[int, int, int], Any] = {}
