@@ -368,7 +368,7 @@ _RUN_FIELDS = (
     ("env", "map", False), ("workdir", "str", False), ("params", "map", False), ("duration_s", "number", False),
     ("compute", "number", False), ("max_runs_per_instance", "int", False), ("profiles", "list", False),
     ("retries", "int", False), ("timeout_s", "number", False), ("est_start_s", "number", False),
-    ("est_end_s", "number", False), ("memory_source", "str", False),
+    ("est_end_s", "number", False), ("memory_source", "str", False), ("compute_source", "str", False),
 )
 
 
