@@ -317,12 +317,14 @@ def _record(
     GPUs were changed (`unfinished`), the checkpoint stays `applying` and the host lock keeps this
     apply's note, so `check` and the next `apply` find it; the error says what the GPUs are and how
     to finish."""
+    writing = cp_path.parent / "bindings.json"
     try:
         report.bindings_path, report.bindings = _bound(save_bindings(plan, make_bindings(plan, host, targets), state_dir))
+        writing = cp_path
         if unfinished:
             mark_checkpoint(cp_path, "applied")
     except (OSError, MigbenchError) as exc:
-        why = exc.message if isinstance(exc, MigbenchError) else f"cannot write {cp_path.parent}: {os_reason(exc)}"
+        why = exc.message if isinstance(exc, MigbenchError) else f"cannot write {writing}: {os_reason(exc)}"
         if not unfinished:
             raise MigbenchError(f"{why}; no GPU was changed", hint="free space in that directory, then apply again") from None
         lock.keep_note = True
