@@ -88,6 +88,7 @@ from migbench.duration import Demand
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.gate import HostGate
+from migbench.launch.hostbook import HostBooking
 from migbench.launch.keeper import Keeper
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
@@ -156,6 +157,7 @@ class Supervisor(Outcomes):
         self.touched: list[str] | None = None  # instances to reconsider; None: all (first pass)
         self.keeper = Keeper(self.sd)
         self.gate = HostGate(host_lock_path(), self.sd / "bindings.json", prep.uuid_of, self.say)
+        self.booking = HostBooking(prep, self.say)  # this launch in the host's register (one per plan, no shared instance)
         self.wakeup = Wakeup()
         self.subreaper = False
         self.sampler = MemorySampler(self.mem_poll_s)
@@ -181,6 +183,7 @@ class Supervisor(Outcomes):
     def run(self) -> LaunchResult:
         configure_modes(self.plan)
         with ExitStack() as stack:
+            self.booking.open(stack)  # before the state directory is touched: a refused launch leaves nothing
             note = self.keeper.open(stack)
             if note:
                 self.say(note)
@@ -504,6 +507,8 @@ class Supervisor(Outcomes):
             if mono >= next_beat:
                 self.launcher_updates["heartbeat_at"] = time.time()
                 next_beat = mono + 5.0
+            if self.dirty:
+                self.booking.sync(self.rows.values(), self.gate.uuid_of)
             self._flush()
             if not self.active and self._nothing_left(wait_until):
                 break
@@ -529,7 +534,7 @@ class Supervisor(Outcomes):
         if unbound:
             keys = sorted({r.queue or "" for r in unbound})
             self._halt(
-                f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)}, which bindings.json no longer binds: "
+                f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)} ({self.gate.why_unbound(keys)}): "
                 f"run `migbench apply {self.plan.path}`, then `migbench launch` again"
             )
             return True
@@ -617,7 +622,7 @@ class Supervisor(Outcomes):
             starts = self.queues.pick(self._waiting(now), self._running_jobs(), touched, elapsed_s=now - self.t0)
             due = self.queues.deferred_until_s
             self.lend_at = None if due is None else self.t0 + due + 0.001  # a held-back head becomes late
-            starts = [(rid, key) for rid, key in starts if key not in self.gate.unbound]
+            starts = self.booking.admit([(rid, key) for rid, key in starts if key not in self.gate.unbound], self.rows, self.gate, self.dirty)
             if starts:
                 self._start(starts)
         finally:
