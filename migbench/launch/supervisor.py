@@ -113,7 +113,7 @@ from migbench.launch.procs import (
 )
 from migbench.launch.queue import Queues, Waiting
 from migbench.launch.rebuild import rebuild_row, scan_attempts
-from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, outcome_of, prepare_attempt
+from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
@@ -163,6 +163,8 @@ class Supervisor(Outcomes):
         self.prev_stopping = False
         self.t0 = time.time()  # the sweep's start (first launch), for the plan's estimated starts
         self.lend_at: float | None = None
+        self.resume_ids: set[str] = set()  # runs of unknown outcome resumed on request (--resume-unknown)
+        self.plan_file = str(self.plan.path or "PLAN")
 
     @property
     def store(self) -> Store:
@@ -239,7 +241,7 @@ class Supervisor(Outcomes):
             rows[r.id] = row
         for n, u in enumerate(self.plan.unplaced):
             row = rows.get(u.id) or RunRow(id=u.id, ord=len(order) + n, memory_mib=u.memory_mib, need_mib=u.memory_mib)
-            if row.state not in FINAL_STATES + ACTIVE_STATES:
+            if row.state not in (*FINAL_STATES, *ACTIVE_STATES, "unknown"):
                 row.state, row.last_error = "abandoned", f"not placed by the plan: {u.reason}"
             changed.append(row)
             rows[u.id] = row
@@ -414,6 +416,10 @@ class Supervisor(Outcomes):
         if doc and doc.get("pid"):
             a.child_pid = int(doc["pid"])
             a.child_pgid = int(doc.get("pgid") or doc["pid"])
+            ticks, wpid, wticks = doc.get("start_ticks"), doc.get("waiter_pid"), doc.get("waiter_ticks")
+            a.child_ticks = ticks if isinstance(ticks, int) else None
+            a.waiter_pid = wpid if isinstance(wpid, int) else None
+            a.waiter_ticks = wticks if isinstance(wticks, int) else None
             row = self.rows[a.run_id]
             if row.child_pid != a.child_pid:
                 row.child_pid, row.child_pgid = a.child_pid, a.child_pgid
@@ -421,7 +427,7 @@ class Supervisor(Outcomes):
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:
-        adopted = requeued = taken = 0
+        adopted = requeued = taken = orphans = unknown = 0
         for rid, row in self.rows.items():
             if row.state in ACTIVE_STATES:
                 adir = attempt_dir(self.sd, rid, row.attempt)
@@ -430,40 +436,55 @@ class Supervisor(Outcomes):
                     found = find_shim(adir)
                     if found:
                         pid, ctime = found
+                a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
+                self._read_child(a)
                 if pid and process_alive(pid, ctime):
-                    a = Active(rid, row.attempt, row.instance or "", adir, int(pid), ctime)
-                    self._read_child(a)
                     self.active[rid] = a
                     row.state, row.shim_pid, row.shim_create_time = "running", pid, ctime
                     self.dirty.add(rid)
                     adopted += 1
                     continue
-                res = outcome_of(read_json(adir / "exit.json"))
-                if res is not None:
-                    a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
-                    a.stop_signaled = self.prev_stopping
+                a.stop_signaled = self.prev_stopping
+                res = self._result(a)
+                if res is not None:  # exit.json, or the waiter's record of a run that ended while nothing of migbench lived
                     self._on_exit(a, res, None)
                     taken += 1
                     continue
-                requeued += 1
+                if self._run_alive(a):  # the shim is gone, the run (or its waiter) works on: wait for it
+                    self.active[rid] = a
+                    row.state = "running"
+                    self.dirty.add(rid)
+                    self._keep_orphan(a, f"{rid}: attempt {row.attempt}'s shim is gone; its run (PID {a.child_pid}) goes on: waiting for it")
+                    orphans += 1
+                    continue
                 row.end_at = time.time()
                 child = read_json(adir / "child.json") or {}
                 if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
                     wait_group_gone(int(child["pgid"]))
                     self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
                 if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
+                    requeued += 1
                     self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
                     self._requeue(row, f"attempt {row.attempt} never started its run")
                     continue
-                self.ended.append(AttemptEnd.of(row, "lost", "the run's shim was gone without a result (the launcher's host process died)"))
-                self._requeue(row, f"attempt {row.attempt} was lost with its shim")
+                unknown += 1
+                self.active[rid] = a  # `_unknown` takes it out again
+                self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
             elif row.state == "interrupted":
                 self._requeue(row, row.last_error)
                 requeued += 1
+            elif row.state == "unknown" and self.opts.resume_unknown:
+                self.resume_ids.add(rid)
+                self._requeue(row, f"attempt {row.attempt}'s outcome was unknown: resumed on request (--resume-unknown)")
+                self.say(f"{rid}: outcome of attempt {row.attempt} unknown: resuming it on request (MIGBENCH_RESUME=1)")
+                requeued += 1
         for a in self.active.values():  # adopted runs share instances with each other
             self._mark_shared(a.instance, a.run_id)
-        if adopted or requeued or taken:
-            self.say(f"resuming: adopted {adopted} running run(s), took {taken} result(s), re-queued {requeued} run(s)")
+        if adopted or requeued or taken or orphans or unknown:
+            self.say(
+                f"resuming: adopted {adopted} running run(s), waiting for {orphans} run(s) whose shim is gone, "
+                f"took {taken} result(s), re-queued {requeued} run(s), {unknown} outcome(s) unknown"
+            )
         self._flush()
 
     def _requeue(self, row: RunRow, note: str | None) -> None:
@@ -551,10 +572,11 @@ class Supervisor(Outcomes):
                 rc = a.popen.poll()
                 if rc is None:
                     continue
+                self._drain_result(a)
             elif process_alive(a.shim_pid, a.shim_ctime):
                 continue
-            res = outcome_of(read_json(a.adir / "exit.json"))
-            if res is None and a.popen is not None and self._shim_died(a, rc):
+            res = self._result(a)
+            if res is None and self._shim_died(a, rc):
                 continue
             self._on_exit(a, res, rc)
         if self.subreaper:
@@ -632,7 +654,7 @@ class Supervisor(Outcomes):
         for rid, key in starts:
             row = self.rows[rid]
             attempt = row.attempt + 1
-            resume = any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
+            resume = rid in self.resume_ids or any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
             spec = build_spec(
                 self.plan, self.plan_runs[rid], instance=key, mig_uuid=self.prep.uuid_of[key], attempt=attempt, state_dir=self.sd, resume=resume
             )
@@ -681,9 +703,12 @@ class Supervisor(Outcomes):
     def _spawn(self, spec: RunSpec) -> None:
         row = self.rows[spec.run_id]
         adir = Path(spec.attempt_dir)
+        result_r, result_w = os.pipe()
+        os.set_blocking(result_r, False)
         try:
-            p = spawn_shim(adir)
+            p = spawn_shim(adir, result_fd=result_w)
         except OSError as exc:
+            os.close(result_r)
             row.end_at = time.time()
             if exc.errno in NO_SPACE:
                 self.ended.append(AttemptEnd.of(row, "lost", f"not started: {exc}"))
@@ -692,8 +717,10 @@ class Supervisor(Outcomes):
                 return
             self._failed_attempt(row, f"cannot start the shim: {exc}", "failed", early=True)
             return
+        finally:
+            os.close(result_w)
         row.shim_pid, row.shim_create_time, row.state = p.pid, create_time_of(p.pid), "running"
-        a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p)
+        a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p, result_r=result_r)
         self.active[spec.run_id] = a
         self._mark_shared(spec.instance, spec.run_id)
         self.dirty.add(spec.run_id)
@@ -755,7 +782,7 @@ class Supervisor(Outcomes):
             code = EXIT_INTERRUPTED
         elif self.flapping:
             code = EXIT_FLAPPING
-        elif self.halted or counts.get("failed") or counts.get("oom") or counts.get("abandoned"):
+        elif self.halted or counts.get("failed") or counts.get("oom") or counts.get("abandoned") or counts.get("unknown"):
             code = EXIT_FAILED
         else:
             code = EXIT_OK
@@ -770,6 +797,11 @@ class Supervisor(Outcomes):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         if self.halted:
             self.say(f"stopped early: {self.halted}")
+        if counts.get("unknown"):
+            self.say(
+                f"{counts['unknown']} run(s) ended with no record of how (outcome unknown): not run again; "
+                f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
+            )
         self.say(f"launcher done (exit {code}): {summary}")
         return LaunchResult(code, dict(counts), self.sd, self.stop_reason or self.flapping or self.halted)
 
