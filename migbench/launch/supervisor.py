@@ -8,6 +8,7 @@
        +------ retry (backoff) / OOM move ----------+                   interrupted  (stopped by us)
        +------ next `launch` re-queues interrupted runs (MIGBENCH_RESUME=1)
     abandoned: unplaced by the plan, gone from a --force'd plan, or unable ever to start.
+    unknown: started, then gone with no record of how it ended; run again only on request.
 
 `starting` is committed before the shim is spawned and `running` (with the shim's PID and create
 time) right after, so a launcher killed at any point leaves enough to recover from. Starts happen
@@ -16,21 +17,26 @@ are re-read there, so runs follow instances an apply or a rollback re-bound.
 
 ## A shim that dies
 
-The launcher is its shims' child subreaper: when a shim is killed while its run works, the run is
-re-parented to the launcher, which keeps it on its instance, waits for it and writes its
-`exit.json` (the run is never started a second time). A shim that dies before its run started
-(no `child.json`) is retried; the run then gets MIGBENCH_RESUME=1 only if an earlier attempt of it
-really started.
+Each run's parent is its waiter (`launch.waiter`, `mb-wait`), which records the run's exit status
+in `wait.json` and outlives the shim and the launcher. The launcher is its shims' child subreaper:
+when a shim is killed while its run works, the waiter (or, if it died too, the run) is re-parented
+to the launcher, which keeps the run on its instance, waits for it and writes its `exit.json` from
+the waiter's record (the run is never started a second time). A shim that dies before its run
+started (no `started`) is retried; the run then gets MIGBENCH_RESUME=1 only if an earlier attempt of
+it really started. Our shims also send `exit.json`'s document through a pipe, so an outcome survives
+the deletion of the attempt directory.
 
 ## Adoption (a launcher starting on existing state)
 
 For each `starting`/`running` run: the shim alive with the recorded create time -> keep monitoring
 it; a `starting` run without a recorded PID -> look for its shim among the processes (its command
-line names the attempt directory); the shim gone and `exit.json` present -> take the result; the
-shim gone without `exit.json` -> the run died with the host process: kill what is left of its
-process group and re-queue it (the next attempt gets MIGBENCH_RESUME=1). `interrupted` runs are
-re-queued. Finished runs are never started again. Results taken after a launcher that died during
-its staged shutdown count as interrupted, not failed.
+line names the attempt directory); the shim gone and `exit.json` or `wait.json` present -> take the
+result (a run that ended while nothing of migbench lived); the shim gone while the run or its waiter
+lives (PID and start time from `child.json`) -> wait for it as an orphan; the shim gone, the run
+never started -> re-queue it; the run started, no record, nothing alive -> `unknown`: kept, shown,
+never run again unless `launch --resume-unknown` (then with MIGBENCH_RESUME=1). `interrupted` runs
+are re-queued. Finished runs are never started again. Results taken after a launcher that died
+during its staged shutdown count as interrupted, not failed.
 
 The run directories are a second record: when `launch.db` is missing, empty, damaged (moved aside)
 or behind them, each run's state is rebuilt from its attempt directories (`rebuild`), and an
@@ -67,7 +73,7 @@ Changes are written in one transaction per wake-up.
 0 every run succeeded; 1 some run failed, ran out of memory or was abandoned, or the state could
 not be written (full disk, deleted state directory) or an instance lost its binding; 3 the flapping
 guard stopped launching; 130 stopped by a signal or `migbench stop` (runs left
-`interrupted`/`queued`).
+`interrupted`/`queued`); a run whose outcome is unknown also makes it 1.
 """
 
 from __future__ import annotations
