@@ -1,6 +1,7 @@
 """How an attempt's end moves its run on: success, a retry after a backoff, an OOM move to a larger
 instance, failure when the retries are used up, the flapping guard; and a shim that died without a
-result. A part of the supervisor (`Supervisor` inherits it), kept apart for its size.
+result; and the adoption of what an earlier launcher left (`_recover`). A part of the supervisor
+(`Supervisor` inherits it), kept apart for its size.
 
 Where an attempt's outcome comes from, first found first: `exit.json` (the shim's); the document
 the shim wrote to the launcher's pipe (it holds when the attempt directory was deleted); the
@@ -25,11 +26,11 @@ from typing import Any
 from migbench.fsutil import disk_full, write_json_atomic
 from migbench.launch.options import NOT_STARTED, OOM_RANK_SHIFT
 from migbench.launch.prepare import retries_of
-from migbench.launch.procs import kill_group, read_json, wait_child
+from migbench.launch.procs import find_shim, kill_group, process_alive, read_json, wait_child, wait_group_gone
 from migbench.launch.queue import Queues, Waiting
 from migbench.launch.shim import RESERVE_NAME, exit_record
-from migbench.launch.spec import Outcome, attempt_started, outcome_of
-from migbench.launch.store import AttemptEnd, RunRow
+from migbench.launch.spec import Outcome, attempt_dir, attempt_started, outcome_of
+from migbench.launch.store import ACTIVE_STATES, AttemptEnd, RunRow
 from migbench.launch.waiter import alive, read_record, wait_status
 from migbench.plan import PlanInstance, PlanRun
 
@@ -84,7 +85,18 @@ class Outcomes:
     grace_s: float
     plan_file: str
 
+    sd: Path
+    opts: Any
+    prev_stopping: bool
+    resume_ids: set[str]
+
     def _read_child(self, a: Active) -> None:
+        raise NotImplementedError
+
+    def _mark_shared(self, instance: str, run_id: str) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
         raise NotImplementedError
 
     def _halt(self, reason: str) -> None:
@@ -226,6 +238,68 @@ class Outcomes:
             self.say(f"flapping guard: {self.flapping}; {len(self.active)} running run(s) continue")
 
 
+
+    # -- recovery --------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        adopted = requeued = taken = orphans = unknown = 0
+        for rid, row in self.rows.items():
+            if row.state in ACTIVE_STATES:
+                adir = attempt_dir(self.sd, rid, row.attempt)
+                pid, ctime = row.shim_pid, row.shim_create_time
+                if not (pid and process_alive(pid, ctime)) and row.state == "starting" and not pid:
+                    found = find_shim(adir)
+                    if found:
+                        pid, ctime = found
+                a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
+                self._read_child(a)
+                if pid and process_alive(pid, ctime):
+                    self.active[rid] = a
+                    row.state, row.shim_pid, row.shim_create_time = "running", pid, ctime
+                    self.dirty.add(rid)
+                    adopted += 1
+                    continue
+                a.stop_signaled = self.prev_stopping
+                res = self._result(a)
+                if res is not None:  # exit.json, or the waiter's record of a run that ended while nothing of migbench lived
+                    self._on_exit(a, res, None)
+                    taken += 1
+                    continue
+                if self._run_alive(a):  # the shim is gone, the run (or its waiter) works on: wait for it
+                    self.active[rid] = a
+                    row.state = "running"
+                    self.dirty.add(rid)
+                    self._keep_orphan(a, f"{rid}: attempt {row.attempt}'s shim is gone; its run (PID {a.child_pid}) goes on: waiting for it")
+                    orphans += 1
+                    continue
+                row.end_at = time.time()
+                child = read_json(adir / "child.json") or {}
+                if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
+                    wait_group_gone(int(child["pgid"]))
+                    self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
+                if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
+                    requeued += 1
+                    self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
+                    self._requeue(row, f"attempt {row.attempt} never started its run")
+                    continue
+                unknown += 1
+                self.active[rid] = a  # `_unknown` takes it out again
+                self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
+            elif row.state == "interrupted":
+                self._requeue(row, row.last_error)
+                requeued += 1
+            elif row.state == "unknown" and self.opts.resume_unknown:
+                self.resume_ids.add(rid)
+                self._requeue(row, f"attempt {row.attempt}'s outcome was unknown: resumed on request (--resume-unknown)")
+                self.say(f"{rid}: outcome of attempt {row.attempt} unknown: resuming it on request (MIGBENCH_RESUME=1)")
+                requeued += 1
+        for a in self.active.values():  # adopted runs share instances with each other
+            self._mark_shared(a.instance, a.run_id)
+        if adopted or requeued or taken or orphans or unknown:
+            self.say(
+                f"resuming: adopted {adopted} running run(s), waiting for {orphans} run(s) whose shim is gone, "
+                f"took {taken} result(s), re-queued {requeued} run(s), {unknown} outcome(s) unknown"
+            )
+        self._flush()
 
     # -- a shim that died without a result -------------------------------------------------------
     def _drain_result(self, a: Active) -> None:

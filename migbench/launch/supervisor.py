@@ -70,10 +70,10 @@ Changes are written in one transaction per wake-up.
 
 ## Exit codes of `launch`
 
-0 every run succeeded; 1 some run failed, ran out of memory or was abandoned, or the state could
-not be written (full disk, deleted state directory) or an instance lost its binding; 3 the flapping
-guard stopped launching; 130 stopped by a signal or `migbench stop` (runs left
-`interrupted`/`queued`); a run whose outcome is unknown also makes it 1.
+0 every run succeeded; 1 some run failed, ran out of memory, was abandoned or has an unknown
+outcome, or the state could not be written (full disk, deleted state directory) or an instance lost
+its binding; 3 the flapping guard stopped launching; 130 stopped by a signal or `migbench stop`
+(runs left `interrupted`/`queued`).
 """
 
 from __future__ import annotations
@@ -108,14 +108,12 @@ from migbench.launch.outcomes import Active, Outcomes
 from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
 from migbench.launch.procs import (
     create_time_of,
-    find_shim,
     kill_group,
     process_alive,
     read_json,
     reap_strays,
     set_child_subreaper,
     spawn_shim,
-    wait_group_gone,
 )
 from migbench.launch.queue import Queues, Waiting
 from migbench.launch.rebuild import rebuild_row, scan_attempts
@@ -430,68 +428,6 @@ class Supervisor(Outcomes):
             if row.child_pid != a.child_pid:
                 row.child_pid, row.child_pgid = a.child_pid, a.child_pgid
                 self.dirty.add(a.run_id)
-
-    # -- recovery --------------------------------------------------------------------------------
-    def _recover(self) -> None:
-        adopted = requeued = taken = orphans = unknown = 0
-        for rid, row in self.rows.items():
-            if row.state in ACTIVE_STATES:
-                adir = attempt_dir(self.sd, rid, row.attempt)
-                pid, ctime = row.shim_pid, row.shim_create_time
-                if not (pid and process_alive(pid, ctime)) and row.state == "starting" and not pid:
-                    found = find_shim(adir)
-                    if found:
-                        pid, ctime = found
-                a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
-                self._read_child(a)
-                if pid and process_alive(pid, ctime):
-                    self.active[rid] = a
-                    row.state, row.shim_pid, row.shim_create_time = "running", pid, ctime
-                    self.dirty.add(rid)
-                    adopted += 1
-                    continue
-                a.stop_signaled = self.prev_stopping
-                res = self._result(a)
-                if res is not None:  # exit.json, or the waiter's record of a run that ended while nothing of migbench lived
-                    self._on_exit(a, res, None)
-                    taken += 1
-                    continue
-                if self._run_alive(a):  # the shim is gone, the run (or its waiter) works on: wait for it
-                    self.active[rid] = a
-                    row.state = "running"
-                    self.dirty.add(rid)
-                    self._keep_orphan(a, f"{rid}: attempt {row.attempt}'s shim is gone; its run (PID {a.child_pid}) goes on: waiting for it")
-                    orphans += 1
-                    continue
-                row.end_at = time.time()
-                child = read_json(adir / "child.json") or {}
-                if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
-                    wait_group_gone(int(child["pgid"]))
-                    self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
-                if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
-                    requeued += 1
-                    self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
-                    self._requeue(row, f"attempt {row.attempt} never started its run")
-                    continue
-                unknown += 1
-                self.active[rid] = a  # `_unknown` takes it out again
-                self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
-            elif row.state == "interrupted":
-                self._requeue(row, row.last_error)
-                requeued += 1
-            elif row.state == "unknown" and self.opts.resume_unknown:
-                self.resume_ids.add(rid)
-                self._requeue(row, f"attempt {row.attempt}'s outcome was unknown: resumed on request (--resume-unknown)")
-                self.say(f"{rid}: outcome of attempt {row.attempt} unknown: resuming it on request (MIGBENCH_RESUME=1)")
-                requeued += 1
-        for a in self.active.values():  # adopted runs share instances with each other
-            self._mark_shared(a.instance, a.run_id)
-        if adopted or requeued or taken or orphans or unknown:
-            self.say(
-                f"resuming: adopted {adopted} running run(s), waiting for {orphans} run(s) whose shim is gone, "
-                f"took {taken} result(s), re-queued {requeued} run(s), {unknown} outcome(s) unknown"
-            )
-        self._flush()
 
     def _requeue(self, row: RunRow, note: str | None) -> None:
         if row.id not in self.plan_runs or row.queue not in self.inst:
