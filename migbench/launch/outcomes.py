@@ -335,7 +335,7 @@ class Outcomes:
         res = outcome_of(a.piped)
         if res is not None:
             return res
-        rec = read_record(a.adir)
+        rec = read_record(a.adir) if attempt_started(a.adir) else None  # a run stopped at the gate never ran
         if rec is None:
             return None
         cmd = read_json(a.adir / "cmd.json") or {}

@@ -237,8 +237,8 @@ def _run_child(adir: Path, argv: list[str], env: dict[str, str], workdir: str, f
 
 
 def _fork_waiter(adir: Path, run_id: str, argv: list[str], env: dict[str, str], workdir: str, fds: dict[str, int]) -> int:
-    """Fork the waiter, which forks the run and execs `mb-wait` (`launch.waiter`). The waiter
-    sends the run's PID as the first line on `pid_w`. Returns the waiter's PID."""
+    """Fork the waiter, which forks the run and execs `mb-wait` (`launch.waiter`); as `mb-wait` it
+    sends the run's PID and start time as the first line on `pid_w`. Returns the waiter's PID."""
     wpid = os.fork()
     if wpid != 0:
         return wpid
@@ -254,7 +254,6 @@ def _fork_waiter(adir: Path, run_id: str, argv: list[str], env: dict[str, str], 
             pass  # the child did it already (or has exited)
         for name in ("gate_r", "exec_w", "out", "err", "null"):
             os.close(fds[name])
-        os.write(fds["pid_w"], f"{pid} {start_ticks(pid) or 0}\n".encode())
         exec_waiter(run_id, pid, fds["dir"], fds["pid_w"])
     finally:
         os._exit(125)

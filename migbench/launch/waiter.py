@@ -12,7 +12,8 @@ ignores SIGHUP/SIGINT/SIGTERM, needs no module outside the interpreter's built-i
    relative to it and never followed through a symlink): into `.wait.pending`, space the shim
    reserved before the run started (a full disk cannot stop it), fsync, rename, fsync the
    directory -- atomic and durable; without the reserve, through a new temp file and a rename;
-3. writes the same record to the shim through a pipe (so the shim learns it even when the
+3. writes the same record to the shim through a pipe (where it first wrote the run's PID and start
+   time, once it runs as `mb-wait`: the shim lets the run start only after that line) (so the shim learns it even when the
    directory was deleted meanwhile);
 4. kills what is left of the run's process group and reaps the run.
 
@@ -68,6 +69,7 @@ def put(d, data):
     os.fsync(d)
 def main():
     pid, d, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    os.write(out, b"%d %s\n" % (pid, sys.argv[5].encode()))  # to the shim: the run's PID and start time
     try:
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     except ChildProcessError:
@@ -97,7 +99,9 @@ sys.exit(main())
 
 
 def exec_waiter(run_id: str, pid: int, dir_fd: int, out_fd: int) -> None:
-    """In the forked waiter (the run's parent): become `mb-wait`. Never returns."""
+    """In the forked waiter (the run's parent): become `mb-wait`. Never returns. Once it runs as
+    `mb-wait` it writes "<pid> <start ticks>" to `out_fd` (so whoever reads that line knows that
+    nothing matching "migbench" is the run's parent any more), and at the end its record."""
     for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)  # ignored dispositions survive exec
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -105,7 +109,8 @@ def exec_waiter(run_id: str, pid: int, dir_fd: int, out_fd: int) -> None:
     os.set_inheritable(out_fd, True)
     label = run_id if "migbench" not in run_id.lower() else "run"
     exe = os.path.realpath(sys.executable)
-    os.execv(exe, [WAITER_ARGV0, "-I", "-S", "-c", SOURCE, label, str(pid), str(dir_fd), str(out_fd)])
+    ticks = str(start_ticks(pid) or 0)
+    os.execv(exe, [WAITER_ARGV0, "-I", "-S", "-c", SOURCE, label, str(pid), str(dir_fd), str(out_fd), ticks])
 
 
 def parse_record(data: bytes | str | None) -> dict[str, Any] | None:

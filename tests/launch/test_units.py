@@ -300,7 +300,9 @@ exec_waiter("r-1", pid, d, sys.stdout.fileno())
     assert p.returncode == 0, p.stderr
     rec = read_record(tmp_path)
     assert rec is not None and (rec["exit_code"], rec["signal"]) == want
-    assert json.loads(p.stdout) == rec  # the pipe's copy
+    first, last = p.stdout.splitlines()
+    assert int(first.split()[0]) == rec["pid"] and int(first.split()[1]) > 0  # the run's PID and start time, then
+    assert json.loads(last) == rec  # the pipe's copy of the record
     status = wait_status(rec)
     assert (os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None) == want
     assert not (tmp_path / WAIT_PENDING).exists() and (tmp_path / "wait.json").stat().st_mode & 0o077 == 0
