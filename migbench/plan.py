@@ -36,6 +36,7 @@ from migbench.plancheck import (
     located,
     parse_start,
     safe_name,
+    shape_error,
     yaml_error,
 )
 from migbench.types import InstanceRef, LaunchSettings, Placement
@@ -301,6 +302,9 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
         finally:
             loader.dispose()
 
+    refused = shape_error(text, file)
+    if refused is not None:
+        raise refused
     if not _MAYBE_ANCHOR.search(text):
         try:
             return yamlio.load(text), locate
@@ -310,8 +314,8 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
     try:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), locate
-    except yaml.YAMLError as exc:
-        raise yaml_error(exc, file) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise yaml_error(exc, file, text) from None
     finally:
         loader.dispose()
 
@@ -438,7 +442,7 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
             # they become paths: trusted only as the full check would (else Plan.load says what is wrong)
             if safe_name(name) and not bad_path(launch.log_dir):
                 return name, launch
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError, RecursionError):
         pass
     plan = Plan.load(p)
     return plan.name, plan.launch

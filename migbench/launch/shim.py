@@ -3,7 +3,7 @@
 The launcher starts one shim per attempt, in a new session, so the shim (and its run) outlives a
 launcher that dies; a restarted launcher adopts it by PID and start time. The shim:
 
-1. reads `ATTEMPT_DIR/cmd.json` (argv, environment additions, workdir, MIG uuid, timeout, the
+1. reads `ATTEMPT_DIR/cmd.json` (only when no other user could have written it: `read_cmd`; argv, environment additions, workdir, MIG uuid, timeout, the
    state files' mode, the environment allow-list);
 2. forks the waiter (`launch.waiter`), which forks the child into its own process group (stdin
    from /dev/null, stdout/stderr appended to `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd =
@@ -38,13 +38,14 @@ import fnmatch
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from migbench.backend.select import attach_run
-from migbench.fsutil import configure_state_mode, create_private, reserve_file, write_json_atomic
+from migbench.fsutil import configure_state_mode, create_private, reserve_file, trusted_uids, untrusted_reason, write_json_atomic
 from migbench.launch.waiter import WAIT_NAME, WAIT_PENDING, exec_waiter, parse_record, read_record, start_ticks, wait_status
 
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
@@ -259,9 +260,33 @@ def _fork_waiter(adir: Path, run_id: str, argv: list[str], env: dict[str, str], 
         os._exit(125)
 
 
+CMD_LIMIT = 16 << 20
+"""The most bytes of `cmd.json` the shim reads."""
+
+
+def read_cmd(adir: Path) -> dict[str, Any]:
+    """`ADIR/cmd.json`, trusted only when no user but root and this one could have put it there: the
+    attempt directory and every directory above it pass `fsutil.untrusted_reason`, the directory is
+    opened without following a link and the file relative to it (O_NOFOLLOW), and the file is a
+    regular file of ours (or root's) that no other user can write. Raises PermissionError otherwise."""
+    why = untrusted_reason(adir, group_ok=True)  # the launcher checked the group with the configured mode
+    if why is not None:
+        raise PermissionError(f"refusing to run {adir}/cmd.json: {why}")
+    dfd = os.open(adir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open("cmd.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in trusted_uids() or st.st_mode & 0o022:
+            raise PermissionError(f"refusing to run {adir}/cmd.json: not a regular file that only its owner (root or uid {os.geteuid()}) can write")
+        return dict(json.loads(f.read(CMD_LIMIT)))
+
+
 def run(adir: Path, result_fd: int | None = None) -> int:
     """Start, supervise and record one attempt. Returns the exit code (0-255)."""
-    cmd = json.loads((adir / "cmd.json").read_text())
+    cmd = read_cmd(adir)
     configure_state_mode(cmd.get("state_mode"))
     argv = [str(a) for a in cmd["argv"]]
     env = child_env(cmd, dict(os.environ))
