@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from migbench.apply import apply_plan
@@ -31,6 +31,7 @@ from migbench.launch.store import db_path
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
+from migbench.planner.grow import Grown, RunState, grow_plan
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
 
@@ -124,6 +125,7 @@ class Earlier:
     state_dir: Path
     plan_file: str | None
     finished: dict[str, str]  # run id -> its final state (CARRIED_STATES)
+    states: dict[str, RunState] = field(default_factory=dict)  # every run's state and where it last ran
 
 
 def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Earlier | None:
@@ -139,7 +141,8 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
         made_from = st.meta("plan_file")
     finally:
         st.close()
-    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES})
+    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
+                   {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())})
 
 
 @dataclass
@@ -197,8 +200,20 @@ def plan_and_apply(
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
         return Prepared(None, continues=True)
+    grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
+    elif grown is not None:
+        plan = grown.plan
+        plan.save(out)
+        for line in grown.decided:
+            say(line)
+        n_done = sum(r.done is not None for r in plan.runs)
+        say(
+            f"plan written to {out}: {len(plan.runs)} runs ({n_done} finished earlier, kept and marked done; "
+            f"{len(grown.starting)} to start) on {len(plan.instances)} MIG instances of {len(plan.fleet)} GPU(s)"
+            + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
+        )
     else:
         todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep
         if finished:
@@ -216,6 +231,21 @@ def plan_and_apply(
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed
         else "applied: every GPU already matches the plan")
     return Prepared(plan, continues=earlier is not None)
+
+
+def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, notes: Sequence[str]) -> Grown | None:
+    """The earlier plan next to the sweep grown to the sweep now (`planner.grow`): the runs to start
+    on the instances the host has, re-cutting only idle GPUs, and only for runs nothing holds.
+    None when there is no earlier plan to grow (or it cannot be read) or the fleet changed."""
+    if not out.exists():
+        return None
+    try:
+        old = Plan.load(out)
+    except MigbenchError:
+        return None
+    if old.name != sweep.name:
+        return None
+    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
 
 
 def _one_host(nodes: list[str | None]) -> None:
