@@ -146,3 +146,22 @@ def test_a_plan_file_with_a_bad_done_mark_is_refused(earlier, tmp_path):
     text = "\n".join(" ".join(line) for line in exc.value.lines())
     assert re.search(r"bad\.plan\.yaml:\d+: runs\[0\]\.done: the string 'maybe' is not a final state", text), text
     assert re.search(r"bad\.plan\.yaml:\d+: runs\[0\]\.ran_on: 'x.*' is not an instance", text), text
+
+
+def test_simulate_and_report_of_a_grown_plan_show_the_whole_sweep(earlier, tmp_path):
+    """Guards: the report of a grown sweep's plan said "1 runs" and lost the earlier runs' grid and timeline."""
+    from migbench.forecast.simulate import simulate_plan
+    from migbench.report import build_report
+
+    old, fleet = earlier
+    grown = grow_plan(old, _sweep(tmp_path, SMALL.replace("[0, 1, 2, 3]", "[0, 1, 2, 3, 4]")), fleet, _done(old))
+    assert grown is not None
+    grown.plan.save(tmp_path / "g.plan.yaml")
+    plan = Plan.load(tmp_path / "g.plan.yaml")
+    sim = simulate_plan(plan)
+    assert sim.runs == 5 and sim.makespan_s >= (old.solver.makespan_s or 0)
+    report = build_report(plan, state_dir=tmp_path / "none", now=0.0)
+    assert report.runs == 5 and {b.run for b in report.bars if b.kind == "planned"} == {r.id for r in plan.runs}
+    new = plan.run(grown.starting[0])
+    bar = next(b for b in report.bars if b.run == new.id)
+    assert (bar.start_s, bar.end_s) == (new.est_start_s, new.est_end_s)  # the plan's estimate is its played start
