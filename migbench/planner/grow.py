@@ -46,7 +46,7 @@ from migbench.planner.recut import (
     slot_of,
 )
 from migbench.sweep.model import Sweep
-from migbench.types import InstanceRef, Layout, Placement, layout_key
+from migbench.types import InstanceRef, Layout, layout_key
 
 LIVE_STATES = ("starting", "running")
 """Runs a launcher may still have on an instance (a killed launcher's runs are adopted by the next)."""
@@ -121,10 +121,12 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
         return GpuNow(gpu, models[gpu], insts)
 
     waiting = sorted((Waiting(r.demand(), 0.0) for r in todo), key=priority)
-    unfit = [w for w in waiting if not any(_holds(now(g), pl, w, st) for g in layouts for pl in layouts[g])]
+    current = {g: now(g) for g in sorted(layouts)}
+    room = sorted({(slot_of(current[g], pl, st.compute_basis).memory_mib, pl.profile) for g in layouts for pl in layouts[g]})
+    unfit = [w for w in waiting if not any(_holds(mib, prof, w) for mib, prof in room)]
     recut: dict[int, tuple[Layout, Layout]] = {}
     if unfit:
-        idle = [now(g) for g in sorted(layouts) if not now(g).busy_placements]
+        idle = [g for g in current.values() if not g.busy_placements]
         decision = replan(0.0, idle, unfit, st)
         for rc in decision.recuts:
             before = layouts[rc.gpu]
@@ -152,10 +154,10 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     return Grown(plan, decided, tuple(sorted(recut)), tuple(r.id for r in todo if r.id in assigned))
 
 
-def _holds(g: GpuNow, pl: Placement, w: Waiting, st: RecutSettings) -> bool:
-    """Could the instance `pl` of `g` ever run `w` (alone): memory and the run's allowed profiles."""
+def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
+    """Could an instance of this memory and profile ever run `w` (alone): memory and the run's allowed profiles."""
     d = w.demand
-    return d.memory_mib <= slot_of(g, pl, st.compute_basis).memory_mib and (d.profiles is None or pl.profile in d.profiles)
+    return d.memory_mib <= memory_mib and (d.profiles is None or profile in d.profiles)
 
 
 def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mapping[int, Layout],
@@ -234,7 +236,8 @@ def _say(todo: Sequence, assigned: Mapping[str, tuple[InstanceRef, int]], unplac
     out: list[str] = []
     if assigned:
         on = Counter(ref for ref, _ in assigned.values())
-        where = [f"the {'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in sorted(on, key=str)]
+        refs = sorted(on, key=lambda x: (x.gpu, x.placement.start, x.placement.profile))
+        where = [f"the {'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
         out.append(f"{len(assigned)} run(s) to start on {text}; "
                    + ("no re-cut" if not recut else "re-cut GPU(s) " + ", ".join(map(str, sorted(recut))) + " only"))
