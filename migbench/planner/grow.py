@@ -135,7 +135,8 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
 
     # place wave after wave: the first beside the live runs, each next one on empty instances
     assigned: dict[str, tuple[InstanceRef, int]] = {}
-    queue = list(waiting)
+    first = {w.demand.id for w in unfit}  # the runs a GPU was re-cut for take its new instances first
+    queue = [w for w in waiting if w.demand.id in first] + [w for w in waiting if w.demand.id not in first]
     k = 0
     while queue:
         insts = [i for g in sorted(layouts) for i in instances_now(now(g, with_live=k == 0), st)]
@@ -149,7 +150,9 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     unplaced_ids = {w.demand.id for w in queue}
 
     plan = _assemble(old, sweep, fleet, layouts, kept, todo, assigned, unplaced_ids, st, dm)
-    decided += _say(todo, assigned, unplaced_ids, recut, live, dropped, models)
+    earlier_ids = {r.id for r in old.runs}
+    fresh = sum(1 for rid in assigned if rid not in earlier_ids)
+    decided += _say(fresh, assigned, unplaced_ids, recut, live, dropped)
     plan.warnings = [*notes, *decided]
     return Grown(plan, decided, tuple(sorted(recut)), tuple(r.id for r in todo if r.id in assigned))
 
@@ -229,9 +232,9 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
             runs[rid] = replace(runs[rid], est_start_s=res.start_s[rid], est_end_s=res.end_s[rid])
 
 
-def _say(todo: Sequence, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: set[str],
+def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: set[str],
          recut: Mapping[int, tuple[Layout, Layout]], live: Mapping[InstanceRef, list[PlanRun]],
-         dropped: Sequence[str], models: Mapping) -> list[str]:
+         dropped: Sequence[str]) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []
     if assigned:
@@ -239,7 +242,9 @@ def _say(todo: Sequence, assigned: Mapping[str, tuple[InstanceRef, int]], unplac
         refs = sorted(on, key=lambda x: (x.gpu, x.placement.start, x.placement.profile))
         where = [f"the {'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
-        out.append(f"{len(assigned)} run(s) to start on {text}; "
+        again = len(assigned) - fresh
+        what = ", ".join(x for x in (_n(fresh, "new run"), _n(again, "unfinished run")) if x)
+        out.append(f"{what} to start on {text}; "
                    + ("no re-cut" if not recut else "re-cut GPU(s) " + ", ".join(map(str, sorted(recut))) + " only"))
     for g, (before, after) in sorted(recut.items()):
         out.append(f"GPU {g} (every instance idle) re-cut from {_lay(before)} to {_lay(after)}: "
@@ -251,6 +256,10 @@ def _say(todo: Sequence, assigned: Mapping[str, tuple[InstanceRef, int]], unplac
         out.append(f"{len(dropped)} run(s) no longer in the sweep and never finished are dropped: {', '.join(dropped[:5])}"
                    + (", ..." if len(dropped) > 5 else ""))
     return out
+
+
+def _n(n: int, what: str) -> str:
+    return "" if not n else f"{n} {what}" + ("s" if n > 1 else "")
 
 
 def _lay(lay: Layout) -> str:

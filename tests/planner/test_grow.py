@@ -83,7 +83,7 @@ def test_a_new_run_goes_on_an_idle_instance_and_every_run_is_kept(earlier, tmp_p
         assert kept.done == "succeeded" and kept.ran_on == r.instance_key and kept.instance_key == r.instance_key
     queue = next(i.runs for i in plan.instances if i.key == new.instance_key)
     assert queue[-1] == new.id
-    assert "no re-cut" in grown.decided[0] and "idle" in grown.decided[0]
+    assert grown.decided[0].startswith(f"1 new run to start on the idle {new.profile}@{new.start} of GPU {new.gpu}; no re-cut")
     # the file reads back as it was written, and the same inputs give the same bytes
     plan.save(tmp_path / "grown.plan.yaml")
     again = grow_plan(old, sweep, fleet, _done(old))
