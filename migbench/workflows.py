@@ -1,5 +1,5 @@
 """Use cases that take several steps across the core: the fleet a plan is for, and `run` (plan, apply,
-launch), with plan reuse and the auto-created simulated host. The CLI calls these and renders."""
+launch), with plan reuse, a grown sweep joining the host's instances, and the auto-created simulated host. The CLI calls these and renders."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import db_path
 from migbench.plan import Plan
+from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
 from migbench.planner.grow import Grown, RunState, grow_plan
@@ -114,8 +115,9 @@ def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None, *, mig
     )
 
 
-CARRIED_STATES = ("succeeded", "failed", "oom")
-"""Runs an earlier launch finished: a later `run` of the sweep keeps them, by id, and does not plan them."""
+CARRIED_STATES = DONE_STATES
+"""Runs an earlier launch finished: a later `run` of the sweep keeps them, by id, and does not plan
+them again (a grown plan marks them `done:`)."""
 
 
 @dataclass
@@ -168,8 +170,10 @@ def plan_and_apply(
 ) -> Prepared:
     """`run` up to the launch, idempotent: read the sweep's launch state first (a running launcher
     is refused before anything changes); use a simulated host where no GPU is; reuse the plan file
-    next to the sweep when the sweep and fleet are unchanged, else plan the runs that have not
-    finished (finished runs are carried forward by id: a run keeps its id while its parameters do);
+    next to the sweep when the sweep and fleet are unchanged; else, when the sweep launched before,
+    grow that plan (`planner.grow`: its runs kept, the runs to start on the instances it made, idle
+    GPUs re-cut only for runs nothing holds); else plan the runs that have not finished (finished
+    runs are carried forward by id: a run keeps its id while its parameters do);
     with nothing left to run, stop before touching the GPUs; else apply. `started` and `progress`
     go to the planner (`SolveOptions`)."""
     if not sweep.runs:
