@@ -1,5 +1,6 @@
 """Use cases that take several steps across the core: the fleet a plan is for, and `run` (plan, apply,
-launch), with plan reuse, a grown sweep joining the host's instances, and the auto-created simulated host. The CLI calls these and renders."""
+launch), with plan reuse, a grown sweep joining the host's instances, and the auto-created simulated
+host. The CLI calls these and renders."""
 
 from __future__ import annotations
 
