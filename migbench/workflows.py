@@ -214,10 +214,12 @@ def plan_and_apply(
         for line in grown.decided:
             say(line)
         n_done = sum(r.done is not None for r in plan.runs)
+        n_live = len(plan.placed_runs()) - sum(r.done is not None for r in plan.placed_runs()) - len(grown.starting)
+        parts = [f"{n_done} finished earlier, kept and marked done" if n_done else "",
+                 f"{n_live} still live, kept where they run" if n_live else "", f"{len(grown.starting)} to start"]
         say(
-            f"plan written to {out}: {len(plan.runs)} runs ({n_done} finished earlier, kept and marked done; "
-            f"{len(grown.starting)} to start) on {len(plan.instances)} MIG instances of {len(plan.fleet)} GPU(s)"
-            + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
+            f"plan written to {out}: {len(plan.runs)} runs ({'; '.join(x for x in parts if x)}) on {len(plan.instances)} "
+            f"MIG instances of {len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
         )
     else:
         todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep

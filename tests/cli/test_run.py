@@ -5,7 +5,9 @@ commands that come after it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pynvml
@@ -196,3 +198,47 @@ def test_a_grown_sweep_needing_a_bigger_instance_re_cuts_only_an_idle_gpu(tmp_pa
         res = _run(sweep, env, "--fleet", "A100-SXM4-80GB:2")
     assert res.returncode == 1 and "already running" in res.stderr, res.stdout + res.stderr
     assert (sim / "host.json").read_bytes() == host and plan_file.read_bytes() == plan
+
+
+LONG = """
+version: 1
+name: live
+launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
+groups:
+  - name: a
+    command: {toy} --steps 100 --step-seconds 0.1 --out ${run_dir}/ckpt --lr {lr}
+    parameters: {lr: [0.1, 0.01, 0.001]}
+    memory: 2GiB
+    compute: 0.1
+"""
+
+
+def test_a_sweep_grown_while_its_runs_live_joins_idle_instances_and_touches_no_busy_one(rig):
+    """Guards (issue 21): a grown sweep was planned from scratch and applied over instances whose
+    runs still ran (a killed launcher's runs, which the next launcher adopts). Now the new run joins
+    an idle instance, a run that needs a whole GPU waits unplaced instead of a re-cut, nothing on the
+    GPU changes, and every run runs once."""
+    r = rig(LONG, gpus=1)
+    p = r.start()
+    r.wait_for(lambda: list(r.states().values()) == ["running"] * 3, what="the three runs to run")
+    os.kill(p.pid, signal.SIGKILL)  # their shims live on; the rows still say running
+    p.wait()
+    host = SimHost(r.sim).read()
+    before = [(gi.start, gi.id, [c.uuid for c in gi.compute_instances]) for gi in host.gpus[0].gpu_instances]
+    sweep = r.plan_path.parent / "sweep.yaml"
+    grown = LONG.replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]") + BIG.replace("--seed", "--steps 2 --seed")
+    sweep.write_text(grown.replace("{toy}", TOY_CMD))
+    res = _run(sweep, r.env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "launcher done (exit 1): 1 abandoned, 4 succeeded" in out, out  # the unplaced run
+    assert _gpu(r.sim, 0) == before  # no busy instance destroyed, moved or re-cut: no instance at all
+    plan = Plan.load(r.plan_path)
+    (big,) = [x for x in plan.runs if x.group == "big"]
+    assert big.gpu is None and [u.id for u in plan.unplaced] == [big.id]
+    assert "1 new run to start on the idle " in out and "; no re-cut" in out
+    assert ": 5 runs (3 still live, kept where they run; 1 to start) on " in out and "adopted 3 running run(s)" in out
+    assert "fit no instance and no idle GPU can be re-cut for them: unplaced" in out
+    assert "applied: every GPU already matches the plan" in out
+    states = r.states()
+    assert sorted(states.values()) == ["abandoned"] + ["succeeded"] * 4, states
+    assert Counter(line.split()[0] for line in r.ledger_lines()) == {rid: 1 for rid, s in states.items() if s == "succeeded"}
