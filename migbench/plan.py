@@ -102,6 +102,8 @@ class PlanRun:
     est_end_s: float | None = None
     memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
     compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
+    done: str | None = None  # the final state an earlier launch of the sweep left it in (DONE_STATES); never started again
+    ran_on: str | None = None  # where that launch ran it (an instance key); its instance may since have been re-cut
 
     @property
     def instance_key(self) -> str | None:
@@ -375,6 +377,7 @@ def _run_from(r: dict[str, Any]) -> PlanRun:
         max_runs_per_instance=r.get("max_runs_per_instance") or 1,
         profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
         timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
+        done=r.get("done"), ran_on=r.get("ran_on"),
     )
 
 
@@ -700,6 +703,9 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "est_start_s": _num(r.est_start_s),
         "est_end_s": _num(r.est_end_s),
     }
+    if r.done is not None:  # only a grown plan has them: other plan files keep their bytes
+        d["done"] = r.done
+        d["ran_on"] = r.ran_on
     return d
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,15 @@ def test_start_order_is_wave_then_estimated_start(tmp_path):
         _run("r3", profile="3g.40gb", start=4, wave=1, est_start_s=50), _run("r4", wave=1, est_start_s=20),
     ]
     assert [r.id for r in start_order(_plan(tmp_path, runs, [a, b]))] == ["r1", "r2", "r4", "r3"]
+
+
+def test_a_run_a_grown_plan_marks_done_is_never_started_again(tmp_path):
+    """Guards (issue 21): a grown plan keeps its finished runs on their instances; a launch with
+    another state directory would have started them a second time."""
+    a = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("r1", "r2"))
+    runs = [_run("r1", wave=0, est_start_s=0), _run("r2", wave=1, est_start_s=50)]
+    runs[0] = replace(runs[0], done="succeeded", ran_on="0:1g.10gb@0")
+    assert [r.id for r in start_order(_plan(tmp_path, runs, [a]))] == ["r2"]
 
 
 # -- the queue ---------------------------------------------------------------------------------
