@@ -32,6 +32,8 @@ toy sweep's plan holds 486 bytes a run, so 100,000 runs are about 50 MiB)."""
 RUN_ID_RE = SAFE_NAME_RE
 """Run ids name directories (`<state dir>/<run id>/`): plain file names only."""
 REGENERATE = "regenerate it with `migbench plan SWEEP -o PLAN`"
+DONE_STATES = ("succeeded", "failed", "oom")
+"""The final states a run of a grown plan may be marked `done:` with (an earlier launch finished it)."""
 
 def parse_start(text: str, file: str) -> LimitedSafeLoader:
     """The located loader over `text`; a control character YAML refuses is a problem at its line."""
@@ -383,7 +385,8 @@ _RUN_FIELDS = (
     ("env", "map", False), ("workdir", "str", False), ("params", "map", False), ("duration_s", "number", False),
     ("compute", "number", False), ("max_runs_per_instance", "int", False), ("profiles", "list", False),
     ("retries", "int", False), ("timeout_s", "number", False), ("est_start_s", "number", False),
-    ("est_end_s", "number", False), ("memory_source", "str", False),
+    ("est_end_s", "number", False), ("memory_source", "str", False), ("compute_source", "str", False),
+    ("done", "str", False), ("ran_on", "str", False),
 )
 
 
@@ -430,6 +433,13 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
         for j, pr in enumerate(v["profiles"] or []):
             if not isinstance(pr, str):
                 chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
+        if v["done"] is not None and v["done"] not in DONE_STATES:
+            chk.add(f"{where}.done", f"{_kind(v['done'])} is not a final state", "one of " + ", ".join(DONE_STATES))
+        if v["ran_on"] is not None:
+            try:
+                InstanceRef.parse(v["ran_on"])
+            except ValueError as exc:
+                chk.add(f"{where}.ran_on", str(exc))
         placed = [v[x] is not None for x in ("gpu", "profile", "start")]
         if any(placed) and not all(placed):
             chk.add(where, "a placed run needs gpu, profile and start (an unplaced one, none of them)")

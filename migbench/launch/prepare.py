@@ -25,13 +25,14 @@ def plan_sha256(plan: Plan) -> str:
 
 def start_order(plan: Plan) -> list[PlanRun]:
     """Placed runs in the order the plan starts them: by wave, then estimated start, then the
-    instance's plan order and the run's place in that instance's queue."""
+    instance's plan order and the run's place in that instance's queue. A run a grown plan marks
+    `done` (an earlier launch of the sweep finished it) is never started again, whatever the state."""
     inst_index = {i.key: n for n, i in enumerate(plan.instances)}
     pos: dict[str, int] = {}
     for i in plan.instances:
         for n, rid in enumerate(i.runs):
             pos[rid] = n
-    placed = [r for r in plan.runs if r.instance_key is not None and r.instance_key in inst_index]
+    placed = [r for r in plan.runs if r.done is None and r.instance_key is not None and r.instance_key in inst_index]
     return sorted(
         placed,
         key=lambda r: (r.wave or 0, r.est_start_s or 0.0, inst_index[r.instance_key or ""], pos.get(r.id, 0), r.id),

@@ -12,12 +12,14 @@ start would use.
       stderr.log -> latest/stderr.log
       attempt-<n>/
         cmd.json                 argv, environment additions, workdir, MIG uuid, timeout (written by the launcher)
-        child.json               the child's PID / process group (written by the shim when it forks)
+        child.json               the child's PID / process group / start time, its waiter's PID / start time (by the shim)
         started                  made by the child when the shim lets it run (absent: it never ran)
         stdout.log, stderr.log   the child's output
         shim.log                 the shim's own messages
         exit.reserve             space set aside for exit.json (so a full disk cannot lose an outcome)
         exit.json                the outcome (written atomically by the shim when the child is gone)
+        .wait.pending            space reserved for wait.json (by the shim, before the run starts)
+        wait.json                the run's exit status, written atomically by its parent `mb-wait` (launch.waiter)
 
 Every file and directory here is created with the state mode (0600 / 0700 unless configured:
 `migbench.fsutil`). An attempt directory whose run started (`started` or `exit.json`) is never
