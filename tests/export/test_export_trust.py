@@ -63,3 +63,4 @@ def test_a_planted_script_symlink_is_replaced_not_written_through(two_nodes, tmp
     r = migbench("export", "slurm", str(path), "-o", str(out))
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"
+    assert [p.name for p in out.iterdir()] == [f"apply-{plan.nodes()[0]}.sh"], "nothing half-done"
