@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import migbench
+
 OTHER = 12345  # a uid no one on the test machine uses: "eve"
 
 QUICK = """
@@ -163,3 +165,11 @@ def test_a_group_writable_directory_passes_only_when_the_state_mode_shares_with_
         assert fsutil.untrusted_reason(d / "state") is None
     finally:
         fsutil.configure_state_mode(saved)
+
+
+@needs_root
+def test_stop_refuses_a_state_dir_another_user_could_have_written(tmp_path):
+    """Guards issue 19 item 9: `sudo migbench stop --state-dir` signalled the PID in a launch.db eve could write."""
+    sd = _evil_dir(tmp_path)
+    r = migbench("stop", "--state-dir", str(sd))
+    assert r.returncode == 1 and "refusing" in r.stderr and "owned by uid 12345" in r.stderr, r.stderr
