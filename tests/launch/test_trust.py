@@ -173,3 +173,14 @@ def test_stop_refuses_a_state_dir_another_user_could_have_written(tmp_path):
     sd = _evil_dir(tmp_path)
     r = migbench("stop", "--state-dir", str(sd))
     assert r.returncode == 1 and "refusing" in r.stderr and "owned by uid 12345" in r.stderr, r.stderr
+
+
+@needs_root
+def test_the_refusing_shim_never_writes_through_a_link_she_planted(tmp_path):
+    """Guards issue 19 item 9: the shim logged its refusal to `shim.log` in her directory, following
+    her link (root appending to a file she chose)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    adir = _attempt(_evil_dir(tmp_path), tmp_path / "pwned")
+    (adir / "shim.log").symlink_to(victim)
+    assert _shim(adir).returncode == 125 and victim.read_text() == "precious\n"
