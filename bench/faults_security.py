@@ -10,7 +10,7 @@ traceback / internal error / RecursionError / hang): holes must be 0.
 
 1. **state dir** (item 9): eve owns the state dir's parent (or the state dir itself, with bindings
    copied in); root's `launch` must refuse and run nothing. Her cmd.json in an attempt dir she owns:
-   root's shim must not run it.
+   root's shim must not run it, nor append its refusal through her `shim.log` link.
 2. **outputs** (item 10): eve plants a FIFO, a link to a victim file, a link to /dev/zero at the
    output path in a shared sticky directory; root's `plan -o`, `report -o`, `schema -o`, `export
    mig-parted -o` must refuse at once (no hang) and leave the victim alone.
@@ -133,8 +133,12 @@ def state_dir_cases(base: Path, eve: tuple[int, int], tally: Tally) -> None:
         pwned = shared / f"pwned-{trial}"
         doc = {"version": 1, "run_id": "run", "attempt": 1, "argv": ["touch", str(pwned)], "env": {}, "workdir": "/", "mig_uuid": ""}
         as_eve(eve, ["sh", "-c", f"cat > {adir}/cmd.json"], input=json.dumps(doc))
+        victim = base / f"victim-{trial}"
+        victim.write_text("precious\n")
+        as_eve(eve, ["ln", "-s", str(victim), str(adir / "shim.log")])  # where the refusing shim logs
         p = subprocess.run([PY, "-m", "migbench.launch.shim", str(adir)], capture_output=True, text=True, timeout=60)
-        tally.add("1. state dir: root's shim on eve's cmd.json", pwned.exists(), f"rc={p.returncode}")
+        tally.add("1. state dir: root's shim on eve's cmd.json", pwned.exists() or victim.read_text() != "precious\n",
+                  f"rc={p.returncode}")
 
 
 # -- 2. outputs -------------------------------------------------------------------------------------
