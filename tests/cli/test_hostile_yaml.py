@@ -150,3 +150,15 @@ def test_a_footprints_file_past_its_size_limit_is_refused_unread(work, monkeypat
     f.write_text("version: 1\nkind: migbench-footprints\n" + "# padding\n" * 200_000)
     r = migbench("plan", str(work / "s.yaml"), "-o", str(work / "out.plan.yaml"), "--footprints", str(f), cwd=work)
     assert r.returncode == 1 and "too large for a footprints file" in r.stderr, r.stderr
+
+
+def test_one_list_past_the_plans_item_limit_is_refused_as_soon_as_it_is_counted(work, monkeypatch):
+    """Guards issue 19 item 15: a 100 MB plan with a 26M-item list exhausted 8 GiB; now one list
+    longer than a plan's longest can be (MAX_PLAN_ITEMS, lowered here) is refused while counted
+    (once the file may hold more values than MAX_PLAN_NODES, lowered too)."""
+    monkeypatch.setattr(plancheck, "MAX_PLAN_ITEMS", 1_000)
+    monkeypatch.setattr(plancheck, "MAX_PLAN_NODES", 2_000)
+    args, env, f, line, _ = LOADERS["plan"](work, "[" + ", ".join(["1"] * 1_500) + "]")
+    r = migbench(*args, cwd=work, env=env)
+    _refused(r, f, line, "launch.retries[")
+    assert "more than 1,000 items" in r.stderr, r.stderr
