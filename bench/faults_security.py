@@ -318,15 +318,16 @@ def fuzz(base: Path, n: int, seed: int, tally: Tally) -> dict[str, float]:
     from migbench.plan import Plan
 
     plan_text = (d / "s.plan.yaml").read_text()
-    f.write_text(plan_text.replace("  retries: 1\n", "  retries: 1\n  big: [" + ", ".join(["1"] * 26_000_000) + "]\n", 1))
+    assert "\nlaunch:\n" in plan_text
+    f.write_text(plan_text.replace("\nlaunch:\n", "\nlaunch:\n  big: [" + ", ".join(["1"] * 26_000_000) + "]\n", 1))
     t0 = time.monotonic()
     try:
         Plan.load(f)
-        why = "loaded"
+        plan_why = "loaded"
     except InputError as exc:
-        why = exc.render()
+        plan_why = exc.render()
     plan_took = time.monotonic() - t0
-    tally.add("6. plan with a 26M-item list refused", "more than 1,000,000 items" not in why, why)
+    tally.add("6. plan with a 26M-item list refused", "more than 1,000,000 items" not in plan_why, plan_why)
     tally.add("6. 125,000-value fleet file refused", "more than 50,000 values" not in why or took > 1.0 or r.returncode != 1, f"{took:.2f} s: {why}")
     return {"125k-value fleet file: load_fleet_file refuses it in (s)": round(took, 3),
             "74 MiB plan with a 26M-item list: Plan.load refuses it in (s)": round(plan_took, 3),
