@@ -165,3 +165,21 @@ def test_simulate_and_report_of_a_grown_plan_show_the_whole_sweep(earlier, tmp_p
     new = plan.run(grown.starting[0])
     bar = next(b for b in report.bars if b.run == new.id)
     assert (bar.start_s, bar.end_s) == (new.est_start_s, new.est_end_s)  # the plan's estimate is its played start
+
+
+def test_a_plan_file_of_the_new_runs_only_is_made_whole_again_from_the_launch_state(earlier, tmp_path):
+    """Guards: a plan file written by `run` before the fix held only the new run; the runs that
+    finished before are only in the launch state, and the grown plan lists them again, marked done."""
+    old, fleet = earlier
+    last = old.runs[-1]
+    only = Plan.from_dict(dict(old.to_dict(), runs=[r for r in old.to_dict()["runs"] if r["id"] == last.id],
+                               instances=[dict(i, runs=[x for x in i["runs"] if x == last.id]) for i in old.to_dict()["instances"]]))
+    states = _done(old)
+    states[last.id] = RunState("queued", None)
+    sweep = _sweep(tmp_path, SMALL)
+    grown = grow_plan(only, sweep, fleet, states)
+    assert grown is not None and grown.starting == (last.id,)
+    plan = grown.plan
+    assert [r.id for r in plan.runs] == [r.id for r in sweep.runs]
+    for r in old.runs[:-1]:
+        assert plan.run(r.id).done == "succeeded" and plan.run(r.id).ran_on == r.instance_key and plan.run(r.id).gpu is None
