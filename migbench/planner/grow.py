@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from migbench.duration import DurationModel, Slot
+from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
 from migbench.plan import Plan, PlanInstance, PlanRun, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
@@ -98,24 +98,27 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
             dropped.append(r.id)
         elif r.id not in in_sweep:
             kept[r.id] = r  # finished in a launch before, and no longer in the sweep: history
-    for rid, s in state.items():  # finished runs an earlier plan file no longer lists (a plan of the new runs only)
-        if rid not in kept and rid in in_sweep and s.state in DONE_STATES:
-            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
-    todo = [r for r in sweep.runs if r.id not in kept]
-
-    # the host as the earlier plan left it: its layout, busy where a run is live
     models = {g.index: g.model for g in fleet}
     layouts: dict[int, Layout] = {g.index: old.layout(g.index) for g in fleet}
-    live: dict[InstanceRef, list[PlanRun]] = {}
-    for r in kept.values():
-        if r.done is None:
-            where = state[r.id].instance or r.instance_key
-            if where:
-                live.setdefault(InstanceRef.parse(where), []).append(r)
+    exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
+    live: dict[InstanceRef, list[Demand]] = {}  # the host as the earlier plan left it, busy where a run lives
+    for rid, s in state.items():  # runs an earlier plan file does not list (a plan of the new runs only)
+        known = kept.get(rid)
+        if s.state in DONE_STATES and known is None and rid in in_sweep:
+            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
+        elif s.state in LIVE_STATES:
+            where = _ref(s.instance) or _ref(known.instance_key if known is not None else None)
+            if known is None and rid in in_sweep:
+                known = kept[rid] = _placed(_planned(in_sweep[rid], None), where if where in exists else None)
+            if where is not None and where in exists:
+                mib = slot_of(GpuNow(where.gpu, models[where.gpu]), where.placement, st.compute_basis).memory_mib
+                # a live run nothing describes any more fills its instance: no run joins it
+                live.setdefault(where, []).append(known.demand() if known is not None else Demand(rid, mib))
+    todo = [r for r in sweep.runs if r.id not in kept]
 
     def now(gpu: int, with_live: bool = True) -> GpuNow:
         insts = tuple(
-            LiveInstance(pl, tuple(LiveRun(r.demand(), 0.0, 0.0) for r in live.get(InstanceRef(gpu, pl), [])) if with_live else ())
+            LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in live.get(InstanceRef(gpu, pl), [])) if with_live else ())
             for pl in layouts[gpu]
         )
         return GpuNow(gpu, models[gpu], insts)
@@ -157,6 +160,22 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     return Grown(plan, decided, tuple(sorted(recut)), tuple(r.id for r in todo if r.id in assigned))
 
 
+def _ref(key: str | None) -> InstanceRef | None:
+    if not key:
+        return None
+    try:
+        return InstanceRef.parse(key)
+    except ValueError:
+        return None
+
+
+def _placed(r: PlanRun, where: InstanceRef | None) -> PlanRun:
+    """A run placed on `where` (first in its queue), or unplaced."""
+    if where is None:
+        return r
+    return replace(r, gpu=where.gpu, profile=where.placement.profile, start=where.placement.start, wave=0)
+
+
 def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
     """Could an instance of this memory and profile ever run `w` (alone): memory and the run's allowed profiles."""
     d = w.demand
@@ -177,6 +196,10 @@ def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mappi
     for i in old.instances:
         if i.ref in exists:
             queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].gpu is not None]
+    listed = {rid for q in queues.values() for rid in q}
+    for rid, r in runs.items():  # a live run the earlier plan did not list: first on its instance
+        if r.gpu is not None and rid not in listed and r.instance_key is not None:
+            queues[InstanceRef.parse(r.instance_key)].insert(0, rid)
     base = {ref: 1 + max((runs[rid].wave or 0 for rid in q), default=-1) for ref, q in queues.items()}
     new: dict[str, PlanRun] = {}
     for r in todo:
@@ -233,7 +256,7 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
 
 
 def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: set[str],
-         recut: Mapping[int, tuple[Layout, Layout]], live: Mapping[InstanceRef, list[PlanRun]],
+         recut: Mapping[int, tuple[Layout, Layout]], live: Mapping[InstanceRef, list[Demand]],
          dropped: Sequence[str]) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []

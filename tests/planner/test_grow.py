@@ -183,3 +183,28 @@ def test_a_plan_file_of_the_new_runs_only_is_made_whole_again_from_the_launch_st
     assert [r.id for r in plan.runs] == [r.id for r in sweep.runs]
     for r in old.runs[:-1]:
         assert plan.run(r.id).done == "succeeded" and plan.run(r.id).ran_on == r.instance_key and plan.run(r.id).gpu is None
+
+
+def test_a_live_run_the_earlier_plan_does_not_list_still_keeps_its_gpu_from_a_re_cut(tmp_path):
+    """Guards: only the earlier plan's runs made instances busy; a run still live in the launch state
+    but missing from the plan file (a plan of the new runs only) left its GPU open to a re-cut."""
+    old, fleet = _earlier(tmp_path, SWARM)
+    runs = old.placed_runs()
+    on0 = next(r for r in runs if r.gpu == 0)
+    doc = old.to_dict()
+    only = Plan.from_dict(dict(doc, runs=[r for r in doc["runs"] if r["id"] != on0.id],
+                               instances=[dict(i, runs=[x for x in i["runs"] if x != on0.id]) for i in doc["instances"]]))
+    states = _done(old)
+    states[on0.id] = RunState("running", on0.instance_key)
+    grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)
+    assert grown is not None and 0 not in grown.recut_gpus and grown.recut_gpus == (1,)
+    kept = grown.plan.run(on0.id)
+    assert kept.done is None and kept.instance_key == on0.instance_key
+    assert next(i for i in grown.plan.instances if i.key == on0.instance_key).runs[0] == on0.id
+    grown.plan.save(tmp_path / "x.plan.yaml")
+    Plan.load(tmp_path / "x.plan.yaml")  # reads back: the live run is listed on its instance
+    # and one that neither the plan nor the sweep knows fills its instance all the same
+    states["gone-0123456789"] = RunState("running", on0.instance_key)
+    del states[on0.id]
+    grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)
+    assert grown is not None and 0 not in grown.recut_gpus
