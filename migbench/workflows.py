@@ -11,12 +11,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from migbench.apply import apply_plan
+from migbench.apply.bookings import Register, refuse_running
 from migbench.backend.select import (
     SIM_DIR_NAME,
     SIM_ENV,
     host_models,
     init_simulated_host,
     is_simulated_host,
+    launches_dir,
     live_models,
     open_backend,
     read_host_if_available,
@@ -182,6 +184,7 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
+    refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
     earlier = earlier_launch(sweep, out, state_dir)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:

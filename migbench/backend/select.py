@@ -203,6 +203,37 @@ def host_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / "migbench-host.lock"
 
 
+def instance_compute_share(mig_uuid: str) -> float | None:
+    """The compute share of the MIG device `mig_uuid` as NVML reports it (real or simulated): its GPU
+    instance's SMs over the full-GPU profile's, from the live profile table; None when the host has
+    no such device or the table lacks SM counts. What a run learns of its instance's speed."""
+    from migbench.duration import instance_capacity
+
+    host = read_host_if_available()
+    for g in host.gpus if host is not None else ():
+        for gi in g.instances:
+            if g.model is not None and any(d.uuid == mig_uuid for d in g.devices_of(gi.id)):
+                return instance_capacity(g.model, g.model.profile(gi.profile))
+    return None
+
+
+LAUNCHES_ENV = "MIGBENCH_LAUNCHES_DIR"
+"""Overrides where the host's register of live launches is kept (`launches_dir`)."""
+
+
+def launches_dir() -> Path:
+    """The host's register of live launches (`migbench.apply.bookings`): beside the host lock (in the
+    simulated host's directory, or `/run/migbench/launches`, made by root, not writable by others),
+    or `$MIGBENCH_LAUNCHES_DIR`."""
+    env = os.environ.get(LAUNCHES_ENV)
+    if env:
+        return Path(env).resolve()
+    lock = host_lock_path()
+    if lock.parent.name == "migbench" or sim_dir() is not None:
+        return lock.parent / "launches"
+    return lock.parent / f"migbench-launches-{os.geteuid()}"
+
+
 def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
     """Under the simulated driver, put a launched run's process on its MIG device with 0 MiB (so it
     shows in NVML process lists and blocks the instance's destruction, as a CUDA process does on a

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbench.errors import HardwareError, MigbenchError, UsageError
+from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
 from migbench.plan import Plan, PlanRun
@@ -66,6 +67,7 @@ def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
     from migbench.backend.select import host_lock_path, read_host
 
     sd = state_dir_for(plan, state_dir)
+    require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
     for r in plan.runs:
         check_run_id(r.id)
     hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + (f" --state-dir {state_dir}" if state_dir else "")

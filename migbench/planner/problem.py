@@ -47,6 +47,7 @@ class SolveOptions:
     compute_basis: ComputeBasis = ComputeBasis.SM
     started: float | None = None
     progress: ProgressFn | None = None
+    most_compute: bool = True  # runs at once: then the most compute for the runs, then the fewest instances
 
 
 @dataclass(frozen=True)

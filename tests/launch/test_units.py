@@ -280,3 +280,60 @@ def test_store_round_trips_runs_and_the_launcher(tmp_path):
     assert ro.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     ro.close()
 
+
+
+# -- the waiter and the run states -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reserve, how, want", [(True, "exit 3", (3, None)), (False, "kill -9 $$", (None, 9))])
+def test_the_waiter_records_its_runs_exit_durably_and_sends_it(tmp_path, reserve, how, want):
+    """The run's parent (`mb-wait`) writes wait.json (into the reserved space, else a new file)
+    and the same record to its pipe, then reaps the run."""
+    import os
+    import subprocess
+    import sys
+
+    from migbench.launch.waiter import WAIT_PENDING, read_record, wait_status
+
+    if reserve:
+        reserve_file(tmp_path / WAIT_PENDING)
+    script = f"""
+import os, sys
+from migbench.launch.waiter import exec_waiter
+d = os.open({str(tmp_path)!r}, os.O_RDONLY | os.O_DIRECTORY)
+pid = os.fork()
+if pid == 0:
+    os.execvp("sh", ["sh", "-c", {how!r}])
+exec_waiter("r-1", pid, d, sys.stdout.fileno())
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rec = read_record(tmp_path)
+    assert rec is not None and (rec["exit_code"], rec["signal"]) == want
+    first, last = p.stdout.splitlines()
+    assert int(first.split()[0]) == rec["pid"] and int(first.split()[1]) > 0  # the run's PID and start time, then
+    assert json.loads(last) == rec  # the pipe's copy of the record
+    status = wait_status(rec)
+    assert (os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None) == want
+    assert not (tmp_path / WAIT_PENDING).exists() and (tmp_path / "wait.json").stat().st_mode & 0o077 == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_state_db_from_before_the_unknown_state_takes_it(tmp_path):
+    """A launch.db whose runs table's CHECK predates `unknown` is rebuilt, rows kept."""
+    import sqlite3
+
+    from migbench.launch import store
+
+    old = sqlite3.connect(tmp_path / "launch.db")
+    old.executescript(store.SCHEMA.replace(", 'unknown'", ""))
+    old.execute("INSERT INTO runs (id, ord, state) VALUES ('a', 0, 'succeeded')")
+    old.commit()
+    with pytest.raises(sqlite3.IntegrityError):
+        old.execute("INSERT INTO runs (id, ord, state) VALUES ('b', 1, 'unknown')")
+    old.close()
+    st = Store.create(tmp_path / "launch.db")
+    with st.transaction():
+        st.save_runs([RunRow(id="b", ord=1, state="unknown")])
+    assert {k: v.state for k, v in st.runs().items()} == {"a": "succeeded", "b": "unknown"}
+    st.close()
