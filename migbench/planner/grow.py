@@ -144,7 +144,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     while queue:
         insts = [i for g in sorted(layouts) for i in instances_now(now(g, with_live=k == 0), st)]
         placed = pack(insts, queue)
-        if not placed:
+        if not placed and k > 0:  # on empty instances, nothing more fits: what is left fits no instance
             break
         for rid, inst in placed:
             assigned[rid] = (InstanceRef(inst.gpu, inst.placement), k)

@@ -213,11 +213,11 @@ groups:
 """
 
 
-def test_a_sweep_grown_while_its_runs_live_joins_idle_instances_and_touches_no_busy_one(rig):
+def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touches_no_busy_one(rig):
     """Guards (issue 21): a grown sweep was planned from scratch and applied over instances whose
-    runs still ran (a killed launcher's runs, which the next launcher adopts). Now the new run joins
-    an idle instance, a run that needs a whole GPU waits unplaced instead of a re-cut, nothing on the
-    GPU changes, and every run runs once."""
+    runs still ran (a killed launcher's runs, which the next launcher adopts). Now the new run queues
+    on an existing instance, a run that needs a whole GPU waits unplaced instead of a re-cut, nothing
+    on the GPU changes, and every run runs once."""
     r = rig(LONG, gpus=1)
     p = r.start()
     r.wait_for(lambda: list(r.states().values()) == ["running"] * 3, what="the three runs to run")
@@ -235,7 +235,8 @@ def test_a_sweep_grown_while_its_runs_live_joins_idle_instances_and_touches_no_b
     plan = Plan.load(r.plan_path)
     (big,) = [x for x in plan.runs if x.group == "big"]
     assert big.gpu is None and [u.id for u in plan.unplaced] == [big.id]
-    assert "1 new run to start on the idle " in out and "; no re-cut" in out
+    # every instance is busy: the new run waits behind a live run, on an instance as it is
+    assert "1 new run to start on the busy " in out and "; no re-cut" in out
     assert ": 5 runs (3 still live, kept where they run; 1 to start) on " in out and "adopted 3 running run(s)" in out
     assert "fit no instance and no idle GPU can be re-cut for them: unplaced" in out
     assert "applied: every GPU already matches the plan" in out

@@ -208,3 +208,15 @@ def test_a_live_run_the_earlier_plan_does_not_list_still_keeps_its_gpu_from_a_re
     del states[on0.id]
     grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)
     assert grown is not None and 0 not in grown.recut_gpus
+
+
+def test_a_new_run_queues_behind_live_runs_when_every_instance_is_busy(earlier, tmp_path):
+    """Guards: with every instance busy the first wave placed nothing and the new run was left unplaced."""
+    old, fleet = earlier
+    states = {r.id: RunState("running", r.instance_key) for r in old.placed_runs()}
+    states |= {f"other-{n}": RunState("running", i.key) for n, i in enumerate(old.instances) if not i.runs}
+    grown = grow_plan(old, _sweep(tmp_path, SMALL.replace("[0, 1, 2, 3]", "[0, 1, 2, 3, 4]")), fleet, states)
+    assert grown is not None and not grown.plan.unplaced and len(grown.starting) == 1
+    new = grown.plan.run(grown.starting[0])
+    assert new.wave and new.wave >= 1 and [i.ref for i in grown.plan.instances] == [i.ref for i in old.instances]
+    assert grown.decided[0].startswith("1 new run to start on the busy ") and grown.recut_gpus == ()
