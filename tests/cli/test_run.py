@@ -185,7 +185,7 @@ def test_a_grown_sweep_needing_a_bigger_instance_re_cuts_only_an_idle_gpu(tmp_pa
     grown = Plan.load(plan_file)
     assert len(grown.runs) == 15 and sum(r.done == "succeeded" for r in grown.runs) == 14
     assert grown.layout(1) == old.layout(1) and [str(p) for p in grown.layout(0)] == ["7g.80gb@0"]
-    assert "1 new run to start on the idle 7g.80gb@0 of GPU 0; re-cut GPU(s) 0 only" in out
+    assert "1 new run to start on the idle 7g.80gb@0 of GPU 0; re-cut only GPU(s) 0" in out
     assert "GPU 0 (every instance idle) re-cut from " in out and " to 7g.80gb@0" in out
     after = _ledger(tmp_path)
     assert len(after) == 15 and len(set(after)) == 15  # every run once

@@ -220,3 +220,27 @@ def test_a_new_run_queues_behind_live_runs_when_every_instance_is_busy(earlier, 
     new = grown.plan.run(grown.starting[0])
     assert new.wave and new.wave >= 1 and [i.ref for i in grown.plan.instances] == [i.ref for i in old.instances]
     assert grown.decided[0].startswith("1 new run to start on the busy ") and grown.recut_gpus == ()
+
+
+def test_runs_that_would_wait_start_on_instances_added_in_an_idle_gpus_unused_slices(tmp_path):
+    """More runs than the instances take at once: an idle GPU gets instances in its unused slices
+    (none destroyed, the old ones keep their queues); a GPU with a live run gets none."""
+    old, fleet = _earlier(tmp_path, SMALL.replace("[0, 1, 2, 3]", "[0, 1]"))
+    doc = old.to_dict()
+    thin = Plan.from_dict(dict(doc, instances=[i for i in doc["instances"] if i["runs"]]))  # unused slices
+    assert sum(len(thin.layout(g)) for g in (0, 1)) == 2
+    grown = grow_plan(thin, _sweep(tmp_path, SWARM), fleet, _done(thin))
+    assert grown is not None
+    plan = grown.plan
+    assert {i.ref for i in thin.instances} < {i.ref for i in plan.instances}  # only added
+    assert all(plan.run(r.id).instance_key == r.instance_key for r in thin.runs)
+    assert any("added in its unused slices, none destroyed" in d for d in grown.decided)
+    assert grown.decided[0].startswith("12 new runs to start on the idle ") and "; instances added on idle GPU(s) " in grown.decided[0]
+    waves = [plan.run(rid).wave for rid in grown.starting]
+    assert len(grown.starting) == 12 and sum(1 for w in waves if w == min(waves)) > 2
+    # the same with its runs live: their GPUs get nothing added
+    live = {r.id: RunState("running", r.instance_key) for r in thin.runs}
+    still = grow_plan(thin, _sweep(tmp_path, SWARM), fleet, live)
+    busy = {r.gpu for r in thin.runs}
+    assert still is not None and not busy & set(still.recut_gpus)
+    assert all(still.plan.layout(g) == thin.layout(g) for g in busy)
