@@ -12,6 +12,8 @@ of them alone changes nothing at the top. The neighbourhoods here take many runs
   try), each to the instance where it then finishes first, to the minute, near ties to the one with
   the smaller estimated load (its lanes' work: a run of demand u for d seconds on an instance of
   share c that holds k such runs at once loads it with max(u d / c, d / k));
+  two instances that run one run at a time (every run there has a sharing cap of 1) are split
+  exactly instead, by dynamic programming over the loads;
 - **gpu**: the same for every instance of a late instance's GPU and of an early-finishing GPU (the
   runs are re-balanced over both GPUs' layouts).
 
@@ -89,6 +91,56 @@ def _deal(st: Queues, ev: Evaluator, keys: Sequence[str], rng: random.Random | N
     return new
 
 
+SPLIT_STATES = 4000  # the exact split of two one-at-a-time queues keeps at most this many partial sums
+
+
+def _split(st: Queues, ev: Evaluator, a: str, b: str) -> Queues | None:
+    """Two instances that each run one run at a time (every run there has a sharing cap of 1, so an
+    instance finishes at the sum of its runs' solo times): their common runs split between them
+    exactly, by dynamic programming over the first instance's load (to the second), minimising the
+    later finish; the runs only one of them may take stay. None when a queue shares, or nothing
+    changes."""
+    if any(ev.jobs[r].cap != 1 for k in (a, b) for r in st.q[k]):
+        return None
+    pool = [r for k in (a, b) for r in st.q[k] if _fits(ev, st, a, r) and _fits(ev, st, b, r)]
+    if len(pool) < 2:
+        return None
+    taken = set(pool)
+    fixed = {k: [r for r in st.q[k] if r not in taken] for k in (a, b)}
+
+    def solo(k: str, r: str) -> float:
+        j, c = ev.jobs[r], st.slots[k].capacity
+        return j.work_s * max(1.0, j.compute / c) if c > 0 else float("inf")
+
+    base_a = sum(solo(a, r) for r in fixed[a])
+    base_b = sum(solo(b, r) for r in fixed[b])
+    # states: rounded load of `a` -> (load of a, load of b, runs on a)
+    states: dict[int, tuple[float, float, tuple[str, ...]]] = {0: (base_a, base_b, ())}
+    for r in sorted(pool, key=lambda r: (-ev.jobs[r].work_s, r)):
+        nxt: dict[int, tuple[float, float, tuple[str, ...]]] = {}
+        for la, lb, on_a in states.values():
+            for cand in ((la + solo(a, r), lb, on_a + (r,)), (la, lb + solo(b, r), on_a)):
+                key = round(cand[0])
+                old = nxt.get(key)
+                if old is None or cand[1] < old[1]:
+                    nxt[key] = cand
+        if len(nxt) > SPLIT_STATES:  # keep the most promising partial splits
+            nxt = dict(sorted(nxt.items(), key=lambda kv: (max(kv[1][0], kv[1][1]), kv[0]))[:SPLIT_STATES])
+        states = nxt
+    ev.budget.charge(PLAY_S[1] * len(pool) * max(1, len(states)) / 8)
+    la, lb, on_a = min(states.values(), key=lambda v: (max(v[0], v[1]), v[0]))
+    if max(la, lb) >= max(st.fin[a], st.fin[b]) - 1e-6:
+        return None
+    chosen = set(on_a)
+    new = st.copy()
+    by_len = sorted(pool, key=lambda r: (-ev.jobs[r].work_s, r))
+    new.q[a] = fixed[a] + [r for r in by_len if r in chosen]
+    new.q[b] = fixed[b] + [r for r in by_len if r not in chosen]
+    for k in (a, b):
+        new.fin[k] = ev.finish(new.slots[k], new.q[k])
+    return new
+
+
 def _unload(st: Queues, ev: Evaluator, src: str) -> Queues | None:
     """The runs of `src` another instance may take, longest first, each moved where its new instance
     then finishes first (among each allowed type's earliest-finishing instances) when that is before
@@ -156,7 +208,7 @@ def lns_search(best: Queues, ev: Evaluator, allowance: float, bound: float, stat
             else:
                 others.sort(key=lambda k: (best.fin[k], k))
                 partner = others[rng.randrange(min(len(others), 8))]
-                cand = _deal(best, ev, [src, partner], rng if stale else None)
+                cand = _split(best, ev, src, partner) or _deal(best, ev, [src, partner], rng if stale else None)
         else:
             # the late instance's GPU with the GPU of the same model that finishes first
             mine = [k for k in best.slots if gpu_of[k] == gpu_of[src]]
