@@ -21,7 +21,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
-from migbench.backend.select import launches_dir, read_host
+from migbench.apply.reconcile import HostLock
+from migbench.backend.select import host_lock_path, launches_dir, read_host
 from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.prepare import Prepared
@@ -36,19 +37,43 @@ class HostBooking:
         self.me: Booking | None = None
 
     def open(self, stack: ExitStack) -> None:
-        """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes."""
+        """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
+        Done under the host lock, held shared, after checking the MIG devices once more: an apply
+        checks the register and changes GPUs under the same lock, held exclusively, so either it
+        sees this launch or this launch sees what it changed."""
         plan = self.prep.plan
         keys = _unfinished_keys(self.prep)
+        want = {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}
+        lock = HostLock(host_lock_path(), shared=True)
         try:
+            held = lock.acquire()
+        except MigbenchError:
+            held = None  # a lock this user cannot take: as the gate, go on without it
+        if held is False:
+            raise lock.busy_error()
+        try:
+            try:
+                live = _live_uuids()
+            except (MigbenchError, OSError):
+                live = set(want)  # the GPUs cannot be read now: each start checks its device again
+            gone = sorted(f"{k}: MIG device {u} no longer exists on the host" for u, k in want.items() if u not in live)
+            if gone:
+                raise MigbenchError(
+                    "the host no longer matches the applied plan:\n  " + "\n  ".join(gone),
+                    hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
+                )
             self.me = self.reg.book(
-                str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()),
-                {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of},
+                str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
             )
         except LaunchConflict:
             raise
         except MigbenchError as exc:
+            if exc.message.startswith("the host no longer matches"):
+                raise
             self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
             return
+        finally:
+            lock.release()
         stack.callback(self.close)
 
     def check(self) -> None:
@@ -108,17 +133,21 @@ class HostBooking:
         gone from the host, or another live launch is bound to it."""
         held: dict[str, str] = {}
         try:
-            host = read_host()
+            live = _live_uuids()
         except (MigbenchError, OSError) as exc:
             self.say(f"cannot read the GPUs to check the MIG devices before starting runs: {getattr(exc, 'message', exc)}")
         else:
-            live = {d.uuid for g in host.gpus for d in g.devices}
             for k in sorted(keys):
                 if uuid_of.get(k) not in live:
                     held[k] = f"its MIG device {uuid_of.get(k)} ({k}) is gone from the host (re-cut by another apply?)"
         for k, other in self.sync(rows, uuid_of, keys - set(held)).items():
             held[k] = f"its instance {k} ({uuid_of.get(k)}) is bound to {other.who()}"
         return held
+
+
+def _live_uuids() -> set[str]:
+    host = read_host()
+    return {d.uuid for g in host.gpus for d in g.devices}
 
 
 def _unfinished_keys(prep: Prepared) -> set[str]:
