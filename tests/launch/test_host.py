@@ -65,6 +65,11 @@ def test_one_plan_runs_once_per_host_whatever_the_state_dir(rig, tmp_path):
     rc, out = r.launch("--state-dir", str(other), cli=True, timeout=30)
     assert rc == 1 and "already running" in out and f"PID {p.pid}" in out and str(r.state_dir) in out, out
     assert not (other / "launch.db").exists()  # refused before its state was touched
+    copy = tmp_path / "copy.plan.yaml"  # the same plan under another name
+    copy.write_bytes(r.plan_path.read_bytes())
+    assert r.cli("apply", str(copy), "--state-dir", str(tmp_path / "copy")).returncode == 0
+    res = r.cli("launch", str(copy), "--state-dir", str(tmp_path / "copy"))
+    assert res.returncode == 1 and f"the same plan, as {r.plan_path}" in res.stderr, res.stdout + res.stderr
     res = r.cli("run", str(r.plan_path.parent / "sweep.yaml"), "--state-dir", str(tmp_path / "third"), "--time-limit", "2")
     assert res.returncode == 1 and "already running" in res.stderr and f"PID {p.pid}" in res.stderr, res.stdout + res.stderr
     assert not (tmp_path / "third").exists()
@@ -207,3 +212,16 @@ def test_a_start_whose_device_is_gone_is_held_back_without_using_an_attempt(rig,
     assert "not started" in out and "gone from the host" in out
     status = r.cli("status", "--all")
     assert "held back" in status.stdout, status.stdout
+
+
+def test_a_register_others_may_write_is_not_used_and_the_launch_goes_on(rig, tmp_path):
+    """A register directory other users may write is not trusted: the launcher says so and runs
+    without it (as where a non-root launcher cannot use root's register)."""
+    r = rig(_blocking(tmp_path))
+    reg = tmp_path / "open-register"
+    reg.mkdir()
+    reg.chmod(0o777)
+    (tmp_path / "release").touch()
+    rc, out = r.launch(cli=True, extra_env={"MIGBENCH_LAUNCHES_DIR": str(reg)})
+    assert rc == 0 and "other users may write into it" in out and "not kept apart" in out, out
+    assert list(reg.iterdir()) == []
