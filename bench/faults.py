@@ -26,7 +26,8 @@ Every figure is printed next to what issue 9 observed before the fixes. Any trac
 migbench in any of these steps is counted. Options: --quick (fewer trials), --only A,B (parts 1-4),
 --seed N, --fuzz N (inputs per loader, default 3000), --keep; --host runs the host-level classes of
 issue 19 instead (`bench/faults_host.py`: two state dirs, a second sweep on the same instances, apply
-of another plan during a launch, full disk during apply; its own --trials N).
+of another plan during a launch, full disk during apply; its own --trials N); --once runs the
+exactly-once campaign of issue 19 instead (`bench/faults_once.py`).
 """
 
 from __future__ import annotations
@@ -443,6 +444,7 @@ def main() -> None:
     ap.add_argument("--fuzz", type=int, default=3000)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--host", action="store_true", help="the host-level classes of issue 19 instead (bench/faults_host.py)")
+    ap.add_argument("--once", action="store_true", help="only the exactly-once campaign of issue 19 (bench/faults_once.py)")
     args, rest = ap.parse_known_args()
     if args.host:
         from bench.faults_host import main as host_faults
@@ -451,6 +453,11 @@ def main() -> None:
         return
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.once:
+        from bench.faults_once import main as once
+
+        once(trials=5 if args.quick else 20, seed=args.seed, keep=args.keep)
+        return
     parts = {int(x) for x in args.only.split(",")}
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="migbench-faults-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))

@@ -20,7 +20,13 @@ It behaves like a well-mannered training script under migbench:
 - MIGBENCH_REPORT_MEMORY=<file> (set by `migbench profile`): writes its own peak there as JSON,
   `{"peak_mib": N, "source": ...}`, whenever the peak grows and at exit, as a real run would write
   `torch.cuda.max_memory_reserved()`; MIGBENCH_PROBE_STEPS=N: stops after N steps (exit 0);
+- `--compute U`: the share of a whole GPU it keeps busy (0 < U <= 1). On a MIG device under the
+  simulated driver, its step time is `--step-seconds` x max(1, U / s), s the device's SM share as
+  the simulated NVML reports it, as the duration model says a run of compute U runs there
+  (`migbench profile --speed` measures U back from its progress lines);
 - `--hang-at STEP`: from that step on, ignores SIGTERM and never ends (a hung run, for tests);
+- `--hold-file PATH`: after its first step, holds its whole footprint until PATH exists (for tests
+  that must see a run mid-way, whatever the machine's speed);
 - writes `checkpoint.json` in MIGBENCH_RUN_DIR after every step (atomically) and, when
   MIGBENCH_RESUME=1, resumes from it (`resumed from step N`);
 - SIGTERM: saves a checkpoint and exits 143 (ignored once training has finished);
@@ -50,7 +56,7 @@ from pathlib import Path
 
 KNOWN = {
     "steps", "step-seconds", "seconds", "memory", "per-token", "batch", "batch-size", "seq-len", "spike", "spike-seconds",
-    "crash-at", "oom-at", "fail-attempts", "hang-at",
+    "crash-at", "oom-at", "fail-attempts", "hang-at", "hold-file", "compute",
 }
 
 
@@ -172,6 +178,23 @@ class Report:
                 print(f"toy_trainer: cannot write {self.path}: {exc}", file=sys.stderr)
 
 
+def compute_slowdown(opts: dict[str, str]) -> float:
+    """How much slower a step is on this MIG device for a run of `--compute U`: max(1, U / share), the
+    device's SM share read through the (simulated) NVML; 1 without `--compute` or a known share."""
+    if not opts.get("compute"):
+        return 1.0
+    want = float(opts["compute"])
+    if not 0 < want <= 1:
+        raise SystemExit(f"toy_trainer: --compute {opts['compute']!r}: expected a share in (0, 1]")
+    dev = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not os.environ.get("MIGBENCH_SIM") or not dev.startswith("MIG-") or not _migbench():
+        return 1.0
+    from migbench.backend.select import instance_compute_share
+
+    share = instance_compute_share(dev)
+    return max(1.0, want / share) if share else 1.0
+
+
 def attach(memory_mib: int) -> None:
     """Declare this process's footprint on its simulated MIG device (under MIGBENCH_SIM only)."""
     sim = os.environ.get("MIGBENCH_SIM")
@@ -203,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         step_s = float(opts["seconds"]) / max(1, steps)
     else:
         step_s = float(opts.get("step-seconds", "0.5"))
+    step_s *= compute_slowdown(opts)
     fixed_mib, memory_mib = footprint_mib(opts)
     spike_mib = parse_mib(opts["spike"]) if opts.get("spike") else 0
     spike_s = float(opts.get("spike-seconds") or 0.1)
     hang_at = int(opts["hang-at"]) if opts.get("hang-at") else None
+    hold_file = opts.get("hold-file") or None
     crash_at = int(opts["crash-at"]) if opts.get("crash-at") else None
     oom_at = int(opts["oom-at"]) if opts.get("oom-at") else None
     fail_attempts = int(opts["fail-attempts"]) if opts.get("fail-attempts") else None
@@ -268,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                 attach(memory_mib)
                 report.saw(memory_mib)
         time.sleep(max(0.0, step_s - slept))
+        if hold_file is not None:
+            while not os.path.exists(hold_file):
+                time.sleep(0.02)
+            hold_file = None
         if crash_at is not None and step == crash_at and (fail_attempts is None or attempt <= fail_attempts):
             raise RuntimeError(f"toy crash at step {step} (attempt {attempt})")
         if oom_at is not None and step == oom_at:

@@ -23,7 +23,8 @@ import yaml
 
 from migbench import yamlio
 from migbench.catalog import Catalog, GpuModel
-from migbench.duration import Demand, DurationModel
+from migbench.duration import Demand, DurationModel, Slot
+from migbench.duration.replay import Result, replay
 from migbench.errors import InputError
 from migbench.fsutil import read_input_text, write_text_atomic
 from migbench.plancheck import (
@@ -35,6 +36,7 @@ from migbench.plancheck import (
     located,
     parse_start,
     safe_name,
+    shape_error,
     yaml_error,
 )
 from migbench.types import InstanceRef, LaunchSettings, Placement
@@ -99,6 +101,9 @@ class PlanRun:
     est_start_s: float | None = None
     est_end_s: float | None = None
     memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
+    compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
+    done: str | None = None  # the final state an earlier launch of the sweep left it in (DONE_STATES); never started again
+    ran_on: str | None = None  # where that launch ran it (an instance key); its instance may since have been re-cut
 
     @property
     def instance_key(self) -> str | None:
@@ -231,7 +236,7 @@ class Plan:
                     "start": i.start,
                     "placement": str(i.placement),
                     "memory_mib": i.memory_mib,
-                    "compute": round(i.compute, 6),
+                    "compute": i.compute,
                     "runs": list(i.runs),
                 }
                 for i in self.instances
@@ -299,6 +304,9 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
         finally:
             loader.dispose()
 
+    refused = shape_error(text, file)
+    if refused is not None:
+        raise refused
     if not _MAYBE_ANCHOR.search(text):
         try:
             return yamlio.load(text), locate
@@ -308,8 +316,8 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
     try:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), locate
-    except yaml.YAMLError as exc:
-        raise yaml_error(exc, file) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise yaml_error(exc, file, text) from None
     finally:
         loader.dispose()
 
@@ -365,9 +373,11 @@ def _run_from(r: dict[str, Any]) -> PlanRun:
         env={str(k): str(v) for k, v in (r.get("env") or {}).items()}, workdir=r.get("workdir") or ".",
         params=dict(r.get("params") or {}), duration_s=r.get("duration_s"),
         compute=float(r["compute"]) if r.get("compute") is not None else 1.0,
+        compute_source=str(r.get("compute_source") or "declared"),
         max_runs_per_instance=r.get("max_runs_per_instance") or 1,
         profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
         timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
+        done=r.get("done"), ran_on=r.get("ran_on"),
     )
 
 
@@ -435,7 +445,7 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
             # they become paths: trusted only as the full check would (else Plan.load says what is wrong)
             if safe_name(name) and not bad_path(launch.log_dir):
                 return name, launch
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError, RecursionError):
         pass
     plan = Plan.load(p)
     return plan.name, plan.launch
@@ -636,6 +646,26 @@ def _some(items: Sequence[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
+def replay_plan(plan: Plan, *, lend: bool = True) -> Result:
+    """The plan played under its duration model with the launcher's queue policy: each instance
+    starts its queue in wave order, and (with `lend`) an idle instance takes a run that is late on
+    its own queue where the run's profiles allow. The one replay behind the plan's makespan,
+    `migbench simulate` and the report, so the three say the same number. Every placed run needs a
+    duration (else it counts one time unit)."""
+    slots = [Slot(i.key, i.memory_mib, i.compute or 1.0, str(i.gpu)) for i in plan.instances]
+    profile = {i.key: i.profile for i in plan.instances}
+
+    def lend_ok(d: Demand, slot: Slot) -> bool:
+        return d.profiles is None or profile[slot.key] in d.profiles
+
+    placed = plan.placed_runs()
+    planned = {r.id: float(r.est_start_s) for r in placed if r.est_start_s is not None}
+    return replay(
+        [r.demand() for r in placed], slots, {i.key: list(i.runs) for i in plan.instances},
+        interference=plan.duration_model.interference, lend=lend_ok if lend else None, planned_start=planned or None,
+    )
+
+
 def _num(v: float | None) -> float | int | None:
     if v is None:
         return None
@@ -665,6 +695,7 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "params": r.params,
         "duration_s": _num(r.duration_s),
         "compute": r.compute,
+        "compute_source": r.compute_source,
         "max_runs_per_instance": r.max_runs_per_instance,
         "profiles": list(r.profiles) if r.profiles is not None else None,
         "retries": r.retries,
@@ -672,6 +703,9 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "est_start_s": _num(r.est_start_s),
         "est_end_s": _num(r.est_end_s),
     }
+    if r.done is not None:  # only a grown plan has them: other plan files keep their bytes
+        d["done"] = r.done
+        d["ran_on"] = r.ran_on
     return d
 
 

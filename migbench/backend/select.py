@@ -203,6 +203,20 @@ def host_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / "migbench-host.lock"
 
 
+def instance_compute_share(mig_uuid: str) -> float | None:
+    """The compute share of the MIG device `mig_uuid` as NVML reports it (real or simulated): its GPU
+    instance's SMs over the full-GPU profile's, from the live profile table; None when the host has
+    no such device or the table lacks SM counts. What a run learns of its instance's speed."""
+    from migbench.duration import instance_capacity
+
+    host = read_host_if_available()
+    for g in host.gpus if host is not None else ():
+        for gi in g.instances:
+            if g.model is not None and any(d.uuid == mig_uuid for d in g.devices_of(gi.id)):
+                return instance_capacity(g.model, g.model.profile(gi.profile))
+    return None
+
+
 LAUNCHES_ENV = "MIGBENCH_LAUNCHES_DIR"
 """Overrides where the host's register of live launches is kept (`launches_dir`)."""
 

@@ -15,7 +15,8 @@ from migbench.errors import UsageError
 from migbench.units import format_mib
 
 if TYPE_CHECKING:
-    from migbench.footprints.probe import ProbeEvent
+    from migbench.footprints.probe import ProbeEvent, ProbeOptions
+    from migbench.sweep import Sweep
 
 
 OUTPUT_HELP = "Footprints file to write or update (default: <sweep dir>/<sweep name>.footprints.yaml)."
@@ -32,6 +33,8 @@ def profile_cmd(
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL at a probe's limit.", min=0.0)] = 5.0,
     interval: Annotated[float, typer.Option("--sample-interval", help="Seconds between NVML memory samples.", min=0.005)] = 0.05,
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="Without a GPU: the simulated host to create (MODEL:COUNT).")] = None,
+    speed: Annotated[bool, typer.Option("--speed", help="Measure each group's compute instead: one run timed on its memory-sized "
+                                        "instance and on one with about 3x the compute (MIGBENCH_STEP lines or `step N` progress lines).")] = False,
 ) -> None:
     from migbench.footprints.probe import ProbeOptions, profile
     from migbench.sweep import load_sweep
@@ -46,6 +49,9 @@ def profile_cmd(
         con.print(said)
     opts = ProbeOptions(seconds=seconds, steps=steps, grace_s=grace, sample_s=interval, gpus=tuple(parse_gpus(gpus) or ()) or None)
     group_list = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    if speed:
+        _speed(sweep, output, opts, group_list)
+        return
     if con.is_terminal:
         with Progress(TextColumn("[bold]profiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=con, transient=True) as bar:
@@ -82,6 +88,38 @@ def profile_cmd(
     if res.interrupted:
         raise typer.Exit(130)
     if res.problems:
+        raise typer.Exit(1)
+
+
+def _speed(sweep: Sweep, output: Path | None, opts: ProbeOptions, groups: list[str] | None) -> None:
+    from migbench.footprints.speed import profile_speed
+
+    con = console()
+
+    def line(e: ProbeEvent) -> None:
+        if e.kind == "end":
+            con.print(Text(e.text))
+
+    speeds, skipped, notes, problems, _fp, out = profile_speed(sweep, output=output, opts=opts, groups=groups, on_event=line)
+    for n in notes:
+        con.print(Text(n))
+    t = Table(title=f"{sweep.name}: measured compute", title_justify="left")
+    for c in ("group", "compute", "declared", "small instance", "large instance", "timed by"):
+        t.add_column(c, justify="right" if c in ("compute", "declared") else "left")
+    declared = {r.group: r for r in sweep.runs}
+    for s in speeds:
+        r = declared.get(s.group)
+        t.add_row(s.group, ("at least " if s.lower_bound else "") + f"{s.compute:.3g}",
+                  "-" if r is None or r.compute_source != "declared" else f"{r.compute:.3g}",
+                  f"{s.small.profile}: {s.small.step_s:.3g} s/step ({s.small.steps})", f"{s.large.profile}: {s.large.step_s:.3g} s/step ({s.large.steps})",
+                  s.how)
+    con.print(t)
+    for g, why in skipped:
+        con.print(Text(f"skipped group {g}: {why}", style="yellow"))
+    con.print(Text(f"compute of {len(speeds)} group(s) written to {out}; `migbench plan --footprints {out}` plans on it"))
+    for p in problems:
+        con.print(Text(f"warning: {p}", style="bold red"))
+    if problems:
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.clock import command_started
-from migbench.cli.common import TIME_LIMIT_HELP, WORKERS_HELP, console, load_sweep, warn
+from migbench.cli.common import TIME_LIMIT_HELP, WORK_HELP, WORKERS_HELP, console, load_sweep, warn
 from migbench.cli.progress import PlanProgress
 from migbench.cli.render import accuracy_view, fit_table, plan_view
 from migbench.errors import MigbenchError, UsageError
@@ -107,6 +107,7 @@ def plan_cmd(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
+    work: Annotated[Optional[float], typer.Option("--work", help=WORK_HELP, min=0.05)] = None,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help=WORKERS_HELP, min=1)] = 1,
@@ -153,7 +154,7 @@ def plan_cmd(
                              plan_path=check or out, headroom=headroom)
         progress.step("solving")
         opts = SolveOptions(
-            time_limit_s=time_limit, objective=goal, allow_unplaced=allow_unplaced, workers=workers,
+            time_limit_s=time_limit, work_s=work, objective=goal, allow_unplaced=allow_unplaced, workers=workers,
             started=command_started(), progress=progress.update,
         )
         plan = make_plan(res.sweep, fleet_gpus, opts, notes=list(notes) + res.warnings)
@@ -162,7 +163,8 @@ def plan_cmd(
             plan.save(out, force=force)
     if check is not None:
         again = [f"--fleet {shlex.quote(fleet)}" if fleet else "", f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
-                 f"--time-limit {time_limit:g}" if time_limit != 10.0 else "", f"--objective {objective}" if objective != "auto" else "",
+                 f"--time-limit {time_limit:g}" if time_limit != 10.0 else "", f"--work {work:g}" if work is not None else "",
+                 f"--objective {objective}" if objective != "auto" else "",
                  "--allow-unplaced" if allow_unplaced else "", f"--workers {workers}" if workers != 1 else "",
                  *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()), *(f"--history {shlex.quote(str(h))}" for h in history or ()),
                  "--no-history" if no_history else "", f"--headroom {headroom:g}" if headroom is not None else ""]

@@ -541,7 +541,7 @@ def simulate_view(reports: Sequence[SimReport], *, width: int = 80) -> Renderabl
     """One row per layout. Headers wrap between words, never inside one (`makespan`, not `makesp…`);
     the chart takes the columns left over, up to SPARK_W, and is left out below SPARK_MIN_W."""
     cols = [("layout", "left"), ("makespan", "right"), ("vs plan", "right"), ("at once", "right"),
-            ("utilisation", "right"), ("compute use", "right"), ("idle slices", "right")]
+            ("utilisation", "right"), ("occupancy", "right"), ("idle slices", "right")]
     base = reports[0].makespan_s if reports else 0
     rows = []
     for r in reports:
@@ -549,7 +549,7 @@ def simulate_view(reports: Sequence[SimReport], *, width: int = 80) -> Renderabl
         label = r.label + (f" ({r.unrunnable} cannot run)" if r.unrunnable else "")
         rows.append([
             label, format_duration(r.makespan_s), ratio, str(r.started_at_once), f"{r.utilisation * 100:.1f}%",
-            f"{r.compute_use * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}",
+            f"{r.occupancy * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}",
         ])
 
     def table(chart: int) -> Table:
@@ -588,7 +588,7 @@ def _fmt_s(s: float | None) -> str:
 
 _STATE_STYLE = {
     "succeeded": "green", "running": "cyan", "starting": "cyan", "failed": "red", "oom": "red",
-    "interrupted": "yellow", "abandoned": "magenta", "queued": "",
+    "interrupted": "yellow", "abandoned": "magenta", "unknown": "bold red", "queued": "",
 }
 
 
@@ -700,4 +700,13 @@ def accuracy_view(rep: AccuracyReport) -> RenderableType:
         parts.append(m)
     elif any(g.measured for g in rep.groups):
         parts.append(Text("every measured run's declared memory picks the instance its peak needs"))
+    if rep.compute:
+        ct = Table(title=f"{rep.sweep}: compute per group, declared (or the memory-sized default) vs measured by `profile --speed`",
+                  title_justify="left")
+        for col in ("group", "declared", "measured", "error", "timed on"):
+            ct.add_column(col, justify="left" if col in ("group", "timed on") else "right")
+        for ca in rep.compute:
+            ct.add_row(ca.group, "-" if ca.declared is None else f"{ca.declared:.3g}" + (" (default)" if ca.source == "default" else ""),
+                      ("at least " if ca.lower_bound else "") + f"{ca.measured:.3g}", "-" if ca.error is None else _pct(ca.error), ca.instances)
+        parts.append(ct)
     return Group(*parts)

@@ -95,7 +95,7 @@ def grain_cmd(
 def grain_view(name: str, lever: GrainLever) -> Table:
     t = Table(title=f"{name}: the grain lever on {lever.gpus} GPU(s) (smallest instance allowed, coarse to fine)", title_justify="left")
     for col, just in (("grain", "left"), ("instances", "right"), ("runs at once", "right"), ("utilisation", "right"),
-                      ("makespan", "right"), ("unplaced", "right"), ("first GPU", "left")):
+                      ("occupancy", "right"), ("makespan", "right"), ("unplaced", "right"), ("first GPU", "left")):
         t.add_column(col, justify=just, no_wrap=col in ("grain", "first GPU"))  # type: ignore[arg-type]
     for p in lever.points:
         strip = Text()
@@ -104,6 +104,7 @@ def grain_view(name: str, lever: GrainLever) -> Table:
         label = Text(p.label + (" ◀ chosen" if p.chosen else ""), style="bold" if p.chosen else "")
         t.add_row(
             label, str(p.instances), str(p.runs_at_once), "-" if p.utilisation is None else f"{p.utilisation * 100:.1f}%",
+            "-" if p.occupancy is None else f"{p.occupancy * 100:.1f}%",
             "-" if p.makespan_s is None else format_duration(p.makespan_s), str(p.unplaced), strip,
         )
     if lever.notes:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from migbench.duration.model import Demand, Slot, fits_alongside, rate
 
+PLANNED_SLACK_S = 1e-3  # a plan file's start times are rounded to the millisecond
+
 
 @dataclass
 class Event:
@@ -353,8 +355,9 @@ def replay(
             res.events.append(Event(t, "start", jid, key))
 
     def promote(t: float) -> None:
-        """Heads whose planned start has passed become lendable."""
-        while not_yet and not_yet[0][0] + 1e-6 < t:
+        """Heads whose planned start has passed become lendable (by more than the plan file's
+        rounding of start times to the millisecond: a run on schedule is never lent)."""
+        while not_yet and not_yet[0][0] + PLANNED_SLACK_S < t:
             _, k2, jid = heapq.heappop(not_yet)
             if q.get(k2) and q[k2][0] == jid and k2 not in late:
                 make_late(k2)

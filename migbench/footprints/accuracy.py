@@ -12,6 +12,9 @@ or, without one, its probe's peak. Against it, per group:
 Errors are signed, relative to the reference: +50 % means 1.5× the measured peak. Each column shows
 the mean error and the worst one (largest in size).
 
+Compute, when `migbench profile --speed` measured it: per group, the declared `compute` (or, without
+one, the memory-sized instance's share the planner assumes) against the measured one.
+
 Then the runs whose declared memory would have put them on another instance than their measured
 peak plus the headroom needs: a *bigger* one (wasted slices) or one *too small* (an OOM), given the
 fleet's profiles (the smallest profile whose memory holds each).
@@ -69,6 +72,23 @@ class Missized:
     verdict: str  # "bigger" | "too small"
 
 
+@dataclass(frozen=True)
+class ComputeAccuracy:
+    """A group's compute: what the plan would assume (declared, or the memory-sized default) and
+    what `profile --speed` measured (`lower_bound`: at least that)."""
+
+    group: str
+    declared: float | None
+    source: str  # declared | default
+    measured: float
+    lower_bound: bool
+    instances: str  # the two instances it was timed on
+
+    @property
+    def error(self) -> float | None:
+        return None if self.declared is None else self.declared / self.measured - 1
+
+
 @dataclass
 class AccuracyReport:
     sweep: str
@@ -76,6 +96,7 @@ class AccuracyReport:
     groups: list[GroupAccuracy]
     missized: list[Missized]
     notes: list[str] = field(default_factory=list)
+    compute: list[ComputeAccuracy] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +108,7 @@ class AccuracyReport:
                 for g in self.groups
             ],
             "missized": [asdict(m) for m in self.missized],
+            "compute": [{**_round(asdict(c)), "error": None if c.error is None else round(c.error, 4)} for c in self.compute],
             "notes": self.notes,
         }
 
@@ -146,7 +168,26 @@ def accuracy_report(sweep: Sweep, res: Resolution, fleet: Sequence[FleetGpu]) ->
         out.append(ga)
     if not any(g.measured for g in out):
         notes.append("nothing measured yet: run `migbench profile SWEEP`, or launch the sweep, then ask again")
-    return AccuracyReport(sweep.name, max(headrooms) if headrooms else 0.1, out, missized, notes)
+    return AccuracyReport(sweep.name, max(headrooms) if headrooms else 0.1, out, missized, notes, _compute(sweep, res, fleet))
+
+
+def _compute(sweep: Sweep, res: Resolution, fleet: Sequence[FleetGpu]) -> list[ComputeAccuracy]:
+    from migbench.planner.assemble import memory_sized
+
+    out = []
+    for g in sweep.groups:
+        s = res.speeds.get(g.name)
+        r = next((r for r in sweep.runs if r.group == g.name), None)
+        if s is None or r is None:
+            continue
+        if r.compute_source == "declared":
+            declared: float | None = r.compute
+        else:
+            sized = memory_sized(fleet, r.memory_mib, r.profiles, sweep.duration_model.compute_basis) if fleet else None
+            declared = sized[0] if sized else None
+        out.append(ComputeAccuracy(g.name, declared, "declared" if r.compute_source == "declared" else "default", s.compute,
+                                   s.lower_bound, f"{s.small.profile} / {s.large.profile}"))
+    return out
 
 
 def _missized(rid: str, group: str, declared: int, peak: int, need: int, profiles: list[tuple[int, str]]) -> Missized | None:

@@ -26,6 +26,18 @@ measurements:                       # one per run id, sorted by group then run i
     simulated: true
     date: '2025-01-31T12:00:00Z'    # UTC, when the probe started
     probe_s: 2.04                   # how long the probe ran
+speeds:                             # `migbench profile --speed`: compute per group, next to memory
+  - group: lm
+    run: lm-0a1b2c3d4e              # the run probed on two instance sizes
+    compute: 0.31                   # the fitted share of a whole GPU it keeps busy
+    lower_bound: false              # true: as slow on the larger instance: it needs at least this
+    how: progress-lines             # step-markers (MIGBENCH_STEP lines) | progress-lines (step N)
+    gpu_model: A100-SXM4-80GB
+    small: {profile: 1g.10gb, capacity: 0.142857, step_s: 0.652, steps: 9}
+    large: {profile: 3g.40gb, capacity: 0.428571, step_s: 0.301, steps: 19}
+    driver: 550.54.15
+    simulated: true
+    date: '2025-01-31T12:00:00Z'
 ```
 
 Versioned: a file of another `version` or `kind` is refused, and so is any malformed entry, with
@@ -42,8 +54,9 @@ from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.errors import InputError, Problem, os_reason
-from migbench.fsutil import write_text_atomic
+from migbench.fsutil import read_input_text, write_text_atomic
 
 FOOTPRINTS_VERSION = 1
 FOOTPRINTS_KIND = "migbench-footprints"
@@ -84,6 +97,45 @@ class Measurement:
         return d
 
 
+SPEED_HOWS = ("step-markers", "progress-lines")
+
+
+@dataclass(frozen=True)
+class SpeedSide:
+    """One of a speed probe's two runs: the instance, its compute share, the seconds per step."""
+
+    profile: str
+    capacity: float
+    step_s: float
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "capacity": round(self.capacity, 6), "step_s": round(self.step_s, 4), "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A group's compute, measured: one run timed on a memory-sized instance and on a larger one."""
+
+    group: str
+    run: str
+    compute: float
+    lower_bound: bool
+    how: str
+    gpu_model: str
+    small: SpeedSide
+    large: SpeedSide
+    driver: str = ""
+    simulated: bool = False
+    date: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["compute"] = round(self.compute, 4)
+        d["small"], d["large"] = self.small.to_dict(), self.large.to_dict()
+        return d
+
+
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "run": str, "group": str, "params": dict, "peak_mib": int, "how": str, "outcome": str, "gpu_model": str,
     "profile": str, "instance_mib": int, "driver": str, "date": str, "probe_s": (int, float),
@@ -102,6 +154,18 @@ class Footprints:
     sweep_sha256: str = ""
     measurements: list[Measurement] = field(default_factory=list)
     path: str | None = None
+    speeds: list[Speed] = field(default_factory=list)
+
+    def speed_of(self) -> dict[str, Speed]:
+        """Group -> its measured compute."""
+        return {s.group: s for s in self.speeds}
+
+    def with_speeds(self, newer: Iterable[Speed]) -> Footprints:
+        """These speeds with `newer` ones replacing those of the same group."""
+        out = self.speed_of()
+        for s in newer:
+            out[s.group] = s
+        return replace(self, speeds=sorted(out.values(), key=lambda s: s.group))
 
     def by_run(self) -> dict[str, Measurement]:
         return {m.run: m for m in self.measurements}
@@ -126,6 +190,7 @@ class Footprints:
             "sweep": self.sweep,
             "sweep_sha256": self.sweep_sha256,
             "measurements": [m.to_dict() for m in sorted(self.measurements, key=lambda m: (m.group, m.run))],
+            **({"speeds": [s.to_dict() for s in sorted(self.speeds, key=lambda s: s.group)]} if self.speeds else {}),
         }
 
     def to_yaml(self) -> str:
@@ -143,25 +208,20 @@ class Footprints:
         return p
 
 
+MAX_FOOTPRINTS_BYTES = 64 * 2**20
+"""A footprints file larger than this is refused before it is parsed (a measurement is about 300
+bytes: 100,000 runs are about 30 MiB)."""
+MAX_FOOTPRINTS_NODES = 4_000_000
+"""A footprints file holds at most this many YAML values (`yamlio.shape_problem`)."""
+
+
 def load_footprints(path: str | os.PathLike[str]) -> Footprints:
     """Read and validate a footprints file. Every problem is reported at once, with line and field."""
     p = Path(path)
     hint = "write it with `migbench profile SWEEP -o FILE`"
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"footprints file {p} does not exist", hint=hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the footprints file {p}: {os_reason(exc)}", hint=hint) from None
-    try:
-        doc = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"{p}: not valid YAML", hint=hint,
-            problems=[Problem(str(getattr(exc, "problem", exc)), file=str(p), line=mark.line + 1 if mark is not None else None)],
-        ) from None
+    text = read_input_text(p, "footprints file", limit=MAX_FOOTPRINTS_BYTES, hint=hint)
+    doc = yamlio.load_checked(text, str(p), "footprints file", max_nodes=MAX_FOOTPRINTS_NODES, hint=hint)
+    root = yaml.compose(text, Loader=yaml.CSafeLoader if yamlio.C_AVAILABLE else yaml.SafeLoader)  # lines only: checked above
     if not isinstance(doc, dict) or doc.get("kind") != FOOTPRINTS_KIND:
         raise InputError(f"{p}: not a migbench footprints file (no `kind: {FOOTPRINTS_KIND}`)", hint=hint)
     if doc.get("version") != FOOTPRINTS_VERSION:
@@ -191,9 +251,44 @@ def load_footprints(path: str | os.PathLike[str]) -> Footprints:
             continue
         seen.add(m.run)
         out.append(m)
+    speeds = _speeds(doc.get("speeds"), str(p), problems)
     if problems:
         raise InputError(f"{p}: {len(problems)} problem(s) in the footprints file", hint=hint, problems=problems)
-    return Footprints(str(sweep), str(doc.get("sweep_sha256") or ""), out, str(p))
+    return Footprints(str(sweep), str(doc.get("sweep_sha256") or ""), out, str(p), speeds)
+
+
+def _speeds(entries: Any, file: str, problems: list[Problem]) -> list[Speed]:
+    """The `speeds:` section (absent: none), every entry checked."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        problems.append(Problem("`speeds` must be a list", file=file, field="speeds"))
+        return []
+    out: list[Speed] = []
+    for i, e in enumerate(entries):
+        where = f"speeds[{i}]"
+        try:
+            sides = []
+            for k in ("small", "large"):
+                s = e[k]
+                side = SpeedSide(str(s["profile"]), float(s["capacity"]), float(s["step_s"]), int(s["steps"]))
+                if not 0 < side.capacity <= 1 or side.step_s <= 0:
+                    raise ValueError(f"{k}: capacity must be in (0, 1] and step_s positive")
+                sides.append(side)
+            sp = Speed(str(e["group"]), str(e["run"]), float(e["compute"]), bool(e.get("lower_bound", False)), str(e["how"]),
+                       str(e["gpu_model"]), sides[0], sides[1], str(e.get("driver") or ""), bool(e.get("simulated", False)),
+                       str(e.get("date") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing `{exc.args[0]}`" if isinstance(exc, KeyError) else str(exc) or "malformed"
+            problems.append(Problem(f"a speed entry is malformed: {what}", file=file, field=where))
+            continue
+        if not 0 < sp.compute <= 1:
+            problems.append(Problem(f"compute must be in (0, 1], got {sp.compute}", file=file, field=f"{where}.compute"))
+        elif sp.how not in SPEED_HOWS:
+            problems.append(Problem(f"unknown timing {sp.how!r} (one of {', '.join(SPEED_HOWS)})", file=file, field=f"{where}.how"))
+        else:
+            out.append(sp)
+    return out
 
 
 def _entry_lines(root: Any) -> list[int]:

@@ -384,7 +384,7 @@ def _plan_run(r: Run, slot: Slot) -> PlanRun:
         id=r.id, group=r.group, memory_mib=r.memory_mib, gpu=slot.gpu, profile=slot.profile, start=slot.placement.start,
         wave=0, argv=tuple(r.argv), shell=r.shell, env=dict(r.env), workdir=r.workdir, params=dict(r.params),
         duration_s=r.duration_s, compute=r.compute, max_runs_per_instance=r.max_runs_per_instance, profiles=r.profiles,
-        retries=r.retries, timeout_s=r.timeout_s, memory_source=r.memory_source,
+        retries=r.retries, timeout_s=r.timeout_s, memory_source=r.memory_source, compute_source=r.compute_source,
     )
 
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from migbench.footprints.file import Footprints, Measurement, load_footprints
+from migbench.footprints.file import Footprints, Measurement, Speed, load_footprints
 from migbench.footprints.fit import Fit, candidate_params, fit_group
 from migbench.launch.history import LaunchHistory, read_history
 from migbench.sweep import MeasuredMemory, Run, Sweep
@@ -91,6 +91,7 @@ class Resolution:
     notes: list[str] = field(default_factory=list)
     history_peaks: dict[str, int] = field(default_factory=dict)  # run id -> its peak in a launch (succeeded)
     probe_peaks: dict[str, int] = field(default_factory=dict)  # run id -> its probe's peak
+    speeds: dict[str, Speed] = field(default_factory=dict)  # group -> its compute from `profile --speed`
 
     def measured_peaks(self) -> tuple[dict[str, int], dict[str, int]]:
         return self.history_peaks, self.probe_peaks
@@ -258,8 +259,31 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
         new_runs.append(r if (mem, label) == (r.memory_mib, r.memory_source) else replace(r, memory_mib=mem, memory_source=label, memory_parts=parts))
     for name, gf in sorted(fits.items()):
         notes.append(f"group {name}: {gf.describe()}" + ("" if gf.ok else "; its runs never measured keep their declared memory"))
+    new_runs = _measured_compute(new_runs, sources, notes)
     return Resolution(replace(sweep, runs=tuple(new_runs)), out, fits, warnings, notes, dict(hist),
-                      {rid: m.peak_mib for rid, m in probe.items()})
+                      {rid: m.peak_mib for rid, m in probe.items()}, {g: s for fp in sources.footprints for g, s in fp.speed_of().items()})
+
+
+def _measured_compute(runs: list[Run], sources: Sources, notes: list[str]) -> list[Run]:
+    """Runs of a group whose compute `migbench profile --speed` measured get it (`compute_source:
+    profile`), in place of the declared or default share; the later footprints file wins."""
+    speeds = {g: s for fp in sources.footprints for g, s in fp.speed_of().items()}
+    if not speeds:
+        return runs
+    out = []
+    said: set[str] = set()
+    for r in runs:
+        s = speeds.get(r.group)
+        if s is None:
+            out.append(r)
+            continue
+        if r.group not in said:
+            said.add(r.group)
+            was = f"declared {r.compute:.3g}" if r.compute_source == "declared" else "no `compute` declared"
+            notes.append(f"group {r.group}: compute {'at least ' if s.lower_bound else ''}{s.compute:.3g} measured by "
+                         f"`profile --speed` ({s.small.profile} vs {s.large.profile}; {was})")
+        out.append(replace(r, compute=s.compute, compute_source="profile"))
+    return out
 
 
 def _mismatches(where: str, fp: Footprints, sweep: Sweep, used: list[Measurement], targets: Sequence[tuple[str, str | None]]) -> list[str]:

@@ -62,8 +62,10 @@ def prepare_slots(
     *,
     gpus: Sequence[int] | None = None,
     time_limit_s: float = 5.0,
+    profiles: Sequence[tuple[str, ...] | None] | None = None,
 ) -> ProbeHost:
-    """Read the host, take its idle instances, create a probe layout on its empty MIG GPUs."""
+    """Read the host, take its idle instances, create a probe layout on its empty MIG GPUs
+    (`profiles`, one per need: the profiles that need's instance may have, as `profiles:` in a sweep)."""
     host = backend.reader.read()
     notes: list[str] = []
     wanted = set(gpus) if gpus is not None else None
@@ -92,7 +94,7 @@ def prepare_slots(
         notes.append(f"GPU {g.index}: probes use its {idle} idle instance(s) as they are" if idle else f"GPU {g.index}: every instance is busy; not used")
     ph = ProbeHost(slots, host.driver, host.simulated, {g.index: g.layout() for g in host.gpus}, notes=notes)
     if empty and needs:
-        _create_layout(backend, ph, empty, needs, time_limit_s)
+        _create_layout(backend, ph, empty, needs, time_limit_s, profiles)
     if not ph.slots:
         raise MigbenchError(
             "no MIG instance to probe on: " + ("; ".join(notes) if notes else "the host has no MIG-capable GPU"),
@@ -102,11 +104,14 @@ def prepare_slots(
     return ph
 
 
-def _create_layout(backend: Backend, ph: ProbeHost, empty: list[FleetGpu], needs: Sequence[int], time_limit_s: float) -> None:
+def _create_layout(backend: Backend, ph: ProbeHost, empty: list[FleetGpu], needs: Sequence[int], time_limit_s: float,
+                   profiles: Sequence[tuple[str, ...] | None] | None = None) -> None:
     largest = {g.index: max(int(p.memory_mib or 0) for p in g.model.profiles) for g in empty}
     cap = max(largest.values())
-    demands = [Demand(f"probe-{i}", max(1, min(n, cap))) for i, n in enumerate(needs)]
-    sol = solve(demands, empty, SolveOptions(time_limit_s=time_limit_s, objective=Objective.THROUGHPUT, allow_unplaced=True))
+    demands = [Demand(f"probe-{i}", max(1, min(n, cap)), profiles=profiles[i] if profiles else None) for i, n in enumerate(needs)]
+    # Probes hold memory, not compute: no second objective growing their instances past their memory.
+    sol = solve(demands, empty, SolveOptions(time_limit_s=time_limit_s, objective=Objective.THROUGHPUT, allow_unplaced=True,
+                                             most_compute=False))
     used = {(a.gpu, a.placement) for a in sol.assigned.values()}
     model_of = {g.index: g.model for g in empty}
     todo = sorted(used, key=lambda gp: (gp[0], -model_of[gp[0]].profile(gp[1].profile).memory_slices, gp[1].start))

@@ -5,11 +5,13 @@ idle instances lending themselves to waiting runs), so the figures are what the 
 model before a week of GPU time is spent:
 
 - makespan, and runs running over time;
-- utilisation = busy slice-hours / available slice-hours, where an instance's compute slices count as
-  busy while at least one run is on it and the available slice-hours are every GPU's compute slices
-  over the makespan;
-- compute use = the compute actually consumed under the model (sum over instances of
-  min(capacity, demand of the runs on it)) over the fleet's full compute over the makespan;
+- utilisation = busy compute / available compute: the compute the runs are served under the model
+  (per instance and moment, min(its capacity, the demand of the runs on it), in whole GPUs) over
+  every GPU's whole compute over the makespan. One run of compute 0.2 alone on a GPU is 20 %,
+  however the GPU is cut;
+- occupancy = busy slice-hours / available slice-hours, where an instance's compute slices count as
+  busy while at least one run is on it (how much of the fleet the instances hold, not how much
+  compute the runs use: a whole-GPU instance with one light run is fully occupied);
 - idle slices: compute slices that no instance of the layout covers (stranded by the layout).
 """
 
@@ -22,7 +24,7 @@ from migbench.catalog import default_catalog
 from migbench.duration import Demand, DurationModel, Slot, instance_capacity
 from migbench.duration.replay import Result, replay
 from migbench.errors import MigbenchError
-from migbench.plan import Plan
+from migbench.plan import Plan, replay_plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.problem import Solution
 from migbench.types import InstanceRef
@@ -34,14 +36,15 @@ class SimReport:
     makespan_s: float
     runs: int
     started_at_once: int
-    utilisation: float
-    compute_use: float
+    utilisation: float  # busy compute / available compute
+    occupancy: float  # busy slice-hours / available slice-hours
     idle_slices: int
     total_slices: int
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (time s, runs running from then)
     unrunnable: int = 0
     notes: list[str] = field(default_factory=list)
     busy_slice_s: dict[str, float] = field(default_factory=dict)  # per instance: compute slices x seconds busy
+    busy_compute_s: dict[str, float] = field(default_factory=dict)  # per instance: compute served (GPUs) x seconds
 
     def to_dict(self) -> dict:
         return {
@@ -50,7 +53,7 @@ class SimReport:
             "runs": self.runs,
             "started_at_once": self.started_at_once,
             "utilisation": round(self.utilisation, 4),
-            "compute_use": round(self.compute_use, 4),
+            "occupancy": round(self.occupancy, 4),
             "idle_slices": self.idle_slices,
             "total_slices": self.total_slices,
             "unrunnable": self.unrunnable,
@@ -68,7 +71,7 @@ def figures(
     total_slices: int,
     gpus: int,
 ) -> SimReport:
-    """Utilisation, compute use and the running-runs timeline from a played schedule."""
+    """Utilisation (busy compute), occupancy (busy slices) and the running-runs timeline from a played schedule."""
     by_id = {j.id: j for j in jobs}
     caps = {s.key: s.capacity for s in slots}
     makespan = res.makespan_s
@@ -80,6 +83,7 @@ def figures(
     busy_slice_s = 0.0
     compute_s = 0.0
     busy_by_slot: dict[str, float] = {}
+    compute_by_slot: dict[str, float] = {}
     for slot, evs in per_slot.items():
         evs.sort(key=lambda e: (e[0], e[1]))
         running: set[str] = set()
@@ -89,7 +93,9 @@ def figures(
                 busy_slice_s += slot_slices[slot] * (t - last)
                 busy_by_slot[slot] = busy_by_slot.get(slot, 0.0) + slot_slices[slot] * (t - last)
                 demand = sum(by_id[j].compute for j in running)
-                compute_s += min(caps[slot], demand) * (t - last)
+                served = min(caps[slot], demand) * (t - last)
+                compute_s += served
+                compute_by_slot[slot] = compute_by_slot.get(slot, 0.0) + served
             last = t
             if kind > 0:
                 running.add(jid)
@@ -110,12 +116,13 @@ def figures(
         makespan_s=makespan,
         runs=len(res.slot_of),
         started_at_once=res.started_at_once,
-        utilisation=busy_slice_s / avail if avail > 0 else 0.0,
-        compute_use=compute_s / (gpus * makespan) if makespan > 0 else 0.0,
+        utilisation=compute_s / (gpus * makespan) if makespan > 0 else 0.0,
+        occupancy=busy_slice_s / avail if avail > 0 else 0.0,
         idle_slices=total_slices - used_slices,
         total_slices=total_slices,
         timeline=timeline,
         busy_slice_s=busy_by_slot,
+        busy_compute_s=compute_by_slot,
     )
 
 
@@ -202,13 +209,13 @@ def plan_instances(plan: Plan) -> tuple[list[SimInstance], int]:
 
 
 def play_plan(plan: Plan, *, lend: bool = True, label: str = "migbench plan") -> tuple[SimReport, Result]:
-    """`simulate_plan`, also returning the played schedule (for the report's timeline)."""
+    """`simulate_plan`, also returning the played schedule (for the report's timeline). The replay is
+    `plan.replay_plan`, the very one that gives the plan's own makespan."""
     instances, total_slices = plan_instances(plan)
-    planned = {r.id: float(r.est_start_s) for r in plan.placed_runs() if r.est_start_s is not None}
-    return play_instances(
-        label, instances, {i.key: i.runs for i in plan.instances}, plan_jobs(plan), plan.duration_model,
-        total_slices=total_slices, gpus=len(plan.fleet), lend=lend, planned_start=planned or None,
-    )
+    jobs = plan_jobs(plan)
+    res = replay_plan(plan, lend=lend)
+    slots = [Slot(str(i.ref), i.memory_mib, i.capacity, str(i.ref.gpu)) for i in instances]
+    return figures(label, res, slots, {str(i.ref): i.slices for i in instances}, jobs, total_slices, len(plan.fleet)), res
 
 
 def simulate_solution(

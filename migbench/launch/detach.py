@@ -47,6 +47,8 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
         cmd.append("--no-lend")
     if opts.force:
         cmd.append("--force")
+    if opts.resume_unknown:
+        cmd.append("--resume-unknown")
     env = dict(os.environ, MIGBENCH_LAUNCHER_LOG=str(log.resolve()))
     try:
         with os.fdopen(create_private(log), "ab") as f:

@@ -34,10 +34,12 @@ LAZY_MAX_PAIRS = 1000  # above this many (run class, instance type) pairs only t
 class SolveOptions:
     """The planner's settings. `time_limit_s` is seconds of wall time for the whole command, counted
     from `started` (a `time.monotonic()` reading; default: when `solve` starts): the planner works to
-    a deterministic budget derived from it and stops hard at it (`migbench.planner.budget`).
+    a deterministic budget derived from it (or `work_s` reference seconds where given) and stops
+    hard at it (`migbench.planner.budget`).
     `progress` is called with a `Progress` as the search advances (never in the plan's way)."""
 
     time_limit_s: float = 10.0
+    work_s: float | None = None  # the deterministic work budget; None: derived from the time limit
     objective: Objective = Objective.AUTO
     allow_unplaced: bool = False
     workers: int = 1
@@ -45,6 +47,7 @@ class SolveOptions:
     compute_basis: ComputeBasis = ComputeBasis.SM
     started: float | None = None
     progress: ProgressFn | None = None
+    most_compute: bool = True  # runs at once: then the most compute for the runs, then the fewest instances
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions 
         opts.time_limit_s, started=opts.started, reserve_s=write_reserve(len(runs)), workers=opts.workers,
         n_runs=len(runs) if mode is Objective.MAKESPAN else 0,  # runs at once stops when proven, well inside
         progress=opts.progress, objective_name="runs_at_once" if mode is Objective.THROUGHPUT else "makespan_s",
+        work_s=opts.work_s,
     )
-    short = short_limit_note(opts.time_limit_s, len(runs)) if mode is Objective.MAKESPAN else None
+    short = short_limit_note(opts.time_limit_s, len(runs)) if mode is Objective.MAKESPAN and opts.work_s is None else None
     if mode is Objective.THROUGHPUT:
         sol = plan_throughput(prob, opts, budget, notes)
     else:

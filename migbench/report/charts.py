@@ -191,7 +191,8 @@ def gantt(report: Report, gpus: Sequence[GpuView], width: int = WIDTH) -> str:
         for b, k in a:
             x = LABEL_W + plot_w * b.start_s / horizon
             w = _bar_w(plot_w * (b.end_s - b.start_s) / horizon)
-            cls = f"bar actual o-{b.outcome}" + (" moved" if "moved from" in b.note else "") + (" retry" if "retry" in b.note else "")
+            cls = (f"bar actual o-{b.outcome}" + (" moved" if "after an OOM" in b.note else "") + (" lent" if "lent instance" in b.note else "")
+                   + (" retry" if "retry" in b.note else ""))
             body.append(f'<rect class="{cls}"{_data(run=b.run, kind="actual", attempt=b.attempt)} x="{x:.1f}" y="{ya + k * TRACK_H}" '
                         f'width="{w:.1f}" height="{TRACK_H - 2}"><title>{esc(_bar_title(b))}</title></rect>')
     return svg(width, total_h, body, label="timeline: planned and actual runs per instance", class_="gantt")

@@ -47,7 +47,7 @@ class Bar:
     kind: str  # planned | actual
     outcome: str  # planned | running | succeeded | failed | oom | interrupted | lost
     attempt: int = 0
-    note: str = ""  # "retry 1", "moved from 0:1g.10gb@6 after an OOM"
+    note: str = ""  # "retry 1", "moved from 0:1g.10gb@6 after an OOM", "on a lent instance (queued on 0:1g.10gb@6)"
 
 
 @dataclass
@@ -379,7 +379,8 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
         elif last in ("interrupted", "lost"):
             notes.append(f"resumed after attempt {n - 1} was {last}")
         if before and inst != before:
-            notes.append(f"moved from {before}" + (" after an OOM" if last == "oom" else ""))
+            # An OOM moves a run to a larger instance; otherwise an idle instance was lent to it.
+            notes.append(f"moved from {before} after an OOM" if last == "oom" else f"on a lent instance (queued on {before})")
         if a.get("error"):
             notes.append(str(a["error"]))
         bars.append(Bar(rid, inst, float(a["start_at"]) - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))
@@ -483,10 +484,10 @@ def _utilisation(
         if rep is None or rep.makespan_s <= 0:
             return {}
         busy: dict[int, float] = {}
-        for slot, s in rep.busy_slice_s.items():
+        for slot, s in rep.busy_compute_s.items():
             if slot in gpu_of:
                 busy[gpu_of[slot]] = busy.get(gpu_of[slot], 0.0) + s
-        return {g: busy.get(g, 0.0) / (gpu_slices[g] * rep.makespan_s) for g in gpu_slices}
+        return {g: busy.get(g, 0.0) / rep.makespan_s for g in gpu_slices}  # a GPU's whole compute is 1
 
     p, a = per_gpu(planned), per_gpu(actual)
     count_p: dict[int, int] = {}

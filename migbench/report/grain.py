@@ -6,7 +6,8 @@ use every profile, which is what `migbench plan` does. Each grain keeps every la
 every run that fits the fleet fits at every grain, and a finer grain can only add options. The
 planner itself (`planner.solve`, the same objective and budget) plans each grain, on the fleet's
 models with the smaller profiles taken out, and `forecast.simulate` plays each plan forward under
-the duration model: instances -> runs at once, utilisation, makespan. The finest grain is the
+the duration model: instances -> runs at once, utilisation (busy compute over available compute, so
+a coarse grain with light runs scores low), occupancy (busy slices), makespan. The finest grain is the
 chosen plan (the report uses the plan file itself there).
 """
 
@@ -34,12 +35,13 @@ class GrainPoint:
     instances: int
     per_gpu: dict[int, list[str]]  # GPU -> its layout as profile@start (the first GPU of each model)
     runs_at_once: int
-    utilisation: float | None
+    utilisation: float | None  # busy compute / available compute
     makespan_s: float | None
     unplaced: int
     status: str
     seconds: float
     chosen: bool = False
+    occupancy: float | None = None  # busy slice-hours / available slice-hours
     from_plan: bool = False  # the point is the plan file itself, not a re-plan
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class GrainPoint:
             "layout": {str(g): lay for g, lay in self.per_gpu.items()},
             "runs_at_once": self.runs_at_once,
             "utilisation": None if self.utilisation is None else round(self.utilisation, 4),
+            "occupancy": None if self.occupancy is None else round(self.occupancy, 4),
             "makespan_s": None if self.makespan_s is None else round(self.makespan_s, 3),
             "unplaced": self.unplaced,
             "status": self.status,
@@ -149,6 +152,7 @@ def grain_lever(
             grain, label, profiles, sum(len(lay) for lay in sol.layouts.values()), per_gpu,
             sol.runs_at_once, rep.utilisation if rep else None, rep.makespan_s if rep else None,
             len(sol.unplaced), sol.status, time.perf_counter() - t0, chosen=plan is None and grain == sizes[-1],
+            occupancy=rep.occupancy if rep else None,
         ))
     if not timed:
         notes.append("some runs have no duration: each grain shows runs at once only (no utilisation or makespan)")
@@ -163,7 +167,7 @@ def _plan_point(plan: Plan, sim: SimReport | None, grain: int, label: str, profi
     return GrainPoint(
         grain, label + ", this plan", profiles, len(plan.instances), per_gpu, plan.solver.runs_at_once,
         sim.utilisation if sim else None, sim.makespan_s if sim else None, len(plan.unplaced), plan.solver.status,
-        float(plan.solver.seconds or 0.0), chosen=True, from_plan=True,
+        float(plan.solver.seconds or 0.0), chosen=True, occupancy=sim.occupancy if sim else None, from_plan=True,
     )
 
 

@@ -42,7 +42,8 @@ line.grid{stroke:#e6e6e6}line.axis{stroke:#999}.zebra{fill:#fafafa}
 .dot{stroke:none}.o-running,.o-starting{fill:var(--run)}.o-queued{fill:var(--queued)}.o-succeeded{fill:var(--done)}.o-failed{fill:var(--fail)}
 .o-oom{fill:var(--oom)}.o-interrupted,.o-lost,.o-abandoned{fill:var(--int)}.o-planned{fill:var(--planned)}
 .bar.planned{fill:var(--planned);stroke:#6baed6;stroke-width:.5}.bar.actual{stroke:#333;stroke-width:.3}.bar.retry{stroke:#000;stroke-width:1}
-.bar.moved{stroke:#7f0000;stroke-width:1.2;stroke-dasharray:2 1}.hl{stroke:#e7298a!important;stroke-width:2!important;fill-opacity:1}
+.bar.moved{stroke:#7f0000;stroke-width:1.2;stroke-dasharray:2 1}
+.bar.lent{stroke:#238b45;stroke-width:1.4;stroke-dasharray:6 2}.hl{stroke:#e7298a!important;stroke-width:2!important;fill-opacity:1}
 text.hl{fill:#e7298a!important;font-weight:700}
 path.line{fill:none;stroke-width:1.6}path.planned{stroke:#6baed6;stroke-dasharray:5 3}path.actual{stroke:var(--run)}path.grainl{stroke:#999}
 circle.pt{fill:var(--run)}circle.chosen{fill:none;stroke:#e7298a;stroke-width:2.5}
@@ -55,7 +56,8 @@ circle.pt{fill:var(--run)}circle.chosen{fill:none;stroke:#e7298a;stroke-width:2.
 .legend i.o-planned{background:var(--planned)}.legend i.o-succeeded{background:var(--done)}.legend i.o-running{background:var(--run)}
 .legend i.o-failed{background:var(--fail)}
 .legend i.o-oom{background:var(--oom)}.legend i.mplan{background:#d9d9d9}.legend i.minst{background:#333;height:3px;vertical-align:3px}
-.legend i.o-interrupted{background:var(--int)}
+.legend i.o-interrupted{background:var(--int)}.legend i.e-retry{border:2px solid #000}
+.legend i.e-moved{border:2px dashed #7f0000}.legend i.e-lent{border:2px dashed #238b45}
 table{border-collapse:collapse;font-size:12px;margin:6px 0}th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}details{margin:6px 0}summary{cursor:pointer;color:#2171b5}
 .grains{display:flex;flex-wrap:wrap;gap:8px}.strips td{vertical-align:middle}
@@ -214,9 +216,11 @@ def _attempts_text(bars: Sequence[Bar]) -> str:
 def _timeline(report: Report) -> str:
     out = ['<section id="timeline"><h2>Timeline</h2>',
            "<p>One lane per instance: the planned runs (from the duration model, light) above the actual attempts from "
-           "<code>launch.db</code> (by outcome; a black edge is a retry, a dashed red edge an attempt moved after an OOM). "
+           "<code>launch.db</code> (by outcome; a black edge is a retry, a dashed red edge an attempt moved after an OOM, a "
+           "long-dashed green edge a run the launcher started on another instance that was idle: lending, not a failure). "
            "Hover a bar for its times; click one to light up the run everywhere.</p>",
-           legend([(f"o-{k}", t) for k, t in OUTCOME_LEGEND])]
+           legend([(f"o-{k}", t) for k, t in OUTCOME_LEGEND]
+                  + [("e-retry", "retry"), ("e-moved", "moved after an OOM"), ("e-lent", "lent instance")])]
     if not any(b.kind == "planned" for b in report.bars) and not any(b.kind == "actual" for b in report.bars):
         out.append('<div class="note">Nothing to draw: the plan has no durations and nothing has run yet.</div>')
     if report.detail:
@@ -265,9 +269,13 @@ def _over_time(report: Report) -> str:
     out = ['<section id="over-time"><h2>Over time</h2>']
     pu = report.planned.utilisation if report.planned else None
     au = report.actual.utilisation if report.actual else None
-    out.append("<p><b>Sustained utilisation</b> = busy compute slice-hours / available slice-hours (every GPU's compute slices over "
-               f"the makespan; an instance's slices are busy while any run is on it): planned <b>{_pct(pu)}</b>, "
-               f"actual <b>{_pct(au)}</b>.</p>")
+    po = report.planned.occupancy if report.planned else None
+    ao = report.actual.occupancy if report.actual else None
+    out.append("<p><b>Sustained utilisation</b> = busy compute / available compute: the compute the runs are served under the "
+               "duration model (on each instance, the smaller of its compute share and its runs' compute demand) over every "
+               f"GPU's whole compute over the makespan: planned <b>{_pct(pu)}</b>, actual <b>{_pct(au)}</b>. "
+               "<b>Occupancy</b> = busy compute slice-hours / available slice-hours (an instance's slices count while any run "
+               f"is on it, however little compute the run uses): planned <b>{_pct(po)}</b>, actual <b>{_pct(ao)}</b>.</p>")
     out.append(legend([("o-planned", "planned (dashed)"), ("o-running", "actual (solid)")]))
     for s in report.series:
         out.append(f"<h3>{esc(s.title)}</h3>" + charts.series_chart(s, h))
@@ -305,7 +313,7 @@ def _grain(report: Report) -> str:
     pts = lever.points
     out.append('<div class="grains">')
     out.append(charts.grain_chart(pts, "runs_at_once", "runs at once", lambda v: f"{v:g}"))
-    out.append(charts.grain_chart(pts, "utilisation", "sustained utilisation", lambda v: f"{v * 100:.0f}%", ceiling=1.0))
+    out.append(charts.grain_chart(pts, "utilisation", "utilisation (busy compute)", lambda v: f"{v * 100:.0f}%", ceiling=1.0))
     out.append(charts.grain_chart(pts, "makespan_s", "makespan", fmt_t))
     out.append("</div>")
     strips = []
@@ -314,10 +322,10 @@ def _grain(report: Report) -> str:
             strips.append(f'<tr data-grain="{p.grain}"><td>{esc(p.label)}{" ★" if p.chosen else ""}</td><td>GPU {gpu}</td>'
                           f"<td>{charts.mini_layout(lever.memory_slices.get(gpu, 8), lay, lever.sizes)}</td></tr>")
     out.append('<h3>The first GPU at each grain</h3><table class="strips"><tbody>' + "".join(strips) + "</tbody></table>")
-    rows = [(p.label + (" (chosen)" if p.chosen else ""), p.instances, p.runs_at_once, _pct(p.utilisation), _t(p.makespan_s), p.unplaced,
-             p.status, "; ".join(f"{m}: {', '.join(v)}" for m, v in p.profiles.items())) for p in pts]
-    out.append(table(["grain", "instances", "runs at once", "utilisation", "makespan", "unplaced", "solver", "profiles allowed"], rows,
-                     numeric=(1, 2, 5)))
+    rows = [(p.label + (" (chosen)" if p.chosen else ""), p.instances, p.runs_at_once, _pct(p.utilisation), _pct(p.occupancy),
+             _t(p.makespan_s), p.unplaced, p.status, "; ".join(f"{m}: {', '.join(v)}" for m, v in p.profiles.items())) for p in pts]
+    out.append(table(["grain", "instances", "runs at once", "utilisation", "occupancy", "makespan", "unplaced", "solver",
+                      "profiles allowed"], rows, numeric=(1, 2, 6)))
     for n in lever.notes:
         out.append(f'<div class="note">{esc(n)}</div>')
     out.append("</section>")

@@ -104,7 +104,7 @@ def parse_group(
     if hrun is not None and hrun.timeout_s is not None:  # submitit's timeout_min
         timeout_s = timeout_s if timeout_s is not None else hrun.timeout_s
         duration_s = duration_s if duration_s is not None else hrun.timeout_s
-    compute = 1.0
+    compute, compute_source = 1.0, "default" if g.get("compute") is None else "declared"
     if (n := g.get("compute")) is not None and (v := ctx.number(n)) is not None:
         if not 0 < v <= 1:
             ctx.at(n, f"compute must be in (0, 1], got {v}", "the fraction of a whole GPU's compute the run keeps busy")
@@ -225,6 +225,7 @@ def parse_group(
                         profiles=profiles,
                         retries=retries,
                         timeout_s=timeout_s,
+                        compute_source=compute_source,
                     )
                 )
         if dups:

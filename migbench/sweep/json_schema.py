@@ -209,7 +209,7 @@ GROUP: dict[str, dict[str, Any]] = {
     },
     "memory": MEMORY,
     "duration": {**_RUN_TIME, "description": "The run's wall time alone with all the compute it can use."},
-    "compute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Share of a whole GPU the run keeps busy."},
+    "compute": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Share of a GPU kept busy (default: its memory-sized instance's)."},
     "max_runs_per_instance": _count(1, "How many runs may share one MIG instance (default 1)."),
     "profiles": {
         "type": "array",

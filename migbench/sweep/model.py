@@ -113,7 +113,9 @@ class Group:
 class Run:
     """One fully resolved run. `memory_mib` is the whole device footprint (MiB, rounded up);
     `duration_s`/`timeout_s` in seconds; `compute` is the fraction (0, 1] of a whole GPU's compute
-    the run can keep busy. `argv` may still hold `${run_id}`, `${run_dir}`, `${attempt}`."""
+    the run can keep busy (`compute_source` "default" when the group gives none: the planner then
+    takes the share of the smallest instance that holds the run's memory, see `duration.model`).
+    `argv` may still hold `${run_id}`, `${run_dir}`, `${attempt}`."""
 
     id: str
     group: str
@@ -133,6 +135,7 @@ class Run:
     profiles: tuple[str, ...] | None
     retries: int | None
     timeout_s: float | None
+    compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
 
     def demand(self) -> Demand:
         """What the planner and the duration model need of this run."""

@@ -278,8 +278,9 @@ def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_p
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     by_profile = {a.profile: (tmp_path / "out" / "arrays" / f"{a.name}.sbatch").read_text() for a in arrays(plan) if a.tasks}
-    # 2 h on a 3g.40gb (42 of 98 SMs) at full demand is 2 h x 98/42 = 4.67 h; x 1.25 + 10 min = 6 h 0 min
-    assert "#SBATCH --time=0-06:00:00\n" in by_profile["3g.40gb"]
+    # no `compute`: the run needs its memory-sized instance's share (3g.40gb, its only profile), so 2 h
+    # there (issue 20 item 1); x 1.25 + 10 min = 2 h 40 min
+    assert "#SBATCH --time=0-02:40:00\n" in by_profile["3g.40gb"]
     assert "#SBATCH --time" not in by_profile["1g.10gb"] and "no --time" in r.stdout
     # no duration, a 1 h timeout: 1 h + the 30 s stop grace, x 1.25 + 10 min = 1 h 25.6 min, rounded up
     assert "#SBATCH --time=0-01:26:00\n" in by_profile["2g.20gb"]

@@ -25,8 +25,10 @@ def test_arrays_cut_each_instance_queue_into_runs_that_share_it(two_nodes):
     arrs = {a.profile: a for a in arrays(plan)}
     tiny = arrs["1g.10gb"]
     assert tiny.name == "a100-sxm4-80gb-1g-10gb" and tiny.count == sum(tiny.per_node.values())
-    # two 4 GiB runs fit a 9.5 GiB 1g.10gb instance and max_runs_per_instance is 2: pairs
-    assert sorted(len(t.runs) for t in tiny.tasks) == [2] * 6
+    # two 4 GiB runs fit a 9.5 GiB 1g.10gb instance and max_runs_per_instance is 2: at most pairs (the
+    # runs-at-once plan gives the runs every 1g.10gb the layout has, so some run alone)
+    sizes = sorted(len(t.runs) for t in tiny.tasks)
+    assert sizes[-1] == 2 and set(sizes) <= {1, 2} and sum(sizes) == 12
     assert sorted(r for t in tiny.tasks for r in t.runs) == sorted(r.id for r in plan.runs if r.group == "tiny")
     for t in tiny.tasks:  # a task's runs are on one planned instance
         assert len({plan.run(r).instance_key for r in t.runs}) == 1 == len({t.instance})

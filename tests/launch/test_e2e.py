@@ -28,7 +28,7 @@ groups:
     duration: 3s
     compute: 0.1
   - name: m
-    command: {toy} --steps 8 --step-seconds 0.4 --memory 6GiB --i {i}
+    command: {toy} --steps 3 --step-seconds 0.4 --memory 6GiB --hold-file {hold} --i {i}
     parameters: {i: [0, 1, 2]}
     memory: 7GiB
     duration: 3s
@@ -48,11 +48,19 @@ def _uuid_by_instance() -> dict[str, str]:
     return out
 
 
-def test_swarm_every_run_pinned_to_its_instance(rig):
-    r = rig(SWARM)
+def test_swarm_every_run_pinned_to_its_instance(rig, tmp_path):
+    hold = tmp_path / "release-m-runs"
+    r = rig(SWARM.replace("{hold}", str(hold)))
     plan = r.plan
     assert len(plan.placed_runs()) > len(plan.instances), "the test needs more runs than instances"
-    rc, out = r.launch(cli=True)
+    p = r.start(cli=True)
+    # The m runs hold their 6 GiB until a sample has seen one of them (no race with the sampler
+    # on a loaded machine: once in ~50 suites beside a busy loop no footprint was seen at all).
+    r.wait_for(lambda: any((row["peak_mib"] or 0) > 0 for rid, row in r.rows().items() if rid.startswith("m-")),
+               what="a sampled 6 GiB footprint")
+    hold.touch()
+    rc = p.wait(timeout=120)
+    out = r.output(p)
     assert rc == 0, out
     rows = r.rows()
     assert {v["state"] for v in rows.values()} == {"succeeded"}
@@ -74,9 +82,7 @@ def test_swarm_every_run_pinned_to_its_instance(rig):
         assert ex["returncode"] == 0 and ex["oom"] is False
     # Peak memory from NVML: sampling is periodic, so a run sampled only before the trainer declared
     # its footprint shows the shim's 0 MiB attach; otherwise exactly its declared footprint, never
-    # anything else. The m runs hold 6 GiB for 3.2 s, dozens of 0.1 s sampling intervals (a loaded
-    # machine stretches them: with 1.2 s runs, once in about fifty suites beside a busy loop, no
-    # footprint was seen at all).
+    # anything else.
     peaks = {rid: row["peak_mib"] for rid, row in rows.items() if row["peak_mib"] is not None}
     assert peaks, "no run was sampled"
     for rid, peak in peaks.items():

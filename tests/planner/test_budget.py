@@ -13,7 +13,7 @@ from migbench.catalog import Catalog
 from migbench.duration import Demand
 from migbench.planner import FleetGpu, SolveOptions, solve
 from migbench.planner import budget as budget_mod
-from migbench.planner.budget import WALL_STOP_WARNING, Budget, Progress
+from migbench.planner.budget import WALL_STOP_WARNING, Budget, Progress, default_work
 from tests.support.cli import migbench
 
 CAT = Catalog.load(include_user=False)
@@ -86,10 +86,15 @@ def _burn() -> None:  # pragma: no cover - runs in a child process
 def test_plans_are_byte_identical_beside_cpu_burners(tmp_path):
     """The determinism promise under load (issue 10 item 3): the sweep planned beside a busy loop
     (and the rest of the suite, a worker per core) gives the plan file it gives without it, byte
-    for byte, with no wall-clock warning (the limit is wall time; the budget inside it is not)."""
+    for byte, with no wall-clock warning. It plans with the work budget the default 10 s limit
+    gives (`--work`) under a limit no load reaches: at the default limit itself a machine at load
+    7-9 on 2 cores hit the hard stop (issue 23 item 6), which the plan then says."""
+    work = default_work(10.0, 76)  # the phase-2 sweep's 76 runs
+    assert Budget(10.0, n_runs=76).work == work
+
     def plan(name: str) -> bytes:
         out = tmp_path / name
-        r = migbench("plan", "sweeps/phase2-ablations.yaml", "-o", str(out), "--json")  # the default limit, 10 s
+        r = migbench("plan", "sweeps/phase2-ablations.yaml", "-o", str(out), "--json", "--work", repr(work), "--time-limit", "600")
         assert r.returncode == 0, r.stderr
         return out.read_bytes()
 
@@ -153,3 +158,11 @@ def test_runs_at_once_keeps_its_whole_budget(monkeypatch):
     assert made[-1].work == pytest.approx(2.5)
     solve(runs[:2000], fl[:30], SolveOptions(time_limit_s=5, objective="makespan", started=time.monotonic() + 1e6))
     assert made[-1].work < 2.5
+
+
+def test_work_sets_the_budget_whatever_the_limit():
+    """`--work W` is the deterministic budget itself: a longer limit beside it changes nothing,
+    and without it the budget follows the limit as before."""
+    assert Budget(600.0, work_s=2.5, n_runs=76).work == Budget(3.0, work_s=2.5).work == 2.5
+    assert Budget(600.0, n_runs=76).work == default_work(600.0, 76) > Budget(10.0, n_runs=76).work
+

@@ -4,6 +4,7 @@ OOM moves), utilisation by the same definition as `migbench simulate`, series, m
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_actual_bars_show_every_attempt_a_retry_and_an_oom_move(small_plan):
     assert all(i.state in ("done", "idle") for g in rep.gpus for i in g.instances)
 
 
-def test_actual_utilisation_is_busy_slice_time_over_available(small_plan):
+def test_actual_occupancy_is_busy_slice_time_over_available(small_plan):
     """Hand check on the bars: busy slice-seconds (union per instance) / (fleet slices x span)."""
     write_state(small_plan, retry=False, oom=False)
     rep = build_report(small_plan)
@@ -84,7 +85,7 @@ def test_actual_utilisation_is_busy_slice_time_over_available(small_plan):
     busy = sum(slices[k] * sum(e - s for s, e in ivs) for k, ivs in busy_intervals(actual).items())
     span = max(b.end_s for b in actual)
     assert rep.actual is not None
-    assert rep.actual.utilisation == pytest.approx(busy / (14 * span))
+    assert rep.actual.occupancy == pytest.approx(busy / (14 * span))
 
 
 def test_a_running_sweep_shows_running_and_queued_instances_and_measured_peaks(small_plan):
@@ -137,3 +138,33 @@ def test_seed_like_report_is_detailed_and_large_plans_summarise(tmp_path):
     assert rep.runs == 90 and len(rep.gpus) == 4
     small = build_report(plan, detail=False)
     assert not small.detail and any("heat map" in s for s in small.summarised)
+
+
+def test_a_lent_run_gets_its_own_mark_not_the_oom_edge(small_plan):
+    """Bug: runs moved by lending were drawn with the dashed red "moved after an OOM" edge."""
+    from migbench.report.charts import gantt
+    from migbench.report.html import render
+
+    w = write_state(small_plan, lend=True)
+    rep = build_report(small_plan)
+    lent = [b for b in rep.bars if b.kind == "actual" and b.run == w.lent]
+    assert w.lent and len(lent) == 1 and lent[0].instance == w.lent_to
+    assert "lent instance" in lent[0].note and "OOM" not in lent[0].note
+    svg = gantt(rep, rep.gpus)
+    classes = re.findall(r'class="(bar actual[^"]*)"', svg)
+    assert sum("lent" in c.split() for c in classes) == 1 and sum("moved" in c.split() for c in classes) == 1
+    page = render(rep)
+    assert "lent instance</span>" in page and "moved after an OOM</span>" in page
+
+
+def test_utilisation_is_busy_compute_and_occupancy_is_named_apart(tmp_path):
+    """Bug: utilisation was slice occupancy, so one light run on a whole GPU scored 100 %."""
+    one = SMALL.replace("count: 2", "count: 1").split("  - name: a")[0] + (
+        "  - name: a\n    command: python3 t.py\n    memory: 60GiB\n    duration: 1h\n    compute: 0.2\n")
+    plan = plan_sweep(tmp_path, one, time_limit_s=0.5)
+    sim = simulate_plan(plan)
+    assert [i.profile for i in plan.instances] == ["7g.80gb"]
+    assert sim.utilisation == pytest.approx(0.2) and sim.occupancy == pytest.approx(1.0)
+    rep = build_report(plan)
+    assert rep.planned is not None and rep.planned.utilisation == pytest.approx(0.2)
+    assert [u.planned for u in rep.utilisation] == [pytest.approx(0.2)]

@@ -64,6 +64,8 @@ class Written:
     retried: str | None
     moved: str | None
     moved_to: str | None
+    lent: str | None = None
+    lent_to: str | None = None
 
 
 def write_state(
@@ -73,13 +75,15 @@ def write_state(
     done_fraction: float = 1.0,
     retry: bool = True,
     oom: bool = True,
+    lend: bool = False,
     alive_pid: int | None = None,
     seed: int = 1,
     t0: float = 1_700_000_000.0,
 ) -> Written:
     """A launch state for `plan`: its replay stretched, runs starting before `done_fraction` of the
     stretched makespan finished (or running), the rest queued. One run fails once and is retried;
-    one runs out of memory on its instance and finishes on a larger one."""
+    one runs out of memory on its instance and finishes on a larger one; with `lend`, one more runs
+    on another instance than its own (the launcher lent it an idle one), without any failure."""
     rng = random.Random(seed)
     _, res = play_plan(plan)
     sd = state_dir_for(plan)
@@ -97,6 +101,13 @@ def write_state(
             bigger = [i for i in by_mem if i.memory_mib > inst_mem[res.slot_of[r.id]]]
             if bigger:
                 moved, moved_to = r.id, bigger[0].key
+                break
+    lent = lent_to = None
+    if lend:
+        for r in placed[1:]:
+            other = [i for i in by_mem if i.memory_mib >= r.memory_mib and i.key != res.slot_of[r.id]]
+            if r.id not in (retried, moved) and other:
+                lent, lent_to = r.id, other[0].key
                 break
     st = Store.create(db_path(sd))
     rows = []
@@ -116,7 +127,7 @@ def write_state(
             e = s + (res.end_s[r.id] - res.start_s[r.id]) * stretch * rng.uniform(0.85, 1.2)
             if s >= cut:
                 continue  # still queued
-            where = res.slot_of[r.id]
+            where = lent_to if r.id == lent and lent_to else res.slot_of[r.id]
             attempts = []
             if r.id == retried:
                 mid = s + (e - s) * 0.3
@@ -155,7 +166,7 @@ def write_state(
         st.set_launcher(pid=alive_pid, create_time=None, started_at=t0 - 1, heartbeat_at=now,
                         state="running" if alive_pid else "exited", ended_at=None if alive_pid else now, exit_code=None if alive_pid else 0)
     st.close(checkpoint=True)
-    return Written(sd, t0, retried, moved, moved_to)
+    return Written(sd, t0, retried, moved, moved_to, lent, lent_to)
 
 
 def now_after(plan: Plan, written: Written, stretch: float = 1.1, fraction: float = 1.0) -> float:

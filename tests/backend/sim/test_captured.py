@@ -88,9 +88,15 @@ def test_apply_dry_run_says_what_apply_would_do_to_that_box(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"# dry run on simulated host {sim}: these commands would run"
-    # the 3g.40gb at 4 (GPU instance 2) goes; the three 1g.10gb at 0, 1, 2 (7, 8, 9) are kept
-    assert "nvidia-smi mig -i 0 -gi 2 -ci 0 -dci" in lines and "nvidia-smi mig -i 0 -gi 2 -dgi" in lines
-    assert not any(f"-gi {k} " in ln and ("-dci" in ln or "-dgi" in ln) for k in (7, 8, 9) for ln in lines)
+    # the captured instances (3g.40gb@4 is GPU instance 2; 1g.10gb@0, @1, @2 are 7, 8, 9): those the plan
+    # has are kept, the others go
+    from migbench.plan import Plan
+
+    planned = {str(i.placement) for i in Plan.load(tmp_path / "ci.plan.yaml").instances}
+    for gid, pl in ((2, "3g.40gb@4"), (7, "1g.10gb@0"), (8, "1g.10gb@1"), (9, "1g.10gb@2")):
+        gone = f"nvidia-smi mig -i 0 -gi {gid} -dgi" in lines
+        assert gone == (pl not in planned), (pl, planned)
+    assert planned != {"3g.40gb@4", "1g.10gb@0", "1g.10gb@1", "1g.10gb@2"}  # the dry run has something to say
     assert (sim / "host.json").read_bytes() == before
 
 
