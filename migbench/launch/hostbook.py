@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
+
 from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
 from migbench.apply.reconcile import HostLock
 from migbench.backend.select import host_lock_path, launches_dir, read_host
@@ -35,6 +37,7 @@ class HostBooking:
         self.say = say
         self.reg = Register(launches_dir())
         self.me: Booking | None = None
+        self._ctimes: dict[int, float] = {}  # a run's PID -> its process start time
 
     def open(self, stack: ExitStack) -> None:
         """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
@@ -94,24 +97,39 @@ class HostBooking:
             self.me = None
 
     def sync(self, rows: Iterable[RunRow], uuid_of: dict[str, str], extra: Iterable[str] = ()) -> dict[str, Booking]:
-        """Bind the entry to the instances of the running and queued runs (and `extra`). Returns the
-        instances (key -> the other launch) left out because another live launch is bound to them."""
+        """Bind the entry to the instances of the running and queued runs (and `extra`), and record
+        the processes of the running ones (so the entry stays live while they do, should the launcher
+        be killed). Returns the instances (key -> the other launch) left out because another live
+        launch is bound to them."""
         if self.me is None:
             return {}
         keys = set(extra)
+        procs: list[tuple[int, float | None]] = []
         for r in rows:
             if r.state in ACTIVE_STATES and r.instance:
                 keys.add(r.instance)
+                if r.shim_pid:
+                    procs.append((int(r.shim_pid), r.shim_create_time))
+                if r.child_pid:
+                    procs.append((int(r.child_pid), self._ctime(int(r.child_pid))))
             elif r.state == "queued" and r.queue:
                 keys.add(r.queue)
         want = {uuid_of[k]: k for k in keys if k in uuid_of}
-        if want == self.me.instances:
+        if want == self.me.instances and sorted(procs) == self.me.processes:
             return {}
         try:
-            return self.reg.update(self.me, want)
+            return self.reg.update(self.me, want, procs)
         except MigbenchError as exc:
             self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
             return {}
+
+    def _ctime(self, pid: int) -> float | None:
+        if pid not in self._ctimes:
+            try:
+                self._ctimes[pid] = float(psutil.Process(pid).create_time())
+            except psutil.Error:
+                return None
+        return self._ctimes[pid]
 
     def admit(self, starts: list[tuple[str, str]], rows: dict[str, RunRow], gate: HostGate, dirty: set[str]) -> list[tuple[str, str]]:
         """The starts (run id, instance) whose MIG device still exists and is bound to this launch.

@@ -78,16 +78,22 @@ def test_one_plan_runs_once_per_host_whatever_the_state_dir(rig, tmp_path):
     assert [e for e in Register(r.sim / "launches").entries()] == []  # its entry went with it
 
 
-def test_a_dead_launchers_entry_does_not_hold_the_plan(rig, tmp_path):
-    """A launcher killed with kill -9 leaves its entry: the next launch of the plan sees that its
-    process is gone, takes over (adopting the runs) and removes it."""
+def test_a_killed_launchers_runs_keep_the_plan_until_its_state_dir_adopts_them(rig, tmp_path):
+    """Guards: after kill -9 of a launcher (its runs go on), a launch of the plan from another state
+    dir ran every run again beside them. Its entry stays live while its runs do: another state dir
+    is refused, the launch from its own state dir adopts the runs and replaces the entry."""
     r = rig(_blocking(tmp_path))
     p = r.start(cli=True)
     r.wait_for(lambda: _running(r, 2), what="both runs running")
     reg = r.sim / "launches"
+    r.wait_for(lambda: len(json.loads(next(reg.glob("*.json")).read_text())["processes"]) >= 2, what="the runs' processes recorded")
     assert [json.loads(f.read_text())["pid"] for f in reg.glob("*.json")] == [p.pid]
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+    other = tmp_path / "other"
+    assert r.cli("apply", str(r.plan_path), "--state-dir", str(other)).returncode == 0
+    rc, out = r.launch("--state-dir", str(other), cli=True, timeout=30)
+    assert rc == 1 and f"its launcher (PID {p.pid}) is gone but its runs still run" in out and f"--state-dir {r.state_dir}" in out, out
     q = r.start(cli=True)
     r.wait_for(lambda: [json.loads(f.read_text())["pid"] for f in reg.glob("*.json")] == [q.pid], what="the stale entry replaced")
     (tmp_path / "release").touch()
