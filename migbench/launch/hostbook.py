@@ -32,6 +32,8 @@ from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, 
 
 
 class HostBooking:
+    """One launcher's entry in the host's launch register, from its start (`open`) to its end."""
+
     def __init__(self, prep: Prepared, say: Callable[[str], None]):
         self.prep = prep
         self.say = say
@@ -65,16 +67,15 @@ class HostBooking:
                     "the host no longer matches the applied plan:\n  " + "\n  ".join(gone),
                     hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
                 )
-            self.me = self.reg.book(
-                str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
-            )
-        except LaunchConflict:
-            raise
-        except MigbenchError as exc:
-            if exc.message.startswith("the host no longer matches"):
+            try:
+                self.me = self.reg.book(
+                    str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
+                )
+            except LaunchConflict:
                 raise
-            self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
-            return
+            except MigbenchError as exc:  # the register itself cannot be used
+                self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
+                return
         finally:
             lock.release()
         stack.callback(self.close)
