@@ -40,6 +40,7 @@ class HostBooking:
         self.reg = Register(launches_dir())
         self.me: Booking | None = None
         self._ctimes: dict[int, float] = {}  # a run's PID -> its process start time
+        self._warned = False
 
     def open(self, stack: ExitStack) -> None:
         """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
@@ -119,10 +120,14 @@ class HostBooking:
         if want == self.me.instances and sorted(procs) == self.me.processes:
             return {}
         try:
-            return self.reg.update(self.me, want, procs)
-        except MigbenchError as exc:
-            self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
+            refused = self.reg.update(self.me, want, procs)
+        except MigbenchError as exc:  # a full disk, say: the entry keeps what it had (it only over-states the bindings)
+            if not self._warned:
+                self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
+                self._warned = True
             return {}
+        self._warned = False
+        return refused
 
     def _ctime(self, pid: int) -> float | None:
         if pid not in self._ctimes:
