@@ -121,7 +121,7 @@ class HostBooking:
             return {}
         try:
             refused = self.reg.update(self.me, want, procs)
-        except MigbenchError as exc:  # a full disk, say: the entry keeps what it had (it only over-states the bindings)
+        except MigbenchError as exc:  # a full disk, say: the entry keeps what it had until a later write succeeds
             if not self._warned:
                 self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
                 self._warned = True
