@@ -215,3 +215,20 @@ def test_a_state_dir_deleted_after_runs_finished_does_not_run_them_again(rig):
     assert rc == 0, out
     assert {v["state"] for v in r.rows().values()} == {"succeeded"}, out
     assert _done(r) == Counter({k: 1 for k in r.rows()}), r.ledger_lines()
+
+
+def test_a_killed_waiter_under_a_live_launcher_loses_nothing(rig):
+    """With the launcher alive, `kill -9` of a run's waiter alone loses nothing: the run is
+    re-parented to the launcher (its subreaper), which waits for it and records its outcome."""
+    r = rig(GATED)
+    p = r.start()
+    r.wait_for(lambda: _all_at_work(r), what="every run at work")
+    rid = next(iter(r.rows()))
+    os.kill(_child(r, rid)["waiter_pid"], signal.SIGKILL)
+    r.wait_for(lambda: f"{rid}: attempt 1's shim died" in r.output(p), what="the launcher taking the run over")
+    _go(r, *r.rows())
+    assert p.wait(timeout=60) == 0, r.output(p)
+    rows = r.rows()
+    assert {v["state"] for v in rows.values()} == {"succeeded"} and rows[rid]["attempt"] == 1, r.output(p)
+    assert _done(r) == Counter({k: 1 for k in rows})
+    assert json.loads((r.state_dir / rid / "attempt-1" / "exit.json").read_text())["recorded_by"] == "launcher"
