@@ -341,6 +341,8 @@ class Outcomes:
             return res
         rec = read_record(a.adir) if attempt_started(a.adir) else None  # a run stopped at the gate never ran
         if rec is None:
+            if a.popen is not None and a.popen.returncode == 0:  # our shim exits 0 only when its run did
+                return Outcome(0, 0, None, False, None, False, None, time.time())
             return None
         cmd = read_json(a.adir / "cmd.json") or {}
         child = read_json(a.adir / "child.json") or {}
