@@ -210,6 +210,10 @@ groups:
     parameters: {lr: [0.1, 0.01, 0.001]}
     memory: 2GiB
     compute: 0.1
+  - name: q
+    command: {toy} --steps 1 --step-seconds 0.05 --out ${run_dir}/ckpt
+    memory: 2GiB
+    compute: 0.1
 """
 
 
@@ -220,7 +224,7 @@ def test_a_sweep_grown_while_its_runs_live_joins_idle_instances_and_touches_no_b
     GPU changes, and every run runs once."""
     r = rig(LONG, gpus=1)
     p = r.start()
-    r.wait_for(lambda: list(r.states().values()) == ["running"] * 3, what="the three runs to run")
+    r.wait_for(lambda: sorted(r.states().values()) == ["running"] * 3 + ["succeeded"], what="three runs to run, the quick one to end")
     os.kill(p.pid, signal.SIGKILL)  # their shims live on; the rows still say running
     p.wait()
     host = SimHost(r.sim).read()
@@ -230,15 +234,15 @@ def test_a_sweep_grown_while_its_runs_live_joins_idle_instances_and_touches_no_b
     sweep.write_text(grown.replace("{toy}", TOY_CMD))
     res = _run(sweep, r.env)
     out = res.stdout + res.stderr
-    assert res.returncode == 1 and "launcher done (exit 1): 1 abandoned, 4 succeeded" in out, out  # the unplaced run
+    assert res.returncode == 1 and "launcher done (exit 1): 1 abandoned, 5 succeeded" in out, out  # the unplaced run
     assert _gpu(r.sim, 0) == before  # no busy instance destroyed, moved or re-cut: no instance at all
     plan = Plan.load(r.plan_path)
     (big,) = [x for x in plan.runs if x.group == "big"]
     assert big.gpu is None and [u.id for u in plan.unplaced] == [big.id]
     assert "1 new run to start on the idle " in out and "; no re-cut" in out
-    assert ": 5 runs (3 still live, kept where they run; 1 to start) on " in out and "adopted 3 running run(s)" in out
+    assert ": 6 runs (1 finished earlier, kept and marked done; 3 still live, kept where they run; 1 to start) on " in out and "adopted 3 running run(s)" in out
     assert "fit no instance and no idle GPU can be re-cut for them: unplaced" in out
     assert "applied: every GPU already matches the plan" in out
     states = r.states()
-    assert sorted(states.values()) == ["abandoned"] + ["succeeded"] * 4, states
+    assert sorted(states.values()) == ["abandoned"] + ["succeeded"] * 5, states
     assert Counter(line.split()[0] for line in r.ledger_lines()) == {rid: 1 for rid, s in states.items() if s == "succeeded"}
