@@ -330,7 +330,18 @@ def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> S
     lead = max_depth - flow - 2
     if nodes <= max_nodes and lead > 0 and not re.search(rf"^[ \t?:-]{{{lead}}}", text, re.M):
         return None
-    loader = yaml.CSafeLoader(text) if C_AVAILABLE else yaml.SafeLoader(text)
+    for fast in ((True, False) if C_AVAILABLE else (False,)):
+        try:
+            return _count_events(yaml.CSafeLoader(text) if fast else yaml.SafeLoader(text), max_nodes, max_depth)
+        except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's own limit (deeper than ours): said at once
+                mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+                return Shape(f"nested more than {max_depth} levels deep", None if mark is None else mark.line + 1, None)
+            continue  # a syntax error to libyaml: PyYAML's parser (which does not recurse) tries
+    return None  # a syntax error: the loader that follows says where
+
+
+def _count_events(loader: Any, max_nodes: int, max_depth: int) -> Shape | None:
     stack: list[list[Any]] = []  # per open collection: [is_map, key or index, expecting a key]
     count = 0
     try:
@@ -354,8 +365,6 @@ def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> S
             elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 stack.pop()
                 _advance(stack)
-    except yaml.YAMLError:
-        return None
     finally:
         loader.dispose()
     return None

@@ -276,14 +276,18 @@ class Outcomes:
                 if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
                     wait_group_gone(int(child["pgid"]))
                     self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
-                if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
+                vanished = not (adir / "cmd.json").exists()  # deleted: whether it ran cannot be told
+                if not attempt_started(adir) and not vanished:  # the launcher (or the shim) died before this attempt's run started
                     requeued += 1
                     self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
                     self._requeue(row, f"attempt {row.attempt} never started its run")
                     continue
                 unknown += 1
                 self.active[rid] = a  # `_unknown` takes it out again
-                self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
+                if vanished:
+                    self._unknown(a, f"its attempt directory {adir} was deleted while nothing of migbench watched it")
+                else:
+                    self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
             elif row.state == "interrupted":
                 self._requeue(row, row.last_error)
                 requeued += 1
@@ -337,6 +341,8 @@ class Outcomes:
             return res
         rec = read_record(a.adir) if attempt_started(a.adir) else None  # a run stopped at the gate never ran
         if rec is None:
+            if a.popen is not None and a.popen.returncode == 0:  # our shim exits 0 only when its run did
+                return Outcome(0, 0, None, False, None, False, None, time.time())
             return None
         cmd = read_json(a.adir / "cmd.json") or {}
         child = read_json(a.adir / "child.json") or {}
@@ -388,6 +394,9 @@ class Outcomes:
             return False
         if attempt_started(a.adir):
             self._unknown(a, f"its shim ended (code {rc}) and its run is gone without a record of how it ended")
+            return True
+        if a.child_pid and not (a.adir / "cmd.json").exists():  # its run was forked, then the directory deleted
+            self._unknown(a, f"its attempt directory {a.adir} was deleted, and its shim ended (code {rc}) without a result")
             return True
         if rc is None:
             return False

@@ -528,7 +528,8 @@ class Supervisor(Outcomes):
             self._on_exit(a, res, rc)
         if self.subreaper:
             keep = {a.popen.pid for a in self.active.values() if a.popen is not None}
-            keep |= {a.child_pid for a in self.active.values() if a.orphan and a.child_pid}
+            # a run re-parented to us (its waiter died) keeps its status until `_shim_died` / `_reap_orphan` takes it
+            keep |= {a.child_pid for a in self.active.values() if a.child_pid}
             reap_strays(keep)
 
     def _waiting(self, now: float) -> list[Waiting]:

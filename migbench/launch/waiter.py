@@ -2,8 +2,9 @@
 
 The shim forks the waiter, the waiter forks the run (so the run is the waiter's child) and then
 execs a few lines of Python run by `python -I -S -c` (`SOURCE`) whose command line reads
-`mb-wait -I -S -c <source> <run id> <pid> <dir fd> <pipe fd>`: it never holds the word "migbench",
-so `pkill -f migbench` (or a kill of every migbench process) leaves it, and the run, alone. It
+`mb-wait -I -S -c <source> <run id> <pid> <dir fd> <pipe fd> <start ticks>` and whose process name
+(PR_SET_NAME) is `mb-wait`: neither holds the word "migbench", so `pkill -f migbench` (or a kill of
+every migbench process) leaves it, and the run, alone. It
 ignores SIGHUP/SIGINT/SIGTERM, needs no module outside the interpreter's built-in ones, and:
 
 1. observes the run's exit with `waitid(P_PID, pid, WEXITED | WNOWAIT)` (the run stays a zombie, so
@@ -70,6 +71,11 @@ def put(d, data):
 def main():
     pid, d, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     os.write(out, b"%d %s\n" % (pid, sys.argv[5].encode()))  # to the shim: the run's PID and start time
+    try:  # the process name too (what ps, top and a plain pkill show)
+        import ctypes
+        ctypes.CDLL(None).prctl(15, b"mb-wait", 0, 0, 0)
+    except Exception:
+        pass
     try:
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     except ChildProcessError:

@@ -117,7 +117,11 @@ def test_launcher_and_shims_killed_together_runs_are_adopted_and_finished_ones_k
     killed = _pkill_migbench(r)
     assert len(killed) == 1 + len(rids), killed  # the launcher and every shim
     # the runs' parents live on, and no `pkill -f migbench` matches them (asserted at the end)
-    survived = {rid: bool(w) and not _gone(w) and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes() for rid, w in waiters.items()}
+    survived = {
+        rid: bool(w) and not _gone(w) and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes()
+        and Path(f"/proc/{w}/comm").read_text().strip() == "mb-wait"
+        for rid, w in waiters.items()
+    }
     first = rids[0]
     _go(r, first)  # it finishes while nothing of migbench runs
     r.wait_for(lambda: first in _done(r) and _gone(_child(r, first)["pid"]), what="the run's end")
@@ -135,9 +139,10 @@ def test_launcher_and_shims_killed_together_runs_are_adopted_and_finished_ones_k
 
 
 def test_a_run_whose_waiter_died_too_is_unknown_never_rerun_and_resumable_on_request(rig):
-    """Guards issue 19 item 2 (its last case): with the run's waiter killed as well, the run's end
-    has no record: it was re-queued and run again silently; now it is `unknown`, shown by status,
-    and runs again (with MIGBENCH_RESUME=1) only with `launch --resume-unknown`."""
+    """Guards issue 19 item 2 (its last case): with the run's waiter killed as well, or the run's
+    directory deleted while nothing of migbench ran, the run's end has no record: it was re-queued
+    and run again silently; now it is `unknown`, shown by status, and runs again (with
+    MIGBENCH_RESUME=1) only with `launch --resume-unknown`."""
     r = rig(GATED)
     r.start()
     r.wait_for(lambda: _all_at_work(r), what="every run at work")
@@ -149,21 +154,28 @@ def test_a_run_whose_waiter_died_too_is_unknown_never_rerun_and_resumable_on_req
     r.wait_for(lambda: _gone(child["waiter_pid"]), what="the waiter gone")
     _go(r, first)
     r.wait_for(lambda: _gone(child["pid"]), what="the unrecorded run's end")
-    _go(r, *rids[1:])
+    second = rids[1]  # its record deleted with its directory while nothing of migbench runs
+    pid2 = _child(r, second)["pid"]
+    _go(r, second)
+    r.wait_for(lambda: second in _done(r) and _gone(pid2), what="the second run's end")
+    shutil.rmtree(r.state_dir / second)
+    _go(r, *rids[2:])
     rc, out = r.launch()
     assert rc == 1 and f"{first}: attempt 1: outcome unknown" in out and "--resume-unknown" in out, out
+    assert f"{second}: attempt 1: outcome unknown (its attempt directory" in out, out
     states = r.states()
-    assert states[first] == "unknown" and all(states[k] == "succeeded" for k in rids[1:]), states
+    assert states[first] == states[second] == "unknown" and all(states[k] == "succeeded" for k in rids[2:]), states
     assert _done(r) == Counter({k: 1 for k in rids}), r.ledger_lines()
     st = r.cli("status", str(r.plan_path), "--json")
     doc = json.loads(st.stdout)["runs"]
-    assert doc["counts"]["unknown"] == 1 and "--resume-unknown" in next(x for x in doc["runs"] if x["id"] == first)["last_error"]
+    assert doc["counts"]["unknown"] == 2 and "--resume-unknown" in next(x for x in doc["runs"] if x["id"] == first)["last_error"]
     assert "unknown" in r.cli("status", str(r.plan_path)).stdout
     rc, out = r.launch()  # a plain launch leaves it alone
     assert rc == 1 and _done(r) == Counter({k: 1 for k in rids}), out
     rc, out = r.launch("--resume-unknown", cli=True)
     assert rc == 0, out
-    assert r.states()[first] == "succeeded" and f"{first} 2 resume=1" in r.ledger_lines(), r.ledger_lines()
+    assert r.states()[first] == r.states()[second] == "succeeded", out
+    assert {f"{first} 2 resume=1", f"{second} 2 resume=1"} <= set(r.ledger_lines()), r.ledger_lines()
 
 
 def test_a_shim_killed_after_its_run_exited_before_exit_json_keeps_the_outcome(rig):
@@ -211,3 +223,20 @@ def test_a_state_dir_deleted_after_runs_finished_does_not_run_them_again(rig):
     assert rc == 0, out
     assert {v["state"] for v in r.rows().values()} == {"succeeded"}, out
     assert _done(r) == Counter({k: 1 for k in r.rows()}), r.ledger_lines()
+
+
+def test_a_killed_waiter_under_a_live_launcher_loses_nothing(rig):
+    """With the launcher alive, `kill -9` of a run's waiter alone loses nothing: the run is
+    re-parented to the launcher (its subreaper), which waits for it and records its outcome."""
+    r = rig(GATED)
+    p = r.start()
+    r.wait_for(lambda: _all_at_work(r), what="every run at work")
+    rid = next(iter(r.rows()))
+    os.kill(_child(r, rid)["waiter_pid"], signal.SIGKILL)
+    r.wait_for(lambda: f"{rid}: attempt 1's shim died" in r.output(p), what="the launcher taking the run over")
+    _go(r, *r.rows())
+    assert p.wait(timeout=60) == 0, r.output(p)
+    rows = r.rows()
+    assert {v["state"] for v in rows.values()} == {"succeeded"} and rows[rid]["attempt"] == 1, r.output(p)
+    assert _done(r) == Counter({k: 1 for k in rows})
+    assert json.loads((r.state_dir / rid / "attempt-1" / "exit.json").read_text())["recorded_by"] == "launcher"

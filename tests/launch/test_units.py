@@ -337,3 +337,17 @@ def test_a_state_db_from_before_the_unknown_state_takes_it(tmp_path):
         st.save_runs([RunRow(id="b", ord=1, state="unknown")])
     assert {k: v.state for k, v in st.runs().items()} == {"a": "succeeded", "b": "unknown"}
     st.close()
+
+
+def test_a_shims_exit_code_0_is_evidence_of_success_when_every_record_is_gone(tmp_path):
+    """Issue 19 item 4: the attempt directory deleted, no piped result: our shim's exit code 0
+    (it exits 0 only when its run did) still says the run succeeded; another code says nothing."""
+    from types import SimpleNamespace
+
+    from migbench.launch.outcomes import Active, Outcomes
+
+    gone = tmp_path / "deleted" / "attempt-1"
+    for rc, want in ((0, 0), (3, None), (None, None)):
+        a = Active("r", 1, "0:1g.10gb@0", gone, 1, None, popen=SimpleNamespace(returncode=rc))  # type: ignore[arg-type]
+        res = Outcomes._result(Outcomes(), a)
+        assert (res.returncode if res else None) == want
