@@ -24,7 +24,7 @@ import psutil
 
 from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
 from migbench.apply.reconcile import HostLock
-from migbench.backend.select import host_lock_path, launches_dir, read_host
+from migbench.backend.select import host_lock_path, launches_dir, present_devices
 from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.prepare import Prepared
@@ -59,7 +59,7 @@ class HostBooking:
             raise lock.busy_error()
         try:
             try:
-                live = _live_uuids()
+                live = present_devices(list(want))
             except (MigbenchError, OSError):
                 live = set(want)  # the GPUs cannot be read now: each start checks its device again
             gone = sorted(f"{k}: MIG device {u} no longer exists on the host" for u, k in want.items() if u not in live)
@@ -157,7 +157,7 @@ class HostBooking:
         gone from the host, or another live launch is bound to it."""
         held: dict[str, str] = {}
         try:
-            live = _live_uuids()
+            live = present_devices(sorted({uuid_of[k] for k in keys if k in uuid_of}))
         except (MigbenchError, OSError) as exc:
             self.say(f"cannot read the GPUs to check the MIG devices before starting runs: {getattr(exc, 'message', exc)}")
         else:
@@ -167,11 +167,6 @@ class HostBooking:
         for k, other in self.sync(rows, uuid_of, keys - set(held)).items():
             held[k] = f"its instance {k} ({uuid_of.get(k)}) is bound to {other.who()}"
         return held
-
-
-def _live_uuids() -> set[str]:
-    host = read_host()
-    return {d.uuid for g in host.gpus for d in g.devices}
 
 
 def _unfinished_keys(prep: Prepared) -> set[str]:
