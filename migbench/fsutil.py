@@ -151,6 +151,125 @@ def make_dirs(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def trusted_uids() -> set[int]:
+    """Who may own a directory migbench keeps state or writes scripts in: root, this user and, under
+    sudo, the user who ran sudo (SUDO_UID, set by sudo: another user cannot change root's
+    environment)."""
+    me = os.geteuid()
+    uids = {0, me}
+    if me == 0:
+        try:
+            uids.add(int(os.environ.get("SUDO_UID", "")))
+        except ValueError:
+            pass
+    return uids
+
+
+def untrusted_reason(path: str | os.PathLike[str], *, group_ok: bool | None = None) -> str | None:
+    """Why another user could change what is at `path` (None when no one but root and us can): the
+    rule OpenSSH's StrictModes applies, from / down. Each directory on the way, each symbolic link
+    met and the deepest existing component must be owned by root or a `trusted_uids` user, and none
+    may be writable by another user: world-writable only with the sticky bit (as /tmp), and
+    group-writable only when `group_ok` (default: when the configured state mode lets the group write,
+    the team's explicit choice). Components that do not exist yet are ours once made."""
+    trusted = trusted_uids()
+    if group_ok is None:
+        group_ok = bool(state_file_mode() & 0o020)
+
+    def check(q: str, st: os.stat_result, link: bool) -> str | None:
+        if st.st_uid not in trusted:
+            what = "the symbolic link" if link else "the directory" if stat.S_ISDIR(st.st_mode) else "the file"
+            return f"{what} {q} is owned by {_user(st.st_uid)}"
+        if link or not stat.S_ISDIR(st.st_mode):
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        sticky = bool(mode & stat.S_ISVTX)
+        if mode & 0o002 and not sticky:
+            return f"the directory {q} is writable by every user"
+        if mode & 0o020 and not group_ok and not sticky and st.st_gid != 0:
+            return f"the directory {q} is writable by its group ({_group(st.st_gid)})"
+        return None
+
+    def walk(p: str, follow: bool) -> str | None:
+        cur = "/"
+        parts = [x for x in p.split("/") if x]
+        seen = 0
+        while parts:
+            cur = os.path.join(cur, parts.pop(0))
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                return None
+            except OSError:
+                return None  # unreadable: the open that follows says why
+            if stat.S_ISLNK(st.st_mode):
+                why = check(cur, st, True)
+                if why is not None or not follow:
+                    return why
+                seen += 1
+                if seen > 40:
+                    return f"{cur}: too many levels of symbolic links"
+                target = os.readlink(cur)
+                base = os.path.dirname(cur)
+                rest = "/".join(parts)
+                return walk(os.path.normpath(os.path.join(base, target, rest)), True)
+            why = check(cur, st, False)
+            if why is not None:
+                return why
+        return None
+
+    root = check("/", os.lstat("/"), False)
+    return root or walk(os.path.abspath(path), True)
+
+
+def require_trusted(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse `path` as `what` (the "state directory", the "export directory") when another user
+    could change what is there (`untrusted_reason`): root would otherwise run, or tell an admin to
+    run, what that user put there."""
+    why = untrusted_reason(path)
+    if why is not None:
+        raise MigbenchError(
+            f"refusing {path} as the {what}: {why}, so another user could replace what migbench writes there",
+            hint="use a directory that only you (or root) own and can write, every directory above it too "
+            "(`chown`/`chmod go-w`), or pick another path",
+        )
+
+
+def output_dir(path: str | os.PathLike[str], what: str, sub: tuple[str, ...] = ()) -> Path:
+    """Create (or reuse) the directory `path` that an export writes into, with its subdirectories
+    `sub`: refused when another user could change what is there (`require_trusted`: an admin is
+    told to run the scripts written there as root), or when `path` or a subdirectory is a
+    symbolic link or not a directory (never followed: a planted `nodes -> /etc`), or when it or a
+    subdirectory holds a symbolic link or special file (refused before anything is written)."""
+    p = Path(path)
+    require_trusted(p, what)
+    odd: list[str] = []
+    for d in (p, *(p / s for s in sub)):  # all checked before anything is made or written: nothing half-done
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise from_os_error(exc, f"use the {what}") from None
+        if stat.S_ISLNK(st.st_mode) and d != p:
+            raise MigbenchError(f"refusing to write into {d}: it is a symbolic link (to {os.readlink(d)}), which migbench never follows "
+                                f"inside the {what}", hint=f"remove it (`rm {d}`) if you did not make it, then export again")
+        if not stat.S_ISDIR(os.stat(d).st_mode):
+            raise MigbenchError(f"{d} is not a directory", hint=f"give the {what} a new name or an existing directory")
+        with os.scandir(d) as it:
+            odd += [e.path for e in it if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))]
+    if odd:
+        shown = ", ".join(sorted(odd)[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+        raise MigbenchError(f"refusing to write into the {what} {p}: it holds a symbolic link or special file where migbench "
+                            f"writes only regular files ({shown})", hint="remove them if you did not make them, then export again")
+    for d in (p, *(p / s for s in sub)):
+        try:
+            os.makedirs(d, exist_ok=True)  # a user's directories get the usual modes
+        except OSError as exc:
+            raise from_os_error(exc, f"create the {what}") from None
+    return p
+
+
 def tighten_dir(path: str | os.PathLike[str]) -> None:
     """Give an existing directory of ours the state directory mode (older versions made them 0755)."""
     try:
@@ -271,18 +390,50 @@ def umask() -> int:
     return 0o022
 
 
+def _is_dev_null(st: os.stat_result) -> bool:
+    try:
+        null = os.stat(os.devnull)
+    except OSError:  # pragma: no cover - every Linux has /dev/null
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+
+
+def output_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why migbench will not write a user's document at `path` (None: a regular file, a new name, or
+    /dev/null). A symbolic link, a directory, a FIFO, a device or a socket there is refused: a
+    planted FIFO would hang the writer or hand another user its contents, a link or a device would
+    send the text somewhere the user did not name."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None  # a new name (or one the write itself will explain)
+    m = st.st_mode
+    if stat.S_ISREG(m) or _is_dev_null(st):
+        return None
+    if stat.S_ISLNK(m):
+        return "is a symbolic link (migbench writes only to a regular file or a new name, never through a link)"
+    if stat.S_ISDIR(m):
+        return "is a directory"
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(m) else "a socket" if stat.S_ISSOCK(m) else "a device"
+    return f"is {kind}, not a regular file (migbench writes only to a regular file or a new name)"
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None) -> Path:
     """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
     with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
-    not the state mode. A device or a pipe (`-o /dev/null`) is written through, never replaced. Any
+    not the state mode. Every writer of a path the user names goes through here: only a regular
+    file or a new name is written (the temp file is renamed over it); a symbolic link, directory,
+    FIFO, device or socket is refused (`output_problem`; /dev/null alone is written through). Any
     failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
     and no temp file, and raises the OSError, or, given `what` (the "plan file"), an `Error:` that
     says what could not be written and why."""
     p = Path(path)
-    if what is not None and p.is_dir():
-        raise MigbenchError(f"{p} is a directory", hint=f"give the {what}'s name")
+    why = output_problem(p)
+    if why is not None:
+        doc = what or "file"
+        raise MigbenchError(f"cannot write the {doc} {p}: it {why}", hint=f"give the {doc}'s name: a regular file or a new one")
     try:
-        if p.exists() and not p.is_file():
+        if p.exists() and not p.is_file():  # /dev/null
             with open(p, "w", encoding="utf-8") as f:
                 f.write(text)
             return p
@@ -516,6 +667,15 @@ def _parse_content(data: bytes) -> dict[str, Any] | None:
     except ValueError:
         doc["pid"] = None
     return doc
+
+
+def _group(gid: int) -> str:
+    try:
+        import grp
+
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except (KeyError, ImportError):
+        return f"gid {gid}"
 
 
 def _user(uid: int) -> str:

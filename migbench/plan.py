@@ -36,12 +36,17 @@ from migbench.plancheck import (
     located,
     parse_start,
     safe_name,
+    shape_error,
     yaml_error,
 )
 from migbench.types import InstanceRef, LaunchSettings, Placement
 
 PLAN_VERSION = 1
 PLAN_KIND = "migbench-plan"
+
+
+SECRET_MODE = 0o600
+"""The mode of a file migbench writes that carries the sweep's `env:` values (a plan, its export)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class PlanRun:
     est_end_s: float | None = None
     memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
     compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
+    done: str | None = None  # the final state an earlier launch of the sweep left it in (DONE_STATES); never started again
+    ran_on: str | None = None  # where that launch ran it (an instance key); its instance may since have been re-cut
 
     @property
     def instance_key(self) -> str | None:
@@ -247,16 +254,23 @@ class Plan:
     def to_yaml(self) -> str:
         return yamlio.dump(self.to_dict())
 
+    def has_env_values(self) -> bool:
+        """Whether the plan carries `env:` values (the sweep's `launch.env` or a group's `env`),
+        which may be tokens: such a plan file is written 0600 (`SECRET_MODE`), and an export puts
+        it in a Kubernetes Secret."""
+        return bool(self.launch.env) or any(r.env for r in self.runs)
+
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the plan file atomically (a temp file renamed over it). A device or a pipe (say
-        `-o /dev/null`) is written through, never replaced; a directory is an error. It never
+        """Write the plan file atomically (a temp file renamed over it): 0600 when it carries `env:`
+        values (`has_env_values`). /dev/null is written through; a link, a pipe, another device or a
+        directory is an error (`fsutil.write_text_atomic`). It never
         replaces its own sweep file, nor (without `force`) a file that is not a migbench plan."""
         p = Path(path)
         check_output(p, self.sweep_file, force=force, name=self.name)
-        write_text_atomic(p, self.to_yaml(), "plan file")
+        write_text_atomic(p, self.to_yaml(), "plan file", mode=SECRET_MODE if self.has_env_values() else None)
         if p.is_file():
             self.path = str(p)
         return p
@@ -301,6 +315,9 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
         finally:
             loader.dispose()
 
+    refused = shape_error(text, file)
+    if refused is not None:
+        raise refused
     if not _MAYBE_ANCHOR.search(text):
         try:
             return yamlio.load(text), locate
@@ -310,8 +327,8 @@ def _parse(text: str, file: str) -> tuple[Any, Callable[[], dict[str, int]]]:
     try:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), locate
-    except yaml.YAMLError as exc:
-        raise yaml_error(exc, file) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise yaml_error(exc, file, text) from None
     finally:
         loader.dispose()
 
@@ -371,6 +388,7 @@ def _run_from(r: dict[str, Any]) -> PlanRun:
         max_runs_per_instance=r.get("max_runs_per_instance") or 1,
         profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
         timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
+        done=r.get("done"), ran_on=r.get("ran_on"),
     )
 
 
@@ -438,7 +456,7 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
             # they become paths: trusted only as the full check would (else Plan.load says what is wrong)
             if safe_name(name) and not bad_path(launch.log_dir):
                 return name, launch
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError, RecursionError):
         pass
     plan = Plan.load(p)
     return plan.name, plan.launch
@@ -696,6 +714,9 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
         "est_start_s": _num(r.est_start_s),
         "est_end_s": _num(r.est_end_s),
     }
+    if r.done is not None:  # only a grown plan has them: other plan files keep their bytes
+        d["done"] = r.done
+        d["ran_on"] = r.ran_on
     return d
 
 

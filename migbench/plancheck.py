@@ -24,6 +24,7 @@ from migbench.errors import InputError, MigbenchError, Problem
 from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, SWEEP_NAME_RE
 from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_char, reader_error_line
 from migbench.types import SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
+from migbench.yamlio import error_problem, shape_problem
 
 MAX_PLAN_BYTES = 256 * 2**20
 """A plan file larger than this is refused before it is parsed (`plan` writes about 0.5 KiB a run: the
@@ -31,6 +32,8 @@ toy sweep's plan holds 486 bytes a run, so 100,000 runs are about 50 MiB)."""
 RUN_ID_RE = SAFE_NAME_RE
 """Run ids name directories (`<state dir>/<run id>/`): plain file names only."""
 REGENERATE = "regenerate it with `migbench plan SWEEP -o PLAN`"
+DONE_STATES = ("succeeded", "failed", "oom")
+"""The final states a run of a grown plan may be marked `done:` with (an earlier launch finished it)."""
 
 def parse_start(text: str, file: str) -> LimitedSafeLoader:
     """The located loader over `text`; a control character YAML refuses is a problem at its line."""
@@ -41,10 +44,24 @@ def parse_start(text: str, file: str) -> LimitedSafeLoader:
         raise InputError(f"{file}: not a valid plan file", hint=REGENERATE, problems=[prob]) from None
 
 
-def yaml_error(exc: yaml.YAMLError, file: str) -> InputError:
-    mark = getattr(exc, "problem_mark", None)
-    what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
-    prob = Problem(what, file, mark.line + 1 if mark is not None else None)
+MAX_PLAN_NODES = 16_000_000
+"""A plan file holds at most this many YAML values (160 a run at `MAX_RUNS`; the toy sweep's plan
+holds 70): more is refused by `yamlio.shape_problem` before anything is built (a 26-million-item list
+once took 8 GiB)."""
+
+
+def shape_error(text: str, file: str) -> InputError | None:
+    """The plan file refused for its size in values or its depth (None: fine)."""
+    shape = shape_problem(text, max_nodes=MAX_PLAN_NODES)
+    if shape is None:
+        return None
+    prob = Problem(shape.message, file, shape.line, shape.field)
+    return InputError(f"{file}: refused as a plan file", hint=REGENERATE, problems=[prob])
+
+
+def yaml_error(exc: yaml.YAMLError | RecursionError, file: str, text: str = "") -> InputError:
+    what, line, field = error_problem(exc, text)
+    prob = Problem(what, file, line, field)
     return InputError(f"{file}: not valid YAML", hint=REGENERATE, problems=[prob])
 
 
@@ -369,6 +386,7 @@ _RUN_FIELDS = (
     ("compute", "number", False), ("max_runs_per_instance", "int", False), ("profiles", "list", False),
     ("retries", "int", False), ("timeout_s", "number", False), ("est_start_s", "number", False),
     ("est_end_s", "number", False), ("memory_source", "str", False), ("compute_source", "str", False),
+    ("done", "str", False), ("ran_on", "str", False),
 )
 
 
@@ -415,6 +433,13 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
         for j, pr in enumerate(v["profiles"] or []):
             if not isinstance(pr, str):
                 chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
+        if v["done"] is not None and v["done"] not in DONE_STATES:
+            chk.add(f"{where}.done", f"{_kind(v['done'])} is not a final state", "one of " + ", ".join(DONE_STATES))
+        if v["ran_on"] is not None:
+            try:
+                InstanceRef.parse(v["ran_on"])
+            except ValueError as exc:
+                chk.add(f"{where}.ran_on", str(exc))
         placed = [v[x] is not None for x in ("gpu", "profile", "start")]
         if any(placed) and not all(placed):
             chk.add(where, "a placed run needs gpu, profile and start (an unplaced one, none of them)")

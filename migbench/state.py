@@ -22,7 +22,7 @@ from typing import Any
 
 from migbench.backend.base import HostState
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
-from migbench.fsutil import configure_state_mode, make_dirs, tighten_dir, write_json_atomic
+from migbench.fsutil import configure_state_mode, make_dirs, require_trusted, tighten_dir, write_json_atomic
 from migbench.plan import Plan, read_identity
 from migbench.types import SAFE_NAME_RE, STATE_MODE_ENV, InstanceRef, log_dir_problem, parse_state_mode
 
@@ -75,7 +75,11 @@ def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | Non
 
 
 def ensure_state_dir(sd: Path) -> Path:
-    """Create the state directory (state mode), or give an existing one of ours the state mode."""
+    """Create the state directory (state mode), or give an existing one of ours the state mode.
+    A state directory another user could change (any directory from / down writable by, or owned
+    by, a user other than root and us: `fsutil.untrusted_reason`) is refused before anything is
+    written: the launcher writes there what its shims (possibly root's) run."""
+    require_trusted(sd, "state directory")
     try:
         make_dirs(sd)
     except OSError as exc:

@@ -1,21 +1,24 @@
 """Use cases that take several steps across the core: the fleet a plan is for, and `run` (plan, apply,
-launch), with plan reuse and the auto-created simulated host. The CLI calls these and renders."""
+launch), with plan reuse, a grown sweep joining the host's instances, and the auto-created simulated
+host. The CLI calls these and renders."""
 
 from __future__ import annotations
 
 import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from migbench.apply import apply_plan
+from migbench.apply.bookings import Register, refuse_running
 from migbench.backend.select import (
     SIM_DIR_NAME,
     SIM_ENV,
     host_models,
     init_simulated_host,
     is_simulated_host,
+    launches_dir,
     live_models,
     open_backend,
     read_host_if_available,
@@ -29,8 +32,10 @@ from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import db_path
 from migbench.plan import Plan
+from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
+from migbench.planner.grow import Grown, RunState, grow_plan
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
 
@@ -113,8 +118,9 @@ def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None, *, mig
     )
 
 
-CARRIED_STATES = ("succeeded", "failed", "oom")
-"""Runs an earlier launch finished: a later `run` of the sweep keeps them, by id, and does not plan them."""
+CARRIED_STATES = DONE_STATES
+"""Runs an earlier launch finished: a later `run` of the sweep keeps them, by id, and does not plan
+them again (a grown plan marks them `done:`)."""
 
 
 @dataclass
@@ -124,6 +130,7 @@ class Earlier:
     state_dir: Path
     plan_file: str | None
     finished: dict[str, str]  # run id -> its final state (CARRIED_STATES)
+    states: dict[str, RunState] = field(default_factory=dict)  # every run's state and where it last ran
 
 
 def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Earlier | None:
@@ -139,7 +146,8 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
         made_from = st.meta("plan_file")
     finally:
         st.close()
-    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES})
+    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
+                   {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())})
 
 
 @dataclass
@@ -165,8 +173,10 @@ def plan_and_apply(
 ) -> Prepared:
     """`run` up to the launch, idempotent: read the sweep's launch state first (a running launcher
     is refused before anything changes); use a simulated host where no GPU is; reuse the plan file
-    next to the sweep when the sweep and fleet are unchanged, else plan the runs that have not
-    finished (finished runs are carried forward by id: a run keeps its id while its parameters do);
+    next to the sweep when the sweep and fleet are unchanged; else, when the sweep launched before,
+    grow that plan (`planner.grow`: its runs kept, the runs to start on the instances it made, idle
+    GPUs re-cut only for runs nothing holds); else plan the runs that have not finished (finished
+    runs are carried forward by id: a run keeps its id while its parameters do);
     with nothing left to run, stop before touching the GPUs; else apply. `started` and `progress`
     go to the planner (`SolveOptions`)."""
     if not sweep.runs:
@@ -174,6 +184,7 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
+    refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
     earlier = earlier_launch(sweep, out, state_dir)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
@@ -197,8 +208,22 @@ def plan_and_apply(
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
         return Prepared(None, continues=True)
+    grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
+    elif grown is not None:
+        plan = grown.plan
+        plan.save(out)
+        for line in grown.decided:
+            say(line)
+        n_done = sum(r.done is not None for r in plan.runs)
+        n_live = len(plan.placed_runs()) - sum(r.done is not None for r in plan.placed_runs()) - len(grown.starting)
+        parts = [f"{n_done} finished earlier, kept and marked done" if n_done else "",
+                 f"{n_live} still live, kept where they run" if n_live else "", f"{len(grown.starting)} to start"]
+        say(
+            f"plan written to {out}: {len(plan.runs)} runs ({'; '.join(x for x in parts if x)}) on {len(plan.instances)} "
+            f"MIG instances of {len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
+        )
     else:
         todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep
         if finished:
@@ -216,6 +241,21 @@ def plan_and_apply(
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed
         else "applied: every GPU already matches the plan")
     return Prepared(plan, continues=earlier is not None)
+
+
+def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, notes: Sequence[str]) -> Grown | None:
+    """The earlier plan next to the sweep grown to the sweep now (`planner.grow`): the runs to start
+    on the instances the host has, re-cutting only idle GPUs, and only for runs nothing holds.
+    None when there is no earlier plan to grow (or it cannot be read) or the fleet changed."""
+    if not out.exists():
+        return None
+    try:
+        old = Plan.load(out)
+    except MigbenchError:
+        return None
+    if old.name != sweep.name:
+        return None
+    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
 
 
 def _one_host(nodes: list[str | None]) -> None:

@@ -1,5 +1,9 @@
 """YAML in and out, fast: libyaml's C emitter and parser where PyYAML was built with them, the pure
-Python ones otherwise, with byte-identical output either way (tested).
+Python ones otherwise, with byte-identical output either way (tested). And safe: every migbench
+loader (sweep, fleet file, plan, footprints, catalogue) checks a document's shape before building it
+(`shape_problem`: at most so many values, nested at most `MAX_DEPTH` deep) and refuses an explicit
+tag its scalar does not fit (`!!int abc`, `!!timestamp abc`: `TagChecks`), each with the file, line
+and field.
 
 Plans at 10,000+ runs hold hundreds of thousands of scalars; PyYAML's representer (pure Python even
 under the C emitter) spent most of `migbench plan`'s time on them. `dump` builds the node tree
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -87,11 +91,33 @@ class _CachedResolve:
         return tag
 
 
+class TagChecks:
+    """A loader mixin: a scalar whose explicit tag it does not fit (`!!int abc`, `!!float abc`,
+    `!!bool abc`, `!!timestamp abc`, `!!int 0x`) is a `ConstructorError` at its line, not a
+    ValueError (or KeyError, AttributeError...) from deep inside PyYAML's constructor."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+            if isinstance(node, ScalarNode):
+                what = node.tag.rsplit(":", 1)[-1]
+                problem = f"{_short(node.value)} is not a valid {what} (it carries the explicit tag !!{what})"
+            else:
+                problem = f"cannot read this {type(node).__name__[:-4].lower()} ({type(exc).__name__})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class _PureDumper(_CachedResolve, yaml.SafeDumper):
     pass
 
 
-class _PureLoader(_CachedResolve, yaml.SafeLoader):
+class _PureLoader(TagChecks, _CachedResolve, yaml.SafeLoader):
     pass
 
 
@@ -100,7 +126,7 @@ if C_AVAILABLE:
     class _CDumper(_CachedResolve, yaml.CSafeDumper):
         pass
 
-    class _CLoader(_CachedResolve, yaml.CSafeLoader):
+    class _CLoader(TagChecks, _CachedResolve, yaml.CSafeLoader):
         pass
 
 
@@ -263,6 +289,179 @@ def _pyyaml_dump(doc: Any, *, pure: bool) -> str:
 
 
 def load(text: str, *, pure: bool = False) -> Any:
-    """Parse YAML text (libyaml's parser unless `pure` or unavailable). Raises yaml.YAMLError."""
+    """Parse YAML text (libyaml's parser unless `pure` or unavailable). Raises yaml.YAMLError (a
+    scalar that does not fit its explicit tag too: `TagChecks`); RecursionError past Python's depth
+    (call `shape_problem` first)."""
     loader = _PureLoader if pure or not C_AVAILABLE else _CLoader
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
+
+
+# -- shape limits: refused before any Python object of the document is built -------------------
+
+MAX_DEPTH = 100
+"""How deeply a migbench file may nest collections (its own files nest under 10; PyYAML recurses
+per level and Python stops near 1,000 frames)."""
+
+
+class Shape(NamedTuple):
+    """Why a document is refused: the message, its 1-based line and field path."""
+
+    message: str
+    line: int | None
+    field: str | None
+
+
+def shape_bounds(text: str) -> tuple[int, int]:
+    """Upper bounds of the number of values (nodes) and the nesting depth of the YAML in `text`,
+    from character counts alone (fast, no parse): each value needs a line, an indicator (`,` `[`
+    `{` `:` `-` `?`) or an alias (`*`) before it, a mapping entry two values; each level of nesting
+    an open bracket, or an indentation column or `-`/`?`/`:` at the start of a line."""
+    marks = sum(text.count(c) for c in "\n,[{:-?*")
+    flow = text.count("[") + text.count("{") - text.count("[]") - text.count("{}")
+    return 2 * marks + 2, flow
+
+
+def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> Shape | None:
+    """Whether `text` holds more than `max_nodes` values or nests deeper than `max_depth`, decided
+    before any node or object is built: by `shape_bounds` when they suffice, else by counting
+    the parser's events (libyaml's, when built), stopping at the first value past a limit. A
+    syntax error is left to the loader that follows (None)."""
+    nodes, flow = shape_bounds(text)
+    lead = max_depth - flow - 2
+    if nodes <= max_nodes and lead > 0 and not re.search(rf"^[ \t?:-]{{{lead}}}", text, re.M):
+        return None
+    for fast in ((True, False) if C_AVAILABLE else (False,)):
+        try:
+            return _count_events(yaml.CSafeLoader(text) if fast else yaml.SafeLoader(text), max_nodes, max_depth)
+        except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's own limit (deeper than ours): said at once
+                mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+                return Shape(f"nested more than {max_depth} levels deep", None if mark is None else mark.line + 1, None)
+            continue  # a syntax error to libyaml: PyYAML's parser (which does not recurse) tries
+    return None  # a syntax error: the loader that follows says where
+
+
+def _count_events(loader: Any, max_nodes: int, max_depth: int) -> Shape | None:
+    stack: list[list[Any]] = []  # per open collection: [is_map, key or index, expecting a key]
+    count = 0
+    try:
+        while loader.check_event():
+            ev = loader.get_event()
+            opens = isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+            if opens or isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
+                count += 1
+                top = stack[-1] if stack else None
+                if top is not None and top[0] and top[2] and isinstance(ev, yaml.ScalarEvent):
+                    top[1], top[2] = ev.value, False
+                    continue
+                if count > max_nodes:
+                    return Shape(f"more than {max_nodes:,} values: too large for this file", _line(ev), _path(stack))
+                if opens:
+                    if len(stack) >= max_depth:
+                        return Shape(f"nested more than {max_depth} levels deep", _line(ev), _path(stack))
+                    stack.append([isinstance(ev, yaml.MappingStartEvent), None if isinstance(ev, yaml.MappingStartEvent) else 0, True])
+                else:
+                    _advance(stack)
+            elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                stack.pop()
+                _advance(stack)
+    finally:
+        loader.dispose()
+    return None
+
+
+def _line(ev: Any) -> int | None:
+    mark = getattr(ev, "start_mark", None)
+    return None if mark is None else int(mark.line) + 1
+
+
+def _advance(stack: list[list[Any]]) -> None:
+    """A value ended: the parent mapping expects a key next, the parent sequence its next item."""
+    if stack:
+        top = stack[-1]
+        if top[0]:
+            top[2] = True
+        else:
+            top[1] += 1
+
+
+def _path(stack: list[list[Any]]) -> str | None:
+    if len(stack) > 12:  # a deep path: its start and end say where
+        head, tail = _path(stack[:8]) or "", _path(stack[-3:]) or ""
+        return f"{head}...({len(stack) - 11} levels)...{tail if tail.startswith('[') else '.' + tail}"
+    parts: list[str] = []
+    for is_map, key, _ in stack:
+        if is_map:
+            if key is not None:
+                parts.append(("." if parts else "") + str(key))
+        else:
+            parts.append(f"[{key}]")
+    return "".join(parts) or None
+
+
+def _compose(text: str) -> Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.CSafeLoader if C_AVAILABLE else yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
+def _walk(root: Node | None) -> Any:
+    """(node, field path) of every node under `root`, keys included (with their value's path)."""
+    todo: list[tuple[Node, str]] = [(root, "")] if root is not None else []
+    while todo:
+        node, path = todo.pop()
+        yield node, path
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                key = k.value if isinstance(k, ScalarNode) else "?"
+                sub = f"{path}.{key}" if path else str(key)
+                todo.append((v, sub))
+                todo.append((k, sub))
+        elif isinstance(node, SequenceNode):
+            todo.extend((v, f"{path}[{i}]") for i, v in enumerate(node.value))
+
+
+def field_at(text: str, mark: Any) -> str | None:
+    """The field path (`a.b[2].c`) of the node that starts at `mark` (a PyYAML mark) in `text`,
+    found by composing the document (no object built, no tag resolved); None when not found. For
+    error messages only: call it after `shape_problem`."""
+    if mark is None:
+        return None
+    for node, path in _walk(_compose(text)):
+        if node.start_mark.index == mark.index:
+            return path or None
+    return None
+
+
+def field_lines(text: str) -> dict[str, int]:
+    """Field path -> 1-based line of its value, for every field of the document in `text` (for
+    error messages only: call it after `shape_problem`)."""
+    out: dict[str, int] = {}
+    for node, path in _walk(_compose(text)):
+        out[path] = node.start_mark.line + 1
+    return out
+
+
+def error_problem(exc: BaseException, text: str) -> tuple[str, int | None, str | None]:
+    """A PyYAML error (or RecursionError) as (message, 1-based line, field path)."""
+    if isinstance(exc, RecursionError):
+        return f"nested too deeply (more than {MAX_DEPTH} levels)", None, None
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
+    return what, (mark.line + 1 if mark is not None else None), field_at(text, mark)
+
+
+def load_checked(text: str, file: str, what: str, *, max_nodes: int, hint: str) -> Any:
+    """`load` of a file of `what` (the "footprints file") after `shape_problem`; any failure an
+    `InputError` naming the file, line and field."""
+    from migbench.errors import InputError, Problem
+
+    shape = shape_problem(text, max_nodes=max_nodes)
+    if shape is not None:
+        raise InputError(f"{file}: refused as a {what}", hint=hint, problems=[Problem(shape.message, file, shape.line, shape.field)])
+    try:
+        return load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        message, line, field = error_problem(exc, text)
+        raise InputError(f"{file}: not valid YAML for a {what}", hint=hint, problems=[Problem(message, file, line, field)]) from None

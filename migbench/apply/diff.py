@@ -167,6 +167,21 @@ def in_use_problems(host: HostState, diffs: Sequence[GpuDiff]) -> list[str]:
     return out
 
 
+def changed_devices(host: HostState, diffs: Sequence[GpuDiff]) -> dict[str, str]:
+    """MIG device uuid -> what apply would do to it, for every device the diffs destroy or re-create."""
+    out = {}
+    for d in diffs:
+        st = host.gpu(d.gpu)
+        for pl in d.destroy + d.needs_ci:
+            gi = st.instance_at(pl)
+            if gi is None:
+                continue
+            verb = "destroy" if pl in d.destroy else "recreate the compute instance of"
+            for dev in st.devices_of(gi.id):
+                out[dev.uuid] = f"GPU {d.gpu}: would {verb} GPU instance {gi.id} ({pl})"
+    return out
+
+
 def steps_for(d: GpuDiff, st: GpuState) -> list[Step]:
     """The steps that take one GPU from its state to the plan's layout (pure)."""
     steps: list[Step] = []

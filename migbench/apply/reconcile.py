@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from migbench.apply.bookings import Register, booked_problems
 from migbench.apply.diff import (
     DESTRUCTIVE,
     GpuDiff,
     Step,
     StepKind,
+    changed_devices,
     check_host_matches_models,
     diff_gpu,
     in_use_problems,
@@ -47,7 +49,8 @@ from migbench.apply.recovery import (
     snapshot,
 )
 from migbench.backend.base import Backend, CommandRecord, HostState
-from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError
+from migbench.backend.select import launches_dir
+from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
 from migbench.fsutil import PidLock
 from migbench.plan import Plan
 from migbench.state import configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
@@ -138,6 +141,14 @@ class HostLock(PidLock):
 
     error_type = MigbenchError
     dir_mode = 0o755  # launchers of other users take it shared
+    keep_note = False  # set by an apply that could not record its end: its note (naming its checkpoint) stays for the next one
+
+    def release(self) -> None:
+        if self.keep_note and self.fd is not None and not self.shared:
+            fd, self.fd = self.fd, None
+            os.close(fd)  # unlocks, and leaves the note
+            return
+        super().release()
 
     def busy_error(self) -> MigbenchError:
         holders = self.holders()
@@ -218,6 +229,14 @@ def _plan_steps(plan: Plan, host: HostState, targets: list[int]) -> tuple[list[G
             "refusing to change instances that are in use (nothing was changed):\n  " + "\n  ".join(busy),
             hint="wait for those processes to finish (or stop them), then apply again",
         )
+    booked = booked_problems(Register(launches_dir()), changed_devices(host, diffs))
+    if booked:
+        raise UnsafeError(
+            "refusing to change instances that a running launch is bound to (its runs run or are queued there; "
+            "nothing was changed):\n  " + "\n  ".join(booked),
+            hint="wait for that launch to finish (`migbench status PLAN --state-dir DIR` shows it) or stop it (`migbench stop "
+            "PLAN --state-dir DIR`), then apply again; or apply only GPUs no launch uses (`--gpus`)",
+        )
     return diffs, [s for d in diffs for s in steps_for(d, host.gpu(d.gpu))]
 
 
@@ -263,10 +282,7 @@ def _apply_locked(
         report.messages.append(f"finishing the interrupted apply of {plan.path} (checkpoint {cp_path})")
     if not steps:
         report.messages.append("every GPU already matches the plan; nothing changed")
-        bindings = make_bindings(plan, host, targets)
-        report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
-        if found is not None:
-            mark_checkpoint(cp_path, "applied")
+        _record(plan, host, targets, state_dir, cp_path, lock, report, unfinished=found is not None)
         return report
     destructive = [s for s in steps if s.kind in DESTRUCTIVE]
     if destructive and confirm is not None and found is None:
@@ -289,10 +305,38 @@ def _apply_locked(
     except MigbenchError as exc:
         _roll_back(ex, checkpoint, cp_path, exc, guard)
         raise
-    bindings = make_bindings(plan, after, targets)
-    report.bindings_path, report.bindings = _bound(save_bindings(plan, bindings, state_dir))
-    mark_checkpoint(cp_path, "applied")
+    _record(plan, after, targets, state_dir, cp_path, lock, report, unfinished=True)
     return report
+
+
+def _record(
+    plan: Plan, host: HostState, targets: list[int], state_dir: str | os.PathLike[str] | None, cp_path: Path, lock: HostLock,
+    report: ApplyReport, *, unfinished: bool,
+) -> None:
+    """Write the bindings, then mark the checkpoint `applied`. When that fails (a full disk) after the
+    GPUs were changed (`unfinished`), the checkpoint stays `applying` and the host lock keeps this
+    apply's note, so `check` and the next `apply` find it; the error says what the GPUs are and how
+    to finish."""
+    writing = cp_path.parent / "bindings.json"
+    try:
+        report.bindings_path, report.bindings = _bound(save_bindings(plan, make_bindings(plan, host, targets), state_dir))
+        writing = cp_path
+        if unfinished:
+            mark_checkpoint(cp_path, "applied")
+    except (OSError, MigbenchError) as exc:
+        why = exc.message if isinstance(exc, MigbenchError) else f"cannot write {writing}: {os_reason(exc)}"
+        if not unfinished:
+            raise MigbenchError(f"{why}; no GPU was changed", hint="free space in that directory, then apply again") from None
+        lock.keep_note = True
+        gpus = ", ".join(map(str, targets))
+        opt = f" --state-dir {state_dir}" if state_dir else ""
+        bound = "the bindings are written, but" if report.bindings is not None else "the new MIG uuids are NOT recorded (launch cannot use them yet) and"
+        raise MigbenchError(
+            f"GPU(s) {gpus} are configured as {plan.path or 'the plan'} wants (read back), but the apply could not record it: {why}.\n"
+            f"{bound} the checkpoint {cp_path} stays 'applying': `migbench check` reports this apply as unfinished",
+            hint=f"free space there, then `migbench apply {plan.path or 'PLAN'} --finish{opt}` records it without changing a GPU again "
+            f"(or `--rollback{opt}` restores the GPUs as they were before this apply)",
+        ) from None
 
 
 def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchError, guard: SignalGuard) -> list[str]:

@@ -23,7 +23,7 @@ from migbench.apply.diff import verify
 from migbench.backend.base import Backend, HostState
 from migbench.errors import MigbenchError
 from migbench.plan import Plan
-from migbench.state import NEEDS_ATTENTION, read_checkpoint
+from migbench.state import NEEDS_ATTENTION, read_checkpoint, state_dir_for
 from migbench.types import Placement
 
 
@@ -243,6 +243,15 @@ def describe(found: Interrupted, host: HostState) -> list[str]:
     return lines
 
 
+def _state_dir_option(found: Interrupted, plan: Plan) -> str:
+    """` --state-dir DIR` when the interrupted apply's checkpoint is not in the plan's default state directory."""
+    try:
+        default = state_dir_for(found.plan or plan).resolve()
+    except MigbenchError:
+        default = None
+    return "" if found.path.parent.resolve() == default else f" --state-dir {found.path.parent}"
+
+
 def pending_error(found: Interrupted, host: HostState, plan: Plan) -> InterruptedApplyPending:
     """The error `apply` raises while an interrupted apply waits to be finished or rolled back."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(found.doc.get("started_at") or 0)))
@@ -250,7 +259,7 @@ def pending_error(found: Interrupted, host: HostState, plan: Plan) -> Interrupte
     status = "whose rollback failed" if found.doc.get("status") == "rollback-failed" else "that did not finish (killed?)"
     lines = describe(found, host)
     message = f"an earlier apply of {who} (PID {found.doc.get('pid')}, started {when}) {status}:\n  " + "\n  ".join(lines)
-    this = plan.path or "PLAN"
+    this = (plan.path or "PLAN") + _state_dir_option(found, plan)
     if found.same_plan(plan):
         hint = f"finish it: `migbench apply {this} --finish`; or restore the GPUs as they were before it: `migbench apply {this} --rollback`"
     else:

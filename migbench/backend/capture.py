@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import HardwareError, InputError, MigbenchError, os_reason
+from migbench.fsutil import write_text_atomic
 
 CAPTURE_FILES: dict[str, tuple[str, ...]] = {
     "nvidia-smi-q.txt": ("-q",),
@@ -144,6 +145,6 @@ def capture_host(directory: str | os.PathLike[str]) -> Captured:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.write_text(text)
+        write_text_atomic(path, text)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {os_reason(exc)}", hint="give a writable directory") from None

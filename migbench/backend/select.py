@@ -217,6 +217,23 @@ def instance_compute_share(mig_uuid: str) -> float | None:
     return None
 
 
+LAUNCHES_ENV = "MIGBENCH_LAUNCHES_DIR"
+"""Overrides where the host's register of live launches is kept (`launches_dir`)."""
+
+
+def launches_dir() -> Path:
+    """The host's register of live launches (`migbench.apply.bookings`): beside the host lock (in the
+    simulated host's directory, or `/run/migbench/launches`, made by root, not writable by others),
+    or `$MIGBENCH_LAUNCHES_DIR`."""
+    env = os.environ.get(LAUNCHES_ENV)
+    if env:
+        return Path(env).resolve()
+    lock = host_lock_path()
+    if lock.parent.name == "migbench" or sim_dir() is not None:
+        return lock.parent / "launches"
+    return lock.parent / f"migbench-launches-{os.geteuid()}"
+
+
 def attach_run(mig_uuid: str, pid: int, name: str) -> str | None:
     """Under the simulated driver, put a launched run's process on its MIG device with 0 MiB (so it
     shows in NVML process lists and blocks the instance's destruction, as a CUDA process does on a

@@ -21,7 +21,7 @@ import yaml
 
 from migbench import yamlio
 from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, driver_str, parse_driver, variant_of
-from migbench.errors import InputError, MigbenchError
+from migbench.errors import InputError, MigbenchError, Problem
 from migbench.fsutil import read_input_text, write_text_atomic
 
 
@@ -110,7 +110,7 @@ class Catalog:
         drv = parse_driver(driver) if isinstance(driver, str) else driver
         try:
             return _resolve(key, self.specs[key], drv, self.origins[key])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, MigbenchError):
                 raise
             where = "the user catalogue" if self.origins[key] == "user" else "the built-in catalogue"
@@ -310,10 +310,72 @@ def read_user_catalog(path: Path) -> Any:
     if not path.exists() and not path.is_symlink():
         return None
     text = read_input_text(path, "user catalogue", hint=_FIX_USER)
-    try:
-        return yamlio.load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"the user catalogue {path} is not valid YAML: {exc}", hint=_FIX_USER) from None
+    doc = yamlio.load_checked(text, str(path), "user catalogue", max_nodes=MAX_CATALOG_NODES, hint=_FIX_USER)
+    found = spec_problems(doc)
+    if found:
+        lines = yamlio.field_lines(text)
+        probs = [Problem(msg, str(path), lines.get(field), field) for field, msg in found]
+        raise InputError(f"{path}: {len(probs)} problem(s) in the user catalogue", hint=_FIX_USER, problems=probs)
+    return doc
+
+
+MAX_CATALOG_NODES = 200_000
+"""A user catalogue holds at most this many YAML values (the built-in one: about 6,000)."""
+
+_INT_FIELDS = ("memory_slices", "compute_slices", "memory_total_mib")
+_PROFILE_INTS = ("id", "compute", "memory_slices", "max")
+
+
+def _bad_int(v: Any) -> bool:
+    return isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**31
+
+
+def spec_problems(doc: Any) -> list[tuple[str, str]]:
+    """(field, message) for each value of a catalogue document that is not of its kind: the model
+    fields `_resolve` reads (an `architecture` that is a list, `-.inf` slices or MiB...)."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        return out  # `_add_doc` says what a catalogue is
+    for key, spec in doc["models"].items():
+        at = f"models.{key}"
+        if not isinstance(spec, dict):
+            out.append((at, "a model is a mapping"))
+            continue
+        if "same_as" in spec and not isinstance(spec["same_as"], str):
+            out.append((f"{at}.same_as", f"must name another model, not {type(spec['same_as']).__name__}"))
+        for f in ("names", "sources", "unverified"):
+            if isinstance(spec.get(f), list) and not all(isinstance(x, str) for x in spec[f]):
+                out.append((f"{at}.{f}", "must be a list of text"))
+        if isinstance(spec.get("rules"), list) and not all(isinstance(r, dict) for r in spec["rules"]):
+            out.append((f"{at}.rules", "must be a list of mappings"))
+        if "architecture" in spec and not isinstance(spec["architecture"], str):
+            out.append((f"{at}.architecture", f"must be a name such as ampere or hopper, not {type(spec['architecture']).__name__}"))
+        for f in _INT_FIELDS:
+            if spec.get(f) is not None and _bad_int(spec[f]):
+                out.append((f"{at}.{f}", f"must be a whole number of at least 0, not {spec[f]!r}"))
+        for f in ("names", "pci_device_ids", "sources", "unverified", "profiles", "rules"):
+            if f in spec and not isinstance(spec[f], list):
+                out.append((f"{at}.{f}", f"must be a list, not {type(spec[f]).__name__}"))
+        if any(_bad_int(x) for x in spec.get("pci_device_ids") or [] if isinstance(spec.get("pci_device_ids"), list)):
+            out.append((f"{at}.pci_device_ids", "must be whole numbers (0x20B2)"))
+        profs = spec.get("profiles")
+        for i, ps in enumerate(profs if isinstance(profs, list) else []):
+            pat = f"{at}.profiles[{i}]"
+            if not isinstance(ps, dict):
+                out.append((pat, "a profile is a mapping"))
+                continue
+            if not isinstance(ps.get("name"), str):
+                out.append((f"{pat}.name", "a profile needs its name (3g.40gb)"))
+            for f in _PROFILE_INTS:
+                if _bad_int(ps.get(f)):
+                    out.append((f"{pat}.{f}", f"must be a whole number of at least 0, not {ps.get(f)!r}"))
+            if not isinstance(ps.get("starts"), list) or any(_bad_int(x) for x in ps["starts"]):
+                out.append((f"{pat}.starts", "must be a list of placement starts (whole numbers)"))
+            for f in ("memory_mib", "memory_by_placement"):
+                obs = ps.get(f) or []
+                if not isinstance(obs, list) or any(not isinstance(o, dict) or _bad_int(o.get("mib")) for o in obs):
+                    out.append((f"{pat}.{f}", "must be a list of {driver, mib} with mib a whole number of at least 0"))
+    return out
 
 
 def save_user_model(key: str, spec: dict[str, Any], path: Path | None = None) -> Path:

@@ -130,7 +130,9 @@ def migparted_cmd(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        from migbench.fsutil import write_text_atomic
+
+        write_text_atomic(output, text, "mig-parted config")
         console().print(f"written to {output}; apply on a node with: nvidia-mig-parted apply -f {output} -c <config name>")
     for w in warnings:
         typer.echo(f"# warning: {w}", err=True)

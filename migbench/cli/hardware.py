@@ -104,13 +104,14 @@ def check_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Only these GPUs of the plan.")] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="Check one node's share of a plan of several nodes.")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where the apply kept its checkpoint (default: <plan dir>/runs/<sweep>/).")] = None,
 ) -> None:
     from migbench.apply import check_host_matches_models, target_gpus, verify
     from migbench.apply.reconcile import interrupted_apply
     from migbench.apply.recovery import pending_error
     from migbench.backend.select import host_lock_path, read_host
 
-    plan, sd = _share(load_plan(plan_file), node, None)
+    plan, sd = _share(load_plan(plan_file), node, state_dir)
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()

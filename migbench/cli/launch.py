@@ -32,6 +32,9 @@ def launch_cmd(
     no_lend: Annotated[bool, typer.Option("--no-lend", help="Idle instances do not take runs queued on other instances.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help="Continue a state made from another plan (runs whose ids are unchanged keep their state).")] = False,
+    resume_unknown: Annotated[
+        bool, typer.Option("--resume-unknown", help="Run again the runs whose outcome is unknown (status 'unknown'), with MIGBENCH_RESUME=1.")
+    ] = False,
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
@@ -39,7 +42,7 @@ def launch_cmd(
     plan = load_plan(plan_file)
     if not dry_run:
         adopt_simulated_host(plan_file.parent)
-    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force)
+    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force, resume_unknown=resume_unknown)
     if dry_run:
         _print_dry_run(plan, opts)
         return

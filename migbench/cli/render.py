@@ -588,7 +588,7 @@ def _fmt_s(s: float | None) -> str:
 
 _STATE_STYLE = {
     "succeeded": "green", "running": "cyan", "starting": "cyan", "failed": "red", "oom": "red",
-    "interrupted": "yellow", "abandoned": "magenta", "queued": "",
+    "interrupted": "yellow", "abandoned": "magenta", "unknown": "bold red", "queued": "",
 }
 
 

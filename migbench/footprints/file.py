@@ -54,8 +54,9 @@ from typing import Any
 
 import yaml
 
+from migbench import yamlio
 from migbench.errors import InputError, Problem, os_reason
-from migbench.fsutil import write_text_atomic
+from migbench.fsutil import read_input_text, write_text_atomic
 
 FOOTPRINTS_VERSION = 1
 FOOTPRINTS_KIND = "migbench-footprints"
@@ -207,25 +208,20 @@ class Footprints:
         return p
 
 
+MAX_FOOTPRINTS_BYTES = 64 * 2**20
+"""A footprints file larger than this is refused before it is parsed (a measurement is about 300
+bytes: 100,000 runs are about 30 MiB)."""
+MAX_FOOTPRINTS_NODES = 4_000_000
+"""A footprints file holds at most this many YAML values (`yamlio.shape_problem`)."""
+
+
 def load_footprints(path: str | os.PathLike[str]) -> Footprints:
     """Read and validate a footprints file. Every problem is reported at once, with line and field."""
     p = Path(path)
     hint = "write it with `migbench profile SWEEP -o FILE`"
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"footprints file {p} does not exist", hint=hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the footprints file {p}: {os_reason(exc)}", hint=hint) from None
-    try:
-        doc = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"{p}: not valid YAML", hint=hint,
-            problems=[Problem(str(getattr(exc, "problem", exc)), file=str(p), line=mark.line + 1 if mark is not None else None)],
-        ) from None
+    text = read_input_text(p, "footprints file", limit=MAX_FOOTPRINTS_BYTES, hint=hint)
+    doc = yamlio.load_checked(text, str(p), "footprints file", max_nodes=MAX_FOOTPRINTS_NODES, hint=hint)
+    root = yaml.compose(text, Loader=yaml.CSafeLoader if yamlio.C_AVAILABLE else yaml.SafeLoader)  # lines only: checked above
     if not isinstance(doc, dict) or doc.get("kind") != FOOTPRINTS_KIND:
         raise InputError(f"{p}: not a migbench footprints file (no `kind: {FOOTPRINTS_KIND}`)", hint=hint)
     if doc.get("version") != FOOTPRINTS_VERSION:

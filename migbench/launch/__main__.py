@@ -1,4 +1,4 @@
-"""`python -m migbench.launch PLAN [--state-dir DIR] [--drain] [--no-lend] [--force]`: the
+"""`python -m migbench.launch PLAN [--state-dir DIR] [--drain] [--no-lend] [--force] [--resume-unknown]`: the
 supervisor in the foreground, without the typer CLI (what `migbench launch --detach` starts)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain", action="store_true")
     ap.add_argument("--no-lend", action="store_true")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--resume-unknown", action="store_true")
     args = ap.parse_args(argv)
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         plan = Plan.load(args.plan)
-        res = launch(plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force))
+        res = launch(plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force,
+                                          resume_unknown=args.resume_unknown))
     except MigbenchError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

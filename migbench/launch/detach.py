@@ -13,6 +13,7 @@ from pathlib import Path
 from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE, create_private
+from migbench.launch.hostbook import HostBooking
 from migbench.launch.options import LOCK_NAME, LOG_NAME, PKG_ROOT, LaunchOptions
 from migbench.launch.prepare import preflight
 from migbench.launch.procs import LauncherLock
@@ -33,6 +34,7 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     return once it holds the plan's lock (or raise with its error)."""
     use_simulated_host(sim_dir())
     prep = preflight(plan, opts.state_dir)
+    HostBooking(prep, lambda _: None).check()  # the plan runs already, or its instances are another launch's
     configure_modes(plan)
     sd = ensure_state_dir(prep.state_dir)
     lock = LauncherLock(sd / LOCK_NAME)
@@ -45,6 +47,8 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
         cmd.append("--no-lend")
     if opts.force:
         cmd.append("--force")
+    if opts.resume_unknown:
+        cmd.append("--resume-unknown")
     env = dict(os.environ, MIGBENCH_LAUNCHER_LOG=str(log.resolve()))
     try:
         with os.fdopen(create_private(log), "ab") as f:

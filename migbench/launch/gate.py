@@ -25,6 +25,7 @@ class HostGate:
         self.bindings = bindings
         self.uuid_of = uuid_of
         self.unbound: set[str] = set()
+        self.held: dict[str, str] = {}  # unbound instances held back at a start, and why (`hostbook.admit`)
         self.say = say
         self.waiting: str | None = None  # why starts wait (an apply runs), once said
         self._warned = False
@@ -57,6 +58,14 @@ class HostGate:
         self._reload()
         return True
 
+    def hold(self, key: str, why: str) -> None:
+        """No run starts on `key` until the bindings change (then its device is checked again)."""
+        self.unbound.add(key)
+        self.held[key] = why
+
+    def why_unbound(self, keys: list[str]) -> str:
+        return "; ".join(self.held.get(k) or f"{k}: bindings.json no longer binds it" for k in keys)
+
     def leave(self) -> None:
         self.lock.release()
 
@@ -80,6 +89,7 @@ class HostGate:
                     changed.append(f"{key} is no longer bound")
             else:
                 self.unbound.discard(key)
+                self.held.pop(key, None)
                 if self.uuid_of[key] != uuid:
                     changed.append(f"{key} -> {uuid}")
                     self.uuid_of[key] = uuid

@@ -36,6 +36,7 @@ class LaunchOptions:
     drain: bool = False
     lend: bool = True
     force: bool = False
+    resume_unknown: bool = False  # re-queue runs whose outcome is unknown (they start with MIGBENCH_RESUME=1)
     poll_s: float | None = None
     mem_poll_s: float | None = None
 

@@ -1,10 +1,21 @@
 """How an attempt's end moves its run on: success, a retry after a backoff, an OOM move to a larger
 instance, failure when the retries are used up, the flapping guard; and a shim that died without a
-result (its run kept as an orphan the launcher waits for, or re-queued when it never started). A
-part of the supervisor (`Supervisor` inherits it), kept apart for its size."""
+result; and the adoption of what an earlier launcher left (`_recover`). A part of the supervisor
+(`Supervisor` inherits it), kept apart for its size.
+
+Where an attempt's outcome comes from, first found first: `exit.json` (the shim's); the document
+the shim wrote to the launcher's pipe (it holds when the attempt directory was deleted); the
+waiter's `wait.json` (`launch.waiter`: the run's parent records its exit status whatever happened
+to the shim and the launcher), turned into `exit.json` by the launcher. A run whose process (or its
+waiter) still lives, identified by PID and start time, is never started again: the launcher keeps
+it as an orphan and waits for it. Only when no record exists and nothing of the run lives is the
+outcome `unknown`: the run is not run again unless the user asks (`launch --resume-unknown`).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -12,14 +23,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from migbench.fsutil import disk_full
+from migbench.fsutil import disk_full, write_json_atomic
 from migbench.launch.options import NOT_STARTED, OOM_RANK_SHIFT
 from migbench.launch.prepare import retries_of
-from migbench.launch.procs import kill_group, read_json, wait_child
+from migbench.launch.procs import find_shim, kill_group, process_alive, read_json, wait_child, wait_group_gone
 from migbench.launch.queue import Queues, Waiting
-from migbench.launch.shim import record_exit
-from migbench.launch.spec import Outcome, attempt_started, outcome_of
-from migbench.launch.store import AttemptEnd, RunRow
+from migbench.launch.shim import RESERVE_NAME, exit_record
+from migbench.launch.spec import Outcome, attempt_dir, attempt_started, outcome_of
+from migbench.launch.store import ACTIVE_STATES, AttemptEnd, RunRow
+from migbench.launch.waiter import alive, read_record, wait_status
 from migbench.plan import PlanInstance, PlanRun
 
 USAGE_EXIT, USAGE_WINDOW_S = 2, 60.0
@@ -44,6 +56,11 @@ class Active:
     orphan: bool = False  # the shim is gone; the launcher waits for the run itself
     kill_at: float | None = None  # an orphan's timeout: SIGTERM at this time, SIGKILL after the grace
     timed_out: bool = False
+    child_ticks: int | None = None  # the run's start time (clock ticks since boot): its identity with its PID
+    waiter_pid: int | None = None  # the run's parent, `mb-wait` (launch.waiter)
+    waiter_ticks: int | None = None
+    result_r: int | None = None  # the read end of the shim's result pipe (our shims only)
+    piped: dict[str, Any] | None = None  # what the shim wrote there
 
 
 class Outcomes:
@@ -66,8 +83,20 @@ class Outcomes:
     stop_reason: str | None
     subreaper: bool
     grace_s: float
+    plan_file: str
+
+    sd: Path
+    opts: Any
+    prev_stopping: bool
+    resume_ids: set[str]
 
     def _read_child(self, a: Active) -> None:
+        raise NotImplementedError
+
+    def _mark_shared(self, instance: str, run_id: str) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
         raise NotImplementedError
 
     def _halt(self, reason: str) -> None:
@@ -106,10 +135,10 @@ class Outcomes:
             self.say(f"interrupted {a.run_id} attempt {a.attempt} after {took}")
             return
         if res is None:
-            if a.popen is None:
-                self.ended.append(AttemptEnd.of(row, "lost", "the shim disappeared without a result"))
-                self._requeue(row, f"attempt {a.attempt}'s shim disappeared without a result")
-                self.say(f"{a.run_id}: attempt {a.attempt}'s shim disappeared without a result; re-queued")
+            if a.popen is None:  # adopted, and its run never started (`_shim_died`)
+                self.ended.append(AttemptEnd.of(row, "lost", "the shim disappeared before the run started"))
+                self._requeue(row, f"attempt {a.attempt}'s shim disappeared before the run started")
+                self.say(f"{a.run_id}: attempt {a.attempt}'s shim disappeared before the run started; re-queued")
                 return
             self._failed_attempt(row, f"the shim exited with code {shim_rc} without a result (see {a.adir / 'shim.log'})", "failed", early)
             return
@@ -210,27 +239,166 @@ class Outcomes:
 
 
 
+    # -- recovery --------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        adopted = requeued = taken = orphans = unknown = 0
+        for rid, row in self.rows.items():
+            if row.state in ACTIVE_STATES:
+                adir = attempt_dir(self.sd, rid, row.attempt)
+                pid, ctime = row.shim_pid, row.shim_create_time
+                if not (pid and process_alive(pid, ctime)) and row.state == "starting" and not pid:
+                    found = find_shim(adir)
+                    if found:
+                        pid, ctime = found
+                a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
+                self._read_child(a)
+                if pid and process_alive(pid, ctime):
+                    self.active[rid] = a
+                    row.state, row.shim_pid, row.shim_create_time = "running", pid, ctime
+                    self.dirty.add(rid)
+                    adopted += 1
+                    continue
+                a.stop_signaled = self.prev_stopping
+                res = self._result(a)
+                if res is not None:  # exit.json, or the waiter's record of a run that ended while nothing of migbench lived
+                    self._on_exit(a, res, None)
+                    taken += 1
+                    continue
+                if self._run_alive(a):  # the shim is gone, the run (or its waiter) works on: wait for it
+                    self.active[rid] = a
+                    row.state = "running"
+                    self.dirty.add(rid)
+                    self._keep_orphan(a, f"{rid}: attempt {row.attempt}'s shim is gone; its run (PID {a.child_pid}) goes on: waiting for it")
+                    orphans += 1
+                    continue
+                row.end_at = time.time()
+                child = read_json(adir / "child.json") or {}
+                if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
+                    wait_group_gone(int(child["pgid"]))
+                    self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
+                vanished = not (adir / "cmd.json").exists()  # deleted: whether it ran cannot be told
+                if not attempt_started(adir) and not vanished:  # the launcher (or the shim) died before this attempt's run started
+                    requeued += 1
+                    self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
+                    self._requeue(row, f"attempt {row.attempt} never started its run")
+                    continue
+                unknown += 1
+                self.active[rid] = a  # `_unknown` takes it out again
+                if vanished:
+                    self._unknown(a, f"its attempt directory {adir} was deleted while nothing of migbench watched it")
+                else:
+                    self._unknown(a, "its run started, and its shim, its waiter and the run are gone without a record of how it ended")
+            elif row.state == "interrupted":
+                self._requeue(row, row.last_error)
+                requeued += 1
+            elif row.state == "unknown" and self.opts.resume_unknown:
+                self.resume_ids.add(rid)
+                self._requeue(row, f"attempt {row.attempt}'s outcome was unknown: resumed on request (--resume-unknown)")
+                self.say(f"{rid}: outcome of attempt {row.attempt} unknown: resuming it on request (MIGBENCH_RESUME=1)")
+                requeued += 1
+        for a in self.active.values():  # adopted runs share instances with each other
+            self._mark_shared(a.instance, a.run_id)
+        if adopted or requeued or taken or orphans or unknown:
+            self.say(
+                f"resuming: adopted {adopted} running run(s), waiting for {orphans} run(s) whose shim is gone, "
+                f"took {taken} result(s), re-queued {requeued} run(s), {unknown} outcome(s) unknown"
+            )
+        self._flush()
+
     # -- a shim that died without a result -------------------------------------------------------
+    def _drain_result(self, a: Active) -> None:
+        """Our shim has ended: read what it wrote to its result pipe, then close the pipe."""
+        if a.result_r is None:
+            return
+        data = b""
+        try:
+            while True:
+                chunk = os.read(a.result_r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass  # nothing more now (BlockingIOError): the shim is gone, so nothing more comes
+        finally:
+            os.close(a.result_r)
+            a.result_r = None
+        for line in reversed(data.splitlines()):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                a.piped = doc
+                return
+
+    def _result(self, a: Active) -> Outcome | None:
+        """The attempt's outcome from its records (see the module's notes), or None."""
+        res = outcome_of(read_json(a.adir / "exit.json"))
+        if res is not None:
+            return res
+        res = outcome_of(a.piped)
+        if res is not None:
+            return res
+        rec = read_record(a.adir) if attempt_started(a.adir) else None  # a run stopped at the gate never ran
+        if rec is None:
+            if a.popen is not None and a.popen.returncode == 0:  # our shim exits 0 only when its run did
+                return Outcome(0, 0, None, False, None, False, None, time.time())
+            return None
+        cmd = read_json(a.adir / "cmd.json") or {}
+        child = read_json(a.adir / "child.json") or {}
+        ended = rec.get("ended_at")
+        doc = exit_record(
+            a.adir, cmd, int(rec["pid"]), wait_status(rec), float(child.get("started_at") or 0.0), timed_out=a.timed_out,
+            recorded_by="launcher", ended_at=float(ended) if isinstance(ended, (int, float)) else None,
+        )
+        try:
+            write_json_atomic(a.adir / "exit.json", doc, reserve=a.adir / RESERVE_NAME)
+        except OSError as exc:
+            self.say(f"{a.run_id}: cannot write {a.adir / 'exit.json'}: {exc} (the outcome is kept in launch.db)")
+        return outcome_of(doc)
+
+    def _run_alive(self, a: Active) -> bool:
+        """Whether the attempt's run, or its waiter, still lives (PID and start time)."""
+        return alive(a.child_pid, a.child_ticks) or alive(a.waiter_pid, a.waiter_ticks)
+
+    def _keep_orphan(self, a: Active, note: str) -> None:
+        """The shim is gone while the run lives: wait for the run (never start it again)."""
+        a.orphan, a.popen = True, None
+        limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
+        child = read_json(a.adir / "child.json") or {}
+        if limit is not None:
+            a.kill_at = float(child.get("started_at") or self.rows[a.run_id].start_at or time.time()) + float(limit)
+        self.say(note)
+
     def _shim_died(self, a: Active, rc: int | None) -> bool:
-        """Our shim ended without `exit.json`. While its run's process lives the launcher (its
-        subreaper) keeps it as an orphan and waits for it; a run that never passed the shim's gate
-        is re-queued (a killed shim is not the run's failure). True when handled here, False to
-        let `_on_exit` count a failed attempt."""
+        """A shim (ours, or adopted: `rc` None) ended without a result. While its run or the run's
+        waiter lives, the launcher keeps the run as an orphan and waits for it; a run that never
+        passed the shim's gate is re-queued (a killed shim is not the run's failure); a run that
+        started, left no record and is gone has an unknown outcome. True when handled here, False
+        to let `_on_exit` count a failed attempt (or re-queue an adopted shim's unstarted run)."""
         self._read_child(a)
         if a.child_pid and self.subreaper:
             ours, status = wait_child(a.child_pid)
-            if ours:
-                a.orphan, a.popen = True, None
-                limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
-                child = read_json(a.adir / "child.json") or {}
-                if limit is not None:
-                    a.kill_at = float(child.get("started_at") or self.rows[a.run_id].start_at or time.time()) + float(limit)
-                self.say(f"{a.run_id}: attempt {a.attempt}'s shim died (code {rc}); its run goes on under the launcher")
-                if status is not None:
-                    self._orphan_ended(a, status)
+            if ours and status is not None:  # the run ended under us (its waiter had died)
+                self._orphan_ended(a, status)
                 return True
-        kill_group(a.child_pgid, signal.SIGKILL)  # never two copies of one run
-        if attempt_started(a.adir) or rc is None or a.stop_signaled:
+        if self._run_alive(a):
+            self._keep_orphan(a, f"{a.run_id}: attempt {a.attempt}'s shim died (code {rc}); its run goes on under the launcher")
+            return True
+        res = self._result(a)  # the waiter recorded it meanwhile
+        if res is not None:
+            self._on_exit(a, res, rc)
+            return True
+        kill_group(a.child_pgid, signal.SIGKILL)  # what is left of the run: nothing of it goes on unwatched
+        if a.stop_signaled:
+            return False
+        if attempt_started(a.adir):
+            self._unknown(a, f"its shim ended (code {rc}) and its run is gone without a record of how it ended")
+            return True
+        if a.child_pid and not (a.adir / "cmd.json").exists():  # its run was forked, then the directory deleted
+            self._unknown(a, f"its attempt directory {a.adir} was deleted, and its shim ended (code {rc}) without a result")
+            return True
+        if rc is None:
             return False
         if rc < 0:
             self._never_started(a, f"the shim was killed ({_signame(-rc)}) before the run started")
@@ -243,6 +411,24 @@ class Outcomes:
             return False  # the shim's own failure: counted like a failed attempt (see shim.log)
         return True
 
+    def _unknown(self, a: Active, why: str) -> None:
+        """The attempt started, left no record of its end, and nothing of it lives: its outcome is
+        unknown. The run is not run again unless the user asks (`launch --resume-unknown`)."""
+        self.active.pop(a.run_id, None)
+        self._touch(a.instance)
+        row = self.rows[a.run_id]
+        row.end_at = time.time()
+        row.exit_code = row.signal = None
+        row.state = "unknown"
+        row.last_error = (
+            f"attempt {a.attempt}: outcome unknown: {why}; not run again: `migbench launch {self.plan_file} --resume-unknown` "
+            "runs it again with MIGBENCH_RESUME=1"
+        )
+        row.shim_pid = row.shim_create_time = None
+        self.ended.append(AttemptEnd.of(row, "unknown", why))
+        self.dirty.add(a.run_id)
+        self.say(f"{a.run_id}: attempt {a.attempt}: outcome unknown ({why}); not run again (`launch --resume-unknown` resumes it)")
+
     def _never_started(self, a: Active, why: str) -> None:
         self.active.pop(a.run_id, None)
         self._touch(a.instance)
@@ -253,8 +439,13 @@ class Outcomes:
         self.say(f"{a.run_id}: attempt {a.attempt}: {why}; re-queued")
 
     def _reap_orphan(self, a: Active) -> None:
-        ours, status = wait_child(a.child_pid or 0)
-        if ours and status is None:
+        if a.child_pid and self.subreaper:
+            ours, status = wait_child(a.child_pid)
+            if ours and status is not None:
+                self._orphan_ended(a, status)
+                return
+        res = self._result(a)
+        if res is None and self._run_alive(a):
             now = time.time()
             if a.kill_at is not None and now >= a.kill_at:
                 sig = signal.SIGKILL if a.timed_out else signal.SIGTERM
@@ -262,10 +453,15 @@ class Outcomes:
                 a.kill_at = now + max(self.grace_s, 0.01)
                 kill_group(a.child_pgid, sig)
             return
-        if status is None:  # not ours after all: gone without a status
-            self._on_exit(a, None, None)
+        res = res or self._result(a)  # the waiter records before it ends: look again once all is gone
+        if res is not None:
+            self._on_exit(a, res, None)
             return
-        self._orphan_ended(a, status)
+        kill_group(a.child_pgid, signal.SIGKILL)
+        if not attempt_started(a.adir):
+            self._never_started(a, "the shim died before the run started")
+            return
+        self._unknown(a, "its run ended while its waiter was gone (no record of how)")
 
     def _orphan_ended(self, a: Active, status: int) -> None:
         """Write the orphan's `exit.json` as its shim would have, then take the result (or re-queue
@@ -276,12 +472,12 @@ class Outcomes:
             return
         cmd = read_json(a.adir / "cmd.json") or {}
         child = read_json(a.adir / "child.json") or {}
+        doc = exit_record(a.adir, cmd, a.child_pid or 0, status, float(child.get("started_at") or 0.0), timed_out=a.timed_out, recorded_by="launcher")
         try:
-            record_exit(a.adir, cmd, a.child_pid or 0, status, float(child.get("started_at") or 0.0), timed_out=a.timed_out, recorded_by="launcher")
+            write_json_atomic(a.adir / "exit.json", doc, reserve=a.adir / RESERVE_NAME)
         except OSError as exc:
-            self.say(f"{a.run_id}: cannot write {a.adir / 'exit.json'}: {exc}")
-        res = outcome_of(read_json(a.adir / "exit.json"))
-        self._on_exit(a, res, None)
+            self.say(f"{a.run_id}: cannot write {a.adir / 'exit.json'}: {exc} (the outcome is kept in launch.db)")
+        self._on_exit(a, outcome_of(doc), None)
 
 
 def _signame(sig: int) -> str:

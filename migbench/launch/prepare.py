@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbench.errors import HardwareError, MigbenchError, UsageError
+from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
 from migbench.plan import Plan, PlanRun
@@ -24,13 +25,14 @@ def plan_sha256(plan: Plan) -> str:
 
 def start_order(plan: Plan) -> list[PlanRun]:
     """Placed runs in the order the plan starts them: by wave, then estimated start, then the
-    instance's plan order and the run's place in that instance's queue."""
+    instance's plan order and the run's place in that instance's queue. A run a grown plan marks
+    `done` (an earlier launch of the sweep finished it) is never started again, whatever the state."""
     inst_index = {i.key: n for n, i in enumerate(plan.instances)}
     pos: dict[str, int] = {}
     for i in plan.instances:
         for n, rid in enumerate(i.runs):
             pos[rid] = n
-    placed = [r for r in plan.runs if r.instance_key is not None and r.instance_key in inst_index]
+    placed = [r for r in plan.runs if r.done is None and r.instance_key is not None and r.instance_key in inst_index]
     return sorted(
         placed,
         key=lambda r: (r.wave or 0, r.est_start_s or 0.0, inst_index[r.instance_key or ""], pos.get(r.id, 0), r.id),
@@ -65,6 +67,7 @@ def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
     from migbench.backend.select import host_lock_path, read_host
 
     sd = state_dir_for(plan, state_dir)
+    require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
     for r in plan.runs:
         check_run_id(r.id)
     hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + (f" --state-dir {state_dir}" if state_dir else "")

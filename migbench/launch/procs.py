@@ -17,15 +17,18 @@ from migbench.errors import MigbenchError
 from migbench.fsutil import PidLock
 
 
-def spawn_shim(adir: Path, *, new_session: bool = True) -> subprocess.Popen:
+def spawn_shim(adir: Path, *, new_session: bool = True, result_fd: int | None = None) -> subprocess.Popen:
     """Start the per-run shim on the attempt directory `adir` (its `cmd.json` written), its own
     messages in `adir/shim.log`; in a new session (so it outlives its starter) unless told not to
-    (an engine's task, whose session the engine ends). Raises OSError."""
+    (an engine's task, whose session the engine ends). With `result_fd` (a pipe's write end), the
+    shim also writes its `exit.json` document there. Raises OSError."""
     from migbench.launch.options import PKG_ROOT
 
+    extra = [] if result_fd is None else [str(result_fd)]
     with open(adir / "shim.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "migbench.launch.shim", str(adir)],
+            [sys.executable, "-m", "migbench.launch.shim", str(adir), *extra],
+            pass_fds=() if result_fd is None else (result_fd,),
             cwd=str(PKG_ROOT),
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -1,27 +1,33 @@
-"""The per-run wrapper: `python -m migbench.launch.shim ATTEMPT_DIR`.
+"""The per-run wrapper: `python -m migbench.launch.shim ATTEMPT_DIR [RESULT_FD]`.
 
 The launcher starts one shim per attempt, in a new session, so the shim (and its run) outlives a
-launcher that dies; a restarted launcher adopts it by PID and create time. The shim:
+launcher that dies; a restarted launcher adopts it by PID and start time. The shim:
 
-1. reads `ATTEMPT_DIR/cmd.json` (argv, environment additions, workdir, MIG uuid, timeout, the
+1. reads `ATTEMPT_DIR/cmd.json` (only when no other user could have written it: `read_cmd`; argv, environment additions, workdir, MIG uuid, timeout, the
    state files' mode, the environment allow-list);
-2. forks the child into its own process group, with stdin from /dev/null, stdout/stderr appended to
-   `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd = workdir, env = its own environment (only the
-   variables `env_passthrough` names, when set, and MIGBENCH_SIM under the simulator) plus the
-   additions; the argv is exec'd directly (a shell only when the plan's argv is `/bin/sh -c ...`);
+2. forks the waiter (`launch.waiter`), which forks the child into its own process group (stdin
+   from /dev/null, stdout/stderr appended to `ATTEMPT_DIR/stdout.log` / `stderr.log`, cwd =
+   workdir, env = its own environment (only the variables `env_passthrough` names, when set, and
+   MIGBENCH_SIM under the simulator) plus the additions; the argv is exec'd directly, a shell only
+   when the plan's argv is `/bin/sh -c ...`) and then becomes `mb-wait`, the child's parent, which
+   records the child's exit status in `wait.json` whatever happens to the shim and the launcher;
 3. under the simulated driver, attaches the child's PID to the run's MIG device
    with 0 MiB *before* the child execs (so the program's own, larger attach is never overwritten),
    making the run visible in NVML process lists and blocking the instance's destruction;
-4. writes `child.json` (PID, process group), lets the child start (which then marks `started`: an
-   attempt without it never ran its command), forwards SIGTERM/SIGINT to the child's process group,
-   enforces `timeout_s` (SIGTERM, then SIGKILL after `stop_grace_s`);
-5. when the child has exited, kills what is left of its process group, classifies the outcome
-   (exit code, or 128 + signal number; OOM when stderr shows a CUDA out-of-memory message) and
-   writes `exit.json` atomically (into the space the launcher reserved, `exit.reserve`, when the
-   disk is full), then exits with the same code.
+4. writes `child.json` (the child's PID, process group and start time, the waiter's PID and start
+   time), lets the child start (which then marks `started`: an attempt without it never ran its
+   command), forwards SIGTERM/SIGINT to the child's process group, enforces `timeout_s` (SIGTERM,
+   then SIGKILL after `stop_grace_s`);
+5. when the waiter has ended (observed with `waitid(..., WNOWAIT)`, reaped only after the outcome
+   is written), takes the child's status from the waiter's record, classifies the outcome (exit
+   code, or 128 + signal number; OOM when stderr shows a CUDA out-of-memory message), writes
+   `exit.json` atomically (into the space the launcher reserved, `exit.reserve`, when the disk is
+   full) and the same document to RESULT_FD (the launcher's pipe, which holds it even when the
+   attempt directory is gone), then exits with the same code.
 
-If the shim itself is killed, its child lives on: the launcher (a child subreaper) inherits it,
-waits for it and writes `exit.json` with the same `record_exit`.
+If the shim is killed, the waiter and the run live on: the launcher (its child subreaper, or a later
+launcher that adopts the run by PID and start time) takes the outcome from `wait.json` and writes
+`exit.json` with the same `exit_record`.
 
 It imports little (`migbench.backend.select` for the simulated attach), to start fast.
 """
@@ -32,13 +38,15 @@ import fnmatch
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from migbench.backend.select import attach_run
-from migbench.fsutil import configure_state_mode, create_private, write_json_atomic
+from migbench.fsutil import configure_state_mode, create_private, reserve_file, trusted_uids, untrusted_reason, write_json_atomic
+from migbench.launch.waiter import WAIT_NAME, WAIT_PENDING, exec_waiter, parse_record, read_record, start_ticks, wait_status
 
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
 """stderr text that makes a failed run an OOM (torch's messages; `OutOfMemoryError` covers JAX/TF too)."""
@@ -118,7 +126,7 @@ def child_env(cmd: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def record_exit(
+def exit_record(
     adir: Path,
     cmd: dict[str, Any],
     pid: int,
@@ -129,15 +137,15 @@ def record_exit(
     forwarded: list[int] | None = None,
     exec_error: str | None = None,
     recorded_by: str = "shim",
-) -> int:
-    """Classify the child's wait status and write `exit.json` (into the reserved space when the
-    disk is full). Returns the run's return code (exit code, or 128 + signal)."""
-    ended_at = time.time()
+    ended_at: float | None = None,
+) -> dict[str, Any]:
+    """The `exit.json` document of the child's wait status: return code (exit code, or 128 +
+    signal), OOM (from the end of stderr.log), timeout, forwarded signals."""
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     returncode = 128 + sig if sig is not None else int(code or 0)
     oom_line = find_oom(adir / "stderr.log") if returncode != 0 else None
-    doc = {
+    return {
         "version": 1,
         "run_id": cmd.get("run_id"),
         "attempt": cmd.get("attempt"),
@@ -151,16 +159,134 @@ def record_exit(
         "exec_error": (exec_error or "")[:1000] or None,
         "child_pid": pid,
         "started_at": started_at,
-        "ended_at": ended_at,
+        "ended_at": time.time() if ended_at is None else ended_at,
         "recorded_by": recorded_by,
     }
+
+
+def record_exit(adir: Path, cmd: dict[str, Any], pid: int, status: int, started_at: float, **kw: Any) -> int:
+    """Classify the child's wait status and write `exit.json` (into the reserved space when the
+    disk is full). Returns the run's return code (exit code, or 128 + signal)."""
+    doc = exit_record(adir, cmd, pid, status, started_at, **kw)
     write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)
-    return returncode
+    return int(doc["returncode"])
 
 
-def run(adir: Path) -> int:
+def _read_all(fd: int) -> bytes:
+    """What is in a pipe now (non-blocking)."""
+    os.set_blocking(fd, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _read_line(fd: int) -> bytes:
+    """One line from a pipe (blocking), without its newline; what came before EOF when there is none."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data.rstrip(b"\n")
+
+
+def _test_pause(moment: str) -> None:
+    """For tests of the final moments: MIGBENCH_SHIM_TEST_PAUSE=<moment> makes the shim stop itself
+    (SIGSTOP) there, so a test can kill it at exactly that point. Moment: `after-exit` (the run has
+    ended and its waiter recorded it; exit.json is not written yet)."""
+    if os.environ.get("MIGBENCH_SHIM_TEST_PAUSE") == moment:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _run_child(adir: Path, argv: list[str], env: dict[str, str], workdir: str, fds: dict[str, int]) -> None:
+    """In the run's process (the waiter's child): its own process group, its files, the gate, exec."""
+    where = "setup"
+    try:
+        os.setpgid(0, 0)
+        for name in ("gate_w", "exec_r", "pid_r", "pid_w", "dir"):
+            try:
+                os.close(fds[name])
+            except OSError:
+                pass  # the waiter closed it before forking
+        os.dup2(fds["null"], 0)
+        os.dup2(fds["out"], 1)
+        os.dup2(fds["err"], 2)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGALRM, signal.SIGXFSZ, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if os.read(fds["gate_r"], 1) != b"x":
+            os._exit(126)  # the shim went away before letting the run start
+        mark_started(adir)
+        where = "workdir"
+        os.chdir(workdir)
+        where = "program"
+        os.execvpe(argv[0], argv, env)
+    except BaseException as exc:  # noqa: BLE001 - report any failure to start, then leave
+        msg, rc = start_failure(exc, where, argv[0], workdir)
+        try:
+            os.write(fds["exec_w"], msg.encode("utf-8", "replace"))
+            os.write(2, (msg + "\n").encode("utf-8", "replace"))
+        finally:
+            os._exit(rc)
+
+
+def _fork_waiter(adir: Path, run_id: str, argv: list[str], env: dict[str, str], workdir: str, fds: dict[str, int]) -> int:
+    """Fork the waiter, which forks the run and execs `mb-wait` (`launch.waiter`); as `mb-wait` it
+    sends the run's PID and start time as the first line on `pid_w`. Returns the waiter's PID."""
+    wpid = os.fork()
+    if wpid != 0:
+        return wpid
+    try:  # the waiter
+        os.close(fds["pid_r"])
+        os.close(fds["gate_w"])
+        pid = os.fork()
+        if pid == 0:
+            _run_child(adir, argv, env, workdir, fds)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child did it already (or has exited)
+        for name in ("gate_r", "exec_w", "out", "err", "null"):
+            os.close(fds[name])
+        exec_waiter(run_id, pid, fds["dir"], fds["pid_w"])
+    finally:
+        os._exit(125)
+
+
+CMD_LIMIT = 16 << 20
+"""The most bytes of `cmd.json` the shim reads."""
+
+
+def read_cmd(adir: Path) -> dict[str, Any]:
+    """`ADIR/cmd.json`, trusted only when no user but root and this one could have put it there: the
+    attempt directory and every directory above it pass `fsutil.untrusted_reason`, the directory is
+    opened without following a link and the file relative to it (O_NOFOLLOW), and the file is a
+    regular file of ours (or root's) that no other user can write. Raises PermissionError otherwise."""
+    why = untrusted_reason(adir, group_ok=True)  # the launcher checked the group with the configured mode
+    if why is not None:
+        raise PermissionError(f"refusing to run {adir}/cmd.json: {why}")
+    dfd = os.open(adir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open("cmd.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in trusted_uids() or st.st_mode & 0o022:
+            raise PermissionError(f"refusing to run {adir}/cmd.json: not a regular file that only its owner (root or uid {os.geteuid()}) can write")
+        return dict(json.loads(f.read(CMD_LIMIT)))
+
+
+def run(adir: Path, result_fd: int | None = None) -> int:
     """Start, supervise and record one attempt. Returns the exit code (0-255)."""
-    cmd = json.loads((adir / "cmd.json").read_text())
+    cmd = read_cmd(adir)
     configure_state_mode(cmd.get("state_mode"))
     argv = [str(a) for a in cmd["argv"]]
     env = child_env(cmd, dict(os.environ))
@@ -169,50 +295,37 @@ def run(adir: Path) -> int:
     grace_s = float(cmd.get("stop_grace_s") or 0.0)
     started_at = time.time()
 
-    out_fd = create_private(adir / "stdout.log")
-    err_fd = create_private(adir / "stderr.log")
-    null_fd = os.open(os.devnull, os.O_RDONLY)
+    fds = {
+        "out": create_private(adir / "stdout.log"),
+        "err": create_private(adir / "stderr.log"),
+        "null": os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC),
+        "dir": os.open(adir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+    }
     os.close(create_private(adir / PENDING_NAME, os.O_WRONLY))  # the child renames it: no new inode needed then
-    gate_r, gate_w = os.pipe()
-    exec_r, exec_w = os.pipe()  # close-on-exec: EOF tells the parent the exec happened
-
-    pid = os.fork()
-    if pid == 0:  # the child
-        where = "setup"
-        try:
-            os.setpgid(0, 0)
-            os.close(gate_w)
-            os.close(exec_r)
-            os.dup2(null_fd, 0)
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGALRM, signal.SIGXFSZ):
-                signal.signal(s, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            if os.read(gate_r, 1) != b"x":
-                os._exit(126)  # the shim went away before letting the run start
-            mark_started(adir)
-            where = "workdir"
-            os.chdir(workdir)
-            where = "program"
-            os.execvpe(argv[0], argv, env)
-        except BaseException as exc:  # noqa: BLE001 - report any failure to start, then leave
-            msg, rc = start_failure(exc, where, argv[0], workdir)
-            try:
-                os.write(exec_w, msg.encode("utf-8", "replace"))
-                os.write(2, (msg + "\n").encode("utf-8", "replace"))
-            finally:
-                os._exit(rc)
-    # the shim
-    os.close(gate_r)
-    os.close(exec_w)
-    for fd in (out_fd, err_fd, null_fd):
-        os.close(fd)
     try:
-        os.setpgid(pid, pid)
-    except OSError:
-        pass  # the child did it already (or has exited)
-    write_json_atomic(adir / "child.json", {"pid": pid, "pgid": pid, "shim_pid": os.getpid(), "started_at": started_at})
+        reserve_file(adir / WAIT_PENDING)  # the waiter's record is written into it (a full disk cannot stop it)
+    except OSError as exc:
+        _log(adir, f"cannot reserve space for {WAIT_NAME}: {exc}")
+    fds["gate_r"], fds["gate_w"] = os.pipe()
+    fds["exec_r"], fds["exec_w"] = os.pipe()  # close-on-exec: EOF tells the shim the exec happened
+    fds["pid_r"], fds["pid_w"] = os.pipe()  # the waiter: the run's PID, then its record
+
+    wpid = _fork_waiter(adir, str(cmd.get("run_id") or "run"), argv, env, workdir, fds)
+    # the shim
+    for name in ("gate_r", "exec_w", "pid_w", "out", "err", "null", "dir"):
+        os.close(fds[name])
+    gate_w, exec_r, pid_r = fds["gate_w"], fds["exec_r"], fds["pid_r"]
+    first = _read_line(pid_r).split()
+    if len(first) != 2:
+        os.close(gate_w)  # the run never starts
+        os.waitpid(wpid, 0)
+        raise RuntimeError("the waiter process failed before starting the run")
+    pid, ticks = int(first[0]), int(first[1]) or None
+    write_json_atomic(
+        adir / "child.json",
+        {"pid": pid, "pgid": pid, "start_ticks": ticks, "waiter_pid": wpid, "waiter_ticks": start_ticks(wpid),
+         "shim_pid": os.getpid(), "started_at": started_at},
+    )
     problem = attach_run(str(cmd.get("mig_uuid") or ""), pid, Path(argv[0]).name or "run")
     if problem:
         _log(adir, problem)
@@ -255,29 +368,48 @@ def run(adir: Path) -> int:
         signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
-    _, status = os.waitpid(pid, 0)
+    os.waitid(os.P_PID, wpid, os.WEXITED | os.WNOWAIT)  # observed, not reaped: its status stays for a subreaper
     signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # what is left of the run's process group
-    except OSError:
-        pass
-    returncode = record_exit(
-        adir, cmd, pid, status, started_at, timed_out=bool(state["timed_out"]), forwarded=state["forwarded"],
-        exec_error=exec_error.decode("utf-8", "replace") or None,
+    record = parse_record(_read_all(pid_r)) or read_record(adir)
+    os.close(pid_r)
+    if record is None:  # the waiter died before its run: the launcher (the run's subreaper now) takes it over
+        _log(adir, f"the waiter (PID {wpid}) ended without recording the run (PID {pid}); the launcher takes the run over")
+        os.waitpid(wpid, 0)
+        return 125
+    _test_pause("after-exit")
+    doc = exit_record(
+        adir, cmd, pid, wait_status(record), started_at, timed_out=bool(state["timed_out"]), forwarded=state["forwarded"],
+        exec_error=exec_error.decode("utf-8", "replace") or None, ended_at=float(record.get("ended_at") or time.time()),
     )
-    return returncode & 0xFF
+    try:
+        write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)
+    except OSError as exc:
+        _log(adir, f"cannot write exit.json: {exc}")
+    if result_fd is not None:  # the launcher's copy: it holds even when the attempt directory is gone
+        try:
+            os.write(result_fd, (json.dumps(doc) + "\n").encode())
+        except OSError:
+            pass
+    os.waitpid(wpid, 0)
+    return int(doc["returncode"]) & 0xFF
 
 
 def main(argv: list[str] | None = None) -> int:
     # Hold SIGTERM/SIGINT until the handlers that forward them to the child are in place.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m migbench.launch.shim ATTEMPT_DIR", file=sys.stderr)
+    if len(args) not in (1, 2) or (len(args) == 2 and not args[1].isdigit()):
+        print("usage: python -m migbench.launch.shim ATTEMPT_DIR [RESULT_FD]", file=sys.stderr)
         return 2
     adir = Path(args[0])
+    result_fd = int(args[1]) if len(args) == 2 else None
+    if result_fd is not None:
+        try:
+            os.set_inheritable(result_fd, False)  # neither the waiter nor the run keeps it
+        except OSError:
+            result_fd = None
     try:
-        return run(adir)
+        return run(adir, result_fd)
     except Exception as exc:  # noqa: BLE001 - the launcher reads shim.log when exit.json is missing
         _log(adir, f"shim failed: {type(exc).__name__}: {exc}")
         return 125

@@ -12,12 +12,14 @@ start would use.
       stderr.log -> latest/stderr.log
       attempt-<n>/
         cmd.json                 argv, environment additions, workdir, MIG uuid, timeout (written by the launcher)
-        child.json               the child's PID / process group (written by the shim when it forks)
+        child.json               the child's PID / process group / start time, its waiter's PID / start time (by the shim)
         started                  made by the child when the shim lets it run (absent: it never ran)
         stdout.log, stderr.log   the child's output
         shim.log                 the shim's own messages
         exit.reserve             space set aside for exit.json (so a full disk cannot lose an outcome)
         exit.json                the outcome (written atomically by the shim when the child is gone)
+        .wait.pending            space reserved for wait.json (by the shim, before the run starts)
+        wait.json                the run's exit status, written atomically by its parent `mb-wait` (launch.waiter)
 
 Every file and directory here is created with the state mode (0600 / 0700 unless configured:
 `migbench.fsutil`). An attempt directory whose run started (`started` or `exit.json`) is never
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import InputError
-from migbench.fsutil import make_dirs, reserve_file, state_file_mode, write_json_atomic, write_text_atomic
+from migbench.fsutil import make_dirs, require_trusted, reserve_file, state_file_mode, write_json_atomic, write_text_atomic
 from migbench.launch.shim import RESERVE_NAME, STARTED_NAME
 from migbench.launch.wandbenv import CONFIG_NAME, config_text, wandb_env
 from migbench.plan import Plan, PlanRun
@@ -260,6 +262,7 @@ def prepare_attempt(spec: RunSpec) -> None:
     Raises OSError (ENOSPC on a full disk) before any process exists."""
     rdir = Path(spec.run_dir)
     adir = Path(spec.attempt_dir)
+    require_trusted(rdir.parent, "state directory")  # what the shim runs must be ours alone (fsutil.untrusted_reason)
     make_dirs(adir)
     if attempt_started(adir):
         raise FileExistsError(f"{adir} holds an attempt that ran; the launcher's state is behind its run directories")
@@ -271,7 +274,7 @@ def prepare_attempt(spec: RunSpec) -> None:
     reserve = adir / RESERVE_NAME
     if not reserve.exists():
         reserve_file(reserve)
-    write_json_atomic(adir / "cmd.json", spec.cmd_doc())
+    write_json_atomic(adir / "cmd.json", spec.cmd_doc(), mode=state_file_mode() & ~0o022)  # only its owner may change what runs
     _symlink_atomic(adir.name, rdir / "latest")
     for name in ("stdout.log", "stderr.log"):
         link = rdir / name

@@ -28,7 +28,9 @@ from migbench.fsutil import create_private
 SCHEMA_VERSION = 1
 DB_NAME = "launch.db"
 
-STATES = ("queued", "starting", "running", "succeeded", "failed", "oom", "interrupted", "abandoned")
+STATES = ("queued", "starting", "running", "succeeded", "failed", "oom", "interrupted", "abandoned", "unknown")
+"""`unknown`: the run started and ended (or vanished) with no record of how: not run again unless the
+user asks (`launch --resume-unknown`)."""
 ACTIVE_STATES = ("starting", "running")
 FINAL_STATES = ("succeeded", "failed", "oom", "abandoned")
 
@@ -212,6 +214,7 @@ class Store:
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            _widen_states(conn)
             if st.meta("schema") is None:
                 st.set_meta("schema", str(SCHEMA_VERSION))
                 st.set_meta("created_at", repr(time.time()))
@@ -323,6 +326,19 @@ class Store:
         self.conn.execute("DELETE FROM launcher")
         self.conn.execute("INSERT INTO launcher (id) VALUES (1)")
         self.set_launcher(**asdict(row))
+
+
+def _widen_states(conn: sqlite3.Connection) -> None:
+    """A `runs` table made before a state was added (its CHECK names fewer states) is rebuilt with
+    today's CHECK, rows kept (call inside a transaction)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+    if row is None or all(f"'{s}'" in str(row[0]) for s in STATES):
+        return
+    conn.execute("ALTER TABLE runs RENAME TO runs_before_widening")
+    conn.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS runs") :].split(";", 1)[0])
+    cols = ", ".join(RUN_COLUMNS)
+    conn.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM runs_before_widening")
+    conn.execute("DROP TABLE runs_before_widening")
 
 
 def db_path(state_dir: str | Path) -> Path:

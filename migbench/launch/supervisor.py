@@ -8,6 +8,7 @@
        +------ retry (backoff) / OOM move ----------+                   interrupted  (stopped by us)
        +------ next `launch` re-queues interrupted runs (MIGBENCH_RESUME=1)
     abandoned: unplaced by the plan, gone from a --force'd plan, or unable ever to start.
+    unknown: started, then gone with no record of how it ended; run again only on request.
 
 `starting` is committed before the shim is spawned and `running` (with the shim's PID and create
 time) right after, so a launcher killed at any point leaves enough to recover from. Starts happen
@@ -16,21 +17,26 @@ are re-read there, so runs follow instances an apply or a rollback re-bound.
 
 ## A shim that dies
 
-The launcher is its shims' child subreaper: when a shim is killed while its run works, the run is
-re-parented to the launcher, which keeps it on its instance, waits for it and writes its
-`exit.json` (the run is never started a second time). A shim that dies before its run started
-(no `child.json`) is retried; the run then gets MIGBENCH_RESUME=1 only if an earlier attempt of it
-really started.
+Each run's parent is its waiter (`launch.waiter`, `mb-wait`), which records the run's exit status
+in `wait.json` and outlives the shim and the launcher. The launcher is its shims' child subreaper:
+when a shim is killed while its run works, the waiter (or, if it died too, the run) is re-parented
+to the launcher, which keeps the run on its instance, waits for it and writes its `exit.json` from
+the waiter's record (the run is never started a second time). A shim that dies before its run
+started (no `started`) is retried; the run then gets MIGBENCH_RESUME=1 only if an earlier attempt of
+it really started. Our shims also send `exit.json`'s document through a pipe, so an outcome survives
+the deletion of the attempt directory.
 
 ## Adoption (a launcher starting on existing state)
 
 For each `starting`/`running` run: the shim alive with the recorded create time -> keep monitoring
 it; a `starting` run without a recorded PID -> look for its shim among the processes (its command
-line names the attempt directory); the shim gone and `exit.json` present -> take the result; the
-shim gone without `exit.json` -> the run died with the host process: kill what is left of its
-process group and re-queue it (the next attempt gets MIGBENCH_RESUME=1). `interrupted` runs are
-re-queued. Finished runs are never started again. Results taken after a launcher that died during
-its staged shutdown count as interrupted, not failed.
+line names the attempt directory); the shim gone and `exit.json` or `wait.json` present -> take the
+result (a run that ended while nothing of migbench lived); the shim gone while the run or its waiter
+lives (PID and start time from `child.json`) -> wait for it as an orphan; the shim gone, the run
+never started -> re-queue it; the run started, no record, nothing alive -> `unknown`: kept, shown,
+never run again unless `launch --resume-unknown` (then with MIGBENCH_RESUME=1). `interrupted` runs
+are re-queued. Finished runs are never started again. Results taken after a launcher that died
+during its staged shutdown count as interrupted, not failed.
 
 The run directories are a second record: when `launch.db` is missing, empty, damaged (moved aside)
 or behind them, each run's state is rebuilt from its attempt directories (`rebuild`), and an
@@ -64,10 +70,10 @@ Changes are written in one transaction per wake-up.
 
 ## Exit codes of `launch`
 
-0 every run succeeded; 1 some run failed, ran out of memory or was abandoned, or the state could
-not be written (full disk, deleted state directory) or an instance lost its binding; 3 the flapping
-guard stopped launching; 130 stopped by a signal or `migbench stop` (runs left
-`interrupted`/`queued`).
+0 every run succeeded; 1 some run failed, ran out of memory, was abandoned or has an unknown
+outcome, or the state could not be written (full disk, deleted state directory) or an instance lost
+its binding; 3 the flapping guard stopped launching; 130 stopped by a signal or `migbench stop`
+(runs left `interrupted`/`queued`).
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ from migbench.duration import Demand
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.gate import HostGate
+from migbench.launch.hostbook import HostBooking
 from migbench.launch.keeper import Keeper
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
@@ -102,18 +109,16 @@ from migbench.launch.outcomes import Active, Outcomes
 from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
 from migbench.launch.procs import (
     create_time_of,
-    find_shim,
     kill_group,
     process_alive,
     read_json,
     reap_strays,
     set_child_subreaper,
     spawn_shim,
-    wait_group_gone,
 )
 from migbench.launch.queue import Queues, Waiting
 from migbench.launch.rebuild import rebuild_row, scan_attempts
-from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, outcome_of, prepare_attempt
+from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
@@ -156,6 +161,7 @@ class Supervisor(Outcomes):
         self.touched: list[str] | None = None  # instances to reconsider; None: all (first pass)
         self.keeper = Keeper(self.sd)
         self.gate = HostGate(host_lock_path(), self.sd / "bindings.json", prep.uuid_of, self.say)
+        self.booking = HostBooking(prep, self.say)  # this launch in the host's register (one per plan, no shared instance)
         self.wakeup = Wakeup()
         self.subreaper = False
         self.sampler = MemorySampler(self.mem_poll_s)
@@ -163,6 +169,8 @@ class Supervisor(Outcomes):
         self.prev_stopping = False
         self.t0 = time.time()  # the sweep's start (first launch), for the plan's estimated starts
         self.lend_at: float | None = None
+        self.resume_ids: set[str] = set()  # runs of unknown outcome resumed on request (--resume-unknown)
+        self.plan_file = str(self.plan.path or "PLAN")
 
     @property
     def store(self) -> Store:
@@ -181,6 +189,7 @@ class Supervisor(Outcomes):
     def run(self) -> LaunchResult:
         configure_modes(self.plan)
         with ExitStack() as stack:
+            self.booking.open(stack)  # before the state directory is touched: a refused launch leaves nothing
             note = self.keeper.open(stack)
             if note:
                 self.say(note)
@@ -239,7 +248,7 @@ class Supervisor(Outcomes):
             rows[r.id] = row
         for n, u in enumerate(self.plan.unplaced):
             row = rows.get(u.id) or RunRow(id=u.id, ord=len(order) + n, memory_mib=u.memory_mib, need_mib=u.memory_mib)
-            if row.state not in FINAL_STATES + ACTIVE_STATES:
+            if row.state not in (*FINAL_STATES, *ACTIVE_STATES, "unknown"):
                 row.state, row.last_error = "abandoned", f"not placed by the plan: {u.reason}"
             changed.append(row)
             rows[u.id] = row
@@ -414,57 +423,14 @@ class Supervisor(Outcomes):
         if doc and doc.get("pid"):
             a.child_pid = int(doc["pid"])
             a.child_pgid = int(doc.get("pgid") or doc["pid"])
+            ticks, wpid, wticks = doc.get("start_ticks"), doc.get("waiter_pid"), doc.get("waiter_ticks")
+            a.child_ticks = ticks if isinstance(ticks, int) else None
+            a.waiter_pid = wpid if isinstance(wpid, int) else None
+            a.waiter_ticks = wticks if isinstance(wticks, int) else None
             row = self.rows[a.run_id]
             if row.child_pid != a.child_pid:
                 row.child_pid, row.child_pgid = a.child_pid, a.child_pgid
                 self.dirty.add(a.run_id)
-
-    # -- recovery --------------------------------------------------------------------------------
-    def _recover(self) -> None:
-        adopted = requeued = taken = 0
-        for rid, row in self.rows.items():
-            if row.state in ACTIVE_STATES:
-                adir = attempt_dir(self.sd, rid, row.attempt)
-                pid, ctime = row.shim_pid, row.shim_create_time
-                if not (pid and process_alive(pid, ctime)) and row.state == "starting" and not pid:
-                    found = find_shim(adir)
-                    if found:
-                        pid, ctime = found
-                if pid and process_alive(pid, ctime):
-                    a = Active(rid, row.attempt, row.instance or "", adir, int(pid), ctime)
-                    self._read_child(a)
-                    self.active[rid] = a
-                    row.state, row.shim_pid, row.shim_create_time = "running", pid, ctime
-                    self.dirty.add(rid)
-                    adopted += 1
-                    continue
-                res = outcome_of(read_json(adir / "exit.json"))
-                if res is not None:
-                    a = Active(rid, row.attempt, row.instance or "", adir, int(pid or 0), ctime)
-                    a.stop_signaled = self.prev_stopping
-                    self._on_exit(a, res, None)
-                    taken += 1
-                    continue
-                requeued += 1
-                row.end_at = time.time()
-                child = read_json(adir / "child.json") or {}
-                if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
-                    wait_group_gone(int(child["pgid"]))
-                    self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
-                if not attempt_started(adir):  # the launcher (or the shim) died before this attempt's run started
-                    self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))
-                    self._requeue(row, f"attempt {row.attempt} never started its run")
-                    continue
-                self.ended.append(AttemptEnd.of(row, "lost", "the run's shim was gone without a result (the launcher's host process died)"))
-                self._requeue(row, f"attempt {row.attempt} was lost with its shim")
-            elif row.state == "interrupted":
-                self._requeue(row, row.last_error)
-                requeued += 1
-        for a in self.active.values():  # adopted runs share instances with each other
-            self._mark_shared(a.instance, a.run_id)
-        if adopted or requeued or taken:
-            self.say(f"resuming: adopted {adopted} running run(s), took {taken} result(s), re-queued {requeued} run(s)")
-        self._flush()
 
     def _requeue(self, row: RunRow, note: str | None) -> None:
         if row.id not in self.plan_runs or row.queue not in self.inst:
@@ -504,6 +470,8 @@ class Supervisor(Outcomes):
             if mono >= next_beat:
                 self.launcher_updates["heartbeat_at"] = time.time()
                 next_beat = mono + 5.0
+            if self.dirty:
+                self.booking.sync(self.rows.values(), self.gate.uuid_of)
             self._flush()
             if not self.active and self._nothing_left(wait_until):
                 break
@@ -529,7 +497,7 @@ class Supervisor(Outcomes):
         if unbound:
             keys = sorted({r.queue or "" for r in unbound})
             self._halt(
-                f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)}, which bindings.json no longer binds: "
+                f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)} ({self.gate.why_unbound(keys)}): "
                 f"run `migbench apply {self.plan.path}`, then `migbench launch` again"
             )
             return True
@@ -551,15 +519,17 @@ class Supervisor(Outcomes):
                 rc = a.popen.poll()
                 if rc is None:
                     continue
+                self._drain_result(a)
             elif process_alive(a.shim_pid, a.shim_ctime):
                 continue
-            res = outcome_of(read_json(a.adir / "exit.json"))
-            if res is None and a.popen is not None and self._shim_died(a, rc):
+            res = self._result(a)
+            if res is None and self._shim_died(a, rc):
                 continue
             self._on_exit(a, res, rc)
         if self.subreaper:
             keep = {a.popen.pid for a in self.active.values() if a.popen is not None}
-            keep |= {a.child_pid for a in self.active.values() if a.orphan and a.child_pid}
+            # a run re-parented to us (its waiter died) keeps its status until `_shim_died` / `_reap_orphan` takes it
+            keep |= {a.child_pid for a in self.active.values() if a.child_pid}
             reap_strays(keep)
 
     def _waiting(self, now: float) -> list[Waiting]:
@@ -617,7 +587,7 @@ class Supervisor(Outcomes):
             starts = self.queues.pick(self._waiting(now), self._running_jobs(), touched, elapsed_s=now - self.t0)
             due = self.queues.deferred_until_s
             self.lend_at = None if due is None else self.t0 + due + 0.001  # a held-back head becomes late
-            starts = [(rid, key) for rid, key in starts if key not in self.gate.unbound]
+            starts = self.booking.admit([(rid, key) for rid, key in starts if key not in self.gate.unbound], self.rows, self.gate, self.dirty)
             if starts:
                 self._start(starts)
         finally:
@@ -632,7 +602,7 @@ class Supervisor(Outcomes):
         for rid, key in starts:
             row = self.rows[rid]
             attempt = row.attempt + 1
-            resume = any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
+            resume = rid in self.resume_ids or any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
             spec = build_spec(
                 self.plan, self.plan_runs[rid], instance=key, mig_uuid=self.prep.uuid_of[key], attempt=attempt, state_dir=self.sd, resume=resume
             )
@@ -681,9 +651,12 @@ class Supervisor(Outcomes):
     def _spawn(self, spec: RunSpec) -> None:
         row = self.rows[spec.run_id]
         adir = Path(spec.attempt_dir)
+        result_r, result_w = os.pipe()
+        os.set_blocking(result_r, False)
         try:
-            p = spawn_shim(adir)
+            p = spawn_shim(adir, result_fd=result_w)
         except OSError as exc:
+            os.close(result_r)
             row.end_at = time.time()
             if exc.errno in NO_SPACE:
                 self.ended.append(AttemptEnd.of(row, "lost", f"not started: {exc}"))
@@ -692,8 +665,10 @@ class Supervisor(Outcomes):
                 return
             self._failed_attempt(row, f"cannot start the shim: {exc}", "failed", early=True)
             return
+        finally:
+            os.close(result_w)
         row.shim_pid, row.shim_create_time, row.state = p.pid, create_time_of(p.pid), "running"
-        a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p)
+        a = Active(spec.run_id, spec.attempt, spec.instance, adir, p.pid, row.shim_create_time, popen=p, result_r=result_r)
         self.active[spec.run_id] = a
         self._mark_shared(spec.instance, spec.run_id)
         self.dirty.add(spec.run_id)
@@ -755,7 +730,7 @@ class Supervisor(Outcomes):
             code = EXIT_INTERRUPTED
         elif self.flapping:
             code = EXIT_FLAPPING
-        elif self.halted or counts.get("failed") or counts.get("oom") or counts.get("abandoned"):
+        elif self.halted or counts.get("failed") or counts.get("oom") or counts.get("abandoned") or counts.get("unknown"):
             code = EXIT_FAILED
         else:
             code = EXIT_OK
@@ -770,6 +745,11 @@ class Supervisor(Outcomes):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         if self.halted:
             self.say(f"stopped early: {self.halted}")
+        if counts.get("unknown"):
+            self.say(
+                f"{counts['unknown']} run(s) ended with no record of how (outcome unknown): not run again; "
+                f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
+            )
         self.say(f"launcher done (exit {code}): {summary}")
         return LaunchResult(code, dict(counts), self.sd, self.stop_reason or self.flapping or self.halted)
 

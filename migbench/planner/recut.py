@@ -402,3 +402,9 @@ def replan(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: R
             plan.recuts.append(rc)
         plan.take(placed)
     return Decision(tuple(plan.starts), tuple(plan.recuts), tuple(sorted(drain_ix)))
+
+
+def instances_now(g: GpuNow, st: RecutSettings = RecutSettings()) -> list[_Inst]:
+    """GPU `g`'s instances as they are, holding their live runs, ready for `pack`: lists of several
+    GPUs joined let `pack` fit each run where it is tightest across them (no re-cut)."""
+    return _insts(g, g.layout, st.compute_basis)

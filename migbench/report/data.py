@@ -376,7 +376,7 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
         if last == "failed":
             retries[rid] = retries.get(rid, 0) + 1
             notes.append(f"retry {retries[rid]}")
-        elif last in ("interrupted", "lost"):
+        elif last in ("interrupted", "lost", "unknown"):
             notes.append(f"resumed after attempt {n - 1} was {last}")
         if before and inst != before:
             # An OOM moves a run to a larger instance; otherwise an idle instance was lent to it.

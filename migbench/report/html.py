@@ -40,7 +40,7 @@ line.grid{stroke:#e6e6e6}line.axis{stroke:#999}.zebra{fill:#fafafa}
 .free{fill:#fff;stroke:#bbb;stroke-dasharray:3 3}.inst{stroke:#555;stroke-width:1}
 .st-running{fill:#d6e6f7}.st-queued{fill:#fee8c8}.st-done{fill:#e5f5e0}.st-idle{fill:var(--idle)}.st-planned{fill:#eef4fb}
 .dot{stroke:none}.o-running,.o-starting{fill:var(--run)}.o-queued{fill:var(--queued)}.o-succeeded{fill:var(--done)}.o-failed{fill:var(--fail)}
-.o-oom{fill:var(--oom)}.o-interrupted,.o-lost,.o-abandoned{fill:var(--int)}.o-planned{fill:var(--planned)}
+.o-oom{fill:var(--oom)}.o-interrupted,.o-lost,.o-abandoned,.o-unknown{fill:var(--int)}.o-planned{fill:var(--planned)}
 .bar.planned{fill:var(--planned);stroke:#6baed6;stroke-width:.5}.bar.actual{stroke:#333;stroke-width:.3}.bar.retry{stroke:#000;stroke-width:1}
 .bar.moved{stroke:#7f0000;stroke-width:1.2;stroke-dasharray:2 1}
 .bar.lent{stroke:#238b45;stroke-width:1.4;stroke-dasharray:6 2}.hl{stroke:#e7298a!important;stroke-width:2!important;fill-opacity:1}

@@ -24,10 +24,12 @@ from migbench.sweep.schema import (
     GROUP_KEYS,
     GROUP_NAME_RE,
     LAUNCH_KEYS,
+    MAX_FLEET_FILE_NODES,
     MAX_FLEET_GPUS,
     MAX_NAME_LEN,
     MAX_RUNS,
     MAX_SWEEP_BYTES,
+    MAX_SWEEP_NODES,
     NODE_NAME_RE,
     SCHEMA_VERSION,
     SWEEP_NAME_RE,
@@ -52,6 +54,7 @@ from migbench.sweep.yamlnodes import (
     unknown_key_hint,
 )
 from migbench.types import ENV_PATTERN_RE, ComputeBasis, log_dir_problem, parse_state_mode
+from migbench.yamlio import shape_problem
 
 
 def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
@@ -90,7 +93,11 @@ def _load(text: str, data: bytes, *, file: str, path: str | None, base_dir: Path
     return sweep
 
 
-def _parse_yaml(text: str, problems: Problems) -> Node | None:
+def _parse_yaml(text: str, problems: Problems, max_nodes: int = MAX_SWEEP_NODES) -> Node | None:
+    shape = shape_problem(text, max_nodes=max_nodes)
+    if shape is not None:
+        problems.add(shape.message, line=shape.line, field=shape.field, hint="is it the right file? the README lists migbench's input limits")
+        return None
     try:
         loader = Loader(text)  # the reader refuses control characters here
     except yaml.reader.ReaderError as exc:
@@ -128,6 +135,9 @@ def _parse_yaml(text: str, problems: Problems) -> Node | None:
         return None
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we know is marked
         problems.add(f"YAML error: {exc}")
+        return None
+    except RecursionError:  # pragma: no cover - shape_problem refuses deep nesting first
+        problems.add("nested too deeply", hint="is it the right file? the README lists migbench's input limits")
         return None
     finally:
         loader.dispose()
@@ -419,7 +429,7 @@ def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntr
     problems = Problems(str(path))
     fleet: tuple[FleetEntry, ...] | None = None
     try:
-        root = _parse_yaml(text, problems)
+        root = _parse_yaml(text, problems, MAX_FLEET_FILE_NODES)
         if isinstance(root, MapNode) and root.get("fleet") is not None:
             root = root.get("fleet")
         if root is not None:

@@ -14,6 +14,11 @@ MAX_RUNS = 100_000
 """Refuse sweeps that expand to more runs than this (a typo in a range() should not hang the CLI)."""
 MAX_SWEEP_BYTES = 16 * 2**20
 """A sweep file larger than this is refused before it is parsed."""
+MAX_SWEEP_NODES = 2_000_000
+"""A sweep file holds at most this many YAML values (`yamlio.shape_problem`, before anything is built)."""
+MAX_FLEET_FILE_NODES = 50_000
+"""A fleet file (`--fleet-file`) holds at most this many YAML values: 4,096 GPUs in entries of a
+few keys need far fewer; a larger one is refused in well under a second."""
 MAX_NAME_LEN = 100
 """Sweep and group names name files and directories (`<name>.plan.yaml`, `runs/<name>/`, run ids)."""
 MAX_FLEET_GPUS = 4096

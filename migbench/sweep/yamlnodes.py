@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from migbench.errors import Problem
+from migbench.yamlio import TagChecks
 
 MAX_ALIAS_VALUES = 100_000
 """YAML aliases may add at most this many values to a document: an alias bomb (aliases of aliases,
@@ -25,7 +26,7 @@ class AliasLimitError(yaml.MarkedYAMLError):
     """The document's aliases expand to more than `MAX_ALIAS_VALUES` values."""
 
 
-class LimitedSafeLoader(yaml.SafeLoader):
+class LimitedSafeLoader(TagChecks, yaml.SafeLoader):
     """PyYAML's SafeLoader that counts, while composing, how many values each alias brings in (the
     size of the anchored node, its own aliases included) and stops past `MAX_ALIAS_VALUES`."""
 
@@ -137,7 +138,12 @@ class Converter:
             raise Abort("the file expands to too many values (YAML aliases?)")
         line = node.start_mark.line + 1
         if isinstance(node, yaml.ScalarNode):
-            return ScalarNode(line, path, self.loader.construct_object(node, deep=True), node.value)
+            try:
+                value = self.loader.construct_object(node, deep=True)
+            except yaml.constructor.ConstructorError as exc:  # `!!int abc`: TagChecks
+                self.problems.add(str(exc.problem), line=line, field=path or None, hint="remove the tag, or write a value of its type")
+                value = node.value
+            return ScalarNode(line, path, value, node.value)
         if id(node) in self.active:
             raise Abort(f"line {line}: a YAML alias refers to itself")
         self.active.add(id(node))

@@ -5,7 +5,9 @@ commands that come after it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pynvml
@@ -13,6 +15,7 @@ import pytest
 
 from migbench.backend.sim import fake_nvml
 from migbench.backend.sim.host import SimHost, init_host
+from migbench.plan import Plan
 from tests.cli.test_launch_commands import SMALL
 from tests.support.cli import migbench
 from tests.support.launchkit import PY, TOY_CMD
@@ -50,7 +53,8 @@ def no_simulated_library():
 
 def test_adding_a_seed_launches_only_the_new_run(tmp_path):
     """Guards: after adding a value to a sweep that already ran, `run` re-planned, applied commands
-    to the GPUs, then refused to launch ("made from a different plan file; pass --force")."""
+    to the GPUs, then refused to launch ("made from a different plan file; pass --force"); and
+    (issue 21) wrote a plan of the new run alone and re-cut the GPU for it, though an idle instance fit."""
     sim = tmp_path / "sim"
     init_host(sim, "A100-SXM4-80GB", 1, mig=True)
     sweep = tmp_path / "exp" / "sweep.yaml"
@@ -67,7 +71,12 @@ def test_adding_a_seed_launches_only_the_new_run(tmp_path):
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
     assert "3 of the sweep's 4 runs finished there (3 succeeded), carried forward by id" in out
-    assert "plan written to" in out and ": 1 runs on" in out
+    # issue 21: the plan keeps every run; the new run goes on an idle instance as the host has it
+    grown = Plan.load(sweep.parent / "small.plan.yaml")
+    assert len(grown.runs) == 4 and sorted(r.done or "" for r in grown.runs) == ["", "succeeded", "succeeded", "succeeded"]
+    assert "applied: every GPU already matches the plan" in out  # 0 commands
+    assert "1 new run to start on the idle " in out and "; no re-cut" in out
+    assert "plan written to" in out and ": 4 runs (3 finished earlier, kept and marked done; 1 to start)" in out
     after = _ledger(tmp_path)
     assert len(after) == 4 and set(done) <= set(after)  # the old three did not run again
     status = migbench("status", str(sweep.parent / "small.plan.yaml"), "--json", env={"MIGBENCH_SIM": str(sim)})
@@ -131,3 +140,106 @@ def test_the_simulated_host_run_creates_is_found_next_to_the_plan(tmp_path, no_s
     init_host(other, "A100-SXM4-80GB", 1, mig=True)
     res = migbench("check", str(plan), env={"MIGBENCH_SIM": str(other)})
     assert "next to the plan" not in res.stderr and res.returncode == 1
+
+
+SWARM = SMALL.replace("[0.1, 0.01, 0.001]", "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]")
+"""Fourteen small runs: the planner cuts both GPUs of an A100 pair into small instances."""
+BIG = """
+  - name: big
+    command: {toy} --steps 2 --step-seconds 0.05 --out ${run_dir}/ckpt --seed {seed}
+    parameters: {seed: [0]}
+    memory: 60GiB
+"""
+
+
+def _gpu(sim: Path, index: int) -> list[tuple[int, int, list[str]]]:
+    """A GPU's instances on the simulated host: start, GPU instance id and compute instance uuids."""
+    g = SimHost(sim).read().gpus[index]
+    return [(gi.start, gi.id, [c.uuid for c in gi.compute_instances]) for gi in g.gpu_instances]
+
+
+def test_a_grown_sweep_needing_a_bigger_instance_re_cuts_only_an_idle_gpu(tmp_path):
+    """Guards (issue 21): a run added to a finished sweep re-partitioned every GPU and the plan file kept
+    the new run alone; now one idle GPU is re-cut for it, the other is untouched, every run is kept and
+    runs once, and a running launcher is still refused before anything changes."""
+    from migbench.launch.options import LOCK_NAME
+    from migbench.launch.procs import LauncherLock
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 2, mig=True)
+    sweep = tmp_path / "exp" / "sweep.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text(SWARM.replace("{toy}", TOY_CMD))
+    env = _env(tmp_path, MIGBENCH_SIM=str(sim))
+    first = _run(sweep, env, "--fleet", "A100-SXM4-80GB:2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    plan_file = sweep.parent / "small.plan.yaml"
+    old = Plan.load(plan_file)
+    assert len(_ledger(tmp_path)) == 14 and all(i.profile != "7g.80gb" for i in old.instances)
+    sweep.write_text((SWARM + BIG).replace("{toy}", TOY_CMD))
+    untouched = {g: _gpu(sim, g) for g in (0, 1)}
+    second = _run(sweep, env, "--fleet", "A100-SXM4-80GB:2")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert _gpu(sim, 1) == untouched[1] and _gpu(sim, 0) != untouched[0]
+    grown = Plan.load(plan_file)
+    assert len(grown.runs) == 15 and sum(r.done == "succeeded" for r in grown.runs) == 14
+    assert grown.layout(1) == old.layout(1) and [str(p) for p in grown.layout(0)] == ["7g.80gb@0"]
+    assert "1 new run to start on the idle 7g.80gb@0 of GPU 0; re-cut only GPU(s) 0" in out
+    assert "GPU 0 (every instance idle) re-cut from " in out and " to 7g.80gb@0" in out
+    after = _ledger(tmp_path)
+    assert len(after) == 15 and len(set(after)) == 15  # every run once
+    status = migbench("status", str(plan_file), "--json", env={"MIGBENCH_SIM": str(sim)})
+    assert '"succeeded": 15' in status.stdout, status.stdout + status.stderr
+    # a launcher running the sweep: growing it again is refused before the plan or a GPU changes
+    sweep.write_text((SWARM + BIG).replace("{toy}", TOY_CMD).replace("[0]", "[0, 1]"))
+    host, plan = (sim / "host.json").read_bytes(), plan_file.read_bytes()
+    with LauncherLock(sweep.parent / "runs" / "small" / LOCK_NAME):
+        res = _run(sweep, env, "--fleet", "A100-SXM4-80GB:2")
+    assert res.returncode == 1 and "already running" in res.stderr, res.stdout + res.stderr
+    assert (sim / "host.json").read_bytes() == host and plan_file.read_bytes() == plan
+
+
+LONG = """
+version: 1
+name: live
+launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
+groups:
+  - name: a
+    command: {toy} --steps 100 --step-seconds 0.1 --out ${run_dir}/ckpt --lr {lr}
+    parameters: {lr: [0.1, 0.01, 0.001]}
+    memory: 2GiB
+    compute: 0.1
+"""
+
+
+def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touches_no_busy_one(rig):
+    """Guards (issue 21): a grown sweep was planned from scratch and applied over instances whose
+    runs still ran (a killed launcher's runs, which the next launcher adopts). Now the new run queues
+    on an existing instance, a run that needs a whole GPU waits unplaced instead of a re-cut, nothing
+    on the GPU changes, and every run runs once."""
+    r = rig(LONG, gpus=1)
+    p = r.start()
+    r.wait_for(lambda: list(r.states().values()) == ["running"] * 3, what="the three runs to run")
+    os.kill(p.pid, signal.SIGKILL)  # their shims live on; the rows still say running
+    p.wait()
+    host = SimHost(r.sim).read()
+    before = [(gi.start, gi.id, [c.uuid for c in gi.compute_instances]) for gi in host.gpus[0].gpu_instances]
+    sweep = r.plan_path.parent / "sweep.yaml"
+    grown = LONG.replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]") + BIG.replace("--seed", "--steps 2 --seed")
+    sweep.write_text(grown.replace("{toy}", TOY_CMD))
+    res = _run(sweep, r.env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "launcher done (exit 1): 1 abandoned, 4 succeeded" in out, out  # the unplaced run
+    assert _gpu(r.sim, 0) == before  # no busy instance destroyed, moved or re-cut: no instance at all
+    plan = Plan.load(r.plan_path)
+    (big,) = [x for x in plan.runs if x.group == "big"]
+    assert big.gpu is None and [u.id for u in plan.unplaced] == [big.id]
+    # every instance is busy: the new run waits behind a live run, on an instance as it is
+    assert "1 new run to start on the busy " in out and "; no re-cut" in out
+    assert ": 5 runs (3 still live, kept where they run; 1 to start) on " in out and "adopted 3 running run(s)" in out
+    assert "fit no instance and no idle GPU can be re-cut for them: unplaced" in out
+    assert "applied: every GPU already matches the plan" in out
+    states = r.states()
+    assert sorted(states.values()) == ["abandoned"] + ["succeeded"] * 4, states
+    assert Counter(line.split()[0] for line in r.ledger_lines()) == {rid: 1 for rid, s in states.items() if s == "succeeded"}

@@ -69,7 +69,7 @@ def test_bad_values_are_each_reported_with_their_line(tmp_path):
 def test_missing_file_and_a_directory(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_footprints(tmp_path / "nope.yaml")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="is a directory, not a footprints file"):
         load_footprints(tmp_path)
     with pytest.raises(InputError, match="is a directory"):
         Footprints("s").save(tmp_path)

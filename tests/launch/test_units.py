@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,15 @@ def test_start_order_is_wave_then_estimated_start(tmp_path):
         _run("r3", profile="3g.40gb", start=4, wave=1, est_start_s=50), _run("r4", wave=1, est_start_s=20),
     ]
     assert [r.id for r in start_order(_plan(tmp_path, runs, [a, b]))] == ["r1", "r2", "r4", "r3"]
+
+
+def test_a_run_a_grown_plan_marks_done_is_never_started_again(tmp_path):
+    """Guards (issue 21): a grown plan keeps its finished runs on their instances; a launch with
+    another state directory would have started them a second time."""
+    a = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("r1", "r2"))
+    runs = [_run("r1", wave=0, est_start_s=0), _run("r2", wave=1, est_start_s=50)]
+    runs[0] = replace(runs[0], done="succeeded", ran_on="0:1g.10gb@0")
+    assert [r.id for r in start_order(_plan(tmp_path, runs, [a]))] == ["r2"]
 
 
 # -- the queue ---------------------------------------------------------------------------------
@@ -270,3 +280,74 @@ def test_store_round_trips_runs_and_the_launcher(tmp_path):
     assert ro.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     ro.close()
 
+
+
+# -- the waiter and the run states -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reserve, how, want", [(True, "exit 3", (3, None)), (False, "kill -9 $$", (None, 9))])
+def test_the_waiter_records_its_runs_exit_durably_and_sends_it(tmp_path, reserve, how, want):
+    """The run's parent (`mb-wait`) writes wait.json (into the reserved space, else a new file)
+    and the same record to its pipe, then reaps the run."""
+    import os
+    import subprocess
+    import sys
+
+    from migbench.launch.waiter import WAIT_PENDING, read_record, wait_status
+
+    if reserve:
+        reserve_file(tmp_path / WAIT_PENDING)
+    script = f"""
+import os, sys
+from migbench.launch.waiter import exec_waiter
+d = os.open({str(tmp_path)!r}, os.O_RDONLY | os.O_DIRECTORY)
+pid = os.fork()
+if pid == 0:
+    os.execvp("sh", ["sh", "-c", {how!r}])
+exec_waiter("r-1", pid, d, sys.stdout.fileno())
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rec = read_record(tmp_path)
+    assert rec is not None and (rec["exit_code"], rec["signal"]) == want
+    first, last = p.stdout.splitlines()
+    assert int(first.split()[0]) == rec["pid"] and int(first.split()[1]) > 0  # the run's PID and start time, then
+    assert json.loads(last) == rec  # the pipe's copy of the record
+    status = wait_status(rec)
+    assert (os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None) == want
+    assert not (tmp_path / WAIT_PENDING).exists() and (tmp_path / "wait.json").stat().st_mode & 0o077 == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_state_db_from_before_the_unknown_state_takes_it(tmp_path):
+    """A launch.db whose runs table's CHECK predates `unknown` is rebuilt, rows kept."""
+    import sqlite3
+
+    from migbench.launch import store
+
+    old = sqlite3.connect(tmp_path / "launch.db")
+    old.executescript(store.SCHEMA.replace(", 'unknown'", ""))
+    old.execute("INSERT INTO runs (id, ord, state) VALUES ('a', 0, 'succeeded')")
+    old.commit()
+    with pytest.raises(sqlite3.IntegrityError):
+        old.execute("INSERT INTO runs (id, ord, state) VALUES ('b', 1, 'unknown')")
+    old.close()
+    st = Store.create(tmp_path / "launch.db")
+    with st.transaction():
+        st.save_runs([RunRow(id="b", ord=1, state="unknown")])
+    assert {k: v.state for k, v in st.runs().items()} == {"a": "succeeded", "b": "unknown"}
+    st.close()
+
+
+def test_a_shims_exit_code_0_is_evidence_of_success_when_every_record_is_gone(tmp_path):
+    """Issue 19 item 4: the attempt directory deleted, no piped result: our shim's exit code 0
+    (it exits 0 only when its run did) still says the run succeeded; another code says nothing."""
+    from types import SimpleNamespace
+
+    from migbench.launch.outcomes import Active, Outcomes
+
+    gone = tmp_path / "deleted" / "attempt-1"
+    for rc, want in ((0, 0), (3, None), (None, None)):
+        a = Active("r", 1, "0:1g.10gb@0", gone, 1, None, popen=SimpleNamespace(returncode=rc))  # type: ignore[arg-type]
+        res = Outcomes._result(Outcomes(), a)
+        assert (res.returncode if res else None) == want

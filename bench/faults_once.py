@@ -1,0 +1,285 @@
+"""The exactly-once campaign of issue 19 (items 1-4): `python bench/faults.py --once` (a few minutes).
+
+One simulated A100-80GB with a 3-run sweep planned and applied once; each trial is a fresh launch
+state (`--state-dir`) with its own ledger. Every run's command logs `<run> <attempt> start` when it
+begins and `<run> <attempt> done` when it ends (after a sleep of 0.2, 0.5 or 0.9 s), with `retries:
+0`, so any second start is a second execution. Fault classes, seeded:
+
+- **adopted-shim kill**: `kill -9` of the launcher at a random moment, a new launcher adopts the
+  runs, then `kill -9` of a random adopted shim at a random moment;
+- **launcher + shims together**: every process of the launch whose command line holds "migbench"
+  (what `pkill -9 -f migbench` hits) killed at a random moment, a random pause (runs finish while
+  nothing of migbench lives), a new launcher; in a third of the trials a second such kill;
+- **final-moment shim kill**: each shim stops itself after its run ended, before `exit.json`
+  (MIGBENCH_SHIM_TEST_PAUSE=after-exit), and is killed there;
+- **state dir deleted after finish**: the launcher stopped (SIGSTOP), the runs finish, the state
+  directory deleted, the launcher continued; then bindings restored and a new launch.
+
+After each trial a last plain launch runs to the end. Per class: trials, runs executed twice (a
+second `start` line: must be 0), finished runs re-run (a `start` after a `done`: 0), outcomes lost
+or unknown (a run's final state not `succeeded`; each explained), holes (a final state that the
+ledger contradicts: `succeeded` without a `done`, or a run neither done nor unknown: 0).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.support.launchkit import Rig, make_rig  # the caller (bench/faults.py) puts the repo on sys.path
+
+SWEEP = """
+version: 1
+name: once
+launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 1000}
+groups:
+  - name: o
+    shell: true
+    command: echo "$MIGBENCH_RUN_ID $MIGBENCH_ATTEMPT start" >> "$TOY_LEDGER"; sleep {d}; echo "$MIGBENCH_RUN_ID $MIGBENCH_ATTEMPT done" >> "$TOY_LEDGER"
+    parameters: {d: [0.2, 0.5, 0.9]}
+    memory: 9GiB
+    compute: 0.1
+"""
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return True
+        except Exception:  # noqa: BLE001 - a database being written, a process going away
+            pass
+        time.sleep(0.01)
+    return False
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Trial:
+    """One fresh launch state of the shared rig."""
+
+    def __init__(self, r: Rig, base: Path, n: int, bindings: bytes):
+        self.r, self.n = r, n
+        self.sd = base / f"t{n}"
+        self.sd.mkdir(parents=True)
+        (self.sd / "bindings.json").write_bytes(bindings)
+        self.bindings = bindings
+        self.ledger = base / f"t{n}.ledger"
+        r.state_dir, r.ledger = self.sd, self.ledger
+
+    def start(self, **env: str) -> Any:
+        return self.r.start("--state-dir", str(self.sd), extra_env={"TOY_LEDGER": str(self.ledger), **env})
+
+    def rows(self) -> dict[str, dict]:
+        try:
+            return self.r.rows()
+        except sqlite3.Error:  # being created
+            return {}
+
+    def lines(self) -> list[list[str]]:
+        return [ln.split() for ln in self.r.ledger_lines()]
+
+    def pkill(self) -> int:
+        """`pkill -9 -f migbench`, limited to this campaign's host (MIGBENCH_SIM)."""
+        me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+        killed = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if p.pid in me or "migbench" not in " ".join(p.info["cmdline"] or []):
+                    continue
+                if p.environ().get("MIGBENCH_SIM") != str(self.r.sim):
+                    continue
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(p.pid)
+            except (psutil.Error, ProcessLookupError):
+                continue
+        for p in self.r.procs:
+            if p.pid in killed:
+                p.wait()
+        _wait(lambda: all(_gone(pid) for pid in killed))
+        return len(killed)
+
+    def finish(self) -> str:
+        """A last plain launch to the end; its output."""
+        p = self.start()
+        p.wait(timeout=120)
+        return self.r.output(p)
+
+
+def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
+    rows = t.rows()
+    starts: Counter = Counter()
+    dones: Counter = Counter()
+    rerun_after_done = set()
+    for rid, _att, what in t.lines():
+        if what == "start":
+            starts[rid] += 1
+            if dones[rid]:
+                rerun_after_done.add(rid)
+        else:
+            dones[rid] += 1
+    tally["trials"] += 1
+    tally["runs"] += len(rows)
+    tally["runs executed twice"] += sum(1 for k in rows if starts[k] > 1)
+    tally["finished runs re-run"] += len(rerun_after_done)
+    for k, row in rows.items():
+        if row["state"] != "succeeded":
+            tally["outcomes lost or unknown"] += 1
+            notes.append(f"trial {t.n} {k}: {row['state']}: {row['last_error']}")
+        if (row["state"] == "succeeded" and not dones[k]) or (not dones[k] and row["state"] != "unknown"):
+            tally["holes"] += 1
+            notes.append(f"trial {t.n} {k}: hole: state {row['state']}, {starts[k]} start(s), {dones[k]} done")
+
+
+def _at_work(t: Trial, k: int = 1) -> bool:
+    rows = t.rows()
+    return sum(1 for rid, v in rows.items() if v["state"] == "running" and (t.sd / rid / f"attempt-{v['attempt']}" / "started").exists()) >= k
+
+
+def adopted_shim_kill(t: Trial, rng: random.Random) -> None:
+    p1 = t.start()
+    _wait(lambda: _at_work(t))
+    time.sleep(rng.uniform(0.0, 0.3))
+    os.kill(p1.pid, signal.SIGKILL)
+    p1.wait()
+    p2 = t.start()
+    _wait(lambda: "resuming:" in t.r.output(p2) or p2.poll() is not None)
+    time.sleep(rng.uniform(0.0, 0.4))
+    live = [v for v in t.rows().values() if v["state"] == "running" and v["shim_pid"]]
+    if live:
+        try:
+            os.kill(int(rng.choice(live)["shim_pid"]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p2.wait(timeout=120)
+
+
+def together(t: Trial, rng: random.Random) -> None:
+    t.start()
+    _wait(lambda: bool(t.rows()))
+    time.sleep(rng.uniform(0.0, 1.0))
+    t.pkill()
+    time.sleep(rng.uniform(0.0, 1.0))
+    if rng.random() < 1 / 3:
+        t.start()
+        time.sleep(rng.uniform(0.2, 0.8))
+        t.pkill()
+    p = t.start()
+    p.wait(timeout=120)
+
+
+def final_moment(t: Trial, rng: random.Random) -> None:
+    p = t.start(MIGBENCH_SHIM_TEST_PAUSE="after-exit")
+    killed: set[int] = set()
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        for v in t.rows().values():
+            pid = v["shim_pid"]
+            if not pid or pid in killed:
+                continue
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_STOPPED:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+            except psutil.Error:
+                continue
+        time.sleep(0.01)
+    p.wait(timeout=60)
+
+
+def deleted_after_finish(t: Trial, rng: random.Random) -> None:
+    p = t.start()
+    _wait(lambda: _at_work(t, 3))
+    shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
+    os.kill(p.pid, signal.SIGSTOP)
+    try:
+        _wait(lambda: all(_gone(pid) for pid in shims))
+        time.sleep(rng.uniform(0.0, 0.2))
+        shutil.rmtree(t.sd)
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+    p.wait(timeout=120)
+    t.sd.mkdir(exist_ok=True)
+    (t.sd / "bindings.json").write_bytes(t.bindings)  # as `migbench apply` again would
+
+
+CLASSES: dict[str, Callable[[Trial, random.Random], None]] = {
+    "adopted-shim kill": adopted_shim_kill,
+    "launcher + shims killed together": together,
+    "final-moment shim kill": final_moment,
+    "state dir deleted after finish": deleted_after_finish,
+}
+
+
+def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    out: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        d = base / "once"
+        d.mkdir()
+        r = make_rig(d, mp, SWEEP)
+        bindings = (r.state_dir / "bindings.json").read_bytes()
+        n = 0
+        try:
+            for name, fault in CLASSES.items():
+                t0 = time.monotonic()
+                tally: Counter = Counter()
+                notes: list[str] = []
+                for _ in range(trials):
+                    n += 1
+                    t = Trial(r, d, n, bindings)
+                    fault(t, rng)
+                    t.finish()
+                    judge(t, tally, notes)
+                out[name] = {**{k: tally[k] for k in ("trials", "runs", "runs executed twice", "finished runs re-run",
+                                                       "outcomes lost or unknown", "holes")},
+                             "seconds": round(time.monotonic() - t0), "notes": notes[:10]}
+        finally:
+            try:
+                r.cleanup()
+            except sqlite3.Error:
+                pass
+    return out
+
+
+def print_table(res: dict[str, Any]) -> None:
+    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "holes", "seconds")
+    print(f"{'fault class':34}" + "".join(f"{c:>14}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "holes", "s")))
+    for name, v in res.items():
+        print(f"{name:34}" + "".join(f"{v[c]:>14}" for c in cols))
+    for name, v in res.items():
+        for note in v["notes"]:
+            print(f"  {name}: {note}")
+
+
+def main(trials: int = 20, seed: int = 19, keep: bool = False) -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mb-once-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+    t0 = time.monotonic()
+    try:
+        res = run_once(base, trials, seed)
+    finally:
+        if keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    print_table(res)
+    print(f"wall time {time.monotonic() - t0:.0f} s")

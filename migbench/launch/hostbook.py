@@ -1,0 +1,193 @@
+"""A launcher's entry in the host's launch register (`migbench.apply.bookings`), and the check of
+each start's device.
+
+- Before the launcher touches its state directory it books the host (`HostBooking.open`): the plan
+  must not run already on this host (whatever the state directory), and no instance its unfinished
+  runs need may be bound to another live launch. Either refuses the launch, naming the other one.
+- While it runs, its entry names the instances its running and queued runs are on (`sync`), so an
+  apply of any plan leaves those alone.
+- Before each round of starts (under the host lock, held shared) each start's MIG device must still
+  exist (read through the backend) and be bound to this launch (`admit`). A start that fails this is
+  not made: the run stays queued, no attempt is used, and its note says why.
+
+Where the register cannot be used at all (another user's directory, no permission to create it),
+the launcher says so once and goes on without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from pathlib import Path
+
+import psutil
+
+from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
+from migbench.apply.reconcile import HostLock
+from migbench.backend.select import host_lock_path, launches_dir, read_host
+from migbench.errors import MigbenchError
+from migbench.launch.gate import HostGate
+from migbench.launch.prepare import Prepared
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
+
+
+class HostBooking:
+    """One launcher's entry in the host's launch register, from its start (`open`) to its end."""
+
+    def __init__(self, prep: Prepared, say: Callable[[str], None]):
+        self.prep = prep
+        self.say = say
+        self.reg = Register(launches_dir())
+        self.me: Booking | None = None
+        self._ctimes: dict[int, float] = {}  # a run's PID -> its process start time
+        self._warned = False
+
+    def open(self, stack: ExitStack) -> None:
+        """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
+        Done under the host lock, held shared, after checking the MIG devices once more: an apply
+        checks the register and changes GPUs under the same lock, held exclusively, so either it
+        sees this launch or this launch sees what it changed."""
+        plan = self.prep.plan
+        keys = _unfinished_keys(self.prep)
+        want = {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}
+        lock = HostLock(host_lock_path(), shared=True)
+        try:
+            held = lock.acquire()
+        except MigbenchError:
+            held = None  # a lock this user cannot take: as the gate, go on without it
+        if held is False:
+            raise lock.busy_error()
+        try:
+            try:
+                live = _live_uuids()
+            except (MigbenchError, OSError):
+                live = set(want)  # the GPUs cannot be read now: each start checks its device again
+            gone = sorted(f"{k}: MIG device {u} no longer exists on the host" for u, k in want.items() if u not in live)
+            if gone:
+                raise MigbenchError(
+                    "the host no longer matches the applied plan:\n  " + "\n  ".join(gone),
+                    hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
+                )
+            try:
+                self.me = self.reg.book(
+                    str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
+                )
+            except LaunchConflict:
+                raise
+            except MigbenchError as exc:  # the register itself cannot be used
+                self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
+                return
+        finally:
+            lock.release()
+        stack.callback(self.close)
+
+    def check(self) -> None:
+        """What `open` would refuse, without booking (`launch --detach` says it before it detaches)."""
+        plan = self.prep.plan
+        keys = _unfinished_keys(self.prep)
+        try:
+            others = self.reg.entries()
+        except MigbenchError:
+            return
+        refuse_conflicts(
+            others, str(Path(plan.path or "").resolve()), self.prep.sha256, {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}
+        )
+
+    def close(self) -> None:
+        if self.me is not None:
+            self.reg.release(self.me)
+            self.me = None
+
+    def sync(self, rows: Iterable[RunRow], uuid_of: dict[str, str], extra: Iterable[str] = ()) -> dict[str, Booking]:
+        """Bind the entry to the instances of the running and queued runs (and `extra`), and record
+        the processes of the running ones (so the entry stays live while they do, should the launcher
+        be killed). Returns the instances (key -> the other launch) left out because another live
+        launch is bound to them."""
+        if self.me is None:
+            return {}
+        keys = set(extra)
+        procs: list[tuple[int, float | None]] = []
+        for r in rows:
+            if r.state in ACTIVE_STATES and r.instance:
+                keys.add(r.instance)
+                if r.shim_pid:
+                    procs.append((int(r.shim_pid), r.shim_create_time))
+                if r.child_pid:
+                    procs.append((int(r.child_pid), self._ctime(int(r.child_pid))))
+            elif r.state == "queued" and r.queue:
+                keys.add(r.queue)
+        want = {uuid_of[k]: k for k in keys if k in uuid_of}
+        if want == self.me.instances and sorted(procs) == self.me.processes:
+            return {}
+        try:
+            refused = self.reg.update(self.me, want, procs)
+        except MigbenchError as exc:  # a full disk, say: the entry keeps what it had until a later write succeeds
+            if not self._warned:
+                self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
+                self._warned = True
+            return {}
+        self._warned = False
+        return refused
+
+    def _ctime(self, pid: int) -> float | None:
+        if pid not in self._ctimes:
+            try:
+                self._ctimes[pid] = float(psutil.Process(pid).create_time())
+            except psutil.Error:
+                return None
+        return self._ctimes[pid]
+
+    def admit(self, starts: list[tuple[str, str]], rows: dict[str, RunRow], gate: HostGate, dirty: set[str]) -> list[tuple[str, str]]:
+        """The starts (run id, instance) whose MIG device still exists and is bound to this launch.
+        The others' runs stay queued (no attempt used, the reason in their note); their instances are
+        held back (`gate.hold`) until the bindings change."""
+        if not starts:
+            return starts
+        held = self._held({k for _, k in starts}, rows.values(), gate.uuid_of)
+        for rid, key in starts:
+            if key in held:
+                gate.hold(key, held[key])
+                rows[rid].last_error = f"held back: {held[key]}"
+                dirty.add(rid)
+                self.say(f"{rid}: not started: {held[key]}")
+        return [s for s in starts if s[1] not in held]
+
+    def _held(self, keys: set[str], rows: Iterable[RunRow], uuid_of: dict[str, str]) -> dict[str, str]:
+        """The instances of `keys` no run may start on now, each with the reason: its MIG device is
+        gone from the host, or another live launch is bound to it."""
+        held: dict[str, str] = {}
+        try:
+            live = _live_uuids()
+        except (MigbenchError, OSError) as exc:
+            self.say(f"cannot read the GPUs to check the MIG devices before starting runs: {getattr(exc, 'message', exc)}")
+        else:
+            for k in sorted(keys):
+                if uuid_of.get(k) not in live:
+                    held[k] = f"its MIG device {uuid_of.get(k)} ({k}) is gone from the host (re-cut by another apply?)"
+        for k, other in self.sync(rows, uuid_of, keys - set(held)).items():
+            held[k] = f"its instance {k} ({uuid_of.get(k)}) is bound to {other.who()}"
+        return held
+
+
+def _live_uuids() -> set[str]:
+    host = read_host()
+    return {d.uuid for g in host.gpus for d in g.devices}
+
+
+def _unfinished_keys(prep: Prepared) -> set[str]:
+    """The instances of the runs an earlier launch in this state directory has not finished (every
+    planned instance when there is no such launch, or its state cannot be read)."""
+    every = {i.key for i in prep.plan.instances}
+    if not db_path(prep.state_dir).exists():
+        return every
+    try:
+        rows = read_state(prep.state_dir, lambda st: st.runs())
+    except MigbenchError:
+        return every
+    keys = {r.instance_key for r in prep.plan.runs if r.instance_key and r.id not in rows}
+    for row in rows.values():
+        if row.state in ACTIVE_STATES and row.instance:
+            keys.add(row.instance)
+        elif row.state not in FINAL_STATES:
+            keys.add(row.queue or "")
+    return keys & every

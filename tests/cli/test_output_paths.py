@@ -1,0 +1,95 @@
+"""Issue 19 item 10: every command that writes a path the user names (`plan -o`, `report -o`,
+`export mig-parted -o`, `schema -o`, the user catalogue) writes a temp file next to it and renames
+it over a regular file or a new name only; a FIFO, a device, a symbolic link or a directory there is
+refused with a clear error and left as it was (a planted FIFO hung root's `report`; a link to a
+block device had HTML written onto it)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import migbench
+
+SWEEP = "version: 1\nname: s\ncommand: echo {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\nfleet: [{gpu: A30, count: 1}]\n"
+
+WRITERS = {
+    "plan -o": lambda d, out: ["plan", str(d / "s.yaml"), "-o", str(out), "--no-runs"],
+    "report -o": lambda d, out: ["report", str(d / "s.plan.yaml"), "-o", str(out), "--no-grain"],
+    "export mig-parted -o": lambda d, out: ["export", "mig-parted", str(d / "s.plan.yaml"), "-o", str(out)],
+    "schema -o": lambda d, out: ["schema", "-o", str(out)],
+}
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("outputs")
+    (d / "s.yaml").write_text(SWEEP)
+    r = migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--no-runs", cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def _plant(kind: str, at: Path, victim: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(at)
+    elif kind == "symlink":
+        at.symlink_to(victim)
+    elif kind == "dangling-symlink":
+        at.symlink_to(victim.with_name("not-there-yet"))
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("mknod needs root")
+        z = os.stat("/dev/zero")
+        os.mknod(at, 0o666 | stat.S_IFCHR, z.st_rdev)
+    elif kind == "directory":
+        at.mkdir()
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dangling-symlink", "device", "directory"])
+def test_a_special_file_at_an_output_path_is_refused_and_left_alone(planned, tmp_path, writer, kind):
+    """Guards issue 19 item 10: open(p, "w") on a planted FIFO hung the writer; on a link it wrote
+    where the link pointed."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    _plant(kind, out, victim)
+    before = os.lstat(out)
+    r = migbench(*WRITERS[writer](planned, out), cwd=planned)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr and str(out) in r.stderr, r.stderr
+    after = os.lstat(out)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode), "left as it was"
+    assert victim.read_text() == "precious\n"
+    assert not victim.with_name("not-there-yet").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temp file left"
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_regular_file_is_replaced_by_rename(planned, tmp_path, writer):
+    """Guards issue 19 item 10: the good case stays good: the old file is replaced (a new inode), mode kept."""
+    out = tmp_path / "out"
+    out.write_text("kind: migbench-plan\n")  # `plan -o` replaces only a plan
+    os.chmod(out, 0o640)
+    ino = out.stat().st_ino
+    r = migbench(*WRITERS[writer](planned, out), cwd=planned)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() != "kind: migbench-plan\n" and out.stat().st_ino != ino and stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_the_user_catalogue_is_never_written_through_a_link(planned, tmp_path):
+    """Guards issue 19 item 10: `catalog import` wrote the user catalogue through a planted link."""
+    from tests.support import DATA
+
+    lgip, lgipp = DATA / "samples" / "a100-40gb_lgip_1.txt", DATA / "samples" / "a100-40gb_lgipp_1.txt"
+    victim = tmp_path / "victim"
+    victim.write_text("version: 1\nmodels: {}\n")  # a catalogue, or the import stops before writing
+    cat = tmp_path / "cat.yaml"
+    cat.symlink_to(victim)
+    r = migbench("catalog", "import", str(lgip), str(lgipp), "--name", "X1", "--partial", env={"MIGBENCH_CATALOG": str(cat)})
+    assert r.returncode == 1 and "symbolic link" in r.stderr, r.stdout + r.stderr
+    assert victim.read_text() == "version: 1\nmodels: {}\n" and cat.is_symlink()
