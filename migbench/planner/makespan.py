@@ -148,6 +148,7 @@ def _pairs(prob: PlanningProblem) -> int:
 
 
 def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
+    LAST_STATS.__init__()  # type: ignore[misc]  # this plan's own counts
     jobs = demands_of(prob, unit=False)
     order = lpt_order(prob, jobs)
     rank = {rid: i for i, rid in enumerate(order)}
@@ -268,7 +269,6 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     # the best plan (both deterministic pseudo-random).
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         budget.report("search")
-        LAST_STATS.__init__()  # type: ignore[misc]
         best = lns_search(best, ev, budget.share(LNS_SHARE), proven, LAST_STATS)
         budget.report(incumbent=best.makespan())
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
