@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from migbench import fsutil
-from migbench.fsutil import LockProblem, PidLock, make_dirs, reserve_file, write_json_atomic
+from migbench.fsutil import make_dirs, reserve_file, write_json_atomic
+from migbench.pidlock import LockProblem, PidLock
 from migbench.state import configure_modes
 from migbench.types import parse_state_mode
 from tests.support.faults import full_disk
@@ -127,7 +128,7 @@ def test_a_lock_file_owned_by_another_user_is_refused(tmp_path):
 def test_shared_holders_exclude_an_exclusive_one_and_are_named(tmp_path):
     lock = tmp_path / "host.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; from migbench.fsutil import PidLock; l = PidLock({str(lock)!r}, shared=True); "
+        [sys.executable, "-c", f"import sys; from migbench.pidlock import PidLock; l = PidLock({str(lock)!r}, shared=True); "
          "l.acquire(); print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

@@ -31,7 +31,8 @@ from typing import Any
 import psutil
 
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import PidLock, write_json_atomic
+from migbench.fsutil import write_json_atomic
+from migbench.pidlock import PidLock
 
 ENTRY_MODE = 0o644
 DIR_MODE = 0o755

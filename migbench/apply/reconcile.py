@@ -51,7 +51,7 @@ from migbench.apply.recovery import (
 from migbench.backend.base import Backend, CommandRecord, HostState
 from migbench.backend.select import launches_dir
 from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
-from migbench.fsutil import PidLock
+from migbench.pidlock import PidLock
 from migbench.plan import Plan
 from migbench.state import configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
 from migbench.types import Placement

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from migbench.errors import MigbenchError
-from migbench.fsutil import PidLock
+from migbench.pidlock import PidLock
 
 
 def spawn_shim(adir: Path, *, new_session: bool = True, result_fd: int | None = None) -> subprocess.Popen:
