@@ -113,6 +113,35 @@ def disk_full(path: str | os.PathLike[str], min_free: int = 64 << 10) -> bool:
     return st.f_bavail * st.f_frsize < min_free or (st.f_files > 0 and st.f_favail == 0)
 
 
+STATE_MODE_ENV = "MIGBENCH_STATE_MODE"
+"""Overrides the mode of state files (`parse_state_mode`), as `launch.state_mode` does."""
+
+
+def parse_state_mode(value: Any) -> int:
+    """A state file mode from YAML (`0640` reads as the integer 416) or text (`"0640"`, `"640"`,
+    `"0o640"`). Raises ValueError unless the owner can read and write and others cannot write."""
+    bad = f"a file mode is an octal number such as 0600 or 0640, not {value!r}"
+    if isinstance(value, bool):
+        raise ValueError(bad)
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or len(text) > 4 or any(c not in "01234567" for c in text):
+            raise ValueError(bad)
+        mode = int(text, 8)
+    else:
+        raise ValueError(bad)
+    if mode < 0 or mode & ~0o777:
+        raise ValueError(f"file mode {value!r} has bits beyond 0777")
+    mode &= 0o666  # files never get execute bits; directories get them from the read bits
+    if mode & 0o600 != 0o600:
+        raise ValueError(f"file mode {mode:04o} must let the owner read and write (0600 at least)")
+    if mode & 0o002:
+        raise ValueError(f"file mode {mode:04o} is world-writable: refused for state that holds the sweep's env values")
+    return mode
+
+
 def configure_state_mode(mode: int | None) -> int:
     """Set the mode of the state files this process creates (None: 0600); returns it. The caller
     has validated it (`migbench.types.parse_state_mode`; `migbench.state.configure_modes` reads

@@ -39,7 +39,8 @@ from migbench.plancheck import (
     shape_error,
     yaml_error,
 )
-from migbench.types import InstanceRef, LaunchSettings, Placement
+from migbench.sweep.model import LaunchSettings
+from migbench.types import InstanceRef, Placement
 
 PLAN_VERSION = 1
 PLAN_KIND = "migbench-plan"

@@ -21,9 +21,11 @@ import yaml
 from migbench.catalog import Catalog, GpuModel, default_catalog
 from migbench.duration import DurationModel
 from migbench.errors import InputError, MigbenchError, Problem
+from migbench.names import SAFE_NAME_RE
+from migbench.sweep.model import LaunchSettings
 from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, SWEEP_NAME_RE
 from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_char, reader_error_line
-from migbench.types import SAFE_NAME_RE, InstanceRef, LaunchSettings, Placement
+from migbench.types import InstanceRef, Placement
 from migbench.yamlio import error_problem, shape_problem
 
 MAX_PLAN_BYTES = 256 * 2**20

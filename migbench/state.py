@@ -22,9 +22,10 @@ from typing import Any
 
 from migbench.backend.base import HostState
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
-from migbench.fsutil import configure_state_mode, make_dirs, require_trusted, tighten_dir, write_json_atomic
+from migbench.fsutil import STATE_MODE_ENV, configure_state_mode, make_dirs, parse_state_mode, require_trusted, tighten_dir, write_json_atomic
+from migbench.names import SAFE_NAME_RE, log_dir_problem
 from migbench.plan import Plan, read_identity
-from migbench.types import SAFE_NAME_RE, STATE_MODE_ENV, InstanceRef, log_dir_problem, parse_state_mode
+from migbench.types import InstanceRef
 
 NEEDS_ATTENTION = ("applying", "rollback-failed")
 """Checkpoint statuses that leave GPUs possibly half-configured."""

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from migbench import fsutil
-from migbench.fsutil import make_dirs, reserve_file, write_json_atomic
+from migbench.fsutil import make_dirs, parse_state_mode, reserve_file, write_json_atomic
 from migbench.pidlock import LockProblem, PidLock
 from migbench.state import configure_modes
-from migbench.types import parse_state_mode
 from tests.support.faults import full_disk
 
 

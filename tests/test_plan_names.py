@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from migbench.errors import InputError
 from migbench.plan import Plan
 from migbench.state import state_dir_for
-from migbench.types import LaunchSettings
+from migbench.sweep.model import LaunchSettings
 from tests.support.fuzz import base_plan_doc, check_plan_text, plan_texts
 
 BASE = base_plan_doc()

@@ -26,9 +26,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from migbench.types import ComputeBasis
+
+class ComputeBasis(str, Enum):
+    """How an instance's share of the GPU's compute is measured (see `migbench.duration`)."""
+
+    SM = "sm"
+    SLICES = "slices"
+
+    def __str__(self) -> str:
+        return self.value
+
 
 if TYPE_CHECKING:
     from migbench.catalog.model import GpuModel, Profile

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from migbench.duration import Demand, Slot, fits_alongside, instance_capacity, rate
+from migbench.duration.model import ComputeBasis
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.recut import (
     Decision,
@@ -38,7 +39,7 @@ from migbench.planner.recut import (
     slot_of,
     usable_profiles,
 )
-from migbench.types import ComputeBasis, Layout, Placement, layout_key
+from migbench.types import Layout, Placement, layout_key
 
 Policy = Callable[[float, Sequence[GpuNow], Sequence[Waiting]], Decision]
 TOL = 1e-6  # seconds of work: a run this close to its end has ended

@@ -55,8 +55,8 @@ from migbench.errors import InputError
 from migbench.fsutil import make_dirs, require_trusted, reserve_file, state_file_mode, write_json_atomic, write_text_atomic
 from migbench.launch.shim import RESERVE_NAME, STARTED_NAME
 from migbench.launch.wandbenv import CONFIG_NAME, config_text, wandb_env
+from migbench.names import SAFE_NAME_RE as RUN_ID_RE
 from migbench.plan import Plan, PlanRun
-from migbench.types import SAFE_NAME_RE as RUN_ID_RE
 
 _MACRO_RE = re.compile(r"\$\{(run_id|run_dir|attempt)\}")
 

@@ -8,13 +8,14 @@ from dataclasses import replace
 
 from migbench.catalog import GpuModel
 from migbench.duration import instance_capacity
+from migbench.duration.model import ComputeBasis
 from migbench.errors import MigbenchError
 from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.problem import Assigned, SolveOptions
 from migbench.planner.solve import solve
 from migbench.sweep.model import Run, Sweep
-from migbench.types import ComputeBasis, InstanceRef
+from migbench.types import InstanceRef
 
 
 def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, notes: Sequence[str] = ()) -> Plan:

@@ -17,9 +17,10 @@ from ortools.sat.python import cp_model
 
 from migbench.catalog import GpuModel, Profile
 from migbench.duration import Demand, instance_capacity
+from migbench.duration.model import ComputeBasis
 from migbench.planner.budget import ProgressFn
 from migbench.planner.fleet import FleetGpu
-from migbench.types import ComputeBasis, Objective, Placement
+from migbench.types import Objective, Placement
 from migbench.units import format_mib
 
 SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 
 from migbench.catalog.model import GpuModel, Profile
 from migbench.duration import Demand, Slot, instance_capacity, rate
-from migbench.types import ComputeBasis, Layout, Placement, layout_key
+from migbench.duration.model import ComputeBasis
+from migbench.types import Layout, Placement, layout_key
 
 EPS = 1e-6
 

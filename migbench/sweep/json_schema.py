@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from migbench import units
+from migbench.names import ENV_PATTERN_RE
 from migbench.sweep.schema import (
     DISTRIBUTIONS,
     DURATION_MODEL_KEYS,
@@ -35,7 +36,6 @@ from migbench.sweep.schema import (
     TOP_KEYS,
     WANDB_ONLY_KEYS,
 )
-from migbench.types import ENV_PATTERN_RE
 
 SCHEMA_ID = "https://migbench.invalid/schema/sweep-v1.json"
 

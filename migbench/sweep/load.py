@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from migbench.duration.model import ComputeBasis
 from migbench.errors import InputError
-from migbench.fsutil import decode_text, read_input
+from migbench.fsutil import decode_text, parse_state_mode, read_input
+from migbench.names import ENV_PATTERN_RE, log_dir_problem
 from migbench.sweep.fields import Ctx, wandb_only_note
 from migbench.sweep.group import parse_group
 from migbench.sweep.model import DurationModel, FleetEntry, Group, LaunchSettings, Run, Sweep
@@ -53,7 +55,6 @@ from migbench.sweep.yamlnodes import (
     short_repr,
     unknown_key_hint,
 )
-from migbench.types import ENV_PATTERN_RE, ComputeBasis, log_dir_problem, parse_state_mode
 from migbench.yamlio import shape_problem
 
 

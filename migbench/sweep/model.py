@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from migbench.duration import Demand, DurationModel
+from migbench.fsutil import parse_state_mode
+from migbench.names import ENV_NAME_RE, ENV_PATTERN_RE, log_dir_problem
 from migbench.sweep.schema import Scalar
-from migbench.types import LaunchSettings
 
 
 @dataclass(frozen=True)
@@ -183,3 +185,93 @@ def run_id(group: str, params: dict[str, Any], repeat: int) -> str:
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Launcher settings: retries per run, backoff and stop grace in seconds, the flapping guard
+    (stop launching after `flapping_max` failures within `flapping_window_s` seconds), environment
+    added to every run, the log directory (relative to the plan file unless absolute), the
+    variables of the launcher's environment a run may see (`env_passthrough`; None: all of them)
+    and the mode of state files (`state_mode`; None: 0600)."""
+
+    retries: int = 2
+    backoff_s: float = 30.0
+    stop_grace_s: float = 30.0
+    flapping_window_s: float = 60.0
+    flapping_max: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: str = "runs"
+    env_passthrough: tuple[str, ...] | None = None
+    state_mode: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "retries": self.retries,
+            "backoff_s": self.backoff_s,
+            "stop_grace_s": self.stop_grace_s,
+            "flapping_window_s": self.flapping_window_s,
+            "flapping_max": self.flapping_max,
+            "env": dict(self.env),
+            "log_dir": self.log_dir,
+        }
+        if self.env_passthrough is not None:
+            out["env_passthrough"] = list(self.env_passthrough)
+        if self.state_mode is not None:
+            out["state_mode"] = f"{self.state_mode:04o}"
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> LaunchSettings:
+        """From a plan file's `launch:`; missing keys take the defaults. Raises ValueError naming the
+        key whose value is wrong."""
+        doc = doc or {}
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"`launch` must be a mapping, not {type(doc).__name__}")
+        d = cls()
+
+        def num(key: str, default: float, kind: type = float) -> Any:
+            v = doc.get(key, default)
+            if v is None:
+                return default
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise ValueError(f"`launch.{key}` must be a number, not {v!r}")
+            if v < 0:
+                raise ValueError(f"`launch.{key}` must be >= 0, not {v!r}")
+            return kind(v)
+
+        env = doc.get("env") or {}
+        if not isinstance(env, dict):
+            raise ValueError(f"`launch.env` must be a mapping, not {type(env).__name__}")
+        bad = [k for k in env if not isinstance(k, str) or not ENV_NAME_RE.fullmatch(k)]
+        if bad:
+            raise ValueError(f"`launch.env` has names that are not environment variable names: {bad[:3]!r}")
+        log_dir = doc.get("log_dir", d.log_dir)
+        if not isinstance(log_dir, str) or not log_dir:
+            raise ValueError(f"`launch.log_dir` must be a non-empty string, not {log_dir!r}")
+        if (why := log_dir_problem(log_dir)) is not None:
+            raise ValueError(why)
+        passthrough = doc.get("env_passthrough")
+        if passthrough is not None:
+            if not isinstance(passthrough, list) or not all(isinstance(p, str) and ENV_PATTERN_RE.fullmatch(p) for p in passthrough):
+                raise ValueError(f"`launch.env_passthrough` must be a list of variable names or patterns such as LC_*, not {passthrough!r}")
+            passthrough = tuple(passthrough)
+        mode = doc.get("state_mode")
+        return cls(
+            retries=num("retries", d.retries, int),
+            backoff_s=num("backoff_s", d.backoff_s),
+            stop_grace_s=num("stop_grace_s", d.stop_grace_s),
+            flapping_window_s=num("flapping_window_s", d.flapping_window_s),
+            flapping_max=num("flapping_max", d.flapping_max, int),
+            env={str(k): str(v) for k, v in env.items()},
+            log_dir=log_dir,
+            env_passthrough=passthrough,
+            state_mode=None if mode is None else _mode_of(mode),
+        )
+
+
+def _mode_of(value: Any) -> int:
+    try:
+        return parse_state_mode(value)
+    except ValueError as exc:
+        raise ValueError(f"`launch.state_mode`: {exc}") from None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Union
 
-from migbench.types import ENV_NAME_RE as ENV_NAME_RE  # re-exported: the sweep's readers take it from here
-from migbench.types import SAFE_NAME_RE
+from migbench.names import ENV_NAME_RE as ENV_NAME_RE  # re-exported: the sweep's readers take it from here
+from migbench.names import SAFE_NAME_RE
 
 SCHEMA_VERSION = 1
 MAX_RUNS = 100_000

@@ -14,7 +14,7 @@ from migbench.catalog import Catalog, Placement
 from migbench.duration import DurationModel
 from migbench.errors import HardwareError, MigbenchError, UnsafeError
 from migbench.plan import Plan, PlanGpu, PlanInstance, SolverInfo
-from migbench.types import LaunchSettings
+from migbench.sweep.model import LaunchSettings
 from tests.support.simhelp import sim_backend
 
 CAT = Catalog.load(include_user=False)

@@ -21,7 +21,7 @@ from migbench.launch.shim import child_env, record_exit
 from migbench.launch.spec import build_spec, check_run_id, substitute
 from migbench.launch.store import RunRow, Store
 from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
-from migbench.types import LaunchSettings
+from migbench.sweep.model import LaunchSettings
 from tests.support.faults import full_disk
 
 VALUES = {"run_id": "r-1", "run_dir": "/s/r-1", "attempt": "2"}

@@ -157,7 +157,7 @@ def base_plan_doc() -> dict:
     """A small but complete plan (2 instances, 3 runs, one unplaced), as its file holds it."""
     from migbench.duration import DurationModel
     from migbench.plan import PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
-    from migbench.types import LaunchSettings
+    from migbench.sweep.model import LaunchSettings
 
     runs = [
         PlanRun(f"g-{i}", "g", 2048, 0, "3g.40gb", 4 * (i % 2), i // 2, ("python3", "train.py", "--seed", str(i)),
