@@ -206,19 +206,20 @@ name: live
 launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
 groups:
   - name: a
-    command: {toy} --steps 100 --step-seconds 0.1 --out ${run_dir}/ckpt --lr {lr}
+    command: {toy} --steps 3 --step-seconds 0.1 --hold-file {hold} --out ${run_dir}/ckpt --lr {lr}
     parameters: {lr: [0.1, 0.01, 0.001]}
     memory: 2GiB
     compute: 0.1
 """
 
 
-def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touches_no_busy_one(rig):
+def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touches_no_busy_one(rig, tmp_path):
     """Guards (issue 21): a grown sweep was planned from scratch and applied over instances whose
     runs still ran (a killed launcher's runs, which the next launcher adopts). Now the new run queues
     on an existing instance, a run that needs a whole GPU waits unplaced instead of a re-cut, nothing
     on the GPU changes, and every run runs once."""
-    r = rig(LONG, gpus=1)
+    hold = tmp_path / "release"  # the runs hold after their first step until the new launcher has adopted them
+    r = rig(LONG.replace("{hold}", str(hold)), gpus=1)
     p = r.start()
     r.wait_for(lambda: list(r.states().values()) == ["running"] * 3, what="the three runs to run")
     os.kill(p.pid, signal.SIGKILL)  # their shims live on; the rows still say running
@@ -226,10 +227,17 @@ def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touc
     host = SimHost(r.sim).read()
     before = [(gi.start, gi.id, [c.uuid for c in gi.compute_instances]) for gi in host.gpus[0].gpu_instances]
     sweep = r.plan_path.parent / "sweep.yaml"
-    grown = LONG.replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]") + BIG.replace("--seed", "--steps 2 --seed")
-    sweep.write_text(grown.replace("{toy}", TOY_CMD))
-    res = _run(sweep, r.env)
-    out = res.stdout + res.stderr
+    grown = LONG.replace("{hold}", str(hold)).replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]")
+    sweep.write_text((grown + BIG.replace("--seed", "--steps 2 --seed")).replace("{toy}", TOY_CMD))
+    log = tmp_path / "run.log"
+    with open(log, "wb") as f:
+        q = subprocess.Popen([PY, "-m", "migbench", "run", str(sweep), "--time-limit", "10"], env=r.env, cwd=sweep.parent.parent,
+                             stdout=f, stderr=subprocess.STDOUT)
+    r.wait_for(lambda: "resuming: adopted" in log.read_text() or q.poll() is not None, timeout=120, what="the new launcher to adopt")
+    hold.touch()
+    q.wait(timeout=120)
+    out = log.read_text()
+    res = subprocess.CompletedProcess(q.args, q.returncode, out, "")
     assert res.returncode == 1 and "launcher done (exit 1): 1 abandoned, 4 succeeded" in out, out  # the unplaced run
     assert _gpu(r.sim, 0) == before  # no busy instance destroyed, moved or re-cut: no instance at all
     plan = Plan.load(r.plan_path)
