@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.scenarios import Scenario, all_scenarios  # noqa: E402
 from migbench import __version__  # noqa: E402
 from migbench.duration import DurationModel, instance_capacity  # noqa: E402
-from migbench.forecast.simulate import SimInstance, replay_instances  # noqa: E402
+from migbench.forecast.simulate import ReplayInstance, replay_instances  # noqa: E402
 from migbench.planner import SolveOptions, solve  # noqa: E402
 from migbench.types import InstanceRef, Placement  # noqa: E402
 
@@ -101,7 +101,7 @@ def replayed(sc: Scenario, doc: dict[str, Any]) -> float:
         for text in lay:
             pl = Placement.parse(text)
             p = model.profile(pl.profile)
-            instances.append(SimInstance(InstanceRef(int(g), pl), int(p.memory_mib or 0), instance_capacity(model, p), p.compute_slices))
+            instances.append(ReplayInstance(InstanceRef(int(g), pl), int(p.memory_mib or 0), instance_capacity(model, p), p.compute_slices))
     rep = replay_instances(
         "best known", instances, doc["queues"], sc.runs, DurationModel(), total_slices=sum(g.model.compute_slices for g in sc.fleet),
         gpus=len(sc.fleet), planned_start={k: float(v) for k, v in doc.get("starts", {}).items()} or None,

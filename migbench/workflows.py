@@ -151,7 +151,7 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
 
 
 @dataclass
-class Prepared:
+class RunReady:
     """What `run` launches: the plan, applied (None when every run has finished already), and
     whether it continues an earlier launch state of the sweep (then the launch keeps that state's
     runs by id even though the plan file changed)."""
@@ -170,7 +170,7 @@ def plan_and_apply(
     say: Callable[[str], None] = lambda _: None,
     started: float | None = None,
     progress: ProgressFn | None = None,
-) -> Prepared:
+) -> RunReady:
     """`run` up to the launch, idempotent: read the sweep's launch state first (a running launcher
     is refused before anything changes); use a simulated host where no GPU is; reuse the plan file
     next to the sweep when the sweep and fleet are unchanged; else, when the sweep launched before,
@@ -207,7 +207,7 @@ def plan_and_apply(
         )
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
-        return Prepared(None, continues=True)
+        return RunReady(None, continues=True)
     grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
@@ -240,7 +240,7 @@ def plan_and_apply(
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed
         else "applied: every GPU already matches the plan")
-    return Prepared(plan, continues=earlier is not None)
+    return RunReady(plan, continues=earlier is not None)
 
 
 def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, notes: Sequence[str]) -> Grown | None:

@@ -246,7 +246,7 @@ def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bo
     if not slurmctl.has_submission(sd) or db_path(sd).exists():
         return False
     plan = Plan.load(plan_file)
-    doc = slurmctl.status_doc(plan, sd)
+    doc = slurmctl.engine_status_doc(plan, sd)
     if as_json:
         typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
     else:

@@ -232,9 +232,9 @@ def _watch(plan: Plan, sd: Path, notes: list[str]) -> None:
 
     from migbench.cli.live import live_view
     from migbench.launch.status import status_doc
-    from migbench.report.progress import Progress
+    from migbench.report.progress import SweepProgress
 
-    progress = Progress(plan)
+    progress = SweepProgress(plan)
     con = console()
 
     def frame() -> tuple[Any, bool]:

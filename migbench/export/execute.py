@@ -52,7 +52,7 @@ class Device:
 
 
 @dataclass
-class Prepared:
+class PreparedTask:
     plan: Plan
     array: Array
     task: Task
@@ -243,7 +243,7 @@ def _sha256_of(path: Path) -> str:
 
 def prepare(plan: Plan, array_name: str, *, index: int | None = None, index_offset: int = 0, env: Mapping[str, str] | None = None,
             node: str | None = None, state_dir: Path | None = None, device_map: Path | None = None,
-            sha256: str | None = None, dry_run: bool = False, workdir: Path | None = None) -> Prepared:
+            sha256: str | None = None, dry_run: bool = False, workdir: Path | None = None) -> PreparedTask:
     """Find the task, its device and each run's spec; with `dry_run` nothing is written."""
     env = dict(os.environ if env is None else env)
     if sha256:
@@ -266,10 +266,10 @@ def prepare(plan: Plan, array_name: str, *, index: int | None = None, index_offs
         if workdir is not None:  # in a container the submitter's directories do not exist
             spec = replace(spec, workdir=str(Path(workdir).resolve()))
         specs.append(spec)
-    return Prepared(plan, array, task, where, device, specs, engine_doc(env, array, task, where, device))
+    return PreparedTask(plan, array, task, where, device, specs, engine_doc(env, array, task, where, device))
 
 
-def run(prep: Prepared) -> int:
+def run(prep: PreparedTask) -> int:
     """Start every run of the task through the per-run shim, forward signals, wait; the status."""
     procs: list[subprocess.Popen[bytes]] = []
     for spec in prep.specs:

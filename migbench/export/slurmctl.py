@@ -226,7 +226,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every run of the submitted sweep: its task's Slurm state and its own record."""
     jobs, sha = submitted(state_dir)
     by_array: dict[str, list[Submitted]] = {}

@@ -17,7 +17,7 @@ from migbench.footprints.fit import Fit, fit_group
 from migbench.footprints.resolve import (
     DEFAULT_HEADROOM,
     Resolution,
-    RunMemory,
+    ResolvedMemory,
     Sources,
     default_footprints_path,
     default_history_dirs,
@@ -33,7 +33,7 @@ __all__ = [
     "Footprints",
     "Measurement",
     "Resolution",
-    "RunMemory",
+    "ResolvedMemory",
     "Sources",
     "default_footprints_path",
     "default_history_dirs",

@@ -40,7 +40,7 @@ from migbench.errors import UsageError
 from migbench.footprints.file import Footprints, Measurement, load_footprints
 from migbench.footprints.resolve import default_footprints_path
 from migbench.footprints.select import ProbeTarget, probe_targets
-from migbench.footprints.slots import ProbeHost, Slot, prepare_slots, release
+from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, outcome_of, prepare_attempt
 from migbench.plan import Plan, PlanRun, SolverInfo
@@ -97,7 +97,7 @@ class ProfileResult:
 @dataclass
 class _Active:
     target: ProbeTarget
-    slot: Slot
+    slot: ProbeSlot
     attempt: int
     adir: Path
     popen: Any
@@ -193,7 +193,7 @@ class Profiler:
             self.active[slot.key] = self._spawn(t, slot, ph)
             self.say("start", t.run.id, f"{t.run.id} on GPU {slot.gpu} {slot.placement} ({slot.memory_mib} MiB)")
 
-    def _spawn(self, t: ProbeTarget, slot: Slot, ph: ProbeHost) -> _Active:
+    def _spawn(self, t: ProbeTarget, slot: ProbeSlot, ph: ProbeHost) -> _Active:
         rdir = self.sd / t.run.id
         attempt = 1 + max((int(p.name.split("-", 1)[1]) for p in rdir.glob("attempt-*") if p.name.split("-", 1)[1].isdigit()), default=0)
         pr = _plan_run(t.run, slot)
@@ -379,7 +379,7 @@ def _probe_plan(sweep: Sweep) -> Plan:
     )
 
 
-def _plan_run(r: Run, slot: Slot) -> PlanRun:
+def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
     return PlanRun(
         id=r.id, group=r.group, memory_mib=r.memory_mib, gpu=slot.gpu, profile=slot.profile, start=slot.placement.start,
         wave=0, argv=tuple(r.argv), shell=r.shell, env=dict(r.env), workdir=r.workdir, params=dict(r.params),

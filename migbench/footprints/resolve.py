@@ -60,7 +60,7 @@ class Sources:
 
 
 @dataclass(frozen=True)
-class RunMemory:
+class ResolvedMemory:
     """How one run's memory was decided. `source` is history, profile, config (history|profile),
     fit, or the declared memory's source (explicit, table:..., estimate, measured = none)."""
 
@@ -85,7 +85,7 @@ class RunMemory:
 @dataclass
 class Resolution:
     sweep: Sweep
-    runs: dict[str, RunMemory]
+    runs: dict[str, ResolvedMemory]
     fits: dict[str, Fit] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -217,7 +217,7 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
         fits[grp.name] = fit_group(grp.name, points, candidate_params([r.params for r in gruns], by))
 
     # -- each run
-    out: dict[str, RunMemory] = {}
+    out: dict[str, ResolvedMemory] = {}
     new_runs: list[Run] = []
     for r in sweep.runs:
         g = groups.get(r.group)
@@ -254,7 +254,7 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
                 parts = parts + (("OOM lower bound", floor), (f"headroom {hr * 100:.0f}%", need - floor))
                 detail = (detail + "; " if detail else "") + f"raised to {need} MiB: it (or its configuration) ran out of memory needing more than {floor} MiB"
                 mem = need
-        out[r.id] = RunMemory(r.id, r.group, r.memory_mib, r.memory_source, mem, source, peak, hr, floor, raised, detail)
+        out[r.id] = ResolvedMemory(r.id, r.group, r.memory_mib, r.memory_source, mem, source, peak, hr, floor, raised, detail)
         label = out[r.id].label
         new_runs.append(r if (mem, label) == (r.memory_mib, r.memory_source) else replace(r, memory_mib=mem, memory_source=label, memory_parts=parts))
     for name, gf in sorted(fits.items()):

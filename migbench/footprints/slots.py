@@ -25,7 +25,7 @@ from migbench.types import InstanceRef, Objective, Placement
 
 
 @dataclass(frozen=True)
-class Slot:
+class ProbeSlot:
     """One MIG device a probe can run on."""
 
     gpu: int
@@ -48,7 +48,7 @@ class Slot:
 class ProbeHost:
     """The slots, what was created for them, and the host as it was before."""
 
-    slots: list[Slot]
+    slots: list[ProbeSlot]
     driver: str
     simulated: bool
     before: dict[int, tuple[Placement, ...]]
@@ -73,7 +73,7 @@ def prepare_slots(
         missing = sorted(wanted - {g.index for g in host.gpus})
         if missing:
             raise MigbenchError(f"--gpus: the host has no GPU {', '.join(map(str, missing))}", hint=f"it has {len(host.gpus)} GPU(s)")
-    slots: list[Slot] = []
+    slots: list[ProbeSlot] = []
     empty: list[FleetGpu] = []
     for g in host.gpus:
         if wanted is not None and g.index not in wanted:
@@ -89,7 +89,7 @@ def prepare_slots(
             devs = g.devices_of(gi.id)
             if len(devs) != 1 or devs[0].processes or g.processes_of(gi.id):
                 continue
-            slots.append(Slot(g.index, gi.placement, devs[0].memory_total_mib or int(gi.memory_mib or 0), devs[0].uuid, g.model.key))
+            slots.append(ProbeSlot(g.index, gi.placement, devs[0].memory_total_mib or int(gi.memory_mib or 0), devs[0].uuid, g.model.key))
             idle += 1
         notes.append(f"GPU {g.index}: probes use its {idle} idle instance(s) as they are" if idle else f"GPU {g.index}: every instance is busy; not used")
     ph = ProbeHost(slots, host.driver, host.simulated, {g.index: g.layout() for g in host.gpus}, notes=notes)
@@ -140,7 +140,7 @@ def _create_layout(backend: Backend, ph: ProbeHost, empty: list[FleetGpu], needs
         devs = g.devices_of(gi.id) if gi else []
         if gi is None or not devs:
             continue
-        ph.slots.append(Slot(gpu, pl, devs[0].memory_total_mib or int(gi.memory_mib or 0), devs[0].uuid, model_of[gpu].key, created=True))
+        ph.slots.append(ProbeSlot(gpu, pl, devs[0].memory_total_mib or int(gi.memory_mib or 0), devs[0].uuid, model_of[gpu].key, created=True))
     by_gpu: dict[int, list[str]] = {}
     for gpu, pl in todo:
         by_gpu.setdefault(gpu, []).append(str(pl))

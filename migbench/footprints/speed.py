@@ -37,7 +37,7 @@ from migbench.footprints.file import Footprints, Speed, SpeedSide, load_footprin
 from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir
 from migbench.footprints.resolve import default_footprints_path
 from migbench.footprints.select import ProbeTarget, probe_targets
-from migbench.footprints.slots import Slot, prepare_slots, release
+from migbench.footprints.slots import ProbeSlot, prepare_slots, release
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, prepare_attempt
 from migbench.sweep import Sweep
@@ -108,14 +108,14 @@ def fit_compute(small: SpeedSide, large: SpeedSide) -> tuple[float, bool]:
 class _Probe:
     target: ProbeTarget
     side: str  # small | large
-    slot: Slot
+    slot: ProbeSlot
     capacity: float
     adir: Path
     popen: Any
     clock: StepClock
 
 
-def _choose(slots: Sequence[Slot], caps: dict[str, float], need_mib: int) -> tuple[Slot, Slot] | None:
+def _choose(slots: Sequence[ProbeSlot], caps: dict[str, float], need_mib: int) -> tuple[ProbeSlot, ProbeSlot] | None:
     """The memory-sized slot and one with about LARGER x its compute (on the same GPU model)."""
     fit = sorted((s for s in slots if s.memory_mib >= need_mib), key=lambda s: (caps[s.key], s.memory_mib, s.key))
     for small in fit:
@@ -222,7 +222,7 @@ def measure_speeds(
     return speeds, skipped, ph.notes, problems
 
 
-def _spawn(plan: Any, t: ProbeTarget, side: str, slot: Slot, capacity: float, state_dir: Path, opts: ProbeOptions) -> _Probe:
+def _spawn(plan: Any, t: ProbeTarget, side: str, slot: ProbeSlot, capacity: float, state_dir: Path, opts: ProbeOptions) -> _Probe:
     run = replace(t.run, id=f"{t.run.id}.{side}")
     rdir = state_dir / run.id
     attempt = 1 + sum(1 for _ in rdir.glob("attempt-*"))

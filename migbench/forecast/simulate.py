@@ -137,7 +137,7 @@ def plan_jobs(plan: Plan) -> list[Demand]:
 
 
 @dataclass(frozen=True)
-class SimInstance:
+class ReplayInstance:
     """One instance to replay: where it is, its memory, its compute share and its compute slices."""
 
     ref: InstanceRef
@@ -148,7 +148,7 @@ class SimInstance:
 
 def replay_instances(
     label: str,
-    instances: Sequence[SimInstance],
+    instances: Sequence[ReplayInstance],
     queues: Mapping[str, Sequence[str]],
     demands: Sequence[Demand],
     dm: DurationModel,
@@ -168,7 +168,7 @@ def replay_instances(
 
 def play_instances(
     label: str,
-    instances: Sequence[SimInstance],
+    instances: Sequence[ReplayInstance],
     queues: Mapping[str, Sequence[str]],
     demands: Sequence[Demand],
     dm: DurationModel,
@@ -197,12 +197,12 @@ def simulate_plan(plan: Plan, *, lend: bool = True, label: str = "migbench plan"
     return play_plan(plan, lend=lend, label=label)[0]
 
 
-def plan_instances(plan: Plan) -> tuple[list[SimInstance], int]:
+def plan_instances(plan: Plan) -> tuple[list[ReplayInstance], int]:
     """The plan's instances as the replay sees them, and the fleet's compute slices."""
     cat = default_catalog()
     models = {g.gpu: cat.model(g.model, g.driver) for g in plan.fleet}
     instances = [
-        SimInstance(i.ref, i.memory_mib, i.compute or 1.0, models[i.gpu].profile(i.profile).compute_slices)
+        ReplayInstance(i.ref, i.memory_mib, i.compute or 1.0, models[i.gpu].profile(i.profile).compute_slices)
         for i in plan.instances
     ]
     return instances, sum(m.compute_slices for m in models.values())
@@ -229,7 +229,7 @@ def simulate_solution(
             p = models[gpu].profile(pl.profile)
             ref = InstanceRef(gpu, pl)
             cap = sol.capacity.get(str(ref)) or instance_capacity(models[gpu], p, dm.compute_basis)
-            instances.append(SimInstance(ref, int(p.memory_mib or 0), cap, p.compute_slices))
+            instances.append(ReplayInstance(ref, int(p.memory_mib or 0), cap, p.compute_slices))
     queues: dict[str, list[str]] = {}
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
         queues.setdefault(str(InstanceRef(a.gpu, a.placement)), []).append(rid)

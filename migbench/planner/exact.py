@@ -27,7 +27,7 @@ from ortools.sat.python import cp_model
 from migbench.duration import Demand, Slot
 from migbench.duration.replay import play_queue
 from migbench.planner.budget import Budget
-from migbench.planner.improve import Evaluator, Queues
+from migbench.planner.improve import Evaluator, InstanceQueues
 from migbench.planner.order import EPS, TIE, InstanceDP, OrderClass, OutOfEffort
 from migbench.planner.problem import PlanningProblem, add_layout_vars
 from migbench.planner.schedule import concretize
@@ -115,7 +115,7 @@ def small_enough(prob: PlanningProblem) -> bool:
     return sum(c.n for c in prob.classes) <= MAX_RUNS and len(prob.fleet) <= MAX_GPUS
 
 
-def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: Queues, lower: float, allowance: float) -> tuple[Queues | None, float]:
+def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: InstanceQueues, lower: float, allowance: float) -> tuple[InstanceQueues | None, float]:
     """The optimal plan when the model finds one within `allowance` reference seconds: (plan or
     None, proven lower bound). The plan is None when the incumbent is already optimal (the bound
     then equals its makespan) or the effort ran out (the bound is what was proven)."""
@@ -134,7 +134,7 @@ def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: Queues, lower: 
     store.upper = value
     bound = lower
     T = lower
-    best: Queues | None = None
+    best: InstanceQueues | None = None
     try:
         while bound < value - 2 * TIE:
             T = min(T, value - 2 * TIE)
@@ -362,7 +362,7 @@ def _cover(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[
 
 
 def _rebuild(prob: PlanningProblem, ev: Evaluator, x: dict[str, list[int]], y: dict[int, list[tuple[tuple, int]]],
-             cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]]) -> Queues:
+             cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]]) -> InstanceQueues:
     """The model's counts as a concrete layout and queues (each configuration's best order)."""
     conc = concretize(prob, x)
     free: dict[int, list[str]] = defaultdict(list)

@@ -30,7 +30,7 @@ SOURCES = 8  # the local search takes runs off this many latest-finishing instan
 
 
 @dataclass
-class Queues:
+class InstanceQueues:
     """A concrete layout with a queue per instance and each instance's finish time."""
 
     layouts: dict[int, tuple[Placement, ...]]
@@ -46,8 +46,8 @@ class Queues:
     def profile(self) -> list[float]:
         return sorted(self.fin.values(), reverse=True)
 
-    def copy(self) -> Queues:
-        return Queues(dict(self.layouts), dict(self.slots), dict(self.slot_type), dict(self.slot_place),
+    def copy(self) -> InstanceQueues:
+        return InstanceQueues(dict(self.layouts), dict(self.slots), dict(self.slot_type), dict(self.slot_place),
                       {k: list(v) for k, v in self.q.items()}, dict(self.fin))
 
     def concrete(self) -> Concrete:
@@ -93,14 +93,14 @@ class Evaluator:
             return float("inf")
         return max(ends)
 
-    def state(self, conc: Concrete, queues: dict[str, list[str]]) -> Queues:
+    def state(self, conc: Concrete, queues: dict[str, list[str]]) -> InstanceQueues:
         slots = {s.key: s for s in conc.slots}
         q = {k: list(queues.get(k, [])) for k in slots}
-        st = Queues(dict(conc.layouts), slots, dict(conc.slot_type), dict(conc.slot_place), q)
+        st = InstanceQueues(dict(conc.layouts), slots, dict(conc.slot_type), dict(conc.slot_place), q)
         st.fin = {k: self.finish(slots[k], q[k]) for k in slots}
         return st
 
-    def result(self, st: Queues) -> Result:
+    def result(self, st: InstanceQueues) -> Result:
         """The plan played through the fleet's replay (what `finish` turns into a Solution)."""
         self.budget.charge(REPLAY_S_PER_RUN * len(self.jobs))
         order = [r for k in st.slots for r in st.q[k]]
@@ -110,7 +110,7 @@ class Evaluator:
 class TypeHeaps:
     """Per instance type, its instances by finish time (lazy heaps): the earliest few in O(k log n)."""
 
-    def __init__(self, st: Queues):
+    def __init__(self, st: InstanceQueues):
         self.st = st
         self.rank = {k: i for i, k in enumerate(st.slots)}
         self.heaps: dict[int, list[tuple[float, int, str]]] = {}
@@ -140,7 +140,7 @@ class TypeHeaps:
         return [e[2] for e in out]
 
 
-def insert_best(st: Queues, ev: Evaluator, heaps: TypeHeaps, rid: str, extra: Sequence[str] = ()) -> bool:
+def insert_best(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, rid: str, extra: Sequence[str] = ()) -> bool:
     """Append `rid` to the queue where that instance then finishes first: among the earliest-finishing
     instances of each type it may use, and `extra` ones. False when no instance can take it."""
     best: tuple[float, int, str] | None = None
@@ -165,7 +165,7 @@ def insert_best(st: Queues, ev: Evaluator, heaps: TypeHeaps, rid: str, extra: Se
     return True
 
 
-def construct(conc: Concrete, order: Sequence[str], ev: Evaluator) -> Queues | None:
+def construct(conc: Concrete, order: Sequence[str], ev: Evaluator) -> InstanceQueues | None:
     """Best insertion: runs in priority order, each appended where its instance then finishes first."""
     st = ev.state(conc, {})
     heaps = TypeHeaps(st)
@@ -175,7 +175,7 @@ def construct(conc: Concrete, order: Sequence[str], ev: Evaluator) -> Queues | N
     return st
 
 
-def local_search(st: Queues, ev: Evaluator, allowance: float) -> bool:
+def local_search(st: InstanceQueues, ev: Evaluator, allowance: float) -> bool:
     """Move a run off one of the latest-finishing instances (to another position of its own queue or
     to an earliest-finishing instance of a type it may use, at the front, the end or its priority
     place), or swap it with a shorter run there; keep a change when the finish profile improves.
@@ -199,7 +199,7 @@ def _positions(n: int) -> list[int]:
     return list(range(n + 1)) if n <= ALL_POSITIONS else sorted({0, 1, n // 4, n // 2, 3 * n // 4, n - 1, n})
 
 
-def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bool:
+def _one_move(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bool:
     budget = ev.budget
     rank = heaps.rank
     sources = sorted(st.fin, key=lambda k: (-st.fin[k], rank[k]))[:SOURCES]
@@ -279,7 +279,7 @@ def _one_move(st: Queues, ev: Evaluator, heaps: TypeHeaps, stop_at: float) -> bo
 KICK = 3  # runs moved by one kick of the iterated search
 
 
-def iterated_search(best: Queues, ev: Evaluator, allowance: float, bound: float) -> Queues:
+def iterated_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: float) -> InstanceQueues:
     """Iterated local search: from the best plan, move a few runs of the latest-finishing instances
     to random instances they may use (at random places), search locally, keep the result when its
     finish profile is better. Seeded, so the same input takes the same kicks; stops when the

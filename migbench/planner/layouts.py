@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from migbench.duration import Slot
-from migbench.planner.improve import Evaluator, Queues, TypeHeaps, better, insert_best, local_search
+from migbench.planner.improve import Evaluator, InstanceQueues, TypeHeaps, better, insert_best, local_search
 from migbench.planner.problem import PlanningProblem
 from migbench.types import InstanceRef, Placement
 
@@ -21,8 +21,8 @@ CRITICAL = 3  # a move also re-places the runs of this many latest-finishing ins
 POLISH_S = 0.02  # reference seconds of local search after each move (scaled with the problem)
 
 
-def relayout(st: Queues, prob: PlanningProblem, gpu: int, lay: tuple[Placement, ...], ev: Evaluator,
-             rank: dict[str, int]) -> Queues | None:
+def relayout(st: InstanceQueues, prob: PlanningProblem, gpu: int, lay: tuple[Placement, ...], ev: Evaluator,
+             rank: dict[str, int]) -> InstanceQueues | None:
     """`st` with GPU `gpu` cut as `lay`: its runs and those of the latest-finishing instances are put
     back by best insertion, in priority order (`rank`). None when some run finds no instance."""
     new = st.copy()
@@ -63,9 +63,9 @@ def relayout(st: Queues, prob: PlanningProblem, gpu: int, lay: tuple[Placement, 
 
 
 def layout_search(
-    st: Queues, prob: PlanningProblem, ev: Evaluator, allowance: float, preferred: Sequence[tuple[str, int]],
+    st: InstanceQueues, prob: PlanningProblem, ev: Evaluator, allowance: float, preferred: Sequence[tuple[str, int]],
     rank: dict[str, int],
-) -> Queues:
+) -> InstanceQueues:
     """Improve `st` by one-GPU layout moves until none helps or `allowance` reference seconds are
     spent. `preferred`: (model, layout index) pairs the bound's solutions use, tried first."""
     budget = ev.budget
@@ -103,7 +103,7 @@ def layout_search(
     return st
 
 
-def _gpu_order(st: Queues) -> list[int]:
+def _gpu_order(st: InstanceQueues) -> list[int]:
     """GPUs by their latest finish: the most idle first, then the busiest, alternating."""
     last: dict[int, float] = {}
     for k, f in st.fin.items():

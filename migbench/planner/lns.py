@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from migbench.planner.budget import PLAY_S
-from migbench.planner.improve import TARGETS_PER_TYPE, Evaluator, Queues, better, local_search
+from migbench.planner.improve import TARGETS_PER_TYPE, Evaluator, InstanceQueues, better, local_search
 
 NEIGHBOURHOODS = ("unload", "pair", "gpu")
 LATE = 6  # the destroy step starts from one of this many latest-finishing instances
@@ -46,18 +46,18 @@ class LnsStats:
         return ", ".join(f"{n} {self.kept[n]}/{self.tried[n]} kept (-{self.gain_s[n] / 3600:.2f} h)" for n in NEIGHBOURHOODS)
 
 
-def _load(ev: Evaluator, st: Queues, key: str, rid: str) -> float:
+def _load(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> float:
     """A run's share of an instance's work: its lane time, max(u d / c, d / k)."""
     j, s = ev.jobs[rid], st.slots[key]
     k = max(1, min(j.cap, s.memory_mib // max(1, j.memory_mib)))
     return max(j.work_s * j.compute / s.capacity, j.work_s / k) if s.capacity > 0 else float("inf")
 
 
-def _fits(ev: Evaluator, st: Queues, key: str, rid: str) -> bool:
+def _fits(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> bool:
     return st.slot_type[key] in ev.types_of[rid] and ev.jobs[rid].memory_mib <= st.slots[key].memory_mib
 
 
-def _deal(st: Queues, ev: Evaluator, keys: Sequence[str], rng: random.Random | None) -> Queues | None:
+def _deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random | None) -> InstanceQueues | None:
     """The runs of `keys` that every one of them may take, dealt again among them (the others stay
     where they are): longest first (noisy with `rng`), each to the least-loaded instance it fits."""
     pool = [r for k in keys for r in st.q[k] if all(_fits(ev, st, k2, r) for k2 in keys)]
@@ -94,7 +94,7 @@ def _deal(st: Queues, ev: Evaluator, keys: Sequence[str], rng: random.Random | N
 SPLIT_STATES = 4000  # the exact split of two one-at-a-time queues keeps at most this many partial sums
 
 
-def _split(st: Queues, ev: Evaluator, a: str, b: str) -> Queues | None:
+def _split(st: InstanceQueues, ev: Evaluator, a: str, b: str) -> InstanceQueues | None:
     """Two instances that each run one run at a time (every run there has a sharing cap of 1, so an
     instance finishes at the sum of its runs' solo times): their common runs split between them
     exactly, by dynamic programming over the first instance's load (to the second), minimising the
@@ -141,7 +141,7 @@ def _split(st: Queues, ev: Evaluator, a: str, b: str) -> Queues | None:
     return new
 
 
-def _unload(st: Queues, ev: Evaluator, src: str) -> Queues | None:
+def _unload(st: InstanceQueues, ev: Evaluator, src: str) -> InstanceQueues | None:
     """The runs of `src` another instance may take, longest first, each moved where its new instance
     then finishes first (among each allowed type's earliest-finishing instances) when that is before
     `src` finished; the rest stay in their order."""
@@ -181,7 +181,7 @@ def _unload(st: Queues, ev: Evaluator, src: str) -> Queues | None:
     return new
 
 
-def lns_search(best: Queues, ev: Evaluator, allowance: float, bound: float, stats: LnsStats | None = None) -> Queues:
+def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: float, stats: LnsStats | None = None) -> InstanceQueues:
     """Destroy-and-repair rounds from the best plan (see the module's docstring) until the allowance
     (reference seconds) is spent, the plan reaches `bound`, or a full round of every neighbourhood on
     every late instance keeps nothing."""

@@ -23,7 +23,7 @@ from migbench.planner.exact import small_enough, solve_exact
 from migbench.planner.improve import (
     TARGETS_PER_TYPE,
     Evaluator,
-    Queues,
+    InstanceQueues,
     better,
     construct,
     ect_queues,
@@ -51,7 +51,7 @@ class _Search:
         self.ev = ev
         self.order = order
         self.budget = budget
-        self.best: Queues | None = None
+        self.best: InstanceQueues | None = None
         self.tried: set[tuple] = set()
         self.preferred: list[tuple[str, int]] = []  # (model, layout index) the relaxations used
         self.cls = class_of(prob)
@@ -61,7 +61,7 @@ class _Search:
     def makespan(self) -> float:
         return self.best.makespan() if self.best is not None else float("inf")
 
-    def offer(self, st: Queues | None) -> None:
+    def offer(self, st: InstanceQueues | None) -> None:
         if st is None:
             return
         if self.best is None or better(st.profile(), self.best.profile()):

@@ -14,8 +14,8 @@ from migbench.report.data import (
     Bar,
     GpuView,
     InstanceMemory,
+    MemoryRow,
     Report,
-    RunMemory,
     Series,
     busy_intervals,
 )
@@ -322,7 +322,7 @@ def grain_chart(
 # ---------------------------------------------------------------------------------------------
 
 
-def memory_runs_chart(runs: Sequence[RunMemory], width: int = WIDTH, height: int = 220) -> str:
+def memory_runs_chart(runs: Sequence[MemoryRow], width: int = WIDTH, height: int = 220) -> str:
     """Per run: planned memory (grey bar), measured peak (dot; red above the plan), instance memory (tick)."""
     runs = sorted(runs, key=lambda r: (r.group, r.planned_mib, r.id))
     x0, y_top, y0 = 60, 10, height - 24
@@ -362,9 +362,9 @@ def memory_runs_chart(runs: Sequence[RunMemory], width: int = WIDTH, height: int
     return svg(width, height, body, label="memory per run: planned vs measured peak", class_="mem")
 
 
-def memory_groups_chart(runs: Sequence[RunMemory], width: int = WIDTH, height: int = 220) -> tuple[str, list[tuple]]:
+def memory_groups_chart(runs: Sequence[MemoryRow], width: int = WIDTH, height: int = 220) -> tuple[str, list[tuple]]:
     """Per group: planned memory (bar) and measured peaks (least to most, median dot)."""
-    groups: dict[str, list[RunMemory]] = {}
+    groups: dict[str, list[MemoryRow]] = {}
     for r in runs:
         groups.setdefault(r.group, []).append(r)
     rows = []

@@ -105,7 +105,7 @@ class GpuUse:
 
 
 @dataclass
-class RunMemory:
+class MemoryRow:
     id: str
     group: str
     planned_mib: int  # what the plan sized it by: the sweep's declared or estimated memory
@@ -157,7 +157,7 @@ class Report:
     launch: LaunchInfo | None
     series: list[Series]
     utilisation: list[GpuUse]
-    memory_runs: list[RunMemory]
+    memory_runs: list[MemoryRow]
     memory_instances: list[InstanceMemory]
     runs: int
     detail: bool
@@ -525,7 +525,7 @@ def measured_peaks(launch: LaunchState | None) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tuple[int, str]]) -> list[RunMemory]:
+def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tuple[int, str]]) -> list[MemoryRow]:
     peaks = dict(extra)
     peaks.update(measured_peaks(launch))
     inst_mem = {i.key: i.memory_mib for i in plan.instances}
@@ -536,7 +536,7 @@ def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tupl
         where = (row.instance if row and row.instance else None) or r.instance_key
         inst_mib = (row.instance_mib if row and row.instance_mib else None) or (inst_mem.get(where) if where else None)
         peak = peaks.get(r.id)
-        out.append(RunMemory(r.id, r.group, r.memory_mib, peak[0] if peak else None, inst_mib, peak[1] if peak else ""))
+        out.append(MemoryRow(r.id, r.group, r.memory_mib, peak[0] if peak else None, inst_mib, peak[1] if peak else ""))
     return out
 
 

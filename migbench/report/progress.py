@@ -1,7 +1,7 @@
 """A sweep's progress as it runs: each instance's runs and how far along they are, the counts, and
 an ETA from the duration model corrected by what has finished. `migbench status --watch` draws it.
 
-The plan is read once (`Progress.for_plan`); each refresh takes the runs from the launch state's
+The plan is read once (`SweepProgress.for_plan`); each refresh takes the runs from the launch state's
 status document (`launch.status.status_doc`) and nothing else.
 
 The ETA: a finished run took `actual` where the plan expected `expected` (its planned start to its
@@ -82,7 +82,7 @@ class Snapshot:
     notes: list[str]
 
 
-class Progress:
+class SweepProgress:
     """The plan's side of the live view, computed once; `snapshot(doc)` per refresh."""
 
     def __init__(self, plan: Plan):
@@ -105,7 +105,7 @@ class Progress:
         self._eta_at: float | None = None  # Unix time the sweep is expected to end
 
     @classmethod
-    def for_plan(cls, plan: Plan) -> Progress:
+    def for_plan(cls, plan: Plan) -> SweepProgress:
         return cls(plan)
 
     def factor(self, runs: Sequence[Mapping[str, Any]]) -> tuple[float | None, int]:
@@ -178,7 +178,7 @@ class Progress:
         return remaining
 
 
-def remaining_s(p: Progress, left: Sequence[Mapping[str, Any]], factor: float) -> float | None:
+def remaining_s(p: SweepProgress, left: Sequence[Mapping[str, Any]], factor: float) -> float | None:
     """Seconds until the runs in `left` (status rows not finished) are done: the one event player on
     the plan's instances, running runs first with the work they have left, every duration x factor."""
     jobs: list[Demand] = []

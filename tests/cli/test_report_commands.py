@@ -67,10 +67,10 @@ def test_live_view_of_a_running_sweep_shows_progress_and_an_eta(plan):
 
     from migbench.cli.live import live_view
     from migbench.launch.status import status_doc
-    from migbench.report.progress import Progress
+    from migbench.report.progress import SweepProgress
 
     w = write_state(plan, done_fraction=0.5, alive_pid=os.getpid())
-    snap = Progress(plan).snapshot(status_doc(w.state_dir))
+    snap = SweepProgress(plan).snapshot(status_doc(w.state_dir))
     con = Console(width=160, record=True, color_system=None)
     con.print(live_view(snap))
     text = con.export_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from migbench.report.progress import Progress
+from migbench.report.progress import SweepProgress
 from tests.support.reportkit import plan_sweep
 
 ONE = """\
@@ -36,7 +36,7 @@ def doc(runs, alive=True):
 
 
 def test_eta_is_the_remaining_work_corrected_by_what_finished(one_plan):
-    p = Progress(one_plan)
+    p = SweepProgress(one_plan)
     inst = one_plan.instances[0].key
     first, second = (one_plan.instances[0].runs[0], one_plan.instances[0].runs[1])
     # the first took 200 s where the plan expected 100 s: factor 2; the second has run 50 s of its 200
@@ -52,7 +52,7 @@ def test_eta_is_the_remaining_work_corrected_by_what_finished(one_plan):
 
 
 def test_eta_keeps_its_time_of_day_until_a_run_changes_state(one_plan, monkeypatch):
-    p = Progress(one_plan)
+    p = SweepProgress(one_plan)
     inst = one_plan.instances[0].key
     rows = [{"id": rid, "state": "queued", "elapsed_s": None, "instance": inst, "queue": inst, "attempt": 0}
             for rid in one_plan.instances[0].runs]
@@ -67,5 +67,5 @@ def test_eta_keeps_its_time_of_day_until_a_run_changes_state(one_plan, monkeypat
 
 def test_a_plan_without_durations_has_no_eta(tmp_path):
     plan = plan_sweep(tmp_path, ONE.replace("    duration: 100s\n", ""), time_limit_s=0.3)
-    snap = Progress(plan).snapshot(doc([]))
+    snap = SweepProgress(plan).snapshot(doc([]))
     assert snap.eta_s is None and any("no ETA" in n for n in snap.notes)
