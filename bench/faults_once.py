@@ -21,8 +21,10 @@ begins and `<run> <attempt> done` when it ends (after a sleep of 0.2, 0.5 or 0.9
 After each trial a last plain launch runs to the end. Per class: trials, runs executed twice (a
 second `start` line: must be 0), finished runs re-run (a `start` after a `done`: 0), outcomes lost
 or unknown (a run's final state not `succeeded`; each explained, next to how many the fault made
-unknown by design), holes (a final state that the
-ledger contradicts: `succeeded` without a `done`, or a run neither done nor unknown: 0).
+unknown by design, and of runs the kill itself hit in the instant between their start gate and
+their exec, while their process still bore the shim's command line: recorded truthfully as killed,
+exit 137), holes (a final state that the ledger contradicts: `succeeded` without a `done`, or a run
+neither done, unknown, nor killed that way: 0).
 """
 
 from __future__ import annotations
@@ -150,7 +152,11 @@ def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
         if row["state"] != "succeeded":
             tally["outcomes lost or unknown"] += 1
             notes.append(f"trial {t.n} {k}: {row['state']}: {row['last_error']}")
-        if (row["state"] == "succeeded" and not dones[k]) or (not dones[k] and row["state"] != "unknown"):
+        # The kill hit the run's own process between the start gate and its exec, while it still bore its
+        # parent's command line (python -m migbench.launch.shim ...): a truthful outcome (killed), not a hole.
+        killed_at_start = row["state"] == "failed" and row["exit_code"] == 137 and not starts[k]
+        tally["killed by the fault before their command began"] += killed_at_start
+        if (row["state"] == "succeeded" and not dones[k]) or (not dones[k] and row["state"] != "unknown" and not killed_at_start):
             tally["holes"] += 1
             notes.append(f"trial {t.n} {k}: hole: state {row['state']}, {starts[k]} start(s), {dones[k]} done")
 
@@ -237,9 +243,9 @@ def final_moment(t: Trial, rng: random.Random) -> None:
 
 def deleted_after_finish(t: Trial, rng: random.Random) -> None:
     p = t.start()
-    _wait(lambda: _at_work(t, 3))
-    shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
+    _wait(lambda: _at_work(t, 1))  # the launcher cannot have ended while a run works
     os.kill(p.pid, signal.SIGSTOP)
+    shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
     try:
         _wait(lambda: all(_gone(pid) for pid in shims))
         time.sleep(rng.uniform(0.0, 0.2))
@@ -281,7 +287,8 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
                     t.finish()
                     judge(t, tally, notes)
                 out[name] = {**{k: tally[k] for k in ("trials", "runs", "runs executed twice", "finished runs re-run",
-                                                       "outcomes lost or unknown", "expected unknown", "holes")},
+                                                       "outcomes lost or unknown", "expected unknown",
+                                                       "killed by the fault before their command began", "holes")},
                              "seconds": round(time.monotonic() - t0), "notes": notes[:10]}
         finally:
             try:
@@ -292,8 +299,10 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "expected unknown", "holes", "seconds")
-    print(f"{'fault class':34}" + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(expected)", "holes", "s")))
+    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "expected unknown",
+            "killed by the fault before their command began", "holes", "seconds")
+    print(f"{'fault class':34}" + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(unknown exp.)",
+                                                               "(killed@start)", "holes", "s")))
     for name, v in res.items():
         print(f"{name:34}" + "".join(f"{v[c]:>13}" for c in cols))
     for name, v in res.items():
