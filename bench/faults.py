@@ -27,7 +27,8 @@ migbench in any of these steps is counted. Options: --quick (fewer trials), --on
 --seed N, --fuzz N (inputs per loader, default 3000), --keep; --host runs the host-level classes of
 issue 19 instead (`bench/faults_host.py`: two state dirs, a second sweep on the same instances, apply
 of another plan during a launch, full disk during apply; its own --trials N); --once runs the
-exactly-once campaign of issue 19 instead (`bench/faults_once.py`).
+exactly-once campaign of issue 19 instead (`bench/faults_once.py`); --security its security cases
+as a hostile user, and a loader fuzz pass (`bench/faults_security.py`).
 """
 
 from __future__ import annotations
@@ -445,6 +446,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--host", action="store_true", help="the host-level classes of issue 19 instead (bench/faults_host.py)")
     ap.add_argument("--once", action="store_true", help="only the exactly-once campaign of issue 19 (bench/faults_once.py)")
+    ap.add_argument("--security", action="store_true", help="only the security cases of issue 19 (bench/faults_security.py)")
     args, rest = ap.parse_known_args()
     if args.host:
         from bench.faults_host import main as host_faults
@@ -458,6 +460,10 @@ def main() -> None:
 
         once(trials=5 if args.quick else 20, seed=args.seed, keep=args.keep)
         return
+    if args.security:
+        from bench.faults_security import run as security
+
+        sys.exit(security(30 if args.quick else 200, args.seed, args.keep))
     parts = {int(x) for x in args.only.split(",")}
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="migbench-faults-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))

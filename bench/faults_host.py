@@ -246,8 +246,8 @@ def apply_during_launch(base: Path, trials: int, rng: random.Random, tally: Tall
                 if rca == 0:
                     c["A ran every run"] += 1
                 else:  # refused at its start (an apply held the host), or runs held back (their device gone)
-                    why = "held back runs (device gone)" if "gone from the host" in out else "refused at start (an apply ran)" \
-                        if "is changing this host's GPUs" in out else f"exit {rca}"
+                    why = ("held back runs (device gone)" if "gone from the host" in out else "refused at start (an apply ran)"
+                           if "is changing this host's GPUs" in out or "no longer matches the applied plan" in out else f"exit {rca}")
                     c[f"A {why}, then launched again"] += 1
                     shutil.copy(r.state_dir / "bindings.json", sd / "bindings.json")
                     again = r.start("--state-dir", str(sd), extra_env={"TOY_LEDGER": str(ledger)})

@@ -50,14 +50,14 @@ _PEAK_RSS = (
 )
 
 
-def plan_command(sweep: Path, out: Path, objective: str, limit: float) -> dict:
+def plan_command(sweep: Path, out: Path, objective: str, limit: float, extra: tuple[str, ...] = ()) -> dict:
     """`migbench plan SWEEP -o OUT --json --objective O --time-limit L` in a new process, as a user
     runs it: wall seconds, the solver's own seconds (from the JSON), peak RSS of the process (MiB)
     and the plan's solver block."""
     env = dict(os.environ, MIGBENCH_WIDTH="120")
     env.pop("MIGBENCH_SIM", None)
     cmd = [sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json", "--objective", objective,
-           "--time-limit", str(limit)]
+           "--time-limit", str(limit), *extra]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe, \
             tempfile.NamedTemporaryFile("r") as fr:

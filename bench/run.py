@@ -37,6 +37,7 @@ from ortools.sat.python import cp_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import best_known  # noqa: E402
 from bench.plan_e2e import plan_command, run_case  # noqa: E402
 from bench.scenarios import Scenario, all_scenarios  # noqa: E402
 from bench.sweepgen import demands_sweep  # noqa: E402
@@ -46,6 +47,8 @@ from migbench.duration.replay import list_schedule  # noqa: E402
 from migbench.forecast.baselines import fixed_layout, greedy_ffd, one_per_gpu  # noqa: E402
 from migbench.forecast.simulate import SimReport, figures, simulate_solution  # noqa: E402
 from migbench.planner import SolveOptions, solve  # noqa: E402
+from migbench.planner.budget import default_work  # noqa: E402
+from migbench.planner.makespan import LAST_STATS  # noqa: E402
 from migbench.types import InstanceRef, Placement  # noqa: E402
 from migbench.units import format_duration  # noqa: E402
 
@@ -64,6 +67,7 @@ class Row:
     utilisation: float | None
     lb_ratio: float | None
     note: str = ""
+    bk_ratio: float | None = None  # makespan / the best known plan's (bench/best_known/)
 
 
 def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None]:
@@ -146,15 +150,25 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
                int(obj), rep.makespan_s if complete else None, rep.utilisation, None, note), (rep if complete else None)
 
 
-def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
+def bench(sc: Scenario, skip_direct: bool, limit: float | None = None, baselines: bool = True, idle: bool = False) -> list[Row]:
     rows: list[Row] = []
-    ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="makespan", workers=1))
+    known = best_known.load(sc)
+    best = known["makespan_s"] if known else None
+    limit = limit or sc.time_limit_s
+    work = default_work(limit, len(sc.runs)) if idle else None  # the budget of the limit, the clock out of the way
+    ms = solve(sc.runs, sc.fleet, SolveOptions(time_limit_s=limit * 20 if idle else limit, work_s=work, objective="makespan", workers=1))
     rep = simulate_solution(ms, sc.fleet, sc.runs, DurationModel())
     lb = ms.bound
+    stats = LAST_STATS.describe() if LAST_STATS.tried else "none tried"
     rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
                     rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
-                    f"plan estimate {format_duration(ms.objective)}"))
-    rows.append(command_row(sc))
+                    f"plan estimate {format_duration(ms.objective)}; large neighbourhoods: {stats}",
+                    rep.makespan_s / best if best else None))
+    cmd = command_row(sc, limit, work)
+    cmd.bk_ratio = cmd.makespan_s / best if best and cmd.makespan_s else None
+    rows.append(cmd)
+    if not baselines:
+        return rows
     tp = solve([replace(r, duration_s=None) for r in sc.runs],
                sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
     rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
@@ -178,12 +192,14 @@ def bench(sc: Scenario, skip_direct: bool) -> list[Row]:
     return rows
 
 
-def command_row(sc: Scenario) -> Row:
-    """The scenario planned by `migbench plan` in a new process, as a user runs it."""
+def command_row(sc: Scenario, limit: float, work: float | None = None) -> Row:
+    """The scenario planned by `migbench plan` in a new process, as a user runs it (with `work`: that
+    budget and a wall limit far above it, as on an idle machine)."""
     with tempfile.TemporaryDirectory() as tmp:
         sweep = Path(tmp) / "sweep.yaml"
         sweep.write_text(demands_sweep(sc.name.replace(" ", "-"), sc.runs, sc.fleet))
-        r = plan_command(sweep, Path(tmp) / "plan.yaml", "makespan", sc.time_limit_s)
+        r = plan_command(sweep, Path(tmp) / "plan.yaml", "makespan", limit * 20 if work else limit,
+                         ("--work", f"{work:.4f}") if work else ())
     s = r["doc"]["solver"]
     stopped = any("wall-clock" in w for w in r["warnings"])
     lb = s.get("bound") or 0.0
@@ -212,7 +228,7 @@ def scaling() -> list[str]:
 
 
 def fmt(rows: list[Row], md: bool) -> str:
-    head = ["scenario", "method", "solve s", "status", "gap", "at once", "makespan", "util.", "makespan/LB", "note"]
+    head = ["scenario", "method", "solve s", "status", "gap", "at once", "makespan", "util.", "makespan/LB", "makespan/best known", "note"]
     lines = []
     for r in rows:
         lines.append([
@@ -221,6 +237,7 @@ def fmt(rows: list[Row], md: bool) -> str:
             "-" if r.makespan_s is None else format_duration(r.makespan_s),
             "-" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
             "-" if r.lb_ratio is None else f"{r.lb_ratio:.3f}",
+            "-" if r.bk_ratio is None else f"{r.bk_ratio:.3f}",
             r.note,
         ])
     if md:
@@ -263,6 +280,10 @@ def main() -> None:
     ap.add_argument("--skip-direct", action="store_true", help="skip baseline 4 (direct CP-SAT)")
     ap.add_argument("--quick", action="store_true", help="skip the 10,000-run scenario")
     ap.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
+    ap.add_argument("--time-limit", type=float, help="every scenario's time limit (default: its own, 10 s or 60 s)")
+    ap.add_argument("--no-baselines", action="store_true", help="only migbench's rows (no baselines, no runs-at-once row)")
+    ap.add_argument("--idle", action="store_true", help="plan with the limit's deterministic budget and the wall clock out of the way "
+                    "(`--work`): the plans an idle machine makes, whatever the load here")
     ap.add_argument("--out", default=str(HERE / "results.md"), help="markdown output (default bench/results.md)")
     args = ap.parse_args()
     rows: list[Row] = []
@@ -277,7 +298,7 @@ def main() -> None:
     for sc in scenarios:
         print(f"== {sc.name}: {len(sc.runs)} runs on {sc.fleet_text} (time limit {sc.time_limit_s:.0f} s)", flush=True)
         descr.append(f"- **{sc.name}**: {sc.description}; {len(sc.runs)} runs on {sc.fleet_text}; planner budget {sc.time_limit_s:.0f} s")
-        part = bench(sc, args.skip_direct)
+        part = bench(sc, args.skip_direct, args.time_limit, baselines=not args.no_baselines, idle=args.idle)
         print(fmt(part, md=False), flush=True)
         rows.extend(part)
     print("\n" + "\n".join(summary(scenarios, rows, md=False)), flush=True)
@@ -293,7 +314,7 @@ def main() -> None:
     md = [
         "# Planner benchmark",
         "",
-        f"Generated by `python bench/run.py{' --quick' if args.quick else ''}` ({env}); whole run {total:.0f} s; "
+        f"Generated by `python bench/run.py {' '.join(sys.argv[1:])}` ({env}); whole run {total:.0f} s; "
         f"load average at the start {load}.",
         "",
         "Scenarios (seeded, bench/scenarios.py):",
@@ -303,8 +324,9 @@ def main() -> None:
         "as a sweep file and planned in a new process; its makespan is the plan's own estimate); status/gap = the",
         "solver's own (for the makespan objective the gap is (makespan - LB) / makespan); at once = runs started at",
         "time 0; makespan = the sweep played through the duration model with the launcher's queue policy; util. =",
-        "busy slice-hours / available slice-hours; makespan/LB against the planner's proven lower bound for plans",
-        "with one fixed layout per GPU.",
+        "busy compute / available compute (the runs' compute served under the duration model); makespan/LB against the planner's proven lower bound for plans",
+        "with one fixed layout per GPU; makespan/best known against the shortest plan the bench's own long search",
+        "found (`python bench/best_known.py`, kept in bench/best_known/, checked and replayed here the same way).",
         "A baseline whose layout cannot host some runs shows no makespan (those runs never run).",
         "",
         fmt(rows, md=True),

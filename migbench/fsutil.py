@@ -235,6 +235,41 @@ def require_trusted(path: str | os.PathLike[str], what: str) -> None:
         )
 
 
+def output_dir(path: str | os.PathLike[str], what: str, sub: tuple[str, ...] = ()) -> Path:
+    """Create (or reuse) the directory `path` that an export writes into, with its subdirectories
+    `sub`: refused when another user could change what is there (`require_trusted`: an admin is
+    told to run the scripts written there as root), or when `path` or a subdirectory is a
+    symbolic link or not a directory (never followed: a planted `nodes -> /etc`), or when it or a
+    subdirectory holds a symbolic link or special file (refused before anything is written)."""
+    p = Path(path)
+    require_trusted(p, what)
+    odd: list[str] = []
+    for d in (p, *(p / s for s in sub)):  # all checked before anything is made or written: nothing half-done
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise from_os_error(exc, f"use the {what}") from None
+        if stat.S_ISLNK(st.st_mode) and d != p:
+            raise MigbenchError(f"refusing to write into {d}: it is a symbolic link (to {os.readlink(d)}), which migbench never follows "
+                                f"inside the {what}", hint=f"remove it (`rm {d}`) if you did not make it, then export again")
+        if not stat.S_ISDIR(os.stat(d).st_mode):
+            raise MigbenchError(f"{d} is not a directory", hint=f"give the {what} a new name or an existing directory")
+        with os.scandir(d) as it:
+            odd += [e.path for e in it if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))]
+    if odd:
+        shown = ", ".join(sorted(odd)[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+        raise MigbenchError(f"refusing to write into the {what} {p}: it holds a symbolic link or special file where migbench "
+                            f"writes only regular files ({shown})", hint="remove them if you did not make them, then export again")
+    for d in (p, *(p / s for s in sub)):
+        try:
+            os.makedirs(d, exist_ok=True)  # a user's directories get the usual modes
+        except OSError as exc:
+            raise from_os_error(exc, f"create the {what}") from None
+    return p
+
+
 def tighten_dir(path: str | os.PathLike[str]) -> None:
     """Give an existing directory of ours the state directory mode (older versions made them 0755)."""
     try:

@@ -45,6 +45,10 @@ PLAN_VERSION = 1
 PLAN_KIND = "migbench-plan"
 
 
+SECRET_MODE = 0o600
+"""The mode of a file migbench writes that carries the sweep's `env:` values (a plan, its export)."""
+
+
 @dataclass(frozen=True)
 class PlanGpu:
     """A GPU of the plan: its plan-wide index, model, driver and, in a fleet of several machines,
@@ -250,16 +254,23 @@ class Plan:
     def to_yaml(self) -> str:
         return yamlio.dump(self.to_dict())
 
+    def has_env_values(self) -> bool:
+        """Whether the plan carries `env:` values (the sweep's `launch.env` or a group's `env`),
+        which may be tokens: such a plan file is written 0600 (`SECRET_MODE`), and an export puts
+        it in a Kubernetes Secret."""
+        return bool(self.launch.env) or any(r.env for r in self.runs)
+
     def to_json(self, *, timings: bool = True) -> str:
         return json.dumps(self.to_dict(timings=timings), indent=2)
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the plan file atomically (a temp file renamed over it). A device or a pipe (say
-        `-o /dev/null`) is written through, never replaced; a directory is an error. It never
+        """Write the plan file atomically (a temp file renamed over it): 0600 when it carries `env:`
+        values (`has_env_values`). /dev/null is written through; a link, a pipe, another device or a
+        directory is an error (`fsutil.write_text_atomic`). It never
         replaces its own sweep file, nor (without `force`) a file that is not a migbench plan."""
         p = Path(path)
         check_output(p, self.sweep_file, force=force, name=self.name)
-        write_text_atomic(p, self.to_yaml(), "plan file")
+        write_text_atomic(p, self.to_yaml(), "plan file", mode=SECRET_MODE if self.has_env_values() else None)
         if p.is_file():
             self.path = str(p)
         return p

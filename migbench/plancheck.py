@@ -50,9 +50,16 @@ holds 70): more is refused by `yamlio.shape_problem` before anything is built (a
 once took 8 GiB)."""
 
 
+MAX_PLAN_ITEMS = 1_000_000
+"""The most items one list or mapping of a plan file may hold (its longest, `runs`, holds at most
+100,000): a longer one is refused as soon as it is counted (values are counted one by one only in
+a file that may hold more than `MAX_PLAN_NODES`: a 74 MiB plan with a 26M-item list is refused in
+about 7 s, in 300 MiB)."""
+
+
 def shape_error(text: str, file: str) -> InputError | None:
     """The plan file refused for its size in values or its depth (None: fine)."""
-    shape = shape_problem(text, max_nodes=MAX_PLAN_NODES)
+    shape = shape_problem(text, max_nodes=MAX_PLAN_NODES, max_items=MAX_PLAN_ITEMS)
     if shape is None:
         return None
     prob = Problem(shape.message, file, shape.line, shape.field)

@@ -321,8 +321,9 @@ def shape_bounds(text: str) -> tuple[int, int]:
     return 2 * marks + 2, flow
 
 
-def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> Shape | None:
-    """Whether `text` holds more than `max_nodes` values or nests deeper than `max_depth`, decided
+def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH, max_items: int | None = None) -> Shape | None:
+    """Whether `text` holds more than `max_nodes` values, nests deeper than `max_depth` or (given
+    `max_items`) has a list or mapping of more than `max_items` items, decided
     before any node or object is built: by `shape_bounds` when they suffice, else by counting
     the parser's events (libyaml's, when built), stopping at the first value past a limit. A
     syntax error is left to the loader that follows (None)."""
@@ -330,8 +331,19 @@ def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> S
     lead = max_depth - flow - 2
     if nodes <= max_nodes and lead > 0 and not re.search(rf"^[ \t?:-]{{{lead}}}", text, re.M):
         return None
-    loader = yaml.CSafeLoader(text) if C_AVAILABLE else yaml.SafeLoader(text)
-    stack: list[list[Any]] = []  # per open collection: [is_map, key or index, expecting a key]
+    for fast in ((True, False) if C_AVAILABLE else (False,)):
+        try:
+            return _count_events(yaml.CSafeLoader(text) if fast else yaml.SafeLoader(text), max_nodes, max_depth, max_items or max_nodes)
+        except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's own limit (deeper than ours): said at once
+                mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+                return Shape(f"nested more than {max_depth} levels deep", None if mark is None else mark.line + 1, None)
+            continue  # a syntax error to libyaml: PyYAML's parser (which does not recurse) tries
+    return None  # a syntax error: the loader that follows says where
+
+
+def _count_events(loader: Any, max_nodes: int, max_depth: int, max_items: int) -> Shape | None:
+    stack: list[list[Any]] = []  # per open collection: [is_map, key or index, expecting a key, items]
     count = 0
     try:
         while loader.check_event():
@@ -348,14 +360,14 @@ def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH) -> S
                 if opens:
                     if len(stack) >= max_depth:
                         return Shape(f"nested more than {max_depth} levels deep", _line(ev), _path(stack))
-                    stack.append([isinstance(ev, yaml.MappingStartEvent), None if isinstance(ev, yaml.MappingStartEvent) else 0, True])
+                    stack.append([isinstance(ev, yaml.MappingStartEvent), None if isinstance(ev, yaml.MappingStartEvent) else 0, True, 0])
                 else:
                     _advance(stack)
             elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 stack.pop()
                 _advance(stack)
-    except yaml.YAMLError:
-        return None
+            if stack and stack[-1][3] > max_items:
+                return Shape(f"a list or mapping of more than {max_items:,} items: too large for this file", _line(ev), _path(stack))
     finally:
         loader.dispose()
     return None
@@ -370,6 +382,7 @@ def _advance(stack: list[list[Any]]) -> None:
     """A value ended: the parent mapping expects a key next, the parent sequence its next item."""
     if stack:
         top = stack[-1]
+        top[3] += 1
         if top[0]:
             top[2] = True
         else:
@@ -381,7 +394,7 @@ def _path(stack: list[list[Any]]) -> str | None:
         head, tail = _path(stack[:8]) or "", _path(stack[-3:]) or ""
         return f"{head}...({len(stack) - 11} levels)...{tail if tail.startswith('[') else '.' + tail}"
     parts: list[str] = []
-    for is_map, key, _ in stack:
+    for is_map, key, *_ in stack:
         if is_map:
             if key is not None:
                 parts.append(("." if parts else "") + str(key))

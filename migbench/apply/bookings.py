@@ -54,12 +54,15 @@ class Booking:
     state_dir: str
     instances: dict[str, str] = field(default_factory=dict)  # MIG uuid -> plan instance key
     started_at: float = 0.0
+    processes: list[tuple[int, float | None]] = field(default_factory=list)  # (PID, start time) of its runs' shims and runs
+
 
     def doc(self) -> dict[str, Any]:
         return {
             "version": 1, "id": self.id, "pid": self.pid, "create_time": self.create_time, "plan_file": self.plan_file,
             "plan_name": self.plan_name, "plan_sha256": self.plan_sha256, "state_dir": self.state_dir,
             "instances": dict(sorted(self.instances.items())), "started_at": self.started_at,
+            "processes": [list(p) for p in self.processes],
         }
 
     @classmethod
@@ -72,26 +75,26 @@ class Booking:
                 plan_file=str(doc["plan_file"]), plan_name=str(doc.get("plan_name") or ""),
                 plan_sha256=str(doc.get("plan_sha256") or ""), state_dir=str(doc["state_dir"]),
                 instances={str(k): str(v) for k, v in inst.items()}, started_at=float(doc.get("started_at") or 0.0),
+                processes=[(int(p[0]), None if p[1] is None else float(p[1])) for p in doc.get("processes") or []],
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
-    def alive(self) -> bool:
+    def launcher_alive(self) -> bool:
         """Its launcher still runs (same PID, same process start time)."""
-        try:
-            p = psutil.Process(self.pid)
-            if p.status() == psutil.STATUS_ZOMBIE:
-                return False
-            return self.create_time is None or abs(p.create_time() - self.create_time) < 0.05
-        except (psutil.Error, ProcessLookupError):
-            return False
+        return _alive(self.pid, self.create_time)
+
+    def alive(self) -> bool:
+        """Its launcher runs, or (a launcher killed with kill -9) one of its runs still does."""
+        return self.launcher_alive() or any(_alive(pid, ct) for pid, ct in self.processes)
 
     def same_plan(self, plan_file: str, sha256: str) -> bool:
         return self.plan_file == plan_file or (bool(sha256) and self.plan_sha256 == sha256)
 
     def who(self) -> str:
         """`the launch of PLAN (launcher PID n, state dir S)`."""
-        return f"the launch of {self.plan_file} (launcher PID {self.pid}, state dir {self.state_dir})"
+        dead = "" if self.launcher_alive() else " (gone; its runs still run)"
+        return f"the launch of {self.plan_file} (launcher PID {self.pid}{dead}, state dir {self.state_dir})"
 
 
 class RegisterLock(PidLock):
@@ -157,16 +160,21 @@ class Register:
         )
         with self._locked():
             stale: list[Path] = []
-            others = self.entries(stale=stale)
+            others = []
+            for b in self.entries(stale=stale):
+                if b.state_dir == state_dir and not b.launcher_alive():
+                    stale.append(self.dir / f"{b.id}.json")  # its launcher died: this launch takes its runs over
+                else:
+                    others.append(b)
+            refuse_conflicts(others, plan_file, sha256, instances)
             for p in stale:
                 _unlink(p)
-            refuse_conflicts(others, plan_file, sha256, instances)
             self._write(me)
         return me
 
-    def update(self, me: Booking, instances: Mapping[str, str]) -> dict[str, Booking]:
-        """Bind `me` to `instances` now. An instance newly wanted that another live launch is bound
-        to is left out; returns those (key -> the other launch)."""
+    def update(self, me: Booking, instances: Mapping[str, str], processes: list[tuple[int, float | None]] | None = None) -> dict[str, Booking]:
+        """Bind `me` to `instances` now (and record its runs' `processes`). An instance newly wanted
+        that another live launch is bound to is left out; returns those (key -> the other launch)."""
         refused: dict[str, Booking] = {}
         with self._locked():
             held = {u: b for b in self.entries() if b.id != me.id for u in b.instances}
@@ -176,8 +184,9 @@ class Register:
                     refused[key] = held[u]
                 else:
                     new[u] = key
-            if new != me.instances:
-                me.instances = new
+            procs = me.processes if processes is None else sorted(processes)
+            if new != me.instances or procs != me.processes:
+                me.instances, me.processes = new, procs
                 self._write(me)
         return refused
 
@@ -216,6 +225,13 @@ def refuse_conflicts(others: Iterable[Booking], plan_file: str, sha256: str, ins
     for b in others:
         if b.same_plan(plan_file, sha256):
             how = "" if b.plan_file == plan_file else f" (the same plan, as {b.plan_file})"
+            if not b.launcher_alive():
+                raise LaunchConflict(
+                    f"plan {plan_file} is already running on this host{how}: its launcher (PID {b.pid}) is gone but its runs "
+                    f"still run, from state dir {b.state_dir}",
+                    hint=f"launch it again from that state directory to adopt them: `migbench launch {b.plan_file} --state-dir "
+                    f"{b.state_dir}`; one launch per plan per host",
+                )
             raise LaunchConflict(
                 f"plan {plan_file} is already running on this host{how}: launcher PID {b.pid}, state dir {b.state_dir}",
                 hint=f"one launch per plan per host, whatever its state directory: watch it with `migbench status {b.plan_file} "
@@ -280,6 +296,17 @@ def _unlink(p: Path) -> None:
         os.unlink(p)
     except OSError:
         pass
+
+
+def _alive(pid: int, create_time: float | None) -> bool:
+    """`pid` runs (not a zombie) and started at `create_time` (a reused PID is another process)."""
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(p.create_time() - create_time) < 0.05
+    except (psutil.Error, ProcessLookupError):
+        return False
 
 
 def _create_time(pid: int) -> float | None:

@@ -105,6 +105,16 @@ def read_host() -> HostState:
         r.close()
 
 
+def present_devices(uuids: Sequence[str]) -> set[str]:
+    """Which of the device uuids (MIG or GPU) the host has now: a handle lookup by uuid each
+    (`NvmlReader.device_usage`, as the memory sampler reads), not a read of every GPU."""
+    r = reader()
+    try:
+        return set(r.device_usage(list(uuids)))
+    finally:
+        r.close()
+
+
 def read_host_if_available() -> HostState | None:
     """The host's state, or None when there is no NVIDIA driver (and no simulated host)."""
     from migbench.errors import HardwareError

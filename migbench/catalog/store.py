@@ -341,6 +341,13 @@ def spec_problems(doc: Any) -> list[tuple[str, str]]:
         if not isinstance(spec, dict):
             out.append((at, "a model is a mapping"))
             continue
+        if "same_as" in spec and not isinstance(spec["same_as"], str):
+            out.append((f"{at}.same_as", f"must name another model, not {type(spec['same_as']).__name__}"))
+        for f in ("names", "sources", "unverified"):
+            if isinstance(spec.get(f), list) and not all(isinstance(x, str) for x in spec[f]):
+                out.append((f"{at}.{f}", "must be a list of text"))
+        if isinstance(spec.get("rules"), list) and not all(isinstance(r, dict) for r in spec["rules"]):
+            out.append((f"{at}.rules", "must be a list of mappings"))
         if "architecture" in spec and not isinstance(spec["architecture"], str):
             out.append((f"{at}.architecture", f"must be a name such as ampere or hopper, not {type(spec['architecture']).__name__}"))
         for f in _INT_FIELDS:

@@ -10,6 +10,8 @@
     DIR/plan-configmap.yaml     the plan file, mounted read-only into every pod (applied server-side:
                                 client-side `kubectl apply` copies the object into its last-applied
                                 annotation, and annotations hold at most 262,144 bytes)
+    DIR/plan-secret.yaml        instead, when the plan carries `env:` values (which may be tokens): the
+                                plan in a Secret (the file written 0600), mounted the same way
     DIR/state-pvc.yaml          the PersistentVolumeClaim the pods keep their run directories on
                                 (ReadWriteMany, `--state-size`, the cluster's default storage class),
                                 unless `--state-pvc CLAIM` names one or `--state emptydir` asks for none
@@ -41,8 +43,8 @@ import yaml
 from migbench.errors import MigbenchError
 from migbench.export import migparted
 from migbench.export.tasks import Array, arrays
-from migbench.fsutil import write_text_atomic
-from migbench.plan import Plan
+from migbench.fsutil import output_dir, write_text_atomic
+from migbench.plan import SECRET_MODE, Plan
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 MIG_STATE_LABEL = "nvidia.com/mig.config.state"
@@ -117,7 +119,13 @@ def config_map(name: str, namespace: str, key: str, text: str, labels: dict[str,
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace, "labels": labels}, "data": {key: text}}
 
 
-def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_cm: str, state_pvc: str | None, workdir: str) -> K8sJob:
+def secret(name: str, namespace: str, key: str, text: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "stringData": {key: text}}
+
+
+def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_cm: str, state_pvc: str | None, workdir: str,
+        plan_secret: bool = False) -> K8sJob:
     name = dns_label(f"mb-{plan.name}-{a.name}")
     nodes = list(a.per_node) or []
     labels = _labels(plan, a.name)
@@ -138,7 +146,7 @@ def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_c
             "volumeMounts": [{"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}, {"name": "state", "mountPath": STATE_MOUNT}],
         }],
         "volumes": [
-            {"name": "plan", "configMap": {"name": plan_cm}},
+            {"name": "plan", **({"secret": {"secretName": plan_cm}} if plan_secret else {"configMap": {"name": plan_cm}})},
             {"name": "state", **({"persistentVolumeClaim": {"claimName": state_pvc}} if state_pvc else {"emptyDir": {}})},
         ],
     }
@@ -180,8 +188,7 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     if not nodes:
         exp.notes.append("the plan's fleet names no nodes: the Jobs may run on any node whose MIG config succeeded, and "
                          f"the mig-parted config {migparted.config_name(plan, None)} is for every node you label with it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "jobs").mkdir(exist_ok=True)
+    output_dir(out, "export directory", ("jobs",))
     mp_name = dns_label(f"migbench-{plan.name}-mig-parted", 253)
     plan_cm = dns_label(f"migbench-{plan.name}-plan", 253)
     mp = config_map(mp_name, operator_namespace, "config.yaml", migparted.config_text(plan), _labels(plan))
@@ -204,15 +211,26 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     if state_pvc is None:
         exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod "
                             "(`migbench status` and `logs` see nothing)")
-    cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
-    exp.files.append(_write(out / "plan-configmap.yaml", cm_text))
+    hidden = plan.has_env_values()  # env values may be tokens: a Secret, and a file only the user reads
+    kind, name = ("Secret", "plan-secret.yaml") if hidden else ("ConfigMap", "plan-configmap.yaml")
+    if hidden:
+        plan_cm = dns_label(f"migbench-{plan.name}-plan-env", 253)
+        cm_text = _yaml(secret(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
+        exp.notes.append(f"the plan carries env: values: it goes to the cluster as Secret {plan_cm} ({name}, written 0600), "
+                         "not a ConfigMap")
+    else:
+        cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
+    for stale in {"plan-secret.yaml", "plan-configmap.yaml"} - {name}:  # an earlier export's, of the other kind
+        (out / stale).unlink(missing_ok=True)
+    exp.files.append(_write(out / name, cm_text, secret=hidden))
     if len(cm_text.encode()) > ANNOTATIONS_MAX_BYTES:
-        exp.warnings.append(f"the plan ConfigMap is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
+        exp.warnings.append(f"the plan {kind} is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
                             f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
                             f"as printed ({APPLY}), or with kubectl create")
-    exp.user_files += ["plan-configmap.yaml", "jobs/"]
+    exp.user_files += [name, "jobs/"]
     for a in arrs:
-        j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir)
+        j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir,
+                plan_secret=hidden)
         exp.jobs.append(j)
         exp.files.append(_write(out / "jobs" / f"{a.name}.yaml", _yaml(j.manifest)))
     problems = check(plan, exp.jobs, mp, migparted.config(plan))
@@ -275,8 +293,8 @@ def _yaml(doc: dict[str, Any]) -> str:
     return "# written by `migbench export k8s`\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
 
 
-def _write(path: Path, text: str, *, exe: bool = False) -> Path:
-    return write_text_atomic(path, text, mode=0o755 if exe else 0o644)
+def _write(path: Path, text: str, *, exe: bool = False, secret: bool = False) -> Path:
+    return write_text_atomic(path, text, mode=SECRET_MODE if secret else 0o755 if exe else 0o644)
 
 
 # -- the checks the schemas miss ---------------------------------------------------------------

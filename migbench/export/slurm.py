@@ -31,7 +31,7 @@ from migbench.duration import rate
 from migbench.errors import InputError, MigbenchError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
-from migbench.fsutil import write_text_atomic
+from migbench.fsutil import output_dir, write_text_atomic
 from migbench.plan import Plan
 from migbench.state import state_dir_for
 
@@ -85,8 +85,8 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
     mb = command or migbench_command()
     plan_abs = str(Path(plan.path).resolve())
     sd = (state_dir or state_dir_for(plan)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     nodes = plan.nodes()
+    output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:
         exp.notes.append("the plan's fleet names no nodes: no nodes/*.conf or apply-*.sh written "
                          "(add `node:` to each fleet entry, or --fleet-file, and plan again)")

@@ -20,8 +20,11 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
+
 from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
-from migbench.backend.select import launches_dir, read_host
+from migbench.apply.reconcile import HostLock
+from migbench.backend.select import host_lock_path, launches_dir, present_devices
 from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.prepare import Prepared
@@ -29,26 +32,53 @@ from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, 
 
 
 class HostBooking:
+    """One launcher's entry in the host's launch register, from its start (`open`) to its end."""
+
     def __init__(self, prep: Prepared, say: Callable[[str], None]):
         self.prep = prep
         self.say = say
         self.reg = Register(launches_dir())
         self.me: Booking | None = None
+        self._ctimes: dict[int, float] = {}  # a run's PID -> its process start time
+        self._warned = False
 
     def open(self, stack: ExitStack) -> None:
-        """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes."""
+        """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
+        Done under the host lock, held shared, after checking the MIG devices once more: an apply
+        checks the register and changes GPUs under the same lock, held exclusively, so either it
+        sees this launch or this launch sees what it changed."""
         plan = self.prep.plan
         keys = _unfinished_keys(self.prep)
+        want = {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}
+        lock = HostLock(host_lock_path(), shared=True)
         try:
-            self.me = self.reg.book(
-                str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()),
-                {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of},
-            )
-        except LaunchConflict:
-            raise
-        except MigbenchError as exc:
-            self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
-            return
+            held = lock.acquire()
+        except MigbenchError:
+            held = None  # a lock this user cannot take: as the gate, go on without it
+        if held is False:
+            raise lock.busy_error()
+        try:
+            try:
+                live = present_devices(list(want))
+            except (MigbenchError, OSError):
+                live = set(want)  # the GPUs cannot be read now: each start checks its device again
+            gone = sorted(f"{k}: MIG device {u} no longer exists on the host" for u, k in want.items() if u not in live)
+            if gone:
+                raise MigbenchError(
+                    "the host no longer matches the applied plan:\n  " + "\n  ".join(gone),
+                    hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
+                )
+            try:
+                self.me = self.reg.book(
+                    str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
+                )
+            except LaunchConflict:
+                raise
+            except MigbenchError as exc:  # the register itself cannot be used
+                self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
+                return
+        finally:
+            lock.release()
         stack.callback(self.close)
 
     def check(self) -> None:
@@ -69,24 +99,43 @@ class HostBooking:
             self.me = None
 
     def sync(self, rows: Iterable[RunRow], uuid_of: dict[str, str], extra: Iterable[str] = ()) -> dict[str, Booking]:
-        """Bind the entry to the instances of the running and queued runs (and `extra`). Returns the
-        instances (key -> the other launch) left out because another live launch is bound to them."""
+        """Bind the entry to the instances of the running and queued runs (and `extra`), and record
+        the processes of the running ones (so the entry stays live while they do, should the launcher
+        be killed). Returns the instances (key -> the other launch) left out because another live
+        launch is bound to them."""
         if self.me is None:
             return {}
         keys = set(extra)
+        procs: list[tuple[int, float | None]] = []
         for r in rows:
             if r.state in ACTIVE_STATES and r.instance:
                 keys.add(r.instance)
+                if r.shim_pid:
+                    procs.append((int(r.shim_pid), r.shim_create_time))
+                if r.child_pid:
+                    procs.append((int(r.child_pid), self._ctime(int(r.child_pid))))
             elif r.state == "queued" and r.queue:
                 keys.add(r.queue)
         want = {uuid_of[k]: k for k in keys if k in uuid_of}
-        if want == self.me.instances:
+        if want == self.me.instances and sorted(procs) == self.me.processes:
             return {}
         try:
-            return self.reg.update(self.me, want)
-        except MigbenchError as exc:
-            self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
+            refused = self.reg.update(self.me, want, procs)
+        except MigbenchError as exc:  # a full disk, say: the entry keeps what it had until a later write succeeds
+            if not self._warned:
+                self.say(f"cannot update this launch's entry in the host's launch register: {exc.message}")
+                self._warned = True
             return {}
+        self._warned = False
+        return refused
+
+    def _ctime(self, pid: int) -> float | None:
+        if pid not in self._ctimes:
+            try:
+                self._ctimes[pid] = float(psutil.Process(pid).create_time())
+            except psutil.Error:
+                return None
+        return self._ctimes[pid]
 
     def admit(self, starts: list[tuple[str, str]], rows: dict[str, RunRow], gate: HostGate, dirty: set[str]) -> list[tuple[str, str]]:
         """The starts (run id, instance) whose MIG device still exists and is bound to this launch.
@@ -108,11 +157,10 @@ class HostBooking:
         gone from the host, or another live launch is bound to it."""
         held: dict[str, str] = {}
         try:
-            host = read_host()
+            live = present_devices(sorted({uuid_of[k] for k in keys if k in uuid_of}))
         except (MigbenchError, OSError) as exc:
             self.say(f"cannot read the GPUs to check the MIG devices before starting runs: {getattr(exc, 'message', exc)}")
         else:
-            live = {d.uuid for g in host.gpus for d in g.devices}
             for k in sorted(keys):
                 if uuid_of.get(k) not in live:
                     held[k] = f"its MIG device {uuid_of.get(k)} ({k}) is gone from the host (re-cut by another apply?)"

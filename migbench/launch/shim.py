@@ -82,11 +82,20 @@ def find_oom(path: Path, limit: int = OOM_SCAN_BYTES) -> str | None:
 
 
 def _log(adir: Path, msg: str) -> None:
+    """Append to `ADIR/shim.log`: never through a link, into a FIFO or device, or into a file of another user
+    (the shim may be root's, logging why it refused a directory another user planted)."""
     try:
-        with open(adir / "shim.log", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+        fd = os.open(adir / "shim.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid in trusted_uids() and st.st_nlink == 1:
+            os.write(fd, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n".encode("utf-8", "replace"))
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def start_failure(exc: BaseException, where: str, program: str, workdir: str) -> tuple[str, int]:

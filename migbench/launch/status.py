@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import MigbenchError
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
@@ -196,7 +197,9 @@ def host_doc(host: Any) -> dict[str, Any]:
 
 def request_stop(sd: Path, *, now: bool = False) -> int:
     """Ask the launcher of `sd` to stop: graceful (SIGTERM the runs, wait the grace, SIGKILL) or,
-    with `now`, SIGKILL the runs at once. Returns the launcher's PID."""
+    with `now`, SIGKILL the runs at once. Returns the launcher's PID. The PID comes from the state
+    dir's launch.db: a state dir another user could change is refused (she would pick what root kills)."""
+    require_trusted(sd, "state directory")
     row = read_state(sd, lambda st: st.launcher())
     if row is None or row.state == "exited" or not process_alive(row.pid, row.create_time):
         raise MigbenchError(f"no launcher is running for {sd}", hint="`migbench status` shows the runs; `migbench launch PLAN` resumes them")

@@ -13,7 +13,9 @@ does not apply (the fleet changed: plan from scratch) and otherwise a `Grown` pl
   step's greedy fit (`recut.pack`, tightest instance across the GPUs, wave after wave), after the
   runs already on each instance;
 - re-cuts a GPU only when a run fits no instance of the layout, and then only GPUs whose instances
-  are all idle, as `recut.replan` chooses for those runs; a run that still fits nowhere is unplaced.
+  are all idle, as `recut.replan` chooses for those runs; a run that still fits nowhere is unplaced;
+- when more runs wait than the instances take at once, adds instances in the unused slices of idle
+  GPUs (destroying none) where `recut.choose_layout` finds that more start at once.
 
 Each instance's queue keeps its earlier runs first, so the plan played forward (`simulate`, the
 report's timeline) shows the whole sweep; the new runs' estimated start and end come from that same
@@ -24,10 +26,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from migbench.duration import DurationModel, Slot
+from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
 from migbench.plan import Plan, PlanInstance, PlanRun, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
@@ -39,7 +41,9 @@ from migbench.planner.recut import (
     LiveRun,
     RecutSettings,
     Waiting,
+    choose_layout,
     instances_now,
+    maximal_layouts,
     pack,
     priority,
     replan,
@@ -98,24 +102,27 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
             dropped.append(r.id)
         elif r.id not in in_sweep:
             kept[r.id] = r  # finished in a launch before, and no longer in the sweep: history
-    for rid, s in state.items():  # finished runs an earlier plan file no longer lists (a plan of the new runs only)
-        if rid not in kept and rid in in_sweep and s.state in DONE_STATES:
-            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
-    todo = [r for r in sweep.runs if r.id not in kept]
-
-    # the host as the earlier plan left it: its layout, busy where a run is live
     models = {g.index: g.model for g in fleet}
     layouts: dict[int, Layout] = {g.index: old.layout(g.index) for g in fleet}
-    live: dict[InstanceRef, list[PlanRun]] = {}
-    for r in kept.values():
-        if r.done is None:
-            where = state[r.id].instance or r.instance_key
-            if where:
-                live.setdefault(InstanceRef.parse(where), []).append(r)
+    exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
+    live: dict[InstanceRef, list[Demand]] = {}  # the host as the earlier plan left it, busy where a run lives
+    for rid, s in state.items():  # runs an earlier plan file does not list (a plan of the new runs only)
+        known = kept.get(rid)
+        if s.state in DONE_STATES and known is None and rid in in_sweep:
+            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
+        elif s.state in LIVE_STATES:
+            where = _ref(s.instance) or _ref(known.instance_key if known is not None else None)
+            if known is None and rid in in_sweep:
+                known = kept[rid] = _placed(_planned(in_sweep[rid], None), where if where in exists else None)
+            if where is not None and where in exists:
+                mib = slot_of(GpuNow(where.gpu, models[where.gpu]), where.placement, st.compute_basis).memory_mib
+                # a live run nothing describes any more fills its instance: no run joins it
+                live.setdefault(where, []).append(known.demand() if known is not None else Demand(rid, mib))
+    todo = [r for r in sweep.runs if r.id not in kept]
 
     def now(gpu: int, with_live: bool = True) -> GpuNow:
         insts = tuple(
-            LiveInstance(pl, tuple(LiveRun(r.demand(), 0.0, 0.0) for r in live.get(InstanceRef(gpu, pl), [])) if with_live else ())
+            LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in live.get(InstanceRef(gpu, pl), [])) if with_live else ())
             for pl in layouts[gpu]
         )
         return GpuNow(gpu, models[gpu], insts)
@@ -133,15 +140,18 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
             layouts[rc.gpu] = layout_key([*(p for p in before if p not in rc.destroy), *rc.create])
             recut[rc.gpu] = (before, layouts[rc.gpu])
 
-    # place wave after wave: the first beside the live runs, each next one on empty instances
-    assigned: dict[str, tuple[InstanceRef, int]] = {}
     first = {w.demand.id for w in unfit}  # the runs a GPU was re-cut for take its new instances first
     queue = [w for w in waiting if w.demand.id in first] + [w for w in waiting if w.demand.id not in first]
+    untouched = [g for g in sorted(layouts) if g not in recut and not current[g].busy_placements]
+    added = _add_in_unused_slices(queue, layouts, untouched, now, st)
+
+    # place wave after wave: the first beside the live runs, each next one on empty instances
+    assigned: dict[str, tuple[InstanceRef, int]] = {}
     k = 0
     while queue:
         insts = [i for g in sorted(layouts) for i in instances_now(now(g, with_live=k == 0), st)]
         placed = pack(insts, queue)
-        if not placed:
+        if not placed and k > 0:  # on empty instances, nothing more fits: what is left fits no instance
             break
         for rid, inst in placed:
             assigned[rid] = (InstanceRef(inst.gpu, inst.placement), k)
@@ -152,9 +162,58 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     plan = _assemble(old, sweep, fleet, layouts, kept, todo, assigned, unplaced_ids, st, dm)
     earlier_ids = {r.id for r in old.runs}
     fresh = sum(1 for rid in assigned if rid not in earlier_ids)
-    decided += _say(fresh, assigned, unplaced_ids, recut, live, dropped)
+    decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped)
     plan.warnings = [*notes, *decided]
-    return Grown(plan, decided, tuple(sorted(recut)), tuple(r.id for r in todo if r.id in assigned))
+    return Grown(plan, decided, tuple(sorted({*recut, *added})), tuple(r.id for r in todo if r.id in assigned))
+
+
+def _add_in_unused_slices(queue: Sequence[Waiting], layouts: dict[int, Layout], idle: Sequence[int],
+                          now: Callable[[int], GpuNow], st: RecutSettings) -> dict[int, tuple[Layout, Layout]]:
+    """Runs that would wait for an instance (more runs than the instances take at once) may start on
+    instances created in the unused slices of an idle GPU: among the maximal layouts that keep every
+    instance it has, the one `recut.choose_layout` scores best for them, if better than the layout as
+    it is. Nothing is destroyed. Updates `layouts`; returns each changed GPU's (before, after)."""
+    placed = pack([i for g in sorted(layouts) for i in instances_now(now(g), st)], queue)
+    on: dict[InstanceRef, list[Demand]] = {}
+    demand = {w.demand.id: w.demand for w in queue}
+    for rid, inst in placed:
+        on.setdefault(InstanceRef(inst.gpu, inst.placement), []).append(demand[rid])
+    taken = {rid for rid, _ in placed}
+    left = [w for w in queue if w.demand.id not in taken]
+    out: dict[int, tuple[Layout, Layout]] = {}
+    for g in idle:
+        if not left:
+            break
+        cur, model = layouts[g], now(g).model
+        wider = [lay for lay in maximal_layouts(model) if set(cur) < set(lay)]
+        if not wider:
+            continue
+        gnow = GpuNow(g, model, tuple(LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in on.get(InstanceRef(g, pl), [])))
+                                      for pl in cur))
+        lay, more = choose_layout(gnow, [left], st, [cur, *wider])
+        if lay == cur:
+            continue
+        layouts[g] = lay
+        out[g] = (cur, lay)
+        taken = {rid for rid, _ in more}
+        left = [w for w in left if w.demand.id not in taken]
+    return out
+
+
+def _ref(key: str | None) -> InstanceRef | None:
+    if not key:
+        return None
+    try:
+        return InstanceRef.parse(key)
+    except ValueError:
+        return None
+
+
+def _placed(r: PlanRun, where: InstanceRef | None) -> PlanRun:
+    """A run placed on `where` (first in its queue), or unplaced."""
+    if where is None:
+        return r
+    return replace(r, gpu=where.gpu, profile=where.placement.profile, start=where.placement.start, wave=0)
 
 
 def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
@@ -177,6 +236,10 @@ def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mappi
     for i in old.instances:
         if i.ref in exists:
             queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].gpu is not None]
+    listed = {rid for q in queues.values() for rid in q}
+    for rid, r in runs.items():  # a live run the earlier plan did not list: first on its instance
+        if r.gpu is not None and rid not in listed and r.instance_key is not None:
+            queues[InstanceRef.parse(r.instance_key)].insert(0, rid)
     base = {ref: 1 + max((runs[rid].wave or 0 for rid in q), default=-1) for ref, q in queues.items()}
     new: dict[str, PlanRun] = {}
     for r in todo:
@@ -233,8 +296,8 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
 
 
 def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: set[str],
-         recut: Mapping[int, tuple[Layout, Layout]], live: Mapping[InstanceRef, list[PlanRun]],
-         dropped: Sequence[str]) -> list[str]:
+         recut: Mapping[int, tuple[Layout, Layout]], added: Mapping[int, tuple[Layout, Layout]],
+         live: Mapping[InstanceRef, list[Demand]], dropped: Sequence[str]) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []
     if assigned:
@@ -244,11 +307,15 @@ def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: 
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
         again = len(assigned) - fresh
         what = ", ".join(x for x in (_n(fresh, "new run"), _n(again, "unfinished run")) if x)
-        out.append(f"{what} to start on {text}; "
-                   + ("no re-cut" if not recut else "re-cut GPU(s) " + ", ".join(map(str, sorted(recut))) + " only"))
+        how = [f"re-cut only GPU(s) {_gpus(recut)}" if recut else "",
+               f"instances added on idle GPU(s) {_gpus(added)}, none destroyed" if added else ""]
+        out.append(f"{what} to start on {text}; " + ("; ".join(x for x in how if x) or "no re-cut"))
     for g, (before, after) in sorted(recut.items()):
         out.append(f"GPU {g} (every instance idle) re-cut from {_lay(before)} to {_lay(after)}: "
                    "a run to start fits no instance of the layout")
+    for g, (before, after) in sorted(added.items()):
+        out.append(f"GPU {g} (every instance idle): {_lay(tuple(p for p in after if p not in before))} added in its unused "
+                   "slices, none destroyed: more runs start at once than its instances take")
     if unplaced:
         out.append(f"{len(unplaced)} run(s) fit no instance and no idle GPU can be re-cut for them: unplaced "
                    f"({', '.join(sorted(unplaced)[:5])}); run again when the GPUs are idle")
@@ -256,6 +323,10 @@ def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: 
         out.append(f"{len(dropped)} run(s) no longer in the sweep and never finished are dropped: {', '.join(dropped[:5])}"
                    + (", ..." if len(dropped) > 5 else ""))
     return out
+
+
+def _gpus(gpus: Mapping[int, object]) -> str:
+    return ", ".join(map(str, sorted(gpus)))
 
 
 def _n(n: int, what: str) -> str:

@@ -31,6 +31,7 @@ from migbench.planner.improve import (
     local_search,
 )
 from migbench.planner.layouts import layout_search
+from migbench.planner.lns import LnsStats, lns_search
 from migbench.planner.problem import PlanningProblem, Solution, SolveOptions
 from migbench.planner.schedule import Concrete, class_of, concretize, demands_of, finish, lpt_order
 
@@ -38,6 +39,8 @@ LP_TOLERANCE = 0.001  # the LP bisection stops when its interval is this narrow 
 CP_TOLERANCE = 0.002  # and the CP-SAT bisection at this
 MAX_LP_STEPS = 30
 CP_MAX_PAIRS = 1000  # (class, instance type) pairs past which the CP-SAT bisection is skipped
+LNS_SHARE = 0.6  # of the budget left after the exact phase, for the large neighbourhoods (the rest: kicks)
+LAST_STATS = LnsStats()  # what the large neighbourhoods of this process kept (bench/run.py reports it)
 
 
 class _Search:
@@ -145,6 +148,7 @@ def _pairs(prob: PlanningProblem) -> int:
 
 
 def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
+    LAST_STATS.__init__()  # type: ignore[misc]  # this plan's own counts
     jobs = demands_of(prob, unit=False)
     order = lpt_order(prob, jobs)
     rank = {rid: i for i, rid in enumerate(order)}
@@ -261,9 +265,13 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
         proven = max(proven, min(exact_lb, best.makespan()))
         budget.report(bound=proven)
 
-    # 6. What is left: kicks and local search from the best plan (deterministic pseudo-random).
+    # 6. What is left: large neighbourhoods (destroy and repair), then kicks and local search from
+    # the best plan (both deterministic pseudo-random).
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         budget.report("search")
+        best = lns_search(best, ev, budget.share(LNS_SHARE), proven, LAST_STATS)
+        budget.report(incumbent=best.makespan())
+    if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         best = iterated_search(best, ev, budget.left(), proven)
         budget.report(incumbent=best.makespan())
     res = ev.result(best)

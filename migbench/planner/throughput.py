@@ -30,6 +30,7 @@ def _no_layout() -> MigbenchError:
 
 
 COMPUTE_SCALE = 1000  # an instance's compute share in thousandths, for the second objective
+SECOND_MIN_S = 0.2  # reference seconds the second objective may always use (within half the budget left)
 MAX_SECOND_VARS = 20000  # past this many (class, pattern) pairs the second objective is not solved
 
 
@@ -83,9 +84,11 @@ def solve_throughput(
         # Runs that wait must still have a home on the layout: one instance that fits them.
         m.add(sum(n_inst[ti] for ti in c.types) >= 1)
     m.maximize(sum(z))
+    spent0 = budget.spent
     s = budget.solver(budget.share(0.8))
     st = s.solve(m)
     budget.solved(s, st)
+    first_cost = budget.spent - spent0
     if st == cp_model.INFEASIBLE:
         raise _no_layout()
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -101,7 +104,7 @@ def solve_throughput(
     obj = s.objective_value
     bound = s.best_objective_bound
     status = "OPTIMAL" if st == cp_model.OPTIMAL else "FEASIBLE"
-    s, at_once = _most_compute(m, prob, s, pats, x, y, z, n_inst, budget, opts)
+    s, at_once = _most_compute(m, prob, s, pats, x, y, z, n_inst, budget, opts, first_cost)
     if not complete:
         # The restricted pattern set makes CP-SAT's bound a bound of the restricted model only;
         # an honest bound comes from the aggregated relaxation.
@@ -122,7 +125,7 @@ def solve_throughput(
 def _most_compute(
     m: cp_model.CpModel, prob: PlanningProblem, first: cp_model.CpSolver, pats: dict[int, list[tuple[tuple[int, int], ...]]],
     x: dict[str, list[Any]], y: dict[tuple[int, int], Any], z: list[Any], n_inst: dict[int, Any], budget: Budget,
-    opts: SolveOptions,
+    opts: SolveOptions, first_cost: float,
 ) -> tuple[cp_model.CpSolver, AtOnce | None]:
     """The second and third objectives, lexicographically under the first: with at least the runs at
     once found, maximise the compute share of the instances that hold a run at once, then use the
@@ -162,7 +165,9 @@ def _most_compute(
         m.add_hint(v, first.value(v))
     max_inst = sum(len(prob.gpus_of[t.model]) * t.profile.max_count for t in prob.types)
     m.maximize((max_inst + 1) * sum(given) - sum(n_inst.values()))
-    s = budget.solver(budget.share(0.5))
+    # A refinement: at most twice what the first objective cost (and half the budget left), so a
+    # sweep of thousands of runs does not spend its limit on it.
+    s = budget.solver(min(budget.share(0.5), max(SECOND_MIN_S, 2 * first_cost)))
     st = s.solve(m)
     budget.solved(s, st)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -136,6 +136,9 @@ def _parse_yaml(text: str, problems: Problems, max_nodes: int = MAX_SWEEP_NODES)
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we know is marked
         problems.add(f"YAML error: {exc}")
         return None
+    except RecursionError:  # pragma: no cover - shape_problem refuses deep nesting first
+        problems.add("nested too deeply", hint="is it the right file? the README lists migbench's input limits")
+        return None
     finally:
         loader.dispose()
 

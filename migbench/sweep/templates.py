@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import yaml
 
+from migbench.sweep import shellctx
 from migbench.sweep.fields import Ctx
 from migbench.sweep.model import canonical_json, render_value
 from migbench.sweep.schema import ALL_MACROS, LIST_MACROS
@@ -130,17 +131,34 @@ def check_names(ctx: Ctx, node: Node, parts: list[Part], names: Sequence[str]) -
     return ok
 
 
-def fill(parts: list[Part], values: dict[str, Any], macro: Callable[[Macro], str], quote: bool = False) -> str:
+def fill(parts: list[Part], values: dict[str, Any], macro: Callable[[Macro], str]) -> str:
     out = []
     for p in parts:
         if isinstance(p, Lit):
             out.append(p.text)
         elif isinstance(p, Placeholder):
-            s = render_value(values[p.name])
-            out.append(shlex.quote(s) if quote else s)
+            out.append(render_value(values[p.name]))
         else:
             out.append(macro(p))
     return "".join(out)
+
+
+VALUE_MACROS = ("program", "args_json", *LIST_MACROS)
+"""Macros whose text comes from the sweep's values (quoted in a shell command as a `{param}` is)."""
+
+
+def shell_slots(parts: list[Part]) -> list[str]:
+    """The quoting context (`shellctx`) of each value slot of a shell command, in order: each
+    `{param}` and value macro."""
+    pieces: list[str | None] = []
+    for p in parts:
+        if isinstance(p, Lit):
+            pieces.append(p.text)
+        elif isinstance(p, Placeholder) or p.name in VALUE_MACROS:
+            pieces.append(None)
+        else:
+            pieces.append(p.text if p.name not in ("env", "interpreter") else {"env": "/usr/bin/env", "interpreter": "python"}[p.name])
+    return shellctx.contexts(pieces)
 
 
 # ---- command -----------------------------------------------------------------------------------
@@ -153,8 +171,9 @@ class Command:
     tokens: list[list[Part]]  # non-shell: one parts list per argv element; shell: one list
     program: str | None
 
-    def _macro(self, m: Macro, params: dict[str, Any], quote: bool) -> str:
-        q = shlex.quote if quote else (lambda s: s)
+    def _macro(self, m: Macro, params: dict[str, Any], quote: bool, q: Callable[[str], str] = shlex.quote) -> str:
+        if not quote:
+            q = str
         if m.name == "program":
             return q(self.program or "")
         if m.name == "env":
@@ -168,9 +187,20 @@ class Command:
         return m.text  # launch-time macro
 
     def render(self, values: dict[str, Any], params: dict[str, Any]) -> tuple[str, ...]:
-        if self.shell:
-            script = fill(self.tokens[0], values, lambda m: self._macro(m, params, True), quote=True)
-            return ("/bin/sh", "-c", script)
+        if self.shell:  # each value quoted for where it lands (shellctx)
+            slots = iter(shell_slots(self.tokens[0]))
+            out: list[str] = []
+            for p in self.tokens[0]:
+                if isinstance(p, Lit):
+                    out.append(p.text)
+                elif isinstance(p, Placeholder):
+                    out.append(shellctx.quote(render_value(values[p.name]), next(slots)))
+                elif p.name in VALUE_MACROS:
+                    where = next(slots)
+                    out.append(self._macro(p, params, True, lambda s, where=where: shellctx.quote(s, where)))  # type: ignore[misc]
+                else:
+                    out.append(self._macro(p, params, True))
+            return ("/bin/sh", "-c", "".join(out))
         argv: list[str] = []
         for parts in self.tokens:
             if len(parts) == 1 and isinstance(parts[0], Macro) and parts[0].name in LIST_MACROS:
@@ -283,6 +313,14 @@ def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames
                     "give it its own argument, e.g. python train.py ${args}",
                 )
                 ok = False
+        if shell:
+            slots = [p for p in parts if isinstance(p, Placeholder) or (isinstance(p, Macro) and p.name in VALUE_MACROS)]
+            for p, where in zip(slots, shell_slots(parts)):
+                if where in shellctx.REFUSED:
+                    name = "{" + p.name + "}" if isinstance(p, Placeholder) else p.text
+                    ctx.at(tnode, f"{name} is placed {shellctx.REFUSED[where]}: no quoting makes a value safe there",
+                           shellctx.REFUSED_HINT.replace("{name}", name))
+                    ok = False
         if pnames is not None and not check_names(ctx, tnode, parts, pnames):
             ok = False
         compiled.append(parts)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import migbench
+
 OTHER = 12345  # a uid no one on the test machine uses: "eve"
 
 QUICK = """
@@ -132,3 +134,53 @@ def test_the_shim_refuses_a_cmd_json_another_user_owns_or_can_write(tmp_path):
     (adir / "cmd.json").unlink()
     (tmp_path / "elsewhere.json").rename(adir / "cmd.json")
     assert _shim(adir).returncode == 0 and pwned.exists(), "the same cmd.json, ours and private, runs"
+
+
+@needs_root
+def test_under_sudo_the_invoking_users_directories_are_trusted(tmp_path, monkeypatch):
+    """Guards the README's promise (issue 19 item 9): `sudo migbench` in the user's own project works;
+    another user's directory does not."""
+    from migbench.fsutil import untrusted_reason
+
+    d = _evil_dir(tmp_path)
+    assert "owned by uid 12345" in (untrusted_reason(d / "state") or "")
+    monkeypatch.setenv("SUDO_UID", str(OTHER))
+    assert untrusted_reason(d / "state") is None
+
+
+def test_a_group_writable_directory_passes_only_when_the_state_mode_shares_with_the_group(tmp_path):
+    """Guards the README's promise (issue 19 item 9): group write is the team's explicit choice."""
+    from migbench import fsutil
+
+    d = tmp_path / "team"
+    d.mkdir()
+    os.chmod(d, 0o770)
+    if os.geteuid() == 0:
+        os.chown(d, 0, 4242)  # a group of users (gid 0, root's own group, is trusted)
+    saved = fsutil.state_file_mode()
+    try:
+        fsutil.configure_state_mode(0o600)
+        assert "writable by its group" in (fsutil.untrusted_reason(d / "state") or "")
+        fsutil.configure_state_mode(0o660)
+        assert fsutil.untrusted_reason(d / "state") is None
+    finally:
+        fsutil.configure_state_mode(saved)
+
+
+@needs_root
+def test_stop_refuses_a_state_dir_another_user_could_have_written(tmp_path):
+    """Guards issue 19 item 9: `sudo migbench stop --state-dir` signalled the PID in a launch.db eve could write."""
+    sd = _evil_dir(tmp_path)
+    r = migbench("stop", "--state-dir", str(sd))
+    assert r.returncode == 1 and "refusing" in r.stderr and "owned by uid 12345" in r.stderr, r.stderr
+
+
+@needs_root
+def test_the_refusing_shim_never_writes_through_a_link_she_planted(tmp_path):
+    """Guards issue 19 item 9: the shim logged its refusal to `shim.log` in her directory, following
+    her link (root appending to a file she chose)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    adir = _attempt(_evil_dir(tmp_path), tmp_path / "pwned")
+    (adir / "shim.log").symlink_to(victim)
+    assert _shim(adir).returncode == 125 and victim.read_text() == "precious\n"

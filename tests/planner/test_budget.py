@@ -28,7 +28,8 @@ RUNS = [Demand(f"a{i}", 1024 * (1 + i % 5), 3600.0 * (1 + i % 3), 0.2, 3) for i 
 ]
 
 
-def test_the_budget_is_half_the_limit_and_the_deadline_keeps_back_the_writing_time():
+def test_the_budget_is_half_the_limit_and_the_deadline_keeps_back_the_writing_time(monkeypatch):
+    monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", "1")
     b = Budget(10.0, started=100.0, reserve_s=0.5)
     assert b.work == pytest.approx(5.0) and b.deadline == pytest.approx(109.5)
     b.charge(2.0)
@@ -47,16 +48,18 @@ def test_a_plan_does_not_depend_on_the_clock_until_the_hard_stop(monkeypatch):
     assert WALL_STOP_WARNING not in a.notes + b.notes
 
 
-def test_the_hard_stop_returns_a_valid_plan_and_says_it_may_not_be_reproducible():
+def test_the_hard_stop_returns_a_valid_plan_and_says_it_may_not_be_reproducible(monkeypatch):
+    monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", "1")  # this test is about the hard stop itself
     fl = _fleet("A100-SXM4-80GB", 2)
     sol = solve(RUNS, fl, SolveOptions(time_limit_s=1.0, objective="makespan", started=time.monotonic() - 5.0))
     assert WALL_STOP_WARNING in sol.notes
     assert set(sol.assigned) == {r.id for r in RUNS} and sol.bound <= sol.objective
 
 
-def test_runs_at_once_past_the_deadline_still_gives_a_plan_and_says_so():
+def test_runs_at_once_past_the_deadline_still_gives_a_plan_and_says_so(monkeypatch):
     """`run --time-limit 3` on a loaded machine reached the deadline before its runs-at-once model
     was solved, and ended with "the solver found no plan (UNKNOWN)": any plan beats none."""
+    monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", "1")  # this test is about the hard stop itself
     models = ["A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "H200"]
     runs = [Demand(f"r{i}", 700 * (1 + i % 20), 3600.0, 0.05 * (1 + i % 7), 1 + i % 4) for i in range(100)]
     fl = [FleetGpu(i, CAT.model(models[i % 4])) for i in range(8)]
@@ -166,3 +169,14 @@ def test_work_sets_the_budget_whatever_the_limit():
     assert Budget(600.0, work_s=2.5, n_runs=76).work == Budget(3.0, work_s=2.5).work == 2.5
     assert Budget(600.0, n_runs=76).work == default_work(600.0, 76) > Budget(10.0, n_runs=76).work
 
+
+def test_the_deadline_slack_moves_only_the_hard_stop(monkeypatch):
+    """$MIGBENCH_DEADLINE_SLACK=K: the same work budget (so the same plan), the hard stop at K times the limit."""
+    monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", "1")
+    one = Budget(2.0, started=100.0)
+    monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", "50")
+    fifty = Budget(2.0, started=100.0)
+    assert one.work == fifty.work and one.deadline == 102.0 and fifty.deadline == 200.0
+    for bad in ("0.5", "nan", "inf", "x", "-3"):
+        monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", bad)
+        assert Budget(2.0, started=100.0).deadline == 102.0

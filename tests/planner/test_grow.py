@@ -165,3 +165,82 @@ def test_simulate_and_report_of_a_grown_plan_show_the_whole_sweep(earlier, tmp_p
     new = plan.run(grown.starting[0])
     bar = next(b for b in report.bars if b.run == new.id)
     assert (bar.start_s, bar.end_s) == (new.est_start_s, new.est_end_s)  # the plan's estimate is its played start
+
+
+def test_a_plan_file_of_the_new_runs_only_is_made_whole_again_from_the_launch_state(earlier, tmp_path):
+    """Guards: a plan file written by `run` before the fix held only the new run; the runs that
+    finished before are only in the launch state, and the grown plan lists them again, marked done."""
+    old, fleet = earlier
+    last = old.runs[-1]
+    only = Plan.from_dict(dict(old.to_dict(), runs=[r for r in old.to_dict()["runs"] if r["id"] == last.id],
+                               instances=[dict(i, runs=[x for x in i["runs"] if x == last.id]) for i in old.to_dict()["instances"]]))
+    states = _done(old)
+    states[last.id] = RunState("queued", None)
+    sweep = _sweep(tmp_path, SMALL)
+    grown = grow_plan(only, sweep, fleet, states)
+    assert grown is not None and grown.starting == (last.id,)
+    plan = grown.plan
+    assert [r.id for r in plan.runs] == [r.id for r in sweep.runs]
+    for r in old.runs[:-1]:
+        assert plan.run(r.id).done == "succeeded" and plan.run(r.id).ran_on == r.instance_key and plan.run(r.id).gpu is None
+
+
+def test_a_live_run_the_earlier_plan_does_not_list_still_keeps_its_gpu_from_a_re_cut(tmp_path):
+    """Guards: only the earlier plan's runs made instances busy; a run still live in the launch state
+    but missing from the plan file (a plan of the new runs only) left its GPU open to a re-cut."""
+    old, fleet = _earlier(tmp_path, SWARM)
+    runs = old.placed_runs()
+    on0 = next(r for r in runs if r.gpu == 0)
+    doc = old.to_dict()
+    only = Plan.from_dict(dict(doc, runs=[r for r in doc["runs"] if r["id"] != on0.id],
+                               instances=[dict(i, runs=[x for x in i["runs"] if x != on0.id]) for i in doc["instances"]]))
+    states = _done(old)
+    states[on0.id] = RunState("running", on0.instance_key)
+    grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)
+    assert grown is not None and 0 not in grown.recut_gpus and grown.recut_gpus == (1,)
+    kept = grown.plan.run(on0.id)
+    assert kept.done is None and kept.instance_key == on0.instance_key
+    assert next(i for i in grown.plan.instances if i.key == on0.instance_key).runs[0] == on0.id
+    grown.plan.save(tmp_path / "x.plan.yaml")
+    Plan.load(tmp_path / "x.plan.yaml")  # reads back: the live run is listed on its instance
+    # and one that neither the plan nor the sweep knows fills its instance all the same
+    states["gone-0123456789"] = RunState("running", on0.instance_key)
+    del states[on0.id]
+    grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)
+    assert grown is not None and 0 not in grown.recut_gpus
+
+
+def test_a_new_run_queues_behind_live_runs_when_every_instance_is_busy(earlier, tmp_path):
+    """Guards: with every instance busy the first wave placed nothing and the new run was left unplaced."""
+    old, fleet = earlier
+    states = {r.id: RunState("running", r.instance_key) for r in old.placed_runs()}
+    states |= {f"other-{n}": RunState("running", i.key) for n, i in enumerate(old.instances) if not i.runs}
+    grown = grow_plan(old, _sweep(tmp_path, SMALL.replace("[0, 1, 2, 3]", "[0, 1, 2, 3, 4]")), fleet, states)
+    assert grown is not None and not grown.plan.unplaced and len(grown.starting) == 1
+    new = grown.plan.run(grown.starting[0])
+    assert new.wave and new.wave >= 1 and [i.ref for i in grown.plan.instances] == [i.ref for i in old.instances]
+    assert grown.decided[0].startswith("1 new run to start on the busy ") and grown.recut_gpus == ()
+
+
+def test_runs_that_would_wait_start_on_instances_added_in_an_idle_gpus_unused_slices(tmp_path):
+    """More runs than the instances take at once: an idle GPU gets instances in its unused slices
+    (none destroyed, the old ones keep their queues); a GPU with a live run gets none."""
+    old, fleet = _earlier(tmp_path, SMALL.replace("[0, 1, 2, 3]", "[0, 1]"))
+    doc = old.to_dict()
+    thin = Plan.from_dict(dict(doc, instances=[i for i in doc["instances"] if i["runs"]]))  # unused slices
+    assert sum(len(thin.layout(g)) for g in (0, 1)) == 2
+    grown = grow_plan(thin, _sweep(tmp_path, SWARM), fleet, _done(thin))
+    assert grown is not None
+    plan = grown.plan
+    assert {i.ref for i in thin.instances} < {i.ref for i in plan.instances}  # only added
+    assert all(plan.run(r.id).instance_key == r.instance_key for r in thin.runs)
+    assert any("added in its unused slices, none destroyed" in d for d in grown.decided)
+    assert grown.decided[0].startswith("12 new runs to start on the idle ") and "; instances added on idle GPU(s) " in grown.decided[0]
+    waves = [plan.run(rid).wave for rid in grown.starting]
+    assert len(grown.starting) == 12 and sum(1 for w in waves if w == min(waves)) > 2
+    # the same with its runs live: their GPUs get nothing added
+    live = {r.id: RunState("running", r.instance_key) for r in thin.runs}
+    still = grow_plan(thin, _sweep(tmp_path, SWARM), fleet, live)
+    busy = {r.gpu for r in thin.runs}
+    assert still is not None and not busy & set(still.recut_gpus)
+    assert all(still.plan.layout(g) == thin.layout(g) for g in busy)

@@ -1,0 +1,66 @@
+"""Issue 19 item 11: an export into another user's directory followed her planted `nodes` symlink,
+and she could replace `apply-<node>.sh` afterwards, which the README tells the admin to run as root.
+The export directory must pass the state directory's ownership rule, and a symbolic link inside it
+is never followed; each refusal says why."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support.cli import migbench
+
+OTHER = 12345
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("engine", ["slurm", "k8s"])
+def test_an_export_into_a_directory_another_user_owns_is_refused(two_nodes, tmp_path, engine):
+    """Guards issue 19 item 11: root exported into eve's directory, where she could swap the scripts."""
+    _, path = two_nodes
+    out = tmp_path / "eve-out"
+    out.mkdir()
+    os.chown(out, OTHER, OTHER)
+    r = migbench("export", engine, str(path), "-o", str(out))
+    assert r.returncode == 1 and "refusing" in r.stderr and "owned by uid 12345" in r.stderr and "export directory" in r.stderr, r.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_an_export_below_a_world_writable_directory_is_refused(two_nodes, tmp_path):
+    """Guards issue 19 item 11: anyone could rename the export away and put hers in its place."""
+    _, path = two_nodes
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    r = migbench("export", "slurm", str(path), "-o", str(shared / "out"))
+    assert r.returncode == 1 and "writable by every user" in r.stderr, r.stderr
+    assert not (shared / "out").exists()
+
+
+def test_a_planted_nodes_symlink_is_never_followed(two_nodes, tmp_path):
+    """Guards issue 19 item 11: `nodes -> elsewhere` made the export write node files where the link pointed."""
+    _, path = two_nodes
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "nodes").symlink_to(elsewhere)
+    r = migbench("export", "slurm", str(path), "-o", str(out))
+    assert r.returncode == 1 and "symbolic link" in r.stderr and "nodes" in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert not list(out.glob("apply-*.sh")), "nothing half-done"
+
+
+def test_a_planted_script_symlink_is_replaced_not_written_through(two_nodes, tmp_path):
+    """Guards issue 19 items 10-11: an `apply-<node>.sh` link planted in the export directory is refused, its target untouched."""
+    plan, path = two_nodes
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (out / f"apply-{plan.nodes()[0]}.sh").symlink_to(victim)
+    r = migbench("export", "slurm", str(path), "-o", str(out))
+    assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
+    assert victim.read_text() == "precious\n"
+    assert [p.name for p in out.iterdir()] == [f"apply-{plan.nodes()[0]}.sh"], "nothing half-done"
