@@ -13,16 +13,23 @@ begins and `<run> <attempt> done` when it ends (after a sleep of 0.2, 0.5 or 0.9
 - **final-moment shim kill**: each shim stops itself after its run ended, before `exit.json`
   (MIGBENCH_SHIM_TEST_PAUSE=after-exit), and is killed there;
 - **state dir deleted after finish**: the launcher stopped (SIGSTOP), the runs finish, the state
-  directory deleted, the launcher continued; then bindings restored and a new launch.
+  directory deleted, the launcher continued; then bindings restored and a new launch;
+- **+ a running run's waiter killed**: as "together", and the waiter (`mb-wait`) of a run still at
+  work killed too: the one case where an outcome is lost by design; such runs must end `unknown`
+  (counted in "expected"), never re-run.
 
 After each trial a last plain launch runs to the end. Per class: trials, runs executed twice (a
 second `start` line: must be 0), finished runs re-run (a `start` after a `done`: 0), outcomes lost
-or unknown (a run's final state not `succeeded`; each explained), holes (a final state that the
-ledger contradicts: `succeeded` without a `done`, or a run neither done nor unknown: 0).
+or unknown (a run's final state not `succeeded`; each explained, next to how many the fault made
+unknown by design, and of runs the kill itself hit in the instant between their start gate and
+their exec, while their process still bore the shim's command line: recorded truthfully as killed,
+exit 137), holes (a final state that the ledger contradicts: `succeeded` without a `done`, or a run
+neither done, unknown, nor killed that way: 0).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -82,6 +89,7 @@ class Trial:
         (self.sd / "bindings.json").write_bytes(bindings)
         self.bindings = bindings
         self.ledger = base / f"t{n}.ledger"
+        self.expected_unknown = 0  # runs whose waiter was killed while they worked
         r.state_dir, r.ledger = self.sd, self.ledger
 
     def start(self, **env: str) -> Any:
@@ -136,6 +144,7 @@ def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
         else:
             dones[rid] += 1
     tally["trials"] += 1
+    tally["expected unknown"] += t.expected_unknown
     tally["runs"] += len(rows)
     tally["runs executed twice"] += sum(1 for k in rows if starts[k] > 1)
     tally["finished runs re-run"] += len(rerun_after_done)
@@ -143,7 +152,11 @@ def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
         if row["state"] != "succeeded":
             tally["outcomes lost or unknown"] += 1
             notes.append(f"trial {t.n} {k}: {row['state']}: {row['last_error']}")
-        if (row["state"] == "succeeded" and not dones[k]) or (not dones[k] and row["state"] != "unknown"):
+        # The kill hit the run's own process between the start gate and its exec, while it still bore its
+        # parent's command line (python -m migbench.launch.shim ...): a truthful outcome (killed), not a hole.
+        killed_at_start = row["state"] == "failed" and row["exit_code"] == 137 and not starts[k]
+        tally["killed by the fault before their command began"] += killed_at_start
+        if (row["state"] == "succeeded" and not dones[k]) or (not dones[k] and row["state"] != "unknown" and not killed_at_start):
             tally["holes"] += 1
             notes.append(f"trial {t.n} {k}: hole: state {row['state']}, {starts[k]} start(s), {dones[k]} done")
 
@@ -185,6 +198,30 @@ def together(t: Trial, rng: random.Random) -> None:
     p.wait(timeout=120)
 
 
+def waiter_too(t: Trial, rng: random.Random) -> None:
+    """The one case that loses an outcome: besides the launcher and the shims, the waiter of a run
+    still at work is killed; the run then ends with nothing to record it. Expected: `unknown`."""
+    t.start()
+    _wait(lambda: _at_work(t))
+    time.sleep(rng.uniform(0.0, 0.2))
+    t.pkill()
+    live = []
+    for rid, v in t.rows().items():
+        try:
+            child = json.loads((t.sd / rid / f"attempt-{v['attempt']}" / "child.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _gone(int(child["pid"])) and not _gone(int(child["waiter_pid"])):
+            live.append(child)
+    if live:
+        child = rng.choice(live)
+        os.kill(int(child["waiter_pid"]), signal.SIGKILL)
+        if not _gone(int(child["pid"])):
+            t.expected_unknown += 1
+    p = t.start()
+    p.wait(timeout=120)
+
+
 def final_moment(t: Trial, rng: random.Random) -> None:
     p = t.start(MIGBENCH_SHIM_TEST_PAUSE="after-exit")
     killed: set[int] = set()
@@ -206,9 +243,9 @@ def final_moment(t: Trial, rng: random.Random) -> None:
 
 def deleted_after_finish(t: Trial, rng: random.Random) -> None:
     p = t.start()
-    _wait(lambda: _at_work(t, 3))
-    shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
+    _wait(lambda: _at_work(t, 1))  # the launcher cannot have ended while a run works
     os.kill(p.pid, signal.SIGSTOP)
+    shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
     try:
         _wait(lambda: all(_gone(pid) for pid in shims))
         time.sleep(rng.uniform(0.0, 0.2))
@@ -225,6 +262,7 @@ CLASSES: dict[str, Callable[[Trial, random.Random], None]] = {
     "launcher + shims killed together": together,
     "final-moment shim kill": final_moment,
     "state dir deleted after finish": deleted_after_finish,
+    "+ a running run's waiter killed": waiter_too,
 }
 
 
@@ -249,7 +287,8 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
                     t.finish()
                     judge(t, tally, notes)
                 out[name] = {**{k: tally[k] for k in ("trials", "runs", "runs executed twice", "finished runs re-run",
-                                                       "outcomes lost or unknown", "holes")},
+                                                       "outcomes lost or unknown", "expected unknown",
+                                                       "killed by the fault before their command began", "holes")},
                              "seconds": round(time.monotonic() - t0), "notes": notes[:10]}
         finally:
             try:
@@ -260,13 +299,15 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "holes", "seconds")
-    print(f"{'fault class':34}" + "".join(f"{c:>14}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "holes", "s")))
+    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "expected unknown",
+            "killed by the fault before their command began", "holes", "seconds")
+    print(f"{'fault class':34}" + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(unknown exp.)",
+                                                               "(killed@start)", "holes", "s")))
     for name, v in res.items():
-        print(f"{name:34}" + "".join(f"{v[c]:>14}" for c in cols))
+        print(f"{name:34}" + "".join(f"{v[c]:>13}" for c in cols))
     for name, v in res.items():
         for note in v["notes"]:
-            print(f"  {name}: {note}")
+            print(f"  {name}: {note[:200]}")
 
 
 def main(trials: int = 20, seed: int = 19, keep: bool = False) -> None:
