@@ -103,8 +103,14 @@ def replayed(sc: Scenario, doc: dict[str, Any]) -> float:
             p = model.profile(pl.profile)
             instances.append(ReplayInstance(InstanceRef(int(g), pl), int(p.memory_mib or 0), instance_capacity(model, p), p.compute_slices))
     rep = replay_instances(
-        "best known", instances, doc["queues"], sc.runs, DurationModel(), total_slices=sum(g.model.compute_slices for g in sc.fleet),
-        gpus=len(sc.fleet), planned_start={k: float(v) for k, v in doc.get("starts", {}).items()} or None,
+        "best known",
+        instances,
+        doc["queues"],
+        sc.runs,
+        DurationModel(),
+        total_slices=sum(g.model.compute_slices for g in sc.fleet),
+        gpus=len(sc.fleet),
+        planned_start={k: float(v) for k, v in doc.get("starts", {}).items()} or None,
     )
     return rep.makespan_s
 
@@ -157,9 +163,11 @@ def main() -> None:
         ms = replayed(sc, doc)
         old = kept["makespan_s"] if kept else None
         keep = old is None or ms < old - 1e-6
-        print(f"{sc.name}: found {ms / 3600:.3f} h (bound {doc['bound_s'] / 3600:.3f} h); kept "
-              f"{'-' if old is None else f'{old / 3600:.3f} h'} -> {'replaced' if keep and old is not None else 'written' if keep else 'unchanged'}",
-              flush=True)
+        print(
+            f"{sc.name}: found {ms / 3600:.3f} h (bound {doc['bound_s'] / 3600:.3f} h); kept "
+            f"{'-' if old is None else f'{old / 3600:.3f} h'} -> {'replaced' if keep and old is not None else 'written' if keep else 'unchanged'}",
+            flush=True,
+        )
         if keep:
             doc["makespan_s"] = round(ms, 3)
             path_of(sc).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -103,7 +103,10 @@ class IType:
 def _run_class(r: Any) -> RunClass:
     prof = getattr(r, "profiles", None)
     return RunClass(
-        int(r.memory_mib), float(r.duration_s or 1.0), float(r.compute), int(r.max_runs_per_instance),
+        int(r.memory_mib),
+        float(r.duration_s or 1.0),
+        float(r.compute),
+        int(r.max_runs_per_instance),
         tuple(sorted(prof)) if prof else None,
     )
 
@@ -142,8 +145,12 @@ class InstanceDP(_PlannerDP):
 
 
 def best_order(
-    counts: dict[int, int], classes: Sequence[RunClass], memory_mib: int, capacity: float,
-    interference: float = 0.0, bound: float = math.inf,
+    counts: dict[int, int],
+    classes: Sequence[RunClass],
+    memory_mib: int,
+    capacity: float,
+    interference: float = 0.0,
+    bound: float = math.inf,
 ) -> tuple[float, list[int]] | None:
     """The best finish time on one instance of a multiset of classes (`counts`: class -> runs) over
     all queue orders, with one order achieving it (class indices); None when all exceed `bound`."""
@@ -230,9 +237,18 @@ class _ConfigStore:
         return (ev, order) if ev <= T * (1 + EPS) else None
 
 
-def _configs(store: _ConfigStore, it: IType, info: _TypeInfo, cis: list[int], counts: list[int], T: float,
-             work_all: float, memt_all: float, others: list[int], deadline: float = math.inf,
-             ) -> dict[tuple, tuple[float, list[int], float]]:
+def _configs(
+    store: _ConfigStore,
+    it: IType,
+    info: _TypeInfo,
+    cis: list[int],
+    counts: list[int],
+    T: float,
+    work_all: float,
+    memt_all: float,
+    others: list[int],
+    deadline: float = math.inf,
+) -> dict[tuple, tuple[float, list[int], float]]:
     """Every non-empty configuration of the classes `cis` (counts available) on type `it` with
     f <= T and whose complement can still fit the rest of the fleet in T (work and memory x time
     bounds; classes the rest cannot host at all must be in it). `others`: classes not allowed on
@@ -247,9 +263,14 @@ def _configs(store: _ConfigStore, it: IType, info: _TypeInfo, cis: list[int], co
     parts = {}
     for ci in cis:
         c = cls[ci]
-        parts[ci] = (c.duration_s * max(1.0, c.compute / it.capacity), c.compute * c.duration_s / it.capacity,
-                     c.duration_s / min(c.cap, kmem), c.memory_mib * c.duration_s / it.memory_mib,
-                     c.compute * c.duration_s, c.memory_mib * c.duration_s)
+        parts[ci] = (
+            c.duration_s * max(1.0, c.compute / it.capacity),
+            c.compute * c.duration_s / it.capacity,
+            c.duration_s / min(c.cap, kmem),
+            c.memory_mib * c.duration_s / it.memory_mib,
+            c.compute * c.duration_s,
+            c.memory_mib * c.duration_s,
+        )
     must = {ci for ci in cis if not info.rest_types & set(_allowed_types_of(store, ci))}
     need_work = work_all - T * info.rest_cap - 1e-12 * max(1.0, work_all)
     need_memt = memt_all - T * info.rest_mem - 1e-12 * max(1.0, memt_all)
@@ -279,8 +300,7 @@ def _configs(store: _ConfigStore, it: IType, info: _TypeInfo, cis: list[int], co
                 cfg = tuple(chosen)
                 r = store.f(it.memory_mib, it.capacity, cfg, T)
                 if r is not None:
-                    need = max(_needs(work_all - w, info.rest_cap), _needs(memt_all - mt, info.rest_mem),
-                               _needs(pres_whole_all - pwh, info.rest_whole_gpus))
+                    need = max(_needs(work_all - w, info.rest_cap), _needs(memt_all - mt, info.rest_mem), _needs(pres_whole_all - pwh, info.rest_whole_gpus))
                     out[cfg] = (r[0], r[1], need)
             return
         ci = cis[i]
@@ -293,8 +313,7 @@ def _configs(store: _ConfigStore, it: IType, info: _TypeInfo, cis: list[int], co
             if ci in must and k < counts[i]:
                 continue
             chosen.append((ci, k))
-            rec(i + 1, max(solo, p[0]), work + k * p[1], pres + k * p[2], memt + k * p[3], w + k * p[4], mt + k * p[5],
-                pwh + k * pw[ci])
+            rec(i + 1, max(solo, p[0]), work + k * p[1], pres + k * p[2], memt + k * p[3], w + k * p[4], mt + k * p[5], pwh + k * pw[ci])
             chosen.pop()
 
     rec(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -363,9 +382,14 @@ def _whole_types(types: list[IType], layouts: dict[str, list]) -> list[bool]:
     return out
 
 
-def _type_infos(types: list[IType], layouts: dict[str, list[tuple[dict[str, int], tuple[Placement, ...], bool]]],
-                fleet: Sequence[FleetGpu], models: dict[str, GpuModel], whole_type: list[bool],
-                wanted: list[bool]) -> list[_TypeInfo]:
+def _type_infos(
+    types: list[IType],
+    layouts: dict[str, list[tuple[dict[str, int], tuple[Placement, ...], bool]]],
+    fleet: Sequence[FleetGpu],
+    models: dict[str, GpuModel],
+    whole_type: list[bool],
+    wanted: list[bool],
+) -> list[_TypeInfo]:
     """Per type: what the fleet offers besides one instance of it (same GPU: the best layout that
     contains it, less that instance; every other GPU: its best layout), and how many other GPUs
     could host the runs allowed only on whole-GPU types (`wanted`: types such runs may use)."""
@@ -404,8 +428,9 @@ def _type_infos(types: list[IType], layouts: dict[str, list[tuple[dict[str, int]
     return out
 
 
-def _lower_bound(classes: list[RunClass], members: list[list[str]], types: list[IType], allowed: list[list[int]],
-                 fleet: Sequence[FleetGpu], max_cap_sum: dict[str, float]) -> float:
+def _lower_bound(
+    classes: list[RunClass], members: list[list[str]], types: list[IType], allowed: list[list[int]], fleet: Sequence[FleetGpu], max_cap_sum: dict[str, float]
+) -> float:
     lb = 0.0
     for ci, c in enumerate(classes):
         lb = max(lb, min(c.duration_s * max(1.0, c.compute / types[ti].capacity) for ti in allowed[ci]))
@@ -415,8 +440,13 @@ def _lower_bound(classes: list[RunClass], members: list[list[str]], types: list[
 
 
 def solve_exact(
-    runs: Sequence[Any], fleet: Sequence[FleetGpu], *, time_limit_s: float = 60.0, workers: int = 2,
-    interference: float = 0.0, start_T: float | None = None,
+    runs: Sequence[Any],
+    fleet: Sequence[FleetGpu],
+    *,
+    time_limit_s: float = 60.0,
+    workers: int = 2,
+    interference: float = 0.0,
+    start_T: float | None = None,
     fixed_layouts: dict[int, Sequence[Placement]] | None = None,
 ) -> ExactResult:
     """Minimum makespan over (one legal layout per GPU, one queue per instance), replayed without
@@ -457,10 +487,7 @@ def solve_exact(
             type_index[(k, p.name)] = len(types)
             types.append(IType(k, p.name, int(p.memory_mib), instance_capacity(m, p)))
         max_cap_sum[k] = max(sum(instance_capacity(m, m.profile(n)) * c for n, c in ms.items()) for ms, _, _ in layouts[k])
-    allowed = [
-        [ti for ti, t in enumerate(types) if c.memory_mib <= t.memory_mib and (c.profiles is None or t.profile in c.profiles)]
-        for c in classes
-    ]
+    allowed = [[ti for ti, t in enumerate(types) if c.memory_mib <= t.memory_mib and (c.profiles is None or t.profile in c.profiles)] for c in classes]
     for ci, a in enumerate(allowed):
         if not a:
             raise ValueError(f"run {members[ci][0]} fits no instance type of the fleet")
@@ -475,8 +502,17 @@ def solve_exact(
     # An incumbent from list scheduling on every combination of maximal layouts: a real plan, so
     # its replayed makespan bounds the optimum from above and caps the thresholds.
     th = time.perf_counter()
-    inc = _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference,
-                     {g: tuple(lay) for g, lay in fixed_layouts.items()} if fixed_layouts is not None else None)
+    inc = _heuristic(
+        classes,
+        members,
+        types,
+        type_index,
+        allowed,
+        models,
+        gpus_of,
+        interference,
+        {g: tuple(lay) for g, lay in fixed_layouts.items()} if fixed_layouts is not None else None,
+    )
     heur_s = time.perf_counter() - th
     incumbent = {"value": inc[0], "layouts": inc[1], "queues": inc[2], "replay": inc[0], "source": "list scheduling"}
     bound = lb
@@ -499,30 +535,43 @@ def solve_exact(
             for ti, it in enumerate(types):
                 cis = [ci for ci in range(len(classes)) if ti in allowed[ci]]
                 others = [ci for ci in range(len(classes)) if ti not in allowed[ci]]
-                cfgs[ti] = _configs(store, it, infos[ti], cis, [len(members[ci]) for ci in cis], T, work_all, memt_all,
-                                    others, deadline)
+                cfgs[ti] = _configs(store, it, infos[ti], cis, [len(members[ci]) for ci in cis], T, work_all, memt_all, others, deadline)
         except _Timeout:
             deadline_hit = True
-            rounds.append({"T_s": round(T, 3), "configs": None, "enum_s": round(time.perf_counter() - tr, 3),
-                           "cpsat_s": 0.0, "cpsat": "NOT RUN (time limit)"})
+            rounds.append({"T_s": round(T, 3), "configs": None, "enum_s": round(time.perf_counter() - tr, 3), "cpsat_s": 0.0, "cpsat": "NOT RUN (time limit)"})
             break
         t_enum = time.perf_counter() - tr
         ncfg = sum(len(v) for v in cfgs.values())
-        res = _cpsat(classes, members, types, cfgs, layouts, gpus_of, max(1.0, deadline - time.perf_counter()), workers,
-                     known_below=bound if rounds else -math.inf, fixed_counts=fixed_counts)
-        rounds.append({"T_s": round(T, 3), "configs": ncfg, "enum_s": round(t_enum, 3),
-                       "cpsat_s": round(time.perf_counter() - tr - t_enum, 3), "cpsat": res["status"],
-                       "cpsat_solves": res["solves"]})
+        res = _cpsat(
+            classes,
+            members,
+            types,
+            cfgs,
+            layouts,
+            gpus_of,
+            max(1.0, deadline - time.perf_counter()),
+            workers,
+            known_below=bound if rounds else -math.inf,
+            fixed_counts=fixed_counts,
+        )
+        rounds.append(
+            {
+                "T_s": round(T, 3),
+                "configs": ncfg,
+                "enum_s": round(t_enum, 3),
+                "cpsat_s": round(time.perf_counter() - tr - t_enum, 3),
+                "cpsat": res["status"],
+                "cpsat_solves": res["solves"],
+            }
+        )
         if res["status"] == "INFEASIBLE":
             # every plan with makespan <= T uses only configurations of this model: the optimum is > T
             bound = max(bound, T)
             T *= GROW
             continue
         if res["status"] in ("OPTIMAL", "FEASIBLE"):
-            lay_out, q_out, rep = _rebuild(res["x"], res["y"], classes, members, types, type_index, cfgs,
-                                           layouts, gpus_of, interference)
-            incumbent = {"value": res["value"], "layouts": lay_out, "queues": q_out, "replay": rep,
-                         "source": "configuration model"}
+            lay_out, q_out, rep = _rebuild(res["x"], res["y"], classes, members, types, type_index, cfgs, layouts, gpus_of, interference)
+            incumbent = {"value": res["value"], "layouts": lay_out, "queues": q_out, "replay": rep, "source": "configuration model"}
             bound = max(bound, min(res["bound"], incumbent["value"]))
             if res["status"] == "OPTIMAL":
                 bound = incumbent["value"]
@@ -534,16 +583,23 @@ def solve_exact(
         status = "OPTIMAL"
         bound = incumbent["value"]
     stats = {
-        "classes": len(classes), "types": len(types),
+        "classes": len(classes),
+        "types": len(types),
         "layouts": {k: len(v) for k, v in layouts.items()},
-        "order_searches": store.searches, "dp_states": sum(d.states for d in store.dps.values()),
-        "sim_mismatch": store.sim_mismatch, "max_sim_mismatch_s": store.max_mismatch,
-        "lower_bound_start_s": lb, "heuristic_s": round(heur_s, 3), "heuristic_makespan_s": inc[0],
-        "plan_from": incumbent["source"], "time_limit_hit": deadline_hit,
+        "order_searches": store.searches,
+        "dp_states": sum(d.states for d in store.dps.values()),
+        "sim_mismatch": store.sim_mismatch,
+        "max_sim_mismatch_s": store.max_mismatch,
+        "lower_bound_start_s": lb,
+        "heuristic_s": round(heur_s, 3),
+        "heuristic_makespan_s": inc[0],
+        "plan_from": incumbent["source"],
+        "time_limit_hit": deadline_hit,
         "cpu_s": round(time.process_time() - cpu0, 3),
     }
-    return ExactResult(status, incumbent["value"], bound, incumbent["replay"], incumbent["layouts"],
-                       incumbent["queues"], time.perf_counter() - t0, rounds, stats)
+    return ExactResult(
+        status, incumbent["value"], bound, incumbent["replay"], incumbent["layouts"], incumbent["queues"], time.perf_counter() - t0, rounds, stats
+    )
 
 
 def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, interference, fixed=None):  # type: ignore[no-untyped-def]
@@ -557,8 +613,11 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
         per_model[key] = list(seen.values())
     jobs = {rid: classes[ci].job(rid) for ci in range(len(classes)) for rid in members[ci]}
     types_of = {rid: set(allowed[ci]) for ci in range(len(classes)) for rid in members[ci]}
-    solo = {rid: min(classes[ci].duration_s * max(1.0, classes[ci].compute / types[ti].capacity) for ti in allowed[ci])
-            for ci in range(len(classes)) for rid in members[ci]}
+    solo = {
+        rid: min(classes[ci].duration_s * max(1.0, classes[ci].compute / types[ti].capacity) for ti in allowed[ci])
+        for ci in range(len(classes))
+        for rid in members[ci]
+    }
     orders = [
         sorted(jobs, key=lambda r: (-solo[r], -jobs[r].memory_mib, r)),
         sorted(jobs, key=lambda r: (-jobs[r].memory_mib, -solo[r], r)),
@@ -590,8 +649,7 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
         if any(not (types_of[r] & present) for r in jobs):
             continue
         for order in orders:
-            res = list_schedule([jobs[r] for r in order], slots, lambda j, s, stype=stype: stype[s.key] in types_of[j.id],
-                                interference=interference)
+            res = list_schedule([jobs[r] for r in order], slots, lambda j, s, stype=stype: stype[s.key] in types_of[j.id], interference=interference)
             if best is None or res.makespan_s < best[0] - TIE:
                 best = (res.makespan_s, lay_of, slots, res.order)
     assert best is not None, "no combination of maximal layouts hosts every run"
@@ -601,8 +659,18 @@ def _heuristic(classes, members, types, type_index, allowed, models, gpus_of, in
     return res.makespan_s, {g: [str(p) for p in lay_of[g]] for g in sorted(lay_of)}, queues
 
 
-def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers, known_below=-math.inf,  # type: ignore[no-untyped-def]
-           fixed_counts=None) -> dict[str, Any]:
+def _cpsat(
+    classes,
+    members,
+    types,
+    cfgs,
+    layouts,
+    gpus_of,
+    time_limit,
+    workers,
+    known_below=-math.inf,  # type: ignore[no-untyped-def]
+    fixed_counts=None,
+) -> dict[str, Any]:
     """Minimise the largest f used, by bisection on its rank among the distinct f values: each step
     is a CP-SAT feasibility model (an exact cover of the runs by configurations whose f has at most
     that rank, on instances some combination of layouts offers). Feasibility models prove far
@@ -636,13 +704,18 @@ def _cpsat(classes, members, types, cfgs, layouts, gpus_of, time_limit, workers,
         if sol is None and lo >= len(values) - 1:
             return {"status": "INFEASIBLE", "solves": solves}
         if lo + 1 >= hi and sol is not None:
-            return {"status": "OPTIMAL", "value": sol["value"], "bound": sol["value"], "x": sol["x"], "y": sol["y"],
-                    "solves": solves}
+            return {"status": "OPTIMAL", "value": sol["value"], "bound": sol["value"], "x": sol["x"], "y": sol["y"], "solves": solves}
         probe = (lo + hi) // 2 if sol is not None else hi
     if sol is None:
         return {"status": "UNKNOWN", "solves": solves}
-    return {"status": "FEASIBLE", "value": sol["value"], "bound": values[lo + 1] if lo + 1 < len(values) else sol["value"],
-            "x": sol["x"], "y": sol["y"], "solves": solves}
+    return {
+        "status": "FEASIBLE",
+        "value": sol["value"],
+        "bound": values[lo + 1] if lo + 1 < len(values) else sol["value"],
+        "x": sol["x"],
+        "y": sol["y"],
+        "solves": solves,
+    }
 
 
 def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, workers, fixed_counts=None):  # type: ignore[no-untyped-def]

@@ -62,8 +62,7 @@ def seed_like(seed: int) -> Case:
         runs.append(Run(f"abl-{i:02d}", mem, hours * HOUR, round(rng.uniform(0.08, 0.16), 2), rng.choice([3, 4])))
     for i in range(whole):
         runs.append(Run(f"full-{i:02d}", rng.choice([60, 64, 70]) * GIB, 18 * HOUR, 1.0, 1))
-    return Case(f"seed-{seed % 100:02d}", f"seed-like: {n - whole} ablations + {whole} whole-GPU runs",
-                ["A100-SXM4-80GB"] * gpus, runs)
+    return Case(f"seed-{seed % 100:02d}", f"seed-like: {n - whole} ablations + {whole} whole-GPU runs", ["A100-SXM4-80GB"] * gpus, runs)
 
 
 MIXED_MODELS = ["A100-SXM4-80GB", "H100-SXM5-80GB", "A100-SXM4-40GB"]
@@ -97,10 +96,8 @@ def named_a() -> Case:
     hours = [18, 16, 14, 12, 10, 10, 8, 8, 8]
     runs = [Run("big-60g", 60 * GIB, 18 * HOUR, 1.0, 1)]
     for i, h in enumerate(hours):
-        runs.append(Run(f"abl-{i:02d}", rng.choice([2 * GIB, int(2.5 * GIB), 3 * GIB]), h * HOUR,
-                        round(rng.uniform(0.09, 0.11), 2), 4))
-    return Case("named-a", "one 60 GiB 18 h run + nine 2-3 GiB ablations of 8-18 h (cap 4); optimum 18 h",
-                ["A100-SXM4-80GB"] * 2, runs)
+        runs.append(Run(f"abl-{i:02d}", rng.choice([2 * GIB, int(2.5 * GIB), 3 * GIB]), h * HOUR, round(rng.uniform(0.09, 0.11), 2), 4))
+    return Case("named-a", "one 60 GiB 18 h run + nine 2-3 GiB ablations of 8-18 h (cap 4); optimum 18 h", ["A100-SXM4-80GB"] * 2, runs)
 
 
 def named_b() -> Case:
@@ -115,8 +112,7 @@ def named_b() -> Case:
     runs += [Run(f"b16-{i}", 16 * GIB, 6 * HOUR, 0.25, 2) for i in range(3)]
     runs += [Run(f"b8-{i}", 8 * GIB, 12 * HOUR, 0.12, 4) for i in range(2)]
     runs += [Run(f"b4-{i}", 4 * GIB, 6 * HOUR, 0.1, 4) for i in range(3)]
-    return Case("named-b", "10 mixed runs (36/16/8/4 GiB) built for an optimum of about 12 h",
-                ["A100-SXM4-80GB"] * 2, runs)
+    return Case("named-b", "10 mixed runs (36/16/8/4 GiB) built for an optimum of about 12 h", ["A100-SXM4-80GB"] * 2, runs)
 
 
 def all_cases() -> list[Case]:
@@ -130,8 +126,10 @@ def run_dict(r: Run) -> dict:
 
 
 def case_from_dict(d: dict) -> Case:
-    runs = [Run(r["id"], r["memory_mib"], r["duration_s"], r["compute"], r["max_runs_per_instance"],
-                tuple(r["profiles"]) if r.get("profiles") else None) for r in d["runs"]]
+    runs = [
+        Run(r["id"], r["memory_mib"], r["duration_s"], r["compute"], r["max_runs_per_instance"], tuple(r["profiles"]) if r.get("profiles") else None)
+        for r in d["runs"]
+    ]
     return Case(d["name"], d["description"], list(d["fleet"]), runs)
 
 
@@ -157,23 +155,35 @@ def main() -> None:
     for c in cases:
         r = solve_exact(c.runs, c.fleet_gpus(), time_limit_s=args.time_limit, workers=args.workers)
         ok = r.replay_makespan_s is not None and r.makespan_s is not None and abs(r.replay_makespan_s - r.makespan_s) <= 1e-6 * r.makespan_s
-        print(f"{c.name:10s} {len(c.runs):2d} runs  {r.status:8s} opt {fmt_h(r.makespan_s)}  bound {fmt_h(r.bound_s)}  "
-              f"replay {'ok' if ok else 'MISMATCH'}  {r.seconds:6.2f} s (cpu {r.stats['cpu_s']:6.2f} s)  rounds {len(r.rounds)}  "
-              f"configs {r.rounds[-1]['configs'] if r.rounds else 0}", flush=True)
-        out.append({
-            "name": c.name, "description": c.description, "fleet": c.fleet,
-            "runs": [run_dict(x) for x in c.runs],
-            "status": r.status, "makespan_s": r.makespan_s, "bound_s": r.bound_s,
-            "replay_makespan_s": r.replay_makespan_s, "replay_matches": ok,
-            "solve_s": round(r.seconds, 3), "solve_cpu_s": r.stats["cpu_s"], "layouts": {str(k): v for k, v in r.layouts.items()},
-            "queues": r.queues,
-            "empty_instances": [f"{g}:{pl}" for g, lay in r.layouts.items() for pl in lay if f"{g}:{pl}" not in r.queues],
-            "rounds": r.rounds, "stats": r.stats,
-        })
+        print(
+            f"{c.name:10s} {len(c.runs):2d} runs  {r.status:8s} opt {fmt_h(r.makespan_s)}  bound {fmt_h(r.bound_s)}  "
+            f"replay {'ok' if ok else 'MISMATCH'}  {r.seconds:6.2f} s (cpu {r.stats['cpu_s']:6.2f} s)  rounds {len(r.rounds)}  "
+            f"configs {r.rounds[-1]['configs'] if r.rounds else 0}",
+            flush=True,
+        )
+        out.append(
+            {
+                "name": c.name,
+                "description": c.description,
+                "fleet": c.fleet,
+                "runs": [run_dict(x) for x in c.runs],
+                "status": r.status,
+                "makespan_s": r.makespan_s,
+                "bound_s": r.bound_s,
+                "replay_makespan_s": r.replay_makespan_s,
+                "replay_matches": ok,
+                "solve_s": round(r.seconds, 3),
+                "solve_cpu_s": r.stats["cpu_s"],
+                "layouts": {str(k): v for k, v in r.layouts.items()},
+                "queues": r.queues,
+                "empty_instances": [f"{g}:{pl}" for g, lay in r.layouts.items() for pl in lay if f"{g}:{pl}" not in r.queues],
+                "rounds": r.rounds,
+                "stats": r.stats,
+            }
+        )
     doc = {
         "generated_by": "python bench/exact_cases.py --solve",
-        "environment": f"{platform.python_implementation()} {platform.python_version()}, time limit {args.time_limit:.0f} s, "
-                       f"{args.workers} CP-SAT workers",
+        "environment": f"{platform.python_implementation()} {platform.python_version()}, time limit {args.time_limit:.0f} s, {args.workers} CP-SAT workers",
         "semantics": "makespan under migbench.duration.replay.replay without lending; one fixed legal layout per GPU",
         "total_s": round(time.perf_counter() - t_all, 1),
         "cases": out,

@@ -51,8 +51,7 @@ def replay_plan(case, sol, lend: bool) -> float:  # type: ignore[no-untyped-def]
             queues[key] = []
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
         queues[f"{a.gpu}:{a.placement}"].append(rid)
-    jobs = [Job(r.id, r.memory_mib, r.duration_s or 1.0, r.compute, r.max_runs_per_instance) for r in case.runs
-            if r.id in sol.assigned]
+    jobs = [Job(r.id, r.memory_mib, r.duration_s or 1.0, r.compute, r.max_runs_per_instance) for r in case.runs if r.id in sol.assigned]
     planned = {rid: a.start_s for rid, a in sol.assigned.items() if a.start_s is not None}
     if lend:
         res = replay(jobs, slots, queues, lend=lambda j, s: True, planned_start=planned or None)
@@ -78,17 +77,33 @@ def main() -> None:
         lent = replay_plan(case, sol, lend=True)
         on_its = solve_exact(case.runs, case.fleet_gpus(), fixed_layouts=sol.layouts, time_limit_s=60, workers=2)
         opt = d["makespan_s"]
-        rows.append({
-            "case": d["name"], "runs": len(case.runs), "fleet": " + ".join(case.fleet), "opt": opt,
-            "opt_status": d["status"], "ms": ms, "ratio": ms / opt, "lb": sol.bound, "lb_ratio": sol.bound / opt,
-            "plan_est": sol.makespan_s, "lent": lent, "secs": sol.seconds, "status": sol.status,
-            "on_its": on_its.makespan_s, "on_its_status": on_its.status,
-            "layouts": "; ".join(f"{g}: {' '.join(map(str, lay))}" for g, lay in sorted(sol.layouts.items())),
-        })
+        rows.append(
+            {
+                "case": d["name"],
+                "runs": len(case.runs),
+                "fleet": " + ".join(case.fleet),
+                "opt": opt,
+                "opt_status": d["status"],
+                "ms": ms,
+                "ratio": ms / opt,
+                "lb": sol.bound,
+                "lb_ratio": sol.bound / opt,
+                "plan_est": sol.makespan_s,
+                "lent": lent,
+                "secs": sol.seconds,
+                "status": sol.status,
+                "on_its": on_its.makespan_s,
+                "on_its_status": on_its.status,
+                "layouts": "; ".join(f"{g}: {' '.join(map(str, lay))}" for g, lay in sorted(sol.layouts.items())),
+            }
+        )
         r = rows[-1]
-        print(f"{r['case']:9s} opt {opt / HOUR:7.3f} h  migbench {ms / HOUR:7.3f} h  ratio {r['ratio']:.3f}  "
-              f"LB {sol.bound / HOUR:7.3f} h  LB/opt {r['lb_ratio']:.3f}  best on its layouts "
-              f"{r['on_its'] / HOUR:7.3f} h ({on_its.status})  ({sol.seconds:.1f} s)", flush=True)
+        print(
+            f"{r['case']:9s} opt {opt / HOUR:7.3f} h  migbench {ms / HOUR:7.3f} h  ratio {r['ratio']:.3f}  "
+            f"LB {sol.bound / HOUR:7.3f} h  LB/opt {r['lb_ratio']:.3f}  best on its layouts "
+            f"{r['on_its'] / HOUR:7.3f} h ({on_its.status})  ({sol.seconds:.1f} s)",
+            flush=True,
+        )
     text = render(rows, time.perf_counter() - t_all)
     print()
     print(text)
@@ -102,8 +117,21 @@ def render(rows: list[dict], total_s: float) -> str:
     worst = max(rows, key=lambda r: r["ratio"])
     at_opt = sum(1 for r in rows if r["ratio"] <= 1 + 1e-9)
     bad_lb = [r for r in rows if r["lb_ratio"] > 1 + 1e-9]
-    head = ["case", "runs", "fleet", "optimum", "migbench", "migbench/optimum", "migbench LB", "LB/optimum",
-            "best on its layouts", "layout loss", "queue loss", "migbench with lending", "planner s"]
+    head = [
+        "case",
+        "runs",
+        "fleet",
+        "optimum",
+        "migbench",
+        "migbench/optimum",
+        "migbench LB",
+        "LB/optimum",
+        "best on its layouts",
+        "layout loss",
+        "queue loss",
+        "migbench with lending",
+        "planner s",
+    ]
     lines = [
         "# migbench against the exact optimum (small sweeps)",
         "",
@@ -112,7 +140,7 @@ def render(rows: list[dict], total_s: float) -> str:
         f"{platform.python_implementation()} {platform.python_version()}, migbench {__version__}; "
         f"whole run {total_s:.0f} s.",
         "",
-        "migbench = `solve(runs, fleet, SolveOptions(objective=\"makespan\", time_limit_s=10, workers=1))`, its plan",
+        'migbench = `solve(runs, fleet, SolveOptions(objective="makespan", time_limit_s=10, workers=1))`, its plan',
         "replayed like bench/run.py's `simulate_solution` but without lending (the semantics the optimum is exact",
         "for: one fixed layout per GPU, one queue per instance, `engine.replay(..., lend=None)`). migbench LB = the",
         "planner's reported lower bound (`Solution.bound`). Best on its layouts = the exact optimum with each GPU",
@@ -124,19 +152,33 @@ def render(rows: list[dict], total_s: float) -> str:
         "|" + "---|" * len(head),
     ]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["case"], str(r["runs"]), r["fleet"], h(r["opt"]) + ("" if r["opt_status"] == "OPTIMAL" else f" ({r['opt_status']})"),
-            h(r["ms"]), f"{r['ratio']:.3f}", h(r["lb"]), f"{r['lb_ratio']:.3f}",
-            h(r["on_its"]) + ("" if r["on_its_status"] == "OPTIMAL" else f" ({r['on_its_status']})"),
-            f"{r['on_its'] / r['opt']:.3f}", f"{r['ms'] / r['on_its']:.3f}", h(r["lent"]), f"{r['secs']:.1f}",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["case"],
+                    str(r["runs"]),
+                    r["fleet"],
+                    h(r["opt"]) + ("" if r["opt_status"] == "OPTIMAL" else f" ({r['opt_status']})"),
+                    h(r["ms"]),
+                    f"{r['ratio']:.3f}",
+                    h(r["lb"]),
+                    f"{r['lb_ratio']:.3f}",
+                    h(r["on_its"]) + ("" if r["on_its_status"] == "OPTIMAL" else f" ({r['on_its_status']})"),
+                    f"{r['on_its'] / r['opt']:.3f}",
+                    f"{r['ms'] / r['on_its']:.3f}",
+                    h(r["lent"]),
+                    f"{r['secs']:.1f}",
+                ]
+            )
+            + " |"
+        )
     lines += [
         "",
         f"- cases: {len(rows)}; migbench at the optimum: {at_opt}/{len(rows)}",
         f"- migbench/optimum: worst {worst['ratio']:.3f} ({worst['case']}), mean {sum(ratios) / len(ratios):.3f}",
         f"- LB/optimum: min {min(r['lb_ratio'] for r in rows):.3f}, mean {sum(r['lb_ratio'] for r in rows) / len(rows):.3f}; "
-        + (f"above 1 (not a valid bound) in {len(bad_lb)} case(s): {', '.join(r['case'] for r in bad_lb)}" if bad_lb
-           else "never above 1"),
+        + (f"above 1 (not a valid bound) in {len(bad_lb)} case(s): {', '.join(r['case'] for r in bad_lb)}" if bad_lb else "never above 1"),
         f"- optima proven: {sum(1 for r in rows if r['opt_status'] == 'OPTIMAL')}/{len(rows)}",
         f"- of the {len(rows) - at_opt} cases migbench misses: its own layouts admit the optimum in "
         f"{sum(1 for r in rows if r['ratio'] > 1 + 1e-9 and r['on_its'] <= r['opt'] * (1 + 1e-9))} (the loss is in run "

@@ -36,7 +36,9 @@ def sweep_text(runs: int) -> str:
     sizes = [("tiny", runs - 5 * q, "4GiB", 2), ("small", 2 * q, "9GiB", 1), ("mid", 2 * q, "18GiB", 1), ("big", q, "35GiB", 1)]
     groups = "".join(
         f"  - name: {n}\n    command: python3 train.py --seed {{seed}}\n    parameters: {{seed: 'range(0,{k})'}}\n"
-        f"    memory: {m}\n    max_runs_per_instance: {share}\n" for n, k, m, share in sizes)
+        f"    memory: {m}\n    max_runs_per_instance: {share}\n"
+        for n, k, m, share in sizes
+    )
     return f"version: 1\nname: export-bench\ngroups:\n{groups}"
 
 
@@ -73,16 +75,23 @@ def main() -> int:
         kexp = timed("export k8s (with its checks)", lambda: k8s.write(p, work / "k8s", plan_text=path.read_text(), sha256=sha))
         timed("export mig-parted (+ placement warnings)", lambda: (migparted.config_text(p), migparted.placement_warnings(p)))
         first = next(ar for ar in arrays(p) if ar.tasks)
-        timed("exec --dry-run of one task, plan parsed from YAML", lambda: prepare(
-            Plan.load(path), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", dry_run=True))
-        timed("exec --dry-run of one task, the export's parsed copy", lambda: prepare(
-            load_task_plan(path, sha), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state",
-            sha256=sha, dry_run=True))
+        timed(
+            "exec --dry-run of one task, plan parsed from YAML",
+            lambda: prepare(Plan.load(path), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", dry_run=True),
+        )
+        timed(
+            "exec --dry-run of one task, the export's parsed copy",
+            lambda: prepare(
+                load_task_plan(path, sha), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", sha256=sha, dry_run=True
+            ),
+        )
         tasks = sum(len(ar.tasks) for ar in arrays(p))
         print(f"# export benchmark on {platform.node() or '?'} ({platform.machine()}, Python {platform.python_version()})")
-        print(f"plan: {len(p.placed_runs())} placed runs of {len(p.runs)}, {len(p.fleet)} GPUs on {len(p.nodes())} nodes, "
-              f"{len(p.instances)} instances, {tasks} tasks in {len(arrays(p))} arrays; plan file {path.stat().st_size / 1e6:.1f} MB; "
-              f"planned in {t_plan:.1f} s")
+        print(
+            f"plan: {len(p.placed_runs())} placed runs of {len(p.runs)}, {len(p.fleet)} GPUs on {len(p.nodes())} nodes, "
+            f"{len(p.instances)} instances, {tasks} tasks in {len(arrays(p))} arrays; plan file {path.stat().st_size / 1e6:.1f} MB; "
+            f"planned in {t_plan:.1f} s"
+        )
         for name, s, _ in timings:
             print(f"{name:52s} {s:7.2f} s")
         print(f"files: slurm {len(exp.files) if exp else 0}, k8s {len(kexp.files) if kexp else 0}")  # type: ignore[attr-defined]

@@ -217,7 +217,10 @@ def state_faults(base: Path, tally: Tally) -> dict:
                 tally.look(out, out2, st.stdout, st.stderr)
                 reruns = sum(1 for k in finished if starts(r)[k] > before[k])
                 results[name] = {
-                    "reruns": reruns, "first launcher rc": rc, "relaunch rc": rc2, "status rc": st.returncode,
+                    "reruns": reruns,
+                    "first launcher rc": rc,
+                    "relaunch rc": rc2,
+                    "status rc": st.returncode,
                     "all done": set(done(r)) == set(r.rows()),
                 }
             finally:
@@ -238,7 +241,9 @@ def full_disk(base: Path, tally: Tally) -> dict:
         return {"full disk mid-run": {"skipped": f"cannot mount a tmpfs ({p.stderr.strip()})"}}
     try:
         with pytest.MonkeyPatch.context() as mp:
-            text = sweep(14, 6).replace('exec {toy} --steps 6 --step-seconds 0.25 --memory 1GiB --i {i}', 'sleep 1.5; echo "$MIGBENCH_RUN_ID 1 done" >> "$TOY_LEDGER"  # {i}')
+            text = sweep(14, 6).replace(
+                "exec {toy} --steps 6 --step-seconds 0.25 --memory 1GiB --i {i}", 'sleep 1.5; echo "$MIGBENCH_RUN_ID 1 done" >> "$TOY_LEDGER"  # {i}'
+            )
             r = new_rig(base, "full-disk", text, mp)  # runs that write nothing in the state dir: their own success
             try:
                 sd = where / "state"
@@ -265,9 +270,12 @@ def full_disk(base: Path, tally: Tally) -> dict:
                 tally.look(out, out2)
                 return {
                     "full disk mid-run": {
-                        "reruns": sum(1 for k in finished if starts(r)[k] > before[k]), "first launcher rc": rc,
-                        "said no space": "no space left" in out, "outcomes kept": f"{kept}/{len(started)}",
-                        "relaunch rc": rc2, "all done": set(done(r)) == set(r.rows()),
+                        "reruns": sum(1 for k in finished if starts(r)[k] > before[k]),
+                        "first launcher rc": rc,
+                        "said no space": "no space left" in out,
+                        "outcomes kept": f"{kept}/{len(started)}",
+                        "relaunch rc": rc2,
+                        "all done": set(done(r)) == set(r.rows()),
                         "double runs": sum(1 for v in starts(r).values() if v > 1),
                     }
                 }
@@ -334,7 +342,15 @@ def interrupted_applies(base: Path, trials: int, rng: random.Random, tally: Tall
                 sig = signal.SIGKILL if kind == "kill" else (signal.SIGINT if n % 2 == 0 else signal.SIGTERM)
                 dst = "start" if at == "target" else "target"
                 path, plan = plans[dst]
-                p = subprocess.Popen([PY, "-m", "migbench", "apply", str(path), "--yes"], env=env, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                p = subprocess.Popen(
+                    [PY, "-m", "migbench", "apply", str(path), "--yes"],
+                    env=env,
+                    cwd=d,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
                 time.sleep(rng.uniform(0.2, full_s))
                 os.kill(p.pid, sig)
                 so, se = p.communicate(timeout=300)

@@ -193,8 +193,7 @@ def second_sweep(base: Path, trials: int, rng: random.Random, tally: Tally) -> d
                     holes += sum(1 for rid in b_runs if finished(lb)[rid] != 1) if rcb == 0 else len(b_runs)
         finally:
             r.cleanup()
-    return {"trials": trials, "runs executed twice": twice, "holes": holes, "instances holding runs of both launches at once": overlaps,
-            "outcomes": dict(c)}
+    return {"trials": trials, "runs executed twice": twice, "holes": holes, "instances holding runs of both launches at once": overlaps, "outcomes": dict(c)}
 
 
 def subprocess_launch(r: Rig, plan: Path, sd: Path, ledger: Path):  # type: ignore[no-untyped-def]
@@ -236,8 +235,15 @@ def apply_during_launch(base: Path, trials: int, rng: random.Random, tally: Tall
                 tally.look(out)
                 refused = ap.returncode == 1 and "bound to the launch of" in ap.stderr
                 in_use = ap.returncode == 1 and "in use by PID" in ap.stderr
-                c["apply refused (A bound to the GPU)" if refused else "apply refused (A's run at work there)" if in_use
-                  else "apply done (A no longer on that GPU)" if ap.returncode == 0 else f"apply exit {ap.returncode}"] += 1
+                c[
+                    "apply refused (A bound to the GPU)"
+                    if refused
+                    else "apply refused (A's run at work there)"
+                    if in_use
+                    else "apply done (A no longer on that GPU)"
+                    if ap.returncode == 0
+                    else f"apply exit {ap.returncode}"
+                ] += 1
                 if ap.returncode == 0:  # a run of A that began on GPU g's old devices after B re-cut it
                     gone_starts += sum(1 for _, u, what, t0 in events(ledger) if what == "start" and u in old and t0 >= t_applied)
                     back = r.cli("apply", str(r.plan_path), "--yes")  # put A's layout back (and its bindings)
@@ -246,8 +252,13 @@ def apply_during_launch(base: Path, trials: int, rng: random.Random, tally: Tall
                 if rca == 0:
                     c["A ran every run"] += 1
                 else:  # refused at its start (an apply held the host), or runs held back (their device gone)
-                    why = ("held back runs (device gone)" if "gone from the host" in out else "refused at start (an apply ran)"
-                           if "is changing this host's GPUs" in out or "no longer matches the applied plan" in out else f"exit {rca}")
+                    why = (
+                        "held back runs (device gone)"
+                        if "gone from the host" in out
+                        else "refused at start (an apply ran)"
+                        if "is changing this host's GPUs" in out or "no longer matches the applied plan" in out
+                        else f"exit {rca}"
+                    )
                     c[f"A {why}, then launched again"] += 1
                     shutil.copy(r.state_dir / "bindings.json", sd / "bindings.json")
                     again = r.start("--state-dir", str(sd), extra_env={"TOY_LEDGER": str(ledger)})
@@ -258,8 +269,14 @@ def apply_during_launch(base: Path, trials: int, rng: random.Random, tally: Tall
                 burned += sum(max(0, int(row["attempt"]) - 1) for row in rows_of(sd))
         finally:
             r.cleanup()
-    return {"trials": trials, "runs executed twice": twice, "holes": holes, "attempts used up on a gone device": burned,
-            "runs started on a device B's apply had removed": gone_starts, "outcomes": dict(c)}
+    return {
+        "trials": trials,
+        "runs executed twice": twice,
+        "holes": holes,
+        "attempts used up on a gone device": burned,
+        "runs started on a device B's apply had removed": gone_starts,
+        "outcomes": dict(c),
+    }
 
 
 def rows_of(sd: Path) -> list[dict]:
@@ -294,7 +311,10 @@ def full_disk_apply(base: Path, trials: int, rng: random.Random, tally: Tally) -
     d.mkdir()
     state = d / "host"
     init_host(state, model, 1, mig=True)
-    layouts = {"s": {0: (Placement("3g.20gb", 0), Placement("3g.20gb", 4))}, "t": {0: (Placement("2g.10gb", 0), Placement("1g.5gb", 2), Placement("3g.20gb", 4))}}
+    layouts = {
+        "s": {0: (Placement("3g.20gb", 0), Placement("3g.20gb", 4))},
+        "t": {0: (Placement("2g.10gb", 0), Placement("1g.5gb", 2), Placement("3g.20gb", 4))},
+    }
     paths = {}
     for k, lay in layouts.items():
         (d / k).mkdir()
@@ -382,8 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     os.environ["MIGBENCH_LAUNCHES_DIR"] = str(base / "launches")  # the host's register, as one host's
     try:
-        for n, name, fn in ((1, "two state dirs", two_state_dirs), (2, "second sweep on the same instances", second_sweep),
-                            (3, "apply of another plan during a launch", apply_during_launch), (4, "full disk during apply", full_disk_apply)):
+        for n, name, fn in (
+            (1, "two state dirs", two_state_dirs),
+            (2, "second sweep on the same instances", second_sweep),
+            (3, "apply of another plan during a launch", apply_during_launch),
+            (4, "full disk during apply", full_disk_apply),
+        ):
             if n in parts:
                 t1 = time.monotonic()
                 report[f"{n}. {name}"] = dict(fn(base, args.trials, rng, tally), seconds=round(time.monotonic() - t1))

@@ -286,10 +286,23 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
                     fault(t, rng)
                     t.finish()
                     judge(t, tally, notes)
-                out[name] = {**{k: tally[k] for k in ("trials", "runs", "runs executed twice", "finished runs re-run",
-                                                       "outcomes lost or unknown", "expected unknown",
-                                                       "killed by the fault before their command began", "holes")},
-                             "seconds": round(time.monotonic() - t0), "notes": notes[:10]}
+                out[name] = {
+                    **{
+                        k: tally[k]
+                        for k in (
+                            "trials",
+                            "runs",
+                            "runs executed twice",
+                            "finished runs re-run",
+                            "outcomes lost or unknown",
+                            "expected unknown",
+                            "killed by the fault before their command began",
+                            "holes",
+                        )
+                    },
+                    "seconds": round(time.monotonic() - t0),
+                    "notes": notes[:10],
+                }
         finally:
             try:
                 r.cleanup()
@@ -299,10 +312,21 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    cols = ("trials", "runs", "runs executed twice", "finished runs re-run", "outcomes lost or unknown", "expected unknown",
-            "killed by the fault before their command began", "holes", "seconds")
-    print(f"{'fault class':34}" + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(unknown exp.)",
-                                                               "(killed@start)", "holes", "s")))
+    cols = (
+        "trials",
+        "runs",
+        "runs executed twice",
+        "finished runs re-run",
+        "outcomes lost or unknown",
+        "expected unknown",
+        "killed by the fault before their command began",
+        "holes",
+        "seconds",
+    )
+    print(
+        f"{'fault class':34}"
+        + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(unknown exp.)", "(killed@start)", "holes", "s"))
+    )
     for name, v in res.items():
         print(f"{name:34}" + "".join(f"{v[c]:>13}" for c in cols))
     for name, v in res.items():

@@ -96,6 +96,7 @@ def _bad(r: Any) -> bool:
 
 # -- 1. state dir -----------------------------------------------------------------------------------
 
+
 def state_dir_cases(base: Path, eve: tuple[int, int], tally: Tally) -> None:
     from tests.support.launchkit import PY
 
@@ -124,8 +125,11 @@ def state_dir_cases(base: Path, eve: tuple[int, int], tally: Tally) -> None:
             os.chown(sd / "bindings.json", *eve)
         r = migbench("launch", str(d / "s.plan.yaml"), "--state-dir", str(sd), env=env)
         wrote = [p.name for p in sd.rglob("*") if p.name != "bindings.json"] if sd.exists() else []
-        tally.add("1. state dir: launch into eve's", r.returncode != 1 or "refusing" not in r.stderr or bool(wrote) or _bad(r),
-                  f"{how}: rc={r.returncode} wrote={wrote} {r.stderr}")
+        tally.add(
+            "1. state dir: launch into eve's",
+            r.returncode != 1 or "refusing" not in r.stderr or bool(wrote) or _bad(r),
+            f"{how}: rc={r.returncode} wrote={wrote} {r.stderr}",
+        )
     # her cmd.json in an attempt directory she owns: root's shim must not run it
     for trial in range(3):
         adir = shared / f"eve-attempt-{trial}" / "run" / "attempt-1"
@@ -137,11 +141,11 @@ def state_dir_cases(base: Path, eve: tuple[int, int], tally: Tally) -> None:
         victim.write_text("precious\n")
         as_eve(eve, ["ln", "-s", str(victim), str(adir / "shim.log")])  # where the refusing shim logs
         p = subprocess.run([PY, "-m", "migbench.launch.shim", str(adir)], capture_output=True, text=True, timeout=60)
-        tally.add("1. state dir: root's shim on eve's cmd.json", pwned.exists() or victim.read_text() != "precious\n",
-                  f"rc={p.returncode}")
+        tally.add("1. state dir: root's shim on eve's cmd.json", pwned.exists() or victim.read_text() != "precious\n", f"rc={p.returncode}")
 
 
 # -- 2. outputs -------------------------------------------------------------------------------------
+
 
 def output_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
     d = base / "planned"
@@ -161,8 +165,11 @@ def output_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
             n += 1
             victim.write_text("precious\n")
             at = shared / f"o{n}"
-            plant = {"fifo": ["mkfifo", str(at)], "link to a victim": ["ln", "-s", str(victim), str(at)],
-                     "link to /dev/zero": ["ln", "-s", "/dev/zero", str(at)]}[kind]
+            plant = {
+                "fifo": ["mkfifo", str(at)],
+                "link to a victim": ["ln", "-s", str(victim), str(at)],
+                "link to /dev/zero": ["ln", "-s", "/dev/zero", str(at)],
+            }[kind]
             (as_eve(eve, plant) if eve else subprocess.run(plant, check=True))
             # a child process: a hang (the old behaviour on a FIFO) is caught by its timeout
             code = f"from tests.support.cli import migbench; r = migbench(*{argv(at)!r}); print(r.returncode); print(r.stderr)"
@@ -177,6 +184,7 @@ def output_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
 
 # -- 3. export dir ----------------------------------------------------------------------------------
 
+
 def export_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
     d = base / "planned"
     for engine in ("slurm", "k8s"):
@@ -185,8 +193,7 @@ def export_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
             out.mkdir()
             os.chown(out, *eve)
             r = migbench("export", engine, str(d / "s.plan.yaml"), "-o", str(out))
-            tally.add("3. export into eve's directory", r.returncode != 1 or "refusing" not in r.stderr or any(out.iterdir()),
-                      r.stderr)
+            tally.add("3. export into eve's directory", r.returncode != 1 or "refusing" not in r.stderr or any(out.iterdir()), r.stderr)
         out = base / f"own-export-{engine}"
         out.mkdir()
         elsewhere = base / f"elsewhere-{engine}"
@@ -198,15 +205,26 @@ def export_cases(base: Path, eve: tuple[int, int] | None, tally: Tally) -> None:
 
 # -- 4. shell quoting -------------------------------------------------------------------------------
 
+
 def quoting_cases(base: Path, tally: Tally) -> None:
     values = ["$(touch pwned)", "`touch pwned`", '"; touch pwned; "', "'; touch pwned; '", "x\ntouch pwned\n", "a\\", '\\"$(touch pwned)\\"']
-    contexts = ["echo {v}", "echo 'a={v}'", 'echo "a={v}"', "echo $(echo {v})", 'echo "$(echo "{v}")"', "echo ok # {v}",
-                "f() { echo \"$1\"; }; f {v}", "echo 'a'\"b{v}c\"'d'"]
+    contexts = [
+        "echo {v}",
+        "echo 'a={v}'",
+        'echo "a={v}"',
+        "echo $(echo {v})",
+        'echo "$(echo "{v}")"',
+        "echo ok # {v}",
+        'f() { echo "$1"; }; f {v}',
+        "echo 'a'\"b{v}c\"'d'",
+    ]
     for i, ctx in enumerate(contexts):
         d = base / f"q{i}"
         d.mkdir()
-        sweep = "version: 1\nname: q\nshell: true\n" + f"command: {json.dumps(ctx)}\nparameters: {{v: {json.dumps(values)}}}\n" \
+        sweep = (
+            "version: 1\nname: q\nshell: true\n" + f"command: {json.dumps(ctx)}\nparameters: {{v: {json.dumps(values)}}}\n"
             "memory: 1GiB\nfleet: [{gpu: A30, count: 1}]\n"
+        )
         (d / "s.yaml").write_text(sweep)
         r = migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--no-runs", cwd=d)
         if r.returncode != 0:
@@ -222,6 +240,7 @@ def quoting_cases(base: Path, tally: Tally) -> None:
 
 
 # -- 5. secrets -------------------------------------------------------------------------------------
+
 
 def secret_cases(base: Path, eve: tuple[int, int], tally: Tally) -> None:
     d = base / "secret"
@@ -276,7 +295,7 @@ def fuzz(base: Path, n: int, seed: int, tally: Tally) -> dict[str, float]:
         "sweep": (d / "s.yaml").read_text(),
         "plan": (d / "s.plan.yaml").read_text(),
         "footprints": "version: 1\nkind: migbench-footprints\nsweep: s\nsweep_sha256: ''\nmeasurements:\n  - run: s-0\n    group: s\n"
-                      "    peak_mib: 100\n    instance_mib: 9728\n    outcome: completed\n    how: nvml\n",
+        "    peak_mib: 100\n    instance_mib: 9728\n    outcome: completed\n    how: nvml\n",
         "fleet file": "- node: n1\n  gpu: A100-SXM4-80GB\n  count: 1\n",
         "catalogue": "version: 1\nmodels:\n  X1:\n    same_as: A100-SXM4-80GB\n    architecture: ampere\n    compute_slices: 7\n    memory_slices: 8\n",
     }
@@ -329,11 +348,13 @@ def fuzz(base: Path, n: int, seed: int, tally: Tally) -> dict[str, float]:
     plan_took = time.monotonic() - t0
     tally.add("6. plan with a 26M-item list refused", "more than 1,000,000 items" not in plan_why, plan_why)
     tally.add("6. 125,000-value fleet file refused", "more than 50,000 values" not in why or took > 1.0 or r.returncode != 1, f"{took:.2f} s: {why}")
-    return {"125k-value fleet file: load_fleet_file refuses it in (s)": round(took, 3),
-            "74 MiB plan with a 26M-item list: Plan.load refuses it in (s)": round(plan_took, 3),
-            "  `plan --fleet-file` with it, whole command (s)": round(cli, 3),
-            "  `plan --fleet-file` with a 1-GPU fleet file, whole command (s)": round(small, 3),
-            **{f"slowest {k} input, whole command (s)": round(v, 3) for k, v in slowest.items()}}
+    return {
+        "125k-value fleet file: load_fleet_file refuses it in (s)": round(took, 3),
+        "74 MiB plan with a 26M-item list: Plan.load refuses it in (s)": round(plan_took, 3),
+        "  `plan --fleet-file` with it, whole command (s)": round(cli, 3),
+        "  `plan --fleet-file` with a 1-GPU fleet file, whole command (s)": round(small, 3),
+        **{f"slowest {k} input, whole command (s)": round(v, 3) for k, v in slowest.items()},
+    }
 
 
 def run(fuzz_n: int = 200, seed: int = 19, keep: bool = False) -> int:

@@ -107,11 +107,17 @@ def naive(plan_file: str, out_file: str, poll_s: float) -> int:
                     del queues[key]
                 rdir = logs / r.id
                 rdir.mkdir(exist_ok=True)
-                env = dict(os.environ, **r.env, CUDA_VISIBLE_DEVICES=uuid[key], CUDA_DEVICE_ORDER="PCI_BUS_ID",
-                           MIGBENCH_RUN_ID=r.id, MIGBENCH_RUN_DIR=str(rdir), MIGBENCH_ATTEMPT="1")
+                env = dict(
+                    os.environ,
+                    **r.env,
+                    CUDA_VISIBLE_DEVICES=uuid[key],
+                    CUDA_DEVICE_ORDER="PCI_BUS_ID",
+                    MIGBENCH_RUN_ID=r.id,
+                    MIGBENCH_RUN_DIR=str(rdir),
+                    MIGBENCH_ATTEMPT="1",
+                )
                 with open(rdir / "stdout.log", "wb") as o, open(rdir / "stderr.log", "wb") as e:
-                    p = subprocess.Popen(list(r.argv), cwd=r.workdir, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                    p = subprocess.Popen(list(r.argv), cwd=r.workdir, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL, start_new_session=True)
                 running[key] = (p, r, time.time())
         time.sleep(poll_s)
         for key, (p, _r, t) in list(running.items()):
@@ -121,9 +127,16 @@ def naive(plan_file: str, out_file: str, poll_s: float) -> int:
                 intervals.append((t, time.time(), key))
                 del running[key]
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    Path(out_file).write_text(json.dumps({
-        "t_start": t_start, "intervals": intervals, "cpu_s": ru.ru_utime + ru.ru_stime, "failed": failed,
-    }))
+    Path(out_file).write_text(
+        json.dumps(
+            {
+                "t_start": t_start,
+                "intervals": intervals,
+                "cpu_s": ru.ru_utime + ru.ru_stime,
+                "failed": failed,
+            }
+        )
+    )
     return 0
 
 
@@ -177,8 +190,7 @@ def main() -> int:
         # 1. migbench launch
         t0 = time.time()
         m0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan_file)], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan_file)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         mig_wall = time.monotonic() - m0
         if p.returncode != 0:
             print(p.stdout[-3000:])
@@ -194,8 +206,13 @@ def main() -> int:
         out = tmp / "naive.json"
         t_naive0 = time.time()
         m0 = time.monotonic()
-        q = subprocess.run([sys.executable, __file__, "--naive", str(plan_file), str(out), "--naive-poll", str(args.naive_poll)],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        q = subprocess.run(
+            [sys.executable, __file__, "--naive", str(plan_file), str(out), "--naive-poll", str(args.naive_poll)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         naive_wall = time.monotonic() - m0
         if q.returncode != 0:
             print(q.stdout[-3000:])

@@ -73,17 +73,12 @@ class Case:
 
 def _small(rng: random.Random, prefix: str, n: int) -> tuple[Demand, ...]:
     return tuple(
-        Demand(f"{prefix}-{i:03d}", rng.randint(5, 20) * GIB, rng.choice(range(6, 19, 2)) * HOUR,
-               round(rng.uniform(0.08, 0.16), 2), 3)
-        for i in range(n)
+        Demand(f"{prefix}-{i:03d}", rng.randint(5, 20) * GIB, rng.choice(range(6, 19, 2)) * HOUR, round(rng.uniform(0.08, 0.16), 2), 3) for i in range(n)
     )
 
 
 def _big(rng: random.Random, n: int, hours: float | None = None) -> tuple[Demand, ...]:
-    return tuple(
-        Demand(f"whole-{i:02d}", rng.choice([60, 64, 70]) * GIB, (hours or rng.choice(range(6, 19, 2))) * HOUR, 1.0, 1)
-        for i in range(n)
-    )
+    return tuple(Demand(f"whole-{i:02d}", rng.choice([60, 64, 70]) * GIB, (hours or rng.choice(range(6, 19, 2))) * HOUR, 1.0, 1) for i in range(n))
 
 
 def two_pipelines(seed: int, gpus: int) -> Case:
@@ -101,8 +96,7 @@ def one_batch(seed: int) -> Case:
     return Case("one batch, 4 x A100-80GB", [FleetGpu(i, MODEL) for i in range(4)], [Submission(0.0, runs, "batch")])
 
 
-def static_plan(runs: Sequence[Demand], fleet: Sequence[FleetGpu], limit: float
-                ) -> tuple[dict[int, Layout], dict[tuple[int, Placement], list[str]]]:
+def static_plan(runs: Sequence[Demand], fleet: Sequence[FleetGpu], limit: float) -> tuple[dict[int, Layout], dict[tuple[int, Placement], list[str]]]:
     """`planner.solve` (makespan objective): its layouts and its queue per instance."""
     sol = solve(runs, fleet, SolveOptions(time_limit_s=limit, objective=Objective.MAKESPAN))
     queues: dict[tuple[int, Placement], list[str]] = {}
@@ -150,10 +144,14 @@ class Row:
         unrun = f"{len(r.unrunnable)} runs never run" if r.unrunnable else ""
         recuts = sum(len(ts) for ts in r.recut_times.values())
         return [
-            self.case, self.method, f"{r.makespan_s / HOUR:.1f} h",
+            self.case,
+            self.method,
+            f"{r.makespan_s / HOUR:.1f} h",
             "-" if r.unrunnable else f"{100 * (r.makespan_s / self.bound - 1):+.1f} %",
-            f"{100 * r.average():.0f} %", f"{100 * r.average(while_waiting=True):.0f} %",
-            f"{100 * r.average('slices', while_waiting=True):.0f} %", str(recuts),
+            f"{100 * r.average():.0f} %",
+            f"{100 * r.average(while_waiting=True):.0f} %",
+            f"{100 * r.average('slices', while_waiting=True):.0f} %",
+            str(recuts),
             "; ".join(x for x in (unrun, self.note, f"{self.seconds:.1f} s") if x),
         ]
 
@@ -175,14 +173,12 @@ def measure(case: Case, limit: float) -> list[Row]:
     if len(case.subs) > 1:
         first, _ = static_plan(case.subs[0].runs, case.fleet, limit)
         timed("(c) fixed at t=0 for the first sweep", lambda: play(case.fleet, case.subs, fixed_policy(), initial=first))
-        timed("(c') (c), re-planned when the host is empty",
-              lambda: play(case.fleet, case.subs, replan_when_empty(case.fleet, limit), initial=first))
+        timed("(c') (c), re-planned when the host is empty", lambda: play(case.fleet, case.subs, replan_when_empty(case.fleet, limit), initial=first))
     rows.append(Row(case.name, "(d) re-cut lower bound", None, bound, 0.0, "any schedule, re-cuts free"))
     return rows
 
 
-HEADER = ["case", "method", "makespan", "vs (d)", "compute use", "compute use, swarm large", "slice use, swarm large",
-          "re-cuts after t=0", "note"]
+HEADER = ["case", "method", "makespan", "vs (d)", "compute use", "compute use, swarm large", "slice use, swarm large", "re-cuts after t=0", "note"]
 
 
 def table(rows: Sequence[Row]) -> str:

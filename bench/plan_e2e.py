@@ -28,8 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench.sweepgen import mixed_sweep  # noqa: E402
 
-DEFAULT = ["10x4:ms", "100x8:ms", "1000x64:ms", "1000x64:tp", "3000x188:tp", "10000x624:tp", "30000x1876:tp",
-           "10000x624:ms:60"]
+DEFAULT = ["10x4:ms", "100x8:ms", "1000x64:ms", "1000x64:tp", "3000x188:tp", "10000x624:tp", "30000x1876:tp", "10000x624:ms:60"]
 QUICK = ["10x4:ms", "100x8:ms", "1000x64:tp", "10000x624:tp"]
 
 
@@ -56,15 +55,12 @@ def plan_command(sweep: Path, out: Path, objective: str, limit: float, extra: tu
     and the plan's solver block."""
     env = dict(os.environ, MIGBENCH_WIDTH="120")
     env.pop("MIGBENCH_SIM", None)
-    cmd = [sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json", "--objective", objective,
-           "--time-limit", str(limit), *extra]
+    cmd = [sys.executable, "-m", "migbench", "plan", str(sweep), "-o", str(out), "--json", "--objective", objective, "--time-limit", str(limit), *extra]
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe, \
-            tempfile.NamedTemporaryFile("r") as fr:
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe, tempfile.NamedTemporaryFile("r") as fr:
         # The command starts from a small interpreter that forks and execs it: Linux counts the
         # address space a process had before exec in its peak RSS, and this bench's own is large.
-        p = subprocess.Popen([sys.executable, "-S", "-c", _PEAK_RSS, fr.name, *cmd], stdout=fo, stderr=fe,
-                             text=True, env=env)
+        p = subprocess.Popen([sys.executable, "-S", "-c", _PEAK_RSS, fr.name, *cmd], stdout=fo, stderr=fe, text=True, env=env)
         p.wait()
         wall = time.perf_counter() - t0
         fo.seek(0)
@@ -75,8 +71,7 @@ def plan_command(sweep: Path, out: Path, objective: str, limit: float, extra: tu
         raise SystemExit(f"{sweep.name}: plan failed: {stderr[-2000:]}")
     doc = json.loads(stdout)
     rss = rss_kib / 1024
-    return {"wall": wall, "solver": float(doc["solver"].get("seconds") or 0.0), "rss": rss, "doc": doc,
-            "warnings": doc.get("warnings") or []}
+    return {"wall": wall, "solver": float(doc["solver"].get("seconds") or 0.0), "rss": rss, "doc": doc, "warnings": doc.get("warnings") or []}
 
 
 def run_case(spec: str, tmp: Path) -> dict:
@@ -89,9 +84,16 @@ def run_case(spec: str, tmp: Path) -> dict:
     r = plan_command(sweep, tmp / (sweep.stem + ".plan.yaml"), objective, limit)
     doc = r["doc"]
     stopped = any("wall-clock" in w for w in r["warnings"])
-    return {"case": f"{len(doc['runs'])} x {len(doc['fleet'])}", "objective": objective, "limit": limit, "solver": r["solver"],
-            "wall": r["wall"], "rss": r["rss"], "status": doc["solver"]["status"] + (" (hard stop)" if stopped else ""),
-            "plan": str(tmp / (sweep.stem + ".plan.yaml"))}
+    return {
+        "case": f"{len(doc['runs'])} x {len(doc['fleet'])}",
+        "objective": objective,
+        "limit": limit,
+        "solver": r["solver"],
+        "wall": r["wall"],
+        "rss": r["rss"],
+        "status": doc["solver"]["status"] + (" (hard stop)" if stopped else ""),
+        "plan": str(tmp / (sweep.stem + ".plan.yaml")),
+    }
 
 
 def identical(cases: list[str], n_burners: int) -> None:
@@ -112,8 +114,7 @@ def identical(cases: list[str], n_burners: int) -> None:
                     b.terminate()
             same = Path(busy["plan"]).read_bytes() == quiet_bytes
             verdict = "identical" if same else "DIFFER" + (" (the busy plan says the hard stop fired)" if "hard stop" in busy["status"] else "")
-            print(f"{quiet['case']:>14}  {quiet['objective']:>10}  {quiet['limit']:>7.0f}  {quiet['wall']:>7.2f}  "
-                  f"{busy['wall']:>7.2f}  {verdict}", flush=True)
+            print(f"{quiet['case']:>14}  {quiet['objective']:>10}  {quiet['limit']:>7.0f}  {quiet['wall']:>7.2f}  {busy['wall']:>7.2f}  {verdict}", flush=True)
 
 
 def main() -> None:
@@ -121,8 +122,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cases", help="comma-separated RUNSxGPUS:ms|tp[:LIMIT]")
     ap.add_argument("--burners", type=int, default=0)
-    ap.add_argument("--identical", action="store_true",
-                    help="plan each case idle, then beside --burners busy loops, and compare the plan files")
+    ap.add_argument("--identical", action="store_true", help="plan each case idle, then beside --burners busy loops, and compare the plan files")
     args = ap.parse_args()
     cases = args.cases.split(",") if args.cases else (QUICK if args.quick else DEFAULT)
     if args.identical:
@@ -132,14 +132,19 @@ def main() -> None:
     for b in burners:
         b.start()
     try:
-        print(f"{'runs x GPUs':>14}  {'objective':>10}  {'limit s':>7}  {'solver s':>8}  {'command s':>9}  "
-              f"{'command/solver':>14}  {'peak RSS MiB':>12}  status", flush=True)
+        print(
+            f"{'runs x GPUs':>14}  {'objective':>10}  {'limit s':>7}  {'solver s':>8}  {'command s':>9}  {'command/solver':>14}  {'peak RSS MiB':>12}  status",
+            flush=True,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             for spec in cases:
                 r = run_case(spec, Path(tmp))
                 ratio = r["wall"] / r["solver"] if r["solver"] else float("inf")
-                print(f"{r['case']:>14}  {r['objective']:>10}  {r['limit']:>7.0f}  {r['solver']:>8.2f}  {r['wall']:>9.2f}  "
-                      f"{ratio:>14.2f}  {r['rss']:>12.0f}  {r['status']}", flush=True)
+                print(
+                    f"{r['case']:>14}  {r['objective']:>10}  {r['limit']:>7.0f}  {r['solver']:>8.2f}  {r['wall']:>9.2f}  "
+                    f"{ratio:>14.2f}  {r['rss']:>12.0f}  {r['status']}",
+                    flush=True,
+                )
     finally:
         for b in burners:
             b.terminate()

@@ -48,13 +48,15 @@ def profiling_time(work: Path, configs: int, seconds: float) -> tuple[list[str],
     init_simulated_host(sim, "A100-SXM4-80GB", 2, mig=True)
     use_simulated_host(sim)
     sweep_file = work / "fifty.yaml"
-    sweep_file.write_text(textwrap.dedent(f"""
+    sweep_file.write_text(
+        textwrap.dedent(f"""
         version: 1
         name: fifty
         command: {TOY} --steps 1000 --step-seconds 0.1 --memory 1GiB --per-token 64MiB --batch {{batch}}
         parameters: {{batch: "range(1,{configs + 1})"}}
         memory: {{measured: true, fallback: 6GiB, by: [batch]}}
-        """))
+        """)
+    )
     sweep = load_sweep(sweep_file)
     t0 = time.monotonic()
     res, fp, _ = profile(sweep, opts=ProbeOptions(seconds=seconds, grace_s=1.0, sample_s=0.05))
@@ -107,8 +109,9 @@ def sampling(work: Path, fp: Footprints) -> list[str]:
         "",
         f"- sampled batch sizes: {sorted(measured[r].params['batch'] for r in chosen if r in measured)}",
         f"- fit: {fit.describe()}",
-        f"- error on the {len(errs)} configurations not sampled: mean {statistics.mean(errs) * 100:.2f} %, "
-        f"worst {max(errs) * 100:.2f} %" if errs else "- nothing to compare",
+        f"- error on the {len(errs)} configurations not sampled: mean {statistics.mean(errs) * 100:.2f} %, worst {max(errs) * 100:.2f} %"
+        if errs
+        else "- nothing to compare",
         f"- planned from the fit: {fitted} run(s) (source `fit`), with the 10 % headroom on top",
         "",
     ]
@@ -119,13 +122,15 @@ def twice(work: Path, seconds: float) -> list[str]:
     init_simulated_host(sim, "A100-SXM4-80GB", 2, mig=True)
     use_simulated_host(sim)
     sweep_file = work / "twice.yaml"
-    sweep_file.write_text(textwrap.dedent(f"""
+    sweep_file.write_text(
+        textwrap.dedent(f"""
         version: 1
         name: twice
         command: {TOY} --steps 1000 --step-seconds 0.1 --memory 1GiB --per-token 1MiB --batch 16 --seq-len 1024 --lr {{lr}} --seed {{seed}}
         parameters: {{lr: [0.001, 0.0001], seed: [0, 1, 2, 3]}}
         memory: 34GiB
-        """))
+        """)
+    )
     sweep = load_sweep(sweep_file)
     res, fp, _ = profile(sweep, opts=ProbeOptions(seconds=seconds, grace_s=1.0, sample_s=0.05))
     from migbench.backend.select import host_models
@@ -147,8 +152,7 @@ def twice(work: Path, seconds: float) -> list[str]:
         "| plan | memory per run | instances | runs at once |",
         "|---|---|---|---|",
         f"| declared | 34816 MiB | {shape(before)} | {before.solver.runs_at_once} |",
-        f"| after `migbench profile` | {after.runs[0].memory_mib} MiB (peak {peaks} + 10 %) | {shape(after)} | "
-        f"{after.solver.runs_at_once} |",
+        f"| after `migbench profile` | {after.runs[0].memory_mib} MiB (peak {peaks} + 10 %) | {shape(after)} | {after.solver.runs_at_once} |",
         "",
     ]
 

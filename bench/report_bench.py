@@ -44,8 +44,15 @@ def scale_sweep_yaml(seed: int = 13) -> str:
         shapes[k] = shapes.get(k, 0) + 1
     out = ["version: 1", "name: scale-10000x512", "fleet:"] + [f"  - {{gpu: {m}, count: 128}}" for m in MIXED_FLEET] + ["groups:"]
     for n, ((mem, dur, comp, cap), count) in enumerate(sorted(shapes.items())):
-        out += [f"  - name: g{n:03d}", "    command: python3 train.py --i {i}", f"    parameters: {{i: 'range(0,{count})'}}",
-                f"    memory: {mem}MiB", f"    duration: {int(dur)}s", f"    compute: {comp}", f"    max_runs_per_instance: {cap}"]
+        out += [
+            f"  - name: g{n:03d}",
+            "    command: python3 train.py --i {i}",
+            f"    parameters: {{i: 'range(0,{count})'}}",
+            f"    memory: {mem}MiB",
+            f"    duration: {int(dur)}s",
+            f"    compute: {comp}",
+            f"    max_runs_per_instance: {cap}",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -84,8 +91,10 @@ def report_of(name: str, plan, grain_limit: float, shots: Path | None) -> None: 
         html.write_text(page.html)
     rep = page.report
     acts = sum(1 for b in rep.bars if b.kind == "actual")
-    print(f"\n{name}: {rep.runs:,} runs on {len(rep.gpus)} GPUs ({sum(len(g.instances) for g in rep.gpus)} instances), "
-          f"{acts:,} actual attempts; {'summarised' if rep.summarised else 'every bar drawn'}")
+    print(
+        f"\n{name}: {rep.runs:,} runs on {len(rep.gpus)} GPUs ({sum(len(g.instances) for g in rep.gpus)} instances), "
+        f"{acts:,} actual attempts; {'summarised' if rep.summarised else 'every bar drawn'}"
+    )
     print(f"  plan side (replay of the plan)       {t1 - t0:8.2f} s")
     print(f"  page build (launch.db + render)      {t2 - t1:8.2f} s")
     if lever_s is not None:
@@ -124,8 +133,7 @@ def seed_like(tmp: Path, launch: bool, grain_limit: float, shots: Path | None) -
         os.environ["MIGBENCH_SIM"] = str(sim)
         apply_plan(plan, open_backend(), confirm=None)
         t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan.path)], cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan.path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         print(f"seed-like: launched on the simulated host in {time.monotonic() - t0:.0f} s (exit {p.returncode})")
     else:
         write_state(plan)

@@ -80,8 +80,18 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
                     cands.append((g, Placement(p.name, s), p))
     size = len(sc.runs) * len(cands)
     if size > 200_000:
-        return Row(sc.name, "4 direct CP-SAT", None, "not run", "-", None, None, None, None,
-                   f"not built: {size:,} run x instance booleans, over this bench's limit of 200,000"), None
+        return Row(
+            sc.name,
+            "4 direct CP-SAT",
+            None,
+            "not run",
+            "-",
+            None,
+            None,
+            None,
+            None,
+            f"not built: {size:,} run x instance booleans, over this bench's limit of 200,000",
+        ), None
     t0 = time.perf_counter()
     m = cp_model.CpModel()
     x = [m.new_bool_var(f"x{i}") for i in range(len(cands))]
@@ -124,8 +134,7 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
     st = s.solve(m)
     secs = time.perf_counter() - t0
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return Row(sc.name, "4 direct CP-SAT", secs, s.status_name(st), "-", None, None, None, None,
-                   f"no solution in {time_limit:.0f} s"), None
+        return Row(sc.name, "4 direct CP-SAT", secs, s.status_name(st), "-", None, None, None, None, f"no solution in {time_limit:.0f} s"), None
     obj, bound = s.objective_value, s.best_objective_bound
     # Play its layout: its first wave pinned, the rest list-scheduled on the same instances.
     slots, slices, pinned = [], {}, {}
@@ -146,8 +155,18 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
     complete = len(fits) == len(jobs)
     note = "" if complete else f"{len(jobs) - len(fits)} runs fit none of its instances and never run"
     gap = (bound - obj) / bound if bound else 0.0
-    return Row(sc.name, "4 direct CP-SAT", secs, s.status_name(st), f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
-               int(obj), rep.makespan_s if complete else None, rep.utilisation, None, note), (rep if complete else None)
+    return Row(
+        sc.name,
+        "4 direct CP-SAT",
+        secs,
+        s.status_name(st),
+        f"{gap * 100:.1f}% ({int(obj)}/{int(bound)})",
+        int(obj),
+        rep.makespan_s if complete else None,
+        rep.utilisation,
+        None,
+        note,
+    ), (rep if complete else None)
 
 
 def bench(sc: Scenario, skip_direct: bool, limit: float | None = None, baselines: bool = True, idle: bool = False) -> list[Row]:
@@ -160,19 +179,40 @@ def bench(sc: Scenario, skip_direct: bool, limit: float | None = None, baselines
     rep = simulate_solution(ms, sc.fleet, sc.runs, DurationModel())
     lb = ms.bound
     stats = LAST_STATS.describe() if LAST_STATS.tried else "none tried"
-    rows.append(Row(sc.name, "migbench (makespan)", ms.seconds, ms.status, f"{ms.gap * 100:.2f}%", ms.runs_at_once,
-                    rep.makespan_s, rep.utilisation, rep.makespan_s / lb if lb else None,
-                    f"plan estimate {format_duration(ms.objective)}; large neighbourhoods: {stats}",
-                    rep.makespan_s / best if best else None))
+    rows.append(
+        Row(
+            sc.name,
+            "migbench (makespan)",
+            ms.seconds,
+            ms.status,
+            f"{ms.gap * 100:.2f}%",
+            ms.runs_at_once,
+            rep.makespan_s,
+            rep.utilisation,
+            rep.makespan_s / lb if lb else None,
+            f"plan estimate {format_duration(ms.objective)}; large neighbourhoods: {stats}",
+            rep.makespan_s / best if best else None,
+        )
+    )
     cmd = command_row(sc, limit, work)
     cmd.bk_ratio = cmd.makespan_s / best if best and cmd.makespan_s else None
     rows.append(cmd)
     if not baselines:
         return rows
-    tp = solve([replace(r, duration_s=None) for r in sc.runs],
-               sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
-    rows.append(Row(sc.name, "migbench (runs at once)", tp.seconds, tp.status,
-                    f"{tp.gap * 100:.2f}% ({int(tp.objective)}/{int(tp.bound)})", int(tp.objective), None, None, None))
+    tp = solve([replace(r, duration_s=None) for r in sc.runs], sc.fleet, SolveOptions(time_limit_s=sc.time_limit_s, objective="throughput", workers=1))
+    rows.append(
+        Row(
+            sc.name,
+            "migbench (runs at once)",
+            tp.seconds,
+            tp.status,
+            f"{tp.gap * 100:.2f}% ({int(tp.objective)}/{int(tp.bound)})",
+            int(tp.objective),
+            None,
+            None,
+            None,
+        )
+    )
     for label, fn in [
         ("1 one run per GPU", lambda: one_per_gpu(sc.runs, sc.fleet)),
         ("2 mig-parted all-1g", lambda: fixed_layout(sc.runs, sc.fleet, "all-1g")),
@@ -182,8 +222,20 @@ def bench(sc: Scenario, skip_direct: bool, limit: float | None = None, baselines
         b = fn()
         r = b.report
         note = "; ".join(r.notes)
-        rows.append(Row(sc.name, label, b.seconds, "-", "-", r.started_at_once, r.makespan_s if not r.unrunnable else None,
-                        r.utilisation, (r.makespan_s / lb) if lb and not r.unrunnable else None, note))
+        rows.append(
+            Row(
+                sc.name,
+                label,
+                b.seconds,
+                "-",
+                "-",
+                r.started_at_once,
+                r.makespan_s if not r.unrunnable else None,
+                r.utilisation,
+                (r.makespan_s / lb) if lb and not r.unrunnable else None,
+                note,
+            )
+        )
     if not skip_direct:
         row, drep = direct_cpsat(sc, 20.0)
         if drep is not None and lb:
@@ -198,19 +250,40 @@ def command_row(sc: Scenario, limit: float, work: float | None = None) -> Row:
     with tempfile.TemporaryDirectory() as tmp:
         sweep = Path(tmp) / "sweep.yaml"
         sweep.write_text(demands_sweep(sc.name.replace(" ", "-"), sc.runs, sc.fleet))
-        r = plan_command(sweep, Path(tmp) / "plan.yaml", "makespan", limit * 20 if work else limit,
-                         ("--work", f"{work:.4f}") if work else ())
+        r = plan_command(sweep, Path(tmp) / "plan.yaml", "makespan", limit * 20 if work else limit, ("--work", f"{work:.4f}") if work else ())
     s = r["doc"]["solver"]
     stopped = any("wall-clock" in w for w in r["warnings"])
     lb = s.get("bound") or 0.0
     ms = s.get("makespan_s")
     note = f"whole command; solver {r['solver']:.2f} s, peak RSS {r['rss']:.0f} MiB" + ("; hard stop fired" if stopped else "")
-    return Row(sc.name, "migbench plan (command)", r["wall"], s["status"], f"{s['gap'] * 100:.2f}%", s.get("runs_at_once"),
-               ms, None, (ms / lb) if ms and lb else None, note)
+    return Row(
+        sc.name,
+        "migbench plan (command)",
+        r["wall"],
+        s["status"],
+        f"{s['gap'] * 100:.2f}%",
+        s.get("runs_at_once"),
+        ms,
+        None,
+        (ms / lb) if ms and lb else None,
+        note,
+    )
 
 
-SCALING = ["10x4:ms", "100x8:ms", "1000x64:ms", "3000x188:ms", "10000x624:ms", "30000x1876:ms",
-           "10x4:tp", "100x8:tp", "1000x64:tp", "3000x188:tp", "10000x624:tp", "30000x1876:tp"]
+SCALING = [
+    "10x4:ms",
+    "100x8:ms",
+    "1000x64:ms",
+    "3000x188:ms",
+    "10000x624:ms",
+    "30000x1876:ms",
+    "10x4:tp",
+    "100x8:tp",
+    "1000x64:tp",
+    "3000x188:tp",
+    "10000x624:tp",
+    "30000x1876:tp",
+]
 
 
 def scaling() -> list[str]:
@@ -220,8 +293,7 @@ def scaling() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in SCALING:
             r = run_case(spec, Path(tmp))
-            cells = [r["case"], r["objective"], f"{r['limit']:.0f}", f"{r['solver']:.2f}", f"{r['wall']:.2f}", f"{r['rss']:.0f}",
-                     r["status"]]
+            cells = [r["case"], r["objective"], f"{r['limit']:.0f}", f"{r['solver']:.2f}", f"{r['wall']:.2f}", f"{r['rss']:.0f}", r["status"]]
             print("  ".join(cells), flush=True)
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -231,15 +303,21 @@ def fmt(rows: list[Row], md: bool) -> str:
     head = ["scenario", "method", "solve s", "status", "gap", "at once", "makespan", "util.", "makespan/LB", "makespan/best known", "note"]
     lines = []
     for r in rows:
-        lines.append([
-            r.scenario, r.method, "-" if r.seconds is None else f"{r.seconds:.2f}", r.status, r.gap,
-            "-" if r.at_once is None else str(r.at_once),
-            "-" if r.makespan_s is None else format_duration(r.makespan_s),
-            "-" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
-            "-" if r.lb_ratio is None else f"{r.lb_ratio:.3f}",
-            "-" if r.bk_ratio is None else f"{r.bk_ratio:.3f}",
-            r.note,
-        ])
+        lines.append(
+            [
+                r.scenario,
+                r.method,
+                "-" if r.seconds is None else f"{r.seconds:.2f}",
+                r.status,
+                r.gap,
+                "-" if r.at_once is None else str(r.at_once),
+                "-" if r.makespan_s is None else format_duration(r.makespan_s),
+                "-" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
+                "-" if r.lb_ratio is None else f"{r.lb_ratio:.3f}",
+                "-" if r.bk_ratio is None else f"{r.bk_ratio:.3f}",
+                r.note,
+            ]
+        )
     if md:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         out += ["| " + " | ".join(c.replace("|", "/") for c in ln) + " |" for ln in lines]
@@ -282,8 +360,11 @@ def main() -> None:
     ap.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
     ap.add_argument("--time-limit", type=float, help="every scenario's time limit (default: its own, 10 s or 60 s)")
     ap.add_argument("--no-baselines", action="store_true", help="only migbench's rows (no baselines, no runs-at-once row)")
-    ap.add_argument("--idle", action="store_true", help="plan with the limit's deterministic budget and the wall clock out of the way "
-                    "(`--work`): the plans an idle machine makes, whatever the load here")
+    ap.add_argument(
+        "--idle",
+        action="store_true",
+        help="plan with the limit's deterministic budget and the wall clock out of the way (`--work`): the plans an idle machine makes, whatever the load here",
+    )
     ap.add_argument("--out", default=str(HERE / "results.md"), help="markdown output (default bench/results.md)")
     args = ap.parse_args()
     rows: list[Row] = []
@@ -314,8 +395,7 @@ def main() -> None:
     md = [
         "# Planner benchmark",
         "",
-        f"Generated by `python bench/run.py {' '.join(sys.argv[1:])}` ({env}); whole run {total:.0f} s; "
-        f"load average at the start {load}.",
+        f"Generated by `python bench/run.py {' '.join(sys.argv[1:])}` ({env}); whole run {total:.0f} s; load average at the start {load}.",
         "",
         "Scenarios (seeded, bench/scenarios.py):",
         *descr,
@@ -333,14 +413,18 @@ def main() -> None:
         "",
         *summary(scenarios, rows, md=True),
         "",
-        *([
-            "Scaling: `migbench plan SWEEP --json --objective O` on generated mixed sweeps (bench/sweepgen.py, groups of",
-            "50 runs, 4 GPU models), default time limit (10 s of wall time for the whole command), each in a new",
-            f"process; command s = its wall time, peak RSS = the process's (load average at the start: {load}).",
-            "",
-            *scale,
-            "",
-        ] if scale else []),
+        *(
+            [
+                "Scaling: `migbench plan SWEEP --json --objective O` on generated mixed sweeps (bench/sweepgen.py, groups of",
+                "50 runs, 4 GPU models), default time limit (10 s of wall time for the whole command), each in a new",
+                f"process; command s = its wall time, peak RSS = the process's (load average at the start: {load}).",
+                "",
+                *scale,
+                "",
+            ]
+            if scale
+            else []
+        ),
     ]
     Path(args.out).write_text("\n".join(md))
     print(f"\nwrote {args.out} ({total:.0f} s)")

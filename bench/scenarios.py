@@ -59,8 +59,11 @@ def seed_workload(seed: int, n_runs: int = 90, gpus: int = 4, whole: int = 6) ->
     for i in range(whole):
         runs.append(Demand(f"full-{i:02d}", rng.choice([60, 64, 70]) * GIB, 18 * HOUR, 1.0, 1))
     return Scenario(
-        f"seed {n_runs}x{gpus}", f"seed workload: {n_runs - whole} small ablations + {whole} whole-GPU runs",
-        _fleet([("A100-SXM4-80GB", gpus)]), runs, 10.0,
+        f"seed {n_runs}x{gpus}",
+        f"seed workload: {n_runs - whole} small ablations + {whole} whole-GPU runs",
+        _fleet([("A100-SXM4-80GB", gpus)]),
+        runs,
+        10.0,
     )
 
 
@@ -87,7 +90,9 @@ def mixed(seed: int, n_runs: int, per_model: int, groups: int, time_limit_s: flo
     return Scenario(
         name or f"mixed {n_runs}x{len(fleet)}",
         f"mixed sweep: {groups} groups, memory 1-69 GiB, on {len(fleet)} GPUs of 4 models",
-        fleet, runs, time_limit_s,
+        fleet,
+        runs,
+        time_limit_s,
     )
 
 

@@ -47,9 +47,25 @@ def finished_launch(work: Path, n: int) -> Path:
         # what the launcher leaves in each run's directory when it first starts it
         (sd / r.id).mkdir()
         (sd / r.id / "params.json").write_text(json.dumps({"run_id": r.id, "params": dict(r.params)}))
-        rows.append(RunRow(id=r.id, ord=k, grp=r.group, state="succeeded", attempt=1, home=key, queue=key, instance=key,
-                           mig_uuid=f"MIG-{k:08d}", memory_mib=r.memory_mib, need_mib=r.memory_mib, start_at=now - 7200,
-                           end_at=now - 3600, exit_code=0, peak_mib=r.memory_mib // 2))
+        rows.append(
+            RunRow(
+                id=r.id,
+                ord=k,
+                grp=r.group,
+                state="succeeded",
+                attempt=1,
+                home=key,
+                queue=key,
+                instance=key,
+                mig_uuid=f"MIG-{k:08d}",
+                memory_mib=r.memory_mib,
+                need_mib=r.memory_mib,
+                start_at=now - 7200,
+                end_at=now - 3600,
+                exit_code=0,
+                peak_mib=r.memory_mib // 2,
+            )
+        )
     st.save_runs(rows)
     st.set_meta("sweep", plan.name)
     st.close(checkpoint=True)

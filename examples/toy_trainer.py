@@ -55,8 +55,22 @@ import time
 from pathlib import Path
 
 KNOWN = {
-    "steps", "step-seconds", "seconds", "memory", "per-token", "batch", "batch-size", "seq-len", "spike", "spike-seconds",
-    "crash-at", "oom-at", "fail-attempts", "hang-at", "hold-file", "compute",
+    "steps",
+    "step-seconds",
+    "seconds",
+    "memory",
+    "per-token",
+    "batch",
+    "batch-size",
+    "seq-len",
+    "spike",
+    "spike-seconds",
+    "crash-at",
+    "oom-at",
+    "fail-attempts",
+    "hang-at",
+    "hold-file",
+    "compute",
 }
 
 
@@ -124,8 +138,7 @@ def oom_exit(wanted_mib: int, detail: str) -> None:
     free = re.search(r"(\d+) MiB free of (\d+) MiB", detail)
     where = ""
     if free:
-        where = (f" GPU 0 has a total capacity of {int(free.group(2)) / 1024:.2f} GiB of which "
-                 f"{int(free.group(1)) / 1024:.2f} GiB is free.")
+        where = f" GPU 0 has a total capacity of {int(free.group(2)) / 1024:.2f} GiB of which {int(free.group(1)) / 1024:.2f} GiB is free."
     print("Traceback (most recent call last):", file=sys.stderr)
     print('  File "toy_trainer.py", line 1, in <module>', file=sys.stderr)
     print(
@@ -272,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     attach(fixed_mib)
     report.saw(fixed_mib)
-    print(f"toy_trainer {run_id} attempt {attempt}: {steps} steps of {step_s:g} s, {memory_mib} MiB on "
-          f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(no device)')}", flush=True)
+    print(
+        f"toy_trainer {run_id} attempt {attempt}: {steps} steps of {step_s:g} s, {memory_mib} MiB on {os.environ.get('CUDA_VISIBLE_DEVICES', '(no device)')}",
+        flush=True,
+    )
     first = True
     for step in range(state["step"] + 1, steps + 1):
         if hang_at is not None and step >= hang_at:

@@ -288,8 +288,7 @@ def estimate(spec: EstimateSpec) -> Estimate:
     logits_note = (
         "logits: b·s·V·8 (fp32 logits + fp32 gradient)"
         if lp == 4
-        else f"logits: b·s·V·(lp + 4 + 4) = {lp + 8} B per element (16-bit logits, fp32 upcast for the loss, "
-        "fp32 gradient)"
+        else f"logits: b·s·V·(lp + 4 + 4) = {lp + 8} B per element (16-bit logits, fp32 upcast for the loss, fp32 gradient)"
     ) + ' — our derivation from docs/memory-estimation.md#activations ("several b·s·V copies")'
     frozen_part: list[tuple[str, float]] = []
     frozen_note: tuple[str, ...] = ()

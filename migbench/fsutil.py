@@ -257,8 +257,7 @@ def require_trusted(path: str | os.PathLike[str], what: str) -> None:
     if why is not None:
         raise MigbenchError(
             f"refusing {path} as the {what}: {why}, so another user could replace what migbench writes there",
-            hint="use a directory that only you (or root) own and can write, every directory above it too "
-            "(`chown`/`chmod go-w`), or pick another path",
+            hint="use a directory that only you (or root) own and can write, every directory above it too (`chown`/`chmod go-w`), or pick another path",
         )
 
 
@@ -279,16 +278,20 @@ def output_dir(path: str | os.PathLike[str], what: str, sub: tuple[str, ...] = (
         except OSError as exc:
             raise from_os_error(exc, f"use the {what}") from None
         if stat.S_ISLNK(st.st_mode) and d != p:
-            raise MigbenchError(f"refusing to write into {d}: it is a symbolic link (to {os.readlink(d)}), which migbench never follows "
-                                f"inside the {what}", hint=f"remove it (`rm {d}`) if you did not make it, then export again")
+            raise MigbenchError(
+                f"refusing to write into {d}: it is a symbolic link (to {os.readlink(d)}), which migbench never follows inside the {what}",
+                hint=f"remove it (`rm {d}`) if you did not make it, then export again",
+            )
         if not stat.S_ISDIR(os.stat(d).st_mode):
             raise MigbenchError(f"{d} is not a directory", hint=f"give the {what} a new name or an existing directory")
         with os.scandir(d) as it:
             odd += [e.path for e in it if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))]
     if odd:
         shown = ", ".join(sorted(odd)[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
-        raise MigbenchError(f"refusing to write into the {what} {p}: it holds a symbolic link or special file where migbench "
-                            f"writes only regular files ({shown})", hint="remove them if you did not make them, then export again")
+        raise MigbenchError(
+            f"refusing to write into the {what} {p}: it holds a symbolic link or special file where migbench writes only regular files ({shown})",
+            hint="remove them if you did not make them, then export again",
+        )
     for d in (p, *(p / s for s in sub)):
         try:
             os.makedirs(d, exist_ok=True)  # a user's directories get the usual modes

@@ -364,8 +364,13 @@ def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], 
         runs=[_run_from(r) for r in doc["runs"]],
         unplaced=[Unplaced(u["id"], u["memory_mib"], u.get("reason") or "") for u in doc.get("unplaced") or []],
         solver=SolverInfo(
-            str(s.get("status", "UNKNOWN")), str(s.get("objective_name", "")), float(s.get("objective") or 0),
-            float(s.get("bound") or 0), float(s.get("gap") or 0), s.get("seconds"), int(s.get("runs_at_once") or 0),
+            str(s.get("status", "UNKNOWN")),
+            str(s.get("objective_name", "")),
+            float(s.get("objective") or 0),
+            float(s.get("bound") or 0),
+            float(s.get("gap") or 0),
+            s.get("seconds"),
+            int(s.get("runs_at_once") or 0),
             s.get("makespan_s"),
         ),
         duration_model=DurationModel.from_dict(doc.get("duration_model")),
@@ -379,17 +384,30 @@ def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], 
 def _run_from(r: dict[str, Any]) -> PlanRun:
     """A run of a checked document (every field's type and range already checked)."""
     return PlanRun(
-        id=r["id"], group=r["group"], memory_mib=r["memory_mib"], memory_source=str(r.get("memory_source") or ""),
-        gpu=r.get("gpu"), profile=r.get("profile"),
-        start=r.get("start"), wave=r.get("wave"), argv=tuple(str(a) for a in r["argv"]), shell=bool(r.get("shell")),
-        env={str(k): str(v) for k, v in (r.get("env") or {}).items()}, workdir=r.get("workdir") or ".",
-        params=dict(r.get("params") or {}), duration_s=r.get("duration_s"),
+        id=r["id"],
+        group=r["group"],
+        memory_mib=r["memory_mib"],
+        memory_source=str(r.get("memory_source") or ""),
+        gpu=r.get("gpu"),
+        profile=r.get("profile"),
+        start=r.get("start"),
+        wave=r.get("wave"),
+        argv=tuple(str(a) for a in r["argv"]),
+        shell=bool(r.get("shell")),
+        env={str(k): str(v) for k, v in (r.get("env") or {}).items()},
+        workdir=r.get("workdir") or ".",
+        params=dict(r.get("params") or {}),
+        duration_s=r.get("duration_s"),
         compute=float(r["compute"]) if r.get("compute") is not None else 1.0,
         compute_source=str(r.get("compute_source") or "declared"),
         max_runs_per_instance=r.get("max_runs_per_instance") or 1,
-        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None, retries=r.get("retries"),
-        timeout_s=r.get("timeout_s"), est_start_s=r.get("est_start_s"), est_end_s=r.get("est_end_s"),
-        done=r.get("done"), ran_on=r.get("ran_on"),
+        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None,
+        retries=r.get("retries"),
+        timeout_s=r.get("timeout_s"),
+        est_start_s=r.get("est_start_s"),
+        est_end_s=r.get("est_end_s"),
+        done=r.get("done"),
+        ran_on=r.get("ran_on"),
     )
 
 
@@ -409,9 +427,7 @@ def _sweep_changed(plan: Plan, plan_path: Path) -> list[str]:
     return []
 
 
-def check_output(
-    path: str | os.PathLike[str], sweep_file: str | os.PathLike[str] | None, *, force: bool = False, name: str = "<sweep name>"
-) -> None:
+def check_output(path: str | os.PathLike[str], sweep_file: str | os.PathLike[str] | None, *, force: bool = False, name: str = "<sweep name>") -> None:
     """May a plan be written to `path`? Never over its own sweep file; without `force`, never over
     an existing file that is not a migbench plan (an empty file is fine). Checked before planning,
     and again when saving."""
@@ -490,7 +506,7 @@ def _relocate(value: Any, base: str | None) -> Any:
         if value == base:
             return SWEEP_DIR
         if value.startswith(base + os.sep):
-            return SWEEP_DIR + value[len(base):]
+            return SWEEP_DIR + value[len(base) :]
         return value
     if isinstance(value, list):
         return [_relocate(v, base) for v in value]
@@ -522,7 +538,7 @@ def _old_sweep_dir(old: dict[str, Any], new: dict[str, Any], new_dir: str) -> st
             continue
         if w_new == new_dir:
             votes[w_old] = votes.get(w_old, 0) + 1
-        elif w_new.startswith(new_dir + os.sep) and w_old.endswith(w_new[len(new_dir):]):
+        elif w_new.startswith(new_dir + os.sep) and w_old.endswith(w_new[len(new_dir) :]):
             cand = w_old[: len(w_old) - len(w_new) + len(new_dir)]
             votes[cand] = votes.get(cand, 0) + 1
     if votes:
@@ -555,10 +571,11 @@ def _provenance_notes(old: Plan, new: Plan, pa: dict[str, Any], pb: dict[str, An
     for key in sorted(set(old.models) | set(new.models)):
         a, b = old.models.get(key) or {}, new.models.get(key) or {}
         if a != b:
-            notes.append(f"{key}: the profile table came from {a.get('origin') or '?'} (driver {a.get('driver') or 'any'}) in the "
-                         f"committed plan and from {b.get('origin') or '?'} (driver {b.get('driver') or 'any'}) now")
-    if [g.get("driver") for g in pa.get("fleet") or [] if isinstance(g, dict)] != \
-            [g.get("driver") for g in pb.get("fleet") or [] if isinstance(g, dict)]:
+            notes.append(
+                f"{key}: the profile table came from {a.get('origin') or '?'} (driver {a.get('driver') or 'any'}) in the "
+                f"committed plan and from {b.get('origin') or '?'} (driver {b.get('driver') or 'any'}) now"
+            )
+    if [g.get("driver") for g in pa.get("fleet") or [] if isinstance(g, dict)] != [g.get("driver") for g in pb.get("fleet") or [] if isinstance(g, dict)]:
         notes.append("the GPUs' recorded driver differs (the committed plan was made without the bench's driver, or with another)")
     if pa.get("warnings") != pb.get("warnings"):
         notes.append("the plan's warnings differ (they follow the profile table's provenance)")
@@ -567,9 +584,7 @@ def _provenance_notes(old: Plan, new: Plan, pa: dict[str, Any], pb: dict[str, An
     return notes
 
 
-def check_plan(
-    committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | os.PathLike[str], *, max_diff_lines: int = 200
-) -> PlanCheck:
+def check_plan(committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | os.PathLike[str], *, max_diff_lines: int = 200) -> PlanCheck:
     """Compare what the committed plan file decides with what the sweep in `sweep_dir` gives now
     (`fresh`, not saved): layouts, assignments, commands, memory (`decisions`). Plans are
     deterministic, so any difference there is a change of the sweep, the fleet, the profile
@@ -673,8 +688,12 @@ def replay_plan(plan: Plan, *, lend: bool = True) -> Result:
     placed = plan.placed_runs()
     planned = {r.id: float(r.est_start_s) for r in placed if r.est_start_s is not None}
     return replay(
-        [r.demand() for r in placed], slots, {i.key: list(i.runs) for i in plan.instances},
-        interference=plan.duration_model.interference, lend=lend_ok if lend else None, planned_start=planned or None,
+        [r.demand() for r in placed],
+        slots,
+        {i.key: list(i.runs) for i in plan.instances},
+        interference=plan.duration_model.interference,
+        lend=lend_ok if lend else None,
+        planned_start=planned or None,
     )
 
 
@@ -726,10 +745,6 @@ def model_summary(model: GpuModel, used: Sequence[str]) -> dict[str, Any]:
     return {
         "origin": model.origin,
         "driver": None if model.driver is None else ".".join(map(str, model.driver)),
-        "profiles": {
-            p.name: {"id": p.id, "memory_mib": p.memory_mib, "source": p.memory_source}
-            for p in model.profiles
-            if p.name in used
-        },
+        "profiles": {p.name: {"id": p.id, "memory_mib": p.memory_mib, "source": p.memory_source} for p in model.profiles if p.name in used},
         "unverified": list(model.unverified),
     }

@@ -37,6 +37,7 @@ REGENERATE = "regenerate it with `migbench plan SWEEP -o PLAN`"
 DONE_STATES = ("succeeded", "failed", "oom")
 """The final states a run of a grown plan may be marked `done:` with (an earlier launch finished it)."""
 
+
 def parse_start(text: str, file: str) -> LimitedSafeLoader:
     """The located loader over `text`; a control character YAML refuses is a problem at its line."""
     try:
@@ -123,8 +124,7 @@ class _Check:
             "map": isinstance(v, dict),
         }[kind]
         if not ok:
-            want = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false",
-                    "list": "a list", "map": "a mapping"}[kind]
+            want = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false", "list": "a list", "map": "a mapping"}[kind]
             self.add(field, f"expected {want}, got {_kind(v)}")
             return None
         return v
@@ -162,8 +162,7 @@ def check_document(doc: dict[str, Any], *, catalog: Catalog | None = None) -> Ch
     sweep = chk.get(doc, "sweep", "", "map") or {}
     name = chk.get(sweep, "name", "sweep", "str") if sweep else None
     if name is not None and not safe_name(name):
-        chk.add("sweep.name", f"{_kind(name)} cannot name the state directory",
-                f"sweep names are letters, digits, '.', '_' and '-' (at most {MAX_NAME_LEN})")
+        chk.add("sweep.name", f"{_kind(name)} cannot name the state directory", f"sweep names are letters, digits, '.', '_' and '-' (at most {MAX_NAME_LEN})")
     if sweep:
         chk.get(sweep, "file", "sweep", "str", required=False)
         chk.get(sweep, "sha256", "sweep", "str", required=False)
@@ -289,8 +288,13 @@ def _fleet_models(chk: _Check, fleet: list[_Gpu], catalog: Catalog | None, notes
 def _read_launch(chk: _Check, d: dict[str, Any] | None) -> None:
     if not d:
         return
-    for key, kind, minimum in (("retries", "int", 0), ("backoff_s", "number", 0), ("stop_grace_s", "number", 0),
-                               ("flapping_window_s", "number", 0), ("flapping_max", "int", 1)):
+    for key, kind, minimum in (
+        ("retries", "int", 0),
+        ("backoff_s", "number", 0),
+        ("stop_grace_s", "number", 0),
+        ("flapping_window_s", "number", 0),
+        ("flapping_max", "int", 1),
+    ):
         chk.at_least(chk.get(d, key, "launch", kind, required=False), minimum, f"launch.{key}")
     env = chk.get(d, "env", "launch", "map", required=False)
     _check_env(chk, env, "launch.env")
@@ -330,9 +334,7 @@ def _check_env(chk: _Check, env: dict[str, Any] | None, where: str) -> None:
             chk.add(f"{where}.{k}", f"expected a string, got {_kind(v)}")
 
 
-def _read_instances(
-    chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]
-) -> tuple[list[_Inst], set[str]]:
+def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]) -> tuple[list[_Inst], set[str]]:
     """The instances, and the keys of those refused (so that their runs are not reported again)."""
     gpus = {g.gpu for g in fleet}
     out: list[_Inst] = []
@@ -389,13 +391,29 @@ def _ranges(xs: Sequence[int]) -> str:
 
 
 _RUN_FIELDS = (
-    ("group", "str", True), ("memory_mib", "int", True), ("gpu", "int", False), ("profile", "str", False),
-    ("start", "int", False), ("wave", "int", False), ("argv", "list", True), ("shell", "bool", False),
-    ("env", "map", False), ("workdir", "str", False), ("params", "map", False), ("duration_s", "number", False),
-    ("compute", "number", False), ("max_runs_per_instance", "int", False), ("profiles", "list", False),
-    ("retries", "int", False), ("timeout_s", "number", False), ("est_start_s", "number", False),
-    ("est_end_s", "number", False), ("memory_source", "str", False), ("compute_source", "str", False),
-    ("done", "str", False), ("ran_on", "str", False),
+    ("group", "str", True),
+    ("memory_mib", "int", True),
+    ("gpu", "int", False),
+    ("profile", "str", False),
+    ("start", "int", False),
+    ("wave", "int", False),
+    ("argv", "list", True),
+    ("shell", "bool", False),
+    ("env", "map", False),
+    ("workdir", "str", False),
+    ("params", "map", False),
+    ("duration_s", "number", False),
+    ("compute", "number", False),
+    ("max_runs_per_instance", "int", False),
+    ("profiles", "list", False),
+    ("retries", "int", False),
+    ("timeout_s", "number", False),
+    ("est_start_s", "number", False),
+    ("est_end_s", "number", False),
+    ("memory_source", "str", False),
+    ("compute_source", "str", False),
+    ("done", "str", False),
+    ("ran_on", "str", False),
 )
 
 
@@ -417,10 +435,12 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
         elif rid is not None:
             ids[rid] = k
         if isinstance(r.get("argv"), str):
-            chk.add(f"{where}.argv", "argv is a string; it must be a list of arguments (a string would run "
-                    "as one program name)", "write it as a list: [python, train.py, --lr, '0.1']")
-        v = {key: chk.get(r, key, where, kind, required=req) for key, kind, req in _RUN_FIELDS
-             if not (key == "argv" and isinstance(r.get("argv"), str))}
+            chk.add(
+                f"{where}.argv",
+                "argv is a string; it must be a list of arguments (a string would run as one program name)",
+                "write it as a list: [python, train.py, --lr, '0.1']",
+            )
+        v = {key: chk.get(r, key, where, kind, required=req) for key, kind, req in _RUN_FIELDS if not (key == "argv" and isinstance(r.get("argv"), str))}
         v.setdefault("argv", None)
         argv = v["argv"] or []
         if v["argv"] is not None and not argv:
@@ -483,8 +503,7 @@ def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set
             chk.add(f"runs[{k}]", f"run {r.id} is on {key}, which is not one of the plan's instances")
             continue
         if listed.get(r.id) != key:
-            chk.add(f"runs[{k}]", f"run {r.id} is on {key}, but that instance's runs do not list it"
-                    + (f" ({listed[r.id]} does)" if r.id in listed else ""))
+            chk.add(f"runs[{k}]", f"run {r.id} is on {key}, but that instance's runs do not list it" + (f" ({listed[r.id]} does)" if r.id in listed else ""))
         inst = by_key[key]
         if r.memory_mib > inst.memory_mib:
             chk.add(f"runs[{k}].memory_mib", f"run {r.id} needs {r.memory_mib} MiB; its instance {key} has {inst.memory_mib} MiB")

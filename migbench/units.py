@@ -32,7 +32,6 @@ _DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(d|h|hr|min|m|sec|s)", re.IGNORECASE)
 
 
-
 def _any_case(word: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
 

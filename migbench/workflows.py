@@ -77,11 +77,10 @@ def resolve_memory(
     """The sweep with each run's memory from its measurements (`migbench.footprints.resolve`):
     footprints files, the launch history beside the plan and the sweep, fits, OOM lower bounds.
     `fleet` names the GPU models and drivers measurements from elsewhere are warned about."""
-    sources, notes = gather_sources(
-        sweep, footprints=footprints, history=history, use_history=use_history, plan_path=plan_path, headroom=headroom
+    sources, notes = gather_sources(sweep, footprints=footprints, history=history, use_history=use_history, plan_path=plan_path, headroom=headroom)
+    targets = sorted(
+        {(g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver))) for g in fleet or ()}, key=lambda t: (t[0], t[1] or "")
     )
-    targets = sorted({(g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver))) for g in fleet or ()},
-                     key=lambda t: (t[0], t[1] or ""))
     res = resolve(sweep, sources, targets=targets)
     res.notes[:0] = notes
     return res
@@ -146,8 +145,12 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
         made_from = st.meta("plan_file")
     finally:
         st.close()
-    return Earlier(sd, made_from, {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
-                   {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())})
+    return Earlier(
+        sd,
+        made_from,
+        {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
+        {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())},
+    )
 
 
 @dataclass
@@ -202,8 +205,13 @@ def plan_and_apply(
         counts = Counter(finished.values())
         say(
             f"continuing the launch state in {earlier.state_dir}"
-            + (f": {len(finished)} of the sweep's {len(sweep.runs)} runs finished there ("
-               + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + "), carried forward by id" if finished else "")
+            + (
+                f": {len(finished)} of the sweep's {len(sweep.runs)} runs finished there ("
+                + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                + "), carried forward by id"
+                if finished
+                else ""
+            )
         )
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
@@ -218,8 +226,11 @@ def plan_and_apply(
             say(line)
         n_done = sum(r.done is not None for r in plan.runs)
         n_live = len(plan.placed_runs()) - sum(r.done is not None for r in plan.placed_runs()) - len(grown.starting)
-        parts = [f"{n_done} finished earlier, kept and marked done" if n_done else "",
-                 f"{n_live} still live, kept where they run" if n_live else "", f"{len(grown.starting)} to start"]
+        parts = [
+            f"{n_done} finished earlier, kept and marked done" if n_done else "",
+            f"{n_live} still live, kept where they run" if n_live else "",
+            f"{len(grown.starting)} to start",
+        ]
         say(
             f"plan written to {out}: {len(plan.runs)} runs ({'; '.join(x for x in parts if x)}) on {len(plan.instances)} "
             f"MIG instances of {len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
@@ -227,8 +238,7 @@ def plan_and_apply(
     else:
         todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep
         if finished:
-            notes = [*notes, f"{len(finished)} run(s) of the sweep finished in an earlier launch; they are kept in its "
-                             "launch state and not planned again"]
+            notes = [*notes, f"{len(finished)} run(s) of the sweep finished in an earlier launch; they are kept in its launch state and not planned again"]
         opts = SolveOptions(time_limit_s=time_limit_s, started=started, progress=progress)
         plan = make_plan(todo, fleet_gpus, opts, notes=notes)
         plan.save(out)
@@ -238,8 +248,7 @@ def plan_and_apply(
         )
     LauncherLock(state_dir_for(plan, state_dir) / LOCK_NAME).ensure_free()
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
-    say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed
-        else "applied: every GPU already matches the plan")
+    say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
     return RunReady(plan, continues=earlier is not None)
 
 

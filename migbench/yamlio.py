@@ -164,9 +164,7 @@ def _scalar_style(text: str) -> str | None:
 
 
 def _resolve_str(text: str) -> bool:
-    return _CachedResolve._resolved.get((text, (True, False))) == _STR or (
-        yaml.resolver.Resolver().resolve(ScalarNode, text, (True, False)) == _STR
-    )
+    return _CachedResolve._resolved.get((text, (True, False))) == _STR or (yaml.resolver.Resolver().resolve(ScalarNode, text, (True, False)) == _STR)
 
 
 class _Fast:
@@ -331,7 +329,7 @@ def shape_problem(text: str, *, max_nodes: int, max_depth: int = MAX_DEPTH, max_
     lead = max_depth - flow - 2
     if nodes <= max_nodes and lead > 0 and not re.search(rf"^[ \t?:-]{{{lead}}}", text, re.M):
         return None
-    for fast in ((True, False) if C_AVAILABLE else (False,)):
+    for fast in (True, False) if C_AVAILABLE else (False,):
         try:
             return _count_events(yaml.CSafeLoader(text) if fast else yaml.SafeLoader(text), max_nodes, max_depth, max_items or max_nodes)
         except yaml.YAMLError as exc:

@@ -127,8 +127,7 @@ def test_a_citation_outside_the_repo_is_found():
     """The check above can fail: a notes file the repo lacks and a path out of it are found, while a
     public `repo:path` citation, a URL and the repo's own files are not."""
     names = {"README.md", "mig-facts.md"}
-    text = ("see ../../workshop/notes.txt and NOTES.md\n"
-            "see docs/mig-facts.md, README.md, acme/tool:docs/DESIGN.md, https://x.org/GUIDE.md\n")
+    text = "see ../../workshop/notes.txt and NOTES.md\nsee docs/mig-facts.md, README.md, acme/tool:docs/DESIGN.md, https://x.org/GUIDE.md\n"
     hits = _citations_outside(REPO / "docs" / "x.md", text, names)
     assert hits == ["docs/x.md:1: NOTES.md", "docs/x.md:1: ../../workshop/notes.txt"]
 

@@ -52,8 +52,7 @@ def make_repo(root: Path) -> Path:
     bench = root / "bench"
     assert migbench("sim", "init", str(bench), "--from", str(cap)).returncode == 0
     for name in SWEEPS:
-        r = migbench("plan", f"sweeps/{name}.yaml", "-o", f"plans/{name}.plan.yaml", "--no-runs", cwd=repo,
-                     env={"MIGBENCH_SIM": str(bench)})
+        r = migbench("plan", f"sweeps/{name}.yaml", "-o", f"plans/{name}.plan.yaml", "--no-runs", cwd=repo, env={"MIGBENCH_SIM": str(bench)})
         assert r.returncode == 0, r.stderr
     return repo
 
@@ -100,8 +99,13 @@ def test_a_plan_committed_from_a_laptop_passes_on_the_ci_bench_and_the_hint_fixe
     (cap / "nvidia-smi-q.txt").write_text("Driver Version                            : 525.125.06\n")
     laptop = {k: v for k, v in os.environ.items() if k != "MIGBENCH_SIM"}
     for name in SWEEPS:  # on a laptop: no GPU, no simulator, the built-in catalogue
-        r = subprocess.run([sys.executable, "-m", "migbench", "plan", f"sweeps/{name}.yaml", "-o", f"plans/{name}.plan.yaml",
-                            "--no-runs"], cwd=repo, env=laptop, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "migbench", "plan", f"sweeps/{name}.yaml", "-o", f"plans/{name}.plan.yaml", "--no-runs"],
+            cwd=repo,
+            env=laptop,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         assert "origin: builtin" in (repo / "plans" / f"{name}.plan.yaml").read_text()
     steps, _ = run_workflow(repo, tmp_path / "runner")
@@ -135,7 +139,18 @@ def test_the_workflow_installs_migbench_from_its_repository_pinned(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     # the step as written, against this repository at its HEAD commit, into a fresh environment (deps: the runner's)
-    r = subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"].replace("pip install", f"{sys.executable} -m pip --python {venv / 'bin' / 'python'} install --no-deps -q")],
-                       env=dict(os.environ, MIGBENCH_GIT=f"file://{REPO}", MIGBENCH_REF=head.stdout.strip()), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            "bash",
+            "-eo",
+            "pipefail",
+            "-c",
+            step["run"].replace("pip install", f"{sys.executable} -m pip --python {venv / 'bin' / 'python'} install --no-deps -q"),
+        ],
+        env=dict(os.environ, MIGBENCH_GIT=f"file://{REPO}", MIGBENCH_REF=head.stdout.strip()),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (venv / "bin" / "migbench").exists()

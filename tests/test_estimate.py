@@ -253,5 +253,4 @@ def test_a_bad_trainable_in_a_sweep_is_a_problem_at_its_line() -> None:
     assert dict(ok.runs[0].memory_parts)["frozen weights"] == math.ceil(0.95e9 * 2 / MIB)
     with pytest.raises(InputError) as info:
         load_sweep_text("version: 1\nname: t\ncommand: run\nmemory:\n  estimate: " + est % "2B" + "\n")
-    assert any(p.line == 5 and "trainable (2,000,000,000) is more than params" in p.message for p in info.value.problems), [
-        str(p) for p in info.value.problems]
+    assert any(p.line == 5 and "trainable (2,000,000,000) is more than params" in p.message for p in info.value.problems), [str(p) for p in info.value.problems]

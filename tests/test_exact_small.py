@@ -67,9 +67,7 @@ def test_two_gpus_whole_run_and_queue() -> None:
     # One whole-GPU 18 h run and three 2 GiB runs of 12 h + 6 h + 6 h that may share only in
     # pairs (cap 2): the best is 18 h (whole run alone on one GPU; the others alongside on the
     # second); on one GPU it would be 18 h + 12 h.
-    runs = [Run("big", 60 * GIB, 18 * HOUR, 1.0, 1)] + [
-        Run(f"s{i}", 2 * GIB, h * HOUR, 0.1, 2) for i, h in enumerate([12, 6, 6])
-    ]
+    runs = [Run("big", 60 * GIB, 18 * HOUR, 1.0, 1)] + [Run(f"s{i}", 2 * GIB, h * HOUR, 0.1, 2) for i, h in enumerate([12, 6, 6])]
     res = solve_exact(runs, fleet(2), time_limit_s=20)
     assert res.status == "OPTIMAL"
     assert math.isclose(res.makespan_s, 18 * HOUR)
@@ -87,8 +85,13 @@ def test_instance_search_matches_brute_force() -> None:
     for _ in range(60):
         n = rng.randint(2, 4)
         classes = [
-            RunClass(rng.choice([2, 4, 8, 16, 30]) * 1024, rng.choice([1, 2, 3, 5, 8]) * HOUR,
-                     rng.choice([0.05, 0.1, 0.2, 0.4, 0.8, 1.0]), rng.choice([1, 2, 3, 4]), None)
+            RunClass(
+                rng.choice([2, 4, 8, 16, 30]) * 1024,
+                rng.choice([1, 2, 3, 5, 8]) * HOUR,
+                rng.choice([0.05, 0.1, 0.2, 0.4, 0.8, 1.0]),
+                rng.choice([1, 2, 3, 4]),
+                None,
+            )
             for _ in range(n)
         ]
         mem = rng.choice([9728, 19968, 40192, 80896])
@@ -98,10 +101,7 @@ def test_instance_search_matches_brute_force() -> None:
         if not counts:
             continue
         seq = [ci for ci, k in counts.items() for _ in range(k)]
-        brute = min(
-            replay_one([classes[ci].job(f"r{i}") for i, ci in enumerate(perm)], mem, cap, intf)
-            for perm in set(itertools.permutations(seq))
-        )
+        brute = min(replay_one([classes[ci].job(f"r{i}") for i, ci in enumerate(perm)], mem, cap, intf) for perm in set(itertools.permutations(seq)))
         val, order = best_order(counts, classes, mem, cap, intf)
         assert sorted(order) == sorted(seq)
         played = replay_one([classes[ci].job(f"r{i}") for i, ci in enumerate(order)], mem, cap, intf)
@@ -114,13 +114,11 @@ def test_replay_without_lending_plays_instances_independently() -> None:
     # replay, so the makespan is the largest single-instance finish.
     rng = random.Random(3)
     for _ in range(20):
-        slots = [Slot(f"s{k}", rng.choice([9728, 19968, 40192]), rng.choice([1 / 7, 2 / 7, 3 / 7]), f"s{k}")
-                 for k in range(rng.randint(2, 4))]
+        slots = [Slot(f"s{k}", rng.choice([9728, 19968, 40192]), rng.choice([1 / 7, 2 / 7, 3 / 7]), f"s{k}") for k in range(rng.randint(2, 4))]
         jobs, queues = [], {s.key: [] for s in slots}
         for i in range(rng.randint(4, 10)):
             s = rng.choice(slots)
-            j = Job(f"j{i}", rng.choice([1024, 2048, 4096]), rng.choice([1, 2, 5]) * HOUR,
-                    rng.choice([0.05, 0.1, 0.2]), rng.choice([1, 2, 3]))
+            j = Job(f"j{i}", rng.choice([1024, 2048, 4096]), rng.choice([1, 2, 5]) * HOUR, rng.choice([0.05, 0.1, 0.2]), rng.choice([1, 2, 3]))
             jobs.append(j)
             queues[s.key].append(j.id)
         whole = replay(jobs, slots, queues, lend=None)

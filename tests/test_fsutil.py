@@ -127,9 +127,15 @@ def test_a_lock_file_owned_by_another_user_is_refused(tmp_path):
 def test_shared_holders_exclude_an_exclusive_one_and_are_named(tmp_path):
     lock = tmp_path / "host.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; from migbench.pidlock import PidLock; l = PidLock({str(lock)!r}, shared=True); "
-         "l.acquire(); print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from migbench.pidlock import PidLock; l = PidLock({str(lock)!r}, shared=True); "
+            "l.acquire(); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -49,8 +49,7 @@ ${{SLURM_JOB_GPUS:-unset}} $SLURMD_NODENAME" >> {out}/task-$SLURM_ARRAY_TASK_ID
 def run_array(cluster: Cluster, out: Path, n: int, gres: str, seconds: float = 1.0) -> list[dict]:
     """Submit an n-task array asking for `gres`; wait for it; return one record per task."""
     out.mkdir()
-    job = cluster.submit(TASK_SCRIPT.format(seconds=seconds, out=out), f"--array=0-{n - 1}",
-                         f"--gres={gres}", "--output", str(out / "slurm-%A_%a.out"))
+    job = cluster.submit(TASK_SCRIPT.format(seconds=seconds, out=out), f"--array=0-{n - 1}", f"--gres={gres}", "--output", str(out / "slurm-%A_%a.out"))
     states = cluster.wait_job(job, count=n, timeout=30 + 4 * n * seconds)
     assert states == {f"{job}_{i}": "COMPLETED" for i in range(n)}
     records = []
@@ -59,8 +58,7 @@ def run_array(cluster: Cluster, out: Path, n: int, gres: str, seconds: float = 1
         assert len(lines) == 1, f"task {i} ran {len(lines)} times: {lines}"
         idx, job_id, start, end, cvd, gpus, node = lines[0].split()
         assert int(idx) == i
-        records.append({"idx": i, "job": job_id, "start": float(start), "end": float(end),
-                        "cvd": cvd, "gpus": gpus, "node": node})
+        records.append({"idx": i, "job": job_id, "start": float(start), "end": float(end), "cvd": cvd, "gpus": gpus, "node": node})
     return records
 
 
@@ -76,7 +74,7 @@ def max_overlap(records: list[dict]) -> int:
 
 def overlapping_pairs(records: list[dict]):
     for i, a in enumerate(records):
-        for b in records[i + 1:]:
+        for b in records[i + 1 :]:
             if a["start"] < b["end"] and b["start"] < a["end"]:
                 yield a, b
 
@@ -100,8 +98,7 @@ def test_a_type_or_count_the_node_lacks_is_refused(made_slurm: Cluster):
         assert proc.returncode != 0 and NOT_AVAILABLE in proc.stderr, (gres, proc.stderr)
     # nothing waits for it: 22.05 keeps each refused submission as a FAILED record
     assert slurm.run(["squeue", "-h", "-o", "%i %T"]).stdout.strip() == ""
-    assert slurm.run(["squeue", "-h", "-t", "all", "-o", "%T %r"]).stdout.split("\n")[:3] == [
-        "FAILED BadConstraints"] * 3
+    assert slurm.run(["squeue", "-h", "-t", "all", "-o", "%T %r"]).stdout.split("\n")[:3] == ["FAILED BadConstraints"] * 3
     # the same request within what the node has is accepted and runs
     job = slurm.submit("#!/bin/bash\ntrue\n", "--gres=gpu:3g.40gb:1", "--output", "/dev/null")
     assert slurm.wait_job(job) == {str(job): "COMPLETED"}
@@ -109,11 +106,9 @@ def test_a_type_or_count_the_node_lacks_is_refused(made_slurm: Cluster):
 
 def test_scancel_of_a_running_job_shows_cancelled(slurm: Cluster, tmp_path: Path):
     pidfile = tmp_path / "job.pid"
-    job = slurm.submit(f"#!/bin/bash\necho $$ > {pidfile}\nexec sleep 300\n",
-                       "--gres=gpu:3g.40gb:1", "--output", "/dev/null")
+    job = slurm.submit(f"#!/bin/bash\necho $$ > {pidfile}\nexec sleep 300\n", "--gres=gpu:3g.40gb:1", "--output", "/dev/null")
     slurm.wait_job(job, states={"RUNNING"})
-    pid = slurm.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(),
-                         what="the job to write its pid")
+    pid = slurm.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the job to write its pid")
     assert slurm.node_info()["GresUsed"].count("gpu:3g.40gb:1(IDX:") == 1
 
     slurm.run(["scancel", str(job)])
@@ -121,8 +116,7 @@ def test_scancel_of_a_running_job_shows_cancelled(slurm: Cluster, tmp_path: Path
     assert slurm.job_info(job)["JobState"] == "CANCELLED"
     assert "JobState=CANCELLED" in slurm.run(["scontrol", "show", "job", str(job)]).stdout
     slurm.wait_for(lambda: not slurm_support._pid_alive(int(pid)), what=f"job process {pid} to end")
-    slurm.wait_for(lambda: "gpu:3g.40gb:0" in slurm.node_info()["GresUsed"],
-                   what=lambda: f"the GRES to be free: {slurm.node_info()['GresUsed']}")
+    slurm.wait_for(lambda: "gpu:3g.40gb:0" in slurm.node_info()["GresUsed"], what=lambda: f"the GRES to be free: {slurm.node_info()['GresUsed']}")
 
 
 def test_mig_devices_as_nvml_reports_them_give_mig_uuids(tmp_path: Path):
@@ -131,16 +125,15 @@ def test_mig_devices_as_nvml_reports_them_give_mig_uuids(tmp_path: Path):
     if not ok:
         pytest.skip(why)
     with local_slurm(GRES, workdir=tmp_path / "cluster", mig_uuids=True) as c:
-        assert c.run(["sinfo", "-h", "-o", "%G"]).stdout.split() == [
-            "gpu:1g.10gb:4(S:0-31),gpu:3g.40gb:1(S:0-31)"]
-        assert [(d.detected, d.gpu, len(d.files)) for d in c.mig_devices["mig0"]] == [
-            ("nvidia_a100_1g.10gb", 0, 3)] * 4 + [("nvidia_a100_3g.40gb", 0, 3)]  # one GPU: 4 + 3 slices
+        assert c.run(["sinfo", "-h", "-o", "%G"]).stdout.split() == ["gpu:1g.10gb:4(S:0-31),gpu:3g.40gb:1(S:0-31)"]
+        assert [(d.detected, d.gpu, len(d.files)) for d in c.mig_devices["mig0"]] == [("nvidia_a100_1g.10gb", 0, 3)] * 4 + [
+            ("nvidia_a100_3g.40gb", 0, 3)
+        ]  # one GPU: 4 + 3 slices
         # the type as slurm.conf spells it; the detected name is not a type slurmctld knows
         proc = c.run(["sbatch", "--gres=gpu:nvidia_a100_1g.10gb:1", "--wrap", "true"], check=False)
         assert proc.returncode != 0 and NOT_AVAILABLE in proc.stderr
         recs = run_array(c, tmp_path / "tasks", 6, "gpu:1g.10gb:1")
-        big = c.submit("#!/bin/bash\necho $CUDA_VISIBLE_DEVICES > big.txt\n", "--gres=gpu:3g.40gb:1",
-                       "--output", "/dev/null", cwd=tmp_path)
+        big = c.submit("#!/bin/bash\necho $CUDA_VISIBLE_DEVICES > big.txt\n", "--gres=gpu:3g.40gb:1", "--output", "/dev/null", cwd=tmp_path)
         assert c.wait_job(big) == {str(big): "COMPLETED"}
         big_uuid = (tmp_path / "big.txt").read_text().strip()
         assert c.mig_by_uuid(big_uuid).type == "3g.40gb"
@@ -157,8 +150,7 @@ def test_two_nodes_on_one_machine(tmp_path: Path):
     if not ok:
         pytest.skip(why)
     with local_slurm({"1g.10gb": 2}, nodes=["n0", "n1"], workdir=tmp_path / "cluster") as c:
-        assert c.run(["sinfo", "-h", "-N", "-o", "%N %T %G"]).stdout.split("\n")[:2] == [
-            "n0 idle gpu:1g.10gb:2", "n1 idle gpu:1g.10gb:2"]
+        assert c.run(["sinfo", "-h", "-N", "-o", "%N %T %G"]).stdout.split("\n")[:2] == ["n0 idle gpu:1g.10gb:2", "n1 idle gpu:1g.10gb:2"]
         recs = run_array(c, tmp_path / "tasks", 8, "gpu:1g.10gb:1")
     assert {r["node"] for r in recs} == {"n0", "n1"}
     assert 2 <= max_overlap(recs) <= 4
@@ -175,8 +167,7 @@ def test_exit_stops_everything_even_on_error(tmp_path: Path):
     pidfile = tmp_path / "job.pid"
     with pytest.raises(RuntimeError, match="boom"):
         with local_slurm(GRES, workdir=tmp_path / "cluster") as c:
-            job = c.submit(f"#!/bin/bash\necho $$ > {pidfile}\nexec sleep 300\n",
-                           "--gres=gpu:1g.10gb:1", "--output", "/dev/null")
+            job = c.submit(f"#!/bin/bash\necho $$ > {pidfile}\nexec sleep 300\n", "--gres=gpu:1g.10gb:1", "--output", "/dev/null")
             c.wait_job(job, states={"RUNNING"})
             c.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
             # slurmstepd and the job (not only the daemons) carry the marker

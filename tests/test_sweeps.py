@@ -58,8 +58,7 @@ def test_the_lora_sweep_is_sized_by_its_trainable_parameters(tmp_path):
     r = migbench("estimate", "sweeps/lora-lr-seed.yaml", "--json")
     assert r.returncode == 0, r.stderr
     runs = json.loads(r.stdout)["runs"]
-    assert len(runs) == 12 and {(x["params"]["lr"], x["params"]["seed"]) for x in runs} == {
-        (lr, s) for lr in (5e-5, 1e-4, 2e-4, 3e-4) for s in (0, 1, 2)}
+    assert len(runs) == 12 and {(x["params"]["lr"], x["params"]["seed"]) for x in runs} == {(lr, s) for lr in (5e-5, 1e-4, 2e-4, 3e-4) for s in (0, 1, 2)}
     parts = runs[0]["parts"]
     assert parts["frozen weights"] == math.ceil((6.74e9 - 39_976_960) * 2 / 2**20)  # frozen at 2 B each
     assert parts["model states"] == math.ceil(39_976_960 * 18 / 2**20)  # trained at 18 B each (AMP AdamW)

@@ -11,8 +11,11 @@ from migbench import yamlio
 from tests.support import REPO
 
 scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63)
-    | st.floats(allow_nan=False) | st.text(max_size=160)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=160)
     | st.sampled_from(["yes", "no", "null", "~", "1e-5", "0x1f", "08", "3g.40gb@4", "--lr", "a: b", "#x", "'q'", " lead", "é ☃", "ta\tb"])
 )
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,15}", fullmatch=True)  # names: parameters, env, fields
@@ -30,17 +33,24 @@ def test_libyaml_and_pure_python_write_the_same_bytes_and_read_back(doc):
     assert yamlio.load(fast) == doc == yamlio.load(fast, pure=True)
 
 
-plan_like = st.fixed_dictionaries({
-    "version": st.just(1),
-    "runs": st.lists(st.fixed_dictionaries({
-        "id": st.from_regex(r"[a-z]{1,8}-[0-9a-f]{10}", fullmatch=True),
-        "argv": st.lists(st.text(max_size=30) | st.sampled_from(["python", "--lr", "1e-4", "true", "a b", "x: y", "'", "-"]), max_size=6),
-        "env": st.dictionaries(keys, st.text(max_size=30), max_size=3),
-        "params": st.dictionaries(keys, scalars, max_size=3),
-        "wave": st.none() | st.integers(0, 9),
-    }), max_size=6),
-    "warnings": st.lists(st.text(max_size=300), max_size=3),
-})
+plan_like = st.fixed_dictionaries(
+    {
+        "version": st.just(1),
+        "runs": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": st.from_regex(r"[a-z]{1,8}-[0-9a-f]{10}", fullmatch=True),
+                    "argv": st.lists(st.text(max_size=30) | st.sampled_from(["python", "--lr", "1e-4", "true", "a b", "x: y", "'", "-"]), max_size=6),
+                    "env": st.dictionaries(keys, st.text(max_size=30), max_size=3),
+                    "params": st.dictionaries(keys, scalars, max_size=3),
+                    "wave": st.none() | st.integers(0, 9),
+                }
+            ),
+            max_size=6,
+        ),
+        "warnings": st.lists(st.text(max_size=300), max_size=3),
+    }
+)
 
 
 @settings(max_examples=60, deadline=None)

@@ -57,12 +57,18 @@ class Booking:
     started_at: float = 0.0
     processes: list[tuple[int, float | None]] = field(default_factory=list)  # (PID, start time) of its runs' shims and runs
 
-
     def doc(self) -> dict[str, Any]:
         return {
-            "version": 1, "id": self.id, "pid": self.pid, "create_time": self.create_time, "plan_file": self.plan_file,
-            "plan_name": self.plan_name, "plan_sha256": self.plan_sha256, "state_dir": self.state_dir,
-            "instances": dict(sorted(self.instances.items())), "started_at": self.started_at,
+            "version": 1,
+            "id": self.id,
+            "pid": self.pid,
+            "create_time": self.create_time,
+            "plan_file": self.plan_file,
+            "plan_name": self.plan_name,
+            "plan_sha256": self.plan_sha256,
+            "state_dir": self.state_dir,
+            "instances": dict(sorted(self.instances.items())),
+            "started_at": self.started_at,
             "processes": [list(p) for p in self.processes],
         }
 
@@ -71,11 +77,15 @@ class Booking:
         try:
             inst = doc.get("instances") or {}
             return cls(
-                id=str(doc["id"]), pid=int(doc["pid"]),
+                id=str(doc["id"]),
+                pid=int(doc["pid"]),
                 create_time=None if doc.get("create_time") is None else float(doc["create_time"]),
-                plan_file=str(doc["plan_file"]), plan_name=str(doc.get("plan_name") or ""),
-                plan_sha256=str(doc.get("plan_sha256") or ""), state_dir=str(doc["state_dir"]),
-                instances={str(k): str(v) for k, v in inst.items()}, started_at=float(doc.get("started_at") or 0.0),
+                plan_file=str(doc["plan_file"]),
+                plan_name=str(doc.get("plan_name") or ""),
+                plan_sha256=str(doc.get("plan_sha256") or ""),
+                state_dir=str(doc["state_dir"]),
+                instances={str(k): str(v) for k, v in inst.items()},
+                started_at=float(doc.get("started_at") or 0.0),
                 processes=[(int(p[0]), None if p[1] is None else float(p[1])) for p in doc.get("processes") or []],
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -155,9 +165,15 @@ class Register:
         """Enter this process's launch, bound to `instances` (MIG uuid -> key). Raises when the plan
         is already launched on this host, or when one of the instances is bound to another launch."""
         me = Booking(
-            id=f"{os.getpid()}-{secrets.token_hex(4)}", pid=os.getpid(), create_time=_create_time(os.getpid()),
-            plan_file=plan_file, plan_name=plan_name, plan_sha256=sha256, state_dir=state_dir,
-            instances=dict(instances), started_at=time.time(),
+            id=f"{os.getpid()}-{secrets.token_hex(4)}",
+            pid=os.getpid(),
+            create_time=_create_time(os.getpid()),
+            plan_file=plan_file,
+            plan_name=plan_name,
+            plan_sha256=sha256,
+            state_dir=state_dir,
+            instances=dict(instances),
+            started_at=time.time(),
         )
         with self._locked():
             stale: list[Path] = []

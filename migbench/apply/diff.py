@@ -112,8 +112,7 @@ def check_host_matches_models(plan: Plan, host: HostState, gpus: Sequence[int]) 
             need = max((r.memory_mib for r in runs), default=0)
             if live < inst.memory_mib and need > live:
                 problems.append(
-                    f"GPU {g}: {inst.profile} has {live} MiB on driver {host.driver}, the plan assumed "
-                    f"{inst.memory_mib} MiB and a run needs {need} MiB"
+                    f"GPU {g}: {inst.profile} has {live} MiB on driver {host.driver}, the plan assumed {inst.memory_mib} MiB and a run needs {need} MiB"
                 )
     if problems:
         raise MigbenchError(
@@ -208,7 +207,6 @@ def steps_for(d: GpuDiff, st: GpuState) -> list[Step]:
         gi = st.instance_at(pl)
         steps.append(Step(d.gpu, StepKind.CREATE_CI, pl, gi_id=gi.id if gi else None))
     return steps
-
 
 
 def verify(plan: Plan, host: HostState, gpus: Sequence[int]) -> list[str]:

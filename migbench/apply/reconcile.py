@@ -232,8 +232,7 @@ def _plan_steps(plan: Plan, host: HostState, targets: list[int]) -> tuple[list[G
     booked = booked_problems(Register(launches_dir()), changed_devices(host, diffs))
     if booked:
         raise UnsafeError(
-            "refusing to change instances that a running launch is bound to (its runs run or are queued there; "
-            "nothing was changed):\n  " + "\n  ".join(booked),
+            "refusing to change instances that a running launch is bound to (its runs run or are queued there; nothing was changed):\n  " + "\n  ".join(booked),
             hint="wait for that launch to finish (`migbench status PLAN --state-dir DIR` shows it) or stop it (`migbench stop "
             "PLAN --state-dir DIR`), then apply again; or apply only GPUs no launch uses (`--gpus`)",
         )
@@ -310,8 +309,15 @@ def _apply_locked(
 
 
 def _record(
-    plan: Plan, host: HostState, targets: list[int], state_dir: str | os.PathLike[str] | None, cp_path: Path, lock: HostLock,
-    report: ApplyReport, *, unfinished: bool,
+    plan: Plan,
+    host: HostState,
+    targets: list[int],
+    state_dir: str | os.PathLike[str] | None,
+    cp_path: Path,
+    lock: HostLock,
+    report: ApplyReport,
+    *,
+    unfinished: bool,
 ) -> None:
     """Write the bindings, then mark the checkpoint `applied`. When that fails (a full disk) after the
     GPUs were changed (`unfinished`), the checkpoint stays `applying` and the host lock keeps this

@@ -94,9 +94,9 @@ def restore(backend: Backend, checkpoint: dict) -> list[str]:
             st = backend.reader.read().gpu(g)
             want = {Placement.parse(i["placement"]): i for i in snap["instances"]}
             for gi in st.instances:
-                keep = gi.placement in want and [
-                    (c.profile_id, c.start, c.size) for c in gi.compute_instances
-                ] == [(c["profile_id"], c["start"], c["size"]) for c in want[gi.placement]["compute_instances"]]
+                keep = gi.placement in want and [(c.profile_id, c.start, c.size) for c in gi.compute_instances] == [
+                    (c["profile_id"], c["start"], c["size"]) for c in want[gi.placement]["compute_instances"]
+                ]
                 if keep:
                     continue
                 procs = st.processes_of(gi.id)
@@ -264,7 +264,6 @@ def pending_error(found: Interrupted, host: HostState, plan: Plan) -> Interrupte
         hint = f"finish it: `migbench apply {this} --finish`; or restore the GPUs as they were before it: `migbench apply {this} --rollback`"
     else:
         hint = (
-            f"finish it: `migbench apply {who} --finish`; or restore the GPUs as they were before it: "
-            f"`migbench apply {this} --rollback`; then apply this plan"
+            f"finish it: `migbench apply {who} --finish`; or restore the GPUs as they were before it: `migbench apply {this} --rollback`; then apply this plan"
         )
     return InterruptedApplyPending(message + f"\n(checkpoint: {found.path})", hint, found)

@@ -74,29 +74,46 @@ def nvml_doc(holders: dict[int, list[str]] | None = None) -> dict[str, Any]:
     host = read_host()
     gpus = []
     for g in host.gpus:
-        gpus.append({
-            "index": g.index, "name": g.name, "uuid": g.uuid, "bus_id": g.bus_id, "pci_device_id": g.pci_device_id,
-            "mig_current": g.mig_current, "mig_pending": g.mig_pending,
-            "model": g.model_key,
-            "instances": [
-                {"gi": gi.id, "profile": gi.placement.profile, "start": gi.placement.start,
-                 "compute_instances": [{"ci": c.id} for c in gi.compute_instances]}
-                for gi in g.instances
-            ],
-            "devices": [
-                {"uuid": d.uuid, "gi": d.gi_id, "ci": d.ci_id, "memory_total_mib": d.memory_total_mib,
-                 "processes": [p.pid for p in d.processes]}
-                for d in g.devices
-            ],
-            "processes": [p.pid for p in g.processes],
-            "clients": sorted((holders or {}).get(g.index, [])),
-            "profiles": [  # the live table, memory exact (-lgip prints it to 0.01 GiB only)
-                {"name": p.name, "id": p.id, "compute_slices": p.compute_slices, "memory_slices": p.memory_slices,
-                 "max_count": p.max_count, "starts": list(p.starts), "memory_mib": p.memory_mib,
-                 "engines": {k: v for k, v in vars(p.engines).items() if v is not None}}
-                for p in (g.model.profiles if g.model is not None and g.mig_current else ())
-            ],
-        })
+        gpus.append(
+            {
+                "index": g.index,
+                "name": g.name,
+                "uuid": g.uuid,
+                "bus_id": g.bus_id,
+                "pci_device_id": g.pci_device_id,
+                "mig_current": g.mig_current,
+                "mig_pending": g.mig_pending,
+                "model": g.model_key,
+                "instances": [
+                    {
+                        "gi": gi.id,
+                        "profile": gi.placement.profile,
+                        "start": gi.placement.start,
+                        "compute_instances": [{"ci": c.id} for c in gi.compute_instances],
+                    }
+                    for gi in g.instances
+                ],
+                "devices": [
+                    {"uuid": d.uuid, "gi": d.gi_id, "ci": d.ci_id, "memory_total_mib": d.memory_total_mib, "processes": [p.pid for p in d.processes]}
+                    for d in g.devices
+                ],
+                "processes": [p.pid for p in g.processes],
+                "clients": sorted((holders or {}).get(g.index, [])),
+                "profiles": [  # the live table, memory exact (-lgip prints it to 0.01 GiB only)
+                    {
+                        "name": p.name,
+                        "id": p.id,
+                        "compute_slices": p.compute_slices,
+                        "memory_slices": p.memory_slices,
+                        "max_count": p.max_count,
+                        "starts": list(p.starts),
+                        "memory_mib": p.memory_mib,
+                        "engines": {k: v for k, v in vars(p.engines).items() if v is not None},
+                    }
+                    for p in (g.model.profiles if g.model is not None and g.mig_current else ())
+                ],
+            }
+        )
     return {"driver": host.driver, "simulated": host.simulated, "gpus": gpus}
 
 
@@ -133,8 +150,12 @@ def capture_host(directory: str | os.PathLike[str]) -> Captured:
     _write(d / NVML_FILE, json.dumps(doc, indent=2) + "\n")
     out.files.append(NVML_FILE)
     manifest = {
-        "version": CAPTURE_VERSION, "migbench": __version__, "captured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "simulated": sim_dir() is not None, "uid": os.geteuid(), "commands": commands,
+        "version": CAPTURE_VERSION,
+        "migbench": __version__,
+        "captured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "simulated": sim_dir() is not None,
+        "uid": os.geteuid(),
+        "commands": commands,
     }
     _write(d / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     out.files.append(MANIFEST_FILE)

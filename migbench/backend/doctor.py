@@ -44,8 +44,7 @@ class DoctorReport:
         return f"{fails} problem(s) in the way of `migbench apply`, {warns} warning(s)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "blocking": self.blocking, "summary": self.summary(),
-                "findings": [asdict(f) for f in self.findings]}
+        return {"host": self.host, "blocking": self.blocking, "summary": self.summary(), "findings": [asdict(f) for f in self.findings]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,8 +93,7 @@ def _minor_to_index() -> dict[int, int]:
 
         pynvml.nvmlInit()
         try:
-            return {int(pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByIndex(i))): i
-                    for i in range(pynvml.nvmlDeviceGetCount())}
+            return {int(pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByIndex(i))): i for i in range(pynvml.nvmlDeviceGetCount())}
         finally:
             pynvml.nvmlShutdown()
     except Exception:  # noqa: BLE001 - no driver, or a driver without minor numbers: fall back below
@@ -139,11 +137,15 @@ def diagnose() -> DoctorReport:
         if "Insufficient Permissions" not in exc.message:
             rep.findings.append(Finding("fail", f"no NVIDIA driver answers: {exc.message}", NO_DRIVER_FIX))
             return rep
-        rep.findings.append(Finding(
-            "fail", f"the driver answers, but this user may not read the MIG configuration ({exc.message})",
-            "on the simulator: migbench sim set --privileged; on a real host: sudo migbench doctor" if facts
-            else "run it as root: sudo migbench doctor (and sudo migbench apply PLAN)",
-        ))
+        rep.findings.append(
+            Finding(
+                "fail",
+                f"the driver answers, but this user may not read the MIG configuration ({exc.message})",
+                "on the simulator: migbench sim set --privileged; on a real host: sudo migbench doctor"
+                if facts
+                else "run it as root: sudo migbench doctor (and sudo migbench apply PLAN)",
+            )
+        )
     else:
         rep.findings.append(Finding("ok", f"driver {host.driver} answers through NVML, {len(host.gpus)} GPU(s)"))
         if not host.gpus:
@@ -165,10 +167,13 @@ def diagnose() -> DoctorReport:
     else:
         rep.findings.append(Finding("warn", f"{how} is not root: apply cannot change MIG mode or instances", fix))
     if vm:
-        rep.findings.append(Finding(
-            "warn", "VM passthrough: a GPU reset is not supported, so an Ampere MIG mode change waits for a reboot of the VM",
-            "enable MIG once and reboot the VM; later plans then only create and destroy instances",
-        ))
+        rep.findings.append(
+            Finding(
+                "warn",
+                "VM passthrough: a GPU reset is not supported, so an Ampere MIG mode change waits for a reboot of the VM",
+                "enable MIG once and reboot the VM; later plans then only create and destroy instances",
+            )
+        )
     return rep
 
 
@@ -176,39 +181,63 @@ def _gpu_findings(g: Any, holders: list[str], vm: bool) -> list[Finding]:
     out: list[Finding] = []
     tag = f"GPU {g.index} ({g.name})"
     if g.mig_current is None:
-        out.append(Finding("warn", f"{tag} does not support MIG: plans cannot use it",
-                           "plan for the MIG-capable GPUs only (the sweep's fleet: or --fleet)", g.index))
+        out.append(
+            Finding("warn", f"{tag} does not support MIG: plans cannot use it", "plan for the MIG-capable GPUs only (the sweep's fleet: or --fleet)", g.index)
+        )
         return out
     if g.model is None:
-        out.append(Finding("warn", f"{tag}: migbench does not know this GPU's MIG profiles",
-                           "teach it: nvidia-smi mig -lgip > lgip.txt; nvidia-smi mig -lgipp > lgipp.txt; "
-                           "migbench catalog import lgip.txt lgipp.txt --name MODEL", g.index))
-    reset = ("reboot the VM (it cannot reset a GPU)" if vm else
-             f"stop what holds the GPU, then: sudo nvidia-smi -i {g.index} --gpu-reset (or reboot)")
+        out.append(
+            Finding(
+                "warn",
+                f"{tag}: migbench does not know this GPU's MIG profiles",
+                "teach it: nvidia-smi mig -lgip > lgip.txt; nvidia-smi mig -lgipp > lgipp.txt; migbench catalog import lgip.txt lgipp.txt --name MODEL",
+                g.index,
+            )
+        )
+    reset = "reboot the VM (it cannot reset a GPU)" if vm else f"stop what holds the GPU, then: sudo nvidia-smi -i {g.index} --gpu-reset (or reboot)"
     if g.mig_current != g.mig_pending:
         now, then = ("enabled" if g.mig_current else "disabled"), ("enabled" if g.mig_pending else "disabled")
-        out.append(Finding("fail", f"{tag}: a MIG mode change is pending (now {now}, {then} after the next GPU reset)",
-                           reset, g.index))
+        out.append(Finding("fail", f"{tag}: a MIG mode change is pending (now {now}, {then} after the next GPU reset)", reset, g.index))
     elif not g.mig_current:
-        out.append(Finding("warn", f"{tag}: MIG mode is disabled",
-                           "`migbench apply PLAN` enables it (as root); on Ampere the change needs a GPU reset, "
-                           "so nothing may hold the GPU then", g.index))
+        out.append(
+            Finding(
+                "warn",
+                f"{tag}: MIG mode is disabled",
+                "`migbench apply PLAN` enables it (as root); on Ampere the change needs a GPU reset, so nothing may hold the GPU then",
+                g.index,
+            )
+        )
     else:
         out.append(Finding("ok", f"{tag}: MIG enabled, {len(g.instances)} GPU instance(s)", gpu=g.index))
     if holders:
-        out.append(Finding("warn", f"{tag} is held by {', '.join(holders)}: a GPU reset (which an Ampere MIG mode "
-                           "change needs) is refused while they hold it",
-                           "stop them for the change and start them after, e.g. sudo systemctl stop "
-                           "nvidia-persistenced nvidia-dcgm", g.index))
+        out.append(
+            Finding(
+                "warn",
+                f"{tag} is held by {', '.join(holders)}: a GPU reset (which an Ampere MIG mode change needs) is refused while they hold it",
+                "stop them for the change and start them after, e.g. sudo systemctl stop nvidia-persistenced nvidia-dcgm",
+                g.index,
+            )
+        )
     if not g.mig_current and g.processes:
         pids = ", ".join(str(p.pid) for p in g.processes)
-        out.append(Finding("warn", f"{tag}: compute processes run on it (PID {pids}): a MIG mode change is refused "
-                           "while they run", "let them finish or stop them before `migbench apply`", g.index))
+        out.append(
+            Finding(
+                "warn",
+                f"{tag}: compute processes run on it (PID {pids}): a MIG mode change is refused while they run",
+                "let them finish or stop them before `migbench apply`",
+                g.index,
+            )
+        )
     for gi in g.instances:
         procs = g.processes_of(gi.id)
         if procs:
             pids = ", ".join(str(p.pid) for p in procs)
-            out.append(Finding("warn", f"{tag}: instance {gi.placement} (GPU instance {gi.id}) is in use by PID {pids}: "
-                               "apply will not destroy it", "keep it in the plan, or stop those processes "
-                               "(`migbench stop` for a migbench launch)", g.index))
+            out.append(
+                Finding(
+                    "warn",
+                    f"{tag}: instance {gi.placement} (GPU instance {gi.id}) is in use by PID {pids}: apply will not destroy it",
+                    "keep it in the plan, or stop those processes (`migbench stop` for a migbench launch)",
+                    g.index,
+                )
+            )
     return out

@@ -124,8 +124,17 @@ class NvmlReader:
         else:
             processes = self._processes(h, None)
         return GpuState(
-            index, uuid, name, bus, dev_id, mig_cur, mig_pend, model,
-            tuple(sorted(instances, key=lambda g: (g.start, g.id))), tuple(devices), tuple(processes),
+            index,
+            uuid,
+            name,
+            bus,
+            dev_id,
+            mig_cur,
+            mig_pend,
+            model,
+            tuple(sorted(instances, key=lambda g: (g.start, g.id))),
+            tuple(devices),
+            tuple(processes),
         )
 
     # -- profile table -------------------------------------------------------------------------
@@ -167,8 +176,12 @@ class NvmlReader:
                     starts=starts,
                     memory_slices=size,
                     engines=Engines(
-                        sm=int(info.multiprocessorCount), ce=int(info.copyEngineCount), dec=int(info.decoderCount),
-                        enc=int(info.encoderCount), jpeg=int(info.jpegCount), ofa=int(info.ofaCount),
+                        sm=int(info.multiprocessorCount),
+                        ce=int(info.copyEngineCount),
+                        dec=int(info.decoderCount),
+                        enc=int(info.encoderCount),
+                        jpeg=int(info.jpegCount),
+                        ofa=int(info.ofaCount),
                     ),
                 )
             )
@@ -197,13 +210,23 @@ class NvmlReader:
         """`nvmlDeviceGetGpuInstancePossiblePlacements_v2`: call once for the count, once for data."""
         count = ctypes.c_uint(0)
         _call(
-            pynvml.nvmlDeviceGetGpuInstancePossiblePlacements, h, profile_id, None, ctypes.byref(count),
-            what="nvmlDeviceGetGpuInstancePossiblePlacements", smi="nvidia-smi mig -lgipp",
+            pynvml.nvmlDeviceGetGpuInstancePossiblePlacements,
+            h,
+            profile_id,
+            None,
+            ctypes.byref(count),
+            what="nvmlDeviceGetGpuInstancePossiblePlacements",
+            smi="nvidia-smi mig -lgipp",
         )
         arr = (pynvml.c_nvmlGpuInstancePlacement_t * max(1, count.value))()
         _call(
-            pynvml.nvmlDeviceGetGpuInstancePossiblePlacements, h, profile_id, arr, ctypes.byref(count),
-            what="nvmlDeviceGetGpuInstancePossiblePlacements", smi="nvidia-smi mig -lgipp",
+            pynvml.nvmlDeviceGetGpuInstancePossiblePlacements,
+            h,
+            profile_id,
+            arr,
+            ctypes.byref(count),
+            what="nvmlDeviceGetGpuInstancePossiblePlacements",
+            smi="nvidia-smi mig -lgipp",
         )
         pl = [(arr[i].start, arr[i].size) for i in range(count.value)]
         if not pl:
@@ -218,8 +241,13 @@ class NvmlReader:
             arr = (pynvml.c_nvmlGpuInstance_t * cap)()
             count = ctypes.c_uint(0)
             _call(
-                pynvml.nvmlDeviceGetGpuInstances, h, prof.id, arr, ctypes.byref(count),
-                what="nvmlDeviceGetGpuInstances", smi="nvidia-smi mig -lgi",
+                pynvml.nvmlDeviceGetGpuInstances,
+                h,
+                prof.id,
+                arr,
+                ctypes.byref(count),
+                what="nvmlDeviceGetGpuInstances",
+                smi="nvidia-smi mig -lgi",
             )
             for i in range(count.value):
                 gi = arr[i]
@@ -227,9 +255,13 @@ class NvmlReader:
                 cis = self._compute_instances(gi)
                 out.append(
                     GpuInstanceState(
-                        id=int(info.id), profile_id=int(info.profileId), profile=prof.name,
-                        start=int(info.placement.start), size=int(info.placement.size),
-                        memory_mib=prof.memory_mib, compute_instances=tuple(cis),
+                        id=int(info.id),
+                        profile_id=int(info.profileId),
+                        profile=prof.name,
+                        start=int(info.placement.start),
+                        size=int(info.placement.size),
+                        memory_mib=prof.memory_mib,
+                        compute_instances=tuple(cis),
                     )
                 )
         return out
@@ -239,9 +271,7 @@ class NvmlReader:
         seen: set[int] = set()
         for idx in range(pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
             try:
-                info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
-                    gi, idx, pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
-                )
+                info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, idx, pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
             except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_InvalidArgument):
                 continue
             if info.id in seen:
@@ -251,14 +281,17 @@ class NvmlReader:
             arr = (pynvml.c_nvmlComputeInstance_t * cap)()
             count = ctypes.c_uint(0)
             _call(
-                pynvml.nvmlGpuInstanceGetComputeInstances, gi, info.id, arr, ctypes.byref(count),
-                what="nvmlGpuInstanceGetComputeInstances", smi="nvidia-smi mig -lci",
+                pynvml.nvmlGpuInstanceGetComputeInstances,
+                gi,
+                info.id,
+                arr,
+                ctypes.byref(count),
+                what="nvmlGpuInstanceGetComputeInstances",
+                smi="nvidia-smi mig -lci",
             )
             for i in range(count.value):
                 ci = _call(pynvml.nvmlComputeInstanceGetInfo, arr[i], what="nvmlComputeInstanceGetInfo")
-                out.append(
-                    ComputeInstanceState(int(ci.id), int(ci.profileId), int(ci.placement.start), int(ci.placement.size))
-                )
+                out.append(ComputeInstanceState(int(ci.id), int(ci.profileId), int(ci.placement.start), int(ci.placement.size)))
         return sorted(out, key=lambda c: c.id)
 
     def _devices(self, h: Any) -> list[MigDeviceState]:
@@ -274,9 +307,7 @@ class NvmlReader:
             ci_id = _call(pynvml.nvmlDeviceGetComputeInstanceId, mh, what="nvmlDeviceGetComputeInstanceId")
             mem = _call(pynvml.nvmlDeviceGetMemoryInfo, mh, what="nvmlDeviceGetMemoryInfo")
             procs = tuple(self._processes(mh, uuid, gi_id, ci_id))
-            out.append(
-                MigDeviceState(uuid, k, int(gi_id), int(ci_id), int(mem.total) // MIB, int(mem.used) // MIB, procs)
-            )
+            out.append(MigDeviceState(uuid, k, int(gi_id), int(ci_id), int(mem.total) // MIB, int(mem.used) // MIB, procs))
         return out
 
     # -- fast reads for sampling ----------------------------------------------------------------
@@ -304,8 +335,10 @@ class NvmlReader:
 
     def _processes(self, h: Any, uuid: str | None, gi: int | None = None, ci: int | None = None) -> list[ProcessState]:
         procs = _call(
-            pynvml.nvmlDeviceGetComputeRunningProcesses, h,
-            what="nvmlDeviceGetComputeRunningProcesses", smi="nvidia-smi --query-compute-apps=pid,used_memory --format=csv",
+            pynvml.nvmlDeviceGetComputeRunningProcesses,
+            h,
+            what="nvmlDeviceGetComputeRunningProcesses",
+            smi="nvidia-smi --query-compute-apps=pid,used_memory --format=csv",
         )
         out = []
         for p in procs:

@@ -94,8 +94,7 @@ def query_argv(gpus: int | Sequence[int] | None = None) -> list[str]:
     return [SMI, *_ids(gpus), "-q"]
 
 
-def query_gpu_argv(fields: Sequence[str], gpus: int | Sequence[int] | None = None, *, noheader: bool = False,
-                   nounits: bool = False) -> list[str]:
+def query_gpu_argv(fields: Sequence[str], gpus: int | Sequence[int] | None = None, *, noheader: bool = False, nounits: bool = False) -> list[str]:
     """`nvidia-smi [-i ..] --query-gpu=a,b --format=csv[,noheader][,nounits]`."""
     fmt = ",".join(["csv"] + (["noheader"] if noheader else []) + (["nounits"] if nounits else []))
     return [SMI, *_ids(gpus), f"--query-gpu={','.join(fields)}", f"--format={fmt}"]
@@ -138,9 +137,7 @@ def _profile_item(p: int | str | tuple[int | str, int]) -> str:
     return str(p)
 
 
-def create_gpu_instances_argv(gpu: int | Sequence[int] | None,
-                              profile_ids: Sequence[int | str | tuple[int | str, int]],
-                              default_ci: bool = True) -> list[str]:
+def create_gpu_instances_argv(gpu: int | Sequence[int] | None, profile_ids: Sequence[int | str | tuple[int | str, int]], default_ci: bool = True) -> list[str]:
     """`nvidia-smi mig -i 0 -cgi 9,19 -C`. Items are profile ids, names, or `(profile, start)` tuples for the
     `<profile>:<start>` placement syntax ([U, strong] on real nvidia-smi, docs/mig-facts.md#smi-formats)."""
     if not profile_ids:
@@ -159,8 +156,7 @@ def create_ci_argv(gpu: int | Sequence[int] | None, gi: int | str, ci_profile_id
 
 def destroy_ci_argv(gpu: int | Sequence[int] | None = None, gi: int | None = None, ci: int | None = None) -> list[str]:
     """`nvidia-smi mig [-i 0] [-gi 2] [-ci 0] -dci`."""
-    return [SMI, "mig", *_ids(gpu), *(["-gi", str(gi)] if gi is not None else []),
-            *(["-ci", str(ci)] if ci is not None else []), "-dci"]
+    return [SMI, "mig", *_ids(gpu), *(["-gi", str(gi)] if gi is not None else []), *(["-ci", str(ci)] if ci is not None else []), "-dci"]
 
 
 def destroy_gi_argv(gpu: int | Sequence[int] | None = None, gi: int | None = None) -> list[str]:
@@ -252,8 +248,7 @@ def parse_lgi(text: str) -> list[LgiRow]:
     for line in text.splitlines():
         m = _LGI_ROW.match(line.strip())
         if m:
-            rows.append(LgiRow(int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)),
-                               int(m.group(5)), int(m.group(6))))
+            rows.append(LgiRow(int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(6))))
     return rows
 
 
@@ -281,8 +276,7 @@ def parse_lci(text: str) -> list[LciRow]:
         if m:
             start = int(m.group(6)) if m.group(6) is not None else None
             size = int(m.group(7)) if m.group(7) is not None else None
-            rows.append(LciRow(int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5)),
-                               start, size))
+            rows.append(LciRow(int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5)), start, size))
     return rows
 
 
@@ -346,10 +340,13 @@ def parse_q(text: str) -> Query:
             if not gpus:
                 gpus.append({})
             gpus[-1]["product_name" if key == "Product Name" else "uuid"] = value
-    return Query(driver, tuple(
-        QueryGpu(g.get("bus_id"), g.get("product_name"), g.get("uuid"), g.get("mig_current"), g.get("mig_pending"))  # type: ignore[arg-type]
-        for g in gpus
-    ))
+    return Query(
+        driver,
+        tuple(
+            QueryGpu(g.get("bus_id"), g.get("product_name"), g.get("uuid"), g.get("mig_current"), g.get("mig_pending"))  # type: ignore[arg-type]
+            for g in gpus
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,21 +432,22 @@ class CreateResult:
         return not self.failures and self.summary_reason is None
 
 
-_CREATED_GI = re.compile(
-    r"Successfully created GPU instance ID\s+(\d+) on GPU\s+(\d+) using profile MIG (\S+) \(ID\s+(\d+)\)", re.I)
+_CREATED_GI = re.compile(r"Successfully created GPU instance ID\s+(\d+) on GPU\s+(\d+) using profile MIG (\S+) \(ID\s+(\d+)\)", re.I)
 _CREATED_CI = re.compile(
     r"Successfully created compute instance ID\s+(\d+) on GPU\s+(\d+) GPU instance ID\s+(\d+) using profile "
-    r"MIG (\S+) \(ID\s+(\d+)\)", re.I)
+    r"MIG (\S+) \(ID\s+(\d+)\)",
+    re.I,
+)
 _UNABLE_CREATE_GI = re.compile(r"Unable to create a GPU instance on GPU\s+(\d+) using profile (.+?): (.+)$", re.I)
 _UNABLE_CREATE_CI = re.compile(
     r"Unable to create a compute instance on GPU\s+(\d+) GPU instance ID\s+(\d+) using (?:default )?profile"
-    r"(?: (.+?))?: (.+)$", re.I)
+    r"(?: (.+?))?: (.+)$",
+    re.I,
+)
 _FAILED = re.compile(r"Failed to (create|destroy) (GPU|compute) instances: (.+)$", re.I)
-_DESTROYED_CI = re.compile(
-    r"Successfully destroyed compute instance ID\s+(\d+) from GPU\s+(\d+) GPU instance ID\s+(\d+)", re.I)
+_DESTROYED_CI = re.compile(r"Successfully destroyed compute instance ID\s+(\d+) from GPU\s+(\d+) GPU instance ID\s+(\d+)", re.I)
 _DESTROYED_GI = re.compile(r"Successfully destroyed GPU instance ID\s+(\d+) from GPU\s+(\d+)", re.I)
-_UNABLE_DESTROY_CI = re.compile(
-    r"Unable to destroy compute instance ID\s+(\d+) from GPU\s+(\d+) GPU instance ID\s+(\d+): (.+)$", re.I)
+_UNABLE_DESTROY_CI = re.compile(r"Unable to destroy compute instance ID\s+(\d+) from GPU\s+(\d+) GPU instance ID\s+(\d+): (.+)$", re.I)
 _UNABLE_DESTROY_GI = re.compile(r"Unable to destroy GPU instance ID\s+(\d+) from GPU\s+(\d+): (.+)$", re.I)
 
 
@@ -462,17 +460,14 @@ def parse_create_lines(text: str) -> CreateResult:
         if m := _CREATED_GI.search(line):
             gis.append(CreatedGpuInstance(int(m.group(2)), int(m.group(1)), m.group(3), int(m.group(4))))
         elif m := _CREATED_CI.search(line):
-            cis.append(CreatedComputeInstance(int(m.group(2)), int(m.group(3)), int(m.group(1)), m.group(4),
-                                              int(m.group(5))))
+            cis.append(CreatedComputeInstance(int(m.group(2)), int(m.group(3)), int(m.group(1)), m.group(4), int(m.group(5))))
         elif m := _UNABLE_CREATE_GI.search(line):
             fails.append(SmiFailure("create a GPU instance", int(m.group(1)), None, None, m.group(2), m.group(3), line))
         elif m := _UNABLE_CREATE_CI.search(line):
-            fails.append(SmiFailure("create a compute instance", int(m.group(1)), int(m.group(2)), None, m.group(3),
-                                    m.group(4), line))
+            fails.append(SmiFailure("create a compute instance", int(m.group(1)), int(m.group(2)), None, m.group(3), m.group(4), line))
         elif (m := _FAILED.search(line)) and m.group(1).lower() == "create":
             summary = m.group(3)
-    return CreateResult(tuple(g.gpu_instance_id for g in gis), tuple(c.compute_instance_id for c in cis),
-                        tuple(gis), tuple(cis), tuple(fails), summary)
+    return CreateResult(tuple(g.gpu_instance_id for g in gis), tuple(c.compute_instance_id for c in cis), tuple(gis), tuple(cis), tuple(fails), summary)
 
 
 @dataclass(frozen=True)
@@ -500,11 +495,9 @@ def parse_destroy_lines(text: str) -> DestroyResult:
         elif m := _DESTROYED_GI.search(line):
             gis.append((int(m.group(2)), int(m.group(1))))
         elif m := _UNABLE_DESTROY_CI.search(line):
-            fails.append(SmiFailure("destroy compute instance", int(m.group(2)), int(m.group(3)), int(m.group(1)),
-                                    None, m.group(4), line))
+            fails.append(SmiFailure("destroy compute instance", int(m.group(2)), int(m.group(3)), int(m.group(1)), None, m.group(4), line))
         elif m := _UNABLE_DESTROY_GI.search(line):
-            fails.append(SmiFailure("destroy GPU instance", int(m.group(2)), int(m.group(1)), None, None,
-                                    m.group(3), line))
+            fails.append(SmiFailure("destroy GPU instance", int(m.group(2)), int(m.group(1)), None, None, m.group(3), line))
         elif (m := _FAILED.search(line)) and m.group(1).lower() == "destroy":
             summary = m.group(3)
         elif line.startswith(NOT_FOUND_MESSAGES):

@@ -96,8 +96,7 @@ class SmiWriter:
         if cap.exists() and os.access(cap, os.R_OK):
             return
         raise MigbenchError(
-            "changing MIG configuration needs root privileges (or read access to "
-            "/proc/driver/nvidia/capabilities/mig/config)",
+            "changing MIG configuration needs root privileges (or read access to /proc/driver/nvidia/capabilities/mig/config)",
             hint="re-run with sudo, e.g. `sudo migbench apply plan.yaml`",
         )
 
@@ -108,9 +107,7 @@ class SmiWriter:
             return ModeOutcome(True, False, "", "")
         out = smi.parse_mig_mode_output(rec.output)
         if rec.rc != 0 and not out.pending:
-            raise HardwareError(
-                f"GPU {gpu}: `{rec.line()}` failed: {_last_reason(rec.output)}", hint=f"it printed:\n{rec.output}"
-            )
+            raise HardwareError(f"GPU {gpu}: `{rec.line()}` failed: {_last_reason(rec.output)}", hint=f"it printed:\n{rec.output}")
         return ModeOutcome(applied=out.applied, pending=out.pending, reason=out.reason or "", output=rec.output)
 
     def reset_gpu(self, gpu: int) -> None:
@@ -118,8 +115,9 @@ class SmiWriter:
 
     def create_gpu_instance(self, gpu: int, profile_id: int, start: int, size: int) -> int | None:
         if self.cgi_via == "smi":
-            rec = self._checked(smi.create_gpu_instances_argv(gpu, [f"{profile_id}:{start}"], default_ci=False),
-                                f"GPU {gpu}: create GPU instance {profile_id}@{start}")
+            rec = self._checked(
+                smi.create_gpu_instances_argv(gpu, [f"{profile_id}:{start}"], default_ci=False), f"GPU {gpu}: create GPU instance {profile_id}@{start}"
+            )
             if self.dry_run:
                 return None
             created = smi.parse_create_lines(rec.output)

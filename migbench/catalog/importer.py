@@ -1,5 +1,4 @@
-"""Profile tables from text or NVML: `nvidia-smi mig -lgip` / `-lgipp` parsers and `model_from_rows`.
-"""
+"""Profile tables from text or NVML: `nvidia-smi mig -lgip` / `-lgipp` parsers and `model_from_rows`."""
 
 from __future__ import annotations
 
@@ -116,9 +115,7 @@ def parse_lgip(text: str, *, file: str = "lgip.txt") -> dict[int, list[ProfileRo
     """
     out: dict[int, list[ProfileRow]] = {}
     lines = text.splitlines()
-    row1 = re.compile(
-        r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)/(\d+)\s+([0-9.]+)\s+(Yes|No)\s+(\d+)\s+(\d+)\s+(\d+)\s*\|"
-    )
+    row1 = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)/(\d+)\s+([0-9.]+)\s+(Yes|No)\s+(\d+)\s+(\d+)\s+(\d+)\s*\|")
     row2 = re.compile(r"^\|\s+(\d+)\s+(\d+)\s+(\d+)\s*\|$")
     i = 0
     while i < len(lines):
@@ -201,8 +198,9 @@ def paste_problems(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgi
     only_lgipp = sorted(set(pl) - ids)
     only_lgip = sorted(ids - set(pl))
     if only_lgipp:
-        problems.append(f"profile ID(s) {', '.join(map(str, only_lgipp))} have placements in {lgipp_file} but no row in "
-                        f"{lgip_file}: the -lgip paste is cut short")
+        problems.append(
+            f"profile ID(s) {', '.join(map(str, only_lgipp))} have placements in {lgipp_file} but no row in {lgip_file}: the -lgip paste is cut short"
+        )
     if only_lgip:
         names = ", ".join(f"{r.name} (ID {r.id})" for r in rows if r.id in only_lgip)
         problems.append(f"{names} have no placements in {lgipp_file}: the -lgipp paste is cut short")
@@ -215,8 +213,10 @@ def paste_problems(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgi
     n_mem = max(max(starts, default=0) + size for starts, size in pl.values())
     full = [r for r in rows if r.id in pl and pl[r.id] == ((0,), n_mem)]
     if not full:
-        problems.append(f"no full-GPU profile: nothing in both pastes has the placement {{0}}:{n_mem} over all "
-                        f"{n_mem} memory slices, so the GPU's compute slices are unknown")
+        problems.append(
+            f"no full-GPU profile: nothing in both pastes has the placement {{0}}:{n_mem} over all "
+            f"{n_mem} memory slices, so the GPU's compute slices are unknown"
+        )
         return problems
     f = max(full, key=lambda r: r.compute_slices)
     for r in rows:
@@ -226,8 +226,7 @@ def paste_problems(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgi
         if r.compute_slices > f.compute_slices or size > n_mem:
             problems.append(f"{r.name} is larger than the full-GPU profile {f.name}")
         if r.max_count * size > n_mem or r.max_count * r.compute_slices > f.compute_slices:
-            problems.append(f"{r.max_count} x {r.name} would need more than the GPU's {n_mem} memory / "
-                            f"{f.compute_slices} compute slices")
+            problems.append(f"{r.max_count} x {r.name} would need more than the GPU's {n_mem} memory / {f.compute_slices} compute slices")
         if r.max_count > len(starts):
             problems.append(f"{r.name} allows {r.max_count} instances but has only {len(starts)} placements")
         if r.memory_mib > f.memory_mib:
@@ -235,8 +234,7 @@ def paste_problems(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgi
     return problems
 
 
-def rows_from_text(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgip", lgipp_file: str = "lgipp",
-                   partial: bool = False) -> list[ProfileRow]:
+def rows_from_text(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgip", lgipp_file: str = "lgipp", partial: bool = False) -> list[ProfileRow]:
     """Join -lgip and -lgipp text for one GPU into complete rows. A paste that does not describe the whole GPU
     (`paste_problems`) is refused; with `partial` the profiles present in both are returned."""
     problems = paste_problems(lgip, lgipp, gpu=gpu, lgip_file=lgip_file, lgipp_file=lgipp_file)
@@ -251,8 +249,7 @@ def rows_from_text(lgip: str, lgipp: str, *, gpu: int = 0, lgip_file: str = "lgi
     places = parse_lgipp(lgipp, file=lgipp_file).get(gpu, {})
     rows = [replace(r, starts=places[r.id][0], memory_slices=places[r.id][1]) for r in tables.get(gpu, []) if r.id in places]
     if not rows:
-        raise InputError(f"{lgip_file} and {lgipp_file} share no profile for GPU {gpu}",
-                         hint="capture both from the same GPU and driver")
+        raise InputError(f"{lgip_file} and {lgipp_file} share no profile for GPU {gpu}", hint="capture both from the same GPU and driver")
     return rows
 
 
@@ -294,8 +291,7 @@ def import_files(
         data = read_input(f, what, hint="save the output of `nvidia-smi mig -lgip` and `-lgipp` to files")
         texts.append(data.decode("utf-8", errors="replace"))
     problems = paste_problems(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file))
-    rows = rows_from_text(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file),
-                          partial=partial)
+    rows = rows_from_text(texts[0], texts[1], gpu=gpu, lgip_file=str(lgip_file), lgipp_file=str(lgipp_file), partial=partial)
     cat = default_catalog()
     base_key = cat.find_key(name)
     base = cat.model(base_key) if base_key else None
@@ -307,12 +303,21 @@ def import_files(
         n_mem = max(max(s, default=0) + z for s, z in places.values())
         present = max(r.compute_slices for r in rows)
         compute = base.compute_slices if base else _COMPUTE_BY_MEMORY_SLICES.get(n_mem, present)
-        notes.append(f"partial import: {compute} compute slices taken from "
-                     + ("the catalogue's " + base.key if base else f"the {n_mem}-memory-slice models of the catalogue")
-                     + f", not from the paste (its largest profile has {present})")
+        notes.append(
+            f"partial import: {compute} compute slices taken from "
+            + ("the catalogue's " + base.key if base else f"the {n_mem}-memory-slice models of the catalogue")
+            + f", not from the paste (its largest profile has {present})"
+        )
     model = model_from_rows(
-        base_key or name, rows, names=[name] if base is None else list(base.names), architecture=architecture,
-        driver=drv, origin="user", memory_source="nvidia-smi -lgip text", base=base, compute_slices=compute,
+        base_key or name,
+        rows,
+        names=[name] if base is None else list(base.names),
+        architecture=architecture,
+        driver=drv,
+        origin="user",
+        memory_source="nvidia-smi -lgip text",
+        base=base,
+        compute_slices=compute,
         unverified=notes,
     )
     geometry = model.check([])  # geometry sanity: an empty layout is always legal

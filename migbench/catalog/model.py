@@ -58,8 +58,6 @@ def driver_str(v: DriverVersion | None) -> str:
     return ".".join(str(p) if isinstance(p, _DriverPart) else (f"{p:02d}" if i == 2 else str(p)) for i, p in enumerate(v))
 
 
-
-
 @dataclass(frozen=True)
 class Engines:
     sm: int | None = None
@@ -249,17 +247,14 @@ class GpuModel:
         for rule in self.rules:
             if rule.kind == "all_me_excludes":
                 hit = [p for p in rule.profiles if counts.get(p)]
-                others = [pl.profile for pl in placements if pl.profile not in hit
-                          and self.has_profile(pl.profile) and self.profile(pl.profile).variant != "no_me"]
+                others = [
+                    pl.profile for pl in placements if pl.profile not in hit and self.has_profile(pl.profile) and self.profile(pl.profile).variant != "no_me"
+                ]
                 if hit and (others or sum(counts[p] for p in hit) > 1):
                     problems.append(f"{hit[0]} allows only -me profiles beside it (nvml.h *_ALL_ME)")
                 continue
-            if self.driver is not None and self.driver < rule.before and all(
-                counts.get(p) for p in rule.profiles
-            ):
-                problems.append(
-                    f"{' + '.join(rule.profiles)} together need driver {driver_str(rule.before)} or newer"
-                )
+            if self.driver is not None and self.driver < rule.before and all(counts.get(p) for p in rule.profiles):
+                problems.append(f"{' + '.join(rule.profiles)} together need driver {driver_str(rule.before)} or newer")
         return problems
 
     def is_legal(self, placements: Sequence[Placement]) -> bool:
@@ -304,7 +299,6 @@ def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -
     rec(0)
     out.sort(key=lambda lay: [(p.start, p.profile) for p in lay])
     return out
-
 
 
 def profile_order(p: Profile) -> tuple:

@@ -104,8 +104,7 @@ class Catalog:
         if key is None:
             raise MigbenchError(
                 f"unknown GPU model {name!r}",
-                hint="known models: " + ", ".join(self.keys())
-                + "; teach a new one with `migbench catalog import lgip.txt lgipp.txt --name MODEL`",
+                hint="known models: " + ", ".join(self.keys()) + "; teach a new one with `migbench catalog import lgip.txt lgipp.txt --name MODEL`",
             )
         drv = parse_driver(driver) if isinstance(driver, str) else driver
         try:
@@ -246,11 +245,9 @@ def pick_memory(obs: list[dict[str, Any]], driver: DriverVersion | None) -> tupl
     values = sorted({(parse_driver(str(o["driver"])) or (0,), int(o["mib"]), _obs_driver(o)) for o in cands})
     if len({m for _, m, _ in values}) > 1:
         listed = ", ".join(f"{m} MiB on {d}" for _, m, d in values)
-        return mib, (f"catalogue: {listed}; the change point is unknown ({'; '.join(notes)}), "
-                     f"so the smaller, {mib} MiB, is planned with"), False
+        return mib, (f"catalogue: {listed}; the change point is unknown ({'; '.join(notes)}), so the smaller, {mib} MiB, is planned with"), False
     o = next(o for o in cands if int(o["mib"]) == mib)
-    certain = all(_trusted(x) for x in (stated if exact else group[at])) and not notes and (
-        want is None or at[0] == want[0])
+    certain = all(_trusted(x) for x in (stated if exact else group[at])) and not notes and (want is None or at[0] == want[0])
     if want is None:
         how = "newest known"
     elif notes:
@@ -396,26 +393,48 @@ def describe_models(cat: Catalog, driver: str | None = None) -> list[dict[str, A
     out = []
     for key in cat.keys():
         m = cat.model(key, driver)
-        out.append({
-            "model": key, "name": m.display_name, "architecture": m.architecture, "memory_slices": m.memory_slices,
-            "compute_slices": m.compute_slices, "profiles": len(m.profiles), "maximal_layouts": len(m.layouts()),
-            "origin": m.origin,
-        })
+        out.append(
+            {
+                "model": key,
+                "name": m.display_name,
+                "architecture": m.architecture,
+                "memory_slices": m.memory_slices,
+                "compute_slices": m.compute_slices,
+                "profiles": len(m.profiles),
+                "maximal_layouts": len(m.layouts()),
+                "origin": m.origin,
+            }
+        )
     return out
 
 
 def describe_model(model: GpuModel) -> dict[str, Any]:
     """One model's profile table (what `migbench catalog MODEL --json` prints)."""
     return {
-        "model": model.key, "names": list(model.names), "architecture": model.architecture,
-        "memory_slices": model.memory_slices, "compute_slices": model.compute_slices,
+        "model": model.key,
+        "names": list(model.names),
+        "architecture": model.architecture,
+        "memory_slices": model.memory_slices,
+        "compute_slices": model.compute_slices,
         "driver": None if model.driver is None else ".".join(map(str, model.driver)),
-        "profiles": [{
-            "name": p.name, "id": p.id, "compute_slices": p.compute_slices, "memory_slices": p.memory_slices,
-            "memory_mib": p.memory_mib, "max_count": p.max_count, "starts": list(p.starts), "media": p.media,
-            "sm": p.engines.sm, "memory_source": p.memory_source, "unverified": list(p.unverified),
-            **({"variant": p.variant} if p.variant else {}),
-            **({"memory_by_placement": [{"start": s, "mib": m} for s, m in p.placement_memory]} if p.placement_memory else {}),
-        } for p in model.profiles],
-        "sources": list(model.sources), "unverified": list(model.unverified),
+        "profiles": [
+            {
+                "name": p.name,
+                "id": p.id,
+                "compute_slices": p.compute_slices,
+                "memory_slices": p.memory_slices,
+                "memory_mib": p.memory_mib,
+                "max_count": p.max_count,
+                "starts": list(p.starts),
+                "media": p.media,
+                "sm": p.engines.sm,
+                "memory_source": p.memory_source,
+                "unverified": list(p.unverified),
+                **({"variant": p.variant} if p.variant else {}),
+                **({"memory_by_placement": [{"start": s, "mib": m} for s, m in p.placement_memory]} if p.placement_memory else {}),
+            }
+            for p in model.profiles
+        ],
+        "sources": list(model.sources),
+        "unverified": list(model.unverified),
     }

@@ -39,13 +39,21 @@ def catalog_cmd(
                 "catalog import needs --name MODEL (the key plans and sweeps will use)",
                 hint="e.g. --name H100-NVL; use the NVML product name from `nvidia-smi -L`",
             )
-        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu,
-                                   partial=partial, force=force)
+        model, path = import_files(args[1], args[2], name=name, driver=driver, architecture=architecture, gpu=gpu, partial=partial, force=force)
         n_layouts = len(model.layouts())
         warnings = [u for u in model.unverified if u.startswith("partial import:")]
         if as_json:
-            typer.echo(json.dumps({"model": model.key, "profiles": len(model.profiles), "maximal_layouts": n_layouts,
-                                   "catalog": str(path), **({"warnings": warnings} if warnings else {})}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "model": model.key,
+                        "profiles": len(model.profiles),
+                        "maximal_layouts": n_layouts,
+                        "catalog": str(path),
+                        **({"warnings": warnings} if warnings else {}),
+                    }
+                )
+            )
         else:
             for w in warnings:
                 con.print(Text(f"WARNING: {w}", style="bold red"))

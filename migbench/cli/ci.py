@@ -34,8 +34,10 @@ def schema_cmd(
 def doctor_cmd(
     capture: Annotated[
         Optional[Path],
-        typer.Option("--capture", help="Save this host's nvidia-smi -q, -L, mig -lgi/-lci/-lgip/-lgipp text and NVML reads "
-                     "to DIR (read-only), for `migbench sim init --from DIR`."),
+        typer.Option(
+            "--capture",
+            help="Save this host's nvidia-smi -q, -L, mig -lgi/-lci/-lgip/-lgipp text and NVML reads to DIR (read-only), for `migbench sim init --from DIR`.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:

@@ -19,16 +19,14 @@ if TYPE_CHECKING:
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
 TIME_LIMIT_HELP = (
-    "Seconds of wall time for planning, the whole command: the plan is the same on any machine as long "
-    "as it finishes in time (see README: time limit)."
+    "Seconds of wall time for planning, the whole command: the plan is the same on any machine as long as it finishes in time (see README: time limit)."
 )
 WORK_HELP = (
     "Reference seconds of planning work (default: half the time limit, less the command's own work). "
     "With a generous --time-limit beside it, the plan is the same on any machine, however loaded."
 )
 WORKERS_HELP = (
-    "CP-SAT worker threads. More than 1 runs CP-SAT's deterministic interleaved search: reproducible, "
-    "but the plan can differ from one made with another count."
+    "CP-SAT worker threads. More than 1 runs CP-SAT's deterministic interleaved search: reproducible, but the plan can differ from one made with another count."
 )
 
 

@@ -34,8 +34,12 @@ def slurm_cmd(
     type_map_file: Annotated[Optional[Path], typer.Option("--type-map-file", help="A YAML mapping PROFILE: TYPE.")] = None,
     sbatch_arg: Annotated[Optional[list[str]], typer.Option("--sbatch-arg", help="An sbatch option for every array (repeatable).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
-    max_array_size: Annotated[Optional[int], typer.Option("--max-array-size", min=1, help="The cluster's MaxArraySize (default: "
-                                                          "read with --check, else Slurm's default 1001); longer arrays go in parts.")] = None,
+    max_array_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-array-size", min=1, help="The cluster's MaxArraySize (default: read with --check, else Slurm's default 1001); longer arrays go in parts."
+        ),
+    ] = None,
 ) -> None:
     from migbench.export import slurm, slurmctl
     from migbench.export.slurm_types import parse_type_map
@@ -55,15 +59,31 @@ def slurm_cmd(
     else:
         size, size_from = slurm.DEFAULT_MAX_ARRAY_SIZE, "Slurm's default; --check reads the cluster's, or pass --max-array-size"
     out = output or Path(plan_file).resolve().parent / f"slurm-{plan.name}"
-    exp = slurm.write(plan, out, sha256=_sha(plan_file), type_map=tmap, chosen=chosen, sbatch_args=sbatch_arg or [], state_dir=state_dir,
-                      max_array_size=size, max_array_from=size_from)
+    exp = slurm.write(
+        plan,
+        out,
+        sha256=_sha(plan_file),
+        type_map=tmap,
+        chosen=chosen,
+        sbatch_args=sbatch_arg or [],
+        state_dir=state_dir,
+        max_array_size=size,
+        max_array_from=size_from,
+    )
     con = console()
     t = Table(title=f"{plan.name}: {sum(len(tk.runs) for a in exp.arrays for tk in a.tasks)} runs as Slurm job arrays", title_justify="left")
     for col in ("array", "profile", "--gres type", "tasks", "runs", "at once", "nodes"):
         t.add_column(col, no_wrap=col in ("array", "profile", "--gres type"))  # ids are never cut (fit_table)
     for a in exp.arrays:
-        t.add_row(a.name, a.profile, exp.types[a.name], str(len(a.tasks)), str(sum(len(tk.runs) for tk in a.tasks)), str(a.count),
-                  ", ".join(f"{n}:{c}" for n, c in a.per_node.items()) or "-")
+        t.add_row(
+            a.name,
+            a.profile,
+            exp.types[a.name],
+            str(len(a.tasks)),
+            str(sum(len(tk.runs) for tk in a.tasks)),
+            str(a.count),
+            ", ".join(f"{n}:{c}" for n, c in a.per_node.items()) or "-",
+        )
     fit_table(t, con.width)
     con.print(t)
     if check:
@@ -86,20 +106,30 @@ def k8s_cmd(
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the Jobs.")] = "default",
     operator_namespace: Annotated[str, typer.Option("--operator-namespace", help="The GPU Operator's namespace (mig-parted ConfigMap).")] = "gpu-operator",
     state_pvc: Annotated[Optional[str], typer.Option("--state-pvc", help="An existing PersistentVolumeClaim for the run directories.")] = None,
-    state: Annotated[str, typer.Option("--state", help="pvc: a claim written into the export (default); emptydir: none, the run "
-                                       "directories are lost with each pod.")] = "pvc",
+    state: Annotated[
+        str, typer.Option("--state", help="pvc: a claim written into the export (default); emptydir: none, the run directories are lost with each pod.")
+    ] = "pvc",
     state_size: Annotated[str, typer.Option("--state-size", help="The written claim's size (a Kubernetes quantity).")] = "10Gi",
 ) -> None:
     from migbench.export import k8s
     from migbench.plan import Plan
 
     if state not in ("pvc", "emptydir"):
-        raise UsageError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; "
-                         "emptydir loses them with each pod")
+        raise UsageError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; emptydir loses them with each pod")
     plan = Plan.load(plan_file)
     out = output or Path(plan_file).resolve().parent / f"k8s-{plan.name}"
-    exp = k8s.write(plan, out, plan_text=Path(plan_file).read_text(), sha256=_sha(plan_file), image=image, namespace=namespace,
-                    operator_namespace=operator_namespace, state_pvc=state_pvc, state=state, state_size=state_size)
+    exp = k8s.write(
+        plan,
+        out,
+        plan_text=Path(plan_file).read_text(),
+        sha256=_sha(plan_file),
+        image=image,
+        namespace=namespace,
+        operator_namespace=operator_namespace,
+        state_pvc=state_pvc,
+        state=state,
+        state_size=state_size,
+    )
     con = console()
     t = Table(title=f"{plan.name}: one Indexed Job per instance type", title_justify="left")
     for col in ("job", "resource", "completions", "parallelism", "nodes"):
@@ -142,8 +172,9 @@ def exec_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The exported plan file.")],
     array: Annotated[str, typer.Option("--array", help="The array (instance type) the task belongs to.")],
     index: Annotated[Optional[int], typer.Option("--index", help="The task (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).", min=0)] = None,
-    index_offset: Annotated[int, typer.Option("--index-offset", min=0, help="Added to the engine's index: the first task of "
-                                              "this part of an array cut for MaxArraySize.")] = 0,
+    index_offset: Annotated[
+        int, typer.Option("--index-offset", min=0, help="Added to the engine's index: the first task of this part of an array cut for MaxArraySize.")
+    ] = 0,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="This node's name in the plan (default: SLURMD_NODENAME, NODE_NAME or the host name).")] = None,
     device_map: Annotated[Optional[Path], typer.Option("--device-map", help="A JSON list of the node's MIG uuids in GRES index order.")] = None,
@@ -154,12 +185,23 @@ def exec_cmd(
     from migbench.export import execute
 
     plan = execute.load_task_plan(plan_file, sha256, state_dir)
-    prep = execute.prepare(plan, array, index=index, index_offset=index_offset, node=node, state_dir=state_dir, device_map=device_map,
-                           sha256=sha256, dry_run=dry_run,
-                            workdir=workdir)
+    prep = execute.prepare(
+        plan,
+        array,
+        index=index,
+        index_offset=index_offset,
+        node=node,
+        state_dir=state_dir,
+        device_map=device_map,
+        sha256=sha256,
+        dry_run=dry_run,
+        workdir=workdir,
+    )
     if dry_run:
-        typer.echo(f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "
-                   f"({prep.device.instance}, from {prep.device.source})")
+        typer.echo(
+            f"# {prep.array.name} task {prep.task.index} on {prep.node}: {len(prep.specs)} run(s) on {prep.device.uuid} "
+            f"({prep.device.instance}, from {prep.device.source})"
+        )
         for s in prep.specs:
             typer.echo("")
             typer.echo(f"# {s.run_id} attempt {s.attempt}")
@@ -168,8 +210,11 @@ def exec_cmd(
                 typer.echo(f"export {k}={shlex.quote(v)}")
             typer.echo(shlex.join(s.argv))
         return
-    print(f"migbench exec: {prep.array.name} task {prep.task.index} on {prep.node}: " + ", ".join(s.run_id for s in prep.specs)
-          + f" on {prep.device.uuid}", file=sys.stderr, flush=True)
+    print(
+        f"migbench exec: {prep.array.name} task {prep.task.index} on {prep.node}: " + ", ".join(s.run_id for s in prep.specs) + f" on {prep.device.uuid}",
+        file=sys.stderr,
+        flush=True,
+    )
     raise typer.Exit(execute.run(prep))
 
 
@@ -179,8 +224,9 @@ def exec_cmd(
 def slurm_status_view(doc: dict[str, Any], width: int = 80) -> RenderableType:
     head = Text()
     head.append(doc["sweep"], style="bold")
-    head.append(f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})"
-                                                                   for j in doc["jobs"]))
+    head.append(
+        f"  state {doc['state_dir']}\nSlurm: " + ", ".join(f"{j['array']} job {j['job_id']} ({j['tasks']} tasks on gpu:{j['gres_type']})" for j in doc["jobs"])
+    )
     counts = Text("runs: " + ", ".join(f"{n} {s}" for s, n in doc["counts"].items()) + f"  (of {doc['total']})")
     for note in doc.get("notes", []):
         counts.append(f"\nnote: {note}", style="yellow")
@@ -188,8 +234,17 @@ def slurm_status_view(doc: dict[str, Any], width: int = 80) -> RenderableType:
     for col in ("run", "state", "try", "job", "node", "device", "elapsed", "exit", "note"):
         t.add_column(col, no_wrap=col in ("run", "job", "node", "device"))
     for r in doc["runs"]:
-        t.add_row(r["id"], r["state"], str(r["attempt"] or "-"), r["job"] or "-", r["node"] or "-", r["device"] or "-",
-                  "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s", "-" if r["exit_code"] is None else str(r["exit_code"]), r["note"])
+        t.add_row(
+            r["id"],
+            r["state"],
+            str(r["attempt"] or "-"),
+            r["job"] or "-",
+            r["node"] or "-",
+            r["device"] or "-",
+            "-" if r["elapsed_s"] is None else f"{r['elapsed_s']:.1f}s",
+            "-" if r["exit_code"] is None else str(r["exit_code"]),
+            r["note"],
+        )
     fit_table(t, width)
     return Group(head, counts, t)
 

@@ -33,8 +33,14 @@ def profile_cmd(
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL at a probe's limit.", min=0.0)] = 5.0,
     interval: Annotated[float, typer.Option("--sample-interval", help="Seconds between NVML memory samples.", min=0.005)] = 0.05,
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="Without a GPU: the simulated host to create (MODEL:COUNT).")] = None,
-    speed: Annotated[bool, typer.Option("--speed", help="Measure each group's compute instead: one run timed on its memory-sized "
-                                        "instance and on one with about 3x the compute (MIGBENCH_STEP lines or `step N` progress lines).")] = False,
+    speed: Annotated[
+        bool,
+        typer.Option(
+            "--speed",
+            help="Measure each group's compute instead: one run timed on its memory-sized "
+            "instance and on one with about 3x the compute (MIGBENCH_STEP lines or `step N` progress lines).",
+        ),
+    ] = False,
 ) -> None:
     from migbench.footprints.probe import ProbeOptions, profile
     from migbench.sweep import load_sweep
@@ -53,8 +59,9 @@ def profile_cmd(
         _speed(sweep, output, opts, group_list)
         return
     if con.is_terminal:
-        with Progress(TextColumn("[bold]profiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=con, transient=True) as bar:
+        with Progress(
+            TextColumn("[bold]profiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=con, transient=True
+        ) as bar:
             task = bar.add_task("", total=None)
 
             def show(e: ProbeEvent) -> None:
@@ -74,15 +81,24 @@ def profile_cmd(
     for c in ("run", "group", "peak", "measured by", "instance", "outcome", "probe"):
         t.add_column(c, justify="right" if c in ("peak", "probe") else "left")
     for m in sorted(res.measurements, key=lambda m: (m.group, m.run)):
-        t.add_row(m.run, m.group, format_mib(m.peak_mib) + (" (at least)" if m.lower_bound else ""), m.how,
-                  f"{m.profile} ({format_mib(m.instance_mib)})", m.outcome, f"{m.probe_s:.1f} s")
+        t.add_row(
+            m.run,
+            m.group,
+            format_mib(m.peak_mib) + (" (at least)" if m.lower_bound else ""),
+            m.how,
+            f"{m.profile} ({format_mib(m.instance_mib)})",
+            m.outcome,
+            f"{m.probe_s:.1f} s",
+        )
     con.print(t)
     for rid, why in res.skipped:
         con.print(Text(f"skipped {rid}: {why}", style="yellow"))
-    con.print(Text(
-        f"{len(res.measurements)} configuration(s) probed on {res.slots} instance(s) in {res.probing_s:.1f} s "
-        f"(setting up {res.setup_s:.1f} s, leaving the host as found {res.teardown_s:.1f} s); footprints written to {out}"
-    ))
+    con.print(
+        Text(
+            f"{len(res.measurements)} configuration(s) probed on {res.slots} instance(s) in {res.probing_s:.1f} s "
+            f"(setting up {res.setup_s:.1f} s, leaving the host as found {res.teardown_s:.1f} s); footprints written to {out}"
+        )
+    )
     for p in res.problems:
         con.print(Text(f"warning: {p}", style="bold red"))
     if res.interrupted:
@@ -109,10 +125,14 @@ def _speed(sweep: Sweep, output: Path | None, opts: ProbeOptions, groups: list[s
     declared = {r.group: r for r in sweep.runs}
     for s in speeds:
         r = declared.get(s.group)
-        t.add_row(s.group, ("at least " if s.lower_bound else "") + f"{s.compute:.3g}",
-                  "-" if r is None or r.compute_source != "declared" else f"{r.compute:.3g}",
-                  f"{s.small.profile}: {s.small.step_s:.3g} s/step ({s.small.steps})", f"{s.large.profile}: {s.large.step_s:.3g} s/step ({s.large.steps})",
-                  s.how)
+        t.add_row(
+            s.group,
+            ("at least " if s.lower_bound else "") + f"{s.compute:.3g}",
+            "-" if r is None or r.compute_source != "declared" else f"{r.compute:.3g}",
+            f"{s.small.profile}: {s.small.step_s:.3g} s/step ({s.small.steps})",
+            f"{s.large.profile}: {s.large.step_s:.3g} s/step ({s.large.steps})",
+            s.how,
+        )
     con.print(t)
     for g, why in skipped:
         con.print(Text(f"skipped group {g}: {why}", style="yellow"))

@@ -73,8 +73,7 @@ def apply_cmd(
             con.print(f"GPU {d.gpu}: already matches the plan (kept {len(d.keep)} instances)")
         else:
             con.print(
-                f"GPU {d.gpu}: kept {len(d.keep)}, destroyed {len(d.destroy)}, created {len(d.create)}"
-                + (f", MIG mode {d.mode}" if d.mode != "ok" else "")
+                f"GPU {d.gpu}: kept {len(d.keep)}, destroyed {len(d.destroy)}, created {len(d.create)}" + (f", MIG mode {d.mode}" if d.mode != "ok" else "")
             )
     for m in report.messages:
         con.print(m)

@@ -112,8 +112,14 @@ def run_cmd(
     warn(start_problems(sweep))
     with PlanProgress(con, enabled=con.is_terminal, started=command_started()) as progress:
         prep = plan_and_apply(
-            sweep, sweep_file, fleet=fleet, time_limit_s=time_limit, state_dir=state_dir, say=con.print,
-            started=command_started(), progress=progress.update,
+            sweep,
+            sweep_file,
+            fleet=fleet,
+            time_limit_s=time_limit,
+            state_dir=state_dir,
+            say=con.print,
+            started=command_started(),
+            progress=progress.update,
         )
     if prep.plan is None:
         return
@@ -134,9 +140,10 @@ def run_cmd(
 
 def status_cmd(
     plan_file: Annotated[Optional[Path], typer.Argument(help="The plan file (default: the launch state under ./runs/).")] = None,
-    watch: Annotated[bool, typer.Option(
-        "--watch", help="A live view (each instance's runs, their progress, the ETA), refreshed every 2 s until the launcher exits or Ctrl-C."
-    )] = False,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="A live view (each instance's runs, their progress, the ETA), refreshed every 2 s until the launcher exits or Ctrl-C."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,

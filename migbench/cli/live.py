@@ -19,8 +19,16 @@ RUN_LINES = 6  # runs listed per instance before "+N more"
 MAX_GPU_LINES = 64  # GPUs listed in the summarised view
 
 _STYLE = {"running": "bold cyan", "queued": "yellow", "done": "green", "idle": "dim"}
-_RUN = {"running": ("▶", "cyan"), "starting": ("▶", "cyan"), "queued": ("·", "yellow"), "interrupted": ("·", "yellow"),
-        "succeeded": ("✓", "green"), "failed": ("✗", "red"), "oom": ("✗", "red"), "abandoned": ("✗", "magenta")}
+_RUN = {
+    "running": ("▶", "cyan"),
+    "starting": ("▶", "cyan"),
+    "queued": ("·", "yellow"),
+    "interrupted": ("·", "yellow"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "oom": ("✗", "red"),
+    "abandoned": ("✗", "magenta"),
+}
 
 
 def bar(fraction: float, width: int = 10) -> str:
@@ -68,8 +76,11 @@ def _header(snap: Snapshot, now: float) -> Text:
         else:
             at = time.strftime("%H:%M", time.localtime(now + snap.eta_s))
             t.append(f"ETA {format_duration(snap.eta_s)} (about {at})", style="bold")
-            how = (f"duration model × {snap.factor:.2f}, from {snap.finished_sample} finished run(s)" if snap.factor is not None
-                   else "duration model as planned (no run has finished yet)")
+            how = (
+                f"duration model × {snap.factor:.2f}, from {snap.finished_sample} finished run(s)"
+                if snap.factor is not None
+                else "duration model as planned (no run has finished yet)"
+            )
             t.append(f" · {how}", style="dim")
     return t
 
@@ -91,7 +102,7 @@ def _cell(inst: InstanceProgress) -> Text:
             t.append(f" {r.state}", style=style)
         t.append("\n")
     if len(runs) > len(shown):
-        rest = runs[len(shown):]
+        rest = runs[len(shown) :]
         q = sum(1 for r in rest if r.state in ("queued", "interrupted"))
         t.append(f"+{len(rest)} more ({q} queued, {len(rest) - q} other)\n", style="dim")
     if not runs:
@@ -110,17 +121,26 @@ def _gpu_grid(g: GpuProgress) -> Table:
 
 def _summary_table(snap: Snapshot) -> Table:
     t = Table(title=f"{len(snap.gpus)} GPUs (summarised: one line per GPU)", title_justify="left")
-    for col, just in (("GPU", "left"), ("instances running/queued/done/idle", "right"), ("runs running", "right"),
-                      ("queued", "right"), ("done", "right"), ("progress", "left")):
+    for col, just in (
+        ("GPU", "left"),
+        ("instances running/queued/done/idle", "right"),
+        ("runs running", "right"),
+        ("queued", "right"),
+        ("done", "right"),
+        ("progress", "left"),
+    ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for g in snap.gpus[:MAX_GPU_LINES]:
         states = [i.state for i in g.instances]
         runs = [r for i in g.instances for r in i.runs]
         done = sum(1 for r in runs if r.state in ("succeeded", "failed", "oom", "abandoned"))
         t.add_row(
-            g.title, "/".join(str(states.count(s)) for s in ("running", "queued", "done", "idle")),
-            str(sum(1 for r in runs if r.state in ("running", "starting"))), str(sum(1 for r in runs if r.state in ("queued", "interrupted"))),
-            str(done), bar(done / len(runs) if runs else 0.0, 16),
+            g.title,
+            "/".join(str(states.count(s)) for s in ("running", "queued", "done", "idle")),
+            str(sum(1 for r in runs if r.state in ("running", "starting"))),
+            str(sum(1 for r in runs if r.state in ("queued", "interrupted"))),
+            str(done),
+            bar(done / len(runs) if runs else 0.0, 16),
         )
     if len(snap.gpus) > MAX_GPU_LINES:
         t.caption = f"... and {len(snap.gpus) - MAX_GPU_LINES} more GPUs (`migbench report PLAN` draws them all)"

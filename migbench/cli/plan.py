@@ -58,12 +58,31 @@ def estimate_cmd(
         _accuracy(sweep, res, fleet_gpus, as_json, footprints=footprints or ())
         return
     if as_json:
-        typer.echo(json.dumps({"sweep": sweep.name, "runs": [
-            {"id": r.id, "group": r.group, "memory_mib": r.memory_mib, "source": r.memory_source,
-             "declared_mib": res.runs[r.id].declared_mib, "declared_source": res.runs[r.id].declared_source,
-             "peak_mib": res.runs[r.id].peak_mib, "detail": res.runs[r.id].detail,
-             "parts": {k: v for k, v in r.memory_parts}, "params": r.params} for r in res.sweep.runs],
-            "warnings": res.warnings, "notes": res.notes}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "sweep": sweep.name,
+                    "runs": [
+                        {
+                            "id": r.id,
+                            "group": r.group,
+                            "memory_mib": r.memory_mib,
+                            "source": r.memory_source,
+                            "declared_mib": res.runs[r.id].declared_mib,
+                            "declared_source": res.runs[r.id].declared_source,
+                            "peak_mib": res.runs[r.id].peak_mib,
+                            "detail": res.runs[r.id].detail,
+                            "parts": {k: v for k, v in r.memory_parts},
+                            "params": r.params,
+                        }
+                        for r in res.sweep.runs
+                    ],
+                    "warnings": res.warnings,
+                    "notes": res.notes,
+                },
+                indent=2,
+            )
+        )
         return
     t = Table(title=f"{sweep.name}: memory per run", title_justify="left")
     t.add_column("run", no_wrap=True)
@@ -118,8 +137,11 @@ def plan_cmd(
     ] = False,
     check: Annotated[
         Optional[Path],
-        typer.Option("--check", help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
-                     "1 with a readable diff when it is stale (for CI and pre-commit)."),
+        typer.Option(
+            "--check",
+            help="Write nothing: exit 0 when this committed plan file is what the sweep gives now, "
+            "1 with a readable diff when it is stale (for CI and pre-commit).",
+        ),
     ] = None,
     footprints: Annotated[Optional[list[Path]], typer.Option("--footprints", help=FOOTPRINTS_HELP)] = None,
     history: Annotated[Optional[list[Path]], typer.Option("--history", help=HISTORY_HELP)] = None,
@@ -150,24 +172,37 @@ def plan_cmd(
             check_output(out, sweep_file, force=force, name=sweep.name)
         check_plan_input(sweep)
         fleet_gpus, notes = fleet_for(sweep, fleet, fleet_file)
-        res = resolve_memory(sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history,
-                             plan_path=check or out, headroom=headroom)
+        res = resolve_memory(
+            sweep, fleet_gpus, footprints=footprints or (), history=history, use_history=not no_history, plan_path=check or out, headroom=headroom
+        )
         progress.step("solving")
         opts = SolveOptions(
-            time_limit_s=time_limit, work_s=work, objective=goal, allow_unplaced=allow_unplaced, workers=workers,
-            started=command_started(), progress=progress.update,
+            time_limit_s=time_limit,
+            work_s=work,
+            objective=goal,
+            allow_unplaced=allow_unplaced,
+            workers=workers,
+            started=command_started(),
+            progress=progress.update,
         )
         plan = make_plan(res.sweep, fleet_gpus, opts, notes=list(notes) + res.warnings)
         if check is None:
             progress.step("writing the plan")
             plan.save(out, force=force)
     if check is not None:
-        again = [f"--fleet {shlex.quote(fleet)}" if fleet else "", f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
-                 f"--time-limit {time_limit:g}" if time_limit != 10.0 else "", f"--work {work:g}" if work is not None else "",
-                 f"--objective {objective}" if objective != "auto" else "",
-                 "--allow-unplaced" if allow_unplaced else "", f"--workers {workers}" if workers != 1 else "",
-                 *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()), *(f"--history {shlex.quote(str(h))}" for h in history or ()),
-                 "--no-history" if no_history else "", f"--headroom {headroom:g}" if headroom is not None else ""]
+        again = [
+            f"--fleet {shlex.quote(fleet)}" if fleet else "",
+            f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
+            f"--time-limit {time_limit:g}" if time_limit != 10.0 else "",
+            f"--work {work:g}" if work is not None else "",
+            f"--objective {objective}" if objective != "auto" else "",
+            "--allow-unplaced" if allow_unplaced else "",
+            f"--workers {workers}" if workers != 1 else "",
+            *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()),
+            *(f"--history {shlex.quote(str(h))}" for h in history or ()),
+            "--no-history" if no_history else "",
+            f"--headroom {headroom:g}" if headroom is not None else "",
+        ]
         _check(sweep_file, check, plan, [a for a in again if a])
         return
     if as_json:
@@ -214,8 +249,7 @@ def _check(sweep_file: Path, committed: Path, plan: Plan, again: list[str]) -> N
     for line in res.summary:
         con.print("  " + line)
     for line in res.diff:
-        style = "green" if line.startswith("+") and not line.startswith("+++") else (
-            "red" if line.startswith("-") and not line.startswith("---") else "")
+        style = "green" if line.startswith("+") and not line.startswith("+++") else ("red" if line.startswith("-") and not line.startswith("---") else "")
         con.print(Text(line, style=style))
     con.print(Text(f"Hint: regenerate it with `{_regenerate(sweep_file, committed, again)}` and commit it", style="cyan"))
     raise typer.Exit(1)

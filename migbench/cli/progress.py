@@ -35,6 +35,7 @@ def describe(step: str, elapsed_s: float, p: Progress | None) -> str:
     2d9h · gap 3.5% · budget 40%`."""
     parts = [step if p is None or step != "solving" else f"solving ({_PHASES.get(p.phase, p.phase)})", f"{elapsed_s:.1f} s"]
     if p is not None and step == "solving":
+
         def show(v: float) -> str:
             return format_duration(v) if p.objective_name == "makespan_s" else f"{v:.0f} runs at once"
 

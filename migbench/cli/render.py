@@ -60,7 +60,6 @@ def fit_table(table: Table, width: int) -> int:
         natural.append(nat)
         least.append(nat if col.no_wrap else min(nat, word))
 
-
     def extra() -> int:  # borders and padding
         pad = sum(table.padding[1] + table.padding[3] for _ in cols)
         if not table.pad_edge:
@@ -215,10 +214,7 @@ def plan_pictures(plan: Plan, models: dict[str, GpuModel], *, width: int = 80) -
             nodes_shown.add(first.node)
             pics.append(node_line(plan, first.node))
         model = models[first.model]
-        insts = [
-            (i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs))
-            for i in by_gpu.get(gpus[0], [])
-        ]
+        insts = [(i.profile, i.start, i.memory_mib, model.profile(i.profile).compute_slices, list(i.runs)) for i in by_gpu.get(gpus[0], [])]
         if len(gpus) == 1:
             title = f"GPU {gpus[0]}  {first.model}"
             if first.node is not None:
@@ -333,12 +329,10 @@ def runs_summary_table(plan: Plan, *, width: int = 80) -> Table:
             d["end"] = max(d["end"] or 0.0, r.est_end_s)
     timed = any(d["end"] is not None for d in rows.values())
     t = Table(
-        title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances, by group and GPU model "
-        "(`--runs` lists every run)",
+        title=f"{plan.name}: {len(plan.runs)} runs on {len(plan.instances)} instances, by group and GPU model (`--runs` lists every run)",
         title_justify="left",
     )
-    for col, just in (("group", "left"), ("GPU model", "left"), ("runs", "right"), ("memory", "right"),
-                      ("instances", "left"), ("waves", "right")):
+    for col, just in (("group", "left"), ("GPU model", "left"), ("runs", "right"), ("memory", "right"), ("instances", "left"), ("waves", "right")):
         t.add_column(col, justify=just, no_wrap=col == "GPU model")  # type: ignore[arg-type]
     if timed:
         t.add_column("est. end", justify="right")
@@ -428,8 +422,13 @@ def catalog_models_table(docs: Iterable[dict[str, Any]], *, width: int = 80) -> 
         t.add_column(col, justify=just, no_wrap=col == "model")  # type: ignore[arg-type]
     for d in docs:
         t.add_row(
-            d["model"], d["name"], d["architecture"], f"{d['memory_slices']}/{d['compute_slices']}", str(d["profiles"]),
-            str(d["maximal_layouts"]), d["origin"],
+            d["model"],
+            d["name"],
+            d["architecture"],
+            f"{d['memory_slices']}/{d['compute_slices']}",
+            str(d["profiles"]),
+            str(d["maximal_layouts"]),
+            d["origin"],
         )
     fit_table(t, width)
     return t
@@ -439,8 +438,7 @@ def catalog_profiles_table(model: GpuModel, *, width: int = 80) -> Table:
     drv = "newest known driver" if model.driver is None else f"driver {'.'.join(map(str, model.driver))}"
     t = Table(title=f"{model.key} ({model.display_name}), {model.architecture}, {drv}", title_justify="left")
     for col in ["profile", "id", "compute", "memory slices", "memory MiB", "max", "placements", "SM", "note"]:
-        t.add_column(col, justify="left" if col in ("profile", "placements", "note") else "right",
-                     no_wrap=col in ("profile", "placements"))
+        t.add_column(col, justify="left" if col in ("profile", "placements", "note") else "right", no_wrap=col in ("profile", "placements"))
     for p in model.profiles:
         note = []
         if p.media:
@@ -499,13 +497,14 @@ def host_view(host: HostState, *, width: int = 80) -> RenderableType:
             if not devs:
                 t.add_row(str(gi.placement), str(gi.id), "-", "(no compute instance)", "-", "")
             for d in devs:
-                procs = ", ".join(
-                    f"{p.pid} ({format_mib(p.used_memory_mib)})" if p.used_memory_mib is not None else str(p.pid)
-                    for p in d.processes
-                )
+                procs = ", ".join(f"{p.pid} ({format_mib(p.used_memory_mib)})" if p.used_memory_mib is not None else str(p.pid) for p in d.processes)
                 t.add_row(
-                    str(gi.placement), str(gi.id), str(d.ci_id), d.uuid,
-                    f"{d.memory_used_mib}/{d.memory_total_mib} MiB", procs or "-",
+                    str(gi.placement),
+                    str(gi.id),
+                    str(d.ci_id),
+                    d.uuid,
+                    f"{d.memory_used_mib}/{d.memory_total_mib} MiB",
+                    procs or "-",
                 )
         if not g.instances:
             procs = ", ".join(str(p.pid) for p in g.processes) or "-"
@@ -540,17 +539,31 @@ SPARK_MIN_W = 12
 def simulate_view(reports: Sequence[SimReport], *, width: int = 80) -> RenderableType:
     """One row per layout. Headers wrap between words, never inside one (`makespan`, not `makesp…`);
     the chart takes the columns left over, up to SPARK_W, and is left out below SPARK_MIN_W."""
-    cols = [("layout", "left"), ("makespan", "right"), ("vs plan", "right"), ("at once", "right"),
-            ("utilisation", "right"), ("occupancy", "right"), ("idle slices", "right")]
+    cols = [
+        ("layout", "left"),
+        ("makespan", "right"),
+        ("vs plan", "right"),
+        ("at once", "right"),
+        ("utilisation", "right"),
+        ("occupancy", "right"),
+        ("idle slices", "right"),
+    ]
     base = reports[0].makespan_s if reports else 0
     rows = []
     for r in reports:
         ratio = "-" if not base else f"{r.makespan_s / base:.2f}x"
         label = r.label + (f" ({r.unrunnable} cannot run)" if r.unrunnable else "")
-        rows.append([
-            label, format_duration(r.makespan_s), ratio, str(r.started_at_once), f"{r.utilisation * 100:.1f}%",
-            f"{r.occupancy * 100:.1f}%", f"{r.idle_slices}/{r.total_slices}",
-        ])
+        rows.append(
+            [
+                label,
+                format_duration(r.makespan_s),
+                ratio,
+                str(r.started_at_once),
+                f"{r.utilisation * 100:.1f}%",
+                f"{r.occupancy * 100:.1f}%",
+                f"{r.idle_slices}/{r.total_slices}",
+            ]
+        )
 
     def table(chart: int) -> Table:
         t = Table(title="simulated sweep", title_justify="left")
@@ -587,8 +600,15 @@ def _fmt_s(s: float | None) -> str:
 
 
 _STATE_STYLE = {
-    "succeeded": "green", "running": "cyan", "starting": "cyan", "failed": "red", "oom": "red",
-    "interrupted": "yellow", "abandoned": "magenta", "unknown": "bold red", "queued": "",
+    "succeeded": "green",
+    "running": "cyan",
+    "starting": "cyan",
+    "failed": "red",
+    "oom": "red",
+    "interrupted": "yellow",
+    "abandoned": "magenta",
+    "unknown": "bold red",
+    "queued": "",
 }
 
 
@@ -633,8 +653,16 @@ def status_view(
         counts.append(f"  (of {doc['total']})")
         parts.append(counts)
         t = Table(title_justify="left")
-        for col, just in (("run", "left"), ("state", "left"), ("try", "right"), ("instance", "left"), ("MIG uuid", "left"),
-                          ("elapsed", "right"), ("peak / instance", "right"), ("note", "left")):
+        for col, just in (
+            ("run", "left"),
+            ("state", "left"),
+            ("try", "right"),
+            ("instance", "left"),
+            ("MIG uuid", "left"),
+            ("elapsed", "right"),
+            ("peak / instance", "right"),
+            ("note", "left"),
+        ):
             t.add_column(col, justify=just, no_wrap=col in ("run", "instance", "MIG uuid"))  # type: ignore[arg-type]
         if params is not None:
             t.add_column("parameters")
@@ -650,8 +678,14 @@ def status_view(
             if r["state"] == "queued" and r["retry_at"]:
                 note = f"retry in {_fmt_s(max(0.0, r['retry_at'] - now))}; " + note
             t.add_row(
-                r["id"], Text(r["state"], style=_STATE_STYLE.get(r["state"], "")), str(r["attempt"] or "-"),
-                r["instance"] or "-", r["mig_uuid"] or "-", _fmt_s(r["elapsed_s"]), mem, note[:120],
+                r["id"],
+                Text(r["state"], style=_STATE_STYLE.get(r["state"], "")),
+                str(r["attempt"] or "-"),
+                r["instance"] or "-",
+                r["mig_uuid"] or "-",
+                _fmt_s(r["elapsed_s"]),
+                mem,
+                note[:120],
                 *([format_params(params.get(r["id"]) or {}) or "-"] if params is not None else []),
             )
         fit_table(t, width)
@@ -690,23 +724,34 @@ def accuracy_view(rep: AccuracyReport) -> RenderableType:
         if g.fit:
             parts.append(Text(f"fit of {g.group}: {g.fit}"))
     if rep.missized:
-        m = Table(title=f"runs whose declared memory picks another instance than their peak + {rep.headroom * 100:.0f}% needs",
-                  title_justify="left")
+        m = Table(title=f"runs whose declared memory picks another instance than their peak + {rep.headroom * 100:.0f}% needs", title_justify="left")
         for c in ("run", "group", "declared", "peak", "needs", "declared instance", "needed instance", ""):
             m.add_column(c, justify="right" if c in ("declared", "peak", "needs") else "left")
         for x in rep.missized:
-            m.add_row(x.run_id, x.group, format_mib(x.declared_mib), format_mib(x.peak_mib), format_mib(x.need_mib),
-                      x.declared_instance or "-", x.needed_instance or "none", x.verdict)
+            m.add_row(
+                x.run_id,
+                x.group,
+                format_mib(x.declared_mib),
+                format_mib(x.peak_mib),
+                format_mib(x.need_mib),
+                x.declared_instance or "-",
+                x.needed_instance or "none",
+                x.verdict,
+            )
         parts.append(m)
     elif any(g.measured for g in rep.groups):
         parts.append(Text("every measured run's declared memory picks the instance its peak needs"))
     if rep.compute:
-        ct = Table(title=f"{rep.sweep}: compute per group, declared (or the memory-sized default) vs measured by `profile --speed`",
-                  title_justify="left")
+        ct = Table(title=f"{rep.sweep}: compute per group, declared (or the memory-sized default) vs measured by `profile --speed`", title_justify="left")
         for col in ("group", "declared", "measured", "error", "timed on"):
             ct.add_column(col, justify="left" if col in ("group", "timed on") else "right")
         for ca in rep.compute:
-            ct.add_row(ca.group, "-" if ca.declared is None else f"{ca.declared:.3g}" + (" (default)" if ca.source == "default" else ""),
-                      ("at least " if ca.lower_bound else "") + f"{ca.measured:.3g}", "-" if ca.error is None else _pct(ca.error), ca.instances)
+            ct.add_row(
+                ca.group,
+                "-" if ca.declared is None else f"{ca.declared:.3g}" + (" (default)" if ca.source == "default" else ""),
+                ("at least " if ca.lower_bound else "") + f"{ca.measured:.3g}",
+                "-" if ca.error is None else _pct(ca.error),
+                ca.instances,
+            )
         parts.append(ct)
     return Group(*parts)

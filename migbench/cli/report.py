@@ -24,13 +24,16 @@ def report_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="The HTML file (default: <sweep name>.report.html next to the plan).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
-    grain: Annotated[Optional[bool], typer.Option(
-        "--grain/--no-grain", help="Draw the grain lever (it plans the sweep once per grain); default: up to 2,000 runs.")] = None,
+    grain: Annotated[
+        Optional[bool], typer.Option("--grain/--no-grain", help="Draw the grain lever (it plans the sweep once per grain); default: up to 2,000 runs.")
+    ] = None,
     grain_time_limit: Annotated[float, typer.Option("--grain-time-limit", help="Solver budget per grain, in seconds.", min=0.1)] = 2.0,
     watch: Annotated[bool, typer.Option("--watch", help="Rewrite the file every --every seconds while the launcher runs; the page reloads itself.")] = False,
     every: Annotated[int, typer.Option("--every", help="Seconds between rewrites with --watch.", min=2)] = 10,
-    footprints: Annotated[Optional[list[Path]], typer.Option(
-        "--footprints", help="Footprints files (`migbench profile`) whose peaks to show where launch.db has none; repeatable.")] = None,
+    footprints: Annotated[
+        Optional[list[Path]],
+        typer.Option("--footprints", help="Footprints files (`migbench profile`) whose peaks to show where launch.db has none; repeatable."),
+    ] = None,
 ) -> None:
     from migbench.footprints import load_footprints
     from migbench.plan import Plan
@@ -43,8 +46,9 @@ def report_cmd(
     out = output or plan_file.resolve().parent / f"{plan.name}.report.html"
     con = console(stderr=True)
     t0 = time.perf_counter()
-    builder = ReportBuilder(plan, state_dir=state_dir, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None,
-                            say=lambda s: con.print(s, style="dim"))
+    builder = ReportBuilder(
+        plan, state_dir=state_dir, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim")
+    )
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0
     console().print(f"report written to {out} ({len(page.html.encode()) / 1024:.0f} KiB, {took:.1f} s)")
@@ -81,8 +85,13 @@ def grain_cmd(
     sweep = load_sweep(sweep_file)
     fleet_gpus, _ = fleet_for(sweep, fleet)
     con = console(stderr=True)
-    lever = grain_lever([r.demand() for r in sweep.runs], fleet_gpus, sweep.duration_model, time_limit_s=time_limit,
-                        say=None if as_json else (lambda s: con.print(s, style="dim")))
+    lever = grain_lever(
+        [r.demand() for r in sweep.runs],
+        fleet_gpus,
+        sweep.duration_model,
+        time_limit_s=time_limit,
+        say=None if as_json else (lambda s: con.print(s, style="dim")),
+    )
     if as_json:
         typer.echo(json.dumps({"sweep": sweep.name, **lever.to_dict()}, indent=2))
         return
@@ -94,8 +103,16 @@ def grain_cmd(
 
 def grain_view(name: str, lever: GrainLever) -> Table:
     t = Table(title=f"{name}: the grain lever on {lever.gpus} GPU(s) (smallest instance allowed, coarse to fine)", title_justify="left")
-    for col, just in (("grain", "left"), ("instances", "right"), ("runs at once", "right"), ("utilisation", "right"),
-                      ("occupancy", "right"), ("makespan", "right"), ("unplaced", "right"), ("first GPU", "left")):
+    for col, just in (
+        ("grain", "left"),
+        ("instances", "right"),
+        ("runs at once", "right"),
+        ("utilisation", "right"),
+        ("occupancy", "right"),
+        ("makespan", "right"),
+        ("unplaced", "right"),
+        ("first GPU", "left"),
+    ):
         t.add_column(col, justify=just, no_wrap=col in ("grain", "first GPU"))  # type: ignore[arg-type]
     for p in lever.points:
         strip = Text()
@@ -103,9 +120,14 @@ def grain_view(name: str, lever: GrainLever) -> Table:
             strip.append_text(_strip(lay, lever.sizes, lever.memory_slices.get(gpu, 8)))
         label = Text(p.label + (" ◀ chosen" if p.chosen else ""), style="bold" if p.chosen else "")
         t.add_row(
-            label, str(p.instances), str(p.runs_at_once), "-" if p.utilisation is None else f"{p.utilisation * 100:.1f}%",
+            label,
+            str(p.instances),
+            str(p.runs_at_once),
+            "-" if p.utilisation is None else f"{p.utilisation * 100:.1f}%",
             "-" if p.occupancy is None else f"{p.occupancy * 100:.1f}%",
-            "-" if p.makespan_s is None else format_duration(p.makespan_s), str(p.unplaced), strip,
+            "-" if p.makespan_s is None else format_duration(p.makespan_s),
+            str(p.unplaced),
+            strip,
         )
     if lever.notes:
         t.caption = "; ".join(lever.notes)
@@ -133,7 +155,7 @@ def _strip(layout: list[str], sizes: dict[str, int], slices: int, w: int = 3) ->
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "report", help="Write one self-contained HTML report of a plan and its launch: layout grid, timeline, use over time, grain lever, memory."
-    )(report_cmd)
+    app.command("report", help="Write one self-contained HTML report of a plan and its launch: layout grid, timeline, use over time, grain lever, memory.")(
+        report_cmd
+    )
     app.command("grain", help="Plan the sweep at every partition grain the fleet allows: instances, runs at once, utilisation, makespan.")(grain_cmd)

@@ -52,8 +52,11 @@ def init(
     state: str = typer.Argument(..., help="Directory for the simulated host (created; an existing host needs --force)."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Catalogue model, e.g. A100-SXM4-40GB, H100-SXM5-80GB, A30."),
     from_capture: Optional[str] = typer.Option(
-        None, "--from", help="Build the host from a real host's captures (`migbench doctor --capture DIR` writes them): "
-        "its GPUs, driver, profile table, MIG mode, instances and compute instances."),
+        None,
+        "--from",
+        help="Build the host from a real host's captures (`migbench doctor --capture DIR` writes them): "
+        "its GPUs, driver, profile table, MIG mode, instances and compute instances.",
+    ),
     count: int = typer.Option(1, "--count", help="Number of identical GPUs."),
     driver: Optional[str] = typer.Option(None, "--driver", help="Driver version (default: newest in the catalogue)."),
     mig: str = typer.Option("off", "--mig", help="Initial MIG mode: on or off."),
@@ -68,8 +71,10 @@ def init(
     from migbench.backend.sim.state import STATE_FILE
 
     if not force and os.path.isfile(os.path.join(state, STATE_FILE)):
-        raise MigbenchError(f"{state} already holds a simulated host ({STATE_FILE}); `sim init` would wipe its GPUs, instances and processes",
-                            hint=f"pass --force to replace it, or `migbench sim show` with MIGBENCH_SIM={state} to look at it")
+        raise MigbenchError(
+            f"{state} already holds a simulated host ({STATE_FILE}); `sim init` would wipe its GPUs, instances and processes",
+            hint=f"pass --force to replace it, or `migbench sim show` with MIGBENCH_SIM={state} to look at it",
+        )
 
     if from_capture is not None:
         _init_from(state, from_capture, gpu=gpu, driver=driver, vm=vm, unprivileged=unprivileged, seed=seed)
@@ -78,12 +83,13 @@ def init(
         raise UsageError("sim init needs --gpu MODEL (or --from CAPTURE_DIR)", hint="e.g. --gpu A100-SXM4-80GB --count 2")
     if mig not in ("on", "off"):
         raise UsageError(f"--mig must be on or off, not {mig!r}")
-    h = init_host(state, gpu, count, driver, mig == "on", vm=vm, privileged=not unprivileged, clients=client,
-                  seed=seed)
+    h = init_host(state, gpu, count, driver, mig == "on", vm=vm, privileged=not unprivileged, clients=client, seed=seed)
     st = h.read()
-    typer.echo(f"Simulated host in {h.dir}: {count} x {st.product_name} ({st.model_key}), driver {st.driver}, "
-               f"MIG {'on' if mig == 'on' else 'off'}{', VM passthrough' if vm else ''}"
-               f"{', unprivileged' if unprivileged else ''}.")
+    typer.echo(
+        f"Simulated host in {h.dir}: {count} x {st.product_name} ({st.model_key}), driver {st.driver}, "
+        f"MIG {'on' if mig == 'on' else 'off'}{', VM passthrough' if vm else ''}"
+        f"{', unprivileged' if unprivileged else ''}."
+    )
     typer.echo(f"Use it with: export MIGBENCH_SIM={os.path.abspath(h.dir)}")
     model = st.model
     marked = [f"{p.name} ({', '.join(p.unverified)})" for p in model.profiles if p.unverified]
@@ -98,8 +104,7 @@ CAPTURED_FROM = "captured-from"
 hint rebuilds the bench from it)."""
 
 
-def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional[str], vm: bool, unprivileged: bool,
-               seed: int) -> None:
+def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional[str], vm: bool, unprivileged: bool, seed: int) -> None:
     from migbench.backend.sim.captured import host_from_capture
 
     if gpu is not None:
@@ -108,11 +113,12 @@ def _init_from(state: str, capture: str, *, gpu: Optional[str], driver: Optional
     (h.dir / CAPTURED_FROM).write_text(os.path.abspath(capture) + "\n")
     st = h.read()
     gis = sum(len(g.gpu_instances) for g in st.gpus)
-    modes = sorted({("on" if g.mig_current else "off") + ("" if g.mig_current == g.mig_pending else " (change pending)")
-                    for g in st.gpus})
-    typer.echo(f"Simulated host in {h.dir} from the capture in {capture}: {len(st.gpus)} x {st.product_name} "
-               f"({st.model_key}), driver {st.driver}, MIG {', '.join(modes)}, {gis} GPU instance(s), "
-               f"{len(st.all_mig_devices())} MIG device(s){', profile table from the capture' if st.model_spec else ''}.")
+    modes = sorted({("on" if g.mig_current else "off") + ("" if g.mig_current == g.mig_pending else " (change pending)") for g in st.gpus})
+    typer.echo(
+        f"Simulated host in {h.dir} from the capture in {capture}: {len(st.gpus)} x {st.product_name} "
+        f"({st.model_key}), driver {st.driver}, MIG {', '.join(modes)}, {gis} GPU instance(s), "
+        f"{len(st.all_mig_devices())} MIG device(s){', profile table from the capture' if st.model_spec else ''}."
+    )
     for n in notes:
         typer.echo(f"note: {n}")
     typer.echo(f"Use it with: export MIGBENCH_SIM={os.path.abspath(h.dir)}")
@@ -123,8 +129,7 @@ def state_summary(st: Any) -> dict:
     d = st.to_json()
     d["product_name"] = st.product_name
     d["mig_devices"] = [
-        {"gpu": m.gpu, "index": m.index, "gpu_instance": m.gi_id, "compute_instance": m.ci_id, "uuid": m.uuid,
-         "profile": m.name, "memory_mib": m.memory_mib}
+        {"gpu": m.gpu, "index": m.index, "gpu_instance": m.gi_id, "compute_instance": m.ci_id, "uuid": m.uuid, "profile": m.name, "memory_mib": m.memory_mib}
         for m in st.all_mig_devices()
     ]
     return d
@@ -146,14 +151,17 @@ def show(
     from rich.table import Table
 
     con = Console()
-    con.print(f"[bold]{st.product_name}[/bold] x {len(st.gpus)} ({st.model_key}), driver {st.driver}"
-              f"{', VM passthrough' if st.vm else ''}{', unprivileged caller' if not st.privileged else ''}")
+    con.print(
+        f"[bold]{st.product_name}[/bold] x {len(st.gpus)} ({st.model_key}), driver {st.driver}"
+        f"{', VM passthrough' if st.vm else ''}{', unprivileged caller' if not st.privileged else ''}"
+    )
     t = Table("GPU", "UUID", "Bus id", "MIG current", "MIG pending", "Clients")
     for col in (t.columns[1], t.columns[2]):
         col.overflow = "fold"
     for g in st.gpus:
-        t.add_row(str(g.index), g.uuid, g.bus_id, "Enabled" if g.mig_current else "Disabled",
-                  "Enabled" if g.mig_pending else "Disabled", ", ".join(g.clients) or "-")
+        t.add_row(
+            str(g.index), g.uuid, g.bus_id, "Enabled" if g.mig_current else "Disabled", "Enabled" if g.mig_pending else "Disabled", ", ".join(g.clients) or "-"
+        )
     con.print(t)
     devs = st.all_mig_devices()
     if any(g.gpu_instances for g in st.gpus):
@@ -164,17 +172,23 @@ def show(
                 prof = st.gi_profile(gi)
                 mine = [d for d in devs if d.gpu == g.index and d.gi_id == gi.id]
                 if not mine:
-                    t.add_row(str(g.index), str(gi.id), prof.name, f"{gi.start}:{gi.size}", "-", "-", "-",
-                              f"{prof.memory_mib} MiB")
+                    t.add_row(str(g.index), str(gi.id), prof.name, f"{gi.start}:{gi.size}", "-", "-", "-", f"{prof.memory_mib} MiB")
                 for d in mine:
-                    t.add_row(str(g.index), str(gi.id), d.name, f"{gi.start}:{gi.size}", str(d.ci_id), str(d.index),
-                              d.uuid, f"{st.used_memory_mib(g.index, gi.id)}/{d.memory_mib} MiB")
+                    t.add_row(
+                        str(g.index),
+                        str(gi.id),
+                        d.name,
+                        f"{gi.start}:{gi.size}",
+                        str(d.ci_id),
+                        str(d.index),
+                        d.uuid,
+                        f"{st.used_memory_mib(g.index, gi.id)}/{d.memory_mib} MiB",
+                    )
         con.print(t)
     if st.processes:
         t = Table("PID", "Name", "GPU", "GI", "CI", "Memory")
         for p in sorted(st.processes, key=lambda p: (p.gpu, p.pid)):
-            t.add_row(str(p.pid), p.name, str(p.gpu), "-" if p.gi is None else str(p.gi),
-                      "-" if p.ci is None else str(p.ci), f"{p.used_memory_mib} MiB")
+            t.add_row(str(p.pid), p.name, str(p.gpu), "-" if p.gi is None else str(p.gi), "-" if p.ci is None else str(p.ci), f"{p.used_memory_mib} MiB")
         con.print(t)
     for f in st.faults:
         con.print(f"pending fault: call {f.remaining} of {f.op} fails with {error_string(f.code)} ({f.code})")
@@ -241,8 +255,9 @@ def client(
 
 @sim_app.command("fault")
 def fault(
-    op: str = typer.Option(..., "--op", help="create_gpu_instance, create_compute_instance, destroy_compute_instance, "
-                                            "destroy_gpu_instance, set_mig_mode, reset, or * for any"),
+    op: str = typer.Option(
+        ..., "--op", help="create_gpu_instance, create_compute_instance, destroy_compute_instance, destroy_gpu_instance, set_mig_mode, reset, or * for any"
+    ),
     nth: int = typer.Option(1, "--nth", help="Which future call fails (1 = the next)."),
     code: str = typer.Option(..., "--code", help="NVML error, e.g. IN_USE, INSUFFICIENT_RESOURCES or 23."),
     state: Optional[str] = STATE_OPTION,

@@ -162,7 +162,7 @@ def play_queue(queue: Sequence[Demand], slot: Slot, interference: float = 0.0) -
             nxt_i += 1
         if not running:
             if nxt_i < n:
-                raise ValueError(f"{n - nxt_i} queued runs never fit their instance: {[q.id for q in queue[nxt_i:nxt_i + 5]]}")
+                raise ValueError(f"{n - nxt_i} queued runs never fit their instance: {[q.id for q in queue[nxt_i : nxt_i + 5]]}")
             return starts, ends
         nxt = min(vtarget[i] for i in running)
         t = last_t + max(0.0, nxt - vclock) / r
@@ -379,8 +379,13 @@ def replay(
             j = jobs_by_id[jid]
             # it fits here (the sharing rule, from this slot's room) and may go here, and it cannot
             # start at home
-            if (k2 == key or j.memory_mib > free or n + 1 > j.cap or not lend(j, s)  # type: ignore[misc]
-                    or fits_alongside(j, st.running[k2], st.slots[k2])):
+            if (
+                k2 == key
+                or j.memory_mib > free
+                or n + 1 > j.cap
+                or not lend(j, s)  # type: ignore[misc]
+                or fits_alongside(j, st.running[k2], st.slots[k2])
+            ):
                 i += 1
                 continue
             pop_head(k2)  # its entry leaves the order; the queue's next head goes in later

@@ -71,61 +71,65 @@ def task_index(index: int | None, env: Mapping[str, str]) -> int:
             if not v.isdigit():
                 raise InputError(f"{var}={v!r} is not a task index")
             return int(v)
-    raise InputError("no task index: give --index N, or run under a Slurm job array (SLURM_ARRAY_TASK_ID) "
-                     "or an Indexed Job (JOB_COMPLETION_INDEX)")
+    raise InputError("no task index: give --index N, or run under a Slurm job array (SLURM_ARRAY_TASK_ID) or an Indexed Job (JOB_COMPLETION_INDEX)")
 
 
 def node_name(env: Mapping[str, str], node: str | None) -> str:
     return node or env.get("SLURMD_NODENAME") or env.get("NODE_NAME") or socket.gethostname().split(".")[0]
 
 
-def resolve_device(plan: Plan, array: Array, env: Mapping[str, str], node: str, *, state_dir: Path,
-                   device_map: Path | None = None) -> Device:
+def resolve_device(plan: Plan, array: Array, env: Mapping[str, str], node: str, *, state_dir: Path, device_map: Path | None = None) -> Device:
     """The MIG device the engine gave this task (see the module's docstring)."""
     for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
         v = env.get(var, "").strip()
         if v.startswith("MIG-"):
             got = [u.strip() for u in v.split(",") if u.strip()]
             if len(got) != 1:
-                raise MigbenchError(f"{var}={v} names {len(got)} devices; a task asks for exactly one",
-                                    hint="submit with --gres=gpu:<type>:1 (what submit.sh does)")
+                raise MigbenchError(
+                    f"{var}={v} names {len(got)} devices; a task asks for exactly one", hint="submit with --gres=gpu:<type>:1 (what submit.sh does)"
+                )
             return Device(got[0], _instance_of_uuid(plan, node, got[0], state_dir) or f"{node}:{array.profile}", var)
     found = next((k for k in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES") if env.get(k, "").strip()), None)
     if found is None:
-        raise MigbenchError("no device: neither CUDA_VISIBLE_DEVICES nor SLURM_JOB_GPUS is set",
-                            hint="run it as a task that asks for one GPU GRES (--gres=gpu:<type>:1), as submit.sh does")
+        raise MigbenchError(
+            "no device: neither CUDA_VISIBLE_DEVICES nor SLURM_JOB_GPUS is set",
+            hint="run it as a task that asks for one GPU GRES (--gres=gpu:<type>:1), as submit.sh does",
+        )
     var = found
     text = env[var].strip()
     if not text.isdigit():
-        raise MigbenchError(f"{var}={text!r}: expected one MIG-<uuid> or one GRES index",
-                            hint="submit with --gres=gpu:<type>:1 (what submit.sh does)")
+        raise MigbenchError(f"{var}={text!r}: expected one MIG-<uuid> or one GRES index", hint="submit with --gres=gpu:<type>:1 (what submit.sh does)")
     k = int(text)
     if device_map is not None:
         uuids = _device_map(device_map)
         where = f"--device-map {device_map}"
         if k >= len(uuids):
-            raise MigbenchError(f"GRES index {k} ({var}) maps to no MIG device on node {node}: {where} lists {len(uuids)} ({_span(len(uuids))})",
-                                hint="list every MIG device of the node in its gres.conf order")
+            raise MigbenchError(
+                f"GRES index {k} ({var}) maps to no MIG device on node {node}: {where} lists {len(uuids)} ({_span(len(uuids))})",
+                hint="list every MIG device of the node in its gres.conf order",
+            )
         return Device(uuids[k], _instance_of_uuid(plan, node, uuids[k], state_dir) or f"{node}:{array.profile}", f"{var}={k} via {where}")
     share_node = node if node in plan.nodes() else None
     devices = node_devices(plan, share_node) if share_node else node_devices(plan, None)
     if k >= len(devices):
         raise MigbenchError(
             f"GRES index {k} ({var}) maps to no MIG device on node {node}: the plan gives it {len(devices)} ({_span(len(devices))})",
-            hint="the node's gres.conf lists more GPUs than the plan; list its MIG devices in the order nodes/<node>.conf shows, "
-            "or pass --device-map",
+            hint="the node's gres.conf lists more GPUs than the plan; list its MIG devices in the order nodes/<node>.conf shows, or pass --device-map",
         )
     inst = devices[k]
     if inst.profile != array.profile:
-        raise MigbenchError(f"GRES index {k} ({var}) on node {node} is a {inst.profile} instance in the plan's GRES order, "
-                            f"but array {array.name} asks for {array.profile}",
-                            hint="the node's gres.conf must list its MIG devices in the order nodes/<node>.conf shows")
+        raise MigbenchError(
+            f"GRES index {k} ({var}) on node {node} is a {inst.profile} instance in the plan's GRES order, but array {array.name} asks for {array.profile}",
+            hint="the node's gres.conf must list its MIG devices in the order nodes/<node>.conf shows",
+        )
     bindings = _bindings(plan, share_node, state_dir)
     local = _local_key(plan, share_node, inst.key) if share_node else inst.key
     uuid = ((bindings or {}).get("instances", {}).get(local) or {}).get("uuid")
     if not uuid:
-        raise MigbenchError(f"GRES index {k} ({var}) is instance {inst.key}, which has no bound MIG device on node {node}",
-                            hint=f"apply the plan on the node first (migbench apply {plan.path or 'PLAN'} --node {node}), or pass --device-map")
+        raise MigbenchError(
+            f"GRES index {k} ({var}) is instance {inst.key}, which has no bound MIG device on node {node}",
+            hint=f"apply the plan on the node first (migbench apply {plan.path or 'PLAN'} --node {node}), or pass --device-map",
+        )
     return Device(str(uuid), inst.key, f"{var}={k}")
 
 
@@ -190,10 +194,17 @@ def next_attempt(state_dir: Path, run_id: str) -> int:
 
 def engine_doc(env: Mapping[str, str], array: Array, task: Task, node: str, device: Device) -> dict[str, Any]:
     kind = "slurm" if env.get("SLURM_JOB_ID") else "k8s" if env.get("JOB_COMPLETION_INDEX") else "exec"
-    doc: dict[str, Any] = {"version": 1, "engine": kind, "array": array.name, "index": task.index, "node": node,
-                           "profile": array.profile, "device": device.uuid, "device_from": device.source}
-    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES",
-                "JOB_COMPLETION_INDEX", "HOSTNAME"):
+    doc: dict[str, Any] = {
+        "version": 1,
+        "engine": kind,
+        "array": array.name,
+        "index": task.index,
+        "node": node,
+        "profile": array.profile,
+        "device": device.uuid,
+        "device_from": device.source,
+    }
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "JOB_COMPLETION_INDEX", "HOSTNAME"):
         if env.get(var):
             doc[var.lower()] = env[var]
     return doc
@@ -241,16 +252,29 @@ def _sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def prepare(plan: Plan, array_name: str, *, index: int | None = None, index_offset: int = 0, env: Mapping[str, str] | None = None,
-            node: str | None = None, state_dir: Path | None = None, device_map: Path | None = None,
-            sha256: str | None = None, dry_run: bool = False, workdir: Path | None = None) -> PreparedTask:
+def prepare(
+    plan: Plan,
+    array_name: str,
+    *,
+    index: int | None = None,
+    index_offset: int = 0,
+    env: Mapping[str, str] | None = None,
+    node: str | None = None,
+    state_dir: Path | None = None,
+    device_map: Path | None = None,
+    sha256: str | None = None,
+    dry_run: bool = False,
+    workdir: Path | None = None,
+) -> PreparedTask:
     """Find the task, its device and each run's spec; with `dry_run` nothing is written."""
     env = dict(os.environ if env is None else env)
     if sha256:
         got = _sha256_of(Path(plan.path)) if plan.path else ""
         if got != sha256:
-            raise MigbenchError(f"the plan file {plan.path} changed since it was exported (sha256 {got[:12]}, exported {sha256[:12]})",
-                                hint="tasks are numbered from the exported plan: export and submit again")
+            raise MigbenchError(
+                f"the plan file {plan.path} changed since it was exported (sha256 {got[:12]}, exported {sha256[:12]})",
+                hint="tasks are numbered from the exported plan: export and submit again",
+            )
     array = find_array(plan, array_name)
     task = array.task(task_index(index, env) + index_offset)
     where = node_name(env, node)
@@ -305,6 +329,5 @@ def run(prep: PreparedTask) -> int:
     for spec, code in zip(prep.specs, codes):
         exit_doc = Path(spec.attempt_dir) / "exit.json"
         if not exit_doc.exists():
-            print(f"migbench exec: run {spec.run_id}: the shim ended ({code}) without a result; see {Path(spec.attempt_dir) / 'shim.log'}",
-                  file=sys.stderr)
+            print(f"migbench exec: run {spec.run_id}: the shim ended ({code}) without a result; see {Path(spec.attempt_dir) / 'shim.log'}", file=sys.stderr)
     return next((c for c in codes if c != 0), 0)

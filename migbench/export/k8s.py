@@ -104,8 +104,12 @@ class K8sExport:
 def state_claim(plan: Plan, name: str, namespace: str, size: str) -> dict[str, Any]:
     """The run directories' volume: ReadWriteMany, as the pods of every node write to it; no
     storageClassName, so the cluster's default class serves it (the admin may set one)."""
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace, "labels": _labels(plan)},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels(plan)},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
+    }
 
 
 def _labels(plan: Plan, array: str | None = None) -> dict[str, str]:
@@ -120,46 +124,62 @@ def config_map(name: str, namespace: str, key: str, text: str, labels: dict[str,
 
 
 def secret(name: str, namespace: str, key: str, text: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "stringData": {key: text}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "stringData": {key: text},
+    }
 
 
-def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_cm: str, state_pvc: str | None, workdir: str,
-        plan_secret: bool = False) -> K8sJob:
+def job(
+    plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_cm: str, state_pvc: str | None, workdir: str, plan_secret: bool = False
+) -> K8sJob:
     name = dns_label(f"mb-{plan.name}-{a.name}")
     nodes = list(a.per_node) or []
     labels = _labels(plan, a.name)
-    command = ["migbench", "exec", f"{PLAN_MOUNT}/plan.yaml", "--array", a.name, "--sha256", sha256, "--state-dir", STATE_MOUNT,
-               "--workdir", workdir]
+    command = ["migbench", "exec", f"{PLAN_MOUNT}/plan.yaml", "--array", a.name, "--sha256", sha256, "--state-dir", STATE_MOUNT, "--workdir", workdir]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "nodeSelector": {MIG_STATE_LABEL: "success"},
-        "containers": [{
-            "name": "run",
-            "image": image,
-            "command": command,
-            "env": [
-                {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                {"name": "MIGBENCH_ARRAY", "value": a.name},
-            ],
-            "resources": {"limits": {resource_name(a.profile): 1}},
-            "volumeMounts": [{"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}, {"name": "state", "mountPath": STATE_MOUNT}],
-        }],
+        "containers": [
+            {
+                "name": "run",
+                "image": image,
+                "command": command,
+                "env": [
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "MIGBENCH_ARRAY", "value": a.name},
+                ],
+                "resources": {"limits": {resource_name(a.profile): 1}},
+                "volumeMounts": [{"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}, {"name": "state", "mountPath": STATE_MOUNT}],
+            }
+        ],
         "volumes": [
             {"name": "plan", **({"secret": {"secretName": plan_cm}} if plan_secret else {"configMap": {"name": plan_cm}})},
             {"name": "state", **({"persistentVolumeClaim": {"claimName": state_pvc}} if state_pvc else {"emptyDir": {}})},
         ],
     }
     if nodes:
-        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}]}}}
+        pod["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}]
+                }
+            }
+        }
     completions = len(a.tasks)
     parallelism = min(completions, a.count)
     manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": {"migbench.io/plan-sha256": sha256, "migbench.io/profile": a.profile, "migbench.io/model": a.model}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {"migbench.io/plan-sha256": sha256, "migbench.io/profile": a.profile, "migbench.io/model": a.model},
+        },
         "spec": {
             "completionMode": "Indexed",
             "completions": completions,
@@ -171,9 +191,20 @@ def job(plan: Plan, a: Array, *, sha256: str, image: str, namespace: str, plan_c
     return K8sJob(name, a.name, a.profile, resource_name(a.profile), completions, parallelism, nodes, manifest)
 
 
-def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "migbench:latest", namespace: str = "default",
-          operator_namespace: str = "gpu-operator", state_pvc: str | None = None, workdir: str = ".", state: str = "pvc",
-          state_size: str = "10Gi") -> K8sExport:
+def write(
+    plan: Plan,
+    out: Path,
+    *,
+    plan_text: str,
+    sha256: str,
+    image: str = "migbench:latest",
+    namespace: str = "default",
+    operator_namespace: str = "gpu-operator",
+    state_pvc: str | None = None,
+    workdir: str = ".",
+    state: str = "pvc",
+    state_size: str = "10Gi",
+) -> K8sExport:
     """Write the export into `out`. The run directories go to `state_pvc` (an existing claim), else
     to a claim the export writes (`state` "pvc"), else (`state` "emptydir", asked for explicitly)
     to each pod's emptyDir, which loses them with the pod."""
@@ -182,12 +213,16 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     if not arrs:
         raise MigbenchError(f"plan {plan.name} places no run: nothing to run", hint="check the plan's `unplaced` list")
     if len(plan_text.encode()) > CONFIGMAP_MAX_BYTES - 4096:
-        raise MigbenchError(f"the plan file is {len(plan_text.encode())} bytes, more than a ConfigMap holds (1 MiB)",
-                            hint="split the sweep, or put the plan into the image and point the Jobs' `migbench exec` at it")
+        raise MigbenchError(
+            f"the plan file is {len(plan_text.encode())} bytes, more than a ConfigMap holds (1 MiB)",
+            hint="split the sweep, or put the plan into the image and point the Jobs' `migbench exec` at it",
+        )
     nodes = plan.nodes()
     if not nodes:
-        exp.notes.append("the plan's fleet names no nodes: the Jobs may run on any node whose MIG config succeeded, and "
-                         f"the mig-parted config {migparted.config_name(plan, None)} is for every node you label with it")
+        exp.notes.append(
+            "the plan's fleet names no nodes: the Jobs may run on any node whose MIG config succeeded, and "
+            f"the mig-parted config {migparted.config_name(plan, None)} is for every node you label with it"
+        )
     output_dir(out, "export directory", ("jobs",))
     mp_name = dns_label(f"migbench-{plan.name}-mig-parted", 253)
     plan_cm = dns_label(f"migbench-{plan.name}-plan", 253)
@@ -195,8 +230,9 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
     exp.files.append(_write(out / "mig-parted-config.yaml", _yaml(mp)))
     exp.files.append(_write(out / "label-nodes.sh", label_script(plan, mp_name, operator_namespace), exe=True))
     if state not in ("pvc", "emptydir"):
-        raise MigbenchError(f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; "
-                            "emptydir loses them with each pod")
+        raise MigbenchError(
+            f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; emptydir loses them with each pod"
+        )
     if not QUANTITY.fullmatch(state_size):
         raise MigbenchError(f"--state-size {state_size!r} is not a Kubernetes quantity", hint="e.g. 10Gi, 500Gi, 2Ti")
     stale_pvc = out / "state-pvc.yaml"
@@ -204,43 +240,52 @@ def write(plan: Plan, out: Path, *, plan_text: str, sha256: str, image: str = "m
         state_pvc = dns_label(f"migbench-{plan.name}-state", 253)
         exp.files.append(_write(stale_pvc, _yaml(state_claim(plan, state_pvc, namespace, state_size))))
         exp.user_files.append("state-pvc.yaml")
-        exp.notes.append(f"the run directories go to PersistentVolumeClaim {state_pvc} (state-pvc.yaml: ReadWriteMany, {state_size}, "
-                         "the cluster's default storage class; set storageClassName there, or pass --state-pvc CLAIM)")
+        exp.notes.append(
+            f"the run directories go to PersistentVolumeClaim {state_pvc} (state-pvc.yaml: ReadWriteMany, {state_size}, "
+            "the cluster's default storage class; set storageClassName there, or pass --state-pvc CLAIM)"
+        )
     elif stale_pvc.exists():  # an earlier export's claim, no longer part of this one
         stale_pvc.unlink()
     if state_pvc is None:
-        exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod "
-                            "(`migbench status` and `logs` see nothing)")
+        exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod (`migbench status` and `logs` see nothing)")
     hidden = plan.has_env_values()  # env values may be tokens: a Secret, and a file only the user reads
     kind, name = ("Secret", "plan-secret.yaml") if hidden else ("ConfigMap", "plan-configmap.yaml")
     if hidden:
         plan_cm = dns_label(f"migbench-{plan.name}-plan-env", 253)
         cm_text = _yaml(secret(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
-        exp.notes.append(f"the plan carries env: values: it goes to the cluster as Secret {plan_cm} ({name}, written 0600), "
-                         "not a ConfigMap")
+        exp.notes.append(f"the plan carries env: values: it goes to the cluster as Secret {plan_cm} ({name}, written 0600), not a ConfigMap")
     else:
         cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
     for stale in {"plan-secret.yaml", "plan-configmap.yaml"} - {name}:  # an earlier export's, of the other kind
         (out / stale).unlink(missing_ok=True)
     exp.files.append(_write(out / name, cm_text, secret=hidden))
     if len(cm_text.encode()) > ANNOTATIONS_MAX_BYTES:
-        exp.warnings.append(f"the plan {kind} is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
-                            f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
-                            f"as printed ({APPLY}), or with kubectl create")
+        exp.warnings.append(
+            f"the plan {kind} is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
+            f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
+            f"as printed ({APPLY}), or with kubectl create"
+        )
     exp.user_files += [name, "jobs/"]
     for a in arrs:
-        j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir,
-                plan_secret=hidden)
+        j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir, plan_secret=hidden)
         exp.jobs.append(j)
         exp.files.append(_write(out / "jobs" / f"{a.name}.yaml", _yaml(j.manifest)))
     problems = check(plan, exp.jobs, mp, migparted.config(plan))
     if problems:  # a bug of ours, never the user's: refuse to leave manifests a cluster would reject
         raise MigbenchError("the Kubernetes export failed its own checks:\n  " + "\n  ".join(problems))
     exp.warnings += migparted.placement_warnings(plan)
-    doc = {"version": 1, "kind": "migbench-export-k8s", "plan_sha256": sha256, "nodes": nodes, "mig_parted_configmap": mp_name,
-           "configs": {n: migparted.config_name(plan, n) for n in nodes},
-           "jobs": [{"name": j.name, "array": j.array, "resource": j.resource, "completions": j.completions, "parallelism": j.parallelism,
-                     "nodes": j.nodes} for j in exp.jobs]}
+    doc = {
+        "version": 1,
+        "kind": "migbench-export-k8s",
+        "plan_sha256": sha256,
+        "nodes": nodes,
+        "mig_parted_configmap": mp_name,
+        "configs": {n: migparted.config_name(plan, n) for n in nodes},
+        "jobs": [
+            {"name": j.name, "array": j.array, "resource": j.resource, "completions": j.completions, "parallelism": j.parallelism, "nodes": j.nodes}
+            for j in exp.jobs
+        ],
+    }
     exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
     return exp
 
@@ -266,7 +311,7 @@ def label_script(plan: Plan, configmap: str, operator_namespace: str) -> str:
     lines += [
         "for node in " + (" ".join(shlex.quote(n) for n in nodes) if nodes else '"$1"') + "; do",
         "  end=$((SECONDS + TIMEOUT))",
-        "  until [ \"$(kubectl get node \"$node\" -o jsonpath='{.metadata.labels.nvidia\\.com/mig\\.config\\.state}')\" = success ]; do",
+        '  until [ "$(kubectl get node "$node" -o jsonpath=\'{.metadata.labels.nvidia\\.com/mig\\.config\\.state}\')" = success ]; do',
         '    [ $SECONDS -lt $end ] || { echo "node $node: MIG config not applied after $TIMEOUT s" >&2; exit 1; }',
         "    sleep 5",
         "  done",
@@ -371,8 +416,12 @@ def _profile_on_nodes(plan: Plan, configs: dict[str, Any], j: K8sJob, res: str, 
     total = 0
     for n in j.nodes or plan.nodes():
         cfg = configs.get(migparted.config_name(plan, n), [])
-        have = sum(int((e.get("mig-devices") or {}).get(p, 0)) * len(e.get("devices") or [])
-                   for e in cfg for p in (e.get("mig-devices") or {}) if resource_name(p) == res)
+        have = sum(
+            int((e.get("mig-devices") or {}).get(p, 0)) * len(e.get("devices") or [])
+            for e in cfg
+            for p in (e.get("mig-devices") or {})
+            if resource_name(p) == res
+        )
         if not have:
             out.append(f"{where}: asks for {res} on node {n}, whose mig-parted config has no such profile")
         total += have

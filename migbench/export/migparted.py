@@ -80,7 +80,8 @@ _FlowLists.add_representer(list, _represent_list)
 def config_text(plan: Plan) -> str:
     head = [
         f"# mig-parted config for plan {plan.name} (written by `migbench export mig-parted`).",
-        "# Apply on a node: nvidia-mig-parted apply -f THIS_FILE -c " + config_name(plan, plan.nodes()[0] if plan.nodes() else None)
+        "# Apply on a node: nvidia-mig-parted apply -f THIS_FILE -c "
+        + config_name(plan, plan.nodes()[0] if plan.nodes() else None)
         + ("  (each node its own -c migbench-<node>)" if plan.nodes() else ""),
         "# mig-parted takes counts, not placements: the driver chooses where each instance goes. For the",
         "# plan's exact placements use `migbench apply PLAN" + (" --node NODE" if plan.nodes() else "") + "` instead.",
@@ -127,8 +128,10 @@ def placement_warnings(plan: Plan) -> list[str]:
                 lost = (alt, gone)
                 break
         shown = lost[0] if lost else alts[0]
-        text = (f"{where}: mig-parted gets counts ({', '.join(f'{n} x {p}' for p, n in counts)}), which fit {len(alts) + 1} layouts; "
-                f"the driver may build {_fmt(shown)} instead of the plan's {_fmt(mine)}")
+        text = (
+            f"{where}: mig-parted gets counts ({', '.join(f'{n} x {p}' for p, n in counts)}), which fit {len(alts) + 1} layouts; "
+            f"the driver may build {_fmt(shown)} instead of the plan's {_fmt(mine)}"
+        )
         if lost:
             text += f", and then {' or '.join(lost[1])} no longer fit{'s' if len(lost[1]) == 1 else ''} in the free slices"
         else:

@@ -69,9 +69,19 @@ def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str
     return out
 
 
-def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None,
-          sbatch_args: Sequence[str] = (), state_dir: Path | None = None, command: str | None = None,
-          max_array_size: int = DEFAULT_MAX_ARRAY_SIZE, max_array_from: str = "") -> SlurmExport:
+def write(
+    plan: Plan,
+    out: Path,
+    *,
+    sha256: str,
+    type_map: Mapping[str, str],
+    chosen: Mapping[str, str] | None = None,
+    sbatch_args: Sequence[str] = (),
+    state_dir: Path | None = None,
+    command: str | None = None,
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
+    max_array_from: str = "",
+) -> SlurmExport:
     """Write the export into `out` (created; files of an earlier export are replaced). Arrays longer
     than `max_array_size` (the cluster's MaxArraySize; `max_array_from` says where it came from) are
     submitted in parts."""
@@ -88,8 +98,9 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:
-        exp.notes.append("the plan's fleet names no nodes: no nodes/*.conf or apply-*.sh written "
-                         "(add `node:` to each fleet entry, or --fleet-file, and plan again)")
+        exp.notes.append(
+            "the plan's fleet names no nodes: no nodes/*.conf or apply-*.sh written (add `node:` to each fleet entry, or --fleet-file, and plan again)"
+        )
     else:
         (out / "nodes").mkdir(exist_ok=True)
         for node in nodes:
@@ -105,17 +116,36 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
             text = array_script(plan, a, types[a.name], off, n, plan_abs, str(sd), sha256, mb, sbatch_args)
             exp.files.append(_write(out / script_name(a, k, len(parts)), text, exe=True))
         if len(parts) > 1:
-            exp.notes.append(f"{a.name}: {len(a.tasks)} tasks exceed MaxArraySize {max_array_size} ({max_array_from}): "
-                             f"submitted as {len(parts)} job arrays, each after the previous one")
+            exp.notes.append(
+                f"{a.name}: {len(a.tasks)} tasks exceed MaxArraySize {max_array_size} ({max_array_from}): "
+                f"submitted as {len(parts)} job arrays, each after the previous one"
+            )
         if task_time_s(plan, a) is None:
             exp.notes.append(f"{a.name}: no --time (a run has no `duration` or `timeout`): the partition's default time limit applies")
     exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, str(sd), sha256, max_array_size), exe=True))
     doc = {
-        "version": 1, "kind": "migbench-export-slurm", "plan": plan_abs, "plan_sha256": sha256, "state_dir": str(sd),
-        "nodes": nodes, "max_array_size": max_array_size, "max_array_size_from": max_array_from,
-        "arrays": [{"name": a.name, "model": a.model, "profile": a.profile, "gres_type": types[a.name], "instances": a.count,
-                    "parts": len(chunks(a, max_array_size)), "per_node": a.per_node, "tasks": len(a.tasks),
-                    "runs": sum(len(t.runs) for t in a.tasks)} for a in arrs],
+        "version": 1,
+        "kind": "migbench-export-slurm",
+        "plan": plan_abs,
+        "plan_sha256": sha256,
+        "state_dir": str(sd),
+        "nodes": nodes,
+        "max_array_size": max_array_size,
+        "max_array_size_from": max_array_from,
+        "arrays": [
+            {
+                "name": a.name,
+                "model": a.model,
+                "profile": a.profile,
+                "gres_type": types[a.name],
+                "instances": a.count,
+                "parts": len(chunks(a, max_array_size)),
+                "per_node": a.per_node,
+                "tasks": len(a.tasks),
+                "runs": sum(len(t.runs) for t in a.tasks),
+            }
+            for a in arrs
+        ],
     }
     exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
     from migbench.export.execute import save_parsed_plan
@@ -127,8 +157,11 @@ def write(plan: Plan, out: Path, *, sha256: str, type_map: Mapping[str, str], ch
         exp.notes.append(f"could not leave the parsed plan in {sd} ({why}): each array task will parse the plan file itself")
     shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
     if shared:
-        exp.notes.append("Slurm cannot tell apart " + ", ".join(f"{a.profile} ({a.model})" for a in shared)
-                         + f": they share GRES type {types[shared[0].name]} (the type names only GPU-instance slices and memory)")
+        exp.notes.append(
+            "Slurm cannot tell apart "
+            + ", ".join(f"{a.profile} ({a.model})" for a in shared)
+            + f": they share GRES type {types[shared[0].name]} (the type names only GPU-instance slices and memory)"
+        )
     return exp
 
 
@@ -160,8 +193,8 @@ def node_conf(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, 
         "#",
         "# gres.conf: AutoDetect=nvml (../gres.conf). The types are what Slurm's NVML detection names these",
         "# devices: <GPU name cut at its first '-'>_<GPU-instance slices>g.<memory rounded to GiB>gb, not the",
-        "# NVIDIA profile (src/plugins/gpu/nvml/gpu_nvml.c, _handle_mig; gres.conf(5), Type: \"should match or",
-        "# be a substring of the value that is detected\"). Check with `slurmd -G` on the node; if it names them",
+        '# NVIDIA profile (src/plugins/gpu/nvml/gpu_nvml.c, _handle_mig; gres.conf(5), Type: "should match or',
+        '# be a substring of the value that is detected"). Check with `slurmd -G` on the node; if it names them',
         "# otherwise, export again with --type-map PROFILE=TYPE, or with --check against the running cluster.",
         "#",
         "# Without NVML (AutoDetect=off, a hand-written gres.conf), list the MIG devices in this order, one",
@@ -187,8 +220,12 @@ def gres_conf(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str]) -> st
         for inst in node_devices(plan, node):
             d = detected_type(model_of[inst.gpu], inst.profile, inst.memory_mib)
             det[d] = det.get(d, 0) + 1
-        lines.append(f"# {node}: slurmd -G should show " + ", ".join(f"{n} x {d}" for d, n in det.items())
-                     + "; slurm.conf declares " + ",".join(f"gpu:{t}:{n}" for t, n in node_gres(plan, node, arrs, types)))
+        lines.append(
+            f"# {node}: slurmd -G should show "
+            + ", ".join(f"{n} x {d}" for d, n in det.items())
+            + "; slurm.conf declares "
+            + ",".join(f"gpu:{t}:{n}" for t, n in node_gres(plan, node, arrs, types))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -250,8 +287,7 @@ def slurm_time(seconds: float) -> str:
     return f"{d}-{rest // 60:02d}:{rest % 60:02d}:00"
 
 
-def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs: str, sd: str, sha256: str, mb: str,
-                 sbatch_args: Sequence[str]) -> str:
+def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs: str, sd: str, sha256: str, mb: str, sbatch_args: Sequence[str]) -> str:
     """One editable batch script per job array (a part of an instance type's tasks)."""
     t = task_time_s(plan, a)
     q = shlex.quote
@@ -271,8 +307,7 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
     elif t is None:
         lines.append("# no --time: a run of this type has no `duration` or `timeout`, so the partition's default limit applies")
     else:
-        lines.append(f"# --time: the longest task under the duration model's worst case ({t / 3600:.2f} h) x {TIME_FACTOR} + "
-                     f"{TIME_MARGIN_S / 60:.0f} min")
+        lines.append(f"# --time: the longest task under the duration model's worst case ({t / 3600:.2f} h) x {TIME_FACTOR} + {TIME_MARGIN_S / 60:.0f} min")
         lines.append(f"#SBATCH --time={slurm_time(t)}")
     lines += [f"#SBATCH {arg}" for arg in sbatch_args]
     lines += [
@@ -311,7 +346,7 @@ def submit_script(plan: Plan, arrs: Sequence[Array], types: Mapping[str, str], s
         "fi",
         """job_of() { awk -F'\\t' -v s="$1" '!/^#/ && $6 == s {j = $2} END {print j}' "$JOBS"; }""",
         "submit() {  # SCRIPT ARRAY OFFSET TASKS GRES_TYPE AFTER_SCRIPT [sbatch options]",
-        '  local script=$1 array=$2 offset=$3 n=$4 type=$5 after=$6 out dep=()',
+        "  local script=$1 array=$2 offset=$3 n=$4 type=$5 after=$6 out dep=()",
         "  shift 6",
         '  if [ -n "$(job_of "$script")" ]; then echo "already submitted: $script (job $(job_of "$script"))"; return 0; fi',
         '  if [ -n "$after" ]; then dep=(--dependency="afterany:$(job_of "$after")"); fi',

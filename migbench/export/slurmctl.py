@@ -31,8 +31,9 @@ FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"
 def slurm(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run a Slurm client; a missing client or a non-zero exit is a MigbenchError with its message."""
     if shutil.which(argv[0]) is None:
-        raise MigbenchError(f"`{argv[0]}` is not on PATH: run this where the Slurm clients are (a login node)",
-                            hint="or export without --check and check later")
+        raise MigbenchError(
+            f"`{argv[0]}` is not on PATH: run this where the Slurm clients are (a login node)", hint="or export without --check and check later"
+        )
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=dict(env) if env is not None else None)
     except subprocess.TimeoutExpired:
@@ -83,9 +84,11 @@ def check(plan: Plan, cluster: Mapping[str, ClusterNode], type_map: Mapping[str,
                 per_node[n] = t
         names = set(per_node.values())
         if len(names) > 1:
-            problems.append(f"{a.profile} ({a.model}) has a different GRES type on each node ("
-                            + ", ".join(f"{n}: {t}" for n, t in per_node.items())
-                            + "); one job array asks for one type: declare one name (--type-map or slurm.conf)")
+            problems.append(
+                f"{a.profile} ({a.model}) has a different GRES type on each node ("
+                + ", ".join(f"{n}: {t}" for n, t in per_node.items())
+                + "); one job array asks for one type: declare one name (--type-map or slurm.conf)"
+            )
         elif names:
             chosen[a.name] = names.pop()
     for n in nodes:  # counts, per type (several profiles may share a type)
@@ -134,11 +137,12 @@ def _type_on(a: Array, node: ClusterNode, type_map: Mapping[str, str], problems:
     if len(cands) == 1:
         return cands[0]
     if not cands:
-        problems.append(f"node {node.name} lacks a GRES type for {a.profile} ({a.model}, {a.per_node[node.name]} needed): "
-                        f"expected {detected} or a part of it ending in {detected.rsplit('_', 1)[-1]}; it has {have}")
+        problems.append(
+            f"node {node.name} lacks a GRES type for {a.profile} ({a.model}, {a.per_node[node.name]} needed): "
+            f"expected {detected} or a part of it ending in {detected.rsplit('_', 1)[-1]}; it has {have}"
+        )
     else:
-        problems.append(f"node {node.name}: {a.profile} ({a.model}) could be any of " + ", ".join(cands)
-                        + f"; say which with --type-map {a.profile}=TYPE")
+        problems.append(f"node {node.name}: {a.profile} ({a.model}) could be any of " + ", ".join(cands) + f"; say which with --type-map {a.profile}=TYPE")
     return None
 
 
@@ -248,14 +252,19 @@ def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     return {
-        "engine": "slurm", "state_dir": str(state_dir), "sweep": plan.name, "plan_sha256": sha,
+        "engine": "slurm",
+        "state_dir": str(state_dir),
+        "sweep": plan.name,
+        "plan_sha256": sha,
         "jobs": [{"array": j.array, "job_id": j.job_id, "tasks": j.tasks, "gres_type": j.gres_type} for j in jobs],
-        "counts": dict(sorted(counts.items())), "total": len(rows), "runs": rows, "notes": notes,
+        "counts": dict(sorted(counts.items())),
+        "total": len(rows),
+        "runs": rows,
+        "notes": notes,
     }
 
 
-def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitted | None, qstate: str, qnode: str, reason: str,
-             now: float) -> dict[str, Any]:
+def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitted | None, qstate: str, qnode: str, reason: str, now: float) -> dict[str, Any]:
     rdir = sd / rid
     attempts = [int(p.name[8:]) for p in rdir.glob("attempt-*") if p.name[8:].isdigit()] if rdir.exists() else []
     last = max(attempts, default=0)
@@ -279,8 +288,15 @@ def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitte
     started = (child or {}).get("started_at") if (mine or not qstate) else None
     ended = (ex or {}).get("ended_at") if (mine or not qstate) else None
     return {
-        "id": rid, "group": group, "state": state, "attempt": last or None, "array": a.name, "task": index,
-        "job": job.key(index) if job else None, "slurm_state": qstate or None, "node": qnode or (eng or {}).get("node"),
+        "id": rid,
+        "group": group,
+        "state": state,
+        "attempt": last or None,
+        "array": a.name,
+        "task": index,
+        "job": job.key(index) if job else None,
+        "slurm_state": qstate or None,
+        "node": qnode or (eng or {}).get("node"),
         "device": (eng or {}).get("device") if (mine or not qstate) else None,
         "exit_code": (ex or {}).get("returncode") if (mine or not qstate) else None,
         "elapsed_s": None if started is None else round((ended or now) - float(started), 3),
@@ -296,10 +312,11 @@ def run_log(state_dir: Path, run_id: str, *, attempt: int | None = None, stderr:
     rdir = state_dir / check_run_id(run_id)
     seen = sorted(int(p.name[8:]) for p in rdir.glob("attempt-*") if p.name[8:].isdigit()) if rdir.is_dir() else []
     if not seen:
-        near = sorted(p.name for p in state_dir.iterdir() if p.is_dir() and p.name.startswith(run_id.split("-")[0]))[:5] \
-            if state_dir.is_dir() else []
-        raise MigbenchError(f"run {run_id} has not started in {state_dir} (no attempt directory)",
-                            hint=("runs like it: " + ", ".join(near)) if near and run_id not in near else "`migbench status PLAN` shows its job's state")
+        near = sorted(p.name for p in state_dir.iterdir() if p.is_dir() and p.name.startswith(run_id.split("-")[0]))[:5] if state_dir.is_dir() else []
+        raise MigbenchError(
+            f"run {run_id} has not started in {state_dir} (no attempt directory)",
+            hint=("runs like it: " + ", ".join(near)) if near and run_id not in near else "`migbench status PLAN` shows its job's state",
+        )
     n = attempt if attempt is not None else seen[-1]
     if n not in seen:
         raise MigbenchError(f"run {run_id} has no attempt {n}", hint=f"it has attempt(s) {', '.join(map(str, seen))}")

@@ -55,8 +55,7 @@ class Array:
             last = f"0-{len(self.tasks) - 1}" if self.tasks else "none"
             raise InputError(
                 f"index {index} maps to no run: array {self.name} has {len(self.tasks)} task(s) ({last})",
-                hint="the index is the array task id the engine gives (SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX); "
-                "was the plan changed after it was exported?",
+                hint="the index is the array task id the engine gives (SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX); was the plan changed after it was exported?",
             )
         return self.tasks[index]
 
@@ -110,8 +109,9 @@ def arrays(plan: Plan) -> list[Array]:
         out.append(Array(array_name(model, profile), model, profile, max(i.memory_mib for i in insts), len(insts), per_node, tasks))
     names = [a.name for a in out]
     if len(set(names)) != len(names):  # two model keys that differ only in case or punctuation
-        raise InputError("two instance types of the plan get the same array name: " + ", ".join(sorted(names)),
-                         hint="rename one of the GPU models in the catalogue")
+        raise InputError(
+            "two instance types of the plan get the same array name: " + ", ".join(sorted(names)), hint="rename one of the GPU models in the catalogue"
+        )
     return out
 
 

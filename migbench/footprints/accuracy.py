@@ -103,8 +103,14 @@ class AccuracyReport:
             "sweep": self.sweep,
             "headroom": self.headroom,
             "groups": [
-                {"group": g.group, "runs": g.runs, "measured": g.measured, "history": g.history, "fit": g.fit,
-                 "errors": {k: _round(asdict(v)) for k, v in g.stats.items()}}
+                {
+                    "group": g.group,
+                    "runs": g.runs,
+                    "measured": g.measured,
+                    "history": g.history,
+                    "fit": g.fit,
+                    "errors": {k: _round(asdict(v)) for k, v in g.stats.items()},
+                }
                 for g in self.groups
             ],
             "missized": [asdict(m) for m in self.missized],
@@ -185,8 +191,16 @@ def _compute(sweep: Sweep, res: Resolution, fleet: Sequence[FleetGpu]) -> list[C
         else:
             sized = memory_sized(fleet, r.memory_mib, r.profiles, sweep.duration_model.compute_basis) if fleet else None
             declared = sized[0] if sized else None
-        out.append(ComputeAccuracy(g.name, declared, "declared" if r.compute_source == "declared" else "default", s.compute,
-                                   s.lower_bound, f"{s.small.profile} / {s.large.profile}"))
+        out.append(
+            ComputeAccuracy(
+                g.name,
+                declared,
+                "declared" if r.compute_source == "declared" else "default",
+                s.compute,
+                s.lower_bound,
+                f"{s.small.profile} / {s.large.profile}",
+            )
+        )
     return out
 
 

@@ -137,12 +137,28 @@ class Speed:
 
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "run": str, "group": str, "params": dict, "peak_mib": int, "how": str, "outcome": str, "gpu_model": str,
-    "profile": str, "instance_mib": int, "driver": str, "date": str, "probe_s": (int, float),
+    "run": str,
+    "group": str,
+    "params": dict,
+    "peak_mib": int,
+    "how": str,
+    "outcome": str,
+    "gpu_model": str,
+    "profile": str,
+    "instance_mib": int,
+    "driver": str,
+    "date": str,
+    "probe_s": (int, float),
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "repeat": int, "nvml_peak_mib": int, "reported_peak_mib": int, "samples": int, "sample_s": (int, float),
-    "lower_bound": bool, "declared_mib": int, "simulated": bool,
+    "repeat": int,
+    "nvml_peak_mib": int,
+    "reported_peak_mib": int,
+    "samples": int,
+    "sample_s": (int, float),
+    "lower_bound": bool,
+    "declared_mib": int,
+    "simulated": bool,
 }
 
 
@@ -173,8 +189,11 @@ class Footprints:
     def peaks(self) -> dict[str, tuple[int, str]]:
         """Run id -> (peak MiB, how it was measured) of the probes a plan may use (not the OOM'd
         lower bounds, not the failed probes): what `migbench report --footprints` shows."""
-        return {m.run: (m.peak_mib, f"profile ({m.how}, {m.probe_s:.1f} s on {m.profile})") for m in self.measurements
-                if not m.lower_bound and m.outcome not in ("oom", "failed")}
+        return {
+            m.run: (m.peak_mib, f"profile ({m.how}, {m.probe_s:.1f} s on {m.profile})")
+            for m in self.measurements
+            if not m.lower_bound and m.outcome not in ("oom", "failed")
+        }
 
     def merged(self, newer: Iterable[Measurement]) -> Footprints:
         """These measurements with `newer` ones replacing those of the same run id."""
@@ -275,9 +294,19 @@ def _speeds(entries: Any, file: str, problems: list[Problem]) -> list[Speed]:
                 if not 0 < side.capacity <= 1 or side.step_s <= 0:
                     raise ValueError(f"{k}: capacity must be in (0, 1] and step_s positive")
                 sides.append(side)
-            sp = Speed(str(e["group"]), str(e["run"]), float(e["compute"]), bool(e.get("lower_bound", False)), str(e["how"]),
-                       str(e["gpu_model"]), sides[0], sides[1], str(e.get("driver") or ""), bool(e.get("simulated", False)),
-                       str(e.get("date") or ""))
+            sp = Speed(
+                str(e["group"]),
+                str(e["run"]),
+                float(e["compute"]),
+                bool(e.get("lower_bound", False)),
+                str(e["how"]),
+                str(e["gpu_model"]),
+                sides[0],
+                sides[1],
+                str(e.get("driver") or ""),
+                bool(e.get("simulated", False)),
+                str(e.get("date") or ""),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             what = f"missing `{exc.args[0]}`" if isinstance(exc, KeyError) else str(exc) or "malformed"
             problems.append(Problem(f"a speed entry is malformed: {what}", file=file, field=where))

@@ -373,18 +373,43 @@ def _reported_peak(path: Path) -> int | None:
 def _probe_plan(sweep: Sweep) -> Plan:
     """What `build_spec` reads of a plan (the launch settings, where relative paths start)."""
     return Plan(
-        name=sweep.name, sweep_file=sweep.path, sweep_sha256=sweep.sha256, fleet=[], instances=[], runs=[], unplaced=[],
-        solver=SolverInfo("PROBE", "", 0.0, 0.0, 0.0), duration_model=sweep.duration_model, launch=sweep.launch, models={},
+        name=sweep.name,
+        sweep_file=sweep.path,
+        sweep_sha256=sweep.sha256,
+        fleet=[],
+        instances=[],
+        runs=[],
+        unplaced=[],
+        solver=SolverInfo("PROBE", "", 0.0, 0.0, 0.0),
+        duration_model=sweep.duration_model,
+        launch=sweep.launch,
+        models={},
         path=sweep.path,
     )
 
 
 def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
     return PlanRun(
-        id=r.id, group=r.group, memory_mib=r.memory_mib, gpu=slot.gpu, profile=slot.profile, start=slot.placement.start,
-        wave=0, argv=tuple(r.argv), shell=r.shell, env=dict(r.env), workdir=r.workdir, params=dict(r.params),
-        duration_s=r.duration_s, compute=r.compute, max_runs_per_instance=r.max_runs_per_instance, profiles=r.profiles,
-        retries=r.retries, timeout_s=r.timeout_s, memory_source=r.memory_source, compute_source=r.compute_source,
+        id=r.id,
+        group=r.group,
+        memory_mib=r.memory_mib,
+        gpu=slot.gpu,
+        profile=slot.profile,
+        start=slot.placement.start,
+        wave=0,
+        argv=tuple(r.argv),
+        shell=r.shell,
+        env=dict(r.env),
+        workdir=r.workdir,
+        params=dict(r.params),
+        duration_s=r.duration_s,
+        compute=r.compute,
+        max_runs_per_instance=r.max_runs_per_instance,
+        profiles=r.profiles,
+        retries=r.retries,
+        timeout_s=r.timeout_s,
+        memory_source=r.memory_source,
+        compute_source=r.compute_source,
     )
 
 

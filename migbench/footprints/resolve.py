@@ -260,8 +260,16 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
     for name, gf in sorted(fits.items()):
         notes.append(f"group {name}: {gf.describe()}" + ("" if gf.ok else "; its runs never measured keep their declared memory"))
     new_runs = _measured_compute(new_runs, sources, notes)
-    return Resolution(replace(sweep, runs=tuple(new_runs)), out, fits, warnings, notes, dict(hist),
-                      {rid: m.peak_mib for rid, m in probe.items()}, {g: s for fp in sources.footprints for g, s in fp.speed_of().items()})
+    return Resolution(
+        replace(sweep, runs=tuple(new_runs)),
+        out,
+        fits,
+        warnings,
+        notes,
+        dict(hist),
+        {rid: m.peak_mib for rid, m in probe.items()},
+        {g: s for fp in sources.footprints for g, s in fp.speed_of().items()},
+    )
 
 
 def _measured_compute(runs: list[Run], sources: Sources, notes: list[str]) -> list[Run]:
@@ -280,8 +288,10 @@ def _measured_compute(runs: list[Run], sources: Sources, notes: list[str]) -> li
         if r.group not in said:
             said.add(r.group)
             was = f"declared {r.compute:.3g}" if r.compute_source == "declared" else "no `compute` declared"
-            notes.append(f"group {r.group}: compute {'at least ' if s.lower_bound else ''}{s.compute:.3g} measured by "
-                         f"`profile --speed` ({s.small.profile} vs {s.large.profile}; {was})")
+            notes.append(
+                f"group {r.group}: compute {'at least ' if s.lower_bound else ''}{s.compute:.3g} measured by "
+                f"`profile --speed` ({s.small.profile} vs {s.large.profile}; {was})"
+            )
         out.append(replace(r, compute=s.compute, compute_source="profile"))
     return out
 
@@ -295,8 +305,10 @@ def _mismatches(where: str, fp: Footprints, sweep: Sweep, used: list[Measurement
         other = sorted({m.gpu_model for m in used} - models)
         for model in other:
             n = sum(1 for m in used if m.gpu_model == model)
-            out.append(f"{where}: {n} measurement(s) were taken on {model}, this plan is for {', '.join(sorted(models))}: "
-                       "used as they are (a footprint can differ between GPU models)")
+            out.append(
+                f"{where}: {n} measurement(s) were taken on {model}, this plan is for {', '.join(sorted(models))}: "
+                "used as they are (a footprint can differ between GPU models)"
+            )
     drivers = {(t[0], t[1]) for t in targets if t[1]}
     seen: set[tuple[str, str, str]] = set()
     for model, drv in sorted(drivers):
@@ -304,8 +316,10 @@ def _mismatches(where: str, fp: Footprints, sweep: Sweep, used: list[Measurement
             if m.gpu_model == model and not _same_driver(m.driver, drv) and (model, m.driver, drv) not in seen:
                 seen.add((model, m.driver, drv))
                 n = sum(1 for x in used if x.gpu_model == model and x.driver == m.driver)
-                out.append(f"{where}: {n} measurement(s) on {model} were taken with driver {m.driver}, this plan is for driver {drv}: "
-                           "used as they are (the CUDA context's size can change with the driver)")
+                out.append(
+                    f"{where}: {n} measurement(s) on {model} were taken with driver {m.driver}, this plan is for driver {drv}: "
+                    "used as they are (the CUDA context's size can change with the driver)"
+                )
     return out
 
 

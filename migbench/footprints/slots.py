@@ -104,14 +104,14 @@ def prepare_slots(
     return ph
 
 
-def _create_layout(backend: Backend, ph: ProbeHost, empty: list[FleetGpu], needs: Sequence[int], time_limit_s: float,
-                   profiles: Sequence[tuple[str, ...] | None] | None = None) -> None:
+def _create_layout(
+    backend: Backend, ph: ProbeHost, empty: list[FleetGpu], needs: Sequence[int], time_limit_s: float, profiles: Sequence[tuple[str, ...] | None] | None = None
+) -> None:
     largest = {g.index: max(int(p.memory_mib or 0) for p in g.model.profiles) for g in empty}
     cap = max(largest.values())
     demands = [Demand(f"probe-{i}", max(1, min(n, cap)), profiles=profiles[i] if profiles else None) for i, n in enumerate(needs)]
     # Probes hold memory, not compute: no second objective growing their instances past their memory.
-    sol = solve(demands, empty, SolveOptions(time_limit_s=time_limit_s, objective=Objective.THROUGHPUT, allow_unplaced=True,
-                                             most_compute=False))
+    sol = solve(demands, empty, SolveOptions(time_limit_s=time_limit_s, objective=Objective.THROUGHPUT, allow_unplaced=True, most_compute=False))
     used = {(a.gpu, a.placement) for a in sol.assigned.values()}
     model_of = {g.index: g.model for g in empty}
     todo = sorted(used, key=lambda gp: (gp[0], -model_of[gp[0]].profile(gp[1].profile).memory_slices, gp[1].start))

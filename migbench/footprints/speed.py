@@ -146,8 +146,13 @@ def _wanted(backend: Backend, targets: Sequence[ProbeTarget]) -> tuple[list[int]
         small = fit[0]
         cap = instance_capacity(model, small)
         bigger = [p for p in fit if instance_capacity(model, p) > cap * (1 + TOLERANCE)]
-        large = next((min((p for p in bigger if instance_capacity(model, p) >= k * cap - 1e-9),
-                          key=lambda p: (p.compute_slices, p.memory_mib or 0), default=None) for k in LARGER), None)
+        large = next(
+            (
+                min((p for p in bigger if instance_capacity(model, p) >= k * cap - 1e-9), key=lambda p: (p.compute_slices, p.memory_mib or 0), default=None)
+                for k in LARGER
+            ),
+            None,
+        )
         large = large or (max(bigger, key=lambda p: (p.compute_slices, p.memory_mib or 0)) if bigger else None)
         if large is None:
             continue
@@ -169,8 +174,7 @@ def measure_speeds(
     notes, problems leaving the host)."""
     targets = probe_targets(sweep, sample=1, groups=groups)
     needs, profs = _wanted(backend, targets)
-    ph = prepare_slots(backend, needs or [t.need_mib for t in targets], gpus=opts.gpus,
-                       time_limit_s=opts.solver_time_s, profiles=profs or None)
+    ph = prepare_slots(backend, needs or [t.need_mib for t in targets], gpus=opts.gpus, time_limit_s=opts.solver_time_s, profiles=profs or None)
     host = backend.reader.read()
     models = {g.model.key: g.model for g in host.gpus if g.model is not None}
     caps = {s.key: instance_capacity(models[s.model], models[s.model].profile(s.profile)) for s in ph.slots}
@@ -208,17 +212,38 @@ def measure_speeds(
         a, b = s.clock.step_s(), lg.clock.step_s()
         group = s.target.run.group
         if a is None or b is None:
-            skipped.append((group, f"fewer than {MIN_STEPS + 1} step lines (print `{MARKER}` once per step, or a `step N` "
-                                   f"progress line; see {s.adir / 'stdout.log'})"))
+            skipped.append(
+                (group, f"fewer than {MIN_STEPS + 1} step lines (print `{MARKER}` once per step, or a `step N` progress line; see {s.adir / 'stdout.log'})")
+            )
             continue
         small = SpeedSide(s.slot.profile, s.capacity, a[0], a[1])
         large = SpeedSide(lg.slot.profile, lg.capacity, b[0], b[1])
         compute, lower = fit_compute(small, large)
-        speeds.append(Speed(group, s.target.run.id, compute, lower, a[2] if a[2] == b[2] else "progress-lines", s.slot.model,
-                            small, large, ph.driver, ph.simulated, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
-        on_event(ProbeEvent("end", len(speeds), len(by_run), s.target.run.id,
-                            f"group {group}: compute {'at least ' if lower else ''}{compute:.3g} ({small.step_s:.3g} s/step on "
-                            f"{small.profile}, {large.step_s:.3g} s/step on {large.profile})"))
+        speeds.append(
+            Speed(
+                group,
+                s.target.run.id,
+                compute,
+                lower,
+                a[2] if a[2] == b[2] else "progress-lines",
+                s.slot.model,
+                small,
+                large,
+                ph.driver,
+                ph.simulated,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+        )
+        on_event(
+            ProbeEvent(
+                "end",
+                len(speeds),
+                len(by_run),
+                s.target.run.id,
+                f"group {group}: compute {'at least ' if lower else ''}{compute:.3g} ({small.step_s:.3g} s/step on "
+                f"{small.profile}, {large.step_s:.3g} s/step on {large.profile})",
+            )
+        )
     return speeds, skipped, ph.notes, problems
 
 

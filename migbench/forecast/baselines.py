@@ -57,9 +57,7 @@ def _play(
     total = sum(g.model.compute_slices for g in fleet)
 
     def allowed(job: Demand, slot: Slot) -> bool:
-        return job.memory_mib <= slot.memory_mib and (
-            job.profiles is None or slot_profile.get(slot.key) is None or slot_profile[slot.key] in job.profiles
-        )
+        return job.memory_mib <= slot.memory_mib and (job.profiles is None or slot_profile.get(slot.key) is None or slot_profile[slot.key] in job.profiles)
 
     runnable = [r for r in order if any(allowed(r, s) for s in slots)]
     stuck = len(order) - len(runnable)
@@ -114,9 +112,7 @@ def _fixed(model: GpuModel, name: str) -> tuple[Placement, ...]:
     return ()
 
 
-def fixed_layout(
-    runs: Sequence[Demand], fleet: Sequence[FleetGpu], layout: str, dm: DurationModel = DurationModel()
-) -> BaselineResult:
+def fixed_layout(runs: Sequence[Demand], fleet: Sequence[FleetGpu], layout: str, dm: DurationModel = DurationModel()) -> BaselineResult:
     t0 = time.perf_counter()
     slots, slices, prof, layouts = [], {}, {}, {}
     for g in fleet:
@@ -158,8 +154,7 @@ def greedy_ffd(runs: Sequence[Demand], fleet: Sequence[FleetGpu], dm: DurationMo
         if home is None:
             for g in fleet:
                 cands = sorted(
-                    (p for p in g.model.plain_profiles() if p.memory_mib and p.memory_mib >= r.memory_mib
-                     and (r.profiles is None or p.name in r.profiles)),
+                    (p for p in g.model.plain_profiles() if p.memory_mib and p.memory_mib >= r.memory_mib and (r.profiles is None or p.name in r.profiles)),
                     key=lambda p: (p.memory_mib, p.compute_slices),
                 )
                 for p in cands:

@@ -275,8 +275,15 @@ def play(
     return LivingResult(runs, layouts, log, usage, makespan, tuple(sorted(waiting)))
 
 
-def _apply(host: _Host, dec: Decision, now: float, waiting: dict[str, Waiting], runs: dict[str, RunRecord],
-           log: list[LogEvent], layouts: dict[int, list[tuple[float, Layout]]]) -> None:
+def _apply(
+    host: _Host,
+    dec: Decision,
+    now: float,
+    waiting: dict[str, Waiting],
+    runs: dict[str, RunRecord],
+    log: list[LogEvent],
+    layouts: dict[int, list[tuple[float, Layout]]],
+) -> None:
     """Apply one decision: re-cuts first (checked), then starts (checked)."""
     for rc in dec.recuts:
         host.recut(rc.gpu, rc.destroy, rc.create)
@@ -300,8 +307,7 @@ def _apply(host: _Host, dec: Decision, now: float, waiting: dict[str, Waiting], 
 # -- fixed layouts, for comparison -----------------------------------------------------------------
 
 
-def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = None,
-                 compute_basis: ComputeBasis = ComputeBasis.SM) -> Policy:
+def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = None, compute_basis: ComputeBasis = ComputeBasis.SM) -> Policy:
     """A policy that never re-cuts (play it with `initial=` the layouts). Without `queues`, waiting
     runs go greedily onto the instances as they are (`recut.fill_in_place`). With `queues` (a plan's
     runs per instance, in order), each instance starts its arrived runs in queue order while they fit
@@ -324,8 +330,7 @@ def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = 
 
     def planned(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting]) -> Decision:
         arrived = {w.demand.id: w.demand for w in waiting}
-        state = {(g.index, i.placement): (slot_of(g, i.placement, compute_basis), [r.demand for r in i.runs])
-                 for g in gpus for i in g.instances}
+        state = {(g.index, i.placement): (slot_of(g, i.placement, compute_basis), [r.demand for r in i.runs]) for g in gpus for i in g.instances}
         starts: list[Start] = []
 
         def try_start(rid: str, key: tuple[int, Placement]) -> bool:
@@ -353,8 +358,7 @@ def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = 
     return planned
 
 
-def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission],
-                compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
+def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
     """A lower bound on the makespan of any schedule, re-cuts free and at any time:
 
     - each run ends no sooner than its arrival plus its best solo time (the fastest instance it fits);
@@ -375,8 +379,12 @@ def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission],
     items: list[tuple[float, float, float]] = []  # (arrival, memory-time, compute-time)
     for sub in submissions:
         for d in sub.runs:
-            fits = [(p, m) for m in models.values() for p in usable_profiles(m)
-                    if d.memory_mib <= (p.memory_mib or 0) and (d.profiles is None or p.name in d.profiles)]
+            fits = [
+                (p, m)
+                for m in models.values()
+                for p in usable_profiles(m)
+                if d.memory_mib <= (p.memory_mib or 0) and (d.profiles is None or p.name in d.profiles)
+            ]
             if not fits:
                 continue
             solo = min(d.work_s * max(1.0, d.compute / instance_capacity(m, p, compute_basis)) for p, m in fits)

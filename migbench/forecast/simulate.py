@@ -161,9 +161,7 @@ def replay_instances(
     """Replay instances with per-instance queues (instance key -> run ids in wave order) under the
     duration model and the launcher's queue policy: idle instances lend themselves to runs late on
     their own queue, where the run's profiles allow."""
-    return play_instances(
-        label, instances, queues, demands, dm, total_slices=total_slices, gpus=gpus, lend=lend, planned_start=planned_start
-    )[0]
+    return play_instances(label, instances, queues, demands, dm, total_slices=total_slices, gpus=gpus, lend=lend, planned_start=planned_start)[0]
 
 
 def play_instances(
@@ -186,8 +184,12 @@ def play_instances(
         return d.profiles is None or slot_profile[slot.key] in d.profiles
 
     res = replay(
-        demands, slots, {k: list(queues.get(k, ())) for k in slot_profile}, interference=dm.interference,
-        lend=lend_ok if lend else None, planned_start=dict(planned_start) if planned_start else None,
+        demands,
+        slots,
+        {k: list(queues.get(k, ())) for k in slot_profile},
+        interference=dm.interference,
+        lend=lend_ok if lend else None,
+        planned_start=dict(planned_start) if planned_start else None,
     )
     return figures(label, res, slots, {str(i.ref): i.slices for i in instances}, demands, total_slices, gpus), res
 
@@ -201,10 +203,7 @@ def plan_instances(plan: Plan) -> tuple[list[ReplayInstance], int]:
     """The plan's instances as the replay sees them, and the fleet's compute slices."""
     cat = default_catalog()
     models = {g.gpu: cat.model(g.model, g.driver) for g in plan.fleet}
-    instances = [
-        ReplayInstance(i.ref, i.memory_mib, i.compute or 1.0, models[i.gpu].profile(i.profile).compute_slices)
-        for i in plan.instances
-    ]
+    instances = [ReplayInstance(i.ref, i.memory_mib, i.compute or 1.0, models[i.gpu].profile(i.profile).compute_slices) for i in plan.instances]
     return instances, sum(m.compute_slices for m in models.values())
 
 
@@ -236,6 +235,13 @@ def simulate_solution(
     placed = [d for d in demands if d.id in sol.assigned]
     planned = {rid: a.start_s for rid, a in sol.assigned.items() if a.start_s is not None}
     return replay_instances(
-        label, instances, queues, placed, dm, total_slices=sum(g.model.compute_slices for g in fleet), gpus=len(fleet),
-        lend=lend, planned_start=planned or None,
+        label,
+        instances,
+        queues,
+        placed,
+        dm,
+        total_slices=sum(g.model.compute_slices for g in fleet),
+        gpus=len(fleet),
+        lend=lend,
+        planned_start=planned or None,
     )

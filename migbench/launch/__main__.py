@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         plan = Plan.load(args.plan)
-        res = launch(plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force,
-                                          resume_unknown=args.resume_unknown))
+        res = launch(
+            plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force, resume_unknown=args.resume_unknown)
+        )
     except MigbenchError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -56,9 +56,7 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
             f.flush()
             # cwd: the directory holding the migbench package, so `-m migbench.launch` imports it even
             # from a source checkout; every path the launcher uses is absolute.
-            p = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT)
-            )
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=str(PKG_ROOT))
     except OSError as exc:
         full = exc.errno in NO_SPACE
         raise MigbenchError(

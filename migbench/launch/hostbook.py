@@ -69,9 +69,7 @@ class HostBooking:
                     hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
                 )
             try:
-                self.me = self.reg.book(
-                    str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want
-                )
+                self.me = self.reg.book(str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want)
             except LaunchConflict:
                 raise
             except MigbenchError as exc:  # the register itself cannot be used
@@ -89,9 +87,7 @@ class HostBooking:
             others = self.reg.entries()
         except MigbenchError:
             return
-        refuse_conflicts(
-            others, str(Path(plan.path or "").resolve()), self.prep.sha256, {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}
-        )
+        refuse_conflicts(others, str(Path(plan.path or "").resolve()), self.prep.sha256, {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of})
 
     def close(self) -> None:
         if self.me is not None:

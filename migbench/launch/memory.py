@@ -59,11 +59,7 @@ class MemorySampler:
                     self.error = str(exc)
                     self._stop.wait(max(30.0, self.interval_s))
                     continue
-                sample = {
-                    d.uuid: tuple((int(p.pid), int(p.used_memory_mib or 0)) for p in d.processes)
-                    for g in host.gpus
-                    for d in g.devices
-                }
+                sample = {d.uuid: tuple((int(p.pid), int(p.used_memory_mib or 0)) for p in d.processes) for g in host.gpus for d in g.devices}
                 with self._lock:
                     self._sample = sample
                 cost = time.monotonic() - t0

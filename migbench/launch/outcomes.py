@@ -159,8 +159,7 @@ class Outcomes:
             return
         if rc == USAGE_EXIT and res.signal is None and not res.timed_out and row.end_at - (row.start_at or row.end_at) <= USAGE_WINDOW_S:
             # a usage error (argparse, Hydra's override parser) in the run's first seconds: a retry fails the same way
-            self._failed_attempt(row, f"exit code 2 after {took}, a usage error (check the command line); not retried", "failed",
-                                 early, retry=False)
+            self._failed_attempt(row, f"exit code 2 after {took}, a usage error (check the command line); not retried", "failed", early, retry=False)
             return
         if res.timed_out:
             limit = self.plan_runs[a.run_id].timeout_s if a.run_id in self.plan_runs else None
@@ -236,8 +235,6 @@ class Outcomes:
             )
             self.launcher_updates.update(flapping=self.flapping, state="flapping")
             self.say(f"flapping guard: {self.flapping}; {len(self.active)} running run(s) continue")
-
-
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -348,8 +345,14 @@ class Outcomes:
         child = read_json(a.adir / "child.json") or {}
         ended = rec.get("ended_at")
         doc = exit_record(
-            a.adir, cmd, int(rec["pid"]), wait_status(rec), float(child.get("started_at") or 0.0), timed_out=a.timed_out,
-            recorded_by="launcher", ended_at=float(ended) if isinstance(ended, (int, float)) else None,
+            a.adir,
+            cmd,
+            int(rec["pid"]),
+            wait_status(rec),
+            float(child.get("started_at") or 0.0),
+            timed_out=a.timed_out,
+            recorded_by="launcher",
+            ended_at=float(ended) if isinstance(ended, (int, float)) else None,
         )
         try:
             write_json_atomic(a.adir / "exit.json", doc, reserve=a.adir / RESERVE_NAME)

@@ -42,9 +42,7 @@ class Queues:
 
     def __init__(self, instances: Sequence[PlanInstance], *, lend: bool = True):
         self.order: list[str] = [i.key for i in instances]
-        self.slots: dict[str, Slot] = {
-            i.key: Slot(i.key, int(i.memory_mib), float(i.compute or 1.0), f"{i.profile}") for i in instances
-        }
+        self.slots: dict[str, Slot] = {i.key: Slot(i.key, int(i.memory_mib), float(i.compute or 1.0), f"{i.profile}") for i in instances}
         self.profile: dict[str, str] = {i.key: i.profile for i in instances}
         self.lend = lend
         self.deferred_until_s: float | None = None
@@ -123,7 +121,7 @@ class Queues:
                         break
 
         first = touched is None
-        for k in (self.order if touched is None else [k for k in dict.fromkeys(touched) if k in self.slots]):
+        for k in self.order if touched is None else [k for k in dict.fromkeys(touched) if k in self.slots]:
             own(k)
             lend_to(k)
         if not first:
@@ -148,11 +146,7 @@ class Queues:
         queued, else the shortest queue, then the smallest memory, then plan order."""
         failed_mib = self.slots[failed_on].memory_mib if failed_on in self.slots else 0
         qs = self.queues([x for x in waiting if x.id != w.id])
-        cands = [
-            k
-            for k in self.order
-            if self.slots[k].memory_mib > failed_mib and self.slots[k].memory_mib >= w.job.memory_mib and self.allowed(w, k)
-        ]
+        cands = [k for k in self.order if self.slots[k].memory_mib > failed_mib and self.slots[k].memory_mib >= w.job.memory_mib and self.allowed(w, k)]
 
         def score(k: str) -> tuple[int, int, int, int]:
             busy = list(running.get(k, ()))
@@ -160,5 +154,3 @@ class Queues:
             return (now, len(qs[k]) + len(busy), self.slots[k].memory_mib, self.order.index(k))
 
         return min(cands, key=score) if cands else None
-
-

@@ -111,6 +111,8 @@ def start_failure(exc: BaseException, where: str, program: str, workdir: str) ->
         return f"migbench: cannot start {program} in {workdir}: {found}", 127
     code = 126 if isinstance(exc, PermissionError) else 127
     return f"migbench: cannot start {program} in {workdir}: {reason}", code
+
+
 def mark_started(adir: Path) -> None:
     """In the child, past the gate: record that the run starts (a rename, so a full disk cannot stop it)."""
     try:
@@ -332,8 +334,15 @@ def run(adir: Path, result_fd: int | None = None) -> int:
     pid, ticks = int(first[0]), int(first[1]) or None
     write_json_atomic(
         adir / "child.json",
-        {"pid": pid, "pgid": pid, "start_ticks": ticks, "waiter_pid": wpid, "waiter_ticks": start_ticks(wpid),
-         "shim_pid": os.getpid(), "started_at": started_at},
+        {
+            "pid": pid,
+            "pgid": pid,
+            "start_ticks": ticks,
+            "waiter_pid": wpid,
+            "waiter_ticks": start_ticks(wpid),
+            "shim_pid": os.getpid(),
+            "started_at": started_at,
+        },
     )
     problem = attach_run(str(cmd.get("mig_uuid") or ""), pid, Path(argv[0]).name or "run")
     if problem:
@@ -387,8 +396,15 @@ def run(adir: Path, result_fd: int | None = None) -> int:
         return 125
     _test_pause("after-exit")
     doc = exit_record(
-        adir, cmd, pid, wait_status(record), started_at, timed_out=bool(state["timed_out"]), forwarded=state["forwarded"],
-        exec_error=exec_error.decode("utf-8", "replace") or None, ended_at=float(record.get("ended_at") or time.time()),
+        adir,
+        cmd,
+        pid,
+        wait_status(record),
+        started_at,
+        timed_out=bool(state["timed_out"]),
+        forwarded=state["forwarded"],
+        exec_error=exec_error.decode("utf-8", "replace") or None,
+        ended_at=float(record.get("ended_at") or time.time()),
     )
     try:
         write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)

@@ -60,6 +60,7 @@ from migbench.plan import Plan, PlanRun
 
 _MACRO_RE = re.compile(r"\$\{(run_id|run_dir|attempt)\}")
 
+
 def check_run_id(run_id: str) -> str:
     """Run ids name directories: refuse anything that is not a plain file name."""
     if not RUN_ID_RE.fullmatch(run_id) or run_id in (".", ".."):

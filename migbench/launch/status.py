@@ -35,9 +35,7 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     if len(found) == 1:
         return found[0].parent, []
     newest = found[-1].parent
-    return newest, [
-        f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"
-    ]
+    return newest, [f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"]
 
 
 def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:

@@ -286,14 +286,23 @@ class Store:
         self.conn.execute(
             "INSERT OR REPLACE INTO attempts (run_id, attempt, instance, mig_uuid, start_at, end_at, outcome, exit_code, signal, error) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, attempt, instance, mig_uuid, start_at, None if res is None else res.ended_at, outcome,
-             None if res is None else res.returncode, None if res is None else res.signal, "rebuilt from the run directory"),
+            (
+                run_id,
+                attempt,
+                instance,
+                mig_uuid,
+                start_at,
+                None if res is None else res.ended_at,
+                outcome,
+                None if res is None else res.returncode,
+                None if res is None else res.signal,
+                "rebuilt from the run directory",
+            ),
         )
 
     def end_attempt(self, end: AttemptEnd) -> None:
         self.conn.execute(
-            "UPDATE attempts SET end_at = ?, outcome = ?, exit_code = ?, signal = ?, peak_mib = ?, error = ? "
-            "WHERE run_id = ? AND attempt = ?",
+            "UPDATE attempts SET end_at = ?, outcome = ?, exit_code = ?, signal = ?, peak_mib = ?, error = ? WHERE run_id = ? AND attempt = ?",
             (end.end_at, end.outcome, end.exit_code, end.signal, end.peak_mib, end.error, end.run_id, end.attempt),
         )
 
@@ -372,10 +381,7 @@ def check_integrity(conn: sqlite3.Connection) -> None:
 T = TypeVar("T")
 
 
-_RECOVER = (
-    "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories "
-    "(finished runs are not run again)"
-)
+_RECOVER = "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories (finished runs are not run again)"
 
 
 def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:

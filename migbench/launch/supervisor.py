@@ -210,10 +210,8 @@ class Supervisor(Outcomes):
         old_sha = st.meta("plan_sha256")
         if old_sha and old_sha != self.prep.sha256 and not self.opts.force:
             raise MigbenchError(
-                f"the state in {self.sd} was made from a different plan file (sha256 {old_sha[:12]}..., "
-                f"this one is {self.prep.sha256[:12]}...)",
-                hint="pass --force to continue with this plan (runs whose ids are unchanged keep their state), "
-                "or use another --state-dir",
+                f"the state in {self.sd} was made from a different plan file (sha256 {old_sha[:12]}..., this one is {self.prep.sha256[:12]}...)",
+                hint="pass --force to continue with this plan (runs whose ids are unchanged keep their state), or use another --state-dir",
             )
         now = time.time()
         prev = st.launcher()
@@ -230,8 +228,16 @@ class Supervisor(Outcomes):
             row = rows.get(r.id)
             if row is None:
                 row = RunRow(
-                    id=r.id, ord=n, grp=r.group, state="queued", home=key, queue=key, rank=pos.get(r.id, n),
-                    memory_mib=r.memory_mib, need_mib=r.memory_mib, queued_at=now,
+                    id=r.id,
+                    ord=n,
+                    grp=r.group,
+                    state="queued",
+                    home=key,
+                    queue=key,
+                    rank=pos.get(r.id, n),
+                    memory_mib=r.memory_mib,
+                    need_mib=r.memory_mib,
+                    queued_at=now,
                 )
             else:
                 escalated = row.queue != row.home and row.queue in self.inst
@@ -286,9 +292,16 @@ class Supervisor(Outcomes):
 
     def _launcher_row(self, now: float) -> LauncherRow:
         return LauncherRow(
-            pid=os.getpid(), create_time=create_time_of(os.getpid()), started_at=now, heartbeat_at=now,
-            state="running", stop_requested=0, lend=int(self.opts.lend), drain=int(self.opts.drain),
-            plan_file=str(Path(self.plan.path or "").resolve()), log_file=os.environ.get("MIGBENCH_LAUNCHER_LOG"),
+            pid=os.getpid(),
+            create_time=create_time_of(os.getpid()),
+            started_at=now,
+            heartbeat_at=now,
+            state="running",
+            stop_requested=0,
+            lend=int(self.opts.lend),
+            drain=int(self.opts.drain),
+            plan_file=str(Path(self.plan.path or "").resolve()),
+            log_file=os.environ.get("MIGBENCH_LAUNCHER_LOG"),
         )
 
     def _flush(self) -> None:
@@ -603,9 +616,7 @@ class Supervisor(Outcomes):
             row = self.rows[rid]
             attempt = row.attempt + 1
             resume = rid in self.resume_ids or any(attempt_started(attempt_dir(self.sd, rid, k)) for k in range(1, attempt))
-            spec = build_spec(
-                self.plan, self.plan_runs[rid], instance=key, mig_uuid=self.prep.uuid_of[key], attempt=attempt, state_dir=self.sd, resume=resume
-            )
+            spec = build_spec(self.plan, self.plan_runs[rid], instance=key, mig_uuid=self.prep.uuid_of[key], attempt=attempt, state_dir=self.sd, resume=resume)
             try:
                 prepare_attempt(spec)
             except OSError as exc:
@@ -736,9 +747,7 @@ class Supervisor(Outcomes):
             code = EXIT_OK
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self._flush()
-        trouble = self.keeper.write(
-            lambda st: st.set_launcher(state="exited", ended_at=time.time(), exit_code=code, cpu_s=ru.ru_utime + ru.ru_stime)
-        )
+        trouble = self.keeper.write(lambda st: st.set_launcher(state="exited", ended_at=time.time(), exit_code=code, cpu_s=ru.ru_utime + ru.ru_stime))
         if trouble is not None or self.dirty or self.ended:
             why = trouble.message if trouble is not None else "the last changes could not be written"
             self.say(f"{why}; the next `migbench launch` takes the runs' outcomes from their exit.json files")

@@ -24,9 +24,9 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
     if unknown:
         raise MigbenchError(
             f"{len(unknown)} run(s) have no memory yet (`memory: measured` without a measurement or a fallback): "
-            + ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else ""),
-            hint="measure them with `migbench profile SWEEP`, or give the group a fallback: "
-            "memory: {measured: true, fallback: 8GiB}",
+            + ", ".join(unknown[:8])
+            + (", ..." if len(unknown) > 8 else ""),
+            hint="measure them with `migbench profile SWEEP`, or give the group a fallback: memory: {measured: true, fallback: 8GiB}",
         )
     dm = sweep.duration_model
     opts = replace(opts, interference=dm.interference, compute_basis=dm.compute_basis)
@@ -62,32 +62,23 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
             prof = model.profile(pl.profile)
             key = str(InstanceRef(gpu, pl))
             ordered = tuple(rid for _, _, rid in sorted(by_instance.get(key, [])))
-            instances.append(
-                PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(key, 0.0), ordered)
-            )
+            instances.append(PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(key, 0.0), ordered))
     memory_of = {r.id: r.memory_mib for r in sweep.runs}
     unplaced = [Unplaced(rid, memory_of[rid], why) for rid, why in sorted(sol.unplaced.items())]
     used_profiles: dict[str, set[str]] = {}
     for gpu, lay in sol.layouts.items():
         used_profiles.setdefault(model_of[gpu].key, set()).update(p.profile for p in lay)
-    models = {
-        key: model_summary(m, sorted(used_profiles.get(key, set()))) for key, m in sorted(models_used.items())
-    }
+    models = {key: model_summary(m, sorted(used_profiles.get(key, set()))) for key, m in sorted(models_used.items())}
     sweep_file = os.path.relpath(sweep.path) if sweep.path else None
     plan = Plan(
         name=sweep.name,
         sweep_file=sweep_file,
         sweep_sha256=sweep.sha256,
-        fleet=[
-            PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node)
-            for g in fleet
-        ],
+        fleet=[PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet],
         instances=instances,
         runs=runs,
         unplaced=unplaced,
-        solver=SolverInfo(
-            sol.status, sol.objective_name, sol.objective, sol.bound, sol.gap, sol.seconds, sol.runs_at_once, sol.makespan_s
-        ),
+        solver=SolverInfo(sol.status, sol.objective_name, sol.objective, sol.bound, sol.gap, sol.seconds, sol.runs_at_once, sol.makespan_s),
         duration_model=dm,
         launch=sweep.launch,
         models=models,
@@ -114,19 +105,13 @@ def _replayed(plan: Plan) -> None:
     plan.solver = replace(s, objective=makespan, makespan_s=makespan, bound=bound, gap=gap, status=status)
 
 
-def memory_sized(
-    fleet: Sequence[FleetGpu], memory_mib: int, profiles: tuple[str, ...] | None, basis: ComputeBasis
-) -> tuple[float, str] | None:
+def memory_sized(fleet: Sequence[FleetGpu], memory_mib: int, profiles: tuple[str, ...] | None, basis: ComputeBasis) -> tuple[float, str] | None:
     """The compute share of the smallest instance of the fleet that holds `memory_mib` (of the allowed
     profiles; media-engine profiles only when named), and its profile name; None when none holds it.
     With several GPU models, the smallest share among their smallest such instances."""
     best: tuple[float, str] | None = None
     for model in {g.model.key: g.model for g in fleet}.values():
-        fit = [
-            p for p in model.profiles
-            if p.memory_mib and p.memory_mib >= memory_mib
-            and (p.name in profiles if profiles is not None else not p.media)
-        ]
+        fit = [p for p in model.profiles if p.memory_mib and p.memory_mib >= memory_mib and (p.name in profiles if profiles is not None else not p.media)]
         if not fit:
             continue
         p = min(fit, key=lambda p: (p.memory_mib or 0, p.compute_slices, p.name))
@@ -166,7 +151,8 @@ def default_compute(sweep: Sweep, fleet: Sequence[FleetGpu]) -> tuple[Sweep, lis
             + (
                 f"; give the group `compute:` to change this (a run with compute u takes duration × u / {lo[0]:.3g} on "
                 f"{lo[1]}, so `compute: 1.0` asks for whole-GPU speed and trades instances for time)"
-                if timed else ""
+                if timed
+                else ""
             )
         )
     return replace(sweep, runs=tuple(runs)), notes

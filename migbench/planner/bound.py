@@ -249,10 +249,7 @@ def makespan_feasible(
         t, N = prob.types[ti], n_inst[ti]
         for k, weighted in cuts:
             m.add(sum((w * SCALE // prob.classes[ci].cap) * n[(ci, ti)] for ci, w in weighted) <= k * SCALE * N)
-            m.add(
-                sum(int(math.floor(w * SCALE * prob.classes[ci].memory_mib / t.memory_mib)) * n[(ci, ti)] for ci, w in weighted)
-                <= k * SCALE * N
-            )
+            m.add(sum(int(math.floor(w * SCALE * prob.classes[ci].memory_mib / t.memory_mib)) * n[(ci, ti)] for ci, w in weighted) <= k * SCALE * N)
 
     for ti, terms in by_type.items():
         add_cuts(ti, point_cuts(prob, T, ti, [ci for ci, _ in terms], lazy=False) + (cuts or {}).get(ti, []))

@@ -86,9 +86,11 @@ def short_limit_note(limit_s: float, n_runs: int) -> str | None:
     if around <= 0.25 * limit_s:
         return None
     suggest = 10 * math.ceil(4 * around / 10)
-    return (f"{n_runs} runs leave little of the {limit_s:g} s time limit for planning (reading and writing "
-            f"them takes about {around:.0f} s here): pass --time-limit {suggest} or more for a better plan "
-            "that stays reproducible on a loaded machine")
+    return (
+        f"{n_runs} runs leave little of the {limit_s:g} s time limit for planning (reading and writing "
+        f"them takes about {around:.0f} s here): pass --time-limit {suggest} or more for a better plan "
+        "that stays reproducible on a loaded machine"
+    )
 
 
 SLACK_ENV = "MIGBENCH_DEADLINE_SLACK"
@@ -216,7 +218,12 @@ class Budget:
         if bound is not None:
             self._bound = bound
         if self.progress is not None:
-            self.progress(Progress(
-                self._phase, self._incumbent, self._bound, self.objective_name,
-                min(1.0, self.spent / self.work) if self.work else 1.0,
-            ))
+            self.progress(
+                Progress(
+                    self._phase,
+                    self._incumbent,
+                    self._bound,
+                    self.objective_name,
+                    min(1.0, self.spent / self.work) if self.work else 1.0,
+                )
+            )

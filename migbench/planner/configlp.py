@@ -50,8 +50,7 @@ def config_infeasible(prob: PlanningProblem, T: float, budget: Budget, interfere
     return config_lp(prob, T, budget, interference)[0]
 
 
-def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: float = 0.0
-              ) -> tuple[bool | None, dict[str, list[int]] | None]:
+def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: float = 0.0) -> tuple[bool | None, dict[str, list[int]] | None]:
     """`config_infeasible`'s verdict, with the layout counts rounded from the LP's solution when it
     is feasible (candidate layouts that know which runs can share)."""
     from ortools.linear_solver import pywraplp
@@ -129,8 +128,7 @@ def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: flo
         if budget.expired():
             return None, None
         # Every dual first: adding a column changes the model, and its duals with it.
-        prices = {ti: (-cap_row[ti].dual_value(), {ci: work_row[(ci, ti)].dual_value() for ci in cis})
-                  for ti, cis in sorted(by_type.items())}
+        prices = {ti: (-cap_row[ti].dual_value(), {ci: work_row[(ci, ti)].dual_value() for ci in cis}) for ti, cis in sorted(by_type.items())}
         added = 0
         complete = True
         for ti, (mu, duals) in prices.items():  # mu >= 0: what a unit of the type's instance-time is worth
@@ -158,8 +156,9 @@ def _rounded(prob: PlanningProblem, vals: dict[str, list[float]]) -> dict[str, l
     return counts
 
 
-def _price(prob: PlanningProblem, ti: int, duals: dict[int, float], mu: float, interference: float,
-           budget: Budget) -> tuple[list[tuple[tuple[int, int], ...]], bool]:
+def _price(
+    prob: PlanningProblem, ti: int, duals: dict[int, float], mu: float, interference: float, budget: Budget
+) -> tuple[list[tuple[tuple[int, int], ...]], bool]:
     """Patterns of type `ti` whose rate x (sum of their classes' work duals) beats `mu`, the best
     few, by a depth-first search over the classes with a positive dual (the others add nothing),
     bounded by the best value any extension could reach. Returns (patterns, searched completely)."""

@@ -125,8 +125,7 @@ def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: InstanceQueues,
     whole_type = _whole_types(prob)
     whole_only = [all(whole_type[ti] for ti in a) for a in allowed]
     wanted = [any(ti in allowed[ci] for ci in range(len(classes)) if whole_only[ci]) for ti in range(len(prob.types))]
-    store = _Store(classes, allowed, ev.interference, [c.n for c in prob.classes], whole_only, budget,
-                   budget.spent + allowance)
+    store = _Store(classes, allowed, ev.interference, [c.n for c in prob.classes], whole_only, budget, budget.spent + allowance)
     infos = _type_infos(prob, whole_type, wanted)
     work_all = sum(c.n * c.compute * float(c.duration_s or 1.0) for c in prob.classes)
     memt_all = sum(c.n * c.memory_mib * float(c.duration_s or 1.0) for c in prob.classes)
@@ -142,8 +141,7 @@ def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: InstanceQueues,
             for ti, t in enumerate(prob.types):
                 cis = [ci for ci in range(len(classes)) if ti in allowed[ci]]
                 others = [ci for ci in range(len(classes)) if ti not in allowed[ci]]
-                cfgs[ti] = _configs(store, ti, t.memory_mib, t.capacity, infos[ti], cis, [store.available[ci] for ci in cis],
-                                    T, work_all, memt_all, others)
+                cfgs[ti] = _configs(store, ti, t.memory_mib, t.capacity, infos[ti], cis, [store.available[ci] for ci in cis], T, work_all, memt_all, others)
             st, res = _min_rank(prob, cfgs, store, bound)
             if st == "INFEASIBLE":
                 bound = max(bound, T)
@@ -164,8 +162,19 @@ def solve_exact(prob: PlanningProblem, ev: Evaluator, incumbent: InstanceQueues,
     return best, bound
 
 
-def _configs(store: _Store, ti: int, memory_mib: int, capacity: float, info: _TypeInfo, cis: list[int], counts: list[int],
-             T: float, work_all: float, memt_all: float, others: list[int]) -> dict[tuple, tuple[float, list[int], float]]:
+def _configs(
+    store: _Store,
+    ti: int,
+    memory_mib: int,
+    capacity: float,
+    info: _TypeInfo,
+    cis: list[int],
+    counts: list[int],
+    T: float,
+    work_all: float,
+    memt_all: float,
+    others: list[int],
+) -> dict[tuple, tuple[float, list[int], float]]:
     """Every non-empty configuration of the classes `cis` (counts available) on this type with
     f <= T whose complement can still fit the rest of the fleet in T (work and memory x time; classes
     the rest cannot host at all must be in it). `others`: classes not allowed on this type."""
@@ -179,9 +188,14 @@ def _configs(store: _Store, ti: int, memory_mib: int, capacity: float, info: _Ty
     parts = {}
     for ci in cis:
         c = cls[ci]
-        parts[ci] = (c.duration_s * max(1.0, c.compute / capacity), c.compute * c.duration_s / capacity,
-                     c.duration_s / min(c.cap, kmem), c.memory_mib * c.duration_s / memory_mib,
-                     c.compute * c.duration_s, c.memory_mib * c.duration_s)
+        parts[ci] = (
+            c.duration_s * max(1.0, c.compute / capacity),
+            c.compute * c.duration_s / capacity,
+            c.duration_s / min(c.cap, kmem),
+            c.memory_mib * c.duration_s / memory_mib,
+            c.compute * c.duration_s,
+            c.memory_mib * c.duration_s,
+        )
     must = {ci for ci in cis if not info.rest_types & set(store.allowed[ci])}
     need_work = work_all - T * info.rest_cap - 1e-12 * max(1.0, work_all)
     need_memt = memt_all - T * info.rest_mem - 1e-12 * max(1.0, memt_all)
@@ -206,8 +220,7 @@ def _configs(store: _Store, ti: int, memory_mib: int, capacity: float, info: _Ty
                 cfg = tuple(chosen)
                 r = store.f(memory_mib, capacity, cfg, T)
                 if r is not None:
-                    need = max(_needs(work_all - w, info.rest_cap), _needs(memt_all - mt, info.rest_mem),
-                               _needs(pres_whole_all - pwh, info.rest_whole_gpus))
+                    need = max(_needs(work_all - w, info.rest_cap), _needs(memt_all - mt, info.rest_mem), _needs(pres_whole_all - pwh, info.rest_whole_gpus))
                     out[cfg] = (r[0], r[1], need)
             return
         ci = cis[i]
@@ -220,8 +233,7 @@ def _configs(store: _Store, ti: int, memory_mib: int, capacity: float, info: _Ty
             if ci in must and k < counts[i]:
                 continue
             chosen.append((ci, k))
-            rec(i + 1, max(solo, p[0]), work + k * p[1], pres + k * p[2], memt + k * p[3], w + k * p[4], mt + k * p[5],
-                pwh + k * pw[ci])
+            rec(i + 1, max(solo, p[0]), work + k * p[1], pres + k * p[2], memt + k * p[3], w + k * p[4], mt + k * p[5], pwh + k * pw[ci])
             chosen.pop()
 
     rec(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -281,8 +293,9 @@ def _type_infos(prob: PlanningProblem, whole_type: list[bool], wanted: list[bool
     return out
 
 
-def _min_rank(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]], store: _Store,
-              known_below: float) -> tuple[str, dict[str, Any] | None]:
+def _min_rank(
+    prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]], store: _Store, known_below: float
+) -> tuple[str, dict[str, Any] | None]:
     """Minimise the largest f used by bisection on its rank among the distinct f values, each step a
     CP-SAT feasibility model (an exact cover by configurations whose f has at most that rank)."""
     values = sorted({round(v[0], 6) for per in cfgs.values() for v in per.values()})
@@ -313,8 +326,9 @@ def _min_rank(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, li
     return "FEASIBLE", dict(sol, bound=values[lo + 1] if lo + 1 < len(values) else sol["value"])
 
 
-def _cover(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]], limit: float,
-           store: _Store) -> tuple[str, dict[str, Any] | None]:
+def _cover(
+    prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]], limit: float, store: _Store
+) -> tuple[str, dict[str, Any] | None]:
     """CP-SAT feasibility: how many GPUs of each model take each layout, how many instances of each
     type take each configuration with f <= limit, covering every run exactly once."""
     m = cp_model.CpModel()
@@ -361,8 +375,13 @@ def _cover(prob: PlanningProblem, cfgs: dict[int, dict[tuple, tuple[float, list[
     return "FEASIBLE", {"value": val, "x": {k: [int(s.value(v)) for v in vs] for k, vs in x.items()}, "y": used}
 
 
-def _rebuild(prob: PlanningProblem, ev: Evaluator, x: dict[str, list[int]], y: dict[int, list[tuple[tuple, int]]],
-             cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]]) -> InstanceQueues:
+def _rebuild(
+    prob: PlanningProblem,
+    ev: Evaluator,
+    x: dict[str, list[int]],
+    y: dict[int, list[tuple[tuple, int]]],
+    cfgs: dict[int, dict[tuple, tuple[float, list[int], float]]],
+) -> InstanceQueues:
     """The model's counts as a concrete layout and queues (each configuration's best order)."""
     conc = concretize(prob, x)
     free: dict[int, list[str]] = defaultdict(list)

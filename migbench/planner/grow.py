@@ -78,8 +78,7 @@ def same_fleet(old: Plan, fleet: Sequence[FleetGpu]) -> bool:
     return [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
 
 
-def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState],
-              *, notes: Sequence[str] = ()) -> Grown | None:
+def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState], *, notes: Sequence[str] = ()) -> Grown | None:
     """The earlier plan `old` grown to `sweep` (see the module's docstring); None when the fleet changed."""
     if not same_fleet(old, fleet):
         return None
@@ -121,10 +120,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     todo = [r for r in sweep.runs if r.id not in kept]
 
     def now(gpu: int, with_live: bool = True) -> GpuNow:
-        insts = tuple(
-            LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in live.get(InstanceRef(gpu, pl), [])) if with_live else ())
-            for pl in layouts[gpu]
-        )
+        insts = tuple(LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in live.get(InstanceRef(gpu, pl), [])) if with_live else ()) for pl in layouts[gpu])
         return GpuNow(gpu, models[gpu], insts)
 
     waiting = sorted((Waiting(r.demand(), 0.0) for r in todo), key=priority)
@@ -167,8 +163,9 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     return Grown(plan, decided, tuple(sorted({*recut, *added})), tuple(r.id for r in todo if r.id in assigned))
 
 
-def _add_in_unused_slices(queue: Sequence[Waiting], layouts: dict[int, Layout], idle: Sequence[int],
-                          now: Callable[[int], GpuNow], st: RecutSettings) -> dict[int, tuple[Layout, Layout]]:
+def _add_in_unused_slices(
+    queue: Sequence[Waiting], layouts: dict[int, Layout], idle: Sequence[int], now: Callable[[int], GpuNow], st: RecutSettings
+) -> dict[int, tuple[Layout, Layout]]:
     """Runs that would wait for an instance (more runs than the instances take at once) may start on
     instances created in the unused slices of an idle GPU: among the maximal layouts that keep every
     instance it has, the one `recut.choose_layout` scores best for them, if better than the layout as
@@ -188,8 +185,7 @@ def _add_in_unused_slices(queue: Sequence[Waiting], layouts: dict[int, Layout], 
         wider = [lay for lay in maximal_layouts(model) if set(cur) < set(lay)]
         if not wider:
             continue
-        gnow = GpuNow(g, model, tuple(LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in on.get(InstanceRef(g, pl), [])))
-                                      for pl in cur))
+        gnow = GpuNow(g, model, tuple(LiveInstance(pl, tuple(LiveRun(d, 0.0, 0.0) for d in on.get(InstanceRef(g, pl), []))) for pl in cur))
         lay, more = choose_layout(gnow, [left], st, [cur, *wider])
         if lay == cur:
             continue
@@ -222,16 +218,28 @@ def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
     return d.memory_mib <= memory_mib and (d.profiles is None or profile in d.profiles)
 
 
-def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mapping[int, Layout],
-              kept: Mapping[str, PlanRun], todo: Sequence, assigned: Mapping[str, tuple[InstanceRef, int]],
-              unplaced_ids: set[str], st: RecutSettings, dm: DurationModel) -> Plan:
+def _assemble(
+    old: Plan,
+    sweep: Sweep,
+    fleet: Sequence[FleetGpu],
+    layouts: Mapping[int, Layout],
+    kept: Mapping[str, PlanRun],
+    todo: Sequence,
+    assigned: Mapping[str, tuple[InstanceRef, int]],
+    unplaced_ids: set[str],
+    st: RecutSettings,
+    dm: DurationModel,
+) -> Plan:
     """The grown plan: the earlier instances where kept (their queues first), new ones where re-cut."""
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
     runs: dict[str, PlanRun] = {}
     for rid, r in kept.items():  # a finished run whose instance was re-cut keeps only where it ran
         on = r.instance_key
-        runs[rid] = r if on is not None and InstanceRef.parse(on) in exists else replace(
-            r, gpu=None, profile=None, start=None, wave=None, est_start_s=None, est_end_s=None)
+        runs[rid] = (
+            r
+            if on is not None and InstanceRef.parse(on) in exists
+            else replace(r, gpu=None, profile=None, start=None, wave=None, est_start_s=None, est_end_s=None)
+        )
     queues: dict[InstanceRef, list[str]] = {ref: [] for ref in exists}
     for i in old.instances:
         if i.ref in exists:
@@ -245,8 +253,7 @@ def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mappi
     for r in todo:
         if r.id in assigned:
             ref, k = assigned[r.id]
-            new[r.id] = replace(_planned(r, None), gpu=ref.gpu, profile=ref.placement.profile,
-                                start=ref.placement.start, wave=base[ref] + k)
+            new[r.id] = replace(_planned(r, None), gpu=ref.gpu, profile=ref.placement.profile, start=ref.placement.start, wave=base[ref] + k)
         else:
             new[r.id] = _planned(r, None)
     pos = {r.id: n for n, r in enumerate(todo)}
@@ -261,8 +268,11 @@ def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mappi
         for ref in order:
             cap = slot_of(GpuNow(g, models[g]), ref.placement, st.compute_basis)
             prev = old_inst.get(ref)
-            instances.append(PlanInstance(g, ref.placement.profile, ref.placement.start, cap.memory_mib,
-                                          prev.compute if prev is not None else cap.capacity, tuple(queues[ref])))
+            instances.append(
+                PlanInstance(
+                    g, ref.placement.profile, ref.placement.start, cap.memory_mib, prev.compute if prev is not None else cap.capacity, tuple(queues[ref])
+                )
+            )
     everything = {**runs, **new}
     _estimate(instances, everything, set(new), dm)
     declared = {r.id for r in sweep.runs}
@@ -270,15 +280,21 @@ def _assemble(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mappi
     used: dict[str, set[str]] = {}
     for i in instances:
         used.setdefault(models[i.gpu].key, set()).add(i.profile)
-    summaries = {key: model_summary(m, sorted(used.get(key, set()))) for key, m in
-                 sorted({g.model.key: g.model for g in fleet}.items())}
+    summaries = {key: model_summary(m, sorted(used.get(key, set()))) for key, m in sorted({g.model.key: g.model for g in fleet}.items())}
     return Plan(
-        name=sweep.name, sweep_file=old.sweep_file if sweep.path is None else os.path.relpath(sweep.path),
-        sweep_sha256=sweep.sha256, fleet=list(old.fleet), instances=instances,
+        name=sweep.name,
+        sweep_file=old.sweep_file if sweep.path is None else os.path.relpath(sweep.path),
+        sweep_sha256=sweep.sha256,
+        fleet=list(old.fleet),
+        instances=instances,
         runs=[everything[rid] for rid in order_ids if rid in everything],
-        unplaced=[Unplaced(rid, everything[rid].memory_mib, "fits no instance of the layout, and no idle GPU can be re-cut for it")
-                  for rid in sorted(unplaced_ids)],
-        solver=old.solver, duration_model=dm, launch=sweep.launch, models=summaries,
+        unplaced=[
+            Unplaced(rid, everything[rid].memory_mib, "fits no instance of the layout, and no idle GPU can be re-cut for it") for rid in sorted(unplaced_ids)
+        ],
+        solver=old.solver,
+        duration_model=dm,
+        launch=sweep.launch,
+        models=summaries,
     )
 
 
@@ -295,9 +311,15 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
             runs[rid] = replace(runs[rid], est_start_s=res.start_s[rid], est_end_s=res.end_s[rid])
 
 
-def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: set[str],
-         recut: Mapping[int, tuple[Layout, Layout]], added: Mapping[int, tuple[Layout, Layout]],
-         live: Mapping[InstanceRef, list[Demand]], dropped: Sequence[str]) -> list[str]:
+def _say(
+    fresh: int,
+    assigned: Mapping[str, tuple[InstanceRef, int]],
+    unplaced: set[str],
+    recut: Mapping[int, tuple[Layout, Layout]],
+    added: Mapping[int, tuple[Layout, Layout]],
+    live: Mapping[InstanceRef, list[Demand]],
+    dropped: Sequence[str],
+) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []
     if assigned:
@@ -307,21 +329,24 @@ def _say(fresh: int, assigned: Mapping[str, tuple[InstanceRef, int]], unplaced: 
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
         again = len(assigned) - fresh
         what = ", ".join(x for x in (_n(fresh, "new run"), _n(again, "unfinished run")) if x)
-        how = [f"re-cut only GPU(s) {_gpus(recut)}" if recut else "",
-               f"instances added on idle GPU(s) {_gpus(added)}, none destroyed" if added else ""]
+        how = [f"re-cut only GPU(s) {_gpus(recut)}" if recut else "", f"instances added on idle GPU(s) {_gpus(added)}, none destroyed" if added else ""]
         out.append(f"{what} to start on {text}; " + ("; ".join(x for x in how if x) or "no re-cut"))
     for g, (before, after) in sorted(recut.items()):
-        out.append(f"GPU {g} (every instance idle) re-cut from {_lay(before)} to {_lay(after)}: "
-                   "a run to start fits no instance of the layout")
+        out.append(f"GPU {g} (every instance idle) re-cut from {_lay(before)} to {_lay(after)}: a run to start fits no instance of the layout")
     for g, (before, after) in sorted(added.items()):
-        out.append(f"GPU {g} (every instance idle): {_lay(tuple(p for p in after if p not in before))} added in its unused "
-                   "slices, none destroyed: more runs start at once than its instances take")
+        out.append(
+            f"GPU {g} (every instance idle): {_lay(tuple(p for p in after if p not in before))} added in its unused "
+            "slices, none destroyed: more runs start at once than its instances take"
+        )
     if unplaced:
-        out.append(f"{len(unplaced)} run(s) fit no instance and no idle GPU can be re-cut for them: unplaced "
-                   f"({', '.join(sorted(unplaced)[:5])}); run again when the GPUs are idle")
+        out.append(
+            f"{len(unplaced)} run(s) fit no instance and no idle GPU can be re-cut for them: unplaced "
+            f"({', '.join(sorted(unplaced)[:5])}); run again when the GPUs are idle"
+        )
     if dropped:
-        out.append(f"{len(dropped)} run(s) no longer in the sweep and never finished are dropped: {', '.join(dropped[:5])}"
-                   + (", ..." if len(dropped) > 5 else ""))
+        out.append(
+            f"{len(dropped)} run(s) no longer in the sweep and never finished are dropped: {', '.join(dropped[:5])}" + (", ..." if len(dropped) > 5 else "")
+        )
     return out
 
 

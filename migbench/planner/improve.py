@@ -47,8 +47,9 @@ class InstanceQueues:
         return sorted(self.fin.values(), reverse=True)
 
     def copy(self) -> InstanceQueues:
-        return InstanceQueues(dict(self.layouts), dict(self.slots), dict(self.slot_type), dict(self.slot_place),
-                      {k: list(v) for k, v in self.q.items()}, dict(self.fin))
+        return InstanceQueues(
+            dict(self.layouts), dict(self.slots), dict(self.slot_type), dict(self.slot_place), {k: list(v) for k, v in self.q.items()}, dict(self.fin)
+        )
 
     def concrete(self) -> Concrete:
         return Concrete(dict(self.layouts), list(self.slots.values()), dict(self.slot_type), dict(self.slot_place))
@@ -211,7 +212,7 @@ def _one_move(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, stop_at: floa
             if budget.spent >= stop_at or budget.expired():
                 return False
             rid = sq[i]
-            rest = sq[:i] + sq[i + 1:]
+            rest = sq[:i] + sq[i + 1 :]
             f_rest = ev.finish(st.slots[src], rest)
             # within its own queue: elsewhere, or swapped with another run
             for p in _positions(len(rest)):
@@ -262,8 +263,8 @@ def _one_move(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, stop_at: floa
                         continue
                     if ev.jobs[other].memory_mib > st.slots[src].memory_mib or ev.jobs[rid].memory_mib > st.slots[tgt].memory_mib:
                         continue
-                    s2 = sq[:i] + [other] + sq[i + 1:]
-                    t2 = tq[:j] + [rid] + tq[j + 1:]
+                    s2 = sq[:i] + [other] + sq[i + 1 :]
+                    t2 = tq[:j] + [rid] + tq[j + 1 :]
                     fs, ft = ev.finish(st.slots[src], s2), ev.finish(st.slots[tgt], t2)
                     if better([fs, ft], [st.fin[src], st.fin[tgt]]):
                         st.q[src], st.fin[src] = s2, fs
@@ -300,8 +301,7 @@ def iterated_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound
         for _ in range(min(KICK, len(pool))):
             rid = pool.pop(rng.randrange(len(pool)))
             src = next(k for k in latest if rid in st.q[k])
-            targets = [k for ti in sorted(ev.types_of[rid]) for k in keys_of_type.get(ti, [])
-                       if ev.jobs[rid].memory_mib <= st.slots[k].memory_mib]
+            targets = [k for ti in sorted(ev.types_of[rid]) for k in keys_of_type.get(ti, []) if ev.jobs[rid].memory_mib <= st.slots[k].memory_mib]
             tgt = targets[rng.randrange(len(targets))]
             st.q[src].remove(rid)
             st.q[tgt].insert(rng.randrange(len(st.q[tgt]) + 1), rid)
@@ -319,9 +319,7 @@ def _alike(a: Demand, b: Demand) -> bool:
     return (a.memory_mib, a.duration_s, a.compute, a.max_runs_per_instance) == (b.memory_mib, b.duration_s, b.compute, b.max_runs_per_instance)
 
 
-def ect_queues(
-    prob: PlanningProblem, conc: Concrete, jobs: dict[str, Demand], order: list[str], allowed: dict[str, set[int]]
-) -> dict[str, list[str]]:
+def ect_queues(prob: PlanningProblem, conc: Concrete, jobs: dict[str, Demand], order: list[str], allowed: dict[str, set[int]]) -> dict[str, list[str]]:
     """Earliest-completion assignment: runs in priority order, each to the instance where it is
     estimated to finish first. An instance is seen as `k` lanes for a run that can share it `k`-wide
     (its cap and its memory), each run taking its solo time times the slowdown of `k` such runs.

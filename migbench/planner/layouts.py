@@ -21,8 +21,7 @@ CRITICAL = 3  # a move also re-places the runs of this many latest-finishing ins
 POLISH_S = 0.02  # reference seconds of local search after each move (scaled with the problem)
 
 
-def relayout(st: InstanceQueues, prob: PlanningProblem, gpu: int, lay: tuple[Placement, ...], ev: Evaluator,
-             rank: dict[str, int]) -> InstanceQueues | None:
+def relayout(st: InstanceQueues, prob: PlanningProblem, gpu: int, lay: tuple[Placement, ...], ev: Evaluator, rank: dict[str, int]) -> InstanceQueues | None:
     """`st` with GPU `gpu` cut as `lay`: its runs and those of the latest-finishing instances are put
     back by best insertion, in priority order (`rank`). None when some run finds no instance."""
     new = st.copy()
@@ -63,7 +62,11 @@ def relayout(st: InstanceQueues, prob: PlanningProblem, gpu: int, lay: tuple[Pla
 
 
 def layout_search(
-    st: InstanceQueues, prob: PlanningProblem, ev: Evaluator, allowance: float, preferred: Sequence[tuple[str, int]],
+    st: InstanceQueues,
+    prob: PlanningProblem,
+    ev: Evaluator,
+    allowance: float,
+    preferred: Sequence[tuple[str, int]],
     rank: dict[str, int],
 ) -> InstanceQueues:
     """Improve `st` by one-GPU layout moves until none helps or `allowance` reference seconds are

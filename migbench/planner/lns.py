@@ -201,8 +201,7 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
         if name == "unload":
             cand = _unload(best, ev, src)
         elif name == "pair":
-            others = [k for k in best.slots if k != src and best.fin[k] < best.fin[src]
-                      and any(_fits(ev, best, k, r) for r in best.q[src])]
+            others = [k for k in best.slots if k != src and best.fin[k] < best.fin[src] and any(_fits(ev, best, k, r) for r in best.q[src])]
             if not others:
                 cand = None
             else:
@@ -215,8 +214,10 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
             fin_gpu: dict[int, float] = {}
             for k in best.slots:
                 fin_gpu[gpu_of[k]] = max(fin_gpu.get(gpu_of[k], 0.0), best.fin[k])
-            peers = sorted((g for g in fin_gpu if g != gpu_of[src] and any(
-                _fits(ev, best, k, r) for k in best.slots if gpu_of[k] == g for r in best.q[src])), key=lambda g: (fin_gpu[g], g))
+            peers = sorted(
+                (g for g in fin_gpu if g != gpu_of[src] and any(_fits(ev, best, k, r) for k in best.slots if gpu_of[k] == g for r in best.q[src])),
+                key=lambda g: (fin_gpu[g], g),
+            )
             keys = mine + ([k for k in best.slots if gpu_of[k] == peers[rng.randrange(min(len(peers), 3))]] if peers else [])
             cand = _deal(best, ev, keys, rng if stale else None) if len(keys) > 1 else None
         if cand is None:

@@ -282,6 +282,17 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     conc = best.concrete()
     assigned, capacity = finish(prob, conc, res, jobs, True)
     return Solution(
-        conc.layouts, assigned, {}, status, "makespan_s", makespan, bound, gap, 0.0,
-        res.started_at_once, makespan, notes, capacity,
+        conc.layouts,
+        assigned,
+        {},
+        status,
+        "makespan_s",
+        makespan,
+        bound,
+        gap,
+        0.0,
+        res.started_at_once,
+        makespan,
+        notes,
+        capacity,
     )

@@ -56,8 +56,7 @@ class InstanceDP:
     now and from the earliest possible next start; memory x time / memory. The memo keeps exact
     values and failed bounds apart; ties with the best order found are cut (TIE)."""
 
-    def __init__(self, classes: Sequence[OrderClass], memory_mib: int, capacity: float, interference: float,
-                 available: Sequence[int] | None = None):
+    def __init__(self, classes: Sequence[OrderClass], memory_mib: int, capacity: float, interference: float, available: Sequence[int] | None = None):
         """`available`: runs per class (how many copies of a class one set can hold); unbounded
         when None."""
         self.cls = list(classes)
@@ -69,8 +68,7 @@ class InstanceDP:
         mem_binds = comp_binds = interference > 0
         for n in range(1, top_cap + 1):
             # the largest memory / compute any n runs allowed to share could add up to
-            copies = [ci for ci in ok if self.cls[ci].cap >= n
-                      for _ in range(n if available is None else min(n, available[ci]))]
+            copies = [ci for ci in ok if self.cls[ci].cap >= n for _ in range(n if available is None else min(n, available[ci]))]
             if len(copies) < n:
                 break
             if sum(sorted((self.cls[ci].memory_mib for ci in copies), reverse=True)[:n]) > memory_mib:
@@ -232,7 +230,7 @@ class InstanceDP:
         best, best_k, fail = math.inf, -1, math.inf
         for g, t, run2 in kids:
             run3 = run2 + ((g, self.g_dur[g]),)
-            c2 = counts[:g] + (counts[g] - 1,) + counts[g + 1:]
+            c2 = counts[:g] + (counts[g] - 1,) + counts[g + 1 :]
             # only a strictly better order is worth finding: ties are cut
             cut = budget if best_k < 0 else min(budget, best - TIE)
             v, ex = self.value(run3, c2, cut - t)
@@ -264,7 +262,7 @@ class InstanceDP:
             while not self.fits(g, running):
                 _, running = self.pop(running)
             running = running + ((g, self.g_dur[g]),)
-            gc = gc[:g] + (gc[g] - 1,) + gc[g + 1:]
+            gc = gc[:g] + (gc[g] - 1,) + gc[g + 1 :]
             ci = next(c for c in self.members[g] if left[c] > 0)
             left[ci] -= 1
             seq.append(ci)

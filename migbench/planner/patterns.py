@@ -1,5 +1,4 @@
-"""Patterns: maximal multisets of run classes that fit one instance's memory and sharing cap.
-"""
+"""Patterns: maximal multisets of run classes that fit one instance's memory and sharing cap."""
 
 from __future__ import annotations
 
@@ -66,11 +65,7 @@ def greedy_patterns(prob: PlanningProblem, ti: int) -> list[tuple[tuple[int, int
         used, count, mincap = 0, 0, 10**9
         for ci in [first] + cls:
             c = prob.classes[ci]
-            while (
-                cnt.get(ci, 0) < c.n
-                and used + c.memory_mib <= t.memory_mib
-                and count + 1 <= min(mincap, c.cap)
-            ):
+            while cnt.get(ci, 0) < c.n and used + c.memory_mib <= t.memory_mib and count + 1 <= min(mincap, c.cap):
                 cnt[ci] = cnt.get(ci, 0) + 1
                 used += c.memory_mib
                 count += 1

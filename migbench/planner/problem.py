@@ -145,8 +145,7 @@ def build_problem(
         missing = [p.name for p in model.profiles if not p.memory_mib]
         if missing:
             notes.append(
-                f"{key}: the catalogue has no memory size for {', '.join(missing)}; those profiles are "
-                "not planned (plan on the host so NVML supplies them)"
+                f"{key}: the catalogue has no memory size for {', '.join(missing)}; those profiles are not planned (plan on the host so NVML supplies them)"
             )
         for p in sorted(usable, key=lambda p: (p.memory_mib, p.compute_slices, p.name)):
             types.append(InstanceType(key, p, instance_capacity(model, p, opts.compute_basis)))
@@ -161,19 +160,12 @@ def build_problem(
         fk = (r.memory_mib, r.profiles)
         fit = fits.get(fk)
         if fit is None:
-            fit = fits[fk] = tuple(
-                i
-                for i, t in enumerate(types)
-                if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles)
-            )
+            fit = fits[fk] = tuple(i for i, t in enumerate(types) if r.memory_mib <= t.memory_mib and (r.profiles is None or t.profile.name in r.profiles))
         if not fit:
             if largest is None:
                 unplaced[r.id] = "the fleet has no usable MIG profile"
             elif r.profiles is not None and r.memory_mib <= largest.memory_mib:
-                unplaced[r.id] = (
-                    f"needs {format_mib(r.memory_mib)} on one of {', '.join(r.profiles)}, and no such "
-                    "instance in the fleet is that large"
-                )
+                unplaced[r.id] = f"needs {format_mib(r.memory_mib)} on one of {', '.join(r.profiles)}, and no such instance in the fleet is that large"
             else:
                 unplaced[r.id] = (
                     f"needs {format_mib(r.memory_mib)} ({r.memory_mib} MiB); the largest instance in the fleet "
@@ -211,6 +203,7 @@ def _model_layouts(model: GpuModel, names: tuple[str, ...]) -> tuple[tuple[tuple
 def _undominated(model: GpuModel, seen: dict[tuple, tuple[Placement, ...]]) -> dict[tuple, tuple[Placement, ...]]:
     """Drop layouts another layout beats instance for instance: the same number of instances of
     each compute size, each with at least as much memory (e.g. 1g.20gb@6 beats 1g.10gb@6)."""
+
     def sig(ms: tuple) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for name, n in ms:

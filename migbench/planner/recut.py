@@ -297,8 +297,9 @@ def _changes(cur: Layout, new: Layout) -> int:
     return len(set(cur) ^ set(new))
 
 
-def choose_layout(g: GpuNow, queues: Sequence[Sequence[Waiting]], st: RecutSettings,
-                  layouts: Sequence[Layout] | None = None) -> tuple[Layout, list[tuple[str, _Inst]]]:
+def choose_layout(
+    g: GpuNow, queues: Sequence[Sequence[Waiting]], st: RecutSettings, layouts: Sequence[Layout] | None = None
+) -> tuple[Layout, list[tuple[str, _Inst]]]:
     """The candidate layout whose packing of `queues` (one after the other, each scored in turn)
     scores best; fewer changes and catalogue order break ties. Returns it with its packing."""
     best: tuple | None = None
@@ -384,6 +385,7 @@ def replan(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: R
         return [w for w in queue if w.demand.id not in plan.taken and pred(w)]
 
     for g in gpus:
+
         def small(w: Waiting, g: GpuNow = g) -> bool:
             return not is_big(w.demand, g.model)
 

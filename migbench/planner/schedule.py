@@ -1,5 +1,4 @@
-"""From aggregate solutions to concrete GPUs, instances and queues, scheduled under the duration model.
-"""
+"""From aggregate solutions to concrete GPUs, instances and queues, scheduled under the duration model."""
 
 from __future__ import annotations
 
@@ -74,8 +73,7 @@ def schedule(
             k = keys[id(a)] = tuple(str(ti) for ti in sorted(a))
         return k
 
-    return list_schedule([jobs[r] for r in order], conc.slots, allowed, interference=opts.interference, pinned=pinned,
-                         types_of=types_of)
+    return list_schedule([jobs[r] for r in order], conc.slots, allowed, interference=opts.interference, pinned=pinned, types_of=types_of)
 
 
 def lpt_order(prob: PlanningProblem, jobs: dict[str, Demand]) -> list[str]:
@@ -102,8 +100,6 @@ def finish(prob: PlanningProblem, conc: Concrete, res: Result, jobs: dict[str, D
     assigned = {}
     for rid in jobs:
         gpu, pl = conc.slot_place[res.slot_of[rid]]
-        assigned[rid] = Assigned(
-            gpu, pl, waves[rid], res.start_s[rid] if timed else None, res.end_s.get(rid) if timed else None
-        )
+        assigned[rid] = Assigned(gpu, pl, waves[rid], res.start_s[rid] if timed else None, res.end_s.get(rid) if timed else None)
     capacity = {k: s.capacity for k, s in ((s.key, s) for s in conc.slots)}
     return assigned, capacity

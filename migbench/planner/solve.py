@@ -1,5 +1,4 @@
-"""`solve(demands, fleet, options)`: the planner's entry point (see `migbench.planner`).
-"""
+"""`solve(demands, fleet, options)`: the planner's entry point (see `migbench.planner`)."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions 
     if unplaced and not opts.allow_unplaced:
         lines = [f"{rid}: {why}" for rid, why in sorted(unplaced.items())]
         raise MigbenchError(
-            f"{len(unplaced)} run(s) fit no instance of the fleet:\n  " + "\n  ".join(lines[:20])
-            + ("\n  ..." if len(lines) > 20 else ""),
+            f"{len(unplaced)} run(s) fit no instance of the fleet:\n  " + "\n  ".join(lines[:20]) + ("\n  ..." if len(lines) > 20 else ""),
             hint="lower the run's memory, add a larger GPU to the fleet, or pass --allow-unplaced to plan the rest",
         )
     if not prob.classes:
@@ -43,9 +41,13 @@ def solve(runs: Sequence[Demand], fleet: Sequence[FleetGpu], opts: SolveOptions 
         return Solution(empty_layouts, {}, unplaced, "OPTIMAL", "runs_at_once", 0, 0, 0.0, time.perf_counter() - t0, 0, None, notes)
     # Effort comes from a deterministic budget; the clock only stops the search hard at the limit.
     budget = Budget(
-        opts.time_limit_s, started=opts.started, reserve_s=write_reserve(len(runs)), workers=opts.workers,
+        opts.time_limit_s,
+        started=opts.started,
+        reserve_s=write_reserve(len(runs)),
+        workers=opts.workers,
         n_runs=len(runs) if mode is Objective.MAKESPAN else 0,  # runs at once stops when proven, well inside
-        progress=opts.progress, objective_name="runs_at_once" if mode is Objective.THROUGHPUT else "makespan_s",
+        progress=opts.progress,
+        objective_name="runs_at_once" if mode is Objective.THROUGHPUT else "makespan_s",
         work_s=opts.work_s,
     )
     short = short_limit_note(opts.time_limit_s, len(runs)) if mode is Objective.MAKESPAN and opts.work_s is None else None

@@ -43,9 +43,7 @@ class AtOnce:
     runs: dict[tuple[int, tuple[tuple[int, int], ...]], dict[int, int]]  # (type, pattern) -> class -> runs
 
 
-def solve_throughput(
-    prob: PlanningProblem, opts: SolveOptions, budget: Budget
-) -> tuple[dict, dict, AtOnce | None, str, float, float, list[str]]:
+def solve_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget) -> tuple[dict, dict, AtOnce | None, str, float, float, list[str]]:
     """CP-SAT: maximise runs started at once, then (the first objective held) the compute the runs
     are given, then the fewest instances. Returns (layout counts, per-type pattern counts, the runs
     at once per pattern when the second objective was solved, status, objective, bound, notes)."""
@@ -110,22 +108,24 @@ def solve_throughput(
         # an honest bound comes from the aggregated relaxation.
         bound = max(obj, _throughput_relaxation_bound(prob, budget))
         status = "OPTIMAL" if bound <= obj + 1e-9 else "FEASIBLE"
-        notes.append(
-            f"more than {MAX_PATTERNS} sharing patterns: used a restricted set; bound from the "
-            "memory/slot relaxation"
-        )
+        notes.append(f"more than {MAX_PATTERNS} sharing patterns: used a restricted set; bound from the memory/slot relaxation")
     counts = {key: [int(s.value(v)) for v in vs] for key, vs in x.items()}
-    used = {
-        ti: [(pats[ti][pi], int(s.value(y[(ti, pi)]))) for pi in range(len(pats[ti])) if s.value(y[(ti, pi)])]
-        for ti in pats
-    }
+    used = {ti: [(pats[ti][pi], int(s.value(y[(ti, pi)]))) for pi in range(len(pats[ti])) if s.value(y[(ti, pi)])] for ti in pats}
     return counts, used, at_once, status, obj, bound, notes
 
 
 def _most_compute(
-    m: cp_model.CpModel, prob: PlanningProblem, first: cp_model.CpSolver, pats: dict[int, list[tuple[tuple[int, int], ...]]],
-    x: dict[str, list[Any]], y: dict[tuple[int, int], Any], z: list[Any], n_inst: dict[int, Any], budget: Budget,
-    opts: SolveOptions, first_cost: float,
+    m: cp_model.CpModel,
+    prob: PlanningProblem,
+    first: cp_model.CpSolver,
+    pats: dict[int, list[tuple[tuple[int, int], ...]]],
+    x: dict[str, list[Any]],
+    y: dict[tuple[int, int], Any],
+    z: list[Any],
+    n_inst: dict[int, Any],
+    budget: Budget,
+    opts: SolveOptions,
+    first_cost: float,
 ) -> tuple[cp_model.CpSolver, AtOnce | None]:
     """The second and third objectives, lexicographically under the first: with at least the runs at
     once found, maximise the compute share of the instances that hold a run at once, then use the
@@ -220,7 +220,7 @@ def _fill(prob: PlanningProblem, conc: Any, used: dict, at_once: AtOnce | None) 
         inst = [s.key for s in conc.slots if conc.slot_type[s.key] == ti]
         k = 0
         for pat, count in used[ti]:
-            mine = inst[k:k + count]
+            mine = inst[k : k + count]
             k += count
             if at_once is not None:
                 pos = 0
@@ -252,6 +252,17 @@ def plan_throughput(prob: PlanningProblem, opts: SolveOptions, budget: Budget, n
     assigned, capacity = finish(prob, conc, res, jobs, timed)
     gap = 0.0 if bound <= 0 else max(0.0, (bound - obj) / bound)
     return Solution(
-        conc.layouts, assigned, {}, status, "runs_at_once", float(obj), float(bound), gap, 0.0,
-        res.started_at_once, res.makespan_s if timed else None, notes, capacity,
+        conc.layouts,
+        assigned,
+        {},
+        status,
+        "runs_at_once",
+        float(obj),
+        float(bound),
+        gap,
+        0.0,
+        res.started_at_once,
+        res.makespan_s if timed else None,
+        notes,
+        capacity,
     )

@@ -51,14 +51,17 @@ class ReportBuilder:
         self.grain_note = "not computed for this page (`migbench report --no-grain`)"
         if grain is None and len(plan.runs) > DETAIL_MAX_RUNS:
             grain = False
-            self.grain_note = (f"not computed by default above {DETAIL_MAX_RUNS:,} runs: it plans the sweep once per grain (minutes at "
-                               "10,000 runs on 512 GPUs); `migbench report --grain` computes it")
+            self.grain_note = (
+                f"not computed by default above {DETAIL_MAX_RUNS:,} runs: it plans the sweep once per grain (minutes at "
+                "10,000 runs on 512 GPUs); `migbench report --grain` computes it"
+            )
         if grain is not False and plan.placed_runs():
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
-        report = build_report(self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail,
-                              now=now, peaks=self.peaks)
+        report = build_report(
+            self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail, now=now, peaks=self.peaks
+        )
         report.grain = self.lever
         report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:

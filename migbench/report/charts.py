@@ -72,7 +72,7 @@ def grid(g: GpuView, width: int = WIDTH) -> str:
         body.append(text(x + 5, top + 14, i.label, class_="lbl"))
         body.append(text(x + 5, top + 27, f"{i.compute_slices}/{g.compute_slices} compute · {_mib(i.memory_mib)}", class_="sub"))
         y = top + 41
-        for rid, st in i.runs[:GRID_RUN_LINES if len(i.runs) <= GRID_RUN_LINES else GRID_RUN_LINES - 1]:
+        for rid, st in i.runs[: GRID_RUN_LINES if len(i.runs) <= GRID_RUN_LINES else GRID_RUN_LINES - 1]:
             body.append(rect(x + 5, y - 8, 8, 8, class_=f"dot o-{st}"))
             body.append(text(x + 16, y, rid, class_="run", data_grid_run=rid))
             y += 14
@@ -185,16 +185,24 @@ def gantt(report: Report, gpus: Sequence[GpuView], width: int = WIDTH) -> str:
         for b, k in p:
             x = LABEL_W + plot_w * b.start_s / horizon
             w = _bar_w(plot_w * (b.end_s - b.start_s) / horizon)
-            body.append(f'<rect class="bar planned"{_data(run=b.run, kind="planned")} x="{x:.1f}" y="{y0 + 3 + k * TRACK_H}" '
-                        f'width="{w:.1f}" height="{TRACK_H - 2}"><title>{esc(_bar_title(b))}</title></rect>')
+            body.append(
+                f'<rect class="bar planned"{_data(run=b.run, kind="planned")} x="{x:.1f}" y="{y0 + 3 + k * TRACK_H}" '
+                f'width="{w:.1f}" height="{TRACK_H - 2}"><title>{esc(_bar_title(b))}</title></rect>'
+            )
         ya = y0 + 3 + max(1, np_) * TRACK_H + 3
         for b, k in a:
             x = LABEL_W + plot_w * b.start_s / horizon
             w = _bar_w(plot_w * (b.end_s - b.start_s) / horizon)
-            cls = (f"bar actual o-{b.outcome}" + (" moved" if "after an OOM" in b.note else "") + (" lent" if "lent instance" in b.note else "")
-                   + (" retry" if "retry" in b.note else ""))
-            body.append(f'<rect class="{cls}"{_data(run=b.run, kind="actual", attempt=b.attempt)} x="{x:.1f}" y="{ya + k * TRACK_H}" '
-                        f'width="{w:.1f}" height="{TRACK_H - 2}"><title>{esc(_bar_title(b))}</title></rect>')
+            cls = (
+                f"bar actual o-{b.outcome}"
+                + (" moved" if "after an OOM" in b.note else "")
+                + (" lent" if "lent instance" in b.note else "")
+                + (" retry" if "retry" in b.note else "")
+            )
+            body.append(
+                f'<rect class="{cls}"{_data(run=b.run, kind="actual", attempt=b.attempt)} x="{x:.1f}" y="{ya + k * TRACK_H}" '
+                f'width="{w:.1f}" height="{TRACK_H - 2}"><title>{esc(_bar_title(b))}</title></rect>'
+            )
     return svg(width, total_h, body, label="timeline: planned and actual runs per instance", class_="gantt")
 
 
@@ -241,8 +249,10 @@ def heatmap(report: Report, width: int = WIDTH) -> tuple[str, list[tuple[int, li
     plot_w = width - LABEL_W - 10
     h = len(rows) * row_h
     body = time_axis(LABEL_W, plot_w, horizon, 18, h + 6)
-    body.append(f'<image x="{LABEL_W}" y="22" width="{plot_w}" height="{h}" preserveAspectRatio="none" '
-                f'style="image-rendering:pixelated" href="{data_uri_png(png_rgb(rows))}"/>')
+    body.append(
+        f'<image x="{LABEL_W}" y="22" width="{plot_w}" height="{h}" preserveAspectRatio="none" '
+        f'style="image-rendering:pixelated" href="{data_uri_png(png_rgb(rows))}"/>'
+    )
     step = max(1, len(report.gpus) // 16)
     for n, g in enumerate(report.gpus):
         if n % step == 0:
@@ -311,8 +321,10 @@ def grain_chart(
         cx, cy = x0 + fx * p.instances, y0 - fy * v
         if p.chosen:
             body.append(f'<circle class="chosen" cx="{cx:.1f}" cy="{cy:.1f}" r="8"><title>chosen plan</title></circle>')
-        body.append(f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4"{_data(grain=p.grain)}><title>{esc(p.label)}: '
-                    f'{p.instances} instances, {esc(fmt(v))}</title></circle>')
+        body.append(
+            f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4"{_data(grain=p.grain)}><title>{esc(p.label)}: '
+            f"{p.instances} instances, {esc(fmt(v))}</title></circle>"
+        )
         body.append(text(cx + 6, cy - 6, f"{p.grain}g", class_="tick"))
     return svg(width, height, body, label=title, class_="grainc")
 
@@ -340,16 +352,27 @@ def memory_runs_chart(runs: Sequence[MemoryRow], width: int = WIDTH, height: int
     body.append(text(4, y_top + 8, "GiB", class_="sub"))
     for k, r in enumerate(runs):
         x = x0 + k * cw
-        body.append(rect(x + cw * 0.15, y0 - fy * r.planned_mib, cw * 0.7, fy * r.planned_mib, class_="mplan",
-                         data_mem_run=r.id, title=f"{r.id}: planned {_mib(r.planned_mib)}"))
+        body.append(
+            rect(
+                x + cw * 0.15,
+                y0 - fy * r.planned_mib,
+                cw * 0.7,
+                fy * r.planned_mib,
+                class_="mplan",
+                data_mem_run=r.id,
+                title=f"{r.id}: planned {_mib(r.planned_mib)}",
+            )
+        )
         if r.instance_mib:
             yy = y0 - fy * r.instance_mib
             body.append(line(x + cw * 0.05, yy, x + cw * 0.95, yy, class_="minst"))
         if r.peak_mib is not None:
             over = r.peak_mib > r.planned_mib
-            body.append(f'<circle class="mpeak{" over" if over else ""}" cx="{x + cw / 2:.1f}" cy="{y0 - fy * r.peak_mib:.1f}" '
-                        f'r="{max(1.5, min(4.0, cw / 3)):.1f}"><title>{esc(r.id)}: measured peak {_mib(r.peak_mib)} '
-                        f'({r.peak_mib / max(1, r.planned_mib):.0%} of planned)</title></circle>')
+            body.append(
+                f'<circle class="mpeak{" over" if over else ""}" cx="{x + cw / 2:.1f}" cy="{y0 - fy * r.peak_mib:.1f}" '
+                f'r="{max(1.5, min(4.0, cw / 3)):.1f}"><title>{esc(r.id)}: measured peak {_mib(r.peak_mib)} '
+                f"({r.peak_mib / max(1, r.planned_mib):.0%} of planned)</title></circle>"
+            )
     groups: list[tuple[str, int, int]] = []
     for k, r in enumerate(runs):
         if not groups or groups[-1][0] != r.group:
@@ -370,8 +393,17 @@ def memory_groups_chart(runs: Sequence[MemoryRow], width: int = WIDTH, height: i
     rows = []
     for name, rs in sorted(groups.items()):
         peaks = sorted(r.peak_mib for r in rs if r.peak_mib is not None)
-        rows.append((name, len(rs), max(r.planned_mib for r in rs), peaks[0] if peaks else None,
-                     median(peaks) if peaks else None, peaks[-1] if peaks else None, len(peaks)))
+        rows.append(
+            (
+                name,
+                len(rs),
+                max(r.planned_mib for r in rs),
+                peaks[0] if peaks else None,
+                median(peaks) if peaks else None,
+                peaks[-1] if peaks else None,
+                len(peaks),
+            )
+        )
     x0, y_top, y0 = 60, 10, height - 24
     plot_w = width - x0 - 10
     top = float(max([max(r[2], r[5] or 0) for r in rows] + [1]))
@@ -386,12 +418,13 @@ def memory_groups_chart(runs: Sequence[MemoryRow], width: int = WIDTH, height: i
         body.append(text(x0 - 4, yy + 4, f"{v:g}", class_="tick", text_anchor="end"))
     for k, (name, n, plan_mib, lo, med, hi, _m) in enumerate(rows):
         x = x0 + k * cw
-        body.append(rect(x + cw * 0.15, y0 - fy * plan_mib, cw * 0.7, fy * plan_mib, class_="mplan",
-                         title=f"{name}: {n} runs, planned {_mib(plan_mib)}"))
+        body.append(rect(x + cw * 0.15, y0 - fy * plan_mib, cw * 0.7, fy * plan_mib, class_="mplan", title=f"{name}: {n} runs, planned {_mib(plan_mib)}"))
         if lo is not None and hi is not None and med is not None:
             body.append(line(x + cw / 2, y0 - fy * lo, x + cw / 2, y0 - fy * hi, class_="whisk"))
-            body.append(f'<circle class="mpeak{" over" if hi > plan_mib else ""}" cx="{x + cw / 2:.1f}" cy="{y0 - fy * med:.1f}" r="3">'
-                        f"<title>{esc(name)}: measured peaks {_mib(lo)} to {_mib(hi)}, median {_mib(med)}</title></circle>")
+            body.append(
+                f'<circle class="mpeak{" over" if hi > plan_mib else ""}" cx="{x + cw / 2:.1f}" cy="{y0 - fy * med:.1f}" r="3">'
+                f"<title>{esc(name)}: measured peaks {_mib(lo)} to {_mib(hi)}, median {_mib(med)}</title></circle>"
+            )
     return svg(width, height, body, label="memory per group: planned vs measured peaks", class_="mem"), rows
 
 
@@ -406,8 +439,16 @@ def headroom_chart(insts: Sequence[InstanceMemory], width: int = WIDTH) -> str:
         y = 4 + k * row_h
         body.append(text(4, y + 10, i.key, class_="lane"))
         body.append(rect(x0, y, plot_w * i.memory_mib / top, row_h - 4, class_="mcap", title=f"{i.key}: {_mib(i.memory_mib)}"))
-        body.append(rect(x0, y + 2, plot_w * i.planned_peak_mib / top, row_h - 8, class_="mplan",
-                         title=f"planned peak {_mib(i.planned_peak_mib)}, headroom {_mib(i.planned_headroom_mib)}"))
+        body.append(
+            rect(
+                x0,
+                y + 2,
+                plot_w * i.planned_peak_mib / top,
+                row_h - 8,
+                class_="mplan",
+                title=f"planned peak {_mib(i.planned_peak_mib)}, headroom {_mib(i.planned_headroom_mib)}",
+            )
+        )
         if i.measured_peak_mib is not None:
             xx = x0 + plot_w * i.measured_peak_mib / top
             body.append(line(xx, y - 1, xx, y + row_h - 3, class_="mmeas"))

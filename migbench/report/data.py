@@ -470,8 +470,9 @@ def _series(plan: Plan, planned: Sequence[Bar] | None, actual: Sequence[Bar], sl
     return [
         Series("runs", "Runs at once", "runs", runs(planned) if planned else None, runs(actual) if has_actual else None),
         Series("slices", "Busy compute slices", "slices", busy(planned) if planned else None, busy(actual) if has_actual else None),
-        Series("memory", "Memory held by running runs (their planned memory)", "GiB",
-               memory(planned) if planned else None, memory(actual) if has_actual else None),
+        Series(
+            "memory", "Memory held by running runs (their planned memory)", "GiB", memory(planned) if planned else None, memory(actual) if has_actual else None
+        ),
     ]
 
 
@@ -499,8 +500,7 @@ def _utilisation(
         target = count_p if b.kind == "planned" else count_a
         target[g] = target.get(g, 0) + 1
     return [
-        GpuUse(g.gpu, g.compute_slices, p.get(g.gpu) if planned else None, a.get(g.gpu) if actual else None,
-               count_p.get(g.gpu, 0), count_a.get(g.gpu, 0))
+        GpuUse(g.gpu, g.compute_slices, p.get(g.gpu) if planned else None, a.get(g.gpu) if actual else None, count_p.get(g.gpu, 0), count_a.get(g.gpu, 0))
         for g in gpus
     ]
 
@@ -540,9 +540,7 @@ def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tupl
     return out
 
 
-def _instance_memory(
-    gpus: Sequence[GpuView], bars: Sequence[Bar], launch: LaunchState | None, groups_mib: Mapping[str, int]
-) -> list[InstanceMemory]:
+def _instance_memory(gpus: Sequence[GpuView], bars: Sequence[Bar], launch: LaunchState | None, groups_mib: Mapping[str, int]) -> list[InstanceMemory]:
     peak_of_attempt = {(a["run_id"], int(a["attempt"])): a.get("peak_mib") for a in (launch.attempts if launch else [])}
     planned: dict[str, list[tuple[float, float, float]]] = {}
     measured: dict[str, list[tuple[float, float, float]]] = {}

@@ -133,8 +133,7 @@ def grain_lever(
     firsts = _first_gpus(fleet)
     points: list[GrainPoint] = []
     notes: list[str] = []
-    opts = SolveOptions(time_limit_s=time_limit_s, objective=objective, allow_unplaced=True,
-                        interference=dm.interference, compute_basis=dm.compute_basis)
+    opts = SolveOptions(time_limit_s=time_limit_s, objective=objective, allow_unplaced=True, interference=dm.interference, compute_basis=dm.compute_basis)
     for grain in sizes:
         fl = at_grain(fleet, grain)
         profiles = {g.model.key: [p.name for p in g.model.plain_profiles()] for g in fl}
@@ -148,12 +147,23 @@ def grain_lever(
         sol = solve(demands, fl, opts)
         rep = simulate_solution(sol, fl, demands, dm, label=label) if timed and sol.assigned else None
         per_gpu = {g: [str(p) for p in sol.layouts.get(g, ())] for g in firsts}
-        points.append(GrainPoint(
-            grain, label, profiles, sum(len(lay) for lay in sol.layouts.values()), per_gpu,
-            sol.runs_at_once, rep.utilisation if rep else None, rep.makespan_s if rep else None,
-            len(sol.unplaced), sol.status, time.perf_counter() - t0, chosen=plan is None and grain == sizes[-1],
-            occupancy=rep.occupancy if rep else None,
-        ))
+        points.append(
+            GrainPoint(
+                grain,
+                label,
+                profiles,
+                sum(len(lay) for lay in sol.layouts.values()),
+                per_gpu,
+                sol.runs_at_once,
+                rep.utilisation if rep else None,
+                rep.makespan_s if rep else None,
+                len(sol.unplaced),
+                sol.status,
+                time.perf_counter() - t0,
+                chosen=plan is None and grain == sizes[-1],
+                occupancy=rep.occupancy if rep else None,
+            )
+        )
     if not timed:
         notes.append("some runs have no duration: each grain shows runs at once only (no utilisation or makespan)")
     if any(p.unplaced for p in points):
@@ -165,9 +175,20 @@ def grain_lever(
 def _plan_point(plan: Plan, sim: SimReport | None, grain: int, label: str, profiles: dict[str, list[str]], firsts: list[int]) -> GrainPoint:
     per_gpu = {g: [str(p) for p in plan.layout(g)] for g in firsts}
     return GrainPoint(
-        grain, label + ", this plan", profiles, len(plan.instances), per_gpu, plan.solver.runs_at_once,
-        sim.utilisation if sim else None, sim.makespan_s if sim else None, len(plan.unplaced), plan.solver.status,
-        float(plan.solver.seconds or 0.0), chosen=True, occupancy=sim.occupancy if sim else None, from_plan=True,
+        grain,
+        label + ", this plan",
+        profiles,
+        len(plan.instances),
+        per_gpu,
+        plan.solver.runs_at_once,
+        sim.utilisation if sim else None,
+        sim.makespan_s if sim else None,
+        len(plan.unplaced),
+        plan.solver.status,
+        float(plan.solver.seconds or 0.0),
+        chosen=True,
+        occupancy=sim.occupancy if sim else None,
+        from_plan=True,
     )
 
 
@@ -184,5 +205,6 @@ def plan_objective(plan: Plan) -> Objective:
 def lever_of_plan(plan: Plan, sim: SimReport | None, *, time_limit_s: float = 2.0, say: Callable[[str], None] | None = None) -> GrainLever:
     """The grain lever of a plan file's runs and fleet; the finest grain is the plan itself."""
     demands = [r.demand() for r in plan.runs if r.gpu is not None]
-    return grain_lever(demands, plan_fleet(plan), plan.duration_model, time_limit_s=time_limit_s,
-                       objective=plan_objective(plan), plan=plan, plan_sim=sim, say=say)
+    return grain_lever(
+        demands, plan_fleet(plan), plan.duration_model, time_limit_s=time_limit_s, objective=plan_objective(plan), plan=plan, plan_sim=sim, say=say
+    )

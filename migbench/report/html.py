@@ -14,12 +14,19 @@ from migbench.report.data import DETAIL_GPUS, TABLE_MAX_ROWS, Bar, Report
 from migbench.report.svg import esc, fmt_t, sample
 
 STATE_LEGEND = [
-    ("running", "running"), ("queued", "work queued"), ("done", "all its runs finished"), ("idle", "no runs"),
+    ("running", "running"),
+    ("queued", "work queued"),
+    ("done", "all its runs finished"),
+    ("idle", "no runs"),
     ("planned", "planned (not launched)"),
 ]
 OUTCOME_LEGEND = [
-    ("planned", "planned (duration model)"), ("succeeded", "succeeded"), ("running", "running"), ("failed", "failed"),
-    ("oom", "out of memory"), ("interrupted", "interrupted / lost"),
+    ("planned", "planned (duration model)"),
+    ("succeeded", "succeeded"),
+    ("running", "running"),
+    ("failed", "failed"),
+    ("oom", "out of memory"),
+    ("interrupted", "interrupted / lost"),
 ]
 
 CSS = """
@@ -107,7 +114,7 @@ def table(head: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Ite
         out.append(f"<caption>{esc(caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
     for r in rows:
-        out.append("<tr>" + "".join(f'<td{" class=n" if k in num else ""}>{esc(c)}</td>' for k, c in enumerate(r)) + "</tr>")
+        out.append("<tr>" + "".join(f"<td{' class=n' if k in num else ''}>{esc(c)}</td>" for k, c in enumerate(r)) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
@@ -123,8 +130,10 @@ def legend(items: Sequence[tuple[str, str]]) -> str:
 def render(report: Report) -> str:
     """The whole page."""
     parts = [_head(report), _summary(report), _grid(report), _timeline(report), _over_time(report), _grain(report), _memory(report)]
-    parts.append(f"<footer>migbench {esc(__version__)} · generated {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report.generated_at)))}"
-                 " · self-contained: this file loads nothing from the network</footer>")
+    parts.append(
+        f"<footer>migbench {esc(__version__)} · generated {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report.generated_at)))}"
+        " · self-contained: this file loads nothing from the network</footer>"
+    )
     parts.append(f"<script>{JS}</script></body></html>")
     return "".join(parts)
 
@@ -152,8 +161,14 @@ def _summary(report: Report) -> str:
     if report.refresh_s:
         meta.append(f"this page reloads every {report.refresh_s} s while the sweep runs")
     out.append('<div class="meta">' + " · ".join(meta) + "</div>")
-    out.append("<nav>" + "".join(f'<a href="#{k}">{t}</a>' for k, t in (
-        ("grid", "Layout"), ("timeline", "Timeline"), ("over-time", "Over time"), ("grain", "Grain lever"), ("memory", "Memory"))) + "</nav>")
+    out.append(
+        "<nav>"
+        + "".join(
+            f'<a href="#{k}">{t}</a>'
+            for k, t in (("grid", "Layout"), ("timeline", "Timeline"), ("over-time", "Over time"), ("grain", "Grain lever"), ("memory", "Memory"))
+        )
+        + "</nav>"
+    )
     tiles = [
         (f"{report.runs:,}", "runs"),
         (f"{len(report.gpus)}", "GPUs"),
@@ -180,18 +195,22 @@ def _summary(report: Report) -> str:
 
 
 def _grid(report: Report) -> str:
-    out = ['<section id="grid"><h2>Layout grid</h2>',
-           "<p>Each GPU's memory slices left to right; each MIG instance is a block labelled <code>profile@start</code>, "
-           "coloured by its state, with its runs (the dot is the run's state).</p>",
-           legend([(f"st-{k}", t) for k, t in STATE_LEGEND] + [(f"o-{k}", f"run {t}") for k, t in OUTCOME_LEGEND[1:]])]
+    out = [
+        '<section id="grid"><h2>Layout grid</h2>',
+        "<p>Each GPU's memory slices left to right; each MIG instance is a block labelled <code>profile@start</code>, "
+        "coloured by its state, with its runs (the dot is the run's state).</p>",
+        legend([(f"st-{k}", t) for k, t in STATE_LEGEND] + [(f"o-{k}", f"run {t}") for k, t in OUTCOME_LEGEND[1:]]),
+    ]
     if report.detail:
         for g in report.gpus:
             counts: dict[str, int] = {}
             for i in g.instances:
                 counts[i.state] = counts.get(i.state, 0) + 1
             cap = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            out.append(f'<figure class="gpu" data-gpu="{g.gpu}"><figcaption>{esc(g.title)} · {len(g.instances)} instance(s): {esc(cap)}</figcaption>'
-                       f"{charts.grid(g)}</figure>")
+            out.append(
+                f'<figure class="gpu" data-gpu="{g.gpu}"><figcaption>{esc(g.title)} · {len(g.instances)} instance(s): {esc(cap)}</figcaption>'
+                f"{charts.grid(g)}</figure>"
+            )
     else:
         out.append(f"<p>{len(report.gpus)} GPUs, one row each (hover an instance for its runs by state).</p>")
         out.append(charts.grid_rows(report.gpus))
@@ -201,10 +220,15 @@ def _grid(report: Report) -> str:
             st: dict[str, int] = {}
             for _, s in i.runs:
                 st[s] = st.get(s, 0) + 1
-            rows.append((g.gpu, i.label, i.compute_slices, _mib(i.memory_mib), i.state, len(i.planned),
-                         ", ".join(f"{n} {s}" for s, n in sorted(st.items())) or "-"))
-    out.append(details(f"Table: {len(rows)} instances", table(
-        ["GPU", "instance", "compute slices", "memory", "state", "runs planned", "runs now"], rows[:max(TABLE_MAX_ROWS, 4096)], numeric=(0, 2, 5))))
+            rows.append(
+                (g.gpu, i.label, i.compute_slices, _mib(i.memory_mib), i.state, len(i.planned), ", ".join(f"{n} {s}" for s, n in sorted(st.items())) or "-")
+            )
+    out.append(
+        details(
+            f"Table: {len(rows)} instances",
+            table(["GPU", "instance", "compute slices", "memory", "state", "runs planned", "runs now"], rows[: max(TABLE_MAX_ROWS, 4096)], numeric=(0, 2, 5)),
+        )
+    )
     out.append("</section>")
     return "".join(out)
 
@@ -214,13 +238,14 @@ def _attempts_text(bars: Sequence[Bar]) -> str:
 
 
 def _timeline(report: Report) -> str:
-    out = ['<section id="timeline"><h2>Timeline</h2>',
-           "<p>One lane per instance: the planned runs (from the duration model, light) above the actual attempts from "
-           "<code>launch.db</code> (by outcome; a black edge is a retry, a dashed red edge an attempt moved after an OOM, a "
-           "long-dashed green edge a run the launcher started on another instance that was idle: lending, not a failure). "
-           "Hover a bar for its times; click one to light up the run everywhere.</p>",
-           legend([(f"o-{k}", t) for k, t in OUTCOME_LEGEND]
-                  + [("e-retry", "retry"), ("e-moved", "moved after an OOM"), ("e-lent", "lent instance")])]
+    out = [
+        '<section id="timeline"><h2>Timeline</h2>',
+        "<p>One lane per instance: the planned runs (from the duration model, light) above the actual attempts from "
+        "<code>launch.db</code> (by outcome; a black edge is a retry, a dashed red edge an attempt moved after an OOM, a "
+        "long-dashed green edge a run the launcher started on another instance that was idle: lending, not a failure). "
+        "Hover a bar for its times; click one to light up the run everywhere.</p>",
+        legend([(f"o-{k}", t) for k, t in OUTCOME_LEGEND] + [("e-retry", "retry"), ("e-moved", "moved after an OOM"), ("e-lent", "lent instance")]),
+    ]
     if not any(b.kind == "planned" for b in report.bars) and not any(b.kind == "actual" for b in report.bars):
         out.append('<div class="note">Nothing to draw: the plan has no durations and nothing has run yet.</div>')
     if report.detail:
@@ -238,9 +263,9 @@ def _timeline(report: Report) -> str:
         head = ["GPU", "row"] + [fmt_t(report.horizon_s * b / bins) for b in range(0, bins, step)]
         rows: list[list[object]] = []
         for gpu, p, a in numbers:
-            rows.append([gpu, "planned"] + [f"{sum(p[b:b + step]) / step * 100:.0f} %" for b in range(0, bins, step)])
+            rows.append([gpu, "planned"] + [f"{sum(p[b : b + step]) / step * 100:.0f} %" for b in range(0, bins, step)])
             if a is not None:
-                rows.append([gpu, "actual"] + [f"{sum(a[b:b + step]) / step * 100:.0f} %" for b in range(0, bins, step)])
+                rows.append([gpu, "actual"] + [f"{sum(a[b : b + step]) / step * 100:.0f} %" for b in range(0, bins, step)])
         out.append(details("Table: busy share of each GPU's compute slices, by time", table(head, rows)))
     by_run: dict[str, list[Bar]] = {}
     for b in report.bars:
@@ -253,13 +278,32 @@ def _timeline(report: Report) -> str:
         ab = sorted((b for b in bs if b.kind == "actual"), key=lambda b: b.attempt)
         retries = sum(1 for b in ab if "retry" in b.note)
         moved = sum(1 for b in ab if "after an OOM" in b.note)
-        run_rows.append((rid, report.groups.get(rid, ""), pb.instance if pb else "-", _t(pb.start_s if pb else None),
-                         _t(pb.end_s if pb else None), _t(ab[0].start_s if ab else None), _t(ab[-1].end_s if ab else None),
-                         ab[-1].outcome if ab else "-", retries, moved, _attempts_text(ab)))
+        run_rows.append(
+            (
+                rid,
+                report.groups.get(rid, ""),
+                pb.instance if pb else "-",
+                _t(pb.start_s if pb else None),
+                _t(pb.end_s if pb else None),
+                _t(ab[0].start_s if ab else None),
+                _t(ab[-1].end_s if ab else None),
+                ab[-1].outcome if ab else "-",
+                retries,
+                moved,
+                _attempts_text(ab),
+            )
+        )
     cut = "" if len(shown) == len(by_run) else f" (the first {len(shown)} of {len(by_run)})"
-    out.append(details(f"Table: runs, planned and actual{cut}", table(
-        ["run", "group", "planned on", "planned start", "planned end", "actual start", "actual end", "outcome", "retries", "OOM moves", "attempts"],
-        run_rows, numeric=(8, 9))))
+    out.append(
+        details(
+            f"Table: runs, planned and actual{cut}",
+            table(
+                ["run", "group", "planned on", "planned start", "planned end", "actual start", "actual end", "outcome", "retries", "OOM moves", "attempts"],
+                run_rows,
+                numeric=(8, 9),
+            ),
+        )
+    )
     out.append("</section>")
     return "".join(out)
 
@@ -271,11 +315,13 @@ def _over_time(report: Report) -> str:
     au = report.actual.utilisation if report.actual else None
     po = report.planned.occupancy if report.planned else None
     ao = report.actual.occupancy if report.actual else None
-    out.append("<p><b>Sustained utilisation</b> = busy compute / available compute: the compute the runs are served under the "
-               "duration model (on each instance, the smaller of its compute share and its runs' compute demand) over every "
-               f"GPU's whole compute over the makespan: planned <b>{_pct(pu)}</b>, actual <b>{_pct(au)}</b>. "
-               "<b>Occupancy</b> = busy compute slice-hours / available slice-hours (an instance's slices count while any run "
-               f"is on it, however little compute the run uses): planned <b>{_pct(po)}</b>, actual <b>{_pct(ao)}</b>.</p>")
+    out.append(
+        "<p><b>Sustained utilisation</b> = busy compute / available compute: the compute the runs are served under the "
+        "duration model (on each instance, the smaller of its compute share and its runs' compute demand) over every "
+        f"GPU's whole compute over the makespan: planned <b>{_pct(pu)}</b>, actual <b>{_pct(au)}</b>. "
+        "<b>Occupancy</b> = busy compute slice-hours / available slice-hours (an instance's slices count while any run "
+        f"is on it, however little compute the run uses): planned <b>{_pct(po)}</b>, actual <b>{_pct(ao)}</b>.</p>"
+    )
     out.append(legend([("o-planned", "planned (dashed)"), ("o-running", "actual (solid)")]))
     for s in report.series:
         out.append(f"<h3>{esc(s.title)}</h3>" + charts.series_chart(s, h))
@@ -292,10 +338,23 @@ def _over_time(report: Report) -> str:
         rows.append(row)
     out.append(details("Table: the series sampled at 25 moments", table(head, rows, numeric=range(1, len(head)))))
     urows: list[tuple[object, ...]] = [(u.gpu, u.slices, _pct(u.planned), _pct(u.actual), u.runs_planned, u.attempts) for u in report.utilisation]
-    urows.append(("all", sum(u.slices for u in report.utilisation), _pct(pu), _pct(au),
-                  sum(u.runs_planned for u in report.utilisation), sum(u.attempts for u in report.utilisation)))
-    out.append(details("Table: sustained utilisation per GPU", table(
-        ["GPU", "compute slices", "planned", "actual", "runs planned", "attempts"], urows, numeric=(1, 4, 5)), open_=len(urows) <= 17))
+    urows.append(
+        (
+            "all",
+            sum(u.slices for u in report.utilisation),
+            _pct(pu),
+            _pct(au),
+            sum(u.runs_planned for u in report.utilisation),
+            sum(u.attempts for u in report.utilisation),
+        )
+    )
+    out.append(
+        details(
+            "Table: sustained utilisation per GPU",
+            table(["GPU", "compute slices", "planned", "actual", "runs planned", "attempts"], urows, numeric=(1, 4, 5)),
+            open_=len(urows) <= 17,
+        )
+    )
     out.append("</section>")
     return "".join(out)
 
@@ -304,12 +363,16 @@ def _grain(report: Report) -> str:
     out = ['<section id="grain"><h2>The grain lever</h2>']
     lever = report.grain
     if lever is None:
-        out.append(f'<div class="note">The grain lever is {esc(report.grain_note or "not computed for this page")}; '
-                   "`migbench grain SWEEP` prints it in the terminal.</div></section>")
+        out.append(
+            f'<div class="note">The grain lever is {esc(report.grain_note or "not computed for this page")}; '
+            "`migbench grain SWEEP` prints it in the terminal.</div></section>"
+        )
         return "".join(out)
-    out.append("<p>The sweep planned at every partition grain the fleet allows: the grain is the smallest instance a layout "
-               "may use, from one whole-GPU instance per GPU to every profile. Each grain is planned by the same planner and "
-               "played forward under the duration model. The ringed point is the chosen plan.</p>")
+    out.append(
+        "<p>The sweep planned at every partition grain the fleet allows: the grain is the smallest instance a layout "
+        "may use, from one whole-GPU instance per GPU to every profile. Each grain is planned by the same planner and "
+        "played forward under the duration model. The ringed point is the chosen plan.</p>"
+    )
     pts = lever.points
     out.append('<div class="grains">')
     out.append(charts.grain_chart(pts, "runs_at_once", "runs at once", lambda v: f"{v:g}"))
@@ -319,13 +382,28 @@ def _grain(report: Report) -> str:
     strips = []
     for p in pts:
         for gpu, lay in sorted(p.per_gpu.items()):
-            strips.append(f'<tr data-grain="{p.grain}"><td>{esc(p.label)}{" ★" if p.chosen else ""}</td><td>GPU {gpu}</td>'
-                          f"<td>{charts.mini_layout(lever.memory_slices.get(gpu, 8), lay, lever.sizes)}</td></tr>")
+            strips.append(
+                f'<tr data-grain="{p.grain}"><td>{esc(p.label)}{" ★" if p.chosen else ""}</td><td>GPU {gpu}</td>'
+                f"<td>{charts.mini_layout(lever.memory_slices.get(gpu, 8), lay, lever.sizes)}</td></tr>"
+            )
     out.append('<h3>The first GPU at each grain</h3><table class="strips"><tbody>' + "".join(strips) + "</tbody></table>")
-    rows = [(p.label + (" (chosen)" if p.chosen else ""), p.instances, p.runs_at_once, _pct(p.utilisation), _pct(p.occupancy),
-             _t(p.makespan_s), p.unplaced, p.status, "; ".join(f"{m}: {', '.join(v)}" for m, v in p.profiles.items())) for p in pts]
-    out.append(table(["grain", "instances", "runs at once", "utilisation", "occupancy", "makespan", "unplaced", "solver",
-                      "profiles allowed"], rows, numeric=(1, 2, 6)))
+    rows = [
+        (
+            p.label + (" (chosen)" if p.chosen else ""),
+            p.instances,
+            p.runs_at_once,
+            _pct(p.utilisation),
+            _pct(p.occupancy),
+            _t(p.makespan_s),
+            p.unplaced,
+            p.status,
+            "; ".join(f"{m}: {', '.join(v)}" for m, v in p.profiles.items()),
+        )
+        for p in pts
+    ]
+    out.append(
+        table(["grain", "instances", "runs at once", "utilisation", "occupancy", "makespan", "unplaced", "solver", "profiles allowed"], rows, numeric=(1, 2, 6))
+    )
     for n in lever.notes:
         out.append(f'<div class="note">{esc(n)}</div>')
     out.append("</section>")
@@ -336,34 +414,71 @@ def _memory(report: Report) -> str:
     out = ['<section id="memory"><h2>Memory</h2>']
     runs = report.memory_runs
     measured = [r for r in runs if r.peak_mib is not None]
-    out.append(f"<p>Planned memory is what the plan sized each run by (the sweep's declared or estimated memory); measured peaks "
-               f"come from <code>launch.db</code> ({len(measured)} of {len(runs)} runs measured). A red dot is a peak above the plan.</p>")
+    out.append(
+        f"<p>Planned memory is what the plan sized each run by (the sweep's declared or estimated memory); measured peaks "
+        f"come from <code>launch.db</code> ({len(measured)} of {len(runs)} runs measured). A red dot is a peak above the plan.</p>"
+    )
     if report.detail:
         out.append(legend([("mplan", "planned"), ("o-running", "measured peak"), ("o-failed", "peak above plan"), ("minst", "instance memory")]))
         out.append(charts.memory_runs_chart(runs))
     else:
         svg_groups, grows = charts.memory_groups_chart(runs)
         out.append(svg_groups)
-        out.append(details("Table: memory per group", table(
-            ["group", "runs", "planned", "least peak", "median peak", "most peak", "measured"],
-            [(g, n, _mib(p), _mib(lo), _mib(m), _mib(hi), k) for g, n, p, lo, m, hi, k in grows], numeric=(1, 6))))
+        out.append(
+            details(
+                "Table: memory per group",
+                table(
+                    ["group", "runs", "planned", "least peak", "median peak", "most peak", "measured"],
+                    [(g, n, _mib(p), _mib(lo), _mib(m), _mib(hi), k) for g, n, p, lo, m, hi, k in grows],
+                    numeric=(1, 6),
+                ),
+            )
+        )
     shown = runs if report.detail else runs[:TABLE_MAX_ROWS]
-    rows = [(r.id, r.group, _mib(r.planned_mib), _mib(r.peak_mib), "-" if r.peak_mib is None else f"{r.peak_mib / max(1, r.planned_mib):.0%}",
-             _mib(r.instance_mib), _mib(None if r.peak_mib is None or r.instance_mib is None else r.instance_mib - r.peak_mib), r.source or "-")
-            for r in shown]
+    rows = [
+        (
+            r.id,
+            r.group,
+            _mib(r.planned_mib),
+            _mib(r.peak_mib),
+            "-" if r.peak_mib is None else f"{r.peak_mib / max(1, r.planned_mib):.0%}",
+            _mib(r.instance_mib),
+            _mib(None if r.peak_mib is None or r.instance_mib is None else r.instance_mib - r.peak_mib),
+            r.source or "-",
+        )
+        for r in shown
+    ]
     cut = "" if len(shown) == len(runs) else f" (the first {len(shown)} of {len(runs)})"
-    out.append(details(f"Table: memory per run{cut}", table(
-        ["run", "group", "planned", "measured peak", "peak / planned", "instance", "headroom", "peak from"], rows)))
-    insts = sorted(report.memory_instances, key=lambda i: (i.measured_headroom_mib if i.measured_headroom_mib is not None else i.planned_headroom_mib))
-    out.append("<h3>Headroom per instance</h3><p>Instance memory less the most its co-running runs hold at once: planned (their "
-               "planned memory) and measured (the sum of co-running attempts' measured peaks, an upper bound). Least headroom first.</p>")
+    out.append(
+        details(f"Table: memory per run{cut}", table(["run", "group", "planned", "measured peak", "peak / planned", "instance", "headroom", "peak from"], rows))
+    )
+    insts = sorted(report.memory_instances, key=lambda i: i.measured_headroom_mib if i.measured_headroom_mib is not None else i.planned_headroom_mib)
+    out.append(
+        "<h3>Headroom per instance</h3><p>Instance memory less the most its co-running runs hold at once: planned (their "
+        "planned memory) and measured (the sum of co-running attempts' measured peaks, an upper bound). Least headroom first.</p>"
+    )
     if report.detail:
         out.append(legend([("st-idle", "instance memory"), ("mplan", "planned peak"), ("o-running", "measured peak")]))
         out.append(charts.headroom_chart(insts))
     ishown = insts if report.detail else insts[:TABLE_MAX_ROWS]
-    out.append(details(f"Table: headroom per instance ({len(ishown)} of {len(insts)})", table(
-        ["instance", "memory", "planned peak", "planned headroom", "measured peak", "measured headroom"],
-        [(i.key, _mib(i.memory_mib), _mib(i.planned_peak_mib), _mib(i.planned_headroom_mib), _mib(i.measured_peak_mib),
-          _mib(i.measured_headroom_mib)) for i in ishown])))
+    out.append(
+        details(
+            f"Table: headroom per instance ({len(ishown)} of {len(insts)})",
+            table(
+                ["instance", "memory", "planned peak", "planned headroom", "measured peak", "measured headroom"],
+                [
+                    (
+                        i.key,
+                        _mib(i.memory_mib),
+                        _mib(i.planned_peak_mib),
+                        _mib(i.planned_headroom_mib),
+                        _mib(i.measured_peak_mib),
+                        _mib(i.measured_headroom_mib),
+                    )
+                    for i in ishown
+                ],
+            ),
+        )
+    )
     out.append("</section>")
     return "".join(out)

@@ -155,8 +155,20 @@ class SweepProgress:
         notes: list[str] = []
         eta = self._eta(runs, f, now, notes)
         return Snapshot(
-            str(doc.get("sweep") or self.plan.name), int(doc.get("total") or len(runs)), done, running, queued, failed, counts,
-            gpus, eta, factor, sample, self.summarised, dict(doc.get("launcher") or {}), notes,
+            str(doc.get("sweep") or self.plan.name),
+            int(doc.get("total") or len(runs)),
+            done,
+            running,
+            queued,
+            failed,
+            counts,
+            gpus,
+            eta,
+            factor,
+            sample,
+            self.summarised,
+            dict(doc.get("launcher") or {}),
+            notes,
         )
 
     def _eta(self, runs: Sequence[Mapping[str, Any]], f: float, now: float, notes: list[str]) -> float | None:
@@ -200,8 +212,7 @@ def remaining_s(p: SweepProgress, left: Sequence[Mapping[str, Any]], factor: flo
         jobs.append(replace(d, duration_s=max(work, 1e-3)))
         queues[where].append((first, p.order.get(r["id"], 0), r["id"]))
     try:
-        res = replay(jobs, p.slots, {k: [rid for _, _, rid in sorted(v)] for k, v in queues.items()},
-                     interference=p.plan.duration_model.interference)
+        res = replay(jobs, p.slots, {k: [rid for _, _, rid in sorted(v)] for k, v in queues.items()}, interference=p.plan.duration_model.interference)
     except ValueError:
         return None
     return res.makespan_s

@@ -115,8 +115,7 @@ def value_ticks(top: float, target: int = 4) -> list[float]:
     return [i * step for i in range(n + 1)]
 
 
-def step_path(points: Sequence[tuple[float, float]], horizon: float, fx: float, fy: float, x0: float, y0: float,
-              columns: int | None = None) -> str:
+def step_path(points: Sequence[tuple[float, float]], horizon: float, fx: float, fy: float, x0: float, y0: float, columns: int | None = None) -> str:
     """An SVG path `d` for a step function (t, v from t on) over [0, horizon], x = x0 + fx t,
     y = y0 - fy v. With `columns`, at most that many steps: each column shows the most its
     span reaches (peaks survive the thinning)."""
@@ -175,8 +174,7 @@ def png_rgb(rows: Sequence[Sequence[tuple[int, int, int]]]) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def data_uri_png(data: bytes) -> str:

@@ -16,9 +16,7 @@ from migbench.sweep.schema import MAX_RUNS
 from migbench.sweep.yamlnodes import MapNode
 
 
-def grid(
-    ctx: Ctx, g: MapNode, params: list[Parameter], zips: list[tuple[str, ...]], repeats: int
-) -> list[dict[str, Any]] | None:
+def grid(ctx: Ctx, g: MapNode, params: list[Parameter], zips: list[tuple[str, ...]], repeats: int) -> list[dict[str, Any]] | None:
     """Cartesian product in the written order; a zip group is one axis at its first member (in
     parameter order). None (with a problem) if the product would exceed MAX_RUNS."""
     by_name = {p.name: p for p in params}
@@ -45,9 +43,7 @@ def grid(
     return combos
 
 
-def sample_points(
-    ctx: Ctx, g: MapNode, group: str, params: list[Parameter], zips: list[tuple[str, ...]], count: int, seed: int
-) -> list[dict[str, Any]] | None:
+def sample_points(ctx: Ctx, g: MapNode, group: str, params: list[Parameter], zips: list[tuple[str, ...]], count: int, seed: int) -> list[dict[str, Any]] | None:
     """`count` distinct samples, deterministic in (sweep seed, group name), independent of file order."""
     digest = hashlib.sha256(f"migbench-random:{seed}:{group}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))

@@ -1,5 +1,4 @@
-"""Typed readers for sweep fields: each check reports through one context, which knows the group.
-"""
+"""Typed readers for sweep fields: each check reports through one context, which knows the group."""
 
 from __future__ import annotations
 
@@ -13,8 +12,10 @@ from migbench.sweep.yamlnodes import Entry, MapNode, Node, Problems, ScalarNode,
 
 def wandb_only_note(keys: Sequence[str]) -> str:
     what = ", ".join(f"`{k}`" for k in keys)
-    return (f"{what}: W&B-only key{'s' if len(keys) > 1 else ''}, ignored (migbench plans and launches every run "
-            "itself; W&B's search, early stopping and project settings do not apply)")
+    return (
+        f"{what}: W&B-only key{'s' if len(keys) > 1 else ''}, ignored (migbench plans and launches every run "
+        "itself; W&B's search, early stopping and project settings do not apply)"
+    )
 
 
 class Ctx:
@@ -86,9 +87,7 @@ class Ctx:
 
     def integer(self, node: Node, minimum: int | None = None) -> int | None:
         if not (isinstance(node, ScalarNode) and isinstance(node.value, int) and not isinstance(node.value, bool)):
-            self.at(
-                node, f"expected a whole number{'' if minimum is None else f' >= {minimum}'}, got {describe(node)}"
-            )
+            self.at(node, f"expected a whole number{'' if minimum is None else f' >= {minimum}'}, got {describe(node)}")
             return None
         if minimum is not None and node.value < minimum:
             self.at(node, f"must be >= {minimum}, got {node.value}")
@@ -96,12 +95,7 @@ class Ctx:
         return node.value
 
     def number(self, node: Node) -> float | None:
-        if not (
-            isinstance(node, ScalarNode)
-            and isinstance(node.value, (int, float))
-            and not isinstance(node.value, bool)
-            and math.isfinite(node.value)
-        ):
+        if not (isinstance(node, ScalarNode) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool) and math.isfinite(node.value)):
             self.at(node, f"expected a number, got {describe(node)}")
             return None
         return node.value

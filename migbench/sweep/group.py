@@ -1,5 +1,4 @@
-"""One group of a sweep: its fields, its parameters' expansion into runs, and its allowed profiles.
-"""
+"""One group of a sweep: its fields, its parameters' expansion into runs, and its allowed profiles."""
 
 from __future__ import annotations
 
@@ -80,11 +79,15 @@ def parse_group(
     if (n := g.get("shell")) is not None:
         shell = bool(ctx.boolean(n))
     cmd = parse_command(ctx, g, shell, program, pnames if params is not None else None)
-    hydra_dir = hrun is not None and cmd is not None and not shell and any(
-        isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts)
+    hydra_dir = (
+        hrun is not None and cmd is not None and not shell and any(isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts)
+    )
     if hrun is not None and cmd is not None and not hydra_dir and hn is not None:
-        ctx.note(hn, f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run "
-                 f"its own, e.g. hydra.run.dir={hrun.run_dir}")
+        ctx.note(
+            hn,
+            f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run "
+            f"its own, e.g. hydra.run.dir={hrun.run_dir}",
+        )
 
     # -- memory
     memory = None
@@ -211,10 +214,7 @@ def parse_group(
                         repeat=rep,
                         argv=hrun.argv(cmd.render(full, values)) if hrun is not None and hydra_dir else cmd.render(full, values),
                         shell=shell,
-                        env={
-                            k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text)
-                            for k in env_parts
-                        },
+                        env={k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text) for k in env_parts},
                         workdir=workdir,
                         memory_mib=mem[0],
                         memory_source=mem[1],
@@ -285,18 +285,14 @@ def _alias(ctx: Ctx, g: MapNode, key: str, alias: str, minimum: int) -> int | No
 # ---- profiles ----------------------------------------------------------------------------------
 
 
-def _parse_profiles(
-    ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any], fleet: tuple[FleetEntry, ...] | None
-) -> tuple[str, ...] | None:
+def _parse_profiles(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any], fleet: tuple[FleetEntry, ...] | None) -> tuple[str, ...] | None:
     if node is None:
         return None
     if not isinstance(node, SeqNode):
         ctx.at(node, f"expected a list of MIG profile names such as [1g.10gb, 2g.20gb], got {describe(node)}")
         return None
     if not node.items:
-        ctx.at(
-            node, "`profiles` is empty: no instance could run this group", "list allowed profiles, or omit profiles:"
-        )
+        ctx.at(node, "`profiles` is empty: no instance could run this group", "list allowed profiles, or omit profiles:")
         return None
     out: list[str] = []
     for item in node.items:

@@ -93,7 +93,7 @@ FLEET = {
     "node": {"type": "string", "description": "The machine these GPUs are on (a fleet of several nodes, for `migbench export`)."},
     "gpu": {"type": "string", "description": "A GPU model of the catalogue (`migbench catalog`), e.g. A100-SXM4-80GB."},
     "count": _count(1, "How many GPUs of this model."),
-    "driver": {"type": ["string", "number"], "description": "Driver version the plan is for, e.g. \"535.129.03\"."},
+    "driver": {"type": ["string", "number"], "description": 'Driver version the plan is for, e.g. "535.129.03".'},
 }
 DURATION_MODEL = {
     "interference": {"type": "number", "minimum": 0, "description": "Fractional slowdown per co-located run (default 0)."},
@@ -170,17 +170,24 @@ MEASURED = {
 }
 MEMORY = {
     "description": "The run's device footprint: a quantity, a table {by: param, table: {...}}, {estimate: {...}}, "
-                   "or measured ({measured: true, fallback: ...}).",
+    "or measured ({measured: true, fallback: ...}).",
     "anyOf": [
         *FALLBACK["anyOf"],
         {"const": "measured"},
-        {**_obj(MEASURED_KEYS, MEASURED, "measured memory", required=("measured",)),
-         "if": {"properties": {"measured": {"const": False}}}, "then": {"required": ["fallback"]}},
+        {
+            **_obj(MEASURED_KEYS, MEASURED, "measured memory", required=("measured",)),
+            "if": {"properties": {"measured": {"const": False}}},
+            "then": {"required": ["fallback"]},
+        },
     ],
 }
 GROUP: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "pattern": f"^{GROUP_NAME_RE.pattern}$", "maxLength": MAX_NAME_LEN,
-             "description": "The group's name: run ids are <name>-<hash>."},
+    "name": {
+        "type": "string",
+        "pattern": f"^{GROUP_NAME_RE.pattern}$",
+        "maxLength": MAX_NAME_LEN,
+        "description": "The group's name: run ids are <name>-<hash>.",
+    },
     "command": {
         "description": "The command: a string (split like a shell, no shell runs it) or a list of arguments; "
         "{param}, ${program}, ${args}, ${run_id}, ${run_dir}, ${attempt}.",
@@ -227,8 +234,12 @@ GROUP: dict[str, dict[str, Any]] = {
 WANDB_ONLY = {k: {"description": "A W&B-only key: accepted and ignored with a note."} for k in WANDB_ONLY_KEYS}
 TOP: dict[str, dict[str, Any]] = {
     "version": {"const": SCHEMA_VERSION, "description": "The sweep file's schema version."},
-    "name": {"type": "string", "pattern": f"^{SWEEP_NAME_RE.pattern}$", "maxLength": MAX_NAME_LEN,
-             "description": "The sweep's name: its state lives in runs/<name>/."},
+    "name": {
+        "type": "string",
+        "pattern": f"^{SWEEP_NAME_RE.pattern}$",
+        "maxLength": MAX_NAME_LEN,
+        "description": "The sweep's name: its state lives in runs/<name>/.",
+    },
     "description": {"type": "string"},
     "seed": {"type": "integer", "description": "Seed of random sampling."},
     "fleet": {

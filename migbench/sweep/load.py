@@ -61,7 +61,7 @@ from migbench.yamlio import shape_problem
 def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
     """Read and validate a sweep file; raises `InputError` listing every problem found."""
     p = Path(path)
-    data = read_input(p, "sweep file", limit=MAX_SWEEP_BYTES, hint="sweeps are YAML files; see the README's \"The sweep file\"")
+    data = read_input(p, "sweep file", limit=MAX_SWEEP_BYTES, hint='sweeps are YAML files; see the README\'s "The sweep file"')
     text = decode_text(data, str(path), "sweep file")
     return _load(text, data, file=str(path), path=str(p.resolve()), base_dir=p.resolve().parent, catalog=catalog)
 
@@ -144,9 +144,7 @@ def _parse_yaml(text: str, problems: Problems, max_nodes: int = MAX_SWEEP_NODES)
         loader.dispose()
 
 
-def _build(
-    root: Node, problems: Problems, *, sha: str, path: str | None, base_dir: Path, catalog: Any
-) -> Sweep | None:
+def _build(root: Node, problems: Problems, *, sha: str, path: str | None, base_dir: Path, catalog: Any) -> Sweep | None:
     ctx = Ctx(problems)
     if not isinstance(root, MapNode):
         ctx.at(root, f"a sweep file must be a mapping (version:, name:, groups: ...), got {describe(root)}")
@@ -301,7 +299,7 @@ def _build(
         ctx.at(
             root,
             "no runs: write `groups:` (a list of groups) or one group's command, parameters and memory at top level",
-            "see the README's \"The sweep file\" section, or the sweep files in sweeps/",
+            'see the README\'s "The sweep file" section, or the sweep files in sweeps/',
         )
 
     problems.all_groups = [n for _, n in group_nodes if n is not None]
@@ -372,8 +370,11 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
                 if NODE_NAME_RE.fullmatch(text):
                     host = text
                 else:
-                    ctx.at(hn, f"{text!r} is not a node name Slurm and Kubernetes accept",
-                           "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit")
+                    ctx.at(
+                        hn,
+                        f"{text!r} is not a node name Slurm and Kubernetes accept",
+                        "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit",
+                    )
         else:
             without_node.append(item)
         if (gn := m.get("gpu")) is None:
@@ -412,8 +413,11 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
         if gpu is not None and count is not None:
             out.append(FleetEntry(gpu, count, driver, host))
     if with_node and without_node:
-        ctx.at(without_node[0], "this fleet entry names no `node`, but others do",
-               "name the node of every entry (a fleet is either one local host or a list of nodes)")
+        ctx.at(
+            without_node[0],
+            "this fleet entry names no `node`, but others do",
+            "name the node of every entry (a fleet is either one local host or a list of nodes)",
+        )
     total = sum(f.count for f in out)
     if total > MAX_FLEET_GPUS:
         ctx.at(node, f"the fleet has {total} GPUs; at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
@@ -448,8 +452,11 @@ def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntr
         problems.add(str(exc))
     if problems.items or not fleet:
         items = problems.sorted()
-        raise InputError(f"{path}: {len(items) or 1} problem(s) in the fleet file", problems=items,
-                         hint="a fleet file is a list like `- {node: gpu01, gpu: A100-SXM4-80GB, count: 8}`")
+        raise InputError(
+            f"{path}: {len(items) or 1} problem(s) in the fleet file",
+            problems=items,
+            hint="a fleet file is a list like `- {node: gpu01, gpu: A100-SXM4-80GB, count: 8}`",
+        )
     return fleet
 
 
@@ -491,11 +498,7 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
         kw["retries"] = v
     for key in ("backoff", "stop_grace", "flapping_window"):
         if (n := m.get(key)) is not None:
-            if (
-                key != "flapping_window"
-                and isinstance(n, ScalarNode)
-                and re.fullmatch(r"\s*0+(\.0*)?\s*[a-z]*\s*", str(n.value))
-            ):
+            if key != "flapping_window" and isinstance(n, ScalarNode) and re.fullmatch(r"\s*0+(\.0*)?\s*[a-z]*\s*", str(n.value)):
                 kw[f"{key}_s"] = 0.0  # zero backoff or grace is meaningful
             elif (d := ctx.duration(n)) is not None:
                 kw[f"{key}_s"] = d
@@ -535,12 +538,7 @@ def _merge_defaults(defaults: MapNode | None, group: MapNode) -> MapNode:
     out: dict[Any, Entry] = {k: e for k, e in defaults.entries.items() if k in GROUP_KEYS and k != "name"}
     for key, e in group.entries.items():
         base = out.get(key)
-        if (
-            key in ("env", "parameters")
-            and base is not None
-            and isinstance(base.value, MapNode)
-            and isinstance(e.value, MapNode)
-        ):
+        if key in ("env", "parameters") and base is not None and isinstance(base.value, MapNode) and isinstance(e.value, MapNode):
             entries = dict(base.value.entries)
             entries.update(e.value.entries)
             out[key] = Entry(key, e.key_line, e.path, MapNode(e.value.line, e.value.path, entries))

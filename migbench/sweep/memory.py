@@ -56,7 +56,8 @@ def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None, *, measured: bo
                 node,
                 f"memory: {node.value} cannot be used here" if node.value == "measured" else "memory: auto is spelled `measured`",
                 "memory: measured, or {measured: true, fallback: 2.5GiB} (measure with `migbench profile SWEEP`)"
-                if measured else "a fallback is a quantity (2.5GiB), a table {by: param, table: {...}} or {estimate: {...}}",
+                if measured
+                else "a fallback is a quantity (2.5GiB), a table {by: param, table: {...}} or {estimate: {...}}",
             )
             return None
         mib = ctx.memory(node)
@@ -147,9 +148,7 @@ def _parse_table(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupMemo
     if (bn := node.get("by")) is None:
         ctx.missing(node, "by", "a memory table needs `by` (the parameter whose value picks the entry)")
     elif (by := ctx.string(bn, "a parameter name")) is not None and pnames is not None and by not in pnames:
-        ctx.at(
-            bn, f"memory table is by {by!r}, which is not a parameter; parameters are: {', '.join(pnames) or '(none)'}"
-        )
+        ctx.at(bn, f"memory table is by {by!r}, which is not a parameter; parameters are: {', '.join(pnames) or '(none)'}")
         by = None
     table: dict[str, int] = {}
     lines: dict[str, int] = {}

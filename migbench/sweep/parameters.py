@@ -91,12 +91,15 @@ def parse_hydra(ctx: Ctx, node: Node, method: str) -> list[Parameter] | None:
         return None
     for k, e in m.entries.items():
         if k not in ("sweeper", "sweep", "launcher"):  # hydra_run reads sweep and launcher
-            ctx.note(e, f"`hydra.{k}` is Hydra's own setting: ignored (migbench reads hydra.sweeper.params, hydra.sweep "
-                     "and hydra.launcher)", key=True)
+            ctx.note(e, f"`hydra.{k}` is Hydra's own setting: ignored (migbench reads hydra.sweeper.params, hydra.sweep and hydra.launcher)", key=True)
     sw = m.get("sweeper")
     if sw is None or (swm := ctx.mapping(sw, "a mapping with params:")) is None:
-        ctx.missing(m, "sweeper", "a `hydra:` block without `sweeper: {params: {...}}` has no parameters",
-                    "write hydra: {sweeper: {params: {lr: '0.1,0.01'}}}, or use parameters:")
+        ctx.missing(
+            m,
+            "sweeper",
+            "a `hydra:` block without `sweeper: {params: {...}}` has no parameters",
+            "write hydra: {sweeper: {params: {lr: '0.1,0.01'}}}, or use parameters:",
+        )
         return None
     for k, e in swm.entries.items():
         if k != "params":
@@ -328,8 +331,7 @@ def _hydra(ctx: Ctx, name: str, node: ScalarNode) -> Parameter | None:
         )
         ctx.at(
             node,
-            f"unsupported sweep function {fname}() in {text!r}; supported: a,b,c  range(start,stop[,step])  "
-            "choice(a,b)",
+            f"unsupported sweep function {fname}() in {text!r}; supported: a,b,c  range(start,stop[,step])  choice(a,b)",
             hint,
         )
         return None
@@ -401,9 +403,7 @@ def _split_items(ctx: Ctx, node: ScalarNode, text: str) -> tuple[Scalar, ...] | 
             parsed = yaml.load(item, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError:
             parsed = None
-        if isinstance(parsed, (str, int, float, bool)) and not (
-            isinstance(parsed, float) and not math.isfinite(parsed)
-        ):
+        if isinstance(parsed, (str, int, float, bool)) and not (isinstance(parsed, float) and not math.isfinite(parsed)):
             v = parsed
         key = canonical_json(v)
         if key in seen:
@@ -463,9 +463,7 @@ def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter 
             return None
     elif "min" in node.entries and "max" in node.entries:
         lo, hi = node.get("min"), node.get("max")
-        both_int = all(
-            isinstance(n, ScalarNode) and isinstance(n.value, int) and not isinstance(n.value, bool) for n in (lo, hi)
-        )
+        both_int = all(isinstance(n, ScalarNode) and isinstance(n.value, int) and not isinstance(n.value, bool) for n in (lo, hi))
         dist = "int_uniform" if both_int else "uniform"  # as W&B infers it
     else:
         ctx.at(
@@ -533,9 +531,7 @@ def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter 
     return Parameter(name, None, dist, args, line=node.line)
 
 
-def parse_zip(
-    ctx: Ctx, node: Node | None, params: list[Parameter] | None, method: str
-) -> list[tuple[str, ...]] | None:
+def parse_zip(ctx: Ctx, node: Node | None, params: list[Parameter] | None, method: str) -> list[tuple[str, ...]] | None:
     if node is None:
         return []
     if not isinstance(node, SeqNode) or not all(isinstance(i, SeqNode) for i in node.items):
@@ -554,9 +550,7 @@ def parse_zip(
                 ok = False
                 continue
             if params is not None and s not in by_name:
-                ctx.at(
-                    n, f"zip names {s!r}, which is not a parameter; parameters are: {', '.join(by_name) or '(none)'}"
-                )
+                ctx.at(n, f"zip names {s!r}, which is not a parameter; parameters are: {', '.join(by_name) or '(none)'}")
                 ok = False
                 continue
             if s in used:

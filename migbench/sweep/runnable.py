@@ -61,7 +61,7 @@ def _problems(run: Run) -> list[str]:
     if not rest or "${" in rest[0]:
         return []
     problem = _program(rest[0], wd, path)
-    return [problem] if problem else _script(argv[argv.index(rest[0]):], wd)
+    return [problem] if problem else _script(argv[argv.index(rest[0]) :], wd)
 
 
 @functools.lru_cache(maxsize=4096)

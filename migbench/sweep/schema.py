@@ -1,5 +1,4 @@
-"""The sweep file's schema version 1: its keys, names, macros and distributions, and the limits.
-"""
+"""The sweep file's schema version 1: its keys, names, macros and distributions, and the limits."""
 
 from __future__ import annotations
 

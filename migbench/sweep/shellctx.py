@@ -32,7 +32,7 @@ REFUSED = {
     "parameter": "inside ${...}, where quoting rules differ between shells",
     "arithmetic": "inside $((...)), where the value would be evaluated as arithmetic",
 }
-REFUSED_HINT = "move the value out of it (e.g. write $(...) instead of backticks, or assign it first: v={name}; then use \"$v\")"
+REFUSED_HINT = 'move the value out of it (e.g. write $(...) instead of backticks, or assign it first: v={name}; then use "$v")'
 
 _OPS = set(" \t\n;&|()<>")
 

@@ -82,17 +82,14 @@ def parse_template(text: str, shell: bool) -> tuple[list[Part], list[tuple[str, 
                 flush()
                 parts.append(Macro(name, written))
             elif name == "args_json_file":
-                errors.append(
-                    ("${args_json_file} is not supported", "use ${args_json}, ${args} or {param} placeholders instead")
-                )
+                errors.append(("${args_json_file} is not supported", "use ${args_json}, ${args} or {param} placeholders instead"))
             elif shell:
                 buf.append(written)  # a shell variable: the shell expands it
             else:
                 errors.append(
                     (
                         f"unknown macro {written}",
-                        "macros are ${" + "}, ${".join(ALL_MACROS) + "}; "
-                        "without shell: true no environment variable is expanded",
+                        "macros are ${" + "}, ${".join(ALL_MACROS) + "}; without shell: true no environment variable is expanded",
                     )
                 )
             i = j + 1
@@ -251,12 +248,9 @@ WANDB_DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames: list[str] | None) -> Command | None:
     node = g.get("command")
     if node is None and program is not None and not shell:
-        node = SeqNode(g.line, f"{g.path}.command" if g.path else "command",
-                       [ScalarNode(g.line, g.path, t, t) for t in WANDB_DEFAULT_COMMAND])
+        node = SeqNode(g.line, f"{g.path}.command" if g.path else "command", [ScalarNode(g.line, g.path, t, t) for t in WANDB_DEFAULT_COMMAND])
     if node is None:
-        ctx.missing(
-            g, "command", "missing `command`", "e.g. command: python train.py --lr {lr}   (or a list of arguments)"
-        )
+        ctx.missing(g, "command", "missing `command`", "e.g. command: python train.py --lr {lr}   (or a list of arguments)")
         return None
     tokens: list[tuple[Node, str]] = []
     written: str | tuple[str, ...]
@@ -318,8 +312,9 @@ def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames
             for p, where in zip(slots, shell_slots(parts)):
                 if where in shellctx.REFUSED:
                     name = "{" + p.name + "}" if isinstance(p, Placeholder) else p.text
-                    ctx.at(tnode, f"{name} is placed {shellctx.REFUSED[where]}: no quoting makes a value safe there",
-                           shellctx.REFUSED_HINT.replace("{name}", name))
+                    ctx.at(
+                        tnode, f"{name} is placed {shellctx.REFUSED[where]}: no quoting makes a value safe there", shellctx.REFUSED_HINT.replace("{name}", name)
+                    )
                     ok = False
         if pnames is not None and not check_names(ctx, tnode, parts, pnames):
             ok = False

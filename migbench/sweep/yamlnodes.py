@@ -44,9 +44,7 @@ class LimitedSafeLoader(TagChecks, yaml.SafeLoader):
         if alias:
             self._alias_values += self._sizes.get(id(node), 1)  # an ancestor (a cycle) counts 1 here
             if self._alias_values > MAX_ALIAS_VALUES:
-                raise AliasLimitError(
-                    None, None, f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values (an alias bomb?)", mark
-                )
+                raise AliasLimitError(None, None, f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values (an alias bomb?)", mark)
         else:
             self._sizes[id(node)] = 1 + sum([self._sizes.get(id(c), 1) for c in _children(node)])
         return node
@@ -171,9 +169,7 @@ class Converter:
                     merged.extend(sub.entries.values())
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.add(
-                    "a mapping key must be a plain value, not a list or mapping", line=key_line, field=path
-                )
+                self.problems.add("a mapping key must be a plain value, not a list or mapping", line=key_line, field=path)
                 continue
             key = self.loader.construct_object(key_node, deep=True)
             if key in entries:

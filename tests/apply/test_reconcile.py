@@ -44,15 +44,19 @@ def placement_cover(layouts: list[tuple[Placement, ...]]) -> list[tuple[Placemen
 
 def make_plan(model_key: str, layouts: dict[int, tuple[Placement, ...]], tmp_path) -> Plan:
     model = CAT.model(model_key)
-    instances = [
-        PlanInstance(g, p.profile, p.start, model.profile(p.profile).memory_mib, 1.0, ())
-        for g, lay in sorted(layouts.items())
-        for p in lay
-    ]
+    instances = [PlanInstance(g, p.profile, p.start, model.profile(p.profile).memory_mib, 1.0, ()) for g, lay in sorted(layouts.items()) for p in lay]
     plan = Plan(
-        name="t", sweep_file=None, sweep_sha256="", fleet=[PlanGpu(g, model_key) for g in sorted(layouts)],
-        instances=instances, runs=[], unplaced=[], solver=SolverInfo("OPTIMAL", "runs_at_once", 0, 0, 0.0),
-        duration_model=DurationModel(), launch=LaunchSettings(), models={},
+        name="t",
+        sweep_file=None,
+        sweep_sha256="",
+        fleet=[PlanGpu(g, model_key) for g in sorted(layouts)],
+        instances=instances,
+        runs=[],
+        unplaced=[],
+        solver=SolverInfo("OPTIMAL", "runs_at_once", 0, 0, 0.0),
+        duration_model=DurationModel(),
+        launch=LaunchSettings(),
+        models={},
     )
     plan.path = str(tmp_path / "plan.yaml")
     return plan

@@ -106,9 +106,12 @@ def test_no_driver_is_a_failure_with_the_fix():
 def test_device_holders_are_read_from_proc(tmp_path):
     """On a real host, who holds /dev/nvidiaN is read from /proc/<pid>/fd (made up here)."""
     proc = tmp_path / "proc"
-    for pid, name, targets in ((101, "nvidia-persiste", ["/dev/nvidia0", "/dev/nvidiactl"]),
-                               (202, "nv-hostengine", ["/dev/nvidia1", "/dev/nvidia0"]),
-                               (303, "bash", ["/dev/pts/0"]), (os.getpid(), "me", ["/dev/nvidia0"])):
+    for pid, name, targets in (
+        (101, "nvidia-persiste", ["/dev/nvidia0", "/dev/nvidiactl"]),
+        (202, "nv-hostengine", ["/dev/nvidia1", "/dev/nvidia0"]),
+        (303, "bash", ["/dev/pts/0"]),
+        (os.getpid(), "me", ["/dev/nvidia0"]),
+    ):
         fd = proc / str(pid) / "fd"
         fd.mkdir(parents=True)
         (proc / str(pid) / "comm").write_text(name + "\n")

@@ -26,8 +26,7 @@ def sample(name: str) -> str:
 
 def test_argv_builders():
     assert smi.create_gpu_instances_argv(0, [9, 19]) == ["nvidia-smi", "mig", "-i", "0", "-cgi", "9,19", "-C"]
-    assert smi.create_gpu_instances_argv(1, ["3g.20gb", (9, 4)], default_ci=False) == [
-        "nvidia-smi", "mig", "-i", "1", "-cgi", "3g.20gb,9:4"]
+    assert smi.create_gpu_instances_argv(1, ["3g.20gb", (9, 4)], default_ci=False) == ["nvidia-smi", "mig", "-i", "1", "-cgi", "3g.20gb,9:4"]
     with pytest.raises(ValueError):
         smi.create_gpu_instances_argv(0, [])
     assert smi.create_ci_argv(0, 2) == ["nvidia-smi", "mig", "-i", "0", "-gi", "2", "-cci"]
@@ -39,8 +38,7 @@ def test_argv_builders():
     assert smi.set_mig_mode_argv([0, 1], False) == ["nvidia-smi", "-i", "0,1", "-mig", "0"]
     assert smi.gpu_reset_argv(3) == ["nvidia-smi", "--gpu-reset", "-i", "3"]
     assert smi.gpu_reset_argv() == ["nvidia-smi", "--gpu-reset"]
-    assert smi.query_gpu_argv(["index", "uuid"], noheader=True, nounits=True) == [
-        "nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader,nounits"]
+    assert smi.query_gpu_argv(["index", "uuid"], noheader=True, nounits=True) == ["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader,nounits"]
     assert smi.list_gpus_argv() == ["nvidia-smi", "-L"]
     assert smi.list_gpu_instances_argv(0) == ["nvidia-smi", "mig", "-i", "0", "-lgi"]
     assert smi.list_compute_instances_argv(0, 2) == ["nvidia-smi", "mig", "-i", "0", "-gi", "2", "-lci"]
@@ -64,8 +62,7 @@ def test_parse_L_r470():
 def test_parse_L_r570_and_pre_r470():
     lst = smi.parse_L(sample("h100-80gb_L_r570-ci_1.txt"))
     assert lst.gpus[0].name == "NVIDIA H100 80GB HBM3"
-    assert [(d.profile, d.device) for d in lst.mig_devices] == [
-        ("1c.3g.40gb", 0), ("1c.3g.40gb", 1), ("1c.3g.40gb", 2), ("1g.10gb", 3), ("1g.10gb", 4)]
+    assert [(d.profile, d.device) for d in lst.mig_devices] == [("1c.3g.40gb", 0), ("1c.3g.40gb", 1), ("1c.3g.40gb", 2), ("1g.10gb", 3), ("1g.10gb", 4)]
     old = smi.parse_L(sample("a100-40gb_L_oldstyle-pre-r470_1.txt"))  # lines behind "# "
     assert old.gpus[0].uuid == "GPU-2fa5cf01-9520-1bc1-995b-cc0c6d9bca7c"
     assert [(d.device, d.legacy_ids) for d in old.mig_devices] == [(0, (1, 0)), (1, (2, 0))]
@@ -74,15 +71,16 @@ def test_parse_L_r570_and_pre_r470():
 def test_parse_lgi_captures():
     rows = smi.parse_lgi(sample("a100-40gb_cgi-insufficient-resources_1.txt"))
     assert rows == [
-        smi.LgiRow(0, "1g.5gb", 19, 7, 0, 1), smi.LgiRow(0, "1g.5gb", 19, 8, 1, 1),
-        smi.LgiRow(0, "2g.10gb", 14, 4, 2, 2), smi.LgiRow(0, "3g.20gb", 9, 2, 4, 4)]
+        smi.LgiRow(0, "1g.5gb", 19, 7, 0, 1),
+        smi.LgiRow(0, "1g.5gb", 19, 8, 1, 1),
+        smi.LgiRow(0, "2g.10gb", 14, 4, 2, 2),
+        smi.LgiRow(0, "3g.20gb", 9, 2, 4, 4),
+    ]
     a30 = smi.parse_lgi(sample("a30_lgip-lgipp-lgi_1.txt"))
-    assert [(r.name, r.instance_id, r.start) for r in a30] == [("1g.6gb", 3, 0), ("1g.6gb", 4, 1), ("1g.6gb", 5, 2),
-                                                               ("1g.6gb", 6, 3)]
+    assert [(r.name, r.instance_id, r.start) for r in a30] == [("1g.6gb", 3, 0), ("1g.6gb", 4, 1), ("1g.6gb", 5, 2), ("1g.6gb", 6, 3)]
     assert [r.instance_id for r in smi.parse_lgi(sample("a100-40gb_cgi-C-lgi_1.txt"))] == [1, 2]
     h100 = smi.parse_lgi(sample("h100-pcie_lgipp-lgi_1.txt"))
-    assert [(r.profile_id, r.instance_id, r.start, r.size) for r in h100] == [
-        (19, 7, 0, 1), (19, 8, 1, 1), (19, 9, 2, 1), (9, 2, 4, 4)]
+    assert [(r.profile_id, r.instance_id, r.start, r.size) for r in h100] == [(19, 7, 0, 1), (19, 8, 1, 1), (19, 9, 2, 1), (9, 2, 4, 4)]
     assert smi.parse_lgi("No GPU instances found: Not Found\n") == []
 
 
@@ -92,15 +90,20 @@ def test_parse_lci_both_layouts():
     assert rows[0] == smi.LciRow(0, 7, "1g.5gb", 0, 0, None, None)
     assert rows[1] == smi.LciRow(0, 7, "1g.5gb", 0, 0, 0, 1)
     assert rows[2:] == [
-        smi.LciRow(0, 9, "1g.5gb", 0, 0, 0, 1), smi.LciRow(0, 3, "1c.2g.10gb", 0, 0, 0, 1),
-        smi.LciRow(0, 3, "1c.2g.10gb", 0, 1, 1, 1), smi.LciRow(0, 2, "4g.20gb", 3, 0, 0, 4)]
+        smi.LciRow(0, 9, "1g.5gb", 0, 0, 0, 1),
+        smi.LciRow(0, 3, "1c.2g.10gb", 0, 0, 0, 1),
+        smi.LciRow(0, 3, "1c.2g.10gb", 0, 1, 1, 1),
+        smi.LciRow(0, 2, "4g.20gb", 3, 0, 0, 4),
+    ]
 
 
 def test_parse_query_csv():
     text = sample("h100-pcie_query-gpu-mig-mode_1.txt")
     assert smi.parse_query_csv(text.split("\n", 2)[2]) == [{"pci.bus_id": "00000000:01:00.0", "mig.mode.current": "Enabled"}]
     assert smi.parse_query_csv("0, [N/A]\n1, 40960\n", ["index", "memory.total"]) == [
-        {"index": "0", "memory.total": None}, {"index": "1", "memory.total": "40960"}]
+        {"index": "0", "memory.total": None},
+        {"index": "1", "memory.total": "40960"},
+    ]
     assert smi.parse_query_csv("memory.total [MiB]\n95830 MiB\n") == [{"memory.total": "95830 MiB"}]
     with pytest.raises(ValueError):
         smi.parse_query_csv("a, b\n1\n")
@@ -136,8 +139,10 @@ def test_parse_mig_mode_and_reset_captures():
     assert smi.parse_mig_mode_lines(vm) == [smi.ModeChange("00000000:00:03.0", True, False, True, "Not Supported")]
     assert smi.parse_reset_lines(vm).failed == (("00000000:00:03.0", "Not Supported"),)
     dgx = smi.parse_mig_mode_lines(sample("err_mig-enable-pending_in-use_dgx_1.txt"))
-    assert dgx == [smi.ModeChange("00000000:07:00.0", True, False, True, "In use by another client"),
-                   smi.ModeChange("00000000:07:00.0", True, True, False, None)]
+    assert dgx == [
+        smi.ModeChange("00000000:07:00.0", True, False, True, "In use by another client"),
+        smi.ModeChange("00000000:07:00.0", True, True, False, None),
+    ]
     assert smi.parse_mig_mode_output("Disabled MIG Mode for GPU 00000000:01:00.0\nAll done.").applied
     refused = smi.parse_mig_mode_output("Unable to enable MIG Mode for GPU 00000000:07:00.0: In use by another client")
     assert (refused.applied, refused.pending, refused.reason) == (False, False, "In use by another client")
@@ -145,8 +150,11 @@ def test_parse_mig_mode_and_reset_captures():
     assert ok.reset == ("00000000:8B:00.0", "00000000:8C:00.0")
     assert ok.failed == (("00000000:18:00.0", "In use by another client"),)
     busy = smi.parse_reset_lines(sample("index_reset-in-use.txt"))
-    assert busy.failed == (("00000000:00:04.0", "In use by another client"), ("00000000:8B:00.0", "In use by another client"),
-                           ("00000000:8C:00.0", "In use by another client"))
+    assert busy.failed == (
+        ("00000000:00:04.0", "In use by another client"),
+        ("00000000:8B:00.0", "In use by another client"),
+        ("00000000:8C:00.0", "In use by another client"),
+    )
 
 
 def test_output_has_failure():
@@ -159,8 +167,7 @@ def test_output_has_failure():
 
 
 def test_catalog_lgip_lgipp_parsers_on_every_capture():
-    for name, gpus_profiles in (("a100-40gb_lgip_1.txt", 6), ("a30_lgip-lgipp-lgi_1.txt", 4),
-                                ("h100-nvl_lgip-lgipp_1.txt", 7)):
+    for name, gpus_profiles in (("a100-40gb_lgip_1.txt", 6), ("a30_lgip-lgipp-lgi_1.txt", 4), ("h100-nvl_lgip-lgipp_1.txt", 7)):
         rows = smi.parse_lgip(sample(name))[0]
         assert len(rows) == gpus_profiles, name
     assert smi.parse_lgipp(sample("a100-40gb_lgipp_1.txt"))[0][0] == ((0,), 8)
@@ -177,8 +184,7 @@ def _smi(monkeypatch, state: Path, *args: str) -> str:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("model,driver", [("A100-SXM4-40GB", "525.125.06"), ("A30", "470.42.01"),
-                                          ("H100-NVL", "560.35.03"), ("A100-SXM4-40GB", "460.73.01")])
+@pytest.mark.parametrize("model,driver", [("A100-SXM4-40GB", "525.125.06"), ("A30", "470.42.01"), ("H100-NVL", "560.35.03"), ("A100-SXM4-40GB", "460.73.01")])
 def test_round_trip(tmp_path, monkeypatch, model, driver):
     init_host(tmp_path, model, 2, driver=driver, mig=True)
     host = SimHost(tmp_path)
@@ -190,16 +196,14 @@ def test_round_trip(tmp_path, monkeypatch, model, driver):
     assert sorted(created.gpu_instances) == sorted(gi.id for gi in st.gpus[1].gpu_instances)
     lgi = smi.parse_lgi(_smi(monkeypatch, tmp_path, "mig", "-lgi"))
     assert sorted((r.gpu, r.instance_id, r.profile_id, r.start, r.size) for r in lgi) == sorted(
-        (g.index, gi.id, gi.profile_id, gi.start, gi.size) for g in st.gpus for gi in g.gpu_instances)
+        (g.index, gi.id, gi.profile_id, gi.start, gi.size) for g in st.gpus for gi in g.gpu_instances
+    )
     lci = smi.parse_lci(_smi(monkeypatch, tmp_path, "mig", "-lci"))
-    assert sorted((r.gpu_instance_id, r.instance_id) for r in lci) == sorted(
-        (gi.id, ci.id) for gi in st.gpus[1].gpu_instances for ci in gi.compute_instances)
+    assert sorted((r.gpu_instance_id, r.instance_id) for r in lci) == sorted((gi.id, ci.id) for gi in st.gpus[1].gpu_instances for ci in gi.compute_instances)
     listed = smi.parse_L(_smi(monkeypatch, tmp_path, "-L"))
     assert [g.uuid for g in listed.gpus] == [g.uuid for g in st.gpus]
-    assert [(d.gpu, d.device, d.uuid, d.profile) for d in listed.mig_devices] == [
-        (d.gpu, d.index, d.uuid, d.name) for d in st.all_mig_devices()]
-    q = smi.parse_query_csv(_smi(monkeypatch, tmp_path, "--query-gpu=index,uuid,pci.bus_id,mig.mode.current,mig.mode.pending",
-                                 "--format=csv"))
+    assert [(d.gpu, d.device, d.uuid, d.profile) for d in listed.mig_devices] == [(d.gpu, d.index, d.uuid, d.name) for d in st.all_mig_devices()]
+    q = smi.parse_query_csv(_smi(monkeypatch, tmp_path, "--query-gpu=index,uuid,pci.bus_id,mig.mode.current,mig.mode.pending", "--format=csv"))
     assert [(r["uuid"], r["pci.bus_id"], r["mig.mode.current"]) for r in q] == [(g.uuid, g.bus_id, "Enabled") for g in st.gpus]
     lgip = smi.parse_lgip(_smi(monkeypatch, tmp_path, "mig", "-lgip"))
     lgipp = smi.parse_lgipp(_smi(monkeypatch, tmp_path, "mig", "-lgipp"))
@@ -240,14 +244,17 @@ def test_parsers_read_the_newer_layouts():
     gb200 = smi.parse_lgip((PUBLIC / "gb200_lgip_2.txt").read_text())[0]
     g22, g45 = min_mib_printing_as("22.00"), min_mib_printing_as("45.50")
     assert [(r.name, r.id, r.memory_mib, r.engines.sm) for r in gb200] == [
-        ("1g.23gb", 19, g22, 18), ("1g.23gb+me", 20, g22, 18), ("1g.47gb", 15, g45, 32), ("2g.47gb", 14, g45, 38)]
+        ("1g.23gb", 19, g22, 18),
+        ("1g.23gb+me", 20, g22, 18),
+        ("1g.47gb", 15, g45, 32),
+        ("2g.47gb", 14, g45, 38),
+    ]
     assert gb200[-1].engines.ce is None  # the paste stops inside this row
     rtx = smi.parse_lgip((PUBLIC / "rtx-pro-6000_lgip_4.txt").read_text())[3]
     assert [(r.name, r.id, r.max_count) for r in rtx][-1] == ("4g.96gb", 0, 1)
     assert rtx[-1].memory_mib == min_mib_printing_as("93.38") <= 95616
     text = (PUBLIC / "a100-40gb_lgip-cgi-lgi-r580_1.txt").read_text()
-    assert [(r.name, r.instance_id, r.start, r.size) for r in smi.parse_lgi(text)] == [
-        ("1g.5gb", 9, 6, 1), ("2g.10gb", 3, 4, 2), ("4g.20gb", 2, 0, 4)]
+    assert [(r.name, r.instance_id, r.start, r.size) for r in smi.parse_lgi(text)] == [("1g.5gb", 9, 6, 1), ("2g.10gb", 3, 4, 2), ("4g.20gb", 2, 0, 4)]
     assert smi.parse_create_lines(text).gpu_instances == (1, 3, 9)
     seven = (PUBLIC / "h100-pcie_cgi-lgi-L_2.txt").read_text()
     assert smi.parse_create_lines(seven).gpu_instances == (9, 7, 8, 11, 12, 13, 14)

@@ -19,10 +19,18 @@ NEW = ["B200", "GB200", "GH200-144GB", "RTX-PRO-6000-BLACKWELL"]
 def test_new_models_have_the_published_profiles_and_enumerate_legal_layouts():
     b200 = CAT.model("B200")
     assert [(p.name, p.id, p.engines.sm) for p in b200.profiles][:4] == [
-        ("1g.23gb", 19, 18), ("1g.23gb+me", 20, 18), ("1g.45gb", 15, 30), ("2g.45gb", 14, 36)]  # b200_lgip_*.txt
+        ("1g.23gb", 19, 18),
+        ("1g.23gb+me", 20, 18),
+        ("1g.45gb", 15, 30),
+        ("2g.45gb", 14, 36),
+    ]  # b200_lgip_*.txt
     gb200 = CAT.model("NVIDIA GB200")
     assert [(p.name, p.id, p.engines.sm) for p in gb200.profiles if p.compute_slices < 3] == [
-        ("1g.23gb", 19, 18), ("1g.23gb+me", 20, 18), ("1g.47gb", 15, 32), ("2g.47gb", 14, 38)]  # gb200_lgip_*.txt
+        ("1g.23gb", 19, 18),
+        ("1g.23gb+me", 20, 18),
+        ("1g.47gb", 15, 32),
+        ("2g.47gb", 14, 38),
+    ]  # gb200_lgip_*.txt
     rtx = CAT.model("NVIDIA RTX PRO 6000 Blackwell Server Edition")
     assert [p.id for p in rtx.profiles] == [14, 21, 47, 65, 67, 5, 35, 64, 66, 0, 32]  # rtx-pro-6000_lgip_1..4
     assert (rtx.memory_slices, rtx.compute_slices, rtx.profile("4g.96gb").engines.sm) == (4, 4, 188)
@@ -34,8 +42,12 @@ def test_new_models_have_the_published_profiles_and_enumerate_legal_layouts():
         assert any("starts" in p.unverified for p in model.profiles), key  # inferred placements are marked
     assert len(b200.layouts()) == len(gb200.layouts()) == len(CAT.model("GH200-144GB").layouts()) == 78
     assert [[str(p) for p in lay] for lay in rtx.layouts()] == [
-        ["1g.24gb@0", "1g.24gb@1", "1g.24gb@2", "1g.24gb@3"], ["1g.24gb@0", "1g.24gb@1", "2g.48gb@2"],
-        ["2g.48gb@0", "1g.24gb@2", "1g.24gb@3"], ["2g.48gb@0", "2g.48gb@2"], ["4g.96gb@0"]]
+        ["1g.24gb@0", "1g.24gb@1", "1g.24gb@2", "1g.24gb@3"],
+        ["1g.24gb@0", "1g.24gb@1", "2g.48gb@2"],
+        ["2g.48gb@0", "1g.24gb@2", "1g.24gb@3"],
+        ["2g.48gb@0", "2g.48gb@2"],
+        ["4g.96gb@0"],
+    ]
     # GH200 96GB: names and PCI id only; nothing to plan with offline, and it says so
     gh = CAT.model("NVIDIA GH200 480GB")
     assert gh.key == "GH200-96GB" and not any(p.memory_mib for p in gh.profiles) and gh.unverified
@@ -66,8 +78,7 @@ def test_plan_warning_names_the_values_of_an_unknown_change_point(tmp_path):
     """Issue 14 item 3: where the change point is unknown the plan uses the smaller value and its warning names
     both (B200 1g.23gb: 22.00 GiB in January, 20.50 GiB in March 2025, drivers not stated)."""
     sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("version: 1\nname: s\ngroups:\n  - name: g\n    command: python t.py {seed}\n"
-                          "    parameters: {seed: [0, 1]}\n    memory: 18GiB\n")
+    sweep_file.write_text("version: 1\nname: s\ngroups:\n  - name: g\n    command: python t.py {seed}\n    parameters: {seed: [0, 1]}\n    memory: 18GiB\n")
     sweep = load_sweep(sweep_file)
     plan = make_plan(sweep, [FleetGpu(0, CAT.model("B200"))], SolveOptions(time_limit_s=5))
     warning = next(w for w in plan.warnings if w.startswith("B200 1g.23gb:"))
@@ -138,8 +149,7 @@ def test_memory_by_placement_is_reported_by_the_simulator(tmp_path):
 
         pynvml.nvmlInit()
         parent = pynvml.nvmlDeviceGetHandleByIndex(0)
-        totals = [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, i)).total // 2**20
-                  for i in range(2)]
+        totals = [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, i)).total // 2**20 for i in range(2)]
         pynvml.nvmlShutdown()
     assert totals == [20224, 20096]
     later = init_host(tmp_path / "b", "A100-SXM4-40GB", 1, driver="525.125.06", mig=True)

@@ -28,11 +28,18 @@ def test_the_console_script_runs_as_a_process(tmp_path):
     """The one place the real console script starts: a new Python process, `python -m migbench`."""
     env = dict(os.environ, MIGBENCH_CATALOG=str(tmp_path / "none.yaml"))
     env.pop("MIGBENCH_SIM", None)
-    r = subprocess.run([sys.executable, "-m", "migbench", "plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"),
-                        "--no-runs", "--time-limit", "2"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "migbench", "plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--no-runs", "--time-limit", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0 and "plan written to" in r.stdout, r.stderr
-    r = subprocess.run([sys.executable, "-m", "migbench", "plan", str(tmp_path / "missing.yaml")], capture_output=True, text=True,
-                       cwd=ROOT, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "migbench", "plan", str(tmp_path / "missing.yaml")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
+    )
     assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
 
 
@@ -99,8 +106,7 @@ def test_catalog_import_teaches_a_gpu_from_real_captures(tmp_path):
     lgip.write_text(text.split("nvidia-smi mig -lgipp")[0])
     lgipp.write_text(text.split("nvidia-smi mig -lgipp")[1])
     env = {"MIGBENCH_CATALOG": str(cat)}
-    r = mb("catalog", "import", str(lgip), str(lgipp), "--name", "Next-GPU-94GB", "--architecture", "hopper",
-           "--driver", "560.35.03", "--json", env=env)
+    r = mb("catalog", "import", str(lgip), str(lgipp), "--name", "Next-GPU-94GB", "--architecture", "hopper", "--driver", "560.35.03", "--json", env=env)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc == {"model": "Next-GPU-94GB", "profiles": 7, "maximal_layouts": 78, "catalog": str(cat)}

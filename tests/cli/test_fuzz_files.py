@@ -61,8 +61,21 @@ def _make(kind: str, p: Path) -> None:
         raise AssertionError(kind)
 
 
-INPUT_KINDS = ["directory", "missing", "unreadable", "symlink-loop", "under-a-file", "binary", "empty", "huge",
-               "not-yaml", "yaml-list", "yaml-scalar", "latin1", "device"]
+INPUT_KINDS = [
+    "directory",
+    "missing",
+    "unreadable",
+    "symlink-loop",
+    "under-a-file",
+    "binary",
+    "empty",
+    "huge",
+    "not-yaml",
+    "yaml-list",
+    "yaml-scalar",
+    "latin1",
+    "device",
+]
 
 # -- the commands that read a file the user names ---------------------------------------------
 # Each target is (name, argv builder); the builder gets the bad path and the good files.
@@ -103,12 +116,16 @@ INPUT_TARGETS: list[Target] = [
 
 # Kinds that are a fine (empty or new) path for some targets, or that the target never opens.
 FINE = {
-    ("MIGBENCH_CATALOG catalog", "missing"), ("MIGBENCH_CATALOG plan", "missing"),
-    ("MIGBENCH_CATALOG catalog", "under-a-file"), ("MIGBENCH_CATALOG plan", "under-a-file"),
+    ("MIGBENCH_CATALOG catalog", "missing"),
+    ("MIGBENCH_CATALOG plan", "missing"),
+    ("MIGBENCH_CATALOG catalog", "under-a-file"),
+    ("MIGBENCH_CATALOG plan", "under-a-file"),
     ("MIGBENCH_CATALOG catalog import", "missing"),  # a new user catalogue is written there: not a bad input
-    ("MIGBENCH_CATALOG catalog", "empty"), ("MIGBENCH_CATALOG plan", "empty"),  # an empty user catalogue adds nothing
+    ("MIGBENCH_CATALOG catalog", "empty"),
+    ("MIGBENCH_CATALOG plan", "empty"),  # an empty user catalogue adds nothing
     ("MIGBENCH_CATALOG catalog import", "empty"),
-    ("MIGBENCH_CATALOG catalog", "device"), ("MIGBENCH_CATALOG plan", "device"),
+    ("MIGBENCH_CATALOG catalog", "device"),
+    ("MIGBENCH_CATALOG plan", "device"),
     ("MIGBENCH_CATALOG catalog import", "device"),  # written through /dev/null, as `plan -o /dev/null`
 }
 
@@ -129,13 +146,14 @@ OUTPUT_TARGETS: list[Target] = [
 ]
 OUTPUT_FINE = {
     ("sim init DIR", "directory"),  # an existing directory is where a host is created
-    ("doctor --capture DIR", "directory"), ("export slurm -o DIR", "directory"),  # they write into it
-    ("report -o OUT", "not-a-plan"), ("report -o OUT", "binary"),  # a report replaces the file it is told to write
+    ("doctor --capture DIR", "directory"),
+    ("export slurm -o DIR", "directory"),  # they write into it
+    ("report -o OUT", "not-a-plan"),
+    ("report -o OUT", "binary"),  # a report replaces the file it is told to write
 }
 
 CASES = [(t, k) for t in INPUT_TARGETS for k in INPUT_KINDS if (t[0], k) not in FINE]
-OUT_CASES = [(t, k) for t in OUTPUT_TARGETS for k in OUTPUT_KINDS if (t[0], k) not in OUTPUT_FINE
-             and not (k == "own-sweep" and t[0] != "plan -o OUT")]
+OUT_CASES = [(t, k) for t in OUTPUT_TARGETS for k in OUTPUT_KINDS if (t[0], k) not in OUTPUT_FINE and not (k == "own-sweep" and t[0] != "plan -o OUT")]
 N_CASES = len(CASES) + len(OUT_CASES)
 QUICK = ("directory", "binary")  # in the quick loop; the other kinds carry the slow mark (~0.1 s a case)
 
@@ -153,8 +171,15 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert r.returncode == 0, r.stderr
     r = migbench("sim", "init", str(d / "sim"), "--gpu", "A100-SXM4-80GB", "--mig", "on")
     assert r.returncode == 0, r.stderr
-    return {"sweep": str(d / "tiny.yaml"), "plan": str(d / "tiny.plan.yaml"), "sim": {"MIGBENCH_SIM": str(d / "sim")},
-            "lgip": str(LGIP), "lgipp": str(LGIPP), "cat": str(d / "user-catalog.yaml"), "dir": d}
+    return {
+        "sweep": str(d / "tiny.yaml"),
+        "plan": str(d / "tiny.plan.yaml"),
+        "sim": {"MIGBENCH_SIM": str(d / "sim")},
+        "lgip": str(LGIP),
+        "lgipp": str(LGIPP),
+        "cat": str(d / "user-catalog.yaml"),
+        "dir": d,
+    }
 
 
 def _path(kind: str, work: Path) -> Path:

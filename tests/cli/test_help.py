@@ -44,7 +44,11 @@ def test_every_command_has_help_and_is_in_the_readme():
 def test_the_new_options_are_in_the_readme_and_their_help():
     for flag in ("--check PLAN", "--capture DIR", "--from CAPTURE", "schema [-o FILE]", "--runs", "--force"):
         assert flag in README, flag
-    for args, text in ((("plan", "--help"), "--check"), (("doctor", "--help"), "--capture"),
-                       (("sim", "init", "--help"), "--from"), (("schema", "--help"), "JSON Schema")):
+    for args, text in (
+        (("plan", "--help"), "--check"),
+        (("doctor", "--help"), "--capture"),
+        (("sim", "init", "--help"), "--from"),
+        (("schema", "--help"), "JSON Schema"),
+    ):
         r = migbench(*args, env={"MIGBENCH_WIDTH": "200"})
         assert r.returncode == 0 and text in r.stdout, args

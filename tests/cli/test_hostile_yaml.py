@@ -40,6 +40,7 @@ def _refused(r, file: Path, line: int | None, field: str | None) -> None:  # typ
 
 # -- the five loaders, each with the bad value at a known line and field --------------------------
 
+
 def _sweep(d: Path, value: str) -> tuple[list[str], dict[str, str], Path, int, str]:
     f = d / "bad-sweep.yaml"
     f.write_text(SWEEP.replace("memory: 1GiB", f"memory: 1GiB\nretries: {value}"))
@@ -98,13 +99,16 @@ def test_nesting_500_deep_is_refused_with_its_line_not_a_recursion_error(work, l
     assert "nested more than 100 levels deep" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize(("field", "value", "why"), [
-    ("architecture", "[ampere, hopper]", "must be a name"),
-    ("architecture", "8.0", "must be a name"),
-    ("compute_slices", "-.inf", "whole number"),
-    ("memory_total_mib", "-.inf", "whole number"),
-    ("same_as", "[1, 2]", "must name another model"),  # found by bench/faults_security.py's fuzz pass
-])
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("architecture", "[ampere, hopper]", "must be a name"),
+        ("architecture", "8.0", "must be a name"),
+        ("compute_slices", "-.inf", "whole number"),
+        ("memory_total_mib", "-.inf", "whole number"),
+        ("same_as", "[1, 2]", "must name another model"),  # found by bench/faults_security.py's fuzz pass
+    ],
+)
 def test_a_catalogue_value_of_the_wrong_kind_is_a_located_error(work, field, value, why):
     """Guards issue 19 item 14: a catalogue `architecture` list or float, `-.inf` compute or memory: internal errors."""
     f = work / "cat.yaml"

@@ -1,4 +1,4 @@
-""""Never a traceback": each input that once traced back (issue 10, item 1) is now an `Error:` with
+""" "Never a traceback": each input that once traced back (issue 10, item 1) is now an `Error:` with
 what is wrong, exit 1 or 2, and nothing half-written; and an unexpected exception is an internal
 error without a traceback (MIGBENCH_DEBUG=1 shows it)."""
 
@@ -108,8 +108,7 @@ def test_catalog_import_into_a_read_only_config_directory_is_an_error(tmp_path: 
     cfg.mkdir()
     with refusals(monkeypatch) as fs:
         fs.readonly(cfg)
-        r = migbench("catalog", "import", str(LGIP), str(LGIPP), "--name", "MY-GPU", "--partial",
-                     env={"MIGBENCH_CATALOG": "", "XDG_CONFIG_HOME": str(cfg)})
+        r = migbench("catalog", "import", str(LGIP), str(LGIPP), "--name", "MY-GPU", "--partial", env={"MIGBENCH_CATALOG": "", "XDG_CONFIG_HOME": str(cfg)})
         refused(r, "cannot write the user catalogue", "permission denied")
         assert list(cfg.iterdir()) == []
 
@@ -136,8 +135,11 @@ def test_a_nul_byte_in_the_sweep_is_refused_at_its_line(tmp_path: Path) -> None:
     refused(migbench("plan", "c.yaml", cwd=tmp_path), "c.yaml:6: the file holds a control character")
 
 
-@pytest.mark.parametrize("args", [["catalog", "--driver", "banana"], ["catalog", "A30", "--driver", "banana"],
-                                  ["sim", "init", "SIM", "--gpu", "A30", "--driver", "banana"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["catalog", "--driver", "banana"], ["catalog", "A30", "--driver", "banana"], ["sim", "init", "SIM", "--gpu", "A30", "--driver", "banana"]],
+    ids=" ".join,
+)
 def test_a_driver_that_is_not_a_version_is_an_error(tmp_path: Path, args: list[str]) -> None:
     """Regression: `catalog --driver banana` and `sim init --driver banana` traced back (ValueError)."""
     refused(migbench(*args, cwd=tmp_path), "'banana' is not a driver version", "Hint: write the driver version")

@@ -34,8 +34,7 @@ def test_plan_runs_never_cuts_a_run_id_and_shows_parameters(toy_plan, tmp_path, 
     """Guards: at 80 columns run ids were cut (`medium-2…`), so rows looked alike and could not be
     copied for `logs`; no run showed its parameters."""
     _, doc = toy_plan
-    r = migbench("plan", str(TOY), "-o", str(tmp_path / "p.yaml"), "--runs", "--time-limit", "2",
-                 env={"MIGBENCH_WIDTH": str(width)})
+    r = migbench("plan", str(TOY), "-o", str(tmp_path / "p.yaml"), "--runs", "--time-limit", "2", env={"MIGBENCH_WIDTH": str(width)})
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout
     words = _words(r.stdout)

@@ -66,8 +66,10 @@ def test_where_the_checkout_lives_does_not_matter(committed, tmp_path):
     """A plan holds absolute paths (each run's workdir); a CI checkout is somewhere else."""
     elsewhere = tmp_path / "ci" / "checkout"
     shutil.copytree(committed, elsewhere)
-    for cwd, args in ((elsewhere, ("sweeps/seeds.yaml", "--check", "plans/seeds.plan.yaml")),
-                      (tmp_path, (str(elsewhere / "sweeps/seeds.yaml"), "--check", str(elsewhere / "plans/seeds.plan.yaml")))):
+    for cwd, args in (
+        (elsewhere, ("sweeps/seeds.yaml", "--check", "plans/seeds.plan.yaml")),
+        (tmp_path, (str(elsewhere / "sweeps/seeds.yaml"), "--check", str(elsewhere / "plans/seeds.plan.yaml"))),
+    ):
         r = migbench("plan", *args, cwd=cwd)
         assert r.returncode == 0, r.stdout + r.stderr
 

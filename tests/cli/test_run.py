@@ -29,8 +29,15 @@ def _run(sweep: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, MIGBENCH_POLL_S="0.05", HOME=str(tmp_path), TOY_LEDGER=str(tmp_path / "ledger"),
-               MIGBENCH_CATALOG=str(tmp_path / "none.yaml"), MIGBENCH_WIDTH="200", **extra)
+    env = dict(
+        os.environ,
+        MIGBENCH_POLL_S="0.05",
+        HOME=str(tmp_path),
+        TOY_LEDGER=str(tmp_path / "ledger"),
+        MIGBENCH_CATALOG=str(tmp_path / "none.yaml"),
+        MIGBENCH_WIDTH="200",
+        **extra,
+    )
     env.pop("MIGBENCH_SIM", None)
     env.update(extra)
     return env
@@ -231,8 +238,9 @@ def test_a_sweep_grown_while_its_runs_live_queues_on_existing_instances_and_touc
     sweep.write_text((grown + BIG.replace("--seed", "--steps 2 --seed")).replace("{toy}", TOY_CMD))
     log = tmp_path / "run.log"
     with open(log, "wb") as f:
-        q = subprocess.Popen([PY, "-m", "migbench", "run", str(sweep), "--time-limit", "10"], env=r.env, cwd=sweep.parent.parent,
-                             stdout=f, stderr=subprocess.STDOUT)
+        q = subprocess.Popen(
+            [PY, "-m", "migbench", "run", str(sweep), "--time-limit", "10"], env=r.env, cwd=sweep.parent.parent, stdout=f, stderr=subprocess.STDOUT
+        )
     r.wait_for(lambda: "resuming: adopted" in log.read_text() or q.poll() is not None, timeout=120, what="the new launcher to adopt")
     hold.touch()
     q.wait(timeout=120)

@@ -42,8 +42,13 @@ def test_one_instance_played_alone_equals_the_fleet_replay_exactly(queues, slots
 def test_list_schedule_skips_runs_that_do_not_fit_and_starts_later_ones_that_do():
     """Blocks of alike runs are skipped whole; a smaller run further down the list still starts."""
     slot = Slot("s", 10240, 1.0, "t")
-    jobs = [Demand("a", 8000, 3600.0, 0.1, 4), Demand("b", 8000, 3600.0, 0.1, 4), Demand("c", 8000, 3600.0, 0.1, 4),
-            Demand("d", 2000, 7200.0, 0.1, 4), Demand("e", 1000, 3600.0, 0.1, 1)]
+    jobs = [
+        Demand("a", 8000, 3600.0, 0.1, 4),
+        Demand("b", 8000, 3600.0, 0.1, 4),
+        Demand("c", 8000, 3600.0, 0.1, 4),
+        Demand("d", 2000, 7200.0, 0.1, 4),
+        Demand("e", 1000, 3600.0, 0.1, 1),
+    ]
     res = list_schedule(jobs, [slot], lambda j, s: True)
     assert res.start_s["a"] == 0.0 and res.start_s["d"] == 0.0
     assert res.start_s["b"] == 3600.0 and res.start_s["c"] == 7200.0

@@ -93,8 +93,7 @@ def test_each_pod_gets_its_runs_argv_and_migbench_variables(exported, tmp_path):
         assert args[:3] == ["migbench", "exec", "/etc/migbench/plan.yaml"] and args[args.index("--array") + 1] == a.name
         for t in a.tasks:
             env = {"JOB_COMPLETION_INDEX": str(t.index), "NVIDIA_VISIBLE_DEVICES": "MIG-pod", "NODE_NAME": a.nodes[0]}
-            prep = prepare(plan, a.name, env=env, state_dir=tmp_path, sha256=args[args.index("--sha256") + 1], dry_run=True,
-                           workdir=tmp_path)
+            prep = prepare(plan, a.name, env=env, state_dir=tmp_path, sha256=args[args.index("--sha256") + 1], dry_run=True, workdir=tmp_path)
             assert [s.run_id for s in prep.specs] == list(t.runs)
             for s in prep.specs:
                 assert s.argv == plan.run(s.run_id).argv and s.workdir == str(tmp_path)
@@ -147,16 +146,17 @@ def test_the_checks_catch_what_the_schemas_miss(exported):
         ({"version": "v1", "mig-configs": {"a": [{"devices": "all"}]}}, "missing required field: mig-enabled"),
         ({"version": "v1", "mig-configs": {"a": [{"devices": "some", "mig-enabled": False}]}}, "invalid 'devices'"),
         ({"version": "v1", "mig-configs": {"a": [{"devices": "all", "mig-enabled": True}]}}, "missing required field 'mig-devices'"),
-        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": False, "mig-devices": {"1g.5gb": 1}}]}},
-         "MIG devices included when 'mig-enabled' is false"),
-        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb": 0}}]}},
-         "all counts for all MigProfiles are 0"),
-        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5": 1}}]}},
-         "missing 'gb' from '%dgb'"),
-        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb+me-x": 1}}]}},
-         "contains both '+/-' attributes"),
-        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb+me,me": 1}}]}},
-         "non unique attribute"),
+        (
+            {"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": False, "mig-devices": {"1g.5gb": 1}}]}},
+            "MIG devices included when 'mig-enabled' is false",
+        ),
+        (
+            {"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb": 0}}]}},
+            "all counts for all MigProfiles are 0",
+        ),
+        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5": 1}}]}}, "missing 'gb' from '%dgb'"),
+        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb+me-x": 1}}]}}, "contains both '+/-' attributes"),
+        ({"version": "v1", "mig-configs": {"a": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1g.5gb+me,me": 1}}]}}, "non unique attribute"),
     ],
 )
 def test_mig_parted_rules(doc, error):
@@ -165,11 +165,17 @@ def test_mig_parted_rules(doc, error):
 
 
 def test_mig_parted_accepts_the_shapes_of_its_own_examples():
-    doc = {"version": "v1", "mig-configs": {
-        "all-disabled": [{"devices": "all", "mig-enabled": False}],
-        "all-1g.5gb": [{"device-filter": ["0x20B010DE", "0x20B110DE"], "devices": "all", "mig-enabled": True, "mig-devices": {"1g.5gb": 7}}],
-        "custom": [{"devices": [0, 1], "mig-enabled": True, "mig-devices": {"1c.3g.20gb": 2, "1g.5gb+me": 1}},
-                   {"devices": [2], "mig-enabled": True, "mig-devices": {}}]}}
+    doc = {
+        "version": "v1",
+        "mig-configs": {
+            "all-disabled": [{"devices": "all", "mig-enabled": False}],
+            "all-1g.5gb": [{"device-filter": ["0x20B010DE", "0x20B110DE"], "devices": "all", "mig-enabled": True, "mig-devices": {"1g.5gb": 7}}],
+            "custom": [
+                {"devices": [0, 1], "mig-enabled": True, "mig-devices": {"1c.3g.20gb": 2, "1g.5gb+me": 1}},
+                {"devices": [2], "mig-enabled": True, "mig-devices": {}},
+            ],
+        },
+    }
     assert migparted.validate(doc) == []
 
 
@@ -178,11 +184,15 @@ def test_counts_that_fit_several_layouts_are_named_with_their_cost(tmp_path):
     same counts placed as 1g.10gb@0 1g.10gb@2 3g.40gb@4 do not."""
     from tests.export.conftest import make_plan
 
-    plan, _ = make_plan(tmp_path, "version: 1\nname: m\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\n"
-                                  "command: run {x}\nparameters: {x: [1]}\nmemory: 1GiB\n")
+    plan, _ = make_plan(
+        tmp_path, "version: 1\nname: m\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ncommand: run {x}\nparameters: {x: [1]}\nmemory: 1GiB\n"
+    )
     mem = {p: plan.instances[0].memory_mib for p in ("1g.10gb",)}
-    plan.instances = [PlanInstance(0, "1g.10gb", 0, mem["1g.10gb"], 0.14), PlanInstance(0, "1g.10gb", 1, mem["1g.10gb"], 0.14),
-                      PlanInstance(0, "3g.40gb", 4, 40192, 0.43)]
+    plan.instances = [
+        PlanInstance(0, "1g.10gb", 0, mem["1g.10gb"], 0.14),
+        PlanInstance(0, "1g.10gb", 1, mem["1g.10gb"], 0.14),
+        PlanInstance(0, "3g.40gb", 4, 40192, 0.43),
+    ]
     ws = migparted.placement_warnings(plan)
     assert len(ws) == 1 and ws[0].startswith("GPU 0 (n0 GPU 0): mig-parted gets counts (2 x 1g.10gb, 1 x 3g.40gb)")
     assert "then 1g.20gb or 2g.20gb no longer fit in the free slices" in ws[0] and ws[0].endswith("migbench apply PLAN --node n0")

@@ -32,8 +32,10 @@ def sweep(name: str, nodes: list[str], groups: str) -> str:
 
 
 def group(name: str, runs: int, memory: str, profile: str, steps: str = "--steps 1 --step-seconds 0.2", share: int = 1) -> str:
-    return (f"  - name: {name}\n    command: {TOY} {steps} --seed {{seed}}\n    parameters: {{seed: 'range(0,{runs})'}}\n"
-            f"    memory: {memory}\n    profiles: [{profile}]\n    max_runs_per_instance: {share}\n")
+    return (
+        f"  - name: {name}\n    command: {TOY} {steps} --seed {{seed}}\n    parameters: {{seed: 'range(0,{runs})'}}\n"
+        f"    memory: {memory}\n    profiles: [{profile}]\n    max_runs_per_instance: {share}\n"
+    )
 
 
 FORTY = group("tiny", 32, "4GiB", "1g.10gb", share=2) + group("mid", 4, "15GiB", "2g.20gb") + group("big", 4, "30GiB", "3g.40gb")
@@ -69,8 +71,7 @@ def cluster_or_skip(workdir: Path, **kw):  # type: ignore[no-untyped-def]
 
 
 def submit(c: Cluster, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(["bash", str(tmp_path / "out" / "submit.sh")], env=dict(c.env, **extra), cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["bash", str(tmp_path / "out" / "submit.sh")], env=dict(c.env, **extra), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -170,10 +171,20 @@ def test_refused_cases_say_what_is_wrong(tmp_path):
         assert r.returncode == 1 and "node n0 lacks gpu:a100_3g.40gb (--type-map for 3g.40gb)" in r.stderr
 
         mb = f"{sys.executable} -m migbench"
-        bad_index = c.submit(f"#!/bin/bash\nexec {mb} exec {b / 'p.yaml'} --array {small.name} --index 99\n",
-                             "--gres=gpu:nvidia_a100_1g.10gb:1", "--output", str(b / "bad-index.out"), cwd=b)
-        no_device = c.submit(f"#!/bin/bash\nexec {mb} exec {b / 'p.yaml'} --array {small.name} --index 0\n",
-                             "--gres=gpu:nvidia_a100_1g.10gb:1", "--output", str(b / "no-device.out"), cwd=b)
+        bad_index = c.submit(
+            f"#!/bin/bash\nexec {mb} exec {b / 'p.yaml'} --array {small.name} --index 99\n",
+            "--gres=gpu:nvidia_a100_1g.10gb:1",
+            "--output",
+            str(b / "bad-index.out"),
+            cwd=b,
+        )
+        no_device = c.submit(
+            f"#!/bin/bash\nexec {mb} exec {b / 'p.yaml'} --array {small.name} --index 0\n",
+            "--gres=gpu:nvidia_a100_1g.10gb:1",
+            "--output",
+            str(b / "no-device.out"),
+            cwd=b,
+        )
         assert c.wait_job(bad_index) == {str(bad_index): "FAILED"}
         assert c.wait_job(no_device) == {str(no_device): "FAILED"}
     out = (b / "bad-index.out").read_text()
@@ -219,8 +230,9 @@ def test_more_tasks_than_the_default_max_array_size_are_submitted_in_parts_and_e
     the array scripts run a recorder instead of `migbench exec` (0.5 s of CPU each), except for each part's first task,
     which runs the real one; `migbench exec --index-offset` itself is tested in test_slurm_files_and_exec.py."""
     n = 1005
-    text = sweep("wide", ["n0", "n0"], f"  - name: t\n    command: true {{seed}}\n    parameters: {{seed: 'range(0,{n})'}}\n"
-                                 "    memory: 4GiB\n    profiles: [1g.10gb]\n")
+    text = sweep(
+        "wide", ["n0", "n0"], f"  - name: t\n    command: true {{seed}}\n    parameters: {{seed: 'range(0,{n})'}}\n    memory: 4GiB\n    profiles: [1g.10gb]\n"
+    )
     r, plan = plan_and_export(tmp_path, text)
     assert r.returncode == 0, r.stderr
     (a,) = [x for x in arrays(plan) if x.tasks]

@@ -23,8 +23,9 @@ def test_export_writes_node_lines_gres_conf_apply_and_submit_scripts(two_nodes, 
     arrs = arrays(plan)
     for node in plan.nodes():
         conf = (out / "nodes" / f"{node}.conf").read_text()
-        gres = ",".join(f"gpu:{'nvidia_a100_1g.10gb' if a.profile == '1g.10gb' else 'nvidia_a100_3g.39gb'}:{a.per_node[node]}"
-                        for a in arrs if a.per_node.get(node))
+        gres = ",".join(
+            f"gpu:{'nvidia_a100_1g.10gb' if a.profile == '1g.10gb' else 'nvidia_a100_3g.39gb'}:{a.per_node[node]}" for a in arrs if a.per_node.get(node)
+        )
         assert f"NodeName={node} Gres={gres}\n" in conf
         assert conf.count("  Type=") == len(node_devices(plan, node))
         script = (out / f"apply-{node}.sh").read_text()
@@ -49,8 +50,16 @@ def test_a_plan_without_nodes_exports_only_the_submit_script(tmp_path):
 
 
 def exec_(path, *args, **env):  # type: ignore[no-untyped-def]
-    base = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "", "SLURM_JOB_GPUS": "", "SLURM_STEP_GPUS": "",
-            "SLURM_ARRAY_TASK_ID": "", "JOB_COMPLETION_INDEX": "", "SLURM_JOB_ID": "", "SLURMD_NODENAME": ""}
+    base = {
+        "CUDA_VISIBLE_DEVICES": "",
+        "NVIDIA_VISIBLE_DEVICES": "",
+        "SLURM_JOB_GPUS": "",
+        "SLURM_STEP_GPUS": "",
+        "SLURM_ARRAY_TASK_ID": "",
+        "JOB_COMPLETION_INDEX": "",
+        "SLURM_JOB_ID": "",
+        "SLURMD_NODENAME": "",
+    }
     return migbench("exec", str(path), *args, env={**base, **env})
 
 
@@ -59,8 +68,9 @@ def test_exec_runs_a_task_with_the_launchers_records_and_continues_attempts(tmp_
     plan, path = make_plan(tmp_path)
     big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
     rid = big.tasks[1].runs[0]
-    r = exec_(path, "--array", big.name, CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_ARRAY_TASK_ID="1", SLURM_JOB_ID="77",
-              SLURM_ARRAY_JOB_ID="70", SLURMD_NODENAME="n1")
+    r = exec_(
+        path, "--array", big.name, CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_ARRAY_TASK_ID="1", SLURM_JOB_ID="77", SLURM_ARRAY_JOB_ID="70", SLURMD_NODENAME="n1"
+    )
     assert r.returncode == 0, r.stderr
     rdir = tmp_path / "runs" / "two" / rid
     a1 = rdir / "attempt-1"
@@ -84,15 +94,13 @@ def test_exec_resolves_a_gres_index_through_the_nodes_bindings_or_a_device_map(t
     node = "n1"
     devs = node_devices(plan, node)
     local = {g.gpu: k for k, g in enumerate(plan.node_gpus(node))}
-    bindings = {"version": 1, "plan": plan.name, "instances": {
-        f"{local[i.gpu]}:{i.profile}@{i.start}": {"uuid": f"MIG-{k:04d}"} for k, i in enumerate(devs)}}
+    bindings = {"version": 1, "plan": plan.name, "instances": {f"{local[i.gpu]}:{i.profile}@{i.start}": {"uuid": f"MIG-{k:04d}"} for k, i in enumerate(devs)}}
     bdir = tmp_path / "runs" / "two" / "nodes" / node
     bdir.mkdir(parents=True)
     (bdir / "bindings.json").write_text(json.dumps(bindings))
     small = next(a for a in arrays(plan) if a.profile == "1g.10gb")
     k = next(n for n, i in enumerate(devs) if i.profile == "1g.10gb")
-    r = exec_(path, "--array", small.name, "--index", "0", "--dry-run", SLURM_JOB_GPUS=str(k), CUDA_VISIBLE_DEVICES="0",
-              SLURMD_NODENAME=node)
+    r = exec_(path, "--array", small.name, "--index", "0", "--dry-run", SLURM_JOB_GPUS=str(k), CUDA_VISIBLE_DEVICES="0", SLURMD_NODENAME=node)
     assert r.returncode == 0, r.stderr
     assert f"on MIG-{k:04d} ({devs[k].key}, from SLURM_JOB_GPUS={k})" in r.stdout
     assert r.stdout.count("export MIGBENCH_RUN_ID=") == len(small.tasks[0].runs)
@@ -162,8 +170,7 @@ def test_exec_reads_the_parsed_plan_export_left_only_while_it_matches_the_file(t
     saved.write_text("{ not json")
     assert [r.params for r in load_task_plan(path, sha).runs] == [r.params for r in Plan.load(path).runs]
     small = next(a for a in arrays(plan) if a.tasks)
-    r = exec_(path, "--array", small.name, "--index", "0", "--sha256", sha, "--dry-run", "--device-map",
-              str(_device_map(tmp_path)), SLURM_JOB_GPUS="0")
+    r = exec_(path, "--array", small.name, "--index", "0", "--sha256", sha, "--dry-run", "--device-map", str(_device_map(tmp_path)), SLURM_JOB_GPUS="0")
     assert r.returncode == 0, r.stderr
     # the plan file changed after the export: refused, whatever the copy says
     path.write_text(path.read_text() + "\n")
@@ -270,10 +277,12 @@ def test_exec_adds_the_parts_index_offset(two_nodes):
 
 def test_each_array_gets_an_editable_script_with_a_time_from_its_durations(tmp_path):
     """Issue 22 item 3: no --time was derived from `duration`, so a partition's default limit could kill a long run."""
-    text = ("version: 1\nname: timed\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ngroups:\n"
-            "  - {name: long, command: 'run {x}', parameters: {x: [1]}, memory: 30GiB, profiles: [3g.40gb], duration: 2h}\n"
-            "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n"
-            "  - {name: capped, command: 'run {x}', parameters: {x: [1]}, memory: 15GiB, profiles: [2g.20gb], timeout: 1h}\n")
+    text = (
+        "version: 1\nname: timed\nfleet: [{node: n0, gpu: A100-SXM4-80GB, count: 1}]\ngroups:\n"
+        "  - {name: long, command: 'run {x}', parameters: {x: [1]}, memory: 30GiB, profiles: [3g.40gb], duration: 2h}\n"
+        "  - {name: free, command: 'run {x}', parameters: {x: [1]}, memory: 4GiB, profiles: [1g.10gb]}\n"
+        "  - {name: capped, command: 'run {x}', parameters: {x: [1]}, memory: 15GiB, profiles: [2g.20gb], timeout: 1h}\n"
+    )
     plan, path = make_plan(tmp_path, text)
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
@@ -310,8 +319,18 @@ def test_logs_and_status_of_runs_an_engine_ran_without_a_live_slurmctld(tmp_path
     assert r.returncode == 0, r.stderr
     big = next(a for a in arrays(plan) if a.profile == "3g.40gb")
     rid = big.tasks[0].runs[0]
-    r = exec_(path, "--array", big.name, "--index", "0", CUDA_VISIBLE_DEVICES="MIG-aaaa", SLURM_JOB_ID="71", SLURM_ARRAY_JOB_ID="70",
-              SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="n0")
+    r = exec_(
+        path,
+        "--array",
+        big.name,
+        "--index",
+        "0",
+        CUDA_VISIBLE_DEVICES="MIG-aaaa",
+        SLURM_JOB_ID="71",
+        SLURM_ARRAY_JOB_ID="70",
+        SLURM_ARRAY_TASK_ID="0",
+        SLURMD_NODENAME="n0",
+    )
     assert r.returncode == 0, r.stderr
     sd = tmp_path / "runs" / "two"
     assert not (sd / "launch.db").exists()

@@ -91,9 +91,11 @@ def test_type_map_from_options_and_file(tmp_path):
 
 
 def test_scontrol_output_is_read_per_node():
-    text = ("NodeName=n0 Arch=x86_64 CoresPerSocket=1 Gres=gpu:nvidia_a100_1g.10gb:4(S:0-31),gpu:a100_3g.39gb:1(S:0,2),"
-            "shard:8 GresUsed=gpu:nvidia_a100_1g.10gb:2(IDX:0-1) State=MIXED ThreadsPerCore=1\n"
-            "NodeName=n1 Gres=gpu:2 State=IDLE+DRAIN Reason=x\nNodeName=cpu0 Gres=(null) State=IDLE\n")
+    text = (
+        "NodeName=n0 Arch=x86_64 CoresPerSocket=1 Gres=gpu:nvidia_a100_1g.10gb:4(S:0-31),gpu:a100_3g.39gb:1(S:0,2),"
+        "shard:8 GresUsed=gpu:nvidia_a100_1g.10gb:2(IDX:0-1) State=MIXED ThreadsPerCore=1\n"
+        "NodeName=n1 Gres=gpu:2 State=IDLE+DRAIN Reason=x\nNodeName=cpu0 Gres=(null) State=IDLE\n"
+    )
     nodes = parse_scontrol_nodes(text)
     assert nodes["n0"] == ClusterNode("n0", "MIXED", {"nvidia_a100_1g.10gb": 4, "a100_3g.39gb": 1})
     assert nodes["n1"].gres == {"": 2} and nodes["n1"].state == "IDLE+DRAIN" and nodes["cpu0"].gres == {}
@@ -116,8 +118,7 @@ def test_check_maps_the_plan_onto_the_clusters_own_types(two_nodes):
     chosen, notes = slurmctl.check(plan, c, {})
     assert {a.profile: chosen[a.name] for a in arrays(plan)} == {"1g.10gb": "1g.10gb", "3g.40gb": "3g.40gb"}
     # NVML-detected names are taken as they are
-    c = cluster(**{n: {detected_type("A100-SXM4-80GB", p, 9728 if p == "1g.10gb" else 40192): k for p, k in w.items() if k}
-                   for n, w in want.items()})
+    c = cluster(**{n: {detected_type("A100-SXM4-80GB", p, 9728 if p == "1g.10gb" else 40192): k for p, k in w.items() if k} for n, w in want.items()})
     chosen, _ = slurmctl.check(plan, c, {})
     assert sorted(set(chosen.values())) == ["nvidia_a100_1g.10gb", "nvidia_a100_3g.39gb"]
 

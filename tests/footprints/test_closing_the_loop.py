@@ -110,6 +110,12 @@ def _launch(r, plan_path, state_dir):  # type: ignore[no-untyped-def]
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan_path), "--state-dir", str(state_dir)],
-                       env=r.env, capture_output=True, text=True, timeout=90, cwd=r.tmp)
+    p = subprocess.run(
+        [sys.executable, "-m", "migbench.launch", str(plan_path), "--state-dir", str(state_dir)],
+        env=r.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=r.tmp,
+    )
     return p.returncode, p.stdout + p.stderr

@@ -39,8 +39,7 @@ def sweep_dir(tmp_path):  # type: ignore[no-untyped-def]
 
     sw = load_sweep(tmp_path / "acc.yaml")
     peaks = {4: 1500, 8: 2500, 16: 4500, 32: 8500}  # 500 + 250 x batch
-    ms = [measurement(r.id, peaks[r.params["batch"]], group="lm", params=r.params) for r in sw.runs
-          if r.group == "lm" and r.params["batch"] != 32]
+    ms = [measurement(r.id, peaks[r.params["batch"]], group="lm", params=r.params) for r in sw.runs if r.group == "lm" and r.params["batch"] != 32]
     est = [r for r in sw.runs if r.group == "est"]
     ms.append(measurement(est[0].id, 4000, group="est", params=est[0].params))
     Footprints("acc", "", ms).save(tmp_path / "acc.footprints.yaml")
@@ -77,19 +76,22 @@ def test_estimate_accuracy_per_group_and_the_runs_sized_wrongly(sweep_dir):
 
 
 def test_estimate_accuracy_flags_a_declared_memory_that_picks_a_bigger_instance(tmp_path):
-    (tmp_path / "s.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "s.yaml").write_text(
+        textwrap.dedent("""
         version: 1
         name: s
         fleet: [{gpu: A100-SXM4-80GB, count: 1}]
         command: python train.py --seed {seed}
         parameters: {seed: [0, 1]}
         memory: 30GiB
-        """))
+        """)
+    )
     from migbench.sweep import load_sweep
 
     sw = load_sweep(tmp_path / "s.yaml")
-    Footprints("s", "", [measurement(sw.runs[0].id, 6000, group="s", params=sw.runs[0].params),
-                         measurement(sw.runs[1].id, 50000, group="s", params=sw.runs[1].params)]).save(tmp_path / "f.yaml")
+    Footprints(
+        "s", "", [measurement(sw.runs[0].id, 6000, group="s", params=sw.runs[0].params), measurement(sw.runs[1].id, 50000, group="s", params=sw.runs[1].params)]
+    ).save(tmp_path / "f.yaml")
     r = migbench("estimate", "s.yaml", "--accuracy", "--json", "--footprints", "f.yaml", cwd=tmp_path)
     doc = json.loads(r.stdout)
     got = {m["run_id"]: (m["verdict"], m["declared_instance"], m["needed_instance"]) for m in doc["missized"]}
@@ -120,12 +122,14 @@ def test_plan_records_and_shows_where_memory_came_from(sweep_dir):
 def test_profile_command_writes_footprints_and_refuses_seconds_with_steps(tmp_path):
     sim = tmp_path / "sim"
     init_host(sim, "A100-SXM4-40GB", 1, mig=True)
-    (tmp_path / "one.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "one.yaml").write_text(
+        textwrap.dedent(f"""
         version: 1
         name: one
         command: {TOY_CMD} --steps 40 --step-seconds 0.05 --memory 1500MiB
         memory: 2GiB
-        """))
+        """)
+    )
     env = {"MIGBENCH_SIM": str(sim)}
     try:
         r = migbench("profile", "one.yaml", "--seconds", "5", "--steps", "2", cwd=tmp_path, env=env)
@@ -146,8 +150,9 @@ def test_profile_command_writes_footprints_and_refuses_seconds_with_steps(tmp_pa
 def test_plan_warns_when_footprints_come_from_another_sweep_or_gpu_model(sweep_dir):
     fp = sweep_dir / "acc.footprints.yaml"
     fp.write_text(fp.read_text().replace("sweep: acc", "sweep: elsewhere"))
-    r = migbench("plan", "acc.yaml", "--fleet", "A100-SXM4-40GB:1", "--footprints", str(fp), "-o", "p.yaml", "--no-runs", cwd=sweep_dir,
-                 env={"MIGBENCH_WIDTH": "300"})
+    r = migbench(
+        "plan", "acc.yaml", "--fleet", "A100-SXM4-40GB:1", "--footprints", str(fp), "-o", "p.yaml", "--no-runs", cwd=sweep_dir, env={"MIGBENCH_WIDTH": "300"}
+    )
     assert r.returncode == 0, r.stderr
     assert "was measured for sweep 'elsewhere', not 'acc'" in r.stdout
     assert "4 measurement(s) were taken on A100-SXM4-80GB, this plan is for A100-SXM4-40GB" in r.stdout
@@ -159,8 +164,7 @@ def test_plan_warns_when_footprints_come_from_another_sweep_or_gpu_model(sweep_d
 def test_the_measured_example_plans_on_its_fallback_before_any_measurement(tmp_path):
     from tests.support import REPO
 
-    r = migbench("plan", str(REPO / "examples" / "measured-sweep.yaml"), "-o", str(tmp_path / "p.yaml"), "--json",
-                 "--no-history", cwd=tmp_path)
+    r = migbench("plan", str(REPO / "examples" / "measured-sweep.yaml"), "-o", str(tmp_path / "p.yaml"), "--json", "--no-history", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert {x["memory_source"] for x in doc["runs"]} == {"explicit"} and {x["memory_mib"] for x in doc["runs"]} == {24576}

@@ -9,9 +9,20 @@ from migbench.footprints import Footprints, Measurement, load_footprints
 
 
 def m(run: str = "g-1", peak: int = 1000, **kw) -> Measurement:  # type: ignore[no-untyped-def]
-    base = dict(run=run, group="g", params={"batch": 8}, peak_mib=peak, how="nvml-process+run-report", outcome="stopped",
-                gpu_model="A100-SXM4-80GB", profile="1g.10gb", instance_mib=9728, driver="550.54.15",
-                date="2025-01-01T00:00:00Z", probe_s=1.5)
+    base = dict(
+        run=run,
+        group="g",
+        params={"batch": 8},
+        peak_mib=peak,
+        how="nvml-process+run-report",
+        outcome="stopped",
+        gpu_model="A100-SXM4-80GB",
+        profile="1g.10gb",
+        instance_mib=9728,
+        driver="550.54.15",
+        date="2025-01-01T00:00:00Z",
+        probe_s=1.5,
+    )
     base.update(kw)
     return Measurement(**base)
 
@@ -39,8 +50,7 @@ def test_merge_replaces_the_same_run():
         ("kind: migbench-plan\nversion: 1\n", "not a migbench footprints file", None),
         ("kind: migbench-footprints\nversion: 7\nsweep: s\nmeasurements: []\n", "version 7", None),
         ("kind: migbench-footprints\nversion: 1\nsweep: s\nmeasurements: [{run: g-1}\n", "not valid YAML", None),
-        ("kind: migbench-footprints\nversion: 1\nsweep: s\nmeasurements:\n  - {run: g-1, group: g}\n", "missing `peak_mib`",
-         "measurements[0].peak_mib"),
+        ("kind: migbench-footprints\nversion: 1\nsweep: s\nmeasurements:\n  - {run: g-1, group: g}\n", "missing `peak_mib`", "measurements[0].peak_mib"),
     ],
 )
 def test_a_corrupt_file_is_a_clear_error(tmp_path, text, fragment, field):

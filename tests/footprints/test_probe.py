@@ -53,13 +53,18 @@ def layout(sim: Path) -> list[tuple[int, int, int]]:
 @pytest.mark.slow
 def test_profile_measures_what_the_toy_trainer_allocates_and_removes_its_instances(host):
     sim, work = host(gpus=1)
-    sw = load_sweep(write_sweep(work, """
+    sw = load_sweep(
+        write_sweep(
+            work,
+            """
         version: 1
         name: NAME
         command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 0.5MiB --batch {batch} --seq-len 1024 --lr {lr}
         parameters: {batch: [4, 16], lr: [0.1, 0.01]}
         memory: {measured: true, fallback: 12GiB, by: [batch]}
-        """))
+        """,
+        )
+    )
     before = layout(sim)
     res, fp, out = profile(sw, opts=FAST, backend=sim_backend(sim))
     assert out == work / "s.footprints.yaml" and load_footprints(out).measurements == fp.measurements
@@ -87,13 +92,18 @@ def test_idle_instances_are_used_as_they_are_and_busy_ones_not_at_all(host, slee
     busy_uuid = next(d.uuid for d in h.read().mig_devices(0) if d.gi_id == busy.id and d.ci_id == ci.id)
     h.attach(busy_uuid, sleeper().pid, 100)
     before = layout(sim)
-    sw = load_sweep(write_sweep(work, """
+    sw = load_sweep(
+        write_sweep(
+            work,
+            """
         version: 1
         name: NAME
         command: {toy} --steps 50 --step-seconds 0.1 --memory 2GiB --seed {seed}
         parameters: {seed: [0, 1]}
         memory: 4GiB
-        """))
+        """,
+        )
+    )
     res, fp, _ = profile(sw, opts=FAST, backend=sim_backend(sim))
     assert {m.profile for m in fp.measurements} == {"1g.10gb"} and len(fp.measurements) == 2, res.skipped
     assert all(m.peak_mib == 2048 for m in fp.measurements)
@@ -104,20 +114,28 @@ def test_idle_instances_are_used_as_they_are_and_busy_ones_not_at_all(host, slee
 @pytest.mark.slow
 def test_a_hung_probe_is_stopped_at_its_limit(host):
     sim, work = host(gpus=1)
-    sw = load_sweep(write_sweep(work, """
+    sw = load_sweep(
+        write_sweep(
+            work,
+            """
         version: 1
         name: NAME
         command: {toy} --steps 50 --step-seconds 0.1 --memory 3GiB --hang-at 2
         memory: 4GiB
-        """))
+        """,
+        )
+    )
     t0 = time.monotonic()
     res, fp, _ = profile(sw, opts=ProbeOptions(seconds=3.0, grace_s=0.5, sample_s=0.02), backend=sim_backend(sim))
     (m,) = fp.measurements
     assert m.outcome == "stopped" and m.peak_mib == 3072
     assert 3.5 <= m.probe_s < 6.0  # the limit, the grace it ignored SIGTERM for, then SIGKILL
     assert time.monotonic() - t0 < 20
-    toys = [p for p in psutil.process_iter(["cmdline"]) if any("toy_trainer" in c for c in (p.info["cmdline"] or []))
-            and str(work) in " ".join(p.info["cmdline"] or []) ]
+    toys = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("toy_trainer" in c for c in (p.info["cmdline"] or [])) and str(work) in " ".join(p.info["cmdline"] or [])
+    ]
     assert toys == [] and layout(sim) == []
 
 
@@ -128,13 +146,18 @@ def test_an_oom_is_probed_again_on_a_larger_instance_or_kept_as_a_lower_bound(ho
     for prof, start in ((19, 0), (9, 4)):  # 1g.10gb@0 and 3g.40gb@4
         gi = h.create_gpu_instance(0, prof, start)
         h.create_compute_instance(0, gi.id)
-    sw = load_sweep(write_sweep(work, """
+    sw = load_sweep(
+        write_sweep(
+            work,
+            """
         version: 1
         name: NAME
         command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 1MiB --batch {batch} --seq-len 1024
         parameters: {batch: [16, 64]}
         memory: 4GiB
-        """))
+        """,
+        )
+    )
     events = []
     res, fp, _ = profile(sw, opts=FAST, backend=sim_backend(sim), on_event=events.append)
     got = {m.params["batch"]: m for m in fp.measurements}
@@ -146,12 +169,17 @@ def test_an_oom_is_probed_again_on_a_larger_instance_or_kept_as_a_lower_bound(ho
 @pytest.mark.slow
 def test_steps_ask_the_run_to_stop_and_a_short_peak_is_seen(host):
     sim, work = host(gpus=1)
-    sw = load_sweep(write_sweep(work, """
+    sw = load_sweep(
+        write_sweep(
+            work,
+            """
         version: 1
         name: NAME
         command: {toy} --steps 50 --step-seconds 0.2 --memory 2GiB --spike 3GiB --spike-seconds 0.4
         memory: 8GiB
-        """))
+        """,
+        )
+    )
     res, fp, _ = profile(sw, opts=ProbeOptions(steps=3, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
     (m,) = fp.measurements
     assert m.outcome == "finished"  # MIGBENCH_PROBE_STEPS=3: it stopped by itself

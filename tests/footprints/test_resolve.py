@@ -92,8 +92,10 @@ def test_footprints_given_explicitly_apply_to_every_group():
 
 def test_a_poor_fit_leaves_unmeasured_runs_declared():
     sw = sweep()
-    noisy = [probe(run_of(sw, batch=bb, seq=ss, lr=0.1), peak) for (bb, ss), peak in
-             {(4, 256): 9000, (8, 256): 1500, (16, 256): 7000, (4, 512): 2000, (8, 512): 12000}.items()]
+    noisy = [
+        probe(run_of(sw, batch=bb, seq=ss, lr=0.1), peak)
+        for (bb, ss), peak in {(4, 256): 9000, (8, 256): 1500, (16, 256): 7000, (4, 512): 2000, (8, 512): 12000}.items()
+    ]
     res = resolve(sw, Sources((Footprints("s", "", noisy),)))
     c = run_of(sw, batch=16, seq=512, lr=0.1)
     assert not res.fits["lm"].ok

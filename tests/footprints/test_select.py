@@ -12,7 +12,8 @@ from migbench.sweep import load_sweep_text
 
 
 def sweep(memory: str):  # type: ignore[no-untyped-def]
-    return load_sweep_text(textwrap.dedent(f"""
+    return load_sweep_text(
+        textwrap.dedent(f"""
         version: 1
         name: s
         groups:
@@ -25,7 +26,9 @@ def sweep(memory: str):  # type: ignore[no-untyped-def]
             command: python t.py --seed {{seed}}
             parameters: {{seed: [0, 1]}}
             memory: 2GiB
-        """), file="s.yaml")
+        """),
+        file="s.yaml",
+    )
 
 
 def test_one_probe_per_configuration():

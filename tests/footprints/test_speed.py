@@ -41,7 +41,8 @@ def test_profile_speed_measures_the_toy_trainers_compute_and_plan_uses_it(tmp_pa
     """Bug: nothing measured compute; plans assumed it (1.0 by default)."""
     sim = tmp_path / "sim"
     init_host(sim, "A100-SXM4-80GB", 1, mig=True)
-    (tmp_path / "sp.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "sp.yaml").write_text(
+        textwrap.dedent(f"""
         version: 1
         name: sp
         fleet: [{{gpu: A100-SXM4-80GB, count: 1}}]
@@ -52,7 +53,8 @@ def test_profile_speed_measures_the_toy_trainers_compute_and_plan_uses_it(tmp_pa
             memory: 2GiB
             duration: 1h
             compute: 0.1
-        """))
+        """)
+    )
     env = {"MIGBENCH_SIM": str(sim)}
     try:
         r = migbench("profile", "sp.yaml", "--speed", "-o", "fp.yaml", cwd=tmp_path, env=env)

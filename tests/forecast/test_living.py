@@ -26,10 +26,7 @@ def fleet(n: int) -> list[FleetGpu]:
 
 
 def smalls(rng: random.Random, prefix: str, n: int) -> tuple[Demand, ...]:
-    return tuple(
-        Demand(f"{prefix}{i:03d}", rng.randint(5, 20) * GIB, rng.choice(range(6, 19, 2)) * H, round(rng.uniform(0.08, 0.16), 2), 3)
-        for i in range(n)
-    )
+    return tuple(Demand(f"{prefix}{i:03d}", rng.randint(5, 20) * GIB, rng.choice(range(6, 19, 2)) * H, round(rng.uniform(0.08, 0.16), 2), 3) for i in range(n))
 
 
 def two_pipelines(seed: int = 3) -> list[Submission]:
@@ -105,8 +102,7 @@ def test_runs_share_compute_as_the_duration_model_says():
         from migbench.planner.recut import Start
 
         if not gpus[0].instances:
-            return Decision(tuple(Start(w.demand.id, 0, Placement("7g.80gb", 0)) for w in waiting),
-                            (Recut(0, (), (Placement("7g.80gb", 0),)),))
+            return Decision(tuple(Start(w.demand.id, 0, Placement("7g.80gb", 0)) for w in waiting), (Recut(0, (), (Placement("7g.80gb", 0),)),))
         return Decision()
 
     res = play(fleet(1), [Submission(0.0, runs)], both_on_7g)

@@ -64,8 +64,10 @@ def test_profile_table_matches_the_catalogue(host):  # type: ignore[no-untyped-d
         want = cat.model(key, host.driver)
         if not g.mig_current:
             rc, out = _smi("mig", "-i", str(g.index), "-lgip")
-            _report(f"GPU {g.index} {g.name} MIG off: `nvidia-smi mig -lgip`", [] if "No MIG-enabled devices found" in out
-                    else [f"printed {out.strip()!r} (the simulator prints 'No MIG-enabled devices found.')"])
+            _report(
+                f"GPU {g.index} {g.name} MIG off: `nvidia-smi mig -lgip`",
+                [] if "No MIG-enabled devices found" in out else [f"printed {out.strip()!r} (the simulator prints 'No MIG-enabled devices found.')"],
+            )
             continue
         live = g.model
         assert live is not None
@@ -75,13 +77,17 @@ def test_profile_table_matches_the_catalogue(host):  # type: ignore[no-untyped-d
                 diffs.append(f"{lp.name} (id {lp.id}) is not in the catalogue")
                 continue
             cp = want.profile(lp.name)
-            for what, a, b in [("id", cp.id, lp.id), ("compute slices", cp.compute_slices, lp.compute_slices),
-                               ("memory slices", cp.memory_slices, lp.memory_slices), ("max", cp.max_count, lp.max_count),
-                               ("starts", cp.starts, lp.starts), ("SMs", cp.engines.sm, lp.engines.sm),
-                               ("memory MiB", cp.memory_mib, lp.memory_mib)]:
+            for what, a, b in [
+                ("id", cp.id, lp.id),
+                ("compute slices", cp.compute_slices, lp.compute_slices),
+                ("memory slices", cp.memory_slices, lp.memory_slices),
+                ("max", cp.max_count, lp.max_count),
+                ("starts", cp.starts, lp.starts),
+                ("SMs", cp.engines.sm, lp.engines.sm),
+                ("memory MiB", cp.memory_mib, lp.memory_mib),
+            ]:
                 if a != b:
-                    diffs.append(f"{lp.name} {what}: catalogue {a} ({cp.memory_source if what == 'memory MiB' else ''}), "
-                                 f"NVML {b} on {host.driver}")
+                    diffs.append(f"{lp.name} {what}: catalogue {a} ({cp.memory_source if what == 'memory MiB' else ''}), NVML {b} on {host.driver}")
             if cp.memory_mib and lp.memory_mib and cp.memory_mib > lp.memory_mib:
                 over.append(f"GPU {g.index} {lp.name}: catalogue {cp.memory_mib} > NVML {lp.memory_mib} MiB")
         for cp in want.profiles:
@@ -100,10 +106,10 @@ def test_gpu_instance_ids_follow_one_of_the_two_numberings(host):  # type: ignor
     for g in host.gpus:
         if not g.mig_current or not g.instances or g.model is None:
             continue
-        fits = [sw for sw in (False, True)
-                if all(gi.id == gpu_instance_id(g.model, gi.start, gi.size, sw) for gi in g.instances)]
-        _report(f"GPU {g.index} instance ids", [] if fits else ["neither numbering fits: "
-                + ", ".join(f"id {gi.id} at {gi.start}:{gi.size}" for gi in g.instances)])
+        fits = [sw for sw in (False, True) if all(gi.id == gpu_instance_id(g.model, gi.start, gi.size, sw) for gi in g.instances)]
+        _report(
+            f"GPU {g.index} instance ids", [] if fits else ["neither numbering fits: " + ", ".join(f"id {gi.id} at {gi.start}:{gi.size}" for gi in g.instances)]
+        )
         print(f"  GPU {g.index}: swapped={fits}")
         if not fits:
             bad.append(g.index)
@@ -152,9 +158,15 @@ def test_nvml_error_strings_match_the_simulator(host):  # type: ignore[no-untype
     diffs = []
     pynvml.nvmlInit()
     try:
-        for code in (pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_NO_PERMISSION,
-                     pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES, pynvml.NVML_ERROR_IN_USE,
-                     pynvml.NVML_ERROR_MEMORY):
+        for code in (
+            pynvml.NVML_ERROR_INVALID_ARGUMENT,
+            pynvml.NVML_ERROR_NOT_SUPPORTED,
+            pynvml.NVML_ERROR_NO_PERMISSION,
+            pynvml.NVML_ERROR_NOT_FOUND,
+            pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES,
+            pynvml.NVML_ERROR_IN_USE,
+            pynvml.NVML_ERROR_MEMORY,
+        ):
             real = pynvml.nvmlErrorString(code)
             real = real.decode() if isinstance(real, bytes) else str(real)
             if real != error_string(code):

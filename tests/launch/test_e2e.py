@@ -36,8 +36,6 @@ groups:
 """
 
 
-
-
 def _uuid_by_instance() -> dict[str, str]:
     """What the simulated host reports: instance key (gpu:profile@start) -> MIG device uuid."""
     out = {}
@@ -56,8 +54,7 @@ def test_swarm_every_run_pinned_to_its_instance(rig, tmp_path):
     p = r.start(cli=True)
     # The m runs hold their 6 GiB until a sample has seen one of them (no race with the sampler
     # on a loaded machine: once in ~50 suites beside a busy loop no footprint was seen at all).
-    r.wait_for(lambda: any((row["peak_mib"] or 0) > 0 for rid, row in r.rows().items() if rid.startswith("m-")),
-               what="a sampled 6 GiB footprint")
+    r.wait_for(lambda: any((row["peak_mib"] or 0) > 0 for rid, row in r.rows().items() if rid.startswith("m-")), what="a sampled 6 GiB footprint")
     hold.touch()
     rc = p.wait(timeout=120)
     out = r.output(p)

@@ -156,7 +156,10 @@ def small_tmpfs(tmp_path):
 def test_a_really_full_disk_stops_new_starts_keeps_outcomes_and_nothing_runs_twice(rig, small_tmpfs):
     """Guards: a full disk crashed the launcher, and after space was freed 2 runs whose shims could
     not write exit.json ran again."""
-    sweep = QUICK.replace("command: {toy} --steps 2 --step-seconds 0.05 --memory 1GiB --i {i}", "shell: true\n    command: sleep 1.5; echo \"$MIGBENCH_RUN_ID 1 done\" >> \"$TOY_LEDGER\"  # {i}")
+    sweep = QUICK.replace(
+        "command: {toy} --steps 2 --step-seconds 0.05 --memory 1GiB --i {i}",
+        'shell: true\n    command: sleep 1.5; echo "$MIGBENCH_RUN_ID 1 done" >> "$TOY_LEDGER"  # {i}',
+    )
     r = rig(sweep.replace("[0, 1, 2]", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"))
     sd = small_tmpfs / "state"
     sd.mkdir()

@@ -27,17 +27,20 @@ def test_peaks_instances_and_the_oom_floor(tmp_path):
     sd.mkdir(parents=True)
     (sd / "bindings.json").write_text(json.dumps({"instances": {"0:1g.10gb@0": {"uuid": "MIG-a", "memory_mib": 9728}}}))
     a1 = RunRow(id="g-1", ord=0, grp="g", attempt=1, instance="0:1g.10gb@0", memory_mib=4096, need_mib=9729, start_at=100.0)
-    a2 = RunRow(id="g-1", ord=0, grp="g", attempt=2, instance="0:3g.40gb@4", memory_mib=4096, need_mib=9729, start_at=200.0,
-                instance_mib=40192, state="succeeded")
-    b1 = RunRow(id="g-2", ord=1, grp="g", attempt=1, instance="0:1g.10gb@0", memory_mib=4096, need_mib=4096, start_at=150.0,
-                state="succeeded")
-    _store(sd, [a2, b1], [(a1, "oom", 3000, "out of memory on 0:1g.10gb@0 (9728 MiB instance, peak 3000 MiB)"),
-                          (b1, "succeeded", 3500, None), (a2, "succeeded", 12000, None)])
+    a2 = RunRow(
+        id="g-1", ord=0, grp="g", attempt=2, instance="0:3g.40gb@4", memory_mib=4096, need_mib=9729, start_at=200.0, instance_mib=40192, state="succeeded"
+    )
+    b1 = RunRow(id="g-2", ord=1, grp="g", attempt=1, instance="0:1g.10gb@0", memory_mib=4096, need_mib=4096, start_at=150.0, state="succeeded")
+    _store(
+        sd,
+        [a2, b1],
+        [(a1, "oom", 3000, "out of memory on 0:1g.10gb@0 (9728 MiB instance, peak 3000 MiB)"), (b1, "succeeded", 3500, None), (a2, "succeeded", 12000, None)],
+    )
     h = read_history(sd)
     assert h is not None and h.sweep == "s"
     got = {(a.run_id, a.attempt): (a.outcome, a.peak_mib, a.instance_mib, a.group) for a in h.attempts}
     assert got == {
-        ("g-1", 1): ("oom", 3000, 9728, "g"),          # from bindings.json
+        ("g-1", 1): ("oom", 3000, 9728, "g"),  # from bindings.json
         ("g-2", 1): ("succeeded", 3500, 9728, "g"),
         ("g-1", 2): ("succeeded", 12000, 40192, "g"),  # not bound: the run's row, its latest attempt
     }

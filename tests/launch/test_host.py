@@ -165,6 +165,7 @@ def test_apply_of_another_plan_leaves_an_instance_with_a_queued_retry(rig, tmp_p
     r.wait_for(waiting_retry, what="one run running, the other waiting out its backoff")
     retry = next(x for x in r.rows().values() if x["state"] == "queued")
     gpu = int(retry["queue"].split(":")[0])
+
     def layout() -> list[tuple[str, list[str]]]:
         st = sim_backend(r.sim).reader.read().gpu(gpu)
         return [(str(gi.placement), [d.uuid for d in st.devices_of(gi.id)]) for gi in st.instances]

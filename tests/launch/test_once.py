@@ -118,7 +118,9 @@ def test_launcher_and_shims_killed_together_runs_are_adopted_and_finished_ones_k
     assert len(killed) == 1 + len(rids), killed  # the launcher and every shim
     # the runs' parents live on, and no `pkill -f migbench` matches them (asserted at the end)
     survived = {
-        rid: bool(w) and not _gone(w) and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes()
+        rid: bool(w)
+        and not _gone(w)
+        and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes()
         and Path(f"/proc/{w}/comm").read_text().strip() == "mb-wait"
         for rid, w in waiters.items()
     }

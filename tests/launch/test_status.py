@@ -8,7 +8,9 @@ import pytest
 from tests.support.cli import migbench
 
 
-@pytest.mark.parametrize("content, says", [(b"", "is empty"), (b"SQLite format 3\x00" + b"\x13" * 4000, "is damaged"), (b"not a database at all" * 50, "is damaged")])
+@pytest.mark.parametrize(
+    "content, says", [(b"", "is empty"), (b"SQLite format 3\x00" + b"\x13" * 4000, "is damaged"), (b"not a database at all" * 50, "is damaged")]
+)
 def test_status_logs_and_stop_on_a_damaged_launch_db_say_so(tmp_path, content, says):
     """Guards: `status` on an empty or corrupt launch.db was a traceback (no such table: runs /
     DatabaseError: malformed), and the hint for a corrupt db spoke of permissions and free space."""

@@ -94,8 +94,13 @@ def test_a_symlink_on_the_way_must_be_trusted_too(tmp_path):
 
 
 def _shim(adir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migbench.launch.shim", str(adir)], capture_output=True, text=True, timeout=60,
-                          env={k: v for k, v in os.environ.items() if k != "MIGBENCH_SIM"})
+    return subprocess.run(
+        [sys.executable, "-m", "migbench.launch.shim", str(adir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "MIGBENCH_SIM"},
+    )
 
 
 def _attempt(root: Path, pwned: Path) -> Path:

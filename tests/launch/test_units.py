@@ -47,15 +47,20 @@ def test_substitute_only_outside_parameter_values(text, protected, want):
 
 
 def test_substitute_quotes_in_shell_mode():
-    assert substitute("cd ${run_dir} && echo ${run_id}", {"run_id": "a b", "run_dir": "/x y", "attempt": "1"}, quote=True) == (
-        "cd '/x y' && echo 'a b'"
-    )
+    assert substitute("cd ${run_dir} && echo ${run_id}", {"run_id": "a b", "run_dir": "/x y", "attempt": "1"}, quote=True) == ("cd '/x y' && echo 'a b'")
 
 
 def _plan(tmp_path: Path, runs: list[PlanRun], instances: list[PlanInstance], launch: LaunchSettings | None = None) -> Plan:
     p = Plan(
-        name="t", sweep_file=None, sweep_sha256="", fleet=[PlanGpu(0, "A100-SXM4-80GB")], instances=instances,
-        runs=runs, unplaced=[], solver=SolverInfo("OPTIMAL", "x", 0, 0, 0.0), duration_model=DurationModel(),
+        name="t",
+        sweep_file=None,
+        sweep_sha256="",
+        fleet=[PlanGpu(0, "A100-SXM4-80GB")],
+        instances=instances,
+        runs=runs,
+        unplaced=[],
+        solver=SolverInfo("OPTIMAL", "x", 0, 0, 0.0),
+        duration_model=DurationModel(),
         launch=launch or LaunchSettings(env={"G": "${run_id}", "CUDA_VISIBLE_DEVICES": "0"}, stop_grace_s=7),
         models={},
     )
@@ -72,15 +77,23 @@ def _run(rid: str, argv: tuple[str, ...] = ("train", "--x", "${run_dir}"), **kw)
 def test_build_spec_pins_one_device_and_sets_the_launch_environment(tmp_path):
     inst = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("g-1",))
     run = _run(
-        "g-1", ("train", "--x", "${run_id}"), env={"CUDA_VISIBLE_DEVICES": "1,2", "R": "${run_dir}"}, workdir="sub",
+        "g-1",
+        ("train", "--x", "${run_id}"),
+        env={"CUDA_VISIBLE_DEVICES": "1,2", "R": "${run_dir}"},
+        workdir="sub",
         params={"x": "${run_id}"},
     )
     plan = _plan(tmp_path, [run], [inst])
     s1 = build_spec(plan, run, instance=inst.key, mig_uuid="MIG-abc", attempt=1, state_dir=tmp_path / "st")
     rdir = str((tmp_path / "st" / "g-1").absolute())
     assert {k: v for k, v in s1.env.items() if not k.startswith("WANDB_")} == {  # W&B's: tests/launch/test_wandb.py
-        "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "MIG-abc", "G": "g-1", "MIGBENCH_ATTEMPT": "1",
-        "MIGBENCH_RUN_DIR": rdir, "MIGBENCH_RUN_ID": "g-1", "R": rdir,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": "MIG-abc",
+        "G": "g-1",
+        "MIGBENCH_ATTEMPT": "1",
+        "MIGBENCH_RUN_DIR": rdir,
+        "MIGBENCH_RUN_ID": "g-1",
+        "R": rdir,
     }
     # the argv's `${run_id}` is the parameter value (params x), so it stays literal
     assert s1.argv == ("train", "--x", "${run_id}")
@@ -121,8 +134,10 @@ def test_start_order_is_wave_then_estimated_start(tmp_path):
     a = PlanInstance(0, "3g.40gb", 4, 40192, 3 / 7, ("r1", "r3"))
     b = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("r2", "r4"))
     runs = [
-        _run("r1", profile="3g.40gb", start=4, wave=0, est_start_s=0), _run("r2", wave=0, est_start_s=0),
-        _run("r3", profile="3g.40gb", start=4, wave=1, est_start_s=50), _run("r4", wave=1, est_start_s=20),
+        _run("r1", profile="3g.40gb", start=4, wave=0, est_start_s=0),
+        _run("r2", wave=0, est_start_s=0),
+        _run("r3", profile="3g.40gb", start=4, wave=1, est_start_s=50),
+        _run("r4", wave=1, est_start_s=20),
     ]
     assert [r.id for r in start_order(_plan(tmp_path, runs, [a, b]))] == ["r1", "r2", "r4", "r3"]
 
@@ -279,7 +294,6 @@ def test_store_round_trips_runs_and_the_launcher(tmp_path):
     assert ro.launcher().stop_requested == 1 and ro.meta("plan_sha256") == "abc"
     assert ro.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     ro.close()
-
 
 
 # -- the waiter and the run states -----------------------------------------------------------------

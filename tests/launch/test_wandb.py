@@ -47,8 +47,7 @@ def test_a_wandb_quickstart_script_sees_each_runs_parameters_in_wandb_config(rig
     (r.plan_path.parent / "quickstart.py").write_text(QUICKSTART)
     out = tmp_path / "out"
     out.mkdir()
-    rc, log = r.launch(cli=True, extra_env={"PYTHONPATH": str(STUB), "OUT_DIR": str(out), "WANDB_MODE": "offline",
-                                                 "WANDB_JOB_TYPE": "from-the-shell"})
+    rc, log = r.launch(cli=True, extra_env={"PYTHONPATH": str(STUB), "OUT_DIR": str(out), "WANDB_MODE": "offline", "WANDB_JOB_TYPE": "from-the-shell"})
     assert rc == 0, log
     plan = r.plan
     seen = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}

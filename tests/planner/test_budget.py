@@ -23,9 +23,7 @@ def _fleet(model: str, n: int) -> list[FleetGpu]:
     return [FleetGpu(i, CAT.model(model)) for i in range(n)]
 
 
-RUNS = [Demand(f"a{i}", 1024 * (1 + i % 5), 3600.0 * (1 + i % 3), 0.2, 3) for i in range(12)] + [
-    Demand("big", 60 * 1024, 5 * 3600.0, 1.0, 1)
-]
+RUNS = [Demand(f"a{i}", 1024 * (1 + i % 5), 3600.0 * (1 + i % 3), 0.2, 3) for i in range(12)] + [Demand("big", 60 * 1024, 5 * 3600.0, 1.0, 1)]
 
 
 def test_the_budget_is_half_the_limit_and_the_deadline_keeps_back_the_writing_time(monkeypatch):

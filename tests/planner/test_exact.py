@@ -46,8 +46,7 @@ def test_one_whole_gpu_run_and_nine_ablations_are_planned_in_18_hours_and_proven
     rng = random.Random(4242)
     runs = [Demand("big-60g", 60 * GIB, 18 * HOUR, 1.0, 1)]
     for i, h in enumerate([18, 16, 14, 12, 10, 10, 8, 8, 8]):
-        runs.append(Demand(f"abl-{i:02d}", rng.choice([2 * GIB, int(2.5 * GIB), 3 * GIB]), h * HOUR,
-                           round(rng.uniform(0.09, 0.11), 2), 4))
+        runs.append(Demand(f"abl-{i:02d}", rng.choice([2 * GIB, int(2.5 * GIB), 3 * GIB]), h * HOUR, round(rng.uniform(0.09, 0.11), 2), 4))
     fleet = [FleetGpu(i, CAT.model("A100-SXM4-80GB")) for i in range(2)]
     sol = solve(runs, fleet, SolveOptions(objective="makespan"))
     assert sol.objective == pytest.approx(18 * HOUR) and sol.bound == pytest.approx(18 * HOUR)
@@ -57,8 +56,10 @@ def test_one_whole_gpu_run_and_nine_ablations_are_planned_in_18_hours_and_proven
 
 def _case(name: str) -> tuple[list[Demand], list[FleetGpu], float]:
     case = next(c for c in _cases() if c["name"] == name)
-    runs = [Demand(r["id"], r["memory_mib"], r["duration_s"], r["compute"], r["max_runs_per_instance"],
-                   tuple(r["profiles"]) if r.get("profiles") else None) for r in case["runs"]]
+    runs = [
+        Demand(r["id"], r["memory_mib"], r["duration_s"], r["compute"], r["max_runs_per_instance"], tuple(r["profiles"]) if r.get("profiles") else None)
+        for r in case["runs"]
+    ]
     return runs, [FleetGpu(i, CAT.model(k)) for i, k in enumerate(case["fleet"])], case["makespan_s"]
 
 
@@ -76,8 +77,9 @@ def test_the_order_search_finds_the_best_queue_order_of_a_few_runs():
     rng = random.Random(7)
     slot = Slot("s", 20480, 2 / 7, "s")
     for _ in range(15):
-        specs = [(rng.choice([2048, 4096, 9000]), rng.choice([2, 4, 6]) * HOUR, rng.choice([0.1, 0.2, 0.3]), rng.choice([1, 2, 3]))
-                 for _ in range(rng.randint(2, 5))]
+        specs = [
+            (rng.choice([2048, 4096, 9000]), rng.choice([2, 4, 6]) * HOUR, rng.choice([0.1, 0.2, 0.3]), rng.choice([1, 2, 3])) for _ in range(rng.randint(2, 5))
+        ]
         classes = sorted(set(OrderClass(m, d, u, c) for m, d, u, c in specs), key=lambda c: (c.memory_mib, c.duration_s, c.compute, c.cap))
         counts = [sum(1 for s in specs if OrderClass(*s) == c) for c in classes]
         runs = [Demand(f"r{i}", m, d, u, c) for i, (m, d, u, c) in enumerate(specs)]
@@ -97,8 +99,7 @@ def _cases() -> list[dict]:
     return json.loads(OPTIMA.read_text())["cases"]
 
 
-MISSED_BEFORE = ["seed-00", "seed-01", "seed-02", "seed-07", "seed-09", "seed-11", "seed-13", "seed-14",
-                 "mixed-00", "mixed-02", "mixed-04", "mixed-09"]
+MISSED_BEFORE = ["seed-00", "seed-01", "seed-02", "seed-07", "seed-09", "seed-11", "seed-13", "seed-14", "mixed-00", "mixed-02", "mixed-04", "mixed-09"]
 """The 12 of bench/exact_cases.py's 34 small sweeps where the planner missed the optimum before issue
 15's work (1.009 to 1.139 times it); `python bench/exact_compare.py` plans all 34."""
 

@@ -172,8 +172,13 @@ def test_a_plan_file_of_the_new_runs_only_is_made_whole_again_from_the_launch_st
     finished before are only in the launch state, and the grown plan lists them again, marked done."""
     old, fleet = earlier
     last = old.runs[-1]
-    only = Plan.from_dict(dict(old.to_dict(), runs=[r for r in old.to_dict()["runs"] if r["id"] == last.id],
-                               instances=[dict(i, runs=[x for x in i["runs"] if x == last.id]) for i in old.to_dict()["instances"]]))
+    only = Plan.from_dict(
+        dict(
+            old.to_dict(),
+            runs=[r for r in old.to_dict()["runs"] if r["id"] == last.id],
+            instances=[dict(i, runs=[x for x in i["runs"] if x == last.id]) for i in old.to_dict()["instances"]],
+        )
+    )
     states = _done(old)
     states[last.id] = RunState("queued", None)
     sweep = _sweep(tmp_path, SMALL)
@@ -192,8 +197,9 @@ def test_a_live_run_the_earlier_plan_does_not_list_still_keeps_its_gpu_from_a_re
     runs = old.placed_runs()
     on0 = next(r for r in runs if r.gpu == 0)
     doc = old.to_dict()
-    only = Plan.from_dict(dict(doc, runs=[r for r in doc["runs"] if r["id"] != on0.id],
-                               instances=[dict(i, runs=[x for x in i["runs"] if x != on0.id]) for i in doc["instances"]]))
+    only = Plan.from_dict(
+        dict(doc, runs=[r for r in doc["runs"] if r["id"] != on0.id], instances=[dict(i, runs=[x for x in i["runs"] if x != on0.id]) for i in doc["instances"]])
+    )
     states = _done(old)
     states[on0.id] = RunState("running", on0.instance_key)
     grown = grow_plan(only, _sweep(tmp_path, SWARM + BIG), fleet, states)

@@ -168,10 +168,7 @@ run_st = st.builds(
 def test_property_no_overlap_no_oversubscription_deterministic(specs, model, ngpu, timed):
     fl = fleet((model, ngpu))
     biggest = max(p.memory_mib for p in fl[0].model.profiles if p.memory_mib)
-    runs = [
-        R(f"r{i}", min(mem, biggest), (3600.0 * (1 + i % 4)) if timed else None, comp, cap)
-        for i, (mem, cap, comp) in enumerate(specs)
-    ]
+    runs = [R(f"r{i}", min(mem, biggest), (3600.0 * (1 + i % 4)) if timed else None, comp, cap) for i, (mem, cap, comp) in enumerate(specs)]
     opts = SolveOptions(time_limit_s=1, started=time.monotonic() + 1e6)  # the hard stop out of the way
     sol = solve(runs, fl, opts)
     check_solution(runs, fl, sol)
@@ -228,13 +225,7 @@ def test_runs_at_once_matches_exhaustive_search(model_key, ngpu, runs):
     for combo in itertools.combinations_with_replacement(range(len(layouts)), ngpu):
         lay = tuple(p for li in combo for p in layouts[li])
         # A plan queues the runs that wait on the same layout, so every run needs a home on it.
-        homes = all(
-            any(
-                r.memory_mib <= model.profile(p.profile).memory_mib and (r.profiles is None or p.profile in r.profiles)
-                for p in lay
-            )
-            for r in runs
-        )
+        homes = all(any(r.memory_mib <= model.profile(p.profile).memory_mib and (r.profiles is None or p.profile in r.profiles) for p in lay) for r in runs)
         if not homes:
             continue
         # Distinct GPUs: instances of both layouts are separate; merging lists is exact because
@@ -312,9 +303,11 @@ def test_time_point_cuts_see_that_a_short_run_cannot_hide_between_whole_gpu_runs
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=st.lists(
-        st.tuples(st.sampled_from([2048, 5000, 9000, 20000, 40000]), st.sampled_from([1, 2, 3]),
-                  st.sampled_from([0.1, 0.3, 1.0]), st.sampled_from([1, 2, 5, 6, 18])),
-        min_size=1, max_size=12,
+        st.tuples(
+            st.sampled_from([2048, 5000, 9000, 20000, 40000]), st.sampled_from([1, 2, 3]), st.sampled_from([0.1, 0.3, 1.0]), st.sampled_from([1, 2, 5, 6, 18])
+        ),
+        min_size=1,
+        max_size=12,
     ),
     model=st.sampled_from(["A100-SXM4-80GB", "A30", "H100-SXM5-80GB"]),
     ngpu=st.integers(1, 2),

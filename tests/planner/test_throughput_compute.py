@@ -16,10 +16,7 @@ def _idle_at_once(sc, sol) -> dict[int, int]:
     """Per GPU: compute slices not in an instance that holds a run at once."""
     holding = {(a.gpu, a.placement) for a in sol.assigned.values() if a.wave == 0}
     model = sc.fleet[0].model
-    return {
-        g: model.compute_slices - sum(model.profile(p.profile).compute_slices for p in lay if (g, p) in holding)
-        for g, lay in sol.layouts.items()
-    }
+    return {g: model.compute_slices - sum(model.profile(p.profile).compute_slices for p in lay if (g, p) in holding) for g, lay in sol.layouts.items()}
 
 
 @pytest.mark.parametrize("n_runs", [32, 36, 48])

@@ -57,8 +57,9 @@ def check_page(html_path, plan, shot, *, actual: bool) -> dict:  # type: ignore[
         assert visit.errors == [], visit.errors
         assert visit.requests and all(u.startswith(("file:", "data:")) for u in visit.requests), visit.requests
         assert b.evaluate("document.documentElement.dataset.ready") == "1"  # the inline script ran
-        gpus = b.evaluate("[...document.querySelectorAll('figure.gpu')].filter(f => f.querySelector('svg').getBoundingClientRect().width > 0)"
-                          ".map(f => +f.dataset.gpu)")
+        gpus = b.evaluate(
+            "[...document.querySelectorAll('figure.gpu')].filter(f => f.querySelector('svg').getBoundingClientRect().width > 0).map(f => +f.dataset.gpu)"
+        )
         assert sorted(gpus) == plan.gpus()
         placed = {r.id for r in plan.placed_runs()}
         assert set(b.evaluate(f"({DRAWN})('planned')")) == placed
@@ -67,7 +68,9 @@ def check_page(html_path, plan, shot, *, actual: bool) -> dict:  # type: ignore[
         # a click lights the run up in the grid and on the timeline
         rid = sorted(placed)[0]
         b.evaluate(f"document.querySelector('rect[data-run=\"{rid}\"]').dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
-        lit = b.evaluate("[...document.querySelectorAll('.hl')].map(e => e.getAttribute('data-run') || e.getAttribute('data-grid-run') || e.getAttribute('data-mem-run'))")
+        lit = b.evaluate(
+            "[...document.querySelectorAll('.hl')].map(e => e.getAttribute('data-run') || e.getAttribute('data-grid-run') || e.getAttribute('data-mem-run'))"
+        )
         assert set(lit) == {rid} and len(lit) >= 3  # its planned bar, its actual bar(s), its grid entry
         b.screenshot(shot)
         return {"load_s": visit.load_s}

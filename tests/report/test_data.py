@@ -160,7 +160,8 @@ def test_a_lent_run_gets_its_own_mark_not_the_oom_edge(small_plan):
 def test_utilisation_is_busy_compute_and_occupancy_is_named_apart(tmp_path):
     """Bug: utilisation was slice occupancy, so one light run on a whole GPU scored 100 %."""
     one = SMALL.replace("count: 2", "count: 1").split("  - name: a")[0] + (
-        "  - name: a\n    command: python3 t.py\n    memory: 60GiB\n    duration: 1h\n    compute: 0.2\n")
+        "  - name: a\n    command: python3 t.py\n    memory: 60GiB\n    duration: 1h\n    compute: 0.2\n"
+    )
     plan = plan_sweep(tmp_path, one, time_limit_s=0.5)
     sim = simulate_plan(plan)
     assert [i.profile for i in plan.instances] == ["7g.80gb"]

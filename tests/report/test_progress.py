@@ -40,10 +40,15 @@ def test_eta_is_the_remaining_work_corrected_by_what_finished(one_plan):
     inst = one_plan.instances[0].key
     first, second = (one_plan.instances[0].runs[0], one_plan.instances[0].runs[1])
     # the first took 200 s where the plan expected 100 s: factor 2; the second has run 50 s of its 200
-    snap = p.snapshot(doc([
-        {"id": first, "state": "succeeded", "elapsed_s": 200.0, "instance": inst, "queue": inst, "attempt": 1},
-        {"id": second, "state": "running", "elapsed_s": 50.0, "instance": inst, "queue": inst, "attempt": 1},
-    ]), now=1000.0)
+    snap = p.snapshot(
+        doc(
+            [
+                {"id": first, "state": "succeeded", "elapsed_s": 200.0, "instance": inst, "queue": inst, "attempt": 1},
+                {"id": second, "state": "running", "elapsed_s": 50.0, "instance": inst, "queue": inst, "attempt": 1},
+            ]
+        ),
+        now=1000.0,
+    )
     assert snap.factor == pytest.approx(2.0) and snap.finished_sample == 1
     assert snap.eta_s == pytest.approx(150.0, rel=1e-3)
     running = [r for g in snap.gpus for i in g.instances for r in i.runs if r.state == "running"]
@@ -54,8 +59,7 @@ def test_eta_is_the_remaining_work_corrected_by_what_finished(one_plan):
 def test_eta_keeps_its_time_of_day_until_a_run_changes_state(one_plan, monkeypatch):
     p = SweepProgress(one_plan)
     inst = one_plan.instances[0].key
-    rows = [{"id": rid, "state": "queued", "elapsed_s": None, "instance": inst, "queue": inst, "attempt": 0}
-            for rid in one_plan.instances[0].runs]
+    rows = [{"id": rid, "state": "queued", "elapsed_s": None, "instance": inst, "queue": inst, "attempt": 0} for rid in one_plan.instances[0].runs]
     a = p.snapshot(doc(rows), now=0.0)
     assert a.eta_s == pytest.approx(200.0) and a.factor is None
     import migbench.report.progress as progress

@@ -49,8 +49,9 @@ def run_workflow(repo: Path, runner_temp: Path) -> tuple[list[StepRun], str]:
     for step in steps:
         if "run" not in step or step.get("name") in SKIPPED:
             continue
-        p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=repo, env=env,
-                           capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+        )
         out.append(StepRun(step.get("name", step["run"]), p.returncode, p.stdout + p.stderr))
         for line in env_file.read_text().splitlines():  # what a step exported for the next ones
             if "=" in line:

@@ -30,13 +30,85 @@ from migbench.sweep.schema import (
 from tests.support import REPO
 
 TRICKY = [
-    "", " ", "~", "0", "-1", "1e309", "nan", "inf", "-inf", "0x10", "0o17", "1_000", "2.5GiB", "0GiB", "-3GiB", "1TiB",
-    "8h", "0s", "-5m", "1e6d", "range(0,10,2)", "range(10)", "range(0,0)", "range(5,1,-1)", "a,b", ",", "{seed}", "{x}", "{",
-    "}", "{{", "${run_id}", "${run_dir}", "${args_json_file}", "{args}", "{program}", "{env}", "../..", "../../etc",
-    "/etc/passwd", ".", "..", "a/b", "A100-SXM4-80GB", "A30", "H100-SXM5-80GB", "1g.10gb", "3g.40gb", "7g.80gb",
-    "1g.10gb+me", "uniform", "log_uniform_values", "q_normal", "grid", "random", "bayes", "sm", "slices", "0640",
-    "0777", "LC_*", "PATH", "python train.py --x {x}", "; rm -rf ~ #", "$(id)", "\x00", "\u202e", "é", "true", "no",
-    "2001-12-14", "1:30", "*anchor", "&a", "!!python/object:os.system", "%TAG", "- -", ": :", "? x",
+    "",
+    " ",
+    "~",
+    "0",
+    "-1",
+    "1e309",
+    "nan",
+    "inf",
+    "-inf",
+    "0x10",
+    "0o17",
+    "1_000",
+    "2.5GiB",
+    "0GiB",
+    "-3GiB",
+    "1TiB",
+    "8h",
+    "0s",
+    "-5m",
+    "1e6d",
+    "range(0,10,2)",
+    "range(10)",
+    "range(0,0)",
+    "range(5,1,-1)",
+    "a,b",
+    ",",
+    "{seed}",
+    "{x}",
+    "{",
+    "}",
+    "{{",
+    "${run_id}",
+    "${run_dir}",
+    "${args_json_file}",
+    "{args}",
+    "{program}",
+    "{env}",
+    "../..",
+    "../../etc",
+    "/etc/passwd",
+    ".",
+    "..",
+    "a/b",
+    "A100-SXM4-80GB",
+    "A30",
+    "H100-SXM5-80GB",
+    "1g.10gb",
+    "3g.40gb",
+    "7g.80gb",
+    "1g.10gb+me",
+    "uniform",
+    "log_uniform_values",
+    "q_normal",
+    "grid",
+    "random",
+    "bayes",
+    "sm",
+    "slices",
+    "0640",
+    "0777",
+    "LC_*",
+    "PATH",
+    "python train.py --x {x}",
+    "; rm -rf ~ #",
+    "$(id)",
+    "\x00",
+    "\u202e",
+    "é",
+    "true",
+    "no",
+    "2001-12-14",
+    "1:30",
+    "*anchor",
+    "&a",
+    "!!python/object:os.system",
+    "%TAG",
+    "- -",
+    ": :",
+    "? x",
 ]
 ALL_KEYS = sorted(set(TOP_KEYS + GROUP_KEYS + FLEET_KEYS + DURATION_MODEL_KEYS + LAUNCH_KEYS + PARAM_KEYS + MEMORY_TABLE_KEYS + ESTIMATE_KEYS))
 
@@ -64,7 +136,9 @@ groups = st.fixed_dictionaries(
     {"name": st.one_of(st.sampled_from(["a", "grp", "g-1", "A", "../x", ""]), values), "command": st.one_of(st.sampled_from(TRICKY), values)},
     optional={
         "parameters": st.dictionaries(st.one_of(st.sampled_from(["x", "seed", "lr", "a.b"]), keys), st.one_of(_mapping(PARAM_KEYS), values), max_size=4),
-        "memory": st.one_of(st.sampled_from(TRICKY), _mapping(MEMORY_TABLE_KEYS + ("estimate",)), st.fixed_dictionaries({"estimate": _mapping(ESTIMATE_KEYS)}), values),
+        "memory": st.one_of(
+            st.sampled_from(TRICKY), _mapping(MEMORY_TABLE_KEYS + ("estimate",)), st.fixed_dictionaries({"estimate": _mapping(ESTIMATE_KEYS)}), values
+        ),
         **{k: values for k in GROUP_KEYS if k not in ("name", "command", "parameters", "memory")},
     },
 )
@@ -103,7 +177,9 @@ def mutated_text(draw: st.DrawFn, base: str) -> str:
         if op == "delete":
             text = text[:i] + text[j:]
         elif op == "replace":
-            text = text[:i] + draw(st.one_of(st.sampled_from(TRICKY + [":", "-", "[", "]", "{", "}", "\n", "  ", "#", "'", '"']), st.text(max_size=6))) + text[j:]
+            text = (
+                text[:i] + draw(st.one_of(st.sampled_from(TRICKY + [":", "-", "[", "]", "{", "}", "\n", "  ", "#", "'", '"']), st.text(max_size=6))) + text[j:]
+            )
         elif op == "duplicate":
             text = text[:j] + text[i:j] + text[j:]
         else:
@@ -160,16 +236,38 @@ def base_plan_doc() -> dict:
     from migbench.sweep.model import LaunchSettings
 
     runs = [
-        PlanRun(f"g-{i}", "g", 2048, 0, "3g.40gb", 4 * (i % 2), i // 2, ("python3", "train.py", "--seed", str(i)),
-                env={"TOKEN": "x"}, params={"seed": i}, duration_s=60.0, compute=0.2, retries=1, timeout_s=600.0,
-                est_start_s=0.0, est_end_s=60.0)
+        PlanRun(
+            f"g-{i}",
+            "g",
+            2048,
+            0,
+            "3g.40gb",
+            4 * (i % 2),
+            i // 2,
+            ("python3", "train.py", "--seed", str(i)),
+            env={"TOKEN": "x"},
+            params={"seed": i},
+            duration_s=60.0,
+            compute=0.2,
+            retries=1,
+            timeout_s=600.0,
+            est_start_s=0.0,
+            est_end_s=60.0,
+        )
         for i in range(3)
     ]
     plan = Plan(
-        name="fuzz", sweep_file="fuzz.yaml", sweep_sha256="0" * 64, fleet=[PlanGpu(0, "A100-SXM4-80GB")],
+        name="fuzz",
+        sweep_file="fuzz.yaml",
+        sweep_sha256="0" * 64,
+        fleet=[PlanGpu(0, "A100-SXM4-80GB")],
         instances=[PlanInstance(0, "3g.40gb", 0, 40192, 0.43, ("g-0", "g-2")), PlanInstance(0, "3g.40gb", 4, 40192, 0.43, ("g-1",))],
-        runs=runs, unplaced=[Unplaced("big-0", 100000, "too big")], solver=SolverInfo("OPTIMAL", "runs_at_once", 3, 3, 0.0),
-        duration_model=DurationModel(), launch=LaunchSettings(env_passthrough=("PATH", "LC_*"), state_mode=0o640), models={},
+        runs=runs,
+        unplaced=[Unplaced("big-0", 100000, "too big")],
+        solver=SolverInfo("OPTIMAL", "runs_at_once", 3, 3, 0.0),
+        duration_model=DurationModel(),
+        launch=LaunchSettings(env_passthrough=("PATH", "LC_*"), state_mode=0o640),
+        models={},
     )
     return plan.to_dict()
 

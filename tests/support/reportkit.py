@@ -27,8 +27,13 @@ launch: {retries: 1}
 groups:
 """
 # name, runs, plan memory, duration (s), compute: the launcher benchmark's 90-run toy sweep
-_SEED_GROUPS = [("tiny", 28, "1GiB", 2.5, 0.05), ("small", 27, "4GiB", 3.0, 0.1), ("medium", 18, "9GiB", 3.0, 0.15),
-                ("large", 10, "18GiB", 3.5, 0.25), ("xl", 7, "30GiB", 4.0, 0.4)]
+_SEED_GROUPS = [
+    ("tiny", 28, "1GiB", 2.5, 0.05),
+    ("small", 27, "4GiB", 3.0, 0.1),
+    ("medium", 18, "9GiB", 3.0, 0.15),
+    ("large", 10, "18GiB", 3.5, 0.25),
+    ("xl", 7, "30GiB", 4.0, 0.4),
+]
 
 
 def seed_like_yaml(runs: int = 90, gpus: int = 4) -> str:
@@ -39,8 +44,10 @@ def seed_like_yaml(runs: int = 90, gpus: int = 4) -> str:
     for k, (name, n, mem, dur, comp) in enumerate(_SEED_GROUPS):
         m = left if k == len(_SEED_GROUPS) - 1 else max(1, round(runs * n / total))
         left -= m
-        out.append(f"  - name: {name}\n    command: python3 train.py --seed {{seed}}\n    parameters: {{seed: {list(range(m))}}}\n"
-                   f"    memory: {mem}\n    duration: {dur}s\n    compute: {comp}\n    max_runs_per_instance: 2\n")
+        out.append(
+            f"  - name: {name}\n    command: python3 train.py --seed {{seed}}\n    parameters: {{seed: {list(range(m))}}}\n"
+            f"    memory: {mem}\n    duration: {dur}s\n    compute: {comp}\n    max_runs_per_instance: 2\n"
+        )
     return "".join(out)
 
 
@@ -117,8 +124,7 @@ def write_state(
         st.set_meta("plan_file", str(Path(plan.path or "").resolve()))
         st.set_meta("plan_sha256", hashlib.sha256(Path(plan.path or "").read_bytes()).hexdigest() if plan.path else "")
         for n, r in enumerate(plan.runs):
-            row = RunRow(r.id, n, r.group, home=r.instance_key, queue=r.instance_key, memory_mib=r.memory_mib, need_mib=r.memory_mib,
-                         queued_at=t0)
+            row = RunRow(r.id, n, r.group, home=r.instance_key, queue=r.instance_key, memory_mib=r.memory_mib, need_mib=r.memory_mib, queued_at=t0)
             rows.append(row)
             if r.id not in res.slot_of:
                 row.state = "abandoned" if r.gpu is None else "queued"
@@ -163,8 +169,15 @@ def write_state(
         now = t0 + (cut if done_fraction < 1 else res.makespan_s * stretch * 1.3)
         if alive_pid is None and done_fraction < 1:
             now = t0 + cut  # the launcher died there
-        st.set_launcher(pid=alive_pid, create_time=None, started_at=t0 - 1, heartbeat_at=now,
-                        state="running" if alive_pid else "exited", ended_at=None if alive_pid else now, exit_code=None if alive_pid else 0)
+        st.set_launcher(
+            pid=alive_pid,
+            create_time=None,
+            started_at=t0 - 1,
+            heartbeat_at=now,
+            state="running" if alive_pid else "exited",
+            ended_at=None if alive_pid else now,
+            exit_code=None if alive_pid else 0,
+        )
     st.close(checkpoint=True)
     return Written(sd, t0, retried, moved, moved_to, lent, lent_to)
 

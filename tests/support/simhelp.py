@@ -24,7 +24,6 @@ def inprocess_runner(state: Path):  # type: ignore[no-untyped-def]
     return run
 
 
-
 def sim_backend(state: Path, *, subprocess: bool = False, dry_run: bool = False) -> Backend:
     """A Backend over the simulated host in `state` (MIGBENCH_SIM must name it for the smi side)."""
     fake_nvml.install(str(state))

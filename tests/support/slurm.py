@@ -55,17 +55,27 @@ MARKER_VAR = "MIGBENCH_SLURM_TEST_CLUSTER"
 REQUIRE_VAR = "MIGBENCH_REQUIRE_SLURM"
 
 #: job states after which a job no longer changes
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT",
-})
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 
 # Distinct existing character devices, used only when mknod is refused (container without
 # CAP_MKNOD). gres/gpu needs File= on a character device, distinct within a node.
-_FALLBACK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                     "/dev/tty", "/dev/ptmx", "/dev/kmsg")
+_FALLBACK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/kmsg")
 _NVIDIA_MAJOR = 195  # like /dev/nvidiaN; only used by Slurm for cgroup device rules
-_CAPS_MAJOR = 511    # /dev/nvidia-caps/* get a dynamic major; any will do here
+_CAPS_MAJOR = 511  # /dev/nvidia-caps/* get a dynamic major; any will do here
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; slurmd puts step sockets in its spool dir
 
 #: backfill every second (default 30 s: a blocked job of one type holds back another type)
@@ -108,10 +118,10 @@ class MigDevice:
     """One emulated MIG device (``mig_uuids=True``): what AutoDetect=nvml would report."""
 
     node: str
-    type: str          # the GRES type in slurm.conf (and --gres), e.g. "1g.10gb"
-    detected: str      # the name NVML autodetection would give it, e.g. "nvidia_a100_1g.10gb"
-    uuid: str          # "MIG-<uuid>": what the job gets in CUDA_VISIBLE_DEVICES
-    gpu: int           # the parent GPU (/dev/nvidia<gpu>)
+    type: str  # the GRES type in slurm.conf (and --gres), e.g. "1g.10gb"
+    detected: str  # the name NVML autodetection would give it, e.g. "nvidia_a100_1g.10gb"
+    uuid: str  # "MIG-<uuid>": what the job gets in CUDA_VISIBLE_DEVICES
+    gpu: int  # the parent GPU (/dev/nvidia<gpu>)
     files: tuple[str, ...]  # parent GPU device + GPU-instance and compute-instance caps
 
 
@@ -120,17 +130,17 @@ class Cluster:
     """A running local cluster. Use :meth:`run` (or ``env``) for the Slurm clients."""
 
     workdir: Path
-    conf: Path                     # slurm.conf; SLURM_CONF in env
-    env: dict[str, str]            # environment for the clients (and, via sbatch, the jobs)
+    conf: Path  # slurm.conf; SLURM_CONF in env
+    env: dict[str, str]  # environment for the clients (and, via sbatch, the jobs)
     nodes: list[str]
     partition: str
-    gres: dict[str, int]           # per node (the first node's, with node_gres)
+    gres: dict[str, int]  # per node (the first node's, with node_gres)
     devices: dict[str, list[str]]  # node -> the device file(s) backing each GRES unit, in order
     logdir: Path
     pids: dict[str, int] = field(default_factory=dict)  # "slurmctld", "slurmd:<node>", "munged"
     marker: str = ""
     stray_killed: list[int] = field(default_factory=list)  # filled on stop; should stay empty
-    loopback_only: bool = True     # False: daemons listen on all addresses (host name not 127.x)
+    loopback_only: bool = True  # False: daemons listen on all addresses (host name not 127.x)
     mig_devices: dict[str, list[MigDevice]] = field(default_factory=dict)  # mig_uuids=True only
     node_gres: dict[str, dict[str, int]] = field(default_factory=dict)  # every node's GRES
 
@@ -142,11 +152,11 @@ class Cluster:
         """The emulated MIG device a job got as CUDA_VISIBLE_DEVICES=MIG-... (mig_uuids=True)."""
         return next(d for devs in self.mig_devices.values() for d in devs if d.uuid == uuid)
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-            input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0, input: str | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client (``["sbatch", ...]``) against this cluster; text output."""
-        proc = subprocess.run(list(argv), env=self.env, cwd=cwd or self.workdir, input=input,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(list(argv), env=self.env, cwd=cwd or self.workdir, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise SlurmCommandError(argv, proc)
         return proc
@@ -158,18 +168,17 @@ class Cluster:
 
     def job_states(self, job_id: int) -> dict[str, str]:
         """{"<id>" or "<id>_<task>": STATE} for a job (array tasks one by one), finished ones too."""
-        out = self.run(["squeue", "-h", "-r", "-t", "all", "-j", str(job_id), "-o", "%i %T"],
-                       check=False).stdout
+        out = self.run(["squeue", "-h", "-r", "-t", "all", "-j", str(job_id), "-o", "%i %T"], check=False).stdout
         return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
-    def wait_job(self, job_id: int, *, states: frozenset[str] | set[str] = TERMINAL_STATES,
-                 count: int = 1, timeout: float = 60.0) -> dict[str, str]:
+    def wait_job(self, job_id: int, *, states: frozenset[str] | set[str] = TERMINAL_STATES, count: int = 1, timeout: float = 60.0) -> dict[str, str]:
         """Poll until ``count`` records of the job (array tasks) are all in ``states``."""
+
         def done() -> dict[str, str] | None:
             st = self.job_states(job_id)
             return st if len(st) >= count and all(s in states for s in st.values()) else None
-        return self.wait_for(done, timeout=timeout,
-                             what=lambda: f"job {job_id} in {sorted(states)}: {self.job_states(job_id)}")
+
+        return self.wait_for(done, timeout=timeout, what=lambda: f"job {job_id} in {sorted(states)}: {self.job_states(job_id)}")
 
     def job_info(self, job_id: int) -> dict[str, str]:
         """``scontrol -o show job`` of one job (or array task) as a dict."""
@@ -181,8 +190,7 @@ class Cluster:
         out = self.run(["scontrol", "-o", "-d", "show", "node", node or self.nodes[0]]).stdout
         return _parse_kv(out.splitlines()[0]) if out.strip() else {}
 
-    def wait_for(self, probe: Callable[[], T | None], *, timeout: float = 30.0,
-                 interval: float = 0.1, what: str | Callable[[], str] = "condition") -> T:
+    def wait_for(self, probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str | Callable[[], str] = "condition") -> T:
         """Poll ``probe`` until it returns something truthy; TimeoutError (with logs) otherwise."""
         return _poll(probe, timeout=timeout, interval=interval, what=what, logs=self.logs)
 
@@ -194,13 +202,23 @@ class Cluster:
 # ----------------------------------------------------------------------------------------------
 # the context manager
 
+
 @contextlib.contextmanager
-def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, workdir: Path,
-                node_gres: dict[str, dict[str, int]] | None = None,
-                cpus: int = 32, partition: str = "debug", cgroup: bool = False,
-                scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS, mig_uuids: bool = False,
-                nvml_gpu_name: str = "nvidia_a100", start_timeout: float = 30.0,
-                stop_timeout: float = 15.0) -> Iterator[Cluster]:
+def local_slurm(
+    gres: dict[str, int] | None,
+    *,
+    nodes: list[str] | None = None,
+    workdir: Path,
+    node_gres: dict[str, dict[str, int]] | None = None,
+    cpus: int = 32,
+    partition: str = "debug",
+    cgroup: bool = False,
+    scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS,
+    mig_uuids: bool = False,
+    nvml_gpu_name: str = "nvidia_a100",
+    start_timeout: float = 30.0,
+    stop_timeout: float = 15.0,
+) -> Iterator[Cluster]:
     """Start a local cluster whose every node has GPU GRES ``gres`` ({mig type: count}).
 
     ``nodes``: node names (default ``["mig0"]``); several run as several slurmd on this machine,
@@ -234,10 +252,12 @@ def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, 
     # loopback (usual in containers) listen on all addresses instead; clients still use 127.0.0.1.
     loopback_only, why_not = _hostname_is_loopback()
     if not loopback_only:
-        warnings.warn(f"local Slurm: {why_not} (not 127.x), so its daemons listen on all "
-                      "addresses (a per-cluster random munge key guards them); run under "
-                      "'unshare --uts --net' with 'hostname localhost' to keep them on loopback",
-                      stacklevel=3)
+        warnings.warn(
+            f"local Slurm: {why_not} (not 127.x), so its daemons listen on all "
+            "addresses (a per-cluster random munge key guards them); run under "
+            "'unshare --uts --net' with 'hostname localhost' to keep them on loopback",
+            stacklevel=3,
+        )
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -261,15 +281,23 @@ def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, 
     env["SLURM_CONF"] = str(etc / "slurm.conf")
     env[MARKER_VAR] = marker
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    cluster = Cluster(workdir=workdir, conf=etc / "slurm.conf", env=env, nodes=nodes,
-                      partition=partition, gres=dict(gres), devices={}, logdir=logdir,
-                      marker=marker, loopback_only=loopback_only, node_gres=per_node)
+    cluster = Cluster(
+        workdir=workdir,
+        conf=etc / "slurm.conf",
+        env=env,
+        nodes=nodes,
+        partition=partition,
+        gres=dict(gres),
+        devices={},
+        logdir=logdir,
+        marker=marker,
+        loopback_only=loopback_only,
+        node_gres=per_node,
+    )
     try:
         if mig_uuids:
-            cluster.mig_devices = {n: _make_mig_devices(rundir / "d" / n, n, per_node[n], nvml_gpu_name)
-                                   for n in nodes}
-            cluster.devices = {n: [",".join(d.files) for d in devs]
-                               for n, devs in cluster.mig_devices.items()}
+            cluster.mig_devices = {n: _make_mig_devices(rundir / "d" / n, n, per_node[n], nvml_gpu_name) for n in nodes}
+            cluster.devices = {n: [",".join(d.files) for d in devs] for n, devs in cluster.mig_devices.items()}
         else:
             cluster.devices = {n: _make_devices(workdir / "dev" / n, per_node[n]) for n in nodes}
         key = workdir / "munge" / "munge.key"
@@ -280,9 +308,22 @@ def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, 
             # free ports are picked, then released for the daemons: another process may take
             # one meanwhile; then start again with other ports
             ports = _free_ports(1 + len(nodes))
-            _write_configs(etc, rundir, workdir, logdir, nodes, per_node, cluster.devices,
-                           cluster.mig_devices, ports, cpus=cpus, partition=partition, cgroup=cgroup,
-                           loopback_only=loopback_only, scheduler_parameters=scheduler_parameters)
+            _write_configs(
+                etc,
+                rundir,
+                workdir,
+                logdir,
+                nodes,
+                per_node,
+                cluster.devices,
+                cluster.mig_devices,
+                ports,
+                cpus=cpus,
+                partition=partition,
+                cgroup=cgroup,
+                loopback_only=loopback_only,
+                scheduler_parameters=scheduler_parameters,
+            )
             try:
                 _start_daemons(cluster, procs, rundir, key, deadline)
                 break
@@ -302,8 +343,7 @@ def local_slurm(gres: dict[str, int] | None, *, nodes: list[str] | None = None, 
                 (workdir / "run").unlink()
 
 
-def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], rundir: Path,
-                   key: Path, deadline: float) -> None:
+def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], rundir: Path, key: Path, deadline: float) -> None:
     """munged, slurmctld, the slurmd(s); returns once every node is IDLE (SlurmStartError else)."""
     env, logdir, workdir = cluster.env, cluster.logdir, cluster.workdir
     munge_socket = rundir / "munge.socket"
@@ -311,8 +351,7 @@ def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], 
     def all_idle() -> bool:
         _alive_or_raise(procs, logdir)
         try:
-            proc = subprocess.run(["scontrol", "-o", "show", "node"], env=env, capture_output=True,
-                                  text=True, timeout=max(deadline - time.monotonic(), 1.0))
+            proc = subprocess.run(["scontrol", "-o", "show", "node"], env=env, capture_output=True, text=True, timeout=max(deadline - time.monotonic(), 1.0))
         except subprocess.TimeoutExpired:
             return False
         if proc.returncode != 0:
@@ -321,32 +360,43 @@ def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], 
         for node in cluster.nodes:
             st = info.get(node, {}).get("State", "")
             if "DRAIN" in st or "INVALID" in st or "FAIL" in st:
-                raise SlurmStartError(
-                    f"node {node} is {st}: {info[node].get('Reason', '')}\n{_tail_logs(logdir)}")
+                raise SlurmStartError(f"node {node} is {st}: {info[node].get('Reason', '')}\n{_tail_logs(logdir)}")
         return all(info.get(n, {}).get("State") == "IDLE" for n in cluster.nodes)
 
     try:
         # --force: run although the socket's directory is not reachable by everyone (pytest's
         # tmp dirs are 0700); --foreground: it stays our child, stopped by PID
         procs["munged"] = _spawn(
-            ["munged", "--foreground", "--force", f"--socket={munge_socket}", f"--key-file={key}",
-             f"--pid-file={rundir / 'munged.pid'}", f"--log-file={logdir / 'munged.log'}",
-             f"--seed-file={workdir / 'munge' / 'munged.seed'}"], env, logdir / "munged.out")
-        _poll(lambda: _alive_or_raise(procs, logdir) and munge_socket.exists(),
-              timeout=deadline - time.monotonic(), interval=0.02, what="munged's socket",
-              logs=lambda: _tail_logs(logdir))
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={rundir / 'munged.pid'}",
+                f"--log-file={logdir / 'munged.log'}",
+                f"--seed-file={workdir / 'munge' / 'munged.seed'}",
+            ],
+            env,
+            logdir / "munged.out",
+        )
+        _poll(
+            lambda: _alive_or_raise(procs, logdir) and munge_socket.exists(),
+            timeout=deadline - time.monotonic(),
+            interval=0.02,
+            what="munged's socket",
+            logs=lambda: _tail_logs(logdir),
+        )
         # -D: foreground; -c: start from empty state; -i: ignore errors in (absent) state files
-        procs["slurmctld"] = _spawn(["slurmctld", "-D", "-c", "-i", "-f", str(cluster.conf)],
-                                    env, logdir / "slurmctld.out")
+        procs["slurmctld"] = _spawn(["slurmctld", "-D", "-c", "-i", "-f", str(cluster.conf)], env, logdir / "slurmctld.out")
         for node in cluster.nodes:
             (rundir / "spool" / node).mkdir(parents=True, exist_ok=True)
             # -N: this slurmd is that node, whatever the machine's host name (several per machine)
             procs[f"slurmd:{node}"] = _spawn(
-                ["slurmd", "-D", "-N", node, "-f", str(cluster.node_conf(node)),
-                 "-L", str(logdir / f"slurmd-{node}.log")], env, logdir / f"slurmd-{node}.out")
+                ["slurmd", "-D", "-N", node, "-f", str(cluster.node_conf(node)), "-L", str(logdir / f"slurmd-{node}.log")], env, logdir / f"slurmd-{node}.out"
+            )
         cluster.pids = {name: p.pid for name, p in procs.items()}
-        _poll(all_idle, timeout=max(deadline - time.monotonic(), 0.5), interval=0.05,
-              what=f"nodes {cluster.nodes} IDLE", logs=lambda: _tail_logs(logdir))
+        _poll(all_idle, timeout=max(deadline - time.monotonic(), 0.5), interval=0.05, what=f"nodes {cluster.nodes} IDLE", logs=lambda: _tail_logs(logdir))
     except TimeoutError as e:
         raise SlurmStartError(str(e)) from None
 
@@ -354,13 +404,14 @@ def _start_daemons(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], 
 # ----------------------------------------------------------------------------------------------
 # pytest glue
 
-def slurm_or_skip(workdir: Path, gres: dict[str, int] | None = None, *,
-                  nodes: list[str] | None = None, **kw: object) -> Iterator[Cluster]:
+
+def slurm_or_skip(workdir: Path, gres: dict[str, int] | None = None, *, nodes: list[str] | None = None, **kw: object) -> Iterator[Cluster]:
     """Generator for a fixture: ``yield from slurm_or_skip(tmp_path, {...})``.
 
     Skips (reason shown with ``pytest -rs``) when Slurm is missing or does not start here;
     with MIGBENCH_REQUIRE_SLURM=1 it fails instead.
     """
+
     def unavailable(why: str) -> None:
         if os.environ.get(REQUIRE_VAR) == "1":
             pytest.fail(f"Slurm required ({REQUIRE_VAR}=1) but unavailable: {why}", pytrace=False)
@@ -371,24 +422,25 @@ def slurm_or_skip(workdir: Path, gres: dict[str, int] | None = None, *,
         unavailable(why)
     with contextlib.ExitStack() as stack:
         try:
-            cluster = stack.enter_context(local_slurm(
-                gres or {"1g.10gb": 4, "3g.40gb": 1}, nodes=nodes, workdir=workdir, **kw))  # type: ignore[arg-type]
+            cluster = stack.enter_context(local_slurm(gres or {"1g.10gb": 4, "3g.40gb": 1}, nodes=nodes, workdir=workdir, **kw))  # type: ignore[arg-type]
         except (SlurmUnavailable, SlurmStartError) as e:
             unavailable(str(e))
         yield cluster
 
 
-def slurm_fixture(gres: dict[str, int] | None = None, *, nodes: list[str] | None = None,
-                  scope: str = "function", **kw: object):  # type: ignore[no-untyped-def]
+def slurm_fixture(gres: dict[str, int] | None = None, *, nodes: list[str] | None = None, scope: str = "function", **kw: object):  # type: ignore[no-untyped-def]
     """A ready-made fixture: ``slurm = slurm_fixture({"1g.10gb": 4})`` in a test module or conftest."""
+
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def _slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield from slurm_or_skip(tmp_path_factory.mktemp("slurm"), gres, nodes=nodes, **kw)
+
     return _slurm
 
 
 # ----------------------------------------------------------------------------------------------
 # internals
+
 
 def _parse_kv(line: str) -> dict[str, str]:
     """``Key=value Key2=value two ...`` (scontrol -o) -> dict; values may contain spaces."""
@@ -398,8 +450,9 @@ def _parse_kv(line: str) -> dict[str, str]:
     return out
 
 
-def _poll(probe: Callable[[], T | None], *, timeout: float, interval: float = 0.1,
-          what: str | Callable[[], str] = "condition", logs: Callable[[], str] | None = None) -> T:
+def _poll(
+    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.1, what: str | Callable[[], str] = "condition", logs: Callable[[], str] | None = None
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         got = probe()
@@ -407,8 +460,7 @@ def _poll(probe: Callable[[], T | None], *, timeout: float, interval: float = 0.
             return got
         if time.monotonic() >= deadline:
             desc = what() if callable(what) else what
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {desc}"
-                               + (f"\n{logs()}" if logs else ""))
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {desc}" + (f"\n{logs()}" if logs else ""))
         time.sleep(interval)
 
 
@@ -461,7 +513,8 @@ def _make_devices(devdir: Path, gres: dict[str, int]) -> list[str]:
                 if nxt is None:
                     raise SlurmUnavailable(
                         f"mknod refused and too few existing character devices for {sum(gres.values())} "
-                        f"GRES units (at most {len(_FALLBACK_DEVICES)} without mknod)") from None
+                        f"GRES units (at most {len(_FALLBACK_DEVICES)} without mknod)"
+                    ) from None
                 files.append(nxt)
             minor += 1
     return files
@@ -481,8 +534,7 @@ def _make_mig_devices(devdir: Path, node: str, gres: dict[str, int], gpu_name: s
             if used + slices > 7:
                 gpu, used = gpu + 1, 0
             used += slices
-            paths = [devdir / f"nvidia{gpu}", devdir / "nvidia-caps" / f"nvidia-cap{cap}",
-                     devdir / "nvidia-caps" / f"nvidia-cap{cap + 1}"]
+            paths = [devdir / f"nvidia{gpu}", devdir / "nvidia-caps" / f"nvidia-cap{cap}", devdir / "nvidia-caps" / f"nvidia-cap{cap + 1}"]
             numbers = [(_NVIDIA_MAJOR, gpu), (_CAPS_MAJOR, cap), (_CAPS_MAJOR, cap + 1)]
             try:  # like /dev/nvidiaN and /dev/nvidia-caps/nvidia-capN
                 for path, (major, minor) in zip(paths, numbers):
@@ -494,13 +546,11 @@ def _make_mig_devices(devdir: Path, node: str, gres: dict[str, int], gpu_name: s
             except OSError:
                 nxt = next(fallback, None)
                 if nxt is None:
-                    raise SlurmUnavailable("mknod refused and too few existing character devices "
-                                           f"for {sum(gres.values())} MIG devices") from None
+                    raise SlurmUnavailable(f"mknod refused and too few existing character devices for {sum(gres.values())} MIG devices") from None
                 files = (nxt,)
             index = len(made)
             uid = uuid.uuid5(uuid.NAMESPACE_URL, f"migbench-test/{node}/{index}")
-            made.append(MigDevice(node=node, type=t, detected=f"{gpu_name}_{t}", uuid=f"MIG-{uid}",
-                                  gpu=gpu, files=files))
+            made.append(MigDevice(node=node, type=t, detected=f"{gpu_name}_{t}", uuid=f"MIG-{uid}", gpu=gpu, files=files))
             cap += 2
     return made
 
@@ -518,19 +568,32 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _write_configs(etc: Path, rundir: Path, workdir: Path, logdir: Path, nodes: list[str],
-                   gres: dict[str, dict[str, int]], devices: dict[str, list[str]],
-                   mig_devices: dict[str, list[MigDevice]], ports: list[int], *,
-                   cpus: int, partition: str, cgroup: bool, loopback_only: bool,
-                   scheduler_parameters: str) -> None:
+def _write_configs(
+    etc: Path,
+    rundir: Path,
+    workdir: Path,
+    logdir: Path,
+    nodes: list[str],
+    gres: dict[str, dict[str, int]],
+    devices: dict[str, list[str]],
+    mig_devices: dict[str, list[MigDevice]],
+    ports: list[int],
+    *,
+    cpus: int,
+    partition: str,
+    cgroup: bool,
+    loopback_only: bool,
+    scheduler_parameters: str,
+) -> None:
     if loopback_only:
-        comm_params = ("# listen on 127.0.0.1 only (what the host name resolves to), not INADDR_ANY\n"
-                       "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny")
+        comm_params = "# listen on 127.0.0.1 only (what the host name resolves to), not INADDR_ANY\nCommunicationParameters=NoCtldInAddrAny,NoInAddrAny"
     else:
         comm_params = "# the host name is not loopback: listen on INADDR_ANY (NoInAddrAny would bind its address)"
     node_lines = "\n".join(
         f"NodeName={n} NodeAddr=127.0.0.1 Port={ports[1 + i]} CPUs={cpus} RealMemory=4000 "
-        f"Gres={','.join(f'gpu:{t}:{c}' for t, c in gres[n].items())} State=UNKNOWN" for i, n in enumerate(nodes))
+        f"Gres={','.join(f'gpu:{t}:{c}' for t, c in gres[n].items())} State=UNKNOWN"
+        for i, n in enumerate(nodes)
+    )
     slurm_conf = f"""\
 # written by tests/support/slurm.py: a throwaway local test cluster
 ClusterName=migbench-test
@@ -541,23 +604,23 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={rundir / 'munge.socket'}
-StateSaveLocation={workdir / 'state'}
-SlurmdSpoolDir={rundir / 'spool'}/%n
-SlurmctldPidFile={rundir / 'slurmctld.pid'}
+AuthInfo=socket={rundir / "munge.socket"}
+StateSaveLocation={workdir / "state"}
+SlurmdSpoolDir={rundir / "spool"}/%n
+SlurmctldPidFile={rundir / "slurmctld.pid"}
 SlurmdPidFile={rundir}/slurmd-%n.pid
-SlurmctldLogFile={logdir / 'slurmctld.log'}
+SlurmctldLogFile={logdir / "slurmctld.log"}
 SlurmdLogFile={logdir}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-PlugStackConfig={etc / 'plugstack.conf'}
-ProctrackType={'proctrack/cgroup' if cgroup else 'proctrack/linuxproc'}
-TaskPlugin={'task/cgroup' if cgroup else 'task/none'}
+PlugStackConfig={etc / "plugstack.conf"}
+ProctrackType={"proctrack/cgroup" if cgroup else "proctrack/linuxproc"}
+TaskPlugin={"task/cgroup" if cgroup else "task/none"}
 JobAcctGatherType=jobacct_gather/none
 # no slurmdbd (no sacct): finished jobs stay in `squeue -t all` / `scontrol show job` for MinJobAge s
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc={logdir / 'jobcomp.txt'}
+JobCompLoc={logdir / "jobcomp.txt"}
 MinJobAge=3600
 KillWait=2
 InactiveLimit=0
@@ -574,8 +637,9 @@ MailProg=/bin/true
 {node_lines}
 PartitionName={partition} Nodes={",".join(nodes)} Default=YES MaxTime=INFINITE State=UP
 """
-    cgroup_conf = (f"CgroupPlugin={'cgroup/v1' if cgroup else 'autodetect'}\n"
-                   f"ConstrainDevices={'yes' if cgroup else 'no'}\nConstrainCores=no\nConstrainRAMSpace=no\n")
+    cgroup_conf = (
+        f"CgroupPlugin={'cgroup/v1' if cgroup else 'autodetect'}\nConstrainDevices={'yes' if cgroup else 'no'}\nConstrainCores=no\nConstrainRAMSpace=no\n"
+    )
     files = {
         "slurm.conf": slurm_conf,
         # read only by the cgroup plugins; written anyway so no system cgroup.conf is picked up
@@ -593,8 +657,7 @@ PartitionName={partition} Nodes={",".join(nodes)} Default=YES MaxTime=INFINITE S
             # one line per device, as gpu/nvml reports a MIG device. A slurm.conf Type matches
             # a detected name when it is a substring of it.
             gres_conf[n] = ["# GPUs from fake_gpus.conf, as AutoDetect=nvml would report them"]
-            lines = [f"{d.detected}|{cpus}|0-{cpus - 1}|(null)|{','.join(d.files)}|{d.uuid}|nvidia_gpu_env"
-                     for d in mig_devices[n]]
+            lines = [f"{d.detected}|{cpus}|0-{cpus - 1}|(null)|{','.join(d.files)}|{d.uuid}|nvidia_gpu_env" for d in mig_devices[n]]
             too_long = [line for line in lines if len(line) > 250]  # slurmd reads 255 bytes a line
             if too_long:
                 raise SlurmUnavailable(f"fake_gpus.conf line too long for slurmd: {too_long[0]}")
@@ -603,8 +666,7 @@ PartitionName={partition} Nodes={",".join(nodes)} Default=YES MaxTime=INFINITE S
             # gres/gpu needs File= naming distinct character devices: Count= alone is dropped
             # ("Removing file-less GPU") and the node drains; a repeated path kills slurmd.
             units = iter(devices[n])
-            gres_conf[n] = [f"NodeName={n} Name=gpu Type={t} File={','.join(next(units) for _ in range(c))}"
-                            for t, c in gres[n].items()]
+            gres_conf[n] = [f"NodeName={n} Name=gpu Type={t} File={','.join(next(units) for _ in range(c))}" for t, c in gres[n].items()]
     for d, node_list in [(etc, nodes), *((etc / f"node-{n}", [n]) for n in nodes)]:
         d.mkdir(exist_ok=True)
         lines = [line for n in node_list for line in gres_conf[n]]
@@ -623,14 +685,15 @@ def _spawn(argv: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[
     with out.open("ab") as fh:
         # own session: a Ctrl-C on the test run does not hit the daemons (we stop them ourselves);
         # parent-death signal: they get SIGTERM if the test process dies without stopping them
-        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_term_on_parent_death)
+        return subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_term_on_parent_death
+        )
 
 
 def _term_on_parent_death() -> None:
     with contextlib.suppress(Exception):
         import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
@@ -647,17 +710,19 @@ def _stop(cluster: Cluster, procs: dict[str, subprocess.Popen[bytes]], timeout: 
     ctld = procs.get("slurmctld")
     if ctld is not None and ctld.poll() is None and any(k.startswith("slurmd:") for k in procs):
         with contextlib.suppress(Exception):
+
             def queued() -> list[str]:
                 return cluster.run(["squeue", "-h", "-o", "%A"], check=False, timeout=10).stdout.split()
+
             ids = queued()
             if ids:
                 cluster.run(["scancel", *sorted(set(ids))], check=False, timeout=10)
                 _poll(lambda: not queued(), timeout=min(timeout, 10.0), what="jobs to end")
             # a job leaves the queue when slurmstepd reports it done; let the steps exit too
             # (the daemons' own children, like slurmctld's slurmscriptd, go with the daemons)
-            _poll(lambda: not [p for p in _find_marked(cluster.marker, daemons)
-                               if _ppid(p) not in daemons],
-                  timeout=5.0, interval=0.05, what="job steps to exit")
+            _poll(
+                lambda: not [p for p in _find_marked(cluster.marker, daemons) if _ppid(p) not in daemons], timeout=5.0, interval=0.05, what="job steps to exit"
+            )
     # slurmd(s) and slurmctld together (each takes a moment to shut down), munged after them
     for group in ([n for n in procs if n != "munged"], ["munged"]):
         live = [procs[n] for n in group if n in procs and procs[n].poll() is None]
@@ -704,8 +769,7 @@ def _kill_marked(marker: str) -> list[int]:
                 os.kill(pid, signal.SIGKILL)
         killed += found
         with contextlib.suppress(TimeoutError):
-            _poll(lambda found=found: not any(_pid_alive(p) for p in found), timeout=5, interval=0.05,
-                  what=f"killed processes {found} to exit")
+            _poll(lambda found=found: not any(_pid_alive(p) for p in found), timeout=5, interval=0.05, what=f"killed processes {found} to exit")
     return sorted(set(killed))
 
 

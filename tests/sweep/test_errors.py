@@ -22,20 +22,16 @@ CASES: dict[str, tuple[int, int | None, str | None, str, str | None]] = {
     "missing_version.yaml": (1, 1, "version", "missing `version`", "version: 1"),
     "wrong_version.yaml": (1, 1, "version", "unsupported version 2; this migbench reads version 1", None),
     "unknown_key_top.yaml": (1, 3, "fleat", "unknown key 'fleat'", "did you mean 'fleet'?"),
-    "unknown_key_group.yaml": (1, 7, "groups[0].max_run_per_instance", "unknown key 'max_run_per_instance'",
-                               "did you mean 'max_runs_per_instance'?"),
+    "unknown_key_group.yaml": (1, 7, "groups[0].max_run_per_instance", "unknown key 'max_run_per_instance'", "did you mean 'max_runs_per_instance'?"),
     "wrong_type.yaml": (1, 7, "groups[0].max_runs_per_instance", "expected a whole number >= 1, got a string ('four')", None),
     "bad_quantity.yaml": (1, 6, "groups[0].memory", "bad memory quantity: 2.5 has no unit", units.MEMORY_HINT),
     "bad_duration.yaml": (1, 7, "groups[0].duration", "bad duration: '8 hours' is not a duration", units.DURATION_HINT),
     "unknown_gpu.yaml": (1, 5, "fleet[1].gpu", "unknown GPU model 'A200-SXM9'", "known models: A100-PCIE-40GB"),
     "fleet_count_zero.yaml": (1, 5, "fleet[0].count", "must be >= 1, got 0", None),
-    "placeholder_unknown.yaml": (1, 5, "groups[0].command", "placeholder {sed} names no parameter; parameters are: wells, seed",
-                                 "{{"),
+    "placeholder_unknown.yaml": (1, 5, "groups[0].command", "placeholder {sed} names no parameter; parameters are: wells, seed", "{{"),
     "empty_grid.yaml": (1, 7, "groups[0].parameters.wells", "empty grid", None),
-    "distribution_in_grid.yaml": (1, 8, "groups[0].parameters.lr.distribution",
-                                  "a distribution never ends a grid; use method: random", None),
-    "values_and_distribution.yaml": (1, 11, "groups[0].parameters.lr.distribution",
-                                     "`values` together with `distribution` in one parameter", None),
+    "distribution_in_grid.yaml": (1, 8, "groups[0].parameters.lr.distribution", "a distribution never ends a grid; use method: random", None),
+    "values_and_distribution.yaml": (1, 11, "groups[0].parameters.lr.distribution", "`values` together with `distribution` in one parameter", None),
     "zip_unequal.yaml": (1, 10, "groups[0].zip[0]", "equal length: lr has 3, warmup has 2", None),
     "zip_unknown.yaml": (1, 8, "groups[0].zip[0][1]", "zip names 'wamup', which is not a parameter; parameters are: lr", None),
     "duplicate_group.yaml": (1, 7, "groups[1].name", "duplicate group name 'a' (first at line 4)", None),
@@ -43,18 +39,19 @@ CASES: dict[str, tuple[int, int | None, str | None, str, str | None]] = {
     "random_without_count.yaml": (1, 4, "groups[0].count", "missing `count` for method: random", "count: 20"),
     "compute_out_of_range.yaml": (1, 7, "groups[0].compute", "compute must be in (0, 1], got 1.5", None),
     "bad_profile.yaml": (1, 7, "groups[0].profiles[1]", "'3g-40gb' is not a MIG profile name", "1g.10gb"),
-    "param_bad_form.yaml": (1, 7, "groups[0].parameters.wells",
-                            "expected a list, {values: [...]}, {value: x} or a distribution, got a mapping with keys 'vals'",
-                            None),
-    "mixed_forms.yaml": (1, 3, "command", "'command' is a group field, but this file uses groups: (mixing the two forms)",
-                         "defaults:"),
+    "param_bad_form.yaml": (
+        1,
+        7,
+        "groups[0].parameters.wells",
+        "expected a list, {values: [...]}, {value: x} or a distribution, got a mapping with keys 'vals'",
+        None,
+    ),
+    "mixed_forms.yaml": (1, 3, "command", "'command' is a group field, but this file uses groups: (mixing the two forms)", "defaults:"),
     "args_json_file.yaml": (1, 4, "command[2]", "${args_json_file} is not supported", "${args_json}"),
-    "table_missing_entry.yaml": (1, 10, "groups[0].memory.table",
-                                 "group 'a': no memory for batch_size=32 (no table entry and no default)", "default:"),
+    "table_missing_entry.yaml": (1, 10, "groups[0].memory.table", "group 'a': no memory for batch_size=32 (no table entry and no default)", "default:"),
     "table_by_unknown.yaml": (1, 5, "memory.by", "memory table is by 'batch_size', which is not a parameter", None),
     "estimate_bad.yaml": (3, 8, "groups[0].memory.estimate.vocab", "the estimate needs `vocab`", "required: params"),
-    "estimate_run_bad.yaml": (1, 9, "groups[0].memory.estimate.precision", "bad precision 'fp8' for run {\"prec\":\"fp8\"}",
-                              None),
+    "estimate_run_bad.yaml": (1, 9, "groups[0].memory.estimate.precision", 'bad precision \'fp8\' for run {"prec":"fp8"}', None),
     "duplicate_value.yaml": (1, 10, "groups[0].parameters.wells[2]", "value 2 is listed twice (first at line 8)", "repeats:"),
     "unclosed_quote.yaml": (1, 3, "command", "cannot split the command into arguments: No closing quotation", None),
     "lone_brace.yaml": (1, 3, "command[2]", "a lone '{'", "{{"),
@@ -135,9 +132,15 @@ groups:
     err = info.value
     got = {(p.line, p.field) for p in err.problems}
     assert {
-        (4, "fleet[0].gpu"), (4, "fleet[0].count"), (5, "launch.retries"), (5, "launch.backof"),
-        (10, "groups[0].parameters.x"), (11, "groups[0].parameters.z.distribution"), (12, "groups[0].memory"),
-        (13, "groups[0].profiles[0]"), (14, "groups[1].name"),
+        (4, "fleet[0].gpu"),
+        (4, "fleet[0].count"),
+        (5, "launch.retries"),
+        (5, "launch.backof"),
+        (10, "groups[0].parameters.x"),
+        (11, "groups[0].parameters.z.distribution"),
+        (12, "groups[0].memory"),
+        (13, "groups[0].profiles[0]"),
+        (14, "groups[1].name"),
     } <= got
     assert err.message == f"many.yaml: {len(err.problems)} problems"
 
@@ -165,12 +168,9 @@ groups:
 @pytest.mark.parametrize(
     ("snippet", "field", "fragment"),
     [
-        ("parameters: {lr: {distribution: uniform, min: 0, max: 1}}\nmethod: random\ncount: 2\nzip: [[lr]]",
-         "zip[0]", "cannot zip lr"),
-        ("parameters: {lr: {distribution: gaussian, mu: 0}}\nmethod: random\ncount: 2", "parameters.lr.distribution",
-         "unknown distribution 'gaussian'"),
-        ("parameters: {lr: {distribution: normal, min: 0}}\nmethod: random\ncount: 2", "parameters.lr.min",
-         "`min` does not apply to distribution normal"),
+        ("parameters: {lr: {distribution: uniform, min: 0, max: 1}}\nmethod: random\ncount: 2\nzip: [[lr]]", "zip[0]", "cannot zip lr"),
+        ("parameters: {lr: {distribution: gaussian, mu: 0}}\nmethod: random\ncount: 2", "parameters.lr.distribution", "unknown distribution 'gaussian'"),
+        ("parameters: {lr: {distribution: normal, min: 0}}\nmethod: random\ncount: 2", "parameters.lr.min", "`min` does not apply to distribution normal"),
         ("parameters: {lr: {value: 1, values: [2]}}", "parameters.lr.value", "`value` is one fixed value"),
         ("parameters: {lr: {values: 3}}", "parameters.lr.values", "expected a list of values, got an integer (3)"),
         ("parameters: {lr: [[1, 2]]}", "parameters.lr[0]", "a parameter value must be a single value"),
@@ -192,31 +192,24 @@ def test_more_group_mistakes(snippet: str, field: str, fragment: str) -> None:
     text = "version: 1\nname: t\ncommand: run\nmemory: 1GiB\n" + snippet + "\n"
     with pytest.raises(InputError) as info:
         load_sweep_text(text)
-    assert any(p.field == field and fragment in p.message and p.line for p in info.value.problems), [
-        str(p) for p in info.value.problems
-    ]
+    assert any(p.field == field and fragment in p.message and p.line for p in info.value.problems), [str(p) for p in info.value.problems]
 
 
 @pytest.mark.parametrize(
     ("snippet", "field", "fragment"),
     [
         ("command: run\nmemory: {by: x}", "memory.table", "a memory table needs `table`"),
-        ("command: run\nmemory: {estimate: {params: 1B}, headroom: 0.2}", "memory.headroom",
-         "`headroom` cannot be combined with `estimate`"),
+        ("command: run\nmemory: {estimate: {params: 1B}, headroom: 0.2}", "memory.headroom", "`headroom` cannot be combined with `estimate`"),
         ("command: run\nmemory: {size: 1GiB}", "memory", "expected a memory quantity, {by: param"),
         ("command: run\nmemory: [1GiB]", "memory", "expected a memory quantity, a table or an estimate, got a list"),
-        ("command: run {bs}\nparameters: {bs: [8]}\nmemory: {by: bs, table: {8: 1GiB, '8': 2GiB}}", "memory.table.8",
-         "table key '8' is given twice"),
+        ("command: run {bs}\nparameters: {bs: [8]}\nmemory: {by: bs, table: {8: 1GiB, '8': 2GiB}}", "memory.table.8", "table key '8' is given twice"),
         ("command: []\nmemory: 1GiB", "command", "the command is empty"),
         ("command: {run: x}\nmemory: 1GiB", "command", "expected a string or a list of strings"),
         ("shell: true\ncommand: [a, b]\nmemory: 1GiB", "command", "with shell: true the command must be one string"),
-        ("command: run\nmemory: 1GiB\nduration_model: {interference: -1, compute_basis: cores}",
-         "duration_model.interference", "must be >= 0"),
-        ("command: run\nmemory: 1GiB\nduration_model: {compute_basis: cores}", "duration_model.compute_basis",
-         "unknown compute_basis 'cores'"),
+        ("command: run\nmemory: 1GiB\nduration_model: {interference: -1, compute_basis: cores}", "duration_model.interference", "must be >= 0"),
+        ("command: run\nmemory: 1GiB\nduration_model: {compute_basis: cores}", "duration_model.compute_basis", "unknown compute_basis 'cores'"),
         ("command: run\nmemory: 1GiB\nfleet: []", "fleet", "`fleet` is empty"),
-        ("command: run\nmemory: 1GiB\nfleet: [{gpu: A30, count: 1, driver: banana}]", "fleet[0].driver",
-         "is not a driver version"),
+        ("command: run\nmemory: 1GiB\nfleet: [{gpu: A30, count: 1, driver: banana}]", "fleet[0].driver", "is not a driver version"),
         ("command: run\nmemory: 1GiB\nseed: 1.5", "seed", "expected a whole number"),
         ("command: run\nmemory: 1GiB\ndefaults: {name: x}", "defaults.name", "`name` cannot be a default"),
         ("command: run\nmemory: 1GiB\nlaunch: {env: {A: [1]}}", "launch.env.A", "expected a string, got a list"),
@@ -229,9 +222,7 @@ def test_more_sweep_mistakes(snippet: str, field: str | None, fragment: str) -> 
     text = "version: 1\nname: t\n" + snippet + "\n"
     with pytest.raises(InputError) as info:
         load_sweep_text(text)
-    assert any(p.field == field and fragment in p.message for p in info.value.problems), [
-        str(p) for p in info.value.problems
-    ]
+    assert any(p.field == field and fragment in p.message for p in info.value.problems), [str(p) for p in info.value.problems]
 
 
 def test_estimate_field_mistakes_have_lines() -> None:
@@ -276,7 +267,10 @@ def test_problems_are_problem_values() -> None:
         load_sweep_text("version: 1\nname: t\ncommand: run\nmemory: 1 GiB\nmemroy: 2GiB\n", file="s.yaml")
     (p,) = info.value.problems
     assert isinstance(p, Problem) and p == Problem(
-        "unknown key 'memroy'", "s.yaml", 5, "memroy",
+        "unknown key 'memroy'",
+        "s.yaml",
+        5,
+        "memroy",
         p.hint,
     )
     assert p.hint and p.hint.startswith("did you mean 'memory'?")

@@ -14,13 +14,30 @@ from migbench.sweep import load_sweep, schema
 from tests.support import DATA, REPO
 from tests.support.cli import migbench
 
-GOOD = (sorted((REPO / "sweeps").glob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml")) + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
-        + sorted((DATA / "sweeps" / "public").glob("*.yaml")))
+GOOD = (
+    sorted((REPO / "sweeps").glob("*.yaml"))
+    + sorted((REPO / "examples").glob("*.yaml"))
+    + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
+    + sorted((DATA / "sweeps" / "public").glob("*.yaml"))
+)
 # refused by the loader for their shape: the schema must refuse them too
 BAD_SHAPE = [
-    "unknown_key_top", "unknown_key_group", "wrong_version", "missing_version", "bad_group_name", "sweep_name_bad",
-    "fleet_count_zero", "compute_out_of_range", "bad_quantity", "bad_duration", "bad_profile", "mixed_forms",
-    "env_boolean", "wrong_type", "not_a_mapping", "empty_grid",
+    "unknown_key_top",
+    "unknown_key_group",
+    "wrong_version",
+    "missing_version",
+    "bad_group_name",
+    "sweep_name_bad",
+    "fleet_count_zero",
+    "compute_out_of_range",
+    "bad_quantity",
+    "bad_duration",
+    "bad_profile",
+    "mixed_forms",
+    "env_boolean",
+    "wrong_type",
+    "not_a_mapping",
+    "empty_grid",
 ]
 
 
@@ -34,9 +51,14 @@ def validator() -> jsonschema.Draft7Validator:
 def test_every_key_of_the_sweep_schema_has_a_type_and_nothing_else_is_allowed():
     """The schema cannot drift from schema.py: each key list there has exactly its entries here."""
     pairs = [
-        (schema.TOP_KEYS, js.TOP), (schema.GROUP_KEYS, js.GROUP), (schema.FLEET_KEYS, js.FLEET),
-        (schema.DURATION_MODEL_KEYS, js.DURATION_MODEL), (schema.LAUNCH_KEYS, js.LAUNCH),
-        (schema.PARAM_KEYS, js.PARAMETER_MAP), (schema.MEMORY_TABLE_KEYS, js.MEMORY_TABLE), (schema.ESTIMATE_KEYS, js.ESTIMATE),
+        (schema.TOP_KEYS, js.TOP),
+        (schema.GROUP_KEYS, js.GROUP),
+        (schema.FLEET_KEYS, js.FLEET),
+        (schema.DURATION_MODEL_KEYS, js.DURATION_MODEL),
+        (schema.LAUNCH_KEYS, js.LAUNCH),
+        (schema.PARAM_KEYS, js.PARAMETER_MAP),
+        (schema.MEMORY_TABLE_KEYS, js.MEMORY_TABLE),
+        (schema.ESTIMATE_KEYS, js.ESTIMATE),
         (schema.MEASURED_KEYS, js.MEASURED),
     ]
     for keys, types in pairs:
@@ -65,17 +87,32 @@ def test_sweeps_refused_for_their_shape_do_not_validate(validator, name):
     assert not validator.is_valid(yaml.safe_load(path.read_text())), name
 
 
-@pytest.mark.parametrize("text, ok", [
-    ("memory: 2.5GiB", True), ("memory: 3gb", True), ("memory: 2.5", False), ("memory: lots", False),
-    ("duration: 1h30m", True), ("duration: 90", False), ("duration: 8 hours", False),
-    ("memory: {by: size, table: {small: 2GiB, large: 8GiB}}", True),
-    ("memory: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: 8, seq_len: 1024, "
-     "hidden: 768, layers: 12, heads: 12, vocab: 50257}}", True),
-    ("memory: {estimate: {params: 124M}}", False),
-    ("memory: measured", True), ("memory: {measured: true}", True), ("memory: {measured: true, fallback: 9GiB}", True),
-    ("memory: {measured: true, fallback: {by: size, table: {small: 2GiB, large: 8GiB}}, by: [size], headroom: 0.2}", True),
-    ("memory: {measured: false}", False), ("memory: {measured: true, fallback: lots}", False), ("memory: auto", False),
-])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("memory: 2.5GiB", True),
+        ("memory: 3gb", True),
+        ("memory: 2.5", False),
+        ("memory: lots", False),
+        ("duration: 1h30m", True),
+        ("duration: 90", False),
+        ("duration: 8 hours", False),
+        ("memory: {by: size, table: {small: 2GiB, large: 8GiB}}", True),
+        (
+            "memory: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: 8, seq_len: 1024, "
+            "hidden: 768, layers: 12, heads: 12, vocab: 50257}}",
+            True,
+        ),
+        ("memory: {estimate: {params: 124M}}", False),
+        ("memory: measured", True),
+        ("memory: {measured: true}", True),
+        ("memory: {measured: true, fallback: 9GiB}", True),
+        ("memory: {measured: true, fallback: {by: size, table: {small: 2GiB, large: 8GiB}}, by: [size], headroom: 0.2}", True),
+        ("memory: {measured: false}", False),
+        ("memory: {measured: true, fallback: lots}", False),
+        ("memory: auto", False),
+    ],
+)
 def test_quantities_follow_the_units_the_loader_reads(validator, text, ok):
     """Issue 22 item 9 (the measured forms): `migbench schema` rejected `memory: measured` and `{measured: true, ...}`."""
     doc = yaml.safe_load("version: 1\nname: q\ncommand: python t.py {size}\nparameters: {size: [small, large]}\n" + text + "\n")

@@ -19,7 +19,6 @@ from migbench.sweep.yamlnodes import MAX_ALIAS_VALUES
 HEAD = "version: 1\nname: t\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nmemory: 1GiB\n"
 
 
-
 def peak_mib(fn: Callable[[], Any]) -> float:
     """The most memory Python allocated while `fn` ran, in MiB."""
     tracemalloc.start()
@@ -52,9 +51,7 @@ def test_a_range_at_the_limit_still_expands() -> None:
     assert len(sweep.runs) == 10_000 and sweep.runs[-1].params == {"x": 29997}
 
 
-BOMB = "".join(
-    f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9) if k else ', '.join(['lol'] * 9)}]\n" for k in range(9)
-)
+BOMB = "".join(f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9) if k else ', '.join(['lol'] * 9)}]\n" for k in range(9))
 
 
 def test_a_yaml_alias_bomb_is_refused_while_it_is_read() -> None:
@@ -68,7 +65,9 @@ def test_a_yaml_alias_bomb_is_refused_while_it_is_read() -> None:
 
 
 def test_anchors_and_merges_in_ordinary_use_still_load() -> None:
-    text = HEAD.replace("command: run {x}\nmemory: 1GiB\n", "") + """\
+    text = (
+        HEAD.replace("command: run {x}\nmemory: 1GiB\n", "")
+        + """\
 defaults: &d
   memory: 1GiB
   parameters: &p {x: [1, 2]}
@@ -81,6 +80,7 @@ groups:
     parameters: *p
     memory: 2GiB
 """
+    )
     sweep = load_sweep_text(text)
     assert [r.group for r in sweep.runs] == ["a", "a", "b", "b"]
 
@@ -106,8 +106,11 @@ def test_a_fleet_option_past_the_limit_is_a_usage_error() -> None:
 def test_names_that_become_paths_have_a_length_limit(field: str) -> None:
     """Regression: a 300-character sweep name traced back (`File name too long`) when the plan was written."""
     long = "a" * (MAX_NAME_LEN + 1)
-    text = (HEAD.replace("name: t", f"name: {long}") if field == "name"
-            else HEAD.replace("command: run {x}\nmemory: 1GiB\n", f"groups: [{{name: {long}, command: run, memory: 1GiB}}]\n"))
+    text = (
+        HEAD.replace("name: t", f"name: {long}")
+        if field == "name"
+        else HEAD.replace("command: run {x}\nmemory: 1GiB\n", f"groups: [{{name: {long}, command: run, memory: 1GiB}}]\n")
+    )
     probs = problems_of(text)
     assert any(f"is {MAX_NAME_LEN + 1} characters long; at most {MAX_NAME_LEN}" in p for p in probs), probs
 

@@ -124,9 +124,7 @@ def test_ids_are_stable_when_groups_keys_and_values_are_reordered() -> None:
     st.permutations(["x", "y", "z"]),
     st.integers(1, 3),
 )
-def test_ids_are_unique_and_stable_under_any_permutation(
-    xs: list[int], ys: list[str], zs: list[float], order: list[str], repeats: int
-) -> None:
+def test_ids_are_unique_and_stable_under_any_permutation(xs: list[int], ys: list[str], zs: list[float], order: list[str], repeats: int) -> None:
     values = {"x": xs, "y": ys, "z": zs}
     params = "\n".join(f"  {k}: {json.dumps(values[k])}" for k in order)
     text = f"version: 1\nname: prop\ncommand: run {{x}} {{y}} {{z}}\nmemory: 1GiB\nrepeats: {repeats}\nparameters:\n{params}\n"
@@ -157,9 +155,7 @@ EVIL = "; rm -rf ~ #"
     ],
 )
 def test_an_injection_value_stays_one_argv_element(command: str, expected: tuple[str, ...]) -> None:
-    sweep = one_group(
-        f"command: {json.dumps(command)}\nparameters:\n  x: {{value: {json.dumps(EVIL)}}}\nmemory: 1GiB\n"
-    )
+    sweep = one_group(f"command: {json.dumps(command)}\nparameters:\n  x: {{value: {json.dumps(EVIL)}}}\nmemory: 1GiB\n")
     (run,) = sweep.runs
     assert run.argv == expected and run.shell is False
 
@@ -180,17 +176,14 @@ def test_the_shell_receives_values_as_data(tmp_path: Path) -> None:
 
     values = ["; touch pwned1 #", "$(touch pwned2)", "`touch pwned3`", "a'b\"c", "{x} ${HOME} * ?"]
     for value in values:
-        sweep = one_group(f'shell: true\ncommand: "printf %s {{x}}"\nparameters: {{x: {{value: {json.dumps(value)}}}}}\n'
-                          "memory: 1GiB\n")
+        sweep = one_group(f'shell: true\ncommand: "printf %s {{x}}"\nparameters: {{x: {{value: {json.dumps(value)}}}}}\nmemory: 1GiB\n')
         out = subprocess.run(sweep.runs[0].argv, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
         assert out == value
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_list_command_is_not_split() -> None:
-    sweep = one_group(
-        f'command: [python, "train.py", "--x={{x}}", 3, 1.0e-5]\nparameters: {{x: [{json.dumps(EVIL)}]}}\nmemory: 1GiB\n'
-    )
+    sweep = one_group(f'command: [python, "train.py", "--x={{x}}", 3, 1.0e-5]\nparameters: {{x: [{json.dumps(EVIL)}]}}\nmemory: 1GiB\n')
     assert sweep.runs[0].argv == ("python", "train.py", f"--x={EVIL}", "3", "1.0e-5")
     assert sweep.groups[0].command == ("python", "train.py", "--x={x}", "3", "1.0e-5")
 
@@ -244,9 +237,7 @@ def test_macros_and_literal_braces() -> None:
 
 
 def test_args_no_boolean_flags() -> None:
-    sweep = one_group(
-        "command: run ${args_no_boolean_flags}\nparameters: {fast: [true, false], n: [2]}\nmemory: 1GiB\n"
-    )
+    sweep = one_group("command: run ${args_no_boolean_flags}\nparameters: {fast: [true, false], n: [2]}\nmemory: 1GiB\n")
     assert [r.argv for r in sweep.runs] == [("run", "--fast", "--n=2"), ("run", "--n=2")]
 
 

@@ -36,8 +36,10 @@ def test_a_fallback_table_or_estimate_resolves_per_run() -> None:
     sw = _load("{measured: true, fallback: {by: batch, table: {8: 2GiB, 16: 4GiB}}}")
     assert isinstance(sw.groups[0].memory, MeasuredMemory) and isinstance(sw.groups[0].memory.fallback, MemoryTable)
     assert sorted({(r.params["batch"], r.memory_mib) for r in sw.runs}) == [(8, 2048), (16, 4096)]
-    est = ("{measured: true, fallback: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: '{batch}',"
-           " seq_len: '{seq}', hidden: 768, layers: 12, heads: 12, vocab: 50257}}}")
+    est = (
+        "{measured: true, fallback: {estimate: {params: 124M, precision: bf16-mixed, optimizer: adamw, batch_size: '{batch}',"
+        " seq_len: '{seq}', hidden: 768, layers: 12, heads: 12, vocab: 50257}}}"
+    )
     sw = _load(est)
     assert isinstance(sw.groups[0].memory, MeasuredMemory) and isinstance(sw.groups[0].memory.fallback, MemoryEstimate)
     assert len({r.memory_mib for r in sw.runs}) == 4 and {r.memory_source for r in sw.runs} == {"estimate"}

@@ -13,7 +13,6 @@ from tests.support import DATA
 PUBLIC = sorted((DATA / "sweeps" / "public").glob("*.yaml"))
 
 
-
 def test_there_are_about_fifteen_from_both_tools() -> None:
     names = [p.name for p in PUBLIC]
     assert len(names) >= 15

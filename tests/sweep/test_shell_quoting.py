@@ -26,7 +26,11 @@ ACCEPTED = {
     "comment": "printf %s ok > out  # {v}",
 }
 EXPECT = {
-    "bare": "{}", "single quotes": "v={}", "double quotes": "v={}", "double quotes in $()": "[{}]", "comment": "ok",
+    "bare": "{}",
+    "single quotes": "v={}",
+    "double quotes": "v={}",
+    "double quotes in $()": "[{}]",
+    "comment": "ok",
 }
 REFUSED = {
     "backticks": ("printf %s `printf %s {v}` > out", "inside backticks"),

@@ -17,7 +17,6 @@ from migbench.sweep.runnable import start_problems
 HEAD = "version: 1\nname: t\nmemory: 1GiB\n"
 
 
-
 def problems(text: str) -> list[str]:
     with pytest.raises(InputError) as info:
         load_sweep_text(text)
@@ -26,7 +25,9 @@ def problems(text: str) -> list[str]:
 
 def test_wandb_only_keys_are_ignored_with_one_note() -> None:
     """Regression: `metric:` (in every W&B file) was refused ("did you mean 'retries'?")."""
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 program: train.py
 method: grid
 project: p
@@ -34,7 +35,8 @@ entity: e
 metric: {name: val_loss, goal: minimize}
 early_terminate: {type: hyperband, min_iter: 3}
 parameters: {lr: {values: [0.1, 0.01]}}
-""")
+"""
+    )
     assert len(sweep.runs) == 2
     (note, *rest) = sweep.notes
     assert note.startswith("<sweep>:6: project: `project`, `entity`, `metric`, `early_terminate`: W&B-only keys, ignored"), note
@@ -48,20 +50,27 @@ def test_wandb_only_keys_in_a_group_are_ignored_too() -> None:
 
 def test_categorical_and_constant() -> None:
     """Regression: `distribution: categorical` / `constant` were refused."""
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 command: run ${args}
 parameters:
   opt: {distribution: categorical, values: [adam, sgd]}
   epochs: {distribution: constant, value: 200}
-""")
+"""
+    )
     assert [r.params for r in sweep.runs] == [{"opt": "adam", "epochs": 200}, {"opt": "sgd", "epochs": 200}]
-    assert any("distribution: categorical needs `values`" in p
-               for p in problems(HEAD + "command: run ${args}\nparameters: {o: {distribution: categorical, value: 1}}\n"))
+    assert any(
+        "distribution: categorical needs `values`" in p
+        for p in problems(HEAD + "command: run ${args}\nparameters: {o: {distribution: categorical, value: 1}}\n")
+    )
 
 
 def test_nested_parameters_are_dotted_names() -> None:
     """Regression: nested `parameters:` (W&B) were refused."""
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 command: [run, "{optimizer.lr}", "${args}"]
 parameters:
   optimizer:
@@ -71,7 +80,8 @@ parameters:
         parameters:
           warmup: {value: 5}
   seed: [0]
-""")
+"""
+    )
     assert sweep.runs[0].params == {"optimizer.lr": 0.1, "optimizer.sched.warmup": 5, "seed": 0}
     assert sweep.runs[0].argv == ("run", "0.1", "--optimizer.lr=0.1", "--optimizer.sched.warmup=5", "--seed=0")
     assert any("beside `parameters:`" in p for p in problems(HEAD + "command: run\nparameters: {o: {parameters: {a: [1]}, values: [2]}}\n"))
@@ -91,7 +101,7 @@ def test_program_without_command_runs_the_wandb_default() -> None:
         ("\"'1'\"", ["1"]),
         ("\"x,'b,c',3\"", ["x", "b,c", 3]),
         ("\"choice('a,b',c)\"", ["a,b", "c"]),
-        ("\"1,2\"", [1, 2]),
+        ('"1,2"', [1, 2]),
     ],
 )
 def test_hydra_quotes_make_one_value(written: str, values: list) -> None:
@@ -101,11 +111,13 @@ def test_hydra_quotes_make_one_value(written: str, values: list) -> None:
 
 
 def test_an_unclosed_hydra_quote_is_a_problem() -> None:
-    assert any("a quote is not closed" in p for p in problems(HEAD + "command: run {x}\nparameters: {x: \"a,'b\"}\n"))
+    assert any("a quote is not closed" in p for p in problems(HEAD + 'command: run {x}\nparameters: {x: "a,\'b"}\n'))
 
 
 def test_a_hydra_sweep_block_gives_the_parameters() -> None:
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 command: python3 app.py ${args_no_hyphens}
 hydra:
   mode: MULTIRUN
@@ -114,7 +126,8 @@ hydra:
       db: mysql,postgresql
       +model: vit-base,T0_3B
       seed: range(0,3)
-""")
+"""
+    )
     assert len(sweep.runs) == 12
     assert sweep.runs[0].argv == ("python3", "app.py", "+model=vit-base", "db=mysql", "seed=0", "hydra.run.dir=${run_dir}")
     assert any("`hydra.mode` is Hydra's own setting: ignored" in n for n in sweep.notes)
@@ -170,7 +183,9 @@ groups:
 
 def test_a_quoted_hydra_value_reaches_the_app_quoted() -> None:
     """Issue 22 item 8: `'/data/a,b'` reached the app as `++data.root=/data/a,b`, which Hydra rejects as ambiguous."""
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 command: python3 app.py ${args_no_hyphens}
 hydra:
   sweeper:
@@ -178,7 +193,8 @@ hydra:
       ++data.root: "'/data/a,b'"
       tag: "'1'"
       db: mysql,postgresql
-""")
+"""
+    )
     assert sweep.runs[0].argv[:5] == ("python3", "app.py", "++data.root='/data/a,b'", "db=mysql", "tag='1'")
     assert sweep.runs[0].params["++data.root"] == "/data/a,b"
 
@@ -186,23 +202,26 @@ hydra:
 def test_hydra_runs_get_their_own_output_dir_and_the_submitit_time_limit() -> None:
     """Issue 22 item 8: runs wrote to Hydra's outputs/<date>/<time> (shared by runs started in the same second), and
     the submitit launcher block (timeout_min) was ignored."""
-    sweep = load_sweep_text(HEAD + """\
+    sweep = load_sweep_text(
+        HEAD
+        + """\
 command: python3 app.py ${args_no_hyphens}
 hydra:
   sweep: {dir: multirun/exp, subdir: '${hydra.job.num}_${hydra.job.override_dirname}'}
   launcher: {_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher, timeout_min: 90, gpus_per_node: 2}
   sweeper:
     params: {db: 'mysql,postgresql'}
-""")
+"""
+    )
     assert [r.argv[-1] for r in sweep.runs] == ["hydra.run.dir=multirun/exp/${run_id}_${hydra.job.override_dirname}"] * 2
     assert all(r.timeout_s == 5400 and r.duration_s == 5400 for r in sweep.runs)
     assert any("gpus_per_node: 2`: each run gets one MIG instance" in n for n in sweep.notes)
-    plain = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens}\nduration: 2h\n"
-                            "hydra: {launcher: {timeout_min: 600}, sweeper: {params: {db: 'a,b'}}}\n")
+    plain = load_sweep_text(
+        HEAD + "command: python3 app.py ${args_no_hyphens}\nduration: 2h\nhydra: {launcher: {timeout_min: 600}, sweeper: {params: {db: 'a,b'}}}\n"
+    )
     assert plain.runs[0].argv == ("python3", "app.py", "db=a", "hydra.run.dir=${run_dir}")  # migbench's run dir
     assert plain.runs[0].duration_s == 7200 and plain.runs[0].timeout_s == 36000
-    own = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens} hydra.run.dir=out/{db}\n"
-                          "hydra: {sweeper: {params: {db: 'a,b'}}}\n")
+    own = load_sweep_text(HEAD + "command: python3 app.py ${args_no_hyphens} hydra.run.dir=out/{db}\nhydra: {sweeper: {params: {db: 'a,b'}}}\n")
     assert own.runs[0].argv == ("python3", "app.py", "db=a", "hydra.run.dir=out/a")
     argparse = load_sweep_text(HEAD + "command: python3 app.py ${args}\nhydra: {sweeper: {params: {db: 'a,b'}}}\n")
     assert argparse.runs[0].argv == ("python3", "app.py", "--db=a")  # not a Hydra command line: nothing added, and said

@@ -67,8 +67,7 @@ class Capture:
 def read_capture(directory: str | Path) -> Capture:
     d = Path(directory)
     if not d.is_dir():
-        raise InputError(f"{d} is not a capture directory",
-                         hint="write one on the GPU host with `migbench doctor --capture DIR`")
+        raise InputError(f"{d} is not a capture directory", hint="write one on the GPU host with `migbench doctor --capture DIR`")
     cap = Capture(d)
     for name in CAPTURE_FILES:
         p = d / name
@@ -111,8 +110,10 @@ def host_from_capture(
         raise InputError(f"{cap.dir}: the capture names no GPU", hint="it needs `nvidia-smi -L`, `-q` or nvml.json")
     names = [g.name for g in L.gpus] or [g.product_name for g in q.gpus if g.product_name] or [str(g.get("name")) for g in ngpus]
     if len(set(names)) > 1:
-        raise InputError(f"{cap.dir}: the capture holds several GPU models ({', '.join(sorted(set(names)))})",
-                         hint="a simulated host holds one model: capture (or keep) the GPUs of one model")
+        raise InputError(
+            f"{cap.dir}: the capture holds several GPU models ({', '.join(sorted(set(names)))})",
+            hint="a simulated host holds one model: capture (or keep) the GPUs of one model",
+        )
     name = names[0] if names else None
 
     cat = default_catalog()
@@ -122,11 +123,14 @@ def host_from_capture(
         drv = full_driver(str(drv_text))
     elif key is not None:
         drv = newest_driver(cat, key)
-        notes.append(f"the capture does not say the driver (no -q, no nvml.json): simulating {drv}, the newest the "
-                     f"catalogue knows for {key}; pass --driver to choose")
+        notes.append(
+            f"the capture does not say the driver (no -q, no nvml.json): simulating {drv}, the newest the catalogue knows for {key}; pass --driver to choose"
+        )
     else:
-        raise InputError(f"{cap.dir}: the capture does not say the driver and the catalogue does not know {name!r}",
-                         hint="pass --driver VERSION (as `nvidia-smi -q` prints it)")
+        raise InputError(
+            f"{cap.dir}: the capture does not say the driver and the catalogue does not know {name!r}",
+            hint="pass --driver VERSION (as `nvidia-smi -q` prints it)",
+        )
     model, spec = _model(cap, name, key, drv, notes)
 
     gpus: list[SimGpu] = []
@@ -151,12 +155,15 @@ def host_from_capture(
         pend = qg.mig_pending if qg and qg.mig_pending is not None else ng.get("mig_pending")
         if cur is None:
             cur = bool(mine or L.devices_of(g.index))
-            notes.append(f"GPU {g.index}: the capture does not say its MIG mode (no -q): taken as "
-                         f"{'enabled (it has instances)' if cur else 'disabled (no instance listed)'}")
+            notes.append(
+                f"GPU {g.index}: the capture does not say its MIG mode (no -q): taken as "
+                f"{'enabled (it has instances)' if cur else 'disabled (no instance listed)'}"
+            )
         g.mig_current, g.mig_pending = bool(cur), bool(cur if pend is None else pend)
         if mine and not g.mig_current:
-            raise InputError(f"{cap.path('mig-lgi.txt')}: GPU {g.index} lists GPU instances but MIG mode is disabled",
-                             hint="capture -q and -lgi of the same moment")
+            raise InputError(
+                f"{cap.path('mig-lgi.txt')}: GPU {g.index} lists GPU instances but MIG mode is disabled", hint="capture -q and -lgi of the same moment"
+            )
         g.gpu_instances = _instances(cap, st, g, mine)
         cis = [r for r in lci if r.gpu == g.index]
         if lci_text is not None and (cis or not mine or "No compute instances found" in lci_text):
@@ -177,14 +184,21 @@ def _model(cap: Capture, name: str | None, key: str | None, drv: str, notes: lis
     table = next((g.get("profiles") for g in cap.nvml.get("gpus", []) if isinstance(g, dict) and g.get("profiles")), None)
     if table:  # NVML's own table: memory exact, so plans made here match plans made on the host
         try:
-            rows = [ProfileRow(name=str(r["name"]), id=int(r["id"]), compute_slices=int(r["compute_slices"]),
-                               max_count=int(r["max_count"]), memory_mib=int(r["memory_mib"]),
-                               starts=tuple(int(x) for x in r["starts"]), memory_slices=int(r["memory_slices"]),
-                               engines=Engines(**{k: r.get("engines", {}).get(k) for k in ("sm", "ce", "dec", "enc", "jpeg", "ofa")}))
-                    for r in table]
+            rows = [
+                ProfileRow(
+                    name=str(r["name"]),
+                    id=int(r["id"]),
+                    compute_slices=int(r["compute_slices"]),
+                    max_count=int(r["max_count"]),
+                    memory_mib=int(r["memory_mib"]),
+                    starts=tuple(int(x) for x in r["starts"]),
+                    memory_slices=int(r["memory_slices"]),
+                    engines=Engines(**{k: r.get("engines", {}).get(k) for k in ("sm", "ce", "dec", "enc", "jpeg", "ofa")}),
+                )
+                for r in table
+            ]
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{cap.path(NVML_FILE)}: malformed profile table ({exc})",
-                             hint="capture again with `migbench doctor --capture DIR`") from None
+            raise InputError(f"{cap.path(NVML_FILE)}: malformed profile table ({exc})", hint="capture again with `migbench doctor --capture DIR`") from None
         return _captured_model(cap, rows, name, key, base, drv, "NVML memorySizeMB of the captured host")
     if lgip and lgipp:
         try:
@@ -197,8 +211,10 @@ def _model(cap: Capture, name: str | None, key: str | None, drv: str, notes: lis
         else:
             return _captured_model(cap, rows, name, key, base, drv, "nvidia-smi -lgip text of the captured host")
     if base is None:
-        raise InputError(f"{cap.dir}: {why}, and the catalogue does not know {name!r}",
-                         hint="capture as root (`sudo migbench doctor --capture DIR`) so -lgip and -lgipp are listed")
+        raise InputError(
+            f"{cap.dir}: {why}, and the catalogue does not know {name!r}",
+            hint="capture as root (`sudo migbench doctor --capture DIR`) so -lgip and -lgipp are listed",
+        )
     notes.append(f"{why}: the profile table is the built-in catalogue's {base.key} for driver {drv}")
     return base, None
 
@@ -207,14 +223,19 @@ def _captured_model(
     cap: Capture, rows: list[ProfileRow], name: str | None, key: str | None, base: GpuModel | None, drv: str, source: str
 ) -> tuple[GpuModel, dict[str, Any]]:
     model = model_from_rows(
-        key or (name or "captured-gpu").replace("NVIDIA ", "").replace(" ", "-"), rows,
-        names=[name] if name and base is None else [], driver=parse_driver(drv), origin="capture",
-        memory_source=source, base=base,
+        key or (name or "captured-gpu").replace("NVIDIA ", "").replace(" ", "-"),
+        rows,
+        names=[name] if name and base is None else [],
+        driver=parse_driver(drv),
+        origin="capture",
+        memory_source=source,
+        base=base,
     )
     problems = model.check([])
     if problems:
-        raise InputError(f"{cap.dir}: the captured profile table does not describe a usable GPU: {'; '.join(problems)}",
-                         hint="capture -lgip and -lgipp of the same GPU")
+        raise InputError(
+            f"{cap.dir}: the captured profile table does not describe a usable GPU: {'; '.join(problems)}", hint="capture -lgip and -lgipp of the same GPU"
+        )
     spec = spec_from_model(model, driver_label=drv, sources=[f"captured: {cap.dir}"])
     if key is not None:  # what the tables do not show: the driver's rules, the whole GPU's memory
         raw = default_catalog().specs[key]
@@ -233,12 +254,15 @@ def _instances(cap: Capture, st: SimState, g: SimGpu, rows: list[LgiRow]) -> lis
         try:
             prof = model.profile_by_id(r.profile_id)
         except MigbenchError:
-            raise InputError(f"{cap.path('mig-lgi.txt')}: GPU {g.index} GPU instance {r.instance_id} has profile id "
-                             f"{r.profile_id}, which {model.key} does not have") from None
+            raise InputError(
+                f"{cap.path('mig-lgi.txt')}: GPU {g.index} GPU instance {r.instance_id} has profile id {r.profile_id}, which {model.key} does not have"
+            ) from None
         if prof.name != r.name or r.start not in prof.starts or r.size != prof.memory_slices:
-            raise InputError(f"{cap.path('mig-lgi.txt')}: GPU {g.index} GPU instance {r.instance_id} ({r.name} at "
-                             f"{r.start}:{r.size}) is not a placement of {model.key}'s profile {r.profile_id} "
-                             f"({prof.name}, {{{','.join(map(str, prof.starts))}}}:{prof.memory_slices})")
+            raise InputError(
+                f"{cap.path('mig-lgi.txt')}: GPU {g.index} GPU instance {r.instance_id} ({r.name} at "
+                f"{r.start}:{r.size}) is not a placement of {model.key}'s profile {r.profile_id} "
+                f"({prof.name}, {{{','.join(map(str, prof.starts))}}}:{prof.memory_slices})"
+            )
         if any(x.id == r.instance_id for x in out):
             raise InputError(f"{cap.path('mig-lgi.txt')}: GPU {g.index} lists GPU instance {r.instance_id} twice")
         st.serial += 1
@@ -253,21 +277,19 @@ def _compute_instances(cap: Capture, st: SimState, g: SimGpu, rows: list[LciRow]
     for r in rows:
         gi = g.gi(r.gpu_instance_id)
         if gi is None:
-            raise InputError(f"{cap.path('mig-lci.txt')}: compute instance {r.instance_id} is in GPU instance "
-                             f"{r.gpu_instance_id}, which -lgi does not list on GPU {g.index}")
+            raise InputError(
+                f"{cap.path('mig-lci.txt')}: compute instance {r.instance_id} is in GPU instance {r.gpu_instance_id}, which -lgi does not list on GPU {g.index}"
+            )
         cps = {c.id: c for c in ci_profiles(st.model, st.gi_profile(gi))}
         cp = cps.get(r.profile_id)
         if cp is None:
-            raise InputError(f"{cap.path('mig-lci.txt')}: GPU instance {gi.id} ({st.gi_profile(gi).name}) has no compute "
-                             f"instance profile {r.profile_id}")
+            raise InputError(f"{cap.path('mig-lci.txt')}: GPU instance {gi.id} ({st.gi_profile(gi).name}) has no compute instance profile {r.profile_id}")
         used = {s for c in gi.compute_instances for s in range(c.start, c.start + c.size)}
         start = r.start if r.start is not None else next((s for s in cp.starts if not set(range(s, s + cp.slices)) & used), None)
         if start is None or start not in cp.starts or set(range(start, start + cp.slices)) & used:
-            raise InputError(f"{cap.path('mig-lci.txt')}: compute instance {r.instance_id} of GPU instance {gi.id} does not "
-                             f"fit at {start} ({cp.name})")
+            raise InputError(f"{cap.path('mig-lci.txt')}: compute instance {r.instance_id} of GPU instance {gi.id} does not fit at {start} ({cp.name})")
         st.serial += 1
-        gi.compute_instances.append(ComputeInstance(id=r.instance_id, profile_id=cp.id, start=start, size=cp.slices,
-                                                    uuid="", serial=st.serial))
+        gi.compute_instances.append(ComputeInstance(id=r.instance_id, profile_id=cp.id, start=start, size=cp.slices, uuid="", serial=st.serial))
         gi.compute_instances.sort(key=lambda c: c.id)
 
 
@@ -277,11 +299,9 @@ def _compute_instances_from_L(cap: Capture, st: SimState, g: SimGpu, devices: tu
     gis = sorted(g.gpu_instances, key=lambda x: x.id)
     names = [st.gi_profile(gi).name for gi in gis]
     if [d.profile for d in devices] != names:
-        notes.append(f"GPU {g.index}: no -lci in the capture and -L's MIG devices do not match -lgi's instances: "
-                     "the GPU instances have no compute instance")
+        notes.append(f"GPU {g.index}: no -lci in the capture and -L's MIG devices do not match -lgi's instances: the GPU instances have no compute instance")
         return
-    notes.append(f"GPU {g.index}: no -lci in the capture: each MIG device of -L is taken as its GPU instance's full "
-                 "compute instance")
+    notes.append(f"GPU {g.index}: no -lci in the capture: each MIG device of -L is taken as its GPU instance's full compute instance")
     for gi in gis:
         cp = next(c for c in ci_profiles(st.model, st.gi_profile(gi)) if c.is_default)
         st.serial += 1
@@ -297,7 +317,9 @@ def _mig_uuids(st: SimState, g: SimGpu, devices: tuple[Any, ...], notes: list[st
     cps = {(gi.id, ci.id): next(c for c in ci_profiles(st.model, st.gi_profile(gi)) if c.id == ci.profile_id).name for gi, ci in cis}
     same = [d.profile for d in devices] == [cps[(gi.id, ci.id)] for gi, ci in cis]
     if devices and not same:
-        notes.append(f"GPU {g.index}: -L lists {len(devices)} MIG device(s) that do not match the {len(cis)} compute "
-                     "instance(s) of -lgi/-lci (captured at another moment?): their MIG uuids are new")
+        notes.append(
+            f"GPU {g.index}: -L lists {len(devices)} MIG device(s) that do not match the {len(cis)} compute "
+            "instance(s) of -lgi/-lci (captured at another moment?): their MIG uuids are new"
+        )
     for n, (gi, ci) in enumerate(cis):
         ci.uuid = devices[n].uuid if same else mig_uuid_of(st, g, gi.id, ci.id, ci.serial)

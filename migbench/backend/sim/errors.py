@@ -1,5 +1,4 @@
-"""The simulated driver's errors: NVML return codes (pynvml's values and texts) and `SimError`.
-"""
+"""The simulated driver's errors: NVML return codes (pynvml's values and texts) and `SimError`."""
 
 from __future__ import annotations
 

@@ -102,7 +102,6 @@ def profile_index(p: Profile) -> int | None:
     }.get(c)
 
 
-
 # --------------------------------------------------------------------------------------------------
 # The library
 # --------------------------------------------------------------------------------------------------
@@ -432,8 +431,7 @@ class FakeNvmlLibrary:
                 return p
         raise fail(INVALID_ARGUMENT, f"no GPU instance profile ID {profile_id}")
 
-    def _fn_nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, handle: Any, profile_id: Any,
-                                                          placements: Any, count: Any) -> int:
+    def _fn_nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, handle: Any, profile_id: Any, placements: Any, count: Any) -> int:
         """All placements of the profile, regardless of MIG mode or occupancy (nvml.h). NULL array -> count."""
         st = self.host.read()
         self._parent(st, handle)  # validates the handle
@@ -468,8 +466,7 @@ class FakeNvmlLibrary:
         self._write_handle(out, self._gi_struct(g.index, gi))
         return NVML_SUCCESS
 
-    def _fn_nvmlDeviceCreateGpuInstanceWithPlacement(self, handle: Any, profile_id: Any, placement: Any,
-                                                     out: Any) -> int:
+    def _fn_nvmlDeviceCreateGpuInstanceWithPlacement(self, handle: Any, profile_id: Any, placement: Any, out: Any) -> int:
         st = self.host.read()
         g = self._parent(st, handle)
         pl = placement_arg(placement)
@@ -562,8 +559,7 @@ class FakeNvmlLibrary:
     def _fn_nvmlGpuInstanceGetComputeInstanceProfileInfoV(self, gi_handle: Any, profile: Any, eng: Any, out: Any) -> int:
         return self._ci_profile_info(gi_handle, profile, eng, out, v2=True)
 
-    def _fn_nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: Any,
-                                                               count: Any) -> int:
+    def _fn_nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: Any, count: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
@@ -571,8 +567,7 @@ class FakeNvmlLibrary:
         set_uint(count, ci_remaining(gi, cp))
         return NVML_SUCCESS
 
-    def _fn_nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, gi_handle: Any, profile_id: Any,
-                                                                placements: Any, count: Any) -> int:
+    def _fn_nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, gi_handle: Any, profile_id: Any, placements: Any, count: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)
@@ -596,8 +591,7 @@ class FakeNvmlLibrary:
         self._write_handle(out, self._ci_struct(g.index, gi, ci))
         return NVML_SUCCESS
 
-    def _fn_nvmlGpuInstanceCreateComputeInstanceWithPlacement(self, gi_handle: Any, profile_id: Any,
-                                                              placement: Any, out: Any) -> int:
+    def _fn_nvmlGpuInstanceCreateComputeInstanceWithPlacement(self, gi_handle: Any, profile_id: Any, placement: Any, out: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         pl = placement_arg(placement)
@@ -616,8 +610,7 @@ class FakeNvmlLibrary:
         self.host.destroy_compute_instance(g.index, gi.id, ci.id)
         return NVML_SUCCESS
 
-    def _fn_nvmlGpuInstanceGetComputeInstances(self, gi_handle: Any, profile_id: Any, instances: Any,
-                                               count: Any) -> int:
+    def _fn_nvmlGpuInstanceGetComputeInstances(self, gi_handle: Any, profile_id: Any, instances: Any, count: Any) -> int:
         st = self.host.read()
         g, gi = self._gi(st, gi_handle)
         self._need_root(st)

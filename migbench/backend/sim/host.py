@@ -98,8 +98,7 @@ def _check_model(model: GpuModel) -> None:
     missing = [p.name for p in model.profiles if p.memory_mib is None]
     if missing:
         raise MigbenchError(
-            f"the catalogue does not know the memory of {model.key} profile(s) {', '.join(missing)}, "
-            "so the simulator cannot model this GPU",
+            f"the catalogue does not know the memory of {model.key} profile(s) {', '.join(missing)}, so the simulator cannot model this GPU",
             hint="simulate a model whose profiles are all known (see `migbench catalog list`), or teach "
             "the catalogue this GPU's real -lgip/-lgipp with `migbench catalog import`",
         )
@@ -177,9 +176,7 @@ def create_host(state_dir: str | os.PathLike[str], state: SimState) -> SimHost:
     """Write a prepared state as the simulated host in `state_dir` (created; replaced if present)."""
     host = SimHost(state_dir)
     if host.dir.exists() and not host.dir.is_dir():
-        raise MigbenchError(
-            f"{host.dir} exists and is not a directory", hint="a simulated host is a directory: give a new or existing one"
-        )
+        raise MigbenchError(f"{host.dir} exists and is not a directory", hint="a simulated host is a directory: give a new or existing one")
     host.dir.mkdir(parents=True, exist_ok=True)
     with host._locked(exclusive=True):
         host._write(state)
@@ -416,8 +413,7 @@ class SimHost:
                 self._apply_reset(st, g)
 
     # -- GPU instances -------------------------------------------------------------------------------
-    def create_gpu_instance(self, gpu: int, profile_id: int, start: int | None = None,
-                            size: int | None = None) -> GpuInstance:
+    def create_gpu_instance(self, gpu: int, profile_id: int, start: int | None = None, size: int | None = None) -> GpuInstance:
         """`nvmlDeviceCreateGpuInstance` (start None: the driver picks the placement, see
         `choose_gpu_instance_start`) or `nvmlDeviceCreateGpuInstanceWithPlacement` (exactly `start`, with
         `size` memory slices when given). Errors: NOT_SUPPORTED (MIG not enabled), INVALID_ARGUMENT
@@ -457,8 +453,7 @@ class SimHost:
             used = {x.id for x in g.gpu_instances}
             if gi_id in used:  # cannot happen with power-of-two slot sizes; keep ids unique regardless
                 gi_id = min(i for i in range(len(used) + 64) if i not in used)
-            gi = GpuInstance(id=gi_id, profile_id=prof.id, start=s, size=prof.memory_slices,
-                             serial=self._next_serial(st))
+            gi = GpuInstance(id=gi_id, profile_id=prof.id, start=s, size=prof.memory_slices, serial=self._next_serial(st))
             g.gpu_instances.append(gi)
             g.gpu_instances.sort(key=lambda x: x.id)
             return gi
@@ -478,8 +473,7 @@ class SimHost:
             g.gpu_instances.remove(gi)
 
     # -- compute instances ---------------------------------------------------------------------------
-    def create_compute_instance(self, gpu: int, gi_id: int, ci_profile_id: int | None = None,
-                                start: int | None = None) -> ComputeInstance:
+    def create_compute_instance(self, gpu: int, gi_id: int, ci_profile_id: int | None = None, start: int | None = None) -> ComputeInstance:
         """`nvmlGpuInstanceCreateComputeInstance(WithPlacement)`. Profile None = the default (the GI's full
         compute). The CI takes the lowest free legal start [U] and the lowest free CI id [U]."""
         with self.transaction() as st:
@@ -499,9 +493,7 @@ class SimHost:
                     raise SimError(INVALID_ARGUMENT, f"{ci_profile_id} is not a compute instance profile ID")
                 found = [c for c in cps if c.id == int(ci_profile_id)]
                 if not found:
-                    raise SimError(
-                        NOT_SUPPORTED, f"a {prof.name} GPU instance has no compute instance profile ID {ci_profile_id}"
-                    )
+                    raise SimError(NOT_SUPPORTED, f"a {prof.name} GPU instance has no compute instance profile ID {ci_profile_id}")
                 cp = found[0]
             same = [c for c in gi.compute_instances if c.profile_id == cp.id]
             if len(same) >= cp.max_count:
@@ -524,8 +516,7 @@ class SimHost:
             ids = {c.id for c in gi.compute_instances}
             ci_id = min(i for i in range(len(ids) + 1) if i not in ids)
             serial = self._next_serial(st)
-            ci = ComputeInstance(id=ci_id, profile_id=cp.id, start=choice, size=cp.slices,
-                                 uuid=mig_uuid_of(st, g, gi.id, ci_id, serial), serial=serial)
+            ci = ComputeInstance(id=ci_id, profile_id=cp.id, start=choice, size=cp.slices, uuid=mig_uuid_of(st, g, gi.id, ci_id, serial), serial=serial)
             gi.compute_instances.append(ci)
             gi.compute_instances.sort(key=lambda x: x.id)
             return ci
@@ -543,8 +534,7 @@ class SimHost:
                 raise SimError(NOT_FOUND, f"GPU {gpu} has no compute instance {gi_id}/{ci_id}")
             busy = st.processes_on(gpu, gi_id, ci_id)
             if busy:
-                raise SimError(IN_USE, f"compute instance {gi_id}/{ci_id} on GPU {gpu} is used by pid "
-                               + ", ".join(str(p.pid) for p in busy))
+                raise SimError(IN_USE, f"compute instance {gi_id}/{ci_id} on GPU {gpu} is used by pid " + ", ".join(str(p.pid) for p in busy))
             gi.compute_instances.remove(ci)
 
     # -- processes -----------------------------------------------------------------------------------
@@ -594,12 +584,17 @@ class SimHost:
             if used + used_memory_mib > total:
                 raise SimError(
                     MEMORY,
-                    f"out of memory: {used_memory_mib} MiB requested, {total - used} MiB free of {total} MiB "
-                    f"on {dev.uuid if dev else gpu.uuid}",
+                    f"out of memory: {used_memory_mib} MiB requested, {total - used} MiB free of {total} MiB on {dev.uuid if dev else gpu.uuid}",
                 )
-            proc = SimProcess(pid=int(pid), create_time=ctime, gpu=gpu.index,
-                              gi=dev.gi_id if dev else None, ci=dev.ci_id if dev else None,
-                              used_memory_mib=int(used_memory_mib), name=name)
+            proc = SimProcess(
+                pid=int(pid),
+                create_time=ctime,
+                gpu=gpu.index,
+                gi=dev.gi_id if dev else None,
+                ci=dev.ci_id if dev else None,
+                used_memory_mib=int(used_memory_mib),
+                name=name,
+            )
             st.processes = [p for p in st.processes if p.pid != int(pid)] + [proc]
             return proc
 
@@ -650,7 +645,6 @@ class SimHost:
         c = parse_error_code(code)
         with self.transaction() as st:
             st.faults.append(Fault(op=op, remaining=int(nth), code=c))
-
 
 
 def load_host(state_dir: str | os.PathLike[str]) -> SimState:

@@ -60,9 +60,26 @@ MIN_MIG_DRIVER: tuple[tuple[str, DriverVersion], ...] = (
 # the project's search, e.g. index ids 67228245037, 18063748901, 62910148370, 10921549056). The other
 # branches follow NVIDIA's CUDA toolkit/driver release table [U: not checked against a paste].
 _CUDA_BY_BRANCH = {
-    450: 11000, 455: 11010, 460: 11020, 465: 11030, 470: 11040, 495: 11050, 510: 11060, 515: 11070,
-    520: 11080, 525: 12000, 530: 12010, 535: 12020, 545: 12030, 550: 12040, 555: 12050, 560: 12060,
-    565: 12070, 570: 12080, 575: 12090, 580: 13000,
+    450: 11000,
+    455: 11010,
+    460: 11020,
+    465: 11030,
+    470: 11040,
+    495: 11050,
+    510: 11060,
+    515: 11070,
+    520: 11080,
+    525: 12000,
+    530: 12010,
+    535: 12020,
+    545: 12030,
+    550: 12040,
+    555: 12050,
+    560: 12060,
+    565: 12070,
+    570: 12080,
+    575: 12090,
+    580: 13000,
 }
 
 R470 = (470,)
@@ -87,8 +104,7 @@ def full_driver(text: str) -> str:
         if v[0] not in _BRANCH_RELEASE:
             raise MigbenchError(
                 f"driver {text!r} is a branch only",
-                hint="give a full driver version, e.g. 535.216.01; known branches: "
-                + ", ".join(f"R{b}" for b in sorted(_BRANCH_RELEASE)),
+                hint="give a full driver version, e.g. 535.216.01; known branches: " + ", ".join(f"R{b}" for b in sorted(_BRANCH_RELEASE)),
             )
         return _BRANCH_RELEASE[v[0]]
     return str(text).strip().lstrip("rR")
@@ -270,8 +286,14 @@ def _ci_profiles(model: GpuModel, gi_profile: Profile) -> list[CiProfile]:
             sm = None if per_slice is None else per_slice * c
         out.append(
             CiProfile(
-                id=CI_PROFILE_ID[c], slices=c, max_count=mx, starts=starts, name=name, sm=sm,
-                engines=gi_profile.engines, is_default=(c == g),
+                id=CI_PROFILE_ID[c],
+                slices=c,
+                max_count=mx,
+                starts=starts,
+                name=name,
+                sm=sm,
+                engines=gi_profile.engines,
+                is_default=(c == g),
             )
         )
     return out

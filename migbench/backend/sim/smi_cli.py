@@ -80,7 +80,6 @@ class _Usage(Exception):
     """The command line is not something nvidia-smi accepts."""
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Argument parsing
 # ---------------------------------------------------------------------------------------------
@@ -107,16 +106,22 @@ class _Args:
     default_ci: bool = False
 
 
-_TOP_VALUE = {"-i": "ids", "--id": "ids", "-mig": "mig_mode", "--multi-instance-gpu": "mig_mode",
-              "-d": "display", "--display": "display"}
+_TOP_VALUE = {"-i": "ids", "--id": "ids", "-mig": "mig_mode", "--multi-instance-gpu": "mig_mode", "-d": "display", "--display": "display"}
 _MIG_ACTIONS = {
-    "-lgip": "lgip", "--list-gpu-instance-profiles": "lgip",
-    "-lgipp": "lgipp", "--list-gpu-instance-possible-placements": "lgipp",
-    "-lgi": "lgi", "--list-gpu-instances": "lgi",
-    "-lci": "lci", "--list-compute-instances": "lci",
-    "-lcip": "lcip", "--list-compute-instance-profiles": "lcip",
-    "-dci": "dci", "--destroy-compute-instance": "dci",
-    "-dgi": "dgi", "--destroy-gpu-instance": "dgi",
+    "-lgip": "lgip",
+    "--list-gpu-instance-profiles": "lgip",
+    "-lgipp": "lgipp",
+    "--list-gpu-instance-possible-placements": "lgipp",
+    "-lgi": "lgi",
+    "--list-gpu-instances": "lgi",
+    "-lci": "lci",
+    "--list-compute-instances": "lci",
+    "-lcip": "lcip",
+    "--list-compute-instance-profiles": "lcip",
+    "-dci": "dci",
+    "--destroy-compute-instance": "dci",
+    "-dgi": "dgi",
+    "--destroy-gpu-instance": "dgi",
 }
 
 
@@ -228,7 +233,8 @@ def _select_gpus(st: SimState, ids: list[str] | None) -> list[int]:
     return out
 
 
-HELP = """NVIDIA System Management Interface (simulated by migbench; state in $MIGBENCH_SIM)
+HELP = (
+    """NVIDIA System Management Interface (simulated by migbench; state in $MIGBENCH_SIM)
 
     nvidia-smi [-i <id>] [-L | -q | --query-gpu=<fields> --format=csv[,noheader][,nounits]]
     nvidia-smi [-i <id>] -mig 0|1
@@ -239,12 +245,13 @@ HELP = """NVIDIA System Management Interface (simulated by migbench; state in $M
     nvidia-smi mig [-i <id>] [-gi N] [-ci N] -dci
     nvidia-smi mig [-i <id>] [-gi N] -dgi
 
---query-gpu fields: """ + ", ".join(QUERY_FIELDS) + "\n"
+--query-gpu fields: """
+    + ", ".join(QUERY_FIELDS)
+    + "\n"
+)
 
 
-def main(
-    argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None, *, state_dir: str | os.PathLike[str] | None
-) -> int:
+def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None, *, state_dir: str | os.PathLike[str] | None) -> int:
     """Run the simulated nvidia-smi of the host in `state_dir` with `argv`; returns the exit status.
     (`migbench.backend.select.simulated_nvidia_smi` is its command-line entry point.)"""
     args = list(argv)
@@ -313,8 +320,9 @@ def _dispatch(host: SimHost, a: _Args, out: _Out) -> int:
 def _query_gpu(st: SimState, gpus: list[int], a: _Args, out: _Out) -> int:
     fmt = a.fmt or []
     if not fmt or fmt[0] != "csv" or any(f not in ("csv", "noheader", "nounits") for f in fmt):
-        out.line(f'"{",".join(fmt)}" is not a valid format. Please run \'nvidia-smi -h\' for help.' if fmt
-                 else INVALID_COMBINATION)  # [U] wording for a bad --format
+        out.line(
+            f"\"{','.join(fmt)}\" is not a valid format. Please run 'nvidia-smi -h' for help." if fmt else INVALID_COMBINATION
+        )  # [U] wording for a bad --format
         return 2
     for f in a.query_gpu or []:
         if QUERY_ALIASES.get(f, f) not in QUERY_FIELDS:
@@ -497,8 +505,7 @@ def _lgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
     return 0
 
 
-def _ci_rows(st: SimState, gpus: list[int], gi_filter: list[int] | None,
-             ci_filter: list[int] | None) -> list[tuple[int, GpuInstance, ComputeInstance]]:
+def _ci_rows(st: SimState, gpus: list[int], gi_filter: list[int] | None, ci_filter: list[int] | None) -> list[tuple[int, GpuInstance, ComputeInstance]]:
     rows = []
     for i, gi in _gi_rows(st, gpus, gi_filter):
         for ci in sorted(gi.compute_instances, key=lambda c: c.id):
@@ -571,17 +578,13 @@ def _cgi(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
                 gi = host.create_gpu_instance(gpu, prof.id, start=start)
             except SimError as exc:
                 return fail(gpu, str(prof.id), exc.reason, exc.code)
-            out.line(
-                f"Successfully created GPU instance ID {n2(gi.id)} on GPU {n2(gpu)} using profile "
-                f"{prof.full_name} (ID {n2(prof.id)})"
-            )
+            out.line(f"Successfully created GPU instance ID {n2(gi.id)} on GPU {n2(gpu)} using profile {prof.full_name} (ID {n2(prof.id)})")
             if a.default_ci:
                 try:
                     ci = host.create_compute_instance(gpu, gi.id)
                 except SimError as exc:
                     out.line(
-                        f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
-                        f"using default profile: {exc.reason}"
+                        f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} using default profile: {exc.reason}"
                     )  # [U] wording
                     out.line(f"Failed to create compute instances: {exc.reason}")
                     return exit_status(exc.code)
@@ -623,16 +626,14 @@ def _cci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
                 found = _resolve_ci_profile(cur, g, item)
                 if found is None:
                     reason = error_string(INVALID_ARGUMENT)
-                    out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
-                             f"using profile {item.strip()}: {reason}")
+                    out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} using profile {item.strip()}: {reason}")
                     out.line(f"Failed to create compute instances: {reason}")
                     return exit_status(INVALID_ARGUMENT)
                 cp = found
             try:
                 ci = host.create_compute_instance(gpu, gi.id, cp.id)
             except SimError as exc:
-                out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} "
-                         f"using profile {cp.id}: {exc.reason}")
+                out.line(f"Unable to create a compute instance on GPU {n2(gpu)} GPU instance ID {n2(gi.id)} using profile {cp.id}: {exc.reason}")
                 out.line(f"Failed to create compute instances: {exc.reason}")
                 return exit_status(exc.code)
             out.line(
@@ -658,12 +659,10 @@ def _dci(host: SimHost, st: SimState, gpus: list[int], a: _Args, out: _Out) -> i
         try:
             host.destroy_compute_instance(gpu, gi.id, ci.id)
         except SimError as exc:
-            out.line(f"Unable to destroy compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID "
-                     f"{n2(gi.id)}: {exc.reason}")
+            out.line(f"Unable to destroy compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID {n2(gi.id)}: {exc.reason}")
             out.line(f"Failed to destroy compute instances: {exc.reason}")
             return exit_status(exc.code)
-        out.line(f"Successfully destroyed compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID "
-                 f"{n2(gi.id)}")
+        out.line(f"Successfully destroyed compute instance ID {n2(ci.id)} from GPU {n2(gpu)} GPU instance ID {n2(gi.id)}")
     return 0
 
 

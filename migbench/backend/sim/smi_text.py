@@ -87,10 +87,7 @@ def format_lgip(st: SimState, gpus: Sequence[int]) -> str:
         for p in sorted(st.model.profiles, key=profile_order):
             e = p.engines
             ft = f"{st.remaining_capacity(i, p)}/{p.max_count}"
-            out.append(
-                f"|{i:>4}  {p.full_name:<{nw}}{p.id:>4}     {ft:<11}{_gib(p.memory_mib or 0):<11}{'No':<7}"
-                f"{e.sm or 0:<7}{e.dec or 0:<6}{e.enc or 0:<4}|"
-            )
+            out.append(f"|{i:>4}  {p.full_name:<{nw}}{p.id:>4}     {ft:<11}{_gib(p.memory_mib or 0):<11}{'No':<7}{e.sm or 0:<7}{e.dec or 0:<6}{e.enc or 0:<4}|")
             out.append(f"|{'':{nw + 44}}{e.ce or 0:>2}{'':5}{e.jpeg or 0:<6}{e.ofa or 0:<4}|")
             out.append(bar)
     return "\n".join(out) + "\n"
@@ -195,8 +192,7 @@ def format_lcip(st: SimState, rows: Sequence[tuple[int, GpuInstance]]) -> str:
             ft = f"{ci_remaining(gi, cp)}/{cp.max_count}"
             star = "*" if cp.is_default else " "
             out.append(
-                f"|{gpu:>4}{gi.id:>7}       {'MIG ' + cp.name:<17}{cp.id:>5}{star}     {ft:<14}"
-                f"{cp.sm or 0:<10}{e.dec or 0:<6}{e.enc or 0:<6}{e.ofa or 0:<4}|"
+                f"|{gpu:>4}{gi.id:>7}       {'MIG ' + cp.name:<17}{cp.id:>5}{star}     {ft:<14}{cp.sm or 0:<10}{e.dec or 0:<6}{e.enc or 0:<6}{e.ofa or 0:<4}|"
             )
             out.append(f"|{'':70}{e.ce or 0:<6}{e.jpeg or 0:<6}{'':4}|")
             out.append(bar)
@@ -236,8 +232,7 @@ def _query_value(st: SimState, g: SimGpu, field: str) -> tuple[str, str | None]:
     raise KeyError(field)
 
 
-QUERY_FIELDS = ("index", "count", "name", "uuid", "pci.bus_id", "driver_version", "mig.mode.current",
-                "mig.mode.pending", "memory.total")
+QUERY_FIELDS = ("index", "count", "name", "uuid", "pci.bus_id", "driver_version", "mig.mode.current", "mig.mode.pending", "memory.total")
 
 
 def format_query(st: SimState, gpus: Sequence[int], fields: Sequence[str], noheader: bool, nounits: bool) -> str:
@@ -399,8 +394,7 @@ def _mig_table(st: SimState, lay: _Layout, gpus: Sequence[int]) -> list[str]:
         pre = "Shared " if lay.shared else ""
         mem_h = f"{pre + 'Memory-Usage':>{mw - 1}} "
         bar1_h = f"{pre + 'BAR1-Usage':>{mw - 1}} "
-        shared = (["      Shared           ", " CE ENC DEC OFA JPG    "] if w == 89
-                  else ["        Shared         ", " CE ENC  DEC  OFA  JPG "])
+        shared = ["      Shared           ", " CE ENC DEC OFA JPG    "] if w == 89 else ["        Shared         ", " CE ENC  DEC  OFA  JPG "]
     out = [
         "+" + "-" * (w - 2) + "+",
         "| MIG devices:" + " " * (w - 15) + "|",
@@ -427,7 +421,7 @@ def _mig_table(st: SimState, lay: _Layout, gpus: Sequence[int]) -> list[str]:
             b1 = f"{'0MiB':>19} / {f'{bar1}MiB':>8}  "
         else:
             mem = f"{f'{used}MiB':>19} / {f'{d.memory_mib}MiB':>8}    "
-            b1 = (f"{'0MiB':>19} / {f'{bar1}MiB':>8}    " if lay.shared else f"{'0MiB':>21} / {f'{bar1}MiB':>8}  ")
+            b1 = f"{'0MiB':>19} / {f'{bar1}MiB':>8}    " if lay.shared else f"{'0MiB':>21} / {f'{bar1}MiB':>8}  "
         out.append(
             f"|{d.gpu:>3}{d.gi_id:>5}{d.ci_id:>4}{d.index:>4}  |{mem}| {d.ci_profile.sm or 0:<8}0 |"
             f"{e.ce or 0:>3}{e.enc or 0:>4}{e.dec or 0:>5}{e.ofa or 0:>5}{e.jpeg or 0:>5} |"
@@ -440,14 +434,22 @@ def _mig_table(st: SimState, lay: _Layout, gpus: Sequence[int]) -> list[str]:
 
 _PROCESS_HEADS = {
     # (width, wide PID column) -> the two header lines, from the captures
-    (79, False): ("|  GPU   GI   CI        PID   Type   Process name                  GPU Memory |",
-                  "|        ID   ID                                                   Usage      |"),
-    (89, False): ("|  GPU   GI   CI        PID   Type   Process name                            GPU Memory |",
-                  "|        ID   ID                                                             Usage      |"),
-    (91, False): ("|  GPU   GI   CI        PID   Type   Process name                              GPU Memory |",
-                  "|        ID   ID                                                               Usage      |"),
-    (91, True): ("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
-                 "|        ID   ID                                                               Usage      |"),
+    (79, False): (
+        "|  GPU   GI   CI        PID   Type   Process name                  GPU Memory |",
+        "|        ID   ID                                                   Usage      |",
+    ),
+    (89, False): (
+        "|  GPU   GI   CI        PID   Type   Process name                            GPU Memory |",
+        "|        ID   ID                                                             Usage      |",
+    ),
+    (91, False): (
+        "|  GPU   GI   CI        PID   Type   Process name                              GPU Memory |",
+        "|        ID   ID                                                               Usage      |",
+    ),
+    (91, True): (
+        "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
+        "|        ID   ID                                                               Usage      |",
+    ),
 }
 
 
@@ -469,7 +471,7 @@ def _process_table(st: SimState, lay: _Layout, gpus: Sequence[int]) -> list[str]
     if not procs:
         out.append("|  No running processes found" + " " * (w - 30) + "|")
     for p in procs:
-        name = p.name if len(p.name) <= name_w else "..." + p.name[-(name_w - 3):]
+        name = p.name if len(p.name) <= name_w else "..." + p.name[-(name_w - 3) :]
         if p.gi is None or p.ci is None:
             ids = f"{'N/A':>6}{'N/A':>5}{p.pid:>{pid_w - 1}}" if w != 79 else f"{'N/A':>5}{'N/A':>5}{p.pid:>{pid_w}}"
         else:

@@ -209,8 +209,16 @@ class SimState:
                 cp = cps[ci.profile_id]
                 out.append(
                     MigDevice(
-                        gpu=gpu, index=len(out), gi_id=gi.id, ci_id=ci.id, uuid=ci.uuid, name=cp.name,
-                        gi_profile=prof, ci_profile=cp, memory_mib=self.gi_memory_mib(g, gi), serial=ci.serial,
+                        gpu=gpu,
+                        index=len(out),
+                        gi_id=gi.id,
+                        ci_id=ci.id,
+                        uuid=ci.uuid,
+                        name=cp.name,
+                        gi_profile=prof,
+                        ci_profile=cp,
+                        memory_mib=self.gi_memory_mib(g, gi),
+                        serial=ci.serial,
                     )
                 )
         return out
@@ -277,11 +285,17 @@ class SimState:
                 gis.append(GpuInstance(**{**gi, "compute_instances": cis}))
             gpus.append(SimGpu(**{**g, "gpu_instances": gis}))
         return cls(
-            model_key=d["model_key"], driver=d["driver"], seed=int(d["seed"]), vm=bool(d["vm"]),
-            privileged=bool(d["privileged"]), gpus=gpus,
+            model_key=d["model_key"],
+            driver=d["driver"],
+            seed=int(d["seed"]),
+            vm=bool(d["vm"]),
+            privileged=bool(d["privileged"]),
+            gpus=gpus,
             processes=[SimProcess(**p) for p in d.get("processes", [])],
-            faults=[Fault(**f) for f in d.get("faults", [])], serial=int(d.get("serial", 0)),
-            version=int(d["version"]), model_spec=d.get("model_spec"),
+            faults=[Fault(**f) for f in d.get("faults", [])],
+            serial=int(d.get("serial", 0)),
+            version=int(d["version"]),
+            model_spec=d.get("model_spec"),
         )
 
 

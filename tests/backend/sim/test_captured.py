@@ -46,7 +46,11 @@ def test_an_h100_pcie_from_its_captures(tmp_path):
     assert smi(host.dir, "-L") == (cap / "nvidia-smi-L.txt").read_text()
     assert smi(host.dir, "mig", "-lgi") == (cap / "mig-lgi.txt").read_text()
     assert {g.id: (st.gi_profile(g).name, g.start) for g in st.gpus[0].gpu_instances} == {
-        2: ("3g.40gb", 4), 7: ("1g.10gb", 0), 8: ("1g.10gb", 1), 9: ("1g.10gb", 2)}
+        2: ("3g.40gb", 4),
+        7: ("1g.10gb", 0),
+        8: ("1g.10gb", 1),
+        9: ("1g.10gb", 2),
+    }
     text = " ".join(notes)
     assert "no -lgip/-lgipp" in text and "no -q" in text and "no -lci" in text
 
@@ -66,8 +70,7 @@ def test_an_a100_pcie_from_its_captures(tmp_path):
     assert smi(host.dir, "mig", "-lgip") == (cap / "mig-lgip.txt").read_text()
     lci = smi(host.dir, "mig", "-lci")
     assert lci.startswith((cap / "mig-lci.txt").read_text().rstrip("\n"))  # the capture stops before the last border
-    assert [(d.gi_id, d.ci_id, d.name) for d in st.all_mig_devices()] == [
-        (1, 0, "1c.3g.20gb"), (6, 0, "1c.2g.10gb"), (11, 0, "1g.5gb"), (12, 0, "1g.5gb")]
+    assert [(d.gi_id, d.ci_id, d.name) for d in st.all_mig_devices()] == [(1, 0, "1c.3g.20gb"), (6, 0, "1c.2g.10gb"), (11, 0, "1g.5gb"), (12, 0, "1g.5gb")]
     assert st.gpus[0].uuid == "GPU-14ac2834-0d81-0508-69eb-e25264c08d21"
     assert any("-L lists 1 MIG device(s)" in n for n in notes)  # -L was taken before the other CIs existed
 
@@ -113,9 +116,9 @@ def test_doctor_capture_then_sim_init_from_gives_the_same_host(tmp_path, sleeper
     cap = tmp_path / "cap"
     r = migbench("doctor", "--capture", str(cap), env={"MIGBENCH_SIM": str(src)})
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in cap.iterdir()) == sorted([
-        "nvidia-smi-q.txt", "nvidia-smi-L.txt", "mig-lgi.txt", "mig-lci.txt", "mig-lgip.txt", "mig-lgipp.txt",
-        "nvml.json", "capture.json"])
+    assert sorted(p.name for p in cap.iterdir()) == sorted(
+        ["nvidia-smi-q.txt", "nvidia-smi-L.txt", "mig-lgi.txt", "mig-lci.txt", "mig-lgip.txt", "mig-lgipp.txt", "nvml.json", "capture.json"]
+    )
     assert json.loads((cap / "capture.json").read_text())["commands"][0]["argv"] == ["nvidia-smi", "-q"]
     copy = tmp_path / "copy"
     r = migbench("sim", "init", str(copy), "--from", str(cap))
@@ -125,8 +128,7 @@ def test_doctor_capture_then_sim_init_from_gives_the_same_host(tmp_path, sleeper
     assert b.driver == a.driver and [g.uuid for g in b.gpus] == [g.uuid for g in a.gpus]
     assert [g.bus_id for g in b.gpus] == [g.bus_id for g in a.gpus]
     assert [(g.mig_current, g.mig_pending, g.clients) for g in b.gpus] == [(g.mig_current, g.mig_pending, g.clients) for g in a.gpus]
-    assert [(d.gpu, d.gi_id, d.ci_id, d.uuid, d.name) for d in b.all_mig_devices()] == [
-        (d.gpu, d.gi_id, d.ci_id, d.uuid, d.name) for d in a.all_mig_devices()]
+    assert [(d.gpu, d.gi_id, d.ci_id, d.uuid, d.name) for d in b.all_mig_devices()] == [(d.gpu, d.gi_id, d.ci_id, d.uuid, d.name) for d in a.all_mig_devices()]
     for argv in (["-L"], ["mig", "-lgi"], ["mig", "-lci"], ["mig", "-lgip"], ["mig", "-lgipp"]):
         assert smi(copy, *argv) == smi(src, *argv), argv
     (tmp_path / "ci.yaml").write_text(SWEEP)
@@ -154,9 +156,12 @@ def test_captures_that_contradict_themselves_are_refused(tmp_path):
     assert r.returncode == 2 and "--gpu" in r.stderr
 
 
-@pytest.mark.parametrize("sample, args, first", [
-    ("public/h100-pcie_cgi-C-lgi-L_1.txt", "-L", "GPU 0: NVIDIA H100 PCIe (UUID: GPU-7cd6d4d6-9fa8-13be-3c42-09a1b2280a02)"),
-    ("a30_lgip-lgipp-lgi_1.txt", "mig -lgipp", "GPU  0 Profile ID 14 Placements: {0,1,2,3}:1"),
-])
+@pytest.mark.parametrize(
+    "sample, args, first",
+    [
+        ("public/h100-pcie_cgi-C-lgi-L_1.txt", "-L", "GPU 0: NVIDIA H100 PCIe (UUID: GPU-7cd6d4d6-9fa8-13be-3c42-09a1b2280a02)"),
+        ("a30_lgip-lgipp-lgi_1.txt", "mig -lgipp", "GPU  0 Profile ID 14 Placements: {0,1,2,3}:1"),
+    ],
+)
 def test_sections_of_the_samples(sample, args, first):
     assert section(sample, args).splitlines()[0] == first

@@ -82,8 +82,7 @@ def test_gpu_instance_profiles_by_nvml_index(nvml):
             info = N.nvmlDeviceGetGpuInstanceProfileInfo(h, idx)
         except N.NVMLError_NotSupported:
             continue
-        seen[idx] = (info.id, info.name, info.sliceCount, info.instanceCount, info.memorySizeMB,
-                     info.multiprocessorCount)
+        seen[idx] = (info.id, info.name, info.sliceCount, info.instanceCount, info.memorySizeMB, info.multiprocessorCount)
     assert seen == {
         0: (19, "MIG 1g.5gb", 1, 7, 4864, 14),
         1: (14, "MIG 2g.10gb", 2, 3, 9856, 28),
@@ -183,10 +182,10 @@ def test_mig_devices_and_uuids(nvml):
         uuid = N.nvmlDeviceGetUUID(m)
         assert uuid.startswith("MIG-")
         assert N.nvmlDeviceGetGpuInstanceId(N.nvmlDeviceGetHandleByUUID(uuid)) == N.nvmlDeviceGetGpuInstanceId(m)
-        found.append((N.nvmlDeviceGetGpuInstanceId(m), N.nvmlDeviceGetComputeInstanceId(m), N.nvmlDeviceGetName(m),
-                      N.nvmlDeviceGetMemoryInfo(m).total // 2**20))
-    assert found == [(1, 0, "NVIDIA A100-SXM4-40GB MIG 3g.20gb", 19968),
-                     (13, 0, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864)]
+        found.append(
+            (N.nvmlDeviceGetGpuInstanceId(m), N.nvmlDeviceGetComputeInstanceId(m), N.nvmlDeviceGetName(m), N.nvmlDeviceGetMemoryInfo(m).total // 2**20)
+        )
+    assert found == [(1, 0, "NVIDIA A100-SXM4-40GB MIG 3g.20gb", 19968), (13, 0, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864)]
     with pytest.raises(N.NVMLError_NotSupported):
         N.nvmlDeviceGetGpuInstanceId(h)
 
@@ -202,7 +201,8 @@ def test_processes_memory_and_in_use(nvml, sleeper):
     nvml.attach(N.nvmlDeviceGetUUID(m), p2.pid, 1000, "b")
     procs = N.nvmlDeviceGetComputeRunningProcesses(m)
     assert sorted((p.pid, p.usedGpuMemory, p.gpuInstanceId, p.computeInstanceId) for p in procs) == sorted(
-        [(p1.pid, 3000 * 2**20, 2, 0), (p2.pid, 1000 * 2**20, 2, 0)])
+        [(p1.pid, 3000 * 2**20, 2, 0), (p2.pid, 1000 * 2**20, 2, 0)]
+    )
     mem = N.nvmlDeviceGetMemoryInfo(m)
     assert (mem.total, mem.used, mem.free) == (19968 * 2**20, 4000 * 2**20, 15968 * 2**20)
     assert len(N.nvmlDeviceGetComputeRunningProcesses(h)) == 2  # aggregate on the parent (privileged)

@@ -214,7 +214,10 @@ def test_ci_profile_table_matches_facts_c():
     m = H.resolve_model("A100-SXM4-40GB", "525.125.06")
     cps = H.ci_profiles(m, m.profile("3g.20gb"))
     assert [(c.name, c.id, c.max_count, c.sm, c.is_default) for c in cps] == [
-        ("1c.3g.20gb", 0, 3, 14, False), ("2c.3g.20gb", 1, 1, 28, False), ("3g.20gb", 2, 1, 42, True)]
+        ("1c.3g.20gb", 0, 3, 14, False),
+        ("2c.3g.20gb", 1, 1, 28, False),
+        ("3g.20gb", 2, 1, 42, True),
+    ]
     seven = {c.slices: (c.max_count, c.starts) for c in H.ci_profiles(m, m.profile("7g.40gb"))}
     assert seven == {1: (7, (0, 1, 2, 3, 4, 5, 6)), 2: (3, (0, 2, 4)), 3: (2, (0, 4)), 4: (1, (0,)), 7: (1, (0,))}
 
@@ -329,8 +332,7 @@ def test_reset_destroys_instances(tmp_path):
 
 def test_unprivileged_caller(tmp_path):
     h = init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True, privileged=False)
-    for call in (lambda: h.create_gpu_instance(0, 19), lambda: h.set_mig_mode(0, False), lambda: h.reset([0]),
-                 lambda: h.destroy_gpu_instance(0, 7)):
+    for call in (lambda: h.create_gpu_instance(0, 19), lambda: h.set_mig_mode(0, False), lambda: h.reset([0]), lambda: h.destroy_gpu_instance(0, 7)):
         with pytest.raises(SimError) as e:
             call()
         assert e.value.code == H.NO_PERMISSION
@@ -445,8 +447,7 @@ def test_concurrent_processes_do_not_lose_updates(tmp_path):
 
 def test_other_processes_see_changes(tmp_path):
     h = init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
-    code = (f"from migbench.backend.sim.host import SimHost; "
-            f"print(SimHost({str(tmp_path)!r}).create_gpu_instance(0, 0).id)")
+    code = f"from migbench.backend.sim.host import SimHost; print(SimHost({str(tmp_path)!r}).create_gpu_instance(0, 0).id)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"
     assert h.read().gpus[0].gpu_instances[0].profile_id == 0

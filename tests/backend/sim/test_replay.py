@@ -19,6 +19,8 @@ SAMPLES = DATA / "samples"
 PUBLIC = SAMPLES / "public"
 MIG_UUID = re.compile(r"MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BUS = re.compile(r"[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.\d")
+
+
 def blocks(path: Path) -> list[tuple[list[str], list[str]]]:
     return capture_blocks(path)
 
@@ -47,7 +49,7 @@ def table(lines: list[str], title: str) -> list[str]:
     """The block of a plain nvidia-smi output from the bar above `title` to the next blank line."""
     i = next(k for k, ln in enumerate(lines) if ln.startswith(title))
     j = next((k for k in range(i, len(lines)) if not lines[k].strip()), len(lines))
-    return lines[i - 1:j]
+    return lines[i - 1 : j]
 
 
 # -- GPU-instance ids and default placements, capture by capture ---------------------------------------------
@@ -79,13 +81,12 @@ def test_user_guide_create_two_3g_contradicts_itself(tmp_path, smi):
 def test_yokatayama_a100_pcie_510(tmp_path, smi):
     """Capture 4: A100-PCIE-40GB on 510.47.03, `-cgi 9,19,14,19` -> 1, 11, 6, 12 and the same placements as the
     User Guide's: a swapped board. The -lcip block of that README shows GIs of another session (skipped)."""
-    init_host(tmp_path, "A100-PCIE-40GB", 1, driver="510.47.03", mig=True, swapped=[0],
-              gpu_uuids=["GPU-14ac2834-0d81-0508-69eb-e25264c08d21"])
+    init_host(tmp_path, "A100-PCIE-40GB", 1, driver="510.47.03", mig=True, swapped=[0], gpu_uuids=["GPU-14ac2834-0d81-0508-69eb-e25264c08d21"])
     for cmd, out in blocks(PUBLIC / "a100-pcie-40gb_cgi-lgi_1.txt"):
         if "-lcip" in cmd:
             continue
         rc, got = smi(tmp_path, *cmd)
-        assert mask(got)[:len(out)] == mask(out) and len(got) - len(out) <= 1, cmd  # the last block is cut
+        assert mask(got)[: len(out)] == mask(out) and len(got) - len(out) <= 1, cmd  # the last block is cut
 
 
 def test_a30_four_1g(tmp_path, smi):
@@ -98,8 +99,7 @@ def test_a30_four_1g(tmp_path, smi):
 
 def test_scaleway_h100_pcie_525(tmp_path, smi):
     """Capture 6: `-cgi 9,19,19,19 -C` -> 2, 7, 8, 9, the -lgi, and -L devices in GI-id order (not swapped)."""
-    init_host(tmp_path, "H100-PCIE-80GB", 1, driver="525.125.06", mig=True,
-              gpu_uuids=["GPU-7cd6d4d6-9fa8-13be-3c42-09a1b2280a02"])
+    init_host(tmp_path, "H100-PCIE-80GB", 1, driver="525.125.06", mig=True, gpu_uuids=["GPU-7cd6d4d6-9fa8-13be-3c42-09a1b2280a02"])
     for cmd, out in blocks(PUBLIC / "h100-pcie_cgi-C-lgi-L_1.txt"):
         rc, got = smi(tmp_path, *cmd)
         assert (rc, mask(got)) == (0, mask(out)), cmd
@@ -136,7 +136,7 @@ def test_nvitop_8_three_2g_on_a_swapped_board(tmp_path, smi, sleeper):
     expected = (PUBLIC / "a100-80gb_nvidia-smi-mig-devices_1.txt").read_text().splitlines()[1:]
     got = table(smi(tmp_path)[1], "| MIG devices:")
     used = re.compile(r"\|\s+\d+MiB / ")  # the capture's devices run processes; compare all but used memory
-    assert [used.sub("| U / ", ln) for ln in got[:len(expected)]] == [used.sub("| U / ", ln) for ln in expected]
+    assert [used.sub("| U / ", ln) for ln in got[: len(expected)]] == [used.sub("| U / ", ln) for ln in expected]
 
 
 def test_stackhpc_h100_sxm5_cap_minors(tmp_path, smi):
@@ -156,8 +156,7 @@ def test_stackhpc_h100_sxm5_cap_minors(tmp_path, smi):
 def test_h100_pcie_seven_1g_on_a_swapped_board(tmp_path, smi):
     """Capture 11 [U]: seven 1g.10gb created one by one get 9, 7, 8, 11, 12, 13, 14 (swapped); the 59-column
     -lgi of a recent driver; -L in GI-id order."""
-    init_host(tmp_path, "H100-PCIE-80GB", 1, driver="570.169", mig=True, swapped=[0],
-              gpu_uuids=["GPU-e284f2f0-b7db-deb5-4d10-143420128721"])
+    init_host(tmp_path, "H100-PCIE-80GB", 1, driver="570.169", mig=True, swapped=[0], gpu_uuids=["GPU-e284f2f0-b7db-deb5-4d10-143420128721"])
     for cmd, out in blocks(PUBLIC / "h100-pcie_cgi-lgi-L_2.txt"):
         rc, got = smi(tmp_path, *cmd)
         assert (rc, mask(got)) == (0, mask(out)), cmd
@@ -199,8 +198,7 @@ def test_r535_all_balanced_h100_sxm5(tmp_path, smi, sleeper):
     ((_, expected),) = blocks(PUBLIC / "h100-sxm5_nvidia-smi-r535_1.txt")
     got = smi(tmp_path)[1][1:]
     # the driver counts a process's context beside its own memory: 1688 (device) vs 1668 (process), 1764 in all
-    got = [ln.replace("1680MiB /  9984MiB", "1688MiB /  9984MiB").replace(f"{p.pid:>11}", f"{51445:>11}")
-           for ln in got]
+    got = [ln.replace("1680MiB /  9984MiB", "1688MiB /  9984MiB").replace(f"{p.pid:>11}", f"{51445:>11}") for ln in got]
     expected = [ln.replace("               2MiB / 16383MiB", "               0MiB / 16383MiB") for ln in expected]
     assert unused(mask(got), 81559) == unused(mask(expected), 81559)
 
@@ -234,7 +232,7 @@ def test_r580_header_rule_and_names_of_the_wide_layout(tmp_path, smi):
     """Project-HAMi/HAMi#1903, 580.119.02: `+---+` under the version line, full product names, 81920MiB."""
     init_host(tmp_path, "A800-80GB-PCIE", 2, driver="580.119.02")
     expected = (PUBLIC / "a800-80gb-pcie_nvidia-smi_1.txt").read_text().splitlines()[3:]
-    assert mask(smi(tmp_path)[1][1:len(expected) + 1]) == mask(expected)
+    assert mask(smi(tmp_path)[1][1 : len(expected) + 1]) == mask(expected)
 
 
 def test_r550_and_r535_headers(tmp_path, smi):
@@ -242,7 +240,7 @@ def test_r550_and_r535_headers(tmp_path, smi):
     caller's `N/A` parent memory (NVIDIA/DCGM#152, in a pod)."""
     init_host(tmp_path / "a", "A100-PCIE-40GB", 1, driver="550.54.14", mig=True)
     expected = (PUBLIC / "a100-pcie-40gb_nvidia-smi_2.txt").read_text().splitlines()[1:]
-    got = smi(tmp_path / "a")[1][1:len(expected) + 1]
+    got = smi(tmp_path / "a")[1][1 : len(expected) + 1]
     assert unused(mask(got), 40960) == unused(mask(expected), 40960)
     init_host(tmp_path / "b", "A100-SXM4-80GB", 4, driver="535.104.05", mig=True, privileged=False)
     expected = (PUBLIC / "a100-80gb_nvidia-smi_2.txt").read_text().splitlines()[3:]
@@ -275,9 +273,9 @@ def test_rtx_pro_6000_rows_and_lgip(tmp_path, smi):
     expected = (PUBLIC / "rtx-pro-6000_nvidia-smi_1.txt").read_text().splitlines()[1:]
     got = smi(tmp_path)[1]
     start = got.index(expected[0])
-    assert unused(mask(got[start:start + len(expected)]), 97887) == unused(mask(expected), 97887)
+    assert unused(mask(got[start : start + len(expected)]), 97887) == unused(mask(expected), 97887)
     ((cmd, out),) = blocks(PUBLIC / "rtx-pro-6000_lgip_1.txt")
     init_host(tmp_path / "one", "RTX-PRO-6000-BLACKWELL", 1, mig=True)
     rc, got = smi(tmp_path / "one", *cmd)
-    assert got[:len(out) - 1] == out[:-1]  # the paste stops inside the +me.all row
+    assert got[: len(out) - 1] == out[:-1]  # the paste stops inside the +me.all row
     assert got[len(out) - 1] == out[-1]

@@ -17,6 +17,8 @@ from tests.support.captures import blocks as capture_blocks
 
 SAMPLES = DATA / "samples"
 MIG_UUID = re.compile(r"MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def blocks(name: str) -> list[tuple[list[str], list[str]]]:
     return capture_blocks(SAMPLES / name, others=True)
 
@@ -46,7 +48,7 @@ def test_cgi_lines_on_r510(tmp_path, smi):
 def from_mig_devices(lines: list[str]) -> list[str]:
     """The plain nvidia-smi output from the "MIG devices:" block on (the User Guide crops the GPU table)."""
     i = lines.index(next(ln for ln in lines if ln.startswith("| MIG devices:")))
-    return lines[i - 1:]
+    return lines[i - 1 :]
 
 
 def test_cgi_C_capture(tmp_path, smi):
@@ -126,8 +128,7 @@ def test_lcip_capture(tmp_path, smi):
 
 def test_L_pre_r470_capture(tmp_path, smi):
     lines = [ln[2:] if ln.startswith("# ") else ln for ln in (SAMPLES / "a100-40gb_L_oldstyle-pre-r470_1.txt").read_text().splitlines()[1:4]]
-    init_host(tmp_path, "A100-SXM4-40GB", 1, driver="460.73.01", mig=True,
-              gpu_uuids=["GPU-2fa5cf01-9520-1bc1-995b-cc0c6d9bca7c"])
+    init_host(tmp_path, "A100-SXM4-40GB", 1, driver="460.73.01", mig=True, gpu_uuids=["GPU-2fa5cf01-9520-1bc1-995b-cc0c6d9bca7c"])
     smi(tmp_path, "mig", "-cgi", "9,9")
     smi(tmp_path, "mig", "-cci", "0")
     assert smi(tmp_path, "-L") == (0, lines)
@@ -135,8 +136,7 @@ def test_L_pre_r470_capture(tmp_path, smi):
 
 def test_L_r570_ci_capture(tmp_path, smi):
     ((cmd, out),) = blocks("h100-80gb_L_r570-ci_1.txt")
-    init_host(tmp_path, "H100-SXM5-80GB", 1, driver="570.133.20", mig=True,
-              gpu_uuids=["GPU-c08d91cb-e324-655c-71ba-7570956445bc"])
+    init_host(tmp_path, "H100-SXM5-80GB", 1, driver="570.133.20", mig=True, gpu_uuids=["GPU-c08d91cb-e324-655c-71ba-7570956445bc"])
     smi(tmp_path, "mig", "-cgi", "9")
     smi(tmp_path, "mig", "-cci", "0,0,0")
     smi(tmp_path, "mig", "-cgi", "19,19", "-C")
@@ -150,10 +150,18 @@ def test_L_r470_eight_gpus_capture(tmp_path, smi):
     ((cmd, out),) = blocks("a100-40gb_L_r470-8gpu_1.txt")
     uuids = re.findall(r"GPU-[0-9a-f-]{36}", "\n".join(out))
     init_host(tmp_path, "A100-SXM4-40GB", 8, driver="470.42.01", mig=True, gpu_uuids=uuids)
-    for args in (["-i", "0", "-cgi", "19,19,19,19,19,19,19", "-C"], ["-i", "1", "-cgi", "14,14,14", "-C"],
-                 ["-i", "2", "-cgi", "9,9", "-C"], ["-i", "3", "-cgi", "0", "-C"], ["-i", "4", "-cgi", "9,9"],
-                 ["-i", "4", "-cci", "0,0,0"], ["-i", "5", "-cgi", "5", "-C"], ["-i", "6", "-cgi", "0"],
-                 ["-i", "6", "-cci", "0,1,2"], ["-i", "7", "-cgi", "5,14,19", "-C"]):
+    for args in (
+        ["-i", "0", "-cgi", "19,19,19,19,19,19,19", "-C"],
+        ["-i", "1", "-cgi", "14,14,14", "-C"],
+        ["-i", "2", "-cgi", "9,9", "-C"],
+        ["-i", "3", "-cgi", "0", "-C"],
+        ["-i", "4", "-cgi", "9,9"],
+        ["-i", "4", "-cci", "0,0,0"],
+        ["-i", "5", "-cgi", "5", "-C"],
+        ["-i", "6", "-cgi", "0"],
+        ["-i", "6", "-cci", "0,1,2"],
+        ["-i", "7", "-cgi", "5,14,19", "-C"],
+    ):
         assert smi(tmp_path, "mig", *args)[0] == 0, args
     rc, got = smi(tmp_path, *cmd)
     assert rc == 0
@@ -205,8 +213,7 @@ def test_reset_texts(tmp_path, smi, sleeper):
     bus = SimHost(tmp_path).read().gpus[0].bus_id
     assert smi(tmp_path, *cmd1) == (255, [ln.replace("00000000:00:04.0", bus) for ln in out1])
     rc, got = smi(tmp_path, *cmd2)
-    assert (rc, got) == (255, [ln.replace("00000000:8B:00.0", "00000000:07:00.0").replace("00000000:8C:00.0", "00000000:0F:00.0")
-                               for ln in out2])
+    assert (rc, got) == (255, [ln.replace("00000000:8B:00.0", "00000000:07:00.0").replace("00000000:8C:00.0", "00000000:0F:00.0") for ln in out2])
     SimHost(tmp_path).remove_client("nvidia-persistenced")
     rc, got = smi(tmp_path, "-r")
     # no "All done." after a successful reset (public/a100_mig-disable-pending-gpu-reset_1.txt)
@@ -244,38 +251,47 @@ def test_cci_lci_and_not_found_texts(tmp_path, smi):
     assert smi(tmp_path, "mig", "-lgi") == (6, ["No GPU instances found: Not Found"])
     assert smi(tmp_path, "mig", "-lci") == (6, ["No compute instances found: Not Found"])
     smi(tmp_path, "mig", "-cgi", "9")  # GI 2 at 4:4
-    assert smi(tmp_path, "mig", "-gi", "2", "-cci", "0,1C") == (2, [
-        "Successfully created compute instance ID  0 on GPU  0 GPU instance ID  2 using profile MIG 1c.3g.20gb (ID  0)",
-        "Unable to create a compute instance on GPU  0 GPU instance ID  2 using profile 1C: Invalid Argument",
-        "Failed to create compute instances: Invalid Argument",
-    ])
-    assert smi(tmp_path, "mig", "-gi", "2", "-cci", "1c.3g.20gb,MIG 2c.3g.20gb") == (255, [
-        "Successfully created compute instance ID  1 on GPU  0 GPU instance ID  2 using profile MIG 1c.3g.20gb (ID  0)",
-        "Unable to create a compute instance on GPU  0 GPU instance ID  2 using profile 1: Insufficient Resources",
-        "Failed to create compute instances: Insufficient Resources",
-    ])
+    assert smi(tmp_path, "mig", "-gi", "2", "-cci", "0,1C") == (
+        2,
+        [
+            "Successfully created compute instance ID  0 on GPU  0 GPU instance ID  2 using profile MIG 1c.3g.20gb (ID  0)",
+            "Unable to create a compute instance on GPU  0 GPU instance ID  2 using profile 1C: Invalid Argument",
+            "Failed to create compute instances: Invalid Argument",
+        ],
+    )
+    assert smi(tmp_path, "mig", "-gi", "2", "-cci", "1c.3g.20gb,MIG 2c.3g.20gb") == (
+        255,
+        [
+            "Successfully created compute instance ID  1 on GPU  0 GPU instance ID  2 using profile MIG 1c.3g.20gb (ID  0)",
+            "Unable to create a compute instance on GPU  0 GPU instance ID  2 using profile 1: Insufficient Resources",
+            "Failed to create compute instances: Insufficient Resources",
+        ],
+    )
     rc, got = smi(tmp_path, "mig", "-lci")
     assert rc == 0 and all(len(ln) == 70 for ln in got)
     assert [ln for ln in got if "MIG" in ln] == [
         "|   0      2       MIG 1c.3g.20gb       0         0          0:1     |",
         "|   0      2       MIG 1c.3g.20gb       0         1          1:1     |",
     ]
-    assert smi(tmp_path, "mig", "-dci", "-gi", "2", "-ci", "1") == (0, [
-        "Successfully destroyed compute instance ID  1 from GPU  0 GPU instance ID  2"])
+    assert smi(tmp_path, "mig", "-dci", "-gi", "2", "-ci", "1") == (0, ["Successfully destroyed compute instance ID  1 from GPU  0 GPU instance ID  2"])
     assert smi(tmp_path, "mig", "-dgi", "-gi", "7") == (6, ["No GPU instances found: Not Found"])
 
 
 def test_cgi_errors(tmp_path, smi):
     init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
-    assert smi(tmp_path, "mig", "-cgi", "3g.99gb") == (2, [
-        "Unable to create a GPU instance on GPU  0 using profile 3g.99gb: Invalid Argument",
-        "Failed to create GPU instances: Invalid Argument"])
-    assert smi(tmp_path, "mig", "-cgi", "9:2") == (2, [
-        "Unable to create a GPU instance on GPU  0 using profile 9: Invalid Argument",
-        "Failed to create GPU instances: Invalid Argument"])
+    assert smi(tmp_path, "mig", "-cgi", "3g.99gb") == (
+        2,
+        ["Unable to create a GPU instance on GPU  0 using profile 3g.99gb: Invalid Argument", "Failed to create GPU instances: Invalid Argument"],
+    )
+    assert smi(tmp_path, "mig", "-cgi", "9:2") == (
+        2,
+        ["Unable to create a GPU instance on GPU  0 using profile 9: Invalid Argument", "Failed to create GPU instances: Invalid Argument"],
+    )
     rc, got = smi(tmp_path, "mig", "-cgi", "MIG 3g.20gb:0,3g.20gb")
     assert rc == 0 and [ln.split(" using")[0] for ln in got] == [
-        "Successfully created GPU instance ID  1 on GPU  0", "Successfully created GPU instance ID  2 on GPU  0"]
+        "Successfully created GPU instance ID  1 on GPU  0",
+        "Successfully created GPU instance ID  2 on GPU  0",
+    ]
     init_host(tmp_path / "off", "A100-SXM4-40GB", 1)
     assert smi(tmp_path / "off", "mig", "-lgi") == (6, ["No MIG-enabled devices found."])
 
@@ -298,8 +314,7 @@ def test_query_gpu_format(tmp_path, smi):
     assert smi(tmp_path, *cmd) == (0, [out[0], out[1].replace("00000000:01:00.0", "00000000:07:00.0")])
     init_host(tmp_path / "n", "H100-NVL", 2)
     rc, got = smi(tmp_path / "n", "--query-gpu=index,name,memory.total,mig.mode.pending", "--format=csv")
-    assert got == ["index, name, memory.total [MiB], mig.mode.pending", "0, NVIDIA H100 NVL, 95830 MiB, Disabled",
-                   "1, NVIDIA H100 NVL, 95830 MiB, Disabled"]
+    assert got == ["index, name, memory.total [MiB], mig.mode.pending", "0, NVIDIA H100 NVL, 95830 MiB, Disabled", "1, NVIDIA H100 NVL, 95830 MiB, Disabled"]
     rc, got = smi(tmp_path / "n", "-i", "1", "--query-gpu=memory.total,driver_version", "--format=csv,noheader,nounits")
     assert got == ["95830, 560.35.03"]
     rc, got = smi(tmp_path, "--query-gpu=memory.total", "--format=csv,noheader")
@@ -316,7 +331,7 @@ def test_q_mig_mode_block(tmp_path, smi):
     rc, got = smi(tmp_path, "-q")
     assert rc == 0
     i = got.index("    MIG Mode")
-    assert got[i:i + 3] == expected
+    assert got[i : i + 3] == expected
     assert "Driver Version                            : 450.80.02" in got
     assert "    Product Name                          : A100-SXM4-40GB" in got
     assert got[1] == "==============NVSMI LOG=============="
@@ -353,6 +368,5 @@ def test_usage_errors_and_environment(tmp_path, smi, monkeypatch):
 def test_runs_as_a_real_subprocess(tmp_path):
     init_host(tmp_path, "A30", 1)
     env = dict(os.environ, MIGBENCH_SIM=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "migbench.backend.select", "-L"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "migbench.backend.select", "-L"], env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith("GPU 0: NVIDIA A30 (UUID: GPU-")

@@ -29,7 +29,12 @@ def init(**kwargs: Any) -> SimpleNamespace:
     for path in filter(None, os.environ.get("WANDB_CONFIG_PATHS", "").split(",")):
         config.update(_load(path))
     config.update(kwargs.get("config") or {})
-    return SimpleNamespace(config=config, group=os.environ.get("WANDB_RUN_GROUP"), name=os.environ.get("WANDB_NAME"),
-                           id=os.environ.get("WANDB_RUN_ID"), job_type=os.environ.get("WANDB_JOB_TYPE"),
-                           tags=tuple(filter(None, os.environ.get("WANDB_TAGS", "").split(","))),
-                           resume=os.environ.get("WANDB_RESUME"))
+    return SimpleNamespace(
+        config=config,
+        group=os.environ.get("WANDB_RUN_GROUP"),
+        name=os.environ.get("WANDB_NAME"),
+        id=os.environ.get("WANDB_RUN_ID"),
+        job_type=os.environ.get("WANDB_JOB_TYPE"),
+        tags=tuple(filter(None, os.environ.get("WANDB_TAGS", "").split(","))),
+        resume=os.environ.get("WANDB_RESUME"),
+    )
