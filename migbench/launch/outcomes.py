@@ -28,7 +28,7 @@ from migbench.launch.options import NOT_STARTED, OOM_RANK_SHIFT
 from migbench.launch.prepare import retries_of
 from migbench.launch.procs import find_shim, kill_group, process_alive, read_json, wait_child, wait_group_gone
 from migbench.launch.queue import Queues, Waiting
-from migbench.launch.shim import RESERVE_NAME, exit_record
+from migbench.launch.shim import NOT_STARTED_RC, RESERVE_NAME, exit_record
 from migbench.launch.spec import Outcome, attempt_dir, attempt_started, outcome_of
 from migbench.launch.store import ACTIVE_STATES, AttemptEnd, RunRow
 from migbench.launch.waiter import alive, read_record, wait_status
@@ -409,6 +409,8 @@ class Outcomes:
             self._never_started(a, f"the shim was killed ({_signame(-rc)}) before the run started")
         elif not (a.adir / "cmd.json").exists():
             self._never_started(a, f"its attempt directory {a.adir} vanished before the run started")
+        elif rc == NOT_STARTED_RC:
+            self._never_started(a, "its waiter died before the run started (the run never ran)")
         elif disk_full(a.adir.parent):
             self._never_started(a, "the shim could not start the run: no space left on the device")
             self._halt(f"no space left on the device under {a.adir.parent.parent}: stopped starting runs (running runs finish and keep their outcomes)")

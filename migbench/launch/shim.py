@@ -208,11 +208,24 @@ def _read_line(fd: int) -> bytes:
     return data.rstrip(b"\n")
 
 
-def _test_pause(moment: str) -> None:
-    """For tests of the final moments: MIGBENCH_SHIM_TEST_PAUSE=<moment> makes the shim stop itself
-    (SIGSTOP) there, so a test can kill it at exactly that point. Moment: `after-exit` (the run has
-    ended and its waiter recorded it; exit.json is not written yet)."""
-    if os.environ.get("MIGBENCH_SHIM_TEST_PAUSE") == moment:
+NOT_STARTED_RC = 123
+"""The shim's exit code when its run never started because the waiter died before the start gate
+opened (killed by `pkill -f migbench` while it still carried the shim's command line, say): the
+launcher re-queues the run without counting an attempt."""
+
+
+class NotStarted(RuntimeError):
+    """The run was never let through the start gate."""
+
+
+def _test_pause(moment: str, adir: Path | None = None) -> None:
+    """For tests of the final moments: MIGBENCH_SHIM_TEST_PAUSE=<moment> (or `<moment>@attempt-N`,
+    that attempt only) makes the process stop itself (SIGSTOP) there, so a test can kill it at
+    exactly that point. Moments: `after-exit` (the shim: the run has ended and its waiter recorded
+    it; exit.json is not written yet), `waiter-before-exec` (the waiter: the run is forked and held
+    at the gate; the waiter is not `mb-wait` yet)."""
+    want = os.environ.get("MIGBENCH_SHIM_TEST_PAUSE")
+    if want == moment or (adir is not None and want == f"{moment}@{adir.name}"):
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
@@ -266,6 +279,7 @@ def _fork_waiter(adir: Path, run_id: str, argv: list[str], env: dict[str, str], 
             pass  # the child did it already (or has exited)
         for name in ("gate_r", "exec_w", "out", "err", "null"):
             os.close(fds[name])
+        _test_pause("waiter-before-exec", adir)
         exec_waiter(run_id, pid, fds["dir"], fds["pid_w"])
     finally:
         os._exit(125)
@@ -330,7 +344,7 @@ def run(adir: Path, result_fd: int | None = None) -> int:
     if len(first) != 2:
         os.close(gate_w)  # the run never starts
         os.waitpid(wpid, 0)
-        raise RuntimeError("the waiter process failed before starting the run")
+        raise NotStarted("the waiter process died before starting the run")
     pid, ticks = int(first[0]), int(first[1]) or None
     write_json_atomic(
         adir / "child.json",
@@ -435,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
             result_fd = None
     try:
         return run(adir, result_fd)
+    except NotStarted as exc:
+        _log(adir, f"the run never started: {exc}")
+        return NOT_STARTED_RC
     except Exception as exc:  # noqa: BLE001 - the launcher reads shim.log when exit.json is missing
         _log(adir, f"shim failed: {type(exc).__name__}: {exc}")
         return 125

@@ -271,3 +271,24 @@ def test_an_attempt_dir_without_cmd_json_is_a_run_that_never_started(rig):
     assert rc == 0 and "outcome unknown" not in out and "0 outcome(s) unknown" in out, out
     assert set(r.states().values()) == {"succeeded"}, r.states()
     assert _done(r) == Counter({x.id: 1 for x in r.plan.runs}), r.ledger_lines()
+
+
+def test_a_waiter_killed_before_it_became_mb_wait_costs_no_attempt(rig):
+    """Regression: the waiter still carries the shim's command line between its fork and its exec of
+    `mb-wait`; `pkill -9 -f migbench` there ended the shim with code 125 and the run, which never
+    started, counted as a failed attempt (with `retries: 0`, failed; three in a minute tripped the
+    flapping guard). The run never ran: it is started again, attempt 1 not counted as a failure."""
+    r = rig(QUICK2)
+    p = r.start(extra_env={"MIGBENCH_SHIM_TEST_PAUSE": "waiter-before-exec@attempt-1"})
+    r.wait_for(lambda: all(row["shim_pid"] for row in r.rows().values()) and len(r.rows()) == 2, what="both shims")
+    for rid, row in r.rows().items():
+
+        def held(shim: int = row["shim_pid"]) -> list[psutil.Process]:
+            return [c for c in psutil.Process(shim).children() if c.status() == psutil.STATUS_STOPPED]
+
+        r.wait_for(lambda: bool(held()), what=f"{rid}'s waiter held before its exec")
+        os.kill(held()[0].pid, signal.SIGKILL)
+    assert p.wait(timeout=60) == 0, r.output(p)
+    assert set(r.states().values()) == {"succeeded"}, r.states()
+    assert _done(r) == Counter({x.id: 1 for x in r.plan.runs}), r.ledger_lines()
+    assert "its waiter died before the run started" in r.output(p)
