@@ -36,7 +36,6 @@ LONG_FUNCTIONS_ALLOWED = {
     "migbench/planner/makespan.py:plan_makespan",
     "migbench/sweep/group.py:parse_group",
     "migbench/sweep/load.py:_build",
-    "migbench/sweep/parameters.py:_distribution",
     "migbench/sweep/shellctx.py:contexts",
     "migbench/workflows.py:plan_and_apply",
 }
