@@ -24,7 +24,6 @@ LONG_FUNCTIONS_ALLOWED = {
     "migbench/footprints/resolve.py:resolve",
     "migbench/launch/shim.py:run",
     "migbench/launch/supervisor.py:Supervisor._init_state",
-    "migbench/planner/makespan.py:plan_makespan",
     "migbench/sweep/group.py:parse_group",
     "migbench/sweep/load.py:_build",
     "migbench/sweep/shellctx.py:contexts",
