@@ -21,7 +21,6 @@ MAX_FUNCTION_LINES = 80  # from `def` to the last line, decorators not counted
 LONG_FUNCTIONS_ALLOWED = {
     "migbench/duration/replay.py:list_schedule",
     "migbench/duration/replay.py:replay",
-    "migbench/footprints/resolve.py:resolve",
     "migbench/launch/shim.py:run",
     "migbench/launch/supervisor.py:Supervisor._init_state",
     "migbench/sweep/group.py:parse_group",
