@@ -179,6 +179,47 @@ def play_queue(queue: Sequence[Demand], slot: Slot, interference: float = 0.0) -
         r = rate(run_d, slot.capacity, interference)
 
 
+def _type_blocks(
+    pending: list[Demand],
+    by_type: dict[str, list[Slot]],
+    allowed: Callable[[Demand, Slot], bool],
+    types_of: Callable[[Demand], tuple[str, ...]] | None,
+) -> dict[str, list[list]]:
+    """{slot type: its blocks}: `list_schedule`'s per-type pending lists. They keep each scan short:
+    a job is listed under every type it may use, in blocks of consecutive jobs with the same memory
+    and sharing cap. Jobs of one block fit or do not fit alike, and starting a job only takes room
+    away, so a scan skips a block whose head does not fit: a fill costs the blocks it passes, not
+    the jobs (nothing quadratic in runs). A block is [jobs, position of its first job not yet
+    started]; types share the job lists."""
+    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
+    if types_of is not None:
+        shared: list[tuple[tuple, list[Demand]]] = []
+        for j in pending:
+            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
+            if shared and shared[-1][0] == bkey:
+                shared[-1][1].append(j)
+            else:
+                shared.append((bkey, [j]))
+        for bkey, lst in shared:
+            for tkey in bkey[2]:
+                if tkey in type_blocks:
+                    type_blocks[tkey].append([lst, 0])
+    else:
+        for tkey, ss in by_type.items():
+            rep = ss[0]
+            blocks = type_blocks[tkey]
+            last: tuple[int, int] | None = None
+            for j in pending:
+                if allowed(j, rep):
+                    k = (j.memory_mib, j.max_runs_per_instance)
+                    if blocks and last == k:
+                        blocks[-1][0].append(j)
+                    else:
+                        blocks.append([[j], 0])
+                    last = k
+    return type_blocks
+
+
 def list_schedule(
     jobs: Sequence[Demand],
     slots: Sequence[Slot],
@@ -215,37 +256,7 @@ def list_schedule(
         do_start(st.slots[skey], jobs_by_id[jid], 0.0)
     pending = [j for j in jobs if j.id not in pinned]
 
-    # Per-type pending lists keep each scan short: a job is listed under every type it may use, in
-    # blocks of consecutive jobs with the same memory and sharing cap. Jobs of one block fit or do
-    # not fit alike, and starting a job only takes room away, so a scan skips a block whose head does
-    # not fit: a fill costs the blocks it passes, not the jobs (nothing quadratic in runs). A block
-    # is [jobs, position of its first job not yet started]; types share the job lists.
-    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
-    if types_of is not None:
-        shared: list[tuple[tuple, list[Demand]]] = []
-        for j in pending:
-            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
-            if shared and shared[-1][0] == bkey:
-                shared[-1][1].append(j)
-            else:
-                shared.append((bkey, [j]))
-        for bkey, lst in shared:
-            for tkey in bkey[2]:
-                if tkey in type_blocks:
-                    type_blocks[tkey].append([lst, 0])
-    else:
-        for tkey, ss in by_type.items():
-            rep = ss[0]
-            blocks = type_blocks[tkey]
-            last: tuple[int, int] | None = None
-            for j in pending:
-                if allowed(j, rep):
-                    k = (j.memory_mib, j.max_runs_per_instance)
-                    if blocks and last == k:
-                        blocks[-1][0].append(j)
-                    else:
-                        blocks.append([[j], 0])
-                    last = k
+    type_blocks = _type_blocks(pending, by_type, allowed, types_of)  # each scan short: see there
     # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
     type_min_mem = {t: min((b[0][0].memory_mib for b in bl), default=0) for t, bl in type_blocks.items()}
     started: set[str] = set()
