@@ -273,7 +273,9 @@ class Outcomes:
                 if child.get("pgid") and kill_group(int(child["pgid"]), signal.SIGKILL):
                     wait_group_gone(int(child["pgid"]))
                     self.say(f"{rid}: killed the orphaned process group {child['pgid']} of attempt {row.attempt}")
-                vanished = not (adir / "cmd.json").exists()  # deleted: whether it ran cannot be told
+                # The attempt directory is made first and cmd.json written last, before the shim is started:
+                # a directory without cmd.json and without a start mark is a launcher killed while preparing.
+                vanished = not adir.is_dir() or (not (adir / "cmd.json").exists() and attempt_started(adir))
                 if not attempt_started(adir) and not vanished:  # the launcher (or the shim) died before this attempt's run started
                     requeued += 1
                     self.ended.append(AttemptEnd.of(row, "lost", "never started: its launcher or shim died before the run started"))

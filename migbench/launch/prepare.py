@@ -13,7 +13,7 @@ from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
 from migbench.plan import Plan, PlanRun
-from migbench.state import load_bindings, state_dir_for
+from migbench.state import configure_modes, load_bindings, state_dir_for
 
 
 def plan_sha256(plan: Plan) -> str:
@@ -67,6 +67,7 @@ def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
     from migbench.backend.select import host_lock_path, read_host
 
     sd = state_dir_for(plan, state_dir)
+    configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
     require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
     for r in plan.runs:
         check_run_id(r.id)

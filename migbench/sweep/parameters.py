@@ -442,7 +442,11 @@ def _hydra_range(ctx: Ctx, name: str, node: ScalarNode, body: str) -> Parameter 
         return None
     ints = all(isinstance(x, int) for x in (start, stop, step))
     # the count comes from the arithmetic: range(0,1e9) is refused before a value is made
-    n = len(range(int(start), int(stop), int(step))) if ints else max(0, math.ceil((stop - start) / step - 1e-12))
+    if ints:  # exact arithmetic: len(range(...)) overflows past 2**63 values
+        span, st = int(stop) - int(start), int(step)
+        n = max(0, (span + st - (1 if st > 0 else -1)) // st)
+    else:
+        n = max(0, math.ceil((stop - start) / step - 1e-12))
     if n > MAX_RUNS:
         ctx.at(node, f"{node.value!r} has {n:,} values (more than {MAX_RUNS:,})", "use a larger step, or method: random")
         return None

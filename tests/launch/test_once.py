@@ -242,3 +242,32 @@ def test_a_killed_waiter_under_a_live_launcher_loses_nothing(rig):
     assert {v["state"] for v in rows.values()} == {"succeeded"} and rows[rid]["attempt"] == 1, r.output(p)
     assert _done(r) == Counter({k: 1 for k in rows})
     assert json.loads((r.state_dir / rid / "attempt-1" / "exit.json").read_text())["recorded_by"] == "launcher"
+
+
+QUICK2 = """
+version: 1
+name: quick
+launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
+groups:
+  - name: q
+    command: {toy} --steps 1 --step-seconds 0.01 --memory 1GiB --i {i}
+    parameters: {i: [0, 1]}
+    memory: 9GiB
+    compute: 0.1
+"""
+
+
+def test_an_attempt_dir_without_cmd_json_is_a_run_that_never_started(rig):
+    """Regression: a launcher killed between making `attempt-1/` and writing its `cmd.json` (the
+    shim is started only after) left a run marked `unknown` ("its attempt directory was deleted"),
+    never run, exit 1. Such an attempt never started: the run is started, once."""
+    r = rig(QUICK2)
+    rid = sorted(x.id for x in r.plan.runs)[0]
+    adir = r.state_dir / rid / "attempt-1"
+    adir.mkdir(parents=True)
+    for d in (adir.parent, adir):
+        os.chmod(d, 0o700)
+    rc, out = r.launch()
+    assert rc == 0 and "outcome unknown" not in out and "0 outcome(s) unknown" in out, out
+    assert set(r.states().values()) == {"succeeded"}, r.states()
+    assert _done(r) == Counter({x.id: 1 for x in r.plan.runs}), r.ledger_lines()

@@ -189,3 +189,23 @@ def test_the_refusing_shim_never_writes_through_a_link_she_planted(tmp_path):
     adir = _attempt(_evil_dir(tmp_path), tmp_path / "pwned")
     (adir / "shim.log").symlink_to(victim)
     assert _shim(adir).returncode == 125 and victim.read_text() == "precious\n"
+
+
+@pytest.mark.slow
+def test_a_team_state_dir_with_state_mode_0660_launches(rig):
+    """Regression: with `launch.state_mode: 0660` and a group-writable team directory, apply accepted
+    the state dir but launch refused it ("writable by its group"): its trust check ran before the
+    plan's state mode was configured."""
+    r = rig(QUICK.replace("flapping_max: 50}", "flapping_max: 50, state_mode: 0660}"))
+    team = r.tmp / "team"
+    team.mkdir()
+    os.chmod(team, 0o2770)
+    if os.geteuid() == 0:
+        os.chown(team, 0, 4242)  # a group of users, as /srv/team would be
+    sd = team / "state"
+    res = r.cli("apply", str(r.plan_path), "--state-dir", str(sd), "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    p = r.start("--state-dir", str(sd), cli=True)  # a process of its own, as a user starts it (no mode set by apply)
+    rc, out = p.wait(timeout=120), r.output(p)
+    assert rc == 0 and "writable by its group" not in out, out
+    assert sorted(r.ledger.read_text().split()[0::3]) == sorted(x.id for x in r.plan.runs)

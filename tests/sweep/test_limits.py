@@ -46,6 +46,14 @@ def test_a_huge_range_is_refused_from_its_arithmetic(expr: str) -> None:
     assert peak_mib(lambda: load_sweep_text(text)) < 20  # the 10 million values were never made
 
 
+@pytest.mark.parametrize("expr", ["range(0,100000000000000000000)", "range(100000000000000000000,0,-1)"])
+def test_a_range_past_2_63_values_is_refused_not_an_internal_error(expr: str) -> None:
+    """Regression: `range(0,10**20)` ended in "internal error (OverflowError: Python int too large to
+    convert to C ssize_t)": len() of a range that long overflows; the count is exact arithmetic now."""
+    text = HEAD + f'parameters: {{x: "{expr}"}}\n'
+    assert any("parameters.x" in p and "100,000,000,000,000,000,000 values (more than 100,000)" in p for p in problems_of(text))
+
+
 def test_a_range_at_the_limit_still_expands() -> None:
     sweep = load_sweep_text(HEAD + 'parameters: {x: "range(0,30000,3)"}\n')
     assert len(sweep.runs) == 10_000 and sweep.runs[-1].params == {"x": 29997}
