@@ -417,6 +417,42 @@ _RUN_FIELDS = (
 )
 
 
+def _check_run_fields(chk: _Check, v: dict[str, Any], where: str) -> None:
+    """The values of one run's fields (`v`, read by _RUN_FIELDS), each in its range."""
+    argv = v["argv"] or []
+    if v["argv"] is not None and not argv:
+        chk.add(f"{where}.argv", "argv is empty: nothing to run")
+    for j, a in enumerate(argv):
+        if not isinstance(a, (str, int, float)) or isinstance(a, bool) or "\x00" in str(a):
+            chk.add(f"{where}.argv[{j}]", f"expected a string argument, got {_kind(a)}")
+    chk.at_least(v["memory_mib"], 0, f"{where}.memory_mib")
+    chk.at_least(v["wave"], 0, f"{where}.wave")
+    chk.at_least(v["max_runs_per_instance"], 1, f"{where}.max_runs_per_instance")
+    chk.at_least(v["retries"], 0, f"{where}.retries")
+    for key in ("duration_s", "timeout_s"):
+        chk.at_least(v[key], 0, f"{where}.{key}", strict=True)
+    if v["compute"] is not None and not 0 < v["compute"] <= 1:
+        chk.add(f"{where}.compute", f"must be in (0, 1], got {v['compute']}")
+    _check_env(chk, v["env"], f"{where}.env")
+    if v["workdir"] is not None and (bad := bad_path(v["workdir"])):
+        chk.add(f"{where}.workdir", f"{_kind(v['workdir'])} {bad}")
+    for j, pr in enumerate(v["profiles"] or []):
+        if not isinstance(pr, str):
+            chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
+    if v["done"] is not None and v["done"] not in DONE_STATES:
+        chk.add(f"{where}.done", f"{_kind(v['done'])} is not a final state", "one of " + ", ".join(DONE_STATES))
+    if v["ran_on"] is not None:
+        try:
+            InstanceRef.parse(v["ran_on"])
+        except ValueError as exc:
+            chk.add(f"{where}.ran_on", str(exc))
+    placed = [v[x] is not None for x in ("gpu", "profile", "start")]
+    if any(placed) and not all(placed):
+        chk.add(where, "a placed run needs gpu, profile and start (an unplaced one, none of them)")
+    elif all(placed) and v["wave"] is None:
+        chk.add(f"{where}.wave", "a placed run needs its wave (0 = starts at once)")
+
+
 def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
     """The runs, and every id the file names (a run refused for another field still has its id)."""
     out: list[_Run] = []
@@ -442,38 +478,7 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
             )
         v = {key: chk.get(r, key, where, kind, required=req) for key, kind, req in _RUN_FIELDS if not (key == "argv" and isinstance(r.get("argv"), str))}
         v.setdefault("argv", None)
-        argv = v["argv"] or []
-        if v["argv"] is not None and not argv:
-            chk.add(f"{where}.argv", "argv is empty: nothing to run")
-        for j, a in enumerate(argv):
-            if not isinstance(a, (str, int, float)) or isinstance(a, bool) or "\x00" in str(a):
-                chk.add(f"{where}.argv[{j}]", f"expected a string argument, got {_kind(a)}")
-        chk.at_least(v["memory_mib"], 0, f"{where}.memory_mib")
-        chk.at_least(v["wave"], 0, f"{where}.wave")
-        chk.at_least(v["max_runs_per_instance"], 1, f"{where}.max_runs_per_instance")
-        chk.at_least(v["retries"], 0, f"{where}.retries")
-        for key in ("duration_s", "timeout_s"):
-            chk.at_least(v[key], 0, f"{where}.{key}", strict=True)
-        if v["compute"] is not None and not 0 < v["compute"] <= 1:
-            chk.add(f"{where}.compute", f"must be in (0, 1], got {v['compute']}")
-        _check_env(chk, v["env"], f"{where}.env")
-        if v["workdir"] is not None and (bad := bad_path(v["workdir"])):
-            chk.add(f"{where}.workdir", f"{_kind(v['workdir'])} {bad}")
-        for j, pr in enumerate(v["profiles"] or []):
-            if not isinstance(pr, str):
-                chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
-        if v["done"] is not None and v["done"] not in DONE_STATES:
-            chk.add(f"{where}.done", f"{_kind(v['done'])} is not a final state", "one of " + ", ".join(DONE_STATES))
-        if v["ran_on"] is not None:
-            try:
-                InstanceRef.parse(v["ran_on"])
-            except ValueError as exc:
-                chk.add(f"{where}.ran_on", str(exc))
-        placed = [v[x] is not None for x in ("gpu", "profile", "start")]
-        if any(placed) and not all(placed):
-            chk.add(where, "a placed run needs gpu, profile and start (an unplaced one, none of them)")
-        elif all(placed) and v["wave"] is None:
-            chk.add(f"{where}.wave", "a placed run needs its wave (0 = starts at once)")
+        _check_run_fields(chk, v, where)
         if len(chk.items) > n or rid is None:
             continue
         on = None if v["gpu"] is None else str(InstanceRef.of(v["gpu"], v["profile"], v["start"]))

@@ -222,19 +222,7 @@ def plan_and_apply(
     elif grown is not None:
         plan = grown.plan
         plan.save(out)
-        for line in grown.decided:
-            say(line)
-        n_done = sum(r.done is not None for r in plan.runs)
-        n_live = len(plan.placed_runs()) - sum(r.done is not None for r in plan.placed_runs()) - len(grown.starting)
-        parts = [
-            f"{n_done} finished earlier, kept and marked done" if n_done else "",
-            f"{n_live} still live, kept where they run" if n_live else "",
-            f"{len(grown.starting)} to start",
-        ]
-        say(
-            f"plan written to {out}: {len(plan.runs)} runs ({'; '.join(x for x in parts if x)}) on {len(plan.instances)} "
-            f"MIG instances of {len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
-        )
+        _say_grown(say, out, grown)
     else:
         todo = replace(sweep, runs=tuple(r for r in sweep.runs if r.id not in finished)) if finished else sweep
         if finished:
@@ -250,6 +238,24 @@ def plan_and_apply(
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
     return RunReady(plan, continues=earlier is not None)
+
+
+def _say_grown(say: Callable[[str], None], out: Path, grown: Grown) -> None:
+    """What growing the earlier plan decided, and what the grown plan (written to `out`) holds."""
+    plan = grown.plan
+    for line in grown.decided:
+        say(line)
+    n_done = sum(r.done is not None for r in plan.runs)
+    n_live = len(plan.placed_runs()) - sum(r.done is not None for r in plan.placed_runs()) - len(grown.starting)
+    parts = [
+        f"{n_done} finished earlier, kept and marked done" if n_done else "",
+        f"{n_live} still live, kept where they run" if n_live else "",
+        f"{len(grown.starting)} to start",
+    ]
+    say(
+        f"plan written to {out}: {len(plan.runs)} runs ({'; '.join(x for x in parts if x)}) on {len(plan.instances)} "
+        f"MIG instances of {len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
+    )
 
 
 def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, notes: Sequence[str]) -> Grown | None:

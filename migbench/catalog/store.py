@@ -327,6 +327,25 @@ def _bad_int(v: Any) -> bool:
     return isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**31
 
 
+def _profile_problems(pat: str, ps: Any) -> list[tuple[str, str]]:
+    """spec_problems for one profile of a model (`pat`: where it is)."""
+    if not isinstance(ps, dict):
+        return [(pat, "a profile is a mapping")]
+    out: list[tuple[str, str]] = []
+    if not isinstance(ps.get("name"), str):
+        out.append((f"{pat}.name", "a profile needs its name (3g.40gb)"))
+    for f in _PROFILE_INTS:
+        if _bad_int(ps.get(f)):
+            out.append((f"{pat}.{f}", f"must be a whole number of at least 0, not {ps.get(f)!r}"))
+    if not isinstance(ps.get("starts"), list) or any(_bad_int(x) for x in ps["starts"]):
+        out.append((f"{pat}.starts", "must be a list of placement starts (whole numbers)"))
+    for f in ("memory_mib", "memory_by_placement"):
+        obs = ps.get(f) or []
+        if not isinstance(obs, list) or any(not isinstance(o, dict) or _bad_int(o.get("mib")) for o in obs):
+            out.append((f"{pat}.{f}", "must be a list of {driver, mib} with mib a whole number of at least 0"))
+    return out
+
+
 def spec_problems(doc: Any) -> list[tuple[str, str]]:
     """(field, message) for each value of a catalogue document that is not of its kind: the model
     fields `_resolve` reads (an `architecture` that is a list, `-.inf` slices or MiB...)."""
@@ -357,21 +376,7 @@ def spec_problems(doc: Any) -> list[tuple[str, str]]:
             out.append((f"{at}.pci_device_ids", "must be whole numbers (0x20B2)"))
         profs = spec.get("profiles")
         for i, ps in enumerate(profs if isinstance(profs, list) else []):
-            pat = f"{at}.profiles[{i}]"
-            if not isinstance(ps, dict):
-                out.append((pat, "a profile is a mapping"))
-                continue
-            if not isinstance(ps.get("name"), str):
-                out.append((f"{pat}.name", "a profile needs its name (3g.40gb)"))
-            for f in _PROFILE_INTS:
-                if _bad_int(ps.get(f)):
-                    out.append((f"{pat}.{f}", f"must be a whole number of at least 0, not {ps.get(f)!r}"))
-            if not isinstance(ps.get("starts"), list) or any(_bad_int(x) for x in ps["starts"]):
-                out.append((f"{pat}.starts", "must be a list of placement starts (whole numbers)"))
-            for f in ("memory_mib", "memory_by_placement"):
-                obs = ps.get(f) or []
-                if not isinstance(obs, list) or any(not isinstance(o, dict) or _bad_int(o.get("mib")) for o in obs):
-                    out.append((f"{pat}.{f}", "must be a list of {driver, mib} with mib a whole number of at least 0"))
+            out += _profile_problems(f"{at}.profiles[{i}]", ps)
     return out
 
 

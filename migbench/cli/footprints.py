@@ -15,7 +15,7 @@ from migbench.errors import UsageError
 from migbench.units import format_mib
 
 if TYPE_CHECKING:
-    from migbench.footprints.probe import ProbeEvent, ProbeOptions
+    from migbench.footprints.probe import ProbeEvent, ProbeOptions, ProfileResult
     from migbench.sweep import Sweep
 
 
@@ -77,20 +77,7 @@ def profile_cmd(
                 con.print(Text(f"[{e.done}/{e.total}] {e.text}" if e.kind == "end" else e.text))
 
         res, fp, out = profile(sweep, output=output, opts=opts, sample=sample, groups=group_list, on_event=line)
-    t = Table(title=f"{sweep.name}: measured peaks", title_justify="left")
-    for c in ("run", "group", "peak", "measured by", "instance", "outcome", "probe"):
-        t.add_column(c, justify="right" if c in ("peak", "probe") else "left")
-    for m in sorted(res.measurements, key=lambda m: (m.group, m.run)):
-        t.add_row(
-            m.run,
-            m.group,
-            format_mib(m.peak_mib) + (" (at least)" if m.lower_bound else ""),
-            m.how,
-            f"{m.profile} ({format_mib(m.instance_mib)})",
-            m.outcome,
-            f"{m.probe_s:.1f} s",
-        )
-    con.print(t)
+    con.print(_peaks_table(sweep.name, res))
     for rid, why in res.skipped:
         con.print(Text(f"skipped {rid}: {why}", style="yellow"))
     con.print(
@@ -105,6 +92,24 @@ def profile_cmd(
         raise typer.Exit(130)
     if res.problems:
         raise typer.Exit(1)
+
+
+def _peaks_table(name: str, res: ProfileResult) -> Table:
+    """The measured peaks of sweep `name`, one row a run."""
+    t = Table(title=f"{name}: measured peaks", title_justify="left")
+    for c in ("run", "group", "peak", "measured by", "instance", "outcome", "probe"):
+        t.add_column(c, justify="right" if c in ("peak", "probe") else "left")
+    for m in sorted(res.measurements, key=lambda m: (m.group, m.run)):
+        t.add_row(
+            m.run,
+            m.group,
+            format_mib(m.peak_mib) + (" (at least)" if m.lower_bound else ""),
+            m.how,
+            f"{m.profile} ({format_mib(m.instance_mib)})",
+            m.outcome,
+            f"{m.probe_s:.1f} s",
+        )
+    return t
 
 
 def _speed(sweep: Sweep, output: Path | None, opts: ProbeOptions, groups: list[str] | None) -> None:

@@ -12,6 +12,9 @@ from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan
 from migbench.errors import UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from migbench.apply.reconcile import ApplyReport
     from migbench.plan import Plan
 
 
@@ -61,8 +64,13 @@ def apply_cmd(
         if answer not in choices or answer == "cancel":
             raise typer.Exit(1) from None
         report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=None, state_dir=state_dir, resume=answer)
+    _print_apply(con, report, backend.description, dry_run)
+
+
+def _print_apply(con: Console, report: ApplyReport, description: str, dry_run: bool) -> None:
+    """What apply did (or, with --dry-run, the commands it would run)."""
     if dry_run:
-        con.print(Text(f"# dry run on {backend.description}: these commands would run", style="bold"))
+        con.print(Text(f"# dry run on {description}: these commands would run", style="bold"))
         if not report.commands:
             con.print("# nothing to do: every GPU already matches the plan")
         for rec in report.commands:

@@ -154,14 +154,7 @@ def plan_cmd(
     from migbench.sweep.runnable import start_problems
     from migbench.workflows import fleet_for, resolve_memory
 
-    try:
-        goal = Objective(objective)
-    except ValueError:
-        raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
-    if quiet_runs and all_runs:
-        raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
-    if check is not None and output is not None:
-        raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
+    goal = _usage(objective, quiet_runs=quiet_runs, all_runs=all_runs, check=check, output=output)
     con = console()
     with PlanProgress(con, enabled=con.is_terminal and not as_json, started=command_started()) as progress:
         progress.step("expanding the sweep")
@@ -190,19 +183,7 @@ def plan_cmd(
             progress.step("writing the plan")
             plan.save(out, force=force)
     if check is not None:
-        again = [
-            f"--fleet {shlex.quote(fleet)}" if fleet else "",
-            f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
-            f"--time-limit {time_limit:g}" if time_limit != 10.0 else "",
-            f"--work {work:g}" if work is not None else "",
-            f"--objective {objective}" if objective != "auto" else "",
-            "--allow-unplaced" if allow_unplaced else "",
-            f"--workers {workers}" if workers != 1 else "",
-            *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()),
-            *(f"--history {shlex.quote(str(h))}" for h in history or ()),
-            "--no-history" if no_history else "",
-            f"--headroom {headroom:g}" if headroom is not None else "",
-        ]
+        again = _again(fleet, fleet_file, time_limit, work, objective, allow_unplaced, workers, footprints, history, no_history, headroom)
         _check(sweep_file, check, plan, [a for a in again if a])
         return
     if as_json:
@@ -214,6 +195,48 @@ def plan_cmd(
         con.print(Text(res.summary()))
     _notes(con, res.notes, [])
     con.print(Text(f"plan written to {out}"))
+
+
+def _usage(objective: str, *, quiet_runs: bool, all_runs: bool, check: Path | None, output: Path | None) -> Objective:
+    """The objective asked for; a UsageError for options that contradict each other."""
+    try:
+        goal = Objective(objective)
+    except ValueError:
+        raise UsageError(f"--objective {objective!r} is not one of auto, throughput, makespan") from None
+    if quiet_runs and all_runs:
+        raise UsageError("--runs and --no-runs contradict each other", hint="give one of them")
+    if check is not None and output is not None:
+        raise UsageError("--check writes nothing; drop -o", hint="migbench plan SWEEP --check PLAN")
+    return goal
+
+
+def _again(
+    fleet: str | None,
+    fleet_file: Path | None,
+    time_limit: float,
+    work: float | None,
+    objective: str,
+    allow_unplaced: bool,
+    workers: int,
+    footprints: list[Path] | None,
+    history: list[Path] | None,
+    no_history: bool,
+    headroom: float | None,
+) -> list[str]:
+    """The options (not their defaults) that plan the sweep again as this command did."""
+    return [
+        f"--fleet {shlex.quote(fleet)}" if fleet else "",
+        f"--fleet-file {shlex.quote(str(fleet_file))}" if fleet_file else "",
+        f"--time-limit {time_limit:g}" if time_limit != 10.0 else "",
+        f"--work {work:g}" if work is not None else "",
+        f"--objective {objective}" if objective != "auto" else "",
+        "--allow-unplaced" if allow_unplaced else "",
+        f"--workers {workers}" if workers != 1 else "",
+        *(f"--footprints {shlex.quote(str(f))}" for f in footprints or ()),
+        *(f"--history {shlex.quote(str(h))}" for h in history or ()),
+        "--no-history" if no_history else "",
+        f"--headroom {headroom:g}" if headroom is not None else "",
+    ]
 
 
 def _regenerate(sweep_file: Path, committed: Path, again: list[str]) -> str:

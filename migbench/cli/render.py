@@ -612,6 +612,70 @@ _STATE_STYLE = {
 }
 
 
+def _launcher_head(doc: dict[str, Any]) -> Text:
+    """The status's first lines: the sweep, its state directory and what the launcher is doing."""
+    la = doc["launcher"]
+    head = Text()
+    head.append(f"{doc['sweep'] or '?'}", style="bold")
+    head.append(f"  state {doc['state_dir']}\n")
+    if la["pid"] is None:
+        head.append("launcher: never started")
+    elif la["alive"]:
+        head.append(f"launcher: running, PID {la['pid']}", style="green")
+        head.append(f", {la['state']}")
+    else:
+        head.append(f"launcher: not running (last PID {la['pid']}, {la['state']}")
+        head.append(f", exit {la['exit_code']})" if la["exit_code"] is not None else ")")
+    if la.get("stop_requested"):
+        head.append(f"; stop requested ({la['stop_requested']})", style="yellow")
+    if la.get("stop_reason"):
+        head.append(f"; {la['stop_reason']}", style="yellow")
+    if la.get("flapping"):
+        head.append(f"\nflapping guard: {la['flapping']}", style="bold red")
+    return head
+
+
+def _runs_table(doc: dict[str, Any], all_runs: bool, params: dict[str, dict[str, Any]] | None) -> tuple[Table, str | None]:
+    """The runs to show, one row each, and the line saying which were left out (None: none)."""
+    t = Table(title_justify="left")
+    for col, just in (
+        ("run", "left"),
+        ("state", "left"),
+        ("try", "right"),
+        ("instance", "left"),
+        ("MIG uuid", "left"),
+        ("elapsed", "right"),
+        ("peak / instance", "right"),
+        ("note", "left"),
+    ):
+        t.add_column(col, justify=just, no_wrap=col in ("run", "instance", "MIG uuid"))  # type: ignore[arg-type]
+    if params is not None:
+        t.add_column("parameters")
+    now = time.time()
+    from migbench.launch.status import runs_to_show
+
+    shown, left_out = runs_to_show(doc, all_runs)
+    for r in shown:
+        mem = "-"
+        if r["peak_mib"] is not None or r["instance_mib"] is not None:
+            mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
+        note = r["last_error"] or ""
+        if r["state"] == "queued" and r["retry_at"]:
+            note = f"retry in {_fmt_s(max(0.0, r['retry_at'] - now))}; " + note
+        t.add_row(
+            r["id"],
+            Text(r["state"], style=_STATE_STYLE.get(r["state"], "")),
+            str(r["attempt"] or "-"),
+            r["instance"] or "-",
+            r["mig_uuid"] or "-",
+            _fmt_s(r["elapsed_s"]),
+            mem,
+            note[:120],
+            *([format_params(params.get(r["id"]) or {}) or "-"] if params is not None else []),
+        )
+    return t, left_out
+
+
 def status_view(
     doc: dict[str, Any] | None,
     host: Any,
@@ -625,25 +689,7 @@ def status_view(
     `all_runs` the active, failed and latest finished ones) and the GPUs."""
     parts: list[RenderableType] = [Text(n, style="yellow") for n in notes]
     if doc is not None:
-        la = doc["launcher"]
-        head = Text()
-        head.append(f"{doc['sweep'] or '?'}", style="bold")
-        head.append(f"  state {doc['state_dir']}\n")
-        if la["pid"] is None:
-            head.append("launcher: never started")
-        elif la["alive"]:
-            head.append(f"launcher: running, PID {la['pid']}", style="green")
-            head.append(f", {la['state']}")
-        else:
-            head.append(f"launcher: not running (last PID {la['pid']}, {la['state']}")
-            head.append(f", exit {la['exit_code']})" if la["exit_code"] is not None else ")")
-        if la.get("stop_requested"):
-            head.append(f"; stop requested ({la['stop_requested']})", style="yellow")
-        if la.get("stop_reason"):
-            head.append(f"; {la['stop_reason']}", style="yellow")
-        if la.get("flapping"):
-            head.append(f"\nflapping guard: {la['flapping']}", style="bold red")
-        parts.append(head)
+        parts.append(_launcher_head(doc))
         counts = Text("runs: ")
         nz = [(s, n) for s, n in doc["counts"].items() if n]
         for k, (s, n) in enumerate(nz):
@@ -652,42 +698,7 @@ def status_view(
                 counts.append(", ")
         counts.append(f"  (of {doc['total']})")
         parts.append(counts)
-        t = Table(title_justify="left")
-        for col, just in (
-            ("run", "left"),
-            ("state", "left"),
-            ("try", "right"),
-            ("instance", "left"),
-            ("MIG uuid", "left"),
-            ("elapsed", "right"),
-            ("peak / instance", "right"),
-            ("note", "left"),
-        ):
-            t.add_column(col, justify=just, no_wrap=col in ("run", "instance", "MIG uuid"))  # type: ignore[arg-type]
-        if params is not None:
-            t.add_column("parameters")
-        now = time.time()
-        from migbench.launch.status import runs_to_show
-
-        shown, left_out = runs_to_show(doc, all_runs)
-        for r in shown:
-            mem = "-"
-            if r["peak_mib"] is not None or r["instance_mib"] is not None:
-                mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
-            note = r["last_error"] or ""
-            if r["state"] == "queued" and r["retry_at"]:
-                note = f"retry in {_fmt_s(max(0.0, r['retry_at'] - now))}; " + note
-            t.add_row(
-                r["id"],
-                Text(r["state"], style=_STATE_STYLE.get(r["state"], "")),
-                str(r["attempt"] or "-"),
-                r["instance"] or "-",
-                r["mig_uuid"] or "-",
-                _fmt_s(r["elapsed_s"]),
-                mem,
-                note[:120],
-                *([format_params(params.get(r["id"]) or {}) or "-"] if params is not None else []),
-            )
+        t, left_out = _runs_table(doc, all_runs, params)
         fit_table(t, width)
         parts.append(t)
         if left_out:

@@ -179,6 +179,47 @@ def play_queue(queue: Sequence[Demand], slot: Slot, interference: float = 0.0) -
         r = rate(run_d, slot.capacity, interference)
 
 
+def _type_blocks(
+    pending: list[Demand],
+    by_type: dict[str, list[Slot]],
+    allowed: Callable[[Demand, Slot], bool],
+    types_of: Callable[[Demand], tuple[str, ...]] | None,
+) -> dict[str, list[list]]:
+    """{slot type: its blocks}: `list_schedule`'s per-type pending lists. They keep each scan short:
+    a job is listed under every type it may use, in blocks of consecutive jobs with the same memory
+    and sharing cap. Jobs of one block fit or do not fit alike, and starting a job only takes room
+    away, so a scan skips a block whose head does not fit: a fill costs the blocks it passes, not
+    the jobs (nothing quadratic in runs). A block is [jobs, position of its first job not yet
+    started]; types share the job lists."""
+    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
+    if types_of is not None:
+        shared: list[tuple[tuple, list[Demand]]] = []
+        for j in pending:
+            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
+            if shared and shared[-1][0] == bkey:
+                shared[-1][1].append(j)
+            else:
+                shared.append((bkey, [j]))
+        for bkey, lst in shared:
+            for tkey in bkey[2]:
+                if tkey in type_blocks:
+                    type_blocks[tkey].append([lst, 0])
+    else:
+        for tkey, ss in by_type.items():
+            rep = ss[0]
+            blocks = type_blocks[tkey]
+            last: tuple[int, int] | None = None
+            for j in pending:
+                if allowed(j, rep):
+                    k = (j.memory_mib, j.max_runs_per_instance)
+                    if blocks and last == k:
+                        blocks[-1][0].append(j)
+                    else:
+                        blocks.append([[j], 0])
+                    last = k
+    return type_blocks
+
+
 def list_schedule(
     jobs: Sequence[Demand],
     slots: Sequence[Slot],
@@ -215,37 +256,7 @@ def list_schedule(
         do_start(st.slots[skey], jobs_by_id[jid], 0.0)
     pending = [j for j in jobs if j.id not in pinned]
 
-    # Per-type pending lists keep each scan short: a job is listed under every type it may use, in
-    # blocks of consecutive jobs with the same memory and sharing cap. Jobs of one block fit or do
-    # not fit alike, and starting a job only takes room away, so a scan skips a block whose head does
-    # not fit: a fill costs the blocks it passes, not the jobs (nothing quadratic in runs). A block
-    # is [jobs, position of its first job not yet started]; types share the job lists.
-    type_blocks: dict[str, list[list]] = {t: [] for t in by_type}
-    if types_of is not None:
-        shared: list[tuple[tuple, list[Demand]]] = []
-        for j in pending:
-            bkey = (j.memory_mib, j.max_runs_per_instance, types_of(j))
-            if shared and shared[-1][0] == bkey:
-                shared[-1][1].append(j)
-            else:
-                shared.append((bkey, [j]))
-        for bkey, lst in shared:
-            for tkey in bkey[2]:
-                if tkey in type_blocks:
-                    type_blocks[tkey].append([lst, 0])
-    else:
-        for tkey, ss in by_type.items():
-            rep = ss[0]
-            blocks = type_blocks[tkey]
-            last: tuple[int, int] | None = None
-            for j in pending:
-                if allowed(j, rep):
-                    k = (j.memory_mib, j.max_runs_per_instance)
-                    if blocks and last == k:
-                        blocks[-1][0].append(j)
-                    else:
-                        blocks.append([[j], 0])
-                    last = k
+    type_blocks = _type_blocks(pending, by_type, allowed, types_of)  # each scan short: see there
     # A stale minimum only grows truer as jobs leave, so it never skips a job that fits.
     type_min_mem = {t: min((b[0][0].memory_mib for b in bl), default=0) for t, bl in type_blocks.items()}
     started: set[str] = set()
@@ -302,71 +313,99 @@ def replay(
     waiting run of another slot when `lend(job, slot)` allows it and the run cannot start at home;
     with `planned_start`, only a run already later than its planned start is lent (a run on
     schedule stays where the plan put it, so replaying a plan with exact durations reproduces it)."""
-    st = _State(slots, interference)
-    jobs_by_id = {j.id: j for j in jobs}
-    q = {k: deque(v) for k, v in queues.items()}
-    popped = {k: 0 for k in q}  # how many runs have left each queue: its head's original position
-    order_of = {sl.key: i for i, sl in enumerate(slots)}
-    res = Result({}, {}, {}, {sl.key: [] for sl in slots}, 0.0, 0)
-    idle_empty: set[str] = set()  # slots with nothing running and nothing queued
-    # Queue heads that may be lent: all heads without planned starts, else heads already late.
-    late: set[str] = set()
-    # The late heads in their original global order (position in their queue, then slot key), kept
-    # sorted as heads change, so lending walks them in order without re-sorting them each time.
-    late_order: list[tuple[int, str]] = []
-    not_yet: list[tuple[float, str, str]] = []  # (planned start, slot, head run)
+    r = _Replay(jobs, slots, queues, interference, lend, planned_start, record_events)
+    for sl in slots:
+        r.fill(sl.key, 0.0)
+    r.res.started_at_once = len(r.res.start_s)
+    _play_out(r.st, r.res, r.after_finish, record_events)
+    waiting = [jid for v in r.q.values() for jid in v]
+    if waiting:
+        raise ValueError(f"{len(waiting)} queued runs never fit their instance: {waiting[:5]}")
+    return r.res
 
-    def make_late(key: str) -> None:
-        late.add(key)
-        bisect.insort(late_order, (popped[key], key))
 
-    def new_head(key: str) -> None:
-        if key in late:
-            late.discard(key)
-            del late_order[bisect.bisect_left(late_order, (popped[key] - 1, key))]
-        v = q.get(key)
-        if not v or lend is None:
+class _Replay:
+    """`replay`'s state while it plays: the queues, the heads that may be lent, and the result."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Demand],
+        slots: Sequence[Slot],
+        queues: dict[str, list[str]],
+        interference: float,
+        lend: Callable[[Demand, Slot], bool] | None,
+        planned_start: dict[str, float] | None,
+        record_events: bool,
+    ) -> None:
+        self.st = _State(slots, interference)
+        self.lend = lend
+        self.planned_start = planned_start
+        self.record_events = record_events
+        self.jobs_by_id = {j.id: j for j in jobs}
+        self.q = {k: deque(v) for k, v in queues.items()}
+        self.popped = {k: 0 for k in self.q}  # how many runs have left each queue: its head's original position
+        self.order_of = {sl.key: i for i, sl in enumerate(slots)}
+        self.res = Result({}, {}, {}, {sl.key: [] for sl in slots}, 0.0, 0)
+        self.idle_empty: set[str] = set()  # slots with nothing running and nothing queued
+        # Queue heads that may be lent: all heads without planned starts, else heads already late.
+        self.late: set[str] = set()
+        # The late heads in their original global order (position in their queue, then slot key), kept
+        # sorted as heads change, so lending walks them in order without re-sorting them each time.
+        self.late_order: list[tuple[int, str]] = []
+        self.not_yet: list[tuple[float, str, str]] = []  # (planned start, slot, head run)
+        for k in self.q:
+            if self.q[k] and lend is not None:
+                if planned_start is None:
+                    self.make_late(k)
+                else:
+                    heapq.heappush(self.not_yet, (planned_start.get(self.q[k][0], 0.0), k, self.q[k][0]))
+
+    def make_late(self, key: str) -> None:
+        self.late.add(key)
+        bisect.insort(self.late_order, (self.popped[key], key))
+
+    def new_head(self, key: str) -> None:
+        if key in self.late:
+            self.late.discard(key)
+            del self.late_order[bisect.bisect_left(self.late_order, (self.popped[key] - 1, key))]
+        v = self.q.get(key)
+        if not v or self.lend is None:
             return
-        if planned_start is None:
-            make_late(key)
+        if self.planned_start is None:
+            self.make_late(key)
         else:
-            heapq.heappush(not_yet, (planned_start.get(v[0], 0.0), key, v[0]))
+            heapq.heappush(self.not_yet, (self.planned_start.get(v[0], 0.0), key, v[0]))
 
-    def pop_head(key: str) -> str:
-        jid = q[key].popleft()
-        popped[key] += 1
-        new_head(key)
+    def pop_head(self, key: str) -> str:
+        jid = self.q[key].popleft()
+        self.popped[key] += 1
+        self.new_head(key)
         return jid
 
-    for k in q:
-        if q[k] and lend is not None:
-            if planned_start is None:
-                make_late(k)
-            else:
-                heapq.heappush(not_yet, (planned_start.get(q[k][0], 0.0), k, q[k][0]))
+    def do_start(self, key: str, jid: str, t: float) -> None:
+        self.st.start(key, self.jobs_by_id[jid], t)
+        self.res.start_s[jid] = t
+        self.res.slot_of[jid] = key
+        self.res.order[key].append(jid)
+        self.idle_empty.discard(key)
+        if self.record_events:
+            self.res.events.append(Event(t, "start", jid, key))
 
-    def do_start(key: str, jid: str, t: float) -> None:
-        st.start(key, jobs_by_id[jid], t)
-        res.start_s[jid] = t
-        res.slot_of[jid] = key
-        res.order[key].append(jid)
-        idle_empty.discard(key)
-        if record_events:
-            res.events.append(Event(t, "start", jid, key))
-
-    def promote(t: float) -> None:
+    def promote(self, t: float) -> None:
         """Heads whose planned start has passed become lendable (by more than the plan file's
         rounding of start times to the millisecond: a run on schedule is never lent)."""
+        q, not_yet = self.q, self.not_yet
         while not_yet and not_yet[0][0] + PLANNED_SLACK_S < t:
             _, k2, jid = heapq.heappop(not_yet)
-            if q.get(k2) and q[k2][0] == jid and k2 not in late:
-                make_late(k2)
+            if q.get(k2) and q[k2][0] == jid and k2 not in self.late:
+                self.make_late(k2)
 
-    def lend_to(key: str, t: float) -> None:
+    def lend_to(self, key: str, t: float) -> None:
         """Heads of other queues, in their original global order (position, then slot key)."""
-        promote(t)
-        if not late:
+        self.promote(t)
+        if not self.late:
             return
+        st, q, jobs_by_id, late_order, lend = self.st, self.q, self.jobs_by_id, self.late_order, self.lend
         s = st.slots[key]
         run = st.running[key]
         free = s.memory_mib - sum(j.memory_mib for j in run)
@@ -388,66 +427,57 @@ def replay(
             ):
                 i += 1
                 continue
-            pop_head(k2)  # its entry leaves the order; the queue's next head goes in later
-            do_start(key, jid, t)
+            self.pop_head(k2)  # its entry leaves the order; the queue's next head goes in later
+            self.do_start(key, jid, t)
             free -= j.memory_mib
             n += 1
             mincap = min(mincap, j.cap)
 
-    def fill(key: str, t: float) -> None:
+    def fill(self, key: str, t: float) -> None:
+        st = self.st
         s = st.slots[key]
-        own = q.get(key)
+        own = self.q.get(key)
         while own:
-            j = jobs_by_id[own[0]]
+            j = self.jobs_by_id[own[0]]
             if fits_alongside(j, st.running[key], s):
-                pop_head(key)
-                do_start(key, j.id, t)
+                self.pop_head(key)
+                self.do_start(key, j.id, t)
             else:
                 break
-        if lend is not None and not own:
-            lend_to(key, t)
-        if not st.running[key] and not q.get(key):
-            idle_empty.add(key)
+        if self.lend is not None and not own:
+            self.lend_to(key, t)
+        if not st.running[key] and not self.q.get(key):
+            self.idle_empty.add(key)
 
-    for sl in slots:
-        fill(sl.key, 0.0)
-    res.started_at_once = len(res.start_s)
-
-    def smallest_lendable(t: float) -> int | None:
+    def smallest_lendable(self, t: float) -> int | None:
         """The least memory among the heads an idle slot could take now (late, and unable to start
         at home), or None when there is none: an idle slot with less memory can take nothing."""
-        promote(t)
+        self.promote(t)
         need = None
-        for k2 in late:
-            v = q.get(k2)
+        for k2 in self.late:
+            v = self.q.get(k2)
             if not v:
                 continue
-            j = jobs_by_id[v[0]]
-            if not fits_alongside(j, st.running[k2], st.slots[k2]) and (need is None or j.memory_mib < need):
+            j = self.jobs_by_id[v[0]]
+            if not fits_alongside(j, self.st.running[k2], self.st.slots[k2]) and (need is None or j.memory_mib < need):
                 need = j.memory_mib
         return need
 
-    def after_finish(key: str, t: float) -> None:
-        fill(key, t)
-        if lend is not None and idle_empty:
+    def after_finish(self, key: str, t: float) -> None:
+        self.fill(key, t)
+        if self.lend is not None and self.idle_empty:
             # Idle slots with nothing of their own may now lend themselves to a blocked queue head,
             # in slot order. Slots too small for every lendable head are skipped: lending there
             # would start nothing (the same decisions, without trying each head on each idle slot).
-            need = smallest_lendable(t)
+            need = self.smallest_lendable(t)
             if need is None:
                 return
-            for k in sorted(idle_empty, key=order_of.__getitem__):
-                if st.slots[k].memory_mib < need or st.running[k] or q.get(k):
+            for k in sorted(self.idle_empty, key=self.order_of.__getitem__):
+                if self.st.slots[k].memory_mib < need or self.st.running[k] or self.q.get(k):
                     continue
-                before = len(res.start_s)
-                fill(k, t)
-                if len(res.start_s) != before:  # heads changed: the next run of a queue may be smaller
-                    need = smallest_lendable(t)
+                before = len(self.res.start_s)
+                self.fill(k, t)
+                if len(self.res.start_s) != before:  # heads changed: the next run of a queue may be smaller
+                    need = self.smallest_lendable(t)
                     if need is None:
                         return
-
-    _play_out(st, res, after_finish, record_events)
-    waiting = [jid for v in q.values() for jid in v]
-    if waiting:
-        raise ValueError(f"{len(waiting)} queued runs never fit their instance: {waiting[:5]}")
-    return res

@@ -191,6 +191,56 @@ def job(
     return K8sJob(name, a.name, a.profile, resource_name(a.profile), completions, parallelism, nodes, manifest)
 
 
+def _state_claim(plan: Plan, out: Path, exp: K8sExport, *, state_pvc: str | None, state: str, state_size: str, namespace: str) -> str | None:
+    """The claim the run directories go to: `state_pvc`, else one the export writes (`state` "pvc"),
+    else None (`state` "emptydir")."""
+    if state not in ("pvc", "emptydir"):
+        raise MigbenchError(
+            f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; emptydir loses them with each pod"
+        )
+    if not QUANTITY.fullmatch(state_size):
+        raise MigbenchError(f"--state-size {state_size!r} is not a Kubernetes quantity", hint="e.g. 10Gi, 500Gi, 2Ti")
+    stale_pvc = out / "state-pvc.yaml"
+    if state_pvc is None and state == "pvc":
+        state_pvc = dns_label(f"migbench-{plan.name}-state", 253)
+        exp.files.append(_write(stale_pvc, _yaml(state_claim(plan, state_pvc, namespace, state_size))))
+        exp.user_files.append("state-pvc.yaml")
+        exp.notes.append(
+            f"the run directories go to PersistentVolumeClaim {state_pvc} (state-pvc.yaml: ReadWriteMany, {state_size}, "
+            "the cluster's default storage class; set storageClassName there, or pass --state-pvc CLAIM)"
+        )
+    elif stale_pvc.exists():  # an earlier export's claim, no longer part of this one
+        stale_pvc.unlink()
+    if state_pvc is None:
+        exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod (`migbench status` and `logs` see nothing)")
+    return state_pvc
+
+
+def _plan_map(plan: Plan, out: Path, exp: K8sExport, *, plan_text: str, namespace: str) -> tuple[str, bool]:
+    """The plan file for the pods: a ConfigMap, or a Secret when the plan carries env: values;
+    (its name, whether it is a Secret)."""
+    plan_cm = dns_label(f"migbench-{plan.name}-plan", 253)
+    hidden = plan.has_env_values()  # env values may be tokens: a Secret, and a file only the user reads
+    kind, name = ("Secret", "plan-secret.yaml") if hidden else ("ConfigMap", "plan-configmap.yaml")
+    if hidden:
+        plan_cm = dns_label(f"migbench-{plan.name}-plan-env", 253)
+        cm_text = _yaml(secret(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
+        exp.notes.append(f"the plan carries env: values: it goes to the cluster as Secret {plan_cm} ({name}, written 0600), not a ConfigMap")
+    else:
+        cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
+    for stale in {"plan-secret.yaml", "plan-configmap.yaml"} - {name}:  # an earlier export's, of the other kind
+        (out / stale).unlink(missing_ok=True)
+    exp.files.append(_write(out / name, cm_text, secret=hidden))
+    if len(cm_text.encode()) > ANNOTATIONS_MAX_BYTES:
+        exp.warnings.append(
+            f"the plan {kind} is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
+            f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
+            f"as printed ({APPLY}), or with kubectl create"
+        )
+    exp.user_files += [name, "jobs/"]
+    return plan_cm, hidden
+
+
 def write(
     plan: Plan,
     out: Path,
@@ -225,47 +275,11 @@ def write(
         )
     output_dir(out, "export directory", ("jobs",))
     mp_name = dns_label(f"migbench-{plan.name}-mig-parted", 253)
-    plan_cm = dns_label(f"migbench-{plan.name}-plan", 253)
     mp = config_map(mp_name, operator_namespace, "config.yaml", migparted.config_text(plan), _labels(plan))
     exp.files.append(_write(out / "mig-parted-config.yaml", _yaml(mp)))
     exp.files.append(_write(out / "label-nodes.sh", label_script(plan, mp_name, operator_namespace), exe=True))
-    if state not in ("pvc", "emptydir"):
-        raise MigbenchError(
-            f"--state {state!r}: expected pvc or emptydir", hint="pvc (the default) keeps the run directories; emptydir loses them with each pod"
-        )
-    if not QUANTITY.fullmatch(state_size):
-        raise MigbenchError(f"--state-size {state_size!r} is not a Kubernetes quantity", hint="e.g. 10Gi, 500Gi, 2Ti")
-    stale_pvc = out / "state-pvc.yaml"
-    if state_pvc is None and state == "pvc":
-        state_pvc = dns_label(f"migbench-{plan.name}-state", 253)
-        exp.files.append(_write(stale_pvc, _yaml(state_claim(plan, state_pvc, namespace, state_size))))
-        exp.user_files.append("state-pvc.yaml")
-        exp.notes.append(
-            f"the run directories go to PersistentVolumeClaim {state_pvc} (state-pvc.yaml: ReadWriteMany, {state_size}, "
-            "the cluster's default storage class; set storageClassName there, or pass --state-pvc CLAIM)"
-        )
-    elif stale_pvc.exists():  # an earlier export's claim, no longer part of this one
-        stale_pvc.unlink()
-    if state_pvc is None:
-        exp.warnings.append("--state emptydir: each pod's run directory, logs and outcome are lost with the pod (`migbench status` and `logs` see nothing)")
-    hidden = plan.has_env_values()  # env values may be tokens: a Secret, and a file only the user reads
-    kind, name = ("Secret", "plan-secret.yaml") if hidden else ("ConfigMap", "plan-configmap.yaml")
-    if hidden:
-        plan_cm = dns_label(f"migbench-{plan.name}-plan-env", 253)
-        cm_text = _yaml(secret(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
-        exp.notes.append(f"the plan carries env: values: it goes to the cluster as Secret {plan_cm} ({name}, written 0600), not a ConfigMap")
-    else:
-        cm_text = _yaml(config_map(plan_cm, namespace, "plan.yaml", plan_text, _labels(plan)))
-    for stale in {"plan-secret.yaml", "plan-configmap.yaml"} - {name}:  # an earlier export's, of the other kind
-        (out / stale).unlink(missing_ok=True)
-    exp.files.append(_write(out / name, cm_text, secret=hidden))
-    if len(cm_text.encode()) > ANNOTATIONS_MAX_BYTES:
-        exp.warnings.append(
-            f"the plan {kind} is {len(cm_text.encode()):,} bytes: a client-side `kubectl apply` of it fails "
-            f"(its last-applied annotation holds at most {ANNOTATIONS_MAX_BYTES:,} bytes); apply it server-side, "
-            f"as printed ({APPLY}), or with kubectl create"
-        )
-    exp.user_files += [name, "jobs/"]
+    state_pvc = _state_claim(plan, out, exp, state_pvc=state_pvc, state=state, state_size=state_size, namespace=namespace)
+    plan_cm, hidden = _plan_map(plan, out, exp, plan_text=plan_text, namespace=namespace)
     for a in arrs:
         j = job(plan, a, sha256=sha256, image=image, namespace=namespace, plan_cm=plan_cm, state_pvc=state_pvc, workdir=workdir, plan_secret=hidden)
         exp.jobs.append(j)

@@ -172,22 +172,26 @@ def profile_error(p: Any) -> str | None:
             return f"cannot parse fields of '{p}': missing '{suffix}' from '%d{suffix}'"
         if not re.fullmatch(r"[+-]?\d+", text[: -len(suffix)]):
             return f"cannot parse fields of '{p}': malformed number in '%d{suffix}'"
-    if len(parts) == 2:
-        seen: set[str] = set()
-        for a in parts[1].split(","):
-            if a in seen:
-                return f"cannot parse attributes of '{p}': non unique attribute in list"
-            if a == "":
-                return f"cannot parse attributes of '{p}': empty attribute in list"
-            if a.strip() != a:
-                return f"cannot parse attributes of '{p}': leading or trailing spaces in attribute"
-            if a[0].isdigit():
-                return f"cannot parse attributes of '{p}': attribute begins with a number"
-            if a[0] == "." or a[-1] == ".":
-                return f"cannot parse attributes of '{p}': attribute begins/ends with a dot"
-            if not _ATTR_CHARS.fullmatch(a):
-                return f"cannot parse attributes of '{p}': non alpha-numeric character or digit in attribute"
-            seen.add(a)
+    return _attributes_error(p, parts[1]) if len(parts) == 2 else None
+
+
+def _attributes_error(p: str, attrs: str) -> str | None:
+    """The attribute list after the `+`/`-` of profile `p`; None when valid."""
+    seen: set[str] = set()
+    for a in attrs.split(","):
+        if a in seen:
+            return f"cannot parse attributes of '{p}': non unique attribute in list"
+        if a == "":
+            return f"cannot parse attributes of '{p}': empty attribute in list"
+        if a.strip() != a:
+            return f"cannot parse attributes of '{p}': leading or trailing spaces in attribute"
+        if a[0].isdigit():
+            return f"cannot parse attributes of '{p}': attribute begins with a number"
+        if a[0] == "." or a[-1] == ".":
+            return f"cannot parse attributes of '{p}': attribute begins/ends with a dot"
+        if not _ATTR_CHARS.fullmatch(a):
+            return f"cannot parse attributes of '{p}': non alpha-numeric character or digit in attribute"
+        seen.add(a)
     return None
 
 

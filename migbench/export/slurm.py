@@ -26,6 +26,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from migbench.duration import rate
 from migbench.errors import InputError, MigbenchError, os_reason
@@ -123,12 +124,42 @@ def write(
         if task_time_s(plan, a) is None:
             exp.notes.append(f"{a.name}: no --time (a run has no `duration` or `timeout`): the partition's default time limit applies")
     exp.files.append(_write(out / "submit.sh", submit_script(plan, arrs, types, str(sd), sha256, max_array_size), exe=True))
-    doc = {
+    doc = _export_doc(plan_abs, sha256, str(sd), nodes, arrs, types, max_array_size, max_array_from)
+    exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
+    from migbench.export.execute import save_parsed_plan
+
+    try:  # beside the launch state: each array task reads it instead of parsing the YAML
+        save_parsed_plan(plan, sd, sha256)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = os_reason(exc) if isinstance(exc, OSError) else "the plan file is not UTF-8"
+        exp.notes.append(f"could not leave the parsed plan in {sd} ({why}): each array task will parse the plan file itself")
+    shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
+    if shared:
+        exp.notes.append(
+            "Slurm cannot tell apart "
+            + ", ".join(f"{a.profile} ({a.model})" for a in shared)
+            + f": they share GRES type {types[shared[0].name]} (the type names only GPU-instance slices and memory)"
+        )
+    return exp
+
+
+def _export_doc(
+    plan_abs: str,
+    sha256: str,
+    state_dir: str,
+    nodes: list[str],
+    arrs: list[Array],
+    types: Mapping[str, str],
+    max_array_size: int,
+    max_array_from: str,
+) -> dict[str, Any]:
+    """export.json: what was exported, from which plan, for which nodes and arrays."""
+    return {
         "version": 1,
         "kind": "migbench-export-slurm",
         "plan": plan_abs,
         "plan_sha256": sha256,
-        "state_dir": str(sd),
+        "state_dir": state_dir,
         "nodes": nodes,
         "max_array_size": max_array_size,
         "max_array_size_from": max_array_from,
@@ -147,22 +178,6 @@ def write(
             for a in arrs
         ],
     }
-    exp.files.append(_write(out / "export.json", json.dumps(doc, indent=2) + "\n"))
-    from migbench.export.execute import save_parsed_plan
-
-    try:  # beside the launch state: each array task reads it instead of parsing the YAML
-        save_parsed_plan(plan, sd, sha256)
-    except (OSError, UnicodeDecodeError) as exc:
-        why = os_reason(exc) if isinstance(exc, OSError) else "the plan file is not UTF-8"
-        exp.notes.append(f"could not leave the parsed plan in {sd} ({why}): each array task will parse the plan file itself")
-    shared = [a for a in arrs if types[a.name] in [types[b.name] for b in arrs if b is not a]]
-    if shared:
-        exp.notes.append(
-            "Slurm cannot tell apart "
-            + ", ".join(f"{a.profile} ({a.model})" for a in shared)
-            + f": they share GRES type {types[shared[0].name]} (the type names only GPU-instance slices and memory)"
-        )
-    return exp
 
 
 def _write(path: Path, text: str, *, exe: bool = False) -> Path:

@@ -61,18 +61,9 @@ def max_array_size(env: Mapping[str, str] | None = None) -> int:
 # -- --check -----------------------------------------------------------------------------------
 
 
-def check(plan: Plan, cluster: Mapping[str, ClusterNode], type_map: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Map each array of the plan onto the GRES types the cluster's nodes declare; returns
-    ({array: type}, notes). Raises MigbenchError naming every missing node, type and count."""
-    nodes = require_nodes(plan)
-    problems: list[str] = []
-    notes: list[str] = []
-    known = ", ".join(sorted(cluster)) or "none"
-    for n in nodes:
-        if n not in cluster:
-            problems.append(f"node {n} is not in the cluster (scontrol show node lists: {known})")
-        elif any(s in cluster[n].state for s in ("DRAIN", "DOWN", "FAIL", "INVALID")):
-            notes.append(f"node {n} is {cluster[n].state}")
+def _choose_types(plan: Plan, cluster: Mapping[str, ClusterNode], type_map: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """{array: the GRES type its profile has on every node}; an array whose type differs from node
+    to node (or is missing) adds to `problems`."""
     chosen: dict[str, str] = {}
     for a in arrays(plan):
         per_node: dict[str, str] = {}
@@ -91,17 +82,39 @@ def check(plan: Plan, cluster: Mapping[str, ClusterNode], type_map: Mapping[str,
             )
         elif names:
             chosen[a.name] = names.pop()
-    for n in nodes:  # counts, per type (several profiles may share a type)
+    return chosen
+
+
+def _count_problems(plan: Plan, n: str, node: ClusterNode, chosen: Mapping[str, str]) -> list[str]:
+    """Node `n` declares fewer GRES of a type than the plan's arrays need there."""
+    need: dict[str, int] = {}
+    for a in arrays(plan):
+        if a.name in chosen and a.per_node.get(n):
+            need[chosen[a.name]] = need.get(chosen[a.name], 0) + a.per_node[n]
+    out = []
+    for t, k in need.items():
+        have = node.gres.get(t, 0)
+        if have < k:
+            out.append(f"node {n} has {have} x gpu:{t}, the plan needs {k}")
+    return out
+
+
+def check(plan: Plan, cluster: Mapping[str, ClusterNode], type_map: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Map each array of the plan onto the GRES types the cluster's nodes declare; returns
+    ({array: type}, notes). Raises MigbenchError naming every missing node, type and count."""
+    nodes = require_nodes(plan)
+    problems: list[str] = []
+    notes: list[str] = []
+    known = ", ".join(sorted(cluster)) or "none"
+    for n in nodes:
         if n not in cluster:
-            continue
-        need: dict[str, int] = {}
-        for a in arrays(plan):
-            if a.name in chosen and a.per_node.get(n):
-                need[chosen[a.name]] = need.get(chosen[a.name], 0) + a.per_node[n]
-        for t, k in need.items():
-            have = cluster[n].gres.get(t, 0)
-            if have < k:
-                problems.append(f"node {n} has {have} x gpu:{t}, the plan needs {k}")
+            problems.append(f"node {n} is not in the cluster (scontrol show node lists: {known})")
+        elif any(s in cluster[n].state for s in ("DRAIN", "DOWN", "FAIL", "INVALID")):
+            notes.append(f"node {n} is {cluster[n].state}")
+    chosen = _choose_types(plan, cluster, type_map, problems)
+    for n in nodes:  # counts, per type (several profiles may share a type)
+        if n in cluster:
+            problems += _count_problems(plan, n, cluster[n], chosen)
     if problems:
         raise MigbenchError(
             "the cluster cannot run plan " + plan.name + " as exported:\n  " + "\n  ".join(problems),

@@ -35,7 +35,7 @@ Measurements of another sweep, GPU model or driver are used, with a warning nami
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -135,16 +135,9 @@ def _params_key(group: str, params: dict) -> str:
     return canonical_json([group, params])
 
 
-def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str | None]] = ()) -> Resolution:
-    """The sweep with each run's memory decided as the module says, and how. `targets` are the
-    (GPU model, driver) pairs the plan is for, to warn about footprints measured elsewhere."""
-    groups = {g.name: g for g in sweep.groups}
-    warnings: list[str] = []
-    notes: list[str] = []
-    ids = {r.id for r in sweep.runs}
-    by_params = {_params_key(r.group, r.params): r.id for r in sweep.runs}
-
-    # -- what was measured, per run id
+def _from_histories(sweep: Sweep, sources: Sources, ids: set[str], warnings: list[str]) -> tuple[dict[str, int], dict[str, str], dict[str, int]]:
+    """What the launch histories measured, per run id of the sweep: (the highest peak of a run that
+    succeeded, which attempt it was, the memory a run ran out of)."""
     hist: dict[str, int] = {}
     hist_from: dict[str, str] = {}
     floors: dict[str, int] = {}
@@ -158,6 +151,21 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
         for rid, f in h.oom_floor_mib.items():
             if rid in ids:
                 floors[rid] = max(floors.get(rid, 0), f)
+    return hist, hist_from, floors
+
+
+def _from_footprints(
+    sweep: Sweep,
+    sources: Sources,
+    ids: set[str],
+    targets: Sequence[tuple[str, str | None]],
+    floors: dict[str, int],
+    warnings: list[str],
+    notes: list[str],
+) -> dict[str, Measurement]:
+    """What the footprints files measured, per run id of the sweep (a run matched by id, else by
+    group and parameters); a lower bound or an OOM raises `floors` instead."""
+    by_params = {_params_key(r.group, r.params): r.id for r in sweep.runs}
     probe: dict[str, Measurement] = {}
     for fp in sources.footprints:
         used: list[Measurement] = []
@@ -176,6 +184,72 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
             notes.append(f"{where}: none of its {len(fp.measurements)} measurement(s) is of a run of this sweep")
             continue
         warnings.extend(_mismatches(where, fp, sweep, used, targets))
+    return probe
+
+
+def _measured_peak(
+    r: Run,
+    hist: dict[str, int],
+    hist_from: dict[str, str],
+    probe: dict[str, Measurement],
+    best_of_config: Callable[[str], tuple[int, str, str] | None],
+    key: str,
+    fit: Fit | None,
+) -> tuple[int, str, str] | None:
+    """A run's measured peak, (MiB, source, detail), from the best evidence there is: its own
+    launch, its own probe, another run of its configuration, the group's fit; None without any."""
+    if r.id in hist:
+        return hist[r.id], "history", f"peak {hist[r.id]} MiB in a launch ({hist_from[r.id]})"
+    if r.id in probe:
+        m = probe[r.id]
+        return m.peak_mib, "profile", f"peak {m.peak_mib} MiB in a {m.probe_s:.1f} s probe on {m.gpu_model} {m.profile} ({m.how})"
+    if (b := best_of_config(key)) is not None:
+        return b
+    if fit is not None and fit.ok and (pred := fit.predict(r.params)) is not None and pred > 0:
+        peak = int(math.ceil(pred - 1e-6))
+        return peak, "fit", f"predicted {peak} MiB: {fit.describe()}" + (" (extrapolated)" if fit.extrapolates(r.params) else "")
+    return None
+
+
+def _fit(
+    sweep: Sweep,
+    grp: Group,
+    key_of: dict[str, str],
+    runs_by_key: dict[str, list[Run]],
+    best_of_config: Callable[[str], tuple[int, str, str] | None],
+) -> Fit | None:
+    """The group's memory fitted to its measured configurations; None when nothing was measured,
+    or every configuration was (nothing to predict)."""
+    gruns = [r for r in sweep.runs if r.group == grp.name]
+    points = []
+    for key in dict.fromkeys(key_of[r.id] for r in gruns):
+        b = best_of_config(key)
+        if b is not None:
+            points.append((runs_by_key[key][0].params, float(b[0])))
+    if not points or len(points) == len({key_of[r.id] for r in gruns}):
+        return None
+    by = grp.memory.by if isinstance(grp.memory, MeasuredMemory) else None
+    return fit_group(grp.name, points, candidate_params([r.params for r in gruns], by))
+
+
+def _headroom(sources: Sources, g: Group | None) -> float:
+    """The headroom over a measured peak: the group's own, else the command line's, else the default."""
+    if g is not None and isinstance(g.memory, MeasuredMemory) and g.memory.headroom is not None:
+        return g.memory.headroom
+    return sources.headroom if sources.headroom is not None else DEFAULT_HEADROOM
+
+
+def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str | None]] = ()) -> Resolution:
+    """The sweep with each run's memory decided as the module says, and how. `targets` are the
+    (GPU model, driver) pairs the plan is for, to warn about footprints measured elsewhere."""
+    groups = {g.name: g for g in sweep.groups}
+    warnings: list[str] = []
+    notes: list[str] = []
+    ids = {r.id for r in sweep.runs}
+
+    # -- what was measured, per run id
+    hist, hist_from, floors = _from_histories(sweep, sources, ids, warnings)
+    probe = _from_footprints(sweep, sources, ids, targets, floors, warnings, notes)
 
     # -- per configuration
     runs_by_key: dict[str, list[Run]] = {}
@@ -201,43 +275,18 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
     def uses(g: Group | None) -> bool:
         return g is not None and (isinstance(g.memory, MeasuredMemory) or sources.all_groups)
 
-    fits: dict[str, Fit] = {}
-    for grp in sweep.groups:
-        if not uses(grp):
-            continue
-        gruns = [r for r in sweep.runs if r.group == grp.name]
-        points = []
-        for key in dict.fromkeys(key_of[r.id] for r in gruns):
-            b = best_of_config(key)
-            if b is not None:
-                points.append((runs_by_key[key][0].params, float(b[0])))
-        if not points or len(points) == len({key_of[r.id] for r in gruns}):
-            continue  # nothing measured, or every configuration was: nothing to predict
-        by = grp.memory.by if isinstance(grp.memory, MeasuredMemory) else None
-        fits[grp.name] = fit_group(grp.name, points, candidate_params([r.params for r in gruns], by))
+    fits = {grp.name: fit for grp in sweep.groups if uses(grp) and (fit := _fit(sweep, grp, key_of, runs_by_key, best_of_config)) is not None}
 
     # -- each run
     out: dict[str, ResolvedMemory] = {}
     new_runs: list[Run] = []
     for r in sweep.runs:
         g = groups.get(r.group)
-        hr = sources.headroom if sources.headroom is not None else DEFAULT_HEADROOM
-        if g is not None and isinstance(g.memory, MeasuredMemory) and g.memory.headroom is not None:
-            hr = g.memory.headroom
+        hr = _headroom(sources, g)
         peak: int | None = None
         source, detail = r.memory_source, ""
-        if uses(g):
-            if r.id in hist:
-                peak, source, detail = hist[r.id], "history", f"peak {hist[r.id]} MiB in a launch ({hist_from[r.id]})"
-            elif r.id in probe:
-                m = probe[r.id]
-                peak, source = m.peak_mib, "profile"
-                detail = f"peak {m.peak_mib} MiB in a {m.probe_s:.1f} s probe on {m.gpu_model} {m.profile} ({m.how})"
-            elif (b := best_of_config(key_of[r.id])) is not None:
-                peak, source, detail = b
-            elif (fit := fits.get(r.group)) is not None and fit.ok and (pred := fit.predict(r.params)) is not None and pred > 0:
-                peak, source = int(math.ceil(pred - 1e-6)), "fit"
-                detail = f"predicted {peak} MiB: {fit.describe()}" + (" (extrapolated)" if fit.extrapolates(r.params) else "")
+        if uses(g) and (found := _measured_peak(r, hist, hist_from, probe, best_of_config, key_of[r.id], fits.get(r.group))) is not None:
+            peak, source, detail = found
         if peak is not None:
             mem = with_headroom(peak, hr)
             parts: tuple[tuple[str, int], ...] = ((f"{source.split(' ')[0]} peak", peak), (f"headroom {hr * 100:.0f}%", mem - peak))
@@ -247,13 +296,11 @@ def resolve(sweep: Sweep, sources: Sources, *, targets: Sequence[tuple[str, str 
                 detail = "declared: nothing measured" + (f"; {fits[r.group].describe()}" if r.group in fits else "")
         floor = key_floor.get(key_of[r.id]) or None
         raised = False
-        if floor:
-            need = with_headroom(floor, hr)
-            if need > mem:
-                raised = True
-                parts = parts + (("OOM lower bound", floor), (f"headroom {hr * 100:.0f}%", need - floor))
-                detail = (detail + "; " if detail else "") + f"raised to {need} MiB: it (or its configuration) ran out of memory needing more than {floor} MiB"
-                mem = need
+        if floor and (need := with_headroom(floor, hr)) > mem:
+            raised = True
+            parts = parts + (("OOM lower bound", floor), (f"headroom {hr * 100:.0f}%", need - floor))
+            detail = (detail + "; " if detail else "") + f"raised to {need} MiB: it (or its configuration) ran out of memory needing more than {floor} MiB"
+            mem = need
         out[r.id] = ResolvedMemory(r.id, r.group, r.memory_mib, r.memory_source, mem, source, peak, hr, floor, raised, detail)
         label = out[r.id].label
         new_runs.append(r if (mem, label) == (r.memory_mib, r.memory_source) else replace(r, memory_mib=mem, memory_source=label, memory_parts=parts))

@@ -37,7 +37,7 @@ from migbench.footprints.file import Footprints, Speed, SpeedSide, load_footprin
 from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir
 from migbench.footprints.resolve import default_footprints_path
 from migbench.footprints.select import ProbeTarget, probe_targets
-from migbench.footprints.slots import ProbeSlot, prepare_slots, release
+from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, prepare_attempt
 from migbench.sweep import Sweep
@@ -193,14 +193,7 @@ def measure_speeds(
                 free.remove(slot)
                 probes.append(_spawn(plan, t, side, slot, caps[slot.key], state_dir, opts))
                 on_event(ProbeEvent("start", 0, len(targets) * 2, t.run.id, f"{t.run.id} on {slot.profile} ({side})"))
-        deadline = time.monotonic() + opts.limit_s() + opts.grace_s + 5
-        while any(p.popen.poll() is None for p in probes) and time.monotonic() < deadline:
-            time.sleep(min(opts.sample_s, 0.02))
-            now = time.monotonic()
-            for p in probes:
-                p.clock.poll(now)
-        for p in probes:
-            p.clock.poll(time.monotonic())
+        _watch(probes, opts)
     finally:
         _stop(probes, opts.grace_s)
         problems = release(backend, ph)
@@ -216,24 +209,9 @@ def measure_speeds(
                 (group, f"fewer than {MIN_STEPS + 1} step lines (print `{MARKER}` once per step, or a `step N` progress line; see {s.adir / 'stdout.log'})")
             )
             continue
-        small = SpeedSide(s.slot.profile, s.capacity, a[0], a[1])
-        large = SpeedSide(lg.slot.profile, lg.capacity, b[0], b[1])
-        compute, lower = fit_compute(small, large)
-        speeds.append(
-            Speed(
-                group,
-                s.target.run.id,
-                compute,
-                lower,
-                a[2] if a[2] == b[2] else "progress-lines",
-                s.slot.model,
-                small,
-                large,
-                ph.driver,
-                ph.simulated,
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
-        )
+        sp = _speed(s, lg, a, b, ph)
+        speeds.append(sp)
+        compute, lower, small, large = sp.compute, sp.lower_bound, sp.small, sp.large
         on_event(
             ProbeEvent(
                 "end",
@@ -245,6 +223,38 @@ def measure_speeds(
             )
         )
     return speeds, skipped, ph.notes, problems
+
+
+def _watch(probes: list[_Probe], opts: ProbeOptions) -> None:
+    """Read the probes' step lines until every probe has ended or the time limit (and grace) passed."""
+    deadline = time.monotonic() + opts.limit_s() + opts.grace_s + 5
+    while any(p.popen.poll() is None for p in probes) and time.monotonic() < deadline:
+        time.sleep(min(opts.sample_s, 0.02))
+        now = time.monotonic()
+        for p in probes:
+            p.clock.poll(now)
+    for p in probes:
+        p.clock.poll(time.monotonic())
+
+
+def _speed(s: _Probe, lg: _Probe, a: tuple[float, int, str], b: tuple[float, int, str], ph: ProbeHost) -> Speed:
+    """The group's speed from its run timed on a small (`s`, `a`) and a large (`lg`, `b`) instance."""
+    small = SpeedSide(s.slot.profile, s.capacity, a[0], a[1])
+    large = SpeedSide(lg.slot.profile, lg.capacity, b[0], b[1])
+    compute, lower = fit_compute(small, large)
+    return Speed(
+        s.target.run.group,
+        s.target.run.id,
+        compute,
+        lower,
+        a[2] if a[2] == b[2] else "progress-lines",
+        s.slot.model,
+        small,
+        large,
+        ph.driver,
+        ph.simulated,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def _spawn(plan: Any, t: ProbeTarget, side: str, slot: ProbeSlot, capacity: float, state_dir: Path, opts: ProbeOptions) -> _Probe:

@@ -83,42 +83,10 @@ class Queues:
         deferred: list[float] = []
 
         def own(k: str) -> None:
-            q = qs[k]
-            i = 0
-            while i < len(q):
-                w = q[i]
-                if not w.ready:
-                    i += 1
-                    continue
-                if not fits_alongside(w.job, run[k], self.slots[k]):
-                    return
-                starts.append((w.id, k))
-                run[k].append(w.job)
-                q.pop(i)
+            self._own(k, qs, run, starts)
 
         def lend_to(k: str) -> None:
-            if not self.lend or qs[k]:
-                return  # only an instance with nothing of its own queued lends itself
-            moved = True
-            while moved:
-                moved = False
-                heads = []
-                for k2 in self.order:
-                    head = next((w for w in qs[k2] if w.ready), None) if k2 != k else None
-                    if head is not None:
-                        heads.append((head.rank, k2, head))
-                for _, k2, w in sorted(heads, key=lambda h: (h[0], h[1])):
-                    if fits_alongside(w.job, run[k2], self.slots[k2]):
-                        continue  # it can start at home
-                    if elapsed_s is not None and elapsed_s <= w.planned_start_s + 1e-6:
-                        deferred.append(w.planned_start_s)
-                        continue  # on schedule: it starts at home as planned
-                    if self.allowed(w, k) and fits_alongside(w.job, run[k], self.slots[k]):
-                        starts.append((w.id, k))
-                        run[k].append(w.job)
-                        qs[k2].remove(w)
-                        moved = True
-                        break
+            self._lend_to(k, qs, run, starts, deferred, elapsed_s)
 
         first = touched is None
         for k in self.order if touched is None else [k for k in dict.fromkeys(touched) if k in self.slots]:
@@ -132,6 +100,55 @@ class Queues:
                     lend_to(k)
         self.deferred_until_s = min(deferred) if deferred else None
         return starts
+
+    def _own(self, k: str, qs: dict[str, list[Waiting]], run: dict[str, list[Demand]], starts: list[tuple[str, str]]) -> None:
+        """Instance `k` starts its own queue's ready runs, in order, while the next one fits."""
+        q = qs[k]
+        i = 0
+        while i < len(q):
+            w = q[i]
+            if not w.ready:
+                i += 1
+                continue
+            if not fits_alongside(w.job, run[k], self.slots[k]):
+                return
+            starts.append((w.id, k))
+            run[k].append(w.job)
+            q.pop(i)
+
+    def _lend_to(
+        self,
+        k: str,
+        qs: dict[str, list[Waiting]],
+        run: dict[str, list[Demand]],
+        starts: list[tuple[str, str]],
+        deferred: list[float],
+        elapsed_s: float | None,
+    ) -> None:
+        """Instance `k`, with nothing of its own queued, takes the blocked ready heads of other
+        queues that may use it, by rank (a head on schedule is deferred instead, see `pick`)."""
+        if not self.lend or qs[k]:
+            return  # only an instance with nothing of its own queued lends itself
+        moved = True
+        while moved:
+            moved = False
+            heads = []
+            for k2 in self.order:
+                head = next((w for w in qs[k2] if w.ready), None) if k2 != k else None
+                if head is not None:
+                    heads.append((head.rank, k2, head))
+            for _, k2, w in sorted(heads, key=lambda h: (h[0], h[1])):
+                if fits_alongside(w.job, run[k2], self.slots[k2]):
+                    continue  # it can start at home
+                if elapsed_s is not None and elapsed_s <= w.planned_start_s + 1e-6:
+                    deferred.append(w.planned_start_s)
+                    continue  # on schedule: it starts at home as planned
+                if self.allowed(w, k) and fits_alongside(w.job, run[k], self.slots[k]):
+                    starts.append((w.id, k))
+                    run[k].append(w.job)
+                    qs[k2].remove(w)
+                    moved = True
+                    break
 
     def escalation_target(
         self,

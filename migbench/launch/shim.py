@@ -309,17 +309,9 @@ def read_cmd(adir: Path) -> dict[str, Any]:
         return dict(json.loads(f.read(CMD_LIMIT)))
 
 
-def run(adir: Path, result_fd: int | None = None) -> int:
-    """Start, supervise and record one attempt. Returns the exit code (0-255)."""
-    cmd = read_cmd(adir)
-    configure_state_mode(cmd.get("state_mode"))
-    argv = [str(a) for a in cmd["argv"]]
-    env = child_env(cmd, dict(os.environ))
-    workdir = str(cmd.get("workdir") or ".")
-    timeout_s = cmd.get("timeout_s")
-    grace_s = float(cmd.get("stop_grace_s") or 0.0)
-    started_at = time.time()
-
+def _open_files(adir: Path) -> dict[str, int]:
+    """The attempt's files and pipes for the waiter and the shim: the run's logs, /dev/null, the
+    attempt directory, and the gate, exec and PID pipes (each `_r`/`_w`)."""
     fds = {
         "out": create_private(adir / "stdout.log"),
         "err": create_private(adir / "stderr.log"),
@@ -334,7 +326,77 @@ def run(adir: Path, result_fd: int | None = None) -> int:
     fds["gate_r"], fds["gate_w"] = os.pipe()
     fds["exec_r"], fds["exec_w"] = os.pipe()  # close-on-exec: EOF tells the shim the exec happened
     fds["pid_r"], fds["pid_w"] = os.pipe()  # the waiter: the run's PID, then its record
+    return fds
 
+
+def _handle_signals(adir: Path, pid: int, timeout_s: Any, grace_s: float) -> dict[str, Any]:
+    """The shim's signal handlers: SIGTERM and SIGINT forwarded to the run's process group, the
+    timeout's SIGALRM (SIGTERM, then SIGKILL after the grace), SIGHUP ignored. Returns the state
+    the handlers keep: timed_out, stage, forwarded."""
+    state: dict[str, Any] = {"timed_out": False, "stage": 0, "forwarded": []}
+
+    def forward(signum: int, _frame: Any) -> None:
+        state["forwarded"].append(signum)
+        try:
+            os.killpg(pid, signum)
+        except OSError:
+            pass
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        state["timed_out"] = True
+        state["stage"] += 1
+        sig = signal.SIGTERM if state["stage"] == 1 else signal.SIGKILL
+        _log(adir, f"timeout after {timeout_s} s: sending {sig.name} to process group {pid}")
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            pass
+        if state["stage"] == 1:
+            signal.setitimer(signal.ITIMER_REAL, max(grace_s, 0.01))
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return state
+
+
+def _read_until_eof(fd: int) -> bytes:
+    """Everything up to EOF on `fd` (blocking: the writer closes it)."""
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _write_exit(adir: Path, doc: dict[str, Any], result_fd: int | None) -> None:
+    """The attempt's exit.json, and the launcher's copy on `result_fd` (it holds even when the
+    attempt directory is gone); a failure is logged, never raised."""
+    try:
+        write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)
+    except OSError as exc:
+        _log(adir, f"cannot write exit.json: {exc}")
+    if result_fd is not None:
+        try:
+            os.write(result_fd, (json.dumps(doc) + "\n").encode())
+        except OSError:
+            pass
+
+
+def run(adir: Path, result_fd: int | None = None) -> int:
+    """Start, supervise and record one attempt. Returns the exit code (0-255)."""
+    cmd = read_cmd(adir)
+    configure_state_mode(cmd.get("state_mode"))
+    argv = [str(a) for a in cmd["argv"]]
+    env = child_env(cmd, dict(os.environ))
+    workdir = str(cmd.get("workdir") or ".")
+    timeout_s = cmd.get("timeout_s")
+    grace_s = float(cmd.get("stop_grace_s") or 0.0)
+    started_at = time.time()
+
+    fds = _open_files(adir)
     wpid = _fork_waiter(adir, str(cmd.get("run_id") or "run"), argv, env, workdir, fds)
     # the shim
     for name in ("gate_r", "exec_w", "pid_w", "out", "err", "null", "dir"):
@@ -362,39 +424,10 @@ def run(adir: Path, result_fd: int | None = None) -> int:
     if problem:
         _log(adir, problem)
 
-    state: dict[str, Any] = {"timed_out": False, "stage": 0, "forwarded": []}
-
-    def forward(signum: int, _frame: Any) -> None:
-        state["forwarded"].append(signum)
-        try:
-            os.killpg(pid, signum)
-        except OSError:
-            pass
-
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        state["timed_out"] = True
-        state["stage"] += 1
-        sig = signal.SIGTERM if state["stage"] == 1 else signal.SIGKILL
-        _log(adir, f"timeout after {timeout_s} s: sending {sig.name} to process group {pid}")
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            pass
-        if state["stage"] == 1:
-            signal.setitimer(signal.ITIMER_REAL, max(grace_s, 0.01))
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    state = _handle_signals(adir, pid, timeout_s, grace_s)
     os.write(gate_w, b"x")
     os.close(gate_w)
-    exec_error = b""
-    while True:
-        chunk = os.read(exec_r, 4096)
-        if not chunk:
-            break
-        exec_error += chunk
+    exec_error = _read_until_eof(exec_r)
     os.close(exec_r)
     if timeout_s:
         signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
@@ -420,15 +453,7 @@ def run(adir: Path, result_fd: int | None = None) -> int:
         exec_error=exec_error.decode("utf-8", "replace") or None,
         ended_at=float(record.get("ended_at") or time.time()),
     )
-    try:
-        write_json_atomic(adir / "exit.json", doc, reserve=adir / RESERVE_NAME)
-    except OSError as exc:
-        _log(adir, f"cannot write exit.json: {exc}")
-    if result_fd is not None:  # the launcher's copy: it holds even when the attempt directory is gone
-        try:
-            os.write(result_fd, (json.dumps(doc) + "\n").encode())
-        except OSError:
-            pass
+    _write_exit(adir, doc, result_fd)
     os.waitpid(wpid, 0)
     return int(doc["returncode"]) & 0xFF
 

@@ -121,7 +121,7 @@ from migbench.launch.rebuild import rebuild_row, scan_attempts
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, AttemptEnd, LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
-from migbench.plan import Plan
+from migbench.plan import Plan, PlanRun
 from migbench.state import configure_modes
 
 
@@ -224,45 +224,14 @@ class Supervisor(Outcomes):
         changed: list[RunRow] = []
         history: list[tuple[RunRow, Any]] = []
         for n, r in enumerate(order):
-            key = r.instance_key or ""
-            row = rows.get(r.id)
-            if row is None:
-                row = RunRow(
-                    id=r.id,
-                    ord=n,
-                    grp=r.group,
-                    state="queued",
-                    home=key,
-                    queue=key,
-                    rank=pos.get(r.id, n),
-                    memory_mib=r.memory_mib,
-                    need_mib=r.memory_mib,
-                    queued_at=now,
-                )
-            else:
-                escalated = row.queue != row.home and row.queue in self.inst
-                row.ord, row.grp, row.memory_mib, row.home = n, r.group, r.memory_mib, key
-                if not escalated:
-                    row.queue, row.rank, row.need_mib = key, pos.get(r.id, n), r.memory_mib
-                if row.state == "abandoned":
-                    row.state, row.last_error = "queued", None
+            row = self._placed_row(r, n, rows.get(r.id), pos.get(r.id, n), now)
             disk = scan_attempts(self.sd, r.id)
             if disk and disk[-1].n > row.attempt:  # the database is behind the run's directory
                 rebuild_row(row, disk, retries_of(self.plan, r))
                 history.extend((row, d) for d in disk)
             changed.append(row)
             rows[r.id] = row
-        for n, u in enumerate(self.plan.unplaced):
-            row = rows.get(u.id) or RunRow(id=u.id, ord=len(order) + n, memory_mib=u.memory_mib, need_mib=u.memory_mib)
-            if row.state not in (*FINAL_STATES, *ACTIVE_STATES, "unknown"):
-                row.state, row.last_error = "abandoned", f"not placed by the plan: {u.reason}"
-            changed.append(row)
-            rows[u.id] = row
-        plan_ids = placed | {u.id for u in self.plan.unplaced}
-        for rid, row in rows.items():
-            if rid not in plan_ids and row.state in ("queued", "interrupted"):
-                row.state, row.last_error = "abandoned", "no longer in the plan"
-                changed.append(row)
+        changed += self._abandon_the_rest(rows, len(order), placed)
         self.rows = rows
         if history:
             kinds = Counter(row.state for row in {id(r): r for r, _ in history}.values())
@@ -289,6 +258,49 @@ class Supervisor(Outcomes):
             raise MigbenchError(
                 f"cannot record the launch: {trouble.message}", hint="free space in the state directory, then launch again; nothing was started"
             )
+
+    def _placed_row(self, r: PlanRun, n: int, row: RunRow | None, rank: int, now: float) -> RunRow:
+        """The row of placed run `r` (`n`-th to start, `rank` in its queue): new and queued, else
+        the stored one brought to this plan (its queue kept when it was escalated; an abandoned
+        run queued again)."""
+        key = r.instance_key or ""
+        if row is None:
+            return RunRow(
+                id=r.id,
+                ord=n,
+                grp=r.group,
+                state="queued",
+                home=key,
+                queue=key,
+                rank=rank,
+                memory_mib=r.memory_mib,
+                need_mib=r.memory_mib,
+                queued_at=now,
+            )
+        escalated = row.queue != row.home and row.queue in self.inst
+        row.ord, row.grp, row.memory_mib, row.home = n, r.group, r.memory_mib, key
+        if not escalated:
+            row.queue, row.rank, row.need_mib = key, rank, r.memory_mib
+        if row.state == "abandoned":
+            row.state, row.last_error = "queued", None
+        return row
+
+    def _abandon_the_rest(self, rows: dict[str, RunRow], n_placed: int, placed: set[str]) -> list[RunRow]:
+        """The plan's unplaced runs, and waiting runs the plan no longer has, marked abandoned (into
+        `rows`); the rows changed."""
+        changed = []
+        for n, u in enumerate(self.plan.unplaced):
+            row = rows.get(u.id) or RunRow(id=u.id, ord=n_placed + n, memory_mib=u.memory_mib, need_mib=u.memory_mib)
+            if row.state not in (*FINAL_STATES, *ACTIVE_STATES, "unknown"):
+                row.state, row.last_error = "abandoned", f"not placed by the plan: {u.reason}"
+            changed.append(row)
+            rows[u.id] = row
+        plan_ids = placed | {u.id for u in self.plan.unplaced}
+        for rid, row in rows.items():
+            if rid not in plan_ids and row.state in ("queued", "interrupted"):
+                row.state, row.last_error = "abandoned", "no longer in the plan"
+                changed.append(row)
+        return changed
 
     def _launcher_row(self, now: float) -> LauncherRow:
         return LauncherRow(

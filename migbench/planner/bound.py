@@ -123,6 +123,22 @@ def glop_layouts(prob: PlanningProblem) -> tuple[Any, dict[str, list[Any]], dict
     return lp, x, n_inst
 
 
+def _lp_load_rows(lp: Any, prob: PlanningProblem, T: float, ti: int, N: Any, terms: list[tuple[int, Any]]) -> None:
+    """Instance type `ti`'s compute-work, memory-time and sharing-slot rows at T (`N`: its count)."""
+    inf = lp.infinity()
+    t = prob.types[ti]
+    work, memt, slot = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
+    work.SetCoefficient(N, -t.capacity)
+    memt.SetCoefficient(N, -1)
+    slot.SetCoefficient(N, -1)
+    for ci, v in terms:
+        c = prob.classes[ci]
+        a = class_solo(prob, c, ti)
+        work.SetCoefficient(v, float(c.duration_s or 1.0) * c.compute / T)
+        memt.SetCoefficient(v, (c.memory_mib / t.memory_mib) * (a / T))
+        slot.SetCoefficient(v, a / (c.cap * T))
+
+
 def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list[int]] | None, dict[int, list[Cut]]]:
     """The linear relaxation at T, with lazy time-point cuts separated until none is violated:
     (infeasible?, layout counts rounded from its solution, the lazy cuts it added). Built row by row
@@ -143,18 +159,7 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
             cover.SetCoefficient(v, 1)
             by_type[ti].append((ci, v))
     for ti, terms in by_type.items():
-        t = prob.types[ti]
-        N = n_inst[ti]
-        work, memt, slot = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
-        work.SetCoefficient(N, -t.capacity)
-        memt.SetCoefficient(N, -1)
-        slot.SetCoefficient(N, -1)
-        for ci, v in terms:
-            c = prob.classes[ci]
-            a = class_solo(prob, c, ti)
-            work.SetCoefficient(v, float(c.duration_s or 1.0) * c.compute / T)
-            memt.SetCoefficient(v, (c.memory_mib / t.memory_mib) * (a / T))
-            slot.SetCoefficient(v, a / (c.cap * T))
+        _lp_load_rows(lp, prob, T, ti, n_inst[ti], terms)
     var_of = {(ti, ci): v for ti, terms in by_type.items() for ci, v in terms}
 
     def add_cuts(ti: int, cuts: list[Cut]) -> None:
@@ -185,6 +190,12 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
         for ti, cuts in violated.items():
             add_cuts(ti, cuts)
             added[ti].extend(cuts)
+    return False, _rounded_counts(prob, x), dict(added)
+
+
+def _rounded_counts(prob: PlanningProblem, x: dict[str, list[Any]]) -> dict[str, list[int]]:
+    """The LP's layout counts rounded to whole GPUs: each rounded down, then the GPUs left over go
+    to the largest fractions (ties: the first layout)."""
     counts: dict[str, list[int]] = {}
     for key, vs in x.items():
         vals = [v.solution_value() for v in vs]
@@ -194,7 +205,27 @@ def lp_relaxation(prob: PlanningProblem, T: float) -> tuple[bool, dict[str, list
         for i in rest[: g - sum(base)]:
             base[i] += 1
         counts[key] = base
-    return False, counts, dict(added)
+    return counts
+
+
+def _cp_load_rows(m: cp_model.CpModel, prob: PlanningProblem, T: float, ti: int, N: Any, terms: list[tuple[int, Any]]) -> None:
+    """Instance type `ti`'s rows at T in CP-SAT (`N`: its count): runs only where the layout has
+    the type, and its compute work, memory-time and sharing slots, scaled and rounded to stay a
+    relaxation."""
+    t = prob.types[ti]
+    for ci, v in terms:
+        m.add(v <= prob.classes[ci].n * N)  # runs only go to a type the layout has
+    work, memt, slot = [], [], []
+    for ci, v in terms:
+        c = prob.classes[ci]
+        a = class_solo(prob, c, ti)
+        d = float(c.duration_s or 1.0)
+        work.append(int(math.floor(SCALE * d * c.compute / T)) * v)
+        memt.append(int(math.floor(SCALE * (c.memory_mib / t.memory_mib) * (a / T))) * v)
+        slot.append(int(math.floor(SCALE * a / (c.cap * T))) * v)
+    m.add(sum(work) <= int(math.ceil(SCALE * t.capacity)) * N)
+    m.add(sum(memt) <= SCALE * N)
+    m.add(sum(slot) <= SCALE * N)
 
 
 def makespan_feasible(
@@ -229,21 +260,7 @@ def makespan_feasible(
     for (ci, ti), v in n.items():
         by_type[ti].append((ci, v))
     for ti, terms in by_type.items():
-        t = prob.types[ti]
-        N = n_inst[ti]
-        for ci, v in terms:
-            m.add(v <= prob.classes[ci].n * N)  # runs only go to a type the layout has
-        work, memt, slot = [], [], []
-        for ci, v in terms:
-            c = prob.classes[ci]
-            a = class_solo(prob, c, ti)
-            d = float(c.duration_s or 1.0)
-            work.append(int(math.floor(SCALE * d * c.compute / T)) * v)
-            memt.append(int(math.floor(SCALE * (c.memory_mib / t.memory_mib) * (a / T))) * v)
-            slot.append(int(math.floor(SCALE * a / (c.cap * T))) * v)
-        m.add(sum(work) <= int(math.ceil(SCALE * t.capacity)) * N)
-        m.add(sum(memt) <= SCALE * N)
-        m.add(sum(slot) <= SCALE * N)
+        _cp_load_rows(m, prob, T, ti, n_inst[ti], terms)
 
     def add_cuts(ti: int, cuts: list[Cut]) -> None:
         t, N = prob.types[ti], n_inst[ti]

@@ -22,6 +22,7 @@ enter is a positive minimum a proof; pricing that runs out of effort proves noth
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from migbench.planner.bound import class_solo, glop_layouts, point_cuts
@@ -50,6 +51,45 @@ def config_infeasible(prob: PlanningProblem, T: float, budget: Budget, interfere
     return config_lp(prob, T, budget, interference)[0]
 
 
+def _cover_rows(lp: Any, prob: PlanningProblem, T: float, v: dict[tuple[int, int], Any], work_row: dict[tuple[int, int], Any]) -> float | None:
+    """Each class's cover row over the types where it fits within T (its variables into `v`), and
+    a work row per (class, type) with a slack the objective minimises (into `work_row`); the total
+    work, or None when a class fits nowhere within T."""
+    inf = lp.infinity()
+    slack_obj = lp.Objective()
+    total_work = 0.0
+    for ci, c in enumerate(prob.classes):
+        ok = [ti for ti in c.types if class_solo(prob, c, ti) <= T * (1 + 1e-9)]
+        if not ok:
+            return None
+        d = float(c.duration_s or 1.0)
+        total_work += c.n * d
+        cover = lp.Constraint(c.n, c.n)
+        for ti in ok:
+            var = v[(ci, ti)] = lp.NumVar(0, c.n, "")
+            cover.SetCoefficient(var, 1)
+            row = work_row[(ci, ti)] = lp.Constraint(0, inf)
+            row.SetCoefficient(var, -d)
+            s = lp.NumVar(0, inf, "")
+            row.SetCoefficient(s, 1)
+            slack_obj.SetCoefficient(s, 1)
+    slack_obj.SetMinimization()
+    return total_work
+
+
+def _point_rows(lp: Any, prob: PlanningProblem, T: float, ti: int, cis: list[int], N: Any, v: dict[tuple[int, int], Any]) -> None:
+    """Type `ti`'s time-point cuts at T over the classes `cis` (`N`: its instance count)."""
+    inf = lp.infinity()
+    t = prob.types[ti]
+    for k, weighted in point_cuts(prob, T, ti, cis, lazy=False):
+        by_slot, by_mem = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
+        by_slot.SetCoefficient(N, -k)
+        by_mem.SetCoefficient(N, -k)
+        for ci, w in weighted:
+            by_slot.SetCoefficient(v[(ci, ti)], w / prob.classes[ci].cap)
+            by_mem.SetCoefficient(v[(ci, ti)], w * prob.classes[ci].memory_mib / t.memory_mib)
+
+
 def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: float = 0.0) -> tuple[bool | None, dict[str, list[int]] | None]:
     """`config_infeasible`'s verdict, with the layout counts rounded from the LP's solution when it
     is feasible (candidate layouts that know which runs can share)."""
@@ -63,58 +103,23 @@ def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: flo
         cap_row[ti].SetCoefficient(N, -T)
     work_row: dict[tuple[int, int], Any] = {}
     v: dict[tuple[int, int], Any] = {}
-    slack_obj = lp.Objective()
-    total_work = 0.0
-    for ci, c in enumerate(prob.classes):
-        ok = [ti for ti in c.types if class_solo(prob, c, ti) <= T * (1 + 1e-9)]
-        if not ok:
-            return True, None
-        d = float(c.duration_s or 1.0)
-        total_work += c.n * d
-        cover = lp.Constraint(c.n, c.n)
-        for ti in ok:
-            var = v[(ci, ti)] = lp.NumVar(0, c.n, "")
-            cover.SetCoefficient(var, 1)
-            row = work_row[(ci, ti)] = lp.Constraint(0, inf)
-            row.SetCoefficient(var, -d)
-            s = lp.NumVar(0, inf, "")
-            row.SetCoefficient(s, 1)
-            slack_obj.SetCoefficient(s, 1)
-    slack_obj.SetMinimization()
+    total_work = _cover_rows(lp, prob, T, v, work_row)
+    if total_work is None:
+        return True, None
     by_type: dict[int, list[int]] = defaultdict(list)
     for ci, ti in v:
         by_type[ti].append(ci)
     for ti, cis in by_type.items():
-        t = prob.types[ti]
-        for k, weighted in point_cuts(prob, T, ti, cis, lazy=False):
-            by_slot, by_mem = lp.Constraint(-inf, 0), lp.Constraint(-inf, 0)
-            by_slot.SetCoefficient(n_inst[ti], -k)
-            by_mem.SetCoefficient(n_inst[ti], -k)
-            for ci, w in weighted:
-                by_slot.SetCoefficient(v[(ci, ti)], w / prob.classes[ci].cap)
-                by_mem.SetCoefficient(v[(ci, ti)], w * prob.classes[ci].memory_mib / t.memory_mib)
+        _point_rows(lp, prob, T, ti, cis, n_inst[ti], v)
 
     seen: set[tuple[int, tuple[tuple[int, int], ...]]] = set()
 
     def add(ti: int, pat: tuple[tuple[int, int], ...]) -> None:
-        if (ti, pat) in seen:
-            return
-        seen.add((ti, pat))
-        t = prob.types[ti]
-        k = sum(n for _, n in pat)
-        u = sum(prob.classes[ci].compute * n for ci, n in pat)
-        r = _rate(u, k, t.capacity, interference)
-        y = lp.NumVar(0, inf, "")
-        cap_row[ti].SetCoefficient(y, 1)
-        for ci, n in pat:
-            work_row[(ci, ti)].SetCoefficient(y, n * r)
+        _add_column(lp, prob, interference, seen, cap_row[ti], work_row, ti, pat)
 
     for ci, ti in v:  # a start: every class alone, and as many of it as may share
-        c, t = prob.classes[ci], prob.types[ti]
-        add(ti, ((ci, 1),))
-        most = min(c.cap, c.n, t.memory_mib // max(1, c.memory_mib))
-        if most > 1:
-            add(ti, ((ci, most),))
+        for pat in _first_patterns(prob, ci, ti):
+            add(ti, pat)
     pairs = len(v)
     for _ in range(MAX_ROUNDS):
         budget.charge(LP_S_PER_ROUND[0] + LP_S_PER_ROUND[1] * pairs)
@@ -129,18 +134,67 @@ def config_lp(prob: PlanningProblem, T: float, budget: Budget, interference: flo
             return None, None
         # Every dual first: adding a column changes the model, and its duals with it.
         prices = {ti: (-cap_row[ti].dual_value(), {ci: work_row[(ci, ti)].dual_value() for ci in cis}) for ti, cis in sorted(by_type.items())}
-        added = 0
-        complete = True
-        for ti, (mu, duals) in prices.items():  # mu >= 0: what a unit of the type's instance-time is worth
-            pats, done = _price(prob, ti, duals, mu, interference, budget)
-            complete = complete and done
-            for pat in pats:
-                if (ti, pat) not in seen:
-                    add(ti, pat)
-                    added += 1
+        added, complete = _add_priced(prob, prices, interference, budget, seen, add)
         if not added:
             return (True if complete else None), None
     return None, None
+
+
+def _add_column(
+    lp: Any,
+    prob: PlanningProblem,
+    interference: float,
+    seen: set[tuple[int, tuple[tuple[int, int], ...]]],
+    cap_row: Any,
+    work_row: dict[tuple[int, int], Any],
+    ti: int,
+    pat: tuple[tuple[int, int], ...],
+) -> None:
+    """The column of pattern `pat` on type `ti` (once): instance-time in the type's capacity row
+    (`cap_row`), and each class's work done at the pattern's rate in its work row."""
+    if (ti, pat) in seen:
+        return
+    seen.add((ti, pat))
+    t = prob.types[ti]
+    k = sum(n for _, n in pat)
+    u = sum(prob.classes[ci].compute * n for ci, n in pat)
+    r = _rate(u, k, t.capacity, interference)
+    y = lp.NumVar(0, lp.infinity(), "")
+    cap_row.SetCoefficient(y, 1)
+    for ci, n in pat:
+        work_row[(ci, ti)].SetCoefficient(y, n * r)
+
+
+def _first_patterns(prob: PlanningProblem, ci: int, ti: int) -> list[tuple[tuple[int, int], ...]]:
+    """The columns to start from for class `ci` on type `ti`: the class alone, and as many of it as may share."""
+    c, t = prob.classes[ci], prob.types[ti]
+    out: list[tuple[tuple[int, int], ...]] = [((ci, 1),)]
+    most = min(c.cap, c.n, t.memory_mib // max(1, c.memory_mib))
+    if most > 1:
+        out.append(((ci, most),))
+    return out
+
+
+def _add_priced(
+    prob: PlanningProblem,
+    prices: dict[int, tuple[float, dict[int, float]]],
+    interference: float,
+    budget: Budget,
+    seen: set[tuple[int, tuple[tuple[int, int], ...]]],
+    add: Callable[[int, tuple[tuple[int, int], ...]], None],
+) -> tuple[int, bool]:
+    """One pricing round: every new pattern worth adding at these duals is added; (how many,
+    whether the pricing was complete, i.e. none is left out for want of time)."""
+    added = 0
+    complete = True
+    for ti, (mu, duals) in prices.items():  # mu >= 0: what a unit of the type's instance-time is worth
+        pats, done = _price(prob, ti, duals, mu, interference, budget)
+        complete = complete and done
+        for pat in pats:
+            if (ti, pat) not in seen:
+                add(ti, pat)
+                added += 1
+    return added, complete
 
 
 def _rounded(prob: PlanningProblem, vals: dict[str, list[float]]) -> dict[str, list[int]]:

@@ -49,7 +49,7 @@ from migbench.planner.recut import (
     replan,
     slot_of,
 )
-from migbench.sweep.model import Sweep
+from migbench.sweep.model import Run, Sweep
 from migbench.types import InstanceRef, Layout, layout_key
 
 LIVE_STATES = ("starting", "running")
@@ -89,18 +89,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     decided: list[str] = []
 
     # what is kept as it was: finished runs (marked) and live ones; what is dropped
-    kept: dict[str, PlanRun] = {}
-    dropped: list[str] = []
-    for r in old.runs:
-        s = state.get(r.id)
-        if s is not None and s.state in DONE_STATES:
-            kept[r.id] = replace(r, done=s.state, ran_on=s.instance or r.ran_on or r.instance_key)
-        elif s is not None and s.state in LIVE_STATES:
-            kept[r.id] = r
-        elif r.id not in in_sweep and r.done is None:
-            dropped.append(r.id)
-        elif r.id not in in_sweep:
-            kept[r.id] = r  # finished in a launch before, and no longer in the sweep: history
+    kept, dropped = _kept(old, state, in_sweep)
     models = {g.index: g.model for g in fleet}
     layouts: dict[int, Layout] = {g.index: old.layout(g.index) for g in fleet}
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
@@ -142,18 +131,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     added = _add_in_unused_slices(queue, layouts, untouched, now, st)
 
     # place wave after wave: the first beside the live runs, each next one on empty instances
-    assigned: dict[str, tuple[InstanceRef, int]] = {}
-    k = 0
-    while queue:
-        insts = [i for g in sorted(layouts) for i in instances_now(now(g, with_live=k == 0), st)]
-        placed = pack(insts, queue)
-        if not placed and k > 0:  # on empty instances, nothing more fits: what is left fits no instance
-            break
-        for rid, inst in placed:
-            assigned[rid] = (InstanceRef(inst.gpu, inst.placement), k)
-        queue = [w for w in queue if w.demand.id not in assigned]
-        k += 1
-    unplaced_ids = {w.demand.id for w in queue}
+    assigned, unplaced_ids = _waves(queue, layouts, now, st)
 
     plan = _assemble(old, sweep, fleet, layouts, kept, todo, assigned, unplaced_ids, st, dm)
     earlier_ids = {r.id for r in old.runs}
@@ -161,6 +139,43 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped)
     plan.warnings = [*notes, *decided]
     return Grown(plan, decided, tuple(sorted({*recut, *added})), tuple(r.id for r in todo if r.id in assigned))
+
+
+def _kept(old: Plan, state: Mapping[str, RunState], in_sweep: Mapping[str, Run]) -> tuple[dict[str, PlanRun], list[str]]:
+    """The earlier plan's runs kept as they were (finished ones marked, live ones, and finished
+    history no longer in the sweep), and the ids of those dropped (not in the sweep, never run)."""
+    kept: dict[str, PlanRun] = {}
+    dropped: list[str] = []
+    for r in old.runs:
+        s = state.get(r.id)
+        if s is not None and s.state in DONE_STATES:
+            kept[r.id] = replace(r, done=s.state, ran_on=s.instance or r.ran_on or r.instance_key)
+        elif s is not None and s.state in LIVE_STATES:
+            kept[r.id] = r
+        elif r.id not in in_sweep and r.done is None:
+            dropped.append(r.id)
+        elif r.id not in in_sweep:
+            kept[r.id] = r  # finished in a launch before, and no longer in the sweep: history
+    return kept, dropped
+
+
+def _waves(
+    queue: list[Waiting], layouts: Mapping[int, Layout], now: Callable[[int, bool], GpuNow], st: RecutSettings
+) -> tuple[dict[str, tuple[InstanceRef, int]], set[str]]:
+    """Place `queue` wave after wave: the first beside the live runs, each next one on empty
+    instances; ({run id: (instance, wave)}, the ids that fit no instance)."""
+    assigned: dict[str, tuple[InstanceRef, int]] = {}
+    k = 0
+    while queue:
+        insts = [i for g in sorted(layouts) for i in instances_now(now(g, k == 0), st)]
+        placed = pack(insts, queue)
+        if not placed and k > 0:  # on empty instances, nothing more fits: what is left fits no instance
+            break
+        for rid, inst in placed:
+            assigned[rid] = (InstanceRef(inst.gpu, inst.placement), k)
+        queue = [w for w in queue if w.demand.id not in assigned]
+        k += 1
+    return assigned, {w.demand.id for w in queue}
 
 
 def _add_in_unused_slices(

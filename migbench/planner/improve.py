@@ -214,27 +214,8 @@ def _one_move(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, stop_at: floa
             rid = sq[i]
             rest = sq[:i] + sq[i + 1 :]
             f_rest = ev.finish(st.slots[src], rest)
-            # within its own queue: elsewhere, or swapped with another run
-            for p in _positions(len(rest)):
-                if p == i:
-                    continue
-                cand = rest[:p] + [rid] + rest[p:]
-                f = ev.finish(st.slots[src], cand)
-                if better([f], [st.fin[src]]):
-                    st.q[src], st.fin[src] = cand, f
-                    heaps.update(src)
-                    return True
-            if len(sq) <= ALL_POSITIONS:
-                for j in range(i):
-                    if _alike(ev.jobs[sq[j]], ev.jobs[rid]):
-                        continue
-                    cand = list(sq)
-                    cand[i], cand[j] = cand[j], cand[i]
-                    f = ev.finish(st.slots[src], cand)
-                    if better([f], [st.fin[src]]):
-                        st.q[src], st.fin[src] = cand, f
-                        heaps.update(src)
-                        return True
+            if _move_within(st, ev, heaps, src, i):
+                return True
             targets: list[str] = []
             for ti in sorted(ev.types_of[rid]):
                 targets += [k for k in heaps.earliest(ti, TARGETS_PER_TYPE + 1) if k != src]
@@ -242,38 +223,84 @@ def _one_move(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, stop_at: floa
             for tgt in targets:
                 if ev.jobs[rid].memory_mib > st.slots[tgt].memory_mib:
                     continue
-                tq = st.q[tgt]
-                for p in _positions(len(tq)):
-                    cand = tq[:p] + [rid] + tq[p:]
-                    f = ev.finish(st.slots[tgt], cand)
-                    if better([f_rest, f], [st.fin[src], st.fin[tgt]]):
-                        st.q[src], st.fin[src] = rest, f_rest
-                        st.q[tgt], st.fin[tgt] = cand, f
-                        heaps.update(src)
-                        heaps.update(tgt)
-                        return True
-                # swap with a run there that may use this instance: every one in short queues,
-                # else the last shorter one
-                short = len(tq) <= ALL_POSITIONS and len(sq) <= ALL_POSITIONS
-                for j in range(len(tq) - 1, -1, -1):
-                    other = tq[j]
-                    if st.slot_type[src] not in ev.types_of[other] or _alike(ev.jobs[other], ev.jobs[rid]):
-                        continue
-                    if not short and ev.jobs[other].work_s >= ev.jobs[rid].work_s:
-                        continue
-                    if ev.jobs[other].memory_mib > st.slots[src].memory_mib or ev.jobs[rid].memory_mib > st.slots[tgt].memory_mib:
-                        continue
-                    s2 = sq[:i] + [other] + sq[i + 1 :]
-                    t2 = tq[:j] + [rid] + tq[j + 1 :]
-                    fs, ft = ev.finish(st.slots[src], s2), ev.finish(st.slots[tgt], t2)
-                    if better([fs, ft], [st.fin[src], st.fin[tgt]]):
-                        st.q[src], st.fin[src] = s2, fs
-                        st.q[tgt], st.fin[tgt] = t2, ft
-                        heaps.update(src)
-                        heaps.update(tgt)
-                        return True
-                    if not short:
-                        break
+                if _move_to(st, ev, heaps, src, i, f_rest, tgt) or _swap_with(st, ev, heaps, src, i, tgt):
+                    return True
+    return False
+
+
+def _move_within(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, src: str, i: int) -> bool:
+    """Run `i` of `src`'s queue elsewhere in that queue, or swapped with another run there (every
+    pair in short queues); True when a move made the instance finish earlier (and was made)."""
+    sq = st.q[src]
+    rid = sq[i]
+    rest = sq[:i] + sq[i + 1 :]
+    for p in _positions(len(rest)):
+        if p == i:
+            continue
+        cand = rest[:p] + [rid] + rest[p:]
+        f = ev.finish(st.slots[src], cand)
+        if better([f], [st.fin[src]]):
+            st.q[src], st.fin[src] = cand, f
+            heaps.update(src)
+            return True
+    if len(sq) <= ALL_POSITIONS:
+        for j in range(i):
+            if _alike(ev.jobs[sq[j]], ev.jobs[rid]):
+                continue
+            cand = list(sq)
+            cand[i], cand[j] = cand[j], cand[i]
+            f = ev.finish(st.slots[src], cand)
+            if better([f], [st.fin[src]]):
+                st.q[src], st.fin[src] = cand, f
+                heaps.update(src)
+                return True
+    return False
+
+
+def _move_to(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, src: str, i: int, f_rest: float, tgt: str) -> bool:
+    """Run `i` of `src`'s queue moved into `tgt`'s queue (`f_rest`: when `src` finishes without it);
+    True when the move was better (and was made)."""
+    sq = st.q[src]
+    rid = sq[i]
+    rest = sq[:i] + sq[i + 1 :]
+    tq = st.q[tgt]
+    for p in _positions(len(tq)):
+        cand = tq[:p] + [rid] + tq[p:]
+        f = ev.finish(st.slots[tgt], cand)
+        if better([f_rest, f], [st.fin[src], st.fin[tgt]]):
+            st.q[src], st.fin[src] = rest, f_rest
+            st.q[tgt], st.fin[tgt] = cand, f
+            heaps.update(src)
+            heaps.update(tgt)
+            return True
+    return False
+
+
+def _swap_with(st: InstanceQueues, ev: Evaluator, heaps: TypeHeaps, src: str, i: int, tgt: str) -> bool:
+    """Run `i` of `src`'s queue swapped with a run of `tgt` that may use `src`'s instance: every
+    one in short queues, else the last shorter one; True when the swap was better (and was made)."""
+    sq, tq = st.q[src], st.q[tgt]
+    rid = sq[i]
+    short = len(tq) <= ALL_POSITIONS and len(sq) <= ALL_POSITIONS
+    for j in range(len(tq) - 1, -1, -1):
+        other = tq[j]
+        if st.slot_type[src] not in ev.types_of[other] or _alike(ev.jobs[other], ev.jobs[rid]):
+            continue
+        if not short and ev.jobs[other].work_s >= ev.jobs[rid].work_s:
+            continue
+        if ev.jobs[other].memory_mib > st.slots[src].memory_mib or ev.jobs[rid].memory_mib > st.slots[tgt].memory_mib:
+            continue
+        s2 = sq[:i] + [other] + sq[i + 1 :]
+        t2 = tq[:j] + [rid] + tq[j + 1 :]
+        fs, ft = ev.finish(st.slots[src], s2), ev.finish(st.slots[tgt], t2)
+        if better([fs, ft], [st.fin[src], st.fin[tgt]]):
+            st.q[src], st.fin[src] = s2, fs
+            st.q[tgt], st.fin[tgt] = t2, ft
+            heaps.update(src)
+            heaps.update(tgt)
+            return True
+        if not short:
+            break
     return False
 
 

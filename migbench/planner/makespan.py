@@ -68,6 +68,24 @@ class _Search:
             self.best = st
             self.budget.report(incumbent=st.makespan())
 
+    def _allowed(self, split: dict[tuple[int, int], int]) -> dict[str, set[int]]:
+        """{run id: the instance types it may use}: a class's first runs get the types the split
+        sends them to (in the split's order), the rest every type of the class."""
+        allowed: dict[str, set[int]] = {}
+        quotas: dict[int, list[tuple[int, int]]] = {}
+        for (cj, ti), k in sorted(split.items()):
+            quotas.setdefault(cj, []).append((ti, k))
+        for ci, c in enumerate(self.prob.classes):
+            rids = list(c.runs)
+            for ti, k in quotas.get(ci, []):
+                only = {ti}
+                for rid in rids[:k]:
+                    allowed[rid] = only
+                rids = rids[k:]
+            for rid in rids:
+                allowed[rid] = self.class_types[ci]
+        return allowed
+
     def evaluate(self, counts: dict[str, list[int]], split: dict[tuple[int, int], int]) -> None:
         """Turn layout counts (and a class -> type split) into queues, several ways; keep the best."""
         for key, cs in sorted(counts.items()):
@@ -84,19 +102,7 @@ class _Search:
         free = {rid: self.class_types[self.cls[rid]] for rid in jobs}  # one set per class, shared
         if any(not (a & present) for a in free.values()):
             return  # some run has no instance of its types in this layout
-        allowed: dict[str, set[int]] = {}
-        quotas: dict[int, list[tuple[int, int]]] = {}
-        for (cj, ti), k in sorted(split.items()):
-            quotas.setdefault(cj, []).append((ti, k))
-        for ci, c in enumerate(prob.classes):
-            rids = list(c.runs)
-            for ti, k in quotas.get(ci, []):
-                only = {ti}
-                for rid in rids[:k]:
-                    allowed[rid] = only
-                rids = rids[k:]
-            for rid in rids:
-                allowed[rid] = self.class_types[ci]
+        allowed = self._allowed(split)
         n = len(jobs)
         variants = ["split"] if split and all(a & present for a in allowed.values()) else []
         variants += ["free", "ect"]
@@ -147,21 +153,9 @@ def _pairs(prob: PlanningProblem) -> int:
     return sum(len(c.types) for c in prob.classes)
 
 
-def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
-    LAST_STATS.__init__()  # type: ignore[misc]  # this plan's own counts
-    jobs = demands_of(prob, unit=False)
-    order = lpt_order(prob, jobs)
-    rank = {rid: i for i, rid in enumerate(order)}
-    ev = Evaluator(prob, jobs, opts.interference, budget)
-    search = _Search(prob, ev, order, budget)
-    lb0 = max(min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
-    total = sum(c.n * min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
-    budget.report("bound", bound=lb0)
-
-    # 1. The LP bound: bisection on the linear relaxation (an infeasible LP is a proof).
-    pairs = _pairs(prob)
-    lp_cost = LP_S[0] + LP_S[1] * pairs
-    cp_build = CPSAT_BUILD_S[0] + CPSAT_BUILD_S[1] * pairs
+def _lp_bisection(prob: PlanningProblem, budget: Budget, lb0: float, total: float, lp_cost: float) -> tuple[float, float]:
+    """Bisection on the linear relaxation (an infeasible LP is a proof): (the proven bound, the
+    lowest T found feasible)."""
     steps_allowed = max(3, min(MAX_LP_STEPS, int(budget.share(0.15) / lp_cost)))
     lo, hi = lb0, 2 * max(total, lb0)
     steps = 0
@@ -177,47 +171,37 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
             lo = proven = mid
         else:
             hi = mid
-    budget.report("layouts", bound=proven)
+    return proven, hi
 
-    # 2. Layouts rounded from the LP just above its threshold.
-    for f in (1.0, 1.03, 1.08):
-        budget.charge(lp_cost)
-        _, counts, _ = lp_relaxation(prob, hi * f)
-        if counts is not None:
-            search.evaluate(counts, {})
-    # The configuration LP: which runs can share an instance, at the exact rate (column generation).
-    if configlp.usable(prob) and search.best is not None:
-        budget.report("bound")
-        cfg_stop = budget.spent + budget.share(0.12)
-        lo, hi = proven, search.makespan
-        while hi - lo > CP_TOLERANCE * hi and budget.spent < cfg_stop and not budget.expired():
-            mid = (lo + hi) / 2
-            verdict, counts = configlp.config_lp(prob, mid, budget, opts.interference)
-            if verdict is None:
-                break
-            if verdict:
-                lo = proven = mid
-                budget.report(bound=proven)
-            else:
-                hi = mid
-                if counts is not None:
-                    search.evaluate(counts, {})
-    # CP-SAT on the integer relaxation pays where a call can afford several times its model's
-    # building; past that (thousands of class x type pairs) its budget goes to the search instead.
-    cp_allow = budget.share(0.25)
-    per_call = max(0.0, cp_allow / 12 - cp_build)
-    if pairs > CP_MAX_PAIRS:
-        cp_allow = 0.0
-    cp_stop = budget.spent + cp_allow
-    if search.best is None:  # the LP gave nothing usable: CP-SAT at the serial time
-        budget.charge(cp_build)
-        status, counts, split = makespan_feasible(prob, max(total, lb0), budget, per_call)
-        if counts is not None:
-            search.evaluate(counts, split or {})
-    if search.best is None:
-        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
 
-    # 3. Bisection on the integer relaxation between the proof and the best plan.
+def _config_lp_bisection(prob: PlanningProblem, opts: SolveOptions, budget: Budget, search: _Search, proven: float) -> float:
+    """The configuration LP (which runs can share an instance, at the exact rate; column
+    generation), bisected between the proof and the best plan; its layouts are evaluated. The bound proven."""
+    if not (configlp.usable(prob) and search.best is not None):
+        return proven
+    budget.report("bound")
+    cfg_stop = budget.spent + budget.share(0.12)
+    lo, hi = proven, search.makespan
+    while hi - lo > CP_TOLERANCE * hi and budget.spent < cfg_stop and not budget.expired():
+        mid = (lo + hi) / 2
+        verdict, counts = configlp.config_lp(prob, mid, budget, opts.interference)
+        if verdict is None:
+            break
+        if verdict:
+            lo = proven = mid
+            budget.report(bound=proven)
+        else:
+            hi = mid
+            if counts is not None:
+                search.evaluate(counts, {})
+    return proven
+
+
+def _cp_bisection(
+    prob: PlanningProblem, budget: Budget, search: _Search, proven: float, lp_cost: float, cp_build: float, per_call: float, cp_stop: float
+) -> float:
+    """Bisection on the integer relaxation (CP-SAT) between the proof and the best plan, then the
+    relaxation a little above its threshold (its layouts schedule differently). The bound proven."""
     budget.report("bound")
     lo, hi = proven, search.makespan
     while hi - lo > CP_TOLERANCE * hi and budget.spent < cp_stop and not budget.expired():
@@ -244,9 +228,13 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
         st, c2, s2 = makespan_feasible(prob, hi * f, budget, per_call, lp_relaxation(prob, hi * f)[2])
         if st == "FEASIBLE" and c2 is not None:
             search.evaluate(c2, s2 or {})
-    best = search.best
-    assert best is not None
+    return proven
 
+
+def _improve(
+    prob: PlanningProblem, ev: Evaluator, budget: Budget, search: _Search, best: InstanceQueues, proven: float, rank: dict[str, int]
+) -> tuple[InstanceQueues, float]:
+    """Steps 4 to 6 of plan_makespan, while the best plan is not proven optimal: (the best plan, the bound proven)."""
     # 4. Layouts one GPU at a time, then the queues.
     small = small_enough(prob)
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
@@ -274,6 +262,57 @@ def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, not
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         best = iterated_search(best, ev, budget.left(), proven)
         budget.report(incumbent=best.makespan())
+    return best, proven
+
+
+def plan_makespan(prob: PlanningProblem, opts: SolveOptions, budget: Budget, notes: list[str]) -> Solution:
+    LAST_STATS.__init__()  # type: ignore[misc]  # this plan's own counts
+    jobs = demands_of(prob, unit=False)
+    order = lpt_order(prob, jobs)
+    rank = {rid: i for i, rid in enumerate(order)}
+    ev = Evaluator(prob, jobs, opts.interference, budget)
+    search = _Search(prob, ev, order, budget)
+    lb0 = max(min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
+    total = sum(c.n * min(class_solo(prob, c, ti) for ti in c.types) for c in prob.classes)
+    budget.report("bound", bound=lb0)
+
+    # 1. The LP bound: bisection on the linear relaxation (an infeasible LP is a proof).
+    pairs = _pairs(prob)
+    lp_cost = LP_S[0] + LP_S[1] * pairs
+    cp_build = CPSAT_BUILD_S[0] + CPSAT_BUILD_S[1] * pairs
+    proven, hi = _lp_bisection(prob, budget, lb0, total, lp_cost)
+    budget.report("layouts", bound=proven)
+
+    # 2. Layouts rounded from the LP just above its threshold.
+    for f in (1.0, 1.03, 1.08):
+        budget.charge(lp_cost)
+        _, counts, _ = lp_relaxation(prob, hi * f)
+        if counts is not None:
+            search.evaluate(counts, {})
+    # The configuration LP: which runs can share an instance, at the exact rate (column generation).
+    proven = _config_lp_bisection(prob, opts, budget, search, proven)
+    # CP-SAT on the integer relaxation pays where a call can afford several times its model's
+    # building; past that (thousands of class x type pairs) its budget goes to the search instead.
+    cp_allow = budget.share(0.25)
+    per_call = max(0.0, cp_allow / 12 - cp_build)
+    if pairs > CP_MAX_PAIRS:
+        cp_allow = 0.0
+    cp_stop = budget.spent + cp_allow
+    if search.best is None:  # the LP gave nothing usable: CP-SAT at the serial time
+        budget.charge(cp_build)
+        status, counts, split = makespan_feasible(prob, max(total, lb0), budget, per_call)
+        if counts is not None:
+            search.evaluate(counts, split or {})
+    if search.best is None:
+        raise MigbenchError("the solver found no layout for the sweep", hint="raise --time-limit")
+
+    # 3. Bisection on the integer relaxation between the proof and the best plan.
+    proven = _cp_bisection(prob, budget, search, proven, lp_cost, cp_build, per_call, cp_stop)
+    best = search.best
+    assert best is not None
+
+    # 4.-6. Layouts one GPU at a time, the exact model for small problems, then the queues.
+    best, proven = _improve(prob, ev, budget, search, best, proven, rank)
     res = ev.result(best)
     makespan = res.makespan_s
     bound = min(proven, makespan)

@@ -178,22 +178,9 @@ class InstanceDP:
         tag = self.g_tag
         return (tuple(sorted((tag[g], round(rem, 6)) for g, rem in running)), counts)
 
-    def value(self, running: tuple, counts: tuple, budget: float) -> tuple[float, bool]:
-        """(V, True) when V <= budget, else (a lower bound > budget, False) -- or an exact V that
-        exceeds the budget, also flagged True. `counts` per group."""
-        if not any(counts):
-            return self.drain(running), True
-        key = self._key(running, counts)
-        hit = self.memo.get(key)
-        if hit is not None:
-            val, exact, _ = hit
-            if exact or val > budget:
-                return val, exact
-        lb = self.lower_bound(running, counts)
-        if lb > budget:
-            self.memo[key] = (lb, False, -1)
-            return lb, False
-        # each queued group's earliest start, and the state it starts into
+    def _children(self, running: tuple, counts: tuple, lb: float) -> tuple[list[tuple[int, float, tuple]], float, float]:
+        """Each queued group's earliest start and the state it starts into ((group, start, state)),
+        the earliest of those starts, and `lb` raised to every group's start plus its solo time."""
         kids = []
         first = math.inf
         waits: dict[tuple, tuple[float, tuple]] = {}  # groups with the same tag wait alike
@@ -214,6 +201,11 @@ class InstanceDP:
                 lb = t + self.g_solo[g]
             if t < first:
                 first = t
+        return kids, first, lb
+
+    def _presence_after(self, running: tuple, counts: tuple, first: float) -> float:
+        """The sharing-slot time still needed after `first`: what the running jobs have left then,
+        and every queued job."""
         pres = 0.0
         for g, rem in running:
             if rem - first > 0:
@@ -221,6 +213,26 @@ class InstanceDP:
         for g, n in enumerate(counts):
             if n:
                 pres += n * self.g_dur[g] / self.g_capeff[g]
+        return pres
+
+    def value(self, running: tuple, counts: tuple, budget: float) -> tuple[float, bool]:
+        """(V, True) when V <= budget, else (a lower bound > budget, False) -- or an exact V that
+        exceeds the budget, also flagged True. `counts` per group."""
+        if not any(counts):
+            return self.drain(running), True
+        key = self._key(running, counts)
+        hit = self.memo.get(key)
+        if hit is not None:
+            val, exact, _ = hit
+            if exact or val > budget:
+                return val, exact
+        lb = self.lower_bound(running, counts)
+        if lb > budget:
+            self.memo[key] = (lb, False, -1)
+            return lb, False
+        # each queued group's earliest start, and the state it starts into
+        kids, first, lb = self._children(running, counts, lb)
+        pres = self._presence_after(running, counts, first)
         lb = max(lb, first + pres)
         if lb > budget:
             self.memo[key] = (lb, False, -1)

@@ -345,6 +345,67 @@ def _build(root: Node, problems: Problems, *, sha: str, path: str | None, base_d
 # ---- sweep-level sections ----------------------------------------------------------------------
 
 
+def _parse_fleet_entry(ctx: Ctx, m: MapNode, get_catalog: Callable[[], Any]) -> FleetEntry | None:
+    """One `{gpu: MODEL, count: N, node: HOST, driver: VERSION}`; None (reported) when bad."""
+    gpu = count = None
+    driver: str | None = None
+    host: str | None = None
+    if (hn := m.get("node")) is not None and (text := ctx.string(hn, "a node (host) name")) is not None:
+        if NODE_NAME_RE.fullmatch(text):
+            host = text
+        else:
+            ctx.at(
+                hn,
+                f"{text!r} is not a node name Slurm and Kubernetes accept",
+                "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit",
+            )
+    if (gn := m.get("gpu")) is None:
+        ctx.missing(m, "gpu", "missing `gpu`", "name a catalogue model, e.g. gpu: A100-SXM4-80GB")
+    elif (text := ctx.string(gn, "a GPU model name")) is not None:
+        gpu = _fleet_model(ctx, gn, text, get_catalog())
+    if (cn := m.get("count")) is None:
+        ctx.missing(m, "count", "missing `count`", "how many GPUs of this model, e.g. count: 4")
+    else:
+        count = ctx.integer(cn, 1)
+        if count is not None and count > MAX_FLEET_GPUS:
+            ctx.at(cn, f"{count} GPUs: a fleet has at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
+            count = None
+    if (dn := m.get("driver")) is not None:
+        driver = _fleet_driver(ctx, dn)
+    return FleetEntry(gpu, count, driver, host) if gpu is not None and count is not None else None
+
+
+def _fleet_model(ctx: Ctx, gn: Node, text: str, cat: Any) -> str | None:
+    """The catalogue's key for the model named `text`; None (reported) when the catalogue lacks it."""
+    gpu = cat.find_key(text)
+    if gpu is None:
+        close = close_models(text, cat.keys())
+        ctx.at(
+            gn,
+            f"unknown GPU model {text!r}",
+            (f"did you mean {' or '.join(repr(c) for c in close)}? " if close else "")
+            + "known models: "
+            + ", ".join(cat.keys())
+            + "; teach a new one with `migbench catalog import`",
+        )
+    return gpu
+
+
+def _fleet_driver(ctx: Ctx, dn: Node) -> str | None:
+    """A fleet entry's `driver:` version as nvidia-smi prints it; None (reported) when malformed."""
+    if isinstance(dn, ScalarNode) and dn.value is not None and not isinstance(dn.value, bool):
+        from migbench.catalog import parse_driver
+
+        try:
+            parse_driver(dn.raw)
+            return dn.raw.strip()
+        except ValueError as exc:
+            ctx.at(dn, str(exc), 'write the driver version as nvidia-smi prints it, e.g. "535.129.03"')
+    else:
+        ctx.at(dn, f'expected a driver version such as "535.129.03", got {describe(dn)}')
+    return None
+
+
 def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) -> tuple[FleetEntry, ...] | None:
     if node is None or not isinstance(node, SeqNode):
         if node is not None:
@@ -361,57 +422,9 @@ def _parse_fleet(ctx: Ctx, node: Node | None, get_catalog: Callable[[], Any]) ->
         if m is None:
             continue
         ctx.keys(m, FLEET_KEYS, "fleet entry")
-        gpu = count = None
-        driver: str | None = None
-        host: str | None = None
-        if (hn := m.get("node")) is not None:
-            with_node.append(item)
-            if (text := ctx.string(hn, "a node (host) name")) is not None:
-                if NODE_NAME_RE.fullmatch(text):
-                    host = text
-                else:
-                    ctx.at(
-                        hn,
-                        f"{text!r} is not a node name Slurm and Kubernetes accept",
-                        "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit",
-                    )
-        else:
-            without_node.append(item)
-        if (gn := m.get("gpu")) is None:
-            ctx.missing(m, "gpu", "missing `gpu`", "name a catalogue model, e.g. gpu: A100-SXM4-80GB")
-        elif (text := ctx.string(gn, "a GPU model name")) is not None:
-            cat = get_catalog()
-            gpu = cat.find_key(text)
-            if gpu is None:
-                close = close_models(text, cat.keys())
-                ctx.at(
-                    gn,
-                    f"unknown GPU model {text!r}",
-                    (f"did you mean {' or '.join(repr(c) for c in close)}? " if close else "")
-                    + "known models: "
-                    + ", ".join(cat.keys())
-                    + "; teach a new one with `migbench catalog import`",
-                )
-        if (cn := m.get("count")) is None:
-            ctx.missing(m, "count", "missing `count`", "how many GPUs of this model, e.g. count: 4")
-        else:
-            count = ctx.integer(cn, 1)
-            if count is not None and count > MAX_FLEET_GPUS:
-                ctx.at(cn, f"{count} GPUs: a fleet has at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
-                count = None
-        if (dn := m.get("driver")) is not None:
-            if isinstance(dn, ScalarNode) and dn.value is not None and not isinstance(dn.value, bool):
-                from migbench.catalog import parse_driver
-
-                try:
-                    parse_driver(dn.raw)
-                    driver = dn.raw.strip()
-                except ValueError as exc:
-                    ctx.at(dn, str(exc), 'write the driver version as nvidia-smi prints it, e.g. "535.129.03"')
-            else:
-                ctx.at(dn, f'expected a driver version such as "535.129.03", got {describe(dn)}')
-        if gpu is not None and count is not None:
-            out.append(FleetEntry(gpu, count, driver, host))
+        (with_node if m.get("node") is not None else without_node).append(item)
+        if (entry := _parse_fleet_entry(ctx, m, get_catalog)) is not None:
+            out.append(entry)
     if with_node and without_node:
         ctx.at(
             without_node[0],
@@ -489,6 +502,20 @@ def _parse_duration_model(ctx: Ctx, node: Node | None) -> DurationModel:
     return DurationModel(interference, ComputeBasis(basis))
 
 
+def _env_passthrough(ctx: Ctx, n: Node) -> tuple[str, ...] | None:
+    """`launch.env_passthrough`: the launcher's variables a run may see; None (reported) when bad."""
+    names = [ctx.string(item, "a variable name or pattern such as LC_*") for item in n.items] if isinstance(n, SeqNode) else None
+    if names is None:
+        ctx.at(n, f"expected a list of variable names (the launcher's variables a run may see), got {describe(n)}")
+    elif all(x is not None for x in names):
+        bad = [x for x in names if x is not None and not ENV_PATTERN_RE.fullmatch(x)]
+        if bad:
+            ctx.at(n, f"{bad[0]!r} is not a variable name or pattern", "names such as PATH, HOME or LC_*")
+        else:
+            return tuple(x for x in names if x is not None)
+    return None
+
+
 def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
     if node is None or (m := ctx.mapping(node, "a mapping of launch options")) is None:
         return LaunchSettings()
@@ -511,16 +538,8 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
             ctx.at(n, why)
         else:
             kw["log_dir"] = s
-    if (n := m.get("env_passthrough")) is not None:
-        names = [ctx.string(item, "a variable name or pattern such as LC_*") for item in n.items] if isinstance(n, SeqNode) else None
-        if names is None:
-            ctx.at(n, f"expected a list of variable names (the launcher's variables a run may see), got {describe(n)}")
-        elif all(x is not None for x in names):
-            bad = [x for x in names if x is not None and not ENV_PATTERN_RE.fullmatch(x)]
-            if bad:
-                ctx.at(n, f"{bad[0]!r} is not a variable name or pattern", "names such as PATH, HOME or LC_*")
-            else:
-                kw["env_passthrough"] = tuple(x for x in names if x is not None)
+    if (n := m.get("env_passthrough")) is not None and (passthrough := _env_passthrough(ctx, n)) is not None:
+        kw["env_passthrough"] = passthrough
     if (n := m.get("state_mode")) is not None:
         try:
             if not isinstance(n, ScalarNode):

@@ -84,6 +84,25 @@ def parse_memory(ctx: Ctx, node: Node, pnames: list[str] | None, *, measured: bo
     return None
 
 
+def _parse_by(ctx: Ctx, bn: Node, pnames: list[str] | None) -> tuple[str, ...] | None:
+    """A measured memory's `by: [params]`; None (reported) when it is not a list of parameter names."""
+    if not isinstance(bn, SeqNode):
+        ctx.at(bn, f"expected a list of parameter names, got {describe(bn)}", "e.g. by: [batch_size, seq_len]")
+        return None
+    ok = True
+    names: list[str] = []
+    for item in bn.items:
+        name = ctx.string(item, "a parameter name")
+        if name is None:
+            ok = False
+        elif pnames is not None and name not in pnames:
+            ctx.at(item, f"{name!r} is not a parameter; parameters are: {', '.join(pnames) or '(none)'}")
+            ok = False
+        else:
+            names.append(name)
+    return tuple(names) if ok else None
+
+
 def _parse_measured(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupMemory | None:
     """`{measured: true, fallback: <memory>, by: [params], headroom: 0.1}`."""
     ctx.keys(node, MEASURED_KEYS, "measured memory")
@@ -100,21 +119,8 @@ def _parse_measured(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupM
         ok = False
     by: tuple[str, ...] | None = None
     if (bn := node.get("by")) is not None:
-        names: list[str] = []
-        if not isinstance(bn, SeqNode):
-            ctx.at(bn, f"expected a list of parameter names, got {describe(bn)}", "e.g. by: [batch_size, seq_len]")
-            ok = False
-        else:
-            for item in bn.items:
-                name = ctx.string(item, "a parameter name")
-                if name is None:
-                    ok = False
-                elif pnames is not None and name not in pnames:
-                    ctx.at(item, f"{name!r} is not a parameter; parameters are: {', '.join(pnames) or '(none)'}")
-                    ok = False
-                else:
-                    names.append(name)
-        by = tuple(names)
+        by = _parse_by(ctx, bn, pnames)
+        ok = ok and by is not None
     headroom = None
     if (hn := node.get("headroom")) is not None:
         v = ctx.number(hn)
@@ -204,44 +210,98 @@ def _parse_table(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupMemo
 _EST_INT = ("batch_size", "seq_len", "hidden", "layers", "heads", "vocab", "ffn")
 
 
+def _coerce_choice(key: str, value: Any) -> str:
+    known = {"precision": PRECISIONS, "optimizer": OPTIMIZERS, "attention": ATTENTIONS}[key]
+    if not isinstance(value, str) or value.strip().lower() not in known:
+        raise ValueError(f"unknown {key} {value!r} (known: {', '.join(known)})")
+    return value.strip().lower()
+
+
+def _coerce_whole(value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {describe_value(value)}")
+    return value
+
+
+def _coerce_flag(value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {describe_value(value)}")
+    return value
+
+
+def _coerce_headroom(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a number >= 0 such as 0.15, got {describe_value(value)}")
+    return float(value)
+
+
 def _coerce_estimate(key: str, value: Any) -> Any:
     """One estimate field from YAML (or from a substituted placeholder) to EstimateSpec's type."""
     if key == "params":
         return parse_param_count(value)
     if key in ("precision", "optimizer", "attention"):
-        known = {"precision": PRECISIONS, "optimizer": OPTIMIZERS, "attention": ATTENTIONS}[key]
-        if not isinstance(value, str) or value.strip().lower() not in known:
-            raise ValueError(f"unknown {key} {value!r} (known: {', '.join(known)})")
-        return value.strip().lower()
+        return _coerce_choice(key, value)
     if key in _EST_INT:
-        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"expected a whole number >= 1, got {describe_value(value)}")
-        return value
+        return _coerce_whole(value)
     if key == "activation_checkpointing":
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {describe_value(value)}")
-        return value
+        return _coerce_flag(value)
     if key in ("context", "workspace"):
         return float(units.parse_memory_mib(value))
     if key == "trainable":
         return parse_trainable(value)
     if key == "headroom":
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"expected a number >= 0 such as 0.15, got {describe_value(value)}")
-        return float(value)
+        return _coerce_headroom(value)
     raise KeyError(key)  # pragma: no cover
 
 
 _EST_FIELD = {"context": "context_mib", "workspace": "workspace_mib"}
+
+
+def _parse_estimate_field(
+    ctx: Ctx,
+    key: str,
+    v: Node,
+    pnames: list[str] | None,
+    fixed: dict[str, Any],
+    templated: dict[str, tuple[list[Part], ScalarNode]],
+) -> bool:
+    """One estimate field into `fixed` (its value) or `templated` (its {param} template); False (reported) when bad."""
+    if not isinstance(v, ScalarNode):
+        ctx.at(v, f"expected a single value, got {describe(v)}")
+        return False
+    ok = True
+    if isinstance(v.value, str) and ("{" in v.value or "}" in v.value):
+        parts, errors = parse_template(v.value, shell=False)
+        for msg, hint in errors:
+            ctx.at(v, msg, hint)
+            ok = False
+        if any(isinstance(p, Macro) for p in parts):
+            ctx.at(v, "macros cannot be used in an estimate; use {param} placeholders")
+            ok = False
+        if pnames is not None and not check_names(ctx, v, parts, pnames):
+            ok = False
+        if any(isinstance(p, Placeholder) for p in parts):
+            templated[key] = (parts, v)
+            return ok
+        value: Any = "".join(p.text for p in parts if isinstance(p, Lit))
+    else:
+        value = v.value
+    try:
+        fixed[key] = _coerce_estimate(key, value)
+    except ValueError as exc:
+        hint = units.MEMORY_HINT if key in ("context", "workspace") else None
+        ctx.at(v, f"bad {key}: {exc}", hint)
+        ok = False
+    return ok
 
 
 def _parse_estimate(ctx: Ctx, node: Node, pnames: list[str] | None) -> GroupMemory | None:
@@ -265,33 +325,7 @@ def _parse_estimate(ctx: Ctx, node: Node, pnames: list[str] | None) -> GroupMemo
         if key not in ESTIMATE_KEYS:
             ok = False
             continue
-        v = e.value
-        if not isinstance(v, ScalarNode):
-            ctx.at(v, f"expected a single value, got {describe(v)}")
-            ok = False
-            continue
-        if isinstance(v.value, str) and ("{" in v.value or "}" in v.value):
-            parts, errors = parse_template(v.value, shell=False)
-            for msg, hint in errors:
-                ctx.at(v, msg, hint)
-                ok = False
-            if any(isinstance(p, Macro) for p in parts):
-                ctx.at(v, "macros cannot be used in an estimate; use {param} placeholders")
-                ok = False
-            if pnames is not None and not check_names(ctx, v, parts, pnames):
-                ok = False
-            if any(isinstance(p, Placeholder) for p in parts):
-                templated[key] = (parts, v)
-                continue
-            value: Any = "".join(p.text for p in parts if isinstance(p, Lit))
-        else:
-            value = v.value
-        try:
-            fixed[key] = _coerce_estimate(key, value)
-        except ValueError as exc:
-            hint = units.MEMORY_HINT if key in ("context", "workspace") else None
-            ctx.at(v, f"bad {key}: {exc}", hint)
-            ok = False
+        ok = _parse_estimate_field(ctx, key, e.value, pnames, fixed, templated) and ok
     if not ok or pnames is None:
         return None
     spec = MemoryEstimate({k: v for k, v in fixed.items()} | {k: v.value for k, (_, v) in templated.items()})

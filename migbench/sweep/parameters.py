@@ -188,6 +188,11 @@ def _parse_parameter(ctx: Ctx, name: str, node: Node, method: str) -> Parameter 
         v = _scalar_value(ctx, node)
         return None if v is _BAD else Parameter(name, (v,), line=node.line)
     assert isinstance(node, MapNode)
+    return _mapped_parameter(ctx, name, node, method)
+
+
+def _mapped_parameter(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter | None:
+    """A parameter written as a mapping: `{value: v}`, `{values: [...]}` or a distribution."""
     keys = set(node.entries)
     if not keys & {"value", "values", "distribution", "min", "max", "mu", "sigma"}:
         ctx.at(
@@ -232,21 +237,26 @@ def _parse_parameter(ctx: Ctx, name: str, node: Node, method: str) -> Parameter 
         )
         return None
     if "value" in keys or "values" in keys:
-        extra = keys - {"value", "values"}
-        for k in sorted(extra & set(PARAM_KEYS), key=str):
-            ctx.at(node.entries[k], f"`{k}` belongs to a distribution, not to a list of values", key=True)
-        if "value" in keys:
-            v = _scalar_value(ctx, node.entries["value"].value)
-            return None if v is _BAD or extra else Parameter(name, (v,), line=node.line)
-        vn = node.entries["values"].value
-        if not isinstance(vn, SeqNode):
-            ctx.at(vn, f"expected a list of values, got {describe(vn)}")
-            return None
-        values = _scalar_values(ctx, vn)
-        if values is None or extra or not _nonempty(ctx, vn, values):
-            return None
-        return Parameter(name, values, line=node.line)
+        return _listed_parameter(ctx, name, node, keys)
     return _distribution(ctx, name, node, method)
+
+
+def _listed_parameter(ctx: Ctx, name: str, node: MapNode, keys: set[str]) -> Parameter | None:
+    """`{value: v}` or `{values: [...]}` (`keys`: the mapping's keys that still count)."""
+    extra = keys - {"value", "values"}
+    for k in sorted(extra & set(PARAM_KEYS), key=str):
+        ctx.at(node.entries[k], f"`{k}` belongs to a distribution, not to a list of values", key=True)
+    if "value" in keys:
+        v = _scalar_value(ctx, node.entries["value"].value)
+        return None if v is _BAD or extra else Parameter(name, (v,), line=node.line)
+    vn = node.entries["values"].value
+    if not isinstance(vn, SeqNode):
+        ctx.at(vn, f"expected a list of values, got {describe(vn)}")
+        return None
+    values = _scalar_values(ctx, vn)
+    if values is None or extra or not _nonempty(ctx, vn, values):
+        return None
+    return Parameter(name, values, line=node.line)
 
 
 _BAD = object()
@@ -451,7 +461,37 @@ def _hydra_range(ctx: Ctx, name: str, node: ScalarNode, body: str) -> Parameter 
 
 
 def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter | None:
-    dist: str | None = None
+    dist = _distribution_name(ctx, node)
+    if dist is None:
+        return None
+    if method == "grid":
+        ctx.at(
+            node.entries.get("distribution") or node,
+            "a distribution never ends a grid; use method: random",
+            "or list the values to try: values: [...]",
+        )
+        return None
+    args = _distribution_args(ctx, node, dist)
+    if args is None:
+        return None
+    if dist in NORMAL_FAMILY:
+        args.setdefault("mu", 0.0)
+        args.setdefault("sigma", 1.0)
+        if args["sigma"] <= 0:
+            ctx.at(node.get("sigma") or node, f"sigma must be > 0, got {args['sigma']}")
+            return None
+    elif not _range_ok(ctx, node, dist, args):
+        return None
+    if dist.startswith("q_"):
+        args.setdefault("q", 1)
+        if args["q"] <= 0:
+            ctx.at(node.get("q") or node, f"q must be > 0, got {args['q']}")
+            return None
+    return Parameter(name, None, dist, args, line=node.line)
+
+
+def _distribution_name(ctx: Ctx, node: MapNode) -> str | None:
+    """The distribution's name: `distribution:`, or W&B's inference from `min:` and `max:`; None (reported)."""
     if (dn := node.get("distribution")) is not None:
         dist = ctx.string(dn, "a distribution name")
         if dist is None:
@@ -465,24 +505,21 @@ def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter 
             )
             ctx.at(dn, f"unknown distribution {dist!r}", hint)
             return None
-    elif "min" in node.entries and "max" in node.entries:
+        return dist
+    if "min" in node.entries and "max" in node.entries:
         lo, hi = node.get("min"), node.get("max")
         both_int = all(isinstance(n, ScalarNode) and isinstance(n.value, int) and not isinstance(n.value, bool) for n in (lo, hi))
-        dist = "int_uniform" if both_int else "uniform"  # as W&B infers it
-    else:
-        ctx.at(
-            node,
-            f"{_FORMS}, got {describe(node)}",
-            "a distribution needs distribution: (or min: and max: for uniform); normal takes mu: and sigma:",
-        )
-        return None
-    if method == "grid":
-        ctx.at(
-            node.entries.get("distribution") or node,
-            "a distribution never ends a grid; use method: random",
-            "or list the values to try: values: [...]",
-        )
-        return None
+        return "int_uniform" if both_int else "uniform"  # as W&B infers it
+    ctx.at(
+        node,
+        f"{_FORMS}, got {describe(node)}",
+        "a distribution needs distribution: (or min: and max: for uniform); normal takes mu: and sigma:",
+    )
+    return None
+
+
+def _distribution_args(ctx: Ctx, node: MapNode, dist: str) -> dict[str, float] | None:
+    """The numbers given to distribution `dist` (min, max, q, mu, sigma); None (reported) when one is bad or does not apply."""
     wanted = ("mu", "sigma", "q") if dist in NORMAL_FAMILY else ("min", "max", "q")
     args: dict[str, float] = {}
     ok = True
@@ -499,40 +536,32 @@ def _distribution(ctx: Ctx, name: str, node: MapNode, method: str) -> Parameter 
             ok = False
         else:
             args[key] = v
+    return args if ok else None
+
+
+def _range_ok(ctx: Ctx, node: MapNode, dist: str, args: dict[str, float]) -> bool:
+    """A uniform-family distribution's min and max: both given, in order, and fit for `dist`; False (reported) when not."""
+    ok = True
+    for key in ("min", "max"):
+        if key not in args:
+            ctx.missing(node, key, f"distribution {dist} needs `{key}`")
+            ok = False
     if not ok:
-        return None
-    if dist in NORMAL_FAMILY:
-        args.setdefault("mu", 0.0)
-        args.setdefault("sigma", 1.0)
-        if args["sigma"] <= 0:
-            ctx.at(node.get("sigma") or node, f"sigma must be > 0, got {args['sigma']}")
-            return None
-    else:
-        for key in ("min", "max"):
-            if key not in args:
-                ctx.missing(node, key, f"distribution {dist} needs `{key}`")
-                ok = False
-        if not ok:
-            return None
-        if args["min"] >= args["max"]:
-            ctx.at(node.get("max") or node, f"max ({args['max']}) must be greater than min ({args['min']})")
-            return None
-        if dist == "int_uniform" and not all(isinstance(args[k], int) for k in ("min", "max")):
-            ctx.at(node, "int_uniform needs whole-number min and max")
-            return None
-        if dist in ("log_uniform_values", "q_log_uniform_values") and args["min"] <= 0:
-            ctx.at(
-                node.get("min") or node,
-                f"{dist} needs min > 0 (it samples between the values' logarithms)",
-                "for exponents use log_uniform (min and max are natural-log exponents, as W&B)",
-            )
-            return None
-    if dist.startswith("q_"):
-        args.setdefault("q", 1)
-        if args["q"] <= 0:
-            ctx.at(node.get("q") or node, f"q must be > 0, got {args['q']}")
-            return None
-    return Parameter(name, None, dist, args, line=node.line)
+        return False
+    if args["min"] >= args["max"]:
+        ctx.at(node.get("max") or node, f"max ({args['max']}) must be greater than min ({args['min']})")
+        return False
+    if dist == "int_uniform" and not all(isinstance(args[k], int) for k in ("min", "max")):
+        ctx.at(node, "int_uniform needs whole-number min and max")
+        return False
+    if dist in ("log_uniform_values", "q_log_uniform_values") and args["min"] <= 0:
+        ctx.at(
+            node.get("min") or node,
+            f"{dist} needs min > 0 (it samples between the values' logarithms)",
+            "for exponents use log_uniform (min and max are natural-log exponents, as W&B)",
+        )
+        return False
+    return True
 
 
 def parse_zip(ctx: Ctx, node: Node | None, params: list[Parameter] | None, method: str) -> list[tuple[str, ...]] | None:

@@ -44,6 +44,42 @@ Part = Union[Lit, Placeholder, Macro]
 _PH_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 
 
+def _flush(parts: list[Part], buf: list[str]) -> None:
+    """The literal text gathered in `buf` becomes one part."""
+    if buf:
+        parts.append(Lit("".join(buf)))
+        buf.clear()
+
+
+def _macro(text: str, i: int, shell: bool, parts: list[Part], buf: list[str], errors: list[tuple[str, str | None]]) -> int | None:
+    """The `${...}` at `text[i]`: a macro part, a shell variable kept as text, or an error; where the
+    scan goes on, or None when the rest of the text is taken (an unclosed `${`)."""
+    j = text.find("}", i + 2)
+    if j < 0:
+        if shell:
+            buf.append(text[i:])
+        else:
+            errors.append((f"unclosed '${{' in {text!r}", "write ${name} for a macro"))
+        return None
+    name = text[i + 2 : j]
+    written = text[i : j + 1]
+    if name in ALL_MACROS:
+        _flush(parts, buf)
+        parts.append(Macro(name, written))
+    elif name == "args_json_file":
+        errors.append(("${args_json_file} is not supported", "use ${args_json}, ${args} or {param} placeholders instead"))
+    elif shell:
+        buf.append(written)  # a shell variable: the shell expands it
+    else:
+        errors.append(
+            (
+                f"unknown macro {written}",
+                "macros are ${" + "}, ${".join(ALL_MACROS) + "}; without shell: true no environment variable is expanded",
+            )
+        )
+    return j + 1
+
+
 def parse_template(text: str, shell: bool) -> tuple[list[Part], list[tuple[str, str | None]]]:
     """Split a template into literals, `{param}` placeholders and `${macro}`s; (parts, errors)."""
     parts: list[Part] = []
@@ -52,9 +88,7 @@ def parse_template(text: str, shell: bool) -> tuple[list[Part], list[tuple[str, 
     brace_hint = "write {{ and }} for literal braces; {name} is a parameter placeholder"
 
     def flush() -> None:
-        if buf:
-            parts.append(Lit("".join(buf)))
-            buf.clear()
+        _flush(parts, buf)
 
     def brace_error(message: str) -> None:
         if not any(m.startswith("a lone") for m, _ in errors):
@@ -69,30 +103,10 @@ def parse_template(text: str, shell: bool) -> tuple[list[Part], list[tuple[str, 
             buf.append("}")
             i += 2
         elif text.startswith("${", i):
-            j = text.find("}", i + 2)
-            if j < 0:
-                if shell:
-                    buf.append(text[i:])
-                    break
-                errors.append((f"unclosed '${{' in {text!r}", "write ${name} for a macro"))
+            end = _macro(text, i, shell, parts, buf, errors)
+            if end is None:
                 break
-            name = text[i + 2 : j]
-            written = text[i : j + 1]
-            if name in ALL_MACROS:
-                flush()
-                parts.append(Macro(name, written))
-            elif name == "args_json_file":
-                errors.append(("${args_json_file} is not supported", "use ${args_json}, ${args} or {param} placeholders instead"))
-            elif shell:
-                buf.append(written)  # a shell variable: the shell expands it
-            else:
-                errors.append(
-                    (
-                        f"unknown macro {written}",
-                        "macros are ${" + "}, ${".join(ALL_MACROS) + "}; without shell: true no environment variable is expanded",
-                    )
-                )
-            i = j + 1
+            i = end
         elif text[i] == "{":
             m = _PH_RE.match(text, i)
             if m:
@@ -245,13 +259,8 @@ WANDB_DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 """What runs for a group with `program:` and no `command:`, as in W&B."""
 
 
-def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames: list[str] | None) -> Command | None:
-    node = g.get("command")
-    if node is None and program is not None and not shell:
-        node = SeqNode(g.line, f"{g.path}.command" if g.path else "command", [ScalarNode(g.line, g.path, t, t) for t in WANDB_DEFAULT_COMMAND])
-    if node is None:
-        ctx.missing(g, "command", "missing `command`", "e.g. command: python train.py --lr {lr}   (or a list of arguments)")
-        return None
+def _command_tokens(ctx: Ctx, node: Node, shell: bool) -> tuple[list[tuple[Node, str]], str | tuple[str, ...]] | None:
+    """The command's arguments (each with its node) and the command as written; None (reported) when unusable."""
     tokens: list[tuple[Node, str]] = []
     written: str | tuple[str, ...]
     if isinstance(node, ScalarNode) and isinstance(node.value, str):
@@ -289,6 +298,44 @@ def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames
     else:
         ctx.at(node, f"expected a string or a list of strings, got {describe(node)}")
         return None
+    return tokens, written
+
+
+def _token_ok(ctx: Ctx, tnode: Node, parts: list[Part], shell: bool, program: str | None) -> bool:
+    """The macros and placeholders of one argument fit where they stand; False (reported) when not."""
+    ok = True
+    for p in parts:
+        if isinstance(p, Macro) and p.name == "program" and program is None:
+            ctx.at(tnode, "${program} is used but the group has no `program`", "add program: train.py")
+            ok = False
+        if isinstance(p, Macro) and p.name in LIST_MACROS and not shell and len(parts) != 1:
+            ctx.at(
+                tnode,
+                f"{p.text} expands to several arguments, so it must stand alone as one argument",
+                "give it its own argument, e.g. python train.py ${args}",
+            )
+            ok = False
+    if shell:
+        slots = [p for p in parts if isinstance(p, Placeholder) or (isinstance(p, Macro) and p.name in VALUE_MACROS)]
+        for p, where in zip(slots, shell_slots(parts)):
+            if where in shellctx.REFUSED:
+                name = "{" + p.name + "}" if isinstance(p, Placeholder) else p.text
+                ctx.at(tnode, f"{name} is placed {shellctx.REFUSED[where]}: no quoting makes a value safe there", shellctx.REFUSED_HINT.replace("{name}", name))
+                ok = False
+    return ok
+
+
+def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames: list[str] | None) -> Command | None:
+    node = g.get("command")
+    if node is None and program is not None and not shell:
+        node = SeqNode(g.line, f"{g.path}.command" if g.path else "command", [ScalarNode(g.line, g.path, t, t) for t in WANDB_DEFAULT_COMMAND])
+    if node is None:
+        ctx.missing(g, "command", "missing `command`", "e.g. command: python train.py --lr {lr}   (or a list of arguments)")
+        return None
+    got = _command_tokens(ctx, node, shell)
+    if got is None:
+        return None
+    tokens, written = got
     compiled: list[list[Part]] = []
     ok = True
     for tnode, text in tokens:
@@ -296,26 +343,8 @@ def parse_command(ctx: Ctx, g: MapNode, shell: bool, program: str | None, pnames
         for msg, hint in errors:
             ctx.at(tnode, msg, hint)
             ok = False
-        for p in parts:
-            if isinstance(p, Macro) and p.name == "program" and program is None:
-                ctx.at(tnode, "${program} is used but the group has no `program`", "add program: train.py")
-                ok = False
-            if isinstance(p, Macro) and p.name in LIST_MACROS and not shell and len(parts) != 1:
-                ctx.at(
-                    tnode,
-                    f"{p.text} expands to several arguments, so it must stand alone as one argument",
-                    "give it its own argument, e.g. python train.py ${args}",
-                )
-                ok = False
-        if shell:
-            slots = [p for p in parts if isinstance(p, Placeholder) or (isinstance(p, Macro) and p.name in VALUE_MACROS)]
-            for p, where in zip(slots, shell_slots(parts)):
-                if where in shellctx.REFUSED:
-                    name = "{" + p.name + "}" if isinstance(p, Placeholder) else p.text
-                    ctx.at(
-                        tnode, f"{name} is placed {shellctx.REFUSED[where]}: no quoting makes a value safe there", shellctx.REFUSED_HINT.replace("{name}", name)
-                    )
-                    ok = False
+        if not _token_ok(ctx, tnode, parts, shell, program):
+            ok = False
         if pnames is not None and not check_names(ctx, tnode, parts, pnames):
             ok = False
         compiled.append(parts)

@@ -33,6 +33,7 @@ from migbench.backend.sim.rules import ci_profiles, full_driver, newest_driver
 from migbench.backend.sim.state import ComputeInstance, GpuInstance, SimGpu, SimState, bus_id_of, gpu_uuid_of, mig_uuid_of
 from migbench.backend.smi import LciRow, LgiRow, parse_L, parse_lci, parse_lgi, parse_q
 from migbench.catalog import (
+    Catalog,
     Engines,
     GpuModel,
     Placement,
@@ -118,19 +119,7 @@ def host_from_capture(
 
     cat = default_catalog()
     key = cat.find_key(name) if name else None
-    drv_text = driver or q.driver or cap.nvml.get("driver")
-    if drv_text:
-        drv = full_driver(str(drv_text))
-    elif key is not None:
-        drv = newest_driver(cat, key)
-        notes.append(
-            f"the capture does not say the driver (no -q, no nvml.json): simulating {drv}, the newest the catalogue knows for {key}; pass --driver to choose"
-        )
-    else:
-        raise InputError(
-            f"{cap.dir}: the capture does not say the driver and the catalogue does not know {name!r}",
-            hint="pass --driver VERSION (as `nvidia-smi -q` prints it)",
-        )
+    drv = _driver(cap, driver or q.driver or cap.nvml.get("driver"), name, key, cat, notes)
     model, spec = _model(cap, name, key, drv, notes)
 
     gpus: list[SimGpu] = []
@@ -172,6 +161,22 @@ def host_from_capture(
             _compute_instances_from_L(cap, st, g, L.devices_of(g.index), notes)
         _mig_uuids(st, g, L.devices_of(g.index), notes)
     return create_host(state_dir, st), notes
+
+
+def _driver(cap: Capture, drv_text: Any, name: str | None, key: str | None, cat: Catalog, notes: list[str]) -> str:
+    """The driver to simulate: the one given or captured, else the newest the catalogue knows for the model."""
+    if drv_text:
+        return full_driver(str(drv_text))
+    if key is not None:
+        drv = newest_driver(cat, key)
+        notes.append(
+            f"the capture does not say the driver (no -q, no nvml.json): simulating {drv}, the newest the catalogue knows for {key}; pass --driver to choose"
+        )
+        return drv
+    raise InputError(
+        f"{cap.dir}: the capture does not say the driver and the catalogue does not know {name!r}",
+        hint="pass --driver VERSION (as `nvidia-smi -q` prints it)",
+    )
 
 
 def _model(cap: Capture, name: str | None, key: str | None, drv: str, notes: list[str]) -> tuple[GpuModel, dict[str, Any] | None]:

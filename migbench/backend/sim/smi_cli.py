@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -144,56 +144,70 @@ def _parse(argv: Sequence[str]) -> _Args:
         i += 1
         return it[i]
 
+    def has_value() -> bool:
+        return i + 1 < len(it) and not it[i + 1].startswith("-")
+
     while i < len(it):
         tok = it[i]
         if a.mig:
-            if tok in ("-i", "--id"):
-                a.ids = [x for x in value().split(",") if x]
-            elif tok in ("-gi", "--gpu-instance-id"):
-                a.gi = _ints(value())
-            elif tok in ("-ci", "--compute-instance-id"):
-                a.ci = _ints(value())
-            elif tok in _MIG_ACTIONS:
-                a.actions.append(_MIG_ACTIONS[tok])
-            elif tok in ("-cgi", "--create-gpu-instance"):
-                a.actions.append("cgi")
-                a.cgi = value()
-            elif tok in ("-cci", "--create-compute-instance"):
-                a.actions.append("cci")
-                if i + 1 < len(it) and not it[i + 1].startswith("-"):
-                    a.cci = value()
-            elif tok in ("-C", "--default-compute-instance"):
-                a.default_ci = True
-            elif tok in ("-h", "--help"):
-                a.help = True
-            else:
-                raise _Usage(tok)
+            _mig_option(a, tok, value, has_value)
         elif tok == "mig" and i == 0:
             a.mig = True
-        elif tok in _TOP_VALUE:
-            v = value()
-            if _TOP_VALUE[tok] == "ids":
-                a.ids = [x for x in v.split(",") if x]
-            else:
-                setattr(a, _TOP_VALUE[tok], v)
-        elif tok in ("-L", "--list-gpus"):
-            a.list_gpus = True
-        elif tok in ("-q", "--query"):
-            a.query = True
-        elif tok in ("-r", "--gpu-reset"):
-            a.reset = True
-        elif tok in ("-h", "--help"):
-            a.help = True
-        elif tok.startswith("--query-gpu"):
-            v = tok.split("=", 1)[1] if "=" in tok else value()
-            a.query_gpu = [f.strip() for f in v.split(",") if f.strip()]
-        elif tok.startswith("--format"):
-            v = tok.split("=", 1)[1] if "=" in tok else value()
-            a.fmt = [f.strip() for f in v.split(",") if f.strip()]
         else:
-            raise _Usage(tok)
+            _top_option(a, tok, value)
         i += 1
     return a
+
+
+def _mig_option(a: _Args, tok: str, value: Callable[[], str], has_value: Callable[[], bool]) -> None:
+    """One option of `nvidia-smi mig ...` into `a` (`value()` takes the option's argument)."""
+    if tok in ("-i", "--id"):
+        a.ids = [x for x in value().split(",") if x]
+    elif tok in ("-gi", "--gpu-instance-id"):
+        a.gi = _ints(value())
+    elif tok in ("-ci", "--compute-instance-id"):
+        a.ci = _ints(value())
+    elif tok in _MIG_ACTIONS:
+        a.actions.append(_MIG_ACTIONS[tok])
+    elif tok in ("-cgi", "--create-gpu-instance"):
+        a.actions.append("cgi")
+        a.cgi = value()
+    elif tok in ("-cci", "--create-compute-instance"):
+        a.actions.append("cci")
+        if has_value():
+            a.cci = value()
+    elif tok in ("-C", "--default-compute-instance"):
+        a.default_ci = True
+    elif tok in ("-h", "--help"):
+        a.help = True
+    else:
+        raise _Usage(tok)
+
+
+def _top_option(a: _Args, tok: str, value: Callable[[], str]) -> None:
+    """One option of plain `nvidia-smi ...` into `a` (`value()` takes the option's argument)."""
+    if tok in _TOP_VALUE:
+        v = value()
+        if _TOP_VALUE[tok] == "ids":
+            a.ids = [x for x in v.split(",") if x]
+        else:
+            setattr(a, _TOP_VALUE[tok], v)
+    elif tok in ("-L", "--list-gpus"):
+        a.list_gpus = True
+    elif tok in ("-q", "--query"):
+        a.query = True
+    elif tok in ("-r", "--gpu-reset"):
+        a.reset = True
+    elif tok in ("-h", "--help"):
+        a.help = True
+    elif tok.startswith("--query-gpu"):
+        v = tok.split("=", 1)[1] if "=" in tok else value()
+        a.query_gpu = [f.strip() for f in v.split(",") if f.strip()]
+    elif tok.startswith("--format"):
+        v = tok.split("=", 1)[1] if "=" in tok else value()
+        a.fmt = [f.strip() for f in v.split(",") if f.strip()]
+    else:
+        raise _Usage(tok)
 
 
 # ---------------------------------------------------------------------------------------------
