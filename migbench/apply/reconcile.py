@@ -332,7 +332,8 @@ def _record(
     except (OSError, MigbenchError) as exc:
         why = exc.message if isinstance(exc, MigbenchError) else f"cannot write {writing}: {os_reason(exc)}"
         if not unfinished:
-            raise MigbenchError(f"{why}; no GPU was changed", hint="free space in that directory, then apply again") from None
+            own = exc.hint if isinstance(exc, MigbenchError) else None  # an untrusted directory says its own fix
+            raise MigbenchError(f"{why}; no GPU was changed", hint=own or "free space in that directory, then apply again") from None
         lock.keep_note = True
         gpus = ", ".join(map(str, targets))
         opt = f" --state-dir {state_dir}" if state_dir else ""

@@ -264,6 +264,7 @@ def pending_error(found: Interrupted, host: HostState, plan: Plan) -> Interrupte
         hint = f"finish it: `migbench apply {this} --finish`; or restore the GPUs as they were before it: `migbench apply {this} --rollback`"
     else:
         hint = (
-            f"finish it: `migbench apply {who} --finish`; or restore the GPUs as they were before it: `migbench apply {this} --rollback`; then apply this plan"
+            f"finish it: `migbench apply {who} --finish`; or restore the GPUs as they were before it: "
+            f"`migbench apply {who} --state-dir {found.path.parent} --rollback`; then apply this plan"
         )
     return InterruptedApplyPending(message + f"\n(checkpoint: {found.path})", hint, found)

@@ -212,3 +212,29 @@ def test_the_gate_follows_bindings_that_changed_under_a_running_launcher(tmp_pat
     gate.leave()
     assert uuid_of["0:3g.20gb@0"] == "MIG-new" and gate.unbound == {"0:3g.20gb@4"}
     assert "0:3g.20gb@0 -> MIG-new" in said[0]
+
+
+@pytest.mark.slow
+def test_the_hint_for_another_plans_interrupted_apply_rolls_it_back(host, tmp_path):
+    """Regression: after a killed `apply a.yaml`, `apply b.yaml` told the user to run `migbench apply
+    b.yaml --rollback`, which answered "no interrupted apply to rollback on this host". The hint's
+    rollback command names the interrupted plan and its state dir, and it works."""
+    import re
+    import shlex
+
+    before = shape(host)
+    plan = _target(tmp_path)
+    p = subprocess.run([sys.executable, "-c", KILLER, plan.path, "4"], cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
+    assert p.returncode == 137, p.stderr
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = make_plan(MODEL, START, other_dir)
+    other.save(other_dir / "b.yaml")
+    res = migbench("apply", str(other_dir / "b.yaml"), "--yes", keep_sim=True)
+    assert res.returncode == 1 and "an earlier apply of" in res.stderr, res.stdout + res.stderr
+    hint = " ".join(res.stderr.split())
+    cmd = re.search(r"`(migbench apply [^`]* --rollback)`", hint)
+    assert cmd is not None and "b.yaml" not in cmd.group(1), hint
+    again = migbench(*shlex.split(cmd.group(1))[1:], keep_sim=True)
+    assert again.returncode == 0 and "rolled back" in again.stdout, again.stdout + again.stderr
+    assert shape(host) == before
