@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.launch.test_trust import QUICK
 from tests.support.launchkit import Rig
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
@@ -244,17 +245,7 @@ def test_a_killed_waiter_under_a_live_launcher_loses_nothing(rig):
     assert json.loads((r.state_dir / rid / "attempt-1" / "exit.json").read_text())["recorded_by"] == "launcher"
 
 
-QUICK2 = """
-version: 1
-name: quick
-launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
-groups:
-  - name: q
-    command: {toy} --steps 1 --step-seconds 0.01 --memory 1GiB --i {i}
-    parameters: {i: [0, 1]}
-    memory: 9GiB
-    compute: 0.1
-"""
+QUICK2 = QUICK  # two quick runs, as the trust tests use
 
 
 def test_an_attempt_dir_without_cmd_json_is_a_run_that_never_started(rig):
