@@ -115,6 +115,16 @@ def present_devices(uuids: Sequence[str]) -> set[str]:
         r.close()
 
 
+def device_processes(uuids: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The compute processes (PIDs) NVML lists on each of the devices (MIG or GPU uuids) that
+    exist; a device that is gone is left out."""
+    r = reader()
+    try:
+        return {u: tuple(pid for pid, _ in use.processes) for u, use in r.device_usage(list(uuids)).items()}
+    finally:
+        r.close()
+
+
 def read_host_if_available() -> HostState | None:
     """The host's state, or None when there is no NVIDIA driver (and no simulated host)."""
     from migbench.errors import HardwareError

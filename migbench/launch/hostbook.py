@@ -16,6 +16,7 @@ the launcher says so once and goes on without it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,7 +25,7 @@ import psutil
 
 from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
 from migbench.apply.reconcile import HostLock
-from migbench.backend.select import host_lock_path, launches_dir, present_devices
+from migbench.backend.select import device_processes, host_lock_path, launches_dir, present_devices
 from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.prepare import Prepared
@@ -74,10 +75,28 @@ class HostBooking:
                 raise
             except MigbenchError as exc:  # the register itself cannot be used
                 self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
+                self._refuse_busy(want)
                 return
+            try:
+                self._refuse_busy(want)
+            except MigbenchError:
+                self.close()
+                raise
         finally:
             lock.release()
         stack.callback(self.close)
+
+    def _refuse_busy(self, want: dict[str, str]) -> None:
+        """Refuse when a device this launch needs runs a process that is not a run of this state
+        directory (the register does not list every launch: one made with another register, or
+        whose entry was deleted, and programs outside migbench)."""
+        busy = _foreign_processes(self.prep, want)
+        if busy:
+            raise MigbenchError(
+                "instances this launch needs are in use by processes that are not runs of this launch:\n  " + "\n  ".join(busy),
+                hint="another launch of this plan (from another state directory, or one the launch register did not list) or "
+                "another program uses them: stop it or wait for it to end; `nvidia-smi` shows the processes",
+            )
 
     def check(self) -> None:
         """What `open` would refuse, without booking (`launch --detach` says it before it detaches)."""
@@ -182,3 +201,30 @@ def _unfinished_keys(prep: Prepared) -> set[str]:
         elif row.state not in FINAL_STATES:
             keys.add(row.queue or "")
     return keys & every
+
+
+def _foreign_processes(prep: Prepared, want: dict[str, str]) -> list[str]:
+    """The live processes on the devices of `want` (uuid -> key) that are not runs of this state
+    directory: a run of ours, and every process it starts, carries `MIGBENCH_RUN_DIR` below it in
+    its environment. A process this machine cannot see (gone, or in another PID namespace) is not
+    counted; one whose environment cannot be read is. Empty when the devices cannot be read."""
+    try:
+        procs = device_processes(sorted(want))
+    except (MigbenchError, OSError):
+        return []
+    root = str(prep.state_dir.resolve()) + os.sep
+    out = []
+    for uuid, pids in sorted(procs.items()):
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                run_dir = proc.environ().get("MIGBENCH_RUN_DIR", "")
+                if run_dir and (os.path.realpath(run_dir) + os.sep).startswith(root):
+                    continue
+                name = " ".join(proc.cmdline())[:120] or "?"
+            except (ProcessLookupError, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            except (OSError, psutil.Error):
+                name = "?"
+            out.append(f"{want[uuid]} ({uuid}): PID {pid} ({name})")
+    return out

@@ -236,3 +236,38 @@ def test_a_register_others_may_write_is_not_used_and_the_launch_goes_on(rig, tmp
     rc, out = r.launch(cli=True, extra_env={"MIGBENCH_LAUNCHES_DIR": str(reg)})
     assert rc == 0 and "other users may write into it" in out and "not kept apart" in out, out
     assert list(reg.iterdir()) == []
+
+
+HELD = """
+version: 1
+name: held
+launch: {retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}
+groups:
+  - name: q
+    command: {toy} --steps 2 --step-seconds 0.05 --memory 1GiB --hold-file {hold} --i {i}
+    parameters: {i: [0, 1]}
+    memory: 9GiB
+    compute: 0.1
+"""
+
+
+@pytest.mark.slow
+def test_a_launch_the_register_does_not_list_is_still_seen_by_the_processes_on_its_devices(rig, tmp_path):
+    """Regression: with the launch register bypassed (a second shell with another
+    MIGBENCH_LAUNCHES_DIR, or root's register entries deleted while runs live), `launch` of the same
+    plan from another state dir started every run a second time, at once, on the same instances. A
+    launch now refuses devices that run processes which are not runs of its own state directory."""
+    hold = tmp_path / "release"
+    r = rig(HELD.replace("{hold}", str(hold)))
+    p1 = r.start(extra_env={"MIGBENCH_LAUNCHES_DIR": str(tmp_path / "reg1")})
+    r.wait_for(lambda: sorted(r.states().values()) == ["running", "running"], what="both runs at work")
+    other = tmp_path / "other-state"
+    res = r.cli("apply", str(r.plan_path), "--state-dir", str(other), "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr  # the layout is there already: nothing changes
+    p2 = r.start("--state-dir", str(other), extra_env={"MIGBENCH_LAUNCHES_DIR": str(tmp_path / "reg2")})
+    assert p2.wait(timeout=120) == 1
+    out = r.output(p2)
+    assert "in use by processes that are not runs of this launch" in out and "toy_trainer.py" in out, out
+    hold.touch()
+    assert p1.wait(timeout=120) == 0, r.output(p1)
+    assert sorted(line.split()[0] for line in r.ledger_lines()) == sorted(x.id for x in r.plan.runs)
