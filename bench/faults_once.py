@@ -60,6 +60,19 @@ groups:
 """
 
 
+COUNTS = (
+    "trials",
+    "runs",
+    "runs executed twice",
+    "finished runs re-run",
+    "outcomes lost or unknown",
+    "expected unknown",
+    "killed by the fault before their command began",
+    "holes",
+)
+"""What each fault class counts (the table's columns, less its time)."""
+
+
 def _wait(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -287,19 +300,7 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
                     t.finish()
                     judge(t, tally, notes)
                 out[name] = {
-                    **{
-                        k: tally[k]
-                        for k in (
-                            "trials",
-                            "runs",
-                            "runs executed twice",
-                            "finished runs re-run",
-                            "outcomes lost or unknown",
-                            "expected unknown",
-                            "killed by the fault before their command began",
-                            "holes",
-                        )
-                    },
+                    **{k: tally[k] for k in COUNTS},
                     "seconds": round(time.monotonic() - t0),
                     "notes": notes[:10],
                 }
@@ -312,17 +313,7 @@ def run_once(base: Path, trials: int, seed: int) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    cols = (
-        "trials",
-        "runs",
-        "runs executed twice",
-        "finished runs re-run",
-        "outcomes lost or unknown",
-        "expected unknown",
-        "killed by the fault before their command began",
-        "holes",
-        "seconds",
-    )
+    cols = (*COUNTS, "seconds")
     print(
         f"{'fault class':34}"
         + "".join(f"{c:>13}" for c in ("trials", "runs", "twice", "re-run", "lost/unknown", "(unknown exp.)", "(killed@start)", "holes", "s"))
