@@ -10,7 +10,7 @@ from migbench.catalog import GpuModel
 from migbench.duration import instance_capacity
 from migbench.duration.model import ComputeBasis
 from migbench.errors import MigbenchError
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
+from migbench.plan import Assignment, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.problem import Assigned, SolveOptions
 from migbench.planner.solve import solve
@@ -165,27 +165,11 @@ def check_plan_input(sweep: Sweep) -> None:
 
 def _planned(r: Run, a: Assigned | None) -> PlanRun:
     """A declared run as planned: where it runs (None when unplaced), in which wave, and when."""
-    return PlanRun(
-        id=r.id,
-        group=r.group,
-        memory_mib=r.memory_mib,
-        memory_source=r.memory_source,
-        gpu=None if a is None else a.gpu,
-        profile=None if a is None else a.placement.profile,
-        start=None if a is None else a.placement.start,
-        wave=None if a is None else a.wave,
-        argv=tuple(r.argv),
-        shell=bool(r.shell),
-        env=dict(r.env),
-        workdir=str(r.workdir),
-        params=dict(r.params),
-        duration_s=r.duration_s,
-        compute=float(r.compute),
-        compute_source=r.compute_source,
-        max_runs_per_instance=int(r.max_runs_per_instance),
-        profiles=tuple(r.profiles) if r.profiles is not None else None,
-        retries=r.retries,
-        timeout_s=r.timeout_s,
-        est_start_s=None if a is None or a.start_s is None else round(a.start_s, 3),  # as the plan file has them
-        est_end_s=None if a is None or a.end_s is None else round(a.end_s, 3),
-    )
+    if a is None:
+        return PlanRun.of(r.core())
+    # estimates as the plan file has them
+    return PlanRun.of(r.core(), Assignment.on(InstanceRef(a.gpu, a.placement), a.wave, _ms(a.start_s), _ms(a.end_s)))
+
+
+def _ms(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)
