@@ -222,7 +222,7 @@ class _Gpu:
 
 @dataclass(frozen=True)
 class _Inst:
-    key: str
+    key: InstanceRef
     memory_mib: int
     runs: tuple[str, ...]
 
@@ -231,7 +231,7 @@ class _Inst:
 class _Run:
     id: str
     memory_mib: int
-    instance_key: str | None
+    instance_key: InstanceRef | None
 
 
 def _read_fleet(chk: _Check, doc: dict[str, Any]) -> list[_Gpu]:
@@ -334,12 +334,12 @@ def _check_env(chk: _Check, env: dict[str, Any] | None, where: str) -> None:
             chk.add(f"{where}.{k}", f"expected a string, got {_kind(v)}")
 
 
-def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]) -> tuple[list[_Inst], set[str]]:
+def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]) -> tuple[list[_Inst], set[InstanceRef]]:
     """The instances, and the keys of those refused (so that their runs are not reported again)."""
     gpus = {g.gpu for g in fleet}
     out: list[_Inst] = []
-    refused: set[str] = set()
-    keys: dict[str, int] = {}
+    refused: set[InstanceRef] = set()
+    keys: dict[InstanceRef, int] = {}
     on_gpu: dict[int, list[Placement]] = {}
     for k, i in enumerate(chk.get(doc, "instances", "", "list") or []):
         where = f"instances[{k}]"
@@ -361,7 +361,7 @@ def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models:
         if len(chk.items) > n or gpu is None or profile is None or start is None or mib is None:
             continue
         pl = Placement(profile, start)
-        key = str(InstanceRef(gpu, pl))
+        key = InstanceRef(gpu, pl)
         refused.add(key)
         if (written := i.get("placement")) is not None and str(written) != str(pl):
             chk.add(f"{where}.placement", f"says {written} but profile and start say {pl}", "make them agree")
@@ -581,17 +581,17 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
         _check_run_fields(chk, v, where)
         if len(chk.items) > n or rid is None:
             continue
-        on = None if v["gpu"] is None else str(InstanceRef.of(v["gpu"], v["profile"], v["start"]))
+        on = None if v["gpu"] is None else InstanceRef.of(v["gpu"], v["profile"], v["start"])
         out.append(_Run(rid, v["memory_mib"], on))
     return out, set(ids)
 
 
-def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set[str], refused: set[str]) -> None:
+def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set[str], refused: set[InstanceRef]) -> None:
     """Runs and instances agree: each placed run is on an instance of the plan that lists it, once;
     each listed id is a run of the plan; a run fits its instance's memory. (`ids`: every run id the
     file names; `refused`: instances already reported.)"""
     by_key = {i.key: i for i in instances}
-    listed: dict[str, str] = {}
+    listed: dict[str, InstanceRef] = {}
     for k, i in enumerate(instances):
         for j, rid in enumerate(i.runs):
             if rid not in ids:

@@ -46,23 +46,22 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
         for p in model.profiles:
             if p.memory_mib and "memory" in p.unverified and model.origin != "nvml":
                 warnings.append(f"{key} {p.name}: memory {p.memory_mib} MiB is unverified ({p.memory_source})")
-    by_instance: dict[str, list[tuple[int, float, str]]] = {}
+    by_instance: dict[InstanceRef, list[tuple[int, float, str]]] = {}
     runs: list[PlanRun] = []
     for r in sweep.runs:
         a = sol.assigned.get(r.id)
         runs.append(_planned(r, a))
         if a is not None:
-            key = str(InstanceRef(a.gpu, a.placement))
-            by_instance.setdefault(key, []).append((a.wave, a.start_s or 0.0, r.id))
+            by_instance.setdefault(InstanceRef(a.gpu, a.placement), []).append((a.wave, a.start_s or 0.0, r.id))
     instances = []
     model_of = {g.index: g.model for g in fleet}
     for gpu in sorted(sol.layouts):
         model = model_of[gpu]
         for pl in sol.layouts[gpu]:
             prof = model.profile(pl.profile)
-            key = str(InstanceRef(gpu, pl))
-            ordered = tuple(rid for _, _, rid in sorted(by_instance.get(key, [])))
-            instances.append(PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(key, 0.0), ordered))
+            ref = InstanceRef(gpu, pl)
+            ordered = tuple(rid for _, _, rid in sorted(by_instance.get(ref, [])))
+            instances.append(PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(ref, 0.0), ordered))
     memory_of = {r.id: r.memory_mib for r in sweep.runs}
     unplaced = [Unplaced(rid, memory_of[rid], why) for rid, why in sorted(sol.unplaced.items())]
     used_profiles: dict[str, set[str]] = {}
