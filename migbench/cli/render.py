@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbenc
     from migbench.catalog import GpuModel, Layout
     from migbench.footprints.accuracy import AccuracyReport
     from migbench.forecast.simulate import SimReport
+    from migbench.launch.status import StatusDoc
     from migbench.plan import Plan
 
 SLICE_W = 9  # the fewest characters per memory slice in the layout picture
@@ -612,7 +613,7 @@ _STATE_STYLE = {
 }
 
 
-def _launcher_head(doc: dict[str, Any]) -> Text:
+def _launcher_head(doc: StatusDoc) -> Text:
     """The status's first lines: the sweep, its state directory and what the launcher is doing."""
     la = doc["launcher"]
     head = Text()
@@ -635,7 +636,7 @@ def _launcher_head(doc: dict[str, Any]) -> Text:
     return head
 
 
-def _runs_table(doc: dict[str, Any], all_runs: bool, params: dict[str, dict[str, Any]] | None) -> tuple[Table, str | None]:
+def _runs_table(doc: StatusDoc, all_runs: bool, params: dict[str, dict[str, Any]] | None) -> tuple[Table, str | None]:
     """The runs to show, one row each, and the line saying which were left out (None: none)."""
     t = Table(title_justify="left")
     for col, just in (
@@ -677,8 +678,8 @@ def _runs_table(doc: dict[str, Any], all_runs: bool, params: dict[str, dict[str,
 
 
 def status_view(
-    doc: dict[str, Any] | None,
-    host: Any,
+    doc: StatusDoc | None,
+    host: HostState | None,
     notes: list[str],
     *,
     all_runs: bool = False,
