@@ -35,9 +35,10 @@ from migbench.plan import Plan
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
-from migbench.planner.grow import Grown, RunState, grow_plan
+from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, same_fleet
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
+from migbench.types import InstanceRef, Layout
 
 
 def fleet_for(sweep: Sweep, fleet_opt: str | None, fleet_file: Path | None = None) -> tuple[list[FleetGpu], list[str]]:
@@ -216,7 +217,13 @@ def plan_and_apply(
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
         return RunReady(None, continues=True)
-    grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
+    shared = host_shared(out, fleet_gpus)
+    if shared is not None and plan is not None and any(tuple(plan.layout(g)) != tuple(shared.layouts.get(g, ())) for g in shared.layouts):
+        plan = None  # the host was re-cut since: the plan cannot be applied beside the other launches
+    if plan is None and shared is not None:
+        grown = _grown_beside(out, sweep, fleet_gpus, earlier, notes, shared)
+    else:
+        grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
     elif grown is not None:
@@ -262,15 +269,64 @@ def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, not
     """The earlier plan next to the sweep grown to the sweep now (`planner.grow`): the runs to start
     on the instances the host has, re-cutting only idle GPUs, and only for runs nothing holds.
     None when there is no earlier plan to grow (or it cannot be read) or the fleet changed."""
+    old = _grown_base(out, sweep)
+    if old is None:
+        return None
+    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
+
+
+def host_shared(plan_file: Path, fleet: Sequence[FleetGpu]) -> HostNow | None:
+    """The host as it is, when other live launches hold some of its instances (the launch
+    register, read without its lock): each GPU's layout and who holds which instance. None when no
+    other launch holds one (or the register or the GPUs cannot be read: then `apply` and `launch`
+    still refuse what another launch holds)."""
+    me = str(plan_file.resolve())
+    try:
+        others = [b for b in Register(launches_dir()).entries() if b.plan_file != me]
+    except MigbenchError:
+        return None
+    who = {u: b.who() for b in others for u in b.instances}
+    host = read_host_if_available() if who else None
+    if host is None:
+        return None
+    indexes = {g.index for g in fleet}
+    layouts: dict[int, Layout] = {}
+    held: dict[InstanceRef, str] = {}
+    for g in host.gpus:
+        if g.index not in indexes:
+            continue
+        layouts[g.index] = g.layout()
+        gis = {gi.id: gi for gi in g.instances}
+        for d in g.devices:
+            if d.uuid in who and d.gi_id in gis:
+                held[InstanceRef(g.index, gis[d.gi_id].placement)] = who[d.uuid]
+    return HostNow(layouts, held) if held else None
+
+
+def _grown_beside(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier | None, notes: Sequence[str], shared: HostNow) -> Grown | None:
+    """The sweep planned beside the host's other launches: its earlier plan (or, for a sweep that
+    never ran here, the host's layouts with no run) grown over the host as it is, the instances
+    other launches hold busy (its runs queued there start once they are let go)."""
+    old = _grown_base(out, sweep)
+    if old is None or not same_fleet(old, fleet):
+        old = host_plan(sweep, fleet, shared.layouts)
+    holders = sorted(set(shared.held.values()))
+    beside = f"planned beside {len(holders)} other live launch(es) on this host ({'; '.join(holders)})"
+    notes = [*notes, f"{beside}: their instances are not re-cut; runs queued there start when they are let go"]
+    grown = grow_plan(old, sweep, fleet, earlier.states if earlier else {}, notes=notes, host=shared)
+    if grown is not None:
+        grown.decided.insert(0, notes[-1])
+    return grown
+
+
+def _grown_base(out: Path, sweep: Sweep) -> Plan | None:
     if not out.exists():
         return None
     try:
         old = Plan.load(out)
     except MigbenchError:
         return None
-    if old.name != sweep.name:
-        return None
-    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
+    return old if old.name == sweep.name else None
 
 
 def _one_host(nodes: list[str | None]) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
-from migbench.plan import Assignment, Finished, Plan, PlanInstance, PlanRun, Unplaced, model_summary
+from migbench.plan import Assignment, Finished, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.recut import (
@@ -51,6 +51,9 @@ from migbench.planner.recut import (
 from migbench.sweep.model import Run, Sweep
 from migbench.types import InstanceRef, Layout, layout_key
 
+SHARED_STATUS = "SHARED"
+"""The solver status of a plan grown over a host other launches share (no solve: `grow_plan`'s greedy fit)."""
+
 LIVE_STATES = ("starting", "running")
 """Runs a launcher may still have on an instance (a killed launcher's runs are adopted by the next)."""
 
@@ -63,6 +66,17 @@ class RunState:
     instance: str | None = None
 
 
+@dataclass(frozen=True)
+class HostNow:
+    """The host as it is when other live launches share it: each GPU's layout (as NVML reads it)
+    and the instances those launches hold, each with who holds it. A held instance is busy: no run
+    starts beside what runs there, its GPU is not re-cut, and runs placed on it come after the
+    holder's (the launcher starts them once the holder lets the instance go)."""
+
+    layouts: Mapping[int, Layout]
+    held: Mapping[InstanceRef, str] = field(default_factory=dict)
+
+
 @dataclass
 class Grown:
     """The grown plan and what was decided, in words (for the user and the plan's warnings)."""
@@ -73,12 +87,40 @@ class Grown:
     starting: tuple[str, ...] = ()  # the runs placed to start (new, queued or interrupted before)
 
 
+def host_plan(sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mapping[int, Layout]) -> Plan:
+    """A plan with no run yet whose instances are the host's (`layouts`): what `grow_plan` grows
+    when a sweep that never launched here joins a host other launches share."""
+    basis = sweep.duration_model.compute_basis
+    instances = []
+    for g in fleet:
+        for pl in layouts.get(g.index, ()):
+            cap = slot_of(GpuNow(g.index, g.model), pl, basis)
+            instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+    return Plan(
+        name=sweep.name,
+        sweep_file=None if sweep.path is None else os.path.relpath(sweep.path),
+        sweep_sha256=sweep.sha256,
+        fleet=[PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet],
+        instances=instances,
+        runs=[],
+        unplaced=[],
+        solver=SolverInfo(SHARED_STATUS, "", 0.0, 0.0, 0.0),
+        duration_model=sweep.duration_model,
+        launch=sweep.launch,
+        models={},
+    )
+
+
 def same_fleet(old: Plan, fleet: Sequence[FleetGpu]) -> bool:
     return [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
 
 
-def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState], *, notes: Sequence[str] = ()) -> Grown | None:
-    """The earlier plan `old` grown to `sweep` (see the module's docstring); None when the fleet changed."""
+def grow_plan(
+    old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState], *, notes: Sequence[str] = (), host: HostNow | None = None
+) -> Grown | None:
+    """The earlier plan `old` grown to `sweep` (see the module's docstring); None when the fleet
+    changed. With `host`, the layouts are the host's (not the earlier plan's) and the instances other
+    launches hold are busy."""
     if not same_fleet(old, fleet):
         return None
     dm = sweep.duration_model
@@ -90,9 +132,12 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     # what is kept as it was: finished runs (marked) and live ones; what is dropped
     kept, dropped = _kept(old, state, in_sweep)
     models = {g.index: g.model for g in fleet}
-    layouts: dict[int, Layout] = {g.index: old.layout(g.index) for g in fleet}
+    layouts: dict[int, Layout] = {g.index: tuple(host.layouts.get(g.index, ())) if host else old.layout(g.index) for g in fleet}
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
     live: dict[InstanceRef, list[Demand]] = {}  # the host as the earlier plan left it, busy where a run lives
+    for ref, who in sorted((host.held if host else {}).items(), key=lambda kv: str(kv[0])):
+        if ref in exists:  # filled: nothing of this sweep starts beside the holder's runs
+            live[ref] = [Demand(f"held by {who}", slot_of(GpuNow(ref.gpu, models[ref.gpu]), ref.placement, st.compute_basis).memory_mib)]
     for rid, s in state.items():  # runs an earlier plan file does not list (a plan of the new runs only)
         known = kept.get(rid)
         if s.state in DONE_STATES and known is None and rid in in_sweep:
@@ -135,7 +180,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     plan = _assemble(old, sweep, fleet, layouts, kept, todo, assigned, unplaced_ids, st, dm)
     earlier_ids = {r.id for r in old.runs}
     fresh = sum(1 for rid in assigned if rid not in earlier_ids)
-    decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped)
+    decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped, frozenset(host.held) if host else frozenset())
     plan.warnings = [*notes, *decided]
     return Grown(plan, decided, tuple(sorted({*recut, *added})), tuple(r.id for r in todo if r.id in assigned))
 
@@ -329,13 +374,14 @@ def _say(
     added: Mapping[int, tuple[Layout, Layout]],
     live: Mapping[InstanceRef, list[Demand]],
     dropped: Sequence[str],
+    held: frozenset[InstanceRef] = frozenset(),
 ) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []
     if assigned:
         on = Counter(ref for ref, _ in assigned.values())
         refs = sorted(on, key=lambda x: (x.gpu, x.placement.start, x.placement.profile))
-        where = [f"the {'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
+        where = [f"the {'held' if ref in held else 'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
         again = len(assigned) - fresh
         what = ", ".join(x for x in (_n(fresh, "new run"), _n(again, "unfinished run")) if x)
