@@ -31,9 +31,8 @@ from dataclasses import dataclass, field, replace
 
 from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
+from migbench.plan import Assignment, Finished, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
-from migbench.planner.assemble import _planned
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.recut import (
     GpuNow,
@@ -142,11 +141,11 @@ def grow_plan(
     for rid, s in state.items():  # runs an earlier plan file does not list (a plan of the new runs only)
         known = kept.get(rid)
         if s.state in DONE_STATES and known is None and rid in in_sweep:
-            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
+            kept[rid] = PlanRun.of(in_sweep[rid].core(), finished=Finished(s.state, s.instance))
         elif s.state in LIVE_STATES:
-            where = _ref(s.instance) or _ref(known.instance_key if known is not None else None)
+            where = _ref(s.instance) or (known.ref if known is not None else None)
             if known is None and rid in in_sweep:
-                known = kept[rid] = _placed(_planned(in_sweep[rid], None), where if where in exists else None)
+                known = kept[rid] = _placed(PlanRun.of(in_sweep[rid].core()), where if where in exists else None)
             if where is not None and where in exists:
                 mib = slot_of(GpuNow(where.gpu, models[where.gpu]), where.placement, st.compute_basis).memory_mib
                 # a live run nothing describes any more fills its instance: no run joins it
@@ -194,7 +193,7 @@ def _kept(old: Plan, state: Mapping[str, RunState], in_sweep: Mapping[str, Run])
     for r in old.runs:
         s = state.get(r.id)
         if s is not None and s.state in DONE_STATES:
-            kept[r.id] = replace(r, done=s.state, ran_on=s.instance or r.ran_on or r.instance_key)
+            kept[r.id] = replace(r, finished=Finished(s.state, s.instance or r.ran_on or r.instance_key))
         elif s is not None and s.state in LIVE_STATES:
             kept[r.id] = r
         elif r.id not in in_sweep and r.done is None:
@@ -269,7 +268,7 @@ def _placed(r: PlanRun, where: InstanceRef | None) -> PlanRun:
     """A run placed on `where` (first in its queue), or unplaced."""
     if where is None:
         return r
-    return replace(r, gpu=where.gpu, profile=where.placement.profile, start=where.placement.start, wave=0)
+    return replace(r, at=Assignment.on(where, 0))
 
 
 def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
@@ -294,28 +293,23 @@ def _assemble(
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
     runs: dict[str, PlanRun] = {}
     for rid, r in kept.items():  # a finished run whose instance was re-cut keeps only where it ran
-        on = r.instance_key
-        runs[rid] = (
-            r
-            if on is not None and InstanceRef.parse(on) in exists
-            else replace(r, gpu=None, profile=None, start=None, wave=None, est_start_s=None, est_end_s=None)
-        )
+        runs[rid] = r if r.ref is not None and r.ref in exists else replace(r, at=None)
     queues: dict[InstanceRef, list[str]] = {ref: [] for ref in exists}
     for i in old.instances:
         if i.ref in exists:
-            queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].gpu is not None]
+            queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].at is not None]
     listed = {rid for q in queues.values() for rid in q}
     for rid, r in runs.items():  # a live run the earlier plan did not list: first on its instance
-        if r.gpu is not None and rid not in listed and r.instance_key is not None:
-            queues[InstanceRef.parse(r.instance_key)].insert(0, rid)
+        if r.ref is not None and rid not in listed:
+            queues[r.ref].insert(0, rid)
     base = {ref: 1 + max((runs[rid].wave or 0 for rid in q), default=-1) for ref, q in queues.items()}
     new: dict[str, PlanRun] = {}
     for r in todo:
         if r.id in assigned:
             ref, k = assigned[r.id]
-            new[r.id] = replace(_planned(r, None), gpu=ref.gpu, profile=ref.placement.profile, start=ref.placement.start, wave=base[ref] + k)
+            new[r.id] = PlanRun.of(r.core(), Assignment.on(ref, base[ref] + k))
         else:
-            new[r.id] = _planned(r, None)
+            new[r.id] = PlanRun.of(r.core())
     pos = {r.id: n for n, r in enumerate(todo)}
     for rid in sorted(assigned, key=lambda x: (assigned[x][1], pos[x])):
         queues[assigned[rid][0]].append(rid)
@@ -367,8 +361,9 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
     slots = [Slot(i.key, i.memory_mib, i.compute or 1.0, str(i.gpu)) for i in instances]
     res = replay([r.demand() for r in placed], slots, {i.key: list(i.runs) for i in instances}, interference=dm.interference)
     for rid in new:
-        if rid in res.start_s:
-            runs[rid] = replace(runs[rid], est_start_s=res.start_s[rid], est_end_s=res.end_s[rid])
+        at = runs[rid].at
+        if rid in res.start_s and at is not None:
+            runs[rid] = replace(runs[rid], at=replace(at, est_start_s=res.start_s[rid], est_end_s=res.end_s[rid]))
 
 
 def _say(
