@@ -66,6 +66,10 @@ class HostGate:
     def why_unbound(self, keys: list[str]) -> str:
         return "; ".join(self.held.get(k) or f"{k}: bindings.json no longer binds it" for k in keys)
 
+    def seen_now(self) -> None:
+        """The bindings as they are now were read (by the launcher's own re-cut): not a change to reload."""
+        self._seen = self._ident()
+
     def leave(self) -> None:
         self.lock.release()
 
