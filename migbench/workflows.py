@@ -4,6 +4,7 @@ host. The CLI calls these and renders."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,11 +32,12 @@ from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import db_path
-from migbench.plan import Plan
+from migbench.plan import Plan, PlanInstance
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
 from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, same_fleet
+from migbench.planner.recut import GpuNow, RecutSettings, slot_of
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
 from migbench.types import InstanceRef, Layout
@@ -351,3 +353,129 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     memory = {r.id: r.memory_mib for r in sweep.runs}
     same_memory = all(memory.get(r.id) == r.memory_mib for r in old.runs)
     return old if old.sweep_sha256 == sweep.sha256 and same_fleet and same_memory else None
+
+
+# ---------------------------------------------------------------------------------------------
+# submit: a sweep's runs into the host's bench
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    """A sweep handed to the host's bench: the bench's plan and the submission in its inbox."""
+
+    bench_plan: Path
+    inbox_file: Path
+    runs: int
+
+
+def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: str | Path | None, say: Callable[[str], None] = lambda _: None) -> Submitted:
+    """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
+    (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
+    simulated host is used where no GPU is. The bench launcher adopts the submission."""
+    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, submission, write_submission
+    from migbench.plan import PlanGpu, PlanInstance
+    from migbench.planner.assemble import _planned
+
+    if not sweep.runs:
+        raise MigbenchError(f"sweep {sweep.name} has no runs", hint="check its parameters")
+    said = simulate_if_no_gpu(sweep, sweep_file, fleet)
+    if said:
+        say(said)
+    fleet_gpus, _ = fleet_for(sweep, fleet)
+    _one_host([g.node for g in fleet_gpus])
+    res = resolve_memory(sweep, fleet_gpus, plan_path=sweep_file.parent / f"{sweep.name}.plan.yaml")
+    if res.measured():
+        say(res.summary())
+    sweep = res.sweep
+    d = bench_dir(bench)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
+    bp = bench_plan_path(d)
+    if bp.exists():
+        have = Plan.load(bp)
+        if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
+            raise MigbenchError(
+                f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
+                hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
+            )
+    else:
+        host = read_host_if_available()
+        st = RecutSettings(compute_basis=sweep.duration_model.compute_basis)
+        instances = []
+        for g in fleet_gpus:
+            lay = host.gpu(g.index).layout() if host is not None and any(x.index == g.index for x in host.gpus) else ()
+            for pl in lay:
+                cap = slot_of(GpuNow(g.index, g.model), pl, st.compute_basis)
+                instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        empty_bench(gpus, instances, sweep.launch, sweep.duration_model).save(bp)
+    sub = submission(
+        sweep.name,
+        os.path.relpath(sweep_file),
+        sweep.sha256,
+        gpus,
+        [_planned(r, None) for r in sweep.runs],
+        sweep.launch,
+        sweep_file.resolve().parent,
+        sweep.duration_model,
+    )
+    return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -> int | None:
+    """Start the host's bench launcher (in the background) unless it runs: the bench plan's
+    instances first brought to the host's layout as it is (nothing of the bench runs while no
+    launcher does: a run that outlived a killed launcher keeps its instance, which the host has),
+    applied (it only binds), then launched. Returns the new launcher's PID (None: it ran already)."""
+    from migbench.launch.detach import detach
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.status import launcher_alive
+
+    plan = Plan.load(bench_plan)
+    sd = state_dir_for(plan)
+    if launcher_alive(sd):
+        return None
+    host = read_host_if_available()
+    if host is not None:
+        have = {i.ref: i for i in plan.instances}
+        st = RecutSettings(compute_basis=plan.duration_model.compute_basis)
+        models = {g.index: g.model for g in fleet_for_plan(plan)}
+        instances = []
+        for g in plan.fleet:
+            lay = host.gpu(g.gpu).layout() if any(x.index == g.gpu for x in host.gpus) else ()
+            for pl in lay:
+                ref = InstanceRef(g.gpu, pl)
+                cap = slot_of(GpuNow(g.gpu, models[g.gpu]), pl, st.compute_basis)
+                instances.append(have.get(ref) or PlanInstance(g.gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        if [i.ref for i in instances] != [i.ref for i in plan.instances]:
+            plan = replace(plan, instances=instances)
+            plan.save(bench_plan)
+    apply_plan(plan, open_backend(), confirm=None)
+    d = detach(plan, LaunchOptions(force=True))
+    say(f"bench launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
+    return d.pid
+
+
+def fleet_for_plan(plan: Plan) -> list[FleetGpu]:
+    """The plan's GPUs with their models (the host's live profile tables where NVML has them)."""
+    return build_fleet([FleetSpec(g.model, 1, g.driver, g.node) for g in plan.fleet], live=live_models())
+
+
+def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, say: Callable[[str], None] = lambda _: None) -> str:
+    """Wait until the bench launcher has adopted the submission `inbox_file` (it leaves the inbox
+    with its summary in `inbox/done/`), starting the launcher again if it is not running (one that
+    ended as the submission arrived). Returns the summary."""
+    import time
+
+    from migbench.launch.bench import adopted_summary
+
+    deadline = time.monotonic() + timeout_s
+    while inbox_file.exists():
+        start_bench(bench_plan, say)
+        if time.monotonic() > deadline:
+            raise MigbenchError(
+                f"the bench has not taken {inbox_file} in {timeout_s:g} s",
+                hint=f"it stays in the inbox and is taken when the bench runs: see `migbench status {bench_plan}`",
+            )
+        time.sleep(0.1)
+    return adopted_summary(inbox_file)
