@@ -26,7 +26,7 @@ from migbench.duration.replay import Result
 from migbench.errors import MigbenchError
 from migbench.forecast.simulate import SimReport, figures, play_plan
 from migbench.launch.status import LauncherDoc, launcher_doc, open_state
-from migbench.launch.store import ACTIVE_STATES, STATES, RunRow, db_path
+from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path
 from migbench.plan import Plan
 from migbench.state import state_dir_for
 
@@ -185,7 +185,7 @@ class LaunchState:
 
     state_dir: Path
     rows: dict[str, RunRow]
-    attempts: list[dict[str, Any]]
+    attempts: list[AttemptRow]
     launcher: LauncherDoc
 
 
@@ -349,10 +349,10 @@ def _gpu_views(plan: Plan, models: Mapping[int, GpuModel], launch: LaunchState |
 
 def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar], float | None, float]:
     """Every attempt as a bar, from the first attempt's start; retries and OOM moves noted."""
-    atts = [a for a in launch.attempts if a.get("start_at") is not None]
+    atts = [(a, float(s)) for a in launch.attempts if (s := a["start_at"]) is not None]
     if not atts:
         return [], None, 0.0
-    t0 = min(float(a["start_at"]) for a in atts)
+    t0 = min(s for _, s in atts)
     if not launch.launcher.get("alive"):
         # A launcher that is gone left its last attempts "running": they were last seen at its heartbeat.
         seen = launch.launcher.get("ended_at") or launch.launcher.get("heartbeat_at")
@@ -364,12 +364,12 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
     retries: dict[str, int] = {}
     bars = []
     span = 0.0
-    for a in sorted(atts, key=lambda a: (a["run_id"], a["attempt"])):
+    for a, start in sorted(atts, key=lambda x: (x[0]["run_id"], x[0]["attempt"])):
         rid, n = a["run_id"], int(a["attempt"])
         end = a.get("end_at")
         outcome = str(a.get("outcome") or "running")
         if end is None:
-            end = now if outcome == "running" else float(a["start_at"])
+            end = now if outcome == "running" else start
         inst = a.get("instance") or home.get(rid) or "?"
         notes = []
         before, last = prev_instance.get(rid, home.get(rid)), prev_outcome.get(rid)
@@ -383,7 +383,7 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
             notes.append(f"moved from {before} after an OOM" if last == "oom" else f"on a lent instance (queued on {before})")
         if a.get("error"):
             notes.append(str(a["error"]))
-        bars.append(Bar(rid, inst, float(a["start_at"]) - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))
+        bars.append(Bar(rid, inst, start - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))
         span = max(span, float(end) - t0)
         prev_instance[rid] = inst
         prev_outcome[rid] = outcome
@@ -516,9 +516,9 @@ def measured_peaks(launch: LaunchState | None) -> dict[str, tuple[int, str]]:
     if launch is None:
         return out
     for a in launch.attempts:
-        if a.get("peak_mib") is not None:
+        if (peak := a["peak_mib"]) is not None:
             rid = a["run_id"]
-            out[rid] = (max(int(a["peak_mib"]), out.get(rid, (0, ""))[0]), "launch.db")
+            out[rid] = (max(int(peak), out.get(rid, (0, ""))[0]), "launch.db")
     for rid, row in launch.rows.items():
         if row.peak_mib is not None:
             out[rid] = (max(int(row.peak_mib), out.get(rid, (0, ""))[0]), "launch.db")
