@@ -201,8 +201,7 @@ class Ctx:
         v = self.number(node)
         if v is None:
             return None
-        low = k.minimum is None or (v > k.minimum if k.exclusive_minimum else v >= k.minimum)
-        if low and (k.maximum is None or v <= k.maximum):
+        if k.in_range(v):
             return float(v)
         if k.maximum is None:
             self.at(node, f"must be >= {k.minimum}, got {v}", k.hint)

@@ -107,6 +107,12 @@ class Key:
     def field(self) -> str:
         return self.attr or self.name
 
+    def in_range(self, v: float) -> bool:
+        """Whether a number is within the declared minimum (exclusive or not) and maximum."""
+        if self.minimum is not None and (v <= self.minimum if self.exclusive_minimum else v < self.minimum):
+            return False
+        return self.maximum is None or v <= self.maximum
+
 
 def _k(scope: str, name: str, kind: str, description: str, **kw: Any) -> Key:
     return Key(name, scope, kind, description, **kw)
@@ -275,7 +281,15 @@ KEYS: tuple[Key, ...] = (
     _k("measured", "measured", "boolean", "Use measured peaks (migbench profile, earlier launches); false: the fallback.", required=True),
     _k("measured", "fallback", "fallback", "Declared memory: a quantity, a table {by: param, table: {...}} or {estimate: {...}}."),
     _k("measured", "by", "param_names", "The parameters that change the footprint."),
-    _k("measured", "headroom", "fraction", "Fraction added to a measured peak (default 0.1).", minimum=0, maximum=10),
+    _k(
+        "measured",
+        "headroom",
+        "fraction",
+        "Fraction added to a measured peak (default 0.1).",
+        minimum=0,
+        maximum=10,
+        hint="a fraction of the measured peak, e.g. 0.1 for 10 %",
+    ),
     # -- memory: {estimate: {...}} (the estimator's inputs; docs/memory-estimation.md)
     _k("estimate", "params", "estimate_field", "The model's parameter count: 124M, 1.3B or 124e6.", required=True),
     _k("estimate", "precision", "estimate_field", "fp32, fp16-mixed, bf16-mixed, bf16 or fp16.", required=True),
