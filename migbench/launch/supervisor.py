@@ -489,6 +489,8 @@ class Supervisor(Outcomes):
             mono = time.monotonic()
             if self.lend_at is not None and time.time() >= self.lend_at:
                 self.lend_at, self.touched = None, None  # reconsider every instance
+            for key in self.booking.behind:  # instances another launch holds: has it let them go?
+                self._touch(key)
             if self.stopping and not self.killed and self.stop_deadline is not None and mono >= self.stop_deadline and self.active:
                 self._kill_now(f"stop grace of {self.grace_s:g} s over")
             wait_until = self._schedule()
@@ -518,6 +520,8 @@ class Supervisor(Outcomes):
             return True
         if wait_until is not None or self.gate.waiting is not None:
             return False  # a retry waits out its backoff, or the starts wait for an apply
+        if any(r.queue in self.booking.behind for r in queued):
+            return False  # runs wait for instances another live launch holds
         unbound = [r for r in queued if r.queue in self.gate.unbound]
         if unbound:
             keys = sorted({r.queue or "" for r in unbound})
