@@ -19,7 +19,6 @@ from migbench.sweep.schema import (
     ENV_NAME_RE,
     ESTIMATE_REQUIRED,
     GROUP_FIELDS,
-    GROUP_KEYS,
     GROUP_NAME_RE,
     LIST_DISTRIBUTIONS,
     MAX_NAME_LEN,
@@ -253,6 +252,3 @@ def sweep_json_schema() -> dict[str, Any]:
         "then": {"propertyNames": {"enum": list(TOP_KEYS) + list(WANDB_ONLY_KEYS)}},
         "else": {"propertyNames": {"enum": list(TOP_KEYS) + list(GROUP_FIELDS) + list(WANDB_ONLY_KEYS)}},
     }
-
-
-__all__ = ["GROUP_KEYS", "fragment", "sweep_json_schema"]
