@@ -238,6 +238,11 @@ class Values(dict[str, Any]):
         super().__init__()
         self.bad: set[str] = set()
 
+    def add(self, more: Values) -> None:
+        """Take in the keys read by another `Ctx.read_keys` call of the same section."""
+        self.update(more)
+        self.bad |= more.bad
+
 
 _READERS: dict[str, Callable[[Ctx, Node, Key], Any]] = {
     "integer": lambda c, n, k: c.integer(n, None if k.minimum is None else int(k.minimum)),

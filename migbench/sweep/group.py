@@ -44,16 +44,16 @@ def parse_group(
     params, hrun, hn = _parameters(ctx, g, method)
     pnames = [p.name for p in params] if params is not None else None
     zips = parse_zip(ctx, g.get("zip"), params, method)
-    v.update(ctx.read_keys(g, "group", ("program", "shell")))
+    v.add(ctx.read_keys(g, "group", ("program", "shell")))
     cmd = parse_command(ctx, g, v["shell"], v["program"], pnames)
     hydra_dir = _hydra_dir(ctx, hn, hrun, cmd, v["shell"])
     memory = _memory(ctx, g, pnames)
-    v.update(ctx.read_keys(g, "group", ("duration", "timeout", "compute", "max_runs_per_instance", "retries")))
+    v.add(ctx.read_keys(g, "group", ("duration", "timeout", "compute", "max_runs_per_instance", "retries")))
     if hrun is not None and hrun.timeout_s is not None:  # submitit's timeout_min
         v["timeout"] = v["timeout"] if v["timeout"] is not None else hrun.timeout_s
         v["duration"] = v["duration"] if v["duration"] is not None else hrun.timeout_s
     profiles = _parse_profiles(ctx, g.get("profiles"), get_catalog, fleet)
-    v.update(ctx.read_keys(g, "group", ("env",)))
+    v.add(ctx.read_keys(g, "group", ("env",)))
     env_parts = _env_parts(ctx, v["env"] or {}, v["program"], pnames)
     workdir = _workdir(ctx, g, base_dir)
     if params is None or zips is None or memory is None or method not in ("grid", "random"):

@@ -99,7 +99,7 @@ class Key:
     refused: tuple[tuple[str, str, str], ...] = ()
     """(value, message, hint) of values of a choice refused with a reason of their own."""
     alias_of: str | None = None
-    """Another name for that key (W&B's and Ray Tune's); giving both is a problem."""
+    """Another name for that key (`run_cap` for `count`, `num_samples` for `repeats`); giving both is a problem."""
     attr: str | None = None
     """The model's attribute the value goes to, where its name differs (`backoff` -> `backoff_s`)."""
 
