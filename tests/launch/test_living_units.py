@@ -35,7 +35,23 @@ def _bench(layouts: dict[int, list[str]]) -> Plan:
 
 
 def _run(rid: str, gib: int = 8, hours: float = 6.0, compute: float = 0.1) -> PlanRun:
-    return PlanRun(rid, "g", gib * GIB, None, None, None, None, ("true",), duration_s=hours * 3600, compute=compute)
+    return PlanRun(
+        id=rid,
+        group="g",
+        params={},
+        argv=("true",),
+        shell=False,
+        env={},
+        workdir=".",
+        memory_mib=gib * GIB,
+        memory_source="explicit",
+        duration_s=hours * 3600,
+        compute=compute,
+        max_runs_per_instance=1,
+        profiles=None,
+        retries=None,
+        timeout_s=None,
+    )
 
 
 def test_recut_plan_never_destroys_a_busy_instance_and_refuses_an_illegal_layout():

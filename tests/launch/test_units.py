@@ -361,10 +361,10 @@ def test_a_shims_exit_code_0_is_evidence_of_success_when_every_record_is_gone(tm
     (it exits 0 only when its run did) still says the run succeeded; another code says nothing."""
     from types import SimpleNamespace
 
-    from migbench.launch.outcomes import Active, Outcomes
+    from migbench.launch.children import Active, Children
 
     gone = tmp_path / "deleted" / "attempt-1"
     for rc, want in ((0, 0), (3, None), (None, None)):
         a = Active("r", 1, "0:1g.10gb@0", gone, 1, None, popen=SimpleNamespace(returncode=rc))  # type: ignore[arg-type]
-        res = Outcomes._result(Outcomes(), a)
+        res = Children(lambda text: None, 0.0).result(a)
         assert (res.returncode if res else None) == want
