@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from migbench import units
-from migbench.sweep.schema import ENV_NAME_RE, READ_KINDS, WANDB_ONLY_KEYS, Key, declared, keys_of
+from migbench.sweep.schema import ENV_NAME_RE, READ_KINDS, WANDB_ONLY_KEYS, ZERO_WAIT_RE, Key, declared, keys_of
 from migbench.sweep.yamlnodes import Entry, MapNode, Node, Problems, ScalarNode, describe, join_path, unknown_key_hint
 
 
@@ -225,10 +225,13 @@ class Ctx:
         return s
 
     def wait(self, node: Node) -> float | None:
-        """`backoff` and `stop_grace`: a duration that may be zero."""
-        if isinstance(node, ScalarNode) and re.fullmatch(r"\s*0+(\.0*)?\s*[a-z]*\s*", str(node.value)):
+        """`backoff` and `stop_grace`: a duration that may be zero (`0`, `0s`, `0h 0m`)."""
+        if isinstance(node, ScalarNode) and (ZERO_WAIT_RE.fullmatch(str(node.value)) or _ZERO_DURATION.match(str(node.value))):
             return 0.0
         return self.duration(node)
+
+
+_ZERO_DURATION = re.compile(units.ZERO_DURATION_PATTERN)
 
 
 class Values(dict[str, Any]):

@@ -29,6 +29,7 @@ from migbench.sweep.schema import (
     SWEEP_NAME_RE,
     TOP_KEYS,
     WANDB_ONLY_KEYS,
+    ZERO_WAIT_RE,
     Key,
     keys_of,
 )
@@ -43,16 +44,16 @@ _MEMORY: dict[str, Any] = {
     "pattern": units.MEMORY_PATTERN,
     "description": "A memory quantity with a unit: 2560MiB, 2.5GiB, 3GB (GB = 10^9 bytes, GiB = 2^30).",
 }
-_DURATION: dict[str, Any] = {  # a bare number is seconds
-    "anyOf": [
-        {"type": "string", "pattern": units.DURATION_PATTERN},
-        {"type": "number", "exclusiveMinimum": 0},
-    ],
+_RUN_TIME: dict[str, Any] = {  # a unit is required (8 could be seconds or hours), and it is more than zero
+    "type": "string",
+    "pattern": units.DURATION_PATTERN,
+    "not": {"pattern": units.ZERO_DURATION_PATTERN},
 }
-_RUN_TIME: dict[str, Any] = {"type": "string", "pattern": units.DURATION_PATTERN}  # a unit is required (8 could be seconds or hours)
+_DURATION: dict[str, Any] = {"anyOf": [_RUN_TIME, {"type": "number", "exclusiveMinimum": 0}]}  # a bare number is seconds
 _WAIT: dict[str, Any] = {  # backoff and stop_grace may be zero
     "anyOf": [
         {"type": "string", "pattern": units.DURATION_PATTERN},
+        {"type": "string", "pattern": f"^{ZERO_WAIT_RE.pattern}$"},
         {"type": "number", "minimum": 0},
     ],
 }

@@ -59,6 +59,9 @@ WANDB_ONLY_KEYS = ("metric", "project", "entity", "early_terminate", "controller
 stopping read, where runs are logged, its controller and launch jobs): accepted and ignored with a
 note, so W&B files load as they are."""
 
+ZERO_WAIT_RE = re.compile(r"\s*0+(\.0*)?\s*[a-z]*\s*")
+"""A `backoff` or `stop_grace` of zero (`0`, `0s`), which a duration otherwise may not be."""
+
 LIST_DISTRIBUTIONS = ("categorical", "constant")
 """W&B's names for a list of values (`categorical` + `values:`) and one value (`constant` + `value:`)."""
 

@@ -120,7 +120,14 @@ parameters stand alone)."""
 def _place(k: Key, value: Any) -> tuple[str, int, str]:
     """A sweep with `value` at `k` (every other key valid), the value's line and the key's field."""
     v = json.dumps(value)  # JSON is YAML's flow style: the whole value on one line
-    group = {"name": "g", "command": "run {a}", "method": "random", "count": "2", "parameters": "{a: [1, 2]}", "memory": "1GiB"}
+    group = {
+        "name": "g",
+        "command": "run {a}",
+        "method": "random",
+        "count": "2",
+        "parameters": "{a: {distribution: uniform, min: 0, max: 1}}",
+        "memory": "1GiB",
+    }
     lines = ["version: 1", "name: s"]
     if k.scope == "top":
         top = {"version": "1", "name": "s", "command": "run", "memory": "1GiB"}
@@ -149,7 +156,7 @@ def _place(k: Key, value: Any) -> tuple[str, int, str]:
         else:
             base = {
                 "memory_table": "\n      by: a\n      table: {1: 1GiB, 2: 2GiB}",
-                "measured": "\n      measured: true",
+                "measured": "" if k.name == "measured" else "\n      measured: true",
                 "estimate": f"\n      estimate: {{{_ESTIMATE}}}",
             }[k.scope]
             if k.scope == "estimate":
@@ -184,6 +191,20 @@ def test_the_loader_refuses_every_value_the_schema_refuses_naming_the_key_and_it
         problems = _problems(text)
         here = [p for p in problems if p.line == line and p.field is not None and re.match(rf"{re.escape(field)}($|[.\[])", p.field)]
         assert here, f"{k.scope}.{k.name}: {value!r} is refused by the JSON Schema but not by the loader at line {line}:\n{text}\n{problems}"
+
+
+TRIED: list[Any] = [*WRONG, False, "8h", "1h30m", "0s", "0h 0m", "0", 90, 2, 0.5, 1e-9, "sm", "slices", "grid", "random", "bayes", "x", {"A": "1"}, {"A": 1}]
+
+
+@pytest.mark.parametrize("k", [k for k in KEYS if k.kind in READ_KINDS and k.alias_of is None], ids=_ids)
+def test_a_key_read_from_its_declaration_alone_is_refused_by_the_loader_exactly_where_the_schema_refuses_it(k):
+    """For the keys whose declaration is all the loader reads (type, range, choices), the loader and
+    the JSON Schema agree on every value tried, both ways."""
+    schema = SECTIONS[k.scope]["properties"][k.name]
+    for value in TRIED:
+        text, line, field = _place(k, value)
+        refused = [p for p in _problems(text) if p.line == line and p.field is not None and re.match(rf"{re.escape(field)}($|[.\[])", p.field)]
+        assert jsonschema.Draft7Validator(schema).is_valid(value) == (not refused), (k.name, value, refused)
 
 
 def test_the_placement_alone_is_a_good_sweep():
@@ -244,3 +265,23 @@ def test_the_docs_the_schema_and_the_loader_list_the_same_keys():
             extra |= set(names_of("group")) - {"name"}
         assert set(SECTIONS[scope]["properties"]) - extra == set(documented), scope
     assert "docs/sweep-keys.md" in (REPO / "README.md").read_text()
+
+
+def test_a_zero_backoff_is_zero_in_any_unit():
+    """Regression: `backoff: 0h 0m` was refused ("must be more than zero") while `0s` and `0` meant no wait."""
+    for text in ("0", "0s", "'0h 0m'", "0.0m"):
+        sweep = load_sweep_text(f"version: 1\nname: s\ncommand: run\nmemory: 1GiB\nlaunch: {{backoff: {text}, stop_grace: {text}}}\n")
+        assert sweep.launch.backoff_s == sweep.launch.stop_grace_s == 0.0, text
+
+
+def test_the_json_schema_refuses_a_zero_duration_as_the_loader_does():
+    """Regression: `migbench schema` accepted `duration: 0s`, `timeout: 0h` and `flapping_window: 0s`, which the loader refuses."""
+    validator = jsonschema.Draft7Validator(DOC)
+    for text in ("duration: 0s", "timeout: 0h 0m", "launch: {flapping_window: 0s}"):
+        doc = {"version": 1, "name": "s", "command": "run", "memory": "1GiB"}
+        key, _, value = text.partition(": ")
+        doc[key] = {"flapping_window": "0s"} if key == "launch" else value
+        assert not validator.is_valid(doc), text
+        problems = _problems(f"version: 1\nname: s\ncommand: run\nmemory: 1GiB\n{text}\n")
+        assert [p.message.split(": ", 1)[1] for p in problems] == [f"'{value if key != 'launch' else '0s'}' must be more than zero"], text
+    assert validator.is_valid({"version": 1, "name": "s", "command": "run", "memory": "1GiB", "duration": "0h 30m"})
