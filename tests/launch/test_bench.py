@@ -157,3 +157,35 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     assert history and all(last.values()), history
     res = bench.cli("status", str(bench.dir / "bench.plan.yaml"))
     assert res.returncode == 0 and "7 succeeded" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("point", ["before-recut", "after-recut"])
+def test_a_bench_killed_around_a_recut_is_taken_over_by_the_next_submit_and_runs_each_run_once(bench: Bench, point: str):
+    """Guards: a bench launcher killed between re-cutting the GPUs and rewriting its plan left a
+    bench plan that no longer matched the host; the next bench must take the host as it is."""
+    bench.release.touch()  # the runs end at once
+    bench.env["MIGBENCH_LAUNCH_CRASH_AT"] = point
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0 and "sweep a submitted: 3 new run(s)" in res.stdout, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("pid") and not _alive(int(bench.launcher()["pid"])), "the bench to die at the crash point")
+    assert not bench.ledger.exists()  # nothing started
+    del bench.env["MIGBENCH_LAUNCH_CRASH_AT"]
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0 and "sweep a submitted: 0 new run(s)" in res.stdout, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the second bench to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 3 and set(starts.values()) == {1}, starts
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (the detached launcher is not our child, but be safe)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
