@@ -28,6 +28,7 @@ from migbench.backend.select import (
 )
 from migbench.errors import MigbenchError, UsageError
 from migbench.footprints import Resolution, gather_sources, resolve
+from migbench.fsutil import require_trusted
 from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
@@ -399,6 +400,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
         say(res.summary())
     sweep = res.sweep
     d = bench_dir(bench)
+    require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)

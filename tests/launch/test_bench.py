@@ -189,3 +189,33 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_submission_another_user_could_have_written_is_never_run(bench: Bench):
+    """Guards: the bench runs whatever its inbox holds, as its own user (root on a real host): a file
+    another user owns there, a link, or an inbox others may write into must not be taken."""
+    res = bench.cli("submit", str(bench.sweep("a", [0])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 1, "a's run running")
+    inbox = bench.dir / "inbox"
+    mine = next((inbox / "done").glob("*-a.plan.yaml"))
+    evil = mine.read_text().replace("name: a\n", "name: evil\n").replace("id: a.", "id: evil.")
+    assert "id: evil." in evil
+    planted = inbox / "00000000000000000001-evil.plan.yaml"
+    planted.write_text(evil)
+    os.chown(planted, 4242, 4242)  # another user's file
+    (inbox / "00000000000000000002-link.plan.yaml").symlink_to(mine)
+    bench.wait_for(lambda: (inbox / "done" / (planted.name + ".txt")).exists(), "the planted file to be refused")
+    assert "refused" in (inbox / "done" / (planted.name + ".txt")).read_text() and "owned by" in (inbox / "done" / (planted.name + ".txt")).read_text()
+    # an inbox others may write into: nothing is taken from it, the launcher says why
+    os.chmod(inbox, 0o777)
+    later = inbox / "00000000000000000003-evil.plan.yaml"
+    later.write_text(evil)
+    log = bench.dir / "runs" / "bench" / "launcher.log"
+    bench.wait_for(lambda: "writable by every user" in log.read_text(), "the launcher to refuse the inbox")
+    assert later.exists() and not any(rid.startswith("evil.") for rid in bench.rows())
+    later.unlink()
+    os.chmod(inbox, 0o700)
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
+    assert set(bench.rows()) == {rid for rid in bench.rows() if rid.startswith("a.")} and len(bench.rows()) == 1
