@@ -130,6 +130,9 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     # both joined the running bench: runs of b and of the grown a start while a's first runs still run
     bench.wait_for(lambda: {rid.split(".")[0] for rid, r in bench.rows().items() if r["state"] == "running"} == {"a", "b"}, "b's runs running beside a's")
     assert bench.launcher()["pid"] == pid  # one bench: the same launcher took every submission
+    res = bench.cli("simulate", str(bench.dir / "bench.plan.yaml"), "--json")  # what is left, played under the bench's scheduler
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0 and doc["bench"] and doc["runs_left"] == 7 and doc["makespan_s"] >= 60.0 and not doc["unrunnable"], res.stdout + res.stderr
 
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
