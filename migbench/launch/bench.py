@@ -29,6 +29,7 @@ from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import describe_user, trusted_uids, untrusted_reason, write_text_atomic
+from migbench.pidlock import PidLock
 from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
 
@@ -51,6 +52,20 @@ def bench_dir(override: str | os.PathLike[str] | None = None) -> Path:
         return sim / "bench"
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "migbench" / "bench"
+
+
+class BenchStartLock(PidLock):
+    """Held (blocking) by whoever starts the bench launcher (`workflows.start_bench`): two submits
+    never both bring the bench plan to the host and start a launcher."""
+
+    error_type = MigbenchError
+
+    def busy_error(self) -> MigbenchError:  # pragma: no cover - taken blocking
+        return MigbenchError(f"the bench's start lock {self.path} is busy (PID {self.holder()})")
+
+
+def start_lock(d: Path) -> BenchStartLock:
+    return BenchStartLock(d / "start.lock")
 
 
 def bench_plan_path(d: Path) -> Path:

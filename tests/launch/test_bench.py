@@ -222,3 +222,36 @@ def test_a_submission_another_user_could_have_written_is_never_run(bench: Bench)
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
     assert set(bench.rows()) == {rid for rid in bench.rows() if rid.startswith("a.")} and len(bench.rows()) == 1
+
+
+def test_two_submits_at_once_start_one_bench_that_runs_both_sweeps_once(bench: Bench):
+    """Guards: two submits racing on a host with no bench each found no launcher, brought the bench
+    plan to the host and started one; one of them failed, or re-cut what the other's bench had cut."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **bench.env)
+    env.pop("MIGBENCH_LAUNCH_CRASH_AT", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "migbench", "submit", str(bench.sweep(name, [0, 1]))],
+            cwd=bench.tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("bench launcher started" in o for o in outs) == 1, outs  # one of them started it (the runs hold the bench up)
+    bench.release.touch()
+    bench.wait_for(
+        lambda: len(bench.rows()) == 4 and bench.launcher().get("state") == "exited" and not list((bench.dir / "inbox").glob("*.plan.yaml")),
+        "both sweeps to finish",
+        timeout=120,
+    )
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 4 and set(starts.values()) == {1}, starts
