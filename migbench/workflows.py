@@ -384,7 +384,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
     (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
     simulated host is used where no GPU is. The bench launcher adopts the submission."""
-    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, submission, write_submission
+    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, submission, write_submission
     from migbench.plan import PlanGpu, PlanInstance
     from migbench.planner.assemble import _planned
 
@@ -406,6 +406,11 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     bp = bench_plan_path(d)
     if bp.exists():
         have = Plan.load(bp)
+        if not is_bench(have):
+            raise MigbenchError(
+                f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
+                hint="give the bench a directory of its own (--bench-dir), or move that plan away",
+            )
         if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
             raise MigbenchError(
                 f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",

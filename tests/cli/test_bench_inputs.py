@@ -1,0 +1,45 @@
+"""`migbench submit` given a bench directory it must not use: an error that says why, nothing
+started and nothing written there (issue 21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migbench.backend.sim.host import init_host
+from tests.support.cli import migbench
+
+pytestmark = pytest.mark.slow  # plans and submits: seconds
+
+SWEEP = """
+version: 1
+name: {name}
+groups:
+  - name: w
+    command: "true {{i}}"
+    parameters: {{i: [0, 1]}}
+    memory: 9GiB
+"""
+
+
+def _host(tmp: Path) -> dict[str, str]:
+    init_host(tmp / "sim", "A100-SXM4-80GB", 2, mig=True)
+    (tmp / "home").mkdir()
+    return {"MIGBENCH_SIM": str(tmp / "sim"), "HOME": str(tmp / "home")}
+
+
+def test_submit_refuses_a_bench_directory_whose_bench_plan_is_a_sweeps_plan(tmp_path: Path):
+    """Guards: a sweep's own plan named bench.plan.yaml (sweep `bench`, `--bench-dir .`) was taken
+    as the bench plan: submit rewrote its instances, launched it as a fixed plan and waited for a
+    bench that never took the submission."""
+    env = _host(tmp_path)
+    (tmp_path / "bench.yaml").write_text(SWEEP.format(name="bench"))
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("plan", "bench.yaml", "--fleet", "A100-SXM4-80GB:2", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    before = (tmp_path / "bench.plan.yaml").read_bytes()
+    res = migbench("submit", "a.yaml", "--bench-dir", str(tmp_path), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 1 and "Error:" in res.stderr and "not a bench plan" in res.stderr and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert (tmp_path / "bench.plan.yaml").read_bytes() == before
+    assert not (tmp_path / "inbox").exists() and not (tmp_path / "runs").exists()
