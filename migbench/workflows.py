@@ -384,7 +384,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
     (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
     simulated host is used where no GPU is. The bench launcher adopts the submission."""
-    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, submission, write_submission
+    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, require_own_dir, submission, write_submission
     from migbench.plan import PlanGpu, PlanInstance
     from migbench.planner.assemble import _planned
 
@@ -402,6 +402,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     d = bench_dir(bench)
     require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    require_own_dir(d)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
     if bp.exists():

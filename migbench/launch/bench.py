@@ -232,6 +232,22 @@ def inbox_problem(d: Path) -> str | None:
     return None if why is None else f"refusing the inbox {inbox_dir(d)}: {why}"
 
 
+def require_own_dir(d: Path) -> None:
+    """Refuse a bench directory every user may write into, even with the sticky bit (/tmp itself, a
+    shared scratch directory): another user could put the bench plan there before the bench makes
+    it, and the bench would run its runs as this user."""
+    try:
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+    except OSError as exc:
+        raise MigbenchError(f"cannot use {d} as the bench directory: {os_reason(exc)}", hint="give the bench a directory of its own (--bench-dir)") from None
+    if mode & 0o002:
+        raise MigbenchError(
+            f"refusing {d} as the bench directory: it is writable by every user (mode {mode:o}), "
+            f"so another user could put a bench plan there that the bench would run as {describe_user(os.geteuid())}",
+            hint="give the bench a directory of its own (--bench-dir or $MIGBENCH_BENCH_DIR), such as a new one under it, not a shared one",
+        )
+
+
 def read_submission(path: Path) -> Plan:
     """A submission, read through a descriptor that never follows a link: a regular file owned by
     root or this user, of a plan's size at most; then checked as a plan file is."""

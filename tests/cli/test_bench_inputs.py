@@ -3,11 +3,16 @@ started and nothing written there (issue 21)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from migbench.backend.sim.host import init_host
+from migbench.duration import DurationModel
+from migbench.launch.bench import empty_bench
+from migbench.plan import PlanGpu
+from migbench.sweep.model import LaunchSettings
 from tests.support.cli import migbench
 
 pytestmark = pytest.mark.slow  # plans and submits: seconds
@@ -43,3 +48,21 @@ def test_submit_refuses_a_bench_directory_whose_bench_plan_is_a_sweeps_plan(tmp_
     assert res.returncode == 1 and "Error:" in res.stderr and "not a bench plan" in res.stderr and "Traceback" not in res.stderr, res.stdout + res.stderr
     assert (tmp_path / "bench.plan.yaml").read_bytes() == before
     assert not (tmp_path / "inbox").exists() and not (tmp_path / "runs").exists()
+
+
+def test_submit_refuses_a_bench_directory_every_user_may_write_into_even_sticky(tmp_path: Path):
+    """Guards: a bench directory such as /tmp (world-writable, sticky) passed the trust check, and a
+    bench plan another user put there was launched: its runs' commands ran as the submitting user
+    (root on a real host)."""
+    env = _host(tmp_path)
+    shared = tmp_path / "scratch"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    planted = empty_bench([PlanGpu(0, "A100-SXM4-80GB"), PlanGpu(1, "A100-SXM4-80GB")], [], LaunchSettings(), DurationModel())
+    planted.save(shared / "bench.plan.yaml")
+    os.chown(shared / "bench.plan.yaml", 4242, 4242)  # another user's
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--bench-dir", str(shared), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "writable by every user" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
+    assert sorted(p.name for p in shared.iterdir()) == ["bench.plan.yaml"]  # nothing started, nothing written
