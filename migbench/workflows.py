@@ -399,6 +399,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     if res.measured():
         say(res.summary())
     sweep = res.sweep
+    _fits_the_fleet(sweep, fleet_gpus)
     d = bench_dir(bench)
     require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -438,6 +439,23 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
         sweep.duration_model,
     )
     return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def _fits_the_fleet(sweep: Sweep, fleet: Sequence[FleetGpu]) -> None:
+    """Refuse a sweep with runs no instance of the fleet can hold (the bench would take them and
+    abandon them), as `plan` does."""
+    from migbench.units import format_mib
+
+    unfit = []
+    for r in sweep.runs:
+        if not any(r.memory_mib <= (p.memory_mib or 0) and (r.profiles is None or p.name in r.profiles) for g in fleet for p in g.model.profiles):
+            where = f" on one of {', '.join(r.profiles)}" if r.profiles is not None else ""
+            unfit.append(f"{r.id}: needs {format_mib(r.memory_mib)} ({r.memory_mib} MiB){where}, more than any instance of the fleet holds")
+    if unfit:
+        raise MigbenchError(
+            f"{len(unfit)} run(s) of sweep {sweep.name} fit no instance of the fleet:\n  " + "\n  ".join(unfit[:20]) + ("\n  ..." if len(unfit) > 20 else ""),
+            hint="lower the run's memory or allow a larger profile; nothing was submitted",
+        )
 
 
 def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -> int | None:

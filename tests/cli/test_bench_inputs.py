@@ -66,3 +66,14 @@ def test_submit_refuses_a_bench_directory_every_user_may_write_into_even_sticky(
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "writable by every user" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
     assert sorted(p.name for p in shared.iterdir()) == ["bench.plan.yaml"]  # nothing started, nothing written
+
+
+def test_submit_refuses_a_sweep_with_runs_no_instance_of_the_fleet_holds(tmp_path: Path):
+    """Guards: submit took a run larger than any instance ("1 new run(s)", exit 0), and the bench
+    abandoned it; `plan` refuses the same sweep."""
+    env = _host(tmp_path)
+    (tmp_path / "huge.yaml").write_text(SWEEP.format(name="huge").replace("9GiB", "100GiB"))
+    res = migbench("submit", "huge.yaml", "--bench-dir", str(tmp_path / "bench"), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "fit no instance of the fleet" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
+    assert not (tmp_path / "bench").exists()  # nothing submitted, no bench started
