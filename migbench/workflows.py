@@ -407,7 +407,14 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
     if bp.exists():
-        have = Plan.load(bp)
+        try:
+            have = Plan.load(bp)
+        except MigbenchError as exc:  # the hint a plan file gets (`migbench plan`) would make a plan the bench refuses
+            exc.hint = (
+                f"the bench writes {bp}: when no bench launcher runs (`migbench status {bp}`), move the damaged file away and submit "
+                "again; the launch state in runs/bench stays, and each sweep submitted again keeps its finished runs"
+            )
+            raise
         if not is_bench(have):
             raise MigbenchError(
                 f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",

@@ -77,3 +77,17 @@ def test_submit_refuses_a_sweep_with_runs_no_instance_of_the_fleet_holds(tmp_pat
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "fit no instance of the fleet" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
     assert not (tmp_path / "bench").exists()  # nothing submitted, no bench started
+
+
+def test_a_damaged_bench_plan_is_an_error_whose_hint_says_how_to_recover(tmp_path: Path):
+    """Guards: a damaged bench.plan.yaml said "regenerate it with `migbench plan SWEEP -o PLAN`",
+    which makes a sweep's plan, not a bench plan."""
+    env = _host(tmp_path)
+    bench = tmp_path / "bench"
+    bench.mkdir(mode=0o700)
+    (bench / "bench.plan.yaml").write_text("version: 1\nkind: migbench-plan\nsweep: [\n")
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--bench-dir", str(bench), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "Error:" in res.stderr and "move the damaged file away" in res.stderr and "migbench plan" not in res.stderr, out
+    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml"]
