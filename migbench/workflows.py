@@ -26,7 +26,7 @@ from migbench.backend.select import (
     sim_dir,
     use_simulated_host,
 )
-from migbench.errors import MigbenchError, UsageError
+from migbench.errors import MigbenchError, UsageError, from_os_error
 from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
 from migbench.launch.options import LOCK_NAME
@@ -406,26 +406,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     require_own_dir(d)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
-    if bp.exists():
-        try:
-            have = Plan.load(bp)
-        except MigbenchError as exc:  # the hint a plan file gets (`migbench plan`) would make a plan the bench refuses
-            exc.hint = (
-                f"the bench writes {bp}: when no bench launcher runs (`migbench status {bp}`), move the damaged file away and submit "
-                "again; the launch state in runs/bench stays, and each sweep submitted again keeps its finished runs"
-            )
-            raise
-        if not is_bench(have):
-            raise MigbenchError(
-                f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
-                hint="give the bench a directory of its own (--bench-dir), or move that plan away",
-            )
-        if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
-            raise MigbenchError(
-                f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
-                hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
-            )
-    else:
+    if not bp.exists():
         host = read_host_if_available()
         st = RecutSettings(compute_basis=sweep.duration_model.compute_basis)
         instances = []
@@ -434,7 +415,25 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
             for pl in lay:
                 cap = slot_of(GpuNow(g.index, g.model), pl, st.compute_basis)
                 instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
-        empty_bench(gpus, instances, sweep.launch, sweep.duration_model).save(bp)
+        _create_once(empty_bench(gpus, instances, sweep.launch, sweep.duration_model), bp)
+    try:
+        have = Plan.load(bp)
+    except MigbenchError as exc:  # the hint a plan file gets (`migbench plan`) would make a plan the bench refuses
+        exc.hint = (
+            f"the bench writes {bp}: when no bench launcher runs (`migbench status {bp}`), move the damaged file away and submit "
+            "again; the launch state in runs/bench stays, and each sweep submitted again keeps its finished runs"
+        )
+        raise
+    if not is_bench(have):
+        raise MigbenchError(
+            f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
+            hint="give the bench a directory of its own (--bench-dir), or move that plan away",
+        )
+    if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
+        raise MigbenchError(
+            f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
+            hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
+        )
     sub = submission(
         sweep.name,
         os.path.relpath(sweep_file),
@@ -446,6 +445,21 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
         sweep.duration_model,
     )
     return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def _create_once(plan: Plan, path: Path) -> None:
+    """Write `plan` at `path` unless a file is there by then: another submit (whose bench may have
+    adopted sweeps into it since) made it first, and it is never replaced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    plan.save(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise from_os_error(exc, "write the bench plan") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fits_the_fleet(sweep: Sweep, fleet: Sequence[FleetGpu]) -> None:

@@ -4,14 +4,16 @@ started and nothing written there (issue 21)."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from migbench.backend.sim.host import init_host
 from migbench.duration import DurationModel
-from migbench.launch.bench import empty_bench
-from migbench.plan import PlanGpu
+from migbench.launch.bench import empty_bench, submission
+from migbench.plan import Plan, PlanGpu
+from migbench.planner.assemble import _planned
 from migbench.sweep.model import LaunchSettings
 from tests.support.cli import migbench
 
@@ -91,3 +93,37 @@ def test_a_damaged_bench_plan_is_an_error_whose_hint_says_how_to_recover(tmp_pat
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "Error:" in res.stderr and "move the damaged file away" in res.stderr and "migbench plan" not in res.stderr, out
     assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml"]
+
+
+def test_a_submit_never_replaces_the_bench_plan_another_submit_made_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Guards: two submits on a host with no bench both found no bench.plan.yaml, and the later one
+    wrote its empty bench plan over the one the first one's bench had already adopted a sweep into."""
+    from migbench import workflows
+    from migbench.sweep import load_sweep
+
+    env = _host(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bench = tmp_path / "bench"
+    theirs = submission("other", None, "x", [PlanGpu(0, "A100-SXM4-80GB"), PlanGpu(1, "A100-SXM4-80GB")], [], LaunchSettings(), tmp_path, DurationModel())
+    adopted = empty_bench(theirs.fleet, [], LaunchSettings(), DurationModel())
+    real = workflows.read_host_if_available
+
+    def meanwhile():  # type: ignore[no-untyped-def]
+        if not (bench / "bench.plan.yaml").exists():  # the other submit's bench, a sweep adopted: between our look and our write
+            other = load_sweep(_write(tmp_path / "other.yaml", SWEEP.format(name="other")))
+            runs = [replace(_planned(r, None), id=f"other.{r.id}") for r in other.runs]
+            replace(adopted, runs=runs).save(bench / "bench.plan.yaml")
+        return real()
+
+    monkeypatch.setattr(workflows, "read_host_if_available", meanwhile)
+    a = tmp_path / "a.yaml"
+    a.write_text(SWEEP.format(name="a"))
+    sub = workflows.submit_sweep(load_sweep(a), a, fleet=None, bench=bench)
+    assert [r.id.split(".")[0] for r in Plan.load(sub.bench_plan).runs] == ["other", "other"]
+    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml", "inbox"]  # no temp file left
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
