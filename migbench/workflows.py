@@ -531,15 +531,20 @@ def fleet_for_plan(plan: Plan) -> list[FleetGpu]:
 
 def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, say: Callable[[str], None] = lambda _: None) -> str:
     """Wait until the bench launcher has adopted the submission `inbox_file` (it leaves the inbox
-    with its summary in `inbox/done/`), starting the launcher again if it is not running (one that
-    ended as the submission arrived). Returns the summary."""
+    with its summary in `inbox/done/`), starting the launcher if it is not running (the first
+    submit's, or after one that ended as the submission arrived). Returns the summary. When the
+    launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
     from migbench.launch.bench import adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
-        start_bench(bench_plan, say)
+        try:
+            start_bench(bench_plan, say)
+        except MigbenchError:
+            inbox_file.unlink(missing_ok=True)  # no bench runs to take it: nothing half-done (submit again once fixed)
+            raise
         if time.monotonic() > deadline:
             raise MigbenchError(
                 f"the bench has not taken {inbox_file} in {timeout_s:g} s",

@@ -127,3 +127,22 @@ def test_a_submit_never_replaces_the_bench_plan_another_submit_made_meanwhile(tm
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_a_submit_whose_bench_cannot_start_leaves_no_submission_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Guards: when the bench could not be started (an apply a killed bench left unfinished), submit
+    said Error but left its submission in the inbox, taken later by whichever bench started next."""
+    from migbench import workflows
+    from migbench.errors import MigbenchError
+
+    env = _host(tmp_path)
+
+    def interrupted(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise MigbenchError("an earlier apply of the bench plan did not finish (killed?)", hint="apply --finish or --rollback")
+
+    monkeypatch.setattr(workflows, "apply_plan", interrupted)
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--bench-dir", str(tmp_path / "bench"), "--timeout", "5", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "did not finish" in res.stderr and "Traceback" not in out, out
+    assert not list((tmp_path / "bench" / "inbox").iterdir())
