@@ -160,6 +160,12 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     assert history and all(last.values()), history
     res = bench.cli("status", str(bench.dir / "bench.plan.yaml"))
     assert res.returncode == 0 and "7 succeeded" in res.stdout, res.stdout + res.stderr
+    res = bench.cli("status", "--sweep", "b")  # one sweep of the bench (found in $MIGBENCH_BENCH_DIR)
+    assert res.returncode == 0 and "2 succeeded  (of 2)" in res.stdout and "a.w-" not in res.stdout, res.stdout + res.stderr
+    res = bench.cli("status", "--sweep", "nope")
+    assert res.returncode == 1 and "its sweeps: a, b" in res.stderr, res.stdout + res.stderr
+    res = bench.cli("report", str(bench.dir / "bench.plan.yaml"), "-o", str(bench.tmp / "r.html"))
+    assert res.returncode == 0 and "Layouts over time" in (bench.tmp / "r.html").read_text(), res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("point", ["before-recut", "after-recut"])
