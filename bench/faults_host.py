@@ -7,8 +7,9 @@ or two launches on one instance at once, are seen from the runs themselves.
 1. **Two state dirs.** One plan launched twice at a random distance (0-0.6 s), each launcher with
    its own `--state-dir` (both bound). Exactly one may run the sweep; each run executes once.
 2. **Second sweep on the same instances.** Sweep A launched; at a random moment sweep B of the same
-   shape (its own plan, applied: the same MIG uuids) is launched too. No instance may hold runs of
-   both at once; each admitted launch runs each of its runs once.
+   shape (its own plan, applied: the same MIG uuids) is launched too. B's runs wait for the
+   instances A holds and start as A lets each go: no instance may hold runs of both at once, and each
+   launch runs each of its runs once.
 3. **Apply of another plan during a launch.** Sweep A (2 GPUs, queued runs behind running ones)
    launched; at a random moment `apply B --gpus g` of a plan with another layout. It must be refused
    while A is bound to GPU g; A's runs each finish once, none starts on a device that is gone.
@@ -183,11 +184,21 @@ def second_sweep(base: Path, trials: int, rng: random.Random, tally: Tally) -> d
                 oa, ob = r.output(pa), r.output(pb)
                 tally.look(oa, ob)
                 b_refused = rcb == 1 and "bound to the launch of" in ob
-                c["B refused (A's instances)" if b_refused else f"exit codes A {rca}, B {rcb}"] += 1
+                waited = "bound to the launch of" in ob and "lets them go" in ob
+                c[
+                    "B refused (A's instances)"
+                    if b_refused
+                    else "both ran, B waited for A's instances"
+                    if (rca, rcb) == (0, 0) and waited
+                    else "both ran"
+                    if (rca, rcb) == (0, 0)
+                    else f"exit codes A {rca}, B {rcb}"
+                ] += 1
                 ia, ib = intervals(la), intervals(lb)
                 for u in set(ia) & set(ib):
                     overlaps += any(s1 < e2 and s2 < e1 for s1, e1 in ia[u] for s2, e2 in ib[u])
-                twice += sum(1 for v in (began(la) + began(lb)).values() if v > 1)
+                # each launch's runs (the two sweeps' run ids may be the same: the same groups and parameters)
+                twice += sum(1 for v in began(la).values() if v > 1) + sum(1 for v in began(lb).values() if v > 1)
                 holes += sum(1 for pr in r.plan.runs if finished(la)[pr.id] != 1) if rca == 0 else len(r.plan.runs)
                 if not b_refused:
                     holes += sum(1 for rid in b_runs if finished(lb)[rid] != 1) if rcb == 0 else len(b_runs)

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,18 @@ from migbench.fsutil import read_input_text, write_text_atomic
 from migbench.plancheck import (
     MAX_PLAN_BYTES,
     REGENERATE,
+    RUN_KEYS,
     bad_path,
     check_document,
     lines_of,
     located,
+    num,
     parse_start,
     safe_name,
     shape_error,
     yaml_error,
 )
-from migbench.sweep.model import LaunchSettings
+from migbench.sweep.model import LaunchSettings, RunCore
 from migbench.types import InstanceRef, Placement
 
 PLAN_VERSION = 1
@@ -84,41 +86,82 @@ class PlanInstance:
 
 
 @dataclass(frozen=True)
-class PlanRun:
-    id: str
-    group: str
-    memory_mib: int
-    gpu: int | None
-    profile: str | None
-    start: int | None
-    wave: int | None
-    argv: tuple[str, ...]
-    shell: bool = False
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str = "."
-    params: dict[str, Any] = field(default_factory=dict)
-    duration_s: float | None = None
-    compute: float = 1.0
-    max_runs_per_instance: int = 1
-    profiles: tuple[str, ...] | None = None
-    retries: int | None = None
-    timeout_s: float | None = None
+class Assignment:
+    """Where and when a planned run runs: its instance (`gpu`, `profile@start`), its wave (0 =
+    starts at once, 1 = next on that instance, ...) and its estimated start and end (seconds from
+    the plan's start; None without durations)."""
+
+    gpu: int
+    profile: str
+    start: int
+    wave: int
     est_start_s: float | None = None
     est_end_s: float | None = None
-    memory_source: str = ""  # where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...
-    compute_source: str = "declared"  # declared | default (the memory-sized instance's share) | profile
-    done: str | None = None  # the final state an earlier launch of the sweep left it in (DONE_STATES); never started again
-    ran_on: str | None = None  # where that launch ran it (an instance key); its instance may since have been re-cut
+
+    @property
+    def ref(self) -> InstanceRef:
+        return InstanceRef.of(self.gpu, self.profile, self.start)
+
+    @classmethod
+    def on(cls, ref: InstanceRef, wave: int, est_start_s: float | None = None, est_end_s: float | None = None) -> Assignment:
+        return cls(ref.gpu, ref.placement.profile, ref.placement.start, wave, est_start_s, est_end_s)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How an earlier launch of the sweep ended a run of a grown plan: its final state (one of
+    `plancheck.DONE_STATES`; never started again) and the instance it ran on (an instance key; that
+    instance may since have been re-cut)."""
+
+    state: str
+    ran_on: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRun(RunCore):
+    """A planned run: a run (`RunCore`, what the sweep declares) plus where and when it runs (`at`,
+    None: unplaced) and, in a grown plan, how an earlier launch ended it (`finished`)."""
+
+    at: Assignment | None = None
+    finished: Finished | None = None
+
+    @classmethod
+    def of(cls, run: RunCore, at: Assignment | None = None, finished: Finished | None = None) -> PlanRun:
+        """`run` planned: at `at`, finished as `finished`."""
+        return cls(**{f.name: getattr(run, f.name) for f in fields(RunCore)}, at=at, finished=finished)
+
+    @property
+    def ref(self) -> InstanceRef | None:
+        """The instance it runs on (None: unplaced)."""
+        return None if self.at is None else self.at.ref
 
     @property
     def instance_key(self) -> str | None:
-        if self.gpu is None or self.profile is None or self.start is None:
-            return None
-        return str(InstanceRef.of(self.gpu, self.profile, self.start))
+        return None if self.at is None else str(self.at.ref)
 
-    def demand(self) -> Demand:
-        """What the duration model needs of this run."""
-        return Demand(self.id, self.memory_mib, self.duration_s, self.compute, self.max_runs_per_instance, self.profiles)
+    @property
+    def gpu(self) -> int | None:
+        return None if self.at is None else self.at.gpu
+
+    @property
+    def wave(self) -> int | None:
+        return None if self.at is None else self.at.wave
+
+    @property
+    def est_start_s(self) -> float | None:
+        return None if self.at is None else self.at.est_start_s
+
+    @property
+    def est_end_s(self) -> float | None:
+        return None if self.at is None else self.at.est_end_s
+
+    @property
+    def done(self) -> str | None:
+        return None if self.finished is None else self.finished.state
+
+    @property
+    def ran_on(self) -> str | None:
+        return None if self.finished is None else self.finished.ran_on
 
 
 @dataclass(frozen=True)
@@ -196,7 +239,7 @@ class Plan:
             known = ", ".join(self.nodes()) or "none (the fleet names no nodes)"
             raise InputError(f"node {node!r} is not in the plan's fleet", hint=f"the plan's nodes: {known}")
         local = {g.gpu: k for k, g in enumerate(gpus)}
-        runs = [replace(r, gpu=local[r.gpu]) for r in self.runs if r.gpu in local]
+        runs = [replace(r, at=replace(r.at, gpu=local[r.at.gpu])) for r in self.runs if r.at is not None and r.at.gpu in local]
         return Plan(
             name=self.name,
             sweep_file=self.sweep_file,
@@ -218,11 +261,11 @@ class Plan:
         solver = {
             "status": self.solver.status,
             "objective_name": self.solver.objective_name,
-            "objective": _num(self.solver.objective),
-            "bound": _num(self.solver.bound),
+            "objective": num(self.solver.objective),
+            "bound": num(self.solver.bound),
             "gap": round(self.solver.gap, 6),
             "runs_at_once": self.solver.runs_at_once,
-            "makespan_s": _num(self.solver.makespan_s),
+            "makespan_s": num(self.solver.makespan_s),
         }
         if timings:
             solver["seconds"] = round(self.solver.seconds or 0.0, 3)
@@ -381,33 +424,24 @@ def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], 
     )
 
 
+_PARTS: dict[str, type[Any]] = {"run": RunCore, "at": Assignment, "done": Finished}
+"""The class of each part of a planned run (`plancheck.SCOPES`): `RUN_KEYS` names their fields."""
+
+
+def _part(r: PlanRun, scope: str) -> Any:
+    return r if scope == "run" else r.at if scope == "at" else r.finished
+
+
 def _run_from(r: dict[str, Any]) -> PlanRun:
-    """A run of a checked document (every field's type and range already checked)."""
-    return PlanRun(
-        id=r["id"],
-        group=r["group"],
-        memory_mib=r["memory_mib"],
-        memory_source=str(r.get("memory_source") or ""),
-        gpu=r.get("gpu"),
-        profile=r.get("profile"),
-        start=r.get("start"),
-        wave=r.get("wave"),
-        argv=tuple(str(a) for a in r["argv"]),
-        shell=bool(r.get("shell")),
-        env={str(k): str(v) for k, v in (r.get("env") or {}).items()},
-        workdir=r.get("workdir") or ".",
-        params=dict(r.get("params") or {}),
-        duration_s=r.get("duration_s"),
-        compute=float(r["compute"]) if r.get("compute") is not None else 1.0,
-        compute_source=str(r.get("compute_source") or "declared"),
-        max_runs_per_instance=r.get("max_runs_per_instance") or 1,
-        profiles=tuple(r["profiles"]) if r.get("profiles") is not None else None,
-        retries=r.get("retries"),
-        timeout_s=r.get("timeout_s"),
-        est_start_s=r.get("est_start_s"),
-        est_end_s=r.get("est_end_s"),
-        done=r.get("done"),
-        ran_on=r.get("ran_on"),
+    """A run of a checked document (every field's type and range already checked), read by `RUN_KEYS`."""
+    parts: dict[str, dict[str, Any]] = {scope: {} for scope in _PARTS}
+    for k in RUN_KEYS:
+        parts[k.scope][k.name] = k.read(r.get(k.key))
+    at, done = parts["at"], parts["done"]
+    return PlanRun.of(
+        _PARTS["run"](**parts["run"]),
+        _PARTS["at"](**at) if at["gpu"] is not None else None,
+        _PARTS["done"](**done) if done["state"] is not None else None,
     )
 
 
@@ -697,46 +731,19 @@ def replay_plan(plan: Plan, *, lend: bool = True) -> Result:
     )
 
 
-def _num(v: float | None) -> float | int | None:
-    if v is None:
-        return None
-    if float(v).is_integer():
-        return int(v)
-    return round(float(v), 3)
-
-
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
 def _run_dict(r: PlanRun) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "id": r.id,
-        "group": r.group,
-        "memory_mib": r.memory_mib,
-        "memory_source": r.memory_source,
-        "gpu": r.gpu,
-        "profile": r.profile,
-        "start": r.start,
-        "wave": r.wave,
-        "argv": list(r.argv),
-        "shell": r.shell,
-        "env": dict(sorted(r.env.items())),
-        "workdir": r.workdir,
-        "params": r.params,
-        "duration_s": _num(r.duration_s),
-        "compute": r.compute,
-        "compute_source": r.compute_source,
-        "max_runs_per_instance": r.max_runs_per_instance,
-        "profiles": list(r.profiles) if r.profiles is not None else None,
-        "retries": r.retries,
-        "timeout_s": _num(r.timeout_s),
-        "est_start_s": _num(r.est_start_s),
-        "est_end_s": _num(r.est_end_s),
-    }
-    if r.done is not None:  # only a grown plan has them: other plan files keep their bytes
-        d["done"] = r.done
-        d["ran_on"] = r.ran_on
+    """A run as its plan file holds it, written by `RUN_KEYS`: a part the run does not have is
+    null (`at`: unplaced) or absent (`done`: only a grown plan has it, so other plan files keep their bytes)."""
+    d: dict[str, Any] = {}
+    for k in RUN_KEYS:
+        part = _part(r, k.scope)
+        if part is None and k.scope == "done":
+            continue
+        d[k.key] = None if part is None else k.write(getattr(part, k.name))
     return d
 
 

@@ -222,7 +222,7 @@ class _Gpu:
 
 @dataclass(frozen=True)
 class _Inst:
-    key: str
+    key: InstanceRef
     memory_mib: int
     runs: tuple[str, ...]
 
@@ -231,7 +231,7 @@ class _Inst:
 class _Run:
     id: str
     memory_mib: int
-    instance_key: str | None
+    instance_key: InstanceRef | None
 
 
 def _read_fleet(chk: _Check, doc: dict[str, Any]) -> list[_Gpu]:
@@ -334,12 +334,12 @@ def _check_env(chk: _Check, env: dict[str, Any] | None, where: str) -> None:
             chk.add(f"{where}.{k}", f"expected a string, got {_kind(v)}")
 
 
-def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]) -> tuple[list[_Inst], set[str]]:
+def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models: dict[int, GpuModel]) -> tuple[list[_Inst], set[InstanceRef]]:
     """The instances, and the keys of those refused (so that their runs are not reported again)."""
     gpus = {g.gpu for g in fleet}
     out: list[_Inst] = []
-    refused: set[str] = set()
-    keys: dict[str, int] = {}
+    refused: set[InstanceRef] = set()
+    keys: dict[InstanceRef, int] = {}
     on_gpu: dict[int, list[Placement]] = {}
     for k, i in enumerate(chk.get(doc, "instances", "", "list") or []):
         where = f"instances[{k}]"
@@ -361,7 +361,7 @@ def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models:
         if len(chk.items) > n or gpu is None or profile is None or start is None or mib is None:
             continue
         pl = Placement(profile, start)
-        key = str(InstanceRef(gpu, pl))
+        key = InstanceRef(gpu, pl)
         refused.add(key)
         if (written := i.get("placement")) is not None and str(written) != str(pl):
             chk.add(f"{where}.placement", f"says {written} but profile and start say {pl}", "make them agree")
@@ -390,57 +390,158 @@ def _ranges(xs: Sequence[int]) -> str:
     return ", ".join(map(str, xs[:8])) + (", ..." if len(xs) > 8 else "") if xs else "none"
 
 
-_RUN_FIELDS = (
-    ("group", "str", True),
-    ("memory_mib", "int", True),
-    ("gpu", "int", False),
-    ("profile", "str", False),
-    ("start", "int", False),
-    ("wave", "int", False),
-    ("argv", "list", True),
-    ("shell", "bool", False),
-    ("env", "map", False),
-    ("workdir", "str", False),
-    ("params", "map", False),
-    ("duration_s", "number", False),
-    ("compute", "number", False),
-    ("max_runs_per_instance", "int", False),
-    ("profiles", "list", False),
-    ("retries", "int", False),
-    ("timeout_s", "number", False),
-    ("est_start_s", "number", False),
-    ("est_end_s", "number", False),
-    ("memory_source", "str", False),
-    ("compute_source", "str", False),
-    ("done", "str", False),
-    ("ran_on", "str", False),
+@dataclass(frozen=True)
+class PlanKey:
+    """One key of a run in a plan file, declared once: `plan` writes it, `Plan.load` reads it and
+    `check_document` checks it from this declaration alone (`RUN_KEYS`).
+
+    `kind` is how the file holds it (int, number, fraction: a number in (0, 1], str, bool, strs: a
+    list of strings, env: a mapping of environment variables, map); `scope` the part of the planned
+    run it belongs to (`SCOPES`); `default` what an absent or null value reads as; `minimum` (with
+    `strict`: excluded) and `choices` (`choices_are` names them) its range; `unit` MiB, s (written to the millisecond, a whole
+    number as an integer) or "" ; `attr` the attribute it reads into when not `key`."""
+
+    key: str
+    kind: str
+    scope: str
+    doc: str
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    strict: bool = False
+    choices: tuple[str, ...] = ()
+    choices_are: str = "one of its choices"
+    unit: str = ""
+    attr: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The attribute of its part the key reads into."""
+        return self.attr or self.key
+
+    def read(self, v: Any) -> Any:
+        """The checked value `v` (None: absent or null) as the planned run holds it."""
+        if v is None:
+            v = self.default
+            if v is None:
+                return None
+        if self.kind == "strs":
+            return tuple(str(a) for a in v)
+        if self.kind == "env":
+            return {str(k): str(x) for k, x in v.items()}
+        if self.kind == "map":
+            return dict(v)
+        if self.kind == "fraction":
+            return float(v)
+        if self.kind == "bool":
+            return bool(v)
+        return v
+
+    def write(self, v: Any) -> Any:
+        """The planned run's value as the file holds it."""
+        if v is None:
+            return None
+        if self.kind == "strs":
+            return list(v)
+        if self.kind == "env":
+            return dict(sorted(v.items()))
+        if self.unit == "s":
+            return num(v)
+        return v
+
+
+SCOPES = {
+    "run": "what runs, as the sweep declares it (`sweep.model.RunCore`): written for every run",
+    "at": "where and when it runs (`plan.Assignment`): null for an unplaced run",
+    "done": "how an earlier launch of the sweep ended it (`plan.Finished`): written only for such a run",
+}
+"""The parts of a planned run, and how the plan file writes a part the run does not have."""
+
+_GET_KIND = {"fraction": "number", "strs": "list", "env": "map"}
+"""The kinds `_Check.get` reads each `PlanKey.kind` as."""
+
+RUN_KEYS: tuple[PlanKey, ...] = (
+    PlanKey("id", "str", "run", "the run's id (`<group>-<hash of its parameters>`); names its state directory", required=True),
+    PlanKey("group", "str", "run", "the sweep group it belongs to", required=True),
+    PlanKey("memory_mib", "int", "run", "the device memory it needs", required=True, minimum=0, unit="MiB"),
+    PlanKey("memory_source", "str", "run", "where memory_mib came from: explicit, table:..., estimate, history, profile, fit, ...", default=""),
+    PlanKey("gpu", "int", "at", "the plan-wide index of the GPU it runs on", minimum=0),
+    PlanKey("profile", "str", "at", "its instance's MIG profile"),
+    PlanKey("start", "int", "at", "its instance's placement start slice", minimum=0),
+    PlanKey("wave", "int", "at", "its place in its instance's queue (0 = starts at once)", minimum=0),
+    PlanKey("argv", "strs", "run", "the command, one argument an item", required=True),
+    PlanKey("shell", "bool", "run", "whether argv runs through a shell", default=False),
+    PlanKey("env", "env", "run", "environment variables the group adds", default={}),
+    PlanKey("workdir", "str", "run", "the directory it runs in", default="."),
+    PlanKey("params", "map", "run", "its parameters", default={}),
+    PlanKey("duration_s", "number", "run", "its time alone on the instance its compute is sized for", minimum=0, strict=True, unit="s"),
+    PlanKey("compute", "fraction", "run", "the share of a whole GPU's compute it can keep busy", default=1.0),
+    PlanKey("compute_source", "str", "run", "declared | default (the memory-sized instance's share) | profile", default="declared"),
+    PlanKey("max_runs_per_instance", "int", "run", "how many runs may share its instance", default=1, minimum=1),
+    PlanKey("profiles", "strs", "run", "the profiles it may run on (absent: any)"),
+    PlanKey("retries", "int", "run", "its retries (absent: the launch settings')", minimum=0),
+    PlanKey("timeout_s", "number", "run", "the time an attempt may take", minimum=0, strict=True, unit="s"),
+    PlanKey("est_start_s", "number", "at", "its estimated start, from the plan's start", unit="s"),
+    PlanKey("est_end_s", "number", "at", "its estimated end, from the plan's start", unit="s"),
+    PlanKey(
+        "done",
+        "str",
+        "done",
+        "the final state an earlier launch left it in; never started again",
+        choices=DONE_STATES,
+        choices_are="a final state",
+        attr="state",
+    ),
+    PlanKey("ran_on", "str", "done", "the instance (`gpu:profile@start`) that launch ran it on; it may since have been re-cut"),
 )
+"""Every key of a run in a plan file, in the order `plan` writes them."""
+
+
+def num(v: float | None) -> float | int | None:
+    """A number as a plan file writes it: a whole number as an integer, else to the millisecond."""
+    if v is None:
+        return None
+    if float(v).is_integer():
+        return int(v)
+    return round(float(v), 3)
+
+
+def _check_run_keys(chk: _Check, r: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each key of `RUN_KEYS` read from the run `r`: its value if of its kind and in its range, else
+    None (with a problem)."""
+    v: dict[str, Any] = {}
+    for k in RUN_KEYS:
+        if k.key == "argv" and isinstance(r.get("argv"), str):
+            v[k.key] = None  # said below, with a hint
+            continue
+        x = chk.get(r, k.key, where, _GET_KIND.get(k.kind, k.kind), required=k.required)
+        field = f"{where}.{k.key}"
+        if x is not None and k.minimum is not None:
+            x = chk.at_least(x, k.minimum, field, strict=k.strict)
+        if x is not None and k.kind == "fraction" and not 0 < x <= 1:
+            chk.add(field, f"must be in (0, 1], got {x}")
+            x = None
+        if x is not None and k.choices and x not in k.choices:
+            chk.add(field, f"{_kind(x)} is not {k.choices_are}", "one of " + ", ".join(k.choices))
+            x = None
+        v[k.key] = x
+    return v
 
 
 def _check_run_fields(chk: _Check, v: dict[str, Any], where: str) -> None:
-    """The values of one run's fields (`v`, read by _RUN_FIELDS), each in its range."""
+    """What one run's keys (`v`, read by `_check_run_keys`) must be beyond their kind and range."""
     argv = v["argv"] or []
     if v["argv"] is not None and not argv:
         chk.add(f"{where}.argv", "argv is empty: nothing to run")
     for j, a in enumerate(argv):
         if not isinstance(a, (str, int, float)) or isinstance(a, bool) or "\x00" in str(a):
             chk.add(f"{where}.argv[{j}]", f"expected a string argument, got {_kind(a)}")
-    chk.at_least(v["memory_mib"], 0, f"{where}.memory_mib")
-    chk.at_least(v["wave"], 0, f"{where}.wave")
-    chk.at_least(v["max_runs_per_instance"], 1, f"{where}.max_runs_per_instance")
-    chk.at_least(v["retries"], 0, f"{where}.retries")
-    for key in ("duration_s", "timeout_s"):
-        chk.at_least(v[key], 0, f"{where}.{key}", strict=True)
-    if v["compute"] is not None and not 0 < v["compute"] <= 1:
-        chk.add(f"{where}.compute", f"must be in (0, 1], got {v['compute']}")
     _check_env(chk, v["env"], f"{where}.env")
     if v["workdir"] is not None and (bad := bad_path(v["workdir"])):
         chk.add(f"{where}.workdir", f"{_kind(v['workdir'])} {bad}")
     for j, pr in enumerate(v["profiles"] or []):
         if not isinstance(pr, str):
             chk.add(f"{where}.profiles[{j}]", f"expected a profile name, got {_kind(pr)}")
-    if v["done"] is not None and v["done"] not in DONE_STATES:
-        chk.add(f"{where}.done", f"{_kind(v['done'])} is not a final state", "one of " + ", ".join(DONE_STATES))
     if v["ran_on"] is not None:
         try:
             InstanceRef.parse(v["ran_on"])
@@ -463,7 +564,8 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
             chk.add(where, f"expected a mapping, got {_kind(r)}")
             continue
         n = len(chk.items)
-        rid = chk.get(r, "id", where, "str")
+        v = _check_run_keys(chk, r, where)
+        rid = v["id"]
         if rid is not None and (not RUN_ID_RE.fullmatch(rid) or rid in (".", "..")):
             chk.add(f"{where}.id", f"run id {_kind(rid)} cannot name a directory", "run ids are letters, digits, '.', '_' and '-'")
         elif rid is not None and rid in ids:
@@ -476,22 +578,20 @@ def _read_runs(chk: _Check, doc: dict[str, Any]) -> tuple[list[_Run], set[str]]:
                 "argv is a string; it must be a list of arguments (a string would run as one program name)",
                 "write it as a list: [python, train.py, --lr, '0.1']",
             )
-        v = {key: chk.get(r, key, where, kind, required=req) for key, kind, req in _RUN_FIELDS if not (key == "argv" and isinstance(r.get("argv"), str))}
-        v.setdefault("argv", None)
         _check_run_fields(chk, v, where)
         if len(chk.items) > n or rid is None:
             continue
-        on = None if v["gpu"] is None else str(InstanceRef.of(v["gpu"], v["profile"], v["start"]))
+        on = None if v["gpu"] is None else InstanceRef.of(v["gpu"], v["profile"], v["start"])
         out.append(_Run(rid, v["memory_mib"], on))
     return out, set(ids)
 
 
-def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set[str], refused: set[str]) -> None:
+def _cross_check(chk: _Check, instances: list[_Inst], runs: list[_Run], ids: set[str], refused: set[InstanceRef]) -> None:
     """Runs and instances agree: each placed run is on an instance of the plan that lists it, once;
     each listed id is a run of the plan; a run fits its instance's memory. (`ids`: every run id the
     file names; `refused`: instances already reported.)"""
     by_key = {i.key: i for i in instances}
-    listed: dict[str, str] = {}
+    listed: dict[str, InstanceRef] = {}
     for k, i in enumerate(instances):
         for j, rid in enumerate(i.runs):
             if rid not in ids:

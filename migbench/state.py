@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from migbench.backend.base import HostState
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
@@ -29,6 +29,69 @@ from migbench.types import InstanceRef
 
 NEEDS_ATTENTION = ("applying", "rollback-failed")
 """Checkpoint statuses that leave GPUs possibly half-configured."""
+
+
+class BoundInstance(TypedDict):
+    """A planned instance as `apply` found it on the host: its GPU, GPU and compute instance ids,
+    MIG device uuid and memory (MiB)."""
+
+    gpu: int
+    gi: int | None
+    ci: int
+    uuid: str
+    memory_mib: int | None
+
+
+class Bindings(TypedDict):
+    """`bindings.json`: the plan's instances (by instance key) and runs (by id) bound to MIG uuids,
+    and the GPUs' uuids (by index)."""
+
+    version: int
+    plan: str
+    plan_file: str | None
+    driver: str | None
+    simulated: bool
+    gpus: dict[str, str]
+    instances: dict[str, BoundInstance]
+    runs: dict[str, str]
+
+
+class SavedCi(TypedDict):
+    profile_id: int
+    start: int
+    size: int
+
+
+class SavedInstance(TypedDict):
+    placement: str
+    profile_id: int
+    size: int
+    compute_instances: list[SavedCi]
+
+
+class SavedGpu(TypedDict):
+    """One GPU's MIG state as a checkpoint saves it (`apply.recovery.snapshot`)."""
+
+    mig_current: bool | None  # None: the driver did not say
+    mig_pending: bool | None
+    instances: list[SavedInstance]
+
+
+class _CheckpointCore(TypedDict):
+    status: str
+    gpus: dict[str, SavedGpu]
+
+
+class Checkpoint(_CheckpointCore, total=False):
+    """`checkpoint.json`: the GPUs (by index) before an apply, and how that apply ended (`status`).
+    A checkpoint from before statuses were recorded has only `gpus` (read as `applied`)."""
+
+    version: int
+    pid: int
+    started_at: float
+    ended_at: float
+    plan: str
+    plan_file: str | None
 
 
 def configure_modes(plan: Plan | None) -> int:
@@ -92,9 +155,9 @@ def ensure_state_dir(sd: Path) -> Path:
     return sd
 
 
-def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> dict:
+def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> Bindings:
     """Map each planned instance (and its runs) to the MIG device uuid the host reports."""
-    instances: dict[str, dict] = {}
+    instances: dict[str, BoundInstance] = {}
     runs: dict[str, str] = {}
     for g in gpus:
         st = host.gpu(g)
@@ -136,11 +199,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     return doc
 
 
-def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> dict | None:
-    return _read_json(state_dir_for(plan, state_dir) / "bindings.json", "bindings file")
+def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Bindings | None:
+    """The plan's bindings file (None: there is none); one whose instances or runs are not mappings
+    of instance keys and run ids is an error saying to apply again."""
+    path = state_dir_for(plan, state_dir) / "bindings.json"
+    doc = _read_json(path, "bindings file")
+    if doc is None:
+        return None
+    instances, runs = doc.setdefault("instances", {}), doc.setdefault("runs", {})
+    if not isinstance(instances, dict) or not all(isinstance(b, dict) for b in instances.values()) or not isinstance(runs, dict):
+        raise MigbenchError(f"{path} is not a bindings file (its instances or runs are not mappings)", hint="run `migbench apply PLAN` again to rewrite it")
+    return cast(Bindings, doc)
 
 
-def save_bindings(plan: Plan, bindings: dict[str, Any], state_dir: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
+def save_bindings(plan: Plan, bindings: Bindings, state_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Bindings]:
     """Merge `bindings` into the plan's bindings file (instances of other GPUs stay bound)."""
     path = ensure_state_dir(state_dir_for(plan, state_dir)) / "bindings.json"
     try:
@@ -151,9 +223,9 @@ def save_bindings(plan: Plan, bindings: dict[str, Any], state_dir: str | os.Path
     merged_runs = dict(old.get("runs", {})) if old.get("plan") == plan.name else {}
     merged_instances.update(bindings["instances"])
     merged_runs.update(bindings["runs"])
-    bindings = dict(bindings, instances=dict(sorted(merged_instances.items())), runs=dict(sorted(merged_runs.items())))
-    write_json_atomic(path, bindings)
-    return path, bindings
+    merged: Bindings = {**bindings, "instances": dict(sorted(merged_instances.items())), "runs": dict(sorted(merged_runs.items()))}
+    write_json_atomic(path, merged)
+    return path, merged
 
 
 def rebind(path: Path, host: HostState, gpus: Sequence[int]) -> list[str]:
@@ -209,25 +281,23 @@ def checkpoint_path(plan: Plan, state_dir: str | os.PathLike[str] | None = None)
     return state_dir_for(plan, state_dir) / "checkpoint.json"
 
 
-def write_checkpoint(plan: Plan, gpus: dict[str, Any], state_dir: str | os.PathLike[str] | None = None) -> Path:
+def write_checkpoint(plan: Plan, gpus: dict[str, SavedGpu], state_dir: str | os.PathLike[str] | None = None) -> Path:
     """Record the GPUs' state before an apply changes them (status `applying`)."""
     path = ensure_state_dir(state_dir_for(plan, state_dir)) / "checkpoint.json"
-    write_json_atomic(
-        path,
-        {
-            "version": 1,
-            "status": "applying",
-            "pid": os.getpid(),
-            "started_at": time.time(),
-            "plan": plan.name,
-            "plan_file": str(Path(plan.path).resolve()) if plan.path else None,
-            "gpus": gpus,
-        },
-    )
+    doc: Checkpoint = {
+        "version": 1,
+        "status": "applying",
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "plan": plan.name,
+        "plan_file": str(Path(plan.path).resolve()) if plan.path else None,
+        "gpus": gpus,
+    }
+    write_json_atomic(path, doc)
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint | None:
     """The checkpoint at `path` (None when there is none or it is not a checkpoint)."""
     try:
         doc = _read_json(Path(path), "checkpoint")
@@ -236,11 +306,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if doc is None or not isinstance(doc.get("gpus"), dict):
         return None
     doc.setdefault("status", "applied")  # written before statuses existed: that apply ended
-    return doc
+    return cast(Checkpoint, doc)
 
 
 def mark_checkpoint(path: str | os.PathLike[str], status: str) -> None:
     """Record how the apply of the checkpoint at `path` ended."""
     doc = read_checkpoint(path)
     if doc is not None:
-        write_json_atomic(path, dict(doc, status=status, ended_at=time.time()))
+        ended: Checkpoint = {**doc, "status": status, "ended_at": time.time()}
+        write_json_atomic(path, ended)

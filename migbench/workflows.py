@@ -4,6 +4,7 @@ host. The CLI calls these and renders."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,13 +32,15 @@ from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import db_path
-from migbench.plan import Plan
+from migbench.plan import Plan, PlanInstance
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
-from migbench.planner.grow import Grown, RunState, grow_plan
+from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, same_fleet
+from migbench.planner.recut import GpuNow, RecutSettings, slot_of
 from migbench.state import state_dir_for, state_dir_in
 from migbench.sweep import Sweep, load_fleet_file
+from migbench.types import InstanceRef, Layout
 
 
 def fleet_for(sweep: Sweep, fleet_opt: str | None, fleet_file: Path | None = None) -> tuple[list[FleetGpu], list[str]]:
@@ -216,7 +219,13 @@ def plan_and_apply(
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
         return RunReady(None, continues=True)
-    grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
+    shared = host_shared(out, fleet_gpus)
+    if shared is not None and plan is not None and any(tuple(plan.layout(g)) != tuple(shared.layouts.get(g, ())) for g in shared.layouts):
+        plan = None  # the host was re-cut since: the plan cannot be applied beside the other launches
+    if plan is None and shared is not None:
+        grown = _grown_beside(out, sweep, fleet_gpus, earlier, notes, shared)
+    else:
+        grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
     elif grown is not None:
@@ -262,15 +271,64 @@ def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, not
     """The earlier plan next to the sweep grown to the sweep now (`planner.grow`): the runs to start
     on the instances the host has, re-cutting only idle GPUs, and only for runs nothing holds.
     None when there is no earlier plan to grow (or it cannot be read) or the fleet changed."""
+    old = _grown_base(out, sweep)
+    if old is None:
+        return None
+    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
+
+
+def host_shared(plan_file: Path, fleet: Sequence[FleetGpu]) -> HostNow | None:
+    """The host as it is, when other live launches hold some of its instances (the launch
+    register, read without its lock): each GPU's layout and who holds which instance. None when no
+    other launch holds one (or the register or the GPUs cannot be read: then `apply` and `launch`
+    still refuse what another launch holds)."""
+    me = str(plan_file.resolve())
+    try:
+        others = [b for b in Register(launches_dir()).entries() if b.plan_file != me]
+    except MigbenchError:
+        return None
+    who = {u: b.who() for b in others for u in b.instances}
+    host = read_host_if_available() if who else None
+    if host is None:
+        return None
+    indexes = {g.index for g in fleet}
+    layouts: dict[int, Layout] = {}
+    held: dict[InstanceRef, str] = {}
+    for g in host.gpus:
+        if g.index not in indexes:
+            continue
+        layouts[g.index] = g.layout()
+        gis = {gi.id: gi for gi in g.instances}
+        for d in g.devices:
+            if d.uuid in who and d.gi_id in gis:
+                held[InstanceRef(g.index, gis[d.gi_id].placement)] = who[d.uuid]
+    return HostNow(layouts, held) if held else None
+
+
+def _grown_beside(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier | None, notes: Sequence[str], shared: HostNow) -> Grown | None:
+    """The sweep planned beside the host's other launches: its earlier plan (or, for a sweep that
+    never ran here, the host's layouts with no run) grown over the host as it is, the instances
+    other launches hold busy (its runs queued there start once they are let go)."""
+    old = _grown_base(out, sweep)
+    if old is None or not same_fleet(old, fleet):
+        old = host_plan(sweep, fleet, shared.layouts)
+    holders = sorted(set(shared.held.values()))
+    beside = f"planned beside {len(holders)} other live launch(es) on this host ({'; '.join(holders)})"
+    notes = [*notes, f"{beside}: their instances are not re-cut; runs queued there start when they are let go"]
+    grown = grow_plan(old, sweep, fleet, earlier.states if earlier else {}, notes=notes, host=shared)
+    if grown is not None:
+        grown.decided.insert(0, notes[-1])
+    return grown
+
+
+def _grown_base(out: Path, sweep: Sweep) -> Plan | None:
     if not out.exists():
         return None
     try:
         old = Plan.load(out)
     except MigbenchError:
         return None
-    if old.name != sweep.name:
-        return None
-    return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
+    return old if old.name == sweep.name else None
 
 
 def _one_host(nodes: list[str | None]) -> None:
@@ -295,3 +353,129 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     memory = {r.id: r.memory_mib for r in sweep.runs}
     same_memory = all(memory.get(r.id) == r.memory_mib for r in old.runs)
     return old if old.sweep_sha256 == sweep.sha256 and same_fleet and same_memory else None
+
+
+# ---------------------------------------------------------------------------------------------
+# submit: a sweep's runs into the host's bench
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    """A sweep handed to the host's bench: the bench's plan and the submission in its inbox."""
+
+    bench_plan: Path
+    inbox_file: Path
+    runs: int
+
+
+def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: str | Path | None, say: Callable[[str], None] = lambda _: None) -> Submitted:
+    """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
+    (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
+    simulated host is used where no GPU is. The bench launcher adopts the submission."""
+    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, submission, write_submission
+    from migbench.plan import PlanGpu, PlanInstance
+    from migbench.planner.assemble import _planned
+
+    if not sweep.runs:
+        raise MigbenchError(f"sweep {sweep.name} has no runs", hint="check its parameters")
+    said = simulate_if_no_gpu(sweep, sweep_file, fleet)
+    if said:
+        say(said)
+    fleet_gpus, _ = fleet_for(sweep, fleet)
+    _one_host([g.node for g in fleet_gpus])
+    res = resolve_memory(sweep, fleet_gpus, plan_path=sweep_file.parent / f"{sweep.name}.plan.yaml")
+    if res.measured():
+        say(res.summary())
+    sweep = res.sweep
+    d = bench_dir(bench)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
+    bp = bench_plan_path(d)
+    if bp.exists():
+        have = Plan.load(bp)
+        if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
+            raise MigbenchError(
+                f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
+                hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
+            )
+    else:
+        host = read_host_if_available()
+        st = RecutSettings(compute_basis=sweep.duration_model.compute_basis)
+        instances = []
+        for g in fleet_gpus:
+            lay = host.gpu(g.index).layout() if host is not None and any(x.index == g.index for x in host.gpus) else ()
+            for pl in lay:
+                cap = slot_of(GpuNow(g.index, g.model), pl, st.compute_basis)
+                instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        empty_bench(gpus, instances, sweep.launch, sweep.duration_model).save(bp)
+    sub = submission(
+        sweep.name,
+        os.path.relpath(sweep_file),
+        sweep.sha256,
+        gpus,
+        [_planned(r, None) for r in sweep.runs],
+        sweep.launch,
+        sweep_file.resolve().parent,
+        sweep.duration_model,
+    )
+    return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -> int | None:
+    """Start the host's bench launcher (in the background) unless it runs: the bench plan's
+    instances first brought to the host's layout as it is (nothing of the bench runs while no
+    launcher does: a run that outlived a killed launcher keeps its instance, which the host has),
+    applied (it only binds), then launched. Returns the new launcher's PID (None: it ran already)."""
+    from migbench.launch.detach import detach
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.status import launcher_alive
+
+    plan = Plan.load(bench_plan)
+    sd = state_dir_for(plan)
+    if launcher_alive(sd):
+        return None
+    host = read_host_if_available()
+    if host is not None:
+        have = {i.ref: i for i in plan.instances}
+        st = RecutSettings(compute_basis=plan.duration_model.compute_basis)
+        models = {g.index: g.model for g in fleet_for_plan(plan)}
+        instances = []
+        for g in plan.fleet:
+            lay = host.gpu(g.gpu).layout() if any(x.index == g.gpu for x in host.gpus) else ()
+            for pl in lay:
+                ref = InstanceRef(g.gpu, pl)
+                cap = slot_of(GpuNow(g.gpu, models[g.gpu]), pl, st.compute_basis)
+                instances.append(have.get(ref) or PlanInstance(g.gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        if [i.ref for i in instances] != [i.ref for i in plan.instances]:
+            plan = replace(plan, instances=instances)
+            plan.save(bench_plan)
+    apply_plan(plan, open_backend(), confirm=None)
+    d = detach(plan, LaunchOptions(force=True))
+    say(f"bench launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
+    return d.pid
+
+
+def fleet_for_plan(plan: Plan) -> list[FleetGpu]:
+    """The plan's GPUs with their models (the host's live profile tables where NVML has them)."""
+    return build_fleet([FleetSpec(g.model, 1, g.driver, g.node) for g in plan.fleet], live=live_models())
+
+
+def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, say: Callable[[str], None] = lambda _: None) -> str:
+    """Wait until the bench launcher has adopted the submission `inbox_file` (it leaves the inbox
+    with its summary in `inbox/done/`), starting the launcher again if it is not running (one that
+    ended as the submission arrived). Returns the summary."""
+    import time
+
+    from migbench.launch.bench import adopted_summary
+
+    deadline = time.monotonic() + timeout_s
+    while inbox_file.exists():
+        start_bench(bench_plan, say)
+        if time.monotonic() > deadline:
+            raise MigbenchError(
+                f"the bench has not taken {inbox_file} in {timeout_s:g} s",
+                hint=f"it stays in the inbox and is taken when the bench runs: see `migbench status {bench_plan}`",
+            )
+        time.sleep(0.1)
+    return adopted_summary(inbox_file)

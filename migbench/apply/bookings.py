@@ -4,7 +4,9 @@ bound to which MIG instances.
 - One launch per plan per host, whatever its state directory: a plan is the same when its file (the
   resolved path) or its content (sha256) is.
 - An instance bound to a live launch (a run of it runs there or is queued there) is handed to no other
-  launch, and `apply` of any plan refuses to destroy or re-cut it.
+  launch, and `apply` of any plan refuses to destroy or re-cut it. Another launch whose runs are
+  queued there too is booked without it: its runs there wait until the holder lets it go (its last
+  run there ended and nothing of it is queued there), and then it binds it (`update`).
 
 One file per live launcher in `launches_dir()` (`<id>.json`, written atomically, mode 0644 so the
 launches of every user are seen): the plan's file, name and sha256, the state directory, the
@@ -161,9 +163,10 @@ class Register:
         return out
 
     # -- booking -----------------------------------------------------------------------------------
-    def book(self, plan_file: str, plan_name: str, sha256: str, state_dir: str, instances: Mapping[str, str]) -> Booking:
-        """Enter this process's launch, bound to `instances` (MIG uuid -> key). Raises when the plan
-        is already launched on this host, or when one of the instances is bound to another launch."""
+    def book(self, plan_file: str, plan_name: str, sha256: str, state_dir: str, instances: Mapping[str, str]) -> tuple[Booking, dict[str, Booking]]:
+        """Enter this process's launch, bound to `instances` (MIG uuid -> key) but those another live
+        launch is bound to; returns the entry and those left out (key -> the other launch). Raises
+        when the plan is already launched on this host."""
         me = Booking(
             id=f"{os.getpid()}-{secrets.token_hex(4)}",
             pid=os.getpid(),
@@ -183,11 +186,14 @@ class Register:
                     stale.append(self.dir / f"{b.id}.json")  # its launcher died: this launch takes its runs over
                 else:
                     others.append(b)
-            refuse_conflicts(others, plan_file, sha256, instances)
+            refuse_same_plan(others, plan_file, sha256)
+            held = {u: b for b in others for u in b.instances}
+            refused = {key: held[u] for u, key in instances.items() if u in held}
+            me.instances = {u: key for u, key in instances.items() if u not in held}
             for p in stale:
                 _unlink(p)
             self._write(me)
-        return me
+        return me, refused
 
     def update(self, me: Booking, instances: Mapping[str, str], processes: list[tuple[int, float | None]] | None = None) -> dict[str, Booking]:
         """Bind `me` to `instances` now (and record its runs' `processes`). An instance newly wanted
@@ -236,9 +242,8 @@ class Register:
             lock.release()
 
 
-def refuse_conflicts(others: Iterable[Booking], plan_file: str, sha256: str, instances: Mapping[str, str]) -> None:
-    """Raise when one of the live launches `others` runs this plan, or is bound to one of `instances`."""
-    others = list(others)
+def refuse_same_plan(others: Iterable[Booking], plan_file: str, sha256: str) -> None:
+    """Raise when one of the live launches `others` runs this plan (its file or its content)."""
     for b in others:
         if b.same_plan(plan_file, sha256):
             how = "" if b.plan_file == plan_file else f" (the same plan, as {b.plan_file})"
@@ -254,15 +259,12 @@ def refuse_conflicts(others: Iterable[Booking], plan_file: str, sha256: str, ins
                 hint=f"one launch per plan per host, whatever its state directory: watch it with `migbench status {b.plan_file} "
                 f"--state-dir {b.state_dir}`, stop it with `migbench stop {b.plan_file} --state-dir {b.state_dir}`",
             )
-    for b in others:
-        common = sorted((instances[u], u) for u in instances if u in b.instances)
-        if common:
-            listed = "\n  ".join(f"{k} ({u})" for k, u in common)
-            raise LaunchConflict(
-                f"{len(common)} MIG instance(s) this launch would use are bound to {b.who()}:\n  {listed}",
-                hint="wait for that launch to finish (or stop it with `migbench stop`), or plan this sweep for other GPUs "
-                "(`--fleet`, `apply --gpus`); two launches never share an instance",
-            )
+
+
+def held_by_others(others: Iterable[Booking], instances: Mapping[str, str]) -> dict[str, Booking]:
+    """The instances of `instances` (MIG uuid -> key) another live launch is bound to (key -> it)."""
+    held = {u: b for b in others for u in b.instances}
+    return {key: held[u] for u, key in sorted(instances.items(), key=lambda kv: kv[1]) if u in held}
 
 
 def refuse_running(register: Register, plan_file: str | os.PathLike[str]) -> None:
@@ -277,7 +279,7 @@ def refuse_running(register: Register, plan_file: str | os.PathLike[str]) -> Non
         others = register.entries()
     except MigbenchError:
         return
-    refuse_conflicts(others, str(p), sha, {})
+    refuse_same_plan(others, str(p), sha)
 
 
 def booked_problems(register: Register, wanted: Mapping[str, str]) -> list[str]:

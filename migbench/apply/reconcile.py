@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from migbench.apply.bookings import Register, booked_problems
 from migbench.apply.diff import (
@@ -53,7 +53,7 @@ from migbench.backend.select import launches_dir
 from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
 from migbench.pidlock import PidLock
 from migbench.plan import Plan
-from migbench.state import configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
+from migbench.state import Bindings, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
 from migbench.types import Placement
 
 
@@ -63,7 +63,7 @@ class ApplyReport:
     commands: list[CommandRecord]
     changed: bool
     bindings_path: str | None = None
-    bindings: dict | None = None
+    bindings: Bindings | None = None
     dry_run: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -399,7 +399,7 @@ def interrupted_apply(backend_lock_path: str | os.PathLike[str], plan: Plan, sta
     return find_interrupted([left, state_dir_for(plan, state_dir) / "checkpoint.json"])
 
 
-def _bound(saved: tuple[Any, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def _bound(saved: tuple[Path, Bindings]) -> tuple[str, Bindings]:
     return str(saved[0]), saved[1]
 
 

@@ -23,7 +23,7 @@ from migbench.apply.diff import verify
 from migbench.backend.base import Backend, HostState
 from migbench.errors import MigbenchError
 from migbench.plan import Plan
-from migbench.state import NEEDS_ATTENTION, read_checkpoint, state_dir_for
+from migbench.state import NEEDS_ATTENTION, Checkpoint, SavedGpu, read_checkpoint, state_dir_for
 from migbench.types import Placement
 
 
@@ -49,8 +49,9 @@ class InterruptedApplyPending(MigbenchError):
 # ---------------------------------------------------------------------------------------------
 
 
-def snapshot(host: HostState, gpus: Sequence[int]) -> dict:
-    out = {}
+def snapshot(host: HostState, gpus: Sequence[int]) -> dict[str, SavedGpu]:
+    """Each GPU's MIG state (by index), as a checkpoint saves it."""
+    out: dict[str, SavedGpu] = {}
     for g in gpus:
         st = host.gpu(g)
         out[str(g)] = {
@@ -69,7 +70,7 @@ def snapshot(host: HostState, gpus: Sequence[int]) -> dict:
     return out
 
 
-def shape(snap: dict) -> tuple:
+def shape(snap: SavedGpu) -> tuple:
     return (
         snap["mig_current"],
         snap["mig_pending"],
@@ -83,7 +84,7 @@ def _gpu_problem(g: int, exc: MigbenchError) -> str:
     return msg if msg.startswith(f"GPU {g}:") else f"GPU {g}: {msg}"
 
 
-def restore(backend: Backend, checkpoint: dict) -> list[str]:
+def restore(backend: Backend, checkpoint: dict[str, SavedGpu]) -> list[str]:
     """Bring every checkpointed GPU back to its recorded mode and instances; an instance in use
     is never destroyed (it is reported instead). Returns the problems."""
     problems = []
@@ -179,7 +180,7 @@ class Interrupted:
     """A checkpoint whose apply did not end (`status` applying or rollback-failed)."""
 
     path: Path
-    doc: dict[str, Any]
+    doc: Checkpoint
     plan: Plan | None  # the interrupted apply's plan, when its file still loads
 
     @property
@@ -207,16 +208,16 @@ def find_interrupted(candidates: Iterable[Path | str | None]) -> Interrupted | N
         if doc is None or doc.get("status") not in NEEDS_ATTENTION:
             continue
         plan = None
-        if doc.get("plan_file"):
+        if plan_file := doc.get("plan_file"):
             try:
-                plan = Plan.load(doc["plan_file"])
+                plan = Plan.load(plan_file)
             except MigbenchError:
                 plan = None
         return Interrupted(Path(c), doc, plan)
     return None
 
 
-def _placements(snap: dict) -> str:
+def _placements(snap: SavedGpu) -> str:
     mode = "MIG on" if snap["mig_current"] else ("MIG pending" if snap["mig_pending"] else "MIG off")
     insts = ", ".join(sorted(i["placement"] + ("" if i["compute_instances"] else " (no compute instance)") for i in snap["instances"]))
     insts = insts or "no instances"

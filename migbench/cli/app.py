@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from migbench import __version__
-from migbench.cli import catalog, ci, export, footprints, hardware, launch, plan, report, sim, simulate
+from migbench.cli import bench, catalog, ci, export, footprints, hardware, launch, plan, report, sim, simulate
 from migbench.cli.clock import STARTED, mark_started
 from migbench.cli.common import print_error
 from migbench.errors import MigbenchError, from_os_error
@@ -42,7 +42,7 @@ def _root(
         raise typer.Exit(0)
 
 
-for _module in (catalog, plan, footprints, hardware, simulate, report, launch, export, ci, sim):
+for _module in (catalog, plan, footprints, hardware, simulate, report, launch, bench, export, ci, sim):
     _module.register(app)
 
 

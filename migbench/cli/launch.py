@@ -18,7 +18,9 @@ from migbench.cli.render import status_view
 from migbench.errors import MigbenchError
 
 if TYPE_CHECKING:
+    from migbench.backend.base import HostState
     from migbench.launch.options import LaunchOptions
+    from migbench.launch.status import StatusDoc
     from migbench.plan import Plan
 
 # launch
@@ -162,7 +164,7 @@ def status_cmd(
     if adopted:
         notes = [*notes, adopted]
 
-    def gather() -> tuple[dict[str, Any] | None, Any, list[str]]:
+    def gather() -> tuple[StatusDoc | None, HostState | None, list[str]]:
         extra = list(notes)
         doc = None
         if sd is not None:
@@ -177,7 +179,7 @@ def status_cmd(
             extra.append(f"cannot read the GPUs: {exc.message}")
         return doc, host, extra
 
-    def params_of(doc: dict[str, Any] | None, every: bool) -> dict[str, dict[str, Any]]:
+    def params_of(doc: StatusDoc | None, every: bool) -> dict[str, dict[str, Any]]:
         """The parameters of the runs shown (from their run directories; the plan only for runs
         that never started)."""
         if doc is None or sd is None:
@@ -188,7 +190,7 @@ def status_cmd(
     if as_json:
         doc, host, extra = gather()
         params = params_of(doc, True)
-        for r in (doc or {}).get("runs", []):
+        for r in doc["runs"] if doc is not None else []:
             r["params"] = params.get(r["id"])
         typer.echo(json.dumps({"runs": doc, "host": host_doc(host) if host is not None else None, "notes": extra}, indent=2))
         return

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbenc
     from migbench.catalog import GpuModel, Layout
     from migbench.footprints.accuracy import AccuracyReport
     from migbench.forecast.simulate import SimReport
+    from migbench.launch.status import StatusDoc
     from migbench.plan import Plan
 
 SLICE_W = 9  # the fewest characters per memory slice in the layout picture
@@ -284,7 +285,7 @@ def plan_table(plan: Plan, *, width: int = 80, params: bool = True) -> Table:
         t.add_column("parameters")
     order = sorted(
         plan.runs,
-        key=lambda r: (r.gpu is None, r.gpu if r.gpu is not None else 0, r.start or 0, r.wave or 0, r.id),
+        key=lambda r: (r.at is None, r.at.gpu if r.at else 0, r.at.start if r.at else 0, r.at.wave if r.at else 0, r.id),
     )
     for r in order:
         row = [r.id, r.group, format_mib(r.memory_mib), r.memory_source or "-"]
@@ -292,7 +293,7 @@ def plan_table(plan: Plan, *, width: int = 80, params: bool = True) -> Table:
             row.append((plan.node_of(r.gpu) or "-") if r.gpu is not None else "-")
         row += [
             "-" if r.gpu is None else str(r.gpu),
-            "unplaced" if r.gpu is None else f"{r.profile}@{r.start}",
+            "unplaced" if r.at is None else f"{r.at.profile}@{r.at.start}",
             "-" if r.wave is None else str(r.wave),
         ]
         if timed:
@@ -322,8 +323,8 @@ def runs_summary_table(plan: Plan, *, width: int = 80) -> Table:
         d = rows.setdefault(key, {"runs": 0, "mem": set(), "inst": {}, "waves": 0, "end": None})
         d["runs"] += 1
         d["mem"].add(r.memory_mib)
-        if r.gpu is not None:
-            d["inst"].setdefault(r.profile, set()).add((r.gpu, r.start))
+        if r.at is not None:
+            d["inst"].setdefault(r.at.profile, set()).add((r.at.gpu, r.at.start))
             d["waves"] = max(d["waves"], (r.wave or 0) + 1)
         if r.est_end_s is not None:
             d["end"] = max(d["end"] or 0.0, r.est_end_s)
@@ -612,7 +613,7 @@ _STATE_STYLE = {
 }
 
 
-def _launcher_head(doc: dict[str, Any]) -> Text:
+def _launcher_head(doc: StatusDoc) -> Text:
     """The status's first lines: the sweep, its state directory and what the launcher is doing."""
     la = doc["launcher"]
     head = Text()
@@ -635,7 +636,7 @@ def _launcher_head(doc: dict[str, Any]) -> Text:
     return head
 
 
-def _runs_table(doc: dict[str, Any], all_runs: bool, params: dict[str, dict[str, Any]] | None) -> tuple[Table, str | None]:
+def _runs_table(doc: StatusDoc, all_runs: bool, params: dict[str, dict[str, Any]] | None) -> tuple[Table, str | None]:
     """The runs to show, one row each, and the line saying which were left out (None: none)."""
     t = Table(title_justify="left")
     for col, just in (
@@ -677,8 +678,8 @@ def _runs_table(doc: dict[str, Any], all_runs: bool, params: dict[str, dict[str,
 
 
 def status_view(
-    doc: dict[str, Any] | None,
-    host: Any,
+    doc: StatusDoc | None,
+    host: HostState | None,
     notes: list[str],
     *,
     all_runs: bool = False,

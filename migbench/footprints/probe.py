@@ -43,8 +43,9 @@ from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, outcome_of, prepare_attempt
-from migbench.plan import Plan, PlanRun, SolverInfo
+from migbench.plan import Assignment, Plan, PlanRun, SolverInfo
 from migbench.sweep import Run, Sweep
+from migbench.types import InstanceRef
 
 REPORT_ENV = "MIGBENCH_REPORT_MEMORY"
 PROBE_ENV = "MIGBENCH_PROBE"
@@ -389,28 +390,7 @@ def _probe_plan(sweep: Sweep) -> Plan:
 
 
 def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
-    return PlanRun(
-        id=r.id,
-        group=r.group,
-        memory_mib=r.memory_mib,
-        gpu=slot.gpu,
-        profile=slot.profile,
-        start=slot.placement.start,
-        wave=0,
-        argv=tuple(r.argv),
-        shell=r.shell,
-        env=dict(r.env),
-        workdir=r.workdir,
-        params=dict(r.params),
-        duration_s=r.duration_s,
-        compute=r.compute,
-        max_runs_per_instance=r.max_runs_per_instance,
-        profiles=r.profiles,
-        retries=r.retries,
-        timeout_s=r.timeout_s,
-        memory_source=r.memory_source,
-        compute_source=r.compute_source,
-    )
+    return PlanRun.of(r.core(), Assignment.on(InstanceRef(slot.gpu, slot.placement), 0))
 
 
 # ---------------------------------------------------------------------------------------------

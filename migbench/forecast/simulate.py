@@ -227,7 +227,7 @@ def simulate_solution(
         for pl in lay:
             p = models[gpu].profile(pl.profile)
             ref = InstanceRef(gpu, pl)
-            cap = sol.capacity.get(str(ref)) or instance_capacity(models[gpu], p, dm.compute_basis)
+            cap = sol.capacity.get(ref) or instance_capacity(models[gpu], p, dm.compute_basis)
             instances.append(ReplayInstance(ref, int(p.memory_mib or 0), cap, p.compute_slices))
     queues: dict[str, list[str]] = {}
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):

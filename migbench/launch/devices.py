@@ -24,7 +24,7 @@ class Devices:
 
     def __init__(self, prep: Prepared, say: Callable[[str], None], *, gate: HostGate | None = None, booking: HostBooking | None = None):
         self.gate = gate or HostGate(host_lock_path(), prep.state_dir / "bindings.json", prep.uuid_of, say)
-        self.booking = booking or HostBooking(prep, say)  # this launch in the host's register (one per plan, no shared instance)
+        self.booking = booking or HostBooking(prep, say)  # this launch in the host's register (one per plan, no instance held by two)
 
     @property
     def uuid_of(self) -> dict[str, str]:
@@ -37,6 +37,12 @@ class Devices:
         return self.gate.unbound
 
     @property
+    def behind(self) -> dict[str, str]:
+        """The instances another live launch is bound to where runs of this one are queued (-> who):
+        they start once it lets them go."""
+        return self.booking.behind
+
+    @property
     def waiting(self) -> str | None:
         """Why starts wait (an apply holds the host lock), or None."""
         return self.gate.waiting
@@ -45,7 +51,7 @@ class Devices:
         return self.gate.why_unbound(keys)
 
     def open(self, stack: ExitStack) -> None:
-        """Book the host for this launch (raises when another launch holds what it needs); the entry
+        """Book the host for this launch (raises when the plan runs already on this host); the entry
         goes when `stack` closes."""
         self.booking.open(stack)
 

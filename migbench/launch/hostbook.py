@@ -2,13 +2,15 @@
 each start's device.
 
 - Before the launcher touches its state directory it books the host (`HostBooking.open`): the plan
-  must not run already on this host (whatever the state directory), and no instance its unfinished
-  runs need may be bound to another live launch. Either refuses the launch, naming the other one.
+  must not run already on this host (whatever the state directory); that refuses the launch, naming
+  the other one. An instance its unfinished runs need that another live launch is bound to is left
+  out: the runs queued there wait (`behind`) until that launch lets it go, and never start beside it.
 - While it runs, its entry names the instances its running and queued runs are on (`sync`), so an
   apply of any plan leaves those alone.
 - Before each round of starts (under the host lock, held shared) each start's MIG device must still
   exist (read through the backend) and be bound to this launch (`admit`). A start that fails this is
-  not made: the run stays queued, no attempt is used, and its note says why.
+  not made: the run stays queued, no attempt is used, and its note says why. A device that is gone
+  holds its instance back until the bindings change; one bound to another launch is tried again.
 
 Where the register cannot be used at all (another user's directory, no permission to create it),
 the launcher says so once and goes on without it.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from migbench.apply.bookings import Booking, LaunchConflict, Register, refuse_conflicts
+from migbench.apply.bookings import Booking, LaunchConflict, Register, held_by_others, refuse_same_plan
 from migbench.apply.reconcile import HostLock
 from migbench.backend.select import device_processes, host_lock_path, launches_dir, present_devices
 from migbench.errors import MigbenchError
@@ -42,6 +44,7 @@ class HostBooking:
         self.me: Booking | None = None
         self._ctimes: dict[int, float] = {}  # a run's PID -> its process start time
         self._warned = False
+        self.behind: dict[str, str] = {}  # instances another live launch is bound to -> who: runs queued there wait
 
     def open(self, stack: ExitStack) -> None:
         """Book the host for this launch (raises `LaunchConflict`); the entry goes when `stack` closes.
@@ -70,18 +73,20 @@ class HostBooking:
                     hint=f"apply it again: migbench apply {plan.path or 'PLAN'} --state-dir {self.prep.state_dir}",
                 )
             try:
-                self.me = self.reg.book(str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want)
+                self.me, refused = self.reg.book(str(Path(plan.path or "").resolve()), plan.name, self.prep.sha256, str(self.prep.state_dir.resolve()), want)
             except LaunchConflict:
                 raise
             except MigbenchError as exc:  # the register itself cannot be used
                 self.say(f"{exc.message}: this launch is not kept apart from the host's other launches")
                 self._refuse_busy(want)
                 return
+            self.behind = {key: b.who() for key, b in refused.items()}
             try:
-                self._refuse_busy(want)
+                self._refuse_busy({u: k for u, k in want.items() if k not in self.behind})
             except MigbenchError:
                 self.close()
                 raise
+            self._say_behind(refused)
         finally:
             lock.release()
         stack.callback(self.close)
@@ -98,15 +103,24 @@ class HostBooking:
                 "another program uses them: stop it or wait for it to end; `nvidia-smi` shows the processes",
             )
 
+    def _say_behind(self, refused: dict[str, Booking]) -> None:
+        by: dict[str, list[str]] = {}
+        for key, b in sorted(refused.items()):
+            by.setdefault(b.who(), []).append(key)
+        for who, keys in sorted(by.items()):
+            self.say(f"{len(keys)} instance(s) this launch queues runs on are bound to {who}: {', '.join(keys)}; those runs start when it lets them go")
+
     def check(self) -> None:
-        """What `open` would refuse, without booking (`launch --detach` says it before it detaches)."""
+        """What `open` would refuse, without booking (`launch --detach` says it before it detaches);
+        says which instances runs will wait for."""
         plan = self.prep.plan
         keys = _unfinished_keys(self.prep)
         try:
             others = self.reg.entries()
         except MigbenchError:
             return
-        refuse_conflicts(others, str(Path(plan.path or "").resolve()), self.prep.sha256, {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of})
+        refuse_same_plan(others, str(Path(plan.path or "").resolve()), self.prep.sha256)
+        self._say_behind(held_by_others(others, {self.prep.uuid_of[k]: k for k in keys if k in self.prep.uuid_of}))
 
     def close(self) -> None:
         if self.me is not None:
@@ -158,18 +172,30 @@ class HostBooking:
         held back (`gate.hold`) until the bindings change."""
         if not starts:
             return starts
-        held = self._held({k for _, k in starts}, rows.values(), gate.uuid_of)
+        held, others = self._held({k for _, k in starts}, rows.values(), gate.uuid_of)
         for rid, key in starts:
             if key in held:
                 gate.hold(key, held[key])
                 rows[rid].last_error = f"held back: {held[key]}"
                 dirty.add(rid)
                 self.say(f"{rid}: not started: {held[key]}")
-        return [s for s in starts if s[1] not in held]
+            elif key in others:
+                why = f"waits for its instance {key}: bound to {others[key]}"
+                if rows[rid].last_error != why:
+                    rows[rid].last_error = why
+                    dirty.add(rid)
+                    if self.behind.get(key) != others[key]:
+                        self.say(f"{rid}: {why}; it starts when that launch lets the instance go")
+        for key in {k for _, k in starts} - set(held):
+            if key in others:
+                self.behind[key] = others[key]
+            elif self.behind.pop(key, None) is not None:
+                self.say(f"instance {key} was let go by the launch that held it: runs queued there may start")
+        return [s for s in starts if s[1] not in held and s[1] not in others]
 
-    def _held(self, keys: set[str], rows: Iterable[RunRow], uuid_of: dict[str, str]) -> dict[str, str]:
-        """The instances of `keys` no run may start on now, each with the reason: its MIG device is
-        gone from the host, or another live launch is bound to it."""
+    def _held(self, keys: set[str], rows: Iterable[RunRow], uuid_of: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """The instances of `keys` no run may start on now: those whose MIG device is gone from the
+        host (each with the reason), and those another live launch is bound to (each with who)."""
         held: dict[str, str] = {}
         try:
             live = present_devices(sorted({uuid_of[k] for k in keys if k in uuid_of}))
@@ -179,9 +205,8 @@ class HostBooking:
             for k in sorted(keys):
                 if uuid_of.get(k) not in live:
                     held[k] = f"its MIG device {uuid_of.get(k)} ({k}) is gone from the host (re-cut by another apply?)"
-        for k, other in self.sync(rows, uuid_of, keys - set(held)).items():
-            held[k] = f"its instance {k} ({uuid_of.get(k)}) is bound to {other.who()}"
-        return held
+        others = {k: other.who() for k, other in self.sync(rows, uuid_of, keys - set(held)).items()}
+        return held, others
 
 
 def _unfinished_keys(prep: Prepared) -> set[str]:

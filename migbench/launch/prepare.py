@@ -113,7 +113,7 @@ def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSp
     sd = state_dir_for(plan, state_dir)
     notes: list[str] = []
     bindings = load_bindings(plan, state_dir)
-    uuid_of = {k: str(v.get("uuid")) for k, v in ((bindings or {}).get("instances") or {}).items()}
+    uuid_of = {k: str(v.get("uuid")) for k, v in (bindings["instances"] if bindings is not None else {}).items()}
     if bindings is None:
         notes.append(f"the plan is not applied yet (no {sd / 'bindings.json'}): MIG uuids are shown as <MIG uuid of INSTANCE>")
     rows: dict[str, RunRow] = {}

@@ -12,14 +12,115 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from migbench.backend.base import HostState
 from migbench.errors import MigbenchError
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
 from migbench.state import state_dir_of_file
+
+
+class _LauncherSeen(TypedDict):
+    alive: bool
+    pid: int | None
+    state: str | None  # running, draining, ..., exited; `dead (<state>)` for a launcher that died
+
+
+class LauncherDoc(_LauncherSeen, total=False):
+    """The launcher as `status --json` shows it (only `alive`, `pid` and `state` when it never started)."""
+
+    started_at: float | None
+    heartbeat_at: float | None
+    ended_at: float | None
+    stop_requested: str | None  # graceful | now
+    stop_reason: str | None
+    flapping: str | None
+    exit_code: int | None
+    cpu_s: float | None
+    lend: bool | None
+    drain: bool | None
+    plan_file: str | None
+    log_file: str | None
+
+
+class _RunStatusCore(TypedDict):
+    id: str
+    group: str
+    state: str
+    attempt: int
+    instance: str | None  # where its latest attempt ran, else the instance whose queue holds it
+    queue: str | None
+    mig_uuid: str | None
+    elapsed_s: float | None
+    peak_mib: int | None
+    memory_mib: int
+    instance_mib: int | None
+    exit_code: int | None
+    signal: int | None
+    retry_at: float | None
+    start_at: float | None
+    end_at: float | None
+    last_error: str | None
+
+
+class RunStatus(_RunStatusCore, total=False):
+    """One run as `status --json` shows it; `params` is added where its parameters are known."""
+
+    params: dict[str, Any] | None
+
+
+class StatusDoc(TypedDict):
+    """`status --json`'s `runs` part (`status_doc`)."""
+
+    state_dir: str
+    sweep: str | None
+    plan_file: str | None
+    plan_sha256: str | None
+    launcher: LauncherDoc
+    counts: dict[str, int]
+    total: int
+    runs: list[RunStatus]
+
+
+class ProcessDoc(TypedDict):
+    pid: int
+    used_memory_mib: int | None
+
+
+class DeviceDoc(TypedDict):
+    uuid: str
+    gi: int
+    ci: int
+    memory_total_mib: int
+    memory_used_mib: int
+    processes: list[ProcessDoc]
+
+
+class InstanceDoc(TypedDict):
+    gi: int
+    placement: str
+    memory_mib: int | None
+
+
+class GpuDoc(TypedDict):
+    index: int
+    uuid: str
+    name: str
+    mig_current: bool | None
+    mig_pending: bool | None
+    instances: list[InstanceDoc]
+    devices: list[DeviceDoc]
+
+
+class HostDoc(TypedDict):
+    """`status --json`'s `host` part (`host_doc`)."""
+
+    driver: str
+    simulated: bool
+    gpus: list[GpuDoc]
 
 
 def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:
@@ -76,7 +177,7 @@ def launcher_alive(sd: Path) -> bool:
     return bool(read_state(sd, lambda st: launcher_doc(st.launcher()))["alive"])
 
 
-def launcher_doc(row: LauncherRow | None) -> dict[str, Any]:
+def launcher_doc(row: LauncherRow | None) -> LauncherDoc:
     if row is None:
         return {"alive": False, "pid": None, "state": None}
     alive = process_alive(row.pid, row.create_time) and row.state != "exited"
@@ -103,7 +204,7 @@ SHOWN_FINISHED = 10
 """How many of the latest finished runs `status` lists without `--all`."""
 
 
-def runs_to_show(doc: dict[str, Any], all_runs: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+def runs_to_show(doc: StatusDoc, all_runs: bool = False) -> tuple[list[RunStatus], str | None]:
     """The runs `status` lists and a line saying what it left out: every run with `all_runs`;
     otherwise the active ones, the failed ones, those waiting out a retry, and the latest finished."""
     runs = doc["runs"]
@@ -116,12 +217,12 @@ def runs_to_show(doc: dict[str, Any], all_runs: bool = False) -> tuple[list[dict
     return shown, f"{left} more runs (queued, or finished earlier) not listed: `--all` lists every run" if left else None
 
 
-def status_doc(sd: Path) -> dict[str, Any]:
+def status_doc(sd: Path) -> StatusDoc:
     """`status --json`'s `runs` part: the launcher, counts per state, and every run."""
     rows, launcher, meta = read_state(sd, lambda st: (st.runs(), st.launcher(), {k: st.meta(k) for k in ("sweep", "plan_file", "plan_sha256")}))
     now = time.time()
     counts = {s: 0 for s in STATES}
-    runs = []
+    runs: list[RunStatus] = []
     for r in rows.values():
         counts[r.state] = counts.get(r.state, 0) + 1
         if r.start_at is None:
@@ -163,7 +264,7 @@ def status_doc(sd: Path) -> dict[str, Any]:
     }
 
 
-def host_doc(host: Any) -> dict[str, Any]:
+def host_doc(host: HostState) -> HostDoc:
     """The host as JSON: GPUs, instances, MIG devices and their processes."""
     return {
         "driver": host.driver,

@@ -257,6 +257,8 @@ class Supervisor:
                 self.outcomes.settle(end)
             mono = time.monotonic()
             self.admission.lending_due(time.time())  # a held-back head is late: reconsider every instance
+            for key in self.devices.behind:  # instances another launch holds: has it let them go?
+                self.admission.touch(key)
             self.stops.grace_over(mono)
             wait_until = self._schedule()
             if mono >= next_beat:
@@ -283,6 +285,8 @@ class Supervisor:
             return True
         if wait_until is not None or self.devices.waiting is not None:
             return False  # a retry waits out its backoff, or the starts wait for an apply
+        if any(r.queue in self.devices.behind for r in queued):
+            return False  # runs wait for instances another live launch holds
         unbound = [r for r in queued if r.queue in self.devices.unbound]
         if unbound:
             keys = sorted({r.queue or "" for r in unbound})

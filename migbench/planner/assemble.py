@@ -10,7 +10,7 @@ from migbench.catalog import GpuModel
 from migbench.duration import instance_capacity
 from migbench.duration.model import ComputeBasis
 from migbench.errors import MigbenchError
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
+from migbench.plan import Assignment, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary, replay_plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.problem import Assigned, SolveOptions
 from migbench.planner.solve import solve
@@ -46,23 +46,22 @@ def make_plan(sweep: Sweep, fleet: Sequence[FleetGpu], opts: SolveOptions, *, no
         for p in model.profiles:
             if p.memory_mib and "memory" in p.unverified and model.origin != "nvml":
                 warnings.append(f"{key} {p.name}: memory {p.memory_mib} MiB is unverified ({p.memory_source})")
-    by_instance: dict[str, list[tuple[int, float, str]]] = {}
+    by_instance: dict[InstanceRef, list[tuple[int, float, str]]] = {}
     runs: list[PlanRun] = []
     for r in sweep.runs:
         a = sol.assigned.get(r.id)
         runs.append(_planned(r, a))
         if a is not None:
-            key = str(InstanceRef(a.gpu, a.placement))
-            by_instance.setdefault(key, []).append((a.wave, a.start_s or 0.0, r.id))
+            by_instance.setdefault(InstanceRef(a.gpu, a.placement), []).append((a.wave, a.start_s or 0.0, r.id))
     instances = []
     model_of = {g.index: g.model for g in fleet}
     for gpu in sorted(sol.layouts):
         model = model_of[gpu]
         for pl in sol.layouts[gpu]:
             prof = model.profile(pl.profile)
-            key = str(InstanceRef(gpu, pl))
-            ordered = tuple(rid for _, _, rid in sorted(by_instance.get(key, [])))
-            instances.append(PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(key, 0.0), ordered))
+            ref = InstanceRef(gpu, pl)
+            ordered = tuple(rid for _, _, rid in sorted(by_instance.get(ref, [])))
+            instances.append(PlanInstance(gpu, pl.profile, pl.start, int(prof.memory_mib or 0), sol.capacity.get(ref, 0.0), ordered))
     memory_of = {r.id: r.memory_mib for r in sweep.runs}
     unplaced = [Unplaced(rid, memory_of[rid], why) for rid, why in sorted(sol.unplaced.items())]
     used_profiles: dict[str, set[str]] = {}
@@ -165,27 +164,11 @@ def check_plan_input(sweep: Sweep) -> None:
 
 def _planned(r: Run, a: Assigned | None) -> PlanRun:
     """A declared run as planned: where it runs (None when unplaced), in which wave, and when."""
-    return PlanRun(
-        id=r.id,
-        group=r.group,
-        memory_mib=r.memory_mib,
-        memory_source=r.memory_source,
-        gpu=None if a is None else a.gpu,
-        profile=None if a is None else a.placement.profile,
-        start=None if a is None else a.placement.start,
-        wave=None if a is None else a.wave,
-        argv=tuple(r.argv),
-        shell=bool(r.shell),
-        env=dict(r.env),
-        workdir=str(r.workdir),
-        params=dict(r.params),
-        duration_s=r.duration_s,
-        compute=float(r.compute),
-        compute_source=r.compute_source,
-        max_runs_per_instance=int(r.max_runs_per_instance),
-        profiles=tuple(r.profiles) if r.profiles is not None else None,
-        retries=r.retries,
-        timeout_s=r.timeout_s,
-        est_start_s=None if a is None or a.start_s is None else round(a.start_s, 3),  # as the plan file has them
-        est_end_s=None if a is None or a.end_s is None else round(a.end_s, 3),
-    )
+    if a is None:
+        return PlanRun.of(r.core())
+    # estimates as the plan file has them
+    return PlanRun.of(r.core(), Assignment.on(InstanceRef(a.gpu, a.placement), a.wave, _ms(a.start_s), _ms(a.end_s)))
+
+
+def _ms(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field, replace
 
 from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import replay
-from migbench.plan import Plan, PlanInstance, PlanRun, Unplaced, model_summary
+from migbench.plan import Assignment, Finished, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
-from migbench.planner.assemble import _planned
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.recut import (
     GpuNow,
@@ -52,6 +51,9 @@ from migbench.planner.recut import (
 from migbench.sweep.model import Run, Sweep
 from migbench.types import InstanceRef, Layout, layout_key
 
+SHARED_STATUS = "SHARED"
+"""The solver status of a plan grown over a host other launches share (no solve: `grow_plan`'s greedy fit)."""
+
 LIVE_STATES = ("starting", "running")
 """Runs a launcher may still have on an instance (a killed launcher's runs are adopted by the next)."""
 
@@ -64,6 +66,17 @@ class RunState:
     instance: str | None = None
 
 
+@dataclass(frozen=True)
+class HostNow:
+    """The host as it is when other live launches share it: each GPU's layout (as NVML reads it)
+    and the instances those launches hold, each with who holds it. A held instance is busy: no run
+    starts beside what runs there, its GPU is not re-cut, and runs placed on it come after the
+    holder's (the launcher starts them once the holder lets the instance go)."""
+
+    layouts: Mapping[int, Layout]
+    held: Mapping[InstanceRef, str] = field(default_factory=dict)
+
+
 @dataclass
 class Grown:
     """The grown plan and what was decided, in words (for the user and the plan's warnings)."""
@@ -74,12 +87,40 @@ class Grown:
     starting: tuple[str, ...] = ()  # the runs placed to start (new, queued or interrupted before)
 
 
+def host_plan(sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mapping[int, Layout]) -> Plan:
+    """A plan with no run yet whose instances are the host's (`layouts`): what `grow_plan` grows
+    when a sweep that never launched here joins a host other launches share."""
+    basis = sweep.duration_model.compute_basis
+    instances = []
+    for g in fleet:
+        for pl in layouts.get(g.index, ()):
+            cap = slot_of(GpuNow(g.index, g.model), pl, basis)
+            instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+    return Plan(
+        name=sweep.name,
+        sweep_file=None if sweep.path is None else os.path.relpath(sweep.path),
+        sweep_sha256=sweep.sha256,
+        fleet=[PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet],
+        instances=instances,
+        runs=[],
+        unplaced=[],
+        solver=SolverInfo(SHARED_STATUS, "", 0.0, 0.0, 0.0),
+        duration_model=sweep.duration_model,
+        launch=sweep.launch,
+        models={},
+    )
+
+
 def same_fleet(old: Plan, fleet: Sequence[FleetGpu]) -> bool:
     return [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
 
 
-def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState], *, notes: Sequence[str] = ()) -> Grown | None:
-    """The earlier plan `old` grown to `sweep` (see the module's docstring); None when the fleet changed."""
+def grow_plan(
+    old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mapping[str, RunState], *, notes: Sequence[str] = (), host: HostNow | None = None
+) -> Grown | None:
+    """The earlier plan `old` grown to `sweep` (see the module's docstring); None when the fleet
+    changed. With `host`, the layouts are the host's (not the earlier plan's) and the instances other
+    launches hold are busy."""
     if not same_fleet(old, fleet):
         return None
     dm = sweep.duration_model
@@ -91,17 +132,20 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     # what is kept as it was: finished runs (marked) and live ones; what is dropped
     kept, dropped = _kept(old, state, in_sweep)
     models = {g.index: g.model for g in fleet}
-    layouts: dict[int, Layout] = {g.index: old.layout(g.index) for g in fleet}
+    layouts: dict[int, Layout] = {g.index: tuple(host.layouts.get(g.index, ())) if host else old.layout(g.index) for g in fleet}
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
     live: dict[InstanceRef, list[Demand]] = {}  # the host as the earlier plan left it, busy where a run lives
+    for ref, who in sorted((host.held if host else {}).items(), key=lambda kv: str(kv[0])):
+        if ref in exists:  # filled: nothing of this sweep starts beside the holder's runs
+            live[ref] = [Demand(f"held by {who}", slot_of(GpuNow(ref.gpu, models[ref.gpu]), ref.placement, st.compute_basis).memory_mib)]
     for rid, s in state.items():  # runs an earlier plan file does not list (a plan of the new runs only)
         known = kept.get(rid)
         if s.state in DONE_STATES and known is None and rid in in_sweep:
-            kept[rid] = replace(_planned(in_sweep[rid], None), done=s.state, ran_on=s.instance)
+            kept[rid] = PlanRun.of(in_sweep[rid].core(), finished=Finished(s.state, s.instance))
         elif s.state in LIVE_STATES:
-            where = _ref(s.instance) or _ref(known.instance_key if known is not None else None)
+            where = _ref(s.instance) or (known.ref if known is not None else None)
             if known is None and rid in in_sweep:
-                known = kept[rid] = _placed(_planned(in_sweep[rid], None), where if where in exists else None)
+                known = kept[rid] = _placed(PlanRun.of(in_sweep[rid].core()), where if where in exists else None)
             if where is not None and where in exists:
                 mib = slot_of(GpuNow(where.gpu, models[where.gpu]), where.placement, st.compute_basis).memory_mib
                 # a live run nothing describes any more fills its instance: no run joins it
@@ -136,7 +180,7 @@ def grow_plan(old: Plan, sweep: Sweep, fleet: Sequence[FleetGpu], states: Mappin
     plan = _assemble(old, sweep, fleet, layouts, kept, todo, assigned, unplaced_ids, st, dm)
     earlier_ids = {r.id for r in old.runs}
     fresh = sum(1 for rid in assigned if rid not in earlier_ids)
-    decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped)
+    decided += _say(fresh, assigned, unplaced_ids, recut, added, live, dropped, frozenset(host.held) if host else frozenset())
     plan.warnings = [*notes, *decided]
     return Grown(plan, decided, tuple(sorted({*recut, *added})), tuple(r.id for r in todo if r.id in assigned))
 
@@ -149,7 +193,7 @@ def _kept(old: Plan, state: Mapping[str, RunState], in_sweep: Mapping[str, Run])
     for r in old.runs:
         s = state.get(r.id)
         if s is not None and s.state in DONE_STATES:
-            kept[r.id] = replace(r, done=s.state, ran_on=s.instance or r.ran_on or r.instance_key)
+            kept[r.id] = replace(r, finished=Finished(s.state, s.instance or r.ran_on or r.instance_key))
         elif s is not None and s.state in LIVE_STATES:
             kept[r.id] = r
         elif r.id not in in_sweep and r.done is None:
@@ -224,7 +268,7 @@ def _placed(r: PlanRun, where: InstanceRef | None) -> PlanRun:
     """A run placed on `where` (first in its queue), or unplaced."""
     if where is None:
         return r
-    return replace(r, gpu=where.gpu, profile=where.placement.profile, start=where.placement.start, wave=0)
+    return replace(r, at=Assignment.on(where, 0))
 
 
 def _holds(memory_mib: int, profile: str, w: Waiting) -> bool:
@@ -249,28 +293,23 @@ def _assemble(
     exists = {InstanceRef(g, pl) for g, lay in layouts.items() for pl in lay}
     runs: dict[str, PlanRun] = {}
     for rid, r in kept.items():  # a finished run whose instance was re-cut keeps only where it ran
-        on = r.instance_key
-        runs[rid] = (
-            r
-            if on is not None and InstanceRef.parse(on) in exists
-            else replace(r, gpu=None, profile=None, start=None, wave=None, est_start_s=None, est_end_s=None)
-        )
+        runs[rid] = r if r.ref is not None and r.ref in exists else replace(r, at=None)
     queues: dict[InstanceRef, list[str]] = {ref: [] for ref in exists}
     for i in old.instances:
         if i.ref in exists:
-            queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].gpu is not None]
+            queues[i.ref] = [rid for rid in i.runs if rid in runs and runs[rid].at is not None]
     listed = {rid for q in queues.values() for rid in q}
     for rid, r in runs.items():  # a live run the earlier plan did not list: first on its instance
-        if r.gpu is not None and rid not in listed and r.instance_key is not None:
-            queues[InstanceRef.parse(r.instance_key)].insert(0, rid)
+        if r.ref is not None and rid not in listed:
+            queues[r.ref].insert(0, rid)
     base = {ref: 1 + max((runs[rid].wave or 0 for rid in q), default=-1) for ref, q in queues.items()}
     new: dict[str, PlanRun] = {}
     for r in todo:
         if r.id in assigned:
             ref, k = assigned[r.id]
-            new[r.id] = replace(_planned(r, None), gpu=ref.gpu, profile=ref.placement.profile, start=ref.placement.start, wave=base[ref] + k)
+            new[r.id] = PlanRun.of(r.core(), Assignment.on(ref, base[ref] + k))
         else:
-            new[r.id] = _planned(r, None)
+            new[r.id] = PlanRun.of(r.core())
     pos = {r.id: n for n, r in enumerate(todo)}
     for rid in sorted(assigned, key=lambda x: (assigned[x][1], pos[x])):
         queues[assigned[rid][0]].append(rid)
@@ -322,8 +361,9 @@ def _estimate(instances: Sequence[PlanInstance], runs: dict[str, PlanRun], new: 
     slots = [Slot(i.key, i.memory_mib, i.compute or 1.0, str(i.gpu)) for i in instances]
     res = replay([r.demand() for r in placed], slots, {i.key: list(i.runs) for i in instances}, interference=dm.interference)
     for rid in new:
-        if rid in res.start_s:
-            runs[rid] = replace(runs[rid], est_start_s=res.start_s[rid], est_end_s=res.end_s[rid])
+        at = runs[rid].at
+        if rid in res.start_s and at is not None:
+            runs[rid] = replace(runs[rid], at=replace(at, est_start_s=res.start_s[rid], est_end_s=res.end_s[rid]))
 
 
 def _say(
@@ -334,13 +374,14 @@ def _say(
     added: Mapping[int, tuple[Layout, Layout]],
     live: Mapping[InstanceRef, list[Demand]],
     dropped: Sequence[str],
+    held: frozenset[InstanceRef] = frozenset(),
 ) -> list[str]:
     """What was decided, in words: where the runs to start go, which GPUs were re-cut and why."""
     out: list[str] = []
     if assigned:
         on = Counter(ref for ref, _ in assigned.values())
         refs = sorted(on, key=lambda x: (x.gpu, x.placement.start, x.placement.profile))
-        where = [f"the {'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
+        where = [f"the {'held' if ref in held else 'busy' if ref in live else 'idle'} {ref.placement} of GPU {ref.gpu}" for ref in refs]
         text = ", ".join(where[:3]) + (f" and {len(where) - 3} more instance(s)" if len(where) > 3 else "")
         again = len(assigned) - fresh
         what = ", ".join(x for x in (_n(fresh, "new run"), _n(again, "unfinished run")) if x)

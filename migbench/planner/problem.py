@@ -20,7 +20,7 @@ from migbench.duration import Demand, instance_capacity
 from migbench.duration.model import ComputeBasis
 from migbench.planner.budget import ProgressFn
 from migbench.planner.fleet import FleetGpu
-from migbench.types import Objective, Placement
+from migbench.types import InstanceRef, Objective, Placement
 from migbench.units import format_mib
 
 SCALE = 1000  # fixed-point scale for the relaxation's fractional coefficients
@@ -103,7 +103,7 @@ class Solution:
     runs_at_once: int
     makespan_s: float | None
     notes: list[str] = field(default_factory=list)
-    capacity: dict[str, float] = field(default_factory=dict)  # "gpu:profile@start" -> compute share
+    capacity: dict[InstanceRef, float] = field(default_factory=dict)  # each instance's compute share
 
 
 # ---------------------------------------------------------------------------------------------

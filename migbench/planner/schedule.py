@@ -95,11 +95,11 @@ def lpt_order(prob: PlanningProblem, jobs: dict[str, Demand]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def finish(prob: PlanningProblem, conc: Concrete, res: Result, jobs: dict[str, Demand], timed: bool) -> tuple[dict[str, Assigned], dict[str, float]]:
+def finish(prob: PlanningProblem, conc: Concrete, res: Result, jobs: dict[str, Demand], timed: bool) -> tuple[dict[str, Assigned], dict[InstanceRef, float]]:
     waves = res.wave_of()
     assigned = {}
     for rid in jobs:
         gpu, pl = conc.slot_place[res.slot_of[rid]]
         assigned[rid] = Assigned(gpu, pl, waves[rid], res.start_s[rid] if timed else None, res.end_s.get(rid) if timed else None)
-    capacity = {k: s.capacity for k, s in ((s.key, s) for s in conc.slots)}
+    capacity = {InstanceRef(*conc.slot_place[s.key]): s.capacity for s in conc.slots}
     return assigned, capacity

@@ -25,7 +25,7 @@ from migbench.duration import Demand, Slot
 from migbench.duration.replay import Result
 from migbench.errors import MigbenchError
 from migbench.forecast.simulate import SimReport, figures, play_plan
-from migbench.launch.status import launcher_doc, open_state
+from migbench.launch.status import LauncherDoc, launcher_doc, open_state
 from migbench.launch.store import ACTIVE_STATES, STATES, RunRow, db_path
 from migbench.plan import Plan
 from migbench.state import state_dir_for
@@ -135,7 +135,7 @@ class LaunchInfo:
     state_dir: str
     counts: dict[str, int]
     total: int
-    launcher: dict[str, Any]
+    launcher: LauncherDoc
     t0: float | None  # Unix time of the first attempt's start
     span_s: float  # from t0 to the last end (or now, while something runs)
     running: bool  # the launcher is alive
@@ -186,7 +186,7 @@ class LaunchState:
     state_dir: Path
     rows: dict[str, RunRow]
     attempts: list[dict[str, Any]]
-    launcher: dict[str, Any]
+    launcher: LauncherDoc
 
 
 def read_launch(state_dir: Path) -> LaunchState | None:

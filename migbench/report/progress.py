@@ -16,13 +16,13 @@ changed state; between changes the ETA keeps its time of day.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from migbench.duration import Demand, Slot, solo_time
 from migbench.duration.replay import replay
 from migbench.forecast.simulate import plan_instances
+from migbench.launch.status import LauncherDoc, RunStatus, StatusDoc
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES
 from migbench.plan import Plan
 
@@ -78,7 +78,7 @@ class Snapshot:
     factor: float | None  # actual / expected over the finished runs
     finished_sample: int
     summarised: bool
-    launcher: dict[str, Any]
+    launcher: LauncherDoc
     notes: list[str]
 
 
@@ -108,18 +108,18 @@ class SweepProgress:
     def for_plan(cls, plan: Plan) -> SweepProgress:
         return cls(plan)
 
-    def factor(self, runs: Sequence[Mapping[str, Any]]) -> tuple[float | None, int]:
+    def factor(self, runs: Sequence[RunStatus]) -> tuple[float | None, int]:
         act = exp = 0.0
         n = 0
         for r in runs:
-            e = self.expected.get(r["id"])
-            if r["state"] == "succeeded" and e and r.get("elapsed_s"):
-                act += float(r["elapsed_s"])
+            e, took = self.expected.get(r["id"]), r.get("elapsed_s")
+            if r["state"] == "succeeded" and e and took:
+                act += float(took)
                 exp += e
                 n += 1
         return (act / exp if exp > 0 else None), n
 
-    def snapshot(self, doc: Mapping[str, Any], now: float | None = None) -> Snapshot:
+    def snapshot(self, doc: StatusDoc, now: float | None = None) -> Snapshot:
         """The progress in `doc` (`status_doc`'s output)."""
         now = time.time() if now is None else now
         runs = list(doc.get("runs") or [])
@@ -131,9 +131,9 @@ class SweepProgress:
             where = where or self.home.get(r["id"])
             frac = None
             if r["state"] in ACTIVE_STATES:
-                e = self.expected.get(r["id"])
-                if e and r.get("elapsed_s") is not None:
-                    frac = min(0.99, float(r["elapsed_s"]) / (e * f))
+                e, took = self.expected.get(r["id"]), r.get("elapsed_s")
+                if e and took is not None:
+                    frac = min(0.99, float(took) / (e * f))
             elif r["state"] == "succeeded":
                 frac = 1.0
             if where:
@@ -167,11 +167,11 @@ class SweepProgress:
             factor,
             sample,
             self.summarised,
-            dict(doc.get("launcher") or {}),
+            doc.get("launcher") or {"alive": False, "pid": None, "state": None},
             notes,
         )
 
-    def _eta(self, runs: Sequence[Mapping[str, Any]], f: float, now: float, notes: list[str]) -> float | None:
+    def _eta(self, runs: Sequence[RunStatus], f: float, now: float, notes: list[str]) -> float | None:
         if not self.timed:
             notes.append("no ETA: the plan has runs without a duration")
             return None
@@ -190,7 +190,7 @@ class SweepProgress:
         return remaining
 
 
-def remaining_s(p: SweepProgress, left: Sequence[Mapping[str, Any]], factor: float) -> float | None:
+def remaining_s(p: SweepProgress, left: Sequence[RunStatus], factor: float) -> float | None:
     """Seconds until the runs in `left` (status rows not finished) are done: the one event player on
     the plan's instances, running runs first with the work they have left, every duration x factor."""
     jobs: list[Demand] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Union
 
 from migbench.duration import Demand, DurationModel
@@ -111,26 +111,28 @@ class Group:
     line: int | None = None
 
 
-@dataclass(frozen=True)
-class Run:
-    """One fully resolved run. `memory_mib` is the whole device footprint (MiB, rounded up);
-    `duration_s`/`timeout_s` in seconds; `compute` is the fraction (0, 1] of a whole GPU's compute
-    the run can keep busy (`compute_source` "default" when the group gives none: the planner then
-    takes the share of the smallest instance that holds the run's memory, see `duration.model`).
-    `argv` may still hold `${run_id}`, `${run_dir}`, `${attempt}`."""
+@dataclass(frozen=True, kw_only=True)
+class RunCore:
+    """What a run is wherever it goes: its command and environment, what it needs (memory,
+    duration, compute, sharing, profiles) and its retry and timeout settings. `memory_mib` is the
+    whole device footprint (MiB, rounded up); `duration_s`/`timeout_s` in seconds; `compute` is the
+    fraction (0, 1] of a whole GPU's compute the run can keep busy (`compute_source` "default" when
+    the group gives none: the planner then takes the share of the smallest instance that holds the
+    run's memory, see `duration.model`). `argv` may still hold `${run_id}`, `${run_dir}`, `${attempt}`.
+
+    A declared run (`Run`) is one plus where the sweep expanded it from; a planned run
+    (`plan.PlanRun`) is one plus where and when it runs. A plan file carries exactly these fields
+    (`plancheck.RUN_KEYS`, scope "run")."""
 
     id: str
     group: str
-    index: int
     params: dict[str, Any]
-    repeat: int
     argv: tuple[str, ...]
     shell: bool
     env: dict[str, str]
     workdir: str
     memory_mib: int
     memory_source: str
-    memory_parts: tuple[tuple[str, int], ...]
     duration_s: float | None
     compute: float
     max_runs_per_instance: int
@@ -142,6 +144,20 @@ class Run:
     def demand(self) -> Demand:
         """What the planner and the duration model need of this run."""
         return Demand(self.id, self.memory_mib, self.duration_s, self.compute, self.max_runs_per_instance, self.profiles)
+
+    def core(self) -> RunCore:
+        """This run as a `RunCore` only (what a plan carries of it)."""
+        return RunCore(**{f.name: getattr(self, f.name) for f in fields(RunCore)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run(RunCore):
+    """One fully resolved run, as declared: a `RunCore` plus its place in the sweep (its group's
+    `index`-th run, `repeat`) and the parts its memory was summed from."""
+
+    index: int
+    repeat: int
+    memory_parts: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)

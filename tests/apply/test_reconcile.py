@@ -311,3 +311,20 @@ def test_diff_marks_a_gpu_with_pending_enable(sim, tmp_path):
     assert g.mig_current is False and g.mig_pending is True
     d = diff_gpu(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), g)
     assert d.mode == "pending-enable"
+
+
+def test_a_bindings_file_whose_instances_are_not_a_mapping_is_an_error_not_a_traceback(tmp_path):
+    """Guards (issue 23): a bindings.json whose `instances` is a list crashed `launch --dry-run` with
+    an AttributeError; it is read as what `apply` writes or refused with a hint to apply again."""
+    import json
+
+    from migbench.launch.prepare import dry_run
+
+    plan = make_plan("A100-SXM4-80GB", {0: (Placement("7g.80gb", 0),)}, tmp_path)
+    sd = tmp_path / "state"
+    sd.mkdir(mode=0o700)
+    doc = {"version": 1, "plan": plan.name, "instances": ["0:7g.80gb@0"], "runs": {}}
+    (sd / "bindings.json").write_text(json.dumps(doc))
+    with pytest.raises(MigbenchError, match=r"bindings\.json is not a bindings file") as err:
+        dry_run(plan, sd)
+    assert "migbench apply PLAN" in (err.value.hint or "")

@@ -84,7 +84,7 @@ def test_a_sweep_declared_too_low_is_sized_up_after_one_launch_with_no_run_lost(
     oom_prone = {a["run_id"] for a in ooms}
     plan1 = r.plan
     assert oom_prone == {rr.id for rr in plan1.runs if rr.group == "lm" and rr.params["batch"] >= 12}
-    assert all(plan1.run(rid).profile == "1g.10gb" for rid in oom_prone)
+    assert all(plan1.run(rid).at.profile == "1g.10gb" for rid in oom_prone)
 
     sweep = load_sweep(r.plan_path.parent / "sweep.yaml")
     fleet = build_fleet([FleetSpec("A100-SXM4-80GB", 1)])
@@ -98,7 +98,7 @@ def test_a_sweep_declared_too_low_is_sized_up_after_one_launch_with_no_run_lost(
     plan2.save(p2)
     plan2 = Plan.load(p2)
     for rid in oom_prone:
-        assert plan2.run(rid).profile not in ("1g.10gb", "1g.10gb+me") and plan2.run(rid).memory_source == "explicit +OOM bound"
+        assert plan2.run(rid).at.profile not in ("1g.10gb", "1g.10gb+me") and plan2.run(rid).memory_source == "explicit +OOM bound"
     sd2 = r.tmp / "second" / "state"
     apply_plan(plan2, sim_backend(r.sim), confirm=None, state_dir=sd2)
     rc, out = _launch(r, p2, sd2)

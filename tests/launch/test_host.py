@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from migbench.apply import HostLock
 from migbench.apply.bookings import Register
 from migbench.backend.sim.host import SimHost
+from migbench.plan import Plan
 from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
 from migbench.sweep import load_sweep
 from tests.support.launchkit import Rig
@@ -100,27 +102,54 @@ def test_a_killed_launchers_runs_keep_the_plan_until_its_state_dir_adopts_them(r
     assert q.wait(timeout=30) == 0, r.output(q)
 
 
-def test_a_second_sweep_is_refused_the_instances_of_a_live_launch(rig, tmp_path):
+def _attempts(db: Path) -> list[dict]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT * FROM attempts ORDER BY run_id, attempt")]
+    finally:
+        con.close()
+
+
+def _b_rows(db: Path) -> dict[str, dict]:
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
+    finally:
+        con.close()
+
+
+def test_a_second_sweep_waits_for_the_instances_of_a_live_launch_and_never_runs_beside_it(rig, tmp_path):
     """Guards: `run B.yaml` of a sweep shaped like a running sweep A found A's layout applied, bound
-    the same MIG uuids and ran its runs on A's instances at the same time."""
+    the same MIG uuids and ran its runs on A's instances at the same time (issue 19); and then (issue
+    21) B was refused outright although its runs could run once A let the instances go."""
     r = rig(_blocking(tmp_path))
     p = r.start(cli=True)
     r.wait_for(lambda: _running(r, 2), what="A's runs running")
     b = r.plan_path.parent / "b.yaml"
     b.write_text(_blocking(tmp_path, "b"))
-    res = r.cli("run", str(b), "--time-limit", "2")
+    res = r.cli("run", str(b), "--time-limit", "2", "--detach")
     out = res.stdout + res.stderr
-    assert res.returncode == 1 and f"bound to the launch of {r.plan_path}" in out and f"PID {p.pid}" in out, out
-    assert not (r.plan_path.parent / "runs" / "b" / "launch.db").exists()
-    # the plain commands too: apply binds (nothing to change), launch refuses, naming the instances
+    assert res.returncode == 0, out
+    assert f"planned beside 1 other live launch(es) on this host (the launch of {r.plan_path}" in out, out
+    bdb = r.plan_path.parent / "runs" / "b" / "launch.db"
+    # B's runs are queued on A's instances (the whole GPU is A's), each saying whom it waits for
+    r.wait_for(lambda: len(_b_rows(bdb)) == 2 and all("bound to the launch of" in (x["last_error"] or "") for x in _b_rows(bdb).values()), what="B waiting")
+    assert {x["state"] for x in _b_rows(bdb).values()} == {"queued"} and _running(r, 2) and p.poll() is None
     bplan = r.plan_path.parent / "b.plan.yaml"
-    assert r.cli("apply", str(bplan)).returncode == 0
+    assert {i.key for i in Plan.load(bplan).instances if i.runs} == {i.key for i in r.plan.instances if i.runs}  # queued behind A's
+    # the plain commands too: the same plan twice is refused; apply leaves A's instances alone
     res = r.cli("launch", str(bplan))
-    assert res.returncode == 1 and "MIG instance(s) this launch would use are bound to" in res.stderr, res.stdout + res.stderr
-    assert all(u in res.stderr for u in r.bindings()["runs"].values())
-    res = r.cli("launch", str(bplan), "--detach")
-    assert res.returncode == 1 and "bound to the launch of" in res.stderr, res.stdout + res.stderr
-    assert _running(r, 2) and p.poll() is None
+    assert res.returncode == 1 and "is already running on this host" in res.stderr, res.stdout + res.stderr
+    (tmp_path / "release").touch()
+    assert p.wait(timeout=60) == 0, r.output(p)
+    r.wait_for(lambda: {x["state"] for x in _b_rows(bdb).values()} == {"succeeded"}, timeout=60, what="B's runs done")
+    a_end = {x["instance"]: x["end_at"] for x in r.attempts()}
+    for att in _attempts(bdb):  # no B run started on an instance before A's run there ended
+        assert att["start_at"] >= a_end[att["instance"]], (att, a_end)
 
 
 TWO_GPUS = """

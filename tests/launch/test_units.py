@@ -20,7 +20,7 @@ from migbench.launch.queue import Queues, Waiting
 from migbench.launch.shim import child_env, record_exit
 from migbench.launch.spec import build_spec, check_run_id, substitute
 from migbench.launch.store import RunRow, Store
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
+from migbench.plan import Assignment, Finished, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
 from migbench.sweep.model import LaunchSettings
 from tests.support.faults import full_disk
 
@@ -69,9 +69,12 @@ def _plan(tmp_path: Path, runs: list[PlanRun], instances: list[PlanInstance], la
 
 
 def _run(rid: str, argv: tuple[str, ...] = ("train", "--x", "${run_dir}"), **kw) -> PlanRun:  # type: ignore[no-untyped-def]
-    base = dict(group="g", memory_mib=1024, gpu=0, profile="1g.10gb", start=0, wave=0, argv=argv)
+    base = dict(group="g", memory_mib=1024, memory_source="", argv=argv, shell=False, env={}, workdir=".", params={})
+    base.update(duration_s=None, compute=1.0, max_runs_per_instance=1, profiles=None, retries=None, timeout_s=None)
+    at = {"gpu": 0, "profile": "1g.10gb", "start": 0, "wave": 0}
+    at.update({k: kw.pop(k) for k in ("gpu", "profile", "start", "wave", "est_start_s", "est_end_s") if k in kw})
     base.update(kw)
-    return PlanRun(id=rid, **base)  # type: ignore[arg-type]
+    return PlanRun(id=rid, at=Assignment(**at), **base)  # type: ignore[arg-type]
 
 
 def test_build_spec_pins_one_device_and_sets_the_launch_environment(tmp_path):
@@ -147,7 +150,7 @@ def test_a_run_a_grown_plan_marks_done_is_never_started_again(tmp_path):
     another state directory would have started them a second time."""
     a = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("r1", "r2"))
     runs = [_run("r1", wave=0, est_start_s=0), _run("r2", wave=1, est_start_s=50)]
-    runs[0] = replace(runs[0], done="succeeded", ran_on="0:1g.10gb@0")
+    runs[0] = replace(runs[0], finished=Finished("succeeded", "0:1g.10gb@0"))
     assert [r.id for r in start_order(_plan(tmp_path, runs, [a]))] == ["r2"]
 
 

@@ -33,7 +33,7 @@ def _replayed(sol, runs, fleet) -> float:  # type: ignore[no-untyped-def]
         for pl in lay:
             p = models[gpu].profile(pl.profile)
             key = str(InstanceRef(gpu, pl))
-            slots.append(Slot(key, int(p.memory_mib or 0), sol.capacity[key], key))
+            slots.append(Slot(key, int(p.memory_mib or 0), sol.capacity[InstanceRef(gpu, pl)], key))
             queues[key] = []
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
         queues[str(InstanceRef(a.gpu, a.placement))].append(rid)

@@ -83,7 +83,7 @@ def test_a_new_run_goes_on_an_idle_instance_and_every_run_is_kept(earlier, tmp_p
         assert kept.done == "succeeded" and kept.ran_on == r.instance_key and kept.instance_key == r.instance_key
     queue = next(i.runs for i in plan.instances if i.key == new.instance_key)
     assert queue[-1] == new.id
-    assert grown.decided[0].startswith(f"1 new run to start on the idle {new.profile}@{new.start} of GPU {new.gpu}; no re-cut")
+    assert grown.decided[0].startswith(f"1 new run to start on the idle {new.at.profile}@{new.at.start} of GPU {new.gpu}; no re-cut")
     # the file reads back as it was written, and the same inputs give the same bytes
     plan.save(tmp_path / "grown.plan.yaml")
     again = grow_plan(old, sweep, fleet, _done(old))
@@ -105,7 +105,7 @@ def test_a_run_needing_a_bigger_instance_re_cuts_only_an_idle_gpu(tmp_path):
     plan = grown.plan
     assert plan.layout(busy) == old.layout(busy)
     (big,) = [r for r in plan.runs if r.group == "big"]
-    assert big.profile == "7g.80gb" and big.gpu in grown.recut_gpus
+    assert big.at.profile == "7g.80gb" and big.gpu in grown.recut_gpus
     # a finished run whose instance was re-cut keeps where it ran, and is no longer placed
     gone = [r for r in plan.runs if r.done and r.gpu is None]
     assert gone and all(r.ran_on and InstanceRef.parse(r.ran_on).gpu in grown.recut_gpus for r in gone)

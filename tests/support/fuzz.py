@@ -232,27 +232,27 @@ def mutated_doc(draw: st.DrawFn, base: dict) -> Any:
 def base_plan_doc() -> dict:
     """A small but complete plan (2 instances, 3 runs, one unplaced), as its file holds it."""
     from migbench.duration import DurationModel
-    from migbench.plan import PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
+    from migbench.plan import Assignment, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
     from migbench.sweep.model import LaunchSettings
 
     runs = [
         PlanRun(
-            f"g-{i}",
-            "g",
-            2048,
-            0,
-            "3g.40gb",
-            4 * (i % 2),
-            i // 2,
-            ("python3", "train.py", "--seed", str(i)),
+            id=f"g-{i}",
+            group="g",
+            memory_mib=2048,
+            memory_source="",
+            argv=("python3", "train.py", "--seed", str(i)),
+            shell=False,
+            workdir=".",
             env={"TOKEN": "x"},
             params={"seed": i},
             duration_s=60.0,
             compute=0.2,
+            max_runs_per_instance=1,
+            profiles=None,
             retries=1,
             timeout_s=600.0,
-            est_start_s=0.0,
-            est_end_s=60.0,
+            at=Assignment(0, "3g.40gb", 4 * (i % 2), i // 2, 0.0, 60.0),
         )
         for i in range(3)
     ]

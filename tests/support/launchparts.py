@@ -15,7 +15,7 @@ from migbench.launch.journal import Journal
 from migbench.launch.keeper import Keeper
 from migbench.launch.outcomes import Outcomes
 from migbench.launch.spec import Outcome
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
+from migbench.plan import Assignment, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
 from migbench.sweep.model import LaunchSettings
 
 SMALL = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("a", "b"))
@@ -23,9 +23,10 @@ LARGE = PlanInstance(0, "3g.40gb", 4, 40192, 3 / 7, ("c",))
 
 
 def run(rid: str, inst: PlanInstance = SMALL, **kw) -> PlanRun:  # type: ignore[no-untyped-def]
-    base = dict(group="g", memory_mib=1024, gpu=inst.gpu, profile=inst.profile, start=inst.start, wave=0, argv=("true",))
+    base = dict(group="g", memory_mib=1024, memory_source="", argv=("true",), shell=False, env={}, workdir=".", params={})
+    base.update(duration_s=None, compute=1.0, max_runs_per_instance=1, profiles=None, retries=None, timeout_s=None)
     base.update(kw)
-    return PlanRun(id=rid, **base)  # type: ignore[arg-type]
+    return PlanRun(id=rid, at=Assignment(inst.gpu, inst.profile, inst.start, 0), **base)  # type: ignore[arg-type]
 
 
 def plan(

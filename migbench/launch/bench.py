@@ -1,0 +1,233 @@
+"""The host's bench (issue 21): one launcher per host that runs every submitted sweep's runs, starts
+each where the living scheduler (`launch.living`) decides, and re-cuts idle slices as work arrives
+and GPUs drain.
+
+On disk, in the bench directory (`bench_dir`: `--bench-dir`, `$MIGBENCH_BENCH_DIR`, the simulated
+host's `bench/`, else `~/.local/state/migbench/bench`):
+
+- `bench.plan.yaml`: the bench plan. Its instances are the host's layout as the bench last applied
+  it; its runs are every submitted run (id `<sweep>.<run id>`, each with its own environment,
+  workdir, retries and timeout as its sweep gave them), placed by no plan: the bench places them
+  when they start. Written by the bench launcher only (and by the first `submit`, before it starts).
+- `inbox/`: each `migbench submit` writes its sweep's runs there (`<ns>-<sweep>.plan.yaml`, 0600
+  when it carries `env:` values); the bench launcher adopts them in name order (`merge`) and removes
+  them. A sweep submitted again keeps its finished and running runs; its new runs are added, and its
+  runs no longer in the sweep are cancelled if they have not started.
+- `runs/bench/`: the launch state (launch.db, run directories, bindings), as any launch's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from migbench.backend.select import sim_dir
+from migbench.duration import DurationModel
+from migbench.errors import MigbenchError
+from migbench.fsutil import write_text_atomic
+from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
+from migbench.sweep.model import LaunchSettings
+
+BENCH_STATUS = "BENCH"
+"""The solver status of a bench plan (and of a submission): no solve, runs placed when they start."""
+BENCH_NAME = "bench"
+BENCH_ENV = "MIGBENCH_BENCH_DIR"
+STARTED = ("starting", "running", "succeeded", "failed", "oom", "timeout", "interrupted", "unknown", "lost")
+
+
+def bench_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where this host's bench lives (see the module's docstring)."""
+    if override:
+        return Path(override).expanduser().resolve()
+    env = os.environ.get(BENCH_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    sim = sim_dir()
+    if sim is not None:
+        return sim / "bench"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "migbench" / "bench"
+
+
+def bench_plan_path(d: Path) -> Path:
+    return d / "bench.plan.yaml"
+
+
+def inbox_dir(d: Path) -> Path:
+    return d / "inbox"
+
+
+def is_bench(plan: Plan) -> bool:
+    return plan.solver.status == BENCH_STATUS
+
+
+def bench_id(sweep: str, run_id: str) -> str:
+    return f"{sweep}.{run_id}"
+
+
+def _solver() -> SolverInfo:
+    return SolverInfo(BENCH_STATUS, "", 0.0, 0.0, 0.0)
+
+
+def submission(
+    name: str,
+    sweep_file: str | None,
+    sweep_sha256: str,
+    fleet: Sequence[PlanGpu],
+    runs: Sequence[PlanRun],
+    launch: LaunchSettings,
+    plan_dir: Path,
+    duration_model: DurationModel,
+) -> Plan:
+    """A sweep's runs as the bench takes them: ids `<sweep>.<id>`, the sweep's `launch.env` folded
+    into each run's env, workdirs absolute (from the sweep's directory), retries and timeouts
+    explicit (the bench's own launch settings do not apply to them)."""
+    out = []
+    for r in runs:
+        wd = Path(r.workdir).expanduser()
+        out.append(
+            replace(
+                r,
+                id=bench_id(name, r.id),
+                at=None,
+                finished=None,
+                env={**launch.env, **r.env},
+                workdir=str(wd if wd.is_absolute() else (plan_dir / wd).resolve()),
+                retries=launch.retries if r.retries is None else r.retries,
+            )
+        )
+    return Plan(
+        name=name,
+        sweep_file=sweep_file,
+        sweep_sha256=sweep_sha256,
+        fleet=list(fleet),
+        instances=[],
+        runs=out,
+        unplaced=[],
+        solver=_solver(),
+        duration_model=duration_model,
+        launch=replace(launch, env={}),
+        models={},
+    )
+
+
+def empty_bench(fleet: Sequence[PlanGpu], instances: Sequence[PlanInstance], launch: LaunchSettings, duration_model: DurationModel) -> Plan:
+    """A bench with no run yet on the host's instances as they are (`instances`)."""
+    return Plan(
+        name=BENCH_NAME,
+        sweep_file=None,
+        sweep_sha256="",
+        fleet=list(fleet),
+        instances=[replace(i, runs=()) for i in instances],
+        runs=[],
+        unplaced=[],
+        solver=_solver(),
+        duration_model=duration_model,
+        launch=replace(launch, env={}, log_dir="runs"),
+        models={},
+    )
+
+
+def write_submission(d: Path, sub: Plan) -> Path:
+    """Put `sub` in the bench's inbox (atomically; a name that sorts after every earlier one)."""
+    box = inbox_dir(d)
+    box.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = box / f"{time.time_ns():020d}-{sub.name}.plan.yaml"
+    sub.save(path)
+    return path
+
+
+def submissions(d: Path) -> list[Path]:
+    """The inbox's submissions, oldest first (plain files only)."""
+    box = inbox_dir(d)
+    try:
+        names = sorted(os.listdir(box))
+    except OSError:
+        return []
+    return [box / n for n in names if n.endswith(".plan.yaml") and not n.startswith(".") and (box / n).is_file() and not (box / n).is_symlink()]
+
+
+@dataclass
+class Merged:
+    """What adopting one submission changed."""
+
+    sweep: str
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    kept: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.added)} new run(s)"]
+        if self.replaced:
+            parts.append(f"{len(self.replaced)} changed and not started, taken as changed")
+        if self.cancelled:
+            parts.append(f"{len(self.cancelled)} no longer in the sweep and not started, cancelled")
+        if self.kept:
+            parts.append(f"{self.kept} started or finished before, kept")
+        return f"sweep {self.sweep} submitted: " + "; ".join(parts)
+
+
+def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merged]:
+    """The bench plan with the submission `sub` adopted (see the module's docstring); `states` are
+    the launch's run states by id (a run not there has not been seen by the launcher)."""
+    prefix = f"{sub.name}."
+    m = Merged(sub.name)
+    new = {r.id: r for r in sub.runs}
+    runs: list[PlanRun] = []
+    for r in bench.runs:
+        st = states.get(r.id)
+        started = st in STARTED
+        if not r.id.startswith(prefix):
+            runs.append(r)
+        elif r.id in new:
+            if started or new[r.id] == r:
+                m.kept += started
+                runs.append(r)
+            else:
+                m.replaced.append(r.id)
+                runs.append(new[r.id])
+        elif started:
+            m.kept += 1
+            runs.append(r)
+        else:
+            m.cancelled.append(r.id)
+    known = {r.id for r in bench.runs}
+    for r in sub.runs:
+        if r.id not in known:
+            m.added.append(r.id)
+            runs.append(r)
+    return replace(bench, runs=runs), m
+
+
+def check_submission(sub: Plan, path: Path) -> None:
+    """A submission is a plan of the bench's kind, whose run ids carry its sweep's name."""
+    if not is_bench(sub):
+        raise MigbenchError(f"{path}: not a bench submission (solver status {sub.solver.status!r})", hint="submit a sweep with `migbench submit SWEEP`")
+    bad = [r.id for r in sub.runs if not r.id.startswith(f"{sub.name}.")]
+    if bad:
+        raise MigbenchError(
+            f"{path}: run ids {', '.join(bad[:3])} do not carry the sweep's name {sub.name!r}", hint="submit the sweep with `migbench submit SWEEP`"
+        )
+
+
+def done_dir(d: Path) -> Path:
+    return inbox_dir(d) / "done"
+
+
+def mark_adopted(path: Path, summary: str) -> None:
+    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints)."""
+    done = done_dir(path.parent.parent)
+    done.mkdir(exist_ok=True, mode=0o700)
+    write_text_atomic(done / (path.name + ".txt"), summary + "\n", "submission summary")
+    os.replace(path, done / path.name)
+
+
+def adopted_summary(path: Path) -> str:
+    try:
+        return (done_dir(path.parent.parent) / (path.name + ".txt")).read_text().strip()
+    except OSError:
+        return "submitted"

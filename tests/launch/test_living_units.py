@@ -1,0 +1,111 @@
+"""The living bench's pure parts (issue 21): the scheduling pass over a bench plan (`launch.living`)
+and the bench's submissions (`launch.bench`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from migbench.duration import Demand, DurationModel
+from migbench.launch.bench import bench_id, empty_bench, is_bench, merge, submission
+from migbench.launch.living import HELD_END_S, Live, Pending, decide, host_now, recut_plan
+from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun
+from migbench.planner import FleetSpec, build_fleet
+from migbench.planner.recut import GpuNow, Recut, RecutSettings, slot_of
+from migbench.sweep.model import LaunchSettings
+from migbench.types import Placement
+
+FLEET = build_fleet([FleetSpec("A100-SXM4-80GB", 2)])
+MODELS = {g.index: g.model for g in FLEET}
+GPUS = [PlanGpu(g.index, g.model.key) for g in FLEET]
+ST = RecutSettings()
+GIB = 1024
+
+
+def _bench(layouts: dict[int, list[str]]) -> Plan:
+    insts = []
+    for gpu, lay in layouts.items():
+        for text in lay:
+            pl = Placement.parse(text)
+            cap = slot_of(GpuNow(gpu, MODELS[gpu]), pl)
+            insts.append(PlanInstance(gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+    return empty_bench(GPUS, insts, LaunchSettings(), DurationModel())
+
+
+def _run(rid: str, gib: int = 8, hours: float = 6.0, compute: float = 0.1) -> PlanRun:
+    return PlanRun(
+        id=rid,
+        group="g",
+        params={},
+        argv=("true",),
+        shell=False,
+        env={},
+        workdir=".",
+        memory_mib=gib * GIB,
+        memory_source="explicit",
+        duration_s=hours * 3600,
+        compute=compute,
+        max_runs_per_instance=1,
+        profiles=None,
+        retries=None,
+        timeout_s=None,
+    )
+
+
+def test_recut_plan_never_destroys_a_busy_instance_and_refuses_an_illegal_layout():
+    plan = _bench({0: ["3g.40gb@4", "4g.40gb@0"], 1: []})
+    with pytest.raises(ValueError, match="busy instance"):
+        recut_plan(plan, [Recut(0, (Placement.parse("4g.40gb@0"),), (Placement.parse("2g.20gb@0"),))], MODELS, {"0:4g.40gb@0"}, ST)
+    with pytest.raises(ValueError, match="not legal"):
+        recut_plan(plan, [Recut(1, (), (Placement.parse("7g.80gb@0"), Placement.parse("1g.10gb@0")))], MODELS, set(), ST)
+    new = recut_plan(plan, [Recut(1, (), (Placement.parse("7g.80gb@0"),))], MODELS, {"0:4g.40gb@0"}, ST)
+    assert [i.key for i in new.instances] == ["0:3g.40gb@4", "0:4g.40gb@0", "1:7g.80gb@0"]  # an untouched GPU as it was
+    assert new.instances[2].memory_mib == MODELS[1].profile("7g.80gb").memory_mib and new.instances[2].compute == pytest.approx(1.0)
+
+
+def test_a_live_runs_expected_end_follows_its_instances_rate():
+    plan = _bench({0: ["1g.10gb@0"], 1: []})
+    d = Demand("r", 8 * GIB, 3600.0, 1.0)  # compute-bound: a 1g slice gives it 1/7 of a GPU
+    g0 = host_now(plan, MODELS, [Live("0:1g.10gb@0", d, 100.0)], ST)[0]
+    (lr,) = g0.instances[0].runs
+    assert lr.start_s == 100.0 and lr.end_s == pytest.approx(100.0 + 3600.0 * 7, rel=1e-6)
+
+
+def test_decide_cuts_idle_gpus_for_waiting_runs_and_leaves_a_held_instance_alone():
+    plan = _bench({0: ["7g.80gb@0"], 1: []})
+    pending = [Pending(_run(f"s{i}").demand(), 0.0) for i in range(6)]
+    dec = decide(0.0, plan, MODELS, [], pending, ST, held={"0:7g.80gb@0"})
+    assert all(rc.gpu == 1 for rc in dec.recuts) and dec.recuts, dec
+    assert {s.gpu for s in dec.starts} == {1} and len(dec.starts) == 6
+    gpu0 = host_now(plan, MODELS, [], ST, held={"0:7g.80gb@0"})[0]
+    assert gpu0.busy_placements == {Placement.parse("7g.80gb@0")} and gpu0.instances[0].runs[0].end_s == HELD_END_S
+    # without the hold, GPU 0's whole-GPU instance is idle: it is the one re-cut for the swarm
+    dec2 = decide(0.0, plan, MODELS, [], pending, ST)
+    assert [rc.gpu for rc in dec2.recuts] == [0] and Placement.parse("7g.80gb@0") in dec2.recuts[0].destroy
+    assert {s.gpu for s in dec2.starts} == {0} and len(dec2.starts) == 6
+
+
+def test_a_submission_carries_its_sweeps_name_env_and_absolute_workdir(tmp_path: Path):
+    runs = [replace(_run("a"), env={"X": "run"}, workdir="sub"), _run("b")]
+    sub = submission("sw", "sw.yaml", "sha", GPUS, runs, LaunchSettings(retries=5, env={"X": "launch", "Y": "y"}), tmp_path, DurationModel())
+    assert is_bench(sub) and [r.id for r in sub.runs] == ["sw.a", "sw.b"]
+    assert sub.runs[0].env == {"X": "run", "Y": "y"} and sub.runs[0].workdir == str(tmp_path / "sub") and sub.runs[1].retries == 5
+    sub.save(tmp_path / "s.plan.yaml")
+    assert Plan.load(tmp_path / "s.plan.yaml").runs == sub.runs
+
+
+def test_a_sweep_submitted_again_keeps_what_started_adds_new_runs_and_cancels_removed_ones_not_started(tmp_path: Path):
+    bench = _bench({0: [], 1: []})
+    first = submission("sw", None, "1", GPUS, [_run("a"), _run("b"), _run("c")], LaunchSettings(), tmp_path, DurationModel())
+    other = submission("other", None, "2", GPUS, [_run("a")], LaunchSettings(), tmp_path, DurationModel())
+    bench, m = merge(bench, first, {})
+    bench, _ = merge(bench, other, {})
+    assert m.added == ["sw.a", "sw.b", "sw.c"] and [r.id for r in bench.runs] == ["sw.a", "sw.b", "sw.c", "other.a"]
+    again = submission("sw", None, "3", GPUS, [_run("a", gib=9), _run("c", gib=12), _run("d")], LaunchSettings(), tmp_path, DurationModel())
+    bench, m = merge(bench, again, {"sw.a": "running", "sw.b": "queued", "sw.c": "queued"})
+    assert m.added == [bench_id("sw", "d")] and m.cancelled == ["sw.b"] and m.replaced == ["sw.c"] and m.kept == 1
+    by = {r.id: r for r in bench.runs}
+    assert set(by) == {"sw.a", "sw.c", "sw.d", "other.a"} and by["sw.a"].memory_mib == 8 * GIB and by["sw.c"].memory_mib == 12 * GIB
+    assert "1 started or finished before, kept" in m.summary() and "cancelled" in m.summary()
