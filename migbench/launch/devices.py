@@ -69,6 +69,11 @@ class Devices:
         note saying why (their ids added to `dirty`). Call between `enter` and `leave`."""
         return self.booking.admit([(rid, key) for rid, key in starts if key not in self.gate.unbound], rows, self.gate, dirty)
 
+    def follow(self, keys: Iterable[str]) -> None:
+        """Instances added to the launch after its start (a grown or re-cut plan, see
+        `Admission.admit`): no run starts on one until the bindings bind it to a MIG device."""
+        self.gate.follow(keys)
+
     def sync(self, rows: Iterable[RunRow]) -> None:
         """Bind this launch's register entry to the instances of its running and queued runs."""
         self.booking.sync(rows, self.gate.uuid_of)
