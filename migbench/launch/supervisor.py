@@ -24,7 +24,8 @@ are re-read there, so runs follow instances an apply or a rollback re-bound.
 - `admission.Admission`: the plan's runs and instances as queues (`queue.Queues`), what starts now;
 - `children.Children`: the live attempts' processes: shims, adoption, orphans, reaping (never the plan);
 - `outcomes.Outcomes`: what an attempt's end means for its run (retry, OOM move, failure, flapping);
-- `devices.Devices`: the host lock, the bindings and the host's launch register (each start's device).
+- `devices.Devices`: the host lock, the bindings and the host's launch register (each start's device);
+- `stops.Stops`: stop requests (`migbench stop`, signals) and the staged shutdown.
 
 The run directories are a second record: when `launch.db` is missing, empty, damaged (moved aside)
 or behind them, each run's state is rebuilt from its attempt directories (`rebuild`), and an
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 import time
 from collections import Counter
@@ -87,6 +87,7 @@ from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
 from migbench.launch.procs import create_time_of, set_child_subreaper
 from migbench.launch.rebuild import rebuild_row, scan_attempts
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
+from migbench.launch.stops import Stops
 from migbench.launch.store import LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
@@ -96,7 +97,7 @@ from migbench.state import configure_modes
 
 class Supervisor:
     """One launcher process over one plan's state dir. `run()` returns when nothing is left to do.
-    It puts the parts together (see the module's notes), runs the loop and handles stop requests."""
+    It puts the parts together (see the module's notes) and runs the loop."""
 
     def __init__(self, prep: Prepared, opts: LaunchOptions, out: TextIO | None = None):
         self.prep = prep
@@ -124,13 +125,9 @@ class Supervisor:
             flap_window_s=self.plan.launch.flapping_window_s,
             flap_max=self.plan.launch.flapping_max,
             plan_file=self.plan_file,
+            stop_reason=lambda: self.stops.reason,
         )
-        self.draining = False
-        self.stopping = False
-        self.killed = False
-        self.stop_deadline: float | None = None
-        self.signals: list[int] = []
-        self.signal_count = 0
+        self.stops = Stops(self.journal, self.children, self.say, grace_s=self.grace_s, drain=opts.drain, requested=self.keeper.stop_requested)
         self.wakeup = Wakeup()
         self.sampler = MemorySampler(self.mem_poll_s)
         self._mem_warned = False
@@ -149,10 +146,6 @@ class Supervisor:
     @property
     def active(self) -> dict[str, Active]:
         return self.children.active
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.outcomes.stop_reason
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -173,7 +166,7 @@ class Supervisor:
             self.children.subreaper = set_child_subreaper(True)
             stack.callback(set_child_subreaper, False)
             self._init_state()
-            self.wakeup.install(self.signals.append)
+            self.wakeup.install(self.stops.signals.append)
             stack.callback(self.sampler.stop)
             stack.callback(self.wakeup.restore)
             self.say(f"launching {self.plan.name}: {len(self.rows)} runs; state and logs in {self.sd}")
@@ -261,66 +254,16 @@ class Supervisor:
             row.child_pid, row.child_pgid = a.child_pid, a.child_pgid
             self.journal.mark(a.run_id)
 
-    # -- signals ---------------------------------------------------------------------------------
-    def _handle_stop_requests(self) -> None:
-        """`migbench stop` (a flag in the database, then SIGTERM) and signals. The flag is read
-        first, so the SIGTERM that `stop` sends with it counts as the same request."""
-        req = self.keeper.stop_requested()
-        if req >= 2 and not self.killed:
-            self._kill_now("`migbench stop --now`: killing every run now")
-        elif req == 1 and not self.stopping:
-            self._begin_stop("`migbench stop`: stopping")
-        while self.signals:
-            signum = self.signals.pop(0)
-            self.signal_count += 1
-            name = signal.Signals(signum).name
-            n = self.signal_count
-            if req and n == 1:
-                continue  # the SIGTERM of `migbench stop`
-            if self.opts.drain and n == 1:
-                self._begin_drain(f"{name}: draining (no new runs; running runs finish)")
-            elif (self.opts.drain and n == 2) or (not self.opts.drain and n == 1):
-                self._begin_stop(f"{name}: stopping")
-            else:
-                self._kill_now(f"second {name}: killing every run now")
-
-    def _begin_drain(self, reason: str) -> None:
-        if self.draining or self.stopping:
-            return
-        self.draining = True
-        self.outcomes.stop_reason = reason
-        self.journal.update(state="draining", stop_reason=reason)
-        self.say(f"{reason}; {len(self.active)} running (signal again to stop them)")
-
-    def _begin_stop(self, reason: str) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        self.outcomes.stop_reason = reason
-        self.stop_deadline = time.monotonic() + self.grace_s
-        self.journal.update(state="stopping", stop_reason=reason)
-        self.say(f"{reason}: SIGTERM to {len(self.active)} run(s), SIGKILL after {self.grace_s:g} s (signal again to kill now)")
-        self.children.signal_all(signal.SIGTERM)
-
-    def _kill_now(self, reason: str) -> None:
-        self.stopping = True
-        self.killed = True
-        self.outcomes.stop_reason = self.outcomes.stop_reason or reason
-        self.journal.update(state="stopping", stop_reason=self.outcomes.stop_reason)
-        if self.active:
-            self.say(f"{reason}: SIGKILL to {len(self.active)} run(s)")
-        self.children.signal_all(signal.SIGKILL)
-
     # -- the loop --------------------------------------------------------------------------------
     def _blocked(self) -> bool:
         """No run starts now: stopping, draining, flapping, or halted."""
-        return bool(self.stopping or self.draining or self.outcomes.flapping or self.journal.halted)
+        return bool(self.stops.any or self.outcomes.flapping or self.journal.halted)
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + 5.0
         self.sampler.start()
         while True:
-            self._handle_stop_requests()
+            self.stops.handle()
             if self.bench:
                 self._adopt_submissions()
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
@@ -330,8 +273,7 @@ class Supervisor:
             self.admission.lending_due(time.time())  # a held-back head is late: reconsider every instance
             for key in self.devices.behind:  # instances another launch holds: has it let them go?
                 self.admission.touch(key)
-            if self.stopping and not self.killed and self.stop_deadline is not None and mono >= self.stop_deadline and self.active:
-                self._kill_now(f"stop grace of {self.grace_s:g} s over")
+            self.stops.grace_over(mono)
             wait_until = self._schedule()
             if mono >= next_beat:
                 self.journal.update(heartbeat_at=time.time())
@@ -341,9 +283,7 @@ class Supervisor:
             self.journal.flush()
             if not self.active and self._nothing_left(wait_until):
                 break
-            timeout = self.poll_s
-            if self.stopping and not self.killed and self.stop_deadline is not None:
-                timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
+            timeout = self.stops.timeout(self.poll_s)
             if wait_until is not None:
                 timeout = min(timeout, max(0.0, wait_until - time.time()))
             if self.admission.lend_at is not None:
@@ -474,7 +414,7 @@ class Supervisor:
         try:
             apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=self.sd)
         except ApplyInterrupted as exc:
-            self.signals.append(exc.signum)  # rolled back; the stop it asked for follows
+            self.stops.signals.append(exc.signum)  # rolled back; the stop it asked for follows
             self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
             return set(gpus)
         except MigbenchError as exc:
@@ -595,7 +535,7 @@ class Supervisor:
     def _finish_launcher(self) -> LaunchResult:
         counts = Counter(r.state for r in self.rows.values())
         halted, flapping = self.journal.halted, self.outcomes.flapping
-        if self.stopping or self.draining:
+        if self.stops.any:
             code = EXIT_INTERRUPTED
         elif flapping:
             code = EXIT_FLAPPING
@@ -618,7 +558,7 @@ class Supervisor:
                 f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
             )
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd, self.stop_reason or flapping or halted)
+        return LaunchResult(code, dict(counts), self.sd, self.stops.reason or flapping or halted)
 
 
 def _crash_point(name: str) -> None:
