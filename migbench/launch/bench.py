@@ -84,6 +84,12 @@ def bench_id(sweep: str, run_id: str) -> str:
     return f"{sweep}.{run_id}"
 
 
+def of_sweep(rid: str, sweep: str) -> bool:
+    """Whether the bench run `rid` is one of `sweep`'s: `<sweep>.<run id>`, a run id having no dot
+    (a sweep's name may: the runs of `a.b` are not those of `a`)."""
+    return rid.startswith(f"{sweep}.") and "." not in rid[len(sweep) + 1 :]
+
+
 def _solver() -> SolverInfo:
     return SolverInfo(BENCH_STATUS, "", 0.0, 0.0, 0.0)
 
@@ -190,14 +196,13 @@ class Merged:
 def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merged]:
     """The bench plan with the submission `sub` adopted (see the module's docstring); `states` are
     the launch's run states by id (a run not there has not been seen by the launcher)."""
-    prefix = f"{sub.name}."
     m = Merged(sub.name)
     new = {r.id: r for r in sub.runs}
     runs: list[PlanRun] = []
     for r in bench.runs:
         st = states.get(r.id)
         started = st in STARTED
-        if not r.id.startswith(prefix):
+        if not of_sweep(r.id, sub.name):
             runs.append(r)
         elif r.id in new:
             if started or new[r.id] == r:
@@ -225,6 +230,22 @@ def inbox_problem(d: Path) -> str | None:
     commands as this user."""
     why = untrusted_reason(inbox_dir(d))
     return None if why is None else f"refusing the inbox {inbox_dir(d)}: {why}"
+
+
+def require_own_dir(d: Path) -> None:
+    """Refuse a bench directory every user may write into, even with the sticky bit (/tmp itself, a
+    shared scratch directory): another user could put the bench plan there before the bench makes
+    it, and the bench would run its runs as this user."""
+    try:
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+    except OSError as exc:
+        raise MigbenchError(f"cannot use {d} as the bench directory: {os_reason(exc)}", hint="give the bench a directory of its own (--bench-dir)") from None
+    if mode & 0o002:
+        raise MigbenchError(
+            f"refusing {d} as the bench directory: it is writable by every user (mode {mode:o}), "
+            f"so another user could put a bench plan there that the bench would run as {describe_user(os.geteuid())}",
+            hint="give the bench a directory of its own (--bench-dir or $MIGBENCH_BENCH_DIR), such as a new one under it, not a shared one",
+        )
 
 
 def read_submission(path: Path) -> Plan:
@@ -255,7 +276,7 @@ def check_submission(sub: Plan, path: Path) -> None:
     """A submission is a plan of the bench's kind, whose run ids carry its sweep's name."""
     if not is_bench(sub):
         raise MigbenchError(f"{path}: not a bench submission (solver status {sub.solver.status!r})", hint="submit a sweep with `migbench submit SWEEP`")
-    bad = [r.id for r in sub.runs if not r.id.startswith(f"{sub.name}.")]
+    bad = [r.id for r in sub.runs if not of_sweep(r.id, sub.name)]
     if bad:
         raise MigbenchError(
             f"{path}: run ids {', '.join(bad[:3])} do not carry the sweep's name {sub.name!r}", hint="submit the sweep with `migbench submit SWEEP`"
