@@ -105,7 +105,7 @@ def replayed(sc: Scenario, doc: dict[str, Any]) -> float:
     rep = replay_instances(
         "best known",
         instances,
-        doc["queues"],
+        {InstanceRef.parse(k): v for k, v in doc["queues"].items()},
         sc.runs,
         DurationModel(),
         total_slices=sum(g.model.compute_slices for g in sc.fleet),

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import yaml
 
@@ -50,6 +50,23 @@ PLAN_KIND = "migbench-plan"
 
 SECRET_MODE = 0o600
 """The mode of a file migbench writes that carries the sweep's `env:` values (a plan, its export)."""
+
+
+class ProfileSummary(TypedDict, total=False):
+    id: int
+    memory_mib: int | None
+    source: str  # where the memory size came from
+
+
+class ModelSummary(TypedDict, total=False):
+    """What a plan records of a GPU model's profile table (`models:`, `model_summary`): where it came
+    from (builtin, user, nvml), for which driver, the profiles the plan uses and what the catalogue
+    marks unverified. A plan file's is read as written (every key checked when present)."""
+
+    origin: str
+    driver: str | None
+    profiles: dict[str, ProfileSummary]
+    unverified: list[str]
 
 
 @dataclass(frozen=True)
@@ -195,7 +212,7 @@ class Plan:
     solver: SolverInfo
     duration_model: DurationModel
     launch: LaunchSettings
-    models: dict[str, dict[str, Any]]
+    models: dict[str, ModelSummary]
     warnings: list[str] = field(default_factory=list)
     path: str | None = None  # where it was loaded from / saved to (not serialised)
     notes: list[str] = field(default_factory=list)  # what loading it found worth saying (not serialised)
@@ -418,7 +435,7 @@ def _read(doc: Any, *, file: str, catalog: Catalog | None, locate: Callable[[], 
         ),
         duration_model=DurationModel.from_dict(doc.get("duration_model")),
         launch=LaunchSettings.from_dict(doc.get("launch")),
-        models=dict(doc.get("models") or {}),
+        models={str(k): cast(ModelSummary, v) for k, v in (doc.get("models") or {}).items()},
         warnings=[str(w) for w in doc.get("warnings") or []],
         notes=checked.notes,
     )
@@ -679,7 +696,7 @@ def check_plan(committed: str | os.PathLike[str], fresh: Plan, sweep_dir: str | 
     return PlanCheck(True, summary, diff, notes)
 
 
-def _tables_differ(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+def _tables_differ(a: dict[str, ModelSummary], b: dict[str, ModelSummary]) -> bool:
     """Whether a model's table changed; a plan records only the profiles it uses, so a profile
     that is used by one plan and not the other is not a change of the table."""
     for key in set(a) & set(b):
@@ -747,7 +764,7 @@ def _run_dict(r: PlanRun) -> dict[str, Any]:
     return d
 
 
-def model_summary(model: GpuModel, used: Sequence[str]) -> dict[str, Any]:
+def model_summary(model: GpuModel, used: Sequence[str]) -> ModelSummary:
     """What the plan records about a model's profile table: where memory sizes came from."""
     return {
         "origin": model.origin,

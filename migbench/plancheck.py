@@ -188,8 +188,31 @@ def check_document(doc: dict[str, Any], *, catalog: Catalog | None = None) -> Ch
         chk.get(s, key, "solver", "number", required=False)
     chk.get(s, "runs_at_once", "solver", "int", required=False)
     chk.get(doc, "warnings", "", "list", required=False)
-    chk.get(doc, "models", "", "map", required=False)
+    _check_models(chk, chk.get(doc, "models", "", "map", required=False) or {})
     return Checked(chk.items, notes)
+
+
+def _check_models(chk: _Check, models: dict[str, Any]) -> None:
+    """`models:`, what the plan records of each model's profile table (`plan.ModelSummary`): each key
+    of the kind `plan` writes, where present."""
+    for key, m in models.items():
+        where = f"models.{key}"
+        if not isinstance(m, dict):
+            chk.add(where, f"expected a mapping, got {_kind(m)}")
+            continue
+        chk.get(m, "origin", where, "str", required=False)
+        chk.get(m, "driver", where, "str", required=False)
+        for j, u in enumerate(chk.get(m, "unverified", where, "list", required=False) or []):
+            if not isinstance(u, str):
+                chk.add(f"{where}.unverified[{j}]", f"expected a string, got {_kind(u)}")
+        for name, p in (chk.get(m, "profiles", where, "map", required=False) or {}).items():
+            at = f"{where}.profiles.{name}"
+            if not isinstance(p, dict):
+                chk.add(at, f"expected a mapping, got {_kind(p)}")
+                continue
+            chk.get(p, "id", at, "int", required=False)
+            chk.get(p, "memory_mib", at, "int", required=False)
+            chk.get(p, "source", at, "str", required=False)
 
 
 def located(checked: Checked, file: str, locate: Callable[[], dict[str, int]] | None) -> InputError:

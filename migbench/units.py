@@ -44,6 +44,8 @@ MEMORY_PATTERN = r"^\s*(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*" + _alternatives(_MEM
 """What `parse_memory_mib` reads, as a JSON Schema (ECMA-262) pattern."""
 DURATION_PATTERN = r"^ *(?:[0-9]+(?:\.[0-9]+)? *" + _alternatives(_DURATION_UNITS) + " *)+$"
 """What `parse_duration_s` reads from a string, as a JSON Schema (ECMA-262) pattern."""
+ZERO_DURATION_PATTERN = r"^ *(?:0+(?:\.0+)? *" + _alternatives(_DURATION_UNITS) + " *)+$"
+"""A duration string whose every part is zero (`0s`, `0h 0m`): `parse_duration_s` refuses it."""
 
 MEMORY_HINT = "write a number with a unit, e.g. 2560MiB, 2.5GiB or 3GB (GB = 10^9 bytes, GiB = 2^30)"
 DURATION_HINT = "write a duration such as 8h, 90m, 1h30m, 45s or 2d"

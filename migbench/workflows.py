@@ -219,13 +219,7 @@ def plan_and_apply(
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
         return RunReady(None, continues=True)
-    shared = host_shared(out, fleet_gpus)
-    if shared is not None and plan is not None and any(tuple(plan.layout(g)) != tuple(shared.layouts.get(g, ())) for g in shared.layouts):
-        plan = None  # the host was re-cut since: the plan cannot be applied beside the other launches
-    if plan is None and shared is not None:
-        grown = _grown_beside(out, sweep, fleet_gpus, earlier, notes, shared)
-    else:
-        grown = None if plan is not None or earlier is None else _grown(out, sweep, fleet_gpus, earlier, notes)
+    plan, grown = _reuse_or_grow(plan, out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
     elif grown is not None:
@@ -275,6 +269,22 @@ def _grown(out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier, not
     if old is None:
         return None
     return grow_plan(old, sweep, fleet, earlier.states, notes=notes)
+
+
+def _reuse_or_grow(
+    plan: Plan | None, out: Path, sweep: Sweep, fleet: list[FleetGpu], earlier: Earlier | None, notes: Sequence[str]
+) -> tuple[Plan | None, Grown | None]:
+    """The plan to reuse, or the grown one: beside other live launches (`host_shared`), the sweep is
+    grown over the host as it is (a reusable plan only while the host still has its layout); else a
+    sweep that launched before grows its earlier plan. (None, None): plan from scratch."""
+    shared = host_shared(out, fleet)
+    if shared is not None and plan is not None and any(tuple(plan.layout(g)) != tuple(shared.layouts.get(g, ())) for g in shared.layouts):
+        plan = None  # the host was re-cut since: the plan cannot be applied beside the other launches
+    if plan is not None:
+        return plan, None
+    if shared is not None:
+        return None, _grown_beside(out, sweep, fleet, earlier, notes, shared)
+    return None, None if earlier is None else _grown(out, sweep, fleet, earlier, notes)
 
 
 def host_shared(plan_file: Path, fleet: Sequence[FleetGpu]) -> HostNow | None:
@@ -429,11 +439,10 @@ def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -
     applied (it only binds), then launched. Returns the new launcher's PID (None: it ran already)."""
     from migbench.launch.detach import detach
     from migbench.launch.options import LaunchOptions
-    from migbench.launch.status import launcher_alive
 
     plan = Plan.load(bench_plan)
     sd = state_dir_for(plan)
-    if launcher_alive(sd):
+    if LauncherLock(sd / LOCK_NAME).is_held():
         return None
     host = read_host_if_available()
     if host is not None:

@@ -119,6 +119,9 @@ EDITS: dict[str, tuple[Callable[[dict], None], str, str]] = {
     "compute out of range": (_set("runs.0.compute", 7), "runs[0].compute", "must be in (0, 1]"),
     "env not a mapping": (_set("runs.0.env", ["A=1"]), "runs[0].env", "expected a mapping, got a list"),
     "bad driver": (_set("fleet.0.driver", "banana"), "fleet[0].driver", "'banana' is not a driver version"),
+    "model table a string": (lambda d: d["models"].update(dict.fromkeys(d["models"], "builtin")), "models.", "expected a mapping, got the string"),
+    "model origin a number": (lambda d: next(iter(d["models"].values())).update(origin=3), "models.", "expected a string, got int 3"),
+    "model profile a string": (lambda d: next(iter(d["models"].values())).update(profiles={"3g.40gb": "big"}), "models.", "got the string 'big'"),
 }
 
 

@@ -34,6 +34,7 @@ class ApplyInterrupted(MigbenchError):
         name = signal.Signals(signum).name
         super().__init__(f"apply interrupted by {name}")
         self.exit_code = 128 + signum
+        self.signum = signum
 
 
 class InterruptedApplyPending(MigbenchError):

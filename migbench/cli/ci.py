@@ -16,11 +16,13 @@ from migbench.errors import MigbenchError, os_reason
 
 def schema_cmd(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the schema to this file instead of stdout.")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Every key as a Markdown table per section (docs/sweep-keys.md) instead.")] = False,
 ) -> None:
     from migbench.fsutil import write_text_atomic
     from migbench.sweep.json_schema import sweep_json_schema
+    from migbench.sweep.keydoc import keys_markdown
 
-    text = json.dumps(sweep_json_schema(), indent=2) + "\n"
+    text = keys_markdown() if markdown else json.dumps(sweep_json_schema(), indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
         return
@@ -28,7 +30,7 @@ def schema_cmd(
         write_text_atomic(output, text)
     except OSError as exc:
         raise MigbenchError(f"cannot write {output}: {os_reason(exc)}", hint="give a writable file path") from None
-    console().print(f"sweep JSON Schema written to {output}")
+    console().print(f"sweep {'key tables' if markdown else 'JSON Schema'} written to {output}")
 
 
 def doctor_cmd(

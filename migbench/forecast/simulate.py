@@ -149,7 +149,7 @@ class ReplayInstance:
 def replay_instances(
     label: str,
     instances: Sequence[ReplayInstance],
-    queues: Mapping[str, Sequence[str]],
+    queues: Mapping[InstanceRef, Sequence[str]],
     demands: Sequence[Demand],
     dm: DurationModel,
     *,
@@ -158,7 +158,7 @@ def replay_instances(
     lend: bool = True,
     planned_start: Mapping[str, float] | None = None,
 ) -> SimReport:
-    """Replay instances with per-instance queues (instance key -> run ids in wave order) under the
+    """Replay instances with per-instance queues (instance -> run ids in wave order) under the
     duration model and the launcher's queue policy: idle instances lend themselves to runs late on
     their own queue, where the run's profiles allow."""
     return play_instances(label, instances, queues, demands, dm, total_slices=total_slices, gpus=gpus, lend=lend, planned_start=planned_start)[0]
@@ -167,7 +167,7 @@ def replay_instances(
 def play_instances(
     label: str,
     instances: Sequence[ReplayInstance],
-    queues: Mapping[str, Sequence[str]],
+    queues: Mapping[InstanceRef, Sequence[str]],
     demands: Sequence[Demand],
     dm: DurationModel,
     *,
@@ -186,7 +186,7 @@ def play_instances(
     res = replay(
         demands,
         slots,
-        {k: list(queues.get(k, ())) for k in slot_profile},
+        {str(i.ref): list(queues.get(i.ref, ())) for i in instances},
         interference=dm.interference,
         lend=lend_ok if lend else None,
         planned_start=dict(planned_start) if planned_start else None,
@@ -229,9 +229,9 @@ def simulate_solution(
             ref = InstanceRef(gpu, pl)
             cap = sol.capacity.get(ref) or instance_capacity(models[gpu], p, dm.compute_basis)
             instances.append(ReplayInstance(ref, int(p.memory_mib or 0), cap, p.compute_slices))
-    queues: dict[str, list[str]] = {}
+    queues: dict[InstanceRef, list[str]] = {}
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].wave, kv[1].start_s or 0, kv[0])):
-        queues.setdefault(str(InstanceRef(a.gpu, a.placement)), []).append(rid)
+        queues.setdefault(InstanceRef(a.gpu, a.placement), []).append(rid)
     placed = [d for d in demands if d.id in sol.assigned]
     planned = {rid: a.start_s for rid, a in sol.assigned.items() if a.start_s is not None}
     return replay_instances(

@@ -212,6 +212,15 @@ class Admission:
         w = Waiting(row.id, replace(pr.demand(), memory_mib=need_mib), row.queue or "", row.rank)
         return self.queues.escalation_target(w, failed_on, self.waiting(time.time()), self.running_jobs(running))
 
+    def where(self, target: str) -> str:
+        """An instance a run moves to, in words."""
+        return f"{target} ({self.inst[target].memory_mib} MiB)"
+
+    def booked(self, rows: Iterable[RunRow]) -> list[RunRow]:
+        """The rows whose instances the launch register books (running and queued ones: a queued
+        run's queue is its instance)."""
+        return list(rows)
+
     def move(self, row: RunRow, target: str, need_mib: int) -> None:
         """Queue the run on `target` ahead of the runs queued there (after an OOM)."""
         row.state = "queued"

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 
 from migbench.backend.select import host_lock_path
+from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.hostbook import HostBooking
 from migbench.launch.prepare import Prepared
+from migbench.launch.procs import read_json
 from migbench.launch.store import RunRow
 
 
@@ -69,10 +71,40 @@ class Devices:
         note saying why (their ids added to `dirty`). Call between `enter` and `leave`."""
         return self.booking.admit([(rid, key) for rid, key in starts if key not in self.gate.unbound], rows, self.gate, dirty)
 
-    def follow(self, keys: Iterable[str]) -> None:
-        """Instances added to the launch after its start (a grown or re-cut plan, see
-        `Admission.admit`): no run starts on one until the bindings bind it to a MIG device."""
-        self.gate.follow(keys)
+    def held_by_others(self) -> set[str]:
+        """The plan's instances another live launch is bound to (read from the register now)."""
+        me = self.booking.me.id if self.booking.me is not None else None
+        try:
+            others = [b for b in self.booking.reg.entries() if b.id != me]
+        except MigbenchError:
+            return set()
+        key_of = {u: k for k, u in self.gate.uuid_of.items()}
+        return {key_of[u] for b in others for u in b.instances if u in key_of}
+
+    def rebind(self, keys: Iterable[str]) -> list[str]:
+        """After this launcher applied a re-cut: the instances `keys` take their MIG uuids from the
+        bindings (those the bindings do not bind stay unbound); the others are forgotten. Returns the
+        keys left unbound."""
+        keys = set(keys)
+        doc = read_json(self.gate.bindings) or {}
+        inst = doc.get("instances") or {}
+        for k in list(self.gate.uuid_of):
+            if k not in keys:
+                del self.gate.uuid_of[k]
+                self.gate.unbound.discard(k)
+                self.gate.held.pop(k, None)
+        left = []
+        for k in sorted(keys):
+            b = inst.get(k)
+            if isinstance(b, dict) and b.get("uuid"):
+                self.gate.uuid_of[k] = str(b["uuid"])
+                self.gate.unbound.discard(k)
+                self.gate.held.pop(k, None)
+            else:
+                self.gate.unbound.add(k)
+                left.append(k)
+        self.gate.seen_now()
+        return left
 
     def sync(self, rows: Iterable[RunRow]) -> None:
         """Bind this launch's register entry to the instances of its running and queued runs."""

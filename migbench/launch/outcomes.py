@@ -154,7 +154,7 @@ class Outcomes:
         self.journal.end(row, "oom", detail)
         if target is not None:
             self.admission.move(row, target, need)
-            row.last_error = f"attempt {row.attempt}: {detail}; moved to {target} ({self.admission.inst[target].memory_mib} MiB)"
+            row.last_error = f"attempt {row.attempt}: {detail}; moved to {self.admission.where(target)}"
             self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB); retrying on {target}")
         else:
             row.state = "oom"

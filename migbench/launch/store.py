@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from migbench.fsutil import create_private
 
@@ -141,6 +141,22 @@ class RunRow:
 
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
+
+
+class AttemptRow(TypedDict):
+    """One attempt as the `attempts` table holds it (`Store.attempts`). Times are Unix seconds."""
+
+    run_id: str
+    attempt: int
+    instance: str | None
+    mig_uuid: str | None
+    start_at: float | None
+    end_at: float | None
+    outcome: str | None
+    exit_code: int | None
+    signal: int | None
+    peak_mib: int | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -306,15 +322,29 @@ class Store:
             (end.end_at, end.outcome, end.exit_code, end.signal, end.peak_mib, end.error, end.run_id, end.attempt),
         )
 
-    def attempts(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def attempts(self, run_id: str | None = None) -> list[AttemptRow]:
         q = "SELECT run_id, attempt, instance, mig_uuid, start_at, end_at, outcome, exit_code, signal, peak_mib, error FROM attempts"
         args: tuple[Any, ...] = ()
         if run_id is not None:
             q += " WHERE run_id = ?"
             args = (run_id,)
         q += " ORDER BY start_at, run_id, attempt"
-        keys = ("run_id", "attempt", "instance", "mig_uuid", "start_at", "end_at", "outcome", "exit_code", "signal", "peak_mib", "error")
-        return [dict(zip(keys, r)) for r in self.conn.execute(q, args).fetchall()]
+        return [
+            AttemptRow(
+                run_id=r[0],
+                attempt=r[1],
+                instance=r[2],
+                mig_uuid=r[3],
+                start_at=r[4],
+                end_at=r[5],
+                outcome=r[6],
+                exit_code=r[7],
+                signal=r[8],
+                peak_mib=r[9],
+                error=r[10],
+            )
+            for r in self.conn.execute(q, args).fetchall()
+        ]
 
     # -- launcher --------------------------------------------------------------------------------
     def launcher(self) -> LauncherRow | None:

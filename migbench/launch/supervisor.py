@@ -54,19 +54,25 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from migbench.backend.select import sim_dir, use_simulated_host
+from migbench.apply import apply_plan
+from migbench.apply.recovery import ApplyInterrupted
+from migbench.backend.select import open_backend, sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.admission import Admission
+from migbench.launch.bench import check_submission, is_bench, mark_adopted, merge, submissions
+from migbench.launch.benchmode import BenchAdmission, layouts_doc, read_layouts
 from migbench.launch.children import Active, Children
 from migbench.launch.devices import Devices
 from migbench.launch.journal import Journal
 from migbench.launch.keeper import Keeper
+from migbench.launch.living import layouts_of, recut_plan
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
     EXIT_FAILED,
@@ -85,6 +91,7 @@ from migbench.launch.stops import Stops
 from migbench.launch.store import LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
+from migbench.planner.recut import Recut
 from migbench.state import configure_modes
 
 
@@ -105,7 +112,9 @@ class Supervisor:
         self.keeper = Keeper(self.sd)
         self.journal = Journal(self.keeper, self.say, restate=self._restate)
         self.devices = Devices(prep, self.say)
-        self.admission = Admission(self.journal, lend=opts.lend, unbound=self.devices.unbound)
+        self.bench = is_bench(self.plan)  # the host's bench: the living scheduler places each run (`benchmode`)
+        kind = BenchAdmission if self.bench else Admission
+        self.admission = kind(self.journal, lend=opts.lend, unbound=self.devices.unbound)
         self.children = Children(self.say, self.grace_s, on_child=self._child_seen)
         self.outcomes = Outcomes(
             self.journal,
@@ -180,7 +189,7 @@ class Supervisor:
         self.journal.rows = st.runs()
         changed = self.admission.admit(self.plan, now)
         history: list[tuple[RunRow, Any]] = []
-        for r in start_order(self.plan):
+        for r in self.plan.runs if self.bench else start_order(self.plan):
             row = self.rows[r.id]
             disk = scan_attempts(self.sd, r.id)
             if disk and disk[-1].n > row.attempt:  # the database is behind the run's directory
@@ -200,6 +209,8 @@ class Supervisor:
             for row, d in history:
                 st.record_attempt(row.id, d.n, d.instance, d.mig_uuid, d.started_at, d.outcome)
             self._write_meta(st, first is None, now)
+            if self.bench:
+                st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), now - self.admission.t0, layouts_of(self.plan)))
             st.replace_launcher(self._launcher_row(now))
 
         trouble = self.keeper.write(write)
@@ -252,6 +263,8 @@ class Supervisor:
         self.sampler.start()
         while True:
             self.stops.handle()
+            if self.bench:
+                self._adopt_submissions()
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
             for end in self.children.reap():
                 self.outcomes.settle(end)
@@ -265,7 +278,7 @@ class Supervisor:
                 self.journal.update(heartbeat_at=time.time())
                 next_beat = mono + 5.0
             if self.journal.dirty:
-                self.devices.sync(self.rows.values())
+                self.devices.sync(self.admission.booked(self.rows.values()))
             self.journal.flush()
             if not self.active and self._nothing_left(wait_until):
                 break
@@ -280,6 +293,8 @@ class Supervisor:
     def _nothing_left(self, wait_until: float | None) -> bool:
         if self._blocked():
             return True
+        if self.bench and submissions(self.plan_dir):
+            return False  # a sweep was submitted since this pass: adopt it first
         queued = self.admission.queued()
         if not queued:
             return True
@@ -313,16 +328,103 @@ class Supervisor:
             return wait_until
         if not any(r.state == "queued" for r in self.rows.values()):
             return wait_until
+        starts = self._bench_decision(now) if isinstance(self.admission, BenchAdmission) else None
         if not self.devices.enter():
             return wait_until  # an apply changes GPUs: try again at the next wake-up
         try:
-            starts = self.admission.pick(now, self.children.placed())
+            if starts is None:
+                starts = self.admission.pick(now, self.children.placed())
             starts = self.devices.admit(starts, self.rows, self.journal.dirty)
             if starts:
                 self._start(starts)
         finally:
             self.devices.leave()
         return wait_until
+
+    # -- the bench -------------------------------------------------------------------------------
+    @property
+    def plan_dir(self) -> Path:
+        """The bench's directory (its plan's): its inbox is there."""
+        return Path(self.plan.path or ".").resolve().parent
+
+    def _adopt_submissions(self) -> None:
+        """Sweeps submitted to the bench since the last pass join it (`bench.merge`): the bench plan
+        is rewritten, new runs wait, runs no longer submitted are cancelled when not started."""
+        for path in submissions(self.plan_dir):
+            try:
+                sub = Plan.load(path)
+                check_submission(sub, path)
+            except MigbenchError as exc:
+                mark_adopted(path, f"refused: {exc.message}")
+                self.say(f"submission {path.name} refused: {exc.message}")
+                continue
+            plan, merged = merge(self.plan, sub, {rid: r.state for rid, r in self.rows.items()})
+            try:
+                plan.save(self.plan_file)
+            except (MigbenchError, OSError) as exc:
+                self.say(f"cannot take submission {path.name} now: {getattr(exc, 'message', exc)}; it stays in the inbox")
+                return
+            self.plan = plan
+            for row in self.admission.admit(plan, time.time()):
+                self.journal.mark(row.id)
+            self.journal.flush()
+            mark_adopted(path, merged.summary())
+            self.say(merged.summary())
+
+    def _bench_decision(self, now: float) -> list[tuple[str, str]]:
+        """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU
+        could not be re-cut wait for the next decision)."""
+        assert isinstance(self.admission, BenchAdmission)
+        dec = self.admission.decide(now, self.children.placed(), self.devices.held_by_others())
+        failed = self._recut(dec.recuts) if dec.recuts else set()
+        starts = []
+        for st in dec.starts:
+            key = f"{st.gpu}:{st.placement}"
+            if st.gpu not in failed and key in self.admission.inst:
+                self.admission.placed(st.run, key)
+                starts.append((st.run, key))
+        return starts
+
+    def _recut(self, recuts: Sequence[Recut]) -> set[int]:
+        """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
+        never an instance with a live run): the bench plan, the bindings and the layouts' history
+        follow. Returns the GPUs that could not be re-cut."""
+        adm = self.admission
+        assert isinstance(adm, BenchAdmission)
+        gpus = sorted({rc.gpu for rc in recuts})
+        busy = {a.instance for a in self.active.values()}
+        try:
+            plan = recut_plan(self.plan, recuts, adm.models, busy, adm.settings)
+        except ValueError as exc:
+            self.say(f"re-cut of GPU(s) {gpus} not made: {exc}")
+            return set(gpus)
+        plan.path = self.plan.path
+        self.devices.sync(self.admission.booked(self.rows.values()))  # the instances to destroy are idle: not booked
+        _crash_point("before-recut")
+        try:
+            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=self.sd)
+        except ApplyInterrupted as exc:
+            self.stops.signals.append(exc.signum)  # rolled back; the stop it asked for follows
+            self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
+            return set(gpus)
+        except MigbenchError as exc:
+            self.say(f"re-cut of GPU(s) {gpus} not made: {exc.message}")
+            return set(gpus)
+        _crash_point("after-recut")
+        plan.save(self.plan_file)
+        self.plan = plan
+        adm.use(plan)
+        left = self.devices.rebind(i.key for i in plan.instances)
+        t = time.time() - self.admission.t0
+        trouble = self.keeper.write(lambda st: st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), t, layouts_of(plan))))
+        if trouble is not None:
+            self.say(f"cannot record the layouts: {trouble.message}")
+        for rc in recuts:
+            lay = " + ".join(str(p) for p in layouts_of(plan)[rc.gpu]) or "no instance"
+            self.say(f"re-cut GPU {rc.gpu} to {lay} (destroyed {', '.join(map(str, rc.destroy)) or 'none'}; no run was on them)")
+        if left:
+            self.say(f"instances {', '.join(left)} are not bound after the re-cut: no run starts there")
+        return set()
 
     # -- starting --------------------------------------------------------------------------------
     def _start(self, starts: list[tuple[str, str]]) -> None:
@@ -452,7 +554,9 @@ class Supervisor:
 def _crash_point(name: str) -> None:
     """For tests of recovery: MIGBENCH_LAUNCH_CRASH_AT=<name> makes the launcher die here at once,
     as `kill -9` would (no cleanup). Points: `before-spawn` (a start is committed, no shim exists
-    yet), `after-spawn` (a shim runs, its PID is not recorded yet)."""
+    yet), `after-spawn` (a shim runs, its PID is not recorded yet); a bench's `before-recut` (its
+    decision made, nothing changed yet) and `after-recut` (the GPUs re-cut, the bench plan not yet
+    rewritten)."""
     if os.environ.get("MIGBENCH_LAUNCH_CRASH_AT") == name:
         os._exit(99)
 

@@ -168,7 +168,7 @@ def gantt(report: Report, gpus: Sequence[GpuView], width: int = WIDTH) -> str:
     y = 22
     lanes = []
     for g in gpus:
-        for i in g.instances:
+        for i in [*g.instances, *g.past]:
             bs = by_inst.get(i.key, [])
             p = _tracks([b for b in bs if b.kind == "planned"])
             a = _tracks([b for b in bs if b.kind == "actual"])
@@ -181,7 +181,8 @@ def gantt(report: Report, gpus: Sequence[GpuView], width: int = WIDTH) -> str:
     body.extend(rect(0, y0, width, h, class_="zebra") for n, (_g, _i, _p, _a, y0, _np, h) in enumerate(lanes) if n % 2)
     body.extend(time_axis(LABEL_W, plot_w, horizon, 18, total_h - 18))
     for g, i, p, a, y0, np_, _h in lanes:
-        body.append(text(4, y0 + 11, f"{g.gpu}:{i.label}", class_="lane", data_lane=i.key))
+        gone = " (re-cut)" if i in g.past else ""
+        body.append(text(4, y0 + 11, f"{g.gpu}:{i.label}{gone}", class_="lane", data_lane=i.key))
         for b, k in p:
             x = LABEL_W + plot_w * b.start_s / horizon
             w = _bar_w(plot_w * (b.end_s - b.start_s) / horizon)

@@ -14,6 +14,7 @@ memory chart goes per group; the per-run table is cut to its first `TABLE_MAX_RO
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from migbench.catalog import GpuModel, default_catalog
-from migbench.duration import Demand, Slot
+from migbench.duration import Demand, Slot, instance_capacity
 from migbench.duration.replay import Result
 from migbench.errors import MigbenchError
 from migbench.forecast.simulate import SimReport, figures, play_plan
 from migbench.launch.status import LauncherDoc, launcher_doc, open_state
-from migbench.launch.store import ACTIVE_STATES, STATES, RunRow, db_path
+from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path
 from migbench.plan import Plan
 from migbench.state import state_dir_for
+from migbench.types import InstanceRef
 
 DETAIL_MAX_RUNS = 2000  # above this many runs the report summarises (see the module docstring)
 DETAIL_GPUS = 8  # in summary mode the Gantt draws this many GPUs bar by bar
@@ -76,6 +78,7 @@ class GpuView:
     memory_slices: int
     compute_slices: int
     instances: list[InstanceView]
+    past: list[InstanceView] = field(default_factory=list)  # instances runs ran on that a re-cut of the bench destroyed since
 
     @property
     def title(self) -> str:
@@ -167,6 +170,7 @@ class Report:
     grain_note: str = ""  # why there is no grain lever
     refresh_s: int | None = None  # the page reloads itself this often (the sweep is running)
     groups: dict[str, str] = field(default_factory=dict)  # run id -> group
+    layouts: list[tuple[float, int, str]] = field(default_factory=list)  # the bench's layouts over time: (s from the start, GPU, layout)
 
     @property
     def horizon_s(self) -> float:
@@ -185,8 +189,10 @@ class LaunchState:
 
     state_dir: Path
     rows: dict[str, RunRow]
-    attempts: list[dict[str, Any]]
+    attempts: list[AttemptRow]
     launcher: LauncherDoc
+    layouts: list[tuple[float, int, str]] = field(default_factory=list)  # a bench's layouts over time (s from its start)
+    started_at: float | None = None  # the sweep's (the bench's) start, Unix s
 
 
 def read_launch(state_dir: Path) -> LaunchState | None:
@@ -195,7 +201,8 @@ def read_launch(state_dir: Path) -> LaunchState | None:
         return None
     st = open_state(state_dir)
     try:
-        return LaunchState(state_dir, st.runs(), st.attempts(), launcher_doc(st.launcher()))
+        started = st.meta("sweep_started_at")
+        return LaunchState(state_dir, st.runs(), st.attempts(), launcher_doc(st.launcher()), _layouts(st.meta("layouts")), float(started) if started else None)
     finally:
         st.close()
 
@@ -260,9 +267,13 @@ def build_report(
     bars.extend(actual_bars)
 
     gpus = _gpu_views(plan, side.models, launch)
-    slices_of = {i.key: i.compute_slices for g in gpus for i in g.instances}
+    slices_of = {i.key: i.compute_slices for g in gpus for i in [*g.instances, *g.past]}
+    caps = {i.key: i.compute or 1.0 for i in plan.instances}
+    caps.update(
+        {v.key: instance_capacity(side.models[g.gpu], side.models[g.gpu].profile(v.profile), plan.duration_model.compute_basis) for g in gpus for v in g.past}
+    )
     gpu_slices = {g.gpu: g.compute_slices for g in gpus}
-    actual = _actual_figures(plan, actual_bars, slices_of, span) if actual_bars else None
+    actual = _actual_figures(plan, actual_bars, slices_of, caps, span) if actual_bars else None
     info = None
     if launch is not None:
         counts = {s: 0 for s in STATES}
@@ -287,6 +298,7 @@ def build_report(
         detail=detail,
         notes=list(side.notes),
         groups=groups,
+        layouts=_relative(launch, t0),
     )
     if plan.unplaced:
         report.notes.append(f"{len(plan.unplaced)} run(s) are unplaced by the plan and have no bar: " + ", ".join(u.id for u in plan.unplaced[:5]))
@@ -301,6 +313,27 @@ def build_report(
             f"per-run tables list their first {TABLE_MAX_ROWS} rows; `migbench status --json` and the plan file hold them all",
         ]
     return report
+
+
+def _relative(launch: LaunchState | None, t0: float | None) -> list[tuple[float, int, str]]:
+    """The bench's layouts over time, on the report's clock (from the first attempt's start)."""
+    if launch is None or not launch.layouts:
+        return []
+    shift = (launch.started_at or 0.0) - (t0 if t0 is not None else launch.started_at or 0.0)
+    return [(max(0.0, t + shift), g, lay) for t, g, lay in launch.layouts]
+
+
+def _layouts(doc: str | None) -> list[tuple[float, int, str]]:
+    """The `layouts` meta entry of a bench's launch state (`launch.benchmode`), checked."""
+    try:
+        items = json.loads(doc or "[]")
+    except ValueError:
+        return []
+    out = []
+    for x in items if isinstance(items, list) else []:
+        if isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and isinstance(x[1], int) and isinstance(x[2], str):
+            out.append((float(x[0]), x[1], x[2]))
+    return out
 
 
 def _where(row: RunRow, home: str | None) -> str | None:
@@ -343,16 +376,33 @@ def _gpu_views(plan: Plan, models: Mapping[int, GpuModel], launch: LaunchState |
                 else:
                     v.state = "idle"
             views.append(v)
-        out.append(GpuView(g.gpu, g.model, g.node, model.memory_slices, model.compute_slices, views))
+        out.append(GpuView(g.gpu, g.model, g.node, model.memory_slices, model.compute_slices, views, _past(g.gpu, model, views, launch)))
+    return out
+
+
+def _past(gpu: int, model: GpuModel, now: Sequence[InstanceView], launch: LaunchState | None) -> list[InstanceView]:
+    """The instances of GPU `gpu` attempts ran on that the plan no longer has (a bench re-cut them)."""
+    have = {v.key for v in now}
+    keys = sorted({k for a in (launch.attempts if launch else []) if (k := a.get("instance")) and k not in have})
+    out = []
+    for k in keys:
+        try:
+            ref = InstanceRef.parse(k)
+            p = model.profile(ref.placement.profile)
+        except (ValueError, KeyError):
+            continue
+        if ref.gpu == gpu:
+            runs = sorted({(a["run_id"], str(a.get("outcome") or "running")) for a in launch.attempts if a.get("instance") == k} if launch else set())
+            out.append(InstanceView(k, gpu, p.name, ref.placement.start, p.memory_slices, p.compute_slices, int(p.memory_mib or 0), (), list(runs), "done"))
     return out
 
 
 def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar], float | None, float]:
     """Every attempt as a bar, from the first attempt's start; retries and OOM moves noted."""
-    atts = [a for a in launch.attempts if a.get("start_at") is not None]
+    atts = [(a, float(s)) for a in launch.attempts if (s := a["start_at"]) is not None]
     if not atts:
         return [], None, 0.0
-    t0 = min(float(a["start_at"]) for a in atts)
+    t0 = min(s for _, s in atts)
     if not launch.launcher.get("alive"):
         # A launcher that is gone left its last attempts "running": they were last seen at its heartbeat.
         seen = launch.launcher.get("ended_at") or launch.launcher.get("heartbeat_at")
@@ -364,12 +414,12 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
     retries: dict[str, int] = {}
     bars = []
     span = 0.0
-    for a in sorted(atts, key=lambda a: (a["run_id"], a["attempt"])):
+    for a, start in sorted(atts, key=lambda x: (x[0]["run_id"], x[0]["attempt"])):
         rid, n = a["run_id"], int(a["attempt"])
         end = a.get("end_at")
         outcome = str(a.get("outcome") or "running")
         if end is None:
-            end = now if outcome == "running" else float(a["start_at"])
+            end = now if outcome == "running" else start
         inst = a.get("instance") or home.get(rid) or "?"
         notes = []
         before, last = prev_instance.get(rid, home.get(rid)), prev_outcome.get(rid)
@@ -383,14 +433,14 @@ def _actual_bars(plan: Plan, launch: LaunchState, now: float) -> tuple[list[Bar]
             notes.append(f"moved from {before} after an OOM" if last == "oom" else f"on a lent instance (queued on {before})")
         if a.get("error"):
             notes.append(str(a["error"]))
-        bars.append(Bar(rid, inst, float(a["start_at"]) - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))
+        bars.append(Bar(rid, inst, start - t0, float(end) - t0, "actual", outcome, n, "; ".join(notes)))
         span = max(span, float(end) - t0)
         prev_instance[rid] = inst
         prev_outcome[rid] = outcome
     return bars, t0, span
 
 
-def _actual_figures(plan: Plan, bars: Sequence[Bar], slices_of: Mapping[str, int], span: float) -> SimReport:
+def _actual_figures(plan: Plan, bars: Sequence[Bar], slices_of: Mapping[str, int], caps: Mapping[str, float], span: float) -> SimReport:
     """Utilisation of what ran, by the same definition (`forecast.simulate.figures`) as the plan's."""
     demand = {r.id: r.demand() for r in plan.runs}
     jobs, start, end, slot_of = [], {}, {}, {}
@@ -401,7 +451,6 @@ def _actual_figures(plan: Plan, bars: Sequence[Bar], slices_of: Mapping[str, int
         d = demand.get(b.run)
         jobs.append(Demand(key, d.memory_mib if d else 0, None, d.compute if d else 1.0))
         start[key], end[key], slot_of[key] = b.start_s, max(b.end_s, b.start_s), b.instance
-    caps = {i.key: i.compute or 1.0 for i in plan.instances}
     slots = [Slot(k, 0, caps.get(k, 1.0)) for k in slices_of]
     res = Result(start, end, slot_of, {}, span, sum(1 for k in start if start[k] <= 1e-9))
     total = sum(default_catalog().model(g.model, g.driver).compute_slices for g in plan.fleet)
@@ -516,9 +565,9 @@ def measured_peaks(launch: LaunchState | None) -> dict[str, tuple[int, str]]:
     if launch is None:
         return out
     for a in launch.attempts:
-        if a.get("peak_mib") is not None:
+        if (peak := a["peak_mib"]) is not None:
             rid = a["run_id"]
-            out[rid] = (max(int(a["peak_mib"]), out.get(rid, (0, ""))[0]), "launch.db")
+            out[rid] = (max(int(peak), out.get(rid, (0, ""))[0]), "launch.db")
     for rid, row in launch.rows.items():
         if row.peak_mib is not None:
             out[rid] = (max(int(row.peak_mib), out.get(rid, (0, ""))[0]), "launch.db")

@@ -129,7 +129,7 @@ def legend(items: Sequence[tuple[str, str]]) -> str:
 
 def render(report: Report) -> str:
     """The whole page."""
-    parts = [_head(report), _summary(report), _grid(report), _timeline(report), _over_time(report), _grain(report), _memory(report)]
+    parts = [_head(report), _summary(report), _grid(report), _timeline(report), _layouts(report), _over_time(report), _grain(report), _memory(report)]
     parts.append(
         f"<footer>migbench {esc(__version__)} · generated {esc(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report.generated_at)))}"
         " · self-contained: this file loads nothing from the network</footer>"
@@ -306,6 +306,31 @@ def _timeline(report: Report) -> str:
     )
     out.append("</section>")
     return "".join(out)
+
+
+def _layouts(report: Report) -> str:
+    """The bench's layouts over time: each GPU's layout when the bench started and after each re-cut."""
+    if not report.layouts:
+        return ""
+    rows = []
+    last: dict[int, set[str]] = {}
+    for t, gpu, lay in report.layouts:
+        now = {p for p in lay.split(" + ") if p}
+        if gpu in last:
+            gone, new = sorted(last[gpu] - now), sorted(now - last[gpu])
+            change = "; ".join(x for x in (f"destroyed {', '.join(gone)}" if gone else "", f"created {', '.join(new)}" if new else "") if x)
+        else:
+            change = "as the bench found it"
+        rows.append((_t(t), gpu, lay or "no instance", change))
+        last[gpu] = now
+    n = sum(1 for r in rows if r[3] != "as the bench found it")
+    return (
+        '<section id="layouts"><h2>Layouts over time</h2>'
+        f"<p>The host's bench re-cut idle slices {n} time(s) as sweeps arrived and GPUs drained; an instance with a run on it "
+        "is never destroyed. Lanes marked <em>(re-cut)</em> in the timeline are instances that no longer exist.</p>"
+        + table(["at", "GPU", "layout", "change"], rows, numeric=(1,))
+        + "</section>"
+    )
 
 
 def _over_time(report: Report) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from migbench import units
-from migbench.sweep.schema import ENV_NAME_RE, WANDB_ONLY_KEYS
+from migbench.sweep.schema import ENV_NAME_RE, READ_KINDS, WANDB_ONLY_KEYS, ZERO_WAIT_RE, Key, declared, keys_of
 from migbench.sweep.yamlnodes import Entry, MapNode, Node, Problems, ScalarNode, describe, join_path, unknown_key_hint
 
 
@@ -154,3 +156,105 @@ class Ctx:
                 hint = "quote it, e.g. 'true'" if isinstance(v, ScalarNode) and isinstance(v.value, bool) else None
                 self.at(v, f"expected a string, got {describe(v)}", hint)
         return out
+
+    # -- declared keys ------------------------------------------------------------------------
+    def require(self, m: MapNode, k: Key) -> None:
+        """A declared required key is absent from `m`."""
+        self.missing(m, k.name, f"missing `{k.name}`", k.missing)
+
+    def read_keys(self, m: MapNode, scope: str, names: Sequence[str] | None = None) -> Values:
+        """The declared keys of `scope` that the declaration alone reads (`schema.READ_KINDS`), or
+        those of `names` in that order: each value checked for its type, range and choices; a key
+        absent (or null) takes its declared default, and so does a wrong one (reported, and named
+        in `Values.bad`)."""
+        out = Values()
+        keys = keys_of(scope) if names is None else [declared(scope, n) for n in names]
+        for k in keys:
+            if k.kind not in READ_KINDS or k.alias_of is not None:
+                continue
+            node = self._given(m, k, out)
+            if node is None:
+                if k.required and m.get(k.name) is None:
+                    self.require(m, k)
+                    out.bad.add(k.name)
+                out[k.name] = k.default
+                continue
+            v = _READERS[k.kind](self, node, k)
+            if v is None:
+                out.bad.add(k.name)
+            out[k.name] = k.default if v is None else v
+        return out
+
+    def _given(self, m: MapNode, k: Key, out: Values) -> Node | None:
+        """The node of `k` or of its other name (`run_cap` for `count`); None when absent or when
+        both are given (reported)."""
+        names = [k.name] + [a.name for a in keys_of(k.scope) if a.alias_of == k.name]
+        given = [m.entries[n] for n in names if m.get(n) is not None]
+        if len(given) > 1:
+            self.at(given[1], f"`{given[1].key}` is another name for `{k.name}`; give only one", key=True)
+            out.bad.add(k.name)
+            return None
+        return given[0].value if given else None
+
+    def declared_number(self, node: Node, k: Key) -> float | None:
+        """A number in the declared range; out of it: `must be >= 0` or `compute must be in (0, 1]`."""
+        v = self.number(node)
+        if v is None:
+            return None
+        if k.in_range(v):
+            return float(v)
+        if k.maximum is None:
+            self.at(node, f"must be >= {k.minimum}, got {v}", k.hint)
+        else:
+            lo = "(" if k.exclusive_minimum else "["
+            self.at(node, f"{k.name} must be in {lo}{k.minimum}, {k.maximum}], got {v}", k.hint)
+        return None
+
+    def choice(self, node: Node, k: Key) -> str | None:
+        """One of the declared choices; a value refused for a reason of its own says it."""
+        s = self.string(node, k.what or "a string")
+        if s is None:
+            return None
+        for value, message, hint in k.refused:
+            if s == value:
+                self.at(node, message, hint)
+                return None
+        if s not in k.choices:
+            self.at(node, f"unknown {k.name} {s!r}; expected {' or '.join(k.choices)}", k.hint)
+            return None
+        return s
+
+    def wait(self, node: Node) -> float | None:
+        """`backoff` and `stop_grace`: a duration that may be zero (`0`, `0s`, `0h 0m`)."""
+        if isinstance(node, ScalarNode) and (ZERO_WAIT_RE.fullmatch(str(node.value)) or _ZERO_DURATION.match(str(node.value))):
+            return 0.0
+        return self.duration(node)
+
+
+_ZERO_DURATION = re.compile(units.ZERO_DURATION_PATTERN)
+
+
+class Values(dict[str, Any]):
+    """The declared keys of a section as read; `bad` names those given with a wrong value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: set[str] = set()
+
+    def add(self, more: Values) -> None:
+        """Take in the keys read by another `Ctx.read_keys` call of the same section."""
+        self.update(more)
+        self.bad |= more.bad
+
+
+_READERS: dict[str, Callable[[Ctx, Node, Key], Any]] = {
+    "integer": lambda c, n, k: c.integer(n, None if k.minimum is None else int(k.minimum)),
+    "number": Ctx.declared_number,
+    "string": lambda c, n, k: c.string(n, k.what or "a string"),
+    "boolean": lambda c, n, k: c.boolean(n),
+    "choice": Ctx.choice,
+    "duration": lambda c, n, k: c.duration(n),
+    "run_time": lambda c, n, k: c.run_time(n),
+    "wait": lambda c, n, k: c.wait(n),
+    "env": lambda c, n, k: c.env(n),
+}

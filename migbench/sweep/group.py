@@ -1,19 +1,28 @@
-"""One group of a sweep: its fields, its parameters' expansion into runs, and its allowed profiles."""
+"""One group of a sweep: its fields, its parameters' expansion into runs, and its allowed profiles.
+
+The fields that are one typed value (method, count, repeats, program, shell, duration, timeout,
+compute, max_runs_per_instance, retries, env) are read from their declarations (`schema.KEYS`,
+`Ctx.read_keys`); what relates fields (parameters and the command's placeholders, Hydra's block,
+memory tables by a parameter, profiles on the fleet's GPUs) is checked here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migbench.sweep.expand import grid, sample_points
-from migbench.sweep.fields import Ctx
-from migbench.sweep.memory import parse_memory
+from migbench.sweep.fields import Ctx, Values
+from migbench.sweep.memory import GroupMemory, parse_memory
 from migbench.sweep.model import FleetEntry, Group, MemoryEstimate, MemorySpec, MemoryTable, Parameter, Run, canonical_json, run_id
-from migbench.sweep.parameters import hydra_run, parse_hydra, parse_parameters, parse_zip
-from migbench.sweep.schema import GROUP_KEYS, LAUNCH_MACROS, MAX_RUNS, PROFILE_RE
-from migbench.sweep.templates import Macro, Part, check_names, fill, parse_command, parse_template, used_names
-from migbench.sweep.yamlnodes import MapNode, Node, SeqNode, describe
+from migbench.sweep.parameters import HydraRun, hydra_run, parse_hydra, parse_parameters, parse_zip
+from migbench.sweep.schema import GROUP_KEYS, LAUNCH_MACROS, MAX_RUNS, PROFILE_RE, declared
+from migbench.sweep.templates import Command, Macro, Part, check_names, fill, parse_command, parse_template, used_names
+from migbench.sweep.yamlnodes import MapNode, Node, ScalarNode, SeqNode, describe
+
+Expander = Callable[[int, int], list[Run]]
 
 
 def parse_group(
@@ -24,219 +33,241 @@ def parse_group(
     base_dir: Path,
     get_catalog: Callable[[], Any],
     fleet: tuple[FleetEntry, ...] | None,
-) -> tuple[Group, Callable[[int, int], list[Run]]] | None:
-    """Validate one group's fields; returns the Group and a function that expands its runs."""
+) -> tuple[Group, Expander] | None:
+    """Validate one group's fields (`g`: defaults merged into `own`); returns the Group and a
+    function that expands its runs, or None (every problem reported)."""
     if own.path:  # in the single-group form the top-level keys were checked already
         ctx.keys(MapNode(own.line, own.path, own.entries), GROUP_KEYS, "group")
-
-    # -- method, count, repeats
-    method = "grid"
-    if (n := g.get("method")) is not None and (s := ctx.string(n, "grid or random")) is not None:
-        if s == "bayes":
-            ctx.at(
-                n,
-                "unknown method 'bayes': Bayesian search picks each run from the results of the earlier ones, "
-                "and migbench plans a fixed set of runs before any starts (grid or random)",
-                "use method: random with count: N for the same space, or let W&B's or Optuna's agent drive a Bayes search",
-            )
-            method = "?"
-        elif s not in ("grid", "random"):
-            ctx.at(n, f"unknown method {s!r}; expected grid or random")
-            method = "?"
-        else:
-            method = s
-    count = _alias(ctx, g, "count", "run_cap", 1)
-    repeats = _alias(ctx, g, "repeats", "num_samples", 1) or 1
-    if method == "random" and count is None and g.get("count") is None and g.get("run_cap") is None:
-        ctx.missing(g, "count", "missing `count` for method: random", "say how many samples to draw, e.g. count: 20")
-    if method == "grid" and (g.get("count") is not None or g.get("run_cap") is not None):
-        key = "count" if g.get("count") is not None else "run_cap"
-        ctx.at(g.entries[key], f"`{key}` applies to method: random only", "drop it, or add method: random", key=True)
-
-    # -- parameters (and a Hydra sweep block's) and zip
-    params = parse_parameters(ctx, g.get("parameters"), method)
-    hrun = None
-    if (hn := g.get("hydra")) is not None:
-        hydra = parse_hydra(ctx, hn, method)
-        hrun = hydra_run(ctx, hn)
-        if hydra is None or params is None:
-            params = None
-        else:
-            dup = sorted({p.name for p in params} & {p.name for p in hydra})
-            if dup:
-                ctx.at(hn, f"{', '.join(dup)} given in both parameters: and hydra.sweeper.params", "keep one of them")
-                params = None
-            else:
-                params = params + hydra
-    pnames = [p.name for p in params] if params is not None else []
+    v = ctx.read_keys(g, "group", ("method", "count", "repeats"))
+    method = _method(g, v)
+    _check_count(ctx, g, method, v["count"])
+    params, hrun, hn = _parameters(ctx, g, method)
+    pnames = [p.name for p in params] if params is not None else None
     zips = parse_zip(ctx, g.get("zip"), params, method)
-
-    # -- command and program
-    program = None
-    if (n := g.get("program")) is not None:
-        program = ctx.string(n, "a program path")
-    shell = False
-    if (n := g.get("shell")) is not None:
-        shell = bool(ctx.boolean(n))
-    cmd = parse_command(ctx, g, shell, program, pnames if params is not None else None)
-    hydra_dir = (
-        hrun is not None and cmd is not None and not shell and any(isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts)
-    )
-    if hrun is not None and cmd is not None and not hydra_dir and hn is not None:
-        ctx.note(
-            hn,
-            f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run "
-            f"its own, e.g. hydra.run.dir={hrun.run_dir}",
-        )
-
-    # -- memory
-    memory = None
-    if (n := g.get("memory")) is None:
-        ctx.missing(
-            g,
-            "memory",
-            "missing `memory`",
-            "give the run's device footprint: memory: 2.5GiB, a table {by:, table:}, {estimate: {...}}, or measured",
-        )
-    else:
-        memory = parse_memory(ctx, n, pnames if params is not None else None)
-
-    # -- the rest
-    duration_s = _opt(g, "duration", ctx.run_time)
-    timeout_s = _opt(g, "timeout", ctx.run_time)
+    v.add(ctx.read_keys(g, "group", ("program", "shell")))
+    cmd = parse_command(ctx, g, v["shell"], v["program"], pnames)
+    hydra_dir = _hydra_dir(ctx, hn, hrun, cmd, v["shell"])
+    memory = _memory(ctx, g, pnames)
+    v.add(ctx.read_keys(g, "group", ("duration", "timeout", "compute", "max_runs_per_instance", "retries")))
     if hrun is not None and hrun.timeout_s is not None:  # submitit's timeout_min
-        timeout_s = timeout_s if timeout_s is not None else hrun.timeout_s
-        duration_s = duration_s if duration_s is not None else hrun.timeout_s
-    compute, compute_source = 1.0, "default" if g.get("compute") is None else "declared"
-    if (n := g.get("compute")) is not None and (v := ctx.number(n)) is not None:
-        if not 0 < v <= 1:
-            ctx.at(n, f"compute must be in (0, 1], got {v}", "the fraction of a whole GPU's compute the run keeps busy")
-        else:
-            compute = float(v)
-    max_per = 1
-    if (n := g.get("max_runs_per_instance")) is not None and (v := ctx.integer(n, 1)) is not None:
-        max_per = v
-    retries = None
-    if (n := g.get("retries")) is not None:
-        retries = ctx.integer(n, 0)
+        v["timeout"] = v["timeout"] if v["timeout"] is not None else hrun.timeout_s
+        v["duration"] = v["duration"] if v["duration"] is not None else hrun.timeout_s
     profiles = _parse_profiles(ctx, g.get("profiles"), get_catalog, fleet)
-    env: dict[str, tuple[str, Node]] = {}
-    env_parts: dict[str, list[Part]] = {}
-    if (n := g.get("env")) is not None:
-        env = ctx.env(n) or {}
-        for key, (text, vnode) in env.items():
-            parts, errors = parse_template(text, shell=False)
-            for msg, hint in errors:
-                ctx.at(vnode, msg, hint)
-            for p in parts:
-                if isinstance(p, Macro) and p.name not in LAUNCH_MACROS + ("program",):
-                    ctx.at(
-                        vnode,
-                        f"{p.text} can only be used in command",
-                        "env values may hold {param}, ${program}, ${run_id}, ${run_dir} and ${attempt}",
-                    )
-                if isinstance(p, Macro) and p.name == "program" and program is None:
-                    ctx.at(vnode, "${program} is used but the group has no `program`", "add program: train.py")
-            if params is not None:
-                check_names(ctx, vnode, parts, pnames)
-            env_parts[key] = parts
-    workdir = str(base_dir)
-    if (n := g.get("workdir")) is not None and (s := ctx.string(n, "a directory")) is not None:
-        if not s.strip():
-            ctx.at(n, "workdir is empty", "omit it to run in the sweep file's directory")
-        else:
-            workdir = str((base_dir / Path(s).expanduser()).resolve())
-
-    def combos(seed: int) -> list[dict[str, Any]] | None:
-        assert params is not None and zips is not None
-        if method == "grid":
-            return grid(ctx, g, params, zips, repeats)
-        if (count or 0) * repeats > MAX_RUNS:
-            ctx.at(g, f"count × repeats is more than {MAX_RUNS} runs")
-            return None
-        return sample_points(ctx, g, name, params, zips, count or 0, seed)
-
+    v.add(ctx.read_keys(g, "group", ("env",)))
+    env_parts = _env_parts(ctx, v["env"] or {}, v["program"], pnames)
+    workdir = _workdir(ctx, g, base_dir)
     if params is None or zips is None or memory is None or method not in ("grid", "random"):
         return None
+    spec = _Spec(ctx, g, name, method, v["count"] if method == "random" else None, v["repeats"], params, zips, memory)
     if ctx.failed or cmd is None:
-        if method == "grid" or count is not None:  # still find the per-run memory problems
-            for values in (combos(0) or [])[:MAX_RUNS]:
+        if method == "grid" or v["count"] is not None:  # still find the per-run memory problems
+            for values in (spec.combos(0) or [])[:MAX_RUNS]:
                 memory.resolve(ctx, values, 0)
         return None
-    _note_unused(ctx, params, [*cmd.tokens, *env_parts.values()], memory.spec, program)
+    _note_unused(ctx, params, [*cmd.tokens, *env_parts.values()], memory.spec, v["program"])
     group = Group(
         name=name,
         command=cmd.written,
         memory=memory.spec,
-        program=program,
-        shell=shell,
+        program=v["program"],
+        shell=v["shell"],
         method=method,
-        count=count if method == "random" else None,
-        repeats=repeats,
+        count=spec.count,
+        repeats=spec.repeats,
         parameters=tuple(params),
         zip=tuple(zips),
-        duration_s=duration_s,
-        compute=compute,
-        max_runs_per_instance=max_per,
+        duration_s=v["duration"],
+        compute=v["compute"],
+        max_runs_per_instance=v["max_runs_per_instance"],
         profiles=profiles,
-        env={k: v for k, (v, _) in env.items()},
+        env={k: text for k, (text, _) in (v["env"] or {}).items()},
         workdir=workdir,
-        retries=retries,
-        timeout_s=timeout_s,
+        retries=v["retries"],
+        timeout_s=v["timeout"],
         line=own.line,
     )
+    source = "default" if g.get("compute") is None else "declared"
+    return group, _Runs(spec, group, cmd, hrun if hydra_dir else None, env_parts, source)
 
-    def expand(seed: int, start: int) -> list[Run]:
-        points = combos(seed)
+
+def _method(g: MapNode, v: Values) -> str:
+    """grid or random; "?" for a string that is neither (reported): a value of another type was
+    reported too, and the group is read as a grid for its other problems."""
+    n = g.get("method")
+    if "method" in v.bad and isinstance(n, ScalarNode) and isinstance(n.value, str):
+        return "?"
+    return str(v["method"])
+
+
+def _check_count(ctx: Ctx, g: MapNode, method: str, count: int | None) -> None:
+    """`count` (or `run_cap`) is needed by method: random, and means nothing to a grid."""
+    given = [k for k in ("count", "run_cap") if g.get(k) is not None]
+    if method == "random" and count is None and not given:
+        ctx.missing(g, "count", "missing `count` for method: random", "say how many samples to draw, e.g. count: 20")
+    if method == "grid" and given:
+        ctx.at(g.entries[given[0]], f"`{given[0]}` applies to method: random only", "drop it, or add method: random", key=True)
+
+
+def _parameters(ctx: Ctx, g: MapNode, method: str) -> tuple[list[Parameter] | None, HydraRun | None, Node | None]:
+    """`parameters:` and a Hydra sweep block's; the Hydra block's run settings and its node."""
+    params = parse_parameters(ctx, g.get("parameters"), method)
+    hn = g.get("hydra")
+    if hn is None:
+        return params, None, None
+    hydra = parse_hydra(ctx, hn, method)
+    hrun = hydra_run(ctx, hn)
+    if hydra is None or params is None:
+        return None, hrun, hn
+    dup = sorted({p.name for p in params} & {p.name for p in hydra})
+    if dup:
+        ctx.at(hn, f"{', '.join(dup)} given in both parameters: and hydra.sweeper.params", "keep one of them")
+        return None, hrun, hn
+    return params + hydra, hrun, hn
+
+
+def _hydra_dir(ctx: Ctx, hn: Node | None, hrun: HydraRun | None, cmd: Command | None, shell: bool) -> bool:
+    """Whether each run gets `hydra.run.dir=`: the command passes Hydra overrides (${args_no_hyphens});
+    a note says what to add where it does not."""
+    if hrun is None or cmd is None or hn is None:
+        return False
+    if not shell and any(isinstance(p, Macro) and p.name == "args_no_hyphens" for parts in cmd.tokens for p in parts):
+        return True
+    ctx.note(
+        hn,
+        f"the command passes no Hydra overrides (${{args_no_hyphens}}), so no hydra.run.dir is added: give each run its own, e.g. hydra.run.dir={hrun.run_dir}",
+    )
+    return False
+
+
+def _memory(ctx: Ctx, g: MapNode, pnames: list[str] | None) -> GroupMemory | None:
+    if (n := g.get("memory")) is None:
+        ctx.require(g, declared("group", "memory"))
+        return None
+    return parse_memory(ctx, n, pnames)
+
+
+def _env_parts(ctx: Ctx, env: dict[str, tuple[str, Node]], program: str | None, pnames: list[str] | None) -> dict[str, list[Part]]:
+    """Each env value's template: {param}, ${program} and the launch macros; no list macros."""
+    out: dict[str, list[Part]] = {}
+    for name, (text, vnode) in env.items():
+        parts, errors = parse_template(text, shell=False)
+        for msg, hint in errors:
+            ctx.at(vnode, msg, hint)
+        for p in parts:
+            if isinstance(p, Macro) and p.name not in LAUNCH_MACROS + ("program",):
+                ctx.at(
+                    vnode,
+                    f"{p.text} can only be used in command",
+                    "env values may hold {param}, ${program}, ${run_id}, ${run_dir} and ${attempt}",
+                )
+            if isinstance(p, Macro) and p.name == "program" and program is None:
+                ctx.at(vnode, "${program} is used but the group has no `program`", "add program: train.py")
+        if pnames is not None:
+            check_names(ctx, vnode, parts, pnames)
+        out[name] = parts
+    return out
+
+
+def _workdir(ctx: Ctx, g: MapNode, base_dir: Path) -> str:
+    """Where the runs start: `workdir` relative to the sweep file's directory (default: that directory)."""
+    if (n := g.get("workdir")) is None or (s := ctx.string(n, "a directory")) is None:
+        return str(base_dir)
+    if not s.strip():
+        ctx.at(n, "workdir is empty", "omit it to run in the sweep file's directory")
+        return str(base_dir)
+    return str((base_dir / Path(s).expanduser()).resolve())
+
+
+@dataclass
+class _Spec:
+    """What a group's runs are drawn from: its parameters, zips, method, count and repeats."""
+
+    ctx: Ctx
+    g: MapNode
+    name: str
+    method: str
+    count: int | None
+    repeats: int
+    params: list[Parameter]
+    zips: list[tuple[str, ...]]
+    memory: GroupMemory
+
+    def combos(self, seed: int) -> list[dict[str, Any]] | None:
+        if self.method == "grid":
+            return grid(self.ctx, self.g, self.params, self.zips, self.repeats)
+        if (self.count or 0) * self.repeats > MAX_RUNS:
+            self.ctx.at(self.g, f"count × repeats is more than {MAX_RUNS} runs")
+            return None
+        return sample_points(self.ctx, self.g, self.name, self.params, self.zips, self.count or 0, seed)
+
+
+@dataclass
+class _Runs:
+    """Expands a parsed group into its runs (`(seed, first index) -> runs`), once per sweep load."""
+
+    spec: _Spec
+    group: Group
+    cmd: Command
+    hrun: HydraRun | None
+    """The Hydra run settings where each run gets `hydra.run.dir=`."""
+    env_parts: dict[str, list[Part]]
+    compute_source: str
+
+    def __call__(self, seed: int, start: int) -> list[Run]:
+        points = self.spec.combos(seed)
         if points is None:
             return []
         out: list[Run] = []
-        seen: dict[str, int] = {}
+        seen: set[str] = set()
         dups = 0
-        for rep in range(repeats):
+        for rep in range(self.spec.repeats):
             for values in points:
-                key = canonical_json([values, rep])
-                if key in seen:
+                k = canonical_json([values, rep])
+                if k in seen:
                     dups += 1
                     continue
-                seen[key] = len(out)
-                mem = memory.resolve(ctx, values, rep)
-                if mem is None:
-                    continue
-                full = dict(values)
-                full["repeat"] = rep
-                out.append(
-                    Run(
-                        id=run_id(name, values, rep),
-                        group=name,
-                        index=start + len(out),
-                        params=dict(values),
-                        repeat=rep,
-                        argv=hrun.argv(cmd.render(full, values)) if hrun is not None and hydra_dir else cmd.render(full, values),
-                        shell=shell,
-                        env={k: fill(env_parts[k], full, lambda m: (program or "") if m.name == "program" else m.text) for k in env_parts},
-                        workdir=workdir,
-                        memory_mib=mem[0],
-                        memory_source=mem[1],
-                        memory_parts=mem[2],
-                        duration_s=duration_s,
-                        compute=compute,
-                        max_runs_per_instance=max_per,
-                        profiles=profiles,
-                        retries=retries,
-                        timeout_s=timeout_s,
-                        compute_source=compute_source,
-                    )
-                )
+                seen.add(k)
+                run = self._run(values, rep, start + len(out))
+                if run is not None:
+                    out.append(run)
         if dups:
-            ctx.at(
-                g,
+            name = self.group.name
+            self.spec.ctx.at(
+                self.spec.g,
                 f"group {name!r} has {dups} duplicate run{'s' if dups != 1 else ''} (same parameters and repeat)",
                 "remove repeated values; use repeats: for replicas",
             )
         return out
 
-    return group, expand
+    def _run(self, values: dict[str, Any], rep: int, index: int) -> Run | None:
+        mem = self.spec.memory.resolve(self.spec.ctx, values, rep)
+        if mem is None:
+            return None
+        g, program = self.group, self.group.program
+        full = dict(values)
+        full["repeat"] = rep
+        argv = self.cmd.render(full, values)
+        return Run(
+            id=run_id(g.name, values, rep),
+            group=g.name,
+            index=index,
+            params=dict(values),
+            repeat=rep,
+            argv=self.hrun.argv(argv) if self.hrun is not None else argv,
+            shell=g.shell,
+            env={k: fill(parts, full, lambda m: (program or "") if m.name == "program" else m.text) for k, parts in self.env_parts.items()},
+            workdir=g.workdir,
+            memory_mib=mem[0],
+            memory_source=mem[1],
+            memory_parts=mem[2],
+            duration_s=g.duration_s,
+            compute=g.compute,
+            max_runs_per_instance=g.max_runs_per_instance,
+            profiles=g.profiles,
+            retries=g.retries,
+            timeout_s=g.timeout_s,
+            compute_source=self.compute_source,
+        )
 
 
 def _note_unused(ctx: Ctx, params: list[Parameter], templates: list[list[Part]], memory: MemorySpec, program: str | None) -> None:
@@ -266,20 +297,6 @@ def _note_unused(ctx: Ctx, params: list[Parameter], templates: list[list[Part]],
             f"{{{p.name}}} or with ${{args}}, unless the program reads it from wandb.config (WANDB_CONFIG_PATHS)",
             line=p.line,
         )
-
-
-def _opt(g: MapNode, key: str, check: Callable[[Node], Any]) -> Any:
-    n = g.get(key)
-    return None if n is None else check(n)
-
-
-def _alias(ctx: Ctx, g: MapNode, key: str, alias: str, minimum: int) -> int | None:
-    a, b = (g.entries.get(k) if g.get(k) is not None else None for k in (key, alias))
-    if a is not None and b is not None:
-        ctx.at(b, f"`{alias}` is another name for `{key}`; give only one", key=True)
-        return None
-    e = a or b
-    return None if e is None else ctx.integer(e.value, minimum)
 
 
 # ---- profiles ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from migbench.sweep.model import DurationModel, FleetEntry, Group, LaunchSetting
 from migbench.sweep.schema import (
     DURATION_MODEL_KEYS,
     FLEET_KEYS,
+    GROUP_FIELDS,
     GROUP_KEYS,
     GROUP_NAME_RE,
     LAUNCH_KEYS,
@@ -37,6 +38,7 @@ from migbench.sweep.schema import (
     SWEEP_NAME_RE,
     TOP_KEYS,
     WANDB_ONLY_KEYS,
+    declared,
 )
 from migbench.sweep.yamlnodes import (
     Abort,
@@ -149,181 +151,21 @@ def _build(root: Node, problems: Problems, *, sha: str, path: str | None, base_d
     if not isinstance(root, MapNode):
         ctx.at(root, f"a sweep file must be a mapping (version:, name:, groups: ...), got {describe(root)}")
         return None
-
-    single = [k for k in root.entries if k in GROUP_KEYS and k != "name"]
     has_groups = root.get("groups") is not None
-    allowed = TOP_KEYS if has_groups else tuple(TOP_KEYS) + tuple(k for k in GROUP_KEYS if k != "name")
-    wandb = [e for k, e in root.entries.items() if k in WANDB_ONLY_KEYS]
-    if wandb:
-        ctx.note(wandb[0], wandb_only_note([str(e.key) for e in wandb]), key=True)
-    for key, e in root.entries.items():
-        if key in allowed or key in WANDB_ONLY_KEYS:
-            continue
-        if has_groups and key in GROUP_KEYS:
-            ctx.at(
-                e,
-                f"{key!r} is a group field, but this file uses groups: (mixing the two forms)",
-                "move it into each group or under defaults:, or drop groups: and write one group at top level",
-                key=True,
-            )
-            continue
-        known = "top-level keys are: " + ", ".join(TOP_KEYS)
-        if not has_groups:
-            known += " (or a single group's fields: command, parameters, memory, ...)"
-        ctx.at(e, f"unknown key {str(key)!r}", unknown_key_hint(key, allowed, known), key=True)
-
-    version = None
-    vnode = root.get("version")
-    if vnode is None:
-        ctx.missing(root, "version", "missing `version`", "start the file with `version: 1`")
-    else:
-        version = ctx.integer(vnode)
-        if version is not None and version != SCHEMA_VERSION:
-            ctx.at(
-                vnode,
-                f"unsupported version {version}; this migbench reads version {SCHEMA_VERSION}",
-                "write `version: 1`",
-            )
-            version = None
-
-    name = None
-    nnode = root.get("name")
-    if nnode is None:
-        ctx.missing(
-            root,
-            "name",
-            "missing `name`",
-            "name the sweep, e.g. `name: phase2-ablations` (its state lives in runs/<name>/)",
-        )
-    else:
-        name = ctx.string(nnode, "a name")
-        if name is not None and len(name) <= MAX_NAME_LEN and not SWEEP_NAME_RE.fullmatch(name):
-            ctx.at(
-                nnode,
-                f"{short_repr(name)} is not a valid sweep name",
-                "use letters, digits, '.', '_' and '-', starting with a letter or digit",
-            )
-            name = None
-        elif name is not None and len(name) > MAX_NAME_LEN:
-            ctx.at(
-                nnode,
-                f"the sweep name is {len(name)} characters long; at most {MAX_NAME_LEN}",
-                "it names the plan file and the state directory: shorten it",
-            )
-            name = None
-
-    description = None
-    if (d := root.get("description")) is not None:
-        description = ctx.string(d)
-
-    seed = 0
-    if (s := root.get("seed")) is not None:
-        seed = ctx.integer(s) or 0
-
-    cat_holder: list[Any] = [catalog]
-
-    def get_catalog() -> Any:
-        if cat_holder[0] is None:
-            from migbench.catalog import default_catalog
-
-            cat_holder[0] = default_catalog()
-        return cat_holder[0]
-
+    _check_top_keys(ctx, root, has_groups)
+    version = _version(ctx, root)
+    name = _sweep_name(ctx, root)
+    top = ctx.read_keys(root, "top")
+    get_catalog = _catalog_getter(catalog)
     fleet = _parse_fleet(ctx, root.get("fleet"), get_catalog) if "fleet" in root.entries else None
     duration_model = _parse_duration_model(ctx, root.get("duration_model"))
     launch = _parse_launch(ctx, root.get("launch"))
-
-    defaults: MapNode | None = None
-    if (dn := root.get("defaults")) is not None:
-        defaults = ctx.mapping(dn, "a mapping of group fields")
-        if defaults is not None:
-            allowed_defaults = tuple(k for k in GROUP_KEYS if k != "name")
-            for key, e in defaults.entries.items():
-                if key == "name":
-                    ctx.at(e, "`name` cannot be a default (each group needs its own)", key=True)
-            ctx.keys(
-                MapNode(defaults.line, defaults.path, {k: v for k, v in defaults.entries.items() if k != "name"}),
-                allowed_defaults,
-                "group",
-            )
-
-    group_nodes: list[tuple[MapNode, str | None]] = []  # (mapping, name) per group
-    if has_groups:
-        gnode = root.get("groups")
-        assert gnode is not None
-        if not isinstance(gnode, SeqNode):
-            ctx.at(gnode, f"expected a list of groups, got {describe(gnode)}")
-        elif not gnode.items:
-            ctx.at(gnode, "`groups` is empty", "list at least one group (name, command, memory, ...)")
-        else:
-            seen: dict[str, int] = {}
-            for item in gnode.items:
-                g = ctx.mapping(item, "a group (a mapping with name, command, memory, ...)")
-                if g is None:
-                    continue
-                gname = None
-                gn = g.get("name")
-                if gn is None:
-                    ctx.missing(g, "name", "missing group `name`", "give each group a unique name such as `ablation`")
-                else:
-                    gname = ctx.string(gn, "a group name")
-                    if gname is not None and not GROUP_NAME_RE.fullmatch(gname):
-                        ctx.at(
-                            gn,
-                            f"{short_repr(gname)} is not a valid group name",
-                            "use lower-case letters, digits, '_' and '-', starting with a letter or digit",
-                        )
-                        gname = None
-                    elif gname is not None and len(gname) > MAX_NAME_LEN:
-                        ctx.at(
-                            gn,
-                            f"the group name is {len(gname)} characters long; at most {MAX_NAME_LEN}",
-                            "it starts every run id (a directory name): shorten it",
-                        )
-                        gname = None
-                    elif gname is not None:
-                        if gname in seen:
-                            ctx.at(
-                                gn,
-                                f"duplicate group name {gname!r} (first at line {seen[gname]})",
-                                "group names must be unique: they prefix the run ids",
-                            )
-                            gname = None
-                        else:
-                            seen[gname] = gn.line
-                group_nodes.append((g, gname))
-    elif single:
-        fields = MapNode(root.line, "", {k: e for k, e in root.entries.items() if k in GROUP_KEYS and k != "name"})
-        group_nodes.append((fields, name or None))
-    else:
-        ctx.at(
-            root,
-            "no runs: write `groups:` (a list of groups) or one group's command, parameters and memory at top level",
-            'see the README\'s "The sweep file" section, or the sweep files in sweeps/',
-        )
-
+    defaults = _parse_defaults(ctx, root.get("defaults"))
+    group_nodes = _group_nodes(ctx, root, name) if has_groups else _single_group(ctx, root, name)
     problems.all_groups = [n for _, n in group_nodes if n is not None]
-    groups: list[Group] = []
-    runs: list[Run] = []
-    ids: dict[str, str] = {}
-    for g, gname in group_nodes:
-        gctx = Ctx(problems, gname)
-        merged = _merge_defaults(defaults, g)
-        parsed = parse_group(gctx, merged, gname or "", g, base_dir, get_catalog, fleet)
-        if parsed is None or gname is None:
-            continue
-        group, expander = parsed
-        groups.append(group)
-        for run in expander(seed, len(runs)):
-            prior = ids.get(run.id)
-            if prior is not None:
-                gctx.at(g, f"run id {run.id} is produced twice (a hash collision); rename group {group.name!r}")
-                continue
-            ids[run.id] = run.group
-            runs.append(run)
-            if len(runs) > MAX_RUNS:
-                raise Abort(f"the sweep expands to more than {MAX_RUNS} runs")
-
+    groups, runs = _expand_groups(
+        problems, group_nodes, defaults, top["seed"], lambda g, n, own, ctx: parse_group(ctx, g, n, own, base_dir, get_catalog, fleet)
+    )
     if problems.items or version is None or name is None:
         return None
     return Sweep(
@@ -337,9 +179,167 @@ def _build(root: Node, problems: Problems, *, sha: str, path: str | None, base_d
         runs=tuple(runs),
         duration_model=duration_model,
         launch=launch,
-        seed=seed,
-        description=description,
+        seed=top["seed"],
+        description=top["description"],
     )
+
+
+def _catalog_getter(catalog: Any) -> Callable[[], Any]:
+    """The catalogue, read on first use (most sweeps name no GPU model the loader must check)."""
+    holder: list[Any] = [catalog]
+
+    def get_catalog() -> Any:
+        if holder[0] is None:
+            from migbench.catalog import default_catalog
+
+            holder[0] = default_catalog()
+        return holder[0]
+
+    return get_catalog
+
+
+def _check_top_keys(ctx: Ctx, root: MapNode, has_groups: bool) -> None:
+    """Unknown top-level keys (with "did you mean"), group fields beside `groups:`, W&B-only keys."""
+    allowed = TOP_KEYS if has_groups else TOP_KEYS + GROUP_FIELDS
+    wandb = [e for k, e in root.entries.items() if k in WANDB_ONLY_KEYS]
+    if wandb:
+        ctx.note(wandb[0], wandb_only_note([str(e.key) for e in wandb]), key=True)
+    for k, e in root.entries.items():
+        if k in allowed or k in WANDB_ONLY_KEYS:
+            continue
+        if has_groups and k in GROUP_KEYS:
+            ctx.at(
+                e,
+                f"{k!r} is a group field, but this file uses groups: (mixing the two forms)",
+                "move it into each group or under defaults:, or drop groups: and write one group at top level",
+                key=True,
+            )
+            continue
+        known = "top-level keys are: " + ", ".join(TOP_KEYS)
+        if not has_groups:
+            known += " (or a single group's fields: command, parameters, memory, ...)"
+        ctx.at(e, f"unknown key {str(k)!r}", unknown_key_hint(k, allowed, known), key=True)
+
+
+def _version(ctx: Ctx, root: MapNode) -> int | None:
+    if (vnode := root.get("version")) is None:
+        ctx.require(root, declared("top", "version"))
+        return None
+    version = ctx.integer(vnode)
+    if version is not None and version != SCHEMA_VERSION:
+        ctx.at(vnode, f"unsupported version {version}; this migbench reads version {SCHEMA_VERSION}", "write `version: 1`")
+        return None
+    return version
+
+
+def _sweep_name(ctx: Ctx, root: MapNode) -> str | None:
+    if (nnode := root.get("name")) is None:
+        ctx.require(root, declared("top", "name"))
+        return None
+    name = ctx.string(nnode, "a name")
+    if name is not None and len(name) <= MAX_NAME_LEN and not SWEEP_NAME_RE.fullmatch(name):
+        ctx.at(nnode, f"{short_repr(name)} is not a valid sweep name", "use letters, digits, '.', '_' and '-', starting with a letter or digit")
+        return None
+    if name is not None and len(name) > MAX_NAME_LEN:
+        ctx.at(
+            nnode,
+            f"the sweep name is {len(name)} characters long; at most {MAX_NAME_LEN}",
+            "it names the plan file and the state directory: shorten it",
+        )
+        return None
+    return name
+
+
+def _parse_defaults(ctx: Ctx, dn: Node | None) -> MapNode | None:
+    """`defaults:`: group fields (not `name`) merged under every group."""
+    if dn is None or (defaults := ctx.mapping(dn, "a mapping of group fields")) is None:
+        return None
+    for k, e in defaults.entries.items():
+        if k == "name":
+            ctx.at(e, "`name` cannot be a default (each group needs its own)", key=True)
+    ctx.keys(MapNode(defaults.line, defaults.path, {k: v for k, v in defaults.entries.items() if k != "name"}), GROUP_FIELDS, "group")
+    return defaults
+
+
+def _single_group(ctx: Ctx, root: MapNode, name: str | None) -> list[tuple[MapNode, str | None]]:
+    """The single-group form: a group's fields at top level, named after the sweep."""
+    fields = {k: e for k, e in root.entries.items() if k in GROUP_FIELDS}
+    if fields:
+        return [(MapNode(root.line, "", fields), name or None)]
+    ctx.at(
+        root,
+        "no runs: write `groups:` (a list of groups) or one group's command, parameters and memory at top level",
+        'see the README\'s "The sweep file" section, or the sweep files in sweeps/',
+    )
+    return []
+
+
+def _group_nodes(ctx: Ctx, root: MapNode, name: str | None) -> list[tuple[MapNode, str | None]]:
+    """`groups:`: each group's mapping and its name (None when missing or bad: reported)."""
+    gnode = root.get("groups")
+    assert gnode is not None
+    if not isinstance(gnode, SeqNode):
+        ctx.at(gnode, f"expected a list of groups, got {describe(gnode)}")
+        return []
+    if not gnode.items:
+        ctx.at(gnode, "`groups` is empty", "list at least one group (name, command, memory, ...)")
+        return []
+    out: list[tuple[MapNode, str | None]] = []
+    seen: dict[str, int] = {}
+    for item in gnode.items:
+        if (g := ctx.mapping(item, "a group (a mapping with name, command, memory, ...)")) is not None:
+            out.append((g, _group_name(ctx, g, seen)))
+    return out
+
+
+def _group_name(ctx: Ctx, g: MapNode, seen: dict[str, int]) -> str | None:
+    """A group's `name`: valid, not too long, not a name an earlier group has (`seen`: name -> line)."""
+    if (gn := g.get("name")) is None:
+        ctx.missing(g, "name", "missing group `name`", "give each group a unique name such as `ablation`")
+        return None
+    gname = ctx.string(gn, "a group name")
+    if gname is None:
+        return None
+    if not GROUP_NAME_RE.fullmatch(gname):
+        ctx.at(gn, f"{short_repr(gname)} is not a valid group name", "use lower-case letters, digits, '_' and '-', starting with a letter or digit")
+        return None
+    if len(gname) > MAX_NAME_LEN:
+        ctx.at(gn, f"the group name is {len(gname)} characters long; at most {MAX_NAME_LEN}", "it starts every run id (a directory name): shorten it")
+        return None
+    if gname in seen:
+        ctx.at(gn, f"duplicate group name {gname!r} (first at line {seen[gname]})", "group names must be unique: they prefix the run ids")
+        return None
+    seen[gname] = gn.line
+    return gname
+
+
+def _expand_groups(
+    problems: Problems,
+    group_nodes: list[tuple[MapNode, str | None]],
+    defaults: MapNode | None,
+    seed: int,
+    parse: Callable[[MapNode, str, MapNode, Ctx], tuple[Group, Callable[[int, int], list[Run]]] | None],
+) -> tuple[list[Group], list[Run]]:
+    """Parse each group (defaults merged in) and expand its runs; a run id produced twice is a problem."""
+    groups: list[Group] = []
+    runs: list[Run] = []
+    ids: dict[str, str] = {}
+    for g, gname in group_nodes:
+        gctx = Ctx(problems, gname)
+        parsed = parse(_merge_defaults(defaults, g), gname or "", g, gctx)
+        if parsed is None or gname is None:
+            continue
+        group, expander = parsed
+        groups.append(group)
+        for run in expander(seed, len(runs)):
+            if run.id in ids:
+                gctx.at(g, f"run id {run.id} is produced twice (a hash collision); rename group {group.name!r}")
+                continue
+            ids[run.id] = run.group
+            runs.append(run)
+            if len(runs) > MAX_RUNS:
+                raise Abort(f"the sweep expands to more than {MAX_RUNS} runs")
+    return groups, runs
 
 
 # ---- sweep-level sections ----------------------------------------------------------------------
@@ -347,7 +347,7 @@ def _build(root: Node, problems: Problems, *, sha: str, path: str | None, base_d
 
 def _parse_fleet_entry(ctx: Ctx, m: MapNode, get_catalog: Callable[[], Any]) -> FleetEntry | None:
     """One `{gpu: MODEL, count: N, node: HOST, driver: VERSION}`; None (reported) when bad."""
-    gpu = count = None
+    gpu = None
     driver: str | None = None
     host: str | None = None
     if (hn := m.get("node")) is not None and (text := ctx.string(hn, "a node (host) name")) is not None:
@@ -360,16 +360,13 @@ def _parse_fleet_entry(ctx: Ctx, m: MapNode, get_catalog: Callable[[], Any]) -> 
                 "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit",
             )
     if (gn := m.get("gpu")) is None:
-        ctx.missing(m, "gpu", "missing `gpu`", "name a catalogue model, e.g. gpu: A100-SXM4-80GB")
+        ctx.require(m, declared("fleet", "gpu"))
     elif (text := ctx.string(gn, "a GPU model name")) is not None:
         gpu = _fleet_model(ctx, gn, text, get_catalog())
-    if (cn := m.get("count")) is None:
-        ctx.missing(m, "count", "missing `count`", "how many GPUs of this model, e.g. count: 4")
-    else:
-        count = ctx.integer(cn, 1)
-        if count is not None and count > MAX_FLEET_GPUS:
-            ctx.at(cn, f"{count} GPUs: a fleet has at most {MAX_FLEET_GPUS}", "plan a bigger cluster in parts")
-            count = None
+    count = ctx.read_keys(m, "fleet", ("count",))["count"]
+    if count is not None and count > MAX_FLEET_GPUS:
+        ctx.at(m.entries["count"].value, f"{count} GPUs: a fleet has at most {MAX_FLEET_GPUS}", declared("fleet", "count").hint)
+        count = None
     if (dn := m.get("driver")) is not None:
         driver = _fleet_driver(ctx, dn)
     return FleetEntry(gpu, count, driver, host) if gpu is not None and count is not None else None
@@ -451,16 +448,7 @@ def load_fleet_file(path: str | Path, *, catalog: Any = None) -> tuple[FleetEntr
         if isinstance(root, MapNode) and root.get("fleet") is not None:
             root = root.get("fleet")
         if root is not None:
-            cat_holder: list[Any] = [catalog]
-
-            def get_catalog() -> Any:
-                if cat_holder[0] is None:
-                    from migbench.catalog import default_catalog
-
-                    cat_holder[0] = default_catalog()
-                return cat_holder[0]
-
-            fleet = _parse_fleet(Ctx(problems), root, get_catalog)
+            fleet = _parse_fleet(Ctx(problems), root, _catalog_getter(catalog))
     except Abort as exc:
         problems.add(str(exc))
     if problems.items or not fleet:
@@ -488,18 +476,8 @@ def _parse_duration_model(ctx: Ctx, node: Node | None) -> DurationModel:
     if node is None or (m := ctx.mapping(node, "a mapping {interference: 0.0, compute_basis: sm}")) is None:
         return DurationModel()
     ctx.keys(m, DURATION_MODEL_KEYS, "duration_model")
-    interference, basis = 0.0, "sm"
-    if (n := m.get("interference")) is not None and (v := ctx.number(n)) is not None:
-        if v < 0:
-            ctx.at(n, f"must be >= 0, got {v}", "the fractional slowdown per co-located run, e.g. 0.1")
-        else:
-            interference = float(v)
-    if (n := m.get("compute_basis")) is not None and (s := ctx.string(n, "sm or slices")) is not None:
-        if s not in ("sm", "slices"):
-            ctx.at(n, f"unknown compute_basis {s!r}", "write sm or slices")
-        else:
-            basis = s
-    return DurationModel(interference, ComputeBasis(basis))
+    v = ctx.read_keys(m, "duration_model")
+    return DurationModel(v["interference"], ComputeBasis(v["compute_basis"]))
 
 
 def _env_passthrough(ctx: Ctx, n: Node) -> tuple[str, ...] | None:
@@ -520,19 +498,10 @@ def _parse_launch(ctx: Ctx, node: Node | None) -> LaunchSettings:
     if node is None or (m := ctx.mapping(node, "a mapping of launch options")) is None:
         return LaunchSettings()
     ctx.keys(m, LAUNCH_KEYS, "launch")
-    kw: dict[str, Any] = {}
-    if (n := m.get("retries")) is not None and (v := ctx.integer(n, 0)) is not None:
-        kw["retries"] = v
-    for key in ("backoff", "stop_grace", "flapping_window"):
-        if (n := m.get(key)) is not None:
-            if key != "flapping_window" and isinstance(n, ScalarNode) and re.fullmatch(r"\s*0+(\.0*)?\s*[a-z]*\s*", str(n.value)):
-                kw[f"{key}_s"] = 0.0  # zero backoff or grace is meaningful
-            elif (d := ctx.duration(n)) is not None:
-                kw[f"{key}_s"] = d
-    if (n := m.get("flapping_max")) is not None and (v := ctx.integer(n, 1)) is not None:
-        kw["flapping_max"] = v
-    if (n := m.get("env")) is not None and (env := ctx.env(n)) is not None:
-        kw["env"] = {k: v for k, (v, _) in env.items()}
+    v = ctx.read_keys(m, "launch")
+    kw: dict[str, Any] = {declared("launch", k).field: x for k, x in v.items() if x is not None}
+    if "env" in kw:
+        kw["env"] = {k: text for k, (text, _) in kw["env"].items()}
     if (n := m.get("log_dir")) is not None and (s := ctx.string(n, "a directory")) is not None:
         if (why := log_dir_problem(s)) is not None:
             ctx.at(n, why)
@@ -554,7 +523,7 @@ def _merge_defaults(defaults: MapNode | None, group: MapNode) -> MapNode:
     """Group fields over defaults; `env` and `parameters` mappings merge key by key."""
     if defaults is None:
         return group
-    out: dict[Any, Entry] = {k: e for k, e in defaults.entries.items() if k in GROUP_KEYS and k != "name"}
+    out: dict[Any, Entry] = {k: e for k, e in defaults.entries.items() if k in GROUP_FIELDS}
     for key, e in group.entries.items():
         base = out.get(key)
         if key in ("env", "parameters") and base is not None and isinstance(base.value, MapNode) and isinstance(e.value, MapNode):

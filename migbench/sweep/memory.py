@@ -32,7 +32,7 @@ from migbench.sweep.model import (
     canonical_json,
     render_value,
 )
-from migbench.sweep.schema import ESTIMATE_KEYS, ESTIMATE_OPTIONAL, ESTIMATE_REQUIRED, MEASURED_KEYS, MEMORY_TABLE_KEYS
+from migbench.sweep.schema import ESTIMATE_KEYS, ESTIMATE_OPTIONAL, ESTIMATE_REQUIRED, MEASURED_KEYS, MEMORY_TABLE_KEYS, declared
 from migbench.sweep.templates import Lit, Macro, Part, Placeholder, check_names, fill, parse_template
 from migbench.sweep.yamlnodes import MapNode, Node, ScalarNode, SeqNode, describe, describe_value
 
@@ -126,8 +126,8 @@ def _parse_measured(ctx: Ctx, node: MapNode, pnames: list[str] | None) -> GroupM
         v = ctx.number(hn)
         if v is None:
             ok = False
-        elif not 0 <= v <= 10:
-            ctx.at(hn, f"headroom must be between 0 and 10, got {v}", "a fraction of the measured peak, e.g. 0.1 for 10 %")
+        elif not (k := declared("measured", "headroom")).in_range(v):
+            ctx.at(hn, f"headroom must be between {k.minimum} and {k.maximum}, got {v}", k.hint)
             ok = False
         else:
             headroom = float(v)

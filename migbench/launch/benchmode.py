@@ -1,0 +1,164 @@
+"""The launcher as the host's bench (issue 21): admission by the living scheduler instead of fixed
+queues, submissions adopted while it runs, and idle slices re-cut between starts.
+
+`BenchAdmission` is the `Admission` of a bench plan (`launch.bench`): every submitted run waits
+with no instance (`queue` None) until a decision (`launch.living.decide`) starts it somewhere; the
+rows of runs that started keep the instance they ran on. An OOM is retried with the memory it
+needs, wherever the next decision finds (or cuts) room for it. Runs no longer submitted are
+cancelled when they have not started.
+
+The supervisor (`supervisor.Supervisor`) asks `decide` at each decision; the re-cuts it returns are
+made before any start (`Supervisor._recut`: apply's reconcile on those GPUs only, its checkpoint
+and rollback; a busy instance is never destroyed), and the layouts over time are kept in the launch
+state (`layouts` in the meta table, a JSON list of `[t, gpu, "profile@start + ..."]`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from migbench.backend.select import live_models
+from migbench.catalog.model import GpuModel
+from migbench.launch.admission import Admission
+from migbench.launch.living import Live, Pending, decide
+from migbench.launch.store import ACTIVE_STATES, RunRow
+from migbench.plan import Plan
+from migbench.planner import FleetSpec, build_fleet
+from migbench.planner.recut import Decision, RecutSettings
+from migbench.types import Layout
+
+ANYWHERE = "*"
+"""The queue of a run the bench places: any instance a decision finds or cuts for it."""
+
+
+def models_of(plan: Plan) -> dict[int, GpuModel]:
+    """The bench plan's GPUs' models (the host's live profile tables where NVML has them)."""
+    fleet = build_fleet([FleetSpec(g.model, 1, g.driver, g.node) for g in plan.fleet], live=live_models())
+    return {pg.gpu: fg.model for pg, fg in zip(plan.fleet, fleet)}
+
+
+def settings_of(plan: Plan) -> RecutSettings:
+    return RecutSettings(compute_basis=plan.duration_model.compute_basis, interference=plan.duration_model.interference)
+
+
+class BenchAdmission(Admission):
+    """The bench's admission (see the module's notes)."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.models: dict[int, GpuModel] = {}
+        self.settings = RecutSettings()
+        self.plan: Plan | None = None
+
+    def admit(self, plan: Plan, now: float) -> list[RunRow]:
+        """Bring the rows to the bench plan: a new run waits (arrived `now`), a stored one keeps its
+        state, a waiting run the plan no longer has is cancelled."""
+        self.plan_runs = {r.id: r for r in plan.runs}
+        self.inst = {i.key: i for i in plan.instances}
+        self.default_retries = plan.launch.retries
+        self.models = self.models or models_of(plan)
+        self.settings = settings_of(plan)
+        self.plan = plan
+        self.touched = None
+        rows = self.journal.rows
+        changed: list[RunRow] = []
+        for n, r in enumerate(plan.runs):
+            row = rows.get(r.id)
+            if row is None:
+                row = RunRow(id=r.id, ord=n, grp=r.group, state="queued", queue=ANYWHERE, memory_mib=r.memory_mib, need_mib=r.memory_mib, queued_at=now)
+            else:
+                row.ord, row.grp = n, r.group
+                if row.state == "queued":
+                    row.queue, row.need_mib, row.memory_mib = ANYWHERE, max(row.need_mib, r.memory_mib), r.memory_mib
+                elif row.state == "abandoned":
+                    row.state, row.last_error, row.queue = "queued", None, ANYWHERE
+            rows[r.id] = row
+            changed.append(row)
+        for rid, row in rows.items():
+            if rid not in self.plan_runs and row.state in ("queued", "interrupted"):
+                row.state, row.last_error = "abandoned", "cancelled: no longer in its sweep"
+                changed.append(row)
+        return changed
+
+    def in_plan(self, row: RunRow) -> bool:
+        return row.id in self.plan_runs
+
+    def queued(self) -> list[RunRow]:
+        return [r for r in self.journal.rows.values() if r.state == "queued" and r.id in self.plan_runs]
+
+    def decide(self, now: float, running: Iterable[tuple[str, str]], held: Iterable[str] = ()) -> Decision:
+        """The living scheduler's decision now (`launch.living.decide`), given the running runs
+        (run id, instance) and the instances other launches hold."""
+        self.touched = []
+        rows = self.journal.rows
+        live = []
+        for rid, key in running:
+            row, pr = rows[rid], self.plan_runs.get(rid)
+            if pr is not None and key in self.inst:
+                live.append(Live(key, replace(pr.demand(), memory_mib=row.need_mib), (row.start_at or now) - self.t0))
+        pending = []
+        for row in sorted(self.queued(), key=lambda r: r.ord):
+            pr = self.plan_runs[row.id]
+            if row.not_before is None or row.not_before <= now:
+                pending.append(Pending(replace(pr.demand(), memory_mib=row.need_mib), max(0.0, (row.queued_at or now) - self.t0)))
+        assert self.plan is not None, "admit the bench plan first"
+        return decide(now - self.t0, self.plan, self.models, live, pending, self.settings, held)
+
+    def placed(self, rid: str, key: str) -> None:
+        """A decision starts `rid` on `key`: its row names the instance."""
+        row = self.journal.rows[rid]
+        row.home = row.queue = key
+        self.journal.mark(rid)
+
+    def pick(self, now: float, running: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Starts only (a caller that can re-cut asks `decide`): those of the decision on instances
+        that exist."""
+        dec = self.decide(now, running)
+        return [(s.run, f"{s.gpu}:{s.placement}") for s in dec.starts if f"{s.gpu}:{s.placement}" in self.inst and not dec.recuts]
+
+    def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> str | None:
+        """After an OOM: anywhere with the memory it needs (a decision cuts it) when some profile
+        of a GPU of the bench holds it, else None."""
+        biggest = max((p.memory_mib or 0 for m in self.models.values() for p in m.profiles), default=0)
+        return ANYWHERE if need_mib <= biggest else None
+
+    def move(self, row: RunRow, target: str, need_mib: int) -> None:
+        row.state, row.queue, row.need_mib, row.not_before = "queued", ANYWHERE, need_mib, None
+        self.touched = None
+
+    def where(self, target: str) -> str:
+        return "an instance the bench finds or cuts for it" if target == ANYWHERE else super().where(target)
+
+    def booked(self, rows: Iterable[RunRow]) -> list[RunRow]:
+        """The rows whose instances the launch register books: only running ones (a waiting run has none)."""
+        return [r for r in rows if r.state in ACTIVE_STATES]
+
+    def use(self, plan: Plan) -> None:
+        """The bench plan after a re-cut: its instances (the runs are the same)."""
+        self.plan = plan
+        self.inst = {i.key: i for i in plan.instances}
+
+
+def layouts_doc(history: list[list], now: float, layouts: Mapping[int, Layout]) -> str:
+    """The layouts over time with the GPUs of `layouts` as they are at `now` appended (a JSON list
+    of `[t, gpu, "profile@start + ..."]`, one entry per change)."""
+    last: dict[int, str] = {}
+    for _, gpu, text in history:
+        last[int(gpu)] = text
+    out = list(history)
+    for gpu, lay in sorted(layouts.items()):
+        text = " + ".join(str(p) for p in lay)
+        if last.get(gpu) != text:
+            out.append([round(now, 3), gpu, text])
+    return json.dumps(out)
+
+
+def read_layouts(doc: str | None) -> list[list]:
+    try:
+        out = json.loads(doc or "[]")
+    except ValueError:
+        return []
+    return out if isinstance(out, list) else []

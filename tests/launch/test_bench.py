@@ -1,0 +1,191 @@
+"""The host's bench (issue 21): `migbench submit` hands sweeps to one launcher that places each run
+when it starts and re-cuts idle slices; sweeps join it while it runs, a grown sweep adds only its new
+runs, every run runs once, and no instance is destroyed while a run is on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from migbench.backend.sim.host import init_host
+from tests.support.cli import Result, migbench
+from tests.support.launchkit import TOY_CMD
+
+pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
+
+SWEEP = """
+version: 1
+name: {name}
+launch: {{retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}}
+groups:
+  - name: w
+    shell: true
+    command: "echo $MIGBENCH_RUN_ID start >> {ledger}; {toy} --steps 1 --step-seconds 0.01 --memory 1GiB --i {{i}}; while [ ! -e {release} ]; do sleep 0.05; done"
+    parameters: {{i: {values}}}
+    memory: {memory}
+    compute: 0.1
+    duration: 60s
+"""
+
+
+class Bench:
+    def __init__(self, tmp: Path, gpus: int = 2):
+        self.tmp = tmp
+        self.sim = tmp / "sim"
+        init_host(self.sim, "A100-SXM4-80GB", gpus, mig=True)
+        (tmp / "home").mkdir()
+        self.dir = tmp / "bench"
+        self.ledger = tmp / "ledger.txt"
+        self.release = tmp / "release"
+        self.env = {
+            "MIGBENCH_SIM": str(self.sim),
+            "MIGBENCH_POLL_S": "0.05",
+            "MIGBENCH_MEM_POLL_S": "0.1",
+            "HOME": str(tmp / "home"),
+            "MIGBENCH_BENCH_DIR": str(self.dir),
+            "TOY_LEDGER": str(tmp / "done.txt"),
+        }
+        self.db = self.dir / "runs" / "bench" / "launch.db"
+
+    def sweep(self, name: str, values: list[int], memory: str = "9GiB") -> Path:
+        f = self.tmp / f"{name}.yaml"
+        f.write_text(SWEEP.format(name=name, ledger=self.ledger, toy=TOY_CMD, release=self.release, values=values, memory=memory))
+        return f
+
+    def cli(self, *args: str) -> Result:
+        return migbench(*args, cwd=self.tmp, env=self.env)
+
+    def rows(self) -> dict[str, dict]:
+        if not self.db.exists():
+            return {}
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            con.row_factory = sqlite3.Row
+            return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> list[dict]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(sql)]
+        finally:
+            con.close()
+
+    def launcher(self) -> dict:
+        rows = self.query("SELECT * FROM launcher")
+        return rows[0] if rows else {}
+
+    def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {Counter(r['state'] for r in self.rows().values())}")
+
+    def running(self) -> int:
+        return sum(r["state"] == "running" for r in self.rows().values())
+
+    def stop(self) -> None:
+        pid = self.launcher().get("pid") if self.db.exists() else None
+        if pid:
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def bench(tmp_path: Path):  # type: ignore[no-untyped-def]
+    b = Bench(tmp_path)
+    yield b
+    b.release.touch()
+    b.stop()
+
+
+def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_run_runs_once(bench: Bench):
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0 and "sweep a submitted: 3 new run(s)" in res.stdout, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 3, "a's 3 runs running")
+    pid = bench.launcher()["pid"]
+
+    res = bench.cli("submit", str(bench.sweep("b", [0, 1], memory="30GiB")))
+    assert res.returncode == 0 and "sweep b submitted: 2 new run(s)" in res.stdout, res.stdout + res.stderr
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2, 3, 4])))  # grown: two new seeds
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "sweep a submitted: 2 new run(s)" in out and "3 started or finished before, kept" in out, out
+    # both joined the running bench: runs of b and of the grown a start while a's first runs still run
+    bench.wait_for(lambda: {rid.split(".")[0] for rid, r in bench.rows().items() if r["state"] == "running"} == {"a", "b"}, "b's runs running beside a's")
+    assert bench.launcher()["pid"] == pid  # one bench: the same launcher took every submission
+
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
+    rows = bench.rows()
+    assert len(rows) == 7 and Counter(rid.split(".")[0] for rid in rows) == {"a": 5, "b": 2}
+    assert {r["state"] for r in rows.values()} == {"succeeded"}, rows
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert sorted(starts) == sorted(rows) and set(starts.values()) == {1}, starts  # each run started once
+
+    # no instance was destroyed while a run was on it: each re-cut against every attempt's interval
+    t0 = float(bench.query("SELECT value FROM meta WHERE key = 'sweep_started_at'")[0]["value"])
+    history = json.loads(bench.query("SELECT value FROM meta WHERE key = 'layouts'")[0]["value"])
+    attempts = bench.query("SELECT * FROM attempts")
+    last: dict[int, set[str]] = {}
+    recuts = 0
+    for t, gpu, text in history:
+        now = {p for p in text.split(" + ") if p}
+        gone = last.get(gpu, set()) - now
+        recuts += bool(gone or (gpu in last and now != last[gpu]))
+        for a in attempts:
+            g, pl = a["instance"].split(":", 1)
+            if int(g) == gpu and pl in gone:
+                assert not (a["start_at"] < t0 + t < a["end_at"]), (a, t, gone)
+        last[gpu] = now
+    assert history and all(last.values()), history
+    res = bench.cli("status", str(bench.dir / "bench.plan.yaml"))
+    assert res.returncode == 0 and "7 succeeded" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("point", ["before-recut", "after-recut"])
+def test_a_bench_killed_around_a_recut_is_taken_over_by_the_next_submit_and_runs_each_run_once(bench: Bench, point: str):
+    """Guards: a bench launcher killed between re-cutting the GPUs and rewriting its plan left a
+    bench plan that no longer matched the host; the next bench must take the host as it is."""
+    bench.release.touch()  # the runs end at once
+    bench.env["MIGBENCH_LAUNCH_CRASH_AT"] = point
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0 and "sweep a submitted: 3 new run(s)" in res.stdout, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("pid") and not _alive(int(bench.launcher()["pid"])), "the bench to die at the crash point")
+    assert not bench.ledger.exists()  # nothing started
+    del bench.env["MIGBENCH_LAUNCH_CRASH_AT"]
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0 and "sweep a submitted: 0 new run(s)" in res.stdout, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the second bench to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 3 and set(starts.values()) == {1}, starts
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (the detached launcher is not our child, but be safe)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
