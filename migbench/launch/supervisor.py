@@ -58,21 +58,17 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from migbench.apply import apply_plan
-from migbench.apply.recovery import ApplyInterrupted
-from migbench.backend.select import open_backend, sim_dir, use_simulated_host
+from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.admission import Admission
 from migbench.launch.bench import check_submission, is_bench, mark_adopted, merge, submissions
-from migbench.launch.benchmode import BenchAdmission, layouts_doc, read_layouts
 from migbench.launch.children import Active, Children
 from migbench.launch.devices import Devices
 from migbench.launch.journal import Journal
 from migbench.launch.keeper import Keeper
-from migbench.launch.living import layouts_of, recut_plan
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
     EXIT_FAILED,
@@ -91,8 +87,10 @@ from migbench.launch.stops import Stops
 from migbench.launch.store import LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
-from migbench.planner.recut import Recut
 from migbench.state import configure_modes
+
+if TYPE_CHECKING:
+    from migbench.planner.recut import Recut
 
 
 class Supervisor:
@@ -113,7 +111,11 @@ class Supervisor:
         self.journal = Journal(self.keeper, self.say, restate=self._restate)
         self.devices = Devices(prep, self.say)
         self.bench = is_bench(self.plan)  # the host's bench: the living scheduler places each run (`benchmode`)
-        kind = BenchAdmission if self.bench else Admission
+        kind: type[Admission] = Admission
+        if self.bench:  # the living scheduler loads OR-Tools: only a bench imports it (a plain launch starts fast)
+            from migbench.launch.benchmode import BenchAdmission
+
+            kind = BenchAdmission
         self.admission = kind(self.journal, lend=opts.lend, unbound=self.devices.unbound)
         self.children = Children(self.say, self.grace_s, on_child=self._child_seen)
         self.outcomes = Outcomes(
@@ -210,6 +212,9 @@ class Supervisor:
                 st.record_attempt(row.id, d.n, d.instance, d.mig_uuid, d.started_at, d.outcome)
             self._write_meta(st, first is None, now)
             if self.bench:
+                from migbench.launch.benchmode import layouts_doc, read_layouts
+                from migbench.launch.living import layouts_of
+
                 st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), now - self.admission.t0, layouts_of(self.plan)))
             st.replace_launcher(self._launcher_row(now))
 
@@ -328,7 +333,7 @@ class Supervisor:
             return wait_until
         if not any(r.state == "queued" for r in self.rows.values()):
             return wait_until
-        starts = self._bench_decision(now) if isinstance(self.admission, BenchAdmission) else None
+        starts = self._bench_decision(now) if self.bench else None
         if not self.devices.enter():
             return wait_until  # an apply changes GPUs: try again at the next wake-up
         try:
@@ -374,6 +379,8 @@ class Supervisor:
     def _bench_decision(self, now: float) -> list[tuple[str, str]]:
         """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU
         could not be re-cut wait for the next decision)."""
+        from migbench.launch.benchmode import BenchAdmission
+
         assert isinstance(self.admission, BenchAdmission)
         dec = self.admission.decide(now, self.children.placed(), self.devices.held_by_others())
         failed = self._recut(dec.recuts) if dec.recuts else set()
@@ -389,6 +396,12 @@ class Supervisor:
         """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
         never an instance with a live run): the bench plan, the bindings and the layouts' history
         follow. Returns the GPUs that could not be re-cut."""
+        from migbench.apply import apply_plan
+        from migbench.apply.recovery import ApplyInterrupted
+        from migbench.backend.select import open_backend
+        from migbench.launch.benchmode import BenchAdmission, layouts_doc, read_layouts
+        from migbench.launch.living import layouts_of, recut_plan
+
         adm = self.admission
         assert isinstance(adm, BenchAdmission)
         gpus = sorted({rc.gpu for rc in recuts})
