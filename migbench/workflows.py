@@ -28,6 +28,7 @@ from migbench.backend.select import (
 )
 from migbench.errors import MigbenchError, UsageError
 from migbench.footprints import Resolution, gather_sources, resolve
+from migbench.fsutil import require_trusted
 from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
@@ -399,6 +400,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
         say(res.summary())
     sweep = res.sweep
     d = bench_dir(bench)
+    require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
@@ -436,7 +438,19 @@ def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -
     """Start the host's bench launcher (in the background) unless it runs: the bench plan's
     instances first brought to the host's layout as it is (nothing of the bench runs while no
     launcher does: a run that outlived a killed launcher keeps its instance, which the host has),
-    applied (it only binds), then launched. Returns the new launcher's PID (None: it ran already)."""
+    applied (it only binds), then launched; under the bench's start lock. Returns the new
+    launcher's PID (None: it ran already)."""
+    from migbench.launch.bench import start_lock
+
+    lock = start_lock(bench_plan.parent)
+    lock.acquire(blocking=True)  # one starter at a time: the host as it is, then the launcher
+    try:
+        return _start_bench_locked(bench_plan, say)
+    finally:
+        lock.release()
+
+
+def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | None:
     from migbench.launch.detach import detach
     from migbench.launch.options import LaunchOptions
 

@@ -64,7 +64,7 @@ from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.admission import Admission
-from migbench.launch.bench import check_submission, is_bench, mark_adopted, merge, submissions
+from migbench.launch.bench import inbox_problem, is_bench, mark_adopted, merge, read_submission, submissions
 from migbench.launch.children import Active, Children
 from migbench.launch.devices import Devices
 from migbench.launch.journal import Journal
@@ -135,6 +135,7 @@ class Supervisor:
         self._mem_warned = False
         self.prev_stopping = False
         self.resume_ids: set[str] = set()  # runs of unknown outcome resumed on request (--resume-unknown)
+        self._inbox_refused: str | None = None  # why the bench's inbox is not read (said once)
 
     @property
     def store(self) -> Store:
@@ -355,10 +356,19 @@ class Supervisor:
     def _adopt_submissions(self) -> None:
         """Sweeps submitted to the bench since the last pass join it (`bench.merge`): the bench plan
         is rewritten, new runs wait, runs no longer submitted are cancelled when not started."""
-        for path in submissions(self.plan_dir):
+        waiting = submissions(self.plan_dir)
+        if not waiting:
+            return
+        why = inbox_problem(self.plan_dir)
+        if why is not None:
+            if why != self._inbox_refused:
+                self.say(f"{why}: no submission is taken (`chmod go-w` it, or give the bench a directory of your own)")
+                self._inbox_refused = why
+            return
+        self._inbox_refused = None
+        for path in waiting:
             try:
-                sub = Plan.load(path)
-                check_submission(sub, path)
+                sub = read_submission(path)
             except MigbenchError as exc:
                 mark_adopted(path, f"refused: {exc.message}")
                 self.say(f"submission {path.name} refused: {exc.message}")

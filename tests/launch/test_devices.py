@@ -77,3 +77,20 @@ def test_sync_gives_the_register_the_runs(tmp_path):
     dev, _ = _devices(tmp_path, booking, [])
     dev.sync([RunRow(id="r", ord=0, state="queued", queue=A)])
     assert booking.synced == [{A}]
+
+
+def test_an_instance_added_after_the_start_waits_until_the_bindings_bind_it(tmp_path):
+    """The seam a re-cut takes: a new instance key is unbound until bindings.json binds it."""
+    said: list[str] = []
+    dev, bindings = _devices(tmp_path, _Booking(), said)
+    unbound = dev.unbound
+    C = "0:1g.10gb@6"
+    dev.follow([C, A])  # A is known already
+    assert unbound == {C} and dev.enter()
+    assert dev.admit([("r", C)], {}, set()) == []
+    dev.leave()
+    bindings.write_text(json.dumps({"instances": {A: {"uuid": "MIG-a"}, B: {"uuid": "MIG-b"}, C: {"uuid": "MIG-c"}}}))
+    assert dev.enter()
+    assert dev.admit([("r", C)], {}, set()) == [("r", C)]
+    dev.leave()
+    assert dev.unbound is unbound and not unbound and dev.uuid_of[C] == "MIG-c" and said[-1].endswith(f"{C} -> MIG-c")
