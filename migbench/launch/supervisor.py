@@ -263,6 +263,7 @@ class Supervisor:
             self.stops.handle()
             if self.bench:
                 self.bench.adopt()
+                self.bench.tick()
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
             for end in self.children.reap():
                 self.outcomes.settle(end)
