@@ -32,6 +32,7 @@ from migbench.errors import MigbenchError
 from migbench.launch.admission import Admission
 from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
+from migbench.launch.options import crash_point
 from migbench.launch.store import ACTIVE_STATES, RunRow, Store
 from migbench.plan import Plan, PlanInstance
 from migbench.planner import FleetSpec, build_fleet
@@ -300,8 +301,6 @@ class BenchDriver:
         """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
         never an instance with a live run): the bench plan, the bindings and the layouts' history
         follow. Returns the GPUs that could not be re-cut."""
-        from migbench.launch.supervisor import crash_point
-
         sup, adm = self.sup, self.admission
         gpus = sorted({rc.gpu for rc in recuts})
         busy = {a.instance for a in sup.active.values()}
