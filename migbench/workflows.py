@@ -191,8 +191,7 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
-    refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
-    earlier = earlier_launch(sweep, out, state_dir)
+    earlier = _earlier_unless_running(sweep, out, state_dir)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
         say(said)
@@ -242,6 +241,19 @@ def plan_and_apply(
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
     return RunReady(plan, continues=earlier is not None)
+
+
+def _earlier_unless_running(sweep: Sweep, out: Path, state_dir: Path | None) -> Earlier | None:
+    """The sweep's earlier launch state; refused while a launch runs its plan (one launch per plan
+    per host, whatever the state directory), with the way to grow a sweep while it runs."""
+    try:
+        refuse_running(Register(launches_dir()), out)
+        return earlier_launch(sweep, out, state_dir)
+    except MigbenchError as exc:
+        exc.hint = (exc.hint + "; " if exc.hint else "") + (
+            "a sweep that grows while it runs goes to the host's bench instead: `migbench submit SWEEP` takes it, and takes it again grown, while its runs run"
+        )
+        raise
 
 
 def _say_grown(say: Callable[[str], None], out: Path, grown: Grown) -> None:
