@@ -11,6 +11,7 @@ import pytest
 
 from migbench.backend.sim.host import init_host
 from migbench.duration import DurationModel
+from migbench.errors import MigbenchError
 from migbench.launch.bench import empty_bench, submission
 from migbench.plan import Plan, PlanGpu
 from migbench.planner.assemble import _planned
@@ -146,3 +147,20 @@ def test_a_submit_whose_bench_cannot_start_leaves_no_submission_behind(tmp_path:
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "did not finish" in res.stderr and "Traceback" not in out, out
     assert not list((tmp_path / "bench" / "inbox").iterdir())
+
+
+def test_status_of_one_sweep_of_the_bench_leaves_out_a_sweep_whose_name_extends_its_own():
+    """Guards: `status --sweep a` showed the runs of sweep `a.x` too (ids `a.x.<run>`), and listed
+    sweep `a.x` as `a`."""
+    from migbench.cli.launch import _one_sweep
+
+    doc = {
+        "counts": {"queued": 0, "running": 0},
+        "total": 3,
+        "runs": [{"id": "a.w-1", "state": "running"}, {"id": "a.x.w-1", "state": "queued"}, {"id": "a.x.w-2", "state": "queued"}],
+    }
+    one = _one_sweep(doc, "a")  # type: ignore[arg-type]
+    assert [r["id"] for r in one["runs"]] == ["a.w-1"] and one["counts"] == {"queued": 0, "running": 1}
+    with pytest.raises(MigbenchError) as err:
+        _one_sweep(doc, "b")  # type: ignore[arg-type]
+    assert err.value.hint == "its sweeps: a, a.x"
