@@ -462,7 +462,7 @@ class Supervisor:
         self.devices.sync(self.admission.booked(self.rows.values()))  # the instances to destroy are idle: not booked
         _crash_point("before-recut")
         try:
-            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=self.sd)
+            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=self.sd.named())
         except ApplyInterrupted as exc:
             self.signals.append(exc.signum)  # rolled back; the stop it asked for follows
             self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
@@ -608,7 +608,7 @@ class Supervisor:
                 f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
             )
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd, self.stop_reason or flapping or halted)
+        return LaunchResult(code, dict(counts), self.sd.path, self.stop_reason or flapping or halted)
 
 
 def _crash_point(name: str) -> None:
