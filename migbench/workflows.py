@@ -28,6 +28,7 @@ from migbench.backend.select import (
 )
 from migbench.errors import MigbenchError, UsageError
 from migbench.footprints import Resolution, gather_sources, resolve
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.plan import Plan, PlanInstance
@@ -382,7 +383,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
     (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
     simulated host is used where no GPU is. The bench launcher adopts the submission."""
-    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, submission, write_submission
+    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, require_own_dir, submission, write_submission
     from migbench.plan import PlanGpu, PlanInstance
     from migbench.planner.assemble import _planned
 
@@ -397,12 +398,20 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     if res.measured():
         say(res.summary())
     sweep = res.sweep
+    _fits_the_fleet(sweep, fleet_gpus)
     d = bench_dir(bench)
+    require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    require_own_dir(d)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
     if bp.exists():
         have = Plan.load(bp)
+        if not is_bench(have):
+            raise MigbenchError(
+                f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
+                hint="give the bench a directory of its own (--bench-dir), or move that plan away",
+            )
         if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
             raise MigbenchError(
                 f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
@@ -431,11 +440,40 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     return Submitted(bp, write_submission(d, sub), len(sub.runs))
 
 
+def _fits_the_fleet(sweep: Sweep, fleet: Sequence[FleetGpu]) -> None:
+    """Refuse a sweep with runs no instance of the fleet can hold (the bench would take them and
+    abandon them), as `plan` does."""
+    from migbench.units import format_mib
+
+    unfit = []
+    for r in sweep.runs:
+        if not any(r.memory_mib <= (p.memory_mib or 0) and (r.profiles is None or p.name in r.profiles) for g in fleet for p in g.model.profiles):
+            where = f" on one of {', '.join(r.profiles)}" if r.profiles is not None else ""
+            unfit.append(f"{r.id}: needs {format_mib(r.memory_mib)} ({r.memory_mib} MiB){where}, more than any instance of the fleet holds")
+    if unfit:
+        raise MigbenchError(
+            f"{len(unfit)} run(s) of sweep {sweep.name} fit no instance of the fleet:\n  " + "\n  ".join(unfit[:20]) + ("\n  ..." if len(unfit) > 20 else ""),
+            hint="lower the run's memory or allow a larger profile; nothing was submitted",
+        )
+
+
 def start_bench(bench_plan: Path, say: Callable[[str], None] = lambda _: None) -> int | None:
     """Start the host's bench launcher (in the background) unless it runs: the bench plan's
     instances first brought to the host's layout as it is (nothing of the bench runs while no
     launcher does: a run that outlived a killed launcher keeps its instance, which the host has),
-    applied (it only binds), then launched. Returns the new launcher's PID (None: it ran already)."""
+    applied (it only binds), then launched; under the bench's start lock. Returns the new
+    launcher's PID (None: it ran already)."""
+    from migbench.launch.bench import start_lock
+
+    lock = start_lock(bench_plan.parent)
+    lock.acquire(blocking=True)  # one starter at a time: the host as it is, then the launcher
+    try:
+        return _start_bench_locked(bench_plan, say)
+    finally:
+        lock.release()
+
+
+def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | None:
     from migbench.launch.detach import detach
     from migbench.launch.options import LaunchOptions
 

@@ -53,7 +53,7 @@ from migbench.backend.select import launches_dir
 from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
 from migbench.pidlock import PidLock
 from migbench.plan import Plan
-from migbench.state import Bindings, StateDir, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, write_checkpoint
+from migbench.state import BINDINGS_NAME, Bindings, StateDir, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, write_checkpoint
 from migbench.types import Placement
 
 
@@ -323,7 +323,7 @@ def _record(
     GPUs were changed (`unfinished`), the checkpoint stays `applying` and the host lock keeps this
     apply's note, so `check` and the next `apply` find it; the error says what the GPUs are and how
     to finish."""
-    writing = cp_path.parent / "bindings.json"
+    writing = cp_path.parent / BINDINGS_NAME
     try:
         report.bindings_path, report.bindings = _bound(save_bindings(plan, make_bindings(plan, host, targets), sd))
         writing = cp_path
@@ -351,7 +351,7 @@ def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchErro
     the checkpoint and in `exc`'s message. Returns the re-binding notes."""
     problems = restore(ex.b, checkpoint)
     gpus = [int(g) for g in checkpoint]
-    notes = rebind(cp_path.parent / "bindings.json", ex.host(), gpus)
+    notes = rebind(cp_path.parent / BINDINGS_NAME, ex.host(), gpus)
     late = [signal.Signals(s).name for s in guard.received if not isinstance(exc, ApplyInterrupted)]
     if problems:
         mark_checkpoint(cp_path, "rollback-failed")
@@ -372,7 +372,7 @@ def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchErro
 def _rollback_interrupted(ex: _Executor, found: Interrupted, guard: SignalGuard) -> ApplyReport:
     """`apply --rollback`: restore the GPUs as the interrupted apply's checkpoint recorded them."""
     problems = restore(ex.b, found.doc["gpus"])
-    notes = rebind(found.path.parent / "bindings.json", ex.host(), found.gpus)
+    notes = rebind(found.path.parent / BINDINGS_NAME, ex.host(), found.gpus)
     if problems:
         mark_checkpoint(found.path, "rollback-failed")
         raise HardwareError(

@@ -150,6 +150,8 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document with `runs` and `host`.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="List every run (default: active, failed and the latest finished).")] = False,
+    bench: Annotated[bool, typer.Option("--bench", help="The host's bench (`migbench submit`): every sweep submitted to it.")] = False,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="Of the host's bench, one sweep's runs only (implies --bench).")] = None,
 ) -> None:
     from migbench.backend.select import adopt_simulated_host_near as adopt_sim_near
     from migbench.backend.select import read_host_if_available
@@ -157,6 +159,8 @@ def status_cmd(
     from migbench.launch.status import find_state_dir, host_doc, run_params, runs_to_show, status_doc
     from migbench.launch.store import db_path
 
+    if bench or sweep:
+        plan_file = _bench_plan(plan_file)
     if not watch and status_of_export(plan_file, state_dir, as_json):
         return
     sd, notes = find_state_dir(plan_file, state_dir)
@@ -170,7 +174,7 @@ def status_cmd(
         doc = None
         if sd is not None:
             if db_path(sd).exists():
-                doc = status_doc(sd)
+                doc = status_doc(sd) if sweep is None else _one_sweep(status_doc(sd), sweep)
             else:
                 extra.append(f"no launch yet in {sd}")
         try:
@@ -208,6 +212,30 @@ def status_cmd(
         con.print(view())
         return
     _watch(plan, sd, notes)
+
+
+def _bench_plan(plan_file: Path | None) -> Path:
+    """The host's bench plan (`--bench`): PLAN when given, else the one in the bench directory."""
+    from migbench.launch.bench import bench_dir, bench_plan_path
+
+    if plan_file is not None:
+        return plan_file
+    p = bench_plan_path(bench_dir())
+    if not p.exists():
+        raise MigbenchError(f"no bench on this host ({p} does not exist)", hint="submit a sweep to it: `migbench submit SWEEP`")
+    return p
+
+
+def _one_sweep(doc: StatusDoc, sweep: str) -> StatusDoc:
+    """The bench's status with one sweep's runs only (their ids are `<sweep>.<run id>`)."""
+    runs = [r for r in doc["runs"] if r["id"].startswith(f"{sweep}.")]
+    if not runs:
+        names = sorted({r["id"].split(".", 1)[0] for r in doc["runs"]})
+        raise MigbenchError(f"the bench has no run of a sweep {sweep!r}", hint=f"its sweeps: {', '.join(names) or 'none yet'}")
+    counts = dict.fromkeys(doc["counts"], 0)
+    for r in runs:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return {**doc, "sweep": sweep, "counts": counts, "total": len(runs), "runs": runs}
 
 
 def _watch_plan(plan_file: Path | None, sd: Path | None) -> Plan | None:

@@ -10,6 +10,7 @@ import typer
 
 from migbench.cli.common import console, load_plan
 from migbench.cli.render import simulate_view
+from migbench.plan import Plan
 
 
 def simulate_cmd(
@@ -22,12 +23,49 @@ def simulate_cmd(
     from migbench.forecast.simulate import simulate_plan
 
     plan = load_plan(plan_file)
+    if plan.solver.status == "BENCH":
+        _simulate_bench(plan, as_json)
+        return
     reports = compare_plan(plan, lend=not no_lend) if compare else [simulate_plan(plan, lend=not no_lend)]
     if as_json:
         typer.echo(json.dumps({"plan": str(plan_file), "simulations": [r.to_dict() for r in reports]}, indent=2))
         return
     con = console()
     con.print(simulate_view(reports, width=con.width))
+
+
+def _simulate_bench(plan: Plan, as_json: bool) -> None:
+    """A host's bench: the runs it has not finished, played from now under its scheduler."""
+    from migbench.forecast.living import play_bench
+    from migbench.launch.store import FINAL_STATES, read_state
+    from migbench.report.svg import fmt_t
+    from migbench.state import StateDir
+    from migbench.workflows import fleet_for_plan
+
+    sd = StateDir.of(plan)
+    rows = read_state(sd, lambda st: st.runs()) if sd.db.exists() else {}
+    done = {rid for rid, r in rows.items() if r.state in FINAL_STATES or r.state == "abandoned"}
+    res = play_bench(plan, fleet_for_plan(plan), frozenset(done))
+    left = len(plan.runs) - len(done & {r.id for r in plan.runs})
+    doc = {
+        "plan": plan.path,
+        "bench": True,
+        "runs_left": left,
+        "makespan_s": res.makespan_s,
+        "recuts": sum(len(t) for t in res.recut_times.values()),
+        "compute_use": res.average(),
+        "unrunnable": list(res.unrunnable),
+    }
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    con = console()
+    con.print(
+        f"the host's bench: {left} run(s) not finished, played from now under its scheduler (re-cuts at each start and end, "
+        f"from the layouts it has): makespan {fmt_t(res.makespan_s)}, {doc['recuts']} re-cut(s), compute use {100 * res.average():.0f} %"
+    )
+    if res.unrunnable:
+        con.print(f"{len(res.unrunnable)} run(s) never start: {', '.join(res.unrunnable[:5])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from migbench.duration import Demand, Slot, fits_alongside, instance_capacity, rate
 from migbench.duration.model import ComputeBasis
+from migbench.plan import Plan
 from migbench.planner.fleet import FleetGpu
 from migbench.planner.recut import (
     Decision,
@@ -395,3 +396,14 @@ def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], co
         later = [it for it in items if it[0] >= a]
         bound = max(bound, a + sum(it[1] for it in later) / mem_cap, a + sum(it[2] for it in later) / comp_cap)
     return bound
+
+
+def play_bench(plan: Plan, fleet: Sequence[FleetGpu], skip: set[str] | frozenset[str] = frozenset()) -> LivingResult:
+    """A bench plan's runs (but `skip`: those that finished) played from now as one submission,
+    under the bench's scheduler, from the bench plan's layouts (the host as the bench last cut it):
+    what `migbench simulate` says of a bench. Runs that have started are played from their start
+    again (the forecast of the work left is at most this)."""
+    subs = [Submission(0.0, tuple(r.demand() for r in plan.runs if r.id not in skip), "bench")]
+    initial = {g.gpu: tuple(plan.layout(g.gpu)) for g in plan.fleet}
+    dm = plan.duration_model
+    return play(fleet, subs, compute_basis=dm.compute_basis, interference=dm.interference, initial=initial)

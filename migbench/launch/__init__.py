@@ -9,8 +9,8 @@
 - `options`: what a launch is asked for and how it ends;
 - `supervisor`: the launcher process (the loop, starts, stops), made of `journal` (rows and their
   writes), `admission` (queues: what starts now), `children` (live attempts' processes: shims,
-  adoption, reaping), `outcomes` (retries, OOM moves, failures) and `devices` (host lock, bindings,
-  launch register); `detach` runs it as a daemon;
+  adoption, reaping), `outcomes` (retries, OOM moves, failures), `devices` (host lock, bindings,
+  launch register) and `stops` (stop requests, the staged shutdown); `detach` runs it as a daemon;
 - `shim`: the per-run wrapper the supervisor starts (`python -m migbench.launch.shim`);
 - `status`: the read side (status, logs, stop);
 - `history`: the read side of the memory history (each attempt's peak, instance and outcome).

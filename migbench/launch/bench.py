@@ -19,6 +19,7 @@ host's `bench/`, else `~/.local/state/migbench/bench`):
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,9 +27,10 @@ from pathlib import Path
 
 from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
-from migbench.errors import MigbenchError
-from migbench.fsutil import write_text_atomic
-from migbench.plan import Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo
+from migbench.errors import MigbenchError, os_reason
+from migbench.fsutil import describe_user, trusted_uids, untrusted_reason, write_text_atomic
+from migbench.pidlock import PidLock
+from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
 
 BENCH_STATUS = "BENCH"
@@ -52,6 +54,20 @@ def bench_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(base) / "migbench" / "bench"
 
 
+class BenchStartLock(PidLock):
+    """Held (blocking) by whoever starts the bench launcher (`workflows.start_bench`): two submits
+    never both bring the bench plan to the host and start a launcher."""
+
+    error_type = MigbenchError
+
+    def busy_error(self) -> MigbenchError:  # pragma: no cover - taken blocking
+        return MigbenchError(f"the bench's start lock {self.path} is busy (PID {self.holder()})")
+
+
+def start_lock(d: Path) -> BenchStartLock:
+    return BenchStartLock(d / "start.lock")
+
+
 def bench_plan_path(d: Path) -> Path:
     return d / "bench.plan.yaml"
 
@@ -66,6 +82,12 @@ def is_bench(plan: Plan) -> bool:
 
 def bench_id(sweep: str, run_id: str) -> str:
     return f"{sweep}.{run_id}"
+
+
+def of_sweep(rid: str, sweep: str) -> bool:
+    """Whether the bench run `rid` is one of `sweep`'s: `<sweep>.<run id>`, a run id having no dot
+    (a sweep's name may: the runs of `a.b` are not those of `a`)."""
+    return rid.startswith(f"{sweep}.") and "." not in rid[len(sweep) + 1 :]
 
 
 def _solver() -> SolverInfo:
@@ -174,14 +196,13 @@ class Merged:
 def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merged]:
     """The bench plan with the submission `sub` adopted (see the module's docstring); `states` are
     the launch's run states by id (a run not there has not been seen by the launcher)."""
-    prefix = f"{sub.name}."
     m = Merged(sub.name)
     new = {r.id: r for r in sub.runs}
     runs: list[PlanRun] = []
     for r in bench.runs:
         st = states.get(r.id)
         started = st in STARTED
-        if not r.id.startswith(prefix):
+        if not of_sweep(r.id, sub.name):
             runs.append(r)
         elif r.id in new:
             if started or new[r.id] == r:
@@ -203,11 +224,59 @@ def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merg
     return replace(bench, runs=runs), m
 
 
+def inbox_problem(d: Path) -> str | None:
+    """Why the bench must not take submissions from its inbox (None when it may): another user could
+    put one there (the StrictModes rule, `fsutil.untrusted_reason`), and the bench would run its
+    commands as this user."""
+    why = untrusted_reason(inbox_dir(d))
+    return None if why is None else f"refusing the inbox {inbox_dir(d)}: {why}"
+
+
+def require_own_dir(d: Path) -> None:
+    """Refuse a bench directory every user may write into, even with the sticky bit (/tmp itself, a
+    shared scratch directory): another user could put the bench plan there before the bench makes
+    it, and the bench would run its runs as this user."""
+    try:
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+    except OSError as exc:
+        raise MigbenchError(f"cannot use {d} as the bench directory: {os_reason(exc)}", hint="give the bench a directory of its own (--bench-dir)") from None
+    if mode & 0o002:
+        raise MigbenchError(
+            f"refusing {d} as the bench directory: it is writable by every user (mode {mode:o}), "
+            f"so another user could put a bench plan there that the bench would run as {describe_user(os.geteuid())}",
+            hint="give the bench a directory of its own (--bench-dir or $MIGBENCH_BENCH_DIR), such as a new one under it, not a shared one",
+        )
+
+
+def read_submission(path: Path) -> Plan:
+    """A submission, read through a descriptor that never follows a link: a regular file owned by
+    root or this user, of a plan's size at most; then checked as a plan file is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise MigbenchError(f"{path}: cannot open the submission: {os_reason(exc)}", hint="submit the sweep again with `migbench submit SWEEP`") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MigbenchError(f"{path}: not a regular file", hint="submit the sweep with `migbench submit SWEEP`")
+        if st.st_uid not in trusted_uids():
+            raise MigbenchError(f"{path}: owned by {describe_user(st.st_uid)}, not by this user or root", hint="submit the sweep with `migbench submit SWEEP`")
+        if st.st_size > MAX_PLAN_BYTES:
+            raise MigbenchError(f"{path}: {st.st_size} bytes, more than a plan file may have", hint="submit the sweep with `migbench submit SWEEP`")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            text = f.read(MAX_PLAN_BYTES + 1).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+    sub = Plan.from_dict(parse_document(text, str(path)), file=str(path))
+    check_submission(sub, path)
+    return sub
+
+
 def check_submission(sub: Plan, path: Path) -> None:
     """A submission is a plan of the bench's kind, whose run ids carry its sweep's name."""
     if not is_bench(sub):
         raise MigbenchError(f"{path}: not a bench submission (solver status {sub.solver.status!r})", hint="submit a sweep with `migbench submit SWEEP`")
-    bad = [r.id for r in sub.runs if not r.id.startswith(f"{sub.name}.")]
+    bad = [r.id for r in sub.runs if not of_sweep(r.id, sub.name)]
     if bad:
         raise MigbenchError(
             f"{path}: run ids {', '.join(bad[:3])} do not carry the sweep's name {sub.name!r}", hint="submit the sweep with `migbench submit SWEEP`"

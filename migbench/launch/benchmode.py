@@ -7,27 +7,35 @@ rows of runs that started keep the instance they ran on. An OOM is retried with 
 needs, wherever the next decision finds (or cuts) room for it. Runs no longer submitted are
 cancelled when they have not started.
 
-The supervisor (`supervisor.Supervisor`) asks `decide` at each decision; the re-cuts it returns are
-made before any start (`Supervisor._recut`: apply's reconcile on those GPUs only, its checkpoint
-and rollback; a busy instance is never destroyed), and the layouts over time are kept in the launch
-state (`layouts` in the meta table, a JSON list of `[t, gpu, "profile@start + ..."]`).
+`BenchDriver` is the bench's part of the launcher, made by the supervisor for a bench plan (and only
+then: this module loads the planner): it takes the submissions in the inbox (`adopt`), asks the
+living scheduler at each decision and makes the re-cuts it returns before any start (`recut`:
+apply's reconcile on those GPUs only, its checkpoint and rollback; a busy instance is never
+destroyed), and keeps the layouts over time in the launch state (`layouts` in the meta table, a
+JSON list of `[t, gpu, "profile@start + ..."]`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from migbench.backend.select import live_models
+from migbench.apply import apply_plan
+from migbench.apply.recovery import ApplyInterrupted
+from migbench.backend.select import live_models, open_backend
 from migbench.catalog.model import GpuModel
+from migbench.errors import MigbenchError
 from migbench.launch.admission import Admission
-from migbench.launch.living import Live, Pending, decide
-from migbench.launch.store import ACTIVE_STATES, RunRow
+from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
+from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
+from migbench.launch.store import ACTIVE_STATES, RunRow, Store
 from migbench.plan import Plan
 from migbench.planner import FleetSpec, build_fleet
-from migbench.planner.recut import Decision, RecutSettings
+from migbench.planner.recut import Decision, Recut, RecutSettings
 from migbench.types import Layout
 
 ANYWHERE = "*"
@@ -162,3 +170,118 @@ def read_layouts(doc: str | None) -> list[list]:
     except ValueError:
         return []
     return out if isinstance(out, list) else []
+
+
+class BenchDriver:
+    """The bench's part of one launcher (see the module's notes). It works on the supervisor's parts
+    (its journal, devices, children, keeper, stops) and keeps the supervisor's plan the bench plan."""
+
+    def __init__(self, sup: Any):
+        self.sup = sup
+        self.admission = BenchAdmission(sup.journal, lend=sup.opts.lend, unbound=sup.devices.unbound)
+        self._inbox_refused: str | None = None  # why the inbox is not read (said once)
+
+    @property
+    def dir(self) -> Path:
+        """The bench's directory (its plan's): its inbox is there."""
+        return Path(self.sup.plan.path or ".").resolve().parent
+
+    def say(self, text: str) -> None:
+        self.sup.say(text)
+
+    def submitted(self) -> bool:
+        return bool(submissions(self.dir))
+
+    def record_layouts(self, st: Store, now: float) -> None:
+        """The layouts as the bench starts (into `st`'s meta)."""
+        st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), now - self.admission.t0, layouts_of(self.sup.plan)))
+
+    def adopt(self) -> None:
+        """Sweeps submitted since the last pass join the bench (`bench.merge`): the bench plan is
+        rewritten, new runs wait, runs no longer submitted are cancelled when not started."""
+        waiting = submissions(self.dir)
+        if not waiting:
+            return
+        why = inbox_problem(self.dir)
+        if why is not None:
+            if why != self._inbox_refused:
+                self.say(f"{why}: no submission is taken (`chmod go-w` it, or give the bench a directory of your own)")
+                self._inbox_refused = why
+            return
+        self._inbox_refused = None
+        sup = self.sup
+        for path in waiting:
+            try:
+                sub = read_submission(path)
+            except MigbenchError as exc:
+                mark_adopted(path, f"refused: {exc.message}")
+                self.say(f"submission {path.name} refused: {exc.message}")
+                continue
+            plan, merged = merge(sup.plan, sub, {rid: r.state for rid, r in sup.rows.items()})
+            try:
+                plan.save(sup.plan_file)
+            except (MigbenchError, OSError) as exc:
+                self.say(f"cannot take submission {path.name} now: {getattr(exc, 'message', exc)}; it stays in the inbox")
+                return
+            sup.plan = plan
+            for row in self.admission.admit(plan, time.time()):
+                sup.journal.mark(row.id)
+            sup.journal.flush()
+            mark_adopted(path, merged.summary())
+            self.say(merged.summary())
+
+    def decision(self, now: float) -> list[tuple[str, str]]:
+        """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU
+        could not be re-cut wait for the next decision)."""
+        sup = self.sup
+        dec = self.admission.decide(now, sup.children.placed(), sup.devices.held_by_others())
+        failed = self.recut(dec.recuts) if dec.recuts else set()
+        starts = []
+        for st in dec.starts:
+            key = f"{st.gpu}:{st.placement}"
+            if st.gpu not in failed and key in self.admission.inst:
+                self.admission.placed(st.run, key)
+                starts.append((st.run, key))
+        return starts
+
+    def recut(self, recuts: Sequence[Recut]) -> set[int]:
+        """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
+        never an instance with a live run): the bench plan, the bindings and the layouts' history
+        follow. Returns the GPUs that could not be re-cut."""
+        from migbench.launch.supervisor import crash_point
+
+        sup, adm = self.sup, self.admission
+        gpus = sorted({rc.gpu for rc in recuts})
+        busy = {a.instance for a in sup.active.values()}
+        try:
+            plan = recut_plan(sup.plan, recuts, adm.models, busy, adm.settings)
+        except ValueError as exc:
+            self.say(f"re-cut of GPU(s) {gpus} not made: {exc}")
+            return set(gpus)
+        plan.path = sup.plan.path
+        sup.devices.sync(adm.booked(sup.rows.values()))  # the instances to destroy are idle: not booked
+        crash_point("before-recut")
+        try:
+            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=sup.sd.named())  # the launcher's own: hints name it
+        except ApplyInterrupted as exc:
+            sup.stops.signals.append(exc.signum)  # rolled back; the stop it asked for follows
+            self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
+            return set(gpus)
+        except MigbenchError as exc:
+            self.say(f"re-cut of GPU(s) {gpus} not made: {exc.message}")
+            return set(gpus)
+        crash_point("after-recut")
+        plan.save(sup.plan_file)
+        sup.plan = plan
+        adm.use(plan)
+        left = sup.devices.rebind(i.key for i in plan.instances)
+        t = time.time() - adm.t0
+        trouble = sup.keeper.write(lambda st: st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), t, layouts_of(plan))))
+        if trouble is not None:
+            self.say(f"cannot record the layouts: {trouble.message}")
+        for rc in recuts:
+            lay = " + ".join(str(p) for p in layouts_of(plan)[rc.gpu]) or "no instance"
+            self.say(f"re-cut GPU {rc.gpu} to {lay} (destroyed {', '.join(map(str, rc.destroy)) or 'none'}; no run was on them)")
+        if left:
+            self.say(f"instances {', '.join(left)} are not bound after the re-cut: no run starts there")
+        return set()

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
@@ -33,10 +34,10 @@ class Trouble:
 class Keeper:
     """Owns `launch.db` for one launcher (`store`), and notices when the file is no longer there."""
 
-    def __init__(self, sd: StateDir):
-        self.sd = sd
-        self.db = sd.db
-        self.lock = LauncherLock(sd.lock)
+    def __init__(self, sd: StateDir | Path):
+        self.sd = sd if isinstance(sd, StateDir) else StateDir.at(sd)  # a directory named outright (tests)
+        self.db = self.sd.db
+        self.lock = LauncherLock(self.sd.lock)
         self.store: Store | None = None
         self.writable = True  # False once another launcher holds the state directory
         self._ident: tuple[int, int] | None = None

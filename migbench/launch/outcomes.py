@@ -29,7 +29,7 @@ USAGE_EXIT, USAGE_WINDOW_S = 2, 60.0
 
 
 class Outcomes:
-    """Outcomes of attempts, recorded into `journal`. `stop_reason` says why the launcher stops
+    """Outcomes of attempts, recorded into `journal`. `stop_reason()` says why the launcher stops
     (for the note of an interrupted run); `plan_file` is named in the hint of an unknown outcome."""
 
     def __init__(
@@ -43,6 +43,7 @@ class Outcomes:
         flap_window_s: float,
         flap_max: int,
         plan_file: str = "PLAN",
+        stop_reason: Callable[[], str | None] = lambda: None,
     ):
         self.journal = journal
         self.admission = admission
@@ -52,7 +53,7 @@ class Outcomes:
         self.flap_window_s = flap_window_s
         self.flap_max = flap_max
         self.plan_file = plan_file
-        self.stop_reason: str | None = None
+        self.stop_reason = stop_reason
         self.flapping: str | None = None  # why the flapping guard stopped new starts
         self.early_failures: list[tuple[float, str]] = []  # (when, run id) of failures early in their run
 
@@ -81,7 +82,7 @@ class Outcomes:
         early = row.start_at is not None and row.end_at - row.start_at <= self.flap_window_s
         if a.stop_signaled and (res is None or res.returncode != 0):
             row.state = "interrupted"
-            row.last_error = f"interrupted by the launcher ({self.stop_reason or 'stop'})"
+            row.last_error = f"interrupted by the launcher ({self.stop_reason() or 'stop'})"
             self.journal.end(row, "interrupted", row.last_error)
             self.say(f"interrupted {a.run_id} attempt {a.attempt} after {took}")
             return

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar
 
 from migbench.fsutil import create_private
+from migbench.state import DB_NAME as DB_NAME  # the state directory's file names live in migbench.state
 
 SCHEMA_VERSION = 1
-DB_NAME = "launch.db"
 
 STATES = ("queued", "starting", "running", "succeeded", "failed", "oom", "interrupted", "abandoned", "unknown")
 """`unknown`: the run started and ended (or vanished) with no record of how: not run again unless the

@@ -24,7 +24,8 @@ are re-read there, so runs follow instances an apply or a rollback re-bound.
 - `admission.Admission`: the plan's runs and instances as queues (`queue.Queues`), what starts now;
 - `children.Children`: the live attempts' processes: shims, adoption, orphans, reaping (never the plan);
 - `outcomes.Outcomes`: what an attempt's end means for its run (retry, OOM move, failure, flapping);
-- `devices.Devices`: the host lock, the bindings and the host's launch register (each start's device).
+- `devices.Devices`: the host lock, the bindings and the host's launch register (each start's device);
+- `stops.Stops`: stop requests (`migbench stop`, signals) and the staged shutdown.
 
 The run directories are a second record: when `launch.db` is missing, empty, damaged (moved aside)
 or behind them, each run's state is rebuilt from its attempt directories (`rebuild`), and an
@@ -50,29 +51,23 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from migbench.apply import apply_plan
-from migbench.apply.recovery import ApplyInterrupted
-from migbench.backend.select import open_backend, sim_dir, use_simulated_host
+from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.admission import Admission
-from migbench.launch.bench import check_submission, is_bench, mark_adopted, merge, submissions
-from migbench.launch.benchmode import BenchAdmission, layouts_doc, read_layouts
+from migbench.launch.bench import is_bench
 from migbench.launch.children import Active, Children
 from migbench.launch.devices import Devices
 from migbench.launch.journal import Journal
 from migbench.launch.keeper import Keeper
-from migbench.launch.living import layouts_of, recut_plan
 from migbench.launch.memory import MemorySampler
 from migbench.launch.options import (
     EXIT_FAILED,
@@ -87,16 +82,16 @@ from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
 from migbench.launch.procs import create_time_of, set_child_subreaper
 from migbench.launch.rebuild import rebuild_row, scan_attempts
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
+from migbench.launch.stops import Stops
 from migbench.launch.store import LauncherRow, RunRow, Store
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
-from migbench.planner.recut import Recut
 from migbench.state import configure_modes
 
 
 class Supervisor:
     """One launcher process over one plan's state dir. `run()` returns when nothing is left to do.
-    It puts the parts together (see the module's notes), runs the loop and handles stop requests."""
+    It puts the parts together (see the module's notes) and runs the loop."""
 
     def __init__(self, prep: Prepared, opts: LaunchOptions, out: TextIO | None = None):
         self.prep = prep
@@ -111,9 +106,13 @@ class Supervisor:
         self.keeper = Keeper(self.sd)
         self.journal = Journal(self.keeper, self.say, restate=self._restate)
         self.devices = Devices(prep, self.say)
-        self.bench = is_bench(self.plan)  # the host's bench: the living scheduler places each run (`benchmode`)
-        kind = BenchAdmission if self.bench else Admission
-        self.admission = kind(self.journal, lend=opts.lend, unbound=self.devices.unbound)
+        self.admission = Admission(self.journal, lend=opts.lend, unbound=self.devices.unbound)
+        self.bench: Any = None  # the host's bench (`benchmode.BenchDriver`): the living scheduler places each run
+        if is_bench(self.plan):
+            from migbench.launch.benchmode import BenchDriver  # the planner (OR-Tools) is loaded only for a bench
+
+            self.bench = BenchDriver(self)
+            self.admission = self.bench.admission
         self.children = Children(self.say, self.grace_s, on_child=self._child_seen)
         self.outcomes = Outcomes(
             self.journal,
@@ -124,13 +123,9 @@ class Supervisor:
             flap_window_s=self.plan.launch.flapping_window_s,
             flap_max=self.plan.launch.flapping_max,
             plan_file=self.plan_file,
+            stop_reason=lambda: self.stops.reason,
         )
-        self.draining = False
-        self.stopping = False
-        self.killed = False
-        self.stop_deadline: float | None = None
-        self.signals: list[int] = []
-        self.signal_count = 0
+        self.stops = Stops(self.journal, self.children, self.say, grace_s=self.grace_s, drain=opts.drain, requested=self.keeper.stop_requested)
         self.wakeup = Wakeup()
         self.sampler = MemorySampler(self.mem_poll_s)
         self._mem_warned = False
@@ -148,10 +143,6 @@ class Supervisor:
     @property
     def active(self) -> dict[str, Active]:
         return self.children.active
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.outcomes.stop_reason
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -172,7 +163,7 @@ class Supervisor:
             self.children.subreaper = set_child_subreaper(True)
             stack.callback(set_child_subreaper, False)
             self._init_state()
-            self.wakeup.install(self.signals.append)
+            self.wakeup.install(self.stops.signals.append)
             stack.callback(self.sampler.stop)
             stack.callback(self.wakeup.restore)
             self.say(f"launching {self.plan.name}: {len(self.rows)} runs; state and logs in {self.sd}")
@@ -217,7 +208,7 @@ class Supervisor:
                 st.record_attempt(row.id, d.n, d.instance, d.mig_uuid, d.started_at, d.outcome)
             self._write_meta(st, first is None, now)
             if self.bench:
-                st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), now - self.admission.t0, layouts_of(self.plan)))
+                self.bench.record_layouts(st, now)
             st.replace_launcher(self._launcher_row(now))
 
         trouble = self.keeper.write(write)
@@ -260,68 +251,18 @@ class Supervisor:
             row.child_pid, row.child_pgid = a.child_pid, a.child_pgid
             self.journal.mark(a.run_id)
 
-    # -- signals ---------------------------------------------------------------------------------
-    def _handle_stop_requests(self) -> None:
-        """`migbench stop` (a flag in the database, then SIGTERM) and signals. The flag is read
-        first, so the SIGTERM that `stop` sends with it counts as the same request."""
-        req = self.keeper.stop_requested()
-        if req >= 2 and not self.killed:
-            self._kill_now("`migbench stop --now`: killing every run now")
-        elif req == 1 and not self.stopping:
-            self._begin_stop("`migbench stop`: stopping")
-        while self.signals:
-            signum = self.signals.pop(0)
-            self.signal_count += 1
-            name = signal.Signals(signum).name
-            n = self.signal_count
-            if req and n == 1:
-                continue  # the SIGTERM of `migbench stop`
-            if self.opts.drain and n == 1:
-                self._begin_drain(f"{name}: draining (no new runs; running runs finish)")
-            elif (self.opts.drain and n == 2) or (not self.opts.drain and n == 1):
-                self._begin_stop(f"{name}: stopping")
-            else:
-                self._kill_now(f"second {name}: killing every run now")
-
-    def _begin_drain(self, reason: str) -> None:
-        if self.draining or self.stopping:
-            return
-        self.draining = True
-        self.outcomes.stop_reason = reason
-        self.journal.update(state="draining", stop_reason=reason)
-        self.say(f"{reason}; {len(self.active)} running (signal again to stop them)")
-
-    def _begin_stop(self, reason: str) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        self.outcomes.stop_reason = reason
-        self.stop_deadline = time.monotonic() + self.grace_s
-        self.journal.update(state="stopping", stop_reason=reason)
-        self.say(f"{reason}: SIGTERM to {len(self.active)} run(s), SIGKILL after {self.grace_s:g} s (signal again to kill now)")
-        self.children.signal_all(signal.SIGTERM)
-
-    def _kill_now(self, reason: str) -> None:
-        self.stopping = True
-        self.killed = True
-        self.outcomes.stop_reason = self.outcomes.stop_reason or reason
-        self.journal.update(state="stopping", stop_reason=self.outcomes.stop_reason)
-        if self.active:
-            self.say(f"{reason}: SIGKILL to {len(self.active)} run(s)")
-        self.children.signal_all(signal.SIGKILL)
-
     # -- the loop --------------------------------------------------------------------------------
     def _blocked(self) -> bool:
         """No run starts now: stopping, draining, flapping, or halted."""
-        return bool(self.stopping or self.draining or self.outcomes.flapping or self.journal.halted)
+        return bool(self.stops.any or self.outcomes.flapping or self.journal.halted)
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + 5.0
         self.sampler.start()
         while True:
-            self._handle_stop_requests()
+            self.stops.handle()
             if self.bench:
-                self._adopt_submissions()
+                self.bench.adopt()
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
             for end in self.children.reap():
                 self.outcomes.settle(end)
@@ -329,8 +270,7 @@ class Supervisor:
             self.admission.lending_due(time.time())  # a held-back head is late: reconsider every instance
             for key in self.devices.behind:  # instances another launch holds: has it let them go?
                 self.admission.touch(key)
-            if self.stopping and not self.killed and self.stop_deadline is not None and mono >= self.stop_deadline and self.active:
-                self._kill_now(f"stop grace of {self.grace_s:g} s over")
+            self.stops.grace_over(mono)
             wait_until = self._schedule()
             if mono >= next_beat:
                 self.journal.update(heartbeat_at=time.time())
@@ -340,9 +280,7 @@ class Supervisor:
             self.journal.flush()
             if not self.active and self._nothing_left(wait_until):
                 break
-            timeout = self.poll_s
-            if self.stopping and not self.killed and self.stop_deadline is not None:
-                timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
+            timeout = self.stops.timeout(self.poll_s)
             if wait_until is not None:
                 timeout = min(timeout, max(0.0, wait_until - time.time()))
             if self.admission.lend_at is not None:
@@ -353,7 +291,7 @@ class Supervisor:
     def _nothing_left(self, wait_until: float | None) -> bool:
         if self._blocked():
             return True
-        if self.bench and submissions(self.plan_dir):
+        if self.bench and self.bench.submitted():
             return False  # a sweep was submitted since this pass: adopt it first
         queued = self.admission.queued()
         if not queued:
@@ -388,7 +326,7 @@ class Supervisor:
             return wait_until
         if not any(r.state == "queued" for r in self.rows.values()):
             return wait_until
-        starts = self._bench_decision(now) if isinstance(self.admission, BenchAdmission) else None
+        starts = self.bench.decision(now) if self.bench else None
         if not self.devices.enter():
             return wait_until  # an apply changes GPUs: try again at the next wake-up
         try:
@@ -400,91 +338,6 @@ class Supervisor:
         finally:
             self.devices.leave()
         return wait_until
-
-    # -- the bench -------------------------------------------------------------------------------
-    @property
-    def plan_dir(self) -> Path:
-        """The bench's directory (its plan's): its inbox is there."""
-        return Path(self.plan.path or ".").resolve().parent
-
-    def _adopt_submissions(self) -> None:
-        """Sweeps submitted to the bench since the last pass join it (`bench.merge`): the bench plan
-        is rewritten, new runs wait, runs no longer submitted are cancelled when not started."""
-        for path in submissions(self.plan_dir):
-            try:
-                sub = Plan.load(path)
-                check_submission(sub, path)
-            except MigbenchError as exc:
-                mark_adopted(path, f"refused: {exc.message}")
-                self.say(f"submission {path.name} refused: {exc.message}")
-                continue
-            plan, merged = merge(self.plan, sub, {rid: r.state for rid, r in self.rows.items()})
-            try:
-                plan.save(self.plan_file)
-            except (MigbenchError, OSError) as exc:
-                self.say(f"cannot take submission {path.name} now: {getattr(exc, 'message', exc)}; it stays in the inbox")
-                return
-            self.plan = plan
-            for row in self.admission.admit(plan, time.time()):
-                self.journal.mark(row.id)
-            self.journal.flush()
-            mark_adopted(path, merged.summary())
-            self.say(merged.summary())
-
-    def _bench_decision(self, now: float) -> list[tuple[str, str]]:
-        """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU
-        could not be re-cut wait for the next decision)."""
-        assert isinstance(self.admission, BenchAdmission)
-        dec = self.admission.decide(now, self.children.placed(), self.devices.held_by_others())
-        failed = self._recut(dec.recuts) if dec.recuts else set()
-        starts = []
-        for st in dec.starts:
-            key = f"{st.gpu}:{st.placement}"
-            if st.gpu not in failed and key in self.admission.inst:
-                self.admission.placed(st.run, key)
-                starts.append((st.run, key))
-        return starts
-
-    def _recut(self, recuts: Sequence[Recut]) -> set[int]:
-        """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
-        never an instance with a live run): the bench plan, the bindings and the layouts' history
-        follow. Returns the GPUs that could not be re-cut."""
-        adm = self.admission
-        assert isinstance(adm, BenchAdmission)
-        gpus = sorted({rc.gpu for rc in recuts})
-        busy = {a.instance for a in self.active.values()}
-        try:
-            plan = recut_plan(self.plan, recuts, adm.models, busy, adm.settings)
-        except ValueError as exc:
-            self.say(f"re-cut of GPU(s) {gpus} not made: {exc}")
-            return set(gpus)
-        plan.path = self.plan.path
-        self.devices.sync(self.admission.booked(self.rows.values()))  # the instances to destroy are idle: not booked
-        _crash_point("before-recut")
-        try:
-            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=self.sd.named())
-        except ApplyInterrupted as exc:
-            self.signals.append(exc.signum)  # rolled back; the stop it asked for follows
-            self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
-            return set(gpus)
-        except MigbenchError as exc:
-            self.say(f"re-cut of GPU(s) {gpus} not made: {exc.message}")
-            return set(gpus)
-        _crash_point("after-recut")
-        plan.save(self.plan_file)
-        self.plan = plan
-        adm.use(plan)
-        left = self.devices.rebind(i.key for i in plan.instances)
-        t = time.time() - self.admission.t0
-        trouble = self.keeper.write(lambda st: st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), t, layouts_of(plan))))
-        if trouble is not None:
-            self.say(f"cannot record the layouts: {trouble.message}")
-        for rc in recuts:
-            lay = " + ".join(str(p) for p in layouts_of(plan)[rc.gpu]) or "no instance"
-            self.say(f"re-cut GPU {rc.gpu} to {lay} (destroyed {', '.join(map(str, rc.destroy)) or 'none'}; no run was on them)")
-        if left:
-            self.say(f"instances {', '.join(left)} are not bound after the re-cut: no run starts there")
-        return set()
 
     # -- starting --------------------------------------------------------------------------------
     def _start(self, starts: list[tuple[str, str]]) -> None:
@@ -526,7 +379,7 @@ class Supervisor:
                 self.rows[s.run_id] = before[s.run_id]
             self.journal.halt(f"cannot record the starts ({trouble.message}): stopped starting runs; running runs finish")
             return
-        _crash_point("before-spawn")
+        crash_point("before-spawn")
         for spec in specs:
             self._spawn(spec)
         self.journal.flush()
@@ -556,7 +409,7 @@ class Supervisor:
             return
         row.shim_pid, row.shim_create_time, row.state = a.shim_pid, a.shim_ctime, "running"
         self.journal.mark(spec.run_id)
-        _crash_point("after-spawn")
+        crash_point("after-spawn")
         where = self.admission.inst[spec.instance]
         note = ""
         if spec.instance != row.queue:
@@ -585,7 +438,7 @@ class Supervisor:
     def _finish_launcher(self) -> LaunchResult:
         counts = Counter(r.state for r in self.rows.values())
         halted, flapping = self.journal.halted, self.outcomes.flapping
-        if self.stopping or self.draining:
+        if self.stops.any:
             code = EXIT_INTERRUPTED
         elif flapping:
             code = EXIT_FLAPPING
@@ -608,10 +461,10 @@ class Supervisor:
                 f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
             )
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd.path, self.stop_reason or flapping or halted)
+        return LaunchResult(code, dict(counts), self.sd.path, self.stops.reason or flapping or halted)
 
 
-def _crash_point(name: str) -> None:
+def crash_point(name: str) -> None:
     """For tests of recovery: MIGBENCH_LAUNCH_CRASH_AT=<name> makes the launcher die here at once,
     as `kill -9` would (no cleanup). Points: `before-spawn` (a start is committed, no shim exists
     yet), `after-spawn` (a shim runs, its PID is not recorded yet); a bench's `before-recut` (its

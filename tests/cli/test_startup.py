@@ -15,3 +15,13 @@ def test_the_cli_starts_without_or_tools():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_plain_launch_starts_without_or_tools():
+    """Regression: the launcher imported the bench's living scheduler (planner.recut, so OR-Tools,
+    ~1.5 s) at every start, a plain plan's included: a launcher restarted after a crash adopted
+    its runs too late (the after-spawn crash test found the run already finished)."""
+    code = "import sys, migbench.launch.supervisor; print(sorted(m for m in ('ortools', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -130,6 +130,9 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     # both joined the running bench: runs of b and of the grown a start while a's first runs still run
     bench.wait_for(lambda: {rid.split(".")[0] for rid, r in bench.rows().items() if r["state"] == "running"} == {"a", "b"}, "b's runs running beside a's")
     assert bench.launcher()["pid"] == pid  # one bench: the same launcher took every submission
+    res = bench.cli("simulate", str(bench.dir / "bench.plan.yaml"), "--json")  # what is left, played under the bench's scheduler
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0 and doc["bench"] and doc["runs_left"] == 7 and doc["makespan_s"] >= 60.0 and not doc["unrunnable"], res.stdout + res.stderr
 
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
@@ -157,6 +160,12 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     assert history and all(last.values()), history
     res = bench.cli("status", str(bench.dir / "bench.plan.yaml"))
     assert res.returncode == 0 and "7 succeeded" in res.stdout, res.stdout + res.stderr
+    res = bench.cli("status", "--sweep", "b")  # one sweep of the bench (found in $MIGBENCH_BENCH_DIR)
+    assert res.returncode == 0 and "2 succeeded  (of 2)" in res.stdout and "a.w-" not in res.stdout, res.stdout + res.stderr
+    res = bench.cli("status", "--sweep", "nope")
+    assert res.returncode == 1 and "its sweeps: a, b" in res.stderr, res.stdout + res.stderr
+    res = bench.cli("report", str(bench.dir / "bench.plan.yaml"), "-o", str(bench.tmp / "r.html"))
+    assert res.returncode == 0 and "Layouts over time" in (bench.tmp / "r.html").read_text(), res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("point", ["before-recut", "after-recut"])
@@ -189,3 +198,66 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_submission_another_user_could_have_written_is_never_run(bench: Bench):
+    """Guards: the bench runs whatever its inbox holds, as its own user (root on a real host): a file
+    another user owns there, a link, or an inbox others may write into must not be taken."""
+    res = bench.cli("submit", str(bench.sweep("a", [0])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 1, "a's run running")
+    inbox = bench.dir / "inbox"
+    mine = next((inbox / "done").glob("*-a.plan.yaml"))
+    evil = mine.read_text().replace("name: a\n", "name: evil\n").replace("id: a.", "id: evil.")
+    assert "id: evil." in evil
+    planted = inbox / "00000000000000000001-evil.plan.yaml"
+    planted.write_text(evil)
+    os.chown(planted, 4242, 4242)  # another user's file
+    (inbox / "00000000000000000002-link.plan.yaml").symlink_to(mine)
+    bench.wait_for(lambda: (inbox / "done" / (planted.name + ".txt")).exists(), "the planted file to be refused")
+    assert "refused" in (inbox / "done" / (planted.name + ".txt")).read_text() and "owned by" in (inbox / "done" / (planted.name + ".txt")).read_text()
+    # an inbox others may write into: nothing is taken from it, the launcher says why
+    os.chmod(inbox, 0o777)
+    later = inbox / "00000000000000000003-evil.plan.yaml"
+    later.write_text(evil)
+    log = bench.dir / "runs" / "bench" / "launcher.log"
+    bench.wait_for(lambda: "writable by every user" in log.read_text(), "the launcher to refuse the inbox")
+    assert later.exists() and not any(rid.startswith("evil.") for rid in bench.rows())
+    later.unlink()
+    os.chmod(inbox, 0o700)
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
+    assert set(bench.rows()) == {rid for rid in bench.rows() if rid.startswith("a.")} and len(bench.rows()) == 1
+
+
+def test_two_submits_at_once_start_one_bench_that_runs_both_sweeps_once(bench: Bench):
+    """Guards: two submits racing on a host with no bench each found no launcher, brought the bench
+    plan to the host and started one; one of them failed, or re-cut what the other's bench had cut."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **bench.env)
+    env.pop("MIGBENCH_LAUNCH_CRASH_AT", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "migbench", "submit", str(bench.sweep(name, [0, 1]))],
+            cwd=bench.tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("bench launcher started" in o for o in outs) == 1, outs  # one of them started it (the runs hold the bench up)
+    bench.release.touch()
+    bench.wait_for(
+        lambda: len(bench.rows()) == 4 and bench.launcher().get("state") == "exited" and not list((bench.dir / "inbox").glob("*.plan.yaml")),
+        "both sweeps to finish",
+        timeout=120,
+    )
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 4 and set(starts.values()) == {1}, starts

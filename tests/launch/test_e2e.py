@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -330,6 +331,8 @@ def test_second_ctrl_c_kills_at_once_and_two_launchers_cannot_run(rig):
     r = rig(STUBBORN)
     p = r.start(cli=True)
     r.wait_for(lambda: list(r.states().values()).count("running") == 2, what="2 runs running")
+    # each run ignores SIGTERM from its first line on: wait for the line it prints after its trap
+    r.wait_for(lambda: all("up" in _text(r.state_dir / rid / "attempt-1" / "stdout.log") for rid in r.rows()), what="the runs' traps set")
     # one launcher per plan: a second one fails at once, naming the first
     rc, out = r.launch(timeout=20)
     assert rc == 1 and f"PID {p.pid}" in out and "already running" in out
@@ -343,3 +346,10 @@ def test_second_ctrl_c_kills_at_once_and_two_launchers_cannot_run(rig):
     assert set(r.states().values()) == {"interrupted"}
     for row in r.rows().values():
         assert json.loads((r.state_dir / row["id"] / "attempt-1" / "exit.json").read_text())["signal"] == signal.SIGKILL
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_text()
+    except OSError:
+        return ""

@@ -109,3 +109,13 @@ def test_a_sweep_submitted_again_keeps_what_started_adds_new_runs_and_cancels_re
     by = {r.id: r for r in bench.runs}
     assert set(by) == {"sw.a", "sw.c", "sw.d", "other.a"} and by["sw.a"].memory_mib == 8 * GIB and by["sw.c"].memory_mib == 12 * GIB
     assert "1 started or finished before, kept" in m.summary() and "cancelled" in m.summary()
+
+
+def test_a_sweep_submitted_again_leaves_the_runs_of_a_sweep_whose_name_extends_its_own_alone(tmp_path: Path):
+    """Guards: submitting sweep `a` again cancelled the waiting runs of sweep `a.x` (their ids
+    `a.x.<run>` start with `a.`)."""
+    bench = _bench({0: [], 1: []})
+    bench, _ = merge(bench, submission("a", None, "1", GPUS, [_run("w-1")], LaunchSettings(), tmp_path, DurationModel()), {})
+    bench, _ = merge(bench, submission("a.x", None, "2", GPUS, [_run("w-1"), _run("w-2")], LaunchSettings(), tmp_path, DurationModel()), {})
+    bench, m = merge(bench, submission("a", None, "3", GPUS, [_run("w-1")], LaunchSettings(), tmp_path, DurationModel()), {"a.w-1": "running"})
+    assert not m.cancelled and m.kept == 1 and [r.id for r in bench.runs] == ["a.w-1", "a.x.w-1", "a.x.w-2"], m
