@@ -313,7 +313,7 @@ class BenchDriver:
         sup.devices.sync(adm.booked(sup.rows.values()))  # the instances to destroy are idle: not booked
         crash_point("before-recut")
         try:
-            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=sup.sd)
+            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=sup.sd.named())  # the launcher's own: hints name it
         except ApplyInterrupted as exc:
             sup.stops.signals.append(exc.signum)  # rolled back; the stop it asked for follows
             self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")

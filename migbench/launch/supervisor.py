@@ -463,7 +463,7 @@ class Supervisor:
                 f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
             )
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd, self.stops.reason or flapping or halted)
+        return LaunchResult(code, dict(counts), self.sd.path, self.stops.reason or flapping or halted)
 
 
 # ---------------------------------------------------------------------------------------------
