@@ -314,3 +314,20 @@ def _rows(db: Path) -> dict[str, dict]:
         return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
     finally:
         con.close()
+
+
+def test_a_re_cut_the_driver_refuses_is_rolled_back_and_tried_again(bench: Bench):
+    """Guards: a re-cut that failed half-way (the driver refused the second instance) left the
+    bench deciding nothing more: its runs waited for an event that never came, and it abandoned
+    them as never fitting. Apply's rollback must restore the GPU and the bench try again."""
+    bench.release.touch()
+    res = bench.cli("sim", "fault", "--state", str(bench.sim), "--op", "create_gpu_instance", "--nth", "2", "--code", "INSUFFICIENT_RESOURCES")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish", timeout=120)
+    log = (bench.dir / "runs" / "bench" / "launcher.log").read_text()
+    assert "not made" in log and "re-cut GPU" in log, log
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3, log
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert set(starts.values()) == {1} and len(starts) == 3, starts
