@@ -2,7 +2,7 @@
 queues, submissions adopted while it runs, and idle slices re-cut between starts.
 
 `BenchAdmission` is the `Admission` of a bench plan (`launch.bench`): every submitted run waits
-with no instance (`queue` None) until a decision (`launch.living.decide`) starts it somewhere; the
+with no instance (its queue `ANYWHERE`) until a decision (`launch.living.decide`) starts it somewhere; the
 rows of runs that started keep the instance they ran on. An OOM is retried with the memory it
 needs, wherever the next decision finds (or cuts) room for it. Runs no longer submitted are
 cancelled when they have not started.
