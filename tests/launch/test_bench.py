@@ -330,7 +330,6 @@ def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(b
     bench.wait_for(lambda: any(len(b["processes"]) >= 2 for b in booked()), "the host's launch register to list a's runs")
     os.kill(pid, signal.SIGKILL)  # the launcher only: its runs live on in their own process groups
     bench.wait_for(lambda: not _alive(pid), "the launcher to die")
-    print("REG", [(p.name, p.read_text()) for p in (bench.sim / "launches").glob("*.json")]) if (bench.sim / "launches").exists() else print("NOREG", list(bench.sim.iterdir()))
     res = bench.cli("launch", plan, "--detach", "--force")  # --force: the bench plan changed since that launch began
     assert res.returncode == 0 and "launcher started in the background" in res.stdout, res.stdout + res.stderr
     bench.release.touch()
