@@ -366,3 +366,26 @@ def test_a_run_out_of_memory_on_the_bench_is_retried_on_a_larger_instance_it_cut
     assert [a["outcome"] for a in atts] == ["oom", "succeeded"], atts
     row = bench.rows()[liar]
     assert row["need_mib"] > 9 * 1024 and row["instance_mib"] >= row["need_mib"], row  # retried where it had the room it needed
+
+
+def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(bench: Bench):
+    """Guards: after a `kill -9` of a launcher whose runs live on, `migbench launch PLAN --detach`
+    refused ("already running on this host: its launcher is gone but its runs still run") with a
+    hint to run that very command: the check before detaching counted the dead launcher of its own
+    state directory, which the launch itself takes over."""
+    plan = str(bench.dir / "bench.plan.yaml")
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 2, "a's runs running")
+    pid = int(bench.launcher()["pid"])
+    booked = lambda: [json.loads(p.read_text()) for p in (bench.sim / "launches").glob("*.json")]  # noqa: E731
+    bench.wait_for(lambda: any(len(b["processes"]) >= 2 for b in booked()), "the host's launch register to list a's runs")
+    os.kill(pid, signal.SIGKILL)  # the launcher only: its runs live on in their own process groups
+    bench.wait_for(lambda: not _alive(pid), "the launcher to die")
+    res = bench.cli("launch", plan, "--detach", "--force")  # --force: the bench plan changed since that launch began
+    assert res.returncode == 0 and "launcher started in the background" in res.stdout, res.stdout + res.stderr
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited" and int(bench.launcher()["pid"]) != pid, "the new launcher to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 2
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 2 and set(starts.values()) == {1}, starts  # adopted, not run again
