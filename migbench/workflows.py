@@ -26,7 +26,7 @@ from migbench.backend.select import (
     sim_dir,
     use_simulated_host,
 )
-from migbench.errors import MigbenchError, UsageError
+from migbench.errors import MigbenchError, UsageError, from_os_error
 from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
@@ -189,9 +189,8 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
-    refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
     sd = StateDir.in_dir(out.parent, sweep.launch.log_dir, sweep.name, state_dir)  # the plan's, once written
-    earlier = earlier_launch(sd)
+    earlier = _earlier_unless_running(out, sd)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
         say(said)
@@ -241,6 +240,19 @@ def plan_and_apply(
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
     return RunReady(plan, continues=earlier is not None, state_dir=sd)
+
+
+def _earlier_unless_running(out: Path, sd: StateDir) -> Earlier | None:
+    """The sweep's earlier launch state; refused while a launch runs its plan (one launch per plan
+    per host, whatever the state directory), with the way to grow a sweep while it runs."""
+    try:
+        refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
+        return earlier_launch(sd)
+    except MigbenchError as exc:
+        exc.hint = (exc.hint + "; " if exc.hint else "") + (
+            "a sweep that grows while it runs goes to the host's bench instead: `migbench submit SWEEP` takes it, and takes it again grown, while its runs run"
+        )
+        raise
 
 
 def _say_grown(say: Callable[[str], None], out: Path, grown: Grown) -> None:
@@ -405,19 +417,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     require_own_dir(d)
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
-    if bp.exists():
-        have = Plan.load(bp)
-        if not is_bench(have):
-            raise MigbenchError(
-                f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
-                hint="give the bench a directory of its own (--bench-dir), or move that plan away",
-            )
-        if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
-            raise MigbenchError(
-                f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
-                hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
-            )
-    else:
+    if not bp.exists():
         host = read_host_if_available()
         st = RecutSettings(compute_basis=sweep.duration_model.compute_basis)
         instances = []
@@ -426,7 +426,25 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
             for pl in lay:
                 cap = slot_of(GpuNow(g.index, g.model), pl, st.compute_basis)
                 instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
-        empty_bench(gpus, instances, sweep.launch, sweep.duration_model).save(bp)
+        _create_once(empty_bench(gpus, instances, sweep.launch, sweep.duration_model), bp)
+    try:
+        have = Plan.load(bp)
+    except MigbenchError as exc:  # the hint a plan file gets (`migbench plan`) would make a plan the bench refuses
+        exc.hint = (
+            f"the bench writes {bp}: when no bench launcher runs (`migbench status {bp}`), move the damaged file away and submit "
+            "again; the launch state in runs/bench stays, and each sweep submitted again keeps its finished runs"
+        )
+        raise
+    if not is_bench(have):
+        raise MigbenchError(
+            f"{bp} is a plan of sweep {have.name}, not a bench plan: the bench would launch it and never take the submission",
+            hint="give the bench a directory of its own (--bench-dir), or move that plan away",
+        )
+    if [(g.gpu, g.model) for g in have.fleet] != [(g.gpu, g.model) for g in gpus]:
+        raise MigbenchError(
+            f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
+            hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
+        )
     sub = submission(
         sweep.name,
         os.path.relpath(sweep_file),
@@ -438,6 +456,21 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
         sweep.duration_model,
     )
     return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def _create_once(plan: Plan, path: Path) -> None:
+    """Write `plan` at `path` unless a file is there by then: another submit (whose bench may have
+    adopted sweeps into it since) made it first, and it is never replaced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    plan.save(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise from_os_error(exc, "write the bench plan") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fits_the_fleet(sweep: Sweep, fleet: Sequence[FleetGpu]) -> None:
@@ -509,15 +542,20 @@ def fleet_for_plan(plan: Plan) -> list[FleetGpu]:
 
 def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, say: Callable[[str], None] = lambda _: None) -> str:
     """Wait until the bench launcher has adopted the submission `inbox_file` (it leaves the inbox
-    with its summary in `inbox/done/`), starting the launcher again if it is not running (one that
-    ended as the submission arrived). Returns the summary."""
+    with its summary in `inbox/done/`), starting the launcher if it is not running (the first
+    submit's, or after one that ended as the submission arrived). Returns the summary. When the
+    launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
     from migbench.launch.bench import adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
-        start_bench(bench_plan, say)
+        try:
+            start_bench(bench_plan, say)
+        except MigbenchError:
+            inbox_file.unlink(missing_ok=True)  # no bench runs to take it: nothing half-done (submit again once fixed)
+            raise
         if time.monotonic() > deadline:
             raise MigbenchError(
                 f"the bench has not taken {inbox_file} in {timeout_s:g} s",

@@ -21,13 +21,12 @@ def submit_cmd(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the bench to take the sweep.", min=1.0)] = 120.0,
 ) -> None:
     from migbench.sweep.runnable import start_problems
-    from migbench.workflows import start_bench, submit_sweep, wait_adopted
+    from migbench.workflows import submit_sweep, wait_adopted
 
     con = console()
     sweep = load_sweep(sweep_file)
     warn(start_problems(sweep))
     sub = submit_sweep(sweep, sweep_file, fleet=fleet, bench=bench_dir, say=con.print)
-    start_bench(sub.bench_plan, con.print)
     con.print(wait_adopted(sub.inbox_file, sub.bench_plan, timeout, con.print))
     plan_arg = shlex.quote(str(sub.bench_plan))
     con.print(f"  follow the bench:  migbench status {plan_arg} --watch")

@@ -229,9 +229,11 @@ def _bench_plan(plan_file: Path | None) -> Path:
 
 def _one_sweep(doc: StatusDoc, sweep: str) -> StatusDoc:
     """The bench's status with one sweep's runs only (their ids are `<sweep>.<run id>`)."""
-    runs = [r for r in doc["runs"] if r["id"].startswith(f"{sweep}.")]
+    from migbench.launch.bench import of_sweep
+
+    runs = [r for r in doc["runs"] if of_sweep(r["id"], sweep)]
     if not runs:
-        names = sorted({r["id"].split(".", 1)[0] for r in doc["runs"]})
+        names = sorted({r["id"].rsplit(".", 1)[0] for r in doc["runs"]})  # a run id has no dot; a sweep's name may
         raise MigbenchError(f"the bench has no run of a sweep {sweep!r}", hint=f"its sweeps: {', '.join(names) or 'none yet'}")
     counts = dict.fromkeys(doc["counts"], 0)
     for r in runs:

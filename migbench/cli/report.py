@@ -48,9 +48,7 @@ def report_cmd(
     out = output or plan_file.resolve().parent / f"{plan.name}.report.html"
     con = console(stderr=True)
     t0 = time.perf_counter()
-    builder = ReportBuilder(
-        plan, state_dir=sd, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim")
-    )
+    builder = ReportBuilder(plan, state_dir=sd, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim"))
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0
     console().print(f"report written to {out} ({len(page.html.encode()) / 1024:.0f} KiB, {took:.1f} s)")

@@ -26,17 +26,18 @@ from typing import Any
 
 from migbench.apply import apply_plan
 from migbench.apply.recovery import ApplyInterrupted
-from migbench.backend.select import live_models, open_backend
+from migbench.backend.select import live_models, open_backend, read_host_if_available
 from migbench.catalog.model import GpuModel
 from migbench.errors import MigbenchError
 from migbench.launch.admission import Admission
 from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
+from migbench.launch.options import crash_point
 from migbench.launch.store import ACTIVE_STATES, RunRow, Store
-from migbench.plan import Plan
+from migbench.plan import Plan, PlanInstance
 from migbench.planner import FleetSpec, build_fleet
-from migbench.planner.recut import Decision, Recut, RecutSettings
-from migbench.types import Layout
+from migbench.planner.recut import Decision, GpuNow, Recut, RecutSettings, slot_of
+from migbench.types import InstanceRef, Layout
 
 ANYWHERE = "*"
 """The queue of a run the bench places: any instance a decision finds or cuts for it."""
@@ -180,6 +181,7 @@ class BenchDriver:
         self.sup = sup
         self.admission = BenchAdmission(sup.journal, lend=sup.opts.lend, unbound=sup.devices.unbound)
         self._inbox_refused: str | None = None  # why the inbox is not read (said once)
+        self._others: set[str] = set()  # the instances other launches held at the last decision
 
     @property
     def dir(self) -> Path:
@@ -188,6 +190,16 @@ class BenchDriver:
 
     def say(self, text: str) -> None:
         self.sup.say(text)
+
+    def tick(self) -> None:
+        """Between its own events: when runs wait and the instances other launches hold have changed
+        (one let an instance go), decide again."""
+        if not self.admission.queued():
+            return
+        others = self.sup.devices.held_by_others()
+        if others != self._others:
+            self._others = others
+            self.admission.reconsider_all()
 
     def submitted(self) -> bool:
         return bool(submissions(self.dir))
@@ -234,7 +246,10 @@ class BenchDriver:
         """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU
         could not be re-cut wait for the next decision)."""
         sup = self.sup
-        dec = self.admission.decide(now, sup.children.placed(), sup.devices.held_by_others())
+        if set(self.admission.inst) & sup.devices.unbound:
+            self.resync()  # something else re-cut the host under the bench (an apply, a `run` beside it)
+        self._others = sup.devices.held_by_others()
+        dec = self.admission.decide(now, sup.children.placed(), self._others)
         failed = self.recut(dec.recuts) if dec.recuts else set()
         starts = []
         for st in dec.starts:
@@ -244,12 +259,48 @@ class BenchDriver:
                 starts.append((st.run, key))
         return starts
 
+    def resync(self) -> None:
+        """The bench plan's instances brought to the host's layout as it is (bound by an apply that
+        changes nothing): instances another apply destroyed are forgotten, those it made are taken
+        in. An instance with a live run of the bench is never in question (the host has it)."""
+        sup, adm = self.sup, self.admission
+        host = read_host_if_available()
+        if host is None:
+            return
+        have = {i.ref: i for i in sup.plan.instances}
+        instances = []
+        for g in sup.plan.fleet:
+            lay = host.gpu(g.gpu).layout() if any(x.index == g.gpu for x in host.gpus) else ()
+            for pl in lay:
+                ref = InstanceRef(g.gpu, pl)
+                cap = slot_of(GpuNow(g.gpu, adm.models[g.gpu]), pl, adm.settings.compute_basis)
+                instances.append(have.get(ref) or PlanInstance(g.gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        plan = replace(sup.plan, instances=instances)
+        changed = sorted({i.gpu for i in instances if i.ref not in have} | {i.gpu for i in sup.plan.instances if i.ref not in {j.ref for j in instances}})
+        if not changed:
+            return
+        try:
+            apply_plan(plan, open_backend(), gpus=changed, confirm=None, state_dir=sup.sd)
+        except MigbenchError as exc:
+            self.say(f"cannot take the host's layout of GPU(s) {changed} into the bench: {exc.message}")
+            return
+        plan.save(sup.plan_file)
+        sup.plan = plan
+        adm.use(plan)
+        sup.devices.rebind(i.key for i in plan.instances)
+        self._record(plan)
+        self.say(f"GPU(s) {', '.join(map(str, changed))} were re-cut outside the bench: it takes them as they are now")
+
+    def _record(self, plan: Plan) -> None:
+        t = time.time() - self.admission.t0
+        trouble = self.sup.keeper.write(lambda st: st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), t, layouts_of(plan))))
+        if trouble is not None:
+            self.say(f"cannot record the layouts: {trouble.message}")
+
     def recut(self, recuts: Sequence[Recut]) -> set[int]:
         """Make the re-cuts (apply's reconcile of those GPUs, with its checkpoint and rollback;
         never an instance with a live run): the bench plan, the bindings and the layouts' history
         follow. Returns the GPUs that could not be re-cut."""
-        from migbench.launch.supervisor import crash_point
-
         sup, adm = self.sup, self.admission
         gpus = sorted({rc.gpu for rc in recuts})
         busy = {a.instance for a in sup.active.values()}
@@ -269,16 +320,14 @@ class BenchDriver:
             return set(gpus)
         except MigbenchError as exc:
             self.say(f"re-cut of GPU(s) {gpus} not made: {exc.message}")
+            self.resync()  # the host may not be what the bench thinks (instances made beside it)
             return set(gpus)
         crash_point("after-recut")
         plan.save(sup.plan_file)
         sup.plan = plan
         adm.use(plan)
         left = sup.devices.rebind(i.key for i in plan.instances)
-        t = time.time() - adm.t0
-        trouble = sup.keeper.write(lambda st: st.set_meta("layouts", layouts_doc(read_layouts(st.meta("layouts")), t, layouts_of(plan))))
-        if trouble is not None:
-            self.say(f"cannot record the layouts: {trouble.message}")
+        self._record(plan)
         for rc in recuts:
             lay = " + ".join(str(p) for p in layouts_of(plan)[rc.gpu]) or "no instance"
             self.say(f"re-cut GPU {rc.gpu} to {lay} (destroyed {', '.join(map(str, rc.destroy)) or 'none'}; no run was on them)")

@@ -104,8 +104,13 @@ class HostBooking:
             )
 
     def _say_behind(self, refused: dict[str, Booking]) -> None:
+        """Which of the plan's queues wait for another launch (instances the plan has but queues
+        nothing on are left out: only lending could use them)."""
+        queued = {r.instance_key for r in self.prep.plan.runs if r.instance_key and r.done is None}
         by: dict[str, list[str]] = {}
         for key, b in sorted(refused.items()):
+            if key not in queued:
+                continue
             by.setdefault(b.who(), []).append(key)
         for who, keys in sorted(by.items()):
             self.say(f"{len(keys)} instance(s) this launch queues runs on are bound to {who}: {', '.join(keys)}; those runs start when it lets them go")

@@ -55,3 +55,13 @@ class LaunchResult:
     counts: dict[str, int]
     state_dir: Path
     stop_reason: str | None = None
+
+
+def crash_point(name: str) -> None:
+    """For tests of recovery: MIGBENCH_LAUNCH_CRASH_AT=<name> makes the launcher die here at once,
+    as `kill -9` would (no cleanup). Points: `before-spawn` (a start is committed, no shim exists
+    yet), `after-spawn` (a shim runs, its PID is not recorded yet); a bench's `before-recut` (its
+    decision made, nothing changed yet) and `after-recut` (the GPUs re-cut, the bench plan not yet
+    rewritten)."""
+    if os.environ.get("MIGBENCH_LAUNCH_CRASH_AT") == name:
+        os._exit(99)

@@ -76,6 +76,7 @@ from migbench.launch.options import (
     EXIT_OK,
     LaunchOptions,
     LaunchResult,
+    crash_point,
 )
 from migbench.launch.outcomes import Outcomes
 from migbench.launch.prepare import Prepared, preflight, retries_of, start_order
@@ -263,6 +264,7 @@ class Supervisor:
             self.stops.handle()
             if self.bench:
                 self.bench.adopt()
+                self.bench.tick()
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
             for end in self.children.reap():
                 self.outcomes.settle(end)
@@ -462,16 +464,6 @@ class Supervisor:
             )
         self.say(f"launcher done (exit {code}): {summary}")
         return LaunchResult(code, dict(counts), self.sd.path, self.stops.reason or flapping or halted)
-
-
-def crash_point(name: str) -> None:
-    """For tests of recovery: MIGBENCH_LAUNCH_CRASH_AT=<name> makes the launcher die here at once,
-    as `kill -9` would (no cleanup). Points: `before-spawn` (a start is committed, no shim exists
-    yet), `after-spawn` (a shim runs, its PID is not recorded yet); a bench's `before-recut` (its
-    decision made, nothing changed yet) and `after-recut` (the GPUs re-cut, the bench plan not yet
-    rewritten)."""
-    if os.environ.get("MIGBENCH_LAUNCH_CRASH_AT") == name:
-        os._exit(99)
 
 
 # ---------------------------------------------------------------------------------------------

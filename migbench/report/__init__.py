@@ -61,9 +61,7 @@ class ReportBuilder:
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
-        report = build_report(
-            self.plan, state_dir=self.state_dir, side=self.side, detail=detail, now=now, peaks=self.peaks
-        )
+        report = build_report(self.plan, state_dir=self.state_dir, side=self.side, detail=detail, now=now, peaks=self.peaks)
         report.grain = self.lever
         report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:

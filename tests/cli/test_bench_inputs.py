@@ -4,14 +4,17 @@ started and nothing written there (issue 21)."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from migbench.backend.sim.host import init_host
 from migbench.duration import DurationModel
-from migbench.launch.bench import empty_bench
-from migbench.plan import PlanGpu
+from migbench.errors import MigbenchError
+from migbench.launch.bench import empty_bench, submission
+from migbench.plan import Plan, PlanGpu
+from migbench.planner.assemble import _planned
 from migbench.sweep.model import LaunchSettings
 from tests.support.cli import migbench
 
@@ -77,3 +80,87 @@ def test_submit_refuses_a_sweep_with_runs_no_instance_of_the_fleet_holds(tmp_pat
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "fit no instance of the fleet" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
     assert not (tmp_path / "bench").exists()  # nothing submitted, no bench started
+
+
+def test_a_damaged_bench_plan_is_an_error_whose_hint_says_how_to_recover(tmp_path: Path):
+    """Guards: a damaged bench.plan.yaml said "regenerate it with `migbench plan SWEEP -o PLAN`",
+    which makes a sweep's plan, not a bench plan."""
+    env = _host(tmp_path)
+    bench = tmp_path / "bench"
+    bench.mkdir(mode=0o700)
+    (bench / "bench.plan.yaml").write_text("version: 1\nkind: migbench-plan\nsweep: [\n")
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--bench-dir", str(bench), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "Error:" in res.stderr and "move the damaged file away" in res.stderr and "migbench plan" not in res.stderr, out
+    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml"]
+
+
+def test_a_submit_never_replaces_the_bench_plan_another_submit_made_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Guards: two submits on a host with no bench both found no bench.plan.yaml, and the later one
+    wrote its empty bench plan over the one the first one's bench had already adopted a sweep into."""
+    from migbench import workflows
+    from migbench.sweep import load_sweep
+
+    env = _host(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bench = tmp_path / "bench"
+    theirs = submission("other", None, "x", [PlanGpu(0, "A100-SXM4-80GB"), PlanGpu(1, "A100-SXM4-80GB")], [], LaunchSettings(), tmp_path, DurationModel())
+    adopted = empty_bench(theirs.fleet, [], LaunchSettings(), DurationModel())
+    real = workflows.read_host_if_available
+
+    def meanwhile():  # type: ignore[no-untyped-def]
+        if not (bench / "bench.plan.yaml").exists():  # the other submit's bench, a sweep adopted: between our look and our write
+            other = load_sweep(_write(tmp_path / "other.yaml", SWEEP.format(name="other")))
+            runs = [replace(_planned(r, None), id=f"other.{r.id}") for r in other.runs]
+            replace(adopted, runs=runs).save(bench / "bench.plan.yaml")
+        return real()
+
+    monkeypatch.setattr(workflows, "read_host_if_available", meanwhile)
+    a = tmp_path / "a.yaml"
+    a.write_text(SWEEP.format(name="a"))
+    sub = workflows.submit_sweep(load_sweep(a), a, fleet=None, bench=bench)
+    assert [r.id.split(".")[0] for r in Plan.load(sub.bench_plan).runs] == ["other", "other"]
+    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml", "inbox"]  # no temp file left
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_submit_whose_bench_cannot_start_leaves_no_submission_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Guards: when the bench could not be started (an apply a killed bench left unfinished), submit
+    said Error but left its submission in the inbox, taken later by whichever bench started next."""
+    from migbench import workflows
+    from migbench.errors import MigbenchError
+
+    env = _host(tmp_path)
+
+    def interrupted(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise MigbenchError("an earlier apply of the bench plan did not finish (killed?)", hint="apply --finish or --rollback")
+
+    monkeypatch.setattr(workflows, "apply_plan", interrupted)
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--bench-dir", str(tmp_path / "bench"), "--timeout", "5", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "did not finish" in res.stderr and "Traceback" not in out, out
+    assert not list((tmp_path / "bench" / "inbox").iterdir())
+
+
+def test_status_of_one_sweep_of_the_bench_leaves_out_a_sweep_whose_name_extends_its_own():
+    """Guards: `status --sweep a` showed the runs of sweep `a.x` too (ids `a.x.<run>`), and listed
+    sweep `a.x` as `a`."""
+    from migbench.cli.launch import _one_sweep
+
+    doc = {
+        "counts": {"queued": 0, "running": 0},
+        "total": 3,
+        "runs": [{"id": "a.w-1", "state": "running"}, {"id": "a.x.w-1", "state": "queued"}, {"id": "a.x.w-2", "state": "queued"}],
+    }
+    one = _one_sweep(doc, "a")  # type: ignore[arg-type]
+    assert [r["id"] for r in one["runs"]] == ["a.w-1"] and one["counts"] == {"queued": 0, "running": 1}
+    with pytest.raises(MigbenchError) as err:
+        _one_sweep(doc, "b")  # type: ignore[arg-type]
+    assert err.value.hint == "its sweeps: a, a.x"

@@ -261,3 +261,56 @@ def test_two_submits_at_once_start_one_bench_that_runs_both_sweeps_once(bench: B
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
     starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
     assert len(starts) == 4 and set(starts.values()) == {1}, starts
+
+
+BIG = """
+version: 1
+name: {name}
+fleet: [{{gpu: A100-SXM4-80GB, count: 2}}]
+launch: {{retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}}
+groups:
+  - name: w
+    shell: true
+    command: "echo $MIGBENCH_RUN_ID start >> {ledger}; while [ ! -e {release} ]; do sleep 0.05; done"
+    memory: 70GiB
+    compute: 1.0
+"""
+
+
+def test_a_gpu_re_cut_beside_the_bench_is_taken_as_it_is(bench: Bench):
+    """Guards: `migbench run` of another sweep beside a live bench re-cut a GPU whose instances the
+    bench had cut but was not using; the bench kept starting runs on MIG devices that no longer
+    existed (held back each time) and stopped with "run apply, then launch again"."""
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 2, "a's runs running")
+    # another sweep, planned and launched by `run` beside the bench: one whole GPU, re-cut for it
+    other = bench.tmp / "big.yaml"
+    other.write_text(BIG.format(name="big", ledger=bench.ledger, release=bench.release))
+    res = bench.cli("run", str(other), "--detach")
+    assert res.returncode == 0 and "planned beside 1 other live launch(es)" in res.stdout, res.stdout + res.stderr
+    big_db = bench.tmp / "runs" / "big" / "launch.db"
+    bench.wait_for(lambda: big_db.exists() and any(r["state"] == "running" for r in _rows(big_db).values()), "big's run running")
+    big_on = next(iter(_rows(big_db).values()))["instance"]
+    # more runs for the bench: it finds GPU 1 re-cut under it and takes the host as it is
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2, 3])))
+    assert res.returncode == 0 and "2 new run(s)" in res.stdout, res.stdout + res.stderr
+    log = bench.dir / "runs" / "bench" / "launcher.log"
+    bench.wait_for(lambda: "re-cut outside the bench: it takes them as they are now" in log.read_text(), "the bench to take the host as it is")
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"}, bench.rows()
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert set(starts.values()) == {1} and len(starts) == 5, starts
+    big_end = next(iter(_rows(big_db).values()))["end_at"] if _rows(big_db) else None
+    for a in bench.query("SELECT * FROM attempts"):  # no run of the bench on big's instance while big's run lived
+        assert a["instance"] != big_on or big_end is None or a["start_at"] >= big_end, (a, big_on, big_end)
+
+
+def _rows(db: Path) -> dict[str, dict]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
+    finally:
+        con.close()
