@@ -7,7 +7,7 @@ import hashlib
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Group, RenderableType
@@ -17,6 +17,9 @@ from rich.text import Text
 from migbench.cli.common import STATE_DIR_HELP, console
 from migbench.cli.render import fit_table
 from migbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from migbench.state import StateDir
 
 export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
 
@@ -288,23 +291,18 @@ def register(app: typer.Typer) -> None:
     app.command("exec", help="Run one exported task (a Slurm array task, an Indexed Job pod) on the MIG device its engine gave it.")(exec_cmd)
 
 
-def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bool) -> bool:
-    """`migbench status PLAN` for a sweep submitted with submit.sh (and never launched locally).
-    Returns False when there is no such submission."""
+def status_of_export(plan_file: Path, sd: StateDir, as_json: bool) -> bool:
+    """`migbench status PLAN` for a sweep submitted with submit.sh (and never launched locally), its
+    state directory `sd`. Returns False when there is no such submission."""
     import json
 
     from migbench.export import slurmctl
-    from migbench.launch.store import db_path
     from migbench.plan import Plan
-    from migbench.state import StateDir
 
-    if plan_file is None:
+    if not slurmctl.has_submission(sd.path) or sd.db.exists():
         return False
-    sd = StateDir.of_file(plan_file, state_dir).path  # the head of the file: a large plan is read whole only when submitted
-    if not slurmctl.has_submission(sd) or db_path(sd).exists():
-        return False
-    plan = Plan.load(plan_file)
-    doc = slurmctl.engine_status_doc(plan, sd)
+    plan = Plan.load(plan_file)  # a large plan is read whole only when submitted
+    doc = slurmctl.engine_status_doc(plan, sd.path)
     if as_json:
         typer.echo(json.dumps({"runs": doc, "host": None, "notes": []}, indent=2))
     else:

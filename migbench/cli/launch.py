@@ -161,9 +161,10 @@ def status_cmd(
 
     if bench or sweep:
         plan_file = _bench_plan(plan_file)
-    if not watch and status_of_export(plan_file, state_dir, as_json):
+    found, notes = find_state_dir(plan_file, state_dir)
+    if not watch and plan_file is not None and found is not None and status_of_export(plan_file, found, as_json):
         return
-    sd, notes = find_state_dir(plan_file, state_dir)
+    sd = found.path if found is not None else None
     near = [plan_file.parent if plan_file else None, sd.parent.parent if sd else None, Path.cwd()]
     adopted = adopt_sim_near(*near)
     if adopted:
@@ -312,7 +313,7 @@ def _state_dir_or_fail(plan_file: Path | None, state_dir: Path | None) -> Path:
         raise MigbenchError("no launch state found under ./runs/", hint="pass the PLAN file or --state-dir")
     for n in notes:
         typer.echo(n, err=True)
-    return sd
+    return sd.path
 
 
 def logs_cmd(

@@ -236,7 +236,7 @@ def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir | Pa
     (`Plan.load`, whose errors say what is wrong). Either way it is checked as a plan file is."""
     if sha256:
         try:
-            read_identity(plan_file)
+            read_identity(plan_file)  # not a plan's head: the file itself is read (Plan.load says why)
             sd = StateDir.of_file(plan_file, state_dir)  # before the plan is loaded: from its head
             saved = json.loads(parsed_plan_path(sd, sha256).read_text())
             if isinstance(saved, dict) and saved.get("sha256") == sha256 and _sha256_of(plan_file) == sha256:

@@ -20,7 +20,7 @@ from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
-from migbench.state import StateDir
+from migbench.state import DB_NAME, StateDir
 
 
 class _LauncherSeen(TypedDict):
@@ -123,20 +123,18 @@ class HostDoc(TypedDict):
     gpus: list[GpuDoc]
 
 
-def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[Path | None, list[str]]:
+def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[StateDir | None, list[str]]:
     """The state dir to show: `--state-dir`, else the plan's, else the only (or newest)
     `./runs/*/launch.db`. Returns (dir or None, notes)."""
-    if state_dir:
-        return Path(state_dir), []
-    if plan_file:
-        return StateDir.of_file(plan_file).path, []
-    found = sorted(Path.cwd().glob("runs/*/" + "launch.db"), key=lambda p: (p.stat().st_mtime, str(p)))
+    if state_dir or plan_file:
+        return StateDir.of_file(plan_file or "", state_dir), []
+    found = sorted(Path.cwd().glob("runs/*/" + DB_NAME), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         return None, []
     if len(found) == 1:
-        return found[0].parent, []
+        return StateDir(found[0].parent), []
     newest = found[-1].parent
-    return newest, [f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"]
+    return StateDir(newest), [f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"]
 
 
 def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:
