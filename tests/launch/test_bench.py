@@ -17,7 +17,7 @@ import pytest
 
 from migbench.backend.sim.host import init_host
 from tests.support.cli import Result, migbench
-from tests.support.launchkit import TOY_CMD
+from tests.support.launchkit import TOY_CMD, db_query, db_runs
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
 
@@ -64,22 +64,10 @@ class Bench:
         return migbench(*args, cwd=self.tmp, env=self.env)
 
     def rows(self) -> dict[str, dict]:
-        if not self.db.exists():
-            return {}
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            con.row_factory = sqlite3.Row
-            return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
-        finally:
-            con.close()
+        return db_runs(self.db)
 
     def query(self, sql: str) -> list[dict]:
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            con.row_factory = sqlite3.Row
-            return [dict(r) for r in con.execute(sql)]
-        finally:
-            con.close()
+        return db_query(self.db, sql)
 
     def launcher(self) -> dict:
         rows = self.query("SELECT * FROM launcher")
@@ -308,12 +296,7 @@ def test_a_gpu_re_cut_beside_the_bench_is_taken_as_it_is(bench: Bench):
 
 
 def _rows(db: Path) -> dict[str, dict]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        con.row_factory = sqlite3.Row
-        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
-    finally:
-        con.close()
+    return db_runs(db)
 
 
 def test_a_re_cut_the_driver_refuses_is_rolled_back_and_tried_again(bench: Bench):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from migbench.backend.sim.host import SimHost
 from migbench.plan import Plan
 from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
 from migbench.sweep import load_sweep
-from tests.support.launchkit import Rig
+from tests.support.launchkit import Rig, db_query, db_runs
 from tests.support.simhelp import sim_backend
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
@@ -103,23 +102,11 @@ def test_a_killed_launchers_runs_keep_the_plan_until_its_state_dir_adopts_them(r
 
 
 def _attempts(db: Path) -> list[dict]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute("SELECT * FROM attempts ORDER BY run_id, attempt")]
-    finally:
-        con.close()
+    return db_query(db, "SELECT * FROM attempts ORDER BY run_id, attempt")
 
 
 def _b_rows(db: Path) -> dict[str, dict]:
-    if not db.exists():
-        return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        con.row_factory = sqlite3.Row
-        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
-    finally:
-        con.close()
+    return db_runs(db)
 
 
 def test_a_second_sweep_waits_for_the_instances_of_a_live_launch_and_never_runs_beside_it(rig, tmp_path):

@@ -97,31 +97,14 @@ class Rig:
         return self.state_dir / "launch.db"
 
     def rows(self) -> dict[str, dict]:
-        if not self.db.exists():
-            return {}
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            con.row_factory = sqlite3.Row
-            return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs ORDER BY ord")}
-        finally:
-            con.close()
+        return db_runs(self.db)
 
     def attempts(self) -> list[dict]:
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            con.row_factory = sqlite3.Row
-            return [dict(r) for r in con.execute("SELECT * FROM attempts ORDER BY run_id, attempt")]
-        finally:
-            con.close()
+        return db_query(self.db, "SELECT * FROM attempts ORDER BY run_id, attempt")
 
     def launcher_row(self) -> dict:
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            con.row_factory = sqlite3.Row
-            r = con.execute("SELECT * FROM launcher").fetchone()
-            return dict(r) if r else {}
-        finally:
-            con.close()
+        rows = db_query(self.db, "SELECT * FROM launcher")
+        return rows[0] if rows else {}
 
     def states(self) -> dict[str, str]:
         return {k: v["state"] for k, v in self.rows().items()}
@@ -145,6 +128,21 @@ class Rig:
                 pass
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}; states: {self.states()}")
+
+
+def db_query(db: Path, sql: str) -> list[dict]:
+    """Rows of a query on a launch.db, read-only (a launcher may be writing it)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+def db_runs(db: Path) -> dict[str, dict]:
+    """A launch.db's runs by id, in start order ({} before the launch made it)."""
+    return {r["id"]: r for r in db_query(db, "SELECT * FROM runs ORDER BY ord")} if db.exists() else {}
 
 
 def make_rig(tmp: Path, monkeypatch, sweep_yaml: str, *, model: str = "A100-SXM4-80GB", gpus: int = 1) -> Rig:  # type: ignore[no-untyped-def]
