@@ -121,7 +121,8 @@ class HostBooking:
         plan = self.prep.plan
         keys = _unfinished_keys(self.prep)
         try:
-            others = self.reg.entries()
+            sd = str(self.prep.state_dir.resolve())  # a dead launcher of this state directory: this launch takes its runs over (`open`)
+            others = [b for b in self.reg.entries() if b.state_dir != sd or b.launcher_alive()]
         except MigbenchError:
             return
         refuse_same_plan(others, str(Path(plan.path or "").resolve()), self.prep.sha256)
