@@ -112,6 +112,7 @@ DB_NAME = "launch.db"
 LOCK_NAME = "launcher.lock"
 LOG_NAME = "launcher.log"
 JOBS_FILE = "slurm/jobs.tsv"
+"""Where submit.sh records its job ids, under the plan's state dir (what status and stop read)."""
 
 
 @dataclass(frozen=True)

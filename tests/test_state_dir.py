@@ -12,6 +12,7 @@ import yaml
 from migbench.errors import InputError
 from migbench.plan import Plan
 from migbench.state import StateDir, state_dir_for
+from tests.support import REPO
 from tests.support.fuzz import base_plan_doc
 
 
@@ -58,3 +59,13 @@ def test_a_given_state_dir_is_kept_as_given_and_named_in_hints(tmp_path):
 def test_ensure_creates_it_with_the_state_mode(tmp_path):
     sd = StateDir.at(tmp_path / "a" / "state").ensure()
     assert sd.is_dir() and (sd.path.stat().st_mode & 0o777) == 0o700
+
+
+def test_the_core_never_derives_a_state_dir_from_the_plan_again():
+    """The state directory is made once, at a command's edge (cli/, workflows.py, launch/__main__.py,
+    export/execute.py), and handed down: `state_dir_for` (the plan's default, for tests and scripts)
+    is not called inside migbench, and the core makes a StateDir only where a caller gave none
+    (`StateDir.of(plan, given)` returns a given StateDir as it is)."""
+    pkg = REPO / "migbench"
+    callers = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if p.name != "state.py" and "state_dir_for(" in p.read_text())
+    assert callers == []

@@ -311,19 +311,13 @@ def status_of_export(plan_file: Path, sd: StateDir, as_json: bool) -> bool:
     return True
 
 
-def stop_export(plan_file: Path | None, state_dir: Path | None) -> bool:
-    """`migbench stop PLAN` for a submitted sweep: scancel its jobs. False when there is none."""
+def stop_export(sd: StateDir) -> bool:
+    """`migbench stop PLAN` for a submitted sweep (state directory `sd`): scancel its jobs. False
+    when there is none."""
     from migbench.export import slurmctl
-    from migbench.launch.store import db_path
-    from migbench.plan import Plan
-    from migbench.state import StateDir
 
-    if plan_file is None:
+    if not slurmctl.has_submission(sd.path) or sd.db.exists():
         return False
-    plan = Plan.load(plan_file)
-    sd = StateDir.of(plan, state_dir).path
-    if not slurmctl.has_submission(sd) or db_path(sd).exists():
-        return False
-    ids = slurmctl.cancel(sd)
+    ids = slurmctl.cancel(sd.path)
     console().print(f"scancel {' '.join(ids)}: Slurm signals the tasks (SIGTERM, SIGKILL after KillWait); `migbench status` shows them CANCELLED")
     return True

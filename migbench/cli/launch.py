@@ -386,10 +386,13 @@ def stop_cmd(
 ) -> None:
     from migbench.cli.export import stop_export
     from migbench.launch.status import request_stop, wait_stopped
+    from migbench.plan import Plan
+    from migbench.state import StateDir
 
-    if stop_export(plan_file, state_dir):
+    given = StateDir.of(Plan.load(plan_file), state_dir) if plan_file is not None else None  # the plan read whole first, as always
+    if given is not None and stop_export(given):
         return
-    sd = _state_dir_or_fail(plan_file, state_dir)
+    sd = given.path if given is not None else _state_dir_or_fail(None, state_dir)
     pid = request_stop(sd, now=now)
     how = "kill its runs now" if now else "stop: SIGTERM to its runs, SIGKILL after the stop grace"
     console().print(f"asked the launcher (PID {pid}) to {how}; its runs will be marked interrupted")

@@ -34,13 +34,11 @@ from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
 from migbench.fsutil import output_dir, write_text_atomic
 from migbench.plan import Plan
+from migbench.state import JOBS_FILE as JOBS_FILE  # where submit.sh records the jobs (the state directory's file)
 from migbench.state import StateDir
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's default MaxArraySize (slurm.conf(5)): array indices 0-1000."""
-
-JOBS_FILE = "slurm/jobs.tsv"
-"""Where submit.sh records its job ids, under the plan's state dir (what status and stop read)."""
 
 
 @dataclass
