@@ -100,3 +100,14 @@ def rig(tmp_path, monkeypatch):
     for r in made:
         r.cleanup()
     fake_nvml.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _state_mode_as_a_fresh_process_has_it():
+    """Each test starts with the state file mode a fresh process has (0600): a test whose plan or
+    environment set another mode (0660 for a team) must not make later tests write files that way."""
+    from migbench import fsutil
+
+    fsutil.configure_state_mode(None)
+    yield
+    fsutil.configure_state_mode(None)
