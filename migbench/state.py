@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -105,37 +106,130 @@ def configure_modes(plan: Plan | None) -> int:
     return configure_state_mode(mode)
 
 
+BINDINGS_NAME = "bindings.json"
+CHECKPOINT_NAME = "checkpoint.json"
+DB_NAME = "launch.db"
+LOCK_NAME = "launcher.lock"
+LOG_NAME = "launcher.log"
+JOBS_FILE = "slurm/jobs.tsv"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """A plan's state directory, resolved once at a command's edge (`StateDir.of`) and passed down:
+    its files are properties. `given`: it came from `--state-dir` (or is a node's share, or the
+    launcher's own), so the hints that name a command add `--state-dir DIR` (`option`).
+    It is path-like (`os.fspath`, `/`), and prints as its path."""
+
+    path: Path
+    given: bool = False
+
+    @classmethod
+    def of(cls, plan: Plan, given: StateDir | str | os.PathLike[str] | None = None) -> StateDir:
+        """The state directory of `plan`: `given` (`--state-dir`) when there is one, else
+        `<plan dir>/<log_dir>/<sweep name>/`."""
+        if isinstance(given, StateDir):
+            return given
+        base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
+        return cls.in_dir(base, plan.launch.log_dir, plan.name, given)
+
+    @classmethod
+    def in_dir(cls, plan_dir: str | os.PathLike[str], log_dir: str, name: str, given: StateDir | str | os.PathLike[str] | None = None) -> StateDir:
+        """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists).
+        The name and `log_dir` are checked here, whatever file they came from: the state stays below
+        the plan's directory (unless `log_dir` is absolute)."""
+        if isinstance(given, StateDir):
+            return given
+        if given:
+            return cls(Path(given), True)
+        if not SAFE_NAME_RE.fullmatch(name or ""):
+            raise InputError(f"sweep name {name!r} cannot name the state directory", hint="regenerate the plan with `migbench plan`")
+        why = log_dir_problem(log_dir)
+        if why is not None:
+            raise InputError(why, hint="fix `launch.log_dir` in the sweep and plan again")
+        return cls(Path(plan_dir).resolve() / log_dir / name)
+
+    @classmethod
+    def of_file(cls, plan_file: str | os.PathLike[str], given: StateDir | str | os.PathLike[str] | None = None) -> StateDir:
+        """`of` from a plan file, reading only its head (see `plan.read_identity`)."""
+        if isinstance(given, StateDir):
+            return given
+        if given:
+            return cls.at(given)
+        name, launch = read_identity(plan_file)
+        return cls.in_dir(Path(plan_file).resolve().parent, launch.log_dir, name)
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> StateDir:
+        """A state directory named outright (`--state-dir`, a launcher's own)."""
+        return cls(Path(path), True)
+
+    def node(self, node: str) -> StateDir:
+        """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
+        if not SAFE_NAME_RE.fullmatch(node or ""):
+            raise InputError(f"node name {node!r} cannot name a directory", hint="node names are letters, digits, '.', '_' and '-'")
+        return StateDir(self.path / "nodes" / node, True)
+
+    def named(self) -> StateDir:
+        """The same directory, named outright (hints say `--state-dir` for it)."""
+        return StateDir(self.path, True)
+
+    @property
+    def option(self) -> str:
+        """` --state-dir DIR` for a hint naming a command, when the directory was given."""
+        return f" --state-dir {self.path}" if self.given else ""
+
+    @property
+    def bindings(self) -> Path:
+        return self.path / BINDINGS_NAME
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def db(self) -> Path:
+        return self.path / DB_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_NAME
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_NAME
+
+    @property
+    def jobs(self) -> Path:
+        return self.path / JOBS_FILE
+
+    def ensure(self) -> StateDir:
+        """`ensure_state_dir`: create it (state mode) after the trust check."""
+        ensure_state_dir(self.path)
+        return self
+
+    def resolve(self) -> Path:
+        return self.path.resolve()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def is_dir(self) -> bool:
+        return self.path.is_dir()
+
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
+        return self.path / other
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
 def state_dir_for(plan: Plan, override: str | os.PathLike[str] | None = None) -> Path:
-    """Where apply's bindings and launch's state live: `<plan dir>/<log_dir>/<sweep name>/`."""
-    base = Path(plan.path).resolve().parent if plan.path else Path.cwd()
-    return state_dir_in(base, plan.launch.log_dir, plan.name, override)
-
-
-def state_dir_in(plan_dir: str | os.PathLike[str], log_dir: str, name: str, override: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory of a plan of sweep `name` kept in `plan_dir` (before the plan exists).
-    The name and `log_dir` are checked here, whatever file they came from: the state stays below
-    the plan's directory (unless `log_dir` is absolute)."""
-    if override:
-        return Path(override)
-    if not SAFE_NAME_RE.fullmatch(name or ""):
-        raise InputError(f"sweep name {name!r} cannot name the state directory", hint="regenerate the plan with `migbench plan`")
-    why = log_dir_problem(log_dir)
-    if why is not None:
-        raise InputError(why, hint="fix `launch.log_dir` in the sweep and plan again")
-    return Path(plan_dir).resolve() / log_dir / name
-
-
-def state_dir_of_file(plan_file: str | os.PathLike[str]) -> Path:
-    """`state_dir_for` from a plan file, reading only its head (see `plan.read_identity`)."""
-    name, launch = read_identity(plan_file)
-    return state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name)
-
-
-def node_state_dir(plan: Plan, node: str, override: str | os.PathLike[str] | None = None) -> Path:
-    """Where one node's share keeps its bindings and checkpoint: `<state dir>/nodes/<node>/`."""
-    if not SAFE_NAME_RE.fullmatch(node or ""):
-        raise InputError(f"node name {node!r} cannot name a directory", hint="node names are letters, digits, '.', '_' and '-'")
-    return state_dir_for(plan, override) / "nodes" / node
+    """The path of `StateDir.of(plan, override)`."""
+    return StateDir.of(plan, override).path
 
 
 def ensure_state_dir(sd: Path) -> Path:
@@ -199,10 +293,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     return doc
 
 
-def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Bindings | None:
-    """The plan's bindings file (None: there is none); one whose instances or runs are not mappings
-    of instance keys and run ids is an error saying to apply again."""
-    path = state_dir_for(plan, state_dir) / "bindings.json"
+def load_bindings(plan: Plan, sd: StateDir | None = None) -> Bindings | None:
+    """The plan's bindings file in `sd` (None: the plan's own state directory; returns None when
+    there is none); one whose instances or runs are not mappings of instance keys and run ids is an
+    error saying to apply again."""
+    path = StateDir.of(plan, sd).bindings
     doc = _read_json(path, "bindings file")
     if doc is None:
         return None
@@ -212,9 +307,9 @@ def load_bindings(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -
     return cast(Bindings, doc)
 
 
-def save_bindings(plan: Plan, bindings: Bindings, state_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Bindings]:
-    """Merge `bindings` into the plan's bindings file (instances of other GPUs stay bound)."""
-    path = ensure_state_dir(state_dir_for(plan, state_dir)) / "bindings.json"
+def save_bindings(plan: Plan, bindings: Bindings, sd: StateDir) -> tuple[Path, Bindings]:
+    """Merge `bindings` into the plan's bindings file in `sd` (instances of other GPUs stay bound)."""
+    path = sd.ensure().bindings
     try:
         old = _read_json(path, "bindings file") or {}
     except MigbenchError:
@@ -277,13 +372,9 @@ def rebind(path: Path, host: HostState, gpus: Sequence[int]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def checkpoint_path(plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Path:
-    return state_dir_for(plan, state_dir) / "checkpoint.json"
-
-
-def write_checkpoint(plan: Plan, gpus: dict[str, SavedGpu], state_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Record the GPUs' state before an apply changes them (status `applying`)."""
-    path = ensure_state_dir(state_dir_for(plan, state_dir)) / "checkpoint.json"
+def write_checkpoint(plan: Plan, gpus: dict[str, SavedGpu], sd: StateDir) -> Path:
+    """Record the GPUs' state before an apply changes them (status `applying`) in `sd`."""
+    path = sd.ensure().checkpoint
     doc: Checkpoint = {
         "version": 1,
         "status": "applying",

@@ -29,17 +29,15 @@ from migbench.backend.select import (
 from migbench.errors import MigbenchError, UsageError, from_os_error
 from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
-from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
-from migbench.launch.store import db_path
 from migbench.plan import Plan, PlanInstance
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
 from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, same_fleet
 from migbench.planner.recut import GpuNow, RecutSettings, slot_of
-from migbench.state import state_dir_for, state_dir_in
+from migbench.state import StateDir
 from migbench.sweep import Sweep, load_fleet_file
 from migbench.types import InstanceRef, Layout
 
@@ -136,13 +134,12 @@ class Earlier:
     states: dict[str, RunState] = field(default_factory=dict)  # every run's state and where it last ran
 
 
-def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Earlier | None:
-    """Read (only) the launch state the plan `plan_file` of `sweep` would use: None when there is
+def earlier_launch(sd: StateDir) -> Earlier | None:
+    """Read (only) the launch state in `sd` (the one the sweep's plan would use): None when there is
     none; refuses when a launcher is running it (before anything touches the GPUs)."""
-    sd = state_dir_in(plan_file.parent, sweep.launch.log_dir, sweep.name, state_dir)
-    if not db_path(sd).exists():
+    if not sd.db.exists():
         return None
-    LauncherLock(sd / LOCK_NAME).ensure_free()
+    LauncherLock(sd.lock).ensure_free()
     st = open_state(sd)
     try:
         rows = st.runs()
@@ -150,7 +147,7 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
     finally:
         st.close()
     return Earlier(
-        sd,
+        sd.path,
         made_from,
         {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
         {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())},
@@ -161,10 +158,11 @@ def earlier_launch(sweep: Sweep, plan_file: Path, state_dir: Path | None) -> Ear
 class RunReady:
     """What `run` launches: the plan, applied (None when every run has finished already), and
     whether it continues an earlier launch state of the sweep (then the launch keeps that state's
-    runs by id even though the plan file changed)."""
+    runs by id even though the plan file changed), and its state directory (resolved once)."""
 
     plan: Plan | None
     continues: bool = False
+    state_dir: StateDir | None = None
 
 
 def plan_and_apply(
@@ -173,7 +171,7 @@ def plan_and_apply(
     *,
     fleet: str | None,
     time_limit_s: float,
-    state_dir: Path | None,
+    state_dir: StateDir | Path | None,
     say: Callable[[str], None] = lambda _: None,
     started: float | None = None,
     progress: ProgressFn | None = None,
@@ -191,7 +189,8 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
-    earlier = _earlier_unless_running(sweep, out, state_dir)
+    sd = StateDir.in_dir(out.parent, sweep.launch.log_dir, sweep.name, state_dir)  # the plan's, once written
+    earlier = _earlier_unless_running(out, sd)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
         say(said)
@@ -218,7 +217,7 @@ def plan_and_apply(
         )
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
-        return RunReady(None, continues=True)
+        return RunReady(None, continues=True, state_dir=sd)
     plan, grown = _reuse_or_grow(plan, out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
@@ -237,18 +236,18 @@ def plan_and_apply(
             f"plan written to {out}: {len(plan.placed_runs())} runs on {len(plan.instances)} MIG instances of "
             f"{len(plan.fleet)} GPU(s)" + (f", {len(plan.unplaced)} unplaced" if plan.unplaced else "")
         )
-    LauncherLock(state_dir_for(plan, state_dir) / LOCK_NAME).ensure_free()
-    report = apply_plan(plan, open_backend(), confirm=None, state_dir=state_dir)
+    LauncherLock(sd.lock).ensure_free()
+    report = apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
-    return RunReady(plan, continues=earlier is not None)
+    return RunReady(plan, continues=earlier is not None, state_dir=sd)
 
 
-def _earlier_unless_running(sweep: Sweep, out: Path, state_dir: Path | None) -> Earlier | None:
+def _earlier_unless_running(out: Path, sd: StateDir) -> Earlier | None:
     """The sweep's earlier launch state; refused while a launch runs its plan (one launch per plan
     per host, whatever the state directory), with the way to grow a sweep while it runs."""
     try:
-        refuse_running(Register(launches_dir()), out)
-        return earlier_launch(sweep, out, state_dir)
+        refuse_running(Register(launches_dir()), out)  # one launch per plan per host, whatever the state directory
+        return earlier_launch(sd)
     except MigbenchError as exc:
         exc.hint = (exc.hint + "; " if exc.hint else "") + (
             "a sweep that grows while it runs goes to the host's bench instead: `migbench submit SWEEP` takes it, and takes it again grown, while its runs run"
@@ -512,8 +511,8 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
     from migbench.launch.options import LaunchOptions
 
     plan = Plan.load(bench_plan)
-    sd = state_dir_for(plan)
-    if LauncherLock(sd / LOCK_NAME).is_held():
+    sd = StateDir.of(plan)
+    if LauncherLock(sd.lock).is_held():
         return None
     host = read_host_if_available()
     if host is not None:
@@ -530,8 +529,8 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
         if [i.ref for i in instances] != [i.ref for i in plan.instances]:
             plan = replace(plan, instances=instances)
             plan.save(bench_plan)
-    apply_plan(plan, open_backend(), confirm=None)
-    d = detach(plan, LaunchOptions(force=True))
+    apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
+    d = detach(plan, LaunchOptions(state_dir=sd, force=True))
     say(f"bench launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
     return d.pid
 

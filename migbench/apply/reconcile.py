@@ -53,7 +53,7 @@ from migbench.backend.select import launches_dir
 from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
 from migbench.pidlock import PidLock
 from migbench.plan import Plan
-from migbench.state import Bindings, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, state_dir_for, write_checkpoint
+from migbench.state import BINDINGS_NAME, Bindings, StateDir, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, write_checkpoint
 from migbench.types import Placement
 
 
@@ -186,7 +186,7 @@ def apply_plan(
     gpus: Sequence[int] | None = None,
     dry_run: bool | None = None,
     confirm: Callable[[str], bool] | None = None,
-    state_dir: str | os.PathLike[str] | None = None,
+    state_dir: StateDir | str | os.PathLike[str] | None = None,
     resume: str | None = None,
 ) -> ApplyReport:
     """Reconcile the host to `plan`. `confirm(text) -> bool` is asked before destructive steps.
@@ -194,7 +194,8 @@ def apply_plan(
 
     When an earlier apply was interrupted (killed), raise `InterruptedApplyPending` unless `resume`
     says what to do: "finish" (apply this plan, which must be the interrupted one, keeping the
-    original checkpoint to roll back to) or "rollback" (restore the GPUs as they were before it)."""
+    original checkpoint to roll back to) or "rollback" (restore the GPUs as they were before it).
+    `state_dir`: the command's `StateDir` (a path or None, for callers without one: made here, once)."""
     if dry_run is None:
         dry_run = backend.writer.dry_run
     if dry_run != backend.writer.dry_run:
@@ -207,13 +208,13 @@ def apply_plan(
         return _dry_run(plan, ex, targets)
     configure_modes(plan)
     backend.writer.check_privileges()
-    sd = state_dir_for(plan, state_dir)
-    cp_path = sd / "checkpoint.json"
+    sd = StateDir.of(plan, state_dir)
+    cp_path = sd.checkpoint
     lock = HostLock(backend.lock_path, note={"checkpoint": str(cp_path.absolute()), "plan_file": str(Path(plan.path).resolve()) if plan.path else None})
     lock.take()
     try:
         with SignalGuard() as guard:
-            return _apply_locked(plan, ex, targets, confirm, state_dir, sd, cp_path, lock, guard, resume)
+            return _apply_locked(plan, ex, targets, confirm, sd, cp_path, lock, guard, resume)
     finally:
         lock.release()
 
@@ -252,8 +253,7 @@ def _apply_locked(
     ex: _Executor,
     targets: list[int],
     confirm: Callable[[str], bool] | None,
-    state_dir: str | os.PathLike[str] | None,
-    sd: Path,
+    sd: StateDir,
     cp_path: Path,
     lock: HostLock,
     guard: SignalGuard,
@@ -281,7 +281,7 @@ def _apply_locked(
         report.messages.append(f"finishing the interrupted apply of {plan.path} (checkpoint {cp_path})")
     if not steps:
         report.messages.append("every GPU already matches the plan; nothing changed")
-        _record(plan, host, targets, state_dir, cp_path, lock, report, unfinished=found is not None)
+        _record(plan, host, targets, sd, cp_path, lock, report, unfinished=found is not None)
         return report
     destructive = [s for s in steps if s.kind in DESTRUCTIVE]
     if destructive and confirm is not None and found is None:
@@ -291,7 +291,7 @@ def _apply_locked(
     guard.check()  # a signal before any change: nothing to undo
     if found is None:
         checkpoint = snapshot(host, targets)
-        write_checkpoint(plan, checkpoint, state_dir)
+        write_checkpoint(plan, checkpoint, sd)
     created: dict[tuple[int, Placement], int] = {}
     try:
         for s in steps:
@@ -304,7 +304,7 @@ def _apply_locked(
     except MigbenchError as exc:
         _roll_back(ex, checkpoint, cp_path, exc, guard)
         raise
-    _record(plan, after, targets, state_dir, cp_path, lock, report, unfinished=True)
+    _record(plan, after, targets, sd, cp_path, lock, report, unfinished=True)
     return report
 
 
@@ -312,7 +312,7 @@ def _record(
     plan: Plan,
     host: HostState,
     targets: list[int],
-    state_dir: str | os.PathLike[str] | None,
+    sd: StateDir,
     cp_path: Path,
     lock: HostLock,
     report: ApplyReport,
@@ -323,9 +323,9 @@ def _record(
     GPUs were changed (`unfinished`), the checkpoint stays `applying` and the host lock keeps this
     apply's note, so `check` and the next `apply` find it; the error says what the GPUs are and how
     to finish."""
-    writing = cp_path.parent / "bindings.json"
+    writing = cp_path.parent / BINDINGS_NAME
     try:
-        report.bindings_path, report.bindings = _bound(save_bindings(plan, make_bindings(plan, host, targets), state_dir))
+        report.bindings_path, report.bindings = _bound(save_bindings(plan, make_bindings(plan, host, targets), sd))
         writing = cp_path
         if unfinished:
             mark_checkpoint(cp_path, "applied")
@@ -336,7 +336,7 @@ def _record(
             raise MigbenchError(f"{why}; no GPU was changed", hint=own or "free space in that directory, then apply again") from None
         lock.keep_note = True
         gpus = ", ".join(map(str, targets))
-        opt = f" --state-dir {state_dir}" if state_dir else ""
+        opt = sd.option
         bound = "the bindings are written, but" if report.bindings is not None else "the new MIG uuids are NOT recorded (launch cannot use them yet) and"
         raise MigbenchError(
             f"GPU(s) {gpus} are configured as {plan.path or 'the plan'} wants (read back), but the apply could not record it: {why}.\n"
@@ -351,7 +351,7 @@ def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchErro
     the checkpoint and in `exc`'s message. Returns the re-binding notes."""
     problems = restore(ex.b, checkpoint)
     gpus = [int(g) for g in checkpoint]
-    notes = rebind(cp_path.parent / "bindings.json", ex.host(), gpus)
+    notes = rebind(cp_path.parent / BINDINGS_NAME, ex.host(), gpus)
     late = [signal.Signals(s).name for s in guard.received if not isinstance(exc, ApplyInterrupted)]
     if problems:
         mark_checkpoint(cp_path, "rollback-failed")
@@ -372,7 +372,7 @@ def _roll_back(ex: _Executor, checkpoint: dict, cp_path: Path, exc: MigbenchErro
 def _rollback_interrupted(ex: _Executor, found: Interrupted, guard: SignalGuard) -> ApplyReport:
     """`apply --rollback`: restore the GPUs as the interrupted apply's checkpoint recorded them."""
     problems = restore(ex.b, found.doc["gpus"])
-    notes = rebind(found.path.parent / "bindings.json", ex.host(), found.gpus)
+    notes = rebind(found.path.parent / BINDINGS_NAME, ex.host(), found.gpus)
     if problems:
         mark_checkpoint(found.path, "rollback-failed")
         raise HardwareError(
@@ -389,14 +389,14 @@ def _rollback_interrupted(ex: _Executor, found: Interrupted, guard: SignalGuard)
     return report
 
 
-def interrupted_apply(backend_lock_path: str | os.PathLike[str], plan: Plan, state_dir: str | os.PathLike[str] | None = None) -> Interrupted | None:
+def interrupted_apply(backend_lock_path: str | os.PathLike[str], sd: StateDir) -> Interrupted | None:
     """For `check`: an apply that died half-way (its checkpoint named by the host lock it left, or
-    this plan's), while no apply runs. None when there is none, or when an apply runs now."""
+    the plan's, in `sd`), while no apply runs. None when there is none, or when an apply runs now."""
     lock = HostLock(backend_lock_path)
     if lock.is_held():
         return None
     left = (lock.content() or {}).get("checkpoint")
-    return find_interrupted([left, state_dir_for(plan, state_dir) / "checkpoint.json"])
+    return find_interrupted([left, sd.checkpoint])
 
 
 def _bound(saved: tuple[Path, Bindings]) -> tuple[str, Bindings]:

@@ -23,7 +23,7 @@ from migbench.apply.diff import verify
 from migbench.backend.base import Backend, HostState
 from migbench.errors import MigbenchError
 from migbench.plan import Plan
-from migbench.state import NEEDS_ATTENTION, Checkpoint, SavedGpu, read_checkpoint, state_dir_for
+from migbench.state import NEEDS_ATTENTION, Checkpoint, SavedGpu, StateDir, read_checkpoint
 from migbench.types import Placement
 
 
@@ -248,7 +248,7 @@ def describe(found: Interrupted, host: HostState) -> list[str]:
 def _state_dir_option(found: Interrupted, plan: Plan) -> str:
     """` --state-dir DIR` when the interrupted apply's checkpoint is not in the plan's default state directory."""
     try:
-        default = state_dir_for(found.plan or plan).resolve()
+        default = StateDir.of(found.plan or plan).resolve()
     except MigbenchError:
         default = None
     return "" if found.path.parent.resolve() == default else f" --state-dir {found.path.parent}"

@@ -44,8 +44,10 @@ def slurm_cmd(
     from migbench.export import slurm, slurmctl
     from migbench.export.slurm_types import parse_type_map
     from migbench.plan import Plan
+    from migbench.state import StateDir
 
     plan = Plan.load(plan_file)
+    sd = StateDir.of(plan, state_dir)
     tmap = parse_type_map(type_map or [], type_map_file)
     chosen = None
     notes: list[str] = []
@@ -66,7 +68,7 @@ def slurm_cmd(
         type_map=tmap,
         chosen=chosen,
         sbatch_args=sbatch_arg or [],
-        state_dir=state_dir,
+        state_dir=sd,
         max_array_size=size,
         max_array_from=size_from,
     )
@@ -183,15 +185,17 @@ def exec_cmd(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
 ) -> None:
     from migbench.export import execute
+    from migbench.state import StateDir
 
     plan = execute.load_task_plan(plan_file, sha256, state_dir)
+    sd = StateDir.of(plan, state_dir)
     prep = execute.prepare(
         plan,
         array,
         index=index,
         index_offset=index_offset,
         node=node,
-        state_dir=state_dir,
+        state_dir=sd,
         device_map=device_map,
         sha256=sha256,
         dry_run=dry_run,
@@ -291,13 +295,12 @@ def status_of_export(plan_file: Path | None, state_dir: Path | None, as_json: bo
 
     from migbench.export import slurmctl
     from migbench.launch.store import db_path
-    from migbench.plan import Plan, read_identity
-    from migbench.state import state_dir_in
+    from migbench.plan import Plan
+    from migbench.state import StateDir
 
     if plan_file is None:
         return False
-    name, launch = read_identity(plan_file)  # the head of the file: a large plan is read whole only when submitted
-    sd = state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name, state_dir)
+    sd = StateDir.of_file(plan_file, state_dir).path  # the head of the file: a large plan is read whole only when submitted
     if not slurmctl.has_submission(sd) or db_path(sd).exists():
         return False
     plan = Plan.load(plan_file)
@@ -315,12 +318,12 @@ def stop_export(plan_file: Path | None, state_dir: Path | None) -> bool:
     from migbench.export import slurmctl
     from migbench.launch.store import db_path
     from migbench.plan import Plan
-    from migbench.state import state_dir_for
+    from migbench.state import StateDir
 
     if plan_file is None:
         return False
     plan = Plan.load(plan_file)
-    sd = state_dir_for(plan, state_dir)
+    sd = StateDir.of(plan, state_dir).path
     if not slurmctl.has_submission(sd) or db_path(sd).exists():
         return False
     ids = slurmctl.cancel(sd)

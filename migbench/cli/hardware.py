@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from migbench.apply.reconcile import ApplyReport
     from migbench.plan import Plan
+    from migbench.state import StateDir
 
 
 def apply_cmd(
@@ -36,7 +37,7 @@ def apply_cmd(
         raise UsageError("--finish and --rollback exclude each other", hint="choose one")
     if (finish or rollback) and dry_run:
         raise UsageError("--dry-run shows a plain apply; it does not combine with --finish or --rollback")
-    plan, state_dir = _share(load_plan(plan_file), node, state_dir)
+    plan, sd = _share(load_plan(plan_file), node, state_dir, dry_run=dry_run)
     adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
@@ -54,7 +55,7 @@ def apply_cmd(
 
     resume = "finish" if finish else "rollback" if rollback else None
     try:
-        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=state_dir, resume=resume)
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=confirm, state_dir=sd, resume=resume)
     except InterruptedApplyPending as pending:
         if not is_tty() or yes:
             raise
@@ -63,7 +64,7 @@ def apply_cmd(
         answer = typer.prompt(f"What now ({' / '.join(choices)})?", default="cancel")
         if answer not in choices or answer == "cancel":
             raise typer.Exit(1) from None
-        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=None, state_dir=state_dir, resume=answer)
+        report = apply_plan(plan, backend, gpus=parse_gpus(gpus), confirm=None, state_dir=sd, resume=answer)
     _print_apply(con, report, backend.description, dry_run)
 
 
@@ -91,10 +92,11 @@ def _print_apply(con: Console, report: ApplyReport, description: str, dry_run: b
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
 
 
-def _share(plan: Plan, node: str | None, state_dir: Path | None) -> tuple[Plan, Path | None]:
-    """The plan `apply`/`check` work on: with --node, that node's share, its bindings kept in
-    `<state dir>/nodes/<node>/`; a plan of several nodes needs --node."""
-    from migbench.state import node_state_dir
+def _share(plan: Plan, node: str | None, state_dir: Path | None, *, dry_run: bool = False) -> tuple[Plan, StateDir | None]:
+    """The plan `apply`/`check` work on and its state directory (`--state-dir`, else the plan's):
+    with --node, that node's share, its bindings kept in `<state dir>/nodes/<node>/`; a plan of
+    several nodes needs --node. A dry run of the whole plan writes no state: None."""
+    from migbench.state import StateDir
 
     if node is None:
         nodes = plan.nodes()
@@ -103,8 +105,9 @@ def _share(plan: Plan, node: str | None, state_dir: Path | None) -> tuple[Plan, 
                 f"the plan spans {len(nodes)} nodes ({', '.join(nodes)}): say which one this host is",
                 hint=f"on each node run: migbench apply {plan.path or 'PLAN'} --node NODE",
             )
-        return plan, state_dir
-    return plan.node_share(node), state_dir or node_state_dir(plan, node)
+        return plan, None if dry_run else StateDir.of(plan, state_dir)
+    share = plan.node_share(node)
+    return share, StateDir.at(state_dir) if state_dir else StateDir.of(plan).node(node)
 
 
 def check_cmd(
@@ -119,13 +122,14 @@ def check_cmd(
     from migbench.backend.select import host_lock_path, read_host
 
     plan, sd = _share(load_plan(plan_file), node, state_dir)
+    assert sd is not None  # not a dry run: always resolved
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()
     check_host_matches_models(plan, host, targets)
     diffs = verify(plan, host, targets)
     con = console()
-    found = interrupted_apply(host_lock_path(), plan, sd)
+    found = interrupted_apply(host_lock_path(), sd)
     if found is not None:
         err = pending_error(found, host, plan)
         con.print(Text(err.message, style="bold red"))

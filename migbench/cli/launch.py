@@ -40,11 +40,12 @@ def launch_cmd(
 ) -> None:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
+    from migbench.state import StateDir
 
     plan = load_plan(plan_file)
     if not dry_run:
         adopt_simulated_host(plan_file.parent)
-    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force, resume_unknown=resume_unknown)
+    opts = LaunchOptions(state_dir=StateDir.of(plan, state_dir), drain=drain, lend=not no_lend, force=force, resume_unknown=resume_unknown)
     if dry_run:
         _print_dry_run(plan, opts)
         return
@@ -127,7 +128,7 @@ def run_cmd(
         return
     plan = prep.plan
     # `run` continues its own sweep's launch state: runs keep their state by id across re-plans
-    opts = LaunchOptions(state_dir=state_dir, drain=drain, lend=not no_lend, force=force or prep.continues)
+    opts = LaunchOptions(state_dir=prep.state_dir, drain=drain, lend=not no_lend, force=force or prep.continues)
     if detach:
         _detach(plan, opts)
         return

@@ -38,17 +38,17 @@ def report_cmd(
     from migbench.footprints import load_footprints
     from migbench.plan import Plan
     from migbench.report import ReportBuilder
+    from migbench.state import StateDir
 
     plan = Plan.load(plan_file)
+    sd = StateDir.of(plan, state_dir)
     peaks: dict[str, tuple[int, str]] = {}
     for f in footprints or ():
         peaks.update(load_footprints(f).peaks())
     out = output or plan_file.resolve().parent / f"{plan.name}.report.html"
     con = console(stderr=True)
     t0 = time.perf_counter()
-    builder = ReportBuilder(
-        plan, state_dir=state_dir, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim")
-    )
+    builder = ReportBuilder(plan, state_dir=sd, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim"))
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0
     console().print(f"report written to {out} ({len(page.html.encode()) / 1024:.0f} KiB, {took:.1f} s)")

@@ -41,7 +41,7 @@ from migbench.fsutil import make_dirs, write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan, parse_document, read_identity
-from migbench.state import configure_modes, state_dir_for, state_dir_in
+from migbench.state import BINDINGS_NAME, StateDir, configure_modes
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def node_name(env: Mapping[str, str], node: str | None) -> str:
     return node or env.get("SLURMD_NODENAME") or env.get("NODE_NAME") or socket.gethostname().split(".")[0]
 
 
-def resolve_device(plan: Plan, array: Array, env: Mapping[str, str], node: str, *, state_dir: Path, device_map: Path | None = None) -> Device:
+def resolve_device(plan: Plan, array: Array, env: Mapping[str, str], node: str, *, state_dir: StateDir, device_map: Path | None = None) -> Device:
     """The MIG device the engine gave this task (see the module's docstring)."""
     for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
         v = env.get(var, "").strip()
@@ -149,10 +149,10 @@ def _device_map(path: Path) -> list[str]:
     return list(doc)
 
 
-def _bindings(plan: Plan, node: str | None, state_dir: Path) -> dict[str, Any] | None:
-    paths = [state_dir / "nodes" / node / "bindings.json"] if node else []
+def _bindings(plan: Plan, node: str | None, state_dir: StateDir) -> dict[str, Any] | None:
+    paths = [state_dir / "nodes" / node / BINDINGS_NAME] if node else []
     if len(plan.nodes()) <= 1:
-        paths.append(state_dir / "bindings.json")
+        paths.append(state_dir.bindings)
     for p in paths:
         if p.exists():
             try:
@@ -170,7 +170,7 @@ def _local_key(plan: Plan, node: str, key: str) -> str:
     return f"{local}:{rest}"
 
 
-def _instance_of_uuid(plan: Plan, node: str, uuid: str, state_dir: Path) -> str | None:
+def _instance_of_uuid(plan: Plan, node: str, uuid: str, state_dir: StateDir) -> str | None:
     share_node = node if node in plan.nodes() else None
     b = _bindings(plan, share_node, state_dir)
     if not b:
@@ -185,7 +185,7 @@ def _instance_of_uuid(plan: Plan, node: str, uuid: str, state_dir: Path) -> str 
     return None
 
 
-def next_attempt(state_dir: Path, run_id: str) -> int:
+def next_attempt(state_dir: StateDir, run_id: str) -> int:
     """1 + the highest attempt-N in the run's directory (a requeued task continues it)."""
     rdir = run_dir(state_dir, run_id)
     seen = [int(p.name.split("-", 1)[1]) for p in rdir.glob("attempt-*") if p.name.split("-", 1)[1].isdigit()] if rdir.exists() else []
@@ -210,7 +210,7 @@ def engine_doc(env: Mapping[str, str], array: Array, task: Task, node: str, devi
     return doc
 
 
-def parsed_plan_path(state_dir: Path, sha256: str) -> Path:
+def parsed_plan_path(state_dir: str | os.PathLike[str], sha256: str) -> Path:
     """Where `export slurm` leaves the exported plan already parsed (JSON), for `exec`: parsing a
     10,000-run plan's YAML takes each array task 5 s, reading this 0.4 s."""
     return Path(state_dir) / f"plan-{sha256[:16]}.json"
@@ -230,14 +230,14 @@ def save_parsed_plan(plan: Plan, state_dir: Path, sha256: str) -> Path | None:
     return out
 
 
-def load_task_plan(plan_file: Path, sha256: str | None, state_dir: Path | None = None) -> Plan:
+def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir | Path | None = None) -> Plan:
     """The plan an array task runs: from the parsed copy `export slurm` left when it is there and
     the plan file still has the exported sha256 (checked on the file's bytes), else the file itself
     (`Plan.load`, whose errors say what is wrong). Either way it is checked as a plan file is."""
     if sha256:
         try:
-            name, launch = read_identity(plan_file)
-            sd = Path(state_dir) if state_dir else state_dir_in(Path(plan_file).resolve().parent, launch.log_dir, name)
+            read_identity(plan_file)
+            sd = StateDir.of_file(plan_file, state_dir)  # before the plan is loaded: from its head
             saved = json.loads(parsed_plan_path(sd, sha256).read_text())
             if isinstance(saved, dict) and saved.get("sha256") == sha256 and _sha256_of(plan_file) == sha256:
                 plan = Plan.from_dict(saved["plan"], file=str(plan_file))
@@ -260,13 +260,14 @@ def prepare(
     index_offset: int = 0,
     env: Mapping[str, str] | None = None,
     node: str | None = None,
-    state_dir: Path | None = None,
+    state_dir: StateDir | Path | None = None,
     device_map: Path | None = None,
     sha256: str | None = None,
     dry_run: bool = False,
     workdir: Path | None = None,
 ) -> PreparedTask:
-    """Find the task, its device and each run's spec; with `dry_run` nothing is written."""
+    """Find the task, its device and each run's spec; with `dry_run` nothing is written. `state_dir`:
+    the command's `StateDir` (a path or None, for callers without one: made here, once)."""
     env = dict(os.environ if env is None else env)
     if sha256:
         got = _sha256_of(Path(plan.path)) if plan.path else ""
@@ -278,7 +279,7 @@ def prepare(
     array = find_array(plan, array_name)
     task = array.task(task_index(index, env) + index_offset)
     where = node_name(env, node)
-    sd = Path(state_dir) if state_dir else state_dir_for(plan)
+    sd = StateDir.of(plan, state_dir)
     if not dry_run:
         configure_modes(plan)  # the state files' mode, as the launcher's
     device = resolve_device(plan, array, env, where, state_dir=sd, device_map=device_map)

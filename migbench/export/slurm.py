@@ -34,7 +34,7 @@ from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
 from migbench.fsutil import output_dir, write_text_atomic
 from migbench.plan import Plan
-from migbench.state import state_dir_for
+from migbench.state import StateDir
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's default MaxArraySize (slurm.conf(5)): array indices 0-1000."""
@@ -78,7 +78,7 @@ def write(
     type_map: Mapping[str, str],
     chosen: Mapping[str, str] | None = None,
     sbatch_args: Sequence[str] = (),
-    state_dir: Path | None = None,
+    state_dir: StateDir | Path | None = None,
     command: str | None = None,
     max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
     max_array_from: str = "",
@@ -95,7 +95,7 @@ def write(
     exp = SlurmExport(plan, sha256, arrs, types)
     mb = command or migbench_command()
     plan_abs = str(Path(plan.path).resolve())
-    sd = (state_dir or state_dir_for(plan)).resolve()
+    sd = StateDir.of(plan, state_dir).resolve()
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:

@@ -360,15 +360,27 @@ def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = 
 
 
 def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
-    """A lower bound on the makespan of any schedule, re-cuts free and at any time:
+    """A lower bound on the makespan of any schedule, re-cuts free and at any time.
 
-    - each run ends no sooner than its arrival plus its best solo time (the fastest instance it fits);
-    - memory: a run holds its memory (a whole instance of the smallest size it fits when it shares
-      with nobody) for at least its best solo time, and a GPU offers at most its largest layout's
-      memory, so the runs arriving at or after time a need a + (their memory-time / the fleet's);
-    - compute: a run consumes compute * duration of compute under the model wherever it runs
-      (sum of u_j * rate_j on an instance <= its capacity), and a GPU offers at most its largest
-      layout's capacity, so the same holds with compute-time.
+    Each run j has its arrival r_j, its best solo time s_j (the fastest instance it fits, alone),
+    the memory h_j it holds while it runs (its own when it may share, else the smallest instance it
+    fits) and its compute-work c_j * w_j. Under the duration model its progress rate is at most
+    min(1, capacity / c_j) on the fastest instance it fits, that is w_j / s_j, whatever shares with
+    it; so at any time a >= r_j it still needs at least (s_j - (a - r_j))+ of wall time, holding
+    h_j all along, and consumes at least c_j * (w_j - (a - r_j) * w_j / s_j)+ of compute. Runs hold
+    disjoint memory (instances are disjoint, runs on one share its memory), a GPU offers at most
+    its largest layout's memory and its largest layout's compute (sum of c_j * rate_j on an
+    instance <= its capacity), so for every a, with M and C the fleet's:
+
+    - T >= r_j + s_j for every run;
+    - T >= a + (sum over runs of h_j * (s_j - (a - r_j)+)+) / M (memory still to be held after a);
+    - T >= a + (sum over runs of c_j * (w_j - (a - r_j)+ * w_j / s_j)+) / C (compute still to serve).
+
+    Runs arriving after a count whole (the bound of a run known only at its arrival); runs arrived
+    before count what they must still do even had they started at once on their fastest instance,
+    the remainder the former bound (runs arriving at or after a only) left out. Both sums are
+    piecewise linear in a, with breaks at the arrivals and at each r_j + s_j, so their maximum is
+    at one of those times, where they are evaluated.
     """
     models = {g.model.key: g.model for g in fleet}
     mem_cap = comp_cap = 0.0
@@ -377,7 +389,7 @@ def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], co
         mem_cap += max(sum(g.model.profile(p.profile).memory_mib or 0 for p in lay) for lay in lays)
         comp_cap += max(sum(instance_capacity(g.model, g.model.profile(p.profile), compute_basis) for p in lay) for lay in lays)
     bound = 0.0
-    items: list[tuple[float, float, float]] = []  # (arrival, memory-time, compute-time)
+    items: list[tuple[float, float, float, float]] = []  # (arrival, solo time, memory held, compute)
     for sub in submissions:
         for d in sub.runs:
             fits = [
@@ -391,10 +403,15 @@ def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], co
             solo = min(d.work_s * max(1.0, d.compute / instance_capacity(m, p, compute_basis)) for p, m in fits)
             held = d.memory_mib if d.max_runs_per_instance > 1 else min(p.memory_mib or 0 for p, _ in fits)
             bound = max(bound, sub.at_s + solo)
-            items.append((sub.at_s, held * solo, d.compute * d.work_s))
-    for a in sorted({it[0] for it in items}):
-        later = [it for it in items if it[0] >= a]
-        bound = max(bound, a + sum(it[1] for it in later) / mem_cap, a + sum(it[2] for it in later) / comp_cap)
+            items.append((sub.at_s, solo, float(held), d.compute * d.work_s))
+    for a in sorted({it[0] for it in items} | {it[0] + it[1] for it in items}):
+        mem = comp = 0.0
+        for r, s, h, cw in items:
+            left = 1.0 - max(0.0, a - r) / s  # the share of its solo time still ahead at a, at best
+            if left > 0:
+                mem += h * s * left
+                comp += cw * left
+        bound = max(bound, a + mem / mem_cap, a + comp / comp_cap)
     return bound
 
 

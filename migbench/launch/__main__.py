@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
     from migbench.plan import Plan
+    from migbench.state import StateDir
 
     try:
         plan = Plan.load(args.plan)
-        res = launch(
-            plan, LaunchOptions(state_dir=args.state_dir, drain=args.drain, lend=not args.no_lend, force=args.force, resume_unknown=args.resume_unknown)
-        )
+        sd = StateDir.of(plan, args.state_dir)
+        res = launch(plan, LaunchOptions(state_dir=sd, drain=args.drain, lend=not args.no_lend, force=args.force, resume_unknown=args.resume_unknown))
     except MigbenchError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -2,7 +2,7 @@
 queues, submissions adopted while it runs, and idle slices re-cut between starts.
 
 `BenchAdmission` is the `Admission` of a bench plan (`launch.bench`): every submitted run waits
-with no instance (`queue` None) until a decision (`launch.living.decide`) starts it somewhere; the
+with no instance (its queue `ANYWHERE`) until a decision (`launch.living.decide`) starts it somewhere; the
 rows of runs that started keep the instance they ran on. An OOM is retried with the memory it
 needs, wherever the next decision finds (or cuts) room for it. Runs no longer submitted are
 cancelled when they have not started.
@@ -182,6 +182,8 @@ class BenchDriver:
         self.admission = BenchAdmission(sup.journal, lend=sup.opts.lend, unbound=sup.devices.unbound)
         self._inbox_refused: str | None = None  # why the inbox is not read (said once)
         self._others: set[str] = set()  # the instances other launches held at the last decision
+        self._failures = 0  # re-cuts not made in a row
+        self._retry_at: float | None = None  # when to decide again after a re-cut was not made
 
     @property
     def dir(self) -> Path:
@@ -196,6 +198,9 @@ class BenchDriver:
         (one let an instance go), decide again."""
         if not self.admission.queued():
             return
+        if self._retry_at is not None and time.time() >= self._retry_at:
+            self._retry_at = None  # a re-cut failed: try again
+            self.admission.reconsider_all()
         others = self.sup.devices.held_by_others()
         if others != self._others:
             self._others = others
@@ -203,6 +208,16 @@ class BenchDriver:
 
     def submitted(self) -> bool:
         return bool(submissions(self.dir))
+
+    def waiting(self) -> bool:
+        """Whether the bench must not end yet though nothing runs: a sweep was submitted since the
+        last pass, or a re-cut that failed is to be tried again."""
+        return self.submitted() or (self._retry_at is not None and bool(self.admission.queued()))
+
+    def _failed(self) -> None:
+        """A re-cut was not made: the next decision comes after a backoff (2, 4, ... 60 s)."""
+        self._failures += 1
+        self._retry_at = time.time() + min(60.0, 2.0**self._failures)
 
     def record_layouts(self, st: Store, now: float) -> None:
         """The layouts as the bench starts (into `st`'s meta)."""
@@ -308,20 +323,24 @@ class BenchDriver:
             plan = recut_plan(sup.plan, recuts, adm.models, busy, adm.settings)
         except ValueError as exc:
             self.say(f"re-cut of GPU(s) {gpus} not made: {exc}")
+            self._failed()
             return set(gpus)
         plan.path = sup.plan.path
         sup.devices.sync(adm.booked(sup.rows.values()))  # the instances to destroy are idle: not booked
         crash_point("before-recut")
         try:
-            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=sup.sd)
+            apply_plan(plan, open_backend(), gpus=gpus, confirm=None, state_dir=sup.sd.named())  # the launcher's own: hints name it
         except ApplyInterrupted as exc:
             sup.stops.signals.append(exc.signum)  # rolled back; the stop it asked for follows
             self.say(f"re-cut of GPU(s) {gpus} interrupted by a signal and rolled back")
+            self._failed()
             return set(gpus)
         except MigbenchError as exc:
             self.say(f"re-cut of GPU(s) {gpus} not made: {exc.message}")
             self.resync()  # the host may not be what the bench thinks (instances made beside it)
+            self._failed()
             return set(gpus)
+        self._failures = 0
         crash_point("after-recut")
         plan.save(sup.plan_file)
         sup.plan = plan

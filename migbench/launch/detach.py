@@ -14,12 +14,12 @@ from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE, create_private
 from migbench.launch.hostbook import HostBooking
-from migbench.launch.options import LOCK_NAME, LOG_NAME, PKG_ROOT, LaunchOptions
+from migbench.launch.options import PKG_ROOT, LaunchOptions
 from migbench.launch.prepare import preflight
 from migbench.launch.procs import LauncherLock
 from migbench.launch.store import Store, db_path
 from migbench.plan import Plan
-from migbench.state import configure_modes, ensure_state_dir
+from migbench.state import configure_modes
 
 
 @dataclass
@@ -36,10 +36,10 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     prep = preflight(plan, opts.state_dir)
     HostBooking(prep, lambda _: None).check()  # the plan runs already, or its instances are another launch's
     configure_modes(plan)
-    sd = ensure_state_dir(prep.state_dir)
-    lock = LauncherLock(sd / LOCK_NAME)
+    sd = prep.state_dir.ensure()
+    lock = LauncherLock(sd.lock)
     lock.ensure_free()
-    log = sd / LOG_NAME
+    log = sd.log
     cmd = [sys.executable, "-m", "migbench.launch", str(Path(plan.path or "").resolve()), "--state-dir", str(sd.resolve())]
     if opts.drain:
         cmd.append("--drain")
@@ -73,7 +73,7 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
             except OSError as exc:
                 tail = [f"(cannot read {log}: {exc})"]
             if rc == 0:
-                return Detached(p.pid, sd, log)
+                return Detached(p.pid, sd.path, log)
             raise MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(tail), hint=f"see {log}")
         if db.exists():
             try:
@@ -83,8 +83,8 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
                 finally:
                     st.close()
                 if row is not None and row.pid == p.pid:
-                    return Detached(p.pid, sd, log)
+                    return Detached(p.pid, sd.path, log)
             except Exception:  # noqa: BLE001 - the database may be mid-creation
                 pass
         time.sleep(0.05)
-    return Detached(p.pid, sd, log)
+    return Detached(p.pid, sd.path, log)

@@ -25,7 +25,7 @@ class Devices:
     """The device checks of one launch (see the module's notes)."""
 
     def __init__(self, prep: Prepared, say: Callable[[str], None], *, gate: HostGate | None = None, booking: HostBooking | None = None):
-        self.gate = gate or HostGate(host_lock_path(), prep.state_dir / "bindings.json", prep.uuid_of, say)
+        self.gate = gate or HostGate(host_lock_path(), prep.state_dir.bindings, prep.uuid_of, say)
         self.booking = booking or HostBooking(prep, say)  # this launch in the host's register (one per plan, no instance held by two)
 
     @property

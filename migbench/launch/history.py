@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import MigbenchError
-from migbench.launch.store import DB_NAME, Store
+from migbench.launch.store import Store
+from migbench.state import BINDINGS_NAME, DB_NAME
 
 _INSTANCE_MIB_RE = re.compile(r"\((\d+) MiB instance")
 
@@ -135,7 +136,7 @@ def read_history(path: str | Path) -> LaunchHistory | None:
 def _bound_memory(state_dir: Path) -> dict[str, int]:
     """Each bound instance's memory (MiB) as the host reported it at apply, from bindings.json."""
     try:
-        doc: Any = json.loads((state_dir / "bindings.json").read_text())
+        doc: Any = json.loads((state_dir / BINDINGS_NAME).read_text())
     except (OSError, ValueError):
         return {}
     out = {}

@@ -31,7 +31,7 @@ from migbench.backend.select import device_processes, host_lock_path, launches_d
 from migbench.errors import MigbenchError
 from migbench.launch.gate import HostGate
 from migbench.launch.prepare import Prepared
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, read_state
 
 
 class HostBooking:
@@ -219,7 +219,7 @@ def _unfinished_keys(prep: Prepared) -> set[str]:
     """The instances of the runs an earlier launch in this state directory has not finished (every
     planned instance when there is no such launch, or its state cannot be read)."""
     every = {i.key for i in prep.plan.instances}
-    if not db_path(prep.state_dir).exists():
+    if not prep.state_dir.db.exists():
         return every
     try:
         rows = read_state(prep.state_dir, lambda st: st.runs())

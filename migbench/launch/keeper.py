@@ -19,11 +19,10 @@ from pathlib import Path
 
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
-from migbench.launch.options import LOCK_NAME
 from migbench.launch.procs import LauncherLock
 from migbench.launch.rebuild import open_store
-from migbench.launch.store import Store, db_path, is_full
-from migbench.state import ensure_state_dir
+from migbench.launch.store import Store, is_full
+from migbench.state import StateDir
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,10 @@ class Trouble:
 class Keeper:
     """Owns `launch.db` for one launcher (`store`), and notices when the file is no longer there."""
 
-    def __init__(self, sd: Path):
-        self.sd = sd
-        self.db = db_path(sd)
-        self.lock = LauncherLock(sd / LOCK_NAME)
+    def __init__(self, sd: StateDir | Path):
+        self.sd = sd if isinstance(sd, StateDir) else StateDir.at(sd)  # a directory named outright (tests)
+        self.db = self.sd.db
+        self.lock = LauncherLock(self.sd.lock)
         self.store: Store | None = None
         self.writable = True  # False once another launcher holds the state directory
         self._ident: tuple[int, int] | None = None
@@ -46,7 +45,7 @@ class Keeper:
     def open(self, stack: ExitStack) -> str | None:
         """Create the directory, take the lock, open the database (moving a damaged one aside).
         Returns a note when the database had to be replaced."""
-        ensure_state_dir(self.sd)
+        self.sd.ensure()
         stack.enter_context(self.lock)
         self.store, note = open_store(self.sd)
         stack.callback(self.close)
@@ -94,7 +93,7 @@ class Keeper:
         self.close()
         self.store = None
         try:
-            ensure_state_dir(self.sd)
+            self.sd.ensure()
             self.lock.release()
             if not self.lock.acquire():
                 self.writable = False

@@ -7,13 +7,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from migbench.state import LOCK_NAME as LOCK_NAME  # the launcher's files: names kept in migbench.state
+from migbench.state import LOG_NAME as LOG_NAME
+from migbench.state import StateDir
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_FLAPPING = 3
 EXIT_INTERRUPTED = 130
 
-LOCK_NAME = "launcher.lock"
-LOG_NAME = "launcher.log"
 NOT_STARTED = {126: "found but not executable", 127: "command not found"}
 """Exit codes that say the command never started (the shell's, and the shim's): never retried."""
 OOM_RANK_SHIFT = 10**9  # an OOM retry goes ahead of every run queued on its new instance
@@ -32,7 +34,7 @@ class LaunchOptions:
     """How to launch. `poll_s` / `mem_poll_s` in seconds (None: from MIGBENCH_POLL_S /
     MIGBENCH_MEM_POLL_S, else 1 s / 2 s)."""
 
-    state_dir: str | Path | None = None
+    state_dir: StateDir | str | Path | None = None  # the command's StateDir (None: the plan's)
     drain: bool = False
     lend: bool = True
     force: bool = False

@@ -155,7 +155,7 @@ class Outcomes:
         if target is not None:
             self.admission.move(row, target, need)
             row.last_error = f"attempt {row.attempt}: {detail}; moved to {self.admission.where(target)}"
-            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB); retrying on {target}")
+            self.say(f"oom {row.id} attempt {row.attempt} on {a.instance} ({inst_mib} MiB); retrying on {self.admission.where(target)}")
         else:
             row.state = "oom"
             row.last_error = f"attempt {row.attempt}: {detail}; no larger instance in the plan allows this run"

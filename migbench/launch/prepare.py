@@ -11,9 +11,9 @@ from pathlib import Path
 from migbench.errors import HardwareError, MigbenchError, UsageError
 from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, db_path, read_state
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, read_state
 from migbench.plan import Plan, PlanRun
-from migbench.state import configure_modes, load_bindings, state_dir_for
+from migbench.state import StateDir, configure_modes, load_bindings
 
 
 def plan_sha256(plan: Plan) -> str:
@@ -55,31 +55,32 @@ class Prepared:
     """A plan checked against the host: the state dir and each instance's MIG uuid and memory."""
 
     plan: Plan
-    state_dir: Path
+    state_dir: StateDir
     uuid_of: dict[str, str]
     sha256: str
 
 
-def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
+def preflight(plan: Plan, state_dir: StateDir | str | Path | None = None) -> Prepared:
     """Check the plan is applied: bindings.json exists and every planned instance's MIG uuid is on
-    the host (read through the backend: the driver, or the simulated one)."""
+    the host (read through the backend: the driver, or the simulated one). `state_dir`: the
+    command's `StateDir` (a path or None, for callers without one: made here, once)."""
     from migbench.apply.reconcile import HostLock
     from migbench.backend.select import host_lock_path, read_host
 
-    sd = state_dir_for(plan, state_dir)
+    sd = StateDir.of(plan, state_dir)
     configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
     require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
     for r in plan.runs:
         check_run_id(r.id)
-    hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + (f" --state-dir {state_dir}" if state_dir else "")
+    hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + sd.option
     gate = HostLock(host_lock_path(), shared=True)
     if gate.is_held():
         raise gate.busy_error()
-    bindings = load_bindings(plan, state_dir)
+    bindings = load_bindings(plan, sd)
     if bindings is None:
-        raise MigbenchError(f"the plan is not applied: no {sd / 'bindings.json'}", hint=hint)
+        raise MigbenchError(f"the plan is not applied: no {sd.bindings}", hint=hint)
     if bindings.get("plan") != plan.name:
-        raise MigbenchError(f"{sd / 'bindings.json'} belongs to plan {bindings.get('plan')!r}, not {plan.name!r}", hint=hint)
+        raise MigbenchError(f"{sd.bindings} belongs to plan {bindings.get('plan')!r}, not {plan.name!r}", hint=hint)
     inst = bindings.get("instances") or {}
     uuid_of: dict[str, str] = {}
     missing = []
@@ -107,18 +108,17 @@ def preflight(plan: Plan, state_dir: str | Path | None = None) -> Prepared:
 # ---------------------------------------------------------------------------------------------
 
 
-def dry_run(plan: Plan, state_dir: str | Path | None = None) -> tuple[list[RunSpec], list[str]]:
+def dry_run(plan: Plan, state_dir: StateDir | str | Path | None = None) -> tuple[list[RunSpec], list[str]]:
     """The spec of every run the launcher would start, in start order, and notes. Reads only:
     creates no directory, no database, no file."""
-    sd = state_dir_for(plan, state_dir)
+    sd = StateDir.of(plan, state_dir)
     notes: list[str] = []
-    bindings = load_bindings(plan, state_dir)
+    bindings = load_bindings(plan, sd)
     uuid_of = {k: str(v.get("uuid")) for k, v in (bindings["instances"] if bindings is not None else {}).items()}
     if bindings is None:
-        notes.append(f"the plan is not applied yet (no {sd / 'bindings.json'}): MIG uuids are shown as <MIG uuid of INSTANCE>")
+        notes.append(f"the plan is not applied yet (no {sd.bindings}): MIG uuids are shown as <MIG uuid of INSTANCE>")
     rows: dict[str, RunRow] = {}
-    db = db_path(sd)
-    if db.exists():
+    if sd.db.exists():
         rows, sha = read_state(sd, lambda st: (st.runs(), st.meta("plan_sha256")))
         if plan.path and sha and sha != plan_sha256(plan):
             notes.append("the state was made from a different plan: `launch` refuses it without --force")

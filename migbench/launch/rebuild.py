@@ -36,7 +36,7 @@ class DiskAttempt:
     stopped: bool = False  # ended by signals the shim forwarded (a stop), not a failure of the run
 
 
-def scan_attempts(state_dir: Path, run_id: str) -> list[DiskAttempt]:
+def scan_attempts(state_dir: str | os.PathLike[str], run_id: str) -> list[DiskAttempt]:
     """The attempts recorded in a run's directory, by number."""
     rdir = run_dir(state_dir, run_id)
     try:
@@ -97,7 +97,7 @@ def rebuild_row(row: RunRow, disk: list[DiskAttempt], retries: int) -> RunRow:
     return row
 
 
-def open_store(sd: Path) -> tuple[Store, str | None]:
+def open_store(sd: str | os.PathLike[str]) -> tuple[Store, str | None]:
     """Open (or create) `launch.db` for the launcher. A damaged file is moved aside and a fresh one
     created (the caller rebuilds the runs from their directories); returns the note saying so."""
     db = db_path(sd)

@@ -71,12 +71,12 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def run_dir(state_dir: Path, run_id: str) -> Path:
+def run_dir(state_dir: str | os.PathLike[str], run_id: str) -> Path:
     """`<state dir>/<run id>/` (absolute)."""
     return (Path(state_dir) / check_run_id(run_id)).absolute()
 
 
-def attempt_dir(state_dir: Path, run_id: str, attempt: int) -> Path:
+def attempt_dir(state_dir: str | os.PathLike[str], run_id: str, attempt: int) -> Path:
     return run_dir(state_dir, run_id) / f"attempt-{int(attempt)}"
 
 
@@ -165,7 +165,7 @@ def build_spec(
     instance: str,
     mig_uuid: str,
     attempt: int,
-    state_dir: Path,
+    state_dir: str | os.PathLike[str],
     resume: bool | None = None,
 ) -> RunSpec:
     """The argv and environment of attempt `attempt` (1-based) of `run` on `instance` (bound to `mig_uuid`).

@@ -20,7 +20,7 @@ from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
-from migbench.state import state_dir_of_file
+from migbench.state import StateDir
 
 
 class _LauncherSeen(TypedDict):
@@ -129,7 +129,7 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     if state_dir:
         return Path(state_dir), []
     if plan_file:
-        return state_dir_of_file(plan_file), []
+        return StateDir.of_file(plan_file).path, []
     found = sorted(Path.cwd().glob("runs/*/" + "launch.db"), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         return None, []
@@ -167,7 +167,7 @@ def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[s
     return out
 
 
-def open_state(sd: Path) -> Store:
+def open_state(sd: str | os.PathLike[str]) -> Store:
     """`launch.db` opened read-only, checked first: a missing, empty or damaged file is a
     MigbenchError saying so and how to recover (see `store.read_state`)."""
     return open_checked(sd)

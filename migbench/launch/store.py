@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar
 
 from migbench.fsutil import create_private
+from migbench.state import DB_NAME as DB_NAME  # the state directory's file names live in migbench.state
 
 SCHEMA_VERSION = 1
-DB_NAME = "launch.db"
 
 STATES = ("queued", "starting", "running", "succeeded", "failed", "oom", "interrupted", "abandoned", "unknown")
 """`unknown`: the run started and ended (or vanished) with no record of how: not run again unless the
@@ -380,7 +380,7 @@ def _widen_states(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE runs_before_widening")
 
 
-def db_path(state_dir: str | Path) -> Path:
+def db_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / DB_NAME
 
 
@@ -428,7 +428,7 @@ def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
     return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _RECOVER)
 
 
-def open_checked(sd: Path) -> Store:
+def open_checked(sd: str | os.PathLike[str]) -> Store:
     """`<sd>/launch.db` opened read-only after a quick integrity check; a missing, empty or damaged
     file is a MigbenchError that says so and how to recover (never a traceback)."""
     from migbench.errors import MigbenchError
@@ -450,7 +450,7 @@ def open_checked(sd: Path) -> Store:
     return st
 
 
-def read_state(sd: Path, fn: Callable[[Store], T]) -> T:
+def read_state(sd: str | os.PathLike[str], fn: Callable[[Store], T]) -> T:
     """`fn(store)` on `<sd>/launch.db` opened read-only (`open_checked`), its errors said as such."""
     st = open_checked(sd)
     try:

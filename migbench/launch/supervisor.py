@@ -293,8 +293,8 @@ class Supervisor:
     def _nothing_left(self, wait_until: float | None) -> bool:
         if self._blocked():
             return True
-        if self.bench and self.bench.submitted():
-            return False  # a sweep was submitted since this pass: adopt it first
+        if self.bench and self.bench.waiting():
+            return False  # a sweep was submitted since this pass, or a re-cut is to be tried again
         queued = self.admission.queued()
         if not queued:
             return True
@@ -463,7 +463,7 @@ class Supervisor:
                 f"`migbench launch {self.plan_file} --resume-unknown` runs them again with MIGBENCH_RESUME=1"
             )
         self.say(f"launcher done (exit {code}): {summary}")
-        return LaunchResult(code, dict(counts), self.sd, self.stops.reason or flapping or halted)
+        return LaunchResult(code, dict(counts), self.sd.path, self.stops.reason or flapping or halted)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from migbench.plan import Plan
 from migbench.report.data import DETAIL_MAX_RUNS, PlanSide, Report, build_report, plan_side
 from migbench.report.grain import GrainLever, grain_lever, lever_of_plan
 from migbench.report.html import render
+from migbench.state import StateDir
 
 
 @dataclass
@@ -35,17 +36,18 @@ class ReportBuilder:
         self,
         plan: Plan,
         *,
-        state_dir: str | os.PathLike[str] | None = None,
+        state_dir: StateDir | str | os.PathLike[str] | None = None,
         grain: bool | None = None,
         grain_time_limit_s: float = 2.0,
         peaks: Mapping[str, tuple[int, str]] | None = None,
         say: Callable[[str], None] | None = None,
     ):
         """`peaks`: measured peaks from elsewhere than launch.db (run id -> (MiB, source)), e.g. a
-        footprints file; launch.db's win where both have one."""
+        footprints file; launch.db's win where both have one. `state_dir`: the command's `StateDir`
+        (a path or None: made here, once)."""
         self.plan = plan
         self.peaks = peaks
-        self.state_dir = state_dir
+        self.state_dir = StateDir.of(plan, state_dir)
         self.side: PlanSide = plan_side(plan)
         self.lever: GrainLever | None = None
         self.grain_note = "not computed for this page (`migbench report --no-grain`)"
@@ -59,9 +61,7 @@ class ReportBuilder:
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
-        report = build_report(
-            self.plan, state_dir=None if self.state_dir is None else Path(self.state_dir), side=self.side, detail=detail, now=now, peaks=self.peaks
-        )
+        report = build_report(self.plan, state_dir=self.state_dir, side=self.side, detail=detail, now=now, peaks=self.peaks)
         report.grain = self.lever
         report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:

@@ -29,7 +29,7 @@ from migbench.forecast.simulate import SimReport, figures, play_plan
 from migbench.launch.status import LauncherDoc, launcher_doc, open_state
 from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path
 from migbench.plan import Plan
-from migbench.state import state_dir_for
+from migbench.state import StateDir
 from migbench.types import InstanceRef
 
 DETAIL_MAX_RUNS = 2000  # above this many runs the report summarises (see the module docstring)
@@ -241,19 +241,19 @@ def plan_side(plan: Plan) -> PlanSide:
 def build_report(
     plan: Plan,
     *,
-    state_dir: str | Path | None = None,
+    state_dir: StateDir | str | Path | None = None,
     side: PlanSide | None = None,
     peaks: Mapping[str, tuple[int, str]] | None = None,
     now: float | None = None,
     detail: bool | None = None,
 ) -> Report:
     """Assemble the report of `plan` and its launch state (`<plan dir>/runs/<sweep>/` or
-    `state_dir`). `side` reuses the plan's part between refreshes. `peaks` adds measured peaks
+    `state_dir`: the command's `StateDir`, or a path, or None, made here once). `side` reuses the plan's part between refreshes. `peaks` adds measured peaks
     from elsewhere (run id -> (MiB, source), e.g. a footprints file); launch.db's win where both."""
     side = side or plan_side(plan)
     now = time.time() if now is None else now
-    sd = state_dir_for(plan, state_dir)
-    launch = read_launch(sd)
+    sd = StateDir.of(plan, state_dir)
+    launch = read_launch(sd.path)
     n_runs = len(plan.runs)
     detail = n_runs <= DETAIL_MAX_RUNS if detail is None else detail
     groups = {r.id: r.group for r in plan.runs}

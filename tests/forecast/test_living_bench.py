@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.living import GIB, HOUR, one_batch, replan_when_empty, static_plan, two_pipelines
+from bench.living import GIB, HOUR, across_seeds, one_batch, replan_when_empty, static_plan, two_pipelines
 from migbench.forecast.living import fixed_policy, play, recut_bound
 from migbench.types import Placement
 from tests.forecast.test_living import audit
@@ -38,3 +38,12 @@ def test_the_comparisons_play_every_run_and_stay_above_the_bound():
     audit(workaround, case.subs, 4)
     bound = recut_bound(case.fleet, case.subs)
     assert bound <= living.makespan_s and bound <= workaround.makespan_s
+
+
+def test_the_summary_over_seeds_has_each_case_above_the_bound():
+    """The (a)-against-(d) summary: one row per case, every excess over the bound >= 0."""
+    rows = [line for line in across_seeds(2).splitlines() if line.startswith("| two") or line.startswith("| one")]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(float(c.rstrip(" %")) >= 0 for c in cells[1:]), row

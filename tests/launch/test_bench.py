@@ -337,3 +337,55 @@ def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(b
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 2
     starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
     assert len(starts) == 2 and set(starts.values()) == {1}, starts  # adopted, not run again
+
+
+def test_a_re_cut_the_driver_refuses_is_rolled_back_and_tried_again(bench: Bench):
+    """Guards: a re-cut that failed half-way (the driver refused the second instance) left the
+    bench deciding nothing more: its runs waited for an event that never came, and it abandoned
+    them as never fitting. Apply's rollback must restore the GPU and the bench try again."""
+    bench.release.touch()
+    res = bench.cli("sim", "fault", "--state", str(bench.sim), "--op", "create_gpu_instance", "--nth", "2", "--code", "INSUFFICIENT_RESOURCES")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish", timeout=120)
+    log = (bench.dir / "runs" / "bench" / "launcher.log").read_text()
+    assert "not made" in log and "re-cut GPU" in log, log
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3, log
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert set(starts.values()) == {1} and len(starts) == 3, starts
+
+
+OOMY = """
+version: 1
+name: oomy
+launch: {{retries: 0, backoff: 0, stop_grace: 5, flapping_max: 50}}
+groups:
+  - name: liar
+    shell: true
+    command: "echo $MIGBENCH_RUN_ID start >> {ledger}; {toy} --steps 2 --step-seconds 0.05 --memory 15GiB"
+    memory: 9GiB
+    compute: 0.1
+  - name: fill
+    shell: true
+    command: "echo $MIGBENCH_RUN_ID start >> {ledger}; {toy} --steps 2 --step-seconds 0.05 --memory 1GiB --i {{i}}"
+    parameters: {{i: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}
+    memory: 9GiB
+    compute: 0.1
+"""
+
+
+def test_a_run_out_of_memory_on_the_bench_is_retried_on_a_larger_instance_it_cuts(bench: Bench):
+    """Guards: an OOM on the bench looked for a larger instance among fixed queues the bench does
+    not have; the run must be retried once, with the memory it needed, where the bench cuts room."""
+    f = bench.tmp / "oomy.yaml"
+    f.write_text(OOMY.format(ledger=bench.ledger, toy=TOY_CMD))
+    res = bench.cli("submit", str(f))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"}, bench.rows()
+    liar = next(rid for rid in bench.rows() if ".liar-" in rid)
+    atts = sorted((a for a in bench.query("SELECT * FROM attempts") if a["run_id"] == liar), key=lambda a: a["attempt"])
+    assert [a["outcome"] for a in atts] == ["oom", "succeeded"], atts
+    row = bench.rows()[liar]
+    assert row["need_mib"] > 9 * 1024 and row["instance_mib"] >= row["need_mib"], row  # retried where it had the room it needed

@@ -135,3 +135,13 @@ def test_runs_are_not_piled_onto_an_instance_whose_compute_they_would_oversubscr
     for s in dec.starts:
         per_instance[s.placement] = per_instance.get(s.placement, 0) + 1
     assert per_instance and max(per_instance.values()) == 1
+
+
+def test_the_longest_waiting_run_starts_first_whatever_its_arrival():
+    """Guards the two-pipelines bench's tail (58 h, 2 h of it from arrival-first order): with room for
+    one run, an 18 h run that arrived later starts before a 6 h run that arrived first."""
+    g = busy_gpu(0, {"3g.40gb@0": [(small(90, gib=30), 10 * H)]}, idle=("3g.40gb@4",))
+    early = Demand("early", 30 * GIB, 6 * H, 0.3, 1)
+    late = Demand("late", 30 * GIB, 18 * H, 0.3, 1)
+    dec = replan(8 * H, [g], [Waiting(early, 0.0), Waiting(late, 8 * H)])
+    assert [(s.run, str(s.placement)) for s in dec.starts] == [("late", "3g.40gb@4")]

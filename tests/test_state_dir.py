@@ -1,0 +1,60 @@
+"""`StateDir`: a plan's state directory, resolved once at a command's edge and passed down (its files
+as properties); `--state-dir` given outright is kept as given and named in hints."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+
+from migbench.errors import InputError
+from migbench.plan import Plan
+from migbench.state import StateDir, state_dir_for
+from tests.support.fuzz import base_plan_doc
+
+
+def _plan(tmp_path):  # type: ignore[no-untyped-def]
+    p = tmp_path / "plans" / "x.plan.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(copy.deepcopy(base_plan_doc())))
+    return p
+
+
+def test_the_plans_state_dir_and_its_files(tmp_path):
+    path = _plan(tmp_path)
+    plan = Plan.load(path)
+    sd = StateDir.of(plan)
+    base = tmp_path / "plans" / "runs" / "fuzz"
+    assert sd.path == base == state_dir_for(plan) and not sd.given and sd.option == ""
+    assert (sd.bindings, sd.checkpoint, sd.db, sd.lock, sd.log, sd.jobs) == (
+        base / "bindings.json",
+        base / "checkpoint.json",
+        base / "launch.db",
+        base / "launcher.lock",
+        base / "launcher.log",
+        base / "slurm" / "jobs.tsv",
+    )
+    assert os.fspath(sd) == str(sd) == f"{sd}" == str(base) and sd / "r-1" == base / "r-1"
+    assert StateDir.of_file(path) == sd  # from the file's head, before the plan is loaded
+    assert StateDir.in_dir(path.parent, plan.launch.log_dir, plan.name) == sd
+    assert StateDir.of(plan, sd) is sd  # made once: passing it on never re-derives it
+
+
+def test_a_given_state_dir_is_kept_as_given_and_named_in_hints(tmp_path):
+    plan = Plan.load(_plan(tmp_path))
+    given = tmp_path / "elsewhere"
+    sd = StateDir.of(plan, given)
+    assert sd.path == given and sd.given and sd.option == f" --state-dir {given}"
+    assert StateDir.of_file(plan.path or "", given) == sd == StateDir.at(given)
+    node = StateDir.of(plan).node("n1")
+    assert node.path == StateDir.of(plan).path / "nodes" / "n1" and node.given  # apply --node names it in hints
+    assert StateDir.of(plan).named().option == f" --state-dir {StateDir.of(plan).path}"
+    with pytest.raises(InputError):
+        StateDir.of(plan).node("../x")
+
+
+def test_ensure_creates_it_with_the_state_mode(tmp_path):
+    sd = StateDir.at(tmp_path / "a" / "state").ensure()
+    assert sd.is_dir() and (sd.path.stat().st_mode & 0o777) == 0o700
