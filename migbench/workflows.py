@@ -13,6 +13,7 @@ from pathlib import Path
 
 from migbench.apply import apply_plan
 from migbench.apply.bookings import Register, refuse_running
+from migbench.apply.recovery import InterruptedApplyPending
 from migbench.backend.select import (
     SIM_DIR_NAME,
     SIM_ENV,
@@ -529,7 +530,16 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
         if [i.ref for i in instances] != [i.ref for i in plan.instances]:
             plan = replace(plan, instances=instances)
             plan.save(bench_plan)
-    apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
+    try:
+        apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
+    except InterruptedApplyPending as exc:
+        if not exc.found.same_plan(plan) or exc.found.path.resolve() != sd.checkpoint.resolve():
+            raise  # another plan's apply: its owner resolves it
+        # the bench was killed during one of its re-cuts, which change idle instances only (nothing
+        # started on them): the GPUs as they were before it (an instance in use is never destroyed)
+        apply_plan(plan, open_backend(), confirm=None, state_dir=sd, resume="rollback")
+        say(f"the bench was killed during a re-cut of GPU(s) {', '.join(map(str, exc.found.gpus))}: rolled back to the instances before it")
+        return _start_bench_locked(bench_plan, say)
     d = detach(plan, LaunchOptions(state_dir=sd, force=True))
     say(f"bench launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
     return d.pid

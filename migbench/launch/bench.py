@@ -28,7 +28,7 @@ from pathlib import Path
 from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import describe_user, trusted_uids, untrusted_reason, write_text_atomic
+from migbench.fsutil import describe_user, state_file_mode, trusted_uids, untrusted_reason, write_text_atomic
 from migbench.pidlock import PidLock
 from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
@@ -233,16 +233,19 @@ def inbox_problem(d: Path) -> str | None:
 
 
 def require_own_dir(d: Path) -> None:
-    """Refuse a bench directory every user may write into, even with the sticky bit (/tmp itself, a
-    shared scratch directory): another user could put the bench plan there before the bench makes
-    it, and the bench would run its runs as this user."""
+    """Refuse a bench directory every user (or its group, unless the state mode shares state with
+    it) may write into, even with the sticky bit (/tmp itself, a shared scratch directory): another
+    user could put the bench plan there before the bench makes it, and the bench would run its runs
+    as this user."""
     try:
-        mode = stat.S_IMODE(os.stat(d).st_mode)
+        st = os.stat(d)
     except OSError as exc:
         raise MigbenchError(f"cannot use {d} as the bench directory: {os_reason(exc)}", hint="give the bench a directory of its own (--bench-dir)") from None
-    if mode & 0o002:
+    mode = stat.S_IMODE(st.st_mode)
+    group = bool(mode & 0o020) and st.st_gid != 0 and not state_file_mode() & 0o020  # the group, unless the state mode shares it
+    if mode & 0o002 or group:
         raise MigbenchError(
-            f"refusing {d} as the bench directory: it is writable by every user (mode {mode:o}), "
+            f"refusing {d} as the bench directory: it is writable by {'its group' if group and not mode & 0o002 else 'every user'} (mode {mode:o}), "
             f"so another user could put a bench plan there that the bench would run as {describe_user(os.geteuid())}",
             hint="give the bench a directory of its own (--bench-dir or $MIGBENCH_BENCH_DIR), such as a new one under it, not a shared one",
         )

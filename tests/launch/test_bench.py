@@ -299,6 +299,29 @@ def _rows(db: Path) -> dict[str, dict]:
     return db_runs(db)
 
 
+def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(bench: Bench):
+    """Guards: after a `kill -9` of a launcher whose runs live on, `migbench launch PLAN --detach`
+    refused ("already running on this host: its launcher is gone but its runs still run") with a
+    hint to run that very command: the check before detaching counted the dead launcher of its own
+    state directory, which the launch itself takes over."""
+    plan = str(bench.dir / "bench.plan.yaml")
+    res = bench.cli("submit", str(bench.sweep("a", [0, 1])))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.running() == 2, "a's runs running")
+    pid = int(bench.launcher()["pid"])
+    booked = lambda: [json.loads(p.read_text()) for p in (bench.sim / "launches").glob("*.json")]  # noqa: E731
+    bench.wait_for(lambda: any(len(b["processes"]) >= 2 for b in booked()), "the host's launch register to list a's runs")
+    os.kill(pid, signal.SIGKILL)  # the launcher only: its runs live on in their own process groups
+    bench.wait_for(lambda: not _alive(pid), "the launcher to die")
+    res = bench.cli("launch", plan, "--detach", "--force")  # --force: the bench plan changed since that launch began
+    assert res.returncode == 0 and "launcher started in the background" in res.stdout, res.stdout + res.stderr
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited" and int(bench.launcher()["pid"]) != pid, "the new launcher to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 2
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert len(starts) == 2 and set(starts.values()) == {1}, starts  # adopted, not run again
+
+
 def test_a_re_cut_the_driver_refuses_is_rolled_back_and_tried_again(bench: Bench):
     """Guards: a re-cut that failed half-way (the driver refused the second instance) left the
     bench deciding nothing more: its runs waited for an event that never came, and it abandoned
@@ -351,24 +374,51 @@ def test_a_run_out_of_memory_on_the_bench_is_retried_on_a_larger_instance_it_cut
     assert row["need_mib"] > 9 * 1024 and row["instance_mib"] >= row["need_mib"], row  # retried where it had the room it needed
 
 
-def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(bench: Bench):
-    """Guards: after a `kill -9` of a launcher whose runs live on, `migbench launch PLAN --detach`
-    refused ("already running on this host: its launcher is gone but its runs still run") with a
-    hint to run that very command: the check before detaching counted the dead launcher of its own
-    state directory, which the launch itself takes over."""
-    plan = str(bench.dir / "bench.plan.yaml")
-    res = bench.cli("submit", str(bench.sweep("a", [0, 1])))
-    assert res.returncode == 0, res.stdout + res.stderr
-    bench.wait_for(lambda: bench.running() == 2, "a's runs running")
-    pid = int(bench.launcher()["pid"])
-    booked = lambda: [json.loads(p.read_text()) for p in (bench.sim / "launches").glob("*.json")]  # noqa: E731
-    bench.wait_for(lambda: any(len(b["processes"]) >= 2 for b in booked()), "the host's launch register to list a's runs")
-    os.kill(pid, signal.SIGKILL)  # the launcher only: its runs live on in their own process groups
-    bench.wait_for(lambda: not _alive(pid), "the launcher to die")
-    res = bench.cli("launch", plan, "--detach", "--force")  # --force: the bench plan changed since that launch began
-    assert res.returncode == 0 and "launcher started in the background" in res.stdout, res.stdout + res.stderr
-    bench.release.touch()
-    bench.wait_for(lambda: bench.launcher().get("state") == "exited" and int(bench.launcher()["pid"]) != pid, "the new launcher to finish")
-    assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 2
+KILLED_RECUT = """
+import os, sys
+from migbench.apply import reconcile
+from migbench.backend.select import open_backend
+from migbench.plan import Plan
+real, n = reconcile._Executor.run_step, []
+def step(self, s, created):
+    real(self, s, created)
+    n.append(s)
+    if len(n) == 2:
+        os._exit(137)  # kill -9 half-way: no handler, no rollback
+reconcile._Executor.run_step = step
+reconcile.apply_plan(Plan.load(sys.argv[1]), open_backend(), confirm=None, gpus=[int(sys.argv[2])])
+"""
+
+
+def test_a_bench_killed_during_a_recut_is_rolled_back_by_the_next_submit(bench: Bench):
+    """Guards: a bench launcher killed half-way through one of its re-cuts left apply's checkpoint,
+    and every later submit failed with "an earlier apply ... did not finish" until someone ran
+    `apply --rollback` by hand."""
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    from migbench.plan import Plan, PlanInstance
+
+    bench.release.touch()  # the runs end at once
+    assert bench.cli("submit", str(bench.sweep("a", [0, 1]))).returncode == 0
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "a to finish")
+    bp = bench.dir / "bench.plan.yaml"
+    before = bp.read_bytes()
+    plan = Plan.load(bp)
+    gpu = plan.instances[0].gpu  # a GPU the bench cut (its instances idle now): the launcher re-cuts it to one 7g.80gb
+    recut = replace(plan, instances=[i for i in plan.instances if i.gpu != gpu] + [PlanInstance(gpu, "7g.80gb", 0, 80896, 1.0, ())])
+    recut.save(bp)
+    env = dict(os.environ, **bench.env)
+    p = subprocess.run([sys.executable, "-c", KILLED_RECUT, str(bp), str(gpu)], env=env, capture_output=True, text=True)
+    assert p.returncode == 137, p.stderr
+    bp.write_bytes(before)  # the launcher writes its plan only once the re-cut is made
+    res = bench.cli("submit", str(bench.sweep("b", [0, 1, 2])))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "rolled back" in out and "sweep b submitted: 3 new run(s)" in out, out
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited" and len(bench.rows()) == 5, "b to finish")
+    assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
     starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
-    assert len(starts) == 2 and set(starts.values()) == {1}, starts  # adopted, not run again
+    assert len(starts) == 5 and set(starts.values()) == {1}, starts
+    res = bench.cli("check", str(bp))
+    assert res.returncode == 0, res.stdout + res.stderr
