@@ -181,6 +181,7 @@ class Merged:
     replaced: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     kept: int = 0
+    waiting: int = 0  # unchanged runs the bench has not started yet
 
     def summary(self) -> str:
         parts = [f"{len(self.added)} new run(s)"]
@@ -190,6 +191,8 @@ class Merged:
             parts.append(f"{len(self.cancelled)} no longer in the sweep and not started, cancelled")
         if self.kept:
             parts.append(f"{self.kept} started or finished before, kept")
+        if self.waiting:
+            parts.append(f"{self.waiting} unchanged, still waiting")
         return f"sweep {self.sweep} submitted: " + "; ".join(parts)
 
 
@@ -207,6 +210,7 @@ def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merg
         elif r.id in new:
             if started or new[r.id] == r:
                 m.kept += started
+                m.waiting += not started
                 runs.append(r)
             else:
                 m.replaced.append(r.id)

@@ -109,6 +109,8 @@ def test_a_sweep_submitted_again_keeps_what_started_adds_new_runs_and_cancels_re
     by = {r.id: r for r in bench.runs}
     assert set(by) == {"sw.a", "sw.c", "sw.d", "other.a"} and by["sw.a"].memory_mib == 8 * GIB and by["sw.c"].memory_mib == 12 * GIB
     assert "1 started or finished before, kept" in m.summary() and "cancelled" in m.summary()
+    _, m = merge(bench, again, {"sw.a": "running"})  # the same again: nothing new, the waiting ones said
+    assert m.added == [] and m.cancelled == [] and m.waiting == 2 and "2 unchanged, still waiting" in m.summary()
 
 
 def test_a_sweep_submitted_again_leaves_the_runs_of_a_sweep_whose_name_extends_its_own_alone(tmp_path: Path):
