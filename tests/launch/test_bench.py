@@ -17,7 +17,7 @@ import pytest
 
 from migbench.backend.sim.host import init_host
 from tests.support.cli import Result, migbench
-from tests.support.launchkit import TOY_CMD, db_query, db_runs
+from tests.support.launchkit import TOY_CMD, db_query, db_runs, kill_leftovers
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
 
@@ -102,6 +102,7 @@ def bench(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield b
     b.release.touch()
     b.stop()
+    kill_leftovers(tmp_path)
 
 
 def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_run_runs_once(bench: Bench):

@@ -90,6 +90,7 @@ class Rig:
                     os.killpg(int(pg), signal.SIGKILL)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+        kill_leftovers(self.tmp)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -128,6 +129,26 @@ class Rig:
                 pass
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}; states: {self.states()}")
+
+
+def kill_leftovers(root: Path) -> None:
+    """Kill every process a test left behind under `root`: launchers it detached (`run --detach`,
+    `submit`) and their shims, waiters and runs, found by their command line, working directory or
+    `MIGBENCH_RUN_DIR` naming a path below `root` (a failed assertion skips a test's own clean-up)."""
+    mark = str(root)
+
+    def below(text: str) -> bool:
+        return text == mark or f"{mark}/" in text
+
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            where = [*(proc.info["cmdline"] or []), proc.info["cwd"] or "", proc.environ().get("MIGBENCH_RUN_DIR") or ""]
+            if any(below(w) for w in where):
+                proc.kill()
+        except (psutil.Error, PermissionError):
+            pass
 
 
 def db_query(db: Path, sql: str) -> list[dict]:
