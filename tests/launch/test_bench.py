@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 from migbench.backend.sim.host import init_host
 from tests.support.cli import Result, migbench
-from tests.support.launchkit import TOY_CMD, db_query, db_runs, kill_leftovers
+from tests.support.launchkit import TOY_CMD, db_query, db_runs, kill_leftovers, wait_until
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
 
@@ -74,15 +72,7 @@ class Bench:
         return rows[0] if rows else {}
 
     def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if cond():
-                    return
-            except sqlite3.Error:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}: {Counter(r['state'] for r in self.rows().values())}")
+        wait_until(cond, timeout, lambda: f"{what}: {Counter(r['state'] for r in self.rows().values())}")
 
     def running(self) -> int:
         return sum(r["state"] == "running" for r in self.rows().values())

@@ -120,15 +120,21 @@ class Rig:
         return load_bindings(self.plan) or {}
 
     def wait_for(self, cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if cond():
-                    return
-            except sqlite3.Error:
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; states: {self.states()}")
+        wait_until(cond, timeout, lambda: f"{what}; states: {self.states()}")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    """Poll `cond` (a launch.db being written may be busy: that is a no) until it holds; after
+    `timeout` seconds fail, saying `what()` was awaited and how things stand."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what()}")
 
 
 def kill_leftovers(root: Path) -> None:
