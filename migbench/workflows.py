@@ -32,12 +32,11 @@ from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
-from migbench.plan import Plan, PlanInstance
+from migbench.plan import Plan
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
-from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, same_fleet
-from migbench.planner.recut import GpuNow, RecutSettings, slot_of
+from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, instances_on, same_fleet
 from migbench.state import StateDir
 from migbench.sweep import Sweep, load_fleet_file
 from migbench.types import InstanceRef, Layout
@@ -397,7 +396,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
     simulated host is used where no GPU is. The bench launcher adopts the submission."""
     from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, require_own_dir, submission, write_submission
-    from migbench.plan import PlanGpu, PlanInstance
+    from migbench.plan import PlanGpu
     from migbench.planner.assemble import _planned
 
     if not sweep.runs:
@@ -420,13 +419,8 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     bp = bench_plan_path(d)
     if not bp.exists():
         host = read_host_if_available()
-        st = RecutSettings(compute_basis=sweep.duration_model.compute_basis)
-        instances = []
-        for g in fleet_gpus:
-            lay = host.gpu(g.index).layout() if host is not None and any(x.index == g.index for x in host.gpus) else ()
-            for pl in lay:
-                cap = slot_of(GpuNow(g.index, g.model), pl, st.compute_basis)
-                instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        layouts = host.layouts() if host is not None else {}
+        instances = instances_on({g.index: g.model for g in fleet_gpus}, layouts, sweep.duration_model.compute_basis)
         _create_once(empty_bench(gpus, instances, sweep.launch, sweep.duration_model), bp)
     try:
         have = Plan.load(bp)
@@ -517,16 +511,9 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
         return None
     host = read_host_if_available()
     if host is not None:
-        have = {i.ref: i for i in plan.instances}
-        st = RecutSettings(compute_basis=plan.duration_model.compute_basis)
-        models = {g.index: g.model for g in fleet_for_plan(plan)}
-        instances = []
-        for g in plan.fleet:
-            lay = host.gpu(g.gpu).layout() if any(x.index == g.gpu for x in host.gpus) else ()
-            for pl in lay:
-                ref = InstanceRef(g.gpu, pl)
-                cap = slot_of(GpuNow(g.gpu, models[g.gpu]), pl, st.compute_basis)
-                instances.append(have.get(ref) or PlanInstance(g.gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        from migbench.launch.benchmode import models_of
+
+        instances = instances_on(models_of(plan), host.layouts(), plan.duration_model.compute_basis, keep=plan.instances)
         if [i.ref for i in instances] != [i.ref for i in plan.instances]:
             plan = replace(plan, instances=instances)
             plan.save(bench_plan)
@@ -543,11 +530,6 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
     d = detach(plan, LaunchOptions(state_dir=sd, force=True))
     say(f"bench launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
     return d.pid
-
-
-def fleet_for_plan(plan: Plan) -> list[FleetGpu]:
-    """The plan's GPUs with their models (the host's live profile tables where NVML has them)."""
-    return build_fleet([FleetSpec(g.model, 1, g.driver, g.node) for g in plan.fleet], live=live_models())
 
 
 def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, say: Callable[[str], None] = lambda _: None) -> str:

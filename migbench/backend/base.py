@@ -118,6 +118,10 @@ class HostState:
                 return g
         raise KeyError(index)
 
+    def layouts(self) -> dict[int, tuple[Placement, ...]]:
+        """Each GPU's layout, by GPU index."""
+        return {g.index: g.layout() for g in self.gpus}
+
 
 @dataclass
 class CommandRecord:

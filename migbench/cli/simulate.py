@@ -37,15 +37,15 @@ def simulate_cmd(
 def _simulate_bench(plan: Plan, as_json: bool) -> None:
     """A host's bench: the runs it has not finished, played from now under its scheduler."""
     from migbench.forecast.living import play_bench
+    from migbench.launch.benchmode import fleet_of
     from migbench.launch.store import FINAL_STATES, read_state
     from migbench.report.svg import fmt_t
     from migbench.state import StateDir
-    from migbench.workflows import fleet_for_plan
 
     sd = StateDir.of(plan)
     rows = read_state(sd, lambda st: st.runs()) if sd.db.exists() else {}
     done = {rid for rid, r in rows.items() if r.state in FINAL_STATES or r.state == "abandoned"}
-    res = play_bench(plan, fleet_for_plan(plan), frozenset(done))
+    res = play_bench(plan, fleet_of(plan), frozenset(done))
     left = len(plan.runs) - len(done & {r.id for r in plan.runs})
     doc = {
         "plan": plan.path,

@@ -34,19 +34,25 @@ from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submi
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
 from migbench.launch.store import ACTIVE_STATES, RunRow, Store
-from migbench.plan import Plan, PlanInstance
-from migbench.planner import FleetSpec, build_fleet
-from migbench.planner.recut import Decision, GpuNow, Recut, RecutSettings, slot_of
-from migbench.types import InstanceRef, Layout
+from migbench.plan import Plan
+from migbench.planner import FleetGpu, FleetSpec, build_fleet
+from migbench.planner.grow import instances_on
+from migbench.planner.recut import Decision, Recut, RecutSettings
+from migbench.types import Layout
 
 ANYWHERE = "*"
 """The queue of a run the bench places: any instance a decision finds or cuts for it."""
 
 
-def models_of(plan: Plan) -> dict[int, GpuModel]:
-    """The bench plan's GPUs' models (the host's live profile tables where NVML has them)."""
+def fleet_of(plan: Plan) -> list[FleetGpu]:
+    """The plan's GPUs, by their index in the plan, with their models (the host's live profile
+    tables where NVML has them)."""
     fleet = build_fleet([FleetSpec(g.model, 1, g.driver, g.node) for g in plan.fleet], live=live_models())
-    return {pg.gpu: fg.model for pg, fg in zip(plan.fleet, fleet)}
+    return [replace(fg, index=pg.gpu) for pg, fg in zip(plan.fleet, fleet)]
+
+
+def models_of(plan: Plan) -> dict[int, GpuModel]:
+    return {g.index: g.model for g in fleet_of(plan)}
 
 
 def settings_of(plan: Plan) -> RecutSettings:
@@ -282,16 +288,10 @@ class BenchDriver:
         host = read_host_if_available()
         if host is None:
             return
-        have = {i.ref: i for i in sup.plan.instances}
-        instances = []
-        for g in sup.plan.fleet:
-            lay = host.gpu(g.gpu).layout() if any(x.index == g.gpu for x in host.gpus) else ()
-            for pl in lay:
-                ref = InstanceRef(g.gpu, pl)
-                cap = slot_of(GpuNow(g.gpu, adm.models[g.gpu]), pl, adm.settings.compute_basis)
-                instances.append(have.get(ref) or PlanInstance(g.gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+        instances = instances_on(adm.models, host.layouts(), adm.settings.compute_basis, keep=sup.plan.instances)
         plan = replace(sup.plan, instances=instances)
-        changed = sorted({i.gpu for i in instances if i.ref not in have} | {i.gpu for i in sup.plan.instances if i.ref not in {j.ref for j in instances}})
+        before, after = {i.ref for i in sup.plan.instances}, {i.ref for i in instances}
+        changed = sorted({ref.gpu for ref in before ^ after})
         if not changed:
             return
         try:

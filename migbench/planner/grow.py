@@ -29,7 +29,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from migbench.catalog.model import GpuModel
 from migbench.duration import Demand, DurationModel, Slot
+from migbench.duration.model import ComputeBasis
 from migbench.duration.replay import replay
 from migbench.plan import Assignment, Finished, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced, model_summary
 from migbench.plancheck import DONE_STATES
@@ -87,15 +89,22 @@ class Grown:
     starting: tuple[str, ...] = ()  # the runs placed to start (new, queued or interrupted before)
 
 
+def instances_on(models: Mapping[int, GpuModel], layouts: Mapping[int, Layout], basis: ComputeBasis, keep: Sequence[PlanInstance] = ()) -> list[PlanInstance]:
+    """A plan's instances for each GPU's layout (GPUs in `models`' order): memory and compute share
+    from the model, no run queued; an instance of `keep` at the same place is kept as it is."""
+    have = {i.ref: i for i in keep}
+    out = []
+    for gpu, model in models.items():
+        for pl in layouts.get(gpu, ()):
+            cap = slot_of(GpuNow(gpu, model), pl, basis)
+            out.append(have.get(InstanceRef(gpu, pl)) or PlanInstance(gpu, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+    return out
+
+
 def host_plan(sweep: Sweep, fleet: Sequence[FleetGpu], layouts: Mapping[int, Layout]) -> Plan:
     """A plan with no run yet whose instances are the host's (`layouts`): what `grow_plan` grows
     when a sweep that never launched here joins a host other launches share."""
-    basis = sweep.duration_model.compute_basis
-    instances = []
-    for g in fleet:
-        for pl in layouts.get(g.index, ()):
-            cap = slot_of(GpuNow(g.index, g.model), pl, basis)
-            instances.append(PlanInstance(g.index, pl.profile, pl.start, cap.memory_mib, cap.capacity, ()))
+    instances = instances_on({g.index: g.model for g in fleet}, layouts, sweep.duration_model.compute_basis)
     return Plan(
         name=sweep.name,
         sweep_file=None if sweep.path is None else os.path.relpath(sweep.path),
