@@ -18,6 +18,7 @@ host's `bench/`, else `~/.local/state/migbench/bench`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -295,11 +296,20 @@ def done_dir(d: Path) -> Path:
 
 
 def mark_adopted(path: Path, summary: str) -> None:
-    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints)."""
+    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints).
+    Never raises: on a full disk the summary is left out (`submit` then says only "submitted"), and
+    a submission that cannot be moved is removed (the bench plan holds its runs already)."""
     done = done_dir(path.parent.parent)
-    done.mkdir(exist_ok=True, mode=0o700)
-    write_text_atomic(done / (path.name + ".txt"), summary + "\n", "submission summary")
-    os.replace(path, done / path.name)
+    try:
+        done.mkdir(exist_ok=True, mode=0o700)
+        write_text_atomic(done / (path.name + ".txt"), summary + "\n", "submission summary")
+    except (OSError, MigbenchError):
+        pass
+    try:
+        os.replace(path, done / path.name)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def adopted_summary(path: Path) -> str:

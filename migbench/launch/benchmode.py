@@ -299,12 +299,24 @@ class BenchDriver:
         except MigbenchError as exc:
             self.say(f"cannot take the host's layout of GPU(s) {changed} into the bench: {exc.message}")
             return
-        plan.save(sup.plan_file)
-        sup.plan = plan
-        adm.use(plan)
-        sup.devices.rebind(i.key for i in plan.instances)
-        self._record(plan)
+        self._took(plan)
         self.say(f"GPU(s) {', '.join(map(str, changed))} were re-cut outside the bench: it takes them as they are now")
+
+    def _took(self, plan: Plan) -> list[str]:
+        """The host has `plan`'s instances now (this bench re-cut it, or took it as it found it):
+        the launcher works from it, binds its instances (returns those left unbound), records the
+        layouts and rewrites the bench plan. A bench plan that cannot be written (a full disk) is
+        said: the host has the layout, and the next bench takes it from the host."""
+        sup = self.sup
+        sup.plan = plan
+        self.admission.use(plan)
+        left = sup.devices.rebind(i.key for i in plan.instances)
+        self._record(plan)
+        try:
+            plan.save(sup.plan_file)
+        except (MigbenchError, OSError) as exc:
+            self.say(f"cannot rewrite the bench plan {sup.plan_file}: {getattr(exc, 'message', exc)}; the bench goes on from the host's layout")
+        return left
 
     def _record(self, plan: Plan) -> None:
         t = time.time() - self.admission.t0
@@ -342,11 +354,7 @@ class BenchDriver:
             return set(gpus)
         self._failures = 0
         crash_point("after-recut")
-        plan.save(sup.plan_file)
-        sup.plan = plan
-        adm.use(plan)
-        left = sup.devices.rebind(i.key for i in plan.instances)
-        self._record(plan)
+        left = self._took(plan)
         for rc in recuts:
             lay = " + ".join(str(p) for p in layouts_of(plan)[rc.gpu]) or "no instance"
             self.say(f"re-cut GPU {rc.gpu} to {lay} (destroyed {', '.join(map(str, rc.destroy)) or 'none'}; no run was on them)")

@@ -121,3 +121,24 @@ def test_a_sweep_submitted_again_leaves_the_runs_of_a_sweep_whose_name_extends_i
     bench, _ = merge(bench, submission("a.x", None, "2", GPUS, [_run("w-1"), _run("w-2")], LaunchSettings(), tmp_path, DurationModel()), {})
     bench, m = merge(bench, submission("a", None, "3", GPUS, [_run("w-1")], LaunchSettings(), tmp_path, DurationModel()), {"a.w-1": "running"})
     assert not m.cancelled and m.kept == 1 and [r.id for r in bench.runs] == ["a.w-1", "a.x.w-1", "a.x.w-2"], m
+
+
+def test_a_submission_is_taken_out_of_the_inbox_even_when_its_summary_cannot_be_written(tmp_path: Path, monkeypatch):
+    """Guards: on a full disk, writing the summary of an adopted submission raised out of the bench
+    launcher's loop (it died with a traceback) and left the submission to be adopted again."""
+    import errno
+
+    from migbench.launch import bench as bench_mod
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sub = inbox / "00000000000000000001-a.plan.yaml"
+    sub.write_text("x")
+
+    def full(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench_mod, "write_text_atomic", full)
+    bench_mod.mark_adopted(sub, "sweep a submitted: 1 new run(s)")
+    assert not sub.exists() and (inbox / "done" / sub.name).exists()
+    assert bench_mod.adopted_summary(sub) == "submitted"  # what `submit` prints without the summary
