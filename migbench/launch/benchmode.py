@@ -128,12 +128,6 @@ class BenchAdmission(Admission):
         row.home = row.queue = key
         self.journal.mark(rid)
 
-    def pick(self, now: float, running: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Starts only (a caller that can re-cut asks `decide`): those of the decision on instances
-        that exist."""
-        dec = self.decide(now, running)
-        return [(s.run, f"{s.gpu}:{s.placement}") for s in dec.starts if f"{s.gpu}:{s.placement}" in self.inst and not dec.recuts]
-
     def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> str | None:
         """After an OOM: anywhere with the memory it needs (a decision cuts it) when some profile
         of a GPU of the bench holds it, else None."""

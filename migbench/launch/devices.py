@@ -106,11 +106,6 @@ class Devices:
         self.gate.seen_now()
         return left
 
-    def follow(self, keys: Iterable[str]) -> None:
-        """Instances added to the launch after its start (a grown or re-cut plan, see
-        `Admission.admit`): no run starts on one until the bindings bind it to a MIG device."""
-        self.gate.follow(keys)
-
     def sync(self, rows: Iterable[RunRow]) -> None:
         """Bind this launch's register entry to the instances of its running and queued runs."""
         self.booking.sync(rows, self.gate.uuid_of)

@@ -7,7 +7,7 @@ re-created instances with new MIG uuids, may have re-bound them since the launch
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from migbench.apply.reconcile import HostLock
@@ -26,7 +26,6 @@ class HostGate:
         self.uuid_of = uuid_of
         self.unbound: set[str] = set()
         self.held: dict[str, str] = {}  # unbound instances held back at a start, and why (`hostbook.admit`)
-        self.followed: set[str] = set()  # instances added after the start (`follow`), not bound yet
         self.say = say
         self.waiting: str | None = None  # why starts wait (an apply runs), once said
         self._warned = False
@@ -64,15 +63,6 @@ class HostGate:
         self.unbound.add(key)
         self.held[key] = why
 
-    def follow(self, keys: Iterable[str]) -> None:
-        """Instances the launch did not know at its start (a grown or re-cut plan): unbound until
-        the bindings bind them, read again at the next `enter`."""
-        new = {k for k in keys if k not in self.uuid_of} - self.followed
-        if new:
-            self.followed |= new
-            self.unbound |= new
-            self._seen = None
-
     def why_unbound(self, keys: list[str]) -> str:
         return "; ".join(self.held.get(k) or f"{k}: bindings.json no longer binds it" for k in keys)
 
@@ -94,7 +84,7 @@ class HostGate:
             return
         inst = doc.get("instances") or {}
         changed = []
-        for key in sorted(set(self.uuid_of) | self.followed):
+        for key in sorted(self.uuid_of):
             b = inst.get(key)
             uuid = str(b["uuid"]) if isinstance(b, dict) and b.get("uuid") else None
             if uuid is None:
@@ -104,7 +94,6 @@ class HostGate:
             else:
                 self.unbound.discard(key)
                 self.held.pop(key, None)
-                self.followed.discard(key)
                 if self.uuid_of.get(key) != uuid:
                     changed.append(f"{key} -> {uuid}")
                     self.uuid_of[key] = uuid

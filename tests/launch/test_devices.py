@@ -80,17 +80,18 @@ def test_sync_gives_the_register_the_runs(tmp_path):
 
 
 def test_an_instance_added_after_the_start_waits_until_the_bindings_bind_it(tmp_path):
-    """The seam a re-cut takes: a new instance key is unbound until bindings.json binds it."""
+    """The seam a re-cut takes (`rebind`): a new instance key is unbound until bindings.json binds
+    it; an instance the plan no longer has is forgotten."""
     said: list[str] = []
     dev, bindings = _devices(tmp_path, _Booking(), said)
     unbound = dev.unbound
     C = "0:1g.10gb@6"
-    dev.follow([C, A])  # A is known already
-    assert unbound == {C} and dev.enter()
+    assert dev.rebind([A, C]) == [C] and unbound == {C} and B not in dev.uuid_of
+    assert dev.enter()
     assert dev.admit([("r", C)], {}, set()) == []
     dev.leave()
-    bindings.write_text(json.dumps({"instances": {A: {"uuid": "MIG-a"}, B: {"uuid": "MIG-b"}, C: {"uuid": "MIG-c"}}}))
+    bindings.write_text(json.dumps({"instances": {A: {"uuid": "MIG-a"}, C: {"uuid": "MIG-c"}}}))
+    assert dev.rebind([A, C]) == [] and dev.unbound is unbound and not unbound and dev.uuid_of[C] == "MIG-c"
     assert dev.enter()
     assert dev.admit([("r", C)], {}, set()) == [("r", C)]
     dev.leave()
-    assert dev.unbound is unbound and not unbound and dev.uuid_of[C] == "MIG-c" and said[-1].endswith(f"{C} -> MIG-c")
