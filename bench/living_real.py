@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ sys.path.insert(0, str(HERE))
 from living import HOUR, two_pipelines  # noqa: E402
 
 from migbench.forecast.living import play  # noqa: E402
+from tests.support.launchkit import db_query as query  # noqa: E402
 
 TOY = REPO / "examples" / "toy_trainer.py"
 STEP_S = 0.5
@@ -79,15 +79,6 @@ def sweep_text(name: str, runs, hour_s: float, ledger: Path) -> str:  # type: ig
             f"    max_runs_per_instance: {d.max_runs_per_instance}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def query(db: Path, sql: str) -> list[dict]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute(sql)]
-    finally:
-        con.close()
 
 
 def busy_recuts(db: Path) -> tuple[int, int]:
