@@ -193,14 +193,17 @@ class BenchDriver:
     def say(self, text: str) -> None:
         self.sup.say(text)
 
-    def tick(self) -> None:
+    def tick(self, others_changed: bool) -> None:
         """Between its own events: when runs wait and the instances other launches hold have changed
-        (one let an instance go), decide again."""
+        (one let an instance go; `others_changed`: the register may say so), decide again; and
+        after a backoff, try a re-cut that failed again."""
         if not self.admission.queued():
             return
         if self._retry_at is not None and time.time() >= self._retry_at:
             self._retry_at = None  # a re-cut failed: try again
             self.admission.reconsider_all()
+        if not others_changed:
+            return
         others = self.sup.devices.held_by_others()
         if others != self._others:
             self._others = others

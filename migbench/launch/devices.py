@@ -9,6 +9,8 @@ the instances no run may start on (`unbound`, with why) and whether starts wait 
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 
@@ -20,13 +22,18 @@ from migbench.launch.prepare import Prepared
 from migbench.launch.procs import read_json
 from migbench.launch.store import RunRow
 
+RECHECK_S = 10.0
+"""How often a launch waiting for another's instances reads the register even when it did not change."""
+
 
 class Devices:
     """The device checks of one launch (see the module's notes)."""
 
     def __init__(self, prep: Prepared, say: Callable[[str], None], *, gate: HostGate | None = None, booking: HostBooking | None = None):
         self.gate = gate or HostGate(host_lock_path(), prep.state_dir.bindings, prep.uuid_of, say)
-        self.booking = booking or HostBooking(prep, say)  # this launch in the host's register (one per plan, no instance held by two)
+        self.booking = booking or HostBooking(prep, say)
+        self._register_seen: tuple[int, int] | None = None
+        self._register_checked = -math.inf  # this launch in the host's register (one per plan, no instance held by two)
 
     @property
     def uuid_of(self) -> dict[str, str]:
@@ -70,6 +77,20 @@ class Devices:
         whose MIG device exists and is bound to this launch; the others' runs stay queued, their
         note saying why (their ids added to `dirty`). Call between `enter` and `leave`."""
         return self.booking.admit([(rid, key) for rid, key in starts if key not in self.gate.unbound], rows, self.gate, dirty)
+
+    def others_may_have_changed(self, now: float) -> bool:
+        """Whether another launch may have let an instance go since the last call that said so: the
+        register's directory changed (an entry written or removed), or `RECHECK_S` passed (a killed
+        launcher's entry goes stale without a write). Cheap: one stat, no entry read."""
+        try:
+            st = os.stat(self.booking.reg.dir)
+            stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if stamp != self._register_seen or now >= self._register_checked + RECHECK_S:
+            self._register_seen, self._register_checked = stamp, now
+            return True
+        return False
 
     def held_by_others(self) -> set[str]:
         """The plan's instances another live launch is bound to (read from the register now)."""

@@ -262,16 +262,19 @@ class Supervisor:
         self.sampler.start()
         while True:
             self.stops.handle()
+            # another launch may have let an instance go (one stat of the register; entries read only then)
+            others = bool(self.devices.behind or self.bench) and self.devices.others_may_have_changed(time.monotonic())
             if self.bench:
                 self.bench.adopt()
-                self.bench.tick()
+                self.bench.tick(others)
             self._apply_memory_sample()  # before reaping: the sample was taken while those runs lived
             for end in self.children.reap():
                 self.outcomes.settle(end)
             mono = time.monotonic()
             self.admission.lending_due(time.time())  # a held-back head is late: reconsider every instance
-            for key in self.devices.behind:  # instances another launch holds: has it let them go?
-                self.admission.touch(key)
+            if others:
+                for key in self.devices.behind:  # instances another launch holds: has it let them go?
+                    self.admission.touch(key)
             self.stops.grace_over(mono)
             wait_until = self._schedule()
             if mono >= next_beat:

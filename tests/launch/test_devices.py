@@ -95,3 +95,22 @@ def test_an_instance_added_after_the_start_waits_until_the_bindings_bind_it(tmp_
     assert dev.enter()
     assert dev.admit([("r", C)], {}, set()) == [("r", C)]
     dev.leave()
+
+
+def test_a_waiting_launch_reads_the_register_again_only_when_it_changed_or_a_while_passed(tmp_path):
+    """While runs wait for another launch's instances, each wake-up asks whether that launch may have
+    let one go: one stat of the register's directory, not a read of every entry and of NVML."""
+    from types import SimpleNamespace
+
+    from migbench.launch.devices import RECHECK_S
+
+    reg = tmp_path / "launches"
+    reg.mkdir()
+    booking = _Booking()
+    booking.reg = SimpleNamespace(dir=reg)  # type: ignore[attr-defined]
+    dev, _ = _devices(tmp_path, booking, [])
+    assert dev.others_may_have_changed(100.0)  # the first look
+    assert not dev.others_may_have_changed(101.0)  # nothing changed
+    (reg / "x.json").write_text("{}")  # an entry written (or removed): look again
+    assert dev.others_may_have_changed(102.0) and not dev.others_may_have_changed(103.0)
+    assert dev.others_may_have_changed(102.0 + RECHECK_S)  # a killed launcher's entry goes stale without a write
