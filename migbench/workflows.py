@@ -32,6 +32,7 @@ from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
+from migbench.launch.store import key_of
 from migbench.plan import Plan
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
@@ -150,7 +151,7 @@ def earlier_launch(sd: StateDir) -> Earlier | None:
         sd.path,
         made_from,
         {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
-        {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())},
+        {rid: RunState(r.state, key_of(r.instance)) for rid, r in sorted(rows.items())},
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from migbench.errors import HardwareError, MigbenchError, UsageError
 from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, read_state
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, key_of, read_state
 from migbench.plan import Plan, PlanRun
 from migbench.state import StateDir, configure_modes, load_bindings
 
@@ -129,7 +129,7 @@ def dry_run(plan: Plan, state_dir: StateDir | str | Path | None = None) -> tuple
         if row is not None and row.state in FINAL_STATES + ACTIVE_STATES:
             skipped[row.state] += 1
             continue
-        inst = row.queue if row is not None and row.queue else (r.instance_key or "")
+        inst = (key_of(row.queue) if row is not None else None) or r.instance_key or ""
         attempt = (row.attempt if row is not None else 0) + 1
         uuid = uuid_of.get(inst, f"<MIG uuid of {inst}>")
         resume = any(attempt_started(attempt_dir(sd, r.id, k)) for k in range(1, attempt))

@@ -27,7 +27,7 @@ from migbench.duration.replay import Result
 from migbench.errors import MigbenchError
 from migbench.forecast.simulate import SimReport, figures, play_plan
 from migbench.launch.status import LauncherDoc, launcher_doc, open_state
-from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path
+from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path, key_of
 from migbench.plan import Plan
 from migbench.state import StateDir
 from migbench.types import InstanceRef
@@ -339,8 +339,8 @@ def _layouts(doc: str | None) -> list[tuple[float, int, str]]:
 def _where(row: RunRow, home: str | None) -> str | None:
     """The instance a run belongs to now: where its latest attempt ran (or runs), else its queue."""
     if row.attempt and row.instance and row.state != "queued":
-        return row.instance
-    return row.queue or row.home or home
+        return row.instance.key
+    return key_of(row.queue or row.home) or home
 
 
 _RANK = {"running": 0, "starting": 0, "queued": 1, "interrupted": 1}
@@ -582,7 +582,7 @@ def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tupl
     out = []
     for r in plan.runs:
         row = rows.get(r.id)
-        where = (row.instance if row and row.instance else None) or r.instance_key
+        where = (key_of(row.instance) if row else None) or r.instance_key
         inst_mib = (row.instance_mib if row and row.instance_mib else None) or (inst_mem.get(where) if where else None)
         peak = peaks.get(r.id)
         out.append(MemoryRow(r.id, r.group, r.memory_mib, peak[0] if peak else None, inst_mib, peak[1] if peak else ""))
