@@ -190,8 +190,8 @@ def exec_cmd(
     from migbench.export import execute
     from migbench.state import StateDir
 
-    plan = execute.load_task_plan(plan_file, sha256, state_dir)
-    sd = StateDir.of(plan, state_dir)
+    sd = StateDir.of_file(plan_file, state_dir)  # from the file's head: the parsed copy is found there
+    plan = execute.load_task_plan(plan_file, sha256, sd)
     prep = execute.prepare(
         plan,
         array,

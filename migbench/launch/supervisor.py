@@ -474,10 +474,9 @@ class Supervisor:
 # ---------------------------------------------------------------------------------------------
 
 
-def launch(plan: Plan, opts: LaunchOptions | None = None, out: TextIO | None = None) -> LaunchResult:
+def launch(plan: Plan, opts: LaunchOptions, out: TextIO | None = None) -> LaunchResult:
     """Supervise every run of `plan` until each has finished (or a stop). Raises MigbenchError when
     the plan is not applied, another launcher runs it, or the state belongs to another plan."""
-    opts = opts or LaunchOptions()
     use_simulated_host(sim_dir())  # absolute: shims and runs start in other directories
     prep = preflight(plan, opts.state_dir)
     return Supervisor(prep, opts, out).run()

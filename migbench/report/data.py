@@ -241,7 +241,7 @@ def plan_side(plan: Plan) -> PlanSide:
 def build_report(
     plan: Plan,
     *,
-    state_dir: StateDir | str | Path | None = None,
+    state_dir: StateDir,
     side: PlanSide | None = None,
     peaks: Mapping[str, tuple[int, str]] | None = None,
     now: float | None = None,
@@ -252,8 +252,7 @@ def build_report(
     from elsewhere (run id -> (MiB, source), e.g. a footprints file); launch.db's win where both."""
     side = side or plan_side(plan)
     now = time.time() if now is None else now
-    sd = StateDir.of(plan, state_dir)
-    launch = read_launch(sd.path)
+    launch = read_launch(state_dir.path)
     n_runs = len(plan.runs)
     detail = n_runs <= DETAIL_MAX_RUNS if detail is None else detail
     groups = {r.id: r.group for r in plan.runs}
@@ -303,7 +302,7 @@ def build_report(
     if plan.unplaced:
         report.notes.append(f"{len(plan.unplaced)} run(s) are unplaced by the plan and have no bar: " + ", ".join(u.id for u in plan.unplaced[:5]))
     if launch is None:
-        report.notes.append(f"not launched yet (no launch state in {sd}): the page shows the plan only")
+        report.notes.append(f"not launched yet (no launch state in {state_dir}): the page shows the plan only")
     if not detail:
         report.summarised = [
             f"{n_runs:,} runs are more than {DETAIL_MAX_RUNS:,}: the timeline draws the instances of the first {DETAIL_GPUS} GPUs "
