@@ -28,6 +28,7 @@ from migbench.export.execute import load_task_plan, prepare  # noqa: E402
 from migbench.export.tasks import arrays  # noqa: E402
 from migbench.plan import Plan  # noqa: E402
 from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan  # noqa: E402
+from migbench.state import StateDir  # noqa: E402
 from migbench.sweep import load_sweep_text  # noqa: E402
 
 
@@ -71,18 +72,24 @@ def main() -> int:
 
         p = timed("load the plan file", lambda: Plan.load(path))
         assert isinstance(p, Plan)
-        exp = timed("export slurm", lambda: slurm.write(p, work / "slurm", sha256=sha, type_map={}))
+        exp = timed("export slurm", lambda: slurm.write(p, work / "slurm", sha256=sha, type_map={}, state_dir=StateDir.of(p)))
         kexp = timed("export k8s (with its checks)", lambda: k8s.write(p, work / "k8s", plan_text=path.read_text(), sha256=sha))
         timed("export mig-parted (+ placement warnings)", lambda: (migparted.config_text(p), migparted.placement_warnings(p)))
         first = next(ar for ar in arrays(p) if ar.tasks)
         timed(
             "exec --dry-run of one task, plan parsed from YAML",
-            lambda: prepare(Plan.load(path), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", dry_run=True),
+            lambda: prepare(Plan.load(path), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=StateDir.at(work / "state"), dry_run=True),
         )
         timed(
             "exec --dry-run of one task, the export's parsed copy",
             lambda: prepare(
-                load_task_plan(path, sha), first.name, index=0, env={"CUDA_VISIBLE_DEVICES": "MIG-x"}, state_dir=work / "state", sha256=sha, dry_run=True
+                load_task_plan(path, sha, StateDir.of_file(path)),
+                first.name,
+                index=0,
+                env={"CUDA_VISIBLE_DEVICES": "MIG-x"},
+                state_dir=StateDir.at(work / "state"),
+                sha256=sha,
+                dry_run=True,
             ),
         )
         tasks = sum(len(ar.tasks) for ar in arrays(p))

@@ -161,7 +161,7 @@ def main() -> int:
     from migbench.backend.sim.host import init_host
     from migbench.plan import Plan
     from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
-    from migbench.state import state_dir_for
+    from migbench.state import StateDir, state_dir_for
     from migbench.sweep import load_sweep
 
     t_bench = time.monotonic()
@@ -178,7 +178,7 @@ def main() -> int:
         plan_file = tmp / "launch-bench.plan.yaml"
         plan.save(plan_file)
         plan = Plan.load(plan_file)
-        apply_plan(plan, open_backend(), confirm=None)
+        apply_plan(plan, open_backend(), confirm=None, state_dir=StateDir.of(plan))
         keys = {r.instance_key for r in plan.placed_runs() if r.instance_key}
         sd = state_dir_for(plan)
         print(

@@ -74,9 +74,10 @@ def open_in_chromium(html: Path, shot: Path | None) -> tuple[float, float] | Non
 def report_of(name: str, plan, grain_limit: float, shots: Path | None) -> None:  # type: ignore[no-untyped-def]
     from migbench.report import ReportBuilder
     from migbench.report.grain import lever_of_plan
+    from migbench.state import StateDir
 
     t0 = time.perf_counter()
-    builder = ReportBuilder(plan, grain=False)
+    builder = ReportBuilder(plan, state_dir=StateDir.of(plan), grain=False)
     t1 = time.perf_counter()
     page = builder.build()
     t2 = time.perf_counter()
@@ -117,6 +118,7 @@ def seed_like(tmp: Path, launch: bool, grain_limit: float, shots: Path | None) -
     from migbench.backend.sim.host import init_host
     from migbench.plan import Plan
     from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
+    from migbench.state import StateDir
     from migbench.sweep import load_sweep
     from tests.support.reportkit import write_state
 
@@ -131,7 +133,7 @@ def seed_like(tmp: Path, launch: bool, grain_limit: float, shots: Path | None) -
         sim = d / "sim"
         init_host(sim, "A100-SXM4-80GB", 4, mig=True)
         os.environ["MIGBENCH_SIM"] = str(sim)
-        apply_plan(plan, open_backend(), confirm=None)
+        apply_plan(plan, open_backend(), confirm=None, state_dir=StateDir.of(plan))
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, "-m", "migbench.launch", str(plan.path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         print(f"seed-like: launched on the simulated host in {time.monotonic() - t0:.0f} s (exit {p.returncode})")

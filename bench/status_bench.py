@@ -43,7 +43,7 @@ def finished_launch(work: Path, n: int) -> Path:
     now = time.time()
     rows = []
     for k, r in enumerate(plan.runs):
-        key = r.instance_key
+        key = r.ref
         # what the launcher leaves in each run's directory when it first starts it
         (sd / r.id).mkdir()
         (sd / r.id / "params.json").write_text(json.dumps({"run_id": r.id, "params": dict(r.params)}))

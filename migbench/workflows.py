@@ -32,6 +32,7 @@ from migbench.footprints import Resolution, gather_sources, resolve
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
+from migbench.launch.store import key_of
 from migbench.plan import Plan
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
@@ -150,7 +151,7 @@ def earlier_launch(sd: StateDir) -> Earlier | None:
         sd.path,
         made_from,
         {rid: r.state for rid, r in rows.items() if r.state in CARRIED_STATES},
-        {rid: RunState(r.state, r.instance) for rid, r in sorted(rows.items())},
+        {rid: RunState(r.state, key_of(r.instance)) for rid, r in sorted(rows.items())},
     )
 
 
@@ -161,8 +162,14 @@ class RunReady:
     runs by id even though the plan file changed), and its state directory (resolved once)."""
 
     plan: Plan | None
+    state_dir: StateDir
     continues: bool = False
-    state_dir: StateDir | None = None
+
+
+def run_state_dir(sweep: Sweep, sweep_file: Path, given: Path | None) -> StateDir:
+    """The state directory `run` uses: `--state-dir` when given, else that of the plan it writes
+    beside the sweep (`<sweep dir>/<log_dir>/<sweep name>/`)."""
+    return StateDir.in_dir(sweep_file.parent, sweep.launch.log_dir, sweep.name, given)
 
 
 def plan_and_apply(
@@ -171,7 +178,7 @@ def plan_and_apply(
     *,
     fleet: str | None,
     time_limit_s: float,
-    state_dir: StateDir | Path | None,
+    state_dir: StateDir,
     say: Callable[[str], None] = lambda _: None,
     started: float | None = None,
     progress: ProgressFn | None = None,
@@ -182,6 +189,7 @@ def plan_and_apply(
     grow that plan (`planner.grow`: its runs kept, the runs to start on the instances it made, idle
     GPUs re-cut only for runs nothing holds); else plan the runs that have not finished (finished
     runs are carried forward by id: a run keeps its id while its parameters do);
+    `state_dir`: the command's (`run_state_dir`: the plan's, once written beside the sweep);
     with nothing left to run, stop before touching the GPUs; else apply. `started` and `progress`
     go to the planner (`SolveOptions`)."""
     if not sweep.runs:
@@ -189,7 +197,7 @@ def plan_and_apply(
     if not fleet:
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
-    sd = StateDir.in_dir(out.parent, sweep.launch.log_dir, sweep.name, state_dir)  # the plan's, once written
+    sd = state_dir
     earlier = _earlier_unless_running(out, sd)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
@@ -217,7 +225,7 @@ def plan_and_apply(
         )
     if len(finished) == len(sweep.runs):
         say(f"nothing to launch: every run of {sweep.name} has finished (see `migbench status {shlex.quote(str(out))}`)")
-        return RunReady(None, continues=True, state_dir=sd)
+        return RunReady(None, sd, continues=True)
     plan, grown = _reuse_or_grow(plan, out, sweep, fleet_gpus, earlier, notes)
     if plan is not None:
         say(f"the sweep and fleet are unchanged: reusing {out}")
@@ -239,7 +247,7 @@ def plan_and_apply(
     LauncherLock(sd.lock).ensure_free()
     report = apply_plan(plan, open_backend(), confirm=None, state_dir=sd)
     say(f"applied: {len(report.commands)} command(s); every GPU read back as planned" if report.changed else "applied: every GPU already matches the plan")
-    return RunReady(plan, continues=earlier is not None, state_dir=sd)
+    return RunReady(plan, sd, continues=earlier is not None)
 
 
 def _earlier_unless_running(out: Path, sd: StateDir) -> Earlier | None:

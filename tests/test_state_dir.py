@@ -69,3 +69,28 @@ def test_the_core_never_derives_a_state_dir_from_the_plan_again():
     pkg = REPO / "migbench"
     callers = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if p.name != "state.py" and "state_dir_for(" in p.read_text())
     assert callers == []
+
+
+def test_the_entry_points_take_the_commands_state_dir_only():
+    """Guards: apply, launch, report and export also took `Path | str | None` for the state
+    directory and made the StateDir again inside (`StateDir.of(plan, state_dir)` in each)."""
+    import dataclasses
+    import inspect
+
+    from migbench.apply.reconcile import apply_plan
+    from migbench.export import execute, slurm
+    from migbench.launch.options import LaunchOptions
+    from migbench.launch.prepare import dry_run, preflight
+    from migbench.report import ReportBuilder
+    from migbench.report.data import build_report
+    from migbench.workflows import RunReady, plan_and_apply
+
+    for fn in (apply_plan, execute.load_task_plan, execute.prepare, slurm.write, preflight, dry_run, ReportBuilder.__init__, build_report, plan_and_apply):
+        param = inspect.signature(fn).parameters["state_dir"]
+        assert (param.annotation, param.default) == ("StateDir", inspect.Parameter.empty), fn
+    for cls in (LaunchOptions, RunReady):
+        field = next(f for f in dataclasses.fields(cls) if f.name == "state_dir")
+        assert (field.type, field.default) == ("StateDir", dataclasses.MISSING), cls
+    pkg = REPO / "migbench"
+    remade = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if not p.is_relative_to(pkg / "cli") and "StateDir.of(plan, state_dir)" in p.read_text())
+    assert remade == []

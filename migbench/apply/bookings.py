@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psutil
 
@@ -42,6 +42,23 @@ DIR_MODE = 0o755
 
 class LaunchConflict(MigbenchError):
     """The plan already runs on this host, or an instance it needs is bound to another live launch."""
+
+
+class BookingDoc(TypedDict):
+    """A register entry's file (`Booking.doc`; `Booking.of` reads one back, checking each field).
+    `instances`: MIG uuid -> plan instance key; `processes`: [PID, start time] pairs."""
+
+    version: int
+    id: str
+    pid: int
+    create_time: float | None
+    plan_file: str
+    plan_name: str
+    plan_sha256: str
+    state_dir: str
+    instances: dict[str, str]
+    started_at: float
+    processes: list[list[float | None]]
 
 
 @dataclass
@@ -59,7 +76,7 @@ class Booking:
     started_at: float = 0.0
     processes: list[tuple[int, float | None]] = field(default_factory=list)  # (PID, start time) of its runs' shims and runs
 
-    def doc(self) -> dict[str, Any]:
+    def doc(self) -> BookingDoc:
         return {
             "version": 1,
             "id": self.id,

@@ -186,7 +186,7 @@ def apply_plan(
     gpus: Sequence[int] | None = None,
     dry_run: bool | None = None,
     confirm: Callable[[str], bool] | None = None,
-    state_dir: StateDir | str | os.PathLike[str] | None = None,
+    state_dir: StateDir,
     resume: str | None = None,
 ) -> ApplyReport:
     """Reconcile the host to `plan`. `confirm(text) -> bool` is asked before destructive steps.
@@ -195,7 +195,7 @@ def apply_plan(
     When an earlier apply was interrupted (killed), raise `InterruptedApplyPending` unless `resume`
     says what to do: "finish" (apply this plan, which must be the interrupted one, keeping the
     original checkpoint to roll back to) or "rollback" (restore the GPUs as they were before it).
-    `state_dir`: the command's `StateDir` (a path or None, for callers without one: made here, once)."""
+    `state_dir`: the command's `StateDir` (a dry run writes nothing there)."""
     if dry_run is None:
         dry_run = backend.writer.dry_run
     if dry_run != backend.writer.dry_run:
@@ -208,7 +208,7 @@ def apply_plan(
         return _dry_run(plan, ex, targets)
     configure_modes(plan)
     backend.writer.check_privileges()
-    sd = StateDir.of(plan, state_dir)
+    sd = state_dir
     cp_path = sd.checkpoint
     lock = HostLock(backend.lock_path, note={"checkpoint": str(cp_path.absolute()), "plan_file": str(Path(plan.path).resolve()) if plan.path else None})
     lock.take()

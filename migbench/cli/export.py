@@ -7,7 +7,7 @@ import hashlib
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Group, RenderableType
@@ -19,6 +19,7 @@ from migbench.cli.render import fit_table
 from migbench.errors import UsageError
 
 if TYPE_CHECKING:
+    from migbench.export.slurmctl import SlurmStatusDoc
     from migbench.state import StateDir
 
 export_app = typer.Typer(help="Hand a plan to a cluster's engine: Slurm, Kubernetes (GPU Operator), mig-parted.", no_args_is_help=True)
@@ -190,8 +191,8 @@ def exec_cmd(
     from migbench.export import execute
     from migbench.state import StateDir
 
-    plan = execute.load_task_plan(plan_file, sha256, state_dir)
-    sd = StateDir.of(plan, state_dir)
+    sd = StateDir.of_file(plan_file, state_dir)  # from the file's head: the parsed copy is found there
+    plan = execute.load_task_plan(plan_file, sha256, sd)
     prep = execute.prepare(
         plan,
         array,
@@ -228,7 +229,7 @@ def exec_cmd(
 # -- status and stop of an exported sweep (called by `migbench status` / `migbench stop`) ------
 
 
-def slurm_status_view(doc: dict[str, Any], width: int = 80) -> RenderableType:
+def slurm_status_view(doc: SlurmStatusDoc, width: int = 80) -> RenderableType:
     head = Text()
     head.append(doc["sweep"], style="bold")
     head.append(

@@ -37,7 +37,7 @@ def apply_cmd(
         raise UsageError("--finish and --rollback exclude each other", hint="choose one")
     if (finish or rollback) and dry_run:
         raise UsageError("--dry-run shows a plain apply; it does not combine with --finish or --rollback")
-    plan, sd = _share(load_plan(plan_file), node, state_dir, dry_run=dry_run)
+    plan, sd = _share(load_plan(plan_file), node, state_dir)
     adopt_simulated_host(plan_file.parent)
     backend = open_backend(dry_run=dry_run)
     con = console()
@@ -92,10 +92,10 @@ def _print_apply(con: Console, report: ApplyReport, description: str, dry_run: b
         con.print(f"MIG uuids of {len(report.bindings['runs'])} runs bound in {report.bindings_path}")
 
 
-def _share(plan: Plan, node: str | None, state_dir: Path | None, *, dry_run: bool = False) -> tuple[Plan, StateDir | None]:
+def _share(plan: Plan, node: str | None, state_dir: Path | None) -> tuple[Plan, StateDir]:
     """The plan `apply`/`check` work on and its state directory (`--state-dir`, else the plan's):
     with --node, that node's share, its bindings kept in `<state dir>/nodes/<node>/`; a plan of
-    several nodes needs --node. A dry run of the whole plan writes no state: None."""
+    several nodes needs --node. (A dry run writes nothing there.)"""
     from migbench.state import StateDir
 
     if node is None:
@@ -105,7 +105,7 @@ def _share(plan: Plan, node: str | None, state_dir: Path | None, *, dry_run: boo
                 f"the plan spans {len(nodes)} nodes ({', '.join(nodes)}): say which one this host is",
                 hint=f"on each node run: migbench apply {plan.path or 'PLAN'} --node NODE",
             )
-        return plan, None if dry_run else StateDir.of(plan, state_dir)
+        return plan, StateDir.of(plan, state_dir)
     share = plan.node_share(node)
     return share, StateDir.at(state_dir) if state_dir else StateDir.of(plan).node(node)
 
@@ -122,7 +122,6 @@ def check_cmd(
     from migbench.backend.select import host_lock_path, read_host
 
     plan, sd = _share(load_plan(plan_file), node, state_dir)
-    assert sd is not None  # not a dry run: always resolved
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()

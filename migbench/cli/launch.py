@@ -108,7 +108,7 @@ def run_cmd(
     from migbench.launch.options import LaunchOptions
     from migbench.launch.supervisor import launch
     from migbench.sweep.runnable import start_problems
-    from migbench.workflows import plan_and_apply
+    from migbench.workflows import plan_and_apply, run_state_dir
 
     con = console()
     sweep = load_sweep(sweep_file)
@@ -119,7 +119,7 @@ def run_cmd(
             sweep_file,
             fleet=fleet,
             time_limit_s=time_limit,
-            state_dir=state_dir,
+            state_dir=run_state_dir(sweep, sweep_file, state_dir),
             say=con.print,
             started=command_started(),
             progress=progress.update,

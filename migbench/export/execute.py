@@ -40,7 +40,7 @@ from migbench.export.tasks import Array, Task, find_array, node_devices
 from migbench.fsutil import make_dirs, write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
-from migbench.plan import Plan, parse_document, read_identity
+from migbench.plan import Plan, parse_document
 from migbench.state import BINDINGS_NAME, StateDir, configure_modes
 
 
@@ -230,15 +230,14 @@ def save_parsed_plan(plan: Plan, state_dir: Path, sha256: str) -> Path | None:
     return out
 
 
-def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir | Path | None = None) -> Plan:
-    """The plan an array task runs: from the parsed copy `export slurm` left when it is there and
-    the plan file still has the exported sha256 (checked on the file's bytes), else the file itself
-    (`Plan.load`, whose errors say what is wrong). Either way it is checked as a plan file is."""
+def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir) -> Plan:
+    """The plan an array task runs: from the parsed copy `export slurm` left in `state_dir` (the
+    command's, made from the file's head: `StateDir.of_file`) when it is there and the plan file
+    still has the exported sha256 (checked on the file's bytes), else the file itself (`Plan.load`,
+    whose errors say what is wrong). Either way it is checked as a plan file is."""
     if sha256:
         try:
-            read_identity(plan_file)  # not a plan's head: the file itself is read (Plan.load says why)
-            sd = StateDir.of_file(plan_file, state_dir)  # before the plan is loaded: from its head
-            saved = json.loads(parsed_plan_path(sd, sha256).read_text())
+            saved = json.loads(parsed_plan_path(state_dir, sha256).read_text())
             if isinstance(saved, dict) and saved.get("sha256") == sha256 and _sha256_of(plan_file) == sha256:
                 plan = Plan.from_dict(saved["plan"], file=str(plan_file))
                 plan.path = str(plan_file)
@@ -260,14 +259,14 @@ def prepare(
     index_offset: int = 0,
     env: Mapping[str, str] | None = None,
     node: str | None = None,
-    state_dir: StateDir | Path | None = None,
+    state_dir: StateDir,
     device_map: Path | None = None,
     sha256: str | None = None,
     dry_run: bool = False,
     workdir: Path | None = None,
 ) -> PreparedTask:
     """Find the task, its device and each run's spec; with `dry_run` nothing is written. `state_dir`:
-    the command's `StateDir` (a path or None, for callers without one: made here, once)."""
+    the command's `StateDir`."""
     env = dict(os.environ if env is None else env)
     if sha256:
         got = _sha256_of(Path(plan.path)) if plan.path else ""
@@ -279,7 +278,7 @@ def prepare(
     array = find_array(plan, array_name)
     task = array.task(task_index(index, env) + index_offset)
     where = node_name(env, node)
-    sd = StateDir.of(plan, state_dir)
+    sd = state_dir
     if not dry_run:
         configure_modes(plan)  # the state files' mode, as the launcher's
     device = resolve_device(plan, array, env, where, state_dir=sd, device_map=device_map)

@@ -76,7 +76,7 @@ def write(
     type_map: Mapping[str, str],
     chosen: Mapping[str, str] | None = None,
     sbatch_args: Sequence[str] = (),
-    state_dir: StateDir | Path | None = None,
+    state_dir: StateDir,
     command: str | None = None,
     max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
     max_array_from: str = "",
@@ -93,7 +93,7 @@ def write(
     exp = SlurmExport(plan, sha256, arrs, types)
     mb = command or migbench_command()
     plan_abs = str(Path(plan.path).resolve())
-    sd = StateDir.of(plan, state_dir).resolve()
+    sd = state_dir.resolve()
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:

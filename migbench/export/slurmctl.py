@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from migbench.errors import MigbenchError
 from migbench.export.slurm import JOBS_FILE
@@ -235,6 +235,49 @@ def engine_states(job_ids: Sequence[str], env: Mapping[str, str] | None = None) 
         return {}, [f"neither squeue nor sacct answered ({why}; {exc}): states from the run directories only"]
 
 
+class SlurmJobDoc(TypedDict):
+    """One job submit.sh recorded: its array, job id, how many tasks and their `--gres` type."""
+
+    array: str
+    job_id: str
+    tasks: int
+    gres_type: str
+
+
+class SlurmRunDoc(TypedDict):
+    """One run of a submitted sweep: its task's Slurm state and what its attempt directory records
+    (`attempt`: the latest; `job`: squeue's `<job>_<task>`)."""
+
+    id: str
+    group: str
+    state: str
+    attempt: int | None
+    array: str
+    task: int
+    job: str | None
+    slurm_state: str | None
+    node: str | None
+    device: str | None
+    exit_code: int | None
+    elapsed_s: float | None
+    note: str
+
+
+class SlurmStatusDoc(TypedDict):
+    """`migbench status PLAN` of a sweep submitted to Slurm (`engine_status_doc`): its jobs, the
+    runs' states (`counts` by state, of `total`), each run, and notes on where the states came from."""
+
+    engine: str
+    state_dir: str
+    sweep: str
+    plan_sha256: str | None
+    jobs: list[SlurmJobDoc]
+    counts: dict[str, int]
+    total: int
+    runs: list[SlurmRunDoc]
+    notes: list[str]
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
@@ -243,7 +286,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None = None) -> SlurmStatusDoc:
     """Every run of the submitted sweep: its task's Slurm state and its own record."""
     jobs, sha = submitted(state_dir)
     by_array: dict[str, list[Submitted]] = {}
@@ -269,7 +312,7 @@ def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None
         "state_dir": str(state_dir),
         "sweep": plan.name,
         "plan_sha256": sha,
-        "jobs": [{"array": j.array, "job_id": j.job_id, "tasks": j.tasks, "gres_type": j.gres_type} for j in jobs],
+        "jobs": [SlurmJobDoc(array=j.array, job_id=j.job_id, tasks=j.tasks, gres_type=j.gres_type) for j in jobs],
         "counts": dict(sorted(counts.items())),
         "total": len(rows),
         "runs": rows,
@@ -277,7 +320,7 @@ def engine_status_doc(plan: Plan, state_dir: Path, env: Mapping[str, str] | None
     }
 
 
-def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitted | None, qstate: str, qnode: str, reason: str, now: float) -> dict[str, Any]:
+def _run_row(sd: Path, rid: str, group: str, a: Array, index: int, job: Submitted | None, qstate: str, qnode: str, reason: str, now: float) -> SlurmRunDoc:
     rdir = sd / rid
     attempts = [int(p.name[8:]) for p in rdir.glob("attempt-*") if p.name[8:].isdigit()] if rdir.exists() else []
     last = max(attempts, default=0)

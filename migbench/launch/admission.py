@@ -33,7 +33,7 @@ from migbench.launch.journal import Journal
 from migbench.launch.options import OOM_RANK_SHIFT
 from migbench.launch.prepare import start_order
 from migbench.launch.queue import Queues, Waiting
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, Queue, RunRow, key_of
 from migbench.plan import Plan, PlanInstance, PlanRun
 
 
@@ -88,31 +88,31 @@ class Admission:
         """The row of placed run `r` (`n`-th to start, `rank` in its queue): new and queued, else
         the stored one brought to this plan (its queue kept when it was escalated; an abandoned
         run queued again)."""
-        key = r.instance_key or ""
+        home = r.ref  # placed: it has an instance
         if row is None:
             return RunRow(
                 id=r.id,
                 ord=n,
                 grp=r.group,
                 state="queued",
-                home=key,
-                queue=key,
+                home=home,
+                queue=home,
                 rank=rank,
                 memory_mib=r.memory_mib,
                 need_mib=r.memory_mib,
                 queued_at=now,
             )
-        escalated = row.queue != row.home and row.queue in self.inst
-        row.ord, row.grp, row.memory_mib, row.home = n, r.group, r.memory_mib, key
+        escalated = row.queue != row.home and key_of(row.queue) in self.inst
+        row.ord, row.grp, row.memory_mib, row.home = n, r.group, r.memory_mib, home
         if not escalated:
-            row.queue, row.rank, row.need_mib = key, rank, r.memory_mib
+            row.queue, row.rank, row.need_mib = home, rank, r.memory_mib
         if row.state == "abandoned":
             row.state, row.last_error = "queued", None
         return row
 
     def in_plan(self, row: RunRow) -> bool:
         """Whether the run can still be queued: the plan has it, and its queue's instance."""
-        return row.id in self.plan_runs and row.queue in self.inst
+        return row.id in self.plan_runs and key_of(row.queue) in self.inst
 
     def retries(self, run_id: str) -> int:
         """How many times the run is retried after a failure (0 when the plan no longer has it)."""
@@ -156,7 +156,7 @@ class Admission:
                 else:
                     r.not_before = None  # its backoff is over: it is ready again, in its place
                     self.journal.mark(r.id)
-                    self.touch(r.queue)
+                    self.touch(key_of(r.queue))
         return min(backoffs) if backoffs else None
 
     # -- deciding --------------------------------------------------------------------------------
@@ -170,13 +170,14 @@ class Admission:
             if row.state != "queued":
                 continue
             pr = self.plan_runs.get(row.id)
-            if pr is None or row.queue not in self.inst or row.queue in self.unbound:
+            key = key_of(row.queue)
+            if pr is None or key is None or key not in self.inst or key in self.unbound:
                 continue
             out.append(
                 Waiting(
                     row.id,
                     replace(pr.demand(), memory_mib=row.need_mib),
-                    row.queue,
+                    key,
                     row.rank,
                     ready=row.not_before is None or row.not_before <= now,
                     planned_start_s=float(pr.est_start_s or 0.0),
@@ -203,29 +204,30 @@ class Admission:
         self.lend_at = None if due is None else self.t0 + due + 0.001  # a held-back head becomes late
         return starts
 
-    def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> str | None:
+    def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> Queue | None:
         """After an OOM on `failed_on`: the larger instance to move the run to (`Queues.escalation_target`),
         or None."""
         pr = self.plan_runs.get(row.id)
-        if pr is None:
+        if pr is None or row.queue is None:
             return None
-        w = Waiting(row.id, replace(pr.demand(), memory_mib=need_mib), row.queue or "", row.rank)
-        return self.queues.escalation_target(w, failed_on, self.waiting(time.time()), self.running_jobs(running))
+        w = Waiting(row.id, replace(pr.demand(), memory_mib=need_mib), row.queue.key, row.rank)
+        target = self.queues.escalation_target(w, failed_on, self.waiting(time.time()), self.running_jobs(running))
+        return None if target is None else self.inst[target].ref
 
-    def where(self, target: str) -> str:
+    def where(self, target: Queue) -> str:
         """An instance a run moves to, in words."""
-        return f"{target} ({self.inst[target].memory_mib} MiB)"
+        return f"{target} ({self.inst[target.key].memory_mib} MiB)"
 
     def booked(self, rows: Iterable[RunRow]) -> list[RunRow]:
         """The rows whose instances the launch register books (running and queued ones: a queued
         run's queue is its instance)."""
         return list(rows)
 
-    def move(self, row: RunRow, target: str, need_mib: int) -> None:
+    def move(self, row: RunRow, target: Queue, need_mib: int) -> None:
         """Queue the run on `target` ahead of the runs queued there (after an OOM)."""
         row.state = "queued"
         row.queue = target
         row.need_mib = need_mib
         row.rank = row.ord - OOM_RANK_SHIFT
-        self.touch(target)
+        self.touch(target.key)
         row.not_before = None

@@ -33,15 +33,12 @@ from migbench.launch.admission import Admission
 from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
-from migbench.launch.store import ACTIVE_STATES, RunRow, Store
+from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, build_fleet
 from migbench.planner.grow import instances_on
 from migbench.planner.recut import Decision, Recut, RecutSettings
-from migbench.types import Layout
-
-ANYWHERE = "*"
-"""The queue of a run the bench places: any instance a decision finds or cuts for it."""
+from migbench.types import InstanceRef, Layout
 
 
 def fleet_of(plan: Plan) -> list[FleetGpu]:
@@ -125,21 +122,21 @@ class BenchAdmission(Admission):
     def placed(self, rid: str, key: str) -> None:
         """A decision starts `rid` on `key`: its row names the instance."""
         row = self.journal.rows[rid]
-        row.home = row.queue = key
+        row.home = row.queue = InstanceRef.parse(key)
         self.journal.mark(rid)
 
-    def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> str | None:
+    def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> Queue | None:
         """After an OOM: anywhere with the memory it needs (a decision cuts it) when some profile
         of a GPU of the bench holds it, else None."""
         biggest = max((p.memory_mib or 0 for m in self.models.values() for p in m.profiles), default=0)
         return ANYWHERE if need_mib <= biggest else None
 
-    def move(self, row: RunRow, target: str, need_mib: int) -> None:
+    def move(self, row: RunRow, target: Queue, need_mib: int) -> None:
         row.state, row.queue, row.need_mib, row.not_before = "queued", ANYWHERE, need_mib, None
         self.touched = None
 
-    def where(self, target: str) -> str:
-        return "an instance the bench finds or cuts for it" if target == ANYWHERE else super().where(target)
+    def where(self, target: Queue) -> str:
+        return "an instance the bench finds or cuts for it" if target is ANYWHERE else super().where(target)
 
     def booked(self, rows: Iterable[RunRow]) -> list[RunRow]:
         """The rows whose instances the launch register books: only running ones (a waiting run has none)."""

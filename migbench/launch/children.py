@@ -52,7 +52,7 @@ from typing import Any
 
 from migbench.fsutil import disk_full, write_json_atomic
 from migbench.launch.procs import create_time_of, find_shim, kill_group, process_alive, read_json, reap_strays, spawn_shim, wait_child, wait_group_gone
-from migbench.launch.shim import NOT_STARTED_RC, RESERVE_NAME, exit_record
+from migbench.launch.shim import NOT_STARTED_RC, RESERVE_NAME, ExitDoc, exit_record
 from migbench.launch.spec import Outcome, attempt_started, outcome_of
 from migbench.launch.waiter import alive, read_record, wait_status
 
@@ -286,7 +286,7 @@ class Children:
         self._write_exit(a, doc)
         return outcome_of(doc)
 
-    def _write_exit(self, a: Active, doc: dict[str, Any]) -> None:
+    def _write_exit(self, a: Active, doc: ExitDoc) -> None:
         try:
             write_json_atomic(a.adir / "exit.json", doc, reserve=a.adir / RESERVE_NAME)
         except OSError as exc:

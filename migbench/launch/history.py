@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import MigbenchError
-from migbench.launch.store import Store
+from migbench.launch.store import Store, key_of
 from migbench.state import BINDINGS_NAME, DB_NAME
 
 _INSTANCE_MIB_RE = re.compile(r"\((\d+) MiB instance")
@@ -104,7 +104,7 @@ def read_history(path: str | Path) -> LaunchHistory | None:
         row = rows.get(a["run_id"])
         key = a["instance"]
         inst_mib = bound.get(key or "")
-        if inst_mib is None and row is not None and row.attempt == a["attempt"] and row.instance == key:
+        if inst_mib is None and row is not None and row.attempt == a["attempt"] and key_of(row.instance) == key:
             inst_mib = row.instance_mib
         if inst_mib is None and a["error"]:
             m = _INSTANCE_MIB_RE.search(str(a["error"]))

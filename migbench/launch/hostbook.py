@@ -144,13 +144,13 @@ class HostBooking:
         procs: list[tuple[int, float | None]] = []
         for r in rows:
             if r.state in ACTIVE_STATES and r.instance:
-                keys.add(r.instance)
+                keys.add(r.instance.key)
                 if r.shim_pid:
                     procs.append((int(r.shim_pid), r.shim_create_time))
                 if r.child_pid:
                     procs.append((int(r.child_pid), self._ctime(int(r.child_pid))))
             elif r.state == "queued" and r.queue:
-                keys.add(r.queue)
+                keys.add(r.queue.key)
         want = {uuid_of[k]: k for k in keys if k in uuid_of}
         if want == self.me.instances and sorted(procs) == self.me.processes:
             return {}
@@ -228,9 +228,9 @@ def _unfinished_keys(prep: Prepared) -> set[str]:
     keys = {r.instance_key for r in prep.plan.runs if r.instance_key and r.id not in rows}
     for row in rows.values():
         if row.state in ACTIVE_STATES and row.instance:
-            keys.add(row.instance)
-        elif row.state not in FINAL_STATES:
-            keys.add(row.queue or "")
+            keys.add(row.instance.key)
+        elif row.state not in FINAL_STATES and row.queue is not None:
+            keys.add(row.queue.key)
     return keys & every
 
 

@@ -34,7 +34,7 @@ class LaunchOptions:
     """How to launch. `poll_s` / `mem_poll_s` in seconds (None: from MIGBENCH_POLL_S /
     MIGBENCH_MEM_POLL_S, else 1 s / 2 s)."""
 
-    state_dir: StateDir | str | Path | None = None  # the command's StateDir (None: the plan's)
+    state_dir: StateDir  # the command's
     drain: bool = False
     lend: bool = True
     force: bool = False

@@ -22,7 +22,7 @@ from migbench.launch.children import Active, Children, Ending, signame
 from migbench.launch.journal import Journal
 from migbench.launch.options import NOT_STARTED
 from migbench.launch.spec import Outcome, attempt_dir
-from migbench.launch.store import ACTIVE_STATES, RunRow
+from migbench.launch.store import ACTIVE_STATES, RunRow, key_of
 
 USAGE_EXIT, USAGE_WINDOW_S = 2, 60.0
 """A run that exits 2 (argparse's and Hydra's usage error) within a minute of its start is not retried."""
@@ -188,7 +188,7 @@ class Outcomes:
             row.queued_at = time.time()
         row.shim_pid = row.shim_create_time = row.child_pid = row.child_pgid = None
         self.journal.mark(row.id)
-        self.admission.touch(row.queue)
+        self.admission.touch(key_of(row.queue))
 
     def unknown(self, a: Active, why: str) -> None:
         """The attempt started, left no record of its end, and nothing of it lives: its outcome is
@@ -227,7 +227,7 @@ class Outcomes:
                 end = self.children.adopt(
                     rid,
                     row.attempt,
-                    row.instance or "",
+                    key_of(row.instance) or "",
                     attempt_dir(sd, rid, row.attempt),
                     (row.shim_pid, row.shim_create_time),
                     starting=row.state == "starting",

@@ -11,7 +11,7 @@ from pathlib import Path
 from migbench.errors import HardwareError, MigbenchError, UsageError
 from migbench.fsutil import require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
-from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, read_state
+from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, key_of, read_state
 from migbench.plan import Plan, PlanRun
 from migbench.state import StateDir, configure_modes, load_bindings
 
@@ -60,14 +60,14 @@ class Prepared:
     sha256: str
 
 
-def preflight(plan: Plan, state_dir: StateDir | str | Path | None = None) -> Prepared:
+def preflight(plan: Plan, state_dir: StateDir) -> Prepared:
     """Check the plan is applied: bindings.json exists and every planned instance's MIG uuid is on
     the host (read through the backend: the driver, or the simulated one). `state_dir`: the
-    command's `StateDir` (a path or None, for callers without one: made here, once)."""
+    command's `StateDir`."""
     from migbench.apply.reconcile import HostLock
     from migbench.backend.select import host_lock_path, read_host
 
-    sd = StateDir.of(plan, state_dir)
+    sd = state_dir
     configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
     require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
     for r in plan.runs:
@@ -108,10 +108,10 @@ def preflight(plan: Plan, state_dir: StateDir | str | Path | None = None) -> Pre
 # ---------------------------------------------------------------------------------------------
 
 
-def dry_run(plan: Plan, state_dir: StateDir | str | Path | None = None) -> tuple[list[RunSpec], list[str]]:
+def dry_run(plan: Plan, state_dir: StateDir) -> tuple[list[RunSpec], list[str]]:
     """The spec of every run the launcher would start, in start order, and notes. Reads only:
     creates no directory, no database, no file."""
-    sd = StateDir.of(plan, state_dir)
+    sd = state_dir
     notes: list[str] = []
     bindings = load_bindings(plan, sd)
     uuid_of = {k: str(v.get("uuid")) for k, v in (bindings["instances"] if bindings is not None else {}).items()}
@@ -129,7 +129,7 @@ def dry_run(plan: Plan, state_dir: StateDir | str | Path | None = None) -> tuple
         if row is not None and row.state in FINAL_STATES + ACTIVE_STATES:
             skipped[row.state] += 1
             continue
-        inst = row.queue if row is not None and row.queue else (r.instance_key or "")
+        inst = (key_of(row.queue) if row is not None else None) or r.instance_key or ""
         attempt = (row.attempt if row is not None else 0) + 1
         uuid = uuid_of.get(inst, f"<MIG uuid of {inst}>")
         resume = any(attempt_started(attempt_dir(sd, r.id, k)) for k in range(1, attempt))

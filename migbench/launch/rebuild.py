@@ -21,6 +21,7 @@ from migbench.fsutil import NO_SPACE
 from migbench.launch.procs import read_json
 from migbench.launch.spec import Outcome, attempt_started, outcome_of, run_dir
 from migbench.launch.store import RunRow, Store, db_path, is_corrupt, is_full
+from migbench.types import InstanceRef
 
 _ATTEMPT_RE = re.compile(r"attempt-([1-9][0-9]{0,8})")
 
@@ -30,7 +31,7 @@ class DiskAttempt:
     n: int
     started: bool  # its run started (child.json or exit.json)
     outcome: Outcome | None
-    instance: str | None
+    instance: InstanceRef | None  # None: not recorded (or not an instance key)
     mig_uuid: str | None
     started_at: float | None
     stopped: bool = False  # ended by signals the shim forwarded (a stop), not a failure of the run
@@ -58,13 +59,21 @@ def scan_attempts(state_dir: str | os.PathLike[str], run_id: str) -> list[DiskAt
                 int(m.group(1)),
                 attempt_started(adir),
                 outcome_of(read_json(adir / "exit.json")),
-                str(cmd["instance"]) if cmd.get("instance") else None,
+                _instance(cmd.get("instance")),
                 str(cmd["mig_uuid"]) if cmd.get("mig_uuid") else None,
                 float(started_at) if isinstance(started_at, (int, float)) else None,
                 bool(ended.get("forwarded_signals")),
             )
         )
     return sorted(out, key=lambda d: d.n)
+
+
+def _instance(value: object) -> InstanceRef | None:
+    """The instance key a `cmd.json` records, parsed (None when absent or not a key)."""
+    try:
+        return InstanceRef.parse(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
 
 
 def rebuild_row(row: RunRow, disk: list[DiskAttempt], retries: int) -> RunRow:

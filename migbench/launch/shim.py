@@ -42,7 +42,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from migbench.backend.select import attach_run
 from migbench.fsutil import configure_state_mode, create_private, reserve_file, trusted_uids, untrusted_reason, write_json_atomic
@@ -61,6 +61,46 @@ RESERVE_NAME = "exit.reserve"
 
 OOM_SCAN_BYTES = 4 << 20
 """How much of the end of stderr.log is scanned for OOM messages (bytes)."""
+
+
+class CmdDoc(TypedDict):
+    """`cmd.json`, what the shim starts (`RunSpec.cmd_doc` writes it; `read_cmd` reads it back, and
+    reads each field defensively: a file of another version may lack one)."""
+
+    version: int
+    run_id: str
+    attempt: int
+    instance: str
+    mig_uuid: str
+    argv: list[str]
+    shell: bool
+    env: dict[str, str]
+    workdir: str
+    timeout_s: float | None
+    stop_grace_s: float
+    env_passthrough: list[str] | None
+    state_mode: int
+
+
+class ExitDoc(TypedDict):
+    """`exit.json`, how an attempt ended (`exit_record`; `spec.outcome_of` reads it back).
+    `returncode` is the exit code, or 128 + the signal."""
+
+    version: int
+    run_id: str | None
+    attempt: int | None
+    returncode: int
+    exit_code: int | None
+    signal: int | None
+    oom: bool
+    oom_line: str | None
+    timed_out: bool
+    forwarded_signals: list[int]
+    exec_error: str | None
+    child_pid: int
+    started_at: float
+    ended_at: float
+    recorded_by: str
 
 
 def find_oom(path: Path, limit: int = OOM_SCAN_BYTES) -> str | None:
@@ -149,7 +189,7 @@ def exit_record(
     exec_error: str | None = None,
     recorded_by: str = "shim",
     ended_at: float | None = None,
-) -> dict[str, Any]:
+) -> ExitDoc:
     """The `exit.json` document of the child's wait status: return code (exit code, or 128 +
     signal), OOM (from the end of stderr.log), timeout, forwarded signals."""
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -371,7 +411,7 @@ def _read_until_eof(fd: int) -> bytes:
         data += chunk
 
 
-def _write_exit(adir: Path, doc: dict[str, Any], result_fd: int | None) -> None:
+def _write_exit(adir: Path, doc: ExitDoc, result_fd: int | None) -> None:
     """The attempt's exit.json, and the launcher's copy on `result_fd` (it holds even when the
     attempt directory is gone); a failure is logged, never raised."""
     try:

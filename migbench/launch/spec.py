@@ -53,7 +53,7 @@ from typing import Any
 
 from migbench.errors import InputError
 from migbench.fsutil import make_dirs, require_trusted, reserve_file, state_file_mode, write_json_atomic, write_text_atomic
-from migbench.launch.shim import RESERVE_NAME, STARTED_NAME
+from migbench.launch.shim import RESERVE_NAME, STARTED_NAME, CmdDoc
 from migbench.launch.wandbenv import CONFIG_NAME, config_text, wandb_env
 from migbench.names import SAFE_NAME_RE as RUN_ID_RE
 from migbench.plan import Plan, PlanRun
@@ -139,7 +139,7 @@ class RunSpec:
     def resume(self) -> bool:
         return self.env.get("MIGBENCH_RESUME") == "1"
 
-    def cmd_doc(self) -> dict[str, Any]:
+    def cmd_doc(self) -> CmdDoc:
         """`cmd.json`: what the shim starts."""
         return {
             "version": 1,
@@ -297,7 +297,7 @@ class Outcome:
     ended_at: float
 
 
-def outcome_of(doc: dict[str, Any] | None) -> Outcome | None:
+def outcome_of(doc: Mapping[str, Any] | None) -> Outcome | None:
     """The outcome in an `exit.json` document, or None when there is none yet (or it is not one)."""
     if doc is None or "returncode" not in doc:
         return None

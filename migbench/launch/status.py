@@ -19,7 +19,7 @@ from migbench.errors import MigbenchError
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
-from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, open_checked, read_state
+from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state
 from migbench.state import DB_NAME, StateDir
 
 
@@ -235,8 +235,8 @@ def status_doc(sd: Path) -> StatusDoc:
                 "group": r.grp,
                 "state": r.state,
                 "attempt": r.attempt,
-                "instance": r.instance if r.attempt else r.queue,
-                "queue": r.queue,
+                "instance": key_of(r.instance if r.attempt else r.queue),
+                "queue": key_of(r.queue),
                 "mig_uuid": r.mig_uuid,
                 "elapsed_s": None if elapsed is None else round(elapsed, 3),
                 "peak_mib": r.peak_mib,

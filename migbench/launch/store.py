@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar, Union
 
 from migbench.fsutil import create_private
 from migbench.state import DB_NAME as DB_NAME  # the state directory's file names live in migbench.state
+from migbench.types import InstanceRef
 
 SCHEMA_VERSION = 1
 
@@ -101,12 +103,39 @@ CREATE TABLE IF NOT EXISTS launcher (
 """
 
 
+class Anywhere(Enum):
+    """The queue of a bench run no instance holds yet: any instance the bench finds or cuts for it
+    (a decision, `launch.living.decide`, places it). Stored as `*`."""
+
+    ANYWHERE = "*"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def key(self) -> str:
+        """Its text, as an instance's key is (`InstanceRef.key`)."""
+        return self.value
+
+
+ANYWHERE = Anywhere.ANYWHERE
+
+Queue = Union[InstanceRef, Anywhere]
+"""Where a queued run waits: one instance's queue, or (a bench run) `ANYWHERE`."""
+
+
+def key_of(ref: Queue | None) -> str | None:
+    """An instance's key (or `*`), as the launcher's queues and registers key instances."""
+    return None if ref is None else ref.key
+
+
 @dataclass
 class RunRow:
     """One run's current state. Times are Unix seconds; memory in MiB.
 
-    `home` is the plan's instance; `queue` the instance whose queue holds it (its home, or a larger
-    instance after an OOM); `instance` / `mig_uuid` where the current or last attempt runs;
+    `home` is the plan's instance (None: a bench run, placed by decisions); `queue` the instance
+    whose queue holds it (its home, or a larger instance after an OOM; `ANYWHERE` for a bench run
+    not yet placed; None when none can take it); `instance` / `mig_uuid` where the current or last attempt runs;
     `need_mib` the memory it is scheduled with (the plan's, raised after an OOM); `rank` orders a
     queue (the plan's wave order; an OOM retry jumps ahead); `not_before` delays a retry (backoff);
     `failures` counts failed attempts (interruptions and OOM moves do not count)."""
@@ -117,10 +146,10 @@ class RunRow:
     state: str = "queued"
     attempt: int = 0
     failures: int = 0
-    home: str | None = None
-    queue: str | None = None
+    home: InstanceRef | None = None
+    queue: Queue | None = None
     rank: int = 0
-    instance: str | None = None
+    instance: InstanceRef | None = None
     mig_uuid: str | None = None
     memory_mib: int = 0
     need_mib: int = 0
@@ -141,6 +170,32 @@ class RunRow:
 
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
+_HOME, _QUEUE, _INSTANCE = (RUN_COLUMNS.index(c) for c in ("home", "queue", "instance"))
+
+
+def _ref(text: str | None) -> InstanceRef | None:
+    return None if text is None else InstanceRef.parse(text)
+
+
+def _queue(text: str | None) -> Queue | None:
+    return ANYWHERE if text == ANYWHERE.value else _ref(text)
+
+
+def _row(values: tuple[Any, ...]) -> RunRow:
+    """A `runs` row as read: its instance keys (text in the file) parsed, once, here. A key that
+    does not parse is a damaged file (`is_corrupt`), as a missing column is."""
+    row = RunRow(*values)
+    try:
+        row.home, row.queue, row.instance = _ref(values[_HOME]), _queue(values[_QUEUE]), _ref(values[_INSTANCE])
+    except (TypeError, ValueError) as exc:
+        raise sqlite3.DatabaseError(f"malformed runs row {row.id!r}: {exc}") from None
+    return row
+
+
+def _column(row: RunRow, name: str) -> Any:
+    """A `runs` column's value as stored: instance keys and `ANYWHERE` as their text."""
+    v = getattr(row, name)
+    return str(v) if isinstance(v, (InstanceRef, Anywhere)) else v
 
 
 class AttemptRow(TypedDict):
@@ -273,7 +328,7 @@ class Store:
     def runs(self) -> dict[str, RunRow]:
         """Every run, in plan order."""
         cur = self.conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY ord, id")
-        return {r[0]: RunRow(*r) for r in cur.fetchall()}
+        return {r[0]: _row(r) for r in cur.fetchall()}
 
     def save_runs(self, rows: Iterable[RunRow]) -> int:
         """Insert or replace rows (call inside `transaction()`). Returns how many."""
@@ -285,7 +340,7 @@ class Store:
         sql = f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}"
         for row in rows:
             row.updated_at = now
-            self.conn.execute(sql, tuple(getattr(row, c) for c in RUN_COLUMNS))
+            self.conn.execute(sql, tuple(_column(row, c) for c in RUN_COLUMNS))
             n += 1
         return n
 
@@ -293,10 +348,10 @@ class Store:
     def begin_attempt(self, row: RunRow) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO attempts (run_id, attempt, instance, mig_uuid, start_at, outcome) VALUES (?, ?, ?, ?, ?, ?)",
-            (row.id, row.attempt, row.instance, row.mig_uuid, row.start_at, "running"),
+            (row.id, row.attempt, _column(row, "instance"), row.mig_uuid, row.start_at, "running"),
         )
 
-    def record_attempt(self, run_id: str, attempt: int, instance: str | None, mig_uuid: str | None, start_at: float | None, res: Any) -> None:
+    def record_attempt(self, run_id: str, attempt: int, instance: InstanceRef | None, mig_uuid: str | None, start_at: float | None, res: Any) -> None:
         """An attempt known only from its directory (a rebuild): `res` is its `spec.Outcome` or None."""
         outcome = "unknown" if res is None else ("succeeded" if res.returncode == 0 else "oom" if res.oom else "failed")
         self.conn.execute(
@@ -305,7 +360,7 @@ class Store:
             (
                 run_id,
                 attempt,
-                instance,
+                key_of(instance),
                 mig_uuid,
                 start_at,
                 None if res is None else res.ended_at,

@@ -84,7 +84,7 @@ from migbench.launch.procs import create_time_of, set_child_subreaper
 from migbench.launch.rebuild import rebuild_row, scan_attempts
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, prepare_attempt
 from migbench.launch.stops import Stops
-from migbench.launch.store import LauncherRow, RunRow, Store
+from migbench.launch.store import LauncherRow, RunRow, Store, key_of
 from migbench.launch.wakeup import Wakeup
 from migbench.plan import Plan
 from migbench.state import configure_modes
@@ -303,11 +303,11 @@ class Supervisor:
             return True
         if wait_until is not None or self.devices.waiting is not None:
             return False  # a retry waits out its backoff, or the starts wait for an apply
-        if any(r.queue in self.devices.behind for r in queued):
+        if any(key_of(r.queue) in self.devices.behind for r in queued):
             return False  # runs wait for instances another live launch holds
-        unbound = [r for r in queued if r.queue in self.devices.unbound]
+        unbound = [r for r in queued if key_of(r.queue) in self.devices.unbound]
         if unbound:
-            keys = sorted({r.queue or "" for r in unbound})
+            keys = sorted({r.queue.key for r in unbound if r.queue is not None})
             self.journal.halt(
                 f"{len(unbound)} run(s) wait for instance(s) {', '.join(keys)} ({self.devices.why_unbound(keys)}): "
                 f"run `migbench apply {self.plan.path}`, then `migbench launch` again"
@@ -366,7 +366,7 @@ class Supervisor:
             row = self.rows[spec.run_id]
             row.attempt = spec.attempt
             row.state = "starting"
-            row.instance = spec.instance
+            row.instance = self.admission.inst[spec.instance].ref
             row.mig_uuid = spec.mig_uuid
             row.instance_mib = self.admission.inst[spec.instance].memory_mib
             row.start_at, row.end_at, row.not_before = now, None, None
@@ -417,7 +417,7 @@ class Supervisor:
         crash_point("after-spawn")
         where = self.admission.inst[spec.instance]
         note = ""
-        if spec.instance != row.queue:
+        if spec.instance != key_of(row.queue):
             note = f" (lent: queued on {row.queue})"
         elif row.queue != row.home:
             note = f" (moved from {row.home} after an OOM)"
@@ -474,10 +474,9 @@ class Supervisor:
 # ---------------------------------------------------------------------------------------------
 
 
-def launch(plan: Plan, opts: LaunchOptions | None = None, out: TextIO | None = None) -> LaunchResult:
+def launch(plan: Plan, opts: LaunchOptions, out: TextIO | None = None) -> LaunchResult:
     """Supervise every run of `plan` until each has finished (or a stop). Raises MigbenchError when
     the plan is not applied, another launcher runs it, or the state belongs to another plan."""
-    opts = opts or LaunchOptions()
     use_simulated_host(sim_dir())  # absolute: shims and runs start in other directories
     prep = preflight(plan, opts.state_dir)
     return Supervisor(prep, opts, out).run()

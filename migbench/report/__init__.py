@@ -36,18 +36,17 @@ class ReportBuilder:
         self,
         plan: Plan,
         *,
-        state_dir: StateDir | str | os.PathLike[str] | None = None,
+        state_dir: StateDir,
         grain: bool | None = None,
         grain_time_limit_s: float = 2.0,
         peaks: Mapping[str, tuple[int, str]] | None = None,
         say: Callable[[str], None] | None = None,
     ):
         """`peaks`: measured peaks from elsewhere than launch.db (run id -> (MiB, source)), e.g. a
-        footprints file; launch.db's win where both have one. `state_dir`: the command's `StateDir`
-        (a path or None: made here, once)."""
+        footprints file; launch.db's win where both have one. `state_dir`: the command's `StateDir`."""
         self.plan = plan
         self.peaks = peaks
-        self.state_dir = StateDir.of(plan, state_dir)
+        self.state_dir = state_dir
         self.side: PlanSide = plan_side(plan)
         self.lever: GrainLever | None = None
         self.grain_note = "not computed for this page (`migbench report --no-grain`)"

@@ -27,7 +27,7 @@ from migbench.duration.replay import Result
 from migbench.errors import MigbenchError
 from migbench.forecast.simulate import SimReport, figures, play_plan
 from migbench.launch.status import LauncherDoc, launcher_doc, open_state
-from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path
+from migbench.launch.store import ACTIVE_STATES, STATES, AttemptRow, RunRow, db_path, key_of
 from migbench.plan import Plan
 from migbench.state import StateDir
 from migbench.types import InstanceRef
@@ -241,7 +241,7 @@ def plan_side(plan: Plan) -> PlanSide:
 def build_report(
     plan: Plan,
     *,
-    state_dir: StateDir | str | Path | None = None,
+    state_dir: StateDir,
     side: PlanSide | None = None,
     peaks: Mapping[str, tuple[int, str]] | None = None,
     now: float | None = None,
@@ -252,8 +252,7 @@ def build_report(
     from elsewhere (run id -> (MiB, source), e.g. a footprints file); launch.db's win where both."""
     side = side or plan_side(plan)
     now = time.time() if now is None else now
-    sd = StateDir.of(plan, state_dir)
-    launch = read_launch(sd.path)
+    launch = read_launch(state_dir.path)
     n_runs = len(plan.runs)
     detail = n_runs <= DETAIL_MAX_RUNS if detail is None else detail
     groups = {r.id: r.group for r in plan.runs}
@@ -303,7 +302,7 @@ def build_report(
     if plan.unplaced:
         report.notes.append(f"{len(plan.unplaced)} run(s) are unplaced by the plan and have no bar: " + ", ".join(u.id for u in plan.unplaced[:5]))
     if launch is None:
-        report.notes.append(f"not launched yet (no launch state in {sd}): the page shows the plan only")
+        report.notes.append(f"not launched yet (no launch state in {state_dir}): the page shows the plan only")
     if not detail:
         report.summarised = [
             f"{n_runs:,} runs are more than {DETAIL_MAX_RUNS:,}: the timeline draws the instances of the first {DETAIL_GPUS} GPUs "
@@ -339,8 +338,8 @@ def _layouts(doc: str | None) -> list[tuple[float, int, str]]:
 def _where(row: RunRow, home: str | None) -> str | None:
     """The instance a run belongs to now: where its latest attempt ran (or runs), else its queue."""
     if row.attempt and row.instance and row.state != "queued":
-        return row.instance
-    return row.queue or row.home or home
+        return row.instance.key
+    return key_of(row.queue or row.home) or home
 
 
 _RANK = {"running": 0, "starting": 0, "queued": 1, "interrupted": 1}
@@ -582,7 +581,7 @@ def _run_memory(plan: Plan, launch: LaunchState | None, extra: Mapping[str, tupl
     out = []
     for r in plan.runs:
         row = rows.get(r.id)
-        where = (row.instance if row and row.instance else None) or r.instance_key
+        where = (key_of(row.instance) if row else None) or r.instance_key
         inst_mib = (row.instance_mib if row and row.instance_mib else None) or (inst_mem.get(where) if where else None)
         peak = peaks.get(r.id)
         out.append(MemoryRow(r.id, r.group, r.memory_mib, peak[0] if peak else None, inst_mib, peak[1] if peak else ""))

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from migbench.catalog import GpuModel, default_catalog
 from migbench.duration import Demand, DurationModel
@@ -25,6 +25,33 @@ from migbench.forecast.simulate import SimReport, simulate_solution
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, SolveOptions, solve
 from migbench.types import Objective
+
+
+class GrainPointDoc(TypedDict):
+    """One grain of `report --grain --json` (`GrainPoint.to_dict`): `layout` by GPU index (as text)."""
+
+    grain: int
+    label: str
+    profiles: dict[str, list[str]]  # model -> profiles allowed at this grain
+    instances: int
+    layout: dict[str, list[str]]
+    runs_at_once: int
+    utilisation: float | None
+    occupancy: float | None
+    makespan_s: float | None
+    unplaced: int
+    status: str
+    seconds: float
+    chosen: bool
+
+
+class GrainLeverDoc(TypedDict):
+    """`report --grain --json` (`GrainLever.to_dict`), less the sweep's name the command adds."""
+
+    gpus: int
+    timed: bool
+    grains: list[GrainPointDoc]
+    notes: list[str]
 
 
 @dataclass
@@ -44,7 +71,7 @@ class GrainPoint:
     occupancy: float | None = None  # busy slice-hours / available slice-hours
     from_plan: bool = False  # the point is the plan file itself, not a re-plan
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GrainPointDoc:
         return {
             "grain": self.grain,
             "label": self.label,
@@ -71,7 +98,7 @@ class GrainLever:
     sizes: dict[str, int] = field(default_factory=dict)  # profile -> memory slices (to draw the layouts)
     memory_slices: dict[int, int] = field(default_factory=dict)  # GPU of `per_gpu` -> its memory slices
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GrainLeverDoc:
         return {"gpus": self.gpus, "timed": self.timed, "grains": [p.to_dict() for p in self.points], "notes": self.notes}
 
 

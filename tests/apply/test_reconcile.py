@@ -16,6 +16,7 @@ from migbench.errors import HardwareError, MigbenchError, UnsafeError
 from migbench.plan import Plan, PlanGpu, PlanInstance, SolverInfo
 from migbench.sweep.model import LaunchSettings
 from tests.support.simhelp import sim_backend
+from tests.support.statedir import sd_at
 
 CAT = Catalog.load(include_user=False)
 SIMULABLE = [k for k in CAT.keys() if all(p.memory_mib for p in CAT.model(k).profiles)]
@@ -117,7 +118,7 @@ def test_every_maximal_layout_reads_back_exactly_from_empty_and_from_another_lay
                 host.destroy_compute_instance(0, gi.id, ci.id)
             host.destroy_gpu_instance(0, gi.id)
         plan = make_plan(model_key, {0: lay}, tmp_path)
-        apply_plan(plan, backend, state_dir=tmp_path / "sd")
+        apply_plan(plan, backend, state_dir=sd_at(tmp_path / "sd"))
         read = backend.reader.read()
         assert read.gpu(0).layout() == lay, (i, lay)
         assert verify(plan, read, [0]) == []
@@ -126,11 +127,11 @@ def test_every_maximal_layout_reads_back_exactly_from_empty_and_from_another_lay
         # from a different layout: reconcile to another one
         other = layouts[(i + n // 2 + 1) % n]
         plan2 = make_plan(model_key, {0: other}, tmp_path)
-        apply_plan(plan2, backend, state_dir=tmp_path / "sd")
+        apply_plan(plan2, backend, state_dir=sd_at(tmp_path / "sd"))
         assert backend.reader.read().gpu(0).layout() == other
         # a second apply is a no-op
         before = backend.writer.log[:]
-        report = apply_plan(plan2, backend, state_dir=tmp_path / "sd")
+        report = apply_plan(plan2, backend, state_dir=sd_at(tmp_path / "sd"))
         assert not report.changed and backend.writer.log == before
 
 
@@ -140,7 +141,7 @@ def test_apply_through_a_real_subprocess_of_the_simulated_nvidia_smi(sim, tmp_pa
     backend = sim_backend(state, subprocess=True)
     lay = (Placement("3g.20gb", 0), Placement("2g.10gb", 4), Placement("1g.5gb", 6))
     plan = make_plan("A100-SXM4-40GB", {0: lay, 1: (Placement("7g.40gb", 0),)}, tmp_path)
-    report = apply_plan(plan, backend, state_dir=tmp_path / "sd")
+    report = apply_plan(plan, backend, state_dir=sd_at(tmp_path / "sd"))
     assert [r.argv[:4] for r in report.commands][0] == ["nvidia-smi", "-i", "0", "-mig"]
     assert all(r.rc == 0 for r in report.commands)
     host = backend.reader.read()
@@ -156,11 +157,11 @@ def test_reconcile_keeps_instances_the_plan_keeps(sim, tmp_path):
     state = sim("A100-SXM4-40GB", 1, mig=True)
     backend = sim_backend(state)
     a = (Placement("3g.20gb", 0), Placement("3g.20gb", 4))
-    apply_plan(make_plan("A100-SXM4-40GB", {0: a}, tmp_path), backend, state_dir=tmp_path / "sd")
+    apply_plan(make_plan("A100-SXM4-40GB", {0: a}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     keep = backend.reader.read().gpu(0).instance_at(Placement("3g.20gb", 4))
     uuid_before = backend.reader.read().gpu(0).devices_of(keep.id)[0].uuid
     b = (Placement("2g.10gb", 0), Placement("1g.5gb", 2), Placement("1g.5gb", 3), Placement("3g.20gb", 4))
-    report = apply_plan(make_plan("A100-SXM4-40GB", {0: b}, tmp_path), backend, state_dir=tmp_path / "sd")
+    report = apply_plan(make_plan("A100-SXM4-40GB", {0: b}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     d = report.diffs[0]
     assert d.keep == [Placement("3g.20gb", 4)] and d.destroy == [Placement("3g.20gb", 0)]
     after = backend.reader.read().gpu(0)
@@ -171,14 +172,14 @@ def test_reconcile_keeps_instances_the_plan_keeps(sim, tmp_path):
 def test_refuses_to_destroy_an_instance_in_use_and_changes_nothing(sim, tmp_path):
     state = sim("A100-SXM4-40GB", 1, mig=True)
     backend = sim_backend(state)
-    apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+    apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     dev = backend.reader.read().gpu(0).devices[0]
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         SimHost(state).attach(dev.uuid, proc.pid, 1024)
         before = shape(state)
         with pytest.raises(UnsafeError) as ei:
-            apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("3g.20gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+            apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("3g.20gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
         msg = ei.value.message
         assert "GPU 0" in msg and "7g.40gb@0" in msg and str(proc.pid) in msg and "nothing was changed" in msg
         assert shape(state) == before
@@ -186,7 +187,7 @@ def test_refuses_to_destroy_an_instance_in_use_and_changes_nothing(sim, tmp_path
         proc.kill()
         proc.wait()
     # once the process is gone the same apply goes through
-    apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("3g.20gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+    apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("3g.20gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert backend.reader.read().gpu(0).layout() == (Placement("3g.20gb", 0),)
 
 
@@ -196,7 +197,7 @@ def test_pending_mode_with_a_client_holding_the_gpu_stops_with_the_reason_and_re
     before = shape(state)
     plan = make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path)
     with pytest.raises(HardwareError) as ei:
-        apply_plan(plan, backend, state_dir=tmp_path / "sd")
+        apply_plan(plan, backend, state_dir=sd_at(tmp_path / "sd"))
     err = ei.value
     assert "pending" in err.message and "In use by another client" in err.message
     assert "nvidia-smi -i 0 --gpu-reset" in err.hint and "nvidia-persistenced" in err.hint
@@ -211,7 +212,7 @@ def test_pending_mode_in_a_vm_where_reset_is_not_supported(sim, tmp_path):
     backend = sim_backend(state)
     before = shape(state)
     with pytest.raises(HardwareError) as ei:
-        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert "Not Supported" in ei.value.message and "reboot" in ei.value.hint
     assert shape(state) == before
 
@@ -219,7 +220,7 @@ def test_pending_mode_in_a_vm_where_reset_is_not_supported(sim, tmp_path):
 def test_hopper_enables_mig_without_a_reset(sim, tmp_path):
     state = sim("H100-SXM5-80GB", 1, clients=("nvidia-persistenced",))
     backend = sim_backend(state)
-    apply_plan(make_plan("H100-SXM5-80GB", {0: (Placement("7g.80gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+    apply_plan(make_plan("H100-SXM5-80GB", {0: (Placement("7g.80gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert not any("--gpu-reset" in r.argv for r in backend.writer.log)
     assert backend.reader.read().gpu(0).layout() == (Placement("7g.80gb", 0),)
 
@@ -229,7 +230,7 @@ def test_unprivileged_apply_fails_before_any_change(sim, tmp_path):
     backend = sim_backend(state)
     before = shape(state)
     with pytest.raises(MigbenchError) as ei:
-        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert "root" in ei.value.message and "sudo" in ei.value.hint
     assert backend.writer.log == [] and shape(state) == before
 
@@ -239,7 +240,7 @@ def test_dry_run_prints_the_commands_and_changes_nothing(sim, tmp_path):
     backend = sim_backend(state, dry_run=True)
     before = shape(state)
     lay = (Placement("4g.20gb", 0), Placement("3g.20gb", 4))
-    report = apply_plan(make_plan("A100-SXM4-40GB", {0: lay}, tmp_path), backend, state_dir=tmp_path / "sd")
+    report = apply_plan(make_plan("A100-SXM4-40GB", {0: lay}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     lines = [r.line() for r in report.commands]
     assert lines[0].startswith("nvml nvmlDeviceCreateGpuInstanceWithPlacement gpu=0 profile=5 start=0 size=4")
     assert "nvidia-smi mig -i 0 -cgi 5:0" in lines[0]
@@ -253,7 +254,7 @@ def test_two_applies_cannot_interleave(sim, tmp_path):
     backend = sim_backend(state)
     with HostLock(state / "apply.lock"):
         with pytest.raises(MigbenchError) as ei:
-            apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+            apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert "another migbench apply" in ei.value.message
 
 
@@ -261,13 +262,13 @@ def test_plan_for_another_model_is_refused(sim, tmp_path):
     state = sim("A30", 1, mig=True)
     backend = sim_backend(state)
     with pytest.raises(MigbenchError) as ei:
-        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=tmp_path / "sd")
+        apply_plan(make_plan("A100-SXM4-40GB", {0: (Placement("7g.40gb", 0),)}, tmp_path), backend, state_dir=sd_at(tmp_path / "sd"))
     assert "the plan was made for A100-SXM4-40GB" in ei.value.message
 
 
 def _count_ops(state, plan, tmp_path) -> int:
     backend = sim_backend(state)
-    report = apply_plan(plan, backend, state_dir=tmp_path / "count")
+    report = apply_plan(plan, backend, state_dir=sd_at(tmp_path / "count"))
     return len(report.commands)
 
 
@@ -287,7 +288,7 @@ def test_a_failure_at_each_step_leaves_every_gpu_as_it_was(sim, tmp_path, monkey
         h = SimHost(st)
         h.set_mig_mode(0, True)
         b = sim_backend(st)
-        apply_plan(make_plan("A100-SXM4-40GB", start, tmp_path), b, gpus=[0], state_dir=tmp_path / "sd")
+        apply_plan(make_plan("A100-SXM4-40GB", start, tmp_path), b, gpus=[0], state_dir=sd_at(tmp_path / "sd"))
         return st
 
     st = fresh("count")
@@ -298,7 +299,7 @@ def test_a_failure_at_each_step_leaves_every_gpu_as_it_was(sim, tmp_path, monkey
         before = shape(st)
         SimHost(st).inject_fault("*", k, "UNKNOWN")
         with pytest.raises(MigbenchError) as ei:
-            apply_plan(make_plan("A100-SXM4-40GB", target, tmp_path), sim_backend(st), state_dir=tmp_path / f"sd{k}")
+            apply_plan(make_plan("A100-SXM4-40GB", target, tmp_path), sim_backend(st), state_dir=sd_at(tmp_path / f"sd{k}"))
         assert "restored" in ei.value.message, (k, ei.value.message)
         assert shape(st) == before, k
 
@@ -326,5 +327,5 @@ def test_a_bindings_file_whose_instances_are_not_a_mapping_is_an_error_not_a_tra
     doc = {"version": 1, "plan": plan.name, "instances": ["0:7g.80gb@0"], "runs": {}}
     (sd / "bindings.json").write_text(json.dumps(doc))
     with pytest.raises(MigbenchError, match=r"bindings\.json is not a bindings file") as err:
-        dry_run(plan, sd)
+        dry_run(plan, sd_at(sd))
     assert "migbench apply PLAN" in (err.value.hint or "")

@@ -25,6 +25,7 @@ from tests.apply.test_reconcile import make_plan, shape
 from tests.support import REPO
 from tests.support.cli import migbench
 from tests.support.simhelp import sim_backend
+from tests.support.statedir import sd_of
 
 MODEL = "A100-SXM4-40GB"
 START = {0: (Placement("3g.20gb", 0), Placement("3g.20gb", 4))}
@@ -40,7 +41,7 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGBENCH_SIM", str(state))
     plan = make_plan(MODEL, START, tmp_path)
     plan.save(tmp_path / "plan.yaml")
-    apply_plan(plan, sim_backend(state))
+    apply_plan(plan, sim_backend(state), state_dir=sd_of(plan))
     yield state
     from migbench.backend.sim import fake_nvml
 
@@ -81,7 +82,7 @@ def test_a_signal_between_steps_restores_every_gpu(host, tmp_path, monkeypatch):
     old = signal.signal(signal.SIGINT, reached_the_test)
     try:
         with pytest.raises(ApplyInterrupted) as ei:
-            apply_plan(_target(tmp_path), sim_backend(host))
+            apply_plan(t := _target(tmp_path), sim_backend(host), state_dir=sd_of(t))
     finally:
         signal.signal(signal.SIGINT, old)
     assert ei.value.exit_code == 130 and "interrupted by SIGINT" in ei.value.message
@@ -98,12 +99,13 @@ def test_a_rollback_rebinds_the_instances_it_recreated(host, tmp_path):
     assert old == _host_uuids(host)
     SimHost(host).inject_fault("*", 4, "UNKNOWN")  # after 3g.20gb@0 was destroyed
     with pytest.raises(MigbenchError) as ei:
-        apply_plan(plan, sim_backend(host))
+        apply_plan(plan, sim_backend(host), state_dir=sd_of(plan))
     assert "restored" in ei.value.message and "Bindings updated" in ei.value.message
     now = _host_uuids(host)
     assert now["0:3g.20gb@0"] != old["0:3g.20gb@0"]  # re-created: a new MIG device
     assert _bound_uuids(plan) == now
-    assert preflight(make_plan(MODEL, START, tmp_path)).uuid_of == now  # launch accepts the plan again
+    applied = make_plan(MODEL, START, tmp_path)
+    assert preflight(applied, sd_of(applied)).uuid_of == now  # launch accepts the plan again
 
 
 def test_a_second_fault_during_the_rollback_is_reported_once_per_gpu(host, tmp_path):
@@ -111,13 +113,14 @@ def test_a_second_fault_during_the_rollback_is_reported_once_per_gpu(host, tmp_p
     SimHost(host).inject_fault("*", 4, "UNKNOWN")
     SimHost(host).inject_fault("*", 5, "UNKNOWN")  # the restore's first change
     with pytest.raises(MigbenchError) as ei:
-        apply_plan(_target(tmp_path), sim_backend(host))
+        apply_plan(t := _target(tmp_path), sim_backend(host), state_dir=sd_of(t))
     assert "Restoring the checkpoint also failed" in ei.value.message
     assert "GPU 0: GPU 0:" not in ei.value.message
     assert "--rollback" in (ei.value.hint or "")
     cp = json.loads((state_dir_for(_target(tmp_path)) / "checkpoint.json").read_text())
     assert cp["status"] == "rollback-failed"
-    assert apply_plan(_target(tmp_path), sim_backend(host), resume="rollback").messages[0].startswith("rolled back")
+    target = _target(tmp_path)
+    assert apply_plan(target, sim_backend(host), state_dir=sd_of(target), resume="rollback").messages[0].startswith("rolled back")
 
 
 KILLER = """
@@ -125,6 +128,7 @@ import os, sys
 from migbench.apply import reconcile
 from migbench.backend.select import open_backend
 from migbench.plan import Plan
+from migbench.state import StateDir
 real, n = reconcile._Executor.run_step, []
 def step(self, s, created):
     real(self, s, created)
@@ -132,7 +136,8 @@ def step(self, s, created):
     if len(n) == int(sys.argv[2]):
         os._exit(137)  # as kill -9 would: no handler, no rollback, the lock left with its note
 reconcile._Executor.run_step = step
-reconcile.apply_plan(Plan.load(sys.argv[1]), open_backend(), confirm=None)
+plan = Plan.load(sys.argv[1])
+reconcile.apply_plan(plan, open_backend(), confirm=None, state_dir=StateDir.of(plan))
 """
 
 
@@ -149,7 +154,7 @@ def test_an_apply_killed_half_way_is_found_described_and_resolved(host, tmp_path
     chk = migbench("check", str(plan.path), keep_sim=True)
     assert chk.returncode == 1 and "half-configured" in chk.stdout and "--rollback" in chk.stdout, chk.stdout
     with pytest.raises(InterruptedApplyPending) as ei:
-        apply_plan(plan, sim_backend(host))
+        apply_plan(plan, sim_backend(host), state_dir=sd_of(plan))
     assert "GPU 0: half-configured" in ei.value.message and "--finish" in (ei.value.hint or "")
     assert shape(host) != before  # refusing changed nothing
     res = migbench("apply", str(plan.path), f"--{then}", keep_sim=True)
@@ -172,7 +177,7 @@ def test_apply_and_a_launcher_exclude_each_other(host, tmp_path, monkeypatch):
     monkeypatch.setattr(reconcile, "LAUNCHER_WAIT_S", 0.2)
     try:
         with pytest.raises(MigbenchError) as ei:
-            apply_plan(plan, sim_backend(host))
+            apply_plan(plan, sim_backend(host), state_dir=sd_of(plan))
     finally:
         starting.release()
     assert f"a migbench launcher (PID {os.getpid()}) is starting runs" in ei.value.message
@@ -180,7 +185,7 @@ def test_apply_and_a_launcher_exclude_each_other(host, tmp_path, monkeypatch):
     said: list[str] = []
     with HostLock(lock_path, note={"plan_file": str(tmp_path / "plan.yaml")}):  # an apply in progress
         with pytest.raises(MigbenchError) as ei:
-            preflight(applied)
+            preflight(applied, sd_of(applied))
         assert f"migbench apply of {tmp_path / 'plan.yaml'} (PID {os.getpid()}) is changing" in ei.value.message
         gate = HostGate(lock_path, state_dir_for(applied) / "bindings.json", {}, said.append)
         assert gate.enter() is False and "waiting" in said[0]
@@ -194,7 +199,7 @@ def test_a_symlink_planted_at_the_host_lock_is_refused(host, tmp_path):
     (host / "apply.lock").unlink(missing_ok=True)
     (host / "apply.lock").symlink_to(victim)
     with pytest.raises(MigbenchError) as ei:
-        apply_plan(_target(tmp_path), sim_backend(host))
+        apply_plan(t := _target(tmp_path), sim_backend(host), state_dir=sd_of(t))
     assert "symbolic link" in ei.value.message and victim.read_text() == "precious"
 
 

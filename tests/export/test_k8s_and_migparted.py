@@ -18,6 +18,7 @@ from migbench.export.execute import prepare
 from migbench.export.tasks import arrays
 from migbench.plan import Plan, PlanInstance
 from tests.support.cli import migbench
+from tests.support.statedir import sd_at
 
 K8S_VERSION = "1.30.0"
 
@@ -93,7 +94,7 @@ def test_each_pod_gets_its_runs_argv_and_migbench_variables(exported, tmp_path):
         assert args[:3] == ["migbench", "exec", "/etc/migbench/plan.yaml"] and args[args.index("--array") + 1] == a.name
         for t in a.tasks:
             env = {"JOB_COMPLETION_INDEX": str(t.index), "NVIDIA_VISIBLE_DEVICES": "MIG-pod", "NODE_NAME": a.nodes[0]}
-            prep = prepare(plan, a.name, env=env, state_dir=tmp_path, sha256=args[args.index("--sha256") + 1], dry_run=True, workdir=tmp_path)
+            prep = prepare(plan, a.name, env=env, state_dir=sd_at(tmp_path), sha256=args[args.index("--sha256") + 1], dry_run=True, workdir=tmp_path)
             assert [s.run_id for s in prep.specs] == list(t.runs)
             for s in prep.specs:
                 assert s.argv == plan.run(s.run_id).argv and s.workdir == str(tmp_path)

@@ -13,6 +13,7 @@ import pytest
 from migbench.export.tasks import arrays, node_devices
 from tests.export.conftest import make_plan
 from tests.support.cli import migbench
+from tests.support.statedir import sd_at, sd_of
 
 
 def test_export_writes_node_lines_gres_conf_apply_and_submit_scripts(two_nodes, tmp_path):
@@ -161,14 +162,14 @@ def test_exec_reads_the_parsed_plan_export_left_only_while_it_matches_the_file(t
     first = doc["plan"]["runs"][0]
     first["params"] = {**first["params"], "from_copy": "yes"}
     saved.write_text(json.dumps(doc))
-    assert next(iter(load_task_plan(path, sha).runs)).params.get("from_copy") == "yes"
-    assert "from_copy" not in next(iter(load_task_plan(path, None).runs)).params
+    assert next(iter(load_task_plan(path, sha, sd_of(plan)).runs)).params.get("from_copy") == "yes"
+    assert "from_copy" not in next(iter(load_task_plan(path, None, sd_of(plan)).runs)).params
     # a copy of other bytes, or a damaged one, is passed over for the file
     doc["sha256"] = "0" * 64
     saved.write_text(json.dumps(doc))
-    assert "from_copy" not in next(iter(load_task_plan(path, sha).runs)).params
+    assert "from_copy" not in next(iter(load_task_plan(path, sha, sd_of(plan)).runs)).params
     saved.write_text("{ not json")
-    assert [r.params for r in load_task_plan(path, sha).runs] == [r.params for r in Plan.load(path).runs]
+    assert [r.params for r in load_task_plan(path, sha, sd_of(plan)).runs] == [r.params for r in Plan.load(path).runs]
     small = next(a for a in arrays(plan) if a.tasks)
     r = exec_(path, "--array", small.name, "--index", "0", "--sha256", sha, "--dry-run", "--device-map", str(_device_map(tmp_path)), SLURM_JOB_GPUS="0")
     assert r.returncode == 0, r.stderr
@@ -195,7 +196,7 @@ def test_an_export_whose_state_dir_cannot_be_written_still_exports_and_says_so(t
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a directory")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    exp = slurm.write(plan, tmp_path / "out", sha256=sha, type_map={}, state_dir=blocker / "state")
+    exp = slurm.write(plan, tmp_path / "out", sha256=sha, type_map={}, state_dir=sd_at(blocker / "state"))
     assert (tmp_path / "out" / "submit.sh").is_file()
     assert any("could not leave the parsed plan" in n and "each array task will parse" in n for n in exp.notes), exp.notes
 

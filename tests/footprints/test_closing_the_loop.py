@@ -24,6 +24,7 @@ from migbench.workflows import resolve_memory
 from tests.support.cli import migbench
 from tests.support.launchkit import TOY_CMD
 from tests.support.simhelp import sim_backend
+from tests.support.statedir import sd_at
 
 TWICE = """
 version: 1
@@ -100,7 +101,7 @@ def test_a_sweep_declared_too_low_is_sized_up_after_one_launch_with_no_run_lost(
     for rid in oom_prone:
         assert plan2.run(rid).at.profile not in ("1g.10gb", "1g.10gb+me") and plan2.run(rid).memory_source == "explicit +OOM bound"
     sd2 = r.tmp / "second" / "state"
-    apply_plan(plan2, sim_backend(r.sim), confirm=None, state_dir=sd2)
+    apply_plan(plan2, sim_backend(r.sim), confirm=None, state_dir=sd_at(sd2))
     rc, out = _launch(r, p2, sd2)
     assert rc == 0, out
     assert "oom" not in out.lower().replace("room", "")

@@ -15,6 +15,7 @@ from migbench.plan import Plan
 from migbench.report import build_report
 from tests.support import REPO
 from tests.support.cli import migbench
+from tests.support.statedir import sd_of
 
 FILES = sorted([*REPO.glob("examples/*.yaml"), *REPO.glob("sweeps/*.yaml")])
 GPUS = ["A100-SXM4-80GB", "A100-SXM4-40GB", "H100-SXM5-80GB"]
@@ -46,7 +47,7 @@ def _three_numbers(tmp: Path, sweep: Path, *limit: str) -> tuple[dict, float, fl
     s = migbench("simulate", "p.plan.yaml", "--json", cwd=tmp)
     assert s.returncode == 0, s.stderr
     simulated = json.loads(s.stdout)["simulations"][0]["makespan_s"]
-    report = build_report(Plan.load(tmp / "p.plan.yaml"))
+    report = build_report(plan := Plan.load(tmp / "p.plan.yaml"), state_dir=sd_of(plan))
     assert report.planned is not None
     return plan_doc["solver"], simulated, report.planned.makespan_s
 

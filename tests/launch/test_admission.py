@@ -19,19 +19,19 @@ def test_admit_queues_new_runs_and_brings_stored_rows_to_the_plan(tmp_path):
     with ExitStack() as stack:
         j = journal(tmp_path, stack)
         j.rows = {
-            "b": RunRow(id="b", ord=5, state="succeeded", home=SMALL.key, queue=SMALL.key),
-            "c": RunRow(id="c", ord=2, state="queued", home=SMALL.key, queue=LARGE.key, rank=-7, need_mib=20000),  # moved by an OOM
-            "gone": RunRow(id="gone", ord=9, state="queued", queue=SMALL.key),
-            "late": RunRow(id="late", ord=9, state="abandoned", home=SMALL.key, queue=SMALL.key, last_error="x"),
+            "b": RunRow(id="b", ord=5, state="succeeded", home=SMALL.ref, queue=SMALL.ref),
+            "c": RunRow(id="c", ord=2, state="queued", home=SMALL.ref, queue=LARGE.ref, rank=-7, need_mib=20000),  # moved by an OOM
+            "gone": RunRow(id="gone", ord=9, state="queued", queue=SMALL.ref),
+            "late": RunRow(id="late", ord=9, state="abandoned", home=SMALL.ref, queue=SMALL.ref, last_error="x"),
         }
         p = plan(tmp_path, runs=[run("a"), run("b"), run("c", SMALL), run("late", LARGE)], unplaced=[Unplaced("u", 99999, "too big")])
         adm = Admission(j)
         changed = adm.admit(p, 100.0)
         rows = j.rows
-        assert rows["a"].state == "queued" and rows["a"].queue == SMALL.key and rows["a"].rank == 0 and rows["a"].queued_at == 100.0
+        assert rows["a"].state == "queued" and rows["a"].queue == SMALL.ref and rows["a"].rank == 0 and rows["a"].queued_at == 100.0
         assert rows["b"].state == "succeeded" and rows["b"].rank == 1  # finished: kept, in the plan's place
-        assert (rows["c"].queue, rows["c"].rank, rows["c"].need_mib) == (LARGE.key, -7, 20000)  # its escalation kept
-        assert rows["late"].state == "queued" and rows["late"].queue == LARGE.key  # an abandoned run the plan places again
+        assert (rows["c"].queue, rows["c"].rank, rows["c"].need_mib) == (LARGE.ref, -7, 20000)  # its escalation kept
+        assert rows["late"].state == "queued" and rows["late"].queue == LARGE.ref  # an abandoned run the plan places again
         assert rows["gone"].state == "abandoned" and rows["gone"].last_error == "no longer in the plan"
         assert rows["u"].state == "abandoned" and "too big" in (rows["u"].last_error or "")
         assert [r.id for r in changed][:4] == [r.id for r in start_order(p)] and {r.id for r in changed} == {"a", "b", "c", "late", "u", "gone"}
@@ -88,11 +88,11 @@ def test_escalate_and_move_put_an_oom_run_ahead_on_a_larger_instance(tmp_path):
         adm = Admission(j)
         adm.admit(plan(tmp_path), time.time())
         row = j.rows["a"]
-        assert adm.escalate(row, SMALL.memory_mib + 1, SMALL.key, []) == LARGE.key
+        assert adm.escalate(row, SMALL.memory_mib + 1, SMALL.key, []) == LARGE.ref
         assert adm.escalate(row, LARGE.memory_mib + 1, SMALL.key, []) is None  # nothing larger allows it
         adm.pick(time.time(), [])
-        adm.move(row, LARGE.key, SMALL.memory_mib + 1)
-        assert (row.state, row.queue, row.need_mib, row.rank) == ("queued", LARGE.key, SMALL.memory_mib + 1, row.ord - OOM_RANK_SHIFT)
+        adm.move(row, LARGE.ref, SMALL.memory_mib + 1)
+        assert (row.state, row.queue, row.need_mib, row.rank) == ("queued", LARGE.ref, SMALL.memory_mib + 1, row.ord - OOM_RANK_SHIFT)
         assert adm.touched == [LARGE.key]
 
 

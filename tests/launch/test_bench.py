@@ -370,6 +370,7 @@ import os, sys
 from migbench.apply import reconcile
 from migbench.backend.select import open_backend
 from migbench.plan import Plan
+from migbench.state import StateDir
 real, n = reconcile._Executor.run_step, []
 def step(self, s, created):
     real(self, s, created)
@@ -377,7 +378,8 @@ def step(self, s, created):
     if len(n) == 2:
         os._exit(137)  # kill -9 half-way: no handler, no rollback
 reconcile._Executor.run_step = step
-reconcile.apply_plan(Plan.load(sys.argv[1]), open_backend(), confirm=None, gpus=[int(sys.argv[2])])
+plan = Plan.load(sys.argv[1])
+reconcile.apply_plan(plan, open_backend(), confirm=None, gpus=[int(sys.argv[2])], state_dir=StateDir.of(plan))
 """
 
 

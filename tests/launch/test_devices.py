@@ -9,6 +9,7 @@ from migbench.apply.reconcile import HostLock
 from migbench.launch.devices import Devices
 from migbench.launch.gate import HostGate
 from migbench.launch.store import RunRow
+from migbench.types import InstanceRef
 
 A, B = "0:3g.40gb@0", "0:3g.40gb@4"
 
@@ -30,7 +31,7 @@ class _Booking:
         return [s for s in starts if s[1] != self.refuse]
 
     def sync(self, rows, uuid_of):  # type: ignore[no-untyped-def]
-        self.synced.append({r.queue for r in rows})
+        self.synced.append({r.queue.key for r in rows})
 
 
 def _devices(tmp_path, booking, said):  # type: ignore[no-untyped-def]
@@ -75,7 +76,7 @@ def test_no_round_of_starts_while_an_apply_holds_the_host_lock(tmp_path):
 def test_sync_gives_the_register_the_runs(tmp_path):
     booking = _Booking()
     dev, _ = _devices(tmp_path, booking, [])
-    dev.sync([RunRow(id="r", ord=0, state="queued", queue=A)])
+    dev.sync([RunRow(id="r", ord=0, state="queued", queue=InstanceRef.parse(A))])
     assert booking.synced == [{A}]
 
 

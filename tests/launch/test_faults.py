@@ -19,6 +19,7 @@ import pytest
 from migbench import fsutil
 from migbench.launch.options import LaunchOptions
 from migbench.launch.supervisor import launch
+from tests.support.statedir import sd_of
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
 
@@ -132,7 +133,7 @@ def test_enospc_at_the_write_boundary_stops_new_starts_and_keeps_the_others(rig,
     monkeypatch.setattr(fsutil, "_write_fd", full_for_late_runs)
     for k in ("MIGBENCH_POLL_S", "MIGBENCH_MEM_POLL_S", "TOY_LEDGER", "HOME"):
         monkeypatch.setenv(k, r.env[k])
-    res = launch(r.plan, LaunchOptions(poll_s=0.05, mem_poll_s=0.5), out=open(r.tmp / "inproc.log", "w"))
+    res = launch(r.plan, LaunchOptions(sd_of(r.plan), poll_s=0.05, mem_poll_s=0.5), out=open(r.tmp / "inproc.log", "w"))
     said = (r.tmp / "inproc.log").read_text()
     assert res.exit_code == 1 and "no space left on the device" in said and "stopped starting runs" in said, said
     states = r.states()

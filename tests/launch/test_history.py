@@ -9,6 +9,7 @@ import pytest
 from migbench.errors import MigbenchError
 from migbench.launch.history import read_history
 from migbench.launch.store import AttemptEnd, RunRow, Store, db_path
+from migbench.types import InstanceRef
 
 
 def _store(sd, rows, attempts):  # type: ignore[no-untyped-def]
@@ -26,11 +27,22 @@ def test_peaks_instances_and_the_oom_floor(tmp_path):
     sd = tmp_path / "runs" / "s"
     sd.mkdir(parents=True)
     (sd / "bindings.json").write_text(json.dumps({"instances": {"0:1g.10gb@0": {"uuid": "MIG-a", "memory_mib": 9728}}}))
-    a1 = RunRow(id="g-1", ord=0, grp="g", attempt=1, instance="0:1g.10gb@0", memory_mib=4096, need_mib=9729, start_at=100.0)
+    a1 = RunRow(id="g-1", ord=0, grp="g", attempt=1, instance=InstanceRef.parse("0:1g.10gb@0"), memory_mib=4096, need_mib=9729, start_at=100.0)
     a2 = RunRow(
-        id="g-1", ord=0, grp="g", attempt=2, instance="0:3g.40gb@4", memory_mib=4096, need_mib=9729, start_at=200.0, instance_mib=40192, state="succeeded"
+        id="g-1",
+        ord=0,
+        grp="g",
+        attempt=2,
+        instance=InstanceRef.parse("0:3g.40gb@4"),
+        memory_mib=4096,
+        need_mib=9729,
+        start_at=200.0,
+        instance_mib=40192,
+        state="succeeded",
     )
-    b1 = RunRow(id="g-2", ord=1, grp="g", attempt=1, instance="0:1g.10gb@0", memory_mib=4096, need_mib=4096, start_at=150.0, state="succeeded")
+    b1 = RunRow(
+        id="g-2", ord=1, grp="g", attempt=1, instance=InstanceRef.parse("0:1g.10gb@0"), memory_mib=4096, need_mib=4096, start_at=150.0, state="succeeded"
+    )
     _store(
         sd,
         [a2, b1],

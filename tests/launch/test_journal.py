@@ -8,13 +8,14 @@ from contextlib import ExitStack
 from migbench.launch.journal import Journal
 from migbench.launch.keeper import Keeper, Trouble
 from migbench.launch.store import RunRow, Store
+from migbench.types import InstanceRef
 from tests.support.launchparts import journal
 
 
 def test_a_flush_writes_rows_attempt_ends_and_the_launcher_row_together(tmp_path):
     with ExitStack() as stack:
         j = journal(tmp_path, stack)
-        row = RunRow(id="a", ord=0, state="running", attempt=1, instance="i", start_at=1.0)
+        row = RunRow(id="a", ord=0, state="running", attempt=1, instance=InstanceRef.parse("0:1g.10gb@0"), start_at=1.0)
         j.rows["a"] = row
         assert j.keeper.write(lambda st: st.begin_attempt(row)) is None
         row.state, row.end_at, row.exit_code = "succeeded", 2.0, 0
@@ -64,7 +65,10 @@ def test_a_deleted_database_is_recreated_from_memory(tmp_path):
     with ExitStack() as stack:
         j = journal(tmp_path, stack, said)
         j.restate = restate
-        j.rows = {"a": RunRow(id="a", ord=0, state="succeeded", attempt=1, instance="i"), "b": RunRow(id="b", ord=1, state="queued")}
+        j.rows = {
+            "a": RunRow(id="a", ord=0, state="succeeded", attempt=1, instance=InstanceRef.parse("0:1g.10gb@0")),
+            "b": RunRow(id="b", ord=1, state="queued"),
+        }
         j.keeper.db.unlink()
         j.mark("b")
         j.flush()

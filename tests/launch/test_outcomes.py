@@ -59,7 +59,7 @@ def test_an_oom_alone_on_its_instance_moves_the_run_to_a_larger_one(tmp_path):
         a = started(ps, "a", SMALL.key)
         ps.outcomes.on_exit(a, outcome(1, oom=True), 1)
         row = ps.journal.rows["a"]
-        assert (row.state, row.queue, row.need_mib) == ("queued", LARGE.key, SMALL.memory_mib + 1)
+        assert (row.state, row.queue, row.need_mib) == ("queued", LARGE.ref, SMALL.memory_mib + 1)
         assert _ended(ps, "a")[0][0] == "oom" and "CUDA out of memory" in (_ended(ps, "a")[0][1] or "")
         c = started(ps, "c", LARGE.key)
         ps.outcomes.on_exit(c, outcome(1, oom=True), 1)

@@ -15,6 +15,7 @@ from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
 from migbench.planner.grow import RunState, grow_plan
 from migbench.sweep import load_sweep
 from migbench.types import InstanceRef
+from tests.support.statedir import sd_at
 
 SMALL = """
 version: 1
@@ -160,7 +161,7 @@ def test_simulate_and_report_of_a_grown_plan_show_the_whole_sweep(earlier, tmp_p
     plan = Plan.load(tmp_path / "g.plan.yaml")
     sim = simulate_plan(plan)
     assert sim.runs == 5 and sim.makespan_s >= (old.solver.makespan_s or 0)
-    report = build_report(plan, state_dir=tmp_path / "none", now=0.0)
+    report = build_report(plan, state_dir=sd_at(tmp_path / "none"), now=0.0)
     assert report.runs == 5 and {b.run for b in report.bars if b.kind == "planned"} == {r.id for r in plan.runs}
     new = plan.run(grown.starting[0])
     bar = next(b for b in report.bars if b.run == new.id)

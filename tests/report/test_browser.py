@@ -14,6 +14,7 @@ from tests.support.browser import Browser, find_chromium
 from tests.support.cli import migbench
 from tests.support.launchkit import TOY_CMD
 from tests.support.reportkit import plan_sweep, seed_like_yaml, write_state
+from tests.support.statedir import sd_of
 
 pytestmark = [
     pytest.mark.browser,
@@ -94,7 +95,7 @@ def test_the_seed_like_report_90_runs_4_gpus_planned_and_actual(tmp_path):
     plan = plan_sweep(tmp_path, seed_like_yaml(), time_limit_s=1.0)
     write_state(plan)
     html = tmp_path / "seed.html"
-    ReportBuilder(plan, grain=False).write(html)
+    ReportBuilder(plan, state_dir=sd_of(plan), grain=False).write(html)
     assert len(plan.runs) == 90 and len(plan.gpus()) == 4
     check_page(html, plan, tmp_path / "seed.png", actual=True)
 
@@ -103,7 +104,7 @@ def test_the_summarised_page_at_scale_opens_cleanly(tmp_path):
     plan = plan_sweep(tmp_path, seed_like_yaml(), time_limit_s=1.0)
     write_state(plan)
     html = tmp_path / "summary.html"
-    ReportBuilder(plan, grain=False).write(html, detail=False)
+    ReportBuilder(plan, state_dir=sd_of(plan), grain=False).write(html, detail=False)
     with Browser() as b:
         visit = b.open(html)
         assert visit.errors == [] and all(u.startswith(("file:", "data:")) for u in visit.requests)

@@ -12,6 +12,7 @@ from migbench.forecast.simulate import simulate_plan
 from migbench.report import ReportBuilder, build_report
 from migbench.report.data import busy_intervals, peak_of, step_series
 from tests.support.reportkit import plan_sweep, seed_like_yaml, write_state
+from tests.support.statedir import sd_of
 
 SMALL = """\
 version: 1
@@ -45,7 +46,7 @@ def test_step_series_sums_weights_and_merges_equal_steps():
 
 
 def test_plan_only_report_has_a_planned_bar_per_run_and_the_plans_utilisation(small_plan):
-    rep = build_report(small_plan)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan))
     planned = [b for b in rep.bars if b.kind == "planned"]
     assert sorted(b.run for b in planned) == sorted(r.id for r in small_plan.placed_runs())
     assert rep.launch is None and any("not launched yet" in n for n in rep.notes)
@@ -61,7 +62,7 @@ def test_plan_only_report_has_a_planned_bar_per_run_and_the_plans_utilisation(sm
 
 def test_actual_bars_show_every_attempt_a_retry_and_an_oom_move(small_plan):
     w = write_state(small_plan)
-    rep = build_report(small_plan)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan))
     actual = [b for b in rep.bars if b.kind == "actual"]
     assert {b.run for b in actual} == {r.id for r in small_plan.placed_runs()}
     assert len(actual) == len(small_plan.placed_runs()) + 2  # one retry, one OOM move
@@ -79,7 +80,7 @@ def test_actual_bars_show_every_attempt_a_retry_and_an_oom_move(small_plan):
 def test_actual_occupancy_is_busy_slice_time_over_available(small_plan):
     """Hand check on the bars: busy slice-seconds (union per instance) / (fleet slices x span)."""
     write_state(small_plan, retry=False, oom=False)
-    rep = build_report(small_plan)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan))
     actual = [b for b in rep.bars if b.kind == "actual"]
     slices = {i.key: i.compute_slices for g in rep.gpus for i in g.instances}
     busy = sum(slices[k] * sum(e - s for s, e in ivs) for k, ivs in busy_intervals(actual).items())
@@ -90,7 +91,7 @@ def test_actual_occupancy_is_busy_slice_time_over_available(small_plan):
 
 def test_a_running_sweep_shows_running_and_queued_instances_and_measured_peaks(small_plan):
     w = write_state(small_plan, done_fraction=0.5, alive_pid=os.getpid())
-    rep = build_report(small_plan, now=w.t0 + 10_000)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan), now=w.t0 + 10_000)
     states = {i.state for g in rep.gpus for i in g.instances}
     assert "running" in states
     assert rep.launch is not None and rep.launch.running
@@ -105,7 +106,7 @@ def test_a_running_sweep_shows_running_and_queued_instances_and_measured_peaks(s
 def test_a_dead_launchers_running_attempts_end_at_its_last_heartbeat(small_plan):
     """Guards: attempts a crashed launcher left `running` stretched to the wall clock (days wide)."""
     w = write_state(small_plan, done_fraction=0.5)
-    rep = build_report(small_plan, now=w.t0 + 10**7)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan), now=w.t0 + 10**7)
     assert rep.launch is not None and not rep.launch.running
     assert rep.launch.span_s < 10**4
 
@@ -114,13 +115,13 @@ def test_footprints_seam_adds_peaks_and_launch_db_wins(small_plan):
     write_state(small_plan)
     rid = small_plan.placed_runs()[0].id
     other = small_plan.placed_runs()[-1].id
-    rep = build_report(small_plan, peaks={rid: (1, "footprints.yaml"), other: (2, "footprints.yaml")})
+    rep = build_report(small_plan, state_dir=sd_of(small_plan), peaks={rid: (1, "footprints.yaml"), other: (2, "footprints.yaml")})
     by = {m.id: m for m in rep.memory_runs}
     assert by[rid].source == "launch.db" and by[rid].peak_mib and by[rid].peak_mib > 1
 
 
 def test_the_plan_side_is_computed_once_per_builder(small_plan, monkeypatch):
-    b = ReportBuilder(small_plan, grain=False)
+    b = ReportBuilder(small_plan, state_dir=sd_of(small_plan), grain=False)
     import migbench.report.data as data
 
     monkeypatch.setattr(data, "play_plan", lambda *a, **k: pytest.fail("replayed the plan again"))
@@ -133,10 +134,10 @@ def test_the_plan_side_is_computed_once_per_builder(small_plan, monkeypatch):
 def test_seed_like_report_is_detailed_and_large_plans_summarise(tmp_path):
     plan = plan_sweep(tmp_path, seed_like_yaml(), time_limit_s=1.0)
     write_state(plan)
-    rep = build_report(plan)
+    rep = build_report(plan, state_dir=sd_of(plan))
     assert rep.detail and not rep.summarised
     assert rep.runs == 90 and len(rep.gpus) == 4
-    small = build_report(plan, detail=False)
+    small = build_report(plan, state_dir=sd_of(plan), detail=False)
     assert not small.detail and any("heat map" in s for s in small.summarised)
 
 
@@ -146,7 +147,7 @@ def test_a_lent_run_gets_its_own_mark_not_the_oom_edge(small_plan):
     from migbench.report.html import render
 
     w = write_state(small_plan, lend=True)
-    rep = build_report(small_plan)
+    rep = build_report(small_plan, state_dir=sd_of(small_plan))
     lent = [b for b in rep.bars if b.kind == "actual" and b.run == w.lent]
     assert w.lent and len(lent) == 1 and lent[0].instance == w.lent_to
     assert "lent instance" in lent[0].note and "OOM" not in lent[0].note
@@ -166,6 +167,6 @@ def test_utilisation_is_busy_compute_and_occupancy_is_named_apart(tmp_path):
     sim = simulate_plan(plan)
     assert [i.profile for i in plan.instances] == ["7g.80gb"]
     assert sim.utilisation == pytest.approx(0.2) and sim.occupancy == pytest.approx(1.0)
-    rep = build_report(plan)
+    rep = build_report(plan, state_dir=sd_of(plan))
     assert rep.planned is not None and rep.planned.utilisation == pytest.approx(0.2)
     assert [u.planned for u in rep.utilisation] == [pytest.approx(0.2)]

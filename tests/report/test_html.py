@@ -13,6 +13,7 @@ from migbench.report import ReportBuilder
 from migbench.state import state_dir_for
 from tests.report.test_data import SMALL
 from tests.support.reportkit import plan_sweep, write_state
+from tests.support.statedir import sd_of
 
 
 class Elements(HTMLParser):
@@ -56,7 +57,7 @@ def assert_self_contained(html: str) -> None:
 
 def test_a_launched_sweeps_page_has_a_grid_per_gpu_and_a_bar_per_run_and_attempt(plan):
     write_state(plan)
-    html = ReportBuilder(plan, grain=False).build().html
+    html = ReportBuilder(plan, state_dir=sd_of(plan), grain=False).build().html
     assert_self_contained(html)
     el = parse(html)
     assert sorted(int(a["data-gpu"] or -1) for a in el.find("figure", class_="gpu")) == plan.gpus()
@@ -74,7 +75,7 @@ def test_a_launched_sweeps_page_has_a_grid_per_gpu_and_a_bar_per_run_and_attempt
 
 def test_a_running_sweeps_page_reloads_itself_and_a_finished_ones_does_not(plan):
     write_state(plan, done_fraction=0.5, alive_pid=os.getpid())
-    b = ReportBuilder(plan, grain=False)
+    b = ReportBuilder(plan, state_dir=sd_of(plan), grain=False)
     assert '<meta http-equiv="refresh" content="7">' in b.build(refresh_s=7).html
     write_state(plan)
     assert "http-equiv" not in b.build(refresh_s=7).html
@@ -82,7 +83,7 @@ def test_a_running_sweeps_page_reloads_itself_and_a_finished_ones_does_not(plan)
 
 def test_at_scale_the_page_says_what_it_summarises_and_draws_a_heat_map(plan):
     write_state(plan)
-    html = ReportBuilder(plan, grain=False).build(detail=False).html
+    html = ReportBuilder(plan, state_dir=sd_of(plan), grain=False).build(detail=False).html
     assert_self_contained(html)
     assert "At this scale the page summarises" in html
     assert "data:image/png;base64," in html
@@ -92,5 +93,5 @@ def test_at_scale_the_page_says_what_it_summarises_and_draws_a_heat_map(plan):
 def test_without_a_grain_lever_the_page_says_how_to_get_one(plan):
     for p in state_dir_for(plan).glob("launch.db*"):
         p.unlink()
-    html = ReportBuilder(plan, grain=False).build().html
+    html = ReportBuilder(plan, state_dir=sd_of(plan), grain=False).build().html
     assert "migbench grain SWEEP" in html and "not launched yet" in html

@@ -25,6 +25,7 @@ from migbench.sweep import load_sweep
 from tests.support import REPO
 from tests.support.cli import Result, migbench
 from tests.support.simhelp import sim_backend
+from tests.support.statedir import sd_of
 
 TOY = REPO / "examples" / "toy_trainer.py"
 PY = sys.executable
@@ -189,7 +190,7 @@ def make_rig(tmp: Path, monkeypatch, sweep_yaml: str, *, model: str = "A100-SXM4
     plan_path = work / f"{sweep.name}.plan.yaml"
     plan.save(plan_path)
     plan = Plan.load(plan_path)
-    apply_plan(plan, sim_backend(sim), confirm=None)
+    apply_plan(plan, sim_backend(sim), confirm=None, state_dir=sd_of(plan))
     ledger = tmp / "ledger.txt"
     env = dict(os.environ)
     env.update(

@@ -17,6 +17,7 @@ from migbench.launch.outcomes import Outcomes
 from migbench.launch.spec import Outcome
 from migbench.plan import Assignment, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, Unplaced
 from migbench.sweep.model import LaunchSettings
+from migbench.types import InstanceRef
 
 SMALL = PlanInstance(0, "1g.10gb", 0, 9728, 1 / 7, ("a", "b"))
 LARGE = PlanInstance(0, "3g.40gb", 4, 40192, 3 / 7, ("c",))
@@ -97,7 +98,7 @@ def started(ps: Parts, rid: str, instance: str, adir: Path | None = None) -> Act
     """Run `rid` as the supervisor leaves it once started on `instance` (no process behind it)."""
     row = ps.journal.rows[rid]
     row.attempt += 1
-    row.state, row.instance, row.start_at = "running", instance, time.time()
+    row.state, row.instance, row.start_at = "running", InstanceRef.parse(instance), time.time()
     a = Active(rid, row.attempt, instance, adir or Path("/nonexistent") / rid, 0, None)
     ps.children.active[rid] = a
     return a

@@ -18,6 +18,7 @@ from migbench.plan import Plan
 from migbench.planner import FleetSpec, SolveOptions, build_fleet, make_plan
 from migbench.state import state_dir_for
 from migbench.sweep import load_sweep
+from migbench.types import InstanceRef
 
 SEED_LIKE = """\
 version: 1
@@ -148,7 +149,7 @@ def write_state(
             running = e > cut
             attempts.append((where, s, None if running else e, "running" if running else "succeeded", None if running else 0, None))
             for k, (inst, a_s, a_e, outcome, code, peak) in enumerate(attempts, 1):
-                row.attempt, row.instance, row.start_at = k, inst, t0 + a_s
+                row.attempt, row.instance, row.start_at = k, InstanceRef.parse(inst), t0 + a_s
                 row.mig_uuid = f"MIG-{abs(hash(inst)) % 10**8:08d}"
                 row.instance_mib = inst_mem.get(inst)
                 st.begin_attempt(row)
@@ -157,7 +158,7 @@ def write_state(
                     row.exit_code = code
                     row.peak_mib = peak if peak is not None else int(r.memory_mib * rng.uniform(0.6, 1.05))
                     ends.append(AttemptEnd.of(row, outcome, "exit code 1" if outcome == "failed" else None))
-            row.queue = where
+            row.queue = InstanceRef.parse(where)
             row.failures = 1 if r.id == retried else 0
             if running:
                 row.state, row.end_at, row.exit_code, row.peak_mib = "running", None, None, int(r.memory_mib * 0.5)

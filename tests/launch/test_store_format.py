@@ -1,0 +1,93 @@
+"""launch.db's format: a state dir written before the runs' instance keys were typed reads and
+writes back the same text (`tests/data/launch/launch-v1.sql` is the dump of a launch.db written
+by that code: three rows of a real launch of examples/toy-sweep.yaml on the simulated host, plus
+an OOM-moved run, a run never started and two bench runs, one waiting anywhere)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from migbench.errors import MigbenchError
+from migbench.launch.store import ANYWHERE, RUN_COLUMNS, RunRow, Store, read_state
+from migbench.types import InstanceRef, Placement
+
+DUMP = Path(__file__).parents[1] / "data" / "launch" / "launch-v1.sql"
+
+
+def _db(tmp_path: Path) -> Path:
+    db = tmp_path / "launch.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(DUMP.read_text())
+    conn.close()
+    return db
+
+
+def _runs(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        cols = ", ".join(c for c in RUN_COLUMNS if c != "updated_at")
+        return conn.execute(f"SELECT {cols} FROM runs ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_an_old_launch_db_reads_as_typed_rows(tmp_path):
+    _db(tmp_path)
+    rows = read_state(tmp_path, lambda st: st.runs())
+    ref = InstanceRef(0, Placement("3g.40gb", 4))
+    assert rows["large-128b52ce48"].home == rows["large-128b52ce48"].queue == rows["large-128b52ce48"].instance == ref
+    moved = rows["oom-moved"]
+    assert moved.home == InstanceRef.parse("0:1g.10gb@0") and moved.queue == ref and moved.instance == ref
+    assert rows["never-started"].instance is None and rows["never-started"].queue == InstanceRef.parse("1:1g.10gb@3")
+    assert rows["bench-waiting"].queue is ANYWHERE and rows["bench-waiting"].home is None
+    assert rows["bench-oom-unplaceable"].queue is None and rows["bench-oom-unplaceable"].instance == InstanceRef.parse("0:7g.80gb@0")
+
+
+def test_an_old_launch_db_written_back_keeps_its_text(tmp_path):
+    """Rows read and saved again (as a launcher that takes over an old state dir does) store the
+    same text in every column: the file's format did not change."""
+    db = _db(tmp_path)
+    before = _runs(db)
+    st = Store.create(db)
+    try:
+        rows = st.runs()
+        with st.transaction():
+            st.save_runs(rows.values())
+            moved = rows["oom-moved"]
+            moved.attempt += 1
+            st.begin_attempt(moved)
+    finally:
+        st.close(checkpoint=True)
+    assert _runs(db) == before
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT instance FROM attempts WHERE run_id = 'oom-moved' AND attempt = 3").fetchone() == ("0:3g.40gb@4",)
+        assert conn.execute("SELECT queue FROM runs WHERE id = 'bench-waiting'").fetchone() == ("*",)
+    finally:
+        conn.close()
+
+
+def test_a_row_saved_new_stores_the_keys_text(tmp_path):
+    st = Store.create(tmp_path / "launch.db")
+    try:
+        with st.transaction():
+            st.save_runs([RunRow(id="a", ord=0, home=InstanceRef.parse("1:2g.20gb@4"), queue=ANYWHERE, instance=None)])
+        raw = st.conn.execute("SELECT home, queue, instance FROM runs").fetchone()
+    finally:
+        st.close()
+    assert raw == ("1:2g.20gb@4", "*", None)
+
+
+def test_an_instance_key_that_does_not_parse_is_a_damaged_file(tmp_path):
+    """A `runs` row whose instance is not a key reads as a damaged launch.db (status says so and
+    how to recover), never a traceback."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET queue = 'not an instance' WHERE id = 'never-started'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_state(tmp_path, lambda st: st.runs())
