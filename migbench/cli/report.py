@@ -34,6 +34,9 @@ def report_cmd(
         Optional[list[Path]],
         typer.Option("--footprints", help="Footprints files (`migbench profile`) whose peaks to show where launch.db has none; repeatable."),
     ] = None,
+    sweep: Annotated[
+        Optional[str], typer.Option("--sweep", help="Of a bench plan (`migbench submit`), one sweep's runs only, over its own span (the host's re-cuts stay).")
+    ] = None,
 ) -> None:
     from migbench.footprints import load_footprints
     from migbench.plan import Plan
@@ -45,10 +48,12 @@ def report_cmd(
     peaks: dict[str, tuple[int, str]] = {}
     for f in footprints or ():
         peaks.update(load_footprints(f).peaks())
-    out = output or plan_file.resolve().parent / f"{plan.name}.report.html"
+    out = output or plan_file.resolve().parent / f"{plan.name if sweep is None else sweep}.report.html"
     con = console(stderr=True)
     t0 = time.perf_counter()
-    builder = ReportBuilder(plan, state_dir=sd, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim"))
+    builder = ReportBuilder(
+        plan, state_dir=sd, grain=grain, grain_time_limit_s=grain_time_limit, peaks=peaks or None, say=lambda s: con.print(s, style="dim"), sweep=sweep
+    )
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0
     console().print(f"report written to {out} ({len(page.html.encode()) / 1024:.0f} KiB, {took:.1f} s)")

@@ -91,6 +91,23 @@ def of_sweep(rid: str, sweep: str) -> bool:
     return rid.startswith(f"{sweep}.") and "." not in rid[len(sweep) + 1 :]
 
 
+def sweeps_of(plan: Plan) -> list[str]:
+    """The sweeps a bench plan holds runs of (a run id has no dot; a sweep's name may)."""
+    return sorted({r.id.rsplit(".", 1)[0] for r in plan.runs if "." in r.id})
+
+
+def sweep_view(plan: Plan, sweep: str) -> Plan:
+    """The bench plan with one sweep's runs only (`report --sweep`, `simulate --sweep`): the host's
+    layouts stay whole, since the re-cuts are the host's."""
+    if not is_bench(plan):
+        what = f"{plan.path or 'the plan'} is a plan of sweep {plan.name}, not a bench plan"
+        raise MigbenchError(f"{what}: --sweep picks one sweep of a bench", hint="leave --sweep out")
+    runs = [r for r in plan.runs if of_sweep(r.id, sweep)]
+    if not runs:
+        raise MigbenchError(f"the bench has no run of a sweep {sweep!r}", hint=f"its sweeps: {', '.join(sweeps_of(plan)) or 'none yet'}")
+    return replace(plan, runs=runs)
+
+
 def _solver() -> SolverInfo:
     return SolverInfo(BENCH_STATUS, "", 0.0, 0.0, 0.0)
 

@@ -41,9 +41,18 @@ class ReportBuilder:
         grain_time_limit_s: float = 2.0,
         peaks: Mapping[str, tuple[int, str]] | None = None,
         say: Callable[[str], None] | None = None,
+        sweep: str | None = None,
     ):
         """`peaks`: measured peaks from elsewhere than launch.db (run id -> (MiB, source)), e.g. a
-        footprints file; launch.db's win where both have one. `state_dir`: the command's `StateDir`."""
+        footprints file; launch.db's win where both have one. `state_dir`: the command's `StateDir`.
+        `sweep`: of a bench plan, that sweep's runs only (`launch.bench.sweep_view`), over its own span."""
+        self.sweep = sweep
+        self.title = None
+        if sweep is not None:
+            from migbench.launch.bench import sweep_view
+
+            self.title = f"{plan.name}: sweep {sweep}"
+            plan = sweep_view(plan, sweep)
         self.plan = plan
         self.peaks = peaks
         self.state_dir = state_dir
@@ -60,7 +69,16 @@ class ReportBuilder:
             self.lever = lever_of_plan(plan, self.side.sim, time_limit_s=grain_time_limit_s, say=say)
 
     def build(self, *, refresh_s: int | None = None, detail: bool | None = None, now: float | None = None) -> Page:
-        report = build_report(self.plan, state_dir=self.state_dir, side=self.side, detail=detail, now=now, peaks=self.peaks)
+        report = build_report(
+            self.plan,
+            state_dir=self.state_dir,
+            side=self.side,
+            detail=detail,
+            now=now,
+            peaks=self.peaks,
+            title=self.title,
+            own_runs_only=self.sweep is not None,
+        )
         report.grain = self.lever
         report.grain_note = self.grain_note
         if refresh_s and report.launch is not None and report.launch.running:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,8 @@ def build_report(
     peaks: Mapping[str, tuple[int, str]] | None = None,
     now: float | None = None,
     detail: bool | None = None,
+    title: str | None = None,
+    own_runs_only: bool = False,
 ) -> Report:
     """Assemble the report of `plan` and its launch state (`<plan dir>/runs/<sweep>/` or
     `state_dir`: the command's `StateDir`, or a path, or None, made here once). `side` reuses the plan's part between refreshes. `peaks` adds measured peaks
@@ -253,6 +255,9 @@ def build_report(
     side = side or plan_side(plan)
     now = time.time() if now is None else now
     launch = read_launch(state_dir.path)
+    if launch is not None and own_runs_only:  # one sweep of a bench: its runs' rows and attempts only
+        mine = {r.id for r in plan.runs}
+        launch = replace(launch, rows={k: v for k, v in launch.rows.items() if k in mine}, attempts=[a for a in launch.attempts if a["run_id"] in mine])
     n_runs = len(plan.runs)
     detail = n_runs <= DETAIL_MAX_RUNS if detail is None else detail
     groups = {r.id: r.group for r in plan.runs}
@@ -281,7 +286,7 @@ def build_report(
         info = LaunchInfo(str(launch.state_dir), counts, len(launch.rows), launch.launcher, t0, span, bool(launch.launcher.get("alive")))
 
     report = Report(
-        title=plan.name,
+        title=title or plan.name,
         plan_file=plan.path,
         generated_at=now,
         gpus=gpus,

@@ -201,3 +201,17 @@ def test_stop_of_a_bench_that_is_not_running_points_to_submit(tmp_path: Path):
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "Error:" in res.stderr and "migbench submit SWEEP" in res.stderr and "migbench launch" not in res.stderr, out
     assert "Traceback" not in out
+
+
+def test_sweep_of_a_plan_that_is_not_a_bench_is_an_error(tmp_path: Path):
+    """`report --sweep` and `simulate --sweep` pick one sweep of a bench plan; given a sweep's own plan
+    they say so, write nothing, and print no traceback."""
+    env = _host(tmp_path)
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("plan", "a.yaml", "--fleet", "A100-SXM4-80GB:2", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for cmd in (["report", "a.plan.yaml", "--sweep", "a"], ["simulate", "a.plan.yaml", "--sweep", "a"]):
+        res = migbench(*cmd, cwd=tmp_path, env=env, keep_sim=True)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and "not a bench plan" in res.stderr and "Hint: leave --sweep out" in res.stderr and "Traceback" not in out, out
+    assert not list(tmp_path.glob("*.html"))

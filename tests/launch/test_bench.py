@@ -112,6 +112,10 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     res = bench.cli("simulate", str(bench.dir / "bench.plan.yaml"), "--json")  # what is left, played under the bench's scheduler
     doc = json.loads(res.stdout)
     assert res.returncode == 0 and doc["bench"] and doc["runs_left"] == 7 and doc["makespan_s"] >= 60.0 and not doc["unrunnable"], res.stdout + res.stderr
+    res = bench.cli("simulate", str(bench.dir / "bench.plan.yaml"), "--sweep", "b", "--json")  # when b ends, a's runs beside it
+    one = json.loads(res.stdout)["sweep"]
+    assert res.returncode == 0 and one["name"] == "b" and one["runs"] == one["runs_left"] == 2, res.stdout + res.stderr
+    assert 0 < one["end_s"] <= doc["makespan_s"] and not one["unrunnable"], one
 
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
@@ -145,6 +149,12 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     assert res.returncode == 1 and "its sweeps: a, b" in res.stderr, res.stdout + res.stderr
     res = bench.cli("report", str(bench.dir / "bench.plan.yaml"), "-o", str(bench.tmp / "r.html"))
     assert res.returncode == 0 and "Layouts over time" in (bench.tmp / "r.html").read_text(), res.stdout + res.stderr
+    res = bench.cli("report", str(bench.dir / "bench.plan.yaml"), "--sweep", "b")  # one sweep's page, next to the bench plan
+    page = (bench.dir / "b.report.html").read_text()
+    assert res.returncode == 0 and "bench: sweep b" in page and "Layouts over time" in page, res.stdout + res.stderr
+    assert all(rid in page for rid in rows if rid.startswith("b.")) and not any(rid in page for rid in rows if rid.startswith("a.")), sorted(rows)
+    res = bench.cli("simulate", str(bench.dir / "bench.plan.yaml"), "--sweep", "nope")
+    assert res.returncode == 1 and "its sweeps: a, b" in res.stderr, res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("point", ["before-recut", "after-recut"])
