@@ -415,6 +415,7 @@ def submit_sweep(
     from migbench.launch.bench import (
         bench_dir,
         bench_plan_path,
+        bench_wide_differences,
         claim_sweep_name,
         empty_bench,
         is_bench,
@@ -468,6 +469,12 @@ def submit_sweep(
             hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
         )
     claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file)
+    differ = bench_wide_differences(have.launch, sweep.launch)
+    if differ:
+        say(
+            f"note: the bench applies its own launch settings to every run; this sweep's {'; '.join(differ)} "
+            "are not used (each run keeps its own retries, env, workdir and timeout)"
+        )
     sub = submission(
         sweep.name,
         os.path.relpath(sweep_file),

@@ -108,6 +108,18 @@ def sweep_view(plan: Plan, sweep: str) -> Plan:
     return replace(plan, runs=runs)
 
 
+BENCH_WIDE = ("backoff_s", "stop_grace_s", "flapping_window_s", "flapping_max", "log_dir", "env_passthrough", "state_mode")
+"""The launch settings the bench launcher applies to every run, whatever sweep it came in (a run's
+retries, env, workdir and timeout are its own sweep's: `submission`)."""
+
+
+def bench_wide_differences(bench: LaunchSettings, sweep: LaunchSettings) -> list[str]:
+    """The bench-wide launch settings (`BENCH_WIDE`) in which a submitted sweep differs from the
+    bench: the bench keeps its own, which `submit` says."""
+    mine, theirs = sweep.to_dict(), bench.to_dict()
+    return [f"{k} {mine.get(k, 'unset')} (the bench's: {theirs.get(k, 'unset')})" for k in BENCH_WIDE if mine.get(k) != theirs.get(k)]
+
+
 def _solver() -> SolverInfo:
     return SolverInfo(BENCH_STATUS, "", 0.0, 0.0, 0.0)
 

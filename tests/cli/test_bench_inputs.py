@@ -215,3 +215,23 @@ def test_sweep_of_a_plan_that_is_not_a_bench_is_an_error(tmp_path: Path):
         out = res.stdout + res.stderr
         assert res.returncode == 1 and "not a bench plan" in res.stderr and "Hint: leave --sweep out" in res.stderr and "Traceback" not in out, out
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_submit_says_which_launch_settings_of_the_sweep_the_bench_does_not_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Guards: the bench applies the launch settings it started with (the first sweep's stop grace,
+    flapping guard, env passthrough ...) to every run; a later sweep's were dropped without a word."""
+    from migbench import workflows
+    from migbench.sweep import load_sweep
+
+    for k, v in _host(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    bench = tmp_path / "bench"
+    said: list[str] = []
+    a = _write(tmp_path / "a.yaml", SWEEP.format(name="a"))
+    workflows.submit_sweep(load_sweep(a), a, fleet=None, bench=bench, say=said.append)
+    assert not [s for s in said if "launch settings" in s]  # the bench took a's
+    b = _write(tmp_path / "b.yaml", SWEEP.format(name="b") + "launch: {stop_grace: 2m, env_passthrough: [PATH], retries: 5}\n")
+    workflows.submit_sweep(load_sweep(b), b, fleet=None, bench=bench, say=said.append)
+    (note,) = [s for s in said if "launch settings" in s]
+    assert "stop_grace_s 120.0 (the bench's: 30.0)" in note and "env_passthrough ['PATH'] (the bench's: unset)" in note, note
+    assert "retries" not in note.split("not used")[0]  # a run keeps its own retries
