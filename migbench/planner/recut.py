@@ -122,6 +122,7 @@ class RecutSettings:
     max_draining: int | None = None
     compute_basis: ComputeBasis = ComputeBasis.SM
     interference: float = 0.0
+    lookahead: bool = True
 
 
 def priority(w: Waiting) -> tuple:
@@ -302,23 +303,31 @@ def _changes(cur: Layout, new: Layout) -> int:
 
 
 def choose_layout(
-    g: GpuNow, queues: Sequence[Sequence[Waiting]], st: RecutSettings, layouts: Sequence[Layout] | None = None
+    g: GpuNow, queues: Sequence[Sequence[Waiting]], st: RecutSettings, layouts: Sequence[Layout] | None = None, rank: int = 0
 ) -> tuple[Layout, list[tuple[str, _Inst]]]:
     """The candidate layout whose packing of `queues` (one after the other, each scored in turn)
-    scores best; fewer changes and catalogue order break ties. Returns it with its packing."""
-    best: tuple | None = None
-    for lay in layouts if layouts is not None else _candidates(g):
+    scores best; fewer changes and catalogue order break ties. Returns it with its packing. With
+    `rank` > 0, the rank-th next best (by that order) among the layouts whose packings differ."""
+    ranked: list[tuple] = []
+    for pos, lay in enumerate(layouts if layouts is not None else _candidates(g)):
         insts = _insts(g, lay, st.compute_basis)
         placed: list[tuple[str, _Inst]] = []
         key: list[float] = []
         for q in queues:
             placed += pack(insts, q)
             key.append(-score(insts, st.interference))
-        k = (*key, _changes(g.layout, lay))
-        if best is None or k < best[0]:
-            best = (k, lay, placed)
-    assert best is not None
-    return best[1], best[2]
+        ranked.append(((*key, _changes(g.layout, lay), pos), lay, placed))
+    assert ranked
+    if rank == 0:
+        best = min(ranked, key=lambda r: r[0])
+        return best[1], best[2]
+    ranked.sort(key=lambda r: r[0])
+    distinct: list[tuple] = []
+    for r in ranked:
+        if not distinct or distinct[-1][0][:-2] != r[0][:-2]:
+            distinct.append(r)
+    pick = distinct[min(rank, len(distinct) - 1)]
+    return pick[1], pick[2]
 
 
 def _recut(g: GpuNow, lay: Layout) -> Recut | None:
@@ -339,13 +348,14 @@ def _hosts_big(g: GpuNow) -> bool:
     return any(is_big(r.demand, g.model) for i in g.instances for r in i.runs)
 
 
-def choose_draining(now: float, gpus: Sequence[GpuNow], big: Sequence[Waiting], st: RecutSettings) -> list[GpuNow]:
-    """The GPUs to drain for the waiting big runs: those that drain first, within `max_draining`."""
+def choose_draining(now: float, gpus: Sequence[GpuNow], big: Sequence[Waiting], st: RecutSettings, extra: int | None = None) -> list[GpuNow]:
+    """The GPUs to drain for the waiting big runs: those that drain first, within `max_draining`
+    (and at most `extra` of them when it is given)."""
     if not big:
         return []
     limit = st.max_draining if st.max_draining is not None else max(1, len(gpus) // 2)
     hosting = [g for g in gpus if _hosts_big(g)]
-    k = min(len(big), max(0, limit - len(hosting)))
+    k = min(len(big), max(0, limit - len(hosting)), len(big) if extra is None else extra)
     cands = [g for g in gpus if g not in hosting and any(is_big(w.demand, g.model) for w in big)]
     return sorted(cands, key=lambda g: (_drain_at(g, now), g.index))[:k]
 
@@ -375,13 +385,37 @@ class _Plan:
             self.taken.add(rid)
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """One event's variation of the greedy decision: the look-ahead's candidates (`planner.lookahead`).
+    `drain`: GPUs that may start draining for big runs now, beyond those already hosting them (None:
+    as `max_draining` allows); `rank`: which of its candidate layouts, best first, each fully idle GPU
+    re-cut for small runs takes (0: the best, a GPU with fewer candidates takes its last)."""
+
+    drain: int | None = None
+    rank: int = 0
+
+
+PLAIN = Knobs()
+
+
 def replan(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings = RecutSettings()) -> Decision:
-    """The decision at time `now` (see the module's docstring). Deterministic: the same state gives
-    the same decision."""
+    """The decision at time `now` (see the module's docstring): the greedy decision, or with
+    `st.lookahead` the best of a few variations of it played forward (`planner.lookahead`).
+    Deterministic: the same state gives the same decision."""
+    if not st.lookahead:
+        return greedy(now, gpus, waiting, st)
+    from migbench.planner.lookahead import best_decision  # it plays `greedy` forward
+
+    return best_decision(now, gpus, waiting, st)
+
+
+def greedy(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings = RecutSettings(), knobs: Knobs = PLAIN) -> Decision:
+    """The greedy decision (steps 1-3 of the module's docstring), varied by `knobs`."""
     gpus = sorted(gpus, key=lambda g: g.index)
     queue = sorted(waiting, key=priority)
     big_any = [w for w in queue if any(is_big(w.demand, g.model) for g in gpus)]
-    draining = choose_draining(now, gpus, big_any, st)
+    draining = choose_draining(now, gpus, big_any, st, knobs.drain)
     drain_ix = {g.index for g in draining}
     plan = _Plan()
 
@@ -403,7 +437,7 @@ def replan(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: R
             lay = g.layout
             placed = pack(_insts(g, lay, st.compute_basis), left(small), _backfill(g, now, st))
         else:
-            lay, placed = choose_layout(g, [left(small)], st)
+            lay, placed = choose_layout(g, [left(small)], st, rank=knobs.rank if not g.busy_placements else 0)
         rc = _recut(g, lay)
         if rc is not None:
             plan.recuts.append(rc)
