@@ -543,9 +543,11 @@ class _Sim:
                 if not runs:
                     continue
                 r = self._rate(self.gpus[gi], pl, runs)
-                for x in runs:
+                # ended: its work done, or its end (as `next_finish` computes it) reached; the second
+                # holds where times are too large for TOL (an instance held until HELD_END_S)
+                keep = [x for x in runs if x[2] - (until - now) * r > TOL and now + x[2] / r > until]
+                for x in keep:
                     x[2] -= (until - now) * r
-                keep = [x for x in runs if x[2] > TOL]
                 ended += len(runs) - len(keep)
                 total += until * (len(runs) - len(keep))
                 runs[:] = keep
@@ -575,7 +577,7 @@ def rollout(
             break
         _, t = sim.advance(now, nxt)
         total += t
-        now = makespan = max(makespan, nxt)
+        now, makespan = nxt, max(makespan, nxt)
         if queue:
             sim.apply(greedy(now, sim.snapshot(now), sorted(queue.values(), key=priority), st, then), queue, now)
     return len(queue), makespan, total

@@ -121,6 +121,18 @@ def test_a_rollout_plays_every_known_run_once():
     assert rollout(0.0, [g], [Waiting(alone, 0.0)], greedy(0.0, [g], [Waiting(alone, 0.0)], ST), ST)[0] == 1
 
 
+def test_a_rollout_keeps_its_clock_where_a_live_run_ends_late():
+    """Guards the look-ahead's play that jumped its clock to the latest live run's end after its
+    first finish (a run held by another launch, expected to end at 1e12 s, made every run waiting
+    start after it: the play ended at 2e12 s); the waiting runs now play beside it."""
+    held = Demand("held by another launch", 40 * GIB)
+    g = busy_gpu(0, {"3g.40gb@0": [(held, 1e12)]}, idle=("3g.40gb@4",))
+    waiting = swarm(7, 6)
+    unrun, makespan, total = rollout(0.0, [g], waiting, greedy(0.0, [g], waiting, ST), ST)
+    assert unrun == 0 and makespan == pytest.approx(1e12)
+    assert total - 1e12 < 100 * H  # the six runs end within their own hours, not after the held one
+
+
 def test_without_look_ahead_the_step_is_the_plain_greedy():
     gpus, waiting = one_batch_state()
     assert replan(0.0, gpus, waiting, RecutSettings(lookahead=False)) == greedy(0.0, gpus, waiting, ST)
