@@ -31,8 +31,8 @@ more, and gains there are a few percent; the value is in sweeps that arrive over
    whole; a busy one only in its idle slices.
 
 4. A bounded look-ahead: a few variations of that greedy decision (`VARIATIONS`: no GPU newly
-   drained for big runs now, or at most one; at most 1, 2 or 3 GPUs hosting or awaiting big runs,
-   now and at every later decision) are played forward with the plain decision (`rollout`: the runs
+   drained for big runs now, or at most one; at most 3 GPUs hosting or awaiting big runs, now
+   and at every later decision) are played forward with the plain decision (`rollout`: the runs
    known now, live and waiting, nothing that may arrive later, on the host as the decision leaves
    it, re-planned at every finish by the greedy step, varied as the candidate says). A variation
    replaces the plain decision only when its play starts more runs, or as many and ends strictly
@@ -473,8 +473,6 @@ def instances_now(g: GpuNow, st: RecutSettings = RecutSettings()) -> list[_Inst]
 VARIATIONS: tuple[tuple[Knobs, Knobs], ...] = (
     (Knobs(drain=0), PLAIN),
     (Knobs(drain=1), PLAIN),
-    (Knobs(limit=1), Knobs(limit=1)),
-    (Knobs(limit=2), Knobs(limit=2)),
     (Knobs(limit=3), Knobs(limit=3)),
 )
 """The candidates tried beside the plain decision, in the order that breaks ties: the knobs of the
