@@ -30,6 +30,17 @@ more, and gains there are a few percent; the value is in sweeps that arrive over
    re-cut only when the new layout is strictly better for what waits. A fully idle GPU is re-cut
    whole; a busy one only in its idle slices.
 
+4. A bounded look-ahead: a few variations of that greedy decision (`VARIATIONS`: no GPU newly
+   drained for big runs now, or at most one; at most 3 GPUs hosting or awaiting big runs, now
+   and at every later decision) are played forward with the plain decision (`rollout`: the runs
+   known now, live and waiting, nothing that may arrive later, on the host as the decision leaves
+   it, re-planned at every finish by the greedy step, varied as the candidate says). A variation
+   replaces the plain decision only when its play starts more runs, or as many and ends strictly
+   sooner, or as soon with a strictly smaller summed end time; the first in `VARIATIONS` order wins
+   ties. So the look-ahead never keeps a decision its own play says is worse than the plain one,
+   and it is deterministic. Bounded: at most `len(VARIATIONS) + 1` plays per event, and none where
+   GPUs x runs known exceed `BUDGET` (the greedy decision stands; an event then costs what it did).
+
 This greedy fit is chosen over calling the static planner per event: it is a few thousand
 arithmetic steps per GPU and event, with no budget, so a bench that re-plans at every finish stays
 deterministic and instant; the static planner (`planner.solve`) remains the tool for one batch known
@@ -39,7 +50,7 @@ in advance (`bench/living.py` compares the two).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from migbench.catalog.model import GpuModel, Profile
 from migbench.duration import Demand, Slot, instance_capacity, rate
@@ -122,6 +133,7 @@ class RecutSettings:
     max_draining: int | None = None
     compute_basis: ComputeBasis = ComputeBasis.SM
     interference: float = 0.0
+    lookahead: bool = True
 
 
 def priority(w: Waiting) -> tuple:
@@ -142,6 +154,8 @@ class _ModelFacts:
         self.profiles = tuple(sorted(ps, key=lambda p: (p.memory_mib or 0, p.compute_slices, p.name)))
         self._layouts: tuple[Layout, ...] | None = None
         self.big: dict[tuple[int, tuple[str, ...] | None], bool] = {}
+        self.slots: dict[tuple[int, Placement, ComputeBasis], Slot] = {}
+        self.candidates: dict[tuple[Layout, frozenset[Placement]], list[Layout]] = {}
 
     @property
     def layouts(self) -> tuple[Layout, ...]:
@@ -226,8 +240,12 @@ Accept = Callable[[Demand, _Inst], bool]
 
 def slot_of(g: GpuNow, pl: Placement, basis: ComputeBasis = ComputeBasis.SM) -> Slot:
     """The instance `pl` of GPU `g` as the duration model sees it."""
-    prof = g.model.profile(pl.profile)
-    return Slot(f"{g.index}:{pl}", int(prof.memory_mib or 0), instance_capacity(g.model, prof, basis), pl.profile)
+    cache = _facts(g.model).slots
+    hit = cache.get((g.index, pl, basis))
+    if hit is None:
+        prof = g.model.profile(pl.profile)
+        hit = cache[(g.index, pl, basis)] = Slot(f"{g.index}:{pl}", int(prof.memory_mib or 0), instance_capacity(g.model, prof, basis), pl.profile)
+    return hit
 
 
 def _insts(g: GpuNow, lay: Layout, basis: ComputeBasis) -> list[_Inst]:
@@ -260,9 +278,11 @@ def pack(insts: list[_Inst], queue: Sequence[Waiting], accept: Accept | None = N
             if best is None or (i.free_mib, i.slot.capacity) < (best.free_mib, best.slot.capacity):
                 best = i
         if best is not None:
+            was = best.free_mib
             best.add(d)
             out.append((d.id, best))
-            room = max((i.free_mib for i in insts if i.open(least)), default=-1)
+            if was >= room:  # the roomiest instance changed: the room left may have shrunk
+                room = max((i.free_mib for i in insts if i.open(least)), default=-1)
     return out
 
 
@@ -286,6 +306,12 @@ def _candidates(g: GpuNow) -> list[Layout]:
     multiset of new instances (the one changing least), in catalogue order."""
     busy = g.busy_placements
     cur = g.layout
+    cache = _facts(g.model).candidates
+    hit = cache.get((cur, busy))
+    if hit is not None:
+        return hit
+    if len(cache) > 4096:
+        cache.clear()
     out: dict[tuple, tuple[int, int, Layout]] = {}
     for pos, lay in enumerate((cur, *maximal_layouts(g.model))):
         if not busy <= set(lay):
@@ -294,7 +320,8 @@ def _candidates(g: GpuNow) -> list[Layout]:
         ch = _changes(cur, lay)
         if key not in out or (ch, pos) < out[key][:2]:
             out[key] = (ch, pos, lay)
-    return [lay for _, _, lay in sorted(out.values(), key=lambda v: (v[0], v[1]))]
+    hit = cache[(cur, busy)] = [lay for _, _, lay in sorted(out.values(), key=lambda v: (v[0], v[1]))]
+    return hit
 
 
 def _changes(cur: Layout, new: Layout) -> int:
@@ -339,13 +366,14 @@ def _hosts_big(g: GpuNow) -> bool:
     return any(is_big(r.demand, g.model) for i in g.instances for r in i.runs)
 
 
-def choose_draining(now: float, gpus: Sequence[GpuNow], big: Sequence[Waiting], st: RecutSettings) -> list[GpuNow]:
-    """The GPUs to drain for the waiting big runs: those that drain first, within `max_draining`."""
+def choose_draining(now: float, gpus: Sequence[GpuNow], big: Sequence[Waiting], st: RecutSettings, extra: int | None = None) -> list[GpuNow]:
+    """The GPUs to drain for the waiting big runs: those that drain first, within `max_draining`
+    (and at most `extra` of them when it is given)."""
     if not big:
         return []
     limit = st.max_draining if st.max_draining is not None else max(1, len(gpus) // 2)
     hosting = [g for g in gpus if _hosts_big(g)]
-    k = min(len(big), max(0, limit - len(hosting)))
+    k = min(len(big), max(0, limit - len(hosting)), len(big) if extra is None else extra)
     cands = [g for g in gpus if g not in hosting and any(is_big(w.demand, g.model) for w in big)]
     return sorted(cands, key=lambda g: (_drain_at(g, now), g.index))[:k]
 
@@ -375,13 +403,36 @@ class _Plan:
             self.taken.add(rid)
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """One event's variation of the greedy decision: the look-ahead's candidates (below).
+    `drain`: GPUs that may start draining for big runs now, beyond those already hosting them (None:
+    as `max_draining` allows); `limit`: `max_draining` for this decision (None: the settings')."""
+
+    drain: int | None = None
+    limit: int | None = None
+
+
+PLAIN = Knobs()
+
+
 def replan(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings = RecutSettings()) -> Decision:
-    """The decision at time `now` (see the module's docstring). Deterministic: the same state gives
-    the same decision."""
+    """The decision at time `now` (see the module's docstring): the greedy decision, or with
+    `st.lookahead` the best of a few variations of it played forward (the look-ahead, below).
+    Deterministic: the same state gives the same decision."""
+    if not st.lookahead:
+        return greedy(now, gpus, waiting, st)
+    return best_decision(now, gpus, waiting, st)
+
+
+def greedy(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings = RecutSettings(), knobs: Knobs = PLAIN) -> Decision:
+    """The greedy decision (steps 1-3 of the module's docstring), varied by `knobs`."""
     gpus = sorted(gpus, key=lambda g: g.index)
     queue = sorted(waiting, key=priority)
     big_any = [w for w in queue if any(is_big(w.demand, g.model) for g in gpus)]
-    draining = choose_draining(now, gpus, big_any, st)
+    if knobs.limit is not None:
+        st = replace(st, max_draining=knobs.limit)
+    draining = choose_draining(now, gpus, big_any, st, knobs.drain)
     drain_ix = {g.index for g in draining}
     plan = _Plan()
 
@@ -415,3 +466,172 @@ def instances_now(g: GpuNow, st: RecutSettings = RecutSettings()) -> list[_Inst]
     """GPU `g`'s instances as they are, holding their live runs, ready for `pack`: lists of several
     GPUs joined let `pack` fit each run where it is tightest across them (no re-cut)."""
     return _insts(g, g.layout, st.compute_basis)
+
+
+# -- the bounded look-ahead (step 4 of the module's docstring) ------------------------------------
+
+VARIATIONS: tuple[tuple[Knobs, Knobs], ...] = (
+    (Knobs(drain=0), PLAIN),
+    (Knobs(drain=1), PLAIN),
+    (Knobs(limit=3), Knobs(limit=3)),
+)
+"""The candidates tried beside the plain decision, in the order that breaks ties: the knobs of the
+decision now, and those of the decisions its play takes after it."""
+
+BUDGET = 1000
+"""GPUs x runs known (live and waiting) above which no play is made (the plain decision stands)."""
+
+TOL = 1e-6
+
+
+class _Sim:
+    """The host as a decision leaves it, played forward: per GPU its instances, each with its runs
+    (demand, start, work left)."""
+
+    def __init__(self, now: float, gpus: Sequence[GpuNow], st: RecutSettings):
+        self.st = st
+        self.gpus = {g.index: g for g in gpus}
+        self.inst: dict[int, dict[Placement, list[list]]] = {}
+        for g in gpus:
+            per: dict[Placement, list[list]] = {}
+            for i in g.instances:
+                r = rate([x.demand for x in i.runs], _capacity(g, i.placement, st), st.interference)
+                per[i.placement] = [[x.demand, x.start_s, max(0.0, x.end_s - now) * r] for x in i.runs]
+            self.inst[g.index] = per
+
+    def apply(self, dec: Decision, waiting: dict[str, Waiting], now: float) -> None:
+        for rc in dec.recuts:
+            per = self.inst[rc.gpu]
+            for pl in rc.destroy:
+                per.pop(pl, None)
+            for pl in rc.create:
+                per[pl] = []
+        for s in dec.starts:
+            w = waiting.pop(s.run)
+            self.inst[s.gpu][s.placement].append([w.demand, now, w.demand.work_s])
+
+    def snapshot(self, now: float) -> list[GpuNow]:
+        out = []
+        for gi, g in self.gpus.items():
+            insts = []
+            for pl in layout_key(self.inst[gi]):
+                runs = self.inst[gi][pl]
+                r = self._rate(g, pl, runs)
+                insts.append(LiveInstance(pl, tuple(LiveRun(d, s, now + left / r) for d, s, left in sorted(runs, key=lambda x: x[0].id))))
+            out.append(GpuNow(gi, g.model, tuple(insts)))
+        return out
+
+    def _rate(self, g: GpuNow, pl: Placement, runs: list[list]) -> float:
+        return rate([x[0] for x in runs], _capacity(g, pl, self.st), self.st.interference)
+
+    def next_finish(self, now: float) -> float | None:
+        best = None
+        for gi, per in self.inst.items():
+            for pl, runs in per.items():
+                if runs:
+                    t = now + min(x[2] for x in runs) / self._rate(self.gpus[gi], pl, runs)
+                    best = t if best is None else min(best, t)
+        return best
+
+    def advance(self, now: float, until: float) -> tuple[int, float]:
+        """Progress to `until`: (runs ended, their summed end time)."""
+        ended, total = 0, 0.0
+        for gi, per in self.inst.items():
+            for pl, runs in per.items():
+                if not runs:
+                    continue
+                r = self._rate(self.gpus[gi], pl, runs)
+                # ended: its work done, or its end (as `next_finish` computes it) reached; the second
+                # holds where times are too large for TOL (an instance held until HELD_END_S)
+                keep = [x for x in runs if x[2] - (until - now) * r > TOL and now + x[2] / r > until]
+                for x in keep:
+                    x[2] -= (until - now) * r
+                ended += len(runs) - len(keep)
+                total += until * (len(runs) - len(keep))
+                runs[:] = keep
+        return ended, total
+
+
+def _capacity(g: GpuNow, pl: Placement, st: RecutSettings) -> float:
+    return slot_of(g, pl, st.compute_basis).capacity
+
+
+def rollout(
+    now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], first: Decision, st: RecutSettings, then: Knobs = PLAIN
+) -> tuple[int, float, float]:
+    """Play `first` now, then the greedy decision (varied by `then`) at every finish, until nothing
+    more starts: (runs never started, makespan, summed end time) of the runs known now."""
+    sim = _Sim(now, gpus, st)
+    queue = {w.demand.id: w for w in waiting}
+    sim.apply(first, queue, now)
+    makespan, total = now, 0.0
+    for g in gpus:
+        for i in g.instances:
+            for r in i.runs:
+                makespan = max(makespan, r.end_s)
+    while True:
+        nxt = sim.next_finish(now)
+        if nxt is None:
+            break
+        _, t = sim.advance(now, nxt)
+        total += t
+        now, makespan = nxt, max(makespan, nxt)
+        if queue:
+            sim.apply(greedy(now, sim.snapshot(now), sorted(queue.values(), key=priority), st, then), queue, now)
+    return len(queue), makespan, total
+
+
+def _known(gpus: Sequence[GpuNow], waiting: Sequence[Waiting]) -> int:
+    return len(waiting) + sum(len(i.runs) for g in gpus for i in g.instances)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the look-ahead chose: the decision, the knobs its play re-planned with after it, and
+    (runs never started, makespan, summed end time) of its play and of the plain decision's (None
+    where nothing was played: no variation differed, or the host was past `BUDGET`)."""
+
+    decision: Decision
+    then: Knobs = PLAIN
+    played: tuple[int, float, float] | None = None
+    plain: tuple[int, float, float] | None = None
+
+
+def best_decision(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings) -> Decision:
+    """The plain greedy decision, or a variation whose play forward is strictly better (see the
+    module's docstring)."""
+    return choose(now, gpus, waiting, st).decision
+
+
+def choose(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings) -> Choice:
+    """`best_decision`, with the plays that chose it."""
+    plain = greedy(now, gpus, waiting, st, PLAIN)
+    if not waiting or len(gpus) * _known(gpus, waiting) > BUDGET:
+        return Choice(plain)
+    tried = {(plain, PLAIN)}
+    cands: list[tuple[Decision, Knobs]] = []
+    for knobs, then in VARIATIONS:
+        if then.limit is not None and then.limit == _limit(gpus, st):
+            then = PLAIN  # the settings' own limit: the plain play
+        d = greedy(now, gpus, waiting, st, knobs)
+        if (d, then) not in tried:
+            tried.add((d, then))
+            cands.append((d, then))
+    if not cands:
+        return Choice(plain)
+    base = _key(rollout(now, gpus, waiting, plain, st))
+    best = Choice(plain, PLAIN, base, base)
+    for d, then in cands:
+        k = _key(rollout(now, gpus, waiting, d, st, then))
+        if best.played is not None and k < best.played:
+            best = Choice(d, then, k, base)
+    return best
+
+
+def _limit(gpus: Sequence[GpuNow], st: RecutSettings) -> int:
+    return st.max_draining if st.max_draining is not None else max(1, len(gpus) // 2)
+
+
+def _key(played: tuple[int, float, float]) -> tuple[int, float, float]:
+    unrun, makespan, total = played
+    return unrun, round(makespan, 3), round(total, 3)
