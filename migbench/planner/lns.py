@@ -15,11 +15,19 @@ of them alone changes nothing at the top. The neighbourhoods here take many runs
   two instances that run one run at a time (every run there has a sharing cap of 1) are split
   exactly instead, by dynamic programming over the loads;
 - **gpu**: the same for every instance of a late instance's GPU and of an early-finishing GPU (the
-  runs are re-balanced over both GPUs' layouts).
+  runs are re-balanced over both GPUs' layouts);
+- **band**: the same for the `BAND` latest-finishing instances and the `BAND` earliest-finishing
+  ones, whatever their GPUs (a flat top of many instances ending together comes down only when
+  work flows from all of them at once to where there is room).
 
-Each repaired plan gets a short local search. Every play is charged to the deterministic budget and
-the noise comes from a seeded generator, so the same input gives the same plan; the clock only
-stops the search at the hard stop. `LnsStats` counts, per neighbourhood, the tries and the ones kept.
+A deal moves the runs that at least two of its instances may take, each among those it fits; each
+neighbourhood is dealt `DEALS` times (longest first, then with seeded noise on the order) and the
+deal with the best finish profile of its instances is the one repaired.
+
+Each repaired plan gets a short local search (its allowance grows with the sweep up to `POLISH_CAP`
+runs, so that a big sweep gets many repairs rather than a few long polishes). Every play is charged
+to the deterministic budget and the noise comes from a seeded generator, so the same input gives the
+same plan; the clock only stops the search at the hard stop. `LnsStats` counts, per neighbourhood, the tries and the ones kept.
 """
 
 from __future__ import annotations
@@ -31,19 +39,23 @@ from dataclasses import dataclass, field
 from migbench.planner.budget import PLAY_S
 from migbench.planner.improve import TARGETS_PER_TYPE, Evaluator, InstanceQueues, better, local_search
 
-NEIGHBOURHOODS = ("unload", "pair", "gpu")
+NEIGHBOURHOODS = ("unload", "pair", "gpu")  # taken in turn ("gpu" alternates with "band")
+REPORTED = NEIGHBOURHOODS + ("band",)
 LATE = 6  # the destroy step starts from one of this many latest-finishing instances
 POLISH_RUNS = 60  # plays of the local search after a repair, per run of the sweep (scaled by PLAY_S)
+POLISH_CAP = 100  # ... counting at most this many runs: a big sweep's repairs stay cheap, so it gets many
+DEALS = 2  # a pair, gpu or band neighbourhood is dealt this many times (plain, then noisy); the best is kept
+BAND = 4  # the band neighbourhood: this many latest-finishing and this many earliest-finishing instances
 
 
 @dataclass
 class LnsStats:
-    tried: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NEIGHBOURHOODS, 0))
-    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NEIGHBOURHOODS, 0))
-    gain_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(NEIGHBOURHOODS, 0.0))
+    tried: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REPORTED, 0))
+    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REPORTED, 0))
+    gain_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPORTED, 0.0))
 
     def describe(self) -> str:
-        return ", ".join(f"{n} {self.kept[n]}/{self.tried[n]} kept (-{self.gain_s[n] / 3600:.2f} h)" for n in NEIGHBOURHOODS)
+        return ", ".join(f"{n} {self.kept[n]}/{self.tried[n]} kept (-{self.gain_s[n] / 3600:.2f} h)" for n in REPORTED)
 
 
 def _load(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> float:
@@ -58,9 +70,10 @@ def _fits(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> bool:
 
 
 def _deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random | None) -> InstanceQueues | None:
-    """The runs of `keys` that every one of them may take, dealt again among them (the others stay
-    where they are): longest first (noisy with `rng`), each to the least-loaded instance it fits."""
-    pool = [r for k in keys for r in st.q[k] if all(_fits(ev, st, k2, r) for k2 in keys)]
+    """The runs of `keys` that at least two of them may take, dealt again among those they fit (the
+    others stay where they are): longest first (noisy with `rng`), each to the instance of `keys`
+    it fits where it then finishes first (near ties: the least-loaded)."""
+    pool = [r for k in keys for r in st.q[k] if sum(_fits(ev, st, k2, r) for k2 in keys) >= 2]
     if len(pool) < 2:
         return None
     taken = set(pool)
@@ -78,6 +91,8 @@ def _deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Ra
         # the instance where it then finishes first, its estimated load breaking near ties
         best: tuple[float, float, str] | None = None
         for k in keys:
+            if not _fits(ev, st, k, r):
+                continue
             f = ev.finish(new.slots[k], new.q[k] + [r])
             cand = (round(f / 60), load[k] + _load(ev, st, k, r), k)  # minutes: near ties go by load
             if f != float("inf") and (best is None or cand < best):
@@ -181,6 +196,19 @@ def _unload(st: InstanceQueues, ev: Evaluator, src: str) -> InstanceQueues | Non
     return new
 
 
+def _best_deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random, tries: int, noisy: bool) -> InstanceQueues | None:
+    """The best of `tries` deals of `keys` (the first in plain longest-first order unless `noisy`),
+    by the finish profile of those instances."""
+    best: InstanceQueues | None = None
+    for t in range(tries):
+        cand = _deal(st, ev, keys, rng if (noisy or t) else None)
+        if cand is None:
+            return best
+        if best is None or better([cand.fin[k] for k in keys], [best.fin[k] for k in keys]):
+            best = cand
+    return best
+
+
 def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: float, stats: LnsStats | None = None) -> InstanceQueues:
     """Destroy-and-repair rounds from the best plan (see the module's docstring) until the allowance
     (reference seconds) is spent, the plan reaches `bound`, or a full round of every neighbourhood on
@@ -190,7 +218,7 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
     rng = random.Random(0)
     stats = stats if stats is not None else LnsStats()
     gpu_of = {k: best.slot_place[k][0] for k in best.slots}
-    polish = PLAY_S[1] * POLISH_RUNS * len(ev.jobs)
+    polish = PLAY_S[1] * POLISH_RUNS * min(len(ev.jobs), POLISH_CAP)
     stale = 0
     step = 0
     while budget.spent < stop_at and not budget.expired() and best.makespan() > bound * (1 + 1e-9):
@@ -207,7 +235,7 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
             else:
                 others.sort(key=lambda k: (best.fin[k], k))
                 partner = others[rng.randrange(min(len(others), 8))]
-                cand = _split(best, ev, src, partner) or _deal(best, ev, [src, partner], rng if stale else None)
+                cand = _split(best, ev, src, partner) or _best_deal(best, ev, [src, partner], rng, DEALS, bool(stale))
         else:
             # the late instance's GPU with the GPU of the same model that finishes first
             mine = [k for k in best.slots if gpu_of[k] == gpu_of[src]]
@@ -219,7 +247,11 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
                 key=lambda g: (fin_gpu[g], g),
             )
             keys = mine + ([k for k in best.slots if gpu_of[k] == peers[rng.randrange(min(len(peers), 3))]] if peers else [])
-            cand = _deal(best, ev, keys, rng if stale else None) if len(keys) > 1 else None
+            if BAND and step % 2:  # every other time, the band: the latest-finishing instances and the earliest
+                name = "band"
+                early = sorted((k for k in best.slots if k not in late), key=lambda k: (best.fin[k], k))
+                keys = late[:BAND] + early[:BAND]
+            cand = _best_deal(best, ev, keys, rng, DEALS, bool(stale)) if len(keys) > 1 else None
         if cand is None:
             stale += 1
         else:
