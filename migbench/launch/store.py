@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Union
 
@@ -173,8 +174,15 @@ RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
 _HOME, _QUEUE, _INSTANCE = (RUN_COLUMNS.index(c) for c in ("home", "queue", "instance"))
 
 
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> InstanceRef:
+    """A key's text parsed once per text: a plan has tens of instances and may have 30,000 rows
+    (`InstanceRef` is frozen: the rows share it)."""
+    return InstanceRef.parse(text)
+
+
 def _ref(text: str | None) -> InstanceRef | None:
-    return None if text is None else InstanceRef.parse(text)
+    return None if text is None else _parse(text)
 
 
 def _queue(text: str | None) -> Queue | None:
