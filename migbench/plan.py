@@ -506,18 +506,26 @@ def check_output(path: str | os.PathLike[str], sweep_file: str | os.PathLike[str
         raise InputError(f"{p} exists and is not a migbench plan; refusing to replace it", hint=f"{other}, or pass --force to replace it")
 
 
+IDENTITY_HEAD_BYTES = 1 << 20
+"""`read_identity` reads at most this much of a plan file: the head `plan` writes (the sweep, the
+launch settings, the fleet, the solver's summary) is a few KiB."""
+
+
 def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
     """A plan file's sweep name and launch settings, read from the head of the file only: `status`,
     `logs` and `stop` need no more, and a 30,000-run plan is seconds of YAML to parse whole. Falls
     back to `Plan.load` (and its errors) when the head is not as `plan` writes it."""
     p = Path(path)
     try:
-        with open(p, encoding="utf-8") as f:
-            head = []
-            for line in f:
-                if line.startswith(("instances:", "runs:")):
-                    break
-                head.append(line)
+        with open(p, "rb") as f:
+            first = f.read(IDENTITY_HEAD_BYTES)
+        head = []
+        for line in first[: first.rfind(b"\n") + 1].decode("utf-8").splitlines(keepends=True):
+            if line.startswith(("instances:", "runs:")):
+                break
+            head.append(line)
+        else:  # no end of the head within the bytes read: not as `plan` writes it
+            raise ValueError("no plan head")
         doc = yamlio.load("".join(head))
         if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
             name, launch = doc["sweep"]["name"], LaunchSettings.from_dict(doc.get("launch"))

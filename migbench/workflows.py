@@ -399,11 +399,29 @@ class Submitted:
     runs: int
 
 
-def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: str | Path | None, say: Callable[[str], None] = lambda _: None) -> Submitted:
+def submit_sweep(
+    sweep: Sweep,
+    sweep_file: Path,
+    *,
+    fleet: str | None,
+    bench: str | Path | None,
+    replace_file: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> Submitted:
     """Put the sweep's runs (memory resolved as `run` resolves it) in the inbox of the host's bench
     (`launch.bench`), creating the bench plan on the host's layout as it is when there is none; a
-    simulated host is used where no GPU is. The bench launcher adopts the submission."""
-    from migbench.launch.bench import bench_dir, bench_plan_path, empty_bench, is_bench, require_own_dir, submission, write_submission
+    simulated host is used where no GPU is. The bench launcher adopts the submission. Another file
+    with the name of a sweep the bench has is refused unless `replace_file` (`claim_sweep_name`)."""
+    from migbench.launch.bench import (
+        bench_dir,
+        bench_plan_path,
+        claim_sweep_name,
+        empty_bench,
+        is_bench,
+        require_own_dir,
+        submission,
+        write_submission,
+    )
     from migbench.plan import PlanGpu
     from migbench.planner.assemble import _planned
 
@@ -423,6 +441,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
     require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     require_own_dir(d)
+    claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file, dry=True)  # refused before anything is written
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
     if not bp.exists():
@@ -448,6 +467,7 @@ def submit_sweep(sweep: Sweep, sweep_file: Path, *, fleet: str | None, bench: st
             f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
             hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
         )
+    claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file)
     sub = submission(
         sweep.name,
         os.path.relpath(sweep_file),

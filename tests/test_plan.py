@@ -214,3 +214,26 @@ def test_plan_replaces_a_plan_but_not_another_file_without_force(tmp_path: Path)
     assert migbench("plan", "edits.yaml", "-o", "notes.txt", "--force", "--no-runs", cwd=tmp_path).returncode == 0
     assert Plan.load(tmp_path / "notes.txt", catalog=builtin()).name == "edits"
     assert migbench("plan", "edits.yaml", "-o", "notes.txt", "--no-runs", cwd=tmp_path).returncode == 0  # a plan now
+
+
+@pytest.mark.parametrize("content", [b"", b"kind: migbench-plan\n"])
+def test_reading_a_plans_identity_never_reads_a_huge_file_whole(tmp_path: Path, content: bytes) -> None:
+    """Guards: `status`, `logs` and `stop` read a plan file's head line by line, so a huge file without
+    a newline (a sparse file, a dataset passed by mistake) was read whole into memory (4 GiB for a
+    4 GiB file) before the size limit was said."""
+    import tracemalloc
+
+    from migbench.plan import IDENTITY_HEAD_BYTES, read_identity
+
+    huge = tmp_path / "huge.plan.yaml"
+    with open(huge, "wb") as f:
+        f.write(content)
+        f.truncate(300 * 2**20)  # sparse: no memory, no disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="too large for a plan file"):
+            read_identity(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * IDENTITY_HEAD_BYTES, peak

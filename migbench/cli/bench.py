@@ -19,6 +19,14 @@ def submit_cmd(
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
     bench_dir: Annotated[Optional[Path], typer.Option("--bench-dir", help=BENCH_DIR_HELP)] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the bench to take the sweep.", min=1.0)] = 120.0,
+    replace_file: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="This file takes over the bench's sweep of the same name, submitted before from another file "
+            "(its runs not in this file and not started are cancelled).",
+        ),
+    ] = False,
 ) -> None:
     from migbench.sweep.runnable import start_problems
     from migbench.workflows import submit_sweep, wait_adopted
@@ -26,7 +34,7 @@ def submit_cmd(
     con = console()
     sweep = load_sweep(sweep_file)
     warn(start_problems(sweep))
-    sub = submit_sweep(sweep, sweep_file, fleet=fleet, bench=bench_dir, say=con.print)
+    sub = submit_sweep(sweep, sweep_file, fleet=fleet, bench=bench_dir, replace_file=replace_file, say=con.print)
     con.print(wait_adopted(sub.inbox_file, sub.bench_plan, timeout, con.print))
     plan_arg = shlex.quote(str(sub.bench_plan))
     con.print(f"  follow the bench:  migbench status {plan_arg} --watch")

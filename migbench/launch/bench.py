@@ -256,6 +256,66 @@ def require_own_dir(d: Path) -> None:
         )
 
 
+def sources_dir(d: Path) -> Path:
+    return d / "sweeps"
+
+
+def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = False, dry: bool = False) -> None:
+    """The bench knows a sweep by its `name:` only, so two sweep files with the same name would be one
+    sweep: the second would cancel the first's waiting runs and skip its runs with the same ids as
+    done. Each name is claimed by the first file submitted under it (`sweeps/<name>.source` in the
+    bench directory holds the file's absolute path, created exclusively: of two racing submits of
+    two files, one claims it); another file with that name is refused, unless `take_over` (submit
+    --replace), which makes it the sweep's file from now on. `dry`: only refuse, write nothing."""
+    box = sources_dir(d)
+    path, mine = box / f"{name}.source", str(sweep_file.resolve())
+    if take_over:
+        if not dry:
+            _make_box(box)
+            write_text_atomic(path, mine + "\n")
+        return
+    theirs = _read_source(path)
+    if theirs is not None and theirs != mine:
+        raise MigbenchError(
+            f"the bench already has a sweep named {name}, submitted from {theirs}; {sweep_file} has the same name, so its runs would "
+            "replace that sweep's (its waiting runs cancelled, its finished runs of the same ids taken as done)",
+            hint=f"give this sweep another `name:`, or, if {sweep_file} is that sweep's file now, submit it with --replace",
+        )
+    if dry or theirs == mine:
+        return
+    _make_box(box)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # another submit claimed it meanwhile (or the record is damaged): decide again
+        if _read_source(path) is None:
+            write_text_atomic(path, mine + "\n")
+            return
+        return claim_sweep_name(d, name, sweep_file)
+    except OSError as exc:
+        raise MigbenchError(f"cannot record the sweep's file in {box}: {os_reason(exc)}", hint="check the bench directory (--bench-dir)") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(mine + "\n")
+
+
+def _make_box(box: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        box.mkdir(mode=0o700)
+
+
+def _read_source(path: Path) -> str | None:
+    """The file a sweep name was claimed by, read without following a link; None when unreadable
+    (a damaged record is claimed again)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        text = f.read(8192).decode("utf-8", "replace").strip()
+    return text or None
+
+
 def read_submission(path: Path) -> Plan:
     """A submission, read through a descriptor that never follows a link: a regular file owned by
     root or this user, of a plan's size at most; then checked as a plan file is."""

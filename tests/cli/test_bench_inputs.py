@@ -124,7 +124,7 @@ def test_a_submit_never_replaces_the_bench_plan_another_submit_made_meanwhile(tm
     a.write_text(SWEEP.format(name="a"))
     sub = workflows.submit_sweep(load_sweep(a), a, fleet=None, bench=bench)
     assert [r.id.split(".")[0] for r in Plan.load(sub.bench_plan).runs] == ["other", "other"]
-    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml", "inbox"]  # no temp file left
+    assert sorted(p.name for p in bench.iterdir()) == ["bench.plan.yaml", "inbox", "sweeps"]  # no temp file left
 
 
 def _write(path: Path, text: str) -> Path:
@@ -166,3 +166,38 @@ def test_status_of_one_sweep_of_the_bench_leaves_out_a_sweep_whose_name_extends_
     with pytest.raises(MigbenchError) as err:
         _one_sweep(doc, "b")  # type: ignore[arg-type]
     assert err.value.hint == "its sweeps: a, a.x"
+
+
+def test_submit_refuses_another_file_with_the_name_of_a_sweep_the_bench_has(tmp_path: Path):
+    """Guards: two sweep files with the same `name:` were one sweep on the bench: submitting the second
+    cancelled the first's waiting runs (and took its finished runs of the same ids as done) without a
+    word. Now it is refused before anything is written, and the hint names --replace."""
+    from migbench.launch.bench import claim_sweep_name
+
+    env = _host(tmp_path)
+    d = tmp_path / "bench"
+    d.mkdir(mode=0o700)
+    (tmp_path / "p1").mkdir()
+    first = tmp_path / "p1" / "a.yaml"
+    first.write_text(SWEEP.format(name="a"))
+    claim_sweep_name(d, "a", first)  # pipeline 1 submitted its sweep `a`
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a").replace("[0, 1]", "[0, 1, 2]"))  # pipeline 2's, same name
+    res = migbench("submit", "a.yaml", "--bench-dir", str(d), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "already has a sweep named a, submitted from" in res.stderr and str(first) in res.stderr, out
+    assert "--replace" in res.stderr and "Traceback" not in out, out
+    assert sorted(p.name for p in d.iterdir()) == ["sweeps"]  # no bench plan, no inbox, no bench started
+    assert (d / "sweeps" / "a.source").read_text().strip() == str(first)  # still pipeline 1's
+
+
+def test_stop_of_a_bench_that_is_not_running_points_to_submit(tmp_path: Path):
+    """Guards: `stop` of a bench plan whose bench had exited said "`migbench launch PLAN` resumes
+    them", which would launch the bench plan as a fixed plan; a bench is started again by a submit."""
+    d = tmp_path / "bench"
+    d.mkdir(mode=0o700)
+    plan = empty_bench([PlanGpu(0, "A100-SXM4-80GB")], [], LaunchSettings(), DurationModel())
+    plan.save(d / "bench.plan.yaml")
+    res = migbench("stop", str(d / "bench.plan.yaml"), cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "Error:" in res.stderr and "migbench submit SWEEP" in res.stderr and "migbench launch" not in res.stderr, out
+    assert "Traceback" not in out

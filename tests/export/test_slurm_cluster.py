@@ -9,6 +9,7 @@ turns the skips into failures. Every wait polls Slurm's state (squeue), never a 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,39 +224,58 @@ if [ "$SLURM_ARRAY_TASK_ID" = 0 ]; then exec $REAL_MIGBENCH "$@"; fi
 """
 
 
-def test_more_tasks_than_the_default_max_array_size_are_submitted_in_parts_and_each_task_runs_once(tmp_path):
-    """Issue 22 item 1: an array past MaxArraySize (default 1001) failed at sbatch, and set -e dropped the arrays after it.
-
-    1,005 tasks of one type on a cluster with Slurm's default MaxArraySize. To keep it well under a minute on 2 cores,
-    the array scripts run a recorder instead of `migbench exec` (0.5 s of CPU each), except for each part's first task,
-    which runs the real one; `migbench exec --index-offset` itself is tested in test_slurm_files_and_exec.py."""
-    n = 1005
-    text = sweep(
+def wide_sweep(n: int) -> str:
+    return sweep(
         "wide", ["n0", "n0"], f"  - name: t\n    command: true {{seed}}\n    parameters: {{seed: 'range(0,{n})'}}\n    memory: 4GiB\n    profiles: [1g.10gb]\n"
     )
-    r, plan = plan_and_export(tmp_path, text)
+
+
+def test_an_array_past_slurms_default_max_array_size_is_planned_in_parts(tmp_path):
+    """Issue 22 item 1: an array past MaxArraySize (default 1001) failed at sbatch, and set -e dropped the arrays after it.
+
+    1,005 tasks of one type on a cluster left at Slurm's default: `export --check` reads MaxArraySize 1001 from the
+    cluster and submits 2 arrays. Running them is the next test's, on a cluster whose MaxArraySize is small."""
+    r, plan = plan_and_export(tmp_path, wide_sweep(1005))
+    assert r.returncode == 0, r.stderr
+    (a,) = [x for x in arrays(plan) if x.tasks]
+    assert len(a.tasks) == 1005
+    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(tmp_path), mig_uuids=True) as c:
+        assert "MaxArraySize" not in c.conf.read_text()  # Slurm's default applies
+        r = migbench("export", "slurm", "p.yaml", "-o", "out", "--check", cwd=tmp_path, env={"SLURM_CONF": c.env["SLURM_CONF"]})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "MaxArraySize 1001 (the cluster's, from scontrol show config)" in r.stdout and "2 job arrays" in r.stdout
+    parts = sorted((tmp_path / "out" / "arrays").glob("*.sbatch"))
+    assert [re.search(r"--array=(\S+)%", p.read_text())[1] for p in parts] == ["0-1000", "0-3"]  # type: ignore[index]
+
+
+def test_more_tasks_than_the_clusters_max_array_size_are_submitted_in_parts_and_each_task_runs_once(tmp_path):
+    """Issue 22 item 1, run for real: 12 tasks on a cluster whose MaxArraySize is 5 (read from scontrol) go in 3 arrays
+    (0-4, 5-9, 10-11), and each task runs once. The array scripts run a recorder instead of `migbench exec`, except for
+    each part's first task, which runs the real one; `migbench exec --index-offset` itself is tested in
+    test_slurm_files_and_exec.py."""
+    n = 12
+    r, plan = plan_and_export(tmp_path, wide_sweep(n))
     assert r.returncode == 0, r.stderr
     (a,) = [x for x in arrays(plan) if x.tasks]
     assert len(a.tasks) == n
     ledger, rec = tmp_path / "ledger.txt", tmp_path / "recorder.sh"
     rec.write_text(RECORDER)
     rec.chmod(0o755)
-    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(tmp_path), mig_uuids=True) as c:
-        assert "MaxArraySize" not in c.conf.read_text()  # Slurm's default applies
+    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(tmp_path), mig_uuids=True, max_array_size=5) as c:
         r = migbench("export", "slurm", "p.yaml", "-o", "out", "--check", cwd=tmp_path, env={"SLURM_CONF": c.env["SLURM_CONF"]})
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "MaxArraySize 1001 (the cluster's, from scontrol show config)" in r.stdout and "2 job arrays" in r.stdout
+        assert "MaxArraySize 5 (the cluster's, from scontrol show config)" in r.stdout and "3 job arrays" in r.stdout
         submit(c, tmp_path, MIGBENCH=str(rec), LEDGER=str(ledger), REAL_MIGBENCH=f"{sys.executable} -m migbench")
-        c.wait_for(lambda: queue_empty(c), timeout=300, interval=1.0, what="the sweep's jobs to finish")
+        c.wait_for(lambda: queue_empty(c), timeout=300, interval=0.5, what="the sweep's jobs to finish")
         states = c.run(["squeue", "-h", "-r", "-t", "all", "-o", "%T"]).stdout.split()
     assert len(states) == n and set(states) == {"COMPLETED"}, sorted(set(states))
     rows = [line.split() for line in ledger.read_text().splitlines() if line]
     assert {row[0] for row in rows} == {a.name}
     indices = sorted(int(off) + int(k) for _, off, k, _ in rows)
     assert indices == list(range(n))  # every task exactly once
-    assert len({job for *_, job in rows}) == 2
+    assert len({job for *_, job in rows}) == 3
     sd = tmp_path / "runs" / "wide"
-    for first in (0, 1001):  # each part's first task ran for real: its run, on a MIG device of the type
+    for first in (0, 5, 10):  # each part's first task ran for real: its run, on a MIG device of the type
         (rid,) = a.tasks[first].runs
         eng = json.loads((sd / rid / "attempt-1" / "engine.json").read_text())
         assert json.loads((sd / rid / "attempt-1" / "exit.json").read_text())["returncode"] == 0

@@ -142,3 +142,32 @@ def test_a_submission_is_taken_out_of_the_inbox_even_when_its_summary_cannot_be_
     bench_mod.mark_adopted(sub, "sweep a submitted: 1 new run(s)")
     assert not sub.exists() and (inbox / "done" / sub.name).exists()
     assert bench_mod.adopted_summary(sub) == "submitted"  # what `submit` prints without the summary
+
+
+def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_request(tmp_path: Path):
+    """Guards: a second file with a sweep's name was taken as that sweep on the bench. The first file
+    submitted claims the name; the same file again passes; another is refused (also when the two
+    race: the record is created exclusively) unless it takes the name over; a damaged record is
+    claimed again."""
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    claim_sweep_name(d, "a", two, dry=True)  # a dry check claims nothing
+    assert not sources_dir(d).exists()
+    claim_sweep_name(d, "a", one)
+    claim_sweep_name(d, "a", tmp_path / "." / "one.yaml")  # the same file, however it is named
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", two)
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", two, dry=True)
+    claim_sweep_name(d, "b", two)  # other names are other sweeps
+    claim_sweep_name(d, "a", two, take_over=True)
+    claim_sweep_name(d, "a", two)
+    with pytest.raises(MigbenchError, match=str(two)):
+        claim_sweep_name(d, "a", one)
+    (sources_dir(d) / "a.source").write_bytes(b"")  # damaged: claimed again by the next file
+    claim_sweep_name(d, "a", one)
+    assert (sources_dir(d) / "a.source").read_text().strip() == str(one.resolve())

@@ -216,6 +216,7 @@ def local_slurm(
     scheduler_parameters: str = DEFAULT_SCHEDULER_PARAMETERS,
     mig_uuids: bool = False,
     nvml_gpu_name: str = "nvidia_a100",
+    max_array_size: int | None = None,
     start_timeout: float = 30.0,
     stop_timeout: float = 15.0,
 ) -> Iterator[Cluster]:
@@ -228,7 +229,8 @@ def local_slurm(
     on a MIG node (through Slurm's own ``fake_gpus.conf`` test hook): each unit is a MIG device
     (parent /dev/nvidiaN + two nvidia-caps devices, detected as ``<nvml_gpu_name>_<type>``) and
     jobs get ``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` (see ``Cluster.mig_devices``); otherwise each
-    unit is one plain device and jobs get an index. Raises SlurmUnavailable when it cannot run
+    unit is one plain device and jobs get an index. ``max_array_size``: slurm.conf's MaxArraySize
+    (left out: Slurm's default). Raises SlurmUnavailable when it cannot run
     here and SlurmStartError (with the daemons' logs) when the nodes are not IDLE in start_timeout.
     ``node_gres``: {node: {type: count}} gives nodes different GRES (a cluster shaped like a plan
     whose nodes have different layouts); ``nodes`` defaults to its keys and ``gres`` may be None.
@@ -323,6 +325,7 @@ def local_slurm(
                 cgroup=cgroup,
                 loopback_only=loopback_only,
                 scheduler_parameters=scheduler_parameters,
+                max_array_size=max_array_size,
             )
             try:
                 _start_daemons(cluster, procs, rundir, key, deadline)
@@ -584,6 +587,7 @@ def _write_configs(
     cgroup: bool,
     loopback_only: bool,
     scheduler_parameters: str,
+    max_array_size: int | None = None,
 ) -> None:
     if loopback_only:
         comm_params = "# listen on 127.0.0.1 only (what the host name resolves to), not INADDR_ANY\nCommunicationParameters=NoCtldInAddrAny,NoInAddrAny"
@@ -626,6 +630,7 @@ KillWait=2
 InactiveLimit=0
 SchedulerType=sched/backfill
 SchedulerParameters={scheduler_parameters}
+{f"MaxArraySize={max_array_size}" if max_array_size else ""}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
