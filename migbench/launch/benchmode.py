@@ -33,12 +33,12 @@ from migbench.launch.admission import Admission
 from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
-from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store
+from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store, instance_ref
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, build_fleet
 from migbench.planner.grow import instances_on
 from migbench.planner.recut import Decision, Recut, RecutSettings
-from migbench.types import InstanceRef, Layout
+from migbench.types import Layout
 
 
 def fleet_of(plan: Plan) -> list[FleetGpu]:
@@ -122,7 +122,7 @@ class BenchAdmission(Admission):
     def placed(self, rid: str, key: str) -> None:
         """A decision starts `rid` on `key`: its row names the instance."""
         row = self.journal.rows[rid]
-        row.home = row.queue = InstanceRef.parse(key)
+        row.home = row.queue = instance_ref(key)
         self.journal.mark(rid)
 
     def escalate(self, row: RunRow, need_mib: int, failed_on: str, running: Iterable[tuple[str, str]]) -> Queue | None:

@@ -20,7 +20,7 @@ from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.procs import read_json
 from migbench.launch.spec import Outcome, attempt_started, outcome_of, run_dir
-from migbench.launch.store import RunRow, Store, db_path, is_corrupt, is_full
+from migbench.launch.store import RunRow, Store, db_path, instance_ref, is_corrupt, is_full
 from migbench.types import InstanceRef
 
 _ATTEMPT_RE = re.compile(r"attempt-([1-9][0-9]{0,8})")
@@ -71,7 +71,7 @@ def scan_attempts(state_dir: str | os.PathLike[str], run_id: str) -> list[DiskAt
 def _instance(value: object) -> InstanceRef | None:
     """The instance key a `cmd.json` records, parsed (None when absent or not a key)."""
     try:
-        return InstanceRef.parse(value) if isinstance(value, str) and value else None
+        return instance_ref(value) if isinstance(value, str) and value else None
     except ValueError:
         return None
 

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Union
 
 from migbench.fsutil import create_private
 from migbench.state import DB_NAME as DB_NAME  # the state directory's file names live in migbench.state
-from migbench.types import InstanceRef
+from migbench.types import InstanceRef, Placement
 
 SCHEMA_VERSION = 1
 
@@ -173,8 +174,21 @@ RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
 _HOME, _QUEUE, _INSTANCE = (RUN_COLUMNS.index(c) for c in ("home", "queue", "instance"))
 
 
+@lru_cache(maxsize=4096)
+def instance_ref(text: str) -> InstanceRef:
+    """A key's text `<gpu>:<profile>@<start>` parsed once per text (a plan has tens of instances and
+    may have 30,000 rows; `InstanceRef` is frozen: the rows share it). Any profile name the catalogue
+    allows is taken; the text must be the key's own form, so that a row saved again stores the same."""
+    gpu, _, rest = text.partition(":")
+    profile, _, start = rest.rpartition("@")
+    ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and start.isdigit() else None
+    if ref is None or str(ref) != text:
+        raise ValueError(f"{text!r} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")
+    return ref
+
+
 def _ref(text: str | None) -> InstanceRef | None:
-    return None if text is None else InstanceRef.parse(text)
+    return None if text is None else instance_ref(text)
 
 
 def _queue(text: str | None) -> Queue | None:

@@ -91,3 +91,29 @@ def test_an_instance_key_that_does_not_parse_is_a_damaged_file(tmp_path):
     conn.close()
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
+
+
+def test_a_key_of_any_catalogue_profile_reads_and_writes_back_as_it_was(tmp_path):
+    """A user catalogue may name a profile outside the usual pattern (`Placement.parse` refuses
+    it): its rows read and write back the same text, and a key not in its own form is refused."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET home = '12:2g.20gb+lab2@10', queue = '12:2g.20gb+lab2@10' WHERE id = 'never-started'")
+    conn.commit()
+    conn.close()
+    before = _runs(db)
+    st = Store.create(db)
+    try:
+        row = st.runs()["never-started"]
+        assert row.home == row.queue == InstanceRef(12, Placement("2g.20gb+lab2", 10))
+        with st.transaction():
+            st.save_runs([row])
+    finally:
+        st.close(checkpoint=True)
+    assert _runs(db) == before
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET queue = '0:3g.40gb@04' WHERE id = 'never-started'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_state(tmp_path, lambda st: st.runs())
