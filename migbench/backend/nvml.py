@@ -12,6 +12,7 @@ memory in MiB (`memorySizeMB`); this module returns MiB everywhere.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,10 @@ _HINTS = {
     pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "libnvidia-ml.so.1 was not found (no NVIDIA driver on this machine)",
 }
+
+
+READ_TRIES = 5
+_CHANGED_MEANWHILE = (pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_NOT_FOUND)
 
 
 def _call(fn: Callable[..., Any], *args: Any, what: str, smi: str = "") -> Any:
@@ -94,6 +99,22 @@ class NvmlReader:
 
     # -- the whole host ------------------------------------------------------------------------
     def read(self) -> HostState:
+        """The whole host. A read that meets a handle another process's re-cut destroyed meanwhile
+        (a bench re-cutting one GPU while a run reads its own instance, `status` during an `apply`)
+        is read again, up to `READ_TRIES` times: the simulated driver answers Invalid Argument for a
+        handle it no longer knows; NVML's answer for such a handle is not documented, so Not Found
+        counts the same. Any other error, or the same one at the last try, is raised."""
+        for attempt in range(1, READ_TRIES + 1):
+            try:
+                return self._read_once()
+            except HardwareError as exc:
+                cause = exc.__cause__
+                if attempt == READ_TRIES or not isinstance(cause, pynvml.NVMLError) or cause.value not in _CHANGED_MEANWHILE:
+                    raise
+                time.sleep(0.02 * attempt)  # let the re-cut finish
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_once(self) -> HostState:
         self.open()
         driver = _s(_call(pynvml.nvmlSystemGetDriverVersion, what="nvmlSystemGetDriverVersion", smi="nvidia-smi -q"))
         n = _call(pynvml.nvmlDeviceGetCount, what="nvmlDeviceGetCount", smi="nvidia-smi -L")

@@ -327,3 +327,45 @@ def test_device_usage_reads_only_the_named_devices_and_drops_gone_ones(tmp_path,
         host.destroy_gpu_instance(0, gi.id)
         assert r.device_usage([dev]) == {}
         r.close()
+
+
+def test_a_read_that_meets_an_instance_destroyed_meanwhile_is_read_again(tmp_path, monkeypatch):
+    """Guards: a run reading its instance's compute share (the toy trainer) failed with "NVML
+    nvmlComputeInstanceGetInfo failed: Invalid Argument" when the bench re-cut another GPU during
+    the read: the compute instance listed a moment before was gone. The read is taken again; an
+    error that stays is still raised."""
+    from migbench.backend.nvml import READ_TRIES, NvmlReader
+    from migbench.errors import HardwareError
+
+    host = init_host(tmp_path, "A100-SXM4-40GB", 2, mig=True)
+    keep = host.create_gpu_instance(0, 19)
+    host.create_compute_instance(0, keep.id)
+    gone = host.create_gpu_instance(1, 19)
+    gone_ci = host.create_compute_instance(1, gone.id)
+    real = N.nvmlComputeInstanceGetInfo
+    calls = {"n": 0}
+
+    def recut_meanwhile(ci):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:  # GPU 1's instance is listed, then destroyed before its info is read
+            host.destroy_compute_instance(1, gone.id, gone_ci.id)
+            host.destroy_gpu_instance(1, gone.id)
+        return real(ci)
+
+    with fake_nvml.installed(tmp_path):
+        r = NvmlReader(simulated=True)
+        monkeypatch.setattr(N, "nvmlComputeInstanceGetInfo", recut_meanwhile)
+        state = r.read()
+        assert [len(g.instances) for g in state.gpus] == [1, 0]  # the host as it is after the re-cut
+        assert calls["n"] >= 3
+
+        def broken(ci):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            raise N.NVMLError(N.NVML_ERROR_INVALID_ARGUMENT)
+
+        monkeypatch.setattr(N, "nvmlComputeInstanceGetInfo", broken)
+        calls["n"] = 0
+        with pytest.raises(HardwareError, match="Invalid Argument"):
+            r.read()
+        assert calls["n"] == READ_TRIES
+        r.close()
