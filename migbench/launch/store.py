@@ -475,6 +475,21 @@ def check_integrity(conn: sqlite3.Connection) -> None:
     rows = conn.execute("PRAGMA quick_check").fetchall()
     if [r[0] for r in rows] != ["ok"]:
         raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0] if rows else 'no answer'})")
+    check_keys(conn)
+
+
+def check_keys(conn: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError (a damaged file, `is_corrupt`) where a `runs` row's instance key
+    does not parse: found when the file is opened, not half-way through a command that read it."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is None:
+        return
+    for col, parse in (("home", _ref), ("queue", _queue), ("instance", _ref)):
+        for (text,) in conn.execute(f"SELECT DISTINCT {col} FROM runs").fetchall():
+            try:
+                parse(text)
+            except (TypeError, ValueError) as exc:
+                (rid,) = conn.execute(f"SELECT id FROM runs WHERE {col} IS ? LIMIT 1", (text,)).fetchone()
+                raise sqlite3.DatabaseError(f"malformed runs row {rid!r}: {exc}") from None
 
 
 T = TypeVar("T")

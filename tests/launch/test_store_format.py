@@ -117,3 +117,26 @@ def test_a_key_of_any_catalogue_profile_reads_and_writes_back_as_it_was(tmp_path
     conn.close()
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
+
+
+@pytest.mark.slow
+def test_a_key_that_does_not_parse_is_found_when_the_file_is_opened(tmp_path):
+    """Bug: a runs row whose key does not parse made `report` and `launch` (resume) an internal error
+    (DatabaseError from `Store.runs()` after the file was opened): it is a damaged file when opened,
+    so `report` says so and the launcher moves it aside and rebuilds, as the hint promises."""
+    from migbench.launch.rebuild import open_store
+    from migbench.report.data import read_launch
+
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET home = 'x:1g.10gb@0' WHERE id = 'never-started'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_launch(tmp_path)
+    st, note = open_store(tmp_path)
+    try:
+        assert note is not None and "malformed runs row 'never-started'" in note and "moved it to launch.db.damaged-" in note
+        assert st.runs() == {}
+    finally:
+        st.close()
