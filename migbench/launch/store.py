@@ -183,7 +183,8 @@ def instance_ref(text: str) -> InstanceRef:
     profile, _, start = rest.rpartition("@")
     ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and start.isdigit() else None
     if ref is None or str(ref) != text:
-        raise ValueError(f"{text!r} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")
+        shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
+        raise ValueError(f"{shown} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")
     return ref
 
 

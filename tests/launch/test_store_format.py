@@ -140,3 +140,16 @@ def test_a_key_that_does_not_parse_is_found_when_the_file_is_opened(tmp_path):
         assert st.runs() == {}
     finally:
         st.close()
+
+
+def test_a_huge_key_that_does_not_parse_is_not_echoed_whole(tmp_path):
+    """Bug: a runs row with a 5 MB instance text printed all 5 MB in status's error: the error
+    shows its head and its length."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", ("A" * 1_000_000,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match=r"malformed runs row 'never-started': 'A+'\.\.\. \(1000000 characters\)") as err:
+        read_state(tmp_path, lambda st: st.runs())
+    assert len(str(err.value)) < 1000
