@@ -298,6 +298,12 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     --replace), which makes it the sweep's file from now on. `dry`: only refuse, write nothing."""
     box = sources_dir(d)
     path, mine = box / f"{name}.source", str(sweep_file.resolve())
+    why = untrusted_reason(box)
+    if why is not None:  # another user could claim (or take) the bench's sweep names there
+        raise MigbenchError(
+            f"refusing {box}, where the bench records which file each sweep name belongs to: {why}",
+            hint=f"remove {box} (the next submit of each sweep records it again) or make it yours alone (`chown`, `chmod go-w`)",
+        )
     if take_over:
         if not dry:
             _make_box(box)

@@ -171,3 +171,23 @@ def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_reques
     (sources_dir(d) / "a.source").write_bytes(b"")  # damaged: claimed again by the next file
     claim_sweep_name(d, "a", one)
     assert (sources_dir(d) / "a.source").read_text().strip() == str(one.resolve())
+
+
+def test_a_sweep_name_record_another_user_may_write_is_refused(tmp_path: Path):
+    """Bug: the records of which file claimed each sweep name (`sweeps/` in the bench directory)
+    were believed wherever they lay: in a `sweeps/` another user may write, that user could claim a
+    sweep's name first (its submit refused) or plant a FIFO there. Such a directory is refused."""
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    sources_dir(d).mkdir()
+    sources_dir(d).chmod(0o777)
+    (sources_dir(d) / "a.source").write_text("/elsewhere/theirs.yaml\n")
+    for kw in ({}, {"dry": True}, {"take_over": True}):
+        with pytest.raises(MigbenchError, match="refusing .*sweeps, where the bench records .* writable by every user"):
+            claim_sweep_name(d, "a", tmp_path / "one.yaml", **kw)
+    sources_dir(d).chmod(0o700)
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", tmp_path / "one.yaml")
