@@ -304,6 +304,15 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
             f"refusing {box}, where the bench records which file each sweep name belongs to: {why}",
             hint=f"remove {box} (the next submit of each sweep records it again) or make it yours alone (`chown`, `chmod go-w`)",
         )
+    try:
+        odd = not stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        odd = False
+    if odd:
+        raise MigbenchError(
+            f"{path} is not a regular file: the bench records there which file the sweep name {name} belongs to",
+            hint=f"remove it (`rm -r {path}`) and submit again: the sweep's file is recorded again",
+        )
     if take_over:
         if not dry:
             _make_box(box)
@@ -344,9 +353,10 @@ def _read_source(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
         text = f.read(8192).decode("utf-8", "replace").strip()
     return text or None
 

@@ -191,3 +191,23 @@ def test_a_sweep_name_record_another_user_may_write_is_refused(tmp_path: Path):
     sources_dir(d).chmod(0o700)
     with pytest.raises(MigbenchError, match="already has a sweep named a"):
         claim_sweep_name(d, "a", tmp_path / "one.yaml")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink"])
+def test_a_sweep_name_record_that_is_not_a_regular_file_is_refused_in_words(tmp_path: Path, kind: str):
+    """Bug: a directory at `sweeps/<name>.source` made submit say "3: is a directory" (a file
+    descriptor's number), and a FIFO or link there "give the file's name", a name the user never
+    gave: each says what the record is and to remove it."""
+    import os
+
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    sources_dir(d).mkdir(parents=True)
+    rec = sources_dir(d) / "a.source"
+    {"directory": rec.mkdir, "fifo": lambda: os.mkfifo(rec), "symlink": lambda: rec.symlink_to(tmp_path / "x")}[kind]()
+    for kw in ({}, {"dry": True}, {"take_over": True}):
+        with pytest.raises(MigbenchError, match=r"a\.source is not a regular file: the bench records there .* sweep name a") as err:
+            claim_sweep_name(d, "a", tmp_path / "one.yaml", **kw)
+        assert "remove it" in str(err.value.hint)
