@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -328,8 +329,15 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     if dry or theirs == mine:
         return
     _make_box(box)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:  # the record appears with its text (linked from a temp file): never empty while another submit reads it
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.source.", suffix=".new", dir=box)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine + "\n")
+            os.link(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     except FileExistsError:  # another submit claimed it meanwhile (or the record is damaged): decide again
         if _read_source(path) is None:
             write_text_atomic(path, mine + "\n")
@@ -337,8 +345,6 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
         return claim_sweep_name(d, name, sweep_file)
     except OSError as exc:
         raise MigbenchError(f"cannot record the sweep's file in {box}: {os_reason(exc)}", hint="check the bench directory (--bench-dir)") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(mine + "\n")
 
 
 def _make_box(box: Path) -> None:

@@ -211,3 +211,41 @@ def test_a_sweep_name_record_that_is_not_a_regular_file_is_refused_in_words(tmp_
         with pytest.raises(MigbenchError, match=r"a\.source is not a regular file: the bench records there .* sweep name a") as err:
             claim_sweep_name(d, "a", tmp_path / "one.yaml", **kw)
         assert "remove it" in str(err.value.hint)
+
+
+def test_of_two_racing_claims_of_a_sweep_name_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Bug: a claim created the record empty, then wrote it: a second submit of another file that
+    came in between read the empty record as damaged, claimed the name too, and both submits went
+    on. Here the second claim runs right after the first one's first exclusive create in sweeps/."""
+    import os
+
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    real_open, outcome = os.open, {}
+
+    def racing_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_EXCL and str(sources_dir(d)) in str(path) and "two" not in outcome:
+            outcome["two"] = "pending"
+            try:
+                claim_sweep_name(d, "a", two)
+                outcome["two"] = "claimed"
+            except MigbenchError:
+                outcome["two"] = "refused"
+        return fd
+
+    monkeypatch.setattr(bench.os, "open", racing_open)
+    try:
+        claim_sweep_name(d, "a", one)
+        outcome["one"] = "claimed"
+    except MigbenchError:
+        outcome["one"] = "refused"
+    monkeypatch.undo()
+    assert sorted(outcome.values()) == ["claimed", "refused"]
+    winner = one if outcome["one"] == "claimed" else two
+    assert (sources_dir(d) / "a.source").read_text().strip() == str(winner.resolve())
