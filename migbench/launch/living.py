@@ -50,7 +50,6 @@ def layouts_of(plan: Plan) -> dict[int, Layout]:
     return {g.gpu: tuple(plan.layout(g.gpu)) for g in plan.fleet}
 
 
-HELD_END_S = HELD_END_S  # when an instance another launch holds is expected to be free (planner.recut)
 
 
 def host_now(plan: Plan, models: Mapping[int, GpuModel], live: Iterable[Live], st: RecutSettings, held: Iterable[str] = ()) -> list[GpuNow]:
