@@ -50,8 +50,6 @@ def layouts_of(plan: Plan) -> dict[int, Layout]:
     return {g.gpu: tuple(plan.layout(g.gpu)) for g in plan.fleet}
 
 
-
-
 def host_now(plan: Plan, models: Mapping[int, GpuModel], live: Iterable[Live], st: RecutSettings, held: Iterable[str] = ()) -> list[GpuNow]:
     """The GPUs as `replan` sees them: the bench plan's layouts, each instance with its live runs;
     a run's expected end is its start plus its work at the rate its instance gives it now. An
