@@ -181,7 +181,8 @@ def instance_ref(text: str) -> InstanceRef:
     allows is taken; the text must be the key's own form, so that a row saved again stores the same."""
     gpu, _, rest = text.partition(":")
     profile, _, start = rest.rpartition("@")
-    ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and start.isdigit() else None
+    plain = profile.isprintable() and not any(c.isspace() for c in profile)  # a control character reaches the terminal
+    ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and plain and start.isdigit() else None
     if ref is None or str(ref) != text:
         shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
         raise ValueError(f"{shown} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")

@@ -153,3 +153,17 @@ def test_a_huge_key_that_does_not_parse_is_not_echoed_whole(tmp_path):
     with pytest.raises(MigbenchError, match=r"malformed runs row 'never-started': 'A+'\.\.\. \(1000000 characters\)") as err:
         read_state(tmp_path, lambda st: st.runs())
     assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize("profile", ["1g.10gb\x1b[2J", "1g.10gb\x00", "1g 10gb", "1g.10gb\n"])
+def test_a_key_whose_profile_holds_a_control_character_is_a_damaged_file(tmp_path, profile):
+    """Bug: any profile text was taken as a key's, so a row holding a terminal escape (ESC [ 2 J
+    clears the screen) had `status` print it raw to the terminal; a profile is printable text
+    without spaces, as every catalogue's is."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", (f"0:{profile}@0",))
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_state(tmp_path, lambda st: st.runs())
