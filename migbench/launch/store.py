@@ -500,6 +500,18 @@ T = TypeVar("T")
 _RECOVER = "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories (finished runs are not run again)"
 
 
+def _recover(db: Path) -> str:
+    """How to recover a damaged or empty launch.db: a bench's (`<bench dir>/runs/bench/`, beside
+    its bench.plan.yaml) is taken over by the next submit, whose bench moves it aside; `launch` of
+    the bench plan would be refused (the plan changed with each re-cut)."""
+    from migbench.launch.bench import BENCH_NAME, bench_plan_path
+
+    sd = db.parent
+    if sd.name == BENCH_NAME and bench_plan_path(sd.parent.parent).is_file():
+        return _RECOVER.replace("`migbench launch PLAN`", "`migbench submit SWEEP` (which starts the bench again)")
+    return _RECOVER
+
+
 def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
     from migbench.errors import MigbenchError
 
@@ -508,10 +520,10 @@ def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
     except OSError:
         empty = False
     if empty:
-        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_RECOVER)
+        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_recover(db))
     if is_corrupt(exc):
-        return MigbenchError(f"{db} is damaged: {exc}", hint=_RECOVER)
-    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _RECOVER)
+        return MigbenchError(f"{db} is damaged: {exc}", hint=_recover(db))
+    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _recover(db))
 
 
 def open_checked(sd: str | os.PathLike[str]) -> Store:

@@ -167,3 +167,20 @@ def test_a_key_whose_profile_holds_a_control_character_is_a_damaged_file(tmp_pat
     conn.close()
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
+
+
+def test_a_damaged_launch_db_of_a_bench_points_to_submit(tmp_path):
+    """Bug: a bench's damaged launch.db said "the next `migbench launch PLAN` moves it aside", but
+    launch of the bench plan is refused (its state was made from the plan before the re-cuts): the
+    next submit's bench moves it aside; a sweep's state dir still points to launch."""
+    sd = tmp_path / "bench" / "runs" / "bench"
+    sd.mkdir(parents=True)
+    (tmp_path / "bench" / "bench.plan.yaml").write_text("kind: migbench-plan\n")
+    (sd / "launch.db").write_bytes(b"not a database, " * 100)
+    with pytest.raises(MigbenchError) as err:
+        read_state(sd, lambda st: st.runs())
+    assert "`migbench submit SWEEP` (which starts the bench again) moves it aside" in str(err.value.hint)
+    (tmp_path / "bench" / "bench.plan.yaml").unlink()
+    with pytest.raises(MigbenchError) as err:
+        read_state(sd, lambda st: st.runs())
+    assert "the next `migbench launch PLAN` moves it aside" in str(err.value.hint)
