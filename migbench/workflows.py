@@ -33,7 +33,7 @@ from migbench.fsutil import require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import key_of
-from migbench.plan import Plan
+from migbench.plan import Plan, PlanGpu
 from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
@@ -417,13 +417,10 @@ def submit_sweep(
         bench_plan_path,
         bench_wide_differences,
         claim_sweep_name,
-        empty_bench,
-        is_bench,
         require_own_dir,
         submission,
         write_submission,
     )
-    from migbench.plan import PlanGpu
     from migbench.planner.assemble import _planned
 
     if not sweep.runs:
@@ -445,6 +442,33 @@ def submit_sweep(
     claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file, dry=True)  # refused before anything is written
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
+    have = _bench_plan_for(d, bp, sweep, fleet_gpus, gpus)
+    claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file)
+    differ = bench_wide_differences(have.launch, sweep.launch)
+    if differ:
+        say(
+            f"note: the bench applies its own launch settings to every run; this sweep's {'; '.join(differ)} "
+            "are not used (each run keeps its own retries, env, workdir and timeout)"
+        )
+    sub = submission(
+        sweep.name,
+        os.path.relpath(sweep_file),
+        sweep.sha256,
+        gpus,
+        [_planned(r, None) for r in sweep.runs],
+        sweep.launch,
+        sweep_file.resolve().parent,
+        sweep.duration_model,
+    )
+    return Submitted(bp, write_submission(d, sub), len(sub.runs))
+
+
+def _bench_plan_for(d: Path, bp: Path, sweep: Sweep, fleet_gpus: Sequence[FleetGpu], gpus: Sequence[PlanGpu]) -> Plan:
+    """The bench plan a submission goes to: made on the host's layout as it is when there is none
+    (never over one another submit made meanwhile), refused when it is not a bench plan or is for
+    another fleet."""
+    from migbench.launch.bench import empty_bench, is_bench
+
     if not bp.exists():
         host = read_host_if_available()
         layouts = host.layouts() if host is not None else {}
@@ -468,24 +492,7 @@ def submit_sweep(
             f"the bench in {d} is for another fleet ({', '.join(f'{g.gpu}:{g.model}' for g in have.fleet)})",
             hint="submit the sweep with the bench's fleet (--fleet), or give another bench directory (--bench-dir)",
         )
-    claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file)
-    differ = bench_wide_differences(have.launch, sweep.launch)
-    if differ:
-        say(
-            f"note: the bench applies its own launch settings to every run; this sweep's {'; '.join(differ)} "
-            "are not used (each run keeps its own retries, env, workdir and timeout)"
-        )
-    sub = submission(
-        sweep.name,
-        os.path.relpath(sweep_file),
-        sweep.sha256,
-        gpus,
-        [_planned(r, None) for r in sweep.runs],
-        sweep.launch,
-        sweep_file.resolve().parent,
-        sweep.duration_model,
-    )
-    return Submitted(bp, write_submission(d, sub), len(sub.runs))
+    return have
 
 
 def _create_once(plan: Plan, path: Path) -> None:

@@ -53,6 +53,7 @@ plan_like = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(plan_like)
 def test_the_fast_writer_writes_plan_shaped_documents_as_pyyaml_does(doc):

@@ -7,6 +7,7 @@ starting at one of its legal `starts`; `profile@start` (e.g. `3g.40gb@4`) names 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -271,7 +272,11 @@ class GpuModel:
         return list(_enumerate_layouts(self, names, maximal))
 
 
-def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -> list[Layout]:
+@functools.lru_cache(maxsize=256)
+def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -> tuple[Layout, ...]:
+    """The search behind `GpuModel.layouts`, once per (model, profiles): a model is a frozen value
+    (its geometry, driver and rules), so its layouts never change; `catalog`, the planner, apply and
+    the bench's re-plan step ask for them again and again (0.7 s of CPU per `migbench catalog`)."""
     cands: list[tuple[Placement, Profile]] = []
     for n in names:
         prof = model.profile(n)
@@ -298,7 +303,7 @@ def _enumerate_layouts(model: GpuModel, names: tuple[str, ...], maximal: bool) -
 
     rec(0)
     out.sort(key=lambda lay: [(p.start, p.profile) for p in lay])
-    return out
+    return tuple(out)
 
 
 def profile_order(p: Profile) -> tuple:

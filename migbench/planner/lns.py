@@ -20,8 +20,8 @@ of them alone changes nothing at the top. The neighbourhoods here take many runs
   ones, whatever their GPUs (a flat top of many instances ending together comes down only when
   work flows from all of them at once to where there is room).
 
-A deal moves the runs that at least two of its instances may take, each among those it fits; each
-neighbourhood is dealt `DEALS` times (longest first, then with seeded noise on the order) and the
+A deal moves the runs that every one of its instances may take (the band's: those that at least two
+of them may take, each among those it fits); each neighbourhood is dealt `DEALS` times (longest first, then with seeded noise on the order) and the
 deal with the best finish profile of its instances is the one repaired.
 
 Each repaired plan gets a short local search (its allowance grows with the sweep up to `POLISH_CAP`
@@ -69,11 +69,13 @@ def _fits(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> bool:
     return st.slot_type[key] in ev.types_of[rid] and ev.jobs[rid].memory_mib <= st.slots[key].memory_mib
 
 
-def _deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random | None) -> InstanceQueues | None:
-    """The runs of `keys` that at least two of them may take, dealt again among those they fit (the
-    others stay where they are): longest first (noisy with `rng`), each to the instance of `keys`
-    it fits where it then finishes first (near ties: the least-loaded)."""
-    pool = [r for k in keys for r in st.q[k] if sum(_fits(ev, st, k2, r) for k2 in keys) >= 2]
+def _deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random | None, some: bool = False) -> InstanceQueues | None:
+    """The runs of `keys` that every one of them may take (with `some`: that at least two of them
+    may take), dealt again among those they fit (the others stay where they are): longest first
+    (noisy with `rng`), each to the instance of `keys` it fits where it then finishes first (near
+    ties: the least-loaded)."""
+    need = 2 if some else len(keys)
+    pool = [r for k in keys for r in st.q[k] if sum(_fits(ev, st, k2, r) for k2 in keys) >= need]
     if len(pool) < 2:
         return None
     taken = set(pool)
@@ -196,12 +198,14 @@ def _unload(st: InstanceQueues, ev: Evaluator, src: str) -> InstanceQueues | Non
     return new
 
 
-def _best_deal(st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random, tries: int, noisy: bool) -> InstanceQueues | None:
+def _best_deal(
+    st: InstanceQueues, ev: Evaluator, keys: Sequence[str], rng: random.Random, tries: int, noisy: bool, some: bool = False
+) -> InstanceQueues | None:
     """The best of `tries` deals of `keys` (the first in plain longest-first order unless `noisy`),
     by the finish profile of those instances."""
     best: InstanceQueues | None = None
     for t in range(tries):
-        cand = _deal(st, ev, keys, rng if (noisy or t) else None)
+        cand = _deal(st, ev, keys, rng if (noisy or t) else None, some)
         if cand is None:
             return best
         if best is None or better([cand.fin[k] for k in keys], [best.fin[k] for k in keys]):
@@ -251,7 +255,7 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
                 name = "band"
                 early = sorted((k for k in best.slots if k not in late), key=lambda k: (best.fin[k], k))
                 keys = late[:BAND] + early[:BAND]
-            cand = _best_deal(best, ev, keys, rng, DEALS, bool(stale)) if len(keys) > 1 else None
+            cand = _best_deal(best, ev, keys, rng, DEALS, bool(stale), name == "band") if len(keys) > 1 else None
         if cand is None:
             stale += 1
         else:

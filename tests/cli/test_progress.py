@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+import pytest
 from rich.console import Console
 
 from migbench.cli.progress import PlanProgress, describe
@@ -34,6 +35,7 @@ def test_on_a_terminal_the_line_appears_only_after_a_second():
     assert "solving (searching layouts and queues)" in buf.getvalue() and "gap 50.0%" in buf.getvalue()
 
 
+@pytest.mark.slow
 def test_piped_and_json_output_carry_no_progress(tmp_path):
     r = migbench("plan", "sweeps/phase2-ablations.yaml", "-o", str(tmp_path / "p.yaml"), "--json")
     assert r.returncode == 0, r.stderr

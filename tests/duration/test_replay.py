@@ -3,6 +3,7 @@ scheduling starts what fits, in priority order."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ slot_st = st.tuples(st.sampled_from([10240, 20480, 40960]), st.sampled_from([1 /
     slots=st.lists(slot_st, min_size=4, max_size=4),
     interference=st.sampled_from([0.0, 0.1]),
 )
+@pytest.mark.slow
 def test_one_instance_played_alone_equals_the_fleet_replay_exactly(queues, slots, interference):
     sl = [Slot(f"s{i}", mem, cap, f"s{i}") for i, (mem, cap) in enumerate(slots[: len(queues)])]
     jobs, q = [], {}

@@ -40,6 +40,7 @@ def test_the_comparisons_play_every_run_and_stay_above_the_bound():
     assert bound <= living.makespan_s and bound <= workaround.makespan_s
 
 
+@pytest.mark.slow
 def test_the_summary_over_seeds_has_each_case_above_the_bound():
     """The (a)-against-(d) summary: one row per case, every excess over the bound >= 0."""
     rows = [line for line in across_seeds(2).splitlines() if line.startswith("| two") or line.startswith("| one")]

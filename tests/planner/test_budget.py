@@ -34,6 +34,7 @@ def test_the_budget_is_half_the_limit_and_the_deadline_keeps_back_the_writing_ti
     assert b.left() == pytest.approx(3.0) and b.share(0.5) == pytest.approx(1.5)
 
 
+@pytest.mark.slow
 def test_a_plan_does_not_depend_on_the_clock_until_the_hard_stop(monkeypatch):
     """Every decision comes from the deterministic budget: a clock that jumps about (but stays
     before the deadline) gives the same plan as the real one."""

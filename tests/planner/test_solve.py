@@ -114,6 +114,7 @@ def test_runs_that_do_not_fit_at_once_queue_in_waves_on_the_same_layout():
     assert waves == [0, 0, 1, 1, 2]
 
 
+@pytest.mark.slow
 def test_makespan_mode_reports_a_valid_bound_and_gap():
     runs = [R(f"a{i}", 2560, 8 * 3600, 0.1, 4) for i in range(40)] + [R(f"f{i}", 61440, 18 * 3600) for i in range(3)]
     fl = fleet(("A100-SXM4-80GB", 2))
