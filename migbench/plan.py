@@ -527,7 +527,9 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
         else:  # no end of the head within the bytes read: not as `plan` writes it
             raise ValueError("no plan head")
         doc = yamlio.load("".join(head))
-        if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict):
+        # the launch settings in the head too: a plan whose `launch:` follows its runs (keys reordered by
+        # hand or by a YAML tool) is read whole, not taken as having the default settings (its log_dir)
+        if isinstance(doc, dict) and doc.get("kind") == PLAN_KIND and isinstance(doc.get("sweep"), dict) and isinstance(doc.get("launch"), dict):
             name, launch = doc["sweep"]["name"], LaunchSettings.from_dict(doc.get("launch"))
             # they become paths: trusted only as the full check would (else Plan.load says what is wrong)
             if safe_name(name) and not bad_path(launch.log_dir):

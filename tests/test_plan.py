@@ -237,3 +237,24 @@ def test_reading_a_plans_identity_never_reads_a_huge_file_whole(tmp_path: Path, 
     finally:
         tracemalloc.stop()
     assert peak < 4 * IDENTITY_HEAD_BYTES, peak
+
+
+@pytest.mark.slow
+def test_a_plans_identity_with_its_launch_settings_after_its_runs_is_read_whole(tmp_path: Path) -> None:
+    """Bug: a plan whose `launch:` follows its `runs:` (keys reordered by hand or by a YAML tool)
+    was read by `status`, `logs` and `stop` with the default launch settings: its log_dir (so its
+    state directory) was taken as `runs`, while `launch` used the plan's."""
+    from migbench.plan import read_identity
+
+    (tmp_path / "edits.yaml").write_text(SWEEP)
+    assert migbench("plan", "edits.yaml", "-o", "p.yaml", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "p.yaml").read_text()
+    doc = yaml.safe_load(text)
+    launch = doc.pop("launch")
+    launch["log_dir"] = "custom"
+    doc["launch"] = launch
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert moved.read_text().index("\nlaunch:") > moved.read_text().index("\nruns:")
+    name, settings = read_identity(moved)
+    assert (name, settings.log_dir) == (Plan.load(moved).name, "custom")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -298,6 +299,21 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     --replace), which makes it the sweep's file from now on. `dry`: only refuse, write nothing."""
     box = sources_dir(d)
     path, mine = box / f"{name}.source", str(sweep_file.resolve())
+    why = untrusted_reason(box)
+    if why is not None:  # another user could claim (or take) the bench's sweep names there
+        raise MigbenchError(
+            f"refusing {box}, where the bench records which file each sweep name belongs to: {why}",
+            hint=f"remove {box} (the next submit of each sweep records it again) or make it yours alone (`chown`, `chmod go-w`)",
+        )
+    try:
+        odd = not stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        odd = False
+    if odd:
+        raise MigbenchError(
+            f"{path} is not a regular file: the bench records there which file the sweep name {name} belongs to",
+            hint=f"remove it (`rm -r {path}`) and submit again: the sweep's file is recorded again",
+        )
     if take_over:
         if not dry:
             _make_box(box)
@@ -313,8 +329,15 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     if dry or theirs == mine:
         return
     _make_box(box)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:  # the record appears with its text (linked from a temp file): never empty while another submit reads it
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.source.", suffix=".new", dir=box)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine + "\n")
+            os.link(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     except FileExistsError:  # another submit claimed it meanwhile (or the record is damaged): decide again
         if _read_source(path) is None:
             write_text_atomic(path, mine + "\n")
@@ -322,8 +345,6 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
         return claim_sweep_name(d, name, sweep_file)
     except OSError as exc:
         raise MigbenchError(f"cannot record the sweep's file in {box}: {os_reason(exc)}", hint="check the bench directory (--bench-dir)") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(mine + "\n")
 
 
 def _make_box(box: Path) -> None:
@@ -338,9 +359,10 @@ def _read_source(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
         text = f.read(8192).decode("utf-8", "replace").strip()
     return text or None
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from migbench.catalog.model import GpuModel
 from migbench.duration import Demand, rate
 from migbench.plan import Plan, PlanInstance
-from migbench.planner.recut import Decision, GpuNow, LiveInstance, LiveRun, Recut, RecutSettings, Waiting, replan, slot_of
+from migbench.planner.recut import HELD_END_S, Decision, GpuNow, LiveInstance, LiveRun, Recut, RecutSettings, Waiting, replan, slot_of
 from migbench.types import InstanceRef, Layout, Placement, layout_key
 
 
@@ -48,10 +48,6 @@ class Pending:
 def layouts_of(plan: Plan) -> dict[int, Layout]:
     """Each GPU's layout in the bench plan."""
     return {g.gpu: tuple(plan.layout(g.gpu)) for g in plan.fleet}
-
-
-HELD_END_S = 1e12
-"""When an instance another launch holds is expected to be free: not within any plan's horizon."""
 
 
 def host_now(plan: Plan, models: Mapping[int, GpuModel], live: Iterable[Live], st: RecutSettings, held: Iterable[str] = ()) -> list[GpuNow]:

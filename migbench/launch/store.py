@@ -181,9 +181,11 @@ def instance_ref(text: str) -> InstanceRef:
     allows is taken; the text must be the key's own form, so that a row saved again stores the same."""
     gpu, _, rest = text.partition(":")
     profile, _, start = rest.rpartition("@")
-    ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and start.isdigit() else None
+    plain = profile.isprintable() and not any(c.isspace() for c in profile)  # a control character reaches the terminal
+    ref = InstanceRef(int(gpu), Placement(profile, int(start))) if gpu.isdigit() and profile and plain and start.isdigit() else None
     if ref is None or str(ref) != text:
-        raise ValueError(f"{text!r} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")
+        shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
+        raise ValueError(f"{shown} is not an instance key (gpu:profile@start, e.g. 0:3g.40gb@4)")
     return ref
 
 
@@ -475,12 +477,39 @@ def check_integrity(conn: sqlite3.Connection) -> None:
     rows = conn.execute("PRAGMA quick_check").fetchall()
     if [r[0] for r in rows] != ["ok"]:
         raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0] if rows else 'no answer'})")
+    check_keys(conn)
+
+
+def check_keys(conn: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError (a damaged file, `is_corrupt`) where a `runs` row's instance key
+    does not parse: found when the file is opened, not half-way through a command that read it."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is None:
+        return
+    for col, parse in (("home", _ref), ("queue", _queue), ("instance", _ref)):
+        for (text,) in conn.execute(f"SELECT DISTINCT {col} FROM runs").fetchall():
+            try:
+                parse(text)
+            except (TypeError, ValueError) as exc:
+                (rid,) = conn.execute(f"SELECT id FROM runs WHERE {col} IS ? LIMIT 1", (text,)).fetchone()
+                raise sqlite3.DatabaseError(f"malformed runs row {rid!r}: {exc}") from None
 
 
 T = TypeVar("T")
 
 
 _RECOVER = "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories (finished runs are not run again)"
+
+
+def _recover(db: Path) -> str:
+    """How to recover a damaged or empty launch.db: a bench's (`<bench dir>/runs/bench/`, beside
+    its bench.plan.yaml) is taken over by the next submit, whose bench moves it aside; `launch` of
+    the bench plan would be refused (the plan changed with each re-cut)."""
+    from migbench.launch.bench import BENCH_NAME, bench_plan_path
+
+    sd = db.parent
+    if sd.name == BENCH_NAME and bench_plan_path(sd.parent.parent).is_file():
+        return _RECOVER.replace("`migbench launch PLAN`", "`migbench submit SWEEP` (which starts the bench again)")
+    return _RECOVER
 
 
 def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
@@ -491,10 +520,10 @@ def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
     except OSError:
         empty = False
     if empty:
-        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_RECOVER)
+        return MigbenchError(f"{db} is empty (a launcher died while creating it, or it was truncated)", hint=_recover(db))
     if is_corrupt(exc):
-        return MigbenchError(f"{db} is damaged: {exc}", hint=_RECOVER)
-    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _RECOVER)
+        return MigbenchError(f"{db} is damaged: {exc}", hint=_recover(db))
+    return MigbenchError(f"cannot read {db}: {exc}", hint="try again; if it persists, " + _recover(db))
 
 
 def open_checked(sd: str | os.PathLike[str]) -> Store:

@@ -478,6 +478,11 @@ VARIATIONS: tuple[tuple[Knobs, Knobs], ...] = (
 """The candidates tried beside the plain decision, in the order that breaks ties: the knobs of the
 decision now, and those of the decisions its play takes after it."""
 
+HELD_END_S = 1e12
+"""When an instance another launch holds is expected to be free: not within any plan's horizon. A
+play ends before it: a run ending then is no run of the sweeps (its end would be every play's
+makespan, and the look-ahead could never find a play that ends sooner)."""
+
 BUDGET = 1000
 """GPUs x runs known (live and waiting) above which no play is made (the plain decision stands)."""
 
@@ -568,10 +573,11 @@ def rollout(
     for g in gpus:
         for i in g.instances:
             for r in i.runs:
-                makespan = max(makespan, r.end_s)
+                if r.end_s < HELD_END_S / 2:
+                    makespan = max(makespan, r.end_s)
     while True:
         nxt = sim.next_finish(now)
-        if nxt is None:
+        if nxt is None or nxt >= HELD_END_S / 2:  # only instances another launch holds are busy (their end, recomputed, may round below HELD_END_S)
             break
         _, t = sim.advance(now, nxt)
         total += t

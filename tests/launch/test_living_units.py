@@ -171,3 +171,81 @@ def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_reques
     (sources_dir(d) / "a.source").write_bytes(b"")  # damaged: claimed again by the next file
     claim_sweep_name(d, "a", one)
     assert (sources_dir(d) / "a.source").read_text().strip() == str(one.resolve())
+
+
+def test_a_sweep_name_record_another_user_may_write_is_refused(tmp_path: Path):
+    """Bug: the records of which file claimed each sweep name (`sweeps/` in the bench directory)
+    were believed wherever they lay: in a `sweeps/` another user may write, that user could claim a
+    sweep's name first (its submit refused) or plant a FIFO there. Such a directory is refused."""
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    sources_dir(d).mkdir()
+    sources_dir(d).chmod(0o777)
+    (sources_dir(d) / "a.source").write_text("/elsewhere/theirs.yaml\n")
+    for kw in ({}, {"dry": True}, {"take_over": True}):
+        with pytest.raises(MigbenchError, match="refusing .*sweeps, where the bench records .* writable by every user"):
+            claim_sweep_name(d, "a", tmp_path / "one.yaml", **kw)
+    sources_dir(d).chmod(0o700)
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", tmp_path / "one.yaml")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink"])
+def test_a_sweep_name_record_that_is_not_a_regular_file_is_refused_in_words(tmp_path: Path, kind: str):
+    """Bug: a directory at `sweeps/<name>.source` made submit say "3: is a directory" (a file
+    descriptor's number), and a FIFO or link there "give the file's name", a name the user never
+    gave: each says what the record is and to remove it."""
+    import os
+
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    sources_dir(d).mkdir(parents=True)
+    rec = sources_dir(d) / "a.source"
+    {"directory": rec.mkdir, "fifo": lambda: os.mkfifo(rec), "symlink": lambda: rec.symlink_to(tmp_path / "x")}[kind]()
+    for kw in ({}, {"dry": True}, {"take_over": True}):
+        with pytest.raises(MigbenchError, match=r"a\.source is not a regular file: the bench records there .* sweep name a") as err:
+            claim_sweep_name(d, "a", tmp_path / "one.yaml", **kw)
+        assert "remove it" in str(err.value.hint)
+
+
+def test_of_two_racing_claims_of_a_sweep_name_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Bug: a claim created the record empty, then wrote it: a second submit of another file that
+    came in between read the empty record as damaged, claimed the name too, and both submits went
+    on. Here the second claim runs right after the first one's first exclusive create in sweeps/."""
+    import os
+
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench
+    from migbench.launch.bench import claim_sweep_name, sources_dir
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    real_open, outcome = os.open, {}
+
+    def racing_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_EXCL and str(sources_dir(d)) in str(path) and "two" not in outcome:
+            outcome["two"] = "pending"
+            try:
+                claim_sweep_name(d, "a", two)
+                outcome["two"] = "claimed"
+            except MigbenchError:
+                outcome["two"] = "refused"
+        return fd
+
+    monkeypatch.setattr(bench.os, "open", racing_open)
+    try:
+        claim_sweep_name(d, "a", one)
+        outcome["one"] = "claimed"
+    except MigbenchError:
+        outcome["one"] = "refused"
+    monkeypatch.undo()
+    assert sorted(outcome.values()) == ["claimed", "refused"]
+    winner = one if outcome["one"] == "claimed" else two
+    assert (sources_dir(d) / "a.source").read_text().strip() == str(winner.resolve())

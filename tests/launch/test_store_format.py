@@ -117,3 +117,70 @@ def test_a_key_of_any_catalogue_profile_reads_and_writes_back_as_it_was(tmp_path
     conn.close()
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
+
+
+@pytest.mark.slow
+def test_a_key_that_does_not_parse_is_found_when_the_file_is_opened(tmp_path):
+    """Bug: a runs row whose key does not parse made `report` and `launch` (resume) an internal error
+    (DatabaseError from `Store.runs()` after the file was opened): it is a damaged file when opened,
+    so `report` says so and the launcher moves it aside and rebuilds, as the hint promises."""
+    from migbench.launch.rebuild import open_store
+    from migbench.report.data import read_launch
+
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET home = 'x:1g.10gb@0' WHERE id = 'never-started'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_launch(tmp_path)
+    st, note = open_store(tmp_path)
+    try:
+        assert note is not None and "malformed runs row 'never-started'" in note and "moved it to launch.db.damaged-" in note
+        assert st.runs() == {}
+    finally:
+        st.close()
+
+
+def test_a_huge_key_that_does_not_parse_is_not_echoed_whole(tmp_path):
+    """Bug: a runs row with a 5 MB instance text printed all 5 MB in status's error: the error
+    shows its head and its length."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", ("A" * 1_000_000,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match=r"malformed runs row 'never-started': 'A+'\.\.\. \(1000000 characters\)") as err:
+        read_state(tmp_path, lambda st: st.runs())
+    assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize("profile", ["1g.10gb\x1b[2J", "1g.10gb\x00", "1g 10gb", "1g.10gb\n"])
+def test_a_key_whose_profile_holds_a_control_character_is_a_damaged_file(tmp_path, profile):
+    """Bug: any profile text was taken as a key's, so a row holding a terminal escape (ESC [ 2 J
+    clears the screen) had `status` print it raw to the terminal; a profile is printable text
+    without spaces, as every catalogue's is."""
+    db = _db(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", (f"0:{profile}@0",))
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
+        read_state(tmp_path, lambda st: st.runs())
+
+
+def test_a_damaged_launch_db_of_a_bench_points_to_submit(tmp_path):
+    """Bug: a bench's damaged launch.db said "the next `migbench launch PLAN` moves it aside", but
+    launch of the bench plan is refused (its state was made from the plan before the re-cuts): the
+    next submit's bench moves it aside; a sweep's state dir still points to launch."""
+    sd = tmp_path / "bench" / "runs" / "bench"
+    sd.mkdir(parents=True)
+    (tmp_path / "bench" / "bench.plan.yaml").write_text("kind: migbench-plan\n")
+    (sd / "launch.db").write_bytes(b"not a database, " * 100)
+    with pytest.raises(MigbenchError) as err:
+        read_state(sd, lambda st: st.runs())
+    assert "`migbench submit SWEEP` (which starts the bench again) moves it aside" in str(err.value.hint)
+    (tmp_path / "bench" / "bench.plan.yaml").unlink()
+    with pytest.raises(MigbenchError) as err:
+        read_state(sd, lambda st: st.runs())
+    assert "the next `migbench launch PLAN` moves it aside" in str(err.value.hint)

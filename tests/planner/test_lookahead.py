@@ -7,6 +7,7 @@ import random
 import pytest
 
 from migbench.duration import Demand
+from migbench.launch.living import HELD_END_S
 from migbench.planner import recut
 from migbench.planner.recut import GpuNow, RecutSettings, Waiting, choose, greedy, replan, rollout
 from tests.planner.test_recut import A100, GIB, H, big, busy_gpu, layout_after, small
@@ -129,8 +130,23 @@ def test_a_rollout_keeps_its_clock_where_a_live_run_ends_late():
     g = busy_gpu(0, {"3g.40gb@0": [(held, 1e12)]}, idle=("3g.40gb@4",))
     waiting = swarm(7, 6)
     unrun, makespan, total = rollout(0.0, [g], waiting, greedy(0.0, [g], waiting, ST), ST)
-    assert unrun == 0 and makespan == pytest.approx(1e12)
-    assert total - 1e12 < 100 * H  # the six runs end within their own hours, not after the held one
+    assert unrun == 0 and makespan < 100 * H  # the held run is no run of the sweeps: its end is not the play's
+    assert total < 6 * 100 * H  # the six runs end within their own hours, not after the held one
+
+
+def test_an_instance_another_launch_holds_leaves_the_look_ahead_its_makespan():
+    """Bug: an instance held by another launch (busy until HELD_END_S, 1e12 s) made every play end
+    at 1e12 s, so no variation could end sooner and the summed end time alone chose: on three A100s
+    with whole-GPU runs and a swarm, a fourth GPU held whole turned the kept decision (ending at
+    44 h, the plain one at 54 h) into another. A GPU held whole changes nothing now."""
+    gpus = [GpuNow(i, A100) for i in range(3)]
+    waiting = [Waiting(big(i), 0.0) for i in range(3)] + swarm(5, 40)
+    st = RecutSettings(max_draining=1)
+    held = busy_gpu(3, {"7g.80gb@0": [(Demand("held:3:7g.80gb@0", 80 * GIB), HELD_END_S)]})
+    alone, beside = choose(0.0, gpus, waiting, st), choose(0.0, [*gpus, held], waiting, st)
+    assert alone.played is not None and alone.plain is not None and alone.played[1] < alone.plain[1]  # a variation ends sooner
+    assert beside.decision == alone.decision
+    assert beside.played == alone.played and beside.plain == alone.plain
 
 
 def test_without_look_ahead_the_step_is_the_plain_greedy():
