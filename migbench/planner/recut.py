@@ -39,7 +39,7 @@ more, and gains there are a few percent; the value is in sweeps that arrive over
    sooner, or as soon with a strictly smaller summed end time; the first in `VARIATIONS` order wins
    ties. So the look-ahead never keeps a decision its own play says is worse than the plain one,
    and it is deterministic. Bounded: at most `len(VARIATIONS) + 1` plays per event, and none where
-   GPUs x runs known exceed `BUDGET` (the greedy decision stands; an event then costs what it did).
+   GPUs x (runs known)^2 exceed `BUDGET` (the greedy decision stands; an event then costs what it did).
 
 This greedy fit is chosen over calling the static planner per event: it is a few thousand
 arithmetic steps per GPU and event, with no budget, so a bench that re-plans at every finish stays
@@ -483,8 +483,12 @@ HELD_END_S = 1e12
 play ends before it: a run ending then is no run of the sweeps (its end would be every play's
 makespan, and the look-ahead could never find a play that ends sooner)."""
 
-BUDGET = 1000
-"""GPUs x runs known (live and waiting) above which no play is made (the plain decision stands)."""
+BUDGET = 150_000
+"""GPUs x (runs known, live and waiting)^2 above which no play is made (the plain decision stands).
+A play re-plans at every finish, each time over the runs left on every GPU, so it costs about that
+product: 8 GPUs x 125 runs plays in about 0.7 s on a 2-core machine, and every case of
+bench/living.py (up to 8 GPUs x 84 runs) is played; 1 GPU x 1000 waiting runs (7 s a play when the
+budget counted GPUs x runs) is not."""
 
 TOL = 1e-6
 
@@ -612,7 +616,7 @@ def best_decision(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting]
 def choose(now: float, gpus: Sequence[GpuNow], waiting: Sequence[Waiting], st: RecutSettings) -> Choice:
     """`best_decision`, with the plays that chose it."""
     plain = greedy(now, gpus, waiting, st, PLAIN)
-    if not waiting or len(gpus) * _known(gpus, waiting) > BUDGET:
+    if not waiting or len(gpus) * _known(gpus, waiting) ** 2 > BUDGET:
         return Choice(plain)
     tried = {(plain, PLAIN)}
     cands: list[tuple[Decision, Knobs]] = []

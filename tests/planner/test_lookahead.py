@@ -102,9 +102,9 @@ def test_the_one_batch_bench_ends_sooner_with_the_look_ahead():
 
 
 def test_past_its_budget_the_look_ahead_takes_the_plain_decision(monkeypatch):
-    """A host too large for plays (GPUs x runs known > BUDGET) gets the greedy decision, unplayed."""
+    """A host too large for plays (GPUs x (runs known)^2 > BUDGET) gets the greedy decision, unplayed."""
     gpus, waiting = one_batch_state()
-    monkeypatch.setattr(recut, "BUDGET", len(gpus) * len(waiting) - 1)
+    monkeypatch.setattr(recut, "BUDGET", len(gpus) * len(waiting) ** 2 - 1)
     c = choose(0.0, gpus, waiting, ST)
     assert c.decision == greedy(0.0, gpus, waiting, ST) and c.played is None
 
@@ -152,3 +152,12 @@ def test_an_instance_another_launch_holds_leaves_the_look_ahead_its_makespan():
 def test_without_look_ahead_the_step_is_the_plain_greedy():
     gpus, waiting = one_batch_state()
     assert replan(0.0, gpus, waiting, RecutSettings(lookahead=False)) == greedy(0.0, gpus, waiting, ST)
+
+
+def test_one_gpu_with_a_thousand_runs_waiting_is_not_played():
+    """Guards: the budget counted GPUs x runs, so 1 GPU with 1000 runs waiting (1000, at the budget)
+    was played, at about 7 s of CPU per event during which the bench answered nothing; a play costs
+    about GPUs x runs^2."""
+    gpus, waiting = [GpuNow(0, A100)], swarm(5, 1000)
+    c = choose(0.0, gpus, waiting, ST)
+    assert c.played is None and c.decision == greedy(0.0, gpus, waiting, ST)
