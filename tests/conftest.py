@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -22,24 +21,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None and not os.environ.get("MIGBENCH_TEST_ON_DISK") and os.access(_SHM, os.W_OK):
         config.option.basetemp = tempfile.mkdtemp(prefix="migbench-tests-", dir=_SHM)
         config._migbench_shm = config.option.basetemp  # type: ignore[attr-defined]
-    _share_bytecode(config)
-
-
-def _share_bytecode(config: pytest.Config) -> None:
-    """One bytecode cache for the whole session, outside the checkout. The suite starts about two
-    thousand Python processes (workers, launchers, shims, commands); where PYTHONDONTWRITEBYTECODE
-    is set (as on many CI images), each of them compiled every module it imported again, and each
-    worker rewrote every test file's assertions again: a third of the suite's CPU. The cache lives
-    in a temporary directory removed at the end, so the checkout gets no __pycache__ either way.
-    Only the first process (pytest itself, before the workers start) sets it up."""
-    if hasattr(config, "workerinput") or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return
-    cache = tempfile.mkdtemp(prefix="migbench-pycache-", dir=_SHM if os.access(_SHM, os.W_OK) else None)
-    config._migbench_pycache = cache  # type: ignore[attr-defined]
-    os.environ["PYTHONPYCACHEPREFIX"] = cache
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    sys.pycache_prefix = cache
-    sys.dont_write_bytecode = False
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -71,10 +52,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for kept in ("_migbench_shm", "_migbench_pycache"):
-        base = getattr(config, kept, None)
-        if base:
-            shutil.rmtree(base, ignore_errors=True)
+    base = getattr(config, "_migbench_shm", None)
+    if base:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
