@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from migbench.backend.sim.host import init_host
+from tests.support import pid_alive
 from tests.support.cli import Result, migbench
 from tests.support.launchkit import TOY_CMD, db_query, db_runs, kill_leftovers, wait_until
 
@@ -165,7 +166,7 @@ def test_a_bench_killed_around_a_recut_is_taken_over_by_the_next_submit_and_runs
     bench.env["MIGBENCH_LAUNCH_CRASH_AT"] = point
     res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
     assert res.returncode == 0 and "sweep a submitted: 3 new run(s)" in res.stdout, res.stdout + res.stderr
-    bench.wait_for(lambda: bench.launcher().get("pid") and not _alive(int(bench.launcher()["pid"])), "the bench to die at the crash point")
+    bench.wait_for(lambda: bench.launcher().get("pid") and not pid_alive(int(bench.launcher()["pid"])), "the bench to die at the crash point")
     assert not bench.ledger.exists()  # nothing started
     del bench.env["MIGBENCH_LAUNCH_CRASH_AT"]
     res = bench.cli("submit", str(bench.sweep("a", [0, 1, 2])))
@@ -174,19 +175,6 @@ def test_a_bench_killed_around_a_recut_is_taken_over_by_the_next_submit_and_runs
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3
     starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
     assert len(starts) == 3 and set(starts.values()) == {1}, starts
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (the detached launcher is not our child, but be safe)
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_submission_another_user_could_have_written_is_never_run(bench: Bench):
@@ -313,7 +301,7 @@ def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(b
     booked = lambda: [json.loads(p.read_text()) for p in (bench.sim / "launches").glob("*.json")]  # noqa: E731
     bench.wait_for(lambda: any(len(b["processes"]) >= 2 for b in booked()), "the host's launch register to list a's runs")
     os.kill(pid, signal.SIGKILL)  # the launcher only: its runs live on in their own process groups
-    bench.wait_for(lambda: not _alive(pid), "the launcher to die")
+    bench.wait_for(lambda: not pid_alive(pid), "the launcher to die")
     res = bench.cli("launch", plan, "--detach", "--force")  # --force: the bench plan changed since that launch began
     assert res.returncode == 0 and "launcher started in the background" in res.stdout, res.stdout + res.stderr
     bench.release.touch()

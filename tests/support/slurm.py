@@ -48,6 +48,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests.support import pid_alive
+
 REQUIRED_BINARIES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "scancel")
 #: set on every daemon and in :attr:`Cluster.env`, so slurmstepd and job processes carry it too
 MARKER_VAR = "MIGBENCH_SLURM_TEST_CLUSTER"
@@ -774,7 +776,7 @@ def _kill_marked(marker: str) -> list[int]:
                 os.kill(pid, signal.SIGKILL)
         killed += found
         with contextlib.suppress(TimeoutError):
-            _poll(lambda found=found: not any(_pid_alive(p) for p in found), timeout=5, interval=0.05, what=f"killed processes {found} to exit")
+            _poll(lambda found=found: not any(pid_alive(p) for p in found), timeout=5, interval=0.05, what=f"killed processes {found} to exit")
     return sorted(set(killed))
 
 
@@ -783,20 +785,6 @@ def _ppid(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _remove_cgroup_dirs(nodes: list[str]) -> None:
