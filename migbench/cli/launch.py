@@ -385,22 +385,15 @@ def stop_cmd(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
     from migbench.cli.export import stop_export
-    from migbench.launch.bench import is_bench
     from migbench.launch.status import request_stop, wait_stopped
     from migbench.plan import Plan
     from migbench.state import StateDir
 
-    plan = Plan.load(plan_file) if plan_file is not None else None  # the plan read whole first, as always
-    given = StateDir.of(plan, state_dir) if plan is not None else None
+    given = StateDir.of(Plan.load(plan_file), state_dir) if plan_file is not None else None  # the plan read whole first, as always
     if given is not None and stop_export(given):
         return
     sd = given.path if given is not None else _state_dir_or_fail(None, state_dir)
-    try:
-        pid = request_stop(sd, now=now)
-    except MigbenchError as exc:
-        if plan is not None and is_bench(plan):  # a bench is started again by a submit, not by `launch`
-            exc.hint = f"the bench is not running: `migbench status {shlex.quote(str(plan_file))}` shows its runs; `migbench submit SWEEP` starts it again"
-        raise
+    pid = request_stop(sd, now=now)
     how = "kill its runs now" if now else "stop: SIGTERM to its runs, SIGKILL after the stop grace"
     console().print(f"asked the launcher (PID {pid}) to {how}; its runs will be marked interrupted")
     if wait:

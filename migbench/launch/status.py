@@ -19,7 +19,7 @@ from migbench.errors import MigbenchError
 from migbench.fsutil import require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
-from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state
+from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state, start_command
 from migbench.state import DB_NAME, StateDir
 
 
@@ -299,7 +299,7 @@ def request_stop(sd: Path, *, now: bool = False) -> int:
     require_trusted(sd, "state directory")
     row = read_state(sd, lambda st: st.launcher())
     if row is None or row.state == "exited" or not process_alive(row.pid, row.create_time):
-        raise MigbenchError(f"no launcher is running for {sd}", hint="`migbench status` shows the runs; `migbench launch PLAN` resumes them")
+        raise MigbenchError(f"no launcher is running for {sd}", hint=f"`migbench status` shows the runs; {start_command(Path(sd))} resumes them")
     try:
         conn = sqlite3.connect(str(db_path(sd)), timeout=10.0, isolation_level=None)
         try:

@@ -497,19 +497,21 @@ def check_keys(conn: sqlite3.Connection) -> None:
 T = TypeVar("T")
 
 
-_RECOVER = "the next `migbench launch PLAN` moves it aside and rebuilds the runs' states from their directories (finished runs are not run again)"
+def start_command(sd: Path) -> str:
+    """The command that starts (or resumes) the launcher of the state dir `sd`, for hints:
+    `migbench launch PLAN`; for the host's bench (`<bench dir>/runs/bench/`, beside its
+    bench.plan.yaml) `migbench submit SWEEP`, which starts the bench again (`launch` of the bench
+    plan is refused: the plan changed with each re-cut)."""
+    from migbench.launch.bench import BENCH_NAME, bench_plan_path
+
+    if sd.name == BENCH_NAME and bench_plan_path(sd.parent.parent).is_file():
+        return "`migbench submit SWEEP` (which starts the bench again)"
+    return "`migbench launch PLAN`"
 
 
 def _recover(db: Path) -> str:
-    """How to recover a damaged or empty launch.db: a bench's (`<bench dir>/runs/bench/`, beside
-    its bench.plan.yaml) is taken over by the next submit, whose bench moves it aside; `launch` of
-    the bench plan would be refused (the plan changed with each re-cut)."""
-    from migbench.launch.bench import BENCH_NAME, bench_plan_path
-
-    sd = db.parent
-    if sd.name == BENCH_NAME and bench_plan_path(sd.parent.parent).is_file():
-        return _RECOVER.replace("`migbench launch PLAN`", "`migbench submit SWEEP` (which starts the bench again)")
-    return _RECOVER
+    """How to recover a damaged or empty launch.db: the next start of its launcher moves it aside."""
+    return f"the next {start_command(db.parent)} moves it aside and rebuilds the runs' states from their directories (finished runs are not run again)"
 
 
 def _unreadable(db: Path, exc: sqlite3.Error) -> Exception:
@@ -533,7 +535,7 @@ def open_checked(sd: str | os.PathLike[str]) -> Store:
 
     db = db_path(sd)
     if not db.exists():
-        raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint="start one with `migbench launch PLAN`")
+        raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint=f"start one with {start_command(Path(sd))}")
     try:
         st = Store.open_readonly(db)
     except sqlite3.Error as exc:
