@@ -24,10 +24,11 @@ def simulate_cmd(
 ) -> None:
     from migbench.forecast.compare import compare_plan
     from migbench.forecast.simulate import simulate_plan
-    from migbench.launch.bench import sweep_view
 
     plan = load_plan(plan_file)
     if plan.solver.status == "BENCH" or sweep is not None:
+        from migbench.launch.bench import sweep_view
+
         mine = None if sweep is None else {r.id for r in sweep_view(plan, sweep).runs}
         _simulate_bench(plan, as_json, sweep, mine)
         return
