@@ -486,9 +486,8 @@ makespan, and the look-ahead could never find a play that ends sooner)."""
 BUDGET = 150_000
 """GPUs x (runs known, live and waiting)^2 above which no play is made (the plain decision stands).
 A play re-plans at every finish, each time over the runs left on every GPU, so it costs about that
-product: 8 GPUs x 125 runs plays in about 0.7 s on a 2-core machine, and every case of
-bench/living.py (up to 8 GPUs x 84 runs) is played; 1 GPU x 1000 waiting runs (7 s a play when the
-budget counted GPUs x runs) is not."""
+product (not GPUs x runs: 1 GPU with 1000 runs waiting took seconds per event); every case of
+bench/living.py (up to 8 GPUs x 84 runs) is played."""
 
 TOL = 1e-6
 
