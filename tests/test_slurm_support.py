@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import pid_alive
 from tests.support import slurm as slurm_support
 from tests.support.slurm import (
     Cluster,
@@ -115,7 +116,7 @@ def test_scancel_of_a_running_job_shows_cancelled(slurm: Cluster, tmp_path: Path
     assert slurm.wait_job(job, states={"CANCELLED"}) == {str(job): "CANCELLED"}
     assert slurm.job_info(job)["JobState"] == "CANCELLED"
     assert "JobState=CANCELLED" in slurm.run(["scontrol", "show", "job", str(job)]).stdout
-    slurm.wait_for(lambda: not slurm_support._pid_alive(int(pid)), what=f"job process {pid} to end")
+    slurm.wait_for(lambda: not pid_alive(int(pid)), what=f"job process {pid} to end")
     slurm.wait_for(lambda: "gpu:3g.40gb:0" in slurm.node_info()["GresUsed"], what=lambda: f"the GRES to be free: {slurm.node_info()['GresUsed']}")
 
 
@@ -174,8 +175,8 @@ def test_exit_stops_everything_even_on_error(tmp_path: Path):
             assert set(slurm_support._find_marked(c.marker)) - set(c.pids.values())
             raise RuntimeError("boom")
     for name, pid in c.pids.items():
-        assert not slurm_support._pid_alive(pid), f"{name} ({pid}) still running"
-    assert not slurm_support._pid_alive(int(pidfile.read_text()))
+        assert not pid_alive(pid), f"{name} ({pid}) still running"
+    assert not pid_alive(int(pidfile.read_text()))
     assert slurm_support._find_marked(c.marker) == []
     assert c.stray_killed == []  # the jobs ended by scancel, not by the final sweep
 
