@@ -34,6 +34,7 @@ re-cut), `exact` and `order` (small problems exactly), `solve` (the entry point)
 (Solution -> Plan). Only this package imports OR-Tools.
 """
 
+from migbench.planner import cpsat  # noqa: F401  (first: OR-Tools is imported without pandas)
 from migbench.planner.assemble import check_plan_input, make_plan
 from migbench.planner.fleet import FleetGpu, FleetSpec, build_fleet, parse_fleet_option
 from migbench.planner.problem import Assigned, Solution, SolveOptions
