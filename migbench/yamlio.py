@@ -2,8 +2,8 @@
 Python ones otherwise, with byte-identical output either way (tested). And safe: every migbench
 loader (sweep, fleet file, plan, footprints, catalogue) checks a document's shape before building it
 (`shape_problem`: at most so many values, nested at most `MAX_DEPTH` deep) and refuses an explicit
-tag its scalar does not fit (`!!int abc`, `!!timestamp abc`: `TagChecks`), each with the file, line
-and field.
+tag its scalar does not fit (`!!int abc`, `!!timestamp abc`: `TagChecks`) and a key given twice in one
+mapping (`UniqueKeys`), each with the file, line and field.
 
 Plans at 10,000+ runs hold hundreds of thousands of scalars; PyYAML's representer (pure Python even
 under the C emitter) spent most of `migbench plan`'s time on them. `dump` builds the node tree
@@ -108,6 +108,29 @@ class TagChecks:
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
+class UniqueKeys:
+    """A loader mixin: a key given twice in one mapping is a `ConstructorError` at the second one
+    (PyYAML keeps the last without a word, so a hand-edited plan with two `runs:` lost the first
+    list). Keys a `<<` merge brings in may be given again, as YAML allows; a mapping merged into
+    another before it was read itself is not checked again."""
+
+    def flatten_mapping(self, node: MappingNode) -> None:
+        self.__dict__.setdefault("_flattened", set()).add(id(node))
+        super().flatten_mapping(node)  # type: ignore[misc]
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> Any:
+        if isinstance(node, MappingNode) and id(node) not in self.__dict__.get("_flattened", ()):
+            first: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if (key.tag, key.value) in first:
+                    problem = f"duplicate key {_short(key.value)} (first at line {first[key.tag, key.value]}); YAML would keep only the last"
+                    raise yaml.constructor.ConstructorError(None, None, problem, key.start_mark)
+                first[key.tag, key.value] = key.start_mark.line + 1
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
+
+
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -117,7 +140,7 @@ class _PureDumper(_CachedResolve, yaml.SafeDumper):
     pass
 
 
-class _PureLoader(TagChecks, _CachedResolve, yaml.SafeLoader):
+class _PureLoader(UniqueKeys, TagChecks, _CachedResolve, yaml.SafeLoader):
     pass
 
 
@@ -126,7 +149,7 @@ if C_AVAILABLE:
     class _CDumper(_CachedResolve, yaml.CSafeDumper):
         pass
 
-    class _CLoader(TagChecks, _CachedResolve, yaml.CSafeLoader):
+    class _CLoader(UniqueKeys, TagChecks, _CachedResolve, yaml.CSafeLoader):
         pass
 
 

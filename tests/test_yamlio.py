@@ -4,6 +4,7 @@ written reads back as it was."""
 from __future__ import annotations
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,3 +72,16 @@ def test_a_plan_file_is_written_as_pyyaml_wrote_it():
     sweep = load_sweep(REPO / "sweeps" / "phase2-ablations.yaml")
     plan = make_plan(sweep, fleet_for(sweep, None)[0], SolveOptions(time_limit_s=1.0))
     assert plan.to_yaml() == yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+
+
+@pytest.mark.parametrize("pure", [True, False], ids=["pure", "libyaml"])
+def test_a_key_given_twice_is_refused_at_the_second_and_a_merge_may_still_override(pure: bool) -> None:
+    with pytest.raises(yaml.constructor.ConstructorError) as exc:
+        yamlio.load("a: 1\nb:\n  c: 2\n  c: 3\n", pure=pure)
+    assert exc.value.problem_mark is not None and exc.value.problem_mark.line + 1 == 4
+    assert "duplicate key 'c' (first at line 3)" in str(exc.value)
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+        yamlio.load("{a: 1, a: 2}", pure=pure)  # on one line too
+    doc = "base: &b {a: 1, b: 2}\nmid: &m {<<: *b, a: 3}\ntop: {<<: *m, b: 4}\n"
+    assert yamlio.load(doc, pure=pure) == yaml.safe_load(doc)  # merges read as PyYAML reads them
+    assert yamlio.load("a: 1\n'1': x\n1: y\n", pure=pure) == {"a": 1, "1": "x", 1: "y"}  # a string and an int differ

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from migbench.errors import Problem
-from migbench.yamlio import TagChecks
+from migbench.yamlio import TagChecks, UniqueKeys
 
 MAX_ALIAS_VALUES = 100_000
 """YAML aliases may add at most this many values to a document: an alias bomb (aliases of aliases,
@@ -26,7 +26,7 @@ class AliasLimitError(yaml.MarkedYAMLError):
     """The document's aliases expand to more than `MAX_ALIAS_VALUES` values."""
 
 
-class LimitedSafeLoader(TagChecks, yaml.SafeLoader):
+class LimitedSafeLoader(UniqueKeys, TagChecks, yaml.SafeLoader):
     """PyYAML's SafeLoader that counts, while composing, how many values each alias brings in (the
     size of the anchored node, its own aliases included) and stops past `MAX_ALIAS_VALUES`."""
 

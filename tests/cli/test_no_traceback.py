@@ -176,6 +176,23 @@ def test_a_hand_edited_plan_with_a_ghost_run_id_is_an_error_at_its_line(planned:
         refused(r, f"tiny.plan.yaml:{line}: instances[0].runs[{j}]: run ghost-123 is not one of the plan's runs")
 
 
+def test_a_hand_edited_plan_with_a_key_given_twice_is_an_error_at_the_second(planned: Path, sim) -> None:
+    """Regression: a plan with two `launch:` (or a run with two `memory_mib:`) was read with the last
+    one only, without a word: what the user wrote first was silently dropped."""
+    text = planned.read_text()
+    first = next(i for i, t in enumerate(text.splitlines(), 1) if t == "launch:")
+    twice = text + "launch:\n  max_attempts: 9\n"
+    planned.write_text(twice)
+    second = len(text.splitlines()) + 1
+    for cmd in (["apply", "--dry-run"], ["simulate"], ["check"], ["launch", "--dry-run"]):
+        refused(migbench(*cmd, str(planned), env=sim), f"tiny.plan.yaml:{second}: launch: duplicate key 'launch' (first at line {first})")
+    lines = text.splitlines()
+    at = next(i for i, t in enumerate(lines) if t.strip().startswith("memory_mib:"))
+    lines.insert(at + 1, lines[at])  # the same key again, in the same run
+    planned.write_text("\n".join(lines) + "\n")
+    refused(migbench("check", str(planned), env=sim), f"tiny.plan.yaml:{at + 2}:", "duplicate key 'memory_mib'")
+
+
 def test_a_hand_edited_plan_with_backoff_soon_is_an_error_at_its_line(planned: Path) -> None:
     """Regression: `backoff_s: soon` in a hand-edited plan traced back in the launcher."""
     planned.write_text(planned.read_text().replace("backoff_s: 30.0", "backoff_s: soon"))
