@@ -598,7 +598,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import adopted_summary
+    from migbench.launch.bench import REFUSED, adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -613,4 +613,10 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
                 hint=f"it stays in the inbox and is taken when the bench runs: see `migbench status {bench_plan}`",
             )
         time.sleep(0.1)
-    return adopted_summary(inbox_file)
+    summary = adopted_summary(inbox_file)
+    if summary.startswith(REFUSED):
+        raise MigbenchError(
+            f"the bench refused the submission {inbox_file}: {summary.removeprefix(REFUSED)}",
+            hint="none of its runs was taken: fix what it says and submit the sweep again",
+        )
+    return summary

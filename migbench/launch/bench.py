@@ -402,6 +402,10 @@ def check_submission(sub: Plan, path: Path) -> None:
         )
 
 
+REFUSED = "refused: "
+"""How the summary of a submission the bench refused begins (`submit` then fails with it)."""
+
+
 def done_dir(d: Path) -> Path:
     return inbox_dir(d) / "done"
 

@@ -144,6 +144,23 @@ def test_a_submission_is_taken_out_of_the_inbox_even_when_its_summary_cannot_be_
     assert bench_mod.adopted_summary(sub) == "submitted"  # what `submit` prints without the summary
 
 
+def test_a_submission_the_bench_refused_fails_the_submit_with_the_reason(tmp_path: Path):
+    """Guards: when the bench refused a submission (its summary "refused: ..."), submit printed the
+    summary as if the sweep had been taken and exited 0."""
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench as bench_mod
+    from migbench.workflows import wait_adopted
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sub = inbox / "00000000000000000001-a.plan.yaml"
+    sub.write_text("x")
+    bench_mod.mark_adopted(sub, bench_mod.REFUSED + "run ids a.x do not carry the sweep's name")
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "refused" in err.value.message and "do not carry the sweep's name" in err.value.message and err.value.hint, err.value.render()
+
+
 def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_request(tmp_path: Path):
     """Guards: a second file with a sweep's name was taken as that sweep on the bench. The first file
     submitted claims the name; the same file again passes; another is refused (also when the two
