@@ -163,11 +163,17 @@ def layouts_doc(history: list[list], now: float, layouts: Mapping[int, Layout]) 
 
 
 def read_layouts(doc: str | None) -> list[list]:
+    """The `layouts` meta entry's changes, each `[t, gpu, text]`; what is not in that form is left out
+    (a damaged entry: the bench launcher died on it with a traceback at its start)."""
     try:
         out = json.loads(doc or "[]")
     except ValueError:
         return []
-    return out if isinstance(out, list) else []
+    return [x for x in out if _layout_change(x)] if isinstance(out, list) else []
+
+
+def _layout_change(x: Any) -> bool:
+    return isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and isinstance(x[1], int) and isinstance(x[2], str)
 
 
 class BenchDriver:

@@ -3,6 +3,7 @@ and the bench's submissions (`launch.bench`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -266,3 +267,14 @@ def test_of_two_racing_claims_of_a_sweep_name_one_is_refused(tmp_path: Path, mon
     assert sorted(outcome.values()) == ["claimed", "refused"]
     winner = one if outcome["one"] == "claimed" else two
     assert (sources_dir(d) / "a.source").read_text().strip() == str(winner.resolve())
+
+
+def test_a_damaged_layouts_entry_of_the_launch_state_is_read_without_its_bad_changes():
+    """Guards: a `layouts` meta entry of launch.db holding a change not in the form [t, gpu, text]
+    made the bench launcher die at its start with a traceback (`submit` printed it)."""
+    from migbench.launch.benchmode import layouts_doc, read_layouts
+
+    doc = json.dumps([[0.0, 0, "7g.80gb@0"], [1, 2], "x", [2.0, "1", "a"], [3.5, 1, "3g.40gb@0"]])
+    assert read_layouts(doc) == [[0.0, 0, "7g.80gb@0"], [3.5, 1, "3g.40gb@0"]]
+    assert read_layouts('{"a": 1}') == [] and read_layouts("not json") == []
+    assert json.loads(layouts_doc(read_layouts(doc), 5.0, {})) == [[0.0, 0, "7g.80gb@0"], [3.5, 1, "3g.40gb@0"]]
