@@ -4,6 +4,7 @@ and the bench's submissions (`launch.bench`)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -189,6 +190,30 @@ def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_reques
     (sources_dir(d) / "a.source").write_bytes(b"")  # damaged: claimed again by the next file
     claim_sweep_name(d, "a", one)
     assert (sources_dir(d) / "a.source").read_text().strip() == str(one.resolve())
+
+
+def test_a_sweep_name_is_claimed_by_its_file_whatever_bytes_its_path_holds(tmp_path: Path):
+    """Guards: the record of a sweep name's file was read stripped of white space, so a file whose
+    name ends in a space was refused on its own second submit, while another file (its name without
+    the space) was taken as that sweep without --replace; a file name that is not UTF-8 made submit
+    fail with an internal error."""
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    spaced, plain = tmp_path / "sp.yaml ", tmp_path / "sp.yaml"
+    claim_sweep_name(d, "a", spaced)
+    claim_sweep_name(d, "a", spaced)  # the same file again
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", plain)
+    odd = Path(os.fsdecode(bytes(tmp_path / "nu") + b"\xff\n.yaml"))
+    claim_sweep_name(d, "b", odd)
+    claim_sweep_name(d, "b", odd)
+    with pytest.raises(MigbenchError, match="already has a sweep named b"):
+        claim_sweep_name(d, "b", plain)
+    claim_sweep_name(d, "b", odd, take_over=True)
+    claim_sweep_name(d, "b", odd)
 
 
 def test_a_sweep_name_record_another_user_may_write_is_refused(tmp_path: Path):
