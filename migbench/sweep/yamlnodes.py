@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from migbench.errors import Problem
-from migbench.yamlio import TagChecks
+from migbench.yamlio import NotTextError, TagChecks
 
 MAX_ALIAS_VALUES = 100_000
 """YAML aliases may add at most this many values to a document: an alias bomb (aliases of aliases,
@@ -138,6 +138,9 @@ class Converter:
         if isinstance(node, yaml.ScalarNode):
             try:
                 value = self.loader.construct_object(node, deep=True)
+            except NotTextError as exc:
+                self.problems.add(str(exc.problem), line=line, field=path or None, hint="write the character itself (or a \\U escape of 8 hex digits)")
+                value = node.value.encode("utf-8", "replace").decode()  # text, so the rest of the file is still checked
             except yaml.constructor.ConstructorError as exc:  # `!!int abc`: TagChecks
                 self.problems.add(str(exc.problem), line=line, field=path or None, hint="remove the tag, or write a value of its type")
                 value = node.value
