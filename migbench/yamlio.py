@@ -98,7 +98,7 @@ class TagChecks:
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
-            value = super().construct_object(node, deep)  # type: ignore[misc]
+            return super().construct_object(node, deep)  # type: ignore[misc]
         except (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError) as exc:
             if isinstance(node, ScalarNode):
                 what = node.tag.rsplit(":", 1)[-1]
@@ -106,16 +106,15 @@ class TagChecks:
             else:
                 problem = f"cannot read this {type(node).__name__[:-4].lower()} ({type(exc).__name__})"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
-        if isinstance(node, ScalarNode) and node.style == '"' and isinstance(value, str) and _SURROGATE.search(value):
-            # only a double-quoted escape makes one: no file can hold it as UTF-8, so nothing could write it again
-            problem = f"{_short(value)} holds an escape of a lone surrogate (\\uD800-\\uDFFF), which is not a character"
-            raise NotTextError(None, None, problem, node.start_mark)
-        return value
 
 
-class NotTextError(yaml.constructor.ConstructorError):
-    """A double-quoted scalar whose escapes make a lone surrogate (`"\\uDCFF"`): not text, so no
-    file could hold it as UTF-8."""
+def not_text(node: Node, value: Any) -> str | None:
+    """Why a scalar read from a file the user wrote is not text (None when it is): a double-quoted
+    escape of a lone surrogate (`"\\uDCFF"`), half a UTF-16 pair, no character. (migbench's own
+    files write a path's bytes that are not UTF-8 that way, so only the user's files are checked.)"""
+    if isinstance(node, ScalarNode) and node.style == '"' and isinstance(value, str) and _SURROGATE.search(value):
+        return f"{_short(value)} holds an escape of a lone surrogate (\\uD800-\\uDFFF), which is not a character"
+    return None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
