@@ -249,6 +249,20 @@ def untrusted_reason(path: str | os.PathLike[str], *, group_ok: bool | None = No
     return root or walk(os.path.abspath(path), True)
 
 
+def require_text_path(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse `path` as `what` when its name is not UTF-8 text: the launch state (SQLite text, JSON)
+    records it, and a launch there died with an internal error once it had started."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("utf-8", "backslashreplace")
+        raise MigbenchError(
+            f"the {what} {shown} has a name that is not UTF-8 text, which migbench's launch state cannot record",
+            hint="rename it (or the directory that holds it) to a UTF-8 name, or give another path",
+        ) from None
+
+
 def require_trusted(path: str | os.PathLike[str], what: str) -> None:
     """Refuse `path` as `what` (the "state directory", the "export directory") when another user
     could change what is there (`untrusted_reason`): root would otherwise run, or tell an admin to

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+MAX_SAFE_NAME = 200
+SAFE_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_SAFE_NAME - 1}}}")
 """A name that becomes a file or directory name (sweep names, run ids): never `..`, `/` or hidden."""
 
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

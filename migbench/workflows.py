@@ -435,6 +435,7 @@ def submit_sweep(
         say(res.summary())
     sweep = res.sweep
     _fits_the_fleet(sweep, fleet_gpus)
+    _bench_ids_fit(sweep, sweep_file)
     d = bench_dir(bench)
     require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -510,6 +511,22 @@ def _create_once(plan: Plan, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _bench_ids_fit(sweep: Sweep, sweep_file: Path) -> None:
+    """Refuse a sweep whose runs' ids on the bench (`<sweep>.<run id>`) are longer than a run id may
+    be: the bench would refuse the submission after submit had written it (a sweep name and a group
+    name of 100 characters each pass the sweep's own limits)."""
+    from migbench.launch.bench import bench_id
+    from migbench.names import MAX_SAFE_NAME, SAFE_NAME_RE
+
+    longest = max((bench_id(sweep.name, r.id) for r in sweep.runs), key=len)
+    if not SAFE_NAME_RE.fullmatch(longest):
+        raise MigbenchError(
+            f"{sweep_file}: sweep {sweep.name}'s runs are named <sweep>.<run id> on the bench, and {longest} is {len(longest)} characters "
+            f"long; a run id has at most {MAX_SAFE_NAME}",
+            hint=f"shorten the sweep's `name:` ({len(sweep.name)} characters) or its group names; nothing was submitted",
+        )
+
+
 def _fits_the_fleet(sweep: Sweep, fleet: Sequence[FleetGpu]) -> None:
     """Refuse a sweep with runs no instance of the fleet can hold (the bench would take them and
     abandon them), as `plan` does."""
@@ -581,7 +598,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import adopted_summary
+    from migbench.launch.bench import REFUSED, adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -596,4 +613,10 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
                 hint=f"it stays in the inbox and is taken when the bench runs: see `migbench status {bench_plan}`",
             )
         time.sleep(0.1)
-    return adopted_summary(inbox_file)
+    summary = adopted_summary(inbox_file)
+    if summary.startswith(REFUSED):
+        raise MigbenchError(
+            f"the bench refused the submission {inbox_file}: {summary.removeprefix(REFUSED)}",
+            hint="none of its runs was taken: fix what it says and submit the sweep again",
+        )
+    return summary

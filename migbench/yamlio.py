@@ -131,6 +131,18 @@ class UniqueKeys:
         return super().construct_mapping(node, deep)  # type: ignore[misc]
 
 
+def not_text(node: Node, value: Any) -> str | None:
+    """Why a scalar read from a file the user wrote is not text (None when it is): a double-quoted
+    escape of a lone surrogate (`"\\uDCFF"`), half a UTF-16 pair, no character. (migbench's own
+    files write a path's bytes that are not UTF-8 that way, so only the user's files are checked.)"""
+    if isinstance(node, ScalarNode) and node.style == '"' and isinstance(value, str) and _SURROGATE.search(value):
+        return f"{_short(value)} holds an escape of a lone surrogate (\\uD800-\\uDFFF), which is not a character"
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."

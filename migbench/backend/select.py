@@ -190,8 +190,12 @@ def simulated_host_facts() -> dict[str, Any] | None:
 
 
 def sim_smi_command() -> list[str]:
-    """How to run the simulated nvidia-smi as a real subprocess."""
-    return [sys.executable, "-m", "migbench.backend.select"]
+    """How to run the simulated nvidia-smi as a real subprocess: this interpreter, importing migbench
+    from where this process did, never from the working directory (`python -m` puts it first on the
+    path, so a `migbench/` another user left in a shared directory such as /tmp ran as the caller)."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    code = f"import sys; sys.path = [{root!r}, *(p for p in sys.path if p != '')]; from migbench.backend.select import main; main()"
+    return [sys.executable, "-c", code]
 
 
 def open_backend(*, dry_run: bool = False) -> Backend:

@@ -30,7 +30,7 @@ from pathlib import Path
 from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import describe_user, state_file_mode, trusted_uids, untrusted_reason, write_text_atomic
+from migbench.fsutil import describe_user, state_file_mode, trusted_uids, untrusted_reason, write_bytes_atomic, write_text_atomic
 from migbench.pidlock import PidLock
 from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
@@ -299,6 +299,7 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     --replace), which makes it the sweep's file from now on. `dry`: only refuse, write nothing."""
     box = sources_dir(d)
     path, mine = box / f"{name}.source", str(sweep_file.resolve())
+    record = os.fsencode(mine) + b"\n"  # the path's bytes as they are: spaces, line breaks, not UTF-8
     why = untrusted_reason(box)
     if why is not None:  # another user could claim (or take) the bench's sweep names there
         raise MigbenchError(
@@ -317,7 +318,7 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     if take_over:
         if not dry:
             _make_box(box)
-            write_text_atomic(path, mine + "\n")
+            write_bytes_atomic(path, record)
         return
     theirs = _read_source(path)
     if theirs is not None and theirs != mine:
@@ -332,15 +333,15 @@ def claim_sweep_name(d: Path, name: str, sweep_file: Path, *, take_over: bool = 
     try:  # the record appears with its text (linked from a temp file): never empty while another submit reads it
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.source.", suffix=".new", dir=box)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(mine + "\n")
+            with os.fdopen(fd, "wb") as f:
+                f.write(record)
             os.link(tmp, path)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     except FileExistsError:  # another submit claimed it meanwhile (or the record is damaged): decide again
         if _read_source(path) is None:
-            write_text_atomic(path, mine + "\n")
+            write_bytes_atomic(path, record)
             return
         return claim_sweep_name(d, name, sweep_file)
     except OSError as exc:
@@ -363,8 +364,8 @@ def _read_source(path: Path) -> str | None:
         os.close(fd)
         return None
     with os.fdopen(fd, "rb") as f:
-        text = f.read(8192).decode("utf-8", "replace").strip()
-    return text or None
+        data = f.read(8192)
+    return os.fsdecode(data[:-1]) if len(data) > 1 and data.endswith(b"\n") else None  # the path as written, byte for byte
 
 
 def read_submission(path: Path) -> Plan:
@@ -400,6 +401,10 @@ def check_submission(sub: Plan, path: Path) -> None:
         raise MigbenchError(
             f"{path}: run ids {', '.join(bad[:3])} do not carry the sweep's name {sub.name!r}", hint="submit the sweep with `migbench submit SWEEP`"
         )
+
+
+REFUSED = "refused: "
+"""How the summary of a submission the bench refused begins (`submit` then fails with it)."""
 
 
 def done_dir(d: Path) -> Path:

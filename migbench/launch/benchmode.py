@@ -30,7 +30,7 @@ from migbench.backend.select import live_models, open_backend, read_host_if_avai
 from migbench.catalog.model import GpuModel
 from migbench.errors import MigbenchError
 from migbench.launch.admission import Admission
-from migbench.launch.bench import inbox_problem, mark_adopted, merge, read_submission, submissions
+from migbench.launch.bench import REFUSED, inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
 from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store, instance_ref
@@ -163,11 +163,17 @@ def layouts_doc(history: list[list], now: float, layouts: Mapping[int, Layout]) 
 
 
 def read_layouts(doc: str | None) -> list[list]:
+    """The `layouts` meta entry's changes, each `[t, gpu, text]`; what is not in that form is left out
+    (a damaged entry: the bench launcher died on it with a traceback at its start)."""
     try:
         out = json.loads(doc or "[]")
     except ValueError:
         return []
-    return out if isinstance(out, list) else []
+    return [x for x in out if _layout_change(x)] if isinstance(out, list) else []
+
+
+def _layout_change(x: Any) -> bool:
+    return isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and isinstance(x[1], int) and isinstance(x[2], str)
 
 
 class BenchDriver:
@@ -241,8 +247,9 @@ class BenchDriver:
             try:
                 sub = read_submission(path)
             except MigbenchError as exc:
-                mark_adopted(path, f"refused: {exc.message}")
-                self.say(f"submission {path.name} refused: {exc.message}")
+                why = "; ".join([exc.message, *map(str, exc.problems)])
+                mark_adopted(path, f"{REFUSED}{why}")
+                self.say(f"submission {path.name} refused: {why}")
                 continue
             plan, merged = merge(sup.plan, sub, {rid: r.state for rid, r in sup.rows.items()})
             try:

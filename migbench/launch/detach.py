@@ -29,6 +29,24 @@ class Detached:
     log: Path
 
 
+def exit_error(rc: int, log: Path) -> MigbenchError:
+    """A detached launcher that exited with `rc` at its start, as an error: the last lines of its
+    `log`, or, when this start ended in a traceback (an unexpected exception), an internal error
+    naming the exception, the traceback left in the log (it was printed as the error)."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError as exc:
+        lines = [f"(cannot read {log}: {exc})"]
+    starts = [n for n, line in enumerate(lines) if line.startswith("--- ") and " detached launcher for " in line]
+    mine = lines[starts[-1] + 1 :] if starts else lines  # this start's lines, not an earlier launcher's
+    if any(line.startswith("Traceback (most recent call last)") for line in mine):
+        return MigbenchError(
+            f"internal error (the detached launcher exited with code {rc}: {mine[-1].strip() if mine else 'no message'})",
+            hint=f"this is a bug in migbench: please report it with the command you ran and the traceback in {log}",
+        )
+    return MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(lines[-8:]), hint=f"see {log}")
+
+
 def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached:
     """Start the supervisor as a daemon (new session, output to `<state dir>/launcher.log`) and
     return once it holds the plan's lock (or raise with its error)."""
@@ -67,14 +85,10 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
     db = db_path(sd)
     while time.monotonic() < deadline:
         rc = p.poll()
+        if rc == 0:
+            return Detached(p.pid, sd.path, log)
         if rc is not None:
-            try:
-                tail = log.read_text(errors="replace").strip().splitlines()[-8:]
-            except OSError as exc:
-                tail = [f"(cannot read {log}: {exc})"]
-            if rc == 0:
-                return Detached(p.pid, sd.path, log)
-            raise MigbenchError(f"the detached launcher exited with code {rc}:\n  " + "\n  ".join(tail), hint=f"see {log}")
+            raise exit_error(rc, log)
         if db.exists():
             try:
                 st = Store.open_readonly(db)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbench.errors import HardwareError, MigbenchError, UsageError
-from migbench.fsutil import require_trusted
+from migbench.fsutil import require_text_path, require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, key_of, read_state
 from migbench.plan import Plan, PlanRun
@@ -70,6 +70,8 @@ def preflight(plan: Plan, state_dir: StateDir) -> Prepared:
     sd = state_dir
     configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
     require_trusted(sd, "state directory")  # its bindings choose the devices, its run files what runs
+    require_text_path(Path(plan.path or ".").resolve(), "plan file")  # the launch state records it
+    require_text_path(sd, "state directory")
     for r in plan.runs:
         check_run_id(r.id)
     hint = f"apply it first: migbench apply {plan.path or 'PLAN'}" + sd.option

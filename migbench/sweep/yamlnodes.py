@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from migbench.errors import Problem
-from migbench.yamlio import TagChecks, UniqueKeys
+from migbench.yamlio import TagChecks, UniqueKeys, not_text
 
 MAX_ALIAS_VALUES = 100_000
 """YAML aliases may add at most this many values to a document: an alias bomb (aliases of aliases,
@@ -141,7 +141,7 @@ class Converter:
             except yaml.constructor.ConstructorError as exc:  # `!!int abc`: TagChecks
                 self.problems.add(str(exc.problem), line=line, field=path or None, hint="remove the tag, or write a value of its type")
                 value = node.value
-            return ScalarNode(line, path, value, node.value)
+            return ScalarNode(line, path, self._text(node, value, line, path), node.value)
         if id(node) in self.active:
             raise Abort(f"line {line}: a YAML alias refers to itself")
         self.active.add(id(node))
@@ -152,6 +152,15 @@ class Converter:
             return self._mapping(node, path, line)
         finally:
             self.active.discard(id(node))
+
+    def _text(self, node: yaml.Node, value: Any, line: int, path: str) -> Any:
+        """`value`, or, when it is not text (`yamlio.not_text`), a problem and the value with its
+        surrogates replaced (the rest of the file is still checked)."""
+        why = not_text(node, value)
+        if why is None:
+            return value
+        self.problems.add(why, line=line, field=path or None, hint="write the character itself (or a \\U escape of 8 hex digits)")
+        return value.encode("utf-8", "replace").decode()
 
     def _mapping(self, node: yaml.MappingNode, path: str, line: int) -> MapNode:
         entries: dict[Any, Entry] = {}
@@ -171,7 +180,7 @@ class Converter:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.add("a mapping key must be a plain value, not a list or mapping", line=key_line, field=path)
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._text(key_node, self.loader.construct_object(key_node, deep=True), key_line, path)
             if key in entries:
                 self.problems.add(
                     f"duplicate key {key!r} (first at line {entries[key].key_line})",

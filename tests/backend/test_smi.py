@@ -269,3 +269,23 @@ def test_driver_versions_keep_their_written_form():
     assert driver_str(parse_driver("570.169")) == "570.169"
     assert parse_driver("570.169") > parse_driver("570.133.20") and parse_driver("510.47.03") == (510, 47, 3)
     assert driver_str((450, 80, 2)) == "450.80.02"
+
+
+def test_the_simulated_nvidia_smi_never_imports_migbench_from_the_working_directory(tmp_path: Path):
+    """Guards: apply ran the simulated nvidia-smi as `python -m migbench.backend.select` in the
+    caller's working directory, which Python puts first on the path: a `migbench/` package another
+    user left in a shared directory such as /tmp ran as the caller (root under sudo) at each command."""
+    import os
+    import subprocess
+
+    from migbench.backend.select import SIM_ENV, sim_smi_command
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    (shared / "migbench").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (shared / "migbench" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    env = dict(os.environ, **{SIM_ENV: str(tmp_path / "sim")})
+    p = subprocess.run([*sim_smi_command(), "-L"], cwd=shared, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "GPU 0: NVIDIA A100-SXM4-80GB" in p.stdout, p.stdout + p.stderr
+    assert not marker.exists()

@@ -84,6 +84,19 @@ def test_submit_refuses_a_sweep_with_runs_no_instance_of_the_fleet_holds(tmp_pat
     assert not (tmp_path / "bench").exists()  # nothing submitted, no bench started
 
 
+def test_submit_refuses_a_sweep_whose_run_ids_on_the_bench_are_too_long(tmp_path: Path):
+    """Guards: a sweep name and a group name of 100 characters each (the sweep's own limits) make
+    bench run ids `<sweep>.<run id>` of 212 characters; submit wrote the submission, the bench
+    refused it ("2 problems in the plan") and submit printed that and exited 0, nothing submitted."""
+    env = _host(tmp_path)
+    text = SWEEP.format(name="s" * 100).replace("name: w", "name: " + "g" * 100)
+    (tmp_path / "long.yaml").write_text(text)
+    res = migbench("submit", "long.yaml", "--bench-dir", str(tmp_path / "bench"), "--timeout", "2", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "212 characters long" in res.stderr and "Hint:" in res.stderr and "Traceback" not in out, out
+    assert not (tmp_path / "bench").exists()  # nothing submitted, no bench started
+
+
 def test_a_damaged_bench_plan_is_an_error_whose_hint_says_how_to_recover(tmp_path: Path):
     """Guards: a damaged bench.plan.yaml said "regenerate it with `migbench plan SWEEP -o PLAN`",
     which makes a sweep's plan, not a bench plan."""

@@ -243,3 +243,29 @@ def test_run_plans_applies_and_launches_then_is_idempotent(tmp_path, monkeypatch
     assert second.returncode == 0 and "nothing to launch" in second.stdout and "applied" not in second.stdout
     assert "start " not in second.stdout
     fake_nvml.uninstall()
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_launch_of_a_plan_in_a_directory_whose_name_is_not_utf8_is_refused_in_words(tmp_path, detach):
+    """Guards: `run`, `launch` and `submit` of a plan in a directory whose name is not UTF-8 text
+    died with "internal error (UnicodeEncodeError ...)" once the launcher recorded the plan's path
+    in its launch state (`--detach`: a traceback from the detached launcher)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from migbench.backend.sim.host import init_host
+    from tests.support.cli import migbench
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/d\xfe"))
+    odd.mkdir(mode=0o700)
+    (odd / "s.yaml").write_text("version: 1\nname: s\ncommand: 'true {x}'\nparameters: {x: [1]}\nmemory: 1GiB\nduration: 1s\n")
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    assert migbench("plan", "s.yaml", "-o", "s.plan.yaml", cwd=odd, env=env, keep_sim=True).returncode == 0
+    apply = [sys.executable, "-m", "migbench", "apply", "s.plan.yaml", "--yes"]  # a process: its output holds the path's byte as it is
+    p = subprocess.run(apply, cwd=odd, env=dict(os.environ, LC_ALL="C.UTF-8", **env), capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = migbench("launch", "s.plan.yaml", *(["--detach"] if detach else []), cwd=odd, env=env, keep_sim=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "not UTF-8 text" in r.stderr and "d\\xfe" in r.stderr and "internal error" not in out and "Traceback" not in out, out

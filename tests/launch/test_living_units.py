@@ -3,6 +3,8 @@ and the bench's submissions (`launch.bench`)."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,6 +146,23 @@ def test_a_submission_is_taken_out_of_the_inbox_even_when_its_summary_cannot_be_
     assert bench_mod.adopted_summary(sub) == "submitted"  # what `submit` prints without the summary
 
 
+def test_a_submission_the_bench_refused_fails_the_submit_with_the_reason(tmp_path: Path):
+    """Guards: when the bench refused a submission (its summary "refused: ..."), submit printed the
+    summary as if the sweep had been taken and exited 0."""
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench as bench_mod
+    from migbench.workflows import wait_adopted
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sub = inbox / "00000000000000000001-a.plan.yaml"
+    sub.write_text("x")
+    bench_mod.mark_adopted(sub, bench_mod.REFUSED + "run ids a.x do not carry the sweep's name")
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "refused" in err.value.message and "do not carry the sweep's name" in err.value.message and err.value.hint, err.value.render()
+
+
 def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_request(tmp_path: Path):
     """Guards: a second file with a sweep's name was taken as that sweep on the bench. The first file
     submitted claims the name; the same file again passes; another is refused (also when the two
@@ -171,6 +190,30 @@ def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_reques
     (sources_dir(d) / "a.source").write_bytes(b"")  # damaged: claimed again by the next file
     claim_sweep_name(d, "a", one)
     assert (sources_dir(d) / "a.source").read_text().strip() == str(one.resolve())
+
+
+def test_a_sweep_name_is_claimed_by_its_file_whatever_bytes_its_path_holds(tmp_path: Path):
+    """Guards: the record of a sweep name's file was read stripped of white space, so a file whose
+    name ends in a space was refused on its own second submit, while another file (its name without
+    the space) was taken as that sweep without --replace; a file name that is not UTF-8 made submit
+    fail with an internal error."""
+    from migbench.errors import MigbenchError
+    from migbench.launch.bench import claim_sweep_name
+
+    d = tmp_path / "bench"
+    d.mkdir()
+    spaced, plain = tmp_path / "sp.yaml ", tmp_path / "sp.yaml"
+    claim_sweep_name(d, "a", spaced)
+    claim_sweep_name(d, "a", spaced)  # the same file again
+    with pytest.raises(MigbenchError, match="already has a sweep named a"):
+        claim_sweep_name(d, "a", plain)
+    odd = Path(os.fsdecode(bytes(tmp_path / "nu") + b"\xff\n.yaml"))
+    claim_sweep_name(d, "b", odd)
+    claim_sweep_name(d, "b", odd)
+    with pytest.raises(MigbenchError, match="already has a sweep named b"):
+        claim_sweep_name(d, "b", plain)
+    claim_sweep_name(d, "b", odd, take_over=True)
+    claim_sweep_name(d, "b", odd)
 
 
 def test_a_sweep_name_record_another_user_may_write_is_refused(tmp_path: Path):
@@ -249,3 +292,14 @@ def test_of_two_racing_claims_of_a_sweep_name_one_is_refused(tmp_path: Path, mon
     assert sorted(outcome.values()) == ["claimed", "refused"]
     winner = one if outcome["one"] == "claimed" else two
     assert (sources_dir(d) / "a.source").read_text().strip() == str(winner.resolve())
+
+
+def test_a_damaged_layouts_entry_of_the_launch_state_is_read_without_its_bad_changes():
+    """Guards: a `layouts` meta entry of launch.db holding a change not in the form [t, gpu, text]
+    made the bench launcher die at its start with a traceback (`submit` printed it)."""
+    from migbench.launch.benchmode import layouts_doc, read_layouts
+
+    doc = json.dumps([[0.0, 0, "7g.80gb@0"], [1, 2], "x", [2.0, "1", "a"], [3.5, 1, "3g.40gb@0"]])
+    assert read_layouts(doc) == [[0.0, 0, "7g.80gb@0"], [3.5, 1, "3g.40gb@0"]]
+    assert read_layouts('{"a": 1}') == [] and read_layouts("not json") == []
+    assert json.loads(layouts_doc(read_layouts(doc), 5.0, {})) == [[0.0, 0, "7g.80gb@0"], [3.5, 1, "3g.40gb@0"]]

@@ -368,3 +368,25 @@ def test_a_shims_exit_code_0_is_evidence_of_success_when_every_record_is_gone(tm
         a = Active("r", 1, "0:1g.10gb@0", gone, 1, None, popen=SimpleNamespace(returncode=rc))  # type: ignore[arg-type]
         res = Children(lambda text: None, 0.0).result(a)
         assert (res.returncode if res else None) == want
+
+
+def test_a_detached_launcher_that_died_of_an_unexpected_exception_is_an_internal_error(tmp_path: Path):
+    """Guards: a detached launcher (`launch --detach`, the bench `submit` starts) that died at its
+    start of an unexpected exception had its traceback printed as the error, not an internal error
+    with a hint to report it; an earlier launcher's lines in the same log do not count."""
+    from migbench.launch.detach import exit_error
+
+    log = tmp_path / "launcher.log"
+    log.write_text(
+        "--- 2026-01-01T00:00:00 detached launcher for a.plan.yaml\nTraceback (most recent call last):\nKeyError: 'x'\n"
+        "--- 2026-01-01T00:01:00 detached launcher for a.plan.yaml\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: not enough values to unpack (expected 3, got 2)\n'
+    )
+    err = exit_error(1, log)
+    assert err.message == "internal error (the detached launcher exited with code 1: ValueError: not enough values to unpack (expected 3, got 2))"
+    assert err.hint and "bug in migbench" in err.hint and str(log) in err.hint and "Traceback" not in err.render()
+    log.write_text(
+        "--- 2026-01-01T00:00:00 detached launcher for a.plan.yaml\nTraceback (most recent call last):\nKeyError: 'x'\n--- 2026-01-01T00:01:00 detached launcher for a.plan.yaml\nError: the plan is damaged\n"
+    )
+    err = exit_error(1, log)
+    assert err.message.startswith("the detached launcher exited with code 1:") and "Error: the plan is damaged" in err.message and err.hint == f"see {log}"
