@@ -22,7 +22,8 @@ Then:
     sum_{i >= i(c)} sum_{g,p,S} count_S(c) * rate_p(S) * y >= n_c * w_c      each run's work is done,
                                                                    after its arrival only
     sum_{g,p,S} count_S(c) * y[g,i,p,S] <= n_c * len_i             a run is in one place at a time
-    T >= r_c + s_c                                                 its best solo time after arrival
+    T >= r_c + s_c                                                 s_c: its best solo time, w_c *
+                                                                   max(1, u_c / kappa) on the best type
 
 so (T, x, y) is feasible and the LP's least T is at most the schedule's makespan. The LP is solved
 by column generation (patterns priced per type and interval by a bounded depth-first search). At
@@ -34,6 +35,12 @@ optimum): every column's reduced cost is at least -s, so the LP's optimum is at 
 no pattern prices out, s = 0 and the bound is z. The answer is the best such bound, less a
 relative 1e-6 for the solver's tolerances; None when no round's pricing was complete (pricing
 that runs out of effort proves nothing) or the problem is too large to try.
+
+What it does not see: a real run stays on one instance from its start to its end, the instance
+kept all along; here runs may pause and move, so the memory freed when a run ends is re-packed at
+once. On bench/living.py's workloads the LP is about 1 % above the volume bound
+(`forecast.living.volume_bound`): the sizes of instances, the legal layouts and the sharing caps
+cost little there; whatever separates the bound from a played schedule is elsewhere.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from migbench.planner.recut import maximal_layouts, usable_profiles
 
 MAX_ROUNDS = 80
 PRICE_NODES = 60000  # search nodes per type, interval and round
-MAX_COLUMNS_PER_PRICE = 5
+MAX_COLUMNS_PER_PRICE = 50
 MAX_PAIRS = 4000  # (class, type, interval) triples past which the LP is not tried
 MARGIN = 1e-6  # relative: the solver's tolerances
 STOP_GAP = 1e-4  # relative gap between the restricted LP and its Lagrangian bound that ends the rounds
