@@ -58,6 +58,7 @@ from migbench.planner.recut import maximal_layouts, usable_profiles
 
 MAX_ROUNDS = 80
 PRICE_NODES = 60000  # search nodes per type, interval and round
+TOTAL_NODES = 1_500_000  # search nodes per bound, all rounds together (seconds)
 MAX_COLUMNS_PER_PRICE = 50
 MAX_PAIRS = 4000  # (class, type, interval) triples past which the LP is not tried
 MARGIN = 1e-6  # relative: the solver's tolerances
@@ -227,16 +228,17 @@ def _first_patterns(m: _Master) -> list[tuple[int, int, Pattern]]:
     return out
 
 
-def _price(m: _Master, ti: int, i: int, prices: Prices, interference: float, tol: float) -> tuple[list[Pattern], float, bool]:
+def _price(m: _Master, ti: int, i: int, prices: Prices, interference: float, tol: float, limit: int) -> tuple[list[Pattern], float, int]:
     """The best few patterns of type `ti` in interval `i` by reduced gain, by a depth-first search
     over the classes with a positive work dual (the others only lose), pruned by a bound on what any
     extension can reach: rate <= min(1, kappa / U) caps the gain at min(P + room * best pi,
-    kappa * max(P / U, best pi / u)) (a mediant). Returns (patterns, the best gain, complete)."""
+    kappa * max(P / U, best pi / u)) (a mediant). Returns (patterns, the best gain, the nodes searched:
+    past `limit`, the search was cut short)."""
     t = m.types[ti]
     lam, pi, sig = prices
     cls = sorted((ci for ci, p in pi.items() if p > 1e-12), key=lambda ci: (-pi[ci], ci))
     if not cls:
-        return [], lam, True
+        return [], lam, 0
     classes = m.classes
     ratio = [pi[ci] / classes[ci].compute if classes[ci].compute > 0 else float("inf") for ci in cls]
     best_ratio = ratio[:]
@@ -263,7 +265,7 @@ def _price(m: _Master, ti: int, i: int, prices: Prices, interference: float, tol
                 continue
             # what any pattern adding classes from j on can reach (pi and the best ratio only fall with j)
             reach = min(p + (mincap - k) * pi[cls[j]], kappa * max(ratio_now, best_ratio[j]))
-            if lam + q + reach / (1.0 + interference * k) <= floor or nodes > PRICE_NODES:
+            if lam + q + reach / (1.0 + interference * k) <= floor or nodes > limit:
                 return
             for n in range(min(c.n, (memory - mem) // max(1, c.memory_mib), min(mincap, c.cap) - k), 0, -1):
                 nodes += 1
@@ -281,7 +283,7 @@ def _price(m: _Master, ti: int, i: int, prices: Prices, interference: float, tol
                 chosen.pop()
 
     rec(0, 0, 0, 10**9, 0.0, 0.0, 0.0)
-    return [pat for _, pat in sorted(heap, reverse=True)], best, nodes <= PRICE_NODES
+    return [pat for _, pat in sorted(heap, reverse=True)], best, nodes
 
 
 def recut_lp_bound(
@@ -314,23 +316,27 @@ def recut_lp_bound(
 
 
 def _rounds(m: _Master, interference: float, at_least: float) -> float | None:
-    """Column generation: the best Lagrangian bound over the rounds whose pricing was complete.
-    Stops (None) once the restricted LP's optimum, above the LP's, is at most `at_least`."""
+    """Column generation: the best Lagrangian bound over the rounds whose pricing was complete,
+    within `TOTAL_NODES` of pricing search. Stops (None) once the restricted LP's optimum, above
+    the LP's, is at most `at_least`."""
     proven: float | None = None
     tol = 1e-9
+    spent = 0
     for _ in range(MAX_ROUNDS):
         z = m.solve()
         if z is None:
             return proven
         if z <= at_least:
             return None
-        added, complete, loss = 0, True, 0.0
+        complete, loss = True, 0.0
         # Every dual first: adding a column changes the model, and its duals with it.
         prices = {key: m.prices(*key) for key in sorted(m.eligible)}
         found = []
         for (ti, i), pr in prices.items():
-            pats, best, done = _price(m, ti, i, pr, interference, tol)
-            complete = complete and done
+            limit = min(PRICE_NODES, TOTAL_NODES - spent)
+            pats, best, nodes = _price(m, ti, i, pr, interference, tol, limit)
+            spent += nodes
+            complete = complete and nodes <= limit
             t = m.types[ti]
             loss += max(best, tol) * t.most * m.gpus[t.model] * m.length(i, z)
             found += [(ti, i, pat) for pat in pats]
@@ -338,6 +344,6 @@ def _rounds(m: _Master, interference: float, at_least: float) -> float | None:
         if complete:
             lb = z - loss if added else z
             proven = lb if proven is None else max(proven, lb)
-        if not added or (proven is not None and proven >= z * (1 - STOP_GAP)):
+        if not added or spent >= TOTAL_NODES or (proven is not None and proven >= z * (1 - STOP_GAP)):
             break
     return proven

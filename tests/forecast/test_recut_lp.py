@@ -86,3 +86,19 @@ def test_the_bound_is_never_above_a_played_schedule_nor_below_the_volume_bound(g
     res = play(fleet(gpus), submissions)
     assert not res.unrunnable
     assert bound <= res.makespan_s * (1 + 1e-9), (bound / H, res.makespan_s / H)
+
+
+def test_pricing_cut_short_proves_no_more_than_the_full_lp(monkeypatch):
+    """With almost no pricing effort the LP proves nothing (None) or less than with all of it, and
+    the re-cut bound falls back to the volume bound."""
+    import migbench.planner.recutlp as recutlp
+
+    runs = tuple(Demand(f"r{i}", (5 + 3 * i) * GIB, (2 + i) * H, 0.1 + 0.05 * i, 3) for i in range(8))
+    pairs = [(0.0 if i < 4 else 2 * H, d) for i, d in enumerate(runs)]
+    full = recut_lp_bound(fleet(1), pairs)
+    assert full is not None
+    monkeypatch.setattr(recutlp, "TOTAL_NODES", 3)
+    cut = recut_lp_bound(fleet(1), pairs)
+    assert cut is None or cut <= full
+    subs = [Submission(0.0, runs[:4]), Submission(2 * H, runs[4:])]
+    assert recut_bound(fleet(1), subs) >= volume_bound(fleet(1), subs)
