@@ -40,6 +40,7 @@ from migbench.planner.recut import (
     slot_of,
     usable_profiles,
 )
+from migbench.planner.recutlp import recut_lp_bound
 from migbench.types import Layout, Placement, layout_key
 
 Policy = Callable[[float, Sequence[GpuNow], Sequence[Waiting]], Decision]
@@ -359,8 +360,22 @@ def fixed_policy(queues: Mapping[tuple[int, Placement], Sequence[str]] | None = 
     return planned
 
 
-def recut_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
-    """A lower bound on the makespan of any schedule, re-cuts free and at any time.
+def recut_bound(
+    fleet: Sequence[FleetGpu], submissions: Sequence[Submission], compute_basis: ComputeBasis = ComputeBasis.SM, interference: float = 0.0
+) -> float:
+    """A lower bound on the makespan of any schedule, re-cuts free and at any time: the larger of
+    `volume_bound` and the time-indexed configuration LP's bound (`planner.recutlp.recut_lp_bound`,
+    which sees the instance sizes, the legal layouts and which runs may share an instance; it
+    proves nothing when its pricing runs out of effort, and then `volume_bound` stands alone).
+    Both hold for every schedule, so their maximum does."""
+    volume = volume_bound(fleet, submissions, compute_basis)
+    runs = [(s.at_s, d) for s in submissions for d in s.runs]
+    lp = recut_lp_bound(fleet, runs, compute_basis, interference, at_least=volume)
+    return volume if lp is None else max(volume, lp)
+
+
+def volume_bound(fleet: Sequence[FleetGpu], submissions: Sequence[Submission], compute_basis: ComputeBasis = ComputeBasis.SM) -> float:
+    """A lower bound on the makespan of any schedule, re-cuts free and at any time, from volumes.
 
     Each run j has its arrival r_j, its best solo time s_j (the fastest instance it fits, alone),
     the memory h_j it holds while it runs (its own when it may share, else the smallest instance it

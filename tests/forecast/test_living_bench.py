@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.living import GIB, HOUR, across_seeds, one_batch, replan_when_empty, static_plan, two_pipelines
-from migbench.forecast.living import fixed_policy, play, recut_bound
+from migbench.forecast.living import fixed_policy, play, recut_bound, volume_bound
 from migbench.types import Placement
 from tests.forecast.test_living import audit
 
@@ -48,3 +48,12 @@ def test_the_summary_over_seeds_has_each_case_above_the_bound():
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert all(float(c.rstrip(" %")) >= 0 for c in cells[1:]), row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 21])
+def test_the_bound_is_above_the_volume_bound_and_under_the_bench_on_every_case(seed):
+    """On every case of the bench, over several draws: the volume bound <= (d) <= what (a) plays."""
+    for case in (two_pipelines(seed, 4), two_pipelines(seed, 8), one_batch(seed)):
+        bound = recut_bound(case.fleet, case.subs)
+        assert volume_bound(case.fleet, case.subs) <= bound <= play(case.fleet, case.subs).makespan_s, case.name
