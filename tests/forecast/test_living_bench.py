@@ -51,9 +51,9 @@ def test_the_summary_over_seeds_has_each_case_above_the_bound():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 21])
-def test_the_bound_is_above_the_volume_bound_and_under_the_bench_on_every_case(seed):
-    """On every case of the bench, over several draws: the volume bound <= (d) <= what (a) plays."""
-    for case in (two_pipelines(seed, 4), two_pipelines(seed, 8), one_batch(seed)):
+def test_the_bound_is_above_the_volume_bound_and_under_the_bench_on_every_case():
+    """On every case of the bench's own draw (seed 21; seeds 1-2 in the summary above, generated
+    cases in test_recut_lp): the volume bound <= (d) <= what (a) plays."""
+    for case in (two_pipelines(21, 4), two_pipelines(21, 8), one_batch(21)):
         bound = recut_bound(case.fleet, case.subs)
         assert volume_bound(case.fleet, case.subs) <= bound <= play(case.fleet, case.subs).makespan_s, case.name
