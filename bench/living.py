@@ -61,6 +61,7 @@ from migbench.forecast.living import (  # noqa: E402
     volume_bound,
 )
 from migbench.planner import FleetGpu, SolveOptions, solve  # noqa: E402
+from migbench.planner.budget import default_work  # noqa: E402
 from migbench.planner.recut import Decision, GpuNow, LiveInstance, Recut, Start, Waiting, fill_in_place  # noqa: E402
 from migbench.types import Layout, Objective, Placement  # noqa: E402
 
@@ -104,8 +105,11 @@ def one_batch(seed: int) -> Case:
 
 
 def static_plan(runs: Sequence[Demand], fleet: Sequence[FleetGpu], limit: float) -> tuple[dict[int, Layout], dict[tuple[int, Placement], list[str]]]:
-    """`planner.solve` (makespan objective): its layouts and its queue per instance."""
-    sol = solve(runs, fleet, SolveOptions(time_limit_s=limit, objective=Objective.MAKESPAN))
+    """`planner.solve` (makespan objective): its layouts and its queue per instance. It plans with the
+    deterministic budget `limit` gives and the wall clock out of the way (as `bench/run.py --idle`):
+    the plan an idle machine makes, whatever the load here."""
+    opts = SolveOptions(time_limit_s=20 * limit, work_s=default_work(limit, len(runs)), objective=Objective.MAKESPAN)
+    sol = solve(runs, fleet, opts)
     queues: dict[tuple[int, Placement], list[str]] = {}
     for rid, a in sorted(sol.assigned.items(), key=lambda kv: (kv[1].start_s or 0.0, kv[1].wave, kv[0])):
         queues.setdefault((a.gpu, a.placement), []).append(rid)
