@@ -258,9 +258,29 @@ def node_line(plan: Plan, node: str) -> Text:
     return txt
 
 
+def shell_word(text: str) -> str:
+    """`text` as one shell word: `shlex.quote`, or, when it holds a character that is not printable
+    (an escape sequence, a line break), bash's `$'...'` with those characters escaped, so that a
+    value never writes a terminal's control sequences raw (a sweep's value could set the title or
+    the clipboard) and the line still pastes back as the same word."""
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for c in text:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "$'" + "".join(out) + "'"
+
+
 def format_params(params: dict[str, Any]) -> str:
-    """A run's parameters as `name=value` words (values that hold spaces quoted), for tables."""
-    return " ".join(f"{k}={shlex.quote(v) if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+    """A run's parameters as `name=value` words (values that hold spaces quoted, control characters
+    escaped: `shell_word`), for tables."""
+    return " ".join(f"{k}={shell_word(v) if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
 
 
 def plan_table(plan: Plan, *, width: int = 80, params: bool = True) -> Table:
