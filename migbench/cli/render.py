@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from migbench.names import printable
 from migbench.units import format_duration, format_mib
 
 if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbench --help`
@@ -680,7 +681,7 @@ def _runs_table(doc: StatusDoc, all_runs: bool, params: dict[str, dict[str, Any]
         mem = "-"
         if r["peak_mib"] is not None or r["instance_mib"] is not None:
             mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
-        note = r["last_error"] or ""
+        note = printable(r["last_error"] or "")
         if r["state"] == "queued" and r["retry_at"]:
             note = f"retry in {_fmt_s(max(0.0, r['retry_at'] - now))}; " + note
         t.add_row(
