@@ -4,7 +4,6 @@ every partition grain, in the terminal)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -13,12 +12,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, console, not_an_input
 from migbench.cli.render import fit_table
 from migbench.units import format_duration
 
 if TYPE_CHECKING:
-    from migbench.plan import Plan
     from migbench.report.grain import GrainLever
 
 
@@ -51,7 +49,13 @@ def report_cmd(
     for f in footprints or ():
         peaks.update(load_footprints(f).peaks())
     out = output or plan_file.resolve().parent / f"{plan.name if sweep is None else sweep}.report.html"
-    _not_an_input(out, plan, [(plan_file, "the plan it reports on"), *((f, "a footprints file it reads") for f in footprints or ())])
+    not_an_input(
+        out,
+        plan,
+        "the report",
+        f"{plan.name}.report.html",
+        [(plan_file, "the plan it reports on"), *((f, "a footprints file it reads") for f in footprints or ())],
+    )
     con = console(stderr=True)
     t0 = time.perf_counter()
     builder = ReportBuilder(
@@ -167,19 +171,3 @@ def register(app: typer.Typer) -> None:
         report_cmd
     )
     app.command("grain", help="Plan the sweep at every partition grain the fleet allows: instances, runs at once, utilisation, makespan.")(grain_cmd)
-
-
-def _not_an_input(out: Path, plan: Plan, inputs: list[tuple[Path, str]]) -> None:
-    """Refuse an output that is one of the report's inputs, or the plan's sweep file: `-o PLAN`
-    replaced the plan with the page (every later command on it failed: "not valid YAML")."""
-    from migbench.errors import InputError
-
-    if plan.sweep_file:
-        inputs.append((Path(plan.path or ".").resolve().parent / plan.sweep_file, "the plan's sweep file"))
-    for f, what in inputs:
-        try:
-            same = os.path.samefile(out, f)
-        except OSError:
-            same = False
-        if same:
-            raise InputError(f"refusing to write the report over {what}, {out}", hint=f"choose another output, e.g. -o {plan.name}.report.html")

@@ -105,3 +105,13 @@ def test_a_report_never_replaces_its_plan_or_the_plans_sweep_file(tmp_path: Path
     r = migbench("report", "s.plan.yaml", "-o", f"./{target}", "--no-grain", cwd=tmp_path)
     assert r.returncode == 1 and "refusing to write the report over" in r.stderr and "Hint:" in r.stderr, r.stdout + r.stderr
     assert (tmp_path / target).read_bytes() == before
+
+
+def test_export_mig_parted_never_replaces_its_plan(tmp_path: Path):
+    """Guards: `export mig-parted PLAN -o PLAN` replaced the plan with the config, exit 0."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    assert migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--no-runs", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "s.plan.yaml").read_bytes()
+    r = migbench("export", "mig-parted", "s.plan.yaml", "-o", "s.plan.yaml", cwd=tmp_path)
+    assert r.returncode == 1 and "refusing to write the mig-parted config over the plan" in r.stderr and "Hint:" in r.stderr, r.stdout + r.stderr
+    assert (tmp_path / "s.plan.yaml").read_bytes() == before
