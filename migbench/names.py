@@ -23,3 +23,10 @@ def log_dir_problem(log_dir: str) -> str | None:
     if not log_dir.startswith("/") and ".." in log_dir.replace("\\", "/").split("/"):
         return f"`launch.log_dir` {log_dir!r} climbs out of the plan's directory ('..'); give a path below it, or an absolute one"
     return None
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable (an escape sequence's ESC, a line break)
+    written as Python writes it (`\\x1b`, `\\n`): what a command or a sweep's value puts in a message
+    never drives the terminal that shows it."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,3 +98,21 @@ def adopt_simulated_host(*dirs: str | os.PathLike[str] | None) -> str | None:
     if note:
         console(stderr=True).print(Text("note: " + note, style="yellow"))
     return note
+
+
+def not_an_input(out: Path, plan: Plan, what: str, example: str, inputs: Sequence[tuple[Path, str]] = ()) -> None:
+    """Refuse `out` as the file `what` is written to when it is one of the command's `inputs`, the
+    plan's file or its sweep file: `report PLAN -o PLAN` replaced the plan with the page (every later
+    command on it failed: "not valid YAML")."""
+    from migbench.errors import InputError
+
+    named = [*inputs, (Path(plan.path or "."), "the plan it is made from")]
+    if plan.sweep_file:
+        named.append((Path(plan.path or ".").resolve().parent / plan.sweep_file, "the plan's sweep file"))
+    for f, which in named:
+        try:
+            same = os.path.samefile(out, f)
+        except OSError:
+            same = False
+        if same:
+            raise InputError(f"refusing to write {what} over {which}, {out}", hint=f"choose another output, e.g. -o {example}")

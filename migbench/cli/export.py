@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, console, not_an_input
 from migbench.cli.render import fit_table
 from migbench.errors import UsageError
 
@@ -168,6 +168,7 @@ def migparted_cmd(
     else:
         from migbench.fsutil import write_text_atomic
 
+        not_an_input(output, plan, "the mig-parted config", f"{plan.name}.mig-parted.yaml")
         write_text_atomic(output, text, "mig-parted config")
         console().print(f"written to {output}; apply on a node with: nvidia-mig-parted apply -f {output} -c <config name>")
     for w in warnings:

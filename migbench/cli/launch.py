@@ -14,7 +14,7 @@ import typer
 
 from migbench.cli.clock import command_started
 from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
-from migbench.cli.render import status_view
+from migbench.cli.render import shell_word, status_view
 from migbench.errors import MigbenchError
 
 if TYPE_CHECKING:
@@ -69,13 +69,13 @@ def _print_dry_run(plan: Plan, opts: LaunchOptions) -> None:
         where = f"GPU {i.gpu} {i.profile}@{i.start}" if i else s.instance
         typer.echo("")
         typer.echo(f"# {s.run_id} attempt {s.attempt} on {where}")
-        typer.echo(f"cd {shlex.quote(s.workdir)}")
+        typer.echo(f"cd {shell_word(s.workdir)}")
         if s.env_passthrough is not None:
             keep = ", ".join(s.env_passthrough) or "none"
             typer.echo(f"# of the launcher's environment only: {keep} (launch.env_passthrough)")
         for k, v in s.env.items():
-            typer.echo(f"export {k}={shlex.quote(v)}")
-        typer.echo(shlex.join(s.argv))
+            typer.echo(f"export {k}={shell_word(v)}")
+        typer.echo(" ".join(map(shell_word, s.argv)))
 
 
 def _detach(plan: Plan, opts: LaunchOptions) -> None:

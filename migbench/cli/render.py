@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from migbench.names import printable
 from migbench.units import format_duration, format_mib
 
 if TYPE_CHECKING:  # only types: rendering must not pull the core in at `migbench --help`
@@ -258,9 +259,29 @@ def node_line(plan: Plan, node: str) -> Text:
     return txt
 
 
+def shell_word(text: str) -> str:
+    """`text` as one shell word: `shlex.quote`, or, when it holds a character that is not printable
+    (an escape sequence, a line break), bash's `$'...'` with those characters escaped, so that a
+    value never writes a terminal's control sequences raw (a sweep's value could set the title or
+    the clipboard) and the line still pastes back as the same word."""
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for c in text:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "$'" + "".join(out) + "'"
+
+
 def format_params(params: dict[str, Any]) -> str:
-    """A run's parameters as `name=value` words (values that hold spaces quoted), for tables."""
-    return " ".join(f"{k}={shlex.quote(v) if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+    """A run's parameters as `name=value` words (values that hold spaces quoted, control characters
+    escaped: `shell_word`), for tables."""
+    return " ".join(f"{k}={shell_word(v) if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
 
 
 def plan_table(plan: Plan, *, width: int = 80, params: bool = True) -> Table:
@@ -660,7 +681,7 @@ def _runs_table(doc: StatusDoc, all_runs: bool, params: dict[str, dict[str, Any]
         mem = "-"
         if r["peak_mib"] is not None or r["instance_mib"] is not None:
             mem = f"{'-' if r['peak_mib'] is None else r['peak_mib']} / {r['instance_mib'] or '-'} MiB"
-        note = r["last_error"] or ""
+        note = printable(r["last_error"] or "")
         if r["state"] == "queued" and r["retry_at"]:
             note = f"retry in {_fmt_s(max(0.0, r['retry_at'] - now))}; " + note
         t.add_row(

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import STATE_DIR_HELP, console
+from migbench.cli.common import STATE_DIR_HELP, console, not_an_input
 from migbench.cli.render import fit_table
 from migbench.units import format_duration
 
@@ -49,6 +49,13 @@ def report_cmd(
     for f in footprints or ():
         peaks.update(load_footprints(f).peaks())
     out = output or plan_file.resolve().parent / f"{plan.name if sweep is None else sweep}.report.html"
+    not_an_input(
+        out,
+        plan,
+        "the report",
+        f"{plan.name}.report.html",
+        [(plan_file, "the plan it reports on"), *((f, "a footprints file it reads") for f in footprints or ())],
+    )
     con = console(stderr=True)
     t0 = time.perf_counter()
     builder = ReportBuilder(

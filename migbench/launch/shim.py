@@ -47,6 +47,7 @@ from typing import Any, TypedDict
 from migbench.backend.select import attach_run
 from migbench.fsutil import configure_state_mode, create_private, reserve_file, trusted_uids, untrusted_reason, write_json_atomic
 from migbench.launch.waiter import WAIT_NAME, WAIT_PENDING, exec_waiter, parse_record, read_record, start_ticks, wait_status
+from migbench.names import printable
 
 OOM_MARKERS = ("CUDA out of memory", "torch.OutOfMemoryError", "CUDA error: out of memory", "OutOfMemoryError")
 """stderr text that makes a failed run an OOM (torch's messages; `OutOfMemoryError` covers JAX/TF too)."""
@@ -144,6 +145,7 @@ def start_failure(exc: BaseException, where: str, program: str, workdir: str) ->
     found. The launcher does not retry either: the next attempt would fail the same way."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
     reason = reason[:1].lower() + reason[1:]
+    program, workdir = printable(program), printable(workdir)  # the launcher and status show this message
     if where == "workdir":
         return f"migbench: cannot enter the workdir {workdir}: {reason}", 127
     if where == "program" and isinstance(exc, FileNotFoundError):

@@ -148,3 +148,18 @@ def test_status_shows_whole_ids_and_each_runs_parameters(rig):
             assert run.id in words and f"lr={run.params['lr']}" in words, (run.id, width)
     doc = json.loads(r.cli("status", str(r.plan_path), "--json").stdout)
     assert {x["id"]: x["params"] for x in doc["runs"]["runs"]} == {x.id: x.params for x in r.plan.runs}
+
+
+def test_a_parameter_value_never_writes_terminal_control_sequences_raw(tmp_path):
+    """Guards: a sweep value holding escape sequences (`"\\e]0;title\\a"`, `"\\e[2J"`; an OSC 52 would
+    write the clipboard) was printed raw by `plan --runs`, `launch --dry-run` and `status`, so a
+    sweep file from someone else drove the terminal. Such a value is shown as bash's $'...' word."""
+    from migbench.backend.sim.host import init_host
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    (tmp_path / "s.yaml").write_text('version: 1\nname: s\ncommand: "echo {x}"\nparameters: {x: ["\\e]0;pwned\\a\\e[2Jab"]}\nmemory: 1GiB\nduration: 1s\n')
+    r = migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--runs", cwd=tmp_path, env=env, keep_sim=True)
+    assert r.returncode == 0 and "x=$'\\x1b]0;pwned\\x07\\x1b[2Jab'" in r.stdout and "\x1b" not in r.stdout + r.stderr, r.stdout + r.stderr
+    r = migbench("launch", "s.plan.yaml", "--dry-run", cwd=tmp_path, env=env, keep_sim=True)
+    assert r.returncode == 0 and "echo $'\\x1b]0;pwned\\x07\\x1b[2Jab'" in r.stdout and "\x1b" not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -93,3 +93,25 @@ def test_the_user_catalogue_is_never_written_through_a_link(planned, tmp_path):
     r = migbench("catalog", "import", str(lgip), str(lgipp), "--name", "X1", "--partial", env={"MIGBENCH_CATALOG": str(cat)})
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stdout + r.stderr
     assert victim.read_text() == "version: 1\nmodels: {}\n" and cat.is_symlink()
+
+
+@pytest.mark.parametrize("target", ["s.plan.yaml", "s.yaml"])
+def test_a_report_never_replaces_its_plan_or_the_plans_sweep_file(tmp_path: Path, target: str):
+    """Guards: `report PLAN -o PLAN` (or -o the sweep file) replaced the file with the HTML page,
+    exit 0; every later command on the plan failed ("not valid YAML")."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    assert migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--no-runs", cwd=tmp_path).returncode == 0
+    before = (tmp_path / target).read_bytes()
+    r = migbench("report", "s.plan.yaml", "-o", f"./{target}", "--no-grain", cwd=tmp_path)
+    assert r.returncode == 1 and "refusing to write the report over" in r.stderr and "Hint:" in r.stderr, r.stdout + r.stderr
+    assert (tmp_path / target).read_bytes() == before
+
+
+def test_export_mig_parted_never_replaces_its_plan(tmp_path: Path):
+    """Guards: `export mig-parted PLAN -o PLAN` replaced the plan with the config, exit 0."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    assert migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--no-runs", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "s.plan.yaml").read_bytes()
+    r = migbench("export", "mig-parted", "s.plan.yaml", "-o", "s.plan.yaml", cwd=tmp_path)
+    assert r.returncode == 1 and "refusing to write the mig-parted config over the plan" in r.stderr and "Hint:" in r.stderr, r.stdout + r.stderr
+    assert (tmp_path / "s.plan.yaml").read_bytes() == before

@@ -390,3 +390,15 @@ def test_a_detached_launcher_that_died_of_an_unexpected_exception_is_an_internal
     )
     err = exit_error(1, log)
     assert err.message.startswith("the detached launcher exited with code 1:") and "Error: the plan is damaged" in err.message and err.hint == f"see {log}"
+
+
+def test_a_command_that_cannot_start_is_said_with_its_control_characters_escaped():
+    """Guards: a sweep command whose program holds an escape sequence (`"\\e]0;title\\a"`) could not
+    start, and the launcher's message (printed, and shown by `status` as the run's note) carried the
+    sequence raw to the terminal."""
+    from migbench.launch.shim import start_failure
+    from migbench.names import printable
+
+    msg, code = start_failure(FileNotFoundError(2, "No such file or directory"), "program", "\x1b]0;pwned\x07", "/w\nd")
+    assert code == 127 and msg == "migbench: cannot start \\x1b]0;pwned\\x07 in /w\\nd: command not found on PATH", msg
+    assert printable("plain text, é") == "plain text, é" and printable("a\x1b[2Jb\tc") == "a\\x1b[2Jb\\tc"
