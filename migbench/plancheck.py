@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from migbench.duration import DurationModel
 from migbench.errors import InputError, MigbenchError, Problem
 from migbench.names import SAFE_NAME_RE
 from migbench.sweep.model import LaunchSettings
-from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, SWEEP_NAME_RE
+from migbench.sweep.schema import ENV_NAME_RE, MAX_FLEET_GPUS, MAX_NAME_LEN, NODE_NAME_RE, SWEEP_NAME_RE
 from migbench.sweep.yamlnodes import Abort, Converter, LimitedSafeLoader, MapNode, Node, Problems, SeqNode, reader_error_char, reader_error_line
 from migbench.types import InstanceRef, Placement
 from migbench.yamlio import error_problem, shape_problem
@@ -270,9 +271,15 @@ def _read_fleet(chk: _Check, doc: dict[str, Any]) -> list[_Gpu]:
             chk.add(where, f"expected a mapping {{gpu: N, model: MODEL}}, got {_kind(g)}")
             continue
         idx = chk.at_least(chk.get(g, "gpu", where, "int"), 0, f"{where}.gpu")
-        model = chk.get(g, "model", where, "str")
-        driver = chk.get(g, "driver", where, "str", required=False)
-        chk.get(g, "node", where, "str", required=False)
+        model = _one_line(chk, chk.get(g, "model", where, "str"), f"{where}.model")
+        driver = _one_line(chk, chk.get(g, "driver", where, "str", required=False), f"{where}.driver")
+        node = chk.get(g, "node", where, "str", required=False)
+        if node is not None and not NODE_NAME_RE.fullmatch(node):
+            chk.add(
+                f"{where}.node",
+                f"{_kind(node)} is not a node name Slurm and Kubernetes accept",
+                "use letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit",
+            )
         if idx is not None and idx in seen:
             chk.add(f"{where}.gpu", f"GPU {idx} is listed twice")
             continue
@@ -280,6 +287,15 @@ def _read_fleet(chk: _Check, doc: dict[str, Any]) -> list[_Gpu]:
             seen.add(idx)
             fleet.append(_Gpu(idx, model, driver))
     return fleet
+
+
+def _one_line(chk: _Check, text: str | None, field: str) -> str | None:
+    """`text` when it holds no control character or line break (a model, driver or profile name is
+    written into the exported scripts' comments, where a line break would start a command); with a
+    problem otherwise."""
+    if text is not None and any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
+        chk.add(field, f"{_kind(text)} holds a control character or a line break", "a name is one line of printable text")
+    return text
 
 
 def _fleet_models(chk: _Check, fleet: list[_Gpu], catalog: Catalog | None, notes: list[str]) -> dict[int, GpuModel]:
@@ -371,7 +387,7 @@ def _read_instances(chk: _Check, doc: dict[str, Any], fleet: list[_Gpu], models:
             continue
         n = len(chk.items)
         gpu = chk.at_least(chk.get(i, "gpu", where, "int"), 0, f"{where}.gpu")
-        profile = chk.get(i, "profile", where, "str")
+        profile = _one_line(chk, chk.get(i, "profile", where, "str"), f"{where}.profile")
         start = chk.at_least(chk.get(i, "start", where, "int"), 0, f"{where}.start")
         mib = chk.at_least(chk.get(i, "memory_mib", where, "int"), 0, f"{where}.memory_mib", strict=True)
         compute = chk.get(i, "compute", where, "number", required=False)

@@ -26,7 +26,7 @@ from migbench.errors import InputError, MigbenchError, UsageError, os_reason
 from migbench.fsutil import STATE_MODE_ENV, configure_state_mode, make_dirs, parse_state_mode, require_trusted, tighten_dir, write_json_atomic
 from migbench.names import SAFE_NAME_RE, log_dir_problem
 from migbench.plan import Plan, read_identity
-from migbench.types import InstanceRef
+from migbench.types import InstanceRef, Placement
 
 NEEDS_ATTENTION = ("applying", "rollback-failed")
 """Checkpoint statuses that leave GPUs possibly half-configured."""
@@ -398,7 +398,54 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint | None:
     if doc is None or not isinstance(doc.get("gpus"), dict):
         return None
     doc.setdefault("status", "applied")  # written before statuses existed: that apply ended
-    return cast(Checkpoint, doc)
+    problem = _checkpoint_problem(doc)
+    if problem is None:
+        return cast(Checkpoint, doc)
+    if doc["status"] not in NEEDS_ATTENTION:
+        return None  # an apply that ended: nothing is read from it
+    raise MigbenchError(
+        f"{path} is not a checkpoint apply wrote: {problem}; it says an apply did not finish, but not how the GPUs were before it",
+        hint="move it aside (the GPUs are then taken as they are now): `migbench check PLAN` shows how they differ from the plan, "
+        "`migbench apply PLAN` brings them to it",
+    )
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _saved_gpu_problem(g: str, snap: object) -> str | None:
+    """What is wrong with one GPU's entry of a checkpoint (as `recovery.snapshot` writes it), or None."""
+    if not (g.isascii() and g.isdigit()):
+        return f"GPU key {g[:40]!r} is not a GPU index"
+    if not isinstance(snap, dict) or not isinstance(snap.get("instances"), list):
+        return f"GPU {g} is not a mapping with a list of instances"
+    if any(k not in snap or not isinstance(snap[k], (bool, type(None))) for k in ("mig_current", "mig_pending")):
+        return f"GPU {g}: mig_current and mig_pending are true, false or null"
+    for i in snap["instances"]:
+        if not isinstance(i, dict) or not all(_is_int(i.get(k)) for k in ("profile_id", "size")):
+            return f"GPU {g}: an instance is not a mapping with a profile_id and a size"
+        try:
+            Placement.parse(str(i.get("placement")))
+        except ValueError:
+            return f"GPU {g}: instance placement {str(i.get('placement'))[:40]!r} is not profile@start"
+        cis = i.get("compute_instances")
+        if not isinstance(cis, list) or not all(isinstance(c, dict) and all(_is_int(c.get(k)) for k in ("profile_id", "start", "size")) for c in cis):
+            return f"GPU {g}: instance {i['placement']}'s compute_instances are not a list of {{profile_id, start, size}}"
+    return None
+
+
+def _checkpoint_problem(doc: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's document, or None."""
+    for k in ("started_at", "ended_at"):
+        if k in doc and (isinstance(doc[k], bool) or not isinstance(doc[k], (int, float))):
+            return f"{k} is not a time"
+    if not isinstance(doc.get("plan_file"), (str, type(None))) or not isinstance(doc.get("plan", ""), str):
+        return "plan or plan_file is not text"
+    for g, snap in doc["gpus"].items():
+        if (problem := _saved_gpu_problem(g, snap)) is not None:
+            return problem
+    return None
 
 
 def mark_checkpoint(path: str | os.PathLike[str], status: str) -> None:

@@ -36,11 +36,18 @@ def _write(tmp_path, doc):  # type: ignore[no-untyped-def]
         (("runs", 0, "id"), "../../escape", "runs[0].id"),
         (("runs", 1, "env"), {"A=B": "x"}, "runs[1].env"),
         (("launch", "env"), {"BAD NAME": "x"}, "launch"),
+        (("fleet", 0, "node"), "gpu01\ntouch /tmp/owned #", "fleet[0].node"),
+        (("fleet", 0, "node"), "../../elsewhere", "fleet[0].node"),
+        (("fleet", 0, "model"), "A100-X\ntouch /tmp/owned #", "fleet[0].model"),
+        (("fleet", 0, "driver"), "550\rid", "fleet[0].driver"),
+        (("instances", 0, "profile"), "1g.10gb\nid #", "instances[0].profile"),
     ],
 )
 def test_names_and_paths_from_a_hand_edited_plan_are_checked(tmp_path, where, value, field):
     """Guards: a plan's `sweep.name: ../../X` made apply write bindings.json outside the state dir,
-    and `launch.log_dir: ../..` moved the state out of the plan's directory."""
+    and `launch.log_dir: ../..` moved the state out of the plan's directory; a node, model or
+    profile holding a line break was written into `export slurm`'s scripts (apply-<node>.sh, run as
+    root, ran the line after it), and a node `../..` wrote them outside the export directory."""
     doc = copy.deepcopy(BASE)
     node = doc
     for k in where[:-1]:

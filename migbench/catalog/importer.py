@@ -17,7 +17,7 @@ from migbench.catalog.model import (
     profile_order,
     variant_of,
 )
-from migbench.errors import InputError, MigbenchError, Problem
+from migbench.errors import InputError, MigbenchError, Problem, UsageError
 from migbench.fsutil import read_input
 
 
@@ -275,8 +275,11 @@ def import_files(
     every problem is recorded in the model's `unverified` list as `partial import: ...` (plans warn).
     Replacing a model the catalogue already has (built-in or imported) needs `force`: a typo in `--name`
     must not silently shadow a sourced built-in table."""
-    from migbench.catalog.store import default_catalog, save_user_model, spec_from_model
+    from migbench.catalog.store import default_catalog, name_problem, save_user_model, spec_from_model
 
+    if (bad := name_problem(name)) is not None:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise UsageError(f"--name {shown!r}: {bad}", hint="e.g. --name H100-NVL; use the NVML product name from `nvidia-smi -L`")
     known = default_catalog().find_key(name)
     if known is not None and not force:
         origin = default_catalog().origins.get(known, "builtin")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -327,6 +328,27 @@ def _bad_int(v: Any) -> bool:
     return isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**31
 
 
+MAX_MODEL_KEY = 100
+"""A model key (`catalog import --name`) is at most this many characters: it names the model in every table."""
+
+
+def name_problem(name: object, what: str = "a model name", limit: int = MAX_MODEL_KEY) -> str | None:
+    """Why `name` cannot name a model (or a profile): not text, empty, too long, or not one line of
+    printable text (a line break in it was written into the exported batch scripts); None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return f"{what} is text, not {'empty' if isinstance(name, str) else type(name).__name__}"
+    if len(name) > limit:
+        return f"{what} is at most {limit} characters, not {len(name)}"
+    if name != name.strip() or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return f"{what} is one line of printable text, without control or format characters or spaces around it"
+    return None
+
+
+def _key_problems(at: str, key: object) -> list[tuple[str, str]]:
+    bad = name_problem(key)
+    return [] if bad is None else [(at, bad)]
+
+
 def _profile_problems(pat: str, ps: Any) -> list[tuple[str, str]]:
     """spec_problems for one profile of a model (`pat`: where it is)."""
     if not isinstance(ps, dict):
@@ -334,6 +356,8 @@ def _profile_problems(pat: str, ps: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if not isinstance(ps.get("name"), str):
         out.append((f"{pat}.name", "a profile needs its name (3g.40gb)"))
+    elif (bad := name_problem(ps["name"], "a profile name")) is not None:
+        out.append((f"{pat}.name", bad))
     for f in _PROFILE_INTS:
         if _bad_int(ps.get(f)):
             out.append((f"{pat}.{f}", f"must be a whole number of at least 0, not {ps.get(f)!r}"))
@@ -354,6 +378,7 @@ def spec_problems(doc: Any) -> list[tuple[str, str]]:
         return out  # `_add_doc` says what a catalogue is
     for key, spec in doc["models"].items():
         at = f"models.{key}"
+        out += _key_problems(at, key)
         if not isinstance(spec, dict):
             out.append((at, "a model is a mapping"))
             continue

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, UsageError
 from migbench.export import migparted
 from migbench.export.tasks import Array, arrays
 from migbench.fsutil import output_dir, write_text_atomic
@@ -241,6 +241,19 @@ def _plan_map(plan: Plan, out: Path, exp: K8sExport, *, plan_text: str, namespac
     return plan_cm, hidden
 
 
+def _check_options(*, image: str, namespace: str, operator_namespace: str, state_pvc: str | None) -> None:
+    """The names given on the command line, before anything is written: a namespace or claim the API
+    refuses, or an image name holding white space, was written into every manifest (a line break
+    in it made a block scalar)."""
+    problems = name_problems(namespace, "--namespace", label=True) + name_problems(operator_namespace, "--operator-namespace", label=True)
+    if state_pvc is not None:
+        problems += name_problems(state_pvc, "--state-pvc", label=False)
+    if not image or any(c.isspace() or not c.isprintable() for c in image):
+        problems.append(f"--image: {image!r} is not an image reference (one word of printable text, e.g. registry/migbench:1.0)")
+    if problems:
+        raise UsageError(problems[0] if len(problems) == 1 else "; ".join(problems), hint="Kubernetes names are lower-case letters, digits and '-'")
+
+
 def write(
     plan: Plan,
     out: Path,
@@ -258,6 +271,7 @@ def write(
     """Write the export into `out`. The run directories go to `state_pvc` (an existing claim), else
     to a claim the export writes (`state` "pvc"), else (`state` "emptydir", asked for explicitly)
     to each pod's emptyDir, which loses them with the pod."""
+    _check_options(image=image, namespace=namespace, operator_namespace=operator_namespace, state_pvc=state_pvc)
     exp = K8sExport()
     arrs = [a for a in arrays(plan) if a.tasks]
     if not arrs:

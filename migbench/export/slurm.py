@@ -23,13 +23,14 @@ import math
 import shlex
 import shutil
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from migbench.duration import rate
-from migbench.errors import InputError, MigbenchError, os_reason
+from migbench.errors import InputError, MigbenchError, UsageError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
 from migbench.fsutil import output_dir, write_text_atomic
@@ -68,6 +69,25 @@ def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str
     return out
 
 
+def _broken(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def _one_line_each(plan_abs: str, sd: str, mb: str, sbatch_args: Sequence[str]) -> None:
+    """Refuse what would break a line of the scripts: each #SBATCH line ends at a line break, and
+    the line after it runs as a command (a state directory below a directory whose name holds one
+    made `#SBATCH --output=` end there)."""
+    for what, path in (("the plan's path", plan_abs), ("the state directory", sd), ("the migbench command", mb)):
+        if _broken(path):
+            raise InputError(
+                f"{what} {path!r} holds a line break or a control character: it cannot go into a batch script",
+                hint="move the plan (or --state-dir) to a directory whose path is one line of text",
+            )
+    for arg in sbatch_args:
+        if _broken(arg):
+            raise UsageError(f"--sbatch-arg {arg!r} holds a line break or a control character", hint="give one sbatch option per --sbatch-arg")
+
+
 def write(
     plan: Plan,
     out: Path,
@@ -94,6 +114,7 @@ def write(
     mb = command or migbench_command()
     plan_abs = str(Path(plan.path).resolve())
     sd = state_dir.resolve()
+    _one_line_each(plan_abs, str(sd), mb, sbatch_args)
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:

@@ -243,3 +243,31 @@ def test_the_hint_for_another_plans_interrupted_apply_rolls_it_back(host, tmp_pa
     again = migbench(*shlex.split(cmd.group(1))[1:], keep_sim=True)
     assert again.returncode == 0 and "rolled back" in again.stdout, again.stdout + again.stderr
     assert shape(host) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "gpus, extra",
+    [
+        ({"0": {}}, {}),
+        ({"x": {"instances": [], "mig_current": True, "mig_pending": True}}, {}),
+        ({"0": {"instances": [{"placement": "zz"}], "mig_current": True, "mig_pending": True}}, {}),
+        ({"0": {"instances": "abc", "mig_current": True, "mig_pending": True}}, {}),
+        ({}, {"started_at": "yesterday"}),
+    ],
+)
+def test_a_damaged_checkpoint_of_an_unfinished_apply_is_said_in_words(host, tmp_path, gpus, extra):
+    """Regression: a checkpoint.json saying `applying` whose GPUs are not as apply writes them made
+    check, apply and apply --rollback end in 'internal error (KeyError: ...)'. Each says which file
+    and what is wrong, and how to go on; a damaged checkpoint of an apply that ended is not read."""
+    plan = _target(tmp_path)
+    cp = state_dir_for(plan) / "checkpoint.json"
+    cp.write_text(json.dumps({"status": "applying", "gpus": gpus, **extra}))
+    before = shape(host)
+    for args in (("check", str(plan.path)), ("apply", str(plan.path), "--yes"), ("apply", str(plan.path), "--rollback")):
+        res = migbench(*args, keep_sim=True)
+        assert res.returncode == 1 and "internal error" not in res.stderr, res.stderr
+        assert f"{cp} is not a checkpoint apply wrote" in " ".join(res.stderr.split()) and "move it aside" in res.stderr, res.stderr
+    assert shape(host) == before
+    cp.write_text(json.dumps({"status": "applied", "gpus": gpus, **extra}))
+    assert migbench("apply", str(plan.path), "--yes", keep_sim=True).returncode == 0

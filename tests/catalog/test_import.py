@@ -137,3 +137,23 @@ def test_cli_refuses_then_imports_with_partial(tmp_path, user_catalog):
     assert doc["profiles"] == 5 and any("cut short" in w for w in doc["warnings"])
     r = migbench("catalog", "import", lgip, lgipp, "--name", "H100-SXM5-80GB", "--force", "--partial", env=env)
     assert "WARNING: partial import:" in r.stdout and "7 compute slices taken from the catalogue's H100-SXM5-80GB" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["A\ntouch /tmp/owned #", "", " H100", "\u202eX", "Q" * 101])
+def test_a_model_name_that_is_not_one_short_line_is_refused(tmp_path, user_catalog, name):
+    """Regression: `catalog import --name` stored any text: a name with a line break (which the
+    plan and `export slurm`'s scripts then carried), an empty one, one of 5,000 characters (every
+    `migbench catalog` table as wide) or with a bidi override. It is a usage error, nothing is
+    stored; a user catalogue holding such a key is an error at its line."""
+    from migbench.errors import UsageError
+
+    with pytest.raises(UsageError):
+        import_files(*write(tmp_path, NVL_LGIP, NVL_LGIPP), name=name)
+    assert not user_catalog.exists()
+    import_files(*write(tmp_path, NVL_LGIP, NVL_LGIPP), name="Mine-NVL")
+    doc = yaml.safe_load(user_catalog.read_text())
+    doc["models"][name] = doc["models"]["Mine-NVL"]
+    user_catalog.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError) as ei:
+        Catalog.load(user_path=user_catalog)
+    assert any(p.field == f"models.{name}" for p in ei.value.problems), ei.value.problems

@@ -248,3 +248,16 @@ def test_a_plan_configmap_past_256_kib_is_applied_server_side_with_a_warning(two
     size = len((tmp_path / "b" / "plan-configmap.yaml").read_bytes())
     assert 262_144 < size < 1_048_576
     assert any(f"the plan ConfigMap is {size:,} bytes" in w and "262,144" in w and "--server-side" in w for w in big.warnings), big.warnings
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--image", "img:1\n  hostPID: true"), ("--image", ""), ("--namespace", "A\nB"), ("--state-pvc", "a\nb"), ("--operator-namespace", "Gpu Operator")],
+)
+def test_names_given_on_the_command_line_are_checked_before_anything_is_written(two_nodes, tmp_path, option, value):
+    """Regression: --image, --namespace and --state-pvc were written into every manifest as given (a
+    line break made a YAML block scalar the API refuses), and the export said it succeeded."""
+    _, path = two_nodes
+    r = migbench("export", "k8s", str(path), "-o", str(tmp_path / "out"), f"{option}={value}")
+    assert r.returncode == 2 and option in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

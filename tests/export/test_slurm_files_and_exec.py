@@ -379,3 +379,22 @@ def test_tables_piped_at_80_columns_never_cut_an_id(tmp_path):
     r = migbench("status", str(path), env={**narrow, **_fake_clients(tmp_path, "123456789_0|RUNNING|node-with-a-long-name-01|None")})
     assert r.returncode == 0 and "…" not in r.stdout, r.stdout
     assert "123456789_0" in r.stdout and "node-with-a-long-name-01" in r.stdout and big.tasks[0].runs[0] in r.stdout
+
+
+def test_a_line_break_in_a_path_or_an_sbatch_arg_is_refused_before_any_script_is_written(two_nodes, tmp_path):
+    """Regression: a plan below a directory named "d<newline>touch X #" was exported with
+    `#SBATCH --output=<state dir>/...` cut at the line break, so the batch script ran `touch X`
+    as a command; `--sbatch-arg` with a line break did the same. Both are refused, nothing written."""
+    import shutil
+
+    _plan, path = two_nodes
+    odd = tmp_path / "d\ntouch owned #"
+    odd.mkdir()
+    shutil.copy(path, odd / "p.yaml")
+    r = migbench("export", "slurm", str(odd / "p.yaml"), "-o", str(tmp_path / "out1"))
+    assert r.returncode == 1 and "holds a line break" in r.stderr and "internal error" not in r.stderr, r.stderr
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out2"), "--sbatch-arg=--comment=x\ntouch owned")
+    assert r.returncode == 2 and "--sbatch-arg" in r.stderr and "line break" in r.stderr, r.stderr
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+    r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out3"), "--sbatch-arg=--comment=x y")
+    assert r.returncode == 0, r.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid as uuidlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import psutil
@@ -122,6 +122,21 @@ class MigDevice:
     ci_profile: CiProfile
     memory_mib: int
     serial: int
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "bool": (bool,), "str": (str,), "int | None": (int, type(None)), "float": (int, float)}
+
+
+def _check_types(obj: Any) -> None:
+    """Raise TypeError naming the first field of a state record (read from host.json) whose value is
+    not of its declared type (a hand-edited `"id": "x"` was found only where a reader computed with it)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        kinds = _TYPES.get(str(f.type))
+        if kinds is not None and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
+            raise TypeError(f"{type(obj).__name__}.{f.name} is {v!r}, not {f.type}")
+        if str(f.type) == "list[str]" and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise TypeError(f"{type(obj).__name__}.{f.name} is not a list of strings")
 
 
 @dataclass
@@ -284,6 +299,11 @@ class SimState:
                 cis = [ComputeInstance(**c) for c in gi.get("compute_instances", [])]
                 gis.append(GpuInstance(**{**gi, "compute_instances": cis}))
             gpus.append(SimGpu(**{**g, "gpu_instances": gis}))
+        processes = [SimProcess(**p) for p in d.get("processes", [])]
+        faults = [Fault(**f) for f in d.get("faults", [])]
+        all_gis = [gi for g in gpus for gi in g.gpu_instances]
+        for obj in [*gpus, *all_gis, *(c for gi in all_gis for c in gi.compute_instances), *processes, *faults]:
+            _check_types(obj)
         return cls(
             model_key=d["model_key"],
             driver=d["driver"],
@@ -291,8 +311,8 @@ class SimState:
             vm=bool(d["vm"]),
             privileged=bool(d["privileged"]),
             gpus=gpus,
-            processes=[SimProcess(**p) for p in d.get("processes", [])],
-            faults=[Fault(**f) for f in d.get("faults", [])],
+            processes=processes,
+            faults=faults,
             serial=int(d.get("serial", 0)),
             version=int(d["version"]),
             model_spec=d.get("model_spec"),

@@ -505,3 +505,28 @@ def test_sim_cli_commands(tmp_path, monkeypatch, sleeper):
     monkeypatch.delenv("MIGBENCH_SIM")
     r = run("reboot")
     assert isinstance(r.exception, MigbenchError) and "MIGBENCH_SIM" in (r.exception.hint or "")
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda g: g["gpu_instances"][0].__setitem__("id", "x"), "GpuInstance.id is 'x', not int"),
+        (lambda g: g.__setitem__("mig_current", "yes"), "SimGpu.mig_current is 'yes', not bool"),
+        (lambda g: g.__setitem__("clients", [{"pid": 1}]), "SimGpu.clients is not a list of strings"),
+        (lambda g: g["gpu_instances"][0]["compute_instances"][0].__setitem__("start", None), "ComputeInstance.start is None, not int"),
+    ],
+)
+def test_a_hand_edited_host_state_of_the_wrong_types_is_said_at_load(tmp_path, edit, said):
+    """Regression: a host.json edited to `"id": "x"` (or a mode "yes", a client that is not a
+    string) loaded, and check, apply, status and doctor ended in 'internal error (TypeError ...)'
+    where the value was first used."""
+    init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
+    h = SimHost(tmp_path)
+    gi = h.create_gpu_instance(0, 9)
+    h.create_compute_instance(0, gi.id)
+    doc = json.loads((tmp_path / "host.json").read_text())
+    edit(doc["gpus"][0])
+    (tmp_path / "host.json").write_text(json.dumps(doc))
+    with pytest.raises(MigbenchError) as ei:
+        load_host(tmp_path)
+    assert "is not a valid simulated host state" in ei.value.message and said in ei.value.message
