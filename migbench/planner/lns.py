@@ -24,8 +24,9 @@ A deal moves the runs that every one of its instances may take (the band's: thos
 of them may take, each among those it fits); each neighbourhood is dealt `DEALS` times (longest first, then with seeded noise on the order) and the
 deal with the best finish profile of its instances is the one repaired.
 
-Each repaired plan gets a short local search (its allowance grows with the sweep up to `POLISH_CAP`
-runs, so that a big sweep gets many repairs rather than a few long polishes). Every play is charged
+Each repaired plan gets a short local search: its allowance grows with the sweep up to `POLISH_CAP`
+runs and shrinks past it (as `POLISH_CAP`² / runs, at least `POLISH_MIN` runs' worth), since a big
+sweep's plan comes down through many repairs, not a few long polishes. Every play is charged
 to the deterministic budget and the noise comes from a seeded generator, so the same input gives the
 same plan; the clock only stops the search at the hard stop. `LnsStats` counts, per neighbourhood, the tries and the ones kept.
 """
@@ -43,7 +44,8 @@ NEIGHBOURHOODS = ("unload", "pair", "gpu")  # taken in turn ("gpu" alternates wi
 REPORTED = NEIGHBOURHOODS + ("band",)
 LATE = 6  # the destroy step starts from one of this many latest-finishing instances
 POLISH_RUNS = 60  # plays of the local search after a repair, per run of the sweep (scaled by PLAY_S)
-POLISH_CAP = 100  # ... counting at most this many runs: a big sweep's repairs stay cheap, so it gets many
+POLISH_CAP = 90  # ... counting at most this many runs, and POLISH_CAP**2 / runs past it: a big sweep's repairs stay cheap, so it gets many
+POLISH_MIN = 5  # ... but at least this many
 DEALS = 2  # a pair, gpu or band neighbourhood is dealt this many times (plain, then noisy); the best is kept
 BAND = 4  # the band neighbourhood: this many latest-finishing and this many earliest-finishing instances
 
@@ -56,6 +58,12 @@ class LnsStats:
 
     def describe(self) -> str:
         return ", ".join(f"{n} {self.kept[n]}/{self.tried[n]} kept (-{self.gain_s[n] / 3600:.2f} h)" for n in REPORTED)
+
+
+def polish_runs(n: int) -> float:
+    """How many of a sweep's `n` runs a repair's polish counts (`POLISH_RUNS` plays each): all of a
+    small sweep's, then fewer as the sweep grows past `POLISH_CAP`."""
+    return max(float(POLISH_MIN), min(float(n), POLISH_CAP * POLISH_CAP / max(1, n)))
 
 
 def _load(ev: Evaluator, st: InstanceQueues, key: str, rid: str) -> float:
@@ -222,7 +230,7 @@ def lns_search(best: InstanceQueues, ev: Evaluator, allowance: float, bound: flo
     rng = random.Random(0)
     stats = stats if stats is not None else LnsStats()
     gpu_of = {k: best.slot_place[k][0] for k in best.slots}
-    polish = PLAY_S[1] * POLISH_RUNS * min(len(ev.jobs), POLISH_CAP)
+    polish = PLAY_S[1] * POLISH_RUNS * polish_runs(len(ev.jobs))
     stale = 0
     step = 0
     while budget.spent < stop_at and not budget.expired() and best.makespan() > bound * (1 + 1e-9):

@@ -39,7 +39,8 @@ LP_TOLERANCE = 0.001  # the LP bisection stops when its interval is this narrow 
 CP_TOLERANCE = 0.002  # and the CP-SAT bisection at this
 MAX_LP_STEPS = 30
 CP_MAX_PAIRS = 1000  # (class, instance type) pairs past which the CP-SAT bisection is skipped
-LNS_SHARE = 0.6  # of the budget left after the exact phase, for the large neighbourhoods (the rest: kicks)
+LNS_SHARE = 0.9  # of the budget left after the exact phase, for the large neighbourhoods (the rest: kicks)
+LAYOUT_SHARE = 0.4  # of the budget left after the bound, for one-GPU layout moves (small problems: 0.3)
 LAST_STATS = LnsStats()  # what the large neighbourhoods of this process kept (bench/run.py reports it)
 
 
@@ -239,7 +240,7 @@ def _improve(
     small = small_enough(prob)
     if proven < best.makespan() * (1 - 1e-9) and not budget.expired():
         budget.report("search")
-        best = layout_search(best, prob, ev, budget.share(0.3 if small else 0.6), search.preferred, rank)
+        best = layout_search(best, prob, ev, budget.share(0.3 if small else LAYOUT_SHARE), search.preferred, rank)
         local_search(best, ev, budget.share(0.3))
         budget.report(incumbent=best.makespan())
 
