@@ -80,9 +80,12 @@ def parse_gpus(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return sorted({int(x) for x in text.split(",") if x.strip()})
+        gpus = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
         raise UsageError(f"--gpus {text!r}: expected comma-separated GPU indices, e.g. --gpus 0,2") from None
+    if not gpus:  # an empty list meant every GPU to apply: `--gpus "$GPUS"` with GPUS unset re-cut them all
+        raise UsageError(f"--gpus {text!r} names no GPU", hint="leave --gpus out for every GPU of the plan, or name them: --gpus 0,2")
+    return gpus
 
 
 def is_tty() -> bool:

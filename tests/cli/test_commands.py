@@ -184,3 +184,17 @@ def test_a_plan_written_to_dev_null_goes_through_it_and_never_replaces_it(tmp_pa
     assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
     r = mb("plan", str(sweep), "-o", str(tmp_path))
     assert r.returncode == 1 and "is a directory" in r.stderr
+
+
+def test_an_empty_gpus_list_is_a_usage_error_not_every_gpu():
+    """Regression: `apply PLAN --gpus ""` (a script's `--gpus "$GPUS"` with GPUS unset) parsed to no
+    GPU, which apply took as every GPU of the plan, and re-cut them all."""
+    import pytest
+
+    from migbench.cli.common import parse_gpus
+    from migbench.errors import UsageError
+
+    for text in ("", " ", ",", " , "):
+        with pytest.raises(UsageError):
+            parse_gpus(text)
+    assert parse_gpus("2, 0,") == [0, 2] and parse_gpus(None) is None
