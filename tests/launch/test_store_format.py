@@ -25,6 +25,16 @@ def _db(tmp_path: Path) -> Path:
     return db
 
 
+def _update(db: Path, sql: str, *args: object) -> None:
+    """One statement on launch.db, committed (a hand edit of the file)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _runs(db: Path) -> list[tuple]:
     conn = sqlite3.connect(db)
     try:
@@ -85,10 +95,7 @@ def test_an_instance_key_that_does_not_parse_is_a_damaged_file(tmp_path):
     """A `runs` row whose instance is not a key reads as a damaged launch.db (status says so and
     how to recover), never a traceback."""
     db = _db(tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET queue = 'not an instance' WHERE id = 'never-started'")
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET queue = 'not an instance' WHERE id = 'never-started'")
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
 
@@ -97,10 +104,7 @@ def test_a_key_of_any_catalogue_profile_reads_and_writes_back_as_it_was(tmp_path
     """A user catalogue may name a profile outside the usual pattern (`Placement.parse` refuses
     it): its rows read and write back the same text, and a key not in its own form is refused."""
     db = _db(tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET home = '12:2g.20gb+lab2@10', queue = '12:2g.20gb+lab2@10' WHERE id = 'never-started'")
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET home = '12:2g.20gb+lab2@10', queue = '12:2g.20gb+lab2@10' WHERE id = 'never-started'")
     before = _runs(db)
     st = Store.create(db)
     try:
@@ -111,10 +115,7 @@ def test_a_key_of_any_catalogue_profile_reads_and_writes_back_as_it_was(tmp_path
     finally:
         st.close(checkpoint=True)
     assert _runs(db) == before
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET queue = '0:3g.40gb@04' WHERE id = 'never-started'")
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET queue = '0:3g.40gb@04' WHERE id = 'never-started'")
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
 
@@ -128,10 +129,7 @@ def test_a_key_that_does_not_parse_is_found_when_the_file_is_opened(tmp_path):
     from migbench.report.data import read_launch
 
     db = _db(tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET home = 'x:1g.10gb@0' WHERE id = 'never-started'")
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET home = 'x:1g.10gb@0' WHERE id = 'never-started'")
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_launch(tmp_path)
     st, note = open_store(tmp_path)
@@ -146,10 +144,7 @@ def test_a_huge_key_that_does_not_parse_is_not_echoed_whole(tmp_path):
     """Bug: a runs row with a 5 MB instance text printed all 5 MB in status's error: the error
     shows its head and its length."""
     db = _db(tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", ("A" * 1_000_000,))
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET instance = ? WHERE id = 'never-started'", "A" * 1_000_000)
     with pytest.raises(MigbenchError, match=r"malformed runs row 'never-started': 'A+'\.\.\. \(1000000 characters\)") as err:
         read_state(tmp_path, lambda st: st.runs())
     assert len(str(err.value)) < 1000
@@ -161,10 +156,7 @@ def test_a_key_whose_profile_holds_a_control_character_is_a_damaged_file(tmp_pat
     clears the screen) had `status` print it raw to the terminal; a profile is printable text
     without spaces, as every catalogue's is."""
     db = _db(tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE runs SET instance = ? WHERE id = 'never-started'", (f"0:{profile}@0",))
-    conn.commit()
-    conn.close()
+    _update(db, "UPDATE runs SET instance = ? WHERE id = 'never-started'", f"0:{profile}@0")
     with pytest.raises(MigbenchError, match="is damaged: malformed runs row 'never-started'"):
         read_state(tmp_path, lambda st: st.runs())
 
