@@ -27,8 +27,9 @@ migbench in any of these steps is counted. Options: --quick (fewer trials), --on
 --seed N, --fuzz N (inputs per loader, default 3000), --keep; --host runs the host-level classes of
 issue 19 instead (`bench/faults_host.py`: two state dirs, a second sweep on the same instances, apply
 of another plan during a launch, full disk during apply; its own --trials N); --once runs the
-exactly-once campaign of issue 19 instead (`bench/faults_once.py`); --security its security cases
-as a hostile user, and a loader fuzz pass (`bench/faults_security.py`).
+exactly-once campaign of issue 19 instead (`bench/faults_once.py`); --bench the host bench's
+(two sweeps submitted to one bench, kills of the bench and of submits: `bench/faults_bench.py`);
+--security its security cases as a hostile user, and a loader fuzz pass (`bench/faults_security.py`).
 """
 
 from __future__ import annotations
@@ -462,6 +463,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--host", action="store_true", help="the host-level classes of issue 19 instead (bench/faults_host.py)")
     ap.add_argument("--once", action="store_true", help="only the exactly-once campaign of issue 19 (bench/faults_once.py)")
+    ap.add_argument("--bench", action="store_true", help="only the host bench's exactly-once campaign (bench/faults_bench.py)")
     ap.add_argument("--security", action="store_true", help="only the security cases of issue 19 (bench/faults_security.py)")
     args, rest = ap.parse_known_args()
     if args.host:
@@ -476,6 +478,12 @@ def main() -> None:
 
         once(trials=5 if args.quick else 20, seed=args.seed, keep=args.keep)
         return
+    if args.bench:
+        from bench.faults_bench import main as bench_faults
+
+        res = bench_faults(trials=3 if args.quick else 8, seed=args.seed, keep=args.keep)
+        bad = ("runs executed twice", "finished runs re-run", "removed, started after", "holes")
+        sys.exit(1 if any(v[k] for v in res.values() for k in bad) else 0)
     if args.security:
         from bench.faults_security import run as security
 
