@@ -12,7 +12,8 @@ host's `bench/`, else `~/.local/state/migbench/bench`):
 - `inbox/`: each `migbench submit` writes its sweep's runs there (`<ns>-<sweep>.plan.yaml`, 0600
   when it carries `env:` values); the bench launcher adopts them in name order (`merge`) and removes
   them. A sweep submitted again keeps its finished and running runs; its new runs are added, and its
-  runs no longer in the sweep are cancelled if they have not started.
+  runs no longer in the sweep are never started again: cancelled unless they run now (those are left
+  to end, `launch.db`'s meta `withdrawn` names them) or have ended for good.
 - `runs/bench/`: the launch state (launch.db, run directories, bindings), as any launch's.
 """
 
@@ -23,7 +24,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +41,9 @@ BENCH_STATUS = "BENCH"
 BENCH_NAME = "bench"
 BENCH_ENV = "MIGBENCH_BENCH_DIR"
 STARTED = ("starting", "running", "succeeded", "failed", "oom", "timeout", "interrupted", "unknown", "lost")
+ACTIVE = ("starting", "running")
+RESUMABLE = ("interrupted",)
+"""Started states a later launcher starts again (`launch.outcomes`' recovery re-queues them)."""
 
 
 def bench_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -211,6 +215,8 @@ class Merged:
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # no longer in the sweep, started before, not running: cancelled
+    withdrawn: list[str] = field(default_factory=list)  # no longer in the sweep, running: kept until they end, never started again
     kept: int = 0
     waiting: int = 0  # unchanged runs the bench has not started yet
 
@@ -220,6 +226,10 @@ class Merged:
             parts.append(f"{len(self.replaced)} changed and not started, taken as changed")
         if self.cancelled:
             parts.append(f"{len(self.cancelled)} no longer in the sweep and not started, cancelled")
+        if self.stopped:
+            parts.append(f"{len(self.stopped)} no longer in the sweep and stopped before they ended, cancelled (not run again)")
+        if self.withdrawn:
+            parts.append(f"{len(self.withdrawn)} no longer in the sweep and running, left to end (not run again)")
         if self.kept:
             parts.append(f"{self.kept} started or finished before, kept")
         if self.waiting:
@@ -227,9 +237,13 @@ class Merged:
         return f"sweep {self.sweep} submitted: " + "; ".join(parts)
 
 
-def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merged]:
+def merge(bench: Plan, sub: Plan, states: Mapping[str, str], tried: Collection[str] = ()) -> tuple[Plan, Merged]:
     """The bench plan with the submission `sub` adopted (see the module's docstring); `states` are
-    the launch's run states by id (a run not there has not been seen by the launcher)."""
+    the launch's run states by id (a run not there has not been seen by the launcher), `tried` the
+    runs with an attempt behind them. A run no longer in the sweep is never started again: it is
+    cancelled unless it runs now (`Merged.withdrawn`: kept until it ends) or has ended for good
+    (kept as a record); one that was started and stopped (interrupted, or waiting for another
+    attempt) is cancelled too (`Merged.stopped`)."""
     m = Merged(sub.name)
     new = {r.id: r for r in sub.runs}
     runs: list[PlanRun] = []
@@ -246,9 +260,14 @@ def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merg
             else:
                 m.replaced.append(r.id)
                 runs.append(new[r.id])
-        elif started:
+        elif st in ACTIVE:
+            m.withdrawn.append(r.id)
+            runs.append(r)
+        elif started and st not in RESUMABLE:
             m.kept += 1
             runs.append(r)
+        elif started or r.id in tried:
+            m.stopped.append(r.id)
         else:
             m.cancelled.append(r.id)
     known = {r.id for r in bench.runs}

@@ -115,6 +115,21 @@ def test_a_sweep_submitted_again_keeps_what_started_adds_new_runs_and_cancels_re
     assert m.added == [] and m.cancelled == [] and m.waiting == 2 and "2 unchanged, still waiting" in m.summary()
 
 
+def test_a_run_removed_from_its_sweep_after_it_started_is_never_started_again(tmp_path: Path):
+    """Guards: a run no longer in its sweep that had been started and interrupted counted as
+    "started, kept", and the next bench start ran it again."""
+    bench = _bench({0: [], 1: []})
+    bench, _ = merge(bench, submission("sw", None, "1", GPUS, [_run(x) for x in "abcde"], LaunchSettings(), tmp_path, DurationModel()), {})
+    states = {"sw.a": "interrupted", "sw.b": "queued", "sw.c": "running", "sw.d": "succeeded", "sw.e": "queued"}
+    bench, m = merge(
+        bench, submission("sw", None, "2", GPUS, [_run("x")], LaunchSettings(), tmp_path, DurationModel()), states, {"sw.a", "sw.b", "sw.c", "sw.d"}
+    )
+    assert m.stopped == ["sw.a", "sw.b"] and m.cancelled == ["sw.e"] and m.withdrawn == ["sw.c"] and m.kept == 1, m
+    assert [r.id for r in bench.runs] == ["sw.c", "sw.d", "sw.x"]  # the running one until it ends, the finished one as a record
+    assert "2 no longer in the sweep and stopped before they ended, cancelled (not run again)" in m.summary()
+    assert "1 no longer in the sweep and running, left to end (not run again)" in m.summary() and "1 started or finished before, kept" in m.summary()
+
+
 def test_a_sweep_submitted_again_leaves_the_runs_of_a_sweep_whose_name_extends_its_own_alone(tmp_path: Path):
     """Guards: submitting sweep `a` again cancelled the waiting runs of sweep `a.x` (their ids
     `a.x.<run>` start with `a.`)."""
