@@ -258,7 +258,7 @@ def _watch_plan(plan_file: Path | None, sd: Path | None) -> Plan | None:
         st.close()
     if named and Path(named).exists():
         try:
-            return Plan.load(named)
+            return Plan.load(named, regular=True)
         except MigbenchError:
             return None
     return None

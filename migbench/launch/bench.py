@@ -31,7 +31,7 @@ from pathlib import Path
 from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import describe_user, state_file_mode, trusted_uids, untrusted_reason, write_bytes_atomic, write_text_atomic
+from migbench.fsutil import describe_user, read_regular, state_file_mode, trusted_uids, untrusted_reason, write_bytes_atomic, write_text_atomic
 from migbench.pidlock import PidLock
 from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
@@ -449,6 +449,6 @@ def mark_adopted(path: Path, summary: str) -> None:
 
 def adopted_summary(path: Path) -> str:
     try:
-        return (done_dir(path.parent.parent) / (path.name + ".txt")).read_text().strip()
+        return read_regular(done_dir(path.parent.parent) / (path.name + ".txt"), 65536).decode("utf-8", "replace").strip()
     except OSError:
         return "submitted"
