@@ -499,7 +499,7 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
     return f"is {kind}, not a regular file (migbench writes only to a regular file or a new name)"
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None) -> Path:
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None, raw_names: bool = False) -> Path:
     """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
     with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
     not the state mode. Every writer of a path the user names goes through here: only a regular
@@ -507,16 +507,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
     FIFO, device or socket is refused (`output_problem`; /dev/null alone is written through). Any
     failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
     and no temp file, and raises the OSError, or, given `what` (the "plan file"), an `Error:` that
-    says what could not be written and why."""
+    says what could not be written and why.
+
+    Text is written as UTF-8. A file or directory name that is not UTF-8 reaches the text as Python
+    decodes such names (its bad bytes as lone surrogates): with `raw_names` (a shell script, a page)
+    those bytes are written back as they are, so the text names the same file; otherwise (a file
+    migbench or another tool reads back as UTF-8) it is an `Error:` that names the line."""
     p = Path(path)
     why = output_problem(p)
     if why is not None:
         doc = what or "file"
         raise MigbenchError(f"cannot write the {doc} {p}: it {why}", hint=f"give the {doc}'s name: a regular file or a new one")
+    data = encode_text(text, p, what or "file", raw_names=raw_names)
     try:
         if p.exists() and not p.is_file():  # /dev/null
-            with open(p, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(p, "wb") as f:
+                f.write(data)
             return p
         if mode is None:
             try:
@@ -524,12 +530,29 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
             except OSError:
                 mode = 0o666 & ~umask()
         p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
-        write_bytes_atomic(p, text.encode("utf-8"), mode=mode)
+        write_bytes_atomic(p, data, mode=mode)
     except OSError as exc:
         if what is None:
             raise
         raise from_os_error(exc, f"write the {what}") from None
     return p
+
+
+def encode_text(text: str, path: Path, what: str, *, raw_names: bool = False) -> bytes:
+    """`text` as UTF-8 for the `what` at `path` (see `write_text_atomic`'s `raw_names`), or an
+    `Error:` naming the line that holds a name that is not UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape" if raw_names else "strict")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        start = text.rfind("\n", 0, exc.start) + 1
+        end = text.find("\n", exc.start)
+        shown = text[start : end if end >= 0 else len(text)].strip()[:160]
+        shown = shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise MigbenchError(
+            f"cannot write the {what} {path}: line {line} would hold a name that is not UTF-8 ({shown})",
+            hint="rename that file or directory to a UTF-8 name (or work from another directory); nothing was written",
+        ) from None
 
 
 def describe_group(gid: int) -> str:

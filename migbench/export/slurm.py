@@ -200,7 +200,7 @@ def _export_doc(
 
 
 def _write(path: Path, text: str, *, exe: bool = False) -> Path:
-    return write_text_atomic(path, text, mode=0o755 if exe else 0o644)
+    return write_text_atomic(path, text, mode=0o755 if exe else 0o644, raw_names=True)  # a script names the directories as they are
 
 
 def node_gres(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, str]) -> list[tuple[str, int]]:
