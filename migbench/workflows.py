@@ -598,7 +598,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import REFUSED, adopted_summary
+    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -614,6 +614,13 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
             )
         time.sleep(0.1)
     summary = adopted_summary(inbox_file)
+    if summary == UNKNOWN:
+        raise MigbenchError(
+            f"the bench took {inbox_file} out of its inbox but left no record of taking or refusing it (is the disk full?): "
+            "whether its runs were taken is unknown",
+            hint=f"see `migbench status {bench_plan}` and the bench's launcher.log; once there is space, submit the sweep again "
+            "(what the bench took already is kept, not run twice)",
+        )
     if summary.startswith(REFUSED):
         raise MigbenchError(
             f"the bench refused the submission {inbox_file}: {summary.removeprefix(REFUSED)}",

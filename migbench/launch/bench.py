@@ -424,6 +424,10 @@ def check_submission(sub: Plan, path: Path) -> None:
 
 REFUSED = "refused: "
 """How the summary of a submission the bench refused begins (`submit` then fails with it)."""
+REFUSED_SUFFIX = ".refused"
+"""A refused submission's name in `done/` (its own record: the rename needs no space on a full disk)."""
+UNKNOWN = "unknown"
+"""`adopted_summary` when the bench left no trace of what it did with a submission."""
 
 
 def done_dir(d: Path) -> Path:
@@ -431,24 +435,36 @@ def done_dir(d: Path) -> Path:
 
 
 def mark_adopted(path: Path, summary: str) -> None:
-    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints).
-    Never raises: on a full disk the summary is left out (`submit` then says only "submitted"), and
-    a submission that cannot be moved is removed (the bench plan holds its runs already)."""
+    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints); a
+    refused one (its summary begins `REFUSED`) goes to `done/` with `REFUSED_SUFFIX`, so that the
+    refusal is known even without its summary. Never raises: on a full disk the summary is left out
+    (`submit` then says only "submitted", or that it was refused), and a submission that cannot be
+    moved is removed (the bench plan holds its runs already; `submit` then says the outcome is
+    unknown)."""
     done = done_dir(path.parent.parent)
+    refused = summary.startswith(REFUSED)
     try:
         done.mkdir(exist_ok=True, mode=0o700)
         write_text_atomic(done / (path.name + ".txt"), summary + "\n", "submission summary")
     except (OSError, MigbenchError):
         pass
     try:
-        os.replace(path, done / path.name)
+        os.replace(path, done / (path.name + (REFUSED_SUFFIX if refused else "")))
     except OSError:
         with contextlib.suppress(OSError):
             path.unlink()
 
 
 def adopted_summary(path: Path) -> str:
+    """The summary of the adopted submission `path`: as the bench wrote it; else "submitted", or a
+    refusal whose reason was not written, as its record in `done/` says; else `UNKNOWN`."""
+    done = done_dir(path.parent.parent)
     try:
-        return read_regular(done_dir(path.parent.parent) / (path.name + ".txt"), 65536).decode("utf-8", "replace").strip()
+        return read_regular(done / (path.name + ".txt"), 65536).decode("utf-8", "replace").strip()
     except OSError:
+        pass
+    if (done / (path.name + REFUSED_SUFFIX)).is_file():
+        return f"{REFUSED}the reason could not be written (is the disk full?); the bench's launcher.log says it"
+    if (done / path.name).is_file():
         return "submitted"
+    return UNKNOWN

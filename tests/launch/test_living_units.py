@@ -178,6 +178,32 @@ def test_a_submission_the_bench_refused_fails_the_submit_with_the_reason(tmp_pat
     assert "refused" in err.value.message and "do not carry the sweep's name" in err.value.message and err.value.hint, err.value.render()
 
 
+def test_a_refusal_whose_summary_cannot_be_written_still_fails_the_submit(tmp_path: Path, monkeypatch):
+    """Guards: on a full disk the bench refused a submission but could not write its summary, and
+    `submit` said "submitted" and exited 0. The refusal is known from the submission's own record
+    (a rename); with no record at all the outcome is unknown: an error too."""
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench as bench_mod
+    from migbench.workflows import wait_adopted
+    from tests.support.faults import full_disk
+
+    inbox = tmp_path / "inbox"
+    (inbox / "done").mkdir(parents=True)
+    sub = inbox / "00000000000000000001-a.plan.yaml"
+    sub.write_text("x")
+    with monkeypatch.context() as m:
+        full_disk(m)
+        bench_mod.mark_adopted(sub, bench_mod.REFUSED + "run ids a.x do not carry the sweep's name")
+    assert not (inbox / "done" / (sub.name + ".txt")).exists()  # the disk was full
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "refused" in err.value.message and "could not be written" in err.value.message, err.value.render()
+    (inbox / "done" / (sub.name + bench_mod.REFUSED_SUFFIX)).unlink()  # nothing recorded at all (the move failed too)
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "unknown" in err.value.message and "submit the sweep again" in str(err.value.hint), err.value.render()
+
+
 def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_request(tmp_path: Path):
     """Guards: a second file with a sweep's name was taken as that sweep on the bench. The first file
     submitted claims the name; the same file again passes; another is refused (also when the two
