@@ -429,3 +429,28 @@ def test_a_file_read_back_as_utf8_that_would_name_a_non_utf8_directory_is_a_clea
     assert "rename" in str(err.value.hint) and not (tmp_path / "p.yaml").exists()
     write_text_atomic(tmp_path / "p.sh", text, raw_names=True)
     assert (tmp_path / "p.sh").read_bytes() == b"kind: x\nfile: /tmp/bad\xff/s.yaml\n"
+
+
+def test_the_state_directory_in_sbatch_output_is_quoted_and_a_backslash_refused(two_nodes, tmp_path):
+    """Guards: `#SBATCH --output=<state dir>/...` was unquoted, and sbatch cuts an option at a space
+    (tests/export/test_slurm_cluster.py runs such a script on a real cluster). A backslash would
+    turn off sbatch's filename patterns (%A_%a): refused, nothing written."""
+    import shutil
+
+    _plan, path = two_nodes
+    spaced = tmp_path / 'my "runs" 100%'
+    spaced.mkdir()
+    shutil.copy(path, spaced / "p.yaml")
+    r = migbench("export", "slurm", str(spaced / "p.yaml"), "-o", str(tmp_path / "out1"))
+    assert r.returncode == 0, r.stderr
+    sd = str(spaced / "runs" / "two")
+    for script in (tmp_path / "out1" / "arrays").glob("*.sbatch"):
+        line = next(x for x in script.read_text().splitlines() if x.startswith("#SBATCH --output="))
+        want = '"' + sd.replace("%", "%%").replace('"', '\\"') + f"/slurm/{script.stem}-%A_%a.out" + '"'
+        assert line == "#SBATCH --output=" + want, line
+    odd = tmp_path / "back\\slash"
+    odd.mkdir()
+    shutil.copy(path, odd / "p.yaml")
+    r = migbench("export", "slurm", str(odd / "p.yaml"), "-o", str(tmp_path / "out2"))
+    assert r.returncode == 1 and "backslash" in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert not (tmp_path / "out2").exists()
