@@ -40,14 +40,16 @@ MAX_INPUT_BYTES = 16 * 2**20
 """The default size limit of a file the user names (a sweep, catalogue text): refused before parsing."""
 
 
-def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None) -> bytes:
+def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> bytes:
     """The bytes of a file the user named as `what` ("sweep file", "plan file"...), or an `InputError`
     that says which of the usual things is wrong: missing, a directory, unreadable, a special file,
     larger than `limit` (checked before reading; a pipe is read up to the limit). `hint` says how to
-    get a good one."""
+    get a good one. `regular`: a file migbench finds by its name (a bench plan, a plan beside its
+    sweep, a state file), which must be a regular file: a named pipe planted there is refused
+    without waiting for a writer (`open_regular`), not read."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
+        with os.fdopen(open_regular(p), "rb") if regular else open(p, "rb") as f:
             st = os.fstat(f.fileno())
             if stat.S_ISDIR(st.st_mode):  # pragma: no cover - open() refuses directories on Linux
                 raise IsADirectoryError(21, "Is a directory", str(p))
@@ -60,17 +62,52 @@ def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPU
         raise InputError(f"{p} is a directory, not a {what}", hint=hint or "give the file's path") from None
     except OSError as exc:
         err = from_os_error(exc, f"read the {what}")
-        raise InputError(err.message, hint=err.hint) from None
+        raise InputError(err.message, hint=NOT_REGULAR_HINT if isinstance(exc, NotRegularFile) else err.hint) from None
     if len(data) > limit:
         raise _too_big(p, what, None, limit)
     return data
 
 
-def read_input_text(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None) -> str:
+def read_input_text(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> str:
     """`read_input` decoded as UTF-8 text; a file that is not text (invalid UTF-8, a NUL byte) is an
     `InputError` naming the line."""
-    data = read_input(path, what, limit=limit, hint=hint)
+    data = read_input(path, what, limit=limit, hint=hint, regular=regular)
     return decode_text(data, str(path), what)
+
+
+class NotRegularFile(OSError):
+    """What `open_regular` raises for a named pipe, socket or device where a regular file belongs."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A read-only descriptor of the regular file `path` (a file migbench opens by a fixed name), or
+    `NotRegularFile` (an OSError) when something else is there. Opened with O_NONBLOCK, so a named
+    pipe planted in its place opens at once instead of waiting for a writer, then checked on the
+    descriptor itself (fstat), so nothing can be swapped in between. Other OSErrors of the open
+    (missing, a directory: IsADirectoryError) propagate."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if stat.S_ISREG(st.st_mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+    raise NotRegularFile(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
+
+
+NOT_REGULAR_HINT = "migbench reads it only from a regular file, and something else put this one there: remove it and run the command again"
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes (at most `limit`) of the regular file `path`, which migbench opens by a fixed name (a
+    state file, a run's record): `open_regular`'s rules, OSError as it raises them."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read() if limit is None else f.read(limit)
 
 
 def decode_text(data: bytes, file: str, what: str) -> str:
@@ -462,7 +499,7 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
     return f"is {kind}, not a regular file (migbench writes only to a regular file or a new name)"
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None) -> Path:
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None, raw_names: bool = False) -> Path:
     """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
     with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
     not the state mode. Every writer of a path the user names goes through here: only a regular
@@ -470,16 +507,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
     FIFO, device or socket is refused (`output_problem`; /dev/null alone is written through). Any
     failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
     and no temp file, and raises the OSError, or, given `what` (the "plan file"), an `Error:` that
-    says what could not be written and why."""
+    says what could not be written and why.
+
+    Text is written as UTF-8. A file or directory name that is not UTF-8 reaches the text as Python
+    decodes such names (its bad bytes as lone surrogates): with `raw_names` (a shell script, a page)
+    those bytes are written back as they are, so the text names the same file; otherwise (a file
+    migbench or another tool reads back as UTF-8) it is an `Error:` that names the line."""
     p = Path(path)
     why = output_problem(p)
     if why is not None:
         doc = what or "file"
         raise MigbenchError(f"cannot write the {doc} {p}: it {why}", hint=f"give the {doc}'s name: a regular file or a new one")
+    data = encode_text(text, p, what or "file", raw_names=raw_names)
     try:
         if p.exists() and not p.is_file():  # /dev/null
-            with open(p, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(p, "wb") as f:
+                f.write(data)
             return p
         if mode is None:
             try:
@@ -487,12 +530,29 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
             except OSError:
                 mode = 0o666 & ~umask()
         p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
-        write_bytes_atomic(p, text.encode("utf-8"), mode=mode)
+        write_bytes_atomic(p, data, mode=mode)
     except OSError as exc:
         if what is None:
             raise
         raise from_os_error(exc, f"write the {what}") from None
     return p
+
+
+def encode_text(text: str, path: Path, what: str, *, raw_names: bool = False) -> bytes:
+    """`text` as UTF-8 for the `what` at `path` (see `write_text_atomic`'s `raw_names`), or an
+    `Error:` naming the line that holds a name that is not UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape" if raw_names else "strict")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        start = text.rfind("\n", 0, exc.start) + 1
+        end = text.find("\n", exc.start)
+        shown = text[start : end if end >= 0 else len(text)].strip()[:160]
+        shown = shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise MigbenchError(
+            f"cannot write the {what} {path}: line {line} would hold a name that is not UTF-8 ({shown})",
+            hint="rename that file or directory to a UTF-8 name (or work from another directory); nothing was written",
+        ) from None
 
 
 def describe_group(gid: int) -> str:

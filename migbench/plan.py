@@ -26,7 +26,7 @@ from migbench.catalog import Catalog, GpuModel
 from migbench.duration import Demand, DurationModel, Slot
 from migbench.duration.replay import Result, replay
 from migbench.errors import InputError
-from migbench.fsutil import read_input_text, write_text_atomic
+from migbench.fsutil import open_regular, read_input_text, read_regular, write_text_atomic
 from migbench.plancheck import (
     MAX_PLAN_BYTES,
     REGENERATE,
@@ -337,12 +337,14 @@ class Plan:
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> Plan:
+    def load(cls, path: str | os.PathLike[str], *, catalog: Catalog | None = None, regular: bool = False) -> Plan:
         """Read a plan file and check it as strictly as a sweep: every problem at once, each with the
         file, line and field (see `_read`). `notes` says what the user should know (the sweep file
-        changed since the plan was made, a GPU model the catalogue cannot check)."""
+        changed since the plan was made, a GPU model the catalogue cannot check). `regular`: a plan
+        found by its name (the bench's, one beside its sweep, one a state file names), never read
+        from a pipe (`fsutil.open_regular`)."""
         p = Path(path)
-        text = read_input_text(p, "plan file", limit=MAX_PLAN_BYTES, hint="give the file `migbench plan SWEEP -o PLAN` wrote")
+        text = read_input_text(p, "plan file", limit=MAX_PLAN_BYTES, hint="give the file `migbench plan SWEEP -o PLAN` wrote", regular=regular)
         doc, locate = _parse(text, str(p))
         plan = _read(doc, file=str(p), catalog=catalog, locate=locate)
         plan.path = str(p)
@@ -469,7 +471,7 @@ def _sweep_changed(plan: Plan, plan_path: Path) -> list[str]:
         return []
     for cand in (plan_path.parent / plan.sweep_file, Path(plan.sweep_file)):
         try:
-            data = cand.read_bytes()
+            data = read_regular(cand)
         except OSError:
             continue
         if hashlib.sha256(data).hexdigest() != plan.sweep_sha256:
@@ -514,10 +516,11 @@ launch settings, the fleet, the solver's summary) is a few KiB."""
 def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
     """A plan file's sweep name and launch settings, read from the head of the file only: `status`,
     `logs` and `stop` need no more, and a 30,000-run plan is seconds of YAML to parse whole. Falls
-    back to `Plan.load` (and its errors) when the head is not as `plan` writes it."""
+    back to `Plan.load` (and its errors) when the head is not as `plan` writes it. The plan locates
+    the launch state beside it, so it is a regular file: a named pipe is refused, not waited on."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
+        with os.fdopen(open_regular(p), "rb") as f:
             first = f.read(IDENTITY_HEAD_BYTES)
         head = []
         for line in first[: first.rfind(b"\n") + 1].decode("utf-8").splitlines(keepends=True):
@@ -536,7 +539,7 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str, LaunchSettings]:
                 return name, launch
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, yaml.YAMLError, RecursionError):
         pass
-    plan = Plan.load(p)
+    plan = Plan.load(p, regular=True)
     return plan.name, plan.launch
 
 

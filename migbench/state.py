@@ -23,7 +23,7 @@ from typing import Any, TypedDict, cast
 
 from migbench.backend.base import HostState
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
-from migbench.fsutil import STATE_MODE_ENV, configure_state_mode, make_dirs, parse_state_mode, require_trusted, tighten_dir, write_json_atomic
+from migbench.fsutil import STATE_MODE_ENV, configure_state_mode, make_dirs, parse_state_mode, read_regular, require_trusted, tighten_dir, write_json_atomic
 from migbench.names import SAFE_NAME_RE, log_dir_problem
 from migbench.plan import Plan, read_identity
 from migbench.types import InstanceRef, Placement
@@ -281,7 +281,7 @@ def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> Bindings:
 
 def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path))  # a pipe planted there is refused, not waited on
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -355,7 +355,7 @@ def _grown_base(out: Path, sweep: Sweep) -> Plan | None:
     if not out.exists():
         return None
     try:
-        old = Plan.load(out)
+        old = Plan.load(out, regular=True)
     except MigbenchError:
         return None
     return old if old.name == sweep.name else None
@@ -375,7 +375,7 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     if not path.exists():
         return None
     try:
-        old = Plan.load(path)
+        old = Plan.load(path, regular=True)
     except MigbenchError:
         return None
     same_fleet = [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
@@ -476,7 +476,7 @@ def _bench_plan_for(d: Path, bp: Path, sweep: Sweep, fleet_gpus: Sequence[FleetG
         instances = instances_on({g.index: g.model for g in fleet_gpus}, layouts, sweep.duration_model.compute_basis)
         _create_once(empty_bench(gpus, instances, sweep.launch, sweep.duration_model), bp)
     try:
-        have = Plan.load(bp)
+        have = Plan.load(bp, regular=True)
     except MigbenchError as exc:  # the hint a plan file gets (`migbench plan`) would make a plan the bench refuses
         exc.hint = (
             f"the bench writes {bp}: when no bench launcher runs (`migbench status {bp}`), move the damaged file away and submit "
@@ -564,7 +564,7 @@ def _start_bench_locked(bench_plan: Path, say: Callable[[str], None]) -> int | N
     from migbench.launch.detach import detach
     from migbench.launch.options import LaunchOptions
 
-    plan = Plan.load(bench_plan)
+    plan = Plan.load(bench_plan, regular=True)
     sd = StateDir.of(plan)
     if LauncherLock(sd.lock).is_held():
         return None
@@ -598,7 +598,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import REFUSED, adopted_summary
+    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -614,6 +614,13 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
             )
         time.sleep(0.1)
     summary = adopted_summary(inbox_file)
+    if summary == UNKNOWN:
+        raise MigbenchError(
+            f"the bench took {inbox_file} out of its inbox but left no record of taking or refusing it (is the disk full?): "
+            "whether its runs were taken is unknown",
+            hint=f"see `migbench status {bench_plan}` and the bench's launcher.log; once there is space, submit the sweep again "
+            "(what the bench took already is kept, not run twice)",
+        )
     if summary.startswith(REFUSED):
         raise MigbenchError(
             f"the bench refused the submission {inbox_file}: {summary.removeprefix(REFUSED)}",

@@ -33,7 +33,7 @@ from typing import Any, TypedDict
 import psutil
 
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import write_json_atomic
+from migbench.fsutil import read_regular, write_json_atomic
 from migbench.pidlock import PidLock
 
 ENTRY_MODE = 0o644
@@ -289,7 +289,7 @@ def refuse_running(register: Register, plan_file: str | os.PathLike[str]) -> Non
     with the same content). A register that cannot be read refuses nothing."""
     p = Path(plan_file).resolve()
     try:
-        sha = hashlib.sha256(p.read_bytes()).hexdigest()
+        sha = hashlib.sha256(read_regular(p)).hexdigest()
     except OSError:
         sha = ""
     try:

@@ -211,7 +211,7 @@ def find_interrupted(candidates: Iterable[Path | str | None]) -> Interrupted | N
         plan = None
         if plan_file := doc.get("plan_file"):
             try:
-                plan = Plan.load(plan_file)
+                plan = Plan.load(plan_file, regular=True)
             except MigbenchError:
                 plan = None
         return Interrupted(Path(c), doc, plan)

@@ -8,7 +8,9 @@ code 1 (2 for usage errors), never a traceback. A file-system error nobody expec
 
 from __future__ import annotations
 
+import codecs
 import errno
+import io
 import os
 import re
 import sys
@@ -55,6 +57,7 @@ def run(argv: list[str] | None = None, *, started: float | None = None) -> int:
     (in words) and, as an internal error, anything else. `started` is when the command started
     (default now): `--time-limit` counts from it."""
     mark_started(started)
+    _names_as_bytes()
     try:
         app(args=argv, prog_name="migbench", standalone_mode=True)
     except SystemExit as exc:
@@ -81,6 +84,15 @@ def run(argv: list[str] | None = None, *, started: float | None = None) -> int:
         print_error(internal_error(exc))
         return 1
     return 0
+
+
+def _names_as_bytes() -> None:
+    """Print a file name that is not UTF-8 as its own bytes, as `ls` does (Python holds its bad
+    bytes as lone surrogates, which a strict UTF-8 stream refuses: an internal error after the work
+    was done), on streams that write UTF-8."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name == "utf-8" and stream.errors == "strict":
+            stream.reconfigure(errors="surrogateescape")
 
 
 def _symlink_loop(exc: RuntimeError) -> OSError | None:

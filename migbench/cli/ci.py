@@ -17,6 +17,7 @@ from migbench.errors import MigbenchError, os_reason
 def schema_cmd(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the schema to this file instead of stdout.")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Every key as a Markdown table per section (docs/sweep-keys.md) instead.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output file even if it is not a schema or key tables migbench wrote.")] = False,
 ) -> None:
     from migbench.fsutil import write_text_atomic
     from migbench.sweep.json_schema import sweep_json_schema
@@ -26,11 +27,35 @@ def schema_cmd(
     if output is None:
         typer.echo(text, nl=False)
         return
+    if not force:
+        _refuse_to_replace(output)
     try:
         write_text_atomic(output, text)
     except OSError as exc:
         raise MigbenchError(f"cannot write {output}: {os_reason(exc)}", hint="give a writable file path") from None
     console().print(f"sweep {'key tables' if markdown else 'JSON Schema'} written to {output}")
+
+
+SCHEMA_MARKS = (b'"$id": "https://migbench.invalid/schema/', b"`migbench schema --markdown")
+"""What the head of a file `migbench schema` wrote holds (the JSON Schema's `$id`, the key tables' intro)."""
+
+
+def _refuse_to_replace(output: Path) -> None:
+    """`schema -o FILE` replaces FILE only when it is empty or a schema (or key tables) migbench
+    wrote, as `plan -o` replaces only a plan: never a sweep file given by mistake. A name that is
+    not a regular file is left to the writer, which says why it is refused."""
+    from migbench.errors import InputError
+    from migbench.fsutil import read_regular
+
+    try:
+        head = read_regular(output, 65536) if output.is_file() and not output.is_symlink() else b""
+    except OSError:
+        return
+    if head and not any(mark in head for mark in SCHEMA_MARKS):
+        raise InputError(
+            f"{output} exists and is not a schema migbench wrote; refusing to replace it",
+            hint="choose another output (-o FILE), or pass --force to replace it",
+        )
 
 
 def doctor_cmd(

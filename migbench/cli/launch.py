@@ -15,7 +15,7 @@ import typer
 from migbench.cli.clock import command_started
 from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import shell_word, status_view
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, UsageError
 
 if TYPE_CHECKING:
     from migbench.backend.base import HostState
@@ -159,6 +159,7 @@ def status_cmd(
     from migbench.launch.status import find_state_dir, host_doc, run_params, runs_to_show, status_doc
     from migbench.launch.store import db_path
 
+    _watch_or_json(watch, as_json)
     if bench or sweep:
         plan_file = _bench_plan(plan_file)
     found, notes = find_state_dir(plan_file, state_dir)
@@ -215,6 +216,15 @@ def status_cmd(
     _watch(plan, sd, notes)
 
 
+def _watch_or_json(watch: bool, as_json: bool) -> None:
+    """`status --watch --json` is a usage error: one of them would be ignored."""
+    if watch and as_json:
+        raise UsageError(
+            "give --watch or --json, not both",
+            hint="--watch draws a live view on the terminal; --json prints one JSON document (run it again for a fresh one)",
+        )
+
+
 def _bench_plan(plan_file: Path | None) -> Path:
     """The host's bench plan (`--bench`): PLAN when given, else the one in the bench directory."""
     from migbench.launch.bench import bench_dir, bench_plan_path
@@ -258,7 +268,7 @@ def _watch_plan(plan_file: Path | None, sd: Path | None) -> Plan | None:
         st.close()
     if named and Path(named).exists():
         try:
-            return Plan.load(named)
+            return Plan.load(named, regular=True)
         except MigbenchError:
             return None
     return None

@@ -63,7 +63,7 @@ def report_cmd(
     )
     page = builder.write(out, refresh_s=every if watch else None)
     took = time.perf_counter() - t0
-    console().print(f"report written to {out} ({len(page.html.encode()) / 1024:.0f} KiB, {took:.1f} s)")
+    console().print(f"report written to {out} ({len(page.html.encode('utf-8', 'surrogateescape')) / 1024:.0f} KiB, {took:.1f} s)")
     for s in page.report.summarised:
         console().print(Text(f"summarised: {s}", style="dim"))
     if not watch:

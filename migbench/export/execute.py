@@ -37,7 +37,7 @@ from typing import Any
 
 from migbench.errors import InputError, MigbenchError
 from migbench.export.tasks import Array, Task, find_array, node_devices
-from migbench.fsutil import make_dirs, write_json_atomic
+from migbench.fsutil import make_dirs, read_regular, write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan, parse_document
@@ -156,8 +156,8 @@ def _bindings(plan: Plan, node: str | None, state_dir: StateDir) -> dict[str, An
     for p in paths:
         if p.exists():
             try:
-                doc = json.loads(p.read_text())
-            except ValueError:
+                doc = json.loads(read_regular(p))
+            except (OSError, ValueError):  # unreadable, or not a regular file (a pipe is never waited on)
                 continue
             if isinstance(doc, dict):
                 return doc
@@ -237,7 +237,7 @@ def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir) -> 
     whose errors say what is wrong). Either way it is checked as a plan file is."""
     if sha256:
         try:
-            saved = json.loads(parsed_plan_path(state_dir, sha256).read_text())
+            saved = json.loads(read_regular(parsed_plan_path(state_dir, sha256)))
             if isinstance(saved, dict) and saved.get("sha256") == sha256 and _sha256_of(plan_file) == sha256:
                 plan = Plan.from_dict(saved["plan"], file=str(plan_file))
                 plan.path = str(plan_file)

@@ -73,6 +73,15 @@ def _broken(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
 
 
+def sbatch_path(path: str, pattern: str = "") -> str:
+    """`path` followed by the filename `pattern` (its %A, %a kept) as the value of an #SBATCH option:
+    in double quotes (sbatch ends an option at a space otherwise, and refuses the rest of the line as
+    an invalid directive), `"` escaped with a backslash, and the path's `%` doubled (a `%` starts a
+    replacement symbol). A backslash in the path is refused by `_one_line_each` (in a filename
+    pattern it turns every replacement off)."""
+    return '"' + (path.replace("%", "%%") + pattern).replace('"', '\\"') + '"'
+
+
 def _one_line_each(plan_abs: str, sd: str, mb: str, sbatch_args: Sequence[str]) -> None:
     """Refuse what would break a line of the scripts: each #SBATCH line ends at a line break, and
     the line after it runs as a command (a state directory below a directory whose name holds one
@@ -83,6 +92,12 @@ def _one_line_each(plan_abs: str, sd: str, mb: str, sbatch_args: Sequence[str]) 
                 f"{what} {path!r} holds a line break or a control character: it cannot go into a batch script",
                 hint="move the plan (or --state-dir) to a directory whose path is one line of text",
             )
+    if "\\" in sd:
+        raise InputError(
+            f"the state directory {sd!r} holds a backslash: the batch scripts' `#SBATCH --output=` would lose its %A_%a "
+            "(a backslash turns off sbatch's filename patterns)",
+            hint="move the plan (or --state-dir) to a directory whose path has no backslash",
+        )
     for arg in sbatch_args:
         if _broken(arg):
             raise UsageError(f"--sbatch-arg {arg!r} holds a line break or a control character", hint="give one sbatch option per --sbatch-arg")
@@ -200,7 +215,7 @@ def _export_doc(
 
 
 def _write(path: Path, text: str, *, exe: bool = False) -> Path:
-    return write_text_atomic(path, text, mode=0o755 if exe else 0o644)
+    return write_text_atomic(path, text, mode=0o755 if exe else 0o644, raw_names=True)  # a script names the directories as they are
 
 
 def node_gres(plan: Plan, node: str, arrs: Sequence[Array], types: Mapping[str, str]) -> list[tuple[str, int]]:
@@ -334,7 +349,7 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
         f"#SBATCH --job-name={q(f'mb-{plan.name}-{a.name}')}",
         f"#SBATCH --array=0-{n - 1}%{a.count}",
         f"#SBATCH --gres=gpu:{gres}:1",
-        f"#SBATCH --output={sd}/slurm/{a.name}-%A_%a.out",
+        f"#SBATCH --output={sbatch_path(sd, f'/slurm/{a.name}-%A_%a.out')}",
     ]
     if any(arg.startswith(("--time", "-t")) for arg in sbatch_args):
         lines.append("# --time: from --sbatch-arg")

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, from_os_error
 from migbench.export.slurm import JOBS_FILE
 from migbench.export.slurm_types import ClusterNode, detected_type, matches, parse_scontrol_nodes
 from migbench.export.tasks import Array, arrays
+from migbench.fsutil import read_regular
 from migbench.plan import Plan
 
 FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
@@ -181,7 +182,11 @@ def submitted(state_dir: Path) -> tuple[list[Submitted], str | None]:
     if not path.exists():
         return [], None
     jobs, sha = [], None
-    for line in path.read_text().splitlines():
+    try:
+        text = read_regular(path).decode("utf-8", "replace")
+    except OSError as exc:
+        raise from_os_error(exc, "read the record of the submitted jobs") from None
+    for line in text.splitlines():
         parts = line.split("\t")
         if line.startswith("# plan") and len(parts) > 1:
             sha = parts[1]
@@ -280,7 +285,7 @@ class SlurmStatusDoc(TypedDict):
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None

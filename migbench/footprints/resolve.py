@@ -423,7 +423,7 @@ def gather_sources(
         default = default_footprints_path(sweep)
         if default.is_file():
             if measured_groups:
-                files = [load_footprints(default)]
+                files = [load_footprints(default, regular=True)]
                 notes.append(f"footprints from {default}")
             else:
                 notes.append(f"{default} holds measured footprints; pass --footprints {default} to plan on them")

@@ -12,7 +12,8 @@ host's `bench/`, else `~/.local/state/migbench/bench`):
 - `inbox/`: each `migbench submit` writes its sweep's runs there (`<ns>-<sweep>.plan.yaml`, 0600
   when it carries `env:` values); the bench launcher adopts them in name order (`merge`) and removes
   them. A sweep submitted again keeps its finished and running runs; its new runs are added, and its
-  runs no longer in the sweep are cancelled if they have not started.
+  runs no longer in the sweep are never started again: cancelled unless they run now (those are left
+  to end, `launch.db`'s meta `withdrawn` names them) or have ended for good.
 - `runs/bench/`: the launch state (launch.db, run directories, bindings), as any launch's.
 """
 
@@ -23,14 +24,14 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from migbench.backend.select import sim_dir
 from migbench.duration import DurationModel
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import describe_user, state_file_mode, trusted_uids, untrusted_reason, write_bytes_atomic, write_text_atomic
+from migbench.fsutil import describe_user, read_regular, state_file_mode, trusted_uids, untrusted_reason, write_bytes_atomic, write_text_atomic
 from migbench.pidlock import PidLock
 from migbench.plan import MAX_PLAN_BYTES, Plan, PlanGpu, PlanInstance, PlanRun, SolverInfo, parse_document
 from migbench.sweep.model import LaunchSettings
@@ -40,6 +41,9 @@ BENCH_STATUS = "BENCH"
 BENCH_NAME = "bench"
 BENCH_ENV = "MIGBENCH_BENCH_DIR"
 STARTED = ("starting", "running", "succeeded", "failed", "oom", "timeout", "interrupted", "unknown", "lost")
+ACTIVE = ("starting", "running")
+RESUMABLE = ("interrupted",)
+"""Started states a later launcher starts again (`launch.outcomes`' recovery re-queues them)."""
 
 
 def bench_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -211,6 +215,8 @@ class Merged:
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # no longer in the sweep, started before, not running: cancelled
+    withdrawn: list[str] = field(default_factory=list)  # no longer in the sweep, running: kept until they end, never started again
     kept: int = 0
     waiting: int = 0  # unchanged runs the bench has not started yet
 
@@ -220,6 +226,10 @@ class Merged:
             parts.append(f"{len(self.replaced)} changed and not started, taken as changed")
         if self.cancelled:
             parts.append(f"{len(self.cancelled)} no longer in the sweep and not started, cancelled")
+        if self.stopped:
+            parts.append(f"{len(self.stopped)} no longer in the sweep and stopped before they ended, cancelled (not run again)")
+        if self.withdrawn:
+            parts.append(f"{len(self.withdrawn)} no longer in the sweep and running, left to end (not run again)")
         if self.kept:
             parts.append(f"{self.kept} started or finished before, kept")
         if self.waiting:
@@ -227,9 +237,13 @@ class Merged:
         return f"sweep {self.sweep} submitted: " + "; ".join(parts)
 
 
-def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merged]:
+def merge(bench: Plan, sub: Plan, states: Mapping[str, str], tried: Collection[str] = ()) -> tuple[Plan, Merged]:
     """The bench plan with the submission `sub` adopted (see the module's docstring); `states` are
-    the launch's run states by id (a run not there has not been seen by the launcher)."""
+    the launch's run states by id (a run not there has not been seen by the launcher), `tried` the
+    runs with an attempt behind them. A run no longer in the sweep is never started again: it is
+    cancelled unless it runs now (`Merged.withdrawn`: kept until it ends) or has ended for good
+    (kept as a record); one that was started and stopped (interrupted, or waiting for another
+    attempt) is cancelled too (`Merged.stopped`)."""
     m = Merged(sub.name)
     new = {r.id: r for r in sub.runs}
     runs: list[PlanRun] = []
@@ -246,9 +260,14 @@ def merge(bench: Plan, sub: Plan, states: Mapping[str, str]) -> tuple[Plan, Merg
             else:
                 m.replaced.append(r.id)
                 runs.append(new[r.id])
-        elif started:
+        elif st in ACTIVE:
+            m.withdrawn.append(r.id)
+            runs.append(r)
+        elif started and st not in RESUMABLE:
             m.kept += 1
             runs.append(r)
+        elif started or r.id in tried:
+            m.stopped.append(r.id)
         else:
             m.cancelled.append(r.id)
     known = {r.id for r in bench.runs}
@@ -405,6 +424,10 @@ def check_submission(sub: Plan, path: Path) -> None:
 
 REFUSED = "refused: "
 """How the summary of a submission the bench refused begins (`submit` then fails with it)."""
+REFUSED_SUFFIX = ".refused"
+"""A refused submission's name in `done/` (its own record: the rename needs no space on a full disk)."""
+UNKNOWN = "unknown"
+"""`adopted_summary` when the bench left no trace of what it did with a submission."""
 
 
 def done_dir(d: Path) -> Path:
@@ -412,24 +435,36 @@ def done_dir(d: Path) -> Path:
 
 
 def mark_adopted(path: Path, summary: str) -> None:
-    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints).
-    Never raises: on a full disk the summary is left out (`submit` then says only "submitted"), and
-    a submission that cannot be moved is removed (the bench plan holds its runs already)."""
+    """Move an adopted submission out of the inbox, its summary beside it (what `submit` prints); a
+    refused one (its summary begins `REFUSED`) goes to `done/` with `REFUSED_SUFFIX`, so that the
+    refusal is known even without its summary. Never raises: on a full disk the summary is left out
+    (`submit` then says only "submitted", or that it was refused), and a submission that cannot be
+    moved is removed (the bench plan holds its runs already; `submit` then says the outcome is
+    unknown)."""
     done = done_dir(path.parent.parent)
+    refused = summary.startswith(REFUSED)
     try:
         done.mkdir(exist_ok=True, mode=0o700)
         write_text_atomic(done / (path.name + ".txt"), summary + "\n", "submission summary")
     except (OSError, MigbenchError):
         pass
     try:
-        os.replace(path, done / path.name)
+        os.replace(path, done / (path.name + (REFUSED_SUFFIX if refused else "")))
     except OSError:
         with contextlib.suppress(OSError):
             path.unlink()
 
 
 def adopted_summary(path: Path) -> str:
+    """The summary of the adopted submission `path`: as the bench wrote it; else "submitted", or a
+    refusal whose reason was not written, as its record in `done/` says; else `UNKNOWN`."""
+    done = done_dir(path.parent.parent)
     try:
-        return (done_dir(path.parent.parent) / (path.name + ".txt")).read_text().strip()
+        return read_regular(done / (path.name + ".txt"), 65536).decode("utf-8", "replace").strip()
     except OSError:
+        pass
+    if (done / (path.name + REFUSED_SUFFIX)).is_file():
+        return f"{REFUSED}the reason could not be written (is the disk full?); the bench's launcher.log says it"
+    if (done / path.name).is_file():
         return "submitted"
+    return UNKNOWN

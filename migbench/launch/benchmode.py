@@ -31,6 +31,7 @@ from migbench.catalog.model import GpuModel
 from migbench.errors import MigbenchError
 from migbench.launch.admission import Admission
 from migbench.launch.bench import REFUSED, inbox_problem, mark_adopted, merge, read_submission, submissions
+from migbench.launch.keeper import Trouble
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
 from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store, instance_ref
@@ -39,6 +40,8 @@ from migbench.planner import FleetGpu, FleetSpec, build_fleet
 from migbench.planner.grow import instances_on
 from migbench.planner.recut import Decision, Recut, RecutSettings
 from migbench.types import Layout
+
+CANCELLED = "cancelled: no longer in its sweep"
 
 
 def fleet_of(plan: Plan) -> list[FleetGpu]:
@@ -64,10 +67,23 @@ class BenchAdmission(Admission):
         self.models: dict[int, GpuModel] = {}
         self.settings = RecutSettings()
         self.plan: Plan | None = None
+        self.withdrawn: set[str] | None = None  # runs no longer in their sweep, left to end (`bench.merge`)
+
+    def load_withdrawn(self) -> set[str]:
+        """The runs no longer in their sweep that the bench plan keeps until they end (launch.db's
+        meta `withdrawn`, a JSON list; what is not in that form is taken as none)."""
+        if self.withdrawn is None:
+            try:
+                doc = json.loads(self.journal.store.meta("withdrawn") or "[]")
+            except ValueError:
+                doc = []
+            self.withdrawn = {x for x in doc if isinstance(x, str)} if isinstance(doc, list) else set()
+        return self.withdrawn
 
     def admit(self, plan: Plan, now: float) -> list[RunRow]:
         """Bring the rows to the bench plan: a new run waits (arrived `now`), a stored one keeps its
-        state, a waiting run the plan no longer has is cancelled."""
+        state, a waiting run the plan no longer has (or keeps only until it ends) is cancelled."""
+        withdrawn = self.load_withdrawn()
         self.plan_runs = {r.id: r for r in plan.runs}
         self.inst = {i.key: i for i in plan.instances}
         self.default_retries = plan.launch.retries
@@ -90,16 +106,16 @@ class BenchAdmission(Admission):
             rows[r.id] = row
             changed.append(row)
         for rid, row in rows.items():
-            if rid not in self.plan_runs and row.state in ("queued", "interrupted"):
-                row.state, row.last_error = "abandoned", "cancelled: no longer in its sweep"
+            if (rid not in self.plan_runs or rid in withdrawn) and row.state in ("queued", "interrupted"):
+                row.state, row.last_error = "abandoned", CANCELLED
                 changed.append(row)
         return changed
 
     def in_plan(self, row: RunRow) -> bool:
-        return row.id in self.plan_runs
+        return row.id in self.plan_runs and row.id not in self.load_withdrawn()
 
     def queued(self) -> list[RunRow]:
-        return [r for r in self.journal.rows.values() if r.state == "queued" and r.id in self.plan_runs]
+        return [r for r in self.journal.rows.values() if r.state == "queued" and self.in_plan(r)]
 
     def decide(self, now: float, running: Iterable[tuple[str, str]], held: Iterable[str] = ()) -> Decision:
         """The living scheduler's decision now (`launch.living.decide`), given the running runs
@@ -251,18 +267,34 @@ class BenchDriver:
                 mark_adopted(path, f"{REFUSED}{why}")
                 self.say(f"submission {path.name} refused: {why}")
                 continue
-            plan, merged = merge(sup.plan, sub, {rid: r.state for rid, r in sup.rows.items()})
+            plan, merged = merge(sup.plan, sub, {rid: r.state for rid, r in sup.rows.items()}, {rid for rid, r in sup.rows.items() if r.attempt})
+            before = self.admission.load_withdrawn()
+            withdrawn = (before - {r.id for r in sub.runs} | set(merged.withdrawn)) & {r.id for r in plan.runs}
+            if withdrawn != before:  # recorded first: a run the plan keeps only until it ends is never started again
+                trouble = self._record_withdrawn(withdrawn)
+                if trouble is not None:
+                    self.say(f"cannot take submission {path.name} now: {trouble.message}; it stays in the inbox")
+                    return
             try:
                 plan.save(sup.plan_file)
             except (MigbenchError, OSError) as exc:
+                if withdrawn != before:
+                    self._record_withdrawn(before)
                 self.say(f"cannot take submission {path.name} now: {getattr(exc, 'message', exc)}; it stays in the inbox")
                 return
             sup.plan = plan
+            self.admission.withdrawn = withdrawn
             for row in self.admission.admit(plan, time.time()):
                 sup.journal.mark(row.id)
             sup.journal.flush()
             mark_adopted(path, merged.summary())
             self.say(merged.summary())
+
+    def _record_withdrawn(self, ids: set[str]) -> Trouble | None:
+        """Write the runs the bench plan keeps only until they end (`BenchAdmission.load_withdrawn`);
+        the keeper's trouble, or None."""
+        doc = json.dumps(sorted(ids))
+        return self.sup.keeper.write(lambda st: st.set_meta("withdrawn", doc))
 
     def decision(self, now: float) -> list[tuple[str, str]]:
         """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU

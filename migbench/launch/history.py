@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from migbench.errors import MigbenchError
+from migbench.fsutil import read_regular
 from migbench.launch.store import Store, key_of
 from migbench.state import BINDINGS_NAME, DB_NAME
 
@@ -136,7 +137,7 @@ def read_history(path: str | Path) -> LaunchHistory | None:
 def _bound_memory(state_dir: Path) -> dict[str, int]:
     """Each bound instance's memory (MiB) as the host reported it at apply, from bindings.json."""
     try:
-        doc: Any = json.loads((state_dir / BINDINGS_NAME).read_text())
+        doc: Any = json.loads(read_regular(state_dir / BINDINGS_NAME))
     except (OSError, ValueError):
         return {}
     out = {}

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from migbench.errors import MigbenchError
+from migbench.fsutil import read_regular
 from migbench.pidlock import PidLock
 
 
@@ -73,7 +74,7 @@ def find_shim(adir: Path) -> tuple[int, float] | None:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_regular(path))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None

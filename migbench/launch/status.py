@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 
 from migbench.backend.base import HostState
 from migbench.errors import MigbenchError
-from migbench.fsutil import require_trusted
+from migbench.fsutil import read_regular, require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state, start_command
@@ -145,7 +145,7 @@ def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[s
     missing = []
     for rid in ids:
         try:
-            doc = json.loads((sd / rid / "params.json").read_text())
+            doc = json.loads(read_regular(sd / rid / "params.json"))
         except (OSError, ValueError):
             missing.append(rid)
             continue

@@ -87,7 +87,7 @@ class ReportBuilder:
 
     def write(self, out: str | os.PathLike[str], **kw: object) -> Page:
         page = self.build(**kw)  # type: ignore[arg-type]
-        write_text_atomic(Path(out), page.html)
+        write_text_atomic(Path(out), page.html, raw_names=True)
         return page
 
 

@@ -73,12 +73,36 @@ def test_a_special_file_at_an_output_path_is_refused_and_left_alone(planned, tmp
 def test_a_regular_file_is_replaced_by_rename(planned, tmp_path, writer):
     """Guards issue 19 item 10: the good case stays good: the old file is replaced (a new inode), mode kept."""
     out = tmp_path / "out"
-    out.write_text("kind: migbench-plan\n")  # `plan -o` replaces only a plan
+    old = OLD.get(writer, "kind: migbench-plan\n")  # `plan -o` replaces only a plan, `schema -o` only a schema
+    out.write_text(old)
     os.chmod(out, 0o640)
     ino = out.stat().st_ino
     r = migbench(*WRITERS[writer](planned, out), cwd=planned)
     assert r.returncode == 0, r.stderr
-    assert out.read_text() != "kind: migbench-plan\n" and out.stat().st_ino != ino and stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert out.read_text() != old and out.stat().st_ino != ino and stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+OLD = {"schema -o": '{\n  "$id": "https://migbench.invalid/schema/sweep-v0.json"\n}\n'}
+
+
+def test_schema_o_never_replaces_a_file_migbench_did_not_write_unless_forced(planned, tmp_path):
+    """Guards: `migbench schema -o FILE` replaced whatever FILE was (a sweep file given by mistake)
+    without asking; it replaces a schema or key tables it wrote, an empty file, or anything with
+    --force (as `plan -o` does with a plan)."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(SWEEP)
+    r = migbench("schema", "-o", str(sweep))
+    assert r.returncode == 1 and "is not a schema migbench wrote; refusing to replace it" in r.stderr and "--force" in r.stderr, r.stderr
+    assert sweep.read_text() == SWEEP
+    for args in (
+        ["schema", "-o", str(tmp_path / "k.md"), "--markdown"],
+        ["schema", "-o", str(tmp_path / "k.md"), "--markdown"],
+        ["schema", "-o", str(tmp_path / "k.md")],
+    ):
+        r = migbench(*args)  # new, then its own key tables, then its own output again as JSON
+        assert r.returncode == 0, r.stderr
+    r = migbench("schema", "-o", str(sweep), "--force")
+    assert r.returncode == 0 and sweep.read_text().startswith("{"), r.stderr
 
 
 def test_the_user_catalogue_is_never_written_through_a_link(planned, tmp_path):

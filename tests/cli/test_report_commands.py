@@ -62,6 +62,14 @@ def test_status_watch_after_the_launcher_exited_draws_the_grid_once(plan):
     assert "all runs finished" in res.stdout and "nothing to follow" in res.stdout
 
 
+def test_status_watch_with_json_is_a_usage_error_naming_both(plan):
+    """Guards: `status --watch --json` was accepted and one of the two silently ignored."""
+    write_state(plan)
+    for args in (["--watch", "--json"], ["--json", "--watch"]):
+        res = migbench("status", str(plan.path), *args)
+        assert res.returncode == 2 and "--watch" in res.stderr and "--json" in res.stderr and not res.stdout, res.stdout + res.stderr
+
+
 def test_live_view_of_a_running_sweep_shows_progress_and_an_eta(plan):
     from rich.console import Console
 

@@ -280,3 +280,21 @@ def test_more_tasks_than_the_clusters_max_array_size_are_submitted_in_parts_and_
         eng = json.loads((sd / rid / "attempt-1" / "engine.json").read_text())
         assert json.loads((sd / rid / "attempt-1" / "exit.json").read_text())["returncode"] == 0
         assert eng["index"] == first and eng["slurm_array_task_id"] == "0"
+
+
+def test_a_state_directory_with_a_space_gets_the_batch_output_files(tmp_path):
+    """Guards: `#SBATCH --output=<state dir>/slurm/...` was written unquoted, and sbatch ends an
+    #SBATCH option at a space: under a directory named "my runs" sbatch refused the script
+    ("Invalid directive found in batch script: runs/..."). A `"` and a `%` in the path too: sbatch
+    takes the quoted value with `\"` and `%%` as those characters."""
+    where = tmp_path / 'my "runs" 100%'
+    where.mkdir()
+    r, plan = plan_and_export(where, sweep("spaced", ["n0"], group("one", 1, "4GiB", "1g.10gb")))
+    assert r.returncode == 0, r.stderr
+    (a,) = [x for x in arrays(plan) if x.tasks]
+    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(where), mig_uuids=True) as c:
+        submit(c, where, MIGBENCH="echo task ran:")  # the script's command stands in for migbench: it prints and ends
+        c.wait_for(lambda: queue_empty(c), timeout=60, interval=0.2, what="the job to end")
+    outs = list((where / "runs" / "spaced" / "slurm").glob(f"{a.name}-*_0.out"))
+    assert len(outs) == 1 and "task ran: exec" in outs[0].read_text(), sorted(p.name for p in where.rglob("*"))
+    assert not (tmp_path / "my").exists() and not (where / "runs" / "spaced" / "slurm" / "out").exists()

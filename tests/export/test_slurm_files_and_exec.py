@@ -398,3 +398,59 @@ def test_a_line_break_in_a_path_or_an_sbatch_arg_is_refused_before_any_script_is
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
     r = migbench("export", "slurm", str(path), "-o", str(tmp_path / "out3"), "--sbatch-arg=--comment=x y")
     assert r.returncode == 0, r.stderr
+
+
+def test_export_and_report_in_a_directory_whose_name_is_not_utf8_name_it_byte_for_byte(tmp_path):
+    """Guards: `export slurm` and `report` under a directory whose name is not UTF-8 (byte 0xff)
+    ended in "internal error (UnicodeEncodeError)": the scripts and the page embed the path, and
+    the writer encoded it strictly."""
+    where = tmp_path / os.fsdecode(b"bad\xff")
+    _, path = make_plan(where, "version: 1\nname: flat\nfleet: [{gpu: A30, count: 1}]\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\n")
+    r = migbench("export", "slurm", str(path), "-o", str(where / "out"))
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stdout + r.stderr
+    raw = os.fsencode(where)
+    script = next((where / "out" / "arrays").glob("*.sbatch")).read_bytes()
+    assert b"exec $MIGBENCH exec '" + raw + b"/p.yaml'" in script, script  # the directory's own bytes
+    assert subprocess.run(["bash", "-n", str(where / "out" / "submit.sh")]).returncode == 0
+    r = migbench("report", str(path), "-o", str(where / "r.html"))
+    assert r.returncode == 0 and "report written to" in r.stdout and "internal error" not in r.stderr, r.stdout + r.stderr
+    assert b"no launch state in " + raw + b"/runs/flat" in (where / "r.html").read_bytes()
+
+
+def test_a_file_read_back_as_utf8_that_would_name_a_non_utf8_directory_is_a_clear_error(tmp_path):
+    """Guards: the same text written to a file that must be UTF-8 (a plan, a CI recipe) was an
+    internal error; it is an `Error:` naming the line, and nothing is written."""
+    from migbench.errors import MigbenchError
+    from migbench.fsutil import write_text_atomic
+
+    text = "kind: x\nfile: " + os.fsdecode(b"/tmp/bad\xff/s.yaml") + "\n"
+    with pytest.raises(MigbenchError, match=r"line 2 would hold a name that is not UTF-8 \(file: /tmp/bad\\xff/s\.yaml\)") as err:
+        write_text_atomic(tmp_path / "p.yaml", text, "plan file")
+    assert "rename" in str(err.value.hint) and not (tmp_path / "p.yaml").exists()
+    write_text_atomic(tmp_path / "p.sh", text, raw_names=True)
+    assert (tmp_path / "p.sh").read_bytes() == b"kind: x\nfile: /tmp/bad\xff/s.yaml\n"
+
+
+def test_the_state_directory_in_sbatch_output_is_quoted_and_a_backslash_refused(two_nodes, tmp_path):
+    """Guards: `#SBATCH --output=<state dir>/...` was unquoted, and sbatch cuts an option at a space
+    (tests/export/test_slurm_cluster.py runs such a script on a real cluster). A backslash would
+    turn off sbatch's filename patterns (%A_%a): refused, nothing written."""
+    import shutil
+
+    _plan, path = two_nodes
+    spaced = tmp_path / 'my "runs" 100%'
+    spaced.mkdir()
+    shutil.copy(path, spaced / "p.yaml")
+    r = migbench("export", "slurm", str(spaced / "p.yaml"), "-o", str(tmp_path / "out1"))
+    assert r.returncode == 0, r.stderr
+    sd = str(spaced / "runs" / "two")
+    for script in (tmp_path / "out1" / "arrays").glob("*.sbatch"):
+        line = next(x for x in script.read_text().splitlines() if x.startswith("#SBATCH --output="))
+        want = '"' + sd.replace("%", "%%").replace('"', '\\"') + f"/slurm/{script.stem}-%A_%a.out" + '"'
+        assert line == "#SBATCH --output=" + want, line
+    odd = tmp_path / "back\\slash"
+    odd.mkdir()
+    shutil.copy(path, odd / "p.yaml")
+    r = migbench("export", "slurm", str(odd / "p.yaml"), "-o", str(tmp_path / "out2"))
+    assert r.returncode == 1 and "backslash" in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert not (tmp_path / "out2").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from migbench.backend.sim.host import init_host
+from migbench.sweep import load_sweep
 from tests.support import pid_alive
 from tests.support.cli import Result, migbench
 from tests.support.launchkit import TOY_CMD, db_query, db_runs, kill_leftovers, wait_until
@@ -416,3 +417,50 @@ def test_a_bench_killed_during_a_recut_is_rolled_back_by_the_next_submit(bench: 
     assert len(starts) == 5 and set(starts.values()) == {1}, starts
     res = bench.cli("check", str(bp))
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+STOPPABLE = """
+version: 1
+name: a
+launch: {{retries: 0, backoff: 0, stop_grace: 120, flapping_max: 50}}
+groups:
+  - name: w
+    shell: true
+    command: "trap 'T=1' TERM; echo $MIGBENCH_RUN_ID start {{i}} >> {ledger}; while [ ! -e {release} ]; do sleep 0.05; done; exit ${{T:-0}}"
+    parameters: {{i: {values}}}
+    memory: 9GiB
+    compute: 0.1
+    duration: 60s
+"""
+
+
+def test_a_run_interrupted_then_removed_from_its_sweep_is_not_run_again(bench: Bench):
+    """Guards: a run the bench had started, then removed from its sweep (submitted again without
+    it) while a stop was interrupting it, counted as "started, kept": the next bench ran it again."""
+    sweep = bench.tmp / "a.yaml"
+    sweep.write_text(STOPPABLE.format(ledger=bench.ledger, release=bench.release, values=[0, 1, 2]))
+    res = bench.cli("submit", str(sweep))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.ledger.exists() and len(bench.ledger.read_text().splitlines()) == 3, "a's 3 runs started")
+    first = set(bench.rows())
+    res = bench.cli("stop", str(bench.dir / "bench.plan.yaml"))  # its runs ignore SIGTERM: the bench waits for them
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "stopping", "the bench to stop")
+    sweep.write_text(STOPPABLE.format(ledger=bench.ledger, release=bench.release, values=[0, 1]))  # without its third run
+    (gone,) = first - {f"a.{r.id}" for r in load_sweep(sweep).runs}
+    res = bench.cli("submit", str(sweep))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "1 no longer in the sweep and running, left to end (not run again)" in out, out
+    bench.release.touch()
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to end")
+    assert {r["state"] for r in bench.rows().values()} == {"interrupted"}, bench.rows()
+    res = bench.cli("submit", str(bench.sweep("b", [0])))  # the next bench start
+    assert res.returncode == 0, res.stdout + res.stderr
+    bench.wait_for(lambda: bench.launcher().get("state") == "exited" and any(rid.startswith("b.") for rid in bench.rows()), "the bench to finish")
+    rows = bench.rows()
+    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    assert starts[gone] == 1, (starts, rows)  # started once, never again
+    assert rows[gone]["state"] == "abandoned" and "no longer in its sweep" in rows[gone]["last_error"], rows[gone]
+    assert {rows[r]["state"] for r in first - {gone}} == {"succeeded"} and all(starts[r] == 2 for r in first - {gone}), (starts, rows)
+    res = bench.cli("status", str(bench.dir / "bench.plan.yaml"))
+    assert gone in res.stdout and "cancelled" in res.stdout, res.stdout + res.stderr

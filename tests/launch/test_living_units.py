@@ -115,6 +115,21 @@ def test_a_sweep_submitted_again_keeps_what_started_adds_new_runs_and_cancels_re
     assert m.added == [] and m.cancelled == [] and m.waiting == 2 and "2 unchanged, still waiting" in m.summary()
 
 
+def test_a_run_removed_from_its_sweep_after_it_started_is_never_started_again(tmp_path: Path):
+    """Guards: a run no longer in its sweep that had been started and interrupted counted as
+    "started, kept", and the next bench start ran it again."""
+    bench = _bench({0: [], 1: []})
+    bench, _ = merge(bench, submission("sw", None, "1", GPUS, [_run(x) for x in "abcde"], LaunchSettings(), tmp_path, DurationModel()), {})
+    states = {"sw.a": "interrupted", "sw.b": "queued", "sw.c": "running", "sw.d": "succeeded", "sw.e": "queued"}
+    bench, m = merge(
+        bench, submission("sw", None, "2", GPUS, [_run("x")], LaunchSettings(), tmp_path, DurationModel()), states, {"sw.a", "sw.b", "sw.c", "sw.d"}
+    )
+    assert m.stopped == ["sw.a", "sw.b"] and m.cancelled == ["sw.e"] and m.withdrawn == ["sw.c"] and m.kept == 1, m
+    assert [r.id for r in bench.runs] == ["sw.c", "sw.d", "sw.x"]  # the running one until it ends, the finished one as a record
+    assert "2 no longer in the sweep and stopped before they ended, cancelled (not run again)" in m.summary()
+    assert "1 no longer in the sweep and running, left to end (not run again)" in m.summary() and "1 started or finished before, kept" in m.summary()
+
+
 def test_a_sweep_submitted_again_leaves_the_runs_of_a_sweep_whose_name_extends_its_own_alone(tmp_path: Path):
     """Guards: submitting sweep `a` again cancelled the waiting runs of sweep `a.x` (their ids
     `a.x.<run>` start with `a.`)."""
@@ -161,6 +176,32 @@ def test_a_submission_the_bench_refused_fails_the_submit_with_the_reason(tmp_pat
     with pytest.raises(MigbenchError) as err:
         wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
     assert "refused" in err.value.message and "do not carry the sweep's name" in err.value.message and err.value.hint, err.value.render()
+
+
+def test_a_refusal_whose_summary_cannot_be_written_still_fails_the_submit(tmp_path: Path, monkeypatch):
+    """Guards: on a full disk the bench refused a submission but could not write its summary, and
+    `submit` said "submitted" and exited 0. The refusal is known from the submission's own record
+    (a rename); with no record at all the outcome is unknown: an error too."""
+    from migbench.errors import MigbenchError
+    from migbench.launch import bench as bench_mod
+    from migbench.workflows import wait_adopted
+    from tests.support.faults import full_disk
+
+    inbox = tmp_path / "inbox"
+    (inbox / "done").mkdir(parents=True)
+    sub = inbox / "00000000000000000001-a.plan.yaml"
+    sub.write_text("x")
+    with monkeypatch.context() as m:
+        full_disk(m)
+        bench_mod.mark_adopted(sub, bench_mod.REFUSED + "run ids a.x do not carry the sweep's name")
+    assert not (inbox / "done" / (sub.name + ".txt")).exists()  # the disk was full
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "refused" in err.value.message and "could not be written" in err.value.message, err.value.render()
+    (inbox / "done" / (sub.name + bench_mod.REFUSED_SUFFIX)).unlink()  # nothing recorded at all (the move failed too)
+    with pytest.raises(MigbenchError) as err:
+        wait_adopted(sub, tmp_path / "bench.plan.yaml", 1.0)
+    assert "unknown" in err.value.message and "submit the sweep again" in str(err.value.hint), err.value.render()
 
 
 def test_a_sweep_name_is_claimed_by_its_first_file_and_taken_over_only_on_request(tmp_path: Path):
