@@ -304,7 +304,7 @@ class SimState:
         all_gis = [gi for g in gpus for gi in g.gpu_instances]
         for obj in [*gpus, *all_gis, *(c for gi in all_gis for c in gi.compute_instances), *processes, *faults]:
             _check_types(obj)
-        return cls(
+        state = cls(
             model_key=d["model_key"],
             driver=d["driver"],
             seed=int(d["seed"]),
@@ -317,6 +317,59 @@ class SimState:
             version=int(d["version"]),
             model_spec=d.get("model_spec"),
         )
+        problem = layout_problem(state)
+        if problem is not None:
+            raise ValueError(problem)
+        return state
+
+
+def layout_problem(state: SimState) -> str | None:
+    """What makes `state` a host no driver could be in (a hand-edited host file), or None: GPUs out of
+    index order, a GPU instance of a profile the model lacks, at a placement the profile does not
+    have, or over memory slices another instance holds; compute instances outside their GPU
+    instance's slices or over each other's; ids given twice; a process on a GPU the host lacks."""
+    model = state.model
+    for pos, g in enumerate(state.gpus):
+        if g.index != pos:
+            return f"GPU {g.index} is listed at position {pos}: GPUs must be listed by index, from 0"
+        taken: dict[int, int] = {}
+        for gi in g.gpu_instances:
+            where = f"GPU {g.index}'s GPU instance {gi.id}"
+            if sum(1 for o in g.gpu_instances if o.id == gi.id) > 1:
+                return f"GPU {g.index} has two GPU instances with id {gi.id}"
+            try:
+                prof = model.profile_by_id(gi.profile_id)
+            except (KeyError, ValueError, MigbenchError):
+                return f"{where} has profile id {gi.profile_id}, which {model.key} does not have"
+            if gi.size != prof.memory_slices or gi.start not in prof.starts:
+                starts = ", ".join(map(str, prof.starts))
+                return f"{where} ({prof.name}) is at memory slices {gi.start}+{gi.size}; {prof.name} takes {prof.memory_slices} slices at start {starts}"
+            for sl in range(gi.start, gi.start + gi.size):
+                if sl in taken:
+                    return f"{where} ({prof.name}) overlaps GPU instance {taken[sl]} at memory slice {sl}"
+                taken[sl] = gi.id
+            problem = _ci_problem(gi, prof, where)
+            if problem is not None:
+                return problem
+    for proc in state.processes:
+        if not 0 <= proc.gpu < len(state.gpus):
+            return f"process {proc.pid} is on GPU {proc.gpu}, which the host does not have"
+    return None
+
+
+def _ci_problem(gi: GpuInstance, prof: Profile, where: str) -> str | None:
+    """`layout_problem` for the compute instances of `gi` (of profile `prof`)."""
+    used: dict[int, int] = {}
+    for ci in gi.compute_instances:
+        if sum(1 for o in gi.compute_instances if o.id == ci.id) > 1:
+            return f"{where} has two compute instances with id {ci.id}"
+        if ci.size < 1 or ci.start < 0 or ci.start + ci.size > prof.compute_slices:
+            return f"{where}'s compute instance {ci.id} is at compute slices {ci.start}+{ci.size}, outside the {prof.compute_slices} of {prof.name}"
+        for sl in range(ci.start, ci.start + ci.size):
+            if sl in used:
+                return f"{where}'s compute instances {used[sl]} and {ci.id} overlap at compute slice {sl}"
+            used[sl] = ci.id
+    return None
 
 
 def _norm_bus_id(bus_id: str) -> str:

@@ -530,3 +530,44 @@ def test_a_hand_edited_host_state_of_the_wrong_types_is_said_at_load(tmp_path, e
     with pytest.raises(MigbenchError) as ei:
         load_host(tmp_path)
     assert "is not a valid simulated host state" in ei.value.message and said in ei.value.message
+
+
+def _two_gis(g: dict) -> None:
+    """A second 3g.20gb (A100-40GB: id 9, starts 0 and 4) placed at start 2: over both halves."""
+    other = json.loads(json.dumps(g["gpu_instances"][0]))
+    other.update(id=g["gpu_instances"][0]["id"] + 1, start=2)
+    g["gpu_instances"].append(other)
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (_two_gis, "is at memory slices 2+4; 3g.20gb takes 4 slices at start 0, 4"),
+        (lambda g: g["gpu_instances"][0].__setitem__("profile_id", 77), "has profile id 77, which A100-SXM4-40GB does not have"),
+        (
+            lambda g: g["gpu_instances"].append({**json.loads(json.dumps(g["gpu_instances"][0])), "start": 0}),
+            "two GPU instances with id",
+        ),
+        (
+            lambda g: g["gpu_instances"][0]["compute_instances"].append({**g["gpu_instances"][0]["compute_instances"][0], "id": 5}),
+            "compute instances 0 and 5 overlap at compute slice 0",
+        ),
+        (lambda g: g["gpu_instances"][0]["compute_instances"][0].__setitem__("size", 4), "outside the 3 of 3g.20gb"),
+        (lambda g: g.__setitem__("index", 3), "GPU 3 is listed at position 0"),
+    ],
+)
+def test_a_hand_edited_host_no_driver_could_be_in_is_said_at_load(tmp_path, edit, said):
+    """Regression: a host.json edited to hold two GPU instances over the same memory slices (or a
+    profile the model lacks, a placement it does not have, compute instances over each other)
+    loaded, and the simulated driver then answered as no real one can."""
+    init_host(tmp_path, "A100-SXM4-40GB", 1, mig=True)
+    h = SimHost(tmp_path)
+    gi = h.create_gpu_instance(0, 9)
+    h.create_compute_instance(0, gi.id)
+    doc = json.loads((tmp_path / "host.json").read_text())
+    assert doc["gpus"][0]["gpu_instances"][0]["start"] == 4  # the driver's first free placement
+    edit(doc["gpus"][0])
+    (tmp_path / "host.json").write_text(json.dumps(doc))
+    with pytest.raises(MigbenchError) as ei:
+        load_host(tmp_path)
+    assert "is not a valid simulated host state" in ei.value.message and said in ei.value.message, ei.value.message
