@@ -46,6 +46,7 @@ from migbench.catalog import (
     spec_from_model,
 )
 from migbench.errors import InputError, MigbenchError
+from migbench.fsutil import read_input
 
 _PID_SUFFIX = re.compile(r"\s*\(PID \d+\)$")
 
@@ -70,14 +71,15 @@ def read_capture(directory: str | Path) -> Capture:
     if not d.is_dir():
         raise InputError(f"{d} is not a capture directory", hint="write one on the GPU host with `migbench doctor --capture DIR`")
     cap = Capture(d)
+    hint = "capture again with `migbench doctor --capture DIR`"
     for name in CAPTURE_FILES:
         p = d / name
         if p.is_file():
-            cap.texts[name] = p.read_text(errors="replace")
+            cap.texts[name] = read_input(p, "capture file", hint=hint, regular=True).decode(errors="replace")
     p = d / NVML_FILE
     if p.is_file():
         try:
-            doc = json.loads(p.read_text(errors="replace"))
+            doc = json.loads(read_input(p, "capture file", hint=hint, regular=True).decode(errors="replace"))
         except ValueError as exc:
             raise InputError(f"{p}: not valid JSON ({exc})", hint="capture again with `migbench doctor --capture DIR`") from None
         if isinstance(doc, dict) and "error" not in doc:

@@ -12,6 +12,7 @@ import pytest
 from migbench.backend.sim.captured import host_from_capture
 from migbench.backend.sim.host import SimHost, init_host
 from migbench.backend.sim.smi_cli import main as smi_main
+from migbench.errors import InputError
 from tests.support.captures import a100_pcie_40gb, h100_pcie, section
 from tests.support.cli import migbench
 
@@ -165,3 +166,15 @@ def test_captures_that_contradict_themselves_are_refused(tmp_path):
 )
 def test_sections_of_the_samples(sample, args, first):
     assert section(sample, args).splitlines()[0] == first
+
+
+def test_a_capture_file_too_large_to_be_one_is_refused_before_it_is_read(tmp_path):
+    """Regression: `sim init --from DIR` read each capture file whole, whatever its size (a 20 GiB
+    log dropped in the directory under a capture's name took the memory)."""
+    cap = h100_pcie(tmp_path / "cap")
+    with open(cap / "mig-lgi.txt", "r+b") as f:
+        f.truncate(17 * 2**20)  # sparse: no disk is used
+    with pytest.raises(InputError) as ei:
+        host_from_capture(cap, tmp_path / "sim", driver="525.125.06")
+    assert "mig-lgi.txt is too large for a capture file" in ei.value.message, ei.value.message
+    assert not (tmp_path / "sim").exists()
