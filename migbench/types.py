@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+PROFILE_NAME = re.compile(r"[0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?")
+"""A MIG profile's name as plans, instances and the catalogue write it: `3g.40gb`, with a variant's
+suffix where there is one (`1g.10gb+me`, `1g.24gb+gfx`, `1g.24gb-me`, `1g.24gb+me.all`)."""
+
 
 @dataclass(frozen=True, order=True)
 class Placement:
@@ -26,7 +30,7 @@ class Placement:
 
     @classmethod
     def parse(cls, text: str) -> Placement:
-        m = re.fullmatch(r"\s*([0-9]+g\.[0-9]+gb(?:[+-][a-z.]+)?)\s*@\s*([0-9]+)\s*", text)
+        m = re.fullmatch(rf"\s*({PROFILE_NAME.pattern})\s*@\s*([0-9]+)\s*", text)
         if not m:
             raise ValueError(f"{text!r} is not a placement (expected profile@start, e.g. 3g.40gb@4)")
         return cls(m.group(1), int(m.group(2)))

@@ -24,6 +24,7 @@ from migbench import yamlio
 from migbench.catalog.model import DriverVersion, Engines, GpuModel, Profile, Rule, driver_str, parse_driver, variant_of
 from migbench.errors import InputError, MigbenchError, Problem
 from migbench.fsutil import read_input_text, write_text_atomic
+from migbench.types import PROFILE_NAME
 
 
 def user_catalog_path() -> Path:
@@ -358,6 +359,9 @@ def _profile_problems(pat: str, ps: Any) -> list[tuple[str, str]]:
         out.append((f"{pat}.name", "a profile needs its name (3g.40gb)"))
     elif (bad := name_problem(ps["name"], "a profile name")) is not None:
         out.append((f"{pat}.name", bad))
+    elif not PROFILE_NAME.fullmatch(ps["name"]):
+        form = "<compute>g.<memory>gb, with a variant's suffix where it has one (3g.40gb, 1g.10gb+me)"
+        out.append((f"{pat}.name", f"{ps['name']!r} is not a MIG profile name: {form}"))
     for f in _PROFILE_INTS:
         if _bad_int(ps.get(f)):
             out.append((f"{pat}.{f}", f"must be a whole number of at least 0, not {ps.get(f)!r}"))

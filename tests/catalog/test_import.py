@@ -157,3 +157,19 @@ def test_a_model_name_that_is_not_one_short_line_is_refused(tmp_path, user_catal
     with pytest.raises(InputError) as ei:
         Catalog.load(user_path=user_catalog)
     assert any(p.field == f"models.{name}" for p in ei.value.problems), ei.value.problems
+
+
+@pytest.mark.parametrize("name", ["3g.40gb_custom", "big", "1g.10gb.me", "3G.40GB"])
+def test_a_user_profile_name_plans_could_not_read_back_is_refused_at_its_line(tmp_path, user_catalog, name):
+    """Regression: the catalogue took any profile name that began like one (`3g.40gb_custom`), and
+    the plans made with it named instances that `InstanceRef.parse` refuses: the plan could not be
+    read back. Such a name is now an error at its field, with the form expected."""
+    import_files(*write(tmp_path, NVL_LGIP, NVL_LGIPP), name="Mine-NVL")
+    doc = yaml.safe_load(user_catalog.read_text())
+    prof = doc["models"]["Mine-NVL"]["profiles"][0]
+    prof["name"] = name
+    user_catalog.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError) as ei:
+        Catalog.load(user_path=user_catalog)
+    bad = [p for p in ei.value.problems if p.field == "models.Mine-NVL.profiles[0].name"]
+    assert bad and "is not a MIG profile name" in bad[0].message, ei.value.problems
