@@ -363,18 +363,25 @@ def _drain_at(g: GpuNow, now: float) -> float:
 
 
 def _hosts_big(g: GpuNow) -> bool:
-    return any(is_big(r.demand, g.model) for i in g.instances for r in i.runs)
+    """The GPU runs a big run of the bench's own (an instance another launch holds is none)."""
+    return any(is_big(r.demand, g.model) and not _held(r) for i in g.instances for r in i.runs)
+
+
+def _held(r: LiveRun) -> bool:
+    return r.end_s >= HELD_END_S / 2
 
 
 def choose_draining(now: float, gpus: Sequence[GpuNow], big: Sequence[Waiting], st: RecutSettings, extra: int | None = None) -> list[GpuNow]:
     """The GPUs to drain for the waiting big runs: those that drain first, within `max_draining`
-    (and at most `extra` of them when it is given)."""
+    (and at most `extra` of them when it is given). Instances another launch holds count neither
+    as hosting a big run nor as draining."""
     if not big:
         return []
     limit = st.max_draining if st.max_draining is not None else max(1, len(gpus) // 2)
     hosting = [g for g in gpus if _hosts_big(g)]
     k = min(len(big), max(0, limit - len(hosting)), len(big) if extra is None else extra)
-    cands = [g for g in gpus if g not in hosting and any(is_big(w.demand, g.model) for w in big)]
+    # a GPU with an instance another launch holds never drains: draining it would only take a place
+    cands = [g for g in gpus if g not in hosting and _drain_at(g, now) < HELD_END_S / 2 and any(is_big(w.demand, g.model) for w in big)]
     return sorted(cands, key=lambda g: (_drain_at(g, now), g.index))[:k]
 
 

@@ -145,3 +145,24 @@ def test_the_longest_waiting_run_starts_first_whatever_its_arrival():
     late = Demand("late", 30 * GIB, 18 * H, 0.3, 1)
     dec = replan(8 * H, [g], [Waiting(early, 0.0), Waiting(late, 8 * H)])
     assert [(s.run, str(s.placement)) for s in dec.starts] == [("late", "3g.40gb@4")]
+
+
+def test_a_whole_gpu_instance_another_launch_holds_does_not_keep_the_big_run_off_the_free_gpu():
+    """Regression: an instance another launch holds counted as the bench's own big run, so on a
+    2-GPU host with a held 7g.80gb on GPU 1 (half the fleet "hosting" already) the plain decision
+    (the only one past the look-ahead's budget) never drained GPU 0 for a big run: it waited for as
+    long as the other launch held its instance."""
+    from migbench.planner.recut import HELD_END_S, RecutSettings
+
+    mib = A100.profile("7g.80gb").memory_mib
+    held = LiveInstance(pl("7g.80gb@0"), (LiveRun(Demand("held:1:7g.80gb@0", mib, None, 1.0), 0.0, HELD_END_S),))
+    gpus = [GpuNow(0, A100), GpuNow(1, A100, (held,))]
+    dec = replan(0.0, gpus, [Waiting(big(0), 0.0), Waiting(small(1), 0.0)], RecutSettings(lookahead=False))
+    assert dec.draining == (0,), dec
+    assert [(s.run, s.gpu, str(s.placement)) for s in dec.starts if s.run == "big0"] == [("big0", 0, "7g.80gb@0")]
+    # a GPU with a held 3g.40gb never drains: it takes no draining place (two allowed, two big runs)
+    held3 = LiveInstance(pl("3g.40gb@0"), (LiveRun(Demand("held:1:3g.40gb@0", 20 * GIB, None, 0.4), 0.0, HELD_END_S),))
+    g0 = busy_gpu(0, {"3g.40gb@0": [(small(90), 12 * H)]}, idle=("3g.40gb@4",))
+    g1 = GpuNow(1, A100, (held3, LiveInstance(pl("3g.40gb@4"))))
+    dec = replan(0.0, [g0, g1], [Waiting(big(0), 0.0), Waiting(big(1), 0.0)], RecutSettings(lookahead=False, max_draining=2))
+    assert dec.draining == (0,), dec
