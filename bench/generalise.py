@@ -263,6 +263,8 @@ def main() -> None:
     run_all(scenarios, jobs, store, args.jobs, lambda s: print(s, flush=True))
     lines, misses = table(scenarios, store)
     print("\n".join(lines))
+    done = [d for sc, w in jobs if (d := store.result(sc, w)) is not None]
+    budgets = " and ".join(f"{w:g}" + (f" (those whose name contains '{only}')" if only else "") for w, only in long_budgets(args.work))
     env = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, migbench {__version__}, planner source {store.code}"
     md = [
         "# The planner on fresh scenarios",
@@ -274,10 +276,10 @@ def main() -> None:
         "10 s and 60 s = the planner's makespan with the deterministic work budget of `--time-limit 10` and `--time-limit 60`",
         "(the wall clock out of the way, as `bench/run.py --idle`), replayed with the launcher's queue policy;",
         "best known = the shortest plan found for the scenario by these and by long searches (bench/best_known.py's way,",
-        f"work budgets {' and '.join(args.work)} reference seconds; `best from` says which search found it), checked and",
-        "replayed the same way; bound = the highest",
-        "lower bound the searches proved for plans with one fixed layout per GPU.",
+        f"work budgets of {budgets} reference seconds; `best from` says which search found it), checked and replayed the same way;",
+        "bound = the highest lower bound the searches proved for plans with one fixed layout per GPU.",
         "Targets (issue 20): mixed sweeps within 3 % of the best known at 10 s and 1 % at 60 s; seed sweeps within 1 % at 10 s.",
+        f"{len(done)} searches, {sum(d['wall_s'] for d in done) / 60:.0f} min of wall time in all, each measured when it ran (results kept in the store are not run again).",
         "",
         *lines,
         "",
