@@ -52,5 +52,21 @@ def test_the_table_compares_each_budget_with_the_best_plan_kept_and_flags_a_miss
     slow = dict(doc, makespan_s=doc["makespan_s"] * 1.05, work_s=default_work(10.0, n))
     store.result_path(sc, default_work(10.0, n)).write_text(json.dumps(slow))
     lines, misses = table([sc], store)
-    assert misses == ["seed 12x2 s31: 10 s > 1.01"]
-    assert "| 1.050 | 1.000 |" in lines[2] and lines[2].endswith("missed: 10 s > 1.01 |")
+    near_bound = (doc["makespan_s"] - doc["bound_s"]) / doc["makespan_s"] <= 0.005
+    assert misses == ["seed 12x2 s31: 10 s > 1.01" + (", 10 s gap to the bound > 0.5 %" if near_bound else "")]
+    assert "| 1.050 | 1.000 |" in lines[2] and "missed: 10 s > 1.01" in lines[2]
+
+
+def test_a_seed_sweep_whose_best_known_meets_the_bound_must_come_within_half_a_percent_of_it(tmp_path):
+    """Issue 20's seed target: within 0.5 % of the bound where the bound allows it. A 10 s plan 0.53 %
+    over the bound (1.0035 of the best known) misses it, though it is within 1 % of the best known."""
+    sc = seed_workload(31, 12, 2, whole=1)
+    sc.name = "seed 12x2 s31"
+    n = len(sc.runs)
+    store = Store(tmp_path, "test")
+    doc = _measure(sc, 0.2)
+    best = doc["makespan_s"]
+    store.put(sc, 0.2, dict(doc, bound_s=best / 1.0035))  # the bound allows 0.5 %: the best is 0.35 % over it
+    for lim, ratio in ((10.0, 1.0018), (60.0, 1.0)):
+        store.result_path(sc, default_work(lim, n)).write_text(json.dumps(dict(doc, makespan_s=best * ratio, work_s=default_work(lim, n))))
+    assert table([sc], store)[1] == ["seed 12x2 s31: 10 s gap to the bound > 0.5 %"]
