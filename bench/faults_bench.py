@@ -42,11 +42,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from bench.faults_once import ledger_counts
 from migbench.backend.sim.host import init_host
 from migbench.sweep import load_sweep
-from tests.support.launchkit import db_query  # the caller (bench/faults.py) puts the repo on sys.path
+from tests.support.launchkit import db_query, gone, pkill_migbench  # the caller (bench/faults.py) puts the repo on sys.path
 
 SWEEP = """
 version: 1
@@ -151,23 +150,7 @@ class Trial:
 
     def pkill(self) -> int:
         """`pkill -9 -f migbench`, limited to this trial's host (MIGBENCH_SIM)."""
-        me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-        killed = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if p.pid in me or "migbench" not in " ".join(p.info["cmdline"] or []):
-                    continue
-                if p.environ().get("MIGBENCH_SIM") != str(self.sim):
-                    continue
-                os.kill(p.pid, signal.SIGKILL)
-                killed.append(p.pid)
-            except (psutil.Error, ProcessLookupError):
-                continue
-        for p in self.procs:
-            if p.pid in killed:
-                p.wait()
-        _wait(lambda: all(_gone(pid) for pid in killed))
-        return len(killed)
+        return len(pkill_migbench(self.sim, self.procs))
 
     def to_the_end(self) -> str:
         """Both sweeps submitted again (nothing new but what a fault lost), then the bench run to its
@@ -185,15 +168,8 @@ class Trial:
                 p.wait()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _alive(pid: object) -> bool:
-    return bool(pid) and not _gone(int(str(pid)))
+    return bool(pid) and not gone(int(str(pid)))
 
 
 def _working(t: Trial, k: int = 1) -> bool:
@@ -272,16 +248,7 @@ CLASSES: dict[str, Callable[[Trial, random.Random], None]] = {
 
 def judge(t: Trial, out: str, tally: Counter, notes: list[str]) -> None:
     rows = t.rows()
-    starts: Counter = Counter()
-    dones: Counter = Counter()
-    rerun_after_done = set()
-    for rid, _att, what in t.lines():
-        if what == "start":
-            starts[rid] += 1
-            if dones[rid]:
-                rerun_after_done.add(rid)
-        else:
-            dones[rid] += 1
+    starts, dones, rerun_after_done = ledger_counts(t.lines())
     tally["trials"] += 1
     tally["runs"] += len(rows)
     # a run `migbench stop` interrupted resumes at the bench's next start (a new attempt, by design);

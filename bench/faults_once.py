@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.launchkit import Rig, make_rig  # the caller (bench/faults.py) puts the repo on sys.path
+from tests.support.launchkit import Rig, gone, make_rig, pkill_migbench  # the caller (bench/faults.py) puts the repo on sys.path
 
 SWEEP = """
 version: 1
@@ -85,13 +85,6 @@ def _wait(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
     return False
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 class Trial:
     """One fresh launch state of the shared rig."""
 
@@ -119,23 +112,7 @@ class Trial:
 
     def pkill(self) -> int:
         """`pkill -9 -f migbench`, limited to this campaign's host (MIGBENCH_SIM)."""
-        me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-        killed = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if p.pid in me or "migbench" not in " ".join(p.info["cmdline"] or []):
-                    continue
-                if p.environ().get("MIGBENCH_SIM") != str(self.r.sim):
-                    continue
-                os.kill(p.pid, signal.SIGKILL)
-                killed.append(p.pid)
-            except (psutil.Error, ProcessLookupError):
-                continue
-        for p in self.r.procs:
-            if p.pid in killed:
-                p.wait()
-        _wait(lambda: all(_gone(pid) for pid in killed))
-        return len(killed)
+        return len(pkill_migbench(self.r.sim, self.r.procs))
 
     def finish(self) -> str:
         """A last plain launch to the end; its output."""
@@ -144,18 +121,25 @@ class Trial:
         return self.r.output(p)
 
 
-def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
-    rows = t.rows()
+def ledger_counts(lines: list[list[str]]) -> tuple[Counter, Counter, set[str]]:
+    """From a campaign's ledger (`<run> <attempt> start|done` lines): each run's starts, its dones,
+    and the runs started again after a done."""
     starts: Counter = Counter()
     dones: Counter = Counter()
     rerun_after_done = set()
-    for rid, _att, what in t.lines():
+    for rid, _att, what in lines:
         if what == "start":
             starts[rid] += 1
             if dones[rid]:
                 rerun_after_done.add(rid)
         else:
             dones[rid] += 1
+    return starts, dones, rerun_after_done
+
+
+def judge(t: Trial, tally: Counter, notes: list[str]) -> None:
+    rows = t.rows()
+    starts, dones, rerun_after_done = ledger_counts(t.lines())
     tally["trials"] += 1
     tally["expected unknown"] += t.expected_unknown
     tally["runs"] += len(rows)
@@ -224,12 +208,12 @@ def waiter_too(t: Trial, rng: random.Random) -> None:
             child = json.loads((t.sd / rid / f"attempt-{v['attempt']}" / "child.json").read_text())
         except (OSError, ValueError):
             continue
-        if not _gone(int(child["pid"])) and not _gone(int(child["waiter_pid"])):
+        if not gone(int(child["pid"])) and not gone(int(child["waiter_pid"])):
             live.append(child)
     if live:
         child = rng.choice(live)
         os.kill(int(child["waiter_pid"]), signal.SIGKILL)
-        if not _gone(int(child["pid"])):
+        if not gone(int(child["pid"])):
             t.expected_unknown += 1
     p = t.start()
     p.wait(timeout=120)
@@ -260,7 +244,7 @@ def deleted_after_finish(t: Trial, rng: random.Random) -> None:
     os.kill(p.pid, signal.SIGSTOP)
     shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
     try:
-        _wait(lambda: all(_gone(pid) for pid in shims))
+        _wait(lambda: all(gone(pid) for pid in shims))
         time.sleep(rng.uniform(0.0, 0.2))
         shutil.rmtree(t.sd)
     finally:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.launch.test_trust import QUICK
-from tests.support.launchkit import Rig
+from tests.support.launchkit import Rig, gone, pkill_migbench
 
 pytestmark = pytest.mark.slow  # real launchers, shims and runs: seconds each
 
@@ -56,33 +56,9 @@ def _child(r: Rig, rid: str, attempt: int = 1) -> dict:
     return json.loads((r.state_dir / rid / f"attempt-{attempt}" / "child.json").read_text())
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _pkill_migbench(r: Rig) -> list[int]:
-    """`pkill -9 -f migbench`, limited to this rig's processes (their MIGBENCH_SIM names its host):
-    every process whose command line holds "migbench"."""
-    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    killed = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if p.pid in me or "migbench" not in " ".join(p.info["cmdline"] or []):
-                continue
-            if p.environ().get("MIGBENCH_SIM") != str(r.sim):
-                continue
-            os.kill(p.pid, signal.SIGKILL)
-            killed.append(p.pid)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    for p in r.procs:
-        if p.pid in killed:
-            p.wait()
-    r.wait_for(lambda: all(_gone(pid) for pid in killed), what="the killed processes gone")
-    return killed
+    """`pkill -9 -f migbench`, limited to this rig's processes (their MIGBENCH_SIM names its host)."""
+    return pkill_migbench(r.sim, r.procs)
 
 
 def test_a_killed_adopted_shim_never_starts_a_second_copy_of_its_run(rig):
@@ -119,15 +95,12 @@ def test_launcher_and_shims_killed_together_runs_are_adopted_and_finished_ones_k
     assert len(killed) == 1 + len(rids), killed  # the launcher and every shim
     # the runs' parents live on, and no `pkill -f migbench` matches them (asserted at the end)
     survived = {
-        rid: bool(w)
-        and not _gone(w)
-        and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes()
-        and Path(f"/proc/{w}/comm").read_text().strip() == "mb-wait"
+        rid: bool(w) and not gone(w) and b"migbench" not in Path(f"/proc/{w}/cmdline").read_bytes() and Path(f"/proc/{w}/comm").read_text().strip() == "mb-wait"
         for rid, w in waiters.items()
     }
     first = rids[0]
     _go(r, first)  # it finishes while nothing of migbench runs
-    r.wait_for(lambda: first in _done(r) and _gone(_child(r, first)["pid"]), what="the run's end")
+    r.wait_for(lambda: first in _done(r) and gone(_child(r, first)["pid"]), what="the run's end")
     p2 = r.start()
     r.wait_for(lambda: "resuming:" in r.output(p2), what="the second launcher resuming")
     _go(r, *rids[1:])
@@ -154,13 +127,13 @@ def test_a_run_whose_waiter_died_too_is_unknown_never_rerun_and_resumable_on_req
     _pkill_migbench(r)
     child = _child(r, first)
     os.kill(child["waiter_pid"], signal.SIGKILL)
-    r.wait_for(lambda: _gone(child["waiter_pid"]), what="the waiter gone")
+    r.wait_for(lambda: gone(child["waiter_pid"]), what="the waiter gone")
     _go(r, first)
-    r.wait_for(lambda: _gone(child["pid"]), what="the unrecorded run's end")
+    r.wait_for(lambda: gone(child["pid"]), what="the unrecorded run's end")
     second = rids[1]  # its record deleted with its directory while nothing of migbench runs
     pid2 = _child(r, second)["pid"]
     _go(r, second)
-    r.wait_for(lambda: second in _done(r) and _gone(pid2), what="the second run's end")
+    r.wait_for(lambda: second in _done(r) and gone(pid2), what="the second run's end")
     shutil.rmtree(r.state_dir / second)
     _go(r, *rids[2:])
     rc, out = r.launch()
@@ -214,7 +187,7 @@ def test_a_state_dir_deleted_after_runs_finished_does_not_run_them_again(rig):
     os.kill(p.pid, signal.SIGSTOP)
     try:
         _go(r, *r.rows())
-        r.wait_for(lambda: all(_gone(pid) for pid in shims), what="every shim done")
+        r.wait_for(lambda: all(gone(pid) for pid in shims), what="every shim done")
         shutil.rmtree(r.state_dir)
     finally:
         os.kill(p.pid, signal.SIGCONT)

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +136,37 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: Callable[[], str]
             pass
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what()}")
+
+
+def gone(pid: int) -> bool:
+    """The process `pid` has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pkill_migbench(sim: Path, procs: Sequence[subprocess.Popen] = (), timeout: float = 60.0) -> list[int]:
+    """`pkill -9 -f migbench`, limited to the processes whose MIGBENCH_SIM is `sim` (one test's or one
+    trial's host): every process whose command line holds "migbench", but not this one or its
+    parents. Reaps those of `procs` it killed and waits until every killed one is gone; their PIDs."""
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    killed = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.pid in me or "migbench" not in " ".join(p.info["cmdline"] or []):
+                continue
+            if p.environ().get("MIGBENCH_SIM") != str(sim):
+                continue
+            os.kill(p.pid, signal.SIGKILL)
+            killed.append(p.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    for p in procs:
+        if p.pid in killed:
+            p.wait()
+    wait_until(lambda: all(gone(pid) for pid in killed), timeout, lambda: "the killed processes gone")
+    return killed
 
 
 def kill_leftovers(root: Path) -> None:
