@@ -1,0 +1,67 @@
+"""Something other than a regular file where migbench opens a launch's file by its fixed name (a
+named pipe, a directory, a link to a device): an error that names it, never a hang."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from migbench.backend.sim.host import init_host
+from tests.support.cli import migbench
+from tests.support.fifo import Unblock
+
+pytestmark = pytest.mark.slow  # plans and applies: seconds
+
+SWEEP = """
+version: 1
+name: s
+groups:
+  - name: w
+    command: "true {i}"
+    parameters: {i: [0, 1]}
+    memory: 9GiB
+"""
+
+
+def _planned(tmp: Path) -> dict[str, str]:
+    init_host(tmp / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp / "sim")}
+    (tmp / "s.yaml").write_text(SWEEP)
+    res = migbench("plan", "s.yaml", "--fleet", "A100-SXM4-80GB:1", "-o", "s.plan.yaml", cwd=tmp, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = migbench("apply", "s.plan.yaml", "--yes", cwd=tmp, env=env, keep_sim=True)
+    assert res.returncode == 0 and (tmp / "runs" / "s" / "bindings.json").is_file(), res.stdout + res.stderr
+    return env
+
+
+def test_a_named_pipe_in_place_of_launch_db_is_an_error_not_a_hang(tmp_path: Path):
+    """Guards: a FIFO at <state dir>/launch.db made status, report, logs, stop, launch and run wait
+    forever in sqlite's open() for a writer (or read it as an empty database)."""
+    env = _planned(tmp_path)
+    db = tmp_path / "runs" / "s" / "launch.db"
+    os.mkfifo(db, 0o600)
+    with Unblock(db):
+        for args in (
+            ["status", "s.plan.yaml"],
+            ["report", "s.plan.yaml", "-o", "r.html", "--no-grain"],
+            ["logs", "w-0", "s.plan.yaml"],
+            ["stop", "s.plan.yaml"],
+            ["launch", "s.plan.yaml"],
+        ):
+            res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+            out = res.stdout + res.stderr
+            assert res.returncode == 1 and "launch.db: it is a named pipe (FIFO), not a regular file" in res.stderr, (args, out)
+            assert "Hint: migbench reads it only from a regular file" in res.stderr and "Traceback" not in out, (args, out)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_directory_in_place_of_launch_db_is_said_as_such(tmp_path: Path):
+    """Guards: a directory at <state dir>/launch.db was 'disk I/O error' with a hint to check its
+    permissions."""
+    env = _planned(tmp_path)
+    (tmp_path / "runs" / "s" / "launch.db").mkdir()
+    for args in (["status", "s.plan.yaml"], ["launch", "s.plan.yaml"]):
+        res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+        assert res.returncode == 1 and "launch.db: it is a directory, not a regular file" in res.stderr, (args, res.stdout + res.stderr)
