@@ -110,6 +110,25 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> byte
         return f.read() if limit is None else f.read(limit)
 
 
+COPY_CHUNK = 1 << 20
+
+
+def copy_tail(path: str | os.PathLike[str], pos: int, out: Any) -> int:
+    """Write what the regular file `path` holds past byte `pos` to the binary stream `out`, a chunk
+    at a time (a log of many GiB is never held in memory); returns the bytes written. A run's log,
+    opened by its fixed name: `open_regular`'s rules (a pipe there is never waited on, a device
+    never read), OSError as it raises them."""
+    done = 0
+    with os.fdopen(open_regular(path), "rb") as f:
+        f.seek(pos)
+        while data := f.read(COPY_CHUNK):
+            out.write(data)
+            done += len(data)
+    if done:
+        out.flush()
+    return done
+
+
 def decode_text(data: bytes, file: str, what: str) -> str:
     """UTF-8 text without NUL bytes, or an `InputError` with the line of the first bad byte."""
     try:

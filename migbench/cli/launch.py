@@ -334,6 +334,7 @@ def logs_cmd(
     attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).", min=1)] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
+    from migbench.cli.export import read_log
     from migbench.launch.status import log_file, run_state
     from migbench.launch.store import ACTIVE_STATES, db_path
 
@@ -349,17 +350,9 @@ def logs_cmd(
 
     def pump() -> bool:
         nonlocal pos
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if data:
-            out.write(data)
-            out.flush()
-            pos += len(data)
-        return bool(data)
+        got = read_log(path, pos, out)
+        pos += got
+        return bool(got)
 
     pump()
     if not follow:

@@ -65,3 +65,51 @@ def test_a_directory_in_place_of_launch_db_is_said_as_such(tmp_path: Path):
     for args in (["status", "s.plan.yaml"], ["launch", "s.plan.yaml"]):
         res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
         assert res.returncode == 1 and "launch.db: it is a directory, not a regular file" in res.stderr, (args, res.stdout + res.stderr)
+
+
+def test_a_named_pipe_or_device_in_place_of_a_runs_log_is_an_error_not_a_hang(tmp_path: Path):
+    """Guards: `migbench logs` opened a run's stdout.log/stderr.log by name and read it whole: a FIFO
+    there waited forever for a writer, a link to /dev/zero read until memory ran out (internal
+    error: MemoryError)."""
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rid = min(p.name for p in (tmp_path / "runs" / "s").glob("w-*"))
+    adir = tmp_path / "runs" / "s" / rid / "attempt-1"
+    assert migbench("logs", rid, "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True).returncode == 0
+    (adir / "stdout.log").unlink()
+    os.mkfifo(adir / "stdout.log", 0o600)
+    (adir / "stderr.log").unlink()
+    (adir / "stderr.log").symlink_to("/dev/zero")
+    with Unblock(adir / "stdout.log"):
+        for args, kind in ((["logs", rid, "s.plan.yaml"], "a named pipe (FIFO)"), (["logs", rid, "s.plan.yaml", "--stderr", "-f"], "a device")):
+            res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+            out = res.stdout + res.stderr
+            assert res.returncode == 1 and f"log {adir}" in res.stderr and f"it is {kind}, not a regular file" in res.stderr, (args, out)
+            assert "Traceback" not in out and "internal error" not in out, out
+
+
+def test_a_runs_log_is_copied_a_chunk_at_a_time(tmp_path: Path):
+    """Guards: `migbench logs` read a run's whole log into memory before printing it (a training
+    run's log of many GiB)."""
+    from migbench.fsutil import COPY_CHUNK, copy_tail
+
+    log = tmp_path / "stdout.log"
+    with open(log, "wb") as f:
+        f.truncate(5 * COPY_CHUNK // 2)
+        f.seek(10)
+        f.write(b"x")
+
+    class Out:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def write(self, data: bytes) -> None:
+            self.sizes.append(len(data))
+
+        def flush(self) -> None:
+            pass
+
+    out = Out()
+    assert copy_tail(log, 7, out) == 5 * COPY_CHUNK // 2 - 7
+    assert max(out.sizes) <= COPY_CHUNK and sum(out.sizes) == 5 * COPY_CHUNK // 2 - 7, out.sizes
