@@ -40,17 +40,28 @@ MAX_INPUT_BYTES = 16 * 2**20
 """The default size limit of a file the user names (a sweep, catalogue text): refused before parsing."""
 
 
-def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> bytes:
+def read_input(
+    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+) -> bytes:
     """The bytes of a file the user named as `what` ("sweep file", "plan file"...), or an `InputError`
     that says which of the usual things is wrong: missing, a directory, unreadable, a special file,
     larger than `limit` (checked before reading; a pipe is read up to the limit). `hint` says how to
     get a good one. `regular`: a file migbench finds by its name (a bench plan, a plan beside its
     sweep, a state file), which must be a regular file: a named pipe planted there is refused
-    without waiting for a writer (`open_regular`), not read."""
+    without waiting for a writer (`open_regular`), not read. `owned` (implies `regular`): a file
+    whose content migbench acts on (the plan beside a sweep, whose commands `run` launches) must
+    also be one no other user could have written (`foreign_reason`, on the descriptor read):
+    else `ForeignFile`."""
     p = Path(path)
     try:
-        with os.fdopen(open_regular(p), "rb") if regular else open(p, "rb") as f:
+        with os.fdopen(open_regular(p), "rb") if regular or owned else open(p, "rb") as f:
             st = os.fstat(f.fileno())
+            why = foreign_reason(st) if owned else None
+            if why is not None:
+                raise ForeignFile(
+                    f"refusing the {what} {p}: it is {why}, so another user could have written what migbench would act on",
+                    hint="remove it if you did not make it (or keep your files in a directory only you can write), then run the command again",
+                )
             if stat.S_ISDIR(st.st_mode):  # pragma: no cover - open() refuses directories on Linux
                 raise IsADirectoryError(21, "Is a directory", str(p))
             if stat.S_ISREG(st.st_mode) and st.st_size > limit:
@@ -68,11 +79,31 @@ def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPU
     return data
 
 
-def read_input_text(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> str:
+def read_input_text(
+    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+) -> str:
     """`read_input` decoded as UTF-8 text; a file that is not text (invalid UTF-8, a NUL byte) is an
     `InputError` naming the line."""
-    data = read_input(path, what, limit=limit, hint=hint, regular=regular)
+    data = read_input(path, what, limit=limit, hint=hint, regular=regular, owned=owned)
     return decode_text(data, str(path), what)
+
+
+class ForeignFile(InputError):
+    """What `read_input(..., owned=True)` raises for a file another user could have written."""
+
+
+def foreign_reason(st: os.stat_result) -> str | None:
+    """Why another user could have written the file `st` describes (None when only root and we
+    could): owned by someone else, writable by every user, or by its group (unless the state mode
+    shares state with the group, as `untrusted_reason` allows for directories)."""
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in trusted_uids():
+        return f"owned by {describe_user(st.st_uid)}"
+    if mode & 0o002:
+        return "writable by every user"
+    if mode & 0o020 and st.st_gid != 0 and not state_file_mode() & 0o020:
+        return f"writable by its group ({describe_group(st.st_gid)})"
+    return None
 
 
 class NotRegularFile(OSError):

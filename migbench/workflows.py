@@ -29,7 +29,7 @@ from migbench.backend.select import (
 )
 from migbench.errors import MigbenchError, UsageError, from_os_error
 from migbench.footprints import Resolution, gather_sources, resolve
-from migbench.fsutil import require_trusted
+from migbench.fsutil import ForeignFile, require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import key_of
@@ -355,7 +355,9 @@ def _grown_base(out: Path, sweep: Sweep) -> Plan | None:
     if not out.exists():
         return None
     try:
-        old = Plan.load(out, regular=True)
+        old = Plan.load(out, owned=True)
+    except ForeignFile:
+        raise
     except MigbenchError:
         return None
     return old if old.name == sweep.name else None
@@ -375,7 +377,9 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     if not path.exists():
         return None
     try:
-        old = Plan.load(path, regular=True)
+        old = Plan.load(path, owned=True)  # its commands are launched: one another user could have written is refused
+    except ForeignFile:
+        raise
     except MigbenchError:
         return None
     same_fleet = [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]

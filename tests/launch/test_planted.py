@@ -113,3 +113,37 @@ def test_a_runs_log_is_copied_a_chunk_at_a_time(tmp_path: Path):
     out = Out()
     assert copy_tail(log, 7, out) == 5 * COPY_CHUNK // 2 - 7
     assert max(out.sizes) <= COPY_CHUNK and sum(out.sizes) == 5 * COPY_CHUNK // 2 - 7, out.sizes
+
+
+OTHER = 12345  # a uid no one on the test machine uses: "eve"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("how", ["eve's", "world-writable"])
+def test_run_never_launches_a_plan_beside_the_sweep_another_user_could_have_written(tmp_path: Path, how: str):
+    """Guards: `run` reused the plan it finds beside the sweep (<sweep dir>/<name>.plan.yaml) when
+    its sweep hash matched, whoever wrote it: in a shared sticky directory (as /tmp), another user
+    put one there with the sweep's hash and her own commands, and root's `run` launched them."""
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    (shared / "s.yaml").write_text(SWEEP)
+    res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "made.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    marker = tmp_path / "eve-was-here"
+    text = (tmp_path / "made.plan.yaml").read_text()
+    evil = text.replace("  argv:\n  - 'true'\n", f"  argv:\n  - touch\n  - {marker}\n", 1)
+    assert evil != text, text
+    planted = shared / "s.plan.yaml"
+    planted.write_text(evil)
+    if how == "eve's":
+        os.chown(planted, OTHER, OTHER)
+    else:
+        planted.chmod(0o666)
+    res = migbench("run", str(shared / "s.yaml"), "--time-limit", "5", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing the plan file {planted}" in res.stderr, out
+    assert ("owned by uid 12345" if how == "eve's" else "writable by every user") in res.stderr and "Traceback" not in out, out
+    assert not marker.exists() and not (shared / "runs" / "s" / "launch.db").exists()
