@@ -60,6 +60,13 @@ def migbench_command() -> str:
     return f"{shlex.quote(sys.executable)} -m migbench"
 
 
+def _command_line(mb: str) -> str:
+    """The scripts' line that sets `MB`, the migbench command as a bash array: `$MIGBENCH` when set
+    (split into words, so `MIGBENCH="python3 -m migbench"` works), else `mb` (shell words, quoted):
+    an install whose path holds a space stays one word."""
+    return f'if [ -n "${{MIGBENCH:-}}" ]; then read -r -a MB <<< "$MIGBENCH"; else MB=({mb}); fi'
+
+
 def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None) -> dict[str, str]:
     """The GRES type of each array: `chosen` (the cluster's, from --check), else the site's map,
     else the name NVML autodetection gives it."""
@@ -288,9 +295,9 @@ def apply_script(plan: Plan, node: str, plan_abs: str, mb: str, arrs: Sequence[A
 # Run it from slurmd's unit, e.g. a drop-in with ExecStartPre=$(realpath apply-{node}.sh), or by hand
 # with slurmd stopped (or the node drained), then restart slurmd. The node then offers {gres}.
 set -euo pipefail
-MIGBENCH=${{MIGBENCH:-{mb}}}
-$MIGBENCH apply {p} --node {shlex.quote(node)} --yes
-$MIGBENCH check {p} --node {shlex.quote(node)}
+{_command_line(mb)}
+"${{MB[@]}}" apply {p} --node {shlex.quote(node)} --yes
+"${{MB[@]}}" check {p} --node {shlex.quote(node)}
 """
 
 
@@ -360,8 +367,8 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
         lines.append(f"#SBATCH --time={slurm_time(t)}")
     lines += [f"#SBATCH {arg}" for arg in sbatch_args]
     lines += [
-        f"MIGBENCH=${{MIGBENCH:-{mb}}}",
-        f"exec $MIGBENCH exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}",
+        _command_line(mb),
+        f'exec "${{MB[@]}}" exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}',
     ]
     return "\n".join(lines) + "\n"
 
