@@ -134,11 +134,29 @@ def open_regular(path: str | os.PathLike[str]) -> int:
 NOT_REGULAR_HINT = "migbench reads it only from a regular file, and something else put this one there: remove it and run the command again"
 
 
-def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
-    """The bytes (at most `limit`) of the regular file `path`, which migbench opens by a fixed name (a
-    state file, a run's record): `open_regular`'s rules, OSError as it raises them."""
+MAX_RECORD_BYTES = 64 * 2**20
+"""The most `read_regular` reads of a whole state file (bindings, a checkpoint, a run's records: a
+few KiB to a few MiB): a larger one is refused (`RecordTooLarge`), never read into memory whole."""
+
+
+class RecordTooLarge(OSError):
+    """What `read_regular` raises for a file larger than it reads whole (errno EFBIG)."""
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None, *, most: int = MAX_RECORD_BYTES) -> bytes:
+    """The bytes of the regular file `path`, which migbench opens by a fixed name (a state file, a
+    run's record): `open_regular`'s rules, OSError as it raises them. `limit`: its first `limit`
+    bytes only (a head); without it the whole file, which must be at most `most` bytes, else
+    `RecordTooLarge` (an OSError: the callers that take an unreadable record as none do so)."""
     with os.fdopen(open_regular(path), "rb") as f:
-        return f.read() if limit is None else f.read(limit)
+        if limit is not None:
+            return f.read(limit)
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(most + 1) if size <= most else b""
+        if size > most or len(data) > most:
+            have = f"{max(size, len(data)) / 2**20:.0f} MiB"
+            raise RecordTooLarge(errno.EFBIG, f"it is too large ({have}; migbench reads at most {most // 2**20} MiB of it)", os.fspath(path))
+        return data
 
 
 COPY_CHUNK = 1 << 20

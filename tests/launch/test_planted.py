@@ -147,3 +147,21 @@ def test_run_never_launches_a_plan_beside_the_sweep_another_user_could_have_writ
     assert res.returncode == 1 and f"refusing the plan file {planted}" in res.stderr, out
     assert ("owned by uid 12345" if how == "eve's" else "writable by every user") in res.stderr and "Traceback" not in out, out
     assert not marker.exists() and not (shared / "runs" / "s" / "launch.db").exists()
+
+
+def test_a_state_file_too_large_to_be_one_is_refused_not_read_whole(tmp_path: Path):
+    """Guards: the state files read by their fixed names (bindings.json, checkpoint.json, a run's
+    params.json and exit.json) were read whole into memory whatever their size: one of some GiB made
+    status, check and launch end in 'internal error (MemoryError)'."""
+    from migbench.fsutil import MAX_RECORD_BYTES, RecordTooLarge, read_regular
+
+    env = _planned(tmp_path)
+    bindings = tmp_path / "runs" / "s" / "bindings.json"
+    with open(bindings, "r+b") as f:
+        f.truncate(MAX_RECORD_BYTES + 1)  # sparse: no space taken
+    with pytest.raises(RecordTooLarge, match="too large"):
+        read_regular(bindings)
+    assert read_regular(bindings, 4) == bindings.read_bytes()[:4]  # a head is still read
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"cannot read bindings file {bindings}: it is too large" in res.stderr and "Traceback" not in out, out
