@@ -125,10 +125,14 @@ def open_regular(path: str | os.PathLike[str]) -> int:
     if stat.S_ISREG(st.st_mode):
         return fd
     os.close(fd)
+    raise _not_regular(st, path)
+
+
+def _not_regular(st: os.stat_result, path: str | os.PathLike[str]) -> OSError:
     if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        return IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
     kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
-    raise NotRegularFile(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
+    return NotRegularFile(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
 
 
 NOT_REGULAR_HINT = "migbench reads it only from a regular file, and something else put this one there: remove it and run the command again"
@@ -438,10 +442,20 @@ def _write_fd(fd: int, data: bytes) -> None:
 
 
 def create_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_APPEND, mode: int | None = None) -> int:
-    """Open `path` for writing, creating it with the state file mode; never through a symlink."""
-    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Open `path` for writing, creating it with the state file mode; never through a symlink, and
+    only a regular file: a named pipe there is `NotRegularFile`, never waited on for a reader
+    (opened with O_NONBLOCK, which is cleared once the descriptor is known to be a file's)."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a named pipe no one reads (O_NONBLOCK)
+            raise NotRegularFile(errno.EINVAL, "it is a named pipe (FIFO), not a regular file", os.fspath(path)) from None
+        raise
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(st, path)
+        os.set_blocking(fd, True)
         if st.st_uid == os.geteuid() and st.st_size == 0:
             os.fchmod(fd, state_file_mode() if mode is None else mode)
     except OSError:

@@ -165,3 +165,24 @@ def test_a_state_file_too_large_to_be_one_is_refused_not_read_whole(tmp_path: Pa
     res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
     out = res.stdout + res.stderr
     assert res.returncode == 1 and f"cannot read bindings file {bindings}: it is too large" in res.stderr and "Traceback" not in out, out
+
+
+def test_a_named_pipe_in_place_of_the_launchers_log_is_an_error_not_a_hang(tmp_path: Path):
+    """Guards: `launch --detach` (and `submit`, which starts the bench so) opened <state dir>/
+    launcher.log for writing by its name and waited forever for a reader when a FIFO was there."""
+    env = _planned(tmp_path)
+    log = tmp_path / "runs" / "s" / "launcher.log"
+    os.mkfifo(log, 0o600)
+    with Unblock(log, writers=True):
+        res = migbench("launch", "s.plan.yaml", "--detach", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"cannot write the launcher's log {log}: it is a named pipe (FIFO), not a regular file" in res.stderr, out
+    assert "remove it" in res.stderr and "Traceback" not in out, out
+    bench = tmp_path / "bench"
+    (bench / "runs" / "bench").mkdir(parents=True, mode=0o700)
+    os.mkfifo(bench / "runs" / "bench" / "launcher.log", 0o600)
+    with Unblock(bench / "runs" / "bench" / "launcher.log", writers=True):
+        res = migbench("submit", "s.yaml", "--bench-dir", str(bench), "--timeout", "5", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "launcher.log: it is a named pipe (FIFO), not a regular file" in res.stderr and "Traceback" not in out, out
+    assert not [p for p in (bench / "inbox").iterdir() if p.is_file()], "the submission is withdrawn: nothing half-done"

@@ -9,17 +9,20 @@ from pathlib import Path
 
 class Unblock:
     """Opens the FIFO at `path` for writing whenever a reader waits on it (then closes it: EOF), so
-    that a command that wrongly blocks in open() returns and the test fails instead of hanging."""
+    that a command that wrongly blocks in open() returns and the test fails instead of hanging.
+    `writers`: opens it for reading instead, for a command that wrongly waits to write to it (its
+    write then fails: the pipe has no reader)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, writers: bool = False):
         self.path, self.stop = path, threading.Event()
+        self.flags = os.O_RDONLY | os.O_NONBLOCK if writers else os.O_WRONLY | os.O_NONBLOCK
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
-                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # ENXIO: no reader waits
+                os.close(os.open(self.path, self.flags))
+            except OSError:  # ENXIO: no reader waits (a reader's open never fails so)
                 pass
             self.stop.wait(0.01)
 
