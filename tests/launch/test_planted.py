@@ -3,6 +3,7 @@ named pipe, a directory, a link to a device): an error that names it, never a ha
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -186,3 +187,18 @@ def test_a_named_pipe_in_place_of_the_launchers_log_is_an_error_not_a_hang(tmp_p
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "launcher.log: it is a named pipe (FIFO), not a regular file" in res.stderr and "Traceback" not in out, out
     assert not [p for p in (bench / "inbox").iterdir() if p.is_file()], "the submission is withdrawn: nothing half-done"
+
+
+def test_a_named_pipe_in_place_of_a_runs_wait_record_is_no_record_not_a_hang(tmp_path: Path):
+    """Guards: the launcher (and the shim) read a run's attempt-N/wait.json, the record of how its
+    process ended, with a blocking open: a FIFO there stopped the launcher until something wrote
+    to it, and what was written was taken as the run's outcome."""
+    from migbench.launch.waiter import WAIT_NAME, read_record
+
+    os.mkfifo(tmp_path / WAIT_NAME, 0o600)
+    fake = b'{"version": 1, "pid": 1, "exit_code": 0, "signal": null, "ended_at": 1.0, "recorded_by": "waiter"}\n'
+    with Unblock(tmp_path / WAIT_NAME, data=fake):
+        assert read_record(tmp_path) is None
+    (tmp_path / WAIT_NAME).unlink()
+    (tmp_path / WAIT_NAME).write_bytes(fake)
+    assert read_record(tmp_path) == json.loads(fake)
