@@ -38,7 +38,7 @@ from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
 from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, instances_on, same_fleet
-from migbench.state import StateDir
+from migbench.state import StateDir, configure_modes
 from migbench.sweep import Sweep, load_fleet_file
 from migbench.types import InstanceRef, Layout
 
@@ -198,6 +198,8 @@ def plan_and_apply(
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
     sd = state_dir
+    configure_modes(sweep.launch)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
+    require_trusted(sd.path, "state directory")  # before its launch state is read: another user's could mark runs finished
     earlier = _earlier_unless_running(out, sd)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:

@@ -202,3 +202,29 @@ def test_a_named_pipe_in_place_of_a_runs_wait_record_is_no_record_not_a_hang(tmp
     (tmp_path / WAIT_NAME).unlink()
     (tmp_path / WAIT_NAME).write_bytes(fake)
     assert read_record(tmp_path) == json.loads(fake)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_run_never_reads_a_state_directory_another_user_made(tmp_path: Path):
+    """Guards: `run` read the sweep's launch state (<sweep dir>/runs/<name>/launch.db) before it
+    checked who could change the state directory: with the sweep in a shared sticky directory,
+    another user made runs/<name>/ with a launch.db saying every run had succeeded, and root's `run`
+    said 'nothing to launch' (or skipped the runs she named) instead of refusing it."""
+    import shutil
+
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    (shared / "s.yaml").write_text(SWEEP)
+    (shared / "runs" / "s").mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "s" / "launch.db", shared / "runs" / "s" / "launch.db")  # eve's: every run succeeded
+    for p in (shared / "runs", shared / "runs" / "s", shared / "runs" / "s" / "launch.db"):
+        os.chown(p, OTHER, OTHER)
+    res = migbench("run", str(shared / "s.yaml"), "--time-limit", "5", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing {shared / 'runs' / 's'} as the state directory" in res.stderr, out
+    assert "owned by uid 12345" in res.stderr and "nothing to launch" not in out and "Traceback" not in out, out
+    assert not (shared / "s.plan.yaml").exists()
