@@ -228,3 +228,34 @@ def test_run_never_reads_a_state_directory_another_user_made(tmp_path: Path):
     assert res.returncode == 1 and f"refusing {shared / 'runs' / 's'} as the state directory" in res.stderr, out
     assert "owned by uid 12345" in res.stderr and "nothing to launch" not in out and "Traceback" not in out, out
     assert not (shared / "s.plan.yaml").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_plan_never_sizes_runs_by_measurements_another_user_put_beside_the_sweep(tmp_path: Path):
+    """Guards: `plan`, `run` and `submit` take measured memory from the files they find by name
+    beside the sweep (<name>.footprints.yaml, runs/<name>/launch.db), whoever wrote them: with the
+    sweep in a shared sticky directory, another user's planted measurements sized root's runs."""
+    import shutil
+
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    (shared / "s.yaml").write_text(SWEEP)
+    (shared / "runs" / "s").mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "s" / "launch.db", shared / "runs" / "s" / "launch.db")
+    for p in (shared / "runs", shared / "runs" / "s", shared / "runs" / "s" / "launch.db"):
+        os.chown(p, OTHER, OTHER)
+    res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "p.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and f"launch history in {shared / 'runs' / 's'} not used: the directory {shared / 'runs'} is owned by uid 12345" in out, out
+    assert f"launch history from {shared}" not in out, out
+    (shared / "m.yaml").write_text(SWEEP.replace("name: s", "name: m").replace("memory: 9GiB", "memory: {measured: true, fallback: 9GiB}"))
+    (shared / "m.footprints.yaml").write_text("kind: migbench-footprints\n")
+    os.chown(shared / "m.footprints.yaml", OTHER, OTHER)
+    res = migbench("plan", str(shared / "m.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "m.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing the footprints file {shared / 'm.footprints.yaml'}: it is owned by uid 12345" in res.stderr, out
+    assert not (tmp_path / "m.plan.yaml").exists() and "Traceback" not in out
