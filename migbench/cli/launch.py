@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from migbench.cli.clock import command_started
-from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
+from migbench.cli.common import MAX_TIME_LIMIT_S, STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import shell_word, status_view
 from migbench.errors import MigbenchError, UsageError
 
@@ -97,7 +97,7 @@ def _detach(plan: Plan, opts: LaunchOptions) -> None:
 def run_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
-    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1, max=MAX_TIME_LIMIT_S)] = 10.0,
     detach: Annotated[bool, typer.Option("--detach", help="Run the launcher in the background.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     drain: Annotated[bool, typer.Option("--drain", help="First Ctrl-C only stops new starts.")] = False,
