@@ -604,7 +604,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary
+    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary, done_dir
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -620,6 +620,14 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
             )
         time.sleep(0.1)
     summary = adopted_summary(inbox_file)
+    done = done_dir(bench_plan.parent)
+    if summary == UNKNOWN and (done.is_symlink() or (done.exists() and not done.is_dir())):
+        raise MigbenchError(
+            f"the bench took {inbox_file} out of its inbox but could not keep its record in {done}, which is not a directory: "
+            "whether its runs were taken is unknown",
+            hint=f"remove {done} (the bench makes it again), then see `migbench status {bench_plan}` and submit the sweep again "
+            "(what the bench took already is kept, not run twice)",
+        )
     if summary == UNKNOWN:
         raise MigbenchError(
             f"the bench took {inbox_file} out of its inbox but left no record of taking or refusing it (is the disk full?): "

@@ -293,3 +293,20 @@ def test_a_named_pipe_in_place_of_a_state_file_is_an_error_not_a_hang(tmp_path: 
     res = migbench("plan", f"/dev/fd/{r}", "--fleet", "A100-SXM4-80GB:1", "-o", "p.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
     os.close(r)
     assert res.returncode == 0 and (tmp_path / "p.plan.yaml").is_file(), res.stdout + res.stderr
+
+
+def test_submit_names_a_done_directory_that_is_not_one(tmp_path: Path):
+    """Guards: with a file (or pipe) in place of the bench's inbox/done/, the bench took each
+    submission (its runs were adopted) but could not move it there, and submit said that the
+    outcome was unknown and asked whether the disk was full."""
+    env = {**_host(tmp_path), "MIGBENCH_BENCH_DIR": str(tmp_path / "bench")}
+    (tmp_path / "bench" / "inbox").mkdir(parents=True, mode=0o700)
+    (tmp_path / "bench" / "inbox" / "done").write_text("")
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    try:
+        res = migbench("submit", "a.yaml", "--timeout", "60", cwd=tmp_path, env=env, keep_sim=True)
+    finally:
+        migbench("stop", str(tmp_path / "bench" / "bench.plan.yaml"), "--now", "--wait", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"could not keep its record in {tmp_path / 'bench' / 'inbox' / 'done'}, which is not a directory" in res.stderr, out
+    assert "disk full" not in res.stderr and f"remove {tmp_path / 'bench' / 'inbox' / 'done'}" in res.stderr, out
