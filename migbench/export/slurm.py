@@ -33,10 +33,10 @@ from migbench.duration import rate
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
-from migbench.fsutil import output_dir, write_text_atomic
+from migbench.fsutil import output_dir, require_trusted, write_text_atomic
 from migbench.plan import Plan
 from migbench.state import JOBS_FILE as JOBS_FILE  # where submit.sh records the jobs (the state directory's file)
-from migbench.state import StateDir
+from migbench.state import StateDir, configure_modes
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's default MaxArraySize (slurm.conf(5)): array indices 0-1000."""
@@ -137,6 +137,9 @@ def write(
     plan_abs = str(Path(plan.path).resolve())
     sd = state_dir.resolve()
     _one_line_each(plan_abs, str(sd), mb, sbatch_args)
+    configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
+    # the tasks' logs (#SBATCH --output), submit.sh's record of the jobs and the parsed plan go there
+    require_trusted(sd, "state directory")
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:

@@ -64,3 +64,24 @@ def test_a_planted_script_symlink_is_replaced_not_written_through(two_nodes, tmp
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"
     assert [p.name for p in out.iterdir()] == [f"apply-{plan.nodes()[0]}.sh"], "nothing half-done"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_an_export_whose_state_directory_another_user_could_change_is_refused(two_nodes, tmp_path):
+    """Guards: `export slurm` wrote the parsed plan into the plan's state directory, and pointed the
+    tasks' logs (#SBATCH --output) and submit.sh's record of the jobs (written through `>`, which
+    follows a link) there, without checking who could change it: below a directory another user
+    made, she could link those names wherever she liked."""
+    import shutil
+
+    _, path = two_nodes
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    shutil.copy(path, shared / "p.yaml")
+    eve = shared / "runs"
+    eve.mkdir()
+    os.chown(eve, OTHER, OTHER)  # she made runs/ before the export
+    r = migbench("export", "slurm", str(shared / "p.yaml"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 1 and "as the state directory" in r.stderr and f"the directory {eve} is owned by uid 12345" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists() and list(eve.iterdir()) == [], "nothing written"
