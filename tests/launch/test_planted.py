@@ -259,3 +259,37 @@ def test_plan_never_sizes_runs_by_measurements_another_user_put_beside_the_sweep
     out = res.stdout + res.stderr
     assert res.returncode == 1 and f"refusing the footprints file {shared / 'm.footprints.yaml'}: it is owned by uid 12345" in res.stderr, out
     assert not (tmp_path / "m.plan.yaml").exists() and "Traceback" not in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_apply_never_rolls_the_gpus_back_to_a_checkpoint_another_user_wrote(tmp_path: Path):
+    """Guards: apply read <state dir>/checkpoint.json before it checked who could change the state
+    directory: another user who made runs/<name>/ beside a plan in a shared sticky directory wrote
+    a checkpoint of an interrupted apply, root's apply told root to `--rollback`, and the rollback
+    re-cut the GPUs to the layout she chose."""
+    from migbench.backend.sim.host import SimHost
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    (shared / "s.yaml").write_text(SWEEP)
+    res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(shared / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    before = SimHost(tmp_path / "sim").read().gpus[0].gpu_instances
+    ci = [{"profile_id": 0, "size": 1, "start": 0}]
+    eves = [{"compute_instances": ci, "placement": f"1g.10gb@{i}", "profile_id": 19, "size": 1} for i in range(7)]
+    doc = {"version": 1, "status": "applying", "pid": 1, "plan": "s", "plan_file": str(shared / "s.plan.yaml"), "started_at": 1.0}
+    doc["gpus"] = {"0": {"instances": eves, "mig_current": True, "mig_pending": True}}
+    cp = shared / "runs" / "s" / "checkpoint.json"
+    cp.parent.mkdir(parents=True)
+    cp.write_text(json.dumps(doc))
+    for p in (shared / "runs", cp.parent, cp):
+        os.chown(p, OTHER, OTHER)
+    for args in (["apply", str(shared / "s.plan.yaml"), "--rollback"], ["apply", str(shared / "s.plan.yaml"), "--yes"]):
+        res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and f"refusing {cp.parent} as the state directory" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
+        assert "--rollback" not in res.stderr, out
+    assert SimHost(tmp_path / "sim").read().gpus[0].gpu_instances == before
