@@ -310,3 +310,20 @@ def test_submit_names_a_done_directory_that_is_not_one(tmp_path: Path):
     out = res.stdout + res.stderr
     assert res.returncode == 1 and f"could not keep its record in {tmp_path / 'bench' / 'inbox' / 'done'}, which is not a directory" in res.stderr, out
     assert "disk full" not in res.stderr and f"remove {tmp_path / 'bench' / 'inbox' / 'done'}" in res.stderr, out
+
+
+def test_submit_refuses_an_inbox_another_user_could_write_before_writing_to_it(tmp_path: Path):
+    """Guards: with the bench's inbox writable by every user, submit wrote the submission there,
+    started the bench (which never takes a submission from such an inbox) and waited its whole
+    --timeout (120 s by default), then said the submission 'stays in the inbox and is taken when
+    the bench runs', which it never was."""
+    env = {**_host(tmp_path), "MIGBENCH_BENCH_DIR": str(tmp_path / "bench")}
+    (tmp_path / "bench").mkdir(mode=0o700)
+    (tmp_path / "bench" / "inbox").mkdir()
+    (tmp_path / "bench" / "inbox").chmod(0o777)
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--timeout", "3", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing the inbox {tmp_path / 'bench' / 'inbox'}: the directory" in res.stderr, out
+    assert "writable by every user" in res.stderr and "chmod go-w" in res.stderr and "Traceback" not in out, out
+    assert list((tmp_path / "bench" / "inbox").iterdir()) == [] and not (tmp_path / "bench" / "runs").exists(), "nothing submitted, no bench started"
