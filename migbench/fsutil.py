@@ -93,16 +93,14 @@ class ForeignFile(InputError):
 
 
 def foreign_reason(st: os.stat_result) -> str | None:
-    """Why another user could have written the file `st` describes (None when only root and we
-    could): owned by someone else, writable by every user, or by its group (unless the state mode
-    shares state with the group, as `untrusted_reason` allows for directories)."""
-    mode = stat.S_IMODE(st.st_mode)
+    """Why another user could have written the file `st` describes (None when only root, we and our
+    group could): owned by someone else, or writable by every user. A group-writable file passes:
+    a umask of 002 makes every file so, with the user's own group (its directory is what
+    `untrusted_reason` judges)."""
     if st.st_uid not in trusted_uids():
         return f"owned by {describe_user(st.st_uid)}"
-    if mode & 0o002:
+    if stat.S_IMODE(st.st_mode) & 0o002:
         return "writable by every user"
-    if mode & 0o020 and st.st_gid != 0 and not state_file_mode() & 0o020:
-        return f"writable by its group ({describe_group(st.st_gid)})"
     return None
 
 

@@ -431,7 +431,7 @@ def gather_sources(
     hists: list[LaunchHistory] = []
     if use_history:
         for d in history if history is not None else default_history_dirs(sweep, plan_path):
-            why = untrusted_reason(d) if history is None else None  # found by its name: ours alone
+            why = untrusted_reason(d, group_ok=True) if history is None else None  # found by its name: no other user's
             if why is not None:
                 if history_db(d).is_file():
                     notes.append(f"launch history in {d} not used: {why}, so another user could have written it")

@@ -293,3 +293,21 @@ def test_apply_never_rolls_the_gpus_back_to_a_checkpoint_another_user_wrote(tmp_
         assert res.returncode == 1 and f"refusing {cp.parent} as the state directory" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
         assert "--rollback" not in res.stderr, out
     assert SimHost(tmp_path / "sim").read().gpus[0].gpu_instances == before
+
+
+def test_a_group_writable_footprints_file_of_ones_own_is_still_used(tmp_path: Path):
+    """Guards: refusing measurements another user could have written refused a user's own
+    footprints file that `profile` wrote under a umask of 002 (mode 0664, the user's own group)."""
+    from migbench.footprints.file import Footprints
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    (tmp_path / "m.yaml").write_text(SWEEP.replace("name: s", "name: m").replace("memory: 9GiB", "memory: {measured: true, fallback: 9GiB}"))
+    fp = tmp_path / "m.footprints.yaml"
+    Footprints("m", "", []).save(fp)
+    fp.chmod(0o664)
+    if os.geteuid() == 0:
+        os.chown(fp, -1, 4242)  # a group other than root's, as a user's own group would be
+    res = migbench("plan", "m.yaml", "--fleet", "A100-SXM4-80GB:1", "-o", "m.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and f"footprints from {fp}" in out and "refusing" not in out, out
