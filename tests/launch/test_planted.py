@@ -311,3 +311,25 @@ def test_a_group_writable_footprints_file_of_ones_own_is_still_used(tmp_path: Pa
     res = migbench("plan", "m.yaml", "--fleet", "A100-SXM4-80GB:1", "-o", "m.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
     out = res.stdout + res.stderr
     assert res.returncode == 0 and f"footprints from {fp}" in out and "refusing" not in out, out
+
+
+def test_a_runs_shim_log_is_a_private_state_file(tmp_path: Path):
+    """Guards: the launcher opened attempt-N/shim.log with open(..., "ab"): created with the umask's
+    mode (0644) where every other state file is 0600 (the shim's own messages there are written
+    0600, never through a link), through a planted link, and into a FIFO it waited on."""
+    from migbench.launch.procs import spawn_shim
+
+    env = _planned(tmp_path)
+    old = os.umask(0o022)
+    try:
+        res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.stdout + res.stderr
+    logs = sorted((tmp_path / "runs" / "s").glob("w-*/attempt-1/shim.log"))
+    assert len(logs) == 2 and all(p.stat().st_mode & 0o777 == 0o600 for p in logs), [oct(p.stat().st_mode) for p in logs]
+    adir = tmp_path / "planted"
+    adir.mkdir()
+    os.mkfifo(adir / "shim.log", 0o600)
+    with Unblock(adir / "shim.log", writers=True), pytest.raises(OSError, match="named pipe"):
+        spawn_shim(adir)
