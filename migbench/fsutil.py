@@ -40,17 +40,28 @@ MAX_INPUT_BYTES = 16 * 2**20
 """The default size limit of a file the user names (a sweep, catalogue text): refused before parsing."""
 
 
-def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> bytes:
+def read_input(
+    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+) -> bytes:
     """The bytes of a file the user named as `what` ("sweep file", "plan file"...), or an `InputError`
     that says which of the usual things is wrong: missing, a directory, unreadable, a special file,
     larger than `limit` (checked before reading; a pipe is read up to the limit). `hint` says how to
     get a good one. `regular`: a file migbench finds by its name (a bench plan, a plan beside its
     sweep, a state file), which must be a regular file: a named pipe planted there is refused
-    without waiting for a writer (`open_regular`), not read."""
+    without waiting for a writer (`open_regular`), not read. `owned` (implies `regular`): a file
+    whose content migbench acts on (the plan beside a sweep, whose commands `run` launches) must
+    also be one no other user could have written (`foreign_reason`, on the descriptor read):
+    else `ForeignFile`."""
     p = Path(path)
     try:
-        with os.fdopen(open_regular(p), "rb") if regular else open(p, "rb") as f:
+        with os.fdopen(open_regular(p), "rb") if regular or owned else open(p, "rb") as f:
             st = os.fstat(f.fileno())
+            why = foreign_reason(st) if owned else None
+            if why is not None:
+                raise ForeignFile(
+                    f"refusing the {what} {p}: it is {why}, so another user could have written what migbench would act on",
+                    hint="remove it if you did not make it (or keep your files in a directory only you can write), then run the command again",
+                )
             if stat.S_ISDIR(st.st_mode):  # pragma: no cover - open() refuses directories on Linux
                 raise IsADirectoryError(21, "Is a directory", str(p))
             if stat.S_ISREG(st.st_mode) and st.st_size > limit:
@@ -68,11 +79,29 @@ def read_input(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPU
     return data
 
 
-def read_input_text(path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False) -> str:
+def read_input_text(
+    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+) -> str:
     """`read_input` decoded as UTF-8 text; a file that is not text (invalid UTF-8, a NUL byte) is an
     `InputError` naming the line."""
-    data = read_input(path, what, limit=limit, hint=hint, regular=regular)
+    data = read_input(path, what, limit=limit, hint=hint, regular=regular, owned=owned)
     return decode_text(data, str(path), what)
+
+
+class ForeignFile(InputError):
+    """What `read_input(..., owned=True)` raises for a file another user could have written."""
+
+
+def foreign_reason(st: os.stat_result) -> str | None:
+    """Why another user could have written the file `st` describes (None when only root, we and our
+    group could): owned by someone else, or writable by every user. A group-writable file passes:
+    a umask of 002 makes every file so, with the user's own group (its directory is what
+    `untrusted_reason` judges)."""
+    if st.st_uid not in trusted_uids():
+        return f"owned by {describe_user(st.st_uid)}"
+    if stat.S_IMODE(st.st_mode) & 0o002:
+        return "writable by every user"
+    return None
 
 
 class NotRegularFile(OSError):
@@ -94,20 +123,61 @@ def open_regular(path: str | os.PathLike[str]) -> int:
     if stat.S_ISREG(st.st_mode):
         return fd
     os.close(fd)
+    raise _not_regular(st, path)
+
+
+def _not_regular(st: os.stat_result, path: str | os.PathLike[str]) -> OSError:
     if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        return IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
     kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
-    raise NotRegularFile(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
+    return NotRegularFile(errno.EINVAL, f"it is {kind}, not a regular file", os.fspath(path))
 
 
 NOT_REGULAR_HINT = "migbench reads it only from a regular file, and something else put this one there: remove it and run the command again"
 
 
-def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
-    """The bytes (at most `limit`) of the regular file `path`, which migbench opens by a fixed name (a
-    state file, a run's record): `open_regular`'s rules, OSError as it raises them."""
+MAX_RECORD_BYTES = 64 * 2**20
+"""The most `read_regular` reads of a whole state file (bindings, a checkpoint, a run's records: a
+few KiB to a few MiB): a larger one is refused (`RecordTooLarge`), never read into memory whole."""
+
+
+class RecordTooLarge(OSError):
+    """What `read_regular` raises for a file larger than it reads whole (errno EFBIG)."""
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None, *, most: int = MAX_RECORD_BYTES) -> bytes:
+    """The bytes of the regular file `path`, which migbench opens by a fixed name (a state file, a
+    run's record): `open_regular`'s rules, OSError as it raises them. `limit`: its first `limit`
+    bytes only (a head); without it the whole file, which must be at most `most` bytes, else
+    `RecordTooLarge` (an OSError: the callers that take an unreadable record as none do so)."""
     with os.fdopen(open_regular(path), "rb") as f:
-        return f.read() if limit is None else f.read(limit)
+        if limit is not None:
+            return f.read(limit)
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(most + 1) if size <= most else b""
+        if size > most or len(data) > most:
+            have = f"{max(size, len(data)) / 2**20:.0f} MiB"
+            raise RecordTooLarge(errno.EFBIG, f"it is too large ({have}; migbench reads at most {most // 2**20} MiB of it)", os.fspath(path))
+        return data
+
+
+COPY_CHUNK = 1 << 20
+
+
+def copy_tail(path: str | os.PathLike[str], pos: int, out: Any) -> int:
+    """Write what the regular file `path` holds past byte `pos` to the binary stream `out`, a chunk
+    at a time (a log of many GiB is never held in memory); returns the bytes written. A run's log,
+    opened by its fixed name: `open_regular`'s rules (a pipe there is never waited on, a device
+    never read), OSError as it raises them."""
+    done = 0
+    with os.fdopen(open_regular(path), "rb") as f:
+        f.seek(pos)
+        while data := f.read(COPY_CHUNK):
+            out.write(data)
+            done += len(data)
+    if done:
+        out.flush()
+    return done
 
 
 def decode_text(data: bytes, file: str, what: str) -> str:
@@ -370,10 +440,20 @@ def _write_fd(fd: int, data: bytes) -> None:
 
 
 def create_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_APPEND, mode: int | None = None) -> int:
-    """Open `path` for writing, creating it with the state file mode; never through a symlink."""
-    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Open `path` for writing, creating it with the state file mode; never through a symlink, and
+    only a regular file: a named pipe there is `NotRegularFile`, never waited on for a reader
+    (opened with O_NONBLOCK, which is cleared once the descriptor is known to be a file's)."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a named pipe no one reads (O_NONBLOCK)
+            raise NotRegularFile(errno.EINVAL, "it is a named pipe (FIFO), not a regular file", os.fspath(path)) from None
+        raise
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(st, path)
+        os.set_blocking(fd, True)
         if st.st_uid == os.geteuid() and st.st_size == 0:
             os.fchmod(fd, state_file_mode() if mode is None else mode)
     except OSError:

@@ -26,6 +26,7 @@ from migbench.errors import InputError, MigbenchError, UsageError, os_reason
 from migbench.fsutil import STATE_MODE_ENV, configure_state_mode, make_dirs, parse_state_mode, read_regular, require_trusted, tighten_dir, write_json_atomic
 from migbench.names import SAFE_NAME_RE, log_dir_problem
 from migbench.plan import Plan, read_identity
+from migbench.sweep.model import LaunchSettings
 from migbench.types import InstanceRef, Placement
 
 NEEDS_ATTENTION = ("applying", "rollback-failed")
@@ -95,12 +96,13 @@ class Checkpoint(_CheckpointCore, total=False):
     plan_file: str | None
 
 
-def configure_modes(plan: Plan | None) -> int:
+def configure_modes(plan: Plan | LaunchSettings | None) -> int:
     """Set the mode of the state files this process writes: MIGBENCH_STATE_MODE, else the plan's
-    `launch.state_mode`, else 0600. Returns it."""
+    `launch.state_mode` (or those launch settings', a sweep's), else 0600. Returns it."""
     env = os.environ.get(STATE_MODE_ENV)
+    launch = plan.launch if isinstance(plan, Plan) else plan
     try:
-        mode = parse_state_mode(env) if env else (plan.launch.state_mode if plan is not None else None)
+        mode = parse_state_mode(env) if env else (launch.state_mode if launch is not None else None)
     except ValueError as exc:
         raise UsageError(f"{STATE_MODE_ENV}={env!r}: {exc}", hint="unset it, or give a mode such as 0600 or 0640") from None
     return configure_state_mode(mode)

@@ -29,7 +29,7 @@ from migbench.backend.select import (
 )
 from migbench.errors import MigbenchError, UsageError, from_os_error
 from migbench.footprints import Resolution, gather_sources, resolve
-from migbench.fsutil import require_trusted
+from migbench.fsutil import ForeignFile, require_trusted
 from migbench.launch.procs import LauncherLock
 from migbench.launch.status import open_state
 from migbench.launch.store import key_of
@@ -38,7 +38,7 @@ from migbench.plancheck import DONE_STATES
 from migbench.planner import FleetGpu, FleetSpec, SolveOptions, build_fleet, make_plan, parse_fleet_option
 from migbench.planner.budget import ProgressFn
 from migbench.planner.grow import Grown, HostNow, RunState, grow_plan, host_plan, instances_on, same_fleet
-from migbench.state import StateDir
+from migbench.state import StateDir, configure_modes
 from migbench.sweep import Sweep, load_fleet_file
 from migbench.types import InstanceRef, Layout
 
@@ -198,6 +198,8 @@ def plan_and_apply(
         _one_host([f.node for f in sweep.fleet or ()])
     out = sweep_file.parent / f"{sweep.name}.plan.yaml"
     sd = state_dir
+    configure_modes(sweep.launch)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
+    require_trusted(sd.path, "state directory")  # before its launch state is read: another user's could mark runs finished
     earlier = _earlier_unless_running(out, sd)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet)
     if said:
@@ -355,7 +357,9 @@ def _grown_base(out: Path, sweep: Sweep) -> Plan | None:
     if not out.exists():
         return None
     try:
-        old = Plan.load(out, regular=True)
+        old = Plan.load(out, owned=True)
+    except ForeignFile:
+        raise
     except MigbenchError:
         return None
     return old if old.name == sweep.name else None
@@ -375,7 +379,9 @@ def _reusable_plan(path: Path, sweep: Sweep, fleet: list[FleetGpu]) -> Plan | No
     if not path.exists():
         return None
     try:
-        old = Plan.load(path, regular=True)
+        old = Plan.load(path, owned=True)  # its commands are launched: one another user could have written is refused
+    except ForeignFile:
+        raise
     except MigbenchError:
         return None
     same_fleet = [(g.gpu, g.model, g.node) for g in old.fleet] == [(g.index, g.model.key, g.node) for g in fleet]
@@ -417,6 +423,8 @@ def submit_sweep(
         bench_plan_path,
         bench_wide_differences,
         claim_sweep_name,
+        inbox_dir,
+        inbox_problem,
         require_own_dir,
         submission,
         write_submission,
@@ -440,6 +448,12 @@ def submit_sweep(
     require_trusted(d, "bench directory")  # the bench runs what its inbox holds, as this user
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     require_own_dir(d)
+    why = inbox_problem(d)  # the bench would never take a submission from there: refused before one is written
+    if why is not None:
+        raise MigbenchError(
+            f"{why}, so the bench takes no submission from it",
+            hint=f"make it yours alone (`chmod go-w {inbox_dir(d)}`, `chown`), or remove it (submit makes it again); nothing was submitted",
+        )
     claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file, dry=True)  # refused before anything is written
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)
@@ -598,7 +612,7 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
     launcher cannot be started, the submission is withdrawn and the error raised."""
     import time
 
-    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary
+    from migbench.launch.bench import REFUSED, UNKNOWN, adopted_summary, done_dir
 
     deadline = time.monotonic() + timeout_s
     while inbox_file.exists():
@@ -614,6 +628,14 @@ def wait_adopted(inbox_file: Path, bench_plan: Path, timeout_s: float = 120.0, s
             )
         time.sleep(0.1)
     summary = adopted_summary(inbox_file)
+    done = done_dir(bench_plan.parent)
+    if summary == UNKNOWN and (done.is_symlink() or (done.exists() and not done.is_dir())):
+        raise MigbenchError(
+            f"the bench took {inbox_file} out of its inbox but could not keep its record in {done}, which is not a directory: "
+            "whether its runs were taken is unknown",
+            hint=f"remove {done} (the bench makes it again), then see `migbench status {bench_plan}` and submit the sweep again "
+            "(what the bench took already is kept, not run twice)",
+        )
     if summary == UNKNOWN:
         raise MigbenchError(
             f"the bench took {inbox_file} out of its inbox but left no record of taking or refusing it (is the disk full?): "

@@ -35,6 +35,7 @@ import psutil
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import read_regular, write_json_atomic
 from migbench.pidlock import PidLock
+from migbench.plancheck import MAX_PLAN_BYTES
 
 ENTRY_MODE = 0o644
 DIR_MODE = 0o755
@@ -289,7 +290,7 @@ def refuse_running(register: Register, plan_file: str | os.PathLike[str]) -> Non
     with the same content). A register that cannot be read refuses nothing."""
     p = Path(plan_file).resolve()
     try:
-        sha = hashlib.sha256(read_regular(p)).hexdigest()
+        sha = hashlib.sha256(read_regular(p, most=MAX_PLAN_BYTES)).hexdigest()
     except OSError:
         sha = ""
     try:

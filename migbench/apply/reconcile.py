@@ -51,6 +51,7 @@ from migbench.apply.recovery import (
 from migbench.backend.base import Backend, CommandRecord, HostState
 from migbench.backend.select import launches_dir
 from migbench.errors import HardwareError, MigbenchError, UnsafeError, UsageError, os_reason
+from migbench.fsutil import require_trusted
 from migbench.pidlock import PidLock
 from migbench.plan import Plan
 from migbench.state import BINDINGS_NAME, Bindings, StateDir, configure_modes, make_bindings, mark_checkpoint, rebind, save_bindings, write_checkpoint
@@ -206,9 +207,11 @@ def apply_plan(
     ex = _Executor(backend, plan)
     if dry_run:
         return _dry_run(plan, ex, targets)
-    configure_modes(plan)
+    configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
     backend.writer.check_privileges()
     sd = state_dir
+    # before its checkpoint is read: another user's would say what --rollback restores the GPUs to
+    require_trusted(sd.path, "state directory")
     cp_path = sd.checkpoint
     lock = HostLock(backend.lock_path, note={"checkpoint": str(cp_path.absolute()), "plan_file": str(Path(plan.path).resolve()) if plan.path else None})
     lock.take()

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from migbench.sweep import Sweep
 
 STATE_DIR_HELP = "The launch state directory (default: <plan dir>/runs/<sweep name>/)."
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
+"""The largest solver budget `--time-limit` (and `--work`) takes, in seconds (a week): an infinite one ended in an internal error."""
+
 TIME_LIMIT_HELP = (
     "Seconds of wall time for planning, the whole command: the plan is the same on any machine as long as it finishes in time (see README: time limit)."
 )

@@ -7,7 +7,7 @@ import hashlib
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Group, RenderableType
@@ -16,7 +16,7 @@ from rich.text import Text
 
 from migbench.cli.common import STATE_DIR_HELP, console, not_an_input
 from migbench.cli.render import fit_table
-from migbench.errors import UsageError
+from migbench.errors import MigbenchError, UsageError
 
 if TYPE_CHECKING:
     from migbench.export.slurmctl import SlurmStatusDoc
@@ -270,22 +270,32 @@ def engine_logs(sd: Path, run_id: str, *, attempt: int | None, stderr: bool, fol
     pos = 0
     try:
         while True:
-            try:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    data = f.read()
-            except FileNotFoundError:
-                data = b""
-            out.write(data)
-            out.flush()
-            pos += len(data)
-            if not follow or (ended and not data):
+            got = read_log(path, pos, out)
+            pos += got
+            if not follow or (ended and not got):
                 return
             ended = (path.parent / "exit.json").exists()
-            if not data:
+            if not got:
                 time.sleep(0.25)
     except KeyboardInterrupt:
         return
+
+
+def read_log(path: Path, pos: int, out: Any) -> int:
+    """`migbench logs`: a run's log past byte `pos` copied to `out` (`fsutil.copy_tail`); 0 while it
+    does not exist. A named pipe, device or directory planted there is an error, never waited on
+    nor read without end."""
+    from migbench.errors import from_os_error
+    from migbench.fsutil import NOT_REGULAR_HINT, NotRegularFile, copy_tail
+
+    try:
+        return copy_tail(path, pos, out)
+    except FileNotFoundError:
+        return 0
+    except NotRegularFile as exc:
+        raise MigbenchError(f"cannot read the run's log {path}: {exc.strerror}", hint=NOT_REGULAR_HINT) from None
+    except OSError as exc:
+        raise from_os_error(exc, "read the run's log") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from migbench.cli.clock import command_started
-from migbench.cli.common import STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
+from migbench.cli.common import MAX_TIME_LIMIT_S, STATE_DIR_HELP, TIME_LIMIT_HELP, adopt_simulated_host, console, load_plan, load_sweep, warn
 from migbench.cli.render import shell_word, status_view
 from migbench.errors import MigbenchError, UsageError
 
@@ -97,7 +97,7 @@ def _detach(plan: Plan, opts: LaunchOptions) -> None:
 def run_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
-    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1, max=MAX_TIME_LIMIT_S)] = 10.0,
     detach: Annotated[bool, typer.Option("--detach", help="Run the launcher in the background.")] = False,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
     drain: Annotated[bool, typer.Option("--drain", help="First Ctrl-C only stops new starts.")] = False,
@@ -334,6 +334,7 @@ def logs_cmd(
     attempt: Annotated[Optional[int], typer.Option("--attempt", help="Which attempt (default: the latest).", min=1)] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP)] = None,
 ) -> None:
+    from migbench.cli.export import read_log
     from migbench.launch.status import log_file, run_state
     from migbench.launch.store import ACTIVE_STATES, db_path
 
@@ -349,17 +350,9 @@ def logs_cmd(
 
     def pump() -> bool:
         nonlocal pos
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if data:
-            out.write(data)
-            out.flush()
-            pos += len(data)
-        return bool(data)
+        got = read_log(path, pos, out)
+        pos += got
+        return bool(got)
 
     pump()
     if not follow:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migbench.cli.clock import command_started
-from migbench.cli.common import TIME_LIMIT_HELP, WORK_HELP, WORKERS_HELP, console, load_sweep, warn
+from migbench.cli.common import MAX_TIME_LIMIT_S, TIME_LIMIT_HELP, WORK_HELP, WORKERS_HELP, console, load_sweep, warn
 from migbench.cli.progress import PlanProgress
 from migbench.cli.render import accuracy_view, fit_table, plan_view
 from migbench.errors import MigbenchError, UsageError
@@ -125,8 +125,8 @@ def plan_cmd(
     fleet_file: Annotated[Optional[Path], typer.Option("--fleet-file", help="A YAML list of {node, gpu, count} (overrides the sweep's fleet).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Plan file to write (default: <sweep name>.plan.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1)] = 10.0,
-    work: Annotated[Optional[float], typer.Option("--work", help=WORK_HELP, min=0.05)] = None,
+    time_limit: Annotated[float, typer.Option("--time-limit", help=TIME_LIMIT_HELP, min=0.1, max=MAX_TIME_LIMIT_S)] = 10.0,
+    work: Annotated[Optional[float], typer.Option("--work", help=WORK_HELP, min=0.05, max=MAX_TIME_LIMIT_S)] = None,
     objective: Annotated[str, typer.Option("--objective", help="auto | throughput | makespan.")] = "auto",
     allow_unplaced: Annotated[bool, typer.Option("--allow-unplaced", help="List runs that fit nowhere instead of failing.")] = False,
     workers: Annotated[int, typer.Option("--workers", help=WORKERS_HELP, min=1)] = 1,

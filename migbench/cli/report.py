@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from migbench.cli.common import STATE_DIR_HELP, console, not_an_input
+from migbench.cli.common import MAX_TIME_LIMIT_S, STATE_DIR_HELP, console, not_an_input
 from migbench.cli.render import fit_table
 from migbench.units import format_duration
 
@@ -27,7 +27,7 @@ def report_cmd(
     grain: Annotated[
         Optional[bool], typer.Option("--grain/--no-grain", help="Draw the grain lever (it plans the sweep once per grain); default: up to 2,000 runs.")
     ] = None,
-    grain_time_limit: Annotated[float, typer.Option("--grain-time-limit", help="Solver budget per grain, in seconds.", min=0.1)] = 2.0,
+    grain_time_limit: Annotated[float, typer.Option("--grain-time-limit", help="Solver budget per grain, in seconds.", min=0.1, max=MAX_TIME_LIMIT_S)] = 2.0,
     watch: Annotated[bool, typer.Option("--watch", help="Rewrite the file every --every seconds while the launcher runs; the page reloads itself.")] = False,
     every: Annotated[int, typer.Option("--every", help="Seconds between rewrites with --watch.", min=2)] = 10,
     footprints: Annotated[
@@ -88,7 +88,7 @@ def grain_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep YAML file.")],
     fleet: Annotated[Optional[str], typer.Option("--fleet", help="MODEL:COUNT[,MODEL:COUNT] (overrides the sweep's fleet).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver budget per grain, in seconds.", min=0.1)] = 2.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver budget per grain, in seconds.", min=0.1, max=MAX_TIME_LIMIT_S)] = 2.0,
 ) -> None:
     from migbench.report.grain import grain_lever
     from migbench.sweep import load_sweep

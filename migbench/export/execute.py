@@ -41,6 +41,7 @@ from migbench.fsutil import make_dirs, read_regular, write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan, parse_document
+from migbench.plancheck import MAX_PLAN_BYTES
 from migbench.state import BINDINGS_NAME, StateDir, configure_modes
 
 
@@ -237,7 +238,7 @@ def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir) -> 
     whose errors say what is wrong). Either way it is checked as a plan file is."""
     if sha256:
         try:
-            saved = json.loads(read_regular(parsed_plan_path(state_dir, sha256)))
+            saved = json.loads(read_regular(parsed_plan_path(state_dir, sha256), most=4 * MAX_PLAN_BYTES))  # JSON of a plan of at most that much YAML
             if isinstance(saved, dict) and saved.get("sha256") == sha256 and _sha256_of(plan_file) == sha256:
                 plan = Plan.from_dict(saved["plan"], file=str(plan_file))
                 plan.path = str(plan_file)

@@ -33,10 +33,10 @@ from migbench.duration import rate
 from migbench.errors import InputError, MigbenchError, UsageError, os_reason
 from migbench.export.slurm_types import detected_type, site_type
 from migbench.export.tasks import Array, arrays, node_devices
-from migbench.fsutil import output_dir, write_text_atomic
+from migbench.fsutil import output_dir, require_trusted, write_text_atomic
 from migbench.plan import Plan
 from migbench.state import JOBS_FILE as JOBS_FILE  # where submit.sh records the jobs (the state directory's file)
-from migbench.state import StateDir
+from migbench.state import StateDir, configure_modes
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's default MaxArraySize (slurm.conf(5)): array indices 0-1000."""
@@ -58,6 +58,13 @@ def migbench_command() -> str:
     if found and Path(found).parent == Path(sys.executable).parent:
         return shlex.quote(found)
     return f"{shlex.quote(sys.executable)} -m migbench"
+
+
+def _command_line(mb: str) -> str:
+    """The scripts' line that sets `MB`, the migbench command as a bash array: `$MIGBENCH` when set
+    (split into words, so `MIGBENCH="python3 -m migbench"` works), else `mb` (shell words, quoted):
+    an install whose path holds a space stays one word."""
+    return f'if [ -n "${{MIGBENCH:-}}" ]; then read -r -a MB <<< "$MIGBENCH"; else MB=({mb}); fi'
 
 
 def gres_types(plan: Plan, type_map: Mapping[str, str], chosen: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -130,6 +137,9 @@ def write(
     plan_abs = str(Path(plan.path).resolve())
     sd = state_dir.resolve()
     _one_line_each(plan_abs, str(sd), mb, sbatch_args)
+    configure_modes(plan)  # before the trust check: a team's `state_mode: 0660` lets the group write the directory
+    # the tasks' logs (#SBATCH --output), submit.sh's record of the jobs and the parsed plan go there
+    require_trusted(sd, "state directory")
     nodes = plan.nodes()
     output_dir(out, "export directory", ("arrays", "nodes") if nodes else ("arrays",))  # its apply-<node>.sh runs as root
     if not nodes:
@@ -288,9 +298,9 @@ def apply_script(plan: Plan, node: str, plan_abs: str, mb: str, arrs: Sequence[A
 # Run it from slurmd's unit, e.g. a drop-in with ExecStartPre=$(realpath apply-{node}.sh), or by hand
 # with slurmd stopped (or the node drained), then restart slurmd. The node then offers {gres}.
 set -euo pipefail
-MIGBENCH=${{MIGBENCH:-{mb}}}
-$MIGBENCH apply {p} --node {shlex.quote(node)} --yes
-$MIGBENCH check {p} --node {shlex.quote(node)}
+{_command_line(mb)}
+"${{MB[@]}}" apply {p} --node {shlex.quote(node)} --yes
+"${{MB[@]}}" check {p} --node {shlex.quote(node)}
 """
 
 
@@ -360,8 +370,8 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
         lines.append(f"#SBATCH --time={slurm_time(t)}")
     lines += [f"#SBATCH {arg}" for arg in sbatch_args]
     lines += [
-        f"MIGBENCH=${{MIGBENCH:-{mb}}}",
-        f"exec $MIGBENCH exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}",
+        _command_line(mb),
+        f'exec "${{MB[@]}}" exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}',
     ]
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,7 @@ from migbench.errors import MigbenchError, from_os_error
 from migbench.export.slurm import JOBS_FILE
 from migbench.export.slurm_types import ClusterNode, detected_type, matches, parse_scontrol_nodes
 from migbench.export.tasks import Array, arrays
-from migbench.fsutil import read_regular
+from migbench.fsutil import read_regular, require_trusted
 from migbench.plan import Plan
 
 FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
@@ -386,7 +386,10 @@ def run_log(state_dir: Path, run_id: str, *, attempt: int | None = None, stderr:
 
 
 def cancel(state_dir: Path, env: Mapping[str, str] | None = None) -> list[str]:
-    """scancel every job of the last submission; returns their ids."""
+    """scancel every job of the last submission; returns their ids. The ids come from the state
+    directory's record of the jobs: a state directory another user could change is refused (she
+    would pick which jobs are cancelled, by root too), as `launch.status.request_stop` refuses it."""
+    require_trusted(state_dir, "state directory")
     jobs, _ = submitted(state_dir)
     if not jobs:
         raise MigbenchError(f"nothing was submitted from {state_dir}", hint="submit with the exported submit.sh")

@@ -234,12 +234,13 @@ MAX_FOOTPRINTS_NODES = 4_000_000
 """A footprints file holds at most this many YAML values (`yamlio.shape_problem`)."""
 
 
-def load_footprints(path: str | os.PathLike[str], *, regular: bool = False) -> Footprints:
+def load_footprints(path: str | os.PathLike[str], *, regular: bool = False, owned: bool = False) -> Footprints:
     """Read and validate a footprints file. Every problem is reported at once, with line and field.
-    `regular`: the default file, found by its name (never read from a pipe: `fsutil.open_regular`)."""
+    `regular`: the default file, found by its name (never read from a pipe: `fsutil.open_regular`);
+    `owned`: and refused when another user could have written it (`fsutil.ForeignFile`)."""
     p = Path(path)
     hint = "write it with `migbench profile SWEEP -o FILE`"
-    text = read_input_text(p, "footprints file", limit=MAX_FOOTPRINTS_BYTES, hint=hint, regular=regular)
+    text = read_input_text(p, "footprints file", limit=MAX_FOOTPRINTS_BYTES, hint=hint, regular=regular, owned=owned)
     doc = yamlio.load_checked(text, str(p), "footprints file", max_nodes=MAX_FOOTPRINTS_NODES, hint=hint)
     root = yaml.compose(text, Loader=yaml.CSafeLoader if yamlio.C_AVAILABLE else yaml.SafeLoader)  # lines only: checked above
     if not isinstance(doc, dict) or doc.get("kind") != FOOTPRINTS_KIND:

@@ -41,7 +41,8 @@ from pathlib import Path
 
 from migbench.footprints.file import Footprints, Measurement, Speed, load_footprints
 from migbench.footprints.fit import Fit, candidate_params, fit_group
-from migbench.launch.history import LaunchHistory, read_history
+from migbench.fsutil import untrusted_reason
+from migbench.launch.history import LaunchHistory, history_db, read_history
 from migbench.sweep import MeasuredMemory, Run, Sweep
 from migbench.sweep.model import Group, canonical_json
 
@@ -423,13 +424,18 @@ def gather_sources(
         default = default_footprints_path(sweep)
         if default.is_file():
             if measured_groups:
-                files = [load_footprints(default, regular=True)]
+                files = [load_footprints(default, regular=True, owned=True)]  # found by its name: ours alone
                 notes.append(f"footprints from {default}")
             else:
                 notes.append(f"{default} holds measured footprints; pass --footprints {default} to plan on them")
     hists: list[LaunchHistory] = []
     if use_history:
         for d in history if history is not None else default_history_dirs(sweep, plan_path):
+            why = untrusted_reason(d, group_ok=True) if history is None else None  # found by its name: no other user's
+            if why is not None:
+                if history_db(d).is_file():
+                    notes.append(f"launch history in {d} not used: {why}, so another user could have written it")
+                continue
             h = read_history(d)
             if h is not None:
                 hists.append(h)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from migbench.backend.select import sim_dir, use_simulated_host
 from migbench.errors import MigbenchError, os_reason
-from migbench.fsutil import NO_SPACE, create_private
+from migbench.fsutil import NO_SPACE, NotRegularFile, create_private
 from migbench.launch.hostbook import HostBooking
 from migbench.launch.options import PKG_ROOT, LaunchOptions
 from migbench.launch.prepare import preflight
@@ -79,7 +79,11 @@ def detach(plan: Plan, opts: LaunchOptions, *, wait_s: float = 20.0) -> Detached
         full = exc.errno in NO_SPACE
         raise MigbenchError(
             f"cannot write the launcher's log {log}: {os_reason(exc)}",
-            hint="free space on that file system" if full else "check the state directory's permissions (or pass --state-dir)",
+            hint="free space on that file system"
+            if full
+            else "migbench writes it only as a regular file, and something else put this one there: remove it and run the command again"
+            if isinstance(exc, NotRegularFile)
+            else "check the state directory's permissions (or pass --state-dir)",
         ) from None
     deadline = time.monotonic() + wait_s
     db = db_path(sd)

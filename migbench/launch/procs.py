@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from migbench.errors import MigbenchError
-from migbench.fsutil import read_regular
+from migbench.fsutil import create_private, read_regular
 from migbench.pidlock import PidLock
 
 
@@ -26,7 +26,8 @@ def spawn_shim(adir: Path, *, new_session: bool = True, result_fd: int | None = 
     from migbench.launch.options import PKG_ROOT
 
     extra = [] if result_fd is None else [str(result_fd)]
-    with open(adir / "shim.log", "ab") as log:
+    # a state file as the shim's own messages there are (`shim._log`): the state mode, never through a link or into a pipe
+    with os.fdopen(create_private(adir / "shim.log"), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "migbench.launch.shim", str(adir), *extra],
             pass_fds=() if result_fd is None else (result_fd,),

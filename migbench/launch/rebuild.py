@@ -20,7 +20,7 @@ from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.procs import read_json
 from migbench.launch.spec import Outcome, attempt_started, outcome_of, run_dir
-from migbench.launch.store import RunRow, Store, db_path, instance_ref, is_corrupt, is_full
+from migbench.launch.store import NotRegularDatabase, RunRow, Store, db_path, instance_ref, is_corrupt, is_full, not_regular_error
 from migbench.types import InstanceRef
 
 _ATTEMPT_RE = re.compile(r"attempt-([1-9][0-9]{0,8})")
@@ -112,6 +112,8 @@ def open_store(sd: str | os.PathLike[str]) -> tuple[Store, str | None]:
     db = db_path(sd)
     try:
         return Store.create(db), None
+    except NotRegularDatabase as exc:
+        raise not_regular_error(exc) from None
     except sqlite3.Error as exc:
         if is_full(exc):
             raise _no_space(db) from None

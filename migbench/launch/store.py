@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Union
 
-from migbench.fsutil import create_private
+from migbench.fsutil import NOT_REGULAR_HINT, NotRegularFile, create_private, open_regular
 from migbench.state import DB_NAME as DB_NAME  # the state directory's file names live in migbench.state
 from migbench.types import InstanceRef, Placement
 
@@ -287,6 +287,7 @@ class Store:
         p = Path(path)
         if not p.exists():  # created with the state mode; sqlite gives its -wal/-shm files the same
             os.close(create_private(p, os.O_WRONLY))
+        require_regular_db(p)
         conn = sqlite3.connect(str(p), timeout=10.0, isolation_level=None, check_same_thread=False)
         try:
             check_integrity(conn)
@@ -310,6 +311,7 @@ class Store:
     @classmethod
     def open_readonly(cls, path: str | Path) -> Store:
         p = Path(path)
+        require_regular_db(p)
         conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
         return cls(p, conn, True)
@@ -459,6 +461,33 @@ def _errname(exc: sqlite3.Error) -> str:
     return str(getattr(exc, "sqlite_errorname", "") or "")
 
 
+class NotRegularDatabase(sqlite3.OperationalError):
+    """What `Store` raises where a named pipe, socket or device is where `launch.db` belongs: sqlite
+    would wait in open() or read() for a writer forever."""
+
+
+def require_regular_db(db: Path) -> None:
+    """Raise `NotRegularDatabase` unless `db` is a regular file or missing (checked through a
+    descriptor opened with O_NONBLOCK, `fsutil.open_regular`: a pipe is never waited on)."""
+    try:
+        os.close(open_regular(db))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise NotRegularDatabase(f"{db}: it is a directory, not a regular file") from None
+    except NotRegularFile as exc:
+        raise NotRegularDatabase(f"{db}: {exc.strerror}") from None
+    except OSError:
+        return  # unreadable: sqlite says why
+
+
+def not_regular_error(exc: NotRegularDatabase) -> Exception:
+    """`exc` said as an error, with the hint to remove what is there."""
+    from migbench.errors import MigbenchError
+
+    return MigbenchError(f"cannot open the launch state {exc}", hint=NOT_REGULAR_HINT)
+
+
 def is_corrupt(exc: sqlite3.Error) -> bool:
     """The file is not a usable launch database (damaged, not sqlite, or without its tables)."""
     text = str(exc).lower()
@@ -538,6 +567,8 @@ def open_checked(sd: str | os.PathLike[str]) -> Store:
         raise MigbenchError(f"no launch state in {sd} (no {db.name})", hint=f"start one with {start_command(Path(sd))}")
     try:
         st = Store.open_readonly(db)
+    except NotRegularDatabase as exc:
+        raise not_regular_error(exc) from None
     except sqlite3.Error as exc:
         raise MigbenchError(f"cannot open {db}: {exc}", hint="check the file's permissions") from None
     try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,12 +136,15 @@ def parse_record(data: bytes | str | None) -> dict[str, Any] | None:
 
 
 def read_record(adir: Path) -> dict[str, Any] | None:
-    """The waiter's record in `adir/wait.json`, or None."""
+    """The waiter's record in `adir/wait.json`, or None (also where something other than a regular
+    file is there: a named pipe is never waited on)."""
     try:
-        fd = os.open(adir / WAIT_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(adir / WAIT_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         return parse_record(os.read(fd, 1 << 16))
     except OSError:
         return None

@@ -17,6 +17,7 @@ from migbench.plan import Plan, PlanGpu
 from migbench.planner.assemble import _planned
 from migbench.sweep.model import LaunchSettings
 from tests.support.cli import migbench
+from tests.support.fifo import Unblock
 
 pytestmark = pytest.mark.slow  # plans and submits: seconds
 
@@ -250,33 +251,6 @@ def test_submit_says_which_launch_settings_of_the_sweep_the_bench_does_not_use(t
     assert "retries" not in note.split("not used")[0]  # a run keeps its own retries
 
 
-class _Unblock:
-    """Opens the FIFO at `path` for writing whenever a reader waits on it (then closes it: EOF), so
-    that a command that wrongly blocks in open() returns and the test fails instead of hanging."""
-
-    def __init__(self, path: Path):
-        import threading
-
-        self.path, self.stop = path, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # ENXIO: no reader waits
-                pass
-            self.stop.wait(0.01)
-
-    def __enter__(self) -> _Unblock:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 def test_a_named_pipe_in_place_of_the_bench_plan_is_an_error_not_a_hang(tmp_path: Path):
     """Guards: a FIFO planted as the bench directory's bench.plan.yaml made `status --bench`,
     `status --sweep` and `submit` wait forever in open() for a writer."""
@@ -285,7 +259,7 @@ def test_a_named_pipe_in_place_of_the_bench_plan_is_an_error_not_a_hang(tmp_path
     fifo = tmp_path / "bench" / "bench.plan.yaml"
     os.mkfifo(fifo, 0o600)
     (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
-    with _Unblock(fifo):
+    with Unblock(fifo):
         for args in (["status", "--bench"], ["status", "--sweep", "a"], ["status", "--bench", "--watch"], ["submit", "a.yaml", "--timeout", "2"]):
             res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
             out = res.stdout + res.stderr
@@ -302,15 +276,15 @@ def test_a_named_pipe_in_place_of_a_state_file_is_an_error_not_a_hang(tmp_path: 
     from migbench.state import _read_json, read_checkpoint
 
     os.mkfifo(tmp_path / "bindings.json", 0o600)
-    with _Unblock(tmp_path / "bindings.json"), pytest.raises(MigbenchError, match=r"bindings\.json: it is a named pipe \(FIFO\), not a regular file"):
+    with Unblock(tmp_path / "bindings.json"), pytest.raises(MigbenchError, match=r"bindings\.json: it is a named pipe \(FIFO\), not a regular file"):
         _read_json(tmp_path / "bindings.json", "bindings file")
     os.mkfifo(tmp_path / "checkpoint.json", 0o600)
-    with _Unblock(tmp_path / "checkpoint.json"):
+    with Unblock(tmp_path / "checkpoint.json"):
         assert read_checkpoint(tmp_path / "checkpoint.json") is None  # taken as no checkpoint, as an unreadable one is
     env = _host(tmp_path)
     (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
     os.mkfifo(tmp_path / "a.plan.yaml", 0o600)
-    with _Unblock(tmp_path / "a.plan.yaml"):
+    with Unblock(tmp_path / "a.plan.yaml"):
         res = migbench("run", "a.yaml", cwd=tmp_path, env=env, keep_sim=True)
     assert res.returncode == 1 and "a.plan.yaml" in res.stderr and "not a regular file" in res.stderr, res.stdout + res.stderr
     r, w = os.pipe()
@@ -319,3 +293,37 @@ def test_a_named_pipe_in_place_of_a_state_file_is_an_error_not_a_hang(tmp_path: 
     res = migbench("plan", f"/dev/fd/{r}", "--fleet", "A100-SXM4-80GB:1", "-o", "p.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
     os.close(r)
     assert res.returncode == 0 and (tmp_path / "p.plan.yaml").is_file(), res.stdout + res.stderr
+
+
+def test_submit_names_a_done_directory_that_is_not_one(tmp_path: Path):
+    """Guards: with a file (or pipe) in place of the bench's inbox/done/, the bench took each
+    submission (its runs were adopted) but could not move it there, and submit said that the
+    outcome was unknown and asked whether the disk was full."""
+    env = {**_host(tmp_path), "MIGBENCH_BENCH_DIR": str(tmp_path / "bench")}
+    (tmp_path / "bench" / "inbox").mkdir(parents=True, mode=0o700)
+    (tmp_path / "bench" / "inbox" / "done").write_text("")
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    try:
+        res = migbench("submit", "a.yaml", "--timeout", "60", cwd=tmp_path, env=env, keep_sim=True)
+    finally:
+        migbench("stop", str(tmp_path / "bench" / "bench.plan.yaml"), "--now", "--wait", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"could not keep its record in {tmp_path / 'bench' / 'inbox' / 'done'}, which is not a directory" in res.stderr, out
+    assert "disk full" not in res.stderr and f"remove {tmp_path / 'bench' / 'inbox' / 'done'}" in res.stderr, out
+
+
+def test_submit_refuses_an_inbox_another_user_could_write_before_writing_to_it(tmp_path: Path):
+    """Guards: with the bench's inbox writable by every user, submit wrote the submission there,
+    started the bench (which never takes a submission from such an inbox) and waited its whole
+    --timeout (120 s by default), then said the submission 'stays in the inbox and is taken when
+    the bench runs', which it never was."""
+    env = {**_host(tmp_path), "MIGBENCH_BENCH_DIR": str(tmp_path / "bench")}
+    (tmp_path / "bench").mkdir(mode=0o700)
+    (tmp_path / "bench" / "inbox").mkdir()
+    (tmp_path / "bench" / "inbox").chmod(0o777)
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--timeout", "3", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing the inbox {tmp_path / 'bench' / 'inbox'}: the directory" in res.stderr, out
+    assert "writable by every user" in res.stderr and "chmod go-w" in res.stderr and "Traceback" not in out, out
+    assert list((tmp_path / "bench" / "inbox").iterdir()) == [] and not (tmp_path / "bench" / "runs").exists(), "nothing submitted, no bench started"

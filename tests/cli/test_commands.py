@@ -198,3 +198,25 @@ def test_an_empty_gpus_list_is_a_usage_error_not_every_gpu():
         with pytest.raises(UsageError):
             parse_gpus(text)
     assert parse_gpus("2, 0,") == [0, 2] and parse_gpus(None) is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "S", "--time-limit", "inf"],
+        ["plan", "S", "--time-limit", "1e308"],
+        ["plan", "S", "--work", "inf"],
+        ["grain", "S", "--time-limit", "inf"],
+        ["run", "S", "--time-limit", "inf"],
+    ],
+)
+def test_an_infinite_solver_budget_is_a_usage_error_not_an_internal_error(tmp_path, args):
+    """Guards: `plan --time-limit inf` (or 1e308, or `--work inf`), `grain --time-limit inf` and
+    `report --grain-time-limit inf` ended in 'internal error (OverflowError: cannot convert float
+    infinity to integer)' from the planner's budget."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("version: 1\nname: s\ncommand: run {x}\nparameters: {x: [1, 2]}\nmemory: 1GiB\nfleet: [{gpu: A30, count: 1}]\n")
+    out = ["-o", str(tmp_path / "p.yaml")] if args[0] == "plan" else []
+    r = mb(*[str(sweep) if a == "S" else a for a in args], *out)
+    assert r.returncode == 2 and "less than or equal to 604800" in r.stderr and "internal error" not in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "p.yaml").exists()

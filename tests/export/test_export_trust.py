@@ -64,3 +64,53 @@ def test_a_planted_script_symlink_is_replaced_not_written_through(two_nodes, tmp
     assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"
     assert [p.name for p in out.iterdir()] == [f"apply-{plan.nodes()[0]}.sh"], "nothing half-done"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_an_export_whose_state_directory_another_user_could_change_is_refused(two_nodes, tmp_path):
+    """Guards: `export slurm` wrote the parsed plan into the plan's state directory, and pointed the
+    tasks' logs (#SBATCH --output) and submit.sh's record of the jobs (written through `>`, which
+    follows a link) there, without checking who could change it: below a directory another user
+    made, she could link those names wherever she liked."""
+    import shutil
+
+    _, path = two_nodes
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    shutil.copy(path, shared / "p.yaml")
+    eve = shared / "runs"
+    eve.mkdir()
+    os.chown(eve, OTHER, OTHER)  # she made runs/ before the export
+    r = migbench("export", "slurm", str(shared / "p.yaml"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 1 and "as the state directory" in r.stderr and f"the directory {eve} is owned by uid 12345" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists() and list(eve.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_stop_never_cancels_jobs_named_in_a_state_directory_another_user_could_change(two_nodes, tmp_path):
+    """Guards: `migbench stop PLAN` of an exported sweep ran scancel on the job ids in the state
+    directory's slurm/jobs.tsv without checking who could change that directory: another user who
+    made it picked which jobs root cancelled (the launcher's stop refuses such a directory)."""
+    import hashlib
+    import shutil
+
+    plan, path = two_nodes
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    shutil.copy(path, shared / "p.yaml")
+    sha = hashlib.sha256((shared / "p.yaml").read_bytes()).hexdigest()
+    jobs = shared / "runs" / plan.name / "slurm" / "jobs.tsv"
+    jobs.parent.mkdir(parents=True)
+    jobs.write_text(f"# plan\t{sha}\t2026-01-01T00:00:00Z\narr\t4242\t1\tt\t0\tarrays/x.sbatch\n")
+    for p in (shared / "runs", jobs.parent.parent, jobs.parent, jobs):
+        os.chown(p, OTHER, OTHER)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scancel").chmod(0o755)
+    r = migbench("stop", str(shared / "p.yaml"), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert r.returncode == 1 and "as the state directory" in r.stderr and "owned by uid 12345" in r.stderr, r.stdout + r.stderr
+    assert not calls.exists(), calls.read_text()

@@ -410,7 +410,7 @@ def test_export_and_report_in_a_directory_whose_name_is_not_utf8_name_it_byte_fo
     assert r.returncode == 0 and "internal error" not in r.stderr, r.stdout + r.stderr
     raw = os.fsencode(where)
     script = next((where / "out" / "arrays").glob("*.sbatch")).read_bytes()
-    assert b"exec $MIGBENCH exec '" + raw + b"/p.yaml'" in script, script  # the directory's own bytes
+    assert b'exec "${MB[@]}" exec \'' + raw + b"/p.yaml'" in script, script  # the directory's own bytes
     assert subprocess.run(["bash", "-n", str(where / "out" / "submit.sh")]).returncode == 0
     r = migbench("report", str(path), "-o", str(where / "r.html"))
     assert r.returncode == 0 and "report written to" in r.stdout and "internal error" not in r.stderr, r.stdout + r.stderr
@@ -454,3 +454,36 @@ def test_the_state_directory_in_sbatch_output_is_quoted_and_a_backslash_refused(
     r = migbench("export", "slurm", str(odd / "p.yaml"), "-o", str(tmp_path / "out2"))
     assert r.returncode == 1 and "backslash" in r.stderr and "internal error" not in r.stderr, r.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_scripts_run_a_migbench_installed_below_a_directory_whose_name_has_a_space(two_nodes, tmp_path, monkeypatch):
+    """Guards: the scripts ran `$MIGBENCH apply ...` and `exec $MIGBENCH exec ...` with MIGBENCH set to
+    the quoted path of this install, which the shell split at its space: an install below
+    "/home/u/My Projects/" ran `/home/u/My` (command not found) on every node and task. $MIGBENCH
+    set by the user is still split into words (`MIGBENCH="python3 -m migbench"`)."""
+    import shlex
+
+    import migbench.export.slurm as slurm
+
+    plan, path = two_nodes
+    fake = tmp_path / "my tools" / "migbench"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$@" >> "$LEDGER"\necho >> "$LEDGER"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(slurm, "migbench_command", lambda: shlex.quote(str(fake)))
+    out = tmp_path / "out"
+    r = migbench("export", "slurm", str(path), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    ledger = tmp_path / "ledger"
+    env = {k: v for k, v in os.environ.items() if k != "MIGBENCH"}
+    node = plan.nodes()[0]
+    script = next((out / "arrays").glob("*.sbatch"))
+    for s in (out / f"apply-{node}.sh", script):
+        res = subprocess.run(["bash", str(s)], env={**env, "LEDGER": str(ledger)}, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    lines = ledger.read_text().splitlines()
+    assert lines[0] == f"apply|{path.resolve()}|--node|{node}|--yes|" and lines[1].startswith("check|") and lines[2].startswith("exec|"), lines
+    plain = tmp_path / "fake-migbench"
+    plain.write_text(fake.read_text())
+    res = subprocess.run(["bash", str(script)], env={**env, "MIGBENCH": f"sh {plain} --also", "LEDGER": str(ledger)}, capture_output=True, text=True)
+    assert res.returncode == 0 and ledger.read_text().splitlines()[3].startswith("--also|exec|"), res.stderr  # the user's $MIGBENCH, split

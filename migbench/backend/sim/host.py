@@ -223,7 +223,7 @@ class SimHost:
     def _load(self) -> SimState:
         if not self.path.exists() and not self.path.is_symlink():
             raise self._missing()
-        text = read_input_text(self.path, "simulated host state", hint="re-create it with `migbench sim init`")
+        text = read_input_text(self.path, "simulated host state", hint="re-create it with `migbench sim init`", regular=True)
         try:
             doc = json.loads(text)
             if not isinstance(doc, dict):

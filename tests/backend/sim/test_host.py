@@ -571,3 +571,17 @@ def test_a_hand_edited_host_no_driver_could_be_in_is_said_at_load(tmp_path, edit
     with pytest.raises(MigbenchError) as ei:
         load_host(tmp_path)
     assert "is not a valid simulated host state" in ei.value.message and said in ei.value.message, ei.value.message
+
+
+def test_a_named_pipe_in_place_of_host_json_is_an_error_not_a_hang(tmp_path):
+    """Guards: a FIFO at the simulated host's host.json made every command that reads the host
+    (`migbench sim show`, plan, apply, status) wait forever in open() for a writer."""
+    import os
+
+    from tests.support.fifo import Unblock
+
+    init_host(tmp_path, "A100-SXM4-80GB", 1, mig=True)
+    (tmp_path / "host.json").unlink()
+    os.mkfifo(tmp_path / "host.json", 0o600)
+    with Unblock(tmp_path / "host.json"), pytest.raises(MigbenchError, match=r"host\.json: it is a named pipe \(FIFO\), not a regular file"):
+        SimHost(tmp_path).read()
