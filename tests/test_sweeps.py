@@ -9,10 +9,10 @@ import math
 import pytest
 
 from migbench.catalog import default_catalog
-from tests.support import REPO
+from tests.support import REPO, sweep_files
 from tests.support.cli import migbench
 
-SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+SWEEPS = sweep_files("sweeps")
 
 
 def test_there_are_starting_points():

@@ -13,11 +13,11 @@ import yaml
 
 from migbench.plan import Plan
 from migbench.report import build_report
-from tests.support import REPO
+from tests.support import sweep_files
 from tests.support.cli import migbench
 from tests.support.statedir import sd_of
 
-FILES = sorted([*REPO.glob("examples/*.yaml"), *REPO.glob("sweeps/*.yaml")])
+FILES = sweep_files("examples", "sweeps")
 GPUS = ["A100-SXM4-80GB", "A100-SXM4-40GB", "H100-SXM5-80GB"]
 
 

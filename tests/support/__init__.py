@@ -5,6 +5,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
+WRITTEN_BESIDE = (".plan.yaml", ".footprints.yaml")
+"""What migbench writes beside a sweep (`run`, `plan`, `profile`): not sweeps."""
+
+
+def sweep_files(*dirs: str) -> list[Path]:
+    """The sweep files the repo ships in `dirs` (e.g. "examples", "sweeps"), without the plans and
+    footprints that trying them writes beside them (the README's first command leaves
+    examples/toy-sweep.plan.yaml)."""
+    return sorted(p for d in dirs for p in (REPO / d).glob("*.yaml") if not p.name.endswith(WRITTEN_BESIDE))
 
 
 def pid_alive(pid: int) -> bool:

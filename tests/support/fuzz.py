@@ -27,7 +27,7 @@ from migbench.sweep.schema import (
     PARAM_KEYS,
     TOP_KEYS,
 )
-from tests.support import REPO
+from tests.support import REPO, sweep_files
 
 TRICKY = [
     "",
@@ -187,7 +187,7 @@ def mutated_text(draw: st.DrawFn, base: str) -> str:
     return text
 
 
-SWEEP_FILES = sorted(REPO.glob("sweeps/*.yaml")) + [REPO / "examples" / "toy-sweep.yaml"]
+SWEEP_FILES = sweep_files("sweeps") + [REPO / "examples" / "toy-sweep.yaml"]
 sweep_texts = st.one_of(
     sweep_docs.map(_dump),
     st.sampled_from([p.read_text() for p in SWEEP_FILES]).flatmap(mutated_text),

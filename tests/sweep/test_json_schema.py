@@ -11,15 +11,10 @@ import yaml
 
 from migbench.sweep import json_schema as js
 from migbench.sweep import load_sweep, schema
-from tests.support import DATA, REPO
+from tests.support import DATA, sweep_files
 from tests.support.cli import migbench
 
-GOOD = (
-    sorted((REPO / "sweeps").glob("*.yaml"))
-    + sorted((REPO / "examples").glob("*.yaml"))
-    + sorted((DATA / "sweeps" / "good").glob("*.yaml"))
-    + sorted((DATA / "sweeps" / "public").glob("*.yaml"))
-)
+GOOD = sweep_files("sweeps", "examples") + sorted((DATA / "sweeps" / "good").glob("*.yaml")) + sorted((DATA / "sweeps" / "public").glob("*.yaml"))
 # refused by the loader for their shape: the schema must refuse them too
 BAD_SHAPE = [
     "unknown_key_top",
