@@ -450,10 +450,8 @@ def submit_sweep(
     require_own_dir(d)
     why = inbox_problem(d)  # the bench would never take a submission from there: refused before one is written
     if why is not None:
-        raise MigbenchError(
-            f"{why}, so the bench takes no submission from it",
-            hint=f"make it yours alone (`chmod go-w {inbox_dir(d)}`, `chown`), or remove it (submit makes it again); nothing was submitted",
-        )
+        fix = "remove it" if why.endswith("not a directory") else f"make it yours alone (`chmod go-w {inbox_dir(d)}`, `chown`), or remove it"
+        raise MigbenchError(f"{why}, so the bench takes no submission from it", hint=f"{fix} (submit makes it again); nothing was submitted")
     claim_sweep_name(d, sweep.name, sweep_file, take_over=replace_file, dry=True)  # refused before anything is written
     gpus = [PlanGpu(g.index, g.model.key, None if g.model.driver is None else ".".join(map(str, g.model.driver)), g.node) for g in fleet_gpus]
     bp = bench_plan_path(d)

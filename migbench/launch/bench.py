@@ -282,8 +282,11 @@ def inbox_problem(d: Path) -> str | None:
     """Why the bench must not take submissions from its inbox (None when it may): another user could
     put one there (the StrictModes rule, `fsutil.untrusted_reason`), and the bench would run its
     commands as this user."""
-    why = untrusted_reason(inbox_dir(d))
-    return None if why is None else f"refusing the inbox {inbox_dir(d)}: {why}"
+    inbox = inbox_dir(d)
+    if inbox.exists() and not inbox.is_dir():
+        return f"refusing the inbox {inbox}: it is not a directory"
+    why = untrusted_reason(inbox)
+    return None if why is None else f"refusing the inbox {inbox}: {why}"
 
 
 def require_own_dir(d: Path) -> None:

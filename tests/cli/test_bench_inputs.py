@@ -327,3 +327,17 @@ def test_submit_refuses_an_inbox_another_user_could_write_before_writing_to_it(t
     assert res.returncode == 1 and f"refusing the inbox {tmp_path / 'bench' / 'inbox'}: the directory" in res.stderr, out
     assert "writable by every user" in res.stderr and "chmod go-w" in res.stderr and "Traceback" not in out, out
     assert list((tmp_path / "bench" / "inbox").iterdir()) == [] and not (tmp_path / "bench" / "runs").exists(), "nothing submitted, no bench started"
+
+
+def test_submit_refuses_an_inbox_that_is_not_a_directory_before_anything_is_written(tmp_path: Path):
+    """Guards: with a file in place of the bench's inbox, submit claimed the sweep's name and made the
+    bench plan, then failed: half of a submission was left behind."""
+    env = {**_host(tmp_path), "MIGBENCH_BENCH_DIR": str(tmp_path / "bench")}
+    (tmp_path / "bench").mkdir(mode=0o700)
+    (tmp_path / "bench" / "inbox").write_text("not a directory\n")
+    (tmp_path / "a.yaml").write_text(SWEEP.format(name="a"))
+    res = migbench("submit", "a.yaml", "--timeout", "3", cwd=tmp_path, env=env, keep_sim=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"refusing the inbox {tmp_path / 'bench' / 'inbox'}: it is not a directory" in res.stderr, out
+    assert "remove it (submit makes it again); nothing was submitted" in res.stderr and "Traceback" not in out, out
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == ["inbox"], "no name claimed, no bench plan, no bench started"
