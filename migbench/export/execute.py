@@ -37,7 +37,7 @@ from typing import Any
 
 from migbench.errors import InputError, MigbenchError
 from migbench.export.tasks import Array, Task, find_array, node_devices
-from migbench.fsutil import make_dirs, read_regular, write_json_atomic
+from migbench.fsutil import make_dirs, read_input, read_regular, write_json_atomic
 from migbench.launch.procs import spawn_shim
 from migbench.launch.spec import RunSpec, build_spec, prepare_attempt, run_dir
 from migbench.plan import Plan, parse_document
@@ -138,11 +138,17 @@ def _span(n: int) -> str:
     return f"0-{n - 1}" if n else "none"
 
 
+DEVICE_MAP_BYTES = 2**20
+"""The largest --device-map file read (a list of one node's MIG uuids is a few KiB)."""
+
+
 def _device_map(path: Path) -> list[str]:
+    hint = 'a JSON list of MIG uuids: ["MIG-...", ...]'
+    data = read_input(path, "device map", limit=DEVICE_MAP_BYTES, hint=hint)  # a pipe is read up to the limit
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--device-map {path}: cannot read it ({exc})", hint='a JSON list of MIG uuids: ["MIG-...", ...]') from None
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise InputError(f"--device-map {path}: cannot read it ({exc})", hint=hint) from None
     if isinstance(doc, dict):
         doc = doc.get("devices")
     if not isinstance(doc, list) or not all(isinstance(u, str) for u in doc):

@@ -121,6 +121,9 @@ def test_exec_resolves_a_gres_index_through_the_nodes_bindings_or_a_device_map(t
     assert r.returncode == 0 and "on MIG-y" in r.stdout
     r = exec_(path, "--array", small.name, "--index", "0", "--device-map", str(dm), SLURM_JOB_GPUS="2")
     assert r.returncode == 1 and "GRES index 2 (SLURM_JOB_GPUS) maps to no MIG device on node" in r.stderr and "lists 2 (0-1)" in r.stderr
+    # a device map that is /dev/zero (or any endless file) is refused at its limit, not read until memory runs out
+    r = exec_(path, "--array", small.name, "--index", "0", "--device-map", "/dev/zero", "--dry-run", SLURM_JOB_GPUS="1")
+    assert r.returncode == 1 and "/dev/zero" in r.stderr and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(
