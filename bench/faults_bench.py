@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.faults_once import ledger_counts
+from bench.faults_once import ledger_counts, wait_for
 from migbench.backend.sim.host import init_host
 from migbench.sweep import load_sweep
 from tests.support.launchkit import db_query, gone, pkill_migbench  # the caller (bench/faults.py) puts the repo on sys.path
@@ -62,18 +62,6 @@ groups:
 """
 
 COUNTS = ("trials", "runs", "runs executed twice", "finished runs re-run", "resumed after a stop", "did not succeed", "removed, started after", "holes")
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 90.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return True
-        except (sqlite3.Error, OSError, ValueError):  # a database being written, a file going away
-            pass
-        time.sleep(0.02)
-    return False
 
 
 class Trial:
@@ -156,7 +144,7 @@ class Trial:
         """Both sweeps submitted again (nothing new but what a fault lost), then the bench run to its
         end; the submits' output."""
         out = self.submitted("a") + self.submitted("b")
-        if not _wait(lambda: self.launcher().get("state") == "exited" and not _alive(self.launcher().get("pid")), 180):
+        if not wait_for(lambda: self.launcher().get("state") == "exited" and not _alive(self.launcher().get("pid")), 180):
             out += f"\n(the bench did not finish: {Counter(r['state'] for r in self.rows().values())})"
         return out
 
@@ -191,7 +179,7 @@ def bench_killed(t: Trial, rng: random.Random) -> None:
 
 def submit_killed(t: Trial, rng: random.Random) -> None:
     t.submitted("a")
-    _wait(lambda: _working(t))
+    wait_for(lambda: _working(t), 90)
     p = t.submit("b")
     time.sleep(rng.uniform(0.0, 1.2))
     try:
@@ -227,7 +215,7 @@ def stopped_then_removed(t: Trial, rng: random.Random) -> None:
     `a` handed over again without its last run: that run, interrupted or never started, must not
     start again."""
     t.submitted("a")
-    _wait(lambda: _working(t, rng.randint(1, 4)))
+    wait_for(lambda: _working(t, rng.randint(1, 4)), 90)
     t.stopped = True
     subprocess.run(
         [sys.executable, "-m", "migbench", "stop", str(t.bench / "bench.plan.yaml"), "--wait"], cwd=t.dir, env=t.env, capture_output=True, timeout=120

@@ -73,7 +73,8 @@ COUNTS = (
 """What each fault class counts (the table's columns, less its time)."""
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
+def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll `cond` until it holds (True) or `timeout` passes (False); an exception in it counts as not yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -165,12 +166,12 @@ def _at_work(t: Trial, k: int = 1) -> bool:
 
 def adopted_shim_kill(t: Trial, rng: random.Random) -> None:
     p1 = t.start()
-    _wait(lambda: _at_work(t))
+    wait_for(lambda: _at_work(t))
     time.sleep(rng.uniform(0.0, 0.3))
     os.kill(p1.pid, signal.SIGKILL)
     p1.wait()
     p2 = t.start()
-    _wait(lambda: "resuming:" in t.r.output(p2) or p2.poll() is not None)
+    wait_for(lambda: "resuming:" in t.r.output(p2) or p2.poll() is not None)
     time.sleep(rng.uniform(0.0, 0.4))
     live = [v for v in t.rows().values() if v["state"] == "running" and v["shim_pid"]]
     if live:
@@ -183,7 +184,7 @@ def adopted_shim_kill(t: Trial, rng: random.Random) -> None:
 
 def together(t: Trial, rng: random.Random) -> None:
     t.start()
-    _wait(lambda: bool(t.rows()))
+    wait_for(lambda: bool(t.rows()))
     time.sleep(rng.uniform(0.0, 1.0))
     t.pkill()
     time.sleep(rng.uniform(0.0, 1.0))
@@ -199,7 +200,7 @@ def waiter_too(t: Trial, rng: random.Random) -> None:
     """The one case that loses an outcome: besides the launcher and the shims, the waiter of a run
     still at work is killed; the run then ends with nothing to record it. Expected: `unknown`."""
     t.start()
-    _wait(lambda: _at_work(t))
+    wait_for(lambda: _at_work(t))
     time.sleep(rng.uniform(0.0, 0.2))
     t.pkill()
     live = []
@@ -240,11 +241,11 @@ def final_moment(t: Trial, rng: random.Random) -> None:
 
 def deleted_after_finish(t: Trial, rng: random.Random) -> None:
     p = t.start()
-    _wait(lambda: _at_work(t, 1))  # the launcher cannot have ended while a run works
+    wait_for(lambda: _at_work(t, 1))  # the launcher cannot have ended while a run works
     os.kill(p.pid, signal.SIGSTOP)
     shims = [int(v["shim_pid"]) for v in t.rows().values() if v["shim_pid"]]
     try:
-        _wait(lambda: all(gone(pid) for pid in shims))
+        wait_for(lambda: all(gone(pid) for pid in shims))
         time.sleep(rng.uniform(0.0, 0.2))
         shutil.rmtree(t.sd)
     finally:

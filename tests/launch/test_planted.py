@@ -119,18 +119,24 @@ def test_a_runs_log_is_copied_a_chunk_at_a_time(tmp_path: Path):
 OTHER = 12345  # a uid no one on the test machine uses: "eve"
 
 
+def _shared_sweep(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A simulated host and the sweep SWEEP in `shared/`, a directory every user may create files in
+    (sticky, as /tmp): the environment naming the host, and that directory."""
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    (shared / "s.yaml").write_text(SWEEP)
+    return {"MIGBENCH_SIM": str(tmp_path / "sim")}, shared
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 @pytest.mark.parametrize("how", ["eve's", "world-writable"])
 def test_run_never_launches_a_plan_beside_the_sweep_another_user_could_have_written(tmp_path: Path, how: str):
     """Guards: `run` reused the plan it finds beside the sweep (<sweep dir>/<name>.plan.yaml) when
     its sweep hash matched, whoever wrote it: in a shared sticky directory (as /tmp), another user
     put one there with the sweep's hash and her own commands, and root's `run` launched them."""
-    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
-    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
-    (shared / "s.yaml").write_text(SWEEP)
+    env, shared = _shared_sweep(tmp_path)
     res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "made.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
     assert res.returncode == 0, res.stdout + res.stderr
     marker = tmp_path / "eve-was-here"
@@ -269,12 +275,7 @@ def test_apply_never_rolls_the_gpus_back_to_a_checkpoint_another_user_wrote(tmp_
     re-cut the GPUs to the layout she chose."""
     from migbench.backend.sim.host import SimHost
 
-    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
-    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
-    (shared / "s.yaml").write_text(SWEEP)
+    env, shared = _shared_sweep(tmp_path)
     res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(shared / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
     assert res.returncode == 0, res.stdout + res.stderr
     before = SimHost(tmp_path / "sim").read().gpus[0].gpu_instances
