@@ -89,6 +89,18 @@ def sbatch_path(path: str, pattern: str = "") -> str:
     return '"' + (path.replace("%", "%%") + pattern).replace('"', '\\"') + '"'
 
 
+def sbatch_arg(arg: str) -> str:
+    """One `--sbatch-arg` as an #SBATCH line's words: `--option=value` with white space (or a `"`) in
+    its value gets the value in double quotes, `"` escaped (sbatch ends an option at a space and
+    refuses the rest of the line as an invalid directive); any other form, or a value quoted
+    already, is written as given (`--partition gpu` is an option and its value)."""
+    opt, eq, value = arg.partition("=")
+    quoted = len(value) >= 2 and value[0] == value[-1] == '"'  # quoted for sbatch already: as given
+    if not eq or not opt.startswith("-") or quoted or not any(c.isspace() or c == '"' for c in value):
+        return arg
+    return f'{opt}="' + value.replace('"', '\\"') + '"'
+
+
 def _one_line_each(plan_abs: str, sd: str, mb: str, sbatch_args: Sequence[str]) -> None:
     """Refuse what would break a line of the scripts: each #SBATCH line ends at a line break, and
     the line after it runs as a command (a state directory below a directory whose name holds one
@@ -368,7 +380,7 @@ def array_script(plan: Plan, a: Array, gres: str, offset: int, n: int, plan_abs:
     else:
         lines.append(f"# --time: the longest task under the duration model's worst case ({t / 3600:.2f} h) x {TIME_FACTOR} + {TIME_MARGIN_S / 60:.0f} min")
         lines.append(f"#SBATCH --time={slurm_time(t)}")
-    lines += [f"#SBATCH {arg}" for arg in sbatch_args]
+    lines += [f"#SBATCH {sbatch_arg(arg)}" for arg in sbatch_args]
     lines += [
         _command_line(mb),
         f'exec "${{MB[@]}}" exec {q(plan_abs)} --array {a.name} --index-offset {offset} --sha256 {sha256} --state-dir {q(sd)}',

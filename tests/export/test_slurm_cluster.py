@@ -298,3 +298,26 @@ def test_a_state_directory_with_a_space_gets_the_batch_output_files(tmp_path):
     outs = list((where / "runs" / "spaced" / "slurm").glob(f"{a.name}-*_0.out"))
     assert len(outs) == 1 and "task ran: exec" in outs[0].read_text(), sorted(p.name for p in where.rglob("*"))
     assert not (tmp_path / "my").exists() and not (where / "runs" / "spaced" / "slurm" / "out").exists()
+
+
+def test_an_sbatch_arg_whose_value_holds_a_space_reaches_sbatch_whole(tmp_path):
+    """Guards: `--sbatch-arg=--comment=x y` was written as `#SBATCH --comment=x y`, and sbatch refused
+    the script at submit time ("Invalid directive found in batch script: y"). The value is now
+    quoted for sbatch: the job takes the comment whole, quote and all; a value the user quoted
+    already and an option with its value as two words are written as given."""
+    r, plan = plan_and_export(
+        tmp_path,
+        sweep("c", ["n0"], group("one", 1, "4GiB", "1g.10gb")),
+        '--sbatch-arg=--comment=x "y" z',
+        "--sbatch-arg=--hold",
+        '--sbatch-arg=--job-name="a b"',
+    )
+    assert r.returncode == 0, r.stderr
+    script = next((tmp_path / "out" / "arrays").glob("*.sbatch")).read_text()
+    assert '#SBATCH --comment="x \\"y\\" z"' in script and '#SBATCH --job-name="a b"' in script, script
+    with cluster_or_skip(tmp_path / "cluster", node_gres=shaped_like(tmp_path), mig_uuids=True) as c:
+        submit(c, tmp_path, MIGBENCH="echo task ran:")  # held: it waits, so its fields can be read
+        shown = c.run(["scontrol", "show", "job", "-o"]).stdout
+        for job in {line.split()[0].split("=")[1] for line in shown.splitlines() if line.startswith("JobId=")}:
+            c.run(["scancel", job], check=False)
+    assert 'Comment=x "y" z ' in shown and "JobName=a b " in shown, shown
