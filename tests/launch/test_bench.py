@@ -76,6 +76,10 @@ class Bench:
     def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         wait_until(cond, timeout, lambda: f"{what}: {Counter(r['state'] for r in self.rows().values())}")
 
+    def starts(self) -> Counter:
+        """How many times each run's command began (its ledger lines)."""
+        return Counter(line.split()[0] for line in self.ledger.read_text().splitlines())
+
     def running(self) -> int:
         return sum(r["state"] == "running" for r in self.rows().values())
 
@@ -124,7 +128,7 @@ def test_sweeps_join_a_running_bench_grown_sweeps_add_only_new_runs_and_every_ru
     rows = bench.rows()
     assert len(rows) == 7 and Counter(rid.split(".")[0] for rid in rows) == {"a": 5, "b": 2}
     assert {r["state"] for r in rows.values()} == {"succeeded"}, rows
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert sorted(starts) == sorted(rows) and set(starts.values()) == {1}, starts  # each run started once
 
     # no instance was destroyed while a run was on it: each re-cut against every attempt's interval
@@ -177,7 +181,7 @@ def test_a_bench_killed_around_a_recut_is_taken_over_by_the_next_submit_and_runs
     assert res.returncode == 0 and "sweep a submitted: 0 new run(s)" in res.stdout, res.stdout + res.stderr
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the second bench to finish")
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert len(starts) == 3 and set(starts.values()) == {1}, starts
 
 
@@ -240,7 +244,7 @@ def test_two_submits_at_once_start_one_bench_that_runs_both_sweeps_once(bench: B
         timeout=120,
     )
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert len(starts) == 4 and set(starts.values()) == {1}, starts
 
 
@@ -281,7 +285,7 @@ def test_a_gpu_re_cut_beside_the_bench_is_taken_as_it_is(bench: Bench):
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to finish")
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"}, bench.rows()
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert set(starts.values()) == {1} and len(starts) == 5, starts
     big_end = next(iter(_rows(big_db).values()))["end_at"] if _rows(big_db) else None
     for a in bench.query("SELECT * FROM attempts"):  # no run of the bench on big's instance while big's run lived
@@ -311,7 +315,7 @@ def test_launch_detach_adopts_the_runs_a_killed_launcher_left_as_its_hint_says(b
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited" and int(bench.launcher()["pid"]) != pid, "the new launcher to finish")
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 2
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert len(starts) == 2 and set(starts.values()) == {1}, starts  # adopted, not run again
 
 
@@ -328,7 +332,7 @@ def test_a_re_cut_the_driver_refuses_is_rolled_back_and_tried_again(bench: Bench
     log = (bench.dir / "runs" / "bench" / "launcher.log").read_text()
     assert "not made" in log and "re-cut GPU" in log, log
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"} and len(bench.rows()) == 3, log
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert set(starts.values()) == {1} and len(starts) == 3, starts
 
 
@@ -413,7 +417,7 @@ def test_a_bench_killed_during_a_recut_is_rolled_back_by_the_next_submit(bench: 
     assert res.returncode == 0 and "rolled back" in out and "sweep b submitted: 3 new run(s)" in out, out
     bench.wait_for(lambda: bench.launcher().get("state") == "exited" and len(bench.rows()) == 5, "b to finish")
     assert {r["state"] for r in bench.rows().values()} == {"succeeded"}
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert len(starts) == 5 and set(starts.values()) == {1}, starts
     res = bench.cli("check", str(bp))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -458,7 +462,7 @@ def test_a_run_interrupted_then_removed_from_its_sweep_is_not_run_again(bench: B
     assert res.returncode == 0, res.stdout + res.stderr
     bench.wait_for(lambda: bench.launcher().get("state") == "exited" and any(rid.startswith("b.") for rid in bench.rows()), "the bench to finish")
     rows = bench.rows()
-    starts = Counter(line.split()[0] for line in bench.ledger.read_text().splitlines())
+    starts = bench.starts()
     assert starts[gone] == 1, (starts, rows)  # started once, never again
     assert rows[gone]["state"] == "abandoned" and "no longer in its sweep" in rows[gone]["last_error"], rows[gone]
     assert {rows[r]["state"] for r in first - {gone}} == {"succeeded"} and all(starts[r] == 2 for r in first - {gone}), (starts, rows)

@@ -119,15 +119,19 @@ def test_a_runs_log_is_copied_a_chunk_at_a_time(tmp_path: Path):
 OTHER = 12345  # a uid no one on the test machine uses: "eve"
 
 
-def _shared_sweep(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """A simulated host and the sweep SWEEP in `shared/`, a directory every user may create files in
-    (sticky, as /tmp): the environment naming the host, and that directory."""
-    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+def _shared_dir(tmp_path: Path) -> Path:
+    """`shared/` holding the sweep SWEEP: a directory every user may create files in (sticky, as /tmp)."""
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
     (shared / "s.yaml").write_text(SWEEP)
-    return {"MIGBENCH_SIM": str(tmp_path / "sim")}, shared
+    return shared
+
+
+def _shared_sweep(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A simulated host and `_shared_dir`: the environment naming the host, and that directory."""
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    return {"MIGBENCH_SIM": str(tmp_path / "sim")}, _shared_dir(tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
@@ -210,25 +214,29 @@ def test_a_named_pipe_in_place_of_a_runs_wait_record_is_no_record_not_a_hang(tmp
     assert read_record(tmp_path) == json.loads(fake)
 
 
+def _eves_launch_history(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The planned sweep launched to its end here, then the sweep in `shared/` (sticky, as /tmp) with
+    a copy of that launch state (every run succeeded) in `shared/runs/s/`, all of it another user's."""
+    import shutil
+
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shared = _shared_dir(tmp_path)
+    (shared / "runs" / "s").mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "s" / "launch.db", shared / "runs" / "s" / "launch.db")
+    for p in (shared / "runs", shared / "runs" / "s", shared / "runs" / "s" / "launch.db"):
+        os.chown(p, OTHER, OTHER)
+    return env, shared
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 def test_run_never_reads_a_state_directory_another_user_made(tmp_path: Path):
     """Guards: `run` read the sweep's launch state (<sweep dir>/runs/<name>/launch.db) before it
     checked who could change the state directory: with the sweep in a shared sticky directory,
     another user made runs/<name>/ with a launch.db saying every run had succeeded, and root's `run`
     said 'nothing to launch' (or skipped the runs she named) instead of refusing it."""
-    import shutil
-
-    env = _planned(tmp_path)
-    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
-    (shared / "s.yaml").write_text(SWEEP)
-    (shared / "runs" / "s").mkdir(parents=True)
-    shutil.copy(tmp_path / "runs" / "s" / "launch.db", shared / "runs" / "s" / "launch.db")  # eve's: every run succeeded
-    for p in (shared / "runs", shared / "runs" / "s", shared / "runs" / "s" / "launch.db"):
-        os.chown(p, OTHER, OTHER)
+    env, shared = _eves_launch_history(tmp_path)  # eve's: every run succeeded
     res = migbench("run", str(shared / "s.yaml"), "--time-limit", "5", cwd=tmp_path, env=env, keep_sim=True)
     out = res.stdout + res.stderr
     assert res.returncode == 1 and f"refusing {shared / 'runs' / 's'} as the state directory" in res.stderr, out
@@ -241,19 +249,7 @@ def test_plan_never_sizes_runs_by_measurements_another_user_put_beside_the_sweep
     """Guards: `plan`, `run` and `submit` take measured memory from the files they find by name
     beside the sweep (<name>.footprints.yaml, runs/<name>/launch.db), whoever wrote them: with the
     sweep in a shared sticky directory, another user's planted measurements sized root's runs."""
-    import shutil
-
-    env = _planned(tmp_path)
-    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
-    (shared / "s.yaml").write_text(SWEEP)
-    (shared / "runs" / "s").mkdir(parents=True)
-    shutil.copy(tmp_path / "runs" / "s" / "launch.db", shared / "runs" / "s" / "launch.db")
-    for p in (shared / "runs", shared / "runs" / "s", shared / "runs" / "s" / "launch.db"):
-        os.chown(p, OTHER, OTHER)
+    env, shared = _eves_launch_history(tmp_path)
     res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "p.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
     out = res.stdout + res.stderr
     assert res.returncode == 0 and f"launch history in {shared / 'runs' / 's'} not used: the directory {shared / 'runs'} is owned by uid 12345" in out, out
