@@ -115,9 +115,10 @@ def replayed(sc: Scenario, doc: dict[str, Any]) -> float:
     return rep.makespan_s
 
 
-def load(sc: Scenario) -> dict[str, Any] | None:
-    """The kept plan of `sc`, checked and replayed (its `makespan_s` is the replay's), or None."""
-    p = path_of(sc)
+def load(sc: Scenario, p: Path | None = None) -> dict[str, Any] | None:
+    """The kept plan of `sc` (in bench/best_known/, or at `p`), checked and replayed (its
+    `makespan_s` is the replay's), or None."""
+    p = path_of(sc) if p is None else p
     if not p.exists():
         return None
     doc = json.loads(p.read_text())

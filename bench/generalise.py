@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.best_known import check, replayed, search, slug  # noqa: E402
+from bench.best_known import check, load, replayed, search, slug  # noqa: E402
 from bench.scenarios import Scenario, mixed, seed_workload  # noqa: E402
 from migbench import __version__  # noqa: E402
 from migbench.planner.budget import default_work  # noqa: E402
@@ -120,14 +120,9 @@ class Store:
         return json.loads(p.read_text()) if p.exists() else None
 
     def best(self, sc: Scenario) -> dict[str, Any] | None:
-        p = self.best_path(sc)
-        if not p.exists():
-            return None
-        doc = json.loads(p.read_text())
-        problems = check(sc, doc)
-        if problems:
-            raise SystemExit(f"{p}: not a valid plan for {sc.name}: " + "; ".join(problems[:5]))
-        doc["makespan_s"] = round(replayed(sc, doc), 3)
+        doc = load(sc, self.best_path(sc))
+        if doc is not None:
+            doc["makespan_s"] = round(doc["makespan_s"], 3)
         return doc
 
     def put(self, sc: Scenario, work: float, doc: dict[str, Any]) -> None:
