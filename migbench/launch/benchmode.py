@@ -28,12 +28,14 @@ from migbench.apply import apply_plan
 from migbench.apply.recovery import ApplyInterrupted
 from migbench.backend.select import live_models, open_backend, read_host_if_available
 from migbench.catalog.model import GpuModel
-from migbench.errors import MigbenchError
+from migbench.errors import MigbenchError, os_reason
+from migbench.fsutil import NO_SPACE, write_json_atomic
 from migbench.launch.admission import Admission
 from migbench.launch.bench import REFUSED, inbox_problem, mark_adopted, merge, read_submission, submissions
 from migbench.launch.keeper import Trouble
 from migbench.launch.living import Live, Pending, decide, layouts_of, recut_plan
 from migbench.launch.options import crash_point
+from migbench.launch.procs import read_json
 from migbench.launch.store import ACTIVE_STATES, ANYWHERE, Queue, RunRow, Store, instance_ref
 from migbench.plan import Plan
 from migbench.planner import FleetGpu, FleetSpec, build_fleet
@@ -59,6 +61,13 @@ def settings_of(plan: Plan) -> RecutSettings:
     return RecutSettings(compute_basis=plan.duration_model.compute_basis, interference=plan.duration_model.interference)
 
 
+WITHDRAWN_NAME = "withdrawn.json"  # in the bench's state directory: `BenchAdmission.load_withdrawn`
+
+
+def _ids(doc: object) -> set[str]:
+    return {x for x in doc if isinstance(x, str)} if isinstance(doc, list) else set()
+
+
 class BenchAdmission(Admission):
     """The bench's admission (see the module's notes)."""
 
@@ -68,16 +77,21 @@ class BenchAdmission(Admission):
         self.settings = RecutSettings()
         self.plan: Plan | None = None
         self.withdrawn: set[str] | None = None  # runs no longer in their sweep, left to end (`bench.merge`)
+        self.withdrawn_file: Path | None = None  # their second record, beside launch.db (`BenchDriver`)
 
     def load_withdrawn(self) -> set[str]:
-        """The runs no longer in their sweep that the bench plan keeps until they end (launch.db's
-        meta `withdrawn`, a JSON list; what is not in that form is taken as none)."""
+        """The runs no longer in their sweep that the bench plan keeps until they end: launch.db's
+        meta `withdrawn` and its second record `withdrawn.json` together (a launch.db lost and
+        rebuilt from the run directories has no meta: the run must still never start again), each a
+        JSON list; what is not in that form is taken as none."""
         if self.withdrawn is None:
             try:
                 doc = json.loads(self.journal.store.meta("withdrawn") or "[]")
             except ValueError:
                 doc = []
-            self.withdrawn = {x for x in doc if isinstance(x, str)} if isinstance(doc, list) else set()
+            self.withdrawn = _ids(doc)
+            if self.withdrawn_file is not None:
+                self.withdrawn |= _ids((read_json(self.withdrawn_file) or {}).get("withdrawn"))
         return self.withdrawn
 
     def admit(self, plan: Plan, now: float) -> list[RunRow]:
@@ -199,6 +213,7 @@ class BenchDriver:
     def __init__(self, sup: Any):
         self.sup = sup
         self.admission = BenchAdmission(sup.journal, lend=sup.opts.lend, unbound=sup.devices.unbound)
+        self.admission.withdrawn_file = Path(sup.sd) / WITHDRAWN_NAME
         self._inbox_refused: str | None = None  # why the inbox is not read (said once)
         self._others: set[str] = set()  # the instances other launches held at the last decision
         self._failures = 0  # re-cuts not made in a row
@@ -294,7 +309,14 @@ class BenchDriver:
         """Write the runs the bench plan keeps only until they end (`BenchAdmission.load_withdrawn`);
         the keeper's trouble, or None."""
         doc = json.dumps(sorted(ids))
-        return self.sup.keeper.write(lambda st: st.set_meta("withdrawn", doc))
+        trouble = self.sup.keeper.write(lambda st: st.set_meta("withdrawn", doc))
+        if trouble is not None:
+            return trouble
+        try:  # the second record: a launch.db lost later must not make a withdrawn run start again
+            write_json_atomic(Path(self.sup.sd) / WITHDRAWN_NAME, {"withdrawn": sorted(ids)})
+        except OSError as exc:
+            return Trouble(exc.errno in NO_SPACE, f"cannot write {Path(self.sup.sd) / WITHDRAWN_NAME}: {os_reason(exc)}")
+        return None
 
     def decision(self, now: float) -> list[tuple[str, str]]:
         """The living scheduler's starts now, after the re-cuts it decided are made (runs whose GPU

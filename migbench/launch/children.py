@@ -53,7 +53,7 @@ from typing import Any
 from migbench.fsutil import disk_full, write_json_atomic
 from migbench.launch.procs import create_time_of, find_shim, kill_group, process_alive, read_json, reap_strays, spawn_shim, wait_child, wait_group_gone
 from migbench.launch.shim import NOT_STARTED_RC, RESERVE_NAME, ExitDoc, exit_record
-from migbench.launch.spec import Outcome, attempt_started, outcome_of
+from migbench.launch.spec import Outcome, attempt_started, outcome_of, record_stop
 from migbench.launch.waiter import alive, read_record, wait_status
 
 
@@ -148,6 +148,8 @@ class Children:
             self.signal(a, sig)
 
     def signal(self, a: Active, sig: int) -> None:
+        if not a.stop_signaled:
+            record_stop(a.adir, sig)
         a.stop_signaled = True
         if a.orphan:
             kill_group(a.child_pgid, sig)

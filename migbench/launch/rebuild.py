@@ -3,7 +3,8 @@ behind them, the runs' states are rebuilt from their attempt directories, so a f
 started again and a recorded attempt is never overwritten.
 
 Each `<run id>/attempt-<n>/` says: `cmd.json` (where it ran), `child.json` (its run started),
-`exit.json` (how it ended). A damaged database is moved aside (`launch.db.damaged-<time>`), never
+`exit.json` (how it ended), `stop.json` (the launcher signalled it to stop: an interrupted run,
+resumed, not a failed one). A damaged database is moved aside (`launch.db.damaged-<time>`), never
 deleted.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from migbench.errors import MigbenchError, os_reason
 from migbench.fsutil import NO_SPACE
 from migbench.launch.procs import read_json
-from migbench.launch.spec import Outcome, attempt_started, outcome_of, run_dir
+from migbench.launch.spec import Outcome, attempt_started, attempt_stopped, outcome_of, run_dir
 from migbench.launch.store import NotRegularDatabase, RunRow, Store, db_path, instance_ref, is_corrupt, is_full, not_regular_error
 from migbench.types import InstanceRef
 
@@ -34,7 +35,7 @@ class DiskAttempt:
     instance: InstanceRef | None  # None: not recorded (or not an instance key)
     mig_uuid: str | None
     started_at: float | None
-    stopped: bool = False  # ended by signals the shim forwarded (a stop), not a failure of the run
+    stopped: bool = False  # a stop signalled it (the launcher's record, or signals the shim forwarded), not a failure of the run
 
 
 def scan_attempts(state_dir: str | os.PathLike[str], run_id: str) -> list[DiskAttempt]:
@@ -62,7 +63,7 @@ def scan_attempts(state_dir: str | os.PathLike[str], run_id: str) -> list[DiskAt
                 _instance(cmd.get("instance")),
                 str(cmd["mig_uuid"]) if cmd.get("mig_uuid") else None,
                 float(started_at) if isinstance(started_at, (int, float)) else None,
-                bool(ended.get("forwarded_signals")),
+                bool(ended.get("forwarded_signals")) or attempt_stopped(adir),
             )
         )
     return sorted(out, key=lambda d: d.n)

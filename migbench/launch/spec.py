@@ -45,6 +45,7 @@ import os
 import re
 import secrets
 import shlex
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -247,6 +248,28 @@ def _symlink_atomic(target: str, link: Path) -> None:
     except OSError:
         os.unlink(tmp)
         raise
+
+
+STOPPED_NAME = "stop.json"  # in an attempt directory: the launcher signalled its run to stop
+
+
+def record_stop(adir: Path, sig: int) -> None:
+    """Record in the attempt directory, before the launcher signals its run to stop, that it did:
+    the run directories are launch.db's second record, and a run a stop interrupted must be rebuilt
+    as `interrupted` (resumed), not as a run that failed by itself. Best effort: launch.db records
+    it too, and a full disk must not keep the stop from being sent."""
+    try:
+        write_json_atomic(adir / STOPPED_NAME, {"signal": int(sig), "at": time.time()})
+    except OSError:
+        pass
+
+
+def attempt_stopped(adir: Path) -> bool:
+    """Whether the launcher recorded that it signalled the run of the attempt in `adir` to stop."""
+    try:
+        return stat.S_ISREG(os.lstat(adir / STOPPED_NAME).st_mode)
+    except OSError:
+        return False
 
 
 def attempt_started(adir: Path) -> bool:

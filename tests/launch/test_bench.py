@@ -438,9 +438,12 @@ groups:
 """
 
 
-def test_a_run_interrupted_then_removed_from_its_sweep_is_not_run_again(bench: Bench):
+@pytest.mark.parametrize("db", ["kept", "lost"])
+def test_a_run_interrupted_then_removed_from_its_sweep_is_not_run_again(bench: Bench, db: str):
     """Guards: a run the bench had started, then removed from its sweep (submitted again without
-    it) while a stop was interrupting it, counted as "started, kept": the next bench ran it again."""
+    it) while a stop was interrupting it, counted as "started, kept": the next bench ran it again.
+    `lost`: launch.db is lost before the next start too (rebuilt from the run directories), which
+    lost the record that the run had left its sweep, and the next bench ran it again."""
     sweep = bench.tmp / "a.yaml"
     sweep.write_text(STOPPABLE.format(ledger=bench.ledger, release=bench.release, values=[0, 1, 2]))
     res = bench.cli("submit", str(sweep))
@@ -458,6 +461,8 @@ def test_a_run_interrupted_then_removed_from_its_sweep_is_not_run_again(bench: B
     bench.release.touch()
     bench.wait_for(lambda: bench.launcher().get("state") == "exited", "the bench to end")
     assert {r["state"] for r in bench.rows().values()} == {"interrupted"}, bench.rows()
+    if db == "lost":
+        bench.db.unlink()
     res = bench.cli("submit", str(bench.sweep("b", [0])))  # the next bench start
     assert res.returncode == 0, res.stdout + res.stderr
     bench.wait_for(lambda: bench.launcher().get("state") == "exited" and any(rid.startswith("b.") for rid in bench.rows()), "the bench to finish")
