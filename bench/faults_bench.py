@@ -17,7 +17,11 @@ sweeps are handed to it by real `migbench submit` processes: `a` (6 runs of 9 Gi
 - **a run removed while the bench is down**: as "bench killed", then `a` submitted again
   without its last run (a removed run must not start after that, nor start twice);
 - **bench stopped, a run removed**: `migbench stop` while runs work (they are interrupted, to
-  resume at the bench's next start), then `a` submitted again without its last run.
+  resume at the bench's next start), then `a` submitted again without its last run;
+- **bench killed, launch.db lost**: as "bench killed", then launch.db deleted, emptied or
+  overwritten with garbage before the next start (the runs' states rebuilt from their directories);
+- **run removed, bench stopped, db lost**: `a` submitted again without its last run while the bench
+  runs it, then `migbench stop`, then launch.db lost: the removed run must not resume, the others do.
 
 After the fault, both sweeps (`a` as last submitted) are submitted again and the bench runs to its
 end. Per class: trials, runs, runs executed twice (must be 0), finished runs re-run (0), runs
@@ -225,12 +229,50 @@ def stopped_then_removed(t: Trial, rng: random.Random) -> None:
     t.removed = before - _ids(t.sweeps["a"])
 
 
+def _lose_db(t: Trial, rng: random.Random) -> None:
+    """launch.db deleted, emptied or overwritten with garbage while no bench runs: the next bench
+    rebuilds the runs' states from their directories."""
+    how = rng.choice(["deleted", "empty", "garbage"])
+    if how == "deleted":
+        t.db.unlink(missing_ok=True)
+    else:
+        t.db.write_bytes(b"" if how == "empty" else bytes(rng.randrange(256) for _ in range(8192)))
+
+
+def killed_db_lost(t: Trial, rng: random.Random) -> None:
+    """As "bench killed", then launch.db lost before the next start."""
+    bench_killed(t, rng)
+    _lose_db(t, rng)
+
+
+def removed_stopped_db_lost(t: Trial, rng: random.Random) -> None:
+    """`a`'s last run taken out of its sweep while the bench runs `a` (it may be at work: it is left
+    to end, never started again), then `migbench stop` (runs at work interrupted, to resume), then
+    launch.db lost before the next start: the run directories alone must say which runs resume.
+    `a`'s runs take 2 to 4 s here, so that the stop finds runs at work."""
+    t.durations["a"] = round(rng.uniform(2.0, 4.0), 2)
+    t.sweeps["a"] = t.write("a", list(range(6)), "9GiB")
+    t.submitted("a")
+    wait_for(lambda: _working(t, rng.randint(1, 6)), 90)
+    before = _ids(t.sweeps["a"])
+    t.sweeps["a"] = t.write("a", list(range(5)), "9GiB")
+    t.removed = before - _ids(t.sweeps["a"])
+    t.submitted("a")
+    t.stopped = True
+    subprocess.run(
+        [sys.executable, "-m", "migbench", "stop", str(t.bench / "bench.plan.yaml"), "--wait"], cwd=t.dir, env=t.env, capture_output=True, timeout=120
+    )
+    _lose_db(t, rng)
+
+
 CLASSES: dict[str, Callable[[Trial, random.Random], None]] = {
     "bench killed": bench_killed,
     "submit killed": submit_killed,
     "racing submits, bench killed": racing,
     "a run removed while the bench is down": removed_while_down,
     "bench stopped, a run removed": stopped_then_removed,
+    "bench killed, launch.db lost": killed_db_lost,
+    "run removed, bench stopped, db lost": removed_stopped_db_lost,
 }
 
 
