@@ -370,14 +370,16 @@ def require_text_path(path: str | os.PathLike[str], what: str) -> None:
         ) from None
 
 
-def require_trusted(path: str | os.PathLike[str], what: str) -> None:
+def require_trusted(path: str | os.PathLike[str], what: str, *, reading: bool = False) -> None:
     """Refuse `path` as `what` (the "state directory", the "export directory") when another user
     could change what is there (`untrusted_reason`): root would otherwise run, or tell an admin to
-    run, what that user put there."""
+    run, what that user put there. `reading`: for a command that only reads it (the message says
+    so)."""
     why = untrusted_reason(path)
     if why is not None:
+        could = "have put there what migbench would read and show" if reading else "replace what migbench writes there"
         raise MigbenchError(
-            f"refusing {path} as the {what}: {why}, so another user could replace what migbench writes there",
+            f"refusing {path} as the {what}: {why}, so another user could {could}",
             hint="use a directory that only you (or root) own and can write, every directory above it too (`chown`/`chmod go-w`), or pick another path",
         )
 

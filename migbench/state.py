@@ -252,6 +252,16 @@ def ensure_state_dir(sd: Path) -> Path:
     return sd
 
 
+def require_trusted_state(sd: StateDir | str | os.PathLike[str], launch: Plan | LaunchSettings | None = None) -> None:
+    """For the commands that only read a state directory (`check`, `status`, `logs`, `report`,
+    `simulate`): the rule the commands that write it apply (`fsutil.require_trusted`, with the
+    group rule of the plan's `state_mode`: `launch`), before anything in it is read. Another user's
+    directory could make them show her launch as the plan's, print the file her planted link
+    names, or tell root to run a command."""
+    configure_modes(launch)
+    require_trusted(sd, "state directory", reading=True)
+
+
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> Bindings:
     """Map each planned instance (and its runs) to the MIG device uuid the host reports."""
     instances: dict[str, BoundInstance] = {}

@@ -120,8 +120,10 @@ def check_cmd(
     from migbench.apply.reconcile import interrupted_apply
     from migbench.apply.recovery import pending_error
     from migbench.backend.select import host_lock_path, read_host
+    from migbench.state import require_trusted_state
 
     plan, sd = _share(load_plan(plan_file), node, state_dir)
+    require_trusted_state(sd, plan)  # its checkpoint says whether an apply was interrupted, and what to run
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()

@@ -330,3 +330,39 @@ def test_a_runs_shim_log_is_a_private_state_file(tmp_path: Path):
     os.mkfifo(adir / "shim.log", 0o600)
     with Unblock(adir / "shim.log", writers=True), pytest.raises(OSError, match="named pipe"):
         spawn_shim(adir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_the_commands_that_read_a_launch_never_read_a_state_directory_another_user_made(tmp_path: Path):
+    """Guards: `status`, `logs`, `report`, `check` and `simulate` read a state directory without the
+    ownership check of the commands that write it: with a plan in a shared sticky directory, another
+    user's runs/<name>/ was read and trusted: `logs` printed the file her planted stdout.log link
+    named (/root/..., a file she cannot read), `status` printed her launch as the plan's, and
+    `report` wrote her runs into root's page."""
+    env, shared = _eves_launch_history(tmp_path)
+    res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(shared / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    rid = min(p.name for p in (tmp_path / "runs" / "s").glob("w-*"))
+    adir = shared / "runs" / "s" / rid / "attempt-1"
+    adir.mkdir(parents=True)
+    (adir / "stdout.log").symlink_to(secret)
+    for p in (adir.parent, adir):
+        os.chown(p, OTHER, OTHER)
+    os.lchown(adir / "stdout.log", OTHER, OTHER)
+    sd = shared / "runs" / "s"
+    for args in (
+        ["status", "s.plan.yaml"],
+        ["status", "s.plan.yaml", "--json"],
+        ["status"],  # found as ./runs/*/launch.db
+        ["logs", rid, "s.plan.yaml"],
+        ["report", "s.plan.yaml", "--no-grain"],
+        ["check", "s.plan.yaml"],
+    ):
+        res = migbench(*args, cwd=shared, env=env, keep_sim=True)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and f"refusing {sd} as the state directory" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
+        assert "secret" not in out and "succeeded" not in res.stdout and "Traceback" not in out, (args, out)
+    assert not (shared / "s.report.html").exists()
