@@ -190,9 +190,13 @@ def exec_cmd(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
 ) -> None:
     from migbench.export import execute
-    from migbench.state import StateDir
+    from migbench.fsutil import require_trusted
+    from migbench.plan import read_identity
+    from migbench.state import StateDir, configure_modes
 
     sd = StateDir.of_file(plan_file, state_dir)  # from the file's head: the parsed copy is found there
+    configure_modes(read_identity(plan_file)[1])  # a team's `state_mode: 0660` lets the group write the directory
+    require_trusted(sd, "state directory")  # before its parsed plan copy and bindings (the device) are read
     plan = execute.load_task_plan(plan_file, sha256, sd)
     prep = execute.prepare(
         plan,
