@@ -366,3 +366,47 @@ def test_the_commands_that_read_a_launch_never_read_a_state_directory_another_us
         assert res.returncode == 1 and f"refusing {sd} as the state directory" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
         assert "secret" not in out and "succeeded" not in res.stdout and "Traceback" not in out, (args, out)
     assert not (shared / "s.report.html").exists()
+
+
+@pytest.fixture
+def no_driver():
+    """No simulated library left installed by an earlier in-process command: the host has no driver."""
+    import pynvml
+
+    from migbench.backend.sim import fake_nvml
+
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+    yield
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("how", ["a host", "an empty directory"])
+def test_a_simulated_host_another_user_put_beside_the_sweep_is_refused(tmp_path: Path, no_driver: None, how: str):
+    """Guards: with no driver and MIGBENCH_SIM unset, `run` used (or created its host inside) the
+    <sweep dir>/.migbench-sim it found, and `check`, `status`, `apply` and `launch` adopted the one
+    beside the plan, whoever made it: in a shared sticky directory another user's simulated host
+    decided what root took for the GPUs (and held its host lock and launch register)."""
+    shared = _shared_dir(tmp_path)
+    (shared / "s.yaml").write_text(SWEEP.replace("groups:", "fleet: [{gpu: A100-SXM4-80GB, count: 1}]\ngroups:"))
+    res = migbench("plan", str(shared / "s.yaml"), "-o", str(shared / "s.plan.yaml"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    eves = shared / ".migbench-sim"
+    if how == "a host":
+        init_host(eves, "A100-SXM4-80GB", 1, mig=True)
+    else:
+        eves.mkdir()
+    for p in (eves, *eves.rglob("*")):
+        os.lchown(p, OTHER, OTHER)
+    made = sorted(str(p) for p in eves.rglob("*"))
+    for args in (["check", "s.plan.yaml"], ["status", "s.plan.yaml"], ["apply", "s.plan.yaml", "--dry-run"], ["run", "s.yaml", "--time-limit", "5"]):
+        res = migbench(*args, cwd=shared)
+        out = res.stdout + res.stderr
+        if how == "an empty directory" and args[0] != "run":
+            assert "using the simulated host" not in out, (args, out)  # not a host: never adopted
+            continue
+        assert res.returncode == 1 and f"refusing the simulated host {eves}" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
+        assert "MIGBENCH_SIM" in res.stderr and "Traceback" not in out, (args, out)
+    assert sorted(str(p) for p in eves.rglob("*")) == made and not (shared / "runs").exists()
