@@ -37,8 +37,8 @@ from typing import Any
 
 from migbench.backend.base import Backend, DeviceUsage
 from migbench.errors import UsageError
-from migbench.footprints.file import Footprints, Measurement, load_footprints
-from migbench.footprints.resolve import default_footprints_path
+from migbench.footprints.file import Footprints, Measurement
+from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
 from migbench.launch.procs import kill_group, read_json, spawn_shim
@@ -423,13 +423,7 @@ def profile(
     targets = probe_targets(sweep, sample=sample, groups=groups)
     if not targets:
         raise UsageError(f"sweep {sweep.name} has no runs to probe")
-    out = Path(output) if output is not None else default_footprints_path(sweep)
-    existing = load_footprints(out) if out.exists() else None
-    if existing is not None and existing.sweep != sweep.name:
-        raise UsageError(
-            f"{out} holds the footprints of sweep {existing.sweep!r}, not {sweep.name!r}",
-            hint="write these elsewhere with -o FILE",
-        )
+    out, existing = footprints_to_merge(sweep, output)
     use_simulated_host(sim_dir())  # absolute: the probes start in other directories
     be = backend or open_backend()
     result = Profiler(sweep, targets, be, opts, Path(state_dir) if state_dir else profile_dir(sweep), on_event).run()

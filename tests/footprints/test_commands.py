@@ -182,3 +182,46 @@ def test_report_shows_the_footprints_peaks(sweep_dir):
     assert len(fp.peaks()) == 4
     for rid in fp.peaks():
         assert f"{rid}: measured peak" in html
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("speed", [False, True])
+def test_profile_never_merges_or_waits_on_a_footprints_file_another_user_put_beside_the_sweep(tmp_path, speed):
+    """Guards: `profile` (and `profile --speed`) read the footprints file beside the sweep, found by
+    its name, as any file: in a shared sticky directory another user's planted one was merged into
+    the file profile wrote, which then was the user's own and sized the next plan (`plan` refuses
+    hers), and a named pipe there hung the command; a link there was refused only after probing."""
+    import os
+
+    from tests.support.fifo import Unblock
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    fp = shared / "one.footprints.yaml"
+    Footprints("one", "", [measurement("one-x", 99999, group="one", params={})]).save(fp)
+    os.chown(fp, 12345, 12345)
+    env = {"MIGBENCH_SIM": str(sim)}
+    extra = ["--speed"] if speed else ["--steps", "2"]
+    try:
+        r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and f"refusing the footprints file {fp}: it is owned by uid 12345" in r.stderr, out
+        assert "probe layout" not in out and "Traceback" not in out and "99999" in fp.read_text(), out
+        fp.unlink()
+        os.mkfifo(fp, 0o600)
+        with Unblock(fp, data=b"kind: migbench-footprints\n"):
+            r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "it is a named pipe (FIFO), not a regular file" in r.stderr and "probe layout" not in out, out
+        fp.unlink()
+        (shared / "elsewhere").write_text("")
+        fp.symlink_to(shared / "elsewhere")
+        r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "symbolic link" in r.stderr and "probe layout" not in out and "Traceback" not in out, out
+    finally:
+        fake_nvml.uninstall()
