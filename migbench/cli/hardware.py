@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan, parse_gpus
-from migbench.errors import UsageError
+from migbench.errors import MigbenchError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,7 +51,11 @@ def apply_cmd(
                 hint="review with --dry-run, then re-run with --yes",
             )
         con.print(text)
-        return typer.confirm("Proceed?", default=False)
+        try:
+            return typer.confirm("Proceed?", default=False)
+        except MigbenchError:  # a signal at the prompt (`ApplyInterrupted`): the error on a line of its own
+            typer.echo("", err=True)
+            raise
 
     resume = "finish" if finish else "rollback" if rollback else None
     try:
