@@ -41,6 +41,7 @@ from migbench.footprints.file import Footprints, Measurement
 from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, outcome_of, prepare_attempt
 from migbench.plan import Assignment, Plan, PlanRun, SolverInfo
@@ -424,9 +425,11 @@ def profile(
     if not targets:
         raise UsageError(f"sweep {sweep.name} has no runs to probe")
     out, existing = footprints_to_merge(sweep, output)
+    sd = Path(state_dir) if state_dir else profile_dir(sweep)
+    require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())  # absolute: the probes start in other directories
     be = backend or open_backend()
-    result = Profiler(sweep, targets, be, opts, Path(state_dir) if state_dir else profile_dir(sweep), on_event).run()
+    result = Profiler(sweep, targets, be, opts, sd, on_event).run()
     base = existing or Footprints(sweep.name)
     fp = base.merged(result.measurements)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256

@@ -37,6 +37,7 @@ from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _prob
 from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, prepare_attempt
 from migbench.sweep import Sweep
@@ -304,9 +305,11 @@ def profile_speed(
     from migbench.backend.select import open_backend, sim_dir, use_simulated_host
 
     out, existing = footprints_to_merge(sweep, output)
+    sd = profile_dir(sweep) / "speed"
+    require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())
     be = backend or open_backend()
-    speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, profile_dir(sweep) / "speed", groups=groups, on_event=on_event)
+    speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, sd, groups=groups, on_event=on_event)
     fp = (existing or Footprints(sweep.name)).with_speeds(speeds)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256
     fp.save(out)

@@ -225,3 +225,28 @@ def test_profile_never_merges_or_waits_on_a_footprints_file_another_user_put_bes
         assert r.returncode == 1 and "symbolic link" in r.stderr and "probe layout" not in out and "Traceback" not in out, out
     finally:
         fake_nvml.uninstall()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("speed", [False, True])
+def test_profile_refuses_a_probe_directory_another_user_could_change_before_it_cuts_the_gpus(tmp_path, speed):
+    """Guards: `profile` checked who could change its probes' directory (<sweep dir>/runs/<name>.profile/)
+    only when the first probe started: with another user's runs/ beside a sweep in a shared
+    directory, it cut the GPUs into a probe layout, then refused, then put them back."""
+    import os
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    (shared / "runs").mkdir()
+    os.chown(shared / "runs", 12345, 12345)
+    try:
+        r = migbench("profile", "one.yaml", *(["--speed"] if speed else ["--steps", "2"]), cwd=shared, env={"MIGBENCH_SIM": str(sim)})
+    finally:
+        fake_nvml.uninstall()
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "as the state directory" in r.stderr and "owned by uid 12345" in r.stderr, out
+    assert "probe layout" not in out and "Traceback" not in out and list((shared / "runs").iterdir()) == [], out
