@@ -583,8 +583,8 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None, raw_names: bool = False) -> Path:
     """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
-    with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
-    not the state mode. Every writer of a path the user names goes through here: only a regular
+    with `mode`, else the mode the file has when it is ours (its permission bits), else the usual
+    one for a new file (0666 less the umask), not the state mode. Every writer of a path the user names goes through here: only a regular
     file or a new name is written (the temp file is renamed over it); a symbolic link, directory,
     FIFO, device or socket is refused (`output_problem`; /dev/null alone is written through). Any
     failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
@@ -607,10 +607,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
                 f.write(data)
             return p
         if mode is None:
+            mode = 0o666 & ~umask()
             try:
-                mode = stat.S_IMODE(os.stat(p).st_mode)
+                st = os.stat(p)
+                if st.st_uid == os.geteuid():  # never the mode of a file another user put there (world-writable)
+                    mode = stat.S_IMODE(st.st_mode) & 0o777  # a document is never set-uid
             except OSError:
-                mode = 0o666 & ~umask()
+                pass
         p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
         write_bytes_atomic(p, data, mode=mode)
     except OSError as exc:
