@@ -37,9 +37,10 @@ def console(stderr: bool = False) -> Console:
     """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's (80 when
     piped, or `$COLUMNS`). Lines of text are never hard-wrapped (soft wrap: a command or a path in
     the output survives copy and paste and `grep`); tables and pictures size themselves to the
-    width (`render.fit_table`) and are never cropped."""
+    width (`render.fit_table`) and are never cropped. Text is printed as it is: square brackets in
+    a value or a path are not read as rich markup (styles are given as `Text` styles)."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True, markup=False)
 
 
 def print_error(err: MigbenchError) -> None:
