@@ -30,7 +30,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -399,6 +400,29 @@ def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def stops_as_interrupts() -> Iterator[None]:
+    """While probes run, SIGTERM and SIGHUP end them as Ctrl-C does (KeyboardInterrupt: the probes
+    are stopped, the probe layout removed, what was measured written); by default they killed
+    migbench at once, leaving the layout on the GPUs and the probes running. Outside the main
+    thread it does nothing."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old: dict[int, Any] = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            old[s] = signal.signal(s, interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, h in old.items():
+            signal.signal(signum, h if h is not None else signal.SIG_DFL)
+
+
 def profile_dir(sweep: Sweep) -> Path:
     """Where the probes' run directories and logs go: `<sweep dir>/<log_dir>/<sweep name>.profile/`."""
     base = Path(sweep.path).resolve().parent if sweep.path else Path.cwd()
@@ -429,7 +453,8 @@ def profile(
     require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())  # absolute: the probes start in other directories
     be = backend or open_backend()
-    result = Profiler(sweep, targets, be, opts, sd, on_event).run()
+    with stops_as_interrupts():
+        result = Profiler(sweep, targets, be, opts, sd, on_event).run()
     base = existing or Footprints(sweep.name)
     fp = base.merged(result.measurements)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256

@@ -33,7 +33,7 @@ from typing import Any
 from migbench.backend.base import Backend
 from migbench.duration import instance_capacity
 from migbench.footprints.file import Footprints, Speed, SpeedSide
-from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir
+from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir, stops_as_interrupts
 from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
@@ -309,7 +309,8 @@ def profile_speed(
     require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())
     be = backend or open_backend()
-    speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, sd, groups=groups, on_event=on_event)
+    with stops_as_interrupts():
+        speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, sd, groups=groups, on_event=on_event)
     fp = (existing or Footprints(sweep.name)).with_speeds(speeds)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256
     fp.save(out)

@@ -250,3 +250,39 @@ def test_profile_refuses_a_probe_directory_another_user_could_change_before_it_c
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "as the state directory" in r.stderr and "owned by uid 12345" in r.stderr, out
     assert "probe layout" not in out and "Traceback" not in out and list((shared / "runs").iterdir()) == [], out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_while_profile_probes_stops_the_probes_and_removes_the_probe_layout(tmp_path, sig):
+    """Guards: SIGTERM (or a lost terminal's SIGHUP) killed `profile` at once: the probe layout it
+    created ("removed at the end") stayed on the GPU, its probe went on running past its limit, and
+    no footprints were written. Each now ends it as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+
+    from migbench.backend.sim.host import SimHost
+    from tests.support.launchkit import PY, gone, wait_until
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    (tmp_path / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 4000 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    env = {**os.environ, "MIGBENCH_SIM": str(sim)}
+    p = subprocess.Popen(
+        [PY, "-m", "migbench", "profile", "one.yaml", "--seconds", "150"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        started = tmp_path / "runs" / "one.profile"
+        wait_until(lambda: any(started.glob("*/attempt-1/child.json")), 60, lambda: "the probe to start")
+        child = json.loads(next(started.glob("*/attempt-1/child.json")).read_text())
+        assert SimHost(sim).read().gpus[0].gpu_instances, "the probe layout is there"
+        p.send_signal(getattr(signal, sig))
+        out = p.communicate(timeout=60)[0].decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "interrupted" in out and "footprints written to" in out, (p.returncode, out)
+    assert SimHost(sim).read().gpus[0].gpu_instances == [], out
+    wait_until(lambda: gone(int(child["pid"])), 30, lambda: f"the probe {child} to end")
