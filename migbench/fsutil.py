@@ -420,6 +420,7 @@ def output_dir(path: str | os.PathLike[str], what: str, sub: tuple[str, ...] = (
             os.makedirs(d, exist_ok=True)  # a user's directories get the usual modes
         except OSError as exc:
             raise from_os_error(exc, f"create the {what}") from None
+    require_trusted(p, what)  # again: in a shared directory another user may have made a part of it in between
     return p
 
 

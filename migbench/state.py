@@ -248,6 +248,7 @@ def ensure_state_dir(sd: Path) -> Path:
             f"cannot create the state directory {sd}: {os_reason(exc)}",
             hint="check the permissions and free space of its parent, or pass --state-dir",
         ) from None
+    require_trusted(sd, "state directory")  # again: in a shared directory another user may have made a part of it in between
     tighten_dir(sd)
     return sd
 
