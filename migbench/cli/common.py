@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -41,6 +43,19 @@ def console(stderr: bool = False) -> Console:
     a value or a path are not read as rich markup (styles are given as `Text` styles)."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True, markup=False)
+
+
+def reader_gone() -> NoReturn:
+    """Stop quietly when what reads our output closed it (`migbench logs RUN | head`): exit status
+    141, a process a closed pipe ended (128 + SIGPIPE), as `cat` and `git log` end, and nothing left
+    to flush into the closed pipe at exit."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor (in-process tests)
+        pass
+    raise typer.Exit(128 + signal.SIGPIPE)
 
 
 def print_error(err: MigbenchError) -> None:

@@ -289,6 +289,7 @@ def read_log(path: Path, pos: int, out: Any) -> int:
     """`migbench logs`: a run's log past byte `pos` copied to `out` (`fsutil.copy_tail`); 0 while it
     does not exist. A named pipe, device or directory planted there is an error, never waited on
     nor read without end."""
+    from migbench.cli.common import reader_gone
     from migbench.errors import from_os_error
     from migbench.fsutil import NOT_REGULAR_HINT, NotRegularFile, copy_tail
 
@@ -296,6 +297,8 @@ def read_log(path: Path, pos: int, out: Any) -> int:
         return copy_tail(path, pos, out)
     except FileNotFoundError:
         return 0
+    except BrokenPipeError:  # the reader went away (`migbench logs RUN | head`): stop quietly, as `cat` does
+        reader_gone()
     except NotRegularFile as exc:
         raise MigbenchError(f"cannot read the run's log {path}: {exc.strerror}", hint=NOT_REGULAR_HINT) from None
     except OSError as exc:

@@ -410,3 +410,26 @@ def test_a_simulated_host_another_user_put_beside_the_sweep_is_refused(tmp_path:
         assert res.returncode == 1 and f"refusing the simulated host {eves}" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
         assert "MIGBENCH_SIM" in res.stderr and "Traceback" not in out, (args, out)
     assert sorted(str(p) for p in eves.rglob("*")) == made and not (shared / "runs").exists()
+
+
+def test_logs_into_a_reader_that_goes_away_stops_quietly(tmp_path: Path):
+    """Guards: `migbench logs RUN | head` ended with 'Error: cannot read the run's log: broken pipe'
+    (the write to the closed pipe, said as a read of the log) and exit 1; it stops quietly now,
+    with the status of a process a closed pipe ended (141), as `cat` does."""
+    import subprocess
+    import sys
+
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rid = min(p.name for p in (tmp_path / "runs" / "s").glob("w-*"))
+    (tmp_path / "runs" / "s" / rid / "attempt-1" / "stdout.log").write_bytes((b"x" * 99 + b"\n") * 80000)  # 8 MB: more than a pipe holds
+    p = subprocess.Popen(
+        [sys.executable, "-m", "migbench", "logs", rid, "s.plan.yaml"], cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.read(100) == b"x" * 99 + b"\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert p.returncode == 141 and err == "", (p.returncode, err)
