@@ -22,6 +22,7 @@ from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state, start_command
 from migbench.plan import read_identity
 from migbench.state import DB_NAME, StateDir, require_trusted_state
+from migbench.sweep.model import LaunchSettings
 
 
 class _LauncherSeen(TypedDict):
@@ -130,7 +131,7 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     before anything in it is read (`state.require_trusted_state`)."""
     if state_dir or plan_file:
         sd = StateDir.of_file(plan_file or "", state_dir)
-        require_trusted_state(sd, read_identity(plan_file)[1] if plan_file else None)
+        require_trusted_state(sd, _launch_settings(plan_file) if plan_file else None)
         return sd, []
     found = sorted(Path.cwd().glob("runs/*/" + DB_NAME), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
@@ -140,6 +141,16 @@ def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -
     if len(found) == 1:
         return StateDir(newest), []
     return StateDir(newest), [f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"]
+
+
+def _launch_settings(plan_file: str | Path) -> LaunchSettings | None:
+    """The plan's launch settings (its `state_mode` says whether its group may write the state
+    directory), from the file's head; None when it cannot be read (with `--state-dir` the plan
+    file need not be there)."""
+    try:
+        return read_identity(plan_file)[1]
+    except MigbenchError:
+        return None
 
 
 def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:

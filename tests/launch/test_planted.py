@@ -433,3 +433,14 @@ def test_logs_into_a_reader_that_goes_away_stops_quietly(tmp_path: Path):
     err = p.stderr.read().decode()
     p.wait(timeout=60)
     assert p.returncode == 141 and err == "", (p.returncode, err)
+
+
+def test_status_with_state_dir_needs_no_readable_plan_file(tmp_path: Path):
+    """The ownership check of the reading commands reads the plan's launch settings (its state
+    mode) only when it can: `status PLAN --state-dir DIR` shows DIR's launch when PLAN is gone, as
+    it did before that check."""
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = migbench("status", "gone.plan.yaml", "--state-dir", "runs/s", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0 and "2 succeeded" in res.stdout, res.stdout + res.stderr
