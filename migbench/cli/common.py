@@ -65,7 +65,16 @@ def print_error(err: MigbenchError) -> None:
     con.soft_wrap = True
     styles = {"Error: ": "bold red", "    Hint: ": "cyan", "Hint: ": "bold cyan"}
     for label, text in err.lines():
-        con.print(Text(label, style=styles.get(label, "")) + Text(text))
+        con.print(Text(label, style=styles.get(label, "")) + Text(shown(text)))
+
+
+def shown(text: str) -> str:
+    """`text` as a message prints it: its lines kept, any other character that is not printable
+    written as Python writes it (`names.printable`), so a name in it (a directory another user
+    made) never drives the terminal."""
+    from migbench.names import printable
+
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def load_plan(path: Path) -> Plan:
@@ -91,7 +100,7 @@ def warn(lines: Iterable[str]) -> None:
     con = console(stderr=True)
     con.soft_wrap = True
     for line in lines:
-        con.print(Text("warning: ", style="yellow") + Text(line))
+        con.print(Text("warning: ", style="yellow") + Text(shown(line)))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

@@ -444,3 +444,21 @@ def test_status_with_state_dir_needs_no_readable_plan_file(tmp_path: Path):
     assert res.returncode == 0, res.stdout + res.stderr
     res = migbench("status", "gone.plan.yaml", "--state-dir", "runs/s", cwd=tmp_path, env=env, keep_sim=True)
     assert res.returncode == 0 and "2 succeeded" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_an_error_never_writes_a_planted_names_control_characters_raw(tmp_path: Path):
+    """Guards: an error or warning that names a path printed its control characters as they are:
+    another user's directory named `x\\e[2J...` in a shared directory drove the terminal of whoever
+    ran `migbench status` there (the refusal that names it). They are shown as `\\x1b` now."""
+    shared = _shared_dir(tmp_path)
+    d = shared / "runs" / "x\x1b]0;pwned\x07\x1b[2J"
+    d.mkdir(parents=True)
+    (d / "launch.db").write_bytes(b"")
+    for p in (shared / "runs", d, d / "launch.db"):
+        os.chown(p, OTHER, OTHER)
+    res = migbench("status", cwd=shared)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "refusing" in res.stderr and "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "x\\x1b]0;pwned\\x07\\x1b[2J as the state directory" in res.stderr, repr(out)
+    assert res.stderr.count("\n") == 2, repr(res.stderr)  # Error: and Hint: lines, as before
