@@ -618,6 +618,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
         p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
         write_bytes_atomic(p, data, mode=mode)
     except OSError as exc:
+        failed = os.path.abspath(os.fsdecode(exc.filename)) if exc.filename is not None else None
+        if failed is not None and os.path.dirname(failed) == os.path.abspath(p.parent) and failed != os.path.abspath(p):
+            exc.filename, exc.filename2 = os.fspath(p), None  # its temp file beside it: a name the user never gave
         if what is None:
             raise
         raise from_os_error(exc, f"write the {what}") from None
