@@ -338,7 +338,8 @@ def test_the_commands_that_read_a_launch_never_read_a_state_directory_another_us
     ownership check of the commands that write it: with a plan in a shared sticky directory, another
     user's runs/<name>/ was read and trusted: `logs` printed the file her planted stdout.log link
     named (/root/..., a file she cannot read), `status` printed her launch as the plan's, and
-    `report` wrote her runs into root's page."""
+    `report` wrote her runs into root's page (and `launch --dry-run` left out the runs she marked
+    finished)."""
     env, shared = _eves_launch_history(tmp_path)
     res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(shared / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -360,6 +361,7 @@ def test_the_commands_that_read_a_launch_never_read_a_state_directory_another_us
         ["logs", rid, "s.plan.yaml"],
         ["report", "s.plan.yaml", "--no-grain"],
         ["check", "s.plan.yaml"],
+        ["launch", "s.plan.yaml", "--dry-run"],
     ):
         res = migbench(*args, cwd=shared, env=env, keep_sim=True)
         out = res.stdout + res.stderr
