@@ -370,14 +370,16 @@ def require_text_path(path: str | os.PathLike[str], what: str) -> None:
         ) from None
 
 
-def require_trusted(path: str | os.PathLike[str], what: str) -> None:
+def require_trusted(path: str | os.PathLike[str], what: str, *, reading: bool = False) -> None:
     """Refuse `path` as `what` (the "state directory", the "export directory") when another user
     could change what is there (`untrusted_reason`): root would otherwise run, or tell an admin to
-    run, what that user put there."""
+    run, what that user put there. `reading`: for a command that only reads it (the message says
+    so)."""
     why = untrusted_reason(path)
     if why is not None:
+        could = "have put there what migbench would read and show" if reading else "replace what migbench writes there"
         raise MigbenchError(
-            f"refusing {path} as the {what}: {why}, so another user could replace what migbench writes there",
+            f"refusing {path} as the {what}: {why}, so another user could {could}",
             hint="use a directory that only you (or root) own and can write, every directory above it too (`chown`/`chmod go-w`), or pick another path",
         )
 
@@ -418,6 +420,7 @@ def output_dir(path: str | os.PathLike[str], what: str, sub: tuple[str, ...] = (
             os.makedirs(d, exist_ok=True)  # a user's directories get the usual modes
         except OSError as exc:
             raise from_os_error(exc, f"create the {what}") from None
+    require_trusted(p, what)  # again: in a shared directory another user may have made a part of it in between
     return p
 
 
@@ -581,8 +584,8 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None = None, *, mode: int | None = None, raw_names: bool = False) -> Path:
     """Write a user's document (a plan, a report, a CI recipe) atomically (see the module's notes):
-    with `mode`, else the mode the file has, else the usual one for a new file (0666 less the umask),
-    not the state mode. Every writer of a path the user names goes through here: only a regular
+    with `mode`, else the mode the file has when it is ours (its permission bits), else the usual
+    one for a new file (0666 less the umask), not the state mode. Every writer of a path the user names goes through here: only a regular
     file or a new name is written (the temp file is renamed over it); a symbolic link, directory,
     FIFO, device or socket is refused (`output_problem`; /dev/null alone is written through). Any
     failure (a read-only directory, a name too long, a full disk, an interrupt) leaves the old file
@@ -605,13 +608,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str | None 
                 f.write(data)
             return p
         if mode is None:
+            mode = 0o666 & ~umask()
             try:
-                mode = stat.S_IMODE(os.stat(p).st_mode)
+                st = os.stat(p)
+                if st.st_uid == os.geteuid():  # never the mode of a file another user put there (world-writable)
+                    mode = stat.S_IMODE(st.st_mode) & 0o777  # a document is never set-uid
             except OSError:
-                mode = 0o666 & ~umask()
+                pass
         p.parent.mkdir(parents=True, exist_ok=True)  # a user's directories get the usual modes
         write_bytes_atomic(p, data, mode=mode)
     except OSError as exc:
+        failed = os.path.abspath(os.fsdecode(exc.filename)) if exc.filename is not None else None
+        if failed is not None and os.path.dirname(failed) == os.path.abspath(p.parent) and failed != os.path.abspath(p):
+            exc.filename, exc.filename2 = os.fspath(p), None  # its temp file beside it: a name the user never gave
         if what is None:
             raise
         raise from_os_error(exc, f"write the {what}") from None

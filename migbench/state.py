@@ -248,8 +248,19 @@ def ensure_state_dir(sd: Path) -> Path:
             f"cannot create the state directory {sd}: {os_reason(exc)}",
             hint="check the permissions and free space of its parent, or pass --state-dir",
         ) from None
+    require_trusted(sd, "state directory")  # again: in a shared directory another user may have made a part of it in between
     tighten_dir(sd)
     return sd
+
+
+def require_trusted_state(sd: StateDir | str | os.PathLike[str], launch: Plan | LaunchSettings | None = None) -> None:
+    """For the commands that only read a state directory (`check`, `status`, `logs`, `report`,
+    `simulate`): the rule the commands that write it apply (`fsutil.require_trusted`, with the
+    group rule of the plan's `state_mode`: `launch`), before anything in it is read. Another user's
+    directory could make them show her launch as the plan's, print the file her planted link
+    names, or tell root to run a command."""
+    configure_modes(launch)
+    require_trusted(sd, "state directory", reading=True)
 
 
 def make_bindings(plan: Plan, host: HostState, gpus: Sequence[int]) -> Bindings:

@@ -24,6 +24,7 @@ from migbench.backend.select import (
     live_models,
     open_backend,
     read_host_if_available,
+    require_own_simulated_host,
     sim_dir,
     use_simulated_host,
 )
@@ -107,6 +108,7 @@ def simulate_if_no_gpu(sweep: Sweep, sweep_file: Path, fleet: str | None, *, mig
             hint="create a simulated host yourself (`migbench sim init DIR --gpu MODEL --count N`) and set MIGBENCH_SIM",
         )
     state = (sweep_file.parent / SIM_DIR_NAME).resolve()
+    require_own_simulated_host(sweep_file.parent.resolve() / SIM_DIR_NAME)  # never one another user put (or linked) there
     count = sum(s.count for s in specs)
     if not is_simulated_host(state):
         init_simulated_host(state, specs[0].model, count, specs[0].driver, mig=mig)

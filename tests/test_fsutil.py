@@ -151,3 +151,50 @@ def test_shared_holders_exclude_an_exclusive_one_and_are_named(tmp_path):
     with ex:
         assert PidLock(lock).content() == {"pid": os.getpid(), "checkpoint": "/x/checkpoint.json"}
     assert PidLock(lock).content() is None  # released cleanly: nothing left behind
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_an_export_directory_another_user_makes_between_the_check_and_its_creation_is_refused(tmp_path, monkeypatch):
+    """Guards: an export directory was checked, then created where missing: in a shared sticky
+    directory, another user who made a part of it in between had the scripts (which an admin runs
+    as root) written inside her directory."""
+    from migbench import fsutil
+    from migbench.errors import MigbenchError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    real = os.makedirs
+
+    def racing(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not (shared / "out").exists():
+            (shared / "out").mkdir()  # she wins the race
+            os.chown(shared / "out", 12345, 12345)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil.os, "makedirs", racing)
+    with pytest.raises(MigbenchError, match=r"the directory .*/out is owned by uid 12345"):
+        fsutil.output_dir(shared / "out" / "x", "export directory", ("nodes",))
+
+
+@pytest.mark.parametrize("what", ["plan file", None])
+def test_a_write_that_fails_names_the_file_asked_for_not_its_temp_file(tmp_path, monkeypatch, what):
+    """Guards: `plan -o` (or `report`) into a read-only file system said 'cannot write the plan file:
+    <dir>/.s.plan.yaml.x1y2z3.tmp: read-only file system': the temp file beside it, a name the user
+    never gave. The error names the file asked for."""
+    import errno
+    import tempfile
+
+    from migbench import fsutil
+    from migbench.errors import MigbenchError
+
+    def read_only(prefix, suffix, dir):  # type: ignore[no-untyped-def]  # mkstemp names it absolute
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(os.path.abspath(dir), f"{prefix}x1y2z3{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.chdir(tmp_path)
+    out = Path("s.plan.yaml")  # as `plan -o s.plan.yaml` names it
+    with pytest.raises((MigbenchError, OSError)) as ei:
+        fsutil.write_text_atomic(out, "x\n", what)
+    said = ei.value.message if isinstance(ei.value, MigbenchError) else str(ei.value)
+    assert ".tmp" not in said and str(out) in said and "read-only" in said.lower(), said

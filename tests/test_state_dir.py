@@ -94,3 +94,27 @@ def test_the_entry_points_take_the_commands_state_dir_only():
     pkg = REPO / "migbench"
     remade = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if not p.is_relative_to(pkg / "cli") and "StateDir.of(plan, state_dir)" in p.read_text())
     assert remade == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_a_state_directory_another_user_makes_between_the_check_and_its_creation_is_refused(tmp_path, monkeypatch):
+    """Guards: the state directory was checked (no directory on its way another user could change),
+    then created where missing: in a shared sticky directory, another user who made runs/ in
+    between (after the check, before the mkdir) had the launch's state made inside her directory."""
+    from migbench import state as state_mod
+    from migbench.errors import MigbenchError
+    from migbench.state import ensure_state_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    real = state_mod.make_dirs
+
+    def racing(path):  # type: ignore[no-untyped-def]
+        (shared / "runs").mkdir()  # she wins the race
+        os.chown(shared / "runs", 12345, 12345)
+        return real(path)
+
+    monkeypatch.setattr(state_mod, "make_dirs", racing)
+    with pytest.raises(MigbenchError, match=r"refusing .*/runs/s as the state directory: the directory .*/runs is owned by uid 12345"):
+        ensure_state_dir(shared / "runs" / "s")

@@ -289,7 +289,9 @@ def _apply_locked(
     destructive = [s for s in steps if s.kind in DESTRUCTIVE]
     if destructive and confirm is not None and found is None:
         text = "\n".join(s.describe() for s in steps)
-        if not confirm(text):
+        with guard.interruptible():
+            answer = confirm(text)
+        if not answer:
             raise MigbenchError("apply cancelled; nothing was changed")
     guard.check()  # a signal before any change: nothing to undo
     if found is None:

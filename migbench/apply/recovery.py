@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,26 @@ def restore(backend: Backend, checkpoint: dict[str, SavedGpu]) -> list[str]:
 
 class SignalGuard:
     """While active, SIGINT/SIGTERM/SIGHUP are recorded instead of killing the process; `check()`
-    raises `ApplyInterrupted` for the first one. Outside the main thread it does nothing."""
+    raises `ApplyInterrupted` for the first one. Inside `interruptible()` (apply waiting for an
+    answer, before any change) a signal raises it at once. Outside the main thread it does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.received: list[int] = []
         self._old: dict[int, Any] = {}
+        self._now = False
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A wait on the user (the confirmation prompt) that a signal ends at once: recorded, it
+        would wait on, holding the host lock, until someone answered."""
+        self.check()
+        self._now = True
+        try:
+            yield
+        finally:
+            self._now = False
 
     def __enter__(self) -> SignalGuard:
         try:
@@ -157,6 +171,9 @@ class SignalGuard:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.received.append(signum)
+        if self._now:
+            self._now = False
+            raise ApplyInterrupted(signum)
 
     def check(self) -> None:
         if self.received:

@@ -70,11 +70,30 @@ def adopt_simulated_host_near(*dirs: str | os.PathLike[str] | None) -> str | Non
     found = simulated_host_near(*dirs)
     if found is None or read_host_if_available() is not None:
         return None
+    require_own_simulated_host(found)
     use_simulated_host(found)
     return (
         f"no NVIDIA driver and {SIM_ENV} is unset: using the simulated host next to the plan, {found} "
         f"(export {SIM_ENV}={shlex.quote(str(found))} to choose it yourself)"
     )
+
+
+def require_own_simulated_host(path: str | os.PathLike[str]) -> None:
+    """Refuse the simulated host migbench found (or would create) by its name, `<dir>/.migbench-sim`,
+    when another user could change it (`fsutil.untrusted_reason`, for the directory and its
+    host.json): in a shared directory she could make one that decides what migbench takes for the
+    GPUs, and that holds the host lock and launch register."""
+    from migbench.errors import MigbenchError
+    from migbench.fsutil import untrusted_reason
+
+    p = Path(path)
+    why = untrusted_reason(p) or untrusted_reason(p / "host.json")
+    if why is not None:
+        raise MigbenchError(
+            f"refusing the simulated host {p}: {why}, so another user could decide what migbench takes for this host's GPUs",
+            hint=f"remove it if you did not make it (`rm -r {shlex.quote(str(p))}`), or make one of your own "
+            f"(`migbench sim init DIR --gpu MODEL --count N`) and `export {SIM_ENV}=DIR`",
+        )
 
 
 def _install_sim(path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -37,9 +39,23 @@ def console(stderr: bool = False) -> Console:
     """The console at `$MIGBENCH_WIDTH` columns when set (tests pin it), else the terminal's (80 when
     piped, or `$COLUMNS`). Lines of text are never hard-wrapped (soft wrap: a command or a path in
     the output survives copy and paste and `grep`); tables and pictures size themselves to the
-    width (`render.fit_table`) and are never cropped."""
+    width (`render.fit_table`) and are never cropped. Text is printed as it is: square brackets in
+    a value or a path are not read as rich markup (styles are given as `Text` styles)."""
     width = int(os.environ["MIGBENCH_WIDTH"]) if os.environ.get("MIGBENCH_WIDTH", "").isdigit() else None
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=True, markup=False)
+
+
+def reader_gone() -> NoReturn:
+    """Stop quietly when what reads our output closed it (`migbench logs RUN | head`): exit status
+    141, a process a closed pipe ended (128 + SIGPIPE), as `cat` and `git log` end, and nothing left
+    to flush into the closed pipe at exit."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor (in-process tests)
+        pass
+    raise typer.Exit(128 + signal.SIGPIPE)
 
 
 def print_error(err: MigbenchError) -> None:
@@ -49,7 +65,16 @@ def print_error(err: MigbenchError) -> None:
     con.soft_wrap = True
     styles = {"Error: ": "bold red", "    Hint: ": "cyan", "Hint: ": "bold cyan"}
     for label, text in err.lines():
-        con.print(Text(label, style=styles.get(label, "")) + Text(text))
+        con.print(Text(label, style=styles.get(label, "")) + Text(shown(text)))
+
+
+def shown(text: str) -> str:
+    """`text` as a message prints it: its lines kept, any other character that is not printable
+    written as Python writes it (`names.printable`), so a name in it (a directory another user
+    made) never drives the terminal."""
+    from migbench.names import printable
+
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def load_plan(path: Path) -> Plan:
@@ -75,7 +100,7 @@ def warn(lines: Iterable[str]) -> None:
     con = console(stderr=True)
     con.soft_wrap = True
     for line in lines:
-        con.print(Text("warning: ", style="yellow") + Text(line))
+        con.print(Text("warning: ", style="yellow") + Text(shown(line)))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

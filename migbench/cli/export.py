@@ -190,9 +190,13 @@ def exec_cmd(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Run in this directory instead of the plan's (a container's).")] = None,
 ) -> None:
     from migbench.export import execute
-    from migbench.state import StateDir
+    from migbench.fsutil import require_trusted
+    from migbench.plan import read_identity
+    from migbench.state import StateDir, configure_modes
 
     sd = StateDir.of_file(plan_file, state_dir)  # from the file's head: the parsed copy is found there
+    configure_modes(read_identity(plan_file)[1])  # a team's `state_mode: 0660` lets the group write the directory
+    require_trusted(sd, "state directory")  # before its parsed plan copy and bindings (the device) are read
     plan = execute.load_task_plan(plan_file, sha256, sd)
     prep = execute.prepare(
         plan,
@@ -285,6 +289,7 @@ def read_log(path: Path, pos: int, out: Any) -> int:
     """`migbench logs`: a run's log past byte `pos` copied to `out` (`fsutil.copy_tail`); 0 while it
     does not exist. A named pipe, device or directory planted there is an error, never waited on
     nor read without end."""
+    from migbench.cli.common import reader_gone
     from migbench.errors import from_os_error
     from migbench.fsutil import NOT_REGULAR_HINT, NotRegularFile, copy_tail
 
@@ -292,6 +297,8 @@ def read_log(path: Path, pos: int, out: Any) -> int:
         return copy_tail(path, pos, out)
     except FileNotFoundError:
         return 0
+    except BrokenPipeError:  # the reader went away (`migbench logs RUN | head`): stop quietly, as `cat` does
+        reader_gone()
     except NotRegularFile as exc:
         raise MigbenchError(f"cannot read the run's log {path}: {exc.strerror}", hint=NOT_REGULAR_HINT) from None
     except OSError as exc:

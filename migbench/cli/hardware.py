@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from migbench.cli.common import adopt_simulated_host, console, is_tty, load_plan, parse_gpus
-from migbench.errors import UsageError
+from migbench.errors import MigbenchError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,7 +51,11 @@ def apply_cmd(
                 hint="review with --dry-run, then re-run with --yes",
             )
         con.print(text)
-        return typer.confirm("Proceed?", default=False)
+        try:
+            return typer.confirm("Proceed?", default=False)
+        except MigbenchError:  # a signal at the prompt (`ApplyInterrupted`): the error on a line of its own
+            typer.echo("", err=True)
+            raise
 
     resume = "finish" if finish else "rollback" if rollback else None
     try:
@@ -120,8 +124,10 @@ def check_cmd(
     from migbench.apply.reconcile import interrupted_apply
     from migbench.apply.recovery import pending_error
     from migbench.backend.select import host_lock_path, read_host
+    from migbench.state import require_trusted_state
 
     plan, sd = _share(load_plan(plan_file), node, state_dir)
+    require_trusted_state(sd, plan)  # its checkpoint says whether an apply was interrupted, and what to run
     adopt_simulated_host(plan_file.parent)
     targets = target_gpus(plan, parse_gpus(gpus))
     host = read_host()

@@ -83,10 +83,11 @@ def _detach(plan: Plan, opts: LaunchOptions) -> None:
 
     d = detach(plan, opts)
     plan_arg = shlex.quote(str(plan.path))
+    sd_arg = f" --state-dir {shlex.quote(str(opts.state_dir.path))}" if opts.state_dir.given else ""  # else they look in the plan's own
     con = console()
     con.print(f"launcher started in the background (PID {d.pid}); state and logs in {d.state_dir}")
-    con.print(f"  follow it:  migbench status {plan_arg} --watch    (or: tail -f {shlex.quote(str(d.log))})")
-    con.print(f"  stop it:    migbench stop {plan_arg}")
+    con.print(f"  follow it:  migbench status {plan_arg} --watch{sd_arg}    (or: tail -f {shlex.quote(str(d.log))})")
+    con.print(f"  stop it:    migbench stop {plan_arg}{sd_arg}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,10 +41,11 @@ def report_cmd(
     from migbench.footprints import load_footprints
     from migbench.plan import Plan
     from migbench.report import ReportBuilder
-    from migbench.state import StateDir
+    from migbench.state import StateDir, require_trusted_state
 
     plan = Plan.load(plan_file)
     sd = StateDir.of(plan, state_dir)
+    require_trusted_state(sd, plan)
     peaks: dict[str, tuple[int, str]] = {}
     for f in footprints or ():
         peaks.update(load_footprints(f).peaks())

@@ -149,12 +149,11 @@ def show(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    con = Console()
-    con.print(
-        f"[bold]{st.product_name}[/bold] x {len(st.gpus)} ({st.model_key}), driver {st.driver}"
-        f"{', VM passthrough' if st.vm else ''}{', unprivileged caller' if not st.privileged else ''}"
-    )
+    con = Console(markup=False)  # a name is printed as it is, never read as markup
+    extra = f"{', VM passthrough' if st.vm else ''}{', unprivileged caller' if not st.privileged else ''}"
+    con.print(Text(st.product_name, style="bold") + Text(f" x {len(st.gpus)} ({st.model_key}), driver {st.driver}{extra}"))
     t = Table("GPU", "UUID", "Bus id", "MIG current", "MIG pending", "Clients")
     for col in (t.columns[1], t.columns[2]):
         col.overflow = "fold"

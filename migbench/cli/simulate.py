@@ -47,9 +47,10 @@ def _simulate_bench(plan: Plan, as_json: bool, sweep: str | None = None, mine: s
     from migbench.launch.benchmode import fleet_of
     from migbench.launch.store import FINAL_STATES, read_state
     from migbench.report.svg import fmt_t
-    from migbench.state import StateDir
+    from migbench.state import StateDir, require_trusted_state
 
     sd = StateDir.of(plan)
+    require_trusted_state(sd, plan)
     rows = read_state(sd, lambda st: st.runs()) if sd.db.exists() else {}
     done = {rid for rid, r in rows.items() if r.state in FINAL_STATES or r.state == "abandoned"}
     res = play_bench(plan, fleet_of(plan), frozenset(done))

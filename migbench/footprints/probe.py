@@ -30,17 +30,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from migbench.backend.base import Backend, DeviceUsage
 from migbench.errors import UsageError
-from migbench.footprints.file import Footprints, Measurement, load_footprints
-from migbench.footprints.resolve import default_footprints_path
+from migbench.footprints.file import Footprints, Measurement
+from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, outcome_of, prepare_attempt
 from migbench.plan import Assignment, Plan, PlanRun, SolverInfo
@@ -398,6 +400,29 @@ def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def stops_as_interrupts() -> Iterator[None]:
+    """While probes run, SIGTERM and SIGHUP end them as Ctrl-C does (KeyboardInterrupt: the probes
+    are stopped, the probe layout removed, what was measured written); by default they killed
+    migbench at once, leaving the layout on the GPUs and the probes running. Outside the main
+    thread it does nothing."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old: dict[int, Any] = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            old[s] = signal.signal(s, interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, h in old.items():
+            signal.signal(signum, h if h is not None else signal.SIG_DFL)
+
+
 def profile_dir(sweep: Sweep) -> Path:
     """Where the probes' run directories and logs go: `<sweep dir>/<log_dir>/<sweep name>.profile/`."""
     base = Path(sweep.path).resolve().parent if sweep.path else Path.cwd()
@@ -423,16 +448,13 @@ def profile(
     targets = probe_targets(sweep, sample=sample, groups=groups)
     if not targets:
         raise UsageError(f"sweep {sweep.name} has no runs to probe")
-    out = Path(output) if output is not None else default_footprints_path(sweep)
-    existing = load_footprints(out) if out.exists() else None
-    if existing is not None and existing.sweep != sweep.name:
-        raise UsageError(
-            f"{out} holds the footprints of sweep {existing.sweep!r}, not {sweep.name!r}",
-            hint="write these elsewhere with -o FILE",
-        )
+    out, existing = footprints_to_merge(sweep, output)
+    sd = Path(state_dir) if state_dir else profile_dir(sweep)
+    require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())  # absolute: the probes start in other directories
     be = backend or open_backend()
-    result = Profiler(sweep, targets, be, opts, Path(state_dir) if state_dir else profile_dir(sweep), on_event).run()
+    with stops_as_interrupts():
+        result = Profiler(sweep, targets, be, opts, sd, on_event).run()
     base = existing or Footprints(sweep.name)
     fp = base.merged(result.measurements)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256

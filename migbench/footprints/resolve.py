@@ -35,13 +35,15 @@ Measurements of another sweep, GPU model or driver are used, with a warning nami
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from migbench.errors import MigbenchError, UsageError
 from migbench.footprints.file import Footprints, Measurement, Speed, load_footprints
 from migbench.footprints.fit import Fit, candidate_params, fit_group
-from migbench.fsutil import untrusted_reason
+from migbench.fsutil import output_problem, untrusted_reason
 from migbench.launch.history import LaunchHistory, history_db, read_history
 from migbench.sweep import MeasuredMemory, Run, Sweep
 from migbench.sweep.model import Group, canonical_json
@@ -387,6 +389,27 @@ def default_footprints_path(sweep: Sweep) -> Path:
     """`<sweep dir>/<sweep name>.footprints.yaml`: where `migbench profile` writes by default."""
     base = Path(sweep.path).resolve().parent if sweep.path else Path.cwd()
     return base / f"{sweep.name}.footprints.yaml"
+
+
+def footprints_to_merge(sweep: Sweep, output: str | os.PathLike[str] | None) -> tuple[Path, Footprints | None]:
+    """The file `profile` (and `profile --speed`) merges its measurements into, `output` or else the
+    default beside the sweep, and what it holds now (None: no file yet); checked before anything is
+    probed. The default, found by its name, is read as `plan` reads it: a regular file (a named
+    pipe is refused, never waited on) that no other user could have written (`ForeignFile`), so
+    her planted measurements are never merged into the user's own file. A link or special file
+    where the file is written is refused (`fsutil.output_problem`), and so is another sweep's file."""
+    out = Path(output) if output is not None else default_footprints_path(sweep)
+    why = output_problem(out)
+    if why is not None:  # found now, not after the probes
+        raise MigbenchError(
+            f"cannot write the footprints file {out}: it {why}", hint="give the footprints file's name with -o FILE: a regular file or a new one"
+        )
+    existing = None
+    if os.path.lexists(out):
+        existing = load_footprints(out, regular=output is None, owned=output is None)
+    if existing is not None and existing.sweep != sweep.name:
+        raise UsageError(f"{out} holds the footprints of sweep {existing.sweep!r}, not {sweep.name!r}", hint="write these elsewhere with -o FILE")
+    return out, existing
 
 
 def default_history_dirs(sweep: Sweep, plan_path: str | Path | None) -> list[Path]:

@@ -13,10 +13,12 @@ host is read back and compared with what it was.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from migbench.apply import HostLock
+from migbench.apply.recovery import ApplyInterrupted, SignalGuard
 from migbench.backend.base import Backend, HostState
 from migbench.duration import Demand
 from migbench.errors import HardwareError, MigbenchError
@@ -116,23 +118,34 @@ def _create_layout(
     model_of = {g.index: g.model for g in empty}
     todo = sorted(used, key=lambda gp: (gp[0], -model_of[gp[0]].profile(gp[1].profile).memory_slices, gp[1].start))
     w = backend.writer
-    with HostLock(backend.lock_path):
-        try:
-            for gpu, pl in todo:
-                prof = model_of[gpu].profile(pl.profile)
-                gid = w.create_gpu_instance(gpu, prof.id, pl.start, prof.memory_slices)
-                ph.created.append((gpu, pl))
-                if gid is None:
-                    gi = backend.reader.read().gpu(gpu).instance_at(pl)
-                    gid = gi.id if gi else None
-                if gid is None:
-                    raise HardwareError(f"GPU {gpu}: the probe instance {pl} vanished after it was created")
-                w.create_compute_instance(gpu, gid)
-        except MigbenchError as exc:
+    # a signal (Ctrl-C, SIGTERM, SIGHUP) waits for the step under way; on it or an error, what was
+    # created is removed (once the lock is let go: removing takes it again)
+    with SignalGuard() as guard:
+        failed: MigbenchError | None = None
+        with HostLock(backend.lock_path):
+            try:
+                for gpu, pl in todo:
+                    guard.check()
+                    prof = model_of[gpu].profile(pl.profile)
+                    gid = w.create_gpu_instance(gpu, prof.id, pl.start, prof.memory_slices)
+                    ph.created.append((gpu, pl))
+                    if gid is None:
+                        gi = backend.reader.read().gpu(gpu).instance_at(pl)
+                        gid = gi.id if gi else None
+                    if gid is None:
+                        raise HardwareError(f"GPU {gpu}: the probe instance {pl} vanished after it was created")
+                    w.create_compute_instance(gpu, gid)
+                guard.check()
+            except MigbenchError as exc:
+                failed = exc
+        if failed is not None:
             problems = _destroy(backend, ph)
+            if isinstance(failed, ApplyInterrupted):
+                failed.message = f"profile interrupted by {signal.Signals(failed.signum).name} while it created the probe layout; nothing was probed"
+                failed.message += "" if problems else " and the instances it had created are removed"
             if problems:
-                exc.message += "\nRemoving the probe instances also failed:\n  " + "\n  ".join(problems)
-            raise
+                failed.message += "\nRemoving the probe instances also failed:\n  " + "\n  ".join(problems)
+            raise failed
     host = backend.reader.read()
     for gpu, pl in todo:
         g = host.gpu(gpu)

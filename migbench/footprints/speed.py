@@ -32,12 +32,12 @@ from typing import Any
 
 from migbench.backend.base import Backend
 from migbench.duration import instance_capacity
-from migbench.errors import UsageError
-from migbench.footprints.file import Footprints, Speed, SpeedSide, load_footprints
-from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir
-from migbench.footprints.resolve import default_footprints_path
+from migbench.footprints.file import Footprints, Speed, SpeedSide
+from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir, stops_as_interrupts
+from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
+from migbench.fsutil import require_trusted
 from migbench.launch.procs import kill_group, read_json, spawn_shim
 from migbench.launch.spec import build_spec, prepare_attempt
 from migbench.sweep import Sweep
@@ -304,13 +304,13 @@ def profile_speed(
     """`migbench profile --speed`: measure each group's compute and merge it into the footprints file."""
     from migbench.backend.select import open_backend, sim_dir, use_simulated_host
 
-    out = Path(output) if output is not None else default_footprints_path(sweep)
-    existing = load_footprints(out) if out.exists() else None
-    if existing is not None and existing.sweep != sweep.name:
-        raise UsageError(f"{out} holds the footprints of sweep {existing.sweep!r}, not {sweep.name!r}", hint="write these elsewhere with -o FILE")
+    out, existing = footprints_to_merge(sweep, output)
+    sd = profile_dir(sweep) / "speed"
+    require_trusted(sd, "state directory")  # before the GPUs are cut for the probes (each probe's start checks it too)
     use_simulated_host(sim_dir())
     be = backend or open_backend()
-    speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, profile_dir(sweep) / "speed", groups=groups, on_event=on_event)
+    with stops_as_interrupts():
+        speeds, skipped, notes, problems = measure_speeds(sweep, be, opts, sd, groups=groups, on_event=on_event)
     fp = (existing or Footprints(sweep.name)).with_speeds(speeds)
     fp.sweep, fp.sweep_sha256 = sweep.name, sweep.sha256
     fp.save(out)

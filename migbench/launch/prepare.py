@@ -13,7 +13,7 @@ from migbench.fsutil import require_text_path, require_trusted
 from migbench.launch.spec import RunSpec, attempt_dir, attempt_started, build_spec, check_run_id
 from migbench.launch.store import ACTIVE_STATES, FINAL_STATES, RunRow, key_of, read_state
 from migbench.plan import Plan, PlanRun
-from migbench.state import StateDir, configure_modes, load_bindings
+from migbench.state import StateDir, configure_modes, load_bindings, require_trusted_state
 
 
 def plan_sha256(plan: Plan) -> str:
@@ -114,6 +114,7 @@ def dry_run(plan: Plan, state_dir: StateDir) -> tuple[list[RunSpec], list[str]]:
     """The spec of every run the launcher would start, in start order, and notes. Reads only:
     creates no directory, no database, no file."""
     sd = state_dir
+    require_trusted_state(sd, plan)  # before its bindings and launch state are read, as `launch` does
     notes: list[str] = []
     bindings = load_bindings(plan, sd)
     uuid_of = {k: str(v.get("uuid")) for k, v in (bindings["instances"] if bindings is not None else {}).items()}

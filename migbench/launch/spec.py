@@ -288,6 +288,7 @@ def prepare_attempt(spec: RunSpec) -> None:
     adir = Path(spec.attempt_dir)
     require_trusted(rdir.parent, "state directory")  # what the shim runs must be ours alone (fsutil.untrusted_reason)
     make_dirs(adir)
+    require_trusted(rdir.parent, "state directory")  # again: another user may have made a part of it in between
     if attempt_started(adir):
         raise FileExistsError(f"{adir} holds an attempt that ran; the launcher's state is behind its run directories")
     params = rdir / "params.json"

@@ -20,7 +20,9 @@ from migbench.fsutil import read_regular, require_trusted
 from migbench.launch.procs import process_alive
 from migbench.launch.spec import attempt_dir, check_run_id
 from migbench.launch.store import ACTIVE_STATES, STATES, LauncherRow, Store, db_path, key_of, open_checked, read_state, start_command
-from migbench.state import DB_NAME, StateDir
+from migbench.plan import read_identity
+from migbench.state import DB_NAME, StateDir, require_trusted_state
+from migbench.sweep.model import LaunchSettings
 
 
 class _LauncherSeen(TypedDict):
@@ -125,16 +127,30 @@ class HostDoc(TypedDict):
 
 def find_state_dir(plan_file: str | Path | None, state_dir: str | Path | None) -> tuple[StateDir | None, list[str]]:
     """The state dir to show: `--state-dir`, else the plan's, else the only (or newest)
-    `./runs/*/launch.db`. Returns (dir or None, notes)."""
+    `./runs/*/launch.db`. Returns (dir or None, notes). One another user could change is refused
+    before anything in it is read (`state.require_trusted_state`)."""
     if state_dir or plan_file:
-        return StateDir.of_file(plan_file or "", state_dir), []
+        sd = StateDir.of_file(plan_file or "", state_dir)
+        require_trusted_state(sd, _launch_settings(plan_file) if plan_file else None)
+        return sd, []
     found = sorted(Path.cwd().glob("runs/*/" + DB_NAME), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         return None, []
-    if len(found) == 1:
-        return StateDir(found[0].parent), []
     newest = found[-1].parent
+    require_trusted_state(newest)
+    if len(found) == 1:
+        return StateDir(newest), []
     return StateDir(newest), [f"{len(found)} launch states under ./runs; showing the newest, {newest} (pass PLAN or --state-dir to choose)"]
+
+
+def _launch_settings(plan_file: str | Path) -> LaunchSettings | None:
+    """The plan's launch settings (its `state_mode` says whether its group may write the state
+    directory), from the file's head; None when it cannot be read (with `--state-dir` the plan
+    file need not be there)."""
+    try:
+        return read_identity(plan_file)[1]
+    except MigbenchError:
+        return None
 
 
 def run_params(sd: Path, ids: list[str], plan_file: str | Path | None) -> dict[str, dict[str, Any]]:

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ortools.sat.python import cp_model
 
@@ -51,6 +54,27 @@ PLAY_S = (8e-6, 4.5e-6)  # one instance's queue played alone: fixed + per run
 COMMAND_S_PER_RUN = 155e-6  # the command around the planner (load, expand, assemble, write), per run
 WRITE_S_PER_RUN = 90e-6  # assembling and writing the plan file, per run (the hard stop keeps this much back)
 WRITE_S_FIXED = 0.2
+
+
+class Solver(cp_model.CpSolver):
+    """A CP-SAT solver that gives SIGINT back to Python after each search. CP-SAT catches SIGINT while
+    it searches (a Ctrl-C ends that search with what it found), then sets the kernel's default
+    action, not the handler it replaced: the next Ctrl-C killed migbench outright, with no cleanup
+    (`profile` left its probe layout on the GPUs and its probes running)."""
+
+    def solve(self, model: cp_model.CpModel, solution_callback: cp_model.CpSolverSolutionCallback | None = None) -> Any:
+        try:
+            return super().solve(model, solution_callback)
+        finally:
+            give_sigint_back()
+
+
+def give_sigint_back() -> None:
+    """Install Python's SIGINT handler again where the kernel sees it (after CP-SAT replaced it)."""
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGINT)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 @dataclass(frozen=True)
@@ -176,7 +200,7 @@ class Budget:
         decides; the wall-clock limit is the time left to the deadline, so that it only fires with
         the hard stop. More than one worker runs CP-SAT's interleaved search, which is
         deterministic too."""
-        s = cp_model.CpSolver()
+        s = Solver()
         p = s.parameters
         p.max_deterministic_time = self.dtime(seconds) / (self.workers if self.workers > 1 else 1)
         p.max_time_in_seconds = max(0.01, self.deadline - time.monotonic())
@@ -191,7 +215,7 @@ class Budget:
         left its call none: it stops at the first solution, within a deterministic time of its own.
         Its wall-clock cap is only a safety net (30 s plus ten times the limit): a short grace (2 s,
         once) left a machine at load 15 on 2 cores with no plan at all, and any plan beats none."""
-        s = cp_model.CpSolver()
+        s = Solver()
         p = s.parameters
         p.stop_after_first_solution = True
         p.max_deterministic_time = self.dtime(max(2.0, self.work))

@@ -271,3 +271,28 @@ def test_a_damaged_checkpoint_of_an_unfinished_apply_is_said_in_words(host, tmp_
     assert shape(host) == before
     cp.write_text(json.dumps({"status": "applied", "gpus": gpus, **extra}))
     assert migbench("apply", str(plan.path), "--yes", keep_sim=True).returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_the_confirmation_prompt_ends_the_apply_at_once(host, tmp_path, sig):
+    """Guards: Ctrl-C or SIGTERM while apply asked `Proceed? [y/N]` was only recorded (signals wait
+    for a step boundary): the prompt kept waiting, holding the host lock, until someone answered."""
+    before = shape(host)
+    answered = []
+    r, w = os.pipe()
+    os.write(w, b"y\n")  # what a user types after the signal (the old prompt went on reading)
+
+    def confirm(text: str) -> bool:
+        os.kill(os.getpid(), sig)
+        answered.append(os.read(r, 2))
+        return True
+
+    try:
+        with pytest.raises(ApplyInterrupted) as ei:
+            apply_plan(t := _target(tmp_path), sim_backend(host), confirm=confirm, state_dir=sd_of(t))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert answered == [] and ei.value.exit_code == 128 + sig, answered
+    assert shape(host) == before
+    assert not HostLock(sim_backend(host).lock_path).is_held()

@@ -269,3 +269,23 @@ def test_a_launch_of_a_plan_in_a_directory_whose_name_is_not_utf8_is_refused_in_
     r = migbench("launch", "s.plan.yaml", *(["--detach"] if detach else []), cwd=odd, env=env, keep_sim=True)
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "not UTF-8 text" in r.stderr and "d\\xfe" in r.stderr and "internal error" not in out and "Traceback" not in out, out
+
+
+def test_launch_detach_with_state_dir_says_commands_that_find_it(rig):
+    """Guards: `launch --detach --state-dir DIR` said `follow it: migbench status PLAN --watch` and
+    `stop it: migbench stop PLAN`, which look in the plan's own state directory: the one showed 'no
+    launch yet', the other 'no launch state' while the launcher ran on."""
+    import shlex
+
+    r = rig(DRAIN.replace("--steps 10", "--steps 100000"))  # runs until stopped
+    other = r.plan_path.parent / "elsewhere dir"
+    assert r.cli("apply", str(r.plan_path), "--yes", "--state-dir", str(other)).returncode == 0
+    res = r.cli("launch", str(r.plan_path), "--detach", "--state-dir", str(other))
+    assert res.returncode == 0, res.stderr
+    follow = next(line for line in res.stdout.splitlines() if "follow it:" in line).split("follow it:")[1].split("(or:")[0].strip()
+    stop = next(line for line in res.stdout.splitlines() if "stop it:" in line).split("stop it:")[1].strip()
+    assert follow == f"migbench status {shlex.quote(str(r.plan_path))} --watch --state-dir {shlex.quote(str(other))}", follow
+    status = r.cli(*shlex.split(follow)[1:-3], *shlex.split(follow)[-2:])  # the same command, without --watch
+    assert status.returncode == 0 and "no launch yet" not in status.stdout and str(other) in status.stdout, status.stdout
+    res = r.cli(*shlex.split(stop)[1:], "--now", "--wait")
+    assert res.returncode == 0 and "the launcher has exited" in res.stdout, res.stdout + res.stderr

@@ -163,3 +163,24 @@ def test_a_parameter_value_never_writes_terminal_control_sequences_raw(tmp_path)
     assert r.returncode == 0 and "x=$'\\x1b]0;pwned\\x07\\x1b[2Jab'" in r.stdout and "\x1b" not in r.stdout + r.stderr, r.stdout + r.stderr
     r = migbench("launch", "s.plan.yaml", "--dry-run", cwd=tmp_path, env=env, keep_sim=True)
     assert r.returncode == 0 and "echo $'\\x1b]0;pwned\\x07\\x1b[2Jab'" in r.stdout and "\x1b" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_square_brackets_in_a_value_or_a_path_are_printed_as_they_are(tmp_path):
+    """Guards: the console read rich markup in what it printed: a sweep value `[bold]hi[/bold]` was
+    shown as `hi` by `plan --runs` and `status` (`[link=...]` hid text), and a value `[/]` or a
+    path holding it (`report -o 'a[/]b.html'`) ended the command in 'internal error (MarkupError)',
+    after the report was written."""
+    from migbench.backend.sim.host import init_host
+
+    init_host(tmp_path / "sim", "A100-SXM4-80GB", 1, mig=True)
+    env = {"MIGBENCH_SIM": str(tmp_path / "sim")}
+    (tmp_path / "s.yaml").write_text('version: 1\nname: s\ncommand: "echo {x}"\nparameters: {x: ["[/]", "[bold]hi[/bold]"]}\nmemory: 1GiB\nduration: 1s\n')
+    r = migbench("plan", "s.yaml", "-o", "s.plan.yaml", "--runs", cwd=tmp_path, env=env, keep_sim=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "x='[/]'" in r.stdout and "x='[bold]hi[/bold]'" in r.stdout and "internal error" not in out, out
+    (tmp_path / "a[").mkdir()
+    r = migbench("report", "s.plan.yaml", "--no-grain", "-o", "a[/]b.html", cwd=tmp_path, env=env, keep_sim=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "report written to a[/]b.html" in r.stdout and "internal error" not in out, out
+    r = migbench("sim", "show", env=env, keep_sim=True)
+    assert r.returncode == 0 and "[bold]" not in r.stdout and "NVIDIA A100-SXM4-80GB x 1" in r.stdout, r.stdout

@@ -82,6 +82,29 @@ def test_a_regular_file_is_replaced_by_rename(planned, tmp_path, writer):
     assert out.read_text() != old and out.stat().st_ino != ino and stat.S_IMODE(out.stat().st_mode) == 0o640
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_an_output_never_takes_the_mode_of_a_file_another_user_planted_there(planned, tmp_path, writer):
+    """Guards: an output replaced by rename kept the mode of the file it replaced, whoever owned it:
+    another user who made the plan's name world-writable (and set-uid) in a shared sticky directory
+    got the user's plan written there as the user's, still world-writable, and edited its commands
+    before the user launched it."""
+    out = tmp_path / "out"
+    out.write_text(OLD.get(writer, "kind: migbench-plan\n"))
+    os.chown(out, 12345, 12345)
+    os.chmod(out, 0o6777)
+    old = os.umask(0o022)
+    try:
+        r = migbench(*WRITERS[writer](planned, out), cwd=planned)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    st = out.stat()
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o644, oct(st.st_mode)
+    os.chmod(out, 0o600)  # one's own file keeps its mode
+    assert migbench(*WRITERS[writer](planned, out), cwd=planned).returncode == 0 and stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
 OLD = {"schema -o": '{\n  "$id": "https://migbench.invalid/schema/sweep-v0.json"\n}\n'}
 
 

@@ -114,3 +114,37 @@ def test_stop_never_cancels_jobs_named_in_a_state_directory_another_user_could_c
     r = migbench("stop", str(shared / "p.yaml"), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert r.returncode == 1 and "as the state directory" in r.stderr and "owned by uid 12345" in r.stderr, r.stdout + r.stderr
     assert not calls.exists(), calls.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_exec_reads_nothing_in_a_state_directory_another_user_could_change(two_nodes, tmp_path):
+    """Guards: `migbench exec` read the state directory's bindings (which MIG device a GRES index is)
+    and parsed plan copy before anything checked who could change that directory: another user who
+    made it chose the device root's task ran on (`--dry-run` printed her uuid), and only the write
+    of the attempt refused it."""
+    import json
+    import shutil
+
+    from migbench.export.tasks import arrays, node_devices
+
+    plan, path = two_nodes
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp: sticky, every user may create files there
+    shutil.copy(path, shared / "p.yaml")
+    devs = node_devices(plan, "n1")
+    local = {g.gpu: k for k, g in enumerate(plan.node_gpus("n1"))}
+    bindings = {"version": 1, "plan": plan.name, "instances": {f"{local[i.gpu]}:{i.profile}@{i.start}": {"uuid": "MIG-eve"} for i in devs}}
+    bdir = shared / "runs" / plan.name / "nodes" / "n1"
+    bdir.mkdir(parents=True)
+    (bdir / "bindings.json").write_text(json.dumps(bindings))
+    for p in (shared / "runs", bdir.parent.parent, bdir.parent, bdir, bdir / "bindings.json"):
+        os.chown(p, OTHER, OTHER)
+    small = next(a for a in arrays(plan) if a.profile == "1g.10gb")
+    k = next(n for n, i in enumerate(devs) if i.profile == "1g.10gb")
+    for extra in (["--dry-run"], []):
+        env = {"SLURM_JOB_GPUS": str(k), "SLURMD_NODENAME": "n1", "CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "", "SLURM_STEP_GPUS": ""}
+        r = migbench("exec", str(shared / "p.yaml"), "--array", small.name, "--index", "0", *extra, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and f"refusing {shared / 'runs' / plan.name} as the state directory" in r.stderr, (extra, out)
+        assert "owned by uid 12345" in r.stderr and "MIG-eve" not in out and "Traceback" not in out, (extra, out)

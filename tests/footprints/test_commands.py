@@ -182,3 +182,107 @@ def test_report_shows_the_footprints_peaks(sweep_dir):
     assert len(fp.peaks()) == 4
     for rid in fp.peaks():
         assert f"{rid}: measured peak" in html
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("speed", [False, True])
+def test_profile_never_merges_or_waits_on_a_footprints_file_another_user_put_beside_the_sweep(tmp_path, speed):
+    """Guards: `profile` (and `profile --speed`) read the footprints file beside the sweep, found by
+    its name, as any file: in a shared sticky directory another user's planted one was merged into
+    the file profile wrote, which then was the user's own and sized the next plan (`plan` refuses
+    hers), and a named pipe there hung the command; a link there was refused only after probing."""
+    import os
+
+    from tests.support.fifo import Unblock
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    fp = shared / "one.footprints.yaml"
+    Footprints("one", "", [measurement("one-x", 99999, group="one", params={})]).save(fp)
+    os.chown(fp, 12345, 12345)
+    env = {"MIGBENCH_SIM": str(sim)}
+    extra = ["--speed"] if speed else ["--steps", "2"]
+    try:
+        r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and f"refusing the footprints file {fp}: it is owned by uid 12345" in r.stderr, out
+        assert "probe layout" not in out and "Traceback" not in out and "99999" in fp.read_text(), out
+        fp.unlink()
+        os.mkfifo(fp, 0o600)
+        with Unblock(fp, data=b"kind: migbench-footprints\n"):
+            r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "it is a named pipe (FIFO), not a regular file" in r.stderr and "probe layout" not in out, out
+        fp.unlink()
+        (shared / "elsewhere").write_text("")
+        fp.symlink_to(shared / "elsewhere")
+        r = migbench("profile", "one.yaml", *extra, cwd=shared, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "symbolic link" in r.stderr and "probe layout" not in out and "Traceback" not in out, out
+    finally:
+        fake_nvml.uninstall()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("speed", [False, True])
+def test_profile_refuses_a_probe_directory_another_user_could_change_before_it_cuts_the_gpus(tmp_path, speed):
+    """Guards: `profile` checked who could change its probes' directory (<sweep dir>/runs/<name>.profile/)
+    only when the first probe started: with another user's runs/ beside a sweep in a shared
+    directory, it cut the GPUs into a probe layout, then refused, then put them back."""
+    import os
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    (shared / "runs").mkdir()
+    os.chown(shared / "runs", 12345, 12345)
+    try:
+        r = migbench("profile", "one.yaml", *(["--speed"] if speed else ["--steps", "2"]), cwd=shared, env={"MIGBENCH_SIM": str(sim)})
+    finally:
+        fake_nvml.uninstall()
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "as the state directory" in r.stderr and "owned by uid 12345" in r.stderr, out
+    assert "probe layout" not in out and "Traceback" not in out and list((shared / "runs").iterdir()) == [], out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_while_profile_probes_stops_the_probes_and_removes_the_probe_layout(tmp_path, sig):
+    """Guards: SIGTERM (or a lost terminal's SIGHUP) killed `profile` at once: the probe layout it
+    created ("removed at the end") stayed on the GPU, its probe went on running past its limit, and
+    no footprints were written. Each now ends it as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+
+    from migbench.backend.sim.host import SimHost
+    from tests.support.launchkit import PY, gone, wait_until
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    (tmp_path / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 4000 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    env = {**os.environ, "MIGBENCH_SIM": str(sim)}
+    p = subprocess.Popen(
+        [PY, "-m", "migbench", "profile", "one.yaml", "--seconds", "150"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        started = tmp_path / "runs" / "one.profile"
+        wait_until(lambda: any(started.glob("*/attempt-1/child.json")), 60, lambda: "the probe to start")
+        child = json.loads(next(started.glob("*/attempt-1/child.json")).read_text())
+        assert SimHost(sim).read().gpus[0].gpu_instances, "the probe layout is there"
+        p.send_signal(getattr(signal, sig))
+        out = p.communicate(timeout=60)[0].decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "interrupted" in out and "footprints written to" in out, (p.returncode, out)
+    assert SimHost(sim).read().gpus[0].gpu_instances == [], out
+    wait_until(lambda: gone(int(child["pid"])), 30, lambda: f"the probe {child} to end")

@@ -213,3 +213,47 @@ def test_release_removes_only_what_profile_created(tmp_path, monkeypatch):
         assert problems == [f"GPU 1: its instances were no instance before profiling and are 1g.10gb@{theirs} now"]
     finally:
         fake_nvml.uninstall()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "a driver error"])
+def test_a_signal_while_profile_creates_its_probe_layout_removes_what_it_created(tmp_path, monkeypatch, sig):
+    """Guards: a Ctrl-C (or, once profile took SIGTERM as one, a SIGTERM) while profile created its
+    probe layout left the instances it had made on the GPUs; and a driver error there left them
+    too, said as 'another migbench apply (PID <its own>) is changing this host's GPUs': the
+    removal took the host lock profile itself still held."""
+    import os
+    import signal
+
+    from migbench.errors import HardwareError, MigbenchError
+    from migbench.footprints.probe import stops_as_interrupts
+    from migbench.footprints.slots import prepare_slots
+
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-80GB", 1, mig=True)
+    monkeypatch.setenv("MIGBENCH_SIM", str(sim))
+    try:
+        be = sim_backend(sim)
+        real = be.writer.create_compute_instance
+
+        def create(gpu, gid):  # type: ignore[no-untyped-def]
+            out = real(gpu, gid)
+            if sig == "a driver error":
+                raise HardwareError("nvidia-smi failed")
+            os.kill(os.getpid(), getattr(signal, sig))  # after the first instance is made
+            return out
+
+        monkeypatch.setattr(be.writer, "create_compute_instance", create)
+        got: BaseException | None = None
+        with stops_as_interrupts():  # as `profile` runs it: SIGTERM is its Ctrl-C
+            try:
+                prepare_slots(be, [4096, 4096, 4096], time_limit_s=2)
+            except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt escaping is the failure
+                got = exc
+        assert isinstance(got, MigbenchError), repr(got)
+        if sig == "a driver error":
+            assert got.message == "nvidia-smi failed", got.message
+        else:
+            assert got.exit_code == 128 + getattr(signal, sig) and f"profile interrupted by {sig}" in got.message, got.message
+        assert SimHost(sim).read().gpus[0].gpu_instances == []
+    finally:
+        fake_nvml.uninstall()

@@ -330,3 +330,137 @@ def test_a_runs_shim_log_is_a_private_state_file(tmp_path: Path):
     os.mkfifo(adir / "shim.log", 0o600)
     with Unblock(adir / "shim.log", writers=True), pytest.raises(OSError, match="named pipe"):
         spawn_shim(adir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_the_commands_that_read_a_launch_never_read_a_state_directory_another_user_made(tmp_path: Path):
+    """Guards: `status`, `logs`, `report`, `check` and `simulate` read a state directory without the
+    ownership check of the commands that write it: with a plan in a shared sticky directory, another
+    user's runs/<name>/ was read and trusted: `logs` printed the file her planted stdout.log link
+    named (/root/..., a file she cannot read), `status` printed her launch as the plan's, and
+    `report` wrote her runs into root's page (and `launch --dry-run` left out the runs she marked
+    finished)."""
+    env, shared = _eves_launch_history(tmp_path)
+    res = migbench("plan", str(shared / "s.yaml"), "--fleet", "A100-SXM4-80GB:1", "-o", str(shared / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    rid = min(p.name for p in (tmp_path / "runs" / "s").glob("w-*"))
+    adir = shared / "runs" / "s" / rid / "attempt-1"
+    adir.mkdir(parents=True)
+    (adir / "stdout.log").symlink_to(secret)
+    for p in (adir.parent, adir):
+        os.chown(p, OTHER, OTHER)
+    os.lchown(adir / "stdout.log", OTHER, OTHER)
+    sd = shared / "runs" / "s"
+    for args in (
+        ["status", "s.plan.yaml"],
+        ["status", "s.plan.yaml", "--json"],
+        ["status"],  # found as ./runs/*/launch.db
+        ["logs", rid, "s.plan.yaml"],
+        ["report", "s.plan.yaml", "--no-grain"],
+        ["check", "s.plan.yaml"],
+        ["launch", "s.plan.yaml", "--dry-run"],
+    ):
+        res = migbench(*args, cwd=shared, env=env, keep_sim=True)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and f"refusing {sd} as the state directory" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
+        assert "secret" not in out and "succeeded" not in res.stdout and "Traceback" not in out, (args, out)
+    assert not (shared / "s.report.html").exists()
+
+
+@pytest.fixture
+def no_driver():
+    """No simulated library left installed by an earlier in-process command: the host has no driver."""
+    import pynvml
+
+    from migbench.backend.sim import fake_nvml
+
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+    yield
+    while isinstance(pynvml.nvmlLib, fake_nvml.FakeNvmlLibrary):
+        fake_nvml.uninstall()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("how", ["a host", "an empty directory"])
+def test_a_simulated_host_another_user_put_beside_the_sweep_is_refused(tmp_path: Path, no_driver: None, how: str):
+    """Guards: with no driver and MIGBENCH_SIM unset, `run` used (or created its host inside) the
+    <sweep dir>/.migbench-sim it found, and `check`, `status`, `apply` and `launch` adopted the one
+    beside the plan, whoever made it: in a shared sticky directory another user's simulated host
+    decided what root took for the GPUs (and held its host lock and launch register)."""
+    shared = _shared_dir(tmp_path)
+    (shared / "s.yaml").write_text(SWEEP.replace("groups:", "fleet: [{gpu: A100-SXM4-80GB, count: 1}]\ngroups:"))
+    res = migbench("plan", str(shared / "s.yaml"), "-o", str(shared / "s.plan.yaml"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    eves = shared / ".migbench-sim"
+    if how == "a host":
+        init_host(eves, "A100-SXM4-80GB", 1, mig=True)
+    else:
+        eves.mkdir()
+    for p in (eves, *eves.rglob("*")):
+        os.lchown(p, OTHER, OTHER)
+    made = sorted(str(p) for p in eves.rglob("*"))
+    for args in (["check", "s.plan.yaml"], ["status", "s.plan.yaml"], ["apply", "s.plan.yaml", "--dry-run"], ["run", "s.yaml", "--time-limit", "5"]):
+        res = migbench(*args, cwd=shared)
+        out = res.stdout + res.stderr
+        if how == "an empty directory" and args[0] != "run":
+            assert "using the simulated host" not in out, (args, out)  # not a host: never adopted
+            continue
+        assert res.returncode == 1 and f"refusing the simulated host {eves}" in res.stderr and "owned by uid 12345" in res.stderr, (args, out)
+        assert "MIGBENCH_SIM" in res.stderr and "Traceback" not in out, (args, out)
+    assert sorted(str(p) for p in eves.rglob("*")) == made and not (shared / "runs").exists()
+
+
+def test_logs_into_a_reader_that_goes_away_stops_quietly(tmp_path: Path):
+    """Guards: `migbench logs RUN | head` ended with 'Error: cannot read the run's log: broken pipe'
+    (the write to the closed pipe, said as a read of the log) and exit 1; it stops quietly now,
+    with the status of a process a closed pipe ended (141), as `cat` does."""
+    import subprocess
+    import sys
+
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rid = min(p.name for p in (tmp_path / "runs" / "s").glob("w-*"))
+    (tmp_path / "runs" / "s" / rid / "attempt-1" / "stdout.log").write_bytes((b"x" * 99 + b"\n") * 80000)  # 8 MB: more than a pipe holds
+    p = subprocess.Popen(
+        [sys.executable, "-m", "migbench", "logs", rid, "s.plan.yaml"], cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.read(100) == b"x" * 99 + b"\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert p.returncode == 141 and err == "", (p.returncode, err)
+
+
+def test_status_with_state_dir_needs_no_readable_plan_file(tmp_path: Path):
+    """The ownership check of the reading commands reads the plan's launch settings (its state
+    mode) only when it can: `status PLAN --state-dir DIR` shows DIR's launch when PLAN is gone, as
+    it did before that check."""
+    env = _planned(tmp_path)
+    res = migbench("launch", "s.plan.yaml", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = migbench("status", "gone.plan.yaml", "--state-dir", "runs/s", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0 and "2 succeeded" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_an_error_never_writes_a_planted_names_control_characters_raw(tmp_path: Path):
+    """Guards: an error or warning that names a path printed its control characters as they are:
+    another user's directory named `x\\e[2J...` in a shared directory drove the terminal of whoever
+    ran `migbench status` there (the refusal that names it). They are shown as `\\x1b` now."""
+    shared = _shared_dir(tmp_path)
+    d = shared / "runs" / "x\x1b]0;pwned\x07\x1b[2J"
+    d.mkdir(parents=True)
+    (d / "launch.db").write_bytes(b"")
+    for p in (shared / "runs", d, d / "launch.db"):
+        os.chown(p, OTHER, OTHER)
+    res = migbench("status", cwd=shared)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "refusing" in res.stderr and "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "x\\x1b]0;pwned\\x07\\x1b[2J as the state directory" in res.stderr, repr(out)
+    assert res.stderr.count("\n") == 2, repr(res.stderr)  # Error: and Hint: lines, as before

@@ -209,3 +209,30 @@ def test_a_team_state_dir_with_state_mode_0660_launches(rig):
     rc, out = p.wait(timeout=120), r.output(p)
     assert rc == 0 and "writable by its group" not in out, out
     assert sorted(r.ledger.read_text().split()[0::3]) == sorted(x.id for x in r.plan.runs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_a_run_directory_another_user_makes_between_the_check_and_its_creation_is_refused(tmp_path, monkeypatch):
+    """Guards: an attempt's directories were checked (the state directory ours alone), then created
+    where missing: a state directory made by that mkdir (a new probe directory of `profile`, a task
+    of `exec`) in a shared sticky directory, with another user's runs/ made in between, got the
+    attempt's cmd.json (what the shim runs) inside her directory."""
+    from migbench.errors import MigbenchError
+    from migbench.launch import spec as spec_mod
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    sd = shared / "runs" / "one.profile"
+    real = spec_mod.make_dirs
+
+    def racing(path):  # type: ignore[no-untyped-def]
+        (shared / "runs").mkdir()  # she wins the race
+        os.chown(shared / "runs", 12345, 12345)
+        return real(path)
+
+    monkeypatch.setattr(spec_mod, "make_dirs", racing)
+    spec = spec_mod.RunSpec("r-1", 1, "0:7g.80gb@0", "MIG-x", ("true",), {}, str(tmp_path), str(sd / "r-1"), str(sd / "r-1" / "attempt-1"))
+    with pytest.raises(MigbenchError, match=r"the directory .*/runs is owned by uid 12345"):
+        spec_mod.prepare_attempt(spec)
+    assert not (sd / "r-1" / "attempt-1" / "cmd.json").exists()

@@ -179,3 +179,24 @@ def test_the_deadline_slack_moves_only_the_hard_stop(monkeypatch):
     for bad in ("0.5", "nan", "inf", "x", "-3"):
         monkeypatch.setenv("MIGBENCH_DEADLINE_SLACK", bad)
         assert Budget(2.0, started=100.0).deadline == 102.0
+
+
+def _catches_sigint() -> bool:
+    """Whether this process catches SIGINT where the kernel sees it (Python's handler in place),
+    not only in Python's own record of it."""
+    with open("/proc/self/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (2 - 1)))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc/self/status (Linux)")
+def test_a_solve_leaves_ctrl_c_to_python():
+    """Guards: CP-SAT catches SIGINT while it searches, then put back the kernel's default action,
+    not Python's handler: after any plan was solved in a command (`profile` cutting the GPUs for its
+    probes, `run`, the bench), Ctrl-C killed migbench outright, with no cleanup (profile left its
+    probe layout on the GPUs and its probes running, and wrote no footprints)."""
+    import signal
+
+    assert _catches_sigint() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    solve(RUNS, _fleet("A100-SXM4-80GB", 2), SolveOptions(time_limit_s=2.0))
+    assert _catches_sigint() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
