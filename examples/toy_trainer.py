@@ -15,8 +15,10 @@ It behaves like a well-mannered training script under migbench:
   first step reserved), so NVML and `migbench status` see it; when the device has no room it
   prints torch's `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ...` to stderr
   and exits 1;
-- `--spike 2GiB [--spike-seconds 0.1]`: a transient allocation on top of the footprint during
-  the first step, released after that long (a workspace freed again), for peak-sampling tests;
+- `--spike 2GiB [--spike-seconds 0.1] [--spike-hold-file PATH]`: a transient allocation on top of
+  the footprint during the first step, released after that long (a workspace freed again), and not
+  before PATH exists when it is given (a test that must see the spike, whatever the machine's
+  speed), for peak-sampling tests;
 - MIGBENCH_REPORT_MEMORY=<file> (set by `migbench profile`): writes its own peak there as JSON,
   `{"peak_mib": N, "source": ...}`, whenever the peak grows and at exit, as a real run would write
   `torch.cuda.max_memory_reserved()`; MIGBENCH_PROBE_STEPS=N: stops after N steps (exit 0);
@@ -70,6 +72,7 @@ KNOWN = {
     "fail-attempts",
     "hang-at",
     "hold-file",
+    "spike-hold-file",
     "compute",
 }
 
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     spike_s = float(opts.get("spike-seconds") or 0.1)
     hang_at = int(opts["hang-at"]) if opts.get("hang-at") else None
     hold_file = opts.get("hold-file") or None
+    spike_hold = opts.get("spike-hold-file") or None
     crash_at = int(opts["crash-at"]) if opts.get("crash-at") else None
     oom_at = int(opts["oom-at"]) if opts.get("oom-at") else None
     fail_attempts = int(opts["fail-attempts"]) if opts.get("fail-attempts") else None
@@ -304,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.saw(memory_mib + spike_mib)
                 time.sleep(spike_s)
                 slept = spike_s
+                while spike_hold is not None and not os.path.exists(spike_hold):
+                    time.sleep(0.02)
             if spike_mib or memory_mib != fixed_mib:
                 attach(memory_mib)
                 report.saw(memory_mib)

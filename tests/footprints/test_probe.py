@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -14,7 +15,8 @@ import pytest
 from migbench.backend.sim import fake_nvml
 from migbench.backend.sim.host import SimHost, init_host
 from migbench.footprints import load_footprints
-from migbench.footprints.probe import ProbeOptions, profile
+from migbench.footprints.probe import ProbeOptions, Profiler, profile
+from migbench.footprints.select import ProbeTarget
 from migbench.sweep import load_sweep
 from tests.support.launchkit import TOY_CMD
 from tests.support.simhelp import sim_backend
@@ -42,8 +44,25 @@ def host(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
 
 def write_sweep(work: Path, body: str, name: str = "s") -> Path:
     p = work / f"{name}.yaml"
-    p.write_text(textwrap.dedent(body).replace("{toy}", TOY_CMD).replace("NAME", name))
+    p.write_text(textwrap.dedent(body).replace("{toy}", TOY_CMD).replace("NAME", name).replace("WORK", str(work)))
     return p
+
+
+def release_once_sampled(monkeypatch: pytest.MonkeyPatch, hold_file: Callable[[ProbeTarget], tuple[Path, int]]) -> None:
+    """Each probe's NVML sample that sees more than `hold_file(probe)[1]` MiB creates the file
+    `hold_file(probe)[0]`, which the toy trainer waits for (`--hold-file`, `--spike-hold-file`)
+    before it lets the memory go: the sampler sees the peak however loaded the machine (a two-step
+    probe at 0.1 s a step was sampled 13 times in 5 s under load, none at its peak)."""
+    sample = Profiler._sample
+
+    def sampled(self: Profiler) -> None:
+        sample(self)
+        for a in list(self.active.values()):
+            path, above = hold_file(a.target)
+            if a.nvml_peak is not None and a.nvml_peak > above:
+                Path(path).touch()
+
+    monkeypatch.setattr(Profiler, "_sample", sampled)
 
 
 def layout(sim: Path) -> list[tuple[int, int, int]]:
@@ -51,15 +70,16 @@ def layout(sim: Path) -> list[tuple[int, int, int]]:
 
 
 @pytest.mark.slow
-def test_profile_measures_what_the_toy_trainer_allocates_and_removes_its_instances(host):
+def test_profile_measures_what_the_toy_trainer_allocates_and_removes_its_instances(host, monkeypatch):
     sim, work = host(gpus=1)
+    release_once_sampled(monkeypatch, lambda t: (work / f"seen-{t.run.params['batch']}", 1024))  # past its fixed part: its whole footprint
     sw = load_sweep(
         write_sweep(
             work,
             """
         version: 1
         name: NAME
-        command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 0.5MiB --batch {batch} --seq-len 1024 --lr {lr}
+        command: {toy} --steps 50 --step-seconds 0.1 --memory 1GiB --per-token 0.5MiB --batch {batch} --seq-len 1024 --lr {lr} --hold-file WORK/seen-{batch}
         parameters: {batch: [4, 16], lr: [0.1, 0.01]}
         memory: {measured: true, fallback: 12GiB, by: [batch]}
         """,
@@ -167,15 +187,16 @@ def test_an_oom_is_probed_again_on_a_larger_instance_or_kept_as_a_lower_bound(ho
 
 
 @pytest.mark.slow
-def test_steps_ask_the_run_to_stop_and_a_short_peak_is_seen(host):
+def test_steps_ask_the_run_to_stop_and_a_short_peak_is_seen(host, monkeypatch):
     sim, work = host(gpus=1)
+    release_once_sampled(monkeypatch, lambda t: (work / "spiked", 2048))  # past its footprint: the spike
     sw = load_sweep(
         write_sweep(
             work,
             """
         version: 1
         name: NAME
-        command: {toy} --steps 50 --step-seconds 0.2 --memory 2GiB --spike 3GiB --spike-seconds 0.4
+        command: {toy} --steps 50 --step-seconds 0.2 --memory 2GiB --spike 3GiB --spike-seconds 0.4 --spike-hold-file WORK/spiked
         memory: 8GiB
         """,
         )
