@@ -40,8 +40,22 @@ MAX_INPUT_BYTES = 16 * 2**20
 """The default size limit of a file the user names (a sweep, catalogue text): refused before parsing."""
 
 
+NAMED_FOREIGN_HINT = (
+    "migbench runs only commands no other user could have written: read the file, copy it to a file of your own "
+    "(`cp FILE mine.yaml`) and give that, or have its owner run it"
+)
+"""The hint for a file the user named whose commands migbench would run (`read_input(..., named=True)`)."""
+
+
 def read_input(
-    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    limit: int = MAX_INPUT_BYTES,
+    hint: str | None = None,
+    regular: bool = False,
+    owned: bool = False,
+    named: bool = False,
 ) -> bytes:
     """The bytes of a file the user named as `what` ("sweep file", "plan file"...), or an `InputError`
     that says which of the usual things is wrong: missing, a directory, unreadable, a special file,
@@ -51,7 +65,8 @@ def read_input(
     without waiting for a writer (`open_regular`), not read. `owned` (implies `regular`): a file
     whose content migbench acts on (the plan beside a sweep, whose commands `run` launches) must
     also be one no other user could have written (`foreign_reason`, on the descriptor read):
-    else `ForeignFile`."""
+    else `ForeignFile`. `named`: with `owned`, a file the user named whose commands migbench runs
+    (`run`'s and `submit`'s sweep, `launch`'s plan): the hint says how to run it anyway."""
     p = Path(path)
     try:
         with os.fdopen(open_regular(p), "rb") if regular or owned else open(p, "rb") as f:
@@ -60,7 +75,9 @@ def read_input(
             if why is not None:
                 raise ForeignFile(
                     f"refusing the {what} {p}: it is {why}, so another user could have written what migbench would act on",
-                    hint="remove it if you did not make it (or keep your files in a directory only you can write), then run the command again",
+                    hint=NAMED_FOREIGN_HINT
+                    if named
+                    else "remove it if you did not make it (or keep your files in a directory only you can write), then run the command again",
                 )
             if stat.S_ISDIR(st.st_mode):  # pragma: no cover - open() refuses directories on Linux
                 raise IsADirectoryError(21, "Is a directory", str(p))
@@ -80,11 +97,18 @@ def read_input(
 
 
 def read_input_text(
-    path: str | os.PathLike[str], what: str, *, limit: int = MAX_INPUT_BYTES, hint: str | None = None, regular: bool = False, owned: bool = False
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    limit: int = MAX_INPUT_BYTES,
+    hint: str | None = None,
+    regular: bool = False,
+    owned: bool = False,
+    named: bool = False,
 ) -> str:
     """`read_input` decoded as UTF-8 text; a file that is not text (invalid UTF-8, a NUL byte) is an
     `InputError` naming the line."""
-    data = read_input(path, what, limit=limit, hint=hint, regular=regular, owned=owned)
+    data = read_input(path, what, limit=limit, hint=hint, regular=regular, owned=owned, named=named)
     return decode_text(data, str(path), what)
 
 

@@ -337,16 +337,19 @@ class Plan:
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, catalog: Catalog | None = None, regular: bool = False, owned: bool = False) -> Plan:
+    def load(cls, path: str | os.PathLike[str], *, catalog: Catalog | None = None, regular: bool = False, owned: bool = False, runs: bool = False) -> Plan:
         """Read a plan file and check it as strictly as a sweep: every problem at once, each with the
         file, line and field (see `_read`). `notes` says what the user should know (the sweep file
         changed since the plan was made, a GPU model the catalogue cannot check). `regular`: a plan
         found by its name (the bench's, one beside its sweep, one a state file names), never read
         from a pipe (`fsutil.open_regular`). `owned`: a plan found by its name whose commands are
         launched (the plan beside a sweep that `run` reuses): one another user could have written is
-        refused (`fsutil.ForeignFile`)."""
+        refused (`fsutil.ForeignFile`). `runs`: a plan the user named whose commands the caller runs
+        (`launch`, `exec`): refused the same way, its hint saying how to run it anyway."""
         p = Path(path)
-        text = read_input_text(p, "plan file", limit=MAX_PLAN_BYTES, hint="give the file `migbench plan SWEEP -o PLAN` wrote", regular=regular, owned=owned)
+        text = read_input_text(
+            p, "plan file", limit=MAX_PLAN_BYTES, hint="give the file `migbench plan SWEEP -o PLAN` wrote", regular=regular, owned=owned or runs, named=runs
+        )
         doc, locate = _parse(text, str(p))
         plan = _read(doc, file=str(p), catalog=catalog, locate=locate)
         plan.path = str(p)

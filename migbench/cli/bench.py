@@ -32,7 +32,7 @@ def submit_cmd(
     from migbench.workflows import submit_sweep, wait_adopted
 
     con = console()
-    sweep = load_sweep(sweep_file)
+    sweep = load_sweep(sweep_file, runs=True)
     warn(start_problems(sweep))
     sub = submit_sweep(sweep, sweep_file, fleet=fleet, bench=bench_dir, replace_file=replace_file, say=con.print)
     con.print(wait_adopted(sub.inbox_file, sub.bench_plan, timeout, con.print))

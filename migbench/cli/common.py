@@ -77,20 +77,22 @@ def shown(text: str) -> str:
     return "\n".join(printable(line) for line in text.split("\n"))
 
 
-def load_plan(path: Path) -> Plan:
-    """`Plan.load`, then what loading found worth saying (the sweep changed since) on stderr."""
+def load_plan(path: Path, *, runs: bool = False) -> Plan:
+    """`Plan.load`, then what loading found worth saying (the sweep changed since) on stderr.
+    `runs`: the command runs the plan's commands (`Plan.load`'s `runs`)."""
     from migbench.plan import Plan
 
-    plan = Plan.load(path)
+    plan = Plan.load(path, runs=runs)
     warn(plan.notes)
     return plan
 
 
-def load_sweep(path: Path) -> Sweep:
-    """`load_sweep`, then its notes (W&B-only keys ignored, parameters no command uses) on stderr."""
+def load_sweep(path: Path, *, runs: bool = False) -> Sweep:
+    """`load_sweep`, then its notes (W&B-only keys ignored, parameters no command uses) on stderr.
+    `runs`: the command runs the sweep's commands (`sweep.load_sweep`'s `runs`)."""
     from migbench.sweep import load_sweep as load
 
-    sweep = load(path)
+    sweep = load(path, runs=runs)
     warn(sweep.notes)
     return sweep
 

@@ -49,7 +49,7 @@ def profile_cmd(
     if seconds is not None and steps is not None:
         raise UsageError("give --seconds or --steps, not both", hint="--steps N asks the run to stop after N steps; its time limit is 300 s")
     con = console()
-    sweep = load_sweep(sweep_file)
+    sweep = load_sweep(sweep_file, runs=True)
     said = simulate_if_no_gpu(sweep, sweep_file, fleet, mig=True)
     if said:
         con.print(said)

@@ -42,7 +42,7 @@ def launch_cmd(
     from migbench.launch.supervisor import launch
     from migbench.state import StateDir
 
-    plan = load_plan(plan_file)
+    plan = load_plan(plan_file, runs=True)
     if not dry_run:
         adopt_simulated_host(plan_file.parent)
     opts = LaunchOptions(state_dir=StateDir.of(plan, state_dir), drain=drain, lend=not no_lend, force=force, resume_unknown=resume_unknown)
@@ -112,7 +112,7 @@ def run_cmd(
     from migbench.workflows import plan_and_apply, run_state_dir
 
     con = console()
-    sweep = load_sweep(sweep_file)
+    sweep = load_sweep(sweep_file, runs=True)
     warn(start_problems(sweep))
     with PlanProgress(con, enabled=con.is_terminal, started=command_started()) as progress:
         prep = plan_and_apply(

@@ -251,7 +251,7 @@ def load_task_plan(plan_file: Path, sha256: str | None, state_dir: StateDir) -> 
                 return plan
         except (OSError, ValueError, KeyError, MigbenchError):
             pass  # no usable copy: read the file
-    return Plan.load(plan_file)
+    return Plan.load(plan_file, runs=True)
 
 
 def _sha256_of(path: Path) -> str:

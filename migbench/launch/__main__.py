@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from migbench.state import StateDir
 
     try:
-        plan = Plan.load(args.plan, regular=True)
+        plan = Plan.load(args.plan, regular=True, runs=True)  # its commands run: one another user could have written is refused
         sd = StateDir.of(plan, args.state_dir)
         res = launch(plan, LaunchOptions(state_dir=sd, drain=args.drain, lend=not args.no_lend, force=args.force, resume_unknown=args.resume_unknown))
     except MigbenchError as err:

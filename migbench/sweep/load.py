@@ -60,10 +60,12 @@ from migbench.sweep.yamlnodes import (
 from migbench.yamlio import shape_problem
 
 
-def load_sweep(path: str | Path, *, catalog: Any = None) -> Sweep:
-    """Read and validate a sweep file; raises `InputError` listing every problem found."""
+def load_sweep(path: str | Path, *, catalog: Any = None, runs: bool = False) -> Sweep:
+    """Read and validate a sweep file; raises `InputError` listing every problem found. `runs`: the
+    caller runs the sweep's commands (`run`, `submit`, `profile`): a file another user could have
+    written (owned by them, or writable by every user) is refused (`fsutil.ForeignFile`)."""
     p = Path(path)
-    data = read_input(p, "sweep file", limit=MAX_SWEEP_BYTES, hint='sweeps are YAML files; see the README\'s "The sweep file"')
+    data = read_input(p, "sweep file", limit=MAX_SWEEP_BYTES, hint='sweeps are YAML files; see the README\'s "The sweep file"', owned=runs, named=runs)
     text = decode_text(data, str(path), "sweep file")
     return _load(text, data, file=str(path), path=str(p.resolve()), base_dir=p.resolve().parent, catalog=catalog)
 

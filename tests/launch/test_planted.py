@@ -464,3 +464,50 @@ def test_an_error_never_writes_a_planted_names_control_characters_raw(tmp_path: 
     assert res.returncode == 1 and "refusing" in res.stderr and "\x1b" not in out and "\x07" not in out, repr(out)
     assert "x\\x1b]0;pwned\\x07\\x1b[2J as the state directory" in res.stderr, repr(out)
     assert res.stderr.count("\n") == 2, repr(res.stderr)  # Error: and Hint: lines, as before
+
+
+def _foreign(path: Path, how: str) -> None:
+    if how == "eve's":
+        os.chown(path, OTHER, OTHER)
+    else:
+        path.chmod(0o666)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("how", ["eve's", "world-writable"])
+def test_commands_that_run_a_named_sweep_or_plan_refuse_one_another_user_could_have_written(tmp_path: Path, how: str):
+    """Guards: `run`, `submit` and `profile` ran the commands of a sweep file they were given, and
+    `launch` those of a plan file, whoever could write it: root running a sweep or plan in a shared
+    directory (as /tmp) that another user owns, or that every user may write, ran her commands.
+    `plan` and `estimate` only read them, and still do."""
+    env, shared = _shared_sweep(tmp_path)
+    marker = tmp_path / "eve-was-here"
+    sweep = shared / "s.yaml"
+    sweep.write_text(SWEEP.replace('"true {i}"', f'"touch {marker} {{i}}"'))
+    res = migbench("plan", str(sweep), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "s.plan.yaml"), cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    plan = shared / "p.plan.yaml"
+    plan.write_bytes((tmp_path / "s.plan.yaml").read_bytes())
+    _foreign(sweep, how)
+    _foreign(plan, how)
+    why = "owned by uid 12345" if how == "eve's" else "writable by every user"
+    bench = tmp_path / "bench"
+    bench.mkdir(mode=0o700)
+    for args, what, named in (
+        (("run", str(sweep), "--time-limit", "5"), "sweep file", sweep),
+        (("submit", str(sweep), "--bench-dir", str(bench)), "sweep file", sweep),
+        (("profile", str(sweep)), "sweep file", sweep),
+        (("launch", str(plan)), "plan file", plan),
+    ):
+        res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and f"refusing the {what} {named}: it is {why}" in res.stderr, (args, out)
+        assert "copy it to a file of your own" in res.stderr and "Traceback" not in out, (args, out)
+    assert not marker.exists() and not list(tmp_path.glob("**/launch.db")) and not list(bench.iterdir())
+    for args in (("estimate", str(sweep)), ("plan", str(sweep), "--fleet", "A100-SXM4-80GB:1", "-o", str(tmp_path / "again.plan.yaml"))):
+        res = migbench(*args, cwd=tmp_path, env=env, keep_sim=True)
+        assert res.returncode == 0, (args, res.stdout + res.stderr)
+    mine = tmp_path / "mine.yaml"
+    mine.write_bytes(sweep.read_bytes())  # the hint: a copy of one's own runs
+    res = migbench("run", str(mine), "--time-limit", "5", cwd=tmp_path, env=env, keep_sim=True)
+    assert res.returncode == 0 and marker.exists(), res.stdout + res.stderr
