@@ -14,6 +14,7 @@ from migbench.plan import Plan
 from migbench.state import StateDir, state_dir_for
 from tests.support import REPO
 from tests.support.fuzz import base_plan_doc
+from tests.support.race import eve_makes_runs_first, shared_sticky
 
 
 def _plan(tmp_path):  # type: ignore[no-untyped-def]
@@ -105,16 +106,7 @@ def test_a_state_directory_another_user_makes_between_the_check_and_its_creation
     from migbench.errors import MigbenchError
     from migbench.state import ensure_state_dir
 
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    real = state_mod.make_dirs
-
-    def racing(path):  # type: ignore[no-untyped-def]
-        (shared / "runs").mkdir()  # she wins the race
-        os.chown(shared / "runs", 12345, 12345)
-        return real(path)
-
-    monkeypatch.setattr(state_mod, "make_dirs", racing)
+    shared = shared_sticky(tmp_path)
+    eve_makes_runs_first(monkeypatch, state_mod, shared)
     with pytest.raises(MigbenchError, match=r"refusing .*/runs/s as the state directory: the directory .*/runs is owned by uid 12345"):
         ensure_state_dir(shared / "runs" / "s")

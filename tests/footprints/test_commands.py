@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -184,6 +185,18 @@ def test_report_shows_the_footprints_peaks(sweep_dir):
         assert f"{rid}: measured peak" in html
 
 
+def _shared_one(tmp_path: Path) -> tuple[Path, Path]:
+    """A simulated A100-40GB host and `shared/` (sticky and world-writable, as /tmp) holding the
+    one-run sweep `one.yaml`."""
+    sim = tmp_path / "sim"
+    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    return sim, shared
+
+
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown to another uid needs root")
 @pytest.mark.parametrize("speed", [False, True])
 def test_profile_never_merges_or_waits_on_a_footprints_file_another_user_put_beside_the_sweep(tmp_path, speed):
@@ -195,12 +208,7 @@ def test_profile_never_merges_or_waits_on_a_footprints_file_another_user_put_bes
 
     from tests.support.fifo import Unblock
 
-    sim = tmp_path / "sim"
-    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    sim, shared = _shared_one(tmp_path)
     fp = shared / "one.footprints.yaml"
     Footprints("one", "", [measurement("one-x", 99999, group="one", params={})]).save(fp)
     os.chown(fp, 12345, 12345)
@@ -235,12 +243,7 @@ def test_profile_refuses_a_probe_directory_another_user_could_change_before_it_c
     directory, it cut the GPUs into a probe layout, then refused, then put them back."""
     import os
 
-    sim = tmp_path / "sim"
-    init_host(sim, "A100-SXM4-40GB", 1, mig=True)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    (shared / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 2 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
+    sim, shared = _shared_one(tmp_path)
     (shared / "runs").mkdir()
     os.chown(shared / "runs", 12345, 12345)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import migbench
+from tests.support.race import eve_makes_runs_first, shared_sticky
 
 OTHER = 12345  # a uid no one on the test machine uses: "eve"
 
@@ -220,18 +221,9 @@ def test_a_run_directory_another_user_makes_between_the_check_and_its_creation_i
     from migbench.errors import MigbenchError
     from migbench.launch import spec as spec_mod
 
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
+    shared = shared_sticky(tmp_path)
     sd = shared / "runs" / "one.profile"
-    real = spec_mod.make_dirs
-
-    def racing(path):  # type: ignore[no-untyped-def]
-        (shared / "runs").mkdir()  # she wins the race
-        os.chown(shared / "runs", 12345, 12345)
-        return real(path)
-
-    monkeypatch.setattr(spec_mod, "make_dirs", racing)
+    eve_makes_runs_first(monkeypatch, spec_mod, shared)
     spec = spec_mod.RunSpec("r-1", 1, "0:7g.80gb@0", "MIG-x", ("true",), {}, str(tmp_path), str(sd / "r-1"), str(sd / "r-1" / "attempt-1"))
     with pytest.raises(MigbenchError, match=r"the directory .*/runs is owned by uid 12345"):
         spec_mod.prepare_attempt(spec)
