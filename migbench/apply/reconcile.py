@@ -288,11 +288,8 @@ def _apply_locked(
         return report
     destructive = [s for s in steps if s.kind in DESTRUCTIVE]
     if destructive and confirm is not None and found is None:
-        text = "\n".join(s.describe() for s in steps)
-        with guard.interruptible():
-            answer = confirm(text)
-        if not answer:
-            raise MigbenchError("apply cancelled; nothing was changed")
+        host, diffs, steps = _confirmed(plan, ex, targets, steps, confirm, lock, guard, cp_path)
+        report = ApplyReport(diffs, ex.w.log, bool(steps))
     guard.check()  # a signal before any change: nothing to undo
     if found is None:
         checkpoint = snapshot(host, targets)
@@ -311,6 +308,41 @@ def _apply_locked(
         raise
     _record(plan, after, targets, sd, cp_path, lock, report, unfinished=True)
     return report
+
+
+def _confirmed(
+    plan: Plan,
+    ex: _Executor,
+    targets: list[int],
+    steps: list[Step],
+    confirm: Callable[[str], bool],
+    lock: HostLock,
+    guard: SignalGuard,
+    cp_path: Path,
+) -> tuple[HostState, list[GpuDiff], list[Step]]:
+    """Ask before destructive steps, without holding the host lock while a person reads them (the
+    launchers keep starting runs meanwhile); then, under the lock again, the host read again and
+    its steps worked out again: only the steps that were confirmed are made. Anything that changed
+    meanwhile (a run now on an instance to destroy, another apply, other steps) ends the apply with
+    nothing changed. Returns the host, its differences and the steps."""
+    text = "\n".join(s.describe() for s in steps)
+    lock.release()
+    with guard.interruptible():
+        answer = confirm(text)
+    if not answer:
+        raise MigbenchError("apply cancelled; nothing was changed")
+    lock.take()
+    found = find_interrupted([(lock.previous or {}).get("checkpoint"), cp_path])
+    host = ex.host()
+    if found is not None:  # another apply ran, and was killed, while this one waited
+        raise pending_error(found, host, plan)
+    diffs, again = _plan_steps(plan, host, targets)
+    if "\n".join(s.describe() for s in again) != text:
+        raise MigbenchError(
+            "the GPUs changed while apply waited for your answer; nothing was changed",
+            hint=f"run `migbench apply {plan.path or 'PLAN'}` again to see what it would do now",
+        )
+    return host, diffs, again
 
 
 def _record(

@@ -296,3 +296,60 @@ def test_a_signal_at_the_confirmation_prompt_ends_the_apply_at_once(host, tmp_pa
     assert answered == [] and ei.value.exit_code == 128 + sig, answered
     assert shape(host) == before
     assert not HostLock(sim_backend(host).lock_path).is_held()
+
+
+def test_apply_lets_launchers_start_runs_while_it_waits_for_an_answer(host, tmp_path):
+    """Guards: apply held the host lock while `Proceed? [y/N]` waited for a person, so every
+    launcher on the host waited (then gave up) to start runs until someone answered."""
+    lock_path = sim_backend(host).lock_path
+    seen = []
+
+    def confirm(text: str) -> bool:
+        launcher = HostLock(lock_path, shared=True)  # what a launcher takes to start runs
+        seen.append(launcher.acquire())
+        launcher.release()
+        return True
+
+    apply_plan(t := _target(tmp_path), sim_backend(host), confirm=confirm, state_dir=sd_of(t))
+    assert seen == [True]
+    assert verify(t, sim_backend(host).reader.read(), [0]) == []  # the confirmed steps were made
+
+
+def test_a_run_started_while_apply_waited_for_its_answer_stops_it_with_nothing_changed(host, tmp_path, sleeper):
+    """The host is read again once the answer comes: a run that started meanwhile on an instance
+    the confirmed steps destroy (or any other change) ends the apply with the GPUs untouched."""
+    uuid = _host_uuids(host)["0:3g.20gb@0"]  # destroyed by the steps asked about
+
+    def confirm(text: str) -> bool:
+        assert "3g.20gb" in text
+        SimHost(host).attach(uuid, sleeper().pid, 100)  # a launcher started a run there meanwhile
+        return True
+
+    before = shape(host)
+    with pytest.raises(MigbenchError) as ei:
+        apply_plan(t := _target(tmp_path), sim_backend(host), confirm=confirm, state_dir=sd_of(t))
+    assert shape(host) == before, ei.value
+    assert "3g.20gb@0" in str(ei.value) and "in use" in str(ei.value), ei.value
+    assert not HostLock(sim_backend(host).lock_path).is_held()
+
+
+def test_other_steps_after_the_answer_are_not_made(host, tmp_path):
+    """The steps made are the steps confirmed: a GPU changed by hand while apply waited (an
+    instance destroyed) gives other steps, and the apply ends with nothing changed."""
+
+    by_hand = []
+
+    def confirm(text: str) -> bool:
+        h = SimHost(host)
+        g = h.read().gpus[0]
+        gi = next(i for i in g.gpu_instances if i.start == 4)
+        for ci in list(gi.compute_instances):
+            h.destroy_compute_instance(0, gi.id, ci.id)
+        h.destroy_gpu_instance(0, gi.id)  # someone's nvidia-smi meanwhile
+        by_hand.append(shape(host))
+        return True
+
+    before = shape(host)
+    with pytest.raises(MigbenchError, match="changed while apply waited for your answer; nothing was changed"):
+        apply_plan(t := _target(tmp_path), sim_backend(host), confirm=confirm, state_dir=sd_of(t))
+    assert by_hand and by_hand[0] != before and shape(host) == by_hand[0]  # only the change made by hand
