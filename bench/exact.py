@@ -56,6 +56,7 @@ from migbench.duration import Demand as Job
 from migbench.duration import Slot, instance_capacity
 from migbench.duration.replay import list_schedule, replay
 from migbench.planner import FleetGpu
+from migbench.planner.budget import Solver
 from migbench.planner.order import InstanceDP as _PlannerDP
 
 __all__ = ["ExactResult", "solve_exact", "best_order", "FleetGpu"]
@@ -762,7 +763,7 @@ def _cover(classes, members, types, cfgs, layouts, gpus_of, limit, time_limit, w
         if not cover[ci]:
             return "INFEASIBLE", None
         m.Add(sum(cover[ci]) == len(members[ci]))
-    s = cp_model.CpSolver()
+    s = Solver()  # migbench's: gives SIGINT back to Python after the search (the tests run this in-process)
     s.parameters.max_time_in_seconds = max(0.1, time_limit)
     s.parameters.num_workers = workers
     s.parameters.random_seed = 0

@@ -47,7 +47,7 @@ from migbench.duration.replay import list_schedule  # noqa: E402
 from migbench.forecast.baselines import fixed_layout, greedy_ffd, one_per_gpu  # noqa: E402
 from migbench.forecast.simulate import SimReport, figures, simulate_solution  # noqa: E402
 from migbench.planner import SolveOptions, solve  # noqa: E402
-from migbench.planner.budget import default_work  # noqa: E402
+from migbench.planner.budget import Solver, default_work  # noqa: E402
 from migbench.planner.makespan import LAST_STATS  # noqa: E402
 from migbench.types import InstanceRef, Placement  # noqa: E402
 from migbench.units import format_duration  # noqa: E402
@@ -128,7 +128,7 @@ def direct_cpsat(sc: Scenario, time_limit: float) -> tuple[Row, SimReport | None
         for j, v in lst:
             m.add(sum(w for _, w in lst) <= sc.runs[j].max_runs_per_instance).only_enforce_if(v)
     m.maximize(sum(a.values()))
-    s = cp_model.CpSolver()
+    s = Solver()  # migbench's: gives SIGINT back to Python after the search
     s.parameters.max_time_in_seconds = time_limit
     s.parameters.num_workers = 2
     st = s.solve(m)

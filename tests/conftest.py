@@ -5,6 +5,7 @@ from __future__ import annotations
 import compileall
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -69,6 +70,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     base = getattr(config, "_migbench_shm", None)
     if base:
         shutil.rmtree(base, ignore_errors=True)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_state_leaks_out_of_a_test():
+    """Each test starts with the worker's signal state as it found it: its blocked signals and its
+    SIGINT, SIGTERM and SIGHUP dispositions (Python's handler where the kernel sees it). A test that
+    left SIGINT blocked or ignored made later tests' subprocesses (which inherit both) deaf to it,
+    and a solve by a plain CP-SAT solver left the kernel's default action in place of Python's."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    handlers = {s: signal.getsignal(s) for s in _SIGNALS}
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for s, h in handlers.items():
+        if h is not None:
+            signal.signal(s, h)  # also where Python's record is right but the kernel's is not
 
 
 @pytest.fixture(autouse=True)
