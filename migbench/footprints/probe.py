@@ -193,7 +193,8 @@ class Profiler:
                 continue
             i = fits[0]  # the queue is largest first: the largest probe this instance holds
             t, _need = self.queue.pop(i)
-            self.active[slot.key] = self._spawn(t, slot, ph)
+            with stops_deferred():  # started and recorded together: an interrupt stops every probe that runs
+                self.active[slot.key] = self._spawn(t, slot, ph)
             self.say("start", t.run.id, f"{t.run.id} on GPU {slot.gpu} {slot.placement} ({slot.memory_mib} MiB)")
 
     def _spawn(self, t: ProbeTarget, slot: ProbeSlot, ph: ProbeHost) -> _Active:
@@ -421,6 +422,29 @@ def stops_as_interrupts() -> Iterator[None]:
     finally:
         for signum, h in old.items():
             signal.signal(signum, h if h is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def stops_deferred() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while a probe is started and recorded, then deliver one that
+    came meanwhile (as its own handler takes it): a stop between the start of a probe's shim and
+    its record left that probe out of the ones the interrupt stops, so it ran on to its limit and
+    `profile` waited for it with the probe layout still on the GPUs. Outside the main thread it
+    does nothing."""
+    got: list[int] = []
+    old: dict[int, Any] = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[s] = signal.signal(s, lambda signum, _frame: got.append(signum))
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, h in old.items():
+            signal.signal(signum, h if h is not None else signal.SIG_DFL)
+        if got:
+            signal.raise_signal(got[0])
 
 
 def profile_dir(sweep: Sweep) -> Path:

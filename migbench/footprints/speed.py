@@ -33,7 +33,7 @@ from typing import Any
 from migbench.backend.base import Backend
 from migbench.duration import instance_capacity
 from migbench.footprints.file import Footprints, Speed, SpeedSide
-from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir, stops_as_interrupts
+from migbench.footprints.probe import ProbeEvent, ProbeOptions, _plan_run, _probe_plan, profile_dir, stops_as_interrupts, stops_deferred
 from migbench.footprints.resolve import footprints_to_merge
 from migbench.footprints.select import ProbeTarget, probe_targets
 from migbench.footprints.slots import ProbeHost, ProbeSlot, prepare_slots, release
@@ -191,7 +191,8 @@ def measure_speeds(
                 continue
             for side, slot in zip(("small", "large"), pair):
                 free.remove(slot)
-                probes.append(_spawn(plan, t, side, slot, caps[slot.key], state_dir, opts))
+                with stops_deferred():  # started and recorded together: the interrupt's stop reaches it
+                    probes.append(_spawn(plan, t, side, slot, caps[slot.key], state_dir, opts))
                 on_event(ProbeEvent("start", 0, len(targets) * 2, t.run.id, f"{t.run.id} on {slot.profile} ({side})"))
         _watch(probes, opts)
     finally:

@@ -278,3 +278,32 @@ def test_a_signal_while_profile_creates_its_probe_layout_removes_what_it_created
         assert SimHost(sim).read().gpus[0].gpu_instances == []
     finally:
         fake_nvml.uninstall()
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_as_a_probe_starts_stops_that_probe_too(host, monkeypatch):
+    """Guards: Ctrl-C (or SIGTERM) between the start of a probe's shim and its record left that probe
+    out of the ones the interrupt stops: it ran on to its limit, and `profile` waited for it with
+    the probe layout still on the GPU (beside busy loops, a Ctrl-C right after the probe started
+    hit that window)."""
+    import os
+    import signal
+
+    from migbench.footprints import probe as probe_mod
+
+    sim, work = host(gpus=1)
+    sw = load_sweep(write_sweep(work, "version: 1\nname: NAME\ncommand: {toy} --steps 4000 --step-seconds 0.05 --memory 1GiB\nmemory: 2GiB\n"))
+    real = probe_mod.spawn_shim
+    shims = []
+
+    def spawn_then_ctrl_c(adir):  # type: ignore[no-untyped-def]
+        p = real(adir)
+        shims.append(p)
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, as the probe has just started
+        return p
+
+    monkeypatch.setattr(probe_mod, "spawn_shim", spawn_then_ctrl_c)
+    res, _fp, _ = profile(sw, opts=ProbeOptions(seconds=120.0, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
+    assert res.interrupted and len(shims) == 1
+    assert shims[0].poll() is not None, "the probe's shim was stopped"
+    assert layout(sim) == []  # the probe layout is gone
