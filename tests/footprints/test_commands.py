@@ -266,14 +266,19 @@ def test_a_signal_while_profile_probes_stops_the_probes_and_removes_the_probe_la
     import subprocess
 
     from migbench.backend.sim.host import SimHost
-    from tests.support.launchkit import PY, gone, wait_until
+    from tests.support.launchkit import PY, as_from_a_terminal, gone, wait_until
 
     sim = tmp_path / "sim"
     init_host(sim, "A100-SXM4-40GB", 1, mig=True)
     (tmp_path / "one.yaml").write_text(f"version: 1\nname: one\ncommand: {TOY_CMD} --steps 4000 --step-seconds 0.05 --memory 1500MiB\nmemory: 2GiB\n")
     env = {**os.environ, "MIGBENCH_SIM": str(sim)}
     p = subprocess.Popen(
-        [PY, "-m", "migbench", "profile", "one.yaml", "--seconds", "150"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [PY, "-m", "migbench", "profile", "one.yaml", "--seconds", "150"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=as_from_a_terminal,  # Ctrl-C reaches it as from a terminal, however the test run was started
     )
     try:
         started = tmp_path / "runs" / "one.profile"

@@ -303,6 +303,7 @@ def test_a_ctrl_c_as_a_probe_starts_stops_that_probe_too(host, monkeypatch):
         return p
 
     monkeypatch.setattr(probe_mod, "spawn_shim", spawn_then_ctrl_c)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a terminal gives it, however this test run was started
     res, _fp, _ = profile(sw, opts=ProbeOptions(seconds=120.0, grace_s=0.3, sample_s=0.02), backend=sim_backend(sim))
     assert res.interrupted and len(shims) == 1
     assert shims[0].poll() is not None, "the probe's shim was stopped"

@@ -124,6 +124,15 @@ class Rig:
         wait_until(cond, timeout, lambda: f"{what}; states: {self.states()}")
 
 
+def as_from_a_terminal() -> None:
+    """`preexec_fn` for a command a test interrupts with Ctrl-C: SIGINT and SIGQUIT at their default
+    action, as a terminal starts it. A test run started in the background by a non-interactive
+    shell (`pytest ... &`) has both ignored, every process it starts inherits that, and Python then
+    installs no Ctrl-C handler (such a command rightly ignores Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def wait_until(cond: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
     """Poll `cond` (a launch.db being written may be busy: that is a no) until it holds; after
     `timeout` seconds fail, saying `what()` was awaited and how things stand."""
