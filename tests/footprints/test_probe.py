@@ -284,8 +284,7 @@ def test_a_signal_while_profile_creates_its_probe_layout_removes_what_it_created
 def test_a_ctrl_c_as_a_probe_starts_stops_that_probe_too(host, monkeypatch):
     """Guards: Ctrl-C (or SIGTERM) between the start of a probe's shim and its record left that probe
     out of the ones the interrupt stops: it ran on to its limit, and `profile` waited for it with
-    the probe layout still on the GPU (beside busy loops, a Ctrl-C right after the probe started
-    hit that window)."""
+    the probe layout still on the GPU."""
     import os
     import signal
 
