@@ -402,19 +402,13 @@ def _plan_run(r: Run, slot: ProbeSlot) -> PlanRun:
 
 
 @contextmanager
-def stops_as_interrupts() -> Iterator[None]:
-    """While probes run, SIGTERM and SIGHUP end them as Ctrl-C does (KeyboardInterrupt: the probes
-    are stopped, the probe layout removed, what was measured written); by default they killed
-    migbench at once, leaving the layout on the GPUs and the probes running. Outside the main
-    thread it does nothing."""
-
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
+def _handled(signums: Sequence[int], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` for `signums` while the block runs, the handlers before put back after it. Outside
+    the main thread it does nothing."""
     old: dict[int, Any] = {}
     try:
-        for s in (signal.SIGTERM, signal.SIGHUP):
-            old[s] = signal.signal(s, interrupt)
+        for s in signums:
+            old[s] = signal.signal(s, handler)
     except ValueError:  # not the main thread
         pass
     try:
@@ -425,24 +419,29 @@ def stops_as_interrupts() -> Iterator[None]:
 
 
 @contextmanager
+def stops_as_interrupts() -> Iterator[None]:
+    """While probes run, SIGTERM and SIGHUP end them as Ctrl-C does (KeyboardInterrupt: the probes
+    are stopped, the probe layout removed, what was measured written); by default they killed
+    migbench at once, leaving the layout on the GPUs and the probes running."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with _handled((signal.SIGTERM, signal.SIGHUP), interrupt):
+        yield
+
+
+@contextmanager
 def stops_deferred() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP while a probe is started and recorded, then deliver one that
     came meanwhile (as its own handler takes it): a stop between the start of a probe's shim and
     its record left that probe out of the ones the interrupt stops, so it ran on to its limit and
-    `profile` waited for it with the probe layout still on the GPUs. Outside the main thread it
-    does nothing."""
+    `profile` waited for it with the probe layout still on the GPUs."""
     got: list[int] = []
-    old: dict[int, Any] = {}
     try:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old[s] = signal.signal(s, lambda signum, _frame: got.append(signum))
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield
+        with _handled((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, _frame: got.append(signum)):
+            yield
     finally:
-        for signum, h in old.items():
-            signal.signal(signum, h if h is not None else signal.SIG_DFL)
         if got:
             signal.raise_signal(got[0])
 
