@@ -312,10 +312,12 @@ class BenchDriver:
         trouble = self.sup.keeper.write(lambda st: st.set_meta("withdrawn", doc))
         if trouble is not None:
             return trouble
+        second = self.admission.withdrawn_file
         try:  # the second record: a launch.db lost later must not make a withdrawn run start again
-            write_json_atomic(Path(self.sup.sd) / WITHDRAWN_NAME, {"withdrawn": sorted(ids)})
+            if second is not None:
+                write_json_atomic(second, {"withdrawn": sorted(ids)})
         except OSError as exc:
-            return Trouble(exc.errno in NO_SPACE, f"cannot write {Path(self.sup.sd) / WITHDRAWN_NAME}: {os_reason(exc)}")
+            return Trouble(exc.errno in NO_SPACE, f"cannot write {second}: {os_reason(exc)}")
         return None
 
     def decision(self, now: float) -> list[tuple[str, str]]:
